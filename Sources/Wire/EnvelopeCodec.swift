@@ -1,0 +1,68 @@
+import NIOCore
+import SwiftProtobuf
+
+public typealias Envelope = Heddle_V1_Envelope
+
+/// Turns frame payloads into `Envelope`s. A payload that is not a valid Envelope is a
+/// broken frame.
+public final class EnvelopeDecoder: ChannelInboundHandler, RemovableChannelHandler {
+    public typealias InboundIn = ByteBuffer
+    public typealias InboundOut = Envelope
+
+    public init() {}
+
+    public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let payload = unwrapInboundIn(data)
+        do {
+            let envelope = try Envelope(serializedBytes: Array(payload.readableBytesView))
+            guard envelope.body != nil else {
+                throw WireError.badFrame("frame holds an envelope with no message")
+            }
+            context.fireChannelRead(wrapInboundOut(envelope))
+        } catch let error as WireError {
+            context.fireErrorCaught(error)
+        } catch {
+            context.fireErrorCaught(WireError.badFrame("frame is not a valid heddle.v1.Envelope: \(error)"))
+        }
+    }
+}
+
+/// Writes one `Envelope` as one frame.
+public struct EnvelopeEncoder: MessageToByteEncoder {
+    public typealias OutboundIn = Envelope
+
+    public init() {}
+
+    public func encode(data: Envelope, out: inout ByteBuffer) throws {
+        let bytes: [UInt8] = try data.serializedBytes()
+        out.reserveCapacity(out.writerIndex + Frame.headerLength + bytes.count)
+        out.writeInteger(UInt8(0))
+        out.writeInteger(UInt32(bytes.count))
+        out.writeBytes(bytes)
+    }
+}
+
+extension ChannelPipeline.SynchronousOperations {
+    /// Adds the frame codec: frames in, envelopes out, both ways.
+    public func addFrameCodec(maximumFrameLength: Int) throws {
+        try addHandler(ByteToMessageHandler(FrameDecoder(maximumFrameLength: maximumFrameLength)))
+        try addHandler(EnvelopeDecoder())
+        try addHandler(MessageToByteHandler(EnvelopeEncoder()))
+    }
+}
+
+extension Envelope {
+    public init(id: UInt64 = 0, _ body: Envelope.OneOf_Body) {
+        self.init()
+        self.id = id
+        self.body = body
+    }
+
+    public static func error(id: UInt64 = 0, _ error: WireError) -> Envelope {
+        Envelope(id: id, .error(error.proto))
+    }
+
+    public static func ok(id: UInt64) -> Envelope {
+        Envelope(id: id, .ok(Heddle_V1_Ok()))
+    }
+}

@@ -1,0 +1,72 @@
+import NIOCore
+import NIOSSL
+import X509
+
+/// What a certificate may do. The role is the certificate subject's organizational unit
+/// (OU); the name is its common name (CN). `heddle certs` writes both.
+public enum Role: String, Sendable, CaseIterable, Comparable {
+    case runner
+    case automation
+    case admin
+
+    public static func < (lhs: Role, rhs: Role) -> Bool {
+        lhs.rank < rhs.rank
+    }
+
+    private var rank: Int {
+        switch self {
+        case .runner: 0
+        case .automation: 1
+        case .admin: 2
+        }
+    }
+}
+
+/// Who is on the other end of a connection, read from its verified client certificate.
+public struct PeerIdentity: Sendable, Equatable, CustomStringConvertible {
+    public var name: String
+    public var role: Role
+    /// SHA-256 of the certificate's DER, lower-case hex.
+    public var fingerprint: String
+
+    public init(name: String, role: Role, fingerprint: String) {
+        self.name = name
+        self.role = role
+        self.fingerprint = fingerprint
+    }
+
+    public var description: String { "\(role.rawValue) \(name)" }
+
+    /// Reads name and role from a certificate. Throws when either is missing or the role is
+    /// not one Heddle knows.
+    public init(certificate: Certificate, derBytes: [UInt8]) throws {
+        var commonName: String?
+        var unit: String?
+        for rdn in certificate.subject {
+            for attribute in rdn {
+                switch attribute.type {
+                case .RDNAttributeType.commonName: commonName = String(attribute.value)
+                case .RDNAttributeType.organizationalUnitName: unit = String(attribute.value)
+                default: break
+                }
+            }
+        }
+        guard let commonName, !commonName.isEmpty else {
+            throw WireError(.unauthenticated, "client certificate has no common name (CN)")
+        }
+        guard let unit, let role = Role(rawValue: unit) else {
+            throw WireError(.unauthenticated,
+                            "client certificate \(commonName) has no Heddle role: its OU must be runner, automation or admin")
+        }
+        self.init(name: commonName, role: role, fingerprint: sha256Hex(derBytes))
+    }
+
+    /// Reads the identity of the TLS peer on `channel`. Call after the handshake.
+    public static func of(channel: Channel) async throws -> PeerIdentity {
+        guard let peer = try await channel.nioSSL_peerCertificate().get() else {
+            throw WireError(.unauthenticated, "the peer presented no client certificate")
+        }
+        let der = try peer.toDERBytes()
+        return try PeerIdentity(certificate: Certificate(derEncoded: der), derBytes: der)
+    }
+}
