@@ -2,5 +2,5 @@
 // SHA-256 of the concatenated proto/heddle/v1/*.proto files (in name order) this code was
 // generated from. WireTests fails when the protos change without regenerating.
 public enum ProtoChecksum {
-    public static let sha256 = "6c2eecbbaaded5d9db6d92ef37e0575676384ff66f22ae6bcc50bd9dbc238a4f"
+    public static let sha256 = "65d8352563063c438481fb92382fb1efed370a5d60ff775b655ac36aeaf63064"
 }

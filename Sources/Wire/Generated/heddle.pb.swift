@@ -1110,7 +1110,8 @@ public nonisolated struct Heddle_V1_NodeDetail: Sendable {
 
   public var exitCode: Int32 = 0
 
-  public var hasExitCode_p: Bool = false
+  /// true when exit_code is meaningful
+  public var exited: Bool = false
 
   public var needs: [String] = []
 
@@ -3319,7 +3320,7 @@ nonisolated extension Heddle_V1_RunGetRequest: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Heddle_V1_NodeDetail: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".NodeDetail"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}status\0\u{3}started_at_ms\0\u{3}finished_at_ms\0\u{3}exit_code\0\u{3}has_exit_code\0\u{1}needs\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}status\0\u{3}started_at_ms\0\u{3}finished_at_ms\0\u{3}exit_code\0\u{1}exited\0\u{1}needs\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3332,7 +3333,7 @@ nonisolated extension Heddle_V1_NodeDetail: SwiftProtobuf.Message, SwiftProtobuf
       case 3: try { try decoder.decodeSingularInt64Field(value: &self.startedAtMs) }()
       case 4: try { try decoder.decodeSingularInt64Field(value: &self.finishedAtMs) }()
       case 5: try { try decoder.decodeSingularInt32Field(value: &self.exitCode) }()
-      case 6: try { try decoder.decodeSingularBoolField(value: &self.hasExitCode_p) }()
+      case 6: try { try decoder.decodeSingularBoolField(value: &self.exited) }()
       case 7: try { try decoder.decodeRepeatedStringField(value: &self.needs) }()
       default: break
       }
@@ -3355,8 +3356,8 @@ nonisolated extension Heddle_V1_NodeDetail: SwiftProtobuf.Message, SwiftProtobuf
     if self.exitCode != 0 {
       try visitor.visitSingularInt32Field(value: self.exitCode, fieldNumber: 5)
     }
-    if self.hasExitCode_p != false {
-      try visitor.visitSingularBoolField(value: self.hasExitCode_p, fieldNumber: 6)
+    if self.exited != false {
+      try visitor.visitSingularBoolField(value: self.exited, fieldNumber: 6)
     }
     if !self.needs.isEmpty {
       try visitor.visitRepeatedStringField(value: self.needs, fieldNumber: 7)
@@ -3370,7 +3371,7 @@ nonisolated extension Heddle_V1_NodeDetail: SwiftProtobuf.Message, SwiftProtobuf
     if lhs.startedAtMs != rhs.startedAtMs {return false}
     if lhs.finishedAtMs != rhs.finishedAtMs {return false}
     if lhs.exitCode != rhs.exitCode {return false}
-    if lhs.hasExitCode_p != rhs.hasExitCode_p {return false}
+    if lhs.exited != rhs.exited {return false}
     if lhs.needs != rhs.needs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true

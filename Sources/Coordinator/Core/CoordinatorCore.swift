@@ -1,0 +1,598 @@
+import Foundation
+import Logging
+import Wire
+
+/// Limits the coordinator announces and enforces.
+public struct CoordinatorLimits: Sendable {
+    public var maximumFrameLength = Frame.defaultMaximumLength
+    public var heartbeatInterval: Duration = .seconds(5)
+    public var maximumArtifactChunk = 1024 * 1024
+    public var maximumArtifactSize: Int64 = 8 * 1024 * 1024 * 1024
+
+    public init() {}
+}
+
+/// The coordinator's core: queue, scheduler, job lifecycle, subscriptions. It knows
+/// nothing of sockets: a front (the binary protocol today) calls it with the caller's
+/// identity and an `Outbox` for frames it pushes.
+///
+/// Decisions are made on in-memory state before any `await`, so the actor's reentrancy at
+/// store writes cannot hand one job to two runners.
+public actor CoordinatorCore {
+    let store: any CoordinatorStore
+    let blobs: BlobStore
+    let logger: Logger
+    public let limits: CoordinatorLimits
+
+    var scheduler = Scheduler()
+    /// Runner sessions by session id.
+    var runners: [UInt64: RunnerSession] = [:]
+    /// Jobs currently leased to a runner.
+    var active: [Int64: ActiveJob] = [:]
+    var watchers: [Int64: [Watcher]] = [:]
+    var uploads: [UInt64: PendingUpload] = [:]
+    var nextUploadID: UInt64 = 1
+    var nextEpoch: Int64
+
+    struct RunnerSession {
+        var identity: PeerIdentity
+        var labels: [String]
+        var capacity: Int
+        var outbox: Outbox
+        var connectedAt: Int64
+        var lastHeartbeat: Int64
+    }
+
+    struct ActiveJob {
+        var runID: Int64
+        var attempt: Int
+        var name: String
+        var session: UInt64
+        var runner: String
+        var epoch: Int64
+        /// Stored length of each node's log.
+        var logEnds: [String: UInt64] = [:]
+    }
+
+    struct PendingUpload {
+        var jobID: Int64
+        var epoch: Int64
+        var session: UInt64
+        var name: String
+        var size: Int64
+        var sha256: String
+        var upload: BlobStore.Upload
+    }
+
+    public init(store: any CoordinatorStore, blobs: BlobStore, limits: CoordinatorLimits = CoordinatorLimits(),
+                logger: Logger = Logger(label: "heddle.coordinator")) {
+        self.store = store
+        self.blobs = blobs
+        self.limits = limits
+        self.logger = logger
+        self.nextEpoch = Date.nowMilliseconds
+    }
+
+    /// Loads the queue from the store. Jobs that were running when the coordinator stopped
+    /// have no runner any more: they fail with reason "runner lost".
+    public func recover() async throws {
+        for job in try await store.activeJobs() {
+            switch job.status {
+            case .queued:
+                scheduler.enqueue(.init(id: job.id, labels: Set(job.labels), position: job.position))
+            default:
+                let run = try await store.finishJob(id: job.id, status: .failed,
+                                                    reason: "runner lost: the coordinator restarted while the job ran",
+                                                    now: Date.nowMilliseconds)
+                logger.warning("job failed on restart", metadata: ["job.id": "\(job.id)", "run.id": "\(run.id)"])
+            }
+        }
+    }
+
+    // MARK: runner sessions
+
+    public func runnerConnected(session: UInt64, identity: PeerIdentity, hello: Heddle_V1_Hello, outbox: Outbox) async {
+        let capacity = max(1, Int(hello.capacity))
+        let now = Date.nowMilliseconds
+        runners[session] = RunnerSession(identity: identity, labels: hello.labels, capacity: capacity,
+                                         outbox: outbox, connectedAt: now, lastHeartbeat: now)
+        scheduler.addRunner(session, labels: Set(hello.labels), capacity: capacity)
+        logger.info("runner connected", metadata: ["runner": "\(identity.name)", "labels": "\(hello.labels)",
+                                                   "capacity": "\(capacity)"])
+        await dispatch()
+    }
+
+    public func heartbeat(session: UInt64) {
+        runners[session]?.lastHeartbeat = Date.nowMilliseconds
+    }
+
+    /// A session ended. A runner's jobs fail with reason "runner lost"; its uploads and any
+    /// watches of the session are dropped.
+    public func sessionClosed(session: UInt64) async {
+        for (runID, list) in watchers {
+            watchers[runID] = list.filter { $0.session != session }
+        }
+        for (id, upload) in uploads where upload.session == session {
+            blobs.discard(upload.upload)
+            uploads[id] = nil
+        }
+        guard let runner = runners.removeValue(forKey: session) else { return }
+        let lost = scheduler.removeRunner(session)
+        logger.info("runner disconnected", metadata: ["runner": "\(runner.identity.name)", "jobs": "\(lost.count)"])
+        for jobID in lost.sorted() {
+            await finish(jobID: jobID, status: .failed, reason: "runner lost: \(runner.identity.name) disconnected")
+        }
+        await dispatch()
+    }
+
+    /// Hands queued jobs to runners with free capacity and matching labels.
+    func dispatch() async {
+        let assignments = scheduler.assign()
+        for assignment in assignments {
+            guard let runner = runners[assignment.runner] else { continue }
+            nextEpoch += 1
+            let epoch = nextEpoch
+            active[assignment.jobID] = ActiveJob(runID: 0, attempt: 0, name: "", session: assignment.runner,
+                                                 runner: runner.identity.name, epoch: epoch)
+            do {
+                let now = Date.nowMilliseconds
+                try await store.claimJob(id: assignment.jobID, runner: runner.identity.name, epoch: epoch, now: now)
+                guard let job = try await store.job(id: assignment.jobID),
+                      let run = try await store.run(id: job.runID) else { continue }
+                active[job.id]?.runID = run.id
+                active[job.id]?.attempt = job.attempt
+                active[job.id]?.name = job.name
+                let nodes = try await store.nodes(jobIDs: [job.id])
+                var message = Heddle_V1_Assignment()
+                message.job = jobRef(job.id, job.attempt, epoch)
+                message.runID = UInt64(run.id)
+                message.project = run.project
+                message.pipeline = run.pipeline
+                message.jobName = job.name
+                message.branch = run.branch
+                message.env = [
+                    "HEDDLE_RUN_ID": String(run.id), "HEDDLE_ATTEMPT": String(job.attempt),
+                    "HEDDLE_JOB": job.name, "HEDDLE_BRANCH": run.branch,
+                    "HEDDLE_PROJECT": run.project, "HEDDLE_PIPELINE": run.pipeline,
+                ]
+                message.nodes = nodes.map { node in
+                    var spec = Heddle_V1_NodeSpec()
+                    spec.name = node.name
+                    spec.run = node.run
+                    spec.needs = node.needs
+                    spec.env = node.env
+                    spec.timeoutSeconds = UInt32(node.timeout ?? 0)
+                    spec.artifacts = node.artifacts
+                    return spec
+                }
+                logger.info("job assigned", metadata: ["job.id": "\(job.id)", "run.id": "\(run.id)",
+                                                       "runner": "\(runner.identity.name)"])
+                runner.outbox.send(Envelope(.assignment(message)))
+                publish(runID: run.id, attempt: job.attempt,
+                        .job(jobEvent(job, status: .running, runner: runner.identity.name, at: now)))
+            } catch {
+                logger.error("assignment failed", metadata: ["job.id": "\(assignment.jobID)", "error": "\(error)"])
+                await finish(jobID: assignment.jobID, status: .failed, reason: "coordinator error: \(error)")
+            }
+        }
+    }
+
+    func jobRef(_ id: Int64, _ attempt: Int, _ epoch: Int64) -> Heddle_V1_JobRef {
+        var ref = Heddle_V1_JobRef()
+        ref.jobID = UInt64(id)
+        ref.attempt = UInt32(attempt)
+        ref.epoch = UInt64(epoch)
+        return ref
+    }
+
+    func jobEvent(_ job: JobRecord, status: Status, runner: String?, at: Int64) -> Heddle_V1_JobDetail {
+        var detail = Heddle_V1_JobDetail()
+        detail.id = UInt64(job.id)
+        detail.name = job.name
+        detail.status = status.proto
+        detail.runner = runner ?? ""
+        detail.startedAtMs = at
+        detail.labels = job.labels
+        return detail
+    }
+
+    /// Checks that a job write comes from the session holding the job's current lease.
+    func lease(_ ref: Heddle_V1_JobRef, session: UInt64) throws(WireError) -> ActiveJob {
+        let id = Int64(ref.jobID)
+        guard let job = active[id] else {
+            throw WireError(.failedPrecondition, "job \(ref.jobID) is not running on this runner")
+        }
+        guard job.session == session else {
+            throw WireError(.permissionDenied, "job \(ref.jobID) is assigned to another runner")
+        }
+        guard job.epoch == Int64(ref.epoch) else {
+            throw WireError(.staleEpoch, "job \(ref.jobID) has lease epoch \(job.epoch), not \(ref.epoch): stop it")
+        }
+        return job
+    }
+
+    public func nodeUpdate(session: UInt64, _ update: Heddle_V1_NodeUpdate) async throws {
+        let job = try lease(update.job, session: session)
+        guard let status = Status(update.status), status != .queued else {
+            throw WireError.invalid("node status \(update.status) is not a node status")
+        }
+        let exitCode: Int? = status == .running || status == .pending ? nil : Int(update.exitCode)
+        let at = update.atMs == 0 ? Date.nowMilliseconds : update.atMs
+        try await store.updateNode(jobID: Int64(update.job.jobID), node: update.node, status: status,
+                                   exitCode: exitCode, at: at)
+        var detail = Heddle_V1_JobDetail()
+        detail.id = update.job.jobID
+        detail.name = job.name
+        detail.status = Status.running.proto
+        detail.runner = job.runner
+        var node = Heddle_V1_NodeDetail()
+        node.name = update.node
+        node.status = status.proto
+        if status == .running { node.startedAtMs = at } else { node.finishedAtMs = at }
+        if let exitCode {
+            node.exitCode = Int32(exitCode)
+            node.exited = true
+        }
+        detail.nodes = [node]
+        publish(runID: job.runID, attempt: job.attempt, .job(detail))
+    }
+
+    /// Stores a log chunk and returns the node log's durable length. A chunk that repeats
+    /// stored bytes is trimmed; one that would leave a gap is refused.
+    public func appendLog(session: UInt64, _ append: Heddle_V1_LogAppend) async throws -> UInt64 {
+        var job = try lease(append.job, session: session)
+        let jobID = Int64(append.job.jobID)
+        if job.logEnds.isEmpty {
+            job.logEnds = try await store.logLengths(jobID: jobID).mapValues { UInt64($0) }
+            active[jobID]?.logEnds = job.logEnds
+        }
+        let end = active[jobID]?.logEnds[append.node] ?? 0
+        let chunkEnd = append.offset + UInt64(append.data.count)
+        guard append.offset <= end else {
+            throw WireError.invalid("log chunk for node '\(append.node)' starts at \(append.offset) but only \(end) bytes are stored")
+        }
+        guard chunkEnd > end else { return end }
+        let fresh = Array(append.data.suffix(Int(chunkEnd - end)))
+        active[jobID]?.logEnds[append.node] = chunkEnd
+        do {
+            try await store.appendLog(jobID: jobID, node: append.node, offset: Int64(end), data: fresh)
+        } catch {
+            active[jobID]?.logEnds[append.node] = end
+            throw error
+        }
+        var chunk = Heddle_V1_LogChunk()
+        chunk.jobID = append.job.jobID
+        chunk.job = job.name
+        chunk.node = append.node
+        chunk.offset = end
+        chunk.data = Data(fresh)
+        publish(runID: job.runID, attempt: job.attempt, .log(chunk))
+        return chunkEnd
+    }
+
+    public func jobFinished(session: UInt64, _ finish: Heddle_V1_JobFinish) async throws {
+        _ = try lease(finish.job, session: session)
+        guard let status = Status(finish.status), [.succeeded, .failed, .cancelled].contains(status) else {
+            throw WireError.invalid("a job finishes as succeeded, failed or cancelled, not \(finish.status)")
+        }
+        await self.finish(jobID: Int64(finish.job.jobID), status: status, reason: finish.reason)
+    }
+
+    /// Finishes a job (stored in one transaction with its run's status), frees its runner's
+    /// slot, tells watchers, and dispatches more work.
+    func finish(jobID: Int64, status: Status, reason: String) async {
+        let job = active.removeValue(forKey: jobID)
+        if let job { scheduler.finish(jobID, on: job.session) }
+        scheduler.removeQueued(jobID)
+        do {
+            let now = Date.nowMilliseconds
+            let run = try await store.finishJob(id: jobID, status: status, reason: reason, now: now)
+            logger.info("job finished", metadata: ["job.id": "\(jobID)", "status": "\(status.rawValue)",
+                                                   "reason": "\(reason)"])
+            if let record = try await store.job(id: jobID) {
+                var detail = jobEvent(record, status: status, runner: record.runner, at: record.startedAt ?? now)
+                detail.finishedAtMs = now
+                detail.reason = reason
+                publish(runID: run.id, attempt: record.attempt, .job(detail))
+            }
+            if run.status.isFinished {
+                publish(runID: run.id, attempt: run.attempt, .end(run.proto))
+            }
+        } catch {
+            logger.error("cannot store a job's end", metadata: ["job.id": "\(jobID)", "error": "\(error)"])
+        }
+        await dispatch()
+    }
+
+    // MARK: artifacts
+
+    public func declareArtifact(session: UInt64, _ declare: Heddle_V1_ArtifactDeclare) async throws -> Heddle_V1_ArtifactDeclared {
+        _ = try lease(declare.job, session: session)
+        try Self.validateArtifactName(declare.name)
+        guard declare.sha256.count == 32 else {
+            throw WireError.invalid("artifact '\(declare.name)': sha256 must be 32 bytes, got \(declare.sha256.count)")
+        }
+        guard Int64(clamping: declare.size) <= limits.maximumArtifactSize else {
+            throw WireError(.resourceExhausted,
+                            "artifact '\(declare.name)' is \(declare.size) bytes; the limit is \(limits.maximumArtifactSize)")
+        }
+        let id = nextUploadID
+        nextUploadID += 1
+        let upload = try await blobs.beginUpload(id: id)
+        uploads[id] = PendingUpload(jobID: Int64(declare.job.jobID), epoch: Int64(declare.job.epoch), session: session,
+                                    name: declare.name, size: Int64(declare.size), sha256: hex(declare.sha256),
+                                    upload: upload)
+        var declared = Heddle_V1_ArtifactDeclared()
+        declared.uploadID = id
+        declared.committedOffset = 0
+        return declared
+    }
+
+    /// Names are relative paths: no "..", no leading "/", no NUL, not empty.
+    static func validateArtifactName(_ name: String) throws(WireError) {
+        guard !name.isEmpty, name.utf8.count <= 1024 else {
+            throw WireError.invalid("artifact name must be 1 to 1024 bytes")
+        }
+        guard !name.contains("\0") else { throw WireError.invalid("artifact name contains NUL") }
+        guard !name.hasPrefix("/") else { throw WireError.invalid("artifact name '\(name)' is an absolute path") }
+        guard !name.split(separator: "/", omittingEmptySubsequences: false).contains(where: { $0 == ".." || $0 == "." || $0.isEmpty }) else {
+            throw WireError.invalid("artifact name '\(name)' must be a plain relative path (no '..', '.' or empty parts)")
+        }
+    }
+
+    public func artifactChunk(session: UInt64, _ chunk: Heddle_V1_ArtifactChunk) async throws {
+        _ = try lease(chunk.job, session: session)
+        guard let pending = uploads[chunk.uploadID], pending.session == session, pending.jobID == Int64(chunk.job.jobID) else {
+            throw WireError.notFound("upload \(chunk.uploadID) is not open on this session")
+        }
+        guard Int64(chunk.offset) == pending.upload.received else {
+            throw WireError.invalid("upload \(chunk.uploadID): chunk at \(chunk.offset), expected \(pending.upload.received)")
+        }
+        guard pending.upload.received + Int64(chunk.data.count) <= pending.size else {
+            uploads[chunk.uploadID] = nil
+            blobs.discard(pending.upload)
+            throw WireError.invalid("artifact '\(pending.name)' is larger than the \(pending.size) bytes declared; upload discarded")
+        }
+        try await blobs.write(Array(chunk.data), to: pending.upload)
+    }
+
+    public func commitArtifact(session: UInt64, _ commit: Heddle_V1_ArtifactCommit) async throws -> Heddle_V1_ArtifactCommitted {
+        let job = try lease(commit.job, session: session)
+        guard let pending = uploads.removeValue(forKey: commit.uploadID), pending.session == session else {
+            throw WireError.notFound("upload \(commit.uploadID) is not open on this session")
+        }
+        try await blobs.commit(pending.upload, size: pending.size, sha256: pending.sha256)
+        let record = try await store.insertArtifact(jobID: pending.jobID, name: pending.name, size: pending.size,
+                                                    sha256: pending.sha256, now: Date.nowMilliseconds)
+        logger.info("artifact stored", metadata: ["job.id": "\(pending.jobID)", "name": "\(pending.name)",
+                                                  "size": "\(pending.size)", "run.id": "\(job.runID)"])
+        var committed = Heddle_V1_ArtifactCommitted()
+        committed.artifactID = UInt64(record.id)
+        return committed
+    }
+
+    public func artifacts(runID: Int64?) async throws -> [Heddle_V1_ArtifactInfo] {
+        if let runID, try await store.run(id: runID) == nil { throw WireError.notFound("run \(runID) does not exist") }
+        return try await store.artifacts(runID: runID).map(\.proto)
+    }
+
+    public func readArtifact(_ request: Heddle_V1_ArtifactReadRequest) async throws -> Heddle_V1_ArtifactData {
+        guard let artifact = try await store.artifact(id: Int64(request.artifactID)) else {
+            throw WireError.notFound("artifact \(request.artifactID) does not exist")
+        }
+        let length = min(Int(request.length == 0 ? UInt32(limits.maximumArtifactChunk) : request.length),
+                         limits.maximumArtifactChunk)
+        let offset = min(Int64(request.offset), artifact.size)
+        let bytes = try await blobs.read(sha256: artifact.sha256, offset: offset,
+                                         length: min(length, Int(artifact.size - offset)))
+        var data = Heddle_V1_ArtifactData()
+        data.artifact = artifact.proto
+        data.offset = UInt64(offset)
+        data.data = Data(bytes)
+        return data
+    }
+
+    // MARK: pipelines and runs
+
+    public func pushPipeline(_ push: Heddle_V1_PipelinePush) async throws -> Heddle_V1_PipelinePushed {
+        let project = push.project
+        guard !project.isEmpty, project.allSatisfy({ ActParser.nameCharacters.contains($0) }) else {
+            throw WireError.invalid("project name '\(project)' may use only letters, digits, '.', '_' and '-'")
+        }
+        let definition: PipelineDefinition
+        do {
+            definition = try ActParser(file: push.fileName.isEmpty ? "pipeline.act" : push.fileName).parse(push.source)
+        } catch {
+            throw WireError.invalid(error.description)
+        }
+        let version = try await store.savePipeline(project: project, definition: definition, source: push.source,
+                                                   now: Date.nowMilliseconds)
+        var pushed = Heddle_V1_PipelinePushed()
+        pushed.project = project
+        pushed.pipeline = version.pipeline
+        pushed.version = UInt32(version.version)
+        return pushed
+    }
+
+    public func pipelines() async throws -> [Heddle_V1_PipelineInfo] {
+        try await store.pipelines().map { version in
+            var info = Heddle_V1_PipelineInfo()
+            info.project = version.project
+            info.pipeline = version.pipeline
+            info.version = UInt32(version.version)
+            info.updatedAtMs = version.createdAt
+            info.jobs = version.jobs
+            return info
+        }
+    }
+
+    public func trigger(_ request: Heddle_V1_TriggerRequest, trigger: String) async throws -> Int64 {
+        guard let version = try await store.latestPipeline(project: request.project, pipeline: request.pipeline) else {
+            throw WireError.notFound("no pipeline \(request.project)/\(request.pipeline); push it with `heddle pipeline push FILE --project \(request.project)`")
+        }
+        let definition: PipelineDefinition
+        do {
+            definition = try ActParser(file: "\(version.pipeline).act").parse(version.source)
+        } catch {
+            throw WireError(.internal, "stored pipeline no longer parses: \(error)")
+        }
+        let branch = request.branch.isEmpty ? "main" : request.branch
+        let (run, jobs) = try await store.createRun(version: version, definition: definition, branch: branch,
+                                                    trigger: trigger, now: Date.nowMilliseconds)
+        for job in jobs {
+            scheduler.enqueue(.init(id: job.id, labels: Set(job.labels), position: job.position))
+        }
+        logger.info("run triggered", metadata: ["run.id": "\(run.id)", "pipeline": "\(run.project)/\(run.pipeline)",
+                                                "branch": "\(branch)"])
+        await dispatch()
+        return run.id
+    }
+
+    public func runs(limit: Int) async throws -> [Heddle_V1_RunSummary] {
+        try await store.runs(limit: limit).map(\.proto)
+    }
+
+    public func runDetail(runID: Int64, attempt: Int?) async throws -> Heddle_V1_RunDetail {
+        guard let run = try await store.run(id: runID) else { throw WireError.notFound("run \(runID) does not exist") }
+        let attempt = attempt ?? run.attempt
+        guard (1...run.attempt).contains(attempt) else {
+            throw WireError.notFound("run \(runID) has no attempt \(attempt) (it has \(run.attempt))")
+        }
+        let jobs = try await store.jobs(runID: runID, attempt: attempt)
+        let nodes = Dictionary(grouping: try await store.nodes(jobIDs: jobs.map(\.id)), by: \.jobID)
+        var detail = Heddle_V1_RunDetail()
+        detail.run = run.proto
+        detail.run.attempt = UInt32(attempt)
+        detail.jobs = jobs.map { job in
+            var out = Heddle_V1_JobDetail()
+            out.id = UInt64(job.id)
+            out.name = job.name
+            out.status = job.status.proto
+            out.runner = job.runner ?? ""
+            out.startedAtMs = job.startedAt ?? 0
+            out.finishedAtMs = job.finishedAt ?? 0
+            out.reason = job.reason
+            out.labels = job.labels
+            out.nodes = (nodes[job.id] ?? []).map { node in
+                var n = Heddle_V1_NodeDetail()
+                n.name = node.name
+                n.status = node.status.proto
+                n.startedAtMs = node.startedAt ?? 0
+                n.finishedAtMs = node.finishedAt ?? 0
+                n.exitCode = Int32(node.exitCode ?? 0)
+                n.exited = node.exitCode != nil
+                n.needs = node.needs
+                return n
+            }
+            return out
+        }
+        return detail
+    }
+
+    public func queue() async throws -> [Heddle_V1_QueueEntry] {
+        let jobs = try await store.activeJobs()
+        var runCache: [Int64: RunRecord] = [:]
+        var entries: [Heddle_V1_QueueEntry] = []
+        for job in jobs.sorted(by: { ($0.status == .running ? 0 : 1, $0.position) < ($1.status == .running ? 0 : 1, $1.position) }) {
+            if runCache[job.runID] == nil { runCache[job.runID] = try await store.run(id: job.runID) }
+            guard let run = runCache[job.runID] else { continue }
+            var entry = Heddle_V1_QueueEntry()
+            entry.jobID = UInt64(job.id)
+            entry.runID = UInt64(job.runID)
+            entry.project = run.project
+            entry.pipeline = run.pipeline
+            entry.job = job.name
+            entry.branch = run.branch
+            entry.labels = job.labels
+            entry.status = job.status.proto
+            entry.runner = job.runner ?? ""
+            entry.queuedAtMs = job.queuedAt
+            entries.append(entry)
+        }
+        return entries
+    }
+
+    public func runnerList() -> [Heddle_V1_RunnerInfo] {
+        runners.sorted { $0.key < $1.key }.map { id, runner in
+            var info = Heddle_V1_RunnerInfo()
+            info.name = runner.identity.name
+            info.labels = runner.labels
+            info.capacity = UInt32(runner.capacity)
+            info.running = UInt32(scheduler.runners[id]?.running.count ?? 0)
+            info.connectedAtMs = runner.connectedAt
+            info.lastHeartbeatMs = runner.lastHeartbeat
+            info.sessionID = String(id)
+            return info
+        }
+    }
+
+    // MARK: watching
+
+    /// Subscribes `outbox` to a run attempt: stored log bytes, then live ones, then `end`.
+    public func watch(session: UInt64, requestID: UInt64, _ request: Heddle_V1_WatchRequest, outbox: Outbox) async throws {
+        let runID = Int64(request.runID)
+        guard let run = try await store.run(id: runID) else { throw WireError.notFound("run \(runID) does not exist") }
+        let attempt = request.attempt == 0 ? run.attempt : Int(request.attempt)
+        guard (1...run.attempt).contains(attempt) else {
+            throw WireError.notFound("run \(runID) has no attempt \(attempt)")
+        }
+        let watcher = Watcher(session: session, requestID: requestID, runID: runID, attempt: attempt,
+                              request: request, outbox: outbox)
+        // Register first, then read history: every chunk is either in the history or
+        // arrives as a live event after registration; the watcher drops the overlap.
+        watchers[runID, default: []].append(watcher)
+        let jobs = try await store.jobs(runID: runID, attempt: attempt)
+        if let wanted = watcher.job, !jobs.contains(where: { $0.name == wanted }) {
+            watchers[runID]?.removeAll { $0 === watcher }
+            throw WireError.notFound("run \(runID) has no job '\(wanted)' (jobs: \(jobs.map(\.name).joined(separator: ", ")))")
+        }
+        outbox.send(.ok(id: requestID))
+        if watcher.logs {
+            let selected = jobs.filter { watcher.job == nil || $0.name == watcher.job }
+            let names = Dictionary(uniqueKeysWithValues: selected.map { ($0.id, $0.name) })
+            for record in try await store.logChunks(jobIDs: selected.map(\.id), node: watcher.node) {
+                var chunk = Heddle_V1_LogChunk()
+                chunk.jobID = UInt64(record.jobID)
+                chunk.job = names[record.jobID] ?? ""
+                chunk.node = record.node
+                chunk.offset = UInt64(record.offset)
+                chunk.data = record.data
+                var event = Heddle_V1_WatchEvent()
+                event.log = chunk
+                watcher.deliver(event)
+            }
+        }
+        let latest = try await store.run(id: runID) ?? run
+        let finished = jobs.allSatisfy(\.status.isFinished) && (latest.attempt > attempt || latest.status.isFinished)
+        watcher.goLive()
+        if finished && !watcher.ended {
+            var summary = latest.proto
+            summary.attempt = UInt32(attempt)
+            var event = Heddle_V1_WatchEvent()
+            event.end = summary
+            watcher.deliver(event)
+        }
+        if watcher.ended { watchers[runID]?.removeAll { $0 === watcher } }
+    }
+
+    func publish(runID: Int64, attempt: Int, _ event: Heddle_V1_WatchEvent.OneOf_Event) {
+        guard let list = watchers[runID], !list.isEmpty else { return }
+        var message = Heddle_V1_WatchEvent()
+        message.event = event
+        for watcher in list where watcher.attempt == attempt {
+            switch event {
+            case .log(let chunk):
+                guard watcher.logs, watcher.matches(job: chunk.job, node: chunk.node) else { continue }
+            case .job(let job):
+                guard watcher.matches(job: job.name, node: nil) else { continue }
+            case .end:
+                break
+            }
+            watcher.offer(message)
+        }
+        if case .end = event {
+            watchers[runID] = list.filter { !$0.ended }
+            if watchers[runID]?.isEmpty == true { watchers[runID] = nil }
+        }
+    }
+}

@@ -1,0 +1,156 @@
+import Foundation
+import Wire
+
+/// Status of a run, job or node, as stored and shown.
+public enum Status: String, Sendable, Codable, CaseIterable {
+    case queued, pending, running, succeeded, failed, cancelled, skipped
+
+    public var isFinished: Bool {
+        switch self {
+        case .succeeded, .failed, .cancelled, .skipped: true
+        case .queued, .pending, .running: false
+        }
+    }
+
+    public var proto: Heddle_V1_Status {
+        switch self {
+        case .queued: .queued
+        case .pending: .pending
+        case .running: .running
+        case .succeeded: .succeeded
+        case .failed: .failed
+        case .cancelled: .cancelled
+        case .skipped: .skipped
+        }
+    }
+
+    public init?(_ proto: Heddle_V1_Status) {
+        switch proto {
+        case .queued: self = .queued
+        case .pending: self = .pending
+        case .running: self = .running
+        case .succeeded: self = .succeeded
+        case .failed: self = .failed
+        case .cancelled: self = .cancelled
+        case .skipped: self = .skipped
+        default: return nil
+        }
+    }
+}
+
+public struct RunRecord: Sendable, Equatable {
+    public var id: Int64
+    public var project: String
+    public var pipeline: String
+    public var pipelineVersionID: Int64
+    public var branch: String
+    public var status: Status
+    public var attempt: Int
+    public var trigger: String
+    public var createdAt: Int64
+    public var startedAt: Int64?
+    public var finishedAt: Int64?
+
+    var proto: Heddle_V1_RunSummary {
+        var summary = Heddle_V1_RunSummary()
+        summary.id = UInt64(id)
+        summary.project = project
+        summary.pipeline = pipeline
+        summary.branch = branch
+        summary.status = status.proto
+        summary.attempt = UInt32(attempt)
+        summary.createdAtMs = createdAt
+        summary.startedAtMs = startedAt ?? 0
+        summary.finishedAtMs = finishedAt ?? 0
+        summary.trigger = trigger
+        return summary
+    }
+}
+
+public struct JobRecord: Sendable, Equatable {
+    public var id: Int64
+    public var runID: Int64
+    public var attempt: Int
+    public var name: String
+    public var labels: [String]
+    public var status: Status
+    public var runner: String?
+    public var epoch: Int64
+    public var position: Double
+    public var queuedAt: Int64
+    public var startedAt: Int64?
+    public var finishedAt: Int64?
+    public var reason: String
+}
+
+public struct NodeRecord: Sendable, Equatable {
+    public var jobID: Int64
+    public var name: String
+    public var ordinal: Int
+    public var run: String
+    public var needs: [String]
+    public var env: [String: String]
+    public var timeout: Int?
+    public var artifacts: [String]
+    public var status: Status
+    public var exitCode: Int?
+    public var startedAt: Int64?
+    public var finishedAt: Int64?
+}
+
+public struct ArtifactRecord: Sendable, Equatable {
+    public var id: Int64
+    public var runID: Int64
+    public var jobID: Int64
+    public var attempt: Int
+    public var job: String
+    public var name: String
+    public var size: Int64
+    public var sha256: String
+
+    var proto: Heddle_V1_ArtifactInfo {
+        var info = Heddle_V1_ArtifactInfo()
+        info.id = UInt64(id)
+        info.runID = UInt64(runID)
+        info.jobID = UInt64(jobID)
+        info.job = job
+        info.name = name
+        info.size = UInt64(size)
+        info.sha256 = Data(hexString: sha256) ?? Data()
+        info.attempt = UInt32(attempt)
+        return info
+    }
+}
+
+public struct PipelineVersionRecord: Sendable {
+    public var id: Int64
+    public var project: String
+    public var pipeline: String
+    public var version: Int
+    public var source: String
+    public var createdAt: Int64
+    public var jobs: [String]
+}
+
+public struct LogChunkRecord: Sendable, Equatable {
+    public var jobID: Int64
+    public var node: String
+    public var offset: Int64
+    public var data: Data
+}
+
+extension Data {
+    init?(hexString: String) {
+        guard hexString.count % 2 == 0 else { return nil }
+        var bytes = [UInt8]()
+        bytes.reserveCapacity(hexString.count / 2)
+        var index = hexString.startIndex
+        while index < hexString.endIndex {
+            let next = hexString.index(index, offsetBy: 2)
+            guard let byte = UInt8(hexString[index..<next], radix: 16) else { return nil }
+            bytes.append(byte)
+            index = next
+        }
+        self.init(bytes)
+    }
+}

@@ -1,0 +1,271 @@
+import Foundation
+import Yams
+
+/// A problem in a `.act` file, with where it is.
+public struct ActError: Error, Equatable, CustomStringConvertible, Sendable {
+    public var file: String
+    public var line: Int
+    public var message: String
+
+    public var description: String { "\(file):\(line): \(message)" }
+}
+
+/// Parses `.act` YAML:
+///
+/// ```yaml
+/// name: build
+/// jobs:
+///   test:
+///     labels: [linux]
+///     nodes:
+///       fetch: { run: "echo fetching" }
+///       build: { run: make, needs: [fetch], env: {CC: clang}, timeout: 10m, artifacts: ["out/*"] }
+/// ```
+public struct ActParser {
+    public var file: String
+
+    public init(file: String) {
+        self.file = file
+    }
+
+    static let nameCharacters = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+    public func parse(_ source: String) throws(ActError) -> PipelineDefinition {
+        let root: Node
+        do {
+            guard let node = try Yams.compose(yaml: source) else {
+                throw error(at: 1, "the file is empty; a pipeline needs `name` and `jobs`")
+            }
+            root = node
+        } catch let error as ActError {
+            throw error
+        } catch let error as YamlError {
+            throw yamlError(error)
+        } catch {
+            throw self.error(at: 1, "not valid YAML: \(error)")
+        }
+        let top = try mapping(root, "the pipeline")
+        try checkKeys(top, allowed: ["name", "jobs"], in: "the pipeline")
+        guard let nameNode = value(top, "name") else {
+            throw error(at: line(root), "missing `name` (the pipeline's name)")
+        }
+        let name = try identifier(nameNode, "the pipeline name")
+        guard let jobsNode = value(top, "jobs") else {
+            throw error(at: line(root), "missing `jobs`")
+        }
+        let jobsMap = try mapping(jobsNode, "`jobs`")
+        guard !jobsMap.isEmpty else { throw error(at: line(jobsNode), "`jobs` is empty; a pipeline needs at least one job") }
+        var jobs: [JobDefinition] = []
+        for (key, jobNode) in jobsMap {
+            jobs.append(try parseJob(name: try identifier(key, "a job name"), keyNode: key, jobNode))
+        }
+        return PipelineDefinition(name: name, jobs: jobs)
+    }
+
+    private func parseJob(name: String, keyNode: Node, _ node: Node) throws(ActError) -> JobDefinition {
+        let map = try mapping(node, "job '\(name)'")
+        try checkKeys(map, allowed: ["labels", "nodes"], in: "job '\(name)'")
+        var labels: [String] = []
+        if let labelsNode = value(map, "labels") {
+            labels = try stringList(labelsNode, "`labels` of job '\(name)'")
+            for label in labels where label.isEmpty || label.contains(",") || label.contains(" ") {
+                throw error(at: line(labelsNode), "label '\(label)' of job '\(name)' must be a non-empty word without commas or spaces")
+            }
+        }
+        guard let nodesNode = value(map, "nodes") else {
+            throw error(at: line(keyNode), "job '\(name)' has no nodes; add `nodes:` with at least one node")
+        }
+        let nodesMap = try mapping(nodesNode, "`nodes` of job '\(name)'")
+        guard !nodesMap.isEmpty else {
+            throw error(at: line(nodesNode), "job '\(name)' has no nodes; add at least one under `nodes:`")
+        }
+        var nodes: [NodeDefinition] = []
+        var nodeLines: [String: Int] = [:]
+        var needsLines: [String: Int] = [:]
+        for (key, nodeNode) in nodesMap {
+            let nodeName = try identifier(key, "a node name")
+            nodeLines[nodeName] = line(key)
+            let parsed = try parseNode(name: nodeName, job: name, nodeNode)
+            needsLines[nodeName] = parsed.needsLine ?? line(key)
+            nodes.append(parsed.node)
+        }
+        let known = Set(nodes.map(\.name))
+        for node in nodes {
+            for need in node.needs where !known.contains(need) {
+                throw error(at: needsLines[node.name] ?? 1,
+                            "node '\(node.name)' of job '\(name)' needs '\(need)', which is not a node of that job (nodes: \(nodes.map(\.name).joined(separator: ", ")))")
+            }
+        }
+        if let cycle = findCycle(nodes) {
+            throw error(at: nodeLines[cycle[0]] ?? 1,
+                        "the needs of job '\(name)' form a cycle: \(cycle.joined(separator: " -> "))")
+        }
+        return JobDefinition(name: name, labels: labels, nodes: nodes)
+    }
+
+    private func parseNode(name: String, job: String, _ node: Node) throws(ActError) -> (node: NodeDefinition, needsLine: Int?) {
+        let what = "node '\(name)' of job '\(job)'"
+        let map = try mapping(node, what)
+        try checkKeys(map, allowed: ["run", "needs", "env", "timeout", "artifacts"], in: what)
+        guard let runNode = value(map, "run") else {
+            throw error(at: line(node), "\(what) has no `run` command")
+        }
+        let run = try scalar(runNode, "`run` of \(what)")
+        guard !run.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else {
+            throw error(at: line(runNode), "`run` of \(what) is empty")
+        }
+        var needs: [String] = []
+        var needsLine: Int?
+        if let needsNode = value(map, "needs") {
+            needsLine = line(needsNode)
+            if case .scalar = needsNode {
+                needs = [try scalar(needsNode, "`needs` of \(what)")]
+            } else {
+                needs = try stringList(needsNode, "`needs` of \(what)")
+            }
+            if needs.contains(name) {
+                throw error(at: line(needsNode), "\(what) needs itself, which is a cycle")
+            }
+        }
+        var env: [String: String] = [:]
+        if let envNode = value(map, "env") {
+            for (key, valueNode) in try mapping(envNode, "`env` of \(what)") {
+                let variable = try scalar(key, "an env name")
+                guard !variable.isEmpty, !variable.contains("="), !variable.contains("\0") else {
+                    throw error(at: line(key), "'\(variable)' is not a valid environment variable name")
+                }
+                env[variable] = try scalar(valueNode, "env '\(variable)' of \(what)")
+            }
+        }
+        var timeout: Int?
+        if let timeoutNode = value(map, "timeout") {
+            let text = try scalar(timeoutNode, "`timeout` of \(what)")
+            guard let seconds = Self.parseDuration(text), seconds > 0 else {
+                throw error(at: line(timeoutNode),
+                            "`timeout` of \(what) is '\(text)'; write seconds (90) or a duration (90s, 10m, 2h)")
+            }
+            timeout = seconds
+        }
+        var artifacts: [String] = []
+        if let artifactsNode = value(map, "artifacts") {
+            artifacts = try stringList(artifactsNode, "`artifacts` of \(what)")
+            for glob in artifacts {
+                if glob.hasPrefix("/") || glob.split(separator: "/").contains("..") || glob.isEmpty {
+                    throw error(at: line(artifactsNode),
+                                "artifact glob '\(glob)' of \(what) must be a relative path inside the workspace (no leading /, no ..)")
+                }
+            }
+        }
+        return (NodeDefinition(name: name, run: run, needs: needs, env: env, timeout: timeout, artifacts: artifacts), needsLine)
+    }
+
+    /// "90" or "90s" -> 90, "10m" -> 600, "2h" -> 7200.
+    static func parseDuration(_ text: String) -> Int? {
+        let trimmed = text.trimmingCharacters(in: .whitespaces)
+        if let seconds = Int(trimmed) { return seconds }
+        guard let unit = trimmed.last, let number = Int(trimmed.dropLast()) else { return nil }
+        switch unit {
+        case "s": return number
+        case "m": return number * 60
+        case "h": return number * 3600
+        default: return nil
+        }
+    }
+
+    /// The first cycle found among `needs`, as a path that starts and ends with the same node.
+    func findCycle(_ nodes: [NodeDefinition]) -> [String]? {
+        let needs = Dictionary(uniqueKeysWithValues: nodes.map { ($0.name, $0.needs) })
+        var state: [String: Int] = [:]  // 1 visiting, 2 done
+        var path: [String] = []
+        func visit(_ name: String) -> [String]? {
+            if state[name] == 2 { return nil }
+            if state[name] == 1 {
+                let start = path.firstIndex(of: name)!
+                return Array(path[start...]) + [name]
+            }
+            state[name] = 1
+            path.append(name)
+            for need in needs[name] ?? [] {
+                if let cycle = visit(need) { return cycle }
+            }
+            path.removeLast()
+            state[name] = 2
+            return nil
+        }
+        for node in nodes {
+            if let cycle = visit(node.name) { return cycle }
+        }
+        return nil
+    }
+
+    // MARK: helpers
+
+    private func error(at line: Int, _ message: String) -> ActError {
+        ActError(file: file, line: line, message: message)
+    }
+
+    private func line(_ node: Node) -> Int { node.mark?.line ?? 1 }
+
+    private func yamlError(_ error: YamlError) -> ActError {
+        switch error {
+        case .scanner(_, let problem, let mark, _), .parser(_, let problem, let mark, _),
+             .composer(_, let problem, let mark, _):
+            return self.error(at: mark.line, "not valid YAML: \(problem)")
+        case .duplicatedKeysInMapping(let duplicates, _):
+            return self.error(at: 1, "duplicate keys: \(duplicates.joined(separator: ", "))")
+        default:
+            return self.error(at: 1, "not valid YAML: \(error)")
+        }
+    }
+
+    private func mapping(_ node: Node, _ what: String) throws(ActError) -> Node.Mapping {
+        guard case .mapping(let map) = node else {
+            throw error(at: line(node), "\(what) must be a mapping (key: value lines)")
+        }
+        var seen = Set<String>()
+        for (key, _) in map {
+            let text = key.string ?? ""
+            if !seen.insert(text).inserted {
+                throw error(at: line(key), "'\(text)' appears twice in \(what)")
+            }
+        }
+        return map
+    }
+
+    private func value(_ map: Node.Mapping, _ key: String) -> Node? {
+        map.first { $0.key.string == key }?.value
+    }
+
+    private func checkKeys(_ map: Node.Mapping, allowed: [String], in what: String) throws(ActError) {
+        for (key, _) in map {
+            let text = key.string ?? "?"
+            if !allowed.contains(text) {
+                throw error(at: line(key), "unknown key '\(text)' in \(what) (expected \(allowed.joined(separator: ", ")))")
+            }
+        }
+    }
+
+    private func scalar(_ node: Node, _ what: String) throws(ActError) -> String {
+        guard case .scalar(let scalar) = node else {
+            throw error(at: line(node), "\(what) must be a plain value, not a list or mapping")
+        }
+        return scalar.string
+    }
+
+    private func stringList(_ node: Node, _ what: String) throws(ActError) -> [String] {
+        guard case .sequence(let sequence) = node else {
+            throw error(at: line(node), "\(what) must be a list, like [a, b]")
+        }
+        var out: [String] = []
+        for item in sequence { out.append(try scalar(item, "an item of \(what)")) }
+        return out
+    }
+
+    private func identifier(_ node: Node, _ what: String) throws(ActError) -> String {
+        let text = try scalar(node, what)
+        guard !text.isEmpty, text.count <= 100, text.allSatisfy({ Self.nameCharacters.contains($0) }) else {
+            throw error(at: line(node), "\(what) '\(text)' may use only letters, digits, '.', '_' and '-'")
+        }
+        return text
+    }
+}

@@ -1,0 +1,22 @@
+/// A parsed, validated `.act` pipeline.
+public struct PipelineDefinition: Sendable, Equatable {
+    public var name: String
+    public var jobs: [JobDefinition]
+}
+
+public struct JobDefinition: Sendable, Equatable {
+    public var name: String
+    public var labels: [String]
+    /// In file order, which is also a valid topological order's tie-breaker.
+    public var nodes: [NodeDefinition]
+}
+
+public struct NodeDefinition: Sendable, Equatable {
+    public var name: String
+    public var run: String
+    public var needs: [String]
+    public var env: [String: String]
+    /// Seconds; nil means no timeout.
+    public var timeout: Int?
+    public var artifacts: [String]
+}

@@ -1,0 +1,80 @@
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import NIOSSL
+import ServiceLifecycle
+import Wire
+
+/// The binary-protocol front of the coordinator: accepts mutual-TLS connections and runs a
+/// `Session` for each. A `Service`: `run()` serves until cancelled or gracefully shut down.
+public final class CoordinatorServer: Service, Sendable {
+    public let core: CoordinatorCore
+    let host: String
+    let port: Int
+    let tls: TLSFiles
+    let logger: Logger
+    let onListening: @Sendable (SocketAddress) -> Void
+
+    public init(core: CoordinatorCore, host: String, port: Int, tls: TLSFiles, logger: Logger,
+                onListening: @escaping @Sendable (SocketAddress) -> Void = { _ in }) {
+        self.core = core
+        self.host = host
+        self.port = port
+        self.tls = tls
+        self.logger = logger
+        self.onListening = onListening
+    }
+
+    public func run() async throws {
+        let sslContext = try NIOSSLContext(configuration: tls.serverConfiguration())
+        let limits = core.limits
+        let interval = TimeAmount.nanoseconds(Int64(limits.heartbeatInterval.components.seconds) * 1_000_000_000
+                                              + limits.heartbeatInterval.components.attoseconds / 1_000_000_000)
+        let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(.backlog, value: 1024)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.maxMessagesPerRead, value: 16)
+            .bind(host: host, port: port) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let sync = channel.pipeline.syncOperations
+                    try sync.addHandler(NIOSSLServerHandler(context: sslContext))
+                    try sync.addFrameCodec(maximumFrameLength: limits.maximumFrameLength)
+                    try sync.addHandler(HeartbeatHandler(interval: interval))
+                    return try NIOAsyncChannel<Envelope, Envelope>(wrappingChannelSynchronously: channel)
+                }
+            }
+        if let address = server.channel.localAddress {
+            onListening(address)
+        }
+        let sessionIDs = SessionIDs()
+        try await withGracefulShutdownHandler {
+            try await withThrowingDiscardingTaskGroup { group in
+                try await server.executeThenClose { inbound in
+                    for try await connection in inbound {
+                        let id = sessionIDs.next()
+                        group.addTask {
+                            await Session(id: id, core: self.core, logger: self.logger,
+                                          heartbeatInterval: interval).run(connection)
+                        }
+                    }
+                }
+            }
+        } onGracefulShutdown: {
+            server.channel.close(promise: nil)
+        }
+    }
+}
+
+/// Hands out session ids.
+final class SessionIDs: Sendable {
+    private let counter = NIOLockedValueBox<UInt64>(0)
+
+    func next() -> UInt64 {
+        counter.withLockedValue { value in
+            value += 1
+            return value
+        }
+    }
+}

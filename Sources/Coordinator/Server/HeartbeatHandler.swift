@@ -1,0 +1,54 @@
+import Foundation
+import NIOCore
+import Wire
+
+/// Server side of the heartbeat: sends a Heartbeat every interval and closes a connection
+/// that sent nothing for three intervals (this also bounds a handshake or a Hello that never
+/// comes). Every frame is passed on.
+final class HeartbeatHandler: ChannelDuplexHandler {
+    typealias InboundIn = Envelope
+    typealias InboundOut = Envelope
+    typealias OutboundIn = Envelope
+    typealias OutboundOut = Envelope
+
+    let interval: TimeAmount
+    private var lastRead = NIODeadline.now()
+    private var task: RepeatedTask?
+
+    init(interval: TimeAmount) {
+        self.interval = interval
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        lastRead = .now()
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        task = context.eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { _ in
+            let (handler, context) = loopBound.value
+            handler.tick(context: context)
+        }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        task?.cancel()
+        task = nil
+    }
+
+    private func tick(context: ChannelHandlerContext) {
+        guard context.channel.isActive else { return }
+        if NIODeadline.now() - lastRead > interval * 3 {
+            let error = WireError(.unavailableOrClosed, "peer silent for three heartbeat intervals")
+            context.writeAndFlush(wrapOutboundOut(.error(WireError(.failedPrecondition, "no frame for three heartbeat intervals; closing"))), promise: nil)
+            context.fireErrorCaught(error)
+            context.close(promise: nil)
+            return
+        }
+        var beat = Heddle_V1_Heartbeat()
+        beat.sentAtMs = Date.nowMilliseconds
+        context.writeAndFlush(wrapOutboundOut(Envelope(.heartbeat(beat))), promise: nil)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        lastRead = .now()
+        context.fireChannelRead(data)
+    }
+}

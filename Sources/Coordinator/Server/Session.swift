@@ -1,0 +1,214 @@
+import Logging
+import NIOCore
+import NIOSSL
+import Wire
+
+/// One connection: Hello first, then requests dispatched to the core with the role of the
+/// peer's certificate checked. Frames the core pushes go through an `Outbox` drained by a
+/// writer task. Errors are caught here: a bad request gets an Error response, broken framing
+/// gets an Error frame and the connection closes; nothing escapes to the server.
+struct Session {
+    let id: UInt64
+    let core: CoordinatorCore
+    let logger: Logger
+    let heartbeatInterval: TimeAmount
+
+    func run(_ connection: NIOAsyncChannel<Envelope, Envelope>) async {
+        var logger = self.logger
+        logger[metadataKey: "session"] = "\(id)"
+        if let remote = connection.channel.remoteAddress { logger[metadataKey: "peer"] = "\(remote)" }
+        var isRunner = false
+        do {
+            try await connection.executeThenClose { inbound, outbound in
+                let (stream, continuation) = AsyncStream.makeStream(of: Envelope.self)
+                let outbox = Outbox(continuation)
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    group.addTask {
+                        for await envelope in stream {
+                            try await outbound.write(envelope)
+                        }
+                    }
+                    do {
+                        var frames = inbound.makeAsyncIterator()
+                        guard let first = try await frames.next() else {
+                            continuation.finish()
+                            return
+                        }
+                        let identity = try await PeerIdentity.of(channel: connection.channel)
+                        logger[metadataKey: "identity"] = "\(identity)"
+                        guard case .hello(let hello) = first.body else {
+                            throw WireError(.badRequest, "the first frame must be Hello")
+                        }
+                        guard hello.protocolVersion == HeddleVersion.protocolVersion else {
+                            outbox.send(.error(id: first.id, WireError(.unsupportedVersion,
+                                "protocol version \(hello.protocolVersion) is not supported; this coordinator speaks \(HeddleVersion.protocolVersion)")))
+                            continuation.finish()
+                            return
+                        }
+                        outbox.send(Envelope(id: first.id, .welcome(welcome(identity))))
+                        if identity.role == .runner {
+                            isRunner = true
+                            await core.runnerConnected(session: id, identity: identity, hello: hello, outbox: outbox)
+                        }
+                        logger.debug("session started")
+                        while let envelope = try await frames.next() {
+                            await handle(envelope, identity: identity, outbox: outbox, logger: logger)
+                        }
+                    } catch {
+                        let wire = WireError.describing(error)
+                        if wire.code == .badFrame || wire.code == .resourceExhausted || wire.code == .badRequest {
+                            outbox.send(.error(wire))
+                        }
+                        logger.info("session closed on error", metadata: ["error": "\(wire.message)"])
+                    }
+                    continuation.finish()
+                    try await group.waitForAll()
+                }
+            }
+        } catch {
+            logger.debug("connection ended", metadata: ["error": "\(error)"])
+        }
+        _ = isRunner
+        await core.sessionClosed(session: id)
+    }
+
+    func welcome(_ identity: PeerIdentity) -> Heddle_V1_Welcome {
+        var welcome = Heddle_V1_Welcome()
+        welcome.sessionID = String(id)
+        welcome.heartbeatIntervalMs = UInt32(heartbeatInterval.nanoseconds / 1_000_000)
+        welcome.maxFrameBytes = UInt32(core.limits.maximumFrameLength)
+        welcome.peerName = identity.name
+        welcome.role = identity.role.rawValue
+        welcome.maxArtifactChunkBytes = UInt32(core.limits.maximumArtifactChunk)
+        return welcome
+    }
+
+    /// Handles one frame. Never throws: failures become Error frames.
+    func handle(_ envelope: Envelope, identity: PeerIdentity, outbox: Outbox, logger: Logger) async {
+        do {
+            if let response = try await respond(to: envelope, identity: identity, outbox: outbox) {
+                outbox.send(Envelope(id: envelope.id, response))
+            }
+        } catch {
+            let wire = error as? WireError ?? WireError(.internal, "internal error: \(error)")
+            if wire.code == .internal { logger.error("request failed", metadata: ["error": "\(error)"]) }
+            outbox.send(.error(id: envelope.id, wire))
+            if wire.code == .staleEpoch, let jobID = Self.jobID(of: envelope) {
+                var stop = Heddle_V1_StopJob()
+                stop.jobID = jobID
+                stop.reason = wire.message
+                outbox.send(Envelope(.stopJob(stop)))
+            }
+        }
+    }
+
+    static func jobID(of envelope: Envelope) -> UInt64? {
+        switch envelope.body {
+        case .nodeUpdate(let m): m.job.jobID
+        case .logAppend(let m): m.job.jobID
+        case .artifactDeclare(let m): m.job.jobID
+        case .artifactChunk(let m): m.job.jobID
+        case .artifactCommit(let m): m.job.jobID
+        case .jobFinish(let m): m.job.jobID
+        default: nil
+        }
+    }
+
+    func require(_ role: Role, _ what: String, _ identity: PeerIdentity) throws(WireError) {
+        let allowed: Bool = role == .runner ? identity.role == .runner : (identity.role != .runner && identity.role >= role)
+        guard allowed else {
+            let needed = role == .runner ? "the runner role" : role == .admin ? "the admin role" : "the automation or admin role"
+            throw WireError.denied("\(what) needs \(needed); this certificate (\(identity.name)) has the \(identity.role.rawValue) role")
+        }
+    }
+
+    /// The response body for a request, or nil for one-way frames.
+    func respond(to envelope: Envelope, identity: PeerIdentity, outbox: Outbox) async throws -> Envelope.OneOf_Body? {
+        switch envelope.body {
+        case .heartbeat:
+            await core.heartbeat(session: id)
+            return nil
+        case .hello:
+            throw WireError(.badRequest, "Hello was already sent on this connection")
+
+        case .nodeUpdate(let update):
+            try require(.runner, "a node update", identity)
+            try await core.nodeUpdate(session: id, update)
+            return .ok(Heddle_V1_Ok())
+        case .logAppend(let append):
+            try require(.runner, "a log append", identity)
+            let durable = try await core.appendLog(session: id, append)
+            var ack = Heddle_V1_LogAck()
+            ack.jobID = append.job.jobID
+            ack.node = append.node
+            ack.durableOffset = durable
+            outbox.send(Envelope(.logAck(ack)))
+            return nil
+        case .artifactDeclare(let declare):
+            try require(.runner, "an artifact upload", identity)
+            return .artifactDeclared(try await core.declareArtifact(session: id, declare))
+        case .artifactChunk(let chunk):
+            try require(.runner, "an artifact upload", identity)
+            try await core.artifactChunk(session: id, chunk)
+            return nil
+        case .artifactCommit(let commit):
+            try require(.runner, "an artifact upload", identity)
+            return .artifactCommitted(try await core.commitArtifact(session: id, commit))
+        case .jobFinish(let finish):
+            try require(.runner, "a job result", identity)
+            try await core.jobFinished(session: id, finish)
+            return .ok(Heddle_V1_Ok())
+
+        case .pipelinePush(let push):
+            try require(.admin, "pipeline push", identity)
+            return .pipelinePushed(try await core.pushPipeline(push))
+        case .pipelineList:
+            try require(.automation, "pipeline list", identity)
+            var list = Heddle_V1_PipelineList()
+            list.pipelines = try await core.pipelines()
+            return .pipelines(list)
+        case .trigger(let trigger):
+            try require(.automation, "trigger", identity)
+            var triggered = Heddle_V1_Triggered()
+            triggered.runID = UInt64(try await core.trigger(trigger, trigger: identity.role == .admin ? "manual" : "api"))
+            return .triggered(triggered)
+        case .runList(let request):
+            try require(.automation, "runs", identity)
+            var list = Heddle_V1_RunList()
+            list.runs = try await core.runs(limit: request.limit == 0 ? 50 : Int(min(request.limit, 10_000)))
+            return .runs(list)
+        case .runGet(let request):
+            try require(.automation, "runs show", identity)
+            return .run(try await core.runDetail(runID: Int64(request.runID),
+                                                 attempt: request.attempt == 0 ? nil : Int(request.attempt)))
+        case .watch(let request):
+            try require(.automation, "logs and watch", identity)
+            guard envelope.id != 0 else { throw WireError(.badRequest, "a Watch request needs a non-zero id") }
+            try await core.watch(session: id, requestID: envelope.id, request, outbox: outbox)
+            return nil
+        case .queue:
+            try require(.automation, "queue", identity)
+            var list = Heddle_V1_QueueList()
+            list.jobs = try await core.queue()
+            return .queueList(list)
+        case .runners:
+            try require(.automation, "runners", identity)
+            var list = Heddle_V1_RunnerList()
+            list.runners = await core.runnerList()
+            return .runnerList(list)
+        case .artifactList(let request):
+            try require(.automation, "artifacts", identity)
+            var list = Heddle_V1_ArtifactList()
+            list.artifacts = try await core.artifacts(runID: request.runID == 0 ? nil : Int64(request.runID))
+            return .artifacts(list)
+        case .artifactRead(let request):
+            try require(.automation, "artifact download", identity)
+            return .artifactData(try await core.readArtifact(request))
+
+        case .welcome, .error, .ok, .assignment, .logAck, .artifactDeclared, .artifactCommitted, .stopJob,
+             .pipelinePushed, .pipelines, .triggered, .runs, .run, .watchEvent, .queueList, .runnerList,
+             .artifacts, .artifactData, .none:
+            throw WireError(.badRequest, "this message is sent by the coordinator, not to it")
+        }
+    }
+}

@@ -1,0 +1,35 @@
+/// What the coordinator's core needs from durable storage. Every method that changes state
+/// is one transaction. SQLite (`SQLiteStore`) is the embedded default; another backend
+/// (PostgreSQL for several coordinators) implements the same protocol.
+public protocol CoordinatorStore: Sendable {
+    func savePipeline(project: String, definition: PipelineDefinition, source: String, now: Int64) async throws -> PipelineVersionRecord
+    func pipelines() async throws -> [PipelineVersionRecord]
+    func latestPipeline(project: String, pipeline: String) async throws -> PipelineVersionRecord?
+
+    /// Creates the run, its first attempt, its jobs (queued) and their nodes (pending).
+    func createRun(version: PipelineVersionRecord, definition: PipelineDefinition, branch: String,
+                   trigger: String, now: Int64) async throws -> (RunRecord, [JobRecord])
+    /// Marks a queued job running on `runner` with a new lease epoch; the run becomes running.
+    func claimJob(id: Int64, runner: String, epoch: Int64, now: Int64) async throws
+    func updateNode(jobID: Int64, node: String, status: Status, exitCode: Int?, at: Int64) async throws
+    /// Finishes a job; nodes not yet finished become skipped (or cancelled when the job was).
+    /// Returns the run as it is afterwards.
+    func finishJob(id: Int64, status: Status, reason: String, now: Int64) async throws -> RunRecord
+
+    func appendLog(jobID: Int64, node: String, offset: Int64, data: [UInt8]) async throws
+    /// The stored length of each node log of a job.
+    func logLengths(jobID: Int64) async throws -> [String: Int64]
+    func logChunks(jobIDs: [Int64], node: String?) async throws -> [LogChunkRecord]
+
+    func insertArtifact(jobID: Int64, name: String, size: Int64, sha256: String, now: Int64) async throws -> ArtifactRecord
+    func artifacts(runID: Int64?) async throws -> [ArtifactRecord]
+    func artifact(id: Int64) async throws -> ArtifactRecord?
+
+    func runs(limit: Int) async throws -> [RunRecord]
+    func run(id: Int64) async throws -> RunRecord?
+    func jobs(runID: Int64, attempt: Int) async throws -> [JobRecord]
+    func job(id: Int64) async throws -> JobRecord?
+    func nodes(jobIDs: [Int64]) async throws -> [NodeRecord]
+    /// Jobs queued or running, in dispatch order.
+    func activeJobs() async throws -> [JobRecord]
+}

@@ -1,0 +1,429 @@
+import Foundation
+import GRDB
+
+/// The embedded store: SQLite through GRDB, a `DatabasePool` in WAL mode with
+/// `synchronous = FULL`, so a committed transaction survives a crash of the process or the
+/// machine. Unit tests use an in-memory `DatabaseQueue`.
+public struct SQLiteStore: CoordinatorStore {
+    let writer: any DatabaseWriter
+
+    public init(writer: any DatabaseWriter) throws {
+        self.writer = writer
+        try Self.migrator.migrate(writer)
+    }
+
+    /// Opens (creating when missing) `directory/heddle.sqlite`.
+    public static func open(directory: String) throws -> SQLiteStore {
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        var config = Configuration()
+        config.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA synchronous = FULL")
+        }
+        let pool = try DatabasePool(path: "\(directory)/heddle.sqlite", configuration: config)
+        return try SQLiteStore(writer: pool)
+    }
+
+    public static func inMemory() throws -> SQLiteStore {
+        try SQLiteStore(writer: DatabaseQueue())
+    }
+
+    static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1: projects, pipelines, runs, jobs, nodes, logs, artifacts") { db in
+            try db.execute(sql: """
+                CREATE TABLE project (
+                    id INTEGER PRIMARY KEY,
+                    name TEXT NOT NULL UNIQUE,
+                    repository TEXT NOT NULL DEFAULT '',
+                    created_at INTEGER NOT NULL
+                );
+                CREATE TABLE pipeline_version (
+                    id INTEGER PRIMARY KEY,
+                    project_id INTEGER NOT NULL REFERENCES project(id),
+                    pipeline TEXT NOT NULL,
+                    version INTEGER NOT NULL,
+                    source TEXT NOT NULL,
+                    jobs TEXT NOT NULL,
+                    created_at INTEGER NOT NULL,
+                    UNIQUE (project_id, pipeline, version)
+                );
+                CREATE TABLE run (
+                    id INTEGER PRIMARY KEY,
+                    project TEXT NOT NULL,
+                    pipeline TEXT NOT NULL,
+                    pipeline_version_id INTEGER NOT NULL REFERENCES pipeline_version(id),
+                    branch TEXT NOT NULL,
+                    status TEXT NOT NULL,
+                    attempt INTEGER NOT NULL,
+                    trigger TEXT NOT NULL,
+                    created_at INTEGER NOT NULL,
+                    started_at INTEGER,
+                    finished_at INTEGER
+                );
+                CREATE TABLE job (
+                    id INTEGER PRIMARY KEY,
+                    run_id INTEGER NOT NULL REFERENCES run(id),
+                    attempt INTEGER NOT NULL,
+                    name TEXT NOT NULL,
+                    labels TEXT NOT NULL,
+                    status TEXT NOT NULL,
+                    runner TEXT,
+                    epoch INTEGER NOT NULL DEFAULT 0,
+                    position REAL NOT NULL,
+                    queued_at INTEGER NOT NULL,
+                    started_at INTEGER,
+                    finished_at INTEGER,
+                    reason TEXT NOT NULL DEFAULT ''
+                );
+                CREATE INDEX job_by_run ON job(run_id, attempt);
+                CREATE INDEX job_active ON job(position) WHERE status IN ('queued', 'running');
+                CREATE TABLE node (
+                    job_id INTEGER NOT NULL REFERENCES job(id),
+                    name TEXT NOT NULL,
+                    ordinal INTEGER NOT NULL,
+                    run TEXT NOT NULL,
+                    needs TEXT NOT NULL,
+                    env TEXT NOT NULL,
+                    timeout INTEGER,
+                    artifacts TEXT NOT NULL,
+                    status TEXT NOT NULL,
+                    exit_code INTEGER,
+                    started_at INTEGER,
+                    finished_at INTEGER,
+                    PRIMARY KEY (job_id, name)
+                );
+                CREATE TABLE log_chunk (
+                    job_id INTEGER NOT NULL,
+                    node TEXT NOT NULL,
+                    offset INTEGER NOT NULL,
+                    data BLOB NOT NULL,
+                    PRIMARY KEY (job_id, node, offset)
+                ) WITHOUT ROWID;
+                CREATE TABLE artifact (
+                    id INTEGER PRIMARY KEY,
+                    job_id INTEGER NOT NULL REFERENCES job(id),
+                    name TEXT NOT NULL,
+                    size INTEGER NOT NULL,
+                    sha256 TEXT NOT NULL,
+                    created_at INTEGER NOT NULL,
+                    UNIQUE (job_id, name)
+                );
+                """)
+        }
+        return migrator
+    }
+
+    // MARK: pipelines
+
+    public func savePipeline(project: String, definition: PipelineDefinition, source: String,
+                             now: Int64) async throws -> PipelineVersionRecord {
+        try await writer.write { db in
+            try db.execute(sql: "INSERT OR IGNORE INTO project (name, created_at) VALUES (?, ?)",
+                           arguments: [project, now])
+            let projectID = try Int64.fetchOne(db, sql: "SELECT id FROM project WHERE name = ?", arguments: [project])!
+            let previous = try Int.fetchOne(db, sql: """
+                SELECT MAX(version) FROM pipeline_version WHERE project_id = ? AND pipeline = ?
+                """, arguments: [projectID, definition.name]) ?? 0
+            let jobs = definition.jobs.map(\.name)
+            try db.execute(sql: """
+                INSERT INTO pipeline_version (project_id, pipeline, version, source, jobs, created_at)
+                VALUES (?, ?, ?, ?, ?, ?)
+                """, arguments: [projectID, definition.name, previous + 1, source, try json(jobs), now])
+            return PipelineVersionRecord(id: db.lastInsertedRowID, project: project, pipeline: definition.name,
+                                         version: previous + 1, source: source, createdAt: now, jobs: jobs)
+        }
+    }
+
+    static let pipelineColumns = """
+        v.id, p.name AS project, v.pipeline, v.version, v.source, v.jobs, v.created_at
+        FROM pipeline_version v JOIN project p ON p.id = v.project_id
+        """
+
+    static func pipelineVersion(_ row: Row) throws -> PipelineVersionRecord {
+        PipelineVersionRecord(id: row["id"], project: row["project"], pipeline: row["pipeline"],
+                              version: row["version"], source: row["source"], createdAt: row["created_at"],
+                              jobs: try unjson(row["jobs"]))
+    }
+
+    public func pipelines() async throws -> [PipelineVersionRecord] {
+        try await writer.read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT \(Self.pipelineColumns)
+                WHERE v.version = (SELECT MAX(version) FROM pipeline_version w
+                                   WHERE w.project_id = v.project_id AND w.pipeline = v.pipeline)
+                ORDER BY p.name, v.pipeline
+                """).map(Self.pipelineVersion)
+        }
+    }
+
+    public func latestPipeline(project: String, pipeline: String) async throws -> PipelineVersionRecord? {
+        try await writer.read { db in
+            try Row.fetchOne(db, sql: """
+                SELECT \(Self.pipelineColumns)
+                WHERE p.name = ? AND v.pipeline = ? ORDER BY v.version DESC LIMIT 1
+                """, arguments: [project, pipeline]).map(Self.pipelineVersion)
+        }
+    }
+
+    // MARK: runs and jobs
+
+    public func createRun(version: PipelineVersionRecord, definition: PipelineDefinition, branch: String,
+                          trigger: String, now: Int64) async throws -> (RunRecord, [JobRecord]) {
+        try await writer.write { db in
+            try db.execute(sql: """
+                INSERT INTO run (project, pipeline, pipeline_version_id, branch, status, attempt, trigger, created_at)
+                VALUES (?, ?, ?, ?, 'queued', 1, ?, ?)
+                """, arguments: [version.project, version.pipeline, version.id, branch, trigger, now])
+            let run = RunRecord(id: db.lastInsertedRowID, project: version.project, pipeline: version.pipeline,
+                                pipelineVersionID: version.id, branch: branch, status: .queued, attempt: 1,
+                                trigger: trigger, createdAt: now)
+            let maxPosition = try Double.fetchOne(db, sql: "SELECT MAX(position) FROM job") ?? 0
+            var jobs: [JobRecord] = []
+            for (index, job) in definition.jobs.enumerated() {
+                let position = maxPosition + Double(index + 1)
+                try db.execute(sql: """
+                    INSERT INTO job (run_id, attempt, name, labels, status, position, queued_at)
+                    VALUES (?, 1, ?, ?, 'queued', ?, ?)
+                    """, arguments: [run.id, job.name, try json(job.labels), position, now])
+                let jobID = db.lastInsertedRowID
+                for (ordinal, node) in job.nodes.enumerated() {
+                    try db.execute(sql: """
+                        INSERT INTO node (job_id, name, ordinal, run, needs, env, timeout, artifacts, status)
+                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending')
+                        """, arguments: [jobID, node.name, ordinal, node.run, try json(node.needs),
+                                         try json(node.env), node.timeout, try json(node.artifacts)])
+                }
+                jobs.append(JobRecord(id: jobID, runID: run.id, attempt: 1, name: job.name, labels: job.labels,
+                                      status: .queued, runner: nil, epoch: 0, position: position, queuedAt: now,
+                                      startedAt: nil, finishedAt: nil, reason: ""))
+            }
+            return (run, jobs)
+        }
+    }
+
+    public func claimJob(id: Int64, runner: String, epoch: Int64, now: Int64) async throws {
+        try await writer.write { db in
+            try db.execute(sql: """
+                UPDATE job SET status = 'running', runner = ?, epoch = ?, started_at = ? WHERE id = ?
+                """, arguments: [runner, epoch, now, id])
+            try db.execute(sql: """
+                UPDATE run SET status = 'running', started_at = COALESCE(started_at, ?)
+                WHERE id = (SELECT run_id FROM job WHERE id = ?) AND status = 'queued'
+                """, arguments: [now, id])
+        }
+    }
+
+    public func updateNode(jobID: Int64, node: String, status: Status, exitCode: Int?, at: Int64) async throws {
+        try await writer.write { db in
+            if status == .running {
+                try db.execute(sql: "UPDATE node SET status = ?, started_at = ? WHERE job_id = ? AND name = ?",
+                               arguments: [status.rawValue, at, jobID, node])
+            } else {
+                try db.execute(sql: """
+                    UPDATE node SET status = ?, exit_code = ?, finished_at = ? WHERE job_id = ? AND name = ?
+                    """, arguments: [status.rawValue, exitCode, at, jobID, node])
+            }
+        }
+    }
+
+    public func finishJob(id: Int64, status: Status, reason: String, now: Int64) async throws -> RunRecord {
+        try await writer.write { db in
+            try db.execute(sql: """
+                UPDATE job SET status = ?, reason = ?, finished_at = ?, started_at = COALESCE(started_at, ?)
+                WHERE id = ?
+                """, arguments: [status.rawValue, reason, now, now, id])
+            let leftover: Status = status == .cancelled ? .cancelled : .skipped
+            try db.execute(sql: """
+                UPDATE node SET status = CASE WHEN status = 'running' THEN ? ELSE ? END,
+                                finished_at = CASE WHEN status = 'running' THEN ? ELSE finished_at END
+                WHERE job_id = ? AND status IN ('pending', 'running')
+                """, arguments: [status == .cancelled ? "cancelled" : "failed", leftover.rawValue, now, id])
+            let runID = try Int64.fetchOne(db, sql: "SELECT run_id FROM job WHERE id = ?", arguments: [id])!
+            let run = try Self.fetchRun(db, id: runID)!
+            let statuses = try String.fetchAll(db, sql: "SELECT status FROM job WHERE run_id = ? AND attempt = ?",
+                                               arguments: [runID, run.attempt]).compactMap(Status.init(rawValue:))
+            let runStatus = Self.runStatus(jobs: statuses)
+            let finished = runStatus.isFinished ? now : nil
+            try db.execute(sql: "UPDATE run SET status = ?, finished_at = ? WHERE id = ?",
+                           arguments: [runStatus.rawValue, finished, runID])
+            return try Self.fetchRun(db, id: runID)!
+        }
+    }
+
+    /// A run attempt's status from its jobs': running until every job finished, then failed
+    /// if any failed, cancelled if any was cancelled, otherwise succeeded.
+    static func runStatus(jobs: [Status]) -> Status {
+        if jobs.allSatisfy({ $0 == .queued }) { return .queued }
+        if !jobs.allSatisfy(\.isFinished) { return .running }
+        if jobs.contains(.failed) { return .failed }
+        if jobs.contains(.cancelled) { return .cancelled }
+        return .succeeded
+    }
+
+    // MARK: logs
+
+    public func appendLog(jobID: Int64, node: String, offset: Int64, data: [UInt8]) async throws {
+        try await writer.write { db in
+            try db.cachedStatement(sql: "INSERT INTO log_chunk (job_id, node, offset, data) VALUES (?, ?, ?, ?)")
+                .execute(arguments: [jobID, node, offset, Data(data)])
+        }
+    }
+
+    public func logLengths(jobID: Int64) async throws -> [String: Int64] {
+        try await writer.read { db in
+            var lengths: [String: Int64] = [:]
+            for row in try Row.fetchAll(db, sql: """
+                SELECT node, MAX(offset + length(data)) AS end FROM log_chunk WHERE job_id = ? GROUP BY node
+                """, arguments: [jobID]) {
+                lengths[row["node"]] = row["end"]
+            }
+            return lengths
+        }
+    }
+
+    public func logChunks(jobIDs: [Int64], node: String?) async throws -> [LogChunkRecord] {
+        guard !jobIDs.isEmpty else { return [] }
+        return try await writer.read { db in
+            let placeholders = databaseQuestionMarks(count: jobIDs.count)
+            var arguments = StatementArguments(jobIDs)
+            var filter = ""
+            if let node {
+                filter = " AND c.node = ?"
+                arguments += [node]
+            }
+            return try Row.fetchAll(db, sql: """
+                SELECT c.job_id, c.node, c.offset, c.data FROM log_chunk c
+                JOIN node n ON n.job_id = c.job_id AND n.name = c.node
+                WHERE c.job_id IN (\(placeholders))\(filter)
+                ORDER BY c.job_id, n.ordinal, c.offset
+                """, arguments: arguments).map {
+                LogChunkRecord(jobID: $0["job_id"], node: $0["node"], offset: $0["offset"], data: $0["data"])
+            }
+        }
+    }
+
+    // MARK: artifacts
+
+    public func insertArtifact(jobID: Int64, name: String, size: Int64, sha256: String, now: Int64) async throws -> ArtifactRecord {
+        try await writer.write { db in
+            try db.execute(sql: """
+                INSERT INTO artifact (job_id, name, size, sha256, created_at) VALUES (?, ?, ?, ?, ?)
+                ON CONFLICT (job_id, name) DO UPDATE SET size = excluded.size, sha256 = excluded.sha256,
+                    created_at = excluded.created_at
+                """, arguments: [jobID, name, size, sha256, now])
+            let id = try Int64.fetchOne(db, sql: "SELECT id FROM artifact WHERE job_id = ? AND name = ?",
+                                        arguments: [jobID, name])!
+            return try Self.fetchArtifacts(db, where: "a.id = ?", [id]).first!
+        }
+    }
+
+    public func artifacts(runID: Int64?) async throws -> [ArtifactRecord] {
+        try await writer.read { db in
+            if let runID {
+                return try Self.fetchArtifacts(db, where: "j.run_id = ?", [runID])
+            }
+            return try Self.fetchArtifacts(db, where: "1", [])
+        }
+    }
+
+    public func artifact(id: Int64) async throws -> ArtifactRecord? {
+        try await writer.read { db in try Self.fetchArtifacts(db, where: "a.id = ?", [id]).first }
+    }
+
+    static func fetchArtifacts(_ db: Database, where clause: String, _ arguments: StatementArguments) throws -> [ArtifactRecord] {
+        try Row.fetchAll(db, sql: """
+            SELECT a.id, j.run_id, a.job_id, j.attempt, j.name AS job, a.name, a.size, a.sha256
+            FROM artifact a JOIN job j ON j.id = a.job_id WHERE \(clause) ORDER BY a.id
+            """, arguments: arguments).map {
+            ArtifactRecord(id: $0["id"], runID: $0["run_id"], jobID: $0["job_id"], attempt: $0["attempt"],
+                           job: $0["job"], name: $0["name"], size: $0["size"], sha256: $0["sha256"])
+        }
+    }
+
+    // MARK: reads
+
+    static let runColumns = """
+        id, project, pipeline, pipeline_version_id, branch, status, attempt, trigger, created_at, started_at, finished_at
+        """
+
+    static func run(_ row: Row) -> RunRecord {
+        RunRecord(id: row["id"], project: row["project"], pipeline: row["pipeline"],
+                  pipelineVersionID: row["pipeline_version_id"], branch: row["branch"],
+                  status: Status(rawValue: row["status"]) ?? .failed, attempt: row["attempt"],
+                  trigger: row["trigger"], createdAt: row["created_at"], startedAt: row["started_at"],
+                  finishedAt: row["finished_at"])
+    }
+
+    static func fetchRun(_ db: Database, id: Int64) throws -> RunRecord? {
+        try Row.fetchOne(db, sql: "SELECT \(runColumns) FROM run WHERE id = ?", arguments: [id]).map(run)
+    }
+
+    public func runs(limit: Int) async throws -> [RunRecord] {
+        try await writer.read { db in
+            try Row.fetchAll(db, sql: "SELECT \(Self.runColumns) FROM run ORDER BY id DESC LIMIT ?",
+                             arguments: [limit]).map(Self.run)
+        }
+    }
+
+    public func run(id: Int64) async throws -> RunRecord? {
+        try await writer.read { db in try Self.fetchRun(db, id: id) }
+    }
+
+    static let jobColumns = """
+        id, run_id, attempt, name, labels, status, runner, epoch, position, queued_at, started_at, finished_at, reason
+        """
+
+    static func job(_ row: Row) throws -> JobRecord {
+        JobRecord(id: row["id"], runID: row["run_id"], attempt: row["attempt"], name: row["name"],
+                  labels: try unjson(row["labels"]), status: Status(rawValue: row["status"]) ?? .failed,
+                  runner: row["runner"], epoch: row["epoch"], position: row["position"], queuedAt: row["queued_at"],
+                  startedAt: row["started_at"], finishedAt: row["finished_at"], reason: row["reason"])
+    }
+
+    public func jobs(runID: Int64, attempt: Int) async throws -> [JobRecord] {
+        try await writer.read { db in
+            try Row.fetchAll(db, sql: "SELECT \(Self.jobColumns) FROM job WHERE run_id = ? AND attempt = ? ORDER BY id",
+                             arguments: [runID, attempt]).map(Self.job)
+        }
+    }
+
+    public func job(id: Int64) async throws -> JobRecord? {
+        try await writer.read { db in
+            try Row.fetchOne(db, sql: "SELECT \(Self.jobColumns) FROM job WHERE id = ?", arguments: [id]).map(Self.job)
+        }
+    }
+
+    public func nodes(jobIDs: [Int64]) async throws -> [NodeRecord] {
+        guard !jobIDs.isEmpty else { return [] }
+        return try await writer.read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT * FROM node WHERE job_id IN (\(databaseQuestionMarks(count: jobIDs.count)))
+                ORDER BY job_id, ordinal
+                """, arguments: StatementArguments(jobIDs)).map { row in
+                NodeRecord(jobID: row["job_id"], name: row["name"], ordinal: row["ordinal"], run: row["run"],
+                           needs: try unjson(row["needs"]), env: try unjson(row["env"]), timeout: row["timeout"],
+                           artifacts: try unjson(row["artifacts"]),
+                           status: Status(rawValue: row["status"]) ?? .failed, exitCode: row["exit_code"],
+                           startedAt: row["started_at"], finishedAt: row["finished_at"])
+            }
+        }
+    }
+
+    public func activeJobs() async throws -> [JobRecord] {
+        try await writer.read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT \(Self.jobColumns) FROM job WHERE status IN ('queued', 'running') ORDER BY position
+                """).map(Self.job)
+        }
+    }
+}
+
+private func json<T: Encodable>(_ value: T) throws -> String {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = .sortedKeys
+    return String(decoding: try encoder.encode(value), as: UTF8.self)
+}
+
+private func unjson<T: Decodable>(_ text: String) throws -> T {
+    try JSONDecoder().decode(T.self, from: Data(text.utf8))
+}

@@ -1,0 +1,77 @@
+import ArgumentParser
+import Coordinator
+import Foundation
+import Logging
+import NIOCore
+import ServiceLifecycle
+import Wire
+
+@main
+struct CoordinatorCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "heddle-coordinator",
+        abstract: "Keeps the queue of runs and jobs and serves runners and admins over mutual TLS.")
+
+    @Option(help: "Address to listen on, HOST:PORT (port 0 picks a free port).")
+    var listen = "127.0.0.1:7443"
+
+    @Option(help: "Data directory (SQLite database and artifact content).")
+    var data: String
+
+    @Option(help: "The fabric's CA certificate (PEM); only certificates it issued are accepted.")
+    var ca: String
+
+    @Option(help: "The coordinator's certificate (PEM).")
+    var cert: String
+
+    @Option(help: "The coordinator's private key (PEM).")
+    var key: String
+
+    @Option(help: "Seconds between heartbeats; a peer silent for three is gone.")
+    var heartbeatInterval: Double = 5
+
+    @Option(help: "Largest frame accepted, in bytes.")
+    var maxFrameBytes: Int = Frame.defaultMaximumLength
+
+    @Option(help: "Log level: trace, debug, info, notice, warning, error.")
+    var logLevel: Logger.Level = .info
+
+    func validate() throws {
+        _ = try Endpoint(parsing: listen)
+        guard heartbeatInterval >= 0.05 else { throw ValidationError("--heartbeat-interval must be at least 0.05 seconds") }
+        guard maxFrameBytes >= 64 * 1024 else { throw ValidationError("--max-frame-bytes must be at least 65536") }
+    }
+
+    func run() async throws {
+        let level = logLevel
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "heddle.coordinator")
+        let endpoint = try Endpoint(parsing: listen)
+        var limits = CoordinatorLimits()
+        limits.heartbeatInterval = .milliseconds(Int64(heartbeatInterval * 1000))
+        limits.maximumFrameLength = maxFrameBytes
+        limits.maximumArtifactChunk = min(limits.maximumArtifactChunk, maxFrameBytes / 2)
+        let store = try SQLiteStore.open(directory: data)
+        let core = CoordinatorCore(store: store, blobs: try BlobStore(directory: data), limits: limits, logger: logger)
+        try await core.recover()
+        let server = CoordinatorServer(
+            core: core, host: endpoint.host, port: endpoint.port,
+            tls: TLSFiles(ca: ca, certificate: cert, key: key), logger: logger,
+            onListening: { address in
+                let host = address.ipAddress ?? endpoint.host
+                let shown = host.contains(":") ? "[\(host)]" : host
+                Console.out("listening on \(shown):\(address.port ?? endpoint.port)")
+            })
+        let group = ServiceGroup(configuration: .init(
+            services: [.init(service: server)],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger))
+        try await group.run()
+    }
+}
+
+extension Logger.Level: @retroactive ExpressibleByArgument {}
