@@ -1,1 +1,3 @@
-print("x")
+import Admin
+
+await HeddleCommand.main()

@@ -565,7 +565,7 @@ public actor CoordinatorCore {
         let latest = try await store.run(id: runID) ?? run
         let finished = jobs.allSatisfy(\.status.isFinished) && (latest.attempt > attempt || latest.status.isFinished)
         watcher.goLive()
-        if finished && !watcher.ended {
+        if (finished || !request.follow) && !watcher.ended {
             var summary = latest.proto
             summary.attempt = UInt32(attempt)
             var event = Heddle_V1_WatchEvent()

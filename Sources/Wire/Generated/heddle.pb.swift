@@ -1172,8 +1172,9 @@ public nonisolated struct Heddle_V1_RunDetail: Sendable {
 }
 
 /// Subscribe to one run attempt: the coordinator answers Ok, then pushes WatchEvents carrying
-/// this request's id: all stored log bytes first, then live ones, with no gap and no
-/// duplicate, then `end` once the run attempt is finished and everything was sent.
+/// this request's id: all stored log bytes first, then (with follow) live ones and job
+/// changes, with no gap and no duplicate, then `end` once the run attempt is finished and
+/// everything was sent. Without follow, `end` comes right after the stored bytes.
 public nonisolated struct Heddle_V1_WatchRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -1192,6 +1193,9 @@ public nonisolated struct Heddle_V1_WatchRequest: Sendable {
 
   /// false: status events only
   public var logs: Bool = false
+
+  /// false: stored bytes only, then end
+  public var follow: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1241,7 +1245,7 @@ public nonisolated struct Heddle_V1_WatchEvent: Sendable {
     set {event = .job(newValue)}
   }
 
-  /// the run attempt finished; no more events follow
+  /// no more events follow; the run attempt as it is now
   public var end: Heddle_V1_RunSummary {
     get {
       if case .end(let v)? = event {return v}
@@ -1255,7 +1259,7 @@ public nonisolated struct Heddle_V1_WatchEvent: Sendable {
   public nonisolated enum OneOf_Event: Equatable, Sendable {
     case log(Heddle_V1_LogChunk)
     case job(Heddle_V1_JobDetail)
-    /// the run attempt finished; no more events follow
+    /// no more events follow; the run attempt as it is now
     case end(Heddle_V1_RunSummary)
 
   }
@@ -3489,7 +3493,7 @@ nonisolated extension Heddle_V1_RunDetail: SwiftProtobuf.Message, SwiftProtobuf.
 
 nonisolated extension Heddle_V1_WatchRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".WatchRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}run_id\0\u{1}attempt\0\u{1}job\0\u{1}node\0\u{1}logs\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}run_id\0\u{1}attempt\0\u{1}job\0\u{1}node\0\u{1}logs\0\u{1}follow\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3502,6 +3506,7 @@ nonisolated extension Heddle_V1_WatchRequest: SwiftProtobuf.Message, SwiftProtob
       case 3: try { try decoder.decodeSingularStringField(value: &self.job) }()
       case 4: try { try decoder.decodeSingularStringField(value: &self.node) }()
       case 5: try { try decoder.decodeSingularBoolField(value: &self.logs) }()
+      case 6: try { try decoder.decodeSingularBoolField(value: &self.follow) }()
       default: break
       }
     }
@@ -3523,6 +3528,9 @@ nonisolated extension Heddle_V1_WatchRequest: SwiftProtobuf.Message, SwiftProtob
     if self.logs != false {
       try visitor.visitSingularBoolField(value: self.logs, fieldNumber: 5)
     }
+    if self.follow != false {
+      try visitor.visitSingularBoolField(value: self.follow, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -3532,6 +3540,7 @@ nonisolated extension Heddle_V1_WatchRequest: SwiftProtobuf.Message, SwiftProtob
     if lhs.job != rhs.job {return false}
     if lhs.node != rhs.node {return false}
     if lhs.logs != rhs.logs {return false}
+    if lhs.follow != rhs.follow {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -1,0 +1,61 @@
+import ArgumentParser
+import Foundation
+import Wire
+
+/// Where the coordinator is and which certificate to use; each flag falls back to its
+/// environment variable.
+struct ConnectionOptions: ParsableArguments {
+    @Option(help: "The coordinator, HOST:PORT (env HEDDLE_COORDINATOR).")
+    var coordinator: String?
+
+    @Option(help: "The fabric's CA certificate (env HEDDLE_CA).")
+    var ca: String?
+
+    @Option(help: "Your certificate (env HEDDLE_CERT).")
+    var cert: String?
+
+    @Option(help: "Your private key (env HEDDLE_KEY).")
+    var key: String?
+
+    func value(_ flag: String?, _ variable: String, _ name: String) throws -> String {
+        if let flag, !flag.isEmpty { return flag }
+        if let env = ProcessInfo.processInfo.environment[variable], !env.isEmpty { return env }
+        throw ValidationError("missing --\(name) (or the environment variable \(variable))")
+    }
+
+    func endpoint() throws -> Endpoint {
+        try Endpoint(parsing: try value(coordinator, "HEDDLE_COORDINATOR", "coordinator"))
+    }
+
+    func tls() throws -> TLSFiles {
+        TLSFiles(ca: try value(ca, "HEDDLE_CA", "ca"),
+                 certificate: try value(cert, "HEDDLE_CERT", "cert"),
+                 key: try value(key, "HEDDLE_KEY", "key"))
+    }
+
+    func connect() async throws -> HeddleClient {
+        try await HeddleClient.connect(to: try endpoint(), tls: try tls())
+    }
+}
+
+/// Runs `body` with a connected client and turns protocol errors into one clear line.
+func withClient<T>(_ options: ConnectionOptions, _ body: (HeddleClient) async throws -> T) async throws -> T {
+    let client: HeddleClient
+    do {
+        client = try await options.connect()
+    } catch let error as WireError {
+        throw CLIError(error.message)
+    }
+    defer { Task { await client.connection.close() } }
+    do {
+        return try await body(client)
+    } catch let error as WireError {
+        throw CLIError(error.message)
+    }
+}
+
+/// An error printed as one line, exit code 1.
+struct CLIError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}

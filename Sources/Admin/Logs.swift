@@ -1,0 +1,55 @@
+import ArgumentParser
+import Foundation
+import Wire
+
+struct Logs: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print a run's log bytes exactly as the nodes wrote them.",
+        discussion: """
+            With --job and --node, prints only that node's bytes with nothing added. Otherwise a
+            header line marks where each job/node's output starts.
+            """)
+
+    @Argument(help: "The run id.")
+    var run: UInt64
+
+    @Option(help: "Only this job.")
+    var job: String?
+
+    @Option(help: "Only this node (of --job).")
+    var node: String?
+
+    @Option(help: "An earlier attempt (default: the latest).")
+    var attempt: UInt32 = 0
+
+    @Flag(help: "Keep printing new output until the run ends.")
+    var follow = false
+
+    @OptionGroup var connection: ConnectionOptions
+
+    func validate() throws {
+        if node != nil && job == nil { throw ValidationError("--node needs --job") }
+    }
+
+    func run() async throws {
+        let exact = job != nil && node != nil
+        try await withClient(connection) { client in
+            var current = ""
+            let events = try await client.watch(runID: run, attempt: attempt, job: job ?? "", node: node ?? "",
+                                                logs: true, follow: follow)
+            var lastEndedWithNewline = true
+            for try await event in events {
+                guard case .log(let chunk) = event.event else { continue }
+                let key = "\(chunk.job)/\(chunk.node)"
+                if !exact && key != current {
+                    if !lastEndedWithNewline { Console.raw(Data("\n".utf8)) }
+                    Console.out(Output.paint("── \(key) ──", "2"))
+                    current = key
+                }
+                Console.raw(chunk.data)
+                if let last = chunk.data.last { lastEndedWithNewline = last == UInt8(ascii: "\n") }
+            }
+            if !exact && !lastEndedWithNewline { Console.raw(Data("\n".utf8)) }
+        }
+    }
+}

@@ -1,0 +1,59 @@
+import ArgumentParser
+import Foundation
+import Wire
+
+struct PipelineCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "pipeline",
+        abstract: "Push and list pipelines (.act files).",
+        subcommands: [Push.self, List.self])
+
+    struct Push: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Store a new version of a pipeline.")
+
+        @Argument(help: "The .act file.")
+        var file: String
+
+        @Option(help: "The project it belongs to (created if new).")
+        var project: String
+
+        @OptionGroup var connection: ConnectionOptions
+
+        func run() async throws {
+            guard let source = try? String(contentsOfFile: file, encoding: .utf8) else {
+                throw CLIError("cannot read \(file)")
+            }
+            let pushed = try await withClient(connection) { client in
+                try await client.pushPipeline(project: project, fileName: (file as NSString).lastPathComponent, source: source)
+            }
+            print("pushed \(pushed.project)/\(pushed.pipeline) version \(pushed.version)")
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List pipelines (latest versions).")
+
+        @Flag(help: "Print JSON.")
+        var json = false
+
+        @OptionGroup var connection: ConnectionOptions
+
+        func run() async throws {
+            let pipelines = try await withClient(connection) { try await $0.pipelines() }
+            if json {
+                print(Output.json(pipelines.map { p -> [String: Any] in
+                    ["project": p.project, "pipeline": p.pipeline, "version": p.version, "jobs": p.jobs,
+                     "updated_at": Output.iso(p.updatedAtMs)]
+                }))
+                return
+            }
+            guard !pipelines.isEmpty else {
+                print("no pipelines; push one with `heddle pipeline push FILE --project P`")
+                return
+            }
+            print(Output.table(["PIPELINE", "VERSION", "JOBS", "UPDATED"], pipelines.map {
+                ["\($0.project)/\($0.pipeline)", "\($0.version)", $0.jobs.joined(separator: ","), Output.time($0.updatedAtMs)]
+            }))
+        }
+    }
+}

@@ -1,0 +1,76 @@
+import ArgumentParser
+import Foundation
+import Wire
+
+struct Runs: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "List runs, or show one.",
+        subcommands: [List.self, Show.self],
+        defaultSubcommand: List.self)
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List recent runs, newest first.")
+
+        @Option(help: "How many.")
+        var limit: UInt32 = 50
+
+        @Flag(help: "Print JSON.")
+        var json = false
+
+        @OptionGroup var connection: ConnectionOptions
+
+        func run() async throws {
+            let runs = try await withClient(connection) { try await $0.runs(limit: limit) }
+            if json {
+                print(Output.json(runs.map(JSONShape.run)))
+                return
+            }
+            guard !runs.isEmpty else {
+                print("no runs yet; start one with `heddle trigger PROJECT/PIPELINE`")
+                return
+            }
+            print(Output.table(["RUN", "PIPELINE", "BRANCH", "STATUS", "ATTEMPT", "CREATED", "DURATION"], runs.map {
+                ["\($0.id)", "\($0.project)/\($0.pipeline)", $0.branch, Output.status($0.status), "\($0.attempt)",
+                 Output.time($0.createdAtMs), Output.duration(from: $0.startedAtMs, to: $0.finishedAtMs)]
+            }))
+        }
+    }
+
+    struct Show: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Show a run's jobs and nodes.")
+
+        @Argument(help: "The run id.")
+        var run: UInt64
+
+        @Option(help: "An earlier attempt (default: the latest).")
+        var attempt: UInt32 = 0
+
+        @Flag(help: "Print JSON.")
+        var json = false
+
+        @OptionGroup var connection: ConnectionOptions
+
+        func run() async throws {
+            let detail = try await withClient(connection) { try await $0.run(run, attempt: attempt) }
+            if json {
+                print(Output.json(JSONShape.runDetail(detail)))
+                return
+            }
+            let r = detail.run
+            print("run \(r.id)  \(r.project)/\(r.pipeline)  branch \(r.branch)  \(Output.status(r.status))  attempt \(r.attempt)  trigger \(r.trigger)")
+            print("created \(Output.time(r.createdAtMs))  duration \(Output.duration(from: r.startedAtMs, to: r.finishedAtMs))")
+            for job in detail.jobs {
+                print("")
+                var line = "job \(job.name) (\(job.id))  \(Output.status(job.status))"
+                if !job.runner.isEmpty { line += "  on \(job.runner)" }
+                line += "  \(Output.duration(from: job.startedAtMs, to: job.finishedAtMs))"
+                print(line)
+                if !job.reason.isEmpty { print("  reason: \(job.reason)") }
+                print(Output.table(["  NODE", "STATUS", "EXIT", "DURATION", "NEEDS"], job.nodes.map {
+                    ["  \($0.name)", Output.status($0.status), $0.exited ? "\($0.exitCode)" : "-",
+                     Output.duration(from: $0.startedAtMs, to: $0.finishedAtMs), $0.needs.joined(separator: ",")]
+                }))
+            }
+        }
+    }
+}

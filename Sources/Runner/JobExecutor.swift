@@ -1,0 +1,223 @@
+import Foundation
+import Synchronization
+import Logging
+import Wire
+
+/// Runs one assigned job: a fresh workspace, the node graph in dependency order with
+/// independent nodes in parallel, each node's output streamed live, artifacts uploaded after
+/// the node succeeds, then the job's result. A failed node fails the job; the nodes that need
+/// it (directly or not) are skipped.
+struct JobExecutor {
+    let assignment: Heddle_V1_Assignment
+    let connection: HeddleConnection
+    let workRoot: String
+    let baseEnvironment: [String: String]
+    let control: JobControl
+    let logger: Logger
+
+    enum Outcome: Sendable {
+        case succeeded
+        case failed(String)
+        case cancelled(String)
+    }
+
+    func run() async {
+        var logger = self.logger
+        logger[metadataKey: "job.id"] = "\(assignment.job.jobID)"
+        let workspace = "\(workRoot)/job-\(assignment.job.jobID)-\(assignment.job.epoch)"
+        let status: Heddle_V1_Status
+        let reason: String
+        do {
+            try? FileManager.default.removeItem(atPath: workspace)
+            try FileManager.default.createDirectory(atPath: workspace, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(atPath: workspace) }
+            switch await runGraph(workspace: workspace, logger: logger) {
+            case .succeeded: (status, reason) = (.succeeded, "")
+            case .failed(let why): (status, reason) = (.failed, why)
+            case .cancelled(let why): (status, reason) = (.cancelled, why)
+            }
+        } catch {
+            (status, reason) = (.failed, "cannot prepare the workspace \(workspace): \(error)")
+        }
+        var finish = Heddle_V1_JobFinish()
+        finish.job = assignment.job
+        finish.status = status
+        finish.reason = reason
+        do {
+            _ = try await connection.request(.jobFinish(finish))
+            logger.info("job finished", metadata: ["status": "\(status)", "reason": "\(reason)"])
+        } catch {
+            logger.error("cannot report the job's result", metadata: ["error": "\(error)"])
+        }
+    }
+
+    private enum NodeState: Equatable {
+        case pending, running, succeeded, failed, skipped, cancelled
+    }
+
+    private func runGraph(workspace: String, logger: Logger) async -> Outcome {
+        let nodes = assignment.nodes
+        var states = Dictionary(uniqueKeysWithValues: nodes.map { ($0.name, NodeState.pending) })
+        var firstFailure: String?
+        await withTaskGroup(of: (String, NodeState, String?).self) { group in
+            var running = 0
+            while true {
+                // Skip what can never run; start what is ready.
+                var changed = true
+                while changed {
+                    changed = false
+                    for node in nodes where states[node.name] == .pending {
+                        let needs = node.needs.map { states[$0] ?? .failed }
+                        if needs.contains(where: { [.failed, .skipped, .cancelled].contains($0) }) || control.cancelReason != nil {
+                            let final: NodeState = control.cancelReason != nil ? .cancelled : .skipped
+                            states[node.name] = final
+                            changed = true
+                            group.addTask { await report(node.name, final == .cancelled ? .cancelled : .skipped, exitCode: nil) ; return (node.name, final, nil) }
+                            running += 1
+                        } else if needs.allSatisfy({ $0 == .succeeded }) {
+                            states[node.name] = .running
+                            running += 1
+                            group.addTask {
+                                let (state, failure) = await runNode(node, workspace: workspace, logger: logger)
+                                return (node.name, state, failure)
+                            }
+                        }
+                    }
+                }
+                guard running > 0, let (name, state, failure) = await group.next() else { break }
+                running -= 1
+                if states[name] == .running || state != .skipped && state != .cancelled {
+                    states[name] = state
+                }
+                if let failure, firstFailure == nil { firstFailure = failure }
+            }
+        }
+        if let reason = control.cancelReason { return .cancelled(reason) }
+        if let firstFailure { return .failed(firstFailure) }
+        if states.values.allSatisfy({ $0 == .succeeded }) { return .succeeded }
+        return .failed("not every node succeeded")
+    }
+
+    private func report(_ node: String, _ status: Heddle_V1_Status, exitCode: Int32?, reason: String = "") async {
+        var update = Heddle_V1_NodeUpdate()
+        update.job = assignment.job
+        update.node = node
+        update.status = status
+        update.exitCode = exitCode ?? 0
+        update.atMs = Date.nowMilliseconds
+        update.reason = reason
+        do {
+            _ = try await connection.request(.nodeUpdate(update))
+        } catch {
+            logger.warning("cannot report a node's status", metadata: ["node": "\(node)", "error": "\(error)"])
+        }
+    }
+
+    /// Runs one node; returns its final state and, when it failed, why.
+    private func runNode(_ node: Heddle_V1_NodeSpec, workspace: String, logger: Logger) async -> (NodeState, String?) {
+        await report(node.name, .running, exitCode: nil)
+        var environment = baseEnvironment
+        for (key, value) in assignment.env { environment[key] = value }
+        for (key, value) in node.env { environment[key] = value }
+        environment["HEDDLE_NODE"] = node.name
+        environment["HEDDLE_WORKSPACE"] = workspace
+        let process: NodeProcess
+        do {
+            process = try NodeProcess(command: node.run, environment: environment, directory: workspace)
+        } catch {
+            let reason = "node '\(node.name)' could not start: \(error)"
+            await report(node.name, .failed, exitCode: 127, reason: reason)
+            return (.failed, reason)
+        }
+        guard control.track(process) else {
+            _ = await drain(process, node: node.name)
+            _ = await process.exitCode()
+            await report(node.name, .cancelled, exitCode: nil)
+            return (.cancelled, nil)
+        }
+        let timedOut = TimeoutFlag()
+        let code: Int32 = await withTaskGroup(of: Int32?.self) { group in
+            group.addTask { await drain(process, node: node.name); return nil }
+            group.addTask { await process.exitCode() }
+            if node.timeoutSeconds > 0 {
+                group.addTask {
+                    try? await Task.sleep(for: .seconds(Int(node.timeoutSeconds)))
+                    if !Task.isCancelled {
+                        timedOut.set()
+                        JobControl.terminate(process, grace: control.grace)
+                    }
+                    return nil
+                }
+            }
+            var code: Int32 = 0
+            var finished = 0
+            while let result = await group.next() {
+                finished += 1
+                if let result { code = result }
+                if finished == 2 { group.cancelAll() }
+            }
+            return code
+        }
+        control.untrack(process)
+        if control.cancelReason != nil {
+            await report(node.name, .cancelled, exitCode: code)
+            return (.cancelled, nil)
+        }
+        if timedOut.isSet {
+            let reason = "timeout: node '\(node.name)' ran longer than \(node.timeoutSeconds)s"
+            await report(node.name, .failed, exitCode: code, reason: reason)
+            return (.failed, reason)
+        }
+        guard code == 0 else {
+            let reason = "node '\(node.name)' failed with exit code \(code)"
+            await report(node.name, .failed, exitCode: code, reason: reason)
+            return (.failed, reason)
+        }
+        if !node.artifacts.isEmpty {
+            let uploader = ArtifactUploader(connection: connection, job: assignment.job, workspace: workspace,
+                                            chunkSize: max(16 * 1024, Int(connection.welcome.maxArtifactChunkBytes)))
+            for name in ArtifactUploader.match(node.artifacts, in: workspace) {
+                do {
+                    let id = try await uploader.upload(name: name)
+                    logger.info("artifact uploaded", metadata: ["name": "\(name)", "artifact.id": "\(id)"])
+                } catch {
+                    let reason = "node '\(node.name)': artifact \(name) failed to upload: \(error)"
+                    await report(node.name, .failed, exitCode: code, reason: reason)
+                    return (.failed, reason)
+                }
+            }
+        }
+        await report(node.name, .succeeded, exitCode: code)
+        return (.succeeded, nil)
+    }
+
+    /// Streams a node's output as LogAppend frames with their offsets, byte for byte.
+    private func drain(_ process: NodeProcess, node: String) async {
+        var offset: UInt64 = 0
+        var connected = true
+        for await data in process.output {
+            if connected {
+                var append = Heddle_V1_LogAppend()
+                append.job = assignment.job
+                append.node = node
+                append.offset = offset
+                append.data = data
+                do {
+                    try await connection.send(.logAppend(append))
+                } catch {
+                    connected = false
+                    logger.warning("log stream lost", metadata: ["node": "\(node)", "error": "\(error)"])
+                }
+            }
+            offset += UInt64(data.count)
+            process.consumed()
+        }
+    }
+}
+
+/// Set once when a node's timeout fires.
+final class TimeoutFlag: Sendable {
+    private let flag = Mutex(false)
+    func set() { flag.withLock { $0 = true } }
+    var isSet: Bool { flag.withLock { $0 } }
+}

@@ -1,0 +1,159 @@
+import Foundation
+import Synchronization
+
+/// One node's shell: `/bin/sh -c COMMAND` in its own process group, stdin from /dev/null,
+/// stdout and stderr on one pipe so their bytes stay in write order. Output is read on a
+/// dedicated thread and handed over in chunks through a bounded buffer: when the consumer
+/// (the log stream) is slow, the pipe fills and the node blocks instead of memory growing.
+final class NodeProcess: Sendable {
+    let pid: pid_t
+    /// Output chunks, ending at EOF of the pipe.
+    let output: AsyncStream<Data>
+    private let slots: DispatchSemaphore
+    private let exitStatus = ExitBox()
+
+    final class ExitBox: Sendable {
+        struct State {
+            var status: Int32?
+            var waiters: [CheckedContinuation<Int32, Never>] = []
+        }
+        private let state = Mutex(State())
+
+        func withLock<R>(_ body: (inout State) -> R) -> R {
+            state.withLock { body(&$0) }
+        }
+    }
+
+    static let chunkSize = 64 * 1024
+    static let bufferedChunks = 16
+
+    init(command: String, environment: [String: String], directory: String) throws {
+        // Pipe creation and spawn are serialized so no other node's child inherits this
+        // pipe in the moment before its ends are marked close-on-exec.
+        spawnLock.lock()
+        defer { spawnLock.unlock() }
+        var fds: [Int32] = [0, 0]
+        guard pipe(&fds) == 0 else { throw RunnerError("cannot create a pipe: \(errnoText())") }
+        let (readEnd, writeEnd) = (fds[0], fds[1])
+        _ = fcntl(readEnd, F_SETFD, FD_CLOEXEC)
+        _ = fcntl(writeEnd, F_SETFD, FD_CLOEXEC)
+
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_adddup2(&actions, writeEnd, 1)
+        posix_spawn_file_actions_adddup2(&actions, writeEnd, 2)
+
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var noSignals = sigset_t()
+        sigemptyset(&noSignals)
+        var defaults = sigset_t()
+        sigemptyset(&defaults)
+        for signal in [SIGPIPE, SIGTERM, SIGINT, SIGHUP, SIGCHLD] { sigaddset(&defaults, signal) }
+        posix_spawnattr_setsigmask(&attributes, &noSignals)
+        posix_spawnattr_setsigdefault(&attributes, &defaults)
+        posix_spawnattr_setpgroup(&attributes, 0)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+
+        // The outer shell changes to the workspace and execs the node's shell in place, so
+        // the pid and process group stay the same.
+        let argv = ["/bin/sh", "-c", "cd -- \"$0\" && exec /bin/sh -c \"$1\"", directory, command]
+        let envp = environment.map { "\($0.key)=\($0.value)" }.sorted()
+        var spawned: pid_t = 0
+        let result = withCStrings(argv) { cArgv in
+            withCStrings(envp) { cEnvp in
+                posix_spawn(&spawned, "/bin/sh", &actions, &attributes, cArgv, cEnvp)
+            }
+        }
+        close(writeEnd)
+        guard result == 0 else {
+            close(readEnd)
+            throw RunnerError("cannot start /bin/sh: \(String(cString: strerror(result)))")
+        }
+        let pid = spawned
+        self.pid = pid
+        self.slots = DispatchSemaphore(value: Self.bufferedChunks)
+        let (stream, continuation) = AsyncStream.makeStream(of: Data.self)
+        self.output = stream
+
+        let slots = self.slots
+        let reader = Thread {
+            var buffer = [UInt8](repeating: 0, count: Self.chunkSize)
+            while true {
+                let n = buffer.withUnsafeMutableBytes { read(readEnd, $0.baseAddress, $0.count) }
+                if n < 0 && errno == EINTR { continue }
+                if n <= 0 { break }
+                slots.wait()
+                continuation.yield(Data(buffer[0..<n]))
+            }
+            close(readEnd)
+            continuation.finish()
+        }
+        reader.name = "heddle-node-output-\(pid)"
+        reader.start()
+
+        let exitStatus = self.exitStatus
+        let waiter = Thread {
+            var status: Int32 = 0
+            while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+            // The shell is gone: whatever it left running in its process group goes too, so
+            // the pipe reaches EOF and nothing outlives its node.
+            kill(-pid, SIGKILL)
+            let code = NodeProcess.exitCode(status)
+            let waiters = exitStatus.withLock { state -> [CheckedContinuation<Int32, Never>] in
+                state.status = code
+                defer { state.waiters = [] }
+                return state.waiters
+            }
+            for waiter in waiters { waiter.resume(returning: code) }
+        }
+        waiter.name = "heddle-node-wait-\(pid)"
+        waiter.start()
+    }
+
+    /// Call after consuming each chunk of `output`, so the reader may buffer another.
+    func consumed() {
+        slots.signal()
+    }
+
+    /// The shell's exit code; 128+N when killed by signal N.
+    func exitCode() async -> Int32 {
+        await withCheckedContinuation { continuation in
+            let ready = exitStatus.withLock { state -> Int32? in
+                if let status = state.status { return status }
+                state.waiters.append(continuation)
+                return nil
+            }
+            if let ready { continuation.resume(returning: ready) }
+        }
+    }
+
+    /// Signals the node's whole process group.
+    func signalGroup(_ signal: Int32) {
+        kill(-pid, signal)
+    }
+
+    static func exitCode(_ status: Int32) -> Int32 {
+        let signal = status & 0x7f
+        return signal == 0 ? (status >> 8) & 0xff : 128 + signal
+    }
+}
+
+private let spawnLock = NSLock()
+
+struct RunnerError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
+func errnoText() -> String { String(cString: strerror(errno)) }
+
+private func withCStrings<R>(_ strings: [String], _ body: ([UnsafeMutablePointer<CChar>?]) -> R) -> R {
+    var pointers = strings.map { strdup($0) }
+    pointers.append(nil)
+    defer { for pointer in pointers { free(pointer) } }
+    return body(pointers)
+}

@@ -1,0 +1,154 @@
+import Foundation
+
+/// Typed requests for admins and automation over one `HeddleConnection`.
+public struct HeddleClient: Sendable {
+    public let connection: HeddleConnection
+
+    public init(connection: HeddleConnection) {
+        self.connection = connection
+    }
+
+    public static func connect(to endpoint: Endpoint, tls: TLSFiles) async throws -> HeddleClient {
+        HeddleClient(connection: try await HeddleConnection.connect(to: endpoint, tls: tls))
+    }
+
+    func call<T>(_ body: Envelope.OneOf_Body, _ extract: (Envelope.OneOf_Body) -> T?) async throws -> T {
+        let response = try await connection.request(body)
+        guard let body = response.body, let value = extract(body) else {
+            throw WireError(.badRequest, "unexpected response from the coordinator")
+        }
+        return value
+    }
+
+    public func pushPipeline(project: String, fileName: String, source: String) async throws -> Heddle_V1_PipelinePushed {
+        var push = Heddle_V1_PipelinePush()
+        push.project = project
+        push.fileName = fileName
+        push.source = source
+        return try await call(.pipelinePush(push)) { if case .pipelinePushed(let m) = $0 { m } else { nil } }
+    }
+
+    public func pipelines() async throws -> [Heddle_V1_PipelineInfo] {
+        try await call(.pipelineList(.init())) { if case .pipelines(let m) = $0 { m.pipelines } else { nil } }
+    }
+
+    public func trigger(project: String, pipeline: String, branch: String) async throws -> UInt64 {
+        var request = Heddle_V1_TriggerRequest()
+        request.project = project
+        request.pipeline = pipeline
+        request.branch = branch
+        return try await call(.trigger(request)) { if case .triggered(let m) = $0 { m.runID } else { nil } }
+    }
+
+    public func runs(limit: UInt32 = 50) async throws -> [Heddle_V1_RunSummary] {
+        var request = Heddle_V1_RunListRequest()
+        request.limit = limit
+        return try await call(.runList(request)) { if case .runs(let m) = $0 { m.runs } else { nil } }
+    }
+
+    public func run(_ id: UInt64, attempt: UInt32 = 0) async throws -> Heddle_V1_RunDetail {
+        var request = Heddle_V1_RunGetRequest()
+        request.runID = id
+        request.attempt = attempt
+        return try await call(.runGet(request)) { if case .run(let m) = $0 { m } else { nil } }
+    }
+
+    public func queue() async throws -> [Heddle_V1_QueueEntry] {
+        try await call(.queue(.init())) { if case .queueList(let m) = $0 { m.jobs } else { nil } }
+    }
+
+    public func runners() async throws -> [Heddle_V1_RunnerInfo] {
+        try await call(.runners(.init())) { if case .runnerList(let m) = $0 { m.runners } else { nil } }
+    }
+
+    public func artifacts(runID: UInt64 = 0) async throws -> [Heddle_V1_ArtifactInfo] {
+        var request = Heddle_V1_ArtifactListRequest()
+        request.runID = runID
+        return try await call(.artifactList(request)) { if case .artifacts(let m) = $0 { m.artifacts } else { nil } }
+    }
+
+    public func readArtifact(_ id: UInt64, offset: UInt64, length: UInt32) async throws -> Heddle_V1_ArtifactData {
+        var request = Heddle_V1_ArtifactReadRequest()
+        request.artifactID = id
+        request.offset = offset
+        request.length = length
+        return try await call(.artifactRead(request)) { if case .artifactData(let m) = $0 { m } else { nil } }
+    }
+
+    /// Downloads an artifact into `to` (via a temporary file renamed into place) and checks
+    /// its size and SHA-256. `progress` gets (bytes so far, total).
+    public func downloadArtifact(_ id: UInt64, to path: String,
+                                 progress: (UInt64, UInt64) -> Void = { _, _ in }) async throws -> Heddle_V1_ArtifactInfo {
+        let temporary = "\(path).heddle-partial"
+        FileManager.default.createFile(atPath: temporary, contents: nil)
+        guard let handle = FileHandle(forWritingAtPath: temporary) else {
+            throw WireError.invalid("cannot write \(path)")
+        }
+        var hasher = SHA256Hasher()
+        var offset: UInt64 = 0
+        var info: Heddle_V1_ArtifactInfo?
+        let chunk = max(64 * 1024, connection.welcome.maxArtifactChunkBytes)
+        do {
+            defer { try? handle.close() }
+            repeat {
+                let data = try await readArtifact(id, offset: offset, length: chunk)
+                info = data.artifact
+                if data.data.isEmpty && offset < data.artifact.size {
+                    throw WireError(.internal, "artifact \(id) ended at \(offset) of \(data.artifact.size) bytes")
+                }
+                try handle.write(contentsOf: data.data)
+                hasher.update(data.data)
+                offset += UInt64(data.data.count)
+                progress(offset, data.artifact.size)
+            } while offset < info!.size
+            try handle.synchronize()
+        } catch {
+            try? FileManager.default.removeItem(atPath: temporary)
+            throw error
+        }
+        let digest = hasher.finalize()
+        guard digest == info!.sha256 else {
+            try? FileManager.default.removeItem(atPath: temporary)
+            throw WireError(.internal, "artifact \(id) downloaded with SHA-256 \(hex(digest)), expected \(hex(info!.sha256)); nothing was written")
+        }
+        _ = try? FileManager.default.removeItem(atPath: path)
+        try FileManager.default.moveItem(atPath: temporary, toPath: path)
+        return info!
+    }
+
+    /// Subscribes to a run attempt's events. The stream ends after the `end` event.
+    public func watch(runID: UInt64, attempt: UInt32 = 0, job: String = "", node: String = "",
+                      logs: Bool, follow: Bool) async throws -> AsyncThrowingStream<Heddle_V1_WatchEvent, Error> {
+        var request = Heddle_V1_WatchRequest()
+        request.runID = runID
+        request.attempt = attempt
+        request.job = job
+        request.node = node
+        request.logs = logs
+        request.follow = follow
+        let response = try await connection.request(.watch(request))
+        let id = response.id
+        let pushes = connection.pushes
+        return AsyncThrowingStream { continuation in
+            let task = Task {
+                for await envelope in pushes where envelope.id == id || envelope.id == 0 {
+                    switch envelope.body {
+                    case .watchEvent(let event):
+                        continuation.yield(event)
+                        if case .end = event.event {
+                            continuation.finish()
+                            return
+                        }
+                    case .error(let error):
+                        continuation.finish(throwing: WireError(error))
+                        return
+                    default:
+                        continue
+                    }
+                }
+                continuation.finish(throwing: WireError(.unavailableOrClosed, "the connection closed before the run ended"))
+            }
+            continuation.onTermination = { _ in task.cancel() }
+        }
+    }
+}

@@ -1,0 +1,69 @@
+import ArgumentParser
+import Foundation
+import Logging
+import Runner
+import ServiceLifecycle
+import Wire
+
+@main
+struct RunnerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "heddle-runner",
+        abstract: "Connects to a coordinator over mutual TLS and runs the jobs whose labels it carries.")
+
+    @Option(help: "The coordinator, HOST:PORT.")
+    var coordinator: String
+
+    @Option(help: "The fabric's CA certificate (PEM).")
+    var ca: String
+
+    @Option(help: "This runner's certificate (PEM), issued with the runner role.")
+    var cert: String
+
+    @Option(help: "This runner's private key (PEM).")
+    var key: String
+
+    @Option(help: "Comma-separated labels, e.g. linux,x86.")
+    var labels: String = ""
+
+    @Option(help: "Directory for job workspaces.")
+    var workDir: String
+
+    @Option(help: "Jobs run at once.")
+    var capacity: Int = 1
+
+    @Option(help: "Seconds between SIGTERM and SIGKILL when a node is stopped.")
+    var killGrace: Double = 10
+
+    @Option(help: "Log level: trace, debug, info, notice, warning, error.")
+    var logLevel: String = "info"
+
+    func validate() throws {
+        _ = try Endpoint(parsing: coordinator)
+        guard capacity >= 1 else { throw ValidationError("--capacity must be at least 1") }
+        guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("--log-level '\(logLevel)' is not a level") }
+    }
+
+    func run() async throws {
+        let level = Logger.Level(rawValue: logLevel) ?? .info
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "heddle.runner")
+        var configuration = RunnerConfiguration(
+            coordinator: try Endpoint(parsing: coordinator),
+            tls: TLSFiles(ca: ca, certificate: cert, key: key),
+            labels: labels.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty },
+            capacity: capacity,
+            workDirectory: workDir)
+        configuration.killGrace = .milliseconds(Int64(killGrace * 1000))
+        let agent = RunnerAgent(configuration: configuration, logger: logger)
+        let group = ServiceGroup(configuration: .init(
+            services: [.init(service: agent)],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger))
+        try await group.run()
+    }
+}
