@@ -75,7 +75,10 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
-        .executableTarget(name: "heddle", dependencies: ["Admin"]),
+        .executableTarget(
+            name: "heddle",
+            dependencies: ["Admin", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
         .target(
             name: "TestSupport",
             dependencies: ["Wire"],

@@ -46,11 +46,16 @@ func withClient<T>(_ options: ConnectionOptions, _ body: (HeddleClient) async th
     } catch let error as WireError {
         throw CLIError(error.message)
     }
-    defer { Task { await client.connection.close() } }
     do {
-        return try await body(client)
+        let result = try await body(client)
+        await client.connection.close()
+        return result
     } catch let error as WireError {
+        await client.connection.close()
         throw CLIError(error.message)
+    } catch {
+        await client.connection.close()
+        throw error
     }
 }
 

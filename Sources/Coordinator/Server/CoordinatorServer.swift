@@ -52,6 +52,7 @@ public final class CoordinatorServer: Service, Sendable {
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in
                 try await server.executeThenClose { inbound in
+                    defer { group.cancelAll() }  // shutting down: end every session too
                     for try await connection in inbound {
                         let id = sessionIDs.next()
                         group.addTask {

@@ -55,11 +55,14 @@ struct Session {
                             await handle(envelope, identity: identity, outbox: outbox, logger: logger)
                         }
                     } catch {
-                        let wire = WireError.describing(error)
-                        if wire.code == .badFrame || wire.code == .resourceExhausted || wire.code == .badRequest {
+                        if let wire = error as? WireError {
                             outbox.send(.error(wire))
+                            logger.info("session closed on error", metadata: ["error": "\(wire.message)"])
+                        } else if let ssl = error as? NIOSSLError, case .uncleanShutdown = ssl {
+                            logger.debug("peer closed without TLS close_notify")
+                        } else {
+                            logger.info("session closed on error", metadata: ["error": "\(error)"])
                         }
-                        logger.info("session closed on error", metadata: ["error": "\(wire.message)"])
                     }
                     continuation.finish()
                     try await group.waitForAll()

@@ -1,0 +1,5 @@
+import Admin
+import ArgumentParser
+
+@main
+extension HeddleCommand {}

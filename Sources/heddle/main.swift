@@ -1,3 +1,0 @@
-import Admin
-
-await HeddleCommand.main()
