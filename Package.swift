@@ -88,6 +88,7 @@ let package = Package(
             name: "WireTests",
             dependencies: [
                 "Wire", "TestSupport",
+                .product(name: "X509", package: "swift-certificates"),
                 .product(name: "NIOTestUtils", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
             ]

@@ -59,11 +59,21 @@ public final class HeddleConnection: Sendable {
         maximumFrameLength: Int = Frame.defaultMaximumLength,
         group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) async throws -> HeddleConnection {
+        try await connect(to: endpoint, configuration: try tls.clientConfiguration(), hello: hello,
+                          maximumFrameLength: maximumFrameLength, group: group)
+    }
+
+    /// Connects with a TLS configuration built by the caller.
+    public static func connect(
+        to endpoint: Endpoint,
+        configuration: TLSConfiguration,
+        hello: Heddle_V1_Hello = Heddle_V1_Hello(),
+        maximumFrameLength: Int = Frame.defaultMaximumLength,
+        group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+    ) async throws -> HeddleConnection {
         let sslContext: NIOSSLContext
         do {
-            sslContext = try NIOSSLContext(configuration: tls.clientConfiguration())
-        } catch let error as WireError {
-            throw error
+            sslContext = try NIOSSLContext(configuration: configuration)
         } catch {
             throw WireError(.invalidArgument, "cannot use the TLS files: \(error)")
         }

@@ -211,8 +211,9 @@ public struct ActParser {
         case .scanner(_, let problem, let mark, _), .parser(_, let problem, let mark, _),
              .composer(_, let problem, let mark, _):
             return self.error(at: mark.line, "not valid YAML: \(problem)")
-        case .duplicatedKeysInMapping(let duplicates, _):
-            return self.error(at: 1, "duplicate keys: \(duplicates.joined(separator: ", "))")
+        case .duplicatedKeysInMapping(let duplicates, let context):
+            return self.error(at: max(1, context.mark.line),
+                              "'\(duplicates.joined(separator: "', '"))' appears twice in the same mapping")
         default:
             return self.error(at: 1, "not valid YAML: \(error)")
         }

@@ -1,0 +1,132 @@
+import Testing
+@testable import Coordinator
+
+@Suite struct ActParserTests {
+    let parser = ActParser(file: "ci.act")
+
+    @Test func aValidPipelineParses() throws {
+        let pipeline = try parser.parse("""
+            name: build
+            jobs:
+              test:
+                labels: [linux, x86]
+                nodes:
+                  fetch: { run: "echo fetching" }
+                  build:
+                    run: make
+                    needs: [fetch]
+                    env: { CC: clang }
+                    timeout: 10m
+                  report:
+                    run: "make report > out/report.txt"
+                    needs: build
+                    artifacts: ["out/*.txt"]
+            """)
+        #expect(pipeline.name == "build")
+        #expect(pipeline.jobs.map(\.name) == ["test"])
+        let job = pipeline.jobs[0]
+        #expect(job.labels == ["linux", "x86"])
+        #expect(job.nodes.map(\.name) == ["fetch", "build", "report"])
+        #expect(job.nodes[1].needs == ["fetch"])
+        #expect(job.nodes[1].env == ["CC": "clang"])
+        #expect(job.nodes[1].timeout == 600)
+        #expect(job.nodes[2].needs == ["build"])
+        #expect(job.nodes[2].artifacts == ["out/*.txt"])
+    }
+
+    struct Case: Sendable, CustomTestStringConvertible {
+        var name: String
+        var source: String
+        var line: Int
+        var message: String
+        var testDescription: String { name }
+    }
+
+    static let cases: [Case] = [
+        Case(name: "bad YAML", source: "name: build\njobs:\n  test: [unclosed\n", line: 4, message: "not valid YAML"),
+        Case(name: "unknown key", source: """
+            name: build
+            jobs:
+              test:
+                lables: [linux]
+                nodes:
+                  a: { run: "true" }
+            """, line: 4, message: "unknown key 'lables'"),
+        Case(name: "unknown needs", source: """
+            name: build
+            jobs:
+              test:
+                nodes:
+                  a: { run: "true" }
+                  b:
+                    run: "true"
+                    needs: [c]
+            """, line: 8, message: "needs 'c'"),
+        Case(name: "cycle", source: """
+            name: build
+            jobs:
+              test:
+                nodes:
+                  a: { run: "true", needs: [c] }
+                  b: { run: "true", needs: [a] }
+                  c: { run: "true", needs: [b] }
+            """, line: 5, message: "cycle: a -> c -> b -> a"),
+        Case(name: "job with no nodes", source: """
+            name: build
+            jobs:
+              test:
+                labels: [linux]
+            """, line: 3, message: "job 'test' has no nodes"),
+        Case(name: "empty nodes", source: """
+            name: build
+            jobs:
+              test:
+                nodes: {}
+            """, line: 4, message: "job 'test' has no nodes"),
+        Case(name: "node without run", source: """
+            name: build
+            jobs:
+              test:
+                nodes:
+                  a: { needs: [] }
+            """, line: 5, message: "has no `run`"),
+        Case(name: "missing name", source: "jobs:\n  t:\n    nodes:\n      a: { run: x }\n", line: 1, message: "missing `name`"),
+        Case(name: "bad timeout", source: """
+            name: build
+            jobs:
+              test:
+                nodes:
+                  a: { run: x, timeout: soon }
+            """, line: 5, message: "`timeout`"),
+        Case(name: "artifact escaping the workspace", source: """
+            name: build
+            jobs:
+              test:
+                nodes:
+                  a:
+                    run: x
+                    artifacts: ["../secret"]
+            """, line: 7, message: "relative path"),
+        Case(name: "duplicate node", source: """
+            name: build
+            jobs:
+              test:
+                nodes:
+                  a: { run: x }
+                  a: { run: y }
+            """, line: 5, message: "'a' appears twice"),
+    ]
+
+    @Test(arguments: cases)
+    func errorsNameTheFileLineAndProblem(_ testCase: Case) {
+        do {
+            _ = try parser.parse(testCase.source)
+            Issue.record("\(testCase.name) parsed without error")
+        } catch {
+            #expect(error.file == "ci.act")
+            #expect(error.line == testCase.line, "\(error)")
+            #expect(error.message.contains(testCase.message), "\(error)")
+            #expect(error.description.hasPrefix("ci.act:\(testCase.line): "))
+        }
+    }
+}

@@ -1,0 +1,169 @@
+import Foundation
+import Logging
+import TestSupport
+import Testing
+import Wire
+@testable import Coordinator
+
+/// The core driven directly, without sockets: a pretend runner session and a pretend watcher.
+@Suite struct CoreTests {
+    static let pipeline = """
+        name: ci
+        jobs:
+          test:
+            labels: [linux]
+            nodes:
+              build: { run: make }
+              report: { run: "make report", needs: [build] }
+        """
+
+    func makeCore(_ data: TemporaryDirectory) throws -> CoordinatorCore {
+        CoordinatorCore(store: try SQLiteStore.inMemory(), blobs: try BlobStore(directory: data.path),
+                        logger: Logger(label: "test"))
+    }
+
+    func identity(_ name: String, _ role: Role) -> PeerIdentity {
+        PeerIdentity(name: name, role: role, fingerprint: String(repeating: "0", count: 64))
+    }
+
+    func nextAssignment(_ recording: RecordingOutbox) async throws -> Heddle_V1_Assignment {
+        for await envelope in recording.stream {
+            if case .assignment(let assignment) = envelope.body { return assignment }
+        }
+        throw TestFailure("no assignment")
+    }
+
+    func append(_ ref: Heddle_V1_JobRef, _ node: String, _ offset: UInt64, _ text: String) -> Heddle_V1_LogAppend {
+        var append = Heddle_V1_LogAppend()
+        append.job = ref
+        append.node = node
+        append.offset = offset
+        append.data = Data(text.utf8)
+        return append
+    }
+
+    @Test func logsAreStoredOnceWithoutGapsAndWatchersSeeHistoryThenLive() async throws {
+        let data = try TemporaryDirectory()
+        defer { data.remove() }
+        let core = try makeCore(data)
+        var push = Heddle_V1_PipelinePush()
+        push.project = "shop"
+        push.source = Self.pipeline
+        _ = try await core.pushPipeline(push)
+        var trigger = Heddle_V1_TriggerRequest()
+        trigger.project = "shop"
+        trigger.pipeline = "ci"
+        let runID = try await core.trigger(trigger, trigger: "api")
+
+        let runner = RecordingOutbox()
+        var hello = Heddle_V1_Hello()
+        hello.labels = ["linux", "x86"]
+        await core.runnerConnected(session: 1, identity: identity("r1", .runner), hello: hello, outbox: runner.outbox)
+        let assignment = try await nextAssignment(runner)
+        #expect(assignment.nodes.map(\.name) == ["build", "report"])
+        #expect(assignment.env["HEDDLE_RUN_ID"] == String(runID))
+        let ref = assignment.job
+
+        #expect(try await core.appendLog(session: 1, append(ref, "build", 0, "hello ")) == 6)
+        // A replayed, overlapping chunk stores only its new bytes.
+        #expect(try await core.appendLog(session: 1, append(ref, "build", 3, "lo world")) == 11)
+        // A gap is refused.
+        await #expect(throws: WireError.self) { _ = try await core.appendLog(session: 1, append(ref, "build", 20, "x")) }
+        // A stale epoch is refused, and so is another session.
+        var stale = ref
+        stale.epoch -= 1
+        do {
+            _ = try await core.appendLog(session: 1, append(stale, "build", 11, "!"))
+            Issue.record("a stale epoch was accepted")
+        } catch let error as WireError {
+            #expect(error.code == .staleEpoch)
+        }
+        await #expect(throws: WireError.self) { _ = try await core.appendLog(session: 2, append(ref, "build", 11, "!")) }
+
+        let watcher = RecordingOutbox()
+        var watch = Heddle_V1_WatchRequest()
+        watch.runID = UInt64(runID)
+        watch.logs = true
+        watch.follow = true
+        try await core.watch(session: 9, requestID: 77, watch, outbox: watcher.outbox)
+        #expect(try await core.appendLog(session: 1, append(ref, "build", 11, "\u{1B}[31m!")) == 17)
+        #expect(try await core.appendLog(session: 1, append(ref, "report", 0, "no newline")) == 10)
+
+        var finish = Heddle_V1_JobFinish()
+        finish.job = ref
+        finish.status = .succeeded
+        try await core.jobFinished(session: 1, finish)
+
+        var bytes: [String: Data] = [:]
+        var end: Heddle_V1_RunSummary?
+        for await envelope in watcher.stream {
+            #expect(envelope.id == 77)
+            guard case .watchEvent(let event) = envelope.body else { continue }
+            if case .log(let chunk) = event.event {
+                #expect(UInt64(bytes[chunk.node, default: Data()].count) == chunk.offset)
+                bytes[chunk.node, default: Data()].append(chunk.data)
+            }
+            if case .end(let run) = event.event {
+                end = run
+                break
+            }
+        }
+        #expect(String(decoding: bytes["build"] ?? Data(), as: UTF8.self) == "hello world\u{1B}[31m!")
+        #expect(String(decoding: bytes["report"] ?? Data(), as: UTF8.self) == "no newline")
+        #expect(end?.status == .succeeded)
+
+        let detail = try await core.runDetail(runID: runID, attempt: nil)
+        #expect(detail.run.status == .succeeded)
+        #expect(detail.jobs.first?.runner == "r1")
+        // Writes after the job finished are refused: its lease is gone.
+        await #expect(throws: WireError.self) { _ = try await core.appendLog(session: 1, append(ref, "build", 17, "late")) }
+    }
+
+    @Test func aFailedJobFailsTheRunAndALostRunnerFailsItsJob() async throws {
+        let data = try TemporaryDirectory()
+        defer { data.remove() }
+        let core = try makeCore(data)
+        var push = Heddle_V1_PipelinePush()
+        push.project = "shop"
+        push.source = Self.pipeline
+        _ = try await core.pushPipeline(push)
+        var trigger = Heddle_V1_TriggerRequest()
+        trigger.project = "shop"
+        trigger.pipeline = "ci"
+        let first = try await core.trigger(trigger, trigger: "api")
+        let second = try await core.trigger(trigger, trigger: "api")
+
+        let runner = RecordingOutbox()
+        var hello = Heddle_V1_Hello()
+        hello.labels = ["linux"]
+        await core.runnerConnected(session: 1, identity: identity("r1", .runner), hello: hello, outbox: runner.outbox)
+        let assignment = try await nextAssignment(runner)
+        #expect(assignment.runID == UInt64(first))
+        var finish = Heddle_V1_JobFinish()
+        finish.job = assignment.job
+        finish.status = .failed
+        finish.reason = "node 'build' failed with exit code 2"
+        try await core.jobFinished(session: 1, finish)
+        let failed = try await core.runDetail(runID: first, attempt: nil)
+        #expect(failed.run.status == .failed)
+        #expect(failed.jobs[0].reason == "node 'build' failed with exit code 2")
+        #expect(failed.jobs[0].nodes.map(\.status) == [.skipped, .skipped])
+
+        let next = try await nextAssignment(runner)
+        #expect(next.runID == UInt64(second))
+        await core.sessionClosed(session: 1)
+        let lost = try await core.runDetail(runID: second, attempt: nil)
+        #expect(lost.run.status == .failed)
+        #expect(lost.jobs[0].reason == "runner lost: r1 disconnected")
+    }
+
+    @Test(arguments: ["../etc/passwd", "/abs", "a/../b", "nul\0name", "", "a//b", "./a"])
+    func unsafeArtifactNamesAreRefused(name: String) {
+        #expect(throws: WireError.self) { try CoordinatorCore.validateArtifactName(name) }
+    }
+
+    @Test func plainArtifactNamesAreAccepted() throws {
+        try CoordinatorCore.validateArtifactName("out/report.txt")
+        try CoordinatorCore.validateArtifactName("app.bin")
+    }
+}

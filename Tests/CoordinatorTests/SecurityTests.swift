@@ -1,0 +1,111 @@
+import Foundation
+import NIOSSL
+import TestSupport
+import Testing
+import Wire
+@testable import Coordinator
+
+@Suite struct SecurityTests {
+    /// The coordinator must still serve a legitimate admin after refusing someone.
+    func stillServes(_ coordinator: TestCoordinator) async throws {
+        let admin = try await coordinator.client("admin")
+        #expect(try await admin.runners().isEmpty)
+        await admin.connection.close()
+    }
+
+    @Test func aClientWithoutACertificateIsRefused() async throws {
+        try await TestCoordinator.with { coordinator in
+            var config = TLSConfiguration.makeClientConfiguration()
+            config.minimumTLSVersion = .tlsv13
+            config.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(coordinator.pki.directory.file("ca.pem")))
+            await #expect(throws: WireError.self) {
+                _ = try await HeddleConnection.connect(to: coordinator.endpoint, configuration: config)
+            }
+            try await stillServes(coordinator)
+        }
+    }
+
+    @Test(arguments: ["foreign-admin", "expired-admin"])
+    func aCertificateTheFabricDidNotIssueOrThatExpiredIsRefused(name: String) async throws {
+        try await TestCoordinator.with { coordinator in
+            do {
+                _ = try await coordinator.client(name)
+                Issue.record("\(name) was let in")
+            } catch let error as WireError {
+                #expect(error.message.contains("TLS") || error.message.contains("closed"), "\(error)")
+            }
+            try await stillServes(coordinator)
+        }
+    }
+
+    @Test func aClientThatDoesNotTrustTheCoordinatorsCAStopsAtTheHandshake() async throws {
+        try await TestCoordinator.with { coordinator in
+            let tls = TLSFiles(ca: coordinator.pki.directory.file("foreign-ca.pem"),
+                               certificate: coordinator.pki.directory.file("admin.pem"),
+                               key: coordinator.pki.directory.file("admin.key"))
+            await #expect(throws: WireError.self) {
+                _ = try await HeddleClient.connect(to: coordinator.endpoint, tls: tls)
+            }
+            try await stillServes(coordinator)
+        }
+    }
+
+    @Test func aRunnerCertificateCannotUseAdminRequests() async throws {
+        try await TestCoordinator.with { coordinator in
+            let runner = try await coordinator.client("runner")
+            #expect(runner.connection.welcome.role == "runner")
+            do {
+                _ = try await runner.queue()
+                Issue.record("a runner read the queue")
+            } catch let error as WireError {
+                #expect(error.code == .permissionDenied)
+                #expect(error.message == "queue needs the automation or admin role; this certificate (test-runner) has the runner role")
+            }
+            do {
+                _ = try await runner.pushPipeline(project: "p", fileName: "x.act", source: "name: x")
+                Issue.record("a runner pushed a pipeline")
+            } catch let error as WireError {
+                #expect(error.code == .permissionDenied)
+                #expect(error.message.contains("needs the admin role"))
+            }
+            await runner.connection.close()
+            try await stillServes(coordinator)
+        }
+    }
+
+    @Test func automationTriggersButCannotPushPipelines() async throws {
+        try await TestCoordinator.with { coordinator in
+            let admin = try await coordinator.client("admin")
+            _ = try await admin.pushPipeline(project: "shop", fileName: "ci.act",
+                                             source: "name: ci\njobs:\n  t:\n    nodes:\n      a: { run: 'true' }\n")
+            let automation = try await coordinator.client("automation")
+            let run = try await automation.trigger(project: "shop", pipeline: "ci", branch: "main")
+            #expect(run == 1)
+            await #expect(throws: WireError.self) {
+                _ = try await automation.pushPipeline(project: "shop", fileName: "ci.act", source: "name: ci")
+            }
+            await admin.connection.close()
+            await automation.connection.close()
+        }
+    }
+
+    @Test func aBadPipelineIsRefusedWithItsLine() async throws {
+        try await TestCoordinator.with { coordinator in
+            let admin = try await coordinator.client("admin")
+            do {
+                _ = try await admin.pushPipeline(project: "shop", fileName: "ci.act",
+                                                 source: "name: ci\njobs:\n  t:\n    nodes:\n      a: { run: x, needs: [zz] }\n")
+                Issue.record("a bad pipeline was stored")
+            } catch let error as WireError {
+                #expect(error.code == .invalidArgument)
+                #expect(error.message.hasPrefix("ci.act:5: "))
+            }
+            #expect(try await admin.pipelines().isEmpty)
+            await #expect(throws: WireError.self) {
+                _ = try await admin.trigger(project: "shop", pipeline: "nope", branch: "main")
+            }
+            await #expect(throws: WireError.self) { _ = try await admin.run(999) }
+            await admin.connection.close()
+        }
+    }
+}
