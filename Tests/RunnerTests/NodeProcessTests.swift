@@ -1,0 +1,80 @@
+import Foundation
+import TestSupport
+import Testing
+@testable import Runner
+
+@Suite struct NodeProcessTests {
+    func run(_ command: String, in directory: String, environment: [String: String] = [:]) async throws -> (Data, Int32) {
+        let process = try NodeProcess(command: command, environment: environment, directory: directory)
+        var output = Data()
+        for await chunk in process.output {
+            output.append(chunk)
+            process.consumed()
+        }
+        return (output, await process.exitCode())
+    }
+
+    @Test func stdoutAndStderrAreOneStreamKeptByteForByte() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let (output, code) = try await run(
+            #"printf '\033[31mred\033[0m\n'; echo err >&2; printf 'tab\there'; printf '\n\000\377'; printf 'last line'"#,
+            in: dir.path)
+        #expect(code == 0)
+        var expected = Data("\u{1B}[31mred\u{1B}[0m\nerr\ntab\there\n".utf8)
+        expected.append(contentsOf: [0x00, 0xff])
+        expected.append(Data("last line".utf8))
+        #expect(output == expected)
+    }
+
+    @Test func exitCodesAndSignalsAreReported() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        #expect(try await run("exit 3", in: dir.path).1 == 3)
+        #expect(try await run("kill -KILL $$", in: dir.path).1 == 128 + 9)
+    }
+
+    @Test func itRunsInItsDirectoryWithItsEnvironment() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let (output, _) = try await run("pwd; echo \"$GREETING\"; test -t 0 || cat", in: dir.path,
+                                        environment: ["GREETING": "hi there", "PATH": "/usr/bin:/bin"])
+        let resolved = URL(fileURLWithPath: dir.path).resolvingSymlinksInPath().path
+        #expect(String(decoding: output, as: UTF8.self) == "\(resolved)\nhi there\n")
+    }
+
+    @Test func backgroundProcessesDoNotOutliveTheirNode() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        // The background sleep holds the pipe open; the node still ends when its shell does.
+        let (output, code) = try await run("sleep 300 & echo $! > bg.pid; echo done", in: dir.path)
+        #expect(code == 0)
+        #expect(String(decoding: output, as: UTF8.self) == "done\n")
+        let pid = Int32(try String(contentsOfFile: "\(dir.path)/bg.pid", encoding: .utf8)
+            .trimmingCharacters(in: .whitespacesAndNewlines))!
+        try await waitUntil("the background sleep to be gone") { kill(pid, 0) != 0 }
+    }
+
+    @Test func aLargeOutputIsDeliveredWhole() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let (output, code) = try await run("head -c 5000000 /dev/zero", in: dir.path)
+        #expect(code == 0)
+        #expect(output.count == 5_000_000)
+    }
+}
+
+@Suite struct ArtifactMatchTests {
+    @Test func globsMatchRegularFilesRelativeToTheWorkspace() throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        try FileManager.default.createDirectory(atPath: "\(dir.path)/out/sub", withIntermediateDirectories: true)
+        for file in ["out/a.txt", "out/b.txt", "out/c.bin", "out/sub/d.txt", "top.txt"] {
+            FileManager.default.createFile(atPath: "\(dir.path)/\(file)", contents: Data("x".utf8))
+        }
+        #expect(ArtifactUploader.match(["out/*.txt"], in: dir.path) == ["out/a.txt", "out/b.txt"])
+        #expect(ArtifactUploader.match(["out/*", "top.txt", "out/*.txt"], in: dir.path)
+                == ["out/a.txt", "out/b.txt", "out/c.bin", "top.txt"])
+        #expect(ArtifactUploader.match(["missing/*"], in: dir.path).isEmpty)
+    }
+}
