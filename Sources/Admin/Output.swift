@@ -83,6 +83,7 @@ enum Output {
         guard start > 0 else { return "-" }
         let finish = end > 0 ? end : Date.nowMilliseconds
         let seconds = Double(finish - start) / 1000
+        if seconds < 1 { return "\(finish - start)ms" }
         if seconds < 60 { return String(format: "%.1fs", seconds) }
         let minutes = Int(seconds) / 60
         return "\(minutes)m\(Int(seconds) % 60)s"
