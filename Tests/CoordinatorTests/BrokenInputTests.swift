@@ -1,0 +1,88 @@
+import Foundation
+import NIOCore
+import TestSupport
+import Testing
+import Wire
+@testable import Coordinator
+
+/// Broken input over a real mTLS connection: an Error frame, the connection closed, and the
+/// coordinator still serving everyone else.
+@Suite struct BrokenInputTests {
+    func frame(_ payload: [UInt8], flags: UInt8 = 0, length: UInt32? = nil) -> [UInt8] {
+        let count = length ?? UInt32(payload.count)
+        return [flags] + withUnsafeBytes(of: count.bigEndian, Array.init) + payload
+    }
+
+    func hello() throws -> [UInt8] {
+        var hello = Heddle_V1_Hello()
+        hello.protocolVersion = 1
+        return try Envelope(id: 1, .hello(hello)).serializedBytes()
+    }
+
+    @Test(arguments: [
+        ("garbage protobuf", [0x00, 0xff, 0xff, 0xff] as [UInt8], UInt8(0), UInt32?.none, Heddle_V1_ErrorCode.badFrame),
+        ("non-zero flags", [0x08, 0x01], UInt8(1), nil, .badFrame),
+        ("frame over the maximum", [], UInt8(0), UInt32(64 * 1024 * 1024), .resourceExhausted),
+    ])
+    func aBrokenFrameAfterHelloGetsAnErrorAndTheConnectionCloses(
+        name: String, payload: [UInt8], flags: UInt8, length: UInt32?, code: Heddle_V1_ErrorCode
+    ) async throws {
+        try await TestCoordinator.with { coordinator in
+            let bytes = frame(try hello()) + frame(payload, flags: flags, length: length)
+            let received = try await RawClient.exchange(bytes, with: coordinator.endpoint, tls: coordinator.pki.tls("admin"))
+            let frames = try received.frames().filter { if case .heartbeat = $0.body { false } else { true } }
+            #expect(frames.count == 2, "\(name): \(frames)")
+            guard case .welcome = frames.first?.body else {
+                Issue.record("\(name): no Welcome first")
+                return
+            }
+            guard case .error(let error) = frames.last?.body else {
+                Issue.record("\(name): no Error frame")
+                return
+            }
+            #expect(error.code == code, "\(name): \(error.message)")
+            let admin = try await coordinator.client("admin")
+            #expect(try await admin.runners().isEmpty)
+            await admin.connection.close()
+        }
+    }
+
+    @Test func aFirstFrameOtherThanHelloIsRefused() async throws {
+        try await TestCoordinator.with { coordinator in
+            let queue: [UInt8] = try Envelope(id: 1, .queue(.init())).serializedBytes()
+            let received = try await RawClient.exchange(frame(queue), with: coordinator.endpoint, tls: coordinator.pki.tls("admin"))
+            let frames = try received.frames()
+            guard case .error(let error) = frames.last?.body else {
+                Issue.record("no Error frame: \(frames)")
+                return
+            }
+            #expect(error.code == .badRequest)
+            #expect(error.message.contains("Hello"))
+        }
+    }
+
+    @Test func aLogFromASessionThatHoldsNoJobIsRefusedAndTheSessionGoesOn() async throws {
+        try await TestCoordinator.with { coordinator in
+            let runner = try await coordinator.client("runner")
+            var append = Heddle_V1_LogAppend()
+            append.job.jobID = 12345
+            append.node = "build"
+            append.data = Data("sneaky".utf8)
+            do {
+                _ = try await runner.connection.request(.logAppend(append))
+                Issue.record("a log for a job never assigned was accepted")
+            } catch let error as WireError {
+                #expect(error.code == .failedPrecondition)
+            }
+            var declare = Heddle_V1_ArtifactDeclare()
+            declare.job.jobID = 12345
+            declare.name = "../../etc/passwd"
+            await #expect(throws: WireError.self) { _ = try await runner.connection.request(.artifactDeclare(declare)) }
+            // The session is still usable.
+            var update = Heddle_V1_NodeUpdate()
+            update.job.jobID = 1
+            await #expect(throws: WireError.self) { _ = try await runner.connection.request(.nodeUpdate(update)) }
+            await runner.connection.close()
+        }
+    }
+}

@@ -1,0 +1,62 @@
+import NIOCore
+import NIOPosix
+import NIOSSL
+import TestSupport
+import Wire
+
+/// A TLS client that sends raw bytes and collects whatever comes back, to check how the
+/// coordinator answers broken input.
+final class RawClient: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = ByteBuffer
+
+    private var received = ByteBuffer()
+    private let closed: EventLoopPromise<ByteBuffer>
+
+    private init(closed: EventLoopPromise<ByteBuffer>) {
+        self.closed = closed
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var buffer = unwrapInboundIn(data)
+        received.writeBuffer(&buffer)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        context.close(promise: nil)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        closed.succeed(received)
+    }
+
+    /// Connects with `tls`, writes `bytes`, and returns everything received until the
+    /// coordinator closed the connection.
+    static func exchange(_ bytes: [UInt8], with endpoint: Endpoint, tls: TLSFiles) async throws -> ByteBuffer {
+        let context = try NIOSSLContext(configuration: tls.clientConfiguration())
+        let group = MultiThreadedEventLoopGroup.singleton
+        let promise = group.next().makePromise(of: ByteBuffer.self)
+        let channel = try await ClientBootstrap(group: group)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: context, serverHostname: nil))
+                    try channel.pipeline.syncOperations.addHandler(RawClient(closed: promise))
+                }
+            }
+            .connect(host: endpoint.host, port: endpoint.port).get()
+        try await channel.writeAndFlush(ByteBuffer(bytes: bytes))
+        return try await promise.futureResult.get()
+    }
+}
+
+extension ByteBuffer {
+    /// Decodes every whole frame in the buffer.
+    func frames() throws -> [Envelope] {
+        var copy = self
+        var decoder = FrameDecoder()
+        var out: [Envelope] = []
+        while let frame = try decoder.decode(buffer: &copy) {
+            out.append(try Envelope(serializedBytes: Array(frame.readableBytesView)))
+        }
+        return out
+    }
+}
