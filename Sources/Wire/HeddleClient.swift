@@ -80,7 +80,7 @@ public struct HeddleClient: Sendable {
     public func downloadArtifact(_ id: UInt64, to path: String,
                                  progress: (UInt64, UInt64) -> Void = { _, _ in }) async throws -> Heddle_V1_ArtifactInfo {
         let temporary = "\(path).heddle-partial"
-        FileManager.default.createFile(atPath: temporary, contents: nil)
+        _ = FileManager.default.createFile(atPath: temporary, contents: nil)
         guard let handle = FileHandle(forWritingAtPath: temporary) else {
             throw WireError.invalid("cannot write \(path)")
         }

@@ -40,9 +40,9 @@ import Wire
     @Test func certsInitWritesPrivateKeysOwnerOnly() throws {
         let dir = try TemporaryDirectory()
         defer { dir.remove() }
-        var initCommand = try #require(try HeddleCommand.parseAsRoot(["certs", "init", "--dir", dir.path, "--host", "ci.example.test"]) as? Certs.Init)
+        let initCommand = try #require(try HeddleCommand.parseAsRoot(["certs", "init", "--dir", dir.path, "--host", "ci.example.test"]) as? Certs.Init)
         try initCommand.run()
-        var issue = try #require(try HeddleCommand.parseAsRoot(["certs", "issue", "--dir", dir.path, "--role", "runner", "--name", "build-01"]) as? Certs.Issue)
+        let issue = try #require(try HeddleCommand.parseAsRoot(["certs", "issue", "--dir", dir.path, "--role", "runner", "--name", "build-01"]) as? Certs.Issue)
         try issue.run()
         for name in ["ca", "coordinator", "admin", "build-01"] {
             var info = stat()

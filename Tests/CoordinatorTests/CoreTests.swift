@@ -167,3 +167,53 @@ import Wire
         try CoordinatorCore.validateArtifactName("app.bin")
     }
 }
+
+@Suite struct RestartTests {
+    @Test func theQueueSurvivesARestartInOrderAndRunningJobsFailAsLost() async throws {
+        let data = try TemporaryDirectory()
+        defer { data.remove() }
+        let source = """
+            name: ci
+            jobs:
+              a: { labels: [linux], nodes: { n: { run: "true" } } }
+            """
+        var push = Heddle_V1_PipelinePush()
+        push.project = "shop"
+        push.source = source
+        var trigger = Heddle_V1_TriggerRequest()
+        trigger.project = "shop"
+        trigger.pipeline = "ci"
+        let identity = PeerIdentity(name: "r1", role: .runner, fingerprint: "")
+        var hello = Heddle_V1_Hello()
+        hello.labels = ["linux"]
+
+        var runs: [Int64] = []
+        do {
+            let core = CoordinatorCore(store: try SQLiteStore.open(directory: data.path),
+                                       blobs: try BlobStore(directory: data.path), logger: Logger(label: "test"))
+            _ = try await core.pushPipeline(push)
+            for _ in 0..<4 { runs.append(try await core.trigger(trigger, trigger: "api")) }
+            // One job is running when the coordinator goes away.
+            let runner = RecordingOutbox()
+            await core.runnerConnected(session: 1, identity: identity, hello: hello, outbox: runner.outbox)
+        }
+
+        let core = CoordinatorCore(store: try SQLiteStore.open(directory: data.path),
+                                   blobs: try BlobStore(directory: data.path), logger: Logger(label: "test"))
+        try await core.recover()
+        let lost = try await core.runDetail(runID: runs[0], attempt: nil)
+        #expect(lost.run.status == .failed)
+        #expect(lost.jobs[0].reason.hasPrefix("runner lost"))
+        #expect(try await core.queue().map(\.runID) == runs[1...].map { UInt64($0) })
+
+        let runner = RecordingOutbox()
+        hello.capacity = 3
+        await core.runnerConnected(session: 1, identity: identity, hello: hello, outbox: runner.outbox)
+        var assigned: [UInt64] = []
+        for await envelope in runner.stream {
+            if case .assignment(let assignment) = envelope.body { assigned.append(assignment.runID) }
+            if assigned.count == 3 { break }
+        }
+        #expect(assigned == runs[1...].map { UInt64($0) })
+    }
+}

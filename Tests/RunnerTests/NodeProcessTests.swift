@@ -70,7 +70,7 @@ import Testing
         defer { dir.remove() }
         try FileManager.default.createDirectory(atPath: "\(dir.path)/out/sub", withIntermediateDirectories: true)
         for file in ["out/a.txt", "out/b.txt", "out/c.bin", "out/sub/d.txt", "top.txt"] {
-            FileManager.default.createFile(atPath: "\(dir.path)/\(file)", contents: Data("x".utf8))
+            _ = FileManager.default.createFile(atPath: "\(dir.path)/\(file)", contents: Data("x".utf8))
         }
         #expect(ArtifactUploader.match(["out/*.txt"], in: dir.path) == ["out/a.txt", "out/b.txt"])
         #expect(ArtifactUploader.match(["out/*", "top.txt", "out/*.txt"], in: dir.path)

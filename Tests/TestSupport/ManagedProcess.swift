@@ -22,8 +22,8 @@ public final class ManagedProcess: Sendable {
         let name = "\((executable as NSString).lastPathComponent)-\(UUID().uuidString.prefix(8))"
         outputPath = logs.file("\(name).out")
         errorPath = logs.file("\(name).err")
-        FileManager.default.createFile(atPath: outputPath, contents: nil)
-        FileManager.default.createFile(atPath: errorPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: outputPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: errorPath, contents: nil)
         process.standardOutput = FileHandle(forWritingAtPath: outputPath)
         process.standardError = FileHandle(forWritingAtPath: errorPath)
         process.standardInput = FileHandle.nullDevice

@@ -17,7 +17,6 @@ struct Session {
         var logger = self.logger
         logger[metadataKey: "session"] = "\(id)"
         if let remote = connection.channel.remoteAddress { logger[metadataKey: "peer"] = "\(remote)" }
-        var isRunner = false
         do {
             try await connection.executeThenClose { inbound, outbound in
                 let (stream, continuation) = AsyncStream.makeStream(of: Envelope.self)
@@ -47,7 +46,6 @@ struct Session {
                         }
                         outbox.send(Envelope(id: first.id, .welcome(welcome(identity))))
                         if identity.role == .runner {
-                            isRunner = true
                             await core.runnerConnected(session: id, identity: identity, hello: hello, outbox: outbox)
                         }
                         logger.debug("session started")
@@ -71,7 +69,6 @@ struct Session {
         } catch {
             logger.debug("connection ended", metadata: ["error": "\(error)"])
         }
-        _ = isRunner
         await core.sessionClosed(session: id)
     }
 
