@@ -119,10 +119,40 @@ extension WireError {
     public static func describing(_ error: Error) -> WireError {
         if let error = error as? WireError { return error }
         let text = String(describing: error)
+        if let reason = tlsReason(text) {
+            return WireError(.unauthenticated, tlsExplanation(reason))
+        }
         if text.contains("NIOSSL") || text.contains("SSL") || text.contains("handshake") {
             return WireError(.unauthenticated,
                              "TLS failed (\(text)): check that --ca is the fabric's CA and that the certificate was issued by it and is valid")
         }
+        if text.contains("Connection refused") {
+            return WireError(.unavailableOrClosed, "connection refused (is heddle-coordinator listening there?)")
+        }
         return WireError(.unavailableOrClosed, "connection failed: \(text)")
+    }
+
+    /// The BoringSSL reason in an error's text, e.g. CERTIFICATE_VERIFY_FAILED.
+    public static func tlsReason(_ text: String) -> String? {
+        guard let range = text.range(of: "OPENSSL_internal:") else { return nil }
+        let reason = text[range.upperBound...].prefix { $0.isUppercase || $0.isNumber || $0 == "_" }
+        return reason.isEmpty ? nil : String(reason)
+    }
+
+    static func tlsExplanation(_ reason: String) -> String {
+        switch reason {
+        case "CERTIFICATE_VERIFY_FAILED":
+            return "TLS: the certificate could not be verified (CERTIFICATE_VERIFY_FAILED): it was not issued by the trusted CA, has expired, or does not name this host; check --ca and the certificate"
+        case "TLSV1_ALERT_UNKNOWN_CA", "SSLV3_ALERT_BAD_CERTIFICATE", "TLSV1_ALERT_DECRYPT_ERROR":
+            return "TLS: the coordinator refused this certificate (\(reason)): it was not issued by the fabric's CA"
+        case "SSLV3_ALERT_CERTIFICATE_EXPIRED":
+            return "TLS: the coordinator refused this certificate (\(reason)): it has expired; issue a new one with `heddle certs issue`"
+        case "TLSV1_ALERT_CERTIFICATE_REQUIRED", "PEER_DID_NOT_RETURN_A_CERTIFICATE":
+            return "TLS: a client certificate is required (\(reason)); pass --cert and --key"
+        case "TLSV1_ALERT_PROTOCOL_VERSION", "UNSUPPORTED_PROTOCOL":
+            return "TLS: the peer does not speak TLS 1.3 (\(reason))"
+        default:
+            return "TLS failed (\(reason)): check that --ca is the fabric's CA and that the certificate was issued by it and is valid"
+        }
     }
 }

@@ -96,7 +96,8 @@ public final class HeddleConnection: Sendable {
                 .connect(host: endpoint.host, port: endpoint.port)
                 .get()
         } catch {
-            throw WireError(.unavailableOrClosed, "cannot connect to the coordinator at \(endpoint): \(error)")
+            throw WireError(.unavailableOrClosed,
+                            "cannot connect to the coordinator at \(endpoint): \(WireError.describing(error).message)")
         }
         var helloMessage = hello
         helloMessage.protocolVersion = HeddleVersion.protocolVersion

@@ -59,7 +59,9 @@ struct Session {
                         } else if let ssl = error as? NIOSSLError, case .uncleanShutdown = ssl {
                             logger.debug("peer closed without TLS close_notify")
                         } else {
-                            logger.info("session closed on error", metadata: ["error": "\(error)"])
+                            let text = String(describing: error)
+                            let reason = WireError.tlsReason(text).map { "TLS handshake failed: \($0)" } ?? text
+                            logger.info("session closed on error", metadata: ["error": "\(reason)"])
                         }
                     }
                     continuation.finish()
