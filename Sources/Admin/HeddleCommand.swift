@@ -9,8 +9,8 @@ public struct HeddleCommand: AsyncParsableCommand {
             Connection flags may come from the environment: HEDDLE_COORDINATOR, HEDDLE_CA, HEDDLE_CERT, HEDDLE_KEY.
             """,
         subcommands: [
-            Certs.self, PipelineCommand.self, Trigger.self, Runs.self, Logs.self, Queue.self,
-            Runners.self, Artifacts.self,
+            Certs.self, Project.self, PipelineCommand.self, Trigger.self, Runs.self, Logs.self, Graph.self,
+            Queue.self, Cancel.self, Rerun.self, Runners.self, Artifacts.self,
         ])
 
     public init() {}

@@ -34,22 +34,55 @@ struct Logs: AsyncParsableCommand {
     func run() async throws {
         let exact = job != nil && node != nil
         try await withClient(connection) { client in
-            var current = ""
+            var printer = LogPrinter(headers: !exact)
             let events = try await client.watch(runID: run, attempt: attempt, job: job ?? "", node: node ?? "",
                                                 logs: true, follow: follow)
-            var lastEndedWithNewline = true
             for try await event in events {
                 guard case .log(let chunk) = event.event else { continue }
-                let key = "\(chunk.job)/\(chunk.node)"
-                if !exact && key != current {
-                    if !lastEndedWithNewline { Console.raw(Data("\n".utf8)) }
-                    Console.out(Output.paint("── \(key) ──", "2"))
-                    current = key
-                }
-                Console.raw(chunk.data)
-                if let last = chunk.data.last { lastEndedWithNewline = last == UInt8(ascii: "\n") }
+                printer.print(chunk)
             }
-            if !exact && !lastEndedWithNewline { Console.raw(Data("\n".utf8)) }
+            printer.finish()
+        }
+    }
+}
+
+/// Prints log chunks as they come: the bytes exactly, and (unless asked for one node's bytes
+/// alone) a header line wherever the output switches to another job/node.
+struct LogPrinter {
+    let headers: Bool
+    private var current = ""
+    private var atLineStart = true
+
+    init(headers: Bool) {
+        self.headers = headers
+    }
+
+    mutating func print(_ chunk: Heddle_V1_LogChunk) {
+        let key = "\(chunk.job)/\(chunk.node)"
+        if headers && key != current {
+            breakLine()
+            Console.out(Output.paint("── \(key) ──", "2"))
+            current = key
+        }
+        Console.raw(chunk.data)
+        if let last = chunk.data.last { atLineStart = last == UInt8(ascii: "\n") }
+    }
+
+    /// Prints a line of our own between log bytes, starting it on a fresh line.
+    mutating func note(_ line: String) {
+        breakLine()
+        Console.out(line)
+        current = ""
+    }
+
+    mutating func finish() {
+        if headers { breakLine() }
+    }
+
+    private mutating func breakLine() {
+        if !atLineStart {
+            Console.raw(Data("\n".utf8))
+            atLineStart = true
         }
     }
 }

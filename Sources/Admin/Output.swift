@@ -126,7 +126,8 @@ enum JSONShape {
                 "id": job.id, "name": job.name, "status": Output.statusName(job.status),
                 "runner": job.runner.isEmpty ? NSNull() : job.runner as Any,
                 "started_at": Output.iso(job.startedAtMs), "finished_at": Output.iso(job.finishedAtMs),
-                "reason": job.reason, "labels": job.labels,
+                "reason": job.reason, "labels": job.labels, "attempt": job.attempt,
+                "commit": job.commit.isEmpty ? NSNull() : job.commit as Any,
                 "nodes": job.nodes.map { node -> [String: Any] in
                     [
                         "name": node.name, "status": Output.statusName(node.status), "needs": node.needs,

@@ -4,67 +4,142 @@ import Wire
 
 struct Queue: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Jobs running and queued, in dispatch order.")
+        abstract: "The queue: jobs running and waiting, in dispatch order; reorder it.",
+        subcommands: [List.self, Move.self],
+        defaultSubcommand: List.self)
 
-    @Flag(help: "Print JSON.")
-    var json = false
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Jobs running and queued, in dispatch order.")
 
-    @OptionGroup var connection: ConnectionOptions
+        @Flag(help: "Print JSON.")
+        var json = false
 
-    func run() async throws {
-        let jobs = try await withClient(connection) { try await $0.queue() }
-        if json {
-            print(Output.json(jobs.map { job -> [String: Any] in
-                ["id": job.jobID, "run": job.runID, "pipeline": "\(job.project)/\(job.pipeline)", "job": job.job,
-                 "branch": job.branch, "labels": job.labels, "status": Output.statusName(job.status),
-                 "runner": job.runner.isEmpty ? NSNull() : job.runner as Any]
-            }))
-            return
-        }
-        guard !jobs.isEmpty else {
-            print("the queue is empty")
-            return
-        }
-        var position = 0
-        print(Output.table(["#", "JOB", "RUN", "PIPELINE", "BRANCH", "LABELS", "STATUS", "WAITING", "RUNNER"], jobs.map { job in
-            var place = "-"
-            if job.status == .queued {
-                position += 1
-                place = "\(position)"
+        @Flag(help: "Keep showing changes as the coordinator pushes them.")
+        var watch = false
+
+        @OptionGroup var connection: ConnectionOptions
+
+        func run() async throws {
+            try await withClient(connection) { client in
+                let jobs = try await client.queue()
+                if !watch {
+                    print(json ? Output.json(jobs.map(Self.jsonEntry)) : Self.table(jobs))
+                    return
+                }
+                let events = try await client.watchQueue()
+                let live = Output.colour && !json
+                if live {
+                    Self.redraw(try await client.queue())
+                } else if !json {
+                    print(Self.table(jobs))
+                }
+                for try await event in events {
+                    if live {
+                        Self.redraw(try await client.queue())
+                    } else if json {
+                        var object = Self.jsonEntry(event.job)
+                        object["event"] = Self.kindName(event.kind)
+                        print(Output.json(object).replacingOccurrences(of: "\n", with: ""))
+                    } else {
+                        print(Self.line(event))
+                    }
+                }
             }
-            return [place, "\(job.jobID) \(job.job)", "\(job.runID)", "\(job.project)/\(job.pipeline)", job.branch,
-                    job.labels.joined(separator: ","), Output.status(job.status),
-                    job.status == .queued ? Output.duration(from: job.queuedAtMs, to: 0) : "-",
-                    job.runner.isEmpty ? "-" : job.runner]
-        }))
+        }
+
+        static func redraw(_ jobs: [Heddle_V1_QueueEntry]) {
+            print("\u{1B}[H\u{1B}[2J" + "heddle queue --watch (Ctrl-C to stop)\n\n" + table(jobs))
+        }
+
+        static func kindName(_ kind: Heddle_V1_QueueEvent.Kind) -> String {
+            switch kind {
+            case .queued: "queued"
+            case .moved: "moved"
+            case .claimed: "claimed"
+            case .finished: "finished"
+            case .cancelled: "cancelled"
+            default: "changed"
+            }
+        }
+
+        static func line(_ event: Heddle_V1_QueueEvent) -> String {
+            let job = event.job
+            let what = "job \(job.jobID) (\(job.project)/\(job.pipeline) \(job.job), run \(job.runID))"
+            switch event.kind {
+            case .queued: return "queued \(what) at position \(job.position)"
+            case .moved: return "moved \(what) to position \(job.position)"
+            case .claimed: return "claimed \(what) by \(job.runner)"
+            case .finished: return "finished \(what): \(Output.statusName(job.status))"
+            case .cancelled: return "cancelled \(what)"
+            default: return "changed \(what)"
+            }
+        }
+
+        static func jsonEntry(_ job: Heddle_V1_QueueEntry) -> [String: Any] {
+            [
+                "id": job.jobID, "run": job.runID, "attempt": job.attempt, "pipeline": "\(job.project)/\(job.pipeline)",
+                "job": job.job, "branch": job.branch, "labels": job.labels, "status": Output.statusName(job.status),
+                "runner": job.runner.isEmpty ? NSNull() : job.runner as Any,
+                "position": job.position == 0 ? NSNull() : Int(job.position) as Any,
+                "queued_at": Output.iso(job.queuedAtMs),
+                "waiting_reason": job.waitingReason.isEmpty ? NSNull() : job.waitingReason as Any,
+            ]
+        }
+
+        static func table(_ jobs: [Heddle_V1_QueueEntry]) -> String {
+            guard !jobs.isEmpty else { return "the queue is empty" }
+            return Output.table(["#", "JOB", "RUN", "PIPELINE", "BRANCH", "LABELS", "STATUS", "WAITING", "RUNNER / WHY WAITING"],
+                                jobs.map { job in
+                [job.position == 0 ? "-" : "\(job.position)", "\(job.jobID) \(job.job)", "\(job.runID)",
+                 "\(job.project)/\(job.pipeline)", job.branch, job.labels.isEmpty ? "-" : job.labels.joined(separator: ","),
+                 Output.status(job.status),
+                 job.status == .queued ? Output.duration(from: job.queuedAtMs, to: 0) : "-",
+                 job.status == .running ? job.runner : (job.waitingReason.isEmpty ? "" : Output.paint(job.waitingReason, "33"))]
+            })
+        }
     }
-}
 
-struct Runners: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Connected runners.")
+    struct Move: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Move a queued job. The order is durable and is the order runners receive jobs.")
 
-    @Flag(help: "Print JSON.")
-    var json = false
+        @Argument(help: "The job id (from `heddle queue`).")
+        var job: UInt64
 
-    @OptionGroup var connection: ConnectionOptions
+        @Flag(help: "To the front of the queue.")
+        var top = false
 
-    func run() async throws {
-        let runners = try await withClient(connection) { try await $0.runners() }
-        if json {
-            print(Output.json(runners.map { runner -> [String: Any] in
-                ["name": runner.name, "labels": runner.labels, "capacity": runner.capacity, "running": runner.running,
-                 "connected_at": Output.iso(runner.connectedAtMs), "last_heartbeat": Output.iso(runner.lastHeartbeatMs),
-                 "session": runner.sessionID]
-            }))
-            return
+        @Flag(help: "To the back of the queue.")
+        var bottom = false
+
+        @Option(help: "Just before this job.")
+        var before: UInt64?
+
+        @Option(help: "Just after this job.")
+        var after: UInt64?
+
+        @Option(help: "To this place (1 is the front).")
+        var position: UInt32?
+
+        @OptionGroup var connection: ConnectionOptions
+
+        func validate() throws {
+            let chosen = [top, bottom, before != nil, after != nil, position != nil].filter { $0 }.count
+            guard chosen == 1 else {
+                throw ValidationError("give exactly one of --top, --bottom, --before JOB, --after JOB, --position N")
+            }
+            if let position, position < 1 { throw ValidationError("--position starts at 1") }
         }
-        guard !runners.isEmpty else {
-            print("no runner is connected")
-            return
+
+        func run() async throws {
+            let target: Heddle_V1_QueueMoveRequest.OneOf_Target
+            if top { target = .top(true) }
+            else if bottom { target = .bottom(true) }
+            else if let before { target = .beforeJob(before) }
+            else if let after { target = .afterJob(after) }
+            else { target = .position(position ?? 1) }
+            let entry = try await withClient(connection) { try await $0.move(job: job, to: target) }
+            print("job \(entry.jobID) (\(entry.project)/\(entry.pipeline) \(entry.job)) is now at position \(entry.position)")
         }
-        print(Output.table(["NAME", "LABELS", "RUNNING", "CONNECTED", "LAST HEARTBEAT"], runners.map {
-            [$0.name, $0.labels.joined(separator: ","), "\($0.running)/\($0.capacity)", Output.time($0.connectedAtMs),
-             Output.time($0.lastHeartbeatMs)]
-        }))
     }
 }

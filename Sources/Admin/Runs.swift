@@ -14,24 +14,50 @@ struct Runs: AsyncParsableCommand {
         @Option(help: "How many.")
         var limit: UInt32 = 50
 
+        @Option(help: "Only this project.")
+        var project: String?
+
+        @Option(help: "Only this pipeline.")
+        var pipeline: String?
+
+        @Option(help: "Only this status: queued, running, succeeded, failed, cancelled.")
+        var status: String?
+
+        @Option(help: "Only this branch.")
+        var branch: String?
+
         @Flag(help: "Print JSON.")
         var json = false
 
         @OptionGroup var connection: ConnectionOptions
 
+        static let statuses: [String: Heddle_V1_Status] = [
+            "queued": .queued, "running": .running, "succeeded": .succeeded, "failed": .failed, "cancelled": .cancelled,
+        ]
+
+        func validate() throws {
+            if let status, Self.statuses[status] == nil {
+                throw ValidationError("--status must be one of queued, running, succeeded, failed, cancelled")
+            }
+        }
+
         func run() async throws {
-            let runs = try await withClient(connection) { try await $0.runs(limit: limit) }
+            let runs = try await withClient(connection) {
+                try await $0.runs(limit: limit, project: project ?? "", pipeline: pipeline ?? "", branch: branch ?? "",
+                                  status: status.flatMap { Self.statuses[$0] } ?? .unspecified)
+            }
             if json {
                 print(Output.json(runs.map(JSONShape.run)))
                 return
             }
             guard !runs.isEmpty else {
-                print("no runs yet; start one with `heddle trigger PROJECT/PIPELINE`")
+                let filtered = project != nil || pipeline != nil || status != nil || branch != nil
+                print(filtered ? "no runs match" : "no runs yet; start one with `heddle trigger PROJECT/PIPELINE`")
                 return
             }
-            print(Output.table(["RUN", "PIPELINE", "BRANCH", "STATUS", "ATTEMPT", "CREATED", "DURATION"], runs.map {
+            print(Output.table(["RUN", "PIPELINE", "BRANCH", "STATUS", "ATTEMPT", "TRIGGER", "CREATED", "DURATION"], runs.map {
                 ["\($0.id)", "\($0.project)/\($0.pipeline)", $0.branch, Output.status($0.status), "\($0.attempt)",
-                 Output.time($0.createdAtMs), Output.duration(from: $0.startedAtMs, to: $0.finishedAtMs)]
+                 $0.trigger, Output.time($0.createdAtMs), Output.duration(from: $0.startedAtMs, to: $0.finishedAtMs)]
             }))
         }
     }
@@ -63,6 +89,7 @@ struct Runs: AsyncParsableCommand {
                 print("")
                 var line = "job \(job.name) (\(job.id))  \(Output.status(job.status))"
                 if !job.runner.isEmpty { line += "  on \(job.runner)" }
+                if !job.commit.isEmpty { line += "  commit \(job.commit.prefix(12))" }
                 line += "  \(Output.duration(from: job.startedAtMs, to: job.finishedAtMs))"
                 print(line)
                 if !job.reason.isEmpty { print("  reason: \(job.reason)") }

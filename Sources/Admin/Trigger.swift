@@ -16,6 +16,9 @@ struct Trigger: AsyncParsableCommand {
     @Flag(help: "Wait for the run to finish, showing job changes.")
     var wait = false
 
+    @Flag(help: "Show the run's graph and log live until it ends (implies --wait).")
+    var follow = false
+
     @Flag(help: "Print JSON: {\"id\": RUN} (with --wait, the finished run).")
     var json = false
 
@@ -32,7 +35,8 @@ struct Trigger: AsyncParsableCommand {
         let parts = target.split(separator: "/").map(String.init)
         let succeeded: Bool = try await withClient(connection) { client in
             let id = try await client.trigger(project: parts[0], pipeline: parts[1], branch: branch)
-            guard wait else {
+            if follow && !json { return try await Self.follow(client: client, runID: id) }
+            guard wait || follow else {
                 print(json ? Output.json(["id": id]) : "run \(id) queued (\(target) on \(branch))")
                 return true
             }
@@ -60,5 +64,39 @@ struct Trigger: AsyncParsableCommand {
             return final.status == .succeeded
         }
         if !succeeded { throw ExitCode(1) }
+    }
+
+    /// Graph first, then the log with a line for each node change, then the final graph.
+    static func follow(client: HeddleClient, runID: UInt64) async throws -> Bool {
+        var printer = LogPrinter(headers: true)
+        Console.out(GraphView.render(try await client.run(runID)))
+        Console.out("")
+        var final: Heddle_V1_RunSummary?
+        for try await event in try await client.watch(runID: runID, logs: true, follow: true) {
+            switch event.event {
+            case .log(let chunk):
+                printer.print(chunk)
+            case .job(let job):
+                for node in job.nodes where node.status != .running {
+                    var text = "\(GraphView.symbol(node.status)) \(job.name)/\(node.name) \(Output.statusName(node.status))"
+                    if node.exited { text += " (exit \(node.exitCode))" }
+                    printer.note(Output.paint(text, "2"))
+                }
+                if job.nodes.isEmpty && job.status != .running && job.status != .queued {
+                    printer.note("job \(job.name) \(Output.status(job.status))\(job.reason.isEmpty ? "" : ": \(job.reason)")")
+                }
+            case .end(let run):
+                final = run
+            case .none:
+                break
+            }
+        }
+        printer.finish()
+        guard let final else { throw CLIError("the run's end was not received") }
+        Console.out("")
+        Console.out(GraphView.render(try await client.run(runID)))
+        Console.out("")
+        Console.out("run \(runID) \(Output.status(final.status)) in \(Output.duration(from: final.startedAtMs > 0 ? final.startedAtMs : final.createdAtMs, to: final.finishedAtMs))")
+        return final.status == .succeeded
     }
 }

@@ -31,11 +31,23 @@ struct JobExecutor {
             try? FileManager.default.removeItem(atPath: workspace)
             try FileManager.default.createDirectory(atPath: workspace, withIntermediateDirectories: true)
             defer { try? FileManager.default.removeItem(atPath: workspace) }
-            switch await runGraph(workspace: workspace, logger: logger) {
+            var commit = ""
+            if !assignment.repository.isEmpty {
+                commit = try await Checkout.clone(repository: assignment.repository, branch: assignment.branch,
+                                                  into: workspace)
+                logger.info("checked out", metadata: ["commit": "\(commit)", "branch": "\(assignment.branch)"])
+            }
+            var started = Heddle_V1_JobStarted()
+            started.job = assignment.job
+            started.commit = commit
+            _ = try? await connection.request(.jobStarted(started))
+            switch await runGraph(workspace: workspace, commit: commit, logger: logger) {
             case .succeeded: (status, reason) = (.succeeded, "")
             case .failed(let why): (status, reason) = (.failed, why)
             case .cancelled(let why): (status, reason) = (.cancelled, why)
             }
+        } catch let error as Checkout.Failure {
+            (status, reason) = (.failed, "checkout of \(assignment.repository) (branch \(assignment.branch)) failed: \(error)")
         } catch {
             (status, reason) = (.failed, "cannot prepare the workspace \(workspace): \(error)")
         }
@@ -55,7 +67,7 @@ struct JobExecutor {
         case pending, running, succeeded, failed, skipped, cancelled
     }
 
-    private func runGraph(workspace: String, logger: Logger) async -> Outcome {
+    private func runGraph(workspace: String, commit: String, logger: Logger) async -> Outcome {
         let nodes = assignment.nodes
         var states = Dictionary(uniqueKeysWithValues: nodes.map { ($0.name, NodeState.pending) })
         var firstFailure: String?
@@ -78,7 +90,7 @@ struct JobExecutor {
                             states[node.name] = .running
                             running += 1
                             group.addTask {
-                                let (state, failure) = await runNode(node, workspace: workspace, logger: logger)
+                                let (state, failure) = await runNode(node, workspace: workspace, commit: commit, logger: logger)
                                 return (node.name, state, failure)
                             }
                         }
@@ -104,6 +116,7 @@ struct JobExecutor {
         update.node = node
         update.status = status
         update.exitCode = exitCode ?? 0
+        update.exited = exitCode != nil
         update.atMs = Date.nowMilliseconds
         update.reason = reason
         do {
@@ -114,13 +127,15 @@ struct JobExecutor {
     }
 
     /// Runs one node; returns its final state and, when it failed, why.
-    private func runNode(_ node: Heddle_V1_NodeSpec, workspace: String, logger: Logger) async -> (NodeState, String?) {
+    private func runNode(_ node: Heddle_V1_NodeSpec, workspace: String, commit: String,
+                         logger: Logger) async -> (NodeState, String?) {
         await report(node.name, .running, exitCode: nil)
         var environment = baseEnvironment
         for (key, value) in assignment.env { environment[key] = value }
         for (key, value) in node.env { environment[key] = value }
         environment["HEDDLE_NODE"] = node.name
         environment["HEDDLE_WORKSPACE"] = workspace
+        environment["HEDDLE_COMMIT"] = commit
         let process: NodeProcess
         do {
             process = try NodeProcess(command: node.run, environment: environment, directory: workspace)
@@ -129,7 +144,8 @@ struct JobExecutor {
             await report(node.name, .failed, exitCode: 127, reason: reason)
             return (.failed, reason)
         }
-        guard control.track(process) else {
+        let grace: Duration = node.killGraceSeconds > 0 ? .seconds(Int(node.killGraceSeconds)) : control.grace
+        guard control.track(process, grace: grace) else {
             _ = await drain(process, node: node.name)
             _ = await process.exitCode()
             await report(node.name, .cancelled, exitCode: nil)
@@ -144,7 +160,7 @@ struct JobExecutor {
                     try? await Task.sleep(for: .seconds(Int(node.timeoutSeconds)))
                     if !Task.isCancelled {
                         timedOut.set()
-                        JobControl.terminate(process, grace: control.grace)
+                        process.terminate(grace: grace)
                     }
                     return nil
                 }

@@ -2,11 +2,15 @@ import Foundation
 import Synchronization
 
 /// One node's shell: `/bin/sh -c COMMAND` in its own process group, stdin from /dev/null,
-/// stdout and stderr on one pipe so their bytes stay in write order. Output is read on a
+/// stdout and stderr on one pipe so their bytes stay in write order. Every descendant carries
+/// the node's marker (`ProcessTree`), so the whole tree can be ended, even the parts that
+/// started their own session. When the shell exits, what it left behind is killed at once,
+/// or, while the node is being stopped, once the grace period is over. Output is read on a
 /// dedicated thread and handed over in chunks through a bounded buffer: when the consumer
 /// (the log stream) is slow, the pipe fills and the node blocks instead of memory growing.
 final class NodeProcess: Sendable {
     let pid: pid_t
+    let token: String
     /// Output chunks, ending at EOF of the pipe.
     let output: AsyncStream<Data>
     private let slots: DispatchSemaphore
@@ -16,6 +20,8 @@ final class NodeProcess: Sendable {
         struct State {
             var status: Int32?
             var waiters: [CheckedContinuation<Int32, Never>] = []
+            /// Set when the node is being stopped: leftovers get until then to exit.
+            var killDeadline: ContinuousClock.Instant?
         }
         private let state = Mutex(State())
 
@@ -61,6 +67,9 @@ final class NodeProcess: Sendable {
         // The outer shell changes to the workspace and execs the node's shell in place, so
         // the pid and process group stay the same.
         let argv = ["/bin/sh", "-c", "cd -- \"$0\" && exec /bin/sh -c \"$1\"", directory, command]
+        let token = UUID().uuidString
+        var environment = environment
+        environment[ProcessTree.variable] = token
         let envp = environment.map { "\($0.key)=\($0.value)" }.sorted()
         var spawned: pid_t = 0
         let result = withCStrings(argv) { cArgv in
@@ -75,6 +84,7 @@ final class NodeProcess: Sendable {
         }
         let pid = spawned
         self.pid = pid
+        self.token = token
         self.slots = DispatchSemaphore(value: Self.bufferedChunks)
         let (stream, continuation) = AsyncStream.makeStream(of: Data.self)
         self.output = stream
@@ -99,9 +109,15 @@ final class NodeProcess: Sendable {
         let waiter = Thread {
             var status: Int32 = 0
             while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-            // The shell is gone: whatever it left running in its process group goes too, so
-            // the pipe reaches EOF and nothing outlives its node.
-            kill(-pid, SIGKILL)
+            // The shell is gone: whatever it left running goes too, so the pipe reaches EOF
+            // and nothing outlives its node. While the node is being stopped, leftovers get
+            // the rest of the grace period to exit on their own.
+            if let deadline = exitStatus.withLock({ $0.killDeadline }) {
+                while ContinuousClock.now < deadline && !ProcessTree.pids(withToken: token).isEmpty {
+                    Thread.sleep(forTimeInterval: 0.05)
+                }
+            }
+            ProcessTree.signal(group: pid, token: token, SIGKILL)
             let code = NodeProcess.exitCode(status)
             let waiters = exitStatus.withLock { state -> [CheckedContinuation<Int32, Never>] in
                 state.status = code
@@ -131,9 +147,26 @@ final class NodeProcess: Sendable {
         }
     }
 
-    /// Signals the node's whole process group.
-    func signalGroup(_ signal: Int32) {
-        kill(-pid, signal)
+    var hasExited: Bool { exitStatus.withLock { $0.status != nil } }
+
+    /// Stops the whole tree: SIGTERM now, SIGKILL to whatever is left after `grace`.
+    func terminate(grace: Duration) {
+        let deadline = ContinuousClock.now.advanced(by: grace)
+        let first = exitStatus.withLock { state -> Bool in
+            guard state.status == nil, state.killDeadline == nil else { return false }
+            state.killDeadline = deadline
+            return true
+        }
+        guard first else { return }
+        ProcessTree.signal(group: pid, token: token, SIGTERM)
+        let killer = Thread { [self] in
+            while ContinuousClock.now < deadline && !self.hasExited {
+                Thread.sleep(forTimeInterval: 0.05)
+            }
+            if !self.hasExited { ProcessTree.signal(group: self.pid, token: self.token, SIGKILL) }
+        }
+        killer.name = "heddle-kill-\(pid)"
+        killer.start()
     }
 
     static func exitCode(_ status: Int32) -> Int32 {

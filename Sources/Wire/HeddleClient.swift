@@ -40,10 +40,75 @@ public struct HeddleClient: Sendable {
         return try await call(.trigger(request)) { if case .triggered(let m) = $0 { m.runID } else { nil } }
     }
 
-    public func runs(limit: UInt32 = 50) async throws -> [Heddle_V1_RunSummary] {
+    public func runs(limit: UInt32 = 50, project: String = "", pipeline: String = "", branch: String = "",
+                     status: Heddle_V1_Status = .unspecified) async throws -> [Heddle_V1_RunSummary] {
         var request = Heddle_V1_RunListRequest()
         request.limit = limit
+        request.project = project
+        request.pipeline = pipeline
+        request.branch = branch
+        request.status = status
         return try await call(.runList(request)) { if case .runs(let m) = $0 { m.runs } else { nil } }
+    }
+
+    /// Adds an attempt to a finished run; returns (run id, attempt).
+    public func rerun(_ runID: UInt64) async throws -> (UInt64, UInt32) {
+        var request = Heddle_V1_RerunRequest()
+        request.runID = runID
+        return try await call(.rerun(request)) { if case .triggered(let m) = $0 { (m.runID, m.attempt) } else { nil } }
+    }
+
+    public func cancel(runs: [UInt64] = [], jobs: [UInt64] = []) async throws -> Heddle_V1_CancelResult {
+        var request = Heddle_V1_CancelRequest()
+        request.runIds = runs
+        request.jobIds = jobs
+        return try await call(.cancel(request)) { if case .cancelled(let m) = $0 { m } else { nil } }
+    }
+
+    public func bulkCancel(_ request: Heddle_V1_BulkCancelRequest) async throws -> Heddle_V1_CancelResult {
+        try await call(.bulkCancel(request)) { if case .cancelled(let m) = $0 { m } else { nil } }
+    }
+
+    /// Moves a queued job; returns it with its new place.
+    public func move(job: UInt64, to target: Heddle_V1_QueueMoveRequest.OneOf_Target) async throws -> Heddle_V1_QueueEntry {
+        var request = Heddle_V1_QueueMoveRequest()
+        request.jobID = job
+        request.target = target
+        return try await call(.queueMove(request)) { if case .queueList(let m) = $0 { m.jobs.first } else { nil } }
+    }
+
+    /// Queue changes as they happen. The stream ends when the connection closes.
+    public func watchQueue() async throws -> AsyncThrowingStream<Heddle_V1_QueueEvent, Error> {
+        let response = try await connection.request(.queueWatch(.init()))
+        let id = response.id
+        let pushes = connection.pushes
+        return AsyncThrowingStream { continuation in
+            let task = Task {
+                for await envelope in pushes where envelope.id == id {
+                    if case .queueEvent(let event) = envelope.body { continuation.yield(event) }
+                }
+                continuation.finish(throwing: WireError(.unavailableOrClosed, "the connection to the coordinator closed"))
+            }
+            continuation.onTermination = { _ in task.cancel() }
+        }
+    }
+
+    public func createProject(name: String, repository: String) async throws -> Heddle_V1_ProjectInfo {
+        var request = Heddle_V1_ProjectCreateRequest()
+        request.name = name
+        request.repository = repository
+        return try await call(.projectCreate(request)) { if case .projects(let m) = $0 { m.projects.first } else { nil } }
+    }
+
+    public func projects() async throws -> [Heddle_V1_ProjectInfo] {
+        try await call(.projectList(.init())) { if case .projects(let m) = $0 { m.projects } else { nil } }
+    }
+
+    public func drain(runner: String, _ drained: Bool) async throws -> [Heddle_V1_RunnerInfo] {
+        var request = Heddle_V1_RunnerDrainRequest()
+        request.name = runner
+        request.drained = drained
+        return try await call(.runnerDrain(request)) { if case .runnerList(let m) = $0 { m.runners } else { nil } }
     }
 
     public func run(_ id: UInt64, attempt: UInt32 = 0) async throws -> Heddle_V1_RunDetail {

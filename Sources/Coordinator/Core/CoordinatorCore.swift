@@ -33,6 +33,16 @@ public actor CoordinatorCore {
     var uploads: [UInt64: PendingUpload] = [:]
     var nextUploadID: UInt64 = 1
     var nextEpoch: Int64
+    /// Names of drained runners (durable in the store).
+    var drained: Set<String> = []
+    /// Subscribers to queue changes.
+    var queueWatchers: [QueueWatcher] = []
+
+    struct QueueWatcher {
+        var session: UInt64
+        var requestID: UInt64
+        var outbox: Outbox
+    }
 
     struct RunnerSession {
         var identity: PeerIdentity
@@ -52,6 +62,8 @@ public actor CoordinatorCore {
         var epoch: Int64
         /// Stored length of each node's log.
         var logEnds: [String: UInt64] = [:]
+        /// Set once a cancel was pushed to the runner.
+        var cancelReason: String?
     }
 
     struct PendingUpload {
@@ -76,6 +88,7 @@ public actor CoordinatorCore {
     /// Loads the queue from the store. Jobs that were running when the coordinator stopped
     /// have no runner any more: they fail with reason "runner lost".
     public func recover() async throws {
+        drained = try await store.drainedRunners()
         for job in try await store.activeJobs() {
             switch job.status {
             case .queued:
@@ -96,7 +109,8 @@ public actor CoordinatorCore {
         let now = Date.nowMilliseconds
         runners[session] = RunnerSession(identity: identity, labels: hello.labels, capacity: capacity,
                                          outbox: outbox, connectedAt: now, lastHeartbeat: now)
-        scheduler.addRunner(session, labels: Set(hello.labels), capacity: capacity)
+        scheduler.addRunner(session, labels: Set(hello.labels), capacity: capacity,
+                            drained: drained.contains(identity.name))
         logger.info("runner connected", metadata: ["runner": "\(identity.name)", "labels": "\(hello.labels)",
                                                    "capacity": "\(capacity)"])
         await dispatch()
@@ -112,6 +126,7 @@ public actor CoordinatorCore {
         for (runID, list) in watchers {
             watchers[runID] = list.filter { $0.session != session }
         }
+        queueWatchers.removeAll { $0.session == session }
         for (id, upload) in uploads where upload.session == session {
             blobs.discard(upload.upload)
             uploads[id] = nil
@@ -143,7 +158,9 @@ public actor CoordinatorCore {
                 active[job.id]?.attempt = job.attempt
                 active[job.id]?.name = job.name
                 let nodes = try await store.nodes(jobIDs: [job.id])
+                let repository = try await store.project(name: run.project)?.repository ?? ""
                 var message = Heddle_V1_Assignment()
+                message.repository = repository
                 message.job = jobRef(job.id, job.attempt, epoch)
                 message.runID = UInt64(run.id)
                 message.project = run.project
@@ -162,6 +179,7 @@ public actor CoordinatorCore {
                     spec.needs = node.needs
                     spec.env = node.env
                     spec.timeoutSeconds = UInt32(node.timeout ?? 0)
+                    spec.killGraceSeconds = UInt32(node.grace ?? 0)
                     spec.artifacts = node.artifacts
                     return spec
                 }
@@ -170,6 +188,10 @@ public actor CoordinatorCore {
                 runner.outbox.send(Envelope(.assignment(message)))
                 publish(runID: run.id, attempt: job.attempt,
                         .job(jobEvent(job, status: .running, runner: runner.identity.name, at: now)))
+                var claimed = queueEntry(job, run: run)
+                claimed.status = .running
+                claimed.runner = runner.identity.name
+                publishQueue(.claimed, claimed)
             } catch {
                 logger.error("assignment failed", metadata: ["job.id": "\(assignment.jobID)", "error": "\(error)"])
                 await finish(jobID: assignment.jobID, status: .failed, reason: "coordinator error: \(error)")
@@ -193,6 +215,7 @@ public actor CoordinatorCore {
         detail.runner = runner ?? ""
         detail.startedAtMs = at
         detail.labels = job.labels
+        detail.attempt = UInt32(job.attempt)
         return detail
     }
 
@@ -216,7 +239,7 @@ public actor CoordinatorCore {
         guard let status = Status(update.status), status != .queued else {
             throw WireError.invalid("node status \(update.status) is not a node status")
         }
-        let exitCode: Int? = status == .running || status == .pending ? nil : Int(update.exitCode)
+        let exitCode: Int? = update.exited ? Int(update.exitCode) : nil
         let at = update.atMs == 0 ? Date.nowMilliseconds : update.atMs
         try await store.updateNode(jobID: Int64(update.job.jobID), node: update.node, status: status,
                                    exitCode: exitCode, at: at)
@@ -270,6 +293,14 @@ public actor CoordinatorCore {
         return chunkEnd
     }
 
+    public func jobStarted(session: UInt64, _ started: Heddle_V1_JobStarted) async throws {
+        _ = try lease(started.job, session: session)
+        guard started.commit.count <= 64, started.commit.allSatisfy({ $0.isHexDigit }) else {
+            throw WireError.invalid("commit '\(started.commit)' is not a hex commit id")
+        }
+        try await store.setJobCommit(id: Int64(started.job.jobID), commit: started.commit)
+    }
+
     public func jobFinished(session: UInt64, _ finish: Heddle_V1_JobFinish) async throws {
         _ = try lease(finish.job, session: session)
         guard let status = Status(finish.status), [.succeeded, .failed, .cancelled].contains(status) else {
@@ -294,6 +325,9 @@ public actor CoordinatorCore {
                 detail.finishedAtMs = now
                 detail.reason = reason
                 publish(runID: run.id, attempt: record.attempt, .job(detail))
+                var entry = queueEntry(record, run: run)
+                entry.status = status.proto
+                publishQueue(status == .cancelled ? .cancelled : .finished, entry)
             }
             if run.status.isFinished {
                 publish(runID: run.id, attempt: run.attempt, .end(run.proto))
@@ -441,6 +475,7 @@ public actor CoordinatorCore {
                                                     trigger: trigger, now: Date.nowMilliseconds)
         for job in jobs {
             scheduler.enqueue(.init(id: job.id, labels: Set(job.labels), position: job.position))
+            publishQueue(.queued, queueEntry(job, run: run))
         }
         logger.info("run triggered", metadata: ["run.id": "\(run.id)", "pipeline": "\(run.project)/\(run.pipeline)",
                                                 "branch": "\(branch)"])
@@ -448,8 +483,8 @@ public actor CoordinatorCore {
         return run.id
     }
 
-    public func runs(limit: Int) async throws -> [Heddle_V1_RunSummary] {
-        try await store.runs(limit: limit).map(\.proto)
+    public func runs(limit: Int, filter: RunFilter = RunFilter()) async throws -> [Heddle_V1_RunSummary] {
+        try await store.runs(limit: limit, filter: filter).map(\.proto)
     }
 
     public func runDetail(runID: Int64, attempt: Int?) async throws -> Heddle_V1_RunDetail {
@@ -463,6 +498,13 @@ public actor CoordinatorCore {
         var detail = Heddle_V1_RunDetail()
         detail.run = run.proto
         detail.run.attempt = UInt32(attempt)
+        if let record = try await store.attempt(runID: runID, number: attempt) {
+            detail.run.status = record.status.proto
+            detail.run.trigger = record.trigger
+            detail.run.createdAtMs = record.createdAt
+            detail.run.startedAtMs = record.startedAt ?? 0
+            detail.run.finishedAtMs = record.finishedAt ?? 0
+        }
         detail.jobs = jobs.map { job in
             var out = Heddle_V1_JobDetail()
             out.id = UInt64(job.id)
@@ -473,6 +515,8 @@ public actor CoordinatorCore {
             out.finishedAtMs = job.finishedAt ?? 0
             out.reason = job.reason
             out.labels = job.labels
+            out.commit = job.commit
+            out.attempt = UInt32(job.attempt)
             out.nodes = (nodes[job.id] ?? []).map { node in
                 var n = Heddle_V1_NodeDetail()
                 n.name = node.name
@@ -489,29 +533,6 @@ public actor CoordinatorCore {
         return detail
     }
 
-    public func queue() async throws -> [Heddle_V1_QueueEntry] {
-        let jobs = try await store.activeJobs()
-        var runCache: [Int64: RunRecord] = [:]
-        var entries: [Heddle_V1_QueueEntry] = []
-        for job in jobs.sorted(by: { ($0.status == .running ? 0 : 1, $0.position) < ($1.status == .running ? 0 : 1, $1.position) }) {
-            if runCache[job.runID] == nil { runCache[job.runID] = try await store.run(id: job.runID) }
-            guard let run = runCache[job.runID] else { continue }
-            var entry = Heddle_V1_QueueEntry()
-            entry.jobID = UInt64(job.id)
-            entry.runID = UInt64(job.runID)
-            entry.project = run.project
-            entry.pipeline = run.pipeline
-            entry.job = job.name
-            entry.branch = run.branch
-            entry.labels = job.labels
-            entry.status = job.status.proto
-            entry.runner = job.runner ?? ""
-            entry.queuedAtMs = job.queuedAt
-            entries.append(entry)
-        }
-        return entries
-    }
-
     public func runnerList() -> [Heddle_V1_RunnerInfo] {
         runners.sorted { $0.key < $1.key }.map { id, runner in
             var info = Heddle_V1_RunnerInfo()
@@ -522,6 +543,7 @@ public actor CoordinatorCore {
             info.connectedAtMs = runner.connectedAt
             info.lastHeartbeatMs = runner.lastHeartbeat
             info.sessionID = String(id)
+            info.drained = scheduler.runners[id]?.drained ?? drained.contains(runner.identity.name)
             return info
         }
     }

@@ -81,6 +81,37 @@ public struct JobRecord: Sendable, Equatable {
     public var startedAt: Int64?
     public var finishedAt: Int64?
     public var reason: String
+    public var commit: String = ""
+}
+
+public struct AttemptRecord: Sendable, Equatable {
+    public var runID: Int64
+    public var number: Int
+    public var status: Status
+    public var trigger: String
+    public var createdAt: Int64
+    public var startedAt: Int64?
+    public var finishedAt: Int64?
+}
+
+public struct ProjectRecord: Sendable, Equatable {
+    public var name: String
+    public var repository: String
+    public var createdAt: Int64
+}
+
+public struct RunFilter: Sendable, Equatable {
+    public var project: String?
+    public var pipeline: String?
+    public var branch: String?
+    public var status: Status?
+
+    public init(project: String? = nil, pipeline: String? = nil, branch: String? = nil, status: Status? = nil) {
+        self.project = project
+        self.pipeline = pipeline
+        self.branch = branch
+        self.status = status
+    }
 }
 
 public struct NodeRecord: Sendable, Equatable {
@@ -91,6 +122,7 @@ public struct NodeRecord: Sendable, Equatable {
     public var needs: [String]
     public var env: [String: String]
     public var timeout: Int?
+    public var grace: Int?
     public var artifacts: [String]
     public var status: Status
     public var exitCode: Int?

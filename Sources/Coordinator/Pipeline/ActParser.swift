@@ -19,7 +19,7 @@ public struct ActError: Error, Equatable, CustomStringConvertible, Sendable {
 ///     labels: [linux]
 ///     nodes:
 ///       fetch: { run: "echo fetching" }
-///       build: { run: make, needs: [fetch], env: {CC: clang}, timeout: 10m, artifacts: ["out/*"] }
+///       build: { run: make, needs: [fetch], env: {CC: clang}, timeout: 10m, grace: 30s, artifacts: ["out/*"] }
 /// ```
 public struct ActParser {
     public var file: String
@@ -106,7 +106,7 @@ public struct ActParser {
     private func parseNode(name: String, job: String, _ node: Node) throws(ActError) -> (node: NodeDefinition, needsLine: Int?) {
         let what = "node '\(name)' of job '\(job)'"
         let map = try mapping(node, what)
-        try checkKeys(map, allowed: ["run", "needs", "env", "timeout", "artifacts"], in: what)
+        try checkKeys(map, allowed: ["run", "needs", "env", "timeout", "grace", "artifacts"], in: what)
         guard let runNode = value(map, "run") else {
             throw error(at: line(node), "\(what) has no `run` command")
         }
@@ -146,6 +146,15 @@ public struct ActParser {
             }
             timeout = seconds
         }
+        var grace: Int?
+        if let graceNode = value(map, "grace") {
+            let text = try scalar(graceNode, "`grace` of \(what)")
+            guard let seconds = Self.parseDuration(text), seconds >= 0 else {
+                throw error(at: line(graceNode),
+                            "`grace` of \(what) is '\(text)'; write seconds (10) or a duration (30s, 2m)")
+            }
+            grace = seconds
+        }
         var artifacts: [String] = []
         if let artifactsNode = value(map, "artifacts") {
             artifacts = try stringList(artifactsNode, "`artifacts` of \(what)")
@@ -156,7 +165,7 @@ public struct ActParser {
                 }
             }
         }
-        return (NodeDefinition(name: name, run: run, needs: needs, env: env, timeout: timeout, artifacts: artifacts), needsLine)
+        return (NodeDefinition(name: name, run: run, needs: needs, env: env, timeout: timeout, grace: grace, artifacts: artifacts), needsLine)
     }
 
     /// "90" or "90s" -> 90, "10m" -> 600, "2h" -> 7200.

@@ -18,5 +18,7 @@ public struct NodeDefinition: Sendable, Equatable {
     public var env: [String: String]
     /// Seconds; nil means no timeout.
     public var timeout: Int?
+    /// Seconds between SIGTERM and SIGKILL when the node is stopped; nil: the runner's default.
+    public var grace: Int?
     public var artifacts: [String]
 }

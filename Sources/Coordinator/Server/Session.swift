@@ -156,6 +156,10 @@ struct Session {
         case .artifactCommit(let commit):
             try require(.runner, "an artifact upload", identity)
             return .artifactCommitted(try await core.commitArtifact(session: id, commit))
+        case .jobStarted(let started):
+            try require(.runner, "a job start", identity)
+            try await core.jobStarted(session: id, started)
+            return .ok(Heddle_V1_Ok())
         case .jobFinish(let finish):
             try require(.runner, "a job result", identity)
             try await core.jobFinished(session: id, finish)
@@ -177,8 +181,71 @@ struct Session {
         case .runList(let request):
             try require(.automation, "runs", identity)
             var list = Heddle_V1_RunList()
-            list.runs = try await core.runs(limit: request.limit == 0 ? 50 : Int(min(request.limit, 10_000)))
+            let filter = RunFilter(project: request.project.isEmpty ? nil : request.project,
+                                   pipeline: request.pipeline.isEmpty ? nil : request.pipeline,
+                                   branch: request.branch.isEmpty ? nil : request.branch,
+                                   status: Status(request.status))
+            list.runs = try await core.runs(limit: request.limit == 0 ? 50 : Int(min(request.limit, 10_000)), filter: filter)
             return .runs(list)
+        case .rerun(let request):
+            try require(.automation, "rerun", identity)
+            let (runID, attempt) = try await core.rerun(runID: Int64(request.runID),
+                                                        trigger: identity.role == .admin ? "manual" : "api")
+            var triggered = Heddle_V1_Triggered()
+            triggered.runID = UInt64(runID)
+            triggered.attempt = UInt32(attempt)
+            return .triggered(triggered)
+        case .cancel(let request):
+            try require(.automation, "cancel", identity)
+            guard !request.runIds.isEmpty || !request.jobIds.isEmpty else {
+                throw WireError.invalid("cancel needs at least one run or job id")
+            }
+            return .cancelled(try await core.cancel(runIDs: request.runIds.map { Int64($0) },
+                                                    jobIDs: request.jobIds.map { Int64($0) }, by: identity))
+        case .bulkCancel(let request):
+            try require(.admin, "bulk cancel", identity)
+            return .cancelled(try await core.bulkCancel(request, by: identity))
+        case .queueMove(let request):
+            try require(.admin, "queue move", identity)
+            let target: Scheduler.MoveTarget
+            switch request.target {
+            case .top: target = .top
+            case .bottom: target = .bottom
+            case .beforeJob(let other): target = .before(Int64(other))
+            case .afterJob(let other): target = .after(Int64(other))
+            case .position(let n):
+                guard n >= 1 else { throw WireError.invalid("queue positions start at 1") }
+                target = .position(Int(n))
+            case .none: throw WireError.invalid("queue move needs a target: top, bottom, before, after or position")
+            }
+            var list = Heddle_V1_QueueList()
+            list.jobs = [try await core.move(jobID: Int64(request.jobID), to: target)]
+            return .queueList(list)
+        case .queueWatch:
+            try require(.automation, "queue watch", identity)
+            guard envelope.id != 0 else { throw WireError(.badRequest, "a QueueWatch request needs a non-zero id") }
+            await core.watchQueue(session: id, requestID: envelope.id, outbox: outbox)
+            return nil
+        case .projectCreate(let request):
+            try require(.admin, "project create", identity)
+            let project = try await core.createProject(name: request.name, repository: request.repository)
+            var list = Heddle_V1_ProjectList()
+            var info = Heddle_V1_ProjectInfo()
+            info.name = project.name
+            info.repository = project.repository
+            info.createdAtMs = project.createdAt
+            list.projects = [info]
+            return .projects(list)
+        case .projectList:
+            try require(.automation, "project list", identity)
+            var list = Heddle_V1_ProjectList()
+            list.projects = try await core.projects()
+            return .projects(list)
+        case .runnerDrain(let request):
+            try require(.admin, request.drained ? "runners drain" : "runners undrain", identity)
+            var list = Heddle_V1_RunnerList()
+            list.runners = try await core.setDrained(runner: request.name, request.drained)
+            return .runnerList(list)
         case .runGet(let request):
             try require(.automation, "runs show", identity)
             return .run(try await core.runDetail(runID: Int64(request.runID),
@@ -209,7 +276,7 @@ struct Session {
 
         case .welcome, .error, .ok, .assignment, .logAck, .artifactDeclared, .artifactCommitted, .stopJob,
              .pipelinePushed, .pipelines, .triggered, .runs, .run, .watchEvent, .queueList, .runnerList,
-             .artifacts, .artifactData, .none:
+             .artifacts, .artifactData, .queueEvent, .cancelled, .projects, .none:
             throw WireError(.badRequest, "this message is sent by the coordinator, not to it")
         }
     }

@@ -9,8 +9,19 @@ public protocol CoordinatorStore: Sendable {
     /// Creates the run, its first attempt, its jobs (queued) and their nodes (pending).
     func createRun(version: PipelineVersionRecord, definition: PipelineDefinition, branch: String,
                    trigger: String, now: Int64) async throws -> (RunRecord, [JobRecord])
+    /// Adds attempt N+1 to a run, with queued jobs at the end of the queue.
+    func createAttempt(runID: Int64, definition: PipelineDefinition, trigger: String,
+                       now: Int64) async throws -> (RunRecord, [JobRecord])
+    func attempt(runID: Int64, number: Int) async throws -> AttemptRecord?
+    func pipelineVersion(id: Int64) async throws -> PipelineVersionRecord?
     /// Marks a queued job running on `runner` with a new lease epoch; the run becomes running.
     func claimJob(id: Int64, runner: String, epoch: Int64, now: Int64) async throws
+    func setJobCommit(id: Int64, commit: String) async throws
+    /// Cancels queued jobs (one transaction); returns their runs afterwards.
+    func cancelJobs(ids: [Int64], reason: String, now: Int64) async throws -> [RunRecord]
+    /// Moves a queued job; returns the number of rows changed.
+    func setPosition(jobID: Int64, position: Double) async throws -> Int
+    func renumberQueue(_ positions: [(Int64, Double)]) async throws
     func updateNode(jobID: Int64, node: String, status: Status, exitCode: Int?, at: Int64) async throws
     /// Finishes a job; nodes not yet finished become skipped (or cancelled when the job was).
     /// Returns the run as it is afterwards.
@@ -25,11 +36,17 @@ public protocol CoordinatorStore: Sendable {
     func artifacts(runID: Int64?) async throws -> [ArtifactRecord]
     func artifact(id: Int64) async throws -> ArtifactRecord?
 
-    func runs(limit: Int) async throws -> [RunRecord]
+    func runs(limit: Int, filter: RunFilter) async throws -> [RunRecord]
     func run(id: Int64) async throws -> RunRecord?
     func jobs(runID: Int64, attempt: Int) async throws -> [JobRecord]
     func job(id: Int64) async throws -> JobRecord?
     func nodes(jobIDs: [Int64]) async throws -> [NodeRecord]
     /// Jobs queued or running, in dispatch order.
     func activeJobs() async throws -> [JobRecord]
+
+    func saveProject(name: String, repository: String, now: Int64) async throws -> ProjectRecord
+    func projects() async throws -> [ProjectRecord]
+    func project(name: String) async throws -> ProjectRecord?
+    func setDrained(runner: String, drained: Bool) async throws
+    func drainedRunners() async throws -> Set<String>
 }

@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import Wire
 
 /// The embedded store: SQLite through GRDB, a `DatabasePool` in WAL mode with
 /// `synchronous = FULL`, so a committed transaction survives a crash of the process or the
@@ -110,6 +111,29 @@ public struct SQLiteStore: CoordinatorStore {
                 );
                 """)
         }
+        migrator.registerMigration("v2: attempts, job commits, projects' repositories, drained runners") { db in
+            try db.execute(sql: """
+                CREATE TABLE attempt (
+                    run_id INTEGER NOT NULL REFERENCES run(id),
+                    number INTEGER NOT NULL,
+                    status TEXT NOT NULL,
+                    trigger TEXT NOT NULL,
+                    created_at INTEGER NOT NULL,
+                    started_at INTEGER,
+                    finished_at INTEGER,
+                    PRIMARY KEY (run_id, number)
+                );
+                INSERT INTO attempt (run_id, number, status, trigger, created_at, started_at, finished_at)
+                    SELECT id, attempt, status, trigger, created_at, started_at, finished_at FROM run;
+                ALTER TABLE job ADD COLUMN commit_sha TEXT NOT NULL DEFAULT '';
+                ALTER TABLE node ADD COLUMN grace INTEGER;
+                CREATE TABLE runner_state (
+                    name TEXT PRIMARY KEY,
+                    drained INTEGER NOT NULL
+                );
+                CREATE INDEX run_by_filter ON run(project, pipeline, branch);
+                """)
+        }
         return migrator
     }
 
@@ -177,28 +201,56 @@ public struct SQLiteStore: CoordinatorStore {
             let run = RunRecord(id: db.lastInsertedRowID, project: version.project, pipeline: version.pipeline,
                                 pipelineVersionID: version.id, branch: branch, status: .queued, attempt: 1,
                                 trigger: trigger, createdAt: now)
-            let maxPosition = try Double.fetchOne(db, sql: "SELECT MAX(position) FROM job") ?? 0
+            let jobs = try Self.insertAttempt(db, run: run, definition: definition, now: now)
+            return (run, jobs)
+        }
+    }
+
+    public func createAttempt(runID: Int64, definition: PipelineDefinition, trigger: String,
+                              now: Int64) async throws -> (RunRecord, [JobRecord]) {
+        try await writer.write { db in
+            try db.execute(sql: """
+                UPDATE run SET attempt = attempt + 1, status = 'queued', trigger = ?, started_at = NULL,
+                               finished_at = NULL WHERE id = ?
+                """, arguments: [trigger, runID])
+            guard let run = try Self.fetchRun(db, id: runID) else {
+                throw WireError.notFound("run \(runID) does not exist")
+            }
+            let jobs = try Self.insertAttempt(db, run: run, definition: definition, now: now)
+            return (run, jobs)
+        }
+    }
+
+    /// Inserts the attempt row of `run.attempt`, its queued jobs (at the end of the queue)
+    /// and their pending nodes.
+    static func insertAttempt(_ db: Database, run: RunRecord, definition: PipelineDefinition,
+                              now: Int64) throws -> [JobRecord] {
+            try db.execute(sql: """
+                INSERT INTO attempt (run_id, number, status, trigger, created_at) VALUES (?, ?, 'queued', ?, ?)
+                """, arguments: [run.id, run.attempt, run.trigger, now])
+            let maxPosition = try Double.fetchOne(db, sql: """
+                SELECT MAX(position) FROM job WHERE status IN ('queued', 'running')
+                """) ?? 0
             var jobs: [JobRecord] = []
             for (index, job) in definition.jobs.enumerated() {
                 let position = maxPosition + Double(index + 1)
                 try db.execute(sql: """
                     INSERT INTO job (run_id, attempt, name, labels, status, position, queued_at)
-                    VALUES (?, 1, ?, ?, 'queued', ?, ?)
-                    """, arguments: [run.id, job.name, try json(job.labels), position, now])
+                    VALUES (?, ?, ?, ?, 'queued', ?, ?)
+                    """, arguments: [run.id, run.attempt, job.name, try json(job.labels), position, now])
                 let jobID = db.lastInsertedRowID
                 for (ordinal, node) in job.nodes.enumerated() {
                     try db.execute(sql: """
-                        INSERT INTO node (job_id, name, ordinal, run, needs, env, timeout, artifacts, status)
-                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending')
+                        INSERT INTO node (job_id, name, ordinal, run, needs, env, timeout, grace, artifacts, status)
+                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending')
                         """, arguments: [jobID, node.name, ordinal, node.run, try json(node.needs),
-                                         try json(node.env), node.timeout, try json(node.artifacts)])
+                                         try json(node.env), node.timeout, node.grace, try json(node.artifacts)])
                 }
-                jobs.append(JobRecord(id: jobID, runID: run.id, attempt: 1, name: job.name, labels: job.labels,
+                jobs.append(JobRecord(id: jobID, runID: run.id, attempt: run.attempt, name: job.name, labels: job.labels,
                                       status: .queued, runner: nil, epoch: 0, position: position, queuedAt: now,
                                       startedAt: nil, finishedAt: nil, reason: ""))
             }
-            return (run, jobs)
-        }
+            return jobs
     }
 
     public func claimJob(id: Int64, runner: String, epoch: Int64, now: Int64) async throws {
@@ -210,6 +262,16 @@ public struct SQLiteStore: CoordinatorStore {
                 UPDATE run SET status = 'running', started_at = COALESCE(started_at, ?)
                 WHERE id = (SELECT run_id FROM job WHERE id = ?) AND status = 'queued'
                 """, arguments: [now, id])
+            try db.execute(sql: """
+                UPDATE attempt SET status = 'running', started_at = COALESCE(started_at, ?)
+                WHERE (run_id, number) = (SELECT run_id, attempt FROM job WHERE id = ?) AND status = 'queued'
+                """, arguments: [now, id])
+        }
+    }
+
+    public func setJobCommit(id: Int64, commit: String) async throws {
+        try await writer.write { db in
+            try db.execute(sql: "UPDATE job SET commit_sha = ? WHERE id = ?", arguments: [commit, id])
         }
     }
 
@@ -239,15 +301,123 @@ public struct SQLiteStore: CoordinatorStore {
                 WHERE job_id = ? AND status IN ('pending', 'running')
                 """, arguments: [status == .cancelled ? "cancelled" : "failed", leftover.rawValue, now, id])
             let runID = try Int64.fetchOne(db, sql: "SELECT run_id FROM job WHERE id = ?", arguments: [id])!
-            let run = try Self.fetchRun(db, id: runID)!
-            let statuses = try String.fetchAll(db, sql: "SELECT status FROM job WHERE run_id = ? AND attempt = ?",
-                                               arguments: [runID, run.attempt]).compactMap(Status.init(rawValue:))
-            let runStatus = Self.runStatus(jobs: statuses)
-            let finished = runStatus.isFinished ? now : nil
-            try db.execute(sql: "UPDATE run SET status = ?, finished_at = ? WHERE id = ?",
-                           arguments: [runStatus.rawValue, finished, runID])
-            return try Self.fetchRun(db, id: runID)!
+            return try Self.updateRunStatus(db, runID: runID, now: now)
         }
+    }
+
+    /// Recomputes the latest attempt's status (and so the run's) from its jobs.
+    static func updateRunStatus(_ db: Database, runID: Int64, now: Int64) throws -> RunRecord {
+        let run = try fetchRun(db, id: runID)!
+        let statuses = try String.fetchAll(db, sql: "SELECT status FROM job WHERE run_id = ? AND attempt = ?",
+                                           arguments: [runID, run.attempt]).compactMap(Status.init(rawValue:))
+        let runStatus = runStatus(jobs: statuses)
+        let finished = runStatus.isFinished ? now : nil
+        try db.execute(sql: "UPDATE run SET status = ?, finished_at = ? WHERE id = ?",
+                       arguments: [runStatus.rawValue, finished, runID])
+        try db.execute(sql: """
+            UPDATE attempt SET status = ?, finished_at = ?, started_at = COALESCE(started_at, ?)
+            WHERE run_id = ? AND number = ?
+            """, arguments: [runStatus.rawValue, finished, runStatus == .queued ? nil : now, runID, run.attempt])
+        return try fetchRun(db, id: runID)!
+    }
+
+    /// Cancels queued jobs in one transaction; returns the runs they belong to, afterwards.
+    public func cancelJobs(ids: [Int64], reason: String, now: Int64) async throws -> [RunRecord] {
+        guard !ids.isEmpty else { return [] }
+        return try await writer.write { db in
+            var runIDs = Set<Int64>()
+            let update = try db.cachedStatement(sql: """
+                UPDATE job SET status = 'cancelled', reason = ?, finished_at = ? WHERE id = ? AND status = 'queued'
+                """)
+            let nodes = try db.cachedStatement(sql: """
+                UPDATE node SET status = 'cancelled' WHERE job_id = ? AND status = 'pending'
+                """)
+            let runOf = try db.cachedStatement(sql: "SELECT run_id FROM job WHERE id = ?")
+            for id in ids {
+                try update.execute(arguments: [reason, now, id])
+                guard db.changesCount == 1 else { continue }
+                try nodes.execute(arguments: [id])
+                if let runID = try Int64.fetchOne(runOf, arguments: [id]) { runIDs.insert(runID) }
+            }
+            return try runIDs.sorted().map { try Self.updateRunStatus(db, runID: $0, now: now) }
+        }
+    }
+
+    /// Moves one job in the queue; returns how many rows changed (1).
+    public func setPosition(jobID: Int64, position: Double) async throws -> Int {
+        try await writer.write { db in
+            try db.execute(sql: "UPDATE job SET position = ? WHERE id = ? AND status = 'queued'",
+                           arguments: [position, jobID])
+            return db.changesCount
+        }
+    }
+
+    /// Gives queued jobs new, evenly spaced positions (when repeated moves into one gap have
+    /// used up the precision between two neighbours).
+    public func renumberQueue(_ positions: [(Int64, Double)]) async throws {
+        try await writer.write { db in
+            let statement = try db.cachedStatement(sql: "UPDATE job SET position = ? WHERE id = ?")
+            for (id, position) in positions { try statement.execute(arguments: [position, id]) }
+        }
+    }
+
+    // MARK: attempts, projects, runners
+
+    public func attempt(runID: Int64, number: Int) async throws -> AttemptRecord? {
+        try await writer.read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM attempt WHERE run_id = ? AND number = ?",
+                             arguments: [runID, number]).map {
+                AttemptRecord(runID: $0["run_id"], number: $0["number"],
+                              status: Status(rawValue: $0["status"]) ?? .failed, trigger: $0["trigger"],
+                              createdAt: $0["created_at"], startedAt: $0["started_at"], finishedAt: $0["finished_at"])
+            }
+        }
+    }
+
+    public func pipelineVersion(id: Int64) async throws -> PipelineVersionRecord? {
+        try await writer.read { db in
+            try Row.fetchOne(db, sql: "SELECT \(Self.pipelineColumns) WHERE v.id = ?", arguments: [id])
+                .map(Self.pipelineVersion)
+        }
+    }
+
+    public func saveProject(name: String, repository: String, now: Int64) async throws -> ProjectRecord {
+        try await writer.write { db in
+            try db.execute(sql: """
+                INSERT INTO project (name, repository, created_at) VALUES (?, ?, ?)
+                ON CONFLICT (name) DO UPDATE SET repository = excluded.repository
+                """, arguments: [name, repository, now])
+            return try Self.fetchProjects(db, where: "name = ?", [name]).first!
+        }
+    }
+
+    public func projects() async throws -> [ProjectRecord] {
+        try await writer.read { db in try Self.fetchProjects(db, where: "1", []) }
+    }
+
+    public func project(name: String) async throws -> ProjectRecord? {
+        try await writer.read { db in try Self.fetchProjects(db, where: "name = ?", [name]).first }
+    }
+
+    static func fetchProjects(_ db: Database, where clause: String, _ arguments: StatementArguments) throws -> [ProjectRecord] {
+        try Row.fetchAll(db, sql: "SELECT name, repository, created_at FROM project WHERE \(clause) ORDER BY name",
+                         arguments: arguments).map {
+            ProjectRecord(name: $0["name"], repository: $0["repository"], createdAt: $0["created_at"])
+        }
+    }
+
+    public func setDrained(runner: String, drained: Bool) async throws {
+        try await writer.write { db in
+            if drained {
+                try db.execute(sql: "INSERT OR REPLACE INTO runner_state (name, drained) VALUES (?, 1)", arguments: [runner])
+            } else {
+                try db.execute(sql: "DELETE FROM runner_state WHERE name = ?", arguments: [runner])
+            }
+        }
+    }
+
+    public func drainedRunners() async throws -> Set<String> {
+        try await writer.read { db in Set(try String.fetchAll(db, sql: "SELECT name FROM runner_state WHERE drained = 1")) }
     }
 
     /// A run attempt's status from its jobs': running until every job finished, then failed
@@ -358,10 +528,21 @@ public struct SQLiteStore: CoordinatorStore {
         try Row.fetchOne(db, sql: "SELECT \(runColumns) FROM run WHERE id = ?", arguments: [id]).map(run)
     }
 
-    public func runs(limit: Int) async throws -> [RunRecord] {
+    public func runs(limit: Int, filter: RunFilter) async throws -> [RunRecord] {
         try await writer.read { db in
-            try Row.fetchAll(db, sql: "SELECT \(Self.runColumns) FROM run ORDER BY id DESC LIMIT ?",
-                             arguments: [limit]).map(Self.run)
+            var clauses: [String] = []
+            var arguments = StatementArguments()
+            for (column, value) in [("project", filter.project), ("pipeline", filter.pipeline),
+                                    ("branch", filter.branch), ("status", filter.status?.rawValue)] {
+                if let value {
+                    clauses.append("\(column) = ?")
+                    arguments += [value]
+                }
+            }
+            arguments += [limit]
+            let whereClause = clauses.isEmpty ? "" : "WHERE " + clauses.joined(separator: " AND ")
+            return try Row.fetchAll(db, sql: "SELECT \(Self.runColumns) FROM run \(whereClause) ORDER BY id DESC LIMIT ?",
+                                    arguments: arguments).map(Self.run)
         }
     }
 
@@ -370,14 +551,16 @@ public struct SQLiteStore: CoordinatorStore {
     }
 
     static let jobColumns = """
-        id, run_id, attempt, name, labels, status, runner, epoch, position, queued_at, started_at, finished_at, reason
+        id, run_id, attempt, name, labels, status, runner, epoch, position, queued_at, started_at, finished_at, reason,
+        commit_sha
         """
 
     static func job(_ row: Row) throws -> JobRecord {
         JobRecord(id: row["id"], runID: row["run_id"], attempt: row["attempt"], name: row["name"],
                   labels: try unjson(row["labels"]), status: Status(rawValue: row["status"]) ?? .failed,
                   runner: row["runner"], epoch: row["epoch"], position: row["position"], queuedAt: row["queued_at"],
-                  startedAt: row["started_at"], finishedAt: row["finished_at"], reason: row["reason"])
+                  startedAt: row["started_at"], finishedAt: row["finished_at"], reason: row["reason"],
+                  commit: row["commit_sha"])
     }
 
     public func jobs(runID: Int64, attempt: Int) async throws -> [JobRecord] {
@@ -401,7 +584,7 @@ public struct SQLiteStore: CoordinatorStore {
                 ORDER BY job_id, ordinal
                 """, arguments: StatementArguments(jobIDs)).map { row in
                 NodeRecord(jobID: row["job_id"], name: row["name"], ordinal: row["ordinal"], run: row["run"],
-                           needs: try unjson(row["needs"]), env: try unjson(row["env"]), timeout: row["timeout"],
+                           needs: try unjson(row["needs"]), env: try unjson(row["env"]), timeout: row["timeout"], grace: row["grace"],
                            artifacts: try unjson(row["artifacts"]),
                            status: Status(rawValue: row["status"]) ?? .failed, exitCode: row["exit_code"],
                            startedAt: row["started_at"], finishedAt: row["finished_at"])

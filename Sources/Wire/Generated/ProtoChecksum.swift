@@ -2,5 +2,5 @@
 // SHA-256 of the concatenated proto/heddle/v1/*.proto files (in name order) this code was
 // generated from. WireTests fails when the protos change without regenerating.
 public enum ProtoChecksum {
-    public static let sha256 = "1e9645cfe546a4163696d9ea62242665ee273d010f70333832c86947d56908fc"
+    public static let sha256 = "2b2a33e3855ef46abd569a3146557ba235c220fb083e2a267efd936c82e107f3"
 }

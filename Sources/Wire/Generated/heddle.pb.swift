@@ -479,6 +479,103 @@ public nonisolated struct Heddle_V1_Envelope: Sendable {
     set {body = .artifactData(newValue)}
   }
 
+  public var queueWatch: Heddle_V1_QueueWatchRequest {
+    get {
+      if case .queueWatch(let v)? = body {return v}
+      return Heddle_V1_QueueWatchRequest()
+    }
+    set {body = .queueWatch(newValue)}
+  }
+
+  public var queueEvent: Heddle_V1_QueueEvent {
+    get {
+      if case .queueEvent(let v)? = body {return v}
+      return Heddle_V1_QueueEvent()
+    }
+    set {body = .queueEvent(newValue)}
+  }
+
+  public var queueMove: Heddle_V1_QueueMoveRequest {
+    get {
+      if case .queueMove(let v)? = body {return v}
+      return Heddle_V1_QueueMoveRequest()
+    }
+    set {body = .queueMove(newValue)}
+  }
+
+  public var cancel: Heddle_V1_CancelRequest {
+    get {
+      if case .cancel(let v)? = body {return v}
+      return Heddle_V1_CancelRequest()
+    }
+    set {body = .cancel(newValue)}
+  }
+
+  public var bulkCancel: Heddle_V1_BulkCancelRequest {
+    get {
+      if case .bulkCancel(let v)? = body {return v}
+      return Heddle_V1_BulkCancelRequest()
+    }
+    set {body = .bulkCancel(newValue)}
+  }
+
+  public var cancelled: Heddle_V1_CancelResult {
+    get {
+      if case .cancelled(let v)? = body {return v}
+      return Heddle_V1_CancelResult()
+    }
+    set {body = .cancelled(newValue)}
+  }
+
+  public var rerun: Heddle_V1_RerunRequest {
+    get {
+      if case .rerun(let v)? = body {return v}
+      return Heddle_V1_RerunRequest()
+    }
+    set {body = .rerun(newValue)}
+  }
+
+  public var projectCreate: Heddle_V1_ProjectCreateRequest {
+    get {
+      if case .projectCreate(let v)? = body {return v}
+      return Heddle_V1_ProjectCreateRequest()
+    }
+    set {body = .projectCreate(newValue)}
+  }
+
+  public var projectList: Heddle_V1_ProjectListRequest {
+    get {
+      if case .projectList(let v)? = body {return v}
+      return Heddle_V1_ProjectListRequest()
+    }
+    set {body = .projectList(newValue)}
+  }
+
+  public var projects: Heddle_V1_ProjectList {
+    get {
+      if case .projects(let v)? = body {return v}
+      return Heddle_V1_ProjectList()
+    }
+    set {body = .projects(newValue)}
+  }
+
+  public var runnerDrain: Heddle_V1_RunnerDrainRequest {
+    get {
+      if case .runnerDrain(let v)? = body {return v}
+      return Heddle_V1_RunnerDrainRequest()
+    }
+    set {body = .runnerDrain(newValue)}
+  }
+
+  /// Runner -> coordinator, after the checkout and before the first node.
+  public var jobStarted: Heddle_V1_JobStarted {
+    get {
+      if case .jobStarted(let v)? = body {return v}
+      return Heddle_V1_JobStarted()
+    }
+    set {body = .jobStarted(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Body: Equatable, Sendable {
@@ -521,6 +618,19 @@ public nonisolated struct Heddle_V1_Envelope: Sendable {
     case artifacts(Heddle_V1_ArtifactList)
     case artifactRead(Heddle_V1_ArtifactReadRequest)
     case artifactData(Heddle_V1_ArtifactData)
+    case queueWatch(Heddle_V1_QueueWatchRequest)
+    case queueEvent(Heddle_V1_QueueEvent)
+    case queueMove(Heddle_V1_QueueMoveRequest)
+    case cancel(Heddle_V1_CancelRequest)
+    case bulkCancel(Heddle_V1_BulkCancelRequest)
+    case cancelled(Heddle_V1_CancelResult)
+    case rerun(Heddle_V1_RerunRequest)
+    case projectCreate(Heddle_V1_ProjectCreateRequest)
+    case projectList(Heddle_V1_ProjectListRequest)
+    case projects(Heddle_V1_ProjectList)
+    case runnerDrain(Heddle_V1_RunnerDrainRequest)
+    /// Runner -> coordinator, after the checkout and before the first node.
+    case jobStarted(Heddle_V1_JobStarted)
 
   }
 
@@ -648,6 +758,9 @@ public nonisolated struct Heddle_V1_NodeSpec: Sendable {
   /// globs relative to the workspace
   public var artifacts: [String] = []
 
+  /// SIGTERM to SIGKILL when stopped; 0: the runner's default
+  public var killGraceSeconds: UInt32 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -682,8 +795,32 @@ public nonisolated struct Heddle_V1_Assignment: Sendable {
 
   public var nodes: [Heddle_V1_NodeSpec] = []
 
-  /// empty: no checkout
+  /// empty: no checkout; else clone `branch` of it (shallow)
   public var repository: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _job: Heddle_V1_JobRef? = nil
+}
+
+/// The job's workspace is ready: `commit` is the checked-out commit (empty without a repository).
+public nonisolated struct Heddle_V1_JobStarted: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var job: Heddle_V1_JobRef {
+    get {_job ?? Heddle_V1_JobRef()}
+    set {_job = newValue}
+  }
+  /// Returns true if `job` has been explicitly set.
+  public var hasJob: Bool {self._job != nil}
+  /// Clears the value of `job`. Subsequent reads from it will return its default value.
+  public mutating func clearJob() {self._job = nil}
+
+  public var commit: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -715,6 +852,9 @@ public nonisolated struct Heddle_V1_NodeUpdate: Sendable {
   public var atMs: Int64 = 0
 
   public var reason: String = String()
+
+  /// true when the node's shell ran and exit_code is its exit code
+  public var exited: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1017,6 +1157,21 @@ public nonisolated struct Heddle_V1_Triggered: Sendable {
 
   public var runID: UInt64 = 0
 
+  public var attempt: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Adds attempt N+1 to a finished run, with new jobs from the pipeline version it used.
+public nonisolated struct Heddle_V1_RerunRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var runID: UInt64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1029,6 +1184,16 @@ public nonisolated struct Heddle_V1_RunListRequest: Sendable {
 
   /// 0: 50
   public var limit: UInt32 = 0
+
+  /// filters; empty: any
+  public var project: String = String()
+
+  public var pipeline: String = String()
+
+  /// STATUS_UNSPECIFIED: any
+  public var status: Heddle_V1_Status = .unspecified
+
+  public var branch: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1142,6 +1307,10 @@ public nonisolated struct Heddle_V1_JobDetail: Sendable {
   public var nodes: [Heddle_V1_NodeDetail] = []
 
   public var labels: [String] = []
+
+  public var commit: String = String()
+
+  public var attempt: UInt32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1302,6 +1471,14 @@ public nonisolated struct Heddle_V1_QueueEntry: Sendable {
 
   public var queuedAtMs: Int64 = 0
 
+  /// 1-based place among queued jobs; 0 when running
+  public var position: UInt32 = 0
+
+  /// why no runner takes it ("no connected runner has labels [gpu]")
+  public var waitingReason: String = String()
+
+  public var attempt: UInt32 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1314,6 +1491,278 @@ public nonisolated struct Heddle_V1_QueueList: Sendable {
 
   /// running jobs first, then queued ones in dispatch order
   public var jobs: [Heddle_V1_QueueEntry] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Subscribe to queue changes: Ok, then QueueEvents carrying this request's id.
+public nonisolated struct Heddle_V1_QueueWatchRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Heddle_V1_QueueEvent: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var kind: Heddle_V1_QueueEvent.Kind = .unspecified
+
+  public var job: Heddle_V1_QueueEntry {
+    get {_job ?? Heddle_V1_QueueEntry()}
+    set {_job = newValue}
+  }
+  /// Returns true if `job` has been explicitly set.
+  public var hasJob: Bool {self._job != nil}
+  /// Clears the value of `job`. Subsequent reads from it will return its default value.
+  public mutating func clearJob() {self._job = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public nonisolated enum Kind: SwiftProtobuf.Enum, Swift.CaseIterable {
+    public typealias RawValue = Int
+    case unspecified // = 0
+    case queued // = 1
+    case moved // = 2
+    case claimed // = 3
+    case finished // = 4
+    case cancelled // = 5
+    case UNRECOGNIZED(Int)
+
+    public init() {
+      self = .unspecified
+    }
+
+    public init?(rawValue: Int) {
+      switch rawValue {
+      case 0: self = .unspecified
+      case 1: self = .queued
+      case 2: self = .moved
+      case 3: self = .claimed
+      case 4: self = .finished
+      case 5: self = .cancelled
+      default: self = .UNRECOGNIZED(rawValue)
+      }
+    }
+
+    public var rawValue: Int {
+      switch self {
+      case .unspecified: return 0
+      case .queued: return 1
+      case .moved: return 2
+      case .claimed: return 3
+      case .finished: return 4
+      case .cancelled: return 5
+      case .UNRECOGNIZED(let i): return i
+      }
+    }
+
+    // The compiler won't synthesize support with the UNRECOGNIZED case.
+    public static let allCases: [Heddle_V1_QueueEvent.Kind] = [
+      .unspecified,
+      .queued,
+      .moved,
+      .claimed,
+      .finished,
+      .cancelled,
+    ]
+
+  }
+
+  public init() {}
+
+  fileprivate var _job: Heddle_V1_QueueEntry? = nil
+}
+
+/// Moves a queued job. The order is durable and is the order runners receive jobs.
+public nonisolated struct Heddle_V1_QueueMoveRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var jobID: UInt64 = 0
+
+  public var target: Heddle_V1_QueueMoveRequest.OneOf_Target? = nil
+
+  public var top: Bool {
+    get {
+      if case .top(let v)? = target {return v}
+      return false
+    }
+    set {target = .top(newValue)}
+  }
+
+  public var bottom: Bool {
+    get {
+      if case .bottom(let v)? = target {return v}
+      return false
+    }
+    set {target = .bottom(newValue)}
+  }
+
+  public var beforeJob: UInt64 {
+    get {
+      if case .beforeJob(let v)? = target {return v}
+      return 0
+    }
+    set {target = .beforeJob(newValue)}
+  }
+
+  public var afterJob: UInt64 {
+    get {
+      if case .afterJob(let v)? = target {return v}
+      return 0
+    }
+    set {target = .afterJob(newValue)}
+  }
+
+  /// 1-based
+  public var position: UInt32 {
+    get {
+      if case .position(let v)? = target {return v}
+      return 0
+    }
+    set {target = .position(newValue)}
+  }
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public nonisolated enum OneOf_Target: Equatable, Sendable {
+    case top(Bool)
+    case bottom(Bool)
+    case beforeJob(UInt64)
+    case afterJob(UInt64)
+    /// 1-based
+    case position(UInt32)
+
+  }
+
+  public init() {}
+}
+
+/// Cancels runs (every unfinished job of their latest attempt) and single jobs. Queued jobs
+/// are cancelled at once; running ones are stopped on their runner, which reports them.
+public nonisolated struct Heddle_V1_CancelRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var runIds: [UInt64] = []
+
+  public var jobIds: [UInt64] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Cancels every queued job matching all the given filters, in one transaction.
+public nonisolated struct Heddle_V1_BulkCancelRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var project: String = String()
+
+  public var pipeline: String = String()
+
+  public var branch: String = String()
+
+  public var label: String = String()
+
+  /// list what would be cancelled, change nothing
+  public var dryRun: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Heddle_V1_CancelResult: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// the jobs cancelled (or, with dry_run, that would be)
+  public var jobs: [Heddle_V1_QueueEntry] = []
+
+  public var count: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Heddle_V1_ProjectCreateRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var name: String = String()
+
+  /// a git URL or path; empty: no checkout
+  public var repository: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Heddle_V1_ProjectListRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Heddle_V1_ProjectInfo: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var name: String = String()
+
+  public var repository: String = String()
+
+  public var createdAtMs: Int64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Heddle_V1_ProjectList: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var projects: [Heddle_V1_ProjectInfo] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// A drained runner takes no new jobs; the ones it runs finish. Applies to every session of
+/// the named runner and is remembered across reconnects and restarts.
+public nonisolated struct Heddle_V1_RunnerDrainRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var name: String = String()
+
+  public var drained: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1348,6 +1797,8 @@ public nonisolated struct Heddle_V1_RunnerInfo: Sendable {
   public var lastHeartbeatMs: Int64 = 0
 
   public var sessionID: String = String()
+
+  public var drained: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1473,7 +1924,7 @@ nonisolated extension Heddle_V1_Status: SwiftProtobuf._ProtoNameProviding {
 
 nonisolated extension Heddle_V1_Envelope: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Envelope"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{2}\u{9}hello\0\u{1}welcome\0\u{1}error\0\u{1}heartbeat\0\u{1}ok\0\u{2}\u{6}assignment\0\u{3}node_update\0\u{3}log_append\0\u{3}log_ack\0\u{3}artifact_declare\0\u{3}artifact_declared\0\u{3}artifact_chunk\0\u{3}artifact_commit\0\u{3}artifact_committed\0\u{3}job_finish\0\u{3}stop_job\0\u{4}\u{a}pipeline_push\0\u{3}pipeline_pushed\0\u{3}pipeline_list\0\u{1}pipelines\0\u{1}trigger\0\u{1}triggered\0\u{3}run_list\0\u{1}runs\0\u{3}run_get\0\u{1}run\0\u{1}watch\0\u{3}watch_event\0\u{1}queue\0\u{3}queue_list\0\u{1}runners\0\u{3}runner_list\0\u{3}artifact_list\0\u{1}artifacts\0\u{3}artifact_read\0\u{3}artifact_data\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{2}\u{9}hello\0\u{1}welcome\0\u{1}error\0\u{1}heartbeat\0\u{1}ok\0\u{2}\u{6}assignment\0\u{3}node_update\0\u{3}log_append\0\u{3}log_ack\0\u{3}artifact_declare\0\u{3}artifact_declared\0\u{3}artifact_chunk\0\u{3}artifact_commit\0\u{3}artifact_committed\0\u{3}job_finish\0\u{3}stop_job\0\u{3}job_started\0\u{4}\u{9}pipeline_push\0\u{3}pipeline_pushed\0\u{3}pipeline_list\0\u{1}pipelines\0\u{1}trigger\0\u{1}triggered\0\u{3}run_list\0\u{1}runs\0\u{3}run_get\0\u{1}run\0\u{1}watch\0\u{3}watch_event\0\u{1}queue\0\u{3}queue_list\0\u{1}runners\0\u{3}runner_list\0\u{3}artifact_list\0\u{1}artifacts\0\u{3}artifact_read\0\u{3}artifact_data\0\u{3}queue_watch\0\u{3}queue_event\0\u{3}queue_move\0\u{1}cancel\0\u{3}bulk_cancel\0\u{1}cancelled\0\u{1}rerun\0\u{3}project_create\0\u{3}project_list\0\u{1}projects\0\u{3}runner_drain\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1688,6 +2139,19 @@ nonisolated extension Heddle_V1_Envelope: SwiftProtobuf.Message, SwiftProtobuf._
         if let v = v {
           if hadOneofValue {try decoder.handleConflictingOneOf()}
           self.body = .stopJob(v)
+        }
+      }()
+      case 31: try {
+        var v: Heddle_V1_JobStarted?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .jobStarted(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .jobStarted(v)
         }
       }()
       case 40: try {
@@ -1950,6 +2414,149 @@ nonisolated extension Heddle_V1_Envelope: SwiftProtobuf.Message, SwiftProtobuf._
           self.body = .artifactData(v)
         }
       }()
+      case 60: try {
+        var v: Heddle_V1_QueueWatchRequest?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .queueWatch(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .queueWatch(v)
+        }
+      }()
+      case 61: try {
+        var v: Heddle_V1_QueueEvent?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .queueEvent(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .queueEvent(v)
+        }
+      }()
+      case 62: try {
+        var v: Heddle_V1_QueueMoveRequest?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .queueMove(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .queueMove(v)
+        }
+      }()
+      case 63: try {
+        var v: Heddle_V1_CancelRequest?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .cancel(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .cancel(v)
+        }
+      }()
+      case 64: try {
+        var v: Heddle_V1_BulkCancelRequest?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .bulkCancel(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .bulkCancel(v)
+        }
+      }()
+      case 65: try {
+        var v: Heddle_V1_CancelResult?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .cancelled(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .cancelled(v)
+        }
+      }()
+      case 66: try {
+        var v: Heddle_V1_RerunRequest?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .rerun(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .rerun(v)
+        }
+      }()
+      case 67: try {
+        var v: Heddle_V1_ProjectCreateRequest?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .projectCreate(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .projectCreate(v)
+        }
+      }()
+      case 68: try {
+        var v: Heddle_V1_ProjectListRequest?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .projectList(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .projectList(v)
+        }
+      }()
+      case 69: try {
+        var v: Heddle_V1_ProjectList?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .projects(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .projects(v)
+        }
+      }()
+      case 70: try {
+        var v: Heddle_V1_RunnerDrainRequest?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .runnerDrain(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .runnerDrain(v)
+        }
+      }()
       default: break
       }
     }
@@ -2027,6 +2634,10 @@ nonisolated extension Heddle_V1_Envelope: SwiftProtobuf.Message, SwiftProtobuf._
     case .stopJob?: try {
       guard case .stopJob(let v)? = self.body else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 30)
+    }()
+    case .jobStarted?: try {
+      guard case .jobStarted(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 31)
     }()
     case .pipelinePush?: try {
       guard case .pipelinePush(let v)? = self.body else { preconditionFailure() }
@@ -2107,6 +2718,50 @@ nonisolated extension Heddle_V1_Envelope: SwiftProtobuf.Message, SwiftProtobuf._
     case .artifactData?: try {
       guard case .artifactData(let v)? = self.body else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 59)
+    }()
+    case .queueWatch?: try {
+      guard case .queueWatch(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 60)
+    }()
+    case .queueEvent?: try {
+      guard case .queueEvent(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 61)
+    }()
+    case .queueMove?: try {
+      guard case .queueMove(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 62)
+    }()
+    case .cancel?: try {
+      guard case .cancel(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 63)
+    }()
+    case .bulkCancel?: try {
+      guard case .bulkCancel(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 64)
+    }()
+    case .cancelled?: try {
+      guard case .cancelled(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 65)
+    }()
+    case .rerun?: try {
+      guard case .rerun(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 66)
+    }()
+    case .projectCreate?: try {
+      guard case .projectCreate(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 67)
+    }()
+    case .projectList?: try {
+      guard case .projectList(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 68)
+    }()
+    case .projects?: try {
+      guard case .projects(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 69)
+    }()
+    case .runnerDrain?: try {
+      guard case .runnerDrain(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 70)
     }()
     case nil: break
     }
@@ -2347,7 +3002,7 @@ nonisolated extension Heddle_V1_JobRef: SwiftProtobuf.Message, SwiftProtobuf._Me
 
 nonisolated extension Heddle_V1_NodeSpec: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".NodeSpec"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}run\0\u{1}needs\0\u{1}env\0\u{3}timeout_seconds\0\u{1}artifacts\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}run\0\u{1}needs\0\u{1}env\0\u{3}timeout_seconds\0\u{1}artifacts\0\u{3}kill_grace_seconds\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2361,6 +3016,7 @@ nonisolated extension Heddle_V1_NodeSpec: SwiftProtobuf.Message, SwiftProtobuf._
       case 4: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.env) }()
       case 5: try { try decoder.decodeSingularUInt32Field(value: &self.timeoutSeconds) }()
       case 6: try { try decoder.decodeRepeatedStringField(value: &self.artifacts) }()
+      case 7: try { try decoder.decodeSingularUInt32Field(value: &self.killGraceSeconds) }()
       default: break
       }
     }
@@ -2385,6 +3041,9 @@ nonisolated extension Heddle_V1_NodeSpec: SwiftProtobuf.Message, SwiftProtobuf._
     if !self.artifacts.isEmpty {
       try visitor.visitRepeatedStringField(value: self.artifacts, fieldNumber: 6)
     }
+    if self.killGraceSeconds != 0 {
+      try visitor.visitSingularUInt32Field(value: self.killGraceSeconds, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2395,6 +3054,7 @@ nonisolated extension Heddle_V1_NodeSpec: SwiftProtobuf.Message, SwiftProtobuf._
     if lhs.env != rhs.env {return false}
     if lhs.timeoutSeconds != rhs.timeoutSeconds {return false}
     if lhs.artifacts != rhs.artifacts {return false}
+    if lhs.killGraceSeconds != rhs.killGraceSeconds {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2474,9 +3134,48 @@ nonisolated extension Heddle_V1_Assignment: SwiftProtobuf.Message, SwiftProtobuf
   }
 }
 
+nonisolated extension Heddle_V1_JobStarted: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".JobStarted"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}commit\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._job) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.commit) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._job {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    if !self.commit.isEmpty {
+      try visitor.visitSingularStringField(value: self.commit, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Heddle_V1_JobStarted, rhs: Heddle_V1_JobStarted) -> Bool {
+    if lhs._job != rhs._job {return false}
+    if lhs.commit != rhs.commit {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
 nonisolated extension Heddle_V1_NodeUpdate: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".NodeUpdate"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}node\0\u{1}status\0\u{3}exit_code\0\u{3}at_ms\0\u{1}reason\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}node\0\u{1}status\0\u{3}exit_code\0\u{3}at_ms\0\u{1}reason\0\u{1}exited\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2490,6 +3189,7 @@ nonisolated extension Heddle_V1_NodeUpdate: SwiftProtobuf.Message, SwiftProtobuf
       case 4: try { try decoder.decodeSingularInt32Field(value: &self.exitCode) }()
       case 5: try { try decoder.decodeSingularInt64Field(value: &self.atMs) }()
       case 6: try { try decoder.decodeSingularStringField(value: &self.reason) }()
+      case 7: try { try decoder.decodeSingularBoolField(value: &self.exited) }()
       default: break
       }
     }
@@ -2518,6 +3218,9 @@ nonisolated extension Heddle_V1_NodeUpdate: SwiftProtobuf.Message, SwiftProtobuf
     if !self.reason.isEmpty {
       try visitor.visitSingularStringField(value: self.reason, fieldNumber: 6)
     }
+    if self.exited != false {
+      try visitor.visitSingularBoolField(value: self.exited, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2528,6 +3231,7 @@ nonisolated extension Heddle_V1_NodeUpdate: SwiftProtobuf.Message, SwiftProtobuf
     if lhs.exitCode != rhs.exitCode {return false}
     if lhs.atMs != rhs.atMs {return false}
     if lhs.reason != rhs.reason {return false}
+    if lhs.exited != rhs.exited {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -3124,6 +3828,41 @@ nonisolated extension Heddle_V1_TriggerRequest: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Heddle_V1_Triggered: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Triggered"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}run_id\0\u{1}attempt\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.runID) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.attempt) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.runID != 0 {
+      try visitor.visitSingularUInt64Field(value: self.runID, fieldNumber: 1)
+    }
+    if self.attempt != 0 {
+      try visitor.visitSingularUInt32Field(value: self.attempt, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Heddle_V1_Triggered, rhs: Heddle_V1_Triggered) -> Bool {
+    if lhs.runID != rhs.runID {return false}
+    if lhs.attempt != rhs.attempt {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Heddle_V1_RerunRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RerunRequest"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}run_id\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
@@ -3145,7 +3884,7 @@ nonisolated extension Heddle_V1_Triggered: SwiftProtobuf.Message, SwiftProtobuf.
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Heddle_V1_Triggered, rhs: Heddle_V1_Triggered) -> Bool {
+  public static func ==(lhs: Heddle_V1_RerunRequest, rhs: Heddle_V1_RerunRequest) -> Bool {
     if lhs.runID != rhs.runID {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -3154,7 +3893,7 @@ nonisolated extension Heddle_V1_Triggered: SwiftProtobuf.Message, SwiftProtobuf.
 
 nonisolated extension Heddle_V1_RunListRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RunListRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}limit\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}limit\0\u{1}project\0\u{1}pipeline\0\u{1}status\0\u{1}branch\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3163,6 +3902,10 @@ nonisolated extension Heddle_V1_RunListRequest: SwiftProtobuf.Message, SwiftProt
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularUInt32Field(value: &self.limit) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.project) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.pipeline) }()
+      case 4: try { try decoder.decodeSingularEnumField(value: &self.status) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.branch) }()
       default: break
       }
     }
@@ -3172,11 +3915,27 @@ nonisolated extension Heddle_V1_RunListRequest: SwiftProtobuf.Message, SwiftProt
     if self.limit != 0 {
       try visitor.visitSingularUInt32Field(value: self.limit, fieldNumber: 1)
     }
+    if !self.project.isEmpty {
+      try visitor.visitSingularStringField(value: self.project, fieldNumber: 2)
+    }
+    if !self.pipeline.isEmpty {
+      try visitor.visitSingularStringField(value: self.pipeline, fieldNumber: 3)
+    }
+    if self.status != .unspecified {
+      try visitor.visitSingularEnumField(value: self.status, fieldNumber: 4)
+    }
+    if !self.branch.isEmpty {
+      try visitor.visitSingularStringField(value: self.branch, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Heddle_V1_RunListRequest, rhs: Heddle_V1_RunListRequest) -> Bool {
     if lhs.limit != rhs.limit {return false}
+    if lhs.project != rhs.project {return false}
+    if lhs.pipeline != rhs.pipeline {return false}
+    if lhs.status != rhs.status {return false}
+    if lhs.branch != rhs.branch {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -3384,7 +4143,7 @@ nonisolated extension Heddle_V1_NodeDetail: SwiftProtobuf.Message, SwiftProtobuf
 
 nonisolated extension Heddle_V1_JobDetail: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".JobDetail"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}name\0\u{1}status\0\u{1}runner\0\u{3}started_at_ms\0\u{3}finished_at_ms\0\u{1}reason\0\u{1}nodes\0\u{1}labels\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}name\0\u{1}status\0\u{1}runner\0\u{3}started_at_ms\0\u{3}finished_at_ms\0\u{1}reason\0\u{1}nodes\0\u{1}labels\0\u{1}commit\0\u{1}attempt\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3401,6 +4160,8 @@ nonisolated extension Heddle_V1_JobDetail: SwiftProtobuf.Message, SwiftProtobuf.
       case 7: try { try decoder.decodeSingularStringField(value: &self.reason) }()
       case 8: try { try decoder.decodeRepeatedMessageField(value: &self.nodes) }()
       case 9: try { try decoder.decodeRepeatedStringField(value: &self.labels) }()
+      case 10: try { try decoder.decodeSingularStringField(value: &self.commit) }()
+      case 11: try { try decoder.decodeSingularUInt32Field(value: &self.attempt) }()
       default: break
       }
     }
@@ -3434,6 +4195,12 @@ nonisolated extension Heddle_V1_JobDetail: SwiftProtobuf.Message, SwiftProtobuf.
     if !self.labels.isEmpty {
       try visitor.visitRepeatedStringField(value: self.labels, fieldNumber: 9)
     }
+    if !self.commit.isEmpty {
+      try visitor.visitSingularStringField(value: self.commit, fieldNumber: 10)
+    }
+    if self.attempt != 0 {
+      try visitor.visitSingularUInt32Field(value: self.attempt, fieldNumber: 11)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -3447,6 +4214,8 @@ nonisolated extension Heddle_V1_JobDetail: SwiftProtobuf.Message, SwiftProtobuf.
     if lhs.reason != rhs.reason {return false}
     if lhs.nodes != rhs.nodes {return false}
     if lhs.labels != rhs.labels {return false}
+    if lhs.commit != rhs.commit {return false}
+    if lhs.attempt != rhs.attempt {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -3701,7 +4470,7 @@ nonisolated extension Heddle_V1_QueueRequest: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Heddle_V1_QueueEntry: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".QueueEntry"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}job_id\0\u{3}run_id\0\u{1}project\0\u{1}pipeline\0\u{1}job\0\u{1}branch\0\u{1}labels\0\u{1}status\0\u{1}runner\0\u{3}queued_at_ms\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}job_id\0\u{3}run_id\0\u{1}project\0\u{1}pipeline\0\u{1}job\0\u{1}branch\0\u{1}labels\0\u{1}status\0\u{1}runner\0\u{3}queued_at_ms\0\u{1}position\0\u{3}waiting_reason\0\u{1}attempt\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3719,6 +4488,9 @@ nonisolated extension Heddle_V1_QueueEntry: SwiftProtobuf.Message, SwiftProtobuf
       case 8: try { try decoder.decodeSingularEnumField(value: &self.status) }()
       case 9: try { try decoder.decodeSingularStringField(value: &self.runner) }()
       case 10: try { try decoder.decodeSingularInt64Field(value: &self.queuedAtMs) }()
+      case 11: try { try decoder.decodeSingularUInt32Field(value: &self.position) }()
+      case 12: try { try decoder.decodeSingularStringField(value: &self.waitingReason) }()
+      case 13: try { try decoder.decodeSingularUInt32Field(value: &self.attempt) }()
       default: break
       }
     }
@@ -3755,6 +4527,15 @@ nonisolated extension Heddle_V1_QueueEntry: SwiftProtobuf.Message, SwiftProtobuf
     if self.queuedAtMs != 0 {
       try visitor.visitSingularInt64Field(value: self.queuedAtMs, fieldNumber: 10)
     }
+    if self.position != 0 {
+      try visitor.visitSingularUInt32Field(value: self.position, fieldNumber: 11)
+    }
+    if !self.waitingReason.isEmpty {
+      try visitor.visitSingularStringField(value: self.waitingReason, fieldNumber: 12)
+    }
+    if self.attempt != 0 {
+      try visitor.visitSingularUInt32Field(value: self.attempt, fieldNumber: 13)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -3769,6 +4550,9 @@ nonisolated extension Heddle_V1_QueueEntry: SwiftProtobuf.Message, SwiftProtobuf
     if lhs.status != rhs.status {return false}
     if lhs.runner != rhs.runner {return false}
     if lhs.queuedAtMs != rhs.queuedAtMs {return false}
+    if lhs.position != rhs.position {return false}
+    if lhs.waitingReason != rhs.waitingReason {return false}
+    if lhs.attempt != rhs.attempt {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -3804,6 +4588,445 @@ nonisolated extension Heddle_V1_QueueList: SwiftProtobuf.Message, SwiftProtobuf.
   }
 }
 
+nonisolated extension Heddle_V1_QueueWatchRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".QueueWatchRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    // Load everything into unknown fields
+    while try decoder.nextFieldNumber() != nil {}
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Heddle_V1_QueueWatchRequest, rhs: Heddle_V1_QueueWatchRequest) -> Bool {
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Heddle_V1_QueueEvent: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".QueueEvent"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}kind\0\u{1}job\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularEnumField(value: &self.kind) }()
+      case 2: try { try decoder.decodeSingularMessageField(value: &self._job) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if self.kind != .unspecified {
+      try visitor.visitSingularEnumField(value: self.kind, fieldNumber: 1)
+    }
+    try { if let v = self._job {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Heddle_V1_QueueEvent, rhs: Heddle_V1_QueueEvent) -> Bool {
+    if lhs.kind != rhs.kind {return false}
+    if lhs._job != rhs._job {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Heddle_V1_QueueEvent.Kind: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0KIND_UNSPECIFIED\0\u{1}KIND_QUEUED\0\u{1}KIND_MOVED\0\u{1}KIND_CLAIMED\0\u{1}KIND_FINISHED\0\u{1}KIND_CANCELLED\0")
+}
+
+nonisolated extension Heddle_V1_QueueMoveRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".QueueMoveRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}job_id\0\u{1}top\0\u{1}bottom\0\u{3}before_job\0\u{3}after_job\0\u{1}position\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.jobID) }()
+      case 2: try {
+        var v: Bool?
+        try decoder.decodeSingularBoolField(value: &v)
+        if let v = v {
+          if self.target != nil {try decoder.handleConflictingOneOf()}
+          self.target = .top(v)
+        }
+      }()
+      case 3: try {
+        var v: Bool?
+        try decoder.decodeSingularBoolField(value: &v)
+        if let v = v {
+          if self.target != nil {try decoder.handleConflictingOneOf()}
+          self.target = .bottom(v)
+        }
+      }()
+      case 4: try {
+        var v: UInt64?
+        try decoder.decodeSingularUInt64Field(value: &v)
+        if let v = v {
+          if self.target != nil {try decoder.handleConflictingOneOf()}
+          self.target = .beforeJob(v)
+        }
+      }()
+      case 5: try {
+        var v: UInt64?
+        try decoder.decodeSingularUInt64Field(value: &v)
+        if let v = v {
+          if self.target != nil {try decoder.handleConflictingOneOf()}
+          self.target = .afterJob(v)
+        }
+      }()
+      case 6: try {
+        var v: UInt32?
+        try decoder.decodeSingularUInt32Field(value: &v)
+        if let v = v {
+          if self.target != nil {try decoder.handleConflictingOneOf()}
+          self.target = .position(v)
+        }
+      }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if self.jobID != 0 {
+      try visitor.visitSingularUInt64Field(value: self.jobID, fieldNumber: 1)
+    }
+    switch self.target {
+    case .top?: try {
+      guard case .top(let v)? = self.target else { preconditionFailure() }
+      try visitor.visitSingularBoolField(value: v, fieldNumber: 2)
+    }()
+    case .bottom?: try {
+      guard case .bottom(let v)? = self.target else { preconditionFailure() }
+      try visitor.visitSingularBoolField(value: v, fieldNumber: 3)
+    }()
+    case .beforeJob?: try {
+      guard case .beforeJob(let v)? = self.target else { preconditionFailure() }
+      try visitor.visitSingularUInt64Field(value: v, fieldNumber: 4)
+    }()
+    case .afterJob?: try {
+      guard case .afterJob(let v)? = self.target else { preconditionFailure() }
+      try visitor.visitSingularUInt64Field(value: v, fieldNumber: 5)
+    }()
+    case .position?: try {
+      guard case .position(let v)? = self.target else { preconditionFailure() }
+      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 6)
+    }()
+    case nil: break
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Heddle_V1_QueueMoveRequest, rhs: Heddle_V1_QueueMoveRequest) -> Bool {
+    if lhs.jobID != rhs.jobID {return false}
+    if lhs.target != rhs.target {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Heddle_V1_CancelRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CancelRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}run_ids\0\u{3}job_ids\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedUInt64Field(value: &self.runIds) }()
+      case 2: try { try decoder.decodeRepeatedUInt64Field(value: &self.jobIds) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.runIds.isEmpty {
+      try visitor.visitPackedUInt64Field(value: self.runIds, fieldNumber: 1)
+    }
+    if !self.jobIds.isEmpty {
+      try visitor.visitPackedUInt64Field(value: self.jobIds, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Heddle_V1_CancelRequest, rhs: Heddle_V1_CancelRequest) -> Bool {
+    if lhs.runIds != rhs.runIds {return false}
+    if lhs.jobIds != rhs.jobIds {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Heddle_V1_BulkCancelRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".BulkCancelRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}project\0\u{1}pipeline\0\u{1}branch\0\u{1}label\0\u{3}dry_run\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.project) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.pipeline) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.branch) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.label) }()
+      case 5: try { try decoder.decodeSingularBoolField(value: &self.dryRun) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.project.isEmpty {
+      try visitor.visitSingularStringField(value: self.project, fieldNumber: 1)
+    }
+    if !self.pipeline.isEmpty {
+      try visitor.visitSingularStringField(value: self.pipeline, fieldNumber: 2)
+    }
+    if !self.branch.isEmpty {
+      try visitor.visitSingularStringField(value: self.branch, fieldNumber: 3)
+    }
+    if !self.label.isEmpty {
+      try visitor.visitSingularStringField(value: self.label, fieldNumber: 4)
+    }
+    if self.dryRun != false {
+      try visitor.visitSingularBoolField(value: self.dryRun, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Heddle_V1_BulkCancelRequest, rhs: Heddle_V1_BulkCancelRequest) -> Bool {
+    if lhs.project != rhs.project {return false}
+    if lhs.pipeline != rhs.pipeline {return false}
+    if lhs.branch != rhs.branch {return false}
+    if lhs.label != rhs.label {return false}
+    if lhs.dryRun != rhs.dryRun {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Heddle_V1_CancelResult: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CancelResult"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}jobs\0\u{1}count\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.jobs) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.count) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.jobs.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.jobs, fieldNumber: 1)
+    }
+    if self.count != 0 {
+      try visitor.visitSingularUInt32Field(value: self.count, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Heddle_V1_CancelResult, rhs: Heddle_V1_CancelResult) -> Bool {
+    if lhs.jobs != rhs.jobs {return false}
+    if lhs.count != rhs.count {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Heddle_V1_ProjectCreateRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ProjectCreateRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}repository\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.repository) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
+    }
+    if !self.repository.isEmpty {
+      try visitor.visitSingularStringField(value: self.repository, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Heddle_V1_ProjectCreateRequest, rhs: Heddle_V1_ProjectCreateRequest) -> Bool {
+    if lhs.name != rhs.name {return false}
+    if lhs.repository != rhs.repository {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Heddle_V1_ProjectListRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ProjectListRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    // Load everything into unknown fields
+    while try decoder.nextFieldNumber() != nil {}
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Heddle_V1_ProjectListRequest, rhs: Heddle_V1_ProjectListRequest) -> Bool {
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Heddle_V1_ProjectInfo: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ProjectInfo"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}repository\0\u{3}created_at_ms\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.repository) }()
+      case 3: try { try decoder.decodeSingularInt64Field(value: &self.createdAtMs) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
+    }
+    if !self.repository.isEmpty {
+      try visitor.visitSingularStringField(value: self.repository, fieldNumber: 2)
+    }
+    if self.createdAtMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.createdAtMs, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Heddle_V1_ProjectInfo, rhs: Heddle_V1_ProjectInfo) -> Bool {
+    if lhs.name != rhs.name {return false}
+    if lhs.repository != rhs.repository {return false}
+    if lhs.createdAtMs != rhs.createdAtMs {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Heddle_V1_ProjectList: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ProjectList"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}projects\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.projects) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.projects.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.projects, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Heddle_V1_ProjectList, rhs: Heddle_V1_ProjectList) -> Bool {
+    if lhs.projects != rhs.projects {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Heddle_V1_RunnerDrainRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RunnerDrainRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}drained\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.drained) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
+    }
+    if self.drained != false {
+      try visitor.visitSingularBoolField(value: self.drained, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Heddle_V1_RunnerDrainRequest, rhs: Heddle_V1_RunnerDrainRequest) -> Bool {
+    if lhs.name != rhs.name {return false}
+    if lhs.drained != rhs.drained {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
 nonisolated extension Heddle_V1_RunnersRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RunnersRequest"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
@@ -3825,7 +5048,7 @@ nonisolated extension Heddle_V1_RunnersRequest: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Heddle_V1_RunnerInfo: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RunnerInfo"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}labels\0\u{1}capacity\0\u{1}running\0\u{3}connected_at_ms\0\u{3}last_heartbeat_ms\0\u{3}session_id\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}labels\0\u{1}capacity\0\u{1}running\0\u{3}connected_at_ms\0\u{3}last_heartbeat_ms\0\u{3}session_id\0\u{1}drained\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3840,6 +5063,7 @@ nonisolated extension Heddle_V1_RunnerInfo: SwiftProtobuf.Message, SwiftProtobuf
       case 5: try { try decoder.decodeSingularInt64Field(value: &self.connectedAtMs) }()
       case 6: try { try decoder.decodeSingularInt64Field(value: &self.lastHeartbeatMs) }()
       case 7: try { try decoder.decodeSingularStringField(value: &self.sessionID) }()
+      case 8: try { try decoder.decodeSingularBoolField(value: &self.drained) }()
       default: break
       }
     }
@@ -3867,6 +5091,9 @@ nonisolated extension Heddle_V1_RunnerInfo: SwiftProtobuf.Message, SwiftProtobuf
     if !self.sessionID.isEmpty {
       try visitor.visitSingularStringField(value: self.sessionID, fieldNumber: 7)
     }
+    if self.drained != false {
+      try visitor.visitSingularBoolField(value: self.drained, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -3878,6 +5105,7 @@ nonisolated extension Heddle_V1_RunnerInfo: SwiftProtobuf.Message, SwiftProtobuf
     if lhs.connectedAtMs != rhs.connectedAtMs {return false}
     if lhs.lastHeartbeatMs != rhs.lastHeartbeatMs {return false}
     if lhs.sessionID != rhs.sessionID {return false}
+    if lhs.drained != rhs.drained {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -1,0 +1,75 @@
+import ArgumentParser
+import Foundation
+import Wire
+
+struct Runners: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Connected runners; drain and undrain them.",
+        subcommands: [List.self, Drain.self, Undrain.self],
+        defaultSubcommand: List.self)
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Connected runners.")
+
+        @Flag(help: "Print JSON.")
+        var json = false
+
+        @OptionGroup var connection: ConnectionOptions
+
+        func run() async throws {
+            let runners = try await withClient(connection) { try await $0.runners() }
+            if json {
+                print(Output.json(runners.map(Self.jsonEntry)))
+                return
+            }
+            guard !runners.isEmpty else {
+                print("no runner is connected")
+                return
+            }
+            print(Self.table(runners))
+        }
+
+        static func jsonEntry(_ runner: Heddle_V1_RunnerInfo) -> [String: Any] {
+            ["name": runner.name, "labels": runner.labels, "capacity": runner.capacity, "running": runner.running,
+             "connected_at": Output.iso(runner.connectedAtMs), "last_heartbeat": Output.iso(runner.lastHeartbeatMs),
+             "session": runner.sessionID, "drained": runner.drained]
+        }
+
+        static func table(_ runners: [Heddle_V1_RunnerInfo]) -> String {
+            Output.table(["NAME", "LABELS", "RUNNING", "CONNECTED SINCE", "LAST HEARTBEAT", "STATE"], runners.map {
+                [$0.name, $0.labels.joined(separator: ","), "\($0.running)/\($0.capacity)", Output.time($0.connectedAtMs),
+                 Output.time($0.lastHeartbeatMs), $0.drained ? Output.paint("drained", "33") : "active"]
+            })
+        }
+    }
+
+    struct Drain: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Give a runner no new jobs; the ones it runs finish. Remembered across reconnects.")
+
+        @Argument(help: "The runner's name.")
+        var name: String
+
+        @OptionGroup var connection: ConnectionOptions
+
+        func run() async throws {
+            let runners = try await withClient(connection) { try await $0.drain(runner: name, true) }
+            let running = runners.reduce(0) { $0 + Int($1.running) }
+            print("runner \(name) drained; \(running) running jobs will finish, no new ones start")
+        }
+    }
+
+    struct Undrain: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Let a drained runner take jobs again.")
+
+        @Argument(help: "The runner's name.")
+        var name: String
+
+        @OptionGroup var connection: ConnectionOptions
+
+        func run() async throws {
+            _ = try await withClient(connection) { try await $0.drain(runner: name, false) }
+            print("runner \(name) takes jobs again")
+        }
+    }
+}

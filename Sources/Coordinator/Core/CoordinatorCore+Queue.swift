@@ -1,0 +1,183 @@
+import Foundation
+import Wire
+
+/// The queue as admins see it: listing, live changes, moves and cancels.
+extension CoordinatorCore {
+    func queueEntry(_ job: JobRecord, run: RunRecord) -> Heddle_V1_QueueEntry {
+        var entry = Heddle_V1_QueueEntry()
+        entry.jobID = UInt64(job.id)
+        entry.runID = UInt64(job.runID)
+        entry.attempt = UInt32(job.attempt)
+        entry.project = run.project
+        entry.pipeline = run.pipeline
+        entry.job = job.name
+        entry.branch = run.branch
+        entry.labels = job.labels
+        entry.status = job.status.proto
+        entry.runner = job.runner ?? ""
+        entry.queuedAtMs = job.queuedAt
+        if job.status == .queued {
+            entry.position = UInt32((scheduler.index(of: job.id) ?? -1) + 1)
+            entry.waitingReason = scheduler.unmatchedReason(for: Set(job.labels)) ?? ""
+        }
+        return entry
+    }
+
+    func publishQueue(_ kind: Heddle_V1_QueueEvent.Kind, _ entry: Heddle_V1_QueueEntry) {
+        guard !queueWatchers.isEmpty else { return }
+        var event = Heddle_V1_QueueEvent()
+        event.kind = kind
+        event.job = entry
+        for watcher in queueWatchers {
+            watcher.outbox.send(Envelope(id: watcher.requestID, .queueEvent(event)))
+        }
+    }
+
+    /// Running jobs, then queued ones in dispatch order, each queued one with its place and,
+    /// when no runner can take it, why.
+    public func queue() async throws -> [Heddle_V1_QueueEntry] {
+        let jobs = try await store.activeJobs()
+        var runs: [Int64: RunRecord] = [:]
+        var entries: [Heddle_V1_QueueEntry] = []
+        let ordered = jobs.filter { $0.status == .running } + jobs.filter { $0.status == .queued }
+        for job in ordered {
+            if runs[job.runID] == nil { runs[job.runID] = try await store.run(id: job.runID) }
+            guard let run = runs[job.runID] else { continue }
+            entries.append(queueEntry(job, run: run))
+        }
+        return entries
+    }
+
+    /// Subscribes `outbox` to queue changes (QueueEvents with `requestID`).
+    public func watchQueue(session: UInt64, requestID: UInt64, outbox: Outbox) {
+        outbox.send(.ok(id: requestID))
+        queueWatchers.append(QueueWatcher(session: session, requestID: requestID, outbox: outbox))
+    }
+
+    /// Moves a queued job and returns it with its new place. One row changes, whatever the
+    /// length of the queue, except when repeated moves into one gap exhaust the precision
+    /// between two neighbours: then the queue is renumbered once.
+    public func move(jobID: Int64, to target: Scheduler.MoveTarget) async throws -> Heddle_V1_QueueEntry {
+        guard scheduler.isQueued(jobID) else {
+            guard let job = try await store.job(id: jobID) else { throw WireError.notFound("job \(jobID) does not exist") }
+            throw WireError(.failedPrecondition, "job \(jobID) is \(job.status.rawValue); only queued jobs can be moved")
+        }
+        var placement = scheduler.placement(for: jobID, at: target)
+        if placement == .crowded {
+            try await store.renumberQueue(scheduler.renumber())
+            placement = scheduler.placement(for: jobID, at: target)
+        }
+        guard case .at(let position) = placement else {
+            throw WireError.notFound("the job to move next to is not queued")
+        }
+        scheduler.reposition(jobID, to: position)
+        _ = try await store.setPosition(jobID: jobID, position: position)
+        guard let job = try await store.job(id: jobID), let run = try await store.run(id: job.runID) else {
+            throw WireError.notFound("job \(jobID) does not exist")
+        }
+        let entry = queueEntry(job, run: run)
+        publishQueue(.moved, entry)
+        return entry
+    }
+
+    /// Cancels runs (their latest attempt's unfinished jobs) and jobs. Queued jobs are
+    /// cancelled in one transaction; running ones are stopped on their runners, which report
+    /// them cancelled. Returns the jobs affected.
+    public func cancel(runIDs: [Int64], jobIDs: [Int64], by who: PeerIdentity) async throws -> Heddle_V1_CancelResult {
+        var targets: [JobRecord] = []
+        for runID in runIDs {
+            guard let run = try await store.run(id: runID) else { throw WireError.notFound("run \(runID) does not exist") }
+            targets += try await store.jobs(runID: runID, attempt: run.attempt).filter { !$0.status.isFinished }
+        }
+        for jobID in jobIDs {
+            guard let job = try await store.job(id: jobID) else { throw WireError.notFound("job \(jobID) does not exist") }
+            if !job.status.isFinished { targets.append(job) }
+        }
+        let reason = "cancelled by \(who.name)"
+        let queued = targets.filter { scheduler.isQueued($0.id) }
+        let running = targets.filter { active[$0.id] != nil }
+        let result = try await cancelQueued(queued, reason: reason)
+        var entries = result
+        for job in running {
+            guard var lease = active[job.id] else { continue }
+            if lease.cancelReason == nil {
+                lease.cancelReason = reason
+                active[job.id] = lease
+                var stop = Heddle_V1_StopJob()
+                stop.jobID = UInt64(job.id)
+                stop.reason = reason
+                runners[lease.session]?.outbox.send(Envelope(.stopJob(stop)))
+                logger.info("stop pushed", metadata: ["job.id": "\(job.id)", "runner": "\(lease.runner)"])
+            }
+            if let run = try await store.run(id: job.runID) { entries.append(queueEntry(job, run: run)) }
+        }
+        var out = Heddle_V1_CancelResult()
+        out.jobs = entries
+        out.count = UInt32(entries.count)
+        return out
+    }
+
+    /// Cancels every queued job matching all the filters, in one transaction.
+    public func bulkCancel(_ request: Heddle_V1_BulkCancelRequest, by who: PeerIdentity) async throws -> Heddle_V1_CancelResult {
+        let jobs = try await store.activeJobs().filter { $0.status == .queued && scheduler.isQueued($0.id) }
+        var runs: [Int64: RunRecord] = [:]
+        var matching: [JobRecord] = []
+        for job in jobs {
+            if !request.label.isEmpty && !job.labels.contains(request.label) { continue }
+            if runs[job.runID] == nil { runs[job.runID] = try await store.run(id: job.runID) }
+            guard let run = runs[job.runID] else { continue }
+            if !request.project.isEmpty && run.project != request.project { continue }
+            if !request.pipeline.isEmpty && run.pipeline != request.pipeline { continue }
+            if !request.branch.isEmpty && run.branch != request.branch { continue }
+            matching.append(job)
+        }
+        var out = Heddle_V1_CancelResult()
+        if request.dryRun {
+            out.jobs = matching.compactMap { job in runs[job.runID].map { queueEntry(job, run: $0) } }
+        } else {
+            out.jobs = try await cancelQueued(matching, reason: "cancelled by \(who.name) (bulk)")
+        }
+        out.count = UInt32(out.jobs.count)
+        return out
+    }
+
+    /// Takes queued jobs out of the queue and stores them cancelled in one transaction.
+    private func cancelQueued(_ jobs: [JobRecord], reason: String) async throws -> [Heddle_V1_QueueEntry] {
+        guard !jobs.isEmpty else { return [] }
+        var entries: [Heddle_V1_QueueEntry] = []
+        var runs: [Int64: RunRecord] = [:]
+        for job in jobs {
+            if runs[job.runID] == nil { runs[job.runID] = try await store.run(id: job.runID) }
+            if let run = runs[job.runID] { entries.append(queueEntry(job, run: run)) }
+        }
+        let ids = jobs.map(\.id)
+        scheduler.removeQueued(Set(ids))
+        let now = Date.nowMilliseconds
+        let updated: [RunRecord]
+        do {
+            updated = try await store.cancelJobs(ids: ids, reason: reason, now: now)
+        } catch {
+            for job in jobs { scheduler.enqueue(.init(id: job.id, labels: Set(job.labels), position: job.position)) }
+            throw error
+        }
+        logger.info("jobs cancelled", metadata: ["count": "\(ids.count)", "reason": "\(reason)"])
+        for index in entries.indices {
+            entries[index].status = .cancelled
+            entries[index].position = 0
+            entries[index].waitingReason = ""
+            publishQueue(.cancelled, entries[index])
+        }
+        if !watchers.isEmpty {
+            for job in jobs {
+                var detail = jobEvent(job, status: .cancelled, runner: nil, at: 0)
+                detail.finishedAtMs = now
+                detail.reason = reason
+                publish(runID: job.runID, attempt: job.attempt, .job(detail))
+            }
+            for run in updated where run.status.isFinished {
+                publish(runID: run.id, attempt: run.attempt, .end(run.proto))
+            }
+        }
+        return entries
+    }
+}

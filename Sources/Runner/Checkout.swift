@@ -1,0 +1,48 @@
+import Foundation
+
+/// Clones the run's branch of the project's repository (shallow) into an empty workspace and
+/// returns the commit checked out.
+enum Checkout {
+    struct Failure: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    static func clone(repository: String, branch: String, into workspace: String) async throws -> String {
+        try await git(["clone", "--quiet", "--depth", "1", "--single-branch", "--branch", branch, "--", repository, "."],
+                      in: workspace)
+        return try await git(["rev-parse", "HEAD"], in: workspace).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// Runs git; returns its standard output, or throws its standard error.
+    @discardableResult
+    static func git(_ arguments: [String], in directory: String) async throws -> String {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["git"] + arguments
+        process.currentDirectoryURL = URL(fileURLWithPath: directory)
+        var environment = ProcessInfo.processInfo.environment
+        environment["GIT_TERMINAL_PROMPT"] = "0"
+        process.environment = environment
+        let output = Pipe()
+        let errors = Pipe()
+        process.standardOutput = output
+        process.standardError = errors
+        process.standardInput = FileHandle.nullDevice
+        let status: Int32 = try await withCheckedThrowingContinuation { continuation in
+            process.terminationHandler = { continuation.resume(returning: $0.terminationStatus) }
+            do {
+                try process.run()
+            } catch {
+                process.terminationHandler = nil
+                continuation.resume(throwing: Failure(description: "cannot run git: \(error)"))
+            }
+        }
+        let out = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        let err = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        guard status == 0 else {
+            let message = err.split(separator: "\n").filter { !$0.hasPrefix("warning:") }.joined(separator: " ")
+            throw Failure(description: "git \(arguments.first ?? "") failed (exit \(status)): \(message.isEmpty ? err : message)")
+        }
+        return out
+    }
+}
