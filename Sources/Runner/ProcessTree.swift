@@ -20,6 +20,11 @@ enum ProcessTree {
         return found
     }
 
+    /// Whether `pid` is a live process (a zombie is dead, only not yet reaped).
+    static func isAlive(_ pid: pid_t) -> Bool {
+        kill(pid, 0) == 0 && !isZombie(pid)
+    }
+
     static func isZombie(_ pid: pid_t) -> Bool {
         guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
               let close = stat.lastIndex(of: ")") else { return true }

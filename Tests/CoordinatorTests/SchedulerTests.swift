@@ -51,4 +51,41 @@ import Testing
         #expect(scheduler.removeRunner(1) == [5])
         #expect(scheduler.runners.isEmpty)
     }
+
+    @Test func placementsFindTheGapBetweenNewNeighbours() {
+        var scheduler = Scheduler()
+        for id in 1...4 { scheduler.enqueue(.init(id: Int64(id), labels: [], position: Double(id))) }
+        #expect(scheduler.placement(for: 4, at: .top) == .at(0))
+        #expect(scheduler.placement(for: 1, at: .bottom) == .at(5))
+        #expect(scheduler.placement(for: 4, at: .before(2)) == .at(1.5))
+        #expect(scheduler.placement(for: 1, at: .after(3)) == .at(3.5))
+        #expect(scheduler.placement(for: 1, at: .position(2)) == .at(2.5))
+        #expect(scheduler.placement(for: 1, at: .before(99)) == .noSuchAnchor)
+        #expect(scheduler.placement(for: 1, at: .before(1)) == .noSuchAnchor)
+        scheduler.reposition(4, to: 1.5)
+        #expect(scheduler.queue.map(\.id) == [1, 4, 2, 3])
+        #expect(scheduler.index(of: 2) == 2)
+    }
+
+    @Test func neighboursTooCloseAskForARenumber() {
+        var scheduler = Scheduler()
+        scheduler.enqueue(.init(id: 1, labels: [], position: 1))
+        scheduler.enqueue(.init(id: 2, labels: [], position: 1.0.nextUp))
+        scheduler.enqueue(.init(id: 3, labels: [], position: 5))
+        #expect(scheduler.placement(for: 3, at: .after(1)) == .crowded)
+        let positions = scheduler.renumber()
+        #expect(positions.map(\.1) == [1, 2, 3])
+        #expect(scheduler.placement(for: 3, at: .after(1)) == .at(1.5))
+    }
+
+    @Test func aDrainedRunnerGetsNothingAndQueuedJobsSayWhy() {
+        var scheduler = Scheduler()
+        scheduler.enqueue(.init(id: 1, labels: ["linux"], position: 1))
+        scheduler.addRunner(1, labels: ["linux"], capacity: 2, drained: true)
+        #expect(scheduler.assign().isEmpty)
+        #expect(scheduler.unmatchedReason(for: ["linux"]) == "every runner with labels [linux] is drained")
+        scheduler.setDrained(1, false)
+        #expect(scheduler.unmatchedReason(for: ["linux"]) == nil)
+        #expect(scheduler.assign() == [.init(jobID: 1, runner: 1)])
+    }
 }

@@ -23,6 +23,8 @@ final class Fabric: Sendable {
             "--listen", "127.0.0.1:0", "--data", root.file("data"),
             "--ca", "\(certs)/ca.pem", "--cert", "\(certs)/coordinator.pem", "--key", "\(certs)/coordinator.key",
         ], logs: root)
+        let bot = try ManagedProcess(heddle, ["certs", "issue", "--dir", certs, "--role", "automation", "--name", "bot"], logs: root)
+        guard try await bot.waitForExit() == 0 else { throw TestFailure("certs issue failed: \(bot.standardError)") }
         let line = try await coordinator.waitForLine(startingWith: "listening on ")
         endpoint = String(line.dropFirst("listening on ".count))
         for (index, labels) in runnerLabels.enumerated() {
@@ -51,19 +53,19 @@ final class Fabric: Sendable {
         var error: String
     }
 
-    /// Runs the admin CLI with the admin certificate and waits for it.
-    func heddle(_ arguments: [String], timeout: Duration = .seconds(120)) async throws -> Result {
+    /// Runs the admin CLI with a certificate (admin, or bot for automation) and waits for it.
+    func heddle(_ arguments: [String], as identity: String = "admin", timeout: Duration = .seconds(120)) async throws -> Result {
         let process = try ManagedProcess(Binaries.path("heddle"), arguments, environment: [
             "HEDDLE_COORDINATOR": endpoint, "HEDDLE_CA": "\(certs)/ca.pem",
-            "HEDDLE_CERT": "\(certs)/admin.pem", "HEDDLE_KEY": "\(certs)/admin.key",
+            "HEDDLE_CERT": "\(certs)/\(identity).pem", "HEDDLE_KEY": "\(certs)/\(identity).key",
         ], directory: root.path, logs: root)
         let status = try await process.waitForExit(timeout: timeout)
         return Result(status: status, output: process.standardOutput, data: process.standardOutputData,
                       error: process.standardError)
     }
 
-    func json(_ arguments: [String]) async throws -> Any {
-        let result = try await heddle(arguments + ["--json"])
+    func json(_ arguments: [String], as identity: String = "admin") async throws -> Any {
+        let result = try await heddle(arguments + ["--json"], as: identity)
         guard result.status == 0 else { throw TestFailure("heddle \(arguments) failed: \(result.error)") }
         return try JSONSerialization.jsonObject(with: result.data)
     }
@@ -73,6 +75,21 @@ final class Fabric: Sendable {
         try source.write(toFile: path, atomically: true, encoding: .utf8)
         let result = try await heddle(["pipeline", "push", path, "--project", project])
         guard result.status == 0 else { throw TestFailure("push failed: \(result.error)") }
+    }
+
+    /// `heddle runs show RUN --json` as a dictionary.
+    func run(_ id: Int, attempt: Int? = nil) async throws -> [String: Any] {
+        var arguments = ["runs", "show", String(id)]
+        if let attempt { arguments += ["--attempt", String(attempt)] }
+        guard let run = try await json(arguments) as? [String: Any] else { throw TestFailure("runs show gave no object") }
+        return run
+    }
+
+    /// Triggers PROJECT/PIPELINE without waiting; returns the run id.
+    func trigger(_ target: String, branch: String = "main") async throws -> Int {
+        let object = try await json(["trigger", target, "--branch", branch])
+        guard let id = (object as? [String: Any])?["id"] as? Int else { throw TestFailure("trigger gave no id") }
+        return id
     }
 
     func stop() async {

@@ -52,7 +52,40 @@ import Testing
         #expect(String(decoding: output, as: UTF8.self) == "done\n")
         let pid = Int32(try String(contentsOfFile: "\(dir.path)/bg.pid", encoding: .utf8)
             .trimmingCharacters(in: .whitespacesAndNewlines))!
-        try await waitUntil("the background sleep to be gone") { kill(pid, 0) != 0 }
+        try await waitUntil("the background sleep to be gone") { !ProcessTree.isAlive(pid) }
+    }
+
+    /// The grandchild starts its own session (out of the node's process group) and ignores
+    /// SIGTERM; stopping the node must still end it.
+    @Test func stoppingANodeEndsEvenADetachedGrandchildThatIgnoresSIGTERM() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let process = try NodeProcess(command: """
+            setsid sh -c 'trap "" TERM; echo $$ > grandchild.pid; exec sleep 1000' &
+            trap "" TERM
+            echo ready
+            sleep 1000
+            """, environment: ["PATH": "/usr/bin:/bin"], directory: dir.path)
+        let pidFile = "\(dir.path)/grandchild.pid"
+        var output = Data()
+        var iterator = process.output.makeAsyncIterator()
+        while !String(decoding: output, as: UTF8.self).contains("ready") {
+            guard let chunk = await iterator.next() else { break }
+            output.append(chunk)
+            process.consumed()
+        }
+        try await waitUntil("the grandchild to write its pid") {
+            ((try? String(contentsOfFile: pidFile, encoding: .utf8)) ?? "").hasSuffix("\n")
+        }
+        let grandchild = pid_t(try String(contentsOfFile: pidFile, encoding: .utf8)
+            .trimmingCharacters(in: .whitespacesAndNewlines))!
+        #expect(getpgid(grandchild) != process.pid, "the grandchild must have left the node's process group")
+        process.terminate(grace: .milliseconds(300))
+        while let chunk = await iterator.next() { _ = chunk; process.consumed() }
+        let code = await process.exitCode()
+        #expect(code == 128 + SIGKILL, "the shell ignores SIGTERM, so SIGKILL ends it")
+        #expect(!ProcessTree.isAlive(grandchild), "pid \(grandchild) survived")
+        #expect(!ProcessTree.isAlive(process.pid))
     }
 
     @Test func aLargeOutputIsDeliveredWhole() async throws {

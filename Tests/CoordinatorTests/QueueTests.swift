@@ -1,0 +1,212 @@
+import Foundation
+import GRDB
+import Logging
+import TestSupport
+import Testing
+import Wire
+@testable import Coordinator
+
+/// Queue control through the core: moves, cancels, bulk cancels, drain, and events.
+@Suite struct QueueTests {
+    static let source = """
+        name: ci
+        jobs:
+          build: { labels: [linux], nodes: { n: { run: "true" } } }
+        """
+
+    struct Setup {
+        let data: TemporaryDirectory
+        let core: CoordinatorCore
+        let store: SQLiteStore
+        let admin = PeerIdentity(name: "root", role: .admin, fingerprint: "")
+
+        init() async throws {
+            data = try TemporaryDirectory()
+            store = try SQLiteStore.open(directory: data.path)
+            core = CoordinatorCore(store: store, blobs: try BlobStore(directory: data.path), logger: Logger(label: "test"))
+            var push = Heddle_V1_PipelinePush()
+            push.project = "shop"
+            push.source = QueueTests.source
+            _ = try await core.pushPipeline(push)
+            push.project = "other"
+            _ = try await core.pushPipeline(push)
+        }
+
+        func trigger(_ project: String = "shop", branch: String = "main") async throws -> Int64 {
+            var request = Heddle_V1_TriggerRequest()
+            request.project = project
+            request.pipeline = "ci"
+            request.branch = branch
+            return try await core.trigger(request, trigger: "api")
+        }
+
+        func jobOf(_ run: Int64) async throws -> Int64 {
+            try await core.runDetail(runID: run, attempt: nil).jobs.map { Int64($0.id) }.first!
+        }
+
+        func connectRunner(capacity: UInt32 = 1) async -> RecordingOutbox {
+            let outbox = RecordingOutbox()
+            var hello = Heddle_V1_Hello()
+            hello.labels = ["linux"]
+            hello.capacity = capacity
+            await core.runnerConnected(session: 1, identity: PeerIdentity(name: "r1", role: .runner, fingerprint: ""),
+                                       hello: hello, outbox: outbox.outbox)
+            return outbox
+        }
+
+        func assignments(_ outbox: RecordingOutbox, count: Int) async -> [UInt64] {
+            var runs: [UInt64] = []
+            for await envelope in outbox.stream {
+                if case .assignment(let assignment) = envelope.body { runs.append(assignment.runID) }
+                if runs.count == count { break }
+            }
+            return runs
+        }
+    }
+
+    @Test func aJobMovedToTheTopIsDispatchedFirstAndCancelledOnesNeverRun() async throws {
+        let setup = try await Setup()
+        defer { setup.data.remove() }
+        var runs: [Int64] = []
+        for _ in 0..<5 { runs.append(try await setup.trigger()) }
+        let last = try await setup.jobOf(runs[4])
+        let entry = try await setup.core.move(jobID: last, to: .top)
+        #expect(entry.position == 1)
+        let second = try await setup.jobOf(runs[1])
+        let result = try await setup.core.cancel(runIDs: [], jobIDs: [second], by: setup.admin)
+        #expect(result.count == 1)
+        _ = try await setup.core.move(jobID: try await setup.jobOf(runs[0]), to: .after(try await setup.jobOf(runs[3])))
+        #expect(try await setup.core.queue().map(\.runID) == [runs[4], runs[2], runs[3], runs[0]].map { UInt64($0) })
+
+        let runner = await setup.connectRunner(capacity: 10)
+        #expect(await setup.assignments(runner, count: 4) == [runs[4], runs[2], runs[3], runs[0]].map { UInt64($0) })
+        let cancelled = try await setup.core.runDetail(runID: runs[1], attempt: nil)
+        #expect(cancelled.run.status == .cancelled)
+        #expect(cancelled.jobs[0].reason == "cancelled by root")
+        #expect(cancelled.jobs[0].nodes.map(\.status) == [.cancelled])
+    }
+
+    @Test func everyKindOfMoveLandsWhereAsked() async throws {
+        let setup = try await Setup()
+        defer { setup.data.remove() }
+        var jobs: [Int64] = []
+        for _ in 0..<4 { jobs.append(try await setup.jobOf(try await setup.trigger())) }
+        func order() async throws -> [Int64] { try await setup.core.queue().map { Int64($0.jobID) } }
+        _ = try await setup.core.move(jobID: jobs[0], to: .bottom)
+        #expect(try await order() == [jobs[1], jobs[2], jobs[3], jobs[0]])
+        _ = try await setup.core.move(jobID: jobs[0], to: .before(jobs[2]))
+        #expect(try await order() == [jobs[1], jobs[0], jobs[2], jobs[3]])
+        _ = try await setup.core.move(jobID: jobs[3], to: .position(2))
+        #expect(try await order() == [jobs[1], jobs[3], jobs[0], jobs[2]])
+        _ = try await setup.core.move(jobID: jobs[1], to: .position(99))
+        #expect(try await order() == [jobs[3], jobs[0], jobs[2], jobs[1]])
+        // Many moves into the same gap use up the precision; the queue renumbers and goes on.
+        for _ in 0..<80 {
+            _ = try await setup.core.move(jobID: jobs[1], to: .after(jobs[3]))
+            _ = try await setup.core.move(jobID: jobs[1], to: .before(jobs[0]))
+            _ = try await setup.core.move(jobID: jobs[2], to: .after(jobs[3]))
+        }
+        #expect(try await order() == [jobs[3], jobs[2], jobs[1], jobs[0]])
+        await #expect(throws: WireError.self) { _ = try await setup.core.move(jobID: 999, to: .top) }
+        await #expect(throws: WireError.self) { _ = try await setup.core.move(jobID: jobs[0], to: .before(999)) }
+
+        // The order is durable: a new core on the same data sees it.
+        let restarted = CoordinatorCore(store: try SQLiteStore.open(directory: setup.data.path),
+                                        blobs: try BlobStore(directory: setup.data.path), logger: Logger(label: "test"))
+        try await restarted.recover()
+        #expect(try await restarted.queue().map { Int64($0.jobID) } == [jobs[3], jobs[2], jobs[1], jobs[0]])
+    }
+
+    @Test func bulkCancelFiltersAndDryRunChangesNothing() async throws {
+        let setup = try await Setup()
+        defer { setup.data.remove() }
+        let keep1 = try await setup.trigger("shop", branch: "main")
+        let drop1 = try await setup.trigger("shop", branch: "old")
+        let keep2 = try await setup.trigger("other", branch: "old")
+        let drop2 = try await setup.trigger("shop", branch: "old")
+        var request = Heddle_V1_BulkCancelRequest()
+        request.project = "shop"
+        request.branch = "old"
+        request.label = "linux"
+        request.dryRun = true
+        let dry = try await setup.core.bulkCancel(request, by: setup.admin)
+        #expect(dry.count == 2)
+        #expect(dry.jobs.map(\.runID) == [drop1, drop2].map { UInt64($0) })
+        #expect(try await setup.core.queue().count == 4)
+        request.dryRun = false
+        let done = try await setup.core.bulkCancel(request, by: setup.admin)
+        #expect(done.count == 2)
+        #expect(try await setup.core.queue().map(\.runID) == [keep1, keep2].map { UInt64($0) })
+        for run in [drop1, drop2] {
+            #expect(try await setup.core.runDetail(runID: run, attempt: nil).run.status == .cancelled)
+        }
+        request.label = "gpu"
+        #expect(try await setup.core.bulkCancel(request, by: setup.admin).count == 0)
+    }
+
+    @Test func queueEventsArePushedForEveryChange() async throws {
+        let setup = try await Setup()
+        defer { setup.data.remove() }
+        let watcher = RecordingOutbox()
+        await setup.core.watchQueue(session: 5, requestID: 9, outbox: watcher.outbox)
+        let a = try await setup.trigger()
+        let b = try await setup.trigger()
+        _ = try await setup.core.move(jobID: try await setup.jobOf(b), to: .top)
+        _ = try await setup.core.cancel(runIDs: [a], jobIDs: [], by: setup.admin)
+        _ = await setup.connectRunner()
+        var kinds: [Heddle_V1_QueueEvent.Kind] = []
+        for await envelope in watcher.stream {
+            #expect(envelope.id == 9)
+            if case .queueEvent(let event) = envelope.body { kinds.append(event.kind) }
+            if kinds.count == 5 { break }
+        }
+        #expect(kinds == [.queued, .queued, .moved, .cancelled, .claimed])
+    }
+
+    @Test func aDrainedRunnerTakesNothingNewUntilUndrained() async throws {
+        let setup = try await Setup()
+        defer { setup.data.remove() }
+        let runner = await setup.connectRunner()
+        _ = try await setup.core.setDrained(runner: "r1", true)
+        let run = try await setup.trigger()
+        let entry = try #require(try await setup.core.queue().first)
+        #expect(entry.waitingReason == "every runner with labels [linux] is drained")
+        #expect(await setup.core.runnerList().first?.drained == true)
+        _ = try await setup.core.setDrained(runner: "r1", false)
+        #expect(await setup.assignments(runner, count: 1) == [UInt64(run)])
+        await #expect(throws: WireError.self) { _ = try await setup.core.setDrained(runner: "nobody", true) }
+    }
+
+    @Test func aMoveInAHundredThousandJobQueueChangesOneRow() async throws {
+        let data = try TemporaryDirectory()
+        defer { data.remove() }
+        let store = try SQLiteStore.inMemory()
+        let count = 100_000
+        try await store.writer.write { db in
+            try db.execute(sql: "INSERT INTO project (name, created_at) VALUES ('big', 0)")
+            try db.execute(sql: """
+                INSERT INTO pipeline_version (project_id, pipeline, version, source, jobs, created_at)
+                VALUES (1, 'ci', 1, '', '["j"]', 0)
+                """)
+            try db.execute(sql: """
+                INSERT INTO run (project, pipeline, pipeline_version_id, branch, status, attempt, trigger, created_at)
+                VALUES ('big', 'ci', 1, 'main', 'queued', 1, 'api', 0)
+                """)
+            let insert = try db.makeStatement(sql: """
+                INSERT INTO job (run_id, attempt, name, labels, status, position, queued_at)
+                VALUES (1, 1, 'j', '["linux"]', 'queued', ?, 0)
+                """)
+            for index in 1...count { try insert.execute(arguments: [Double(index)]) }
+        }
+        let core = CoordinatorCore(store: store, blobs: try BlobStore(directory: data.path), logger: Logger(label: "test"))
+        try await core.recover()
+        let before = try await store.writer.read { $0.totalChangesCount }
+        let entry = try await core.move(jobID: Int64(count), to: .top)
+        _ = try await core.move(jobID: 50_000, to: .after(7))
+        let after = try await store.writer.read { $0.totalChangesCount }
+        #expect(entry.position == 1)
+        #expect(after - before == 2, "two moves must change two rows, not renumber the queue")
+        let head = try await store.activeJobs().prefix(9).map(\.id)
+        #expect(Array(head) == [Int64(count), 1, 2, 3, 4, 5, 6, 7, 50_000])
+    }
+}

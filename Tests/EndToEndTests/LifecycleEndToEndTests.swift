@@ -1,0 +1,236 @@
+import Foundation
+import TestSupport
+import Testing
+import Wire
+
+/// Cancel, timeouts, re-runs, checkouts and roles, with the real binaries.
+@Suite(.serialized) struct LifecycleEndToEndTests {
+    func isAlive(_ pid: pid_t) -> Bool {
+        guard kill(pid, 0) == 0 else { return false }
+        let stat = (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)) ?? ""
+        guard let close = stat.lastIndex(of: ")") else { return false }
+        let state = stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).first
+        return state != "Z" && state != "X"
+    }
+
+    func jobs(_ run: [String: Any]) -> [[String: Any]] { run["jobs"] as? [[String: Any]] ?? [] }
+
+    func nodes(_ job: [String: Any]) -> [String: String] {
+        Dictionary(uniqueKeysWithValues: (job["nodes"] as? [[String: Any]] ?? []).map {
+            ($0["name"] as? String ?? "", $0["status"] as? String ?? "")
+        })
+    }
+
+    @Test func cancellingARunningJobEndsItsWholeTreeAndKeepsItsLog() async throws {
+        let fabric = try await Fabric()
+        do {
+            let pidFile = fabric.root.file("grandchild.pid")
+            try await fabric.push("slow.act", """
+                name: slow
+                jobs:
+                  work:
+                    labels: [linux]
+                    nodes:
+                      long:
+                        run: |
+                          echo started
+                          setsid sh -c 'trap "" TERM; echo $$ > \(pidFile).tmp; mv \(pidFile).tmp \(pidFile); exec sleep 1000' &
+                          trap "" TERM
+                          sleep 1000
+                        grace: 1s
+                      after: { run: "echo never", needs: [long] }
+                """)
+            let id = try await fabric.trigger("shop/slow")
+            try await waitUntil("the grandchild to start") { FileManager.default.fileExists(atPath: pidFile) }
+            let grandchild = pid_t(try String(contentsOfFile: pidFile, encoding: .utf8)
+                .trimmingCharacters(in: .whitespacesAndNewlines))!
+            #expect(isAlive(grandchild))
+
+            let cancel = try await fabric.heddle(["cancel", String(id)], as: "bot")
+            #expect(cancel.status == 0, "\(cancel.error)")
+            #expect(cancel.output.contains("stopping on runner-1"))
+            try await waitUntil("the run to be cancelled") {
+                try await fabric.run(id)["status"] as? String == "cancelled"
+            }
+            #expect(!isAlive(grandchild), "the detached grandchild that ignores SIGTERM survived the cancel")
+            let run = try await fabric.run(id)
+            let job = try #require(jobs(run).first)
+            #expect(job["status"] as? String == "cancelled")
+            #expect(job["reason"] as? String == "cancelled by bot")
+            #expect(nodes(job) == ["long": "cancelled", "after": "cancelled"])
+            let log = try await fabric.heddle(["logs", String(id), "--job", "work", "--node", "long"])
+            #expect(log.output == "started\n")
+        } catch {
+            await fabric.stop()
+            throw error
+        }
+        await fabric.stop()
+    }
+
+    @Test func aNodeOverItsTimeoutIsStoppedAndFailsWithReasonTimeout() async throws {
+        let fabric = try await Fabric()
+        do {
+            try await fabric.push("timeout.act", """
+                name: timeout
+                jobs:
+                  work:
+                    labels: [linux]
+                    nodes:
+                      slow: { run: "echo begin; sleep 100", timeout: 1, grace: 1 }
+                      after: { run: "echo never", needs: [slow] }
+                """)
+            let wait = try await fabric.heddle(["trigger", "shop/timeout", "--wait"])
+            #expect(wait.status == 1)
+            let runs = try #require(try await fabric.json(["runs"]) as? [[String: Any]])
+            let run = try await fabric.run(try #require(runs.first?["id"] as? Int))
+            let job = try #require(jobs(run).first)
+            #expect((job["reason"] as? String)?.hasPrefix("timeout: node 'slow'") == true, "\(job)")
+            #expect(nodes(job) == ["slow": "failed", "after": "skipped"])
+        } catch {
+            await fabric.stop()
+            throw error
+        }
+        await fabric.stop()
+    }
+
+    @Test func aRerunAddsAnAttemptAndKeepsTheFirstReadable() async throws {
+        let fabric = try await Fabric()
+        do {
+            try await fabric.push("flaky.act", """
+                name: flaky
+                jobs:
+                  work:
+                    labels: [linux]
+                    nodes:
+                      try:
+                        run: mkdir -p out && echo "attempt $HEDDLE_ATTEMPT" | tee out/attempt.txt
+                        artifacts: ["out/attempt.txt"]
+                      check:
+                        run: test "$HEDDLE_ATTEMPT" -gt 1
+                        needs: [try]
+                """)
+            let first = try await fabric.heddle(["trigger", "shop/flaky", "--wait"])
+            #expect(first.status == 1)
+            let id = try #require((try await fabric.json(["runs"]) as? [[String: Any]])?.first?["id"] as? Int)
+            let rerun = try await fabric.heddle(["rerun", String(id), "--wait"], as: "bot")
+            #expect(rerun.status == 0, "\(rerun.output)\(rerun.error)")
+            #expect(rerun.output.contains("run \(id) attempt 2"))
+
+            let latest = try await fabric.run(id)
+            #expect(latest["attempt"] as? Int == 2)
+            #expect(latest["status"] as? String == "succeeded")
+            let earlier = try await fabric.run(id, attempt: 1)
+            #expect(earlier["attempt"] as? Int == 1)
+            #expect(earlier["status"] as? String == "failed")
+            #expect(jobs(earlier).first?["id"] as? Int != jobs(latest).first?["id"] as? Int)
+            #expect(try await fabric.heddle(["logs", String(id), "--attempt", "1", "--job", "work", "--node", "try"]).output == "attempt 1\n")
+            #expect(try await fabric.heddle(["logs", String(id), "--job", "work", "--node", "try"]).output == "attempt 2\n")
+            let artifacts = try #require(try await fabric.json(["artifacts", "--run", String(id)]) as? [[String: Any]])
+            #expect(artifacts.map { $0["attempt"] as? Int } == [1, 2])
+            let filtered = try #require(try await fabric.json(["runs", "--status", "succeeded", "--pipeline", "flaky"]) as? [[String: Any]])
+            #expect(filtered.map { $0["id"] as? Int } == [id])
+            // A running run cannot be re-run.
+            try await fabric.push("slow.act", "name: slow\njobs:\n  w:\n    labels: [linux]\n    nodes:\n      n: { run: 'sleep 100' }\n")
+            let slow = try await fabric.trigger("shop/slow")
+            let refused = try await fabric.heddle(["rerun", String(slow)])
+            #expect(refused.status != 0)
+            #expect(refused.error.contains("still"))
+            _ = try await fabric.heddle(["cancel", String(slow)])
+        } catch {
+            await fabric.stop()
+            throw error
+        }
+        await fabric.stop()
+    }
+
+    @Test func aProjectsRepositoryIsCheckedOutAtTheRunsBranchAndTheCommitRecorded() async throws {
+        let fabric = try await Fabric()
+        do {
+            let repo = fabric.root.file("repo")
+            try FileManager.default.createDirectory(atPath: repo, withIntermediateDirectories: true)
+            func git(_ arguments: [String]) async throws -> String {
+                let process = try ManagedProcess("/usr/bin/env", ["git", "-C", repo, "-c", "user.email=t@example.test",
+                                                                  "-c", "user.name=test"] + arguments, logs: fabric.root)
+                guard try await process.waitForExit() == 0 else { throw TestFailure("git \(arguments): \(process.standardError)") }
+                return process.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines)
+            }
+            _ = try await git(["init", "-q", "-b", "main"])
+            try "on main\n".write(toFile: "\(repo)/README", atomically: true, encoding: .utf8)
+            _ = try await git(["add", "README"])
+            _ = try await git(["commit", "-q", "-m", "main"])
+            _ = try await git(["checkout", "-q", "-b", "feature"])
+            try "on feature\n".write(toFile: "\(repo)/README", atomically: true, encoding: .utf8)
+            _ = try await git(["commit", "-q", "-am", "feature"])
+            let featureCommit = try await git(["rev-parse", "HEAD"])
+            _ = try await git(["checkout", "-q", "main"])
+
+            let create = try await fabric.heddle(["project", "create", "app", "--repo", repo])
+            #expect(create.status == 0, "\(create.error)")
+            try await fabric.push("ci.act", """
+                name: ci
+                jobs:
+                  build:
+                    labels: [linux]
+                    nodes:
+                      show: { run: "cat README; echo $HEDDLE_COMMIT $HEDDLE_BRANCH $HEDDLE_PROJECT" }
+                """, project: "app")
+            let wait = try await fabric.heddle(["trigger", "app/ci", "--branch", "feature", "--wait"])
+            #expect(wait.status == 0, "\(wait.output)\(wait.error)")
+            let id = try #require((try await fabric.json(["runs"]) as? [[String: Any]])?.first?["id"] as? Int)
+            let job = try #require(jobs(try await fabric.run(id)).first)
+            #expect(job["commit"] as? String == featureCommit)
+            let log = try await fabric.heddle(["logs", String(id), "--job", "build", "--node", "show"])
+            #expect(log.output == "on feature\n\(featureCommit) feature app\n")
+
+            let missing = try await fabric.heddle(["trigger", "app/ci", "--branch", "no-such-branch", "--wait"])
+            #expect(missing.status == 1)
+            let failedID = try #require((try await fabric.json(["runs"]) as? [[String: Any]])?.first?["id"] as? Int)
+            let failedJob = try #require(jobs(try await fabric.run(failedID)).first)
+            let reason = failedJob["reason"] as? String ?? ""
+            #expect(reason.contains("checkout of \(repo) (branch no-such-branch) failed"), "\(reason)")
+            #expect(reason.contains("no-such-branch not found"), "\(reason)")
+            // Workspaces are removed after each job.
+            let work = (try? FileManager.default.contentsOfDirectory(atPath: fabric.root.file("work-1"))) ?? []
+            #expect(work.isEmpty, "\(work)")
+        } catch {
+            await fabric.stop()
+            throw error
+        }
+        await fabric.stop()
+    }
+
+    @Test func automationMayCancelAndRerunButOnlyAdminMovesBulkCancelsAndDrains() async throws {
+        let fabric = try await Fabric(runnerLabels: ["linux"])
+        do {
+            try await fabric.push("gpu.act", "name: gpu\njobs:\n  t:\n    labels: [gpu]\n    nodes:\n      n: { run: 'true' }\n")
+            let a = try await fabric.trigger("shop/gpu")
+            let b = try await fabric.trigger("shop/gpu")
+            let queue = try #require(try await fabric.json(["queue"], as: "bot") as? [[String: Any]])
+            #expect(queue.map { $0["run"] as? Int } == [a, b])
+            #expect(queue.first?["waiting_reason"] as? String == "no connected runner has labels [gpu]")
+            let job = try #require(queue.last?["id"] as? Int)
+            for arguments in [["queue", "move", String(job), "--top"], ["cancel", "--queued", "--label", "gpu"],
+                              ["runners", "drain", "runner-1"]] {
+                let refused = try await fabric.heddle(arguments, as: "bot")
+                #expect(refused.status != 0)
+                #expect(refused.error.contains("needs the admin role; this certificate (bot) has the automation role"),
+                        "\(arguments): \(refused.error)")
+            }
+            #expect(try await fabric.heddle(["queue", "move", String(job), "--top"]).status == 0)
+            let moved = try #require(try await fabric.json(["queue"]) as? [[String: Any]])
+            #expect(moved.map { $0["run"] as? Int } == [b, a])
+            #expect(try await fabric.heddle(["runners", "drain", "runner-1"]).status == 0)
+            let runners = try #require(try await fabric.json(["runners"]) as? [[String: Any]])
+            #expect(runners.first?["drained"] as? Bool == true)
+            let dry = try await fabric.heddle(["cancel", "--queued", "--label", "gpu", "--dry-run"])
+            #expect(dry.output.contains("2 jobs would be cancelled"))
+            let cancel = try await fabric.heddle(["cancel", String(a)], as: "bot")
+            #expect(cancel.status == 0)
+            #expect(try await fabric.run(a)["status"] as? String == "cancelled")
+        } catch {
+            await fabric.stop()
+            throw error
+        }
+        await fabric.stop()
+    }
+}
