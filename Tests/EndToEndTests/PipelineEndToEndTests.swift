@@ -75,6 +75,19 @@ import Wire
 
             let queue = try #require(try await fabric.json(["queue"]) as? [Any])
             #expect(queue.isEmpty)
+
+            let graph = try await fabric.heddle(["graph", String(runID)])
+            #expect(graph.status == 0)
+            #expect(graph.output.contains("job test · succeeded · runner-1"), "\(graph.output)")
+            #expect(graph.output.contains("┬─ ✓ colours"), "\(graph.output)")
+            #expect(graph.output.contains("✓ report   succeeded  ← colours, big"), "\(graph.output)")
+
+            let follow = try await fabric.heddle(["trigger", "shop/ci", "--follow"])
+            #expect(follow.status == 0, "\(follow.error)")
+            #expect(follow.output.contains("── test/colours ──\n\u{1B}[1;32mgreen\u{1B}[0m\nto-stderr\nno newline at the end\n"),
+                    "\(follow.output)")
+            #expect(follow.output.contains("✓ test/report succeeded (exit 0)"))
+            #expect(follow.output.contains("succeeded in"))
         } catch {
             await fabric.stop()
             throw error
