@@ -1,3 +1,4 @@
+import Foundation
 import NIOCore
 import NIOSSL
 import X509
@@ -28,11 +29,15 @@ public struct PeerIdentity: Sendable, Equatable, CustomStringConvertible {
     public var role: Role
     /// SHA-256 of the certificate's DER, lower-case hex.
     public var fingerprint: String
+    /// When the certificate became valid: a revocation by name covers certificates issued
+    /// before it, not a renewed one.
+    public var notBefore: Date
 
-    public init(name: String, role: Role, fingerprint: String) {
+    public init(name: String, role: Role, fingerprint: String, notBefore: Date = Date(timeIntervalSince1970: 0)) {
         self.name = name
         self.role = role
         self.fingerprint = fingerprint
+        self.notBefore = notBefore
     }
 
     public var description: String { "\(role.rawValue) \(name)" }
@@ -58,7 +63,7 @@ public struct PeerIdentity: Sendable, Equatable, CustomStringConvertible {
             throw WireError(.unauthenticated,
                             "client certificate \(commonName) has no Heddle role: its OU must be runner, automation or admin")
         }
-        self.init(name: commonName, role: role, fingerprint: sha256Hex(derBytes))
+        self.init(name: commonName, role: role, fingerprint: sha256Hex(derBytes), notBefore: certificate.notValidBefore)
     }
 
     /// Reads the identity of the TLS peer on `channel`. Call after the handshake.

@@ -33,6 +33,12 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(help: "Largest frame accepted, in bytes.")
     var maxFrameBytes: Int = Frame.defaultMaximumLength
 
+    @Option(help: "Stored bytes per node log; past it the head and the latest tail are kept.")
+    var maxLogBytes: Int64 = 64 * 1024 * 1024
+
+    @Option(help: "Largest artifact accepted, in bytes (refused when declared, before any byte).")
+    var maxArtifactBytes: Int64 = 8 * 1024 * 1024 * 1024
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error.")
     var logLevel: Logger.Level = .info
 
@@ -40,6 +46,8 @@ struct CoordinatorCommand: AsyncParsableCommand {
         _ = try Endpoint(parsing: listen)
         guard heartbeatInterval >= 0.05 else { throw ValidationError("--heartbeat-interval must be at least 0.05 seconds") }
         guard maxFrameBytes >= 64 * 1024 else { throw ValidationError("--max-frame-bytes must be at least 65536") }
+        guard maxLogBytes >= 64 * 1024 else { throw ValidationError("--max-log-bytes must be at least 65536") }
+        guard maxArtifactBytes >= 0 else { throw ValidationError("--max-artifact-bytes must not be negative") }
     }
 
     func run() async throws {
@@ -55,6 +63,8 @@ struct CoordinatorCommand: AsyncParsableCommand {
         limits.heartbeatInterval = .milliseconds(Int64(heartbeatInterval * 1000))
         limits.maximumFrameLength = maxFrameBytes
         limits.maximumArtifactChunk = min(limits.maximumArtifactChunk, maxFrameBytes / 2)
+        limits.maximumLogBytes = maxLogBytes
+        limits.maximumArtifactSize = maxArtifactBytes
         let store = try SQLiteStore.open(directory: data)
         let core = CoordinatorCore(store: store, blobs: try BlobStore(directory: data), limits: limits, logger: logger)
         try await core.recover()
@@ -67,7 +77,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
                 Console.out("listening on \(shown):\(address.port ?? endpoint.port)")
             })
         let group = ServiceGroup(configuration: .init(
-            services: [.init(service: server)],
+            services: [.init(service: server), .init(service: LeaseMonitor(core: core))],
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger))
         try await group.run()

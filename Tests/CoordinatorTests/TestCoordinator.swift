@@ -26,6 +26,7 @@ struct TestCoordinator {
                                        onListening: { continuation.yield($0.port ?? 0) })
         return try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await server.run() }
+            group.addTask { try await LeaseMonitor(core: core).run() }
             var iterator = ports.makeAsyncIterator()
             guard let port = await iterator.next() else { throw TestFailure("the server did not start") }
             let result = try await body(TestCoordinator(endpoint: Endpoint(host: "127.0.0.1", port: port), core: core, pki: pki))

@@ -16,9 +16,34 @@ public final class BlobStore: Sendable {
         for sub in ["blobs", "uploads"] {
             try FileManager.default.createDirectory(atPath: "\(directory)/\(sub)", withIntermediateDirectories: true)
         }
-        // Uploads that never committed before a restart are garbage.
+    }
+
+    /// Removes upload files no open upload owns (left by a crash).
+    func removeUploads(except keep: Set<UInt64>) {
         for leftover in (try? FileManager.default.contentsOfDirectory(atPath: "\(directory)/uploads")) ?? [] {
+            if let id = UInt64(leftover), keep.contains(id) { continue }
             try? FileManager.default.removeItem(atPath: "\(directory)/uploads/\(leftover)")
+        }
+    }
+
+    /// Reopens an upload that was in progress before a restart: its bytes so far are hashed
+    /// again, and it continues from where it ended.
+    func resumeUpload(id: UInt64) async throws -> Upload {
+        let path = "\(directory)/uploads/\(id)"
+        return try await pool.runIfActive {
+            let upload = try Upload(path: path, truncate: false)
+            let reader = open(path, O_RDONLY | O_CLOEXEC)
+            guard reader >= 0 else { throw WireError(.internal, "cannot reopen upload \(id)") }
+            defer { close(reader) }
+            var buffer = [UInt8](repeating: 0, count: 1 << 20)
+            while true {
+                let n = buffer.withUnsafeMutableBytes { Glibc.read(reader, $0.baseAddress, $0.count) }
+                if n < 0 { throw WireError(.internal, "cannot read upload \(id): \(String(cString: strerror(errno)))") }
+                if n == 0 { break }
+                upload.hasher.update(data: buffer[0..<n])
+                upload.received += Int64(n)
+            }
+            return upload
         }
     }
 
@@ -33,9 +58,9 @@ public final class BlobStore: Sendable {
         var hasher = SHA256()
         var received: Int64 = 0
 
-        init(path: String) throws {
+        init(path: String, truncate: Bool = true) throws {
             self.path = path
-            fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+            fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | (truncate ? O_TRUNC : O_APPEND), 0o644)
             guard fd >= 0 else { throw WireError(.internal, "cannot create \(path): \(String(cString: strerror(errno)))") }
         }
 

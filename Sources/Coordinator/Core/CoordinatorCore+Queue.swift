@@ -106,7 +106,8 @@ extension CoordinatorCore {
                 var stop = Heddle_V1_StopJob()
                 stop.jobID = UInt64(job.id)
                 stop.reason = reason
-                runners[lease.session]?.outbox.send(Envelope(.stopJob(stop)))
+                // A runner that is away gets the stop when it reattaches the job.
+                if let session = lease.session { runners[session]?.outbox.send(Envelope(.stopJob(stop))) }
                 logger.info("stop pushed", metadata: ["job.id": "\(job.id)", "runner": "\(lease.runner)"])
             }
             if let run = try await store.run(id: job.runID) { entries.append(queueEntry(job, run: run)) }

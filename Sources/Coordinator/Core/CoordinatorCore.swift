@@ -8,6 +8,13 @@ public struct CoordinatorLimits: Sendable {
     public var heartbeatInterval: Duration = .seconds(5)
     public var maximumArtifactChunk = 1024 * 1024
     public var maximumArtifactSize: Int64 = 8 * 1024 * 1024 * 1024
+    /// Stored bytes per node log; past it the head and the most recent tail are kept.
+    public var maximumLogBytes: Int64 = 64 * 1024 * 1024
+    /// Frames a session may have waiting to be written before it is closed as too slow.
+    public var maximumPendingFrames = 4096
+
+    /// How long a job's lease outlives its runner's silence: three heartbeat intervals.
+    public var lease: Duration { heartbeatInterval * 3 }
 
     public init() {}
 }
@@ -57,9 +64,13 @@ public actor CoordinatorCore {
         var runID: Int64
         var attempt: Int
         var name: String
-        var session: UInt64
+        /// The session running it; nil while its runner is away (until `leaseDeadline`).
+        var session: UInt64?
         var runner: String
         var epoch: Int64
+        var leaseDeadline: ContinuousClock.Instant?
+        /// Stored bytes of each node's log, for the size limit.
+        var storedBytes: [String: Int64]?
         /// Stored length of each node's log.
         var logEnds: [String: UInt64] = [:]
         /// Set once a cancel was pushed to the runner.
@@ -68,12 +79,19 @@ public actor CoordinatorCore {
 
     struct PendingUpload {
         var jobID: Int64
-        var epoch: Int64
-        var session: UInt64
         var name: String
         var size: Int64
         var sha256: String
         var upload: BlobStore.Upload
+    }
+
+    /// Every open session, so a revocation can close them.
+    var sessions: [UInt64: OpenSession] = [:]
+    var revocations: [Revocation] = []
+
+    struct OpenSession {
+        var identity: PeerIdentity
+        var close: @Sendable () -> Void
     }
 
     public init(store: any CoordinatorStore, blobs: BlobStore, limits: CoordinatorLimits = CoordinatorLimits(),
@@ -87,19 +105,34 @@ public actor CoordinatorCore {
 
     /// Loads the queue from the store. Jobs that were running when the coordinator stopped
     /// have no runner any more: they fail with reason "runner lost".
-    public func recover() async throws {
+    /// Loads the queue, drained runners, revocations and open uploads from the store. Jobs
+    /// that were running keep their lease for one lease period, for their runners to come back
+    /// and reattach them.
+    public func recover(now: ContinuousClock.Instant = .now) async throws {
         drained = try await store.drainedRunners()
+        revocations = try await store.revocations()
+        var maxEpoch: Int64 = 0
         for job in try await store.activeJobs() {
             switch job.status {
             case .queued:
                 scheduler.enqueue(.init(id: job.id, labels: Set(job.labels), position: job.position))
             default:
-                let run = try await store.finishJob(id: job.id, status: .failed,
-                                                    reason: "runner lost: the coordinator restarted while the job ran",
-                                                    now: Date.nowMilliseconds)
-                logger.warning("job failed on restart", metadata: ["job.id": "\(job.id)", "run.id": "\(run.id)"])
+                active[job.id] = ActiveJob(runID: job.runID, attempt: job.attempt, name: job.name, session: nil,
+                                           runner: job.runner ?? "", epoch: job.epoch,
+                                           leaseDeadline: now.advanced(by: limits.lease))
+                maxEpoch = max(maxEpoch, job.epoch)
             }
         }
+        nextEpoch = max(nextEpoch, maxEpoch)
+        for record in try await store.uploads() {
+            guard active[record.jobID] != nil, let upload = try? await blobs.resumeUpload(id: UInt64(record.id)) else {
+                try await store.deleteUploads(ids: [record.id])
+                continue
+            }
+            uploads[UInt64(record.id)] = PendingUpload(jobID: record.jobID, name: record.name, size: record.size,
+                                                       sha256: record.sha256, upload: upload)
+        }
+        blobs.removeUploads(except: Set(uploads.keys))
     }
 
     // MARK: runner sessions
@@ -112,8 +145,68 @@ public actor CoordinatorCore {
         scheduler.addRunner(session, labels: Set(hello.labels), capacity: capacity,
                             drained: drained.contains(identity.name))
         logger.info("runner connected", metadata: ["runner": "\(identity.name)", "labels": "\(hello.labels)",
-                                                   "capacity": "\(capacity)"])
+                                                   "capacity": "\(capacity)", "running": "\(hello.runningJobs.count)"])
+        // Reattach what it still runs, if the lease holds; anything else it runs is stale.
+        var listed = Set<Int64>()
+        for ref in hello.runningJobs {
+            let id = Int64(ref.jobID)
+            listed.insert(id)
+            if var job = active[id], job.runner == identity.name, job.epoch == Int64(ref.epoch),
+               job.session == nil || runners[job.session!] == nil {
+                job.session = session
+                job.leaseDeadline = nil
+                active[id] = job
+                scheduler.attach(id, to: session)
+                logger.info("job reattached", metadata: ["job.id": "\(id)", "runner": "\(identity.name)"])
+                if let reason = job.cancelReason {
+                    var stop = Heddle_V1_StopJob()
+                    stop.jobID = ref.jobID
+                    stop.reason = reason
+                    outbox.send(Envelope(.stopJob(stop)))
+                }
+            } else {
+                var stop = Heddle_V1_StopJob()
+                stop.jobID = ref.jobID
+                stop.reason = "the lease of job \(ref.jobID) (epoch \(ref.epoch)) is no longer this runner's"
+                outbox.send(Envelope(.stopJob(stop)))
+            }
+        }
+        // Jobs this runner held but came back without are lost.
+        let forgotten = active.filter { $0.value.runner == identity.name && $0.value.session == nil && !listed.contains($0.key) }
+        for id in forgotten.keys.sorted() {
+            await lost(jobID: id, why: "runner lost: \(identity.name) came back without the job")
+        }
         await dispatch()
+    }
+
+    /// Jobs whose runner stayed away past the lease: back to the front of the queue when the
+    /// pipeline allows a retry, failed with "runner lost" otherwise.
+    public func expireLeases(now: ContinuousClock.Instant = .now) async {
+        let expired = active.filter { $0.value.session == nil && ($0.value.leaseDeadline.map { $0 <= now } ?? false) }
+        for (id, job) in expired.sorted(by: { $0.key < $1.key }) {
+            await lost(jobID: id, why: "runner lost: \(job.runner) was silent for longer than its lease")
+        }
+    }
+
+    func lost(jobID: Int64, why: String) async {
+        guard active[jobID] != nil else { return }
+        do {
+            if let job = try await store.job(id: jobID), job.lostCount < job.retryLost {
+                active[jobID] = nil
+                discardUploads(jobID: jobID)
+                let front = (scheduler.queue.first?.position ?? 1) - 1
+                let reason = "requeued (\(job.lostCount + 1) of \(job.retryLost)): \(why)"
+                let run = try await store.requeueLostJob(id: jobID, position: front, reason: reason, now: Date.nowMilliseconds)
+                scheduler.enqueue(.init(id: jobID, labels: Set(job.labels), position: front))
+                logger.warning("job requeued", metadata: ["job.id": "\(jobID)", "reason": "\(reason)"])
+                if let updated = try await store.job(id: jobID) { publishQueue(.queued, queueEntry(updated, run: run)) }
+                await dispatch()
+                return
+            }
+        } catch {
+            logger.error("cannot requeue a lost job", metadata: ["job.id": "\(jobID)", "error": "\(error)"])
+        }
+        await finish(jobID: jobID, status: .failed, reason: why)
     }
 
     public func heartbeat(session: UInt64) {
@@ -127,17 +220,68 @@ public actor CoordinatorCore {
             watchers[runID] = list.filter { $0.session != session }
         }
         queueWatchers.removeAll { $0.session == session }
-        for (id, upload) in uploads where upload.session == session {
-            blobs.discard(upload.upload)
-            uploads[id] = nil
-        }
+        sessions[session] = nil
         guard let runner = runners.removeValue(forKey: session) else { return }
-        let lost = scheduler.removeRunner(session)
-        logger.info("runner disconnected", metadata: ["runner": "\(runner.identity.name)", "jobs": "\(lost.count)"])
-        for jobID in lost.sorted() {
-            await finish(jobID: jobID, status: .failed, reason: "runner lost: \(runner.identity.name) disconnected")
+        let held = scheduler.removeRunner(session)
+        // Its jobs keep their lease for a while: the runner may come back and reattach them.
+        let deadline = ContinuousClock.now.advanced(by: limits.lease)
+        for jobID in held where active[jobID]?.session == session {
+            active[jobID]?.session = nil
+            active[jobID]?.leaseDeadline = deadline
         }
+        logger.info("runner disconnected", metadata: ["runner": "\(runner.identity.name)", "jobs": "\(held.count)"])
         await dispatch()
+    }
+
+    /// Registers an open session; refused when its certificate is revoked.
+    public func sessionOpened(session: UInt64, identity: PeerIdentity, close: @escaping @Sendable () -> Void) throws(WireError) {
+        if isRevoked(identity) {
+            throw WireError(.unauthenticated, "certificate \(identity.name) (\(identity.fingerprint.prefix(16))) is revoked")
+        }
+        sessions[session] = OpenSession(identity: identity, close: close)
+    }
+
+    func isRevoked(_ identity: PeerIdentity) -> Bool {
+        revocations.contains { revocation in
+            if let fingerprint = revocation.fingerprint, fingerprint == identity.fingerprint { return true }
+            if let name = revocation.name, name == identity.name,
+               identity.notBefore.timeIntervalSince1970 * 1000 <= Double(revocation.revokedAt) { return true }
+            return false
+        }
+    }
+
+    /// Revokes by name or fingerprint and closes the sessions of what it revoked.
+    public func revoke(name: String?, fingerprint: String?) async throws -> Int {
+        guard name != nil || fingerprint != nil else { throw WireError.invalid("revoke needs a name or a fingerprint") }
+        let revocation = Revocation(name: name, fingerprint: fingerprint?.lowercased(), revokedAt: Date.nowMilliseconds)
+        try await store.revoke(name: revocation.name, fingerprint: revocation.fingerprint, now: revocation.revokedAt)
+        revocations.append(revocation)
+        var closed = 0
+        for (id, open) in sessions where isRevoked(open.identity) {
+            open.close()
+            sessions[id] = nil
+            closed += 1
+        }
+        logger.warning("certificate revoked", metadata: ["name": "\(name ?? "-")", "fingerprint": "\(fingerprint ?? "-")",
+                                                         "sessions.closed": "\(closed)"])
+        return closed
+    }
+
+    /// The runner on `session` shuts down: no new jobs for it.
+    public func drainSelf(session: UInt64) {
+        scheduler.setDrained(session, true)
+    }
+
+    func discardUploads(jobID: Int64) {
+        let ids = uploads.filter { $0.value.jobID == jobID }.map(\.key)
+        for id in ids {
+            if let pending = uploads.removeValue(forKey: id) { blobs.discard(pending.upload) }
+        }
+        if !ids.isEmpty {
+            let store = self.store
+            let logger = self.logger
+            Task { do { try await store.deleteUploads(ids: ids.map { Int64($0) }) } catch { logger.error("\(error)") } }
+        }
     }
 
     /// Hands queued jobs to runners with free capacity and matching labels.
@@ -225,11 +369,11 @@ public actor CoordinatorCore {
         guard let job = active[id] else {
             throw WireError(.failedPrecondition, "job \(ref.jobID) is not running on this runner")
         }
-        guard job.session == session else {
-            throw WireError(.permissionDenied, "job \(ref.jobID) is assigned to another runner")
-        }
         guard job.epoch == Int64(ref.epoch) else {
             throw WireError(.staleEpoch, "job \(ref.jobID) has lease epoch \(job.epoch), not \(ref.epoch): stop it")
+        }
+        guard job.session == session else {
+            throw WireError(.permissionDenied, "job \(ref.jobID) is not attached to this session")
         }
         return job
     }
@@ -290,7 +434,25 @@ public actor CoordinatorCore {
         chunk.offset = end
         chunk.data = Data(fresh)
         publish(runID: job.runID, attempt: job.attempt, .log(chunk))
+        try await enforceLogLimit(jobID: jobID, node: append.node, end: Int64(chunkEnd), added: Int64(fresh.count))
         return chunkEnd
+    }
+
+    /// Keeps a node's stored log under the limit: the first half of the limit (the head) and
+    /// the most recent bytes (the tail) stay; whole chunks between them go. Readers see the gap
+    /// as a count of dropped bytes.
+    func enforceLogLimit(jobID: Int64, node: String, end: Int64, added: Int64) async throws {
+        let limit = limits.maximumLogBytes
+        if active[jobID]?.storedBytes == nil {
+            active[jobID]?.storedBytes = try await store.logStoredBytes(jobID: jobID)
+        } else {
+            active[jobID]?.storedBytes?[node, default: 0] += added
+        }
+        let stored = active[jobID]?.storedBytes?[node] ?? 0
+        // Trim in steps, not at every chunk: allow an eighth of the limit over it.
+        guard stored > limit + limit / 8 else { return }
+        try await store.dropLog(jobID: jobID, node: node, from: limit / 2, to: end - limit / 2)
+        active[jobID]?.storedBytes = try await store.logStoredBytes(jobID: jobID)
     }
 
     public func jobStarted(session: UInt64, _ started: Heddle_V1_JobStarted) async throws {
@@ -302,6 +464,10 @@ public actor CoordinatorCore {
     }
 
     public func jobFinished(session: UInt64, _ finish: Heddle_V1_JobFinish) async throws {
+        if active[Int64(finish.job.jobID)] == nil, let job = try await store.job(id: Int64(finish.job.jobID)),
+           job.status.isFinished, job.epoch == Int64(finish.job.epoch), job.status.proto == finish.status {
+            return  // the same result again (its answer was lost with a connection): done already
+        }
         _ = try lease(finish.job, session: session)
         guard let status = Status(finish.status), [.succeeded, .failed, .cancelled].contains(status) else {
             throw WireError.invalid("a job finishes as succeeded, failed or cancelled, not \(finish.status)")
@@ -313,8 +479,9 @@ public actor CoordinatorCore {
     /// slot, tells watchers, and dispatches more work.
     func finish(jobID: Int64, status: Status, reason: String) async {
         let job = active.removeValue(forKey: jobID)
-        if let job { scheduler.finish(jobID, on: job.session) }
+        if let session = job?.session { scheduler.finish(jobID, on: session) }
         scheduler.removeQueued(jobID)
+        discardUploads(jobID: jobID)
         do {
             let now = Date.nowMilliseconds
             let run = try await store.finishJob(id: jobID, status: status, reason: reason, now: now)
@@ -350,13 +517,24 @@ public actor CoordinatorCore {
             throw WireError(.resourceExhausted,
                             "artifact '\(declare.name)' is \(declare.size) bytes; the limit is \(limits.maximumArtifactSize)")
         }
-        let id = nextUploadID
-        nextUploadID += 1
-        let upload = try await blobs.beginUpload(id: id)
-        uploads[id] = PendingUpload(jobID: Int64(declare.job.jobID), epoch: Int64(declare.job.epoch), session: session,
-                                    name: declare.name, size: Int64(declare.size), sha256: hex(declare.sha256),
-                                    upload: upload)
+        let jobID = Int64(declare.job.jobID)
+        let sha = hex(declare.sha256)
         var declared = Heddle_V1_ArtifactDeclared()
+        // The same artifact again (after a reconnect or a coordinator restart): resume it.
+        if let (id, pending) = uploads.first(where: { $0.value.jobID == jobID && $0.value.name == declare.name }) {
+            if pending.size == Int64(declare.size) && pending.sha256 == sha {
+                declared.uploadID = id
+                declared.committedOffset = UInt64(pending.upload.received)
+                return declared
+            }
+            uploads[id] = nil
+            blobs.discard(pending.upload)
+        }
+        let record = try await store.saveUpload(jobID: jobID, name: declare.name, size: Int64(declare.size),
+                                                sha256: sha, now: Date.nowMilliseconds)
+        let id = UInt64(record.id)
+        let upload = try await blobs.beginUpload(id: id)
+        uploads[id] = PendingUpload(jobID: jobID, name: declare.name, size: Int64(declare.size), sha256: sha, upload: upload)
         declared.uploadID = id
         declared.committedOffset = 0
         return declared
@@ -376,8 +554,8 @@ public actor CoordinatorCore {
 
     public func artifactChunk(session: UInt64, _ chunk: Heddle_V1_ArtifactChunk) async throws {
         _ = try lease(chunk.job, session: session)
-        guard let pending = uploads[chunk.uploadID], pending.session == session, pending.jobID == Int64(chunk.job.jobID) else {
-            throw WireError.notFound("upload \(chunk.uploadID) is not open on this session")
+        guard let pending = uploads[chunk.uploadID], pending.jobID == Int64(chunk.job.jobID) else {
+            throw WireError.notFound("upload \(chunk.uploadID) is not open for job \(chunk.job.jobID)")
         }
         guard Int64(chunk.offset) == pending.upload.received else {
             throw WireError.invalid("upload \(chunk.uploadID): chunk at \(chunk.offset), expected \(pending.upload.received)")
@@ -385,6 +563,7 @@ public actor CoordinatorCore {
         guard pending.upload.received + Int64(chunk.data.count) <= pending.size else {
             uploads[chunk.uploadID] = nil
             blobs.discard(pending.upload)
+            try? await store.deleteUploads(ids: [Int64(chunk.uploadID)])
             throw WireError.invalid("artifact '\(pending.name)' is larger than the \(pending.size) bytes declared; upload discarded")
         }
         try await blobs.write(Array(chunk.data), to: pending.upload)
@@ -392,9 +571,11 @@ public actor CoordinatorCore {
 
     public func commitArtifact(session: UInt64, _ commit: Heddle_V1_ArtifactCommit) async throws -> Heddle_V1_ArtifactCommitted {
         let job = try lease(commit.job, session: session)
-        guard let pending = uploads.removeValue(forKey: commit.uploadID), pending.session == session else {
-            throw WireError.notFound("upload \(commit.uploadID) is not open on this session")
+        guard let pending = uploads[commit.uploadID], pending.jobID == Int64(commit.job.jobID) else {
+            throw WireError.notFound("upload \(commit.uploadID) is not open for job \(commit.job.jobID)")
         }
+        uploads[commit.uploadID] = nil
+        defer { Task { [store] in try? await store.deleteUploads(ids: [Int64(commit.uploadID)]) } }
         try await blobs.commit(pending.upload, size: pending.size, sha256: pending.sha256)
         let record = try await store.insertArtifact(jobID: pending.jobID, name: pending.name, size: pending.size,
                                                     sha256: pending.sha256, now: Date.nowMilliseconds)
@@ -572,17 +753,39 @@ public actor CoordinatorCore {
         if watcher.logs {
             let selected = jobs.filter { watcher.job == nil || $0.name == watcher.job }
             let names = Dictionary(uniqueKeysWithValues: selected.map { ($0.id, $0.name) })
+            var expected: [String: Int64] = [:]
+            var pending: Heddle_V1_LogChunk?
+            func flush() {
+                guard let chunk = pending else { return }
+                var event = Heddle_V1_WatchEvent()
+                event.log = chunk
+                watcher.deliver(event)
+                pending = nil
+            }
+            // Stored chunks are sent merged (up to 1 MiB a frame), so a long history is a
+            // few frames, not one per chunk the runner sent.
             for record in try await store.logChunks(jobIDs: selected.map(\.id), node: watcher.node) {
+                let key = "\(record.jobID)/\(record.node)"
+                let dropped = record.offset > expected[key, default: 0] ? UInt64(record.offset - expected[key, default: 0]) : 0
+                expected[key] = record.offset + Int64(record.data.count)
+                if var merged = pending, merged.jobID == UInt64(record.jobID), merged.node == record.node, dropped == 0,
+                   merged.offset + UInt64(merged.data.count) == UInt64(record.offset),
+                   merged.data.count + record.data.count <= 1 << 20 {
+                    merged.data.append(record.data)
+                    pending = merged
+                    continue
+                }
+                flush()
                 var chunk = Heddle_V1_LogChunk()
                 chunk.jobID = UInt64(record.jobID)
                 chunk.job = names[record.jobID] ?? ""
                 chunk.node = record.node
                 chunk.offset = UInt64(record.offset)
                 chunk.data = record.data
-                var event = Heddle_V1_WatchEvent()
-                event.log = chunk
-                watcher.deliver(event)
+                chunk.dropped = dropped
+                pending = chunk
             }
+            flush()
         }
         let latest = try await store.run(id: runID) ?? run
         let finished = jobs.allSatisfy(\.status.isFinished) && (latest.attempt > attempt || latest.status.isFinished)

@@ -82,6 +82,26 @@ public struct JobRecord: Sendable, Equatable {
     public var finishedAt: Int64?
     public var reason: String
     public var commit: String = ""
+    /// How often the job goes back to the queue when its runner is lost (`retry: {lost: N}`).
+    public var retryLost: Int = 0
+    /// How often it already did.
+    public var lostCount: Int = 0
+}
+
+public struct UploadRecord: Sendable, Equatable {
+    public var id: Int64
+    public var jobID: Int64
+    public var name: String
+    public var size: Int64
+    public var sha256: String
+}
+
+/// A revoked certificate: by name (every certificate of that name issued up to `revokedAt`)
+/// or by fingerprint (exactly one).
+public struct Revocation: Sendable, Equatable {
+    public var name: String?
+    public var fingerprint: String?
+    public var revokedAt: Int64
 }
 
 public struct AttemptRecord: Sendable, Equatable {

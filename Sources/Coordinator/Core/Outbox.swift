@@ -1,15 +1,23 @@
 import Wire
 
 /// Where the core sends frames for one session. The session drains it onto its connection.
+///
+/// It holds a bounded number of frames: a peer that does not read what it is sent (a watcher
+/// that stopped reading) overflows it, and its session is closed rather than memory growing.
 public struct Outbox: Sendable {
     let continuation: AsyncStream<Envelope>.Continuation
+    let overflow: @Sendable () -> Void
 
-    public init(_ continuation: AsyncStream<Envelope>.Continuation) {
+    public init(_ continuation: AsyncStream<Envelope>.Continuation, overflow: @escaping @Sendable () -> Void = {}) {
         self.continuation = continuation
+        self.overflow = overflow
     }
 
     public func send(_ envelope: Envelope) {
-        continuation.yield(envelope)
+        if case .dropped = continuation.yield(envelope) {
+            continuation.finish()
+            overflow()
+        }
     }
 }
 
@@ -63,6 +71,9 @@ final class Watcher {
             let sent = delivered[key] ?? 0
             let end = chunk.offset + UInt64(chunk.data.count)
             guard end > sent else { return }
+            if chunk.offset > sent && chunk.dropped == 0 {
+                chunk.dropped = chunk.offset - sent
+            }
             if chunk.offset < sent {
                 chunk.data = chunk.data.suffix(Int(end - sent))
                 chunk.offset = sent

@@ -166,6 +166,11 @@ public struct Scheduler: Sendable {
         runners.removeValue(forKey: id)?.running ?? []
     }
 
+    /// Counts a running job (reattached after a reconnect) against a runner's capacity.
+    public mutating func attach(_ jobID: Int64, to runner: RunnerID) {
+        runners[runner]?.running.insert(jobID)
+    }
+
     /// Frees the runner's slot held by `jobID`.
     public mutating func finish(_ jobID: Int64, on runner: RunnerID) {
         runners[runner]?.running.remove(jobID)

@@ -64,7 +64,19 @@ public struct ActParser {
 
     private func parseJob(name: String, keyNode: Node, _ node: Node) throws(ActError) -> JobDefinition {
         let map = try mapping(node, "job '\(name)'")
-        try checkKeys(map, allowed: ["labels", "nodes"], in: "job '\(name)'")
+        try checkKeys(map, allowed: ["labels", "nodes", "retry"], in: "job '\(name)'")
+        var retryLost = 0
+        if let retryNode = value(map, "retry") {
+            let retry = try mapping(retryNode, "`retry` of job '\(name)'")
+            try checkKeys(retry, allowed: ["lost"], in: "`retry` of job '\(name)'")
+            if let lostNode = value(retry, "lost") {
+                let text = try scalar(lostNode, "`retry.lost` of job '\(name)'")
+                guard let count = Int(text), (0...100).contains(count) else {
+                    throw error(at: line(lostNode), "`retry.lost` of job '\(name)' must be a number from 0 to 100, not '\(text)'")
+                }
+                retryLost = count
+            }
+        }
         var labels: [String] = []
         if let labelsNode = value(map, "labels") {
             labels = try stringList(labelsNode, "`labels` of job '\(name)'")
@@ -100,7 +112,7 @@ public struct ActParser {
             throw error(at: nodeLines[cycle[0]] ?? 1,
                         "the needs of job '\(name)' form a cycle: \(cycle.joined(separator: " -> "))")
         }
-        return JobDefinition(name: name, labels: labels, nodes: nodes)
+        return JobDefinition(name: name, labels: labels, retryLost: retryLost, nodes: nodes)
     }
 
     private func parseNode(name: String, job: String, _ node: Node) throws(ActError) -> (node: NodeDefinition, needsLine: Int?) {

@@ -7,6 +7,8 @@ public struct PipelineDefinition: Sendable, Equatable {
 public struct JobDefinition: Sendable, Equatable {
     public var name: String
     public var labels: [String]
+    /// Times the job goes back to the queue when its runner is lost (`retry: {lost: N}`).
+    public var retryLost: Int = 0
     /// In file order, which is also a valid topological order's tie-breaker.
     public var nodes: [NodeDefinition]
 }

@@ -19,8 +19,13 @@ struct Session {
         if let remote = connection.channel.remoteAddress { logger[metadataKey: "peer"] = "\(remote)" }
         do {
             try await connection.executeThenClose { inbound, outbound in
-                let (stream, continuation) = AsyncStream.makeStream(of: Envelope.self)
-                let outbox = Outbox(continuation)
+                let (stream, continuation) = AsyncStream.makeStream(
+                    of: Envelope.self, bufferingPolicy: .bufferingOldest(core.limits.maximumPendingFrames))
+                let channel = connection.channel
+                let outbox = Outbox(continuation, overflow: { [logger] in
+                    logger.warning("closing a session that does not read what it is sent")
+                    channel.close(promise: nil)
+                })
                 try await withThrowingTaskGroup(of: Void.self) { group in
                     group.addTask {
                         for await envelope in stream {
@@ -35,6 +40,7 @@ struct Session {
                         }
                         let identity = try await PeerIdentity.of(channel: connection.channel)
                         logger[metadataKey: "identity"] = "\(identity)"
+                        try await core.sessionOpened(session: id, identity: identity, close: { channel.close(promise: nil) })
                         guard case .hello(let hello) = first.body else {
                             throw WireError(.badRequest, "the first frame must be Hello")
                         }
@@ -160,6 +166,10 @@ struct Session {
             try require(.runner, "a job start", identity)
             try await core.jobStarted(session: id, started)
             return .ok(Heddle_V1_Ok())
+        case .drainSelf:
+            try require(.runner, "a runner's own drain", identity)
+            await core.drainSelf(session: id)
+            return .ok(Heddle_V1_Ok())
         case .jobFinish(let finish):
             try require(.runner, "a job result", identity)
             try await core.jobFinished(session: id, finish)
@@ -241,6 +251,16 @@ struct Session {
             var list = Heddle_V1_ProjectList()
             list.projects = try await core.projects()
             return .projects(list)
+        case .revoke(let request):
+            try require(.admin, "certs revoke", identity)
+            let fingerprint = request.fingerprint.isEmpty ? nil : request.fingerprint
+            if let fingerprint, fingerprint.count != 64 || !fingerprint.allSatisfy(\.isHexDigit) {
+                throw WireError.invalid("a fingerprint is the 64 hex digits of the certificate's SHA-256")
+            }
+            var result = Heddle_V1_RevokeResult()
+            result.sessionsClosed = UInt32(try await core.revoke(name: request.name.isEmpty ? nil : request.name,
+                                                                 fingerprint: fingerprint))
+            return .revoked(result)
         case .runnerDrain(let request):
             try require(.admin, request.drained ? "runners drain" : "runners undrain", identity)
             var list = Heddle_V1_RunnerList()
@@ -276,7 +296,7 @@ struct Session {
 
         case .welcome, .error, .ok, .assignment, .logAck, .artifactDeclared, .artifactCommitted, .stopJob,
              .pipelinePushed, .pipelines, .triggered, .runs, .run, .watchEvent, .queueList, .runnerList,
-             .artifacts, .artifactData, .queueEvent, .cancelled, .projects, .none:
+             .artifacts, .artifactData, .queueEvent, .cancelled, .projects, .revoked, .none:
             throw WireError(.badRequest, "this message is sent by the coordinator, not to it")
         }
     }

@@ -44,6 +44,15 @@ public protocol CoordinatorStore: Sendable {
     /// Jobs queued or running, in dispatch order.
     func activeJobs() async throws -> [JobRecord]
 
+    func requeueLostJob(id: Int64, position: Double, reason: String, now: Int64) async throws -> RunRecord
+    func dropLog(jobID: Int64, node: String, from: Int64, to: Int64) async throws
+    func logStoredBytes(jobID: Int64) async throws -> [String: Int64]
+    func saveUpload(jobID: Int64, name: String, size: Int64, sha256: String, now: Int64) async throws -> UploadRecord
+    func uploads() async throws -> [UploadRecord]
+    func deleteUploads(ids: [Int64]) async throws
+    func revoke(name: String?, fingerprint: String?, now: Int64) async throws
+    func revocations() async throws -> [Revocation]
+
     func saveProject(name: String, repository: String, now: Int64) async throws -> ProjectRecord
     func projects() async throws -> [ProjectRecord]
     func project(name: String) async throws -> ProjectRecord?

@@ -134,6 +134,27 @@ public struct SQLiteStore: CoordinatorStore {
                 CREATE INDEX run_by_filter ON run(project, pipeline, branch);
                 """)
         }
+        migrator.registerMigration("v3: lost-job retries, resumable uploads, revocations") { db in
+            try db.execute(sql: """
+                ALTER TABLE job ADD COLUMN retry_lost INTEGER NOT NULL DEFAULT 0;
+                ALTER TABLE job ADD COLUMN lost_count INTEGER NOT NULL DEFAULT 0;
+                CREATE TABLE upload (
+                    id INTEGER PRIMARY KEY,
+                    job_id INTEGER NOT NULL REFERENCES job(id),
+                    name TEXT NOT NULL,
+                    size INTEGER NOT NULL,
+                    sha256 TEXT NOT NULL,
+                    created_at INTEGER NOT NULL,
+                    UNIQUE (job_id, name)
+                );
+                CREATE TABLE revocation (
+                    id INTEGER PRIMARY KEY,
+                    name TEXT,
+                    fingerprint TEXT,
+                    revoked_at INTEGER NOT NULL
+                );
+                """)
+        }
         return migrator
     }
 
@@ -235,9 +256,9 @@ public struct SQLiteStore: CoordinatorStore {
             for (index, job) in definition.jobs.enumerated() {
                 let position = maxPosition + Double(index + 1)
                 try db.execute(sql: """
-                    INSERT INTO job (run_id, attempt, name, labels, status, position, queued_at)
-                    VALUES (?, ?, ?, ?, 'queued', ?, ?)
-                    """, arguments: [run.id, run.attempt, job.name, try json(job.labels), position, now])
+                    INSERT INTO job (run_id, attempt, name, labels, status, position, queued_at, retry_lost)
+                    VALUES (?, ?, ?, ?, 'queued', ?, ?, ?)
+                    """, arguments: [run.id, run.attempt, job.name, try json(job.labels), position, now, job.retryLost])
                 let jobID = db.lastInsertedRowID
                 for (ordinal, node) in job.nodes.enumerated() {
                     try db.execute(sql: """
@@ -248,7 +269,7 @@ public struct SQLiteStore: CoordinatorStore {
                 }
                 jobs.append(JobRecord(id: jobID, runID: run.id, attempt: run.attempt, name: job.name, labels: job.labels,
                                       status: .queued, runner: nil, epoch: 0, position: position, queuedAt: now,
-                                      startedAt: nil, finishedAt: nil, reason: ""))
+                                      startedAt: nil, finishedAt: nil, reason: "", retryLost: job.retryLost))
             }
             return jobs
     }
@@ -358,6 +379,94 @@ public struct SQLiteStore: CoordinatorStore {
         try await writer.write { db in
             let statement = try db.cachedStatement(sql: "UPDATE job SET position = ? WHERE id = ?")
             for (id, position) in positions { try statement.execute(arguments: [position, id]) }
+        }
+    }
+
+    /// Puts a job whose runner was lost back in the queue at `position` for a fresh start:
+    /// its nodes pending again, the lost execution's log and artifacts removed.
+    public func requeueLostJob(id: Int64, position: Double, reason: String, now: Int64) async throws -> RunRecord {
+        try await writer.write { db in
+            try db.execute(sql: """
+                UPDATE job SET status = 'queued', runner = NULL, started_at = NULL, finished_at = NULL,
+                               position = ?, reason = ?, lost_count = lost_count + 1, commit_sha = ''
+                WHERE id = ?
+                """, arguments: [position, reason, id])
+            try db.execute(sql: """
+                UPDATE node SET status = 'pending', exit_code = NULL, started_at = NULL, finished_at = NULL
+                WHERE job_id = ?
+                """, arguments: [id])
+            try db.execute(sql: "DELETE FROM log_chunk WHERE job_id = ?", arguments: [id])
+            try db.execute(sql: "DELETE FROM artifact WHERE job_id = ?", arguments: [id])
+            try db.execute(sql: "DELETE FROM upload WHERE job_id = ?", arguments: [id])
+            let runID = try Int64.fetchOne(db, sql: "SELECT run_id FROM job WHERE id = ?", arguments: [id])!
+            return try Self.updateRunStatus(db, runID: runID, now: now)
+        }
+    }
+
+    /// Deletes whole log chunks of a node that lie entirely in [from, to).
+    public func dropLog(jobID: Int64, node: String, from: Int64, to: Int64) async throws {
+        try await writer.write { db in
+            try db.execute(sql: """
+                DELETE FROM log_chunk WHERE job_id = ? AND node = ? AND offset >= ? AND offset + length(data) <= ?
+                """, arguments: [jobID, node, from, to])
+        }
+    }
+
+    public func logStoredBytes(jobID: Int64) async throws -> [String: Int64] {
+        try await writer.read { db in
+            var sizes: [String: Int64] = [:]
+            for row in try Row.fetchAll(db, sql: """
+                SELECT node, SUM(length(data)) AS bytes FROM log_chunk WHERE job_id = ? GROUP BY node
+                """, arguments: [jobID]) {
+                sizes[row["node"]] = row["bytes"]
+            }
+            return sizes
+        }
+    }
+
+    // MARK: uploads and revocations
+
+    public func saveUpload(jobID: Int64, name: String, size: Int64, sha256: String, now: Int64) async throws -> UploadRecord {
+        try await writer.write { db in
+            try db.execute(sql: """
+                INSERT INTO upload (job_id, name, size, sha256, created_at) VALUES (?, ?, ?, ?, ?)
+                ON CONFLICT (job_id, name) DO UPDATE SET size = excluded.size, sha256 = excluded.sha256,
+                    created_at = excluded.created_at
+                """, arguments: [jobID, name, size, sha256, now])
+            let id = try Int64.fetchOne(db, sql: "SELECT id FROM upload WHERE job_id = ? AND name = ?",
+                                        arguments: [jobID, name])!
+            return UploadRecord(id: id, jobID: jobID, name: name, size: size, sha256: sha256)
+        }
+    }
+
+    public func uploads() async throws -> [UploadRecord] {
+        try await writer.read { db in
+            try Row.fetchAll(db, sql: "SELECT id, job_id, name, size, sha256 FROM upload ORDER BY id").map {
+                UploadRecord(id: $0["id"], jobID: $0["job_id"], name: $0["name"], size: $0["size"], sha256: $0["sha256"])
+            }
+        }
+    }
+
+    public func deleteUploads(ids: [Int64]) async throws {
+        guard !ids.isEmpty else { return }
+        try await writer.write { db in
+            try db.execute(sql: "DELETE FROM upload WHERE id IN (\(databaseQuestionMarks(count: ids.count)))",
+                           arguments: StatementArguments(ids))
+        }
+    }
+
+    public func revoke(name: String?, fingerprint: String?, now: Int64) async throws {
+        try await writer.write { db in
+            try db.execute(sql: "INSERT INTO revocation (name, fingerprint, revoked_at) VALUES (?, ?, ?)",
+                           arguments: [name, fingerprint, now])
+        }
+    }
+
+    public func revocations() async throws -> [Revocation] {
+        try await writer.read { db in
+            try Row.fetchAll(db, sql: "SELECT name, fingerprint, revoked_at FROM revocation ORDER BY id").map {
+                Revocation(name: $0["name"], fingerprint: $0["fingerprint"], revokedAt: $0["revoked_at"])
+            }
         }
     }
 
@@ -552,7 +661,7 @@ public struct SQLiteStore: CoordinatorStore {
 
     static let jobColumns = """
         id, run_id, attempt, name, labels, status, runner, epoch, position, queued_at, started_at, finished_at, reason,
-        commit_sha
+        commit_sha, retry_lost, lost_count
         """
 
     static func job(_ row: Row) throws -> JobRecord {
@@ -560,7 +669,7 @@ public struct SQLiteStore: CoordinatorStore {
                   labels: try unjson(row["labels"]), status: Status(rawValue: row["status"]) ?? .failed,
                   runner: row["runner"], epoch: row["epoch"], position: row["position"], queuedAt: row["queued_at"],
                   startedAt: row["started_at"], finishedAt: row["finished_at"], reason: row["reason"],
-                  commit: row["commit_sha"])
+                  commit: row["commit_sha"], retryLost: row["retry_lost"], lostCount: row["lost_count"])
     }
 
     public func jobs(runID: Int64, attempt: Int) async throws -> [JobRecord] {

@@ -2,5 +2,5 @@
 // SHA-256 of the concatenated proto/heddle/v1/*.proto files (in name order) this code was
 // generated from. WireTests fails when the protos change without regenerating.
 public enum ProtoChecksum {
-    public static let sha256 = "2b2a33e3855ef46abd569a3146557ba235c220fb083e2a267efd936c82e107f3"
+    public static let sha256 = "0d4ad33b5cc258077aa1804430df2b4a505eeebe586929b2ceafce3cd3be1ddb"
 }

@@ -576,6 +576,31 @@ public nonisolated struct Heddle_V1_Envelope: Sendable {
     set {body = .jobStarted(newValue)}
   }
 
+  /// Runner -> coordinator: take no new jobs on this session (the runner is shutting down).
+  public var drainSelf: Heddle_V1_DrainSelf {
+    get {
+      if case .drainSelf(let v)? = body {return v}
+      return Heddle_V1_DrainSelf()
+    }
+    set {body = .drainSelf(newValue)}
+  }
+
+  public var revoke: Heddle_V1_RevokeRequest {
+    get {
+      if case .revoke(let v)? = body {return v}
+      return Heddle_V1_RevokeRequest()
+    }
+    set {body = .revoke(newValue)}
+  }
+
+  public var revoked: Heddle_V1_RevokeResult {
+    get {
+      if case .revoked(let v)? = body {return v}
+      return Heddle_V1_RevokeResult()
+    }
+    set {body = .revoked(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Body: Equatable, Sendable {
@@ -631,6 +656,10 @@ public nonisolated struct Heddle_V1_Envelope: Sendable {
     case runnerDrain(Heddle_V1_RunnerDrainRequest)
     /// Runner -> coordinator, after the checkout and before the first node.
     case jobStarted(Heddle_V1_JobStarted)
+    /// Runner -> coordinator: take no new jobs on this session (the runner is shutting down).
+    case drainSelf(Heddle_V1_DrainSelf)
+    case revoke(Heddle_V1_RevokeRequest)
+    case revoked(Heddle_V1_RevokeResult)
 
   }
 
@@ -654,6 +683,9 @@ public nonisolated struct Heddle_V1_Hello: Sendable {
 
   /// runners only: jobs it runs at once (0 means 1)
   public var capacity: UInt32 = 0
+
+  /// runners only: jobs it still runs, to reattach after a reconnect
+  public var runningJobs: [Heddle_V1_JobRef] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1042,6 +1074,16 @@ public nonisolated struct Heddle_V1_JobFinish: Sendable {
   fileprivate var _job: Heddle_V1_JobRef? = nil
 }
 
+public nonisolated struct Heddle_V1_DrainSelf: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 /// Pushed to a runner: stop this job now (cancelled, or a stale lease).
 public nonisolated struct Heddle_V1_StopJob: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
@@ -1385,6 +1427,9 @@ public nonisolated struct Heddle_V1_LogChunk: Sendable {
   public var offset: UInt64 = 0
 
   public var data: Data = Data()
+
+  /// bytes before `offset` not kept (the job's log passed its size limit)
+  public var dropped: UInt64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1769,6 +1814,35 @@ public nonisolated struct Heddle_V1_RunnerDrainRequest: Sendable {
   public init() {}
 }
 
+/// Revokes certificates: by name, every certificate of that name issued up to now (a renewed
+/// one issued later is accepted); or by SHA-256 fingerprint (hex of the DER), exactly one.
+/// Connections of a revoked certificate are closed at once and refused from then on.
+public nonisolated struct Heddle_V1_RevokeRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var name: String = String()
+
+  public var fingerprint: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Heddle_V1_RevokeResult: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var sessionsClosed: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 public nonisolated struct Heddle_V1_RunnersRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -1924,7 +1998,7 @@ nonisolated extension Heddle_V1_Status: SwiftProtobuf._ProtoNameProviding {
 
 nonisolated extension Heddle_V1_Envelope: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Envelope"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{2}\u{9}hello\0\u{1}welcome\0\u{1}error\0\u{1}heartbeat\0\u{1}ok\0\u{2}\u{6}assignment\0\u{3}node_update\0\u{3}log_append\0\u{3}log_ack\0\u{3}artifact_declare\0\u{3}artifact_declared\0\u{3}artifact_chunk\0\u{3}artifact_commit\0\u{3}artifact_committed\0\u{3}job_finish\0\u{3}stop_job\0\u{3}job_started\0\u{4}\u{9}pipeline_push\0\u{3}pipeline_pushed\0\u{3}pipeline_list\0\u{1}pipelines\0\u{1}trigger\0\u{1}triggered\0\u{3}run_list\0\u{1}runs\0\u{3}run_get\0\u{1}run\0\u{1}watch\0\u{3}watch_event\0\u{1}queue\0\u{3}queue_list\0\u{1}runners\0\u{3}runner_list\0\u{3}artifact_list\0\u{1}artifacts\0\u{3}artifact_read\0\u{3}artifact_data\0\u{3}queue_watch\0\u{3}queue_event\0\u{3}queue_move\0\u{1}cancel\0\u{3}bulk_cancel\0\u{1}cancelled\0\u{1}rerun\0\u{3}project_create\0\u{3}project_list\0\u{1}projects\0\u{3}runner_drain\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{2}\u{9}hello\0\u{1}welcome\0\u{1}error\0\u{1}heartbeat\0\u{1}ok\0\u{2}\u{6}assignment\0\u{3}node_update\0\u{3}log_append\0\u{3}log_ack\0\u{3}artifact_declare\0\u{3}artifact_declared\0\u{3}artifact_chunk\0\u{3}artifact_commit\0\u{3}artifact_committed\0\u{3}job_finish\0\u{3}stop_job\0\u{3}job_started\0\u{3}drain_self\0\u{4}\u{8}pipeline_push\0\u{3}pipeline_pushed\0\u{3}pipeline_list\0\u{1}pipelines\0\u{1}trigger\0\u{1}triggered\0\u{3}run_list\0\u{1}runs\0\u{3}run_get\0\u{1}run\0\u{1}watch\0\u{3}watch_event\0\u{1}queue\0\u{3}queue_list\0\u{1}runners\0\u{3}runner_list\0\u{3}artifact_list\0\u{1}artifacts\0\u{3}artifact_read\0\u{3}artifact_data\0\u{3}queue_watch\0\u{3}queue_event\0\u{3}queue_move\0\u{1}cancel\0\u{3}bulk_cancel\0\u{1}cancelled\0\u{1}rerun\0\u{3}project_create\0\u{3}project_list\0\u{1}projects\0\u{3}runner_drain\0\u{1}revoke\0\u{1}revoked\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2152,6 +2226,19 @@ nonisolated extension Heddle_V1_Envelope: SwiftProtobuf.Message, SwiftProtobuf._
         if let v = v {
           if hadOneofValue {try decoder.handleConflictingOneOf()}
           self.body = .jobStarted(v)
+        }
+      }()
+      case 32: try {
+        var v: Heddle_V1_DrainSelf?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .drainSelf(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .drainSelf(v)
         }
       }()
       case 40: try {
@@ -2557,6 +2644,32 @@ nonisolated extension Heddle_V1_Envelope: SwiftProtobuf.Message, SwiftProtobuf._
           self.body = .runnerDrain(v)
         }
       }()
+      case 71: try {
+        var v: Heddle_V1_RevokeRequest?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .revoke(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .revoke(v)
+        }
+      }()
+      case 72: try {
+        var v: Heddle_V1_RevokeResult?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .revoked(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .revoked(v)
+        }
+      }()
       default: break
       }
     }
@@ -2638,6 +2751,10 @@ nonisolated extension Heddle_V1_Envelope: SwiftProtobuf.Message, SwiftProtobuf._
     case .jobStarted?: try {
       guard case .jobStarted(let v)? = self.body else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 31)
+    }()
+    case .drainSelf?: try {
+      guard case .drainSelf(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 32)
     }()
     case .pipelinePush?: try {
       guard case .pipelinePush(let v)? = self.body else { preconditionFailure() }
@@ -2763,6 +2880,14 @@ nonisolated extension Heddle_V1_Envelope: SwiftProtobuf.Message, SwiftProtobuf._
       guard case .runnerDrain(let v)? = self.body else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 70)
     }()
+    case .revoke?: try {
+      guard case .revoke(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 71)
+    }()
+    case .revoked?: try {
+      guard case .revoked(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 72)
+    }()
     case nil: break
     }
     try unknownFields.traverse(visitor: &visitor)
@@ -2778,7 +2903,7 @@ nonisolated extension Heddle_V1_Envelope: SwiftProtobuf.Message, SwiftProtobuf._
 
 nonisolated extension Heddle_V1_Hello: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Hello"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}protocol_version\0\u{3}software_version\0\u{1}labels\0\u{1}capacity\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}protocol_version\0\u{3}software_version\0\u{1}labels\0\u{1}capacity\0\u{3}running_jobs\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2790,6 +2915,7 @@ nonisolated extension Heddle_V1_Hello: SwiftProtobuf.Message, SwiftProtobuf._Mes
       case 2: try { try decoder.decodeSingularStringField(value: &self.softwareVersion) }()
       case 3: try { try decoder.decodeRepeatedStringField(value: &self.labels) }()
       case 4: try { try decoder.decodeSingularUInt32Field(value: &self.capacity) }()
+      case 5: try { try decoder.decodeRepeatedMessageField(value: &self.runningJobs) }()
       default: break
       }
     }
@@ -2808,6 +2934,9 @@ nonisolated extension Heddle_V1_Hello: SwiftProtobuf.Message, SwiftProtobuf._Mes
     if self.capacity != 0 {
       try visitor.visitSingularUInt32Field(value: self.capacity, fieldNumber: 4)
     }
+    if !self.runningJobs.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.runningJobs, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2816,6 +2945,7 @@ nonisolated extension Heddle_V1_Hello: SwiftProtobuf.Message, SwiftProtobuf._Mes
     if lhs.softwareVersion != rhs.softwareVersion {return false}
     if lhs.labels != rhs.labels {return false}
     if lhs.capacity != rhs.capacity {return false}
+    if lhs.runningJobs != rhs.runningJobs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -3572,6 +3702,25 @@ nonisolated extension Heddle_V1_JobFinish: SwiftProtobuf.Message, SwiftProtobuf.
   }
 }
 
+nonisolated extension Heddle_V1_DrainSelf: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".DrainSelf"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    // Load everything into unknown fields
+    while try decoder.nextFieldNumber() != nil {}
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Heddle_V1_DrainSelf, rhs: Heddle_V1_DrainSelf) -> Bool {
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
 nonisolated extension Heddle_V1_StopJob: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StopJob"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}job_id\0\u{1}reason\0")
@@ -4317,7 +4466,7 @@ nonisolated extension Heddle_V1_WatchRequest: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Heddle_V1_LogChunk: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".LogChunk"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}job_id\0\u{1}job\0\u{1}node\0\u{1}offset\0\u{1}data\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}job_id\0\u{1}job\0\u{1}node\0\u{1}offset\0\u{1}data\0\u{1}dropped\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -4330,6 +4479,7 @@ nonisolated extension Heddle_V1_LogChunk: SwiftProtobuf.Message, SwiftProtobuf._
       case 3: try { try decoder.decodeSingularStringField(value: &self.node) }()
       case 4: try { try decoder.decodeSingularUInt64Field(value: &self.offset) }()
       case 5: try { try decoder.decodeSingularBytesField(value: &self.data) }()
+      case 6: try { try decoder.decodeSingularUInt64Field(value: &self.dropped) }()
       default: break
       }
     }
@@ -4351,6 +4501,9 @@ nonisolated extension Heddle_V1_LogChunk: SwiftProtobuf.Message, SwiftProtobuf._
     if !self.data.isEmpty {
       try visitor.visitSingularBytesField(value: self.data, fieldNumber: 5)
     }
+    if self.dropped != 0 {
+      try visitor.visitSingularUInt64Field(value: self.dropped, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -4360,6 +4513,7 @@ nonisolated extension Heddle_V1_LogChunk: SwiftProtobuf.Message, SwiftProtobuf._
     if lhs.node != rhs.node {return false}
     if lhs.offset != rhs.offset {return false}
     if lhs.data != rhs.data {return false}
+    if lhs.dropped != rhs.dropped {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -5022,6 +5176,71 @@ nonisolated extension Heddle_V1_RunnerDrainRequest: SwiftProtobuf.Message, Swift
   public static func ==(lhs: Heddle_V1_RunnerDrainRequest, rhs: Heddle_V1_RunnerDrainRequest) -> Bool {
     if lhs.name != rhs.name {return false}
     if lhs.drained != rhs.drained {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Heddle_V1_RevokeRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RevokeRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}fingerprint\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.fingerprint) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
+    }
+    if !self.fingerprint.isEmpty {
+      try visitor.visitSingularStringField(value: self.fingerprint, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Heddle_V1_RevokeRequest, rhs: Heddle_V1_RevokeRequest) -> Bool {
+    if lhs.name != rhs.name {return false}
+    if lhs.fingerprint != rhs.fingerprint {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Heddle_V1_RevokeResult: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RevokeResult"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}sessions_closed\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.sessionsClosed) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.sessionsClosed != 0 {
+      try visitor.visitSingularUInt32Field(value: self.sessionsClosed, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Heddle_V1_RevokeResult, rhs: Heddle_V1_RevokeResult) -> Bool {
+    if lhs.sessionsClosed != rhs.sessionsClosed {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
