@@ -4,9 +4,11 @@ import Wire
 
 /// Finds the files a node's artifact globs match and uploads each: declare (name, size,
 /// SHA-256), send chunks without waiting for each (several in flight), commit. The
-/// coordinator verifies size and hash before the artifact becomes visible.
+/// coordinator verifies size and hash before the artifact becomes visible. When the
+/// connection drops, the upload is declared again on the next one and goes on from the
+/// offset the coordinator holds.
 struct ArtifactUploader {
-    let connection: HeddleConnection
+    let link: CoordinatorLink
     let job: Heddle_V1_JobRef
     let workspace: String
     let chunkSize: Int
@@ -48,25 +50,43 @@ struct ArtifactUploader {
         declare.name = name
         declare.size = size
         declare.sha256 = Data(hasher.finalize())
-        guard case .artifactDeclared(let declared) = try await connection.request(.artifactDeclare(declare)).body else {
-            throw RunnerError("the coordinator did not accept artifact \(name)")
+        while true {
+            do {
+                return try await attempt(declare, handle: handle)
+            } catch where CoordinatorLink.isConnectionLoss(error) {
+                _ = await link.current()  // declare again on the next connection
+            }
         }
+    }
+
+    private func attempt(_ declare: Heddle_V1_ArtifactDeclare, handle: FileHandle) async throws -> UInt64 {
+        guard case .artifactDeclared(let declared) = try await link.request(.artifactDeclare(declare)).body else {
+            throw RunnerError("the coordinator did not accept artifact \(declare.name)")
+        }
+        let connection = await link.current()
         try handle.seek(toOffset: declared.committedOffset)
         var offset = declared.committedOffset
-        while offset < size, let data = try handle.read(upToCount: chunkSize), !data.isEmpty {
+        while offset < declare.size, let data = try handle.read(upToCount: chunkSize), !data.isEmpty {
             var chunk = Heddle_V1_ArtifactChunk()
             chunk.job = job
             chunk.uploadID = declared.uploadID
             chunk.offset = offset
-            chunk.data = data.count + Int(offset) > Int(size) ? data.prefix(Int(size - offset)) : data
+            chunk.data = data.count + Int(offset) > Int(declare.size) ? data.prefix(Int(declare.size - offset)) : data
             try await connection.send(.artifactChunk(chunk))
             offset += UInt64(chunk.data.count)
         }
         var commit = Heddle_V1_ArtifactCommit()
         commit.job = job
         commit.uploadID = declared.uploadID
-        guard case .artifactCommitted(let committed) = try await connection.request(.artifactCommit(commit)).body else {
-            throw RunnerError("the coordinator did not commit artifact \(name)")
+        let response: Envelope
+        do {
+            response = try await connection.request(.artifactCommit(commit))
+        } catch where CoordinatorLink.isConnectionLoss(error) {
+            await link.detach(connection)
+            throw error
+        }
+        guard case .artifactCommitted(let committed) = response.body else {
+            throw RunnerError("the coordinator did not commit artifact \(declare.name)")
         }
         return committed.artifactID
     }

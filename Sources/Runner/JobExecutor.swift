@@ -6,14 +6,17 @@ import Wire
 /// Runs one assigned job: a fresh workspace, the node graph in dependency order with
 /// independent nodes in parallel, each node's output streamed live, artifacts uploaded after
 /// the node succeeds, then the job's result. A failed node fails the job; the nodes that need
-/// it (directly or not) are skipped.
+/// it (directly or not) are skipped. Everything goes through the `CoordinatorLink`, so a job
+/// runs on through a lost connection and its log and result arrive once it is back.
 struct JobExecutor {
     let assignment: Heddle_V1_Assignment
-    let connection: HeddleConnection
+    let link: CoordinatorLink
+    let spoolDirectory: String
     let workRoot: String
     let baseEnvironment: [String: String]
     let control: JobControl
     let logger: Logger
+    let streams = JobStreams()
 
     enum Outcome: Sendable {
         case succeeded
@@ -40,7 +43,7 @@ struct JobExecutor {
             var started = Heddle_V1_JobStarted()
             started.job = assignment.job
             started.commit = commit
-            _ = try? await connection.request(.jobStarted(started))
+            _ = try? await link.request(.jobStarted(started))
             switch await runGraph(workspace: workspace, commit: commit, logger: logger) {
             case .succeeded: (status, reason) = (.succeeded, "")
             case .failed(let why): (status, reason) = (.failed, why)
@@ -51,16 +54,20 @@ struct JobExecutor {
         } catch {
             (status, reason) = (.failed, "cannot prepare the workspace \(workspace): \(error)")
         }
+        // The result goes only once every log byte is durable at the coordinator.
+        for stream in streams.all() { await stream.waitDurable() }
         var finish = Heddle_V1_JobFinish()
         finish.job = assignment.job
         finish.status = status
         finish.reason = reason
         do {
-            _ = try await connection.request(.jobFinish(finish))
+            _ = try await link.request(.jobFinish(finish))
             logger.info("job finished", metadata: ["status": "\(status)", "reason": "\(reason)"])
         } catch {
             logger.error("cannot report the job's result", metadata: ["error": "\(error)"])
         }
+        for stream in streams.all() { await stream.close() }
+        await link.unregister(job: assignment.job.jobID)
     }
 
     private enum NodeState: Equatable {
@@ -120,7 +127,7 @@ struct JobExecutor {
         update.atMs = Date.nowMilliseconds
         update.reason = reason
         do {
-            _ = try await connection.request(.nodeUpdate(update))
+            _ = try await link.request(.nodeUpdate(update))
         } catch {
             logger.warning("cannot report a node's status", metadata: ["node": "\(node)", "error": "\(error)"])
         }
@@ -190,8 +197,9 @@ struct JobExecutor {
             return (.failed, reason)
         }
         if !node.artifacts.isEmpty {
-            let uploader = ArtifactUploader(connection: connection, job: assignment.job, workspace: workspace,
-                                            chunkSize: max(16 * 1024, Int(connection.welcome.maxArtifactChunkBytes)))
+            let chunk = Int(await link.welcome?.maxArtifactChunkBytes ?? 0)
+            let uploader = ArtifactUploader(link: link, job: assignment.job, workspace: workspace,
+                                            chunkSize: max(16 * 1024, chunk))
             for name in ArtifactUploader.match(node.artifacts, in: workspace) {
                 do {
                     let id = try await uploader.upload(name: name)
@@ -207,28 +215,25 @@ struct JobExecutor {
         return (.succeeded, nil)
     }
 
-    /// Streams a node's output as LogAppend frames with their offsets, byte for byte.
+    /// Streams a node's output, byte for byte, through its `LogStream`.
     private func drain(_ process: NodeProcess, node: String) async {
-        var offset: UInt64 = 0
-        var connected = true
+        let stream = LogStream(job: assignment.job, node: node, link: link,
+                               spoolPath: "\(spoolDirectory)/\(assignment.job.jobID)-\(assignment.job.epoch)-\(node).spool")
+        streams.add(stream)
+        await link.register(stream, job: assignment.job.jobID, node: node)
         for await data in process.output {
-            if connected {
-                var append = Heddle_V1_LogAppend()
-                append.job = assignment.job
-                append.node = node
-                append.offset = offset
-                append.data = data
-                do {
-                    try await connection.send(.logAppend(append))
-                } catch {
-                    connected = false
-                    logger.warning("log stream lost", metadata: ["node": "\(node)", "error": "\(error)"])
-                }
-            }
-            offset += UInt64(data.count)
+            await stream.append(data)
             process.consumed()
         }
     }
+}
+
+/// The log streams of one job's nodes.
+final class JobStreams: Sendable {
+    private let streams = Mutex<[LogStream]>([])
+
+    func add(_ stream: LogStream) { streams.withLock { $0.append(stream) } }
+    func all() -> [LogStream] { streams.withLock { $0 } }
 }
 
 /// Set once when a node's timeout fires.

@@ -24,81 +24,177 @@ public struct RunnerConfiguration: Sendable {
 }
 
 /// The long-lived runner: connects to the coordinator (reconnecting with exponential backoff
-/// and jitter), advertises its labels and capacity, and runs each pushed assignment.
+/// and jitter), advertises its labels, capacity and the jobs it still runs (to reattach them),
+/// and runs each pushed assignment. Jobs go on through a lost connection.
+///
+/// Shutdown: the first `shutdown()` (SIGTERM) drains (no new jobs; the running ones finish,
+/// then `run()` returns); a second one cancels the running jobs.
 public final class RunnerAgent: Service, Sendable {
     let configuration: RunnerConfiguration
     let logger: Logger
-    private let controls = Mutex<[UInt64: JobControl]>([:])
+    let link = CoordinatorLink()
+    private let state = Mutex(State())
+
+    private struct State {
+        var jobs: [UInt64: (JobControl, Heddle_V1_JobRef)] = [:]
+        var draining = false
+        var idleWaiters: [CheckedContinuation<Void, Never>] = []
+    }
 
     public init(configuration: RunnerConfiguration, logger: Logger) {
         self.configuration = configuration
         self.logger = logger
     }
 
+    /// First call: drain. Second call: cancel the running jobs too.
+    public func shutdown() {
+        let (alreadyDraining, controls) = state.withLock { state in
+            defer { state.draining = true }
+            return (state.draining, state.jobs.values.map(\.0))
+        }
+        if alreadyDraining {
+            logger.warning("second shutdown signal: cancelling the running jobs", metadata: ["jobs": "\(controls.count)"])
+            for control in controls { control.cancel(reason: "the runner is shutting down") }
+        } else {
+            logger.info("draining: running jobs finish, no new ones start", metadata: ["jobs": "\(controls.count)"])
+            Task { [link] in
+                if await link.isConnected { _ = try? await link.current().request(.drainSelf(.init())) }
+            }
+        }
+        resumeIdleWaitersIfDone()
+    }
+
+    private func resumeIdleWaitersIfDone() {
+        let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+            guard state.draining && state.jobs.isEmpty else { return [] }
+            defer { state.idleWaiters = [] }
+            return state.idleWaiters
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+
+    /// Returns once draining and no job runs.
+    private func waitUntilDrained() async {
+        await withCheckedContinuation { continuation in
+            let done = state.withLock { state -> Bool in
+                if state.draining && state.jobs.isEmpty { return true }
+                state.idleWaiters.append(continuation)
+                return false
+            }
+            if done { continuation.resume() }
+        }
+    }
+
     public func run() async throws {
         try FileManager.default.createDirectory(atPath: configuration.workDirectory, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: spoolDirectory, withIntermediateDirectories: true)
         _ = try configuration.tls.clientConfiguration()  // unreadable TLS files fail now, not in a retry loop
-        var hello = Heddle_V1_Hello()
-        hello.labels = configuration.labels
-        hello.capacity = UInt32(configuration.capacity)
+        // SIGTERM: drain; a second SIGTERM: cancel the running jobs.
+        signal(SIGTERM, SIG_IGN)
+        let signals = DispatchSource.makeSignalSource(signal: SIGTERM, queue: .global())
+        signals.setEventHandler { [weak self] in self?.shutdown() }
+        signals.resume()
+        defer { signals.cancel() }
+
+        let (assignments, continuation) = AsyncStream.makeStream(of: Heddle_V1_Assignment.self)
+        await withTaskCancellationHandler {
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask { await self.connectLoop(assignments: continuation) }
+                group.addTask {
+                    await self.waitUntilDrained()
+                    continuation.finish()
+                }
+                for await assignment in assignments {
+                    group.addTask { await self.execute(assignment) }
+                }
+                group.cancelAll()
+            }
+        } onCancel: {
+            shutdown()
+            shutdown()
+            continuation.finish()
+        }
+        logger.info("runner stopped")
+    }
+
+    var spoolDirectory: String { "\(configuration.workDirectory)/spool" }
+
+    private func connectLoop(assignments: AsyncStream<Heddle_V1_Assignment>.Continuation) async {
         var backoff = 0.25
-        while !Task.isCancelled && !Task.isShuttingDownGracefully {
+        while !Task.isCancelled {
             do {
+                var hello = Heddle_V1_Hello()
+                hello.labels = configuration.labels
+                hello.capacity = UInt32(configuration.capacity)
+                hello.runningJobs = state.withLock { $0.jobs.values.map(\.1) }
                 let connection = try await HeddleConnection.connect(to: configuration.coordinator,
                                                                     tls: configuration.tls, hello: hello)
                 backoff = 0.25
                 logger.info("connected", metadata: ["coordinator": "\(configuration.coordinator)",
                                                     "name": "\(connection.welcome.peerName)",
-                                                    "labels": "\(configuration.labels.joined(separator: ","))"])
-                await withGracefulShutdownHandler {
-                    await serve(connection)
-                } onGracefulShutdown: {
-                    Task { await connection.close() }
-                }
-                logger.warning("disconnected from the coordinator")
+                                                    "labels": "\(configuration.labels.joined(separator: ","))",
+                                                    "reattaching": "\(hello.runningJobs.count)"])
+                await link.attach(connection)
+                if state.withLock({ $0.draining }) { _ = try? await connection.request(.drainSelf(.init())) }
+                await serve(connection, assignments: assignments)
+                await link.detach(connection)
+                await connection.close()
+                if !Task.isCancelled { logger.warning("disconnected from the coordinator") }
             } catch {
                 logger.error("cannot connect", metadata: ["error": "\(error)"])
             }
-            guard !Task.isCancelled && !Task.isShuttingDownGracefully else { break }
+            guard !Task.isCancelled else { break }
             let delay = backoff * Double.random(in: 0.5...1.5)
             backoff = min(backoff * 2, Double(configuration.maximumBackoff.components.seconds))
             try? await Task.sleep(for: .milliseconds(Int(delay * 1000)))
         }
     }
 
-    /// Runs assignments pushed on `connection` until it closes.
-    func serve(_ connection: HeddleConnection) async {
+    /// Handles what the coordinator pushes on `connection` until it closes.
+    func serve(_ connection: HeddleConnection, assignments: AsyncStream<Heddle_V1_Assignment>.Continuation) async {
         await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.link.replayAll() }
+            group.addTask {
+                // Cancellation (shutdown) closes the connection, which ends the loop below.
+                await withTaskCancellationHandler {
+                    await connection.waitClosed()
+                } onCancel: {
+                    Task { await connection.close() }
+                }
+            }
             for await envelope in connection.pushes {
                 switch envelope.body {
                 case .assignment(let assignment):
                     let control = JobControl(grace: configuration.killGrace)
-                    controls.withLock { $0[assignment.job.jobID] = control }
+                    state.withLock { $0.jobs[assignment.job.jobID] = (control, assignment.job) }
                     logger.info("job assigned", metadata: ["job.id": "\(assignment.job.jobID)",
                                                            "run.id": "\(assignment.runID)",
                                                            "job": "\(assignment.jobName)"])
-                    let executor = JobExecutor(assignment: assignment, connection: connection,
-                                               workRoot: configuration.workDirectory,
-                                               baseEnvironment: ProcessInfo.processInfo.environment,
-                                               control: control, logger: logger)
-                    group.addTask {
-                        await executor.run()
-                        _ = self.controls.withLock { $0.removeValue(forKey: assignment.job.jobID) }
-                    }
+                    assignments.yield(assignment)
                 case .stopJob(let stop):
-                    let control = controls.withLock { $0[stop.jobID] }
+                    let control = state.withLock { $0.jobs[stop.jobID]?.0 }
                     logger.info("stop job", metadata: ["job.id": "\(stop.jobID)", "reason": "\(stop.reason)"])
                     control?.cancel(reason: stop.reason)
+                case .logAck(let ack):
+                    await link.acknowledge(ack)
                 case .error(let error):
                     logger.error("coordinator error", metadata: ["code": "\(error.code)", "error": "\(error.message)"])
                 default:
                     break
                 }
             }
-            // The connection is gone: the coordinator has failed these jobs as "runner lost".
-            for control in controls.withLock({ Array($0.values) }) {
-                control.cancel(reason: "connection to the coordinator lost")
-            }
+            group.cancelAll()
         }
+    }
+
+    private func execute(_ assignment: Heddle_V1_Assignment) async {
+        guard let control = state.withLock({ $0.jobs[assignment.job.jobID]?.0 }) else { return }
+        let executor = JobExecutor(assignment: assignment, link: link, spoolDirectory: spoolDirectory,
+                                   workRoot: configuration.workDirectory,
+                                   baseEnvironment: ProcessInfo.processInfo.environment,
+                                   control: control, logger: logger)
+        await executor.run()
+        _ = state.withLock { $0.jobs.removeValue(forKey: assignment.job.jobID) }
+        resumeIdleWaitersIfDone()
     }
 }

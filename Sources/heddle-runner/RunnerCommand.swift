@@ -60,9 +60,10 @@ struct RunnerCommand: AsyncParsableCommand {
             workDirectory: workDir)
         configuration.killGrace = .milliseconds(Int64(killGrace * 1000))
         let agent = RunnerAgent(configuration: configuration, logger: logger)
+        // The agent handles SIGTERM itself (first: drain, second: cancel jobs); SIGINT cancels.
         let group = ServiceGroup(configuration: .init(
             services: [.init(service: agent)],
-            gracefulShutdownSignals: [.sigterm, .sigint],
+            cancellationSignals: [.sigint],
             logger: logger))
         try await group.run()
     }

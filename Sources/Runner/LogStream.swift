@@ -1,0 +1,171 @@
+import Foundation
+import Wire
+
+/// One node's log on its way to the coordinator. Bytes are kept from the last offset the
+/// coordinator acknowledged as durable until it does: in memory up to `memoryLimit`, then in
+/// a spool file, up to `diskLimit`, past which `append` waits (and so does the node, whose
+/// pipe fills). After a reconnect everything unacknowledged is sent again; the coordinator
+/// drops what it already has.
+actor LogStream {
+    let job: Heddle_V1_JobRef
+    let node: String
+    let link: CoordinatorLink
+    private var spool: SpoolBuffer
+    private var acked: UInt64 = 0
+    private var end: UInt64 = 0
+    private var sent: UInt64 = 0
+    private var pumping = false
+    private var ackWaiters: [(UInt64, CheckedContinuation<Void, Never>)] = []
+
+    static let chunkSize = 64 * 1024
+
+    init(job: Heddle_V1_JobRef, node: String, link: CoordinatorLink, spoolPath: String,
+         memoryLimit: Int = 4 << 20, diskLimit: Int64 = 256 << 20) {
+        self.job = job
+        self.node = node
+        self.link = link
+        self.spool = SpoolBuffer(path: spoolPath, memoryLimit: memoryLimit, diskLimit: diskLimit)
+    }
+
+    func append(_ data: Data) async {
+        while spool.isFull {
+            await waitAcked(upTo: acked + 1)
+        }
+        spool.append(data)
+        end += UInt64(data.count)
+        await pump()
+    }
+
+    /// Sends what was not sent on the current connection yet.
+    private func pump() async {
+        guard !pumping else { return }
+        pumping = true
+        defer { pumping = false }
+        while sent < end {
+            guard await link.isConnected else { return }
+            let connection = await link.current()
+            let from = sent
+            let bytes = spool.read(from: from - acked, count: Int(min(UInt64(Self.chunkSize), end - from)))
+            var append = Heddle_V1_LogAppend()
+            append.job = job
+            append.node = node
+            append.offset = from
+            append.data = bytes
+            sent = from + UInt64(bytes.count)
+            do {
+                try await connection.send(.logAppend(append))
+            } catch {
+                sent = acked  // sent again after the next reconnect
+                return
+            }
+        }
+    }
+
+    func acknowledged(_ offset: UInt64) {
+        guard offset > acked, offset <= end else { return }
+        spool.drop(Int(offset - acked))
+        acked = offset
+        let ready = ackWaiters.filter { $0.0 <= acked }
+        ackWaiters.removeAll { $0.0 <= acked }
+        for (_, waiter) in ready { waiter.resume() }
+    }
+
+    func replay() async {
+        sent = acked
+        await pump()
+    }
+
+    /// Returns once every byte appended so far is durable at the coordinator.
+    func waitDurable() async {
+        await waitAcked(upTo: end)
+    }
+
+    private func waitAcked(upTo offset: UInt64) async {
+        guard acked < offset else { return }
+        await withCheckedContinuation { ackWaiters.append((offset, $0)) }
+    }
+
+    func close() {
+        spool.remove()
+    }
+}
+
+/// Bytes not yet acknowledged: memory first, then a file.
+struct SpoolBuffer {
+    let path: String
+    let memoryLimit: Int
+    let diskLimit: Int64
+    private var memory: [UInt8] = []
+    private var memoryStart = 0
+    private var file: FileHandle?
+    /// Bytes in the file before the first unacknowledged one.
+    private var fileSkip: Int64 = 0
+    private var fileLength: Int64 = 0
+
+    init(path: String, memoryLimit: Int, diskLimit: Int64) {
+        self.path = path
+        self.memoryLimit = memoryLimit
+        self.diskLimit = diskLimit
+    }
+
+    var count: Int { file == nil ? memory.count - memoryStart : Int(fileLength - fileSkip) }
+
+    var isFull: Bool { file != nil && fileLength - fileSkip >= diskLimit }
+
+    mutating func append(_ data: Data) {
+        if file == nil && memory.count - memoryStart + data.count > memoryLimit {
+            FileManager.default.createFile(atPath: path, contents: nil)
+            file = FileHandle(forUpdatingAtPath: path)
+            if let file {
+                try? file.write(contentsOf: Data(memory[memoryStart...]))
+                fileSkip = 0
+                fileLength = Int64(memory.count - memoryStart)
+                memory = []
+                memoryStart = 0
+            }
+        }
+        if let file {
+            try? file.seekToEnd()
+            try? file.write(contentsOf: data)
+            fileLength += Int64(data.count)
+        } else {
+            memory.append(contentsOf: data)
+        }
+    }
+
+    /// `count` bytes starting `offset` bytes after the first unacknowledged one.
+    func read(from offset: UInt64, count: Int) -> Data {
+        if let file {
+            try? file.seek(toOffset: UInt64(fileSkip) + offset)
+            return (try? file.read(upToCount: count)) ?? Data()
+        }
+        let start = memoryStart + Int(offset)
+        return Data(memory[start..<min(start + count, memory.count)])
+    }
+
+    /// Forgets the first `count` bytes (acknowledged).
+    mutating func drop(_ count: Int) {
+        if file != nil {
+            fileSkip += Int64(count)
+            if fileSkip >= fileLength { remove() }
+            return
+        }
+        memoryStart += count
+        if memoryStart > 1 << 20 && memoryStart * 2 > memory.count {
+            memory.removeFirst(memoryStart)
+            memoryStart = 0
+        }
+    }
+
+    mutating func remove() {
+        if let file {
+            try? file.close()
+            try? FileManager.default.removeItem(atPath: path)
+        }
+        file = nil
+        fileSkip = 0
+        fileLength = 0
+        memory = []
+        memoryStart = 0
+    }
+}
