@@ -7,7 +7,29 @@ struct Certs: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "certs",
         abstract: "Make the fabric's CA and issue certificates (role in the subject OU, name in the CN).",
-        subcommands: [Init.self, Issue.self])
+        subcommands: [Init.self, Issue.self, Revoke.self])
+
+    struct Revoke: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Revoke certificates at the coordinator (admin): refused from now on, live sessions closed.",
+            discussion: """
+                By NAME: every certificate of that name issued up to now; one issued later (a renewal)
+                is accepted. By FINGERPRINT (64 hex digits, SHA-256 of the DER): exactly that one.
+                """)
+
+        @Argument(help: "A certificate name (CN) or fingerprint.")
+        var target: String
+
+        @OptionGroup var connection: ConnectionOptions
+
+        func run() async throws {
+            let isFingerprint = target.count == 64 && target.allSatisfy(\.isHexDigit)
+            let closed = try await withClient(connection) { client in
+                isFingerprint ? try await client.revoke(fingerprint: target) : try await client.revoke(name: target)
+            }
+            print("revoked \(isFingerprint ? "certificate" : "certificates named") \(target); \(closed) session\(closed == 1 ? "" : "s") closed")
+        }
+    }
 
     struct Init: AsyncParsableCommand {
         static let configuration = CommandConfiguration(

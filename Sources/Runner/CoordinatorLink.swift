@@ -69,6 +69,13 @@ actor CoordinatorLink {
         streams[job] = nil
     }
 
+    /// Stops a job's log streams: nothing more is sent, nobody waits for acknowledgements.
+    func abandon(job: UInt64) async {
+        for stream in streams.removeValue(forKey: job)?.values.map({ $0 }) ?? [] {
+            await stream.abandon()
+        }
+    }
+
     func acknowledge(_ ack: Heddle_V1_LogAck) async {
         await streams[ack.jobID]?[ack.node]?.acknowledged(ack.durableOffset)
     }

@@ -6,6 +6,7 @@ import Synchronization
 final class JobControl: Sendable {
     private struct State {
         var reason: String?
+        var abandoned = false
         var processes: [pid_t: (NodeProcess, Duration)] = [:]
     }
     private let state = Mutex(State())
@@ -17,6 +18,14 @@ final class JobControl: Sendable {
     }
 
     var cancelReason: String? { state.withLock { $0.reason } }
+
+    /// The coordinator no longer takes writes for this job: stop it and report nothing.
+    var isAbandoned: Bool { state.withLock { $0.abandoned } }
+
+    func abandon(reason: String) {
+        state.withLock { $0.abandoned = true }
+        cancel(reason: reason)
+    }
 
     func cancel(reason: String) {
         let processes = state.withLock { state -> [(NodeProcess, Duration)] in

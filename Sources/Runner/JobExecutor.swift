@@ -54,6 +54,12 @@ struct JobExecutor {
         } catch {
             (status, reason) = (.failed, "cannot prepare the workspace \(workspace): \(error)")
         }
+        if control.isAbandoned {
+            logger.warning("job abandoned: its lease is gone", metadata: ["reason": "\(control.cancelReason ?? "")"])
+            for stream in streams.all() { await stream.close() }
+            await link.unregister(job: assignment.job.jobID)
+            return
+        }
         // The result goes only once every log byte is durable at the coordinator.
         for stream in streams.all() { await stream.waitDurable() }
         var finish = Heddle_V1_JobFinish()
@@ -118,6 +124,7 @@ struct JobExecutor {
     }
 
     private func report(_ node: String, _ status: Heddle_V1_Status, exitCode: Int32?, reason: String = "") async {
+        guard !control.isAbandoned else { return }
         var update = Heddle_V1_NodeUpdate()
         update.job = assignment.job
         update.node = node

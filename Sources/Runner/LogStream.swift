@@ -15,6 +15,7 @@ actor LogStream {
     private var end: UInt64 = 0
     private var sent: UInt64 = 0
     private var pumping = false
+    private var abandoned = false
     private var ackWaiters: [(UInt64, CheckedContinuation<Void, Never>)] = []
 
     static let chunkSize = 64 * 1024
@@ -28,7 +29,8 @@ actor LogStream {
     }
 
     func append(_ data: Data) async {
-        while spool.isFull {
+        guard !abandoned else { return }
+        while spool.isFull && !abandoned {
             await waitAcked(upTo: acked + 1)
         }
         spool.append(data)
@@ -41,7 +43,7 @@ actor LogStream {
         guard !pumping else { return }
         pumping = true
         defer { pumping = false }
-        while sent < end {
+        while sent < end && !abandoned {
             guard await link.isConnected else { return }
             let connection = await link.current()
             let from = sent
@@ -80,8 +82,17 @@ actor LogStream {
         await waitAcked(upTo: end)
     }
 
+    /// Sends nothing more and releases whoever waits for acknowledgements.
+    func abandon() {
+        abandoned = true
+        let waiting = ackWaiters
+        ackWaiters = []
+        for (_, waiter) in waiting { waiter.resume() }
+        spool.remove()
+    }
+
     private func waitAcked(upTo offset: UInt64) async {
-        guard acked < offset else { return }
+        guard acked < offset && !abandoned else { return }
         await withCheckedContinuation { ackWaiters.append((offset, $0)) }
     }
 

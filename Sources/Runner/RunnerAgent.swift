@@ -174,7 +174,12 @@ public final class RunnerAgent: Service, Sendable {
                 case .stopJob(let stop):
                     let control = state.withLock { $0.jobs[stop.jobID]?.0 }
                     logger.info("stop job", metadata: ["job.id": "\(stop.jobID)", "reason": "\(stop.reason)"])
-                    control?.cancel(reason: stop.reason)
+                    if stop.abandon {
+                        control?.abandon(reason: stop.reason)
+                        await link.abandon(job: stop.jobID)
+                    } else {
+                        control?.cancel(reason: stop.reason)
+                    }
                 case .logAck(let ack):
                     await link.acknowledge(ack)
                 case .error(let error):

@@ -104,6 +104,14 @@ public struct HeddleClient: Sendable {
         try await call(.projectList(.init())) { if case .projects(let m) = $0 { m.projects } else { nil } }
     }
 
+    /// Revokes certificates by name or fingerprint; returns how many sessions were closed.
+    public func revoke(name: String = "", fingerprint: String = "") async throws -> UInt32 {
+        var request = Heddle_V1_RevokeRequest()
+        request.name = name
+        request.fingerprint = fingerprint
+        return try await call(.revoke(request)) { if case .revoked(let m) = $0 { m.sessionsClosed } else { nil } }
+    }
+
     public func drain(runner: String, _ drained: Bool) async throws -> [Heddle_V1_RunnerInfo] {
         var request = Heddle_V1_RunnerDrainRequest()
         request.name = runner

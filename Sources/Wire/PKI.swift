@@ -30,9 +30,17 @@ public struct IssuedCertificate: Sendable {
 /// certificates whose subject OU is their Heddle role and whose CN is their name.
 public enum PKI {
     public static let organization = "Heddle"
+    /// Certificates are valid from this long before they are issued, for clocks that differ a
+    /// little; the issue time is notValidBefore plus this.
+    public static let backdate: TimeInterval = 300
+
+    /// Now, to the second (certificates carry seconds), minus `backdate`.
+    public static var defaultNotBefore: Date {
+        Date(timeIntervalSince1970: Date().timeIntervalSince1970.rounded(.down) - backdate)
+    }
 
     public static func makeCA(name: String = "Heddle CA",
-                              notBefore: Date = Date().addingTimeInterval(-3600),
+                              notBefore: Date = PKI.defaultNotBefore,
                               validFor: TimeInterval = 10 * 365 * 86400) throws -> IssuedCertificate {
         let key = P256.Signing.PrivateKey()
         let subject = try DistinguishedName {
@@ -62,7 +70,7 @@ public enum PKI {
     /// The coordinator's server certificate, valid for localhost, 127.0.0.1, ::1 and `hosts`.
     public static func issueServer(name: String = "coordinator", hosts: [String] = [],
                                    ca: IssuedCertificate,
-                                   notBefore: Date = Date().addingTimeInterval(-3600),
+                                   notBefore: Date = PKI.defaultNotBefore,
                                    validFor: TimeInterval = 2 * 365 * 86400) throws -> IssuedCertificate {
         var names: [GeneralName] = [.dnsName("localhost"), ipName("127.0.0.1")!, ipName("::1")!]
         for host in hosts {
@@ -74,7 +82,7 @@ public enum PKI {
 
     /// A client certificate for a runner, automation or an admin.
     public static func issueClient(role: Role, name: String, ca: IssuedCertificate,
-                                   notBefore: Date = Date().addingTimeInterval(-3600),
+                                   notBefore: Date = PKI.defaultNotBefore,
                                    validFor: TimeInterval = 365 * 86400) throws -> IssuedCertificate {
         try issue(unit: role.rawValue, name: name, alternativeNames: [],
                   usages: [.clientAuth], ca: ca, notBefore: notBefore, validFor: validFor)

@@ -33,6 +33,9 @@ public struct PeerIdentity: Sendable, Equatable, CustomStringConvertible {
     /// before it, not a renewed one.
     public var notBefore: Date
 
+    /// When the certificate was issued, for Heddle's own certificates (`PKI.backdate`).
+    public var issuedAt: Date { notBefore.addingTimeInterval(PKI.backdate) }
+
     public init(name: String, role: Role, fingerprint: String, notBefore: Date = Date(timeIntervalSince1970: 0)) {
         self.name = name
         self.role = role

@@ -62,7 +62,7 @@ struct RunnerCommand: AsyncParsableCommand {
         let agent = RunnerAgent(configuration: configuration, logger: logger)
         // The agent handles SIGTERM itself (first: drain, second: cancel jobs); SIGINT cancels.
         let group = ServiceGroup(configuration: .init(
-            services: [.init(service: agent)],
+            services: [.init(service: agent, successTerminationBehavior: .gracefullyShutdownGroup)],
             cancellationSignals: [.sigint],
             logger: logger))
         try await group.run()

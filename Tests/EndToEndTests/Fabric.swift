@@ -1,49 +1,101 @@
 import Foundation
+import Synchronization
 import TestSupport
 import Wire
 
 /// The three real binaries: `heddle certs init`, a coordinator on 127.0.0.1 port 0, runners,
-/// and the CLI, each process stopped by pid in `stop()`.
+/// and the CLI, each process stopped by pid in `stop()`. For fault tests the runners can
+/// reach the coordinator through a `TCPProxy`, and the coordinator can be killed and
+/// restarted on the same port and data.
 final class Fabric: Sendable {
     let root: TemporaryDirectory
-    let coordinator: ManagedProcess
     let endpoint: String
-    let runners: [ManagedProcess]
+    let proxy: TCPProxy?
+    let heartbeat: Double
+    private let processes = Mutex<(coordinator: ManagedProcess?, runners: [ManagedProcess?])>((nil, []))
 
     var certs: String { root.file("certs") }
+    var coordinator: ManagedProcess? { processes.withLock { $0.coordinator } }
+    var runners: [ManagedProcess?] { processes.withLock { $0.runners } }
 
-    init(runnerLabels: [String] = ["linux,x86"], capacity: Int = 2) async throws {
+    /// With `proxied`, runners reach the coordinator through `proxy`, except those in `direct`.
+    init(runnerLabels: [String] = ["linux,x86"], capacity: Int = 2, heartbeat: Double = 5, proxied: Bool = false,
+         direct: Set<Int> = [], runnerEnvironment: [[String: String]] = []) async throws {
         root = try TemporaryDirectory("heddle-e2e")
+        self.heartbeat = heartbeat
         let heddle = Binaries.path("heddle")
-        let initCerts = try ManagedProcess(heddle, ["certs", "init", "--dir", root.file("certs")], logs: root)
-        guard try await initCerts.waitForExit() == 0 else { throw TestFailure("certs init failed: \(initCerts.standardError)") }
-        var started: [ManagedProcess] = []
-        let certs = root.file("certs")
-        coordinator = try ManagedProcess(Binaries.path("heddle-coordinator"), [
-            "--listen", "127.0.0.1:0", "--data", root.file("data"),
-            "--ca", "\(certs)/ca.pem", "--cert", "\(certs)/coordinator.pem", "--key", "\(certs)/coordinator.key",
-        ], logs: root)
-        let bot = try ManagedProcess(heddle, ["certs", "issue", "--dir", certs, "--role", "automation", "--name", "bot"], logs: root)
-        guard try await bot.waitForExit() == 0 else { throw TestFailure("certs issue failed: \(bot.standardError)") }
+        try await Self.run(heddle, ["certs", "init", "--dir", root.file("certs")], root)
+        try await Self.run(heddle, ["certs", "issue", "--dir", root.file("certs"), "--role", "automation", "--name", "bot"], root)
+        let coordinator = try Self.startCoordinator(root: root, listen: "127.0.0.1:0", heartbeat: heartbeat)
+        processes.withLock { $0.coordinator = coordinator }
         let line = try await coordinator.waitForLine(startingWith: "listening on ")
         endpoint = String(line.dropFirst("listening on ".count))
+        if proxied {
+            let port = Int(endpoint.split(separator: ":").last ?? "0") ?? 0
+            proxy = try await TCPProxy(to: "127.0.0.1", port: port)
+        } else {
+            proxy = nil
+        }
         for (index, labels) in runnerLabels.enumerated() {
             let name = "runner-\(index + 1)"
-            let issue = try ManagedProcess(heddle, ["certs", "issue", "--dir", certs, "--role", "runner", "--name", name], logs: root)
-            guard try await issue.waitForExit() == 0 else { throw TestFailure("certs issue failed: \(issue.standardError)") }
-            started.append(try ManagedProcess(Binaries.path("heddle-runner"), [
-                "--coordinator", endpoint, "--ca", "\(certs)/ca.pem", "--cert", "\(certs)/\(name).pem",
-                "--key", "\(certs)/\(name).key", "--labels", labels, "--capacity", String(capacity),
-                "--work-dir", root.file("work-\(index + 1)"), "--kill-grace", "2",
-            ], logs: root))
+            try await Self.run(heddle, ["certs", "issue", "--dir", root.file("certs"), "--role", "runner", "--name", name], root)
+            let environment = index < runnerEnvironment.count ? runnerEnvironment[index] : [:]
+            let runner = try startRunner(index, labels: labels, capacity: capacity, environment: environment,
+                                         direct: direct.contains(index))
+            processes.withLock { $0.runners.append(runner) }
         }
-        runners = started
         let expected = runnerLabels.count
         try await waitUntil("\(expected) runners to connect") {
             let result = try await self.heddle(["runners", "--json"])
             let list = try JSONSerialization.jsonObject(with: Data(result.output.utf8)) as? [Any]
             return list?.count == expected
         }
+    }
+
+    static func run(_ executable: String, _ arguments: [String], _ root: TemporaryDirectory) async throws {
+        let process = try ManagedProcess(executable, arguments, logs: root)
+        guard try await process.waitForExit() == 0 else {
+            throw TestFailure("\(arguments.joined(separator: " ")) failed: \(process.standardError)")
+        }
+    }
+
+    static func startCoordinator(root: TemporaryDirectory, listen: String, heartbeat: Double,
+                                 extra: [String] = []) throws -> ManagedProcess {
+        let certs = root.file("certs")
+        return try ManagedProcess(Binaries.path("heddle-coordinator"), [
+            "--listen", listen, "--data", root.file("data"), "--heartbeat-interval", String(heartbeat),
+            "--ca", "\(certs)/ca.pem", "--cert", "\(certs)/coordinator.pem", "--key", "\(certs)/coordinator.key",
+        ] + extra, logs: root)
+    }
+
+    private func startRunner(_ index: Int, labels: String, capacity: Int, environment: [String: String],
+                             direct: Bool) throws -> ManagedProcess {
+        let name = "runner-\(index + 1)"
+        let address = direct ? endpoint : proxy.map { "127.0.0.1:\($0.port)" } ?? endpoint
+        return try ManagedProcess(Binaries.path("heddle-runner"), [
+            "--coordinator", address, "--ca", "\(certs)/ca.pem", "--cert", "\(certs)/\(name).pem",
+            "--key", "\(certs)/\(name).key", "--labels", labels, "--capacity", String(capacity),
+            "--work-dir", root.file("work-\(index + 1)"), "--kill-grace", "2",
+        ], environment: environment, logs: root)
+    }
+
+    /// SIGKILL to the coordinator, then a new one on the same port and data.
+    func crashAndRestartCoordinator() async throws {
+        if let old = coordinator {
+            kill(old.pid, SIGKILL)
+            _ = try await old.waitForExit()
+        }
+        let restarted = try Self.startCoordinator(root: root, listen: endpoint, heartbeat: heartbeat)
+        processes.withLock { $0.coordinator = restarted }
+        _ = try await restarted.waitForLine(startingWith: "listening on ")
+    }
+
+    /// SIGKILL to a runner.
+    func killRunner(_ index: Int) async throws {
+        guard let runner = runners[index] else { return }
+        kill(runner.pid, SIGKILL)
+        _ = try await runner.waitForExit()
+        processes.withLock { $0.runners[index] = nil }
     }
 
     struct Result {
@@ -92,9 +144,31 @@ final class Fabric: Sendable {
         return id
     }
 
+    /// Waits until the run's status is one of `statuses`; returns the run.
+    @discardableResult
+    func waitForRun(_ id: Int, _ statuses: Set<String>, timeout: Duration = .seconds(60)) async throws -> [String: Any] {
+        var last: [String: Any] = [:]
+        try await waitUntil("run \(id) to be \(statuses.sorted().joined(separator: " or "))", timeout: timeout) {
+            last = try await self.run(id)
+            return statuses.contains(last["status"] as? String ?? "")
+        }
+        return last
+    }
+
+    /// The processes' logs, for a failure message.
+    var logs: String {
+        var text = "coordinator:\n" + (coordinator?.standardError ?? "")
+        for (index, runner) in runners.enumerated() {
+            text += "\nrunner-\(index + 1):\n" + (runner?.standardError ?? "")
+        }
+        return text
+    }
+
     func stop() async {
-        for runner in runners { await runner.stop() }
-        await coordinator.stop()
+        if ProcessInfo.processInfo.environment["HEDDLE_TEST_LOGS"] != nil { print(logs) }
+        for runner in runners { await runner?.stop() }
+        await coordinator?.stop()
+        await proxy?.stop()
         root.remove()
     }
 }

@@ -168,6 +168,7 @@ public actor CoordinatorCore {
                 var stop = Heddle_V1_StopJob()
                 stop.jobID = ref.jobID
                 stop.reason = "the lease of job \(ref.jobID) (epoch \(ref.epoch)) is no longer this runner's"
+                stop.abandon = true
                 outbox.send(Envelope(.stopJob(stop)))
             }
         }
@@ -245,7 +246,8 @@ public actor CoordinatorCore {
         revocations.contains { revocation in
             if let fingerprint = revocation.fingerprint, fingerprint == identity.fingerprint { return true }
             if let name = revocation.name, name == identity.name,
-               identity.notBefore.timeIntervalSince1970 * 1000 <= Double(revocation.revokedAt) { return true }
+               // Certificates carry seconds: one issued in the second of the revocation is covered.
+               Int64(identity.issuedAt.timeIntervalSince1970.rounded(.down)) <= revocation.revokedAt / 1000 { return true }
             return false
         }
     }
@@ -525,6 +527,8 @@ public actor CoordinatorCore {
             if pending.size == Int64(declare.size) && pending.sha256 == sha {
                 declared.uploadID = id
                 declared.committedOffset = UInt64(pending.upload.received)
+                logger.info("upload resumed", metadata: ["job.id": "\(jobID)", "name": "\(declare.name)",
+                                                         "offset": "\(pending.upload.received)"])
                 return declared
             }
             uploads[id] = nil

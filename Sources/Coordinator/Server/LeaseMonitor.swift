@@ -10,9 +10,11 @@ public struct LeaseMonitor: Service {
 
     public func run() async throws {
         let period = core.limits.heartbeatInterval / 2
-        while !Task.isCancelled && !Task.isShuttingDownGracefully {
-            try? await Task.sleep(for: period)
-            await core.expireLeases()
+        try? await cancelWhenGracefulShutdown {
+            while true {
+                try await Task.sleep(for: period)
+                await core.expireLeases()
+            }
         }
     }
 }

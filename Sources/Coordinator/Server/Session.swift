@@ -105,6 +105,7 @@ struct Session {
                 var stop = Heddle_V1_StopJob()
                 stop.jobID = jobID
                 stop.reason = wire.message
+                stop.abandon = true
                 outbox.send(Envelope(.stopJob(stop)))
             }
         }

@@ -2,5 +2,5 @@
 // SHA-256 of the concatenated proto/heddle/v1/*.proto files (in name order) this code was
 // generated from. WireTests fails when the protos change without regenerating.
 public enum ProtoChecksum {
-    public static let sha256 = "0d4ad33b5cc258077aa1804430df2b4a505eeebe586929b2ceafce3cd3be1ddb"
+    public static let sha256 = "cbd93c468e41b14e02155c1570d598e4facd89579f99e1475c6709105b95a929"
 }

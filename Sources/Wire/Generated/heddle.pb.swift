@@ -1094,6 +1094,10 @@ public nonisolated struct Heddle_V1_StopJob: Sendable {
 
   public var reason: String = String()
 
+  /// The lease is gone (the job went to another runner, or ended): stop the job and send
+  /// nothing more about it, not even its result. Otherwise (a cancel) report it cancelled.
+  public var abandon: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -3723,7 +3727,7 @@ nonisolated extension Heddle_V1_DrainSelf: SwiftProtobuf.Message, SwiftProtobuf.
 
 nonisolated extension Heddle_V1_StopJob: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StopJob"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}job_id\0\u{1}reason\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}job_id\0\u{1}reason\0\u{1}abandon\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3733,6 +3737,7 @@ nonisolated extension Heddle_V1_StopJob: SwiftProtobuf.Message, SwiftProtobuf._M
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularUInt64Field(value: &self.jobID) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.reason) }()
+      case 3: try { try decoder.decodeSingularBoolField(value: &self.abandon) }()
       default: break
       }
     }
@@ -3745,12 +3750,16 @@ nonisolated extension Heddle_V1_StopJob: SwiftProtobuf.Message, SwiftProtobuf._M
     if !self.reason.isEmpty {
       try visitor.visitSingularStringField(value: self.reason, fieldNumber: 2)
     }
+    if self.abandon != false {
+      try visitor.visitSingularBoolField(value: self.abandon, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Heddle_V1_StopJob, rhs: Heddle_V1_StopJob) -> Bool {
     if lhs.jobID != rhs.jobID {return false}
     if lhs.reason != rhs.reason {return false}
+    if lhs.abandon != rhs.abandon {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

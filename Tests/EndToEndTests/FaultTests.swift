@@ -1,0 +1,224 @@
+import Foundation
+import TestSupport
+import Testing
+import Wire
+
+/// Fault injection with the real binaries: crashes, cut and stalled connections, fencing,
+/// revocation, shutdown. Nothing acknowledged is lost, nothing is stored twice.
+@Suite(.serialized) struct FaultTests {
+    static let lines = 60
+    static let streaming = """
+        name: stream
+        jobs:
+          work:
+            labels: [linux]
+            nodes:
+              talk: { run: "for i in $(seq 1 \(lines)); do echo line $i; sleep 0.05; done" }
+        """
+    static var expected: String { (1...lines).map { "line \($0)\n" }.joined() }
+
+    func logLines(_ fabric: Fabric, _ id: Int, job: String, node: String) async throws -> Int {
+        let log = try await fabric.heddle(["logs", String(id), "--job", job, "--node", node])
+        return log.output.split(separator: "\n").count
+    }
+
+    func isAlive(_ pid: pid_t) -> Bool {
+        guard kill(pid, 0) == 0 else { return false }
+        let stat = (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)) ?? ""
+        guard let close = stat.lastIndex(of: ")") else { return false }
+        let state = stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).first
+        return state != "Z" && state != "X"
+    }
+
+    @Test func aCoordinatorKilledMidStreamLosesNoLogByte() async throws {
+        let fabric = try await Fabric(runnerLabels: ["linux"], heartbeat: 1)
+        do {
+            try await fabric.push("stream.act", Self.streaming)
+            let id = try await fabric.trigger("shop/stream")
+            try await waitUntil("some lines to be stored") { try await logLines(fabric, id, job: "work", node: "talk") >= 10 }
+            try await fabric.crashAndRestartCoordinator()
+            let run = try await fabric.waitForRun(id, ["succeeded", "failed"])
+            #expect(run["status"] as? String == "succeeded", "\(run)")
+            let log = try await fabric.heddle(["logs", String(id), "--job", "work", "--node", "talk"])
+            #expect(log.output == Self.expected)
+        } catch {
+            await fabric.stop()
+            throw error
+        }
+        await fabric.stop()
+    }
+
+    @Test func cutConnectionsLoseNoLogByteAndUploadsResume() async throws {
+        let fabric = try await Fabric(runnerLabels: ["linux"], heartbeat: 1, proxied: true)
+        do {
+            let size = 200 * 1024 * 1024
+            try await fabric.push("both.act", """
+                name: both
+                jobs:
+                  work:
+                    labels: [linux]
+                    nodes:
+                      talk: { run: "for i in $(seq 1 \(Self.lines)); do echo line $i; sleep 0.05; done" }
+                      make:
+                        run: "mkdir -p out && head -c \(size) /dev/urandom > out/big.bin && sha256sum out/big.bin | cut -c1-64"
+                        needs: [talk]
+                        artifacts: ["out/big.bin"]
+                """)
+            let id = try await fabric.trigger("shop/both")
+            try await waitUntil("some lines to be stored") { try await logLines(fabric, id, job: "work", node: "talk") >= 10 }
+            await fabric.proxy?.cut()
+            // Then cut again in the middle of the upload: as soon as its first bytes are stored.
+            let uploads = fabric.root.file("data/uploads")
+            try await waitUntil("the upload to start", timeout: .seconds(120)) {
+                let files = (try? FileManager.default.contentsOfDirectory(atPath: uploads)) ?? []
+                return files.contains { name in
+                    let size = ((try? FileManager.default.attributesOfItem(atPath: "\(uploads)/\(name)"))?[.size] as? Int) ?? 0
+                    return size > 0
+                }
+            }
+            await fabric.proxy?.stall()
+            await fabric.proxy?.cut()
+            await fabric.proxy?.resume()
+            let run = try await fabric.waitForRun(id, ["succeeded", "failed"], timeout: .seconds(180))
+            #expect(run["status"] as? String == "succeeded", "\(run)")
+            #expect(try await fabric.heddle(["logs", String(id), "--job", "work", "--node", "talk"]).output == Self.expected)
+            let hash = try await fabric.heddle(["logs", String(id), "--job", "work", "--node", "make"]).output
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+            let artifacts = try #require(try await fabric.json(["artifacts", "--run", String(id)]) as? [[String: Any]])
+            #expect(artifacts.first?["size"] as? Int == size)
+            #expect(artifacts.first?["sha256"] as? String == hash)
+            #expect(fabric.coordinator?.standardError.contains("upload resumed") == true,
+                    "the upload must resume from the coordinator's offset, not restart")
+        } catch {
+            await fabric.stop()
+            throw error
+        }
+        await fabric.stop()
+    }
+
+    @Test func aKilledRunnersJobIsLostAfterItsLease() async throws {
+        let fabric = try await Fabric(runnerLabels: ["linux"], heartbeat: 0.5)
+        do {
+            try await fabric.push("stream.act", Self.streaming)
+            let id = try await fabric.trigger("shop/stream")
+            try await waitUntil("the job to run") { try await logLines(fabric, id, job: "work", node: "talk") >= 2 }
+            try await fabric.killRunner(0)
+            let run = try await fabric.waitForRun(id, ["failed", "succeeded"], timeout: .seconds(30))
+            let job = try #require((run["jobs"] as? [[String: Any]])?.first)
+            #expect(run["status"] as? String == "failed")
+            #expect((job["reason"] as? String)?.hasPrefix("runner lost: runner-1") == true, "\(job)")
+        } catch {
+            await fabric.stop()
+            throw error
+        }
+        await fabric.stop()
+    }
+
+    @Test func aRunnerCutOffPastItsLeaseIsFencedOffWhenItReturns() async throws {
+        let pids = try TemporaryDirectory("heddle-pids")
+        defer { pids.remove() }
+        let fabric = try await Fabric(runnerLabels: ["linux", "linux"], heartbeat: 0.5, proxied: true, direct: [1],
+                                      runnerEnvironment: [["WHO": "a"], ["WHO": "b"]])
+        do {
+            // Runner 2 is drained until runner 1 is cut off, so runner 1 takes the job first.
+            #expect(try await fabric.heddle(["runners", "drain", "runner-2"]).status == 0)
+            try await fabric.push("fenced.act", """
+                name: fenced
+                jobs:
+                  work:
+                    labels: [linux]
+                    retry: { lost: 1 }
+                    nodes:
+                      n: { run: "echo $$ > \(pids.path)/$WHO; echo start $WHO; sleep 3; echo end $WHO" }
+                """)
+            let id = try await fabric.trigger("shop/fenced")
+            try await waitUntil("runner 1 to start the job") { FileManager.default.fileExists(atPath: "\(pids.path)/a") }
+            await fabric.proxy?.stall()
+            #expect(try await fabric.heddle(["runners", "undrain", "runner-2"]).status == 0)
+            let run = try await fabric.waitForRun(id, ["succeeded", "failed"], timeout: .seconds(60))
+            #expect(run["status"] as? String == "succeeded", "\(run)")
+            let job = try #require((run["jobs"] as? [[String: Any]])?.first)
+            #expect(job["runner"] as? String == "runner-2")
+            #expect(try await fabric.heddle(["logs", String(id), "--job", "work", "--node", "n"]).output == "start b\nend b\n")
+
+            // Runner 1 comes back: its stale writes are refused and it is told to stop the job.
+            await fabric.proxy?.resume()
+            let pid = pid_t(try String(contentsOfFile: "\(pids.path)/a", encoding: .utf8)
+                .trimmingCharacters(in: .whitespacesAndNewlines))!
+            try await waitUntil("runner 1's copy of the job to be stopped or done") { !isAlive(pid) }
+            try await waitUntil("runner 1 to reconnect") {
+                let runners = try await fabric.json(["runners"]) as? [[String: Any]] ?? []
+                return runners.contains { $0["name"] as? String == "runner-1" }
+            }
+            #expect(try await fabric.heddle(["logs", String(id), "--job", "work", "--node", "n"]).output == "start b\nend b\n")
+        } catch {
+            await fabric.stop()
+            throw error
+        }
+        await fabric.stop()
+    }
+
+    @Test func aRevokedRunnerIsCutOffAndARenewedCertificateIsAccepted() async throws {
+        let fabric = try await Fabric(runnerLabels: ["linux"], heartbeat: 0.5)
+        do {
+            let revoke = try await fabric.heddle(["certs", "revoke", "runner-1"])
+            let revokedSecond = Int(Date().timeIntervalSince1970)
+            #expect(revoke.status == 0, "\(revoke.error)")
+            #expect(revoke.output.contains("1 session closed"), "\(revoke.output)")
+            try await waitUntil("the runner to be gone") {
+                (try await fabric.json(["runners"]) as? [Any])?.isEmpty == true
+            }
+            try await waitUntil("the runner to be refused") {
+                fabric.runners[0]?.standardError.contains("revoked") == true
+            }
+            // The same name, issued again (in a later second than the revocation, as
+            // certificates carry seconds): accepted, the runner picks up the new files.
+            try await waitUntil("the next second") { Int(Date().timeIntervalSince1970) > revokedSecond }
+            let reissue = try await fabric.heddle(["certs", "issue", "--dir", fabric.certs, "--role", "runner", "--name", "runner-1"])
+            #expect(reissue.status == 0)
+            try await waitUntil("the renewed runner to connect", timeout: .seconds(60)) {
+                (try await fabric.json(["runners"]) as? [Any])?.count == 1
+            }
+        } catch {
+            await fabric.stop()
+            throw error
+        }
+        await fabric.stop()
+    }
+
+    @Test func sigtermDrainsARunnerAndASecondCancelsItsJobs() async throws {
+        let fabric = try await Fabric(runnerLabels: ["linux", "linux"], heartbeat: 1)
+        do {
+            try await fabric.push("sleepy.act", """
+                name: sleepy
+                jobs:
+                  work:
+                    labels: [linux]
+                    nodes:
+                      n: { run: "echo begin; sleep 1.5; echo done" }
+                """)
+            let first = try await fabric.trigger("shop/sleepy")
+            try await waitUntil("the job to start") { try await logLines(fabric, first, job: "work", node: "n") >= 1 }
+            let firstRunner = ((try await fabric.run(first))["jobs"] as? [[String: Any]])?.first?["runner"] as? String
+            let index = firstRunner == "runner-1" ? 0 : 1
+            let process = try #require(fabric.runners[index])
+            kill(process.pid, SIGTERM)
+            #expect(try await process.waitForExit(timeout: .seconds(30)) == 0)
+            #expect(try await fabric.run(first)["status"] as? String == "succeeded")
+
+            let other = try #require(fabric.runners[1 - index])
+            let second = try await fabric.trigger("shop/sleepy")
+            try await waitUntil("the second job to start") { try await logLines(fabric, second, job: "work", node: "n") >= 1 }
+            kill(other.pid, SIGTERM)
+            try await waitUntil("the runner to log its drain") { other.standardError.contains("draining") }
+            kill(other.pid, SIGTERM)
+            _ = try await other.waitForExit(timeout: .seconds(30))
+            let run = try await fabric.waitForRun(second, ["cancelled", "failed", "succeeded"])
+            #expect(run["status"] as? String == "cancelled", "\(run)")
+        } catch {
+            await fabric.stop()
+            throw error
+        }
+        await fabric.stop()
+    }
+}
