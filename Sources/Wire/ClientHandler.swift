@@ -89,7 +89,10 @@ final class ClientHandler: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
-        fail(WireError.describing(error))
+        // Before Welcome a TLS error means a refused certificate; after it, a broken connection.
+        let described = WireError.describing(error)
+        fail(heartbeatTask == nil ? described
+             : WireError(.unavailableOrClosed, "the connection to the coordinator failed: \(described.message)"))
         context.close(promise: nil)
     }
 

@@ -126,9 +126,19 @@ public final class HeddleConnection: Sendable {
         return try await promise.futureResult.get()
     }
 
-    /// Sends a request and waits for its response. An `Error` response throws `WireError`.
+    /// Sends a request and waits for its response. An `Error` response throws `WireError`;
+    /// a broken connection throws `WireError` with code `unavailableOrClosed`.
     public func request(_ body: Envelope.OneOf_Body) async throws -> Envelope {
-        try await Self.request(body, on: channel, handler: handler)
+        do {
+            return try await Self.request(body, on: channel, handler: handler)
+        } catch {
+            throw Self.connectionError(error)
+        }
+    }
+
+    static func connectionError(_ error: Error) -> WireError {
+        if let error = error as? WireError { return error }
+        return WireError(.unavailableOrClosed, "the connection to the coordinator failed: \(error)")
     }
 
     /// Sends a one-way frame; returns once it is handed to the socket, so a fast sender is
@@ -137,7 +147,11 @@ public final class HeddleConnection: Sendable {
         let promise = channel.eventLoop.makePromise(of: Void.self)
         let handler = self.handler
         channel.eventLoop.execute { handler.send(Envelope(body), promise: promise) }
-        try await promise.futureResult.get()
+        do {
+            try await promise.futureResult.get()
+        } catch {
+            throw Self.connectionError(error)
+        }
     }
 
     public func close() async {
