@@ -30,21 +30,36 @@ final class RawClient: ChannelInboundHandler, @unchecked Sendable {
     }
 
     /// Connects with `tls`, writes `bytes`, and returns everything received until the
-    /// coordinator closed the connection.
-    static func exchange(_ bytes: [UInt8], with endpoint: Endpoint, tls: TLSFiles) async throws -> ByteBuffer {
-        let context = try NIOSSLContext(configuration: tls.clientConfiguration())
+    /// coordinator closed the connection. With `reading` false, it never reads (a peer that
+    /// sends but does not read).
+    static func exchange(_ bytes: [UInt8], with endpoint: Endpoint, tls: TLSFiles?,
+                         reading: Bool = true) async throws -> ByteBuffer {
+        try await exchangeReportingWrite(bytes, with: endpoint, tls: tls, reading: reading).received
+    }
+
+    /// Like `exchange`, and says whether every byte could be written before the close.
+    static func exchangeReportingWrite(_ bytes: [UInt8], with endpoint: Endpoint, tls: TLSFiles?,
+                                       reading: Bool = true) async throws -> (received: ByteBuffer, wroteAll: Bool) {
+        let context = try tls.map { try NIOSSLContext(configuration: $0.clientConfiguration()) }
         let group = MultiThreadedEventLoopGroup.singleton
         let promise = group.next().makePromise(of: ByteBuffer.self)
         let channel = try await ClientBootstrap(group: group)
+            .channelOption(.autoRead, value: reading)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: context, serverHostname: nil))
+                    if let context {
+                        try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: context, serverHostname: nil))
+                    }
                     try channel.pipeline.syncOperations.addHandler(RawClient(closed: promise))
                 }
             }
             .connect(host: endpoint.host, port: endpoint.port).get()
-        try await channel.writeAndFlush(ByteBuffer(bytes: bytes))
-        return try await promise.futureResult.get()
+        // The coordinator may close before taking every byte (that is what some tests provoke).
+        var wroteAll = true
+        if !bytes.isEmpty {
+            do { try await channel.writeAndFlush(ByteBuffer(bytes: bytes)) } catch { wroteAll = false }
+        }
+        return (try await promise.futureResult.get(), wroteAll)
     }
 }
 

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Logging
 import TestSupport
 import Wire
@@ -10,7 +11,9 @@ struct TestCoordinator {
     let core: CoordinatorCore
     let pki: TestPKI
 
-    static func with<T: Sendable>(_ body: (TestCoordinator) async throws -> T) async throws -> T {
+    static func with<T: Sendable>(limits: CoordinatorLimits = CoordinatorLimits(),
+                                  logger: Logger = Logger(label: "test.coordinator"),
+                                  _ body: (TestCoordinator) async throws -> T) async throws -> T {
         let pki = try TestPKI()
         let data = try TemporaryDirectory("heddle-data")
         defer {
@@ -18,11 +21,11 @@ struct TestCoordinator {
             data.remove()
         }
         let core = CoordinatorCore(store: try SQLiteStore.open(directory: data.path),
-                                   blobs: try BlobStore(directory: data.path),
-                                   logger: Logger(label: "test.coordinator"))
+                                   blobs: try BlobStore(directory: data.path), limits: limits,
+                                   logger: logger)
         let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
         let server = CoordinatorServer(core: core, host: "127.0.0.1", port: 0, tls: pki.coordinatorTLS,
-                                       logger: Logger(label: "test.coordinator"),
+                                       logger: logger,
                                        onListening: { continuation.yield($0.port ?? 0) })
         return try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await server.run() }
@@ -49,5 +52,28 @@ final class RecordingOutbox: Sendable {
         let (stream, continuation) = AsyncStream.makeStream(of: Envelope.self)
         self.stream = stream
         self.outbox = Outbox(continuation)
+    }
+}
+
+/// A log handler that keeps the messages, for tests that check what was logged.
+struct RecordingLogHandler: LogHandler {
+    final class Messages: Sendable {
+        private let list = Mutex<[String]>([])
+        func append(_ message: String) { list.withLock { $0.append(message) } }
+        var all: [String] { list.withLock { $0 } }
+    }
+
+    let messages: Messages
+    var metadata: Logger.Metadata = [:]
+    var logLevel: Logger.Level = .info
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    func log(level: Logger.Level, message: Logger.Message, metadata: Logger.Metadata?, source: String,
+             file: String, function: String, line: UInt) {
+        messages.append(message.description)
     }
 }

@@ -1,0 +1,99 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import TestSupport
+import Testing
+import Wire
+@testable import Coordinator
+
+/// Peers that stall, flood or churn: each is cut off, and the coordinator serves on.
+@Suite struct HostileInputTests {
+    static var fast: CoordinatorLimits {
+        var limits = CoordinatorLimits()
+        limits.heartbeatInterval = .milliseconds(200)
+        limits.maximumPendingFrames = 64
+        return limits
+    }
+
+    func stillServes(_ coordinator: TestCoordinator) async throws {
+        let admin = try await coordinator.client("admin")
+        #expect(try await admin.runners().isEmpty)
+        await admin.connection.close()
+    }
+
+    func hello() throws -> [UInt8] {
+        var hello = Heddle_V1_Hello()
+        hello.protocolVersion = 1
+        return try frame(try Envelope(id: 1, .hello(hello)).serializedBytes())
+    }
+
+    func frame(_ payload: [UInt8]) -> [UInt8] {
+        [0] + withUnsafeBytes(of: UInt32(payload.count).bigEndian, Array.init) + payload
+    }
+
+    @Test func aPeerThatNeverFinishesTheHandshakeIsClosed() async throws {
+        try await TestCoordinator.with(limits: Self.fast) { coordinator in
+            // Plain TCP, no TLS: the handshake never completes.
+            _ = try await RawClient.exchange([], with: coordinator.endpoint, tls: nil)
+            try await stillServes(coordinator)
+        }
+    }
+
+    @Test func aPeerThatNeverFinishesAFrameIsClosed() async throws {
+        try await TestCoordinator.with(limits: Self.fast) { coordinator in
+            let partial = try hello() + [0, 0, 0, 0, 100, 1, 2, 3]
+            let received = try await RawClient.exchange(partial, with: coordinator.endpoint, tls: coordinator.pki.tls("admin"))
+            #expect(try received.frames().contains { if case .welcome = $0.body { true } else { false } })
+            try await stillServes(coordinator)
+        }
+    }
+
+    /// The coordinator stops reading a peer whose answers pile up unread (back-pressure), and
+    /// a peer that then sends nothing the coordinator reads for three heartbeats is closed.
+    @Test func aPeerThatSendsButNeverReadsIsCutOff() async throws {
+        try await TestCoordinator.with(limits: Self.fast) { coordinator in
+            var flood = try hello()
+            let request = frame(try Envelope(id: 2, .runners(.init())).serializedBytes())
+            for _ in 0..<200_000 { flood += request }
+            let (_, wroteAll) = try await RawClient.exchangeReportingWrite(
+                flood, with: coordinator.endpoint, tls: coordinator.pki.tls("admin"), reading: false)
+            // Answers pile up unread; past the bound the session is closed, mid-flood, instead
+            // of the coordinator reading on and buffering every answer.
+            #expect(!wroteAll, "the coordinator read the whole flood without cutting the peer off")
+            try await stillServes(coordinator)
+        }
+    }
+
+    /// What the core pushes on its own (watch events, queue events) waits in a bounded outbox;
+    /// a session that lets it overflow is closed.
+    @Test func anOverflowingOutboxClosesItsSession() {
+        let (stream, continuation) = AsyncStream.makeStream(of: Envelope.self, bufferingPolicy: .bufferingOldest(3))
+        let closed = RecordingLogHandler.Messages()
+        let outbox = Outbox(continuation, overflow: { closed.append("closed") })
+        for _ in 0..<3 { outbox.send(.ok(id: 1)) }
+        #expect(closed.all.isEmpty)
+        outbox.send(.ok(id: 1))
+        #expect(closed.all == ["closed"])
+        _ = stream
+    }
+
+    @Test func aThousandConnectionsOpenedAndDroppedLeaveItServing() async throws {
+        try await TestCoordinator.with(limits: Self.fast) { coordinator in
+            let group = MultiThreadedEventLoopGroup.singleton
+            for _ in 0..<10 {
+                try await withThrowingTaskGroup(of: Void.self) { tasks in
+                    for _ in 0..<100 {
+                        tasks.addTask {
+                            let channel = try await ClientBootstrap(group: group)
+                                .connect(host: coordinator.endpoint.host, port: coordinator.endpoint.port).get()
+                            try await channel.close()
+                        }
+                    }
+                    try await tasks.waitForAll()
+                }
+            }
+            try await stillServes(coordinator)
+        }
+    }
+}
