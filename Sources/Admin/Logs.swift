@@ -64,6 +64,10 @@ struct LogPrinter {
             Console.out(Output.paint("── \(key) ──", "2"))
             current = key
         }
+        if chunk.dropped > 0 {
+            breakLine()
+            Console.out(Output.paint("[… \(chunk.dropped) bytes dropped: the log passed its size limit …]", "33"))
+        }
         Console.raw(chunk.data)
         if let last = chunk.data.last { atLineStart = last == UInt8(ascii: "\n") }
     }

@@ -1,0 +1,176 @@
+import Crypto
+import Foundation
+import Logging
+import TestSupport
+import Testing
+import Wire
+@testable import Coordinator
+
+/// Artifacts verified before they exist, uploads that resume after a restart, results that
+/// count once, and logs kept within their limit.
+@Suite struct DurabilityTests {
+    struct Setup {
+        let data: TemporaryDirectory
+        var core: CoordinatorCore
+        var job: Heddle_V1_JobRef
+        var runID: Int64
+
+        static func make(limits: CoordinatorLimits = CoordinatorLimits()) async throws -> Setup {
+            let data = try TemporaryDirectory()
+            let core = CoordinatorCore(store: try SQLiteStore.open(directory: data.path),
+                                       blobs: try BlobStore(directory: data.path), limits: limits, logger: Logger(label: "test"))
+            var push = Heddle_V1_PipelinePush()
+            push.project = "shop"
+            push.source = "name: ci\njobs:\n  j:\n    nodes:\n      n: { run: 'true' }\n"
+            _ = try await core.pushPipeline(push)
+            var trigger = Heddle_V1_TriggerRequest()
+            trigger.project = "shop"
+            trigger.pipeline = "ci"
+            let runID = try await core.trigger(trigger, trigger: "api")
+            let runner = RecordingOutbox()
+            await core.runnerConnected(session: 1, identity: PeerIdentity(name: "r1", role: .runner, fingerprint: ""),
+                                       hello: Heddle_V1_Hello(), outbox: runner.outbox)
+            var job = Heddle_V1_JobRef()
+            for await envelope in runner.stream {
+                if case .assignment(let assignment) = envelope.body {
+                    job = assignment.job
+                    break
+                }
+            }
+            return Setup(data: data, core: core, job: job, runID: runID)
+        }
+
+        func declare(_ name: String, _ content: [UInt8], claimedSize: Int? = nil, claimedHash: [UInt8]? = nil) async throws -> Heddle_V1_ArtifactDeclared {
+            var declare = Heddle_V1_ArtifactDeclare()
+            declare.job = job
+            declare.name = name
+            declare.size = UInt64(claimedSize ?? content.count)
+            declare.sha256 = Data(claimedHash ?? Array(SHA256.hash(data: content)))
+            return try await core.declareArtifact(session: 1, declare)
+        }
+
+        func chunk(_ upload: UInt64, _ offset: Int, _ bytes: ArraySlice<UInt8>) async throws {
+            var chunk = Heddle_V1_ArtifactChunk()
+            chunk.job = job
+            chunk.uploadID = upload
+            chunk.offset = UInt64(offset)
+            chunk.data = Data(bytes)
+            try await core.artifactChunk(session: 1, chunk)
+        }
+
+        func commit(_ upload: UInt64) async throws -> UInt64 {
+            var commit = Heddle_V1_ArtifactCommit()
+            commit.job = job
+            commit.uploadID = upload
+            return try await core.commitArtifact(session: 1, commit).artifactID
+        }
+
+        var blobFiles: [String] {
+            let enumerator = FileManager.default.enumerator(atPath: "\(data.path)/blobs")
+            return (enumerator?.allObjects as? [String] ?? []).filter { $0.count > 60 }
+        }
+    }
+
+    let content = (0..<300_000).map { UInt8(truncatingIfNeeded: $0 &* 31) }
+
+    @Test func aWrongHashOrSizeStoresNothing() async throws {
+        let setup = try await Setup.make()
+        defer { setup.data.remove() }
+        let wrongHash = try await setup.declare("a.bin", content, claimedHash: Array(repeating: 7, count: 32))
+        try await setup.chunk(wrongHash.uploadID, 0, content[...])
+        await #expect(throws: WireError.self) { _ = try await setup.commit(wrongHash.uploadID) }
+        let short = try await setup.declare("b.bin", content, claimedSize: content.count + 10)
+        try await setup.chunk(short.uploadID, 0, content[...])
+        await #expect(throws: WireError.self) { _ = try await setup.commit(short.uploadID) }
+        let long = try await setup.declare("c.bin", Array(content.prefix(100)))
+        await #expect(throws: WireError.self) { try await setup.chunk(long.uploadID, 0, content[...]) }
+        #expect(try await setup.core.artifacts(runID: setup.runID).isEmpty)
+        #expect(setup.blobFiles.isEmpty)
+    }
+
+    @Test func anArtifactOverTheLimitIsRefusedBeforeAnyByte() async throws {
+        var limits = CoordinatorLimits()
+        limits.maximumArtifactSize = 1000
+        let setup = try await Setup.make(limits: limits)
+        defer { setup.data.remove() }
+        do {
+            _ = try await setup.declare("big.bin", content)
+            Issue.record("an artifact over the limit was accepted")
+        } catch let error as WireError {
+            #expect(error.code == .resourceExhausted)
+        }
+    }
+
+    @Test func anUploadResumesAfterARestartFromWhatWasStored() async throws {
+        var setup = try await Setup.make()
+        defer { setup.data.remove() }
+        let declared = try await setup.declare("r.bin", content)
+        try await setup.chunk(declared.uploadID, 0, content[..<120_000])
+
+        // The coordinator goes away and comes back on the same data.
+        setup.core = CoordinatorCore(store: try SQLiteStore.open(directory: setup.data.path),
+                                     blobs: try BlobStore(directory: setup.data.path), logger: Logger(label: "test"))
+        try await setup.core.recover()
+        var hello = Heddle_V1_Hello()
+        hello.runningJobs = [setup.job]
+        await setup.core.runnerConnected(session: 1, identity: PeerIdentity(name: "r1", role: .runner, fingerprint: ""),
+                                         hello: hello, outbox: RecordingOutbox().outbox)
+        let resumed = try await setup.declare("r.bin", content)
+        #expect(resumed.uploadID == declared.uploadID)
+        #expect(resumed.committedOffset == 120_000)
+        try await setup.chunk(resumed.uploadID, 120_000, content[120_000...])
+        let id = try await setup.commit(resumed.uploadID)
+        let data = try await setup.core.readArtifact({ var r = Heddle_V1_ArtifactReadRequest(); r.artifactID = id; return r }())
+        #expect(data.artifact.size == UInt64(content.count))
+        #expect(Array(data.artifact.sha256) == Array(SHA256.hash(data: content)))
+    }
+
+    @Test func aResultSentTwiceCountsOnce() async throws {
+        let setup = try await Setup.make()
+        defer { setup.data.remove() }
+        var finish = Heddle_V1_JobFinish()
+        finish.job = setup.job
+        finish.status = .succeeded
+        try await setup.core.jobFinished(session: 1, finish)
+        try await setup.core.jobFinished(session: 1, finish)
+        finish.status = .failed
+        await #expect(throws: WireError.self) { try await setup.core.jobFinished(session: 1, finish) }
+        #expect(try await setup.core.runDetail(runID: setup.runID, attempt: nil).run.status == .succeeded)
+    }
+
+    @Test func aLogPastItsLimitKeepsHeadAndTailAndSaysWhatWasDropped() async throws {
+        var limits = CoordinatorLimits()
+        limits.maximumLogBytes = 64 * 1024
+        let setup = try await Setup.make(limits: limits)
+        defer { setup.data.remove() }
+        let chunk = 4096
+        let total = 1024 * 1024
+        for offset in stride(from: 0, to: total, by: chunk) {
+            var append = Heddle_V1_LogAppend()
+            append.job = setup.job
+            append.node = "n"
+            append.offset = UInt64(offset)
+            append.data = Data((0..<chunk).map { UInt8(truncatingIfNeeded: (offset + $0) / chunk) })
+            _ = try await setup.core.appendLog(session: 1, append)
+        }
+        let watcher = RecordingOutbox()
+        var watch = Heddle_V1_WatchRequest()
+        watch.runID = UInt64(setup.runID)
+        watch.logs = true
+        try await setup.core.watch(session: 9, requestID: 5, watch, outbox: watcher.outbox)
+        var chunks: [Heddle_V1_LogChunk] = []
+        for await envelope in watcher.stream {
+            guard case .watchEvent(let event) = envelope.body else { continue }
+            if case .log(let log) = event.event { chunks.append(log) }
+            if case .end = event.event { break }
+        }
+        let stored = chunks.reduce(0) { $0 + $1.data.count }
+        let dropped = chunks.reduce(0) { $0 + Int($1.dropped) }
+        #expect(stored <= Int(limits.maximumLogBytes + limits.maximumLogBytes / 8))
+        #expect(stored + dropped == total)
+        #expect(chunks.first?.offset == 0 && chunks.first?.dropped == 0)
+        let last = try #require(chunks.last)
+        #expect(last.offset + UInt64(last.data.count) == UInt64(total), "the tail ends where the log ends")
+        #expect(chunks.contains { $0.dropped > 0 })
+    }
+}
