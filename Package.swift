@@ -75,6 +75,7 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        .executableTarget(name: "heddle-fuzz", dependencies: ["Coordinator"]),
         .executableTarget(
             name: "heddle",
             dependencies: ["Admin", .product(name: "ArgumentParser", package: "swift-argument-parser")]

@@ -224,8 +224,11 @@ public actor CoordinatorCore {
         sessions[session] = nil
         guard let runner = runners.removeValue(forKey: session) else { return }
         let held = scheduler.removeRunner(session)
-        // Its jobs keep their lease for a while: the runner may come back and reattach them.
-        let deadline = ContinuousClock.now.advanced(by: limits.lease)
+        // Its jobs keep their lease until three heartbeat intervals after the runner was last
+        // heard from: one that dropped its connection may come back and reattach them; one
+        // that fell silent is lost now.
+        let silentFor = Duration.milliseconds(max(0, Date.nowMilliseconds - runner.lastHeartbeat))
+        let deadline = ContinuousClock.now.advanced(by: limits.lease - silentFor)
         for jobID in held where active[jobID]?.session == session {
             active[jobID]?.session = nil
             active[jobID]?.leaseDeadline = deadline
