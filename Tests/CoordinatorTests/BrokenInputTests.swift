@@ -78,6 +78,10 @@ import Wire
             declare.job.jobID = 12345
             declare.name = "../../etc/passwd"
             await #expect(throws: WireError.self) { _ = try await runner.connection.request(.artifactDeclare(declare)) }
+            var finish = Heddle_V1_JobFinish()
+            finish.job.jobID = 12345
+            finish.status = .succeeded
+            await #expect(throws: WireError.self) { _ = try await runner.connection.request(.jobFinish(finish)) }
             // The session is still usable.
             var update = Heddle_V1_NodeUpdate()
             update.job.jobID = 1

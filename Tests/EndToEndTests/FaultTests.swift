@@ -96,6 +96,48 @@ import Wire
         await fabric.stop()
     }
 
+    @Test func aCoordinatorKilledMidUploadResumesItAfterTheRestart() async throws {
+        let fabric = try await Fabric(runnerLabels: ["linux"], heartbeat: 1)
+        do {
+            let size = 200 * 1024 * 1024
+            try await fabric.push("upload.act", """
+                name: upload
+                jobs:
+                  work:
+                    labels: [linux]
+                    nodes:
+                      make:
+                        run: "mkdir -p out && head -c \(size) /dev/urandom > out/big.bin && sha256sum out/big.bin | cut -c1-64"
+                        artifacts: ["out/big.bin"]
+                """)
+            let id = try await fabric.trigger("shop/upload")
+            let uploads = fabric.root.file("data/uploads")
+            try await waitUntil("the upload to start", timeout: .seconds(120)) {
+                let files = (try? FileManager.default.contentsOfDirectory(atPath: uploads)) ?? []
+                return files.contains { name in
+                    (((try? FileManager.default.attributesOfItem(atPath: "\(uploads)/\(name)"))?[.size] as? Int) ?? 0) > 0
+                }
+            }
+            try await fabric.crashAndRestartCoordinator()
+            let run = try await fabric.waitForRun(id, ["succeeded", "failed"], timeout: .seconds(180))
+            #expect(run["status"] as? String == "succeeded", "\(run)")
+            let hash = try await fabric.heddle(["logs", String(id), "--job", "work", "--node", "make"]).output
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+            let artifacts = try #require(try await fabric.json(["artifacts", "--run", String(id)]) as? [[String: Any]])
+            #expect(artifacts.count == 1)
+            #expect(artifacts.first?["size"] as? Int == size)
+            #expect(artifacts.first?["sha256"] as? String == hash)
+            #expect(fabric.coordinator?.standardError.contains("upload resumed") == true,
+                    "the restarted coordinator must resume the upload from what it had stored")
+            let get = try await fabric.heddle(["artifacts", "get", String(artifacts.first?["id"] as? Int ?? 0), "-o", "big.bin"])
+            #expect(get.status == 0, "\(get.error)")
+        } catch {
+            await fabric.stop()
+            throw error
+        }
+        await fabric.stop()
+    }
+
     @Test func aKilledRunnersJobIsLostAfterItsLease() async throws {
         let fabric = try await Fabric(runnerLabels: ["linux"], heartbeat: 0.5)
         do {

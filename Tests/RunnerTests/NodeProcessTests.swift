@@ -111,3 +111,25 @@ import Testing
         #expect(ArtifactUploader.match(["missing/*"], in: dir.path).isEmpty)
     }
 }
+
+@Suite struct SpoolBufferTests {
+    @Test func unacknowledgedBytesSpillToDiskAndComeBackExactly() throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let path = "\(dir.path)/n.spool"
+        var spool = SpoolBuffer(path: path, memoryLimit: 10, diskLimit: 40)
+        spool.append(Data("0123456789".utf8))
+        #expect(!FileManager.default.fileExists(atPath: path))
+        spool.append(Data("abcdefghij".utf8))
+        #expect(FileManager.default.fileExists(atPath: path), "past the memory limit, bytes go to the spool file")
+        #expect(spool.read(from: 5, count: 10) == Data("56789abcde".utf8))
+        spool.drop(12)
+        #expect(spool.count == 8)
+        #expect(spool.read(from: 0, count: 100) == Data("cdefghij".utf8))
+        spool.append(Data(repeating: 65, count: 32))
+        #expect(spool.isFull, "past the disk limit the writer must wait for acknowledgements")
+        spool.drop(40)
+        #expect(spool.count == 0)
+        #expect(!FileManager.default.fileExists(atPath: path), "an empty spool file is removed")
+    }
+}
