@@ -194,7 +194,7 @@ public actor CoordinatorCore {
         do {
             if let job = try await store.job(id: jobID), job.lostCount < job.retryLost {
                 active[jobID] = nil
-                discardUploads(jobID: jobID)
+                await discardUploads(jobID: jobID)
                 let front = (scheduler.queue.first?.position ?? 1) - 1
                 let reason = "requeued (\(job.lostCount + 1) of \(job.retryLost)): \(why)"
                 let run = try await store.requeueLostJob(id: jobID, position: front, reason: reason, now: Date.nowMilliseconds)
@@ -277,15 +277,16 @@ public actor CoordinatorCore {
         scheduler.setDrained(session, true)
     }
 
-    func discardUploads(jobID: Int64) {
+    func discardUploads(jobID: Int64) async {
         let ids = uploads.filter { $0.value.jobID == jobID }.map(\.key)
+        guard !ids.isEmpty else { return }
         for id in ids {
             if let pending = uploads.removeValue(forKey: id) { blobs.discard(pending.upload) }
         }
-        if !ids.isEmpty {
-            let store = self.store
-            let logger = self.logger
-            Task { do { try await store.deleteUploads(ids: ids.map { Int64($0) }) } catch { logger.error("\(error)") } }
+        do {
+            try await store.deleteUploads(ids: ids.map { Int64($0) })
+        } catch {
+            logger.error("cannot forget uploads", metadata: ["job.id": "\(jobID)", "error": "\(error)"])
         }
     }
 
@@ -486,7 +487,7 @@ public actor CoordinatorCore {
         let job = active.removeValue(forKey: jobID)
         if let session = job?.session { scheduler.finish(jobID, on: session) }
         scheduler.removeQueued(jobID)
-        discardUploads(jobID: jobID)
+        await discardUploads(jobID: jobID)
         do {
             let now = Date.nowMilliseconds
             let run = try await store.finishJob(id: jobID, status: status, reason: reason, now: now)
@@ -582,8 +583,13 @@ public actor CoordinatorCore {
             throw WireError.notFound("upload \(commit.uploadID) is not open for job \(commit.job.jobID)")
         }
         uploads[commit.uploadID] = nil
-        defer { Task { [store] in try? await store.deleteUploads(ids: [Int64(commit.uploadID)]) } }
-        try await blobs.commit(pending.upload, size: pending.size, sha256: pending.sha256)
+        do {
+            try await blobs.commit(pending.upload, size: pending.size, sha256: pending.sha256)
+        } catch {
+            try? await store.deleteUploads(ids: [Int64(commit.uploadID)])
+            throw error
+        }
+        try await store.deleteUploads(ids: [Int64(commit.uploadID)])
         let record = try await store.insertArtifact(jobID: pending.jobID, name: pending.name, size: pending.size,
                                                     sha256: pending.sha256, now: Date.nowMilliseconds)
         logger.info("artifact stored", metadata: ["job.id": "\(pending.jobID)", "name": "\(pending.name)",
