@@ -1,5 +1,4 @@
 import Foundation
-import Synchronization
 import Logging
 import TestSupport
 import Wire
@@ -55,25 +54,3 @@ final class RecordingOutbox: Sendable {
     }
 }
 
-/// A log handler that keeps the messages, for tests that check what was logged.
-struct RecordingLogHandler: LogHandler {
-    final class Messages: Sendable {
-        private let list = Mutex<[String]>([])
-        func append(_ message: String) { list.withLock { $0.append(message) } }
-        var all: [String] { list.withLock { $0 } }
-    }
-
-    let messages: Messages
-    var metadata: Logger.Metadata = [:]
-    var logLevel: Logger.Level = .info
-
-    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-        get { metadata[key] }
-        set { metadata[key] = newValue }
-    }
-
-    func log(level: Logger.Level, message: Logger.Message, metadata: Logger.Metadata?, source: String,
-             file: String, function: String, line: UInt) {
-        messages.append(message.description)
-    }
-}
