@@ -43,6 +43,8 @@ import Wire
             let id = try #require((try JSONSerialization.jsonObject(with: output) as? [String: Any])?["id"] as? Int)
 
             await first.stop()
+            #expect(first.process.terminationReason == .exit && first.process.terminationStatus == 0,
+                    "SIGTERM stops the coordinator cleanly")
             let second = try coordinator(address)
             processes.append(second)
             _ = try await second.waitForLine(startingWith: "listening on ")
