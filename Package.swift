@@ -77,6 +77,14 @@ let package = Package(
         ),
         .executableTarget(name: "heddle-fuzz", dependencies: ["Coordinator"]),
         .executableTarget(
+            name: "heddle-bench",
+            dependencies: [
+                "Coordinator",
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
+        .executableTarget(
             name: "heddle",
             dependencies: ["Admin", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),

@@ -1,0 +1,178 @@
+import Coordinator
+import Foundation
+import Logging
+import Synchronization
+import Wire
+
+/// A coordinator in this process on 127.0.0.1, port 0, with its data in a temporary directory.
+final class BenchCoordinator: Sendable {
+    let endpoint: Endpoint
+    let pki: BenchPKI
+    let task: Task<Void, Error>
+
+    init(endpoint: Endpoint, pki: BenchPKI, task: Task<Void, Error>) {
+        self.endpoint = endpoint
+        self.pki = pki
+        self.task = task
+    }
+
+    static func start(pki: BenchPKI, data: String) async throws -> BenchCoordinator {
+        var logger = Logger(label: "bench")
+        logger.logLevel = .error
+        let core = CoordinatorCore(store: try SQLiteStore.open(directory: data), blobs: try BlobStore(directory: data),
+                                   logger: logger)
+        let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
+        let server = CoordinatorServer(core: core, host: "127.0.0.1", port: 0, tls: pki.files("coordinator"),
+                                       logger: logger, onListening: { continuation.yield($0.port ?? 0) })
+        let task = Task {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await server.run() }
+                group.addTask { try await LeaseMonitor(core: core).run() }
+                try await group.next()
+            }
+        }
+        var iterator = ports.makeAsyncIterator()
+        guard let port = await iterator.next() else { throw WireError(.internal, "the coordinator did not start") }
+        return BenchCoordinator(endpoint: Endpoint(host: "127.0.0.1", port: port), pki: pki, task: task)
+    }
+
+    func admin() async throws -> HeddleClient {
+        try await HeddleClient.connect(to: endpoint, tls: pki.files("admin"))
+    }
+
+    /// A simulated runner: the real client and protocol, no processes.
+    func runner(labels: [String], capacity: UInt32) async throws -> HeddleConnection {
+        var hello = Heddle_V1_Hello()
+        hello.labels = labels
+        hello.capacity = capacity
+        return try await HeddleConnection.connect(to: endpoint, tls: pki.files("runner"), hello: hello)
+    }
+
+    func stop() async {
+        task.cancel()
+        _ = try? await task.value
+    }
+}
+
+enum Scenarios {
+    static func pipeline(_ name: String, label: String) -> String {
+        "name: \(name)\njobs:\n  j:\n    labels: [\(label)]\n    nodes:\n      n: { run: 'true' }\n"
+    }
+
+    /// Trivial jobs end to end: triggered by an admin, taken by simulated runners that report
+    /// success at once, measured until every result is stored.
+    static func jobsPerSecond(_ fabric: BenchCoordinator, runners count: Int, runs: Int) async throws -> Double {
+        let admin = try await fabric.admin()
+        _ = try await admin.pushPipeline(project: "bench", fileName: "trivial.act", source: pipeline("trivial", label: "trivial"))
+        let finished = Counter()
+        let (allDone, signal) = AsyncStream.makeStream(of: Void.self)
+        var connections: [HeddleConnection] = []
+        for _ in 0..<count { connections.append(try await fabric.runner(labels: ["trivial"], capacity: 16)) }
+        return try await withThrowingTaskGroup(of: Void.self) { group in
+            for connection in connections {
+                group.addTask {
+                    await withTaskGroup(of: Void.self) { jobs in
+                        for await envelope in connection.pushes {
+                            guard case .assignment(let assignment) = envelope.body else { continue }
+                            jobs.addTask {
+                                var finish = Heddle_V1_JobFinish()
+                                finish.job = assignment.job
+                                finish.status = .succeeded
+                                _ = try? await connection.request(.jobFinish(finish))
+                                if finished.increment() == runs { signal.yield() }
+                            }
+                        }
+                    }
+                }
+            }
+            let start = ContinuousClock.now
+            try await withThrowingTaskGroup(of: Void.self) { triggers in
+                let perTask = runs / 8
+                for part in 0..<8 {
+                    triggers.addTask {
+                        let count = part == 7 ? runs - perTask * 7 : perTask
+                        for _ in 0..<count { _ = try await admin.trigger(project: "bench", pipeline: "trivial", branch: "main") }
+                    }
+                }
+                try await triggers.waitForAll()
+            }
+            var iterator = allDone.makeAsyncIterator()
+            _ = await iterator.next()
+            let elapsed = seconds(since: start)
+            for connection in connections { await connection.close() }
+            await admin.connection.close()
+            group.cancelAll()
+            return Double(runs) / elapsed
+        }
+    }
+
+    /// Idle coordinator and runner: from the trigger request to the assignment at the runner.
+    static func triggerToStart(_ fabric: BenchCoordinator, samples: Int) async throws -> (Double, Double) {
+        let admin = try await fabric.admin()
+        _ = try await admin.pushPipeline(project: "bench", fileName: "latency.act", source: pipeline("latency", label: "latency"))
+        let runner = try await fabric.runner(labels: ["latency"], capacity: 1)
+        var pushes = runner.pushes.makeAsyncIterator()
+        var latencies: [Double] = []
+        for _ in 0..<samples {
+            let start = ContinuousClock.now
+            _ = try await admin.trigger(project: "bench", pipeline: "latency", branch: "main")
+            var assignment: Heddle_V1_Assignment?
+            while assignment == nil, let envelope = await pushes.next() {
+                if case .assignment(let received) = envelope.body { assignment = received }
+            }
+            latencies.append(seconds(since: start) * 1000)
+            guard let assignment else { break }
+            var finish = Heddle_V1_JobFinish()
+            finish.job = assignment.job
+            finish.status = .succeeded
+            _ = try await runner.request(.jobFinish(finish))
+        }
+        await runner.close()
+        await admin.connection.close()
+        return (percentile(latencies, 0.5), percentile(latencies, 0.99))
+    }
+
+    /// One node writing as fast as it can: 64 KiB log chunks, until the coordinator has
+    /// acknowledged every byte as durable.
+    static func logThroughput(_ fabric: BenchCoordinator, bytes: Int) async throws -> Double {
+        let admin = try await fabric.admin()
+        _ = try await admin.pushPipeline(project: "bench", fileName: "log.act", source: pipeline("log", label: "log"))
+        let runner = try await fabric.runner(labels: ["log"], capacity: 1)
+        _ = try await admin.trigger(project: "bench", pipeline: "log", branch: "main")
+        var pushes = runner.pushes.makeAsyncIterator()
+        var assignment: Heddle_V1_Assignment?
+        while assignment == nil, let envelope = await pushes.next() {
+            if case .assignment(let received) = envelope.body { assignment = received }
+        }
+        guard let assignment else { throw WireError(.internal, "no assignment") }
+        let chunk = Data((0..<(64 * 1024)).map { UInt8(truncatingIfNeeded: $0 % 95 + 32) })
+        let start = ContinuousClock.now
+        async let acked: Void = {
+            while let envelope = await pushes.next() {
+                if case .logAck(let ack) = envelope.body, ack.durableOffset >= UInt64(bytes) { return }
+            }
+        }()
+        var offset = 0
+        while offset < bytes {
+            var append = Heddle_V1_LogAppend()
+            append.job = assignment.job
+            append.node = "n"
+            append.offset = UInt64(offset)
+            append.data = chunk
+            try await runner.send(.logAppend(append))
+            offset += chunk.count
+        }
+        await acked
+        let elapsed = seconds(since: start)
+        await runner.close()
+        await admin.connection.close()
+        return Double(bytes) / elapsed / 1_000_000
+    }
+}
+
+final class Counter: Sendable {
+    private let value = Mutex(0)
+
+    /// Adds one; returns the new count.
+    func increment() -> Int { value.withLock { $0 += 1; return $0 } }
+}
