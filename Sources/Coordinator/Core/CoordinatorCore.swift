@@ -151,8 +151,10 @@ public actor CoordinatorCore {
         for ref in hello.runningJobs {
             let id = Int64(ref.jobID)
             listed.insert(id)
-            if var job = active[id], job.runner == identity.name, job.epoch == Int64(ref.epoch),
-               job.session == nil || runners[job.session!] == nil {
+            if var job = active[id], job.runner == identity.name, job.epoch == Int64(ref.epoch) {
+                // The same runner, back before the coordinator noticed its old connection die:
+                // the job moves to the new session.
+                if let old = job.session, old != session { scheduler.finish(id, on: old) }
                 job.session = session
                 job.leaseDeadline = nil
                 active[id] = job
