@@ -22,6 +22,18 @@ import Wire
                         logger: Logger(label: "test"))
     }
 
+    /// Pushes the pipeline (a new version each time) and triggers a run of it.
+    func pushAndTrigger(_ core: CoordinatorCore) async throws -> Int64 {
+        var push = Heddle_V1_PipelinePush()
+        push.project = "shop"
+        push.source = Self.pipeline
+        _ = try await core.pushPipeline(push)
+        var trigger = Heddle_V1_TriggerRequest()
+        trigger.project = "shop"
+        trigger.pipeline = "ci"
+        return try await core.trigger(trigger, trigger: "api")
+    }
+
     func identity(_ name: String, _ role: Role) -> PeerIdentity {
         PeerIdentity(name: name, role: role, fingerprint: String(repeating: "0", count: 64))
     }
@@ -46,14 +58,7 @@ import Wire
         let data = try TemporaryDirectory()
         defer { data.remove() }
         let core = try makeCore(data)
-        var push = Heddle_V1_PipelinePush()
-        push.project = "shop"
-        push.source = Self.pipeline
-        _ = try await core.pushPipeline(push)
-        var trigger = Heddle_V1_TriggerRequest()
-        trigger.project = "shop"
-        trigger.pipeline = "ci"
-        let runID = try await core.trigger(trigger, trigger: "api")
+        let runID = try await pushAndTrigger(core)
 
         let runner = RecordingOutbox()
         var hello = Heddle_V1_Hello()
@@ -123,15 +128,8 @@ import Wire
         let data = try TemporaryDirectory()
         defer { data.remove() }
         let core = try makeCore(data)
-        var push = Heddle_V1_PipelinePush()
-        push.project = "shop"
-        push.source = Self.pipeline
-        _ = try await core.pushPipeline(push)
-        var trigger = Heddle_V1_TriggerRequest()
-        trigger.project = "shop"
-        trigger.pipeline = "ci"
-        let first = try await core.trigger(trigger, trigger: "api")
-        let second = try await core.trigger(trigger, trigger: "api")
+        let first = try await pushAndTrigger(core)
+        let second = try await pushAndTrigger(core)
 
         let runner = RecordingOutbox()
         var hello = Heddle_V1_Hello()
