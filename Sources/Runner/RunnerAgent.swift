@@ -89,6 +89,7 @@ public final class RunnerAgent: Service, Sendable {
         try FileManager.default.createDirectory(atPath: configuration.workDirectory, withIntermediateDirectories: true)
         try FileManager.default.createDirectory(atPath: spoolDirectory, withIntermediateDirectories: true)
         _ = try configuration.tls.clientConfiguration()  // unreadable TLS files fail now, not in a retry loop
+        removeLeftovers()
         // SIGTERM: drain; a second SIGTERM: cancel the running jobs.
         signal(SIGTERM, SIG_IGN)
         let signals = DispatchSource.makeSignalSource(signal: SIGTERM, queue: .global())
@@ -118,6 +119,18 @@ public final class RunnerAgent: Service, Sendable {
     }
 
     var spoolDirectory: String { "\(configuration.workDirectory)/spool" }
+
+    /// Workspaces and spool files a previous process of this runner left (it crashed): no job
+    /// of this process uses them.
+    private func removeLeftovers() {
+        let files = FileManager.default
+        for name in (try? files.contentsOfDirectory(atPath: configuration.workDirectory)) ?? [] where name.hasPrefix("job-") {
+            try? files.removeItem(atPath: "\(configuration.workDirectory)/\(name)")
+        }
+        for name in (try? files.contentsOfDirectory(atPath: spoolDirectory)) ?? [] {
+            try? files.removeItem(atPath: "\(spoolDirectory)/\(name)")
+        }
+    }
 
     private func connectLoop(assignments: AsyncStream<Heddle_V1_Assignment>.Continuation) async {
         var backoff = 0.25

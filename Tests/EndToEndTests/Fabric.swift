@@ -90,6 +90,12 @@ final class Fabric: Sendable {
         _ = try await restarted.waitForLine(startingWith: "listening on ")
     }
 
+    /// Starts runner `index` again (after `killRunner`), with its certificate and work directory.
+    func restartRunner(_ index: Int, labels: String) throws {
+        let runner = try startRunner(index, labels: labels, capacity: 1, environment: [:], direct: true)
+        processes.withLock { $0.runners[index] = runner }
+    }
+
     /// SIGKILL to a runner.
     func killRunner(_ index: Int) async throws {
         guard let runner = runners[index] else { return }

@@ -149,6 +149,17 @@ import Wire
             let job = try #require((run["jobs"] as? [[String: Any]])?.first)
             #expect(run["status"] as? String == "failed")
             #expect((job["reason"] as? String)?.hasPrefix("runner lost: runner-1") == true, "\(job)")
+
+            // The killed runner left its workspace behind; started again, it clears it.
+            let work = fabric.root.file("work-1")
+            let left = (try? FileManager.default.contentsOfDirectory(atPath: work)) ?? []
+            #expect(left.contains { $0.hasPrefix("job-") }, "\(left)")
+            try fabric.restartRunner(0, labels: "linux")
+            try await waitUntil("the restarted runner to connect") {
+                (try await fabric.json(["runners"]) as? [Any])?.count == 1
+            }
+            let after = (try? FileManager.default.contentsOfDirectory(atPath: work)) ?? []
+            #expect(!after.contains { $0.hasPrefix("job-") }, "\(after)")
         } catch {
             await fabric.stop()
             throw error
