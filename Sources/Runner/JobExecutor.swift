@@ -111,9 +111,7 @@ struct JobExecutor {
                 }
                 guard running > 0, let (name, state, failure) = await group.next() else { break }
                 running -= 1
-                if states[name] == .running || state != .skipped && state != .cancelled {
-                    states[name] = state
-                }
+                states[name] = state
                 if let failure, firstFailure == nil { firstFailure = failure }
             }
         }

@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 
 /// Unbuffered writes to the standard streams, so a line is seen by a parent process at once.
 public enum Console {
@@ -16,5 +17,16 @@ public enum Console {
 
     static func write(_ data: Data, to handle: FileHandle) {
         try? handle.write(contentsOf: data)
+    }
+}
+
+extension Console {
+    /// Logs to standard error at `level`; for the executables' `main` only.
+    public static func bootstrapLogging(level: Logger.Level) {
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
     }
 }

@@ -65,4 +65,13 @@ extension Envelope {
     public static func ok(id: UInt64) -> Envelope {
         Envelope(id: id, .ok(Heddle_V1_Ok()))
     }
+
+    /// A pushed StopJob: a cancel, or with `abandon` a lease that is gone.
+    public static func stopJob(_ jobID: UInt64, reason: String, abandon: Bool = false) -> Envelope {
+        var stop = Heddle_V1_StopJob()
+        stop.jobID = jobID
+        stop.reason = reason
+        stop.abandon = abandon
+        return Envelope(.stopJob(stop))
+    }
 }

@@ -51,12 +51,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let level = logLevel
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
+        Console.bootstrapLogging(level: logLevel)
         let logger = Logger(label: "heddle.coordinator")
         let endpoint = try Endpoint(parsing: listen)
         var limits = CoordinatorLimits()

@@ -36,21 +36,15 @@ struct RunnerCommand: AsyncParsableCommand {
     var killGrace: Double = 10
 
     @Option(help: "Log level: trace, debug, info, notice, warning, error.")
-    var logLevel: String = "info"
+    var logLevel: Logger.Level = .info
 
     func validate() throws {
         _ = try Endpoint(parsing: coordinator)
         guard capacity >= 1 else { throw ValidationError("--capacity must be at least 1") }
-        guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("--log-level '\(logLevel)' is not a level") }
     }
 
     func run() async throws {
-        let level = Logger.Level(rawValue: logLevel) ?? .info
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
+        Console.bootstrapLogging(level: logLevel)
         let logger = Logger(label: "heddle.runner")
         var configuration = RunnerConfiguration(
             coordinator: try Endpoint(parsing: coordinator),
@@ -68,3 +62,5 @@ struct RunnerCommand: AsyncParsableCommand {
         try await group.run()
     }
 }
+
+extension Logger.Level: @retroactive ExpressibleByArgument {}

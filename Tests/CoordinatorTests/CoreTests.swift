@@ -72,8 +72,14 @@ import Wire
         #expect(try await core.appendLog(session: 1, append(ref, "build", 0, "hello ")) == 6)
         // A replayed, overlapping chunk stores only its new bytes.
         #expect(try await core.appendLog(session: 1, append(ref, "build", 3, "lo world")) == 11)
-        // A gap is refused.
+        // A gap is refused, and so is a node the job does not have.
         await #expect(throws: WireError.self) { _ = try await core.appendLog(session: 1, append(ref, "build", 20, "x")) }
+        await #expect(throws: WireError.self) { _ = try await core.appendLog(session: 1, append(ref, "nope", 0, "x")) }
+        var stray = Heddle_V1_NodeUpdate()
+        stray.job = ref
+        stray.node = "nope"
+        stray.status = .running
+        await #expect(throws: WireError.self) { try await core.nodeUpdate(session: 1, stray) }
         // A stale epoch is refused, and so is another session.
         var stale = ref
         stale.epoch -= 1

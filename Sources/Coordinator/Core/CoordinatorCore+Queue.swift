@@ -103,11 +103,8 @@ extension CoordinatorCore {
             if lease.cancelReason == nil {
                 lease.cancelReason = reason
                 active[job.id] = lease
-                var stop = Heddle_V1_StopJob()
-                stop.jobID = UInt64(job.id)
-                stop.reason = reason
                 // A runner that is away gets the stop when it reattaches the job.
-                if let session = lease.session { runners[session]?.outbox.send(Envelope(.stopJob(stop))) }
+                if let session = lease.session { runners[session]?.outbox.send(.stopJob(UInt64(job.id), reason: reason)) }
                 logger.info("stop pushed", metadata: ["job.id": "\(job.id)", "runner": "\(lease.runner)"])
             }
             if let run = try await store.run(id: job.runID) { entries.append(queueEntry(job, run: run)) }

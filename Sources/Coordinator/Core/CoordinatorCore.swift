@@ -38,7 +38,6 @@ public actor CoordinatorCore {
     var active: [Int64: ActiveJob] = [:]
     var watchers: [Int64: [Watcher]] = [:]
     var uploads: [UInt64: PendingUpload] = [:]
-    var nextUploadID: UInt64 = 1
     var nextEpoch: Int64
     /// Names of drained runners (durable in the store).
     var drained: Set<String> = []
@@ -75,6 +74,8 @@ public actor CoordinatorCore {
         var logEnds: [String: UInt64] = [:]
         /// Set once a cancel was pushed to the runner.
         var cancelReason: String?
+        /// The job's node names (loaded when first needed after a restart).
+        var nodeNames: Set<String>?
     }
 
     struct PendingUpload {
@@ -103,8 +104,6 @@ public actor CoordinatorCore {
         self.nextEpoch = Date.nowMilliseconds
     }
 
-    /// Loads the queue from the store. Jobs that were running when the coordinator stopped
-    /// have no runner any more: they fail with reason "runner lost".
     /// Loads the queue, drained runners, revocations and open uploads from the store. Jobs
     /// that were running keep their lease for one lease period, for their runners to come back
     /// and reattach them.
@@ -161,17 +160,11 @@ public actor CoordinatorCore {
                 scheduler.attach(id, to: session)
                 logger.info("job reattached", metadata: ["job.id": "\(id)", "runner": "\(identity.name)"])
                 if let reason = job.cancelReason {
-                    var stop = Heddle_V1_StopJob()
-                    stop.jobID = ref.jobID
-                    stop.reason = reason
-                    outbox.send(Envelope(.stopJob(stop)))
+                    outbox.send(.stopJob(ref.jobID, reason: reason))
                 }
             } else {
-                var stop = Heddle_V1_StopJob()
-                stop.jobID = ref.jobID
-                stop.reason = "the lease of job \(ref.jobID) (epoch \(ref.epoch)) is no longer this runner's"
-                stop.abandon = true
-                outbox.send(Envelope(.stopJob(stop)))
+                outbox.send(.stopJob(ref.jobID, reason: "the lease of job \(ref.jobID) (epoch \(ref.epoch)) is no longer this runner's",
+                                     abandon: true))
             }
         }
         // Jobs this runner held but came back without are lost.
@@ -216,8 +209,8 @@ public actor CoordinatorCore {
         runners[session]?.lastHeartbeat = Date.nowMilliseconds
     }
 
-    /// A session ended. A runner's jobs fail with reason "runner lost"; its uploads and any
-    /// watches of the session are dropped.
+    /// A session ended: its watches are dropped; a runner's jobs keep their lease for a while
+    /// (see `expireLeases`) and their uploads stay open, for the runner to come back.
     public func sessionClosed(session: UInt64) async {
         for (runID, list) in watchers {
             watchers[runID] = list.filter { $0.session != session }
@@ -310,6 +303,7 @@ public actor CoordinatorCore {
                 active[job.id]?.attempt = job.attempt
                 active[job.id]?.name = job.name
                 let nodes = try await store.nodes(jobIDs: [job.id])
+                active[job.id]?.nodeNames = Set(nodes.map(\.name))
                 let repository = try await store.project(name: run.project)?.repository ?? ""
                 var message = Heddle_V1_Assignment()
                 message.repository = repository
@@ -386,8 +380,19 @@ public actor CoordinatorCore {
         return job
     }
 
+    /// Refuses a write about a node the job does not have.
+    func checkNode(_ node: String, of jobID: Int64) async throws {
+        if active[jobID]?.nodeNames == nil {
+            active[jobID]?.nodeNames = Set(try await store.nodes(jobIDs: [jobID]).map(\.name))
+        }
+        guard active[jobID]?.nodeNames?.contains(node) == true else {
+            throw WireError.invalid("job \(jobID) has no node '\(node)'")
+        }
+    }
+
     public func nodeUpdate(session: UInt64, _ update: Heddle_V1_NodeUpdate) async throws {
         let job = try lease(update.job, session: session)
+        try await checkNode(update.node, of: Int64(update.job.jobID))
         guard let status = Status(update.status), status != .queued else {
             throw WireError.invalid("node status \(update.status) is not a node status")
         }
@@ -417,6 +422,7 @@ public actor CoordinatorCore {
     public func appendLog(session: UInt64, _ append: Heddle_V1_LogAppend) async throws -> UInt64 {
         var job = try lease(append.job, session: session)
         let jobID = Int64(append.job.jobID)
+        try await checkNode(append.node, of: jobID)
         if job.logEnds.isEmpty {
             job.logEnds = try await store.logLengths(jobID: jobID).mapValues { UInt64($0) }
             active[jobID]?.logEnds = job.logEnds

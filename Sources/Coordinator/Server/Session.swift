@@ -102,11 +102,7 @@ struct Session {
             if wire.code == .internal { logger.error("request failed", metadata: ["error": "\(error)"]) }
             outbox.send(.error(id: envelope.id, wire))
             if wire.code == .staleEpoch, let jobID = Self.jobID(of: envelope) {
-                var stop = Heddle_V1_StopJob()
-                stop.jobID = jobID
-                stop.reason = wire.message
-                stop.abandon = true
-                outbox.send(Envelope(.stopJob(stop)))
+                outbox.send(.stopJob(jobID, reason: wire.message, abandon: true))
             }
         }
     }
