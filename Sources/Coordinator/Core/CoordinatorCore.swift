@@ -70,8 +70,11 @@ public actor CoordinatorCore {
         var leaseDeadline: ContinuousClock.Instant?
         /// Stored bytes of each node's log, for the size limit.
         var storedBytes: [String: Int64]?
-        /// Stored length of each node's log.
-        var logEnds: [String: UInt64] = [:]
+        /// Length of each node's log, counting bytes queued for the next group commit
+        /// (nil until loaded from the store).
+        var logEnds: [String: UInt64]?
+        /// Durable length of each node's log.
+        var durableLogEnds: [String: UInt64] = [:]
         /// Set once a cancel was pushed to the runner.
         var cancelReason: String?
         /// The job's node names (loaded when first needed after a restart).
@@ -86,6 +89,18 @@ public actor CoordinatorCore {
         var upload: BlobStore.Upload
     }
 
+    /// Log bytes waiting for the next group commit, in arrival order, and their total.
+    var pendingLogs: [PendingLog] = []
+    var pendingLogBytes = 0
+    /// Whether the group-commit loop runs, how many batches it committed, and who waits.
+    var flushingLogs = false
+    var logBatches = 0
+    var logSpaceWaiters: [CheckedContinuation<Void, Never>] = []
+    var logBarrierWaiters: [(batch: Int, waiter: CheckedContinuation<Void, Never>)] = []
+    /// Finished jobs whose open log segments the next commit closes.
+    var finishedLogJobs: Set<Int64> = []
+    let logFiles: LogFiles
+
     /// Every open session, so a revocation can close them.
     var sessions: [UInt64: OpenSession] = [:]
     var revocations: [Revocation] = []
@@ -95,6 +110,7 @@ public actor CoordinatorCore {
         var close: @Sendable () -> Void
     }
 
+    /// Artifacts live in `blobs`, node logs in `logs/` next to them.
     public init(store: any CoordinatorStore, blobs: BlobStore, limits: CoordinatorLimits = CoordinatorLimits(),
                 logger: Logger = Logger(label: "heddle.coordinator")) {
         self.store = store
@@ -102,12 +118,16 @@ public actor CoordinatorCore {
         self.limits = limits
         self.logger = logger
         self.nextEpoch = Date.nowMilliseconds
+        // Segments of an eighth of the size limit, so the limit drops whole segments finely.
+        self.logFiles = LogFiles(directory: "\(blobs.directory)/logs",
+                                 segmentSize: min(8 << 20, max(4096, limits.maximumLogBytes / 8)))
     }
 
     /// Loads the queue, drained runners, revocations and open uploads from the store. Jobs
     /// that were running keep their lease for one lease period, for their runners to come back
     /// and reattach them.
     public func recover(now: ContinuousClock.Instant = .now) async throws {
+        try await importLegacyLogs()
         drained = try await store.drainedRunners()
         revocations = try await store.revocations()
         var maxEpoch: Int64 = 0
@@ -190,9 +210,12 @@ public actor CoordinatorCore {
             if let job = try await store.job(id: jobID), job.lostCount < job.retryLost {
                 active[jobID] = nil
                 await discardUploads(jobID: jobID)
+                await logBarrier()  // no log write of the lost execution lands after its log is gone
                 let front = (scheduler.queue.first?.position ?? 1) - 1
                 let reason = "requeued (\(job.lostCount + 1) of \(job.retryLost)): \(why)"
                 let run = try await store.requeueLostJob(id: jobID, position: front, reason: reason, now: Date.nowMilliseconds)
+                let files = logFiles
+                try await blobs.pool.runIfActive { files.remove(jobID: jobID) }
                 scheduler.enqueue(.init(id: jobID, labels: Set(job.labels), position: front))
                 logger.warning("job requeued", metadata: ["job.id": "\(jobID)", "reason": "\(reason)"])
                 if let updated = try await store.job(id: jobID) { publishQueue(.queued, queueEntry(updated, run: run)) }
@@ -417,58 +440,6 @@ public actor CoordinatorCore {
         publish(runID: job.runID, attempt: job.attempt, .job(detail))
     }
 
-    /// Stores a log chunk and returns the node log's durable length. A chunk that repeats
-    /// stored bytes is trimmed; one that would leave a gap is refused.
-    public func appendLog(session: UInt64, _ append: Heddle_V1_LogAppend) async throws -> UInt64 {
-        var job = try lease(append.job, session: session)
-        let jobID = Int64(append.job.jobID)
-        try await checkNode(append.node, of: jobID)
-        if job.logEnds.isEmpty {
-            job.logEnds = try await store.logLengths(jobID: jobID).mapValues { UInt64($0) }
-            active[jobID]?.logEnds = job.logEnds
-        }
-        let end = active[jobID]?.logEnds[append.node] ?? 0
-        let chunkEnd = append.offset + UInt64(append.data.count)
-        guard append.offset <= end else {
-            throw WireError.invalid("log chunk for node '\(append.node)' starts at \(append.offset) but only \(end) bytes are stored")
-        }
-        guard chunkEnd > end else { return end }
-        let fresh = Array(append.data.suffix(Int(chunkEnd - end)))
-        active[jobID]?.logEnds[append.node] = chunkEnd
-        do {
-            try await store.appendLog(jobID: jobID, node: append.node, offset: Int64(end), data: fresh)
-        } catch {
-            active[jobID]?.logEnds[append.node] = end
-            throw error
-        }
-        var chunk = Heddle_V1_LogChunk()
-        chunk.jobID = append.job.jobID
-        chunk.job = job.name
-        chunk.node = append.node
-        chunk.offset = end
-        chunk.data = Data(fresh)
-        publish(runID: job.runID, attempt: job.attempt, .log(chunk))
-        try await enforceLogLimit(jobID: jobID, node: append.node, end: Int64(chunkEnd), added: Int64(fresh.count))
-        return chunkEnd
-    }
-
-    /// Keeps a node's stored log under the limit: the first half of the limit (the head) and
-    /// the most recent bytes (the tail) stay; whole chunks between them go. Readers see the gap
-    /// as a count of dropped bytes.
-    func enforceLogLimit(jobID: Int64, node: String, end: Int64, added: Int64) async throws {
-        let limit = limits.maximumLogBytes
-        if active[jobID]?.storedBytes == nil {
-            active[jobID]?.storedBytes = try await store.logStoredBytes(jobID: jobID)
-        } else {
-            active[jobID]?.storedBytes?[node, default: 0] += added
-        }
-        let stored = active[jobID]?.storedBytes?[node] ?? 0
-        // Trim in steps, not at every chunk: allow an eighth of the limit over it.
-        guard stored > limit + limit / 8 else { return }
-        try await store.dropLog(jobID: jobID, node: node, from: limit / 2, to: end - limit / 2)
-        active[jobID]?.storedBytes = try await store.logStoredBytes(jobID: jobID)
-    }
-
     public func jobStarted(session: UInt64, _ started: Heddle_V1_JobStarted) async throws {
         _ = try lease(started.job, session: session)
         guard started.commit.count <= 64, started.commit.allSatisfy({ $0.isHexDigit }) else {
@@ -493,6 +464,7 @@ public actor CoordinatorCore {
     /// slot, tells watchers, and dispatches more work.
     func finish(jobID: Int64, status: Status, reason: String) async {
         let job = active.removeValue(forKey: jobID)
+        finishedLogJobs.insert(jobID)
         if let session = job?.session { scheduler.finish(jobID, on: session) }
         scheduler.removeQueued(jobID)
         await discardUploads(jobID: jobID)
@@ -785,7 +757,7 @@ public actor CoordinatorCore {
             }
             // Stored chunks are sent merged (up to 1 MiB a frame), so a long history is a
             // few frames, not one per chunk the runner sent.
-            for record in try await store.logChunks(jobIDs: selected.map(\.id), node: watcher.node) {
+            for record in try await storedLogs(jobIDs: selected.map(\.id), node: watcher.node) {
                 let key = "\(record.jobID)/\(record.node)"
                 let dropped = record.offset > expected[key, default: 0] ? UInt64(record.offset - expected[key, default: 0]) : 0
                 expected[key] = record.offset + Int64(record.data.count)

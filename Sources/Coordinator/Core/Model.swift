@@ -184,6 +184,12 @@ public struct PipelineVersionRecord: Sendable {
     public var jobs: [String]
 }
 
+public struct LogEnd: Sendable, Equatable {
+    public var jobID: Int64
+    public var node: String
+    public var length: Int64
+}
+
 public struct LogChunkRecord: Sendable, Equatable {
     public var jobID: Int64
     public var node: String

@@ -142,12 +142,14 @@ struct Session {
             return .ok(Heddle_V1_Ok())
         case .logAppend(let append):
             try require(.runner, "a log append", identity)
-            let durable = try await core.appendLog(session: id, append)
-            var ack = Heddle_V1_LogAck()
-            ack.jobID = append.job.jobID
-            ack.node = append.node
-            ack.durableOffset = durable
-            outbox.send(Envelope(.logAck(ack)))
+            // Acknowledged by the group commit, unless nothing new needs one.
+            if let durable = try await core.queueLog(session: id, append) {
+                var ack = Heddle_V1_LogAck()
+                ack.jobID = append.job.jobID
+                ack.node = append.node
+                ack.durableOffset = durable
+                outbox.send(Envelope(.logAck(ack)))
+            }
             return nil
         case .artifactDeclare(let declare):
             try require(.runner, "an artifact upload", identity)

@@ -27,10 +27,16 @@ public protocol CoordinatorStore: Sendable {
     /// Returns the run as it is afterwards.
     func finishJob(id: Int64, status: Status, reason: String, now: Int64) async throws -> RunRecord
 
-    func appendLog(jobID: Int64, node: String, offset: Int64, data: [UInt8]) async throws
-    /// The stored length of each node log of a job.
+    /// Records the durable length of node logs (their bytes are in `LogFiles`), one transaction.
+    func setLogEnds(_ ends: [LogEnd]) async throws
+    /// The durable length of each node log of a job.
     func logLengths(jobID: Int64) async throws -> [String: Int64]
-    func logChunks(jobIDs: [Int64], node: String?) async throws -> [LogChunkRecord]
+    /// The durable lengths of the node logs of jobs, by job and then node order.
+    func logEnds(jobIDs: [Int64], node: String?) async throws -> [LogEnd]
+    /// Log bytes stored in the database by an older version, one job at a time (nil when
+    /// none are left), and their removal once moved to files.
+    func legacyLogChunks() async throws -> [LogChunkRecord]?
+    func deleteLegacyLogChunks(jobID: Int64) async throws
 
     func insertArtifact(jobID: Int64, name: String, size: Int64, sha256: String, now: Int64) async throws -> ArtifactRecord
     func artifacts(runID: Int64?) async throws -> [ArtifactRecord]
@@ -45,8 +51,6 @@ public protocol CoordinatorStore: Sendable {
     func activeJobs() async throws -> [JobRecord]
 
     func requeueLostJob(id: Int64, position: Double, reason: String, now: Int64) async throws -> RunRecord
-    func dropLog(jobID: Int64, node: String, from: Int64, to: Int64) async throws
-    func logStoredBytes(jobID: Int64) async throws -> [String: Int64]
     func saveUpload(jobID: Int64, name: String, size: Int64, sha256: String, now: Int64) async throws -> UploadRecord
     func uploads() async throws -> [UploadRecord]
     func deleteUploads(ids: [Int64]) async throws

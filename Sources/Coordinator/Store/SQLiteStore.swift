@@ -155,6 +155,19 @@ public struct SQLiteStore: CoordinatorStore {
                 );
                 """)
         }
+        migrator.registerMigration("v4: log bytes in segment files, their durable lengths here") { db in
+            // log_chunk stays until `CoordinatorCore.recover` has moved its bytes to files.
+            try db.execute(sql: """
+                CREATE TABLE log_end (
+                    job_id INTEGER NOT NULL REFERENCES job(id),
+                    node TEXT NOT NULL,
+                    length INTEGER NOT NULL,
+                    PRIMARY KEY (job_id, node)
+                ) WITHOUT ROWID;
+                INSERT INTO log_end (job_id, node, length)
+                    SELECT job_id, node, MAX(offset + length(data)) FROM log_chunk GROUP BY job_id, node;
+                """)
+        }
         return migrator
     }
 
@@ -395,32 +408,11 @@ public struct SQLiteStore: CoordinatorStore {
                 UPDATE node SET status = 'pending', exit_code = NULL, started_at = NULL, finished_at = NULL
                 WHERE job_id = ?
                 """, arguments: [id])
-            try db.execute(sql: "DELETE FROM log_chunk WHERE job_id = ?", arguments: [id])
+            try db.execute(sql: "DELETE FROM log_end WHERE job_id = ?", arguments: [id])
             try db.execute(sql: "DELETE FROM artifact WHERE job_id = ?", arguments: [id])
             try db.execute(sql: "DELETE FROM upload WHERE job_id = ?", arguments: [id])
             let runID = try Int64.fetchOne(db, sql: "SELECT run_id FROM job WHERE id = ?", arguments: [id])!
             return try Self.updateRunStatus(db, runID: runID, now: now)
-        }
-    }
-
-    /// Deletes whole log chunks of a node that lie entirely in [from, to).
-    public func dropLog(jobID: Int64, node: String, from: Int64, to: Int64) async throws {
-        try await writer.write { db in
-            try db.execute(sql: """
-                DELETE FROM log_chunk WHERE job_id = ? AND node = ? AND offset >= ? AND offset + length(data) <= ?
-                """, arguments: [jobID, node, from, to])
-        }
-    }
-
-    public func logStoredBytes(jobID: Int64) async throws -> [String: Int64] {
-        try await writer.read { db in
-            var sizes: [String: Int64] = [:]
-            for row in try Row.fetchAll(db, sql: """
-                SELECT node, SUM(length(data)) AS bytes FROM log_chunk WHERE job_id = ? GROUP BY node
-                """, arguments: [jobID]) {
-                sizes[row["node"]] = row["bytes"]
-            }
-            return sizes
         }
     }
 
@@ -541,43 +533,58 @@ public struct SQLiteStore: CoordinatorStore {
 
     // MARK: logs
 
-    public func appendLog(jobID: Int64, node: String, offset: Int64, data: [UInt8]) async throws {
+    public func setLogEnds(_ ends: [LogEnd]) async throws {
         try await writer.write { db in
-            try db.cachedStatement(sql: "INSERT INTO log_chunk (job_id, node, offset, data) VALUES (?, ?, ?, ?)")
-                .execute(arguments: [jobID, node, offset, Data(data)])
+            let statement = try db.cachedStatement(sql: """
+                INSERT INTO log_end (job_id, node, length) VALUES (?, ?, ?)
+                ON CONFLICT (job_id, node) DO UPDATE SET length = excluded.length
+                """)
+            for end in ends { try statement.execute(arguments: [end.jobID, end.node, end.length]) }
         }
     }
 
     public func logLengths(jobID: Int64) async throws -> [String: Int64] {
         try await writer.read { db in
             var lengths: [String: Int64] = [:]
-            for row in try Row.fetchAll(db, sql: """
-                SELECT node, MAX(offset + length(data)) AS end FROM log_chunk WHERE job_id = ? GROUP BY node
-                """, arguments: [jobID]) {
-                lengths[row["node"]] = row["end"]
+            for row in try Row.fetchAll(db, sql: "SELECT node, length FROM log_end WHERE job_id = ?", arguments: [jobID]) {
+                lengths[row["node"]] = row["length"]
             }
             return lengths
         }
     }
 
-    public func logChunks(jobIDs: [Int64], node: String?) async throws -> [LogChunkRecord] {
+    public func logEnds(jobIDs: [Int64], node: String?) async throws -> [LogEnd] {
         guard !jobIDs.isEmpty else { return [] }
         return try await writer.read { db in
-            let placeholders = databaseQuestionMarks(count: jobIDs.count)
             var arguments = StatementArguments(jobIDs)
             var filter = ""
             if let node {
-                filter = " AND c.node = ?"
+                filter = " AND e.node = ?"
                 arguments += [node]
             }
             return try Row.fetchAll(db, sql: """
-                SELECT c.job_id, c.node, c.offset, c.data FROM log_chunk c
-                JOIN node n ON n.job_id = c.job_id AND n.name = c.node
-                WHERE c.job_id IN (\(placeholders))\(filter)
-                ORDER BY c.job_id, n.ordinal, c.offset
-                """, arguments: arguments).map {
+                SELECT e.job_id, e.node, e.length FROM log_end e
+                JOIN node n ON n.job_id = e.job_id AND n.name = e.node
+                WHERE e.job_id IN (\(databaseQuestionMarks(count: jobIDs.count)))\(filter)
+                ORDER BY e.job_id, n.ordinal
+                """, arguments: arguments).map { LogEnd(jobID: $0["job_id"], node: $0["node"], length: $0["length"]) }
+        }
+    }
+
+    public func legacyLogChunks() async throws -> [LogChunkRecord]? {
+        try await writer.read { db in
+            guard let jobID = try Int64.fetchOne(db, sql: "SELECT MIN(job_id) FROM log_chunk") else { return nil }
+            return try Row.fetchAll(db, sql: """
+                SELECT job_id, node, offset, data FROM log_chunk WHERE job_id = ? ORDER BY node, offset
+                """, arguments: [jobID]).map {
                 LogChunkRecord(jobID: $0["job_id"], node: $0["node"], offset: $0["offset"], data: $0["data"])
             }
+        }
+    }
+
+    public func deleteLegacyLogChunks(jobID: Int64) async throws {
+        try await writer.write { db in
+            try db.execute(sql: "DELETE FROM log_chunk WHERE job_id = ?", arguments: [jobID])
         }
     }
 

@@ -1,0 +1,234 @@
+import Foundation
+import Synchronization
+import Wire
+
+/// Node log bytes on disk: `logs/<job id>/n-<node>/<start offset>`, each node log a run of
+/// segment files. A segment holds the bytes from its start offset on; a new one begins when
+/// the current one reaches `segmentSize`, or where a log continues past a dropped range. The
+/// size limit drops whole segments from the middle of a log, so readers see a gap.
+///
+/// Only the length recorded in the store (`log_end`) counts: bytes past it were written but
+/// never acknowledged, and the next write at that offset replaces them. All methods block;
+/// callers run them on a thread pool. Writes come from one group commit at a time.
+final class LogFiles: Sendable {
+    let directory: String
+    let segmentSize: Int64
+    /// The segment each recently written log appends to.
+    private let open = Mutex<[LogKey: OpenSegment]>([:])
+    static let maximumOpenLogs = 256
+
+    struct LogKey: Hashable, Sendable {
+        var jobID: Int64
+        var node: String
+    }
+
+    struct OpenSegment: Sendable {
+        var fd: Int32
+        var start: Int64
+        var end: Int64
+    }
+
+    /// Bytes for a node log at an offset, as the group commit writes them.
+    struct Write: Sendable {
+        var key: LogKey
+        var offset: Int64
+        var data: Data
+    }
+
+    init(directory: String, segmentSize: Int64) {
+        self.directory = directory
+        self.segmentSize = segmentSize
+    }
+
+    deinit {
+        for segment in open.withLock({ $0.values }) { close(segment.fd) }
+    }
+
+    func jobDirectory(_ jobID: Int64) -> String { "\(directory)/\(jobID)" }
+    func logDirectory(_ key: LogKey) -> String { "\(directory)/\(key.jobID)/n-\(key.node)" }
+
+    /// Segment start offsets of a node log, ascending.
+    func segments(_ key: LogKey) -> [Int64] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: logDirectory(key))) ?? []).compactMap { Int64($0) }.sorted()
+    }
+
+    /// Writes the bytes and makes them durable (file data, and the directory entries of
+    /// new segments): returns once an fsync covered every byte. The open segments of the jobs
+    /// in `closing` (finished) are closed afterwards.
+    func writeDurably(_ writes: [Write], closing: Set<Int64> = []) throws {
+        try open.withLock { open in
+            var dirty: [LogKey: Int32] = [:]
+            var directories: Set<String> = []
+            do {
+                for write in writes { try append(write, open: &open, dirty: &dirty, created: &directories) }
+                for (key, fd) in dirty where fdatasync(fd) != 0 { throw Self.failure("sync the log of \(key.node)", errno) }
+                for path in directories { try Self.syncDirectory(path) }
+            } catch {
+                // After a failure nothing open is trusted: the next write reopens from disk.
+                for segment in open.values { close(segment.fd) }
+                open = [:]
+                throw error
+            }
+            for key in open.keys where closing.contains(key.jobID) {
+                close(open[key]!.fd)
+                open[key] = nil
+            }
+        }
+    }
+
+    private func append(_ write: Write, open: inout [LogKey: OpenSegment], dirty: inout [LogKey: Int32],
+                        created directories: inout Set<String>) throws {
+        var segment = try segmentFor(write.key, at: write.offset, open: &open, dirty: &dirty, created: &directories)
+        open[write.key] = segment
+        var written = 0
+        while written < write.data.count {
+            if segment.end - segment.start >= segmentSize {
+                dirty[write.key] = segment.fd
+                open[write.key] = nil
+                try Self.retire(write.key, segment.fd, dirty: &dirty)
+                segment = try createSegment(write.key, start: segment.end, created: &directories)
+                open[write.key] = segment
+            }
+            let room = Int(segmentSize - (segment.end - segment.start))
+            let count = min(room, write.data.count - written)
+            let n = write.data.withUnsafeBytes { bytes in
+                pwrite(segment.fd, bytes.baseAddress! + written, count, off_t(segment.end - segment.start))
+            }
+            guard n > 0 else { throw Self.failure("write the log of \(write.key.node)", errno) }
+            written += n
+            segment.end += Int64(n)
+            open[write.key] = segment
+        }
+        dirty[write.key] = segment.fd
+    }
+
+    /// The open segment a write at `offset` continues, after making the log end there:
+    /// segments past it are removed, the one holding it is cut at it, and a write past the
+    /// end (after a dropped range) starts a new segment.
+    private func segmentFor(_ key: LogKey, at offset: Int64, open: inout [LogKey: OpenSegment],
+                            dirty: inout [LogKey: Int32], created: inout Set<String>) throws -> OpenSegment {
+        if let segment = open[key], segment.end == offset { return segment }
+        if let segment = open.removeValue(forKey: key) { try Self.retire(key, segment.fd, dirty: &dirty) }
+        if open.count >= Self.maximumOpenLogs, let evicted = open.first {
+            open[evicted.key] = nil
+            try Self.retire(evicted.key, evicted.value.fd, dirty: &dirty)
+        }
+        var holder: Int64?
+        for start in segments(key) {
+            if start >= offset {
+                unlink("\(logDirectory(key))/\(start)")
+            } else {
+                holder = start
+            }
+        }
+        if let start = holder {
+            let path = "\(logDirectory(key))/\(start)"
+            var info = stat()
+            if stat(path, &info) == 0, start + Int64(info.st_size) >= offset {
+                let fd = Glibc.open(path, O_WRONLY | O_CLOEXEC)
+                guard fd >= 0 else { throw Self.failure("open \(path)", errno) }
+                guard ftruncate(fd, off_t(offset - start)) == 0 else {
+                    close(fd)
+                    throw Self.failure("truncate \(path)", errno)
+                }
+                return OpenSegment(fd: fd, start: start, end: offset)
+            }
+        }
+        return try createSegment(key, start: offset, created: &created)
+    }
+
+    /// Closes a segment, synced first when this batch wrote to it.
+    private static func retire(_ key: LogKey, _ fd: Int32, dirty: inout [LogKey: Int32]) throws {
+        defer { close(fd) }
+        if dirty.removeValue(forKey: key) != nil, fdatasync(fd) != 0 { throw failure("sync the log of \(key.node)", errno) }
+    }
+
+    private func createSegment(_ key: LogKey, start: Int64, created: inout Set<String>) throws -> OpenSegment {
+        let folder = logDirectory(key)
+        if !FileManager.default.fileExists(atPath: folder) {
+            try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+            created.insert(jobDirectory(key.jobID))
+            created.insert(directory)
+            created.insert((directory as NSString).deletingLastPathComponent)
+        }
+        created.insert(folder)
+        let path = "\(folder)/\(start)"
+        let fd = Glibc.open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw Self.failure("create \(path)", errno) }
+        return OpenSegment(fd: fd, start: start, end: start)
+    }
+
+    /// The stored bytes of a node log up to `end`, in pieces of at most `piece` bytes, in
+    /// order; a dropped range shows as a jump in offsets.
+    func read(_ key: LogKey, end: Int64, piece: Int = 1 << 20) throws -> [LogChunkRecord] {
+        var records: [LogChunkRecord] = []
+        for start in segments(key) where start < end {
+            let path = "\(logDirectory(key))/\(start)"
+            let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else {
+                if errno == ENOENT { continue }  // dropped while we listed
+                throw Self.failure("open \(path)", errno)
+            }
+            defer { close(fd) }
+            var offset = start
+            while offset < end {
+                var data = Data(count: Int(min(Int64(piece), end - offset)))
+                let n = data.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, off_t(offset - start)) }
+                guard n >= 0 else { throw Self.failure("read \(path)", errno) }
+                if n == 0 { break }
+                data.count = n
+                records.append(LogChunkRecord(jobID: key.jobID, node: key.node, offset: offset, data: data))
+                offset += Int64(n)
+            }
+        }
+        return records
+    }
+
+    /// Bytes kept of a node log up to `end` (its length less what was dropped).
+    func storedBytes(_ key: LogKey, end: Int64) -> Int64 {
+        let starts = segments(key)
+        var total: Int64 = 0
+        for (index, start) in starts.enumerated() where start < end {
+            var info = stat()
+            guard stat("\(logDirectory(key))/\(start)", &info) == 0 else { continue }
+            var stop = min(start + Int64(info.st_size), end)
+            if index + 1 < starts.count { stop = min(stop, starts[index + 1]) }
+            total += max(0, stop - start)
+        }
+        return total
+    }
+
+    /// Removes the segments that lie entirely in [from, to).
+    func drop(_ key: LogKey, from: Int64, to: Int64) {
+        let starts = segments(key)
+        for (index, start) in starts.enumerated() where start >= from && index + 1 < starts.count {
+            // The last segment is the one being written: never dropped.
+            var info = stat()
+            let path = "\(logDirectory(key))/\(start)"
+            guard stat(path, &info) == 0, start + Int64(info.st_size) <= to else { continue }
+            unlink(path)
+        }
+    }
+
+    /// Removes every node log of a job.
+    func remove(jobID: Int64) {
+        open.withLock { open in
+            for key in open.keys where key.jobID == jobID {
+                close(open[key]!.fd)
+                open[key] = nil
+            }
+        }
+        try? FileManager.default.removeItem(atPath: jobDirectory(jobID))
+    }
+
+    static func syncDirectory(_ path: String) throws {
+        let fd = Glibc.open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { throw failure("open \(path)", errno) }
+        defer { close(fd) }
+        guard fsync(fd) == 0 else { throw failure("sync \(path)", errno) }
+    }
+
+    static func failure(_ what: String, _ code: Int32) -> WireError {
+        WireError(.internal, "cannot \(what): \(String(cString: strerror(code)))")
+    }
+}
