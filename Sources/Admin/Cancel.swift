@@ -77,6 +77,9 @@ struct Cancel: AsyncParsableCommand {
                  $0.status == .running ? "stopping on \($0.runner)" : Output.statusName(dryRun ? $0.status : .cancelled)]
             }))
         }
+        if result.count > result.jobs.count {
+            print("… and \(result.count - UInt32(result.jobs.count)) more not listed")
+        }
         let noun = result.count == 1 ? "1 job" : "\(result.count) jobs"
         print(dryRun ? "\(noun) would be cancelled (dry run, nothing changed)" : "\(noun) cancelled")
     }

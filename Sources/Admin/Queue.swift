@@ -17,25 +17,32 @@ struct Queue: AsyncParsableCommand {
         @Flag(help: "Keep showing changes as the coordinator pushes them.")
         var watch = false
 
+        @Option(help: "Show the first N jobs (at most 1000); the total is always shown.")
+        var limit: UInt32 = 100
+
         @OptionGroup var connection: ConnectionOptions
+
+        func validate() throws {
+            guard (1...1000).contains(limit) else { throw ValidationError("--limit must be 1 to 1000") }
+        }
 
         func run() async throws {
             try await withClient(connection) { client in
-                let jobs = try await client.queue()
+                let list = try await client.queue(limit: limit)
                 if !watch {
-                    print(json ? Output.json(jobs.map(Self.jsonEntry)) : Self.table(jobs))
+                    print(json ? Output.json(list.jobs.map(Self.jsonEntry)) : Self.table(list))
                     return
                 }
                 let events = try await client.watchQueue()
                 let live = Output.colour && !json
                 if live {
-                    Self.redraw(try await client.queue())
+                    Self.redraw(try await client.queue(limit: limit))
                 } else if !json {
-                    print(Self.table(jobs))
+                    print(Self.table(list))
                 }
                 for try await event in events {
                     if live {
-                        Self.redraw(try await client.queue())
+                        Self.redraw(try await client.queue(limit: limit))
                     } else if json {
                         var object = Self.jsonEntry(event.job)
                         object["event"] = Self.kindName(event.kind)
@@ -47,8 +54,8 @@ struct Queue: AsyncParsableCommand {
             }
         }
 
-        static func redraw(_ jobs: [Heddle_V1_QueueEntry]) {
-            print("\u{1B}[H\u{1B}[2J" + "heddle queue --watch (Ctrl-C to stop)\n\n" + table(jobs))
+        static func redraw(_ list: Heddle_V1_QueueList) {
+            print("\u{1B}[H\u{1B}[2J" + "heddle queue --watch (Ctrl-C to stop)\n\n" + table(list))
         }
 
         static func kindName(_ kind: Heddle_V1_QueueEvent.Kind) -> String {
@@ -86,8 +93,10 @@ struct Queue: AsyncParsableCommand {
             ]
         }
 
-        static func table(_ jobs: [Heddle_V1_QueueEntry]) -> String {
+        static func table(_ list: Heddle_V1_QueueList) -> String {
+            let jobs = list.jobs
             guard !jobs.isEmpty else { return "the queue is empty" }
+            let more = list.total > jobs.count ? "\n… and \(list.total - UInt32(jobs.count)) more (\(list.total) jobs running or queued)" : ""
             return Output.table(["#", "JOB", "RUN", "PIPELINE", "BRANCH", "LABELS", "STATUS", "WAITING", "RUNNER / WHY WAITING"],
                                 jobs.map { job in
                 [job.position == 0 ? "-" : "\(job.position)", "\(job.jobID) \(job.job)", "\(job.runID)",
@@ -95,7 +104,7 @@ struct Queue: AsyncParsableCommand {
                  Output.status(job.status),
                  job.status == .queued ? Output.duration(from: job.queuedAtMs, to: 0) : "-",
                  job.status == .running ? job.runner : (job.waitingReason.isEmpty ? "" : Output.paint(job.waitingReason, "33"))]
-            })
+            }) + more
         }
     }
 

@@ -18,7 +18,10 @@ actor LogStream {
     private var abandoned = false
     private var ackWaiters: [(UInt64, CheckedContinuation<Void, Never>)] = []
 
-    static let chunkSize = 64 * 1024
+    /// The largest chunk sent: what is waiting goes in one frame, up to this, or half the
+    /// coordinator's frame limit when that is smaller. Big chunks when a node writes fast
+    /// keep the per-frame cost small; a slow writer's bytes still go out as they come.
+    static let chunkSize = 1 << 20
 
     init(job: Heddle_V1_JobRef, node: String, link: CoordinatorLink, spoolPath: String,
          memoryLimit: Int = 4 << 20, diskLimit: Int64 = 256 << 20) {
@@ -47,7 +50,8 @@ actor LogStream {
             guard await link.isConnected else { return }
             let connection = await link.current()
             let from = sent
-            let bytes = spool.read(from: from - acked, count: Int(min(UInt64(Self.chunkSize), end - from)))
+            let limit = min(Self.chunkSize, max(4096, Int(connection.welcome.maxFrameBytes) / 2))
+            let bytes = spool.read(from: from - acked, count: Int(min(UInt64(limit), end - from)))
             var append = Heddle_V1_LogAppend()
             append.job = job
             append.node = node

@@ -126,8 +126,11 @@ public struct HeddleClient: Sendable {
         return try await call(.runGet(request)) { if case .run(let m) = $0 { m } else { nil } }
     }
 
-    public func queue() async throws -> [Heddle_V1_QueueEntry] {
-        try await call(.queue(.init())) { if case .queueList(let m) = $0 { m.jobs } else { nil } }
+    /// The first `limit` entries (0: as many as the coordinator lists) and the total.
+    public func queue(limit: UInt32 = 0) async throws -> Heddle_V1_QueueList {
+        var request = Heddle_V1_QueueRequest()
+        request.limit = limit
+        return try await call(.queue(request)) { if case .queueList(let m) = $0 { m } else { nil } }
     }
 
     public func runners() async throws -> [Heddle_V1_RunnerInfo] {

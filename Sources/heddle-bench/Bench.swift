@@ -17,6 +17,9 @@ struct Bench {
         let arguments = CommandLine.arguments.dropFirst()
         let quick = arguments.contains("--quick")
         let json = arguments.contains("--json")
+        // `--only jobs,log` runs just those scenarios (for profiling one of them).
+        let only = arguments.firstIndex(of: "--only").map { arguments[arguments.index(after: $0)].split(separator: ",").map(String.init) }
+        func wanted(_ name: String) -> Bool { only?.contains(name) ?? true }
         var results: [(String, Double)] = []
         func record(_ key: String, _ value: Double) {
             results.append((key, value))
@@ -28,21 +31,59 @@ struct Bench {
         defer { try? FileManager.default.removeItem(atPath: root) }
         let pki = try BenchPKI(directory: root)
 
-        let tls = try await Baselines.tlsLoopback(pki: pki, bytes: quick ? 256 << 20 : 1 << 30)
-        record("tls_loopback_mb_s", tls)
-        let disk = try Baselines.diskWrite(path: "\(root)/disk.bin", bytes: quick ? 256 << 20 : 1 << 30)
-        record("disk_write_mb_s", disk)
+        var tls = 0.0
+        var disk = 0.0
+        if wanted("baselines") {
+            tls = try await Baselines.tlsLoopback(pki: pki, bytes: quick ? 256 << 20 : 1 << 30)
+            record("tls_loopback_mb_s", tls)
+            disk = try Baselines.diskWrite(path: "\(root)/disk.bin", bytes: quick ? 256 << 20 : 1 << 30)
+            record("disk_write_mb_s", disk)
+        }
 
         let fabric = try await BenchCoordinator.start(pki: pki, data: "\(root)/data")
-        let jobs = try await Scenarios.jobsPerSecond(fabric, runners: 4, runs: quick ? 500 : 2000)
-        record("jobs_per_s", jobs)
-        let (p50, p99) = try await Scenarios.triggerToStart(fabric, samples: quick ? 100 : 500)
-        record("trigger_to_start_p50_ms", p50)
-        record("trigger_to_start_p99_ms", p99)
-        let logs = try await Scenarios.logThroughput(fabric, bytes: quick ? 64 << 20 : 256 << 20)
-        record("log_throughput_mb_s", logs)
-        record("log_throughput_vs_tls", logs / tls)
+        if wanted("jobs") {
+            let jobs = try await Scenarios.jobsPerSecond(fabric, runners: 4, runs: quick ? 500 : 2000)
+            record("jobs_per_s", jobs)
+        }
+        if wanted("latency") {
+            let (p50, p99) = try await Scenarios.triggerToStart(fabric, samples: quick ? 100 : 500)
+            record("trigger_to_start_p50_ms", p50)
+            record("trigger_to_start_p99_ms", p99)
+        }
+        if wanted("log") {
+            let logs = try await Scenarios.logThroughput(fabric, bytes: quick ? 64 << 20 : 256 << 20)
+            record("log_throughput_mb_s", logs)
+            if tls > 0 { record("log_throughput_vs_tls", logs / tls) }
+        }
+        if wanted("tail") {
+            record("tail_latency_p50_ms", try await Scenarios.tailLatency(fabric, samples: quick ? 200 : 1000))
+        }
+        if wanted("artifact") {
+            let artifact = try await Scenarios.artifactThroughput(fabric, bytes: quick ? 256 << 20 : 1 << 30)
+            record("artifact_throughput_mb_s", artifact)
+            if tls > 0 { record("artifact_throughput_vs_limit", artifact / min(tls, disk)) }
+        }
+        if wanted("queue") {
+            let (move, cancel, bulk) = try await Scenarios.queueOperations(fabric, total: 100_000, samples: quick ? 200 : 1000)
+            record("queue_move_p99_ms", move)
+            record("queue_cancel_p99_ms", cancel)
+            record("bulk_cancel_10k_ms", bulk)
+        }
         await fabric.stop()
+
+        if wanted("runners") {
+            let count = 10_000
+            let held = try await Scenarios.connectedRunners(pki: pki, data: "\(root)/runners", count: count)
+            record("connected_runners", Double(held.listed))
+            record("coordinator_rss_mb", held.rss)
+            record("coordinator_idle_rss_mb", held.idleRSS)
+            record("rss_per_runner_kb", (held.rss - held.idleRSS) * 1024 / Double(max(1, held.listed)))
+            record("runner_connects_per_s", Double(count) / held.connectSeconds)
+        }
+        if wanted("burst") {
+            let burst = try await Scenarios.burstRSS(pki: pki, data: "\(root)/burst", bytes: 100_000_000)
+            record("burst_rss_mb", burst.peak)
+        }
 
         if json {
             let object = Dictionary(uniqueKeysWithValues: results.map { ($0.0, ($0.1 * 100).rounded() / 100) })

@@ -132,8 +132,8 @@ enum Scenarios {
         return (percentile(latencies, 0.5), percentile(latencies, 0.99))
     }
 
-    /// One node writing as fast as it can: 64 KiB log chunks, until the coordinator has
-    /// acknowledged every byte as durable.
+    /// One node writing as fast as it can: log chunks as the runner sends them when output
+    /// waits (1 MiB), until the coordinator has acknowledged every byte as durable.
     static func logThroughput(_ fabric: BenchCoordinator, bytes: Int) async throws -> Double {
         let admin = try await fabric.admin()
         _ = try await admin.pushPipeline(project: "bench", fileName: "log.act", source: pipeline("log", label: "log"))
@@ -145,7 +145,7 @@ enum Scenarios {
             if case .assignment(let received) = envelope.body { assignment = received }
         }
         guard let assignment else { throw WireError(.internal, "no assignment") }
-        let chunk = Data((0..<(64 * 1024)).map { UInt8(truncatingIfNeeded: $0 % 95 + 32) })
+        let chunk = Data((0..<(1024 * 1024)).map { UInt8(truncatingIfNeeded: $0 % 95 + 32) })
         let start = ContinuousClock.now
         async let acked: Void = {
             while let envelope = await pushes.next() {

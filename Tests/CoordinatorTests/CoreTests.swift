@@ -215,7 +215,7 @@ import Wire
         let lost = try await core.runDetail(runID: runs[0], attempt: nil)
         #expect(lost.run.status == .failed)
         #expect(lost.jobs[0].reason.hasPrefix("runner lost"))
-        #expect(try await core.queue().map(\.runID) == runs[1...].map { UInt64($0) })
+        #expect(try await core.queue().jobs.map(\.runID) == runs[1...].map { UInt64($0) })
 
         let runner = RecordingOutbox()
         hello.capacity = 3

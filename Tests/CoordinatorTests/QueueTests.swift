@@ -76,7 +76,7 @@ import Wire
         let result = try await setup.core.cancel(runIDs: [], jobIDs: [second], by: setup.admin)
         #expect(result.count == 1)
         _ = try await setup.core.move(jobID: try await setup.jobOf(runs[0]), to: .after(try await setup.jobOf(runs[3])))
-        #expect(try await setup.core.queue().map(\.runID) == [runs[4], runs[2], runs[3], runs[0]].map { UInt64($0) })
+        #expect(try await setup.core.queue().jobs.map(\.runID) == [runs[4], runs[2], runs[3], runs[0]].map { UInt64($0) })
 
         let runner = await setup.connectRunner(capacity: 10)
         #expect(await setup.assignments(runner, count: 4) == [runs[4], runs[2], runs[3], runs[0]].map { UInt64($0) })
@@ -91,7 +91,7 @@ import Wire
         defer { setup.data.remove() }
         var jobs: [Int64] = []
         for _ in 0..<4 { jobs.append(try await setup.jobOf(try await setup.trigger())) }
-        func order() async throws -> [Int64] { try await setup.core.queue().map { Int64($0.jobID) } }
+        func order() async throws -> [Int64] { try await setup.core.queue().jobs.map { Int64($0.jobID) } }
         _ = try await setup.core.move(jobID: jobs[0], to: .bottom)
         #expect(try await order() == [jobs[1], jobs[2], jobs[3], jobs[0]])
         _ = try await setup.core.move(jobID: jobs[0], to: .before(jobs[2]))
@@ -114,7 +114,7 @@ import Wire
         let restarted = CoordinatorCore(store: try SQLiteStore.open(directory: setup.data.path),
                                         blobs: try BlobStore(directory: setup.data.path), logger: Logger(label: "test"))
         try await restarted.recover()
-        #expect(try await restarted.queue().map { Int64($0.jobID) } == [jobs[3], jobs[2], jobs[1], jobs[0]])
+        #expect(try await restarted.queue().jobs.map { Int64($0.jobID) } == [jobs[3], jobs[2], jobs[1], jobs[0]])
     }
 
     @Test func bulkCancelFiltersAndDryRunChangesNothing() async throws {
@@ -132,11 +132,11 @@ import Wire
         let dry = try await setup.core.bulkCancel(request, by: setup.admin)
         #expect(dry.count == 2)
         #expect(dry.jobs.map(\.runID) == [drop1, drop2].map { UInt64($0) })
-        #expect(try await setup.core.queue().count == 4)
+        #expect(try await setup.core.queue().jobs.count == 4)
         request.dryRun = false
         let done = try await setup.core.bulkCancel(request, by: setup.admin)
         #expect(done.count == 2)
-        #expect(try await setup.core.queue().map(\.runID) == [keep1, keep2].map { UInt64($0) })
+        #expect(try await setup.core.queue().jobs.map(\.runID) == [keep1, keep2].map { UInt64($0) })
         for run in [drop1, drop2] {
             #expect(try await setup.core.runDetail(runID: run, attempt: nil).run.status == .cancelled)
         }
@@ -169,7 +169,7 @@ import Wire
         let runner = await setup.connectRunner()
         _ = try await setup.core.setDrained(runner: "r1", true)
         let run = try await setup.trigger()
-        let entry = try #require(try await setup.core.queue().first)
+        let entry = try #require(try await setup.core.queue().jobs.first)
         #expect(entry.waitingReason == "every runner with labels [linux] is drained")
         #expect(await setup.core.runnerList().first?.drained == true)
         _ = try await setup.core.setDrained(runner: "r1", false)

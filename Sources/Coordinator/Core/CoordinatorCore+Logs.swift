@@ -54,10 +54,10 @@ extension CoordinatorCore {
         }
         let durable = job.durableLogEnds[append.node] ?? 0
         if chunkEnd <= end && durable == end { return durable }
-        let fresh = chunkEnd > end ? append.data.suffix(Int(chunkEnd - end)) : Data()
+        let fresh = chunkEnd <= end ? Data() : append.offset == end ? append.data : Data(append.data.suffix(Int(chunkEnd - end)))
         active[jobID]?.logEnds?[append.node] = max(end, chunkEnd)
         pendingLogs.append(PendingLog(jobID: jobID, epoch: job.epoch, node: append.node, offset: Int64(end),
-                                      data: Data(fresh), done: done))
+                                      data: fresh, done: done))
         pendingLogBytes += fresh.count
         if !flushingLogs {
             flushingLogs = true

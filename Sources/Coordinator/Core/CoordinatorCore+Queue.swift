@@ -35,17 +35,18 @@ extension CoordinatorCore {
 
     /// Running jobs, then queued ones in dispatch order, each queued one with its place and,
     /// when no runner can take it, why.
-    public func queue() async throws -> [Heddle_V1_QueueEntry] {
+    public func queue(limit: Int = .max) async throws -> Heddle_V1_QueueList {
         let jobs = try await store.activeJobs()
         var runs: [Int64: RunRecord] = [:]
-        var entries: [Heddle_V1_QueueEntry] = []
+        var list = Heddle_V1_QueueList()
         let ordered = jobs.filter { $0.status == .running } + jobs.filter { $0.status == .queued }
-        for job in ordered {
+        list.total = UInt32(ordered.count)
+        for job in ordered.prefix(limit) {
             if runs[job.runID] == nil { runs[job.runID] = try await store.run(id: job.runID) }
             guard let run = runs[job.runID] else { continue }
-            entries.append(queueEntry(job, run: run))
+            list.jobs.append(queueEntry(job, run: run))
         }
-        return entries
+        return list
     }
 
     /// Subscribes `outbox` to queue changes (QueueEvents with `requestID`).
@@ -109,8 +110,15 @@ extension CoordinatorCore {
             }
             if let run = try await store.run(id: job.runID) { entries.append(queueEntry(job, run: run)) }
         }
+        return Self.cancelResult(entries)
+    }
+
+    /// Jobs listed in a cancel result; `count` has them all.
+    public static let maximumListedJobs = 1000
+
+    static func cancelResult(_ entries: [Heddle_V1_QueueEntry]) -> Heddle_V1_CancelResult {
         var out = Heddle_V1_CancelResult()
-        out.jobs = entries
+        out.jobs = Array(entries.prefix(maximumListedJobs))
         out.count = UInt32(entries.count)
         return out
     }
@@ -129,14 +137,10 @@ extension CoordinatorCore {
             if !request.branch.isEmpty && run.branch != request.branch { continue }
             matching.append(job)
         }
-        var out = Heddle_V1_CancelResult()
         if request.dryRun {
-            out.jobs = matching.compactMap { job in runs[job.runID].map { queueEntry(job, run: $0) } }
-        } else {
-            out.jobs = try await cancelQueued(matching, reason: "cancelled by \(who.name) (bulk)")
+            return Self.cancelResult(matching.compactMap { job in runs[job.runID].map { queueEntry(job, run: $0) } })
         }
-        out.count = UInt32(out.jobs.count)
-        return out
+        return Self.cancelResult(try await cancelQueued(matching, reason: "cancelled by \(who.name) (bulk)"))
     }
 
     /// Takes queued jobs out of the queue and stores them cancelled in one transaction.

@@ -274,11 +274,10 @@ struct Session {
             guard envelope.id != 0 else { throw WireError(.badRequest, "a Watch request needs a non-zero id") }
             try await core.watch(session: id, requestID: envelope.id, request, outbox: outbox)
             return nil
-        case .queue:
+        case .queue(let request):
             try require(.automation, "queue", identity)
-            var list = Heddle_V1_QueueList()
-            list.jobs = try await core.queue()
-            return .queueList(list)
+            let limit = request.limit == 0 ? CoordinatorCore.maximumListedJobs : min(Int(request.limit), CoordinatorCore.maximumListedJobs)
+            return .queueList(try await core.queue(limit: limit))
         case .runners:
             try require(.automation, "runners", identity)
             var list = Heddle_V1_RunnerList()

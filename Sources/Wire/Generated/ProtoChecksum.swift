@@ -2,5 +2,5 @@
 // SHA-256 of the concatenated proto/heddle/v1/*.proto files (in name order) this code was
 // generated from. WireTests fails when the protos change without regenerating.
 public enum ProtoChecksum {
-    public static let sha256 = "cbd93c468e41b14e02155c1570d598e4facd89579f99e1475c6709105b95a929"
+    public static let sha256 = "c9e55a675ac19f152d545c76b8619c85d2827f101e49cc077e4241677524f589"
 }

@@ -1,0 +1,62 @@
+import Foundation
+import Wire
+
+/// The release `heddle-coordinator` binary as its own process, so its memory can be read
+/// from `/proc` apart from the simulated runners'. Stopped with SIGTERM by its pid.
+final class CoordinatorProcess {
+    let process: Process
+    let endpoint: Endpoint
+
+    private init(process: Process, endpoint: Endpoint) {
+        self.process = process
+        self.endpoint = endpoint
+    }
+
+    static func start(pki: BenchPKI, data: String, heartbeatInterval: Double = 5) throws -> CoordinatorProcess {
+        let binary = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
+            .deletingLastPathComponent().appendingPathComponent("heddle-coordinator")
+        guard FileManager.default.isExecutableFile(atPath: binary.path) else {
+            throw WireError(.internal, "\(binary.path) is missing: build it in release next to heddle-bench (scripts/bench does)")
+        }
+        let process = Process()
+        process.executableURL = binary
+        process.arguments = ["--listen", "127.0.0.1:0", "--data", data, "--ca", "\(pki.directory)/ca.pem",
+                             "--cert", "\(pki.directory)/coordinator.pem", "--key", "\(pki.directory)/coordinator.key",
+                             "--heartbeat-interval", String(heartbeatInterval), "--log-level", "error"]
+        let output = Pipe()
+        process.standardOutput = output
+        try process.run()
+        // It prints "listening on 127.0.0.1:PORT" once bound.
+        var text = ""
+        while !text.contains("\n") {
+            let data = output.fileHandleForReading.availableData
+            if data.isEmpty { break }
+            text += String(decoding: data, as: UTF8.self)
+        }
+        guard let line = text.split(separator: "\n").first, line.hasPrefix("listening on "),
+              let endpoint = try? Endpoint(parsing: String(line.dropFirst("listening on ".count))) else {
+            process.terminate()
+            process.waitUntilExit()
+            throw WireError(.internal, "the coordinator did not start: \(text)")
+        }
+        return CoordinatorProcess(process: process, endpoint: endpoint)
+    }
+
+    /// Resident memory now, and its peak so far, in MB (from /proc/PID/status).
+    func memory() -> (rss: Double, peak: Double) {
+        let status = (try? String(contentsOfFile: "/proc/\(process.processIdentifier)/status", encoding: .utf8)) ?? ""
+        func field(_ name: String) -> Double {
+            guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix(name + ":") }),
+                  let kb = Double(line.split(separator: " ").dropFirst().first { !$0.isEmpty }.map(String.init) ?? "")
+            else { return 0 }
+            return kb / 1024
+        }
+        return (field("VmRSS"), field("VmHWM"))
+    }
+
+    func stop() {
+        guard process.isRunning else { return }
+        kill(process.processIdentifier, SIGTERM)
+        process.waitUntilExit()
+    }
+}

@@ -1,0 +1,251 @@
+import Crypto
+import Foundation
+import Wire
+
+extension Scenarios {
+    /// Triggers a pipeline and returns the run id and the assignment its runner receives.
+    static func start(_ pipelineName: String, admin: HeddleClient,
+                      pushes: inout AsyncStream<Envelope>.Iterator) async throws -> (UInt64, Heddle_V1_Assignment) {
+        let runID = try await admin.trigger(project: "bench", pipeline: pipelineName, branch: "main")
+        while let envelope = await pushes.next() {
+            if case .assignment(let assignment) = envelope.body { return (runID, assignment) }
+        }
+        throw WireError(.internal, "the runner's connection closed before an assignment")
+    }
+
+    static func logAppend(_ job: Heddle_V1_JobRef, offset: Int, _ data: Data) -> Envelope.OneOf_Body {
+        var append = Heddle_V1_LogAppend()
+        append.job = job
+        append.node = "n"
+        append.offset = UInt64(offset)
+        append.data = data
+        return .logAppend(append)
+    }
+
+    /// A line written by a node to the same bytes shown to a follower (`logs --follow`):
+    /// one line at a time, each sent once the previous one was shown.
+    static func tailLatency(_ fabric: BenchCoordinator, samples: Int) async throws -> Double {
+        let admin = try await fabric.admin()
+        _ = try await admin.pushPipeline(project: "bench", fileName: "tail.act", source: pipeline("tail", label: "tail"))
+        let runner = try await fabric.runner(labels: ["tail"], capacity: 1)
+        var pushes = runner.pushes.makeAsyncIterator()
+        let (runID, assignment) = try await start("tail", admin: admin, pushes: &pushes)
+        let follower = try await fabric.admin()
+        var events = try await follower.watch(runID: runID, logs: true, follow: true).makeAsyncIterator()
+        var latencies: [Double] = []
+        var offset = 0
+        for index in 0..<samples {
+            let line = Data("\u{1B}[32mstep \(index)\u{1B}[0m compiling module \(index % 17)\n".utf8)
+            let started = ContinuousClock.now
+            try await runner.send(logAppend(assignment.job, offset: offset, line))
+            offset += line.count
+            shown: while let event = try await events.next() {
+                if case .log(let chunk) = event.event, chunk.offset + UInt64(chunk.data.count) >= UInt64(offset) { break shown }
+            }
+            latencies.append(seconds(since: started) * 1000)
+        }
+        await runner.close()
+        await follower.connection.close()
+        await admin.connection.close()
+        return percentile(latencies, 0.5)
+    }
+
+    /// One artifact: declared with its size and SHA-256, sent in chunks of the size the
+    /// coordinator announces without waiting for each, committed once the coordinator has
+    /// verified and stored it. The content is hashed before the clock starts.
+    static func artifactThroughput(_ fabric: BenchCoordinator, bytes: Int) async throws -> Double {
+        let admin = try await fabric.admin()
+        _ = try await admin.pushPipeline(project: "bench", fileName: "artifact.act", source: pipeline("artifact", label: "artifact"))
+        let runner = try await fabric.runner(labels: ["artifact"], capacity: 1)
+        var pushes = runner.pushes.makeAsyncIterator()
+        let (_, assignment) = try await start("artifact", admin: admin, pushes: &pushes)
+        let chunkSize = Int(runner.welcome.maxArtifactChunkBytes)
+        var base = Data(count: chunkSize)
+        base.withUnsafeMutableBytes { for i in 0..<$0.count { $0[i] = UInt8(truncatingIfNeeded: i &* 2_654_435_761 >> 13) } }
+        func chunk(_ index: Int) -> Data {
+            var data = base
+            withUnsafeBytes(of: UInt64(index).littleEndian) { data.replaceSubrange(0..<8, with: $0) }
+            return data.prefix(min(chunkSize, bytes - index * chunkSize))
+        }
+        let count = (bytes + chunkSize - 1) / chunkSize
+        var hasher = SHA256()
+        for index in 0..<count { hasher.update(data: chunk(index)) }
+        var declare = Heddle_V1_ArtifactDeclare()
+        declare.job = assignment.job
+        declare.name = "bench.bin"
+        declare.size = UInt64(bytes)
+        declare.sha256 = Data(hasher.finalize())
+
+        let started = ContinuousClock.now
+        guard case .artifactDeclared(let declared) = try await runner.request(.artifactDeclare(declare)).body else {
+            throw WireError(.internal, "the artifact was not declared")
+        }
+        for index in 0..<count {
+            var message = Heddle_V1_ArtifactChunk()
+            message.job = assignment.job
+            message.uploadID = declared.uploadID
+            message.offset = UInt64(index * chunkSize)
+            message.data = chunk(index)
+            try await runner.send(.artifactChunk(message))
+        }
+        var commit = Heddle_V1_ArtifactCommit()
+        commit.job = assignment.job
+        commit.uploadID = declared.uploadID
+        guard case .artifactCommitted = try await runner.request(.artifactCommit(commit)).body else {
+            throw WireError(.internal, "the artifact was not committed")
+        }
+        let elapsed = seconds(since: started)
+        await runner.close()
+        await admin.connection.close()
+        return Double(bytes) / elapsed / 1_000_000
+    }
+
+    /// A pipeline of `jobs` jobs that no runner takes (their label is carried by none).
+    static func widePipeline(_ name: String, jobs: Int) -> String {
+        var text = "name: \(name)\njobs:\n"
+        for index in 0..<jobs { text += "  j\(index):\n    labels: [nobody]\n    nodes:\n      n: { run: 'true' }\n" }
+        return text
+    }
+
+    /// A queue of `total` jobs (runs of 1,000 jobs): single moves and cancels timed one
+    /// request at a time from an admin client, then a bulk cancel of 10,000 of them.
+    static func queueOperations(_ fabric: BenchCoordinator, total: Int, samples: Int)
+        async throws -> (move: Double, cancel: Double, bulk: Double) {
+        let admin = try await fabric.admin()
+        _ = try await admin.pushPipeline(project: "bench", fileName: "wide.act", source: widePipeline("wide", jobs: 1000))
+        _ = try await admin.pushPipeline(project: "bench", fileName: "bulk.act", source: widePipeline("bulk", jobs: 1000))
+        var wideRuns: [UInt64] = []
+        for _ in 0..<(total - 10_000) / 1000 { wideRuns.append(try await admin.trigger(project: "bench", pipeline: "wide", branch: "main")) }
+        for _ in 0..<10 { _ = try await admin.trigger(project: "bench", pipeline: "bulk", branch: "main") }
+        var ids: [UInt64] = []
+        for runID in wideRuns.prefix(max(1, 2 * samples / 1000 + 1)) { ids += try await admin.run(runID).jobs.map(\.id) }
+        var generator = SystemRandomNumberGenerator()
+        ids.shuffle(using: &generator)
+
+        var moves: [Double] = []
+        for index in 0..<samples {
+            let target: Heddle_V1_QueueMoveRequest.OneOf_Target = switch index % 4 {
+            case 0: .top(true)
+            case 1: .bottom(true)
+            case 2: .position(UInt32.random(in: 1...UInt32(total / 2)))
+            default: .beforeJob(ids[(index + 1) % ids.count])
+            }
+            let started = ContinuousClock.now
+            _ = try await admin.move(job: ids[index], to: target)
+            moves.append(seconds(since: started) * 1000)
+        }
+        var cancels: [Double] = []
+        for id in ids.suffix(samples) {
+            let started = ContinuousClock.now
+            let result = try await admin.cancel(jobs: [id])
+            guard result.count == 1 else { throw WireError(.internal, "cancel of job \(id) cancelled \(result.count)") }
+            cancels.append(seconds(since: started) * 1000)
+        }
+        var bulk = Heddle_V1_BulkCancelRequest()
+        bulk.pipeline = "bulk"
+        let started = ContinuousClock.now
+        let result = try await admin.bulkCancel(bulk)
+        let bulkMs = seconds(since: started) * 1000
+        guard result.count == 10_000 else { throw WireError(.internal, "bulk cancel cancelled \(result.count), not 10,000") }
+        // Leave nothing queued for later scenarios.
+        var rest = Heddle_V1_BulkCancelRequest()
+        rest.pipeline = "wide"
+        _ = try await admin.bulkCancel(rest)
+        await admin.connection.close()
+        return (percentile(moves, 0.99), percentile(cancels, 0.99), bulkMs)
+    }
+
+    /// Simulated runners (real TLS, real Hello, heartbeats) connected to a coordinator
+    /// process; after three heartbeat intervals the coordinator must still list them all.
+    /// Returns how many it lists, its RSS before and with them.
+    static func connectedRunners(pki: BenchPKI, data: String, count: Int)
+        async throws -> (listed: Int, idleRSS: Double, rss: Double, connectSeconds: Double) {
+        let interval = 2.0
+        let coordinator = try CoordinatorProcess.start(pki: pki, data: data, heartbeatInterval: interval)
+        defer { coordinator.stop() }
+        let fabric = RemoteFabric(endpoint: coordinator.endpoint, pki: pki)
+        let idle = coordinator.memory().rss
+        let started = ContinuousClock.now
+        let connections = try await withThrowingTaskGroup(of: [HeddleConnection].self) { group in
+            let lanes = 32
+            for lane in 0..<lanes {
+                group.addTask {
+                    var mine: [HeddleConnection] = []
+                    for _ in stride(from: lane, to: count, by: lanes) {
+                        mine.append(try await fabric.runner(labels: ["sim"], capacity: 1))
+                    }
+                    return mine
+                }
+            }
+            return try await group.reduce(into: []) { $0 += $1 }
+        }
+        let connectSeconds = seconds(since: started)
+        // Heartbeats must keep every session: a peer silent for three intervals is dropped.
+        try await Task.sleep(for: .seconds(interval * 3.5))
+        let admin = try await HeddleClient.connect(to: coordinator.endpoint, tls: pki.files("admin"))
+        // Counted: sessions the coordinator heard from within the last two intervals.
+        let now = Int64(Date().timeIntervalSince1970 * 1000)
+        let listed = try await admin.runners().filter { now - $0.lastHeartbeatMs <= Int64(interval * 2000) }.count
+        let rss = coordinator.memory().rss
+        await admin.connection.close()
+        await withTaskGroup(of: Void.self) { group in
+            for connection in connections { group.addTask { await connection.close() } }
+        }
+        return (listed, idle, rss, connectSeconds)
+    }
+
+    /// A node writing 100 MB as fast as it can while a follower shows it: the coordinator
+    /// process's peak RSS over the burst.
+    static func burstRSS(pki: BenchPKI, data: String, bytes: Int) async throws -> (peak: Double, idle: Double) {
+        let coordinator = try CoordinatorProcess.start(pki: pki, data: data)
+        defer { coordinator.stop() }
+        let fabric = RemoteFabric(endpoint: coordinator.endpoint, pki: pki)
+        let admin = try await HeddleClient.connect(to: coordinator.endpoint, tls: pki.files("admin"))
+        _ = try await admin.pushPipeline(project: "bench", fileName: "burst.act", source: pipeline("burst", label: "burst"))
+        let runner = try await fabric.runner(labels: ["burst"], capacity: 1)
+        var pushes = runner.pushes.makeAsyncIterator()
+        let (runID, assignment) = try await start("burst", admin: admin, pushes: &pushes)
+        let idle = coordinator.memory().rss
+        let follower = try await HeddleClient.connect(to: coordinator.endpoint, tls: pki.files("admin"))
+        let events = try await follower.watch(runID: runID, logs: true, follow: true)
+        let shown = Task {
+            var total = 0
+            for try await event in events {
+                if case .log(let chunk) = event.event { total = Int(chunk.offset) + chunk.data.count }
+                if total >= bytes { break }
+            }
+        }
+        let chunk = Data((0..<(1 << 20)).map { UInt8(truncatingIfNeeded: $0 % 95 + 32) })
+        async let acked: Void = {
+            while let envelope = await pushes.next() {
+                if case .logAck(let ack) = envelope.body, ack.durableOffset >= UInt64(bytes) { return }
+            }
+        }()
+        var offset = 0
+        while offset < bytes {
+            let piece = chunk.prefix(bytes - offset)
+            try await runner.send(logAppend(assignment.job, offset: offset, piece))
+            offset += piece.count
+        }
+        await acked
+        _ = try await shown.value
+        let peak = coordinator.memory().peak
+        await runner.close()
+        await follower.connection.close()
+        await admin.connection.close()
+        return (peak, idle)
+    }
+}
+
+/// Simulated runners for a coordinator in another process.
+struct RemoteFabric: Sendable {
+    let endpoint: Endpoint
+    let pki: BenchPKI
+
+    func runner(labels: [String], capacity: UInt32) async throws -> HeddleConnection {
+        var hello = Heddle_V1_Hello()
+        hello.labels = labels
+        hello.capacity = capacity
+        return try await HeddleConnection.connect(to: endpoint, tls: pki.files("runner"), hello: hello)
+    }
+}
