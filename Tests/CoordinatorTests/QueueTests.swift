@@ -208,5 +208,16 @@ import Wire
         #expect(after - before == 2, "two moves must change two rows, not renumber the queue")
         let head = try await store.activeJobs().prefix(9).map(\.id)
         #expect(Array(head) == [Int64(count), 1, 2, 3, 4, 5, 6, 7, 50_000])
+
+        // Listing and cancelling all of them still answer in one frame, with the full count.
+        let page = try await core.queue(limit: CoordinatorCore.maximumListedJobs)
+        #expect(page.jobs.count == CoordinatorCore.maximumListedJobs && page.total == UInt32(count))
+        #expect(page.jobs.first?.jobID == UInt64(count))
+        var all = Heddle_V1_BulkCancelRequest()
+        all.project = "big"
+        let cancelled = try await core.bulkCancel(all, by: PeerIdentity(name: "root", role: .admin, fingerprint: ""))
+        #expect(cancelled.count == UInt32(count) && cancelled.jobs.count == CoordinatorCore.maximumListedJobs)
+        #expect(try Envelope(id: 1, .cancelled(cancelled)).serializedData().count < Frame.defaultMaximumLength)
+        #expect(try await core.queue().total == 0)
     }
 }

@@ -1,0 +1,137 @@
+import Foundation
+import GRDB
+import Logging
+import TestSupport
+import Testing
+import Wire
+@testable import Coordinator
+
+/// Node logs on disk: segment files, group commit, acknowledgements, and logs an older
+/// version kept in the database.
+@Suite struct LogStorageTests {
+    func bytes(_ count: Int, seed: Int = 0) -> Data {
+        Data((0..<count).map { UInt8(truncatingIfNeeded: ($0 + seed) % 251) })
+    }
+
+    @Test func segmentsRollAndAWriteAtAnEarlierOffsetReplacesWhatFollowed() throws {
+        let data = try TemporaryDirectory()
+        defer { data.remove() }
+        let files = LogFiles(directory: "\(data.path)/logs", segmentSize: 10)
+        let key = LogFiles.LogKey(jobID: 7, node: "build")
+        let first = bytes(25)
+        try files.writeDurably([LogFiles.Write(key: key, offset: 0, data: first)])
+        #expect(files.segments(key) == [0, 10, 20])
+        #expect(try files.read(key, end: 25).reduce(Data()) { $0 + $1.data } == first)
+        // Bytes past the durable length (say, written before a crash) are replaced, not kept.
+        try files.writeDurably([LogFiles.Write(key: key, offset: 15, data: Data("XYZ".utf8))])
+        #expect(files.segments(key) == [0, 10])
+        #expect(try files.read(key, end: 18).reduce(Data()) { $0 + $1.data } == first.prefix(15) + Data("XYZ".utf8))
+        // The same from a fresh instance (after a restart): the files are the truth.
+        let reopened = LogFiles(directory: "\(data.path)/logs", segmentSize: 10)
+        try reopened.writeDurably([LogFiles.Write(key: key, offset: 12, data: Data("ab".utf8))])
+        #expect(try reopened.read(key, end: 14).reduce(Data()) { $0 + $1.data } == first.prefix(12) + Data("ab".utf8))
+        // Dropping the middle leaves a jump in offsets; the segment being written stays.
+        try reopened.writeDurably([LogFiles.Write(key: key, offset: 14, data: bytes(30, seed: 3))])
+        reopened.drop(key, from: 10, to: 40)
+        let records = try reopened.read(key, end: 44)
+        #expect(records.first?.offset == 0 && records.first?.data == first.prefix(10))
+        #expect(records.dropFirst().first?.offset == 40)
+        #expect(records.last.map { $0.offset + Int64($0.data.count) } == 44)
+        #expect(reopened.storedBytes(key, end: 44) == 14)
+    }
+
+    func setUp(_ data: TemporaryDirectory) async throws -> (CoordinatorCore, RecordingOutbox, Heddle_V1_JobRef, Int64) {
+        let core = CoordinatorCore(store: try SQLiteStore.open(directory: data.path),
+                                   blobs: try BlobStore(directory: data.path), logger: Logger(label: "test"))
+        var push = Heddle_V1_PipelinePush()
+        push.project = "shop"
+        push.source = "name: ci\njobs:\n  j:\n    nodes:\n      n: { run: 'true' }\n"
+        _ = try await core.pushPipeline(push)
+        var trigger = Heddle_V1_TriggerRequest()
+        trigger.project = "shop"
+        trigger.pipeline = "ci"
+        let runID = try await core.trigger(trigger, trigger: "api")
+        let runner = RecordingOutbox()
+        await core.runnerConnected(session: 1, identity: PeerIdentity(name: "r1", role: .runner, fingerprint: ""),
+                                   hello: Heddle_V1_Hello(), outbox: runner.outbox)
+        for await envelope in runner.stream {
+            if case .assignment(let assignment) = envelope.body { return (core, runner, assignment.job, runID) }
+        }
+        throw TestFailure("no assignment")
+    }
+
+    func storedLog(_ core: CoordinatorCore, runID: Int64) async throws -> Data {
+        let watcher = RecordingOutbox()
+        var watch = Heddle_V1_WatchRequest()
+        watch.runID = UInt64(runID)
+        watch.logs = true
+        try await core.watch(session: 9, requestID: 5, watch, outbox: watcher.outbox)
+        var log = Data()
+        for await envelope in watcher.stream {
+            guard case .watchEvent(let event) = envelope.body else { continue }
+            if case .log(let chunk) = event.event {
+                #expect(chunk.offset == UInt64(log.count))
+                log += chunk.data
+            }
+            if case .end = event.event { break }
+        }
+        return log
+    }
+
+    @Test func chunksQueuedTogetherAreCommittedTogetherAndAcknowledgedOnceDurable() async throws {
+        let data = try TemporaryDirectory()
+        defer { data.remove() }
+        let (core, runner, job, runID) = try await setUp(data)
+        var expected = Data()
+        let count = 200
+        for index in 0..<count {
+            var append = Heddle_V1_LogAppend()
+            append.job = job
+            append.node = "n"
+            append.offset = UInt64(expected.count)
+            append.data = bytes(1000 + index, seed: index)
+            expected += append.data
+            // Queued, not waited for: the session reads its next frame at once.
+            #expect(try await core.queueLog(session: 1, append) == nil)
+        }
+        var acks: [UInt64] = []
+        for await envelope in runner.stream {
+            if case .logAck(let ack) = envelope.body { acks.append(ack.durableOffset) }
+            if acks.last == UInt64(expected.count) { break }
+        }
+        #expect(acks == acks.sorted(), "acknowledgements only move forward")
+        #expect(await core.logBatches < count, "chunks that arrive while a commit runs share the next one")
+        // A chunk already durable is acknowledged at once.
+        var again = Heddle_V1_LogAppend()
+        again.job = job
+        again.node = "n"
+        again.data = expected.prefix(10)
+        #expect(try await core.queueLog(session: 1, again) == UInt64(expected.count))
+
+        // What was acknowledged is there after a restart.
+        let restarted = CoordinatorCore(store: try SQLiteStore.open(directory: data.path),
+                                        blobs: try BlobStore(directory: data.path), logger: Logger(label: "test"))
+        try await restarted.recover()
+        #expect(try await storedLog(restarted, runID: runID) == expected)
+    }
+
+    @Test func logBytesAnOlderVersionKeptInTheDatabaseMoveToFiles() async throws {
+        let data = try TemporaryDirectory()
+        defer { data.remove() }
+        let (_, _, job, runID) = try await setUp(data)
+        let store = try SQLiteStore.open(directory: data.path)
+        let old = bytes(5000)
+        try await store.writer.write { db in
+            // As version 3 stored them: chunks in log_chunk (and the v4 migration's lengths).
+            for offset in stride(from: 0, to: old.count, by: 1000) {
+                try db.execute(sql: "INSERT INTO log_chunk (job_id, node, offset, data) VALUES (?, 'n', ?, ?)",
+                               arguments: [job.jobID, offset, old[offset..<offset + 1000]])
+            }
+            try db.execute(sql: "INSERT INTO log_end (job_id, node, length) VALUES (?, 'n', ?)", arguments: [job.jobID, old.count])
+        }
+        let upgraded = CoordinatorCore(store: store, blobs: try BlobStore(directory: data.path), logger: Logger(label: "test"))
+        try await upgraded.recover()
+        #expect(try await storedLog(upgraded, runID: runID) == old)
+        #expect(try await store.writer.read { try Int.fetchOne($0, sql: "SELECT COUNT(*) FROM log_chunk") } == 0)
+    }
+}
