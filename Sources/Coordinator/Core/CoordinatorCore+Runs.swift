@@ -13,12 +13,7 @@ extension CoordinatorCore {
         guard let version = try await store.pipelineVersion(id: run.pipelineVersionID) else {
             throw WireError(.internal, "the pipeline version of run \(runID) is missing")
         }
-        let definition: PipelineDefinition
-        do {
-            definition = try ActParser(file: "\(version.pipeline).act").parse(version.source)
-        } catch {
-            throw WireError(.internal, "stored pipeline no longer parses: \(error)")
-        }
+        let definition = try self.definition(of: version)
         let (updated, jobs) = try await store.createAttempt(runID: runID, definition: definition, trigger: trigger,
                                                             now: Date.nowMilliseconds)
         for job in jobs {

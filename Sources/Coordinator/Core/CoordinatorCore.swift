@@ -101,6 +101,9 @@ public actor CoordinatorCore {
     var finishedLogJobs: Set<Int64> = []
     let logFiles: LogFiles
 
+    /// Parsed pipeline versions by id.
+    var definitions: [Int64: PipelineDefinition] = [:]
+
     /// Every open session, so a revocation can close them.
     var sessions: [UInt64: OpenSession] = [:]
     var revocations: [Revocation] = []
@@ -308,63 +311,68 @@ public actor CoordinatorCore {
         }
     }
 
-    /// Hands queued jobs to runners with free capacity and matching labels.
+    /// Hands queued jobs to runners with free capacity and matching labels: every job the
+    /// scheduler places now is claimed in one store transaction.
     func dispatch() async {
-        let assignments = scheduler.assign()
-        for assignment in assignments {
+        var claims: [JobClaim] = []
+        for assignment in scheduler.assign() {
             guard let runner = runners[assignment.runner] else { continue }
             nextEpoch += 1
-            let epoch = nextEpoch
             active[assignment.jobID] = ActiveJob(runID: 0, attempt: 0, name: "", session: assignment.runner,
-                                                 runner: runner.identity.name, epoch: epoch)
-            do {
-                let now = Date.nowMilliseconds
-                try await store.claimJob(id: assignment.jobID, runner: runner.identity.name, epoch: epoch, now: now)
-                guard let job = try await store.job(id: assignment.jobID),
-                      let run = try await store.run(id: job.runID) else { continue }
-                active[job.id]?.runID = run.id
-                active[job.id]?.attempt = job.attempt
-                active[job.id]?.name = job.name
-                let nodes = try await store.nodes(jobIDs: [job.id])
-                active[job.id]?.nodeNames = Set(nodes.map(\.name))
-                let repository = try await store.project(name: run.project)?.repository ?? ""
-                var message = Heddle_V1_Assignment()
-                message.repository = repository
-                message.job = jobRef(job.id, job.attempt, epoch)
-                message.runID = UInt64(run.id)
-                message.project = run.project
-                message.pipeline = run.pipeline
-                message.jobName = job.name
-                message.branch = run.branch
-                message.env = [
-                    "HEDDLE_RUN_ID": String(run.id), "HEDDLE_ATTEMPT": String(job.attempt),
-                    "HEDDLE_JOB": job.name, "HEDDLE_BRANCH": run.branch,
-                    "HEDDLE_PROJECT": run.project, "HEDDLE_PIPELINE": run.pipeline,
-                ]
-                message.nodes = nodes.map { node in
-                    var spec = Heddle_V1_NodeSpec()
-                    spec.name = node.name
-                    spec.run = node.run
-                    spec.needs = node.needs
-                    spec.env = node.env
-                    spec.timeoutSeconds = UInt32(node.timeout ?? 0)
-                    spec.killGraceSeconds = UInt32(node.grace ?? 0)
-                    spec.artifacts = node.artifacts
-                    return spec
-                }
-                logger.info("job assigned", metadata: ["job.id": "\(job.id)", "run.id": "\(run.id)",
-                                                       "runner": "\(runner.identity.name)"])
-                runner.outbox.send(Envelope(.assignment(message)))
-                publish(runID: run.id, attempt: job.attempt,
-                        .job(jobEvent(job, status: .running, runner: runner.identity.name, at: now)))
-                var claimed = queueEntry(job, run: run)
-                claimed.status = .running
-                claimed.runner = runner.identity.name
-                publishQueue(.claimed, claimed)
-            } catch {
-                logger.error("assignment failed", metadata: ["job.id": "\(assignment.jobID)", "error": "\(error)"])
-                await finish(jobID: assignment.jobID, status: .failed, reason: "coordinator error: \(error)")
+                                                 runner: runner.identity.name, epoch: nextEpoch)
+            claims.append(JobClaim(jobID: assignment.jobID, runner: runner.identity.name, epoch: nextEpoch))
+        }
+        guard !claims.isEmpty else { return }
+        let now = Date.nowMilliseconds
+        let claimed: [ClaimedJob]
+        do {
+            claimed = try await store.claimJobs(claims, now: now)
+        } catch {
+            logger.error("assignment failed", metadata: ["jobs": "\(claims.map(\.jobID))", "error": "\(error)"])
+            for claim in claims {
+                await finish(jobID: claim.jobID, status: .failed, reason: "coordinator error: \(error)")
             }
+            return
+        }
+        for (claim, record) in zip(claims, claimed) {
+            let job = record.job
+            let run = record.run
+            active[job.id]?.runID = run.id
+            active[job.id]?.attempt = job.attempt
+            active[job.id]?.name = job.name
+            active[job.id]?.nodeNames = Set(record.nodes.map(\.name))
+            var message = Heddle_V1_Assignment()
+            message.repository = record.repository
+            message.job = jobRef(job.id, job.attempt, claim.epoch)
+            message.runID = UInt64(run.id)
+            message.project = run.project
+            message.pipeline = run.pipeline
+            message.jobName = job.name
+            message.branch = run.branch
+            message.env = [
+                "HEDDLE_RUN_ID": String(run.id), "HEDDLE_ATTEMPT": String(job.attempt),
+                "HEDDLE_JOB": job.name, "HEDDLE_BRANCH": run.branch,
+                "HEDDLE_PROJECT": run.project, "HEDDLE_PIPELINE": run.pipeline,
+            ]
+            message.nodes = record.nodes.map { node in
+                var spec = Heddle_V1_NodeSpec()
+                spec.name = node.name
+                spec.run = node.run
+                spec.needs = node.needs
+                spec.env = node.env
+                spec.timeoutSeconds = UInt32(node.timeout ?? 0)
+                spec.killGraceSeconds = UInt32(node.grace ?? 0)
+                spec.artifacts = node.artifacts
+                return spec
+            }
+            logger.info("job assigned", metadata: ["job.id": "\(job.id)", "run.id": "\(run.id)", "runner": "\(claim.runner)"])
+            // The runner may have gone while the claim was stored: its lease then runs out.
+            if let session = active[job.id]?.session { runners[session]?.outbox.send(Envelope(.assignment(message))) }
+            publish(runID: run.id, attempt: job.attempt, .job(jobEvent(job, status: .running, runner: claim.runner, at: now)))
+            var entry = queueEntry(job, run: run)
+            entry.status = .running
+            entry.runner = claim.runner
+            publishQueue(.claimed, entry)
         }
     }
 
@@ -470,18 +478,16 @@ public actor CoordinatorCore {
         await discardUploads(jobID: jobID)
         do {
             let now = Date.nowMilliseconds
-            let run = try await store.finishJob(id: jobID, status: status, reason: reason, now: now)
+            let (run, record) = try await store.finishJob(id: jobID, status: status, reason: reason, now: now)
             logger.info("job finished", metadata: ["job.id": "\(jobID)", "status": "\(status.rawValue)",
                                                    "reason": "\(reason)"])
-            if let record = try await store.job(id: jobID) {
-                var detail = jobEvent(record, status: status, runner: record.runner, at: record.startedAt ?? now)
-                detail.finishedAtMs = now
-                detail.reason = reason
-                publish(runID: run.id, attempt: record.attempt, .job(detail))
-                var entry = queueEntry(record, run: run)
-                entry.status = status.proto
-                publishQueue(status == .cancelled ? .cancelled : .finished, entry)
-            }
+            var detail = jobEvent(record, status: status, runner: record.runner, at: record.startedAt ?? now)
+            detail.finishedAtMs = now
+            detail.reason = reason
+            publish(runID: run.id, attempt: record.attempt, .job(detail))
+            var entry = queueEntry(record, run: run)
+            entry.status = status.proto
+            publishQueue(status == .cancelled ? .cancelled : .finished, entry)
             if run.status.isFinished {
                 publish(runID: run.id, attempt: run.attempt, .end(run.proto))
             }
@@ -634,16 +640,24 @@ public actor CoordinatorCore {
         }
     }
 
+    /// A stored pipeline version, parsed once (versions never change).
+    func definition(of version: PipelineVersionRecord) throws -> PipelineDefinition {
+        if let parsed = definitions[version.id] { return parsed }
+        do {
+            let parsed = try ActParser(file: "\(version.pipeline).act").parse(version.source)
+            if definitions.count >= 1024 { definitions.removeAll() }
+            definitions[version.id] = parsed
+            return parsed
+        } catch {
+            throw WireError(.internal, "stored pipeline no longer parses: \(error)")
+        }
+    }
+
     public func trigger(_ request: Heddle_V1_TriggerRequest, trigger: String) async throws -> Int64 {
         guard let version = try await store.latestPipeline(project: request.project, pipeline: request.pipeline) else {
             throw WireError.notFound("no pipeline \(request.project)/\(request.pipeline); push it with `heddle pipeline push FILE --project \(request.project)`")
         }
-        let definition: PipelineDefinition
-        do {
-            definition = try ActParser(file: "\(version.pipeline).act").parse(version.source)
-        } catch {
-            throw WireError(.internal, "stored pipeline no longer parses: \(error)")
-        }
+        let definition = try self.definition(of: version)
         let branch = request.branch.isEmpty ? "main" : request.branch
         let (run, jobs) = try await store.createRun(version: version, definition: definition, branch: branch,
                                                     trigger: trigger, now: Date.nowMilliseconds)

@@ -184,6 +184,20 @@ public struct PipelineVersionRecord: Sendable {
     public var jobs: [String]
 }
 
+public struct JobClaim: Sendable {
+    public var jobID: Int64
+    public var runner: String
+    public var epoch: Int64
+}
+
+/// A job just claimed, with what its assignment carries.
+public struct ClaimedJob: Sendable {
+    public var job: JobRecord
+    public var run: RunRecord
+    public var nodes: [NodeRecord]
+    public var repository: String
+}
+
 public struct LogEnd: Sendable, Equatable {
     public var jobID: Int64
     public var node: String

@@ -14,8 +14,9 @@ public protocol CoordinatorStore: Sendable {
                        now: Int64) async throws -> (RunRecord, [JobRecord])
     func attempt(runID: Int64, number: Int) async throws -> AttemptRecord?
     func pipelineVersion(id: Int64) async throws -> PipelineVersionRecord?
-    /// Marks a queued job running on `runner` with a new lease epoch; the run becomes running.
-    func claimJob(id: Int64, runner: String, epoch: Int64, now: Int64) async throws
+    /// Marks queued jobs running, each on its runner with a new lease epoch (their runs become
+    /// running), in one transaction; returns what their assignments carry, in the same order.
+    func claimJobs(_ claims: [JobClaim], now: Int64) async throws -> [ClaimedJob]
     func setJobCommit(id: Int64, commit: String) async throws
     /// Cancels queued jobs (one transaction); returns their runs afterwards.
     func cancelJobs(ids: [Int64], reason: String, now: Int64) async throws -> [RunRecord]
@@ -24,8 +25,8 @@ public protocol CoordinatorStore: Sendable {
     func renumberQueue(_ positions: [(Int64, Double)]) async throws
     func updateNode(jobID: Int64, node: String, status: Status, exitCode: Int?, at: Int64) async throws
     /// Finishes a job; nodes not yet finished become skipped (or cancelled when the job was).
-    /// Returns the run as it is afterwards.
-    func finishJob(id: Int64, status: Status, reason: String, now: Int64) async throws -> RunRecord
+    /// Returns the run and the job as they are afterwards.
+    func finishJob(id: Int64, status: Status, reason: String, now: Int64) async throws -> (RunRecord, JobRecord)
 
     /// Records the durable length of node logs (their bytes are in `LogFiles`), one transaction.
     func setLogEnds(_ ends: [LogEnd]) async throws

@@ -7,9 +7,12 @@ import Wire
 /// machine. Unit tests use an in-memory `DatabaseQueue`.
 public struct SQLiteStore: CoordinatorStore {
     let writer: any DatabaseWriter
+    /// Every write goes through it: concurrent writes share a transaction (and its fsync).
+    let group: GroupCommit
 
     public init(writer: any DatabaseWriter) throws {
         self.writer = writer
+        self.group = GroupCommit(writer: writer)
         try Self.migrator.migrate(writer)
     }
 
@@ -175,7 +178,7 @@ public struct SQLiteStore: CoordinatorStore {
 
     public func savePipeline(project: String, definition: PipelineDefinition, source: String,
                              now: Int64) async throws -> PipelineVersionRecord {
-        try await writer.write { db in
+        try await group.write { db in
             try db.execute(sql: "INSERT OR IGNORE INTO project (name, created_at) VALUES (?, ?)",
                            arguments: [project, now])
             let projectID = try Int64.fetchOne(db, sql: "SELECT id FROM project WHERE name = ?", arguments: [project])!
@@ -227,7 +230,7 @@ public struct SQLiteStore: CoordinatorStore {
 
     public func createRun(version: PipelineVersionRecord, definition: PipelineDefinition, branch: String,
                           trigger: String, now: Int64) async throws -> (RunRecord, [JobRecord]) {
-        try await writer.write { db in
+        try await group.write { db in
             try db.execute(sql: """
                 INSERT INTO run (project, pipeline, pipeline_version_id, branch, status, attempt, trigger, created_at)
                 VALUES (?, ?, ?, ?, 'queued', 1, ?, ?)
@@ -242,7 +245,7 @@ public struct SQLiteStore: CoordinatorStore {
 
     public func createAttempt(runID: Int64, definition: PipelineDefinition, trigger: String,
                               now: Int64) async throws -> (RunRecord, [JobRecord]) {
-        try await writer.write { db in
+        try await group.write { db in
             try db.execute(sql: """
                 UPDATE run SET attempt = attempt + 1, status = 'queued', trigger = ?, started_at = NULL,
                                finished_at = NULL WHERE id = ?
@@ -287,30 +290,50 @@ public struct SQLiteStore: CoordinatorStore {
             return jobs
     }
 
-    public func claimJob(id: Int64, runner: String, epoch: Int64, now: Int64) async throws {
-        try await writer.write { db in
-            try db.execute(sql: """
-                UPDATE job SET status = 'running', runner = ?, epoch = ?, started_at = ? WHERE id = ?
-                """, arguments: [runner, epoch, now, id])
-            try db.execute(sql: """
-                UPDATE run SET status = 'running', started_at = COALESCE(started_at, ?)
-                WHERE id = (SELECT run_id FROM job WHERE id = ?) AND status = 'queued'
-                """, arguments: [now, id])
-            try db.execute(sql: """
+    public func claimJobs(_ claims: [JobClaim], now: Int64) async throws -> [ClaimedJob] {
+        guard !claims.isEmpty else { return [] }
+        return try await group.write { db in
+            let claimJob = try db.cachedStatement(sql: """
+                UPDATE job SET status = 'running', runner = ?, epoch = ?, started_at = ? WHERE id = ? AND status = 'queued'
+                """)
+            let startRun = try db.cachedStatement(sql: """
+                UPDATE run SET status = 'running', started_at = COALESCE(started_at, ?) WHERE id = ? AND status = 'queued'
+                """)
+            let startAttempt = try db.cachedStatement(sql: """
                 UPDATE attempt SET status = 'running', started_at = COALESCE(started_at, ?)
-                WHERE (run_id, number) = (SELECT run_id, attempt FROM job WHERE id = ?) AND status = 'queued'
-                """, arguments: [now, id])
+                WHERE run_id = ? AND number = ? AND status = 'queued'
+                """)
+            var claimed: [ClaimedJob] = []
+            var repositories: [String: String] = [:]
+            for claim in claims {
+                try claimJob.execute(arguments: [claim.runner, claim.epoch, now, claim.jobID])
+                guard db.changesCount == 1,
+                      let job = try Row.fetchOne(db, sql: "SELECT \(Self.jobColumns) FROM job WHERE id = ?",
+                                                 arguments: [claim.jobID]).map(Self.job) else {
+                    throw WireError(.internal, "job \(claim.jobID) is not queued")
+                }
+                try startRun.execute(arguments: [now, job.runID])
+                try startAttempt.execute(arguments: [now, job.runID, job.attempt])
+                guard let run = try Self.fetchRun(db, id: job.runID) else { throw WireError(.internal, "run \(job.runID) is missing") }
+                if repositories[run.project] == nil {
+                    repositories[run.project] = try String.fetchOne(db, sql: "SELECT repository FROM project WHERE name = ?",
+                                                                    arguments: [run.project]) ?? ""
+                }
+                claimed.append(ClaimedJob(job: job, run: run, nodes: try Self.fetchNodes(db, jobIDs: [job.id]),
+                                          repository: repositories[run.project] ?? ""))
+            }
+            return claimed
         }
     }
 
     public func setJobCommit(id: Int64, commit: String) async throws {
-        try await writer.write { db in
+        try await group.write { db in
             try db.execute(sql: "UPDATE job SET commit_sha = ? WHERE id = ?", arguments: [commit, id])
         }
     }
 
     public func updateNode(jobID: Int64, node: String, status: Status, exitCode: Int?, at: Int64) async throws {
-        try await writer.write { db in
+        try await group.write { db in
             if status == .running {
                 try db.execute(sql: "UPDATE node SET status = ?, started_at = ? WHERE job_id = ? AND name = ?",
                                arguments: [status.rawValue, at, jobID, node])
@@ -322,8 +345,8 @@ public struct SQLiteStore: CoordinatorStore {
         }
     }
 
-    public func finishJob(id: Int64, status: Status, reason: String, now: Int64) async throws -> RunRecord {
-        try await writer.write { db in
+    public func finishJob(id: Int64, status: Status, reason: String, now: Int64) async throws -> (RunRecord, JobRecord) {
+        try await group.write { db in
             try db.execute(sql: """
                 UPDATE job SET status = ?, reason = ?, finished_at = ?, started_at = COALESCE(started_at, ?)
                 WHERE id = ?
@@ -334,8 +357,9 @@ public struct SQLiteStore: CoordinatorStore {
                                 finished_at = CASE WHEN status = 'running' THEN ? ELSE finished_at END
                 WHERE job_id = ? AND status IN ('pending', 'running')
                 """, arguments: [status == .cancelled ? "cancelled" : "failed", leftover.rawValue, now, id])
-            let runID = try Int64.fetchOne(db, sql: "SELECT run_id FROM job WHERE id = ?", arguments: [id])!
-            return try Self.updateRunStatus(db, runID: runID, now: now)
+            guard let job = try Row.fetchOne(db, sql: "SELECT \(Self.jobColumns) FROM job WHERE id = ?", arguments: [id]).map(Self.job)
+            else { throw WireError.notFound("job \(id) does not exist") }
+            return (try Self.updateRunStatus(db, runID: job.runID, now: now), job)
         }
     }
 
@@ -358,7 +382,7 @@ public struct SQLiteStore: CoordinatorStore {
     /// Cancels queued jobs in one transaction; returns the runs they belong to, afterwards.
     public func cancelJobs(ids: [Int64], reason: String, now: Int64) async throws -> [RunRecord] {
         guard !ids.isEmpty else { return [] }
-        return try await writer.write { db in
+        return try await group.write { db in
             var runIDs = Set<Int64>()
             let update = try db.cachedStatement(sql: """
                 UPDATE job SET status = 'cancelled', reason = ?, finished_at = ? WHERE id = ? AND status = 'queued'
@@ -379,7 +403,7 @@ public struct SQLiteStore: CoordinatorStore {
 
     /// Moves one job in the queue; returns how many rows changed (1).
     public func setPosition(jobID: Int64, position: Double) async throws -> Int {
-        try await writer.write { db in
+        try await group.write { db in
             try db.execute(sql: "UPDATE job SET position = ? WHERE id = ? AND status = 'queued'",
                            arguments: [position, jobID])
             return db.changesCount
@@ -389,7 +413,7 @@ public struct SQLiteStore: CoordinatorStore {
     /// Gives queued jobs new, evenly spaced positions (when repeated moves into one gap have
     /// used up the precision between two neighbours).
     public func renumberQueue(_ positions: [(Int64, Double)]) async throws {
-        try await writer.write { db in
+        try await group.write { db in
             let statement = try db.cachedStatement(sql: "UPDATE job SET position = ? WHERE id = ?")
             for (id, position) in positions { try statement.execute(arguments: [position, id]) }
         }
@@ -398,7 +422,7 @@ public struct SQLiteStore: CoordinatorStore {
     /// Puts a job whose runner was lost back in the queue at `position` for a fresh start:
     /// its nodes pending again, the lost execution's log and artifacts removed.
     public func requeueLostJob(id: Int64, position: Double, reason: String, now: Int64) async throws -> RunRecord {
-        try await writer.write { db in
+        try await group.write { db in
             try db.execute(sql: """
                 UPDATE job SET status = 'queued', runner = NULL, started_at = NULL, finished_at = NULL,
                                position = ?, reason = ?, lost_count = lost_count + 1, commit_sha = ''
@@ -419,7 +443,7 @@ public struct SQLiteStore: CoordinatorStore {
     // MARK: uploads and revocations
 
     public func saveUpload(jobID: Int64, name: String, size: Int64, sha256: String, now: Int64) async throws -> UploadRecord {
-        try await writer.write { db in
+        try await group.write { db in
             try db.execute(sql: """
                 INSERT INTO upload (job_id, name, size, sha256, created_at) VALUES (?, ?, ?, ?, ?)
                 ON CONFLICT (job_id, name) DO UPDATE SET size = excluded.size, sha256 = excluded.sha256,
@@ -441,14 +465,14 @@ public struct SQLiteStore: CoordinatorStore {
 
     public func deleteUploads(ids: [Int64]) async throws {
         guard !ids.isEmpty else { return }
-        try await writer.write { db in
+        try await group.write { db in
             try db.execute(sql: "DELETE FROM upload WHERE id IN (\(databaseQuestionMarks(count: ids.count)))",
                            arguments: StatementArguments(ids))
         }
     }
 
     public func revoke(name: String?, fingerprint: String?, now: Int64) async throws {
-        try await writer.write { db in
+        try await group.write { db in
             try db.execute(sql: "INSERT INTO revocation (name, fingerprint, revoked_at) VALUES (?, ?, ?)",
                            arguments: [name, fingerprint, now])
         }
@@ -483,7 +507,7 @@ public struct SQLiteStore: CoordinatorStore {
     }
 
     public func saveProject(name: String, repository: String, now: Int64) async throws -> ProjectRecord {
-        try await writer.write { db in
+        try await group.write { db in
             try db.execute(sql: """
                 INSERT INTO project (name, repository, created_at) VALUES (?, ?, ?)
                 ON CONFLICT (name) DO UPDATE SET repository = excluded.repository
@@ -508,7 +532,7 @@ public struct SQLiteStore: CoordinatorStore {
     }
 
     public func setDrained(runner: String, drained: Bool) async throws {
-        try await writer.write { db in
+        try await group.write { db in
             if drained {
                 try db.execute(sql: "INSERT OR REPLACE INTO runner_state (name, drained) VALUES (?, 1)", arguments: [runner])
             } else {
@@ -534,7 +558,7 @@ public struct SQLiteStore: CoordinatorStore {
     // MARK: logs
 
     public func setLogEnds(_ ends: [LogEnd]) async throws {
-        try await writer.write { db in
+        try await group.write { db in
             let statement = try db.cachedStatement(sql: """
                 INSERT INTO log_end (job_id, node, length) VALUES (?, ?, ?)
                 ON CONFLICT (job_id, node) DO UPDATE SET length = excluded.length
@@ -583,7 +607,7 @@ public struct SQLiteStore: CoordinatorStore {
     }
 
     public func deleteLegacyLogChunks(jobID: Int64) async throws {
-        try await writer.write { db in
+        try await group.write { db in
             try db.execute(sql: "DELETE FROM log_chunk WHERE job_id = ?", arguments: [jobID])
         }
     }
@@ -591,7 +615,7 @@ public struct SQLiteStore: CoordinatorStore {
     // MARK: artifacts
 
     public func insertArtifact(jobID: Int64, name: String, size: Int64, sha256: String, now: Int64) async throws -> ArtifactRecord {
-        try await writer.write { db in
+        try await group.write { db in
             try db.execute(sql: """
                 INSERT INTO artifact (job_id, name, size, sha256, created_at) VALUES (?, ?, ?, ?, ?)
                 ON CONFLICT (job_id, name) DO UPDATE SET size = excluded.size, sha256 = excluded.sha256,
@@ -694,17 +718,19 @@ public struct SQLiteStore: CoordinatorStore {
 
     public func nodes(jobIDs: [Int64]) async throws -> [NodeRecord] {
         guard !jobIDs.isEmpty else { return [] }
-        return try await writer.read { db in
-            try Row.fetchAll(db, sql: """
-                SELECT * FROM node WHERE job_id IN (\(databaseQuestionMarks(count: jobIDs.count)))
-                ORDER BY job_id, ordinal
-                """, arguments: StatementArguments(jobIDs)).map { row in
-                NodeRecord(jobID: row["job_id"], name: row["name"], ordinal: row["ordinal"], run: row["run"],
-                           needs: try unjson(row["needs"]), env: try unjson(row["env"]), timeout: row["timeout"], grace: row["grace"],
-                           artifacts: try unjson(row["artifacts"]),
-                           status: Status(rawValue: row["status"]) ?? .failed, exitCode: row["exit_code"],
-                           startedAt: row["started_at"], finishedAt: row["finished_at"])
-            }
+        return try await writer.read { db in try Self.fetchNodes(db, jobIDs: jobIDs) }
+    }
+
+    static func fetchNodes(_ db: Database, jobIDs: [Int64]) throws -> [NodeRecord] {
+        try Row.fetchAll(db, sql: """
+            SELECT * FROM node WHERE job_id IN (\(databaseQuestionMarks(count: jobIDs.count)))
+            ORDER BY job_id, ordinal
+            """, arguments: StatementArguments(jobIDs)).map { row in
+            NodeRecord(jobID: row["job_id"], name: row["name"], ordinal: row["ordinal"], run: row["run"],
+                       needs: try unjson(row["needs"]), env: try unjson(row["env"]), timeout: row["timeout"], grace: row["grace"],
+                       artifacts: try unjson(row["artifacts"]),
+                       status: Status(rawValue: row["status"]) ?? .failed, exitCode: row["exit_code"],
+                       startedAt: row["started_at"], finishedAt: row["finished_at"])
         }
     }
 
