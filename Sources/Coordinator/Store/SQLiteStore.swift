@@ -179,17 +179,17 @@ public struct SQLiteStore: CoordinatorStore {
     public func savePipeline(project: String, definition: PipelineDefinition, source: String,
                              now: Int64) async throws -> PipelineVersionRecord {
         try await group.write { db in
-            try db.execute(sql: "INSERT OR IGNORE INTO project (name, created_at) VALUES (?, ?)",
+            try db.cachedStatement(sql: "INSERT OR IGNORE INTO project (name, created_at) VALUES (?, ?)").execute(
                            arguments: [project, now])
-            let projectID = try Int64.fetchOne(db, sql: "SELECT id FROM project WHERE name = ?", arguments: [project])!
-            let previous = try Int.fetchOne(db, sql: """
+            let projectID = try Int64.fetchOne(db.cachedStatement(sql: "SELECT id FROM project WHERE name = ?"), arguments: [project])!
+            let previous = try Int.fetchOne(db.cachedStatement(sql: """
                 SELECT MAX(version) FROM pipeline_version WHERE project_id = ? AND pipeline = ?
-                """, arguments: [projectID, definition.name]) ?? 0
+                """), arguments: [projectID, definition.name]) ?? 0
             let jobs = definition.jobs.map(\.name)
-            try db.execute(sql: """
+            try db.cachedStatement(sql: """
                 INSERT INTO pipeline_version (project_id, pipeline, version, source, jobs, created_at)
                 VALUES (?, ?, ?, ?, ?, ?)
-                """, arguments: [projectID, definition.name, previous + 1, source, try json(jobs), now])
+                """).execute(arguments: [projectID, definition.name, previous + 1, source, try json(jobs), now])
             return PipelineVersionRecord(id: db.lastInsertedRowID, project: project, pipeline: definition.name,
                                          version: previous + 1, source: source, createdAt: now, jobs: jobs)
         }
@@ -219,10 +219,10 @@ public struct SQLiteStore: CoordinatorStore {
 
     public func latestPipeline(project: String, pipeline: String) async throws -> PipelineVersionRecord? {
         try await writer.read { db in
-            try Row.fetchOne(db, sql: """
+            try Row.fetchOne(db.cachedStatement(sql: """
                 SELECT \(Self.pipelineColumns)
                 WHERE p.name = ? AND v.pipeline = ? ORDER BY v.version DESC LIMIT 1
-                """, arguments: [project, pipeline]).map(Self.pipelineVersion)
+                """), arguments: [project, pipeline]).map(Self.pipelineVersion)
         }
     }
 
@@ -231,10 +231,10 @@ public struct SQLiteStore: CoordinatorStore {
     public func createRun(version: PipelineVersionRecord, definition: PipelineDefinition, branch: String,
                           trigger: String, now: Int64) async throws -> (RunRecord, [JobRecord]) {
         try await group.write { db in
-            try db.execute(sql: """
+            try db.cachedStatement(sql: """
                 INSERT INTO run (project, pipeline, pipeline_version_id, branch, status, attempt, trigger, created_at)
                 VALUES (?, ?, ?, ?, 'queued', 1, ?, ?)
-                """, arguments: [version.project, version.pipeline, version.id, branch, trigger, now])
+                """).execute(arguments: [version.project, version.pipeline, version.id, branch, trigger, now])
             let run = RunRecord(id: db.lastInsertedRowID, project: version.project, pipeline: version.pipeline,
                                 pipelineVersionID: version.id, branch: branch, status: .queued, attempt: 1,
                                 trigger: trigger, createdAt: now)
@@ -246,10 +246,10 @@ public struct SQLiteStore: CoordinatorStore {
     public func createAttempt(runID: Int64, definition: PipelineDefinition, trigger: String,
                               now: Int64) async throws -> (RunRecord, [JobRecord]) {
         try await group.write { db in
-            try db.execute(sql: """
+            try db.cachedStatement(sql: """
                 UPDATE run SET attempt = attempt + 1, status = 'queued', trigger = ?, started_at = NULL,
                                finished_at = NULL WHERE id = ?
-                """, arguments: [trigger, runID])
+                """).execute(arguments: [trigger, runID])
             guard let run = try Self.fetchRun(db, id: runID) else {
                 throw WireError.notFound("run \(runID) does not exist")
             }
@@ -262,25 +262,25 @@ public struct SQLiteStore: CoordinatorStore {
     /// and their pending nodes.
     static func insertAttempt(_ db: Database, run: RunRecord, definition: PipelineDefinition,
                               now: Int64) throws -> [JobRecord] {
-            try db.execute(sql: """
+            try db.cachedStatement(sql: """
                 INSERT INTO attempt (run_id, number, status, trigger, created_at) VALUES (?, ?, 'queued', ?, ?)
-                """, arguments: [run.id, run.attempt, run.trigger, now])
-            let maxPosition = try Double.fetchOne(db, sql: """
+                """).execute(arguments: [run.id, run.attempt, run.trigger, now])
+            let maxPosition = try Double.fetchOne(db.cachedStatement(sql: """
                 SELECT MAX(position) FROM job WHERE status IN ('queued', 'running')
-                """) ?? 0
+                """)) ?? 0
             var jobs: [JobRecord] = []
             for (index, job) in definition.jobs.enumerated() {
                 let position = maxPosition + Double(index + 1)
-                try db.execute(sql: """
+                try db.cachedStatement(sql: """
                     INSERT INTO job (run_id, attempt, name, labels, status, position, queued_at, retry_lost)
                     VALUES (?, ?, ?, ?, 'queued', ?, ?, ?)
-                    """, arguments: [run.id, run.attempt, job.name, try json(job.labels), position, now, job.retryLost])
+                    """).execute(arguments: [run.id, run.attempt, job.name, try json(job.labels), position, now, job.retryLost])
                 let jobID = db.lastInsertedRowID
                 for (ordinal, node) in job.nodes.enumerated() {
-                    try db.execute(sql: """
+                    try db.cachedStatement(sql: """
                         INSERT INTO node (job_id, name, ordinal, run, needs, env, timeout, grace, artifacts, status)
                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending')
-                        """, arguments: [jobID, node.name, ordinal, node.run, try json(node.needs),
+                        """).execute(arguments: [jobID, node.name, ordinal, node.run, try json(node.needs),
                                          try json(node.env), node.timeout, node.grace, try json(node.artifacts)])
                 }
                 jobs.append(JobRecord(id: jobID, runID: run.id, attempt: run.attempt, name: job.name, labels: job.labels,
@@ -308,7 +308,7 @@ public struct SQLiteStore: CoordinatorStore {
             for claim in claims {
                 try claimJob.execute(arguments: [claim.runner, claim.epoch, now, claim.jobID])
                 guard db.changesCount == 1,
-                      let job = try Row.fetchOne(db, sql: "SELECT \(Self.jobColumns) FROM job WHERE id = ?",
+                      let job = try Row.fetchOne(db.cachedStatement(sql: "SELECT \(Self.jobColumns) FROM job WHERE id = ?"),
                                                  arguments: [claim.jobID]).map(Self.job) else {
                     throw WireError(.internal, "job \(claim.jobID) is not queued")
                 }
@@ -316,7 +316,7 @@ public struct SQLiteStore: CoordinatorStore {
                 try startAttempt.execute(arguments: [now, job.runID, job.attempt])
                 guard let run = try Self.fetchRun(db, id: job.runID) else { throw WireError(.internal, "run \(job.runID) is missing") }
                 if repositories[run.project] == nil {
-                    repositories[run.project] = try String.fetchOne(db, sql: "SELECT repository FROM project WHERE name = ?",
+                    repositories[run.project] = try String.fetchOne(db.cachedStatement(sql: "SELECT repository FROM project WHERE name = ?"),
                                                                     arguments: [run.project]) ?? ""
                 }
                 claimed.append(ClaimedJob(job: job, run: run, nodes: try Self.fetchNodes(db, jobIDs: [job.id]),
@@ -328,36 +328,36 @@ public struct SQLiteStore: CoordinatorStore {
 
     public func setJobCommit(id: Int64, commit: String) async throws {
         try await group.write { db in
-            try db.execute(sql: "UPDATE job SET commit_sha = ? WHERE id = ?", arguments: [commit, id])
+            try db.cachedStatement(sql: "UPDATE job SET commit_sha = ? WHERE id = ?").execute(arguments: [commit, id])
         }
     }
 
     public func updateNode(jobID: Int64, node: String, status: Status, exitCode: Int?, at: Int64) async throws {
         try await group.write { db in
             if status == .running {
-                try db.execute(sql: "UPDATE node SET status = ?, started_at = ? WHERE job_id = ? AND name = ?",
+                try db.cachedStatement(sql: "UPDATE node SET status = ?, started_at = ? WHERE job_id = ? AND name = ?").execute(
                                arguments: [status.rawValue, at, jobID, node])
             } else {
-                try db.execute(sql: """
+                try db.cachedStatement(sql: """
                     UPDATE node SET status = ?, exit_code = ?, finished_at = ? WHERE job_id = ? AND name = ?
-                    """, arguments: [status.rawValue, exitCode, at, jobID, node])
+                    """).execute(arguments: [status.rawValue, exitCode, at, jobID, node])
             }
         }
     }
 
     public func finishJob(id: Int64, status: Status, reason: String, now: Int64) async throws -> (RunRecord, JobRecord) {
         try await group.write { db in
-            try db.execute(sql: """
+            try db.cachedStatement(sql: """
                 UPDATE job SET status = ?, reason = ?, finished_at = ?, started_at = COALESCE(started_at, ?)
                 WHERE id = ?
-                """, arguments: [status.rawValue, reason, now, now, id])
+                """).execute(arguments: [status.rawValue, reason, now, now, id])
             let leftover: Status = status == .cancelled ? .cancelled : .skipped
-            try db.execute(sql: """
+            try db.cachedStatement(sql: """
                 UPDATE node SET status = CASE WHEN status = 'running' THEN ? ELSE ? END,
                                 finished_at = CASE WHEN status = 'running' THEN ? ELSE finished_at END
                 WHERE job_id = ? AND status IN ('pending', 'running')
-                """, arguments: [status == .cancelled ? "cancelled" : "failed", leftover.rawValue, now, id])
-            guard let job = try Row.fetchOne(db, sql: "SELECT \(Self.jobColumns) FROM job WHERE id = ?", arguments: [id]).map(Self.job)
+                """).execute(arguments: [status == .cancelled ? "cancelled" : "failed", leftover.rawValue, now, id])
+            guard let job = try Row.fetchOne(db.cachedStatement(sql: "SELECT \(Self.jobColumns) FROM job WHERE id = ?"), arguments: [id]).map(Self.job)
             else { throw WireError.notFound("job \(id) does not exist") }
             return (try Self.updateRunStatus(db, runID: job.runID, now: now), job)
         }
@@ -366,16 +366,16 @@ public struct SQLiteStore: CoordinatorStore {
     /// Recomputes the latest attempt's status (and so the run's) from its jobs.
     static func updateRunStatus(_ db: Database, runID: Int64, now: Int64) throws -> RunRecord {
         let run = try fetchRun(db, id: runID)!
-        let statuses = try String.fetchAll(db, sql: "SELECT status FROM job WHERE run_id = ? AND attempt = ?",
+        let statuses = try String.fetchAll(db.cachedStatement(sql: "SELECT status FROM job WHERE run_id = ? AND attempt = ?"),
                                            arguments: [runID, run.attempt]).compactMap(Status.init(rawValue:))
         let runStatus = runStatus(jobs: statuses)
         let finished = runStatus.isFinished ? now : nil
-        try db.execute(sql: "UPDATE run SET status = ?, finished_at = ? WHERE id = ?",
+        try db.cachedStatement(sql: "UPDATE run SET status = ?, finished_at = ? WHERE id = ?").execute(
                        arguments: [runStatus.rawValue, finished, runID])
-        try db.execute(sql: """
+        try db.cachedStatement(sql: """
             UPDATE attempt SET status = ?, finished_at = ?, started_at = COALESCE(started_at, ?)
             WHERE run_id = ? AND number = ?
-            """, arguments: [runStatus.rawValue, finished, runStatus == .queued ? nil : now, runID, run.attempt])
+            """).execute(arguments: [runStatus.rawValue, finished, runStatus == .queued ? nil : now, runID, run.attempt])
         return try fetchRun(db, id: runID)!
     }
 
@@ -404,7 +404,7 @@ public struct SQLiteStore: CoordinatorStore {
     /// Moves one job in the queue; returns how many rows changed (1).
     public func setPosition(jobID: Int64, position: Double) async throws -> Int {
         try await group.write { db in
-            try db.execute(sql: "UPDATE job SET position = ? WHERE id = ? AND status = 'queued'",
+            try db.cachedStatement(sql: "UPDATE job SET position = ? WHERE id = ? AND status = 'queued'").execute(
                            arguments: [position, jobID])
             return db.changesCount
         }
@@ -423,19 +423,19 @@ public struct SQLiteStore: CoordinatorStore {
     /// its nodes pending again, the lost execution's log and artifacts removed.
     public func requeueLostJob(id: Int64, position: Double, reason: String, now: Int64) async throws -> RunRecord {
         try await group.write { db in
-            try db.execute(sql: """
+            try db.cachedStatement(sql: """
                 UPDATE job SET status = 'queued', runner = NULL, started_at = NULL, finished_at = NULL,
                                position = ?, reason = ?, lost_count = lost_count + 1, commit_sha = ''
                 WHERE id = ?
-                """, arguments: [position, reason, id])
-            try db.execute(sql: """
+                """).execute(arguments: [position, reason, id])
+            try db.cachedStatement(sql: """
                 UPDATE node SET status = 'pending', exit_code = NULL, started_at = NULL, finished_at = NULL
                 WHERE job_id = ?
-                """, arguments: [id])
-            try db.execute(sql: "DELETE FROM log_end WHERE job_id = ?", arguments: [id])
-            try db.execute(sql: "DELETE FROM artifact WHERE job_id = ?", arguments: [id])
-            try db.execute(sql: "DELETE FROM upload WHERE job_id = ?", arguments: [id])
-            let runID = try Int64.fetchOne(db, sql: "SELECT run_id FROM job WHERE id = ?", arguments: [id])!
+                """).execute(arguments: [id])
+            try db.cachedStatement(sql: "DELETE FROM log_end WHERE job_id = ?").execute(arguments: [id])
+            try db.cachedStatement(sql: "DELETE FROM artifact WHERE job_id = ?").execute(arguments: [id])
+            try db.cachedStatement(sql: "DELETE FROM upload WHERE job_id = ?").execute(arguments: [id])
+            let runID = try Int64.fetchOne(db.cachedStatement(sql: "SELECT run_id FROM job WHERE id = ?"), arguments: [id])!
             return try Self.updateRunStatus(db, runID: runID, now: now)
         }
     }
@@ -444,12 +444,12 @@ public struct SQLiteStore: CoordinatorStore {
 
     public func saveUpload(jobID: Int64, name: String, size: Int64, sha256: String, now: Int64) async throws -> UploadRecord {
         try await group.write { db in
-            try db.execute(sql: """
+            try db.cachedStatement(sql: """
                 INSERT INTO upload (job_id, name, size, sha256, created_at) VALUES (?, ?, ?, ?, ?)
                 ON CONFLICT (job_id, name) DO UPDATE SET size = excluded.size, sha256 = excluded.sha256,
                     created_at = excluded.created_at
-                """, arguments: [jobID, name, size, sha256, now])
-            let id = try Int64.fetchOne(db, sql: "SELECT id FROM upload WHERE job_id = ? AND name = ?",
+                """).execute(arguments: [jobID, name, size, sha256, now])
+            let id = try Int64.fetchOne(db.cachedStatement(sql: "SELECT id FROM upload WHERE job_id = ? AND name = ?"),
                                         arguments: [jobID, name])!
             return UploadRecord(id: id, jobID: jobID, name: name, size: size, sha256: sha256)
         }
@@ -473,7 +473,7 @@ public struct SQLiteStore: CoordinatorStore {
 
     public func revoke(name: String?, fingerprint: String?, now: Int64) async throws {
         try await group.write { db in
-            try db.execute(sql: "INSERT INTO revocation (name, fingerprint, revoked_at) VALUES (?, ?, ?)",
+            try db.cachedStatement(sql: "INSERT INTO revocation (name, fingerprint, revoked_at) VALUES (?, ?, ?)").execute(
                            arguments: [name, fingerprint, now])
         }
     }
@@ -490,7 +490,7 @@ public struct SQLiteStore: CoordinatorStore {
 
     public func attempt(runID: Int64, number: Int) async throws -> AttemptRecord? {
         try await writer.read { db in
-            try Row.fetchOne(db, sql: "SELECT * FROM attempt WHERE run_id = ? AND number = ?",
+            try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM attempt WHERE run_id = ? AND number = ?"),
                              arguments: [runID, number]).map {
                 AttemptRecord(runID: $0["run_id"], number: $0["number"],
                               status: Status(rawValue: $0["status"]) ?? .failed, trigger: $0["trigger"],
@@ -501,17 +501,17 @@ public struct SQLiteStore: CoordinatorStore {
 
     public func pipelineVersion(id: Int64) async throws -> PipelineVersionRecord? {
         try await writer.read { db in
-            try Row.fetchOne(db, sql: "SELECT \(Self.pipelineColumns) WHERE v.id = ?", arguments: [id])
+            try Row.fetchOne(db.cachedStatement(sql: "SELECT \(Self.pipelineColumns) WHERE v.id = ?"), arguments: [id])
                 .map(Self.pipelineVersion)
         }
     }
 
     public func saveProject(name: String, repository: String, now: Int64) async throws -> ProjectRecord {
         try await group.write { db in
-            try db.execute(sql: """
+            try db.cachedStatement(sql: """
                 INSERT INTO project (name, repository, created_at) VALUES (?, ?, ?)
                 ON CONFLICT (name) DO UPDATE SET repository = excluded.repository
-                """, arguments: [name, repository, now])
+                """).execute(arguments: [name, repository, now])
             return try Self.fetchProjects(db, where: "name = ?", [name]).first!
         }
     }
@@ -534,9 +534,9 @@ public struct SQLiteStore: CoordinatorStore {
     public func setDrained(runner: String, drained: Bool) async throws {
         try await group.write { db in
             if drained {
-                try db.execute(sql: "INSERT OR REPLACE INTO runner_state (name, drained) VALUES (?, 1)", arguments: [runner])
+                try db.cachedStatement(sql: "INSERT OR REPLACE INTO runner_state (name, drained) VALUES (?, 1)").execute(arguments: [runner])
             } else {
-                try db.execute(sql: "DELETE FROM runner_state WHERE name = ?", arguments: [runner])
+                try db.cachedStatement(sql: "DELETE FROM runner_state WHERE name = ?").execute(arguments: [runner])
             }
         }
     }
@@ -570,7 +570,7 @@ public struct SQLiteStore: CoordinatorStore {
     public func logLengths(jobID: Int64) async throws -> [String: Int64] {
         try await writer.read { db in
             var lengths: [String: Int64] = [:]
-            for row in try Row.fetchAll(db, sql: "SELECT node, length FROM log_end WHERE job_id = ?", arguments: [jobID]) {
+            for row in try Row.fetchAll(db.cachedStatement(sql: "SELECT node, length FROM log_end WHERE job_id = ?"), arguments: [jobID]) {
                 lengths[row["node"]] = row["length"]
             }
             return lengths
@@ -598,9 +598,9 @@ public struct SQLiteStore: CoordinatorStore {
     public func legacyLogChunks() async throws -> [LogChunkRecord]? {
         try await writer.read { db in
             guard let jobID = try Int64.fetchOne(db, sql: "SELECT MIN(job_id) FROM log_chunk") else { return nil }
-            return try Row.fetchAll(db, sql: """
+            return try Row.fetchAll(db.cachedStatement(sql: """
                 SELECT job_id, node, offset, data FROM log_chunk WHERE job_id = ? ORDER BY node, offset
-                """, arguments: [jobID]).map {
+                """), arguments: [jobID]).map {
                 LogChunkRecord(jobID: $0["job_id"], node: $0["node"], offset: $0["offset"], data: $0["data"])
             }
         }
@@ -608,7 +608,7 @@ public struct SQLiteStore: CoordinatorStore {
 
     public func deleteLegacyLogChunks(jobID: Int64) async throws {
         try await group.write { db in
-            try db.execute(sql: "DELETE FROM log_chunk WHERE job_id = ?", arguments: [jobID])
+            try db.cachedStatement(sql: "DELETE FROM log_chunk WHERE job_id = ?").execute(arguments: [jobID])
         }
     }
 
@@ -616,12 +616,12 @@ public struct SQLiteStore: CoordinatorStore {
 
     public func insertArtifact(jobID: Int64, name: String, size: Int64, sha256: String, now: Int64) async throws -> ArtifactRecord {
         try await group.write { db in
-            try db.execute(sql: """
+            try db.cachedStatement(sql: """
                 INSERT INTO artifact (job_id, name, size, sha256, created_at) VALUES (?, ?, ?, ?, ?)
                 ON CONFLICT (job_id, name) DO UPDATE SET size = excluded.size, sha256 = excluded.sha256,
                     created_at = excluded.created_at
-                """, arguments: [jobID, name, size, sha256, now])
-            let id = try Int64.fetchOne(db, sql: "SELECT id FROM artifact WHERE job_id = ? AND name = ?",
+                """).execute(arguments: [jobID, name, size, sha256, now])
+            let id = try Int64.fetchOne(db.cachedStatement(sql: "SELECT id FROM artifact WHERE job_id = ? AND name = ?"),
                                         arguments: [jobID, name])!
             return try Self.fetchArtifacts(db, where: "a.id = ?", [id]).first!
         }
@@ -665,7 +665,7 @@ public struct SQLiteStore: CoordinatorStore {
     }
 
     static func fetchRun(_ db: Database, id: Int64) throws -> RunRecord? {
-        try Row.fetchOne(db, sql: "SELECT \(runColumns) FROM run WHERE id = ?", arguments: [id]).map(run)
+        try Row.fetchOne(db.cachedStatement(sql: "SELECT \(runColumns) FROM run WHERE id = ?"), arguments: [id]).map(run)
     }
 
     public func runs(limit: Int, filter: RunFilter) async throws -> [RunRecord] {
@@ -705,14 +705,14 @@ public struct SQLiteStore: CoordinatorStore {
 
     public func jobs(runID: Int64, attempt: Int) async throws -> [JobRecord] {
         try await writer.read { db in
-            try Row.fetchAll(db, sql: "SELECT \(Self.jobColumns) FROM job WHERE run_id = ? AND attempt = ? ORDER BY id",
+            try Row.fetchAll(db.cachedStatement(sql: "SELECT \(Self.jobColumns) FROM job WHERE run_id = ? AND attempt = ? ORDER BY id"),
                              arguments: [runID, attempt]).map(Self.job)
         }
     }
 
     public func job(id: Int64) async throws -> JobRecord? {
         try await writer.read { db in
-            try Row.fetchOne(db, sql: "SELECT \(Self.jobColumns) FROM job WHERE id = ?", arguments: [id]).map(Self.job)
+            try Row.fetchOne(db.cachedStatement(sql: "SELECT \(Self.jobColumns) FROM job WHERE id = ?"), arguments: [id]).map(Self.job)
         }
     }
 
