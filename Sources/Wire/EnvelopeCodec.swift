@@ -1,3 +1,4 @@
+import Foundation
 import NIOCore
 import SwiftProtobuf
 
@@ -14,7 +15,12 @@ public final class EnvelopeDecoder: ChannelInboundHandler, RemovableChannelHandl
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let payload = unwrapInboundIn(data)
         do {
-            let envelope = try Envelope(serializedBytes: Array(payload.readableBytesView))
+            // Parsed in place: the decoder copies what it keeps (bytes fields) out of the buffer.
+            let envelope = try payload.withUnsafeReadableBytes { raw in
+                guard let base = raw.baseAddress, raw.count > 0 else { return try Envelope(serializedBytes: [UInt8]()) }
+                return try Envelope(serializedBytes: Data(bytesNoCopy: UnsafeMutableRawPointer(mutating: base),
+                                                          count: raw.count, deallocator: .none))
+            }
             guard envelope.body != nil else {
                 throw WireError.badFrame("frame holds an envelope with no message")
             }

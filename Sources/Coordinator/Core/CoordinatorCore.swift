@@ -514,11 +514,13 @@ public actor CoordinatorCore {
         var declared = Heddle_V1_ArtifactDeclared()
         // The same artifact again (after a reconnect or a coordinator restart): resume it.
         if let (id, pending) = uploads.first(where: { $0.value.jobID == jobID && $0.value.name == declare.name }) {
-            if pending.size == Int64(declare.size) && pending.sha256 == sha {
+            // Resumed from what is written, once the chunks still on their way are.
+            if pending.size == Int64(declare.size) && pending.sha256 == sha, (try? await pending.upload.settle()) != nil,
+               uploads[id] != nil {
                 declared.uploadID = id
-                declared.committedOffset = UInt64(pending.upload.received)
+                declared.committedOffset = UInt64(pending.upload.accepted)
                 logger.info("upload resumed", metadata: ["job.id": "\(jobID)", "name": "\(declare.name)",
-                                                         "offset": "\(pending.upload.received)"])
+                                                         "offset": "\(pending.upload.accepted)"])
                 return declared
             }
             uploads[id] = nil
@@ -551,16 +553,16 @@ public actor CoordinatorCore {
         guard let pending = uploads[chunk.uploadID], pending.jobID == Int64(chunk.job.jobID) else {
             throw WireError.notFound("upload \(chunk.uploadID) is not open for job \(chunk.job.jobID)")
         }
-        guard Int64(chunk.offset) == pending.upload.received else {
-            throw WireError.invalid("upload \(chunk.uploadID): chunk at \(chunk.offset), expected \(pending.upload.received)")
+        guard Int64(chunk.offset) == pending.upload.accepted else {
+            throw WireError.invalid("upload \(chunk.uploadID): chunk at \(chunk.offset), expected \(pending.upload.accepted)")
         }
-        guard pending.upload.received + Int64(chunk.data.count) <= pending.size else {
+        guard pending.upload.accepted + Int64(chunk.data.count) <= pending.size else {
             uploads[chunk.uploadID] = nil
             blobs.discard(pending.upload)
             try? await store.deleteUploads(ids: [Int64(chunk.uploadID)])
             throw WireError.invalid("artifact '\(pending.name)' is larger than the \(pending.size) bytes declared; upload discarded")
         }
-        try await blobs.write(Array(chunk.data), to: pending.upload)
+        try await pending.upload.append(chunk.data)
     }
 
     public func commitArtifact(session: UInt64, _ commit: Heddle_V1_ArtifactCommit) async throws -> Heddle_V1_ArtifactCommitted {
