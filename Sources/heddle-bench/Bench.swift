@@ -51,7 +51,7 @@ struct Bench {
             record("trigger_to_start_p99_ms", p99)
         }
         if wanted("log") {
-            let logs = try await Scenarios.logThroughput(fabric, bytes: quick ? 64 << 20 : 256 << 20)
+            let logs = try await Scenarios.logThroughput(fabric, bytes: quick ? 256 << 20 : 1 << 30)
             record("log_throughput_mb_s", logs)
             if tls > 0 { record("log_throughput_vs_tls", logs / tls) }
         }

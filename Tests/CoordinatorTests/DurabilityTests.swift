@@ -153,16 +153,25 @@ import Wire
             append.data = Data((0..<chunk).map { UInt8(truncatingIfNeeded: (offset + $0) / chunk) })
             _ = try await setup.core.appendLog(session: 1, append)
         }
-        let watcher = RecordingOutbox()
-        var watch = Heddle_V1_WatchRequest()
-        watch.runID = UInt64(setup.runID)
-        watch.logs = true
-        try await setup.core.watch(session: 9, requestID: 5, watch, outbox: watcher.outbox)
+        func read() async throws -> [Heddle_V1_LogChunk] {
+            let watcher = RecordingOutbox()
+            var watch = Heddle_V1_WatchRequest()
+            watch.runID = UInt64(setup.runID)
+            watch.logs = true
+            try await setup.core.watch(session: 9, requestID: 5, watch, outbox: watcher.outbox)
+            var chunks: [Heddle_V1_LogChunk] = []
+            for await envelope in watcher.stream {
+                guard case .watchEvent(let event) = envelope.body else { continue }
+                if case .log(let log) = event.event { chunks.append(log) }
+                if case .end = event.event { break }
+            }
+            return chunks
+        }
+        // Segments are dropped in the background, off the commit path.
         var chunks: [Heddle_V1_LogChunk] = []
-        for await envelope in watcher.stream {
-            guard case .watchEvent(let event) = envelope.body else { continue }
-            if case .log(let log) = event.event { chunks.append(log) }
-            if case .end = event.event { break }
+        try await waitUntil("the log trimmed to its limit") {
+            chunks = try await read()
+            return chunks.reduce(0) { $0 + $1.data.count } <= Int(limits.maximumLogBytes + limits.maximumLogBytes / 8)
         }
         let stored = chunks.reduce(0) { $0 + $1.data.count }
         let dropped = chunks.reduce(0) { $0 + Int($1.dropped) }

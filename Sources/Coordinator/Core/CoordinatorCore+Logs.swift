@@ -145,13 +145,7 @@ extension CoordinatorCore {
                 outbox.send(Envelope(.logAck(ack)))
             }
         }
-        for (key, bytes) in added where bytes > 0 {
-            do {
-                try await enforceLogLimit(key, added: bytes)
-            } catch {
-                logger.error("cannot trim a log to its limit", metadata: ["job.id": "\(key.jobID)", "error": "\(error)"])
-            }
-        }
+        for (key, bytes) in added where bytes > 0 { enforceLogLimit(key, added: bytes) }
     }
 
     /// A batch could not be made durable. Nothing of it was acknowledged; the sessions of its
@@ -168,7 +162,7 @@ extension CoordinatorCore {
         for jobID in jobs {
             active[jobID]?.logEnds = nil
             active[jobID]?.durableLogEnds = [:]
-            active[jobID]?.storedBytes = nil
+            active[jobID]?.storedBytes = [:]
             if let session = active[jobID]?.session, let open = sessions[session] {
                 runners[session]?.outbox.send(.error(wire))
                 open.close()
@@ -186,25 +180,32 @@ extension CoordinatorCore {
 
     /// Keeps a node's stored log under the limit: the first half of the limit (the head) and
     /// the most recent bytes (the tail) stay; whole segments between them go. Readers see the
-    /// gap as a count of dropped bytes.
-    func enforceLogLimit(_ key: LogFiles.LogKey, added: Int64) async throws {
+    /// gap as a count of dropped bytes. The files go in the background, off the commit path
+    /// (an unlink can wait for the disk); the segment being written is never among them.
+    func enforceLogLimit(_ key: LogFiles.LogKey, added: Int64) {
         let limit = limits.maximumLogBytes
-        let files = logFiles
         guard let end = active[key.jobID]?.durableLogEnds[key.node].map({ Int64($0) }) else { return }
-        if active[key.jobID]?.storedBytes?[key.node] == nil {
-            let stored = try await blobs.pool.runIfActive { files.storedBytes(key, end: end) }
-            if active[key.jobID]?.storedBytes == nil { active[key.jobID]?.storedBytes = [:] }
-            active[key.jobID]?.storedBytes?[key.node] = stored
-        } else {
-            active[key.jobID]?.storedBytes?[key.node]? += added
-        }
+        // Not counted yet (first commit of the job here): its length is an upper bound.
+        let stored = active[key.jobID]?.storedBytes[key.node].map { $0 + added } ?? end
+        active[key.jobID]?.storedBytes[key.node] = stored
         // Trim in steps, not at every chunk: allow an eighth of the limit over it.
-        guard let stored = active[key.jobID]?.storedBytes?[key.node], stored > limit + limit / 8 else { return }
-        let left = try await blobs.pool.runIfActive {
-            files.drop(key, from: limit / 2, to: end - limit / 2)
-            return files.storedBytes(key, end: end)
+        guard stored > limit + limit / 8, !trimming.contains(key) else { return }
+        trimming.insert(key)
+        let files = logFiles
+        Task {
+            let left = try? await blobs.pool.runIfActive {
+                files.drop(key, from: limit / 2, to: end - limit / 2)
+                return files.storedBytes(key, end: end)
+            }
+            self.trimmed(key, left: left, at: end)
         }
-        active[key.jobID]?.storedBytes?[key.node] = left
+    }
+
+    /// A trim is done: `left` bytes were kept up to `end`.
+    func trimmed(_ key: LogFiles.LogKey, left: Int64?, at end: Int64) {
+        trimming.remove(key)
+        guard let left, let now = active[key.jobID]?.durableLogEnds[key.node] else { return }
+        active[key.jobID]?.storedBytes[key.node] = left + max(0, Int64(now) - end)
     }
 
     /// The stored bytes of the node logs of jobs (all nodes, or one), in job and node order,

@@ -68,8 +68,8 @@ public actor CoordinatorCore {
         var runner: String
         var epoch: Int64
         var leaseDeadline: ContinuousClock.Instant?
-        /// Stored bytes of each node's log, for the size limit.
-        var storedBytes: [String: Int64]?
+        /// Stored bytes of each node's log (less what the size limit dropped), once counted.
+        var storedBytes: [String: Int64] = [:]
         /// Length of each node's log, counting bytes queued for the next group commit
         /// (nil until loaded from the store).
         var logEnds: [String: UInt64]?
@@ -100,6 +100,8 @@ public actor CoordinatorCore {
     /// Finished jobs whose open log segments the next commit closes.
     var finishedLogJobs: Set<Int64> = []
     let logFiles: LogFiles
+    /// Node logs whose middle is being dropped (for the size limit) in the background.
+    var trimming: Set<LogFiles.LogKey> = []
 
     /// Parsed pipeline versions by id.
     var definitions: [Int64: PipelineDefinition] = [:]

@@ -52,17 +52,33 @@ final class LogFiles: Sendable {
         ((try? FileManager.default.contentsOfDirectory(atPath: logDirectory(key))) ?? []).compactMap { Int64($0) }.sorted()
     }
 
+    /// What one `writeDurably` call has to sync before it returns.
+    private struct Batch {
+        /// Descriptors written to, with the log each belongs to.
+        var dirty: [Int32: LogKey] = [:]
+        /// Descriptors no longer open for writing, closed once synced.
+        var retired: [Int32] = []
+        /// Directories that gained an entry.
+        var directories: Set<String> = []
+
+        /// Takes a segment out of use: closed now when clean, after the sync otherwise.
+        mutating func retire(_ fd: Int32) {
+            if dirty[fd] != nil { retired.append(fd) } else { close(fd) }
+        }
+    }
+
     /// Writes the bytes and makes them durable (file data, and the directory entries of
-    /// new segments): returns once an fsync covered every byte. The open segments of the jobs
-    /// in `closing` (finished) are closed afterwards.
+    /// new segments): returns once an fsync covered every byte. Segments filled on the way
+    /// are synced with the rest at the end, not one by one. The open segments of the jobs in
+    /// `closing` (finished) are closed afterwards.
     func writeDurably(_ writes: [Write], closing: Set<Int64> = []) throws {
         try open.withLock { open in
-            var dirty: [LogKey: Int32] = [:]
-            var directories: Set<String> = []
+            var batch = Batch()
+            defer { for fd in batch.retired { close(fd) } }
             do {
-                for write in writes { try append(write, open: &open, dirty: &dirty, created: &directories) }
-                for (key, fd) in dirty where fdatasync(fd) != 0 { throw Self.failure("sync the log of \(key.node)", errno) }
-                for path in directories { try Self.syncDirectory(path) }
+                for write in writes { try append(write, open: &open, batch: &batch) }
+                for (fd, key) in batch.dirty where fdatasync(fd) != 0 { throw Self.failure("sync the log of \(key.node)", errno) }
+                for path in batch.directories { try Self.syncDirectory(path) }
             } catch {
                 // After a failure nothing open is trusted: the next write reopens from disk.
                 for segment in open.values { close(segment.fd) }
@@ -76,17 +92,15 @@ final class LogFiles: Sendable {
         }
     }
 
-    private func append(_ write: Write, open: inout [LogKey: OpenSegment], dirty: inout [LogKey: Int32],
-                        created directories: inout Set<String>) throws {
-        var segment = try segmentFor(write.key, at: write.offset, open: &open, dirty: &dirty, created: &directories)
+    private func append(_ write: Write, open: inout [LogKey: OpenSegment], batch: inout Batch) throws {
+        var segment = try segmentFor(write.key, at: write.offset, open: &open, batch: &batch)
         open[write.key] = segment
         var written = 0
         while written < write.data.count {
             if segment.end - segment.start >= segmentSize {
-                dirty[write.key] = segment.fd
                 open[write.key] = nil
-                try Self.retire(write.key, segment.fd, dirty: &dirty)
-                segment = try createSegment(write.key, start: segment.end, created: &directories)
+                batch.retire(segment.fd)
+                segment = try createSegment(write.key, start: segment.end, created: &batch.directories)
                 open[write.key] = segment
             }
             let room = Int(segmentSize - (segment.end - segment.start))
@@ -95,23 +109,23 @@ final class LogFiles: Sendable {
                 pwrite(segment.fd, bytes.baseAddress! + written, count, off_t(segment.end - segment.start))
             }
             guard n > 0 else { throw Self.failure("write the log of \(write.key.node)", errno) }
+            batch.dirty[segment.fd] = write.key
             written += n
             segment.end += Int64(n)
             open[write.key] = segment
         }
-        dirty[write.key] = segment.fd
     }
 
     /// The open segment a write at `offset` continues, after making the log end there:
     /// segments past it are removed, the one holding it is cut at it, and a write past the
     /// end (after a dropped range) starts a new segment.
     private func segmentFor(_ key: LogKey, at offset: Int64, open: inout [LogKey: OpenSegment],
-                            dirty: inout [LogKey: Int32], created: inout Set<String>) throws -> OpenSegment {
+                            batch: inout Batch) throws -> OpenSegment {
         if let segment = open[key], segment.end == offset { return segment }
-        if let segment = open.removeValue(forKey: key) { try Self.retire(key, segment.fd, dirty: &dirty) }
+        if let segment = open.removeValue(forKey: key) { batch.retire(segment.fd) }
         if open.count >= Self.maximumOpenLogs, let evicted = open.first {
             open[evicted.key] = nil
-            try Self.retire(evicted.key, evicted.value.fd, dirty: &dirty)
+            batch.retire(evicted.value.fd)
         }
         var holder: Int64?
         for start in segments(key) {
@@ -134,13 +148,7 @@ final class LogFiles: Sendable {
                 return OpenSegment(fd: fd, start: start, end: offset)
             }
         }
-        return try createSegment(key, start: offset, created: &created)
-    }
-
-    /// Closes a segment, synced first when this batch wrote to it.
-    private static func retire(_ key: LogKey, _ fd: Int32, dirty: inout [LogKey: Int32]) throws {
-        defer { close(fd) }
-        if dirty.removeValue(forKey: key) != nil, fdatasync(fd) != 0 { throw failure("sync the log of \(key.node)", errno) }
+        return try createSegment(key, start: offset, created: &batch.directories)
     }
 
     private func createSegment(_ key: LogKey, start: Int64, created: inout Set<String>) throws -> OpenSegment {
