@@ -35,6 +35,18 @@ import Testing
         #expect(scheduler.queue.map(\.id) == [1])
     }
 
+    @Test func removingAFewOrManyJobsKeepsTheRestInOrder() {
+        var scheduler = Scheduler()
+        for id in 1...200 { scheduler.enqueue(.init(id: Int64(id), labels: [], position: Double(id))) }
+        scheduler.removeQueued([3, 150, 7])
+        let many = Set((100...199).map(Int64.init))
+        scheduler.removeQueued(many)
+        let expected = (1...200).map(Int64.init).filter { ![3, 150, 7].contains($0) && !many.contains($0) }
+        #expect(scheduler.queue.map(\.id) == expected)
+        #expect(!scheduler.isQueued(7) && !scheduler.isQueued(120) && scheduler.isQueued(200))
+        #expect(scheduler.index(of: 200) == expected.count - 1)
+    }
+
     @Test func workIsSpreadToTheLeastBusyRunner() {
         var scheduler = Scheduler()
         scheduler.addRunner(1, labels: [], capacity: 2)

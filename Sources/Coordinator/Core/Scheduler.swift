@@ -80,8 +80,12 @@ public struct Scheduler: Sendable {
         return true
     }
 
-    /// Removes many queued jobs in one pass.
+    /// Removes many queued jobs: a few found by position, many in one pass over the queue.
     public mutating func removeQueued(_ ids: Set<Int64>) {
+        if ids.count <= 32 {
+            for id in ids { removeQueued(id) }
+            return
+        }
         queue.removeAll { ids.contains($0.id) }
         for id in ids { positions[id] = nil }
     }
@@ -179,26 +183,37 @@ public struct Scheduler: Sendable {
     /// Assigns as many queued jobs as free capacity allows and returns the assignments; the
     /// jobs leave the queue and occupy their runners' slots.
     public mutating func assign() -> [Assignment] {
-        var assignments: [Assignment] = []
-        var remaining: [QueuedJob] = []
         var freeTotal = runners.values.reduce(0) { $0 + max(0, $1.free) }
-        for job in queue {
-            guard freeTotal > 0 else {
-                remaining.append(job)
-                continue
+        // Nothing free (the usual state of a long queue): nothing to look at.
+        guard freeTotal > 0, !queue.isEmpty else { return [] }
+        var assignments: [Assignment] = []
+        var taken: [Int] = []
+        for (index, job) in queue.enumerated() {
+            guard freeTotal > 0 else { break }
+            // The least busy runner with a free slot and the job's labels (ties: lowest id).
+            var best: (id: RunnerID, running: Int)?
+            for (id, slot) in runners where slot.free > 0 && job.labels.isSubset(of: slot.labels) {
+                if best == nil || (slot.running.count, id) < (best!.running, best!.id) { best = (id, slot.running.count) }
             }
-            let candidate = runners
-                .filter { $0.value.free > 0 && job.labels.isSubset(of: $0.value.labels) }
-                .min { ($0.value.running.count, $0.key) < ($1.value.running.count, $1.key) }
-            if let (runnerID, _) = candidate {
-                runners[runnerID]!.running.insert(job.id)
-                freeTotal -= 1
-                assignments.append(Assignment(jobID: job.id, runner: runnerID))
-            } else {
-                remaining.append(job)
-            }
+            guard let best else { continue }
+            runners[best.id]!.running.insert(job.id)
+            freeTotal -= 1
+            assignments.append(Assignment(jobID: job.id, runner: best.id))
+            taken.append(index)
         }
-        queue = remaining
+        if taken.isEmpty {
+            return []
+        } else if taken.last == taken.count - 1 {
+            queue.removeFirst(taken.count)  // the usual case: jobs taken from the front
+        } else {
+            var kept: [QueuedJob] = []
+            kept.reserveCapacity(queue.count - taken.count)
+            var next = 0
+            for (index, job) in queue.enumerated() {
+                if next < taken.count && taken[next] == index { next += 1 } else { kept.append(job) }
+            }
+            queue = kept
+        }
         for assignment in assignments { positions[assignment.jobID] = nil }
         return assignments
     }
