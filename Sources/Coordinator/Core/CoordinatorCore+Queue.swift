@@ -125,19 +125,15 @@ extension CoordinatorCore {
 
     /// Cancels every queued job matching all the filters, in one transaction.
     public func bulkCancel(_ request: Heddle_V1_BulkCancelRequest, by who: PeerIdentity) async throws -> Heddle_V1_CancelResult {
-        let jobs = try await store.activeJobs().filter { $0.status == .queued && scheduler.isQueued($0.id) }
-        var runs: [Int64: RunRecord] = [:]
-        var matching: [JobRecord] = []
-        for job in jobs {
-            if !request.label.isEmpty && !job.labels.contains(request.label) { continue }
-            if runs[job.runID] == nil { runs[job.runID] = try await store.run(id: job.runID) }
-            guard let run = runs[job.runID] else { continue }
-            if !request.project.isEmpty && run.project != request.project { continue }
-            if !request.pipeline.isEmpty && run.pipeline != request.pipeline { continue }
-            if !request.branch.isEmpty && run.branch != request.branch { continue }
-            matching.append(job)
+        let filter = RunFilter(project: request.project.isEmpty ? nil : request.project,
+                               pipeline: request.pipeline.isEmpty ? nil : request.pipeline,
+                               branch: request.branch.isEmpty ? nil : request.branch)
+        let matching = try await store.queuedJobs(matching: filter).filter {
+            scheduler.isQueued($0.id) && (request.label.isEmpty || $0.labels.contains(request.label))
         }
         if request.dryRun {
+            var runs: [Int64: RunRecord] = [:]
+            for job in matching where runs[job.runID] == nil { runs[job.runID] = try await store.run(id: job.runID) }
             return Self.cancelResult(matching.compactMap { job in runs[job.runID].map { queueEntry(job, run: $0) } })
         }
         return Self.cancelResult(try await cancelQueued(matching, reason: "cancelled by \(who.name) (bulk)"))

@@ -50,6 +50,9 @@ public protocol CoordinatorStore: Sendable {
     func nodes(jobIDs: [Int64]) async throws -> [NodeRecord]
     /// Jobs queued or running, in dispatch order.
     func activeJobs() async throws -> [JobRecord]
+    /// Queued jobs, in dispatch order, of runs matching the filter's project, pipeline and
+    /// branch (its status is not used).
+    func queuedJobs(matching filter: RunFilter) async throws -> [JobRecord]
 
     func requeueLostJob(id: Int64, position: Double, reason: String, now: Int64) async throws -> RunRecord
     func saveUpload(jobID: Int64, name: String, size: Int64, sha256: String, now: Int64) async throws -> UploadRecord

@@ -734,6 +734,24 @@ public struct SQLiteStore: CoordinatorStore {
         }
     }
 
+    public func queuedJobs(matching filter: RunFilter) async throws -> [JobRecord] {
+        try await writer.read { db in
+            var clauses = ["j.status = 'queued'"]
+            var arguments = StatementArguments()
+            for (column, value) in [("project", filter.project), ("pipeline", filter.pipeline), ("branch", filter.branch)] {
+                if let value {
+                    clauses.append("r.\(column) = ?")
+                    arguments += [value]
+                }
+            }
+            let columns = Self.jobColumns.split(separator: ",").map { "j." + $0.trimmingCharacters(in: .whitespacesAndNewlines) }
+            return try Row.fetchAll(db, sql: """
+                SELECT \(columns.joined(separator: ", ")) FROM job j JOIN run r ON r.id = j.run_id
+                WHERE \(clauses.joined(separator: " AND ")) ORDER BY j.position
+                """, arguments: arguments).map(Self.job)
+        }
+    }
+
     public func activeJobs() async throws -> [JobRecord] {
         try await writer.read { db in
             try Row.fetchAll(db, sql: """
