@@ -16,28 +16,59 @@ import Wire
     @Test func segmentsRollAndAWriteAtAnEarlierOffsetReplacesWhatFollowed() throws {
         let data = try TemporaryDirectory()
         defer { data.remove() }
-        let files = LogFiles(directory: "\(data.path)/logs", segmentSize: 10)
+        let block = 4096
+        let files = LogFiles(directory: "\(data.path)/logs", segmentSize: Int64(block))
         let key = LogFiles.LogKey(jobID: 7, node: "build")
-        let first = bytes(25)
+        func stored(_ files: LogFiles, end: Int) throws -> Data {
+            try files.read(key, end: Int64(end)).reduce(Data()) { $0 + $1.data }
+        }
+        let first = bytes(2 * block + 1000)
         try files.writeDurably([LogFiles.Write(key: key, offset: 0, data: first)])
-        #expect(files.segments(key) == [0, 10, 20])
-        #expect(try files.read(key, end: 25).reduce(Data()) { $0 + $1.data } == first)
+        #expect(files.segments(key) == [0, Int64(block), Int64(2 * block)])
+        #expect(try stored(files, end: first.count) == first)
         // Bytes past the durable length (say, written before a crash) are replaced, not kept.
-        try files.writeDurably([LogFiles.Write(key: key, offset: 15, data: Data("XYZ".utf8))])
-        #expect(files.segments(key) == [0, 10])
-        #expect(try files.read(key, end: 18).reduce(Data()) { $0 + $1.data } == first.prefix(15) + Data("XYZ".utf8))
-        // The same from a fresh instance (after a restart): the files are the truth.
-        let reopened = LogFiles(directory: "\(data.path)/logs", segmentSize: 10)
-        try reopened.writeDurably([LogFiles.Write(key: key, offset: 12, data: Data("ab".utf8))])
-        #expect(try reopened.read(key, end: 14).reduce(Data()) { $0 + $1.data } == first.prefix(12) + Data("ab".utf8))
+        let replaced = block + 500
+        try files.writeDurably([LogFiles.Write(key: key, offset: Int64(replaced), data: Data("XYZ".utf8))])
+        #expect(files.segments(key) == [0, Int64(block)])
+        #expect(try stored(files, end: replaced + 3) == first.prefix(replaced) + Data("XYZ".utf8))
+        // The same from a fresh instance (after a restart): the files are the truth, and the
+        // padding of the last block written does not show.
+        let reopened = LogFiles(directory: "\(data.path)/logs", segmentSize: Int64(block))
+        try reopened.writeDurably([LogFiles.Write(key: key, offset: Int64(replaced + 1), data: Data("ab".utf8))])
+        #expect(try stored(reopened, end: replaced + 3) == first.prefix(replaced) + Data("Xab".utf8))
         // Dropping the middle leaves a jump in offsets; the segment being written stays.
-        try reopened.writeDurably([LogFiles.Write(key: key, offset: 14, data: bytes(30, seed: 3))])
-        reopened.drop(key, from: 10, to: 40)
-        let records = try reopened.read(key, end: 44)
-        #expect(records.first?.offset == 0 && records.first?.data == first.prefix(10))
-        #expect(records.dropFirst().first?.offset == 40)
-        #expect(records.last.map { $0.offset + Int64($0.data.count) } == 44)
-        #expect(reopened.storedBytes(key, end: 44) == 14)
+        let more = bytes(3 * block, seed: 3)
+        try reopened.writeDurably([LogFiles.Write(key: key, offset: Int64(replaced + 3), data: more)])
+        let end = replaced + 3 + more.count
+        reopened.drop(key, from: Int64(block), to: Int64(3 * block))
+        let records = try reopened.read(key, end: Int64(end))
+        #expect(records.first?.offset == 0 && records.first?.data == first.prefix(block))
+        #expect(records.dropFirst().first?.offset == Int64(3 * block))
+        #expect(records.last.map { $0.offset + Int64($0.data.count) } == Int64(end))
+        #expect(reopened.storedBytes(key, end: Int64(end)) == Int64(end - 2 * block))
+    }
+
+    @Test func directFilesWriteWholeBlocksAndCutThePadding() throws {
+        let data = try TemporaryDirectory()
+        defer { data.remove() }
+        let path = "\(data.path)/f"
+        let content = bytes(3 * 4096 + 123)
+        let file = try DirectFile(path: path, scratch: WriteScratch(capacity: 8192))
+        try file.append(content.prefix(5000))
+        try file.flush()
+        // More than the scratch holds: whole blocks are written as it fills.
+        try file.append(content.dropFirst(5000))
+        #expect(try Data(contentsOf: URL(fileURLWithPath: path)).count >= 8192)
+        try file.flush()
+        #expect(try Data(contentsOf: URL(fileURLWithPath: path)).prefix(content.count) == content)
+        try file.cut()
+        file.close()
+        #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == content)
+        // Reopened in the middle of a block: what follows is cut, the rest continues.
+        let again = try DirectFile(path: path, length: 4100, scratch: WriteScratch(capacity: 8192))
+        try again.append(Data("tail".utf8))
+        try again.cut()
+        #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == content.prefix(4100) + Data("tail".utf8))
     }
 
     func setUp(_ data: TemporaryDirectory) async throws -> (CoordinatorCore, RecordingOutbox, Heddle_V1_JobRef, Int64) {

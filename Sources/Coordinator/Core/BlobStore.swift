@@ -33,21 +33,20 @@ public final class BlobStore: Sendable {
         let path = "\(directory)/uploads/\(id)"
         let pool = self.pool
         return try await pool.runIfActive {
-            let upload = try Upload(path: path, pool: pool, truncate: false)
             let reader = open(path, O_RDONLY | O_CLOEXEC)
             guard reader >= 0 else { throw WireError(.internal, "cannot reopen upload \(id)") }
             defer { close(reader) }
+            var hasher = SHA256()
             var buffer = [UInt8](repeating: 0, count: 1 << 20)
             var length: Int64 = 0
             while true {
                 let n = buffer.withUnsafeMutableBytes { Glibc.read(reader, $0.baseAddress, $0.count) }
                 if n < 0 { throw WireError(.internal, "cannot read upload \(id): \(String(cString: strerror(errno)))") }
                 if n == 0 { break }
-                upload.hasher.withLock { $0.update(data: buffer[0..<n]) }
+                hasher.update(data: buffer[0..<n])
                 length += Int64(n)
             }
-            upload.resume(at: length)
-            return upload
+            return try Upload(path: path, pool: pool, length: length, hasher: hasher)
         }
     }
 
@@ -56,56 +55,40 @@ public final class BlobStore: Sendable {
     }
 
     /// An upload in progress. Chunks are accepted in order by one owner (the core) and
-    /// processed in the background: written by one chain of thread-pool work and hashed by
-    /// another, so hashing, writing and receiving the next chunks overlap. At most `window`
-    /// bytes wait; past that `append` waits for the oldest chunk. A write error is kept and
-    /// reported by the next `append` or by `settle`.
+    /// processed in the background: written by one chain of thread-pool work (through a
+    /// `DirectFile`, which writes whole 4 MiB runs until the commit) and hashed by another,
+    /// so hashing, writing and receiving the next chunks overlap. At most `window` bytes
+    /// wait; past that `append` waits for the oldest chunk. A write error is kept and
+    /// reported by the next `append` or by `settle`. After a crash the file holds whole
+    /// blocks only, and the upload resumes from there.
     final class Upload: @unchecked Sendable {
         let path: String
-        let fd: Int32
+        let file: DirectFile
         let pool: NIOThreadPool
-        let hasher = Mutex(SHA256())
+        let hasher: Mutex<SHA256>
         private let failure = Mutex<WireError?>(nil)
         /// Bytes accepted (queued or written). Only the owner touches it and `chunks`.
-        private(set) var accepted: Int64 = 0
+        private(set) var accepted: Int64
         private var chunks: [(write: Task<Void, Never>, hash: Task<Void, Never>, size: Int)] = []
         private var waiting = 0
         static let window = 16 << 20
 
-        init(path: String, pool: NIOThreadPool, truncate: Bool = true) throws {
+        init(path: String, pool: NIOThreadPool, length: Int64 = 0, hasher: SHA256 = SHA256()) throws {
             self.path = path
             self.pool = pool
-            fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | (truncate ? O_TRUNC : 0), 0o644)
-            guard fd >= 0 else { throw WireError(.internal, "cannot create \(path): \(String(cString: strerror(errno)))") }
+            self.file = try DirectFile(path: path, length: length, scratch: WriteScratch(capacity: 4 << 20))
+            self.accepted = length
+            self.hasher = Mutex(hasher)
         }
-
-        deinit { close(fd) }
-
-        func resume(at length: Int64) { accepted = length }
 
         func append(_ data: Data) async throws {
             if let failure = failure.withLock({ $0 }) { throw failure }
-            let offset = accepted
             accepted += Int64(data.count)
             let previous = chunks.last
-            let fd = self.fd
             let write = Task {
                 await previous?.write.value
                 do {
-                    try await self.pool.runIfActive {
-                        var written = 0
-                        while written < data.count {
-                            let n = data.withUnsafeBytes {
-                                pwrite(fd, $0.baseAddress! + written, data.count - written, off_t(offset) + off_t(written))
-                            }
-                            guard n > 0 else {
-                                throw WireError(.internal, "cannot write an upload: \(String(cString: strerror(errno)))")
-                            }
-                            written += n
-                        }
-                        // Start writing it back now, so the fsync at commit has little left to do.
-                        startWriteback(fd, offset: Int64(offset), length: Int64(data.count))
-                    }
+                    try await self.pool.runIfActive { try self.file.append(data) }
                 } catch {
                     self.failure.withLock { $0 = $0 ?? (error as? WireError ?? WireError(.internal, "cannot write an upload: \(error)")) }
                 }
@@ -161,9 +144,8 @@ public final class BlobStore: Sendable {
             guard actual == sha256 else {
                 throw WireError.invalid("artifact SHA-256 is \(actual) but \(sha256) was declared")
             }
-            guard fsync(upload.fd) == 0 else {
-                throw WireError(.internal, "cannot fsync an upload: \(String(cString: strerror(errno)))")
-            }
+            try upload.file.cut()
+            try upload.file.sync()
             let parent = (target as NSString).deletingLastPathComponent
             try FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true)
             if FileManager.default.fileExists(atPath: target) { return }
@@ -200,15 +182,3 @@ public final class BlobStore: Sendable {
     }
 }
 
-/// Asks the kernel to start writing a range of a file back to disk without waiting for it
-/// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`), so a later fsync has little left to do and
-/// the disk works while more bytes arrive. Glibc's module does not export it (it needs
-/// `_GNU_SOURCE`), so it is looked up once; where it is missing this does nothing.
-func startWriteback(_ fd: Int32, offset: Int64, length: Int64) {
-    syncFileRange?(fd, offset, length, 2 /* SYNC_FILE_RANGE_WRITE */)
-}
-
-private let syncFileRange: (@convention(c) (Int32, Int64, Int64, UInt32) -> Int32)? = {
-    guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "sync_file_range") else { return nil }
-    return unsafeBitCast(symbol, to: (@convention(c) (Int32, Int64, Int64, UInt32) -> Int32).self)
-}()

@@ -567,6 +567,11 @@ public actor CoordinatorCore {
         try await pending.upload.append(chunk.data)
     }
 
+    /// Waits until the chunks of every open upload are on disk (or failed).
+    func settleUploads() async throws {
+        for pending in uploads.values { try await pending.upload.settle() }
+    }
+
     public func commitArtifact(session: UInt64, _ commit: Heddle_V1_ArtifactCommit) async throws -> Heddle_V1_ArtifactCommitted {
         let job = try lease(commit.job, session: session)
         guard let pending = uploads[commit.uploadID], pending.jobID == Int64(commit.job.jobID) else {

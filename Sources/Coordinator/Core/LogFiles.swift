@@ -5,27 +5,32 @@ import Wire
 /// Node log bytes on disk: `logs/<job id>/n-<node>/<start offset>`, each node log a run of
 /// segment files. A segment holds the bytes from its start offset on; a new one begins when
 /// the current one reaches `segmentSize`, or where a log continues past a dropped range. The
-/// size limit drops whole segments from the middle of a log, so readers see a gap.
+/// size limit drops whole segments from the middle of a log, so readers see a gap. Segments
+/// are written with `DirectFile` (no page cache).
 ///
-/// Only the length recorded in the store (`log_end`) counts: bytes past it were written but
-/// never acknowledged, and the next write at that offset replaces them. All methods block;
-/// callers run them on a thread pool. Writes come from one group commit at a time.
-final class LogFiles: Sendable {
+/// Only the length recorded in the store (`log_end`) counts: bytes past it (padding of the
+/// last block, or bytes never acknowledged) are cut when the log is next written, and the
+/// next write at that offset replaces them. All methods block; callers run them on a thread
+/// pool. Writes come from one group commit at a time.
+final class LogFiles: @unchecked Sendable {
     let directory: String
+    /// A multiple of the file block, so a full segment ends on a block boundary.
     let segmentSize: Int64
     /// The segment each recently written log appends to.
     private let open = Mutex<[LogKey: OpenSegment]>([:])
     static let maximumOpenLogs = 256
+    /// Where segments gather bytes to write (one batch at a time, under `open`'s lock).
+    private let scratch = WriteScratch(capacity: 8 << 20)
 
     struct LogKey: Hashable, Sendable {
         var jobID: Int64
         var node: String
     }
 
-    struct OpenSegment: Sendable {
-        var fd: Int32
+    struct OpenSegment {
+        var file: DirectFile
         var start: Int64
-        var end: Int64
+        var end: Int64 { start + file.length }
     }
 
     /// Bytes for a node log at an offset, as the group commit writes them.
@@ -37,11 +42,7 @@ final class LogFiles: Sendable {
 
     init(directory: String, segmentSize: Int64) {
         self.directory = directory
-        self.segmentSize = segmentSize
-    }
-
-    deinit {
-        for segment in open.withLock({ $0.values }) { close(segment.fd) }
+        self.segmentSize = max(Int64(DirectFile.block), segmentSize / Int64(DirectFile.block) * Int64(DirectFile.block))
     }
 
     func jobDirectory(_ jobID: Int64) -> String { "\(directory)/\(jobID)" }
@@ -54,17 +55,10 @@ final class LogFiles: Sendable {
 
     /// What one `writeDurably` call has to sync before it returns.
     private struct Batch {
-        /// Descriptors written to, with the log each belongs to.
-        var dirty: [Int32: LogKey] = [:]
-        /// Descriptors no longer open for writing, closed once synced.
-        var retired: [Int32] = []
+        /// Segments written to, by path.
+        var dirty: [String: DirectFile] = [:]
         /// Directories that gained an entry.
         var directories: Set<String> = []
-
-        /// Takes a segment out of use: closed now when clean, after the sync otherwise.
-        mutating func retire(_ fd: Int32) {
-            if dirty[fd] != nil { retired.append(fd) } else { close(fd) }
-        }
     }
 
     /// Writes the bytes and makes them durable (file data, and the directory entries of
@@ -74,19 +68,22 @@ final class LogFiles: Sendable {
     func writeDurably(_ writes: [Write], closing: Set<Int64> = []) throws {
         try open.withLock { open in
             var batch = Batch()
-            defer { for fd in batch.retired { close(fd) } }
             do {
                 for write in writes { try append(write, open: &open, batch: &batch) }
-                for (fd, key) in batch.dirty where fdatasync(fd) != 0 { throw Self.failure("sync the log of \(key.node)", errno) }
+                for file in batch.dirty.values {
+                    try file.flush()
+                    try file.sync()
+                }
                 for path in batch.directories { try Self.syncDirectory(path) }
             } catch {
                 // After a failure nothing open is trusted: the next write reopens from disk.
-                for segment in open.values { close(segment.fd) }
+                for segment in open.values { segment.file.close() }
                 open = [:]
                 throw error
             }
             for key in open.keys where closing.contains(key.jobID) {
-                close(open[key]!.fd)
+                try? open[key]!.file.cut()  // no padding left behind; the bytes are durable already
+                open[key]!.file.close()
                 open[key] = nil
             }
         }
@@ -99,21 +96,22 @@ final class LogFiles: Sendable {
         while written < write.data.count {
             if segment.end - segment.start >= segmentSize {
                 open[write.key] = nil
-                batch.retire(segment.fd)
+                try retire(segment, batch: &batch)
                 segment = try createSegment(write.key, start: segment.end, created: &batch.directories)
                 open[write.key] = segment
             }
-            let room = Int(segmentSize - (segment.end - segment.start))
-            let count = min(room, write.data.count - written)
-            let n = write.data.withUnsafeBytes { bytes in
-                pwrite(segment.fd, bytes.baseAddress! + written, count, off_t(segment.end - segment.start))
-            }
-            guard n > 0 else { throw Self.failure("write the log of \(write.key.node)", errno) }
-            batch.dirty[segment.fd] = write.key
-            written += n
-            segment.end += Int64(n)
-            open[write.key] = segment
+            let count = min(Int(segmentSize - (segment.end - segment.start)), write.data.count - written)
+            let base = write.data.startIndex + written
+            try segment.file.append(count == write.data.count ? write.data : write.data[base..<base + count])
+            batch.dirty[segment.file.path] = segment.file
+            written += count
         }
+    }
+
+    /// Takes a segment out of use: its padding is cut; synced with the batch when written in it.
+    private func retire(_ segment: OpenSegment, batch: inout Batch) throws {
+        try segment.file.cut()
+        if batch.dirty[segment.file.path] == nil { segment.file.close() }
     }
 
     /// The open segment a write at `offset` continues, after making the log end there:
@@ -122,10 +120,10 @@ final class LogFiles: Sendable {
     private func segmentFor(_ key: LogKey, at offset: Int64, open: inout [LogKey: OpenSegment],
                             batch: inout Batch) throws -> OpenSegment {
         if let segment = open[key], segment.end == offset { return segment }
-        if let segment = open.removeValue(forKey: key) { batch.retire(segment.fd) }
+        if let segment = open.removeValue(forKey: key) { try retire(segment, batch: &batch) }
         if open.count >= Self.maximumOpenLogs, let evicted = open.first {
             open[evicted.key] = nil
-            batch.retire(evicted.value.fd)
+            try retire(evicted.value, batch: &batch)
         }
         var holder: Int64?
         for start in segments(key) {
@@ -139,13 +137,8 @@ final class LogFiles: Sendable {
             let path = "\(logDirectory(key))/\(start)"
             var info = stat()
             if stat(path, &info) == 0, start + Int64(info.st_size) >= offset {
-                let fd = Glibc.open(path, O_WRONLY | O_CLOEXEC)
-                guard fd >= 0 else { throw Self.failure("open \(path)", errno) }
-                guard ftruncate(fd, off_t(offset - start)) == 0 else {
-                    close(fd)
-                    throw Self.failure("truncate \(path)", errno)
-                }
-                return OpenSegment(fd: fd, start: start, end: offset)
+                return OpenSegment(file: try DirectFile(path: path, length: offset - start, scratch: scratch),
+                                   start: start)
             }
         }
         return try createSegment(key, start: offset, created: &batch.directories)
@@ -160,17 +153,18 @@ final class LogFiles: Sendable {
             created.insert((directory as NSString).deletingLastPathComponent)
         }
         created.insert(folder)
-        let path = "\(folder)/\(start)"
-        let fd = Glibc.open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw Self.failure("create \(path)", errno) }
-        return OpenSegment(fd: fd, start: start, end: start)
+        return OpenSegment(file: try DirectFile(path: "\(folder)/\(start)", length: 0, scratch: scratch),
+                           start: start)
     }
 
     /// The stored bytes of a node log up to `end`, in pieces of at most `piece` bytes, in
     /// order; a dropped range shows as a jump in offsets.
     func read(_ key: LogKey, end: Int64, piece: Int = 1 << 20) throws -> [LogChunkRecord] {
         var records: [LogChunkRecord] = []
-        for start in segments(key) where start < end {
+        let starts = segments(key)
+        for (index, start) in starts.enumerated() where start < end {
+            // A segment ends where the next begins (bytes past that are padding).
+            let end = index + 1 < starts.count ? min(end, starts[index + 1]) : end
             let path = "\(logDirectory(key))/\(start)"
             let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
             guard fd >= 0 else {
@@ -222,7 +216,7 @@ final class LogFiles: Sendable {
     func remove(jobID: Int64) {
         open.withLock { open in
             for key in open.keys where key.jobID == jobID {
-                close(open[key]!.fd)
+                open[key]!.file.close()
                 open[key] = nil
             }
         }
