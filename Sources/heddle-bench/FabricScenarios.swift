@@ -3,12 +3,32 @@ import Foundation
 import Wire
 
 extension Scenarios {
-    /// Triggers a pipeline and returns the run id and the assignment its runner receives.
-    static func start(_ pipelineName: String, admin: HeddleClient,
-                      pushes: inout AsyncStream<Envelope>.Iterator) async throws -> (UInt64, Heddle_V1_Assignment) {
-        let runID = try await admin.trigger(project: "bench", pipeline: pipelineName, branch: "main")
+    /// A run of a one-job pipeline named `name` (label `name`), triggered by an admin and
+    /// assigned to a simulated runner that carries that label alone.
+    struct StartedJob {
+        let admin: HeddleClient
+        let runner: HeddleConnection
+        /// The runner's pushes after the assignment.
+        var pushes: AsyncStream<Envelope>.Iterator
+        let runID: UInt64
+        let assignment: Heddle_V1_Assignment
+
+        func close() async {
+            await runner.close()
+            await admin.connection.close()
+        }
+    }
+
+    static func startJob(_ name: String, on fabric: some Fabric) async throws -> StartedJob {
+        let admin = try await fabric.admin()
+        _ = try await admin.pushPipeline(project: "bench", fileName: "\(name).act", source: pipeline(name, label: name))
+        let runner = try await fabric.runner(labels: [name], capacity: 1)
+        var pushes = runner.pushes.makeAsyncIterator()
+        let runID = try await admin.trigger(project: "bench", pipeline: name, branch: "main")
         while let envelope = await pushes.next() {
-            if case .assignment(let assignment) = envelope.body { return (runID, assignment) }
+            if case .assignment(let assignment) = envelope.body {
+                return StartedJob(admin: admin, runner: runner, pushes: pushes, runID: runID, assignment: assignment)
+            }
         }
         throw WireError(.internal, "the runner's connection closed before an assignment")
     }
@@ -25,28 +45,23 @@ extension Scenarios {
     /// A line written by a node to the same bytes shown to a follower (`logs --follow`):
     /// one line at a time, each sent once the previous one was shown.
     static func tailLatency(_ fabric: BenchCoordinator, samples: Int) async throws -> Double {
-        let admin = try await fabric.admin()
-        _ = try await admin.pushPipeline(project: "bench", fileName: "tail.act", source: pipeline("tail", label: "tail"))
-        let runner = try await fabric.runner(labels: ["tail"], capacity: 1)
-        var pushes = runner.pushes.makeAsyncIterator()
-        let (runID, assignment) = try await start("tail", admin: admin, pushes: &pushes)
+        let job = try await startJob("tail", on: fabric)
         let follower = try await fabric.admin()
-        var events = try await follower.watch(runID: runID, logs: true, follow: true).makeAsyncIterator()
+        var events = try await follower.watch(runID: job.runID, logs: true, follow: true).makeAsyncIterator()
         var latencies: [Double] = []
         var offset = 0
         for index in 0..<samples {
             let line = Data("\u{1B}[32mstep \(index)\u{1B}[0m compiling module \(index % 17)\n".utf8)
             let started = ContinuousClock.now
-            try await runner.send(logAppend(assignment.job, offset: offset, line))
+            try await job.runner.send(logAppend(job.assignment.job, offset: offset, line))
             offset += line.count
             shown: while let event = try await events.next() {
                 if case .log(let chunk) = event.event, chunk.offset + UInt64(chunk.data.count) >= UInt64(offset) { break shown }
             }
             latencies.append(seconds(since: started) * 1000)
         }
-        await runner.close()
+        await job.close()
         await follower.connection.close()
-        await admin.connection.close()
         return percentile(latencies, 0.5)
     }
 
@@ -54,11 +69,8 @@ extension Scenarios {
     /// coordinator announces without waiting for each, committed once the coordinator has
     /// verified and stored it. The content is hashed before the clock starts.
     static func artifactThroughput(_ fabric: BenchCoordinator, bytes: Int) async throws -> Double {
-        let admin = try await fabric.admin()
-        _ = try await admin.pushPipeline(project: "bench", fileName: "artifact.act", source: pipeline("artifact", label: "artifact"))
-        let runner = try await fabric.runner(labels: ["artifact"], capacity: 1)
-        var pushes = runner.pushes.makeAsyncIterator()
-        let (_, assignment) = try await start("artifact", admin: admin, pushes: &pushes)
+        let job = try await startJob("artifact", on: fabric)
+        let (runner, assignment) = (job.runner, job.assignment)
         let chunkSize = Int(runner.welcome.maxArtifactChunkBytes)
         var base = Data(count: chunkSize)
         base.withUnsafeMutableBytes { for i in 0..<$0.count { $0[i] = UInt8(truncatingIfNeeded: i &* 2_654_435_761 >> 13) } }
@@ -95,8 +107,7 @@ extension Scenarios {
             throw WireError(.internal, "the artifact was not committed")
         }
         let elapsed = seconds(since: started)
-        await runner.close()
-        await admin.connection.close()
+        await job.close()
         return Double(bytes) / elapsed / 1_000_000
     }
 
@@ -182,7 +193,7 @@ extension Scenarios {
         let connectSeconds = seconds(since: started)
         // Heartbeats must keep every session: a peer silent for three intervals is dropped.
         try await Task.sleep(for: .seconds(interval * 3.5))
-        let admin = try await HeddleClient.connect(to: coordinator.endpoint, tls: pki.files("admin"))
+        let admin = try await fabric.admin()
         // Counted: sessions the coordinator heard from within the last two intervals.
         let now = Int64(Date().timeIntervalSince1970 * 1000)
         let listed = try await admin.runners().filter { now - $0.lastHeartbeatMs <= Int64(interval * 2000) }.count
@@ -200,14 +211,11 @@ extension Scenarios {
         let coordinator = try CoordinatorProcess.start(pki: pki, data: data)
         defer { coordinator.stop() }
         let fabric = RemoteFabric(endpoint: coordinator.endpoint, pki: pki)
-        let admin = try await HeddleClient.connect(to: coordinator.endpoint, tls: pki.files("admin"))
-        _ = try await admin.pushPipeline(project: "bench", fileName: "burst.act", source: pipeline("burst", label: "burst"))
-        let runner = try await fabric.runner(labels: ["burst"], capacity: 1)
-        var pushes = runner.pushes.makeAsyncIterator()
-        let (runID, assignment) = try await start("burst", admin: admin, pushes: &pushes)
+        let job = try await startJob("burst", on: fabric)
+        var pushes = job.pushes
         let idle = coordinator.memory().rss
-        let follower = try await HeddleClient.connect(to: coordinator.endpoint, tls: pki.files("admin"))
-        let events = try await follower.watch(runID: runID, logs: true, follow: true)
+        let follower = try await fabric.admin()
+        let events = try await follower.watch(runID: job.runID, logs: true, follow: true)
         let shown = Task {
             var total = 0
             for try await event in events {
@@ -224,23 +232,33 @@ extension Scenarios {
         var offset = 0
         while offset < bytes {
             let piece = chunk.prefix(bytes - offset)
-            try await runner.send(logAppend(assignment.job, offset: offset, piece))
+            try await job.runner.send(logAppend(job.assignment.job, offset: offset, piece))
             offset += piece.count
         }
         await acked
         _ = try await shown.value
         let peak = coordinator.memory().peak
-        await runner.close()
+        await job.close()
         await follower.connection.close()
-        await admin.connection.close()
         return (peak, idle)
     }
 }
 
-/// Simulated runners for a coordinator in another process.
-struct RemoteFabric: Sendable {
+/// A coordinator to measure: admins and simulated runners (the real client and protocol,
+/// no processes) connect to it.
+protocol Fabric: Sendable {
+    func admin() async throws -> HeddleClient
+    func runner(labels: [String], capacity: UInt32) async throws -> HeddleConnection
+}
+
+/// A coordinator in another process.
+struct RemoteFabric: Fabric {
     let endpoint: Endpoint
     let pki: BenchPKI
+
+    func admin() async throws -> HeddleClient {
+        try await HeddleClient.connect(to: endpoint, tls: pki.files("admin"))
+    }
 
     func runner(labels: [String], capacity: UInt32) async throws -> HeddleConnection {
         var hello = Heddle_V1_Hello()

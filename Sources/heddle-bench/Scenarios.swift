@@ -5,7 +5,7 @@ import Synchronization
 import Wire
 
 /// A coordinator in this process on 127.0.0.1, port 0, with its data in a temporary directory.
-final class BenchCoordinator: Sendable {
+final class BenchCoordinator: Fabric {
     let endpoint: Endpoint
     let pki: BenchPKI
     let task: Task<Void, Error>
@@ -135,16 +135,8 @@ enum Scenarios {
     /// One node writing as fast as it can: log chunks as the runner sends them when output
     /// waits (1 MiB), until the coordinator has acknowledged every byte as durable.
     static func logThroughput(_ fabric: BenchCoordinator, bytes: Int) async throws -> Double {
-        let admin = try await fabric.admin()
-        _ = try await admin.pushPipeline(project: "bench", fileName: "log.act", source: pipeline("log", label: "log"))
-        let runner = try await fabric.runner(labels: ["log"], capacity: 1)
-        _ = try await admin.trigger(project: "bench", pipeline: "log", branch: "main")
-        var pushes = runner.pushes.makeAsyncIterator()
-        var assignment: Heddle_V1_Assignment?
-        while assignment == nil, let envelope = await pushes.next() {
-            if case .assignment(let received) = envelope.body { assignment = received }
-        }
-        guard let assignment else { throw WireError(.internal, "no assignment") }
+        let job = try await startJob("log", on: fabric)
+        var pushes = job.pushes
         let chunk = Data((0..<(1024 * 1024)).map { UInt8(truncatingIfNeeded: $0 % 95 + 32) })
         let start = ContinuousClock.now
         async let acked: Void = {
@@ -154,18 +146,12 @@ enum Scenarios {
         }()
         var offset = 0
         while offset < bytes {
-            var append = Heddle_V1_LogAppend()
-            append.job = assignment.job
-            append.node = "n"
-            append.offset = UInt64(offset)
-            append.data = chunk
-            try await runner.send(.logAppend(append))
+            try await job.runner.send(logAppend(job.assignment.job, offset: offset, chunk))
             offset += chunk.count
         }
         await acked
         let elapsed = seconds(since: start)
-        await runner.close()
-        await admin.connection.close()
+        await job.close()
         return Double(bytes) / elapsed / 1_000_000
     }
 }

@@ -9,11 +9,14 @@ import Wire
 /// Artifacts verified before they exist, uploads that resume after a restart, results that
 /// count once, and logs kept within their limit.
 @Suite struct DurabilityTests {
+    /// A core on a temporary data directory with one run whose job is leased to runner
+    /// session 1 (its outbox in `runner`).
     struct Setup {
         let data: TemporaryDirectory
         var core: CoordinatorCore
         var job: Heddle_V1_JobRef
         var runID: Int64
+        var runner: RecordingOutbox
 
         static func make(limits: CoordinatorLimits = CoordinatorLimits()) async throws -> Setup {
             let data = try TemporaryDirectory()
@@ -37,7 +40,7 @@ import Wire
                     break
                 }
             }
-            return Setup(data: data, core: core, job: job, runID: runID)
+            return Setup(data: data, core: core, job: job, runID: runID, runner: runner)
         }
 
         func declare(_ name: String, _ content: [UInt8], claimedSize: Int? = nil, claimedHash: [UInt8]? = nil) async throws -> Heddle_V1_ArtifactDeclared {

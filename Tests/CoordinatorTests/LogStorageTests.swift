@@ -71,26 +71,6 @@ import Wire
         #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == content.prefix(4100) + Data("tail".utf8))
     }
 
-    func setUp(_ data: TemporaryDirectory) async throws -> (CoordinatorCore, RecordingOutbox, Heddle_V1_JobRef, Int64) {
-        let core = CoordinatorCore(store: try SQLiteStore.open(directory: data.path),
-                                   blobs: try BlobStore(directory: data.path), logger: Logger(label: "test"))
-        var push = Heddle_V1_PipelinePush()
-        push.project = "shop"
-        push.source = "name: ci\njobs:\n  j:\n    nodes:\n      n: { run: 'true' }\n"
-        _ = try await core.pushPipeline(push)
-        var trigger = Heddle_V1_TriggerRequest()
-        trigger.project = "shop"
-        trigger.pipeline = "ci"
-        let runID = try await core.trigger(trigger, trigger: "api")
-        let runner = RecordingOutbox()
-        await core.runnerConnected(session: 1, identity: PeerIdentity(name: "r1", role: .runner, fingerprint: ""),
-                                   hello: Heddle_V1_Hello(), outbox: runner.outbox)
-        for await envelope in runner.stream {
-            if case .assignment(let assignment) = envelope.body { return (core, runner, assignment.job, runID) }
-        }
-        throw TestFailure("no assignment")
-    }
-
     func storedLog(_ core: CoordinatorCore, runID: Int64) async throws -> Data {
         let watcher = RecordingOutbox()
         var watch = Heddle_V1_WatchRequest()
@@ -110,9 +90,9 @@ import Wire
     }
 
     @Test func chunksQueuedTogetherAreCommittedTogetherAndAcknowledgedOnceDurable() async throws {
-        let data = try TemporaryDirectory()
-        defer { data.remove() }
-        let (core, runner, job, runID) = try await setUp(data)
+        let setup = try await DurabilityTests.Setup.make()
+        defer { setup.data.remove() }
+        let (core, runner, job, runID, data) = (setup.core, setup.runner, setup.job, setup.runID, setup.data)
         var expected = Data()
         let count = 200
         for index in 0..<count {
@@ -146,10 +126,44 @@ import Wire
         #expect(try await storedLog(restarted, runID: runID) == expected)
     }
 
+    @Test func aFollowerSeesANodesLastOutputBeforeItsEnd() async throws {
+        let setup = try await DurabilityTests.Setup.make()
+        defer { setup.data.remove() }
+        let watcher = RecordingOutbox()
+        var watch = Heddle_V1_WatchRequest()
+        watch.runID = UInt64(setup.runID)
+        watch.logs = true
+        watch.follow = true
+        try await setup.core.watch(session: 9, requestID: 5, watch, outbox: watcher.outbox)
+        for offset in stride(from: 0, to: 64 << 10, by: 1024) {
+            var append = Heddle_V1_LogAppend()
+            append.job = setup.job
+            append.node = "n"
+            append.offset = UInt64(offset)
+            append.data = bytes(1024, seed: offset)
+            _ = try await setup.core.queueLog(session: 1, append)  // not waited for, as a session does
+        }
+        var update = Heddle_V1_NodeUpdate()
+        update.job = setup.job
+        update.node = "n"
+        update.status = .succeeded
+        update.exited = true
+        try await setup.core.nodeUpdate(session: 1, update)
+        var shown = 0
+        for await envelope in watcher.stream {
+            guard case .watchEvent(let event) = envelope.body else { continue }
+            if case .log(let chunk) = event.event { shown = Int(chunk.offset) + chunk.data.count }
+            if case .job(let job) = event.event, job.nodes.first?.status == .succeeded {
+                #expect(shown == 64 << 10, "the node's end was shown before its last output")
+                break
+            }
+        }
+    }
+
     @Test func logBytesAnOlderVersionKeptInTheDatabaseMoveToFiles() async throws {
-        let data = try TemporaryDirectory()
-        defer { data.remove() }
-        let (_, _, job, runID) = try await setUp(data)
+        let setup = try await DurabilityTests.Setup.make()
+        defer { setup.data.remove() }
+        let (job, runID, data) = (setup.job, setup.runID, setup.data)
         let store = try SQLiteStore.open(directory: data.path)
         let old = bytes(5000)
         try await store.writer.write { db in

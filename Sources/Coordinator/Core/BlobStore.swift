@@ -56,7 +56,7 @@ public final class BlobStore: Sendable {
 
     /// An upload in progress. Chunks are accepted in order by one owner (the core) and
     /// processed in the background: written by one chain of thread-pool work (through a
-    /// `DirectFile`, which writes whole 4 MiB runs until the commit) and hashed by another,
+    /// `DirectFile`, which writes whole 1 MiB runs until the commit) and hashed by another,
     /// so hashing, writing and receiving the next chunks overlap. At most `window` bytes
     /// wait; past that `append` waits for the oldest chunk. A write error is kept and
     /// reported by the next `append` or by `settle`. After a crash the file holds whole
@@ -76,7 +76,7 @@ public final class BlobStore: Sendable {
         init(path: String, pool: NIOThreadPool, length: Int64 = 0, hasher: SHA256 = SHA256()) throws {
             self.path = path
             self.pool = pool
-            self.file = try DirectFile(path: path, length: length, scratch: WriteScratch(capacity: 4 << 20))
+            self.file = try DirectFile(path: path, length: length, scratch: WriteScratch(capacity: 1 << 20))
             self.accepted = length
             self.hasher = Mutex(hasher)
         }
@@ -181,4 +181,3 @@ public final class BlobStore: Sendable {
         }
     }
 }
-

@@ -82,7 +82,7 @@ extension CoordinatorCore {
             }
             do {
                 try await persist(batch, closing: closing)
-                await committed(batch)
+                committed(batch)
             } catch {
                 failed(batch, error)
             }
@@ -117,7 +117,7 @@ extension CoordinatorCore {
 
     /// A batch is durable: acknowledge it to the runner of each job, show it to watchers,
     /// and keep each log under its size limit.
-    func committed(_ batch: [PendingLog]) async {
+    func committed(_ batch: [PendingLog]) {
         var acks: [LogFiles.LogKey: UInt64] = [:]
         var added: [LogFiles.LogKey: Int64] = [:]
         for item in batch {

@@ -326,7 +326,7 @@ public actor CoordinatorCore {
         }
         guard !claims.isEmpty else { return }
         let now = Date.nowMilliseconds
-        let claimed: [ClaimedJob]
+        let claimed: [ClaimedJob?]
         do {
             claimed = try await store.claimJobs(claims, now: now)
         } catch {
@@ -337,6 +337,11 @@ public actor CoordinatorCore {
             return
         }
         for (claim, record) in zip(claims, claimed) {
+            guard let record else {
+                logger.warning("a placed job was no longer queued", metadata: ["job.id": "\(claim.jobID)"])
+                if let session = active.removeValue(forKey: claim.jobID)?.session { scheduler.finish(claim.jobID, on: session) }
+                continue
+            }
             let job = record.job
             let run = record.run
             active[job.id]?.runID = run.id
@@ -431,6 +436,9 @@ public actor CoordinatorCore {
         }
         let exitCode: Int? = update.exited ? Int(update.exitCode) : nil
         let at = update.atMs == 0 ? Date.nowMilliseconds : update.atMs
+        // Log bytes the runner sent before this update are committed (and shown) first, so a
+        // follower never sees a node end before its last output.
+        await logBarrier()
         try await store.updateNode(jobID: Int64(update.job.jobID), node: update.node, status: status,
                                    exitCode: exitCode, at: at)
         var detail = Heddle_V1_JobDetail()

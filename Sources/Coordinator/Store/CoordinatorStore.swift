@@ -15,8 +15,9 @@ public protocol CoordinatorStore: Sendable {
     func attempt(runID: Int64, number: Int) async throws -> AttemptRecord?
     func pipelineVersion(id: Int64) async throws -> PipelineVersionRecord?
     /// Marks queued jobs running, each on its runner with a new lease epoch (their runs become
-    /// running), in one transaction; returns what their assignments carry, in the same order.
-    func claimJobs(_ claims: [JobClaim], now: Int64) async throws -> [ClaimedJob]
+    /// running), in one transaction; returns what their assignments carry, in the same order
+    /// (nil for a job that was no longer queued).
+    func claimJobs(_ claims: [JobClaim], now: Int64) async throws -> [ClaimedJob?]
     func setJobCommit(id: Int64, commit: String) async throws
     /// Cancels queued jobs (one transaction); returns their runs afterwards.
     func cancelJobs(ids: [Int64], reason: String, now: Int64) async throws -> [RunRecord]

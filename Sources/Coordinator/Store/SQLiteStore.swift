@@ -290,7 +290,7 @@ public struct SQLiteStore: CoordinatorStore {
             return jobs
     }
 
-    public func claimJobs(_ claims: [JobClaim], now: Int64) async throws -> [ClaimedJob] {
+    public func claimJobs(_ claims: [JobClaim], now: Int64) async throws -> [ClaimedJob?] {
         guard !claims.isEmpty else { return [] }
         return try await group.write { db in
             let claimJob = try db.cachedStatement(sql: """
@@ -303,14 +303,15 @@ public struct SQLiteStore: CoordinatorStore {
                 UPDATE attempt SET status = 'running', started_at = COALESCE(started_at, ?)
                 WHERE run_id = ? AND number = ? AND status = 'queued'
                 """)
-            var claimed: [ClaimedJob] = []
+            var claimed: [ClaimedJob?] = []
             var repositories: [String: String] = [:]
             for claim in claims {
                 try claimJob.execute(arguments: [claim.runner, claim.epoch, now, claim.jobID])
                 guard db.changesCount == 1,
                       let job = try Row.fetchOne(db.cachedStatement(sql: "SELECT \(Self.jobColumns) FROM job WHERE id = ?"),
                                                  arguments: [claim.jobID]).map(Self.job) else {
-                    throw WireError(.internal, "job \(claim.jobID) is not queued")
+                    claimed.append(nil)  // no longer queued: not claimed
+                    continue
                 }
                 try startRun.execute(arguments: [now, job.runID])
                 try startAttempt.execute(arguments: [now, job.runID, job.attempt])
