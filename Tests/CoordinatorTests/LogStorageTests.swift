@@ -71,6 +71,19 @@ import Wire
         #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == content.prefix(4100) + Data("tail".utf8))
     }
 
+    @Test func whereODirectIsRefusedTheSameWritesGoThroughThePageCache() throws {
+        // tmpfs refuses O_DIRECT; /dev/shm is tmpfs on Linux.
+        let path = "/dev/shm/heddle-test-\(UUID().uuidString)"
+        defer { unlink(path) }
+        let content = bytes(10_000)
+        let file = try DirectFile(path: path, scratch: WriteScratch(capacity: 8192))
+        try file.append(content)
+        try file.cut()
+        try file.sync()
+        #expect(!file.direct)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == content)
+    }
+
     func storedLog(_ core: CoordinatorCore, runID: Int64) async throws -> Data {
         let watcher = RecordingOutbox()
         var watch = Heddle_V1_WatchRequest()
