@@ -33,7 +33,8 @@ final class WriteScratch: @unchecked Sendable {
 /// kept by reference until written, then gathered in an aligned `WriteScratch` and written
 /// in large whole-block requests: storing a byte costs one copy in user space instead of a
 /// copy into the page cache and its reclaim later. Where the file system refuses `O_DIRECT`
-/// (tmpfs) the same writes go through the page cache.
+/// (tmpfs before Linux 6.6, some network file systems) the same writes go through the page
+/// cache.
 ///
 /// `flush` writes the last, partial block too, padded with zeros, so the file may be longer
 /// than `length` until `cut`; the next write rewrites that block with what followed. Between
@@ -59,9 +60,10 @@ final class DirectFile {
 
     /// Opens `path` (created when missing) to append at `length`; anything past `length`
     /// is cut off. Appended bytes are written once they fill `scratch`, or on `flush`.
-    init(path: String, length: Int64 = 0, scratch: WriteScratch) throws {
-        var fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | openDirect, 0o644)
-        var direct = openDirect != 0
+    /// `direct: false` writes through the page cache, as where `O_DIRECT` is refused.
+    init(path: String, length: Int64 = 0, scratch: WriteScratch, direct wanted: Bool = true) throws {
+        var direct = wanted && openDirect != 0
+        var fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | (direct ? openDirect : 0), 0o644)
         if fd < 0 && errno == EINVAL {
             fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
             direct = false
