@@ -244,26 +244,28 @@ extension Scenarios {
     }
 }
 
-/// A coordinator to measure: admins and simulated runners (the real client and protocol,
-/// no processes) connect to it.
+/// A coordinator to measure, on 127.0.0.1: admins and simulated runners connect to it.
 protocol Fabric: Sendable {
-    func admin() async throws -> HeddleClient
-    func runner(labels: [String], capacity: UInt32) async throws -> HeddleConnection
+    var endpoint: Endpoint { get }
+    var pki: BenchPKI { get }
 }
 
-/// A coordinator in another process.
-struct RemoteFabric: Fabric {
-    let endpoint: Endpoint
-    let pki: BenchPKI
-
+extension Fabric {
     func admin() async throws -> HeddleClient {
         try await HeddleClient.connect(to: endpoint, tls: pki.files("admin"))
     }
 
+    /// A simulated runner: the real client and protocol, no processes.
     func runner(labels: [String], capacity: UInt32) async throws -> HeddleConnection {
         var hello = Heddle_V1_Hello()
         hello.labels = labels
         hello.capacity = capacity
         return try await HeddleConnection.connect(to: endpoint, tls: pki.files("runner"), hello: hello)
     }
+}
+
+/// A coordinator in another process.
+struct RemoteFabric: Fabric {
+    let endpoint: Endpoint
+    let pki: BenchPKI
 }

@@ -36,17 +36,6 @@ final class BenchCoordinator: Fabric {
         return BenchCoordinator(endpoint: Endpoint(host: "127.0.0.1", port: port), pki: pki, task: task)
     }
 
-    func admin() async throws -> HeddleClient {
-        try await HeddleClient.connect(to: endpoint, tls: pki.files("admin"))
-    }
-
-    /// A simulated runner: the real client and protocol, no processes.
-    func runner(labels: [String], capacity: UInt32) async throws -> HeddleConnection {
-        var hello = Heddle_V1_Hello()
-        hello.labels = labels
-        hello.capacity = capacity
-        return try await HeddleConnection.connect(to: endpoint, tls: pki.files("runner"), hello: hello)
-    }
 
     func stop() async {
         task.cancel()
