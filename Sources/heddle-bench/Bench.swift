@@ -64,10 +64,11 @@ struct Bench {
             if tls > 0 { record("artifact_throughput_vs_limit", artifact / min(tls, disk)) }
         }
         if wanted("queue") {
-            let (move, cancel, bulk) = try await Scenarios.queueOperations(fabric, total: 100_000, samples: quick ? 200 : 1000)
-            record("queue_move_p99_ms", move)
-            record("queue_cancel_p99_ms", cancel)
-            record("bulk_cancel_10k_ms", bulk)
+            let queue = try await Scenarios.queueOperations(fabric, total: 100_000, samples: quick ? 200 : 1000)
+            record("queue_move_p99_ms", queue.move)
+            record("queue_cancel_p99_ms", queue.cancel)
+            record("bulk_cancel_10k_ms", queue.bulk)
+            record("queue_list_p50_ms", queue.list)
         }
         await fabric.stop()
 

@@ -121,7 +121,7 @@ extension Scenarios {
     /// A queue of `total` jobs (runs of 1,000 jobs): single moves and cancels timed one
     /// request at a time from an admin client, then a bulk cancel of 10,000 of them.
     static func queueOperations(_ fabric: BenchCoordinator, total: Int, samples: Int)
-        async throws -> (move: Double, cancel: Double, bulk: Double) {
+        async throws -> (move: Double, cancel: Double, bulk: Double, list: Double) {
         let admin = try await fabric.admin()
         _ = try await admin.pushPipeline(project: "bench", fileName: "wide.act", source: widePipeline("wide", jobs: 1000))
         _ = try await admin.pushPipeline(project: "bench", fileName: "bulk.act", source: widePipeline("bulk", jobs: 1000))
@@ -133,6 +133,16 @@ extension Scenarios {
         var generator = SystemRandomNumberGenerator()
         ids.shuffle(using: &generator)
 
+        // What `heddle queue` asks for: the first 100 and the total.
+        var lists: [Double] = []
+        for _ in 0..<20 {
+            let started = ContinuousClock.now
+            let page = try await admin.queue(limit: 100)
+            guard page.total == UInt32(total), page.jobs.count == 100 else {
+                throw WireError(.internal, "the queue listed \(page.jobs.count) of \(page.total)")
+            }
+            lists.append(seconds(since: started) * 1000)
+        }
         var moves: [Double] = []
         for index in 0..<samples {
             let target: Heddle_V1_QueueMoveRequest.OneOf_Target = switch index % 4 {
@@ -163,7 +173,7 @@ extension Scenarios {
         rest.pipeline = "wide"
         _ = try await admin.bulkCancel(rest)
         await admin.connection.close()
-        return (percentile(moves, 0.99), percentile(cancels, 0.99), bulkMs)
+        return (percentile(moves, 0.99), percentile(cancels, 0.99), bulkMs, percentile(lists, 0.5))
     }
 
     /// Simulated runners (real TLS, real Hello, heartbeats) connected to a coordinator

@@ -35,13 +35,16 @@ extension CoordinatorCore {
 
     /// Running jobs, then queued ones in dispatch order, each queued one with its place and,
     /// when no runner can take it, why.
+    /// The order comes from memory; only the jobs listed are read from the store.
     public func queue(limit: Int = .max) async throws -> Heddle_V1_QueueList {
-        let jobs = try await store.activeJobs()
-        var runs: [Int64: RunRecord] = [:]
+        let running = active.keys.sorted()
+        let ids = Array(running.prefix(limit)) + scheduler.queue.prefix(max(0, limit - running.count)).map(\.id)
         var list = Heddle_V1_QueueList()
-        let ordered = jobs.filter { $0.status == .running } + jobs.filter { $0.status == .queued }
-        list.total = UInt32(ordered.count)
-        for job in ordered.prefix(limit) {
+        list.total = UInt32(running.count + scheduler.queue.count)
+        let records = Dictionary(try await store.jobs(ids: ids).map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
+        var runs: [Int64: RunRecord] = [:]
+        for id in ids {
+            guard let job = records[id] else { continue }
             if runs[job.runID] == nil { runs[job.runID] = try await store.run(id: job.runID) }
             guard let run = runs[job.runID] else { continue }
             list.jobs.append(queueEntry(job, run: run))

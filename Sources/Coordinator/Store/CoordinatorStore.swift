@@ -48,6 +48,8 @@ public protocol CoordinatorStore: Sendable {
     func run(id: Int64) async throws -> RunRecord?
     func jobs(runID: Int64, attempt: Int) async throws -> [JobRecord]
     func job(id: Int64) async throws -> JobRecord?
+    /// The jobs with these ids, in no particular order.
+    func jobs(ids: [Int64]) async throws -> [JobRecord]
     func nodes(jobIDs: [Int64]) async throws -> [NodeRecord]
     /// Jobs queued or running, in dispatch order.
     func activeJobs() async throws -> [JobRecord]

@@ -717,6 +717,14 @@ public struct SQLiteStore: CoordinatorStore {
         }
     }
 
+    public func jobs(ids: [Int64]) async throws -> [JobRecord] {
+        guard !ids.isEmpty else { return [] }
+        return try await writer.read { db in
+            try Row.fetchAll(db, sql: "SELECT \(Self.jobColumns) FROM job WHERE id IN (\(databaseQuestionMarks(count: ids.count)))",
+                             arguments: StatementArguments(ids)).map(Self.job)
+        }
+    }
+
     public func nodes(jobIDs: [Int64]) async throws -> [NodeRecord] {
         guard !jobIDs.isEmpty else { return [] }
         return try await writer.read { db in try Self.fetchNodes(db, jobIDs: jobIDs) }
