@@ -134,6 +134,8 @@ import Wire
         let data = try await setup.core.readArtifact({ var r = Heddle_V1_ArtifactReadRequest(); r.artifactID = id; return r }())
         #expect(data.artifact.size == UInt64(content.count))
         #expect(Array(data.artifact.sha256) == Array(SHA256.hash(data: content)))
+        let inFlight = await setup.core.blobs.inFlight.total
+        #expect(inFlight == 0, "every chunk accepted was written and hashed")
     }
 
     @Test func aResultSentTwiceCountsOnce() async throws {

@@ -10,6 +10,10 @@ import Wire
 public final class BlobStore: Sendable {
     public let directory: String
     let pool: NIOThreadPool
+    /// Chunk bytes of every upload accepted but not yet written and hashed.
+    let inFlight = InFlightBytes()
+    /// Past this, across all uploads, each upload waits for its own oldest chunk.
+    static let maximumInFlight = 64 << 20
 
     public init(directory: String, pool: NIOThreadPool = .singleton) throws {
         self.directory = directory
@@ -46,7 +50,7 @@ public final class BlobStore: Sendable {
                 hasher.update(data: buffer[0..<n])
                 length += Int64(n)
             }
-            return try Upload(path: path, pool: pool, length: length, hasher: hasher)
+            return try Upload(path: path, pool: pool, inFlight: self.inFlight, length: length, hasher: hasher)
         }
     }
 
@@ -58,13 +62,15 @@ public final class BlobStore: Sendable {
     /// processed in the background: written by one chain of thread-pool work (through a
     /// `DirectFile`, which writes whole 1 MiB runs until the commit) and hashed by another,
     /// so hashing, writing and receiving the next chunks overlap. At most `window` bytes
-    /// wait; past that `append` waits for the oldest chunk. A write error is kept and
+    /// wait per upload, and `maximumInFlight` across uploads; past either `append` waits for
+    /// the upload's oldest chunk (its session stops reading meanwhile). A write error is kept and
     /// reported by the next `append` or by `settle`. After a crash the file holds whole
     /// blocks only, and the upload resumes from there.
     final class Upload: @unchecked Sendable {
         let path: String
         let file: DirectFile
         let pool: NIOThreadPool
+        let inFlight: InFlightBytes
         let hasher: Mutex<SHA256>
         private let failure = Mutex<WireError?>(nil)
         /// Bytes accepted (queued or written). Only the owner touches it and `chunks`.
@@ -73,9 +79,11 @@ public final class BlobStore: Sendable {
         private var waiting = 0
         static let window = 16 << 20
 
-        init(path: String, pool: NIOThreadPool, length: Int64 = 0, hasher: SHA256 = SHA256()) throws {
+        init(path: String, pool: NIOThreadPool, inFlight: InFlightBytes, length: Int64 = 0,
+             hasher: SHA256 = SHA256()) throws {
             self.path = path
             self.pool = pool
+            self.inFlight = inFlight
             self.file = try DirectFile(path: path, length: length, scratch: WriteScratch(capacity: 1 << 20))
             self.accepted = length
             self.hasher = Mutex(hasher)
@@ -85,6 +93,7 @@ public final class BlobStore: Sendable {
             if let failure = failure.withLock({ $0 }) { throw failure }
             accepted += Int64(data.count)
             let previous = chunks.last
+            inFlight.add(data.count)
             let write = Task {
                 await previous?.write.value
                 do {
@@ -96,32 +105,32 @@ public final class BlobStore: Sendable {
             let hash = Task {
                 await previous?.hash.value
                 _ = try? await self.pool.runIfActive { self.hasher.withLock { $0.update(data: data) } }
+                await write.value
+                self.inFlight.add(-data.count)  // written and hashed (whether or not anyone waits)
             }
             chunks.append((write, hash, data.count))
             waiting += data.count
-            while waiting > Self.window, !chunks.isEmpty {
-                let oldest = chunks.removeFirst()
-                await oldest.write.value
-                await oldest.hash.value
-                waiting -= oldest.size
+            while waiting > Self.window || inFlight.total > BlobStore.maximumInFlight, !chunks.isEmpty {
+                await settleOldest()
             }
+        }
+
+        private func settleOldest() async {
+            let oldest = chunks.removeFirst()
+            await oldest.write.value
+            await oldest.hash.value
+            waiting -= oldest.size
         }
 
         /// Waits until every accepted byte is written and hashed; throws a write error.
         func settle() async throws {
-            let pending = chunks
-            chunks = []
-            waiting = 0
-            for chunk in pending {
-                await chunk.write.value
-                await chunk.hash.value
-            }
+            while !chunks.isEmpty { await settleOldest() }
             if let failure = failure.withLock({ $0 }) { throw failure }
         }
     }
 
     func beginUpload(id: UInt64) async throws -> Upload {
-        try Upload(path: "\(directory)/uploads/\(id)", pool: pool)
+        try Upload(path: "\(directory)/uploads/\(id)", pool: pool, inFlight: inFlight)
     }
 
     /// Verifies and stores the upload; returns its SHA-256 hex. Throws (and deletes the
@@ -180,4 +189,13 @@ public final class BlobStore: Sendable {
             return Array(buffer[..<got])
         }
     }
+}
+
+/// A count of bytes shared by uploads.
+final class InFlightBytes: Sendable {
+    private let count = Mutex(0)
+
+    var total: Int { count.withLock { $0 } }
+
+    func add(_ bytes: Int) { count.withLock { $0 += bytes } }
 }
