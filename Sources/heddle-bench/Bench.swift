@@ -18,7 +18,16 @@ struct Bench {
         let quick = arguments.contains("--quick")
         let json = arguments.contains("--json")
         // `--only jobs,log` runs just those scenarios (for profiling one of them).
-        let only = arguments.firstIndex(of: "--only").map { arguments[arguments.index(after: $0)].split(separator: ",").map(String.init) }
+        let scenarios = ["baselines", "jobs", "latency", "log", "tail", "artifact", "queue", "runners", "burst"]
+        var only: [String]?
+        if let flag = arguments.firstIndex(of: "--only") {
+            let value = arguments.index(after: flag) < arguments.endIndex ? arguments[arguments.index(after: flag)] : ""
+            only = value.split(separator: ",").map(String.init)
+            guard let names = only, !names.isEmpty, names.allSatisfy(scenarios.contains) else {
+                FileHandle.standardError.write(Data("heddle-bench: --only takes a comma-separated list of \(scenarios.joined(separator: ", "))\n".utf8))
+                exit(2)
+            }
+        }
         func wanted(_ name: String) -> Bool { only?.contains(name) ?? true }
         var results: [(String, Double)] = []
         func record(_ key: String, _ value: Double) {
