@@ -777,39 +777,17 @@ public actor CoordinatorCore {
         if watcher.logs {
             let selected = jobs.filter { watcher.job == nil || $0.name == watcher.job }
             let names = Dictionary(uniqueKeysWithValues: selected.map { ($0.id, $0.name) })
-            var expected: [String: Int64] = [:]
-            var pending: Heddle_V1_LogChunk?
-            func flush() {
-                guard let chunk = pending else { return }
-                var event = Heddle_V1_WatchEvent()
-                event.log = chunk
-                watcher.deliver(event)
-                pending = nil
-            }
-            // Stored chunks are sent merged (up to 1 MiB a frame), so a long history is a
-            // few frames, not one per chunk the runner sent.
+            // Stored bytes come in pieces of up to 1 MiB; the watcher marks a dropped range
+            // (a jump in offsets) itself.
             for record in try await storedLogs(jobIDs: selected.map(\.id), node: watcher.node) {
-                let key = "\(record.jobID)/\(record.node)"
-                let dropped = record.offset > expected[key, default: 0] ? UInt64(record.offset - expected[key, default: 0]) : 0
-                expected[key] = record.offset + Int64(record.data.count)
-                if var merged = pending, merged.jobID == UInt64(record.jobID), merged.node == record.node, dropped == 0,
-                   merged.offset + UInt64(merged.data.count) == UInt64(record.offset),
-                   merged.data.count + record.data.count <= 1 << 20 {
-                    merged.data.append(record.data)
-                    pending = merged
-                    continue
-                }
-                flush()
-                var chunk = Heddle_V1_LogChunk()
-                chunk.jobID = UInt64(record.jobID)
-                chunk.job = names[record.jobID] ?? ""
-                chunk.node = record.node
-                chunk.offset = UInt64(record.offset)
-                chunk.data = record.data
-                chunk.dropped = dropped
-                pending = chunk
+                var event = Heddle_V1_WatchEvent()
+                event.log.jobID = UInt64(record.jobID)
+                event.log.job = names[record.jobID] ?? ""
+                event.log.node = record.node
+                event.log.offset = UInt64(record.offset)
+                event.log.data = record.data
+                watcher.deliver(event)
             }
-            flush()
         }
         let latest = try await store.run(id: runID) ?? run
         let finished = jobs.allSatisfy(\.status.isFinished) && (latest.attempt > attempt || latest.status.isFinished)
