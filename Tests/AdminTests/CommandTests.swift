@@ -25,6 +25,8 @@ import Wire
         ["logs", "1", "--node", "build"],
         ["certs", "issue", "--dir", "d", "--role", "boss", "--name", "x"],
         ["runs", "show", "not-a-number"],
+        ["queue", "--limit", "0"],
+        ["queue", "--limit", "1001"],
     ])
     func badArgumentsAreRefusedBeforeConnecting(arguments: [String]) {
         #expect(throws: (any Error).self) { _ = try HeddleCommand.parseAsRoot(arguments) }

@@ -22,14 +22,6 @@ import Wire
         return log.output.split(separator: "\n").count
     }
 
-    func isAlive(_ pid: pid_t) -> Bool {
-        guard kill(pid, 0) == 0 else { return false }
-        let stat = (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)) ?? ""
-        guard let close = stat.lastIndex(of: ")") else { return false }
-        let state = stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).first
-        return state != "Z" && state != "X"
-    }
-
     @Test func aCoordinatorKilledMidStreamLosesNoLogByte() async throws {
         let fabric = try await Fabric(runnerLabels: ["linux"], heartbeat: 1)
         do {

@@ -5,14 +5,6 @@ import Wire
 
 /// Cancel, timeouts, re-runs, checkouts and roles, with the real binaries.
 @Suite(.serialized) struct LifecycleEndToEndTests {
-    func isAlive(_ pid: pid_t) -> Bool {
-        guard kill(pid, 0) == 0 else { return false }
-        let stat = (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)) ?? ""
-        guard let close = stat.lastIndex(of: ")") else { return false }
-        let state = stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).first
-        return state != "Z" && state != "X"
-    }
-
     func jobs(_ run: [String: Any]) -> [[String: Any]] { run["jobs"] as? [[String: Any]] ?? [] }
 
     func nodes(_ job: [String: Any]) -> [String: String] {

@@ -86,3 +86,12 @@ public enum Binaries {
 
     public static func path(_ name: String) -> String { "\(directory)/\(name)" }
 }
+
+/// Whether a process runs (a zombie or a dead one does not), from `/proc/PID/stat`.
+public func isAlive(_ pid: pid_t) -> Bool {
+    guard kill(pid, 0) == 0 else { return false }
+    let stat = (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)) ?? ""
+    guard let close = stat.lastIndex(of: ")") else { return false }
+    let state = stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).first
+    return state != "Z" && state != "X"
+}

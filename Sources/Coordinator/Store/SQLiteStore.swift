@@ -445,13 +445,7 @@ public struct SQLiteStore: CoordinatorStore {
 
     public func saveUpload(jobID: Int64, name: String, size: Int64, sha256: String, now: Int64) async throws -> UploadRecord {
         try await group.write { db in
-            try db.cachedStatement(sql: """
-                INSERT INTO upload (job_id, name, size, sha256, created_at) VALUES (?, ?, ?, ?, ?)
-                ON CONFLICT (job_id, name) DO UPDATE SET size = excluded.size, sha256 = excluded.sha256,
-                    created_at = excluded.created_at
-                """).execute(arguments: [jobID, name, size, sha256, now])
-            let id = try Int64.fetchOne(db.cachedStatement(sql: "SELECT id FROM upload WHERE job_id = ? AND name = ?"),
-                                        arguments: [jobID, name])!
+            let id = try Self.upsertFile(db, into: "upload", jobID: jobID, name: name, size: size, sha256: sha256, now: now)
             return UploadRecord(id: id, jobID: jobID, name: name, size: size, sha256: sha256)
         }
     }
@@ -617,15 +611,22 @@ public struct SQLiteStore: CoordinatorStore {
 
     public func insertArtifact(jobID: Int64, name: String, size: Int64, sha256: String, now: Int64) async throws -> ArtifactRecord {
         try await group.write { db in
-            try db.cachedStatement(sql: """
-                INSERT INTO artifact (job_id, name, size, sha256, created_at) VALUES (?, ?, ?, ?, ?)
-                ON CONFLICT (job_id, name) DO UPDATE SET size = excluded.size, sha256 = excluded.sha256,
-                    created_at = excluded.created_at
-                """).execute(arguments: [jobID, name, size, sha256, now])
-            let id = try Int64.fetchOne(db.cachedStatement(sql: "SELECT id FROM artifact WHERE job_id = ? AND name = ?"),
-                                        arguments: [jobID, name])!
+            let id = try Self.upsertFile(db, into: "artifact", jobID: jobID, name: name, size: size, sha256: sha256, now: now)
             return try Self.fetchArtifacts(db, where: "a.id = ?", [id]).first!
         }
+    }
+
+    /// Inserts the row of a job's named file in `table` (`upload` or `artifact`), or
+    /// replaces its size, hash and time; returns its id.
+    static func upsertFile(_ db: Database, into table: String, jobID: Int64, name: String, size: Int64,
+                           sha256: String, now: Int64) throws -> Int64 {
+        try db.cachedStatement(sql: """
+            INSERT INTO \(table) (job_id, name, size, sha256, created_at) VALUES (?, ?, ?, ?, ?)
+            ON CONFLICT (job_id, name) DO UPDATE SET size = excluded.size, sha256 = excluded.sha256,
+                created_at = excluded.created_at
+            """).execute(arguments: [jobID, name, size, sha256, now])
+        return try Int64.fetchOne(db.cachedStatement(sql: "SELECT id FROM \(table) WHERE job_id = ? AND name = ?"),
+                                  arguments: [jobID, name])!
     }
 
     public func artifacts(runID: Int64?) async throws -> [ArtifactRecord] {
