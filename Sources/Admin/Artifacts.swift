@@ -9,7 +9,7 @@ struct Artifacts: AsyncParsableCommand {
         defaultSubcommand: List.self)
 
     struct List: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List artifacts (of one run with --run).")
+        static let configuration = CommandConfiguration(abstract: "List artifacts: of one run with --run, the latest 1,000 otherwise.")
 
         @Option(help: "Only this run's artifacts.")
         var run: UInt64?

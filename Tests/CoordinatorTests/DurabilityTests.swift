@@ -138,6 +138,27 @@ import Wire
         #expect(inFlight == 0, "every chunk accepted was written and hashed")
     }
 
+    @Test func artifactsOfEveryRunAreTheLatestThousand() async throws {
+        let setup = try await Setup.make()
+        defer { setup.data.remove() }
+        let store = try SQLiteStore.open(directory: setup.data.path)
+        // Written at once: they share transactions (group commit).
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for index in 0..<1001 {
+                group.addTask {
+                    _ = try await store.insertArtifact(jobID: Int64(setup.job.jobID), name: "a\(index)", size: 1,
+                                                       sha256: String(repeating: "0", count: 64), now: 0)
+                }
+            }
+            try await group.waitForAll()
+        }
+        let all = try await setup.core.artifacts(runID: nil)
+        let ofTheRun = try await setup.core.artifacts(runID: setup.runID)
+        #expect(ofTheRun.count == 1001)
+        #expect(all.count == 1000)
+        #expect(all.map(\.id) == Array(ofTheRun.map(\.id).suffix(1000)), "the latest, oldest first")
+    }
+
     @Test func aResultSentTwiceCountsOnce() async throws {
         let setup = try await Setup.make()
         defer { setup.data.remove() }

@@ -41,6 +41,7 @@ public protocol CoordinatorStore: Sendable {
     func deleteLegacyLogChunks(jobID: Int64) async throws
 
     func insertArtifact(jobID: Int64, name: String, size: Int64, sha256: String, now: Int64) async throws -> ArtifactRecord
+    /// A run's artifacts, or (nil) the latest 1,000 of every run, oldest first.
     func artifacts(runID: Int64?) async throws -> [ArtifactRecord]
     func artifact(id: Int64) async throws -> ArtifactRecord?
 

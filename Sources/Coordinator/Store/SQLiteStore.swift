@@ -629,12 +629,16 @@ public struct SQLiteStore: CoordinatorStore {
                                   arguments: [jobID, name])!
     }
 
+    /// Artifacts listed without a run: the latest, so the answer stays one frame.
+    static let latestArtifacts = 1000
+
     public func artifacts(runID: Int64?) async throws -> [ArtifactRecord] {
         try await writer.read { db in
             if let runID {
                 return try Self.fetchArtifacts(db, where: "j.run_id = ?", [runID])
             }
-            return try Self.fetchArtifacts(db, where: "1", [])
+            return try Self.fetchArtifacts(db, where: "a.id IN (SELECT id FROM artifact ORDER BY id DESC LIMIT ?)",
+                                           [Self.latestArtifacts])
         }
     }
 

@@ -1908,7 +1908,7 @@ public nonisolated struct Heddle_V1_ArtifactListRequest: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// 0: every run
+  /// 0: the latest 1,000 of every run
   public var runID: UInt64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
