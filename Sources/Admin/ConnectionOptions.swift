@@ -17,20 +17,22 @@ struct ConnectionOptions: ParsableArguments {
     @Option(help: "Your private key (env HEDDLE_KEY).")
     var key: String?
 
-    func value(_ flag: String?, _ variable: String, _ name: String) throws -> String {
+    typealias Environment = [String: String]
+
+    func value(_ flag: String?, _ variable: String, _ name: String, _ environment: Environment) throws -> String {
         if let flag, !flag.isEmpty { return flag }
-        if let env = ProcessInfo.processInfo.environment[variable], !env.isEmpty { return env }
+        if let env = environment[variable], !env.isEmpty { return env }
         throw ValidationError("missing --\(name) (or the environment variable \(variable))")
     }
 
-    func endpoint() throws -> Endpoint {
-        try Endpoint(parsing: try value(coordinator, "HEDDLE_COORDINATOR", "coordinator"))
+    func endpoint(_ environment: Environment = ProcessInfo.processInfo.environment) throws -> Endpoint {
+        try Endpoint(parsing: try value(coordinator, "HEDDLE_COORDINATOR", "coordinator", environment))
     }
 
-    func tls() throws -> TLSFiles {
-        TLSFiles(ca: try value(ca, "HEDDLE_CA", "ca"),
-                 certificate: try value(cert, "HEDDLE_CERT", "cert"),
-                 key: try value(key, "HEDDLE_KEY", "key"))
+    func tls(_ environment: Environment = ProcessInfo.processInfo.environment) throws -> TLSFiles {
+        TLSFiles(ca: try value(ca, "HEDDLE_CA", "ca", environment),
+                 certificate: try value(cert, "HEDDLE_CERT", "cert", environment),
+                 key: try value(key, "HEDDLE_KEY", "key", environment))
     }
 
     func connect() async throws -> HeddleClient {

@@ -74,6 +74,8 @@ final class ClientHandler: ChannelInboundHandler, @unchecked Sendable {
         let envelope = unwrapInboundIn(data)
         lastRead = .now()
         if case .heartbeat = envelope.body { return }
+        // A push from a newer coordinator that this version does not know: ignored.
+        if envelope.body == nil && envelope.id == 0 { return }
         if envelope.id != 0, let promise = pending.removeValue(forKey: envelope.id) {
             if case .error(let error) = envelope.body {
                 promise.fail(WireError(error))

@@ -5,7 +5,10 @@ import SwiftProtobuf
 public typealias Envelope = Heddle_V1_Envelope
 
 /// Turns frame payloads into `Envelope`s. A payload that is not a valid Envelope is a
-/// broken frame.
+/// broken frame, and so is an Envelope with nothing in it. An Envelope whose body is a
+/// message this version does not know (a field number it has not heard of, kept in
+/// `unknownFields`) is passed on with no body: the receiver answers it `UNIMPLEMENTED` (a
+/// request) or ignores it (a push), so a newer peer's messages do not break an older one.
 public final class EnvelopeDecoder: ChannelInboundHandler, RemovableChannelHandler {
     public typealias InboundIn = ByteBuffer
     public typealias InboundOut = Envelope
@@ -21,7 +24,7 @@ public final class EnvelopeDecoder: ChannelInboundHandler, RemovableChannelHandl
                 return try Envelope(serializedBytes: Data(bytesNoCopy: UnsafeMutableRawPointer(mutating: base),
                                                           count: raw.count, deallocator: .none))
             }
-            guard envelope.body != nil else {
+            guard envelope.body != nil || !envelope.unknownFields.data.isEmpty else {
                 throw WireError.badFrame("frame holds an envelope with no message")
             }
             context.fireChannelRead(wrapInboundOut(envelope))

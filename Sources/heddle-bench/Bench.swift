@@ -93,6 +93,10 @@ struct Bench {
         if wanted("burst") {
             let burst = try await Scenarios.burstRSS(pki: pki, data: "\(root)/burst", bytes: 100_000_000)
             record("burst_rss_mb", burst.peak)
+            let read = try await Scenarios.logReaders(pki: pki, data: "\(root)/readers",
+                                                      bytes: quick ? 200_000_000 : 500_000_000, readers: 10)
+            record("log_readers_rss_mb", read.peak)
+            record("log_readers_mb_s", read.mbPerSecond)
         }
 
         if json {

@@ -12,7 +12,8 @@ final class CoordinatorProcess {
         self.endpoint = endpoint
     }
 
-    static func start(pki: BenchPKI, data: String, heartbeatInterval: Double = 5) throws -> CoordinatorProcess {
+    static func start(pki: BenchPKI, data: String, heartbeatInterval: Double = 5,
+                      extraArguments: [String] = []) throws -> CoordinatorProcess {
         let binary = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
             .deletingLastPathComponent().appendingPathComponent("heddle-coordinator")
         guard FileManager.default.isExecutableFile(atPath: binary.path) else {
@@ -22,7 +23,7 @@ final class CoordinatorProcess {
         process.executableURL = binary
         process.arguments = ["--listen", "127.0.0.1:0", "--data", data, "--ca", "\(pki.directory)/ca.pem",
                              "--cert", "\(pki.directory)/coordinator.pem", "--key", "\(pki.directory)/coordinator.key",
-                             "--heartbeat-interval", String(heartbeatInterval), "--log-level", "error"]
+                             "--heartbeat-interval", String(heartbeatInterval), "--log-level", "error"] + extraArguments
         let output = Pipe()
         process.standardOutput = output
         try process.run()
@@ -52,6 +53,11 @@ final class CoordinatorProcess {
             return kb / 1024
         }
         return (field("VmRSS"), field("VmHWM"))
+    }
+
+    /// Starts counting the peak RSS again from now (Linux: `clear_refs` 5).
+    func resetPeak() {
+        try? "5".write(toFile: "/proc/\(process.processIdentifier)/clear_refs", atomically: false, encoding: .utf8)
     }
 
     func stop() {

@@ -13,7 +13,14 @@ extension Scenarios {
         let runID: UInt64
         let assignment: Heddle_V1_Assignment
 
+        /// Ends the job, then closes both connections: a job left running would stay in the
+        /// queue listing (until its lease ran out) and spoil the queue scenario's count.
         func close() async {
+            var finish = Heddle_V1_JobFinish()
+            finish.job = assignment.job
+            finish.status = .cancelled
+            finish.reason = "benchmark scenario done"
+            _ = try? await runner.request(.jobFinish(finish))
             await runner.close()
             await admin.connection.close()
         }
@@ -251,6 +258,57 @@ extension Scenarios {
         await job.close()
         await follower.connection.close()
         return (peak, idle)
+    }
+}
+
+extension Scenarios {
+    /// A node log of `bytes` (stored whole: `--max-log-bytes` above it), then `readers`
+    /// clients reading it back at once (`heddle logs RUN`): the coordinator's peak RSS while
+    /// they read, and their combined throughput. Reads go at the readers' pace, so the peak
+    /// does not grow with the log.
+    static func logReaders(pki: BenchPKI, data: String, bytes: Int, readers: Int)
+        async throws -> (peak: Double, idle: Double, mbPerSecond: Double) {
+        let coordinator = try CoordinatorProcess.start(pki: pki, data: data,
+                                                       extraArguments: ["--max-log-bytes", String(2 * bytes)])
+        defer { coordinator.stop() }
+        let fabric = RemoteFabric(endpoint: coordinator.endpoint, pki: pki)
+        let job = try await startJob("readers", on: fabric)
+        var pushes = job.pushes
+        let chunk = Data((0..<(1 << 20)).map { UInt8(truncatingIfNeeded: $0 % 95 + 32) })
+        async let acked: Void = {
+            while let envelope = await pushes.next() {
+                if case .logAck(let ack) = envelope.body, ack.durableOffset >= UInt64(bytes) { return }
+            }
+        }()
+        var offset = 0
+        while offset < bytes {
+            let piece = chunk.prefix(bytes - offset)
+            try await job.runner.send(logAppend(job.assignment.job, offset: offset, piece))
+            offset += piece.count
+        }
+        await acked
+        let idle = coordinator.memory().rss
+        coordinator.resetPeak()
+        let started = ContinuousClock.now
+        let runID = job.runID
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<readers {
+                group.addTask {
+                    let reader = try await fabric.admin()
+                    var total = 0
+                    for try await event in try await reader.watch(runID: runID, logs: true, follow: false) {
+                        if case .log(let chunk) = event.event { total = Int(chunk.offset) + chunk.data.count }
+                    }
+                    await reader.connection.close()
+                    guard total == bytes else { throw WireError(.internal, "a reader got \(total) of \(bytes) bytes") }
+                }
+            }
+            try await group.waitForAll()
+        }
+        let elapsed = seconds(since: started)
+        let peak = coordinator.memory().peak
+        await job.close()
+        return (peak, idle, Double(bytes * readers) / elapsed / 1_000_000)
     }
 }
 

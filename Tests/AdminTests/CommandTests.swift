@@ -34,9 +34,15 @@ import Wire
 
     @Test func missingConnectionSettingsNameTheFlagAndVariable() throws {
         let options = try ConnectionOptions.parse([])
-        if ProcessInfo.processInfo.environment["HEDDLE_COORDINATOR"] == nil {
-            #expect(throws: ValidationError.self) { try options.endpoint() }
-        }
+        // Whatever this process's environment holds: the check is made against an empty one.
+        let error = try #require(throws: ValidationError.self) { try options.endpoint([:]) }
+        #expect(error.message == "missing --coordinator (or the environment variable HEDDLE_COORDINATOR)")
+        let tlsError = try #require(throws: ValidationError.self) { try options.tls(["HEDDLE_CA": "ca.pem"]) }
+        #expect(tlsError.message == "missing --cert (or the environment variable HEDDLE_CERT)")
+        // A variable stands in for its flag, and a flag wins over its variable.
+        #expect(try options.endpoint(["HEDDLE_COORDINATOR": "127.0.0.1:7000"]).port == 7000)
+        let flagged = try ConnectionOptions.parse(["--coordinator", "127.0.0.1:7001"])
+        #expect(try flagged.endpoint(["HEDDLE_COORDINATOR": "127.0.0.1:7000"]).port == 7001)
     }
 
     @Test func certsInitWritesPrivateKeysOwnerOnly() throws {

@@ -47,6 +47,33 @@ import Wire
         }
     }
 
+    /// A message this coordinator does not know (an Envelope field from a newer revision) is
+    /// answered UNIMPLEMENTED with the request's id, and the session goes on.
+    @Test func anUnknownMessageIsAnsweredUnimplementedAndTheSessionGoesOn() async throws {
+        try await TestCoordinator.with { coordinator in
+            // Envelope{id: 5, field 999 (length-delimited): [0x00]}
+            let unknown: [UInt8] = [0x08, 0x05, 0xBA, 0x3E, 0x01, 0x00]
+            let runners = try Envelope(id: 6, .runners(Heddle_V1_RunnersRequest())).serializedBytes() as [UInt8]
+            // Garbage at the end makes the coordinator close, so the exchange ends.
+            let bytes = frame(try hello()) + frame(unknown) + frame(runners) + frame([0x00, 0xff, 0xff, 0xff])
+            let received = try await RawClient.exchange(bytes, with: coordinator.endpoint, tls: coordinator.pki.tls("admin"))
+            let frames = try received.frames().filter { if case .heartbeat = $0.body { false } else { true } }
+            #expect(frames.map(\.id) == [1, 5, 6, 0])
+            guard frames.count == 4 else { return }
+            guard case .error(let error) = frames[1].body else {
+                Issue.record("no Error for the unknown message: \(frames[1])")
+                return
+            }
+            #expect(error.code == .unimplemented)
+            guard case .runnerList = frames[2].body else {
+                Issue.record("the session did not go on: \(frames[2])")
+                return
+            }
+            guard case .error(let closing) = frames[3].body else { return }
+            #expect(closing.code == .badFrame)
+        }
+    }
+
     @Test func aFirstFrameOtherThanHelloIsRefused() async throws {
         try await TestCoordinator.with { coordinator in
             let queue: [UInt8] = try Envelope(id: 1, .queue(.init())).serializedBytes()

@@ -39,10 +39,7 @@ import Wire
     }
 
     func nextAssignment(_ recording: RecordingOutbox) async throws -> Heddle_V1_Assignment {
-        for await envelope in recording.stream {
-            if case .assignment(let assignment) = envelope.body { return assignment }
-        }
-        throw TestFailure("no assignment")
+        try await recording.assignment()
     }
 
     func append(_ ref: Heddle_V1_JobRef, _ node: String, _ offset: UInt64, _ text: String) -> Heddle_V1_LogAppend {
@@ -96,32 +93,31 @@ import Wire
         watch.runID = UInt64(runID)
         watch.logs = true
         watch.follow = true
-        try await core.watch(session: 9, requestID: 77, watch, outbox: watcher.outbox)
+        let watching = try await core.startWatch(session: 9, requestID: 77, watch, watcher)
         #expect(try await core.appendLog(session: 1, append(ref, "build", 11, "\u{1B}[31m!")) == 17)
         #expect(try await core.appendLog(session: 1, append(ref, "report", 0, "no newline")) == 10)
 
+        for node in ["build", "report"] {
+            for status in [Heddle_V1_Status.running, .succeeded] {
+                var update = Heddle_V1_NodeUpdate()
+                update.job = ref
+                update.node = node
+                update.status = status
+                update.exited = status == .succeeded
+                try await core.nodeUpdate(session: 1, update)
+            }
+        }
         var finish = Heddle_V1_JobFinish()
         finish.job = ref
         finish.status = .succeeded
         try await core.jobFinished(session: 1, finish)
 
-        var bytes: [String: Data] = [:]
-        var end: Heddle_V1_RunSummary?
-        for await envelope in watcher.stream {
-            #expect(envelope.id == 77)
-            guard case .watchEvent(let event) = envelope.body else { continue }
-            if case .log(let chunk) = event.event {
-                #expect(UInt64(bytes[chunk.node, default: Data()].count) == chunk.offset)
-                bytes[chunk.node, default: Data()].append(chunk.data)
-            }
-            if case .end(let run) = event.event {
-                end = run
-                break
-            }
-        }
+        let (bytes, end) = try await watcher.watchedLogs()
+        try await watching.value
+        #expect(watcher.all.allSatisfy { $0.id == 77 })
         #expect(String(decoding: bytes["build"] ?? Data(), as: UTF8.self) == "hello world\u{1B}[31m!")
         #expect(String(decoding: bytes["report"] ?? Data(), as: UTF8.self) == "no newline")
-        #expect(end?.status == .succeeded)
+        #expect(end.status == .succeeded)
 
         let detail = try await core.runDetail(runID: runID, attempt: nil)
         #expect(detail.run.status == .succeeded)
@@ -221,10 +217,7 @@ import Wire
         hello.capacity = 3
         await core.runnerConnected(session: 1, identity: identity, hello: hello, outbox: runner.outbox)
         var assigned: [UInt64] = []
-        for await envelope in runner.stream {
-            if case .assignment(let assignment) = envelope.body { assigned.append(assignment.runID) }
-            if assigned.count == 3 { break }
-        }
+        for _ in 0..<3 { assigned.append(try await runner.assignment().runID) }
         #expect(assigned == runs[1...].map { UInt64($0) })
     }
 }

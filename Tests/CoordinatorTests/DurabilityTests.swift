@@ -33,13 +33,7 @@ import Wire
             let runner = RecordingOutbox()
             await core.runnerConnected(session: 1, identity: PeerIdentity(name: "r1", role: .runner, fingerprint: ""),
                                        hello: Heddle_V1_Hello(), outbox: runner.outbox)
-            var job = Heddle_V1_JobRef()
-            for await envelope in runner.stream {
-                if case .assignment(let assignment) = envelope.body {
-                    job = assignment.job
-                    break
-                }
-            }
+            let job = try await runner.assignment().job
             return Setup(data: data, core: core, job: job, runID: runID, runner: runner)
         }
 
@@ -159,17 +153,94 @@ import Wire
         #expect(all.map(\.id) == Array(ofTheRun.map(\.id).suffix(1000)), "the latest, oldest first")
     }
 
+    func node(_ setup: Setup, _ status: Heddle_V1_Status) async throws {
+        var update = Heddle_V1_NodeUpdate()
+        update.job = setup.job
+        update.node = "n"
+        update.status = status
+        update.exited = status == .succeeded || status == .failed
+        update.exitCode = status == .failed ? 1 : 0
+        try await setup.core.nodeUpdate(session: 1, update)
+    }
+
     @Test func aResultSentTwiceCountsOnce() async throws {
         let setup = try await Setup.make()
         defer { setup.data.remove() }
+        try await node(setup, .running)
+        try await node(setup, .succeeded)
         var finish = Heddle_V1_JobFinish()
         finish.job = setup.job
         finish.status = .succeeded
         try await setup.core.jobFinished(session: 1, finish)
         try await setup.core.jobFinished(session: 1, finish)
+        // Decided once: a different word afterwards changes nothing.
         finish.status = .failed
-        await #expect(throws: WireError.self) { try await setup.core.jobFinished(session: 1, finish) }
+        try await setup.core.jobFinished(session: 1, finish)
         #expect(try await setup.core.runDetail(runID: setup.runID, attempt: nil).run.status == .succeeded)
+        // Another epoch is not the same job's result.
+        finish.job.epoch += 1
+        await #expect(throws: WireError.self) { try await setup.core.jobFinished(session: 1, finish) }
+    }
+
+    /// The runner's word alone cannot make a job succeed: its nodes decide.
+    @Test(arguments: [
+        ([Heddle_V1_Status.running], Heddle_V1_Status.succeeded, Heddle_V1_Status.failed, Heddle_V1_Status.failed,
+         "node 'n' was still running when the runner finished the job"),
+        ([.running, .failed], .succeeded, .failed, .failed, "node 'n' failed"),
+        ([], .succeeded, .failed, .skipped, "the runner reported success but node 'n' is pending"),
+        ([.running], .cancelled, .cancelled, .cancelled, "cancelled by the runner"),
+        ([.running, .succeeded], .succeeded, .succeeded, .succeeded, ""),
+    ])
+    func aJobsResultFollowsItsNodes(updates: [Heddle_V1_Status], reported: Heddle_V1_Status, job: Heddle_V1_Status,
+                                    node: Heddle_V1_Status, reason: String) async throws {
+        let setup = try await Setup.make()
+        defer { setup.data.remove() }
+        for status in updates { try await self.node(setup, status) }
+        var finish = Heddle_V1_JobFinish()
+        finish.job = setup.job
+        finish.status = reported
+        finish.reason = reported == .cancelled ? "cancelled by the runner" : ""
+        try await setup.core.jobFinished(session: 1, finish)
+        let detail = try await setup.core.runDetail(runID: setup.runID, attempt: nil)
+        #expect(detail.jobs[0].status == job)
+        #expect(detail.jobs[0].reason == reason)
+        #expect(detail.jobs[0].nodes[0].status == node)
+        #expect(detail.run.status == job)
+    }
+
+    /// Log bytes sent just before the JobFinish (not yet committed when it arrives) are stored
+    /// and acknowledged, not dropped with the job's lease.
+    @Test func logBytesSentJustBeforeTheResultAreKept() async throws {
+        let setup = try await Setup.make()
+        defer { setup.data.remove() }
+        try await node(setup, .running)
+        var expected = Data()
+        for index in 0..<50 {
+            var append = Heddle_V1_LogAppend()
+            append.job = setup.job
+            append.node = "n"
+            append.offset = UInt64(expected.count)
+            append.data = Data(repeating: UInt8(65 + index % 26), count: 10_000)
+            expected += append.data
+            _ = try await setup.core.queueLog(session: 1, append)  // not waited for, as a session does
+        }
+        try await node(setup, .succeeded)
+        var finish = Heddle_V1_JobFinish()
+        finish.job = setup.job
+        finish.status = .succeeded
+        try await setup.core.jobFinished(session: 1, finish)
+        let acked = try await setup.runner.first("the acknowledgement of every byte") { envelope -> Bool? in
+            if case .logAck(let ack) = envelope.body, ack.durableOffset == UInt64(expected.count) { return true }
+            if case .error(let error) = envelope.body { throw TestFailure("an error instead: \(error.message)") }
+            return nil
+        }
+        #expect(acked)
+        let watcher = RecordingOutbox()
+        var watch = Heddle_V1_WatchRequest()
+        watch.runID = UInt64(setup.runID)
+        watch.logs = true
+        try await setup.core.watch(session: 9, requestID: 5, watch, outbox: watcher.outbox)
+        #expect(try await watcher.watchedLogs().logs["n"] == expected)
     }
 
     @Test func aLogPastItsLimitKeepsHeadAndTailAndSaysWhatWasDropped() async throws {
@@ -194,10 +265,11 @@ import Wire
             watch.logs = true
             try await setup.core.watch(session: 9, requestID: 5, watch, outbox: watcher.outbox)
             var chunks: [Heddle_V1_LogChunk] = []
-            for await envelope in watcher.stream {
-                guard case .watchEvent(let event) = envelope.body else { continue }
+            _ = try await watcher.first("the end of the watch") { envelope -> Bool? in
+                guard case .watchEvent(let event) = envelope.body else { return nil }
                 if case .log(let log) = event.event { chunks.append(log) }
-                if case .end = event.event { break }
+                if case .end = event.event { return true }
+                return nil
             }
             return chunks
         }

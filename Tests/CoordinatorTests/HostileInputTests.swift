@@ -16,10 +16,16 @@ import Wire
         return limits
     }
 
+    /// A legitimate admin is served. With these short heartbeats (3 × 200 ms to finish a
+    /// handshake) a loaded machine running the rest of the suite may be too slow for one
+    /// attempt, so it tries again until the usual deadline.
     func stillServes(_ coordinator: TestCoordinator) async throws {
-        let admin = try await coordinator.client("admin")
-        #expect(try await admin.runners().isEmpty)
-        await admin.connection.close()
+        try await waitUntil("a legitimate admin to be served") {
+            guard let admin = try? await coordinator.client("admin") else { return false }
+            let served = (try? await admin.runners())?.isEmpty == true
+            await admin.connection.close()
+            return served
+        }
     }
 
     func hello() throws -> [UInt8] {

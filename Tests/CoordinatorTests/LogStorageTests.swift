@@ -20,7 +20,12 @@ import Wire
         let files = LogFiles(directory: "\(data.path)/logs", segmentSize: Int64(block))
         let key = LogFiles.LogKey(jobID: 7, node: "build")
         func stored(_ files: LogFiles, end: Int) throws -> Data {
-            try files.read(key, end: Int64(end)).reduce(Data()) { $0 + $1.data }
+            var out = Data()
+            while let piece = try files.read(key, from: Int64(out.count), end: Int64(end), piece: 3000) {
+                #expect(piece.offset == Int64(out.count))
+                out += piece.data
+            }
+            return out
         }
         let first = bytes(2 * block + 1000)
         try files.writeDurably([LogFiles.Write(key: key, offset: 0, data: first)])
@@ -41,7 +46,11 @@ import Wire
         try reopened.writeDurably([LogFiles.Write(key: key, offset: Int64(replaced + 3), data: more)])
         let end = replaced + 3 + more.count
         reopened.drop(key, from: Int64(block), to: Int64(3 * block))
-        let records = try reopened.read(key, end: Int64(end))
+        var records: [LogChunkRecord] = []
+        while let piece = try reopened.read(key, from: records.last.map { $0.offset + Int64($0.data.count) } ?? 0,
+                                            end: Int64(end)) {
+            records.append(piece)
+        }
         #expect(records.first?.offset == 0 && records.first?.data == first.prefix(block))
         #expect(records.dropFirst().first?.offset == Int64(3 * block))
         #expect(records.last.map { $0.offset + Int64($0.data.count) } == Int64(end))
@@ -94,16 +103,9 @@ import Wire
         watch.runID = UInt64(runID)
         watch.logs = true
         try await core.watch(session: 9, requestID: 5, watch, outbox: watcher.outbox)
-        var log = Data()
-        for await envelope in watcher.stream {
-            guard case .watchEvent(let event) = envelope.body else { continue }
-            if case .log(let chunk) = event.event {
-                #expect(chunk.offset == UInt64(log.count))
-                log += chunk.data
-            }
-            if case .end = event.event { break }
-        }
-        return log
+        let (logs, _) = try await watcher.watchedLogs()
+        #expect(logs.count <= 1)
+        return logs.values.first ?? Data()
     }
 
     @Test func chunksQueuedTogetherAreCommittedTogetherAndAcknowledgedOnceDurable() async throws {
@@ -123,9 +125,8 @@ import Wire
             #expect(try await core.queueLog(session: 1, append) == nil)
         }
         var acks: [UInt64] = []
-        for await envelope in runner.stream {
-            if case .logAck(let ack) = envelope.body { acks.append(ack.durableOffset) }
-            if acks.last == UInt64(expected.count) { break }
+        while acks.last != UInt64(expected.count) {
+            if case .logAck(let ack) = try await runner.next().body { acks.append(ack.durableOffset) }
         }
         #expect(acks == acks.sorted(), "acknowledgements only move forward")
         #expect(await core.logBatches < count, "chunks that arrive while a commit runs share the next one")
@@ -143,6 +144,74 @@ import Wire
         #expect(try await storedLog(restarted, runID: runID) == expected)
     }
 
+    /// A reader of a large stored log gets it at its own pace: the coordinator holds at most
+    /// the session's byte budget and one piece for it, not the log.
+    @Test func readingALargeLogHoldsOnlyWhatTheReaderIsAbout() async throws {
+        let setup = try await DurabilityTests.Setup.make()
+        defer { setup.data.remove() }
+        var expected = Data()
+        for index in 0..<24 {
+            var append = Heddle_V1_LogAppend()
+            append.job = setup.job
+            append.node = "n"
+            append.offset = UInt64(expected.count)
+            append.data = bytes(1 << 20, seed: index)
+            expected += append.data
+            _ = try await setup.core.appendLog(session: 1, append)
+        }
+        let budget = Outbox.Budget()
+        let reader = RecordingOutbox(budget: budget)
+        var watch = Heddle_V1_WatchRequest()
+        watch.runID = UInt64(setup.runID)
+        watch.logs = true
+        let watching = Task { try await setup.core.watch(session: 9, requestID: 5, watch, outbox: reader.outbox) }
+        let (logs, _) = try await reader.watchedLogs()
+        try await watching.value
+        #expect(logs["n"] == expected)
+        #expect(budget.peak <= Outbox.byteBudget + (1 << 20), "held \(budget.peak) bytes for one reader")
+    }
+
+    /// A follower that stops reading while a node writes falls behind the live tail; it is fed
+    /// from storage again at its pace, and still gets every byte once, in order, then the end.
+    @Test func aFollowerThatFallsBehindCatchesUpFromStorage() async throws {
+        let setup = try await DurabilityTests.Setup.make()
+        defer { setup.data.remove() }
+        let budget = Outbox.Budget()
+        let reader = RecordingOutbox(budget: budget)
+        var watch = Heddle_V1_WatchRequest()
+        watch.runID = UInt64(setup.runID)
+        watch.logs = true
+        watch.follow = true
+        let watching = try await setup.core.startWatch(session: 9, requestID: 5, watch, reader)
+        var expected = Data()
+        for index in 0..<24 {
+            var append = Heddle_V1_LogAppend()
+            append.job = setup.job
+            append.node = "n"
+            append.offset = UInt64(expected.count)
+            append.data = bytes(1 << 20, seed: index)
+            expected += append.data
+            _ = try await setup.core.appendLog(session: 1, append)
+        }
+        for status in [Heddle_V1_Status.running, .succeeded] {
+            var update = Heddle_V1_NodeUpdate()
+            update.job = setup.job
+            update.node = "n"
+            update.status = status
+            update.exited = status == .succeeded
+            try await setup.core.nodeUpdate(session: 1, update)
+        }
+        var finish = Heddle_V1_JobFinish()
+        finish.job = setup.job
+        finish.status = .succeeded
+        try await setup.core.jobFinished(session: 1, finish)
+        let (logs, end) = try await reader.watchedLogs()
+        try await watching.value
+        #expect(logs["n"] == expected)
+        #expect(end.status == .succeeded)
+        #expect(budget.peak <= Outbox.byteBudget + 2 << 20, "held \(budget.peak) bytes for one follower")
+    }
+
     @Test func aFollowerSeesANodesLastOutputBeforeItsEnd() async throws {
         let setup = try await DurabilityTests.Setup.make()
         defer { setup.data.remove() }
@@ -151,7 +220,7 @@ import Wire
         watch.runID = UInt64(setup.runID)
         watch.logs = true
         watch.follow = true
-        try await setup.core.watch(session: 9, requestID: 5, watch, outbox: watcher.outbox)
+        let watching = try await setup.core.startWatch(session: 9, requestID: 5, watch, watcher)
         for offset in stride(from: 0, to: 64 << 10, by: 1024) {
             var append = Heddle_V1_LogAppend()
             append.job = setup.job
@@ -167,14 +236,17 @@ import Wire
         update.exited = true
         try await setup.core.nodeUpdate(session: 1, update)
         var shown = 0
-        for await envelope in watcher.stream {
-            guard case .watchEvent(let event) = envelope.body else { continue }
+        _ = try await watcher.first("the node's end") { envelope -> Bool? in
+            guard case .watchEvent(let event) = envelope.body else { return nil }
             if case .log(let chunk) = event.event { shown = Int(chunk.offset) + chunk.data.count }
             if case .job(let job) = event.event, job.nodes.first?.status == .succeeded {
                 #expect(shown == 64 << 10, "the node's end was shown before its last output")
-                break
+                return true
             }
+            return nil
         }
+        await setup.core.endWatches(session: 9)
+        try await watching.value
     }
 
     @Test func logBytesAnOlderVersionKeptInTheDatabaseMoveToFiles() async throws {

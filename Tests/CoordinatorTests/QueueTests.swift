@@ -18,12 +18,16 @@ import Wire
         let data: TemporaryDirectory
         let core: CoordinatorCore
         let store: SQLiteStore
+        /// Pauses or fails the core's store calls on demand.
+        let hooks: StoreHooks
         let admin = PeerIdentity(name: "root", role: .admin, fingerprint: "")
 
         init() async throws {
             data = try TemporaryDirectory()
             store = try SQLiteStore.open(directory: data.path)
-            core = CoordinatorCore(store: store, blobs: try BlobStore(directory: data.path), logger: Logger(label: "test"))
+            let interposed = InterposedStore(store)
+            hooks = interposed.hooks
+            core = CoordinatorCore(store: interposed, blobs: try BlobStore(directory: data.path), logger: Logger(label: "test"))
             var push = Heddle_V1_PipelinePush()
             push.project = "shop"
             push.source = QueueTests.source
@@ -54,12 +58,9 @@ import Wire
             return outbox
         }
 
-        func assignments(_ outbox: RecordingOutbox, count: Int) async -> [UInt64] {
+        func assignments(_ outbox: RecordingOutbox, count: Int) async throws -> [UInt64] {
             var runs: [UInt64] = []
-            for await envelope in outbox.stream {
-                if case .assignment(let assignment) = envelope.body { runs.append(assignment.runID) }
-                if runs.count == count { break }
-            }
+            for _ in 0..<count { runs.append(try await outbox.assignment().runID) }
             return runs
         }
     }
@@ -79,11 +80,48 @@ import Wire
         #expect(try await setup.core.queue().jobs.map(\.runID) == [runs[4], runs[2], runs[3], runs[0]].map { UInt64($0) })
 
         let runner = await setup.connectRunner(capacity: 10)
-        #expect(await setup.assignments(runner, count: 4) == [runs[4], runs[2], runs[3], runs[0]].map { UInt64($0) })
+        #expect(try await setup.assignments(runner, count: 4) == [runs[4], runs[2], runs[3], runs[0]].map { UInt64($0) })
         let cancelled = try await setup.core.runDetail(runID: runs[1], attempt: nil)
         #expect(cancelled.run.status == .cancelled)
         #expect(cancelled.jobs[0].reason == "cancelled by root")
         #expect(cancelled.jobs[0].nodes.map(\.status) == [.cancelled])
+    }
+
+    /// Whichever store call a cancel is waiting for, a dispatch meanwhile (a runner connects)
+    /// never leaves a job reported cancelled while it runs: afterwards the job is either
+    /// cancelled and never assigned, or assigned, still running, and told to stop.
+    @Test(arguments: [("run", 0), ("jobs", 0), ("run", 1), ("cancelJobs", 0)])
+    func aDispatchDuringACancelNeverRunsAJobReportedCancelled(method: String, skip: Int) async throws {
+        let setup = try await Setup()
+        defer { setup.data.remove() }
+        let run = try await setup.trigger()
+        let job = try await setup.jobOf(run)
+        setup.hooks.pause(method, skip: skip)
+        let ended = Flag()
+        let cancelling = Task {
+            defer { ended.set() }
+            return try await setup.core.cancel(runIDs: [run], jobIDs: [], by: setup.admin)
+        }
+        try await waitUntil("the cancel to reach its pause or end") { setup.hooks.reachedPause || ended.isSet }
+        let runner = await setup.connectRunner()  // dispatches whatever is still queued
+        setup.hooks.resume()
+        let result = try await cancelling.value
+        setup.hooks.disarm()  // a pause the cancel did not reach must not catch the checks below
+        let reported = try #require(result.jobs.first { $0.jobID == UInt64(job) })
+        let stored = try await setup.core.runDetail(runID: run, attempt: nil).jobs[0]
+        if await setup.core.active[job] != nil {
+            #expect(reported.status == .running, "a job that was claimed is reported \(reported.status)")
+            #expect(stored.status == .running)
+            let stop = try await runner.first("a StopJob for the claimed job") { envelope -> Heddle_V1_StopJob? in
+                if case .stopJob(let stop) = envelope.body, stop.jobID == UInt64(job) { return stop }
+                return nil
+            }
+            #expect(!stop.abandon)
+        } else {
+            #expect(reported.status == .cancelled)
+            #expect(stored.status == .cancelled)
+            #expect(!runner.all.contains { if case .assignment = $0.body { true } else { false } })
+        }
     }
 
     @Test func everyKindOfMoveLandsWhereAsked() async throws {
@@ -155,10 +193,10 @@ import Wire
         _ = try await setup.core.cancel(runIDs: [a], jobIDs: [], by: setup.admin)
         _ = await setup.connectRunner()
         var kinds: [Heddle_V1_QueueEvent.Kind] = []
-        for await envelope in watcher.stream {
+        while kinds.count < 5 {
+            let envelope = try await watcher.next()
             #expect(envelope.id == 9)
             if case .queueEvent(let event) = envelope.body { kinds.append(event.kind) }
-            if kinds.count == 5 { break }
         }
         #expect(kinds == [.queued, .queued, .moved, .cancelled, .claimed])
     }
@@ -173,7 +211,7 @@ import Wire
         #expect(entry.waitingReason == "every runner with labels [linux] is drained")
         #expect(await setup.core.runnerList().first?.drained == true)
         _ = try await setup.core.setDrained(runner: "r1", false)
-        #expect(await setup.assignments(runner, count: 1) == [UInt64(run)])
+        #expect(try await setup.assignments(runner, count: 1) == [UInt64(run)])
         await #expect(throws: WireError.self) { _ = try await setup.core.setDrained(runner: "nobody", true) }
     }
 

@@ -109,3 +109,27 @@ import Wire
         }
     }
 }
+
+@Suite struct SessionAnswerTests {
+    /// `Triggered.attempt` is the attempt the trigger made: 1 for a new run, N+1 for a re-run.
+    @Test func triggeredCarriesTheAttempt() async throws {
+        try await TestCoordinator.with { coordinator in
+            let admin = try await coordinator.client("admin")
+            _ = try await admin.pushPipeline(project: "shop", fileName: "ci.act", source: QueueTests.source)
+            var request = Heddle_V1_TriggerRequest()
+            request.project = "shop"
+            request.pipeline = "ci"
+            guard case .triggered(let triggered) = try await admin.connection.request(.trigger(request)).body else {
+                throw TestFailure("no Triggered answer")
+            }
+            #expect(triggered.runID > 0)
+            #expect(triggered.attempt == 1)
+            _ = try await coordinator.core.cancel(runIDs: [Int64(triggered.runID)], jobIDs: [],
+                                                   by: PeerIdentity(name: "t", role: .admin, fingerprint: ""))
+            let (runID, attempt) = try await admin.rerun(triggered.runID)
+            #expect(runID == triggered.runID)
+            #expect(attempt == 2)
+            await admin.connection.close()
+        }
+    }
+}

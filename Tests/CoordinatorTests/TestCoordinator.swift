@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Synchronization
 import TestSupport
 import Wire
 @testable import Coordinator
@@ -42,15 +43,97 @@ struct TestCoordinator {
     }
 }
 
-/// Collects what the core sends to one pretend session.
+/// Collects what the core sends to one pretend session. Reads wait with a deadline: a
+/// regression fails the test with a message instead of hanging the suite.
 final class RecordingOutbox: Sendable {
     let outbox: Outbox
-    let stream: AsyncStream<Envelope>
+    /// With a budget, what is sent counts as written to the peer only once the test reads it.
+    let budget: Outbox.Budget?
+    private let received = Received()
 
-    init() {
+    private final class Received: Sendable {
+        let state = Mutex<(envelopes: [Envelope], read: Int)>(([], 0))
+    }
+
+    init(budget: Outbox.Budget? = nil) {
         let (stream, continuation) = AsyncStream.makeStream(of: Envelope.self)
-        self.stream = stream
-        self.outbox = Outbox(continuation)
+        self.budget = budget
+        self.outbox = Outbox(continuation, budget: budget)
+        Task { [received] in
+            for await envelope in stream { received.state.withLock { $0.envelopes.append(envelope) } }
+        }
+    }
+
+    /// Everything received so far, read or not.
+    var all: [Envelope] { received.state.withLock { $0.envelopes } }
+
+    /// The next envelope not read yet, waiting at most `timeout`.
+    func next(timeout: Duration = .seconds(30)) async throws -> Envelope {
+        var envelope: Envelope?
+        try await waitUntil("the next frame sent to this session", timeout: timeout) {
+            envelope = received.state.withLock { state -> Envelope? in
+                guard state.read < state.envelopes.count else { return nil }
+                defer { state.read += 1 }
+                return state.envelopes[state.read]
+            }
+            return envelope != nil
+        }
+        budget?.written(envelope!)
+        return envelope!
+    }
+
+    /// Reads envelopes until `match` returns a value for one, waiting at most `timeout` in all.
+    func first<T>(_ what: String, timeout: Duration = .seconds(30), _ match: (Envelope) throws -> T?) async throws -> T {
+        let deadline = ContinuousClock.now.advanced(by: timeout)
+        while true {
+            let left = deadline - ContinuousClock.now
+            guard left > .zero else { throw TestFailure("timed out after \(timeout) waiting for \(what)") }
+            let envelope: Envelope
+            do { envelope = try await next(timeout: left) } catch { throw TestFailure("timed out after \(timeout) waiting for \(what)") }
+            if let value = try match(envelope) { return value }
+        }
+    }
+
+    /// The next assignment pushed to this session.
+    func assignment(timeout: Duration = .seconds(30)) async throws -> Heddle_V1_Assignment {
+        try await first("an assignment", timeout: timeout) { envelope in
+            if case .assignment(let assignment) = envelope.body { return assignment }
+            return nil
+        }
+    }
+
+    /// Watch events until `end`, with the log bytes of each node (checked contiguous) and the end.
+    func watchedLogs(timeout: Duration = .seconds(30)) async throws -> (logs: [String: Data], end: Heddle_V1_RunSummary) {
+        var logs: [String: Data] = [:]
+        var ends: [String: UInt64] = [:]
+        let end = try await first("the end of a watch", timeout: timeout) { envelope -> Heddle_V1_RunSummary? in
+            guard case .watchEvent(let event) = envelope.body else { return nil }
+            if case .log(let chunk) = event.event {
+                let expected = (ends[chunk.node] ?? 0) + chunk.dropped
+                guard chunk.offset == expected else {
+                    throw TestFailure("node \(chunk.node): a chunk at \(chunk.offset), expected \(expected)")
+                }
+                ends[chunk.node] = chunk.offset + UInt64(chunk.data.count)
+                logs[chunk.node, default: Data()].append(chunk.data)
+            }
+            if case .end(let run) = event.event { return run }
+            return nil
+        }
+        return (logs, end)
     }
 }
 
+extension CoordinatorCore {
+    /// Starts a watch as a session does, beside the caller's other calls (a following watch
+    /// lasts until its end), and returns once it answered Ok. The task ends with the watch.
+    func startWatch(session: UInt64, requestID: UInt64, _ request: Heddle_V1_WatchRequest,
+                    _ recording: RecordingOutbox) async throws -> Task<Void, any Error> {
+        let task = Task { try await self.watch(session: session, requestID: requestID, request, outbox: recording.outbox) }
+        _ = try await recording.first("the watch's Ok") { envelope -> Bool? in
+            if case .ok = envelope.body { return true }
+            if case .error(let error) = envelope.body { throw TestFailure("the watch was refused: \(error.message)") }
+            return nil
+        }
+        return task
+    }
+}

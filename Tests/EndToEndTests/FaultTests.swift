@@ -174,7 +174,7 @@ import Wire
                     labels: [linux]
                     retry: { lost: 1 }
                     nodes:
-                      n: { run: "echo $$ > \(pids.path)/$WHO; echo start $WHO; sleep 3; echo end $WHO" }
+                      n: { run: "echo $$ > \(pids.path)/$WHO; echo start $WHO; while [ $WHO = a ]; do sleep 0.05; done; echo end $WHO" }
                 """)
             let id = try await fabric.trigger("shop/fenced")
             try await waitUntil("runner 1 to start the job") { FileManager.default.fileExists(atPath: "\(pids.path)/a") }
@@ -190,7 +190,8 @@ import Wire
             await fabric.proxy?.resume()
             let pid = pid_t(try String(contentsOfFile: "\(pids.path)/a", encoding: .utf8)
                 .trimmingCharacters(in: .whitespacesAndNewlines))!
-            try await waitUntil("runner 1's copy of the job to be stopped or done") { !isAlive(pid) }
+            // It never ends by itself: only the coordinator's StopJob{abandon} ends it.
+            try await waitUntil("runner 1's copy of the job to be stopped") { !isAlive(pid) }
             try await waitUntil("runner 1 to reconnect") {
                 let runners = try await fabric.json(["runners"]) as? [[String: Any]] ?? []
                 return runners.contains { $0["name"] as? String == "runner-1" }
@@ -240,14 +241,18 @@ import Wire
                   work:
                     labels: [linux]
                     nodes:
-                      n: { run: "echo begin; sleep 1.5; echo done" }
+                      n: { run: "echo begin; while [ ! -f \(fabric.root.file("go"))-$HEDDLE_RUN_ID ]; do sleep 0.05; done; echo done" }
                 """)
+            // Each job waits for its go file: the first gets it once its runner drains, the
+            // second never (its runner's second SIGTERM cancels it).
             let first = try await fabric.trigger("shop/sleepy")
             try await waitUntil("the job to start") { try await logLines(fabric, first, job: "work", node: "n") >= 1 }
             let firstRunner = ((try await fabric.run(first))["jobs"] as? [[String: Any]])?.first?["runner"] as? String
             let index = firstRunner == "runner-1" ? 0 : 1
             let process = try #require(fabric.runners[index])
             kill(process.pid, SIGTERM)
+            try await waitUntil("the runner to log its drain") { process.standardError.contains("draining") }
+            _ = FileManager.default.createFile(atPath: fabric.root.file("go") + "-\(first)", contents: Data())
             #expect(try await process.waitForExit(timeout: .seconds(30)) == 0)
             #expect(try await fabric.run(first)["status"] as? String == "succeeded")
 

@@ -144,13 +144,24 @@ import Wire
                   train:
                     labels: [gpu]
                     nodes:
-                      step: { run: "for i in 1 2 3; do echo tick $i; sleep 0.2; done" }
+                      step: { run: "echo tick 1; while [ ! -f \(fabric.root.file("go")) ]; do sleep 0.05; done; echo tick 2; echo tick 3" }
                 """)
             let triggered = try await fabric.heddle(["trigger", "shop/gpu", "--json"])
             let id = try #require((try JSONSerialization.jsonObject(with: triggered.data) as? [String: Any])?["id"] as? Int)
-            let follow = try await fabric.heddle(["logs", String(id), "--follow"])
-            #expect(follow.status == 0)
-            #expect(follow.output == "── train/step ──\ntick 1\ntick 2\ntick 3\n")
+            let follow = try fabric.startHeddle(["logs", String(id), "--follow"])
+            // The first line is shown while the node still waits for the go file: live, not
+            // printed from history after the run ended.
+            do {
+                try await waitUntil("the follower to show the first line") { follow.standardOutput.contains("tick 1\n") }
+                #expect(try await fabric.run(id)["status"] as? String == "running")
+                #expect(!follow.standardOutput.contains("tick 2"))
+            } catch {
+                await follow.stop()
+                throw error
+            }
+            _ = FileManager.default.createFile(atPath: fabric.root.file("go"), contents: Data())
+            #expect(try await follow.waitForExit() == 0)
+            #expect(follow.standardOutput == "── train/step ──\ntick 1\ntick 2\ntick 3\n")
             let detail = try #require(try await fabric.json(["runs", "show", String(id)]) as? [String: Any])
             let job = try #require((detail["jobs"] as? [[String: Any]])?.first)
             #expect(job["runner"] as? String == "runner-2")

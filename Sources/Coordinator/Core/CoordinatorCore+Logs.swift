@@ -210,16 +210,6 @@ extension CoordinatorCore {
         active[key.jobID]?.storedBytes[key.node] = left + max(0, Int64(now) - end)
     }
 
-    /// The stored bytes of the node logs of jobs (all nodes, or one), in job and node order,
-    /// up to their durable lengths.
-    func storedLogs(jobIDs: [Int64], node: String?) async throws -> [LogChunkRecord] {
-        let ends = try await store.logEnds(jobIDs: jobIDs, node: node)
-        let files = logFiles
-        return try await blobs.pool.runIfActive {
-            try ends.flatMap { try files.read(LogFiles.LogKey(jobID: $0.jobID, node: $0.node), end: $0.length) }
-        }
-    }
-
     /// Moves log bytes an older version kept in the database into segment files.
     func importLegacyLogs() async throws {
         while let chunks = try await store.legacyLogChunks(), let jobID = chunks.first?.jobID {

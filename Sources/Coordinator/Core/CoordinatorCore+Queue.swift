@@ -62,31 +62,40 @@ extension CoordinatorCore {
     /// length of the queue, except when repeated moves into one gap exhaust the precision
     /// between two neighbours: then the queue is renumbered once.
     public func move(jobID: Int64, to target: Scheduler.MoveTarget) async throws -> Heddle_V1_QueueEntry {
-        guard scheduler.isQueued(jobID) else {
-            guard let job = try await store.job(id: jobID) else { throw WireError.notFound("job \(jobID) does not exist") }
-            throw WireError(.failedPrecondition, "job \(jobID) is \(job.status.rawValue); only queued jobs can be moved")
+        func notQueued() async throws -> WireError {
+            guard let job = try await store.job(id: jobID) else { return WireError.notFound("job \(jobID) does not exist") }
+            return WireError(.failedPrecondition, "job \(jobID) is \(job.status.rawValue); only queued jobs can be moved")
         }
+        guard scheduler.isQueued(jobID) else { throw try await notQueued() }
         var placement = scheduler.placement(for: jobID, at: target)
         if placement == .crowded {
             try await store.renumberQueue(scheduler.renumber())
+            // A dispatch may have taken the job while the store renumbered.
+            guard scheduler.isQueued(jobID) else { throw try await notQueued() }
             placement = scheduler.placement(for: jobID, at: target)
         }
         guard case .at(let position) = placement else {
             throw WireError.notFound("the job to move next to is not queued")
         }
+        // Moved in memory before the store is written: a dispatch meanwhile sees the new order.
         scheduler.reposition(jobID, to: position)
         _ = try await store.setPosition(jobID: jobID, position: position)
         guard let job = try await store.job(id: jobID), let run = try await store.run(id: job.runID) else {
             throw WireError.notFound("job \(jobID) does not exist")
         }
         let entry = queueEntry(job, run: run)
-        publishQueue(.moved, entry)
+        // Claimed while the move was stored: the claim was published, not a move.
+        if scheduler.isQueued(jobID) { publishQueue(.moved, entry) }
         return entry
     }
 
     /// Cancels runs (their latest attempt's unfinished jobs) and jobs. Queued jobs are
     /// cancelled in one transaction; running ones are stopped on their runners, which report
     /// them cancelled. Returns the jobs affected.
+    ///
+    /// What is queued and what runs is decided, and the queued jobs taken out of the
+    /// scheduler, with no `await` in between: a dispatch while the store is written cannot
+    /// claim a job this cancel reports cancelled (it would run on, with no `StopJob`).
     public func cancel(runIDs: [Int64], jobIDs: [Int64], by who: PeerIdentity) async throws -> Heddle_V1_CancelResult {
         var targets: [JobRecord] = []
         for runID in runIDs {
@@ -98,11 +107,11 @@ extension CoordinatorCore {
             if !job.status.isFinished { targets.append(job) }
         }
         let reason = "cancelled by \(who.name)"
+        // No await from here until the queued jobs are out of the scheduler and the stops pushed.
         let queued = targets.filter { scheduler.isQueued($0.id) }
-        let running = targets.filter { active[$0.id] != nil }
-        let result = try await cancelQueued(queued, reason: reason)
-        var entries = result
-        for job in running {
+        scheduler.removeQueued(Set(queued.map(\.id)))
+        var running: [(JobRecord, ActiveJob)] = []
+        for job in targets {
             guard var lease = active[job.id] else { continue }
             if lease.cancelReason == nil {
                 lease.cancelReason = reason
@@ -111,7 +120,17 @@ extension CoordinatorCore {
                 if let session = lease.session { runners[session]?.outbox.send(.stopJob(UInt64(job.id), reason: reason)) }
                 logger.info("stop pushed", metadata: ["job.id": "\(job.id)", "runner": "\(lease.runner)"])
             }
-            if let run = try await store.run(id: job.runID) { entries.append(queueEntry(job, run: run)) }
+            running.append((job, lease))
+        }
+        var entries = try await storeCancelled(queued, reason: reason)
+        for (job, lease) in running {
+            guard let run = try await store.run(id: job.runID) else { continue }
+            var entry = queueEntry(job, run: run)
+            entry.status = .running
+            entry.runner = lease.runner
+            entry.position = 0
+            entry.waitingReason = ""
+            entries.append(entry)
         }
         return Self.cancelResult(entries)
     }
@@ -139,43 +158,47 @@ extension CoordinatorCore {
             for job in matching where runs[job.runID] == nil { runs[job.runID] = try await store.run(id: job.runID) }
             return Self.cancelResult(matching.compactMap { job in runs[job.runID].map { queueEntry(job, run: $0) } })
         }
-        return Self.cancelResult(try await cancelQueued(matching, reason: "cancelled by \(who.name) (bulk)"))
+        // Out of the scheduler before any await (see `cancel`).
+        scheduler.removeQueued(Set(matching.map(\.id)))
+        return Self.cancelResult(try await storeCancelled(matching, reason: "cancelled by \(who.name) (bulk)"))
     }
 
-    /// Takes queued jobs out of the queue and stores them cancelled in one transaction.
-    private func cancelQueued(_ jobs: [JobRecord], reason: String) async throws -> [Heddle_V1_QueueEntry] {
+    /// Stores queued jobs, already taken out of the scheduler, as cancelled in one transaction,
+    /// and publishes what the store changed. A job the store no longer had queued is left out.
+    private func storeCancelled(_ jobs: [JobRecord], reason: String) async throws -> [Heddle_V1_QueueEntry] {
         guard !jobs.isEmpty else { return [] }
-        var entries: [Heddle_V1_QueueEntry] = []
-        var runs: [Int64: RunRecord] = [:]
-        for job in jobs {
-            if runs[job.runID] == nil { runs[job.runID] = try await store.run(id: job.runID) }
-            if let run = runs[job.runID] { entries.append(queueEntry(job, run: run)) }
-        }
-        let ids = jobs.map(\.id)
-        scheduler.removeQueued(Set(ids))
         let now = Date.nowMilliseconds
-        let updated: [RunRecord]
+        let result: CancelledJobs
         do {
-            updated = try await store.cancelJobs(ids: ids, reason: reason, now: now)
+            result = try await store.cancelJobs(ids: jobs.map(\.id), reason: reason, now: now)
         } catch {
-            for job in jobs { scheduler.enqueue(.init(id: job.id, labels: Set(job.labels), position: job.position)) }
+            for job in jobs where active[job.id] == nil && !scheduler.isQueued(job.id) {
+                scheduler.enqueue(.init(id: job.id, labels: Set(job.labels), position: job.position))
+            }
             throw error
         }
-        logger.info("jobs cancelled", metadata: ["count": "\(ids.count)", "reason": "\(reason)"])
-        for index in entries.indices {
-            entries[index].status = .cancelled
-            entries[index].position = 0
-            entries[index].waitingReason = ""
-            publishQueue(.cancelled, entries[index])
+        let cancelled = jobs.filter { result.jobIDs.contains($0.id) }
+        logger.info("jobs cancelled", metadata: ["count": "\(cancelled.count)", "reason": "\(reason)"])
+        var runs: [Int64: RunRecord] = Dictionary(result.runs.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
+        var entries: [Heddle_V1_QueueEntry] = []
+        for job in cancelled {
+            if runs[job.runID] == nil { runs[job.runID] = try await store.run(id: job.runID) }
+            guard let run = runs[job.runID] else { continue }
+            var entry = queueEntry(job, run: run)
+            entry.status = .cancelled
+            entry.position = 0
+            entry.waitingReason = ""
+            entries.append(entry)
+            publishQueue(.cancelled, entry)
         }
         if !watchers.isEmpty {
-            for job in jobs {
+            for job in cancelled {
                 var detail = jobEvent(job, status: .cancelled, runner: nil, at: 0)
                 detail.finishedAtMs = now
                 detail.reason = reason
                 publish(runID: job.runID, attempt: job.attempt, .job(detail))
             }
-            for run in updated where run.status.isFinished {
+            for run in result.runs where run.status.isFinished {
                 publish(runID: run.id, attempt: run.attempt, .end(run.proto))
             }
         }

@@ -77,8 +77,9 @@ public actor CoordinatorCore {
         var durableLogEnds: [String: UInt64] = [:]
         /// Set once a cancel was pushed to the runner.
         var cancelReason: String?
-        /// The job's node names (loaded when first needed after a restart).
-        var nodeNames: Set<String>?
+        /// The job's nodes and their statuses, in the pipeline's order (loaded when first
+        /// needed after a restart).
+        var nodes: [(name: String, status: Status)]?
     }
 
     struct PendingUpload {
@@ -240,6 +241,7 @@ public actor CoordinatorCore {
     /// A session ended: its watches are dropped; a runner's jobs keep their lease for a while
     /// (see `expireLeases`) and their uploads stay open, for the runner to come back.
     public func sessionClosed(session: UInt64) async {
+        endWatches(session: session)
         for (runID, list) in watchers {
             watchers[runID] = list.filter { $0.session != session }
         }
@@ -347,7 +349,7 @@ public actor CoordinatorCore {
             active[job.id]?.runID = run.id
             active[job.id]?.attempt = job.attempt
             active[job.id]?.name = job.name
-            active[job.id]?.nodeNames = Set(record.nodes.map(\.name))
+            active[job.id]?.nodes = record.nodes.map { ($0.name, $0.status) }
             var message = Heddle_V1_Assignment()
             message.repository = record.repository
             message.job = jobRef(job.id, job.attempt, claim.epoch)
@@ -420,16 +422,17 @@ public actor CoordinatorCore {
 
     /// Refuses a write about a node the job does not have.
     func checkNode(_ node: String, of jobID: Int64) async throws {
-        if active[jobID]?.nodeNames == nil {
-            active[jobID]?.nodeNames = Set(try await store.nodes(jobIDs: [jobID]).map(\.name))
+        if active[jobID]?.nodes == nil {
+            let nodes = try await store.nodes(jobIDs: [jobID]).map { (name: $0.name, status: $0.status) }
+            if active[jobID]?.nodes == nil { active[jobID]?.nodes = nodes }
         }
-        guard active[jobID]?.nodeNames?.contains(node) == true else {
+        guard active[jobID]?.nodes?.contains(where: { $0.name == node }) == true else {
             throw WireError.invalid("job \(jobID) has no node '\(node)'")
         }
     }
 
     public func nodeUpdate(session: UInt64, _ update: Heddle_V1_NodeUpdate) async throws {
-        let job = try lease(update.job, session: session)
+        _ = try lease(update.job, session: session)
         try await checkNode(update.node, of: Int64(update.job.jobID))
         guard let status = Status(update.status), status != .queued else {
             throw WireError.invalid("node status \(update.status) is not a node status")
@@ -439,8 +442,13 @@ public actor CoordinatorCore {
         // Log bytes the runner sent before this update are committed (and shown) first, so a
         // follower never sees a node end before its last output.
         await logBarrier()
+        // Checked again after the awaits: the lease may have gone meanwhile.
+        let job = try lease(update.job, session: session)
         try await store.updateNode(jobID: Int64(update.job.jobID), node: update.node, status: status,
                                    exitCode: exitCode, at: at)
+        if let index = active[Int64(update.job.jobID)]?.nodes?.firstIndex(where: { $0.name == update.node }) {
+            active[Int64(update.job.jobID)]?.nodes?[index].status = status
+        }
         var detail = Heddle_V1_JobDetail()
         detail.id = update.job.jobID
         detail.name = job.name
@@ -468,14 +476,29 @@ public actor CoordinatorCore {
 
     public func jobFinished(session: UInt64, _ finish: Heddle_V1_JobFinish) async throws {
         if active[Int64(finish.job.jobID)] == nil, let job = try await store.job(id: Int64(finish.job.jobID)),
-           job.status.isFinished, job.epoch == Int64(finish.job.epoch), job.status.proto == finish.status {
-            return  // the same result again (its answer was lost with a connection): done already
+           job.status.isFinished, job.epoch == Int64(finish.job.epoch) {
+            return  // the result again (its answer was lost with a connection): decided already
         }
         _ = try lease(finish.job, session: session)
-        guard let status = Status(finish.status), [.succeeded, .failed, .cancelled].contains(status) else {
+        guard let reported = Status(finish.status), [.succeeded, .failed, .cancelled].contains(reported) else {
             throw WireError.invalid("a job finishes as succeeded, failed or cancelled, not \(finish.status)")
         }
-        await self.finish(jobID: Int64(finish.job.jobID), status: status, reason: finish.reason)
+        let jobID = Int64(finish.job.jobID)
+        // Log bytes sent before the JobFinish are committed (and acknowledged) while the job
+        // still holds its lease; node updates sent before it are stored already.
+        await logBarrier()
+        if active[jobID]?.nodes == nil {
+            let nodes = try await store.nodes(jobIDs: [jobID]).map { (name: $0.name, status: $0.status) }
+            if active[jobID]?.nodes == nil { active[jobID]?.nodes = nodes }
+        }
+        // Checked again after the awaits: the lease may have gone meanwhile.
+        let nodes = try lease(finish.job, session: session).nodes ?? []
+        let (status, reason) = Outcome.jobResult(reported: reported, reason: finish.reason, nodes: nodes)
+        if status != reported {
+            logger.warning("job result corrected from its nodes", metadata: ["job.id": "\(jobID)", "reported": "\(reported.rawValue)",
+                                                                            "reason": "\(reason)"])
+        }
+        await self.finish(jobID: jobID, status: status, reason: reason)
     }
 
     /// Finishes a job (stored in one transaction with its run's status), frees its runner's
@@ -750,76 +773,6 @@ public actor CoordinatorCore {
             info.sessionID = String(id)
             info.drained = scheduler.runners[id]?.drained ?? drained.contains(runner.identity.name)
             return info
-        }
-    }
-
-    // MARK: watching
-
-    /// Subscribes `outbox` to a run attempt: stored log bytes, then live ones, then `end`.
-    public func watch(session: UInt64, requestID: UInt64, _ request: Heddle_V1_WatchRequest, outbox: Outbox) async throws {
-        let runID = Int64(request.runID)
-        guard let run = try await store.run(id: runID) else { throw WireError.notFound("run \(runID) does not exist") }
-        let attempt = request.attempt == 0 ? run.attempt : Int(request.attempt)
-        guard (1...run.attempt).contains(attempt) else {
-            throw WireError.notFound("run \(runID) has no attempt \(attempt)")
-        }
-        let watcher = Watcher(session: session, requestID: requestID, runID: runID, attempt: attempt,
-                              request: request, outbox: outbox)
-        // Register first, then read history: every chunk is either in the history or
-        // arrives as a live event after registration; the watcher drops the overlap.
-        watchers[runID, default: []].append(watcher)
-        let jobs = try await store.jobs(runID: runID, attempt: attempt)
-        if let wanted = watcher.job, !jobs.contains(where: { $0.name == wanted }) {
-            watchers[runID]?.removeAll { $0 === watcher }
-            throw WireError.notFound("run \(runID) has no job '\(wanted)' (jobs: \(jobs.map(\.name).joined(separator: ", ")))")
-        }
-        outbox.send(.ok(id: requestID))
-        if watcher.logs {
-            let selected = jobs.filter { watcher.job == nil || $0.name == watcher.job }
-            let names = Dictionary(uniqueKeysWithValues: selected.map { ($0.id, $0.name) })
-            // Stored bytes come in pieces of up to 1 MiB; the watcher marks a dropped range
-            // (a jump in offsets) itself.
-            for record in try await storedLogs(jobIDs: selected.map(\.id), node: watcher.node) {
-                var event = Heddle_V1_WatchEvent()
-                event.log.jobID = UInt64(record.jobID)
-                event.log.job = names[record.jobID] ?? ""
-                event.log.node = record.node
-                event.log.offset = UInt64(record.offset)
-                event.log.data = record.data
-                watcher.deliver(event)
-            }
-        }
-        let latest = try await store.run(id: runID) ?? run
-        let finished = jobs.allSatisfy(\.status.isFinished) && (latest.attempt > attempt || latest.status.isFinished)
-        watcher.goLive()
-        if (finished || !request.follow) && !watcher.ended {
-            var summary = latest.proto
-            summary.attempt = UInt32(attempt)
-            var event = Heddle_V1_WatchEvent()
-            event.end = summary
-            watcher.deliver(event)
-        }
-        if watcher.ended { watchers[runID]?.removeAll { $0 === watcher } }
-    }
-
-    func publish(runID: Int64, attempt: Int, _ event: Heddle_V1_WatchEvent.OneOf_Event) {
-        guard let list = watchers[runID], !list.isEmpty else { return }
-        var message = Heddle_V1_WatchEvent()
-        message.event = event
-        for watcher in list where watcher.attempt == attempt {
-            switch event {
-            case .log(let chunk):
-                guard watcher.logs, watcher.matches(job: chunk.job, node: chunk.node) else { continue }
-            case .job(let job):
-                guard watcher.matches(job: job.name, node: nil) else { continue }
-            case .end:
-                break
-            }
-            watcher.offer(message)
-        }
-        if case .end = event {
-            watchers[runID] = list.filter { !$0.ended }
-            if watchers[runID]?.isEmpty == true { watchers[runID] = nil }
         }
     }
 }

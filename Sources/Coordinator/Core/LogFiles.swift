@@ -157,14 +157,16 @@ final class LogFiles: @unchecked Sendable {
                            start: start)
     }
 
-    /// The stored bytes of a node log up to `end`, in pieces of at most `piece` bytes, in
-    /// order; a dropped range shows as a jump in offsets.
-    func read(_ key: LogKey, end: Int64, piece: Int = 1 << 20) throws -> [LogChunkRecord] {
-        var records: [LogChunkRecord] = []
+    /// The first stored piece (at most `piece` bytes) of a node log at or after `from` and
+    /// before `end`; nil when none is stored there. A dropped range shows as a piece that
+    /// starts past `from`.
+    func read(_ key: LogKey, from: Int64, end: Int64, piece: Int = 1 << 20) throws -> LogChunkRecord? {
         let starts = segments(key)
         for (index, start) in starts.enumerated() where start < end {
             // A segment ends where the next begins (bytes past that are padding).
-            let end = index + 1 < starts.count ? min(end, starts[index + 1]) : end
+            let stop = index + 1 < starts.count ? min(end, starts[index + 1]) : end
+            guard stop > from else { continue }
+            let offset = max(from, start)
             let path = "\(logDirectory(key))/\(start)"
             let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
             guard fd >= 0 else {
@@ -172,18 +174,14 @@ final class LogFiles: @unchecked Sendable {
                 throw Self.failure("open \(path)", errno)
             }
             defer { close(fd) }
-            var offset = start
-            while offset < end {
-                var data = Data(count: Int(min(Int64(piece), end - offset)))
-                let n = data.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, off_t(offset - start)) }
-                guard n >= 0 else { throw Self.failure("read \(path)", errno) }
-                if n == 0 { break }
-                data.count = n
-                records.append(LogChunkRecord(jobID: key.jobID, node: key.node, offset: offset, data: data))
-                offset += Int64(n)
-            }
+            var data = Data(count: Int(min(Int64(piece), stop - offset)))
+            let n = data.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, off_t(offset - start)) }
+            guard n >= 0 else { throw Self.failure("read \(path)", errno) }
+            if n == 0 { continue }
+            data.count = n
+            return LogChunkRecord(jobID: key.jobID, node: key.node, offset: offset, data: data)
         }
-        return records
+        return nil
     }
 
     /// Bytes kept of a node log up to `end` (its length less what was dropped).

@@ -184,6 +184,14 @@ public struct PipelineVersionRecord: Sendable {
     public var jobs: [String]
 }
 
+/// What a cancel of queued jobs changed in the store.
+public struct CancelledJobs: Sendable {
+    /// The jobs that were still queued and are now cancelled.
+    public var jobIDs: Set<Int64>
+    /// Their runs, as they are afterwards.
+    public var runs: [RunRecord]
+}
+
 public struct JobClaim: Sendable {
     public var jobID: Int64
     public var runner: String

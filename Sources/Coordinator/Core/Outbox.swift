@@ -1,94 +1,112 @@
+import Synchronization
 import Wire
 
-/// Where the core sends frames for one session. The session drains it onto its connection.
+/// Where the core sends frames for one session. The session drains it onto its connection,
+/// writing only while the connection is writable.
 ///
-/// It holds a bounded number of frames: a peer that does not read what it is sent (a watcher
-/// that stopped reading) overflows it, and its session is closed rather than memory growing.
+/// It holds a bounded number of frames: a peer that does not read what it is sent overflows
+/// it, and its session is closed rather than memory growing. Bulk bytes (log history and
+/// catch-up) are sent only while fewer than `byteBudget` bytes wait in it (`room()`), so a
+/// reader's pace, not the log's size, decides how much is held.
 public struct Outbox: Sendable {
     let continuation: AsyncStream<Envelope>.Continuation
     let overflow: @Sendable () -> Void
+    let budget: Budget?
 
-    public init(_ continuation: AsyncStream<Envelope>.Continuation, overflow: @escaping @Sendable () -> Void = {}) {
+    /// Bytes of log data a session may have waiting to be written before readers of stored
+    /// logs wait for it to drain.
+    public static let byteBudget = 2 << 20
+
+    public init(_ continuation: AsyncStream<Envelope>.Continuation, overflow: @escaping @Sendable () -> Void = {},
+                budget: Budget? = nil) {
         self.continuation = continuation
         self.overflow = overflow
+        self.budget = budget
     }
 
     public func send(_ envelope: Envelope) {
+        budget?.add(Self.weight(envelope))
         if case .dropped = continuation.yield(envelope) {
             continuation.finish()
             overflow()
         }
     }
-}
 
-/// One subscriber to a run attempt's events (WatchRequest).
-final class Watcher {
-    let session: UInt64
-    let requestID: UInt64
-    let runID: Int64
-    let attempt: Int
-    let job: String?
-    let node: String?
-    let logs: Bool
-    let outbox: Outbox
-    /// Events that arrived while history was being read; nil once live.
-    var buffered: [Heddle_V1_WatchEvent]? = []
-    /// Bytes of each node log already sent, keyed by "jobID/node".
-    var delivered: [String: UInt64] = [:]
-    var ended = false
+    /// Whether the waiting bytes are under the budget now.
+    var hasRoom: Bool { budget?.hasRoom ?? true }
 
-    init(session: UInt64, requestID: UInt64, runID: Int64, attempt: Int, request: Heddle_V1_WatchRequest, outbox: Outbox) {
-        self.session = session
-        self.requestID = requestID
-        self.runID = runID
-        self.attempt = attempt
-        self.job = request.job.isEmpty ? nil : request.job
-        self.node = request.node.isEmpty ? nil : request.node
-        self.logs = request.logs
-        self.outbox = outbox
+    /// Waits until the waiting bytes are under the budget; false once the session closed.
+    func room() async -> Bool {
+        await budget?.room() ?? true
     }
 
-    func matches(job: String, node: String?) -> Bool {
-        if let wanted = self.job, wanted != job { return false }
-        if let wanted = self.node, let node, wanted != node { return false }
-        return true
-    }
-
-    /// Queues or sends an event; log chunks are trimmed so no byte is sent twice.
-    func offer(_ event: Heddle_V1_WatchEvent) {
-        if buffered != nil {
-            buffered!.append(event)
-            return
+    /// The bytes an envelope counts for in the budget: its bulk data.
+    public static func weight(_ envelope: Envelope) -> Int {
+        switch envelope.body {
+        case .watchEvent(let event):
+            if case .log(let chunk) = event.event { return chunk.data.count }
+            return 0
+        case .artifactData(let data): return data.data.count
+        default: return 0
         }
-        deliver(event)
     }
 
-    func deliver(_ event: Heddle_V1_WatchEvent) {
-        guard !ended else { return }
-        var event = event
-        if case .log(var chunk) = event.event {
-            let key = "\(chunk.jobID)/\(chunk.node)"
-            let sent = delivered[key] ?? 0
-            let end = chunk.offset + UInt64(chunk.data.count)
-            guard end > sent else { return }
-            if chunk.offset > sent && chunk.dropped == 0 {
-                chunk.dropped = chunk.offset - sent
-            }
-            if chunk.offset < sent {
-                chunk.data = chunk.data.suffix(Int(end - sent))
-                chunk.offset = sent
-            }
-            delivered[key] = end
-            event.event = .log(chunk)
+    /// Bytes waiting in one session's outbox, and the readers waiting for them to drain.
+    public final class Budget: Sendable {
+        private let limit: Int
+        private let state = Mutex<(bytes: Int, peak: Int, closed: Bool, waiters: [CheckedContinuation<Bool, Never>])>(
+            (0, 0, false, []))
+
+        public init(limit: Int = Outbox.byteBudget) {
+            self.limit = limit
         }
-        if case .end = event.event { ended = true }
-        outbox.send(Envelope(id: requestID, .watchEvent(event)))
-    }
 
-    /// Sends what was buffered and goes live.
-    func goLive() {
-        let pending = buffered ?? []
-        buffered = nil
-        for event in pending { deliver(event) }
+        func add(_ bytes: Int) {
+            guard bytes > 0 else { return }
+            state.withLock {
+                $0.bytes += bytes
+                $0.peak = max($0.peak, $0.bytes)
+            }
+        }
+
+        /// The most bytes that ever waited at once.
+        public var peak: Int { state.withLock { $0.peak } }
+
+        /// The session wrote an envelope: its bytes no longer wait.
+        public func written(_ envelope: Envelope) {
+            let bytes = Outbox.weight(envelope)
+            guard bytes > 0 else { return }
+            let ready = state.withLock { state -> [CheckedContinuation<Bool, Never>] in
+                state.bytes -= bytes
+                guard state.bytes < limit else { return [] }
+                defer { state.waiters = [] }
+                return state.waiters
+            }
+            for waiter in ready { waiter.resume(returning: true) }
+        }
+
+        /// The session ended: nothing waits any more.
+        public func close() {
+            let waiting = state.withLock { state -> [CheckedContinuation<Bool, Never>] in
+                state.closed = true
+                defer { state.waiters = [] }
+                return state.waiters
+            }
+            for waiter in waiting { waiter.resume(returning: false) }
+        }
+
+        var hasRoom: Bool { state.withLock { !$0.closed && $0.bytes < limit } }
+
+        func room() async -> Bool {
+            await withCheckedContinuation { continuation in
+                let now = state.withLock { state -> Bool? in
+                    if state.closed { return false }
+                    if state.bytes < limit { return true }
+                    state.waiters.append(continuation)
+                    return nil
+                }
+                if let now { continuation.resume(returning: now) }
+            }
+        }
     }
 }

@@ -42,7 +42,11 @@ public final class CoordinatorServer: Service, Sendable {
                     try sync.addHandler(NIOSSLServerHandler(context: sslContext))
                     try sync.addFrameCodec(maximumFrameLength: limits.maximumFrameLength)
                     try sync.addHandler(HeartbeatHandler(interval: interval))
-                    return try NIOAsyncChannel<Envelope, Envelope>(wrappingChannelSynchronously: channel)
+                    // Closed on deinit: a connection accepted but not yet taken by the
+                    // accept loop when the server is cancelled is dropped with the loop's
+                    // buffer, and must then close rather than trap ("Deinited NIOAsyncWriter
+                    // without calling finish()", seen with 1,000 connections at shutdown).
+                    return try NIOAsyncChannel<Envelope, Envelope>(synchronouslyWrapping: channel)
                 }
             }
         if let address = server.channel.localAddress {

@@ -1,4 +1,5 @@
 import Logging
+import Synchronization
 import NIOCore
 import NIOSSL
 import Wire
@@ -22,14 +23,19 @@ struct Session {
                 let (stream, continuation) = AsyncStream.makeStream(
                     of: Envelope.self, bufferingPolicy: .bufferingOldest(core.limits.maximumPendingFrames))
                 let channel = connection.channel
+                let budget = Outbox.Budget()
                 let outbox = Outbox(continuation, overflow: { [logger] in
                     logger.warning("closing a session that does not read what it is sent")
                     channel.close(promise: nil)
-                })
+                }, budget: budget)
+                let watches = WatchCount()
                 try await withThrowingTaskGroup(of: Void.self) { group in
+                    // Writes wait while the connection is not writable; the budget counts
+                    // the bulk bytes still waiting, so readers of stored logs keep its pace.
                     group.addTask {
                         for await envelope in stream {
                             try await outbound.write(envelope)
+                            budget.written(envelope)
                         }
                     }
                     do {
@@ -56,6 +62,20 @@ struct Session {
                         }
                         logger.debug("session started")
                         while let envelope = try await frames.next() {
+                            // A watch lasts until its end: it runs beside the session's
+                            // other requests, a bounded number at once.
+                            if case .watch = envelope.body, identity.role != .runner {
+                                guard watches.open() else {
+                                    outbox.send(.error(id: envelope.id, WireError(.resourceExhausted,
+                                        "a session may have \(CoordinatorCore.maximumWatchesPerSession) watches open at once")))
+                                    continue
+                                }
+                                group.addTask { [logger] in
+                                    await handle(envelope, identity: identity, outbox: outbox, logger: logger)
+                                    watches.close()
+                                }
+                                continue
+                            }
                             await handle(envelope, identity: identity, outbox: outbox, logger: logger)
                         }
                     } catch {
@@ -71,6 +91,8 @@ struct Session {
                         }
                     }
                     continuation.finish()
+                    budget.close()
+                    await core.endWatches(session: id)
                     try await group.waitForAll()
                 }
             }
@@ -186,6 +208,7 @@ struct Session {
             try require(.automation, "trigger", identity)
             var triggered = Heddle_V1_Triggered()
             triggered.runID = UInt64(try await core.trigger(trigger, trigger: identity.role == .admin ? "manual" : "api"))
+            triggered.attempt = 1  // a trigger makes a new run, whose first attempt this is
             return .triggered(triggered)
         case .runList(let request):
             try require(.automation, "runs", identity)
@@ -294,8 +317,27 @@ struct Session {
 
         case .welcome, .error, .ok, .assignment, .logAck, .artifactDeclared, .artifactCommitted, .stopJob,
              .pipelinePushed, .pipelines, .triggered, .runs, .run, .watchEvent, .queueList, .runnerList,
-             .artifacts, .artifactData, .queueEvent, .cancelled, .projects, .revoked, .none:
+             .artifacts, .artifactData, .queueEvent, .cancelled, .projects, .revoked:
             throw WireError(.badRequest, "this message is sent by the coordinator, not to it")
+        case .none:
+            // A message from a newer protocol revision: refused, and the session goes on.
+            throw WireError(.unimplemented, "this coordinator (\(HeddleVersion.software)) does not know that message; nothing was done")
         }
     }
+}
+
+/// Watches open on one session.
+final class WatchCount: Sendable {
+    private let count = Mutex(0)
+
+    /// Counts one more; false when the maximum is open already.
+    func open() -> Bool {
+        count.withLock { count in
+            guard count < CoordinatorCore.maximumWatchesPerSession else { return false }
+            count += 1
+            return true
+        }
+    }
+
+    func close() { count.withLock { $0 -= 1 } }
 }

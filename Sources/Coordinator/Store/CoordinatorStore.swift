@@ -19,8 +19,9 @@ public protocol CoordinatorStore: Sendable {
     /// (nil for a job that was no longer queued).
     func claimJobs(_ claims: [JobClaim], now: Int64) async throws -> [ClaimedJob?]
     func setJobCommit(id: Int64, commit: String) async throws
-    /// Cancels queued jobs (one transaction); returns their runs afterwards.
-    func cancelJobs(ids: [Int64], reason: String, now: Int64) async throws -> [RunRecord]
+    /// Cancels those of these jobs that are still queued (one transaction); returns their ids
+    /// and their runs afterwards.
+    func cancelJobs(ids: [Int64], reason: String, now: Int64) async throws -> CancelledJobs
     /// Moves a queued job; returns the number of rows changed.
     func setPosition(jobID: Int64, position: Double) async throws -> Int
     func renumberQueue(_ positions: [(Int64, Double)]) async throws

@@ -369,7 +369,7 @@ public struct SQLiteStore: CoordinatorStore {
         let run = try fetchRun(db, id: runID)!
         let statuses = try String.fetchAll(db.cachedStatement(sql: "SELECT status FROM job WHERE run_id = ? AND attempt = ?"),
                                            arguments: [runID, run.attempt]).compactMap(Status.init(rawValue:))
-        let runStatus = runStatus(jobs: statuses)
+        let runStatus = Outcome.attemptStatus(jobs: statuses)
         let finished = runStatus.isFinished ? now : nil
         try db.cachedStatement(sql: "UPDATE run SET status = ?, finished_at = ? WHERE id = ?").execute(
                        arguments: [runStatus.rawValue, finished, runID])
@@ -381,10 +381,11 @@ public struct SQLiteStore: CoordinatorStore {
     }
 
     /// Cancels queued jobs in one transaction; returns the runs they belong to, afterwards.
-    public func cancelJobs(ids: [Int64], reason: String, now: Int64) async throws -> [RunRecord] {
-        guard !ids.isEmpty else { return [] }
+    public func cancelJobs(ids: [Int64], reason: String, now: Int64) async throws -> CancelledJobs {
+        guard !ids.isEmpty else { return CancelledJobs(jobIDs: [], runs: []) }
         return try await group.write { db in
             var runIDs = Set<Int64>()
+            var cancelled = Set<Int64>()
             let update = try db.cachedStatement(sql: """
                 UPDATE job SET status = 'cancelled', reason = ?, finished_at = ? WHERE id = ? AND status = 'queued'
                 """)
@@ -395,10 +396,11 @@ public struct SQLiteStore: CoordinatorStore {
             for id in ids {
                 try update.execute(arguments: [reason, now, id])
                 guard db.changesCount == 1 else { continue }
+                cancelled.insert(id)
                 try nodes.execute(arguments: [id])
                 if let runID = try Int64.fetchOne(runOf, arguments: [id]) { runIDs.insert(runID) }
             }
-            return try runIDs.sorted().map { try Self.updateRunStatus(db, runID: $0, now: now) }
+            return CancelledJobs(jobIDs: cancelled, runs: try runIDs.sorted().map { try Self.updateRunStatus(db, runID: $0, now: now) })
         }
     }
 
@@ -542,13 +544,6 @@ public struct SQLiteStore: CoordinatorStore {
 
     /// A run attempt's status from its jobs': running until every job finished, then failed
     /// if any failed, cancelled if any was cancelled, otherwise succeeded.
-    static func runStatus(jobs: [Status]) -> Status {
-        if jobs.allSatisfy({ $0 == .queued }) { return .queued }
-        if !jobs.allSatisfy(\.isFinished) { return .running }
-        if jobs.contains(.failed) { return .failed }
-        if jobs.contains(.cancelled) { return .cancelled }
-        return .succeeded
-    }
 
     // MARK: logs
 

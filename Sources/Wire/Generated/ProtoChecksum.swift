@@ -2,5 +2,5 @@
 // SHA-256 of the concatenated proto/heddle/v1/*.proto files (in name order) this code was
 // generated from. WireTests fails when the protos change without regenerating.
 public enum ProtoChecksum {
-    public static let sha256 = "33e5e5803ccd4e156a034a2d2e54483495689f90fdae31a3cbc4cd7b4ca13e3d"
+    public static let sha256 = "cf84b120729dab00d2ca97e3a9e43247a6eaebb43f94e2aed3f713bc6c95bef0"
 }

@@ -52,6 +52,9 @@ public nonisolated enum Heddle_V1_ErrorCode: SwiftProtobuf.Enum, Swift.CaseItera
   case resourceExhausted // = 9
   case unsupportedVersion // = 10
   case `internal` // = 11
+
+  /// a message this peer does not know; the session goes on
+  case unimplemented // = 12
   case UNRECOGNIZED(Int)
 
   public init() {
@@ -72,6 +75,7 @@ public nonisolated enum Heddle_V1_ErrorCode: SwiftProtobuf.Enum, Swift.CaseItera
     case 9: self = .resourceExhausted
     case 10: self = .unsupportedVersion
     case 11: self = .internal
+    case 12: self = .unimplemented
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -90,6 +94,7 @@ public nonisolated enum Heddle_V1_ErrorCode: SwiftProtobuf.Enum, Swift.CaseItera
     case .resourceExhausted: return 9
     case .unsupportedVersion: return 10
     case .internal: return 11
+    case .unimplemented: return 12
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -108,6 +113,7 @@ public nonisolated enum Heddle_V1_ErrorCode: SwiftProtobuf.Enum, Swift.CaseItera
     .resourceExhausted,
     .unsupportedVersion,
     .internal,
+    .unimplemented,
   ]
 
 }
@@ -2001,7 +2007,7 @@ public nonisolated struct Heddle_V1_ArtifactData: Sendable {
 fileprivate nonisolated let _protobuf_package = "heddle.v1"
 
 nonisolated extension Heddle_V1_ErrorCode: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ERROR_CODE_UNSPECIFIED\0\u{1}ERROR_CODE_BAD_FRAME\0\u{1}ERROR_CODE_BAD_REQUEST\0\u{1}ERROR_CODE_UNAUTHENTICATED\0\u{1}ERROR_CODE_PERMISSION_DENIED\0\u{1}ERROR_CODE_NOT_FOUND\0\u{1}ERROR_CODE_INVALID_ARGUMENT\0\u{1}ERROR_CODE_FAILED_PRECONDITION\0\u{1}ERROR_CODE_STALE_EPOCH\0\u{1}ERROR_CODE_RESOURCE_EXHAUSTED\0\u{1}ERROR_CODE_UNSUPPORTED_VERSION\0\u{1}ERROR_CODE_INTERNAL\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ERROR_CODE_UNSPECIFIED\0\u{1}ERROR_CODE_BAD_FRAME\0\u{1}ERROR_CODE_BAD_REQUEST\0\u{1}ERROR_CODE_UNAUTHENTICATED\0\u{1}ERROR_CODE_PERMISSION_DENIED\0\u{1}ERROR_CODE_NOT_FOUND\0\u{1}ERROR_CODE_INVALID_ARGUMENT\0\u{1}ERROR_CODE_FAILED_PRECONDITION\0\u{1}ERROR_CODE_STALE_EPOCH\0\u{1}ERROR_CODE_RESOURCE_EXHAUSTED\0\u{1}ERROR_CODE_UNSUPPORTED_VERSION\0\u{1}ERROR_CODE_INTERNAL\0\u{1}ERROR_CODE_UNIMPLEMENTED\0")
 }
 
 nonisolated extension Heddle_V1_Status: SwiftProtobuf._ProtoNameProviding {

@@ -1,0 +1,250 @@
+import Foundation
+import Synchronization
+@testable import Coordinator
+
+/// A store that forwards every call to a real one, with hooks a test uses to make an
+/// interleaving deterministic (pause a call until the test lets it go on) or to make a call
+/// fail on demand.
+final class InterposedStore: CoordinatorStore {
+    let base: any CoordinatorStore
+    let hooks = StoreHooks()
+
+    init(_ base: any CoordinatorStore) {
+        self.base = base
+    }
+
+    func savePipeline(project: String, definition: PipelineDefinition, source: String, now: Int64) async throws -> PipelineVersionRecord {
+        try await hooks.enter("savePipeline")
+        return try await base.savePipeline(project: project, definition: definition, source: source, now: now)
+    }
+    func pipelines() async throws -> [PipelineVersionRecord] {
+        try await hooks.enter("pipelines")
+        return try await base.pipelines()
+    }
+    func latestPipeline(project: String, pipeline: String) async throws -> PipelineVersionRecord? {
+        try await hooks.enter("latestPipeline")
+        return try await base.latestPipeline(project: project, pipeline: pipeline)
+    }
+    func createRun(version: PipelineVersionRecord, definition: PipelineDefinition, branch: String, trigger: String, now: Int64) async throws -> (RunRecord, [JobRecord]) {
+        try await hooks.enter("createRun")
+        return try await base.createRun(version: version, definition: definition, branch: branch, trigger: trigger, now: now)
+    }
+    func createAttempt(runID: Int64, definition: PipelineDefinition, trigger: String, now: Int64) async throws -> (RunRecord, [JobRecord]) {
+        try await hooks.enter("createAttempt")
+        return try await base.createAttempt(runID: runID, definition: definition, trigger: trigger, now: now)
+    }
+    func attempt(runID: Int64, number: Int) async throws -> AttemptRecord? {
+        try await hooks.enter("attempt")
+        return try await base.attempt(runID: runID, number: number)
+    }
+    func pipelineVersion(id: Int64) async throws -> PipelineVersionRecord? {
+        try await hooks.enter("pipelineVersion")
+        return try await base.pipelineVersion(id: id)
+    }
+    func claimJobs(_ claims: [JobClaim], now: Int64) async throws -> [ClaimedJob?] {
+        try await hooks.enter("claimJobs")
+        return try await base.claimJobs(claims, now: now)
+    }
+    func setJobCommit(id: Int64, commit: String) async throws {
+        try await hooks.enter("setJobCommit")
+        return try await base.setJobCommit(id: id, commit: commit)
+    }
+    func cancelJobs(ids: [Int64], reason: String, now: Int64) async throws -> CancelledJobs {
+        try await hooks.enter("cancelJobs")
+        return try await base.cancelJobs(ids: ids, reason: reason, now: now)
+    }
+    func setPosition(jobID: Int64, position: Double) async throws -> Int {
+        try await hooks.enter("setPosition")
+        return try await base.setPosition(jobID: jobID, position: position)
+    }
+    func renumberQueue(_ positions: [(Int64, Double)]) async throws {
+        try await hooks.enter("renumberQueue")
+        return try await base.renumberQueue(positions)
+    }
+    func updateNode(jobID: Int64, node: String, status: Status, exitCode: Int?, at: Int64) async throws {
+        try await hooks.enter("updateNode")
+        return try await base.updateNode(jobID: jobID, node: node, status: status, exitCode: exitCode, at: at)
+    }
+    func finishJob(id: Int64, status: Status, reason: String, now: Int64) async throws -> (RunRecord, JobRecord) {
+        try await hooks.enter("finishJob")
+        return try await base.finishJob(id: id, status: status, reason: reason, now: now)
+    }
+    func setLogEnds(_ ends: [LogEnd]) async throws {
+        try await hooks.enter("setLogEnds")
+        return try await base.setLogEnds(ends)
+    }
+    func logLengths(jobID: Int64) async throws -> [String: Int64] {
+        try await hooks.enter("logLengths")
+        return try await base.logLengths(jobID: jobID)
+    }
+    func logEnds(jobIDs: [Int64], node: String?) async throws -> [LogEnd] {
+        try await hooks.enter("logEnds")
+        return try await base.logEnds(jobIDs: jobIDs, node: node)
+    }
+    func legacyLogChunks() async throws -> [LogChunkRecord]? {
+        try await hooks.enter("legacyLogChunks")
+        return try await base.legacyLogChunks()
+    }
+    func deleteLegacyLogChunks(jobID: Int64) async throws {
+        try await hooks.enter("deleteLegacyLogChunks")
+        return try await base.deleteLegacyLogChunks(jobID: jobID)
+    }
+    func insertArtifact(jobID: Int64, name: String, size: Int64, sha256: String, now: Int64) async throws -> ArtifactRecord {
+        try await hooks.enter("insertArtifact")
+        return try await base.insertArtifact(jobID: jobID, name: name, size: size, sha256: sha256, now: now)
+    }
+    func artifacts(runID: Int64?) async throws -> [ArtifactRecord] {
+        try await hooks.enter("artifacts")
+        return try await base.artifacts(runID: runID)
+    }
+    func artifact(id: Int64) async throws -> ArtifactRecord? {
+        try await hooks.enter("artifact")
+        return try await base.artifact(id: id)
+    }
+    func runs(limit: Int, filter: RunFilter) async throws -> [RunRecord] {
+        try await hooks.enter("runs")
+        return try await base.runs(limit: limit, filter: filter)
+    }
+    func run(id: Int64) async throws -> RunRecord? {
+        try await hooks.enter("run")
+        return try await base.run(id: id)
+    }
+    func jobs(runID: Int64, attempt: Int) async throws -> [JobRecord] {
+        try await hooks.enter("jobs")
+        return try await base.jobs(runID: runID, attempt: attempt)
+    }
+    func job(id: Int64) async throws -> JobRecord? {
+        try await hooks.enter("job")
+        return try await base.job(id: id)
+    }
+    func jobs(ids: [Int64]) async throws -> [JobRecord] {
+        try await hooks.enter("jobs")
+        return try await base.jobs(ids: ids)
+    }
+    func nodes(jobIDs: [Int64]) async throws -> [NodeRecord] {
+        try await hooks.enter("nodes")
+        return try await base.nodes(jobIDs: jobIDs)
+    }
+    func activeJobs() async throws -> [JobRecord] {
+        try await hooks.enter("activeJobs")
+        return try await base.activeJobs()
+    }
+    func queuedJobs(matching filter: RunFilter) async throws -> [JobRecord] {
+        try await hooks.enter("queuedJobs")
+        return try await base.queuedJobs(matching: filter)
+    }
+    func requeueLostJob(id: Int64, position: Double, reason: String, now: Int64) async throws -> RunRecord {
+        try await hooks.enter("requeueLostJob")
+        return try await base.requeueLostJob(id: id, position: position, reason: reason, now: now)
+    }
+    func saveUpload(jobID: Int64, name: String, size: Int64, sha256: String, now: Int64) async throws -> UploadRecord {
+        try await hooks.enter("saveUpload")
+        return try await base.saveUpload(jobID: jobID, name: name, size: size, sha256: sha256, now: now)
+    }
+    func uploads() async throws -> [UploadRecord] {
+        try await hooks.enter("uploads")
+        return try await base.uploads()
+    }
+    func deleteUploads(ids: [Int64]) async throws {
+        try await hooks.enter("deleteUploads")
+        return try await base.deleteUploads(ids: ids)
+    }
+    func revoke(name: String?, fingerprint: String?, now: Int64) async throws {
+        try await hooks.enter("revoke")
+        return try await base.revoke(name: name, fingerprint: fingerprint, now: now)
+    }
+    func revocations() async throws -> [Revocation] {
+        try await hooks.enter("revocations")
+        return try await base.revocations()
+    }
+    func saveProject(name: String, repository: String, now: Int64) async throws -> ProjectRecord {
+        try await hooks.enter("saveProject")
+        return try await base.saveProject(name: name, repository: repository, now: now)
+    }
+    func projects() async throws -> [ProjectRecord] {
+        try await hooks.enter("projects")
+        return try await base.projects()
+    }
+    func project(name: String) async throws -> ProjectRecord? {
+        try await hooks.enter("project")
+        return try await base.project(name: name)
+    }
+    func setDrained(runner: String, drained: Bool) async throws {
+        try await hooks.enter("setDrained")
+        return try await base.setDrained(runner: runner, drained: drained)
+    }
+    func drainedRunners() async throws -> Set<String> {
+        try await hooks.enter("drainedRunners")
+        return try await base.drainedRunners()
+    }
+}
+
+/// What an `InterposedStore` does before it forwards a call.
+final class StoreHooks: Sendable {
+    private struct State {
+        /// Calls to pause: the method and how many of its calls to let through first.
+        var pause: (method: String, skip: Int)?
+        var paused: CheckedContinuation<Void, Never>?
+        var reachedPause = false
+        var failing: Set<String> = []
+    }
+    private let state = Mutex(State())
+
+    struct Injected: Error, CustomStringConvertible {
+        var method: String
+        var description: String { "injected failure of \(method)" }
+    }
+
+    /// The next call of `method` after `skip` others waits in `enter` until `resume()`.
+    func pause(_ method: String, skip: Int = 0) {
+        state.withLock { $0.pause = (method, skip); $0.reachedPause = false }
+    }
+
+    /// Takes back a pause no call reached.
+    func disarm() {
+        state.withLock { $0.pause = nil }
+    }
+
+    /// Every call of these methods throws until `fail([])`.
+    func fail(_ methods: Set<String>) {
+        state.withLock { $0.failing = methods }
+    }
+
+    /// Whether a call reached the pause.
+    var reachedPause: Bool { state.withLock { $0.reachedPause } }
+
+    /// Lets the paused call go on.
+    func resume() {
+        state.withLock { state -> CheckedContinuation<Void, Never>? in
+            defer { state.paused = nil }
+            return state.paused
+        }?.resume()
+    }
+
+    func enter(_ method: String) async throws {
+        if state.withLock({ $0.failing.contains(method) }) { throw Injected(method: method) }
+        let stop = state.withLock { state -> Bool in
+            guard let pause = state.pause, pause.method == method else { return false }
+            if pause.skip > 0 {
+                state.pause = (method, pause.skip - 1)
+                return false
+            }
+            state.pause = nil
+            return true
+        }
+        guard stop else { return }
+        await withCheckedContinuation { continuation in
+            state.withLock {
+                $0.paused = continuation
+                $0.reachedPause = true
+            }
+        }
+    }
+}
+
+/// A flag one task sets and another reads.
+final class Flag: Sendable {
+    private let state = Mutex(false)
+    func set() { state.withLock { $0 = true } }
+    var isSet: Bool { state.withLock { $0 } }
+}
