@@ -66,7 +66,7 @@ struct Certs: AsyncParsableCommand {
         @Option(help: "Directory holding ca.pem and ca.key.")
         var dir: String
 
-        @Option(help: "runner, automation or admin.")
+        @Option(help: "runner, viewer, automation or admin.")
         var role: String
 
         @Option(help: "The certificate's name (its CN), e.g. build-01.")
@@ -77,7 +77,7 @@ struct Certs: AsyncParsableCommand {
 
         func validate() throws {
             guard Role(rawValue: role) != nil else {
-                throw ValidationError("--role must be runner, automation or admin, not '\(role)'")
+                throw ValidationError("--role must be runner, viewer, automation or admin, not '\(role)'")
             }
             guard !name.isEmpty, name.allSatisfy({ $0.isLetter || $0.isNumber || "._-".contains($0) }) else {
                 throw ValidationError("--name may use only letters, digits, '.', '_' and '-'")

@@ -5,22 +5,14 @@ import X509
 
 /// What a certificate may do. The role is the certificate subject's organizational unit
 /// (OU); the name is its common name (CN). `heddle certs` writes both.
-public enum Role: String, Sendable, CaseIterable, Comparable {
+/// A certificate's role (its subject's OU). What each may do is the coordinator's
+/// authorization table (`Authorization` in the Coordinator module).
+public enum Role: String, Sendable, CaseIterable {
     case runner
+    /// Reads only: runs, logs, the queue, runners, pipelines, projects, artifacts.
+    case viewer
     case automation
     case admin
-
-    public static func < (lhs: Role, rhs: Role) -> Bool {
-        lhs.rank < rhs.rank
-    }
-
-    private var rank: Int {
-        switch self {
-        case .runner: 0
-        case .automation: 1
-        case .admin: 2
-        }
-    }
 }
 
 /// Who is on the other end of a connection, read from its verified client certificate.
@@ -64,7 +56,7 @@ public struct PeerIdentity: Sendable, Equatable, CustomStringConvertible {
         }
         guard let unit, let role = Role(rawValue: unit) else {
             throw WireError(.unauthenticated,
-                            "client certificate \(commonName) has no Heddle role: its OU must be runner, automation or admin")
+                            "client certificate \(commonName) has no Heddle role: its OU must be runner, viewer, automation or admin")
         }
         self.init(name: commonName, role: role, fingerprint: sha256Hex(derBytes), notBefore: certificate.notValidBefore)
     }

@@ -59,7 +59,7 @@ import Wire
                 Issue.record("a runner read the queue")
             } catch let error as WireError {
                 #expect(error.code == .permissionDenied)
-                #expect(error.message == "queue needs the automation or admin role; this certificate (test-runner) has the runner role")
+                #expect(error.message == "queue needs one of the roles viewer, automation, admin; this certificate (test-runner) has the runner role")
             }
             do {
                 _ = try await runner.pushPipeline(project: "p", fileName: "x.act", source: "name: x")
@@ -129,6 +129,60 @@ import Wire
             let (runID, attempt) = try await admin.rerun(triggered.runID)
             #expect(runID == triggered.runID)
             #expect(attempt == 2)
+            await admin.connection.close()
+        }
+    }
+}
+
+/// The one authorization table, checked for every role and every operation against the
+/// rules written out here independently.
+@Suite struct AuthorizationTests {
+    static let reads: Set<Action> = [.listPipelines, .listProjects, .listRuns, .showRun, .watchRun, .listQueue,
+                                        .watchQueue, .listRunners, .listArtifacts, .readArtifact]
+    static let actions: Set<Action> = [.trigger, .rerun, .cancel]
+
+    static func expected(_ role: Role, _ operation: Action) -> Bool {
+        switch role {
+        case .runner: operation == .runJobs
+        case .viewer: reads.contains(operation)
+        case .automation: reads.contains(operation) || actions.contains(operation)
+        case .admin: operation != .runJobs
+        }
+    }
+
+    @Test(arguments: Role.allCases, Action.allCases)
+    func everyRoleMayDoExactlyWhatItsRuleSays(role: Role, operation: Action) {
+        let principal = Principal(name: "p", role: role)
+        #expect(Authorization.allows(principal, operation) == Self.expected(role, operation))
+        if Self.expected(role, operation) {
+            #expect(throws: Never.self) { try Authorization.check(principal, operation) }
+        } else {
+            let error = #expect(throws: WireError.self) { try Authorization.check(principal, operation) }
+            #expect(error?.code == .permissionDenied)
+            #expect(error?.message.hasPrefix("\(operation) needs ") == true)
+        }
+    }
+
+    /// Over a real connection: a viewer certificate reads, and is refused what changes things.
+    @Test func aViewerReadsButCannotTriggerOrCancel() async throws {
+        try await TestCoordinator.with { coordinator in
+            let admin = try await coordinator.client("admin")
+            _ = try await admin.pushPipeline(project: "shop", fileName: "ci.act", source: QueueTests.source)
+            let runID = try await admin.trigger(project: "shop", pipeline: "ci", branch: "main")
+            let viewer = try await coordinator.client("viewer")
+            #expect(viewer.connection.welcome.role == "viewer")
+            #expect(try await viewer.runs().map(\.id) == [runID])
+            #expect(try await viewer.queue().total == 1)
+            do {
+                _ = try await viewer.trigger(project: "shop", pipeline: "ci", branch: "main")
+                Issue.record("a viewer triggered a run")
+            } catch let error as WireError {
+                #expect(error.code == .permissionDenied)
+                #expect(error.message == "trigger needs one of the roles automation, admin; this certificate (test-viewer) has the viewer role")
+            }
+            await #expect(throws: WireError.self) { _ = try await viewer.cancel(runs: [runID]) }
+            #expect(try await admin.runs().first?.status == .queued)
+            await viewer.connection.close()
             await admin.connection.close()
         }
     }

@@ -141,12 +141,8 @@ struct Session {
         }
     }
 
-    func require(_ role: Role, _ what: String, _ identity: PeerIdentity) throws(WireError) {
-        let allowed: Bool = role == .runner ? identity.role == .runner : (identity.role != .runner && identity.role >= role)
-        guard allowed else {
-            let needed = role == .runner ? "the runner role" : role == .admin ? "the admin role" : "the automation or admin role"
-            throw WireError.denied("\(what) needs \(needed); this certificate (\(identity.name)) has the \(identity.role.rawValue) role")
-        }
+    func require(_ action: Action, _ identity: PeerIdentity) throws(WireError) {
+        try Authorization.check(Principal(identity), action)
     }
 
     /// The response body for a request, or nil for one-way frames.
@@ -159,11 +155,11 @@ struct Session {
             throw WireError(.badRequest, "Hello was already sent on this connection")
 
         case .nodeUpdate(let update):
-            try require(.runner, "a node update", identity)
+            try require(.runJobs, identity)
             try await core.nodeUpdate(session: id, update)
             return .ok(Heddle_V1_Ok())
         case .logAppend(let append):
-            try require(.runner, "a log append", identity)
+            try require(.runJobs, identity)
             // Acknowledged by the group commit, unless nothing new needs one.
             if let durable = try await core.queueLog(session: id, append) {
                 var ack = Heddle_V1_LogAck()
@@ -174,44 +170,44 @@ struct Session {
             }
             return nil
         case .artifactDeclare(let declare):
-            try require(.runner, "an artifact upload", identity)
+            try require(.runJobs, identity)
             return .artifactDeclared(try await core.declareArtifact(session: id, declare))
         case .artifactChunk(let chunk):
-            try require(.runner, "an artifact upload", identity)
+            try require(.runJobs, identity)
             try await core.artifactChunk(session: id, chunk)
             return nil
         case .artifactCommit(let commit):
-            try require(.runner, "an artifact upload", identity)
+            try require(.runJobs, identity)
             return .artifactCommitted(try await core.commitArtifact(session: id, commit))
         case .jobStarted(let started):
-            try require(.runner, "a job start", identity)
+            try require(.runJobs, identity)
             try await core.jobStarted(session: id, started)
             return .ok(Heddle_V1_Ok())
         case .drainSelf:
-            try require(.runner, "a runner's own drain", identity)
+            try require(.runJobs, identity)
             await core.drainSelf(session: id)
             return .ok(Heddle_V1_Ok())
         case .jobFinish(let finish):
-            try require(.runner, "a job result", identity)
+            try require(.runJobs, identity)
             try await core.jobFinished(session: id, finish)
             return .ok(Heddle_V1_Ok())
 
         case .pipelinePush(let push):
-            try require(.admin, "pipeline push", identity)
+            try require(.pushPipeline, identity)
             return .pipelinePushed(try await core.pushPipeline(push))
         case .pipelineList:
-            try require(.automation, "pipeline list", identity)
+            try require(.listPipelines, identity)
             var list = Heddle_V1_PipelineList()
             list.pipelines = try await core.pipelines()
             return .pipelines(list)
         case .trigger(let trigger):
-            try require(.automation, "trigger", identity)
+            try require(.trigger, identity)
             var triggered = Heddle_V1_Triggered()
             triggered.runID = UInt64(try await core.trigger(trigger, trigger: identity.role == .admin ? "manual" : "api"))
             triggered.attempt = 1  // a trigger makes a new run, whose first attempt this is
             return .triggered(triggered)
         case .runList(let request):
-            try require(.automation, "runs", identity)
+            try require(.listRuns, identity)
             var list = Heddle_V1_RunList()
             let filter = RunFilter(project: request.project.isEmpty ? nil : request.project,
                                    pipeline: request.pipeline.isEmpty ? nil : request.pipeline,
@@ -220,7 +216,7 @@ struct Session {
             list.runs = try await core.runs(limit: request.limit == 0 ? 50 : Int(min(request.limit, 10_000)), filter: filter)
             return .runs(list)
         case .rerun(let request):
-            try require(.automation, "rerun", identity)
+            try require(.rerun, identity)
             let (runID, attempt) = try await core.rerun(runID: Int64(request.runID),
                                                         trigger: identity.role == .admin ? "manual" : "api")
             var triggered = Heddle_V1_Triggered()
@@ -228,17 +224,17 @@ struct Session {
             triggered.attempt = UInt32(attempt)
             return .triggered(triggered)
         case .cancel(let request):
-            try require(.automation, "cancel", identity)
+            try require(.cancel, identity)
             guard !request.runIds.isEmpty || !request.jobIds.isEmpty else {
                 throw WireError.invalid("cancel needs at least one run or job id")
             }
             return .cancelled(try await core.cancel(runIDs: request.runIds.map { Int64($0) },
                                                     jobIDs: request.jobIds.map { Int64($0) }, by: identity))
         case .bulkCancel(let request):
-            try require(.admin, "bulk cancel", identity)
+            try require(.bulkCancel, identity)
             return .cancelled(try await core.bulkCancel(request, by: identity))
         case .queueMove(let request):
-            try require(.admin, "queue move", identity)
+            try require(.moveInQueue, identity)
             let target: Scheduler.MoveTarget
             switch request.target {
             case .top: target = .top
@@ -254,12 +250,12 @@ struct Session {
             list.jobs = [try await core.move(jobID: Int64(request.jobID), to: target)]
             return .queueList(list)
         case .queueWatch:
-            try require(.automation, "queue watch", identity)
+            try require(.watchQueue, identity)
             guard envelope.id != 0 else { throw WireError(.badRequest, "a QueueWatch request needs a non-zero id") }
             await core.watchQueue(session: id, requestID: envelope.id, outbox: outbox)
             return nil
         case .projectCreate(let request):
-            try require(.admin, "project create", identity)
+            try require(.createProject, identity)
             let project = try await core.createProject(name: request.name, repository: request.repository)
             var list = Heddle_V1_ProjectList()
             var info = Heddle_V1_ProjectInfo()
@@ -269,12 +265,12 @@ struct Session {
             list.projects = [info]
             return .projects(list)
         case .projectList:
-            try require(.automation, "project list", identity)
+            try require(.listProjects, identity)
             var list = Heddle_V1_ProjectList()
             list.projects = try await core.projects()
             return .projects(list)
         case .revoke(let request):
-            try require(.admin, "certs revoke", identity)
+            try require(.revoke, identity)
             let fingerprint = request.fingerprint.isEmpty ? nil : request.fingerprint
             if let fingerprint, fingerprint.count != 64 || !fingerprint.allSatisfy(\.isHexDigit) {
                 throw WireError.invalid("a fingerprint is the 64 hex digits of the certificate's SHA-256")
@@ -284,35 +280,35 @@ struct Session {
                                                                  fingerprint: fingerprint))
             return .revoked(result)
         case .runnerDrain(let request):
-            try require(.admin, request.drained ? "runners drain" : "runners undrain", identity)
+            try require(.drainRunner, identity)
             var list = Heddle_V1_RunnerList()
             list.runners = try await core.setDrained(runner: request.name, request.drained)
             return .runnerList(list)
         case .runGet(let request):
-            try require(.automation, "runs show", identity)
+            try require(.showRun, identity)
             return .run(try await core.runDetail(runID: Int64(request.runID),
                                                  attempt: request.attempt == 0 ? nil : Int(request.attempt)))
         case .watch(let request):
-            try require(.automation, "logs and watch", identity)
+            try require(.watchRun, identity)
             guard envelope.id != 0 else { throw WireError(.badRequest, "a Watch request needs a non-zero id") }
             try await core.watch(session: id, requestID: envelope.id, request, outbox: outbox)
             return nil
         case .queue(let request):
-            try require(.automation, "queue", identity)
+            try require(.listQueue, identity)
             let limit = request.limit == 0 ? CoordinatorCore.maximumListedJobs : min(Int(request.limit), CoordinatorCore.maximumListedJobs)
             return .queueList(try await core.queue(limit: limit))
         case .runners:
-            try require(.automation, "runners", identity)
+            try require(.listRunners, identity)
             var list = Heddle_V1_RunnerList()
             list.runners = await core.runnerList()
             return .runnerList(list)
         case .artifactList(let request):
-            try require(.automation, "artifacts", identity)
+            try require(.listArtifacts, identity)
             var list = Heddle_V1_ArtifactList()
             list.artifacts = try await core.artifacts(runID: request.runID == 0 ? nil : Int64(request.runID))
             return .artifacts(list)
         case .artifactRead(let request):
-            try require(.automation, "artifact download", identity)
+            try require(.readArtifact, identity)
             return .artifactData(try await core.readArtifact(request))
 
         case .welcome, .error, .ok, .assignment, .logAck, .artifactDeclared, .artifactCommitted, .stopJob,

@@ -1,0 +1,81 @@
+import Wire
+
+/// Who calls the core: made by a front from a client certificate (the binary front) or, later,
+/// from an API token. The core decides what it may do (`Authorization`).
+public struct Principal: Sendable, Equatable, CustomStringConvertible {
+    public var name: String
+    public var role: Role
+
+    public init(name: String, role: Role) {
+        self.name = name
+        self.role = role
+    }
+
+    public init(_ identity: PeerIdentity) {
+        self.init(name: identity.name, role: identity.role)
+    }
+
+    public var description: String { "\(name) (\(role.rawValue))" }
+}
+
+/// Everything a caller can ask of the coordinator, for the one authorization table.
+public enum Action: String, Sendable, CaseIterable, CustomStringConvertible {
+    /// A runner's own work: its session, the jobs assigned to it (starts, node updates, logs,
+    /// artifacts, results) and its own drain.
+    case runJobs = "a runner's own work"
+    case listPipelines = "pipeline list"
+    case listProjects = "project list"
+    case listRuns = "runs"
+    case showRun = "runs show"
+    case watchRun = "logs and watch"
+    case listQueue = "queue"
+    case watchQueue = "queue watch"
+    case listRunners = "runners"
+    case listArtifacts = "artifacts"
+    case readArtifact = "artifact download"
+    case trigger = "trigger"
+    case rerun = "rerun"
+    case cancel = "cancel"
+    case pushPipeline = "pipeline push"
+    case createProject = "project create"
+    case moveInQueue = "queue move"
+    case bulkCancel = "bulk cancel"
+    case revoke = "certs revoke"
+    case drainRunner = "runners drain"
+
+    public var description: String { rawValue }
+}
+
+/// Which role may do what: the one table every front consults.
+///
+/// - `runner`: its own session and the jobs assigned to it, nothing else;
+/// - `viewer`: reads only (runs, logs, queue, runners, pipelines, projects, artifacts);
+/// - `automation`: what a viewer may, plus trigger, re-run and cancel;
+/// - `admin`: everything.
+public enum Authorization {
+    public static func roles(for action: Action) -> Set<Role> {
+        switch action {
+        case .runJobs:
+            [.runner]
+        case .listPipelines, .listProjects, .listRuns, .showRun, .watchRun, .listQueue, .watchQueue, .listRunners,
+             .listArtifacts, .readArtifact:
+            [.viewer, .automation, .admin]
+        case .trigger, .rerun, .cancel:
+            [.automation, .admin]
+        case .pushPipeline, .createProject, .moveInQueue, .bulkCancel, .revoke, .drainRunner:
+            [.admin]
+        }
+    }
+
+    public static func allows(_ principal: Principal, _ action: Action) -> Bool {
+        roles(for: action).contains(principal.role)
+    }
+
+    /// Throws `PERMISSION_DENIED`, naming the roles that may, unless `principal` may.
+    public static func check(_ principal: Principal, _ action: Action) throws(WireError) {
+        guard !allows(principal, action) else { return }
+        let allowed = Role.allCases.filter { roles(for: action).contains($0) }.map(\.rawValue)
+        let needed = allowed.count == 1 ? "the \(allowed[0]) role" : "one of the roles \(allowed.joined(separator: ", "))"
+        throw WireError.denied("\(action) needs \(needed); this certificate (\(principal.name)) has the \(principal.role.rawValue) role")
+    }
+}
