@@ -34,7 +34,14 @@ struct Session {
                     // the bulk bytes still waiting, so readers of stored logs keep its pace.
                     group.addTask {
                         for await envelope in stream {
-                            try await outbound.write(envelope)
+                            // Bulk bytes count as written once the socket took them, not
+                            // when handed to the channel: the writer's writability flag lags,
+                            // and a fast producer could queue tens of MiB in between.
+                            if Outbox.weight(envelope) > 0 {
+                                try await channel.writeAndFlush(envelope)
+                            } else {
+                                try await outbound.write(envelope)
+                            }
                             budget.written(envelope)
                         }
                     }
