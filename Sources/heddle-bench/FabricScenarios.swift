@@ -229,7 +229,6 @@ extension Scenarios {
         defer { coordinator.stop() }
         let fabric = RemoteFabric(endpoint: coordinator.endpoint, pki: pki)
         let job = try await startJob("burst", on: fabric)
-        var pushes = job.pushes
         let idle = coordinator.memory().rss
         let follower = try await fabric.admin()
         let events = try await follower.watch(runID: job.runID, logs: true, follow: true)
@@ -240,19 +239,7 @@ extension Scenarios {
                 if total >= bytes { break }
             }
         }
-        let chunk = Data((0..<(1 << 20)).map { UInt8(truncatingIfNeeded: $0 % 95 + 32) })
-        async let acked: Void = {
-            while let envelope = await pushes.next() {
-                if case .logAck(let ack) = envelope.body, ack.durableOffset >= UInt64(bytes) { return }
-            }
-        }()
-        var offset = 0
-        while offset < bytes {
-            let piece = chunk.prefix(bytes - offset)
-            try await job.runner.send(logAppend(job.assignment.job, offset: offset, piece))
-            offset += piece.count
-        }
-        await acked
+        try await writeLog(job, bytes: bytes)
         _ = try await shown.value
         let peak = coordinator.memory().peak
         await job.close()
@@ -273,20 +260,7 @@ extension Scenarios {
         defer { coordinator.stop() }
         let fabric = RemoteFabric(endpoint: coordinator.endpoint, pki: pki)
         let job = try await startJob("readers", on: fabric)
-        var pushes = job.pushes
-        let chunk = Data((0..<(1 << 20)).map { UInt8(truncatingIfNeeded: $0 % 95 + 32) })
-        async let acked: Void = {
-            while let envelope = await pushes.next() {
-                if case .logAck(let ack) = envelope.body, ack.durableOffset >= UInt64(bytes) { return }
-            }
-        }()
-        var offset = 0
-        while offset < bytes {
-            let piece = chunk.prefix(bytes - offset)
-            try await job.runner.send(logAppend(job.assignment.job, offset: offset, piece))
-            offset += piece.count
-        }
-        await acked
+        try await writeLog(job, bytes: bytes)
         let idle = coordinator.memory().rss
         coordinator.resetPeak()
         let started = ContinuousClock.now
@@ -309,6 +283,29 @@ extension Scenarios {
         let peak = coordinator.memory().peak
         await job.close()
         return (peak, idle, Double(bytes * readers) / elapsed / 1_000_000)
+    }
+}
+
+extension Scenarios {
+    /// Sends `bytes` of log for the job's node as fast as the connection takes them (1 MiB
+    /// chunks) and returns once the coordinator acknowledged them all as durable.
+    static func writeLog(_ job: StartedJob, bytes: Int) async throws {
+        let chunk = Data((0..<(1 << 20)).map { UInt8(truncatingIfNeeded: $0 % 95 + 32) })
+        let runner = job.runner
+        async let acked: Void = {
+            // The same stream the job's assignment came from (one reader at a time).
+            var pushes = runner.pushes.makeAsyncIterator()
+            while let envelope = await pushes.next() {
+                if case .logAck(let ack) = envelope.body, ack.durableOffset >= UInt64(bytes) { return }
+            }
+        }()
+        var offset = 0
+        while offset < bytes {
+            let piece = chunk.prefix(bytes - offset)
+            try await job.runner.send(logAppend(job.assignment.job, offset: offset, piece))
+            offset += piece.count
+        }
+        await acked
     }
 }
 

@@ -37,6 +37,38 @@ import Wire
             return Setup(data: data, core: core, job: job, runID: runID, runner: runner)
         }
 
+        /// A log chunk for the job's node `n`.
+        func append(at offset: Int, _ data: Data) -> Heddle_V1_LogAppend {
+            var append = Heddle_V1_LogAppend()
+            append.job = job
+            append.node = "n"
+            append.offset = UInt64(offset)
+            append.data = data
+            return append
+        }
+
+        /// Appends the pieces to node `n` one after another, each waited for until durable;
+        /// returns the whole log.
+        func writeLog(_ pieces: [Data]) async throws -> Data {
+            var log = Data()
+            for piece in pieces {
+                _ = try await core.appendLog(session: 1, append(at: log.count, piece))
+                log += piece
+            }
+            return log
+        }
+
+        /// Reports node `n` in `status` (exit code 1 when failed, 0 when succeeded).
+        func node(_ status: Heddle_V1_Status) async throws {
+            var update = Heddle_V1_NodeUpdate()
+            update.job = job
+            update.node = "n"
+            update.status = status
+            update.exited = status == .succeeded || status == .failed
+            update.exitCode = status == .failed ? 1 : 0
+            try await core.nodeUpdate(session: 1, update)
+        }
+
         func declare(_ name: String, _ content: [UInt8], claimedSize: Int? = nil, claimedHash: [UInt8]? = nil) async throws -> Heddle_V1_ArtifactDeclared {
             var declare = Heddle_V1_ArtifactDeclare()
             declare.job = job
@@ -153,21 +185,11 @@ import Wire
         #expect(all.map(\.id) == Array(ofTheRun.map(\.id).suffix(1000)), "the latest, oldest first")
     }
 
-    func node(_ setup: Setup, _ status: Heddle_V1_Status) async throws {
-        var update = Heddle_V1_NodeUpdate()
-        update.job = setup.job
-        update.node = "n"
-        update.status = status
-        update.exited = status == .succeeded || status == .failed
-        update.exitCode = status == .failed ? 1 : 0
-        try await setup.core.nodeUpdate(session: 1, update)
-    }
-
     @Test func aResultSentTwiceCountsOnce() async throws {
         let setup = try await Setup.make()
         defer { setup.data.remove() }
-        try await node(setup, .running)
-        try await node(setup, .succeeded)
+        try await setup.node(.running)
+        try await setup.node(.succeeded)
         var finish = Heddle_V1_JobFinish()
         finish.job = setup.job
         finish.status = .succeeded
@@ -195,7 +217,7 @@ import Wire
                                     node: Heddle_V1_Status, reason: String) async throws {
         let setup = try await Setup.make()
         defer { setup.data.remove() }
-        for status in updates { try await self.node(setup, status) }
+        for status in updates { try await setup.node(status) }
         var finish = Heddle_V1_JobFinish()
         finish.job = setup.job
         finish.status = reported
@@ -213,18 +235,14 @@ import Wire
     @Test func logBytesSentJustBeforeTheResultAreKept() async throws {
         let setup = try await Setup.make()
         defer { setup.data.remove() }
-        try await node(setup, .running)
+        try await setup.node(.running)
         var expected = Data()
         for index in 0..<50 {
-            var append = Heddle_V1_LogAppend()
-            append.job = setup.job
-            append.node = "n"
-            append.offset = UInt64(expected.count)
-            append.data = Data(repeating: UInt8(65 + index % 26), count: 10_000)
-            expected += append.data
-            _ = try await setup.core.queueLog(session: 1, append)  // not waited for, as a session does
+            let piece = Data(repeating: UInt8(65 + index % 26), count: 10_000)
+            _ = try await setup.core.queueLog(session: 1, setup.append(at: expected.count, piece))  // not waited for
+            expected += piece
         }
-        try await node(setup, .succeeded)
+        try await setup.node(.succeeded)
         var finish = Heddle_V1_JobFinish()
         finish.job = setup.job
         finish.status = .succeeded

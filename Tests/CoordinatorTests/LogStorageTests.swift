@@ -149,16 +149,7 @@ import Wire
     @Test func readingALargeLogHoldsOnlyWhatTheReaderIsAbout() async throws {
         let setup = try await DurabilityTests.Setup.make()
         defer { setup.data.remove() }
-        var expected = Data()
-        for index in 0..<24 {
-            var append = Heddle_V1_LogAppend()
-            append.job = setup.job
-            append.node = "n"
-            append.offset = UInt64(expected.count)
-            append.data = bytes(1 << 20, seed: index)
-            expected += append.data
-            _ = try await setup.core.appendLog(session: 1, append)
-        }
+        let expected = try await setup.writeLog((0..<24).map { bytes(1 << 20, seed: $0) })
         let budget = Outbox.Budget()
         let reader = RecordingOutbox(budget: budget)
         var watch = Heddle_V1_WatchRequest()
@@ -183,24 +174,9 @@ import Wire
         watch.logs = true
         watch.follow = true
         let watching = try await setup.core.startWatch(session: 9, requestID: 5, watch, reader)
-        var expected = Data()
-        for index in 0..<24 {
-            var append = Heddle_V1_LogAppend()
-            append.job = setup.job
-            append.node = "n"
-            append.offset = UInt64(expected.count)
-            append.data = bytes(1 << 20, seed: index)
-            expected += append.data
-            _ = try await setup.core.appendLog(session: 1, append)
-        }
-        for status in [Heddle_V1_Status.running, .succeeded] {
-            var update = Heddle_V1_NodeUpdate()
-            update.job = setup.job
-            update.node = "n"
-            update.status = status
-            update.exited = status == .succeeded
-            try await setup.core.nodeUpdate(session: 1, update)
-        }
+        let expected = try await setup.writeLog((0..<24).map { bytes(1 << 20, seed: $0) })
+        try await setup.node(.running)
+        try await setup.node(.succeeded)
         var finish = Heddle_V1_JobFinish()
         finish.job = setup.job
         finish.status = .succeeded

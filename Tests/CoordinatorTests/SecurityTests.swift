@@ -111,6 +111,33 @@ import Wire
 }
 
 @Suite struct SessionAnswerTests {
+    /// Watches run beside a session's other requests, at most 16 at once: one more is refused
+    /// and the session goes on.
+    @Test func aSeventeenthWatchOnOneSessionIsRefused() async throws {
+        try await TestCoordinator.with { coordinator in
+            let admin = try await coordinator.client("admin")
+            _ = try await admin.pushPipeline(project: "shop", fileName: "ci.act", source: QueueTests.source)
+            let runID = try await admin.trigger(project: "shop", pipeline: "ci", branch: "main")  // no runner: it waits
+            var open: [AsyncThrowingStream<Heddle_V1_WatchEvent, any Error>] = []
+            for _ in 0..<CoordinatorCore.maximumWatchesPerSession {
+                open.append(try await admin.watch(runID: runID, logs: true, follow: true))
+            }
+            do {
+                _ = try await admin.watch(runID: runID, logs: true, follow: true)
+                Issue.record("a 17th watch was accepted")
+            } catch let error as WireError {
+                #expect(error.code == .resourceExhausted)
+            }
+            #expect(try await admin.runs().map(\.id) == [runID])
+            // Another session may still watch.
+            let other = try await coordinator.client("automation")
+            _ = try await other.watch(runID: runID, logs: true, follow: true)
+            await other.connection.close()
+            await admin.connection.close()
+            #expect(open.count == 16)
+        }
+    }
+
     /// `Triggered.attempt` is the attempt the trigger made: 1 for a new run, N+1 for a re-run.
     @Test func triggeredCarriesTheAttempt() async throws {
         try await TestCoordinator.with { coordinator in

@@ -26,6 +26,8 @@ extension CoordinatorCore {
         // offered live after this; offsets drop the overlap.
         watchers[runID, default: []].append(watcher)
         defer { removeWatcher(watcher) }
+        // A session that closed while this waited for the store has ended its watches already.
+        guard !outbox.isClosed else { return }
         let jobs = try await store.jobs(runID: runID, attempt: attempt)
         if let wanted = watcher.job, !jobs.contains(where: { $0.name == wanted }) {
             throw WireError.notFound("run \(runID) has no job '\(wanted)' (jobs: \(jobs.map(\.name).joined(separator: ", ")))")

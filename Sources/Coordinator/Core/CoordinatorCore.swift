@@ -241,10 +241,7 @@ public actor CoordinatorCore {
     /// A session ended: its watches are dropped; a runner's jobs keep their lease for a while
     /// (see `expireLeases`) and their uploads stay open, for the runner to come back.
     public func sessionClosed(session: UInt64) async {
-        endWatches(session: session)
-        for (runID, list) in watchers {
-            watchers[runID] = list.filter { $0.session != session }
-        }
+        endWatches(session: session)  // each watch then removes itself
         queueWatchers.removeAll { $0.session == session }
         sessions[session] = nil
         guard let runner = runners.removeValue(forKey: session) else { return }
@@ -420,12 +417,17 @@ public actor CoordinatorCore {
         return job
     }
 
+    /// Loads a running job's nodes into memory once (a claim sets them; after a restart the
+    /// first write about the job reads them).
+    func loadNodes(of jobID: Int64) async throws {
+        guard active[jobID]?.nodes == nil else { return }
+        let nodes = try await store.nodes(jobIDs: [jobID]).map { (name: $0.name, status: $0.status) }
+        if active[jobID]?.nodes == nil { active[jobID]?.nodes = nodes }
+    }
+
     /// Refuses a write about a node the job does not have.
     func checkNode(_ node: String, of jobID: Int64) async throws {
-        if active[jobID]?.nodes == nil {
-            let nodes = try await store.nodes(jobIDs: [jobID]).map { (name: $0.name, status: $0.status) }
-            if active[jobID]?.nodes == nil { active[jobID]?.nodes = nodes }
-        }
+        try await loadNodes(of: jobID)
         guard active[jobID]?.nodes?.contains(where: { $0.name == node }) == true else {
             throw WireError.invalid("job \(jobID) has no node '\(node)'")
         }
@@ -487,10 +489,7 @@ public actor CoordinatorCore {
         // Log bytes sent before the JobFinish are committed (and acknowledged) while the job
         // still holds its lease; node updates sent before it are stored already.
         await logBarrier()
-        if active[jobID]?.nodes == nil {
-            let nodes = try await store.nodes(jobIDs: [jobID]).map { (name: $0.name, status: $0.status) }
-            if active[jobID]?.nodes == nil { active[jobID]?.nodes = nodes }
-        }
+        try await loadNodes(of: jobID)
         // Checked again after the awaits: the lease may have gone meanwhile.
         let nodes = try lease(finish.job, session: session).nodes ?? []
         let (status, reason) = Outcome.jobResult(reported: reported, reason: finish.reason, nodes: nodes)

@@ -35,6 +35,9 @@ public struct Outbox: Sendable {
     /// Whether the waiting bytes are under the budget now.
     var hasRoom: Bool { budget?.hasRoom ?? true }
 
+    /// Whether the session closed (its budget was closed).
+    var isClosed: Bool { budget?.isClosed ?? false }
+
     /// Waits until the waiting bytes are under the budget; false once the session closed.
     func room() async -> Bool {
         await budget?.room() ?? true
@@ -96,6 +99,8 @@ public struct Outbox: Sendable {
         }
 
         var hasRoom: Bool { state.withLock { !$0.closed && $0.bytes < limit } }
+
+        var isClosed: Bool { state.withLock { $0.closed } }
 
         func room() async -> Bool {
             await withCheckedContinuation { continuation in

@@ -19,7 +19,7 @@ struct Session {
         logger[metadataKey: "session"] = "\(id)"
         if let remote = connection.channel.remoteAddress { logger[metadataKey: "peer"] = "\(remote)" }
         do {
-            try await connection.executeThenClose { inbound, outbound in
+            try await connection.executeThenClose { inbound, _ in
                 let (stream, continuation) = AsyncStream.makeStream(
                     of: Envelope.self, bufferingPolicy: .bufferingOldest(core.limits.maximumPendingFrames))
                 let channel = connection.channel
@@ -30,18 +30,16 @@ struct Session {
                 }, budget: budget)
                 let watches = WatchCount()
                 try await withThrowingTaskGroup(of: Void.self) { group in
-                    // Writes wait while the connection is not writable; the budget counts
-                    // the bulk bytes still waiting, so readers of stored logs keep its pace.
+                    // One frame at a time, each awaited until the socket took it: a peer
+                    // that does not read stops the writer, the outbox fills and the session
+                    // closes. The budget counts bulk bytes until then, so readers of stored
+                    // logs keep the peer's pace. (The async channel's own writer returns once
+                    // a frame is handed over, and its writability flag lags: with it, tens of
+                    // MiB could queue per connection. All frames take this one path, so their
+                    // order is kept.)
                     group.addTask {
                         for await envelope in stream {
-                            // Bulk bytes count as written once the socket took them, not
-                            // when handed to the channel: the writer's writability flag lags,
-                            // and a fast producer could queue tens of MiB in between.
-                            if Outbox.weight(envelope) > 0 {
-                                try await channel.writeAndFlush(envelope)
-                            } else {
-                                try await outbound.write(envelope)
-                            }
+                            try await channel.writeAndFlush(envelope)
                             budget.written(envelope)
                         }
                     }
