@@ -172,7 +172,7 @@ import Wire
         try await withThrowingTaskGroup(of: Void.self) { group in
             for index in 0..<1001 {
                 group.addTask {
-                    _ = try await store.insertArtifact(jobID: Int64(setup.job.jobID), name: "a\(index)", size: 1,
+                    _ = try await store.insertArtifact(jobID: Int64(setup.job.jobID), epoch: Int64(setup.job.epoch), name: "a\(index)", size: 1,
                                                        sha256: String(repeating: "0", count: 64), now: 0)
                 }
             }

@@ -45,9 +45,9 @@ final class InterposedStore: CoordinatorStore {
         try await hooks.enter("claimJobs")
         return try await base.claimJobs(claims, now: now)
     }
-    func setJobCommit(id: Int64, commit: String) async throws {
+    func setJobCommit(id: Int64, epoch: Int64, commit: String) async throws {
         try await hooks.enter("setJobCommit")
-        return try await base.setJobCommit(id: id, commit: commit)
+        return try await base.setJobCommit(id: id, epoch: epoch, commit: commit)
     }
     func cancelJobs(ids: [Int64], reason: String, now: Int64) async throws -> CancelledJobs {
         try await hooks.enter("cancelJobs")
@@ -61,13 +61,13 @@ final class InterposedStore: CoordinatorStore {
         try await hooks.enter("renumberQueue")
         return try await base.renumberQueue(positions)
     }
-    func updateNode(jobID: Int64, node: String, status: Status, exitCode: Int?, at: Int64) async throws {
+    func updateNode(jobID: Int64, epoch: Int64, node: String, status: Status, exitCode: Int?, at: Int64) async throws {
         try await hooks.enter("updateNode")
-        return try await base.updateNode(jobID: jobID, node: node, status: status, exitCode: exitCode, at: at)
+        return try await base.updateNode(jobID: jobID, epoch: epoch, node: node, status: status, exitCode: exitCode, at: at)
     }
-    func finishJob(id: Int64, status: Status, reason: String, now: Int64) async throws -> (RunRecord, JobRecord) {
+    func finishJob(id: Int64, epoch: Int64?, status: Status, reason: String, now: Int64) async throws -> (RunRecord, JobRecord) {
         try await hooks.enter("finishJob")
-        return try await base.finishJob(id: id, status: status, reason: reason, now: now)
+        return try await base.finishJob(id: id, epoch: epoch, status: status, reason: reason, now: now)
     }
     func setLogEnds(_ ends: [LogEnd]) async throws {
         try await hooks.enter("setLogEnds")
@@ -89,9 +89,9 @@ final class InterposedStore: CoordinatorStore {
         try await hooks.enter("deleteLegacyLogChunks")
         return try await base.deleteLegacyLogChunks(jobID: jobID)
     }
-    func insertArtifact(jobID: Int64, name: String, size: Int64, sha256: String, now: Int64) async throws -> ArtifactRecord {
+    func insertArtifact(jobID: Int64, epoch: Int64, name: String, size: Int64, sha256: String, now: Int64) async throws -> ArtifactRecord {
         try await hooks.enter("insertArtifact")
-        return try await base.insertArtifact(jobID: jobID, name: name, size: size, sha256: sha256, now: now)
+        return try await base.insertArtifact(jobID: jobID, epoch: epoch, name: name, size: size, sha256: sha256, now: now)
     }
     func artifacts(runID: Int64?) async throws -> [ArtifactRecord] {
         try await hooks.enter("artifacts")

@@ -331,7 +331,7 @@ public actor CoordinatorCore {
         } catch {
             logger.error("assignment failed", metadata: ["jobs": "\(claims.map(\.jobID))", "error": "\(error)"])
             for claim in claims {
-                await finish(jobID: claim.jobID, status: .failed, reason: "coordinator error: \(error)")
+                await finish(jobID: claim.jobID, status: .failed, reason: "coordinator error: \(error)", fenced: false)
             }
             return
         }
@@ -446,7 +446,7 @@ public actor CoordinatorCore {
         await logBarrier()
         // Checked again after the awaits: the lease may have gone meanwhile.
         let job = try lease(update.job, session: session)
-        try await store.updateNode(jobID: Int64(update.job.jobID), node: update.node, status: status,
+        try await store.updateNode(jobID: Int64(update.job.jobID), epoch: job.epoch, node: update.node, status: status,
                                    exitCode: exitCode, at: at)
         if let index = active[Int64(update.job.jobID)]?.nodes?.firstIndex(where: { $0.name == update.node }) {
             active[Int64(update.job.jobID)]?.nodes?[index].status = status
@@ -469,11 +469,11 @@ public actor CoordinatorCore {
     }
 
     public func jobStarted(session: UInt64, _ started: Heddle_V1_JobStarted) async throws {
-        _ = try lease(started.job, session: session)
+        let job = try lease(started.job, session: session)
         guard started.commit.count <= 64, started.commit.allSatisfy({ $0.isHexDigit }) else {
             throw WireError.invalid("commit '\(started.commit)' is not a hex commit id")
         }
-        try await store.setJobCommit(id: Int64(started.job.jobID), commit: started.commit)
+        try await store.setJobCommit(id: Int64(started.job.jobID), epoch: job.epoch, commit: started.commit)
     }
 
     public func jobFinished(session: UInt64, _ finish: Heddle_V1_JobFinish) async throws {
@@ -502,7 +502,9 @@ public actor CoordinatorCore {
 
     /// Finishes a job (stored in one transaction with its run's status), frees its runner's
     /// slot, tells watchers, and dispatches more work.
-    func finish(jobID: Int64, status: Status, reason: String) async {
+    /// The store write is fenced by the lease's epoch, unless `fenced` is false (a claim that
+    /// never reached the store).
+    func finish(jobID: Int64, status: Status, reason: String, fenced: Bool = true) async {
         let job = active.removeValue(forKey: jobID)
         finishedLogJobs.insert(jobID)
         if let session = job?.session { scheduler.finish(jobID, on: session) }
@@ -510,7 +512,7 @@ public actor CoordinatorCore {
         await discardUploads(jobID: jobID)
         do {
             let now = Date.nowMilliseconds
-            let (run, record) = try await store.finishJob(id: jobID, status: status, reason: reason, now: now)
+            let (run, record) = try await store.finishJob(id: jobID, epoch: fenced ? job?.epoch : nil, status: status, reason: reason, now: now)
             logger.info("job finished", metadata: ["job.id": "\(jobID)", "status": "\(status.rawValue)",
                                                    "reason": "\(reason)"])
             var detail = jobEvent(record, status: status, runner: record.runner, at: record.startedAt ?? now)
@@ -615,7 +617,7 @@ public actor CoordinatorCore {
             throw error
         }
         try await store.deleteUploads(ids: [Int64(commit.uploadID)])
-        let record = try await store.insertArtifact(jobID: pending.jobID, name: pending.name, size: pending.size,
+        let record = try await store.insertArtifact(jobID: pending.jobID, epoch: job.epoch, name: pending.name, size: pending.size,
                                                     sha256: pending.sha256, now: Date.nowMilliseconds)
         logger.info("artifact stored", metadata: ["job.id": "\(pending.jobID)", "name": "\(pending.name)",
                                                   "size": "\(pending.size)", "run.id": "\(job.runID)"])

@@ -125,7 +125,7 @@ struct Session {
                 outbox.send(Envelope(id: envelope.id, response))
             }
         } catch {
-            let wire = error as? WireError ?? WireError(.internal, "internal error: \(error)")
+            let wire = Self.wire(error)
             if wire.code == .internal { logger.error("request failed", metadata: ["error": "\(error)"]) }
             outbox.send(.error(id: envelope.id, wire))
             if wire.code == .staleEpoch, let jobID = Self.jobID(of: envelope) {
@@ -134,8 +134,22 @@ struct Session {
         }
     }
 
+    /// What the peer is told about an error.
+    static func wire(_ error: any Error) -> WireError {
+        if let wire = error as? WireError { return wire }
+        if let store = error as? StoreError {
+            switch store.code {
+            case .staleLease: return WireError(.staleEpoch, store.message)
+            case .notFound: return WireError.notFound(store.message)
+            case .inconsistent: return WireError(.internal, "the coordinator's data is inconsistent: \(store.message)")
+            }
+        }
+        return WireError(.internal, "internal error: \(error)")
+    }
+
     static func jobID(of envelope: Envelope) -> UInt64? {
         switch envelope.body {
+        case .jobStarted(let m): m.job.jobID
         case .nodeUpdate(let m): m.job.jobID
         case .logAppend(let m): m.job.jobID
         case .artifactDeclare(let m): m.job.jobID

@@ -18,17 +18,22 @@ public protocol CoordinatorStore: Sendable {
     /// running), in one transaction; returns what their assignments carry, in the same order
     /// (nil for a job that was no longer queued).
     func claimJobs(_ claims: [JobClaim], now: Int64) async throws -> [ClaimedJob?]
-    func setJobCommit(id: Int64, commit: String) async throws
+    // Writes from a runner carry the epoch of its lease and are refused (`StoreError.staleLease`,
+    // nothing written) unless the job is running with that epoch: a runner that was cut off
+    // cannot overwrite a reassigned job, whichever coordinator it talks to.
+    func setJobCommit(id: Int64, epoch: Int64, commit: String) async throws
     /// Cancels those of these jobs that are still queued (one transaction); returns their ids
     /// and their runs afterwards.
     func cancelJobs(ids: [Int64], reason: String, now: Int64) async throws -> CancelledJobs
     /// Moves a queued job; returns the number of rows changed.
     func setPosition(jobID: Int64, position: Double) async throws -> Int
     func renumberQueue(_ positions: [(Int64, Double)]) async throws
-    func updateNode(jobID: Int64, node: String, status: Status, exitCode: Int?, at: Int64) async throws
+    func updateNode(jobID: Int64, epoch: Int64, node: String, status: Status, exitCode: Int?, at: Int64) async throws
     /// Finishes a job; nodes not yet finished become skipped (or cancelled when the job was).
-    /// Returns the run and the job as they are afterwards.
-    func finishJob(id: Int64, status: Status, reason: String, now: Int64) async throws -> (RunRecord, JobRecord)
+    /// Returns the run and the job as they are afterwards. With an epoch (a runner's result, or
+    /// the end of a lease) it is fenced like the writes above; without, it is the
+    /// coordinator's own decision about a job no runner holds.
+    func finishJob(id: Int64, epoch: Int64?, status: Status, reason: String, now: Int64) async throws -> (RunRecord, JobRecord)
 
     /// Records the durable length of node logs (their bytes are in `LogFiles`), one transaction.
     func setLogEnds(_ ends: [LogEnd]) async throws
@@ -41,7 +46,7 @@ public protocol CoordinatorStore: Sendable {
     func legacyLogChunks() async throws -> [LogChunkRecord]?
     func deleteLegacyLogChunks(jobID: Int64) async throws
 
-    func insertArtifact(jobID: Int64, name: String, size: Int64, sha256: String, now: Int64) async throws -> ArtifactRecord
+    func insertArtifact(jobID: Int64, epoch: Int64, name: String, size: Int64, sha256: String, now: Int64) async throws -> ArtifactRecord
     /// A run's artifacts, or (nil) the latest 1,000 of every run, oldest first.
     func artifacts(runID: Int64?) async throws -> [ArtifactRecord]
     func artifact(id: Int64) async throws -> ArtifactRecord?

@@ -1,6 +1,5 @@
 import Foundation
 import GRDB
-import Wire
 
 /// The embedded store: SQLite through GRDB, a `DatabasePool` in WAL mode with
 /// `synchronous = FULL`, so a committed transaction survives a crash of the process or the
@@ -251,7 +250,7 @@ public struct SQLiteStore: CoordinatorStore {
                                finished_at = NULL WHERE id = ?
                 """).execute(arguments: [trigger, runID])
             guard let run = try Self.fetchRun(db, id: runID) else {
-                throw WireError.notFound("run \(runID) does not exist")
+                throw StoreError(.notFound, "run \(runID) does not exist")
             }
             let jobs = try Self.insertAttempt(db, run: run, definition: definition, now: now)
             return (run, jobs)
@@ -315,7 +314,7 @@ public struct SQLiteStore: CoordinatorStore {
                 }
                 try startRun.execute(arguments: [now, job.runID])
                 try startAttempt.execute(arguments: [now, job.runID, job.attempt])
-                guard let run = try Self.fetchRun(db, id: job.runID) else { throw WireError(.internal, "run \(job.runID) is missing") }
+                guard let run = try Self.fetchRun(db, id: job.runID) else { throw StoreError(.inconsistent, "run \(job.runID) of job \(job.id) is missing") }
                 if repositories[run.project] == nil {
                     repositories[run.project] = try String.fetchOne(db.cachedStatement(sql: "SELECT repository FROM project WHERE name = ?"),
                                                                     arguments: [run.project]) ?? ""
@@ -327,14 +326,26 @@ public struct SQLiteStore: CoordinatorStore {
         }
     }
 
-    public func setJobCommit(id: Int64, commit: String) async throws {
+    /// Refuses, inside the write's transaction, a runner's write whose lease is gone: the job
+    /// must be running with this epoch. (A store shared by several coordinators checks it in
+    /// the same statement or transaction as the write, so no other writer can come between.)
+    static func fence(_ db: Database, jobID: Int64, epoch: Int64) throws {
+        let current = try Int64.fetchOne(db.cachedStatement(sql: "SELECT epoch FROM job WHERE id = ? AND status = 'running'"),
+                                         arguments: [jobID])
+        guard current == epoch else { throw StoreError.staleLease(jobID: jobID, epoch: epoch) }
+    }
+
+    public func setJobCommit(id: Int64, epoch: Int64, commit: String) async throws {
         try await group.write { db in
-            try db.cachedStatement(sql: "UPDATE job SET commit_sha = ? WHERE id = ?").execute(arguments: [commit, id])
+            try db.cachedStatement(sql: "UPDATE job SET commit_sha = ? WHERE id = ? AND epoch = ? AND status = 'running'")
+                .execute(arguments: [commit, id, epoch])
+            guard db.changesCount == 1 else { throw StoreError.staleLease(jobID: id, epoch: epoch) }
         }
     }
 
-    public func updateNode(jobID: Int64, node: String, status: Status, exitCode: Int?, at: Int64) async throws {
+    public func updateNode(jobID: Int64, epoch: Int64, node: String, status: Status, exitCode: Int?, at: Int64) async throws {
         try await group.write { db in
+            try Self.fence(db, jobID: jobID, epoch: epoch)
             if status == .running {
                 try db.cachedStatement(sql: "UPDATE node SET status = ?, started_at = ? WHERE job_id = ? AND name = ?").execute(
                                arguments: [status.rawValue, at, jobID, node])
@@ -346,8 +357,9 @@ public struct SQLiteStore: CoordinatorStore {
         }
     }
 
-    public func finishJob(id: Int64, status: Status, reason: String, now: Int64) async throws -> (RunRecord, JobRecord) {
+    public func finishJob(id: Int64, epoch: Int64?, status: Status, reason: String, now: Int64) async throws -> (RunRecord, JobRecord) {
         try await group.write { db in
+            if let epoch { try Self.fence(db, jobID: id, epoch: epoch) }
             try db.cachedStatement(sql: """
                 UPDATE job SET status = ?, reason = ?, finished_at = ?, started_at = COALESCE(started_at, ?)
                 WHERE id = ?
@@ -359,7 +371,7 @@ public struct SQLiteStore: CoordinatorStore {
                 WHERE job_id = ? AND status IN ('pending', 'running')
                 """).execute(arguments: [status == .cancelled ? "cancelled" : "failed", leftover.rawValue, now, id])
             guard let job = try Row.fetchOne(db.cachedStatement(sql: "SELECT \(Self.jobColumns) FROM job WHERE id = ?"), arguments: [id]).map(Self.job)
-            else { throw WireError.notFound("job \(id) does not exist") }
+            else { throw StoreError(.notFound, "job \(id) does not exist") }
             return (try Self.updateRunStatus(db, runID: job.runID, now: now), job)
         }
     }
@@ -604,8 +616,10 @@ public struct SQLiteStore: CoordinatorStore {
 
     // MARK: artifacts
 
-    public func insertArtifact(jobID: Int64, name: String, size: Int64, sha256: String, now: Int64) async throws -> ArtifactRecord {
+    public func insertArtifact(jobID: Int64, epoch: Int64, name: String, size: Int64, sha256: String,
+                               now: Int64) async throws -> ArtifactRecord {
         try await group.write { db in
+            try Self.fence(db, jobID: jobID, epoch: epoch)
             let id = try Self.upsertFile(db, into: "artifact", jobID: jobID, name: name, size: size, sha256: sha256, now: now)
             return try Self.fetchArtifacts(db, where: "a.id = ?", [id]).first!
         }

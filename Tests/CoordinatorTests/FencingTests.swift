@@ -1,0 +1,63 @@
+import Foundation
+import TestSupport
+import Testing
+@testable import Coordinator
+
+/// Fencing by the store itself: two stores on one database (as two coordinators would be),
+/// a job whose lease moved from one runner to another, and the first runner's late writes.
+@Suite struct FencingTests {
+    @Test func aStaleWriterIsRefusedByTheStoreAndWritesNothing() async throws {
+        let data = try TemporaryDirectory()
+        defer { data.remove() }
+        let first = try SQLiteStore.open(directory: data.path)
+        let second = try SQLiteStore.open(directory: data.path)
+        let source = "name: ci\njobs:\n  j:\n    nodes:\n      n: { run: 'true' }\n"
+        let definition = try ActParser(file: "ci.act").parse(source)
+        let version = try await first.savePipeline(project: "shop", definition: definition, source: source, now: 1)
+        let (_, jobs) = try await first.createRun(version: version, definition: definition, branch: "main",
+                                                  trigger: "api", now: 1)
+        let job = jobs[0].id
+        #expect(try await first.claimJobs([JobClaim(jobID: job, runner: "r1", epoch: 1)], now: 2).first??.job.epoch == 1)
+        // The lease of r1 is lost; the other store requeues the job and r2 takes it at epoch 2.
+        _ = try await second.requeueLostJob(id: job, position: 0, reason: "runner lost", now: 3)
+        _ = try await second.claimJobs([JobClaim(jobID: job, runner: "r2", epoch: 2)], now: 4)
+
+        // Every kind of runner write at epoch 1, through either store: refused.
+        for store in [first, second] {
+            await expectStale { try await store.setJobCommit(id: job, epoch: 1, commit: "aaaa") }
+            await expectStale { try await store.updateNode(jobID: job, epoch: 1, node: "n", status: .failed, exitCode: 1, at: 5) }
+            await expectStale {
+                _ = try await store.insertArtifact(jobID: job, epoch: 1, name: "stale.txt", size: 1,
+                                                   sha256: String(repeating: "0", count: 64), now: 5)
+            }
+            await expectStale { _ = try await store.finishJob(id: job, epoch: 1, status: .failed, reason: "stale", now: 5) }
+        }
+        // Nothing of them was written; the holder of epoch 2 writes.
+        var stored = try #require(try await first.job(id: job))
+        #expect(stored.status == .running && stored.runner == "r2" && stored.epoch == 2 && stored.commit.isEmpty)
+        #expect(try await first.nodes(jobIDs: [job]).map(\.status) == [.pending])
+        #expect(try await first.artifacts(runID: stored.runID).isEmpty)
+
+        try await first.setJobCommit(id: job, epoch: 2, commit: "bbbb")
+        try await first.updateNode(jobID: job, epoch: 2, node: "n", status: .succeeded, exitCode: 0, at: 6)
+        _ = try await second.insertArtifact(jobID: job, epoch: 2, name: "out.txt", size: 1,
+                                            sha256: String(repeating: "1", count: 64), now: 6)
+        _ = try await second.finishJob(id: job, epoch: 2, status: .succeeded, reason: "", now: 7)
+        stored = try #require(try await first.job(id: job))
+        #expect(stored.status == .succeeded && stored.commit == "bbbb")
+        #expect(try await first.artifacts(runID: stored.runID).map(\.name) == ["out.txt"])
+        // A finished job takes no more runner writes, whatever the epoch.
+        await expectStale { try await first.updateNode(jobID: job, epoch: 2, node: "n", status: .failed, exitCode: 1, at: 8) }
+    }
+
+    func expectStale(_ write: () async throws -> Void, sourceLocation: SourceLocation = #_sourceLocation) async {
+        do {
+            try await write()
+            Issue.record("a write with a stale lease was accepted", sourceLocation: sourceLocation)
+        } catch let error as StoreError {
+            #expect(error.code == .staleLease, sourceLocation: sourceLocation)
+        } catch {
+            Issue.record("unexpected error \(error)", sourceLocation: sourceLocation)
+        }
+    }
+}
