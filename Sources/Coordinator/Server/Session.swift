@@ -30,16 +30,19 @@ struct Session {
                 }, budget: budget)
                 let watches = WatchCount()
                 try await withThrowingTaskGroup(of: Void.self) { group in
-                    // One frame at a time, each awaited until the socket took it: a peer
-                    // that does not read stops the writer, the outbox fills and the session
-                    // closes. The budget counts bulk bytes until then, so readers of stored
-                    // logs keep the peer's pace. (The async channel's own writer returns once
-                    // a frame is handed over, and its writability flag lags: with it, tens of
-                    // MiB could queue per connection. All frames take this one path, so their
-                    // order is kept.)
+                    // Every frame goes through this one path, so their order is kept. A bulk
+                    // frame (log bytes, artifact data) is awaited until the socket took it, so
+                    // the budget counts exactly what waits and readers of stored logs keep the
+                    // peer's pace; any frame is awaited while the connection is not writable,
+                    // so a peer that does not read stops the writer, the outbox fills and the
+                    // session closes. (The async channel's own writer returns once a frame is
+                    // handed over and its writability flag lags: with it, tens of MiB could
+                    // queue per connection.)
                     group.addTask {
                         for await envelope in stream {
-                            try await channel.writeAndFlush(envelope)
+                            let written = channel.eventLoop.makePromise(of: Void.self)
+                            channel.writeAndFlush(envelope, promise: written)
+                            if Outbox.weight(envelope) > 0 || !channel.isWritable { try await written.futureResult.get() }
                             budget.written(envelope)
                         }
                     }
