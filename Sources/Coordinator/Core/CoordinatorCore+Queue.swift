@@ -125,12 +125,10 @@ extension CoordinatorCore {
         var entries = try await storeCancelled(queued, reason: reason)
         for (job, lease) in running {
             guard let run = try await store.run(id: job.runID) else { continue }
-            var entry = queueEntry(job, run: run)
-            entry.status = .running
-            entry.runner = lease.runner
-            entry.position = 0
-            entry.waitingReason = ""
-            entries.append(entry)
+            var job = job  // read before it was claimed, perhaps
+            job.status = .running
+            job.runner = lease.runner
+            entries.append(queueEntry(job, run: run))
         }
         return Self.cancelResult(entries)
     }
@@ -181,13 +179,11 @@ extension CoordinatorCore {
         logger.info("jobs cancelled", metadata: ["count": "\(cancelled.count)", "reason": "\(reason)"])
         var runs: [Int64: RunRecord] = Dictionary(result.runs.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
         var entries: [Heddle_V1_QueueEntry] = []
-        for job in cancelled {
+        for var job in cancelled {
             if runs[job.runID] == nil { runs[job.runID] = try await store.run(id: job.runID) }
             guard let run = runs[job.runID] else { continue }
-            var entry = queueEntry(job, run: run)
-            entry.status = .cancelled
-            entry.position = 0
-            entry.waitingReason = ""
+            job.status = .cancelled  // so the entry has no place and no waiting reason to work out
+            let entry = queueEntry(job, run: run)
             entries.append(entry)
             publishQueue(.cancelled, entry)
         }
