@@ -69,6 +69,15 @@ import Wire
             try await core.nodeUpdate(session: 1, update)
         }
 
+        /// The runner reports the job finished as `status`.
+        func finish(_ status: Heddle_V1_Status, reason: String = "") async throws {
+            var finish = Heddle_V1_JobFinish()
+            finish.job = job
+            finish.status = status
+            finish.reason = reason
+            try await core.jobFinished(session: 1, finish)
+        }
+
         func declare(_ name: String, _ content: [UInt8], claimedSize: Int? = nil, claimedHash: [UInt8]? = nil) async throws -> Heddle_V1_ArtifactDeclared {
             var declare = Heddle_V1_ArtifactDeclare()
             declare.job = job
@@ -190,18 +199,17 @@ import Wire
         defer { setup.data.remove() }
         try await setup.node(.running)
         try await setup.node(.succeeded)
-        var finish = Heddle_V1_JobFinish()
-        finish.job = setup.job
-        finish.status = .succeeded
-        try await setup.core.jobFinished(session: 1, finish)
-        try await setup.core.jobFinished(session: 1, finish)
+        try await setup.finish(.succeeded)
+        try await setup.finish(.succeeded)
         // Decided once: a different word afterwards changes nothing.
-        finish.status = .failed
-        try await setup.core.jobFinished(session: 1, finish)
+        try await setup.finish(.failed)
         #expect(try await setup.core.runDetail(runID: setup.runID, attempt: nil).run.status == .succeeded)
         // Another epoch is not the same job's result.
-        finish.job.epoch += 1
-        await #expect(throws: WireError.self) { try await setup.core.jobFinished(session: 1, finish) }
+        var other = Heddle_V1_JobFinish()
+        other.job = setup.job
+        other.job.epoch += 1
+        other.status = .succeeded
+        await #expect(throws: WireError.self) { try await setup.core.jobFinished(session: 1, other) }
     }
 
     /// The runner's word alone cannot make a job succeed: its nodes decide.
@@ -218,11 +226,7 @@ import Wire
         let setup = try await Setup.make()
         defer { setup.data.remove() }
         for status in updates { try await setup.node(status) }
-        var finish = Heddle_V1_JobFinish()
-        finish.job = setup.job
-        finish.status = reported
-        finish.reason = reported == .cancelled ? "cancelled by the runner" : ""
-        try await setup.core.jobFinished(session: 1, finish)
+        try await setup.finish(reported, reason: reported == .cancelled ? "cancelled by the runner" : "")
         let detail = try await setup.core.runDetail(runID: setup.runID, attempt: nil)
         #expect(detail.jobs[0].status == job)
         #expect(detail.jobs[0].reason == reason)
@@ -243,10 +247,7 @@ import Wire
             expected += piece
         }
         try await setup.node(.succeeded)
-        var finish = Heddle_V1_JobFinish()
-        finish.job = setup.job
-        finish.status = .succeeded
-        try await setup.core.jobFinished(session: 1, finish)
+        try await setup.finish(.succeeded)
         let acked = try await setup.runner.first("the acknowledgement of every byte") { envelope -> Bool? in
             if case .logAck(let ack) = envelope.body, ack.durableOffset == UInt64(expected.count) { return true }
             if case .error(let error) = envelope.body { throw TestFailure("an error instead: \(error.message)") }

@@ -177,10 +177,7 @@ import Wire
         let expected = try await setup.writeLog((0..<24).map { bytes(1 << 20, seed: $0) })
         try await setup.node(.running)
         try await setup.node(.succeeded)
-        var finish = Heddle_V1_JobFinish()
-        finish.job = setup.job
-        finish.status = .succeeded
-        try await setup.core.jobFinished(session: 1, finish)
+        try await setup.finish(.succeeded)
         let (logs, end) = try await reader.watchedLogs()
         try await watching.value
         #expect(logs["n"] == expected)
