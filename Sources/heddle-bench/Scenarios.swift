@@ -19,8 +19,7 @@ final class BenchCoordinator: Fabric {
     static func start(pki: BenchPKI, data: String) async throws -> BenchCoordinator {
         var logger = Logger(label: "bench")
         logger.logLevel = .error
-        let core = CoordinatorCore(store: try SQLiteStore.open(directory: data), blobs: try BlobStore(directory: data),
-                                   logger: logger)
+        let core = try CoordinatorCore(store: try SQLiteStore.open(directory: data), directory: data, logger: logger)
         let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
         let server = CoordinatorServer(core: core, host: "127.0.0.1", port: 0, tls: pki.files("coordinator"),
                                        logger: logger, onListening: { continuation.yield($0.port ?? 0) })

@@ -61,7 +61,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
         limits.maximumLogBytes = maxLogBytes
         limits.maximumArtifactSize = maxArtifactBytes
         let store = try SQLiteStore.open(directory: data)
-        let core = CoordinatorCore(store: store, blobs: try BlobStore(directory: data), limits: limits, logger: logger)
+        let core = try CoordinatorCore(store: store, directory: data, limits: limits, logger: logger)
         try await core.recover()
         let server = CoordinatorServer(
             core: core, host: endpoint.host, port: endpoint.port,

@@ -1,3 +1,4 @@
+import Foundation
 import Wire
 
 /// Who calls the core: made by a front from a client certificate (the binary front) or, later,
@@ -5,14 +6,25 @@ import Wire
 public struct Principal: Sendable, Equatable, CustomStringConvertible {
     public var name: String
     public var role: Role
+    /// The client certificate the caller presented, if that is how it was identified: a
+    /// revocation by name or fingerprint covers it.
+    public var certificate: Certificate?
 
-    public init(name: String, role: Role) {
-        self.name = name
-        self.role = role
+    public struct Certificate: Sendable, Equatable {
+        /// SHA-256 of the certificate's DER, lower-case hex.
+        public var fingerprint: String
+        public var issuedAt: Date
+
+        public init(fingerprint: String, issuedAt: Date) {
+            self.fingerprint = fingerprint
+            self.issuedAt = issuedAt
+        }
     }
 
-    public init(_ identity: PeerIdentity) {
-        self.init(name: identity.name, role: identity.role)
+    public init(name: String, role: Role, certificate: Certificate? = nil) {
+        self.name = name
+        self.role = role
+        self.certificate = certificate
     }
 
     public var description: String { "\(name) (\(role.rawValue))" }
@@ -71,11 +83,12 @@ public enum Authorization {
         roles(for: action).contains(principal.role)
     }
 
-    /// Throws `PERMISSION_DENIED`, naming the roles that may, unless `principal` may.
-    public static func check(_ principal: Principal, _ action: Action) throws(WireError) {
+    /// Throws `permissionDenied`, naming the roles that may, unless `principal` may.
+    public static func check(_ principal: Principal, _ action: Action) throws(CoordinatorError) {
         guard !allows(principal, action) else { return }
         let allowed = Role.allCases.filter { roles(for: action).contains($0) }.map(\.rawValue)
         let needed = allowed.count == 1 ? "the \(allowed[0]) role" : "one of the roles \(allowed.joined(separator: ", "))"
-        throw WireError.denied("\(action) needs \(needed); this certificate (\(principal.name)) has the \(principal.role.rawValue) role")
+        let credential = principal.certificate == nil ? "this caller" : "this certificate"
+        throw CoordinatorError.denied("\(action) needs \(needed); \(credential) (\(principal.name)) has the \(principal.role.rawValue) role")
     }
 }

@@ -1,13 +1,9 @@
 import Foundation
 import Synchronization
-import Wire
 
-/// Node logs: chunks are checked and queued in order as they arrive, and a group-commit loop
-/// writes whatever is queued to the segment files (`LogFiles`), syncs them once, records the
-/// new lengths in the store in one transaction, and only then acknowledges the bytes to the
-/// runner and shows them to watchers. A session never waits for a commit before it reads its
-/// next frame; it waits only when too many bytes are queued (back-pressure).
-extension CoordinatorCore {
+/// The state of the log pipeline: what waits for the next group commit, who waits for it, and
+/// each running job's log lengths.
+struct LogCommits {
     struct PendingLog {
         var jobID: Int64
         var epoch: Int64
@@ -17,14 +13,62 @@ extension CoordinatorCore {
         var done: LogDurability?
     }
 
+    /// A running job's node logs.
+    struct JobLogs {
+        /// Length of each node's log, counting bytes queued for the next group commit.
+        var ends: [String: UInt64]
+        /// Durable length of each node's log.
+        var durable: [String: UInt64]
+        /// Stored bytes of each node's log (less what the size limit dropped), once counted.
+        var stored: [String: Int64] = [:]
+    }
+
     /// Bytes queued for a commit past which sessions stop reading log chunks until it drains.
     /// Bigger lets the network run on while a large batch is written (32 MiB: 1.1 GB/s,
     /// 64 MiB: 1.4 GB/s, 128 MiB: 1.45 GB/s here; see BENCHMARKS.md); it bounds memory.
-    static let maximumPendingLogBytes = 64 << 20
+    static let maximumPendingBytes = 64 << 20
+
+    /// Log lengths of running jobs (loaded from the store on a job's first chunk here).
+    var jobs: [Int64: JobLogs] = [:]
+    /// Log bytes waiting for the next group commit, in arrival order, and their total.
+    var pending: [PendingLog] = []
+    var pendingBytes = 0
+    /// Whether the group-commit loop runs, how many batches it committed, and who waits.
+    var flushing = false
+    var batches = 0
+    var spaceWaiters: [CheckedContinuation<Void, Never>] = []
+    var barrierWaiters: [(batch: Int, waiter: CheckedContinuation<Void, Never>)] = []
+    /// Finished jobs whose open log segments the next commit closes.
+    var closing: Set<Int64> = []
+    /// Node logs whose middle is being dropped (for the size limit) in the background.
+    var trimming: Set<LogKey> = []
+
+    /// A job's lease ended without finishing it (it goes back to the queue).
+    mutating func forget(jobID: Int64) {
+        jobs[jobID] = nil
+    }
+
+    /// A job finished: its logs get no more bytes.
+    mutating func finished(jobID: Int64) {
+        jobs[jobID] = nil
+        closing.insert(jobID)
+    }
+}
+
+/// Node logs: chunks are checked and queued in order as they arrive, and a group-commit loop
+/// writes whatever is queued to the log store (`LogStore`), syncs it once, records the new
+/// lengths in the store in one transaction, and only then acknowledges the bytes to the
+/// runner and shows them to watchers. A session never waits for a commit before it reads its
+/// next frame; it waits only when too many bytes are queued (back-pressure).
+extension CoordinatorCore {
+    typealias PendingLog = LogCommits.PendingLog
+
+    /// Log batches committed so far.
+    var logBatches: Int { logs.batches }
 
     /// Stores a log chunk and returns, once it is durable, the node log's durable length. A
     /// chunk that repeats stored bytes is trimmed; one that would leave a gap is refused.
-    public func appendLog(session: UInt64, _ append: Heddle_V1_LogAppend) async throws -> UInt64 {
+    public func appendLog(session: UInt64, _ append: LogBytes) async throws -> UInt64 {
         let done = LogDurability()
         if let durable = try await queueLog(session: session, append, done: done) { return durable }
         return try await done.value()
@@ -33,36 +77,37 @@ extension CoordinatorCore {
     /// Checks a log chunk and queues its new bytes for the next group commit. Returns the
     /// node log's durable length when the chunk added nothing that is not durable already
     /// (the caller acknowledges at once); nil when the commit will acknowledge it.
-    public func queueLog(session: UInt64, _ append: Heddle_V1_LogAppend, done: LogDurability? = nil) async throws -> UInt64? {
-        while pendingLogBytes >= Self.maximumPendingLogBytes {
-            await withCheckedContinuation { logSpaceWaiters.append($0) }
+    public func queueLog(session: UInt64, _ append: LogBytes, done: LogDurability? = nil) async throws -> UInt64? {
+        while logs.pendingBytes >= LogCommits.maximumPendingBytes {
+            await withCheckedContinuation { logs.spaceWaiters.append($0) }
         }
-        let jobID = Int64(append.job.jobID)
+        let jobID = append.job.jobID
         _ = try lease(append.job, session: session)
         try await checkNode(append.node, of: jobID)
-        if active[jobID]?.logEnds == nil {
+        if logs.jobs[jobID] == nil {
             let lengths = try await store.logLengths(jobID: jobID).mapValues { UInt64($0) }
-            if active[jobID]?.logEnds == nil {
-                active[jobID]?.logEnds = lengths
-                active[jobID]?.durableLogEnds = lengths
+            // Loaded only for a job still leased (its lease may have ended meanwhile).
+            if logs.jobs[jobID] == nil && leases[jobID] != nil {
+                logs.jobs[jobID] = LogCommits.JobLogs(ends: lengths, durable: lengths)
             }
         }
         // Checked again after the awaits: from here on nothing suspends.
         let job = try lease(append.job, session: session)
-        let end = job.logEnds?[append.node] ?? 0
+        let state = logs.jobs[jobID] ?? LogCommits.JobLogs(ends: [:], durable: [:])
+        let end = state.ends[append.node] ?? 0
         let chunkEnd = append.offset + UInt64(append.data.count)
         guard append.offset <= end else {
-            throw WireError.invalid("log chunk for node '\(append.node)' starts at \(append.offset) but only \(end) bytes are stored")
+            throw CoordinatorError.invalid("log chunk for node '\(append.node)' starts at \(append.offset) but only \(end) bytes are stored")
         }
-        let durable = job.durableLogEnds[append.node] ?? 0
+        let durable = state.durable[append.node] ?? 0
         if chunkEnd <= end && durable == end { return durable }
         let fresh = chunkEnd <= end ? Data() : append.offset == end ? append.data : Data(append.data.suffix(Int(chunkEnd - end)))
-        active[jobID]?.logEnds?[append.node] = max(end, chunkEnd)
-        pendingLogs.append(PendingLog(jobID: jobID, epoch: job.epoch, node: append.node, offset: Int64(end),
-                                      data: fresh, done: done))
-        pendingLogBytes += fresh.count
-        if !flushingLogs {
-            flushingLogs = true
+        logs.jobs[jobID, default: state].ends[append.node] = max(end, chunkEnd)
+        logs.pending.append(PendingLog(jobID: jobID, epoch: job.epoch, node: append.node, offset: Int64(end),
+                                       data: fresh, done: done))
+        logs.pendingBytes += fresh.count
+        if !logs.flushing {
+            logs.flushing = true
             Task { await flushLogs() }
         }
         return nil
@@ -70,81 +115,80 @@ extension CoordinatorCore {
 
     /// The group-commit loop: runs while chunks are queued.
     func flushLogs() async {
-        while !pendingLogs.isEmpty {
+        while !logs.pending.isEmpty {
             // Chunks of jobs that lost their lease since they were queued are dropped.
-            let batch = pendingLogs.filter { active[$0.jobID]?.epoch == $0.epoch }
-            let dropped = pendingLogs.filter { active[$0.jobID]?.epoch != $0.epoch }
-            pendingLogs = []
-            let closing = finishedLogJobs
-            finishedLogJobs = []
-            for item in dropped {
-                item.done?.resolve(.failure(WireError(.staleEpoch, "job \(item.jobID) is no longer leased at epoch \(item.epoch)")))
-            }
+            var batch = logs.pending.filter { leases[$0.jobID]?.epoch == $0.epoch }
+            var dropped = logs.pending.filter { leases[$0.jobID]?.epoch != $0.epoch }
+            logs.pending = []
+            let closing = logs.closing
+            logs.closing = []
             do {
-                try await persist(batch, closing: closing)
+                // The store refuses the lengths of logs whose job another lease holds now.
+                let refused = try await persist(batch, closing: closing)
+                if !refused.isEmpty {
+                    dropped += batch.filter { refused.contains($0.jobID) }
+                    batch.removeAll { refused.contains($0.jobID) }
+                }
                 committed(batch)
             } catch {
                 failed(batch, error)
             }
-            pendingLogBytes -= batch.reduce(0) { $0 + $1.data.count } + dropped.reduce(0) { $0 + $1.data.count }
-            logBatches += 1
-            let space = logSpaceWaiters
-            logSpaceWaiters = []
+            for item in dropped {
+                item.done?.resolve(.failure(CoordinatorError(.staleLease, "job \(item.jobID) is no longer leased at epoch \(item.epoch)")))
+            }
+            logs.pendingBytes -= batch.reduce(0) { $0 + $1.data.count } + dropped.reduce(0) { $0 + $1.data.count }
+            logs.batches += 1
+            let space = logs.spaceWaiters
+            logs.spaceWaiters = []
             for waiter in space { waiter.resume() }
-            let reached = logBarrierWaiters.filter { $0.batch <= logBatches }
-            logBarrierWaiters.removeAll { $0.batch <= logBatches }
+            let reached = logs.barrierWaiters.filter { $0.batch <= logs.batches }
+            logs.barrierWaiters.removeAll { $0.batch <= logs.batches }
             for entry in reached { entry.waiter.resume() }
         }
-        flushingLogs = false
-        let waiting = logBarrierWaiters
-        logBarrierWaiters = []
+        logs.flushing = false
+        let waiting = logs.barrierWaiters
+        logs.barrierWaiters = []
         for entry in waiting { entry.waiter.resume() }
     }
 
-    /// Writes and syncs a batch, then records the node logs' new lengths in one transaction.
-    func persist(_ batch: [PendingLog], closing: Set<Int64>) async throws {
-        var ends: [LogFiles.LogKey: Int64] = [:]
-        var writes: [LogFiles.Write] = []
+    /// Writes and syncs a batch, then records the node logs' new lengths in one transaction,
+    /// fenced by each job's epoch; returns the jobs whose lengths the store refused.
+    func persist(_ batch: [PendingLog], closing: Set<Int64>) async throws -> Set<Int64> {
+        var ends: [LogKey: (length: Int64, epoch: Int64)] = [:]
+        var writes: [LogWrite] = []
         for item in batch {
-            let key = LogFiles.LogKey(jobID: item.jobID, node: item.node)
-            ends[key] = max(ends[key] ?? 0, item.offset + Int64(item.data.count))
-            if !item.data.isEmpty { writes.append(LogFiles.Write(key: key, offset: item.offset, data: item.data)) }
+            let key = LogKey(jobID: item.jobID, node: item.node)
+            ends[key] = (max(ends[key]?.length ?? 0, item.offset + Int64(item.data.count)), item.epoch)
+            if !item.data.isEmpty { writes.append(LogWrite(key: key, offset: item.offset, data: item.data)) }
         }
-        let files = logFiles
-        try await blobs.pool.runIfActive { [writes] in try files.writeDurably(writes, closing: closing) }
-        try await store.setLogEnds(ends.map { LogEnd(jobID: $0.key.jobID, node: $0.key.node, length: $0.value) })
+        try await logStore.writeDurably(writes, closing: closing)
+        return try await store.setLogEnds(ends.map {
+            LogEnd(jobID: $0.key.jobID, node: $0.key.node, length: $0.value.length, epoch: $0.value.epoch)
+        })
     }
 
     /// A batch is durable: acknowledge it to the runner of each job, show it to watchers,
     /// and keep each log under its size limit.
     func committed(_ batch: [PendingLog]) {
-        var acks: [LogFiles.LogKey: UInt64] = [:]
-        var added: [LogFiles.LogKey: Int64] = [:]
+        var acks: [LogKey: UInt64] = [:]
+        var added: [LogKey: Int64] = [:]
         for item in batch {
-            let key = LogFiles.LogKey(jobID: item.jobID, node: item.node)
+            let key = LogKey(jobID: item.jobID, node: item.node)
             let end = UInt64(item.offset) + UInt64(item.data.count)
             acks[key] = max(acks[key] ?? 0, end)
             added[key, default: 0] += Int64(item.data.count)
             item.done?.resolve(.success(end))
-            guard !item.data.isEmpty, let job = active[item.jobID] else { continue }
-            var chunk = Heddle_V1_LogChunk()
-            chunk.jobID = UInt64(item.jobID)
-            chunk.job = job.name
-            chunk.node = item.node
-            chunk.offset = UInt64(item.offset)
-            chunk.data = item.data
-            publish(runID: job.runID, attempt: job.attempt, .log(chunk))
+            guard !item.data.isEmpty, let job = leases[item.jobID] else { continue }
+            publish(runID: job.runID, attempt: job.attempt,
+                    .log(LogChunk(jobID: item.jobID, job: job.name, node: item.node, offset: UInt64(item.offset), data: item.data)))
         }
         for (key, end) in acks.sorted(by: { ($0.key.jobID, $0.key.node) < ($1.key.jobID, $1.key.node) }) {
-            guard let job = active[key.jobID] else { continue }
-            if end > job.durableLogEnds[key.node] ?? 0 { active[key.jobID]?.durableLogEnds[key.node] = end }
+            guard let job = leases[key.jobID], logs.jobs[key.jobID] != nil else { continue }
+            let durable = max(end, logs.jobs[key.jobID]?.durable[key.node] ?? 0)
+            logs.jobs[key.jobID]?.durable[key.node] = durable
             // The job's current session: after a reconnect, the runner's new connection.
-            if let session = job.session, let outbox = runners[session]?.outbox {
-                var ack = Heddle_V1_LogAck()
-                ack.jobID = UInt64(key.jobID)
-                ack.node = key.node
-                ack.durableOffset = active[key.jobID]?.durableLogEnds[key.node] ?? end
-                outbox.send(Envelope(.logAck(ack)))
+            if let session = job.session, runners[session] != nil {
+                sink(of: session)?.send(.logAck(jobID: key.jobID, node: key.node, durable: durable))
             }
         }
         for (key, bytes) in added where bytes > 0 { enforceLogLimit(key, added: bytes) }
@@ -156,17 +200,15 @@ extension CoordinatorCore {
     func failed(_ batch: [PendingLog], _ error: any Error) {
         logger.error("cannot store log bytes", metadata: ["error": "\(error)"])
         let jobs = Set(batch.map(\.jobID))
-        let wire = WireError(.internal, "cannot store log bytes: \(error)")
-        let later = pendingLogs.filter { jobs.contains($0.jobID) }
-        pendingLogs.removeAll { jobs.contains($0.jobID) }
-        pendingLogBytes -= later.reduce(0) { $0 + $1.data.count }
-        for item in batch + later { item.done?.resolve(.failure(wire)) }
+        let failure = CoordinatorError(.internal, "cannot store log bytes: \(error)")
+        let later = logs.pending.filter { jobs.contains($0.jobID) }
+        logs.pending.removeAll { jobs.contains($0.jobID) }
+        logs.pendingBytes -= later.reduce(0) { $0 + $1.data.count }
+        for item in batch + later { item.done?.resolve(.failure(failure)) }
         for jobID in jobs {
-            active[jobID]?.logEnds = nil
-            active[jobID]?.durableLogEnds = [:]
-            active[jobID]?.storedBytes = [:]
-            if let session = active[jobID]?.session, let open = sessions[session] {
-                runners[session]?.outbox.send(.error(wire))
+            logs.forget(jobID: jobID)
+            if let session = leases[jobID]?.session, let open = sessions[session] {
+                open.sink.send(.failure(failure))
                 open.close()
             }
         }
@@ -174,52 +216,37 @@ extension CoordinatorCore {
 
     /// Returns once every chunk queued before the call is committed (or dropped).
     func logBarrier() async {
-        guard flushingLogs else { return }
+        guard logs.flushing else { return }
         // The batch in flight may have been taken before the call: wait for the one after.
-        let target = logBatches + 2
-        await withCheckedContinuation { logBarrierWaiters.append((target, $0)) }
+        let target = logs.batches + 2
+        await withCheckedContinuation { logs.barrierWaiters.append((target, $0)) }
     }
 
     /// Keeps a node's stored log under the limit: the first half of the limit (the head) and
     /// the most recent bytes (the tail) stay; whole segments between them go. Readers see the
     /// gap as a count of dropped bytes. The files go in the background, off the commit path
     /// (an unlink can wait for the disk); the segment being written is never among them.
-    func enforceLogLimit(_ key: LogFiles.LogKey, added: Int64) {
+    func enforceLogLimit(_ key: LogKey, added: Int64) {
         let limit = limits.maximumLogBytes
-        guard let end = active[key.jobID]?.durableLogEnds[key.node].map({ Int64($0) }) else { return }
+        guard let end = logs.jobs[key.jobID]?.durable[key.node].map({ Int64($0) }) else { return }
         // Not counted yet (first commit of the job here): its length is an upper bound.
-        let stored = active[key.jobID]?.storedBytes[key.node].map { $0 + added } ?? end
-        active[key.jobID]?.storedBytes[key.node] = stored
+        let stored = logs.jobs[key.jobID]?.stored[key.node].map { $0 + added } ?? end
+        logs.jobs[key.jobID]?.stored[key.node] = stored
         // Trim in steps, not at every chunk: allow an eighth of the limit over it.
-        guard stored > limit + limit / 8, !trimming.contains(key) else { return }
-        trimming.insert(key)
-        let files = logFiles
+        guard stored > limit + limit / 8, !logs.trimming.contains(key) else { return }
+        logs.trimming.insert(key)
+        let logStore = self.logStore
         Task {
-            let left = try? await blobs.pool.runIfActive {
-                files.drop(key, from: limit / 2, to: end - limit / 2)
-                return files.storedBytes(key, end: end)
-            }
+            let left = try? await logStore.dropMiddle(of: key, from: limit / 2, to: end - limit / 2, end: end)
             self.trimmed(key, left: left, at: end)
         }
     }
 
     /// A trim is done: `left` bytes were kept up to `end`.
-    func trimmed(_ key: LogFiles.LogKey, left: Int64?, at end: Int64) {
-        trimming.remove(key)
-        guard let left, let now = active[key.jobID]?.durableLogEnds[key.node] else { return }
-        active[key.jobID]?.storedBytes[key.node] = left + max(0, Int64(now) - end)
-    }
-
-    /// Moves log bytes an older version kept in the database into segment files.
-    func importLegacyLogs() async throws {
-        while let chunks = try await store.legacyLogChunks(), let jobID = chunks.first?.jobID {
-            let writes = chunks.map {
-                LogFiles.Write(key: LogFiles.LogKey(jobID: $0.jobID, node: $0.node), offset: $0.offset, data: $0.data)
-            }
-            let files = logFiles
-            try await blobs.pool.runIfActive { try files.writeDurably(writes, closing: [jobID]) }
-            try await store.deleteLegacyLogChunks(jobID: jobID)
-        }
+    func trimmed(_ key: LogKey, left: Int64?, at end: Int64) {
+        logs.trimming.remove(key)
+        guard let left, let now = logs.jobs[key.jobID]?.durable[key.node] else { return }
+        logs.jobs[key.jobID]?.stored[key.node] = left + max(0, Int64(now) - end)
     }
 }
 

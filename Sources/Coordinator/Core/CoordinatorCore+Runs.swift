@@ -1,61 +1,139 @@
 import Foundation
-import Wire
 
-/// Re-runs, projects and runner drain.
+/// Projects, pipelines, runs and their attempts.
 extension CoordinatorCore {
-    /// Adds attempt N+1 to a finished run, with new jobs from the pipeline version it used.
-    public func rerun(runID: Int64, trigger: String) async throws -> (Int64, Int) {
-        guard let run = try await store.run(id: runID) else { throw WireError.notFound("run \(runID) does not exist") }
-        guard run.status.isFinished else {
-            throw WireError(.failedPrecondition,
-                            "run \(runID) is still \(run.status.rawValue); wait for it or cancel it before a re-run")
-        }
-        guard let version = try await store.pipelineVersion(id: run.pipelineVersionID) else {
-            throw WireError(.internal, "the pipeline version of run \(runID) is missing")
-        }
-        let definition = try self.definition(of: version)
-        let (updated, jobs) = try await store.createAttempt(runID: runID, definition: definition, trigger: trigger,
-                                                            now: Date.nowMilliseconds)
-        for job in jobs {
-            scheduler.enqueue(.init(id: job.id, labels: Set(job.labels), position: job.position))
-            publishQueue(.queued, queueEntry(job, run: updated))
-        }
-        logger.info("run re-run", metadata: ["run.id": "\(runID)", "attempt": "\(updated.attempt)"])
-        await dispatch()
-        return (runID, updated.attempt)
-    }
+    /// Lists and shows return at most this many runs.
+    public static let maximumListedRuns = 10_000
 
-    public func createProject(name: String, repository: String) async throws -> ProjectRecord {
-        guard !name.isEmpty, name.allSatisfy({ ActParser.nameCharacters.contains($0) }) else {
-            throw WireError.invalid("project name '\(name)' may use only letters, digits, '.', '_' and '-'")
-        }
+    public func createProject(name: String, repository: String, as principal: Principal) async throws -> ProjectRecord {
+        try Authorization.check(principal, .createProject)
+        try Self.validateProjectName(name)
         guard !repository.contains("\0"), !repository.hasPrefix("-") else {
-            throw WireError.invalid("'\(repository)' is not a repository URL or path")
+            throw CoordinatorError.invalid("'\(repository)' is not a repository URL or path")
         }
         return try await store.saveProject(name: name, repository: repository, now: Date.nowMilliseconds)
     }
 
-    public func projects() async throws -> [Heddle_V1_ProjectInfo] {
-        try await store.projects().map { project in
-            var info = Heddle_V1_ProjectInfo()
-            info.name = project.name
-            info.repository = project.repository
-            info.createdAtMs = project.createdAt
-            return info
+    public func projects(as principal: Principal) async throws -> [ProjectRecord] {
+        try Authorization.check(principal, .listProjects)
+        return try await store.projects()
+    }
+
+    static func validateProjectName(_ name: String) throws(CoordinatorError) {
+        guard !name.isEmpty, name.allSatisfy({ ActParser.nameCharacters.contains($0) }) else {
+            throw CoordinatorError.invalid("project name '\(name)' may use only letters, digits, '.', '_' and '-'")
         }
     }
 
-    /// Drains (or undrains) every session of the named runner; remembered across restarts.
-    public func setDrained(runner name: String, _ isDrained: Bool) async throws -> [Heddle_V1_RunnerInfo] {
-        let sessions = runners.filter { $0.value.identity.name == name }.map(\.key)
-        guard !sessions.isEmpty || (drained.contains(name) && !isDrained) else {
-            throw WireError.notFound("no runner named '\(name)' is connected (`heddle runners` lists them)")
+    /// Parses and stores a pipeline file as the pipeline's next version.
+    public func pushPipeline(_ push: PipelinePush, as principal: Principal) async throws -> PipelineVersionRecord {
+        try Authorization.check(principal, .pushPipeline)
+        try Self.validateProjectName(push.project)
+        let definition: PipelineDefinition
+        do {
+            definition = try ActParser(file: push.fileName.flatMap { $0.isEmpty ? nil : $0 } ?? "pipeline.act").parse(push.source)
+        } catch {
+            throw CoordinatorError.invalid(error.description)
         }
-        try await store.setDrained(runner: name, drained: isDrained)
-        if isDrained { drained.insert(name) } else { drained.remove(name) }
-        for session in sessions { scheduler.setDrained(session, isDrained) }
-        logger.info(isDrained ? "runner drained" : "runner undrained", metadata: ["runner": "\(name)"])
-        if !isDrained { await dispatch() }
-        return runnerList().filter { $0.name == name }
+        return try await store.savePipeline(project: push.project, definition: definition, source: push.source,
+                                            now: Date.nowMilliseconds)
+    }
+
+    /// The latest version of every pipeline.
+    public func pipelines(as principal: Principal) async throws -> [PipelineVersionRecord] {
+        try Authorization.check(principal, .listPipelines)
+        return try await store.pipelines()
+    }
+
+    /// A stored pipeline version, parsed once (versions never change).
+    func definition(of version: PipelineVersionRecord) throws -> PipelineDefinition {
+        if let parsed = definitions[version.id] { return parsed }
+        do {
+            let parsed = try ActParser(file: "\(version.pipeline).act").parse(version.source)
+            if definitions.count >= 1024 { definitions.removeAll() }
+            definitions[version.id] = parsed
+            return parsed
+        } catch {
+            throw CoordinatorError(.internal, "stored pipeline no longer parses: \(error)")
+        }
+    }
+
+    /// How a run was triggered, from who triggered it: "manual" (an admin) or "api".
+    static func triggerSource(_ principal: Principal) -> String {
+        principal.role == .admin ? "manual" : "api"
+    }
+
+    /// Makes a run of the pipeline's latest version on a branch ("main" when not given), its
+    /// jobs queued.
+    public func trigger(_ request: TriggerRequest, as principal: Principal) async throws -> Triggered {
+        try Authorization.check(principal, .trigger)
+        guard let version = try await store.latestPipeline(project: request.project, pipeline: request.pipeline) else {
+            throw CoordinatorError.notFound("no pipeline \(request.project)/\(request.pipeline); push it with `heddle pipeline push FILE --project \(request.project)`")
+        }
+        let definition = try self.definition(of: version)
+        let branch = request.branch.flatMap { $0.isEmpty ? nil : $0 } ?? "main"
+        let (run, jobs) = try await store.createRun(version: version, definition: definition, branch: branch,
+                                                    trigger: Self.triggerSource(principal), now: Date.nowMilliseconds)
+        for job in jobs {
+            scheduler.enqueue(.init(id: job.id, labels: Set(job.labels), position: job.position))
+            publishQueue(.queued, queueEntry(job, run: run))
+        }
+        logger.info("run triggered", metadata: ["run.id": "\(run.id)", "pipeline": "\(run.project)/\(run.pipeline)",
+                                                "branch": "\(branch)", "by": "\(principal)"])
+        await dispatch()
+        // A trigger makes a new run, whose first attempt this is.
+        return Triggered(runID: run.id, attempt: 1)
+    }
+
+    /// Adds attempt N+1 to a finished run, with new jobs from the pipeline version it used.
+    public func rerun(runID: Int64, as principal: Principal) async throws -> Triggered {
+        try Authorization.check(principal, .rerun)
+        guard let run = try await store.run(id: runID) else { throw CoordinatorError.notFound("run \(runID) does not exist") }
+        guard run.status.isFinished else {
+            throw CoordinatorError(.failedPrecondition,
+                                   "run \(runID) is still \(run.status.rawValue); wait for it or cancel it before a re-run")
+        }
+        guard let version = try await store.pipelineVersion(id: run.pipelineVersionID) else {
+            throw CoordinatorError(.internal, "the pipeline version of run \(runID) is missing")
+        }
+        let definition = try self.definition(of: version)
+        let (updated, jobs) = try await store.createAttempt(runID: runID, definition: definition,
+                                                            trigger: Self.triggerSource(principal), now: Date.nowMilliseconds)
+        for job in jobs {
+            scheduler.enqueue(.init(id: job.id, labels: Set(job.labels), position: job.position))
+            publishQueue(.queued, queueEntry(job, run: updated))
+        }
+        logger.info("run re-run", metadata: ["run.id": "\(runID)", "attempt": "\(updated.attempt)", "by": "\(principal)"])
+        await dispatch()
+        return Triggered(runID: runID, attempt: updated.attempt)
+    }
+
+    /// Runs matching the filter, newest first: `limit` of them (50 when not given, at most
+    /// `maximumListedRuns`).
+    public func runs(_ query: RunQuery, as principal: Principal) async throws -> [RunRecord] {
+        try Authorization.check(principal, .listRuns)
+        let limit = query.limit.flatMap { $0 > 0 ? min($0, Self.maximumListedRuns) : nil } ?? 50
+        return try await store.runs(limit: limit, filter: query.filter)
+    }
+
+    /// A run attempt (the latest when not given) with its jobs and their nodes.
+    public func runDetail(runID: Int64, attempt: Int? = nil, as principal: Principal) async throws -> RunDetail {
+        try Authorization.check(principal, .showRun)
+        guard var run = try await store.run(id: runID) else { throw CoordinatorError.notFound("run \(runID) does not exist") }
+        let attempt = attempt.flatMap { $0 == 0 ? nil : $0 } ?? run.attempt
+        guard (1...run.attempt).contains(attempt) else {
+            throw CoordinatorError.notFound("run \(runID) has no attempt \(attempt) (it has \(run.attempt))")
+        }
+        let jobs = try await store.jobs(runID: runID, attempt: attempt)
+        let nodes = Dictionary(grouping: try await store.nodes(jobIDs: jobs.map(\.id)), by: \.jobID)
+        run.attempt = attempt
+        if let record = try await store.attempt(runID: runID, number: attempt) {
+            run.status = record.status
+            run.trigger = record.trigger
+            run.createdAt = record.createdAt
+            run.startedAt = record.startedAt
+            run.finishedAt = record.finishedAt
+        }
+        return RunDetail(run: run, jobs: jobs.map { JobDetail(job: $0, nodes: nodes[$0.id] ?? []) })
     }
 }

@@ -1,5 +1,4 @@
 import Foundation
-import Wire
 
 /// Status of a run, job or node, as stored and shown.
 public enum Status: String, Sendable, Codable, CaseIterable {
@@ -9,31 +8,6 @@ public enum Status: String, Sendable, Codable, CaseIterable {
         switch self {
         case .succeeded, .failed, .cancelled, .skipped: true
         case .queued, .pending, .running: false
-        }
-    }
-
-    public var proto: Heddle_V1_Status {
-        switch self {
-        case .queued: .queued
-        case .pending: .pending
-        case .running: .running
-        case .succeeded: .succeeded
-        case .failed: .failed
-        case .cancelled: .cancelled
-        case .skipped: .skipped
-        }
-    }
-
-    public init?(_ proto: Heddle_V1_Status) {
-        switch proto {
-        case .queued: self = .queued
-        case .pending: self = .pending
-        case .running: self = .running
-        case .succeeded: self = .succeeded
-        case .failed: self = .failed
-        case .cancelled: self = .cancelled
-        case .skipped: self = .skipped
-        default: return nil
         }
     }
 }
@@ -50,21 +24,6 @@ public struct RunRecord: Sendable, Equatable {
     public var createdAt: Int64
     public var startedAt: Int64?
     public var finishedAt: Int64?
-
-    var proto: Heddle_V1_RunSummary {
-        var summary = Heddle_V1_RunSummary()
-        summary.id = UInt64(id)
-        summary.project = project
-        summary.pipeline = pipeline
-        summary.branch = branch
-        summary.status = status.proto
-        summary.attempt = UInt32(attempt)
-        summary.createdAtMs = createdAt
-        summary.startedAtMs = startedAt ?? 0
-        summary.finishedAtMs = finishedAt ?? 0
-        summary.trigger = trigger
-        return summary
-    }
 }
 
 public struct JobRecord: Sendable, Equatable {
@@ -159,19 +118,6 @@ public struct ArtifactRecord: Sendable, Equatable {
     public var name: String
     public var size: Int64
     public var sha256: String
-
-    var proto: Heddle_V1_ArtifactInfo {
-        var info = Heddle_V1_ArtifactInfo()
-        info.id = UInt64(id)
-        info.runID = UInt64(runID)
-        info.jobID = UInt64(jobID)
-        info.job = job
-        info.name = name
-        info.size = UInt64(size)
-        info.sha256 = Data(hexString: sha256) ?? Data()
-        info.attempt = UInt32(attempt)
-        return info
-    }
 }
 
 public struct PipelineVersionRecord: Sendable {
@@ -210,6 +156,8 @@ public struct LogEnd: Sendable, Equatable {
     public var jobID: Int64
     public var node: String
     public var length: Int64
+    /// For a write: the epoch of the lease the bytes came under (nil: not fenced).
+    public var epoch: Int64? = nil
 }
 
 public struct LogChunkRecord: Sendable, Equatable {

@@ -141,13 +141,6 @@ public struct Scheduler: Sendable {
         }
     }
 
-    public enum MoveTarget: Sendable, Equatable {
-        case top, bottom
-        case before(Int64)
-        case after(Int64)
-        case position(Int)
-    }
-
     /// Spaces every queued job's position evenly (1, 2, 3, ...) keeping the order.
     public mutating func renumber() -> [(Int64, Double)] {
         for index in queue.indices {

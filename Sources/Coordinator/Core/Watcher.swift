@@ -1,6 +1,4 @@
-import Wire
-
-/// One subscriber to a run attempt's events (WatchRequest).
+/// One subscriber to a run attempt's events (`CoordinatorCore.watch`).
 ///
 /// Log bytes reach it two ways: read from storage by its pump (history, and catch-up when it
 /// fell behind) at the reader's pace, or live, straight from a commit, while it keeps up. While
@@ -15,11 +13,11 @@ final class Watcher {
     let job: String?
     let node: String?
     let logs: Bool
-    let outbox: Outbox
+    let sink: any EventSink
 
     enum Mode {
         /// The pump reads from storage; live events wait here (log bytes counted).
-        case catchingUp(events: [Heddle_V1_WatchEvent], logBytes: Int, overflowed: Bool)
+        case catchingUp(events: [WatchEvent], logBytes: Int, overflowed: Bool)
         case live
     }
     var mode = Mode.catchingUp(events: [], logBytes: 0, overflowed: false)
@@ -32,15 +30,15 @@ final class Watcher {
     /// Live log bytes a watcher holds while its pump reads from storage.
     static let bufferLimit = 2 << 20
 
-    init(session: UInt64, requestID: UInt64, runID: Int64, attempt: Int, request: Heddle_V1_WatchRequest, outbox: Outbox) {
+    init(session: UInt64, requestID: UInt64, runID: Int64, attempt: Int, request: WatchRequest, sink: any EventSink) {
         self.session = session
         self.requestID = requestID
         self.runID = runID
         self.attempt = attempt
-        self.job = request.job.isEmpty ? nil : request.job
-        self.node = request.node.isEmpty ? nil : request.node
+        self.job = request.job.flatMap { $0.isEmpty ? nil : $0 }
+        self.node = request.node.flatMap { $0.isEmpty ? nil : $0 }
         self.logs = request.logs
-        self.outbox = outbox
+        self.sink = sink
     }
 
     func matches(job: String, node: String?) -> Bool {
@@ -49,17 +47,17 @@ final class Watcher {
         return true
     }
 
-    static func key(_ jobID: UInt64, _ node: String) -> String { "\(jobID)/\(node)" }
+    static func key(_ jobID: Int64, _ node: String) -> String { "\(jobID)/\(node)" }
 
     /// A live event. Sent at once while the watcher keeps up; a log chunk that finds the
-    /// outbox full sends the watcher back to catching up from storage.
-    func offer(_ event: Heddle_V1_WatchEvent) {
+    /// sink full sends the watcher back to catching up from storage.
+    func offer(_ event: WatchEvent) {
         guard !ended else { return }
         let size: Int
-        if case .log(let chunk) = event.event { size = chunk.data.count } else { size = 0 }
+        if case .log(let chunk) = event { size = chunk.data.count } else { size = 0 }
         switch mode {
         case .live:
-            if size > 0 && !outbox.hasRoom {
+            if size > 0 && !sink.hasRoom {
                 mode = .catchingUp(events: [], logBytes: 0, overflowed: true)
                 wake(true)
                 return
@@ -68,7 +66,7 @@ final class Watcher {
         case .catchingUp(var events, var logBytes, var overflowed):
             if size > 0 && (overflowed || logBytes + size > Self.bufferLimit) {
                 // Read from storage by the next pass instead.
-                if !overflowed { events.removeAll { if case .log = $0.event { true } else { false } } }
+                if !overflowed { events.removeAll { if case .log = $0 { true } else { false } } }
                 overflowed = true
                 logBytes = 0
             } else {
@@ -81,10 +79,10 @@ final class Watcher {
 
     /// Sends an event; log chunks are trimmed so no byte is sent twice, and a jump in offsets
     /// is sent as `dropped`.
-    func deliver(_ event: Heddle_V1_WatchEvent) {
+    func deliver(_ event: WatchEvent) {
         guard !ended else { return }
         var event = event
-        if case .log(var chunk) = event.event {
+        if case .log(var chunk) = event {
             let key = Self.key(chunk.jobID, chunk.node)
             let sent = delivered[key] ?? 0
             let end = chunk.offset + UInt64(chunk.data.count)
@@ -97,10 +95,10 @@ final class Watcher {
                 chunk.offset = sent
             }
             delivered[key] = end
-            event.event = .log(chunk)
+            event = .log(chunk)
         }
-        if case .end = event.event { end() }
-        outbox.send(Envelope(id: requestID, .watchEvent(event)))
+        if case .end = event { end() }
+        sink.send(.watch(requestID: requestID, event))
     }
 
     /// After a pass over storage: whether live bytes were dropped meanwhile (another pass is

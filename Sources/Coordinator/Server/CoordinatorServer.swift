@@ -1,5 +1,4 @@
 import Logging
-import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import NIOSSL
@@ -52,15 +51,13 @@ public final class CoordinatorServer: Service, Sendable {
         if let address = server.channel.localAddress {
             onListening(address)
         }
-        let sessionIDs = SessionIDs()
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in
                 try await server.executeThenClose { inbound in
                     defer { group.cancelAll() }  // shutting down: end every session too
                     for try await connection in inbound {
-                        let id = sessionIDs.next()
                         group.addTask {
-                            await Session(id: id, core: self.core, logger: self.logger,
+                            await Session(core: self.core, logger: self.logger,
                                           heartbeatInterval: interval).run(connection)
                         }
                     }
@@ -68,18 +65,6 @@ public final class CoordinatorServer: Service, Sendable {
             }
         } onGracefulShutdown: {
             server.channel.close(promise: nil)
-        }
-    }
-}
-
-/// Hands out session ids.
-final class SessionIDs: Sendable {
-    private let counter = NIOLockedValueBox<UInt64>(0)
-
-    func next() -> UInt64 {
-        counter.withLockedValue { value in
-            value += 1
-            return value
         }
     }
 }

@@ -18,8 +18,8 @@ public final class DispatchFuzzer: Sendable {
 
     public init() throws {
         directory = NSTemporaryDirectory() + "heddle-fuzz-\(UUID().uuidString)"
-        core = CoordinatorCore(store: try SQLiteStore.inMemory(), blobs: try BlobStore(directory: directory),
-                               logger: Logger(label: "fuzz", factory: { _ in SwiftLogNoOpLogHandler() }))
+        core = try CoordinatorCore(store: try SQLiteStore.inMemory(), directory: directory,
+                                   logger: Logger(label: "fuzz", factory: { _ in SwiftLogNoOpLogHandler() }))
     }
 
     deinit {
@@ -32,6 +32,18 @@ public final class DispatchFuzzer: Sendable {
         var buffer = ByteBuffer(bytes: bytes)
         var decoder = FrameDecoder(maximumFrameLength: 1 << 20)
         var dispatched = 0
+        let quiet = Logger(label: "fuzz", factory: { _ in SwiftLogNoOpLogHandler() })
+        // One session per role for the whole input, as one connection each would be; what the
+        // core pushes is kept 8 frames deep and dropped.
+        var sessions: [(id: UInt64, principal: Principal, outbox: Outbox, end: AsyncStream<Envelope>.Continuation)] = []
+        for identity in identities {
+            let (_, continuation) = AsyncStream.makeStream(of: Envelope.self, bufferingPolicy: .bufferingNewest(8))
+            let outbox = Outbox(continuation)
+            let principal = Principal(identity)
+            guard let id = try? await core.openSession(principal, sink: outbox, close: {}) else { continue }
+            sessions.append((id, principal, outbox, continuation))
+        }
+        defer { for session in sessions { session.end.finish() } }
         while true {
             let frame: ByteBuffer?
             do {
@@ -43,23 +55,17 @@ public final class DispatchFuzzer: Sendable {
             guard let envelope = try? Envelope(serializedBytes: Array(frame.readableBytesView)), envelope.body != nil else {
                 break
             }
-            for (index, identity) in identities.enumerated() {
-                let session = UInt64(index + 1)
-                let (stream, continuation) = AsyncStream.makeStream(of: Envelope.self, bufferingPolicy: .bufferingNewest(8))
-                let outbox = Outbox(continuation)
-                if case .hello(let hello) = envelope.body, identity.role == .runner {
-                    await core.runnerConnected(session: session, identity: identity, hello: hello, outbox: outbox)
+            for session in sessions {
+                if case .hello(let hello) = envelope.body {
+                    await core.hello(session: session.id, RunnerHello(hello))
                 } else {
-                    await Session(id: session, core: core, logger: Logger(label: "fuzz", factory: { _ in SwiftLogNoOpLogHandler() }),
-                                  heartbeatInterval: .seconds(5))
-                        .handle(envelope, identity: identity, outbox: outbox, logger: Logger(label: "fuzz", factory: { _ in SwiftLogNoOpLogHandler() }))
+                    await Session(core: core, logger: quiet, heartbeatInterval: .seconds(5))
+                        .handle(envelope, session: session.id, principal: session.principal, outbox: session.outbox, logger: quiet)
                 }
-                continuation.finish()
-                for await _ in stream {}
             }
             dispatched += 1
         }
-        for index in identities.indices { await core.sessionClosed(session: UInt64(index + 1)) }
+        for session in sessions { await core.sessionClosed(session: session.id) }
         return dispatched
     }
 }

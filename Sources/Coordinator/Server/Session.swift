@@ -4,20 +4,21 @@ import NIOCore
 import NIOSSL
 import Wire
 
-/// One connection: Hello first, then requests dispatched to the core with the role of the
-/// peer's certificate checked. Frames the core pushes go through an `Outbox` drained by a
-/// writer task. Errors are caught here: a bad request gets an Error response, broken framing
-/// gets an Error frame and the connection closes; nothing escapes to the server.
+/// One connection of the binary front: Hello first, then each frame decoded, handed to the
+/// core with the session the core opened for the peer's certificate, and the answer encoded.
+/// The core authorizes and validates; this only translates. Events the core pushes go through
+/// an `Outbox` drained by a writer task. Errors are caught here: a bad request gets an Error
+/// response, broken framing gets an Error frame and the connection closes; nothing escapes to
+/// the server.
 struct Session {
-    let id: UInt64
     let core: CoordinatorCore
     let logger: Logger
     let heartbeatInterval: TimeAmount
 
     func run(_ connection: NIOAsyncChannel<Envelope, Envelope>) async {
         var logger = self.logger
-        logger[metadataKey: "session"] = "\(id)"
         if let remote = connection.channel.remoteAddress { logger[metadataKey: "peer"] = "\(remote)" }
+        var opened: UInt64?
         do {
             try await connection.executeThenClose { inbound, _ in
                 let (stream, continuation) = AsyncStream.makeStream(
@@ -54,7 +55,10 @@ struct Session {
                         }
                         let identity = try await PeerIdentity.of(channel: connection.channel)
                         logger[metadataKey: "identity"] = "\(identity)"
-                        try await core.sessionOpened(session: id, identity: identity, close: { channel.close(promise: nil) })
+                        let principal = Principal(identity)
+                        let id = try await core.openSession(principal, sink: outbox, close: { channel.close(promise: nil) })
+                        opened = id
+                        logger[metadataKey: "session"] = "\(id)"
                         guard case .hello(let hello) = first.body else {
                             throw WireError(.badRequest, "the first frame must be Hello")
                         }
@@ -64,30 +68,28 @@ struct Session {
                             continuation.finish()
                             return
                         }
-                        outbox.send(Envelope(id: first.id, .welcome(welcome(identity))))
-                        if identity.role == .runner {
-                            await core.runnerConnected(session: id, identity: identity, hello: hello, outbox: outbox)
-                        }
+                        outbox.send(Envelope(id: first.id, .welcome(welcome(identity, session: id))))
+                        await core.hello(session: id, RunnerHello(hello))
                         logger.debug("session started")
                         while let envelope = try await frames.next() {
                             // A watch lasts until its end: it runs beside the session's
                             // other requests, a bounded number at once.
-                            if case .watch = envelope.body, identity.role != .runner {
+                            if case .watch = envelope.body {
                                 guard watches.open() else {
                                     outbox.send(.error(id: envelope.id, WireError(.resourceExhausted,
                                         "a session may have \(CoordinatorCore.maximumWatchesPerSession) watches open at once")))
                                     continue
                                 }
                                 group.addTask { [logger] in
-                                    await handle(envelope, identity: identity, outbox: outbox, logger: logger)
+                                    await handle(envelope, session: id, principal: principal, outbox: outbox, logger: logger)
                                     watches.close()
                                 }
                                 continue
                             }
-                            await handle(envelope, identity: identity, outbox: outbox, logger: logger)
+                            await handle(envelope, session: id, principal: principal, outbox: outbox, logger: logger)
                         }
                     } catch {
-                        if let wire = error as? WireError {
+                        if let wire = error as? WireError ?? (error as? CoordinatorError).map(WireError.init) {
                             outbox.send(.error(wire))
                             logger.info("session closed on error", metadata: ["error": "\(wire.message)"])
                         } else if let ssl = error as? NIOSSLError, case .uncleanShutdown = ssl {
@@ -100,19 +102,19 @@ struct Session {
                     }
                     continuation.finish()
                     budget.close()
-                    await core.endWatches(session: id)
+                    if let opened { await core.endWatches(session: opened) }
                     try await group.waitForAll()
                 }
             }
         } catch {
             logger.debug("connection ended", metadata: ["error": "\(error)"])
         }
-        await core.sessionClosed(session: id)
+        if let opened { await core.sessionClosed(session: opened) }
     }
 
-    func welcome(_ identity: PeerIdentity) -> Heddle_V1_Welcome {
+    func welcome(_ identity: PeerIdentity, session: UInt64) -> Heddle_V1_Welcome {
         var welcome = Heddle_V1_Welcome()
-        welcome.sessionID = String(id)
+        welcome.sessionID = String(session)
         welcome.heartbeatIntervalMs = UInt32(heartbeatInterval.nanoseconds / 1_000_000)
         welcome.maxFrameBytes = UInt32(core.limits.maximumFrameLength)
         welcome.peerName = identity.name
@@ -122,9 +124,9 @@ struct Session {
     }
 
     /// Handles one frame. Never throws: failures become Error frames.
-    func handle(_ envelope: Envelope, identity: PeerIdentity, outbox: Outbox, logger: Logger) async {
+    func handle(_ envelope: Envelope, session: UInt64, principal: Principal, outbox: Outbox, logger: Logger) async {
         do {
-            if let response = try await respond(to: envelope, identity: identity, outbox: outbox) {
+            if let response = try await respond(to: envelope, session: session, principal: principal, outbox: outbox) {
                 outbox.send(Envelope(id: envelope.id, response))
             }
         } catch {
@@ -140,14 +142,7 @@ struct Session {
     /// What the peer is told about an error.
     static func wire(_ error: any Error) -> WireError {
         if let wire = error as? WireError { return wire }
-        if let store = error as? StoreError {
-            switch store.code {
-            case .staleLease: return WireError(.staleEpoch, store.message)
-            case .notFound: return WireError.notFound(store.message)
-            case .inconsistent: return WireError(.internal, "the coordinator's data is inconsistent: \(store.message)")
-            }
-        }
-        return WireError(.internal, "internal error: \(error)")
+        return WireError(CoordinatorError(error))
     }
 
     static func jobID(of envelope: Envelope) -> UInt64? {
@@ -163,12 +158,8 @@ struct Session {
         }
     }
 
-    func require(_ action: Action, _ identity: PeerIdentity) throws(WireError) {
-        try Authorization.check(Principal(identity), action)
-    }
-
     /// The response body for a request, or nil for one-way frames.
-    func respond(to envelope: Envelope, identity: PeerIdentity, outbox: Outbox) async throws -> Envelope.OneOf_Body? {
+    func respond(to envelope: Envelope, session id: UInt64, principal: Principal, outbox: Outbox) async throws -> Envelope.OneOf_Body? {
         switch envelope.body {
         case .heartbeat:
             await core.heartbeat(session: id)
@@ -177,161 +168,130 @@ struct Session {
             throw WireError(.badRequest, "Hello was already sent on this connection")
 
         case .nodeUpdate(let update):
-            try require(.runJobs, identity)
-            try await core.nodeUpdate(session: id, update)
+            try await core.nodeUpdate(session: id, NodeReport(update))
             return .ok(Heddle_V1_Ok())
         case .logAppend(let append):
-            try require(.runJobs, identity)
             // Acknowledged by the group commit, unless nothing new needs one.
-            if let durable = try await core.queueLog(session: id, append) {
-                var ack = Heddle_V1_LogAck()
-                ack.jobID = append.job.jobID
-                ack.node = append.node
-                ack.durableOffset = durable
-                outbox.send(Envelope(.logAck(ack)))
+            if let durable = try await core.queueLog(session: id, LogBytes(append)) {
+                outbox.send(.logAck(jobID: Int64(clamping: append.job.jobID), node: append.node, durable: durable))
             }
             return nil
         case .artifactDeclare(let declare):
-            try require(.runJobs, identity)
-            return .artifactDeclared(try await core.declareArtifact(session: id, declare))
+            let grant = try await core.declareArtifact(session: id, ArtifactDeclaration(
+                job: LeaseRef(declare.job), name: declare.name, size: declare.size, sha256: declare.sha256))
+            var declared = Heddle_V1_ArtifactDeclared()
+            declared.uploadID = grant.uploadID
+            declared.committedOffset = grant.committedOffset
+            return .artifactDeclared(declared)
         case .artifactChunk(let chunk):
-            try require(.runJobs, identity)
-            try await core.artifactChunk(session: id, chunk)
+            try await core.artifactChunk(session: id, ArtifactBytes(job: LeaseRef(chunk.job), uploadID: chunk.uploadID,
+                                                                    offset: chunk.offset, data: chunk.data))
             return nil
         case .artifactCommit(let commit):
-            try require(.runJobs, identity)
-            return .artifactCommitted(try await core.commitArtifact(session: id, commit))
+            var committed = Heddle_V1_ArtifactCommitted()
+            committed.artifactID = UInt64(try await core.commitArtifact(session: id, job: LeaseRef(commit.job),
+                                                                        uploadID: commit.uploadID))
+            return .artifactCommitted(committed)
         case .jobStarted(let started):
-            try require(.runJobs, identity)
-            try await core.jobStarted(session: id, started)
+            try await core.jobStarted(session: id, JobStart(job: LeaseRef(started.job), commit: started.commit))
             return .ok(Heddle_V1_Ok())
         case .drainSelf:
-            try require(.runJobs, identity)
-            await core.drainSelf(session: id)
+            try await core.drainSelf(session: id)
             return .ok(Heddle_V1_Ok())
         case .jobFinish(let finish):
-            try require(.runJobs, identity)
-            try await core.jobFinished(session: id, finish)
+            try await core.jobFinished(session: id, JobResult(job: LeaseRef(finish.job), status: Status(finish.status),
+                                                              reason: finish.reason))
             return .ok(Heddle_V1_Ok())
 
         case .pipelinePush(let push):
-            try require(.pushPipeline, identity)
-            return .pipelinePushed(try await core.pushPipeline(push))
+            let version = try await core.pushPipeline(PipelinePush(project: push.project, fileName: push.fileName,
+                                                                   source: push.source), as: principal)
+            var pushed = Heddle_V1_PipelinePushed()
+            pushed.project = version.project
+            pushed.pipeline = version.pipeline
+            pushed.version = UInt32(version.version)
+            return .pipelinePushed(pushed)
         case .pipelineList:
-            try require(.listPipelines, identity)
             var list = Heddle_V1_PipelineList()
-            list.pipelines = try await core.pipelines()
+            list.pipelines = try await core.pipelines(as: principal).map(\.proto)
             return .pipelines(list)
-        case .trigger(let trigger):
-            try require(.trigger, identity)
-            var triggered = Heddle_V1_Triggered()
-            triggered.runID = UInt64(try await core.trigger(trigger, trigger: identity.role == .admin ? "manual" : "api"))
-            triggered.attempt = 1  // a trigger makes a new run, whose first attempt this is
-            return .triggered(triggered)
+        case .trigger(let request):
+            let triggered = try await core.trigger(TriggerRequest(project: request.project, pipeline: request.pipeline,
+                                                                  branch: request.branch), as: principal)
+            return .triggered(Self.triggered(triggered))
         case .runList(let request):
-            try require(.listRuns, identity)
             var list = Heddle_V1_RunList()
             let filter = RunFilter(project: request.project.isEmpty ? nil : request.project,
                                    pipeline: request.pipeline.isEmpty ? nil : request.pipeline,
                                    branch: request.branch.isEmpty ? nil : request.branch,
                                    status: Status(request.status))
-            list.runs = try await core.runs(limit: request.limit == 0 ? 50 : Int(min(request.limit, 10_000)), filter: filter)
+            list.runs = try await core.runs(RunQuery(limit: Int(request.limit), filter: filter), as: principal).map(\.proto)
             return .runs(list)
         case .rerun(let request):
-            try require(.rerun, identity)
-            let (runID, attempt) = try await core.rerun(runID: Int64(request.runID),
-                                                        trigger: identity.role == .admin ? "manual" : "api")
-            var triggered = Heddle_V1_Triggered()
-            triggered.runID = UInt64(runID)
-            triggered.attempt = UInt32(attempt)
-            return .triggered(triggered)
+            return .triggered(Self.triggered(try await core.rerun(runID: Int64(clamping: request.runID), as: principal)))
         case .cancel(let request):
-            try require(.cancel, identity)
-            guard !request.runIds.isEmpty || !request.jobIds.isEmpty else {
-                throw WireError.invalid("cancel needs at least one run or job id")
-            }
-            return .cancelled(try await core.cancel(runIDs: request.runIds.map { Int64($0) },
-                                                    jobIDs: request.jobIds.map { Int64($0) }, by: identity))
+            return .cancelled(try await core.cancel(runIDs: request.runIds.map { Int64(clamping: $0) },
+                                                    jobIDs: request.jobIds.map { Int64(clamping: $0) }, as: principal).proto)
         case .bulkCancel(let request):
-            try require(.bulkCancel, identity)
-            return .cancelled(try await core.bulkCancel(request, by: identity))
+            return .cancelled(try await core.bulkCancel(
+                BulkCancelRequest(project: request.project, pipeline: request.pipeline, branch: request.branch,
+                                  label: request.label, dryRun: request.dryRun), as: principal).proto)
         case .queueMove(let request):
-            try require(.moveInQueue, identity)
-            let target: Scheduler.MoveTarget
-            switch request.target {
-            case .top: target = .top
-            case .bottom: target = .bottom
-            case .beforeJob(let other): target = .before(Int64(other))
-            case .afterJob(let other): target = .after(Int64(other))
-            case .position(let n):
-                guard n >= 1 else { throw WireError.invalid("queue positions start at 1") }
-                target = .position(Int(n))
-            case .none: throw WireError.invalid("queue move needs a target: top, bottom, before, after or position")
-            }
             var list = Heddle_V1_QueueList()
-            list.jobs = [try await core.move(jobID: Int64(request.jobID), to: target)]
+            list.jobs = [try await core.move(jobID: Int64(clamping: request.jobID), to: MoveTarget(request.target),
+                                             as: principal).proto]
             return .queueList(list)
         case .queueWatch:
-            try require(.watchQueue, identity)
             guard envelope.id != 0 else { throw WireError(.badRequest, "a QueueWatch request needs a non-zero id") }
-            await core.watchQueue(session: id, requestID: envelope.id, outbox: outbox)
+            try await core.watchQueue(session: id, requestID: envelope.id)
             return nil
         case .projectCreate(let request):
-            try require(.createProject, identity)
-            let project = try await core.createProject(name: request.name, repository: request.repository)
             var list = Heddle_V1_ProjectList()
-            var info = Heddle_V1_ProjectInfo()
-            info.name = project.name
-            info.repository = project.repository
-            info.createdAtMs = project.createdAt
-            list.projects = [info]
+            list.projects = [try await core.createProject(name: request.name, repository: request.repository,
+                                                          as: principal).proto]
             return .projects(list)
         case .projectList:
-            try require(.listProjects, identity)
             var list = Heddle_V1_ProjectList()
-            list.projects = try await core.projects()
+            list.projects = try await core.projects(as: principal).map(\.proto)
             return .projects(list)
         case .revoke(let request):
-            try require(.revoke, identity)
-            let fingerprint = request.fingerprint.isEmpty ? nil : request.fingerprint
-            if let fingerprint, fingerprint.count != 64 || !fingerprint.allSatisfy(\.isHexDigit) {
-                throw WireError.invalid("a fingerprint is the 64 hex digits of the certificate's SHA-256")
-            }
             var result = Heddle_V1_RevokeResult()
-            result.sessionsClosed = UInt32(try await core.revoke(name: request.name.isEmpty ? nil : request.name,
-                                                                 fingerprint: fingerprint))
+            result.sessionsClosed = UInt32(try await core.revoke(name: request.name, fingerprint: request.fingerprint,
+                                                                 as: principal))
             return .revoked(result)
         case .runnerDrain(let request):
-            try require(.drainRunner, identity)
             var list = Heddle_V1_RunnerList()
-            list.runners = try await core.setDrained(runner: request.name, request.drained)
+            list.runners = try await core.setDrained(runner: request.name, request.drained, as: principal).map(\.proto)
             return .runnerList(list)
         case .runGet(let request):
-            try require(.showRun, identity)
-            return .run(try await core.runDetail(runID: Int64(request.runID),
-                                                 attempt: request.attempt == 0 ? nil : Int(request.attempt)))
+            return .run(try await core.runDetail(runID: Int64(clamping: request.runID),
+                                                 attempt: request.attempt == 0 ? nil : Int(request.attempt),
+                                                 as: principal).proto)
         case .watch(let request):
-            try require(.watchRun, identity)
             guard envelope.id != 0 else { throw WireError(.badRequest, "a Watch request needs a non-zero id") }
-            try await core.watch(session: id, requestID: envelope.id, request, outbox: outbox)
+            try await core.watch(session: id, requestID: envelope.id, WatchRequest(request))
             return nil
         case .queue(let request):
-            try require(.listQueue, identity)
-            let limit = request.limit == 0 ? CoordinatorCore.maximumListedJobs : min(Int(request.limit), CoordinatorCore.maximumListedJobs)
-            return .queueList(try await core.queue(limit: limit))
+            return .queueList(try await core.queue(limit: request.limit == 0 ? nil : Int(request.limit), as: principal).proto)
         case .runners:
-            try require(.listRunners, identity)
             var list = Heddle_V1_RunnerList()
-            list.runners = await core.runnerList()
+            list.runners = try await core.runners(as: principal).map(\.proto)
             return .runnerList(list)
         case .artifactList(let request):
-            try require(.listArtifacts, identity)
             var list = Heddle_V1_ArtifactList()
-            list.artifacts = try await core.artifacts(runID: request.runID == 0 ? nil : Int64(request.runID))
+            list.artifacts = try await core.artifacts(runID: request.runID == 0 ? nil : Int64(clamping: request.runID),
+                                                      as: principal).map(\.proto)
             return .artifacts(list)
         case .artifactRead(let request):
-            try require(.readArtifact, identity)
-            return .artifactData(try await core.readArtifact(request))
+            let slice = try await core.readArtifact(ArtifactRead(artifactID: Int64(clamping: request.artifactID),
+                                                                 offset: Int64(clamping: request.offset),
+                                                                 length: request.length == 0 ? nil : Int(request.length)),
+                                                    as: principal)
+            var data = Heddle_V1_ArtifactData()
+            data.artifact = slice.artifact.proto
+            data.offset = UInt64(slice.offset)
+            data.data = slice.data
+            return .artifactData(data)
 
         case .welcome, .error, .ok, .assignment, .logAck, .artifactDeclared, .artifactCommitted, .stopJob,
              .pipelinePushed, .pipelines, .triggered, .runs, .run, .watchEvent, .queueList, .runnerList,
@@ -341,6 +301,13 @@ struct Session {
             // A message from a newer protocol revision: refused, and the session goes on.
             throw WireError(.unimplemented, "this coordinator (\(HeddleVersion.software)) does not know that message; nothing was done")
         }
+    }
+
+    static func triggered(_ triggered: Triggered) -> Heddle_V1_Triggered {
+        var out = Heddle_V1_Triggered()
+        out.runID = UInt64(triggered.runID)
+        out.attempt = UInt32(triggered.attempt)
+        return out
     }
 }
 

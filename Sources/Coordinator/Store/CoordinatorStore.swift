@@ -35,16 +35,14 @@ public protocol CoordinatorStore: Sendable {
     /// coordinator's own decision about a job no runner holds.
     func finishJob(id: Int64, epoch: Int64?, status: Status, reason: String, now: Int64) async throws -> (RunRecord, JobRecord)
 
-    /// Records the durable length of node logs (their bytes are in `LogFiles`), one transaction.
-    func setLogEnds(_ ends: [LogEnd]) async throws
+    /// Records the durable length of node logs (their bytes are in a `LogStore`), one
+    /// transaction. A length with an epoch is fenced like the writes above: it is not recorded
+    /// unless its job is running with that epoch. Returns the jobs whose lengths were refused.
+    func setLogEnds(_ ends: [LogEnd]) async throws -> Set<Int64>
     /// The durable length of each node log of a job.
     func logLengths(jobID: Int64) async throws -> [String: Int64]
     /// The durable lengths of the node logs of jobs, by job and then node order.
     func logEnds(jobIDs: [Int64], node: String?) async throws -> [LogEnd]
-    /// Log bytes stored in the database by an older version, one job at a time (nil when
-    /// none are left), and their removal once moved to files.
-    func legacyLogChunks() async throws -> [LogChunkRecord]?
-    func deleteLegacyLogChunks(jobID: Int64) async throws
 
     func insertArtifact(jobID: Int64, epoch: Int64, name: String, size: Int64, sha256: String, now: Int64) async throws -> ArtifactRecord
     /// A run's artifacts, or (nil) the latest 1,000 of every run, oldest first.

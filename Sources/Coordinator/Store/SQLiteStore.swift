@@ -158,7 +158,6 @@ public struct SQLiteStore: CoordinatorStore {
                 """)
         }
         migrator.registerMigration("v4: log bytes in segment files, their durable lengths here") { db in
-            // log_chunk stays until `CoordinatorCore.recover` has moved its bytes to files.
             try db.execute(sql: """
                 CREATE TABLE log_end (
                     job_id INTEGER NOT NULL REFERENCES job(id),
@@ -169,6 +168,15 @@ public struct SQLiteStore: CoordinatorStore {
                 INSERT INTO log_end (job_id, node, length)
                     SELECT job_id, node, MAX(offset + length(data)) FROM log_chunk GROUP BY job_id, node;
                 """)
+        }
+        migrator.registerMigration("v5: no log bytes in the database") { db in
+            // Versions before v4 kept log bytes here; v4 moved them to files when it started.
+            // This version no longer moves them: a database that still holds some is refused
+            // rather than losing them.
+            if let count = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM log_chunk"), count > 0 {
+                throw StoreError(.inconsistent, "this database still holds \(count) log chunks of a version older than v4: start it once with that version's coordinator, which moves them to files")
+            }
+            try db.execute(sql: "DROP TABLE log_chunk")
         }
         return migrator
     }
@@ -559,13 +567,27 @@ public struct SQLiteStore: CoordinatorStore {
 
     // MARK: logs
 
-    public func setLogEnds(_ ends: [LogEnd]) async throws {
+    public func setLogEnds(_ ends: [LogEnd]) async throws -> Set<Int64> {
         try await group.write { db in
+            let fence = try db.cachedStatement(sql: "SELECT 1 FROM job WHERE id = ? AND epoch = ? AND status = 'running'")
             let statement = try db.cachedStatement(sql: """
                 INSERT INTO log_end (job_id, node, length) VALUES (?, ?, ?)
                 ON CONFLICT (job_id, node) DO UPDATE SET length = excluded.length
                 """)
-            for end in ends { try statement.execute(arguments: [end.jobID, end.node, end.length]) }
+            var leased: [Int64: Bool] = [:]
+            var refused = Set<Int64>()
+            for end in ends {
+                if let epoch = end.epoch {
+                    let holds = try leased[end.jobID] ?? (Int64.fetchOne(fence, arguments: [end.jobID, epoch]) != nil)
+                    leased[end.jobID] = holds
+                    guard holds else {
+                        refused.insert(end.jobID)
+                        continue
+                    }
+                }
+                try statement.execute(arguments: [end.jobID, end.node, end.length])
+            }
+            return refused
         }
     }
 
@@ -594,23 +616,6 @@ public struct SQLiteStore: CoordinatorStore {
                 WHERE e.job_id IN (\(databaseQuestionMarks(count: jobIDs.count)))\(filter)
                 ORDER BY e.job_id, n.ordinal
                 """, arguments: arguments).map { LogEnd(jobID: $0["job_id"], node: $0["node"], length: $0["length"]) }
-        }
-    }
-
-    public func legacyLogChunks() async throws -> [LogChunkRecord]? {
-        try await writer.read { db in
-            guard let jobID = try Int64.fetchOne(db, sql: "SELECT MIN(job_id) FROM log_chunk") else { return nil }
-            return try Row.fetchAll(db.cachedStatement(sql: """
-                SELECT job_id, node, offset, data FROM log_chunk WHERE job_id = ? ORDER BY node, offset
-                """), arguments: [jobID]).map {
-                LogChunkRecord(jobID: $0["job_id"], node: $0["node"], offset: $0["offset"], data: $0["data"])
-            }
-        }
-    }
-
-    public func deleteLegacyLogChunks(jobID: Int64) async throws {
-        try await group.write { db in
-            try db.cachedStatement(sql: "DELETE FROM log_chunk WHERE job_id = ?").execute(arguments: [jobID])
         }
     }
 

@@ -1,5 +1,5 @@
 import Foundation
-import Wire
+
 
 /// Linux's `O_DIRECT`, which Glibc's Swift module does not export (it needs `_GNU_SOURCE`).
 #if arch(x86_64) || arch(i386)
@@ -72,7 +72,7 @@ final class DirectFile {
         var memory: UnsafeMutableRawPointer?
         guard posix_memalign(&memory, Self.block, Self.block) == 0, let memory else {
             Glibc.close(fd)
-            throw WireError(.internal, "cannot allocate a write buffer for \(path)")
+            throw CoordinatorError(.internal, "cannot allocate a write buffer for \(path)")
         }
         self.path = path
         self.fd = fd
@@ -182,7 +182,7 @@ final class DirectFile {
         }
     }
 
-    static func failure(_ what: String, _ code: Int32) -> WireError {
-        WireError(.internal, "cannot \(what): \(String(cString: strerror(code)))")
+    static func failure(_ what: String, _ code: Int32) -> CoordinatorError {
+        CoordinatorError(.internal, "cannot \(what): \(String(cString: strerror(code)))")
     }
 }

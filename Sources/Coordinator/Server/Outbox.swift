@@ -1,14 +1,15 @@
 import Synchronization
 import Wire
 
-/// Where the core sends frames for one session. The session drains it onto its connection,
-/// writing only while the connection is writable.
+/// The binary front's `EventSink`: frames for one session, the core's events encoded, drained
+/// onto the connection by the session's writer, which writes only while the connection is
+/// writable.
 ///
 /// It holds a bounded number of frames: a peer that does not read what it is sent overflows
 /// it, and its session is closed rather than memory growing. Bulk bytes (log history and
 /// catch-up) are sent only while fewer than `byteBudget` bytes wait in it (`room()`), so a
 /// reader's pace, not the log's size, decides how much is held.
-public struct Outbox: Sendable {
+public struct Outbox: EventSink {
     let continuation: AsyncStream<Envelope>.Continuation
     let overflow: @Sendable () -> Void
     let budget: Budget?
@@ -24,6 +25,10 @@ public struct Outbox: Sendable {
         self.budget = budget
     }
 
+    public func send(_ event: SessionEvent) {
+        send(Envelope(event))
+    }
+
     public func send(_ envelope: Envelope) {
         budget?.add(Self.weight(envelope))
         if case .dropped = continuation.yield(envelope) {
@@ -33,13 +38,13 @@ public struct Outbox: Sendable {
     }
 
     /// Whether the waiting bytes are under the budget now.
-    var hasRoom: Bool { budget?.hasRoom ?? true }
+    public var hasRoom: Bool { budget?.hasRoom ?? true }
 
     /// Whether the session closed (its budget was closed).
-    var isClosed: Bool { budget?.isClosed ?? false }
+    public var isClosed: Bool { budget?.isClosed ?? false }
 
     /// Waits until the waiting bytes are under the budget; false once the session closed.
-    func room() async -> Bool {
+    public func room() async -> Bool {
         await budget?.room() ?? true
     }
 

@@ -1,6 +1,7 @@
 import Foundation
+import NIOPosix
 import Synchronization
-import Wire
+
 
 /// Node log bytes on disk: `logs/<job id>/n-<node>/<start offset>`, each node log a run of
 /// segment files. A segment holds the bytes from its start offset on; a new one begins when
@@ -12,7 +13,7 @@ import Wire
 /// last block, or bytes never acknowledged) are cut when the log is next written, and the
 /// next write at that offset replaces them. All methods block; callers run them on a thread
 /// pool. Writes come from one group commit at a time.
-final class LogFiles: @unchecked Sendable {
+public final class LogFiles: @unchecked Sendable {
     let directory: String
     /// A multiple of the file block, so a full segment ends on a block boundary.
     let segmentSize: Int64
@@ -22,10 +23,8 @@ final class LogFiles: @unchecked Sendable {
     /// Where segments gather bytes to write (one batch at a time, under `open`'s lock).
     private let scratch = WriteScratch(capacity: 8 << 20)
 
-    struct LogKey: Hashable, Sendable {
-        var jobID: Int64
-        var node: String
-    }
+    public typealias LogKey = Coordinator.LogKey
+    public typealias Write = LogWrite
 
     struct OpenSegment {
         var file: DirectFile
@@ -33,15 +32,13 @@ final class LogFiles: @unchecked Sendable {
         var end: Int64 { start + file.length }
     }
 
-    /// Bytes for a node log at an offset, as the group commit writes them.
-    struct Write: Sendable {
-        var key: LogKey
-        var offset: Int64
-        var data: Data
-    }
+    let pool: NIOThreadPool
 
-    init(directory: String, segmentSize: Int64) {
+    /// Segments of `segmentSize` bytes (rounded to the file block) under `directory`; the
+    /// blocking file work runs on `pool`.
+    public init(directory: String, segmentSize: Int64, pool: NIOThreadPool = .singleton) {
         self.directory = directory
+        self.pool = pool
         self.segmentSize = max(Int64(DirectFile.block), segmentSize / Int64(DirectFile.block) * Int64(DirectFile.block))
     }
 
@@ -228,7 +225,7 @@ final class LogFiles: @unchecked Sendable {
         guard fsync(fd) == 0 else { throw failure("sync \(path)", errno) }
     }
 
-    static func failure(_ what: String, _ code: Int32) -> WireError {
-        WireError(.internal, "cannot \(what): \(String(cString: strerror(code)))")
+    static func failure(_ what: String, _ code: Int32) -> CoordinatorError {
+        CoordinatorError(.internal, "cannot \(what): \(String(cString: strerror(code)))")
     }
 }

@@ -4,10 +4,11 @@ import NIOPosix
 import Synchronization
 import Wire
 
+
 /// Artifact content on disk, addressed by SHA-256: `blobs/ab/abcd…`. An upload is written to
 /// `uploads/N`, hashed as it arrives, fsynced, and renamed into place only once its size
 /// and SHA-256 match what was declared. Blocking file work runs on a thread pool.
-public final class BlobStore: Sendable {
+public final class BlobStore: ArtifactStore {
     public let directory: String
     let pool: NIOThreadPool
     /// Chunk bytes of every upload accepted but not yet written and hashed.
@@ -24,7 +25,7 @@ public final class BlobStore: Sendable {
     }
 
     /// Removes upload files no open upload owns (left by a crash).
-    func removeUploads(except keep: Set<UInt64>) {
+    public func removeUploads(except keep: Set<UInt64>) {
         for leftover in (try? FileManager.default.contentsOfDirectory(atPath: "\(directory)/uploads")) ?? [] {
             if let id = UInt64(leftover), keep.contains(id) { continue }
             try? FileManager.default.removeItem(atPath: "\(directory)/uploads/\(leftover)")
@@ -33,19 +34,19 @@ public final class BlobStore: Sendable {
 
     /// Reopens an upload that was in progress before a restart: its bytes so far are hashed
     /// again, and it continues from where it ended.
-    func resumeUpload(id: UInt64) async throws -> Upload {
+    public func resumeUpload(id: UInt64) async throws -> any ArtifactUpload {
         let path = "\(directory)/uploads/\(id)"
         let pool = self.pool
         return try await pool.runIfActive {
             let reader = open(path, O_RDONLY | O_CLOEXEC)
-            guard reader >= 0 else { throw WireError(.internal, "cannot reopen upload \(id)") }
+            guard reader >= 0 else { throw CoordinatorError(.internal, "cannot reopen upload \(id)") }
             defer { close(reader) }
             var hasher = SHA256()
             var buffer = [UInt8](repeating: 0, count: 1 << 20)
             var length: Int64 = 0
             while true {
                 let n = buffer.withUnsafeMutableBytes { Glibc.read(reader, $0.baseAddress, $0.count) }
-                if n < 0 { throw WireError(.internal, "cannot read upload \(id): \(String(cString: strerror(errno)))") }
+                if n < 0 { throw CoordinatorError(.internal, "cannot read upload \(id): \(String(cString: strerror(errno)))") }
                 if n == 0 { break }
                 hasher.update(data: buffer[0..<n])
                 length += Int64(n)
@@ -66,13 +67,13 @@ public final class BlobStore: Sendable {
     /// the upload's oldest chunk (its session stops reading meanwhile). A write error is kept and
     /// reported by the next `append` or by `settle`. After a crash the file holds whole
     /// blocks only, and the upload resumes from there.
-    final class Upload: @unchecked Sendable {
+    final class Upload: ArtifactUpload, @unchecked Sendable {
         let path: String
         let file: DirectFile
         let pool: NIOThreadPool
         let inFlight: InFlightBytes
         let hasher: Mutex<SHA256>
-        private let failure = Mutex<WireError?>(nil)
+        private let failure = Mutex<CoordinatorError?>(nil)
         /// Bytes accepted (queued or written). Only the owner touches it and `chunks`.
         private(set) var accepted: Int64
         private var chunks: [(write: Task<Void, Never>, hash: Task<Void, Never>, size: Int)] = []
@@ -89,7 +90,7 @@ public final class BlobStore: Sendable {
             self.hasher = Mutex(hasher)
         }
 
-        func append(_ data: Data) async throws {
+        public func append(_ data: Data) async throws {
             if let failure = failure.withLock({ $0 }) { throw failure }
             accepted += Int64(data.count)
             let previous = chunks.last
@@ -99,7 +100,7 @@ public final class BlobStore: Sendable {
                 do {
                     try await self.pool.runIfActive { try self.file.append(data) }
                 } catch {
-                    self.failure.withLock { $0 = $0 ?? (error as? WireError ?? WireError(.internal, "cannot write an upload: \(error)")) }
+                    self.failure.withLock { $0 = $0 ?? (error as? CoordinatorError ?? CoordinatorError(.internal, "cannot write an upload: \(error)")) }
                 }
             }
             let hash = Task {
@@ -123,19 +124,20 @@ public final class BlobStore: Sendable {
         }
 
         /// Waits until every accepted byte is written and hashed; throws a write error.
-        func settle() async throws {
+        public func settle() async throws {
             while !chunks.isEmpty { await settleOldest() }
             if let failure = failure.withLock({ $0 }) { throw failure }
         }
     }
 
-    func beginUpload(id: UInt64) async throws -> Upload {
+    public func beginUpload(id: UInt64) async throws -> any ArtifactUpload {
         try Upload(path: "\(directory)/uploads/\(id)", pool: pool, inFlight: inFlight)
     }
 
     /// Verifies and stores the upload; returns its SHA-256 hex. Throws (and deletes the
     /// upload) when size or hash differ from what was declared.
-    func commit(_ upload: Upload, size: Int64, sha256: String) async throws {
+    public func commit(_ upload: any ArtifactUpload, size: Int64, sha256: String) async throws {
+        guard let upload = upload as? Upload else { throw CoordinatorError(.internal, "an upload from another store") }
         let target = path(sha256: sha256)
         let directory = self.directory
         do {
@@ -147,11 +149,11 @@ public final class BlobStore: Sendable {
         try await pool.runIfActive {
             defer { unlink(upload.path) }
             guard upload.accepted == size else {
-                throw WireError.invalid("artifact has \(upload.accepted) bytes but \(size) were declared")
+                throw CoordinatorError.invalid("artifact has \(upload.accepted) bytes but \(size) were declared")
             }
             let actual = hex(upload.hasher.withLock { $0.finalize() })
             guard actual == sha256 else {
-                throw WireError.invalid("artifact SHA-256 is \(actual) but \(sha256) was declared")
+                throw CoordinatorError.invalid("artifact SHA-256 is \(actual) but \(sha256) was declared")
             }
             try upload.file.cut()
             try upload.file.sync()
@@ -159,7 +161,7 @@ public final class BlobStore: Sendable {
             try FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true)
             if FileManager.default.fileExists(atPath: target) { return }
             guard rename(upload.path, target) == 0 else {
-                throw WireError(.internal, "cannot store an artifact: \(String(cString: strerror(errno)))")
+                throw CoordinatorError(.internal, "cannot store an artifact: \(String(cString: strerror(errno)))")
             }
             for dir in [parent, "\(directory)/blobs"] {
                 let dfd = open(dir, O_RDONLY | O_DIRECTORY)
@@ -168,21 +170,21 @@ public final class BlobStore: Sendable {
         }
     }
 
-    func discard(_ upload: Upload) {
-        unlink(upload.path)
+    public func discard(_ upload: any ArtifactUpload) {
+        if let upload = upload as? Upload { unlink(upload.path) }
     }
 
-    func read(sha256: String, offset: Int64, length: Int) async throws -> [UInt8] {
+    public func read(sha256: String, offset: Int64, length: Int) async throws -> [UInt8] {
         let path = self.path(sha256: sha256)
         return try await pool.runIfActive {
             let fd = open(path, O_RDONLY | O_CLOEXEC)
-            guard fd >= 0 else { throw WireError(.internal, "artifact content \(sha256) is missing from the data directory") }
+            guard fd >= 0 else { throw CoordinatorError(.internal, "artifact content \(sha256) is missing from the data directory") }
             defer { close(fd) }
             var buffer = [UInt8](repeating: 0, count: length)
             var got = 0
             while got < length {
                 let n = buffer[got...].withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, off_t(offset) + off_t(got)) }
-                if n < 0 { throw WireError(.internal, "cannot read artifact content: \(String(cString: strerror(errno)))") }
+                if n < 0 { throw CoordinatorError(.internal, "cannot read artifact content: \(String(cString: strerror(errno)))") }
                 if n == 0 { break }
                 got += n
             }

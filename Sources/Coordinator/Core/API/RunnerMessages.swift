@@ -1,0 +1,140 @@
+import Foundation
+
+// What a runner tells the core, and what the core tells a runner, in the core's own types.
+
+/// A job as one lease holds it: a write about the job counts only with the current epoch.
+public struct LeaseRef: Sendable, Hashable, CustomStringConvertible {
+    public var jobID: Int64
+    public var epoch: Int64
+
+    public init(jobID: Int64, epoch: Int64) {
+        self.jobID = jobID
+        self.epoch = epoch
+    }
+
+    public var description: String { "job \(jobID) (epoch \(epoch))" }
+}
+
+/// A runner's session starts: what it offers and what it still runs from before.
+public struct RunnerHello: Sendable {
+    public var labels: [String]
+    public var capacity: Int
+    public var running: [LeaseRef]
+
+    public init(labels: [String], capacity: Int, running: [LeaseRef] = []) {
+        self.labels = labels
+        self.capacity = capacity
+        self.running = running
+    }
+}
+
+/// A job handed to a runner: everything needed to run it.
+public struct JobAssignment: Sendable {
+    public var lease: LeaseRef
+    public var attempt: Int
+    public var runID: Int64
+    public var project: String
+    public var pipeline: String
+    public var jobName: String
+    public var branch: String
+    /// Empty: no checkout.
+    public var repository: String
+    public var env: [String: String]
+    /// In the pipeline's order.
+    public var nodes: [NodeRecord]
+}
+
+/// A node started or ended.
+public struct NodeReport: Sendable {
+    public var job: LeaseRef
+    public var node: String
+    /// Nil when the runner sent a value that is no status.
+    public var status: Status?
+    public var exitCode: Int?
+    /// When it happened (milliseconds since 1970); nil: now.
+    public var at: Int64?
+
+    public init(job: LeaseRef, node: String, status: Status?, exitCode: Int? = nil, at: Int64? = nil) {
+        self.job = job
+        self.node = node
+        self.status = status
+        self.exitCode = exitCode
+        self.at = at
+    }
+}
+
+/// Bytes of a node's log at an offset.
+public struct LogBytes: Sendable {
+    public var job: LeaseRef
+    public var node: String
+    public var offset: UInt64
+    public var data: Data
+
+    public init(job: LeaseRef, node: String, offset: UInt64, data: Data) {
+        self.job = job
+        self.node = node
+        self.offset = offset
+        self.data = data
+    }
+}
+
+/// A job's workspace is ready at `commit` (empty without a repository).
+public struct JobStart: Sendable {
+    public var job: LeaseRef
+    public var commit: String
+
+    public init(job: LeaseRef, commit: String) {
+        self.job = job
+        self.commit = commit
+    }
+}
+
+/// What the runner says a job ended as (the core derives the stored result from its nodes).
+public struct JobResult: Sendable {
+    public var job: LeaseRef
+    /// Nil when the runner sent a value that is no status.
+    public var status: Status?
+    public var reason: String
+
+    public init(job: LeaseRef, status: Status?, reason: String) {
+        self.job = job
+        self.status = status
+        self.reason = reason
+    }
+}
+
+/// An artifact a job is about to upload.
+public struct ArtifactDeclaration: Sendable {
+    public var job: LeaseRef
+    public var name: String
+    public var size: UInt64
+    /// The SHA-256 of its bytes (32 bytes).
+    public var sha256: Data
+
+    public init(job: LeaseRef, name: String, size: UInt64, sha256: Data) {
+        self.job = job
+        self.name = name
+        self.size = size
+        self.sha256 = sha256
+    }
+}
+
+/// Where an upload stands: its id and the bytes already taken (0 for a new one).
+public struct UploadGrant: Sendable, Equatable {
+    public var uploadID: UInt64
+    public var committedOffset: UInt64
+}
+
+public struct ArtifactBytes: Sendable {
+    public var job: LeaseRef
+    public var uploadID: UInt64
+    public var offset: UInt64
+    public var data: Data
+
+    public init(job: LeaseRef, uploadID: UInt64, offset: UInt64, data: Data) {
+        self.job = job
+        self.uploadID = uploadID
+        self.offset = offset
+        self.data = data
+    }
+}

@@ -1,0 +1,114 @@
+import Foundation
+
+// What the core answers and publishes: plain values a front renders its own way.
+
+/// A running or queued job as the queue shows it.
+public struct QueueEntry: Sendable, Equatable {
+    public var jobID: Int64
+    public var runID: Int64
+    public var attempt: Int
+    public var project: String
+    public var pipeline: String
+    public var job: String
+    public var branch: String
+    public var labels: [String]
+    public var status: Status
+    public var runner: String?
+    public var queuedAt: Int64
+    /// 1-based place among queued jobs; nil unless queued.
+    public var position: Int?
+    /// Why no connected runner can take it, for a queued job nobody can take.
+    public var waitingReason: String?
+}
+
+public struct QueueList: Sendable, Equatable {
+    /// Running jobs first, then queued ones in dispatch order.
+    public var jobs: [QueueEntry]
+    /// Jobs running and queued, listed or not.
+    public var total: Int
+}
+
+public struct CancelResult: Sendable, Equatable {
+    /// The first `CoordinatorCore.maximumListedJobs` jobs affected.
+    public var jobs: [QueueEntry]
+    /// Every job affected.
+    public var count: Int
+}
+
+/// A run attempt with its jobs and their nodes.
+public struct RunDetail: Sendable, Equatable {
+    /// The run as of the attempt shown (status, trigger and times are the attempt's).
+    public var run: RunRecord
+    public var jobs: [JobDetail]
+}
+
+public struct JobDetail: Sendable, Equatable {
+    public var job: JobRecord
+    public var nodes: [NodeRecord]
+}
+
+public struct RunnerInfo: Sendable, Equatable {
+    public var name: String
+    public var labels: [String]
+    public var capacity: Int
+    public var running: Int
+    public var connectedAt: Int64
+    public var lastHeartbeat: Int64
+    public var sessionID: UInt64
+    public var drained: Bool
+}
+
+public struct ArtifactSlice: Sendable, Equatable {
+    public var artifact: ArtifactRecord
+    public var offset: Int64
+    public var data: Data
+}
+
+/// One event of a watched run attempt.
+public enum WatchEvent: Sendable, Equatable {
+    case log(LogChunk)
+    case job(JobEvent)
+    /// Nothing follows: the attempt as it is now.
+    case end(RunRecord)
+}
+
+public struct LogChunk: Sendable, Equatable {
+    public var jobID: Int64
+    public var job: String
+    public var node: String
+    public var offset: UInt64
+    public var data: Data
+    /// Bytes before `offset` that are not kept (the log passed its size limit).
+    public var dropped: UInt64 = 0
+}
+
+/// A job changed: what changed is set (a node event carries only that node).
+public struct JobEvent: Sendable, Equatable {
+    public var id: Int64
+    public var name: String
+    public var status: Status
+    public var runner: String?
+    public var startedAt: Int64?
+    public var finishedAt: Int64?
+    public var reason: String = ""
+    public var labels: [String] = []
+    public var attempt: Int
+    public var nodes: [NodeEvent] = []
+}
+
+public struct NodeEvent: Sendable, Equatable {
+    public var name: String
+    public var status: Status
+    public var startedAt: Int64?
+    public var finishedAt: Int64?
+    public var exitCode: Int?
+}
+
+public struct QueueEvent: Sendable, Equatable {
+    public enum Kind: String, Sendable, Equatable {
+        case queued, moved, claimed, finished, cancelled
+    }
+
+    public var kind: Kind
+    public var entry: QueueEntry
+}

@@ -1,0 +1,370 @@
+import Foundation
+import Wire
+
+// The binary front's translation between the protocol's messages and the core's types. The
+// protocol's conventions live here and only here: 0 and "" mean "not given", times are
+// milliseconds with 0 for "not yet".
+
+extension Status {
+    var proto: Heddle_V1_Status {
+        switch self {
+        case .queued: .queued
+        case .pending: .pending
+        case .running: .running
+        case .succeeded: .succeeded
+        case .failed: .failed
+        case .cancelled: .cancelled
+        case .skipped: .skipped
+        }
+    }
+
+    /// Nil for a value that is no status (unspecified, or one this version does not know).
+    init?(_ proto: Heddle_V1_Status) {
+        switch proto {
+        case .queued: self = .queued
+        case .pending: self = .pending
+        case .running: self = .running
+        case .succeeded: self = .succeeded
+        case .failed: self = .failed
+        case .cancelled: self = .cancelled
+        case .skipped: self = .skipped
+        default: return nil
+        }
+    }
+}
+
+extension WireError {
+    /// What a peer is told about an error from the core.
+    init(_ error: CoordinatorError) {
+        let code: Heddle_V1_ErrorCode = switch error.code {
+        case .badRequest: .badRequest
+        case .unauthenticated: .unauthenticated
+        case .permissionDenied: .permissionDenied
+        case .notFound: .notFound
+        case .invalidArgument: .invalidArgument
+        case .failedPrecondition: .failedPrecondition
+        case .staleLease: .staleEpoch
+        case .resourceExhausted: .resourceExhausted
+        case .internal: .internal
+        }
+        self.init(code, error.message)
+    }
+}
+
+extension Principal {
+    /// The caller a verified client certificate names.
+    init(_ identity: PeerIdentity) {
+        self.init(name: identity.name, role: identity.role,
+                  certificate: Certificate(fingerprint: identity.fingerprint, issuedAt: identity.issuedAt))
+    }
+}
+
+private func given(_ text: String) -> String? { text.isEmpty ? nil : text }
+private func given<T: BinaryInteger>(_ number: T) -> Int? { number == 0 ? nil : Int(number) }
+
+// MARK: from the peer
+
+extension LeaseRef {
+    init(_ ref: Heddle_V1_JobRef) {
+        self.init(jobID: Int64(clamping: ref.jobID), epoch: Int64(clamping: ref.epoch))
+    }
+}
+
+extension RunnerHello {
+    init(_ hello: Heddle_V1_Hello) {
+        self.init(labels: hello.labels, capacity: Int(hello.capacity), running: hello.runningJobs.map(LeaseRef.init))
+    }
+}
+
+extension NodeReport {
+    init(_ update: Heddle_V1_NodeUpdate) {
+        self.init(job: LeaseRef(update.job), node: update.node, status: Status(update.status),
+                  exitCode: update.exited ? Int(update.exitCode) : nil, at: update.atMs == 0 ? nil : update.atMs)
+    }
+}
+
+extension LogBytes {
+    init(_ append: Heddle_V1_LogAppend) {
+        self.init(job: LeaseRef(append.job), node: append.node, offset: append.offset, data: append.data)
+    }
+}
+
+extension WatchRequest {
+    init(_ request: Heddle_V1_WatchRequest) {
+        self.init(runID: Int64(clamping: request.runID), attempt: given(request.attempt), job: given(request.job),
+                  node: given(request.node), logs: request.logs, follow: request.follow)
+    }
+}
+
+extension MoveTarget {
+    init?(_ target: Heddle_V1_QueueMoveRequest.OneOf_Target?) {
+        switch target {
+        case .top: self = .top
+        case .bottom: self = .bottom
+        case .beforeJob(let other): self = .before(Int64(clamping: other))
+        case .afterJob(let other): self = .after(Int64(clamping: other))
+        case .position(let n): self = .position(Int(n))
+        case .none: return nil
+        }
+    }
+}
+
+// MARK: to the peer
+
+extension RunRecord {
+    var proto: Heddle_V1_RunSummary {
+        var summary = Heddle_V1_RunSummary()
+        summary.id = UInt64(id)
+        summary.project = project
+        summary.pipeline = pipeline
+        summary.branch = branch
+        summary.status = status.proto
+        summary.attempt = UInt32(attempt)
+        summary.createdAtMs = createdAt
+        summary.startedAtMs = startedAt ?? 0
+        summary.finishedAtMs = finishedAt ?? 0
+        summary.trigger = trigger
+        return summary
+    }
+}
+
+extension ArtifactRecord {
+    var proto: Heddle_V1_ArtifactInfo {
+        var info = Heddle_V1_ArtifactInfo()
+        info.id = UInt64(id)
+        info.runID = UInt64(runID)
+        info.jobID = UInt64(jobID)
+        info.job = job
+        info.name = name
+        info.size = UInt64(size)
+        info.sha256 = Data(hexString: sha256) ?? Data()
+        info.attempt = UInt32(attempt)
+        return info
+    }
+}
+
+extension PipelineVersionRecord {
+    var proto: Heddle_V1_PipelineInfo {
+        var info = Heddle_V1_PipelineInfo()
+        info.project = project
+        info.pipeline = pipeline
+        info.version = UInt32(version)
+        info.updatedAtMs = createdAt
+        info.jobs = jobs
+        return info
+    }
+}
+
+extension ProjectRecord {
+    var proto: Heddle_V1_ProjectInfo {
+        var info = Heddle_V1_ProjectInfo()
+        info.name = name
+        info.repository = repository
+        info.createdAtMs = createdAt
+        return info
+    }
+}
+
+extension QueueEntry {
+    var proto: Heddle_V1_QueueEntry {
+        var entry = Heddle_V1_QueueEntry()
+        entry.jobID = UInt64(jobID)
+        entry.runID = UInt64(runID)
+        entry.attempt = UInt32(attempt)
+        entry.project = project
+        entry.pipeline = pipeline
+        entry.job = job
+        entry.branch = branch
+        entry.labels = labels
+        entry.status = status.proto
+        entry.runner = runner ?? ""
+        entry.queuedAtMs = queuedAt
+        entry.position = UInt32(position ?? 0)
+        entry.waitingReason = waitingReason ?? ""
+        return entry
+    }
+}
+
+extension CancelResult {
+    var proto: Heddle_V1_CancelResult {
+        var result = Heddle_V1_CancelResult()
+        result.jobs = jobs.map(\.proto)
+        result.count = UInt32(count)
+        return result
+    }
+}
+
+extension QueueList {
+    var proto: Heddle_V1_QueueList {
+        var list = Heddle_V1_QueueList()
+        list.jobs = jobs.map(\.proto)
+        list.total = UInt32(total)
+        return list
+    }
+}
+
+extension RunDetail {
+    var proto: Heddle_V1_RunDetail {
+        var detail = Heddle_V1_RunDetail()
+        detail.run = run.proto
+        detail.jobs = jobs.map { item in
+            let job = item.job
+            var out = Heddle_V1_JobDetail()
+            out.id = UInt64(job.id)
+            out.name = job.name
+            out.status = job.status.proto
+            out.runner = job.runner ?? ""
+            out.startedAtMs = job.startedAt ?? 0
+            out.finishedAtMs = job.finishedAt ?? 0
+            out.reason = job.reason
+            out.labels = job.labels
+            out.commit = job.commit
+            out.attempt = UInt32(job.attempt)
+            out.nodes = item.nodes.map { node in
+                var n = Heddle_V1_NodeDetail()
+                n.name = node.name
+                n.status = node.status.proto
+                n.startedAtMs = node.startedAt ?? 0
+                n.finishedAtMs = node.finishedAt ?? 0
+                n.exitCode = Int32(clamping: node.exitCode ?? 0)
+                n.exited = node.exitCode != nil
+                n.needs = node.needs
+                return n
+            }
+            return out
+        }
+        return detail
+    }
+}
+
+extension RunnerInfo {
+    var proto: Heddle_V1_RunnerInfo {
+        var info = Heddle_V1_RunnerInfo()
+        info.name = name
+        info.labels = labels
+        info.capacity = UInt32(capacity)
+        info.running = UInt32(running)
+        info.connectedAtMs = connectedAt
+        info.lastHeartbeatMs = lastHeartbeat
+        info.sessionID = String(sessionID)
+        info.drained = drained
+        return info
+    }
+}
+
+extension JobEvent {
+    var proto: Heddle_V1_JobDetail {
+        var detail = Heddle_V1_JobDetail()
+        detail.id = UInt64(id)
+        detail.name = name
+        detail.status = status.proto
+        detail.runner = runner ?? ""
+        detail.startedAtMs = startedAt ?? 0
+        detail.finishedAtMs = finishedAt ?? 0
+        detail.reason = reason
+        detail.labels = labels
+        detail.attempt = UInt32(attempt)
+        detail.nodes = nodes.map { node in
+            var n = Heddle_V1_NodeDetail()
+            n.name = node.name
+            n.status = node.status.proto
+            n.startedAtMs = node.startedAt ?? 0
+            n.finishedAtMs = node.finishedAt ?? 0
+            if let exitCode = node.exitCode {
+                n.exitCode = Int32(clamping: exitCode)
+                n.exited = true
+            }
+            return n
+        }
+        return detail
+    }
+}
+
+extension WatchEvent {
+    var proto: Heddle_V1_WatchEvent {
+        var event = Heddle_V1_WatchEvent()
+        switch self {
+        case .log(let chunk):
+            event.log.jobID = UInt64(chunk.jobID)
+            event.log.job = chunk.job
+            event.log.node = chunk.node
+            event.log.offset = chunk.offset
+            event.log.data = chunk.data
+            event.log.dropped = chunk.dropped
+        case .job(let job):
+            event.job = job.proto
+        case .end(let run):
+            event.end = run.proto
+        }
+        return event
+    }
+}
+
+extension QueueEvent {
+    var proto: Heddle_V1_QueueEvent {
+        var event = Heddle_V1_QueueEvent()
+        event.kind = switch kind {
+        case .queued: .queued
+        case .moved: .moved
+        case .claimed: .claimed
+        case .finished: .finished
+        case .cancelled: .cancelled
+        }
+        event.job = entry.proto
+        return event
+    }
+}
+
+extension JobAssignment {
+    var proto: Heddle_V1_Assignment {
+        var message = Heddle_V1_Assignment()
+        message.job.jobID = UInt64(lease.jobID)
+        message.job.attempt = UInt32(attempt)
+        message.job.epoch = UInt64(lease.epoch)
+        message.repository = repository
+        message.runID = UInt64(runID)
+        message.project = project
+        message.pipeline = pipeline
+        message.jobName = jobName
+        message.branch = branch
+        message.env = env
+        message.nodes = nodes.map { node in
+            var spec = Heddle_V1_NodeSpec()
+            spec.name = node.name
+            spec.run = node.run
+            spec.needs = node.needs
+            spec.env = node.env
+            spec.timeoutSeconds = UInt32(clamping: node.timeout ?? 0)
+            spec.killGraceSeconds = UInt32(clamping: node.grace ?? 0)
+            spec.artifacts = node.artifacts
+            return spec
+        }
+        return message
+    }
+}
+
+extension Envelope {
+    /// The frame that carries an event the core pushes to a session.
+    init(_ event: SessionEvent) {
+        switch event {
+        case .assignment(let assignment):
+            self.init(.assignment(assignment.proto))
+        case .stopJob(let jobID, let reason, let abandon):
+            self = .stopJob(UInt64(jobID), reason: reason, abandon: abandon)
+        case .logAck(let jobID, let node, let durable):
+            var ack = Heddle_V1_LogAck()
+            ack.jobID = UInt64(jobID)
+            ack.node = node
+            ack.durableOffset = durable
+            self.init(.logAck(ack))
+        case .subscribed(let requestID):
+            self = .ok(id: requestID)
+        case .watch(let requestID, let event):
+            self.init(id: requestID, .watchEvent(event.proto))
+        case .queue(let requestID, let event):
+            self.init(id: requestID, .queueEvent(event.proto))
+        case .failure(let error):
+            self = .error(WireError(error))
+        }
+    }
+}

@@ -1,0 +1,64 @@
+import Foundation
+
+/// A node's log: job and node name.
+public struct LogKey: Hashable, Sendable {
+    public var jobID: Int64
+    public var node: String
+
+    public init(jobID: Int64, node: String) {
+        self.jobID = jobID
+        self.node = node
+    }
+}
+
+/// Bytes for a node log at an offset, as the group commit writes them.
+public struct LogWrite: Sendable {
+    public var key: LogKey
+    public var offset: Int64
+    public var data: Data
+
+    public init(key: LogKey, offset: Int64, data: Data) {
+        self.key = key
+        self.offset = offset
+        self.data = data
+    }
+}
+
+/// Where node log bytes live. The coordinator store records each log's durable length; only
+/// bytes below it count, and a write at an offset replaces whatever lies past it. Writes come
+/// from one group commit at a time. `LogFiles` (segment files in the data directory) is the
+/// implementation today.
+public protocol LogStore: Sendable {
+    /// Writes the bytes and returns once they are durable. The jobs in `closing` finished:
+    /// their logs get no more writes.
+    func writeDurably(_ writes: [LogWrite], closing: Set<Int64>) async throws
+    /// The first stored piece (at most 1 MiB) of a log at or after `from` and before `end`;
+    /// nil when none is stored there. A dropped range shows as a piece starting past `from`.
+    func piece(of key: LogKey, from: Int64, end: Int64) async throws -> LogChunkRecord?
+    /// Drops what lies between `from` and `to` (in whole pieces, so perhaps less); returns the
+    /// bytes still stored up to `end`.
+    func dropMiddle(of key: LogKey, from: Int64, to: Int64, end: Int64) async throws -> Int64
+    /// Removes every log of a job.
+    func removeLogs(jobID: Int64) async throws
+}
+
+extension LogFiles: LogStore {
+    public func writeDurably(_ writes: [LogWrite], closing: Set<Int64>) async throws {
+        try await pool.runIfActive { try self.writeDurably(writes, closing: closing) as Void }
+    }
+
+    public func piece(of key: LogKey, from: Int64, end: Int64) async throws -> LogChunkRecord? {
+        try await pool.runIfActive { try self.read(key, from: from, end: end) }
+    }
+
+    public func dropMiddle(of key: LogKey, from: Int64, to: Int64, end: Int64) async throws -> Int64 {
+        try await pool.runIfActive {
+            self.drop(key, from: from, to: to)
+            return self.storedBytes(key, end: end)
+        }
+    }
+
+    public func removeLogs(jobID: Int64) async throws {
+        try await pool.runIfActive { self.remove(jobID: jobID) }
+    }
+}
