@@ -14,37 +14,26 @@ import Wire
     struct Setup {
         let data: TemporaryDirectory
         var core: CoordinatorCore
-        var job: Heddle_V1_JobRef
+        var job: LeaseRef
         var runID: Int64
         var runner: RecordingOutbox
+        var session: UInt64
 
         static func make(limits: CoordinatorLimits = CoordinatorLimits()) async throws -> Setup {
             let data = try TemporaryDirectory()
-            let core = CoordinatorCore(store: try SQLiteStore.open(directory: data.path),
-                                       blobs: try BlobStore(directory: data.path), limits: limits, logger: Logger(label: "test"))
-            var push = Heddle_V1_PipelinePush()
-            push.project = "shop"
-            push.source = "name: ci\njobs:\n  j:\n    nodes:\n      n: { run: 'true' }\n"
-            _ = try await core.pushPipeline(push)
-            var trigger = Heddle_V1_TriggerRequest()
-            trigger.project = "shop"
-            trigger.pipeline = "ci"
-            let runID = try await core.trigger(trigger, trigger: "api")
+            let core = try CoordinatorCore(store: try SQLiteStore.open(directory: data.path), directory: data.path,
+                                           limits: limits, logger: Logger(label: "test"))
+            try await core.push("shop", "name: ci\njobs:\n  j:\n    nodes:\n      n: { run: 'true' }\n")
+            let runID = try await core.trigger("shop", "ci")
             let runner = RecordingOutbox()
-            await core.runnerConnected(session: 1, identity: PeerIdentity(name: "r1", role: .runner, fingerprint: ""),
-                                       hello: Heddle_V1_Hello(), outbox: runner.outbox)
-            let job = try await runner.assignment().job
-            return Setup(data: data, core: core, job: job, runID: runID, runner: runner)
+            let session = try await core.connectRunner(runner, labels: [])
+            let job = LeaseRef(try await runner.assignment().job)
+            return Setup(data: data, core: core, job: job, runID: runID, runner: runner, session: session)
         }
 
         /// A log chunk for the job's node `n`.
-        func append(at offset: Int, _ data: Data) -> Heddle_V1_LogAppend {
-            var append = Heddle_V1_LogAppend()
-            append.job = job
-            append.node = "n"
-            append.offset = UInt64(offset)
-            append.data = data
-            return append
+        func append(at offset: Int, _ data: Data) -> LogBytes {
+            LogBytes(job: job, node: "n", offset: UInt64(offset), data: data)
         }
 
         /// Appends the pieces to node `n` one after another, each waited for until durable;
@@ -52,55 +41,54 @@ import Wire
         func writeLog(_ pieces: [Data]) async throws -> Data {
             var log = Data()
             for piece in pieces {
-                _ = try await core.appendLog(session: 1, append(at: log.count, piece))
+                _ = try await core.appendLog(session: session, append(at: log.count, piece))
                 log += piece
             }
             return log
         }
 
         /// Reports node `n` in `status` (exit code 1 when failed, 0 when succeeded).
-        func node(_ status: Heddle_V1_Status) async throws {
-            var update = Heddle_V1_NodeUpdate()
-            update.job = job
-            update.node = "n"
-            update.status = status
-            update.exited = status == .succeeded || status == .failed
-            update.exitCode = status == .failed ? 1 : 0
-            try await core.nodeUpdate(session: 1, update)
+        func node(_ status: Status) async throws {
+            let exitCode: Int? = status == .failed ? 1 : status == .succeeded ? 0 : nil
+            try await core.nodeUpdate(session: session, NodeReport(job: job, node: "n", status: status, exitCode: exitCode))
         }
 
         /// The runner reports the job finished as `status`.
-        func finish(_ status: Heddle_V1_Status, reason: String = "") async throws {
-            var finish = Heddle_V1_JobFinish()
-            finish.job = job
-            finish.status = status
-            finish.reason = reason
-            try await core.jobFinished(session: 1, finish)
+        func finish(_ status: Status, reason: String = "") async throws {
+            try await core.jobFinished(session: session, JobResult(job: job, status: status, reason: reason))
         }
 
-        func declare(_ name: String, _ content: [UInt8], claimedSize: Int? = nil, claimedHash: [UInt8]? = nil) async throws -> Heddle_V1_ArtifactDeclared {
-            var declare = Heddle_V1_ArtifactDeclare()
-            declare.job = job
-            declare.name = name
-            declare.size = UInt64(claimedSize ?? content.count)
-            declare.sha256 = Data(claimedHash ?? Array(SHA256.hash(data: content)))
-            return try await core.declareArtifact(session: 1, declare)
+        func declare(_ name: String, _ content: [UInt8], claimedSize: Int? = nil, claimedHash: [UInt8]? = nil) async throws -> UploadGrant {
+            try await core.declareArtifact(session: session, ArtifactDeclaration(
+                job: job, name: name, size: UInt64(claimedSize ?? content.count),
+                sha256: Data(claimedHash ?? Array(SHA256.hash(data: content)))))
         }
 
         func chunk(_ upload: UInt64, _ offset: Int, _ bytes: ArraySlice<UInt8>) async throws {
-            var chunk = Heddle_V1_ArtifactChunk()
-            chunk.job = job
-            chunk.uploadID = upload
-            chunk.offset = UInt64(offset)
-            chunk.data = Data(bytes)
-            try await core.artifactChunk(session: 1, chunk)
+            try await core.artifactChunk(session: session, ArtifactBytes(job: job, uploadID: upload, offset: UInt64(offset),
+                                                                         data: Data(bytes)))
         }
 
-        func commit(_ upload: UInt64) async throws -> UInt64 {
-            var commit = Heddle_V1_ArtifactCommit()
-            commit.job = job
-            commit.uploadID = upload
-            return try await core.commitArtifact(session: 1, commit).artifactID
+        func commit(_ upload: UInt64) async throws -> Int64 {
+            try await core.commitArtifact(session: session, job: job, uploadID: upload)
+        }
+
+        /// Reads the run's log bytes (without following) and returns its log chunks.
+        func readLogs() async throws -> [LogChunk] {
+            let watcher = RecordingOutbox()
+            let viewer = try await core.open("viewer", .viewer, watcher)
+            try await core.watch(session: viewer, requestID: 5, WatchRequest(runID: runID))
+            var chunks: [LogChunk] = []
+            _ = try await watcher.first("the end of the watch") { envelope -> Bool? in
+                guard case .watchEvent(let event) = envelope.body else { return nil }
+                if case .log(let log) = event.event {
+                    chunks.append(LogChunk(jobID: Int64(log.jobID), job: log.job, node: log.node, offset: log.offset,
+                                           data: log.data, dropped: log.dropped))
+                }
+                if case .end = event.event { return true }
+                return nil
+            }
+            return chunks
         }
 
         var blobFiles: [String] {
@@ -116,13 +104,13 @@ import Wire
         defer { setup.data.remove() }
         let wrongHash = try await setup.declare("a.bin", content, claimedHash: Array(repeating: 7, count: 32))
         try await setup.chunk(wrongHash.uploadID, 0, content[...])
-        await #expect(throws: WireError.self) { _ = try await setup.commit(wrongHash.uploadID) }
+        await #expect(throws: CoordinatorError.self) { _ = try await setup.commit(wrongHash.uploadID) }
         let short = try await setup.declare("b.bin", content, claimedSize: content.count + 10)
         try await setup.chunk(short.uploadID, 0, content[...])
-        await #expect(throws: WireError.self) { _ = try await setup.commit(short.uploadID) }
+        await #expect(throws: CoordinatorError.self) { _ = try await setup.commit(short.uploadID) }
         let long = try await setup.declare("c.bin", Array(content.prefix(100)))
-        await #expect(throws: WireError.self) { try await setup.chunk(long.uploadID, 0, content[...]) }
-        #expect(try await setup.core.artifacts(runID: setup.runID).isEmpty)
+        await #expect(throws: CoordinatorError.self) { try await setup.chunk(long.uploadID, 0, content[...]) }
+        #expect(try await setup.core.artifacts(runID: setup.runID, as: admin).isEmpty)
         #expect(setup.blobFiles.isEmpty)
     }
 
@@ -134,7 +122,7 @@ import Wire
         do {
             _ = try await setup.declare("big.bin", content)
             Issue.record("an artifact over the limit was accepted")
-        } catch let error as WireError {
+        } catch let error as CoordinatorError {
             #expect(error.code == .resourceExhausted)
         }
     }
@@ -152,13 +140,12 @@ import Wire
         try await setup.core.settleUploads()
 
         // The coordinator goes away and comes back on the same data.
-        setup.core = CoordinatorCore(store: try SQLiteStore.open(directory: setup.data.path),
-                                     blobs: try BlobStore(directory: setup.data.path), logger: Logger(label: "test"))
+        let blobs = try BlobStore(directory: setup.data.path)
+        setup.core = CoordinatorCore(store: try SQLiteStore.open(directory: setup.data.path), artifacts: blobs,
+                                     logs: LogFiles(directory: "\(setup.data.path)/logs", segmentSize: 1 << 20),
+                                     logger: Logger(label: "test"))
         try await setup.core.recover()
-        var hello = Heddle_V1_Hello()
-        hello.runningJobs = [setup.job]
-        await setup.core.runnerConnected(session: 1, identity: PeerIdentity(name: "r1", role: .runner, fingerprint: ""),
-                                         hello: hello, outbox: RecordingOutbox().outbox)
+        setup.session = try await setup.core.connectRunner(RecordingOutbox(), labels: [], running: [setup.job])
         let resumed = try await setup.declare("r.bin", content)
         #expect(resumed.uploadID == declared.uploadID)
         // What was on disk: whole blocks (what was still buffered is sent again).
@@ -166,10 +153,10 @@ import Wire
         #expect(stored % 4096 == 0 && stored <= sent && stored >= sent - (4 << 20))
         try await setup.chunk(resumed.uploadID, stored, content[stored...])
         let id = try await setup.commit(resumed.uploadID)
-        let data = try await setup.core.readArtifact({ var r = Heddle_V1_ArtifactReadRequest(); r.artifactID = id; return r }())
-        #expect(data.artifact.size == UInt64(content.count))
-        #expect(Array(data.artifact.sha256) == Array(SHA256.hash(data: content)))
-        let inFlight = await setup.core.blobs.inFlight.total
+        let data = try await setup.core.readArtifact(ArtifactRead(artifactID: id), as: admin)
+        #expect(data.artifact.size == Int64(content.count))
+        #expect(data.artifact.sha256 == hex(SHA256.hash(data: content)))
+        let inFlight = blobs.inFlight.total
         #expect(inFlight == 0, "every chunk accepted was written and hashed")
     }
 
@@ -181,14 +168,14 @@ import Wire
         try await withThrowingTaskGroup(of: Void.self) { group in
             for index in 0..<1001 {
                 group.addTask {
-                    _ = try await store.insertArtifact(jobID: Int64(setup.job.jobID), epoch: Int64(setup.job.epoch), name: "a\(index)", size: 1,
+                    _ = try await store.insertArtifact(jobID: setup.job.jobID, epoch: setup.job.epoch, name: "a\(index)", size: 1,
                                                        sha256: String(repeating: "0", count: 64), now: 0)
                 }
             }
             try await group.waitForAll()
         }
-        let all = try await setup.core.artifacts(runID: nil)
-        let ofTheRun = try await setup.core.artifacts(runID: setup.runID)
+        let all = try await setup.core.artifacts(runID: nil, as: admin)
+        let ofTheRun = try await setup.core.artifacts(runID: setup.runID, as: admin)
         #expect(ofTheRun.count == 1001)
         #expect(all.count == 1000)
         #expect(all.map(\.id) == Array(ofTheRun.map(\.id).suffix(1000)), "the latest, oldest first")
@@ -203,31 +190,28 @@ import Wire
         try await setup.finish(.succeeded)
         // Decided once: a different word afterwards changes nothing.
         try await setup.finish(.failed)
-        #expect(try await setup.core.runDetail(runID: setup.runID, attempt: nil).run.status == .succeeded)
+        #expect(try await setup.core.runDetail(runID: setup.runID, as: admin).run.status == .succeeded)
         // Another epoch is not the same job's result.
-        var other = Heddle_V1_JobFinish()
-        other.job = setup.job
-        other.job.epoch += 1
-        other.status = .succeeded
-        await #expect(throws: WireError.self) { try await setup.core.jobFinished(session: 1, other) }
+        let other = JobResult(job: LeaseRef(jobID: setup.job.jobID, epoch: setup.job.epoch + 1), status: .succeeded, reason: "")
+        await #expect(throws: CoordinatorError.self) { try await setup.core.jobFinished(session: setup.session, other) }
     }
 
     /// The runner's word alone cannot make a job succeed: its nodes decide.
     @Test(arguments: [
-        ([Heddle_V1_Status.running], Heddle_V1_Status.succeeded, Heddle_V1_Status.failed, Heddle_V1_Status.failed,
+        ([Status.running], Status.succeeded, Status.failed, Status.failed,
          "node 'n' was still running when the runner finished the job"),
         ([.running, .failed], .succeeded, .failed, .failed, "node 'n' failed"),
         ([], .succeeded, .failed, .skipped, "the runner reported success but node 'n' is pending"),
         ([.running], .cancelled, .cancelled, .cancelled, "cancelled by the runner"),
         ([.running, .succeeded], .succeeded, .succeeded, .succeeded, ""),
     ])
-    func aJobsResultFollowsItsNodes(updates: [Heddle_V1_Status], reported: Heddle_V1_Status, job: Heddle_V1_Status,
-                                    node: Heddle_V1_Status, reason: String) async throws {
+    func aJobsResultFollowsItsNodes(updates: [Status], reported: Status, job: Status, node: Status,
+                                    reason: String) async throws {
         let setup = try await Setup.make()
         defer { setup.data.remove() }
         for status in updates { try await setup.node(status) }
         try await setup.finish(reported, reason: reported == .cancelled ? "cancelled by the runner" : "")
-        let detail = try await setup.core.runDetail(runID: setup.runID, attempt: nil)
+        let detail = try await setup.core.runDetail(runID: setup.runID, as: admin)
         #expect(detail.jobs[0].status == job)
         #expect(detail.jobs[0].reason == reason)
         #expect(detail.jobs[0].nodes[0].status == node)
@@ -243,7 +227,7 @@ import Wire
         var expected = Data()
         for index in 0..<50 {
             let piece = Data(repeating: UInt8(65 + index % 26), count: 10_000)
-            _ = try await setup.core.queueLog(session: 1, setup.append(at: expected.count, piece))  // not waited for
+            _ = try await setup.core.queueLog(session: setup.session, setup.append(at: expected.count, piece))  // not waited for
             expected += piece
         }
         try await setup.node(.succeeded)
@@ -254,12 +238,7 @@ import Wire
             return nil
         }
         #expect(acked)
-        let watcher = RecordingOutbox()
-        var watch = Heddle_V1_WatchRequest()
-        watch.runID = UInt64(setup.runID)
-        watch.logs = true
-        try await setup.core.watch(session: 9, requestID: 5, watch, outbox: watcher.outbox)
-        #expect(try await watcher.watchedLogs().logs["n"] == expected)
+        #expect(try await setup.readLogs().reduce(Data()) { $0 + $1.data } == expected)
     }
 
     @Test func aLogPastItsLimitKeepsHeadAndTailAndSaysWhatWasDropped() async throws {
@@ -270,32 +249,13 @@ import Wire
         let chunk = 4096
         let total = 1024 * 1024
         for offset in stride(from: 0, to: total, by: chunk) {
-            var append = Heddle_V1_LogAppend()
-            append.job = setup.job
-            append.node = "n"
-            append.offset = UInt64(offset)
-            append.data = Data((0..<chunk).map { UInt8(truncatingIfNeeded: (offset + $0) / chunk) })
-            _ = try await setup.core.appendLog(session: 1, append)
-        }
-        func read() async throws -> [Heddle_V1_LogChunk] {
-            let watcher = RecordingOutbox()
-            var watch = Heddle_V1_WatchRequest()
-            watch.runID = UInt64(setup.runID)
-            watch.logs = true
-            try await setup.core.watch(session: 9, requestID: 5, watch, outbox: watcher.outbox)
-            var chunks: [Heddle_V1_LogChunk] = []
-            _ = try await watcher.first("the end of the watch") { envelope -> Bool? in
-                guard case .watchEvent(let event) = envelope.body else { return nil }
-                if case .log(let log) = event.event { chunks.append(log) }
-                if case .end = event.event { return true }
-                return nil
-            }
-            return chunks
+            let data = Data((0..<chunk).map { UInt8(truncatingIfNeeded: (offset + $0) / chunk) })
+            _ = try await setup.core.appendLog(session: setup.session, setup.append(at: offset, data))
         }
         // Segments are dropped in the background, off the commit path.
-        var chunks: [Heddle_V1_LogChunk] = []
+        var chunks: [LogChunk] = []
         try await waitUntil("the log trimmed to its limit") {
-            chunks = try await read()
+            chunks = try await setup.readLogs()
             return chunks.reduce(0) { $0 + $1.data.count } <= Int(limits.maximumLogBytes + limits.maximumLogBytes / 8)
         }
         let stored = chunks.reduce(0) { $0 + $1.data.count }

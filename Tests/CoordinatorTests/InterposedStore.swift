@@ -69,7 +69,7 @@ final class InterposedStore: CoordinatorStore {
         try await hooks.enter("finishJob")
         return try await base.finishJob(id: id, epoch: epoch, status: status, reason: reason, now: now)
     }
-    func setLogEnds(_ ends: [LogEnd]) async throws {
+    func setLogEnds(_ ends: [LogEnd]) async throws -> Set<Int64> {
         try await hooks.enter("setLogEnds")
         return try await base.setLogEnds(ends)
     }
@@ -80,14 +80,6 @@ final class InterposedStore: CoordinatorStore {
     func logEnds(jobIDs: [Int64], node: String?) async throws -> [LogEnd] {
         try await hooks.enter("logEnds")
         return try await base.logEnds(jobIDs: jobIDs, node: node)
-    }
-    func legacyLogChunks() async throws -> [LogChunkRecord]? {
-        try await hooks.enter("legacyLogChunks")
-        return try await base.legacyLogChunks()
-    }
-    func deleteLegacyLogChunks(jobID: Int64) async throws {
-        try await hooks.enter("deleteLegacyLogChunks")
-        return try await base.deleteLegacyLogChunks(jobID: jobID)
     }
     func insertArtifact(jobID: Int64, epoch: Int64, name: String, size: Int64, sha256: String, now: Int64) async throws -> ArtifactRecord {
         try await hooks.enter("insertArtifact")

@@ -6,8 +6,8 @@ import Testing
 import Wire
 @testable import Coordinator
 
-/// Node logs on disk: segment files, group commit, acknowledgements, and logs an older
-/// version kept in the database.
+/// Node logs on disk: segment files, group commit, acknowledgements, and a database that
+/// still holds log bytes of an older version.
 @Suite struct LogStorageTests {
     func bytes(_ count: Int, seed: Int = 0) -> Data {
         Data((0..<count).map { UInt8(truncatingIfNeeded: ($0 + seed) % 251) })
@@ -99,10 +99,8 @@ import Wire
 
     func storedLog(_ core: CoordinatorCore, runID: Int64) async throws -> Data {
         let watcher = RecordingOutbox()
-        var watch = Heddle_V1_WatchRequest()
-        watch.runID = UInt64(runID)
-        watch.logs = true
-        try await core.watch(session: 9, requestID: 5, watch, outbox: watcher.outbox)
+        let viewer = try await core.open("viewer", .viewer, watcher)
+        try await core.watch(session: viewer, requestID: 5, WatchRequest(runID: runID))
         let (logs, _) = try await watcher.watchedLogs()
         #expect(logs.count <= 1)
         return logs.values.first ?? Data()
@@ -115,14 +113,10 @@ import Wire
         var expected = Data()
         let count = 200
         for index in 0..<count {
-            var append = Heddle_V1_LogAppend()
-            append.job = job
-            append.node = "n"
-            append.offset = UInt64(expected.count)
-            append.data = bytes(1000 + index, seed: index)
+            let append = LogBytes(job: job, node: "n", offset: UInt64(expected.count), data: bytes(1000 + index, seed: index))
             expected += append.data
             // Queued, not waited for: the session reads its next frame at once.
-            #expect(try await core.queueLog(session: 1, append) == nil)
+            #expect(try await core.queueLog(session: setup.session, append) == nil)
         }
         var acks: [UInt64] = []
         while acks.last != UInt64(expected.count) {
@@ -131,15 +125,12 @@ import Wire
         #expect(acks == acks.sorted(), "acknowledgements only move forward")
         #expect(await core.logBatches < count, "chunks that arrive while a commit runs share the next one")
         // A chunk already durable is acknowledged at once.
-        var again = Heddle_V1_LogAppend()
-        again.job = job
-        again.node = "n"
-        again.data = expected.prefix(10)
-        #expect(try await core.queueLog(session: 1, again) == UInt64(expected.count))
+        let again = LogBytes(job: job, node: "n", offset: 0, data: expected.prefix(10))
+        #expect(try await core.queueLog(session: setup.session, again) == UInt64(expected.count))
 
         // What was acknowledged is there after a restart.
-        let restarted = CoordinatorCore(store: try SQLiteStore.open(directory: data.path),
-                                        blobs: try BlobStore(directory: data.path), logger: Logger(label: "test"))
+        let restarted = try CoordinatorCore(store: try SQLiteStore.open(directory: data.path), directory: data.path,
+                                            logger: Logger(label: "test"))
         try await restarted.recover()
         #expect(try await storedLog(restarted, runID: runID) == expected)
     }
@@ -152,10 +143,8 @@ import Wire
         let expected = try await setup.writeLog((0..<24).map { bytes(1 << 20, seed: $0) })
         let budget = Outbox.Budget()
         let reader = RecordingOutbox(budget: budget)
-        var watch = Heddle_V1_WatchRequest()
-        watch.runID = UInt64(setup.runID)
-        watch.logs = true
-        let watching = Task { try await setup.core.watch(session: 9, requestID: 5, watch, outbox: reader.outbox) }
+        let viewer = try await setup.core.open("viewer", .viewer, reader)
+        let watching = Task { try await setup.core.watch(session: viewer, requestID: 5, WatchRequest(runID: setup.runID)) }
         let (logs, _) = try await reader.watchedLogs()
         try await watching.value
         #expect(logs["n"] == expected)
@@ -169,11 +158,7 @@ import Wire
         defer { setup.data.remove() }
         let budget = Outbox.Budget()
         let reader = RecordingOutbox(budget: budget)
-        var watch = Heddle_V1_WatchRequest()
-        watch.runID = UInt64(setup.runID)
-        watch.logs = true
-        watch.follow = true
-        let watching = try await setup.core.startWatch(session: 9, requestID: 5, watch, reader)
+        let watching = try await setup.core.startWatch(requestID: 5, WatchRequest(runID: setup.runID, follow: true), reader)
         let expected = try await setup.writeLog((0..<24).map { bytes(1 << 20, seed: $0) })
         try await setup.node(.running)
         try await setup.node(.succeeded)
@@ -189,25 +174,14 @@ import Wire
         let setup = try await DurabilityTests.Setup.make()
         defer { setup.data.remove() }
         let watcher = RecordingOutbox()
-        var watch = Heddle_V1_WatchRequest()
-        watch.runID = UInt64(setup.runID)
-        watch.logs = true
-        watch.follow = true
-        let watching = try await setup.core.startWatch(session: 9, requestID: 5, watch, watcher)
+        let viewer = try await setup.core.open("viewer", .viewer, watcher)
+        let watching = try await setup.core.startWatch(session: viewer, requestID: 5,
+                                                       WatchRequest(runID: setup.runID, follow: true), watcher)
         for offset in stride(from: 0, to: 64 << 10, by: 1024) {
-            var append = Heddle_V1_LogAppend()
-            append.job = setup.job
-            append.node = "n"
-            append.offset = UInt64(offset)
-            append.data = bytes(1024, seed: offset)
-            _ = try await setup.core.queueLog(session: 1, append)  // not waited for, as a session does
+            // Not waited for, as a session does.
+            _ = try await setup.core.queueLog(session: setup.session, setup.append(at: offset, bytes(1024, seed: offset)))
         }
-        var update = Heddle_V1_NodeUpdate()
-        update.job = setup.job
-        update.node = "n"
-        update.status = .succeeded
-        update.exited = true
-        try await setup.core.nodeUpdate(session: 1, update)
+        try await setup.node(.succeeded)
         var shown = 0
         _ = try await watcher.first("the node's end") { envelope -> Bool? in
             guard case .watchEvent(let event) = envelope.body else { return nil }
@@ -218,27 +192,29 @@ import Wire
             }
             return nil
         }
-        await setup.core.endWatches(session: 9)
+        await setup.core.endWatches(session: viewer)
         try await watching.value
     }
 
-    @Test func logBytesAnOlderVersionKeptInTheDatabaseMoveToFiles() async throws {
-        let setup = try await DurabilityTests.Setup.make()
-        defer { setup.data.remove() }
-        let (job, runID, data) = (setup.job, setup.runID, setup.data)
-        let store = try SQLiteStore.open(directory: data.path)
-        let old = bytes(5000)
-        try await store.writer.write { db in
-            // As version 3 stored them: chunks in log_chunk (and the v4 migration's lengths).
-            for offset in stride(from: 0, to: old.count, by: 1000) {
-                try db.execute(sql: "INSERT INTO log_chunk (job_id, node, offset, data) VALUES (?, 'n', ?, ?)",
-                               arguments: [job.jobID, offset, old[offset..<offset + 1000]])
-            }
-            try db.execute(sql: "INSERT INTO log_end (job_id, node, length) VALUES (?, 'n', ?)", arguments: [job.jobID, old.count])
+    /// Versions before v4 kept log bytes in the database; this one no longer moves them to
+    /// files, so it refuses such a database rather than lose them.
+    @Test func aDatabaseStillHoldingLogBytesOfAnOlderVersionIsRefused() throws {
+        let data = try TemporaryDirectory()
+        defer { data.remove() }
+        let queue = try DatabaseQueue(path: "\(data.path)/old.sqlite")
+        try SQLiteStore.migrator.migrate(queue, upTo: "v4: log bytes in segment files, their durable lengths here")
+        try queue.write { db in
+            try db.execute(sql: "INSERT INTO log_chunk (job_id, node, offset, data) VALUES (1, 'n', 0, x'41')")
         }
-        let upgraded = CoordinatorCore(store: store, blobs: try BlobStore(directory: data.path), logger: Logger(label: "test"))
-        try await upgraded.recover()
-        #expect(try await storedLog(upgraded, runID: runID) == old)
-        #expect(try await store.writer.read { try Int.fetchOne($0, sql: "SELECT COUNT(*) FROM log_chunk") } == 0)
+        do {
+            _ = try SQLiteStore(writer: queue)
+            Issue.record("a database with log bytes in it was opened")
+        } catch let error as StoreError {
+            #expect(error.message.contains("1 log chunks of a version older than v4"))
+        }
+        // Without such bytes it upgrades, and the table goes.
+        try queue.write { db in try db.execute(sql: "DELETE FROM log_chunk") }
+        _ = try SQLiteStore(writer: queue)
+        #expect(try queue.read { db in try db.tableExists("log_chunk") } == false)
     }
 }

@@ -20,41 +20,29 @@ import Wire
         let store: SQLiteStore
         /// Pauses or fails the core's store calls on demand.
         let hooks: StoreHooks
-        let admin = PeerIdentity(name: "root", role: .admin, fingerprint: "")
+        let admin = CoordinatorTests.admin
 
         init() async throws {
             data = try TemporaryDirectory()
             store = try SQLiteStore.open(directory: data.path)
             let interposed = InterposedStore(store)
             hooks = interposed.hooks
-            core = CoordinatorCore(store: interposed, blobs: try BlobStore(directory: data.path), logger: Logger(label: "test"))
-            var push = Heddle_V1_PipelinePush()
-            push.project = "shop"
-            push.source = QueueTests.source
-            _ = try await core.pushPipeline(push)
-            push.project = "other"
-            _ = try await core.pushPipeline(push)
+            core = try CoordinatorCore(store: interposed, directory: data.path, logger: Logger(label: "test"))
+            try await core.push("shop", QueueTests.source)
+            try await core.push("other", QueueTests.source)
         }
 
         func trigger(_ project: String = "shop", branch: String = "main") async throws -> Int64 {
-            var request = Heddle_V1_TriggerRequest()
-            request.project = project
-            request.pipeline = "ci"
-            request.branch = branch
-            return try await core.trigger(request, trigger: "api")
+            try await core.trigger(project, "ci", branch: branch)
         }
 
         func jobOf(_ run: Int64) async throws -> Int64 {
-            try await core.runDetail(runID: run, attempt: nil).jobs.map { Int64($0.id) }.first!
+            try await core.runDetail(runID: run, as: admin).jobs.map(\.id).first!
         }
 
-        func connectRunner(capacity: UInt32 = 1) async -> RecordingOutbox {
+        func connectRunner(capacity: Int = 1) async throws -> RecordingOutbox {
             let outbox = RecordingOutbox()
-            var hello = Heddle_V1_Hello()
-            hello.labels = ["linux"]
-            hello.capacity = capacity
-            await core.runnerConnected(session: 1, identity: PeerIdentity(name: "r1", role: .runner, fingerprint: ""),
-                                       hello: hello, outbox: outbox.outbox)
+            _ = try await core.connectRunner(outbox, capacity: capacity)
             return outbox
         }
 
@@ -71,17 +59,17 @@ import Wire
         var runs: [Int64] = []
         for _ in 0..<5 { runs.append(try await setup.trigger()) }
         let last = try await setup.jobOf(runs[4])
-        let entry = try await setup.core.move(jobID: last, to: .top)
+        let entry = try await setup.core.move(jobID: last, to: .top, as: admin)
         #expect(entry.position == 1)
         let second = try await setup.jobOf(runs[1])
-        let result = try await setup.core.cancel(runIDs: [], jobIDs: [second], by: setup.admin)
+        let result = try await setup.core.cancel(runIDs: [], jobIDs: [second], as: setup.admin)
         #expect(result.count == 1)
-        _ = try await setup.core.move(jobID: try await setup.jobOf(runs[0]), to: .after(try await setup.jobOf(runs[3])))
-        #expect(try await setup.core.queue().jobs.map(\.runID) == [runs[4], runs[2], runs[3], runs[0]].map { UInt64($0) })
+        _ = try await setup.core.move(jobID: try await setup.jobOf(runs[0]), to: .after(try await setup.jobOf(runs[3])), as: admin)
+        #expect(try await setup.core.queue(as: admin).jobs.map(\.runID) == [runs[4], runs[2], runs[3], runs[0]])
 
-        let runner = await setup.connectRunner(capacity: 10)
+        let runner = try await setup.connectRunner(capacity: 10)
         #expect(try await setup.assignments(runner, count: 4) == [runs[4], runs[2], runs[3], runs[0]].map { UInt64($0) })
-        let cancelled = try await setup.core.runDetail(runID: runs[1], attempt: nil)
+        let cancelled = try await setup.core.runDetail(runID: runs[1], as: admin)
         #expect(cancelled.run.status == .cancelled)
         #expect(cancelled.jobs[0].reason == "cancelled by root")
         #expect(cancelled.jobs[0].nodes.map(\.status) == [.cancelled])
@@ -100,16 +88,16 @@ import Wire
         let ended = Flag()
         let cancelling = Task {
             defer { ended.set() }
-            return try await setup.core.cancel(runIDs: [run], jobIDs: [], by: setup.admin)
+            return try await setup.core.cancel(runIDs: [run], jobIDs: [], as: setup.admin)
         }
         try await waitUntil("the cancel to reach its pause or end") { setup.hooks.reachedPause || ended.isSet }
-        let runner = await setup.connectRunner()  // dispatches whatever is still queued
+        let runner = try await setup.connectRunner()  // dispatches whatever is still queued
         setup.hooks.resume()
         let result = try await cancelling.value
         setup.hooks.disarm()  // a pause the cancel did not reach must not catch the checks below
-        let reported = try #require(result.jobs.first { $0.jobID == UInt64(job) })
-        let stored = try await setup.core.runDetail(runID: run, attempt: nil).jobs[0]
-        if await setup.core.active[job] != nil {
+        let reported = try #require(result.jobs.first { $0.jobID == job })
+        let stored = try await setup.core.runDetail(runID: run, as: admin).jobs[0]
+        if await setup.core.leases[job] != nil {
             #expect(reported.status == .running, "a job that was claimed is reported \(reported.status)")
             #expect(stored.status == .running)
             let stop = try await runner.first("a StopJob for the claimed job") { envelope -> Heddle_V1_StopJob? in
@@ -129,30 +117,30 @@ import Wire
         defer { setup.data.remove() }
         var jobs: [Int64] = []
         for _ in 0..<4 { jobs.append(try await setup.jobOf(try await setup.trigger())) }
-        func order() async throws -> [Int64] { try await setup.core.queue().jobs.map { Int64($0.jobID) } }
-        _ = try await setup.core.move(jobID: jobs[0], to: .bottom)
+        func order() async throws -> [Int64] { try await setup.core.queue(as: admin).jobs.map { Int64($0.jobID) } }
+        _ = try await setup.core.move(jobID: jobs[0], to: .bottom, as: admin)
         #expect(try await order() == [jobs[1], jobs[2], jobs[3], jobs[0]])
-        _ = try await setup.core.move(jobID: jobs[0], to: .before(jobs[2]))
+        _ = try await setup.core.move(jobID: jobs[0], to: .before(jobs[2]), as: admin)
         #expect(try await order() == [jobs[1], jobs[0], jobs[2], jobs[3]])
-        _ = try await setup.core.move(jobID: jobs[3], to: .position(2))
+        _ = try await setup.core.move(jobID: jobs[3], to: .position(2), as: admin)
         #expect(try await order() == [jobs[1], jobs[3], jobs[0], jobs[2]])
-        _ = try await setup.core.move(jobID: jobs[1], to: .position(99))
+        _ = try await setup.core.move(jobID: jobs[1], to: .position(99), as: admin)
         #expect(try await order() == [jobs[3], jobs[0], jobs[2], jobs[1]])
         // Many moves into the same gap use up the precision; the queue renumbers and goes on.
         for _ in 0..<80 {
-            _ = try await setup.core.move(jobID: jobs[1], to: .after(jobs[3]))
-            _ = try await setup.core.move(jobID: jobs[1], to: .before(jobs[0]))
-            _ = try await setup.core.move(jobID: jobs[2], to: .after(jobs[3]))
+            _ = try await setup.core.move(jobID: jobs[1], to: .after(jobs[3]), as: admin)
+            _ = try await setup.core.move(jobID: jobs[1], to: .before(jobs[0]), as: admin)
+            _ = try await setup.core.move(jobID: jobs[2], to: .after(jobs[3]), as: admin)
         }
         #expect(try await order() == [jobs[3], jobs[2], jobs[1], jobs[0]])
-        await #expect(throws: WireError.self) { _ = try await setup.core.move(jobID: 999, to: .top) }
-        await #expect(throws: WireError.self) { _ = try await setup.core.move(jobID: jobs[0], to: .before(999)) }
+        await #expect(throws: CoordinatorError.self) { _ = try await setup.core.move(jobID: 999, to: .top, as: admin) }
+        await #expect(throws: CoordinatorError.self) { _ = try await setup.core.move(jobID: jobs[0], to: .before(999), as: admin) }
 
         // The order is durable: a new core on the same data sees it.
-        let restarted = CoordinatorCore(store: try SQLiteStore.open(directory: setup.data.path),
-                                        blobs: try BlobStore(directory: setup.data.path), logger: Logger(label: "test"))
+        let restarted = try CoordinatorCore(store: try SQLiteStore.open(directory: setup.data.path), directory: setup.data.path,
+                                            logger: Logger(label: "test"))
         try await restarted.recover()
-        #expect(try await restarted.queue().jobs.map { Int64($0.jobID) } == [jobs[3], jobs[2], jobs[1], jobs[0]])
+        #expect(try await restarted.queue(as: admin).jobs.map { Int64($0.jobID) } == [jobs[3], jobs[2], jobs[1], jobs[0]])
     }
 
     @Test func bulkCancelFiltersAndDryRunChangesNothing() async throws {
@@ -162,37 +150,33 @@ import Wire
         let drop1 = try await setup.trigger("shop", branch: "old")
         let keep2 = try await setup.trigger("other", branch: "old")
         let drop2 = try await setup.trigger("shop", branch: "old")
-        var request = Heddle_V1_BulkCancelRequest()
-        request.project = "shop"
-        request.branch = "old"
-        request.label = "linux"
-        request.dryRun = true
-        let dry = try await setup.core.bulkCancel(request, by: setup.admin)
+        var request = BulkCancelRequest(project: "shop", branch: "old", label: "linux", dryRun: true)
+        let dry = try await setup.core.bulkCancel(request, as: setup.admin)
         #expect(dry.count == 2)
-        #expect(dry.jobs.map(\.runID) == [drop1, drop2].map { UInt64($0) })
-        #expect(try await setup.core.queue().jobs.count == 4)
+        #expect(dry.jobs.map(\.runID) == [drop1, drop2])
+        #expect(try await setup.core.queue(as: admin).jobs.count == 4)
         request.dryRun = false
-        let done = try await setup.core.bulkCancel(request, by: setup.admin)
+        let done = try await setup.core.bulkCancel(request, as: setup.admin)
         #expect(done.count == 2)
-        #expect(try await setup.core.queue().jobs.map(\.runID) == [keep1, keep2].map { UInt64($0) })
+        #expect(try await setup.core.queue(as: admin).jobs.map(\.runID) == [keep1, keep2])
         for run in [drop1, drop2] {
-            #expect(try await setup.core.runDetail(runID: run, attempt: nil).run.status == .cancelled)
+            #expect(try await setup.core.runDetail(runID: run, as: admin).run.status == .cancelled)
         }
         request.label = "gpu"
-        #expect(try await setup.core.bulkCancel(request, by: setup.admin).count == 0)
+        #expect(try await setup.core.bulkCancel(request, as: setup.admin).count == 0)
     }
 
     @Test func queueEventsArePushedForEveryChange() async throws {
         let setup = try await Setup()
         defer { setup.data.remove() }
         let watcher = RecordingOutbox()
-        await setup.core.watchQueue(session: 5, requestID: 9, outbox: watcher.outbox)
+        try await setup.core.watchQueue(session: try await setup.core.open("viewer", .viewer, watcher), requestID: 9)
         let a = try await setup.trigger()
         let b = try await setup.trigger()
-        _ = try await setup.core.move(jobID: try await setup.jobOf(b), to: .top)
-        _ = try await setup.core.cancel(runIDs: [a], jobIDs: [], by: setup.admin)
-        _ = await setup.connectRunner()
-        var kinds: [Heddle_V1_QueueEvent.Kind] = []
+        _ = try await setup.core.move(jobID: try await setup.jobOf(b), to: .top, as: admin)
+        _ = try await setup.core.cancel(runIDs: [a], jobIDs: [], as: setup.admin)
+        _ = try await setup.connectRunner()
+        var kinds: [Heddle_V1_QueueEvent.Kind] = []  // as the binary front encodes them
         while kinds.count < 5 {
             let envelope = try await watcher.next()
             #expect(envelope.id == 9)
@@ -204,15 +188,15 @@ import Wire
     @Test func aDrainedRunnerTakesNothingNewUntilUndrained() async throws {
         let setup = try await Setup()
         defer { setup.data.remove() }
-        let runner = await setup.connectRunner()
-        _ = try await setup.core.setDrained(runner: "r1", true)
+        let runner = try await setup.connectRunner()
+        _ = try await setup.core.setDrained(runner: "r1", true, as: admin)
         let run = try await setup.trigger()
-        let entry = try #require(try await setup.core.queue().jobs.first)
+        let entry = try #require(try await setup.core.queue(as: admin).jobs.first)
         #expect(entry.waitingReason == "every runner with labels [linux] is drained")
-        #expect(await setup.core.runnerList().first?.drained == true)
-        _ = try await setup.core.setDrained(runner: "r1", false)
+        #expect(try await setup.core.runners(as: admin).first?.drained == true)
+        _ = try await setup.core.setDrained(runner: "r1", false, as: admin)
         #expect(try await setup.assignments(runner, count: 1) == [UInt64(run)])
-        await #expect(throws: WireError.self) { _ = try await setup.core.setDrained(runner: "nobody", true) }
+        await #expect(throws: CoordinatorError.self) { _ = try await setup.core.setDrained(runner: "nobody", true, as: admin) }
     }
 
     @Test func aMoveInAHundredThousandJobQueueChangesOneRow() async throws {
@@ -236,11 +220,11 @@ import Wire
                 """)
             for index in 1...count { try insert.execute(arguments: [Double(index)]) }
         }
-        let core = CoordinatorCore(store: store, blobs: try BlobStore(directory: data.path), logger: Logger(label: "test"))
+        let core = try CoordinatorCore(store: store, directory: data.path, logger: Logger(label: "test"))
         try await core.recover()
         let before = try await store.writer.read { $0.totalChangesCount }
-        let entry = try await core.move(jobID: Int64(count), to: .top)
-        _ = try await core.move(jobID: 50_000, to: .after(7))
+        let entry = try await core.move(jobID: Int64(count), to: .top, as: admin)
+        _ = try await core.move(jobID: 50_000, to: .after(7), as: admin)
         let after = try await store.writer.read { $0.totalChangesCount }
         #expect(entry.position == 1)
         #expect(after - before == 2, "two moves must change two rows, not renumber the queue")
@@ -248,14 +232,12 @@ import Wire
         #expect(Array(head) == [Int64(count), 1, 2, 3, 4, 5, 6, 7, 50_000])
 
         // Listing and cancelling all of them still answer in one frame, with the full count.
-        let page = try await core.queue(limit: CoordinatorCore.maximumListedJobs)
-        #expect(page.jobs.count == CoordinatorCore.maximumListedJobs && page.total == UInt32(count))
-        #expect(page.jobs.first?.jobID == UInt64(count))
-        var all = Heddle_V1_BulkCancelRequest()
-        all.project = "big"
-        let cancelled = try await core.bulkCancel(all, by: PeerIdentity(name: "root", role: .admin, fingerprint: ""))
-        #expect(cancelled.count == UInt32(count) && cancelled.jobs.count == CoordinatorCore.maximumListedJobs)
-        #expect(try Envelope(id: 1, .cancelled(cancelled)).serializedData().count < Frame.defaultMaximumLength)
-        #expect(try await core.queue().total == 0)
+        let page = try await core.queue(limit: CoordinatorCore.maximumListedJobs, as: admin)
+        #expect(page.jobs.count == CoordinatorCore.maximumListedJobs && page.total == count)
+        #expect(page.jobs.first?.jobID == Int64(count))
+        let cancelled = try await core.bulkCancel(BulkCancelRequest(project: "big"), as: admin)
+        #expect(cancelled.count == count && cancelled.jobs.count == CoordinatorCore.maximumListedJobs)
+        #expect(try Envelope(id: 1, .cancelled(cancelled.proto)).serializedData().count < Frame.defaultMaximumLength)
+        #expect(try await core.queue(as: admin).total == 0)
     }
 }

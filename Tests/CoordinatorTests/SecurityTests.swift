@@ -151,8 +151,7 @@ import Wire
             }
             #expect(triggered.runID > 0)
             #expect(triggered.attempt == 1)
-            _ = try await coordinator.core.cancel(runIDs: [Int64(triggered.runID)], jobIDs: [],
-                                                   by: PeerIdentity(name: "t", role: .admin, fingerprint: ""))
+            _ = try await coordinator.core.cancel(runIDs: [Int64(triggered.runID)], jobIDs: [], as: CoordinatorTests.admin)
             let (runID, attempt) = try await admin.rerun(triggered.runID)
             #expect(runID == triggered.runID)
             #expect(attempt == 2)
@@ -184,7 +183,7 @@ import Wire
         if Self.expected(role, operation) {
             #expect(throws: Never.self) { try Authorization.check(principal, operation) }
         } else {
-            let error = #expect(throws: WireError.self) { try Authorization.check(principal, operation) }
+            let error = #expect(throws: CoordinatorError.self) { try Authorization.check(principal, operation) }
             #expect(error?.code == .permissionDenied)
             #expect(error?.message.hasPrefix("\(operation) needs ") == true)
         }

@@ -20,9 +20,8 @@ struct TestCoordinator {
             pki.remove()
             data.remove()
         }
-        let core = CoordinatorCore(store: try SQLiteStore.open(directory: data.path),
-                                   blobs: try BlobStore(directory: data.path), limits: limits,
-                                   logger: logger)
+        let core = try CoordinatorCore(store: try SQLiteStore.open(directory: data.path), directory: data.path,
+                                       limits: limits, logger: logger)
         let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
         let server = CoordinatorServer(core: core, host: "127.0.0.1", port: 0, tls: pki.coordinatorTLS,
                                        logger: logger,
@@ -123,12 +122,39 @@ final class RecordingOutbox: Sendable {
     }
 }
 
+/// The caller of the tests' admin calls.
+let admin = Principal(name: "root", role: .admin)
+
 extension CoordinatorCore {
+    /// Opens a session for a pretend peer whose events `recording` collects.
+    func open(_ name: String, _ role: Role, _ recording: RecordingOutbox) async throws -> UInt64 {
+        try openSession(Principal(name: name, role: role), sink: recording.outbox, close: {})
+    }
+
+    /// A pretend runner connects with its Hello; returns its session.
+    func connectRunner(_ recording: RecordingOutbox, name: String = "r1", labels: [String] = ["linux"], capacity: Int = 1,
+                       running: [LeaseRef] = []) async throws -> UInt64 {
+        let session = try await open(name, .runner, recording)
+        await hello(session: session, RunnerHello(labels: labels, capacity: capacity, running: running))
+        return session
+    }
+
+    func push(_ project: String, _ source: String) async throws {
+        _ = try await pushPipeline(PipelinePush(project: project, source: source), as: admin)
+    }
+
+    func trigger(_ project: String, _ pipeline: String, branch: String? = nil) async throws -> Int64 {
+        try await trigger(TriggerRequest(project: project, pipeline: pipeline, branch: branch), as: admin).runID
+    }
+
     /// Starts a watch as a session does, beside the caller's other calls (a following watch
     /// lasts until its end), and returns once it answered Ok. The task ends with the watch.
-    func startWatch(session: UInt64, requestID: UInt64, _ request: Heddle_V1_WatchRequest,
+    /// Without a session, the watch runs in a viewer's session of its own, whose events
+    /// `recording` collects.
+    func startWatch(session: UInt64? = nil, requestID: UInt64, _ request: WatchRequest,
                     _ recording: RecordingOutbox) async throws -> Task<Void, any Error> {
-        let task = Task { try await self.watch(session: session, requestID: requestID, request, outbox: recording.outbox) }
+        let session = if let session { session } else { try await open("viewer", .viewer, recording) }
+        let task = Task { try await self.watch(session: session, requestID: requestID, request) }
         _ = try await recording.first("the watch's Ok") { envelope -> Bool? in
             if case .ok = envelope.body { return true }
             if case .error(let error) = envelope.body { throw TestFailure("the watch was refused: \(error.message)") }

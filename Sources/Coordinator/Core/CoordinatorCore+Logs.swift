@@ -141,8 +141,9 @@ extension CoordinatorCore {
             let space = logs.spaceWaiters
             logs.spaceWaiters = []
             for waiter in space { waiter.resume() }
-            let reached = logs.barrierWaiters.filter { $0.batch <= logs.batches }
-            logs.barrierWaiters.removeAll { $0.batch <= logs.batches }
+            let batches = logs.batches
+            let reached = logs.barrierWaiters.filter { $0.batch <= batches }
+            logs.barrierWaiters.removeAll { $0.batch <= batches }
             for entry in reached { entry.waiter.resume() }
         }
         logs.flushing = false

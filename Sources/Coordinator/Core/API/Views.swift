@@ -42,9 +42,13 @@ public struct RunDetail: Sendable, Equatable {
     public var jobs: [JobDetail]
 }
 
+/// A job with its nodes; the job's fields read through (`detail.status`).
+@dynamicMemberLookup
 public struct JobDetail: Sendable, Equatable {
     public var job: JobRecord
     public var nodes: [NodeRecord]
+
+    public subscript<T>(dynamicMember field: KeyPath<JobRecord, T>) -> T { job[keyPath: field] }
 }
 
 public struct RunnerInfo: Sendable, Equatable {
