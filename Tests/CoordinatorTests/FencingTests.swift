@@ -31,7 +31,10 @@ import Testing
                                                    sha256: String(repeating: "0", count: 64), now: 5)
             }
             await expectStale { _ = try await store.finishJob(id: job, epoch: 1, status: .failed, reason: "stale", now: 5) }
+            // A log length at epoch 1 is not recorded; the store names the job it refused.
+            #expect(try await store.setLogEnds([LogEnd(jobID: job, node: "n", length: 99, epoch: 1)]) == [job])
         }
+        #expect(try await first.logLengths(jobID: job).isEmpty)
         // Nothing of them was written; the holder of epoch 2 writes.
         var stored = try #require(try await first.job(id: job))
         #expect(stored.status == .running && stored.runner == "r2" && stored.epoch == 2 && stored.commit.isEmpty)
@@ -39,6 +42,8 @@ import Testing
         #expect(try await first.artifacts(runID: stored.runID).isEmpty)
 
         try await first.setJobCommit(id: job, epoch: 2, commit: "bbbb")
+        #expect(try await second.setLogEnds([LogEnd(jobID: job, node: "n", length: 10, epoch: 2)]).isEmpty)
+        #expect(try await first.logLengths(jobID: job) == ["n": 10])
         try await first.updateNode(jobID: job, epoch: 2, node: "n", status: .succeeded, exitCode: 0, at: 6)
         _ = try await second.insertArtifact(jobID: job, epoch: 2, name: "out.txt", size: 1,
                                             sha256: String(repeating: "1", count: 64), now: 6)
@@ -48,6 +53,51 @@ import Testing
         #expect(try await first.artifacts(runID: stored.runID).map(\.name) == ["out.txt"])
         // A finished job takes no more runner writes, whatever the epoch.
         await expectStale { try await first.updateNode(jobID: job, epoch: 2, node: "n", status: .failed, exitCode: 1, at: 8) }
+    }
+
+    /// Claim-next takes queued jobs in queue order, skipping those whose labels the runner
+    /// lacks; two stores claiming at once never take one job twice.
+    @Test func claimNextTakesTheFirstFittingJobOnceWhoeverAsks() async throws {
+        let data = try TemporaryDirectory()
+        defer { data.remove() }
+        let first = try SQLiteStore.open(directory: data.path)
+        let second = try SQLiteStore.open(directory: data.path)
+        let source = """
+            name: ci
+            jobs:
+              gpu: { labels: [gpu], nodes: { n: { run: "true" } } }
+              linux: { labels: [linux], nodes: { n: { run: "true" } } }
+            """
+        let definition = try ActParser(file: "ci.act").parse(source)
+        let version = try await first.savePipeline(project: "shop", definition: definition, source: source, now: 1)
+        var linuxJobs: [Int64] = []
+        for _ in 0..<20 {
+            let (_, jobs) = try await first.createRun(version: version, definition: definition, branch: "main",
+                                                      trigger: "api", now: 1)
+            linuxJobs += jobs.filter { $0.name == "linux" }.map(\.id)
+        }
+        // A runner without gpu skips the gpu jobs ahead of them.
+        let taken = try #require(try await first.claimNext(runner: "r0", labels: ["linux"], epoch: 1, now: 2))
+        #expect(taken.job.id == linuxJobs[0] && taken.job.status == .running && taken.job.epoch == 1)
+        #expect(taken.nodes.map(\.name) == ["n"] && taken.run.status == .running)
+        // Two stores, many claims at once: each job once, all of them taken, in queue order per store.
+        let claimed = try await withThrowingTaskGroup(of: [Int64].self) { group in
+            for (index, store) in [first, second].enumerated() {
+                group.addTask {
+                    var mine: [Int64] = []
+                    while let job = try await store.claimNext(runner: "r\(index + 1)", labels: ["linux", "x86"],
+                                                              epoch: Int64(10 + index), now: 3) {
+                        mine.append(job.job.id)
+                    }
+                    return mine
+                }
+            }
+            return try await group.reduce(into: [[Int64]]()) { $0.append($1) }
+        }
+        #expect(claimed.allSatisfy { $0 == $0.sorted() })
+        #expect(claimed.flatMap { $0 }.sorted() == Array(linuxJobs.dropFirst()))
+        #expect(try await first.claimNext(runner: "r9", labels: ["linux"], epoch: 20, now: 4) == nil)
+        #expect(try await first.claimNext(runner: "r9", labels: ["gpu"], epoch: 20, now: 4)?.job.name == "gpu")
     }
 
     func expectStale(_ write: () async throws -> Void, sourceLocation: SourceLocation = #_sourceLocation) async {

@@ -69,6 +69,10 @@ final class InterposedStore: CoordinatorStore {
         try await hooks.enter("finishJob")
         return try await base.finishJob(id: id, epoch: epoch, status: status, reason: reason, now: now)
     }
+    func claimNext(runner: String, labels: Set<String>, epoch: Int64, now: Int64) async throws -> ClaimedJob? {
+        try await hooks.enter("claimNext")
+        return try await base.claimNext(runner: runner, labels: labels, epoch: epoch, now: now)
+    }
     func setLogEnds(_ ends: [LogEnd]) async throws -> Set<Int64> {
         try await hooks.enter("setLogEnds")
         return try await base.setLogEnds(ends)

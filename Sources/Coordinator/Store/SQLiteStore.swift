@@ -19,6 +19,9 @@ public struct SQLiteStore: CoordinatorStore {
     public static func open(directory: String) throws -> SQLiteStore {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         var config = Configuration()
+        // Another connection to the file (a second store, the sqlite3 tool) may hold the write
+        // lock for a moment: wait for it rather than fail.
+        config.busyMode = .timeout(5)
         config.prepareDatabase { db in
             try db.execute(sql: "PRAGMA synchronous = FULL")
         }
@@ -300,38 +303,57 @@ public struct SQLiteStore: CoordinatorStore {
     public func claimJobs(_ claims: [JobClaim], now: Int64) async throws -> [ClaimedJob?] {
         guard !claims.isEmpty else { return [] }
         return try await group.write { db in
-            let claimJob = try db.cachedStatement(sql: """
-                UPDATE job SET status = 'running', runner = ?, epoch = ?, started_at = ? WHERE id = ? AND status = 'queued'
-                """)
-            let startRun = try db.cachedStatement(sql: """
-                UPDATE run SET status = 'running', started_at = COALESCE(started_at, ?) WHERE id = ? AND status = 'queued'
-                """)
-            let startAttempt = try db.cachedStatement(sql: """
-                UPDATE attempt SET status = 'running', started_at = COALESCE(started_at, ?)
-                WHERE run_id = ? AND number = ? AND status = 'queued'
-                """)
-            var claimed: [ClaimedJob?] = []
             var repositories: [String: String] = [:]
-            for claim in claims {
-                try claimJob.execute(arguments: [claim.runner, claim.epoch, now, claim.jobID])
-                guard db.changesCount == 1,
-                      let job = try Row.fetchOne(db.cachedStatement(sql: "SELECT \(Self.jobColumns) FROM job WHERE id = ?"),
-                                                 arguments: [claim.jobID]).map(Self.job) else {
-                    claimed.append(nil)  // no longer queued: not claimed
-                    continue
-                }
-                try startRun.execute(arguments: [now, job.runID])
-                try startAttempt.execute(arguments: [now, job.runID, job.attempt])
-                guard let run = try Self.fetchRun(db, id: job.runID) else { throw StoreError(.inconsistent, "run \(job.runID) of job \(job.id) is missing") }
-                if repositories[run.project] == nil {
-                    repositories[run.project] = try String.fetchOne(db.cachedStatement(sql: "SELECT repository FROM project WHERE name = ?"),
-                                                                    arguments: [run.project]) ?? ""
-                }
-                claimed.append(ClaimedJob(job: job, run: run, nodes: try Self.fetchNodes(db, jobIDs: [job.id]),
-                                          repository: repositories[run.project] ?? ""))
-            }
-            return claimed
+            return try claims.map { try Self.claim(db, $0, now: now, repositories: &repositories) }
         }
+    }
+
+    public func claimNext(runner: String, labels: Set<String>, epoch: Int64, now: Int64) async throws -> ClaimedJob? {
+        try await group.write { db in
+            // In queue order; the first whose labels the runner all has. (One writer at a time
+            // in SQLite: no other claim can come between the read and the update.)
+            let queued = try Row.fetchCursor(db.cachedStatement(sql: """
+                SELECT id, labels FROM job WHERE status = 'queued' ORDER BY position, id
+                """))
+            var chosen: Int64?
+            while let row = try queued.next() {
+                let needs: [String] = try unjson(row["labels"])
+                if needs.allSatisfy(labels.contains) {
+                    chosen = row["id"]
+                    break
+                }
+            }
+            guard let chosen else { return nil }
+            var repositories: [String: String] = [:]
+            return try Self.claim(db, JobClaim(jobID: chosen, runner: runner, epoch: epoch), now: now, repositories: &repositories)
+        }
+    }
+
+    /// Marks a queued job running on a runner at an epoch, and its run and attempt running;
+    /// nil when the job is no longer queued.
+    static func claim(_ db: Database, _ claim: JobClaim, now: Int64, repositories: inout [String: String]) throws -> ClaimedJob? {
+        try db.cachedStatement(sql: """
+            UPDATE job SET status = 'running', runner = ?, epoch = ?, started_at = ? WHERE id = ? AND status = 'queued'
+            """).execute(arguments: [claim.runner, claim.epoch, now, claim.jobID])
+        guard db.changesCount == 1,
+              let job = try Row.fetchOne(db.cachedStatement(sql: "SELECT \(Self.jobColumns) FROM job WHERE id = ?"),
+                                         arguments: [claim.jobID]).map(Self.job) else {
+            return nil  // no longer queued: not claimed
+        }
+        try db.cachedStatement(sql: """
+            UPDATE run SET status = 'running', started_at = COALESCE(started_at, ?) WHERE id = ? AND status = 'queued'
+            """).execute(arguments: [now, job.runID])
+        try db.cachedStatement(sql: """
+            UPDATE attempt SET status = 'running', started_at = COALESCE(started_at, ?)
+            WHERE run_id = ? AND number = ? AND status = 'queued'
+            """).execute(arguments: [now, job.runID, job.attempt])
+        guard let run = try Self.fetchRun(db, id: job.runID) else { throw StoreError(.inconsistent, "run \(job.runID) of job \(job.id) is missing") }
+        if repositories[run.project] == nil {
+            repositories[run.project] = try String.fetchOne(db.cachedStatement(sql: "SELECT repository FROM project WHERE name = ?"),
+                                                            arguments: [run.project]) ?? ""
+        }
+        return ClaimedJob(job: job, run: run, nodes: try Self.fetchNodes(db, jobIDs: [job.id]),
+                          repository: repositories[run.project] ?? "")
     }
 
     /// Refuses, inside the write's transaction, a runner's write whose lease is gone: the job
