@@ -143,6 +143,20 @@ import Wire
         #expect(try await restarted.queue(as: admin).jobs.map { Int64($0.jobID) } == [jobs[3], jobs[2], jobs[1], jobs[0]])
     }
 
+    /// A move the store refuses changes nothing: the queue's order in memory (what runners
+    /// get) stays the stored one.
+    @Test func aMoveTheStoreRefusesLeavesTheOrderAsItWas() async throws {
+        let setup = try await Setup()
+        defer { setup.data.remove() }
+        var jobs: [Int64] = []
+        for _ in 0..<3 { jobs.append(try await setup.jobOf(try await setup.trigger())) }
+        setup.hooks.fail(["setPosition"])
+        await #expect(throws: (any Error).self) { _ = try await setup.core.move(jobID: jobs[2], to: .top, as: admin) }
+        setup.hooks.fail([])
+        #expect(try await setup.core.queue(as: admin).jobs.map(\.jobID) == jobs)
+        #expect(try await setup.store.activeJobs().map(\.id) == jobs)
+    }
+
     @Test func bulkCancelFiltersAndDryRunChangesNothing() async throws {
         let setup = try await Setup()
         defer { setup.data.remove() }

@@ -75,8 +75,15 @@ extension CoordinatorCore {
             throw CoordinatorError.notFound("the job to move next to is not queued")
         }
         // Moved in memory before the store is written: a dispatch meanwhile sees the new order.
+        // If the store refuses, the job goes back where it was (unless a dispatch took it).
+        let before = scheduler.position(of: jobID)
         scheduler.reposition(jobID, to: position)
-        _ = try await store.setPosition(jobID: jobID, position: position)
+        do {
+            _ = try await store.setPosition(jobID: jobID, position: position)
+        } catch {
+            if let before, scheduler.isQueued(jobID) { scheduler.reposition(jobID, to: before) }
+            throw error
+        }
         guard let job = try await store.job(id: jobID), let run = try await store.run(id: job.runID) else {
             throw CoordinatorError.notFound("job \(jobID) does not exist")
         }

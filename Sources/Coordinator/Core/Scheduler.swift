@@ -42,6 +42,9 @@ public struct Scheduler: Sendable {
 
     public func isQueued(_ id: Int64) -> Bool { positions[id] != nil }
 
+    /// A queued job's position (nil when it is not queued).
+    public func position(of id: Int64) -> Double? { positions[id] }
+
     /// The first index whose position is not below `position`.
     private func lowerBound(_ position: Double) -> Int {
         var low = 0
