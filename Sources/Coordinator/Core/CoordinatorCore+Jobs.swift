@@ -123,7 +123,7 @@ extension CoordinatorCore {
 
     /// Checks that a write about a job comes from a runner's session holding the job's
     /// current lease.
-    func lease(_ ref: LeaseRef, session: UInt64) throws(CoordinatorError) -> Leases.Lease {
+    func lease(_ ref: LeaseRef, session: UInt64) throws -> Leases.Lease {
         _ = try authorize(session: session, .runJobs)
         return try leases.check(ref, session: session)
     }
@@ -182,27 +182,38 @@ extension CoordinatorCore {
     /// nothing.
     public func jobFinished(session: UInt64, _ result: JobResult) async throws {
         _ = try authorize(session: session, .runJobs)
-        if leases[result.job.jobID] == nil, let job = try await store.job(id: result.job.jobID),
-           job.status.isFinished, job.epoch == result.job.epoch {
-            return  // decided already
-        }
+        if try await isDecided(result.job) { return }
         _ = try lease(result.job, session: session)
-        guard let reported = result.status, [.succeeded, .failed, .cancelled].contains(reported) else {
+        let reported = try Self.reportedResult(result.status)
+        try await finishReported(session: session, result.job, reported: reported, reason: result.reason)
+    }
+
+    /// Whether the job's result is stored already, from this lease.
+    func isDecided(_ ref: LeaseRef) async throws -> Bool {
+        guard leases[ref.jobID] == nil, let job = try await store.job(id: ref.jobID) else { return false }
+        return job.status.isFinished && job.epoch == ref.epoch
+    }
+
+    static func reportedResult(_ status: Status?) throws -> Status {
+        guard let status, status == .succeeded || status == .failed || status == .cancelled else {
             throw CoordinatorError.invalid(
-                "a job finishes as succeeded, failed or cancelled, not \(result.status?.rawValue ?? "an unknown status")")
+                "a job finishes as succeeded, failed or cancelled, not \(status?.rawValue ?? "an unknown status")")
         }
-        let jobID = result.job.jobID
+        return status
+    }
+
+    func finishReported(session: UInt64, _ ref: LeaseRef, reported: Status, reason: String) async throws {
         // Log bytes sent before the JobFinish are committed (and acknowledged) while the job
         // still holds its lease; node updates sent before it are stored already.
         await logBarrier()
-        try await loadNodes(of: jobID)
+        try await loadNodes(of: ref.jobID)
         // Checked again after the awaits: the lease may have gone meanwhile.
-        let nodes = try lease(result.job, session: session).nodes ?? []
-        let (status, reason) = Outcome.jobResult(reported: reported, reason: result.reason, nodes: nodes)
+        let nodes = try lease(ref, session: session).nodes ?? []
+        let (status, why) = Outcome.jobResult(reported: reported, reason: reason, nodes: nodes)
         if status != reported {
-            logger.warning("job result corrected from its nodes", metadata: ["job.id": "\(jobID)", "reported": "\(reported.rawValue)",
-                                                                            "reason": "\(reason)"])
+            logger.warning("job result corrected from its nodes", metadata: ["job.id": "\(ref.jobID)", "reported": "\(reported.rawValue)",
+                                                                            "reason": "\(why)"])
         }
-        await finish(jobID: jobID, status: status, reason: reason)
+        await finish(jobID: ref.jobID, status: status, reason: why)
     }
 }

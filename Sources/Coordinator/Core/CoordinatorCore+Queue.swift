@@ -43,7 +43,7 @@ extension CoordinatorCore {
 
     /// Subscribes the session to queue changes: `subscribed`, then queue events with
     /// `requestID`, until the session ends.
-    public func watchQueue(session: UInt64, requestID: UInt64) throws(CoordinatorError) {
+    public func watchQueue(session: UInt64, requestID: UInt64) throws {
         _ = try authorize(session: session, .watchQueue)
         guard let sink = sink(of: session) else { return }
         sink.send(.subscribed(requestID: requestID))

@@ -38,7 +38,7 @@ extension CoordinatorCore {
     }
 
     /// The runner on `session` shuts down: no new jobs for it.
-    public func drainSelf(session: UInt64) throws(CoordinatorError) {
+    public func drainSelf(session: UInt64) throws {
         _ = try authorize(session: session, .runJobs)
         scheduler.setDrained(session, true)
     }

@@ -138,7 +138,7 @@ public actor CoordinatorCore {
     }
 
     /// The caller of an open session, if it may do `action`.
-    func authorize(session: UInt64, _ action: Action) throws(CoordinatorError) -> Principal {
+    func authorize(session: UInt64, _ action: Action) throws -> Principal {
         guard let open = sessions[session] else {
             throw CoordinatorError(.unauthenticated, "session \(session) is not open")
         }
