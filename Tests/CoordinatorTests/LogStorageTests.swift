@@ -18,7 +18,7 @@ import Wire
         defer { data.remove() }
         let block = 4096
         let files = LogFiles(directory: "\(data.path)/logs", segmentSize: Int64(block))
-        let key = LogFiles.LogKey(jobID: 7, node: "build")
+        let key = LogKey(jobID: 7, node: "build")
         func stored(_ files: LogFiles, end: Int) throws -> Data {
             var out = Data()
             while let piece = try files.read(key, from: Int64(out.count), end: Int64(end), piece: 3000) {
@@ -28,22 +28,22 @@ import Wire
             return out
         }
         let first = bytes(2 * block + 1000)
-        try files.writeDurably([LogFiles.Write(key: key, offset: 0, data: first)])
+        try files.writeDurably([LogWrite(key: key, offset: 0, data: first)])
         #expect(files.segments(key) == [0, Int64(block), Int64(2 * block)])
         #expect(try stored(files, end: first.count) == first)
         // Bytes past the durable length (say, written before a crash) are replaced, not kept.
         let replaced = block + 500
-        try files.writeDurably([LogFiles.Write(key: key, offset: Int64(replaced), data: Data("XYZ".utf8))])
+        try files.writeDurably([LogWrite(key: key, offset: Int64(replaced), data: Data("XYZ".utf8))])
         #expect(files.segments(key) == [0, Int64(block)])
         #expect(try stored(files, end: replaced + 3) == first.prefix(replaced) + Data("XYZ".utf8))
         // The same from a fresh instance (after a restart): the files are the truth, and the
         // padding of the last block written does not show.
         let reopened = LogFiles(directory: "\(data.path)/logs", segmentSize: Int64(block))
-        try reopened.writeDurably([LogFiles.Write(key: key, offset: Int64(replaced + 1), data: Data("ab".utf8))])
+        try reopened.writeDurably([LogWrite(key: key, offset: Int64(replaced + 1), data: Data("ab".utf8))])
         #expect(try stored(reopened, end: replaced + 3) == first.prefix(replaced) + Data("Xab".utf8))
         // Dropping the middle leaves a jump in offsets; the segment being written stays.
         let more = bytes(3 * block, seed: 3)
-        try reopened.writeDurably([LogFiles.Write(key: key, offset: Int64(replaced + 3), data: more)])
+        try reopened.writeDurably([LogWrite(key: key, offset: Int64(replaced + 3), data: more)])
         let end = replaced + 3 + more.count
         reopened.drop(key, from: Int64(block), to: Int64(3 * block))
         var records: [LogChunkRecord] = []

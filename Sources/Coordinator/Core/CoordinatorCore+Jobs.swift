@@ -116,7 +116,7 @@ extension CoordinatorCore {
         await dispatch()
     }
 
-    func jobEvent(_ job: JobRecord, status: Status, runner: String?, at: Int64) -> JobEvent {
+    func jobEvent(_ job: JobRecord, status: Status, runner: String?, at: Int64?) -> JobEvent {
         JobEvent(id: job.id, name: job.name, status: status, runner: runner, startedAt: at, labels: job.labels,
                  attempt: job.attempt)
     }
@@ -183,7 +183,7 @@ extension CoordinatorCore {
     public func jobFinished(session: UInt64, _ result: JobResult) async throws {
         _ = try authorize(session: session, .runJobs)
         if try await isDecided(result.job) { return }
-        _ = try lease(result.job, session: session)
+        _ = try leases.check(result.job, session: session)
         let reported = try Self.reportedResult(result.status)
         try await finishReported(session: session, result.job, reported: reported, reason: result.reason)
     }

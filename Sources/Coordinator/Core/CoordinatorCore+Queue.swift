@@ -192,8 +192,7 @@ extension CoordinatorCore {
         }
         if subscriptions.hasWatchers {
             for job in cancelled {
-                var event = jobEvent(job, status: .cancelled, runner: nil, at: 0)
-                event.startedAt = nil
+                var event = jobEvent(job, status: .cancelled, runner: nil, at: nil)
                 event.finishedAt = now
                 event.reason = reason
                 publish(runID: job.runID, attempt: job.attempt, .job(event))

@@ -207,33 +207,23 @@ extension RunDetail {
     var proto: Heddle_V1_RunDetail {
         var detail = Heddle_V1_RunDetail()
         detail.run = run.proto
-        detail.jobs = jobs.map { item in
-            let job = item.job
-            var out = Heddle_V1_JobDetail()
-            out.id = UInt64(job.id)
-            out.name = job.name
-            out.status = job.status.proto
-            out.runner = job.runner ?? ""
-            out.startedAtMs = job.startedAt ?? 0
-            out.finishedAtMs = job.finishedAt ?? 0
-            out.reason = job.reason
-            out.labels = job.labels
-            out.commit = job.commit
-            out.attempt = UInt32(job.attempt)
-            out.nodes = item.nodes.map { node in
-                var n = Heddle_V1_NodeDetail()
-                n.name = node.name
-                n.status = node.status.proto
-                n.startedAtMs = node.startedAt ?? 0
-                n.finishedAtMs = node.finishedAt ?? 0
-                n.exitCode = Int32(clamping: node.exitCode ?? 0)
-                n.exited = node.exitCode != nil
-                n.needs = node.needs
-                return n
-            }
-            return out
-        }
+        detail.jobs = jobs.map(\.proto)
         return detail
+    }
+}
+
+extension JobDetail {
+    /// As a job event with everything set, plus what only a detail carries.
+    var proto: Heddle_V1_JobDetail {
+        var out = JobEvent(id: job.id, name: job.name, status: job.status, runner: job.runner, startedAt: job.startedAt,
+                           finishedAt: job.finishedAt, reason: job.reason, labels: job.labels, attempt: job.attempt,
+                           nodes: nodes.map {
+                               NodeEvent(name: $0.name, status: $0.status, startedAt: $0.startedAt,
+                                         finishedAt: $0.finishedAt, exitCode: $0.exitCode)
+                           }).proto
+        out.commit = job.commit
+        for (index, node) in nodes.enumerated() { out.nodes[index].needs = node.needs }
+        return out
     }
 }
 

@@ -23,8 +23,6 @@ public final class LogFiles: @unchecked Sendable {
     /// Where segments gather bytes to write (one batch at a time, under `open`'s lock).
     private let scratch = WriteScratch(capacity: 8 << 20)
 
-    public typealias LogKey = Coordinator.LogKey
-    public typealias Write = LogWrite
 
     struct OpenSegment {
         var file: DirectFile
@@ -62,7 +60,7 @@ public final class LogFiles: @unchecked Sendable {
     /// new segments): returns once an fsync covered every byte. Segments filled on the way
     /// are synced with the rest at the end, not one by one. The open segments of the jobs in
     /// `closing` (finished) are closed afterwards.
-    func writeDurably(_ writes: [Write], closing: Set<Int64> = []) throws {
+    func writeDurably(_ writes: [LogWrite], closing: Set<Int64> = []) throws {
         try open.withLock { open in
             var batch = Batch()
             do {
@@ -86,7 +84,7 @@ public final class LogFiles: @unchecked Sendable {
         }
     }
 
-    private func append(_ write: Write, open: inout [LogKey: OpenSegment], batch: inout Batch) throws {
+    private func append(_ write: LogWrite, open: inout [LogKey: OpenSegment], batch: inout Batch) throws {
         var segment = try segmentFor(write.key, at: write.offset, open: &open, batch: &batch)
         open[write.key] = segment
         var written = 0

@@ -13,12 +13,6 @@ public enum SessionEvent: Sendable {
     case queue(requestID: UInt64, QueueEvent)
     /// The core closes the session because of this.
     case failure(CoordinatorError)
-
-    /// The bulk bytes the event carries (log bytes), which a sink's byte budget counts.
-    public var bulkBytes: Int {
-        if case .watch(_, .log(let chunk)) = self { return chunk.data.count }
-        return 0
-    }
 }
 
 /// Where the core sends a session's events; a front delivers them in its own encoding.
