@@ -42,27 +42,47 @@ struct Artifacts: AsyncParsableCommand {
         @Argument(help: "The artifact id.")
         var id: UInt64
 
-        @Option(name: .shortAndLong, help: "Where to write it (default: its file name, here).")
+        @Option(name: .shortAndLong,
+                help: "The file to write, or a directory to write it into under its base name (default: its base name, here). An existing file is replaced; a directory never is.")
         var output: String?
 
         @OptionGroup var connection: ConnectionOptions
 
         func run() async throws {
             let showProgress = isatty(2) == 1
-            let info = try await withClient(connection) { client in
+            let (info, path) = try await withClient(connection) { client in
                 // Its name, from a one-byte read (listing every artifact to find one would grow
                 // with the coordinator's history).
                 let info = try await client.readArtifact(id, offset: 0, length: 1).artifact
-                let path = output ?? (info.name as NSString).lastPathComponent
-                return try await client.downloadArtifact(id, to: path) { done, total in
+                let path = try Self.destination(output: output, artifactName: info.name, id: id)
+                let downloaded = try await client.downloadArtifact(id, to: path) { done, total in
                     if showProgress {
                         let percent = total == 0 ? 100 : Int(done * 100 / total)
                         FileHandle.standardError.write(Data("\r\(info.name): \(Output.bytes(done)) / \(Output.bytes(total)) \(percent)%".utf8))
                     }
                 }
+                return (downloaded, path)
             }
             if showProgress { FileHandle.standardError.write(Data("\n".utf8)) }
-            print("wrote \(output ?? (info.name as NSString).lastPathComponent) (\(Output.bytes(info.size)), sha256 \(hex(info.sha256)))")
+            print("wrote \(path) (\(Output.bytes(info.size)), sha256 \(hex(info.sha256)))")
+        }
+
+        /// The file an artifact is written to, as `cp` and `curl -O` would choose it: `output`
+        /// itself, or the artifact's base name inside `output` when that is a directory (or
+        /// ends in `/`), or the base name here when there is no `output`.
+        static func destination(output: String?, artifactName: String, id: UInt64) throws -> String {
+            var base = (artifactName as NSString).lastPathComponent
+            if base.isEmpty || base == "." || base == ".." || base == "/" { base = "artifact-\(id)" }
+            guard let output, !output.isEmpty else { return base }
+            var isDirectory: ObjCBool = false
+            let exists = FileManager.default.fileExists(atPath: output, isDirectory: &isDirectory)
+            if exists && isDirectory.boolValue {
+                return output.hasSuffix("/") ? output + base : "\(output)/\(base)"
+            }
+            if output.hasSuffix("/") {
+                throw CLIError("the directory \(output) does not exist; nothing was written")
+            }
+            return output
         }
     }
 }

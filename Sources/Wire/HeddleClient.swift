@@ -151,15 +151,28 @@ public struct HeddleClient: Sendable {
         return try await call(.artifactRead(request)) { if case .artifactData(let m) = $0 { m } else { nil } }
     }
 
-    /// Downloads an artifact into `to` (via a temporary file renamed into place) and checks
-    /// its size and SHA-256. `progress` gets (bytes so far, total).
+    /// Downloads an artifact into the file `path` and checks its size and SHA-256. The bytes
+    /// go to a temporary file beside it, renamed over `path` only once they are verified: an
+    /// existing file at `path` is replaced, nothing else is ever removed, and the temporary
+    /// file is removed whatever fails. A directory at `path` is refused. `progress` gets
+    /// (bytes so far, total).
     public func downloadArtifact(_ id: UInt64, to path: String,
                                  progress: (UInt64, UInt64) -> Void = { _, _ in }) async throws -> Heddle_V1_ArtifactInfo {
-        let temporary = "\(path).heddle-partial"
-        _ = FileManager.default.createFile(atPath: temporary, contents: nil)
-        guard let handle = FileHandle(forWritingAtPath: temporary) else {
-            throw WireError.invalid("cannot write \(path)")
+        let target = URL(fileURLWithPath: path)
+        let directory = target.deletingLastPathComponent().path
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue {
+            throw WireError.invalid("\(path) is a directory; nothing was written")
         }
+        guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw WireError.invalid("cannot write \(path): the directory \(directory) does not exist")
+        }
+        let temporary = "\(directory)/.\(target.lastPathComponent).heddle-partial-\(getpid())"
+        let descriptor = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        guard descriptor >= 0 else {
+            throw WireError.invalid("cannot write \(path): \(String(cString: strerror(errno))) creating a file in \(directory)")
+        }
+        let handle = FileHandle(fileDescriptor: descriptor, closeOnDealloc: true)
         var hasher = SHA256Hasher()
         var offset: UInt64 = 0
         var info: Heddle_V1_ArtifactInfo?
@@ -170,25 +183,30 @@ public struct HeddleClient: Sendable {
                 let data = try await readArtifact(id, offset: offset, length: chunk)
                 info = data.artifact
                 if data.data.isEmpty && offset < data.artifact.size {
-                    throw WireError(.internal, "artifact \(id) ended at \(offset) of \(data.artifact.size) bytes")
+                    throw WireError(.internal, "artifact \(id) ended at \(offset) of \(data.artifact.size) bytes; nothing was written")
                 }
-                try handle.write(contentsOf: data.data)
+                do {
+                    try handle.write(contentsOf: data.data)
+                } catch {
+                    throw WireError.invalid("cannot write \(path): \((error as NSError).localizedDescription); nothing was written")
+                }
                 hasher.update(data.data)
                 offset += UInt64(data.data.count)
                 progress(offset, data.artifact.size)
             } while offset < info!.size
             try handle.synchronize()
+            let digest = hasher.finalize()
+            guard digest == info!.sha256 else {
+                throw WireError(.internal, "artifact \(id) downloaded with SHA-256 \(hex(digest)), expected \(hex(info!.sha256)); nothing was written")
+            }
+            // rename(2) replaces a file atomically and refuses to replace a directory.
+            guard rename(temporary, path) == 0 else {
+                throw WireError.invalid("cannot write \(path): \(String(cString: strerror(errno))); nothing was written")
+            }
         } catch {
-            try? FileManager.default.removeItem(atPath: temporary)
+            unlink(temporary)
             throw error
         }
-        let digest = hasher.finalize()
-        guard digest == info!.sha256 else {
-            try? FileManager.default.removeItem(atPath: temporary)
-            throw WireError(.internal, "artifact \(id) downloaded with SHA-256 \(hex(digest)), expected \(hex(info!.sha256)); nothing was written")
-        }
-        _ = try? FileManager.default.removeItem(atPath: path)
-        try FileManager.default.moveItem(atPath: temporary, toPath: path)
         return info!
     }
 
