@@ -13,9 +13,27 @@ struct ArtifactUploader {
     let workspace: String
     let chunkSize: Int
 
-    /// Regular files under the workspace matching `patterns`, as workspace-relative names.
-    static func match(_ patterns: [String], in workspace: String) -> [String] {
+    /// What a node's artifact globs matched.
+    struct Matches: Equatable {
+        /// Regular files inside the workspace, as workspace-relative names, in glob order.
         var names: [String] = []
+        /// Matches whose location, every symbolic link resolved, is outside the workspace:
+        /// name and where it leads. Never uploaded.
+        var outside: [(name: String, resolved: String)] = []
+
+        static func == (a: Matches, b: Matches) -> Bool {
+            a.names == b.names && a.outside.map(\.name) == b.outside.map(\.name)
+                && a.outside.map(\.resolved) == b.outside.map(\.resolved)
+        }
+    }
+
+    /// The files `patterns` match under the workspace. A match counts where it really is,
+    /// with every symbolic link resolved (in the directories leading to it too): outside the
+    /// workspace it is skipped, inside it is taken when it is a regular file.
+    static func match(_ patterns: [String], in workspace: String) -> Matches {
+        let root = resolved(workspace) ?? workspace
+        var matches = Matches()
+        var seen = Set<String>()
         for pattern in patterns {
             var results = glob_t()
             defer { globfree(&results) }
@@ -23,13 +41,28 @@ struct ArtifactUploader {
             for index in 0..<Int(results.gl_pathc) {
                 guard let raw = results.gl_pathv[index] else { continue }
                 let path = String(cString: raw)
-                var info = stat()
-                guard lstat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else { continue }
                 let name = String(path.dropFirst(workspace.count + 1))
-                if !names.contains(name) { names.append(name) }
+                guard seen.insert(name).inserted, let real = resolved(path) else { continue }
+                guard isInside(real, root: root) else {
+                    matches.outside.append((name, real))
+                    continue
+                }
+                var info = stat()
+                guard stat(real, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else { continue }
+                matches.names.append(name)
             }
         }
-        return names
+        return matches
+    }
+
+    static func resolved(_ path: String) -> String? {
+        guard let real = realpath(path, nil) else { return nil }
+        defer { free(real) }
+        return String(cString: real)
+    }
+
+    static func isInside(_ path: String, root: String) -> Bool {
+        path.hasPrefix(root.hasSuffix("/") ? root : root + "/")
     }
 
     /// Uploads one file; returns the artifact id.
@@ -39,6 +72,12 @@ struct ArtifactUploader {
             throw RunnerError("cannot read artifact \(name)")
         }
         defer { try? handle.close() }
+        // What was opened, not what the name led to when matched: a link swapped in between
+        // cannot take the upload out of the workspace.
+        guard let opened = Self.resolved("/proc/self/fd/\(handle.fileDescriptor)"),
+              Self.isInside(opened, root: Self.resolved(workspace) ?? workspace) else {
+            throw RunnerError("artifact \(name) now leads outside the workspace")
+        }
         var hasher = SHA256()
         var size: UInt64 = 0
         while let data = try handle.read(upToCount: chunkSize), !data.isEmpty {

@@ -105,10 +105,30 @@ import Testing
         for file in ["out/a.txt", "out/b.txt", "out/c.bin", "out/sub/d.txt", "top.txt"] {
             _ = FileManager.default.createFile(atPath: "\(dir.path)/\(file)", contents: Data("x".utf8))
         }
-        #expect(ArtifactUploader.match(["out/*.txt"], in: dir.path) == ["out/a.txt", "out/b.txt"])
-        #expect(ArtifactUploader.match(["out/*", "top.txt", "out/*.txt"], in: dir.path)
+        #expect(ArtifactUploader.match(["out/*.txt"], in: dir.path).names == ["out/a.txt", "out/b.txt"])
+        #expect(ArtifactUploader.match(["out/*", "top.txt", "out/*.txt"], in: dir.path).names
                 == ["out/a.txt", "out/b.txt", "out/c.bin", "top.txt"])
-        #expect(ArtifactUploader.match(["missing/*"], in: dir.path).isEmpty)
+        #expect(ArtifactUploader.match(["missing/*"], in: dir.path) == .init())
+    }
+
+    /// Whatever the glob, a match whose real location is outside the workspace (through a
+    /// linked directory or a linked file) is skipped and reported; links inside are followed.
+    @Test func matchesLeadingOutsideTheWorkspaceAreSkipped() throws {
+        let outside = try TemporaryDirectory()
+        let dir = try TemporaryDirectory()
+        defer { dir.remove(); outside.remove() }
+        let files = FileManager.default
+        _ = files.createFile(atPath: "\(outside.path)/secret", contents: Data("s".utf8))
+        try files.createDirectory(atPath: "\(dir.path)/out", withIntermediateDirectories: true)
+        _ = files.createFile(atPath: "\(dir.path)/out/a.txt", contents: Data("x".utf8))
+        try files.createSymbolicLink(atPath: "\(dir.path)/linkdir", withDestinationPath: outside.path)
+        try files.createSymbolicLink(atPath: "\(dir.path)/out/file-link", withDestinationPath: "\(outside.path)/secret")
+        try files.createSymbolicLink(atPath: "\(dir.path)/inner", withDestinationPath: "out/a.txt")
+        let realOutside = try #require(ArtifactUploader.resolved(outside.path))
+        let matches = ArtifactUploader.match(["linkdir/secret", "out/*", "inner", "linkdir/*"], in: dir.path)
+        #expect(matches.names == ["out/a.txt", "inner"])
+        #expect(matches.outside.map(\.name) == ["linkdir/secret", "out/file-link"])
+        #expect(matches.outside.map(\.resolved) == ["\(realOutside)/secret", "\(realOutside)/secret"])
     }
 }
 
