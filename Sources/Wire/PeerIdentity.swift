@@ -37,20 +37,28 @@ public struct PeerIdentity: Sendable, Equatable, CustomStringConvertible {
 
     public var description: String { "\(role.rawValue) \(name)" }
 
-    /// Reads name and role from a certificate. Throws when either is missing or the role is
-    /// not one Heddle knows.
+    /// Reads name and role from a certificate. Throws when either is missing, appears more
+    /// than once in the subject (which one would count is a guess an attacker could steer),
+    /// or the role is not one Heddle knows.
     public init(certificate: Certificate, derBytes: [UInt8]) throws {
-        var commonName: String?
-        var unit: String?
+        var commonNames: [String] = []
+        var units: [String] = []
         for rdn in certificate.subject {
             for attribute in rdn {
                 switch attribute.type {
-                case .RDNAttributeType.commonName: commonName = String(attribute.value)
-                case .RDNAttributeType.organizationalUnitName: unit = String(attribute.value)
+                case .RDNAttributeType.commonName: commonNames.append(String(attribute.value) ?? "")
+                case .RDNAttributeType.organizationalUnitName: units.append(String(attribute.value) ?? "")
                 default: break
                 }
             }
         }
+        guard commonNames.count <= 1 else {
+            throw WireError(.unauthenticated, "client certificate has \(commonNames.count) common names (CN); Heddle accepts exactly one")
+        }
+        guard units.count <= 1 else {
+            throw WireError(.unauthenticated, "client certificate has \(units.count) organizational units (OU); Heddle accepts exactly one, its role")
+        }
+        let commonName = commonNames.first, unit = units.first
         guard let commonName, !commonName.isEmpty else {
             throw WireError(.unauthenticated, "client certificate has no common name (CN)")
         }

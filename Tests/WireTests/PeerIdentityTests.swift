@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import Crypto
 import X509
 @testable import Wire
 
@@ -20,6 +21,32 @@ import X509
         let server = try PKI.issueServer(ca: ca)
         #expect(throws: WireError.self) {
             try PeerIdentity(certificate: server.certificate, derBytes: [])
+        }
+    }
+
+    /// `OU=runner, OU=admin` must not be an admin, nor `CN=evil, CN=r2` runner r2: a subject
+    /// with more than one OU or CN is refused, whatever their order.
+    @Test(arguments: [
+        ["OU": ["runner", "admin"], "CN": ["r1"]],
+        ["OU": ["admin", "runner"], "CN": ["r1"]],
+        ["OU": ["runner"], "CN": ["evil", "r2"]],
+    ])
+    func aSubjectWithSeveralRolesOrNamesIsRefused(fields: [String: [String]]) throws {
+        let key = P256.Signing.PrivateKey()
+        let subject = try DistinguishedName {
+            OrganizationName("heddle")
+            for unit in fields["OU"] ?? [] { OrganizationalUnitName(unit) }
+            for name in fields["CN"] ?? [] { CommonName(name) }
+        }
+        let certificate = try Certificate(
+            version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: .init(key.publicKey),
+            notValidBefore: Date(), notValidAfter: Date().addingTimeInterval(3600), issuer: subject, subject: subject,
+            signatureAlgorithm: .ecdsaWithSHA256, extensions: Certificate.Extensions(), issuerPrivateKey: .init(key))
+        #expect {
+            try PeerIdentity(certificate: certificate, derBytes: [])
+        } throws: { error in
+            let wire = try #require(error as? WireError)
+            return wire.code == .unauthenticated && wire.message.contains("Heddle accepts exactly one")
         }
     }
 
