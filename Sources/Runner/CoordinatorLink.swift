@@ -9,7 +9,7 @@ actor CoordinatorLink {
     private var connection: HeddleConnection?
     private var generation = 0
     private var waiters: [CheckedContinuation<Void, Never>] = []
-    private var streams: [UInt64: [String: LogStream]] = [:]
+    private var streams: [JobKey: [String: LogStream]] = [:]
 
     var isConnected: Bool { connection != nil }
 
@@ -61,23 +61,25 @@ actor CoordinatorLink {
 
     // MARK: log streams
 
-    func register(_ stream: LogStream, job: UInt64, node: String) {
+    func register(_ stream: LogStream, job: JobKey, node: String) {
         streams[job, default: [:]][node] = stream
     }
 
-    func unregister(job: UInt64) {
+    func unregister(job: JobKey) {
         streams[job] = nil
     }
 
-    /// Stops a job's log streams: nothing more is sent, nobody waits for acknowledgements.
-    func abandon(job: UInt64) async {
+    /// Stops the log streams of one assignment: nothing more is sent, nobody waits for
+    /// acknowledgements.
+    func abandon(job: JobKey) async {
         for stream in streams.removeValue(forKey: job)?.values.map({ $0 }) ?? [] {
             await stream.abandon()
         }
     }
 
+    /// An acknowledgement reaches the stream of the assignment with its epoch.
     func acknowledge(_ ack: Heddle_V1_LogAck) async {
-        await streams[ack.jobID]?[ack.node]?.acknowledged(ack.durableOffset)
+        await streams[JobKey(jobID: ack.jobID, epoch: ack.epoch)]?[ack.node]?.acknowledged(ack.durableOffset)
     }
 
     /// After a reconnect: every stream sends again what was not acknowledged.
@@ -86,7 +88,22 @@ actor CoordinatorLink {
             await stream.replay()
         }
     }
+}
 
-    /// Jobs this runner still runs, for Hello.
-    func jobsWithStreams() -> [UInt64] { Array(streams.keys) }
+/// One assignment of a job: a job given to the same runner again (after its lease was lost)
+/// is another assignment, with a greater epoch, and the two never share state.
+struct JobKey: Hashable, Sendable, CustomStringConvertible {
+    var jobID: UInt64
+    var epoch: UInt64
+
+    init(jobID: UInt64, epoch: UInt64) {
+        self.jobID = jobID
+        self.epoch = epoch
+    }
+
+    init(_ ref: Heddle_V1_JobRef) {
+        self.init(jobID: ref.jobID, epoch: ref.epoch)
+    }
+
+    var description: String { "\(jobID)@\(epoch)" }
 }

@@ -57,7 +57,7 @@ struct JobExecutor {
         if control.isAbandoned {
             logger.warning("job abandoned: its lease is gone", metadata: ["reason": "\(control.cancelReason ?? "")"])
             for stream in streams.all() { await stream.close() }
-            await link.unregister(job: assignment.job.jobID)
+            await link.unregister(job: JobKey(assignment.job))
             return
         }
         // The result goes only once every log byte is durable at the coordinator.
@@ -73,7 +73,7 @@ struct JobExecutor {
             logger.error("cannot report the job's result", metadata: ["error": "\(error)"])
         }
         for stream in streams.all() { await stream.close() }
-        await link.unregister(job: assignment.job.jobID)
+        await link.unregister(job: JobKey(assignment.job))
     }
 
     private enum NodeState: Equatable {
@@ -205,7 +205,14 @@ struct JobExecutor {
             let chunk = Int(await link.welcome?.maxArtifactChunkBytes ?? 0)
             let uploader = ArtifactUploader(link: link, job: assignment.job, workspace: workspace,
                                             chunkSize: max(16 * 1024, chunk))
-            for name in ArtifactUploader.match(node.artifacts, in: workspace) {
+            let matches = ArtifactUploader.match(node.artifacts, in: workspace)
+            if !matches.outside.isEmpty, let stream = streams.all().first(where: { $0.node == node.name }) {
+                for (name, resolved) in matches.outside {
+                    logger.warning("artifact outside the workspace skipped", metadata: ["name": "\(name)", "resolved": "\(resolved)"])
+                    await stream.append(Data("heddle: artifact \(name) skipped: it leads to \(resolved), outside the workspace\n".utf8))
+                }
+            }
+            for name in matches.names {
                 do {
                     let id = try await uploader.upload(name: name)
                     logger.info("artifact uploaded", metadata: ["name": "\(name)", "artifact.id": "\(id)"])
@@ -225,7 +232,7 @@ struct JobExecutor {
         let stream = LogStream(job: assignment.job, node: node, link: link,
                                spoolPath: "\(spoolDirectory)/\(assignment.job.jobID)-\(assignment.job.epoch)-\(node).spool")
         streams.add(stream)
-        await link.register(stream, job: assignment.job.jobID, node: node)
+        await link.register(stream, job: JobKey(assignment.job), node: node)
         for await data in process.output {
             await stream.append(data)
             process.consumed()

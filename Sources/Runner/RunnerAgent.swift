@@ -36,7 +36,10 @@ public final class RunnerAgent: Service, Sendable {
     private let state = Mutex(State())
 
     private struct State {
-        var jobs: [UInt64: (JobControl, Heddle_V1_JobRef)] = [:]
+        /// Every assignment received and not yet finished or abandoned.
+        var jobs: [JobKey: (JobControl, Heddle_V1_JobRef)] = [:]
+        /// The greatest epoch of any assignment received.
+        var assignedThrough: UInt64 = 0
         var draining = false
         var idleWaiters: [CheckedContinuation<Void, Never>] = []
     }
@@ -141,7 +144,8 @@ public final class RunnerAgent: Service, Sendable {
                 hello.capacity = UInt32(configuration.capacity)
                 hello.runningJobs = state.withLock { $0.jobs.values.map(\.1) }
                 let connection = try await HeddleConnection.connect(to: configuration.coordinator,
-                                                                    tls: configuration.tls, hello: hello)
+                                                                    tls: configuration.tls, hello: hello,
+                                                                    running: { [self] in runningJobs() })
                 backoff = 0.25
                 logger.info("connected", metadata: ["coordinator": "\(configuration.coordinator)",
                                                     "name": "\(connection.welcome.peerName)",
@@ -179,19 +183,38 @@ public final class RunnerAgent: Service, Sendable {
                 switch envelope.body {
                 case .assignment(let assignment):
                     let control = JobControl(grace: configuration.killGrace)
-                    state.withLock { $0.jobs[assignment.job.jobID] = (control, assignment.job) }
-                    logger.info("job assigned", metadata: ["job.id": "\(assignment.job.jobID)",
+                    let key = JobKey(assignment.job)
+                    // An older assignment of the same job still here lost its lease: the
+                    // coordinator gave the job out again.
+                    let older = state.withLock { state -> [(JobKey, JobControl)] in
+                        state.jobs[key] = (control, assignment.job)
+                        state.assignedThrough = max(state.assignedThrough, assignment.job.epoch)
+                        return state.jobs.filter { $0.key.jobID == key.jobID && $0.key.epoch < key.epoch }.map { ($0.key, $0.value.0) }
+                    }
+                    for (oldKey, oldControl) in older {
+                        oldControl.abandon(reason: "job \(key.jobID) was assigned again (epoch \(key.epoch))")
+                        await link.abandon(job: oldKey)
+                    }
+                    logger.info("job assigned", metadata: ["job.id": "\(assignment.job.jobID)", "job.epoch": "\(assignment.job.epoch)",
                                                            "run.id": "\(assignment.runID)",
                                                            "job": "\(assignment.jobName)"])
                     assignments.yield(assignment)
                 case .stopJob(let stop):
-                    let control = state.withLock { $0.jobs[stop.jobID]?.0 }
-                    logger.info("stop job", metadata: ["job.id": "\(stop.jobID)", "reason": "\(stop.reason)"])
-                    if stop.abandon {
-                        control?.abandon(reason: stop.reason)
-                        await link.abandon(job: stop.jobID)
-                    } else {
-                        control?.cancel(reason: stop.reason)
+                    // Only the assignment with the stop's epoch (any, from a coordinator that
+                    // sends none).
+                    let targets = state.withLock { state in
+                        state.jobs.filter { $0.key.jobID == stop.jobID && (stop.epoch == 0 || $0.key.epoch == stop.epoch) }
+                            .map { ($0.key, $0.value.0) }
+                    }
+                    logger.info("stop job", metadata: ["job.id": "\(stop.jobID)", "job.epoch": "\(stop.epoch)",
+                                                       "reason": "\(stop.reason)", "found": "\(targets.count)"])
+                    for (key, control) in targets {
+                        if stop.abandon {
+                            control.abandon(reason: stop.reason)
+                            await link.abandon(job: key)
+                        } else {
+                            control.cancel(reason: stop.reason)
+                        }
                     }
                 case .logAck(let ack):
                     await link.acknowledge(ack)
@@ -205,14 +228,25 @@ public final class RunnerAgent: Service, Sendable {
         }
     }
 
+    /// What each heartbeat says this runner runs.
+    private func runningJobs() -> Heddle_V1_RunningJobs {
+        state.withLock { state in
+            var running = Heddle_V1_RunningJobs()
+            running.jobs = state.jobs.values.map(\.1)
+            running.assignedThroughEpoch = state.assignedThrough
+            return running
+        }
+    }
+
     private func execute(_ assignment: Heddle_V1_Assignment) async {
-        guard let control = state.withLock({ $0.jobs[assignment.job.jobID]?.0 }) else { return }
+        let key = JobKey(assignment.job)
+        guard let control = state.withLock({ $0.jobs[key]?.0 }) else { return }
         let executor = JobExecutor(assignment: assignment, link: link, spoolDirectory: spoolDirectory,
                                    workRoot: configuration.workDirectory,
                                    baseEnvironment: ProcessInfo.processInfo.environment,
                                    control: control, logger: logger)
         await executor.run()
-        _ = state.withLock { $0.jobs.removeValue(forKey: assignment.job.jobID) }
+        _ = state.withLock { $0.jobs.removeValue(forKey: key) }
         resumeIdleWaitersIfDone()
     }
 }

@@ -16,9 +16,12 @@ final class ClientHandler: ChannelInboundHandler, @unchecked Sendable {
     private var closeReason: WireError?
     let pushes: AsyncStream<Envelope>
     private let pushContinuation: AsyncStream<Envelope>.Continuation
+    /// A runner's jobs, sent with each heartbeat.
+    private let running: (@Sendable () -> Heddle_V1_RunningJobs)?
 
-    init() {
+    init(running: (@Sendable () -> Heddle_V1_RunningJobs)? = nil) {
         (pushes, pushContinuation) = AsyncStream.makeStream(of: Envelope.self)
+        self.running = running
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -67,6 +70,7 @@ final class ClientHandler: ChannelInboundHandler, @unchecked Sendable {
         }
         var beat = Heddle_V1_Heartbeat()
         beat.sentAtMs = Int64(Date.nowMilliseconds)
+        if let running { beat.running = running() }
         context.writeAndFlush(wrapOutboundOut(Envelope(.heartbeat(beat))), promise: nil)
     }
 

@@ -75,10 +75,12 @@ extension Envelope {
         Envelope(id: id, .ok(Heddle_V1_Ok()))
     }
 
-    /// A pushed StopJob: a cancel, or with `abandon` a lease that is gone.
-    public static func stopJob(_ jobID: UInt64, reason: String, abandon: Bool = false) -> Envelope {
+    /// A pushed StopJob about the job's lease `epoch`: a cancel, or with `abandon` a lease
+    /// that is gone.
+    public static func stopJob(_ jobID: UInt64, epoch: UInt64, reason: String, abandon: Bool = false) -> Envelope {
         var stop = Heddle_V1_StopJob()
         stop.jobID = jobID
+        stop.epoch = epoch
         stop.reason = reason
         stop.abandon = abandon
         return Envelope(.stopJob(stop))

@@ -51,15 +51,17 @@ public final class HeddleConnection: Sendable {
         self.pushes = handler.pushes
     }
 
-    /// Connects, completes the TLS handshake, sends `hello` and waits for `Welcome`.
+    /// Connects, completes the TLS handshake, sends `hello` and waits for `Welcome`. A runner
+    /// passes `running`: each heartbeat then carries what it returns.
     public static func connect(
         to endpoint: Endpoint,
         tls: TLSFiles,
         hello: Heddle_V1_Hello = Heddle_V1_Hello(),
+        running: (@Sendable () -> Heddle_V1_RunningJobs)? = nil,
         maximumFrameLength: Int = Frame.defaultMaximumLength,
         group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) async throws -> HeddleConnection {
-        try await connect(to: endpoint, configuration: try tls.clientConfiguration(), hello: hello,
+        try await connect(to: endpoint, configuration: try tls.clientConfiguration(), hello: hello, running: running,
                           maximumFrameLength: maximumFrameLength, group: group)
     }
 
@@ -68,6 +70,7 @@ public final class HeddleConnection: Sendable {
         to endpoint: Endpoint,
         configuration: TLSConfiguration,
         hello: Heddle_V1_Hello = Heddle_V1_Hello(),
+        running: (@Sendable () -> Heddle_V1_RunningJobs)? = nil,
         maximumFrameLength: Int = Frame.defaultMaximumLength,
         group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) async throws -> HeddleConnection {
@@ -79,7 +82,7 @@ public final class HeddleConnection: Sendable {
         }
         let isAddress = (try? SocketAddress(ipAddress: endpoint.host, port: 0)) != nil
         let serverHostname = isAddress ? nil : endpoint.host
-        let handler = ClientHandler()
+        let handler = ClientHandler(running: running)
         let channel: Channel
         do {
             channel = try await ClientBootstrap(group: group)

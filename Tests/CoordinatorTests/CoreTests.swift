@@ -126,6 +126,74 @@ import Wire
         #expect(lost.jobs[0].reason == "runner lost: r1 was silent for longer than its lease")
     }
 
+    static let retried = """
+        name: retried
+        jobs:
+          test:
+            labels: [linux]
+            retry: { lost: 1 }
+            nodes:
+              build: { run: make }
+        """
+
+    /// A runner frozen past its lease comes back with the old assignment: it is told to
+    /// abandon that epoch only, and the job (requeued) comes back to it with a new epoch. A
+    /// runner whose heartbeat no longer lists a job it holds loses the job at once.
+    @Test func stopsNameTheirEpochAndAJobTheRunnerNoLongerRunsIsLost() async throws {
+        let data = try TemporaryDirectory()
+        defer { data.remove() }
+        let core = try makeCore(data)
+        try await core.push("shop", Self.retried)
+        let runID = try await core.trigger("shop", "retried")
+        let frozen = RecordingOutbox()
+        let first = try await core.connectRunner(frozen)
+        let old = try await frozen.assignment().job
+        await core.sessionClosed(session: first)
+        await core.expireLeases(now: .now.advanced(by: core.limits.lease + .seconds(1)))
+        #expect(try await core.runDetail(runID: runID, as: admin).run.status == .queued)
+
+        let back = RecordingOutbox()
+        let session = try await core.connectRunner(back, running: [LeaseRef(old)])
+        let stop = try await back.first("the stop of the old assignment") { envelope -> Heddle_V1_StopJob? in
+            if case .stopJob(let stop) = envelope.body { return stop }
+            return nil
+        }
+        #expect(stop.abandon && stop.jobID == old.jobID && stop.epoch == old.epoch)
+        let again = try await back.assignment().job
+        #expect(again.jobID == old.jobID && again.epoch > old.epoch)
+
+        // A heartbeat listing the job keeps it; one written before the assignment arrived
+        // (a smaller epoch) judges nothing; one that received it and no longer lists it loses it.
+        await core.heartbeat(session: session, running: RunningJobs(jobs: [LeaseRef(again)], assignedThrough: Int64(again.epoch)))
+        await core.heartbeat(session: session, running: RunningJobs(jobs: [], assignedThrough: Int64(old.epoch)))
+        #expect(try await core.runDetail(runID: runID, as: admin).run.status == .running)
+        await core.heartbeat(session: session, running: RunningJobs(jobs: [LeaseRef(old)], assignedThrough: Int64(again.epoch)))
+        let lost = try await core.runDetail(runID: runID, as: admin)
+        #expect(lost.run.status == .failed)
+        #expect(lost.jobs[0].reason == "runner lost: r1 no longer runs the job")
+    }
+
+    /// A cancel of a job whose runner is away: when the lease expires the job ends cancelled,
+    /// even with retries for lost runners left.
+    @Test func aCancelledJobWhoseRunnerIsLostEndsCancelled() async throws {
+        let data = try TemporaryDirectory()
+        defer { data.remove() }
+        let core = try makeCore(data)
+        try await core.push("shop", Self.retried)
+        let runID = try await core.trigger("shop", "retried")
+        let runner = RecordingOutbox()
+        let session = try await core.connectRunner(runner)
+        _ = try await runner.assignment()
+        await core.sessionClosed(session: session)
+        #expect(try await core.cancel(runIDs: [runID], jobIDs: [], as: admin).count == 1)
+        await core.expireLeases(now: .now.advanced(by: core.limits.lease + .seconds(1)))
+        let detail = try await core.runDetail(runID: runID, as: admin)
+        #expect(detail.run.status == .cancelled)
+        #expect(detail.jobs[0].status == .cancelled)
+        #expect(detail.jobs[0].reason == "cancelled by root (runner lost: r1 was silent for longer than its lease before it confirmed)")
+        #expect(try await core.queue(as: admin).total == 0)
+    }
+
     @Test(arguments: ["../etc/passwd", "/abs", "a/../b", "nul\0name", "", "a//b", "./a"])
     func unsafeArtifactNamesAreRefused(name: String) {
         #expect(throws: CoordinatorError.self) { try CoordinatorCore.validateArtifactName(name) }

@@ -54,8 +54,8 @@ import Testing
         ])
         #expect(actions == [
             .reattach(jobID: 1, from: nil),
-            .abandon(jobID: 2, reason: "the lease of job 2 (epoch \(epochs[2]! - 1)) is no longer this runner's"),
-            .abandon(jobID: 9, reason: "the lease of job 9 (epoch 1) is no longer this runner's"),
+            .abandon(jobID: 2, epoch: epochs[2]! - 1, reason: "the lease of job 2 (epoch \(epochs[2]! - 1)) is no longer this runner's"),
+            .abandon(jobID: 9, epoch: 1, reason: "the lease of job 9 (epoch 1) is no longer this runner's"),
             .lost(jobID: 3, why: "runner lost: r1 came back without the job"),
         ])
         #expect(leases[1]?.session == 5 && leases[1]?.deadline == nil)
@@ -68,7 +68,28 @@ import Testing
         #expect(actions == [.reattach(jobID: 1, from: 1)])
         // Another runner cannot take it over with the same epoch.
         #expect(leases.connect(runner: "r2", session: 3, running: [LeaseRef(jobID: 1, epoch: epochs[1]!)])
-                    == [.abandon(jobID: 1, reason: "the lease of job 1 (epoch \(epochs[1]!)) is no longer this runner's")])
+                    == [.abandon(jobID: 1, epoch: epochs[1]!, reason: "the lease of job 1 (epoch \(epochs[1]!)) is no longer this runner's")])
+    }
+
+    /// A heartbeat lists what the runner runs: a job leased to that session with an epoch the
+    /// runner has received, and not listed, is no longer run; one assigned after the runner's
+    /// heartbeat was written (a greater epoch) is not judged yet.
+    @Test func aJobTheRunnerNoLongerListsIsNotRunning() {
+        let (initial, epochs) = leased([1, 2, 3])
+        var leases = initial
+        _ = leases.claim(jobID: 4, session: 2, runner: "r2")
+        let through = epochs[2]!
+        #expect(leases.notRunning(session: 1, running: [LeaseRef(jobID: 1, epoch: epochs[1]!)], through: through)
+                    .map(\.jobID) == [2])
+        #expect(leases.notRunning(session: 1, running: [LeaseRef(jobID: 1, epoch: epochs[1]!)], through: through)
+                    .first?.why == "runner lost: r1 no longer runs the job")
+        // Job 2 listed under an older epoch is not this lease.
+        #expect(leases.notRunning(session: 1, running: [LeaseRef(jobID: 1, epoch: epochs[1]!), LeaseRef(jobID: 2, epoch: 1)],
+                                  through: epochs[3]!).map(\.jobID) == [2, 3])
+        #expect(leases.notRunning(session: 1, running: [LeaseRef(jobID: 1, epoch: epochs[1]!), LeaseRef(jobID: 2, epoch: epochs[2]!),
+                                                        LeaseRef(jobID: 3, epoch: epochs[3]!)], through: epochs[3]!).isEmpty)
+        leases.disconnect(session: 1, jobs: [1, 2, 3], deadline: start)
+        #expect(leases.notRunning(session: 1, running: [], through: epochs[3]!).isEmpty)
     }
 
     @Test func leasesExpireOnlyForAbsentRunnersPastTheirDeadline() {
@@ -89,7 +110,7 @@ import Testing
         #expect(leases.cancel(jobID: 42, reason: "not leased") == nil)
         leases.disconnect(session: 1, jobs: [1], deadline: start)
         #expect(leases.connect(runner: "r1", session: 2, running: [LeaseRef(jobID: 1, epoch: epochs[1]!)])
-                    == [.reattach(jobID: 1, from: nil), .stop(jobID: 1, reason: "cancelled by root")])
+                    == [.reattach(jobID: 1, from: nil), .stop(jobID: 1, epoch: epochs[1]!, reason: "cancelled by root")])
 
         var away = leased([5]).0
         away.disconnect(session: 1, jobs: [5], deadline: start)

@@ -159,6 +159,77 @@ import Wire
         await fabric.stop()
     }
 
+    static let frozen = """
+        name: frozen
+        jobs:
+          work:
+            labels: [linux]
+            retry: { lost: 1 }
+            nodes:
+              n: { run: "echo start; sleep 2; echo end" }
+        """
+
+    /// The runner's running-job count, as `heddle runners` shows it (nil while not connected).
+    func running(_ fabric: Fabric, _ name: String) async throws -> Int? {
+        let runners = try await fabric.json(["runners"]) as? [[String: Any]] ?? []
+        return runners.first { $0["name"] as? String == name }?["running"] as? Int
+    }
+
+    /// A runner frozen (SIGSTOP) past its lease loses the job, which is requeued; resumed, the
+    /// runner abandons its old copy and runs the job again to the end. (The stop of the old
+    /// copy once ended the new one, and the job stayed running forever.)
+    @Test func aRunnerFrozenPastItsLeaseRunsTheJobAgainWhenResumed() async throws {
+        let fabric = try await Fabric(runnerLabels: ["linux"], capacity: 1, heartbeat: 0.5)
+        let pid = try #require(fabric.runners[0]).pid
+        do {
+            try await fabric.push("frozen.act", Self.frozen)
+            let id = try await fabric.trigger("shop/frozen")
+            try await waitUntil("the job to start") { try await logLines(fabric, id, job: "work", node: "n") >= 1 }
+            kill(pid, SIGSTOP)
+            let requeued = try await fabric.waitForRun(id, ["queued"], timeout: .seconds(30))
+            let job = try #require((requeued["jobs"] as? [[String: Any]])?.first)
+            #expect((job["reason"] as? String)?.contains("runner lost: runner-1") == true, "\(job)")
+            kill(pid, SIGCONT)
+            let run = try await fabric.waitForRun(id, ["succeeded", "failed", "cancelled"], timeout: .seconds(60))
+            #expect(run["status"] as? String == "succeeded", "\(run)")
+            #expect(try await fabric.heddle(["logs", String(id), "--job", "work", "--node", "n"]).output == "start\nend\n")
+            try await waitUntil("the runner to be idle") { try await running(fabric, "runner-1") == 0 }
+        } catch {
+            kill(pid, SIGCONT)
+            await fabric.stop()
+            throw error
+        }
+        await fabric.stop()
+    }
+
+    /// A cancel while the job's runner is frozen: the lease expires and the job ends
+    /// cancelled (it was requeued, and ran again once the runner resumed); the resumed
+    /// runner stops its copy.
+    @Test func aCancelWhileTheRunnerIsFrozenEndsTheJobCancelled() async throws {
+        let fabric = try await Fabric(runnerLabels: ["linux"], capacity: 1, heartbeat: 0.5)
+        let pid = try #require(fabric.runners[0]).pid
+        do {
+            try await fabric.push("frozen.act", Self.frozen)
+            let id = try await fabric.trigger("shop/frozen")
+            try await waitUntil("the job to start") { try await logLines(fabric, id, job: "work", node: "n") >= 1 }
+            kill(pid, SIGSTOP)
+            let cancel = try await fabric.heddle(["cancel", String(id)])
+            #expect(cancel.status == 0 && cancel.output.contains("1 job cancelled"), "\(cancel.output)\(cancel.error)")
+            let run = try await fabric.waitForRun(id, ["cancelled", "queued", "failed"], timeout: .seconds(30))
+            #expect(run["status"] as? String == "cancelled", "\(run)")
+            kill(pid, SIGCONT)
+            try await waitUntil("the resumed runner to be back and idle") { try await running(fabric, "runner-1") == 0 }
+            #expect(try await fabric.run(id)["status"] as? String == "cancelled")
+            let queue = try await fabric.json(["queue"]) as? [Any]
+            #expect(queue?.isEmpty == true)
+        } catch {
+            kill(pid, SIGCONT)
+            await fabric.stop()
+            throw error
+        }
+        await fabric.stop()
+    }
+
     @Test func aRunnerCutOffPastItsLeaseIsFencedOffWhenItReturns() async throws {
         let pids = try TemporaryDirectory("heddle-pids")
         defer { pids.remove() }

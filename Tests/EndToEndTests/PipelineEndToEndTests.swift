@@ -72,6 +72,7 @@ import Wire
             let downloaded = try Data(contentsOf: URL(fileURLWithPath: fabric.root.file("downloaded.bin")))
             #expect(downloaded.count == 3_145_728)
             #expect(sha256Hex(downloaded) == loggedHash)
+            try await Self.downloadsIntoDirectoriesDeleteNothing(fabric, id: id, sha256: loggedHash)
 
             let queue = try #require(try await fabric.json(["queue"]) as? [Any])
             #expect(queue.isEmpty)
@@ -95,6 +96,46 @@ import Wire
         await fabric.stop()
     }
 
+    /// `-o DIR` writes the artifact's base name inside DIR (as `cp` would) and deletes
+    /// nothing; errors are one sentence and leave no partial file.
+    static func downloadsIntoDirectoriesDeleteNothing(_ fabric: Fabric, id: Int, sha256: String) async throws {
+        let files = FileManager.default
+        let directory = fabric.root.file("into")
+        try files.createDirectory(atPath: "\(directory)/sub", withIntermediateDirectories: true)
+        try Data("keep".utf8).write(to: URL(fileURLWithPath: "\(directory)/a"))
+        for output in [directory, directory + "/", "into", "."] {
+            let get = try await fabric.heddle(["artifacts", "get", String(id), "-o", output])
+            #expect(get.status == 0, "-o \(output): \(get.error)")
+            let written = output == "." ? fabric.root.file("blob.bin")
+                : output.hasPrefix("/") ? "\(directory)/blob.bin" : fabric.root.file("into/blob.bin")
+            #expect(get.output.hasPrefix("wrote \(output == "." ? "./" : output.hasSuffix("/") ? output : output + "/")blob.bin"),
+                    "-o \(output): \(get.output)")
+            let data = try Data(contentsOf: URL(fileURLWithPath: written))
+            #expect(sha256Hex(data) == sha256, "-o \(output)")
+        }
+        #expect(try String(contentsOfFile: "\(directory)/a", encoding: .utf8) == "keep")
+        #expect(files.fileExists(atPath: "\(directory)/sub"))
+        #expect(try files.contentsOfDirectory(atPath: directory).sorted() == ["a", "blob.bin", "sub"])
+
+        // A file is replaced; a directory named as the target is not.
+        try Data("old".utf8).write(to: URL(fileURLWithPath: "\(directory)/a"))
+        let replace = try await fabric.heddle(["artifacts", "get", String(id), "-o", "\(directory)/a"])
+        #expect(replace.status == 0, "\(replace.error)")
+        #expect(sha256Hex(try Data(contentsOf: URL(fileURLWithPath: "\(directory)/a"))) == sha256)
+
+        for (output, message) in [
+            (fabric.root.file("missing/dir/x"), "cannot write \(fabric.root.file("missing/dir/x")): the directory \(fabric.root.file("missing/dir")) does not exist"),
+            (fabric.root.file("missing/"), "the directory \(fabric.root.file("missing/")) does not exist; nothing was written"),
+        ] {
+            let get = try await fabric.heddle(["artifacts", "get", String(id), "-o", output])
+            #expect(get.status == 1, "-o \(output)")
+            #expect(get.error.contains(message), "-o \(output): \(get.error)")
+            #expect(get.error.split(separator: "\n").count == 1, "one sentence: \(get.error)")
+        }
+        let leftovers = try files.contentsOfDirectory(atPath: fabric.root.path) + files.contentsOfDirectory(atPath: directory)
+        #expect(!leftovers.contains { $0.contains("heddle-partial") }, "\(leftovers)")
+    }
+
     @Test func aFailingNodeFailsTheRunAndSkipsItsDependents() async throws {
         let fabric = try await Fabric()
         do {
@@ -107,7 +148,10 @@ import Wire
                       ok: { run: "echo fine" }
                       broken: { run: "echo about to fail; exit 7", needs: [ok] }
                       after: { run: "echo never", needs: [broken] }
-                      independent: { run: "echo still runs", needs: [ok] }
+                      independent:
+                        run: "echo still runs; mkdir -p out; echo mine > out/own.txt; ln -s /etc linkdir; ln -s /etc/passwd out/host"
+                        needs: [ok]
+                        artifacts: ["linkdir/passwd", "out/*"]
                 """)
             let triggered = try await fabric.heddle(["trigger", "shop/fail", "--wait"])
             #expect(triggered.status == 1, "trigger --wait must exit 1 for a failed run")
@@ -128,6 +172,18 @@ import Wire
             #expect(nodes["independent"]?.0 == "succeeded")
             let never = try await fabric.heddle(["logs", String(runID), "--job", "test", "--node", "after"])
             #expect(never.data.isEmpty)
+
+            // Symbolic links out of the workspace, to a directory or to a file, upload
+            // nothing, and the node's log says so.
+            let artifacts = try #require(try await fabric.json(["artifacts", "--run", String(runID)]) as? [[String: Any]])
+            #expect(artifacts.map { $0["name"] as? String } == ["out/own.txt"])
+            let log = try await fabric.heddle(["logs", String(runID), "--job", "test", "--node", "independent"])
+            #expect(log.output == """
+                still runs
+                heddle: artifact linkdir/passwd skipped: it leads to /etc/passwd, outside the workspace
+                heddle: artifact out/host skipped: it leads to /etc/passwd, outside the workspace
+
+                """, "\(log.output)")
         } catch {
             await fabric.stop()
             throw error

@@ -61,7 +61,13 @@ extension CoordinatorCore {
     }
 
     func lost(jobID: Int64, why: String) async {
-        guard leases[jobID] != nil else { return }
+        guard let lease = leases[jobID] else { return }
+        // A cancel was decided: the job ends cancelled, not requeued, whether or not its runner
+        // heard of it.
+        if let reason = lease.cancelReason {
+            await finish(jobID: jobID, status: .cancelled, reason: "\(reason) (\(why) before it confirmed)")
+            return
+        }
         do {
             if let job = try await store.job(id: jobID), job.lostCount < job.retryLost {
                 _ = leases.end(jobID: jobID)

@@ -189,7 +189,7 @@ extension CoordinatorCore {
             logs.jobs[key.jobID]?.durable[key.node] = durable
             // The job's current session: after a reconnect, the runner's new connection.
             if let session = job.session, runners[session] != nil {
-                sink(of: session)?.send(.logAck(jobID: key.jobID, node: key.node, durable: durable))
+                sink(of: session)?.send(.logAck(jobID: key.jobID, epoch: job.epoch, node: key.node, durable: durable))
             }
         }
         for (key, bytes) in added where bytes > 0 { enforceLogLimit(key, added: bytes) }

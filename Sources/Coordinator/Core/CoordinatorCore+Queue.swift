@@ -122,7 +122,7 @@ extension CoordinatorCore {
         for job in targets {
             switch leases.cancel(jobID: job.id, reason: reason) {
             case .stop(let session):
-                sink(of: session)?.send(.stopJob(jobID: job.id, reason: reason, abandon: false))
+                sink(of: session)?.send(.stopJob(jobID: job.id, epoch: leases[job.id]?.epoch ?? 0, reason: reason, abandon: false))
                 logger.info("stop pushed", metadata: ["job.id": "\(job.id)"])
             case .stopOnReattach, nil:
                 break  // a runner that is away gets the stop when it reattaches the job

@@ -25,10 +25,10 @@ extension CoordinatorCore {
                 if let from { scheduler.finish(jobID, on: from) }
                 scheduler.attach(jobID, to: session)
                 logger.info("job reattached", metadata: ["job.id": "\(jobID)", "runner": "\(principal.name)"])
-            case .stop(let jobID, let reason):
-                sink?.send(.stopJob(jobID: jobID, reason: reason, abandon: false))
-            case .abandon(let jobID, let reason):
-                sink?.send(.stopJob(jobID: jobID, reason: reason, abandon: true))
+            case .stop(let jobID, let epoch, let reason):
+                sink?.send(.stopJob(jobID: jobID, epoch: epoch, reason: reason, abandon: false))
+            case .abandon(let jobID, let epoch, let reason):
+                sink?.send(.stopJob(jobID: jobID, epoch: epoch, reason: reason, abandon: true))
             case .lost(let jobID, let why):
                 lost.append((jobID, why))
             }

@@ -167,8 +167,17 @@ public actor CoordinatorCore {
         await dispatch()
     }
 
-    public func heartbeat(session: UInt64) {
+    /// A heartbeat from `session`. From a runner, it may list the jobs the runner runs: a job
+    /// leased to this session that the runner has received but no longer lists is lost now,
+    /// not after a lease that its runner keeps renewing.
+    public func heartbeat(session: UInt64, running: RunningJobs? = nil) async {
+        guard runners[session] != nil else { return }
         runners[session]?.lastHeartbeat = Date.nowMilliseconds
+        guard let running else { return }
+        for (jobID, why) in leases.notRunning(session: session, running: Set(running.jobs), through: running.assignedThrough) {
+            logger.warning("the runner no longer runs a job it holds", metadata: ["job.id": "\(jobID)"])
+            await lost(jobID: jobID, why: why)
+        }
     }
 
     func isRevoked(_ principal: Principal) -> Bool {

@@ -70,9 +70,10 @@ struct Leases {
         /// The job moves to the new session (it was on `from`, a session not yet seen closed).
         case reattach(jobID: Int64, from: UInt64?)
         /// Tell the runner to stop the job (a cancel decided while it was away).
-        case stop(jobID: Int64, reason: String)
-        /// The runner's lease is gone: it drops the job, reporting nothing more.
-        case abandon(jobID: Int64, reason: String)
+        case stop(jobID: Int64, epoch: Int64, reason: String)
+        /// The runner's lease with this epoch is gone: it drops that assignment, reporting
+        /// nothing more about it.
+        case abandon(jobID: Int64, epoch: Int64, reason: String)
         /// The runner held this job and came back without it.
         case lost(jobID: Int64, why: String)
     }
@@ -91,9 +92,9 @@ struct Leases {
                 lease.deadline = nil
                 jobs[ref.jobID] = lease
                 actions.append(.reattach(jobID: ref.jobID, from: from))
-                if let reason = lease.cancelReason { actions.append(.stop(jobID: ref.jobID, reason: reason)) }
+                if let reason = lease.cancelReason { actions.append(.stop(jobID: ref.jobID, epoch: ref.epoch, reason: reason)) }
             } else {
-                actions.append(.abandon(jobID: ref.jobID,
+                actions.append(.abandon(jobID: ref.jobID, epoch: ref.epoch,
                                         reason: "the lease of job \(ref.jobID) (epoch \(ref.epoch)) is no longer this runner's"))
             }
         }
@@ -119,6 +120,17 @@ struct Leases {
             .map { ($0.key, "runner lost: \($0.value.runner) was silent for longer than its lease") }
     }
 
+    /// A runner's heartbeat on `session` lists the jobs it runs (`running`) and the greatest
+    /// epoch it was assigned (`through`). Jobs leased to that session under an epoch it has
+    /// received that it does not list are no longer run (an assignment it lost, a stop that
+    /// hit the wrong one): with why, by id. Later assignments are not judged yet.
+    func notRunning(session: UInt64, running: Set<LeaseRef>, through: Int64) -> [(jobID: Int64, why: String)] {
+        jobs.filter { $0.value.session == session && $0.value.epoch <= through
+            && !running.contains(LeaseRef(jobID: $0.key, epoch: $0.value.epoch)) }
+            .sorted { $0.key < $1.key }
+            .map { ($0.key, "runner lost: \($0.value.runner) no longer runs the job") }
+    }
+
     /// The lease a write about a job comes under: only the session attached to the job's
     /// current lease, with its epoch, may write.
     func check(_ ref: LeaseRef, session: UInt64) throws(CoordinatorError) -> Lease {
@@ -126,7 +138,7 @@ struct Leases {
             throw CoordinatorError(.failedPrecondition, "job \(ref.jobID) is not running on this runner")
         }
         guard lease.epoch == ref.epoch else {
-            throw CoordinatorError(.staleLease, "job \(ref.jobID) has lease epoch \(lease.epoch), not \(ref.epoch): stop it")
+            throw CoordinatorError(.staleLease, "job \(ref.jobID): lease epoch \(ref.epoch) is no longer current; stop it")
         }
         guard lease.session == session else {
             throw CoordinatorError(.permissionDenied, "job \(ref.jobID) is not attached to this session")

@@ -133,8 +133,8 @@ struct Session {
             let wire = Self.wire(error)
             if wire.code == .internal { logger.error("request failed", metadata: ["error": "\(error)"]) }
             outbox.send(.error(id: envelope.id, wire))
-            if wire.code == .staleEpoch, let jobID = Self.jobID(of: envelope) {
-                outbox.send(.stopJob(jobID, reason: wire.message, abandon: true))
+            if wire.code == .staleEpoch, let job = Self.job(of: envelope) {
+                outbox.send(.stopJob(job.jobID, epoch: job.epoch, reason: wire.message, abandon: true))
             }
         }
     }
@@ -145,15 +145,15 @@ struct Session {
         return WireError(CoordinatorError(error))
     }
 
-    static func jobID(of envelope: Envelope) -> UInt64? {
+    static func job(of envelope: Envelope) -> Heddle_V1_JobRef? {
         switch envelope.body {
-        case .jobStarted(let m): m.job.jobID
-        case .nodeUpdate(let m): m.job.jobID
-        case .logAppend(let m): m.job.jobID
-        case .artifactDeclare(let m): m.job.jobID
-        case .artifactChunk(let m): m.job.jobID
-        case .artifactCommit(let m): m.job.jobID
-        case .jobFinish(let m): m.job.jobID
+        case .jobStarted(let m): m.job
+        case .nodeUpdate(let m): m.job
+        case .logAppend(let m): m.job
+        case .artifactDeclare(let m): m.job
+        case .artifactChunk(let m): m.job
+        case .artifactCommit(let m): m.job
+        case .jobFinish(let m): m.job
         default: nil
         }
     }
@@ -161,8 +161,8 @@ struct Session {
     /// The response body for a request, or nil for one-way frames.
     func respond(to envelope: Envelope, session id: UInt64, principal: Principal, outbox: Outbox) async throws -> Envelope.OneOf_Body? {
         switch envelope.body {
-        case .heartbeat:
-            await core.heartbeat(session: id)
+        case .heartbeat(let beat):
+            await core.heartbeat(session: id, running: beat.hasRunning ? RunningJobs(beat.running) : nil)
             return nil
         case .hello:
             throw WireError(.badRequest, "Hello was already sent on this connection")
@@ -173,7 +173,8 @@ struct Session {
         case .logAppend(let append):
             // Acknowledged by the group commit, unless nothing new needs one.
             if let durable = try await core.queueLog(session: id, LogBytes(append)) {
-                outbox.send(.logAck(jobID: Int64(clamping: append.job.jobID), node: append.node, durable: durable))
+                outbox.send(.logAck(jobID: Int64(clamping: append.job.jobID), epoch: Int64(clamping: append.job.epoch),
+                                    node: append.node, durable: durable))
             }
             return nil
         case .artifactDeclare(let declare):

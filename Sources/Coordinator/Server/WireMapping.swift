@@ -70,6 +70,12 @@ extension LeaseRef {
     }
 }
 
+extension RunningJobs {
+    init(_ running: Heddle_V1_RunningJobs) {
+        self.init(jobs: running.jobs.map(LeaseRef.init), assignedThrough: Int64(clamping: running.assignedThroughEpoch))
+    }
+}
+
 extension RunnerHello {
     init(_ hello: Heddle_V1_Hello) {
         self.init(labels: hello.labels, capacity: Int(hello.capacity), running: hello.runningJobs.map(LeaseRef.init))
@@ -339,11 +345,12 @@ extension Envelope {
         switch event {
         case .assignment(let assignment):
             self.init(.assignment(assignment.proto))
-        case .stopJob(let jobID, let reason, let abandon):
-            self = .stopJob(UInt64(jobID), reason: reason, abandon: abandon)
-        case .logAck(let jobID, let node, let durable):
+        case .stopJob(let jobID, let epoch, let reason, let abandon):
+            self = .stopJob(UInt64(jobID), epoch: UInt64(epoch), reason: reason, abandon: abandon)
+        case .logAck(let jobID, let epoch, let node, let durable):
             var ack = Heddle_V1_LogAck()
             ack.jobID = UInt64(jobID)
+            ack.epoch = UInt64(epoch)
             ack.node = node
             ack.durableOffset = durable
             self.init(.logAck(ack))

@@ -2,5 +2,5 @@
 // SHA-256 of the concatenated proto/heddle/v1/*.proto files (in name order) this code was
 // generated from. WireTests fails when the protos change without regenerating.
 public enum ProtoChecksum {
-    public static let sha256 = "cf84b120729dab00d2ca97e3a9e43247a6eaebb43f94e2aed3f713bc6c95bef0"
+    public static let sha256 = "0671be8f9d8e041f772387b8a8384c73b9da1dc0f70054f79e23ee27cd1f2360"
 }

@@ -730,6 +730,36 @@ public nonisolated struct Heddle_V1_Heartbeat: Sendable {
 
   public var sentAtMs: Int64 = 0
 
+  /// From a runner: what it runs now. Absent from other peers.
+  public var running: Heddle_V1_RunningJobs {
+    get {_running ?? Heddle_V1_RunningJobs()}
+    set {_running = newValue}
+  }
+  /// Returns true if `running` has been explicitly set.
+  public var hasRunning: Bool {self._running != nil}
+  /// Clears the value of `running`. Subsequent reads from it will return its default value.
+  public mutating func clearRunning() {self._running = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _running: Heddle_V1_RunningJobs? = nil
+}
+
+/// A runner's jobs as of a heartbeat: every assignment it received and has not finished
+/// (reported and answered) or abandoned, and the greatest epoch of any assignment it received.
+/// A job the coordinator leased to this connection with an epoch at or below
+/// `assigned_through_epoch` that is not listed is no longer run by the runner: it is lost.
+public nonisolated struct Heddle_V1_RunningJobs: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var jobs: [Heddle_V1_JobRef] = []
+
+  public var assignedThroughEpoch: UInt64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -942,6 +972,9 @@ public nonisolated struct Heddle_V1_LogAck: Sendable {
 
   public var durableOffset: UInt64 = 0
 
+  /// the lease epoch of the log appends acknowledged
+  public var epoch: UInt64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1103,6 +1136,10 @@ public nonisolated struct Heddle_V1_StopJob: Sendable {
   /// The lease is gone (the job went to another runner, or ended): stop the job and send
   /// nothing more about it, not even its result. Otherwise (a cancel) report it cancelled.
   public var abandon: Bool = false
+
+  /// The lease epoch this stop is about: a runner stops only its assignment of the job with
+  /// this epoch (an older assignment of a job that was given to it again is another lease).
+  public var epoch: UInt64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -3026,7 +3063,7 @@ nonisolated extension Heddle_V1_Welcome: SwiftProtobuf.Message, SwiftProtobuf._M
 
 nonisolated extension Heddle_V1_Heartbeat: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Heartbeat"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}sent_at_ms\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}sent_at_ms\0\u{1}running\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3035,20 +3072,64 @@ nonisolated extension Heddle_V1_Heartbeat: SwiftProtobuf.Message, SwiftProtobuf.
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularInt64Field(value: &self.sentAtMs) }()
+      case 2: try { try decoder.decodeSingularMessageField(value: &self._running) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if self.sentAtMs != 0 {
       try visitor.visitSingularInt64Field(value: self.sentAtMs, fieldNumber: 1)
     }
+    try { if let v = self._running {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Heddle_V1_Heartbeat, rhs: Heddle_V1_Heartbeat) -> Bool {
     if lhs.sentAtMs != rhs.sentAtMs {return false}
+    if lhs._running != rhs._running {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Heddle_V1_RunningJobs: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RunningJobs"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}jobs\0\u{3}assigned_through_epoch\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.jobs) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.assignedThroughEpoch) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.jobs.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.jobs, fieldNumber: 1)
+    }
+    if self.assignedThroughEpoch != 0 {
+      try visitor.visitSingularUInt64Field(value: self.assignedThroughEpoch, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Heddle_V1_RunningJobs, rhs: Heddle_V1_RunningJobs) -> Bool {
+    if lhs.jobs != rhs.jobs {return false}
+    if lhs.assignedThroughEpoch != rhs.assignedThroughEpoch {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -3436,7 +3517,7 @@ nonisolated extension Heddle_V1_LogAppend: SwiftProtobuf.Message, SwiftProtobuf.
 
 nonisolated extension Heddle_V1_LogAck: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".LogAck"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}job_id\0\u{1}node\0\u{3}durable_offset\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}job_id\0\u{1}node\0\u{3}durable_offset\0\u{1}epoch\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3447,6 +3528,7 @@ nonisolated extension Heddle_V1_LogAck: SwiftProtobuf.Message, SwiftProtobuf._Me
       case 1: try { try decoder.decodeSingularUInt64Field(value: &self.jobID) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.node) }()
       case 3: try { try decoder.decodeSingularUInt64Field(value: &self.durableOffset) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.epoch) }()
       default: break
       }
     }
@@ -3462,6 +3544,9 @@ nonisolated extension Heddle_V1_LogAck: SwiftProtobuf.Message, SwiftProtobuf._Me
     if self.durableOffset != 0 {
       try visitor.visitSingularUInt64Field(value: self.durableOffset, fieldNumber: 3)
     }
+    if self.epoch != 0 {
+      try visitor.visitSingularUInt64Field(value: self.epoch, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -3469,6 +3554,7 @@ nonisolated extension Heddle_V1_LogAck: SwiftProtobuf.Message, SwiftProtobuf._Me
     if lhs.jobID != rhs.jobID {return false}
     if lhs.node != rhs.node {return false}
     if lhs.durableOffset != rhs.durableOffset {return false}
+    if lhs.epoch != rhs.epoch {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -3741,7 +3827,7 @@ nonisolated extension Heddle_V1_DrainSelf: SwiftProtobuf.Message, SwiftProtobuf.
 
 nonisolated extension Heddle_V1_StopJob: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StopJob"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}job_id\0\u{1}reason\0\u{1}abandon\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}job_id\0\u{1}reason\0\u{1}abandon\0\u{1}epoch\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3752,6 +3838,7 @@ nonisolated extension Heddle_V1_StopJob: SwiftProtobuf.Message, SwiftProtobuf._M
       case 1: try { try decoder.decodeSingularUInt64Field(value: &self.jobID) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.reason) }()
       case 3: try { try decoder.decodeSingularBoolField(value: &self.abandon) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.epoch) }()
       default: break
       }
     }
@@ -3767,6 +3854,9 @@ nonisolated extension Heddle_V1_StopJob: SwiftProtobuf.Message, SwiftProtobuf._M
     if self.abandon != false {
       try visitor.visitSingularBoolField(value: self.abandon, fieldNumber: 3)
     }
+    if self.epoch != 0 {
+      try visitor.visitSingularUInt64Field(value: self.epoch, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -3774,6 +3864,7 @@ nonisolated extension Heddle_V1_StopJob: SwiftProtobuf.Message, SwiftProtobuf._M
     if lhs.jobID != rhs.jobID {return false}
     if lhs.reason != rhs.reason {return false}
     if lhs.abandon != rhs.abandon {return false}
+    if lhs.epoch != rhs.epoch {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

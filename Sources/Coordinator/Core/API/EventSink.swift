@@ -2,11 +2,11 @@
 public enum SessionEvent: Sendable {
     /// To a runner: run this job.
     case assignment(JobAssignment)
-    /// To a runner: stop this job; with `abandon`, its lease is gone and nothing more about it
-    /// is accepted (else it reports the job cancelled).
-    case stopJob(jobID: Int64, reason: String, abandon: Bool)
-    /// To a runner: this node log is durable up to `durable` bytes.
-    case logAck(jobID: Int64, node: String, durable: UInt64)
+    /// To a runner: stop this job's assignment with lease `epoch`; with `abandon`, that lease
+    /// is gone and nothing more about it is accepted (else it reports the job cancelled).
+    case stopJob(jobID: Int64, epoch: Int64, reason: String, abandon: Bool)
+    /// To a runner: this node log, written under lease `epoch`, is durable up to `durable` bytes.
+    case logAck(jobID: Int64, epoch: Int64, node: String, durable: UInt64)
     /// A subscription (`watch`, `watchQueue`) with this request id was accepted; its events follow.
     case subscribed(requestID: UInt64)
     case watch(requestID: UInt64, WatchEvent)

@@ -3,6 +3,18 @@ import Foundation
 // What a runner tells the core, and what the core tells a runner, in the core's own types.
 
 /// A job as one lease holds it: a write about the job counts only with the current epoch.
+/// What a runner runs, as of one of its heartbeats: its jobs (assignments received and neither
+/// finished nor abandoned) and the greatest epoch it was assigned.
+public struct RunningJobs: Sendable, Equatable {
+    public var jobs: [LeaseRef]
+    public var assignedThrough: Int64
+
+    public init(jobs: [LeaseRef], assignedThrough: Int64) {
+        self.jobs = jobs
+        self.assignedThrough = assignedThrough
+    }
+}
+
 public struct LeaseRef: Sendable, Hashable, CustomStringConvertible {
     public var jobID: Int64
     public var epoch: Int64
