@@ -90,7 +90,12 @@ let package = Package(
         ),
         .target(
             name: "TestSupport",
-            dependencies: ["Wire"],
+            dependencies: [
+                "Wire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ],
             path: "Tests/TestSupport"
         ),
         .testTarget(

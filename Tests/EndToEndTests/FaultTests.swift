@@ -230,6 +230,60 @@ import Wire
         await fabric.stop()
     }
 
+    /// A client that sends requests and never reads the answers: the coordinator stops
+    /// reading it once 16 frames wait to be written, so its memory stays bounded however long
+    /// the client goes on, and the session, silent to the coordinator, is closed.
+    @Test func aClientThatNeverReadsItsAnswersCostsBoundedMemory() async throws {
+        let fabric = try await Fabric(runnerLabels: [], heartbeat: 2)
+        do {
+            try await fabric.push("idle.act", "name: idle\njobs:\n  j:\n    labels: [nowhere]\n    nodes:\n      n: { run: \"true\" }\n")
+            let tls = TLSFiles(ca: "\(fabric.certs)/ca.pem", certificate: "\(fabric.certs)/admin.pem", key: "\(fabric.certs)/admin.key")
+            let endpoint = try Endpoint(parsing: fabric.endpoint)
+            let admin = try await HeddleClient.connect(to: endpoint, tls: tls)
+            for _ in 0..<400 { _ = try await admin.trigger(project: "shop", pipeline: "idle", branch: "main") }
+            // Each answer below is about 400 run summaries.
+            let answer = try await admin.runs(limit: 1000)
+            #expect(answer.count == 400)
+            await admin.connection.close()
+            let pid = try #require(fabric.coordinator).pid
+            let before = try memory(pid)
+
+            var hello = Heddle_V1_Hello()
+            hello.protocolVersion = HeddleVersion.protocolVersion
+            var flood = Self.frame(Envelope(id: 1, .hello(hello)))
+            var list = Heddle_V1_RunListRequest()
+            list.limit = 1000
+            let request = Self.frame(Envelope(id: 2, .runList(list)))
+            for _ in 0..<100_000 { flood += request }
+            let (_, wroteAll) = try await RawClient.exchangeReportingWrite(flood, with: endpoint, tls: tls, reading: false)
+            #expect(!wroteAll, "the coordinator read the whole flood")
+            let after = try memory(pid)
+            // 16 answers may wait (PROTOCOL.md); thousands used to.
+            #expect(after.peak - before.resident < 64 << 20, "peak \(after.peak >> 20) MiB, before \(before.resident >> 20) MiB")
+            let runs = try #require(try await fabric.json(["runs", "--limit", "5"]) as? [Any])
+            #expect(runs.count == 5)
+        } catch {
+            await fabric.stop()
+            throw error
+        }
+        await fabric.stop()
+    }
+
+    static func frame(_ envelope: Envelope) -> [UInt8] {
+        let payload: [UInt8] = (try? envelope.serializedBytes()) ?? []
+        return [0] + withUnsafeBytes(of: UInt32(payload.count).bigEndian, Array.init) + payload
+    }
+
+    /// A process's resident and peak resident memory in bytes, from /proc.
+    func memory(_ pid: pid_t) throws -> (resident: Int, peak: Int) {
+        let status = try String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)
+        func field(_ name: String) -> Int {
+            let line = status.split(separator: "\n").first { $0.hasPrefix(name + ":") } ?? ""
+            return (Int(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "") ?? 0) * 1024
+        }
+        return (field("VmRSS"), field("VmHWM"))
+    }
+
     @Test func aRunnerCutOffPastItsLeaseIsFencedOffWhenItReturns() async throws {
         let pids = try TemporaryDirectory("heddle-pids")
         defer { pids.remove() }

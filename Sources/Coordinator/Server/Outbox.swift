@@ -30,7 +30,7 @@ public struct Outbox: EventSink {
     }
 
     public func send(_ envelope: Envelope) {
-        budget?.add(Self.weight(envelope))
+        budget?.add(envelope)
         if case .dropped = continuation.yield(envelope) {
             continuation.finish()
             overflow()
@@ -59,19 +59,35 @@ public struct Outbox: EventSink {
         }
     }
 
-    /// Bytes waiting in one session's outbox, and the readers waiting for them to drain.
-    public final class Budget: Sendable {
-        private let limit: Int
-        private let state = Mutex<(bytes: Int, peak: Int, closed: Bool, waiters: [CheckedContinuation<Bool, Never>])>(
-            (0, 0, false, []))
+    /// Frames a session may have waiting to be written before the session stops reading
+    /// its peer's frames: a peer that sends requests and does not read the answers holds at
+    /// most this many answers (each at most one frame) in the coordinator.
+    public static let readPauseFrames = 16
 
-        public init(limit: Int = Outbox.byteBudget) {
+    /// Bytes and frames waiting in one session's outbox, the readers of stored logs waiting
+    /// for the bytes to drain, and the session's frame reader waiting for the frames to.
+    public final class Budget: Sendable {
+        private struct State {
+            var bytes = 0
+            var peak = 0
+            var frames = 0
+            var closed = false
+            var waiters: [CheckedContinuation<Bool, Never>] = []
+            var reader: CheckedContinuation<Void, Never>?
+        }
+        private let limit: Int
+        private let frameLimit: Int
+        private let state = Mutex(State())
+
+        public init(limit: Int = Outbox.byteBudget, frameLimit: Int = Outbox.readPauseFrames) {
             self.limit = limit
+            self.frameLimit = frameLimit
         }
 
-        func add(_ bytes: Int) {
-            guard bytes > 0 else { return }
+        func add(_ envelope: Envelope) {
+            let bytes = Outbox.weight(envelope)
             state.withLock {
+                $0.frames += 1
                 $0.bytes += bytes
                 $0.peak = max($0.peak, $0.bytes)
             }
@@ -80,30 +96,54 @@ public struct Outbox: EventSink {
         /// The most bytes that ever waited at once.
         public var peak: Int { state.withLock { $0.peak } }
 
-        /// The session wrote an envelope: its bytes no longer wait.
+        /// The session wrote an envelope: it no longer waits.
         public func written(_ envelope: Envelope) {
             let bytes = Outbox.weight(envelope)
-            guard bytes > 0 else { return }
-            let ready = state.withLock { state -> [CheckedContinuation<Bool, Never>] in
+            let (ready, reader) = state.withLock { state -> ([CheckedContinuation<Bool, Never>], CheckedContinuation<Void, Never>?) in
+                state.frames -= 1
+                var reader: CheckedContinuation<Void, Never>?
+                if state.frames < frameLimit {
+                    reader = state.reader
+                    state.reader = nil
+                }
+                guard bytes > 0 else { return ([], reader) }
                 state.bytes -= bytes
-                guard state.bytes < limit else { return [] }
+                guard state.bytes < limit else { return ([], reader) }
                 defer { state.waiters = [] }
-                return state.waiters
+                return (state.waiters, reader)
             }
+            reader?.resume()
             for waiter in ready { waiter.resume(returning: true) }
+        }
+
+        /// Returns once fewer than `frameLimit` frames wait to be written (or the session
+        /// ended): the session reads its peer's next frame only then. One caller at a time.
+        public func readable() async {
+            await withCheckedContinuation { continuation in
+                let now = state.withLock { state -> Bool in
+                    if state.closed || state.frames < frameLimit { return true }
+                    state.reader = continuation
+                    return false
+                }
+                if now { continuation.resume() }
+            }
         }
 
         /// The session ended: nothing waits any more.
         public func close() {
-            let waiting = state.withLock { state -> [CheckedContinuation<Bool, Never>] in
+            let (waiting, reader) = state.withLock { state -> ([CheckedContinuation<Bool, Never>], CheckedContinuation<Void, Never>?) in
                 state.closed = true
-                defer { state.waiters = [] }
-                return state.waiters
+                defer { state.waiters = []; state.reader = nil }
+                return (state.waiters, state.reader)
             }
+            reader?.resume()
             for waiter in waiting { waiter.resume(returning: false) }
         }
 
         var hasRoom: Bool { state.withLock { !$0.closed && $0.bytes < limit } }
+
+        /// Frames waiting to be written now.
+        var waitingFrames: Int { state.withLock { $0.frames } }
 
         var isClosed: Bool { state.withLock { $0.closed } }
 

@@ -71,7 +71,10 @@ struct Session {
                         outbox.send(Envelope(id: first.id, .welcome(welcome(identity, session: id))))
                         await core.hello(session: id, RunnerHello(hello))
                         logger.debug("session started")
-                        while let envelope = try await frames.next() {
+                        while true {
+                            // A peer that does not read its answers is not read either.
+                            await budget.readable()
+                            guard let envelope = try await frames.next() else { break }
                             // A watch lasts until its end: it runs beside the session's
                             // other requests, a bounded number at once.
                             if case .watch = envelope.body {

@@ -1,13 +1,12 @@
 import NIOCore
 import NIOPosix
 import NIOSSL
-import TestSupport
 import Wire
 
 /// A TLS client that sends raw bytes and collects whatever comes back, to check how the
 /// coordinator answers broken input.
-final class RawClient: ChannelInboundHandler, @unchecked Sendable {
-    typealias InboundIn = ByteBuffer
+public final class RawClient: ChannelInboundHandler, @unchecked Sendable {
+    public typealias InboundIn = ByteBuffer
 
     private var received = ByteBuffer()
     private let closed: EventLoopPromise<ByteBuffer>
@@ -16,29 +15,29 @@ final class RawClient: ChannelInboundHandler, @unchecked Sendable {
         self.closed = closed
     }
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var buffer = unwrapInboundIn(data)
         received.writeBuffer(&buffer)
     }
 
-    func errorCaught(context: ChannelHandlerContext, error: Error) {
+    public func errorCaught(context: ChannelHandlerContext, error: Error) {
         context.close(promise: nil)
     }
 
-    func channelInactive(context: ChannelHandlerContext) {
+    public func channelInactive(context: ChannelHandlerContext) {
         closed.succeed(received)
     }
 
     /// Connects with `tls`, writes `bytes`, and returns everything received until the
     /// coordinator closed the connection. With `reading` false, it never reads (a peer that
     /// sends but does not read).
-    static func exchange(_ bytes: [UInt8], with endpoint: Endpoint, tls: TLSFiles?,
+    public static func exchange(_ bytes: [UInt8], with endpoint: Endpoint, tls: TLSFiles?,
                          reading: Bool = true) async throws -> ByteBuffer {
         try await exchangeReportingWrite(bytes, with: endpoint, tls: tls, reading: reading).received
     }
 
     /// Like `exchange`, and says whether every byte could be written before the close.
-    static func exchangeReportingWrite(_ bytes: [UInt8], with endpoint: Endpoint, tls: TLSFiles?,
+    public static func exchangeReportingWrite(_ bytes: [UInt8], with endpoint: Endpoint, tls: TLSFiles?,
                                        reading: Bool = true) async throws -> (received: ByteBuffer, wroteAll: Bool) {
         let context = try tls.map { try NIOSSLContext(configuration: $0.clientConfiguration()) }
         let group = MultiThreadedEventLoopGroup.singleton
@@ -65,7 +64,7 @@ final class RawClient: ChannelInboundHandler, @unchecked Sendable {
 
 extension ByteBuffer {
     /// Decodes every whole frame in the buffer.
-    func frames() throws -> [Envelope] {
+    public func frames() throws -> [Envelope] {
         var copy = self
         var decoder = FrameDecoder()
         var out: [Envelope] = []
