@@ -20,11 +20,19 @@ struct PipelineCommand: AsyncParsableCommand {
         @OptionGroup var connection: ConnectionOptions
 
         func run() async throws {
-            guard let source = try? String(contentsOfFile: file, encoding: .utf8) else {
-                throw CLIError("cannot read \(file)")
+            guard let data = FileManager.default.contents(atPath: file) else {
+                throw CLIError("cannot read \(file): \(FileManager.default.fileExists(atPath: file) ? "permission denied or not a file" : "no such file")")
+            }
+            guard let source = String(data: data, encoding: .utf8) else {
+                throw CLIError("\(file) is not UTF-8 text")
             }
             let pushed = try await withClient(connection) { client in
-                try await client.pushPipeline(project: project, fileName: (file as NSString).lastPathComponent, source: source)
+                // What fits in one frame with the request around it.
+                let limit = Int(client.connection.welcome.maxFrameBytes) - 4096
+                guard data.count <= limit else {
+                    throw CLIError("\(file) is too large: \(data.count) bytes; a pipeline file may have at most \(limit) bytes (the coordinator's frame limit less 4 KiB)")
+                }
+                return try await client.pushPipeline(project: project, fileName: (file as NSString).lastPathComponent, source: source)
             }
             print("pushed \(pushed.project)/\(pushed.pipeline) version \(pushed.version)")
         }

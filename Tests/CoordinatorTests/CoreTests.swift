@@ -194,6 +194,47 @@ import Wire
         #expect(try await core.queue(as: admin).total == 0)
     }
 
+    /// A YAML alias reused by many nodes: a small file, a huge assignment. The push is refused
+    /// when the expanded job could not be sent in one frame; a job stored before that check
+    /// fails with that reason when it is assigned, and its runner is not blamed.
+    @Test func aJobTooLargeToAssignIsRefusedAtPushAndFailsAtDispatch() async throws {
+        let data = try TemporaryDirectory()
+        defer { data.remove() }
+        let big = String(repeating: "echo x; ", count: 16 * 1024)  // 128 KiB
+        func pipeline(nodes: Int) -> String {
+            var text = "name: alias\njobs:\n  j:\n    labels: [linux]\n    nodes:\n      n0: { run: &r \"\(big)\" }\n"
+            for index in 1..<nodes { text += "      n\(index): { run: *r }\n" }
+            return text
+        }
+        var small = CoordinatorLimits()
+        small.maximumFrameLength = 1 << 20
+        do {
+            let core = try CoordinatorCore(store: try SQLiteStore.open(directory: data.path), directory: data.path,
+                                           limits: small, logger: Logger(label: "test"))
+            await #expect {
+                try await core.push("shop", pipeline(nodes: 10))
+            } throws: { error in
+                let message = (error as? CoordinatorError)?.message ?? ""
+                return message.hasPrefix("job 'j' is too large to assign: its nodes take about ")
+                    && message.hasSuffix("over the limit of 983040 (the frame limit less 64 KiB)")
+            }
+            try await core.push("shop", pipeline(nodes: 7))  // about 900 KiB: it fits
+        }
+        // The same stored pipeline under a smaller frame limit.
+        small.maximumFrameLength = 512 << 10
+        let core = try CoordinatorCore(store: try SQLiteStore.open(directory: data.path), directory: data.path,
+                                       limits: small, logger: Logger(label: "test"))
+        let runID = try await core.trigger("shop", "alias")
+        let runner = RecordingOutbox()
+        _ = try await core.connectRunner(runner)
+        try await waitUntil("the job to fail") { try await core.runDetail(runID: runID, as: admin).run.status == .failed }
+        let detail = try await core.runDetail(runID: runID, as: admin)
+        #expect(detail.jobs[0].reason.hasPrefix("the job is too large to assign: about "))
+        #expect(detail.jobs[0].reason.hasSuffix("bytes, over the frame limit of 524288"))
+        #expect(!runner.all.contains { if case .assignment = $0.body { true } else { false } })
+        #expect(try await core.runners(as: admin).first?.running == 0)
+    }
+
     @Test(arguments: ["../etc/passwd", "/abs", "a/../b", "nul\0name", "", "a//b", "./a"])
     func unsafeArtifactNamesAreRefused(name: String) {
         #expect(throws: CoordinatorError.self) { try CoordinatorCore.validateArtifactName(name) }

@@ -236,6 +236,12 @@ import Wire
             let push = try await fabric.heddle(["pipeline", "push", path, "--project", "shop"])
             #expect(push.status != 0)
             #expect(push.error.contains("bad.act:5:"), "\(push.error)")
+            let huge = fabric.root.file("huge.act")
+            try Data(repeating: 0x23, count: 5 << 20).write(to: URL(fileURLWithPath: huge))
+            let tooLarge = try await fabric.heddle(["pipeline", "push", huge, "--project", "shop"])
+            #expect(tooLarge.status == 1)
+            #expect(tooLarge.error.contains("huge.act is too large: 5242880 bytes; a pipeline file may have at most 4190208 bytes"),
+                    "\(tooLarge.error)")
             let show = try await fabric.heddle(["runs", "show", "4242"])
             #expect(show.status != 0)
             #expect(show.error.contains("run 4242 does not exist"), "\(show.error)")

@@ -41,6 +41,12 @@ extension CoordinatorCore {
                       "HEDDLE_JOB": job.name, "HEDDLE_BRANCH": run.branch,
                       "HEDDLE_PROJECT": run.project, "HEDDLE_PIPELINE": run.pipeline],
                 nodes: record.nodes)
+            // Too large for one frame (a pipeline stored before pushes were checked for this):
+            // the job fails for that reason; its runner is not to blame.
+            guard assignment.estimatedBytes <= limits.maximumFrameLength else {
+                await finish(jobID: job.id, status: .failed, reason: "the job is too large to assign: about \(assignment.estimatedBytes) bytes, over the frame limit of \(limits.maximumFrameLength)")
+                continue
+            }
             logger.info("job assigned", metadata: ["job.id": "\(job.id)", "run.id": "\(run.id)", "runner": "\(claim.runner)"])
             // The runner may have gone while the claim was stored: its lease then runs out.
             if let session = leases[job.id]?.session { sink(of: session)?.send(.assignment(assignment)) }

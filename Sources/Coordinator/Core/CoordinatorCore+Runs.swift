@@ -35,6 +35,10 @@ extension CoordinatorCore {
         } catch {
             throw CoordinatorError.invalid(error.description)
         }
+        let limit = limits.maximumFrameLength - AssignmentSize.reserve
+        for job in definition.jobs where job.assignmentBytes > limit {
+            throw CoordinatorError.invalid("job '\(job.name)' is too large to assign: its nodes take about \(job.assignmentBytes) bytes once expanded (a YAML alias counts at each use), over the limit of \(limit) (the frame limit less 64 KiB)")
+        }
         return try await store.savePipeline(project: push.project, definition: definition, source: push.source,
                                             now: Date.nowMilliseconds)
     }

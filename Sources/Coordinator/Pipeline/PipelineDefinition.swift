@@ -24,3 +24,28 @@ public struct NodeDefinition: Sendable, Equatable {
     public var grace: Int?
     public var artifacts: [String]
 }
+
+/// An upper bound of the bytes a job's nodes take in its assignment frame: each string with
+/// its tag and longest length prefix, each map entry and node with its own framing. What a
+/// YAML alias expands to counts once per use, as it is sent.
+enum AssignmentSize {
+    static func strings(_ values: [String]) -> Int {
+        values.reduce(0) { $0 + $1.utf8.count + 6 }
+    }
+
+    static func node(name: String, run: String, needs: [String], env: [String: String], artifacts: [String]) -> Int {
+        32 + strings([name, run]) + strings(needs) + strings(artifacts)
+            + env.reduce(0) { $0 + 12 + $1.key.utf8.count + $1.value.utf8.count }
+    }
+
+    /// Room kept in a frame for what an assignment holds beside its nodes (ids, names,
+    /// branch, repository, environment).
+    static let reserve = 64 * 1024
+}
+
+extension JobDefinition {
+    /// An upper bound of its nodes' bytes in an assignment.
+    var assignmentBytes: Int {
+        nodes.reduce(0) { $0 + AssignmentSize.node(name: $1.name, run: $1.run, needs: $1.needs, env: $1.env, artifacts: $1.artifacts) }
+    }
+}

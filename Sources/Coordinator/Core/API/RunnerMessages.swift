@@ -54,6 +54,13 @@ public struct JobAssignment: Sendable {
     public var env: [String: String]
     /// In the pipeline's order.
     public var nodes: [NodeRecord]
+
+    /// An upper bound of its encoded size.
+    var estimatedBytes: Int {
+        nodes.reduce(0) { $0 + AssignmentSize.node(name: $1.name, run: $1.run, needs: $1.needs, env: $1.env, artifacts: $1.artifacts) }
+            + 128 + AssignmentSize.strings([project, pipeline, jobName, branch, repository])
+            + env.reduce(0) { $0 + 12 + $1.key.utf8.count + $1.value.utf8.count }
+    }
 }
 
 /// A node started or ended.
