@@ -39,6 +39,9 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(help: "Largest artifact accepted, in bytes (refused when declared, before any byte).")
     var maxArtifactBytes: Int64 = 8 * 1024 * 1024 * 1024
 
+    @Option(help: "Connections open at once on the listening port; past it a new one is closed at once. The open-file limit must cover it plus 256.")
+    var maxConnections: Int = CoordinatorLimits().maximumConnections
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error.")
     var logLevel: Logger.Level = .info
 
@@ -48,6 +51,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
         guard maxFrameBytes >= 64 * 1024 else { throw ValidationError("--max-frame-bytes must be at least 65536") }
         guard maxLogBytes >= 64 * 1024 else { throw ValidationError("--max-log-bytes must be at least 65536") }
         guard maxArtifactBytes >= 0 else { throw ValidationError("--max-artifact-bytes must not be negative") }
+        guard maxConnections >= 1 else { throw ValidationError("--max-connections must be at least 1") }
     }
 
     func run() async throws {
@@ -60,6 +64,11 @@ struct CoordinatorCommand: AsyncParsableCommand {
         limits.maximumArtifactChunk = min(limits.maximumArtifactChunk, maxFrameBytes / 2)
         limits.maximumLogBytes = maxLogBytes
         limits.maximumArtifactSize = maxArtifactBytes
+        limits.maximumConnections = maxConnections
+        let descriptors = DescriptorLimit.raise(forConnections: maxConnections)
+        if descriptors.limit < descriptors.needed {
+            logger.warning("the open-file limit is \(descriptors.limit) (ulimit -n) but --max-connections \(maxConnections) needs about \(descriptors.needed): raise the limit or lower --max-connections; past the limit new connections wait")
+        }
         let store = try SQLiteStore.open(directory: data)
         let core = try CoordinatorCore(store: store, directory: data, limits: limits, logger: logger)
         try await core.recover()

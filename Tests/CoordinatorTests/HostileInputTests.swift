@@ -75,6 +75,39 @@ import Wire
         }
     }
 
+    /// Past `maximumConnections` open connections a new one is closed at once (not after the
+    /// heartbeat timeout); once one closes, connections are served again.
+    @Test func connectionsPastTheMaximumAreClosedAtOnce() async throws {
+        var limits = Self.fast
+        limits.heartbeatInterval = .seconds(5)
+        limits.maximumConnections = 2
+        try await TestCoordinator.with(limits: limits) { coordinator in
+            // Two idle connections (no TLS handshake): both count.
+            var idle = try (0..<2).map { _ in try openTCP(coordinator.endpoint) }
+            defer { for socket in idle { close(socket) } }
+            try await waitUntil("a third connection to be closed at once") {
+                let started = ContinuousClock.now
+                let received = try await RawClient.exchange([], with: coordinator.endpoint, tls: coordinator.pki.tls("admin"))
+                return received.readableBytes == 0 && ContinuousClock.now - started < .seconds(3)
+            }
+            close(idle.removeFirst())
+            try await stillServes(coordinator)
+        }
+    }
+
+    func openTCP(_ endpoint: Endpoint) throws -> Int32 {
+        let socket = Foundation.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = UInt16(endpoint.port).bigEndian
+        address.sin_addr.s_addr = inet_addr(endpoint.host)
+        let result = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(socket, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard result == 0 else { throw TestFailure("connect failed: \(String(cString: strerror(errno)))") }
+        return socket
+    }
+
     /// What the core pushes on its own (watch events, queue events) waits in a bounded outbox;
     /// a session that lets it overflow is closed.
     @Test func anOverflowingOutboxClosesItsSession() {

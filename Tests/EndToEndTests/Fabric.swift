@@ -19,14 +19,18 @@ final class Fabric: Sendable {
     var runners: [ManagedProcess?] { processes.withLock { $0.runners } }
 
     /// With `proxied`, runners reach the coordinator through `proxy`, except those in `direct`.
+    /// `coordinatorArguments` are added to the coordinator's; with `descriptorLimit` it runs
+    /// under `ulimit -n` of that.
     init(runnerLabels: [String] = ["linux,x86"], capacity: Int = 2, heartbeat: Double = 5, proxied: Bool = false,
-         direct: Set<Int> = [], runnerEnvironment: [[String: String]] = []) async throws {
+         direct: Set<Int> = [], runnerEnvironment: [[String: String]] = [], coordinatorArguments: [String] = [],
+         descriptorLimit: Int? = nil) async throws {
         root = try TemporaryDirectory("heddle-e2e")
         self.heartbeat = heartbeat
         let heddle = Binaries.path("heddle")
         try await Self.run(heddle, ["certs", "init", "--dir", root.file("certs")], root)
         try await Self.run(heddle, ["certs", "issue", "--dir", root.file("certs"), "--role", "automation", "--name", "bot"], root)
-        let coordinator = try Self.startCoordinator(root: root, listen: "127.0.0.1:0", heartbeat: heartbeat)
+        let coordinator = try Self.startCoordinator(root: root, listen: "127.0.0.1:0", heartbeat: heartbeat,
+                                                    extra: coordinatorArguments, descriptorLimit: descriptorLimit)
         processes.withLock { $0.coordinator = coordinator }
         let line = try await coordinator.waitForLine(startingWith: "listening on ")
         endpoint = String(line.dropFirst("listening on ".count))
@@ -60,12 +64,18 @@ final class Fabric: Sendable {
     }
 
     static func startCoordinator(root: TemporaryDirectory, listen: String, heartbeat: Double,
-                                 extra: [String] = []) throws -> ManagedProcess {
+                                 extra: [String] = [], descriptorLimit: Int? = nil) throws -> ManagedProcess {
         let certs = root.file("certs")
-        return try ManagedProcess(Binaries.path("heddle-coordinator"), [
+        let arguments = [
             "--listen", listen, "--data", root.file("data"), "--heartbeat-interval", String(heartbeat),
             "--ca", "\(certs)/ca.pem", "--cert", "\(certs)/coordinator.pem", "--key", "\(certs)/coordinator.key",
-        ] + extra, logs: root)
+        ] + extra
+        if let descriptorLimit {
+            // The shell execs the coordinator: the process (and its pid) is the coordinator's.
+            return try ManagedProcess("/bin/sh", ["-c", "ulimit -n \(descriptorLimit) && exec \"$0\" \"$@\"",
+                                                  Binaries.path("heddle-coordinator")] + arguments, logs: root)
+        }
+        return try ManagedProcess(Binaries.path("heddle-coordinator"), arguments, logs: root)
     }
 
     private func startRunner(_ index: Int, labels: String, capacity: Int, environment: [String: String],

@@ -269,6 +269,64 @@ import Wire
         await fabric.stop()
     }
 
+    /// Out of file descriptors: the coordinator warns at start that its limit is below what
+    /// `--max-connections` needs, logs (rate limited) that accepting fails, backs off instead
+    /// of spinning, and serves again once descriptors are free.
+    @Test func outOfDescriptorsTheCoordinatorSaysSoBacksOffAndRecovers() async throws {
+        let fabric = try await Fabric(runnerLabels: [], heartbeat: 1, coordinatorArguments: ["--max-connections", "1000"],
+                                      descriptorLimit: 64)
+        var sockets: [Int32] = []
+        do {
+            let coordinator = try #require(fabric.coordinator)
+            #expect(coordinator.standardError.contains(
+                "the open-file limit is 64 (ulimit -n) but --max-connections 1000 needs about 1256"), "\(coordinator.standardError)")
+            let port = UInt16(fabric.endpoint.split(separator: ":").last ?? "") ?? 0
+            for _ in 0..<100 { sockets.append(try openTCP(port: port)) }
+            try await waitUntil("the coordinator to say it cannot accept") {
+                coordinator.standardError.contains("cannot accept a connection (accepting again in 1 s)")
+            }
+            let before = try cpuSeconds(coordinator.pid)
+            let start = ContinuousClock.now
+            try await waitUntil("two seconds to pass") { ContinuousClock.now - start >= .seconds(2) }
+            let used = try cpuSeconds(coordinator.pid) - before
+            #expect(used < 1.0, "the coordinator used \(used) s of CPU in 2 s while out of descriptors")
+            let warnings = coordinator.standardError.components(separatedBy: "cannot accept a connection").count - 1
+            #expect(warnings <= 2, "\(warnings) warnings in about 3 s: not rate limited")
+            for socket in sockets { close(socket) }
+            sockets = []
+            try await waitUntil("the coordinator to serve again") {
+                try await fabric.heddle(["runs"], timeout: .seconds(30)).status == 0
+            }
+        } catch {
+            for socket in sockets { close(socket) }
+            await fabric.stop()
+            throw error
+        }
+        await fabric.stop()
+    }
+
+    func openTCP(port: UInt16) throws -> Int32 {
+        let socket = Foundation.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = port.bigEndian
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let result = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(socket, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard result == 0 else { throw TestFailure("connect failed: \(String(cString: strerror(errno)))") }
+        return socket
+    }
+
+    /// User and system CPU time of a process, in seconds.
+    func cpuSeconds(_ pid: pid_t) throws -> Double {
+        let stat = try String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)
+        let fields = stat.split(separator: ")").last?.split(separator: " ") ?? []
+        // After the command: state is field 3; utime and stime are fields 14 and 15.
+        let ticks = (Double(fields[11]) ?? 0) + (Double(fields[12]) ?? 0)
+        return ticks / Double(sysconf(Int32(_SC_CLK_TCK)))
+    }
+
     static func frame(_ envelope: Envelope) -> [UInt8] {
         let payload: [UInt8] = (try? envelope.serializedBytes()) ?? []
         return [0] + withUnsafeBytes(of: UInt32(payload.count).bigEndian, Array.init) + payload

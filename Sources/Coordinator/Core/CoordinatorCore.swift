@@ -12,6 +12,8 @@ public struct CoordinatorLimits: Sendable {
     public var maximumLogBytes: Int64 = 64 * 1024 * 1024
     /// Frames a session may have waiting to be written before it is closed as too slow.
     public var maximumPendingFrames = 4096
+    /// Connections open at once on the binary port; past it a new one is closed at once.
+    public var maximumConnections = 16_384
 
     /// How long a job's lease outlives its runner's silence: three heartbeat intervals.
     public var lease: Duration { heartbeatInterval * 3 }

@@ -1,8 +1,10 @@
+import Foundation
 import Logging
 import NIOCore
 import NIOPosix
 import NIOSSL
 import ServiceLifecycle
+import Synchronization
 import Wire
 
 /// The binary-protocol front of the coordinator: accepts mutual-TLS connections and runs a
@@ -30,8 +32,18 @@ public final class CoordinatorServer: Service, Sendable {
         let limits = core.limits
         let interval = TimeAmount.nanoseconds(Int64(limits.heartbeatInterval.components.seconds) * 1_000_000_000
                                               + limits.heartbeatInterval.components.attoseconds / 1_000_000_000)
+        let open = ConnectionCount()
+        let refusals = RateLimitedLog(logger: logger, every: .seconds(10))
+        let acceptErrors = RateLimitedLog(logger: logger, every: .seconds(10))
         let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.backlog, value: 1024)
+            .serverChannelInitializer { channel in
+                // Ahead of NIO's accept back-off (which waits a second after a failed accept,
+                // out of descriptors say, and reports nothing): what failed is logged.
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(AcceptErrorLogger(log: acceptErrors))
+                }
+            }
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(.maxMessagesPerRead, value: 16)
@@ -56,9 +68,15 @@ public final class CoordinatorServer: Service, Sendable {
                 try await server.executeThenClose { inbound in
                     defer { group.cancelAll() }  // shutting down: end every session too
                     for try await connection in inbound {
+                        guard open.enter(limit: limits.maximumConnections) else {
+                            refusals.warning("refusing connections: \(limits.maximumConnections) are open (--max-connections)")
+                            connection.channel.close(promise: nil)
+                            continue
+                        }
                         group.addTask {
                             await Session(core: self.core, logger: self.logger,
                                           heartbeatInterval: interval).run(connection)
+                            open.leave()
                         }
                     }
                 }
@@ -66,5 +84,99 @@ public final class CoordinatorServer: Service, Sendable {
         } onGracefulShutdown: {
             server.channel.close(promise: nil)
         }
+    }
+}
+
+/// Connections open now.
+final class ConnectionCount: Sendable {
+    private let count = Mutex(0)
+
+    /// Counts one more unless `limit` are open.
+    func enter(limit: Int) -> Bool {
+        count.withLock { count in
+            guard count < limit else { return false }
+            count += 1
+            return true
+        }
+    }
+
+    func leave() {
+        count.withLock { $0 -= 1 }
+    }
+}
+
+/// A warning logged at most once per period, with how many were held back since the last.
+final class RateLimitedLog: Sendable {
+    private let logger: Logger
+    private let period: Duration
+    private let state = Mutex<(last: ContinuousClock.Instant?, held: Int)>((nil, 0))
+
+    init(logger: Logger, every period: Duration) {
+        self.logger = logger
+        self.period = period
+    }
+
+    func warning(_ message: @autoclosure () -> String) {
+        let now = ContinuousClock.now
+        let held = state.withLock { state -> Int? in
+            if let last = state.last, now - last < period {
+                state.held += 1
+                return nil
+            }
+            defer { state = (now, 0) }
+            return state.held
+        }
+        guard let held else { return }
+        logger.warning("\(message())", metadata: held > 0 ? ["held.back": "\(held)"] : [:])
+    }
+}
+
+/// When accepting a connection fails (out of descriptors, say): logs it, rate limited, and
+/// stops accepting for `pause`. NIO's own accept back-off holds further reads, but the
+/// failed accept leaves the listening socket registered for reading, and the event loop
+/// spins on it (a core at 100% until a descriptor frees); turning `autoRead` off
+/// unregisters it, and turning it on again accepts again.
+final class AcceptErrorLogger: ChannelInboundHandler, Sendable {
+    typealias InboundIn = Any
+    let log: RateLimitedLog
+    let pause: TimeAmount
+
+    init(log: RateLimitedLog, pause: TimeAmount = .seconds(1)) {
+        self.log = log
+        self.pause = pause
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        log.warning("cannot accept a connection (accepting again in 1 s): \(error)")
+        if error is IOError, let options = context.channel.syncOptions, (try? options.getOption(.autoRead)) == true {
+            try? options.setOption(.autoRead, value: false)
+            let channel = context.channel
+            context.eventLoop.scheduleTask(in: pause) {
+                if channel.isActive { try? channel.syncOptions?.setOption(.autoRead, value: true) }
+            }
+        }
+        context.fireErrorCaught(error)
+    }
+}
+
+/// The process's open-file limit, and whether it covers the connections the coordinator
+/// may hold.
+public enum DescriptorLimit {
+    /// Descriptors the coordinator needs beside its connections: the database, log and
+    /// artifact files, the event loops.
+    public static let reserve = 256
+
+    /// Raises the soft open-file limit toward `maximumConnections + reserve` (up to the hard
+    /// limit); returns the limit now and what is needed.
+    public static func raise(forConnections maximumConnections: Int) -> (limit: Int, needed: Int) {
+        let needed = maximumConnections + reserve
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return (needed, needed) }
+        if limit.rlim_cur < rlim_t(needed) && limit.rlim_cur < limit.rlim_max {
+            var raised = limit
+            raised.rlim_cur = min(limit.rlim_max, rlim_t(needed))
+            if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &raised) == 0 { limit = raised }
+        }
+        return (Int(clamping: limit.rlim_cur), needed)
     }
 }
