@@ -155,7 +155,7 @@ extension WireError {
         case "TLSV1_ALERT_UNKNOWN_CA", "SSLV3_ALERT_BAD_CERTIFICATE", "TLSV1_ALERT_DECRYPT_ERROR":
             return "TLS: the coordinator refused this certificate (\(reason)): it was not issued by the fabric's CA"
         case "SSLV3_ALERT_CERTIFICATE_EXPIRED":
-            return "TLS: the coordinator refused this certificate (\(reason)): it has expired; issue a new one with `heddle certs issue`"
+            return "TLS: the coordinator refused this certificate (\(reason)): by the coordinator's clock it has expired or is not valid yet; check both machines' clocks, or issue a new one with `heddle certs issue`"
         case "TLSV1_ALERT_CERTIFICATE_REQUIRED", "PEER_DID_NOT_RETURN_A_CERTIFICATE":
             return "TLS: a client certificate is required (\(reason)); pass --cert and --key"
         case "TLSV1_ALERT_PROTOCOL_VERSION", "UNSUPPORTED_PROTOCOL":

@@ -57,8 +57,10 @@ public struct TLSFiles: Sendable {
     }
 
     /// Client side: TLS 1.3 only, the server verified against the CA alone, our certificate offered.
-    public func clientConfiguration() throws -> TLSConfiguration {
+    /// Refuses a certificate that is not valid now, saying which way.
+    public func clientConfiguration(now: Date = Date()) throws -> TLSConfiguration {
         let loaded = try load()
+        try Self.checkValidity(loaded.chain[0], path: certificatePath, now: now)
         var config = TLSConfiguration.makeClientConfiguration()
         config.minimumTLSVersion = .tlsv13
         config.trustRoots = .certificates(loaded.ca)
@@ -66,5 +68,19 @@ public struct TLSFiles: Sendable {
         config.privateKey = .privateKey(loaded.key)
         config.certificateVerification = .fullVerification
         return config
+    }
+
+    /// A certificate outside its validity period fails here with one sentence, rather than
+    /// as the coordinator's TLS alert (which says "expired" for a certificate not valid yet).
+    static func checkValidity(_ certificate: NIOSSLCertificate, path: String, now: Date) throws {
+        let notBefore = Date(timeIntervalSince1970: TimeInterval(certificate.notValidBefore))
+        let notAfter = Date(timeIntervalSince1970: TimeInterval(certificate.notValidAfter))
+        let format = ISO8601DateFormatter()
+        if now < notBefore {
+            throw WireError(.invalidArgument, "the certificate \(path) is not valid until \(format.string(from: notBefore)) (this machine's clock says \(format.string(from: now))): check the clock, or issue it again with `heddle certs issue`")
+        }
+        if now > notAfter {
+            throw WireError(.invalidArgument, "the certificate \(path) expired at \(format.string(from: notAfter)): issue a new one with `heddle certs issue`")
+        }
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 import Crypto
 import X509
@@ -48,6 +49,31 @@ import X509
             let wire = try #require(error as? WireError)
             return wire.code == .unauthenticated && wire.message.contains("Heddle accepts exactly one")
         }
+    }
+
+    /// A certificate outside its validity period is refused before connecting, saying which
+    /// way (the coordinator's TLS alert says "expired" for one not valid yet).
+    @Test func aCertificateOutsideItsValidityIsRefusedSayingWhich() throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let ca = try PKI.makeCA()
+        try PEMFiles.write(ca, directory: directory.path, name: "ca")
+        let day: TimeInterval = 86400
+        try PEMFiles.write(try PKI.issueClient(role: .admin, name: "early", ca: ca, notBefore: Date().addingTimeInterval(day)),
+                           directory: directory.path, name: "early")
+        try PEMFiles.write(try PKI.issueClient(role: .admin, name: "late", ca: ca, notBefore: Date().addingTimeInterval(-10 * day),
+                                               validFor: day), directory: directory.path, name: "late")
+        func message(_ name: String) -> String {
+            let files = TLSFiles(ca: directory.file("ca.pem"), certificate: directory.file("\(name).pem"), key: directory.file("\(name).key"))
+            do {
+                _ = try files.clientConfiguration()
+                return "accepted"
+            } catch {
+                return (error as? WireError)?.message ?? "\(error)"
+            }
+        }
+        #expect(message("early").hasPrefix("the certificate \(directory.file("early.pem")) is not valid until "), "\(message("early"))")
+        #expect(message("late").hasPrefix("the certificate \(directory.file("late.pem")) expired at "), "\(message("late"))")
     }
 
     @Test func endpointsParse() throws {
