@@ -268,3 +268,42 @@ import Wire
         #expect(chunks.contains { $0.dropped > 0 })
     }
 }
+
+/// A damaged or missing database is refused at start with what to do, never replaced by an
+/// empty fabric while logs or artifacts are still there.
+@Suite struct DatabaseOpenTests {
+    func refusal(_ directory: String) -> String {
+        do {
+            _ = try SQLiteStore.open(directory: directory)
+            return "opened"
+        } catch {
+            return "\(error)"
+        }
+    }
+
+    @Test func aCorruptDatabaseIsRefusedNamingTheFile() throws {
+        let data = try TemporaryDirectory()
+        defer { data.remove() }
+        try Data(repeating: 0x41, count: 8192).write(to: URL(fileURLWithPath: data.file("heddle.sqlite")))
+        let message = refusal(data.path)
+        #expect(message.hasPrefix("cannot open the database \(data.file("heddle.sqlite")): file is not a database (SQLite error 26)"), "\(message)")
+        #expect(message.hasSuffix("restore it from a backup, or move \(data.path) away to start an empty fabric"))
+    }
+
+    @Test(arguments: [true, false])
+    func anEmptyOrMissingDatabaseBesideStoredDataIsRefused(emptyFile: Bool) throws {
+        let data = try TemporaryDirectory()
+        defer { data.remove() }
+        try FileManager.default.createDirectory(atPath: data.file(emptyFile ? "logs/7" : "blobs/ab"), withIntermediateDirectories: true)
+        if emptyFile { _ = FileManager.default.createFile(atPath: data.file("heddle.sqlite"), contents: Data()) }
+        let folder = emptyFile ? "logs" : "blobs"
+        #expect(refusal(data.path) == "the database \(data.file("heddle.sqlite")) \(emptyFile ? "is empty" : "is missing") but \(data.path)/\(folder) holds data: restore heddle.sqlite from a backup, or move \(data.path) away to start an empty fabric")
+    }
+
+    @Test func aNewDirectoryStartsAnEmptyFabric() throws {
+        let data = try TemporaryDirectory()
+        defer { data.remove() }
+        #expect(refusal(data.path) == "opened")
+        #expect(refusal(data.path) == "opened")
+    }
+}

@@ -25,8 +25,25 @@ public struct SQLiteStore: CoordinatorStore {
         config.prepareDatabase { db in
             try db.execute(sql: "PRAGMA synchronous = FULL")
         }
-        let pool = try DatabasePool(path: "\(directory)/heddle.sqlite", configuration: config)
-        return try SQLiteStore(writer: pool)
+        let path = "\(directory)/heddle.sqlite"
+        // No database (or an empty file) beside stored logs or artifacts: starting would make
+        // an empty fabric and orphan them.
+        let size = (try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? Int ?? 0
+        if size == 0 {
+            for folder in ["logs", "blobs"] {
+                let contents = (try? FileManager.default.contentsOfDirectory(atPath: "\(directory)/\(folder)")) ?? []
+                guard contents.isEmpty else {
+                    let state = FileManager.default.fileExists(atPath: path) ? "is empty" : "is missing"
+                    throw StoreError(.inconsistent, "the database \(path) \(state) but \(directory)/\(folder) holds data: restore heddle.sqlite from a backup, or move \(directory) away to start an empty fabric")
+                }
+            }
+        }
+        do {
+            let pool = try DatabasePool(path: path, configuration: config)
+            return try SQLiteStore(writer: pool)
+        } catch let error as DatabaseError {
+            throw StoreError(.inconsistent, "cannot open the database \(path): \(error.message ?? "SQLite error \(error.resultCode.rawValue)") (SQLite error \(error.resultCode.rawValue)); if the file is damaged, restore it from a backup, or move \(directory) away to start an empty fabric")
+        }
     }
 
     public static func inMemory() throws -> SQLiteStore {
