@@ -41,6 +41,13 @@ struct RunnerCommand: AsyncParsableCommand {
     func validate() throws {
         _ = try Endpoint(parsing: coordinator)
         guard capacity >= 1 else { throw ValidationError("--capacity must be at least 1") }
+        for label in labelList {
+            if let problem = Names.problem(label, "label") { throw ValidationError("--labels: \(problem)") }
+        }
+    }
+
+    var labelList: [String] {
+        labels.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
     }
 
     func run() async throws {
@@ -49,7 +56,7 @@ struct RunnerCommand: AsyncParsableCommand {
         var configuration = RunnerConfiguration(
             coordinator: try Endpoint(parsing: coordinator),
             tls: TLSFiles(ca: ca, certificate: cert, key: key),
-            labels: labels.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty },
+            labels: labelList,
             capacity: capacity,
             workDirectory: workDir)
         configuration.killGrace = .milliseconds(Int64(killGrace * 1000))

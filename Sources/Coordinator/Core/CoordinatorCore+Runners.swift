@@ -1,4 +1,5 @@
 import Foundation
+import Wire
 
 /// Runners: their sessions, what they still run when they come back, drains.
 extension CoordinatorCore {
@@ -6,8 +7,10 @@ extension CoordinatorCore {
     /// it still runs: those whose lease it holds are reattached; it is told to abandon the
     /// others; jobs it held and came back without are lost. Then it may get work. From any
     /// other caller it changes nothing.
+    /// A front calls `check` before it welcomes the session: a refused greeting gets no welcome.
     public func hello(session: UInt64, _ hello: RunnerHello) async {
-        guard let principal = sessions[session]?.principal, Authorization.allows(principal, .runJobs) else { return }
+        guard let principal = sessions[session]?.principal, Authorization.allows(principal, .runJobs),
+              (try? Self.check(hello)) != nil else { return }
         let capacity = max(1, hello.capacity)
         let now = Date.nowMilliseconds
         runners[session] = RunnerSession(name: principal.name, labels: hello.labels, capacity: capacity,
@@ -35,6 +38,13 @@ extension CoordinatorCore {
         }
         for (jobID, why) in lost { await self.lost(jobID: jobID, why: why) }
         await dispatch()
+    }
+
+    /// Whether a greeting is acceptable: its labels follow the naming rule.
+    public nonisolated static func check(_ hello: RunnerHello) throws(CoordinatorError) {
+        for label in hello.labels {
+            if let problem = Names.problem(label, "label") { throw CoordinatorError.invalid("this runner's \(problem)") }
+        }
     }
 
     /// The runner on `session` shuts down: no new jobs for it.

@@ -1,4 +1,5 @@
 import Foundation
+import Wire
 
 /// Projects, pipelines, runs and their attempts.
 extension CoordinatorCore {
@@ -20,9 +21,7 @@ extension CoordinatorCore {
     }
 
     static func validateProjectName(_ name: String) throws(CoordinatorError) {
-        guard !name.isEmpty, name.allSatisfy({ ActParser.nameCharacters.contains($0) }) else {
-            throw CoordinatorError.invalid("project name '\(name)' may use only letters, digits, '.', '_' and '-'")
-        }
+        if let problem = Names.problem(name, "project name") { throw CoordinatorError.invalid(problem) }
     }
 
     /// Parses and stores a pipeline file as the pipeline's next version.
@@ -76,6 +75,7 @@ extension CoordinatorCore {
         }
         let definition = try self.definition(of: version)
         let branch = request.branch.flatMap { $0.isEmpty ? nil : $0 } ?? "main"
+        if let problem = Names.branchProblem(branch) { throw CoordinatorError.invalid(problem) }
         let (run, jobs) = try await store.createRun(version: version, definition: definition, branch: branch,
                                                     trigger: Self.triggerSource(principal), now: Date.nowMilliseconds)
         for job in jobs {

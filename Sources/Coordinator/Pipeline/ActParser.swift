@@ -1,4 +1,5 @@
 import Foundation
+import Wire
 import Yams
 
 /// A problem in a `.act` file, with where it is.
@@ -28,7 +29,7 @@ public struct ActParser {
         self.file = file
     }
 
-    static let nameCharacters = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
 
     public func parse(_ source: String) throws(ActError) -> PipelineDefinition {
         let root: Node
@@ -80,6 +81,9 @@ public struct ActParser {
         var labels: [String] = []
         if let labelsNode = value(map, "labels") {
             labels = try stringList(labelsNode, "`labels` of job '\(name)'")
+            for label in labels {
+                if let problem = Names.problem(label, "label") { throw error(at: line(labelsNode), "\(problem) (in job '\(name)')") }
+            }
             for label in labels where label.isEmpty || label.contains(",") || label.contains(" ") {
                 throw error(at: line(labelsNode), "label '\(label)' of job '\(name)' must be a non-empty word without commas or spaces")
             }
@@ -285,9 +289,7 @@ public struct ActParser {
 
     private func identifier(_ node: Node, _ what: String) throws(ActError) -> String {
         let text = try scalar(node, what)
-        guard !text.isEmpty, text.count <= 100, text.allSatisfy({ Self.nameCharacters.contains($0) }) else {
-            throw error(at: line(node), "\(what) '\(text)' may use only letters, digits, '.', '_' and '-'")
-        }
+        if let problem = Names.problem(text, what) { throw error(at: line(node), problem) }
         return text
     }
 }

@@ -68,6 +68,13 @@ struct Session {
                             continuation.finish()
                             return
                         }
+                        do throws(CoordinatorError) {
+                            try CoordinatorCore.check(RunnerHello(hello))
+                        } catch {
+                            outbox.send(.error(id: first.id, WireError(error)))
+                            continuation.finish()
+                            return
+                        }
                         outbox.send(Envelope(id: first.id, .welcome(welcome(identity, session: id))))
                         await core.hello(session: id, RunnerHello(hello))
                         logger.debug("session started")
