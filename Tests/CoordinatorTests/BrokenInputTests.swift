@@ -74,6 +74,31 @@ import Wire
         }
     }
 
+    /// A request with id 0 is refused, not carried out (its answer could not be told from a
+    /// push), and the session goes on.
+    @Test func aRequestWithIdZeroIsRefusedAndTheSessionGoesOn() async throws {
+        var limits = CoordinatorLimits()
+        limits.heartbeatInterval = .milliseconds(300)
+        try await TestCoordinator.with(limits: limits) { coordinator in
+            let queue: [UInt8] = try Envelope(id: 0, .queue(.init())).serializedBytes()
+            let runners: [UInt8] = try Envelope(id: 7, .runners(.init())).serializedBytes()
+            let received = try await RawClient.exchange(frame(try hello()) + frame(queue) + frame(runners), with: coordinator.endpoint,
+                                                        tls: coordinator.pki.tls("admin"))
+            let frames = try received.frames().filter { if case .heartbeat = $0.body { false } else { true } }
+            #expect(frames.count == 4, "\(frames)")
+            guard frames.count == 4 else { return }
+            if case .error(let error) = frames[1].body {
+                #expect(frames[1].id == 0 && error.code == .badRequest)
+                #expect(error.message.hasPrefix("a request needs a non-zero id"))
+            } else {
+                Issue.record("not an error: \(frames[1])")
+            }
+            #expect(frames[2].id == 7)
+            if case .runnerList = frames[2].body {} else { Issue.record("not the runner list: \(frames[2])") }
+            #expect(!frames.contains { if case .queueList = $0.body { true } else { false } })
+        }
+    }
+
     @Test func aFirstFrameOtherThanHelloIsRefused() async throws {
         try await TestCoordinator.with { coordinator in
             let queue: [UInt8] = try Envelope(id: 1, .queue(.init())).serializedBytes()

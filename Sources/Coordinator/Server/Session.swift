@@ -170,6 +170,14 @@ struct Session {
 
     /// The response body for a request, or nil for one-way frames.
     func respond(to envelope: Envelope, session id: UInt64, principal: Principal, outbox: Outbox) async throws -> Envelope.OneOf_Body? {
+        if envelope.id == 0 {
+            switch envelope.body {
+            case .heartbeat, .logAppend, .artifactChunk, nil: break
+            default:
+                // Its answer could not be told from a push.
+                throw WireError(.badRequest, "a request needs a non-zero id; id 0 is for one-way frames (LogAppend, ArtifactChunk, Heartbeat)")
+            }
+        }
         switch envelope.body {
         case .heartbeat(let beat):
             await core.heartbeat(session: id, running: beat.hasRunning ? RunningJobs(beat.running) : nil)
