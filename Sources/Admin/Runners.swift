@@ -32,14 +32,19 @@ struct Runners: AsyncParsableCommand {
         static func jsonEntry(_ runner: Heddle_V1_RunnerInfo) -> [String: Any] {
             ["name": runner.name, "labels": runner.labels, "capacity": runner.capacity, "running": runner.running,
              "connected_at": Output.iso(runner.connectedAtMs), "last_heartbeat": Output.iso(runner.lastHeartbeatMs),
-             "session": runner.sessionID, "drained": runner.drained]
+             "session": runner.sessionID, "drained": runner.drained,
+             "stalled": runner.stalled.isEmpty ? NSNull() : runner.stalled as Any]
         }
 
         static func table(_ runners: [Heddle_V1_RunnerInfo]) -> String {
-            Output.table(["NAME", "LABELS", "RUNNING", "CONNECTED SINCE", "LAST HEARTBEAT", "STATE"], runners.map {
+            let table = Output.table(["NAME", "LABELS", "RUNNING", "CONNECTED SINCE", "LAST HEARTBEAT", "STATE"], runners.map {
                 [$0.name, $0.labels.joined(separator: ","), "\($0.running)/\($0.capacity)", Output.time($0.connectedAtMs),
-                 Output.time($0.lastHeartbeatMs), $0.drained ? Output.paint("drained", "33") : "active"]
+                 Output.time($0.lastHeartbeatMs),
+                 !$0.stalled.isEmpty ? Output.paint("stalled", "31") : $0.drained ? Output.paint("drained", "33") : "active"]
             })
+            // Why a stalled runner's jobs make no progress, below the table.
+            let notes = runners.filter { !$0.stalled.isEmpty }.map { "\($0.name) is stalled: \($0.stalled)" }
+            return ([table] + notes).joined(separator: "\n")
         }
     }
 

@@ -89,11 +89,16 @@ struct ArtifactUploader {
         declare.name = name
         declare.size = size
         declare.sha256 = Data(hasher.finalize())
+        var pause = Duration.seconds(1)
         while true {
             do {
                 return try await attempt(declare, handle: handle)
             } catch where CoordinatorLink.isConnectionLoss(error) {
                 _ = await link.current()  // declare again on the next connection
+            } catch let error as WireError where error.code == .unavailable {
+                // The coordinator's storage is full: declare again (it says from where) later.
+                try await Task.sleep(for: pause)
+                pause = min(pause * 2, .seconds(30))
             }
         }
     }

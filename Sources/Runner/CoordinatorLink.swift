@@ -46,8 +46,11 @@ actor CoordinatorLink {
         (error as? WireError)?.code == .unavailableOrClosed
     }
 
-    /// Sends a request, again on the next connection when the connection drops first.
-    func request(_ body: Envelope.OneOf_Body) async throws -> Envelope {
+    /// Sends a request, again on the next connection when the connection drops first, and
+    /// again after a pause (1 s, doubling to `maximumPause`) while the coordinator answers
+    /// `UNAVAILABLE` (its storage is full): a node's result is not lost to a full disk.
+    func request(_ body: Envelope.OneOf_Body, maximumPause: Duration = .seconds(30)) async throws -> Envelope {
+        var pause = Duration.seconds(1)
         while true {
             let connection = await current()
             do {
@@ -55,6 +58,9 @@ actor CoordinatorLink {
             } catch where Self.isConnectionLoss(error) {
                 detach(connection)
                 await waitForReplacement(of: connection)
+            } catch let error as WireError where error.code == .unavailable {
+                try await Task.sleep(for: pause)
+                pause = min(pause * 2, maximumPause)
             }
         }
     }

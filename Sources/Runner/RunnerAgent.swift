@@ -137,6 +137,9 @@ public final class RunnerAgent: Service, Sendable {
 
     private func connectLoop(assignments: AsyncStream<Heddle_V1_Assignment>.Continuation) async {
         var backoff = 0.25
+        // The coordinator's heartbeat interval, from its last Welcome: a runner that holds
+        // jobs comes back within its lease (three intervals), however long its backoff.
+        var heartbeat: Double?
         while !Task.isCancelled {
             do {
                 var hello = Heddle_V1_Hello()
@@ -146,7 +149,8 @@ public final class RunnerAgent: Service, Sendable {
                 let connection = try await HeddleConnection.connect(to: configuration.coordinator,
                                                                     tls: configuration.tls, hello: hello,
                                                                     running: { [self] in runningJobs() })
-                backoff = 0.25
+                let connectedAt = ContinuousClock.now
+                heartbeat = Double(connection.welcome.heartbeatIntervalMs) / 1000
                 logger.info("connected", metadata: ["coordinator": "\(configuration.coordinator)",
                                                     "name": "\(connection.welcome.peerName)",
                                                     "labels": "\(configuration.labels.joined(separator: ","))",
@@ -157,12 +161,19 @@ public final class RunnerAgent: Service, Sendable {
                 await link.detach(connection)
                 await connection.close()
                 if !Task.isCancelled { logger.warning("disconnected from the coordinator") }
+                // Only a connection that lasted resets the backoff: one the coordinator keeps
+                // ending at once (its storage is full, say) is not retried several times a second.
+                if ContinuousClock.now - connectedAt >= .seconds(10) { backoff = 0.25 }
             } catch {
                 logger.error("cannot connect", metadata: ["error": "\(error)"])
             }
             guard !Task.isCancelled else { break }
+            let holdsJobs = state.withLock { !$0.jobs.isEmpty }
+            var limit = Double(configuration.maximumBackoff.components.seconds)
+            if holdsJobs, let heartbeat, heartbeat > 0 { limit = min(limit, heartbeat * 1.5) }
+            backoff = min(backoff, limit)
             let delay = backoff * Double.random(in: 0.5...1.5)
-            backoff = min(backoff * 2, Double(configuration.maximumBackoff.components.seconds))
+            backoff = min(backoff * 2, limit)
             try? await Task.sleep(for: .milliseconds(Int(delay * 1000)))
         }
     }

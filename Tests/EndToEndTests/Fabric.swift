@@ -12,6 +12,8 @@ final class Fabric: Sendable {
     let endpoint: String
     let proxy: TCPProxy?
     let heartbeat: Double
+    /// The coordinator's data directory.
+    let data: String
     private let processes = Mutex<(coordinator: ManagedProcess?, runners: [ManagedProcess?])>((nil, []))
 
     var certs: String { root.file("certs") }
@@ -23,13 +25,14 @@ final class Fabric: Sendable {
     /// under `ulimit -n` of that.
     init(runnerLabels: [String] = ["linux,x86"], capacity: Int = 2, heartbeat: Double = 5, proxied: Bool = false,
          direct: Set<Int> = [], runnerEnvironment: [[String: String]] = [], coordinatorArguments: [String] = [],
-         descriptorLimit: Int? = nil) async throws {
+         descriptorLimit: Int? = nil, data: String? = nil) async throws {
         root = try TemporaryDirectory("heddle-e2e")
         self.heartbeat = heartbeat
+        self.data = data ?? root.file("data")
         let heddle = Binaries.path("heddle")
         try await Self.run(heddle, ["certs", "init", "--dir", root.file("certs")], root)
         try await Self.run(heddle, ["certs", "issue", "--dir", root.file("certs"), "--role", "automation", "--name", "bot"], root)
-        let coordinator = try Self.startCoordinator(root: root, listen: "127.0.0.1:0", heartbeat: heartbeat,
+        let coordinator = try Self.startCoordinator(root: root, data: self.data, listen: "127.0.0.1:0", heartbeat: heartbeat,
                                                     extra: coordinatorArguments, descriptorLimit: descriptorLimit)
         processes.withLock { $0.coordinator = coordinator }
         let line = try await coordinator.waitForLine(startingWith: "listening on ")
@@ -63,11 +66,11 @@ final class Fabric: Sendable {
         }
     }
 
-    static func startCoordinator(root: TemporaryDirectory, listen: String, heartbeat: Double,
+    static func startCoordinator(root: TemporaryDirectory, data: String, listen: String, heartbeat: Double,
                                  extra: [String] = [], descriptorLimit: Int? = nil) throws -> ManagedProcess {
         let certs = root.file("certs")
         let arguments = [
-            "--listen", listen, "--data", root.file("data"), "--heartbeat-interval", String(heartbeat),
+            "--listen", listen, "--data", data, "--heartbeat-interval", String(heartbeat),
             "--ca", "\(certs)/ca.pem", "--cert", "\(certs)/coordinator.pem", "--key", "\(certs)/coordinator.key",
         ] + extra
         if let descriptorLimit {
@@ -95,7 +98,7 @@ final class Fabric: Sendable {
             kill(old.pid, SIGKILL)
             _ = try await old.waitForExit()
         }
-        let restarted = try Self.startCoordinator(root: root, listen: endpoint, heartbeat: heartbeat)
+        let restarted = try Self.startCoordinator(root: root, data: data, listen: endpoint, heartbeat: heartbeat)
         processes.withLock { $0.coordinator = restarted }
         _ = try await restarted.waitForLine(startingWith: "listening on ")
     }

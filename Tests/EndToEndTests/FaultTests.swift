@@ -327,6 +327,92 @@ import Wire
         return ticks / Double(sysconf(Int32(_SC_CLK_TCK)))
     }
 
+    /// Whether this process may mount a tmpfs (root with the capability: the test machines).
+    static let canMountTmpfs: Bool = {
+        guard let point = try? TemporaryDirectory("heddle-mount-probe") else { return false }
+        defer { point.remove() }
+        guard shell(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", point.path]) == 0 else { return false }
+        _ = shell(["umount", point.path])
+        return true
+    }()
+
+    @discardableResult
+    static func shell(_ arguments: [String]) -> Int32 {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = arguments
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        guard (try? process.run()) != nil else { return -1 }
+        process.waitUntilExit()
+        return process.terminationStatus
+    }
+
+    /// The coordinator's data disk fills up while a node writes its log and an artifact: the
+    /// runner keeps the bytes and backs off (a handful of reconnects, not several a second),
+    /// `heddle runners` says why the job is stalled, and once space is back the job finishes
+    /// with its true outcome, every log byte stored once and the artifact intact.
+    @Test(.enabled(if: canMountTmpfs, "mounting a tmpfs needs root"))
+    func aFullDataDiskStallsTheJobUntilSpaceReturns() async throws {
+        let disk = try TemporaryDirectory("heddle-disk")
+        defer { disk.remove() }
+        #expect(Self.shell(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", disk.path]) == 0)
+        defer { Self.shell(["umount", "-l", disk.path]) }
+        let fabric = try await Fabric(runnerLabels: ["linux"], heartbeat: 2, data: "\(disk.path)/data")
+        let filler = "\(disk.path)/filler"
+        do {
+            let go = fabric.root.file("go")
+            try await fabric.push("full.act", """
+                name: full
+                jobs:
+                  work:
+                    labels: [linux]
+                    nodes:
+                      n:
+                        run: "echo first; while [ ! -f \(go) ]; do sleep 0.05; done; seq 1 20000; head -c 2097152 /dev/urandom > out.bin; sha256sum out.bin"
+                        artifacts: [out.bin]
+                """)
+            let id = try await fabric.trigger("shop/full")
+            try await waitUntil("the node to start") { try await logLines(fabric, id, job: "work", node: "n") >= 1 }
+            // Fill the disk, then let the node write.
+            let handle = try #require(FileHandle(forWritingAtPath: { _ = FileManager.default.createFile(atPath: filler, contents: nil); return filler }()))
+            let block = Data(count: 1 << 20)
+            while (try? handle.write(contentsOf: block)) != nil {}
+            try? handle.close()
+            let runner = try #require(fabric.runners[0])
+            let connectsBefore = runner.standardError.components(separatedBy: " connected").count
+            _ = FileManager.default.createFile(atPath: go, contents: Data())
+            try await waitUntil("heddle runners to say the runner is stalled") {
+                let runners = try await fabric.json(["runners"]) as? [[String: Any]] ?? []
+                return (runners.first?["stalled"] as? String)?.contains("storage is full") == true
+            }
+            let start = ContinuousClock.now
+            try await waitUntil("six seconds of a full disk") { ContinuousClock.now - start >= .seconds(6) }
+            let reconnects = runner.standardError.components(separatedBy: " connected").count - connectsBefore
+            #expect(reconnects <= 8, "\(reconnects) reconnects in about 6 s")
+            #expect(try await fabric.run(id)["status"] as? String == "running")
+
+            try FileManager.default.removeItem(atPath: filler)
+            let run = try await fabric.waitForRun(id, ["succeeded", "failed", "cancelled"], timeout: .seconds(60))
+            #expect(run["status"] as? String == "succeeded", "\(run)")
+            let node = try #require(((run["jobs"] as? [[String: Any]])?.first?["nodes"] as? [[String: Any]])?.first)
+            #expect(node["status"] as? String == "succeeded" && node["exit_code"] as? Int == 0, "\(node)")
+            let log = try await fabric.heddle(["logs", String(id), "--job", "work", "--node", "n"]).output
+            let expected = "first\n" + (1...20000).map { "\($0)\n" }.joined()
+            #expect(log.hasPrefix(expected), "the log is not exact")
+            let hash = String(log.dropFirst(expected.count).prefix(64))
+            let artifacts = try #require(try await fabric.json(["artifacts", "--run", String(id)]) as? [[String: Any]])
+            #expect(artifacts.first?["sha256"] as? String == hash)
+            let runners = try await fabric.json(["runners"]) as? [[String: Any]] ?? []
+            #expect(runners.first?["stalled"] is NSNull)
+        } catch {
+            try? FileManager.default.removeItem(atPath: filler)
+            await fabric.stop()
+            throw error
+        }
+        await fabric.stop()
+    }
+
     static func frame(_ envelope: Envelope) -> [UInt8] {
         let payload: [UInt8] = (try? envelope.serializedBytes()) ?? []
         return [0] + withUnsafeBytes(of: UInt32(payload.count).bigEndian, Array.init) + payload

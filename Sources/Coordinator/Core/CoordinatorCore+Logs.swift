@@ -171,6 +171,10 @@ extension CoordinatorCore {
     /// A batch is durable: acknowledge it to the runner of each job, show it to watchers,
     /// and keep each log under its size limit.
     func committed(_ batch: [PendingLog]) {
+        if storageFullSince != nil {
+            storageFullSince = nil
+            logger.notice("storage is writable again: log bytes are stored")
+        }
         var acks: [LogKey: UInt64] = [:]
         var added: [LogKey: Int64] = [:]
         for item in batch {
@@ -199,9 +203,20 @@ extension CoordinatorCore {
     /// jobs are closed, so their runners reconnect and send the bytes again, and what was
     /// queued after it for those jobs is dropped (it would follow bytes that are not there).
     func failed(_ batch: [PendingLog], _ error: any Error) {
-        logger.error("cannot store log bytes", metadata: ["error": "\(error)"])
         let jobs = Set(batch.map(\.jobID))
-        let failure = CoordinatorError(.internal, "cannot store log bytes: \(error)")
+        let failure: CoordinatorError
+        if CoordinatorError(error).code == .unavailable {
+            // Not the runners' fault, and not for good: they keep the bytes and send them
+            // again after a pause (a runner backs off while its connections keep ending).
+            if storageFullSince == nil {
+                storageFullSince = Date.nowMilliseconds
+                logger.error("storage is full: log bytes wait with their runners until it is not", metadata: ["error": "\(error)"])
+            }
+            failure = CoordinatorError(.unavailable, "the coordinator's storage is full: log bytes were not stored (\(error)); send them again later")
+        } else {
+            logger.error("cannot store log bytes", metadata: ["error": "\(error)"])
+            failure = CoordinatorError(.internal, "cannot store log bytes: \(error)")
+        }
         let later = logs.pending.filter { jobs.contains($0.jobID) }
         logs.pending.removeAll { jobs.contains($0.jobID) }
         logs.pendingBytes -= later.reduce(0) { $0 + $1.data.count }

@@ -75,11 +75,16 @@ extension CoordinatorCore {
     }
 
     func runnerList() -> [RunnerInfo] {
-        runners.sorted { $0.key < $1.key }.map { id, runner in
-            RunnerInfo(name: runner.name, labels: runner.labels, capacity: runner.capacity,
-                       running: scheduler.runners[id]?.running.count ?? 0, connectedAt: runner.connectedAt,
-                       lastHeartbeat: runner.lastHeartbeat, sessionID: id,
-                       drained: scheduler.runners[id]?.drained ?? drained.contains(runner.name))
+        let stalled = storageFullSince.map {
+            "the coordinator's storage is full since \(Date(timeIntervalSince1970: Double($0) / 1000).formatted(.iso8601)): log bytes and results wait"
+        }
+        return runners.sorted { $0.key < $1.key }.map { id, runner in
+            let running = scheduler.runners[id]?.running.count ?? 0
+            return RunnerInfo(name: runner.name, labels: runner.labels, capacity: runner.capacity,
+                              running: running, connectedAt: runner.connectedAt,
+                              lastHeartbeat: runner.lastHeartbeat, sessionID: id,
+                              drained: scheduler.runners[id]?.drained ?? drained.contains(runner.name),
+                              stalled: running > 0 ? stalled : nil)
         }
     }
 }

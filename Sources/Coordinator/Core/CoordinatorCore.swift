@@ -52,6 +52,9 @@ public actor CoordinatorCore {
     var uploads: [UInt64: PendingUpload] = [:]
     /// Names of drained runners (durable in the store).
     var drained: Set<String> = []
+    /// Since when (milliseconds) the storage is full, as the last failed write said; nil once
+    /// a write succeeds again.
+    var storageFullSince: Int64?
     var revocations: [Revocation] = []
     /// Parsed pipeline versions by id.
     var definitions: [Int64: PipelineDefinition] = [:]

@@ -46,6 +46,7 @@ extension WireError {
         case .staleLease: .staleEpoch
         case .resourceExhausted: .resourceExhausted
         case .internal: .internal
+        case .unavailable: .unavailable
         }
         self.init(code, error.message)
     }
@@ -244,6 +245,7 @@ extension RunnerInfo {
         info.lastHeartbeatMs = lastHeartbeat
         info.sessionID = String(sessionID)
         info.drained = drained
+        info.stalled = stalled ?? ""
         return info
     }
 }

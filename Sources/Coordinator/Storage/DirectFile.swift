@@ -183,6 +183,9 @@ final class DirectFile {
     }
 
     static func failure(_ what: String, _ code: Int32) -> CoordinatorError {
-        CoordinatorError(.internal, "cannot \(what): \(String(cString: strerror(code)))")
+        if code == ENOSPC || code == EDQUOT {
+            return CoordinatorError(.unavailable, "the coordinator's storage is full (cannot \(what): \(String(cString: strerror(code)))); send it again later")
+        }
+        return CoordinatorError(.internal, "cannot \(what): \(String(cString: strerror(code)))")
     }
 }

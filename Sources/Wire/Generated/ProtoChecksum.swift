@@ -2,5 +2,5 @@
 // SHA-256 of the concatenated proto/heddle/v1/*.proto files (in name order) this code was
 // generated from. WireTests fails when the protos change without regenerating.
 public enum ProtoChecksum {
-    public static let sha256 = "0671be8f9d8e041f772387b8a8384c73b9da1dc0f70054f79e23ee27cd1f2360"
+    public static let sha256 = "e9c297f4a3c0ce09adcbab0f82b701af9369cc293c7421e40f9e90fa0d47c9de"
 }

@@ -55,6 +55,9 @@ public nonisolated enum Heddle_V1_ErrorCode: SwiftProtobuf.Enum, Swift.CaseItera
 
   /// a message this peer does not know; the session goes on
   case unimplemented // = 12
+
+  /// not now (the coordinator's storage is full): send the same again later
+  case unavailable // = 13
   case UNRECOGNIZED(Int)
 
   public init() {
@@ -76,6 +79,7 @@ public nonisolated enum Heddle_V1_ErrorCode: SwiftProtobuf.Enum, Swift.CaseItera
     case 10: self = .unsupportedVersion
     case 11: self = .internal
     case 12: self = .unimplemented
+    case 13: self = .unavailable
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -95,6 +99,7 @@ public nonisolated enum Heddle_V1_ErrorCode: SwiftProtobuf.Enum, Swift.CaseItera
     case .unsupportedVersion: return 10
     case .internal: return 11
     case .unimplemented: return 12
+    case .unavailable: return 13
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -114,6 +119,7 @@ public nonisolated enum Heddle_V1_ErrorCode: SwiftProtobuf.Enum, Swift.CaseItera
     .unsupportedVersion,
     .internal,
     .unimplemented,
+    .unavailable,
   ]
 
 }
@@ -1929,6 +1935,10 @@ public nonisolated struct Heddle_V1_RunnerInfo: Sendable {
 
   public var drained: Bool = false
 
+  /// Why this runner's jobs cannot make progress now (empty: they can), e.g. "the coordinator's
+  /// storage is full since 2026-12-01T02:10:00Z: log bytes and results wait".
+  public var stalled: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -2044,7 +2054,7 @@ public nonisolated struct Heddle_V1_ArtifactData: Sendable {
 fileprivate nonisolated let _protobuf_package = "heddle.v1"
 
 nonisolated extension Heddle_V1_ErrorCode: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ERROR_CODE_UNSPECIFIED\0\u{1}ERROR_CODE_BAD_FRAME\0\u{1}ERROR_CODE_BAD_REQUEST\0\u{1}ERROR_CODE_UNAUTHENTICATED\0\u{1}ERROR_CODE_PERMISSION_DENIED\0\u{1}ERROR_CODE_NOT_FOUND\0\u{1}ERROR_CODE_INVALID_ARGUMENT\0\u{1}ERROR_CODE_FAILED_PRECONDITION\0\u{1}ERROR_CODE_STALE_EPOCH\0\u{1}ERROR_CODE_RESOURCE_EXHAUSTED\0\u{1}ERROR_CODE_UNSUPPORTED_VERSION\0\u{1}ERROR_CODE_INTERNAL\0\u{1}ERROR_CODE_UNIMPLEMENTED\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ERROR_CODE_UNSPECIFIED\0\u{1}ERROR_CODE_BAD_FRAME\0\u{1}ERROR_CODE_BAD_REQUEST\0\u{1}ERROR_CODE_UNAUTHENTICATED\0\u{1}ERROR_CODE_PERMISSION_DENIED\0\u{1}ERROR_CODE_NOT_FOUND\0\u{1}ERROR_CODE_INVALID_ARGUMENT\0\u{1}ERROR_CODE_FAILED_PRECONDITION\0\u{1}ERROR_CODE_STALE_EPOCH\0\u{1}ERROR_CODE_RESOURCE_EXHAUSTED\0\u{1}ERROR_CODE_UNSUPPORTED_VERSION\0\u{1}ERROR_CODE_INTERNAL\0\u{1}ERROR_CODE_UNIMPLEMENTED\0\u{1}ERROR_CODE_UNAVAILABLE\0")
 }
 
 nonisolated extension Heddle_V1_Status: SwiftProtobuf._ProtoNameProviding {
@@ -5397,7 +5407,7 @@ nonisolated extension Heddle_V1_RunnersRequest: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Heddle_V1_RunnerInfo: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RunnerInfo"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}labels\0\u{1}capacity\0\u{1}running\0\u{3}connected_at_ms\0\u{3}last_heartbeat_ms\0\u{3}session_id\0\u{1}drained\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}labels\0\u{1}capacity\0\u{1}running\0\u{3}connected_at_ms\0\u{3}last_heartbeat_ms\0\u{3}session_id\0\u{1}drained\0\u{1}stalled\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -5413,6 +5423,7 @@ nonisolated extension Heddle_V1_RunnerInfo: SwiftProtobuf.Message, SwiftProtobuf
       case 6: try { try decoder.decodeSingularInt64Field(value: &self.lastHeartbeatMs) }()
       case 7: try { try decoder.decodeSingularStringField(value: &self.sessionID) }()
       case 8: try { try decoder.decodeSingularBoolField(value: &self.drained) }()
+      case 9: try { try decoder.decodeSingularStringField(value: &self.stalled) }()
       default: break
       }
     }
@@ -5443,6 +5454,9 @@ nonisolated extension Heddle_V1_RunnerInfo: SwiftProtobuf.Message, SwiftProtobuf
     if self.drained != false {
       try visitor.visitSingularBoolField(value: self.drained, fieldNumber: 8)
     }
+    if !self.stalled.isEmpty {
+      try visitor.visitSingularStringField(value: self.stalled, fieldNumber: 9)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -5455,6 +5469,7 @@ nonisolated extension Heddle_V1_RunnerInfo: SwiftProtobuf.Message, SwiftProtobuf
     if lhs.lastHeartbeatMs != rhs.lastHeartbeatMs {return false}
     if lhs.sessionID != rhs.sessionID {return false}
     if lhs.drained != rhs.drained {return false}
+    if lhs.stalled != rhs.stalled {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -19,6 +19,8 @@ public struct CoordinatorError: Error, CustomStringConvertible, Sendable, Equata
         case resourceExhausted
         /// The coordinator failed (storage, a bug): not the caller's fault.
         case `internal`
+        /// Not now: the coordinator's storage is full. The same request later may succeed.
+        case unavailable
     }
 
     public var code: Code
@@ -48,7 +50,11 @@ public struct CoordinatorError: Error, CustomStringConvertible, Sendable, Equata
             case .inconsistent: self.init(.internal, "the coordinator's data is inconsistent: \(error.message)")
             }
         default:
-            self.init(.internal, "internal error: \(error)")
+            if let full = CoordinatorError(storageFull: error) {
+                self = full
+            } else {
+                self.init(.internal, "internal error: \(error)")
+            }
         }
     }
 }

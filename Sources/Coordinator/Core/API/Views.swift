@@ -60,6 +60,8 @@ public struct RunnerInfo: Sendable, Equatable {
     public var lastHeartbeat: Int64
     public var sessionID: UInt64
     public var drained: Bool
+    /// Why its jobs make no progress now (the coordinator's storage is full), or nil.
+    public var stalled: String? = nil
 }
 
 public struct ArtifactSlice: Sendable, Equatable {
