@@ -85,7 +85,7 @@ actor CoordinatorLink {
 
     /// An acknowledgement reaches the stream of the assignment with its epoch.
     func acknowledge(_ ack: Heddle_V1_LogAck) async {
-        await streams[JobKey(jobID: ack.jobID, epoch: ack.epoch)]?[ack.node]?.acknowledged(ack.durableOffset)
+        await streams[JobKey(jobID: ack.jobID, epoch: ack.epoch)]?[ack.node]?.acknowledged(ack.durableOffset, resend: ack.resend)
     }
 
     /// After a reconnect: every stream sends again what was not acknowledged.

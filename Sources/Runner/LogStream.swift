@@ -17,6 +17,10 @@ actor LogStream {
     private var pumping = false
     private var abandoned = false
     private var ackWaiters: [(UInt64, CheckedContinuation<Void, Never>)] = []
+    /// While the coordinator cannot store bytes (its storage is full): nothing is sent before
+    /// this, and the pause doubles at each refusal, up to 30 s.
+    private var pausedUntil: ContinuousClock.Instant?
+    private var pause = Duration.seconds(1)
 
     /// The largest chunk sent: what is waiting goes in one frame, up to this, or half the
     /// coordinator's frame limit when that is smaller. Big chunks when a node writes fast
@@ -44,6 +48,7 @@ actor LogStream {
     /// Sends what was not sent on the current connection yet.
     private func pump() async {
         guard !pumping else { return }
+        if let pausedUntil, ContinuousClock.now < pausedUntil { return }
         pumping = true
         defer { pumping = false }
         while sent < end && !abandoned {
@@ -67,8 +72,27 @@ actor LogStream {
         }
     }
 
-    func acknowledged(_ offset: UInt64) {
+    /// The coordinator stored the bytes up to `offset`; with `resend`, the ones after it were
+    /// not stored: they go again from `offset` after a pause.
+    func acknowledged(_ offset: UInt64, resend: Bool = false) {
+        if resend {
+            if offset > acked && offset <= end { advance(to: offset) }
+            sent = acked
+            let wait = pause
+            pause = min(pause * 2, .seconds(30))
+            pausedUntil = ContinuousClock.now.advanced(by: wait)
+            Task {
+                try? await Task.sleep(for: wait)
+                await self.pump()
+            }
+            return
+        }
+        pause = .seconds(1)
         guard offset > acked, offset <= end else { return }
+        advance(to: offset)
+    }
+
+    private func advance(to offset: UInt64) {
         spool.drop(Int(offset - acked))
         acked = offset
         let ready = ackWaiters.filter { $0.0 <= acked }

@@ -77,24 +77,21 @@ import Wire
     /// A request with id 0 is refused, not carried out (its answer could not be told from a
     /// push), and the session goes on.
     @Test func aRequestWithIdZeroIsRefusedAndTheSessionGoesOn() async throws {
+        // The session ends when the heartbeat finds it silent: late enough for a loaded machine
+        // to have answered both requests.
         var limits = CoordinatorLimits()
-        limits.heartbeatInterval = .milliseconds(300)
+        limits.heartbeatInterval = .seconds(2)
         try await TestCoordinator.with(limits: limits) { coordinator in
             let queue: [UInt8] = try Envelope(id: 0, .queue(.init())).serializedBytes()
             let runners: [UInt8] = try Envelope(id: 7, .runners(.init())).serializedBytes()
             let received = try await RawClient.exchange(frame(try hello()) + frame(queue) + frame(runners), with: coordinator.endpoint,
                                                         tls: coordinator.pki.tls("admin"))
             let frames = try received.frames().filter { if case .heartbeat = $0.body { false } else { true } }
-            #expect(frames.count == 4, "\(frames)")
-            guard frames.count == 4 else { return }
-            if case .error(let error) = frames[1].body {
-                #expect(frames[1].id == 0 && error.code == .badRequest)
-                #expect(error.message.hasPrefix("a request needs a non-zero id"))
-            } else {
-                Issue.record("not an error: \(frames[1])")
+            let refusal = frames.firstIndex {
+                if case .error(let error) = $0.body { $0.id == 0 && error.code == .badRequest && error.message.hasPrefix("a request needs a non-zero id") } else { false }
             }
-            #expect(frames[2].id == 7)
-            if case .runnerList = frames[2].body {} else { Issue.record("not the runner list: \(frames[2])") }
+            let answer = frames.firstIndex { if case .runnerList = $0.body { $0.id == 7 } else { false } }
+            #expect(refusal != nil && answer != nil && refusal! < answer!, "\(frames)")
             #expect(!frames.contains { if case .queueList = $0.body { true } else { false } })
         }
     }

@@ -199,15 +199,16 @@ extension CoordinatorCore {
         for (key, bytes) in added where bytes > 0 { enforceLogLimit(key, added: bytes) }
     }
 
-    /// A batch could not be made durable. Nothing of it was acknowledged; the sessions of its
-    /// jobs are closed, so their runners reconnect and send the bytes again, and what was
-    /// queued after it for those jobs is dropped (it would follow bytes that are not there).
+    /// A batch could not be made durable. Nothing of it was acknowledged, and what was queued
+    /// after it for the same jobs is dropped (it would follow bytes that are not there).
+    /// When the storage is full, each of those logs' runners is told to send again from the
+    /// durable offset after a pause (`LogAck{resend}`) and its session goes on; after any
+    /// other failure the sessions are closed, and the runners reconnect and send again.
     func failed(_ batch: [PendingLog], _ error: any Error) {
         let jobs = Set(batch.map(\.jobID))
+        let full = CoordinatorError(error).code == .unavailable
         let failure: CoordinatorError
-        if CoordinatorError(error).code == .unavailable {
-            // Not the runners' fault, and not for good: they keep the bytes and send them
-            // again after a pause (a runner backs off while its connections keep ending).
+        if full {
             if storageFullSince == nil {
                 storageFullSince = Date.nowMilliseconds
                 logger.error("storage is full: log bytes wait with their runners until it is not", metadata: ["error": "\(error)"])
@@ -221,12 +222,24 @@ extension CoordinatorCore {
         logs.pending.removeAll { jobs.contains($0.jobID) }
         logs.pendingBytes -= later.reduce(0) { $0 + $1.data.count }
         for item in batch + later { item.done?.resolve(.failure(failure)) }
+        var resend: [(session: UInt64, jobID: Int64, epoch: Int64, node: String, durable: UInt64)] = []
         for jobID in jobs {
+            if full, let lease = leases[jobID], let session = lease.session {
+                let nodes = Set((batch + later).filter { $0.jobID == jobID }.map(\.node))
+                for node in nodes.sorted() {
+                    resend.append((session, jobID, lease.epoch, node, logs.jobs[jobID]?.durable[node] ?? 0))
+                }
+            }
+            // Its lengths are read from the store again at its next chunk: the durable ones.
             logs.forget(jobID: jobID)
-            if let session = leases[jobID]?.session, let open = sessions[session] {
+            if !full, let session = leases[jobID]?.session, let open = sessions[session] {
                 open.sink.send(.failure(failure))
                 open.close()
             }
+        }
+        for item in resend {
+            sink(of: item.session)?.send(.logAck(jobID: item.jobID, epoch: item.epoch, node: item.node,
+                                                 durable: item.durable, resend: true))
         }
     }
 

@@ -70,7 +70,7 @@ public final class CoordinatorServer: Service, Sendable {
                     for try await connection in inbound {
                         guard open.enter(limit: limits.maximumConnections) else {
                             refusals.warning("refusing connections: \(limits.maximumConnections) are open (--max-connections)")
-                            connection.channel.close(promise: nil)
+                            group.addTask { try? await connection.executeThenClose { _, _ in } }
                             continue
                         }
                         group.addTask {

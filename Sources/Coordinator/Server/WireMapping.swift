@@ -349,10 +349,11 @@ extension Envelope {
             self.init(.assignment(assignment.proto))
         case .stopJob(let jobID, let epoch, let reason, let abandon):
             self = .stopJob(UInt64(jobID), epoch: UInt64(epoch), reason: reason, abandon: abandon)
-        case .logAck(let jobID, let epoch, let node, let durable):
+        case .logAck(let jobID, let epoch, let node, let durable, let resend):
             var ack = Heddle_V1_LogAck()
             ack.jobID = UInt64(jobID)
             ack.epoch = UInt64(epoch)
+            ack.resend = resend
             ack.node = node
             ack.durableOffset = durable
             self.init(.logAck(ack))

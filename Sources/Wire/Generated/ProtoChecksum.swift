@@ -2,5 +2,5 @@
 // SHA-256 of the concatenated proto/heddle/v1/*.proto files (in name order) this code was
 // generated from. WireTests fails when the protos change without regenerating.
 public enum ProtoChecksum {
-    public static let sha256 = "e9c297f4a3c0ce09adcbab0f82b701af9369cc293c7421e40f9e90fa0d47c9de"
+    public static let sha256 = "fa3da0b8816d612bb4330c0d682a309b7468447c67369ab2feb844d0f0ee3a35"
 }

@@ -981,6 +981,10 @@ public nonisolated struct Heddle_V1_LogAck: Sendable {
   /// the lease epoch of the log appends acknowledged
   public var epoch: UInt64 = 0
 
+  /// The bytes after durable_offset were not stored (the coordinator's storage is full): send
+  /// them again from durable_offset, after a pause.
+  public var resend: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -3527,7 +3531,7 @@ nonisolated extension Heddle_V1_LogAppend: SwiftProtobuf.Message, SwiftProtobuf.
 
 nonisolated extension Heddle_V1_LogAck: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".LogAck"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}job_id\0\u{1}node\0\u{3}durable_offset\0\u{1}epoch\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}job_id\0\u{1}node\0\u{3}durable_offset\0\u{1}epoch\0\u{1}resend\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3539,6 +3543,7 @@ nonisolated extension Heddle_V1_LogAck: SwiftProtobuf.Message, SwiftProtobuf._Me
       case 2: try { try decoder.decodeSingularStringField(value: &self.node) }()
       case 3: try { try decoder.decodeSingularUInt64Field(value: &self.durableOffset) }()
       case 4: try { try decoder.decodeSingularUInt64Field(value: &self.epoch) }()
+      case 5: try { try decoder.decodeSingularBoolField(value: &self.resend) }()
       default: break
       }
     }
@@ -3557,6 +3562,9 @@ nonisolated extension Heddle_V1_LogAck: SwiftProtobuf.Message, SwiftProtobuf._Me
     if self.epoch != 0 {
       try visitor.visitSingularUInt64Field(value: self.epoch, fieldNumber: 4)
     }
+    if self.resend != false {
+      try visitor.visitSingularBoolField(value: self.resend, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -3565,6 +3573,7 @@ nonisolated extension Heddle_V1_LogAck: SwiftProtobuf.Message, SwiftProtobuf._Me
     if lhs.node != rhs.node {return false}
     if lhs.durableOffset != rhs.durableOffset {return false}
     if lhs.epoch != rhs.epoch {return false}
+    if lhs.resend != rhs.resend {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

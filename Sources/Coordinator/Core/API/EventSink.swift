@@ -5,8 +5,9 @@ public enum SessionEvent: Sendable {
     /// To a runner: stop this job's assignment with lease `epoch`; with `abandon`, that lease
     /// is gone and nothing more about it is accepted (else it reports the job cancelled).
     case stopJob(jobID: Int64, epoch: Int64, reason: String, abandon: Bool)
-    /// To a runner: this node log, written under lease `epoch`, is durable up to `durable` bytes.
-    case logAck(jobID: Int64, epoch: Int64, node: String, durable: UInt64)
+    /// To a runner: this node log, written under lease `epoch`, is durable up to `durable` bytes;
+    /// with `resend`, what was sent after it was not stored and is to be sent again later.
+    case logAck(jobID: Int64, epoch: Int64, node: String, durable: UInt64, resend: Bool = false)
     /// A subscription (`watch`, `watchQueue`) with this request id was accepted; its events follow.
     case subscribed(requestID: UInt64)
     case watch(requestID: UInt64, WatchEvent)
