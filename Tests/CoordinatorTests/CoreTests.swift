@@ -168,6 +168,7 @@ import Wire
         await core.heartbeat(session: session, running: RunningJobs(jobs: [], assignedThrough: Int64(old.epoch)))
         #expect(try await core.runDetail(runID: runID, as: admin).run.status == .running)
         await core.heartbeat(session: session, running: RunningJobs(jobs: [LeaseRef(old)], assignedThrough: Int64(again.epoch)))
+        try await waitUntil("the job to be lost") { try await core.runDetail(runID: runID, as: admin).run.status == .failed }
         let lost = try await core.runDetail(runID: runID, as: admin)
         #expect(lost.run.status == .failed)
         #expect(lost.jobs[0].reason == "runner lost: r1 no longer runs the job")

@@ -173,13 +173,23 @@ public actor CoordinatorCore {
     }
 
     /// A heartbeat from `session`. From a runner, it may list the jobs the runner runs: a job
-    /// leased to this session that the runner has received but no longer lists is lost now,
-    /// not after a lease that its runner keeps renewing.
-    public func heartbeat(session: UInt64, running: RunningJobs? = nil) async {
+    /// leased to this session that the runner has received but no longer lists is lost now
+    /// (in a task of its own), not after a lease that its runner keeps renewing.
+    ///
+    /// Synchronous: a session's task keeps the largest async frames it ever ran, and every
+    /// connection calls this every interval (an async version cost 6 KB per connection).
+    public func heartbeat(session: UInt64, running: RunningJobs? = nil) {
         guard runners[session] != nil else { return }
         runners[session]?.lastHeartbeat = Date.nowMilliseconds
         guard let running else { return }
-        for (jobID, why) in leases.notRunning(session: session, running: Set(running.jobs), through: running.assignedThrough) {
+        let lost = leases.notRunning(session: session, running: Set(running.jobs), through: running.assignedThrough)
+        guard !lost.isEmpty else { return }
+        Task { await self.notRunning(lost) }
+    }
+
+    /// Jobs a heartbeat found no longer run by their runner: lost.
+    func notRunning(_ jobs: [(jobID: Int64, why: String)]) async {
+        for (jobID, why) in jobs {
             logger.warning("the runner no longer runs a job it holds", metadata: ["job.id": "\(jobID)"])
             await lost(jobID: jobID, why: why)
         }

@@ -68,10 +68,8 @@ struct Session {
                             continuation.finish()
                             return
                         }
-                        do throws(CoordinatorError) {
-                            try CoordinatorCore.check(RunnerHello(hello))
-                        } catch {
-                            outbox.send(.error(id: first.id, WireError(error)))
+                        if let refusal = Self.refusal(of: hello) {
+                            outbox.send(.error(id: first.id, refusal))
                             continuation.finish()
                             return
                         }
@@ -122,6 +120,17 @@ struct Session {
         if let opened { await core.sessionClosed(session: opened) }
     }
 
+    /// Why a Hello is refused (its labels break the naming rule), or nil. Kept out of `run`,
+    /// whose coroutine frame every connection holds for its whole life.
+    static func refusal(of hello: Heddle_V1_Hello) -> WireError? {
+        do throws(CoordinatorError) {
+            try CoordinatorCore.check(RunnerHello(hello))
+            return nil
+        } catch {
+            return WireError(error)
+        }
+    }
+
     func welcome(_ identity: PeerIdentity, session: UInt64) -> Heddle_V1_Welcome {
         var welcome = Heddle_V1_Welcome()
         welcome.sessionID = String(session)
@@ -169,7 +178,19 @@ struct Session {
     }
 
     /// The response body for a request, or nil for one-way frames.
+    ///
+    /// Heartbeats, every connection's most frequent frame, are handled here; everything else
+    /// in `respondToRequest`, whose coroutine frame (sized for its largest case) a session's
+    /// task then keeps: idle connections never allocate it.
     func respond(to envelope: Envelope, session id: UInt64, principal: Principal, outbox: Outbox) async throws -> Envelope.OneOf_Body? {
+        if case .heartbeat(let beat) = envelope.body {
+            await core.heartbeat(session: id, running: beat.hasRunning ? RunningJobs(beat.running) : nil)
+            return nil
+        }
+        return try await respondToRequest(envelope, session: id, principal: principal, outbox: outbox)
+    }
+
+    func respondToRequest(_ envelope: Envelope, session id: UInt64, principal: Principal, outbox: Outbox) async throws -> Envelope.OneOf_Body? {
         if envelope.id == 0 {
             switch envelope.body {
             case .heartbeat, .logAppend, .artifactChunk, nil: break
@@ -179,9 +200,8 @@ struct Session {
             }
         }
         switch envelope.body {
-        case .heartbeat(let beat):
-            await core.heartbeat(session: id, running: beat.hasRunning ? RunningJobs(beat.running) : nil)
-            return nil
+        case .heartbeat:
+            return nil  // handled by `respond`
         case .hello:
             throw WireError(.badRequest, "Hello was already sent on this connection")
 
