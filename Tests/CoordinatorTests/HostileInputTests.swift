@@ -109,19 +109,6 @@ import Wire
         }
     }
 
-    func openTCP(_ endpoint: Endpoint) throws -> Int32 {
-        let socket = Foundation.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = UInt16(endpoint.port).bigEndian
-        address.sin_addr.s_addr = inet_addr(endpoint.host)
-        let result = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(socket, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard result == 0 else { throw TestFailure("connect failed: \(String(cString: strerror(errno)))") }
-        return socket
-    }
-
     /// What the core pushes on its own (watch events, queue events) waits in a bounded outbox;
     /// a session that lets it overflow is closed.
     @Test func anOverflowingOutboxClosesItsSession() {

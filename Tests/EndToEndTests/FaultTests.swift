@@ -175,10 +175,10 @@ import Wire
         return runners.first { $0["name"] as? String == name }?["running"] as? Int
     }
 
-    /// A runner frozen (SIGSTOP) past its lease loses the job, which is requeued; resumed, the
-    /// runner abandons its old copy and runs the job again to the end. (The stop of the old
-    /// copy once ended the new one, and the job stayed running forever.)
-    @Test func aRunnerFrozenPastItsLeaseRunsTheJobAgainWhenResumed() async throws {
+    /// Runs `body` with a one-runner fabric whose runner was frozen (SIGSTOP) while running a
+    /// `frozen` job, given the run id and the runner's pid; the runner is resumed and the
+    /// fabric stopped afterwards, whatever happens.
+    func withFrozenRunner(_ body: (Fabric, Int, pid_t) async throws -> Void) async throws {
         let fabric = try await Fabric(runnerLabels: ["linux"], capacity: 1, heartbeat: 0.5)
         let pid = try #require(fabric.runners[0]).pid
         do {
@@ -186,6 +186,21 @@ import Wire
             let id = try await fabric.trigger("shop/frozen")
             try await waitUntil("the job to start") { try await logLines(fabric, id, job: "work", node: "n") >= 1 }
             kill(pid, SIGSTOP)
+            try await body(fabric, id, pid)
+        } catch {
+            kill(pid, SIGCONT)
+            await fabric.stop()
+            throw error
+        }
+        kill(pid, SIGCONT)
+        await fabric.stop()
+    }
+
+    /// A runner frozen (SIGSTOP) past its lease loses the job, which is requeued; resumed, the
+    /// runner abandons its old copy and runs the job again to the end. (The stop of the old
+    /// copy once ended the new one, and the job stayed running forever.)
+    @Test func aRunnerFrozenPastItsLeaseRunsTheJobAgainWhenResumed() async throws {
+        try await withFrozenRunner { fabric, id, pid in
             let requeued = try await fabric.waitForRun(id, ["queued"], timeout: .seconds(30))
             let job = try #require((requeued["jobs"] as? [[String: Any]])?.first)
             #expect((job["reason"] as? String)?.contains("runner lost: runner-1") == true, "\(job)")
@@ -194,25 +209,14 @@ import Wire
             #expect(run["status"] as? String == "succeeded", "\(run)")
             #expect(try await fabric.heddle(["logs", String(id), "--job", "work", "--node", "n"]).output == "start\nend\n")
             try await waitUntil("the runner to be idle") { try await running(fabric, "runner-1") == 0 }
-        } catch {
-            kill(pid, SIGCONT)
-            await fabric.stop()
-            throw error
         }
-        await fabric.stop()
     }
 
-    /// A cancel while the job's runner is frozen: the lease expires and the job ends
+    /// A cancel while the job's runner is frozen: when the lease expires the job ends
     /// cancelled (it was requeued, and ran again once the runner resumed); the resumed
     /// runner stops its copy.
     @Test func aCancelWhileTheRunnerIsFrozenEndsTheJobCancelled() async throws {
-        let fabric = try await Fabric(runnerLabels: ["linux"], capacity: 1, heartbeat: 0.5)
-        let pid = try #require(fabric.runners[0]).pid
-        do {
-            try await fabric.push("frozen.act", Self.frozen)
-            let id = try await fabric.trigger("shop/frozen")
-            try await waitUntil("the job to start") { try await logLines(fabric, id, job: "work", node: "n") >= 1 }
-            kill(pid, SIGSTOP)
+        try await withFrozenRunner { fabric, id, pid in
             let cancel = try await fabric.heddle(["cancel", String(id)])
             #expect(cancel.status == 0 && cancel.output.contains("1 job cancelled"), "\(cancel.output)\(cancel.error)")
             let run = try await fabric.waitForRun(id, ["cancelled", "queued", "failed"], timeout: .seconds(30))
@@ -222,12 +226,7 @@ import Wire
             #expect(try await fabric.run(id)["status"] as? String == "cancelled")
             let queue = try await fabric.json(["queue"]) as? [Any]
             #expect(queue?.isEmpty == true)
-        } catch {
-            kill(pid, SIGCONT)
-            await fabric.stop()
-            throw error
         }
-        await fabric.stop()
     }
 
     /// A client that sends requests and never reads the answers: the coordinator stops
@@ -281,7 +280,7 @@ import Wire
             #expect(coordinator.standardError.contains(
                 "the open-file limit is 64 (ulimit -n) but --max-connections 1000 needs about 1256"), "\(coordinator.standardError)")
             let port = UInt16(fabric.endpoint.split(separator: ":").last ?? "") ?? 0
-            for _ in 0..<100 { sockets.append(try openTCP(port: port)) }
+            for _ in 0..<100 { sockets.append(try openTCP(Endpoint(host: "127.0.0.1", port: Int(port)))) }
             try await waitUntil("the coordinator to say it cannot accept") {
                 coordinator.standardError.contains("cannot accept a connection (accepting again in 1 s)")
             }
@@ -303,19 +302,6 @@ import Wire
             throw error
         }
         await fabric.stop()
-    }
-
-    func openTCP(port: UInt16) throws -> Int32 {
-        let socket = Foundation.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = port.bigEndian
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let result = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(socket, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard result == 0 else { throw TestFailure("connect failed: \(String(cString: strerror(errno)))") }
-        return socket
     }
 
     /// User and system CPU time of a process, in seconds.

@@ -1,3 +1,4 @@
+import Foundation
 import NIOCore
 import NIOPosix
 import NIOSSL
@@ -73,4 +74,22 @@ extension ByteBuffer {
         }
         return out
     }
+}
+
+/// A plain TCP connection (blocking socket, no TLS) to `endpoint`; the caller closes it.
+public func openTCP(_ endpoint: Endpoint) throws -> Int32 {
+    let socket = Foundation.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = UInt16(endpoint.port).bigEndian
+    address.sin_addr.s_addr = inet_addr(endpoint.host)
+    let result = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(socket, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    guard result == 0 else {
+        let reason = String(cString: strerror(errno))
+        close(socket)
+        throw TestFailure("cannot connect to \(endpoint): \(reason)")
+    }
+    return socket
 }
