@@ -79,9 +79,7 @@ struct Certs: AsyncParsableCommand {
             guard Role(rawValue: role) != nil else {
                 throw ValidationError("--role must be runner, viewer, automation or admin, not '\(role)'")
             }
-            guard !name.isEmpty, name.allSatisfy({ $0.isLetter || $0.isNumber || "._-".contains($0) }) else {
-                throw ValidationError("--name may use only letters, digits, '.', '_' and '-'")
-            }
+            if let problem = Names.problem(name, "--name") { throw ValidationError(problem) }
             guard days > 0 else { throw ValidationError("--days must be positive") }
         }
 

@@ -24,6 +24,8 @@ import Wire
         ["trigger", "a/b/c"],
         ["logs", "1", "--node", "build"],
         ["certs", "issue", "--dir", "d", "--role", "boss", "--name", "x"],
+        ["certs", "issue", "--dir", "d", "--role", "runner", "--name", ".."],
+        ["certs", "issue", "--dir", "d", "--role", "runner", "--name", "é"],
         ["runs", "show", "not-a-number"],
         ["queue", "--limit", "0"],
         ["queue", "--limit", "1001"],
