@@ -29,6 +29,8 @@ public struct ActParser {
         self.file = file
     }
 
+
+
     public func parse(_ source: String) throws(ActError) -> PipelineDefinition {
         let root: Node
         do {
