@@ -96,13 +96,39 @@ import Wire
         }
     }
 
+    /// A runner whose labels break the naming rule is answered with an error, not Welcome,
+    /// and the connection closes: it never becomes a runner the scheduler could use.
+    @Test func aRunnerHelloWithABadLabelGetsNoWelcome() async throws {
+        try await TestCoordinator.with { coordinator in
+            var hello = Heddle_V1_Hello()
+            hello.protocolVersion = 1
+            hello.labels = ["linux", "has space"]
+            let received = try await RawClient.exchange(frame(try Envelope(id: 1, .hello(hello)).serializedBytes()),
+                                                        with: coordinator.endpoint, tls: coordinator.pki.tls("runner"))
+            let frames = try received.frames()
+            // Only heartbeats may come before the Error, and nothing after it.
+            #expect(frames.dropLast().allSatisfy { if case .heartbeat = $0.body { true } else { false } }, "\(frames)")
+            guard case .error(let error) = frames.last?.body else {
+                Issue.record("no Error frame last: \(frames)")
+                return
+            }
+            #expect(frames.last?.id == 1 && error.code == .invalidArgument)
+            #expect(error.message == "this runner's label 'has space' may use only letters, digits, '.', '_' and '-'")
+            let admin = try await coordinator.client("admin")
+            #expect(try await admin.runners().isEmpty)
+            await admin.connection.close()
+        }
+    }
+
     @Test func aFirstFrameOtherThanHelloIsRefused() async throws {
         try await TestCoordinator.with { coordinator in
             let queue: [UInt8] = try Envelope(id: 1, .queue(.init())).serializedBytes()
             let received = try await RawClient.exchange(frame(queue), with: coordinator.endpoint, tls: coordinator.pki.tls("admin"))
             let frames = try received.frames()
+            // The Error is the last frame: no heartbeat follows it.
+            #expect(frames.dropLast().allSatisfy { if case .heartbeat = $0.body { true } else { false } }, "\(frames)")
             guard case .error(let error) = frames.last?.body else {
-                Issue.record("no Error frame: \(frames)")
+                Issue.record("no Error frame last: \(frames)")
                 return
             }
             #expect(error.code == .badRequest)

@@ -4,8 +4,13 @@ import Wire
 
 /// Server side of the heartbeat: sends a Heartbeat every interval and closes a connection
 /// that sent nothing for three intervals (this also bounds a handshake or a Hello that never
-/// comes). Every frame is passed on.
+/// comes). Every frame is passed on. Once the session says it is ending (`Ending`, before its
+/// last frame), no more heartbeats are sent, so the session's closing Error is the last frame
+/// the peer reads.
 final class HeartbeatHandler: ChannelDuplexHandler {
+    /// The user outbound event a session triggers before its last frame.
+    struct Ending: Sendable {}
+
     typealias InboundIn = Envelope
     typealias InboundOut = Envelope
     typealias OutboundIn = Envelope
@@ -14,6 +19,7 @@ final class HeartbeatHandler: ChannelDuplexHandler {
     let interval: TimeAmount
     private var lastRead = NIODeadline.now()
     private var task: RepeatedTask?
+    private var ending = false
 
     init(interval: TimeAmount) {
         self.interval = interval
@@ -42,9 +48,19 @@ final class HeartbeatHandler: ChannelDuplexHandler {
             context.close(promise: nil)
             return
         }
+        guard !ending else { return }
         var beat = Heddle_V1_Heartbeat()
         beat.sentAtMs = Date.nowMilliseconds
         context.writeAndFlush(wrapOutboundOut(Envelope(.heartbeat(beat))), promise: nil)
+    }
+
+    func triggerUserOutboundEvent(context: ChannelHandlerContext, event: Any, promise: EventLoopPromise<Void>?) {
+        guard event is Ending else {
+            context.triggerUserOutboundEvent(event, promise: promise)
+            return
+        }
+        ending = true
+        promise?.succeed()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {

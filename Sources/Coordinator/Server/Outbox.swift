@@ -13,6 +13,12 @@ public struct Outbox: EventSink {
     let continuation: AsyncStream<Envelope>.Continuation
     let overflow: @Sendable () -> Void
     let budget: Budget?
+    /// Set once the last frame was sent: nothing is sent after it.
+    private let ended = Ended()
+
+    private final class Ended: Sendable {
+        let value = Mutex(false)
+    }
 
     /// Bytes of log data a session may have waiting to be written before readers of stored
     /// logs wait for it to drain.
@@ -30,10 +36,28 @@ public struct Outbox: EventSink {
     }
 
     public func send(_ envelope: Envelope) {
-        budget?.add(envelope)
-        if case .dropped = continuation.yield(envelope) {
+        let dropped = ended.value.withLock { ended -> Bool in
+            guard !ended else { return false }
+            budget?.add(envelope)
+            guard case .dropped = continuation.yield(envelope) else { return false }
+            ended = true
             continuation.finish()
-            overflow()
+            return true
+        }
+        if dropped { overflow() }
+    }
+
+    /// Sends `last` (if any) as the session's last frame and ends the stream: no frame the
+    /// core pushes from another task can follow it.
+    public func finish(with last: Envelope? = nil) {
+        ended.value.withLock { ended in
+            guard !ended else { return }
+            ended = true
+            if let last {
+                budget?.add(last)
+                continuation.yield(last)
+            }
+            continuation.finish()
         }
     }
 

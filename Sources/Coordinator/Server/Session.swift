@@ -47,32 +47,36 @@ struct Session {
                             budget.written(envelope)
                         }
                     }
+                    /// The session's last frame: no heartbeat and no push follows it.
+                    func end(with last: Envelope) {
+                        channel.triggerUserOutboundEvent(HeartbeatHandler.Ending(), promise: nil)
+                        outbox.finish(with: last)
+                    }
                     do {
                         var frames = inbound.makeAsyncIterator()
                         guard let first = try await frames.next() else {
-                            continuation.finish()
+                            outbox.finish()
                             return
                         }
                         let identity = try await PeerIdentity.of(channel: connection.channel)
                         logger[metadataKey: "identity"] = "\(identity)"
                         let principal = Principal(identity)
-                        let id = try await core.openSession(principal, sink: outbox, close: { channel.close(promise: nil) })
-                        opened = id
-                        logger[metadataKey: "session"] = "\(id)"
+                        // A refused first frame opens no session.
                         guard case .hello(let hello) = first.body else {
                             throw WireError(.badRequest, "the first frame must be Hello")
                         }
                         guard hello.protocolVersion == HeddleVersion.protocolVersion else {
-                            outbox.send(.error(id: first.id, WireError(.unsupportedVersion,
+                            end(with: .error(id: first.id, WireError(.unsupportedVersion,
                                 "protocol version \(hello.protocolVersion) is not supported; this coordinator speaks \(HeddleVersion.protocolVersion)")))
-                            continuation.finish()
                             return
                         }
                         if let refusal = Self.refusal(of: hello) {
-                            outbox.send(.error(id: first.id, refusal))
-                            continuation.finish()
+                            end(with: .error(id: first.id, refusal))
                             return
                         }
+                        let id = try await core.openSession(principal, sink: outbox, close: { channel.close(promise: nil) })
+                        opened = id
+                        logger[metadataKey: "session"] = "\(id)"
                         outbox.send(Envelope(id: first.id, .welcome(welcome(identity, session: id))))
                         await core.hello(session: id, RunnerHello(hello))
                         logger.debug("session started")
@@ -98,7 +102,7 @@ struct Session {
                         }
                     } catch {
                         if let wire = error as? WireError ?? (error as? CoordinatorError).map(WireError.init) {
-                            outbox.send(.error(wire))
+                            end(with: .error(wire))
                             logger.info("session closed on error", metadata: ["error": "\(wire.message)"])
                         } else if let ssl = error as? NIOSSLError, case .uncleanShutdown = ssl {
                             logger.debug("peer closed without TLS close_notify")
@@ -108,7 +112,7 @@ struct Session {
                             logger.info("session closed on error", metadata: ["error": "\(reason)"])
                         }
                     }
-                    continuation.finish()
+                    outbox.finish()
                     budget.close()
                     if let opened { await core.endWatches(session: opened) }
                     try await group.waitForAll()
