@@ -10,7 +10,7 @@ public struct HeddleCommand: AsyncParsableCommand {
             """,
         subcommands: [
             Certs.self, Project.self, PipelineCommand.self, Trigger.self, Runs.self, Logs.self, Graph.self,
-            Queue.self, Cancel.self, Rerun.self, Runners.self, Artifacts.self,
+            Queue.self, Cancel.self, Rerun.self, Runners.self, Artifacts.self, Tokens.self,
         ])
 
     public init() {}

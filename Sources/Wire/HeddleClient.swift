@@ -105,6 +105,25 @@ public struct HeddleClient: Sendable {
     }
 
     /// Revokes certificates by name or fingerprint; returns how many sessions were closed.
+    /// Makes an API token; the secret is in the answer only.
+    public func createToken(name: String, role: String, expiresInDays: UInt32 = 0) async throws -> Heddle_V1_TokenCreated {
+        var request = Heddle_V1_TokenCreateRequest()
+        request.name = name
+        request.role = role
+        request.expiresInDays = expiresInDays
+        return try await call(.tokenCreate(request)) { if case .tokenCreated(let m) = $0 { m } else { nil } }
+    }
+
+    public func tokens() async throws -> [Heddle_V1_Token] {
+        try await call(.tokenList(Heddle_V1_TokenListRequest())) { if case .tokens(let m) = $0 { m.tokens } else { nil } }
+    }
+
+    public func revokeToken(name: String) async throws -> Heddle_V1_Token {
+        var request = Heddle_V1_TokenRevokeRequest()
+        request.name = name
+        return try await call(.tokenRevoke(request)) { if case .tokens(let m) = $0 { m.tokens.first } else { nil } }
+    }
+
     public func revoke(name: String = "", fingerprint: String = "") async throws -> UInt32 {
         var request = Heddle_V1_RevokeRequest()
         request.name = name

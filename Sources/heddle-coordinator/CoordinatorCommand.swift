@@ -1,8 +1,10 @@
 import ArgumentParser
 import Coordinator
 import Foundation
+import HTTPAPI
 import Logging
 import NIOCore
+import NIOPosix
 import ServiceLifecycle
 import Wire
 
@@ -42,6 +44,18 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(help: "Connections open at once on the listening port; past it a new one is closed at once. The open-file limit must cover it plus 256.")
     var maxConnections: Int = CoordinatorLimits().maximumConnections
 
+    @Option(help: "Also serve the HTTP API on HOST:PORT (port 0 picks a free port): HTTPS with --cert and --key unless --http-cert and --http-key are given. Off when absent.")
+    var http: String?
+
+    @Option(help: "Certificate (PEM, may hold a chain) for the HTTP listener, say a public one; default --cert.")
+    var httpCert: String?
+
+    @Option(help: "Private key (PEM) for --http-cert.")
+    var httpKey: String?
+
+    @Flag(help: "Serve --http as plain HTTP, for a TLS-terminating proxy in front; only on a loopback address.")
+    var httpPlain = false
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error.")
     var logLevel: Logger.Level = .info
 
@@ -52,6 +66,19 @@ struct CoordinatorCommand: AsyncParsableCommand {
         guard maxLogBytes >= 64 * 1024 else { throw ValidationError("--max-log-bytes must be at least 65536") }
         guard maxArtifactBytes >= 0 else { throw ValidationError("--max-artifact-bytes must not be negative") }
         guard maxConnections >= 1 else { throw ValidationError("--max-connections must be at least 1") }
+        if (httpCert == nil) != (httpKey == nil) { throw ValidationError("--http-cert and --http-key go together") }
+        if http == nil, httpCert != nil || httpPlain { throw ValidationError("--http-cert, --http-key and --http-plain need --http HOST:PORT") }
+        if httpPlain, httpCert != nil { throw ValidationError("--http-plain serves without TLS; drop --http-cert and --http-key") }
+        if let listener = try httpListener() { try listener.validate() }
+    }
+
+    func httpListener() throws -> HTTPFront.Listener? {
+        guard let http else { return nil }
+        let endpoint: Endpoint
+        do { endpoint = try Endpoint(parsing: http) } catch { throw ValidationError("--http: \(error)") }
+        let security: HTTPFront.Security = httpPlain ? .plain
+            : .tls(certificate: httpCert ?? cert, key: httpKey ?? key, clientCA: ca)
+        return HTTPFront.Listener(host: endpoint.host, port: endpoint.port, security: security)
     }
 
     func run() async throws {
@@ -80,8 +107,19 @@ struct CoordinatorCommand: AsyncParsableCommand {
                 let shown = host.contains(":") ? "[\(host)]" : host
                 Console.out("listening on \(shown):\(address.port ?? endpoint.port)")
             })
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: server), .init(service: LeaseMonitor(core: core))]
+        if let listener = try httpListener() {
+            let scheme = httpPlain ? "http" : "https"
+            services.append(.init(service: try HTTPFront.service(
+                core: core, listener: listener, group: MultiThreadedEventLoopGroup.singleton, logger: logger,
+                onListening: { address in
+                    let host = address.ipAddress ?? listener.host
+                    let shown = host.contains(":") ? "[\(host)]" : host
+                    Console.out("http listening on \(scheme)://\(shown):\(address.port ?? listener.port)")
+                })))
+        }
         let group = ServiceGroup(configuration: .init(
-            services: [.init(service: server), .init(service: LeaseMonitor(core: core))],
+            services: services,
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger))
         try await group.run()

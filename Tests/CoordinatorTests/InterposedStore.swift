@@ -169,6 +169,26 @@ final class InterposedStore: CoordinatorStore {
         try await hooks.enter("setDrained")
         return try await base.setDrained(runner: runner, drained: drained)
     }
+    func attempts(runID: Int64) async throws -> [AttemptRecord] {
+        try await hooks.enter("attempts")
+        return try await base.attempts(runID: runID)
+    }
+
+    func saveToken(_ token: TokenRecord) async throws -> Bool {
+        try await hooks.enter("saveToken")
+        return try await base.saveToken(token)
+    }
+
+    func tokens() async throws -> [TokenRecord] {
+        try await hooks.enter("tokens")
+        return try await base.tokens()
+    }
+
+    func revokeToken(name: String, now: Int64) async throws -> TokenRecord? {
+        try await hooks.enter("revokeToken")
+        return try await base.revokeToken(name: name, now: now)
+    }
+
     func drainedRunners() async throws -> Set<String> {
         try await hooks.enter("drainedRunners")
         return try await base.drainedRunners()

@@ -14,6 +14,8 @@ final class Fabric: Sendable {
     let heartbeat: Double
     /// The coordinator's data directory.
     let data: String
+    /// The HTTP front's URL (`https://127.0.0.1:PORT`), when `coordinatorArguments` has `--http`.
+    let httpURL: String?
     private let processes = Mutex<(coordinator: ManagedProcess?, runners: [ManagedProcess?])>((nil, []))
 
     var certs: String { root.file("certs") }
@@ -37,6 +39,12 @@ final class Fabric: Sendable {
         processes.withLock { $0.coordinator = coordinator }
         let line = try await coordinator.waitForLine(startingWith: "listening on ")
         endpoint = String(line.dropFirst("listening on ".count))
+        if coordinatorArguments.contains("--http") {
+            let http = try await coordinator.waitForLine(startingWith: "http listening on ")
+            httpURL = String(http.dropFirst("http listening on ".count))
+        } else {
+            httpURL = nil
+        }
         if proxied {
             let port = Int(endpoint.split(separator: ":").last ?? "0") ?? 0
             proxy = try await TCPProxy(to: "127.0.0.1", port: port)
@@ -145,6 +153,20 @@ final class Fabric: Sendable {
         let result = try await heddle(arguments + ["--json"], as: identity)
         guard result.status == 0 else { throw TestFailure("heddle \(arguments) failed: \(result.error)") }
         return try JSONSerialization.jsonObject(with: result.data)
+    }
+
+    /// An HTTP client of the front: with `identity`, offering that certificate.
+    func http(as identity: String? = nil) throws -> HTTPTestClient {
+        guard let httpURL else { throw TestFailure("this fabric has no --http") }
+        return try HTTPTestClient(url: httpURL, ca: "\(certs)/ca.pem", certificate: identity.map { "\(certs)/\($0).pem" },
+                                  key: identity.map { "\(certs)/\($0).key" })
+    }
+
+    /// `heddle tokens create`; returns the secret.
+    func createToken(_ name: String, role: String) async throws -> String {
+        let object = try await json(["tokens", "create", "--name", name, "--role", role])
+        guard let secret = (object as? [String: Any])?["secret"] as? String else { throw TestFailure("tokens create gave no secret") }
+        return secret
     }
 
     func push(_ name: String, _ source: String, project: String = "shop") async throws {

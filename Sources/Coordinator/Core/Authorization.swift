@@ -1,8 +1,8 @@
 import Foundation
 import Wire
 
-/// Who calls the core: made by a front from a client certificate (the binary front) or, later,
-/// from an API token. The core decides what it may do (`Authorization`).
+/// Who calls the core: made by a front from a client certificate or from an API token
+/// (`CoordinatorCore.principal(token:)`). The core decides what it may do (`Authorization`).
 public struct Principal: Sendable, Equatable, CustomStringConvertible {
     public var name: String
     public var role: Role
@@ -54,6 +54,7 @@ public enum Action: String, Sendable, CaseIterable, CustomStringConvertible {
     case bulkCancel = "bulk cancel"
     case revoke = "certs revoke"
     case drainRunner = "runners drain"
+    case manageTokens = "tokens"
 
     public var description: String { rawValue }
 }
@@ -74,7 +75,7 @@ public enum Authorization {
             [.viewer, .automation, .admin]
         case .trigger, .rerun, .cancel:
             [.automation, .admin]
-        case .pushPipeline, .createProject, .moveInQueue, .bulkCancel, .revoke, .drainRunner:
+        case .pushPipeline, .createProject, .moveInQueue, .bulkCancel, .revoke, .drainRunner, .manageTokens:
             [.admin]
         }
     }

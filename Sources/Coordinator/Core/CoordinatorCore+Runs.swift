@@ -138,6 +138,7 @@ extension CoordinatorCore {
             run.startedAt = record.startedAt
             run.finishedAt = record.finishedAt
         }
-        return RunDetail(run: run, jobs: jobs.map { JobDetail(job: $0, nodes: nodes[$0.id] ?? []) })
+        return RunDetail(run: run, jobs: jobs.map { JobDetail(job: $0, nodes: nodes[$0.id] ?? []) },
+                         attempts: try await store.attempts(runID: runID))
     }
 }

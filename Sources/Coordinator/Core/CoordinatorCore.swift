@@ -56,6 +56,8 @@ public actor CoordinatorCore {
     /// a write succeeds again.
     var storageFullSince: Int64?
     var revocations: [Revocation] = []
+    /// API tokens by the SHA-256 of their secret (durable in the store).
+    var tokens: [String: TokenRecord] = [:]
     /// Parsed pipeline versions by id.
     var definitions: [Int64: PipelineDefinition] = [:]
 
@@ -107,6 +109,7 @@ public actor CoordinatorCore {
     public func recover(now: ContinuousClock.Instant = .now) async throws {
         drained = try await store.drainedRunners()
         revocations = try await store.revocations()
+        tokens = Dictionary(try await store.tokens().map { ($0.secretSHA256, $0) }, uniquingKeysWith: { $1 })
         for job in try await store.activeJobs() {
             switch job.status {
             case .queued:

@@ -1,4 +1,5 @@
 import Foundation
+import Wire
 
 /// Status of a run, job or node, as stored and shown.
 public enum Status: String, Sendable, Codable, CaseIterable {
@@ -84,13 +85,30 @@ public struct RunFilter: Sendable, Equatable {
     public var pipeline: String?
     public var branch: String?
     public var status: Status?
+    /// How the run's latest attempt was started ("manual", "api").
+    public var trigger: String?
+    /// Only runs with a smaller id (the cursor of the page before).
+    public var before: Int64?
 
-    public init(project: String? = nil, pipeline: String? = nil, branch: String? = nil, status: Status? = nil) {
+    public init(project: String? = nil, pipeline: String? = nil, branch: String? = nil, status: Status? = nil,
+                trigger: String? = nil, before: Int64? = nil) {
         self.project = project
         self.pipeline = pipeline
         self.branch = branch
         self.status = status
+        self.trigger = trigger
+        self.before = before
     }
+}
+
+/// An API token as stored: the SHA-256 of its secret, never the secret.
+public struct TokenRecord: Sendable, Equatable {
+    public var name: String
+    public var role: Role
+    public var secretSHA256: String
+    public var createdAt: Int64
+    public var expiresAt: Int64?
+    public var revokedAt: Int64?
 }
 
 public struct NodeRecord: Sendable, Equatable {

@@ -302,6 +302,25 @@ struct Session {
             result.sessionsClosed = UInt32(try await core.revoke(name: request.name, fingerprint: request.fingerprint,
                                                                  as: principal))
             return .revoked(result)
+        case .tokenCreate(let request):
+            guard let role = Role(rawValue: request.role) else {
+                throw WireError(.invalidArgument, "a token's role is viewer, automation or admin, not '\(request.role)'")
+            }
+            let (token, secret) = try await core.createToken(name: request.name, role: role,
+                                                             expiresInDays: request.expiresInDays == 0 ? nil : Int(request.expiresInDays),
+                                                             as: principal)
+            var created = Heddle_V1_TokenCreated()
+            created.token = token.proto
+            created.secret = secret
+            return .tokenCreated(created)
+        case .tokenList:
+            var list = Heddle_V1_TokenList()
+            list.tokens = try await core.tokenList(as: principal).map(\.proto)
+            return .tokens(list)
+        case .tokenRevoke(let request):
+            var list = Heddle_V1_TokenList()
+            list.tokens = [try await core.revokeToken(name: request.name, as: principal).proto]
+            return .tokens(list)
         case .runnerDrain(let request):
             var list = Heddle_V1_RunnerList()
             list.runners = try await core.setDrained(runner: request.name, request.drained, as: principal).map(\.proto)
@@ -338,7 +357,7 @@ struct Session {
 
         case .welcome, .error, .ok, .assignment, .logAck, .artifactDeclared, .artifactCommitted, .stopJob,
              .pipelinePushed, .pipelines, .triggered, .runs, .run, .watchEvent, .queueList, .runnerList,
-             .artifacts, .artifactData, .queueEvent, .cancelled, .projects, .revoked:
+             .artifacts, .artifactData, .queueEvent, .cancelled, .projects, .revoked, .tokenCreated, .tokens:
             throw WireError(.badRequest, "this message is sent by the coordinator, not to it")
         case .none:
             // A message from a newer protocol revision: refused, and the session goes on.

@@ -54,7 +54,7 @@ extension WireError {
 
 extension Principal {
     /// The caller a verified client certificate names.
-    init(_ identity: PeerIdentity) {
+    public init(_ identity: PeerIdentity) {
         self.init(name: identity.name, role: identity.role,
                   certificate: Certificate(fingerprint: identity.fingerprint, issuedAt: identity.issuedAt))
     }
@@ -366,5 +366,17 @@ extension Envelope {
         case .failure(let error):
             self = .error(WireError(error))
         }
+    }
+}
+
+extension TokenRecord {
+    var proto: Heddle_V1_Token {
+        var out = Heddle_V1_Token()
+        out.name = name
+        out.role = role.rawValue
+        out.createdAtMs = createdAt
+        out.expiresAtMs = expiresAt ?? 0
+        out.revokedAtMs = revokedAt ?? 0
+        return out
     }
 }

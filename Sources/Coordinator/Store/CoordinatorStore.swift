@@ -78,6 +78,15 @@ public protocol CoordinatorStore: Sendable {
     func saveProject(name: String, repository: String, now: Int64) async throws -> ProjectRecord
     func projects() async throws -> [ProjectRecord]
     func project(name: String) async throws -> ProjectRecord?
+    /// Every attempt of a run, first to last.
+    func attempts(runID: Int64) async throws -> [AttemptRecord]
+
+    /// Stores a new API token; false (nothing stored) when one of that name exists.
+    func saveToken(_ token: TokenRecord) async throws -> Bool
+    func tokens() async throws -> [TokenRecord]
+    /// Marks the token revoked (once); returns it as it is afterwards, nil when there is none.
+    func revokeToken(name: String, now: Int64) async throws -> TokenRecord?
+
     func setDrained(runner: String, drained: Bool) async throws
     func drainedRunners() async throws -> Set<String>
 }

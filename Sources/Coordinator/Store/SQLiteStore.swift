@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import Wire
 
 /// The embedded store: SQLite through GRDB, a `DatabasePool` in WAL mode with
 /// `synchronous = FULL`, so a committed transaction survives a crash of the process or the
@@ -197,6 +198,18 @@ public struct SQLiteStore: CoordinatorStore {
                 throw StoreError(.inconsistent, "this database still holds \(count) log chunks of a version older than v4: start it once with that version's coordinator, which moves them to files")
             }
             try db.execute(sql: "DROP TABLE log_chunk")
+        }
+        migrator.registerMigration("v6: API tokens, runs by trigger") { db in
+            try db.execute(sql: """
+                CREATE TABLE api_token (
+                    name TEXT PRIMARY KEY,
+                    role TEXT NOT NULL,
+                    secret_sha256 TEXT NOT NULL UNIQUE,
+                    created_at INTEGER NOT NULL,
+                    expires_at INTEGER,
+                    revoked_at INTEGER
+                );
+                """)
         }
         return migrator
     }
@@ -542,7 +555,49 @@ public struct SQLiteStore: CoordinatorStore {
         }
     }
 
+    // MARK: API tokens
+
+    public func saveToken(_ token: TokenRecord) async throws -> Bool {
+        try await group.write { db in
+            try db.cachedStatement(sql: """
+                INSERT INTO api_token (name, role, secret_sha256, created_at, expires_at) VALUES (?, ?, ?, ?, ?)
+                ON CONFLICT (name) DO NOTHING
+                """).execute(arguments: [token.name, token.role.rawValue, token.secretSHA256, token.createdAt, token.expiresAt])
+            return db.changesCount == 1
+        }
+    }
+
+    public func tokens() async throws -> [TokenRecord] {
+        try await writer.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM api_token ORDER BY name").map(Self.token)
+        }
+    }
+
+    public func revokeToken(name: String, now: Int64) async throws -> TokenRecord? {
+        try await group.write { db in
+            try db.cachedStatement(sql: "UPDATE api_token SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL")
+                .execute(arguments: [now, name])
+            return try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM api_token WHERE name = ?"), arguments: [name]).map(Self.token)
+        }
+    }
+
+    static func token(_ row: Row) -> TokenRecord {
+        TokenRecord(name: row["name"], role: Role(rawValue: row["role"]) ?? .viewer, secretSHA256: row["secret_sha256"],
+                    createdAt: row["created_at"], expiresAt: row["expires_at"], revokedAt: row["revoked_at"])
+    }
+
     // MARK: attempts, projects, runners
+
+    public func attempts(runID: Int64) async throws -> [AttemptRecord] {
+        try await writer.read { db in
+            try Row.fetchAll(db.cachedStatement(sql: "SELECT * FROM attempt WHERE run_id = ? ORDER BY number"),
+                             arguments: [runID]).map {
+                AttemptRecord(runID: $0["run_id"], number: $0["number"],
+                              status: Status(rawValue: $0["status"]) ?? .failed, trigger: $0["trigger"],
+                              createdAt: $0["created_at"], startedAt: $0["started_at"], finishedAt: $0["finished_at"])
+            }
+        }
+    }
 
     public func attempt(runID: Int64, number: Int) async throws -> AttemptRecord? {
         try await writer.read { db in
@@ -732,11 +787,16 @@ public struct SQLiteStore: CoordinatorStore {
             var clauses: [String] = []
             var arguments = StatementArguments()
             for (column, value) in [("project", filter.project), ("pipeline", filter.pipeline),
-                                    ("branch", filter.branch), ("status", filter.status?.rawValue)] {
+                                    ("branch", filter.branch), ("status", filter.status?.rawValue),
+                                    ("trigger", filter.trigger)] {
                 if let value {
                     clauses.append("\(column) = ?")
                     arguments += [value]
                 }
+            }
+            if let before = filter.before {
+                clauses.append("id < ?")
+                arguments += [before]
             }
             arguments += [limit]
             let whereClause = clauses.isEmpty ? "" : "WHERE " + clauses.joined(separator: " AND ")

@@ -2,5 +2,5 @@
 // SHA-256 of the concatenated proto/heddle/v1/*.proto files (in name order) this code was
 // generated from. WireTests fails when the protos change without regenerating.
 public enum ProtoChecksum {
-    public static let sha256 = "fa3da0b8816d612bb4330c0d682a309b7468447c67369ab2feb844d0f0ee3a35"
+    public static let sha256 = "e70004f905dcd410714c1d6b169852ef0f87c556a187e89a64df052895d2fcdc"
 }

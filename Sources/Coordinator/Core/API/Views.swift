@@ -40,6 +40,8 @@ public struct RunDetail: Sendable, Equatable {
     /// The run as of the attempt shown (status, trigger and times are the attempt's).
     public var run: RunRecord
     public var jobs: [JobDetail]
+    /// Every attempt of the run, first to last.
+    public var attempts: [AttemptRecord] = []
 }
 
 /// A job with its nodes; the job's fields read through (`detail.status`).

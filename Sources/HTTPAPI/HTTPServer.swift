@@ -1,0 +1,106 @@
+import Coordinator
+import Foundation
+import Hummingbird
+import HummingbirdCore
+import HummingbirdTLS
+import Logging
+import NIOCore
+import NIOPosix
+import NIOSSL
+import OpenAPIHummingbird
+import OpenAPIRuntime
+import ServiceLifecycle
+import Wire
+
+/// The coordinator's HTTP front: the REST API of `openapi.yaml` under `/api/v1`, the document
+/// itself at `/api/v1/openapi.json`, and `/healthz` and `/readyz`. A second front over the
+/// same core as the binary protocol: the core authorizes and validates every call.
+public enum HTTPFront {
+    /// The largest request body read, in bytes (a pipeline's `.act` source travels in one).
+    public static let maximumBodyBytes = 1 << 20
+
+    /// How the listener is secured.
+    public enum Security: Sendable {
+        /// HTTPS with this server certificate; client certificates issued by `clientCA` are
+        /// accepted (optional) and give their role.
+        case tls(certificate: String, key: String, clientCA: String)
+        /// Plain HTTP, for a TLS-terminating proxy in front; only on a loopback address.
+        case plain
+    }
+
+    public struct Listener: Sendable {
+        public var host: String
+        public var port: Int
+        public var security: Security
+
+        public init(host: String, port: Int, security: Security) {
+            self.host = host
+            self.port = port
+            self.security = security
+        }
+
+        /// Refuses plain HTTP on anything but a loopback address.
+        public func validate() throws {
+            if case .plain = security, !Self.isLoopback(host) {
+                throw HTTPFrontError("--http-plain serves without TLS and is allowed only on a loopback address (127.0.0.1, ::1 or localhost), not \(host)")
+            }
+        }
+
+        static func isLoopback(_ host: String) -> Bool {
+            host == "localhost" || host == "::1" || host.hasPrefix("127.")
+        }
+    }
+
+    /// The HTTP service, to run beside the binary server in the same service group (and so
+    /// stopped by the same signals). `onListening` gets the bound address.
+    public static func service(core: CoordinatorCore, listener: Listener, group: any EventLoopGroup, logger: Logger,
+                               onListening: @escaping @Sendable (SocketAddress) -> Void) throws -> some Service {
+        try listener.validate()
+        let router = Router(context: HeddleRequestContext.self)
+        let routes = DocumentedRoutes(document: OpenAPIDocument.json, prefix: "/api/v1",
+                                      extra: [("/api/v1/openapi.json", ["GET"]), ("/healthz", ["GET"]), ("/readyz", ["GET"])])
+        router.add(middleware: ProblemMiddleware(routes: routes, logger: logger))
+        router.add(middleware: BodyLimitMiddleware())
+        router.add(middleware: AuthenticationMiddleware(core: core, limiter: FailureLimiter(), logger: logger))
+        router.get("/healthz") { _, _ in
+            Response(status: .ok, headers: [.contentType: "text/plain; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(string: "ok\n")))
+        }
+        router.get("/readyz") { _, _ in
+            let ready = await core.isReady
+            return Response(status: ready.ready ? .ok : .serviceUnavailable, headers: [.contentType: "text/plain; charset=utf-8"],
+                            body: .init(byteBuffer: ByteBuffer(string: ready.reason + "\n")))
+        }
+        router.get("/api/v1/openapi.json") { _, _ in
+            Response(status: .ok, headers: [.contentType: "application/json"],
+                     body: .init(byteBuffer: ByteBuffer(string: OpenAPIDocument.json)))
+        }
+        try API(core: core).registerHandlers(on: router, serverURL: URL(string: "/api/v1")!,
+                                             configuration: .init(jsonEncodingOptions: [.sortedKeys, .withoutEscapingSlashes]))
+
+        let server: HTTPServerBuilder
+        switch listener.security {
+        case .plain:
+            server = .http1()
+        case .tls(let certificate, let key, let clientCA):
+            var tls = TLSConfiguration.makeServerConfiguration(
+                certificateChain: try NIOSSLCertificate.fromPEMFile(certificate).map { .certificate($0) },
+                privateKey: .privateKey(try NIOSSLPrivateKey(file: key, format: .pem)))
+            tls.minimumTLSVersion = .tlsv12
+            tls.trustRoots = .file(clientCA)
+            tls.certificateVerification = .optionalVerification
+            server = try .tls(.http1(), tlsConfiguration: tls)
+        }
+        return Application(
+            router: router, server: server,
+            configuration: .init(address: .hostname(listener.host, port: listener.port), serverName: "heddle"),
+            onServerRunning: { channel in
+                if let address = channel.localAddress { onListening(address) }
+            },
+            eventLoopGroupProvider: .shared(group), logger: logger)
+    }
+}
+
+public struct HTTPFrontError: Error, CustomStringConvertible {
+    public var description: String
+    init(_ description: String) { self.description = description }
+}

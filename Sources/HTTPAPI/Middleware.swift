@@ -1,0 +1,368 @@
+import Coordinator
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import NIOCore
+import NIOSSL
+import OpenAPIRuntime
+import Synchronization
+import Wire
+import X509
+
+/// The request context: Hummingbird's, plus the connection, for the client certificate and
+/// the client's address.
+struct HeddleRequestContext: RequestContext {
+    var coreContext: CoreRequestContextStorage
+    let channel: any Channel
+
+    init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+        channel = source.channel
+    }
+
+    var maxUploadSize: Int { HTTPFront.maximumBodyBytes }
+
+    /// The client's IP address, for rate limits and logs.
+    var client: String { channel.remoteAddress?.ipAddress ?? "unknown" }
+}
+
+/// An error the HTTP front answers itself (not from the core): a status, a stable code and
+/// one sentence.
+struct Problem: Error {
+    var status: HTTPResponse.Status
+    var code: String
+    var detail: String
+    var field: String?
+    var headers: HTTPFields = [:]
+
+    /// The problem+json response (RFC 9457).
+    var response: Response {
+        var body: [String: Any] = ["type": "about:blank", "title": status.reasonPhrase, "status": status.code,
+                                   "code": code, "detail": detail]
+        if let field { body["field"] = field }
+        let data = (try? JSONSerialization.data(withJSONObject: body, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data()
+        var headers = self.headers
+        headers[.contentType] = "application/problem+json"
+        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+
+    init(status: HTTPResponse.Status, code: String, detail: String, field: String? = nil) {
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.field = field
+    }
+
+    /// The core's error as an HTTP answer.
+    init(_ error: CoordinatorError) {
+        let (status, code): (HTTPResponse.Status, String) = switch error.code {
+        case .badRequest: (.badRequest, "bad_request")
+        case .unauthenticated: (.unauthorized, "unauthenticated")
+        case .permissionDenied: (.forbidden, "permission_denied")
+        case .notFound: (.notFound, "not_found")
+        case .invalidArgument: (.badRequest, "invalid_argument")
+        case .failedPrecondition: (.conflict, "failed_precondition")
+        case .staleLease: (.conflict, "stale_epoch")
+        case .resourceExhausted: (.contentTooLarge, "resource_exhausted")
+        case .internal: (.internalServerError, "internal")
+        case .unavailable: (.serviceUnavailable, "unavailable")
+        }
+        self.init(status: status, code: code, detail: error.message)
+        if error.code == .unauthenticated { headers[.wwwAuthenticate] = #"Bearer realm="heddle""# }
+    }
+}
+
+/// Renders every error as problem+json: the core's errors with their status, malformed
+/// requests as 400 naming the field, unknown routes 404 and known routes with another method
+/// 405 (with `Allow`). Anything else is a fault of the coordinator: 500, logged.
+struct ProblemMiddleware: RouterMiddleware {
+    typealias Context = HeddleRequestContext
+    let routes: DocumentedRoutes
+    let logger: Logger
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch {
+            return problem(for: error, request: request).response
+        }
+    }
+
+    func problem(for error: any Error, request: Request) -> Problem {
+        switch error {
+        case let problem as Problem:
+            return problem
+        case let error as CoordinatorError:
+            if error.code == .internal { logger.error("request failed", metadata: ["path": "\(request.uri.path)", "error": "\(error)"]) }
+            return Problem(error)
+        case let error as ServerError:
+            if let core = error.underlyingError as? CoordinatorError { return problem(for: core, request: request) }
+            if let problem = error.underlyingError as? Problem { return problem }
+            if error.operationInput == nil {
+                // The request did not decode: the caller's mistake.
+                return Self.malformed(error)
+            }
+            logger.error("request failed", metadata: ["operation": "\(error.operationID)", "error": "\(error.underlyingError)"])
+            return Problem(status: .internalServerError, code: "internal", detail: "internal error: \(error.underlyingError)")
+        case let error as HTTPError:
+            if error.status == .notFound {
+                return routes.problem(method: request.method, path: request.uri.path)
+            }
+            if error.status == .contentTooLarge {
+                return Problem(status: .contentTooLarge, code: "resource_exhausted",
+                               detail: "the body is larger than \(HTTPFront.maximumBodyBytes) bytes")
+            }
+            return Problem(status: error.status, code: error.status.code < 500 ? "bad_request" : "internal",
+                           detail: error.body ?? error.status.reasonPhrase)
+        default:
+            logger.error("request failed", metadata: ["path": "\(request.uri.path)", "error": "\(error)"])
+            return Problem(status: .internalServerError, code: "internal", detail: "internal error: \(error)")
+        }
+    }
+
+    /// A request that did not decode, naming the field at fault when a JSON decoder said which.
+    static func malformed(_ error: ServerError) -> Problem {
+        if let decoding = findDecodingError(error.underlyingError, depth: 0) {
+            let (field, detail) = describe(decoding)
+            if let field, !field.isEmpty {
+                return Problem(status: .badRequest, code: "bad_request", detail: detail, field: field)
+            }
+        }
+        if let decoding = findDecodingError(error.underlyingError, depth: 0), let context = decoding.context {
+            return Problem(status: .badRequest, code: "bad_request",
+                           detail: "a path or query parameter is malformed: \(context.debugDescription)")
+        }
+        let detail = "the request is malformed: \(error.causeDescription)"
+        return Problem(status: .badRequest, code: "bad_request", detail: detail)
+    }
+
+    static func findDecodingError(_ value: Any, depth: Int) -> DecodingError? {
+        if let decoding = value as? DecodingError { return decoding }
+        guard depth < 6 else { return nil }
+        for child in Mirror(reflecting: value).children {
+            if let found = findDecodingError(child.value, depth: depth + 1) { return found }
+        }
+        return nil
+    }
+
+    static func describe(_ error: DecodingError) -> (field: String?, detail: String) {
+        func path(_ keys: [any CodingKey]) -> String {
+            keys.map { $0.intValue.map { "[\($0)]" } ?? ".\($0.stringValue)" }.joined().trimmingPrefix(".").description
+        }
+        switch error {
+        case .keyNotFound(let key, let context):
+            let field = path(context.codingPath + [key])
+            return (field, "the body lacks the required field '\(field)'")
+        case .typeMismatch(let type, let context):
+            let field = path(context.codingPath)
+            return (field, "field '\(field)' is not a valid \(Self.typeName(type))")
+        case .valueNotFound(let type, let context):
+            let field = path(context.codingPath)
+            return (field, "field '\(field)' is null; it must be a \(Self.typeName(type))")
+        case .dataCorrupted(let context):
+            let field = path(context.codingPath)
+            if field.isEmpty { return (nil, "the body is not valid JSON") }
+            return (field, "field '\(field)' has a value this API does not accept")
+        @unknown default:
+            return (nil, "the body is malformed")
+        }
+    }
+
+    static func typeName(_ type: Any.Type) -> String {
+        switch type {
+        case is String.Type: "string"
+        case is Int.Type, is Int64.Type, is Int32.Type: "integer"
+        case is Bool.Type: "boolean"
+        case is Double.Type: "number"
+        default: "value of that type"
+        }
+    }
+}
+
+/// Bodies are read whole, up to `HTTPFront.maximumBodyBytes`: a larger one is answered 413
+/// before (by its Content-Length) or while it is read, so memory is bounded whatever a
+/// client sends.
+struct BodyLimitMiddleware: RouterMiddleware {
+    typealias Context = HeddleRequestContext
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let tooLarge = Problem(status: .contentTooLarge, code: "resource_exhausted",
+                               detail: "the body is larger than \(HTTPFront.maximumBodyBytes) bytes")
+        if let length = request.headers[.contentLength].flatMap(Int.init), length > HTTPFront.maximumBodyBytes {
+            throw tooLarge
+        }
+        var request = request
+        let body: ByteBuffer
+        do {
+            body = try await request.collectBody(upTo: HTTPFront.maximumBodyBytes)
+        } catch let error as HTTPError where error.status == .contentTooLarge {
+            throw tooLarge
+        }
+        // No body at all means "all defaults": `{}` (every optional body here is an object
+        // whose fields are optional; a required one then names its missing field).
+        if body.readableBytes == 0, request.method == .post || request.method == .put || request.method == .patch,
+           request.headers[.contentType] == nil {
+            var head = request.head
+            head.headerFields[.contentType] = "application/json"
+            request = Request(head: head, body: .init(buffer: ByteBuffer(string: "{}")))
+        } else if body.readableBytes > 0, request.headers[.contentType]?.lowercased().hasPrefix("application/json") == true,
+                  (try? JSONSerialization.jsonObject(with: Data(body.readableBytesView), options: [.fragmentsAllowed])) == nil {
+            // Said before decoding, which cannot tell broken syntax from a wrong value.
+            throw Problem(status: .badRequest, code: "bad_request", detail: "the body is not valid JSON")
+        }
+        return try await next(request, context)
+    }
+}
+
+/// Finds who calls `/api/v1` (a bearer token, else a client certificate of the fabric's CA)
+/// and runs the request as that caller; 401 without valid credentials. Failed attempts are
+/// counted per client address: past `FailureLimiter.maximumFailures` a minute, the address
+/// is answered 429 until the minute is over. They are logged with the address and why,
+/// never the secret.
+struct AuthenticationMiddleware: RouterMiddleware {
+    typealias Context = HeddleRequestContext
+    let core: CoordinatorCore
+    let limiter: FailureLimiter
+    let logger: Logger
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let path = request.uri.path
+        guard path.hasPrefix("/api/"), path != "/api/v1/openapi.json" else { return try await next(request, context) }
+        let client = context.client
+        if let wait = limiter.blocked(client) {
+            var problem = Problem(status: .tooManyRequests, code: "too_many_requests",
+                                  detail: "too many failed sign-ins from \(client); try again in \(wait) s")
+            problem.headers[.retryAfter] = String(wait)
+            throw problem
+        }
+        let principal: Principal
+        do {
+            principal = try await self.principal(of: request, context: context)
+        } catch {
+            limiter.failed(client)
+            logger.notice("refused credentials", metadata: ["client": "\(client)", "path": "\(path)", "reason": "\(error.message)"])
+            throw error
+        }
+        return try await Caller.$principal.withValue(principal) { try await next(request, context) }
+    }
+
+    func principal(of request: Request, context: Context) async throws(CoordinatorError) -> Principal {
+        if let authorization = request.headers[.authorization] {
+            let parts = authorization.split(separator: " ", maxSplits: 1)
+            guard parts.count == 2, parts[0].lowercased() == "bearer" else {
+                throw CoordinatorError(.unauthenticated, "the Authorization header must be `Bearer TOKEN`")
+            }
+            return try await core.principal(token: String(parts[1]).trimmingCharacters(in: .whitespaces))
+        }
+        if let identity = await Self.certificate(of: context.channel) {
+            switch identity {
+            case .success(let identity):
+                let principal = Principal(identity)
+                try await core.checkNotRevoked(principal)
+                return principal
+            case .failure(let error):
+                throw CoordinatorError(.unauthenticated, error.message)
+            }
+        }
+        throw CoordinatorError(.unauthenticated, "this request carries no credentials: send `Authorization: Bearer TOKEN` (heddle tokens create) or a client certificate")
+    }
+
+    /// The identity of a client certificate (verified by the TLS handshake against the
+    /// fabric's CA), nil when none was presented or the connection is plain.
+    static func certificate(of channel: any Channel) async -> Result<PeerIdentity, WireError>? {
+        guard let peer = try? await channel.nioSSL_peerCertificate().get() else { return nil }
+        do {
+            let der = try peer.toDERBytes()
+            return .success(try PeerIdentity(certificate: Certificate(derEncoded: der), derBytes: der))
+        } catch let error as WireError {
+            return .failure(error)
+        } catch {
+            return .failure(WireError(.unauthenticated, "the client certificate cannot be read: \(error)"))
+        }
+    }
+}
+
+/// Failed sign-ins per client address, in one-minute windows, for a bounded number of
+/// addresses.
+final class FailureLimiter: Sendable {
+    static let maximumFailures = 20
+    static let window: Int64 = 60_000
+    static let maximumAddresses = 4096
+
+    private struct Window {
+        var start: Int64
+        var failures: Int
+    }
+    private let windows = Mutex<[String: Window]>([:])
+
+    /// Seconds until the address may try again, or nil when it may now.
+    func blocked(_ client: String, now: Int64 = Date.nowMilliseconds) -> Int? {
+        windows.withLock { windows in
+            guard let window = windows[client], now - window.start < Self.window,
+                  window.failures >= Self.maximumFailures else { return nil }
+            return Int((Self.window - (now - window.start) + 999) / 1000)
+        }
+    }
+
+    func failed(_ client: String, now: Int64 = Date.nowMilliseconds) {
+        windows.withLock { windows in
+            if windows.count >= Self.maximumAddresses, windows[client] == nil {
+                windows = windows.filter { now - $0.value.start < Self.window }
+                if windows.count >= Self.maximumAddresses, let oldest = windows.min(by: { $0.value.start < $1.value.start }) {
+                    windows[oldest.key] = nil
+                }
+            }
+            if var window = windows[client], now - window.start < Self.window {
+                window.failures += 1
+                windows[client] = window
+            } else {
+                windows[client] = Window(start: now, failures: 1)
+            }
+        }
+    }
+}
+
+/// The routes `openapi.yaml` documents, to tell an unknown route (404) from a known one
+/// asked with another method (405).
+struct DocumentedRoutes: Sendable {
+    /// Path templates split in segments ("{x}" matches any one segment), with their methods.
+    let routes: [(segments: [String], methods: Set<String>)]
+
+    init(document: String, prefix: String, extra: [(String, Set<String>)]) {
+        var routes: [(segments: [String], methods: Set<String>)] = []
+        let object = (try? JSONSerialization.jsonObject(with: Data(document.utf8))) as? [String: Any]
+        for (path, item) in (object?["paths"] as? [String: Any]) ?? [:] {
+            let methods = Set(((item as? [String: Any]) ?? [:]).keys.map { $0.uppercased() }
+                .filter { ["GET", "POST", "PUT", "PATCH", "DELETE"].contains($0) })
+            routes.append(((prefix + path).split(separator: "/").map(String.init), methods))
+        }
+        for (path, methods) in extra { routes.append((path.split(separator: "/").map(String.init), methods)) }
+        self.routes = routes
+    }
+
+    func problem(method: HTTPRequest.Method, path: String) -> Problem {
+        let segments = path.split(separator: "/").map(String.init)
+        let allowed = routes.filter { route in
+            route.segments.count == segments.count
+                && zip(route.segments, segments).allSatisfy { $0.hasPrefix("{") || $0 == $1 }
+        }.reduce(into: Set<String>()) { $0.formUnion($1.methods) }
+        guard !allowed.isEmpty else {
+            return Problem(status: .notFound, code: "not_found", detail: "there is no route \(method.rawValue) \(path)")
+        }
+        var problem = Problem(status: .methodNotAllowed, code: "method_not_allowed",
+                              detail: "\(path) answers \(allowed.sorted().joined(separator: ", ")), not \(method.rawValue)")
+        problem.headers[.allow] = allowed.sorted().joined(separator: ", ")
+        return problem
+    }
+}
+
+extension DecodingError {
+    var context: Context? {
+        switch self {
+        case .keyNotFound(_, let context), .typeMismatch(_, let context), .valueNotFound(_, let context),
+             .dataCorrupted(let context): context
+        @unknown default: nil
+        }
+    }
+}

@@ -1,0 +1,299 @@
+import Foundation
+import TestSupport
+import Testing
+import Wire
+
+/// The HTTP front of the real coordinator binary over real HTTPS: tokens, roles, every route
+/// of the OpenAPI document answering as documented, errors as problem+json.
+@Suite(.serialized) struct HTTPAPITests {
+    static let pipeline = """
+        name: ci
+        jobs:
+          test:
+            labels: [linux]
+            nodes:
+              first:
+                run: printf 'one\\n'
+              second:
+                run: printf 'two\\n'
+                needs: [first]
+        """
+
+    /// Pushes the pipeline (admin, over HTTP) and makes the project first.
+    func setUp(_ fabric: Fabric) async throws {
+        let admin = try fabric.http(as: "admin")
+        let project = try await admin.json("POST", "/api/v1/projects", ["name": "shop"])
+        #expect(project.status == 201, "\(project.text)")
+        let push = try await admin.json("POST", "/api/v1/projects/shop/pipelines", ["source": Self.pipeline, "fileName": "ci.act"])
+        #expect(push.status == 201, "\(push.text)")
+        #expect(push.object?["name"] as? String == "ci" && push.object?["jobs"] as? [String] == ["test"])
+    }
+
+    func bearer(_ secret: String) -> [(String, String)] { [("Authorization", "Bearer \(secret)")] }
+
+    /// Waits until the run's status is one of `statuses`, reading it over HTTP.
+    func waitForRun(_ client: HTTPTestClient, _ id: Int, _ statuses: Set<String>, headers: [(String, String)] = []) async throws -> [String: Any] {
+        var last: [String: Any] = [:]
+        try await waitUntil("run \(id) to be \(statuses.sorted())", timeout: .seconds(60)) {
+            let response = try await client.request("GET", "/api/v1/runs/\(id)", headers: headers)
+            last = response.object ?? [:]
+            return statuses.contains((last["run"] as? [String: Any])?["status"] as? String ?? "")
+        }
+        return last
+    }
+
+    @Test func tokensAndCertificatesGiveRolesAndEverythingElseIsRefusedAsJSON() async throws {
+        let fabric = try await Fabric(runnerLabels: ["linux"], coordinatorArguments: ["--http", "127.0.0.1:0"])
+        do {
+            #expect(fabric.httpURL?.hasPrefix("https://127.0.0.1:") == true)
+            try await setUp(fabric)
+            let anonymous = try fabric.http()
+
+            // No credentials, a wrong token, another scheme: 401 as JSON, and no hint.
+            for headers in [[], bearer("heddle_wrong"), [("Authorization", "Basic YWRtaW46YWRtaW4=")]] {
+                let refused = try await anonymous.request("GET", "/api/v1/runs", headers: headers)
+                #expect(refused.status == 401)
+                #expect(refused.header("Content-Type") == "application/problem+json")
+                #expect(refused.header("WWW-Authenticate")?.hasPrefix("Bearer") == true)
+                #expect(refused.object?["code"] as? String == "unauthenticated" && refused.object?["status"] as? Int == 401)
+            }
+
+            // Tokens: made by the CLI, listed without secrets, each role as the table says.
+            let viewer = try await fabric.createToken("look", role: "viewer")
+            let automation = try await fabric.createToken("ci-bot", role: "automation")
+            #expect(viewer.hasPrefix("heddle_") && viewer != automation)
+            let listed = try await fabric.json(["tokens", "list"]) as? [[String: Any]] ?? []
+            #expect(listed.map { $0["name"] as? String } == ["ci-bot", "look"])
+            #expect(!listed.contains { $0["secret"] != nil })
+            let duplicate = try await fabric.heddle(["tokens", "create", "--name", "look", "--role", "admin"])
+            #expect(duplicate.status != 0 && duplicate.error.contains("a token named look exists"))
+
+            let read = try await anonymous.request("GET", "/api/v1/runs", headers: bearer(viewer))
+            #expect(read.status == 200 && (read.object?["runs"] as? [Any])?.isEmpty == true, "\(read.text)")
+            let viewerTrigger = try await anonymous.json("POST", "/api/v1/projects/shop/pipelines/ci/runs", ["branch": "main"],
+                                                         headers: bearer(viewer))
+            #expect(viewerTrigger.status == 403)
+            #expect(viewerTrigger.object?["code"] as? String == "permission_denied")
+            #expect((viewerTrigger.object?["detail"] as? String)?.contains("needs one of the roles automation, admin") == true,
+                    "\(viewerTrigger.text)")
+
+            let triggered = try await anonymous.json("POST", "/api/v1/projects/shop/pipelines/ci/runs", ["branch": "main"],
+                                                     headers: bearer(automation))
+            #expect(triggered.status == 201, "\(triggered.text)")
+            let runID = triggered.object?["run"] as? Int ?? 0
+            #expect(triggered.object?["attempt"] as? Int == 1 && triggered.object?["url"] as? String == "/api/v1/runs/\(runID)")
+            let bulk = try await anonymous.json("POST", "/api/v1/queue/cancel", ["dryRun": true], headers: bearer(automation))
+            #expect(bulk.status == 403 && (bulk.object?["detail"] as? String)?.contains("needs the admin role") == true)
+
+            // The run goes through the real runner; the API shows jobs, nodes, runner and durations.
+            let done = try await waitForRun(anonymous, runID, ["succeeded", "failed"], headers: bearer(viewer))
+            let run = done["run"] as? [String: Any] ?? [:]
+            #expect(run["status"] as? String == "succeeded", "\(done)\n\(fabric.logs)")
+            #expect(run["trigger"] as? String == "api" && (run["durationMs"] as? Int ?? -1) >= 0)
+            let job = (done["jobs"] as? [[String: Any]])?.first ?? [:]
+            #expect(job["runner"] as? String == "runner-1" && job["status"] as? String == "succeeded")
+            let nodes = job["nodes"] as? [[String: Any]] ?? []
+            #expect(nodes.map { $0["name"] as? String } == ["first", "second"])
+            #expect(nodes.map { $0["exitCode"] as? Int } == [0, 0])
+            #expect(nodes.last?["needs"] as? [String] == ["first"])
+            #expect((done["attempts"] as? [[String: Any]])?.map { $0["number"] as? Int } == [1])
+
+            // A viewer certificate reads and may not write, like a viewer token.
+            let issued = try await fabric.heddle(["certs", "issue", "--dir", fabric.certs, "--role", "viewer", "--name", "watcher"])
+            #expect(issued.status == 0, "\(issued.error)")
+            let watcher = try fabric.http(as: "watcher")
+            #expect(try await watcher.request("GET", "/api/v1/queue").status == 200)
+            #expect(try await watcher.request("POST", "/api/v1/runs/\(runID)/rerun").status == 403)
+
+            // A revoked token is refused from then on.
+            let revoked = try await fabric.heddle(["tokens", "revoke", "look"])
+            #expect(revoked.status == 0 && revoked.output.contains("revoked token look"))
+            #expect(try await anonymous.request("GET", "/api/v1/runs", headers: bearer(viewer)).status == 401)
+
+            // Errors: unknown route 404, wrong method 405 with Allow, malformed JSON 400 naming
+            // the field, unknown id 404, an oversized body 413; all problem+json.
+            let admin = try fabric.http(as: "admin")
+            let unknown = try await admin.request("GET", "/api/v1/nope")
+            #expect(unknown.status == 404 && unknown.object?["code"] as? String == "not_found")
+            let wrongMethod = try await admin.request("DELETE", "/api/v1/projects")
+            #expect(wrongMethod.status == 405 && wrongMethod.header("Allow") == "GET, POST")
+            let missing = try await admin.json("POST", "/api/v1/projects", ["nam": "x"])
+            #expect(missing.status == 400 && missing.object?["field"] as? String == "name", "\(missing.text)")
+            let wrongType = try await admin.json("POST", "/api/v1/tokens", ["name": "t", "role": "root"])
+            #expect(wrongType.status == 400 && wrongType.object?["field"] as? String == "role", "\(wrongType.text)")
+            let broken = try await admin.request("POST", "/api/v1/projects", headers: [("Content-Type", "application/json")],
+                                                 body: Array("{\"name\":".utf8))
+            #expect(broken.status == 400 && broken.object?["detail"] as? String == "the body is not valid JSON")
+            let noRun = try await admin.request("GET", "/api/v1/runs/999")
+            #expect(noRun.status == 404 && noRun.object?["detail"] as? String == "run 999 does not exist")
+            let notANumber = try await admin.request("GET", "/api/v1/runs/abc")
+            #expect(notANumber.status == 400)
+            let huge = try await admin.request("POST", "/api/v1/projects", headers: [("Content-Type", "application/json")],
+                                               body: [UInt8](repeating: 0x20, count: (1 << 20) + 1))
+            #expect(huge.status == 413 && huge.object?["code"] as? String == "resource_exhausted")
+            for response in [unknown, wrongMethod, missing, broken, noRun, notANumber, huge] {
+                #expect(response.header("Content-Type") == "application/problem+json")
+            }
+
+            // Health and the contract need no credentials.
+            #expect(try await anonymous.request("GET", "/healthz").text == "ok\n")
+            #expect(try await anonymous.request("GET", "/readyz").status == 200)
+            let document = try await anonymous.request("GET", "/api/v1/openapi.json")
+            #expect(document.status == 200 && document.object?["openapi"] as? String == "3.1.0")
+
+            // Failed sign-ins from one address are limited: past 20 a minute, 429 with Retry-After,
+            // whatever the request carries.
+            var limited: HTTPTestClient.Response?
+            for _ in 0..<25 {
+                let response = try await anonymous.request("GET", "/api/v1/runs", headers: bearer("heddle_guess"))
+                if response.status == 429 { limited = response; break }
+                #expect(response.status == 401)
+            }
+            #expect(limited?.object?["code"] as? String == "too_many_requests")
+            #expect(Int(limited?.header("Retry-After") ?? "") ?? 0 > 0)
+            #expect(try await anonymous.request("GET", "/api/v1/runs", headers: bearer(automation)).status == 429)
+            #expect(fabric.coordinator?.standardError.contains("heddle_guess") == false, "a secret was logged")
+        } catch {
+            Issue.record("\(error)\n\(fabric.logs)")
+        }
+        await fabric.stop()
+    }
+
+    /// Every operation of the committed OpenAPI document is called, and answers with a status
+    /// it documents and a body holding every property its schema requires.
+    @Test func everyDocumentedRouteAnswersAsDocumented() async throws {
+        let fabric = try await Fabric(runnerLabels: ["linux"], coordinatorArguments: ["--http", "127.0.0.1:0"])
+        do {
+            try await setUp(fabric)
+            let admin = try fabric.http(as: "admin")
+            let document = try #require(try await admin.request("GET", "/api/v1/openapi.json").object)
+            let paths = document["paths"] as? [String: [String: Any]] ?? [:]
+            let schemas = (document["components"] as? [String: Any])?["schemas"] as? [String: [String: Any]] ?? [:]
+            let runner = try await fabric.http(as: "admin").request("GET", "/api/v1/runners")
+            #expect((runner.object?["runners"] as? [[String: Any]])?.first?["name"] as? String == "runner-1")
+
+            // A queued job to move and cancel: a pipeline no runner can take.
+            try await fabric.push("gpu.act", """
+                name: gpu
+                jobs:
+                  train:
+                    labels: [gpu]
+                    nodes:
+                      fit:
+                        run: "true"
+                """)
+            var calls: [(method: String, path: String, template: String, body: Any?)] = [
+                ("GET", "/api/v1/projects", "/projects", nil),
+                ("POST", "/api/v1/projects", "/projects", ["name": "other", "repository": ""]),
+                ("GET", "/api/v1/projects/shop", "/projects/{project}", nil),
+                ("GET", "/api/v1/projects/shop/pipelines", "/projects/{project}/pipelines", nil),
+                ("POST", "/api/v1/projects/shop/pipelines", "/projects/{project}/pipelines", ["source": Self.pipeline]),
+                ("GET", "/api/v1/projects/shop/pipelines/ci", "/projects/{project}/pipelines/{pipeline}", nil),
+                ("POST", "/api/v1/projects/shop/pipelines/ci/runs", "/projects/{project}/pipelines/{pipeline}/runs", nil),
+                ("POST", "/api/v1/projects/shop/pipelines/gpu/runs", "/projects/{project}/pipelines/{pipeline}/runs", ["branch": "dev"]),
+                ("POST", "/api/v1/projects/shop/pipelines/gpu/runs", "/projects/{project}/pipelines/{pipeline}/runs", ["branch": "dev"]),
+            ]
+            var answers: [String: HTTPTestClient.Response] = [:]
+            func call(_ method: String, _ path: String, _ template: String, _ body: Any?) async throws {
+                let response = try await admin.json(method, path, body)
+                answers["\(method) \(template)"] = response
+                let operation = try #require(paths[template]?[method.lowercased()] as? [String: Any], "\(method) \(template) is not documented")
+                let responses = operation["responses"] as? [String: Any] ?? [:]
+                let documented = responses.keys.compactMap(Int.init)
+                #expect(documented.contains(response.status), "\(method) \(path): \(response.status) \(response.text)")
+                guard let success = responses[String(response.status)] as? [String: Any],
+                      let schema = ((success["content"] as? [String: Any])?["application/json"] as? [String: Any])?["schema"] as? [String: Any]
+                else { return }
+                let resolved = resolve(schema, schemas)
+                for field in resolved["required"] as? [String] ?? [] {
+                    #expect(response.object?[field] != nil, "\(method) \(path) lacks \(field): \(response.text)")
+                }
+            }
+            for entry in calls { try await call(entry.method, entry.path, entry.template, entry.body) }
+            let firstRun = answers["POST /projects/{project}/pipelines/{pipeline}/runs"]?.object?["run"] as? Int ?? 0
+            _ = try await waitForRun(admin, firstRun - 2, ["succeeded", "failed"])
+            let queue = try await admin.request("GET", "/api/v1/queue").object?["jobs"] as? [[String: Any]] ?? []
+            let queued = queue.filter { $0["status"] as? String == "queued" }.compactMap { $0["job"] as? Int }
+            #expect(queued.count == 2, "\(queue)")
+            #expect(queue.first?["waitingReason"] as? String != nil)
+            calls = [
+                ("GET", "/api/v1/runs?project=shop&limit=1", "/runs", nil),
+                ("GET", "/api/v1/runs/\(firstRun - 2)?attempt=1", "/runs/{run}", nil),
+                ("POST", "/api/v1/runs/\(firstRun - 2)/rerun", "/runs/{run}/rerun", nil),
+                ("GET", "/api/v1/queue?limit=10", "/queue", nil),
+                ("POST", "/api/v1/queue/\(queued.last ?? 0)/move", "/queue/{job}/move", ["to": "top"]),
+                ("POST", "/api/v1/runs/\(firstRun - 1)/cancel", "/runs/{run}/cancel", nil),
+                ("POST", "/api/v1/jobs/\(queued.last ?? 0)/cancel", "/jobs/{job}/cancel", nil),
+                ("POST", "/api/v1/queue/cancel", "/queue/cancel", ["project": "shop", "dryRun": true]),
+                ("GET", "/api/v1/runners", "/runners", nil),
+                ("POST", "/api/v1/runners/runner-1/drain", "/runners/{runner}/drain", nil),
+                ("POST", "/api/v1/runners/runner-1/undrain", "/runners/{runner}/undrain", nil),
+                ("POST", "/api/v1/tokens", "/tokens", ["name": "reader", "role": "viewer", "expiresInDays": 30]),
+                ("GET", "/api/v1/tokens", "/tokens", nil),
+                ("DELETE", "/api/v1/tokens/reader", "/tokens/{name}", nil),
+            ]
+            for entry in calls { try await call(entry.method, entry.path, entry.template, entry.body) }
+
+            // Every documented operation was called.
+            let documented = Set(paths.flatMap { path, item in
+                item.keys.filter { $0 != "parameters" }.map { "\($0.uppercased()) \(path)" }
+            })
+            #expect(Set(answers.keys) == documented, "not called: \(documented.subtracting(answers.keys).sorted())")
+
+            // What the calls did, read back.
+            #expect(answers["GET /runs"]?.object?["next"] as? String != nil, "a first page of one has a next")
+            #expect(answers["POST /queue/{job}/move"]?.object?["position"] as? Int == 1)
+            #expect(answers["POST /runners/{runner}/drain"]?.object.flatMap { ($0["runners"] as? [[String: Any]])?.first?["drained"] as? Bool } == true)
+            #expect(answers["POST /runs/{run}/cancel"]?.object?["count"] as? Int == 1)
+            #expect(answers["POST /jobs/{job}/cancel"]?.object?["count"] as? Int == 1)
+            #expect((answers["POST /runs/{run}/rerun"]?.object?["attempt"] as? Int) == 2)
+            let created = answers["POST /tokens"]?.object
+            #expect((created?["secret"] as? String)?.hasPrefix("heddle_") == true)
+            #expect((created?["token"] as? [String: Any])?["expiresAt"] != nil)
+            #expect((answers["DELETE /tokens/{name}"]?.object?["revoked"] as? Bool) == true)
+            let secret = created?["secret"] as? String ?? ""
+            #expect(try await fabric.http().request("GET", "/api/v1/runs", headers: bearer(secret)).status == 401)
+        } catch {
+            Issue.record("\(error)\n\(fabric.logs)")
+        }
+        await fabric.stop()
+    }
+
+    func resolve(_ schema: [String: Any], _ schemas: [String: [String: Any]]) -> [String: Any] {
+        guard let reference = schema["$ref"] as? String else { return schema }
+        return schemas[String(reference.split(separator: "/").last ?? "")] ?? [:]
+    }
+
+    /// Plain HTTP is for a proxy on the same machine: refused on any other address.
+    @Test func plainHTTPOnlyOnALoopbackAddress() async throws {
+        let root = try TemporaryDirectory("heddle-http")
+        defer { root.remove() }
+        let heddle = Binaries.path("heddle")
+        let certs = root.file("certs")
+        let made = try ManagedProcess(heddle, ["certs", "init", "--dir", certs], logs: root)
+        #expect(try await made.waitForExit() == 0)
+        func start(_ http: String) throws -> ManagedProcess {
+            try ManagedProcess(Binaries.path("heddle-coordinator"), [
+                "--listen", "127.0.0.1:0", "--data", root.file("data"), "--ca", "\(certs)/ca.pem",
+                "--cert", "\(certs)/coordinator.pem", "--key", "\(certs)/coordinator.key", "--http", http, "--http-plain",
+            ], logs: root)
+        }
+        let refused = try start("0.0.0.0:0")
+        #expect(try await refused.waitForExit() != 0)
+        #expect(refused.standardError.contains("--http-plain serves without TLS and is allowed only on a loopback address"),
+                "\(refused.standardError)")
+
+        let plain = try start("127.0.0.1:0")
+        do {
+            let line = try await plain.waitForLine(startingWith: "http listening on ")
+            let url = String(line.dropFirst("http listening on ".count))
+            #expect(url.hasPrefix("http://127.0.0.1:"))
+            let client = try HTTPTestClient(url: url, ca: nil)
+            #expect(try await client.request("GET", "/healthz").status == 200)
+            #expect(try await client.request("GET", "/api/v1/projects").status == 401)
+        } catch {
+            Issue.record("\(error)\n\(plain.standardError)")
+        }
+        await plain.stop()
+    }
+}

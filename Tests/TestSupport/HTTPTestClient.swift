@@ -1,0 +1,132 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import NIOSSL
+import Wire
+
+/// A small HTTP/1.1 client for tests of the coordinator's HTTP front: one request per
+/// connection, over TLS trusting the fabric's CA (with a client certificate when given) or
+/// plain. Every request has a deadline.
+public struct HTTPTestClient: Sendable {
+    public struct Response: Sendable {
+        public var status: Int
+        public var headers: [(String, String)]
+        public var body: [UInt8]
+
+        public func header(_ name: String) -> String? {
+            headers.first { $0.0.lowercased() == name.lowercased() }?.1
+        }
+
+        public var text: String { String(decoding: body, as: UTF8.self) }
+
+        /// The body as a JSON object (or nil).
+        public var object: [String: Any]? { (try? JSONSerialization.jsonObject(with: Data(body))) as? [String: Any] }
+        public var json: Any? { try? JSONSerialization.jsonObject(with: Data(body)) }
+    }
+
+    public let host: String
+    public let port: Int
+    let tls: TLSConfiguration?
+
+    /// `url` is `https://HOST:PORT` or `http://HOST:PORT`. With `ca`, TLS trusting only that CA;
+    /// with `certificate` and `key`, that client certificate is offered.
+    public init(url: String, ca: String?, certificate: String? = nil, key: String? = nil) throws {
+        guard let parsed = URLComponents(string: url), let host = parsed.host, let port = parsed.port else {
+            throw TestFailure("not a URL with a port: \(url)")
+        }
+        self.host = host
+        self.port = port
+        guard parsed.scheme == "https" else {
+            tls = nil
+            return
+        }
+        var config = TLSConfiguration.makeClientConfiguration()
+        if let ca { config.trustRoots = .file(ca) }
+        if let certificate, let key {
+            config.certificateChain = try NIOSSLCertificate.fromPEMFile(certificate).map { .certificate($0) }
+            config.privateKey = .privateKey(try NIOSSLPrivateKey(file: key, format: .pem))
+        }
+        tls = config
+    }
+
+    /// Sends one request and returns the whole response.
+    public func request(_ method: String, _ path: String, headers: [(String, String)] = [], body: [UInt8]? = nil,
+                        timeout: Duration = .seconds(30)) async throws -> Response {
+        let collector = Collector()
+        let context = try tls.map { try NIOSSLContext(configuration: $0) }
+        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    if let context {
+                        try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: context, serverHostname: nil))
+                    }
+                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                    try channel.pipeline.syncOperations.addHandler(collector)
+                }
+            }
+            .connect(host: host, port: port).get()
+        var head = HTTPRequestHead(version: .http1_1, method: HTTPMethod(rawValue: method), uri: path)
+        head.headers.add(name: "Host", value: "\(host):\(port)")
+        head.headers.add(name: "Connection", value: "close")
+        for (name, value) in headers { head.headers.add(name: name, value: value) }
+        if let body { head.headers.replaceOrAdd(name: "Content-Length", value: String(body.count)) }
+        channel.write(HTTPClientRequestPart.head(head), promise: nil)
+        if let body { channel.write(HTTPClientRequestPart.body(.byteBuffer(ByteBuffer(bytes: body))), promise: nil) }
+        try await channel.writeAndFlush(HTTPClientRequestPart.end(nil))
+        return try await withThrowingTaskGroup(of: Response.self) { group in
+            group.addTask { try await collector.response.futureResult.get() }
+            group.addTask {
+                try await Task.sleep(for: timeout)
+                throw TestFailure("no answer to \(method) \(path) within \(timeout)")
+            }
+            defer {
+                group.cancelAll()
+                channel.close(promise: nil)
+            }
+            return try await group.next()!
+        }
+    }
+
+    /// A JSON request (the body encoded from `json`).
+    public func json(_ method: String, _ path: String, _ json: Any? = nil, headers: [(String, String)] = []) async throws -> Response {
+        var all = headers
+        var body: [UInt8]?
+        if let json {
+            body = Array(try JSONSerialization.data(withJSONObject: json))
+            all.append(("Content-Type", "application/json"))
+        }
+        return try await request(method, path, headers: all, body: body)
+    }
+
+    final class Collector: ChannelInboundHandler, @unchecked Sendable {
+        typealias InboundIn = HTTPClientResponsePart
+        let response: EventLoopPromise<Response>
+        private var head: HTTPResponseHead?
+        private var body: [UInt8] = []
+
+        init() {
+            response = MultiThreadedEventLoopGroup.singleton.next().makePromise(of: Response.self)
+        }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            switch unwrapInboundIn(data) {
+            case .head(let head): self.head = head
+            case .body(let buffer): body += buffer.readableBytesView
+            case .end:
+                guard let head else { return }
+                response.succeed(Response(status: Int(head.status.code), headers: head.headers.map { ($0.name, $0.value) },
+                                          body: body))
+            }
+        }
+
+        func errorCaught(context: ChannelHandlerContext, error: any Error) {
+            response.fail(error)
+            context.close(promise: nil)
+        }
+
+        func channelInactive(context: ChannelHandlerContext) {
+            response.fail(TestFailure("the connection closed before a whole response"))
+        }
+    }
+}

@@ -1,0 +1,1 @@
+print("run swift-openapi-generator instead")
