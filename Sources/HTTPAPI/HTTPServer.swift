@@ -74,6 +74,7 @@ public enum HTTPFront {
             Response(status: .ok, headers: [.contentType: "application/json"],
                      body: .init(byteBuffer: ByteBuffer(string: OpenAPIDocument.json)))
         }
+        StreamRoutes(core: core, streams: StreamCount(), logger: logger).register(on: router)
         try API(core: core).registerHandlers(on: router, serverURL: URL(string: "/api/v1")!,
                                              configuration: .init(jsonEncodingOptions: [.sortedKeys, .withoutEscapingSlashes]))
 

@@ -233,6 +233,12 @@ import Wire
                 ("DELETE", "/api/v1/tokens/reader", "/tokens/{name}", nil),
             ]
             for entry in calls { try await call(entry.method, entry.path, entry.template, entry.body) }
+            try await call("GET", "/api/v1/runs/\(firstRun - 2)/jobs/test/nodes/first/log", "/runs/{run}/jobs/{job}/nodes/{node}/log", nil)
+            #expect(answers["GET /runs/{run}/jobs/{job}/nodes/{node}/log"]?.text == "one\n")
+            let events = try await admin.stream("/api/v1/events", headers: [("Accept", "text/event-stream")])
+            #expect(events.status == 200 && events.headers.contains { $0 == ("Content-Type", "text/event-stream") })
+            await events.close()
+            answers["GET /events"] = HTTPTestClient.Response(status: events.status, headers: events.headers, body: [])
 
             // Every documented operation was called.
             let documented = Set(paths.flatMap { path, item in
@@ -262,6 +268,137 @@ import Wire
     func resolve(_ schema: [String: Any], _ schemas: [String: [String: Any]]) -> [String: Any] {
         guard let reference = schema["$ref"] as? String else { return schema }
         return schemas[String(reference.split(separator: "/").last ?? "")] ?? [:]
+    }
+
+    /// Reads SSE events from `stream` until `done` says so or the stream ends, with a deadline.
+    func events(_ stream: HTTPTestClient.Stream, timeout: Duration = .seconds(60),
+                until done: @escaping @Sendable ([SSEEvent]) -> Bool) async throws -> [SSEEvent] {
+        try await withThrowingTaskGroup(of: [SSEEvent].self) { group in
+            group.addTask {
+                var parser = SSEParser()
+                var events: [SSEEvent] = []
+                for await bytes in stream.body {
+                    events += parser.feed(bytes)
+                    if done(events) { break }
+                }
+                return events
+            }
+            group.addTask {
+                try await Task.sleep(for: timeout)
+                throw TestFailure("no end of the event stream within \(timeout)")
+            }
+            defer { group.cancelAll() }
+            return try await group.next()!
+        }
+    }
+
+    static func bytes(of events: [SSEEvent]) -> [UInt8] {
+        events.filter { $0.event == "log" }.flatMap {
+            Array(Data(base64Encoded: $0.object?["bytes"] as? String ?? "") ?? Data())
+        }
+    }
+
+    /// A node's log over HTTP: raw with ranges, live as events resumed after a dropped
+    /// connection with no gap and no duplicate, and as HTML with its colours.
+    @Test func aNodeLogIsReadRawByRangeLiveAsEventsAndAsHTML() async throws {
+        let fabric = try await Fabric(runnerLabels: ["linux"], coordinatorArguments: ["--http", "127.0.0.1:0"])
+        do {
+            try await fabric.push("logs.act", #"""
+                name: logs
+                jobs:
+                  show:
+                    labels: [linux]
+                    nodes:
+                      colours:
+                        run: |
+                          printf '\033[32mgreen\033[0m \033[1;38;5;196mred\033[0m \033[38;2;1;2;3mrgb\033[0m\n'
+                          printf 'loading 10%%\rloading 100%%\n'
+                          printf 'bad \377 byte\n'
+                          printf '<tag> & "q"'
+                      stream:
+                        run: |
+                          for i in 1 2 3 4 5 6 7 8; do echo "line $i"; sleep 0.25; done
+                """#)
+            let viewer = try await fabric.createToken("look", role: "viewer")
+            let client = try fabric.http()
+            let auth = bearer(viewer)
+            let runID = try await fabric.trigger("shop/logs")
+            let path = "/api/v1/runs/\(runID)/jobs/show/nodes/stream/log"
+
+            // Live: some events, the connection dropped, then resumed from the last id.
+            let first = try await client.stream(path, headers: auth + [("Accept", "text/event-stream")])
+            #expect(first.status == 200)
+            #expect(first.headers.first { $0.0.lowercased() == "content-type" }?.1 == "text/event-stream")
+            let before = try await events(first) { events in events.contains { $0.event == "log" } }
+            await first.close()
+            let lastID = try #require(before.last { $0.event == "log" }?.id)
+            let resumed = try await client.stream(path, headers: auth + [("Accept", "text/event-stream"), ("Last-Event-ID", lastID)])
+            let after = try await events(resumed) { events in events.contains { $0.event == "end" } }
+            await resumed.close()
+            let expected = (1...8).map { "line \($0)\n" }.joined()
+            let joined = Self.bytes(of: before.filter { Int($0.id ?? "") ?? 0 <= Int(lastID)! }) + Self.bytes(of: after)
+            #expect(String(decoding: joined, as: UTF8.self) == expected, "before \(before)\nafter \(after)")
+            #expect(after.last?.event == "end" && after.last?.object?["status"] as? String == "succeeded", "\(after)")
+            let firstOffset = after.first { $0.event == "log" }?.object?["offset"] as? Int
+            #expect(firstOffset == Int(lastID), "the resumed stream starts where the first stopped")
+
+            // Raw: the exact bytes, and ranges of them.
+            let colours = "/api/v1/runs/\(runID)/jobs/show/nodes/colours/log"
+            let raw = try await client.request("GET", colours, headers: auth)
+            let written: [UInt8] = Array("\u{1B}[32mgreen\u{1B}[0m \u{1B}[1;38;5;196mred\u{1B}[0m \u{1B}[38;2;1;2;3mrgb\u{1B}[0m\n".utf8)
+                + Array("loading 10%\rloading 100%\n".utf8) + Array("bad ".utf8) + [0xFF] + Array(" byte\n".utf8)
+                + Array("<tag> & \"q\"".utf8)
+            #expect(raw.status == 200 && raw.body == written, "\(raw.text)")
+            let range = try await client.request("GET", colours, headers: auth + [("Range", "bytes=5-9")])
+            #expect(range.status == 206 && range.body == Array(written[5...9]))
+            #expect(range.header("Content-Range") == "bytes 5-9/\(written.count)")
+            let suffix = try await client.request("GET", colours, headers: auth + [("Range", "bytes=-11")])
+            #expect(suffix.status == 206 && suffix.body == Array(written.suffix(11)))
+            let outside = try await client.request("GET", colours, headers: auth + [("Range", "bytes=\(written.count)-")])
+            #expect(outside.status == 416 && outside.header("Content-Range") == "bytes */\(written.count)")
+            let offset = try await client.request("GET", colours + "?offset=6", headers: auth)
+            #expect(offset.body == Array(written.dropFirst(6)))
+
+            // HTML: colours as styles, the carriage return overwrote, text escaped.
+            let html = try await client.request("GET", colours, headers: auth + [("Accept", "text/html")])
+            #expect(html.status == 200 && html.header("Content-Type") == "text/html; charset=utf-8")
+            let page = html.text
+            #expect(page.contains(#"<span style="color:#00cd00">green</span>"#), "\(page)")
+            #expect(page.contains(#"<span style="color:#ff0000;font-weight:bold">red</span>"#))
+            #expect(page.contains(#"<span style="color:#010203">rgb</span>"#))
+            #expect(page.contains("loading 100%\n") && !page.contains("loading 10%"))
+            #expect(page.contains("bad \u{FFFD} byte") && page.contains("&lt;tag&gt; &amp; &quot;q&quot;</pre>"))
+
+            // Unknown node or run: 404 as JSON, before anything streams.
+            let noNode = try await client.request("GET", "/api/v1/runs/\(runID)/jobs/show/nodes/nope/log", headers: auth)
+            #expect(noNode.status == 404 && (noNode.object?["detail"] as? String)?.contains("has no node 'nope'") == true)
+            #expect(try await client.request("GET", "/api/v1/runs/999/jobs/show/nodes/x/log", headers: auth).status == 404)
+            #expect(try await client.request("GET", colours, headers: [("Accept", "text/event-stream")]).status == 401)
+        } catch {
+            Issue.record("\(error)\n\(fabric.logs)")
+        }
+        await fabric.stop()
+    }
+
+    /// `/api/v1/events` streams queue changes as they happen.
+    @Test func queueChangesArriveAsEvents() async throws {
+        let fabric = try await Fabric(runnerLabels: ["linux"], coordinatorArguments: ["--http", "127.0.0.1:0"])
+        do {
+            try await setUp(fabric)
+            let client = try fabric.http(as: "admin")
+            let stream = try await client.stream("/api/v1/events", headers: [("Accept", "text/event-stream")])
+            #expect(stream.status == 200)
+            let runID = try await fabric.trigger("shop/ci")
+            let seen = try await events(stream) { events in
+                events.contains { $0.object?["kind"] as? String == "finished" }
+            }
+            await stream.close()
+            let kinds = seen.filter { $0.object?["run"] as? Int == runID }.compactMap { $0.object?["kind"] as? String }
+            #expect(kinds == ["queued", "claimed", "finished"], "\(seen)")
+        } catch {
+            Issue.record("\(error)\n\(fabric.logs)")
+        }
+        await fabric.stop()
     }
 
     /// Plain HTTP is for a proxy on the same machine: refused on any other address.

@@ -14,6 +14,12 @@ public struct HTTPTestClient: Sendable {
         public var headers: [(String, String)]
         public var body: [UInt8]
 
+        public init(status: Int, headers: [(String, String)], body: [UInt8]) {
+            self.status = status
+            self.headers = headers
+            self.body = body
+        }
+
         public func header(_ name: String) -> String? {
             headers.first { $0.0.lowercased() == name.lowercased() }?.1
         }
@@ -99,6 +105,91 @@ public struct HTTPTestClient: Sendable {
         return try await request(method, path, headers: all, body: body)
     }
 
+    /// A response read as it arrives (Server-Sent Events): its status and headers, then its
+    /// body's bytes until the server ends it or `close()`.
+    public final class Stream: Sendable {
+        public let status: Int
+        public let headers: [(String, String)]
+        public let body: AsyncStream<[UInt8]>
+        let channel: any Channel
+
+        init(status: Int, headers: [(String, String)], body: AsyncStream<[UInt8]>, channel: any Channel) {
+            self.status = status
+            self.headers = headers
+            self.body = body
+            self.channel = channel
+        }
+
+        /// Drops the connection.
+        public func close() async {
+            try? await channel.close()
+        }
+    }
+
+    /// Sends a GET and returns once the response's head arrived.
+    public func stream(_ path: String, headers: [(String, String)] = [], timeout: Duration = .seconds(30)) async throws -> Stream {
+        let (body, continuation) = AsyncStream.makeStream(of: [UInt8].self)
+        let streamer = Streamer(continuation)
+        let context = try tls.map { try NIOSSLContext(configuration: $0) }
+        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    if let context {
+                        try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: context, serverHostname: nil))
+                    }
+                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                    try channel.pipeline.syncOperations.addHandler(streamer)
+                }
+            }
+            .connect(host: host, port: port).get()
+        var head = HTTPRequestHead(version: .http1_1, method: .GET, uri: path)
+        head.headers.add(name: "Host", value: "\(host):\(port)")
+        for (name, value) in headers { head.headers.add(name: name, value: value) }
+        channel.write(HTTPClientRequestPart.head(head), promise: nil)
+        try await channel.writeAndFlush(HTTPClientRequestPart.end(nil))
+        let response = try await withThrowingTaskGroup(of: HTTPResponseHead.self) { group in
+            group.addTask { try await streamer.head.futureResult.get() }
+            group.addTask {
+                try await Task.sleep(for: timeout)
+                throw TestFailure("no answer to GET \(path) within \(timeout)")
+            }
+            defer { group.cancelAll() }
+            return try await group.next()!
+        }
+        return Stream(status: Int(response.status.code), headers: response.headers.map { ($0.name, $0.value) }, body: body,
+                      channel: channel)
+    }
+
+    final class Streamer: ChannelInboundHandler, @unchecked Sendable {
+        typealias InboundIn = HTTPClientResponsePart
+        let head: EventLoopPromise<HTTPResponseHead>
+        let continuation: AsyncStream<[UInt8]>.Continuation
+
+        init(_ continuation: AsyncStream<[UInt8]>.Continuation) {
+            head = MultiThreadedEventLoopGroup.singleton.next().makePromise(of: HTTPResponseHead.self)
+            self.continuation = continuation
+        }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            switch unwrapInboundIn(data) {
+            case .head(let head): self.head.succeed(head)
+            case .body(let buffer): continuation.yield(Array(buffer.readableBytesView))
+            case .end: continuation.finish()
+            }
+        }
+
+        func errorCaught(context: ChannelHandlerContext, error: any Error) {
+            head.fail(error)
+            continuation.finish()
+            context.close(promise: nil)
+        }
+
+        func channelInactive(context: ChannelHandlerContext) {
+            head.fail(TestFailure("the connection closed before a response"))
+            continuation.finish()
+        }
+    }
+
     final class Collector: ChannelInboundHandler, @unchecked Sendable {
         typealias InboundIn = HTTPClientResponsePart
         let response: EventLoopPromise<Response>
@@ -128,5 +219,53 @@ public struct HTTPTestClient: Sendable {
         func channelInactive(context: ChannelHandlerContext) {
             response.fail(TestFailure("the connection closed before a whole response"))
         }
+    }
+}
+
+/// Server-Sent Events parsed from a stream's bytes.
+public struct SSEEvent: Sendable, Equatable {
+    public var event: String
+    public var id: String?
+    public var data: String
+
+    public var object: [String: Any]? { (try? JSONSerialization.jsonObject(with: Data(data.utf8))) as? [String: Any] }
+
+    public static func == (a: SSEEvent, b: SSEEvent) -> Bool { a.event == b.event && a.id == b.id && a.data == b.data }
+}
+
+/// Splits SSE text into events as bytes arrive (comments and `retry:` skipped).
+public struct SSEParser: Sendable {
+    var buffer: [UInt8] = []
+
+    public init() {}
+
+    public mutating func feed(_ bytes: [UInt8]) -> [SSEEvent] {
+        buffer += bytes
+        var events: [SSEEvent] = []
+        while let end = Self.blankLine(in: buffer) {
+            let block = String(decoding: buffer[..<end.start], as: UTF8.self)
+            buffer.removeFirst(end.next)
+            var event = SSEEvent(event: "message", id: nil, data: "")
+            var sawData = false
+            for line in block.split(separator: "\n", omittingEmptySubsequences: false) {
+                if line.hasPrefix(":") { continue }
+                if line.hasPrefix("event: ") { event.event = String(line.dropFirst(7)) }
+                if line.hasPrefix("id: ") { event.id = String(line.dropFirst(4)) }
+                if line.hasPrefix("data: ") {
+                    event.data += (sawData ? "\n" : "") + line.dropFirst(6)
+                    sawData = true
+                }
+            }
+            if sawData { events.append(event) }
+        }
+        return events
+    }
+
+    static func blankLine(in bytes: [UInt8]) -> (start: Int, next: Int)? {
+        guard bytes.count >= 2 else { return nil }
+        for index in 0..<(bytes.count - 1) where bytes[index] == 0x0A && bytes[index + 1] == 0x0A {
+            return (index, index + 2)
+        }
+        return nil
     }
 }

@@ -58,12 +58,12 @@ extension CoordinatorCore {
             for end in try await store.logEnds(jobIDs: names.keys.sorted(), node: watcher.node) {
                 let key = Watcher.key(end.jobID, end.node)
                 let logKey = LogKey(jobID: end.jobID, node: end.node)
-                while !watcher.ended, Int64(watcher.delivered[key] ?? 0) < end.length {
+                while !watcher.ended, Int64(watcher.sent(key)) < end.length {
                     guard await watcher.sink.room() else {
                         watcher.end()
                         return
                     }
-                    let from = Int64(watcher.delivered[key] ?? 0)
+                    let from = Int64(watcher.sent(key))
                     guard let piece = try await logStore.piece(of: logKey, from: from, end: end.length) else { break }
                     watcher.deliver(.log(LogChunk(jobID: piece.jobID, job: names[piece.jobID] ?? "", node: piece.node,
                                                   offset: UInt64(piece.offset), data: piece.data)))
@@ -87,5 +87,37 @@ extension CoordinatorCore {
 
     func publish(runID: Int64, attempt: Int, _ event: WatchEvent) {
         subscriptions.publish(runID: runID, attempt: attempt, event)
+    }
+}
+
+extension CoordinatorCore {
+    /// One piece (at most 1 MiB) of a node log at or after `offset`, with the log's durable
+    /// length now. Not found: the run, the attempt, the job or the node does not exist.
+    public func readLog(_ request: LogRead, as principal: Principal) async throws -> LogPiece {
+        try Authorization.check(principal, .watchRun)
+        guard let run = try await store.run(id: request.runID) else {
+            throw CoordinatorError.notFound("run \(request.runID) does not exist")
+        }
+        let attempt = request.attempt ?? run.attempt
+        guard (1...run.attempt).contains(attempt) else {
+            throw CoordinatorError.notFound("run \(request.runID) has no attempt \(attempt) (it has \(run.attempt))")
+        }
+        let jobs = try await store.jobs(runID: request.runID, attempt: attempt)
+        guard let job = jobs.first(where: { $0.name == request.job }) else {
+            throw CoordinatorError.notFound("run \(request.runID) has no job '\(request.job)' (jobs: \(jobs.map(\.name).joined(separator: ", ")))")
+        }
+        let nodes = try await store.nodes(jobIDs: [job.id])
+        guard nodes.contains(where: { $0.name == request.node }) else {
+            throw CoordinatorError.notFound("job '\(request.job)' has no node '\(request.node)' (nodes: \(nodes.sorted { $0.ordinal < $1.ordinal }.map(\.name).joined(separator: ", ")))")
+        }
+        guard request.offset >= 0 else { throw CoordinatorError.invalid("a log offset is 0 or more") }
+        let length = try await store.logEnds(jobIDs: [job.id], node: request.node).first?.length ?? 0
+        var piece = LogPiece(offset: request.offset, data: Data(), length: length, finished: job.status.isFinished)
+        if request.offset < length,
+           let stored = try await logStore.piece(of: LogKey(jobID: job.id, node: request.node), from: request.offset, end: length) {
+            piece.offset = stored.offset
+            piece.data = stored.data
+        }
+        return piece
     }
 }

@@ -13,6 +13,8 @@ final class Watcher {
     let job: String?
     let node: String?
     let logs: Bool
+    /// Log bytes before this offset are not sent (`WatchRequest.from`).
+    let from: UInt64
     let sink: any EventSink
 
     enum Mode {
@@ -38,6 +40,7 @@ final class Watcher {
         self.job = request.job.flatMap { $0.isEmpty ? nil : $0 }
         self.node = request.node.flatMap { $0.isEmpty ? nil : $0 }
         self.logs = request.logs
+        self.from = request.from
         self.sink = sink
     }
 
@@ -48,6 +51,9 @@ final class Watcher {
     }
 
     static func key(_ jobID: Int64, _ node: String) -> String { "\(jobID)/\(node)" }
+
+    /// Bytes of a node log already sent (or skipped by `from`).
+    func sent(_ key: String) -> UInt64 { delivered[key] ?? from }
 
     /// A live event. Sent at once while the watcher keeps up; a log chunk that finds the
     /// sink full sends the watcher back to catching up from storage.
@@ -84,7 +90,7 @@ final class Watcher {
         var event = event
         if case .log(var chunk) = event {
             let key = Self.key(chunk.jobID, chunk.node)
-            let sent = delivered[key] ?? 0
+            let sent = self.sent(key)
             let end = chunk.offset + UInt64(chunk.data.count)
             guard end > sent else { return }
             if chunk.offset > sent && chunk.dropped == 0 {

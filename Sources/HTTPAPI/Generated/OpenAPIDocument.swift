@@ -25,6 +25,9 @@ enum OpenAPIDocument {
     "/projects": {
       "get": {
         "operationId": "listProjects",
+        "tags": [
+          "api"
+        ],
         "summary": "Every project (viewer).",
         "responses": {
           "200": {
@@ -55,6 +58,9 @@ enum OpenAPIDocument {
       },
       "post": {
         "operationId": "createProject",
+        "tags": [
+          "api"
+        ],
         "summary": "Make a project (admin).",
         "requestBody": {
           "required": true,
@@ -91,6 +97,9 @@ enum OpenAPIDocument {
       ],
       "get": {
         "operationId": "showProject",
+        "tags": [
+          "api"
+        ],
         "summary": "A project with its pipelines (viewer).",
         "responses": {
           "200": {
@@ -132,6 +141,9 @@ enum OpenAPIDocument {
       ],
       "get": {
         "operationId": "listPipelines",
+        "tags": [
+          "api"
+        ],
         "summary": "The latest version of each of the project's pipelines (viewer).",
         "responses": {
           "200": {
@@ -162,6 +174,9 @@ enum OpenAPIDocument {
       },
       "post": {
         "operationId": "pushPipeline",
+        "tags": [
+          "api"
+        ],
         "summary": "Push an `.act` file; its `name:` names the pipeline (admin).",
         "requestBody": {
           "required": true,
@@ -201,6 +216,9 @@ enum OpenAPIDocument {
       ],
       "get": {
         "operationId": "showPipeline",
+        "tags": [
+          "api"
+        ],
         "summary": "A pipeline's latest version with its source (viewer).",
         "responses": {
           "200": {
@@ -230,6 +248,9 @@ enum OpenAPIDocument {
       ],
       "post": {
         "operationId": "triggerRun",
+        "tags": [
+          "api"
+        ],
         "summary": "Run the pipeline's latest version on a branch (automation).",
         "requestBody": {
           "required": false,
@@ -261,6 +282,9 @@ enum OpenAPIDocument {
     "/runs": {
       "get": {
         "operationId": "listRuns",
+        "tags": [
+          "api"
+        ],
         "summary": "Runs, newest first, with filters and a cursor (viewer).",
         "parameters": [
           {
@@ -362,6 +386,9 @@ enum OpenAPIDocument {
       ],
       "get": {
         "operationId": "showRun",
+        "tags": [
+          "api"
+        ],
         "summary": "A run attempt with its jobs and nodes, and every attempt of the run (viewer).",
         "parameters": [
           {
@@ -399,6 +426,9 @@ enum OpenAPIDocument {
       ],
       "post": {
         "operationId": "rerunRun",
+        "tags": [
+          "api"
+        ],
         "summary": "Add an attempt to a finished run (automation).",
         "responses": {
           "201": {
@@ -425,6 +455,9 @@ enum OpenAPIDocument {
       ],
       "post": {
         "operationId": "cancelRun",
+        "tags": [
+          "api"
+        ],
         "summary": "Cancel the run's queued and running jobs (automation).",
         "responses": {
           "200": {
@@ -457,6 +490,9 @@ enum OpenAPIDocument {
       ],
       "post": {
         "operationId": "cancelJob",
+        "tags": [
+          "api"
+        ],
         "summary": "Cancel one queued or running job (automation).",
         "responses": {
           "200": {
@@ -475,9 +511,148 @@ enum OpenAPIDocument {
         }
       }
     },
+    "/runs/{run}/jobs/{job}/nodes/{node}/log": {
+      "parameters": [
+        {
+          "$ref": "#/components/parameters/Run"
+        },
+        {
+          "name": "job",
+          "in": "path",
+          "required": true,
+          "schema": {
+            "type": "string"
+          }
+        },
+        {
+          "name": "node",
+          "in": "path",
+          "required": true,
+          "schema": {
+            "type": "string"
+          }
+        }
+      ],
+      "get": {
+        "operationId": "nodeLog",
+        "tags": [
+          "streams"
+        ],
+        "summary": "A node's log, as it was written (viewer).",
+        "description": "Three forms, chosen by `Accept`:\n\n- anything else: the raw bytes, `text/plain; charset=utf-8` (as the program wrote them:\n  ANSI escapes kept, not always valid UTF-8), streamed. `Range: bytes=A-B`, `A-` or `-N`\n  answers 206 with `Content-Range: bytes A-B/LENGTH` (LENGTH: the bytes stored when the\n  request came); a range outside them 416 with `Content-Range: bytes */LENGTH`. Bytes\n  the log dropped (past the coordinator's size limit) show in a full read as a line\n  `[… N bytes dropped: the log passed its size limit …]`; a range over them ends early.\n- `text/event-stream`: Server-Sent Events. `event: log` carries\n  `{\"offset\": O, \"bytes\": BASE64}` (and `\"dropped\": N` when N bytes before O are not\n  kept) with `id:` the offset after its bytes; `event: job` the job and its nodes as\n  they change; `event: end` `{\"run\", \"attempt\", \"status\"}` when the attempt is over,\n  then the stream ends. A `Last-Event-ID` (or `offset`) resumes after exactly that\n  many bytes: no gap, no duplicate. Comments (`: keep-alive`) every 15 s.\n- `text/html`: an HTML page of the log with its ANSI colours (SGR 16, 256 and 24-bit\n  colours, bold, italic, underline) rendered and carriage returns overwriting the line.\n",
+        "parameters": [
+          {
+            "name": "attempt",
+            "in": "query",
+            "description": "The attempt; the latest when absent.",
+            "schema": {
+              "type": "integer",
+              "minimum": 1
+            }
+          },
+          {
+            "name": "offset",
+            "in": "query",
+            "description": "Start after this many bytes (for events, as `Last-Event-ID` does).",
+            "schema": {
+              "type": "integer",
+              "format": "int64",
+              "minimum": 0
+            }
+          },
+          {
+            "name": "Range",
+            "in": "header",
+            "schema": {
+              "type": "string"
+            }
+          },
+          {
+            "name": "Last-Event-ID",
+            "in": "header",
+            "schema": {
+              "type": "string"
+            }
+          }
+        ],
+        "responses": {
+          "200": {
+            "description": "The log.",
+            "content": {
+              "text/plain": {
+                "schema": {
+                  "type": "string"
+                }
+              },
+              "text/event-stream": {
+                "schema": {
+                  "type": "string"
+                }
+              },
+              "text/html": {
+                "schema": {
+                  "type": "string"
+                }
+              }
+            }
+          },
+          "206": {
+            "description": "The range asked for.",
+            "content": {
+              "text/plain": {
+                "schema": {
+                  "type": "string"
+                }
+              }
+            }
+          },
+          "416": {
+            "description": "The range is outside the log.",
+            "content": {
+              "application/problem+json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Problem"
+                }
+              }
+            }
+          },
+          "default": {
+            "$ref": "#/components/responses/Problem"
+          }
+        }
+      }
+    },
+    "/events": {
+      "get": {
+        "operationId": "events",
+        "tags": [
+          "streams"
+        ],
+        "summary": "Queue changes as Server-Sent Events (viewer).",
+        "description": "`event: queue` with `{\"kind\": queued|moved|claimed|finished|cancelled, \"job\", \"run\",\n\"attempt\", \"project\", \"pipeline\", \"name\", \"branch\", \"status\", \"labels\", \"runner\"?,\n\"position\"?, \"waitingReason\"?}` for every change, until the client leaves. Comments\n(`: keep-alive`) every 15 s. At most 10,000 event streams are open at once on one\ncoordinator; past that, 503.\n",
+        "responses": {
+          "200": {
+            "description": "The stream.",
+            "content": {
+              "text/event-stream": {
+                "schema": {
+                  "type": "string"
+                }
+              }
+            }
+          },
+          "default": {
+            "$ref": "#/components/responses/Problem"
+          }
+        }
+      }
+    },
     "/queue": {
       "get": {
         "operationId": "listQueue",
+        "tags": [
+          "api"
+        ],
         "summary": "Running jobs, then queued ones in dispatch order, with why a job waits (viewer).",
         "parameters": [
           {
@@ -537,6 +712,9 @@ enum OpenAPIDocument {
       ],
       "post": {
         "operationId": "moveJob",
+        "tags": [
+          "api"
+        ],
         "summary": "Move a queued job (admin).",
         "requestBody": {
           "required": true,
@@ -568,6 +746,9 @@ enum OpenAPIDocument {
     "/queue/cancel": {
       "post": {
         "operationId": "bulkCancel",
+        "tags": [
+          "api"
+        ],
         "summary": "Cancel every queued job matching all the filters given (admin).",
         "requestBody": {
           "required": true,
@@ -599,6 +780,9 @@ enum OpenAPIDocument {
     "/runners": {
       "get": {
         "operationId": "listRunners",
+        "tags": [
+          "api"
+        ],
         "summary": "Connected runners (viewer).",
         "responses": {
           "200": {
@@ -636,6 +820,9 @@ enum OpenAPIDocument {
       ],
       "post": {
         "operationId": "drainRunner",
+        "tags": [
+          "api"
+        ],
         "summary": "Give the runner no new jobs (admin).",
         "responses": {
           "200": {
@@ -673,6 +860,9 @@ enum OpenAPIDocument {
       ],
       "post": {
         "operationId": "undrainRunner",
+        "tags": [
+          "api"
+        ],
         "summary": "Give the runner jobs again (admin).",
         "responses": {
           "200": {
@@ -705,6 +895,9 @@ enum OpenAPIDocument {
     "/tokens": {
       "get": {
         "operationId": "listTokens",
+        "tags": [
+          "api"
+        ],
         "summary": "API tokens, without their secrets (admin).",
         "responses": {
           "200": {
@@ -735,6 +928,9 @@ enum OpenAPIDocument {
       },
       "post": {
         "operationId": "createToken",
+        "tags": [
+          "api"
+        ],
         "summary": "Make an API token; its secret is in this answer only (admin).",
         "requestBody": {
           "required": true,
@@ -776,6 +972,9 @@ enum OpenAPIDocument {
       ],
       "delete": {
         "operationId": "revokeToken",
+        "tags": [
+          "api"
+        ],
         "summary": "Revoke an API token; requests carrying it are refused from now on (admin).",
         "responses": {
           "200": {

@@ -79,15 +79,19 @@ public struct WatchRequest: Sendable {
     /// Whether to stay for live events until the attempt ends (else the end follows the
     /// stored bytes at once).
     public var follow: Bool
+    /// Log bytes before this offset (of every node log watched) are not sent: a reader
+    /// resuming where it stopped.
+    public var from: UInt64
 
     public init(runID: Int64, attempt: Int? = nil, job: String? = nil, node: String? = nil, logs: Bool = true,
-                follow: Bool = false) {
+                follow: Bool = false, from: UInt64 = 0) {
         self.runID = runID
         self.attempt = attempt
         self.job = job
         self.node = node
         self.logs = logs
         self.follow = follow
+        self.from = from
     }
 }
 
@@ -110,5 +114,23 @@ public struct ArtifactRead: Sendable {
         self.artifactID = artifactID
         self.offset = offset
         self.length = length
+    }
+}
+
+/// A piece of one node log to read.
+public struct LogRead: Sendable {
+    public var runID: Int64
+    /// Nil: the latest.
+    public var attempt: Int?
+    public var job: String
+    public var node: String
+    public var offset: Int64
+
+    public init(runID: Int64, attempt: Int? = nil, job: String, node: String, offset: Int64 = 0) {
+        self.runID = runID
+        self.attempt = attempt
+        self.job = job
+        self.node = node
+        self.offset = offset
     }
 }

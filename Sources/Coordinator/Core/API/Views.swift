@@ -120,3 +120,16 @@ public struct QueueEvent: Sendable, Equatable {
     public var kind: Kind
     public var entry: QueueEntry
 }
+
+/// A piece of a node log (`CoordinatorCore.readLog`).
+public struct LogPiece: Sendable, Equatable {
+    /// Where `data` starts: past the offset asked for when bytes there were dropped (the log
+    /// passed its size limit).
+    public var offset: Int64
+    /// At most 1 MiB; empty at the end of what is stored.
+    public var data: Data
+    /// The log's durable length now.
+    public var length: Int64
+    /// Whether the job is finished (the log grows no more).
+    public var finished: Bool
+}

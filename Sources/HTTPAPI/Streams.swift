@@ -1,0 +1,434 @@
+import Coordinator
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import NIOCore
+import ServiceLifecycle
+import Synchronization
+import Wire
+
+/// The routes that stream: a node's log (raw bytes with `Range`, Server-Sent Events that
+/// resume at a byte offset, or HTML with its ANSI colours rendered) and `/api/v1/events`.
+/// Written by hand (the OpenAPI document describes them; they are left out of the generated
+/// code, whose header encoding and buffering do not suit them).
+struct StreamRoutes {
+    let core: CoordinatorCore
+    let streams: StreamCount
+    let logger: Logger
+
+    /// Seconds between SSE comments that keep an idle stream (and proxies) alive and find a
+    /// client that left.
+    static let keepAlive: Duration = .seconds(15)
+
+    func register(on router: Router<HeddleRequestContext>) {
+        router.get("/api/v1/runs/:run/jobs/:job/nodes/:node/log") { request, context in
+            try await log(request, context)
+        }
+        router.get("/api/v1/events") { request, _ in
+            try events(request)
+        }
+    }
+
+    static func principal() throws -> Principal {
+        guard let principal = Caller.principal else {
+            throw CoordinatorError(.unauthenticated, "this request carries no valid credentials")
+        }
+        return principal
+    }
+
+    static func wantsEvents(_ request: Request) -> Bool {
+        request.headers[.accept]?.contains("text/event-stream") == true
+    }
+
+    // MARK: logs
+
+    func log(_ request: Request, _ context: HeddleRequestContext) async throws -> Response {
+        let principal = try Self.principal()
+        guard let runID = context.parameters.get("run", as: Int64.self), runID > 0 else {
+            throw Problem(status: .badRequest, code: "bad_request", detail: "a run id is a positive integer", field: "run")
+        }
+        let job = context.parameters.get("job") ?? "", node = context.parameters.get("node") ?? ""
+        let query = request.uri.queryParameters
+        var attempt: Int?
+        if let text = query.get("attempt") {
+            guard let value = Int(text), value >= 1 else {
+                throw Problem(status: .badRequest, code: "bad_request", detail: "attempt is 1 or more, not '\(text)'", field: "attempt")
+            }
+            attempt = value
+        }
+        var offset: Int64 = 0
+        if let text = request.headers[.lastEventID] ?? query.get("offset").map({ String($0) }) {
+            guard let value = Int64(text), value >= 0 else {
+                throw Problem(status: .badRequest, code: "bad_request",
+                              detail: "a log offset (offset or Last-Event-ID) is a byte count, 0 or more, not '\(text)'", field: "offset")
+            }
+            offset = value
+        }
+        let read = LogRead(runID: runID, attempt: attempt, job: job, node: node, offset: offset)
+        // Unknown run, attempt, job or node: refused here, before any streaming.
+        let first = try await core.readLog(read, as: principal)
+        if Self.wantsEvents(request) {
+            return try logEvents(read, principal: principal)
+        }
+        if request.headers[.accept]?.contains("text/html") == true {
+            return html(read, principal: principal, first: first)
+        }
+        return try raw(request, read, principal: principal, first: first)
+    }
+
+    /// The raw bytes; `Range: bytes=A-B`, `A-` or `-N` answers 206 with `Content-Range`.
+    func raw(_ request: Request, _ read: LogRead, principal: Principal, first: LogPiece) throws -> Response {
+        let length = first.length
+        var start = read.offset, end = length  // [start, end)
+        var status = HTTPResponse.Status.ok
+        var headers: HTTPFields = [.contentType: "text/plain; charset=utf-8", .acceptRanges: "bytes",
+                                   .cacheControl: "no-store"]
+        if let range = request.headers[.range] {
+            guard let (from, to) = Self.byteRange(range, length: length) else {
+                var problem = Problem(status: .rangeNotSatisfiable, code: "invalid_argument",
+                                      detail: "the range '\(range)' is not within the log's \(length) bytes")
+                problem.headers[.contentRange] = "bytes */\(length)"
+                throw problem
+            }
+            start = from
+            end = to + 1
+            status = .partialContent
+            headers[.contentRange] = "bytes \(from)-\(to)/\(length)"
+        }
+        let core = self.core
+        if status == .partialContent {
+            headers[.contentLength] = String(end - start)
+        }
+        let exact = status == .partialContent
+        return Response(status: status, headers: headers, body: ResponseBody { [start, end] writer in
+            var next = start
+            while next < end {
+                var piece = read
+                piece.offset = next
+                let got = try await core.readLog(piece, as: principal)
+                guard !got.data.isEmpty else { break }
+                if got.offset > next {
+                    // Bytes the log dropped (past its size limit): a range cannot be exact.
+                    if exact { throw CoordinatorError(.failedPrecondition, "bytes \(next)-\(got.offset - 1) of this log were dropped") }
+                    try await writer.write(ByteBuffer(string: "\n[… \(got.offset - next) bytes dropped: the log passed its size limit …]\n"))
+                }
+                let data = got.data.prefix(Int(end - got.offset))
+                try await writer.write(ByteBuffer(bytes: data))
+                next = got.offset + Int64(data.count)
+            }
+            try await writer.finish(nil)
+        })
+    }
+
+    /// `bytes=A-B`, `bytes=A-` or `bytes=-N` within `length` bytes, as an inclusive range.
+    static func byteRange(_ header: String, length: Int64) -> (Int64, Int64)? {
+        guard header.hasPrefix("bytes="), !header.contains(",") else { return nil }
+        let spec = header.dropFirst("bytes=".count)
+        let parts = spec.split(separator: "-", maxSplits: 1, omittingEmptySubsequences: false)
+        guard parts.count == 2 else { return nil }
+        if parts[0].isEmpty {
+            guard let suffix = Int64(parts[1]), suffix > 0, length > 0 else { return nil }
+            return (max(0, length - suffix), length - 1)
+        }
+        guard let from = Int64(parts[0]), from >= 0, from < length else { return nil }
+        if parts[1].isEmpty { return (from, length - 1) }
+        guard let to = Int64(parts[1]), to >= from else { return nil }
+        return (from, min(to, length - 1))
+    }
+
+    /// The log as an HTML page, its ANSI colours rendered, streamed piece by piece.
+    func html(_ read: LogRead, principal: Principal, first: LogPiece) -> Response {
+        let core = self.core
+        let title = "\(read.job)/\(read.node) of run \(read.runID)".htmlEscaped
+        return Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8", .cacheControl: "no-store"],
+                        body: ResponseBody { writer in
+            try await writer.write(ByteBuffer(string: """
+                <!doctype html><html><head><meta charset="utf-8"><title>\(title)</title>
+                <style>body{margin:0;background:#1e1e1e;color:#e5e5e5}pre.log{margin:0;padding:1em;font:13px/1.4 ui-monospace,monospace;white-space:pre-wrap;word-break:break-all}</style>
+                </head><body><pre class="log">
+                """))
+            var renderer = ANSIHTMLRenderer()
+            var next = read.offset
+            var piece = first
+            while true {
+                if piece.data.isEmpty { break }
+                if piece.offset > next {
+                    try await writer.write(ByteBuffer(string: renderer.finish()
+                        + "\n<span style=\"color:#cdcd00\">[… \(piece.offset - next) bytes dropped: the log passed its size limit …]</span>\n"))
+                }
+                try await writer.write(ByteBuffer(string: renderer.feed(piece.data)))
+                next = piece.offset + Int64(piece.data.count)
+                var request = read
+                request.offset = next
+                piece = try await core.readLog(request, as: principal)
+            }
+            try await writer.write(ByteBuffer(string: renderer.finish() + "</pre></body></html>\n"))
+            try await writer.finish(nil)
+        })
+    }
+
+    /// Server-Sent Events: `log` events whose id is the byte offset after their bytes (so
+    /// `Last-Event-ID` resumes with no gap and no duplicate), `job` events as the job and its
+    /// nodes change, and `end` when the attempt is over; then the stream ends.
+    func logEvents(_ read: LogRead, principal: Principal) throws -> Response {
+        let request = WatchRequest(runID: read.runID, attempt: read.attempt, job: read.job, node: read.node, logs: true,
+                                   follow: true, from: UInt64(read.offset))
+        return try stream(principal: principal) { core, session in
+            try await core.watch(session: session, requestID: 1, request)
+        } render: { event in
+            guard case .watch(_, let watched) = event else { return nil }
+            switch watched {
+            case .log(let chunk):
+                var fields: [String: Any] = ["offset": chunk.offset, "bytes": chunk.data.base64EncodedString()]
+                if chunk.dropped > 0 { fields["dropped"] = chunk.dropped }
+                return SSE.event("log", id: String(chunk.offset + UInt64(chunk.data.count)), fields)
+            case .job(let job):
+                return SSE.event("job", Self.job(job))
+            case .end(let run):
+                return SSE.event("end", ["run": run.id, "attempt": run.attempt, "status": run.status.rawValue])
+            }
+        }
+    }
+
+    static func job(_ job: JobEvent) -> [String: Any] {
+        var fields: [String: Any] = ["id": job.id, "name": job.name, "status": job.status.rawValue, "attempt": job.attempt]
+        if let runner = job.runner { fields["runner"] = runner }
+        if !job.reason.isEmpty { fields["reason"] = job.reason }
+        if !job.nodes.isEmpty {
+            fields["nodes"] = job.nodes.map { node -> [String: Any] in
+                var out: [String: Any] = ["name": node.name, "status": node.status.rawValue]
+                if let code = node.exitCode { out["exitCode"] = code }
+                return out
+            }
+        }
+        return fields
+    }
+
+    // MARK: events
+
+    /// `/api/v1/events`: the queue's changes (what the binary `QueueWatch` pushes) as
+    /// Server-Sent Events, until the client leaves.
+    func events(_ request: Request) throws -> Response {
+        let principal = try Self.principal()
+        return try stream(principal: principal) { core, session in
+            try await core.watchQueue(session: session, requestID: 1)
+            // The subscription lasts until the session ends (the client leaves).
+            try await Task.sleep(for: .seconds(365 * 86_400))
+        } render: { event in
+            guard case .queue(_, let change) = event else { return nil }
+            let entry = change.entry
+            var fields: [String: Any] = [
+                "kind": change.kind.rawValue, "job": entry.jobID, "run": entry.runID, "attempt": entry.attempt,
+                "project": entry.project, "pipeline": entry.pipeline, "name": entry.job, "branch": entry.branch,
+                "status": entry.status.rawValue, "labels": entry.labels,
+            ]
+            if let runner = entry.runner { fields["runner"] = runner }
+            if let position = entry.position { fields["position"] = position }
+            if let reason = entry.waitingReason { fields["waitingReason"] = reason }
+            return SSE.event("queue", fields)
+        }
+    }
+
+    /// A streamed SSE response over one core session: `subscribe` runs the subscription
+    /// (returning when it is over), `render` turns each event into SSE text (nil: skipped).
+    /// Comments every `keepAlive` keep it open; the session closes when either side ends.
+    func stream(principal: Principal,
+                subscribe: @escaping @Sendable (CoordinatorCore, UInt64) async throws -> Void,
+                render: @escaping @Sendable (SessionEvent) -> String?) throws -> Response {
+        guard streams.open() else {
+            throw Problem(status: .serviceUnavailable, code: "unavailable",
+                          detail: "this coordinator serves \(StreamCount.maximum) event streams at once; try again later")
+        }
+        let core = self.core, streams = self.streams, logger = self.logger
+        return Response(status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-store"],
+                        body: ResponseBody { writer in
+            defer { streams.close() }
+            let sink = StreamSink()
+            let session: UInt64
+            do {
+                session = try await core.openSession(principal, sink: sink, close: { sink.close() })
+            } catch {
+                try await writer.write(ByteBuffer(string: SSE.event("error", ["detail": "\(error)"])))
+                try await writer.finish(nil)
+                return
+            }
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    do {
+                        try await subscribe(core, session)
+                    } catch is CancellationError {
+                    } catch {
+                        sink.send(.failure(CoordinatorError(error)))
+                    }
+                    sink.finish()
+                }
+                group.addTask {
+                    while !Task.isCancelled {
+                        try await Task.sleep(for: Self.keepAlive)
+                        sink.keepAlive()
+                    }
+                }
+                defer { group.cancelAll() }
+                do {
+                    try await writer.write(ByteBuffer(string: "retry: 2000\n\n"))
+                    // The coordinator stopping ends the stream (else a graceful shutdown would
+                    // wait for every client to leave).
+                    try await withGracefulShutdownHandler {
+                    for await item in sink.stream {
+                        switch item {
+                        case .keepAlive:
+                            try await writer.write(ByteBuffer(string: ": keep-alive\n\n"))
+                        case .event(let event):
+                            if case .failure(let error) = event {
+                                try await writer.write(ByteBuffer(string: SSE.event("error", ["code": "\(error.code)", "detail": error.message])))
+                            } else if let text = render(event) {
+                                try await writer.write(ByteBuffer(string: text))
+                            }
+                            sink.consumed(event)
+                        }
+                    }
+                    } onGracefulShutdown: {
+                        sink.finish()
+                    }
+                } catch {
+                    logger.debug("event stream ended", metadata: ["error": "\(error)"])
+                }
+                sink.close()
+                await core.sessionClosed(session: session)
+            }
+            try? await writer.finish(nil)
+        })
+    }
+}
+
+/// Server-Sent Events text.
+enum SSE {
+    static func event(_ name: String, id: String? = nil, _ fields: [String: Any]) -> String {
+        let data = (try? JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data()
+        var text = "event: \(name)\n"
+        if let id { text += "id: \(id)\n" }
+        return text + "data: " + String(decoding: data, as: UTF8.self) + "\n\n"
+    }
+}
+
+/// Event streams open at once, bounded.
+final class StreamCount: Sendable {
+    static let maximum = 10_000
+    private let count = Mutex(0)
+
+    func open() -> Bool {
+        count.withLock { count in
+            guard count < Self.maximum else { return false }
+            count += 1
+            return true
+        }
+    }
+
+    func close() { count.withLock { $0 -= 1 } }
+}
+
+/// The core's `EventSink` for one streamed response: events wait in a bounded stream until
+/// the response writer takes them. Log bytes waiting are counted against a budget (the core
+/// sends stored bytes only while there is room, so a slow reader sets the pace); a reader
+/// that lets more than `maximumEvents` events pile up is cut off.
+final class StreamSink: EventSink, Sendable {
+    enum Item: Sendable {
+        case event(SessionEvent)
+        case keepAlive
+    }
+
+    static let byteBudget = 2 << 20
+    static let maximumEvents = 4096
+
+    let stream: AsyncStream<Item>
+    private let continuation: AsyncStream<Item>.Continuation
+    private struct State {
+        var bytes = 0
+        var events = 0
+        var closed = false
+        var waiters: [CheckedContinuation<Bool, Never>] = []
+    }
+    private let state = Mutex(State())
+
+    init() {
+        (stream, continuation) = AsyncStream.makeStream(of: Item.self)
+    }
+
+    static func weight(_ event: SessionEvent) -> Int {
+        if case .watch(_, .log(let chunk)) = event { return chunk.data.count }
+        return 0
+    }
+
+    func send(_ event: SessionEvent) {
+        let overflow = state.withLock { state -> Bool in
+            guard !state.closed else { return false }
+            state.events += 1
+            state.bytes += Self.weight(event)
+            if state.events > Self.maximumEvents { return true }
+            continuation.yield(.event(event))
+            return false
+        }
+        if overflow { close() }
+    }
+
+    func keepAlive() {
+        state.withLock { state in
+            if !state.closed { continuation.yield(.keepAlive) }
+        }
+    }
+
+    /// The writer took an event.
+    func consumed(_ event: SessionEvent) {
+        let ready = state.withLock { state -> [CheckedContinuation<Bool, Never>] in
+            state.events -= 1
+            state.bytes -= Self.weight(event)
+            guard state.bytes < Self.byteBudget else { return [] }
+            defer { state.waiters = [] }
+            return state.waiters
+        }
+        for waiter in ready { waiter.resume(returning: true) }
+    }
+
+    var hasRoom: Bool { state.withLock { !$0.closed && $0.bytes < Self.byteBudget } }
+    var isClosed: Bool { state.withLock { $0.closed } }
+
+    func room() async -> Bool {
+        await withCheckedContinuation { waiter in
+            let now = state.withLock { state -> Bool? in
+                if state.closed { return false }
+                if state.bytes < Self.byteBudget { return true }
+                state.waiters.append(waiter)
+                return nil
+            }
+            if let now { waiter.resume(returning: now) }
+        }
+    }
+
+    /// No more events: what was sent is still written, then the stream ends.
+    func finish() {
+        state.withLock { _ in continuation.finish() }
+    }
+
+    /// The reader left or fell too far behind: nothing more is sent.
+    func close() {
+        let waiting = state.withLock { state -> [CheckedContinuation<Bool, Never>] in
+            state.closed = true
+            continuation.finish()
+            defer { state.waiters = [] }
+            return state.waiters
+        }
+        for waiter in waiting { waiter.resume(returning: false) }
+    }
+}
+
+extension String {
+    var htmlEscaped: String {
+        replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;")
+            .replacingOccurrences(of: ">", with: "&gt;").replacingOccurrences(of: "\"", with: "&quot;")
+    }
+}
+
+extension HTTPField.Name {
+    static let lastEventID = HTTPField.Name("Last-Event-ID")!
+}
