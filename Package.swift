@@ -128,5 +128,6 @@ let package = Package(
         .testTarget(name: "RunnerTests", dependencies: ["Runner", "TestSupport"]),
         .testTarget(name: "AdminTests", dependencies: ["Admin", "TestSupport"]),
         .testTarget(name: "EndToEndTests", dependencies: ["Wire", "TestSupport"]),
+        .testTarget(name: "HTTPFrontTests", dependencies: ["HTTPAPI", "TestSupport"]),
     ]
 )

@@ -67,7 +67,8 @@ struct ANSIHTMLRenderer {
             switch byte {
             case UInt8(ascii: "["): state = .csi([])
             case UInt8(ascii: "]"): state = .osc(sawEscape: false)
-            default: state = .text  // a two-byte sequence: dropped
+            case 0x20...0x2F: state = .escape  // an intermediate byte (ESC ( B): its final byte follows
+            default: state = .text  // the sequence's final byte: dropped
             }
             return
         case .csi(var parameters):
