@@ -144,6 +144,8 @@ enum JSONShape {
         [
             "id": artifact.id, "run": artifact.runID, "job": artifact.job, "job_id": artifact.jobID,
             "name": artifact.name, "size": artifact.size, "sha256": hex(artifact.sha256), "attempt": artifact.attempt,
+            "project": artifact.project, "pipeline": artifact.pipeline, "branch": artifact.branch,
+            "created_at": Output.iso(artifact.createdAtMs),
         ]
     }
 }

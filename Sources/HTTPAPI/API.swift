@@ -133,6 +133,40 @@ struct API: APIProtocol {
         .ok(.init(body: .json(Self.cancelResult(try await core.cancel(runIDs: [], jobIDs: [input.path.job], as: caller)))))
     }
 
+    // MARK: artifacts
+
+    func searchArtifacts(_ input: Operations.SearchArtifacts.Input) async throws -> Operations.SearchArtifacts.Output {
+        let query = input.query
+        var offset = 0
+        if let cursor = query.cursor {
+            guard let value = Int(cursor), value > 0 else {
+                throw CoordinatorError(.invalidArgument, "cursor '\(cursor)' is not one this API gave out")
+            }
+            offset = value
+        }
+        let limit = query.limit ?? 50
+        let search = ArtifactQuery(
+            name: query.name, project: query.project, pipeline: query.pipeline, branch: query.branch, runID: query.run,
+            sha256Prefix: query.sha256, minimumSize: query.minSize, maximumSize: query.maxSize,
+            createdAfter: query.after.map { Int64($0.timeIntervalSince1970 * 1000) },
+            createdBefore: query.before.map { Int64($0.timeIntervalSince1970 * 1000) },
+            sort: query.sort.flatMap { ArtifactQuery.Sort(rawValue: $0.rawValue) } ?? .newest, limit: limit, offset: offset)
+        let (artifacts, more) = try await core.searchArtifacts(search, as: caller)
+        return .ok(.init(body: .json(.init(artifacts: artifacts.map(Self.artifact),
+                                           next: more ? String(offset + artifacts.count) : nil))))
+    }
+
+    func showArtifact(_ input: Operations.ShowArtifact.Input) async throws -> Operations.ShowArtifact.Output {
+        .ok(.init(body: .json(Self.artifact(try await core.artifact(id: input.path.artifact, as: caller)))))
+    }
+
+    func runArtifacts(_ input: Operations.RunArtifacts.Input) async throws -> Operations.RunArtifacts.Output {
+        let principal = try caller
+        _ = try await core.runDetail(runID: input.path.run, as: principal)  // not found: said so
+        let artifacts = try await core.artifacts(runID: input.path.run, as: principal)
+        return .ok(.init(body: .json(.init(artifacts: artifacts.map(Self.artifact)))))
+    }
+
     // MARK: queue and runners
 
     func listQueue(_ input: Operations.ListQueue.Input) async throws -> Operations.ListQueue.Output {
@@ -260,6 +294,13 @@ struct API: APIProtocol {
         .init(name: runner.name, labels: runner.labels, capacity: runner.capacity, running: runner.running,
               connectedAt: date(runner.connectedAt), lastHeartbeat: date(runner.lastHeartbeat),
               session: String(runner.sessionID), drained: runner.drained, stalled: runner.stalled)
+    }
+
+    static func artifact(_ artifact: ArtifactRecord) -> Components.Schemas.Artifact {
+        .init(id: artifact.id, run: artifact.runID, attempt: artifact.attempt, job: artifact.jobID, jobName: artifact.job,
+              name: artifact.name, size: artifact.size, sha256: artifact.sha256, project: artifact.project,
+              pipeline: artifact.pipeline, branch: artifact.branch, createdAt: date(artifact.createdAt),
+              url: "/api/v1/artifacts/\(artifact.id)/content")
     }
 
     static func token(_ token: TokenRecord) -> Components.Schemas.Token {

@@ -28,6 +28,64 @@ struct StreamRoutes {
         router.get("/api/v1/events") { request, _ in
             try events(request)
         }
+        router.get("/api/v1/artifacts/:artifact/content") { request, context in
+            try await download(request, context)
+        }
+    }
+
+    // MARK: artifacts
+
+    /// An artifact's bytes, streamed piece by piece (so memory holds one piece per download),
+    /// with its SHA-256 as ETag and Repr-Digest; `Range` and `If-None-Match` honoured.
+    func download(_ request: Request, _ context: HeddleRequestContext) async throws -> Response {
+        let principal = try Self.principal()
+        guard let id = context.parameters.get("artifact", as: Int64.self), id > 0 else {
+            throw Problem(status: .badRequest, code: "bad_request", detail: "an artifact id is a positive integer", field: "artifact")
+        }
+        let artifact = try await core.artifact(id: id, as: principal)
+        let tag = "\"\(artifact.sha256)\""
+        var headers: HTTPFields = [
+            .contentType: "application/octet-stream", .acceptRanges: "bytes", .eTag: tag,
+            .reprDigest: "sha-256=:\(Data(hexString: artifact.sha256)?.base64EncodedString() ?? ""):",
+            .contentDisposition: Self.disposition(artifact.name),
+        ]
+        if let match = request.headers[.ifNoneMatch],
+           match == "*" || match.split(separator: ",").contains(where: { $0.trimmingCharacters(in: .whitespaces) == tag }) {
+            return Response(status: .notModified, headers: [.eTag: tag])
+        }
+        var start: Int64 = 0, end = artifact.size  // [start, end)
+        var status = HTTPResponse.Status.ok
+        if let range = request.headers[.range] {
+            guard let (from, to) = Self.byteRange(range, length: artifact.size) else {
+                var problem = Problem(status: .rangeNotSatisfiable, code: "invalid_argument",
+                                      detail: "the range '\(range)' is not within the artifact's \(artifact.size) bytes")
+                problem.headers[.contentRange] = "bytes */\(artifact.size)"
+                throw problem
+            }
+            (start, end, status) = (from, to + 1, .partialContent)
+            headers[.contentRange] = "bytes \(from)-\(to)/\(artifact.size)"
+        }
+        headers[.contentLength] = String(end - start)
+        let core = self.core
+        return Response(status: status, headers: headers, body: ResponseBody { [start, end] writer in
+            var next = start
+            while next < end {
+                let slice = try await core.readArtifact(ArtifactRead(artifactID: id, offset: next, length: Int(min(end - next, 1 << 20))),
+                                                        as: principal)
+                guard !slice.data.isEmpty else { throw CoordinatorError(.internal, "artifact \(id) ended early at byte \(next)") }
+                try await writer.write(ByteBuffer(bytes: slice.data))
+                next += Int64(slice.data.count)
+            }
+            try await writer.finish(nil)
+        })
+    }
+
+    /// `attachment` with the artifact's base name (RFC 6266; non-ASCII names as `filename*`).
+    static func disposition(_ name: String) -> String {
+        let base = name.split(separator: "/").last.map(String.init) ?? name
+        let ascii = String(base.unicodeScalars.map { $0.isASCII && $0.value >= 0x20 && $0 != "\"" && $0 != "\\" ? Character($0) : "_" })
+        let encoded = base.addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(CharacterSet(charactersIn: ".-_~"))) ?? ascii
+        return "attachment; filename=\"\(ascii)\"; filename*=UTF-8''\(encoded)"
     }
 
     static func principal() throws -> Principal {
@@ -431,4 +489,20 @@ extension String {
 
 extension HTTPField.Name {
     static let lastEventID = HTTPField.Name("Last-Event-ID")!
+    static let reprDigest = HTTPField.Name("Repr-Digest")!
+}
+
+extension Data {
+    init?(hexString: String) {
+        guard hexString.count % 2 == 0 else { return nil }
+        var bytes: [UInt8] = []
+        var index = hexString.startIndex
+        while index < hexString.endIndex {
+            let next = hexString.index(index, offsetBy: 2)
+            guard let byte = UInt8(hexString[index..<next], radix: 16) else { return nil }
+            bytes.append(byte)
+            index = next
+        }
+        self.init(bytes)
+    }
 }

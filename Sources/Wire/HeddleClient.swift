@@ -105,6 +105,11 @@ public struct HeddleClient: Sendable {
     }
 
     /// Revokes certificates by name or fingerprint; returns how many sessions were closed.
+    /// One page of a search across every run's artifacts.
+    public func searchArtifacts(_ request: Heddle_V1_ArtifactSearchRequest) async throws -> Heddle_V1_ArtifactList {
+        try await call(.artifactSearch(request)) { if case .artifacts(let m) = $0 { m } else { nil } }
+    }
+
     /// Makes an API token; the secret is in the answer only.
     public func createToken(name: String, role: String, expiresInDays: UInt32 = 0) async throws -> Heddle_V1_TokenCreated {
         var request = Heddle_V1_TokenCreateRequest()

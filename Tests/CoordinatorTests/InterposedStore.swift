@@ -169,6 +169,11 @@ final class InterposedStore: CoordinatorStore {
         try await hooks.enter("setDrained")
         return try await base.setDrained(runner: runner, drained: drained)
     }
+    func searchArtifacts(_ query: ArtifactQuery) async throws -> [ArtifactRecord] {
+        try await hooks.enter("searchArtifacts")
+        return try await base.searchArtifacts(query)
+    }
+
     func attempts(runID: Int64) async throws -> [AttemptRecord] {
         try await hooks.enter("attempts")
         return try await base.attempts(runID: runID)

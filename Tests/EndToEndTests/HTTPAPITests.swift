@@ -15,8 +15,9 @@ import Wire
               first:
                 run: printf 'one\\n'
               second:
-                run: printf 'two\\n'
+                run: printf 'two\\n' > out.txt
                 needs: [first]
+                artifacts: ["out.txt"]
         """
 
     /// Pushes the pipeline (admin, over HTTP) and makes the project first.
@@ -235,6 +236,13 @@ import Wire
             for entry in calls { try await call(entry.method, entry.path, entry.template, entry.body) }
             try await call("GET", "/api/v1/runs/\(firstRun - 2)/jobs/test/nodes/first/log", "/runs/{run}/jobs/{job}/nodes/{node}/log", nil)
             #expect(answers["GET /runs/{run}/jobs/{job}/nodes/{node}/log"]?.text == "one\n")
+            try await call("GET", "/api/v1/runs/\(firstRun - 2)/artifacts", "/runs/{run}/artifacts", nil)
+            let artifact = (answers["GET /runs/{run}/artifacts"]?.object?["artifacts"] as? [[String: Any]])?.first?["id"] as? Int ?? 0
+            try await call("GET", "/api/v1/artifacts?name=out.&sort=name", "/artifacts", nil)
+            try await call("GET", "/api/v1/artifacts/\(artifact)", "/artifacts/{artifact}", nil)
+            try await call("GET", "/api/v1/artifacts/\(artifact)/content", "/artifacts/{artifact}/content", nil)
+            #expect(answers["GET /artifacts/{artifact}/content"]?.text == "two\n")
+            #expect((answers["GET /artifacts"]?.object?["artifacts"] as? [[String: Any]])?.first?["id"] as? Int == artifact)
             let events = try await admin.stream("/api/v1/events", headers: [("Accept", "text/event-stream")])
             #expect(events.status == 200 && events.headers.contains { $0 == ("Content-Type", "text/event-stream") })
             await events.close()
@@ -395,6 +403,90 @@ import Wire
             await stream.close()
             let kinds = seen.filter { $0.object?["run"] as? Int == runID }.compactMap { $0.object?["kind"] as? String }
             #expect(kinds == ["queued", "claimed", "finished"], "\(seen)")
+        } catch {
+            Issue.record("\(error)\n\(fabric.logs)")
+        }
+        await fabric.stop()
+    }
+
+    /// Artifacts found by a search across runs, from the CLI and over HTTP, and downloaded
+    /// whole and by range with matching SHA-256, ETag and Repr-Digest.
+    @Test func artifactsAreSearchedAcrossRunsAndDownloadedByRange() async throws {
+        let fabric = try await Fabric(runnerLabels: ["linux"], coordinatorArguments: ["--http", "127.0.0.1:0"])
+        do {
+            try await fabric.push("build.act", """
+                name: build
+                jobs:
+                  make:
+                    labels: [linux]
+                    nodes:
+                      compile:
+                        run: |
+                          mkdir -p out && head -c 3000000 /dev/urandom > out/app.bin
+                          echo "$HEDDLE_BRANCH" > out/notes.txt
+                        artifacts: ["out/*"]
+                """)
+            let first = try await fabric.trigger("shop/build", branch: "main")
+            try await fabric.waitForRun(first, ["succeeded"])
+            let second = try await fabric.trigger("shop/build", branch: "release/1.0")
+            try await fabric.waitForRun(second, ["succeeded"])
+            let client = try fabric.http(as: "admin")
+
+            // Over HTTP: by name substring, glob, branch, size, with pages.
+            let bins = try await client.request("GET", "/api/v1/artifacts?name=APP")
+            let found = bins.object?["artifacts"] as? [[String: Any]] ?? []
+            #expect(found.map { $0["run"] as? Int } == [second, first], "\(bins.text)")
+            #expect(found.allSatisfy { $0["name"] as? String == "out/app.bin" && $0["size"] as? Int == 3_000_000 })
+            let glob = try await client.request("GET", "/api/v1/artifacts?name=out/*.txt&branch=release/1.0")
+            let notes = glob.object?["artifacts"] as? [[String: Any]] ?? []
+            #expect(notes.count == 1 && notes.first?["run"] as? Int == second && notes.first?["branch"] as? String == "release/1.0")
+            let small = try await client.request("GET", "/api/v1/artifacts?maxSize=100&sort=oldest")
+            #expect((small.object?["artifacts"] as? [[String: Any]])?.map { $0["run"] as? Int } == [first, second])
+            let page = try await client.request("GET", "/api/v1/artifacts?project=shop&limit=3")
+            #expect((page.object?["artifacts"] as? [Any])?.count == 3)
+            let next = try #require(page.object?["next"] as? String)
+            let rest = try await client.request("GET", "/api/v1/artifacts?project=shop&limit=3&cursor=\(next)")
+            #expect((rest.object?["artifacts"] as? [Any])?.count == 1 && rest.object?["next"] == nil)
+            let sha = found[0]["sha256"] as? String ?? ""
+            let bySHA = try await client.request("GET", "/api/v1/artifacts?sha256=\(sha.prefix(10).uppercased())")
+            #expect((bySHA.object?["artifacts"] as? [[String: Any]])?.map { $0["id"] as? Int } == [found[0]["id"] as? Int])
+            let badSHA = try await client.request("GET", "/api/v1/artifacts?sha256=xyz")
+            #expect(badSHA.status == 400 && (badSHA.object?["detail"] as? String)?.contains("hex digits") == true)
+
+            // From the CLI, the same search.
+            let cli = try await fabric.json(["artifacts", "search", "app", "--branch", "main"]) as? [String: Any]
+            let cliFound = cli?["artifacts"] as? [[String: Any]] ?? []
+            #expect(cliFound.map { $0["run"] as? Int } == [first] && cliFound.first?["project"] as? String == "shop", "\(String(describing: cli))")
+            let table = try await fabric.heddle(["artifacts", "search", "*.txt", "--max-size", "1K"])
+            #expect(table.status == 0 && table.output.contains("out/notes.txt") && table.output.contains("release/1.0"), "\(table.output)")
+
+            // Download: whole, its SHA-256 matching; by range; the ETag answered 304.
+            let id = found[0]["id"] as? Int ?? 0
+            let whole = try await client.request("GET", "/api/v1/artifacts/\(id)/content")
+            #expect(whole.status == 200 && whole.body.count == 3_000_000)
+            #expect(sha256Hex(whole.body) == sha)
+            #expect(whole.header("ETag") == "\"\(sha)\"" && whole.header("Content-Length") == "3000000")
+            #expect(whole.header("Content-Disposition") == "attachment; filename=\"app.bin\"; filename*=UTF-8''app.bin")
+            let digestBytes = stride(from: 0, to: sha.count, by: 2).map {
+                UInt8(sha.dropFirst($0).prefix(2), radix: 16) ?? 0
+            }
+            let digest = Data(digestBytes).base64EncodedString()
+            #expect(whole.header("Repr-Digest") == "sha-256=:\(digest):")
+            let part = try await client.request("GET", "/api/v1/artifacts/\(id)/content", headers: [("Range", "bytes=1000000-1999999")])
+            #expect(part.status == 206 && part.body == Array(whole.body[1_000_000...1_999_999]))
+            #expect(part.header("Content-Range") == "bytes 1000000-1999999/3000000")
+            let tail = try await client.request("GET", "/api/v1/artifacts/\(id)/content", headers: [("Range", "bytes=2999990-")])
+            #expect(tail.body == Array(whole.body.suffix(10)))
+            let same = try await client.request("GET", "/api/v1/artifacts/\(id)/content", headers: [("If-None-Match", "\"\(sha)\"")])
+            #expect(same.status == 304 && same.body.isEmpty)
+            let outside = try await client.request("GET", "/api/v1/artifacts/\(id)/content", headers: [("Range", "bytes=3000000-")])
+            #expect(outside.status == 416 && outside.header("Content-Range") == "bytes */3000000")
+            let missing = try await client.request("GET", "/api/v1/artifacts/99999/content")
+            #expect(missing.status == 404 && missing.object?["detail"] as? String == "artifact 99999 does not exist")
+            let shown = try await client.request("GET", "/api/v1/artifacts/\(id)")
+            #expect(shown.object?["url"] as? String == "/api/v1/artifacts/\(id)/content")
+            let ofRun = try await client.request("GET", "/api/v1/runs/\(first)/artifacts")
+            #expect((ofRun.object?["artifacts"] as? [[String: Any]])?.compactMap { $0["name"] as? String }.sorted() == ["out/app.bin", "out/notes.txt"])
         } catch {
             Issue.record("\(error)\n\(fabric.logs)")
         }

@@ -127,3 +127,45 @@ extension CoordinatorCore {
         return ArtifactSlice(artifact: artifact, offset: offset, data: Data(bytes))
     }
 }
+
+extension CoordinatorCore {
+    /// Most artifacts one page of a search holds.
+    public static let maximumArtifactsPerPage = 500
+
+    /// One page of artifacts of every run matching the query (viewer), and whether more follow.
+    public func searchArtifacts(_ query: ArtifactQuery, as principal: Principal) async throws -> (artifacts: [ArtifactRecord], more: Bool) {
+        try Authorization.check(principal, .listArtifacts)
+        var query = query
+        guard (1...Self.maximumArtifactsPerPage).contains(query.limit) else {
+            throw CoordinatorError.invalid("a page holds 1 to \(Self.maximumArtifactsPerPage) artifacts, not \(query.limit)")
+        }
+        guard query.offset >= 0 else { throw CoordinatorError.invalid("a search's offset is 0 or more") }
+        if let name = query.name {
+            guard !name.isEmpty, name.utf8.count <= 255 else { throw CoordinatorError.invalid("a name to search for has 1 to 255 bytes") }
+        }
+        if let prefix = query.sha256Prefix {
+            let lowered = prefix.lowercased()
+            guard (1...64).contains(lowered.count), lowered.allSatisfy({ $0.isHexDigit && $0.isASCII }) else {
+                throw CoordinatorError.invalid("a SHA-256 prefix is 1 to 64 hex digits, not '\(prefix.prefix(70))'")
+            }
+            query.sha256Prefix = lowered
+        }
+        if let minimum = query.minimumSize, let maximum = query.maximumSize, minimum > maximum {
+            throw CoordinatorError.invalid("the smallest size (\(minimum)) is larger than the largest (\(maximum))")
+        }
+        if (query.minimumSize ?? 0) < 0 || (query.maximumSize ?? 0) < 0 { throw CoordinatorError.invalid("sizes are 0 or more") }
+        // One more than asked tells whether another page follows.
+        query.limit += 1
+        let found = try await store.searchArtifacts(query)
+        return (Array(found.prefix(query.limit - 1)), found.count == query.limit)
+    }
+}
+
+extension CoordinatorCore {
+    /// One artifact (viewer).
+    public func artifact(id: Int64, as principal: Principal) async throws -> ArtifactRecord {
+        try Authorization.check(principal, .listArtifacts)
+        guard let artifact = try await store.artifact(id: id) else { throw CoordinatorError.notFound("artifact \(id) does not exist") }
+        return artifact
+    }
+}

@@ -136,6 +136,54 @@ public struct ArtifactRecord: Sendable, Equatable {
     public var name: String
     public var size: Int64
     public var sha256: String
+    public var createdAt: Int64 = 0
+    public var project: String = ""
+    public var pipeline: String = ""
+    public var branch: String = ""
+}
+
+/// A search across every run's artifacts: every filter given must match.
+public struct ArtifactQuery: Sendable, Equatable {
+    public enum Sort: String, Sendable, CaseIterable {
+        case newest, oldest, largest, smallest, name
+    }
+
+    /// A substring of the name (any case), or a glob (`*`, `?`, `[...]`, case-sensitive) of the
+    /// whole name.
+    public var name: String?
+    public var project: String?
+    public var pipeline: String?
+    public var branch: String?
+    public var runID: Int64?
+    /// Lower-case hex digits the SHA-256 starts with.
+    public var sha256Prefix: String?
+    public var minimumSize: Int64?
+    public var maximumSize: Int64?
+    /// Milliseconds since 1970: made at or after.
+    public var createdAfter: Int64?
+    /// Milliseconds since 1970: made before.
+    public var createdBefore: Int64?
+    public var sort: Sort
+    public var limit: Int
+    public var offset: Int
+
+    public init(name: String? = nil, project: String? = nil, pipeline: String? = nil, branch: String? = nil,
+                runID: Int64? = nil, sha256Prefix: String? = nil, minimumSize: Int64? = nil, maximumSize: Int64? = nil,
+                createdAfter: Int64? = nil, createdBefore: Int64? = nil, sort: Sort = .newest, limit: Int = 50, offset: Int = 0) {
+        self.name = name
+        self.project = project
+        self.pipeline = pipeline
+        self.branch = branch
+        self.runID = runID
+        self.sha256Prefix = sha256Prefix
+        self.minimumSize = minimumSize
+        self.maximumSize = maximumSize
+        self.createdAfter = createdAfter
+        self.createdBefore = createdBefore
+        self.sort = sort
+        self.limit = limit
+        self.offset = offset
+    }
 }
 
 public struct PipelineVersionRecord: Sendable {

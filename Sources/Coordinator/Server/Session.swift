@@ -344,6 +344,25 @@ struct Session {
             list.artifacts = try await core.artifacts(runID: request.runID == 0 ? nil : Int64(clamping: request.runID),
                                                       as: principal).map(\.proto)
             return .artifacts(list)
+        case .artifactSearch(let request):
+            func given(_ text: String) -> String? { text.isEmpty ? nil : text }
+            guard let sort = request.sort.isEmpty ? .newest : ArtifactQuery.Sort(rawValue: request.sort) else {
+                throw WireError(.invalidArgument, "sort is one of \(ArtifactQuery.Sort.allCases.map(\.rawValue).joined(separator: ", ")), not '\(request.sort)'")
+            }
+            let query = ArtifactQuery(
+                name: given(request.name), project: given(request.project), pipeline: given(request.pipeline),
+                branch: given(request.branch), runID: request.runID == 0 ? nil : Int64(clamping: request.runID),
+                sha256Prefix: given(request.sha256Prefix),
+                minimumSize: request.hasSize ? Int64(clamping: request.size.min) : nil,
+                maximumSize: request.hasSize ? Int64(clamping: request.size.max) : nil,
+                createdAfter: request.createdAfterMs == 0 ? nil : request.createdAfterMs,
+                createdBefore: request.createdBeforeMs == 0 ? nil : request.createdBeforeMs,
+                sort: sort, limit: request.limit == 0 ? 50 : Int(request.limit), offset: Int(request.offset))
+            let (artifacts, more) = try await core.searchArtifacts(query, as: principal)
+            var list = Heddle_V1_ArtifactList()
+            list.artifacts = artifacts.map(\.proto)
+            list.more = more
+            return .artifacts(list)
         case .artifactRead(let request):
             let slice = try await core.readArtifact(ArtifactRead(artifactID: Int64(clamping: request.artifactID),
                                                                  offset: Int64(clamping: request.offset),

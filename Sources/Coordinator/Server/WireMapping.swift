@@ -146,6 +146,10 @@ extension ArtifactRecord {
         info.size = UInt64(size)
         info.sha256 = Data(hexString: sha256) ?? Data()
         info.attempt = UInt32(attempt)
+        info.project = project
+        info.pipeline = pipeline
+        info.branch = branch
+        info.createdAtMs = createdAt
         return info
     }
 }

@@ -54,6 +54,8 @@ public protocol CoordinatorStore: Sendable {
     /// A run's artifacts, or (nil) the latest 1,000 of every run, oldest first.
     func artifacts(runID: Int64?) async throws -> [ArtifactRecord]
     func artifact(id: Int64) async throws -> ArtifactRecord?
+    /// Artifacts of every run matching all of the query's filters, in its order, one page.
+    func searchArtifacts(_ query: ArtifactQuery) async throws -> [ArtifactRecord]
 
     func runs(limit: Int, filter: RunFilter) async throws -> [RunRecord]
     func run(id: Int64) async throws -> RunRecord?

@@ -199,7 +199,34 @@ public struct SQLiteStore: CoordinatorStore {
             }
             try db.execute(sql: "DROP TABLE log_chunk")
         }
-        migrator.registerMigration("v6: API tokens, runs by trigger") { db in
+        migrator.registerMigration("v6: API tokens, artifact search") { db in
+            // Artifacts carry their run's project, pipeline and branch, so a search across
+            // every run is answered from indexes; names are searched through a trigram index.
+            try db.execute(sql: """
+                ALTER TABLE artifact ADD COLUMN run_id INTEGER NOT NULL DEFAULT 0;
+                ALTER TABLE artifact ADD COLUMN project TEXT NOT NULL DEFAULT '';
+                ALTER TABLE artifact ADD COLUMN pipeline TEXT NOT NULL DEFAULT '';
+                ALTER TABLE artifact ADD COLUMN branch TEXT NOT NULL DEFAULT '';
+                UPDATE artifact SET (run_id, project, pipeline, branch) =
+                    (SELECT r.id, r.project, r.pipeline, r.branch FROM job j JOIN run r ON r.id = j.run_id WHERE j.id = artifact.job_id);
+                CREATE INDEX artifact_by_project ON artifact(project, pipeline, branch);
+                CREATE INDEX artifact_by_run ON artifact(run_id);
+                CREATE INDEX artifact_by_sha256 ON artifact(sha256);
+                CREATE INDEX artifact_by_created ON artifact(created_at);
+                CREATE INDEX artifact_by_size ON artifact(size);
+                CREATE VIRTUAL TABLE artifact_name USING fts5(name, content='artifact', content_rowid='id', tokenize='trigram');
+                INSERT INTO artifact_name(artifact_name) VALUES ('rebuild');
+                CREATE TRIGGER artifact_name_insert AFTER INSERT ON artifact BEGIN
+                    INSERT INTO artifact_name(rowid, name) VALUES (new.id, new.name);
+                END;
+                CREATE TRIGGER artifact_name_delete AFTER DELETE ON artifact BEGIN
+                    INSERT INTO artifact_name(artifact_name, rowid, name) VALUES ('delete', old.id, old.name);
+                END;
+                CREATE TRIGGER artifact_name_update AFTER UPDATE OF name ON artifact BEGIN
+                    INSERT INTO artifact_name(artifact_name, rowid, name) VALUES ('delete', old.id, old.name);
+                    INSERT INTO artifact_name(rowid, name) VALUES (new.id, new.name);
+                END;
+                """)
             try db.execute(sql: """
                 CREATE TABLE api_token (
                     name TEXT PRIMARY KEY,
@@ -720,6 +747,11 @@ public struct SQLiteStore: CoordinatorStore {
         try await group.write { db in
             try Self.fence(db, jobID: jobID, epoch: epoch)
             let id = try Self.upsertFile(db, into: "artifact", jobID: jobID, name: name, size: size, sha256: sha256, now: now)
+            try db.cachedStatement(sql: """
+                UPDATE artifact SET (run_id, project, pipeline, branch) =
+                    (SELECT r.id, r.project, r.pipeline, r.branch FROM job j JOIN run r ON r.id = j.run_id WHERE j.id = artifact.job_id)
+                WHERE id = ?
+                """).execute(arguments: [id])
             return try Self.fetchArtifacts(db, where: "a.id = ?", [id]).first!
         }
     }
@@ -756,11 +788,84 @@ public struct SQLiteStore: CoordinatorStore {
 
     static func fetchArtifacts(_ db: Database, where clause: String, _ arguments: StatementArguments) throws -> [ArtifactRecord] {
         try Row.fetchAll(db, sql: """
-            SELECT a.id, j.run_id, a.job_id, j.attempt, j.name AS job, a.name, a.size, a.sha256
-            FROM artifact a JOIN job j ON j.id = a.job_id WHERE \(clause) ORDER BY a.id
-            """, arguments: arguments).map {
-            ArtifactRecord(id: $0["id"], runID: $0["run_id"], jobID: $0["job_id"], attempt: $0["attempt"],
-                           job: $0["job"], name: $0["name"], size: $0["size"], sha256: $0["sha256"])
+            SELECT \(artifactColumns) FROM artifact a JOIN job j ON j.id = a.job_id WHERE \(clause) ORDER BY a.id
+            """, arguments: arguments).map(artifact)
+    }
+
+    static let artifactColumns = """
+        a.id, j.run_id, a.job_id, j.attempt, j.name AS job, a.name, a.size, a.sha256, a.created_at, a.project, a.pipeline,
+        a.branch
+        """
+
+    static func artifact(_ row: Row) -> ArtifactRecord {
+        ArtifactRecord(id: row["id"], runID: row["run_id"], jobID: row["job_id"], attempt: row["attempt"],
+                       job: row["job"], name: row["name"], size: row["size"], sha256: row["sha256"],
+                       createdAt: row["created_at"], project: row["project"], pipeline: row["pipeline"], branch: row["branch"])
+    }
+
+    public func searchArtifacts(_ query: ArtifactQuery) async throws -> [ArtifactRecord] {
+        try await writer.read { db in
+            var clauses: [String] = []
+            var arguments = StatementArguments()
+            if let name = query.name {
+                if name.contains(where: { "*?[".contains($0) }) {
+                    clauses.append("a.id IN (SELECT rowid FROM artifact_name WHERE name GLOB ?)")
+                    arguments += [name]
+                } else if name.count >= 3, !name.contains(where: { "%_".contains($0) }) {
+                    // The trigram index answers a substring of three characters or more.
+                    clauses.append("a.id IN (SELECT rowid FROM artifact_name WHERE name LIKE ?)")
+                    arguments += ["%\(name)%"]
+                } else {
+                    let escaped = name.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "%", with: "\\%")
+                        .replacingOccurrences(of: "_", with: "\\_")
+                    clauses.append("a.name LIKE ? ESCAPE '\\'")
+                    arguments += ["%\(escaped)%"]
+                }
+            }
+            for (column, value) in [("a.project", query.project), ("a.pipeline", query.pipeline), ("a.branch", query.branch)] {
+                if let value {
+                    clauses.append("\(column) = ?")
+                    arguments += [value]
+                }
+            }
+            if let run = query.runID {
+                clauses.append("a.run_id = ?")
+                arguments += [run]
+            }
+            if let prefix = query.sha256Prefix {
+                // Hex digits only (checked by the core): a range on the index.
+                clauses.append("a.sha256 >= ? AND a.sha256 < ?")
+                arguments += [prefix, prefix + "g"]
+            }
+            if let minimum = query.minimumSize {
+                clauses.append("a.size >= ?")
+                arguments += [minimum]
+            }
+            if let maximum = query.maximumSize {
+                clauses.append("a.size <= ?")
+                arguments += [maximum]
+            }
+            if let after = query.createdAfter {
+                clauses.append("a.created_at >= ?")
+                arguments += [after]
+            }
+            if let before = query.createdBefore {
+                clauses.append("a.created_at < ?")
+                arguments += [before]
+            }
+            let order = switch query.sort {
+            case .newest: "a.id DESC"
+            case .oldest: "a.id"
+            case .largest: "a.size DESC, a.id DESC"
+            case .smallest: "a.size, a.id"
+            case .name: "a.name, a.id"
+            }
+            arguments += [query.limit, query.offset]
+            let whereClause = clauses.isEmpty ? "" : "WHERE " + clauses.joined(separator: " AND ")
+            return try Row.fetchAll(db, sql: """
+                SELECT \(Self.artifactColumns) FROM artifact a JOIN job j ON j.id = a.job_id \(whereClause)
+                ORDER BY \(order) LIMIT ? OFFSET ?
+                """, arguments: arguments).map(Self.artifact)
         }
     }
 

@@ -647,6 +647,304 @@ enum OpenAPIDocument {
         }
       }
     },
+    "/artifacts": {
+      "get": {
+        "operationId": "searchArtifacts",
+        "tags": [
+          "api"
+        ],
+        "summary": "Search the artifacts of every run and project (viewer).",
+        "description": "Every filter given must match. One page, and `next` when more follow.",
+        "parameters": [
+          {
+            "name": "name",
+            "in": "query",
+            "description": "A substring of the name (any case); with `*`, `?` or `[...]`, a glob of the whole name (case-sensitive), for example `*.tar.gz`.",
+            "schema": {
+              "type": "string"
+            }
+          },
+          {
+            "name": "project",
+            "in": "query",
+            "schema": {
+              "type": "string"
+            }
+          },
+          {
+            "name": "pipeline",
+            "in": "query",
+            "schema": {
+              "type": "string"
+            }
+          },
+          {
+            "name": "branch",
+            "in": "query",
+            "schema": {
+              "type": "string"
+            }
+          },
+          {
+            "name": "run",
+            "in": "query",
+            "schema": {
+              "type": "integer",
+              "format": "int64"
+            }
+          },
+          {
+            "name": "sha256",
+            "in": "query",
+            "description": "Hex digits the SHA-256 starts with (1 to 64).",
+            "schema": {
+              "type": "string"
+            }
+          },
+          {
+            "name": "minSize",
+            "in": "query",
+            "description": "Bytes, at least.",
+            "schema": {
+              "type": "integer",
+              "format": "int64",
+              "minimum": 0
+            }
+          },
+          {
+            "name": "maxSize",
+            "in": "query",
+            "description": "Bytes, at most.",
+            "schema": {
+              "type": "integer",
+              "format": "int64",
+              "minimum": 0
+            }
+          },
+          {
+            "name": "after",
+            "in": "query",
+            "description": "Made at or after.",
+            "schema": {
+              "type": "string",
+              "format": "date-time"
+            }
+          },
+          {
+            "name": "before",
+            "in": "query",
+            "description": "Made before.",
+            "schema": {
+              "type": "string",
+              "format": "date-time"
+            }
+          },
+          {
+            "name": "sort",
+            "in": "query",
+            "description": "newest (the default), oldest, largest, smallest or name.",
+            "schema": {
+              "type": "string",
+              "enum": [
+                "newest",
+                "oldest",
+                "largest",
+                "smallest",
+                "name"
+              ]
+            }
+          },
+          {
+            "name": "limit",
+            "in": "query",
+            "description": "Artifacts per page, 1 to 500; 50 when absent.",
+            "schema": {
+              "type": "integer",
+              "minimum": 1,
+              "maximum": 500
+            }
+          },
+          {
+            "name": "cursor",
+            "in": "query",
+            "description": "The `next` of the previous page.",
+            "schema": {
+              "type": "string"
+            }
+          }
+        ],
+        "responses": {
+          "200": {
+            "description": "One page.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "type": "object",
+                  "required": [
+                    "artifacts"
+                  ],
+                  "properties": {
+                    "artifacts": {
+                      "type": "array",
+                      "items": {
+                        "$ref": "#/components/schemas/Artifact"
+                      }
+                    },
+                    "next": {
+                      "type": "string",
+                      "description": "Pass as `cursor` for the next page; absent on the last page."
+                    }
+                  }
+                }
+              }
+            }
+          },
+          "default": {
+            "$ref": "#/components/responses/Problem"
+          }
+        }
+      }
+    },
+    "/artifacts/{artifact}": {
+      "parameters": [
+        {
+          "$ref": "#/components/parameters/ArtifactID"
+        }
+      ],
+      "get": {
+        "operationId": "showArtifact",
+        "tags": [
+          "api"
+        ],
+        "summary": "One artifact (viewer).",
+        "responses": {
+          "200": {
+            "description": "The artifact.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Artifact"
+                }
+              }
+            }
+          },
+          "default": {
+            "$ref": "#/components/responses/Problem"
+          }
+        }
+      }
+    },
+    "/artifacts/{artifact}/content": {
+      "parameters": [
+        {
+          "$ref": "#/components/parameters/ArtifactID"
+        }
+      ],
+      "get": {
+        "operationId": "downloadArtifact",
+        "tags": [
+          "streams"
+        ],
+        "summary": "An artifact's bytes, streamed (viewer).",
+        "description": "`application/octet-stream` with `Content-Length`, `Content-Disposition: attachment`\n(its base name), `ETag: \"SHA256\"` (its SHA-256 in hex, quoted) and\n`Repr-Digest: sha-256=:BASE64:` (RFC 9530). `If-None-Match` with that ETag answers 304.\n`Range: bytes=A-B`, `A-` or `-N` answers 206 with `Content-Range`; outside the artifact,\n416 with `Content-Range: bytes */SIZE`.\n",
+        "parameters": [
+          {
+            "name": "Range",
+            "in": "header",
+            "schema": {
+              "type": "string"
+            }
+          },
+          {
+            "name": "If-None-Match",
+            "in": "header",
+            "schema": {
+              "type": "string"
+            }
+          }
+        ],
+        "responses": {
+          "200": {
+            "description": "The bytes.",
+            "content": {
+              "application/octet-stream": {
+                "schema": {
+                  "type": "string",
+                  "format": "binary"
+                }
+              }
+            }
+          },
+          "206": {
+            "description": "The range asked for.",
+            "content": {
+              "application/octet-stream": {
+                "schema": {
+                  "type": "string",
+                  "format": "binary"
+                }
+              }
+            }
+          },
+          "304": {
+            "description": "The ETag matched."
+          },
+          "416": {
+            "description": "The range is outside the artifact.",
+            "content": {
+              "application/problem+json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Problem"
+                }
+              }
+            }
+          },
+          "default": {
+            "$ref": "#/components/responses/Problem"
+          }
+        }
+      }
+    },
+    "/runs/{run}/artifacts": {
+      "parameters": [
+        {
+          "$ref": "#/components/parameters/Run"
+        }
+      ],
+      "get": {
+        "operationId": "runArtifacts",
+        "tags": [
+          "api"
+        ],
+        "summary": "A run's artifacts, of every attempt (viewer).",
+        "responses": {
+          "200": {
+            "description": "The artifacts, oldest first.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "type": "object",
+                  "required": [
+                    "artifacts"
+                  ],
+                  "properties": {
+                    "artifacts": {
+                      "type": "array",
+                      "items": {
+                        "$ref": "#/components/schemas/Artifact"
+                      }
+                    }
+                  }
+                }
+              }
+            }
+          },
+          "default": {
+            "$ref": "#/components/responses/Problem"
+          }
+        }
+      }
+    },
     "/queue": {
       "get": {
         "operationId": "listQueue",
@@ -1025,6 +1323,15 @@ enum OpenAPIDocument {
       },
       "Run": {
         "name": "run",
+        "in": "path",
+        "required": true,
+        "schema": {
+          "type": "integer",
+          "format": "int64"
+        }
+      },
+      "ArtifactID": {
+        "name": "artifact",
         "in": "path",
         "required": true,
         "schema": {
@@ -1631,6 +1938,72 @@ enum OpenAPIDocument {
           "stalled": {
             "type": "string",
             "description": "Why its jobs make no progress now."
+          }
+        }
+      },
+      "Artifact": {
+        "type": "object",
+        "required": [
+          "id",
+          "run",
+          "attempt",
+          "job",
+          "jobName",
+          "name",
+          "size",
+          "sha256",
+          "project",
+          "pipeline",
+          "branch",
+          "createdAt",
+          "url"
+        ],
+        "properties": {
+          "id": {
+            "type": "integer",
+            "format": "int64"
+          },
+          "run": {
+            "type": "integer",
+            "format": "int64"
+          },
+          "attempt": {
+            "type": "integer"
+          },
+          "job": {
+            "type": "integer",
+            "format": "int64"
+          },
+          "jobName": {
+            "type": "string"
+          },
+          "name": {
+            "type": "string",
+            "description": "Its path in the job's workspace."
+          },
+          "size": {
+            "type": "integer",
+            "format": "int64"
+          },
+          "sha256": {
+            "type": "string"
+          },
+          "project": {
+            "type": "string"
+          },
+          "pipeline": {
+            "type": "string"
+          },
+          "branch": {
+            "type": "string"
+          },
+          "createdAt": {
+            "type": "string",
+            "format": "date-time"
+          },
+          "url": {
+            "type": "string",
+            "description": "Where its bytes are (`/api/v1/artifacts/{id}/content`)."
           }
         }
       },

@@ -12,6 +12,8 @@ extension Components {
         internal typealias Pipeline = Swift.String
         /// - Remark: Generated from `#/components/parameters/Run`.
         internal typealias Run = Swift.Int64
+        /// - Remark: Generated from `#/components/parameters/ArtifactID`.
+        internal typealias ArtifactID = Swift.Int64
         /// - Remark: Generated from `#/components/parameters/RunnerName`.
         internal typealias RunnerName = Swift.String
     }

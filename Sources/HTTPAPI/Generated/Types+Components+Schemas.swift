@@ -842,6 +842,99 @@ extension Components {
                 case stalled
             }
         }
+        /// - Remark: Generated from `#/components/schemas/Artifact`.
+        internal struct Artifact: Codable, Hashable, Sendable {
+            /// - Remark: Generated from `#/components/schemas/Artifact/id`.
+            internal var id: Swift.Int64
+            /// - Remark: Generated from `#/components/schemas/Artifact/run`.
+            internal var run: Swift.Int64
+            /// - Remark: Generated from `#/components/schemas/Artifact/attempt`.
+            internal var attempt: Swift.Int
+            /// - Remark: Generated from `#/components/schemas/Artifact/job`.
+            internal var job: Swift.Int64
+            /// - Remark: Generated from `#/components/schemas/Artifact/jobName`.
+            internal var jobName: Swift.String
+            /// Its path in the job's workspace.
+            ///
+            /// - Remark: Generated from `#/components/schemas/Artifact/name`.
+            internal var name: Swift.String
+            /// - Remark: Generated from `#/components/schemas/Artifact/size`.
+            internal var size: Swift.Int64
+            /// - Remark: Generated from `#/components/schemas/Artifact/sha256`.
+            internal var sha256: Swift.String
+            /// - Remark: Generated from `#/components/schemas/Artifact/project`.
+            internal var project: Swift.String
+            /// - Remark: Generated from `#/components/schemas/Artifact/pipeline`.
+            internal var pipeline: Swift.String
+            /// - Remark: Generated from `#/components/schemas/Artifact/branch`.
+            internal var branch: Swift.String
+            /// - Remark: Generated from `#/components/schemas/Artifact/createdAt`.
+            internal var createdAt: Foundation.Date
+            /// Where its bytes are (`/api/v1/artifacts/{id}/content`).
+            ///
+            /// - Remark: Generated from `#/components/schemas/Artifact/url`.
+            internal var url: Swift.String
+            /// Creates a new `Artifact`.
+            ///
+            /// - Parameters:
+            ///   - id:
+            ///   - run:
+            ///   - attempt:
+            ///   - job:
+            ///   - jobName:
+            ///   - name: Its path in the job's workspace.
+            ///   - size:
+            ///   - sha256:
+            ///   - project:
+            ///   - pipeline:
+            ///   - branch:
+            ///   - createdAt:
+            ///   - url: Where its bytes are (`/api/v1/artifacts/{id}/content`).
+            internal init(
+                id: Swift.Int64,
+                run: Swift.Int64,
+                attempt: Swift.Int,
+                job: Swift.Int64,
+                jobName: Swift.String,
+                name: Swift.String,
+                size: Swift.Int64,
+                sha256: Swift.String,
+                project: Swift.String,
+                pipeline: Swift.String,
+                branch: Swift.String,
+                createdAt: Foundation.Date,
+                url: Swift.String
+            ) {
+                self.id = id
+                self.run = run
+                self.attempt = attempt
+                self.job = job
+                self.jobName = jobName
+                self.name = name
+                self.size = size
+                self.sha256 = sha256
+                self.project = project
+                self.pipeline = pipeline
+                self.branch = branch
+                self.createdAt = createdAt
+                self.url = url
+            }
+            internal enum CodingKeys: String, CodingKey {
+                case id
+                case run
+                case attempt
+                case job
+                case jobName
+                case name
+                case size
+                case sha256
+                case project
+                case pipeline
+                case branch
+                case createdAt
+                case url
+            }
+        }
         /// - Remark: Generated from `#/components/schemas/Token`.
         internal struct Token: Codable, Hashable, Sendable {
             /// - Remark: Generated from `#/components/schemas/Token/name`.

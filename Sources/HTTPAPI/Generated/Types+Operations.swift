@@ -1987,6 +1987,595 @@ internal enum Operations {
             }
         }
     }
+    /// Search the artifacts of every run and project (viewer).
+    ///
+    /// Every filter given must match. One page, and `next` when more follow.
+    ///
+    /// - Remark: HTTP `GET /artifacts`.
+    /// - Remark: Generated from `#/paths//artifacts/get(searchArtifacts)`.
+    internal enum SearchArtifacts {
+        internal static let id: Swift.String = "searchArtifacts"
+        internal struct Input: Sendable, Hashable {
+            /// - Remark: Generated from `#/paths/artifacts/GET/query`.
+            internal struct Query: Sendable, Hashable {
+                /// A substring of the name (any case); with `*`, `?` or `[...]`, a glob of the whole name (case-sensitive), for example `*.tar.gz`.
+                ///
+                /// - Remark: Generated from `#/paths/artifacts/GET/query/name`.
+                internal var name: Swift.String?
+                /// - Remark: Generated from `#/paths/artifacts/GET/query/project`.
+                internal var project: Swift.String?
+                /// - Remark: Generated from `#/paths/artifacts/GET/query/pipeline`.
+                internal var pipeline: Swift.String?
+                /// - Remark: Generated from `#/paths/artifacts/GET/query/branch`.
+                internal var branch: Swift.String?
+                /// - Remark: Generated from `#/paths/artifacts/GET/query/run`.
+                internal var run: Swift.Int64?
+                /// Hex digits the SHA-256 starts with (1 to 64).
+                ///
+                /// - Remark: Generated from `#/paths/artifacts/GET/query/sha256`.
+                internal var sha256: Swift.String?
+                /// Bytes, at least.
+                ///
+                /// - Remark: Generated from `#/paths/artifacts/GET/query/minSize`.
+                internal var minSize: Swift.Int64?
+                /// Bytes, at most.
+                ///
+                /// - Remark: Generated from `#/paths/artifacts/GET/query/maxSize`.
+                internal var maxSize: Swift.Int64?
+                /// Made at or after.
+                ///
+                /// - Remark: Generated from `#/paths/artifacts/GET/query/after`.
+                internal var after: Foundation.Date?
+                /// Made before.
+                ///
+                /// - Remark: Generated from `#/paths/artifacts/GET/query/before`.
+                internal var before: Foundation.Date?
+                /// - Remark: Generated from `#/paths/artifacts/GET/query/sort`.
+                internal enum SortPayload: String, Codable, Hashable, Sendable, CaseIterable {
+                    case newest = "newest"
+                    case oldest = "oldest"
+                    case largest = "largest"
+                    case smallest = "smallest"
+                    case name = "name"
+                }
+                /// newest (the default), oldest, largest, smallest or name.
+                ///
+                /// - Remark: Generated from `#/paths/artifacts/GET/query/sort`.
+                internal var sort: Operations.SearchArtifacts.Input.Query.SortPayload?
+                /// Artifacts per page, 1 to 500; 50 when absent.
+                ///
+                /// - Remark: Generated from `#/paths/artifacts/GET/query/limit`.
+                internal var limit: Swift.Int?
+                /// The `next` of the previous page.
+                ///
+                /// - Remark: Generated from `#/paths/artifacts/GET/query/cursor`.
+                internal var cursor: Swift.String?
+                /// Creates a new `Query`.
+                ///
+                /// - Parameters:
+                ///   - name: A substring of the name (any case); with `*`, `?` or `[...]`, a glob of the whole name (case-sensitive), for example `*.tar.gz`.
+                ///   - project:
+                ///   - pipeline:
+                ///   - branch:
+                ///   - run:
+                ///   - sha256: Hex digits the SHA-256 starts with (1 to 64).
+                ///   - minSize: Bytes, at least.
+                ///   - maxSize: Bytes, at most.
+                ///   - after: Made at or after.
+                ///   - before: Made before.
+                ///   - sort: newest (the default), oldest, largest, smallest or name.
+                ///   - limit: Artifacts per page, 1 to 500; 50 when absent.
+                ///   - cursor: The `next` of the previous page.
+                internal init(
+                    name: Swift.String? = nil,
+                    project: Swift.String? = nil,
+                    pipeline: Swift.String? = nil,
+                    branch: Swift.String? = nil,
+                    run: Swift.Int64? = nil,
+                    sha256: Swift.String? = nil,
+                    minSize: Swift.Int64? = nil,
+                    maxSize: Swift.Int64? = nil,
+                    after: Foundation.Date? = nil,
+                    before: Foundation.Date? = nil,
+                    sort: Operations.SearchArtifacts.Input.Query.SortPayload? = nil,
+                    limit: Swift.Int? = nil,
+                    cursor: Swift.String? = nil
+                ) {
+                    self.name = name
+                    self.project = project
+                    self.pipeline = pipeline
+                    self.branch = branch
+                    self.run = run
+                    self.sha256 = sha256
+                    self.minSize = minSize
+                    self.maxSize = maxSize
+                    self.after = after
+                    self.before = before
+                    self.sort = sort
+                    self.limit = limit
+                    self.cursor = cursor
+                }
+            }
+            internal var query: Operations.SearchArtifacts.Input.Query
+            /// - Remark: Generated from `#/paths/artifacts/GET/header`.
+            internal struct Headers: Sendable, Hashable {
+                internal var accept: [OpenAPIRuntime.AcceptHeaderContentType<Operations.SearchArtifacts.AcceptableContentType>]
+                /// Creates a new `Headers`.
+                ///
+                /// - Parameters:
+                ///   - accept:
+                internal init(accept: [OpenAPIRuntime.AcceptHeaderContentType<Operations.SearchArtifacts.AcceptableContentType>] = .defaultValues()) {
+                    self.accept = accept
+                }
+            }
+            internal var headers: Operations.SearchArtifacts.Input.Headers
+            /// Creates a new `Input`.
+            ///
+            /// - Parameters:
+            ///   - query:
+            ///   - headers:
+            internal init(
+                query: Operations.SearchArtifacts.Input.Query = .init(),
+                headers: Operations.SearchArtifacts.Input.Headers = .init()
+            ) {
+                self.query = query
+                self.headers = headers
+            }
+        }
+        internal enum Output: Sendable, Hashable {
+            internal struct Ok: Sendable, Hashable {
+                /// - Remark: Generated from `#/paths/artifacts/GET/responses/200/content`.
+                internal enum Body: Sendable, Hashable {
+                    /// - Remark: Generated from `#/paths/artifacts/GET/responses/200/content/json`.
+                    internal struct JsonPayload: Codable, Hashable, Sendable {
+                        /// - Remark: Generated from `#/paths/artifacts/GET/responses/200/content/json/artifacts`.
+                        internal var artifacts: [Components.Schemas.Artifact]
+                        /// Pass as `cursor` for the next page; absent on the last page.
+                        ///
+                        /// - Remark: Generated from `#/paths/artifacts/GET/responses/200/content/json/next`.
+                        internal var next: Swift.String?
+                        /// Creates a new `JsonPayload`.
+                        ///
+                        /// - Parameters:
+                        ///   - artifacts:
+                        ///   - next: Pass as `cursor` for the next page; absent on the last page.
+                        internal init(
+                            artifacts: [Components.Schemas.Artifact],
+                            next: Swift.String? = nil
+                        ) {
+                            self.artifacts = artifacts
+                            self.next = next
+                        }
+                        internal enum CodingKeys: String, CodingKey {
+                            case artifacts
+                            case next
+                        }
+                    }
+                    /// - Remark: Generated from `#/paths/artifacts/GET/responses/200/content/application\/json`.
+                    case json(Operations.SearchArtifacts.Output.Ok.Body.JsonPayload)
+                    /// The associated value of the enum case if `self` is `.json`.
+                    ///
+                    /// - Throws: An error if `self` is not `.json`.
+                    /// - SeeAlso: `.json`.
+                    internal var json: Operations.SearchArtifacts.Output.Ok.Body.JsonPayload {
+                        get throws {
+                            switch self {
+                            case let .json(body):
+                                return body
+                            }
+                        }
+                    }
+                }
+                /// Received HTTP response body
+                internal var body: Operations.SearchArtifacts.Output.Ok.Body
+                /// Creates a new `Ok`.
+                ///
+                /// - Parameters:
+                ///   - body: Received HTTP response body
+                internal init(body: Operations.SearchArtifacts.Output.Ok.Body) {
+                    self.body = body
+                }
+            }
+            /// One page.
+            ///
+            /// - Remark: Generated from `#/paths//artifacts/get(searchArtifacts)/responses/200`.
+            ///
+            /// HTTP response code: `200 ok`.
+            case ok(Operations.SearchArtifacts.Output.Ok)
+            /// The associated value of the enum case if `self` is `.ok`.
+            ///
+            /// - Throws: An error if `self` is not `.ok`.
+            /// - SeeAlso: `.ok`.
+            internal var ok: Operations.SearchArtifacts.Output.Ok {
+                get throws {
+                    switch self {
+                    case let .ok(response):
+                        return response
+                    default:
+                        try throwUnexpectedResponseStatus(
+                            expectedStatus: "ok",
+                            response: self
+                        )
+                    }
+                }
+            }
+            /// An error: 400 malformed request, 401 no valid credentials, 403 the role may not, 404 unknown id or route, 405 wrong method, 409 wrong state, 413 body too large, 429 too many failed sign-ins, 503 storage full, 500 a fault of the coordinator.
+            ///
+            /// - Remark: Generated from `#/paths//artifacts/get(searchArtifacts)/responses/default`.
+            ///
+            /// HTTP response code: `default`.
+            case `default`(statusCode: Swift.Int, Components.Responses.Problem)
+            /// The associated value of the enum case if `self` is `.`default``.
+            ///
+            /// - Throws: An error if `self` is not `.`default``.
+            /// - SeeAlso: `.`default``.
+            internal var `default`: Components.Responses.Problem {
+                get throws {
+                    switch self {
+                    case let .`default`(_, response):
+                        return response
+                    default:
+                        try throwUnexpectedResponseStatus(
+                            expectedStatus: "default",
+                            response: self
+                        )
+                    }
+                }
+            }
+        }
+        internal enum AcceptableContentType: AcceptableProtocol {
+            case json
+            case applicationProblemJson
+            case other(Swift.String)
+            internal init?(rawValue: Swift.String) {
+                switch rawValue.lowercased() {
+                case "application/json":
+                    self = .json
+                case "application/problem+json":
+                    self = .applicationProblemJson
+                default:
+                    self = .other(rawValue)
+                }
+            }
+            internal var rawValue: Swift.String {
+                switch self {
+                case let .other(string):
+                    return string
+                case .json:
+                    return "application/json"
+                case .applicationProblemJson:
+                    return "application/problem+json"
+                }
+            }
+            internal static var allCases: [Self] {
+                [
+                    .json,
+                    .applicationProblemJson
+                ]
+            }
+        }
+    }
+    /// One artifact (viewer).
+    ///
+    /// - Remark: HTTP `GET /artifacts/{artifact}`.
+    /// - Remark: Generated from `#/paths//artifacts/{artifact}/get(showArtifact)`.
+    internal enum ShowArtifact {
+        internal static let id: Swift.String = "showArtifact"
+        internal struct Input: Sendable, Hashable {
+            /// - Remark: Generated from `#/paths/artifacts/{artifact}/GET/path`.
+            internal struct Path: Sendable, Hashable {
+                /// - Remark: Generated from `#/paths/artifacts/{artifact}/GET/path/artifact`.
+                internal var artifact: Components.Parameters.ArtifactID
+                /// Creates a new `Path`.
+                ///
+                /// - Parameters:
+                ///   - artifact:
+                internal init(artifact: Components.Parameters.ArtifactID) {
+                    self.artifact = artifact
+                }
+            }
+            internal var path: Operations.ShowArtifact.Input.Path
+            /// - Remark: Generated from `#/paths/artifacts/{artifact}/GET/header`.
+            internal struct Headers: Sendable, Hashable {
+                internal var accept: [OpenAPIRuntime.AcceptHeaderContentType<Operations.ShowArtifact.AcceptableContentType>]
+                /// Creates a new `Headers`.
+                ///
+                /// - Parameters:
+                ///   - accept:
+                internal init(accept: [OpenAPIRuntime.AcceptHeaderContentType<Operations.ShowArtifact.AcceptableContentType>] = .defaultValues()) {
+                    self.accept = accept
+                }
+            }
+            internal var headers: Operations.ShowArtifact.Input.Headers
+            /// Creates a new `Input`.
+            ///
+            /// - Parameters:
+            ///   - path:
+            ///   - headers:
+            internal init(
+                path: Operations.ShowArtifact.Input.Path,
+                headers: Operations.ShowArtifact.Input.Headers = .init()
+            ) {
+                self.path = path
+                self.headers = headers
+            }
+        }
+        internal enum Output: Sendable, Hashable {
+            internal struct Ok: Sendable, Hashable {
+                /// - Remark: Generated from `#/paths/artifacts/{artifact}/GET/responses/200/content`.
+                internal enum Body: Sendable, Hashable {
+                    /// - Remark: Generated from `#/paths/artifacts/{artifact}/GET/responses/200/content/application\/json`.
+                    case json(Components.Schemas.Artifact)
+                    /// The associated value of the enum case if `self` is `.json`.
+                    ///
+                    /// - Throws: An error if `self` is not `.json`.
+                    /// - SeeAlso: `.json`.
+                    internal var json: Components.Schemas.Artifact {
+                        get throws {
+                            switch self {
+                            case let .json(body):
+                                return body
+                            }
+                        }
+                    }
+                }
+                /// Received HTTP response body
+                internal var body: Operations.ShowArtifact.Output.Ok.Body
+                /// Creates a new `Ok`.
+                ///
+                /// - Parameters:
+                ///   - body: Received HTTP response body
+                internal init(body: Operations.ShowArtifact.Output.Ok.Body) {
+                    self.body = body
+                }
+            }
+            /// The artifact.
+            ///
+            /// - Remark: Generated from `#/paths//artifacts/{artifact}/get(showArtifact)/responses/200`.
+            ///
+            /// HTTP response code: `200 ok`.
+            case ok(Operations.ShowArtifact.Output.Ok)
+            /// The associated value of the enum case if `self` is `.ok`.
+            ///
+            /// - Throws: An error if `self` is not `.ok`.
+            /// - SeeAlso: `.ok`.
+            internal var ok: Operations.ShowArtifact.Output.Ok {
+                get throws {
+                    switch self {
+                    case let .ok(response):
+                        return response
+                    default:
+                        try throwUnexpectedResponseStatus(
+                            expectedStatus: "ok",
+                            response: self
+                        )
+                    }
+                }
+            }
+            /// An error: 400 malformed request, 401 no valid credentials, 403 the role may not, 404 unknown id or route, 405 wrong method, 409 wrong state, 413 body too large, 429 too many failed sign-ins, 503 storage full, 500 a fault of the coordinator.
+            ///
+            /// - Remark: Generated from `#/paths//artifacts/{artifact}/get(showArtifact)/responses/default`.
+            ///
+            /// HTTP response code: `default`.
+            case `default`(statusCode: Swift.Int, Components.Responses.Problem)
+            /// The associated value of the enum case if `self` is `.`default``.
+            ///
+            /// - Throws: An error if `self` is not `.`default``.
+            /// - SeeAlso: `.`default``.
+            internal var `default`: Components.Responses.Problem {
+                get throws {
+                    switch self {
+                    case let .`default`(_, response):
+                        return response
+                    default:
+                        try throwUnexpectedResponseStatus(
+                            expectedStatus: "default",
+                            response: self
+                        )
+                    }
+                }
+            }
+        }
+        internal enum AcceptableContentType: AcceptableProtocol {
+            case json
+            case applicationProblemJson
+            case other(Swift.String)
+            internal init?(rawValue: Swift.String) {
+                switch rawValue.lowercased() {
+                case "application/json":
+                    self = .json
+                case "application/problem+json":
+                    self = .applicationProblemJson
+                default:
+                    self = .other(rawValue)
+                }
+            }
+            internal var rawValue: Swift.String {
+                switch self {
+                case let .other(string):
+                    return string
+                case .json:
+                    return "application/json"
+                case .applicationProblemJson:
+                    return "application/problem+json"
+                }
+            }
+            internal static var allCases: [Self] {
+                [
+                    .json,
+                    .applicationProblemJson
+                ]
+            }
+        }
+    }
+    /// A run's artifacts, of every attempt (viewer).
+    ///
+    /// - Remark: HTTP `GET /runs/{run}/artifacts`.
+    /// - Remark: Generated from `#/paths//runs/{run}/artifacts/get(runArtifacts)`.
+    internal enum RunArtifacts {
+        internal static let id: Swift.String = "runArtifacts"
+        internal struct Input: Sendable, Hashable {
+            /// - Remark: Generated from `#/paths/runs/{run}/artifacts/GET/path`.
+            internal struct Path: Sendable, Hashable {
+                /// - Remark: Generated from `#/paths/runs/{run}/artifacts/GET/path/run`.
+                internal var run: Components.Parameters.Run
+                /// Creates a new `Path`.
+                ///
+                /// - Parameters:
+                ///   - run:
+                internal init(run: Components.Parameters.Run) {
+                    self.run = run
+                }
+            }
+            internal var path: Operations.RunArtifacts.Input.Path
+            /// - Remark: Generated from `#/paths/runs/{run}/artifacts/GET/header`.
+            internal struct Headers: Sendable, Hashable {
+                internal var accept: [OpenAPIRuntime.AcceptHeaderContentType<Operations.RunArtifacts.AcceptableContentType>]
+                /// Creates a new `Headers`.
+                ///
+                /// - Parameters:
+                ///   - accept:
+                internal init(accept: [OpenAPIRuntime.AcceptHeaderContentType<Operations.RunArtifacts.AcceptableContentType>] = .defaultValues()) {
+                    self.accept = accept
+                }
+            }
+            internal var headers: Operations.RunArtifacts.Input.Headers
+            /// Creates a new `Input`.
+            ///
+            /// - Parameters:
+            ///   - path:
+            ///   - headers:
+            internal init(
+                path: Operations.RunArtifacts.Input.Path,
+                headers: Operations.RunArtifacts.Input.Headers = .init()
+            ) {
+                self.path = path
+                self.headers = headers
+            }
+        }
+        internal enum Output: Sendable, Hashable {
+            internal struct Ok: Sendable, Hashable {
+                /// - Remark: Generated from `#/paths/runs/{run}/artifacts/GET/responses/200/content`.
+                internal enum Body: Sendable, Hashable {
+                    /// - Remark: Generated from `#/paths/runs/{run}/artifacts/GET/responses/200/content/json`.
+                    internal struct JsonPayload: Codable, Hashable, Sendable {
+                        /// - Remark: Generated from `#/paths/runs/{run}/artifacts/GET/responses/200/content/json/artifacts`.
+                        internal var artifacts: [Components.Schemas.Artifact]
+                        /// Creates a new `JsonPayload`.
+                        ///
+                        /// - Parameters:
+                        ///   - artifacts:
+                        internal init(artifacts: [Components.Schemas.Artifact]) {
+                            self.artifacts = artifacts
+                        }
+                        internal enum CodingKeys: String, CodingKey {
+                            case artifacts
+                        }
+                    }
+                    /// - Remark: Generated from `#/paths/runs/{run}/artifacts/GET/responses/200/content/application\/json`.
+                    case json(Operations.RunArtifacts.Output.Ok.Body.JsonPayload)
+                    /// The associated value of the enum case if `self` is `.json`.
+                    ///
+                    /// - Throws: An error if `self` is not `.json`.
+                    /// - SeeAlso: `.json`.
+                    internal var json: Operations.RunArtifacts.Output.Ok.Body.JsonPayload {
+                        get throws {
+                            switch self {
+                            case let .json(body):
+                                return body
+                            }
+                        }
+                    }
+                }
+                /// Received HTTP response body
+                internal var body: Operations.RunArtifacts.Output.Ok.Body
+                /// Creates a new `Ok`.
+                ///
+                /// - Parameters:
+                ///   - body: Received HTTP response body
+                internal init(body: Operations.RunArtifacts.Output.Ok.Body) {
+                    self.body = body
+                }
+            }
+            /// The artifacts, oldest first.
+            ///
+            /// - Remark: Generated from `#/paths//runs/{run}/artifacts/get(runArtifacts)/responses/200`.
+            ///
+            /// HTTP response code: `200 ok`.
+            case ok(Operations.RunArtifacts.Output.Ok)
+            /// The associated value of the enum case if `self` is `.ok`.
+            ///
+            /// - Throws: An error if `self` is not `.ok`.
+            /// - SeeAlso: `.ok`.
+            internal var ok: Operations.RunArtifacts.Output.Ok {
+                get throws {
+                    switch self {
+                    case let .ok(response):
+                        return response
+                    default:
+                        try throwUnexpectedResponseStatus(
+                            expectedStatus: "ok",
+                            response: self
+                        )
+                    }
+                }
+            }
+            /// An error: 400 malformed request, 401 no valid credentials, 403 the role may not, 404 unknown id or route, 405 wrong method, 409 wrong state, 413 body too large, 429 too many failed sign-ins, 503 storage full, 500 a fault of the coordinator.
+            ///
+            /// - Remark: Generated from `#/paths//runs/{run}/artifacts/get(runArtifacts)/responses/default`.
+            ///
+            /// HTTP response code: `default`.
+            case `default`(statusCode: Swift.Int, Components.Responses.Problem)
+            /// The associated value of the enum case if `self` is `.`default``.
+            ///
+            /// - Throws: An error if `self` is not `.`default``.
+            /// - SeeAlso: `.`default``.
+            internal var `default`: Components.Responses.Problem {
+                get throws {
+                    switch self {
+                    case let .`default`(_, response):
+                        return response
+                    default:
+                        try throwUnexpectedResponseStatus(
+                            expectedStatus: "default",
+                            response: self
+                        )
+                    }
+                }
+            }
+        }
+        internal enum AcceptableContentType: AcceptableProtocol {
+            case json
+            case applicationProblemJson
+            case other(Swift.String)
+            internal init?(rawValue: Swift.String) {
+                switch rawValue.lowercased() {
+                case "application/json":
+                    self = .json
+                case "application/problem+json":
+                    self = .applicationProblemJson
+                default:
+                    self = .other(rawValue)
+                }
+            }
+            internal var rawValue: Swift.String {
+                switch self {
+                case let .other(string):
+                    return string
+                case .json:
+                    return "application/json"
+                case .applicationProblemJson:
+                    return "application/problem+json"
+                }
+            }
+            internal static var allCases: [Self] {
+                [
+                    .json,
+                    .applicationProblemJson
+                ]
+            }
+        }
+    }
     /// Running jobs, then queued ones in dispatch order, with why a job waits (viewer).
     ///
     /// - Remark: HTTP `GET /queue`.

@@ -65,6 +65,23 @@ internal protocol APIProtocol: Sendable {
     /// - Remark: HTTP `POST /jobs/{job}/cancel`.
     /// - Remark: Generated from `#/paths//jobs/{job}/cancel/post(cancelJob)`.
     func cancelJob(_ input: Operations.CancelJob.Input) async throws -> Operations.CancelJob.Output
+    /// Search the artifacts of every run and project (viewer).
+    ///
+    /// Every filter given must match. One page, and `next` when more follow.
+    ///
+    /// - Remark: HTTP `GET /artifacts`.
+    /// - Remark: Generated from `#/paths//artifacts/get(searchArtifacts)`.
+    func searchArtifacts(_ input: Operations.SearchArtifacts.Input) async throws -> Operations.SearchArtifacts.Output
+    /// One artifact (viewer).
+    ///
+    /// - Remark: HTTP `GET /artifacts/{artifact}`.
+    /// - Remark: Generated from `#/paths//artifacts/{artifact}/get(showArtifact)`.
+    func showArtifact(_ input: Operations.ShowArtifact.Input) async throws -> Operations.ShowArtifact.Output
+    /// A run's artifacts, of every attempt (viewer).
+    ///
+    /// - Remark: HTTP `GET /runs/{run}/artifacts`.
+    /// - Remark: Generated from `#/paths//runs/{run}/artifacts/get(runArtifacts)`.
+    func runArtifacts(_ input: Operations.RunArtifacts.Input) async throws -> Operations.RunArtifacts.Output
     /// Running jobs, then queued ones in dispatch order, with why a job waits (viewer).
     ///
     /// - Remark: HTTP `GET /queue`.
@@ -266,6 +283,47 @@ extension APIProtocol {
         headers: Operations.CancelJob.Input.Headers = .init()
     ) async throws -> Operations.CancelJob.Output {
         try await cancelJob(Operations.CancelJob.Input(
+            path: path,
+            headers: headers
+        ))
+    }
+    /// Search the artifacts of every run and project (viewer).
+    ///
+    /// Every filter given must match. One page, and `next` when more follow.
+    ///
+    /// - Remark: HTTP `GET /artifacts`.
+    /// - Remark: Generated from `#/paths//artifacts/get(searchArtifacts)`.
+    internal func searchArtifacts(
+        query: Operations.SearchArtifacts.Input.Query = .init(),
+        headers: Operations.SearchArtifacts.Input.Headers = .init()
+    ) async throws -> Operations.SearchArtifacts.Output {
+        try await searchArtifacts(Operations.SearchArtifacts.Input(
+            query: query,
+            headers: headers
+        ))
+    }
+    /// One artifact (viewer).
+    ///
+    /// - Remark: HTTP `GET /artifacts/{artifact}`.
+    /// - Remark: Generated from `#/paths//artifacts/{artifact}/get(showArtifact)`.
+    internal func showArtifact(
+        path: Operations.ShowArtifact.Input.Path,
+        headers: Operations.ShowArtifact.Input.Headers = .init()
+    ) async throws -> Operations.ShowArtifact.Output {
+        try await showArtifact(Operations.ShowArtifact.Input(
+            path: path,
+            headers: headers
+        ))
+    }
+    /// A run's artifacts, of every attempt (viewer).
+    ///
+    /// - Remark: HTTP `GET /runs/{run}/artifacts`.
+    /// - Remark: Generated from `#/paths//runs/{run}/artifacts/get(runArtifacts)`.
+    internal func runArtifacts(
+        path: Operations.RunArtifacts.Input.Path,
+        headers: Operations.RunArtifacts.Input.Headers = .init()
+    ) async throws -> Operations.RunArtifacts.Output {
+        try await runArtifacts(Operations.RunArtifacts.Input(
             path: path,
             headers: headers
         ))

@@ -2,5 +2,5 @@
 // SHA-256 of the concatenated proto/heddle/v1/*.proto files (in name order) this code was
 // generated from. WireTests fails when the protos change without regenerating.
 public enum ProtoChecksum {
-    public static let sha256 = "e70004f905dcd410714c1d6b169852ef0f87c556a187e89a64df052895d2fcdc"
+    public static let sha256 = "bc57f61ec8dd5b9deb1351dbc4035587eab9c9095f42198b1fd75c8b0472783c"
 }

@@ -654,6 +654,14 @@ public nonisolated struct Heddle_V1_Envelope: Sendable {
     set {body = .tokenRevoke(newValue)}
   }
 
+  public var artifactSearch: Heddle_V1_ArtifactSearchRequest {
+    get {
+      if case .artifactSearch(let v)? = body {return v}
+      return Heddle_V1_ArtifactSearchRequest()
+    }
+    set {body = .artifactSearch(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Body: Equatable, Sendable {
@@ -719,6 +727,7 @@ public nonisolated struct Heddle_V1_Envelope: Sendable {
     case tokenList(Heddle_V1_TokenListRequest)
     case tokens(Heddle_V1_TokenList)
     case tokenRevoke(Heddle_V1_TokenRevokeRequest)
+    case artifactSearch(Heddle_V1_ArtifactSearchRequest)
 
   }
 
@@ -2140,6 +2149,14 @@ public nonisolated struct Heddle_V1_ArtifactInfo: Sendable {
 
   public var attempt: UInt32 = 0
 
+  public var project: String = String()
+
+  public var pipeline: String = String()
+
+  public var branch: String = String()
+
+  public var createdAtMs: Int64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -2151,6 +2168,74 @@ public nonisolated struct Heddle_V1_ArtifactList: Sendable {
   // methods supported on all messages.
 
   public var artifacts: [Heddle_V1_ArtifactInfo] = []
+
+  /// a search: another page follows (offset + artifacts)
+  public var more: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Artifacts of every run matching every filter given; answered with ArtifactList. An empty
+/// string, a zero id and an absent range mean "any".
+public nonisolated struct Heddle_V1_ArtifactSearchRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// a substring (any case), or a glob with * ? [...] (of the whole name)
+  public var name: String = String()
+
+  public var project: String = String()
+
+  public var pipeline: String = String()
+
+  public var branch: String = String()
+
+  public var runID: UInt64 = 0
+
+  /// hex
+  public var sha256Prefix: String = String()
+
+  public var size: Heddle_V1_SizeRange {
+    get {_size ?? Heddle_V1_SizeRange()}
+    set {_size = newValue}
+  }
+  /// Returns true if `size` has been explicitly set.
+  public var hasSize: Bool {self._size != nil}
+  /// Clears the value of `size`. Subsequent reads from it will return its default value.
+  public mutating func clearSize() {self._size = nil}
+
+  /// 0: any
+  public var createdAfterMs: Int64 = 0
+
+  /// 0: any
+  public var createdBeforeMs: Int64 = 0
+
+  /// newest (default), oldest, largest, smallest, name
+  public var sort: String = String()
+
+  /// 1..500; 0 means 50
+  public var limit: UInt32 = 0
+
+  public var offset: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _size: Heddle_V1_SizeRange? = nil
+}
+
+public nonisolated struct Heddle_V1_SizeRange: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var min: UInt64 = 0
+
+  public var max: UInt64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -2213,7 +2298,7 @@ nonisolated extension Heddle_V1_Status: SwiftProtobuf._ProtoNameProviding {
 
 nonisolated extension Heddle_V1_Envelope: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Envelope"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{2}\u{9}hello\0\u{1}welcome\0\u{1}error\0\u{1}heartbeat\0\u{1}ok\0\u{2}\u{6}assignment\0\u{3}node_update\0\u{3}log_append\0\u{3}log_ack\0\u{3}artifact_declare\0\u{3}artifact_declared\0\u{3}artifact_chunk\0\u{3}artifact_commit\0\u{3}artifact_committed\0\u{3}job_finish\0\u{3}stop_job\0\u{3}job_started\0\u{3}drain_self\0\u{4}\u{8}pipeline_push\0\u{3}pipeline_pushed\0\u{3}pipeline_list\0\u{1}pipelines\0\u{1}trigger\0\u{1}triggered\0\u{3}run_list\0\u{1}runs\0\u{3}run_get\0\u{1}run\0\u{1}watch\0\u{3}watch_event\0\u{1}queue\0\u{3}queue_list\0\u{1}runners\0\u{3}runner_list\0\u{3}artifact_list\0\u{1}artifacts\0\u{3}artifact_read\0\u{3}artifact_data\0\u{3}queue_watch\0\u{3}queue_event\0\u{3}queue_move\0\u{1}cancel\0\u{3}bulk_cancel\0\u{1}cancelled\0\u{1}rerun\0\u{3}project_create\0\u{3}project_list\0\u{1}projects\0\u{3}runner_drain\0\u{1}revoke\0\u{1}revoked\0\u{3}token_create\0\u{3}token_created\0\u{3}token_list\0\u{1}tokens\0\u{3}token_revoke\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{2}\u{9}hello\0\u{1}welcome\0\u{1}error\0\u{1}heartbeat\0\u{1}ok\0\u{2}\u{6}assignment\0\u{3}node_update\0\u{3}log_append\0\u{3}log_ack\0\u{3}artifact_declare\0\u{3}artifact_declared\0\u{3}artifact_chunk\0\u{3}artifact_commit\0\u{3}artifact_committed\0\u{3}job_finish\0\u{3}stop_job\0\u{3}job_started\0\u{3}drain_self\0\u{4}\u{8}pipeline_push\0\u{3}pipeline_pushed\0\u{3}pipeline_list\0\u{1}pipelines\0\u{1}trigger\0\u{1}triggered\0\u{3}run_list\0\u{1}runs\0\u{3}run_get\0\u{1}run\0\u{1}watch\0\u{3}watch_event\0\u{1}queue\0\u{3}queue_list\0\u{1}runners\0\u{3}runner_list\0\u{3}artifact_list\0\u{1}artifacts\0\u{3}artifact_read\0\u{3}artifact_data\0\u{3}queue_watch\0\u{3}queue_event\0\u{3}queue_move\0\u{1}cancel\0\u{3}bulk_cancel\0\u{1}cancelled\0\u{1}rerun\0\u{3}project_create\0\u{3}project_list\0\u{1}projects\0\u{3}runner_drain\0\u{1}revoke\0\u{1}revoked\0\u{3}token_create\0\u{3}token_created\0\u{3}token_list\0\u{1}tokens\0\u{3}token_revoke\0\u{3}artifact_search\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2950,6 +3035,19 @@ nonisolated extension Heddle_V1_Envelope: SwiftProtobuf.Message, SwiftProtobuf._
           self.body = .tokenRevoke(v)
         }
       }()
+      case 78: try {
+        var v: Heddle_V1_ArtifactSearchRequest?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .artifactSearch(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .artifactSearch(v)
+        }
+      }()
       default: break
       }
     }
@@ -3187,6 +3285,10 @@ nonisolated extension Heddle_V1_Envelope: SwiftProtobuf.Message, SwiftProtobuf._
     case .tokenRevoke?: try {
       guard case .tokenRevoke(let v)? = self.body else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 77)
+    }()
+    case .artifactSearch?: try {
+      guard case .artifactSearch(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 78)
     }()
     case nil: break
     }
@@ -5985,7 +6087,7 @@ nonisolated extension Heddle_V1_ArtifactListRequest: SwiftProtobuf.Message, Swif
 
 nonisolated extension Heddle_V1_ArtifactInfo: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ArtifactInfo"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}run_id\0\u{3}job_id\0\u{1}job\0\u{1}name\0\u{1}size\0\u{1}sha256\0\u{1}attempt\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{3}run_id\0\u{3}job_id\0\u{1}job\0\u{1}name\0\u{1}size\0\u{1}sha256\0\u{1}attempt\0\u{1}project\0\u{1}pipeline\0\u{1}branch\0\u{3}created_at_ms\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -6001,6 +6103,10 @@ nonisolated extension Heddle_V1_ArtifactInfo: SwiftProtobuf.Message, SwiftProtob
       case 6: try { try decoder.decodeSingularUInt64Field(value: &self.size) }()
       case 7: try { try decoder.decodeSingularBytesField(value: &self.sha256) }()
       case 8: try { try decoder.decodeSingularUInt32Field(value: &self.attempt) }()
+      case 9: try { try decoder.decodeSingularStringField(value: &self.project) }()
+      case 10: try { try decoder.decodeSingularStringField(value: &self.pipeline) }()
+      case 11: try { try decoder.decodeSingularStringField(value: &self.branch) }()
+      case 12: try { try decoder.decodeSingularInt64Field(value: &self.createdAtMs) }()
       default: break
       }
     }
@@ -6031,6 +6137,18 @@ nonisolated extension Heddle_V1_ArtifactInfo: SwiftProtobuf.Message, SwiftProtob
     if self.attempt != 0 {
       try visitor.visitSingularUInt32Field(value: self.attempt, fieldNumber: 8)
     }
+    if !self.project.isEmpty {
+      try visitor.visitSingularStringField(value: self.project, fieldNumber: 9)
+    }
+    if !self.pipeline.isEmpty {
+      try visitor.visitSingularStringField(value: self.pipeline, fieldNumber: 10)
+    }
+    if !self.branch.isEmpty {
+      try visitor.visitSingularStringField(value: self.branch, fieldNumber: 11)
+    }
+    if self.createdAtMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.createdAtMs, fieldNumber: 12)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -6043,6 +6161,10 @@ nonisolated extension Heddle_V1_ArtifactInfo: SwiftProtobuf.Message, SwiftProtob
     if lhs.size != rhs.size {return false}
     if lhs.sha256 != rhs.sha256 {return false}
     if lhs.attempt != rhs.attempt {return false}
+    if lhs.project != rhs.project {return false}
+    if lhs.pipeline != rhs.pipeline {return false}
+    if lhs.branch != rhs.branch {return false}
+    if lhs.createdAtMs != rhs.createdAtMs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -6050,7 +6172,7 @@ nonisolated extension Heddle_V1_ArtifactInfo: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Heddle_V1_ArtifactList: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ArtifactList"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}artifacts\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}artifacts\0\u{1}more\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -6059,6 +6181,7 @@ nonisolated extension Heddle_V1_ArtifactList: SwiftProtobuf.Message, SwiftProtob
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeRepeatedMessageField(value: &self.artifacts) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.more) }()
       default: break
       }
     }
@@ -6068,11 +6191,139 @@ nonisolated extension Heddle_V1_ArtifactList: SwiftProtobuf.Message, SwiftProtob
     if !self.artifacts.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.artifacts, fieldNumber: 1)
     }
+    if self.more != false {
+      try visitor.visitSingularBoolField(value: self.more, fieldNumber: 2)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Heddle_V1_ArtifactList, rhs: Heddle_V1_ArtifactList) -> Bool {
     if lhs.artifacts != rhs.artifacts {return false}
+    if lhs.more != rhs.more {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Heddle_V1_ArtifactSearchRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ArtifactSearchRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}project\0\u{1}pipeline\0\u{1}branch\0\u{3}run_id\0\u{3}sha256_prefix\0\u{1}size\0\u{3}created_after_ms\0\u{3}created_before_ms\0\u{1}sort\0\u{1}limit\0\u{1}offset\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.project) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.pipeline) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.branch) }()
+      case 5: try { try decoder.decodeSingularUInt64Field(value: &self.runID) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.sha256Prefix) }()
+      case 7: try { try decoder.decodeSingularMessageField(value: &self._size) }()
+      case 8: try { try decoder.decodeSingularInt64Field(value: &self.createdAfterMs) }()
+      case 9: try { try decoder.decodeSingularInt64Field(value: &self.createdBeforeMs) }()
+      case 10: try { try decoder.decodeSingularStringField(value: &self.sort) }()
+      case 11: try { try decoder.decodeSingularUInt32Field(value: &self.limit) }()
+      case 12: try { try decoder.decodeSingularUInt32Field(value: &self.offset) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
+    }
+    if !self.project.isEmpty {
+      try visitor.visitSingularStringField(value: self.project, fieldNumber: 2)
+    }
+    if !self.pipeline.isEmpty {
+      try visitor.visitSingularStringField(value: self.pipeline, fieldNumber: 3)
+    }
+    if !self.branch.isEmpty {
+      try visitor.visitSingularStringField(value: self.branch, fieldNumber: 4)
+    }
+    if self.runID != 0 {
+      try visitor.visitSingularUInt64Field(value: self.runID, fieldNumber: 5)
+    }
+    if !self.sha256Prefix.isEmpty {
+      try visitor.visitSingularStringField(value: self.sha256Prefix, fieldNumber: 6)
+    }
+    try { if let v = self._size {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
+    } }()
+    if self.createdAfterMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.createdAfterMs, fieldNumber: 8)
+    }
+    if self.createdBeforeMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.createdBeforeMs, fieldNumber: 9)
+    }
+    if !self.sort.isEmpty {
+      try visitor.visitSingularStringField(value: self.sort, fieldNumber: 10)
+    }
+    if self.limit != 0 {
+      try visitor.visitSingularUInt32Field(value: self.limit, fieldNumber: 11)
+    }
+    if self.offset != 0 {
+      try visitor.visitSingularUInt32Field(value: self.offset, fieldNumber: 12)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Heddle_V1_ArtifactSearchRequest, rhs: Heddle_V1_ArtifactSearchRequest) -> Bool {
+    if lhs.name != rhs.name {return false}
+    if lhs.project != rhs.project {return false}
+    if lhs.pipeline != rhs.pipeline {return false}
+    if lhs.branch != rhs.branch {return false}
+    if lhs.runID != rhs.runID {return false}
+    if lhs.sha256Prefix != rhs.sha256Prefix {return false}
+    if lhs._size != rhs._size {return false}
+    if lhs.createdAfterMs != rhs.createdAfterMs {return false}
+    if lhs.createdBeforeMs != rhs.createdBeforeMs {return false}
+    if lhs.sort != rhs.sort {return false}
+    if lhs.limit != rhs.limit {return false}
+    if lhs.offset != rhs.offset {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Heddle_V1_SizeRange: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SizeRange"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}min\0\u{1}max\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.min) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.max) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.min != 0 {
+      try visitor.visitSingularUInt64Field(value: self.min, fieldNumber: 1)
+    }
+    if self.max != 0 {
+      try visitor.visitSingularUInt64Field(value: self.max, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Heddle_V1_SizeRange, rhs: Heddle_V1_SizeRange) -> Bool {
+    if lhs.min != rhs.min {return false}
+    if lhs.max != rhs.max {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
