@@ -9,6 +9,7 @@ import NIOPosix
 import NIOSSL
 import OpenAPIHummingbird
 import OpenAPIRuntime
+import Prometheus
 import ServiceLifecycle
 import Wire
 
@@ -53,13 +54,17 @@ public enum HTTPFront {
 
     /// The HTTP service, to run beside the binary server in the same service group (and so
     /// stopped by the same signals). `onListening` gets the bound address.
+    /// `metrics` is the registry swift-metrics was bootstrapped with, served at `/metrics`.
     public static func service(core: CoordinatorCore, listener: Listener, group: any EventLoopGroup, logger: Logger,
+                               metrics: PrometheusCollectorRegistry,
                                onListening: @escaping @Sendable (SocketAddress) -> Void) throws -> some Service {
         try listener.validate()
         let router = Router(context: HeddleRequestContext.self)
         let routes = DocumentedRoutes(document: OpenAPIDocument.json, prefix: "/api/v1",
-                                      extra: [("/api/v1/openapi.json", ["GET"]), ("/healthz", ["GET"]), ("/readyz", ["GET"])])
+                                      extra: [("/api/v1/openapi.json", ["GET"]), ("/healthz", ["GET"]), ("/readyz", ["GET"]),
+                                               ("/metrics", ["GET"])])
         router.add(middleware: ProblemMiddleware(routes: routes, logger: logger))
+        router.add(middleware: MetricsMiddleware())
         router.add(middleware: BodyLimitMiddleware())
         router.add(middleware: AuthenticationMiddleware(core: core, limiter: FailureLimiter(), logger: logger))
         router.get("/healthz") { _, _ in
@@ -69,6 +74,19 @@ public enum HTTPFront {
             let ready = await core.isReady
             return Response(status: ready.ready ? .ok : .serviceUnavailable, headers: [.contentType: "text/plain; charset=utf-8"],
                             body: .init(byteBuffer: ByteBuffer(string: ready.reason + "\n")))
+        }
+        router.get("/metrics") { _, _ in
+            let gauges = await core.gauges
+            for (name, value) in [("heddle_queue_jobs", gauges.queued), ("heddle_running_jobs", gauges.running),
+                                  ("heddle_runners_connected", gauges.runnersConnected),
+                                  ("heddle_runners_drained", gauges.runnersDrained), ("heddle_sessions", gauges.sessions),
+                                  ("heddle_storage_full", gauges.storageFull ? 1 : 0)] {
+                metrics.makeGauge(name: name).set(Double(value))
+            }
+            var buffer: [UInt8] = []
+            metrics.emit(into: &buffer)
+            return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                            body: .init(byteBuffer: ByteBuffer(bytes: buffer)))
         }
         router.get("/api/v1/openapi.json") { _, _ in
             Response(status: .ok, headers: [.contentType: "application/json"],

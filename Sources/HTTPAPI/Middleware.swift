@@ -215,7 +215,7 @@ struct BodyLimitMiddleware: RouterMiddleware {
     }
 }
 
-/// Finds who calls `/api/v1` (a bearer token, else a client certificate of the fabric's CA)
+/// Finds who calls `/api/v1` and `/metrics` (a bearer token, else a client certificate of the fabric's CA)
 /// and runs the request as that caller; 401 without valid credentials. Failed attempts are
 /// counted per client address: past `FailureLimiter.maximumFailures` a minute, the address
 /// is answered 429 until the minute is over. They are logged with the address and why,
@@ -228,7 +228,9 @@ struct AuthenticationMiddleware: RouterMiddleware {
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let path = request.uri.path
-        guard path.hasPrefix("/api/"), path != "/api/v1/openapi.json" else { return try await next(request, context) }
+        guard path.hasPrefix("/api/") || path == "/metrics", path != "/api/v1/openapi.json" else {
+            return try await next(request, context)
+        }
         let client = context.client
         if let wait = limiter.blocked(client) {
             var problem = Problem(status: .tooManyRequests, code: "too_many_requests",

@@ -5,6 +5,8 @@ import HTTPAPI
 import Logging
 import NIOCore
 import NIOPosix
+import Metrics
+import Prometheus
 import ServiceLifecycle
 import Wire
 
@@ -83,6 +85,13 @@ struct CoordinatorCommand: AsyncParsableCommand {
 
     func run() async throws {
         Console.bootstrapLogging(level: logLevel)
+        let metrics = PrometheusCollectorRegistry()
+        var factory = PrometheusMetricsFactory(registry: metrics)
+        let commitBuckets: [Duration] = [.microseconds(500), .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10),
+                                         .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250),
+                                         .milliseconds(500), .seconds(1), .seconds(2.5)]
+        factory.durationHistogramBuckets = ["heddle_log_commit_seconds": commitBuckets, "heddle_store_commit_seconds": commitBuckets]
+        MetricsSystem.bootstrap(factory)
         let logger = Logger(label: "heddle.coordinator")
         let endpoint = try Endpoint(parsing: listen)
         var limits = CoordinatorLimits()
@@ -111,7 +120,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
         if let listener = try httpListener() {
             let scheme = httpPlain ? "http" : "https"
             services.append(.init(service: try HTTPFront.service(
-                core: core, listener: listener, group: MultiThreadedEventLoopGroup.singleton, logger: logger,
+                core: core, listener: listener, group: MultiThreadedEventLoopGroup.singleton, logger: logger, metrics: metrics,
                 onListening: { address in
                     let host = address.ipAddress ?? listener.host
                     let shown = host.contains(":") ? "[\(host)]" : host

@@ -99,6 +99,18 @@ import Wire
             #expect(nodes.last?["needs"] as? [String] == ["first"])
             #expect((done["attempts"] as? [[String: Any]])?.map { $0["number"] as? Int } == [1])
 
+            // Metrics, for any credential: what the run did, and the present state.
+            let metrics = try await anonymous.request("GET", "/metrics", headers: bearer(viewer))
+            #expect(metrics.status == 200 && metrics.header("Content-Type")?.hasPrefix("text/plain; version=0.0.4") == true)
+            let lines = Set(metrics.text.split(separator: "\n").map(String.init))
+            #expect(lines.contains(#"heddle_jobs_finished_total{status="succeeded"} 1"#), "\(metrics.text)")
+            #expect(lines.contains("heddle_runners_connected 1.0") && lines.contains("heddle_queue_jobs 0.0"))
+            #expect(lines.contains { $0.hasPrefix("heddle_log_bytes_total ") && $0 != "heddle_log_bytes_total 0" })
+            #expect(lines.contains { $0.hasPrefix("heddle_log_commit_seconds_count ") })
+            #expect(lines.contains { $0.hasPrefix("heddle_store_commit_seconds_bucket{le=\"0.001\"}") })
+            #expect(lines.contains { $0.hasPrefix("heddle_artifact_bytes_total ") })
+            #expect(try await anonymous.request("GET", "/metrics").status == 401)
+
             // A viewer certificate reads and may not write, like a viewer token.
             let issued = try await fabric.heddle(["certs", "issue", "--dir", fabric.certs, "--role", "viewer", "--name", "watcher"])
             #expect(issued.status == 0, "\(issued.error)")

@@ -89,6 +89,8 @@ extension CoordinatorCore {
         try await store.deleteUploads(ids: [Int64(uploadID)])
         let record = try await store.insertArtifact(jobID: pending.jobID, epoch: job.epoch, name: pending.name, size: pending.size,
                                                     sha256: pending.sha256, now: Date.nowMilliseconds)
+        CoreMetrics.artifactBytes.increment(by: Int(pending.size))
+        CoreMetrics.artifactsStored.increment()
         logger.info("artifact stored", metadata: ["job.id": "\(pending.jobID)", "name": "\(pending.name)",
                                                   "size": "\(pending.size)", "run.id": "\(job.runID)"])
         return record.id

@@ -112,6 +112,7 @@ extension CoordinatorCore {
                                                           reason: reason, now: now)
             logger.info("job finished", metadata: ["job.id": "\(jobID)", "status": "\(status.rawValue)",
                                                    "reason": "\(reason)"])
+            CoreMetrics.jobFinished(status)
             var event = jobEvent(record, status: status, runner: record.runner, at: record.startedAt ?? now)
             event.finishedAt = now
             event.reason = reason

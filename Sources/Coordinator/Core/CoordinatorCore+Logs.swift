@@ -162,10 +162,14 @@ extension CoordinatorCore {
             ends[key] = (max(ends[key]?.length ?? 0, item.offset + Int64(item.data.count)), item.epoch)
             if !item.data.isEmpty { writes.append(LogWrite(key: key, offset: item.offset, data: item.data)) }
         }
+        let started = ContinuousClock.now
         try await logStore.writeDurably(writes, closing: closing)
-        return try await store.setLogEnds(ends.map {
+        let refused = try await store.setLogEnds(ends.map {
             LogEnd(jobID: $0.key.jobID, node: $0.key.node, length: $0.value.length, epoch: $0.value.epoch)
         })
+        CoreMetrics.logCommit.record(duration: ContinuousClock.now - started)
+        CoreMetrics.logBytes.increment(by: writes.reduce(0) { $0 + $1.data.count })
+        return refused
     }
 
     /// A batch is durable: acknowledge it to the runner of each job, show it to watchers,

@@ -180,6 +180,7 @@ extension CoordinatorCore {
         }
         let cancelled = jobs.filter { result.jobIDs.contains($0.id) }
         logger.info("jobs cancelled", metadata: ["count": "\(cancelled.count)", "reason": "\(reason)"])
+        CoreMetrics.jobFinished(.cancelled, count: cancelled.count)
         var runs: [Int64: RunRecord] = Dictionary(result.runs.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
         var entries: [QueueEntry] = []
         for var job in cancelled {

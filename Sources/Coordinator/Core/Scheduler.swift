@@ -42,6 +42,9 @@ public struct Scheduler: Sendable {
 
     public func isQueued(_ id: Int64) -> Bool { positions[id] != nil }
 
+    /// Jobs queued now.
+    public var queuedCount: Int { positions.count }
+
     /// A queued job's position (nil when it is not queued).
     public func position(of id: Int64) -> Double? { positions[id] }
 

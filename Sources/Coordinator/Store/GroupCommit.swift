@@ -64,7 +64,9 @@ final class GroupCommit: Sendable {
             }
             if batch.isEmpty { return }
             do {
+                let started = ContinuousClock.now
                 let completions = try await writer.write { db in batch.map { $0.run(db) } }
+                CoreMetrics.storeCommit.record(duration: ContinuousClock.now - started)
                 for completion in completions { completion() }
             } catch {
                 for operation in batch { operation.fail(error) }
