@@ -5,7 +5,7 @@ import Wire
 struct Project: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Projects: named groups of pipelines, each with an optional git repository to check out.",
-        subcommands: [Create.self, List.self])
+        subcommands: [Create.self, List.self, Webhook.self, Deliveries.self])
 
     struct Create: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -18,11 +18,82 @@ struct Project: AsyncParsableCommand {
         @Option(help: "A git URL or path runners can clone.")
         var repo: String = ""
 
+        @Flag(help: "Also make a webhook secret, printed once, for a forge to start its pipelines (see `on:`).")
+        var webhookSecret = false
+
         @OptionGroup var connection: ConnectionOptions
 
         func run() async throws {
-            let project = try await withClient(connection) { try await $0.createProject(name: name, repository: repo) }
+            let project = try await withClient(connection) {
+                try await $0.createProject(name: name, repository: repo, webhookSecret: webhookSecret)
+            }
             print(project.repository.isEmpty ? "project \(project.name) (no repository)" : "project \(project.name) checks out \(project.repository)")
+            if !project.webhookSecret.isEmpty { Webhook.show(project) }
+        }
+    }
+
+    struct Webhook: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Show a project's webhook URL; with --rotate, make a new secret (the old one stops working).",
+            discussion: "Paste the URL and the secret into the forge: GitHub and Gitea/Forgejo sign with it (content type application/json), GitLab sends it as its secret token.")
+
+        @Argument(help: "The project name.")
+        var name: String
+
+        @Flag(help: "Make a new secret and print it, once.")
+        var rotate = false
+
+        @OptionGroup var connection: ConnectionOptions
+
+        func run() async throws {
+            let project = try await withClient(connection) { try await $0.projectWebhook(name: name, rotate: rotate) }
+            guard project.webhookEnabled else {
+                print("project \(name) has no webhook secret; make one with `heddle project webhook \(name) --rotate`")
+                return
+            }
+            Self.show(project)
+        }
+
+        static func show(_ project: Heddle_V1_ProjectInfo) {
+            print("webhook URL: \(project.webhookURL.isEmpty ? "(the coordinator serves no HTTP: start it with --http)" : project.webhookURL)")
+            if !project.webhookSecret.isEmpty {
+                print("secret:      \(project.webhookSecret)")
+                print("The secret is shown once; keep it in the forge's webhook settings.")
+            }
+        }
+    }
+
+    struct Deliveries: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "A project's latest webhook deliveries and what came of each.")
+
+        @Argument(help: "The project name.")
+        var name: String
+
+        @Option(help: "How many, newest first (at most 1000).")
+        var limit: UInt32 = 50
+
+        @Flag(help: "Print JSON.")
+        var json = false
+
+        @OptionGroup var connection: ConnectionOptions
+
+        func run() async throws {
+            let deliveries = try await withClient(connection) { try await $0.deliveries(project: name, limit: limit) }
+            if json {
+                print(Output.json(deliveries.map {
+                    ["forge": $0.forge, "delivery": $0.deliveryID, "event": $0.event, "received_at": Output.iso($0.receivedAtMs),
+                     "outcome": $0.outcome, "detail": $0.detail, "runs": $0.runIds] as [String: Any]
+                }))
+                return
+            }
+            guard !deliveries.isEmpty else {
+                print("no deliveries for \(name) yet")
+                return
+            }
+            print(Output.table(["RECEIVED", "FORGE", "EVENT", "DELIVERY", "OUTCOME", "RUNS", "DETAIL"], deliveries.map {
+                [Output.time($0.receivedAtMs), $0.forge, $0.event, String($0.deliveryID.prefix(36)), $0.outcome,
+                 $0.runIds.map(String.init).joined(separator: ","), $0.detail]
+            }))
         }
     }
 

@@ -23,13 +23,13 @@ struct API: APIProtocol {
     // MARK: projects and pipelines
 
     func listProjects(_ input: Operations.ListProjects.Input) async throws -> Operations.ListProjects.Output {
-        .ok(.init(body: .json(.init(projects: try await core.projects(as: caller).map(Self.project)))))
+        .ok(.init(body: .json(.init(projects: try await core.projects(as: caller).map { Self.project($0) }))))
     }
 
     func createProject(_ input: Operations.CreateProject.Input) async throws -> Operations.CreateProject.Output {
         guard case .json(let body) = input.body else { throw Self.unsupportedBody }
         let project = try await core.createProject(name: body.name, repository: body.repository ?? "", as: caller)
-        return .created(.init(body: .json(Self.project(project))))
+        return .created(.init(body: .json(Self.project(project, url: await core.webhookURL(project: project.name)))))
     }
 
     func showProject(_ input: Operations.ShowProject.Input) async throws -> Operations.ShowProject.Output {
@@ -38,7 +38,8 @@ struct API: APIProtocol {
             throw CoordinatorError(.notFound, "project \(input.path.project) does not exist")
         }
         let pipelines = try await core.pipelines(as: principal).filter { $0.project == project.name }
-        return .ok(.init(body: .json(.init(project: Self.project(project), pipelines: pipelines.map { Self.pipeline($0) }))))
+        let url = await core.webhookURL(project: project.name)
+        return .ok(.init(body: .json(.init(project: Self.project(project, url: url), pipelines: pipelines.map { Self.pipeline($0) }))))
     }
 
     func listPipelines(_ input: Operations.ListPipelines.Input) async throws -> Operations.ListPipelines.Output {
@@ -69,13 +70,31 @@ struct API: APIProtocol {
         return try await core.pipelines(as: principal).filter { $0.project == project }
     }
 
+    func listDeliveries(_ input: Operations.ListDeliveries.Input) async throws -> Operations.ListDeliveries.Output {
+        if let limit = input.query.limit, !(1...1000).contains(limit) {
+            throw CoordinatorError(.invalidArgument, "limit is 1 to 1000, not \(limit)")
+        }
+        let deliveries = try await core.deliveries(project: input.path.project, limit: input.query.limit ?? 100, as: caller)
+        return .ok(.init(body: .json(.init(deliveries: deliveries.map {
+            .init(forge: .init(rawValue: $0.forge) ?? .github, delivery: $0.deliveryID, event: $0.event,
+                  receivedAt: Self.date($0.receivedAt), outcome: .init(rawValue: $0.outcome.rawValue) ?? .refused,
+                  detail: $0.detail, runs: $0.runIDs)
+        }))))
+    }
+
+    func rotateWebhook(_ input: Operations.RotateWebhook.Input) async throws -> Operations.RotateWebhook.Output {
+        let secret = try await core.rotateWebhookSecret(project: input.path.project, as: caller)
+        let url = await core.webhookURL(project: input.path.project) ?? "/hooks/\(input.path.project)"
+        return .ok(.init(body: .json(.init(secret: secret, url: url))))
+    }
+
     // MARK: runs
 
     func triggerRun(_ input: Operations.TriggerRun.Input) async throws -> Operations.TriggerRun.Output {
-        var branch: String?
-        if case .json(let body) = input.body { branch = body.branch }
+        var branch: String?, commit: String?
+        if case .json(let body) = input.body { (branch, commit) = (body.branch, body.commit) }
         let triggered = try await core.trigger(TriggerRequest(project: input.path.project, pipeline: input.path.pipeline,
-                                                              branch: branch), as: caller)
+                                                              branch: branch, commit: commit), as: caller)
         let url = "/api/v1/runs/\(triggered.runID)"
         return .created(.init(body: .json(.init(run: triggered.runID, attempt: triggered.attempt, url: url))))
     }
@@ -252,8 +271,9 @@ struct API: APIProtocol {
         Components.Schemas.Status(rawValue: status.rawValue) ?? .failed
     }
 
-    static func project(_ project: ProjectRecord) -> Components.Schemas.Project {
-        .init(name: project.name, repository: project.repository, createdAt: date(project.createdAt))
+    static func project(_ project: ProjectRecord, url: String? = nil) -> Components.Schemas.Project {
+        .init(name: project.name, repository: project.repository, createdAt: date(project.createdAt), webhook: project.hasWebhook,
+              webhookUrl: project.hasWebhook ? url : nil)
     }
 
     static func pipeline(_ version: PipelineVersionRecord, source: Bool = false) -> Components.Schemas.Pipeline {
@@ -264,6 +284,7 @@ struct API: APIProtocol {
     static func run(_ run: RunRecord) -> Components.Schemas.Run {
         .init(id: run.id, project: run.project, pipeline: run.pipeline, pipelineVersion: run.pipelineVersionID,
               branch: run.branch, status: status(run.status), attempt: run.attempt, trigger: run.trigger,
+              commit: run.commit.isEmpty ? nil : run.commit,
               createdAt: date(run.createdAt), startedAt: run.startedAt.map(date), finishedAt: run.finishedAt.map(date),
               durationMs: duration(run.startedAt, run.finishedAt))
     }

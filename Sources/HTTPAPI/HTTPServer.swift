@@ -19,6 +19,9 @@ import Wire
 public enum HTTPFront {
     /// The largest request body read, in bytes (a pipeline's `.act` source travels in one).
     public static let maximumBodyBytes = 1 << 20
+    /// The largest webhook delivery read (a push of many commits is large; GitHub sends at
+    /// most 25 MB, and pushes that large not at all).
+    public static let maximumHookBodyBytes = 8 << 20
 
     /// How the listener is secured.
     public enum Security: Sendable {
@@ -62,7 +65,7 @@ public enum HTTPFront {
         let router = Router(context: HeddleRequestContext.self)
         let routes = DocumentedRoutes(document: OpenAPIDocument.json, prefix: "/api/v1",
                                       extra: [("/api/v1/openapi.json", ["GET"]), ("/healthz", ["GET"]), ("/readyz", ["GET"]),
-                                               ("/metrics", ["GET"])])
+                                               ("/metrics", ["GET"]), ("/hooks/{project}", ["POST"])])
         router.add(middleware: ProblemMiddleware(routes: routes, logger: logger))
         router.add(middleware: MetricsMiddleware())
         router.add(middleware: BodyLimitMiddleware())

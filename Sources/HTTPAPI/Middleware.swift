@@ -21,7 +21,7 @@ struct HeddleRequestContext: RequestContext {
         channel = source.channel
     }
 
-    var maxUploadSize: Int { HTTPFront.maximumBodyBytes }
+    var maxUploadSize: Int { HTTPFront.maximumHookBodyBytes }
 
     /// The client's IP address, for rate limits and logs.
     var client: String { channel.remoteAddress?.ipAddress ?? "unknown" }
@@ -110,8 +110,8 @@ struct ProblemMiddleware: RouterMiddleware {
                 return routes.problem(method: request.method, path: request.uri.path)
             }
             if error.status == .contentTooLarge {
-                return Problem(status: .contentTooLarge, code: "resource_exhausted",
-                               detail: "the body is larger than \(HTTPFront.maximumBodyBytes) bytes")
+                let limit = request.uri.path.hasPrefix("/hooks/") ? HTTPFront.maximumHookBodyBytes : HTTPFront.maximumBodyBytes
+                return Problem(status: .contentTooLarge, code: "resource_exhausted", detail: "the body is larger than \(limit) bytes")
             }
             return Problem(status: error.status, code: error.status.code < 500 ? "bad_request" : "internal",
                            detail: error.body ?? error.status.reasonPhrase)
@@ -187,11 +187,13 @@ struct BodyLimitMiddleware: RouterMiddleware {
     typealias Context = HeddleRequestContext
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        let tooLarge = Problem(status: .contentTooLarge, code: "resource_exhausted",
-                               detail: "the body is larger than \(HTTPFront.maximumBodyBytes) bytes")
-        if let length = request.headers[.contentLength].flatMap(Int.init), length > HTTPFront.maximumBodyBytes {
+        // A forge's delivery is read by its route, up to its own limit.
+        let limit = request.uri.path.hasPrefix("/hooks/") ? HTTPFront.maximumHookBodyBytes : HTTPFront.maximumBodyBytes
+        let tooLarge = Problem(status: .contentTooLarge, code: "resource_exhausted", detail: "the body is larger than \(limit) bytes")
+        if let length = request.headers[.contentLength].flatMap(Int.init), length > limit {
             throw tooLarge
         }
+        if limit == HTTPFront.maximumHookBodyBytes { return try await next(request, context) }
         var request = request
         let body: ByteBuffer
         do {

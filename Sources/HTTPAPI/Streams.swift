@@ -31,6 +31,37 @@ struct StreamRoutes {
         router.get("/api/v1/artifacts/:artifact/content") { request, context in
             try await download(request, context)
         }
+        router.post("/hooks/:project") { request, context in
+            try await hook(request, context)
+        }
+    }
+
+    // MARK: webhooks
+
+    /// A forge's delivery: 202 with the runs started, 200 when it starts nothing (and why, or
+    /// that it is a duplicate), 401 without a valid signature (and nothing more), 400 when
+    /// signed but unusable.
+    func hook(_ request: Request, _ context: HeddleRequestContext) async throws -> Response {
+        var request = request
+        let project = context.parameters.get("project") ?? ""
+        let body = try await request.collectBody(upTo: HTTPFront.maximumHookBodyBytes)
+        var headers: [String: String] = [:]
+        for field in request.headers { headers[field.name.canonicalName] = field.value }
+        let answer = try await core.receiveWebhook(WebhookDelivery(project: project, headers: headers,
+                                                                   body: Data(body.readableBytesView)))
+        let status: HTTPResponse.Status
+        switch answer.kind {
+        case .triggered: status = .accepted
+        case .ignored, .duplicate: status = .ok
+        case .unauthenticated:
+            throw Problem(status: .unauthorized, code: "unauthenticated", detail: answer.detail)
+        case .refused:
+            throw Problem(status: .badRequest, code: "bad_request", detail: answer.detail)
+        }
+        let fields: [String: Any] = ["delivery": answer.deliveryID, "outcome": answer.kind.rawValue, "detail": answer.detail,
+                                     "runs": answer.runIDs]
+        let data = try JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys, .withoutEscapingSlashes])
+        return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
     }
 
     // MARK: artifacts

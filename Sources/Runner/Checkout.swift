@@ -7,10 +7,29 @@ enum Checkout {
         var description: String
     }
 
-    static func clone(repository: String, branch: String, into workspace: String) async throws -> String {
-        try await git(["clone", "--quiet", "--depth", "1", "--single-branch", "--branch", branch, "--", repository, "."],
-                      in: workspace)
-        return try await git(["rev-parse", "HEAD"], in: workspace).trimmingCharacters(in: .whitespacesAndNewlines)
+    static func clone(repository: String, branch: String, commit: String = "", into workspace: String) async throws -> String {
+        guard !commit.isEmpty else {
+            try await git(["clone", "--quiet", "--depth", "1", "--single-branch", "--branch", branch, "--", repository, "."],
+                          in: workspace)
+            return try await git(["rev-parse", "HEAD"], in: workspace).trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        // Exactly that commit: fetched by its id (forges allow it), else with the branch's
+        // history, which holds it when it was pushed there.
+        try await git(["init", "--quiet", "."], in: workspace)
+        try await git(["remote", "add", "origin", "--", repository], in: workspace)
+        do {
+            try await git(["fetch", "--quiet", "--depth", "1", "origin", commit], in: workspace)
+        } catch {
+            try await git(["fetch", "--quiet", "origin", "+refs/heads/\(branch):refs/remotes/origin/\(branch)"], in: workspace)
+        }
+        do {
+            try await git(["checkout", "--quiet", "--detach", commit], in: workspace)
+        } catch {
+            throw Failure(description: "commit \(commit) is not in \(repository) (branch \(branch))")
+        }
+        let head = try await git(["rev-parse", "HEAD"], in: workspace).trimmingCharacters(in: .whitespacesAndNewlines)
+        guard head == commit else { throw Failure(description: "checked out \(head), not the commit \(commit) the run is of") }
+        return head
     }
 
     /// Runs git; returns its standard output, or throws its standard error.

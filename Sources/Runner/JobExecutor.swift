@@ -37,6 +37,7 @@ struct JobExecutor {
             var commit = ""
             if !assignment.repository.isEmpty {
                 commit = try await Checkout.clone(repository: assignment.repository, branch: assignment.branch,
+                                                  commit: assignment.commit,
                                                   into: workspace)
                 logger.info("checked out", metadata: ["commit": "\(commit)", "branch": "\(assignment.branch)"])
             }

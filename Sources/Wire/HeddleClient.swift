@@ -93,18 +93,33 @@ public struct HeddleClient: Sendable {
         }
     }
 
-    public func createProject(name: String, repository: String) async throws -> Heddle_V1_ProjectInfo {
+    public func createProject(name: String, repository: String, webhookSecret: Bool = false) async throws -> Heddle_V1_ProjectInfo {
         var request = Heddle_V1_ProjectCreateRequest()
         request.name = name
         request.repository = repository
+        request.webhookSecret = webhookSecret
         return try await call(.projectCreate(request)) { if case .projects(let m) = $0 { m.projects.first } else { nil } }
+    }
+
+    /// A project's webhook (its URL); with `rotate`, a new secret in the answer.
+    public func projectWebhook(name: String, rotate: Bool) async throws -> Heddle_V1_ProjectInfo {
+        var request = Heddle_V1_ProjectWebhookRequest()
+        request.name = name
+        request.rotate = rotate
+        return try await call(.projectWebhook(request)) { if case .projects(let m) = $0 { m.projects.first } else { nil } }
+    }
+
+    public func deliveries(project: String, limit: UInt32 = 0) async throws -> [Heddle_V1_Delivery] {
+        var request = Heddle_V1_DeliveryListRequest()
+        request.project = project
+        request.limit = limit
+        return try await call(.deliveryList(request)) { if case .deliveries(let m) = $0 { m.deliveries } else { nil } }
     }
 
     public func projects() async throws -> [Heddle_V1_ProjectInfo] {
         try await call(.projectList(.init())) { if case .projects(let m) = $0 { m.projects } else { nil } }
     }
 
-    /// Revokes certificates by name or fingerprint; returns how many sessions were closed.
     /// One page of a search across every run's artifacts.
     public func searchArtifacts(_ request: Heddle_V1_ArtifactSearchRequest) async throws -> Heddle_V1_ArtifactList {
         try await call(.artifactSearch(request)) { if case .artifacts(let m) = $0 { m } else { nil } }

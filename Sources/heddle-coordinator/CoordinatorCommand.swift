@@ -58,6 +58,9 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Flag(help: "Serve --http as plain HTTP, for a TLS-terminating proxy in front; only on a loopback address.")
     var httpPlain = false
 
+    @Option(help: "The HTTP front's address as forges reach it (https://ci.example.com), for webhook URLs; default the --http address.")
+    var publicURL: String?
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error.")
     var logLevel: Logger.Level = .info
 
@@ -71,6 +74,13 @@ struct CoordinatorCommand: AsyncParsableCommand {
         if (httpCert == nil) != (httpKey == nil) { throw ValidationError("--http-cert and --http-key go together") }
         if http == nil, httpCert != nil || httpPlain { throw ValidationError("--http-cert, --http-key and --http-plain need --http HOST:PORT") }
         if httpPlain, httpCert != nil { throw ValidationError("--http-plain serves without TLS; drop --http-cert and --http-key") }
+        if let publicURL {
+            guard http != nil else { throw ValidationError("--public-url needs --http HOST:PORT") }
+            guard let url = URL(string: publicURL), ["http", "https"].contains(url.scheme ?? ""), url.host != nil,
+                  !publicURL.hasSuffix("/") else {
+                throw ValidationError("--public-url is like https://ci.example.com (no trailing slash), not '\(publicURL)'")
+            }
+        }
         if let listener = try httpListener() { try listener.validate() }
     }
 
@@ -124,7 +134,11 @@ struct CoordinatorCommand: AsyncParsableCommand {
                 onListening: { address in
                     let host = address.ipAddress ?? listener.host
                     let shown = host.contains(":") ? "[\(host)]" : host
-                    Console.out("http listening on \(scheme)://\(shown):\(address.port ?? listener.port)")
+                    let url = "\(scheme)://\(shown):\(address.port ?? listener.port)"
+                    Task {
+                        await core.setHTTPURL(publicURL ?? url)
+                        Console.out("http listening on \(url)")
+                    }
                 })))
         }
         let group = ServiceGroup(configuration: .init(

@@ -14,7 +14,7 @@ import Testing
         let source = "name: ci\njobs:\n  j:\n    nodes:\n      n: { run: 'true' }\n"
         let definition = try ActParser(file: "ci.act").parse(source)
         let version = try await first.savePipeline(project: "shop", definition: definition, source: source, now: 1)
-        let (_, jobs) = try await first.createRun(version: version, definition: definition, branch: "main",
+        let (_, jobs) = try await first.createRun(version: version, definition: definition, branch: "main", commit: "",
                                                   trigger: "api", now: 1)
         let job = jobs[0].id
         #expect(try await first.claimJobs([JobClaim(jobID: job, runner: "r1", epoch: 1)], now: 2).first??.job.epoch == 1)
@@ -72,7 +72,7 @@ import Testing
         let version = try await first.savePipeline(project: "shop", definition: definition, source: source, now: 1)
         var linuxJobs: [Int64] = []
         for _ in 0..<20 {
-            let (_, jobs) = try await first.createRun(version: version, definition: definition, branch: "main",
+            let (_, jobs) = try await first.createRun(version: version, definition: definition, branch: "main", commit: "",
                                                       trigger: "api", now: 1)
             linuxJobs += jobs.filter { $0.name == "linux" }.map(\.id)
         }

@@ -25,9 +25,9 @@ final class InterposedStore: CoordinatorStore {
         try await hooks.enter("latestPipeline")
         return try await base.latestPipeline(project: project, pipeline: pipeline)
     }
-    func createRun(version: PipelineVersionRecord, definition: PipelineDefinition, branch: String, trigger: String, now: Int64) async throws -> (RunRecord, [JobRecord]) {
+    func createRun(version: PipelineVersionRecord, definition: PipelineDefinition, branch: String, commit: String, trigger: String, now: Int64) async throws -> (RunRecord, [JobRecord]) {
         try await hooks.enter("createRun")
-        return try await base.createRun(version: version, definition: definition, branch: branch, trigger: trigger, now: now)
+        return try await base.createRun(version: version, definition: definition, branch: branch, commit: commit, trigger: trigger, now: now)
     }
     func createAttempt(runID: Int64, definition: PipelineDefinition, trigger: String, now: Int64) async throws -> (RunRecord, [JobRecord]) {
         try await hooks.enter("createAttempt")
@@ -169,6 +169,31 @@ final class InterposedStore: CoordinatorStore {
         try await hooks.enter("setDrained")
         return try await base.setDrained(runner: runner, drained: drained)
     }
+    func setWebhookSecret(project: String, secret: String) async throws -> Bool {
+        try await hooks.enter("setWebhookSecret")
+        return try await base.setWebhookSecret(project: project, secret: secret)
+    }
+
+    func webhookSecret(project: String) async throws -> String? {
+        try await hooks.enter("webhookSecret")
+        return try await base.webhookSecret(project: project)
+    }
+
+    func recordDelivery(_ delivery: DeliveryRecord) async throws -> DeliveryRecord? {
+        try await hooks.enter("recordDelivery")
+        return try await base.recordDelivery(delivery)
+    }
+
+    func updateDelivery(_ delivery: DeliveryRecord) async throws {
+        try await hooks.enter("updateDelivery")
+        try await base.updateDelivery(delivery)
+    }
+
+    func deliveries(project: String, limit: Int) async throws -> [DeliveryRecord] {
+        try await hooks.enter("deliveries")
+        return try await base.deliveries(project: project, limit: limit)
+    }
+
     func searchArtifacts(_ query: ArtifactQuery) async throws -> [ArtifactRecord] {
         try await hooks.enter("searchArtifacts")
         return try await base.searchArtifacts(query)

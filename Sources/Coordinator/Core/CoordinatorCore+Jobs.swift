@@ -36,7 +36,7 @@ extension CoordinatorCore {
             let assignment = JobAssignment(
                 lease: LeaseRef(jobID: job.id, epoch: claim.epoch), attempt: job.attempt, runID: run.id,
                 project: run.project, pipeline: run.pipeline, jobName: job.name, branch: run.branch,
-                repository: record.repository,
+                repository: record.repository, commit: run.commit,
                 env: ["HEDDLE_RUN_ID": String(run.id), "HEDDLE_ATTEMPT": String(job.attempt),
                       "HEDDLE_JOB": job.name, "HEDDLE_BRANCH": run.branch,
                       "HEDDLE_PROJECT": run.project, "HEDDLE_PIPELINE": run.pipeline],

@@ -73,17 +73,35 @@ extension CoordinatorCore {
         guard let version = try await store.latestPipeline(project: request.project, pipeline: request.pipeline) else {
             throw CoordinatorError.notFound("no pipeline \(request.project)/\(request.pipeline); push it with `heddle pipeline push FILE --project \(request.project)`")
         }
-        let definition = try self.definition(of: version)
         let branch = request.branch.flatMap { $0.isEmpty ? nil : $0 } ?? "main"
         if let problem = Names.branchProblem(branch) { throw CoordinatorError.invalid(problem) }
-        let (run, jobs) = try await store.createRun(version: version, definition: definition, branch: branch,
-                                                    trigger: Self.triggerSource(principal), now: Date.nowMilliseconds)
+        let commit = request.commit.flatMap { $0.isEmpty ? nil : $0.lowercased() } ?? ""
+        if !commit.isEmpty, let problem = Self.commitProblem(commit) { throw CoordinatorError.invalid(problem) }
+        return try await startRun(version, branch: branch, commit: commit, trigger: Self.triggerSource(principal),
+                                  by: "\(principal)")
+    }
+
+    /// Why `commit` is no commit id (40 or 64 hex digits), or nil.
+    static func commitProblem(_ commit: String) -> String? {
+        guard [40, 64].contains(commit.count), commit.allSatisfy({ $0.isHexDigit && $0.isASCII }) else {
+            return "a commit is its full id, 40 (or 64) hex digits, not '\(commit.prefix(70))'"
+        }
+        return nil
+    }
+
+    /// Makes a run of a pipeline version and queues its jobs.
+    func startRun(_ version: PipelineVersionRecord, branch: String, commit: String, trigger: String,
+                  by who: String) async throws -> Triggered {
+        let definition = try self.definition(of: version)
+        let (run, jobs) = try await store.createRun(version: version, definition: definition, branch: branch, commit: commit,
+                                                    trigger: trigger, now: Date.nowMilliseconds)
         for job in jobs {
             scheduler.enqueue(.init(id: job.id, labels: Set(job.labels), position: job.position))
             publishQueue(.queued, queueEntry(job, run: run))
         }
         logger.info("run triggered", metadata: ["run.id": "\(run.id)", "pipeline": "\(run.project)/\(run.pipeline)",
-                                                "branch": "\(branch)", "by": "\(principal)"])
+                                                "branch": "\(branch)", "commit": "\(commit.isEmpty ? "head" : commit)",
+                                                "by": "\(who)"])
         await dispatch()
         // A trigger makes a new run, whose first attempt this is.
         return Triggered(runID: run.id, attempt: 1)

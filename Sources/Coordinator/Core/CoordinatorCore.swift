@@ -56,6 +56,8 @@ public actor CoordinatorCore {
     /// a write succeeds again.
     var storageFullSince: Int64?
     var revocations: [Revocation] = []
+    /// Where the HTTP front is reached (`https://HOST:PORT`), for webhook URLs; nil without one.
+    public internal(set) var httpURL: String?
     /// API tokens by the SHA-256 of their secret (durable in the store).
     var tokens: [String: TokenRecord] = [:]
     /// Parsed pipeline versions by id.

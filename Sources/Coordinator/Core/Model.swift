@@ -25,6 +25,9 @@ public struct RunRecord: Sendable, Equatable {
     public var createdAt: Int64
     public var startedAt: Int64?
     public var finishedAt: Int64?
+    /// The commit the run is of (a webhook's push), checked out exactly; empty: the branch's
+    /// head when a job starts.
+    public var commit: String = ""
 }
 
 public struct JobRecord: Sendable, Equatable {
@@ -78,6 +81,8 @@ public struct ProjectRecord: Sendable, Equatable {
     public var name: String
     public var repository: String
     public var createdAt: Int64
+    /// It has a webhook secret: forges may start its pipelines.
+    public var hasWebhook: Bool = false
 }
 
 public struct RunFilter: Sendable, Equatable {
@@ -247,4 +252,25 @@ extension Data {
         }
         self.init(bytes)
     }
+}
+
+/// A webhook delivery and what came of it.
+public struct DeliveryRecord: Sendable, Equatable {
+    public enum Outcome: String, Sendable {
+        /// Runs were created.
+        case triggered
+        /// Understood, and nothing to start (no pipeline matches, a deleted branch, a ping).
+        case ignored
+        /// Signed correctly but not usable (a malformed payload).
+        case refused
+    }
+
+    public var project: String
+    public var forge: String
+    public var deliveryID: String
+    public var event: String
+    public var receivedAt: Int64
+    public var outcome: Outcome
+    public var detail: String
+    public var runIDs: [Int64]
 }

@@ -46,7 +46,7 @@ public struct ActParser {
             throw self.error(at: 1, "not valid YAML: \(error)")
         }
         let top = try mapping(root, "the pipeline")
-        try checkKeys(top, allowed: ["name", "jobs"], in: "the pipeline")
+        try checkKeys(top, allowed: ["name", "on", "jobs"], in: "the pipeline")
         guard let nameNode = value(top, "name") else {
             throw error(at: line(root), "missing `name` (the pipeline's name)")
         }
@@ -60,7 +60,41 @@ public struct ActParser {
         for (key, jobNode) in jobsMap {
             jobs.append(try parseJob(name: try identifier(key, "a job name"), keyNode: key, jobNode))
         }
-        return PipelineDefinition(name: name, jobs: jobs)
+        var definition = PipelineDefinition(name: name, jobs: jobs)
+        if let on = value(top, "on") { definition.triggers = try parseTriggers(on) }
+        return definition
+    }
+
+    /// `on: { push: { branches: [main, "release/*"] }, pull_request: { branches: [main] } }`;
+    /// an event without `branches` (or with `push:` alone) matches every branch.
+    private func parseTriggers(_ node: Node) throws(ActError) -> Triggers {
+        let map = try mapping(node, "`on`")
+        try checkKeys(map, allowed: ["push", "pull_request"], in: "`on`")
+        var triggers = Triggers()
+        for (key, eventNode) in map {
+            let event = key.string ?? ""
+            var branches = ["**"]
+            if case .mapping = eventNode {
+                let eventMap = try mapping(eventNode, "`on.\(event)`")
+                try checkKeys(eventMap, allowed: ["branches"], in: "`on.\(event)`")
+                if let branchesNode = value(eventMap, "branches") {
+                    branches = try stringList(branchesNode, "`on.\(event).branches`")
+                    guard !branches.isEmpty else {
+                        throw error(at: line(branchesNode), "`on.\(event).branches` is empty; leave `branches` out to match every branch")
+                    }
+                    for pattern in branches where pattern.isEmpty || pattern.utf8.count > 255 || pattern.contains(where: { $0.isNewline })
+                        || pattern.filter({ $0 == "*" }).count > 8 {
+                        throw error(at: line(branchesNode), "a branch pattern in `on.\(event).branches` has 1 to 255 characters on one line and at most 8 '*'")
+                    }
+                }
+            } else if case .scalar(let scalar) = eventNode, scalar.string.isEmpty || scalar.string == "~" || scalar.string == "null" {
+                // `push:` alone: every branch.
+            } else {
+                throw error(at: line(eventNode), "`on.\(event)` must be a mapping with `branches`, like { branches: [main] }")
+            }
+            if event == "push" { triggers.push = branches } else { triggers.pullRequest = branches }
+        }
+        return triggers
     }
 
     private func parseJob(name: String, keyNode: Node, _ node: Node) throws(ActError) -> JobDefinition {

@@ -2,6 +2,52 @@
 public struct PipelineDefinition: Sendable, Equatable {
     public var name: String
     public var jobs: [JobDefinition]
+    /// Which forge events start it (`on:`); none: manual and API only.
+    public var triggers = Triggers()
+
+    public init(name: String, jobs: [JobDefinition], triggers: Triggers = Triggers()) {
+        self.name = name
+        self.jobs = jobs
+        self.triggers = triggers
+    }
+}
+
+/// The branches (globs) whose pushes and pull requests start a pipeline; nil: that event
+/// does not.
+public struct Triggers: Sendable, Equatable {
+    public var push: [String]?
+    /// Matched against the pull request's target branch.
+    public var pullRequest: [String]?
+
+    public init(push: [String]? = nil, pullRequest: [String]? = nil) {
+        self.push = push
+        self.pullRequest = pullRequest
+    }
+
+    /// Whether `branch` matches one of `patterns`: `*` matches within one path segment,
+    /// `**` across segments, `?` one character (not `/`); anything else itself.
+    public static func matches(_ branch: String, _ patterns: [String]) -> Bool {
+        patterns.contains { glob(Array($0.unicodeScalars)[...], Array(branch.unicodeScalars)[...]) }
+    }
+
+    static func glob(_ pattern: ArraySlice<Unicode.Scalar>, _ text: ArraySlice<Unicode.Scalar>) -> Bool {
+        guard let first = pattern.first else { return text.isEmpty }
+        if first == "*" {
+            let doubled = pattern.dropFirst().first == "*"
+            let rest = doubled ? pattern.dropFirst(2) : pattern.dropFirst()
+            var index = text.startIndex
+            while true {
+                if glob(rest, text[index...]) { return true }
+                guard index < text.endIndex, doubled || text[index] != "/" else { return false }
+                index += 1
+            }
+        }
+        guard let character = text.first else { return false }
+        if first == "?" ? character != "/" : first == character {
+            return glob(pattern.dropFirst(), text.dropFirst())
+        }
+        return false
+    }
 }
 
 public struct JobDefinition: Sendable, Equatable {

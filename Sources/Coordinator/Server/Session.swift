@@ -289,10 +289,32 @@ struct Session {
             try await core.watchQueue(session: id, requestID: envelope.id)
             return nil
         case .projectCreate(let request):
+            var project = try await core.createProject(name: request.name, repository: request.repository, as: principal).proto
+            if request.webhookSecret {
+                project.webhookSecret = try await core.rotateWebhookSecret(project: request.name, as: principal)
+                project.webhookEnabled = true
+            }
+            project.webhookURL = project.webhookEnabled ? await core.webhookURL(project: project.name) ?? "" : ""
             var list = Heddle_V1_ProjectList()
-            list.projects = [try await core.createProject(name: request.name, repository: request.repository,
-                                                          as: principal).proto]
+            list.projects = [project]
             return .projects(list)
+        case .projectWebhook(let request):
+            guard var project = try await core.projects(as: principal).first(where: { $0.name == request.name })?.proto else {
+                throw WireError(.notFound, "project \(request.name) does not exist")
+            }
+            if request.rotate {
+                project.webhookSecret = try await core.rotateWebhookSecret(project: request.name, as: principal)
+                project.webhookEnabled = true
+            }
+            project.webhookURL = project.webhookEnabled ? await core.webhookURL(project: project.name) ?? "" : ""
+            var list = Heddle_V1_ProjectList()
+            list.projects = [project]
+            return .projects(list)
+        case .deliveryList(let request):
+            var list = Heddle_V1_DeliveryList()
+            list.deliveries = try await core.deliveries(project: request.project, limit: request.limit == 0 ? 100 : Int(request.limit),
+                                                        as: principal).map(\.proto)
+            return .deliveries(list)
         case .projectList:
             var list = Heddle_V1_ProjectList()
             list.projects = try await core.projects(as: principal).map(\.proto)
@@ -376,7 +398,7 @@ struct Session {
 
         case .welcome, .error, .ok, .assignment, .logAck, .artifactDeclared, .artifactCommitted, .stopJob,
              .pipelinePushed, .pipelines, .triggered, .runs, .run, .watchEvent, .queueList, .runnerList,
-             .artifacts, .artifactData, .queueEvent, .cancelled, .projects, .revoked, .tokenCreated, .tokens:
+             .artifacts, .artifactData, .queueEvent, .cancelled, .projects, .revoked, .tokenCreated, .tokens, .deliveries:
             throw WireError(.badRequest, "this message is sent by the coordinator, not to it")
         case .none:
             // A message from a newer protocol revision: refused, and the session goes on.

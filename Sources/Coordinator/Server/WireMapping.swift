@@ -172,7 +172,22 @@ extension ProjectRecord {
         info.name = name
         info.repository = repository
         info.createdAtMs = createdAt
+        info.webhookEnabled = hasWebhook
         return info
+    }
+}
+
+extension DeliveryRecord {
+    var proto: Heddle_V1_Delivery {
+        var out = Heddle_V1_Delivery()
+        out.forge = forge
+        out.deliveryID = deliveryID
+        out.event = event
+        out.receivedAtMs = receivedAt
+        out.outcome = outcome.rawValue
+        out.detail = detail
+        out.runIds = runIDs.map { UInt64($0) }
+        return out
     }
 }
 
@@ -324,6 +339,7 @@ extension JobAssignment {
         message.job.attempt = UInt32(attempt)
         message.job.epoch = UInt64(lease.epoch)
         message.repository = repository
+        message.commit = commit
         message.runID = UInt64(runID)
         message.project = project
         message.pipeline = pipeline

@@ -7,7 +7,7 @@ public protocol CoordinatorStore: Sendable {
     func latestPipeline(project: String, pipeline: String) async throws -> PipelineVersionRecord?
 
     /// Creates the run, its first attempt, its jobs (queued) and their nodes (pending).
-    func createRun(version: PipelineVersionRecord, definition: PipelineDefinition, branch: String,
+    func createRun(version: PipelineVersionRecord, definition: PipelineDefinition, branch: String, commit: String,
                    trigger: String, now: Int64) async throws -> (RunRecord, [JobRecord])
     /// Adds attempt N+1 to a run, with queued jobs at the end of the queue.
     func createAttempt(runID: Int64, definition: PipelineDefinition, trigger: String,
@@ -82,6 +82,17 @@ public protocol CoordinatorStore: Sendable {
     func project(name: String) async throws -> ProjectRecord?
     /// Every attempt of a run, first to last.
     func attempts(runID: Int64) async throws -> [AttemptRecord]
+
+    /// Sets a project's webhook secret; false when there is no such project.
+    func setWebhookSecret(project: String, secret: String) async throws -> Bool
+    func webhookSecret(project: String) async throws -> String?
+    /// Records a delivery, unless one with its forge and id was recorded for the project:
+    /// then nothing is written and that one is returned.
+    func recordDelivery(_ delivery: DeliveryRecord) async throws -> DeliveryRecord?
+    /// Sets a recorded delivery's outcome, detail and runs.
+    func updateDelivery(_ delivery: DeliveryRecord) async throws
+    /// The project's latest deliveries, newest first.
+    func deliveries(project: String, limit: Int) async throws -> [DeliveryRecord]
 
     /// Stores a new API token; false (nothing stored) when one of that name exists.
     func saveToken(_ token: TokenRecord) async throws -> Bool

@@ -228,6 +228,23 @@ public struct SQLiteStore: CoordinatorStore {
                 END;
                 """)
             try db.execute(sql: """
+                ALTER TABLE project ADD COLUMN webhook_secret TEXT;
+                ALTER TABLE run ADD COLUMN commit_sha TEXT NOT NULL DEFAULT '';
+                CREATE TABLE delivery (
+                    id INTEGER PRIMARY KEY,
+                    project TEXT NOT NULL,
+                    forge TEXT NOT NULL,
+                    delivery_id TEXT NOT NULL,
+                    event TEXT NOT NULL,
+                    received_at INTEGER NOT NULL,
+                    outcome TEXT NOT NULL,
+                    detail TEXT NOT NULL,
+                    run_ids TEXT NOT NULL,
+                    UNIQUE (project, forge, delivery_id)
+                );
+                CREATE INDEX delivery_by_project ON delivery(project, id);
+                """)
+            try db.execute(sql: """
                 CREATE TABLE api_token (
                     name TEXT PRIMARY KEY,
                     role TEXT NOT NULL,
@@ -296,15 +313,16 @@ public struct SQLiteStore: CoordinatorStore {
     // MARK: runs and jobs
 
     public func createRun(version: PipelineVersionRecord, definition: PipelineDefinition, branch: String,
-                          trigger: String, now: Int64) async throws -> (RunRecord, [JobRecord]) {
+                          commit: String, trigger: String, now: Int64) async throws -> (RunRecord, [JobRecord]) {
         try await group.write { db in
             try db.cachedStatement(sql: """
-                INSERT INTO run (project, pipeline, pipeline_version_id, branch, status, attempt, trigger, created_at)
-                VALUES (?, ?, ?, ?, 'queued', 1, ?, ?)
-                """).execute(arguments: [version.project, version.pipeline, version.id, branch, trigger, now])
-            let run = RunRecord(id: db.lastInsertedRowID, project: version.project, pipeline: version.pipeline,
+                INSERT INTO run (project, pipeline, pipeline_version_id, branch, status, attempt, trigger, created_at, commit_sha)
+                VALUES (?, ?, ?, ?, 'queued', 1, ?, ?, ?)
+                """).execute(arguments: [version.project, version.pipeline, version.id, branch, trigger, now, commit])
+            var run = RunRecord(id: db.lastInsertedRowID, project: version.project, pipeline: version.pipeline,
                                 pipelineVersionID: version.id, branch: branch, status: .queued, attempt: 1,
                                 trigger: trigger, createdAt: now)
+            run.commit = commit
             let jobs = try Self.insertAttempt(db, run: run, definition: definition, now: now)
             return (run, jobs)
         }
@@ -582,6 +600,58 @@ public struct SQLiteStore: CoordinatorStore {
         }
     }
 
+    // MARK: webhooks
+
+    public func setWebhookSecret(project: String, secret: String) async throws -> Bool {
+        try await group.write { db in
+            try db.cachedStatement(sql: "UPDATE project SET webhook_secret = ? WHERE name = ?").execute(arguments: [secret, project])
+            return db.changesCount == 1
+        }
+    }
+
+    public func webhookSecret(project: String) async throws -> String? {
+        try await writer.read { db in
+            try String.fetchOne(db.cachedStatement(sql: "SELECT webhook_secret FROM project WHERE name = ?"), arguments: [project])
+        }
+    }
+
+    public func recordDelivery(_ delivery: DeliveryRecord) async throws -> DeliveryRecord? {
+        try await group.write { db in
+            if let seen = try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM delivery WHERE project = ? AND forge = ? AND delivery_id = ?"),
+                                           arguments: [delivery.project, delivery.forge, delivery.deliveryID]) {
+                return try Self.delivery(seen)
+            }
+            try db.cachedStatement(sql: """
+                INSERT INTO delivery (project, forge, delivery_id, event, received_at, outcome, detail, run_ids)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                """).execute(arguments: [delivery.project, delivery.forge, delivery.deliveryID, delivery.event, delivery.receivedAt,
+                                          delivery.outcome.rawValue, delivery.detail, try json(delivery.runIDs)])
+            return nil
+        }
+    }
+
+    public func updateDelivery(_ delivery: DeliveryRecord) async throws {
+        try await group.write { db in
+            try db.cachedStatement(sql: """
+                UPDATE delivery SET outcome = ?, detail = ?, run_ids = ? WHERE project = ? AND forge = ? AND delivery_id = ?
+                """).execute(arguments: [delivery.outcome.rawValue, delivery.detail, try json(delivery.runIDs), delivery.project,
+                                          delivery.forge, delivery.deliveryID])
+        }
+    }
+
+    public func deliveries(project: String, limit: Int) async throws -> [DeliveryRecord] {
+        try await writer.read { db in
+            try Row.fetchAll(db.cachedStatement(sql: "SELECT * FROM delivery WHERE project = ? ORDER BY id DESC LIMIT ?"),
+                             arguments: [project, limit]).map(Self.delivery)
+        }
+    }
+
+    static func delivery(_ row: Row) throws -> DeliveryRecord {
+        DeliveryRecord(project: row["project"], forge: row["forge"], deliveryID: row["delivery_id"], event: row["event"],
+                       receivedAt: row["received_at"], outcome: DeliveryRecord.Outcome(rawValue: row["outcome"]) ?? .refused,
+                       detail: row["detail"], runIDs: try unjson(row["run_ids"]))
+    }
+
     // MARK: API tokens
 
     public func saveToken(_ token: TokenRecord) async throws -> Bool {
@@ -663,9 +733,9 @@ public struct SQLiteStore: CoordinatorStore {
     }
 
     static func fetchProjects(_ db: Database, where clause: String, _ arguments: StatementArguments) throws -> [ProjectRecord] {
-        try Row.fetchAll(db, sql: "SELECT name, repository, created_at FROM project WHERE \(clause) ORDER BY name",
+        try Row.fetchAll(db, sql: "SELECT name, repository, created_at, webhook_secret IS NOT NULL AS has_webhook FROM project WHERE \(clause) ORDER BY name",
                          arguments: arguments).map {
-            ProjectRecord(name: $0["name"], repository: $0["repository"], createdAt: $0["created_at"])
+            ProjectRecord(name: $0["name"], repository: $0["repository"], createdAt: $0["created_at"], hasWebhook: $0["has_webhook"])
         }
     }
 
@@ -872,15 +942,18 @@ public struct SQLiteStore: CoordinatorStore {
     // MARK: reads
 
     static let runColumns = """
-        id, project, pipeline, pipeline_version_id, branch, status, attempt, trigger, created_at, started_at, finished_at
+        id, project, pipeline, pipeline_version_id, branch, status, attempt, trigger, created_at, started_at, finished_at,
+        commit_sha
         """
 
     static func run(_ row: Row) -> RunRecord {
-        RunRecord(id: row["id"], project: row["project"], pipeline: row["pipeline"],
-                  pipelineVersionID: row["pipeline_version_id"], branch: row["branch"],
-                  status: Status(rawValue: row["status"]) ?? .failed, attempt: row["attempt"],
-                  trigger: row["trigger"], createdAt: row["created_at"], startedAt: row["started_at"],
-                  finishedAt: row["finished_at"])
+        var run = RunRecord(id: row["id"], project: row["project"], pipeline: row["pipeline"],
+                            pipelineVersionID: row["pipeline_version_id"], branch: row["branch"],
+                            status: Status(rawValue: row["status"]) ?? .failed, attempt: row["attempt"],
+                            trigger: row["trigger"], createdAt: row["created_at"], startedAt: row["started_at"],
+                            finishedAt: row["finished_at"])
+        run.commit = row["commit_sha"]
+        return run
     }
 
     static func fetchRun(_ db: Database, id: Int64) throws -> RunRecord? {

@@ -133,6 +133,99 @@ enum OpenAPIDocument {
         }
       }
     },
+    "/projects/{project}/deliveries": {
+      "parameters": [
+        {
+          "$ref": "#/components/parameters/Project"
+        }
+      ],
+      "get": {
+        "operationId": "listDeliveries",
+        "tags": [
+          "api"
+        ],
+        "summary": "The project's latest webhook deliveries, newest first, and what came of each (viewer).",
+        "parameters": [
+          {
+            "name": "limit",
+            "in": "query",
+            "description": "1 to 1000; 100 when absent.",
+            "schema": {
+              "type": "integer",
+              "minimum": 1,
+              "maximum": 1000
+            }
+          }
+        ],
+        "responses": {
+          "200": {
+            "description": "The deliveries.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "type": "object",
+                  "required": [
+                    "deliveries"
+                  ],
+                  "properties": {
+                    "deliveries": {
+                      "type": "array",
+                      "items": {
+                        "$ref": "#/components/schemas/Delivery"
+                      }
+                    }
+                  }
+                }
+              }
+            }
+          },
+          "default": {
+            "$ref": "#/components/responses/Problem"
+          }
+        }
+      }
+    },
+    "/projects/{project}/webhook": {
+      "parameters": [
+        {
+          "$ref": "#/components/parameters/Project"
+        }
+      ],
+      "post": {
+        "operationId": "rotateWebhook",
+        "tags": [
+          "api"
+        ],
+        "summary": "Make a new webhook secret for the project; the old one stops working (admin).",
+        "responses": {
+          "200": {
+            "description": "The secret, shown once, and the URL for the forge.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "type": "object",
+                  "required": [
+                    "secret",
+                    "url"
+                  ],
+                  "properties": {
+                    "secret": {
+                      "type": "string"
+                    },
+                    "url": {
+                      "type": "string"
+                    }
+                  }
+                }
+              }
+            }
+          },
+          "default": {
+            "$ref": "#/components/responses/Problem"
+          }
+        }
+      }
+    },
     "/projects/{project}/pipelines": {
       "parameters": [
         {
@@ -323,7 +416,8 @@ enum OpenAPIDocument {
               "type": "string",
               "enum": [
                 "manual",
-                "api"
+                "api",
+                "webhook"
               ]
             }
           },
@@ -1435,7 +1529,8 @@ enum OpenAPIDocument {
         "required": [
           "name",
           "repository",
-          "createdAt"
+          "createdAt",
+          "webhook"
         ],
         "properties": {
           "name": {
@@ -1447,6 +1542,14 @@ enum OpenAPIDocument {
           "createdAt": {
             "type": "string",
             "format": "date-time"
+          },
+          "webhook": {
+            "type": "boolean",
+            "description": "It has a webhook secret."
+          },
+          "webhookUrl": {
+            "type": "string",
+            "description": "Where a forge sends deliveries (with a webhook and an HTTP front)."
           }
         }
       },
@@ -1522,6 +1625,10 @@ enum OpenAPIDocument {
           "branch": {
             "type": "string",
             "description": "\"main\" when absent."
+          },
+          "commit": {
+            "type": "string",
+            "description": "A commit's full id (40 or 64 hex digits) to check out exactly; the branch's head when a job starts when absent."
           }
         }
       },
@@ -1584,7 +1691,12 @@ enum OpenAPIDocument {
             "type": "integer"
           },
           "trigger": {
-            "type": "string"
+            "type": "string",
+            "description": "manual (an admin), api (automation) or webhook."
+          },
+          "commit": {
+            "type": "string",
+            "description": "The commit the run is of, when it was given (a webhook's push)."
           },
           "createdAt": {
             "type": "string",
@@ -2004,6 +2116,57 @@ enum OpenAPIDocument {
           "url": {
             "type": "string",
             "description": "Where its bytes are (`/api/v1/artifacts/{id}/content`)."
+          }
+        }
+      },
+      "Delivery": {
+        "type": "object",
+        "required": [
+          "forge",
+          "delivery",
+          "event",
+          "receivedAt",
+          "outcome",
+          "detail",
+          "runs"
+        ],
+        "properties": {
+          "forge": {
+            "type": "string",
+            "enum": [
+              "github",
+              "gitea",
+              "gitlab"
+            ]
+          },
+          "delivery": {
+            "type": "string",
+            "description": "The forge's delivery id."
+          },
+          "event": {
+            "type": "string"
+          },
+          "receivedAt": {
+            "type": "string",
+            "format": "date-time"
+          },
+          "outcome": {
+            "type": "string",
+            "enum": [
+              "triggered",
+              "ignored",
+              "refused"
+            ]
+          },
+          "detail": {
+            "type": "string"
+          },
+          "runs": {
+            "type": "array",
+            "items": {
+              "type": "integer",
+              "format": "int64"
+            }
           }
         }
       },

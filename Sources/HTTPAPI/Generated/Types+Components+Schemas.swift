@@ -104,25 +104,41 @@ extension Components {
             internal var repository: Swift.String
             /// - Remark: Generated from `#/components/schemas/Project/createdAt`.
             internal var createdAt: Foundation.Date
+            /// It has a webhook secret.
+            ///
+            /// - Remark: Generated from `#/components/schemas/Project/webhook`.
+            internal var webhook: Swift.Bool
+            /// Where a forge sends deliveries (with a webhook and an HTTP front).
+            ///
+            /// - Remark: Generated from `#/components/schemas/Project/webhookUrl`.
+            internal var webhookUrl: Swift.String?
             /// Creates a new `Project`.
             ///
             /// - Parameters:
             ///   - name:
             ///   - repository:
             ///   - createdAt:
+            ///   - webhook: It has a webhook secret.
+            ///   - webhookUrl: Where a forge sends deliveries (with a webhook and an HTTP front).
             internal init(
                 name: Swift.String,
                 repository: Swift.String,
-                createdAt: Foundation.Date
+                createdAt: Foundation.Date,
+                webhook: Swift.Bool,
+                webhookUrl: Swift.String? = nil
             ) {
                 self.name = name
                 self.repository = repository
                 self.createdAt = createdAt
+                self.webhook = webhook
+                self.webhookUrl = webhookUrl
             }
             internal enum CodingKeys: String, CodingKey {
                 case name
                 case repository
                 case createdAt
+                case webhook
+                case webhookUrl
             }
         }
         /// - Remark: Generated from `#/components/schemas/ProjectCreate`.
@@ -232,15 +248,25 @@ extension Components {
             ///
             /// - Remark: Generated from `#/components/schemas/TriggerRequest/branch`.
             internal var branch: Swift.String?
+            /// A commit's full id (40 or 64 hex digits) to check out exactly; the branch's head when a job starts when absent.
+            ///
+            /// - Remark: Generated from `#/components/schemas/TriggerRequest/commit`.
+            internal var commit: Swift.String?
             /// Creates a new `TriggerRequest`.
             ///
             /// - Parameters:
             ///   - branch: "main" when absent.
-            internal init(branch: Swift.String? = nil) {
+            ///   - commit: A commit's full id (40 or 64 hex digits) to check out exactly; the branch's head when a job starts when absent.
+            internal init(
+                branch: Swift.String? = nil,
+                commit: Swift.String? = nil
+            ) {
                 self.branch = branch
+                self.commit = commit
             }
             internal enum CodingKeys: String, CodingKey {
                 case branch
+                case commit
             }
         }
         /// - Remark: Generated from `#/components/schemas/Triggered`.
@@ -290,8 +316,14 @@ extension Components {
             internal var status: Components.Schemas.Status
             /// - Remark: Generated from `#/components/schemas/Run/attempt`.
             internal var attempt: Swift.Int
+            /// manual (an admin), api (automation) or webhook.
+            ///
             /// - Remark: Generated from `#/components/schemas/Run/trigger`.
             internal var trigger: Swift.String
+            /// The commit the run is of, when it was given (a webhook's push).
+            ///
+            /// - Remark: Generated from `#/components/schemas/Run/commit`.
+            internal var commit: Swift.String?
             /// - Remark: Generated from `#/components/schemas/Run/createdAt`.
             internal var createdAt: Foundation.Date
             /// - Remark: Generated from `#/components/schemas/Run/startedAt`.
@@ -312,7 +344,8 @@ extension Components {
             ///   - branch:
             ///   - status:
             ///   - attempt:
-            ///   - trigger:
+            ///   - trigger: manual (an admin), api (automation) or webhook.
+            ///   - commit: The commit the run is of, when it was given (a webhook's push).
             ///   - createdAt:
             ///   - startedAt:
             ///   - finishedAt:
@@ -326,6 +359,7 @@ extension Components {
                 status: Components.Schemas.Status,
                 attempt: Swift.Int,
                 trigger: Swift.String,
+                commit: Swift.String? = nil,
                 createdAt: Foundation.Date,
                 startedAt: Foundation.Date? = nil,
                 finishedAt: Foundation.Date? = nil,
@@ -339,6 +373,7 @@ extension Components {
                 self.status = status
                 self.attempt = attempt
                 self.trigger = trigger
+                self.commit = commit
                 self.createdAt = createdAt
                 self.startedAt = startedAt
                 self.finishedAt = finishedAt
@@ -353,6 +388,7 @@ extension Components {
                 case status
                 case attempt
                 case trigger
+                case commit
                 case createdAt
                 case startedAt
                 case finishedAt
@@ -933,6 +969,73 @@ extension Components {
                 case branch
                 case createdAt
                 case url
+            }
+        }
+        /// - Remark: Generated from `#/components/schemas/Delivery`.
+        internal struct Delivery: Codable, Hashable, Sendable {
+            /// - Remark: Generated from `#/components/schemas/Delivery/forge`.
+            internal enum ForgePayload: String, Codable, Hashable, Sendable, CaseIterable {
+                case github = "github"
+                case gitea = "gitea"
+                case gitlab = "gitlab"
+            }
+            /// - Remark: Generated from `#/components/schemas/Delivery/forge`.
+            internal var forge: Components.Schemas.Delivery.ForgePayload
+            /// The forge's delivery id.
+            ///
+            /// - Remark: Generated from `#/components/schemas/Delivery/delivery`.
+            internal var delivery: Swift.String
+            /// - Remark: Generated from `#/components/schemas/Delivery/event`.
+            internal var event: Swift.String
+            /// - Remark: Generated from `#/components/schemas/Delivery/receivedAt`.
+            internal var receivedAt: Foundation.Date
+            /// - Remark: Generated from `#/components/schemas/Delivery/outcome`.
+            internal enum OutcomePayload: String, Codable, Hashable, Sendable, CaseIterable {
+                case triggered = "triggered"
+                case ignored = "ignored"
+                case refused = "refused"
+            }
+            /// - Remark: Generated from `#/components/schemas/Delivery/outcome`.
+            internal var outcome: Components.Schemas.Delivery.OutcomePayload
+            /// - Remark: Generated from `#/components/schemas/Delivery/detail`.
+            internal var detail: Swift.String
+            /// - Remark: Generated from `#/components/schemas/Delivery/runs`.
+            internal var runs: [Swift.Int64]
+            /// Creates a new `Delivery`.
+            ///
+            /// - Parameters:
+            ///   - forge:
+            ///   - delivery: The forge's delivery id.
+            ///   - event:
+            ///   - receivedAt:
+            ///   - outcome:
+            ///   - detail:
+            ///   - runs:
+            internal init(
+                forge: Components.Schemas.Delivery.ForgePayload,
+                delivery: Swift.String,
+                event: Swift.String,
+                receivedAt: Foundation.Date,
+                outcome: Components.Schemas.Delivery.OutcomePayload,
+                detail: Swift.String,
+                runs: [Swift.Int64]
+            ) {
+                self.forge = forge
+                self.delivery = delivery
+                self.event = event
+                self.receivedAt = receivedAt
+                self.outcome = outcome
+                self.detail = detail
+                self.runs = runs
+            }
+            internal enum CodingKeys: String, CodingKey {
+                case forge
+                case delivery
+                case event
+                case receivedAt
+                case outcome
+                case detail
+                case runs
             }
         }
         /// - Remark: Generated from `#/components/schemas/Token`.

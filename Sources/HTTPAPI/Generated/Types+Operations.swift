@@ -477,6 +477,368 @@ internal enum Operations {
             }
         }
     }
+    /// The project's latest webhook deliveries, newest first, and what came of each (viewer).
+    ///
+    /// - Remark: HTTP `GET /projects/{project}/deliveries`.
+    /// - Remark: Generated from `#/paths//projects/{project}/deliveries/get(listDeliveries)`.
+    internal enum ListDeliveries {
+        internal static let id: Swift.String = "listDeliveries"
+        internal struct Input: Sendable, Hashable {
+            /// - Remark: Generated from `#/paths/projects/{project}/deliveries/GET/path`.
+            internal struct Path: Sendable, Hashable {
+                /// - Remark: Generated from `#/paths/projects/{project}/deliveries/GET/path/project`.
+                internal var project: Components.Parameters.Project
+                /// Creates a new `Path`.
+                ///
+                /// - Parameters:
+                ///   - project:
+                internal init(project: Components.Parameters.Project) {
+                    self.project = project
+                }
+            }
+            internal var path: Operations.ListDeliveries.Input.Path
+            /// - Remark: Generated from `#/paths/projects/{project}/deliveries/GET/query`.
+            internal struct Query: Sendable, Hashable {
+                /// 1 to 1000; 100 when absent.
+                ///
+                /// - Remark: Generated from `#/paths/projects/{project}/deliveries/GET/query/limit`.
+                internal var limit: Swift.Int?
+                /// Creates a new `Query`.
+                ///
+                /// - Parameters:
+                ///   - limit: 1 to 1000; 100 when absent.
+                internal init(limit: Swift.Int? = nil) {
+                    self.limit = limit
+                }
+            }
+            internal var query: Operations.ListDeliveries.Input.Query
+            /// - Remark: Generated from `#/paths/projects/{project}/deliveries/GET/header`.
+            internal struct Headers: Sendable, Hashable {
+                internal var accept: [OpenAPIRuntime.AcceptHeaderContentType<Operations.ListDeliveries.AcceptableContentType>]
+                /// Creates a new `Headers`.
+                ///
+                /// - Parameters:
+                ///   - accept:
+                internal init(accept: [OpenAPIRuntime.AcceptHeaderContentType<Operations.ListDeliveries.AcceptableContentType>] = .defaultValues()) {
+                    self.accept = accept
+                }
+            }
+            internal var headers: Operations.ListDeliveries.Input.Headers
+            /// Creates a new `Input`.
+            ///
+            /// - Parameters:
+            ///   - path:
+            ///   - query:
+            ///   - headers:
+            internal init(
+                path: Operations.ListDeliveries.Input.Path,
+                query: Operations.ListDeliveries.Input.Query = .init(),
+                headers: Operations.ListDeliveries.Input.Headers = .init()
+            ) {
+                self.path = path
+                self.query = query
+                self.headers = headers
+            }
+        }
+        internal enum Output: Sendable, Hashable {
+            internal struct Ok: Sendable, Hashable {
+                /// - Remark: Generated from `#/paths/projects/{project}/deliveries/GET/responses/200/content`.
+                internal enum Body: Sendable, Hashable {
+                    /// - Remark: Generated from `#/paths/projects/{project}/deliveries/GET/responses/200/content/json`.
+                    internal struct JsonPayload: Codable, Hashable, Sendable {
+                        /// - Remark: Generated from `#/paths/projects/{project}/deliveries/GET/responses/200/content/json/deliveries`.
+                        internal var deliveries: [Components.Schemas.Delivery]
+                        /// Creates a new `JsonPayload`.
+                        ///
+                        /// - Parameters:
+                        ///   - deliveries:
+                        internal init(deliveries: [Components.Schemas.Delivery]) {
+                            self.deliveries = deliveries
+                        }
+                        internal enum CodingKeys: String, CodingKey {
+                            case deliveries
+                        }
+                    }
+                    /// - Remark: Generated from `#/paths/projects/{project}/deliveries/GET/responses/200/content/application\/json`.
+                    case json(Operations.ListDeliveries.Output.Ok.Body.JsonPayload)
+                    /// The associated value of the enum case if `self` is `.json`.
+                    ///
+                    /// - Throws: An error if `self` is not `.json`.
+                    /// - SeeAlso: `.json`.
+                    internal var json: Operations.ListDeliveries.Output.Ok.Body.JsonPayload {
+                        get throws {
+                            switch self {
+                            case let .json(body):
+                                return body
+                            }
+                        }
+                    }
+                }
+                /// Received HTTP response body
+                internal var body: Operations.ListDeliveries.Output.Ok.Body
+                /// Creates a new `Ok`.
+                ///
+                /// - Parameters:
+                ///   - body: Received HTTP response body
+                internal init(body: Operations.ListDeliveries.Output.Ok.Body) {
+                    self.body = body
+                }
+            }
+            /// The deliveries.
+            ///
+            /// - Remark: Generated from `#/paths//projects/{project}/deliveries/get(listDeliveries)/responses/200`.
+            ///
+            /// HTTP response code: `200 ok`.
+            case ok(Operations.ListDeliveries.Output.Ok)
+            /// The associated value of the enum case if `self` is `.ok`.
+            ///
+            /// - Throws: An error if `self` is not `.ok`.
+            /// - SeeAlso: `.ok`.
+            internal var ok: Operations.ListDeliveries.Output.Ok {
+                get throws {
+                    switch self {
+                    case let .ok(response):
+                        return response
+                    default:
+                        try throwUnexpectedResponseStatus(
+                            expectedStatus: "ok",
+                            response: self
+                        )
+                    }
+                }
+            }
+            /// An error: 400 malformed request, 401 no valid credentials, 403 the role may not, 404 unknown id or route, 405 wrong method, 409 wrong state, 413 body too large, 429 too many failed sign-ins, 503 storage full, 500 a fault of the coordinator.
+            ///
+            /// - Remark: Generated from `#/paths//projects/{project}/deliveries/get(listDeliveries)/responses/default`.
+            ///
+            /// HTTP response code: `default`.
+            case `default`(statusCode: Swift.Int, Components.Responses.Problem)
+            /// The associated value of the enum case if `self` is `.`default``.
+            ///
+            /// - Throws: An error if `self` is not `.`default``.
+            /// - SeeAlso: `.`default``.
+            internal var `default`: Components.Responses.Problem {
+                get throws {
+                    switch self {
+                    case let .`default`(_, response):
+                        return response
+                    default:
+                        try throwUnexpectedResponseStatus(
+                            expectedStatus: "default",
+                            response: self
+                        )
+                    }
+                }
+            }
+        }
+        internal enum AcceptableContentType: AcceptableProtocol {
+            case json
+            case applicationProblemJson
+            case other(Swift.String)
+            internal init?(rawValue: Swift.String) {
+                switch rawValue.lowercased() {
+                case "application/json":
+                    self = .json
+                case "application/problem+json":
+                    self = .applicationProblemJson
+                default:
+                    self = .other(rawValue)
+                }
+            }
+            internal var rawValue: Swift.String {
+                switch self {
+                case let .other(string):
+                    return string
+                case .json:
+                    return "application/json"
+                case .applicationProblemJson:
+                    return "application/problem+json"
+                }
+            }
+            internal static var allCases: [Self] {
+                [
+                    .json,
+                    .applicationProblemJson
+                ]
+            }
+        }
+    }
+    /// Make a new webhook secret for the project; the old one stops working (admin).
+    ///
+    /// - Remark: HTTP `POST /projects/{project}/webhook`.
+    /// - Remark: Generated from `#/paths//projects/{project}/webhook/post(rotateWebhook)`.
+    internal enum RotateWebhook {
+        internal static let id: Swift.String = "rotateWebhook"
+        internal struct Input: Sendable, Hashable {
+            /// - Remark: Generated from `#/paths/projects/{project}/webhook/POST/path`.
+            internal struct Path: Sendable, Hashable {
+                /// - Remark: Generated from `#/paths/projects/{project}/webhook/POST/path/project`.
+                internal var project: Components.Parameters.Project
+                /// Creates a new `Path`.
+                ///
+                /// - Parameters:
+                ///   - project:
+                internal init(project: Components.Parameters.Project) {
+                    self.project = project
+                }
+            }
+            internal var path: Operations.RotateWebhook.Input.Path
+            /// - Remark: Generated from `#/paths/projects/{project}/webhook/POST/header`.
+            internal struct Headers: Sendable, Hashable {
+                internal var accept: [OpenAPIRuntime.AcceptHeaderContentType<Operations.RotateWebhook.AcceptableContentType>]
+                /// Creates a new `Headers`.
+                ///
+                /// - Parameters:
+                ///   - accept:
+                internal init(accept: [OpenAPIRuntime.AcceptHeaderContentType<Operations.RotateWebhook.AcceptableContentType>] = .defaultValues()) {
+                    self.accept = accept
+                }
+            }
+            internal var headers: Operations.RotateWebhook.Input.Headers
+            /// Creates a new `Input`.
+            ///
+            /// - Parameters:
+            ///   - path:
+            ///   - headers:
+            internal init(
+                path: Operations.RotateWebhook.Input.Path,
+                headers: Operations.RotateWebhook.Input.Headers = .init()
+            ) {
+                self.path = path
+                self.headers = headers
+            }
+        }
+        internal enum Output: Sendable, Hashable {
+            internal struct Ok: Sendable, Hashable {
+                /// - Remark: Generated from `#/paths/projects/{project}/webhook/POST/responses/200/content`.
+                internal enum Body: Sendable, Hashable {
+                    /// - Remark: Generated from `#/paths/projects/{project}/webhook/POST/responses/200/content/json`.
+                    internal struct JsonPayload: Codable, Hashable, Sendable {
+                        /// - Remark: Generated from `#/paths/projects/{project}/webhook/POST/responses/200/content/json/secret`.
+                        internal var secret: Swift.String
+                        /// - Remark: Generated from `#/paths/projects/{project}/webhook/POST/responses/200/content/json/url`.
+                        internal var url: Swift.String
+                        /// Creates a new `JsonPayload`.
+                        ///
+                        /// - Parameters:
+                        ///   - secret:
+                        ///   - url:
+                        internal init(
+                            secret: Swift.String,
+                            url: Swift.String
+                        ) {
+                            self.secret = secret
+                            self.url = url
+                        }
+                        internal enum CodingKeys: String, CodingKey {
+                            case secret
+                            case url
+                        }
+                    }
+                    /// - Remark: Generated from `#/paths/projects/{project}/webhook/POST/responses/200/content/application\/json`.
+                    case json(Operations.RotateWebhook.Output.Ok.Body.JsonPayload)
+                    /// The associated value of the enum case if `self` is `.json`.
+                    ///
+                    /// - Throws: An error if `self` is not `.json`.
+                    /// - SeeAlso: `.json`.
+                    internal var json: Operations.RotateWebhook.Output.Ok.Body.JsonPayload {
+                        get throws {
+                            switch self {
+                            case let .json(body):
+                                return body
+                            }
+                        }
+                    }
+                }
+                /// Received HTTP response body
+                internal var body: Operations.RotateWebhook.Output.Ok.Body
+                /// Creates a new `Ok`.
+                ///
+                /// - Parameters:
+                ///   - body: Received HTTP response body
+                internal init(body: Operations.RotateWebhook.Output.Ok.Body) {
+                    self.body = body
+                }
+            }
+            /// The secret, shown once, and the URL for the forge.
+            ///
+            /// - Remark: Generated from `#/paths//projects/{project}/webhook/post(rotateWebhook)/responses/200`.
+            ///
+            /// HTTP response code: `200 ok`.
+            case ok(Operations.RotateWebhook.Output.Ok)
+            /// The associated value of the enum case if `self` is `.ok`.
+            ///
+            /// - Throws: An error if `self` is not `.ok`.
+            /// - SeeAlso: `.ok`.
+            internal var ok: Operations.RotateWebhook.Output.Ok {
+                get throws {
+                    switch self {
+                    case let .ok(response):
+                        return response
+                    default:
+                        try throwUnexpectedResponseStatus(
+                            expectedStatus: "ok",
+                            response: self
+                        )
+                    }
+                }
+            }
+            /// An error: 400 malformed request, 401 no valid credentials, 403 the role may not, 404 unknown id or route, 405 wrong method, 409 wrong state, 413 body too large, 429 too many failed sign-ins, 503 storage full, 500 a fault of the coordinator.
+            ///
+            /// - Remark: Generated from `#/paths//projects/{project}/webhook/post(rotateWebhook)/responses/default`.
+            ///
+            /// HTTP response code: `default`.
+            case `default`(statusCode: Swift.Int, Components.Responses.Problem)
+            /// The associated value of the enum case if `self` is `.`default``.
+            ///
+            /// - Throws: An error if `self` is not `.`default``.
+            /// - SeeAlso: `.`default``.
+            internal var `default`: Components.Responses.Problem {
+                get throws {
+                    switch self {
+                    case let .`default`(_, response):
+                        return response
+                    default:
+                        try throwUnexpectedResponseStatus(
+                            expectedStatus: "default",
+                            response: self
+                        )
+                    }
+                }
+            }
+        }
+        internal enum AcceptableContentType: AcceptableProtocol {
+            case json
+            case applicationProblemJson
+            case other(Swift.String)
+            internal init?(rawValue: Swift.String) {
+                switch rawValue.lowercased() {
+                case "application/json":
+                    self = .json
+                case "application/problem+json":
+                    self = .applicationProblemJson
+                default:
+                    self = .other(rawValue)
+                }
+            }
+            internal var rawValue: Swift.String {
+                switch self {
+                case let .other(string):
+                    return string
+                case .json:
+                    return "application/json"
+                case .applicationProblemJson:
+                    return "application/problem+json"
+                }
+            }
+            internal static var allCases: [Self] {
+                [
+                    .json,
+                    .applicationProblemJson
+                ]
+            }
+        }
+    }
     /// The latest version of each of the project's pipelines (viewer).
     ///
     /// - Remark: HTTP `GET /projects/{project}/pipelines`.
@@ -1157,6 +1519,7 @@ internal enum Operations {
                 internal enum TriggerPayload: String, Codable, Hashable, Sendable, CaseIterable {
                     case manual = "manual"
                     case api = "api"
+                    case webhook = "webhook"
                 }
                 /// How the run's latest attempt was started.
                 ///

@@ -20,6 +20,16 @@ internal protocol APIProtocol: Sendable {
     /// - Remark: HTTP `GET /projects/{project}`.
     /// - Remark: Generated from `#/paths//projects/{project}/get(showProject)`.
     func showProject(_ input: Operations.ShowProject.Input) async throws -> Operations.ShowProject.Output
+    /// The project's latest webhook deliveries, newest first, and what came of each (viewer).
+    ///
+    /// - Remark: HTTP `GET /projects/{project}/deliveries`.
+    /// - Remark: Generated from `#/paths//projects/{project}/deliveries/get(listDeliveries)`.
+    func listDeliveries(_ input: Operations.ListDeliveries.Input) async throws -> Operations.ListDeliveries.Output
+    /// Make a new webhook secret for the project; the old one stops working (admin).
+    ///
+    /// - Remark: HTTP `POST /projects/{project}/webhook`.
+    /// - Remark: Generated from `#/paths//projects/{project}/webhook/post(rotateWebhook)`.
+    func rotateWebhook(_ input: Operations.RotateWebhook.Input) async throws -> Operations.RotateWebhook.Output
     /// The latest version of each of the project's pipelines (viewer).
     ///
     /// - Remark: HTTP `GET /projects/{project}/pipelines`.
@@ -160,6 +170,34 @@ extension APIProtocol {
         headers: Operations.ShowProject.Input.Headers = .init()
     ) async throws -> Operations.ShowProject.Output {
         try await showProject(Operations.ShowProject.Input(
+            path: path,
+            headers: headers
+        ))
+    }
+    /// The project's latest webhook deliveries, newest first, and what came of each (viewer).
+    ///
+    /// - Remark: HTTP `GET /projects/{project}/deliveries`.
+    /// - Remark: Generated from `#/paths//projects/{project}/deliveries/get(listDeliveries)`.
+    internal func listDeliveries(
+        path: Operations.ListDeliveries.Input.Path,
+        query: Operations.ListDeliveries.Input.Query = .init(),
+        headers: Operations.ListDeliveries.Input.Headers = .init()
+    ) async throws -> Operations.ListDeliveries.Output {
+        try await listDeliveries(Operations.ListDeliveries.Input(
+            path: path,
+            query: query,
+            headers: headers
+        ))
+    }
+    /// Make a new webhook secret for the project; the old one stops working (admin).
+    ///
+    /// - Remark: HTTP `POST /projects/{project}/webhook`.
+    /// - Remark: Generated from `#/paths//projects/{project}/webhook/post(rotateWebhook)`.
+    internal func rotateWebhook(
+        path: Operations.RotateWebhook.Input.Path,
+        headers: Operations.RotateWebhook.Input.Headers = .init()
+    ) async throws -> Operations.RotateWebhook.Output {
+        try await rotateWebhook(Operations.RotateWebhook.Input(
             path: path,
             headers: headers
         ))

@@ -2,5 +2,5 @@
 // SHA-256 of the concatenated proto/heddle/v1/*.proto files (in name order) this code was
 // generated from. WireTests fails when the protos change without regenerating.
 public enum ProtoChecksum {
-    public static let sha256 = "bc57f61ec8dd5b9deb1351dbc4035587eab9c9095f42198b1fd75c8b0472783c"
+    public static let sha256 = "4e0d59b4fc31abb1218d08723e95d07a84b841216f561e992ec5701dc0ef1f53"
 }

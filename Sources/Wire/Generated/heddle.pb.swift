@@ -662,6 +662,30 @@ public nonisolated struct Heddle_V1_Envelope: Sendable {
     set {body = .artifactSearch(newValue)}
   }
 
+  public var projectWebhook: Heddle_V1_ProjectWebhookRequest {
+    get {
+      if case .projectWebhook(let v)? = body {return v}
+      return Heddle_V1_ProjectWebhookRequest()
+    }
+    set {body = .projectWebhook(newValue)}
+  }
+
+  public var deliveryList: Heddle_V1_DeliveryListRequest {
+    get {
+      if case .deliveryList(let v)? = body {return v}
+      return Heddle_V1_DeliveryListRequest()
+    }
+    set {body = .deliveryList(newValue)}
+  }
+
+  public var deliveries: Heddle_V1_DeliveryList {
+    get {
+      if case .deliveries(let v)? = body {return v}
+      return Heddle_V1_DeliveryList()
+    }
+    set {body = .deliveries(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Body: Equatable, Sendable {
@@ -728,6 +752,9 @@ public nonisolated struct Heddle_V1_Envelope: Sendable {
     case tokens(Heddle_V1_TokenList)
     case tokenRevoke(Heddle_V1_TokenRevokeRequest)
     case artifactSearch(Heddle_V1_ArtifactSearchRequest)
+    case projectWebhook(Heddle_V1_ProjectWebhookRequest)
+    case deliveryList(Heddle_V1_DeliveryListRequest)
+    case deliveries(Heddle_V1_DeliveryList)
 
   }
 
@@ -927,6 +954,9 @@ public nonisolated struct Heddle_V1_Assignment: Sendable {
 
   /// empty: no checkout; else clone `branch` of it (shallow)
   public var repository: String = String()
+
+  /// with a repository: check out exactly this commit (full id), not the branch's head
+  public var commit: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1876,6 +1906,77 @@ public nonisolated struct Heddle_V1_ProjectCreateRequest: Sendable {
   /// a git URL or path; empty: no checkout
   public var repository: String = String()
 
+  /// also make a webhook secret (answered once in ProjectInfo.webhook_secret)
+  public var webhookSecret: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Answered with a ProjectList of that project; with `rotate`, a new webhook secret in it.
+public nonisolated struct Heddle_V1_ProjectWebhookRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var name: String = String()
+
+  public var rotate: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Heddle_V1_DeliveryListRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var project: String = String()
+
+  /// 0: 100; at most 1000
+  public var limit: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Heddle_V1_Delivery: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// github, gitea (also Forgejo) or gitlab
+  public var forge: String = String()
+
+  public var deliveryID: String = String()
+
+  public var event: String = String()
+
+  public var receivedAtMs: Int64 = 0
+
+  /// triggered, ignored or refused
+  public var outcome: String = String()
+
+  public var detail: String = String()
+
+  public var runIds: [UInt64] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Heddle_V1_DeliveryList: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var deliveries: [Heddle_V1_Delivery] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1901,6 +2002,15 @@ public nonisolated struct Heddle_V1_ProjectInfo: Sendable {
   public var repository: String = String()
 
   public var createdAtMs: Int64 = 0
+
+  /// where the forge sends deliveries (empty: the coordinator serves no HTTP)
+  public var webhookURL: String = String()
+
+  /// only in the answer that made it
+  public var webhookSecret: String = String()
+
+  /// the project has a webhook secret
+  public var webhookEnabled: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -2298,7 +2408,7 @@ nonisolated extension Heddle_V1_Status: SwiftProtobuf._ProtoNameProviding {
 
 nonisolated extension Heddle_V1_Envelope: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Envelope"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{2}\u{9}hello\0\u{1}welcome\0\u{1}error\0\u{1}heartbeat\0\u{1}ok\0\u{2}\u{6}assignment\0\u{3}node_update\0\u{3}log_append\0\u{3}log_ack\0\u{3}artifact_declare\0\u{3}artifact_declared\0\u{3}artifact_chunk\0\u{3}artifact_commit\0\u{3}artifact_committed\0\u{3}job_finish\0\u{3}stop_job\0\u{3}job_started\0\u{3}drain_self\0\u{4}\u{8}pipeline_push\0\u{3}pipeline_pushed\0\u{3}pipeline_list\0\u{1}pipelines\0\u{1}trigger\0\u{1}triggered\0\u{3}run_list\0\u{1}runs\0\u{3}run_get\0\u{1}run\0\u{1}watch\0\u{3}watch_event\0\u{1}queue\0\u{3}queue_list\0\u{1}runners\0\u{3}runner_list\0\u{3}artifact_list\0\u{1}artifacts\0\u{3}artifact_read\0\u{3}artifact_data\0\u{3}queue_watch\0\u{3}queue_event\0\u{3}queue_move\0\u{1}cancel\0\u{3}bulk_cancel\0\u{1}cancelled\0\u{1}rerun\0\u{3}project_create\0\u{3}project_list\0\u{1}projects\0\u{3}runner_drain\0\u{1}revoke\0\u{1}revoked\0\u{3}token_create\0\u{3}token_created\0\u{3}token_list\0\u{1}tokens\0\u{3}token_revoke\0\u{3}artifact_search\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{2}\u{9}hello\0\u{1}welcome\0\u{1}error\0\u{1}heartbeat\0\u{1}ok\0\u{2}\u{6}assignment\0\u{3}node_update\0\u{3}log_append\0\u{3}log_ack\0\u{3}artifact_declare\0\u{3}artifact_declared\0\u{3}artifact_chunk\0\u{3}artifact_commit\0\u{3}artifact_committed\0\u{3}job_finish\0\u{3}stop_job\0\u{3}job_started\0\u{3}drain_self\0\u{4}\u{8}pipeline_push\0\u{3}pipeline_pushed\0\u{3}pipeline_list\0\u{1}pipelines\0\u{1}trigger\0\u{1}triggered\0\u{3}run_list\0\u{1}runs\0\u{3}run_get\0\u{1}run\0\u{1}watch\0\u{3}watch_event\0\u{1}queue\0\u{3}queue_list\0\u{1}runners\0\u{3}runner_list\0\u{3}artifact_list\0\u{1}artifacts\0\u{3}artifact_read\0\u{3}artifact_data\0\u{3}queue_watch\0\u{3}queue_event\0\u{3}queue_move\0\u{1}cancel\0\u{3}bulk_cancel\0\u{1}cancelled\0\u{1}rerun\0\u{3}project_create\0\u{3}project_list\0\u{1}projects\0\u{3}runner_drain\0\u{1}revoke\0\u{1}revoked\0\u{3}token_create\0\u{3}token_created\0\u{3}token_list\0\u{1}tokens\0\u{3}token_revoke\0\u{3}artifact_search\0\u{3}project_webhook\0\u{3}delivery_list\0\u{1}deliveries\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3048,6 +3158,45 @@ nonisolated extension Heddle_V1_Envelope: SwiftProtobuf.Message, SwiftProtobuf._
           self.body = .artifactSearch(v)
         }
       }()
+      case 79: try {
+        var v: Heddle_V1_ProjectWebhookRequest?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .projectWebhook(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .projectWebhook(v)
+        }
+      }()
+      case 80: try {
+        var v: Heddle_V1_DeliveryListRequest?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .deliveryList(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .deliveryList(v)
+        }
+      }()
+      case 81: try {
+        var v: Heddle_V1_DeliveryList?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .deliveries(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .deliveries(v)
+        }
+      }()
       default: break
       }
     }
@@ -3289,6 +3438,18 @@ nonisolated extension Heddle_V1_Envelope: SwiftProtobuf.Message, SwiftProtobuf._
     case .artifactSearch?: try {
       guard case .artifactSearch(let v)? = self.body else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 78)
+    }()
+    case .projectWebhook?: try {
+      guard case .projectWebhook(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 79)
+    }()
+    case .deliveryList?: try {
+      guard case .deliveryList(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 80)
+    }()
+    case .deliveries?: try {
+      guard case .deliveries(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 81)
     }()
     case nil: break
     }
@@ -3638,7 +3799,7 @@ nonisolated extension Heddle_V1_NodeSpec: SwiftProtobuf.Message, SwiftProtobuf._
 
 nonisolated extension Heddle_V1_Assignment: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Assignment"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{3}run_id\0\u{1}project\0\u{1}pipeline\0\u{3}job_name\0\u{1}branch\0\u{1}env\0\u{1}nodes\0\u{1}repository\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{3}run_id\0\u{1}project\0\u{1}pipeline\0\u{3}job_name\0\u{1}branch\0\u{1}env\0\u{1}nodes\0\u{1}repository\0\u{1}commit\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3655,6 +3816,7 @@ nonisolated extension Heddle_V1_Assignment: SwiftProtobuf.Message, SwiftProtobuf
       case 7: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.env) }()
       case 8: try { try decoder.decodeRepeatedMessageField(value: &self.nodes) }()
       case 9: try { try decoder.decodeSingularStringField(value: &self.repository) }()
+      case 10: try { try decoder.decodeSingularStringField(value: &self.commit) }()
       default: break
       }
     }
@@ -3692,6 +3854,9 @@ nonisolated extension Heddle_V1_Assignment: SwiftProtobuf.Message, SwiftProtobuf
     if !self.repository.isEmpty {
       try visitor.visitSingularStringField(value: self.repository, fieldNumber: 9)
     }
+    if !self.commit.isEmpty {
+      try visitor.visitSingularStringField(value: self.commit, fieldNumber: 10)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -3705,6 +3870,7 @@ nonisolated extension Heddle_V1_Assignment: SwiftProtobuf.Message, SwiftProtobuf
     if lhs.env != rhs.env {return false}
     if lhs.nodes != rhs.nodes {return false}
     if lhs.repository != rhs.repository {return false}
+    if lhs.commit != rhs.commit {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -5506,7 +5672,7 @@ nonisolated extension Heddle_V1_CancelResult: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Heddle_V1_ProjectCreateRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ProjectCreateRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}repository\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}repository\0\u{3}webhook_secret\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -5516,6 +5682,7 @@ nonisolated extension Heddle_V1_ProjectCreateRequest: SwiftProtobuf.Message, Swi
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.repository) }()
+      case 3: try { try decoder.decodeSingularBoolField(value: &self.webhookSecret) }()
       default: break
       }
     }
@@ -5528,12 +5695,176 @@ nonisolated extension Heddle_V1_ProjectCreateRequest: SwiftProtobuf.Message, Swi
     if !self.repository.isEmpty {
       try visitor.visitSingularStringField(value: self.repository, fieldNumber: 2)
     }
+    if self.webhookSecret != false {
+      try visitor.visitSingularBoolField(value: self.webhookSecret, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Heddle_V1_ProjectCreateRequest, rhs: Heddle_V1_ProjectCreateRequest) -> Bool {
     if lhs.name != rhs.name {return false}
     if lhs.repository != rhs.repository {return false}
+    if lhs.webhookSecret != rhs.webhookSecret {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Heddle_V1_ProjectWebhookRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ProjectWebhookRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}rotate\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.rotate) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
+    }
+    if self.rotate != false {
+      try visitor.visitSingularBoolField(value: self.rotate, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Heddle_V1_ProjectWebhookRequest, rhs: Heddle_V1_ProjectWebhookRequest) -> Bool {
+    if lhs.name != rhs.name {return false}
+    if lhs.rotate != rhs.rotate {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Heddle_V1_DeliveryListRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".DeliveryListRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}project\0\u{1}limit\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.project) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.limit) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.project.isEmpty {
+      try visitor.visitSingularStringField(value: self.project, fieldNumber: 1)
+    }
+    if self.limit != 0 {
+      try visitor.visitSingularUInt32Field(value: self.limit, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Heddle_V1_DeliveryListRequest, rhs: Heddle_V1_DeliveryListRequest) -> Bool {
+    if lhs.project != rhs.project {return false}
+    if lhs.limit != rhs.limit {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Heddle_V1_Delivery: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Delivery"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}forge\0\u{3}delivery_id\0\u{1}event\0\u{3}received_at_ms\0\u{1}outcome\0\u{1}detail\0\u{3}run_ids\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.forge) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.deliveryID) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.event) }()
+      case 4: try { try decoder.decodeSingularInt64Field(value: &self.receivedAtMs) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.outcome) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.detail) }()
+      case 7: try { try decoder.decodeRepeatedUInt64Field(value: &self.runIds) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.forge.isEmpty {
+      try visitor.visitSingularStringField(value: self.forge, fieldNumber: 1)
+    }
+    if !self.deliveryID.isEmpty {
+      try visitor.visitSingularStringField(value: self.deliveryID, fieldNumber: 2)
+    }
+    if !self.event.isEmpty {
+      try visitor.visitSingularStringField(value: self.event, fieldNumber: 3)
+    }
+    if self.receivedAtMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.receivedAtMs, fieldNumber: 4)
+    }
+    if !self.outcome.isEmpty {
+      try visitor.visitSingularStringField(value: self.outcome, fieldNumber: 5)
+    }
+    if !self.detail.isEmpty {
+      try visitor.visitSingularStringField(value: self.detail, fieldNumber: 6)
+    }
+    if !self.runIds.isEmpty {
+      try visitor.visitPackedUInt64Field(value: self.runIds, fieldNumber: 7)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Heddle_V1_Delivery, rhs: Heddle_V1_Delivery) -> Bool {
+    if lhs.forge != rhs.forge {return false}
+    if lhs.deliveryID != rhs.deliveryID {return false}
+    if lhs.event != rhs.event {return false}
+    if lhs.receivedAtMs != rhs.receivedAtMs {return false}
+    if lhs.outcome != rhs.outcome {return false}
+    if lhs.detail != rhs.detail {return false}
+    if lhs.runIds != rhs.runIds {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Heddle_V1_DeliveryList: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".DeliveryList"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}deliveries\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.deliveries) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.deliveries.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.deliveries, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Heddle_V1_DeliveryList, rhs: Heddle_V1_DeliveryList) -> Bool {
+    if lhs.deliveries != rhs.deliveries {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -5560,7 +5891,7 @@ nonisolated extension Heddle_V1_ProjectListRequest: SwiftProtobuf.Message, Swift
 
 nonisolated extension Heddle_V1_ProjectInfo: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ProjectInfo"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}repository\0\u{3}created_at_ms\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}repository\0\u{3}created_at_ms\0\u{3}webhook_url\0\u{3}webhook_secret\0\u{3}webhook_enabled\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -5571,6 +5902,9 @@ nonisolated extension Heddle_V1_ProjectInfo: SwiftProtobuf.Message, SwiftProtobu
       case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.repository) }()
       case 3: try { try decoder.decodeSingularInt64Field(value: &self.createdAtMs) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.webhookURL) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.webhookSecret) }()
+      case 6: try { try decoder.decodeSingularBoolField(value: &self.webhookEnabled) }()
       default: break
       }
     }
@@ -5586,6 +5920,15 @@ nonisolated extension Heddle_V1_ProjectInfo: SwiftProtobuf.Message, SwiftProtobu
     if self.createdAtMs != 0 {
       try visitor.visitSingularInt64Field(value: self.createdAtMs, fieldNumber: 3)
     }
+    if !self.webhookURL.isEmpty {
+      try visitor.visitSingularStringField(value: self.webhookURL, fieldNumber: 4)
+    }
+    if !self.webhookSecret.isEmpty {
+      try visitor.visitSingularStringField(value: self.webhookSecret, fieldNumber: 5)
+    }
+    if self.webhookEnabled != false {
+      try visitor.visitSingularBoolField(value: self.webhookEnabled, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -5593,6 +5936,9 @@ nonisolated extension Heddle_V1_ProjectInfo: SwiftProtobuf.Message, SwiftProtobu
     if lhs.name != rhs.name {return false}
     if lhs.repository != rhs.repository {return false}
     if lhs.createdAtMs != rhs.createdAtMs {return false}
+    if lhs.webhookURL != rhs.webhookURL {return false}
+    if lhs.webhookSecret != rhs.webhookSecret {return false}
+    if lhs.webhookEnabled != rhs.webhookEnabled {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -21,11 +21,14 @@ public struct TriggerRequest: Sendable {
     public var pipeline: String
     /// Nil: "main".
     public var branch: String?
+    /// Nil: the branch's head when a job starts; else exactly this commit (its full id).
+    public var commit: String?
 
-    public init(project: String, pipeline: String, branch: String? = nil) {
+    public init(project: String, pipeline: String, branch: String? = nil, commit: String? = nil) {
         self.project = project
         self.pipeline = pipeline
         self.branch = branch
+        self.commit = commit
     }
 }
 

@@ -51,6 +51,8 @@ public struct JobAssignment: Sendable {
     public var branch: String
     /// Empty: no checkout.
     public var repository: String
+    /// Empty: check out the branch's head; else exactly this commit.
+    public var commit: String = ""
     public var env: [String: String]
     /// In the pipeline's order.
     public var nodes: [NodeRecord]
@@ -58,7 +60,7 @@ public struct JobAssignment: Sendable {
     /// An upper bound of its encoded size.
     var estimatedBytes: Int {
         nodes.reduce(0) { $0 + AssignmentSize.node(name: $1.name, run: $1.run, needs: $1.needs, env: $1.env, artifacts: $1.artifacts) }
-            + 128 + AssignmentSize.strings([project, pipeline, jobName, branch, repository])
+            + 128 + AssignmentSize.strings([project, pipeline, jobName, branch, repository, commit])
             + env.reduce(0) { $0 + 12 + $1.key.utf8.count + $1.value.utf8.count }
     }
 }
