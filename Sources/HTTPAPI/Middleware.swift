@@ -218,7 +218,7 @@ struct BodyLimitMiddleware: RouterMiddleware {
 }
 
 /// Finds who calls `/api/v1` and `/metrics` (a bearer token, else a client certificate of the fabric's CA)
-/// and runs the request as that caller; 401 without valid credentials. Failed attempts are
+/// and runs the request as that caller; 401 without valid credentials. Wrong credentials are
 /// counted per client address: past `FailureLimiter.maximumFailures` a minute, the address
 /// is answered 429 until the minute is over. They are logged with the address and why,
 /// never the secret.
@@ -244,8 +244,12 @@ struct AuthenticationMiddleware: RouterMiddleware {
         do {
             principal = try await self.principal(of: request, context: context)
         } catch {
-            limiter.failed(client)
-            logger.notice("refused credentials", metadata: ["client": "\(client)", "path": "\(path)", "reason": "\(error.message)"])
+            // A wrong credential is an attempt; none at all is not (a page or a probe that has
+            // not signed in yet).
+            if request.headers[.authorization] != nil || error.message != Self.noCredentials {
+                limiter.failed(client)
+                logger.notice("refused credentials", metadata: ["client": "\(client)", "path": "\(path)", "reason": "\(error.message)"])
+            }
             throw error
         }
         return try await Caller.$principal.withValue(principal) { try await next(request, context) }
@@ -269,8 +273,10 @@ struct AuthenticationMiddleware: RouterMiddleware {
                 throw CoordinatorError(.unauthenticated, error.message)
             }
         }
-        throw CoordinatorError(.unauthenticated, "this request carries no credentials: send `Authorization: Bearer TOKEN` (heddle tokens create) or a client certificate")
+        throw CoordinatorError(.unauthenticated, Self.noCredentials)
     }
+
+    static let noCredentials = "this request carries no credentials: send `Authorization: Bearer TOKEN` (heddle tokens create) or a client certificate"
 
     /// The identity of a client certificate (verified by the TLS handshake against the
     /// fabric's CA), nil when none was presented or the connection is plain.

@@ -18,7 +18,7 @@ struct Bench {
         let quick = arguments.contains("--quick")
         let json = arguments.contains("--json")
         // `--only jobs,log` runs just those scenarios (for profiling one of them).
-        let scenarios = ["baselines", "jobs", "latency", "log", "tail", "artifact", "queue", "runners", "burst"]
+        let scenarios = ["baselines", "jobs", "latency", "log", "tail", "artifact", "queue", "runners", "burst", "http"]
         var only: [String]?
         if let flag = arguments.firstIndex(of: "--only") {
             let value = arguments.index(after: flag) < arguments.endIndex ? arguments[arguments.index(after: flag)] : ""
@@ -97,6 +97,19 @@ struct Bench {
                                                       bytes: quick ? 200_000_000 : 500_000_000, readers: 10)
             record("log_readers_rss_mb", read.peak)
             record("log_readers_mb_s", read.mbPerSecond)
+        }
+
+        if wanted("http") {
+            let http = try await HTTPScenarios.run(pki: pki, data: "\(root)/http", quick: quick, artifacts: 1_000_000,
+                                                   followers: 1000)
+            record("api_runs_list_p99_ms", http.runsListP99)
+            record("artifact_search_p99_ms", http.searchP99)
+            record("webhook_to_queued_p50_ms", http.webhookP50)
+            record("http_download_mb_s", http.downloadMBs)
+            if tls > 0 { record("http_download_vs_tls", http.downloadMBs / tls) }
+            record("sse_followers", http.followers)
+            record("sse_followers_seconds", http.followersSeconds)
+            record("sse_followers_rss_mb", http.followersRSS)
         }
 
         if json {

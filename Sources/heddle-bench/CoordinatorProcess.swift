@@ -6,10 +6,13 @@ import Wire
 final class CoordinatorProcess {
     let process: Process
     let endpoint: Endpoint
+    /// With `--http`: its URL.
+    let httpURL: String?
 
-    private init(process: Process, endpoint: Endpoint) {
+    private init(process: Process, endpoint: Endpoint, httpURL: String?) {
         self.process = process
         self.endpoint = endpoint
+        self.httpURL = httpURL
     }
 
     static func start(pki: BenchPKI, data: String, heartbeatInterval: Double = 5,
@@ -27,9 +30,10 @@ final class CoordinatorProcess {
         let output = Pipe()
         process.standardOutput = output
         try process.run()
-        // It prints "listening on 127.0.0.1:PORT" once bound.
+        // It prints "listening on 127.0.0.1:PORT" once bound, and "http listening on URL".
+        let lines = extraArguments.contains("--http") ? 2 : 1
         var text = ""
-        while !text.contains("\n") {
+        while text.filter({ $0 == "\n" }).count < lines {
             let data = output.fileHandleForReading.availableData
             if data.isEmpty { break }
             text += String(decoding: data, as: UTF8.self)
@@ -40,7 +44,9 @@ final class CoordinatorProcess {
             process.waitUntilExit()
             throw WireError(.internal, "the coordinator did not start: \(text)")
         }
-        return CoordinatorProcess(process: process, endpoint: endpoint)
+        let http = text.split(separator: "\n").first { $0.hasPrefix("http listening on ") }
+            .map { String($0.dropFirst("http listening on ".count)) }
+        return CoordinatorProcess(process: process, endpoint: endpoint, httpURL: http)
     }
 
     /// Resident memory now, and its peak so far, in MB (from /proc/PID/status).

@@ -241,6 +241,8 @@ import Wire
                 ("GET", "/api/v1/runners", "/runners", nil),
                 ("POST", "/api/v1/runners/runner-1/drain", "/runners/{runner}/drain", nil),
                 ("POST", "/api/v1/runners/runner-1/undrain", "/runners/{runner}/undrain", nil),
+                ("POST", "/api/v1/projects/shop/webhook", "/projects/{project}/webhook", nil),
+                ("GET", "/api/v1/projects/shop/deliveries?limit=5", "/projects/{project}/deliveries", nil),
                 ("POST", "/api/v1/tokens", "/tokens", ["name": "reader", "role": "viewer", "expiresInDays": 30]),
                 ("GET", "/api/v1/tokens", "/tokens", nil),
                 ("DELETE", "/api/v1/tokens/reader", "/tokens/{name}", nil),
@@ -273,6 +275,8 @@ import Wire
             #expect(answers["POST /runs/{run}/cancel"]?.object?["count"] as? Int == 1)
             #expect(answers["POST /jobs/{job}/cancel"]?.object?["count"] as? Int == 1)
             #expect((answers["POST /runs/{run}/rerun"]?.object?["attempt"] as? Int) == 2)
+            #expect((answers["POST /projects/{project}/webhook"]?.object?["url"] as? String) == "\(fabric.httpURL ?? "")/hooks/shop")
+            #expect((answers["POST /projects/{project}/webhook"]?.object?["secret"] as? String)?.count == 64)
             let created = answers["POST /tokens"]?.object
             #expect((created?["secret"] as? String)?.hasPrefix("heddle_") == true)
             #expect((created?["token"] as? [String: Any])?["expiresAt"] != nil)
@@ -499,6 +503,63 @@ import Wire
             #expect(shown.object?["url"] as? String == "/api/v1/artifacts/\(id)/content")
             let ofRun = try await client.request("GET", "/api/v1/runs/\(first)/artifacts")
             #expect((ofRun.object?["artifacts"] as? [[String: Any]])?.compactMap { $0["name"] as? String }.sorted() == ["out/app.bin", "out/notes.txt"])
+        } catch {
+            Issue.record("\(error)\n\(fabric.logs)")
+        }
+        await fabric.stop()
+    }
+
+    /// Every documented operation, called with a viewer's and an automation token (and no
+    /// credentials): refused (403, naming the roles that may) exactly where the role table
+    /// says, and never refused where it allows.
+    @Test func everyRouteIsAllowedOrRefusedAsTheRoleTableSays() async throws {
+        let fabric = try await Fabric(runnerLabels: ["linux"], coordinatorArguments: ["--http", "127.0.0.1:0"])
+        do {
+            let client = try fabric.http()
+            let document = try #require(try await client.request("GET", "/api/v1/openapi.json").object)
+            let paths = document["paths"] as? [String: [String: Any]] ?? [:]
+            let viewer = try await fabric.createToken("v", role: "viewer")
+            let automation = try await fabric.createToken("a", role: "automation")
+            let automationMay: Set<String> = ["POST /projects/{project}/pipelines/{pipeline}/runs", "POST /runs/{run}/rerun",
+                                              "POST /runs/{run}/cancel", "POST /jobs/{job}/cancel"]
+            let bodies: [String: Any] = [
+                "POST /projects": ["name": "p2"], "POST /projects/{project}/pipelines": ["source": Self.pipeline],
+                "POST /queue/{job}/move": ["to": "top"], "POST /queue/cancel": ["dryRun": true],
+                "POST /tokens": ["name": "t2", "role": "viewer"],
+            ]
+            var checked = 0
+            for (template, item) in paths {
+                for method in item.keys where method != "parameters" {
+                    let key = "\(method.uppercased()) \(template)"
+                    let path = "/api/v1" + template.replacingOccurrences(of: "{project}", with: "shop")
+                        .replacingOccurrences(of: "{pipeline}", with: "ci").replacingOccurrences(of: "{run}", with: "999")
+                        .replacingOccurrences(of: "{job}", with: "999").replacingOccurrences(of: "{node}", with: "n")
+                        .replacingOccurrences(of: "{runner}", with: "r").replacingOccurrences(of: "{artifact}", with: "999")
+                        .replacingOccurrences(of: "{name}", with: "nobody")
+                    for (role, secret) in [("viewer", viewer), ("automation", automation), ("none", "")] {
+                        let headers = secret.isEmpty ? [] : bearer(secret)
+                        let status: Int
+                        if template == "/events" {
+                            let stream = try await client.stream(path, headers: headers + [("Accept", "text/event-stream")])
+                            status = stream.status
+                            await stream.close()
+                        } else {
+                            status = try await client.json(method.uppercased(), path, bodies[key], headers: headers).status
+                        }
+                        let allowed = role == "none" ? false
+                            : method == "get" && template != "/tokens" || role == "automation" && automationMay.contains(key)
+                        if role == "none" {
+                            #expect(status == 401, "\(key) without credentials: \(status)")
+                        } else if allowed {
+                            #expect(status != 401 && status != 403, "\(key) as \(role): \(status)")
+                        } else {
+                            #expect(status == 403, "\(key) as \(role): \(status)")
+                        }
+                        checked += 1
+                    }
+                }
+            }
+            #expect(checked >= 3 * 25)
         } catch {
             Issue.record("\(error)\n\(fabric.logs)")
         }
