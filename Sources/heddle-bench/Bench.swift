@@ -100,8 +100,11 @@ struct Bench {
         }
 
         if wanted("http") {
-            let http = try await HTTPScenarios.run(pki: pki, data: "\(root)/http", quick: quick, artifacts: 1_000_000,
-                                                   followers: 1000)
+            // HEDDLE_BENCH_ARTIFACTS and HEDDLE_BENCH_FOLLOWERS change the sizes (for profiling).
+            let environment = ProcessInfo.processInfo.environment
+            let http = try await HTTPScenarios.run(pki: pki, data: "\(root)/http", quick: quick,
+                                                   artifacts: environment["HEDDLE_BENCH_ARTIFACTS"].flatMap(Int.init) ?? 1_000_000,
+                                                   followers: environment["HEDDLE_BENCH_FOLLOWERS"].flatMap(Int.init) ?? 1000)
             record("api_runs_list_p99_ms", http.runsListP99)
             record("artifact_search_p99_ms", http.searchP99)
             record("webhook_to_queued_p50_ms", http.webhookP50)

@@ -3,7 +3,7 @@ import Wire
 
 /// The release `heddle-coordinator` binary as its own process, so its memory can be read
 /// from `/proc` apart from the simulated runners'. Stopped with SIGTERM by its pid.
-final class CoordinatorProcess {
+final class CoordinatorProcess: @unchecked Sendable {
     let process: Process
     let endpoint: Endpoint
     /// With `--http`: its URL.
@@ -66,9 +66,13 @@ final class CoordinatorProcess {
         try? "5".write(toFile: "/proc/\(process.processIdentifier)/clear_refs", atomically: false, encoding: .utf8)
     }
 
+    /// SIGTERM, and SIGKILL when it has not exited 10 s later.
     func stop() {
         guard process.isRunning else { return }
         kill(process.processIdentifier, SIGTERM)
+        let deadline = Date().addingTimeInterval(10)
+        while process.isRunning && Date() < deadline { usleep(50_000) }
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
         process.waitUntilExit()
     }
 }

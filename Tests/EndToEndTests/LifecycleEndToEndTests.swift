@@ -138,23 +138,13 @@ import Wire
     @Test func aProjectsRepositoryIsCheckedOutAtTheRunsBranchAndTheCommitRecorded() async throws {
         let fabric = try await Fabric()
         do {
-            let repo = fabric.root.file("repo")
-            try FileManager.default.createDirectory(atPath: repo, withIntermediateDirectories: true)
-            func git(_ arguments: [String]) async throws -> String {
-                let process = try ManagedProcess("/usr/bin/env", ["git", "-C", repo, "-c", "user.email=t@example.test",
-                                                                  "-c", "user.name=test"] + arguments, logs: fabric.root)
-                guard try await process.waitForExit() == 0 else { throw TestFailure("git \(arguments): \(process.standardError)") }
-                return process.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines)
-            }
-            _ = try await git(["init", "-q", "-b", "main"])
-            try "on main\n".write(toFile: "\(repo)/README", atomically: true, encoding: .utf8)
-            _ = try await git(["add", "README"])
-            _ = try await git(["commit", "-q", "-m", "main"])
-            _ = try await git(["checkout", "-q", "-b", "feature"])
-            try "on feature\n".write(toFile: "\(repo)/README", atomically: true, encoding: .utf8)
-            _ = try await git(["commit", "-q", "-am", "feature"])
-            let featureCommit = try await git(["rev-parse", "HEAD"])
-            _ = try await git(["checkout", "-q", "main"])
+            let repository = try TestRepository(fabric.root.file("repo"), logs: fabric.root)
+            let repo = repository.path
+            try await repository.git(["init", "-q", "-b", "main"])
+            try await repository.commit("README", "on main\n", message: "main")
+            try await repository.git(["checkout", "-q", "-b", "feature"])
+            let featureCommit = try await repository.commit("README", "on feature\n", message: "feature")
+            try await repository.git(["checkout", "-q", "main"])
 
             let create = try await fabric.heddle(["project", "create", "app", "--repo", repo])
             #expect(create.status == 0, "\(create.error)")

@@ -15,23 +15,12 @@ import Wire
         let fabric = try await Fabric(runnerLabels: ["linux"], coordinatorArguments: ["--http", "127.0.0.1:0"])
         do {
             // A repository with two commits on main (the run is of the older one) and a release branch.
-            let repo = fabric.root.file("repo")
-            try FileManager.default.createDirectory(atPath: repo, withIntermediateDirectories: true)
-            func git(_ arguments: [String]) async throws -> String {
-                let process = try ManagedProcess("/usr/bin/env", ["git", "-C", repo, "-c", "user.email=t@example.test",
-                                                                  "-c", "user.name=test"] + arguments, logs: fabric.root)
-                guard try await process.waitForExit() == 0 else { throw TestFailure("git \(arguments): \(process.standardError)") }
-                return process.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines)
-            }
-            _ = try await git(["init", "-q", "-b", "main"])
-            try "first\n".write(toFile: "\(repo)/VERSION", atomically: true, encoding: .utf8)
-            _ = try await git(["add", "VERSION"])
-            _ = try await git(["commit", "-q", "-m", "first"])
-            let pushed = try await git(["rev-parse", "HEAD"])
-            try "second\n".write(toFile: "\(repo)/VERSION", atomically: true, encoding: .utf8)
-            _ = try await git(["commit", "-q", "-am", "second"])
-            _ = try await git(["branch", "release/2.0"])
-            let release = try await git(["rev-parse", "HEAD"])
+            let repository = try TestRepository(fabric.root.file("repo"), logs: fabric.root)
+            let repo = repository.path
+            try await repository.git(["init", "-q", "-b", "main"])
+            let pushed = try await repository.commit("VERSION", "first\n", message: "first")
+            let release = try await repository.commit("VERSION", "second\n", message: "second")
+            try await repository.git(["branch", "release/2.0"])
 
             // The project with a webhook secret, and pipelines saying which events start them.
             let created = try await fabric.heddle(["project", "create", "app", "--repo", repo, "--webhook-secret"])

@@ -56,22 +56,27 @@ public struct HTTPTestClient: Sendable {
         tls = config
     }
 
-    /// Sends one request and returns the whole response.
-    public func request(_ method: String, _ path: String, headers: [(String, String)] = [], body: [UInt8]? = nil,
-                        timeout: Duration = .seconds(30)) async throws -> Response {
-        let collector = Collector()
+    /// A connection (TLS when the URL is https) whose responses go to `handler`.
+    func connect(_ handler: some ChannelInboundHandler & Sendable) async throws -> any Channel {
         let context = try tls.map { try NIOSSLContext(configuration: $0) }
-        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        return try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     if let context {
                         try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: context, serverHostname: nil))
                     }
                     try channel.pipeline.syncOperations.addHTTPClientHandlers()
-                    try channel.pipeline.syncOperations.addHandler(collector)
+                    try channel.pipeline.syncOperations.addHandler(handler)
                 }
             }
             .connect(host: host, port: port).get()
+    }
+
+    /// Sends one request and returns the whole response.
+    public func request(_ method: String, _ path: String, headers: [(String, String)] = [], body: [UInt8]? = nil,
+                        timeout: Duration = .seconds(30)) async throws -> Response {
+        let collector = Collector()
+        let channel = try await connect(collector)
         var head = HTTPRequestHead(version: .http1_1, method: HTTPMethod(rawValue: method), uri: path)
         head.headers.add(name: "Host", value: "\(host):\(port)")
         head.headers.add(name: "Connection", value: "close")
@@ -131,18 +136,7 @@ public struct HTTPTestClient: Sendable {
     public func stream(_ path: String, headers: [(String, String)] = [], timeout: Duration = .seconds(30)) async throws -> Stream {
         let (body, continuation) = AsyncStream.makeStream(of: [UInt8].self)
         let streamer = Streamer(continuation)
-        let context = try tls.map { try NIOSSLContext(configuration: $0) }
-        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    if let context {
-                        try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: context, serverHostname: nil))
-                    }
-                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
-                    try channel.pipeline.syncOperations.addHandler(streamer)
-                }
-            }
-            .connect(host: host, port: port).get()
+        let channel = try await connect(streamer)
         var head = HTTPRequestHead(version: .http1_1, method: .GET, uri: path)
         head.headers.add(name: "Host", value: "\(host):\(port)")
         for (name, value) in headers { head.headers.add(name: name, value: value) }

@@ -95,3 +95,33 @@ public func isAlive(_ pid: pid_t) -> Bool {
     let state = stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).first
     return state != "Z" && state != "X"
 }
+
+/// A git repository for tests, in `path` (created), committed to as user "test".
+public struct TestRepository: Sendable {
+    public let path: String
+    let logs: TemporaryDirectory
+
+    public init(_ path: String, logs: TemporaryDirectory) throws {
+        self.path = path
+        self.logs = logs
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    }
+
+    /// Runs git in the repository; returns its output, trimmed.
+    @discardableResult
+    public func git(_ arguments: [String]) async throws -> String {
+        let process = try ManagedProcess("/usr/bin/env", ["git", "-C", path, "-c", "user.email=t@example.test",
+                                                          "-c", "user.name=test"] + arguments, logs: logs)
+        guard try await process.waitForExit() == 0 else { throw TestFailure("git \(arguments): \(process.standardError)") }
+        return process.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// Writes `text` to `file` and commits it; returns the commit.
+    @discardableResult
+    public func commit(_ file: String, _ text: String, message: String) async throws -> String {
+        try text.write(toFile: "\(path)/\(file)", atomically: true, encoding: .utf8)
+        try await git(["add", file])
+        try await git(["commit", "-q", "-m", message])
+        return try await git(["rev-parse", "HEAD"])
+    }
+}

@@ -239,7 +239,8 @@ public struct LogChunkRecord: Sendable, Equatable {
 }
 
 extension Data {
-    init?(hexString: String) {
+    /// The bytes of an even number of hex digits, or nil.
+    public init?(hexString: String) {
         guard hexString.count % 2 == 0 else { return nil }
         var bytes = [UInt8]()
         bytes.reserveCapacity(hexString.count / 2)

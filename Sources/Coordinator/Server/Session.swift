@@ -289,27 +289,13 @@ struct Session {
             try await core.watchQueue(session: id, requestID: envelope.id)
             return nil
         case .projectCreate(let request):
-            var project = try await core.createProject(name: request.name, repository: request.repository, as: principal).proto
-            if request.webhookSecret {
-                project.webhookSecret = try await core.rotateWebhookSecret(project: request.name, as: principal)
-                project.webhookEnabled = true
-            }
-            project.webhookURL = project.webhookEnabled ? await core.webhookURL(project: project.name) ?? "" : ""
-            var list = Heddle_V1_ProjectList()
-            list.projects = [project]
-            return .projects(list)
+            let project = try await core.createProject(name: request.name, repository: request.repository, as: principal)
+            return .projects(try await webhook(of: project, rotate: request.webhookSecret, principal: principal))
         case .projectWebhook(let request):
-            guard var project = try await core.projects(as: principal).first(where: { $0.name == request.name })?.proto else {
+            guard let project = try await core.projects(as: principal).first(where: { $0.name == request.name }) else {
                 throw WireError(.notFound, "project \(request.name) does not exist")
             }
-            if request.rotate {
-                project.webhookSecret = try await core.rotateWebhookSecret(project: request.name, as: principal)
-                project.webhookEnabled = true
-            }
-            project.webhookURL = project.webhookEnabled ? await core.webhookURL(project: project.name) ?? "" : ""
-            var list = Heddle_V1_ProjectList()
-            list.projects = [project]
-            return .projects(list)
+            return .projects(try await webhook(of: project, rotate: request.rotate, principal: principal))
         case .deliveryList(let request):
             var list = Heddle_V1_DeliveryList()
             list.deliveries = try await core.deliveries(project: request.project, limit: request.limit == 0 ? 100 : Int(request.limit),
@@ -404,6 +390,19 @@ struct Session {
             // A message from a newer protocol revision: refused, and the session goes on.
             throw WireError(.unimplemented, "this coordinator (\(HeddleVersion.software)) does not know that message; nothing was done")
         }
+    }
+
+    /// A project with its webhook URL; with `rotate`, a new secret in it (shown once).
+    func webhook(of record: ProjectRecord, rotate: Bool, principal: Principal) async throws -> Heddle_V1_ProjectList {
+        var project = record.proto
+        if rotate {
+            project.webhookSecret = try await core.rotateWebhookSecret(project: record.name, as: principal)
+            project.webhookEnabled = true
+        }
+        project.webhookURL = project.webhookEnabled ? await core.webhookURL(project: project.name) ?? "" : ""
+        var list = Heddle_V1_ProjectList()
+        list.projects = [project]
+        return list
     }
 
     static func triggered(_ triggered: Triggered) -> Heddle_V1_Triggered {
