@@ -69,13 +69,18 @@ enum HTTPScenarios {
             "/api/v1/artifacts?project=seed&branch=release&sort=largest&limit=20", "/api/v1/artifacts?run=500",
             "/api/v1/artifacts?minSize=900000&maxSize=1000000&limit=20", "/api/v1/artifacts?name=gadget&sort=newest",
         ]
+        var bySearch: [String: [Double]] = [:]
         for index in 0..<samples {
             let started = ContinuousClock.now
             let response = try await http.request("GET", searches[index % searches.count], headers: auth)
             latencies.append(seconds(since: started) * 1000)
+            bySearch[searches[index % searches.count], default: []].append(latencies.last!)
             guard response.status == 200 else { throw WireError(.internal, "artifact search answered \(response.status): \(String(decoding: response.body, as: UTF8.self))") }
         }
         results.searchP99 = percentile(latencies, 0.99)
+        for (search, times) in bySearch.sorted(by: { $0.key < $1.key }) {
+            FileHandle.standardError.write(Data("  artifact search \(search): p50 \(String(format: "%.2f", percentile(times, 0.5))) ms, max \(String(format: "%.2f", times.max() ?? 0)) ms\n".utf8))
+        }
 
         // Webhooks: a signed GitHub push answered 202 once its run is queued.
         let project = try await admin.createProject(name: "hooked", repository: "", webhookSecret: true)

@@ -463,6 +463,14 @@ import Wire
             let next = try #require(page.object?["next"] as? String)
             let rest = try await client.request("GET", "/api/v1/artifacts?project=shop&limit=3&cursor=\(next)")
             #expect((rest.object?["artifacts"] as? [Any])?.count == 1 && rest.object?["next"] == nil)
+            // A name alone pages through the name index itself, newest first.
+            let named = try await client.request("GET", "/api/v1/artifacts?name=out&limit=3")
+            let namedPage = named.object?["artifacts"] as? [[String: Any]] ?? []
+            #expect(namedPage.count == 3 && namedPage.first?["run"] as? Int == second)
+            let namedNext = try #require(named.object?["next"] as? String)
+            let namedRest = try await client.request("GET", "/api/v1/artifacts?name=out&limit=3&cursor=\(namedNext)")
+            let last = namedRest.object?["artifacts"] as? [[String: Any]] ?? []
+            #expect(last.count == 1 && namedRest.object?["next"] == nil && last.first?["run"] as? Int == first)
             let sha = found[0]["sha256"] as? String ?? ""
             let bySHA = try await client.request("GET", "/api/v1/artifacts?sha256=\(sha.prefix(10).uppercased())")
             #expect((bySHA.object?["artifacts"] as? [[String: Any]])?.map { $0["id"] as? Int } == [found[0]["id"] as? Int])

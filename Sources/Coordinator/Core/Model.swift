@@ -172,6 +172,13 @@ public struct ArtifactQuery: Sendable, Equatable {
     public var limit: Int
     public var offset: Int
 
+    /// Whether a filter other than the name is given.
+    public var hasFiltersBesideName: Bool {
+        let texts: [String?] = [project, pipeline, branch, sha256Prefix]
+        let numbers: [Int64?] = [runID, minimumSize, maximumSize, createdAfter, createdBefore]
+        return texts.contains { $0 != nil } || numbers.contains { $0 != nil }
+    }
+
     public init(name: String? = nil, project: String? = nil, pipeline: String? = nil, branch: String? = nil,
                 runID: Int64? = nil, sha256Prefix: String? = nil, minimumSize: Int64? = nil, maximumSize: Int64? = nil,
                 createdAfter: Int64? = nil, createdBefore: Int64? = nil, sort: Sort = .newest, limit: Int = 50, offset: Int = 0) {

@@ -210,6 +210,7 @@ public struct SQLiteStore: CoordinatorStore {
                 UPDATE artifact SET (run_id, project, pipeline, branch) =
                     (SELECT r.id, r.project, r.pipeline, r.branch FROM job j JOIN run r ON r.id = j.run_id WHERE j.id = artifact.job_id);
                 CREATE INDEX artifact_by_project ON artifact(project, pipeline, branch);
+                CREATE INDEX artifact_by_project_branch ON artifact(project, branch, size);
                 CREATE INDEX artifact_by_run ON artifact(run_id);
                 CREATE INDEX artifact_by_sha256 ON artifact(sha256);
                 CREATE INDEX artifact_by_created ON artifact(created_at);
@@ -877,14 +878,21 @@ public struct SQLiteStore: CoordinatorStore {
         try await writer.read { db in
             var clauses: [String] = []
             var arguments = StatementArguments()
+            // A name alone, newest or oldest first: the trigram index gives the page itself, in
+            // id order, without collecting every match (a common part matches most names).
+            let nameAlone = !query.hasFiltersBesideName && (query.sort == .newest || query.sort == .oldest)
+            let page = nameAlone ? " ORDER BY rowid \(query.sort == .newest ? "DESC" : "ASC") LIMIT \(query.limit) OFFSET \(query.offset)" : ""
+            var pagedInIndex = false
             if let name = query.name {
                 if name.contains(where: { "*?[".contains($0) }) {
-                    clauses.append("a.id IN (SELECT rowid FROM artifact_name WHERE name GLOB ?)")
+                    clauses.append("a.id IN (SELECT rowid FROM artifact_name WHERE name GLOB ?\(page))")
                     arguments += [name]
+                    pagedInIndex = nameAlone
                 } else if name.count >= 3, !name.contains(where: { "%_".contains($0) }) {
                     // The trigram index answers a substring of three characters or more.
-                    clauses.append("a.id IN (SELECT rowid FROM artifact_name WHERE name LIKE ?)")
+                    clauses.append("a.id IN (SELECT rowid FROM artifact_name WHERE name LIKE ?\(page))")
                     arguments += ["%\(name)%"]
+                    pagedInIndex = nameAlone
                 } else {
                     let escaped = name.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "%", with: "\\%")
                         .replacingOccurrences(of: "_", with: "\\_")
@@ -907,12 +915,15 @@ public struct SQLiteStore: CoordinatorStore {
                 clauses.append("a.sha256 >= ? AND a.sha256 < ?")
                 arguments += [prefix, prefix + "g"]
             }
+            // Sorted by id, a size range is checked row by row along the id order (`+a.size`
+            // keeps the size index out): the page is found without sorting every match.
+            let size = query.sort == .newest || query.sort == .oldest ? "+a.size" : "a.size"
             if let minimum = query.minimumSize {
-                clauses.append("a.size >= ?")
+                clauses.append("\(size) >= ?")
                 arguments += [minimum]
             }
             if let maximum = query.maximumSize {
-                clauses.append("a.size <= ?")
+                clauses.append("\(size) <= ?")
                 arguments += [maximum]
             }
             if let after = query.createdAfter {
@@ -930,7 +941,9 @@ public struct SQLiteStore: CoordinatorStore {
             case .smallest: "a.size, a.id"
             case .name: "a.name, a.id"
             }
-            arguments += [query.limit, query.offset]
+            // With the page taken in the name index, the outer query only orders it.
+            let offset = pagedInIndex ? 0 : query.offset
+            arguments += [query.limit, offset]
             let whereClause = clauses.isEmpty ? "" : "WHERE " + clauses.joined(separator: " AND ")
             return try Row.fetchAll(db, sql: """
                 SELECT \(Self.artifactColumns) FROM artifact a JOIN job j ON j.id = a.job_id \(whereClause)
