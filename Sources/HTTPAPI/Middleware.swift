@@ -8,7 +8,6 @@ import NIOSSL
 import OpenAPIRuntime
 import Synchronization
 import Wire
-import X509
 
 /// The request context: Hummingbird's, plus the connection, for the client certificate and
 /// the client's address.
@@ -283,8 +282,7 @@ struct AuthenticationMiddleware: RouterMiddleware {
     static func certificate(of channel: any Channel) async -> Result<PeerIdentity, WireError>? {
         guard let peer = try? await channel.nioSSL_peerCertificate().get() else { return nil }
         do {
-            let der = try peer.toDERBytes()
-            return .success(try PeerIdentity(certificate: Certificate(derEncoded: der), derBytes: der))
+            return .success(try PeerIdentity(peer))
         } catch let error as WireError {
             return .failure(error)
         } catch {

@@ -190,12 +190,21 @@ struct StreamRoutes {
             headers[.contentLength] = String(end - start)
         }
         let exact = status == .partialContent
+        // The piece read to check the request is the first one sent, unless a range starts elsewhere.
+        let opening = start == read.offset ? first : nil
         return Response(status: status, headers: headers, body: ResponseBody { [start, end] writer in
             var next = start
+            var pending = opening
             while next < end {
                 var piece = read
                 piece.offset = next
-                let got = try await core.readLog(piece, as: principal)
+                let got: LogPiece
+                if let opening = pending {
+                    got = opening
+                    pending = nil
+                } else {
+                    got = try await core.readLog(piece, as: principal)
+                }
                 guard !got.data.isEmpty else { break }
                 if got.offset > next {
                     // Bytes the log dropped (past its size limit): a range cannot be exact.

@@ -74,7 +74,12 @@ public struct PeerIdentity: Sendable, Equatable, CustomStringConvertible {
         guard let peer = try await channel.nioSSL_peerCertificate().get() else {
             throw WireError(.unauthenticated, "the peer presented no client certificate")
         }
+        return try PeerIdentity(peer)
+    }
+
+    /// Reads name and role from a verified TLS peer certificate.
+    public init(_ peer: NIOSSLCertificate) throws {
         let der = try peer.toDERBytes()
-        return try PeerIdentity(certificate: Certificate(derEncoded: der), derBytes: der)
+        try self.init(certificate: Certificate(derEncoded: der), derBytes: der)
     }
 }
