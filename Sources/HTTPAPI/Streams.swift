@@ -278,9 +278,7 @@ struct StreamRoutes {
             guard case .watch(_, let watched) = event else { return nil }
             switch watched {
             case .log(let chunk):
-                var fields: [String: Any] = ["offset": chunk.offset, "bytes": chunk.data.base64EncodedString()]
-                if chunk.dropped > 0 { fields["dropped"] = chunk.dropped }
-                return SSE.event("log", id: String(chunk.offset + UInt64(chunk.data.count)), fields)
+                return SSE.log(chunk)
             case .job(let job):
                 return SSE.event("job", Self.job(job))
             case .end(let run):
@@ -407,6 +405,18 @@ enum SSE {
         var text = "event: \(name)\n"
         if let id { text += "id: \(id)\n" }
         return text + "data: " + String(decoding: data, as: UTF8.self) + "\n\n"
+    }
+}
+
+extension SSE {
+    /// A `log` event, written without JSONSerialization (the hot path: every chunk to every
+    /// follower; base64 needs no JSON escaping). The same text `event(_:id:_:)` would make.
+    static func log(_ chunk: LogChunk) -> String {
+        var text = "event: log\nid: \(chunk.offset + UInt64(chunk.data.count))\ndata: {\"bytes\":\""
+        text += chunk.data.base64EncodedString()
+        text += chunk.dropped > 0 ? "\",\"dropped\":\(chunk.dropped)" : "\""
+        text += ",\"offset\":\(chunk.offset)}\n\n"
+        return text
     }
 }
 

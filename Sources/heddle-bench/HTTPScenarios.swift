@@ -34,7 +34,6 @@ enum HTTPScenarios {
         let admin = try await fabric.admin()
         let token = try await admin.createToken(name: "bench", role: "admin").secret
         var results = Results()
-
         // Runs: 10,000 in the store (queued: no runner has their label), listed a page at a time.
         _ = try await admin.pushPipeline(project: "api", fileName: "wait.act", source: Scenarios.pipeline("wait", label: "nobody"))
         try await withThrowingTaskGroup(of: Void.self) { group in
@@ -118,9 +117,9 @@ enum HTTPScenarios {
         results.downloadMBs = Double(size) / elapsed / 1_000_000
         await http.close()
 
-        // Followers: one live log, every byte to every SSE client, within a deadline (with 1,000
-        // clients this phase has been seen to stall; it then counts 0 rather than hanging).
-        let follow = await withDeadline(.seconds(180)) {
+        // Followers: one live log, every byte to every SSE client, within a deadline (it then
+        // counts 0 rather than hanging).
+        let follow = await withDeadline(.seconds(240)) {
             try await followLog(fabric, url: url, token: token, ca: "\(pki.directory)/ca.pem", coordinator: coordinator,
                                 clients: followers, bytes: quick ? 256 << 10 : 1 << 20)
         }
@@ -237,8 +236,14 @@ enum HTTPScenarios {
         coordinator.resetPeak()
         let started = ContinuousClock.now
         let complete = try await withThrowingTaskGroup(of: Bool.self) { group in
-            for client in streams {
-                group.addTask { try await client.countLogBytes(until: bytes, timeout: .seconds(300)) == bytes }
+            for (index, client) in streams.enumerated() {
+                group.addTask {
+                    let got = try await client.countLogBytes(until: bytes, timeout: .seconds(60))
+                    if got != bytes {
+                        FileHandle.standardError.write(Data("  follower \(index): \(got) of \(bytes) bytes; \(client.handler.diagnosis)\n".utf8))
+                    }
+                    return got == bytes
+                }
             }
             let line = Data(repeating: UInt8(ascii: "x"), count: 16 << 10 - 1) + Data("\n".utf8)
             for offset in stride(from: 0, to: bytes, by: line.count) {
@@ -250,7 +255,11 @@ enum HTTPScenarios {
         }
         let elapsed = seconds(since: started)
         let rss = coordinator.memory().peak
-        for client in streams { await client.close() }
+        // Closed together: each TLS close waits up to 5 s for the server's close_notify, which a
+        // server still streaming the response does not send (the stream ends at its next write).
+        await withTaskGroup(of: Void.self) { group in
+            for client in streams { group.addTask { await client.close() } }
+        }
         await job.close()
         return (complete, elapsed, rss)
     }
@@ -383,6 +392,8 @@ final class BenchHTTPClient: @unchecked Sendable {
         private var counted = 0
         // SSE: the text not yet split into events, and the log bytes decoded so far.
         private var pending: [UInt8] = []
+        private let seen = Mutex((status: 0, lines: 0, events: [String: Int](), last: ""))
+        var diagnosis: String { seen.withLock { "status \($0.status), \($0.lines) lines, events \($0.events), last line '\($0.last.prefix(120))'" } }
         private struct Decoded {
             var bytes = 0
             var target = 0
@@ -398,7 +409,9 @@ final class BenchHTTPClient: @unchecked Sendable {
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
             switch unwrapInboundIn(data) {
-            case .head(let head): status = Int(head.status.code)
+            case .head(let head):
+                status = Int(head.status.code)
+                seen.withLock { $0.status = status }
             case .body(let buffer):
                 switch expectation {
                 case .collect: body += buffer.readableBytesView
@@ -422,6 +435,11 @@ final class BenchHTTPClient: @unchecked Sendable {
             var added = 0
             while let newline = pending.firstIndex(of: 0x0A) {
                 let line = pending[..<newline]
+                seen.withLock { seen in
+                    seen.lines += 1
+                    if line.starts(with: Array("event: ".utf8)) { seen.events[String(decoding: line.dropFirst(7), as: UTF8.self), default: 0] += 1 }
+                    if !line.isEmpty { seen.last = String(decoding: line, as: UTF8.self) }
+                }
                 if line.starts(with: Array("data: ".utf8)), let start = line.firstRange(of: Array("\"bytes\":\"".utf8))?.upperBound,
                    let end = line[start...].firstIndex(of: UInt8(ascii: "\"")),
                    let data = Data(base64Encoded: Data(line[start..<end])) {
