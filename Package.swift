@@ -65,8 +65,12 @@ let package = Package(
                 .product(name: "OpenAPIHummingbird", package: "swift-openapi-hummingbird"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ],
-            exclude: ["openapi.yaml", "openapi-generator-config.yaml"]
+            exclude: ["openapi.yaml", "openapi-generator-config.yaml"],
+            // The dashboard, in the binary (WebRoutes.files lists them).
+            resources: ["index.html", "app.css", "app.js", "api.js", "ansi.js", "graph.js", "log.js", "pages.js", "run.js",
+                        "queue.js"].map { .embedInCode("Web/\($0)") }
         ),
         .target(
             name: "Runner",

@@ -65,11 +65,13 @@ public enum HTTPFront {
         let router = Router(context: HeddleRequestContext.self)
         let routes = DocumentedRoutes(document: OpenAPIDocument.json, prefix: "/api/v1",
                                       extra: [("/api/v1/openapi.json", ["GET"]), ("/healthz", ["GET"]), ("/readyz", ["GET"]),
-                                               ("/metrics", ["GET"]), ("/hooks/{project}", ["POST"])])
+                                               ("/metrics", ["GET"]), ("/hooks/{project}", ["POST"]), ("/", ["GET"]),
+                                               ("/assets/{file}", ["GET"])])
+        let limiter = FailureLimiter()
         router.add(middleware: ProblemMiddleware(routes: routes, logger: logger))
         router.add(middleware: MetricsMiddleware())
         router.add(middleware: BodyLimitMiddleware())
-        router.add(middleware: AuthenticationMiddleware(core: core, limiter: FailureLimiter(), logger: logger))
+        router.add(middleware: AuthenticationMiddleware(core: core, limiter: limiter, logger: logger))
         router.get("/healthz") { _, _ in
             Response(status: .ok, headers: [.contentType: "text/plain; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(string: "ok\n")))
         }
@@ -96,6 +98,7 @@ public enum HTTPFront {
                      body: .init(byteBuffer: ByteBuffer(string: OpenAPIDocument.json)))
         }
         StreamRoutes(core: core, streams: StreamCount(), logger: logger).register(on: router)
+        WebRoutes(core: core, limiter: limiter).register(on: router)
         try API(core: core).registerHandlers(on: router, serverURL: URL(string: "/api/v1")!,
                                              configuration: .init(jsonEncodingOptions: [.sortedKeys, .withoutEscapingSlashes]))
 

@@ -229,7 +229,9 @@ struct AuthenticationMiddleware: RouterMiddleware {
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let path = request.uri.path
-        guard path.hasPrefix("/api/") || path == "/metrics", path != "/api/v1/openapi.json" else {
+        // Signing in is how a browser gets credentials: its route checks the token itself.
+        guard path.hasPrefix("/api/") || path == "/metrics", path != "/api/v1/openapi.json",
+              !(path == WebRoutes.sessionPath && request.method == .post) else {
             return try await next(request, context)
         }
         let client = context.client
@@ -244,8 +246,9 @@ struct AuthenticationMiddleware: RouterMiddleware {
             principal = try await self.principal(of: request, context: context)
         } catch {
             // A wrong credential is an attempt; none at all is not (a page or a probe that has
-            // not signed in yet).
-            if request.headers[.authorization] != nil || error.message != Self.noCredentials {
+            // not signed in yet), nor is a session that ended or a missing CSRF header.
+            if request.headers[.authorization] != nil
+                || (request.cookies[WebRoutes.cookieName] == nil && error.message != Self.noCredentials) {
                 limiter.failed(client)
                 logger.notice("refused credentials", metadata: ["client": "\(client)", "path": "\(path)", "reason": "\(error.message)"])
             }
@@ -262,6 +265,22 @@ struct AuthenticationMiddleware: RouterMiddleware {
             }
             return try await core.principal(token: String(parts[1]).trimmingCharacters(in: .whitespaces))
         }
+        if let secret = request.cookies[WebRoutes.cookieName]?.value {
+            let session: WebSession
+            do {
+                session = try await core.webSession(secret: secret)
+            } catch {
+                throw CoordinatorError(error)
+            }
+            // A request that changes something must prove it comes from the dashboard's own
+            // page: a page of another site can send the cookie (were SameSite not honoured)
+            // but can neither read nor compute this header's value.
+            if ![.get, .head, .options].contains(request.method), request.headers[WebRoutes.csrfHeader] != session.csrf {
+                throw CoordinatorError(.permissionDenied,
+                                       "a request signed in by the session cookie that changes something must carry the X-Heddle-CSRF header given at sign-in")
+            }
+            return session.principal
+        }
         if let identity = await Self.certificate(of: context.channel) {
             switch identity {
             case .success(let identity):
@@ -275,7 +294,7 @@ struct AuthenticationMiddleware: RouterMiddleware {
         throw CoordinatorError(.unauthenticated, Self.noCredentials)
     }
 
-    static let noCredentials = "this request carries no credentials: send `Authorization: Bearer TOKEN` (heddle tokens create) or a client certificate"
+    static let noCredentials = "this request carries no credentials: send `Authorization: Bearer TOKEN` (heddle tokens create), sign in at / for a session cookie, or present a client certificate"
 
     /// The identity of a client certificate (verified by the TLS handshake against the
     /// fabric's CA), nil when none was presented or the connection is plain.

@@ -28,6 +28,9 @@ struct StreamRoutes {
         router.get("/api/v1/events") { request, _ in
             try events(request)
         }
+        router.get("/api/v1/runs/:run/events") { request, context in
+            try await runEvents(request, context)
+        }
         router.get("/api/v1/artifacts/:artifact/content") { request, context in
             try await download(request, context)
         }
@@ -287,6 +290,36 @@ struct StreamRoutes {
         }
     }
 
+    /// A run attempt's job and node changes as Server-Sent Events, then `end`: what a page
+    /// showing the run (its graph) follows.
+    func runEvents(_ request: Request, _ context: HeddleRequestContext) async throws -> Response {
+        let principal = try Self.principal()
+        guard let runID = context.parameters.get("run", as: Int64.self), runID > 0 else {
+            throw Problem(status: .badRequest, code: "bad_request", detail: "a run id is a positive integer", field: "run")
+        }
+        var attempt: Int?
+        if let text = request.uri.queryParameters.get("attempt") {
+            guard let value = Int(text), value >= 1 else {
+                throw Problem(status: .badRequest, code: "bad_request", detail: "attempt is 1 or more, not '\(text)'", field: "attempt")
+            }
+            attempt = value
+        }
+        // Unknown run or attempt: refused here, before any streaming.
+        _ = try await core.runDetail(runID: runID, attempt: attempt, as: principal)
+        let watch = WatchRequest(runID: runID, attempt: attempt, logs: false, follow: true)
+        return try stream(principal: principal) { core, session in
+            try await core.watch(session: session, requestID: 1, watch)
+        } render: { event in
+            if case .subscribed = event { return SSE.event("subscribed", ["run": runID]) }
+            guard case .watch(_, let watched) = event else { return nil }
+            switch watched {
+            case .log: return nil
+            case .job(let job): return SSE.event("job", Self.job(job))
+            case .end(let run): return SSE.event("end", ["run": run.id, "attempt": run.attempt, "status": run.status.rawValue])
+            }
+        }
+    }
+
     static func job(_ job: JobEvent) -> [String: Any] {
         var fields: [String: Any] = ["id": job.id, "name": job.name, "status": job.status.rawValue, "attempt": job.attempt]
         if let runner = job.runner { fields["runner"] = runner }
@@ -312,6 +345,7 @@ struct StreamRoutes {
             // The subscription lasts until the session ends (the client leaves).
             try await Task.sleep(for: .seconds(365 * 86_400))
         } render: { event in
+            if case .subscribed = event { return SSE.event("subscribed", [:]) }
             guard case .queue(_, let change) = event else { return nil }
             let entry = change.entry
             var fields: [String: Any] = [

@@ -218,6 +218,18 @@ final class InterposedStore: CoordinatorStore {
         try await hooks.enter("revokeToken")
         return try await base.revokeToken(name: name, now: now)
     }
+    func saveWebSession(_ session: WebSessionRecord, maximumPerToken: Int) async throws {
+        try await hooks.enter("saveWebSession")
+        try await base.saveWebSession(session, maximumPerToken: maximumPerToken)
+    }
+    func webSession(secretSHA256: String) async throws -> WebSessionRecord? {
+        try await hooks.enter("webSession")
+        return try await base.webSession(secretSHA256: secretSHA256)
+    }
+    func deleteWebSession(secretSHA256: String) async throws {
+        try await hooks.enter("deleteWebSession")
+        try await base.deleteWebSession(secretSHA256: secretSHA256)
+    }
 
     func drainedRunners() async throws -> Set<String> {
         try await hooks.enter("drainedRunners")

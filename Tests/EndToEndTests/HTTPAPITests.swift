@@ -243,6 +243,9 @@ import Wire
                 ("POST", "/api/v1/runners/runner-1/undrain", "/runners/{runner}/undrain", nil),
                 ("POST", "/api/v1/projects/shop/webhook", "/projects/{project}/webhook", nil),
                 ("GET", "/api/v1/projects/shop/deliveries?limit=5", "/projects/{project}/deliveries", nil),
+                ("POST", "/api/v1/session", "/session", ["token": try await fabric.createToken("browser", role: "viewer")]),
+                ("GET", "/api/v1/session", "/session", nil),
+                ("DELETE", "/api/v1/session", "/session", nil),
                 ("POST", "/api/v1/tokens", "/tokens", ["name": "reader", "role": "viewer", "expiresInDays": 30]),
                 ("GET", "/api/v1/tokens", "/tokens", nil),
                 ("DELETE", "/api/v1/tokens/reader", "/tokens/{name}", nil),
@@ -261,6 +264,13 @@ import Wire
             #expect(events.status == 200 && events.headers.contains { $0 == ("Content-Type", "text/event-stream") })
             await events.close()
             answers["GET /events"] = HTTPTestClient.Response(status: events.status, headers: events.headers, body: [])
+            // A finished run's events: its end, then the stream ends.
+            let runEvents = try await admin.stream("/api/v1/runs/\(firstRun - 2)/events?attempt=1", headers: [("Accept", "text/event-stream")])
+            #expect(runEvents.status == 200)
+            let ended = try await self.events(runEvents) { $0.contains { $0.event == "end" } }
+            #expect(ended.last?.object?["status"] as? String == "succeeded", "\(ended)")
+            await runEvents.close()
+            answers["GET /runs/{run}/events"] = HTTPTestClient.Response(status: runEvents.status, headers: runEvents.headers, body: [])
 
             // Every documented operation was called.
             let documented = Set(paths.flatMap { path, item in
@@ -281,6 +291,9 @@ import Wire
             #expect((created?["secret"] as? String)?.hasPrefix("heddle_") == true)
             #expect((created?["token"] as? [String: Any])?["expiresAt"] != nil)
             #expect((answers["DELETE /tokens/{name}"]?.object?["revoked"] as? Bool) == true)
+            #expect(answers["POST /session"]?.object?["role"] as? String == "viewer")
+            #expect(answers["GET /session"]?.object?["role"] as? String == "admin")
+            #expect(answers["DELETE /session"]?.status == 204)
             let secret = created?["secret"] as? String ?? ""
             #expect(try await fabric.http().request("GET", "/api/v1/runs", headers: bearer(secret)).status == 401)
         } catch {
@@ -547,7 +560,7 @@ import Wire
                     for (role, secret) in [("viewer", viewer), ("automation", automation), ("none", "")] {
                         let headers = secret.isEmpty ? [] : bearer(secret)
                         let status: Int
-                        if template == "/events" {
+                        if template.hasSuffix("/events") {
                             let stream = try await client.stream(path, headers: headers + [("Accept", "text/event-stream")])
                             status = stream.status
                             await stream.close()
@@ -556,7 +569,11 @@ import Wire
                         }
                         let allowed = role == "none" ? false
                             : method == "get" && template != "/tokens" || role == "automation" && automationMay.contains(key)
-                        if role == "none" {
+                            || key == "DELETE /session"
+                        if key == "POST /session" {
+                            // Signing in needs no credentials: without a token in the body, 400.
+                            #expect(status == 400, "\(key) as \(role): \(status)")
+                        } else if role == "none" {
                             #expect(status == 401, "\(key) without credentials: \(status)")
                         } else if allowed {
                             #expect(status != 401 && status != 403, "\(key) as \(role): \(status)")
@@ -568,6 +585,59 @@ import Wire
                 }
             }
             #expect(checked >= 3 * 25)
+        } catch {
+            Issue.record("\(error)\n\(fabric.logs)")
+        }
+        await fabric.stop()
+    }
+
+    /// A browser's sign-in: the token becomes an HttpOnly, Secure, SameSite=Strict cookie that
+    /// reads, changes only with the CSRF header, ends at sign-out and with its token.
+    @Test func aSessionCookieReadsChangesOnlyWithItsCSRFHeaderAndEndsAtSignOut() async throws {
+        let fabric = try await Fabric(runnerLabels: ["linux"], coordinatorArguments: ["--http", "127.0.0.1:0"])
+        do {
+            let client = try fabric.http()
+            let token = try await fabric.createToken("person", role: "automation")
+            #expect(try await client.json("POST", "/api/v1/session", ["token": "heddle_wrong"]).status == 401)
+            #expect(try await client.json("POST", "/api/v1/session", ["nothing": 1]).status == 400)
+            let signedIn = try await client.json("POST", "/api/v1/session", ["token": token])
+            #expect(signedIn.status == 201, "\(signedIn.text)")
+            let cookie = try #require(signedIn.header("Set-Cookie"))
+            for attribute in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/", "Max-Age=43200"] {
+                #expect(cookie.contains(attribute), "\(cookie)")
+            }
+            let value = String(cookie.split(separator: ";")[0])
+            #expect(value.hasPrefix("heddle_session=heddle_session_"))
+            let csrf = try #require(signedIn.object?["csrf"] as? String)
+            let withCookie = [("Cookie", value)]
+            #expect(try await client.request("GET", "/api/v1/runs", headers: withCookie).status == 200)
+            let me = try await client.request("GET", "/api/v1/session", headers: withCookie)
+            #expect(me.object?["name"] as? String == "person" && me.object?["csrf"] as? String == csrf)
+            // Changing something: refused without the header or with a wrong one.
+            let refused = try await client.json("POST", "/api/v1/runs/999/cancel", headers: withCookie)
+            #expect(refused.status == 403 && refused.object?["code"] as? String == "permission_denied", "\(refused.text)")
+            #expect(try await client.json("POST", "/api/v1/runs/999/cancel", headers: withCookie + [("X-Heddle-CSRF", "0" + csrf.dropFirst())]).status == 403)
+            #expect(try await client.json("POST", "/api/v1/runs/999/cancel", headers: withCookie + [("X-Heddle-CSRF", csrf)]).status == 404)
+            // Revoking the token ends its sessions; a new one ends at sign-out.
+            #expect(try await fabric.http(as: "admin").request("DELETE", "/api/v1/tokens/person").status == 200)
+            #expect(try await client.request("GET", "/api/v1/runs", headers: withCookie).status == 401)
+            let other = try await fabric.createToken("person2", role: "viewer")
+            let second = try await client.json("POST", "/api/v1/session", ["token": other])
+            let secondCookie = [("Cookie", String(try #require(second.header("Set-Cookie")).split(separator: ";")[0]))]
+            let secondCSRF = second.object?["csrf"] as? String ?? ""
+            #expect(try await client.request("DELETE", "/api/v1/session", headers: secondCookie).status == 403)
+            let out = try await client.request("DELETE", "/api/v1/session", headers: secondCookie + [("X-Heddle-CSRF", secondCSRF)])
+            #expect(out.status == 204 && out.header("Set-Cookie")?.contains("Max-Age=0") == true)
+            #expect(try await client.request("GET", "/api/v1/runs", headers: secondCookie).status == 401)
+            // The dashboard's files: the page, its modules with a CSP, 404 for others.
+            let page = try await client.request("GET", "/")
+            #expect(page.status == 200 && page.text.contains("/assets/app.js"))
+            let script = try await client.request("GET", "/assets/app.js")
+            #expect(script.status == 200 && script.header("Content-Type")?.hasPrefix("text/javascript") == true)
+            #expect(script.header("Content-Security-Policy")?.contains("default-src 'self'") == true)
+            let tag = try #require(script.header("ETag"))
+            #expect(try await client.request("GET", "/assets/app.js", headers: [("If-None-Match", tag)]).status == 304)
+            #expect(try await client.request("GET", "/assets/nothing.js").status == 404)
         } catch {
             Issue.record("\(error)\n\(fabric.logs)")
         }

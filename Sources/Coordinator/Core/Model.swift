@@ -116,6 +116,15 @@ public struct TokenRecord: Sendable, Equatable {
     public var revokedAt: Int64?
 }
 
+/// A browser's signed-in session, as stored: the SHA-256 of its secret (the cookie's value)
+/// and the token it was opened with, whose role and validity it has.
+public struct WebSessionRecord: Sendable, Equatable {
+    public var secretSHA256: String
+    public var tokenName: String
+    public var createdAt: Int64
+    public var expiresAt: Int64
+}
+
 public struct NodeRecord: Sendable, Equatable {
     public var jobID: Int64
     public var name: String

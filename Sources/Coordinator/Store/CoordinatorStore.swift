@@ -100,6 +100,12 @@ public protocol CoordinatorStore: Sendable {
     /// Marks the token revoked (once); returns it as it is afterwards, nil when there is none.
     func revokeToken(name: String, now: Int64) async throws -> TokenRecord?
 
+    /// Stores a browser session; removes sessions expired at `now`, and the token's oldest
+    /// ones past `maximumPerToken`.
+    func saveWebSession(_ session: WebSessionRecord, maximumPerToken: Int) async throws
+    func webSession(secretSHA256: String) async throws -> WebSessionRecord?
+    func deleteWebSession(secretSHA256: String) async throws
+
     func setDrained(runner: String, drained: Bool) async throws
     func drainedRunners() async throws -> Set<String>
 }

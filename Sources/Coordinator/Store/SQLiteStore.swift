@@ -256,6 +256,18 @@ public struct SQLiteStore: CoordinatorStore {
                 );
                 """)
         }
+        migrator.registerMigration("v7: browser sessions") { db in
+            try db.execute(sql: """
+                CREATE TABLE web_session (
+                    secret_sha256 TEXT PRIMARY KEY,
+                    token_name TEXT NOT NULL,
+                    created_at INTEGER NOT NULL,
+                    expires_at INTEGER NOT NULL
+                );
+                CREATE INDEX web_session_by_token ON web_session(token_name, created_at);
+                CREATE INDEX web_session_by_expiry ON web_session(expires_at);
+                """)
+        }
         return migrator
     }
 
@@ -676,6 +688,37 @@ public struct SQLiteStore: CoordinatorStore {
             try db.cachedStatement(sql: "UPDATE api_token SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL")
                 .execute(arguments: [now, name])
             return try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM api_token WHERE name = ?"), arguments: [name]).map(Self.token)
+        }
+    }
+
+    // MARK: browser sessions
+
+    public func saveWebSession(_ session: WebSessionRecord, maximumPerToken: Int) async throws {
+        try await group.write { db in
+            try db.cachedStatement(sql: "DELETE FROM web_session WHERE expires_at <= ?").execute(arguments: [session.createdAt])
+            try db.cachedStatement(sql: """
+                DELETE FROM web_session WHERE token_name = ? AND secret_sha256 IN (
+                    SELECT secret_sha256 FROM web_session WHERE token_name = ? ORDER BY created_at DESC LIMIT -1 OFFSET ?)
+                """).execute(arguments: [session.tokenName, session.tokenName, max(0, maximumPerToken - 1)])
+            try db.cachedStatement(sql: """
+                INSERT INTO web_session (secret_sha256, token_name, created_at, expires_at) VALUES (?, ?, ?, ?)
+                """).execute(arguments: [session.secretSHA256, session.tokenName, session.createdAt, session.expiresAt])
+        }
+    }
+
+    public func webSession(secretSHA256: String) async throws -> WebSessionRecord? {
+        try await writer.read { db in
+            try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM web_session WHERE secret_sha256 = ?"),
+                             arguments: [secretSHA256]).map {
+                WebSessionRecord(secretSHA256: $0["secret_sha256"], tokenName: $0["token_name"], createdAt: $0["created_at"],
+                                 expiresAt: $0["expires_at"])
+            }
+        }
+    }
+
+    public func deleteWebSession(secretSHA256: String) async throws {
+        try await group.write { db in
+            try db.cachedStatement(sql: "DELETE FROM web_session WHERE secret_sha256 = ?").execute(arguments: [secretSHA256])
         }
     }
 

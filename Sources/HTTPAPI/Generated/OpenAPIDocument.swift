@@ -19,6 +19,9 @@ enum OpenAPIDocument {
     },
     {
       "certificate": []
+    },
+    {
+      "session": []
     }
   ],
   "paths": {
@@ -716,6 +719,128 @@ enum OpenAPIDocument {
         }
       }
     },
+    "/runs/{run}/events": {
+      "parameters": [
+        {
+          "$ref": "#/components/parameters/Run"
+        }
+      ],
+      "get": {
+        "operationId": "runEvents",
+        "tags": [
+          "streams"
+        ],
+        "summary": "A run attempt's job and node changes as Server-Sent Events (viewer).",
+        "description": "`event: job` with `{\"id\", \"name\", \"status\", \"attempt\", \"runner\"?, \"reason\"?, \"nodes\"?:\n[{\"name\", \"status\", \"exitCode\"?}]}` as a job or one of its nodes changes (a node's\nchange carries only that node), then `event: end` with `{\"run\", \"attempt\", \"status\"}`\nonce the attempt is over, and the stream ends. Events carry no id: a client that\nreconnects reads the run again (`GET /runs/{run}`) for what it missed. Unknown run or\nattempt: 404 before the stream starts.\n",
+        "parameters": [
+          {
+            "name": "attempt",
+            "in": "query",
+            "description": "The attempt to follow; the latest when absent.",
+            "schema": {
+              "type": "integer",
+              "minimum": 1
+            }
+          }
+        ],
+        "responses": {
+          "200": {
+            "description": "The stream.",
+            "content": {
+              "text/event-stream": {
+                "schema": {
+                  "type": "string"
+                }
+              }
+            }
+          },
+          "default": {
+            "$ref": "#/components/responses/Problem"
+          }
+        }
+      }
+    },
+    "/session": {
+      "post": {
+        "operationId": "signIn",
+        "tags": [
+          "session"
+        ],
+        "summary": "Sign in with an API token; answers a session cookie (no credentials needed).",
+        "description": "`{\"token\": \"heddle_...\"}` answers 201 with `Set-Cookie: heddle_session=...; Max-Age=...;\nPath=/; Secure; HttpOnly; SameSite=Strict`. The session speaks for the token (its name\nand role) and lasts 12 hours, or less when the token expires sooner; it ends when the\ntoken is revoked. A token holds at most 100 sessions (the oldest ends). A request signed\nin by the cookie that is not GET or HEAD must carry `X-Heddle-CSRF` with the `csrf`\nvalue answered here, or it is refused with 403. A wrong token answers 401 and counts\ntoward the address's failed sign-ins (429 past 20 a minute).\n",
+        "security": [],
+        "requestBody": {
+          "required": true,
+          "content": {
+            "application/json": {
+              "schema": {
+                "type": "object",
+                "required": [
+                  "token"
+                ],
+                "properties": {
+                  "token": {
+                    "type": "string"
+                  }
+                }
+              }
+            }
+          }
+        },
+        "responses": {
+          "201": {
+            "description": "Signed in.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Session"
+                }
+              }
+            }
+          },
+          "default": {
+            "$ref": "#/components/responses/Problem"
+          }
+        }
+      },
+      "get": {
+        "operationId": "currentSession",
+        "tags": [
+          "session"
+        ],
+        "summary": "Who the credentials are; with the session cookie, its CSRF value and expiry (viewer).",
+        "responses": {
+          "200": {
+            "description": "The caller.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Session"
+                }
+              }
+            }
+          },
+          "default": {
+            "$ref": "#/components/responses/Problem"
+          }
+        }
+      },
+      "delete": {
+        "operationId": "signOut",
+        "tags": [
+          "session"
+        ],
+        "summary": "Ends the cookie's session and clears the cookie (any signed-in caller).",
+        "responses": {
+          "204": {
+            "description": "Signed out."
+          },
+          "default": {
+            "$ref": "#/components/responses/Problem"
+          }
+        }
+      }
+    },
     "/events": {
       "get": {
         "operationId": "events",
@@ -1396,6 +1521,12 @@ enum OpenAPIDocument {
       "certificate": {
         "type": "mutualTLS",
         "description": "A client certificate from the fabric's CA; its OU is the role."
+      },
+      "session": {
+        "type": "apiKey",
+        "in": "cookie",
+        "name": "heddle_session",
+        "description": "A browser session from `POST /api/v1/session`; requests other than GET and HEAD also carry `X-Heddle-CSRF`."
       }
     },
     "parameters": {
@@ -2216,6 +2347,32 @@ enum OpenAPIDocument {
             "minimum": 1,
             "maximum": 3650,
             "description": "Never expires when absent."
+          }
+        }
+      },
+      "Session": {
+        "type": "object",
+        "required": [
+          "name",
+          "role"
+        ],
+        "properties": {
+          "name": {
+            "type": "string",
+            "description": "The token's name (or the certificate's)."
+          },
+          "role": {
+            "$ref": "#/components/schemas/Role"
+          },
+          "csrf": {
+            "type": "string",
+            "description": "With a session cookie: send as `X-Heddle-CSRF` on requests that change something."
+          },
+          "expiresAt": {
+            "type": "string",
+            "format": "date-time",
+            "description": "With a session cookie",
+            "when it ends.": null
           }
         }
       },

@@ -1,0 +1,131 @@
+import Coordinator
+import Crypto
+import Foundation
+import HTTPTypes
+import Hummingbird
+import NIOCore
+
+/// The dashboard: its files at `/` (embedded in the binary), and sign-in: an API token pasted
+/// once becomes a session cookie (`HttpOnly`, `Secure`, `SameSite=Strict`).
+struct WebRoutes {
+    static let sessionPath = "/api/v1/session"
+    static let cookieName = "heddle_session"
+    static let csrfHeader = HTTPField.Name("X-Heddle-CSRF")!
+
+    let core: CoordinatorCore
+    let limiter: FailureLimiter
+
+    func register(on router: Router<HeddleRequestContext>) {
+        router.post(RouterPath(Self.sessionPath)) { request, context in try await signIn(request, context) }
+        router.get(RouterPath(Self.sessionPath)) { request, _ in try await current(request) }
+        router.delete(RouterPath(Self.sessionPath)) { request, _ in try await signOut(request) }
+        router.get("/") { request, _ in Self.file("index.html", request) }
+        router.get("/assets/:file") { request, context in
+            Self.file(context.parameters.get("file") ?? "", request)
+        }
+    }
+
+    // MARK: sign-in
+
+    struct SignIn: Decodable { var token: String }
+
+    /// `{"token": "..."}` → 201 with who the session is, its CSRF value and expiry, and the
+    /// cookie. A wrong token counts toward the address's failed sign-ins as a bearer does.
+    func signIn(_ request: Request, _ context: HeddleRequestContext) async throws -> Response {
+        let client = context.client
+        if let wait = limiter.blocked(client) {
+            var problem = Problem(status: .tooManyRequests, code: "too_many_requests",
+                                  detail: "too many failed sign-ins from \(client); try again in \(wait) s")
+            problem.headers[.retryAfter] = String(wait)
+            throw problem
+        }
+        var request = request
+        let body = try await request.collectBody(upTo: HTTPFront.maximumBodyBytes)
+        guard let object = try? JSONSerialization.jsonObject(with: Data(body.readableBytesView)) as? [String: Any] else {
+            throw Problem(status: .badRequest, code: "bad_request", detail: "the body is a JSON object with the token: {\"token\": \"heddle_...\"}")
+        }
+        guard let token = object["token"] as? String, !token.isEmpty else {
+            throw Problem(status: .badRequest, code: "bad_request", detail: "the body has no token", field: "token")
+        }
+        let opened: (secret: String, session: WebSession)
+        do {
+            opened = try await core.openWebSession(token: token.trimmingCharacters(in: .whitespacesAndNewlines))
+        } catch let error as CoordinatorError where error.code == .unauthenticated {
+            limiter.failed(client)
+            throw error
+        }
+        var response = try Self.json(Self.describe(opened.session), status: .created)
+        response.setCookie(Cookie(name: Self.cookieName, value: opened.secret,
+                                  maxAge: Int(max(1, (opened.session.expiresAt - Date.nowMilliseconds + 999) / 1000)),
+                                  path: "/", secure: true, httpOnly: true, sameSite: .strict))
+        return response
+    }
+
+    /// Who is signed in (any credentials); with a session cookie, its CSRF value and expiry.
+    func current(_ request: Request) async throws -> Response {
+        let principal = try StreamRoutes.principal()
+        if let secret = request.cookies[Self.cookieName]?.value, request.headers[.authorization] == nil,
+           let session = try? await core.webSession(secret: secret) {
+            return try Self.json(Self.describe(session))
+        }
+        return try Self.json(["name": principal.name, "role": principal.role.rawValue])
+    }
+
+    /// Ends the session of the cookie (204) and clears the cookie.
+    func signOut(_ request: Request) async throws -> Response {
+        if let secret = request.cookies[Self.cookieName]?.value {
+            try await core.closeWebSession(secret: secret)
+        }
+        var response = Response(status: .noContent)
+        response.setCookie(Cookie(name: Self.cookieName, value: "", maxAge: 0, path: "/", secure: true, httpOnly: true,
+                                  sameSite: .strict))
+        return response
+    }
+
+    static func describe(_ session: WebSession) -> [String: Any] {
+        ["name": session.principal.name, "role": session.principal.role.rawValue, "csrf": session.csrf,
+         "expiresAt": ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: Double(session.expiresAt) / 1000))]
+    }
+
+    static func json(_ object: [String: Any], status: HTTPResponse.Status = .ok) throws -> Response {
+        let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
+        return Response(status: status, headers: [.contentType: "application/json", .cacheControl: "no-store"],
+                        body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+
+    // MARK: files
+
+    /// The dashboard's files, by name: content type and bytes (SwiftPM `embedInCode`).
+    static let files: [String: (type: String, bytes: [UInt8])] = [
+        "index.html": ("text/html; charset=utf-8", PackageResources.index_html),
+        "app.css": ("text/css; charset=utf-8", PackageResources.app_css),
+        "app.js": ("text/javascript; charset=utf-8", PackageResources.app_js),
+        "api.js": ("text/javascript; charset=utf-8", PackageResources.api_js),
+        "ansi.js": ("text/javascript; charset=utf-8", PackageResources.ansi_js),
+        "graph.js": ("text/javascript; charset=utf-8", PackageResources.graph_js),
+        "log.js": ("text/javascript; charset=utf-8", PackageResources.log_js),
+        "pages.js": ("text/javascript; charset=utf-8", PackageResources.pages_js),
+        "run.js": ("text/javascript; charset=utf-8", PackageResources.run_js),
+        "queue.js": ("text/javascript; charset=utf-8", PackageResources.queue_js),
+    ]
+    static let tags: [String: String] = files.mapValues { "\"\(SHA256.hash(data: $0.bytes).prefix(12).map { String(format: "%02x", $0) }.joined())\"" }
+
+    /// A file with its ETag (a client revalidates each load: the binary may have changed) and
+    /// a Content-Security-Policy that allows only this origin's scripts and styles.
+    static func file(_ name: String, _ request: Request) -> Response {
+        guard let file = files[name], let tag = tags[name] else {
+            return Problem(status: .notFound, code: "not_found", detail: "there is no file \(name) in the dashboard").response
+        }
+        var headers: HTTPFields = [
+            .contentType: file.type, .eTag: tag, .cacheControl: "no-cache",
+            HTTPField.Name("Content-Security-Policy")!:
+                "default-src 'self'; img-src 'self' data:; style-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+            HTTPField.Name("X-Content-Type-Options")!: "nosniff", HTTPField.Name("Referrer-Policy")!: "no-referrer",
+        ]
+        if request.headers[.ifNoneMatch] == tag {
+            return Response(status: .notModified, headers: [.eTag: tag])
+        }
+        headers[.contentLength] = String(file.bytes.count)
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: file.bytes)))
+    }
+}

@@ -1,0 +1,282 @@
+"""The dashboard in a real browser against the real binaries: sign-in, the Run button, live
+logs with colours, the graph, the queue (drag, keyboard, a second browser), bulk cancel,
+re-run and attempts, artifact search and download, what a viewer sees, CSRF."""
+
+import hashlib
+import json
+import re
+
+from playwright.sync_api import expect
+
+from conftest import screenshot, signed_in, wait_for
+
+
+def waiting_pipeline(name, label="nobody"):
+    return f"""name: {name}
+jobs:
+  j:
+    labels: [{label}]
+    nodes:
+      n: {{ run: 'true' }}
+"""
+
+
+def queued_ids(fabric, project):
+    """The coordinator's order of the project's queued jobs, read through the CLI."""
+    entries = json.loads(fabric.cli("queue", "list", "--json", "--limit", "1000"))
+    return [entry["id"] for entry in entries if entry["status"] == "queued" and entry["pipeline"].startswith(project + "/")]
+
+
+def finished(fabric, run):
+    status, detail = fabric.api("GET", f"/runs/{run}")
+    return detail["run"]["status"] in ("succeeded", "failed", "cancelled")
+
+
+def test_run_button_live_log_with_colours_and_graph(admin_page, fabric):
+    first, second = fabric.gate("colours-1"), fabric.gate("colours-2")
+    fabric.push("web", f"""name: colours
+jobs:
+  build:
+    labels: [linux]
+    nodes:
+      prepare:
+        run: |
+          echo "waiting for the test"
+          for i in $(seq 1 1200); do [ -f {first} ] && break; sleep 0.05; done
+          printf 'plain \\033[31mred text\\033[0m and \\033[1;32mbold green\\033[0m\\n'
+      compile:
+        needs: [prepare]
+        run: |
+          printf 'progress 10%%\\rprogress 50%%\\rprogress 100%%\\n'
+          for i in $(seq 1 1200); do [ -f {second} ] && break; sleep 0.05; done
+          echo compiled
+""")
+    page = admin_page
+    page.goto(fabric.url + "/#/projects")
+    page.get_by_role("button", name="Run a pipeline of web").click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_label("Pipeline", exact=True).select_option("colours")
+    dialog.get_by_label("Branch", exact=True).fill("main")
+    dialog.get_by_role("button", name="Run", exact=True).click()
+    page.wait_for_url(re.compile(r"#/runs/\d+"))
+    run = int(re.search(r"#/runs/(\d+)", page.url).group(1))
+
+    prepare = page.locator("svg.graph .node[data-node=prepare]")
+    compile_ = page.locator("svg.graph .node[data-node=compile]")
+    expect(prepare).to_have_class(re.compile(r"status-running"), timeout=30_000)
+    expect(compile_).to_have_class(re.compile(r"status-(queued|pending)"))
+    # The running node's log is open, live.
+    expect(page.locator(".log-lines")).to_contain_text("waiting for the test")
+    first.touch()
+    red = page.locator(".log-lines .line .tx span", has_text="red text")
+    expect(red).to_be_visible()
+    assert red.evaluate("e => getComputedStyle(e).color") == "rgb(205, 0, 0)"
+    green = page.locator(".log-lines .line .tx span", has_text="bold green")
+    assert green.evaluate("e => [getComputedStyle(e).color, getComputedStyle(e).fontWeight]") == ["rgb(0, 205, 0)", "700"]
+    expect(prepare).to_have_class(re.compile(r"status-succeeded"))
+    expect(compile_).to_have_class(re.compile(r"status-running"))
+    screenshot(page, "run-live")
+
+    # A click on a node opens its log: the carriage returns drew one line, as a terminal does.
+    compile_.click()
+    line = page.locator(".log-lines .line .tx", has_text="progress")
+    expect(line).to_have_text("progress 100%")
+    second.touch()
+    expect(page.locator(".log-lines")).to_contain_text("compiled")
+    expect(compile_).to_have_class(re.compile(r"status-succeeded"))
+    expect(page.locator(".run-header h1 .status")).to_have_text("succeeded")
+    # The colours stay after the run: the finished log, opened again.
+    page.goto(fabric.url + f"/#/runs/{run}?job=build&node=prepare")
+    expect(page.locator(".log-lines .line .tx span", has_text="red text")).to_have_css("color", "rgb(205, 0, 0)")
+    expect(page.locator(".log-lines .line .ln").first).to_have_text("1")
+
+
+def test_queue_drag_and_keyboard_moves_seen_by_a_second_browser(admin_page, browser, fabric):
+    fabric.push("qmove", waiting_pipeline("wait"))
+    runs = [fabric.trigger("qmove", "wait") for _ in range(5)]
+    ids = wait_for(lambda: (lambda q: q if len(q) == 5 else None)(queued_ids(fabric, "qmove")), 30, "five queued jobs")
+    page = admin_page
+    other = signed_in(browser, fabric, fabric.admin_token)
+    try:
+        for p in (page, other):
+            p.goto(fabric.url + "/#/queue")
+            p.get_by_label("Project", exact=True).fill("qmove")
+        rows = page.locator(".vlist .row.queued")
+        expect(rows).to_have_count(5)
+        last, top = ids[-1], ids[0]
+        page.locator(f'.row[data-job="{last}"] .handle').drag_to(page.locator(f'.row[data-job="{top}"]'),
+                                                                 target_position={"x": 200, "y": 4})
+        wait_for(lambda: queued_ids(fabric, "qmove")[0] == last, 15, "the dragged job is first in the coordinator's queue")
+        expect(other.locator(".vlist .row.queued").first).to_have_attribute("data-job", str(last))
+        expect(rows.first).to_have_attribute("data-job", str(last))
+
+        # The keyboard: the job at place 2 goes one down.
+        second = queued_ids(fabric, "qmove")[1]
+        handle = page.locator(f'.row[data-job="{second}"] .handle')
+        handle.focus()
+        handle.press("Alt+ArrowDown")
+        wait_for(lambda: queued_ids(fabric, "qmove")[2] == second, 15, "the job moved by keys is third")
+        expect(other.locator(".vlist .row.queued").nth(2)).to_have_attribute("data-job", str(second))
+        expect(page.locator(f'.row[data-job="{second}"] .handle')).to_be_focused()
+        screenshot(page, "queue")
+    finally:
+        other.context.close()
+        for run in runs:
+            fabric.api("POST", f"/runs/{run}/cancel")
+
+
+def test_bulk_cancel_selected_and_matching_a_filter(admin_page, fabric):
+    fabric.push("bulk", waiting_pipeline("wait"))
+    fabric.push("bulk2", waiting_pipeline("wait"))
+    selected_runs = [fabric.trigger("bulk", "wait") for _ in range(3)]
+    kept = fabric.trigger("bulk", "wait")
+    filtered_runs = [fabric.trigger("bulk2", "wait") for _ in range(4)]
+    page = admin_page
+    page.goto(fabric.url + "/#/queue")
+    page.get_by_label("Project", exact=True).fill("bulk")
+    expect(page.locator(".vlist .row.queued")).to_have_count(4)
+    jobs = wait_for(lambda: (lambda q: q if len(q) == 4 else None)(queued_ids(fabric, "bulk")), 30, "four queued jobs")
+    by_run = {}
+    for entry in fabric.api("GET", "/queue?limit=10000")[1]["jobs"]:
+        by_run[entry["run"]] = entry["job"]
+    for run in selected_runs:
+        page.locator(f'.row[data-job="{by_run[run]}"] input[type=checkbox]').check()
+    page.get_by_role("button", name="Cancel selected (3)").click()
+    wait_for(lambda: all(fabric.api("GET", f"/runs/{r}")[1]["run"]["status"] == "cancelled" for r in selected_runs), 15,
+             "the three selected runs are cancelled")
+    assert fabric.api("GET", f"/runs/{kept}")[1]["run"]["status"] == "queued"
+    expect(page.locator(".vlist .row.queued")).to_have_count(1)
+
+    page.get_by_label("Project", exact=True).fill("bulk2")
+    expect(page.locator(".vlist .row.queued")).to_have_count(4)
+    page.get_by_role("button", name="Cancel all matching…").click()
+    expect(page.locator(".confirm")).to_contain_text("This cancels 4 queued jobs (project bulk2)")
+    screenshot(page, "queue-bulk-cancel")
+    page.get_by_role("button", name="Cancel 4").click()
+    wait_for(lambda: all(fabric.api("GET", f"/runs/{r}")[1]["run"]["status"] == "cancelled" for r in filtered_runs), 15,
+             "every bulk2 run is cancelled")
+    assert fabric.api("GET", f"/runs/{kept}")[1]["run"]["status"] == "queued"
+    fabric.api("POST", f"/runs/{kept}/cancel")
+
+
+def test_rerun_makes_attempt_2_and_attempt_1_stays_readable(admin_page, fabric):
+    fabric.push("again", """name: twice
+jobs:
+  j:
+    labels: [linux]
+    nodes:
+      say:
+        run: echo "this is attempt $HEDDLE_ATTEMPT, nonce $(od -An -N6 -tx1 /dev/urandom | tr -d ' ')"
+""")
+    run = fabric.trigger("again", "twice")
+    wait_for(lambda: finished(fabric, run), 60, "attempt 1 finished")
+    page = admin_page
+    page.goto(fabric.url + f"/#/runs/{run}")
+    expect(page.locator(".log-lines")).to_contain_text("this is attempt 1")
+    first_line = page.locator(".log-lines .line .tx").first.inner_text()
+    page.get_by_role("button", name="Re-run").click()
+    page.wait_for_url(re.compile(rf"#/runs/{run}\?attempt=2"))
+    expect(page.locator(".run-header h1 .status")).to_have_text("succeeded", timeout=60_000)
+    expect(page.locator(".log-lines")).to_contain_text("this is attempt 2")
+    screenshot(page, "run-attempt-2")
+    page.get_by_label("Attempt", exact=True).select_option("1")
+    page.wait_for_url(re.compile(rf"#/runs/{run}\?attempt=1"))
+    expect(page.locator(".log-lines .line .tx").first).to_have_text(first_line)
+    # An earlier attempt has no Re-run (only the latest does).
+    expect(page.get_by_role("button", name="Re-run")).to_have_count(0)
+
+
+def test_artifacts_found_across_projects_by_name_and_sha256_and_downloaded(admin_page, fabric):
+    content = "release notes for the browser test\n" * 100
+    digest = hashlib.sha256(content.encode()).hexdigest()
+    fabric.push("makers", f"""name: make
+jobs:
+  j:
+    labels: [linux]
+    nodes:
+      write:
+        run: |
+          mkdir -p out
+          yes 'release notes for the browser test' | head -n 100 > out/notes-7f3a.txt
+        artifacts: ["out/*.txt"]
+""")
+    run = fabric.trigger("makers", "make")
+    wait_for(lambda: finished(fabric, run), 60, "the run that makes the artifact finished")
+    page = admin_page
+    page.goto(fabric.url + "/#/artifacts")
+    page.get_by_label("Name", exact=True).fill("notes-7f3a")
+    page.get_by_role("button", name="Search").click()
+    row = page.locator(".artifact-table tbody tr")
+    expect(row).to_have_count(1)
+    expect(row).to_contain_text("makers / make")
+    screenshot(page, "artifacts")
+    page.goto(fabric.url + "/#/artifacts")
+    page.get_by_label("SHA-256", exact=True).fill(digest[:10])
+    page.get_by_role("button", name="Search").click()
+    expect(row).to_have_count(1)
+    expect(row.locator(".name")).to_have_text("out/notes-7f3a.txt")
+    with page.expect_download() as download:
+        row.get_by_role("link", name="Download").click()
+    data = open(download.value.path(), "rb").read()
+    assert hashlib.sha256(data).hexdigest() == digest
+    assert download.value.suggested_filename == "notes-7f3a.txt"
+
+
+def test_a_viewer_sees_no_action_and_the_api_refuses_it(viewer_page, fabric):
+    fabric.push("viewing", waiting_pipeline("wait"))
+    queued = fabric.trigger("viewing", "wait")
+    fabric.push("viewing", """name: quick
+jobs:
+  j:
+    labels: [linux]
+    nodes:
+      n: { run: 'echo done' }
+""", file_name="quick.act")
+    done = fabric.trigger("viewing", "quick")
+    wait_for(lambda: finished(fabric, done), 60, "the quick run finished")
+    page = viewer_page
+    page.goto(fabric.url + "/#/projects")
+    expect(page.locator(".project[data-project=viewing]")).to_be_visible()
+    expect(page.locator(".run-button")).to_have_count(0)
+    page.goto(fabric.url + f"/#/runs/{done}")
+    expect(page.locator(".run-header h1 .status")).to_have_text("succeeded")
+    expect(page.get_by_role("button", name="Re-run")).to_have_count(0)
+    page.goto(fabric.url + f"/#/runs/{queued}")
+    expect(page.locator(".run-header h1 .status")).to_have_text("queued")
+    expect(page.get_by_role("button", name="Cancel")).to_have_count(0)
+    page.goto(fabric.url + "/#/queue")
+    expect(page.locator(f'.vlist .row[data-job]').first).to_be_visible()
+    expect(page.locator(".handle")).to_have_count(0)
+    expect(page.locator(".vlist input[type=checkbox]")).to_have_count(0)
+    expect(page.get_by_role("button", name=re.compile("Cancel"))).to_have_count(0)
+    screenshot(page, "queue-viewer")
+    # The API refuses anyway, with the session's own CSRF value.
+    answer = page.evaluate("""async (run) => {
+        const session = await (await fetch('/api/v1/session')).json();
+        const response = await fetch(`/api/v1/runs/${run}/cancel`, {method: 'POST', headers: {'X-Heddle-CSRF': session.csrf}});
+        return [response.status, (await response.json()).code];
+    }""", queued)
+    assert answer == [403, "permission_denied"]
+    fabric.api("POST", f"/runs/{queued}/cancel")
+
+
+def test_a_cookie_request_without_the_csrf_header_is_refused_and_sign_out_ends_the_session(admin_page, fabric):
+    fabric.push("csrf", waiting_pipeline("wait"))
+    run = fabric.trigger("csrf", "wait")
+    page = admin_page
+    answer = page.evaluate("""async (run) => {
+        const response = await fetch(`/api/v1/runs/${run}/cancel`, {method: 'POST'});
+        return [response.status, (await response.json()).code];
+    }""", run)
+    assert answer == [403, "permission_denied"]
+    assert fabric.api("GET", f"/runs/{run}")[1]["run"]["status"] == "queued"
+    cookies = page.context.cookies()
+    session = next(c for c in cookies if c["name"] == "heddle_session")
+    assert session["httpOnly"] and session["secure"] and session["sameSite"] == "Strict"
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_label("API token", exact=True)).to_be_visible()
+    # The old cookie no longer opens anything, even sent again.
+    page.context.add_cookies([session])
+    status = page.evaluate("async () => (await fetch('/api/v1/runs')).status")
+    assert status == 401
+    fabric.api("POST", f"/runs/{run}/cancel")
