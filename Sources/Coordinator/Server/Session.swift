@@ -342,7 +342,7 @@ struct Session {
             try await core.watch(session: id, requestID: envelope.id, WatchRequest(request))
             return nil
         case .queue(let request):
-            return .queueList(try await core.queue(limit: request.limit == 0 ? nil : Int(request.limit), as: principal).proto)
+            return .queueList(try await core.queue(limit: request.limit == 0 ? nil : Int(min(request.limit, UInt32(CoordinatorCore.maximumListedJobs))), as: principal).proto)
         case .runners:
             var list = Heddle_V1_RunnerList()
             list.runners = try await core.runners(as: principal).map(\.proto)

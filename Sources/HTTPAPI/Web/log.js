@@ -93,6 +93,7 @@ export class LogView {
     this.status = h('span', { class: 'log-status', 'aria-live': 'polite' });
     this.lines = h('div', { class: 'log-lines', role: 'region', tabindex: '0', 'aria-label': title || 'Log',
       onscroll: () => this.scrolled() });
+    this.empty = h('p', { class: 'log-empty' }, live ? 'No output yet.' : 'No output.');
     this.element = h('section', { class: 'logview' },
       h('div', { class: 'log-toolbar' },
         h('label', { for: 'log-follow', class: 'follow' }, this.followBox, ' Follow'),
@@ -103,10 +104,12 @@ export class LogView {
         h('a', { href: url, download: '', class: 'raw' }, 'Raw'),
         this.status),
       this.earlier,
+      this.empty,
       this.lines);
   }
 
   lineElement(offset) {
+    this.empty.hidden = true;
     const element = h('div', { class: 'line', dataset: { at: String(offset) } },
       h('a', { class: 'ln', href: this.link(offset), tabindex: '-1', onclick: (event) => {
         event.preventDefault();

@@ -19,7 +19,7 @@ export async function queuePage(main) {
   const count = h('span', { class: 'count' });
   const form = h('form', { class: 'filters', role: 'search', 'aria-label': 'Filter the queue', onsubmit: (event) => event.preventDefault() },
     ...['project', 'pipeline', 'branch', 'label'].map((key) => h('label', {}, key[0].toUpperCase() + key.slice(1), ' ',
-      h('input', { name: key, type: 'text', oninput: (event) => { filters[key] = event.target.value.trim(); draw(); } }))));
+      h('input', { name: key, type: 'text', oninput: (event) => { filters[key] = event.target.value.trim(); shownCache = null; draw(); } }))));
   const cancelSelected = h('button', { type: 'button', class: 'cancel-selected danger', disabled: true, onclick: () => cancelJobs() },
     'Cancel selected');
   const cancelMatching = h('button', { type: 'button', class: 'cancel-matching danger', onclick: () => cancelMatchingFilters() },
@@ -31,15 +31,25 @@ export async function queuePage(main) {
   const help = h('p', { class: 'muted help' }, can('move')
     ? 'Drag a queued job by its handle, or focus the handle and press Alt+↑ / Alt+↓ (Alt+Home / Alt+End: top / bottom).'
     : '');
-  main.replaceChildren(h('h1', {}, 'Queue ', count), form, bar, help, list);
+  const head = h('div', { class: 'queue-head', 'aria-hidden': 'true' }, h('span'), h('span'), h('span', {}, 'Place'),
+    h('span', {}, 'Status'), h('span', {}, 'Pipeline · job'), h('span', {}, 'Branch'), h('span', {}, 'Labels'),
+    h('span', {}, 'Runner, or why it waits'));
+  main.replaceChildren(h('h1', {}, 'Queue ', count), form, bar, help, head, list);
 
-  const visible = () => entries.filter((entry) =>
-    (!filters.project || entry.project === filters.project) && (!filters.pipeline || entry.pipeline === filters.pipeline)
-    && (!filters.branch || entry.branch === filters.branch) && (!filters.label || entry.labels.includes(filters.label)));
+  // The rows the filters let through, computed again only when the list or a filter changes
+  // (not at each scroll).
+  let shownCache = null;
+  const visible = () => {
+    shownCache ||= entries.filter((entry) =>
+      (!filters.project || entry.project === filters.project) && (!filters.pipeline || entry.pipeline === filters.pipeline)
+      && (!filters.branch || entry.branch === filters.branch) && (!filters.label || entry.labels.includes(filters.label)));
+    return shownCache;
+  };
 
   async function load() {
     const queue = await get('/queue?limit=10000');
     entries = queue.jobs;
+    shownCache = null;
     total = queue.total;
     for (const job of [...selected]) if (!entries.some((entry) => entry.job === job && entry.status === 'queued')) selected.delete(job);
     draw();
