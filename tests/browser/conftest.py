@@ -160,12 +160,12 @@ def browser():
         browser.close()
 
 
-def signed_in(browser, fabric, token):
+def signed_in(browser, fabric, token, base=None):
     context = browser.new_context(ignore_https_errors=True, viewport={"width": 1400, "height": 1000},
                                   accept_downloads=True)
     page = context.new_page()
     page.set_default_timeout(30_000)
-    page.goto(fabric.url + "/")
+    page.goto((base or fabric.url) + "/")
     page.get_by_label("API token").fill(token)
     page.get_by_role("button", name="Sign in").click()
     page.get_by_role("navigation", name="Main").wait_for()

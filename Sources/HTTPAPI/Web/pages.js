@@ -69,8 +69,7 @@ export async function projectsPage(main, params, { navigate }) {
 
 export async function projectPage(main, params, { navigate }) {
   const name = params.project;
-  const project = await get(`/projects/${encodeURIComponent(name)}`);
-  const { pipelines } = await get(`/projects/${encodeURIComponent(name)}/pipelines`);
+  const { project, pipelines } = await get(`/projects/${encodeURIComponent(name)}`);
   const { runs } = await get(`/runs${query({ project: name, limit: 20 })}`);
   const deliveries = project.webhook ? (await get(`/projects/${encodeURIComponent(name)}/deliveries`).catch(() => ({ deliveries: [] }))).deliveries : [];
   main.replaceChildren(
