@@ -132,7 +132,8 @@ struct API: APIProtocol {
         return .ok(.init(body: .json(.init(
             run: Self.run(detail.run),
             attempts: detail.attempts.map {
-                .init(number: $0.number, status: Self.status($0.status), trigger: $0.trigger, createdAt: Self.date($0.createdAt),
+                .init(number: $0.number, status: Self.status($0.status), trigger: $0.trigger,
+                      triggeredBy: $0.triggeredBy.isEmpty ? nil : $0.triggeredBy, createdAt: Self.date($0.createdAt),
                       startedAt: $0.startedAt.map(Self.date), finishedAt: $0.finishedAt.map(Self.date))
             },
             jobs: detail.jobs.map(Self.job)))))
@@ -284,7 +285,7 @@ struct API: APIProtocol {
     static func run(_ run: RunRecord) -> Components.Schemas.Run {
         .init(id: run.id, project: run.project, pipeline: run.pipeline, pipelineVersion: run.pipelineVersionID,
               branch: run.branch, status: status(run.status), attempt: run.attempt, trigger: run.trigger,
-              commit: run.commit.isEmpty ? nil : run.commit,
+              triggeredBy: run.triggeredBy.isEmpty ? nil : run.triggeredBy, commit: run.commit.isEmpty ? nil : run.commit,
               createdAt: date(run.createdAt), startedAt: run.startedAt.map(date), finishedAt: run.finishedAt.map(date),
               durationMs: duration(run.startedAt, run.finishedAt))
     }

@@ -38,7 +38,8 @@ final class CoordinatorProcess: @unchecked Sendable {
             if data.isEmpty { break }
             text += String(decoding: data, as: UTF8.self)
         }
-        guard let line = text.split(separator: "\n").first, line.hasPrefix("listening on "),
+        // The two lines come in either order (the listeners start together).
+        guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix("listening on ") }),
               let endpoint = try? Endpoint(parsing: String(line.dropFirst("listening on ".count))) else {
             process.terminate()
             process.waitUntilExit()

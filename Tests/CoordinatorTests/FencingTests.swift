@@ -15,7 +15,7 @@ import Testing
         let definition = try ActParser(file: "ci.act").parse(source)
         let version = try await first.savePipeline(project: "shop", definition: definition, source: source, now: 1)
         let (_, jobs) = try await first.createRun(version: version, definition: definition, branch: "main", commit: "",
-                                                  trigger: "api", now: 1)
+                                                  trigger: "api", triggeredBy: "test", now: 1)
         let job = jobs[0].id
         #expect(try await first.claimJobs([JobClaim(jobID: job, runner: "r1", epoch: 1)], now: 2).first??.job.epoch == 1)
         // The lease of r1 is lost; the other store requeues the job and r2 takes it at epoch 2.
@@ -73,7 +73,7 @@ import Testing
         var linuxJobs: [Int64] = []
         for _ in 0..<20 {
             let (_, jobs) = try await first.createRun(version: version, definition: definition, branch: "main", commit: "",
-                                                      trigger: "api", now: 1)
+                                                      trigger: "api", triggeredBy: "test", now: 1)
             linuxJobs += jobs.filter { $0.name == "linux" }.map(\.id)
         }
         // A runner without gpu skips the gpu jobs ahead of them.

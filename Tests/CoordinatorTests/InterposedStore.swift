@@ -25,13 +25,13 @@ final class InterposedStore: CoordinatorStore {
         try await hooks.enter("latestPipeline")
         return try await base.latestPipeline(project: project, pipeline: pipeline)
     }
-    func createRun(version: PipelineVersionRecord, definition: PipelineDefinition, branch: String, commit: String, trigger: String, now: Int64) async throws -> (RunRecord, [JobRecord]) {
+    func createRun(version: PipelineVersionRecord, definition: PipelineDefinition, branch: String, commit: String, trigger: String, triggeredBy: String, now: Int64) async throws -> (RunRecord, [JobRecord]) {
         try await hooks.enter("createRun")
-        return try await base.createRun(version: version, definition: definition, branch: branch, commit: commit, trigger: trigger, now: now)
+        return try await base.createRun(version: version, definition: definition, branch: branch, commit: commit, trigger: trigger, triggeredBy: triggeredBy, now: now)
     }
-    func createAttempt(runID: Int64, definition: PipelineDefinition, trigger: String, now: Int64) async throws -> (RunRecord, [JobRecord]) {
+    func createAttempt(runID: Int64, definition: PipelineDefinition, trigger: String, triggeredBy: String, now: Int64) async throws -> (RunRecord, [JobRecord]) {
         try await hooks.enter("createAttempt")
-        return try await base.createAttempt(runID: runID, definition: definition, trigger: trigger, now: now)
+        return try await base.createAttempt(runID: runID, definition: definition, trigger: trigger, triggeredBy: triggeredBy, now: now)
     }
     func attempt(runID: Int64, number: Int) async throws -> AttemptRecord? {
         try await hooks.enter("attempt")

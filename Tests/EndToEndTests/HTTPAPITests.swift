@@ -91,6 +91,8 @@ import Wire
             let run = done["run"] as? [String: Any] ?? [:]
             #expect(run["status"] as? String == "succeeded", "\(done)\n\(fabric.logs)")
             #expect(run["trigger"] as? String == "api" && (run["durationMs"] as? Int ?? -1) >= 0)
+            #expect(run["triggeredBy"] as? String == "ci-bot")
+            #expect((done["attempts"] as? [[String: Any]])?.first?["triggeredBy"] as? String == "ci-bot")
             let job = (done["jobs"] as? [[String: Any]])?.first ?? [:]
             #expect(job["runner"] as? String == "runner-1" && job["status"] as? String == "succeeded")
             let nodes = job["nodes"] as? [[String: Any]] ?? []

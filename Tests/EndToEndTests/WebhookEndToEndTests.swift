@@ -79,6 +79,8 @@ import Wire
             let run = try await fabric.waitForRun(runs.first ?? 0, ["succeeded", "failed"])
             #expect(run["status"] as? String == "succeeded", "\(run)\n\(fabric.logs)")
             #expect(run["pipeline"] as? String == "ci" && run["trigger"] as? String == "webhook")
+            let shown = try await fabric.http(as: "admin").request("GET", "/api/v1/runs/\(runs.first ?? 0)")
+            #expect((shown.object?["run"] as? [String: Any])?["triggeredBy"] as? String == "github delivery gh-1", "\(shown.text)")
             let log = try await fabric.heddle(["logs", String(runs.first ?? 0), "--job", "build", "--node", "show"])
             #expect(log.output == "first\n\(pushed)\n", "the run checks out the pushed commit, not main's head")
 

@@ -176,6 +176,7 @@ jobs:
     first_line = page.locator(".log-lines .line .tx").first.inner_text()
     page.get_by_role("button", name="Re-run").click()
     page.wait_for_url(re.compile(rf"#/runs/{run}\?attempt=2"))
+    expect(page.locator(".run-header .trigger")).to_have_text("manual by admin-token")
     expect(page.locator(".run-header h1 .status")).to_have_text("succeeded", timeout=60_000)
     expect(page.locator(".log-lines")).to_contain_text("this is attempt 2")
     screenshot(page, "run-attempt-2")

@@ -144,7 +144,7 @@ jobs:
     page.goto(fabric.url + "/#/runs?project=hooked")
     row = page.locator(f'table.runs tr[data-run="{run}"]')
     expect(row.locator(".status")).to_have_text("succeeded", timeout=60_000)
-    expect(row).to_contain_text("manual")
+    expect(row.locator(".trigger")).to_have_text("manual by admin-token")
     screenshot(page, "runs")
 
     page.goto(fabric.url + "/#/runners")

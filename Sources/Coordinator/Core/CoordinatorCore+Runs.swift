@@ -78,7 +78,7 @@ extension CoordinatorCore {
         let commit = request.commit.flatMap { $0.isEmpty ? nil : $0.lowercased() } ?? ""
         if !commit.isEmpty, let problem = Self.commitProblem(commit) { throw CoordinatorError.invalid(problem) }
         return try await startRun(version, branch: branch, commit: commit, trigger: Self.triggerSource(principal),
-                                  by: "\(principal)")
+                                  by: principal.name)
     }
 
     /// Why `commit` is no commit id (40 or 64 hex digits), or nil.
@@ -94,7 +94,7 @@ extension CoordinatorCore {
                   by who: String) async throws -> Triggered {
         let definition = try self.definition(of: version)
         let (run, jobs) = try await store.createRun(version: version, definition: definition, branch: branch, commit: commit,
-                                                    trigger: trigger, now: Date.nowMilliseconds)
+                                                    trigger: trigger, triggeredBy: who, now: Date.nowMilliseconds)
         for job in jobs {
             scheduler.enqueue(.init(id: job.id, labels: Set(job.labels), position: job.position))
             publishQueue(.queued, queueEntry(job, run: run))
@@ -120,7 +120,8 @@ extension CoordinatorCore {
         }
         let definition = try self.definition(of: version)
         let (updated, jobs) = try await store.createAttempt(runID: runID, definition: definition,
-                                                            trigger: Self.triggerSource(principal), now: Date.nowMilliseconds)
+                                                            trigger: Self.triggerSource(principal), triggeredBy: principal.name,
+                                                            now: Date.nowMilliseconds)
         for job in jobs {
             scheduler.enqueue(.init(id: job.id, labels: Set(job.labels), position: job.position))
             publishQueue(.queued, queueEntry(job, run: updated))
@@ -152,6 +153,7 @@ extension CoordinatorCore {
         if let record = try await store.attempt(runID: runID, number: attempt) {
             run.status = record.status
             run.trigger = record.trigger
+            run.triggeredBy = record.triggeredBy
             run.createdAt = record.createdAt
             run.startedAt = record.startedAt
             run.finishedAt = record.finishedAt

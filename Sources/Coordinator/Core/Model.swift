@@ -25,6 +25,8 @@ public struct RunRecord: Sendable, Equatable {
     public var createdAt: Int64
     public var startedAt: Int64?
     public var finishedAt: Int64?
+    /// Who started the latest attempt: a token's or certificate's name, or a forge's delivery.
+    public var triggeredBy: String = ""
     /// The commit the run is of (a webhook's push), checked out exactly; empty: the branch's
     /// head when a job starts.
     public var commit: String = ""
@@ -75,6 +77,8 @@ public struct AttemptRecord: Sendable, Equatable {
     public var createdAt: Int64
     public var startedAt: Int64?
     public var finishedAt: Int64?
+    /// Who started it: a token's or certificate's name, or a forge's delivery.
+    public var triggeredBy: String = ""
 }
 
 public struct ProjectRecord: Sendable, Equatable {

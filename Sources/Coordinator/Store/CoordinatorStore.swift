@@ -8,9 +8,9 @@ public protocol CoordinatorStore: Sendable {
 
     /// Creates the run, its first attempt, its jobs (queued) and their nodes (pending).
     func createRun(version: PipelineVersionRecord, definition: PipelineDefinition, branch: String, commit: String,
-                   trigger: String, now: Int64) async throws -> (RunRecord, [JobRecord])
+                   trigger: String, triggeredBy: String, now: Int64) async throws -> (RunRecord, [JobRecord])
     /// Adds attempt N+1 to a run, with queued jobs at the end of the queue.
-    func createAttempt(runID: Int64, definition: PipelineDefinition, trigger: String,
+    func createAttempt(runID: Int64, definition: PipelineDefinition, trigger: String, triggeredBy: String,
                        now: Int64) async throws -> (RunRecord, [JobRecord])
     func attempt(runID: Int64, number: Int) async throws -> AttemptRecord?
     func pipelineVersion(id: Int64) async throws -> PipelineVersionRecord?

@@ -256,7 +256,7 @@ public struct SQLiteStore: CoordinatorStore {
                 );
                 """)
         }
-        migrator.registerMigration("v7: browser sessions") { db in
+        migrator.registerMigration("v7: browser sessions, who started an attempt") { db in
             try db.execute(sql: """
                 CREATE TABLE web_session (
                     secret_sha256 TEXT PRIMARY KEY,
@@ -266,6 +266,8 @@ public struct SQLiteStore: CoordinatorStore {
                 );
                 CREATE INDEX web_session_by_token ON web_session(token_name, created_at);
                 CREATE INDEX web_session_by_expiry ON web_session(expires_at);
+                ALTER TABLE run ADD COLUMN triggered_by TEXT NOT NULL DEFAULT '';
+                ALTER TABLE attempt ADD COLUMN triggered_by TEXT NOT NULL DEFAULT '';
                 """)
         }
         return migrator
@@ -326,28 +328,30 @@ public struct SQLiteStore: CoordinatorStore {
     // MARK: runs and jobs
 
     public func createRun(version: PipelineVersionRecord, definition: PipelineDefinition, branch: String,
-                          commit: String, trigger: String, now: Int64) async throws -> (RunRecord, [JobRecord]) {
+                          commit: String, trigger: String, triggeredBy: String, now: Int64) async throws -> (RunRecord, [JobRecord]) {
         try await group.write { db in
             try db.cachedStatement(sql: """
-                INSERT INTO run (project, pipeline, pipeline_version_id, branch, status, attempt, trigger, created_at, commit_sha)
-                VALUES (?, ?, ?, ?, 'queued', 1, ?, ?, ?)
-                """).execute(arguments: [version.project, version.pipeline, version.id, branch, trigger, now, commit])
+                INSERT INTO run (project, pipeline, pipeline_version_id, branch, status, attempt, trigger, created_at, commit_sha,
+                                 triggered_by)
+                VALUES (?, ?, ?, ?, 'queued', 1, ?, ?, ?, ?)
+                """).execute(arguments: [version.project, version.pipeline, version.id, branch, trigger, now, commit, triggeredBy])
             var run = RunRecord(id: db.lastInsertedRowID, project: version.project, pipeline: version.pipeline,
                                 pipelineVersionID: version.id, branch: branch, status: .queued, attempt: 1,
                                 trigger: trigger, createdAt: now)
             run.commit = commit
+            run.triggeredBy = triggeredBy
             let jobs = try Self.insertAttempt(db, run: run, definition: definition, now: now)
             return (run, jobs)
         }
     }
 
-    public func createAttempt(runID: Int64, definition: PipelineDefinition, trigger: String,
+    public func createAttempt(runID: Int64, definition: PipelineDefinition, trigger: String, triggeredBy: String,
                               now: Int64) async throws -> (RunRecord, [JobRecord]) {
         try await group.write { db in
             try db.cachedStatement(sql: """
-                UPDATE run SET attempt = attempt + 1, status = 'queued', trigger = ?, started_at = NULL,
+                UPDATE run SET attempt = attempt + 1, status = 'queued', trigger = ?, triggered_by = ?, started_at = NULL,
                                finished_at = NULL WHERE id = ?
-                """).execute(arguments: [trigger, runID])
+                """).execute(arguments: [trigger, triggeredBy, runID])
             guard let run = try Self.fetchRun(db, id: runID) else {
                 throw StoreError(.notFound, "run \(runID) does not exist")
             }
@@ -361,8 +365,8 @@ public struct SQLiteStore: CoordinatorStore {
     static func insertAttempt(_ db: Database, run: RunRecord, definition: PipelineDefinition,
                               now: Int64) throws -> [JobRecord] {
             try db.cachedStatement(sql: """
-                INSERT INTO attempt (run_id, number, status, trigger, created_at) VALUES (?, ?, 'queued', ?, ?)
-                """).execute(arguments: [run.id, run.attempt, run.trigger, now])
+                INSERT INTO attempt (run_id, number, status, trigger, created_at, triggered_by) VALUES (?, ?, 'queued', ?, ?, ?)
+                """).execute(arguments: [run.id, run.attempt, run.trigger, now, run.triggeredBy])
             let maxPosition = try Double.fetchOne(db.cachedStatement(sql: """
                 SELECT MAX(position) FROM job WHERE status IN ('queued', 'running')
                 """)) ?? 0
@@ -735,7 +739,8 @@ public struct SQLiteStore: CoordinatorStore {
                              arguments: [runID]).map {
                 AttemptRecord(runID: $0["run_id"], number: $0["number"],
                               status: Status(rawValue: $0["status"]) ?? .failed, trigger: $0["trigger"],
-                              createdAt: $0["created_at"], startedAt: $0["started_at"], finishedAt: $0["finished_at"])
+                              createdAt: $0["created_at"], startedAt: $0["started_at"], finishedAt: $0["finished_at"],
+                              triggeredBy: $0["triggered_by"])
             }
         }
     }
@@ -746,7 +751,8 @@ public struct SQLiteStore: CoordinatorStore {
                              arguments: [runID, number]).map {
                 AttemptRecord(runID: $0["run_id"], number: $0["number"],
                               status: Status(rawValue: $0["status"]) ?? .failed, trigger: $0["trigger"],
-                              createdAt: $0["created_at"], startedAt: $0["started_at"], finishedAt: $0["finished_at"])
+                              createdAt: $0["created_at"], startedAt: $0["started_at"], finishedAt: $0["finished_at"],
+                              triggeredBy: $0["triggered_by"])
             }
         }
     }
@@ -999,7 +1005,7 @@ public struct SQLiteStore: CoordinatorStore {
 
     static let runColumns = """
         id, project, pipeline, pipeline_version_id, branch, status, attempt, trigger, created_at, started_at, finished_at,
-        commit_sha
+        commit_sha, triggered_by
         """
 
     static func run(_ row: Row) -> RunRecord {
@@ -1009,6 +1015,7 @@ public struct SQLiteStore: CoordinatorStore {
                             trigger: row["trigger"], createdAt: row["created_at"], startedAt: row["started_at"],
                             finishedAt: row["finished_at"])
         run.commit = row["commit_sha"]
+        run.triggeredBy = row["triggered_by"]
         return run
     }
 

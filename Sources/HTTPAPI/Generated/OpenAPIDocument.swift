@@ -731,7 +731,7 @@ enum OpenAPIDocument {
           "streams"
         ],
         "summary": "A run attempt's job and node changes as Server-Sent Events (viewer).",
-        "description": "`event: job` with `{\"id\", \"name\", \"status\", \"attempt\", \"runner\"?, \"reason\"?, \"nodes\"?:\n[{\"name\", \"status\", \"exitCode\"?}]}` as a job or one of its nodes changes (a node's\nchange carries only that node), then `event: end` with `{\"run\", \"attempt\", \"status\"}`\nonce the attempt is over, and the stream ends. Events carry no id: a client that\nreconnects reads the run again (`GET /runs/{run}`) for what it missed. Unknown run or\nattempt: 404 before the stream starts.\n",
+        "description": "First `event: subscribed` with `{\"run\"}` once the subscription is in place: a client\nreads the run (`GET /runs/{run}`) after it and applies the events that follow, in\norder, to what it read; it then misses nothing. Then `event: job` with `{\"id\", \"name\",\n\"status\", \"attempt\", \"runner\"?, \"reason\"?, \"nodes\"?: [{\"name\", \"status\",\n\"exitCode\"?}]}` as a job or one of its nodes changes (a node's change carries only that\nnode), then `event: end` with `{\"run\", \"attempt\", \"status\"}` once the attempt is over,\nand the stream ends. Events carry no id: a client that reconnects gets `subscribed`\nagain and reads the run again. Unknown run or attempt: 404 before the stream starts.\n",
         "parameters": [
           {
             "name": "attempt",
@@ -848,7 +848,7 @@ enum OpenAPIDocument {
           "streams"
         ],
         "summary": "Queue changes as Server-Sent Events (viewer).",
-        "description": "`event: queue` with `{\"kind\": queued|moved|claimed|finished|cancelled, \"job\", \"run\",\n\"attempt\", \"project\", \"pipeline\", \"name\", \"branch\", \"status\", \"labels\", \"runner\"?,\n\"position\"?, \"waitingReason\"?}` for every change, until the client leaves. Comments\n(`: keep-alive`) every 15 s. At most 10,000 event streams are open at once on one\ncoordinator; past that, 503.\n",
+        "description": "First `event: subscribed` with `{}` once the subscription is in place (every change\nafter it is sent: a client that reads the queue after this event misses nothing), then\n`event: queue` with `{\"kind\": queued|moved|claimed|finished|cancelled, \"job\", \"run\",\n\"attempt\", \"project\", \"pipeline\", \"name\", \"branch\", \"status\", \"labels\", \"runner\"?,\n\"position\"?, \"waitingReason\"?}` for every change, until the client leaves. Comments\n(`: keep-alive`) every 15 s. At most 10,000 event streams are open at once on one\ncoordinator; past that, 503.\n",
         "responses": {
           "200": {
             "description": "The stream.",
@@ -1825,6 +1825,10 @@ enum OpenAPIDocument {
             "type": "string",
             "description": "manual (an admin), api (automation) or webhook."
           },
+          "triggeredBy": {
+            "type": "string",
+            "description": "Who started the attempt: the name of the token or certificate, or \"FORGE delivery ID\" for a webhook. Absent for runs started before Heddle recorded it."
+          },
           "commit": {
             "type": "string",
             "description": "The commit the run is of, when it was given (a webhook's push)."
@@ -1865,6 +1869,10 @@ enum OpenAPIDocument {
           },
           "trigger": {
             "type": "string"
+          },
+          "triggeredBy": {
+            "type": "string",
+            "description": "Who started it (as in Run)."
           },
           "createdAt": {
             "type": "string",

@@ -320,6 +320,10 @@ extension Components {
             ///
             /// - Remark: Generated from `#/components/schemas/Run/trigger`.
             internal var trigger: Swift.String
+            /// Who started the attempt: the name of the token or certificate, or "FORGE delivery ID" for a webhook. Absent for runs started before Heddle recorded it.
+            ///
+            /// - Remark: Generated from `#/components/schemas/Run/triggeredBy`.
+            internal var triggeredBy: Swift.String?
             /// The commit the run is of, when it was given (a webhook's push).
             ///
             /// - Remark: Generated from `#/components/schemas/Run/commit`.
@@ -345,6 +349,7 @@ extension Components {
             ///   - status:
             ///   - attempt:
             ///   - trigger: manual (an admin), api (automation) or webhook.
+            ///   - triggeredBy: Who started the attempt: the name of the token or certificate, or "FORGE delivery ID" for a webhook. Absent for runs started before Heddle recorded it.
             ///   - commit: The commit the run is of, when it was given (a webhook's push).
             ///   - createdAt:
             ///   - startedAt:
@@ -359,6 +364,7 @@ extension Components {
                 status: Components.Schemas.Status,
                 attempt: Swift.Int,
                 trigger: Swift.String,
+                triggeredBy: Swift.String? = nil,
                 commit: Swift.String? = nil,
                 createdAt: Foundation.Date,
                 startedAt: Foundation.Date? = nil,
@@ -373,6 +379,7 @@ extension Components {
                 self.status = status
                 self.attempt = attempt
                 self.trigger = trigger
+                self.triggeredBy = triggeredBy
                 self.commit = commit
                 self.createdAt = createdAt
                 self.startedAt = startedAt
@@ -388,6 +395,7 @@ extension Components {
                 case status
                 case attempt
                 case trigger
+                case triggeredBy
                 case commit
                 case createdAt
                 case startedAt
@@ -403,6 +411,10 @@ extension Components {
             internal var status: Components.Schemas.Status
             /// - Remark: Generated from `#/components/schemas/Attempt/trigger`.
             internal var trigger: Swift.String
+            /// Who started it (as in Run).
+            ///
+            /// - Remark: Generated from `#/components/schemas/Attempt/triggeredBy`.
+            internal var triggeredBy: Swift.String?
             /// - Remark: Generated from `#/components/schemas/Attempt/createdAt`.
             internal var createdAt: Foundation.Date
             /// - Remark: Generated from `#/components/schemas/Attempt/startedAt`.
@@ -415,6 +427,7 @@ extension Components {
             ///   - number:
             ///   - status:
             ///   - trigger:
+            ///   - triggeredBy: Who started it (as in Run).
             ///   - createdAt:
             ///   - startedAt:
             ///   - finishedAt:
@@ -422,6 +435,7 @@ extension Components {
                 number: Swift.Int,
                 status: Components.Schemas.Status,
                 trigger: Swift.String,
+                triggeredBy: Swift.String? = nil,
                 createdAt: Foundation.Date,
                 startedAt: Foundation.Date? = nil,
                 finishedAt: Foundation.Date? = nil
@@ -429,6 +443,7 @@ extension Components {
                 self.number = number
                 self.status = status
                 self.trigger = trigger
+                self.triggeredBy = triggeredBy
                 self.createdAt = createdAt
                 self.startedAt = startedAt
                 self.finishedAt = finishedAt
@@ -437,6 +452,7 @@ extension Components {
                 case number
                 case status
                 case trigger
+                case triggeredBy
                 case createdAt
                 case startedAt
                 case finishedAt

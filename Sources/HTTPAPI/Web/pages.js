@@ -10,7 +10,7 @@ function runRow(run) {
     h('td', {}, `${run.project} / ${run.pipeline}`),
     h('td', {}, run.branch, run.commit ? h('code', { class: 'commit' }, ` ${run.commit.slice(0, 10)}`) : ''),
     h('td', {}, `${run.attempt}`),
-    h('td', {}, run.trigger),
+    h('td', { class: 'trigger' }, run.trigger, run.triggeredBy ? h('span', { class: 'muted' }, ` by ${run.triggeredBy}`) : ''),
     h('td', {}, formatTime(run.createdAt)),
     h('td', { class: 'duration' }, formatDuration(run.durationMs)));
 }

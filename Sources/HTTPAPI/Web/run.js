@@ -33,7 +33,7 @@ export async function runPage(main, params, { navigate }) {
     const run = detail.run;
     const switcher = h('select', { id: 'attempt', 'aria-label': 'Attempt', onchange: (event) => navigate(`#/runs/${runID}?attempt=${event.target.value}`) },
       detail.attempts.map((a) => h('option', { value: a.number, selected: a.number === shown },
-        `attempt ${a.number} — ${a.status} (${a.trigger})`)));
+        `attempt ${a.number} — ${a.status} (${a.trigger}${a.triggeredBy ? ` by ${a.triggeredBy}` : ''})`)));
     const actions = h('div', { class: 'actions' });
     if (can('rerun') && finished(run.status) && isLatest) {
       actions.append(h('button', { type: 'button', class: 'rerun', onclick: async () => {
@@ -59,7 +59,7 @@ export async function runPage(main, params, { navigate }) {
         h('dt', {}, 'Pipeline'), h('dd', {}, h('a', { href: `#/projects/${encodeURIComponent(run.project)}` }, run.project), ' / ', run.pipeline,
           ` (version ${run.pipelineVersion})`),
         h('dt', {}, 'Branch'), h('dd', {}, run.branch, run.commit ? ` @ ${run.commit.slice(0, 12)}` : ''),
-        h('dt', {}, 'Trigger'), h('dd', {}, run.trigger),
+        h('dt', {}, 'Trigger'), h('dd', { class: 'trigger' }, run.trigger, run.triggeredBy ? ` by ${run.triggeredBy}` : ''),
         h('dt', {}, 'Attempt'), h('dd', {}, switcher, ` of ${detail.attempts.length}`),
         h('dt', {}, 'Created'), h('dd', {}, formatTime(run.createdAt)),
         h('dt', {}, 'Duration'), h('dd', { class: 'duration' }, duration === null ? '—' : formatDuration(duration))),
