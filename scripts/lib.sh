@@ -8,12 +8,20 @@ ensure_packages() {
     command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
   done
   if [ ${#missing[@]} -gt 0 ]; then
-    echo "installing ${missing[*]}" >&2
-    local sudo=""
-    [ "$(id -u)" -eq 0 ] || sudo=sudo
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+    install_packages "${missing[@]}"
   fi
+}
+
+# install_packages DEBIAN_PACKAGE ... installs them (apt-get update once per script run).
+install_packages() {
+  echo "installing $*" >&2
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo=sudo
+  if [ -z "${HEDDLE_APT_UPDATED:-}" ]; then
+    $sudo apt-get update -qq
+    export HEDDLE_APT_UPDATED=1
+  fi
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
 }
 
 # ensure_swift fails with a clear message when the Swift toolchain is not on PATH.

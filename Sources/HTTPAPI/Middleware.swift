@@ -275,7 +275,8 @@ struct AuthenticationMiddleware: RouterMiddleware {
             // A request that changes something must prove it comes from the dashboard's own
             // page: a page of another site can send the cookie (were SameSite not honoured)
             // but can neither read nor compute this header's value.
-            if ![.get, .head, .options].contains(request.method), request.headers[WebRoutes.csrfHeader] != session.csrf {
+            if ![.get, .head, .options].contains(request.method),
+               !WebRoutes.sameSecret(request.headers[WebRoutes.csrfHeader] ?? "", session.csrf) {
                 throw CoordinatorError(.permissionDenied,
                                        "a request signed in by the session cookie that changes something must carry the X-Heddle-CSRF header given at sign-in")
             }

@@ -82,6 +82,13 @@ struct WebRoutes {
         return response
     }
 
+    /// Equal strings, compared in time that does not depend on where they differ.
+    static func sameSecret(_ a: String, _ b: String) -> Bool {
+        let x = Array(a.utf8), y = Array(b.utf8)
+        guard x.count == y.count else { return false }
+        return zip(x, y).reduce(UInt8(0)) { $0 | ($1.0 ^ $1.1) } == 0
+    }
+
     static func describe(_ session: WebSession) -> [String: Any] {
         ["name": session.principal.name, "role": session.principal.role.rawValue, "csrf": session.csrf,
          "expiresAt": ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: Double(session.expiresAt) / 1000))]

@@ -8,6 +8,13 @@ export function currentSession() { return session; }
 export function setSession(value) { session = value; }
 export function onSignedOut(listener) { signedOutListeners.push(listener); }
 
+/// The session ended (signed out elsewhere, expired, token revoked): the page signs in again.
+function endSession() {
+  if (!session) return;
+  session = null;
+  signedOutListeners.forEach((listener) => listener());
+}
+
 export class APIError extends Error {
   constructor(status, problem) {
     super(problem?.detail || `the coordinator answered ${status}`);
@@ -31,10 +38,7 @@ export async function api(method, path, body, { headers = {}, raw = false } = {}
   const type = response.headers.get('Content-Type') || '';
   const data = type.includes('json') ? await response.json().catch(() => null) : null;
   if (!response.ok) {
-    if (response.status === 401 && path !== '/session') {
-      session = null;
-      signedOutListeners.forEach((listener) => listener());
-    }
+    if (response.status === 401 && path !== '/session') endSession();
     throw new APIError(response.status, data);
   }
   return data;
@@ -99,6 +103,8 @@ export class LiveStream {
     });
     source.onerror = () => {
       if (source.readyState === EventSource.CLOSED && !this.closed) {
+        // Refused: a session that ended shows the sign-in; anything else is tried again.
+        api('GET', '/session').catch((error) => { if (error.status === 401) endSession(); });
         this.retry = setTimeout(() => this.connect(), 3000);
       }
     };

@@ -15,6 +15,7 @@ export async function queuePage(main) {
   const filters = { project: '', pipeline: '', branch: '', label: '' };
   let focusJob = null;
   let dragged = null;
+  let rowCache = new Map();
 
   const count = h('span', { class: 'count' });
   const form = h('form', { class: 'filters', role: 'search', 'aria-label': 'Filter the queue', onsubmit: (event) => event.preventDefault() },
@@ -75,8 +76,18 @@ export async function queuePage(main) {
     const shown = visible();
     const first = Math.max(0, Math.floor(list.scrollTop / ROW) - 5);
     const last = Math.min(shown.length, Math.ceil((list.scrollTop + list.clientHeight) / ROW) + 5);
+    // Rows already drawn for the same state of the same job are kept (scrolling only moves them).
     const rows = [];
-    for (let index = first; index < last; index += 1) rows.push(row(shown[index], index));
+    const drawn = new Map();
+    for (let index = first; index < last; index += 1) {
+      const entry = shown[index];
+      const key = `${entry.job}|${entry.status}|${entry.position}|${entry.runner || ''}|${entry.waitingReason || ''}|${selected.has(entry.job)}`;
+      const element = rowCache.get(key) || row(entry);
+      element.style.top = `${index * ROW}px`;
+      drawn.set(key, element);
+      rows.push(element);
+    }
+    rowCache = drawn;
     // The rows are made anew: the focus stays on the same job's control.
     const active = spacer.contains(document.activeElement) ? document.activeElement : null;
     const activeJob = active?.closest('.row')?.dataset.job;
@@ -90,7 +101,7 @@ export async function queuePage(main) {
     }
   }
 
-  function row(entry, index) {
+  function row(entry) {
     const queued = entry.status === 'queued';
     const element = h('div', { class: `row ${entry.status}`, role: 'listitem', dataset: { job: String(entry.job) },
       style: null },
@@ -111,7 +122,6 @@ export async function queuePage(main) {
     h('span', { class: 'branch' }, entry.branch),
     h('span', { class: 'labels' }, entry.labels.join(', ')),
     h('span', { class: 'why' }, entry.runner ? `on ${entry.runner}` : (entry.waitingReason || '')));
-    element.style.top = `${index * ROW}px`;
     if (queued && can('move')) {
       element.addEventListener('dragover', (event) => {
         if (!dragged || dragged.job === entry.job) return;
