@@ -141,6 +141,11 @@ jobs:
     expect(page.locator("table.deliveries")).to_contain_text("ping")
     screenshot(page, "project")
 
+    page.goto(fabric.url + "/#/projects")
+    last = page.locator('.project[data-project=hooked] tr[data-pipeline=quick] .last-runs a').first
+    expect(last).to_have_attribute("href", f"#/runs/{run}")
+    screenshot(page, "projects")
+
     page.goto(fabric.url + "/#/runs?project=hooked")
     row = page.locator(f'table.runs tr[data-run="{run}"]')
     expect(row.locator(".status")).to_have_text("succeeded", timeout=60_000)

@@ -55,14 +55,22 @@ export async function projectsPage(main, params, { navigate }) {
   const sections = [];
   for (const project of projects) {
     const { pipelines } = await get(`/projects/${encodeURIComponent(project.name)}/pipelines`);
-    const { runs } = await get(`/runs${query({ project: project.name, limit: 5 })}`);
+    // Each pipeline with its last runs (newest first), each a link to its page.
+    const lastRuns = await Promise.all(pipelines.map((p) =>
+      get(`/runs${query({ project: project.name, pipeline: p.name, limit: 5 })}`).then((page) => page.runs)));
     sections.push(h('section', { class: 'project', dataset: { project: project.name } },
       h('h2', {}, h('a', { href: `#/projects/${encodeURIComponent(project.name)}` }, project.name),
         can('trigger') && pipelines.length ? h('button', { type: 'button', class: 'run-button primary',
           'aria-label': `Run a pipeline of ${project.name}`, onclick: () => runDialog(project.name, pipelines, navigate) }, 'Run') : null),
       h('p', { class: 'muted' }, project.repository || 'no repository (jobs run in an empty workspace)'),
-      h('p', {}, 'Pipelines: ', pipelines.length ? pipelines.map((p) => `${p.name} (v${p.version})`).join(', ') : 'none'),
-      runs.length ? runTable(runs) : h('p', { class: 'muted' }, 'No runs yet.')));
+      pipelines.length ? h('table', { class: 'pipelines' },
+        h('thead', {}, h('tr', {}, h('th', {}, 'Pipeline'), h('th', {}, 'Version'), h('th', {}, 'Jobs'), h('th', {}, 'Last runs'))),
+        h('tbody', {}, pipelines.map((p, index) => h('tr', { dataset: { pipeline: p.name } },
+          h('td', {}, p.name), h('td', {}, `${p.version}`), h('td', {}, p.jobs.join(', ')),
+          h('td', { class: 'last-runs' }, lastRuns[index].length ? lastRuns[index].map((run) =>
+            h('a', { href: `#/runs/${run.id}`, title: `run ${run.id}: ${run.status}, ${run.branch}`,
+              'aria-label': `run ${run.id}: ${run.status}` }, statusBadge(run.status), ` ${run.id}`)) : h('span', { class: 'muted' }, 'no runs yet'))))))
+        : h('p', { class: 'muted' }, 'No pipelines yet: heddle pipeline push FILE.act --project ' + project.name)));
   }
   main.replaceChildren(h('h1', {}, 'Projects'), ...(sections.length ? sections : [h('p', {}, 'No projects yet: heddle project create NAME --repo URL')]));
 }
