@@ -235,12 +235,7 @@ struct AuthenticationMiddleware: RouterMiddleware {
             return try await next(request, context)
         }
         let client = context.client
-        if let wait = limiter.blocked(client) {
-            var problem = Problem(status: .tooManyRequests, code: "too_many_requests",
-                                  detail: "too many failed sign-ins from \(client); try again in \(wait) s")
-            problem.headers[.retryAfter] = String(wait)
-            throw problem
-        }
+        try limiter.refuseIfBlocked(client)
         let principal: Principal
         do {
             principal = try await self.principal(of: request, context: context)
@@ -331,6 +326,15 @@ final class FailureLimiter: Sendable {
                   window.failures >= Self.maximumFailures else { return nil }
             return Int((Self.window - (now - window.start) + 999) / 1000)
         }
+    }
+
+    /// 429 with `Retry-After` while `client` is blocked.
+    func refuseIfBlocked(_ client: String) throws(Problem) {
+        guard let wait = blocked(client) else { return }
+        var problem = Problem(status: .tooManyRequests, code: "too_many_requests",
+                              detail: "too many failed sign-ins from \(client); try again in \(wait) s")
+        problem.headers[.retryAfter] = String(wait)
+        throw problem
     }
 
     func failed(_ client: String, now: Int64 = Date.nowMilliseconds) {

@@ -33,12 +33,7 @@ struct WebRoutes {
     /// cookie. A wrong token counts toward the address's failed sign-ins as a bearer does.
     func signIn(_ request: Request, _ context: HeddleRequestContext) async throws -> Response {
         let client = context.client
-        if let wait = limiter.blocked(client) {
-            var problem = Problem(status: .tooManyRequests, code: "too_many_requests",
-                                  detail: "too many failed sign-ins from \(client); try again in \(wait) s")
-            problem.headers[.retryAfter] = String(wait)
-            throw problem
-        }
+        try limiter.refuseIfBlocked(client)
         var request = request
         let body = try await request.collectBody(upTo: HTTPFront.maximumBodyBytes)
         guard let object = try? JSONSerialization.jsonObject(with: Data(body.readableBytesView)) as? [String: Any] else {

@@ -24,6 +24,17 @@ BIN = Path(os.environ.get("HEDDLE_BIN", ".build/debug"))
 OUTPUT = Path(os.environ.get("HEDDLE_TEST_OUTPUT", "test-output")) / "screenshots"
 
 
+def pipeline(name, run="true", label="linux"):
+    """An .act of one job with one node `n` that runs `run` on a runner labelled `label`."""
+    return f"""name: {name}
+jobs:
+  j:
+    labels: [{label}]
+    nodes:
+      n: {{ run: '{run}' }}
+"""
+
+
 def wait_for(predicate, timeout, what):
     """Polls `predicate` until it is true, failing with `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout

@@ -8,17 +8,12 @@ import re
 
 from playwright.sync_api import expect
 
-from conftest import screenshot, signed_in, wait_for
+from conftest import pipeline, screenshot, signed_in, wait_for
 
 
-def waiting_pipeline(name, label="nobody"):
-    return f"""name: {name}
-jobs:
-  j:
-    labels: [{label}]
-    nodes:
-      n: {{ run: 'true' }}
-"""
+def waiting_pipeline(name):
+    """A pipeline no runner can take: its jobs stay queued."""
+    return pipeline(name, label="nobody")
 
 
 def queued_ids(fabric, project):
@@ -226,13 +221,7 @@ jobs:
 def test_a_viewer_sees_no_action_and_the_api_refuses_it(viewer_page, fabric):
     fabric.push("viewing", waiting_pipeline("wait"))
     queued = fabric.trigger("viewing", "wait")
-    fabric.push("viewing", """name: quick
-jobs:
-  j:
-    labels: [linux]
-    nodes:
-      n: { run: 'echo done' }
-""", file_name="quick.act")
+    fabric.push("viewing", pipeline("quick", run="echo done"), file_name="quick.act")
     done = fabric.trigger("viewing", "quick")
     wait_for(lambda: finished(fabric, done), 60, "the quick run finished")
     page = viewer_page

@@ -12,7 +12,7 @@ import urllib.request
 
 from playwright.sync_api import expect
 
-from conftest import screenshot, signed_in, wait_for
+from conftest import pipeline, screenshot, signed_in, wait_for
 
 
 class CuttingProxy:
@@ -126,13 +126,7 @@ def test_runs_projects_and_runners_pages(admin_page, fabric):
         "Content-Type": "application/json"})
     with urllib.request.urlopen(request, context=fabric.ssl, timeout=30) as response:
         assert response.status == 200
-    fabric.push("hooked", """name: quick
-jobs:
-  j:
-    labels: [linux]
-    nodes:
-      n: { run: 'echo hi' }
-""")
+    fabric.push("hooked", pipeline("quick", run="echo hi"))
     run = fabric.trigger("hooked", "quick")
     page = admin_page
     page.goto(fabric.url + "/#/projects/hooked")

@@ -167,6 +167,7 @@ export class LogView {
     const block = this.blocks[this.blocks.length - 1];
     if (data.dropped) {
       block.close();
+      block.lineStart = data.offset;
       const notice = h('div', { class: 'line dropped' }, h('span', { class: 'ln' }),
         h('span', { class: 'tx' }, `[… ${data.dropped} bytes dropped: the log passed its size limit …]`));
       block.element.append(notice);
