@@ -270,3 +270,36 @@ def test_a_cookie_request_without_the_csrf_header_is_refused_and_sign_out_ends_t
     status = page.evaluate("async () => (await fetch('/api/v1/runs')).status")
     assert status == 401
     fabric.api("POST", f"/runs/{run}/cancel")
+
+
+def test_the_log_viewer_searches_links_lines_and_downloads_the_raw_bytes(admin_page, fabric):
+    fabric.push("viewer-tools", pipeline("lines", run="for i in $(seq 1 300); do echo line $i; done; printf \"\\\\033[33mwarning: last\\\\033[0m\""))
+    run = fabric.trigger("viewer-tools", "lines")
+    wait_for(lambda: finished(fabric, run), 60, "the run finished")
+    page = admin_page
+    page.goto(fabric.url + f"/#/runs/{run}?job=j&node=n")
+    lines = page.locator(".log-lines .line")
+    expect(lines).to_have_count(301)
+    # The last line has no newline and keeps its colour.
+    expect(lines.last.locator(".tx span")).to_have_css("color", "rgb(205, 205, 0)")
+    # Search: the lines that match, then the next one, shown.
+    page.get_by_label("Search the log").fill("line 15")
+    expect(page.locator(".match-count")).to_have_text("11 lines")  # 15, 150 to 159
+    page.get_by_label("Search the log").press("Enter")
+    expect(page.locator(".line.current-match .tx")).to_have_text("line 15")
+    expect(page.locator(".match-count")).to_have_text("1 of 11 lines")
+    # A line's link: its byte offset in the address; opened again, that line is marked.
+    line_150 = page.locator('.log-lines .line', has_text="line 150")
+    offset = int(line_150.get_attribute("data-at"))
+    assert offset == sum(len(f"line {i}\n") for i in range(1, 150))
+    line_150.locator(".ln").click()
+    assert f"at={offset}" in page.url
+    page.goto(fabric.url + "/#/runs")
+    page.goto(fabric.url + f"/#/runs/{run}?job=j&node=n&at={offset}")
+    expect(page.locator(".line.target .tx")).to_have_text("line 150")
+    expect(page.locator(".line.target .ln")).to_have_text("150")
+    # Raw: the bytes as the node wrote them.
+    with page.expect_download() as download:
+        page.get_by_role("link", name="Raw").click()
+    raw = open(download.value.path(), "rb").read()
+    assert raw == b"".join(f"line {i}\n".encode() for i in range(1, 301)) + b"\x1b[33mwarning: last\x1b[0m"
