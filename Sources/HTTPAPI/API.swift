@@ -334,4 +334,6 @@ struct API: APIProtocol {
 /// The caller of the request being handled, found by `AuthenticationMiddleware`.
 enum Caller {
     @TaskLocal static var principal: Principal?
+    /// When the request was signed in by the session cookie: that session.
+    @TaskLocal static var session: WebSession?
 }

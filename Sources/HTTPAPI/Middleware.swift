@@ -237,8 +237,9 @@ struct AuthenticationMiddleware: RouterMiddleware {
         let client = context.client
         try limiter.refuseIfBlocked(client)
         let principal: Principal
+        let session: WebSession?
         do {
-            principal = try await self.principal(of: request, context: context)
+            (principal, session) = try await self.caller(of: request, context: context)
         } catch {
             // A wrong credential is an attempt; none at all is not (a page or a probe that has
             // not signed in yet), nor is a session that ended or a missing CSRF header.
@@ -249,16 +250,19 @@ struct AuthenticationMiddleware: RouterMiddleware {
             }
             throw error
         }
-        return try await Caller.$principal.withValue(principal) { try await next(request, context) }
+        return try await Caller.$principal.withValue(principal) {
+            try await Caller.$session.withValue(session) { try await next(request, context) }
+        }
     }
 
-    func principal(of request: Request, context: Context) async throws(CoordinatorError) -> Principal {
+    /// Who calls, and the session when the cookie signed the request in.
+    func caller(of request: Request, context: Context) async throws(CoordinatorError) -> (Principal, WebSession?) {
         if let authorization = request.headers[.authorization] {
             let parts = authorization.split(separator: " ", maxSplits: 1)
             guard parts.count == 2, parts[0].lowercased() == "bearer" else {
                 throw CoordinatorError(.unauthenticated, "the Authorization header must be `Bearer TOKEN`")
             }
-            return try await core.principal(token: String(parts[1]).trimmingCharacters(in: .whitespaces))
+            return (try await core.principal(token: String(parts[1]).trimmingCharacters(in: .whitespaces)), nil)
         }
         if let secret = request.cookies[WebRoutes.cookieName]?.value {
             let session: WebSession
@@ -275,14 +279,14 @@ struct AuthenticationMiddleware: RouterMiddleware {
                 throw CoordinatorError(.permissionDenied,
                                        "a request signed in by the session cookie that changes something must carry the X-Heddle-CSRF header given at sign-in")
             }
-            return session.principal
+            return (session.principal, session)
         }
         if let identity = await Self.certificate(of: context.channel) {
             switch identity {
             case .success(let identity):
                 let principal = Principal(identity)
                 try await core.checkNotRevoked(principal)
-                return principal
+                return (principal, nil)
             case .failure(let error):
                 throw CoordinatorError(.unauthenticated, error.message)
             }

@@ -17,7 +17,7 @@ struct WebRoutes {
 
     func register(on router: Router<HeddleRequestContext>) {
         router.post(RouterPath(Self.sessionPath)) { request, context in try await signIn(request, context) }
-        router.get(RouterPath(Self.sessionPath)) { request, _ in try await current(request) }
+        router.get(RouterPath(Self.sessionPath)) { _, _ in try current() }
         router.delete(RouterPath(Self.sessionPath)) { request, _ in try await signOut(request) }
         router.get("/") { request, _ in Self.file("index.html", request) }
         router.get("/assets/:file") { request, context in
@@ -26,8 +26,6 @@ struct WebRoutes {
     }
 
     // MARK: sign-in
-
-    struct SignIn: Decodable { var token: String }
 
     /// `{"token": "..."}` → 201 with who the session is, its CSRF value and expiry, and the
     /// cookie. A wrong token counts toward the address's failed sign-ins as a bearer does.
@@ -57,12 +55,9 @@ struct WebRoutes {
     }
 
     /// Who is signed in (any credentials); with a session cookie, its CSRF value and expiry.
-    func current(_ request: Request) async throws -> Response {
+    func current() throws -> Response {
         let principal = try StreamRoutes.principal()
-        if let secret = request.cookies[Self.cookieName]?.value, request.headers[.authorization] == nil,
-           let session = try? await core.webSession(secret: secret) {
-            return try Self.json(Self.describe(session))
-        }
+        if let session = Caller.session { return try Self.json(Self.describe(session)) }
         return try Self.json(["name": principal.name, "role": principal.role.rawValue])
     }
 

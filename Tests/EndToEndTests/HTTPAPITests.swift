@@ -640,6 +640,15 @@ import Wire
             let tag = try #require(script.header("ETag"))
             #expect(try await client.request("GET", "/assets/app.js", headers: [("If-None-Match", tag)]).status == 304)
             #expect(try await client.request("GET", "/assets/nothing.js").status == 404)
+            // Wrong tokens at sign-in count as failed sign-ins (the first was above): once 20
+            // came within a minute, 429, even for a good token.
+            var statuses: [Int] = []
+            for _ in 0..<19 {
+                statuses.append(try await client.json("POST", "/api/v1/session", ["token": "heddle_guess"]).status)
+            }
+            #expect(Set(statuses) == [401])
+            let blocked = try await client.json("POST", "/api/v1/session", ["token": other])
+            #expect(blocked.status == 429 && blocked.header("Retry-After") != nil, "\(blocked.text)")
         } catch {
             Issue.record("\(error)\n\(fabric.logs)")
         }

@@ -21,11 +21,7 @@ extension CoordinatorCore {
         if let days = expiresInDays, !(1...3650).contains(days) {
             throw CoordinatorError.invalid("a token expires in 1 to 3650 days, not \(days)")
         }
-        var random = SystemRandomNumberGenerator()
-        let bytes = (0..<32).map { _ in UInt8.random(in: .min ... .max, using: &random) }
-        let secret = Self.tokenPrefix + Data(bytes).base64EncodedString()
-            .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
-            .replacingOccurrences(of: "=", with: "")
+        let secret = Self.tokenPrefix + Self.randomSecret()
         let now = Date.nowMilliseconds
         let token = TokenRecord(name: name, role: role, secretSHA256: sha256Hex(Array(secret.utf8)), createdAt: now,
                                 expiresAt: expiresInDays.map { now + Int64($0) * 86_400_000 }, revokedAt: nil)
@@ -57,11 +53,29 @@ extension CoordinatorCore {
     /// Who a bearer token speaks for. Unknown, revoked and expired tokens are refused with
     /// the same answer (the caller learns nothing about which tokens exist).
     public func principal(token secret: String, now: Int64 = Date.nowMilliseconds) throws(CoordinatorError) -> Principal {
-        guard let token = tokens[sha256Hex(Array(secret.utf8))], token.revokedAt == nil,
-              token.expiresAt.map({ now < $0 }) ?? true else {
+        let token = try validToken(secret: secret, now: now)
+        return Principal(name: token.name, role: token.role)
+    }
+
+    /// The token of a secret, when it is neither revoked nor expired at `now`.
+    func validToken(secret: String, now: Int64) throws(CoordinatorError) -> TokenRecord {
+        guard let token = tokens[sha256Hex(Array(secret.utf8))], Self.isValid(token, now: now) else {
             throw CoordinatorError(.unauthenticated, "the token is not valid (unknown, revoked or expired)")
         }
-        return Principal(name: token.name, role: token.role)
+        return token
+    }
+
+    static func isValid(_ token: TokenRecord, now: Int64) -> Bool {
+        token.revokedAt == nil && (token.expiresAt.map { now < $0 } ?? true)
+    }
+
+    /// 256 random bits as URL-safe base64 without padding (43 characters).
+    static func randomSecret() -> String {
+        var random = SystemRandomNumberGenerator()
+        let bytes = (0..<32).map { _ in UInt8.random(in: .min ... .max, using: &random) }
+        return Data(bytes).base64EncodedString()
+            .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
+            .replacingOccurrences(of: "=", with: "")
     }
 
     /// Refuses a certificate principal whose certificate was revoked (the HTTP front checks

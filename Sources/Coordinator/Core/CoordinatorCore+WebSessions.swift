@@ -23,19 +23,15 @@ extension CoordinatorCore {
 
     /// Opens a session for the holder of an API token. Returns its secret (the cookie's value).
     public func openWebSession(token: String, now: Int64 = Date.nowMilliseconds) async throws -> (secret: String, session: WebSession) {
-        let principal = try principal(token: token, now: now)
-        guard let record = tokens[sha256Hex(Array(token.utf8))] else {
-            throw CoordinatorError(.unauthenticated, "the token is not valid (unknown, revoked or expired)")
-        }
-        var random = SystemRandomNumberGenerator()
-        let bytes = (0..<32).map { _ in UInt8.random(in: .min ... .max, using: &random) }
-        let secret = Self.webSessionPrefix + bytes.map { String(format: "%02x", $0) }.joined()
+        let record = try validToken(secret: token, now: now)
+        let secret = Self.webSessionPrefix + Self.randomSecret()
         let expiresAt = min(now + Self.webSessionLifetime, record.expiresAt ?? .max)
         try await store.saveWebSession(WebSessionRecord(secretSHA256: sha256Hex(Array(secret.utf8)), tokenName: record.name,
                                                         createdAt: now, expiresAt: expiresAt),
                                        maximumPerToken: Self.maximumWebSessionsPerToken)
         logger.info("browser session opened", metadata: ["token": "\(record.name)"])
-        return (secret, WebSession(principal: principal, csrf: Self.csrf(secret), expiresAt: expiresAt))
+        return (secret, WebSession(principal: Principal(name: record.name, role: record.role), csrf: Self.csrf(secret),
+                                   expiresAt: expiresAt))
     }
 
     /// The session a cookie's secret opens; refused when unknown, expired, or when its token
@@ -44,8 +40,7 @@ extension CoordinatorCore {
         let refused = CoordinatorError(.unauthenticated, "the session has ended (signed out, expired, or its token revoked): sign in again")
         guard secret.hasPrefix(Self.webSessionPrefix),
               let record = try await store.webSession(secretSHA256: sha256Hex(Array(secret.utf8))), now < record.expiresAt,
-              let token = tokens.values.first(where: { $0.name == record.tokenName }), token.revokedAt == nil,
-              token.expiresAt.map({ now < $0 }) ?? true
+              let token = tokens.values.first(where: { $0.name == record.tokenName }), Self.isValid(token, now: now)
         else { throw refused }
         return WebSession(principal: Principal(name: token.name, role: token.role), csrf: Self.csrf(secret),
                           expiresAt: record.expiresAt)

@@ -26,7 +26,6 @@ class Block {
     this.decoder = new TextDecoder('utf-8');
     this.starts = [];
     this.lineStart = start;
-    this.count = 0;
     this.renderer = new ANSIRenderer((line) => this.finishLine(line));
     this.currentElement = null;
   }
@@ -43,7 +42,6 @@ class Block {
     if (!this.currentElement) this.element.append(element);
     renderLine(line, element.lastChild);
     this.currentElement = null;
-    this.count += 1;
     this.lineStart = this.starts.shift();
   }
 
@@ -62,8 +60,6 @@ class Block {
     this.renderer.feed(this.decoder.decode());
     if (this.renderer.current.chars.length > 0 || this.currentElement) this.finishLine(this.renderer.current);
   }
-
-  get lines() { return this.count + (this.currentElement ? 1 : 0); }
 }
 
 export class LogView {

@@ -103,8 +103,7 @@ export async function queuePage(main) {
 
   function row(entry) {
     const queued = entry.status === 'queued';
-    const element = h('div', { class: `row ${entry.status}`, role: 'listitem', dataset: { job: String(entry.job) },
-      style: null },
+    const element = h('div', { class: `row ${entry.status}`, role: 'listitem', dataset: { job: String(entry.job) } },
     h('span', { class: 'select' }, queued && can('cancel') ? h('input', { type: 'checkbox', checked: selected.has(entry.job),
       'aria-label': `Select job ${entry.job} (${entry.pipeline} / ${entry.name})`, onchange: (event) => {
         if (event.target.checked) selected.add(entry.job); else selected.delete(entry.job);

@@ -11,8 +11,8 @@ export async function runPage(main, params, { navigate }) {
   const runID = Number(params.run);
   const wanted = params.attempt ? Number(params.attempt) : undefined;
   let detail = await get(`/runs/${runID}${query({ attempt: wanted })}`);
-  const attempt = detail.run.attempt;
-  const shown = wanted ?? detail.attempts[detail.attempts.length - 1]?.number ?? attempt;
+  // The attempt shown: the one asked for, else the latest (the API answers it as run.attempt).
+  const shown = detail.run.attempt;
   const isLatest = shown === detail.attempts[detail.attempts.length - 1]?.number;
   let selected = params.job && params.node ? { job: params.job, node: params.node } : null;
   let log = null;
@@ -52,7 +52,6 @@ export async function runPage(main, params, { navigate }) {
         } catch (error) { announce(error.message, { error: true }); }
       } }, 'Cancel'));
     }
-    const duration = detail.jobs.length ? (run.durationMs ?? null) : null;
     header.replaceChildren(
       h('h1', {}, `Run ${runID} `, statusBadge(run.status)),
       h('dl', { class: 'facts' },
@@ -62,7 +61,7 @@ export async function runPage(main, params, { navigate }) {
         h('dt', {}, 'Trigger'), h('dd', { class: 'trigger' }, run.trigger, run.triggeredBy ? ` by ${run.triggeredBy}` : ''),
         h('dt', {}, 'Attempt'), h('dd', {}, switcher, ` of ${detail.attempts.length}`),
         h('dt', {}, 'Created'), h('dd', {}, formatTime(run.createdAt)),
-        h('dt', {}, 'Duration'), h('dd', { class: 'duration' }, duration === null ? '—' : formatDuration(duration))),
+        h('dt', {}, 'Duration'), h('dd', { class: 'duration' }, run.durationMs === undefined ? '—' : formatDuration(run.durationMs))),
       actions);
   }
 
