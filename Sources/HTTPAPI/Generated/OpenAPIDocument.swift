@@ -1810,7 +1810,8 @@ enum OpenAPIDocument {
           },
           "pipelineVersion": {
             "type": "integer",
-            "format": "int64"
+            "format": "int64",
+            "description": "The id of the stored pipeline version the run uses (unique across all pipelines; not the per-pipeline `version` of Pipeline)."
           },
           "branch": {
             "type": "string"

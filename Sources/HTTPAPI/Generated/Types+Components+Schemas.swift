@@ -308,6 +308,8 @@ extension Components {
             internal var project: Swift.String
             /// - Remark: Generated from `#/components/schemas/Run/pipeline`.
             internal var pipeline: Swift.String
+            /// The id of the stored pipeline version the run uses (unique across all pipelines; not the per-pipeline `version` of Pipeline).
+            ///
             /// - Remark: Generated from `#/components/schemas/Run/pipelineVersion`.
             internal var pipelineVersion: Swift.Int64
             /// - Remark: Generated from `#/components/schemas/Run/branch`.
@@ -344,7 +346,7 @@ extension Components {
             ///   - id:
             ///   - project:
             ///   - pipeline:
-            ///   - pipelineVersion:
+            ///   - pipelineVersion: The id of the stored pipeline version the run uses (unique across all pipelines; not the per-pipeline `version` of Pipeline).
             ///   - branch:
             ///   - status:
             ///   - attempt:

@@ -55,8 +55,7 @@ export async function runPage(main, params, { navigate }) {
     header.replaceChildren(
       h('h1', {}, `Run ${runID} `, statusBadge(run.status)),
       h('dl', { class: 'facts' },
-        h('dt', {}, 'Pipeline'), h('dd', {}, h('a', { href: `#/projects/${encodeURIComponent(run.project)}` }, run.project), ' / ', run.pipeline,
-          ` (version ${run.pipelineVersion})`),
+        h('dt', {}, 'Pipeline'), h('dd', {}, h('a', { href: `#/projects/${encodeURIComponent(run.project)}` }, run.project), ' / ', run.pipeline),
         h('dt', {}, 'Branch'), h('dd', {}, run.branch, run.commit ? ` @ ${run.commit.slice(0, 12)}` : ''),
         h('dt', {}, 'Trigger'), h('dd', { class: 'trigger' }, run.trigger, run.triggeredBy ? ` by ${run.triggeredBy}` : ''),
         h('dt', {}, 'Attempt'), h('dd', {}, switcher, ` of ${detail.attempts.length}`),
