@@ -5,7 +5,7 @@ import Wire
 /// Where the coordinator is and which certificate to use; each flag falls back to its
 /// environment variable.
 struct ConnectionOptions: ParsableArguments {
-    @Option(help: "The coordinator, HOST:PORT (env HEDDLE_COORDINATOR).")
+    @Option(help: "The coordinator, HOST:PORT, or several sharing one database, HOST:PORT,HOST:PORT: the first that answers (env HEDDLE_COORDINATOR).")
     var coordinator: String?
 
     @Option(help: "The fabric's CA certificate (env HEDDLE_CA).")
@@ -25,8 +25,8 @@ struct ConnectionOptions: ParsableArguments {
         throw ValidationError("missing --\(name) (or the environment variable \(variable))")
     }
 
-    func endpoint(_ environment: Environment = ProcessInfo.processInfo.environment) throws -> Endpoint {
-        try Endpoint(parsing: try value(coordinator, "HEDDLE_COORDINATOR", "coordinator", environment))
+    func endpoints(_ environment: Environment = ProcessInfo.processInfo.environment) throws -> [Endpoint] {
+        try Endpoint.list(parsing: try value(coordinator, "HEDDLE_COORDINATOR", "coordinator", environment))
     }
 
     func tls(_ environment: Environment = ProcessInfo.processInfo.environment) throws -> TLSFiles {
@@ -36,7 +36,7 @@ struct ConnectionOptions: ParsableArguments {
     }
 
     func connect() async throws -> HeddleClient {
-        try await HeddleClient.connect(to: try endpoint(), tls: try tls())
+        try await HeddleClient.connect(to: try endpoints(), tls: try tls())
     }
 }
 

@@ -5,7 +5,9 @@ import Synchronization
 import Wire
 
 public struct RunnerConfiguration: Sendable {
-    public var coordinator: Endpoint
+    /// One coordinator, or several sharing one database: the runner connects to one at a time
+    /// and moves to the next in the list when it cannot reach its own.
+    public var coordinators: [Endpoint]
     public var tls: TLSFiles
     public var labels: [String]
     public var capacity: Int
@@ -14,8 +16,9 @@ public struct RunnerConfiguration: Sendable {
     public var killGrace: Duration = .seconds(10)
     public var maximumBackoff: Duration = .seconds(30)
 
-    public init(coordinator: Endpoint, tls: TLSFiles, labels: [String], capacity: Int, workDirectory: String) {
-        self.coordinator = coordinator
+    public init(coordinators: [Endpoint], tls: TLSFiles, labels: [String], capacity: Int, workDirectory: String) {
+        precondition(!coordinators.isEmpty, "a runner needs a coordinator")
+        self.coordinators = coordinators
         self.tls = tls
         self.labels = labels
         self.capacity = capacity
@@ -137,6 +140,10 @@ public final class RunnerAgent: Service, Sendable {
 
     private func connectLoop(assignments: AsyncStream<Heddle_V1_Assignment>.Continuation) async {
         var backoff = 0.25
+        // Which coordinator of the list to try: the one that served last, until it fails; then
+        // the next one. The backoff carries on across them: a fleet whose coordinators are all
+        // down does not retry faster for having several.
+        var index = 0
         // The coordinator's heartbeat interval, from its last Welcome: a runner that holds
         // jobs comes back within its lease (three intervals), however long its backoff.
         var heartbeat: Double?
@@ -146,12 +153,13 @@ public final class RunnerAgent: Service, Sendable {
                 hello.labels = configuration.labels
                 hello.capacity = UInt32(configuration.capacity)
                 hello.runningJobs = state.withLock { $0.jobs.values.map(\.1) }
-                let connection = try await HeddleConnection.connect(to: configuration.coordinator,
+                let coordinator = configuration.coordinators[index % configuration.coordinators.count]
+                let connection = try await HeddleConnection.connect(to: coordinator,
                                                                     tls: configuration.tls, hello: hello,
                                                                     running: { [self] in runningJobs() })
                 let connectedAt = ContinuousClock.now
                 heartbeat = Double(connection.welcome.heartbeatIntervalMs) / 1000
-                logger.info("connected", metadata: ["coordinator": "\(configuration.coordinator)",
+                logger.info("connected", metadata: ["coordinator": "\(coordinator)",
                                                     "name": "\(connection.welcome.peerName)",
                                                     "labels": "\(configuration.labels.joined(separator: ","))",
                                                     "reattaching": "\(hello.runningJobs.count)"])
@@ -168,6 +176,7 @@ public final class RunnerAgent: Service, Sendable {
                 logger.error("cannot connect", metadata: ["error": "\(error)"])
             }
             guard !Task.isCancelled else { break }
+            index += 1  // the next coordinator of the list (the same one when there is one)
             let holdsJobs = state.withLock { !$0.jobs.isEmpty }
             var limit = Double(configuration.maximumBackoff.components.seconds)
             if holdsJobs, let heartbeat, heartbeat > 0 { limit = min(limit, heartbeat * 1.5) }

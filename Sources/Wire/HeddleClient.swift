@@ -12,6 +12,22 @@ public struct HeddleClient: Sendable {
         HeddleClient(connection: try await HeddleConnection.connect(to: endpoint, tls: tls))
     }
 
+    /// Connects to the first of several coordinators (sharing one database) that answers, in
+    /// the order given. When none does, the error names each one's failure. A refusal from a
+    /// coordinator that answered (a revoked or unknown certificate) is not tried elsewhere:
+    /// the others would refuse it too.
+    public static func connect(to endpoints: [Endpoint], tls: TLSFiles) async throws -> HeddleClient {
+        var failures: [String] = []
+        for endpoint in endpoints {
+            do {
+                return try await connect(to: endpoint, tls: tls)
+            } catch let error as WireError where error.code == .unavailableOrClosed && endpoints.count > 1 {
+                failures.append("\(endpoint): \(error.message)")
+            }
+        }
+        throw WireError(.unavailableOrClosed, "no coordinator answered: " + failures.joined(separator: "; "))
+    }
+
     func call<T>(_ body: Envelope.OneOf_Body, _ extract: (Envelope.OneOf_Body) -> T?) async throws -> T {
         let response = try await connection.request(body)
         guard let body = response.body, let value = extract(body) else {

@@ -33,6 +33,16 @@ public struct Endpoint: Sendable, CustomStringConvertible, Equatable {
     }
 
     public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+
+    /// Several coordinators sharing one database, as `HOST:PORT,HOST:PORT` (at least one).
+    public static func list(parsing text: String) throws -> [Endpoint] {
+        let parts = text.split(separator: ",", omittingEmptySubsequences: false)
+            .map { $0.trimmingCharacters(in: .whitespaces) }
+        guard !parts.isEmpty, !parts.contains(where: \.isEmpty) else {
+            throw WireError.invalid("'\(text)' is not HOST:PORT or a list HOST:PORT,HOST:PORT")
+        }
+        return try parts.map { try Endpoint(parsing: $0) }
+    }
 }
 
 /// One mutual-TLS session with a coordinator: requests matched to responses by id, pushed

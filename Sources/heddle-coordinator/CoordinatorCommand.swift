@@ -19,8 +19,12 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(help: "Address to listen on, HOST:PORT (port 0 picks a free port).")
     var listen = "127.0.0.1:7443"
 
-    @Option(help: "Data directory (SQLite database and artifact content).")
+    @Option(help: "Data directory (SQLite database, log segments and artifact content).")
     var data: String
+
+    @Option(help: ArgumentHelp("The store: postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE shares one PostgreSQL database between several coordinators (also HEDDLE_STORE); default SQLite in --data.",
+                               valueName: "url"))
+    var store: String?
 
     @Option(help: "The fabric's CA certificate (PEM); only certificates it issued are accepted.")
     var ca: String
@@ -82,6 +86,15 @@ struct CoordinatorCommand: AsyncParsableCommand {
             }
         }
         if let listener = try httpListener() { try listener.validate() }
+        if let address = storeAddress {
+            do { _ = try PostgresStore.Location(parsing: address) } catch { throw ValidationError("--store: \(error)") }
+        }
+    }
+
+    /// --store, else HEDDLE_STORE; nil (or empty) for SQLite in --data.
+    var storeAddress: String? {
+        let address = store ?? ProcessInfo.processInfo.environment["HEDDLE_STORE"]
+        return address.flatMap { $0.isEmpty ? nil : $0 }
     }
 
     func httpListener() throws -> HTTPFront.Listener? {
@@ -115,7 +128,14 @@ struct CoordinatorCommand: AsyncParsableCommand {
         if descriptors.limit < descriptors.needed {
             logger.warning("the open-file limit is \(descriptors.limit) (ulimit -n) but --max-connections \(maxConnections) needs about \(descriptors.needed): raise the limit or lower --max-connections; past the limit new connections wait")
         }
-        let store = try SQLiteStore.open(directory: data)
+        let store: any CoordinatorStore
+        if let address = storeAddress {
+            let location = try PostgresStore.Location(parsing: address)
+            store = try await PostgresStore.connect(location, logger: logger)
+            logger.info("store", metadata: ["postgres": "\(location)"])
+        } else {
+            store = try SQLiteStore.open(directory: data)
+        }
         let core = try CoordinatorCore(store: store, directory: data, limits: limits, logger: logger)
         try await core.recover()
         let server = CoordinatorServer(
@@ -126,7 +146,8 @@ struct CoordinatorCommand: AsyncParsableCommand {
                 let shown = host.contains(":") ? "[\(host)]" : host
                 Console.out("listening on \(shown):\(address.port ?? endpoint.port)")
             })
-        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: server), .init(service: LeaseMonitor(core: core))]
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: server), .init(service: LeaseMonitor(core: core)),
+                                                                      .init(service: ClusterMonitor(core: core))]
         if let listener = try httpListener() {
             let scheme = httpPlain ? "http" : "https"
             services.append(.init(service: try HTTPFront.service(

@@ -11,8 +11,8 @@ struct RunnerCommand: AsyncParsableCommand {
         commandName: "heddle-runner",
         abstract: "Connects to a coordinator over mutual TLS and runs the jobs whose labels it carries.")
 
-    @Option(help: "The coordinator, HOST:PORT.")
-    var coordinator: String
+    @Option(help: "The coordinator, HOST:PORT, or several sharing one database, HOST:PORT,HOST:PORT: the runner moves to the next when it cannot reach its own (env HEDDLE_COORDINATOR).")
+    var coordinator: String?
 
     @Option(help: "The fabric's CA certificate (PEM).")
     var ca: String
@@ -39,11 +39,18 @@ struct RunnerCommand: AsyncParsableCommand {
     var logLevel: Logger.Level = .info
 
     func validate() throws {
-        _ = try Endpoint(parsing: coordinator)
+        _ = try coordinators()
         guard capacity >= 1 else { throw ValidationError("--capacity must be at least 1") }
         for label in labelList {
             if let problem = Names.problem(label, "label") { throw ValidationError("--labels: \(problem)") }
         }
+    }
+
+    /// --coordinator, else HEDDLE_COORDINATOR.
+    func coordinators() throws -> [Endpoint] {
+        let value = coordinator ?? ProcessInfo.processInfo.environment["HEDDLE_COORDINATOR"] ?? ""
+        guard !value.isEmpty else { throw ValidationError("missing --coordinator (or the environment variable HEDDLE_COORDINATOR)") }
+        return try Endpoint.list(parsing: value)
     }
 
     var labelList: [String] {
@@ -54,7 +61,7 @@ struct RunnerCommand: AsyncParsableCommand {
         Console.bootstrapLogging(level: logLevel)
         let logger = Logger(label: "heddle.runner")
         var configuration = RunnerConfiguration(
-            coordinator: try Endpoint(parsing: coordinator),
+            coordinators: try coordinators(),
             tls: TLSFiles(ca: ca, certificate: cert, key: key),
             labels: labelList,
             capacity: capacity,

@@ -37,14 +37,18 @@ import Wire
     @Test func missingConnectionSettingsNameTheFlagAndVariable() throws {
         let options = try ConnectionOptions.parse([])
         // Whatever this process's environment holds: the check is made against an empty one.
-        let error = try #require(throws: ValidationError.self) { try options.endpoint([:]) }
+        let error = try #require(throws: ValidationError.self) { try options.endpoints([:]) }
         #expect(error.message == "missing --coordinator (or the environment variable HEDDLE_COORDINATOR)")
         let tlsError = try #require(throws: ValidationError.self) { try options.tls(["HEDDLE_CA": "ca.pem"]) }
         #expect(tlsError.message == "missing --cert (or the environment variable HEDDLE_CERT)")
         // A variable stands in for its flag, and a flag wins over its variable.
-        #expect(try options.endpoint(["HEDDLE_COORDINATOR": "127.0.0.1:7000"]).port == 7000)
+        #expect(try options.endpoints(["HEDDLE_COORDINATOR": "127.0.0.1:7000"]).map(\.port) == [7000])
         let flagged = try ConnectionOptions.parse(["--coordinator", "127.0.0.1:7001"])
-        #expect(try flagged.endpoint(["HEDDLE_COORDINATOR": "127.0.0.1:7000"]).port == 7001)
+        #expect(try flagged.endpoints(["HEDDLE_COORDINATOR": "127.0.0.1:7000"]).map(\.port) == [7001])
+        // Several coordinators sharing one database: a list, in order; an empty entry is refused.
+        #expect(try options.endpoints(["HEDDLE_COORDINATOR": "a:7000, b:7001,[::1]:7002"]).map(\.description)
+                == ["a:7000", "b:7001", "[::1]:7002"])
+        #expect(throws: WireError.self) { try options.endpoints(["HEDDLE_COORDINATOR": "a:7000,,b:7001"]) }
     }
 
     @Test func certsInitWritesPrivateKeysOwnerOnly() throws {

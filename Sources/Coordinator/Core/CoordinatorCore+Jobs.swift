@@ -23,6 +23,7 @@ extension CoordinatorCore {
             }
             return
         }
+        tell(.run(runIDs: Array(Set(claimed.compactMap { $0?.run.id }))))
         for (claim, record) in zip(claims, claimed) {
             guard let record else {
                 logger.warning("a placed job was no longer queued", metadata: ["job.id": "\(claim.jobID)"])
@@ -84,12 +85,18 @@ extension CoordinatorCore {
                 let reason = "requeued (\(job.lostCount + 1) of \(job.retryLost)): \(why)"
                 let run = try await store.requeueLostJob(id: jobID, position: front, reason: reason, now: Date.nowMilliseconds)
                 try await logStore.removeLogs(jobID: jobID)
-                scheduler.enqueue(.init(id: jobID, labels: Set(job.labels), position: front))
+                enqueue(.init(id: jobID, labels: Set(job.labels), position: front))
                 logger.warning("job requeued", metadata: ["job.id": "\(jobID)", "reason": "\(reason)"])
+                tell(.queue)
                 if let updated = try await store.job(id: jobID) { publishQueue(.queued, queueEntry(updated, run: run)) }
                 await dispatch()
                 return
             }
+        } catch let error as StoreError where error.code == .staleLease {
+            // Another coordinator of the cluster holds the job now (its runner went there).
+            logger.info("a job whose runner left is held elsewhere now", metadata: ["job.id": "\(jobID)"])
+            await finish(jobID: jobID, status: .failed, reason: why)
+            return
         } catch {
             logger.error("cannot requeue a lost job", metadata: ["job.id": "\(jobID)", "error": "\(error)"])
         }
@@ -113,6 +120,7 @@ extension CoordinatorCore {
             logger.info("job finished", metadata: ["job.id": "\(jobID)", "status": "\(status.rawValue)",
                                                    "reason": "\(reason)"])
             CoreMetrics.jobFinished(status)
+            tell(.run(runIDs: [run.id]))
             var event = jobEvent(record, status: status, runner: record.runner, at: record.startedAt ?? now)
             event.finishedAt = now
             event.reason = reason
@@ -123,6 +131,9 @@ extension CoordinatorCore {
             if run.status.isFinished {
                 publish(runID: run.id, attempt: run.attempt, .end(run))
             }
+        } catch let error as StoreError where error.code == .staleLease {
+            logger.info("a job's end was not stored: its lease is no longer this coordinator's",
+                        metadata: ["job.id": "\(jobID)", "error": "\(error)"])
         } catch {
             logger.error("cannot store a job's end", metadata: ["job.id": "\(jobID)", "error": "\(error)"])
         }

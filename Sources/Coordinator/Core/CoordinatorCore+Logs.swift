@@ -201,6 +201,10 @@ extension CoordinatorCore {
             }
         }
         for (key, bytes) in added where bytes > 0 { enforceLogLimit(key, added: bytes) }
+        if cluster != nil {
+            let runIDs = Set(batch.filter { !$0.data.isEmpty }.compactMap { leases[$0.jobID]?.runID })
+            if !runIDs.isEmpty { tell(.run(runIDs: runIDs.sorted())) }
+        }
     }
 
     /// A batch could not be made durable. Nothing of it was acknowledged, and what was queued

@@ -70,6 +70,7 @@ extension CoordinatorCore {
         var placement = scheduler.placement(for: jobID, at: target)
         if placement == .crowded {
             try await store.renumberQueue(scheduler.renumber())
+            tell(.queue)
             // A dispatch may have taken the job while the store renumbered.
             guard scheduler.isQueued(jobID) else { throw try await notQueued() }
             placement = scheduler.placement(for: jobID, at: target)
@@ -83,6 +84,7 @@ extension CoordinatorCore {
         scheduler.reposition(jobID, to: position)
         do {
             _ = try await store.setPosition(jobID: jobID, position: position)
+            tell(.queue)
         } catch {
             if let before, scheduler.isQueued(jobID) { scheduler.reposition(jobID, to: before) }
             throw error
@@ -122,13 +124,20 @@ extension CoordinatorCore {
         let queued = targets.filter { scheduler.isQueued($0.id) }
         scheduler.removeQueued(Set(queued.map(\.id)))
         var running: [(JobRecord, Leases.Lease)] = []
+        var heldElsewhere: [JobRecord] = []
         for job in targets {
             switch leases.cancel(jobID: job.id, reason: reason) {
             case .stop(let session):
                 sink(of: session)?.send(.stopJob(jobID: job.id, epoch: leases[job.id]?.epoch ?? 0, reason: reason, abandon: false))
                 logger.info("stop pushed", metadata: ["job.id": "\(job.id)"])
-            case .stopOnReattach, nil:
+            case .stopOnReattach:
                 break  // a runner that is away gets the stop when it reattaches the job
+            case nil where cluster != nil && job.status == .running && leases[job.id] == nil:
+                // Held by another coordinator of the cluster: it stops the job.
+                tell(.cancel(jobID: job.id, reason: reason))
+                heldElsewhere.append(job)
+            case nil:
+                break
             }
             if let lease = leases[job.id] { running.append((job, lease)) }
         }
@@ -138,6 +147,10 @@ extension CoordinatorCore {
             var job = job  // read before it was claimed, perhaps
             job.status = .running
             job.runner = lease.runner
+            entries.append(queueEntry(job, run: run))
+        }
+        for job in heldElsewhere {
+            guard let run = try await store.run(id: job.runID) else { continue }
             entries.append(queueEntry(job, run: run))
         }
         return Self.cancelResult(entries)
@@ -177,11 +190,13 @@ extension CoordinatorCore {
             result = try await store.cancelJobs(ids: jobs.map(\.id), reason: reason, now: now)
         } catch {
             for job in jobs where leases[job.id] == nil && !scheduler.isQueued(job.id) {
-                scheduler.enqueue(.init(id: job.id, labels: Set(job.labels), position: job.position))
+                enqueue(.init(id: job.id, labels: Set(job.labels), position: job.position))
             }
             throw error
         }
         let cancelled = jobs.filter { result.jobIDs.contains($0.id) }
+        tell(.queue)
+        tell(.run(runIDs: result.runs.map(\.id)))
         logger.info("jobs cancelled", metadata: ["count": "\(cancelled.count)", "reason": "\(reason)"])
         CoreMetrics.jobFinished(.cancelled, count: cancelled.count)
         var runs: [Int64: RunRecord] = Dictionary(result.runs.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })

@@ -19,6 +19,9 @@ extension CoordinatorCore {
                             drained: drained.contains(principal.name))
         logger.info("runner connected", metadata: ["runner": "\(principal.name)", "labels": "\(hello.labels)",
                                                    "capacity": "\(capacity)", "running": "\(hello.running.count)"])
+        // In a cluster, jobs it lists that another coordinator held come here first.
+        await adoptListed(hello.running, runner: principal.name)
+        guard runners[session] != nil else { return }  // the session closed meanwhile
         let sink = sink(of: session)
         var lost: [(Int64, String)] = []
         for action in leases.connect(runner: principal.name, session: session, running: hello.running) {
@@ -57,10 +60,12 @@ extension CoordinatorCore {
     public func setDrained(runner name: String, _ isDrained: Bool, as principal: Principal) async throws -> [RunnerInfo] {
         try Authorization.check(principal, .drainRunner)
         let sessions = runners.filter { $0.value.name == name }.map(\.key)
-        guard !sessions.isEmpty || (drained.contains(name) && !isDrained) else {
+        // In a cluster the runner may be connected to another coordinator.
+        guard !sessions.isEmpty || (drained.contains(name) && !isDrained) || cluster != nil else {
             throw CoordinatorError.notFound("no runner named '\(name)' is connected (`heddle runners` lists them)")
         }
         try await store.setDrained(runner: name, drained: isDrained)
+        tell(.state)
         if isDrained { drained.insert(name) } else { drained.remove(name) }
         for session in sessions { scheduler.setDrained(session, isDrained) }
         logger.info(isDrained ? "runner drained" : "runner undrained", metadata: ["runner": "\(name)"])

@@ -96,9 +96,10 @@ extension CoordinatorCore {
         let (run, jobs) = try await store.createRun(version: version, definition: definition, branch: branch, commit: commit,
                                                     trigger: trigger, triggeredBy: who, now: Date.nowMilliseconds)
         for job in jobs {
-            scheduler.enqueue(.init(id: job.id, labels: Set(job.labels), position: job.position))
+            enqueue(.init(id: job.id, labels: Set(job.labels), position: job.position))
             publishQueue(.queued, queueEntry(job, run: run))
         }
+        tell(.queue)
         logger.info("run triggered", metadata: ["run.id": "\(run.id)", "pipeline": "\(run.project)/\(run.pipeline)",
                                                 "branch": "\(branch)", "commit": "\(commit.isEmpty ? "head" : commit)",
                                                 "by": "\(who)"])
@@ -123,9 +124,10 @@ extension CoordinatorCore {
                                                             trigger: Self.triggerSource(principal), triggeredBy: principal.name,
                                                             now: Date.nowMilliseconds)
         for job in jobs {
-            scheduler.enqueue(.init(id: job.id, labels: Set(job.labels), position: job.position))
+            enqueue(.init(id: job.id, labels: Set(job.labels), position: job.position))
             publishQueue(.queued, queueEntry(job, run: updated))
         }
+        tell(.queue)
         logger.info("run re-run", metadata: ["run.id": "\(runID)", "attempt": "\(updated.attempt)", "by": "\(principal)"])
         await dispatch()
         return Triggered(runID: runID, attempt: updated.attempt)

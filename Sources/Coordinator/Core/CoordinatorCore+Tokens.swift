@@ -29,6 +29,7 @@ extension CoordinatorCore {
             throw CoordinatorError(.failedPrecondition, "a token named \(name) exists; revoke it or choose another name")
         }
         tokens[token.secretSHA256] = token
+        tell(.state)
         logger.notice("API token created", metadata: ["token": "\(name)", "role": "\(role.rawValue)", "by": "\(principal)"])
         return (token, secret)
     }
@@ -46,6 +47,7 @@ extension CoordinatorCore {
             throw CoordinatorError.notFound("there is no token named \(name)")
         }
         tokens[token.secretSHA256] = token
+        tell(.state)
         logger.notice("API token revoked", metadata: ["token": "\(name)", "by": "\(principal)"])
         return token
     }

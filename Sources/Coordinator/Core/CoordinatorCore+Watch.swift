@@ -37,6 +37,7 @@ extension CoordinatorCore {
         sink.send(.subscribed(requestID: requestID))
         let selected = jobs.filter { watcher.job == nil || $0.name == watcher.job }
         let names = Dictionary(uniqueKeysWithValues: selected.map { ($0.id, $0.name) })
+        for job in selected { watcher.jobStatuses[job.id] = job.status }
         try await catchUp(watcher, names: names)
         let latest = try await store.run(id: runID) ?? run
         let finished = jobs.allSatisfy(\.status.isFinished) && (latest.attempt > attempt || latest.status.isFinished)
@@ -47,7 +48,24 @@ extension CoordinatorCore {
         }
         while await fellBehind(watcher) {
             try await catchUp(watcher, names: names)
+            if cluster != nil { try await catchUpJobs(watcher) }
         }
+    }
+
+    /// In a cluster: job changes and the attempt's end that another coordinator made, read
+    /// from the store (each status once: the watcher remembers what it sent).
+    func catchUpJobs(_ watcher: Watcher) async throws {
+        let jobs = try await store.jobs(runID: watcher.runID, attempt: watcher.attempt)
+        for job in jobs where !watcher.ended && watcher.matches(job: job.name, node: nil) && watcher.jobStatuses[job.id] != job.status {
+            var event = jobEvent(job, status: job.status, runner: job.runner, at: job.startedAt)
+            event.finishedAt = job.finishedAt
+            event.reason = job.reason
+            watcher.deliver(.job(event))
+        }
+        guard !watcher.ended, jobs.allSatisfy(\.status.isFinished),
+              var run = try await store.run(id: watcher.runID), run.attempt > watcher.attempt || run.status.isFinished else { return }
+        run.attempt = watcher.attempt
+        watcher.deliver(.end(run))
     }
 
     /// Sends the watcher the stored log bytes it has not had, at its reader's pace, pass after

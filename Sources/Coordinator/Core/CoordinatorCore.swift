@@ -62,6 +62,10 @@ public actor CoordinatorCore {
     var tokens: [String: TokenRecord] = [:]
     /// Parsed pipeline versions by id.
     var definitions: [Int64: PipelineDefinition] = [:]
+    /// The store as one of a cluster's (several coordinators on one database); nil on SQLite.
+    let cluster: (any ClusterStore)?
+    /// Queue reads from the store after another coordinator changed it (`resyncQueue`).
+    var resync = QueueResync()
 
     struct OpenSession {
         var principal: Principal
@@ -93,6 +97,7 @@ public actor CoordinatorCore {
         self.limits = limits
         self.logger = logger
         self.leases = Leases(lastEpoch: Date.nowMilliseconds)
+        self.cluster = store as? any ClusterStore
     }
 
     /// A core keeping artifacts and logs in files under `directory` (`blobs/`, `uploads/`,
@@ -108,7 +113,11 @@ public actor CoordinatorCore {
     /// Loads the queue, drained runners, revocations and open uploads from the store. Jobs
     /// that were running keep their lease for one lease period, for their runners to come back
     /// and reattach them.
+    ///
+    /// In a cluster, running jobs are left to their holders: a job whose holder is gone is
+    /// taken over by the sweep (`sweepOrphans`), or by the coordinator its runner comes back to.
     public func recover(now: ContinuousClock.Instant = .now) async throws {
+        try await cluster?.beat(now: Date.nowMilliseconds)
         drained = try await store.drainedRunners()
         revocations = try await store.revocations()
         tokens = Dictionary(try await store.tokens().map { ($0.secretSHA256, $0) }, uniquingKeysWith: { $1 })
@@ -117,9 +126,12 @@ public actor CoordinatorCore {
             case .queued:
                 scheduler.enqueue(.init(id: job.id, labels: Set(job.labels), position: job.position))
             default:
+                guard cluster == nil else { continue }
                 leases.restore(job: job, deadline: now.advanced(by: limits.lease))
             }
         }
+        // In a cluster, open uploads belong to the jobs' holders; one comes with a job taken over.
+        guard cluster == nil else { return }
         for record in try await store.uploads() {
             guard leases[record.jobID] != nil, let upload = try? await artifactStore.resumeUpload(id: UInt64(record.id)) else {
                 try await store.deleteUploads(ids: [record.id])
@@ -223,6 +235,7 @@ public actor CoordinatorCore {
         }
         let revocation = Revocation(name: name, fingerprint: fingerprint, revokedAt: Date.nowMilliseconds)
         try await store.revoke(name: revocation.name, fingerprint: revocation.fingerprint, now: revocation.revokedAt)
+        tell(.state)
         revocations.append(revocation)
         var closed = 0
         for (id, open) in sessions where isRevoked(open.principal) {

@@ -30,6 +30,13 @@ struct Subscriptions {
         }
     }
 
+    /// Another coordinator changed these runs (nil: any): their watchers read the store again.
+    func readAgain(runIDs: Set<Int64>?) {
+        for (runID, list) in watchers where runIDs?.contains(runID) ?? true {
+            for watcher in list { watcher.readAgain() }
+        }
+    }
+
     /// Offers an event of a run attempt to the watchers it concerns.
     func publish(runID: Int64, attempt: Int, _ event: WatchEvent) {
         guard let list = watchers[runID], !list.isEmpty else { return }

@@ -25,6 +25,8 @@ final class Watcher {
     var mode = Mode.catchingUp(events: [], logBytes: 0, overflowed: false)
     /// Bytes of each node log already sent, keyed by "jobID/node".
     var delivered: [String: UInt64] = [:]
+    /// The last status sent of each job.
+    var jobStatuses: [Int64: Status] = [:]
     var ended = false
     /// The pump, waiting while live: resumed with true when it must catch up, false at the end.
     var waiting: CheckedContinuation<Bool, Never>?
@@ -104,6 +106,7 @@ final class Watcher {
             event = .log(chunk)
         }
         if case .end = event { end() }
+        if case .job(let job) = event { jobStatuses[job.id] = job.status }
         sink.send(.watch(requestID: requestID, event))
     }
 
@@ -124,6 +127,19 @@ final class Watcher {
         let waiter = waiting
         waiting = nil
         waiter?.resume(returning: value)
+    }
+
+    /// The store changed where this coordinator did not see it (another coordinator of a
+    /// cluster): the pump reads it again.
+    func readAgain() {
+        guard !ended else { return }
+        switch mode {
+        case .live:
+            mode = .catchingUp(events: [], logBytes: 0, overflowed: true)
+            wake(true)
+        case .catchingUp(let events, let logBytes, _):
+            mode = .catchingUp(events: events, logBytes: logBytes, overflowed: true)
+        }
     }
 
     /// Nothing more is sent: the end went out, or the session closed.

@@ -8,6 +8,11 @@ public struct StoreError: Error, CustomStringConvertible, Sendable, Equatable {
         case notFound
         /// The stored data contradicts itself (a row another row needs is missing).
         case inconsistent
+        /// The database cannot be reached now (PostgreSQL restarting, the network): worth
+        /// trying again.
+        case unavailable
+        /// The database refused a statement for a reason of its own.
+        case database
     }
 
     public var code: Code

@@ -48,6 +48,8 @@ public struct CoordinatorError: Error, CustomStringConvertible, Sendable, Equata
             case .staleLease: self.init(.staleLease, error.message)
             case .notFound: self.init(.notFound, error.message)
             case .inconsistent: self.init(.internal, "the coordinator's data is inconsistent: \(error.message)")
+            case .unavailable: self.init(.unavailable, error.message)
+            case .database: self.init(.internal, error.message)
             }
         default:
             if let full = CoordinatorError(storageFull: error) {

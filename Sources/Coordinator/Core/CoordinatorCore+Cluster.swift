@@ -1,0 +1,180 @@
+import Foundation
+
+/// Reads of the queue from the store, after another coordinator changed it: at most one at a
+/// time, and another once it ends when more changes came meanwhile.
+struct QueueResync {
+    var running = false
+    var again = false
+    /// Jobs this coordinator queued while a read was on its way (the read may not hold them).
+    var queuedMeanwhile: [Int64: Scheduler.QueuedJob] = [:]
+}
+
+/// One coordinator of several on one database (`ClusterStore`). What decides is in the store:
+/// a claim takes a job only while it is queued, and every write about a running job is fenced
+/// by its epoch and its holder. What this adds is keeping each coordinator's working copy
+/// close to the store and telling the others what changed:
+///
+/// - the queue is read again when another coordinator signals a change (and every
+///   `resyncPeriod` in case a signal was missed); a job placed here from a stale copy is
+///   simply not claimed;
+/// - drains, revocations and tokens are read again on a signal (and periodically);
+/// - a cancel of a job held elsewhere is signalled to its holder, which stops it;
+/// - every coordinator beats; one at a time sweeps for running jobs whose holder stopped
+///   beating and takes them over, giving their runners a lease period to come back;
+/// - a runner that comes back to another coordinator is adopted there with its jobs.
+extension CoordinatorCore {
+    /// How often the queue and the shared state are read again without a signal.
+    static let resyncPeriod: Duration = .seconds(10)
+
+    /// Sends a signal to the other coordinators, without waiting for it.
+    func tell(_ signal: ClusterSignal) {
+        guard let cluster else { return }
+        let logger = logger
+        Task {
+            do { try await cluster.signal(signal) } catch {
+                logger.warning("cannot signal the other coordinators", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
+    /// Queues a job here (and remembers it while a queue read is on its way).
+    func enqueue(_ job: Scheduler.QueuedJob) {
+        scheduler.enqueue(job)
+        if resync.running { resync.queuedMeanwhile[job.id] = job }
+    }
+
+    /// Applies a signal from another coordinator.
+    public func apply(_ signal: ClusterSignal) async {
+        switch signal {
+        case .queue:
+            await resyncQueue()
+        case .state:
+            await reloadSharedState()
+        case .cancel(let jobID, let reason):
+            stopHeld(jobID: jobID, reason: reason)
+        case .run(let runIDs):
+            subscriptions.readAgain(runIDs: Set(runIDs))
+        case .resync:
+            await resyncQueue()
+            await reloadSharedState()
+            subscriptions.readAgain(runIDs: nil)
+        }
+    }
+
+    /// Reads the queued jobs from the store and makes them this coordinator's queue, then
+    /// dispatches. Jobs leased here are not queued, whatever the read said.
+    public func resyncQueue() async {
+        guard cluster != nil else { return }
+        if resync.running {
+            resync.again = true
+            return
+        }
+        resync.running = true
+        defer { resync = QueueResync() }
+        repeat {
+            resync.again = false
+            resync.queuedMeanwhile = [:]
+            let jobs: [JobRecord]
+            do {
+                jobs = try await store.activeJobs()
+            } catch {
+                logger.warning("cannot read the queue", metadata: ["error": "\(error)"])
+                return
+            }
+            var queued = Dictionary(jobs.filter { $0.status == .queued && leases[$0.id] == nil }.map {
+                ($0.id, Scheduler.QueuedJob(id: $0.id, labels: Set($0.labels), position: $0.position))
+            }, uniquingKeysWith: { $1 })
+            for (id, job) in resync.queuedMeanwhile where queued[id] == nil && leases[id] == nil { queued[id] = job }
+            scheduler.replaceQueue(Array(queued.values))
+            await dispatch()
+        } while resync.again
+    }
+
+    /// Reads drains, revocations and tokens again: what another coordinator changed holds
+    /// here too. Sessions of certificates revoked elsewhere are closed.
+    public func reloadSharedState() async {
+        guard cluster != nil else { return }
+        do {
+            let drainedNow = try await store.drainedRunners()
+            let revocationsNow = try await store.revocations()
+            let tokensNow = try await store.tokens()
+            // Decided on what was read, with no await from here.
+            drained = drainedNow
+            for (session, runner) in runners {
+                scheduler.setDrained(session, drained.contains(runner.name))
+            }
+            revocations = revocationsNow
+            tokens = Dictionary(tokensNow.map { ($0.secretSHA256, $0) }, uniquingKeysWith: { $1 })
+            for (id, open) in sessions where isRevoked(open.principal) {
+                open.close()
+                sessions[id] = nil
+            }
+        } catch {
+            logger.warning("cannot read drains, revocations and tokens", metadata: ["error": "\(error)"])
+        }
+        await dispatch()
+    }
+
+    /// A cancel decided by another coordinator, of a job held here: stop it on its runner.
+    func stopHeld(jobID: Int64, reason: String) {
+        switch leases.cancel(jobID: jobID, reason: reason) {
+        case .stop(let session):
+            sink(of: session)?.send(.stopJob(jobID: jobID, epoch: leases[jobID]?.epoch ?? 0, reason: reason, abandon: false))
+            logger.info("stop pushed", metadata: ["job.id": "\(jobID)", "from": "another coordinator"])
+        case .stopOnReattach, nil:
+            break
+        }
+    }
+
+    /// Beats, and takes over the running jobs of coordinators that stopped beating: their
+    /// runners have one lease period to come back (here or to any coordinator) before the
+    /// jobs are lost. Called every half heartbeat interval.
+    public func clusterTick(now: ContinuousClock.Instant = .now) async {
+        guard let cluster else { return }
+        let wallNow = Date.nowMilliseconds
+        do {
+            try await cluster.beat(now: wallNow)
+            // Silent for two heartbeat intervals (it beats every half interval): gone.
+            let silence = limits.heartbeatInterval * 2
+            let cutoff = wallNow - Int64(silence / .milliseconds(1))
+            let orphans = try await cluster.adoptOrphans(silentSince: cutoff)
+            for job in orphans where leases[job.id] == nil {
+                leases.restore(job: job, deadline: now.advanced(by: limits.lease))
+                await loadUploads(jobID: job.id)
+                logger.warning("job taken over from a silent coordinator", metadata: ["job.id": "\(job.id)", "runner": "\(job.runner ?? "-")"])
+            }
+        } catch {
+            logger.warning("cluster housekeeping failed", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// A runner greeting this coordinator lists jobs no lease here knows: those it holds the
+    /// current lease of (by the store) are taken over from the coordinator that held them.
+    func adoptListed(_ running: [LeaseRef], runner: String) async {
+        guard let cluster else { return }
+        for ref in running where leases[ref.jobID] == nil {
+            do {
+                guard let job = try await cluster.adopt(jobID: ref.jobID, epoch: ref.epoch, runner: runner),
+                      leases[ref.jobID] == nil else { continue }
+                leases.restore(job: job, deadline: ContinuousClock.now.advanced(by: limits.lease))
+                await loadUploads(jobID: job.id)
+                logger.info("job taken over: its runner came here", metadata: ["job.id": "\(job.id)", "runner": "\(runner)"])
+            } catch {
+                logger.warning("cannot take over a job", metadata: ["job.id": "\(ref.jobID)", "error": "\(error)"])
+            }
+        }
+    }
+
+    /// Opens again the uploads of a job taken over, for its runner to resume them here.
+    func loadUploads(jobID: Int64) async {
+        do {
+            for record in try await store.uploads() where record.jobID == jobID && uploads[UInt64(record.id)] == nil {
+                let upload = try await artifactStore.resumeUpload(id: UInt64(record.id))
+                uploads[UInt64(record.id)] = PendingUpload(jobID: record.jobID, name: record.name, size: record.size,
+                                                           sha256: record.sha256, upload: upload)
+            }
+        } catch {
+            logger.warning("cannot open the uploads of a job taken over", metadata: ["job.id": "\(jobID)", "error": "\(error)"])
+        }
+    }
+}

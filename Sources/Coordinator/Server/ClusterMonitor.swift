@@ -1,0 +1,38 @@
+import ServiceLifecycle
+
+/// Keeps a coordinator of a cluster (a core on a `ClusterStore`) in step with the others: it
+/// applies their signals as they come, beats and sweeps for orphaned jobs twice per heartbeat
+/// interval, and reads the queue and shared state again every `resyncPeriod` in case a
+/// signal was missed. On SQLite it does nothing.
+public struct ClusterMonitor: Service {
+    let core: CoordinatorCore
+
+    public init(core: CoordinatorCore) {
+        self.core = core
+    }
+
+    public func run() async throws {
+        guard let cluster = core.cluster else { return }
+        let period = core.limits.heartbeatInterval / 2
+        try? await cancelWhenGracefulShutdown {
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    for await signal in cluster.signals() { await core.apply(signal) }
+                }
+                group.addTask {
+                    var sinceResync = Duration.zero
+                    while !Task.isCancelled {
+                        try? await Task.sleep(for: period)
+                        await core.clusterTick()
+                        sinceResync += period
+                        if sinceResync >= CoordinatorCore.resyncPeriod {
+                            sinceResync = .zero
+                            await core.apply(.resync)
+                        }
+                    }
+                }
+                await group.waitForAll()
+            }
+        }
+    }
+}

@@ -1,0 +1,42 @@
+/// What several coordinators sharing one store need beyond `CoordinatorStore`: which
+/// coordinator holds which running job, which coordinators are alive, and signals between
+/// them. `PostgresStore` implements it; a core on such a store works as one coordinator of a
+/// cluster (see `CoordinatorCore+Cluster`).
+///
+/// The holder is fenced like the epoch: a store write about a running job (a runner's, or the
+/// end of its lease) is refused unless this coordinator holds the job, so a coordinator that
+/// lost a job to another (its runner reattached there, or it was taken for dead) cannot end it.
+public protocol ClusterStore: CoordinatorStore {
+    /// This coordinator's id in the store, new at every start.
+    var coordinatorID: String { get }
+    /// Records that this coordinator is alive now.
+    func beat(now: Int64) async throws
+    /// Makes this coordinator the holder of a running job whose runner came to it with the
+    /// job's lease (`runner`, `epoch`); the job afterwards, nil when it is not running on that
+    /// runner at that epoch.
+    func adopt(jobID: Int64, epoch: Int64, runner: String) async throws -> JobRecord?
+    /// Takes over the running jobs whose holder has not been alive since `cutoff`
+    /// (milliseconds), under a lock one coordinator holds at a time; another coordinator
+    /// sweeping at the same moment makes this one return nothing.
+    func adoptOrphans(silentSince cutoff: Int64) async throws -> [JobRecord]
+    /// Sends a signal to every coordinator of the cluster but this one.
+    func signal(_ signal: ClusterSignal) async throws
+    /// The signals of the other coordinators, until the task is cancelled. After the
+    /// listening connection was lost (and made again), `.resync` says some may have been missed.
+    func signals() -> AsyncStream<ClusterSignal>
+}
+
+/// A wake-up from another coordinator.
+public enum ClusterSignal: Sendable, Equatable {
+    /// The queue changed: jobs queued, moved, cancelled or requeued.
+    case queue
+    /// Drains, revocations or tokens changed.
+    case state
+    /// A running job was cancelled: its holder stops it.
+    case cancel(jobID: Int64, reason: String)
+    /// Jobs of these runs changed, or their logs have new durable bytes: their watchers read
+    /// the store again.
+    case run(runIDs: [Int64])
+    /// Signals may have been missed: read everything again.
+    case resync
+}

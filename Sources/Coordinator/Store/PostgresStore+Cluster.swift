@@ -1,0 +1,133 @@
+import Foundation
+import Logging
+import PostgresNIO
+
+extension PostgresStore: ClusterStore {
+    public func beat(now: Int64) async throws {
+        try await read { db in
+            try await db.query("""
+                INSERT INTO coordinator (id, seen_at) VALUES (\(coordinatorID), \(now))
+                ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at
+                """, logger: logger)
+        }
+    }
+
+    public func adopt(jobID: Int64, epoch: Int64, runner: String) async throws -> JobRecord? {
+        try await read { db in
+            try await db.row("""
+                UPDATE job SET holder = \(coordinatorID)
+                WHERE id = \(jobID) AND epoch = \(epoch) AND runner = \(runner) AND status = 'running'
+                RETURNING \(unescaped: Self.jobColumns)
+                """, logger: logger).map(Self.job)
+        }
+    }
+
+    /// The lock a sweep for orphaned jobs takes (for its transaction only): one coordinator
+    /// sweeps at a time, and when it dies the lock goes with its connection.
+    static let sweepLock: Int64 = 0x4865_6464_6C65_0003
+
+    public func adoptOrphans(silentSince cutoff: Int64) async throws -> [JobRecord] {
+        let logger = logger
+        let me = coordinatorID
+        return try await transaction { db in
+            guard let locked = try await db.row("SELECT pg_try_advisory_xact_lock(\(Self.sweepLock)) AS locked", logger: logger),
+                  try locked.get("locked", as: Bool.self) else { return [] }
+            let jobs = try await db.rows("""
+                UPDATE job SET holder = \(me)
+                WHERE status = 'running' AND (holder IS NULL OR holder <> \(me)) AND NOT EXISTS (
+                    SELECT 1 FROM coordinator c WHERE c.id = job.holder AND c.seen_at >= \(cutoff))
+                RETURNING \(unescaped: Self.jobColumns)
+                """, logger: logger).map(Self.job)
+            // Coordinators silent for a day are gone for good.
+            try await db.query("DELETE FROM coordinator WHERE seen_at < \(cutoff - 86_400_000)", logger: logger)
+            return jobs
+        }
+    }
+
+    /// The channel coordinators signal each other on.
+    static let channel = "heddle"
+
+    public func signal(_ signal: ClusterSignal) async throws {
+        let payload = "\(coordinatorID)|\(Self.encode(signal))"
+        try await read { db in try await db.query("SELECT pg_notify(\(Self.channel), \(payload))", logger: logger) }
+    }
+
+    public func signals() -> AsyncStream<ClusterSignal> {
+        let (stream, continuation) = AsyncStream.makeStream(of: ClusterSignal.self, bufferingPolicy: .bufferingNewest(4096))
+        let me = coordinatorID
+        let location = location
+        let logger = logger
+        let task = Task {
+            var backoff = 0.1
+            while !Task.isCancelled {
+                do {
+                    let connection = try await PostgresConnection.connect(configuration: try location.connectionConfiguration(),
+                                                                          id: 0, logger: logger)
+                    defer { Task { try? await connection.close() } }
+                    try await connection.listen(on: Self.channel) { notifications in
+                        backoff = 0.1
+                        // Anything sent while no connection listened is lost: read again.
+                        continuation.yield(.resync)
+                        for try await notification in notifications {
+                            let parts = notification.payload.split(separator: "|", maxSplits: 1).map(String.init)
+                            guard parts.count == 2, parts[0] != me, let signal = Self.decode(parts[1]) else { continue }
+                            continuation.yield(signal)
+                        }
+                    }
+                } catch {
+                    if Task.isCancelled { break }
+                    logger.warning("listening for other coordinators failed; trying again", metadata: ["error": "\(error)"])
+                }
+                try? await Task.sleep(for: .milliseconds(Int(backoff * 1000)))
+                backoff = min(backoff * 2, 2)
+            }
+            continuation.finish()
+        }
+        continuation.onTermination = { _ in task.cancel() }
+        return stream
+    }
+
+    static func encode(_ signal: ClusterSignal) -> String {
+        switch signal {
+        case .queue: "queue"
+        case .state: "state"
+        case .resync: "resync"
+        case .cancel(let jobID, let reason): "cancel|\(jobID)|\(reason.prefix(1000))"
+        // A notification holds up to 8,000 bytes: past 500 runs, a resync says as much.
+        case .run(let runIDs) where runIDs.count > 500: "resync"
+        case .run(let runIDs): "run|" + runIDs.map(String.init).joined(separator: ",")
+        }
+    }
+
+    static func decode(_ text: String) -> ClusterSignal? {
+        let parts = text.split(separator: "|", maxSplits: 2, omittingEmptySubsequences: false).map(String.init)
+        switch parts[0] {
+        case "queue": return .queue
+        case "state": return .state
+        case "resync": return .resync
+        case "cancel" where parts.count == 3: return Int64(parts[1]).map { .cancel(jobID: $0, reason: parts[2]) }
+        case "run" where parts.count == 2: return .run(runIDs: parts[1].split(separator: ",").compactMap { Int64($0) })
+        default: return nil
+        }
+    }
+}
+
+extension PostgresStore.Location {
+    /// For one connection of its own (listening), outside the pool.
+    func connectionConfiguration() throws -> PostgresConnection.Configuration {
+        var configuration: PostgresConnection.Configuration
+        if let socketPath {
+            configuration = .init(unixSocketPath: socketPath, username: user, password: password, database: database)
+        } else {
+            let tlsConfiguration: PostgresConnection.Configuration.TLS = switch tls {
+            case .disable: .disable
+            case .prefer: .prefer(try .init(configuration: .makeClientConfiguration()))
+            case .require: .require(try .init(configuration: .makeClientConfiguration()))
+            }
+            configuration = .init(host: host, port: port, username: user, password: password, database: database,
+                                  tls: tlsConfiguration)
+        }
+        configuration.options.connectTimeout = .seconds(5)
+        return configuration
+    }
+}

@@ -1,0 +1,473 @@
+import Foundation
+import Logging
+import NIOCore
+import PostgresNIO
+
+/// The store shared by several coordinators: PostgreSQL through postgres-nio's connection
+/// pool. Every method that changes state is one transaction (`READ COMMITTED`, with row
+/// locks where a decision reads before it writes), so any number of coordinators may use one
+/// database at once:
+///
+/// - a claim takes the first queued job in queue order with `FOR UPDATE SKIP LOCKED`, so two
+///   claims never take one job and neither waits for the other;
+/// - a runner's write is fenced in the statement (or the transaction) that makes it: the job
+///   must be running with the writer's epoch, its row locked until the write commits;
+/// - a move is one `UPDATE` of one row, whatever the length of the queue.
+///
+/// The schema is made by its own migrations (`heddle_migration` lists those applied),
+/// applied under an advisory lock so coordinators starting together do not race.
+public final class PostgresStore: CoordinatorStore {
+    let client: PostgresClient
+    let logger: Logger
+    private let runTask: Task<Void, Never>
+
+    /// What `--store` takes: `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE`, or with
+    /// `?host=/path/to/socket/directory` a Unix socket. `sslmode=disable` (the default on a
+    /// loopback host), `prefer` or `require`.
+    public struct Location: Sendable, Equatable, CustomStringConvertible {
+        public var host: String
+        public var port: Int
+        public var socketPath: String?
+        public var user: String
+        public var password: String?
+        public var database: String
+        public var tls: TLSMode
+
+        public enum TLSMode: String, Sendable { case disable, prefer, require }
+
+        public init(parsing text: String) throws {
+            guard let components = URLComponents(string: text),
+                  components.scheme == "postgres" || components.scheme == "postgresql" else {
+                throw StoreError(.inconsistent, "a store is postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE, not \(Self.redacted(text))")
+            }
+            let path = components.path.hasPrefix("/") ? String(components.path.dropFirst()) : components.path
+            guard !path.isEmpty, !path.contains("/") else {
+                throw StoreError(.inconsistent, "the store's address names no database: postgres://USER@HOST:PORT/DATABASE")
+            }
+            database = path.removingPercentEncoding ?? path
+            user = components.user?.removingPercentEncoding ?? ProcessInfo.processInfo.environment["USER"] ?? "postgres"
+            password = components.password?.removingPercentEncoding
+            port = components.port ?? 5432
+            let query = Dictionary((components.queryItems ?? []).map { ($0.name, $0.value ?? "") }, uniquingKeysWith: { $1 })
+            socketPath = query["host"].flatMap { $0.hasPrefix("/") ? "\($0)/.s.PGSQL.\(components.port ?? 5432)" : nil }
+            host = components.host ?? "127.0.0.1"
+            if socketPath == nil, host.isEmpty { host = "127.0.0.1" }
+            let loopback = socketPath != nil || host == "127.0.0.1" || host == "localhost" || host == "::1"
+            guard let mode = TLSMode(rawValue: query["sslmode"] ?? (loopback ? "disable" : "require")) else {
+                throw StoreError(.inconsistent, "sslmode is disable, prefer or require")
+            }
+            tls = mode
+        }
+
+        /// The address without its password.
+        public var description: String {
+            let place = socketPath.map { "socket \($0)" } ?? "\(host):\(port)"
+            return "postgres://\(user)@\(place)/\(database)"
+        }
+
+        static func redacted(_ text: String) -> String {
+            guard var components = URLComponents(string: text), components.password != nil else { return text }
+            components.password = "***"
+            return components.string ?? "the given address"
+        }
+
+        var configuration: PostgresClient.Configuration {
+            var configuration: PostgresClient.Configuration
+            if let socketPath {
+                configuration = .init(unixSocketPath: socketPath, username: user, password: password, database: database)
+            } else {
+                let tlsConfiguration: PostgresClient.Configuration.TLS = switch tls {
+                case .disable: .disable
+                case .prefer: .prefer(.makeClientConfiguration())
+                case .require: .require(.makeClientConfiguration())
+                }
+                configuration = .init(host: host, port: port, username: user, password: password, database: database,
+                                      tls: tlsConfiguration)
+            }
+            configuration.options.maximumConnections = 16
+            configuration.options.connectTimeout = .seconds(5)
+            return configuration
+        }
+    }
+
+    public let location: Location
+    public let coordinatorID: String
+
+    /// Connects, applies the migrations this version knows, and checks the database is not
+    /// newer than this version.
+    public static func connect(_ location: Location, logger: Logger = Logger(label: "heddle.store")) async throws -> PostgresStore {
+        let store = PostgresStore(location: location, logger: logger)
+        do {
+            try await store.migrate()
+        } catch {
+            store.close()
+            throw error
+        }
+        return store
+    }
+
+    private init(location: Location, logger: Logger) {
+        self.location = location
+        self.logger = logger
+        // New at every start: a restarted coordinator takes its jobs back as any other would.
+        let host = ProcessInfo.processInfo.hostName.prefix(40)
+        self.coordinatorID = "\(host)-\(ProcessInfo.processInfo.processIdentifier)-\(UInt32.random(in: 0...UInt32.max))"
+        let client = PostgresClient(configuration: location.configuration, backgroundLogger: logger)
+        self.client = client
+        runTask = Task { await client.run() }
+    }
+
+    /// Closes the pool's connections; the store is unusable afterwards.
+    public func close() {
+        runTask.cancel()
+    }
+
+    deinit {
+        runTask.cancel()
+    }
+
+    // MARK: transactions
+
+    /// Runs `body` in one transaction on one connection; commits when it returns, rolls back
+    /// when it throws. A deadlock or serialization failure (another coordinator's transaction
+    /// crossed this one) is retried, up to five times.
+    func transaction<T: Sendable>(_ body: (PostgresConnection) async throws -> T) async throws -> T {
+        var attempt = 0
+        while true {
+            attempt += 1
+            do {
+                return try await client.withConnection { connection in
+                    try await connection.query("BEGIN", logger: logger)
+                    do {
+                        let result = try await body(connection)
+                        try await connection.query("COMMIT", logger: logger)
+                        return result
+                    } catch {
+                        _ = try? await connection.query("ROLLBACK", logger: logger)
+                        throw error
+                    }
+                }
+            } catch let error as PSQLError where attempt < 5 && Self.isRetryable(error) {
+                logger.debug("transaction retried", metadata: ["error": "\(String(reflecting: error))"])
+                continue
+            } catch let error as PSQLError {
+                throw Self.storeError(error)
+            }
+        }
+    }
+
+    /// Runs one read (or a single-statement write) outside an explicit transaction.
+    func read<T: Sendable>(_ body: (PostgresConnection) async throws -> T) async throws -> T {
+        do {
+            return try await client.withConnection { try await body($0) }
+        } catch let error as PSQLError {
+            throw Self.storeError(error)
+        }
+    }
+
+    static func isRetryable(_ error: PSQLError) -> Bool {
+        guard let state = error.serverInfo?[.sqlState] else { return false }
+        return state == "40P01" || state == "40001"
+    }
+
+    /// A database error as the store's: what the server said, or that it cannot be reached.
+    static func storeError(_ error: PSQLError) -> any Error {
+        if let message = error.serverInfo?[.message] {
+            return StoreError(.database, "PostgreSQL: \(message) (\(error.serverInfo?[.sqlState] ?? "?"))")
+        }
+        return StoreError(.unavailable, "PostgreSQL cannot be reached: \(error.code)")
+    }
+
+    // MARK: migrations
+
+    static let migrations: [(name: String, sql: [String])] = [
+        ("v1: projects, pipelines, runs, attempts, jobs, nodes, log lengths, artifacts, uploads, revocations, drains, tokens, webhooks, browser sessions", [
+            """
+            CREATE TABLE project (
+                id BIGSERIAL PRIMARY KEY,
+                name TEXT NOT NULL UNIQUE,
+                repository TEXT NOT NULL DEFAULT '',
+                created_at BIGINT NOT NULL,
+                webhook_secret TEXT
+            )
+            """,
+            """
+            CREATE TABLE pipeline_version (
+                id BIGSERIAL PRIMARY KEY,
+                project_id BIGINT NOT NULL REFERENCES project(id),
+                pipeline TEXT NOT NULL,
+                version BIGINT NOT NULL,
+                source TEXT NOT NULL,
+                jobs TEXT NOT NULL,
+                created_at BIGINT NOT NULL,
+                UNIQUE (project_id, pipeline, version)
+            )
+            """,
+            """
+            CREATE TABLE run (
+                id BIGSERIAL PRIMARY KEY,
+                project TEXT NOT NULL,
+                pipeline TEXT NOT NULL,
+                pipeline_version_id BIGINT NOT NULL REFERENCES pipeline_version(id),
+                branch TEXT NOT NULL,
+                status TEXT NOT NULL,
+                attempt BIGINT NOT NULL,
+                trigger TEXT NOT NULL,
+                created_at BIGINT NOT NULL,
+                started_at BIGINT,
+                finished_at BIGINT,
+                commit_sha TEXT NOT NULL DEFAULT '',
+                triggered_by TEXT NOT NULL DEFAULT ''
+            )
+            """,
+            "CREATE INDEX run_by_filter ON run(project, pipeline, branch)",
+            """
+            CREATE TABLE attempt (
+                run_id BIGINT NOT NULL REFERENCES run(id),
+                number BIGINT NOT NULL,
+                status TEXT NOT NULL,
+                trigger TEXT NOT NULL,
+                created_at BIGINT NOT NULL,
+                started_at BIGINT,
+                finished_at BIGINT,
+                triggered_by TEXT NOT NULL DEFAULT '',
+                PRIMARY KEY (run_id, number)
+            )
+            """,
+            """
+            CREATE TABLE job (
+                id BIGSERIAL PRIMARY KEY,
+                run_id BIGINT NOT NULL REFERENCES run(id),
+                attempt BIGINT NOT NULL,
+                name TEXT NOT NULL,
+                labels JSONB NOT NULL,
+                status TEXT NOT NULL,
+                runner TEXT,
+                epoch BIGINT NOT NULL DEFAULT 0,
+                position DOUBLE PRECISION NOT NULL,
+                queued_at BIGINT NOT NULL,
+                started_at BIGINT,
+                finished_at BIGINT,
+                reason TEXT NOT NULL DEFAULT '',
+                commit_sha TEXT NOT NULL DEFAULT '',
+                retry_lost BIGINT NOT NULL DEFAULT 0,
+                lost_count BIGINT NOT NULL DEFAULT 0,
+                holder TEXT
+            )
+            """,
+            "CREATE INDEX job_by_run ON job(run_id, attempt)",
+            "CREATE INDEX job_queued ON job(position, id) WHERE status = 'queued'",
+            "CREATE INDEX job_active ON job(position) WHERE status IN ('queued', 'running')",
+            """
+            CREATE TABLE node (
+                job_id BIGINT NOT NULL REFERENCES job(id),
+                name TEXT NOT NULL,
+                ordinal BIGINT NOT NULL,
+                run TEXT NOT NULL,
+                needs TEXT NOT NULL,
+                env TEXT NOT NULL,
+                timeout BIGINT,
+                grace BIGINT,
+                artifacts TEXT NOT NULL,
+                status TEXT NOT NULL,
+                exit_code BIGINT,
+                started_at BIGINT,
+                finished_at BIGINT,
+                PRIMARY KEY (job_id, name)
+            )
+            """,
+            """
+            CREATE TABLE log_end (
+                job_id BIGINT NOT NULL REFERENCES job(id),
+                node TEXT NOT NULL,
+                length BIGINT NOT NULL,
+                PRIMARY KEY (job_id, node)
+            )
+            """,
+            """
+            CREATE TABLE artifact (
+                id BIGSERIAL PRIMARY KEY,
+                job_id BIGINT NOT NULL REFERENCES job(id),
+                name TEXT NOT NULL,
+                size BIGINT NOT NULL,
+                sha256 TEXT NOT NULL,
+                created_at BIGINT NOT NULL,
+                run_id BIGINT NOT NULL,
+                project TEXT NOT NULL,
+                pipeline TEXT NOT NULL,
+                branch TEXT NOT NULL,
+                UNIQUE (job_id, name)
+            )
+            """,
+            "CREATE INDEX artifact_by_project ON artifact(project, pipeline, branch)",
+            "CREATE INDEX artifact_by_run ON artifact(run_id)",
+            "CREATE INDEX artifact_by_sha256 ON artifact(sha256 text_pattern_ops)",
+            "CREATE INDEX artifact_by_created ON artifact(created_at)",
+            "CREATE INDEX artifact_by_size ON artifact(size)",
+            """
+            CREATE TABLE upload (
+                id BIGSERIAL PRIMARY KEY,
+                job_id BIGINT NOT NULL REFERENCES job(id),
+                name TEXT NOT NULL,
+                size BIGINT NOT NULL,
+                sha256 TEXT NOT NULL,
+                created_at BIGINT NOT NULL,
+                UNIQUE (job_id, name)
+            )
+            """,
+            """
+            CREATE TABLE revocation (
+                id BIGSERIAL PRIMARY KEY,
+                name TEXT,
+                fingerprint TEXT,
+                revoked_at BIGINT NOT NULL
+            )
+            """,
+            "CREATE TABLE runner_state (name TEXT PRIMARY KEY, drained BOOLEAN NOT NULL)",
+            """
+            CREATE TABLE delivery (
+                id BIGSERIAL PRIMARY KEY,
+                project TEXT NOT NULL,
+                forge TEXT NOT NULL,
+                delivery_id TEXT NOT NULL,
+                event TEXT NOT NULL,
+                received_at BIGINT NOT NULL,
+                outcome TEXT NOT NULL,
+                detail TEXT NOT NULL,
+                run_ids TEXT NOT NULL,
+                UNIQUE (project, forge, delivery_id)
+            )
+            """,
+            "CREATE INDEX delivery_by_project ON delivery(project, id)",
+            """
+            CREATE TABLE api_token (
+                name TEXT PRIMARY KEY,
+                role TEXT NOT NULL,
+                secret_sha256 TEXT NOT NULL UNIQUE,
+                created_at BIGINT NOT NULL,
+                expires_at BIGINT,
+                revoked_at BIGINT
+            )
+            """,
+            """
+            CREATE TABLE web_session (
+                secret_sha256 TEXT PRIMARY KEY,
+                token_name TEXT NOT NULL,
+                created_at BIGINT NOT NULL,
+                expires_at BIGINT NOT NULL
+            )
+            """,
+            "CREATE INDEX web_session_by_token ON web_session(token_name, created_at)",
+            "CREATE TABLE coordinator (id TEXT PRIMARY KEY, seen_at BIGINT NOT NULL)",
+            "CREATE INDEX job_running_by_holder ON job(holder) WHERE status = 'running'",
+            "CREATE INDEX web_session_by_expiry ON web_session(expires_at)",
+        ]),
+    ]
+
+    /// The advisory lock key migrations run under (any 64-bit number of Heddle's own).
+    static let migrationLock: Int64 = 0x4865_6464_6C65_0001
+
+    /// On a connection of its own, outside the pool.
+    func migrate() async throws {
+        let logger = logger
+        let connection: PostgresConnection
+        do {
+            connection = try await PostgresConnection.connect(configuration: try location.connectionConfiguration(), id: 0,
+                                                              logger: logger)
+        } catch let error as PSQLError {
+            throw Self.storeError(error)
+        }
+        defer { Task { try? await connection.close() } }
+        do {
+            try await connection.query("BEGIN", logger: logger)
+            try await Self.migrate(connection, logger: logger)
+            try await connection.query("COMMIT", logger: logger)
+        } catch let error as PSQLError {
+            throw Self.storeError(error)
+        }
+    }
+
+    static func migrate(_ db: PostgresConnection, logger: Logger) async throws {
+        try await db.query("SELECT pg_advisory_xact_lock(\(migrationLock))", logger: logger)
+        try await db.query("CREATE TABLE IF NOT EXISTS heddle_migration (name TEXT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+                           logger: logger)
+        var applied = Set<String>()
+        for try await name in try await db.query("SELECT name FROM heddle_migration", logger: logger).decode(String.self) {
+            applied.insert(name)
+        }
+        let known = Set(migrations.map(\.name))
+        if let unknown = applied.subtracting(known).sorted().first {
+            throw StoreError(.inconsistent, "the database was migrated by a newer Heddle (\(unknown)): start that version's coordinator")
+        }
+        for migration in migrations where !applied.contains(migration.name) {
+            for statement in migration.sql {
+                try await db.query(PostgresQuery(unsafeSQL: statement), logger: logger)
+            }
+            try await db.query("INSERT INTO heddle_migration (name, applied_at) VALUES (\(migration.name), \(Date.nowMilliseconds))",
+                               logger: logger)
+        }
+    }
+}
+
+// MARK: rows
+
+extension PostgresRow {
+    /// Cells by column name.
+    var columns: PostgresRandomAccessRow { makeRandomAccess() }
+}
+
+extension PostgresRandomAccessRow {
+    func get<T: PostgresDecodable>(_ column: String, as type: T.Type = T.self) throws -> T {
+        try self[column].decode(T.self)
+    }
+}
+
+extension PostgresConnection {
+    /// Every row of a query.
+    func rows(_ query: PostgresQuery, logger: Logger) async throws -> [PostgresRandomAccessRow] {
+        var rows: [PostgresRandomAccessRow] = []
+        for try await row in try await self.query(query, logger: logger) {
+            rows.append(row.makeRandomAccess())
+        }
+        return rows
+    }
+
+    func row(_ query: PostgresQuery, logger: Logger) async throws -> PostgresRandomAccessRow? {
+        try await rows(query, logger: logger).first
+    }
+
+    /// The number of rows an `UPDATE`, `INSERT` or `DELETE` changed.
+    func changes(_ query: PostgresQuery, logger: Logger) async throws -> Int {
+        // `RETURNING 1` makes the count the number of rows that come back.
+        try await rows(query, logger: logger).count
+    }
+}
+
+/// Binds for a query built from parts.
+struct QueryBuilder {
+    var sql = ""
+    var binds = PostgresBindings()
+
+    /// `$N` for the next value.
+    mutating func bind<T: PostgresDynamicTypeEncodable>(_ value: T) -> String {
+        binds.append(value)
+        return "$\(binds.count)"
+    }
+
+    mutating func bind<T: PostgresThrowingDynamicTypeEncodable>(_ value: T) throws -> String {
+        try binds.append(value)
+        return "$\(binds.count)"
+    }
+
+    var query: PostgresQuery { PostgresQuery(unsafeSQL: sql, binds: binds) }
+}
+
+func pgJSON<T: Encodable>(_ value: T) throws -> String {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = .sortedKeys
+    return String(decoding: try encoder.encode(value), as: UTF8.self)
+}
+
+func pgUnJSON<T: Decodable>(_ text: String) throws -> T {
+    try JSONDecoder().decode(T.self, from: Data(text.utf8))
+}
