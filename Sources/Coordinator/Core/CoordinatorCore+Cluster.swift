@@ -29,6 +29,11 @@ extension CoordinatorCore {
     /// Sends a signal to the other coordinators, without waiting for it.
     func tell(_ signal: ClusterSignal) {
         guard let cluster else { return }
+        switch signal {
+        case .claimed(let ids) where ids.isEmpty: return
+        case .run(let ids) where ids.isEmpty: return
+        default: break
+        }
         let logger = logger
         Task {
             do { try await cluster.signal(signal) } catch {
@@ -48,6 +53,8 @@ extension CoordinatorCore {
         switch signal {
         case .queue:
             await resyncQueue()
+        case .claimed(let jobIDs):
+            scheduler.removeQueued(Set(jobIDs))
         case .state:
             await reloadSharedState()
         case .cancel(let jobID, let reason):
@@ -139,6 +146,7 @@ extension CoordinatorCore {
             let cutoff = wallNow - Int64(silence / .milliseconds(1))
             let orphans = try await cluster.adoptOrphans(silentSince: cutoff)
             for job in orphans where leases[job.id] == nil {
+                scheduler.removeQueued(job.id)
                 leases.restore(job: job, deadline: now.advanced(by: limits.lease))
                 await loadUploads(jobID: job.id)
                 logger.warning("job taken over from a silent coordinator", metadata: ["job.id": "\(job.id)", "runner": "\(job.runner ?? "-")"])
@@ -156,6 +164,7 @@ extension CoordinatorCore {
             do {
                 guard let job = try await cluster.adopt(jobID: ref.jobID, epoch: ref.epoch, runner: runner),
                       leases[ref.jobID] == nil else { continue }
+                scheduler.removeQueued(job.id)
                 leases.restore(job: job, deadline: ContinuousClock.now.advanced(by: limits.lease))
                 await loadUploads(jobID: job.id)
                 logger.info("job taken over: its runner came here", metadata: ["job.id": "\(job.id)", "runner": "\(runner)"])

@@ -8,6 +8,11 @@ extension CoordinatorCore {
         var claims: [JobClaim] = []
         for placed in scheduler.assign() {
             guard let runner = runners[placed.runner] else { continue }
+            // Leased here already (a job taken over while a stale queue still listed it).
+            guard leases[placed.jobID] == nil else {
+                scheduler.finish(placed.jobID, on: placed.runner)
+                continue
+            }
             let epoch = leases.claim(jobID: placed.jobID, session: placed.runner, runner: runner.name)
             claims.append(JobClaim(jobID: placed.jobID, runner: runner.name, epoch: epoch))
         }
@@ -23,11 +28,17 @@ extension CoordinatorCore {
             }
             return
         }
+        tell(.claimed(jobIDs: claimed.compactMap { $0?.job.id }))
         tell(.run(runIDs: Array(Set(claimed.compactMap { $0?.run.id }))))
+        var unclaimed = 0
         for (claim, record) in zip(claims, claimed) {
             guard let record else {
-                logger.warning("a placed job was no longer queued", metadata: ["job.id": "\(claim.jobID)"])
-                if let session = leases.end(jobID: claim.jobID)?.session { scheduler.finish(claim.jobID, on: session) }
+                // Claimed through another coordinator, or cancelled, since this one read the queue.
+                logger.info("a placed job was no longer queued", metadata: ["job.id": "\(claim.jobID)"])
+                if leases[claim.jobID]?.epoch == claim.epoch, let session = leases.end(jobID: claim.jobID)?.session {
+                    scheduler.finish(claim.jobID, on: session)
+                }
+                unclaimed += 1
                 continue
             }
             let job = record.job
@@ -57,6 +68,8 @@ extension CoordinatorCore {
             entry.runner = claim.runner
             publishQueue(.claimed, entry)
         }
+        // Their runners' slots are free again: place the next jobs.
+        if unclaimed > 0 { await dispatch() }
     }
 
     /// Jobs whose runner stayed away past the lease: back to the front of the queue when the

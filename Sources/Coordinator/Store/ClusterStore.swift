@@ -30,6 +30,8 @@ public protocol ClusterStore: CoordinatorStore {
 public enum ClusterSignal: Sendable, Equatable {
     /// The queue changed: jobs queued, moved, cancelled or requeued.
     case queue
+    /// These jobs were claimed: no longer queued.
+    case claimed(jobIDs: [Int64])
     /// Drains, revocations or tokens changed.
     case state
     /// A running job was cancelled: its holder stops it.

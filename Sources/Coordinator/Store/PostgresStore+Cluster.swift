@@ -95,6 +95,8 @@ extension PostgresStore: ClusterStore {
         case .cancel(let jobID, let reason): "cancel|\(jobID)|\(reason.prefix(1000))"
         // A notification holds up to 8,000 bytes: past 500 runs, a resync says as much.
         case .run(let runIDs) where runIDs.count > 500: "resync"
+        case .claimed(let jobIDs) where jobIDs.count > 500: "queue"
+        case .claimed(let jobIDs): "claimed|" + jobIDs.map(String.init).joined(separator: ",")
         case .run(let runIDs): "run|" + runIDs.map(String.init).joined(separator: ",")
         }
     }
@@ -106,6 +108,7 @@ extension PostgresStore: ClusterStore {
         case "state": return .state
         case "resync": return .resync
         case "cancel" where parts.count == 3: return Int64(parts[1]).map { .cancel(jobID: $0, reason: parts[2]) }
+        case "claimed" where parts.count == 2: return .claimed(jobIDs: parts[1].split(separator: ",").compactMap { Int64($0) })
         case "run" where parts.count == 2: return .run(runIDs: parts[1].split(separator: ",").compactMap { Int64($0) })
         default: return nil
         }
