@@ -3,7 +3,7 @@ import ServiceLifecycle
 /// Keeps a coordinator of a cluster (a core on a `ClusterStore`) in step with the others: it
 /// applies their signals as they come, beats and sweeps for orphaned jobs twice per heartbeat
 /// interval, and reads the queue and shared state again every `resyncPeriod` in case a
-/// signal was missed. On SQLite it does nothing.
+/// signal was missed. On SQLite it does nothing (until the shutdown).
 public struct ClusterMonitor: Service {
     let core: CoordinatorCore
 
@@ -12,7 +12,11 @@ public struct ClusterMonitor: Service {
     }
 
     public func run() async throws {
-        guard let cluster = core.cluster else { return }
+        guard let cluster = core.cluster else {
+            // A service that returns ends the group: wait for the shutdown instead.
+            try? await gracefulShutdown()
+            return
+        }
         let period = core.limits.heartbeatInterval / 2
         try? await cancelWhenGracefulShutdown {
             await withTaskGroup(of: Void.self) { group in
