@@ -65,3 +65,125 @@ import Wire
         await cluster.stop()
     }
 }
+
+extension ClusterTests {
+    /// Jobs triggered through three coordinators, run by eight runners spread over them: each
+    /// job is assigned once, runs once and ends once; none is lost.
+    @Test func everyJobRunsExactlyOnceWhicheverCoordinatorTriggeredIt() async throws {
+        let jobsPerRun = 50
+        let runs = 40
+        let cluster = try await ClusterFabric(coordinators: 3, runnerOrders: (0..<8).map { [($0 % 3), ($0 + 1) % 3, ($0 + 2) % 3] },
+                                              capacity: 4)
+        do {
+            try await waitUntil("eight runners to connect") {
+                var total = 0
+                for via in 0..<3 { total += (try await cluster.json(["runners"], via: via) as? [Any])?.count ?? 0 }
+                return total == 8
+            }
+            let jobs = (1...jobsPerRun).map { "  j\($0): { labels: [linux], nodes: { n: { run: \"true\" } } }" }.joined(separator: "\n")
+            try await cluster.push("name: ci\njobs:\n\(jobs)\n", via: 0)
+            // Triggers through the three coordinators at once.
+            let ids = try await withThrowingTaskGroup(of: [Int].self) { group in
+                for via in 0..<3 {
+                    group.addTask {
+                        var mine: [Int] = []
+                        for _ in stride(from: via, to: runs, by: 3) { mine.append(try await cluster.trigger(via: via)) }
+                        return mine
+                    }
+                }
+                return try await group.reduce(into: [Int]()) { $0 += $1 }
+            }
+            #expect(Set(ids).count == runs)
+            for id in ids.sorted() {
+                let run = try await cluster.waitForRun(id, ["succeeded", "failed", "cancelled"], via: id % 3, timeout: .seconds(300))
+                #expect(run["status"] as? String == "succeeded", "run \(id): \(run)")
+            }
+            // Assigned once (by the runners' account) and finished once (by the coordinators').
+            func counts(_ logs: [String], _ message: String) -> [Int: Int] {
+                var counts: [Int: Int] = [:]
+                for log in logs {
+                    for line in log.split(separator: "\n") where line.hasSuffix(message) {
+                        guard let range = line.range(of: "job.id=") else { continue }
+                        let id = Int(line[range.upperBound...].prefix { $0.isNumber }) ?? -1
+                        counts[id, default: 0] += 1
+                    }
+                }
+                return counts
+            }
+            let assigned = counts(cluster.runners.map { $0?.standardError ?? "" }, "job assigned")
+            let finished = counts(cluster.coordinators.map { $0?.standardError ?? "" }, "job finished")
+            #expect(assigned.count == runs * jobsPerRun && assigned.values.allSatisfy { $0 == 1 },
+                    "assigned twice: \(assigned.filter { $0.value > 1 }.keys.sorted())")
+            #expect(finished.count == runs * jobsPerRun && finished.values.allSatisfy { $0 == 1 },
+                    "finished twice: \(finished.filter { $0.value > 1 }.keys.sorted())")
+            #expect(Set(assigned.keys) == Set(finished.keys))
+        } catch {
+            await cluster.stop()
+            throw error
+        }
+        await cluster.stop()
+    }
+
+    /// Moves and bulk cancels through two coordinators at once leave one order, the same on
+    /// every coordinator and in the store.
+    @Test func concurrentMovesAndBulkCancelsLeaveOneConsistentOrder() async throws {
+        let cluster = try await ClusterFabric(coordinators: 3, runnerOrders: [])
+        do {
+            try await cluster.push("name: ci\njobs:\n  j: { labels: [gpu], nodes: { n: { run: \"true\" } } }\n", via: 0)
+            var runs: [Int] = []
+            for index in 0..<30 {
+                let branch = index % 3 == 0 ? "old" : "main"
+                guard let id = (try await cluster.json(["trigger", "shop/ci", "--branch", branch], via: index % 3)
+                    as? [String: Any])?["id"] as? Int else { throw TestFailure("no run id") }
+                runs.append(id)
+            }
+            func entries(via: Int) async throws -> [[String: Any]] {
+                try #require(try await cluster.json(["queue", "--limit", "1000"], via: via) as? [[String: Any]])
+                    .filter { $0["status"] as? String == "queued" }
+            }
+            func queued(via: Int) async throws -> [Int] { try await entries(via: via).compactMap { $0["id"] as? Int } }
+            try await waitUntil("every coordinator to list 30 queued jobs") {
+                for via in 0..<3 where try await queued(via: via).count != 30 { return false }
+                return true
+            }
+            let initial = try await entries(via: 0)
+            let jobs = initial.compactMap { $0["id"] as? Int }
+            let old = Set(initial.filter { $0["branch"] as? String == "old" }.compactMap { $0["id"] as? Int })
+            // Coordinator 0 moves jobs to the top while coordinator 1 moves others to the bottom
+            // and coordinator 2 cancels the branch "old" in bulk.
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    for job in jobs.suffix(10) { _ = try await cluster.heddle(["queue", "move", String(job), "--top"], via: 0) }
+                }
+                group.addTask {
+                    for job in jobs.prefix(10) { _ = try await cluster.heddle(["queue", "move", String(job), "--bottom"], via: 1) }
+                }
+                group.addTask {
+                    let result = try await cluster.heddle(["cancel", "--queued", "--branch", "old"], via: 2)
+                    if result.status != 0 { throw TestFailure("bulk cancel: \(result.error)") }
+                }
+                try await group.waitForAll()
+            }
+            var orders: [[Int]] = []
+            try await waitUntil("the three coordinators to agree on the queue") {
+                orders = []
+                for via in 0..<3 { orders.append(try await queued(via: via)) }
+                return orders[0] == orders[1] && orders[1] == orders[2]
+            }
+            #expect(orders[0].count == 20, "the ten jobs of branch old are cancelled everywhere")
+            // Every move applied: the last moved to the top first, the last moved to the bottom last.
+            let expected = (jobs.suffix(10).reversed() + jobs.dropFirst(10).dropLast(10) + jobs.prefix(10)).filter { !old.contains($0) }
+            #expect(orders[0] == expected)
+            // The same order as the store's positions, read through the API of any coordinator.
+            let details = try await withThrowingTaskGroup(of: (Int, String).self) { group in
+                for run in runs { group.addTask { (run, (try await cluster.run(run, via: 1))["status"] as? String ?? "") } }
+                return try await group.reduce(into: [Int: String]()) { $0[$1.0] = $1.1 }
+            }
+            #expect(details.values.filter { $0 == "cancelled" }.count == 10 && details.values.filter { $0 == "queued" }.count == 20)
+        } catch {
+            await cluster.stop()
+            throw error
+        }
+        await cluster.stop()
+    }
+}
