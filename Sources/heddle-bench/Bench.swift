@@ -18,7 +18,7 @@ struct Bench {
         let quick = arguments.contains("--quick")
         let json = arguments.contains("--json")
         // `--only jobs,log` runs just those scenarios (for profiling one of them).
-        let scenarios = ["baselines", "jobs", "latency", "log", "tail", "artifact", "queue", "runners", "burst", "http"]
+        let scenarios = ["baselines", "jobs", "latency", "log", "tail", "artifact", "queue", "runners", "burst", "http", "cluster"]
         var only: [String]?
         if let flag = arguments.firstIndex(of: "--only") {
             let value = arguments.index(after: flag) < arguments.endIndex ? arguments[arguments.index(after: flag)] : ""
@@ -113,6 +113,21 @@ struct Bench {
             record("sse_followers", http.followers)
             record("sse_followers_seconds", http.followersSeconds)
             record("sse_followers_rss_mb", http.followersRSS)
+        }
+
+        if wanted("cluster") {
+            // Coordinators on PostgreSQL: only with a server to use (scripts/bench starts one).
+            if let server = ProcessInfo.processInfo.environment["HEDDLE_BENCH_POSTGRES"], !server.isEmpty {
+                let cluster = try await ClusterScenarios.run(pki: pki, root: root, server: server, quick: quick)
+                for (index, value) in cluster.jobsPerSecond.enumerated() { record("pg_jobs_per_s_\(index + 1)_coordinators", value) }
+                record("pg_trigger_to_start_p50_ms", cluster.triggerToStartP50)
+                record("pg_log_throughput_mb_s", cluster.logThroughput)
+                record("pg_queue_move_p99_ms", cluster.queueMoveP99)
+                record("pg_failover_s", cluster.failover)
+            } else if only != nil {
+                FileHandle.standardError.write(Data("heddle-bench: the cluster scenario needs HEDDLE_BENCH_POSTGRES (scripts/bench sets it)\n".utf8))
+                exit(2)
+            }
         }
 
         if json {

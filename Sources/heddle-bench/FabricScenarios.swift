@@ -127,7 +127,7 @@ extension Scenarios {
 
     /// A queue of `total` jobs (runs of 1,000 jobs): single moves and cancels timed one
     /// request at a time from an admin client, then a bulk cancel of 10,000 of them.
-    static func queueOperations(_ fabric: BenchCoordinator, total: Int, samples: Int)
+    static func queueOperations(_ fabric: some Fabric, total: Int, samples: Int)
         async throws -> (move: Double, cancel: Double, bulk: Double, list: Double) {
         let admin = try await fabric.admin()
         _ = try await admin.pushPipeline(project: "bench", fileName: "wide.act", source: widePipeline("wide", jobs: 1000))

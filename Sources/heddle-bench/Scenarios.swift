@@ -95,7 +95,7 @@ enum Scenarios {
     }
 
     /// Idle coordinator and runner: from the trigger request to the assignment at the runner.
-    static func triggerToStart(_ fabric: BenchCoordinator, samples: Int) async throws -> (Double, Double) {
+    static func triggerToStart(_ fabric: some Fabric, samples: Int) async throws -> (Double, Double) {
         let admin = try await fabric.admin()
         _ = try await admin.pushPipeline(project: "bench", fileName: "latency.act", source: pipeline("latency", label: "latency"))
         let runner = try await fabric.runner(labels: ["latency"], capacity: 1)
@@ -122,7 +122,7 @@ enum Scenarios {
 
     /// One node writing as fast as it can: log chunks as the runner sends them when output
     /// waits (1 MiB), until the coordinator has acknowledged every byte as durable.
-    static func logThroughput(_ fabric: BenchCoordinator, bytes: Int) async throws -> Double {
+    static func logThroughput(_ fabric: some Fabric, bytes: Int) async throws -> Double {
         let job = try await startJob("log", on: fabric)
         var pushes = job.pushes
         let chunk = Data((0..<(1024 * 1024)).map { UInt8(truncatingIfNeeded: $0 % 95 + 32) })

@@ -9,6 +9,8 @@ import Wire
 /// Every process is stopped by its pid in `stop()`.
 final class ClusterFabric: Sendable {
     let root: TemporaryDirectory
+    /// The server's address (`HEDDLE_TEST_POSTGRES`, or a server of the test's own).
+    let server: String
     let database: String
     let store: String
     let heartbeat: Double
@@ -30,10 +32,11 @@ final class ClusterFabric: Sendable {
 
     /// `runnerOrders[i]` lists the coordinators runner i is given, in its order of preference.
     init(coordinators count: Int = 3, runnerOrders: [[Int]], labels: String = "linux", capacity: Int = 2,
-         heartbeat: Double = 1) async throws {
+         heartbeat: Double = 1, server: String? = nil) async throws {
         root = try TemporaryDirectory("heddle-cluster")
         self.heartbeat = heartbeat
-        let address = try Self.serverAddress()
+        let address = try server ?? Self.serverAddress()
+        self.server = address
         database = "heddle_e2e_\(UInt32.random(in: 0...UInt32.max))"
         try await Self.psql(address, "CREATE DATABASE \(database)", root)
         guard var url = URLComponents(string: address) else { throw TestFailure("bad HEDDLE_TEST_POSTGRES") }
@@ -150,9 +153,54 @@ final class ClusterFabric: Sendable {
         if ProcessInfo.processInfo.environment["HEDDLE_TEST_LOGS"] != nil { print(logs) }
         for runner in runners { await runner?.stop() }
         for coordinator in coordinators { await coordinator?.stop() }
-        if let address = try? Self.serverAddress() {
-            try? await Self.psql(address, "DROP DATABASE IF EXISTS \(database) WITH (FORCE)", root)
-        }
+        try? await Self.psql(server, "DROP DATABASE IF EXISTS \(database) WITH (FORCE)", root)
         root.remove()
+    }
+}
+
+/// A PostgreSQL server of a test's own (`start_postgres` of scripts/lib.sh in a temporary
+/// directory), for a test that restarts it. `stop()` stops it by its pid and removes it.
+struct ThrowawayPostgres {
+    let directory: TemporaryDirectory
+    let url: String
+
+    static var library: String {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("scripts/lib.sh").path
+    }
+
+    static func start() async throws -> ThrowawayPostgres {
+        let directory = try TemporaryDirectory("heddle-pg")
+        // The server's output goes to files: it must not hold this shell's pipes open.
+        let url = try await shell(directory, """
+            chmod 755 "$1" && start_postgres "$1/pg" fsync=off >"$1/start.log" 2>&1 </dev/null && echo "$HEDDLE_PG_URL"
+            """)
+        return ThrowawayPostgres(directory: directory, url: url.trimmingCharacters(in: .whitespacesAndNewlines))
+    }
+
+    /// A fast restart (`pg_ctl restart -m fast`): every connection is cut; the server is back
+    /// when this returns.
+    func restart() async throws {
+        _ = try await Self.shell(directory, """
+            as=(); [ "$(id -u)" -eq 0 ] && as=(runuser -u postgres --)
+            "${as[@]}" "$(pg_bin)/pg_ctl" -D "$1/pg/data" -m fast -w -t 60 restart >"$1/restart.log" 2>&1 </dev/null
+            """)
+    }
+
+    func stop() async {
+        _ = try? await Self.shell(directory, "stop_postgres \"$1/pg\"")
+        directory.remove()
+    }
+
+    static func shell(_ directory: TemporaryDirectory, _ script: String) async throws -> String {
+        // Descriptors past 2 are closed first: a server left running must not inherit the one
+        // by which Foundation learns that this shell exited.
+        let closing = #"for fd in /proc/$$/fd/*; do n=${fd##*/}; [ "$n" -gt 2 ] && eval "exec $n>&-"; done 2>/dev/null; "#
+        let process = try ManagedProcess("/bin/bash", ["-c", closing + "source \"\(library)\"; " + script, "bash", directory.path],
+                                         logs: directory)
+        guard try await process.waitForExit(timeout: .seconds(120)) == 0 else {
+            throw TestFailure("\(script): \(process.standardError)")
+        }
+        return process.standardOutput
     }
 }

@@ -187,3 +187,54 @@ extension ClusterTests {
         await cluster.stop()
     }
 }
+
+extension ClusterTests {
+    /// The database restarts mid run (every connection cut): the coordinators reconnect, the
+    /// runner keeps its connection and only pauses, and the log and artifact are whole.
+    @Test func aDatabaseRestartMidRunIsOnlyAPause() async throws {
+        let postgres = try await ThrowawayPostgres.start()
+        let cluster: ClusterFabric
+        do {
+            cluster = try await ClusterFabric(coordinators: 2, runnerOrders: [[0, 1]], server: postgres.url)
+        } catch {
+            await postgres.stop()
+            throw error
+        }
+        do {
+            try await waitUntil("the runner to connect") {
+                (try await cluster.json(["runners"], via: 0) as? [Any])?.count == 1
+            }
+            try await cluster.push(Self.pipeline, via: 0)
+            let id = try await cluster.trigger(via: 1)
+            let follower = try cluster.startHeddle(["logs", String(id), "--job", "work", "--node", "talk", "--follow"], via: 1)
+            try await waitUntil("some lines to stream", timeout: .seconds(60)) {
+                let log = try await cluster.heddle(["logs", String(id), "--job", "work", "--node", "talk"], via: 0)
+                return log.output.split(separator: "\n").count >= 10
+            }
+            try await postgres.restart()
+            let run = try await cluster.waitForRun(id, ["succeeded", "failed"], via: 1, timeout: .seconds(90))
+            #expect(run["status"] as? String == "succeeded", "\(run)\n\(cluster.logs)")
+            #expect(try await follower.waitForExit(timeout: .seconds(30)) == 0)
+            #expect(follower.standardOutput == Self.expected, "the follower missed bytes")
+            for via in [0, 1] {
+                let log = try await cluster.heddle(["logs", String(id), "--job", "work", "--node", "talk"], via: via)
+                #expect(log.output == Self.expected)
+                let artifacts = try #require(try await cluster.json(["artifacts", "--run", String(id)], via: via) as? [[String: Any]])
+                let hash = try await cluster.heddle(["logs", String(id), "--job", "work", "--node", "make"], via: via).output
+                    .trimmingCharacters(in: .whitespacesAndNewlines)
+                #expect(artifacts.first?["sha256"] as? String == hash && hash.count == 64)
+            }
+            // Only a pause: the runner never lost its coordinator, and no job was given again.
+            let runnerLog = cluster.runners[0]?.standardError ?? ""
+            #expect(!runnerLog.contains("disconnected from the coordinator"), "\(runnerLog)")
+            #expect(runnerLog.components(separatedBy: "job assigned").count == 2, "\(runnerLog)")
+        } catch {
+            print(cluster.logs)
+            await cluster.stop()
+            await postgres.stop()
+            throw error
+        }
+        await cluster.stop()
+        await postgres.stop()
+    }
+}

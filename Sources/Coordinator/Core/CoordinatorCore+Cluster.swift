@@ -53,6 +53,10 @@ extension CoordinatorCore {
         switch signal {
         case .queue:
             await resyncQueue()
+        case .moved(let jobID, let position):
+            if scheduler.isQueued(jobID) { scheduler.reposition(jobID, to: position) }
+            if resync.running { resync.again = true }
+            _ = try? await moved(jobID)  // to this coordinator's queue watchers
         case .claimed(let jobIDs):
             scheduler.removeQueued(Set(jobIDs))
         case .state:
@@ -133,16 +137,28 @@ extension CoordinatorCore {
         }
     }
 
-    /// Beats, and takes over the running jobs of coordinators that stopped beating: their
-    /// runners have one lease period to come back (here or to any coordinator) before the
-    /// jobs are lost. Called every half heartbeat interval.
+    /// Takes over the running jobs of coordinators that stopped beating (their runners have
+    /// one lease period to come back, here or to any coordinator, before the jobs are lost),
+    /// and takes back jobs whose runners are connected here should another coordinator have
+    /// taken them. Called every half heartbeat interval; the beats are `ClusterMonitor`'s.
     public func clusterTick(now: ContinuousClock.Instant = .now) async {
         guard let cluster else { return }
         let wallNow = Date.nowMilliseconds
         do {
-            try await cluster.beat(now: wallNow)
-            // Silent for two heartbeat intervals (it beats every half interval): gone.
-            let silence = limits.heartbeatInterval * 2
+            // Only runners that beat here lately: a runner cut off from this coordinator (its
+            // connection not yet seen closed) may have reattached its jobs elsewhere.
+            let recent = wallNow - Int64(limits.heartbeatInterval * 3 / 2 / .milliseconds(1))
+            let connected = leases.jobIDs.compactMap { id -> LeaseRef? in
+                guard let lease = leases[id], let session = lease.session,
+                      let runner = runners[session], runner.lastHeartbeat >= recent else { return nil }
+                return LeaseRef(jobID: id, epoch: lease.epoch)
+            }
+            for id in try await cluster.reclaim(connected) {
+                logger.warning("job taken back: its runner is connected here", metadata: ["job.id": "\(id)"])
+            }
+            // Silent for two and a half heartbeat intervals (it beats every half interval): gone.
+            // Found within three intervals, as a runner's silence is.
+            let silence = limits.heartbeatInterval * 5 / 2
             let cutoff = wallNow - Int64(silence / .milliseconds(1))
             let orphans = try await cluster.adoptOrphans(silentSince: cutoff)
             for job in orphans where leases[job.id] == nil {

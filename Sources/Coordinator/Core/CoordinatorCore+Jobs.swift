@@ -4,7 +4,26 @@ import Foundation
 extension CoordinatorCore {
     /// Hands queued jobs to runners with free capacity and matching labels: every job the
     /// scheduler places now is claimed in one store transaction.
+    ///
+    /// One dispatch at a time: one asked for while another stores its claims runs after it.
+    /// So a runner receives its assignments in the order of their epochs, and a heartbeat
+    /// listing an epoch proves every earlier assignment to it arrived (`Leases.notRunning`).
     func dispatch() async {
+        if dispatching.running {
+            dispatching.again = true
+            return
+        }
+        dispatching.running = true
+        defer { dispatching = (false, false) }
+        repeat {
+            dispatching.again = false
+            if await dispatchPlaced() { dispatching.again = true }
+        } while dispatching.again
+    }
+
+    /// Claims and assigns what the scheduler places now; true when some placed jobs were no
+    /// longer queued (their runners' slots are free again).
+    private func dispatchPlaced() async -> Bool {
         var claims: [JobClaim] = []
         for placed in scheduler.assign() {
             guard let runner = runners[placed.runner] else { continue }
@@ -13,20 +32,29 @@ extension CoordinatorCore {
                 scheduler.finish(placed.jobID, on: placed.runner)
                 continue
             }
-            let epoch = leases.claim(jobID: placed.jobID, session: placed.runner, runner: runner.name)
+            let epoch = leases.claim(jobID: placed.jobID, session: placed.runner, runner: runner.name,
+                                     now: Date.nowMilliseconds)
             claims.append(JobClaim(jobID: placed.jobID, runner: runner.name, epoch: epoch))
         }
-        guard !claims.isEmpty else { return }
+        guard !claims.isEmpty else { return false }
         let now = Date.nowMilliseconds
         let claimed: [ClaimedJob?]
         do {
             claimed = try await store.claimJobs(claims, now: now)
+        } catch let error as StoreError where error.code == .unavailable && cluster != nil {
+            // The database is out of reach (restarting, fail-over): nothing was claimed. The
+            // jobs stay queued there and come back with the queue read that follows its return.
+            logger.warning("cannot claim jobs now", metadata: ["jobs": "\(claims.map(\.jobID))", "error": "\(error)"])
+            for claim in claims where leases[claim.jobID]?.epoch == claim.epoch {
+                if let session = leases.end(jobID: claim.jobID)?.session { scheduler.finish(claim.jobID, on: session) }
+            }
+            return false
         } catch {
             logger.error("assignment failed", metadata: ["jobs": "\(claims.map(\.jobID))", "error": "\(error)"])
             for claim in claims {
                 await finish(jobID: claim.jobID, status: .failed, reason: "coordinator error: \(error)", fenced: false)
             }
-            return
+            return false
         }
         tell(.claimed(jobIDs: claimed.compactMap { $0?.job.id }))
         tell(.run(runIDs: Array(Set(claimed.compactMap { $0?.run.id }))))
@@ -69,7 +97,7 @@ extension CoordinatorCore {
             publishQueue(.claimed, entry)
         }
         // Their runners' slots are free again: place the next jobs.
-        if unclaimed > 0 { await dispatch() }
+        return unclaimed > 0
     }
 
     /// Jobs whose runner stayed away past the lease: back to the front of the queue when the
@@ -222,7 +250,14 @@ extension CoordinatorCore {
         if try await isDecided(result.job) { return }
         _ = try leases.check(result.job, session: session)
         let reported = try Self.reportedResult(result.status)
-        try await finishReported(session: session, result.job, reported: reported, reason: result.reason)
+        // From here the runner may no longer list the job in its heartbeats.
+        leases.finishing(jobID: result.job.jobID, epoch: result.job.epoch, true)
+        do {
+            try await finishReported(session: session, result.job, reported: reported, reason: result.reason)
+        } catch {
+            leases.finishing(jobID: result.job.jobID, epoch: result.job.epoch, false)
+            throw error
+        }
     }
 
     /// Whether the job's result is stored already, from this lease.

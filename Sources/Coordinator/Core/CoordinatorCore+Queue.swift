@@ -66,6 +66,20 @@ extension CoordinatorCore {
             guard let job = try await store.job(id: jobID) else { return CoordinatorError.notFound("job \(jobID) does not exist") }
             return CoordinatorError(.failedPrecondition, "job \(jobID) is \(job.status.rawValue); only queued jobs can be moved")
         }
+        if let cluster {
+            // Placed by the store, where every coordinator's moves meet.
+            switch try await cluster.moveQueued(jobID: jobID, to: target) {
+            case .notQueued: throw try await notQueued()
+            case .noSuchAnchor: throw CoordinatorError.notFound("the job to move next to is not queued")
+            case .moved(let position, let renumbered):
+                if scheduler.isQueued(jobID) { scheduler.reposition(jobID, to: position) }
+                tell(renumbered ? .queue : .moved(jobID: jobID, position: position))
+                // A queue read on its way may predate this move: read again after it.
+                if resync.running { resync.again = true }
+                if renumbered { await resyncQueue() }
+            }
+            return try await moved(jobID)
+        }
         guard scheduler.isQueued(jobID) else { throw try await notQueued() }
         var placement = scheduler.placement(for: jobID, at: target)
         if placement == .crowded {
@@ -89,6 +103,11 @@ extension CoordinatorCore {
             if let before, scheduler.isQueued(jobID) { scheduler.reposition(jobID, to: before) }
             throw error
         }
+        return try await moved(jobID)
+    }
+
+    /// A job just moved, as a queue entry, published to the queue's watchers.
+    func moved(_ jobID: Int64) async throws -> QueueEntry {
         guard let job = try await store.job(id: jobID), let run = try await store.run(id: job.runID) else {
             throw CoordinatorError.notFound("job \(jobID) does not exist")
         }

@@ -66,6 +66,8 @@ public actor CoordinatorCore {
     let cluster: (any ClusterStore)?
     /// Queue reads from the store after another coordinator changed it (`resyncQueue`).
     var resync = QueueResync()
+    /// A dispatch is storing its claims (`running`); another was asked for meanwhile (`again`).
+    var dispatching = (running: false, again: false)
 
     struct OpenSession {
         var principal: Principal
@@ -199,6 +201,7 @@ public actor CoordinatorCore {
         guard runners[session] != nil else { return }
         runners[session]?.lastHeartbeat = Date.nowMilliseconds
         guard let running else { return }
+        leases.seen(epoch: running.assignedThrough)
         let lost = leases.notRunning(session: session, running: Set(running.jobs), through: running.assignedThrough)
         guard !lost.isEmpty else { return }
         Task { await self.notRunning(lost) }

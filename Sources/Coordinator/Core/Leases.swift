@@ -21,6 +21,9 @@ struct Leases {
         var cancelReason: String?
         /// The job's nodes and their statuses, in the pipeline's order (nil until loaded).
         var nodes: [(name: String, status: Status)]?
+        /// Its runner reported the job's end, which is being stored: a heartbeat that no
+        /// longer lists the job is not a lost job.
+        var finishing = false
     }
 
     private(set) var jobs: [Int64: Lease] = [:]
@@ -46,9 +49,12 @@ struct Leases {
         lastEpoch = max(lastEpoch, job.epoch)
     }
 
-    /// The scheduler placed a job on a session: a new lease with a new epoch.
-    mutating func claim(jobID: Int64, session: UInt64, runner: String) -> Int64 {
-        lastEpoch += 1
+    /// The scheduler placed a job on a session: a new lease with a new epoch, greater than any
+    /// before and not below the clock in milliseconds (`now`), so that the epochs of several
+    /// coordinators of a cluster keep in step and a runner moving between them is never given
+    /// an epoch below one it has seen.
+    mutating func claim(jobID: Int64, session: UInt64, runner: String, now: Int64 = 0) -> Int64 {
+        lastEpoch = max(lastEpoch + 1, now)
         jobs[jobID] = Lease(runID: 0, attempt: 0, name: "", session: session, runner: runner, epoch: lastEpoch)
         return lastEpoch
     }
@@ -59,6 +65,18 @@ struct Leases {
         jobs[jobID]?.attempt = attempt
         jobs[jobID]?.name = name
         jobs[jobID]?.nodes = nodes
+    }
+
+    /// The runner reported the job's end under `epoch`, or that report failed (`false`).
+    mutating func finishing(jobID: Int64, epoch: Int64, _ finishing: Bool) {
+        guard jobs[jobID]?.epoch == epoch else { return }
+        jobs[jobID]?.finishing = finishing
+    }
+
+    /// A runner says it was given epochs through `epoch` (by this coordinator or another of a
+    /// cluster): later claims go above it.
+    mutating func seen(epoch: Int64) {
+        lastEpoch = max(lastEpoch, epoch)
     }
 
     /// The lease ends (the job finished, was lost, or its claim was not stored).
@@ -86,6 +104,7 @@ struct Leases {
         var listed = Set<Int64>()
         for ref in running {
             listed.insert(ref.jobID)
+            seen(epoch: ref.epoch)
             if var lease = jobs[ref.jobID], lease.runner == runner, lease.epoch == ref.epoch {
                 let from = lease.session.flatMap { $0 == session ? nil : $0 }
                 lease.session = session
@@ -125,7 +144,7 @@ struct Leases {
     /// received that it does not list are no longer run (an assignment it lost, a stop that
     /// hit the wrong one): with why, by id. Later assignments are not judged yet.
     func notRunning(session: UInt64, running: Set<LeaseRef>, through: Int64) -> [(jobID: Int64, why: String)] {
-        jobs.filter { $0.value.session == session && $0.value.epoch <= through
+        jobs.filter { $0.value.session == session && $0.value.epoch <= through && !$0.value.finishing
             && !running.contains(LeaseRef(jobID: $0.key, epoch: $0.value.epoch)) }
             .sorted { $0.key < $1.key }
             .map { ($0.key, "runner lost: \($0.value.runner) no longer runs the job") }

@@ -142,8 +142,11 @@ public struct Scheduler: Sendable {
             guard let found = otherIndex(anchor) else { return .noSuchAnchor }
             slot = found + 1
         }
-        let before = slot > 0 ? other(slot - 1).position : nil
-        let after = slot < count ? other(slot).position : nil
+        return Self.between(slot > 0 ? other(slot - 1).position : nil, slot < count ? other(slot).position : nil)
+    }
+
+    /// The position between two neighbours' (nil: no neighbour on that side).
+    public static func between(_ before: Double?, _ after: Double?) -> Placement {
         switch (before, after) {
         case (nil, nil): return .at(1)
         case (nil, let after?): return .at(after - 1)

@@ -1,3 +1,4 @@
+import Foundation
 import ServiceLifecycle
 
 /// Keeps a coordinator of a cluster (a core on a `ClusterStore`) in step with the others: it
@@ -22,6 +23,16 @@ public struct ClusterMonitor: Service {
             await withTaskGroup(of: Void.self) { group in
                 group.addTask {
                     for await signal in cluster.signals() { await core.apply(signal) }
+                }
+                group.addTask {
+                    // Beats on their own, never behind the core's other work: a busy coordinator
+                    // is not taken for a dead one.
+                    while !Task.isCancelled {
+                        do { try await cluster.beat(now: Date.nowMilliseconds) } catch {
+                            core.logger.warning("cannot beat", metadata: ["error": "\(error)"])
+                        }
+                        try? await Task.sleep(for: period)
+                    }
                 }
                 group.addTask {
                     var sinceResync = Duration.zero

@@ -19,6 +19,15 @@ public protocol ClusterStore: CoordinatorStore {
     /// (milliseconds), under a lock one coordinator holds at a time; another coordinator
     /// sweeping at the same moment makes this one return nothing.
     func adoptOrphans(silentSince cutoff: Int64) async throws -> [JobRecord]
+    /// Makes this coordinator the holder again of running jobs whose runners are connected to
+    /// it (`jobs`: id and epoch), should a sweep have taken them for orphans (this coordinator
+    /// was slow to beat); returns the ids it took back.
+    func reclaim(_ jobs: [LeaseRef]) async throws -> [Int64]
+    /// Moves a queued job to `target`, its place decided from the store's order under a lock
+    /// that moves take one at a time, so concurrent moves from several coordinators are all
+    /// applied. One row changes unless repeated moves into one gap used up the precision
+    /// between two neighbours (then the queue is renumbered in the same transaction).
+    func moveQueued(jobID: Int64, to target: MoveTarget) async throws -> QueueMove
     /// Sends a signal to every coordinator of the cluster but this one.
     func signal(_ signal: ClusterSignal) async throws
     /// The signals of the other coordinators, until the task is cancelled. After the
@@ -26,10 +35,22 @@ public protocol ClusterStore: CoordinatorStore {
     func signals() -> AsyncStream<ClusterSignal>
 }
 
+/// What a move in the store did.
+public enum QueueMove: Sendable, Equatable {
+    /// The job is at `position` now; `renumbered`: every queued job's position changed too.
+    case moved(position: Double, renumbered: Bool)
+    /// The job is not queued.
+    case notQueued
+    /// The job to move next to is not queued.
+    case noSuchAnchor
+}
+
 /// A wake-up from another coordinator.
 public enum ClusterSignal: Sendable, Equatable {
     /// The queue changed: jobs queued, moved, cancelled or requeued.
     case queue
+    /// A queued job was moved to `position` (one row; a renumbering signals `.queue`).
+    case moved(jobID: Int64, position: Double)
     /// These jobs were claimed: no longer queued.
     case claimed(jobIDs: [Int64])
     /// Drains, revocations or tokens changed.

@@ -22,6 +22,92 @@ extension PostgresStore: ClusterStore {
         }
     }
 
+    public func reclaim(_ jobs: [LeaseRef]) async throws -> [Int64] {
+        guard !jobs.isEmpty else { return [] }
+        let ids = jobs.map(\.jobID)
+        let epochs = jobs.map(\.epoch)
+        return try await read { db in
+            try await db.rows("""
+                UPDATE job SET holder = \(coordinatorID)
+                FROM unnest(\(ids)::bigint[], \(epochs)::bigint[]) AS mine(id, epoch)
+                WHERE job.id = mine.id AND job.epoch = mine.epoch AND job.status = 'running'
+                  AND job.holder IS DISTINCT FROM \(coordinatorID)
+                RETURNING job.id
+                """, logger: logger).map { try $0.get("id", as: Int64.self) }
+        }
+    }
+
+    /// The lock moves take (for their transaction only): one at a time, whichever coordinator.
+    static let moveLock: Int64 = 0x4865_6464_6C65_0004
+
+    public func moveQueued(jobID: Int64, to target: MoveTarget) async throws -> QueueMove {
+        let logger = logger
+        return try await transaction { db in
+            try await db.query("SELECT pg_advisory_xact_lock(\(Self.moveLock))", logger: logger)
+            guard try await db.row("SELECT 1 FROM job WHERE id = \(jobID) AND status = 'queued' FOR UPDATE",
+                                   logger: logger) != nil else { return .notQueued }
+            var placement = try await Self.place(db, jobID: jobID, at: target, logger: logger)
+            let renumbered = placement == .crowded
+            if renumbered {
+                // Spaced evenly again (1, 2, 3, ...), in order; then there is room.
+                try await db.query("""
+                    UPDATE job SET position = n.rank FROM (
+                        SELECT id, row_number() OVER (ORDER BY position, id)::float8 AS rank FROM job WHERE status = 'queued'
+                    ) AS n WHERE job.id = n.id
+                    """, logger: logger)
+                placement = try await Self.place(db, jobID: jobID, at: target, logger: logger)
+            }
+            guard case .at(let position) = placement else { return .noSuchAnchor }
+            try await db.query("UPDATE job SET position = \(position) WHERE id = \(jobID)", logger: logger)
+            return .moved(position: position, renumbered: renumbered)
+        }
+    }
+
+    /// Where a job goes to be at `target` in the queue without it: between the positions of
+    /// its new neighbours, read in the queue's order (position, then id).
+    static func place(_ db: PostgresConnection, jobID: Int64, at target: MoveTarget,
+                      logger: Logger) async throws -> Scheduler.Placement {
+        func position(_ query: PostgresQuery) async throws -> Double? {
+            try await db.row(query, logger: logger).map { try $0.get("position", as: Double.self) }
+        }
+        func anchor(_ id: Int64) async throws -> Double? {
+            guard id != jobID else { return nil }
+            return try await position("SELECT position FROM job WHERE id = \(id) AND status = 'queued'")
+        }
+        switch target {
+        case .top:
+            return Scheduler.between(nil, try await position("""
+                SELECT position FROM job WHERE status = 'queued' AND id <> \(jobID) ORDER BY position, id LIMIT 1
+                """))
+        case .bottom:
+            return Scheduler.between(try await position("""
+                SELECT position FROM job WHERE status = 'queued' AND id <> \(jobID) ORDER BY position DESC, id DESC LIMIT 1
+                """), nil)
+        case .position(let n) where n <= 1:
+            return try await place(db, jobID: jobID, at: .top, logger: logger)
+        case .position(let n):
+            // The (n-1)th and nth of the others; past the end, after the last.
+            let pair = try await db.rows("""
+                SELECT position FROM job WHERE status = 'queued' AND id <> \(jobID)
+                ORDER BY position, id OFFSET \(Int64(n - 2)) LIMIT 2
+                """, logger: logger).map { try $0.get("position", as: Double.self) }
+            guard let before = pair.first else { return try await place(db, jobID: jobID, at: .bottom, logger: logger) }
+            return Scheduler.between(before, pair.count > 1 ? pair[1] : nil)
+        case .before(let id):
+            guard let at = try await anchor(id) else { return .noSuchAnchor }
+            return Scheduler.between(try await position("""
+                SELECT position FROM job WHERE status = 'queued' AND id <> \(jobID) AND (position, id) < (\(at), \(id))
+                ORDER BY position DESC, id DESC LIMIT 1
+                """), at)
+        case .after(let id):
+            guard let at = try await anchor(id) else { return .noSuchAnchor }
+            return Scheduler.between(at, try await position("""
+                SELECT position FROM job WHERE status = 'queued' AND id <> \(jobID) AND (position, id) > (\(at), \(id))
+                ORDER BY position, id LIMIT 1
+                """))
+        }
+    }
+
     /// The lock a sweep for orphaned jobs takes (for its transaction only): one coordinator
     /// sweeps at a time, and when it dies the lock goes with its connection.
     static let sweepLock: Int64 = 0x4865_6464_6C65_0003
@@ -76,7 +162,7 @@ extension PostgresStore: ClusterStore {
                     }
                 } catch {
                     if Task.isCancelled { break }
-                    logger.warning("listening for other coordinators failed; trying again", metadata: ["error": "\(error)"])
+                    logger.warning("listening for other coordinators failed; trying again", metadata: ["error": "\(Self.describe(error))"])
                 }
                 try? await Task.sleep(for: .milliseconds(Int(backoff * 1000)))
                 backoff = min(backoff * 2, 2)
@@ -93,6 +179,7 @@ extension PostgresStore: ClusterStore {
         case .state: "state"
         case .resync: "resync"
         case .cancel(let jobID, let reason): "cancel|\(jobID)|\(reason.prefix(1000))"
+        case .moved(let jobID, let position): "moved|\(jobID)|\(position)"
         // A notification holds up to 8,000 bytes: past 500 runs, a resync says as much.
         case .run(let runIDs) where runIDs.count > 500: "resync"
         case .claimed(let jobIDs) where jobIDs.count > 500: "queue"
@@ -108,6 +195,9 @@ extension PostgresStore: ClusterStore {
         case "state": return .state
         case "resync": return .resync
         case "cancel" where parts.count == 3: return Int64(parts[1]).map { .cancel(jobID: $0, reason: parts[2]) }
+        case "moved" where parts.count == 3:
+            guard let id = Int64(parts[1]), let position = Double(parts[2]), position.isFinite else { return nil }
+            return .moved(jobID: id, position: position)
         case "claimed" where parts.count == 2: return .claimed(jobIDs: parts[1].split(separator: ",").compactMap { Int64($0) })
         case "run" where parts.count == 2: return .run(runIDs: parts[1].split(separator: ",").compactMap { Int64($0) })
         default: return nil

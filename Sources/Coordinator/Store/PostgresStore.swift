@@ -171,11 +171,22 @@ public final class PostgresStore: CoordinatorStore {
     }
 
     /// A database error as the store's: what the server said, or that it cannot be reached.
+    /// A server shutting down or starting (SQLSTATE class 57) or a broken connection (08) is
+    /// `unavailable`: the same request may succeed later.
     static func storeError(_ error: PSQLError) -> any Error {
         if let message = error.serverInfo?[.message] {
-            return StoreError(.database, "PostgreSQL: \(message) (\(error.serverInfo?[.sqlState] ?? "?"))")
+            let state = error.serverInfo?[.sqlState] ?? "?"
+            let code: StoreError.Code = state.hasPrefix("57") || state.hasPrefix("08") ? .unavailable : .database
+            return StoreError(code, "PostgreSQL: \(message) (\(state))")
         }
         return StoreError(.unavailable, "PostgreSQL cannot be reached: \(error.code)")
+    }
+
+    /// An error for a log line: a PostgreSQL error with what the server said (its own
+    /// description hides it).
+    static func describe(_ error: any Error) -> String {
+        guard let error = error as? PSQLError else { return "\(error)" }
+        return "\(storeError(error))"
     }
 
     // MARK: migrations

@@ -1,0 +1,186 @@
+import Foundation
+import Wire
+
+/// Coordinators on one PostgreSQL database (`HEDDLE_BENCH_POSTGRES`, a server URL whose user
+/// may create databases; `scripts/bench` starts a throwaway server): each measurement gets a
+/// fresh database, and the coordinators share one data directory for log and artifact bytes.
+enum ClusterScenarios {
+    struct Results {
+        var jobsPerSecond: [Double] = []
+        var triggerToStartP50 = 0.0
+        var logThroughput = 0.0
+        var queueMoveP99 = 0.0
+        var failover = 0.0
+    }
+
+    static func run(pki: BenchPKI, root: String, server: String, quick: Bool) async throws -> Results {
+        var results = Results()
+        for count in 1...3 {
+            let cluster = try Cluster(pki: pki, root: root, server: server, name: "jobs\(count)", coordinators: count)
+            defer { cluster.stop() }
+            results.jobsPerSecond.append(try await jobsPerSecond(cluster, runners: 4, runs: quick ? 500 : 2000))
+        }
+        do {
+            let cluster = try Cluster(pki: pki, root: root, server: server, name: "single", coordinators: 1)
+            defer { cluster.stop() }
+            let fabric = cluster.fabrics[0]
+            results.triggerToStartP50 = try await Scenarios.triggerToStart(fabric, samples: quick ? 100 : 500).0
+            results.logThroughput = try await Scenarios.logThroughput(fabric, bytes: quick ? 256 << 20 : 1 << 30)
+        }
+        do {
+            let cluster = try Cluster(pki: pki, root: root, server: server, name: "queue", coordinators: 1)
+            defer { cluster.stop() }
+            results.queueMoveP99 = try await Scenarios.queueOperations(cluster.fabrics[0], total: 100_000,
+                                                                       samples: quick ? 200 : 1000).move
+        }
+        do {
+            let cluster = try Cluster(pki: pki, root: root, server: server, name: "failover", coordinators: 2)
+            defer { cluster.stop() }
+            results.failover = try await failover(cluster)
+        }
+        return results
+    }
+
+    /// `Scenarios.jobsPerSecond` spread over the coordinators: runner i and trigger task i on
+    /// coordinator i modulo their number.
+    static func jobsPerSecond(_ cluster: Cluster, runners count: Int, runs: Int) async throws -> Double {
+        var admins: [HeddleClient] = []
+        for fabric in cluster.fabrics { admins.append(try await fabric.admin()) }
+        _ = try await admins[0].pushPipeline(project: "bench", fileName: "trivial.act",
+                                             source: Scenarios.pipeline("trivial", label: "trivial"))
+        let finished = Counter()
+        let (allDone, signal) = AsyncStream.makeStream(of: Void.self)
+        var connections: [HeddleConnection] = []
+        for index in 0..<count {
+            connections.append(try await cluster.fabrics[index % cluster.fabrics.count].runner(labels: ["trivial"], capacity: 16))
+        }
+        return try await withThrowingTaskGroup(of: Void.self) { group in
+            for connection in connections {
+                group.addTask {
+                    await withTaskGroup(of: Void.self) { jobs in
+                        for await envelope in connection.pushes {
+                            guard case .assignment(let assignment) = envelope.body else { continue }
+                            jobs.addTask {
+                                var finish = Heddle_V1_JobFinish()
+                                finish.job = assignment.job
+                                finish.status = .succeeded
+                                _ = try? await connection.request(.jobFinish(finish))
+                                if finished.increment() == runs { signal.yield() }
+                            }
+                        }
+                    }
+                }
+            }
+            let start = ContinuousClock.now
+            try await withThrowingTaskGroup(of: Void.self) { triggers in
+                let perTask = runs / 8
+                for part in 0..<8 {
+                    let admin = admins[part % admins.count]
+                    triggers.addTask {
+                        let count = part == 7 ? runs - perTask * 7 : perTask
+                        for _ in 0..<count { _ = try await admin.trigger(project: "bench", pipeline: "trivial", branch: "main") }
+                    }
+                }
+                try await triggers.waitForAll()
+            }
+            var iterator = allDone.makeAsyncIterator()
+            _ = await iterator.next()
+            let elapsed = seconds(since: start)
+            for connection in connections { await connection.close() }
+            for admin in admins { await admin.connection.close() }
+            group.cancelAll()
+            return Double(runs) / elapsed
+        }
+    }
+
+    /// A simulated runner streams a job's log into coordinator 0, which is killed (`kill -9`);
+    /// the runner connects to coordinator 1 at once, listing the job, and sends its next log
+    /// bytes: seconds from the kill to those bytes acknowledged as durable there. (A real
+    /// runner adds its first reconnect delay, 0.2–0.5 s.)
+    static func failover(_ cluster: Cluster) async throws -> Double {
+        let job = try await Scenarios.startJob("failover", on: cluster.fabrics[0])
+        let line = Data("before the kill\n".utf8)
+        var pushes = job.pushes
+        try await job.runner.send(Scenarios.logAppend(job.assignment.job, offset: 0, line))
+        while let envelope = await pushes.next() {
+            if case .logAck(let ack) = envelope.body, ack.durableOffset >= UInt64(line.count) { break }
+        }
+        let killed = ContinuousClock.now
+        kill(cluster.processes[0].process.processIdentifier, SIGKILL)
+        cluster.processes[0].process.waitUntilExit()
+        await job.runner.waitClosed()
+        var hello = Heddle_V1_Hello()
+        hello.labels = ["failover"]
+        hello.capacity = 1
+        hello.runningJobs = [job.assignment.job]
+        let runner = try await HeddleConnection.connect(to: cluster.fabrics[1].endpoint, tls: cluster.pki.files("runner"), hello: hello)
+        var after = runner.pushes.makeAsyncIterator()
+        let next = Data("after the kill\n".utf8)
+        try await runner.send(Scenarios.logAppend(job.assignment.job, offset: line.count, next))
+        var acknowledged = false
+        while let envelope = await after.next() {
+            if case .logAck(let ack) = envelope.body, ack.durableOffset >= UInt64(line.count + next.count) {
+                acknowledged = true
+                break
+            }
+        }
+        let elapsed = seconds(since: killed)
+        await runner.close()
+        await job.admin.connection.close()
+        guard acknowledged else { throw WireError(.internal, "coordinator 1 never acknowledged the runner's bytes") }
+        return elapsed
+    }
+}
+
+/// Coordinator processes (release build) on one fresh database and one shared data directory.
+final class Cluster: @unchecked Sendable {
+    let pki: BenchPKI
+    let processes: [CoordinatorProcess]
+    var fabrics: [RemoteFabric] { processes.map { RemoteFabric(endpoint: $0.endpoint, pki: pki) } }
+
+    init(pki: BenchPKI, root: String, server: String, name: String, coordinators: Int) throws {
+        self.pki = pki
+        let database = "heddle_bench_\(name)"
+        try Self.psql(server, "DROP DATABASE IF EXISTS \(database)")
+        try Self.psql(server, "CREATE DATABASE \(database)")
+        let store = Self.url(server, database: database)
+        let data = "\(root)/cluster-\(name)"
+        var started: [CoordinatorProcess] = []
+        do {
+            for _ in 0..<coordinators {
+                started.append(try CoordinatorProcess.start(pki: pki, data: data, heartbeatInterval: 1,
+                                                            extraArguments: ["--store", store]))
+            }
+        } catch {
+            for process in started { process.stop() }
+            throw error
+        }
+        processes = started
+    }
+
+    func stop() {
+        for process in processes { process.stop() }
+    }
+
+    /// The server URL with another database (`postgres://user@host:port/db?query`).
+    static func url(_ server: String, database: String) -> String {
+        guard var components = URLComponents(string: server) else { return server }
+        components.path = "/" + database
+        return components.string ?? server
+    }
+
+    static func psql(_ server: String, _ sql: String) throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["psql", "--quiet", "--no-psqlrc", "-v", "ON_ERROR_STOP=1", server, "-c", sql]
+        let error = Pipe()
+        process.standardError = error
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else {
+            let message = String(decoding: error.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            throw WireError(.internal, "psql failed (\(sql)): \(message)")
+        }
+    }
+}
