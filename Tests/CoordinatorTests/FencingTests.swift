@@ -21,7 +21,7 @@ import Testing
         // The lease of r1 is lost; the other store requeues the job and r2 takes it at epoch 2.
         // (In a cluster the other coordinator first takes the job over: the first never beat.)
         if let cluster = second as? any ClusterStore {
-            #expect(try await cluster.adoptOrphans(silentSince: 0).map(\.id) == [job])
+            #expect(try await cluster.adoptOrphans(silentFor: .zero).map(\.id) == [job])
         }
         _ = try await second.requeueLostJob(id: job, position: 0, reason: "runner lost", now: 3)
         _ = try await second.claimJobs([JobClaim(jobID: job, runner: "r2", epoch: 2)], now: 4)

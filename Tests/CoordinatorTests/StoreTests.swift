@@ -107,7 +107,7 @@ import Wire
             // The runner is lost: requeued at the front, its log and upload gone.
             _ = try await store.saveUpload(jobID: next.job.id, name: "a.txt", size: 3, sha256: String(repeating: "a", count: 64), now: 3)
             #expect(try await store.uploads().map(\.name) == ["a.txt"])
-            if let cluster = store as? any ClusterStore { _ = try await cluster.adoptOrphans(silentSince: 0) }
+            if let cluster = store as? any ClusterStore { _ = try await cluster.adoptOrphans(silentFor: .zero) }
             let run = try await store.requeueLostJob(id: next.job.id, position: -5, reason: "requeued (1 of 1): runner lost", now: 4)
             #expect(run.status == .queued)
             let requeued = try #require(try await store.job(id: next.job.id))

@@ -73,7 +73,7 @@ extension ClusterTests {
         let jobsPerRun = 50
         let runs = 40
         let cluster = try await ClusterFabric(coordinators: 3, runnerOrders: (0..<8).map { [($0 % 3), ($0 + 1) % 3, ($0 + 2) % 3] },
-                                              capacity: 4)
+                                              capacity: 4, heartbeat: 2)
         do {
             try await waitUntil("eight runners to connect") {
                 var total = 0
@@ -94,9 +94,19 @@ extension ClusterTests {
                 return try await group.reduce(into: [Int]()) { $0 += $1 }
             }
             #expect(Set(ids).count == runs)
+            var failedJobs: [Int] = []
             for id in ids.sorted() {
                 let run = try await cluster.waitForRun(id, ["succeeded", "failed", "cancelled"], via: id % 3, timeout: .seconds(300))
                 #expect(run["status"] as? String == "succeeded", "run \(id): \(run)")
+                for job in run["jobs"] as? [[String: Any]] ?? [] where job["status"] as? String != "succeeded" {
+                    failedJobs.append(job["id"] as? Int ?? 0)
+                }
+            }
+            if !failedJobs.isEmpty {
+                // What the processes said about them, for the diagnosis.
+                let marks = failedJobs.map { "job.id=\($0) " }
+                print(cluster.logs.split(separator: "\n").filter { line in marks.contains { (line + " ").contains($0) } }
+                    .joined(separator: "\n"))
             }
             // Assigned once (by the runners' account) and finished once (by the coordinators').
             func counts(_ logs: [String], _ message: String) -> [Int: Int] {

@@ -158,9 +158,7 @@ extension CoordinatorCore {
             }
             // Silent for two and a half heartbeat intervals (it beats every half interval): gone.
             // Found within three intervals, as a runner's silence is.
-            let silence = limits.heartbeatInterval * 5 / 2
-            let cutoff = wallNow - Int64(silence / .milliseconds(1))
-            let orphans = try await cluster.adoptOrphans(silentSince: cutoff)
+            let orphans = try await cluster.adoptOrphans(silentFor: limits.heartbeatInterval * 5 / 2)
             for job in orphans where leases[job.id] == nil {
                 scheduler.removeQueued(job.id)
                 leases.restore(job: job, deadline: now.advanced(by: limits.lease))
@@ -169,6 +167,21 @@ extension CoordinatorCore {
             }
         } catch {
             logger.warning("cluster housekeeping failed", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// A write about a job leased here to a connected runner (`attached`: known already, as
+    /// when the lease just ended), refused by the store because another coordinator took the
+    /// job over for an orphan (this one was slow to beat): the job is taken back and the
+    /// write tried once more.
+    func heldHere<T: Sendable>(_ ref: LeaseRef, attached: Bool = false, _ write: () async throws -> T) async throws -> T {
+        do {
+            return try await write()
+        } catch let error as StoreError where error.code == .staleLease && cluster != nil {
+            let connected = attached || (leases[ref.jobID].map { $0.epoch == ref.epoch && $0.session != nil } ?? false)
+            guard connected, let cluster, try await cluster.reclaim([ref]).contains(ref.jobID) else { throw error }
+            logger.warning("job taken back: its runner is connected here", metadata: ["job.id": "\(ref.jobID)"])
+            return try await write()
         }
     }
 

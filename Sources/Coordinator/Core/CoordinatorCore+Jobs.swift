@@ -156,8 +156,16 @@ extension CoordinatorCore {
         await discardUploads(jobID: jobID)
         do {
             let now = Date.nowMilliseconds
-            let (run, record) = try await store.finishJob(id: jobID, epoch: fenced ? lease?.epoch : nil, status: status,
-                                                          reason: reason, now: now)
+            let finish = { [store] in
+                try await store.finishJob(id: jobID, epoch: fenced ? lease?.epoch : nil, status: status, reason: reason, now: now)
+            }
+            // A job whose runner is connected here is this coordinator's, should a sweep have
+            // taken it meanwhile.
+            let (run, record) = if let lease, lease.session != nil {
+                try await heldHere(LeaseRef(jobID: jobID, epoch: lease.epoch), attached: true, finish)
+            } else {
+                try await finish()
+            }
             logger.info("job finished", metadata: ["job.id": "\(jobID)", "status": "\(status.rawValue)",
                                                    "reason": "\(reason)"])
             CoreMetrics.jobFinished(status)
@@ -222,8 +230,10 @@ extension CoordinatorCore {
         await logBarrier()
         // Checked again after the awaits: the lease may have gone meanwhile.
         let job = try lease(report.job, session: session)
-        try await store.updateNode(jobID: report.job.jobID, epoch: job.epoch, node: report.node, status: status,
-                                   exitCode: report.exitCode, at: at)
+        try await heldHere(report.job) {
+            try await store.updateNode(jobID: report.job.jobID, epoch: job.epoch, node: report.node, status: status,
+                                       exitCode: report.exitCode, at: at)
+        }
         leases.setNode(report.node, of: report.job.jobID, to: status)
         var node = NodeEvent(name: report.node, status: status, exitCode: report.exitCode)
         if status == .running { node.startedAt = at } else { node.finishedAt = at }
@@ -238,7 +248,7 @@ extension CoordinatorCore {
         guard start.commit.count <= 64, start.commit.allSatisfy({ $0.isHexDigit }) else {
             throw CoordinatorError.invalid("commit '\(start.commit)' is not a hex commit id")
         }
-        try await store.setJobCommit(id: start.job.jobID, epoch: job.epoch, commit: start.commit)
+        try await heldHere(start.job) { try await store.setJobCommit(id: start.job.jobID, epoch: job.epoch, commit: start.commit) }
     }
 
     /// The runner's result for a job. The stored result follows the job's nodes

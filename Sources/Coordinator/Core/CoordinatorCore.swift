@@ -119,7 +119,7 @@ public actor CoordinatorCore {
     /// In a cluster, running jobs are left to their holders: a job whose holder is gone is
     /// taken over by the sweep (`sweepOrphans`), or by the coordinator its runner comes back to.
     public func recover(now: ContinuousClock.Instant = .now) async throws {
-        try await cluster?.beat(now: Date.nowMilliseconds)
+        try await cluster?.beat()
         drained = try await store.drainedRunners()
         revocations = try await store.revocations()
         tokens = Dictionary(try await store.tokens().map { ($0.secretSHA256, $0) }, uniquingKeysWith: { $1 })

@@ -28,7 +28,7 @@ public struct ClusterMonitor: Service {
                     // Beats on their own, never behind the core's other work: a busy coordinator
                     // is not taken for a dead one.
                     while !Task.isCancelled {
-                        do { try await cluster.beat(now: Date.nowMilliseconds) } catch {
+                        do { try await cluster.beat() } catch {
                             core.logger.warning("cannot beat", metadata: ["error": "\(error)"])
                         }
                         try? await Task.sleep(for: period)

@@ -9,16 +9,16 @@
 public protocol ClusterStore: CoordinatorStore {
     /// This coordinator's id in the store, new at every start.
     var coordinatorID: String { get }
-    /// Records that this coordinator is alive now.
-    func beat(now: Int64) async throws
+    /// Records that this coordinator is alive now (by the store's clock).
+    func beat() async throws
     /// Makes this coordinator the holder of a running job whose runner came to it with the
     /// job's lease (`runner`, `epoch`); the job afterwards, nil when it is not running on that
     /// runner at that epoch.
     func adopt(jobID: Int64, epoch: Int64, runner: String) async throws -> JobRecord?
-    /// Takes over the running jobs whose holder has not been alive since `cutoff`
-    /// (milliseconds), under a lock one coordinator holds at a time; another coordinator
-    /// sweeping at the same moment makes this one return nothing.
-    func adoptOrphans(silentSince cutoff: Int64) async throws -> [JobRecord]
+    /// Takes over the running jobs whose holder has not beaten for `silentFor` (by the store's
+    /// clock), under a lock one coordinator holds at a time; another coordinator sweeping at
+    /// the same moment makes this one return nothing.
+    func adoptOrphans(silentFor: Duration) async throws -> [JobRecord]
     /// Makes this coordinator the holder again of running jobs whose runners are connected to
     /// it (`jobs`: id and epoch), should a sweep have taken them for orphans (this coordinator
     /// was slow to beat); returns the ids it took back.

@@ -3,10 +3,14 @@ import Logging
 import PostgresNIO
 
 extension PostgresStore: ClusterStore {
-    public func beat(now: Int64) async throws {
+    /// The database's clock in Unix milliseconds: beats and the sweep compare times of one
+    /// clock, whatever the coordinators' clocks say.
+    static let databaseNow = "(extract(epoch from clock_timestamp()) * 1000)::bigint"
+
+    public func beat() async throws {
         try await read { db in
             try await db.query("""
-                INSERT INTO coordinator (id, seen_at) VALUES (\(coordinatorID), \(now))
+                INSERT INTO coordinator (id, seen_at) VALUES (\(coordinatorID), \(unescaped: Self.databaseNow))
                 ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at
                 """, logger: logger)
         }
@@ -112,8 +116,9 @@ extension PostgresStore: ClusterStore {
     /// sweeps at a time, and when it dies the lock goes with its connection.
     static let sweepLock: Int64 = 0x4865_6464_6C65_0003
 
-    public func adoptOrphans(silentSince cutoff: Int64) async throws -> [JobRecord] {
+    public func adoptOrphans(silentFor silence: Duration) async throws -> [JobRecord] {
         let logger = logger
+        let silent = Int64(silence / .milliseconds(1))
         let me = coordinatorID
         return try await transaction { db in
             guard let locked = try await db.row("SELECT pg_try_advisory_xact_lock(\(Self.sweepLock)) AS locked", logger: logger),
@@ -121,11 +126,11 @@ extension PostgresStore: ClusterStore {
             let jobs = try await db.rows("""
                 UPDATE job SET holder = \(me)
                 WHERE status = 'running' AND (holder IS NULL OR holder <> \(me)) AND NOT EXISTS (
-                    SELECT 1 FROM coordinator c WHERE c.id = job.holder AND c.seen_at >= \(cutoff))
+                    SELECT 1 FROM coordinator c WHERE c.id = job.holder AND c.seen_at >= \(unescaped: Self.databaseNow) - \(silent))
                 RETURNING \(unescaped: Self.jobColumns)
                 """, logger: logger).map(Self.job)
             // Coordinators silent for a day are gone for good.
-            try await db.query("DELETE FROM coordinator WHERE seen_at < \(cutoff - 86_400_000)", logger: logger)
+            try await db.query("DELETE FROM coordinator WHERE seen_at < \(unescaped: Self.databaseNow) - 86400000", logger: logger)
             return jobs
         }
     }

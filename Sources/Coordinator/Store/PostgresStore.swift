@@ -179,7 +179,8 @@ public final class PostgresStore: CoordinatorStore {
             let code: StoreError.Code = state.hasPrefix("57") || state.hasPrefix("08") ? .unavailable : .database
             return StoreError(code, "PostgreSQL: \(message) (\(state))")
         }
-        return StoreError(.unavailable, "PostgreSQL cannot be reached: \(error.code)")
+        let cause = error.underlying.map { ": \($0)" } ?? ""
+        return StoreError(.unavailable, "PostgreSQL cannot be reached (\(error.code)\(cause))")
     }
 
     /// An error for a log line: a PostgreSQL error with what the server said (its own
