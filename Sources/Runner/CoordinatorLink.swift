@@ -46,7 +46,8 @@ actor CoordinatorLink {
         (error as? WireError)?.code == .unavailableOrClosed
     }
 
-    /// Sends a request, again on the next connection when the connection drops first, and
+    /// Sends a request, again on the next connection when the connection ends first (whatever
+    /// error its end carried), and
     /// again after a pause (1 s, doubling to `maximumPause`) while the coordinator answers
     /// `UNAVAILABLE` (its storage is full): a node's result is not lost to a full disk.
     func request(_ body: Envelope.OneOf_Body, maximumPause: Duration = .seconds(30)) async throws -> Envelope {
@@ -55,7 +56,9 @@ actor CoordinatorLink {
             let connection = await current()
             do {
                 return try await connection.request(body)
-            } catch where Self.isConnectionLoss(error) {
+            } catch where Self.isConnectionLoss(error) || connection.isClosed {
+                // Whatever the last frame said (a coordinator closing a connection it heard
+                // nothing on says FAILED_PRECONDITION), the request goes on the next connection.
                 detach(connection)
                 await waitForReplacement(of: connection)
             } catch let error as WireError where error.code == .unavailable {

@@ -171,6 +171,9 @@ public final class HeddleConnection: Sendable {
         try? await channel.close()
     }
 
+    /// Whether the connection is closed (by either side).
+    public var isClosed: Bool { !channel.isActive }
+
     /// Returns when the connection is closed, by either side.
     public func waitClosed() async {
         try? await channel.closeFuture.get()

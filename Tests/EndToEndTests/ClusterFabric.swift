@@ -52,16 +52,22 @@ final class ClusterFabric: Sendable {
             endpoints.append(String(line.dropFirst("listening on ".count)))
         }
         self.endpoints = endpoints
-        for (index, order) in runnerOrders.enumerated() {
-            let name = "runner-\(index + 1)"
-            try await Fabric.run(heddle, ["certs", "issue", "--dir", certs, "--role", "runner", "--name", name], root)
-            let runner = try ManagedProcess(Binaries.path("heddle-runner"), [
-                "--coordinator", order.map { endpoints[$0] }.joined(separator: ","), "--ca", "\(certs)/ca.pem",
-                "--cert", "\(certs)/\(name).pem", "--key", "\(certs)/\(name).key", "--labels", labels,
-                "--capacity", String(capacity), "--work-dir", root.file("work-\(index + 1)"), "--kill-grace", "2",
-            ], logs: root)
-            processes.withLock { $0.runners.append(runner) }
+        for order in runnerOrders {
+            try await addRunner(addresses: order.map { endpoints[$0] }, labels: labels, capacity: capacity)
         }
+    }
+
+    /// Starts runner N+1 (`runner-N+1`) given `addresses`, in its order of preference.
+    func addRunner(addresses: [String], labels: String = "linux", capacity: Int = 2) async throws {
+        let index = runners.count
+        let name = "runner-\(index + 1)"
+        try await Fabric.run(Binaries.path("heddle"), ["certs", "issue", "--dir", certs, "--role", "runner", "--name", name], root)
+        let runner = try ManagedProcess(Binaries.path("heddle-runner"), [
+            "--coordinator", addresses.joined(separator: ","), "--ca", "\(certs)/ca.pem",
+            "--cert", "\(certs)/\(name).pem", "--key", "\(certs)/\(name).key", "--labels", labels,
+            "--capacity", String(capacity), "--work-dir", root.file("work-\(index + 1)"), "--kill-grace", "2",
+        ], logs: root)
+        processes.withLock { $0.runners.append(runner) }
     }
 
     static func psql(_ address: String, _ sql: String, _ root: TemporaryDirectory) async throws {

@@ -224,7 +224,7 @@ extension ClusterTests {
             try await postgres.restart()
             let run = try await cluster.waitForRun(id, ["succeeded", "failed"], via: 1, timeout: .seconds(90))
             #expect(run["status"] as? String == "succeeded", "\(run)\n\(cluster.logs)")
-            #expect(try await follower.waitForExit(timeout: .seconds(30)) == 0)
+            #expect(try await follower.waitForExit(timeout: .seconds(30)) == 0, "\(follower.standardError)")
             #expect(follower.standardOutput == Self.expected, "the follower missed bytes")
             for via in [0, 1] {
                 let log = try await cluster.heddle(["logs", String(id), "--job", "work", "--node", "talk"], via: via)
@@ -236,7 +236,7 @@ extension ClusterTests {
             }
             // Only a pause: the runner never lost its coordinator, and no job was given again.
             let runnerLog = cluster.runners[0]?.standardError ?? ""
-            #expect(!runnerLog.contains("disconnected from the coordinator"), "\(runnerLog)")
+            #expect(!runnerLog.contains("disconnected from the coordinator"), "\(cluster.logs)")
             #expect(runnerLog.components(separatedBy: "job assigned").count == 2, "\(runnerLog)")
         } catch {
             print(cluster.logs)
@@ -246,5 +246,127 @@ extension ClusterTests {
         }
         await cluster.stop()
         await postgres.stop()
+    }
+}
+
+extension ClusterTests {
+    /// The runners' coordinator is killed mid upload: the runner declares the artifact again to
+    /// the next coordinator, which resumes it from the bytes the first one stored in the shared
+    /// data directory; the artifact's SHA-256 is right.
+    @Test func aCoordinatorKilledMidUploadResumesItThroughAnother() async throws {
+        let cluster = try await ClusterFabric(coordinators: 2, runnerOrders: [[0, 1]])
+        do {
+            let size = 100 * 1024 * 1024
+            try await cluster.push("""
+                name: ci
+                jobs:
+                  work:
+                    labels: [linux]
+                    nodes:
+                      make:
+                        run: "mkdir -p out && head -c \(size) /dev/urandom > out/big.bin && sha256sum out/big.bin | cut -c1-64"
+                        artifacts: ["out/big.bin"]
+                """, via: 1)
+            let id = try await cluster.trigger(via: 1)
+            let uploads = "\(cluster.data)/uploads"
+            try await waitUntil("the upload to start", timeout: .seconds(120)) {
+                let files = (try? FileManager.default.contentsOfDirectory(atPath: uploads)) ?? []
+                return files.contains { name in
+                    (((try? FileManager.default.attributesOfItem(atPath: "\(uploads)/\(name)"))?[.size] as? Int) ?? 0) > 0
+                }
+            }
+            try await cluster.kill9(coordinator: 0)
+            let run = try await cluster.waitForRun(id, ["succeeded", "failed"], via: 1, timeout: .seconds(180))
+            #expect(run["status"] as? String == "succeeded", "\(run)\n\(cluster.logs)")
+            let hash = try await cluster.heddle(["logs", String(id), "--job", "work", "--node", "make"], via: 1).output
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+            let artifacts = try #require(try await cluster.json(["artifacts", "--run", String(id)], via: 1) as? [[String: Any]])
+            #expect(artifacts.count == 1 && artifacts.first?["size"] as? Int == size)
+            #expect(artifacts.first?["sha256"] as? String == hash && hash.count == 64)
+            #expect(cluster.coordinators[1]?.standardError.contains("upload resumed") == true,
+                    "coordinator 1 must resume the upload from what coordinator 0 stored")
+        } catch {
+            print(cluster.logs)
+            await cluster.stop()
+            throw error
+        }
+        await cluster.stop()
+    }
+
+    /// The runner's coordinator is cut off from it (a proxy that stalls, the connection never
+    /// closed): the runner moves to the other coordinator, reattaches its job there and
+    /// finishes it; the cut-off coordinator never takes the job back.
+    @Test func aRunnerCutOffFromItsCoordinatorCarriesOnThroughAnother() async throws {
+        let cluster = try await ClusterFabric(coordinators: 2, runnerOrders: [])
+        let proxy: TCPProxy
+        do {
+            let target = cluster.endpoints[0].split(separator: ":")
+            proxy = try await TCPProxy(to: "127.0.0.1", port: Int(target.last ?? "") ?? 0)
+        } catch {
+            await cluster.stop()
+            throw error
+        }
+        do {
+            try await cluster.addRunner(addresses: ["127.0.0.1:\(proxy.port)", cluster.endpoints[1]])
+            try await waitUntil("the runner to connect through the proxy") {
+                (try await cluster.json(["runners"], via: 0) as? [Any])?.count == 1
+            }
+            try await cluster.push(Self.pipeline, via: 1)
+            let id = try await cluster.trigger(via: 1)
+            try await waitUntil("some lines to stream", timeout: .seconds(60)) {
+                let log = try await cluster.heddle(["logs", String(id), "--job", "work", "--node", "talk"], via: 1)
+                return log.output.split(separator: "\n").count >= 10
+            }
+            await proxy.stall()
+            let run = try await cluster.waitForRun(id, ["succeeded", "failed"], via: 1, timeout: .seconds(90))
+            #expect(run["status"] as? String == "succeeded", "\(run)\n\(cluster.logs)")
+            for via in [0, 1] {
+                let log = try await cluster.heddle(["logs", String(id), "--job", "work", "--node", "talk"], via: via)
+                #expect(log.output == Self.expected)
+            }
+            let hash = try await cluster.heddle(["logs", String(id), "--job", "work", "--node", "make"], via: 0).output
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+            let artifacts = try #require(try await cluster.json(["artifacts", "--run", String(id)], via: 0) as? [[String: Any]])
+            #expect(artifacts.first?["sha256"] as? String == hash && hash.count == 64)
+            let runner = try #require(try await cluster.json(["runners"], via: 1) as? [[String: Any]])
+            #expect(runner.count == 1, "the runner is on coordinator 1 now")
+            #expect(cluster.coordinators[0]?.standardError.contains("job taken back") == false, "\(cluster.logs)")
+        } catch {
+            print(cluster.logs)
+            await proxy.stop()
+            await cluster.stop()
+            throw error
+        }
+        await proxy.stop()
+        await cluster.stop()
+    }
+}
+
+extension ClusterTests {
+    /// A drain and a revocation made through one coordinator hold on the runner's coordinator
+    /// at once (a notification, not the periodic read 10 s later).
+    @Test func drainsAndRevocationsThroughOneCoordinatorHoldOnTheOthers() async throws {
+        let cluster = try await ClusterFabric(coordinators: 2, runnerOrders: [[0]])
+        do {
+            try await waitUntil("the runner to connect") {
+                (try await cluster.json(["runners"], via: 0) as? [Any])?.count == 1
+            }
+            let drain = try await cluster.heddle(["runners", "drain", "runner-1"], via: 1)
+            #expect(drain.status == 0, "\(drain.error)")
+            try await waitUntil("coordinator 0 to see the drain", timeout: .seconds(3)) {
+                let runners = try await cluster.json(["runners"], via: 0) as? [[String: Any]]
+                return runners?.first?["drained"] as? Bool == true
+            }
+            let revoke = try await cluster.heddle(["certs", "revoke", "runner-1"], via: 1)
+            #expect(revoke.status == 0, "\(revoke.error)")
+            try await waitUntil("coordinator 0 to close the revoked runner's session", timeout: .seconds(3)) {
+                (try await cluster.json(["runners"], via: 0) as? [Any])?.isEmpty == true
+            }
+        } catch {
+            print(cluster.logs)
+            await cluster.stop()
+            throw error
+        }
+        await cluster.stop()
     }
 }

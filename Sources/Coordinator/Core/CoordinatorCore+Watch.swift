@@ -47,8 +47,15 @@ extension CoordinatorCore {
             watcher.deliver(.end(summary))
         }
         while await fellBehind(watcher) {
-            try await catchUp(watcher, names: names)
-            if cluster != nil { try await catchUpJobs(watcher) }
+            do {
+                try await catchUp(watcher, names: names)
+                if cluster != nil { try await catchUpJobs(watcher) }
+            } catch let error as StoreError where error.code == .unavailable {
+                // The store is out of reach for a moment (a database restarting): the watcher
+                // stays behind and reads again shortly, until its session ends.
+                logger.info("a watch waits for the store", metadata: ["run.id": "\(runID)", "error": "\(error)"])
+                try await Task.sleep(for: .milliseconds(250))
+            }
         }
     }
 

@@ -225,7 +225,7 @@ extension PostgresStore.Location {
             configuration = .init(host: host, port: port, username: user, password: password, database: database,
                                   tls: tlsConfiguration)
         }
-        configuration.options.connectTimeout = .seconds(5)
+        configuration.options.connectTimeout = .seconds(2)
         return configuration
     }
 }

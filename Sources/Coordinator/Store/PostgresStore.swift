@@ -85,6 +85,10 @@ public final class PostgresStore: CoordinatorStore {
                                       tls: tlsConfiguration)
             }
             configuration.options.maximumConnections = 16
+            // A connection attempt the server accepted while shutting down may never be answered:
+            // given up after 2 s (not the default 10) and tried again, so the coordinator's
+            // writes wait for a restarting database seconds, not tens of seconds.
+            configuration.options.connectTimeout = .seconds(2)
             configuration.options.connectTimeout = .seconds(5)
             return configuration
         }
