@@ -41,8 +41,9 @@ extension PostgresStore: ClusterStore {
         }
     }
 
-    /// The lock moves take (for their transaction only): one at a time, whichever coordinator.
-    static let moveLock: Int64 = 0x4865_6464_6C65_0004
+    /// Moves take the lock of appends to the queue (for their transaction only): one at a
+    /// time, whichever coordinator, and never onto the position a new job is given.
+    static var moveLock: Int64 { queueTailLock }
 
     public func moveQueued(jobID: Int64, to target: MoveTarget) async throws -> QueueMove {
         let logger = logger
