@@ -51,7 +51,7 @@ struct Bench {
 
         let fabric = try await BenchCoordinator.start(pki: pki, data: "\(root)/data")
         if wanted("jobs") {
-            let jobs = try await Scenarios.jobsPerSecond(fabric, runners: 4, runs: quick ? 500 : 2000)
+            let jobs = try await Scenarios.jobsPerSecond([fabric], runners: 4, runs: quick ? 500 : 2000)
             record("jobs_per_s", jobs)
         }
         if wanted("latency") {

@@ -18,7 +18,7 @@ enum ClusterScenarios {
         for count in 1...3 {
             let cluster = try Cluster(pki: pki, root: root, server: server, name: "jobs\(count)", coordinators: count)
             defer { cluster.stop() }
-            results.jobsPerSecond.append(try await jobsPerSecond(cluster, runners: 4, runs: quick ? 500 : 2000))
+            results.jobsPerSecond.append(try await Scenarios.jobsPerSecond(cluster.fabrics, runners: 4, runs: quick ? 500 : 2000))
         }
         do {
             let cluster = try Cluster(pki: pki, root: root, server: server, name: "single", coordinators: 1)
@@ -39,58 +39,6 @@ enum ClusterScenarios {
             results.failover = try await failover(cluster)
         }
         return results
-    }
-
-    /// `Scenarios.jobsPerSecond` spread over the coordinators: runner i and trigger task i on
-    /// coordinator i modulo their number.
-    static func jobsPerSecond(_ cluster: Cluster, runners count: Int, runs: Int) async throws -> Double {
-        var admins: [HeddleClient] = []
-        for fabric in cluster.fabrics { admins.append(try await fabric.admin()) }
-        _ = try await admins[0].pushPipeline(project: "bench", fileName: "trivial.act",
-                                             source: Scenarios.pipeline("trivial", label: "trivial"))
-        let finished = Counter()
-        let (allDone, signal) = AsyncStream.makeStream(of: Void.self)
-        var connections: [HeddleConnection] = []
-        for index in 0..<count {
-            connections.append(try await cluster.fabrics[index % cluster.fabrics.count].runner(labels: ["trivial"], capacity: 16))
-        }
-        return try await withThrowingTaskGroup(of: Void.self) { group in
-            for connection in connections {
-                group.addTask {
-                    await withTaskGroup(of: Void.self) { jobs in
-                        for await envelope in connection.pushes {
-                            guard case .assignment(let assignment) = envelope.body else { continue }
-                            jobs.addTask {
-                                var finish = Heddle_V1_JobFinish()
-                                finish.job = assignment.job
-                                finish.status = .succeeded
-                                _ = try? await connection.request(.jobFinish(finish))
-                                if finished.increment() == runs { signal.yield() }
-                            }
-                        }
-                    }
-                }
-            }
-            let start = ContinuousClock.now
-            try await withThrowingTaskGroup(of: Void.self) { triggers in
-                let perTask = runs / 8
-                for part in 0..<8 {
-                    let admin = admins[part % admins.count]
-                    triggers.addTask {
-                        let count = part == 7 ? runs - perTask * 7 : perTask
-                        for _ in 0..<count { _ = try await admin.trigger(project: "bench", pipeline: "trivial", branch: "main") }
-                    }
-                }
-                try await triggers.waitForAll()
-            }
-            var iterator = allDone.makeAsyncIterator()
-            _ = await iterator.next()
-            let elapsed = seconds(since: start)
-            for connection in connections { await connection.close() }
-            for admin in admins { await admin.connection.close() }
-            group.cancelAll()
-            return Double(runs) / elapsed
-        }
     }
 
     /// A simulated runner streams a job's log into coordinator 0, which is killed (`kill -9`);

@@ -47,15 +47,19 @@ enum Scenarios {
         "name: \(name)\njobs:\n  j:\n    labels: [\(label)]\n    nodes:\n      n: { run: 'true' }\n"
     }
 
-    /// Trivial jobs end to end: triggered by an admin, taken by simulated runners that report
-    /// success at once, measured until every result is stored.
-    static func jobsPerSecond(_ fabric: BenchCoordinator, runners count: Int, runs: Int) async throws -> Double {
-        let admin = try await fabric.admin()
-        _ = try await admin.pushPipeline(project: "bench", fileName: "trivial.act", source: pipeline("trivial", label: "trivial"))
+    /// Trivial jobs end to end: triggered by admins, taken by simulated runners that report
+    /// success at once, measured until every result is stored. With several coordinators,
+    /// runner i and trigger task i go to coordinator i modulo their number.
+    static func jobsPerSecond(_ fabrics: [any Fabric], runners count: Int, runs: Int) async throws -> Double {
+        var admins: [HeddleClient] = []
+        for fabric in fabrics { admins.append(try await fabric.admin()) }
+        _ = try await admins[0].pushPipeline(project: "bench", fileName: "trivial.act", source: pipeline("trivial", label: "trivial"))
         let finished = Counter()
         let (allDone, signal) = AsyncStream.makeStream(of: Void.self)
         var connections: [HeddleConnection] = []
-        for _ in 0..<count { connections.append(try await fabric.runner(labels: ["trivial"], capacity: 16)) }
+        for index in 0..<count {
+            connections.append(try await fabrics[index % fabrics.count].runner(labels: ["trivial"], capacity: 16))
+        }
         return try await withThrowingTaskGroup(of: Void.self) { group in
             for connection in connections {
                 group.addTask {
@@ -77,6 +81,7 @@ enum Scenarios {
             try await withThrowingTaskGroup(of: Void.self) { triggers in
                 let perTask = runs / 8
                 for part in 0..<8 {
+                    let admin = admins[part % admins.count]
                     triggers.addTask {
                         let count = part == 7 ? runs - perTask * 7 : perTask
                         for _ in 0..<count { _ = try await admin.trigger(project: "bench", pipeline: "trivial", branch: "main") }
@@ -88,7 +93,7 @@ enum Scenarios {
             _ = await iterator.next()
             let elapsed = seconds(since: start)
             for connection in connections { await connection.close() }
-            await admin.connection.close()
+            for admin in admins { await admin.connection.close() }
             group.cancelAll()
             return Double(runs) / elapsed
         }

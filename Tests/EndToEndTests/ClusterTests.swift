@@ -257,24 +257,9 @@ extension ClusterTests {
         let cluster = try await ClusterFabric(coordinators: 2, runnerOrders: [[0, 1]])
         do {
             let size = 100 * 1024 * 1024
-            try await cluster.push("""
-                name: ci
-                jobs:
-                  work:
-                    labels: [linux]
-                    nodes:
-                      make:
-                        run: "mkdir -p out && head -c \(size) /dev/urandom > out/big.bin && sha256sum out/big.bin | cut -c1-64"
-                        artifacts: ["out/big.bin"]
-                """, via: 1)
+            try await cluster.push(uploadPipeline(name: "ci", size: size), via: 1)
             let id = try await cluster.trigger(via: 1)
-            let uploads = "\(cluster.data)/uploads"
-            try await waitUntil("the upload to start", timeout: .seconds(120)) {
-                let files = (try? FileManager.default.contentsOfDirectory(atPath: uploads)) ?? []
-                return files.contains { name in
-                    (((try? FileManager.default.attributesOfItem(atPath: "\(uploads)/\(name)"))?[.size] as? Int) ?? 0) > 0
-                }
-            }
+            try await waitForAnUpload(in: "\(cluster.data)/uploads")
             try await cluster.kill9(coordinator: 0)
             let run = try await cluster.waitForRun(id, ["succeeded", "failed"], via: 1, timeout: .seconds(180))
             #expect(run["status"] as? String == "succeeded", "\(run)\n\(cluster.logs)")

@@ -92,24 +92,9 @@ import Wire
         let fabric = try await Fabric(runnerLabels: ["linux"], heartbeat: 1)
         do {
             let size = 200 * 1024 * 1024
-            try await fabric.push("upload.act", """
-                name: upload
-                jobs:
-                  work:
-                    labels: [linux]
-                    nodes:
-                      make:
-                        run: "mkdir -p out && head -c \(size) /dev/urandom > out/big.bin && sha256sum out/big.bin | cut -c1-64"
-                        artifacts: ["out/big.bin"]
-                """)
+            try await fabric.push("upload.act", uploadPipeline(name: "upload", size: size))
             let id = try await fabric.trigger("shop/upload")
-            let uploads = fabric.root.file("data/uploads")
-            try await waitUntil("the upload to start", timeout: .seconds(120)) {
-                let files = (try? FileManager.default.contentsOfDirectory(atPath: uploads)) ?? []
-                return files.contains { name in
-                    (((try? FileManager.default.attributesOfItem(atPath: "\(uploads)/\(name)"))?[.size] as? Int) ?? 0) > 0
-                }
-            }
+            try await waitForAnUpload(in: fabric.root.file("data/uploads"))
             try await fabric.crashAndRestartCoordinator()
             let run = try await fabric.waitForRun(id, ["succeeded", "failed"], timeout: .seconds(180))
             #expect(run["status"] as? String == "succeeded", "\(run)")
@@ -525,5 +510,30 @@ import Wire
             throw error
         }
         await fabric.stop()
+    }
+}
+
+/// A pipeline whose one node makes a random file of `size` bytes, prints its SHA-256 and
+/// uploads it as an artifact.
+func uploadPipeline(name: String, size: Int) -> String {
+    """
+    name: \(name)
+    jobs:
+      work:
+        labels: [linux]
+        nodes:
+          make:
+            run: "mkdir -p out && head -c \(size) /dev/urandom > out/big.bin && sha256sum out/big.bin | cut -c1-64"
+            artifacts: ["out/big.bin"]
+    """
+}
+
+/// Waits until a coordinator's uploads directory holds a partial upload with bytes in it.
+func waitForAnUpload(in uploads: String) async throws {
+    try await waitUntil("the upload to start", timeout: .seconds(120)) {
+        let files = (try? FileManager.default.contentsOfDirectory(atPath: uploads)) ?? []
+        return files.contains { name in
+            (((try? FileManager.default.attributesOfItem(atPath: "\(uploads)/\(name)"))?[.size] as? Int) ?? 0) > 0
+        }
     }
 }
