@@ -186,7 +186,11 @@ public actor CoordinatorCore {
         // heard from: one that dropped its connection may come back and reattach them; one
         // that fell silent is lost now.
         let silentFor = Duration.milliseconds(max(0, Date.nowMilliseconds - runner.lastHeartbeat))
-        leases.disconnect(session: session, jobs: held, deadline: ContinuousClock.now.advanced(by: limits.lease - silentFor))
+        var left = limits.lease - silentFor
+        // In a cluster, a runner cut off from this coordinator leaves it after three silent
+        // intervals too, for another coordinator: one more interval to reattach its jobs there.
+        if cluster != nil { left = max(left, limits.heartbeatInterval) }
+        leases.disconnect(session: session, jobs: held, deadline: ContinuousClock.now.advanced(by: left))
         logger.info("runner disconnected", metadata: ["runner": "\(runner.name)", "jobs": "\(held.count)"])
         await dispatch()
     }
