@@ -41,14 +41,12 @@ extension PostgresStore: ClusterStore {
         }
     }
 
-    /// Moves take the lock of appends to the queue (for their transaction only): one at a
-    /// time, whichever coordinator, and never onto the position a new job is given.
-    static var moveLock: Int64 { queueTailLock }
-
     public func moveQueued(jobID: Int64, to target: MoveTarget) async throws -> QueueMove {
         let logger = logger
         return try await transaction { db in
-            try await db.query("SELECT pg_advisory_xact_lock(\(Self.moveLock))", logger: logger)
+            // The lock appends to the queue take (for this transaction): one move at a time,
+            // whichever coordinator, and never onto the position a new job is given.
+            try await db.query("SELECT pg_advisory_xact_lock(\(Self.queueTailLock))", logger: logger)
             guard try await db.row("SELECT 1 FROM job WHERE id = \(jobID) AND status = 'queued' FOR UPDATE",
                                    logger: logger) != nil else { return .notQueued }
             var placement = try await Self.place(db, jobID: jobID, at: target, logger: logger)
@@ -226,7 +224,7 @@ extension PostgresStore.Location {
             configuration = .init(host: host, port: port, username: user, password: password, database: database,
                                   tls: tlsConfiguration)
         }
-        configuration.options.connectTimeout = .seconds(2)
+        configuration.options.connectTimeout = .seconds(Self.connectTimeoutSeconds)
         return configuration
     }
 }

@@ -85,13 +85,14 @@ public final class PostgresStore: CoordinatorStore {
                                       tls: tlsConfiguration)
             }
             configuration.options.maximumConnections = 16
-            // A connection attempt the server accepted while shutting down may never be answered:
-            // given up after 2 s (not the default 10) and tried again, so the coordinator's
-            // writes wait for a restarting database seconds, not tens of seconds.
-            configuration.options.connectTimeout = .seconds(2)
-            configuration.options.connectTimeout = .seconds(5)
+            configuration.options.connectTimeout = .seconds(Self.connectTimeoutSeconds)
             return configuration
         }
+
+        /// A connection attempt the server accepted while shutting down may never be answered:
+        /// given up after 2 s and tried again (the pool's and the listener's), so a restarting
+        /// database holds the coordinator's writes for seconds, not tens of seconds.
+        static let connectTimeoutSeconds: Int64 = 2
     }
 
     public let location: Location
