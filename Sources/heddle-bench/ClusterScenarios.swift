@@ -44,7 +44,7 @@ enum ClusterScenarios {
     /// A simulated runner streams a job's log into coordinator 0, which is killed (`kill -9`);
     /// the runner connects to coordinator 1 at once, listing the job, and sends its next log
     /// bytes: seconds from the kill to those bytes acknowledged as durable there. (A real
-    /// runner adds its first reconnect delay, 0.2–0.5 s.)
+    /// runner adds its first reconnect delay, 0.125–0.375 s.)
     static func failover(_ cluster: Cluster) async throws -> Double {
         let job = try await Scenarios.startJob("failover", on: cluster.fabrics[0])
         let line = Data("before the kill\n".utf8)
