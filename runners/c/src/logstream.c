@@ -1,0 +1,43 @@
+/* One node's log on its way to the coordinator: the bytes from the last offset the
+ * coordinator acknowledged as durable are kept (up to LOG_BUFFER_LIMIT; past it the node's
+ * pipe is not read) and sent as LogAppend frames; after a reconnect everything not
+ * acknowledged goes again, and the coordinator drops what it already has. */
+#include <string.h>
+
+#include "runner.h"
+
+int logstream_has_room(const node_t *node) { return node->log.pending.len < LOG_BUFFER_LIMIT; }
+
+int logstream_durable(const node_t *node) { return node->log.acked == node->log.end; }
+
+void logstream_append(node_t *node, const uint8_t *bytes, size_t n) {
+    if (buf_append(&node->log.pending, bytes, n) != 0) return;
+    node->log.end += n;
+}
+
+void logstream_pump(node_t *node, double now) {
+    logstream_t *log = &node->log;
+    if (log->sent >= log->end || log->paused_until > now) return;
+    size_t limit = R.link.max_frame / 2;
+    if (limit > LOG_CHUNK_MAX) limit = LOG_CHUNK_MAX;
+    if (limit < 4096) limit = 4096;
+    while (log->sent < log->end && link_has_room()) {
+        uint64_t count = log->end - log->sent;
+        if (count > limit) count = limit;
+        Heddle__V1__JobRef ref = HEDDLE__V1__JOB_REF__INIT;
+        ref.job_id = node->job->job_id;
+        ref.attempt = node->job->attempt;
+        ref.epoch = node->job->epoch;
+        Heddle__V1__LogAppend append = HEDDLE__V1__LOG_APPEND__INIT;
+        append.job = &ref;
+        append.node = node->spec->name;
+        append.offset = log->sent;
+        append.data.data = buf_bytes(&log->pending) + (log->sent - log->acked);
+        append.data.len = (size_t)count;
+        Heddle__V1__Envelope envelope = HEDDLE__V1__ENVELOPE__INIT;
+        envelope.body_case = HEDDLE__V1__ENVELOPE__BODY_LOG_APPEND;
+        envelope.log_append = &append;
+        link_send_oneway(&envelope);
+        log->sent += count;
+    }
+}
