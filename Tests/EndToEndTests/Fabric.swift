@@ -1,7 +1,50 @@
 import Foundation
 import Synchronization
 import TestSupport
+import Testing
 import Wire
+
+/// A runner binary the end-to-end tests start: the Swift `heddle-runner`, the C
+/// `heddle-runner-c` (its ASan and UBSan build when made), or any program that takes the same
+/// flags. `all` is what the runner conformance suite runs against: HEDDLE_CONFORMANCE_RUNNERS,
+/// a comma-separated list of `swift`, `c` or paths, else `swift,c`.
+struct RunnerUnderTest: Sendable, CustomTestStringConvertible {
+    let name: String
+    let path: String
+
+    var testDescription: String { name }
+
+    static let swift = RunnerUnderTest(name: "swift", path: Binaries.path("heddle-runner"))
+
+    static var c: RunnerUnderTest {
+        let build = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("runners/c/build").path
+        let sanitized = "\(build)/heddle-runner-c-sanitized"
+        let path = FileManager.default.isExecutableFile(atPath: sanitized) ? sanitized : "\(build)/heddle-runner-c"
+        return RunnerUnderTest(name: "c", path: path)
+    }
+
+    static var all: [RunnerUnderTest] {
+        let list = ProcessInfo.processInfo.environment["HEDDLE_CONFORMANCE_RUNNERS"] ?? "swift,c"
+        return list.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }.map {
+            switch $0 {
+            case "swift": return .swift
+            case "c": return .c
+            default: return RunnerUnderTest(name: URL(fileURLWithPath: $0).lastPathComponent, path: $0)
+            }
+        }
+    }
+
+    /// What a sanitizer printed, if it did: a runner built with ASan or UBSan reports there.
+    static func sanitizerReport(in standardError: String) -> String? {
+        for marker in ["ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"] {
+            if let range = standardError.range(of: marker) {
+                return String(standardError[range.lowerBound...].prefix(4000))
+            }
+        }
+        return nil
+    }
+}
 
 /// The three real binaries: `heddle certs init`, a coordinator on 127.0.0.1 port 0, runners,
 /// and the CLI, each process stopped by pid in `stop()`. For fault tests the runners can
@@ -16,6 +59,8 @@ final class Fabric: Sendable {
     let data: String
     /// The HTTP front's URL (`https://127.0.0.1:PORT`), when `coordinatorArguments` has `--http`.
     let httpURL: String?
+    /// The runner binary the runners run.
+    let runner: RunnerUnderTest
     private let processes = Mutex<(coordinator: ManagedProcess?, runners: [ManagedProcess?])>((nil, []))
 
     var certs: String { root.file("certs") }
@@ -25,9 +70,13 @@ final class Fabric: Sendable {
     /// With `proxied`, runners reach the coordinator through `proxy`, except those in `direct`.
     /// `coordinatorArguments` are added to the coordinator's; with `descriptorLimit` it runs
     /// under `ulimit -n` of that.
-    init(runnerLabels: [String] = ["linux,x86"], capacity: Int = 2, heartbeat: Double = 5, proxied: Bool = false,
+    init(runner: RunnerUnderTest = .swift, runnerLabels: [String] = ["linux,x86"], capacity: Int = 2, heartbeat: Double = 5, proxied: Bool = false,
          direct: Set<Int> = [], runnerEnvironment: [[String: String]] = [], coordinatorArguments: [String] = [],
          descriptorLimit: Int? = nil, data: String? = nil) async throws {
+        guard FileManager.default.isExecutableFile(atPath: runner.path) else {
+            throw TestFailure("no runner binary at \(runner.path) (the C runner: make -C runners/c all sanitize)")
+        }
+        self.runner = runner
         root = try TemporaryDirectory("heddle-e2e")
         self.heartbeat = heartbeat
         self.data = data ?? root.file("data")
@@ -93,7 +142,7 @@ final class Fabric: Sendable {
                              direct: Bool) throws -> ManagedProcess {
         let name = "runner-\(index + 1)"
         let address = direct ? endpoint : proxy.map { "127.0.0.1:\($0.port)" } ?? endpoint
-        return try ManagedProcess(Binaries.path("heddle-runner"), [
+        return try ManagedProcess(runner.path, [
             "--coordinator", address, "--ca", "\(certs)/ca.pem", "--cert", "\(certs)/\(name).pem",
             "--key", "\(certs)/\(name).key", "--labels", labels, "--capacity", String(capacity),
             "--work-dir", root.file("work-\(index + 1)"), "--kill-grace", "2",
@@ -214,6 +263,11 @@ final class Fabric: Sendable {
     func stop() async {
         if ProcessInfo.processInfo.environment["HEDDLE_TEST_LOGS"] != nil { print(logs) }
         for runner in runners { await runner?.stop() }
+        for (index, process) in runners.enumerated() {
+            if let process, let report = RunnerUnderTest.sanitizerReport(in: process.standardError) {
+                Issue.record("runner-\(index + 1) (\(runner.name)) reported: \(report)")
+            }
+        }
         await coordinator?.stop()
         await proxy?.stop()
         root.remove()

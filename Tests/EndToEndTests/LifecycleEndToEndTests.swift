@@ -5,86 +5,6 @@ import Wire
 
 /// Cancel, timeouts, re-runs, checkouts and roles, with the real binaries.
 @Suite(.serialized) struct LifecycleEndToEndTests {
-    func jobs(_ run: [String: Any]) -> [[String: Any]] { run["jobs"] as? [[String: Any]] ?? [] }
-
-    func nodes(_ job: [String: Any]) -> [String: String] {
-        Dictionary(uniqueKeysWithValues: (job["nodes"] as? [[String: Any]] ?? []).map {
-            ($0["name"] as? String ?? "", $0["status"] as? String ?? "")
-        })
-    }
-
-    @Test func cancellingARunningJobEndsItsWholeTreeAndKeepsItsLog() async throws {
-        let fabric = try await Fabric()
-        do {
-            let pidFile = fabric.root.file("grandchild.pid")
-            try await fabric.push("slow.act", """
-                name: slow
-                jobs:
-                  work:
-                    labels: [linux]
-                    nodes:
-                      long:
-                        run: |
-                          echo started
-                          setsid sh -c 'trap "" TERM; echo $$ > \(pidFile).tmp; mv \(pidFile).tmp \(pidFile); exec sleep 1000' &
-                          trap "" TERM
-                          sleep 1000
-                        grace: 1s
-                      after: { run: "echo never", needs: [long] }
-                """)
-            let id = try await fabric.trigger("shop/slow")
-            try await waitUntil("the grandchild to start") { FileManager.default.fileExists(atPath: pidFile) }
-            let grandchild = pid_t(try String(contentsOfFile: pidFile, encoding: .utf8)
-                .trimmingCharacters(in: .whitespacesAndNewlines))!
-            #expect(isAlive(grandchild))
-
-            let cancel = try await fabric.heddle(["cancel", String(id)], as: "bot")
-            #expect(cancel.status == 0, "\(cancel.error)")
-            #expect(cancel.output.contains("stopping on runner-1"))
-            try await waitUntil("the run to be cancelled") {
-                try await fabric.run(id)["status"] as? String == "cancelled"
-            }
-            #expect(!isAlive(grandchild), "the detached grandchild that ignores SIGTERM survived the cancel")
-            let run = try await fabric.run(id)
-            let job = try #require(jobs(run).first)
-            #expect(job["status"] as? String == "cancelled")
-            #expect(job["reason"] as? String == "cancelled by bot")
-            #expect(nodes(job) == ["long": "cancelled", "after": "cancelled"])
-            let log = try await fabric.heddle(["logs", String(id), "--job", "work", "--node", "long"])
-            #expect(log.output == "started\n")
-        } catch {
-            await fabric.stop()
-            throw error
-        }
-        await fabric.stop()
-    }
-
-    @Test func aNodeOverItsTimeoutIsStoppedAndFailsWithReasonTimeout() async throws {
-        let fabric = try await Fabric()
-        do {
-            try await fabric.push("timeout.act", """
-                name: timeout
-                jobs:
-                  work:
-                    labels: [linux]
-                    nodes:
-                      slow: { run: "echo begin; sleep 100", timeout: 1, grace: 1 }
-                      after: { run: "echo never", needs: [slow] }
-                """)
-            let wait = try await fabric.heddle(["trigger", "shop/timeout", "--wait"])
-            #expect(wait.status == 1)
-            let runs = try #require(try await fabric.json(["runs"]) as? [[String: Any]])
-            let run = try await fabric.run(try #require(runs.first?["id"] as? Int))
-            let job = try #require(jobs(run).first)
-            #expect((job["reason"] as? String)?.hasPrefix("timeout: node 'slow'") == true, "\(job)")
-            #expect(nodes(job) == ["slow": "failed", "after": "skipped"])
-        } catch {
-            await fabric.stop()
-            throw error
-        }
-        await fabric.stop()
-    }
-
     @Test func aRerunAddsAnAttemptAndKeepsTheFirstReadable() async throws {
         let fabric = try await Fabric()
         do {
@@ -135,52 +55,6 @@ import Wire
         await fabric.stop()
     }
 
-    @Test func aProjectsRepositoryIsCheckedOutAtTheRunsBranchAndTheCommitRecorded() async throws {
-        let fabric = try await Fabric()
-        do {
-            let repository = try TestRepository(fabric.root.file("repo"), logs: fabric.root)
-            let repo = repository.path
-            try await repository.git(["init", "-q", "-b", "main"])
-            try await repository.commit("README", "on main\n", message: "main")
-            try await repository.git(["checkout", "-q", "-b", "feature"])
-            let featureCommit = try await repository.commit("README", "on feature\n", message: "feature")
-            try await repository.git(["checkout", "-q", "main"])
-
-            let create = try await fabric.heddle(["project", "create", "app", "--repo", repo])
-            #expect(create.status == 0, "\(create.error)")
-            try await fabric.push("ci.act", """
-                name: ci
-                jobs:
-                  build:
-                    labels: [linux]
-                    nodes:
-                      show: { run: "cat README; echo $HEDDLE_COMMIT $HEDDLE_BRANCH $HEDDLE_PROJECT" }
-                """, project: "app")
-            let wait = try await fabric.heddle(["trigger", "app/ci", "--branch", "feature", "--wait"])
-            #expect(wait.status == 0, "\(wait.output)\(wait.error)")
-            let id = try #require((try await fabric.json(["runs"]) as? [[String: Any]])?.first?["id"] as? Int)
-            let job = try #require(jobs(try await fabric.run(id)).first)
-            #expect(job["commit"] as? String == featureCommit)
-            let log = try await fabric.heddle(["logs", String(id), "--job", "build", "--node", "show"])
-            #expect(log.output == "on feature\n\(featureCommit) feature app\n")
-
-            let missing = try await fabric.heddle(["trigger", "app/ci", "--branch", "no-such-branch", "--wait"])
-            #expect(missing.status == 1)
-            let failedID = try #require((try await fabric.json(["runs"]) as? [[String: Any]])?.first?["id"] as? Int)
-            let failedJob = try #require(jobs(try await fabric.run(failedID)).first)
-            let reason = failedJob["reason"] as? String ?? ""
-            #expect(reason.contains("checkout of \(repo) (branch no-such-branch) failed"), "\(reason)")
-            #expect(reason.contains("no-such-branch not found"), "\(reason)")
-            // Workspaces are removed after each job.
-            let work = (try? FileManager.default.contentsOfDirectory(atPath: fabric.root.file("work-1"))) ?? []
-            #expect(work.filter { $0.hasPrefix("job-") }.isEmpty, "\(work)")
-        } catch {
-            await fabric.stop()
-            throw error
-        }
-        await fabric.stop()
-    }
-
     @Test func automationMayCancelAndRerunButOnlyAdminMovesBulkCancelsAndDrains() async throws {
         let fabric = try await Fabric(runnerLabels: ["linux"])
         do {
@@ -215,4 +89,14 @@ import Wire
         }
         await fabric.stop()
     }
+}
+
+/// A run's jobs, from `heddle runs show --json`.
+func jobs(_ run: [String: Any]) -> [[String: Any]] { run["jobs"] as? [[String: Any]] ?? [] }
+
+/// A job's nodes by name, with their statuses.
+func nodes(_ job: [String: Any]) -> [String: String] {
+    Dictionary(uniqueKeysWithValues: (job["nodes"] as? [[String: Any]] ?? []).map {
+        ($0["name"] as? String ?? "", $0["status"] as? String ?? "")
+    })
 }

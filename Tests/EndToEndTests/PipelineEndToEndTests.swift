@@ -15,7 +15,7 @@ import Wire
                 run: "mkdir -p src && echo fetched > src/file && echo fetch-done"
               colours:
                 run: |
-                  printf '\033[1;32mgreen\033[0m\n'; echo to-stderr >&2; printf 'no newline at the end'
+                  printf '\033[1;32mgreen\033[0m\n'; echo to-stderr >&2; printf '\377\376 not utf-8\n'; printf 'no newline at the end'
                 needs: [fetch]
               big:
                 run: "mkdir -p out && head -c 3145728 /dev/urandom > out/blob.bin && sha256sum out/blob.bin"
@@ -26,75 +26,6 @@ import Wire
                 needs: [colours, big]
                 artifacts: ["out/report.txt"]
         """#
-
-    @Test func aGraphRunsWithExactLogsAndVerifiedArtifacts() async throws {
-        let fabric = try await Fabric()
-        do {
-            try await fabric.push("ci.act", Self.graph)
-            let triggered = try await fabric.heddle(["trigger", "shop/ci", "--wait", "--json"])
-            #expect(triggered.status == 0, "\(triggered.output)\(triggered.error)")
-            let run = try #require(try JSONSerialization.jsonObject(with: triggered.data) as? [String: Any])
-            #expect(run["status"] as? String == "succeeded")
-            let runID = try #require(run["id"] as? Int)
-
-            let detail = try #require(try await fabric.json(["runs", "show", String(runID)]) as? [String: Any])
-            #expect(detail["status"] as? String == "succeeded")
-            #expect(detail["attempt"] as? Int == 1)
-            let jobs = try #require(detail["jobs"] as? [[String: Any]])
-            #expect(jobs.count == 1)
-            #expect(jobs[0]["runner"] as? String == "runner-1")
-            let nodes = try #require(jobs[0]["nodes"] as? [[String: Any]])
-            #expect(nodes.map { $0["name"] as? String } == ["fetch", "colours", "big", "report"])
-            #expect(nodes.allSatisfy { $0["status"] as? String == "succeeded" && $0["exit_code"] as? Int == 0 })
-            // colours and big both need only fetch: they overlapped or at least both started after it.
-            let starts = nodes.compactMap { $0["started_at"] as? String }
-            #expect(starts.count == 4)
-
-            let colours = try await fabric.heddle(["logs", String(runID), "--job", "test", "--node", "colours"])
-            #expect(colours.status == 0)
-            #expect(colours.data == Data("\u{1B}[1;32mgreen\u{1B}[0m\nto-stderr\nno newline at the end".utf8))
-
-            let all = try await fabric.heddle(["logs", String(runID)])
-            #expect(all.output.contains("── test/fetch ──\nfetch-done\n"))
-            #expect(all.output.contains("── test/report ──\nfetched\n"))
-
-            let artifacts = try #require(try await fabric.json(["artifacts", "--run", String(runID)]) as? [[String: Any]])
-            #expect(artifacts.map { $0["name"] as? String } == ["out/blob.bin", "out/report.txt"])
-            let blob = try #require(artifacts.first)
-            #expect(blob["size"] as? Int == 3_145_728)
-            let bigLog = try await fabric.heddle(["logs", String(runID), "--job", "test", "--node", "big"])
-            let loggedHash = String(bigLog.output.prefix(64))
-            #expect(blob["sha256"] as? String == loggedHash, "the runner's sha256sum and the stored SHA-256 differ")
-
-            let id = try #require(blob["id"] as? Int)
-            let get = try await fabric.heddle(["artifacts", "get", String(id), "-o", "downloaded.bin"])
-            #expect(get.status == 0, "\(get.error)")
-            let downloaded = try Data(contentsOf: URL(fileURLWithPath: fabric.root.file("downloaded.bin")))
-            #expect(downloaded.count == 3_145_728)
-            #expect(sha256Hex(downloaded) == loggedHash)
-            try await Self.downloadsIntoDirectoriesDeleteNothing(fabric, id: id, sha256: loggedHash)
-
-            let queue = try #require(try await fabric.json(["queue"]) as? [Any])
-            #expect(queue.isEmpty)
-
-            let graph = try await fabric.heddle(["graph", String(runID)])
-            #expect(graph.status == 0)
-            #expect(graph.output.contains("job test · succeeded · runner-1"), "\(graph.output)")
-            #expect(graph.output.contains("┬─ ✓ colours"), "\(graph.output)")
-            #expect(graph.output.contains("✓ report   succeeded  ← colours, big"), "\(graph.output)")
-
-            let follow = try await fabric.heddle(["trigger", "shop/ci", "--follow"])
-            #expect(follow.status == 0, "\(follow.error)")
-            #expect(follow.output.contains("── test/colours ──\n\u{1B}[1;32mgreen\u{1B}[0m\nto-stderr\nno newline at the end\n"),
-                    "\(follow.output)")
-            #expect(follow.output.contains("✓ test/report succeeded (exit 0)"))
-            #expect(follow.output.contains("succeeded in"))
-        } catch {
-            await fabric.stop()
-            throw error
-        }
-        await fabric.stop()
-    }
 
     /// `-o DIR` writes the artifact's base name inside DIR (as `cp` would) and deletes
     /// nothing; errors are one sentence and leave no partial file.
@@ -136,97 +67,10 @@ import Wire
         #expect(!leftovers.contains { $0.contains("heddle-partial") }, "\(leftovers)")
     }
 
-    @Test func aFailingNodeFailsTheRunAndSkipsItsDependents() async throws {
-        let fabric = try await Fabric()
-        do {
-            try await fabric.push("fail.act", """
-                name: fail
-                jobs:
-                  test:
-                    labels: [linux]
-                    nodes:
-                      ok: { run: "echo fine" }
-                      broken: { run: "echo about to fail; exit 7", needs: [ok] }
-                      after: { run: "echo never", needs: [broken] }
-                      independent:
-                        run: "echo still runs; mkdir -p out; echo mine > out/own.txt; ln -s /etc linkdir; ln -s /etc/passwd out/host"
-                        needs: [ok]
-                        artifacts: ["linkdir/passwd", "out/*"]
-                """)
-            let triggered = try await fabric.heddle(["trigger", "shop/fail", "--wait"])
-            #expect(triggered.status == 1, "trigger --wait must exit 1 for a failed run")
-            #expect(triggered.output.contains("failed"))
-            let runs = try #require(try await fabric.json(["runs"]) as? [[String: Any]])
-            let runID = try #require(runs.first?["id"] as? Int)
-            let detail = try #require(try await fabric.json(["runs", "show", String(runID)]) as? [String: Any])
-            #expect(detail["status"] as? String == "failed")
-            let job = try #require((detail["jobs"] as? [[String: Any]])?.first)
-            #expect(job["status"] as? String == "failed")
-            #expect((job["reason"] as? String)?.contains("'broken' failed with exit code 7") == true)
-            let nodes = Dictionary(uniqueKeysWithValues: (job["nodes"] as? [[String: Any]] ?? []).map {
-                ($0["name"] as! String, ($0["status"] as! String, $0["exit_code"] as? Int))
-            })
-            #expect(nodes["ok"]?.0 == "succeeded")
-            #expect(nodes["broken"]?.0 == "failed" && nodes["broken"]?.1 == 7)
-            #expect(nodes["after"]?.0 == "skipped")
-            #expect(nodes["independent"]?.0 == "succeeded")
-            let never = try await fabric.heddle(["logs", String(runID), "--job", "test", "--node", "after"])
-            #expect(never.data.isEmpty)
-
-            // Symbolic links out of the workspace, to a directory or to a file, upload
-            // nothing, and the node's log says so.
-            let artifacts = try #require(try await fabric.json(["artifacts", "--run", String(runID)]) as? [[String: Any]])
-            #expect(artifacts.map { $0["name"] as? String } == ["out/own.txt"])
-            let log = try await fabric.heddle(["logs", String(runID), "--job", "test", "--node", "independent"])
-            #expect(log.output == """
-                still runs
-                heddle: artifact linkdir/passwd skipped: it leads to /etc/passwd, outside the workspace
-                heddle: artifact out/host skipped: it leads to /etc/passwd, outside the workspace
-
-                """, "\(log.output)")
-        } catch {
-            await fabric.stop()
-            throw error
-        }
-        await fabric.stop()
-    }
-
-    @Test func jobsGoOnlyToRunnersWithTheirLabelsAndFollowShowsLiveOutput() async throws {
-        let fabric = try await Fabric(runnerLabels: ["linux", "linux,gpu"], capacity: 1)
-        do {
-            try await fabric.push("gpu.act", """
-                name: gpu
-                jobs:
-                  train:
-                    labels: [gpu]
-                    nodes:
-                      step: { run: "echo tick 1; while [ ! -f \(fabric.root.file("go")) ]; do sleep 0.05; done; echo tick 2; echo tick 3" }
-                """)
-            let triggered = try await fabric.heddle(["trigger", "shop/gpu", "--json"])
-            let id = try #require((try JSONSerialization.jsonObject(with: triggered.data) as? [String: Any])?["id"] as? Int)
-            let follow = try fabric.startHeddle(["logs", String(id), "--follow"])
-            // The first line is shown while the node still waits for the go file: live, not
-            // printed from history after the run ended.
-            do {
-                try await waitUntil("the follower to show the first line") { follow.standardOutput.contains("tick 1\n") }
-                #expect(try await fabric.run(id)["status"] as? String == "running")
-                #expect(!follow.standardOutput.contains("tick 2"))
-            } catch {
-                await follow.stop()
-                throw error
-            }
-            _ = FileManager.default.createFile(atPath: fabric.root.file("go"), contents: Data())
-            #expect(try await follow.waitForExit() == 0)
-            #expect(follow.standardOutput == "── train/step ──\ntick 1\ntick 2\ntick 3\n")
-            let detail = try #require(try await fabric.json(["runs", "show", String(id)]) as? [String: Any])
-            let job = try #require((detail["jobs"] as? [[String: Any]])?.first)
-            #expect(job["runner"] as? String == "runner-2")
-        } catch {
-            await fabric.stop()
-            throw error
-        }
-        await fabric.stop()
-    }
+    /// What the `colours` node of `graph` writes: ANSI colours, stderr between stdout writes,
+    /// bytes that are not UTF-8 and no newline at the end.
+    static let colours = Data("\u{1B}[1;32mgreen\u{1B}[0m\nto-stderr\n".utf8) + Data([0xFF, 0xFE])
+        + Data(" not utf-8\nno newline at the end".utf8)
 
     @Test func clearErrorsForBadInput() async throws {
         let fabric = try await Fabric(runnerLabels: [])

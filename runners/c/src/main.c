@@ -193,6 +193,7 @@ int main(int argc, char **argv) {
     R.environ_base = environ;
     R.link.fd = -1;
     R.link.backoff = 0.25;
+    R.link.next_id = 1;
     unsigned seed;
     if (getrandom(&seed, sizeof seed, 0) != (ssize_t)sizeof seed) seed = (unsigned)getpid();
     srandom(seed);
