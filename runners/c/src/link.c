@@ -502,3 +502,24 @@ double link_next_timer(double now) {
     }
     return next;
 }
+
+/* At exit: the connection closed, what is left freed. */
+void link_shutdown(void) {
+    link_t *l = &R.link;
+    if (l->ssl) {
+        SSL_shutdown(l->ssl);
+        SSL_free(l->ssl);
+        l->ssl = NULL;
+    }
+    if (l->fd >= 0) close(l->fd);
+    l->fd = -1;
+    buf_free(&l->in);
+    buf_free(&l->out);
+    while (l->requests) {
+        request_t *request = l->requests;
+        l->requests = request->next;
+        request_free(request);
+    }
+    SSL_CTX_free(l->ctx);
+    l->ctx = NULL;
+}

@@ -219,6 +219,11 @@ int main(int argc, char **argv) {
     sigaction(SIGINT, &action, NULL);
     sigaction(SIGCHLD, &action, NULL);
     signal(SIGPIPE, SIG_IGN);
+    /* A parent may have started us with signals blocked (threads of a test harness do):
+     * SIGCHLD and SIGTERM must reach the handlers. */
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
 
     size_t max_fds = 2 + (size_t)R.config.capacity * 256;
     struct pollfd *fds = xcalloc(max_fds, sizeof *fds);
@@ -264,13 +269,21 @@ int main(int argc, char **argv) {
                     if (!R.jobs) R.exit_now = 1;
                 }
             }
-            jobs_reap();
         }
+        jobs_reap(); /* every turn: a lost SIGCHLD costs at most the poll timeout */
         if (link_at < jobs_at) link_handle(&fds[link_at], now);
         jobs_handle(fds + jobs_at, n - jobs_at, now);
     }
     /* Drained: what is queued for the coordinator goes out before the connection closes. */
     if (R.link.state == LINK_READY && R.link.out.len > 0) link_tick(now_mono());
     logmsg(LOG_INFO, "runner stopped");
+    free(fds);
+    link_shutdown();
+    for (size_t i = 0; i < R.config.n_coordinators; i++) {
+        free(R.config.coordinators[i].host);
+        free(R.config.coordinators[i].port);
+    }
+    for (size_t i = 0; i < R.config.n_labels; i++) free(R.config.labels[i]);
+    free(R.config.labels);
     return 0;
 }

@@ -254,6 +254,7 @@ request_t *link_request(const Heddle__V1__Envelope *envelope, request_done_fn do
 void link_send_oneway(const Heddle__V1__Envelope *envelope);
 void link_drop_requests_of(job_t *job);
 void link_drain_self(void);
+void link_shutdown(void);
 
 /* job.c */
 void job_assign(message_t *message);
