@@ -766,6 +766,21 @@ void jobs_tick(double now) {
     }
 }
 
+/* Whether a node has log bytes or artifact chunks to send now (the loop then does not sleep). */
+int jobs_want_send(double now) {
+    for (job_t *job = R.jobs; job; job = job->next) {
+        if (job->abandoned) continue;
+        for (size_t i = 0; i < job->n_nodes; i++) {
+            const node_t *node = &job->nodes[i];
+            if (node->log.sent < node->log.end && node->log.paused_until <= now) return 1;
+            if (node->phase == NODE_UPLOADING && node->upload.active && node->upload.phase == UP_SENDING &&
+                node->upload.offset < node->upload.size)
+                return 1;
+        }
+    }
+    return 0;
+}
+
 double jobs_next_timer(double now) {
     double next = now + 1;
     for (job_t *job = R.jobs; job; job = job->next) {

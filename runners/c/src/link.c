@@ -164,6 +164,16 @@ static void send_heartbeat(void) {
 static void link_start(double now) {
     link_t *l = &R.link;
     endpoint_t *endpoint = &R.config.coordinators[l->index % R.config.n_coordinators];
+    /* The TLS files are read again for every connection: a renewed certificate is used
+     * without a restart. */
+    char err[600];
+    SSL_CTX *ctx = tls_client_context(R.config.ca, R.config.cert, R.config.key, err, sizeof err);
+    if (!ctx) {
+        link_fail(err, now);
+        return;
+    }
+    SSL_CTX_free(l->ctx);
+    l->ctx = ctx;
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *found = NULL;
     int status = getaddrinfo(endpoint->host, endpoint->port, &hints, &found);
     if (status != 0) {

@@ -246,6 +246,7 @@ int main(int argc, char **argv) {
         double jobs_next = jobs_next_timer(now);
         if (jobs_next < next) next = jobs_next;
         int timeout = next <= now ? 0 : (int)((next - now) * 1000) + 1;
+        if (link_has_room() && jobs_want_send(now)) timeout = 0; /* more to queue at once */
         int ready = poll(fds, (nfds_t)n, timeout);
         if (ready < 0 && errno != EINTR) {
             logmsg(LOG_ERROR, "poll failed: %s", strerror(errno));

@@ -38,6 +38,8 @@ typedef struct {
     size_t start, len, cap; /* bytes data[start .. start+len) */
 } buf_t;
 
+/* Makes room for n more bytes at the end (data + start + len). */
+int buf_reserve(buf_t *b, size_t n);
 int buf_append(buf_t *b, const void *bytes, size_t n);
 void buf_consume(buf_t *b, size_t n);
 void buf_free(buf_t *b);
@@ -266,6 +268,7 @@ void jobs_poll_fds(struct pollfd *fds, size_t *n, size_t max);
 void jobs_handle(struct pollfd *fds, size_t n, double now);
 void jobs_reap(void);
 double jobs_next_timer(double now);
+int jobs_want_send(double now);
 void jobs_cancel_all(const char *reason);
 size_t jobs_count(void);
 void remove_leftovers(void);

@@ -15,8 +15,7 @@
 
 int log_threshold = LOG_INFO;
 
-int buf_append(buf_t *b, const void *bytes, size_t n) {
-    if (n == 0) return 0;
+int buf_reserve(buf_t *b, size_t n) {
     if (b->start > 0 && b->start + b->len + n > b->cap) {
         memmove(b->data, b->data + b->start, b->len);
         b->start = 0;
@@ -29,6 +28,12 @@ int buf_append(buf_t *b, const void *bytes, size_t n) {
         b->data = data;
         b->cap = cap;
     }
+    return 0;
+}
+
+int buf_append(buf_t *b, const void *bytes, size_t n) {
+    if (n == 0) return 0;
+    if (buf_reserve(b, n) != 0) return -1;
     memcpy(b->data + b->start + b->len, bytes, n);
     b->len += n;
     return 0;

@@ -113,10 +113,14 @@ uint8_t *envelope_pack(const Heddle__V1__Envelope *envelope, size_t *len) {
 
 int frame_encode(buf_t *out, uint64_t id, const Heddle__V1__Envelope *envelope) {
     Heddle__V1__Envelope copy = *envelope;
-    copy.id = 0;
-    size_t len;
-    uint8_t *packed = envelope_pack(&copy, &len);
-    int result = frame_encode_packed(out, id, packed, len);
-    free(packed);
-    return result;
+    copy.id = id;
+    size_t length = heddle__v1__envelope__get_packed_size(&copy);
+    uint8_t header[FRAME_HEADER] = {0, (uint8_t)(length >> 24), (uint8_t)(length >> 16), (uint8_t)(length >> 8),
+                                    (uint8_t)length};
+    if (buf_append(out, header, sizeof header) != 0) return -1;
+    /* Packed in place, at the end of the buffer: no copy of a chunk's bytes in between. */
+    if (buf_reserve(out, length) != 0) return -1;
+    heddle__v1__envelope__pack(&copy, out->data + out->start + out->len);
+    out->len += length;
+    return 0;
 }
