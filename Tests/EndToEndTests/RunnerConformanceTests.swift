@@ -720,4 +720,44 @@ import Wire
         }
         await stopAll()
     }
+
+    /// A coordinator that sends broken frames: each ends that connection, never the runner,
+    /// which connects again (and, built with ASan and UBSan, reports nothing).
+    @Test(arguments: RunnerUnderTest.all) func brokenFramesFromACoordinatorEndTheConnectionNotTheRunner(runner: RunnerUnderTest) async throws {
+        let root = try TemporaryDirectory("heddle-hostile")
+        defer { root.remove() }
+        let certs = root.file("certs")
+        for arguments in [["certs", "init", "--dir", certs], ["certs", "issue", "--dir", certs, "--role", "runner", "--name", "r1"]] {
+            let process = try ManagedProcess(Binaries.path("heddle"), arguments, logs: root)
+            #expect(try await process.waitForExit() == 0)
+        }
+        // Field 20 (an Assignment) holding field 3 (its project) that claims 2^31 bytes.
+        let lyingLength: [UInt8] = [0xA2, 0x01, 0x06, 0x1A, 0x80, 0x80, 0x80, 0x80, 0x08]
+        let script: [[UInt8]] = [
+            [1, 0, 0, 0, 0],                                   // flags other than 0
+            [0, 0xFF, 0xFF, 0xFF, 0xFF],                       // a 4 GiB frame
+            [0, 0, 0, 0, 8] + [UInt8](repeating: 0xFF, count: 8),  // not a protobuf message
+            [0, 0, 0, 0, UInt8(lyingLength.count)] + lyingLength,   // a length past the frame's end
+            [0, 0, 0, 0, 0],                                   // an envelope with no message
+        ]
+        let hostile = try await HostileCoordinator(tls: TLSFiles(ca: "\(certs)/ca.pem", certificate: "\(certs)/coordinator.pem",
+                                                               key: "\(certs)/coordinator.key"), script: script)
+        let process = try ManagedProcess(runner.path, [
+            "--coordinator", "127.0.0.1:\(hostile.port)", "--ca", "\(certs)/ca.pem", "--cert", "\(certs)/r1.pem",
+            "--key", "\(certs)/r1.key", "--labels", "linux", "--work-dir", root.file("work"),
+        ], logs: root)
+        do {
+            try await waitUntil("the runner to be welcomed \(script.count + 1) times", timeout: .seconds(60)) {
+                hostile.hellos >= script.count + 1
+            }
+            #expect(process.process.isRunning, "\(process.standardError)")
+        } catch {
+            await process.stop()
+            await hostile.stop()
+            throw error
+        }
+        await process.stop()
+        await hostile.stop()
+        #expect(RunnerUnderTest.sanitizerReport(in: process.standardError) == nil, "\(process.standardError)")
+    }
 }

@@ -22,7 +22,7 @@
 #define FRAME_HEADER 5
 #define FRAME_DEFAULT_MAX (4u << 20)
 /* What one decoded message may allocate (a hostile frame fails cleanly past it). */
-#define DECODE_ALLOCATION_CAP (64u << 20)
+#define DECODE_ALLOCATION_CAP (32u << 20)
 /* Unacknowledged log bytes kept per node. */
 #define LOG_BUFFER_LIMIT (8u << 20)
 /* The largest LogAppend payload (or half the coordinator's frame limit when smaller). */

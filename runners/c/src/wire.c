@@ -67,6 +67,12 @@ int frame_decode(const uint8_t *bytes, size_t len, size_t max_frame, size_t *con
                  length, DECODE_ALLOCATION_CAP);
         return FRAME_ERROR;
     }
+    if (message->envelope->body_case == HEDDLE__V1__ENVELOPE__BODY__NOT_SET &&
+        message->envelope->base.n_unknown_fields == 0) {
+        message_free(message);
+        snprintf(err, errlen, "frame holds an envelope with no message");
+        return FRAME_ERROR;
+    }
     *out = message;
     *consumed = FRAME_HEADER + (size_t)length;
     return FRAME_OK;
