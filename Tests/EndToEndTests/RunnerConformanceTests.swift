@@ -244,12 +244,12 @@ import Wire
     }
 
     @Test(arguments: RunnerUnderTest.all) func aProjectsRepositoryIsCheckedOutAtTheRunsBranchAndTheCommitRecorded(runner: RunnerUnderTest) async throws {
-        let fabric = try await Fabric(runner: runner)
+        let fabric = try await Fabric(runner: runner, coordinatorArguments: ["--http", "127.0.0.1:0"])
         do {
             let repository = try TestRepository(fabric.root.file("repo"), logs: fabric.root)
             let repo = repository.path
             try await repository.git(["init", "-q", "-b", "main"])
-            try await repository.commit("README", "on main\n", message: "main")
+            let mainCommit = try await repository.commit("README", "on main\n", message: "main")
             try await repository.git(["checkout", "-q", "-b", "feature"])
             let featureCommit = try await repository.commit("README", "on feature\n", message: "feature")
             try await repository.git(["checkout", "-q", "main"])
@@ -279,6 +279,26 @@ import Wire
             let reason = failedJob["reason"] as? String ?? ""
             #expect(reason.contains("checkout of \(repo) (branch no-such-branch) failed"), "\(reason)")
             #expect(reason.contains("no-such-branch not found"), "\(reason)")
+            // Exactly a commit (as a forge's push starts it): an older one of the branch, then
+            // one that is not in the repository.
+            let token = try await fabric.createToken("ci-bot", role: "automation")
+            let client = try fabric.http()
+            let bearer = [("Authorization", "Bearer \(token)")]
+            let exact = try await client.json("POST", "/api/v1/projects/app/pipelines/ci/runs",
+                                              ["branch": "feature", "commit": mainCommit], headers: bearer)
+            #expect(exact.status == 201, "\(exact.text)")
+            let exactID = try #require(exact.object?["run"] as? Int)
+            let exactRun = try await fabric.waitForRun(exactID, ["succeeded", "failed"])
+            #expect(jobs(exactRun).first?["commit"] as? String == mainCommit, "\(exactRun)")
+            #expect(try await fabric.heddle(["logs", String(exactID), "--job", "build", "--node", "show"]).output
+                    == "on main\n\(mainCommit) feature app\n")
+            let absent = "0123456789abcdef0123456789abcdef01234567"
+            let wrong = try await client.json("POST", "/api/v1/projects/app/pipelines/ci/runs",
+                                              ["branch": "feature", "commit": absent], headers: bearer)
+            let wrongID = try #require(wrong.object?["run"] as? Int, "\(wrong.text)")
+            let wrongRun = try await fabric.waitForRun(wrongID, ["succeeded", "failed"])
+            let wrongReason = jobs(wrongRun).first?["reason"] as? String ?? ""
+            #expect(wrongReason.contains("commit \(absent) is not in \(repo) (branch feature)"), "\(wrongReason)")
             // Workspaces are removed after each job.
             let work = (try? FileManager.default.contentsOfDirectory(atPath: fabric.root.file("work-1"))) ?? []
             #expect(work.filter { $0.hasPrefix("job-") }.isEmpty, "\(work)")
