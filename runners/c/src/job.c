@@ -675,14 +675,21 @@ void jobs_handle(struct pollfd *fds, size_t n, double now) {
             for (size_t i = 0; i < job->n_nodes; i++) {
                 node_t *node = &job->nodes[i];
                 if (node->out_fd != fd) continue;
-                uint8_t block[1 << 16];
-                ssize_t got = read(fd, block, sizeof block);
-                if (got > 0) {
-                    if (!job->abandoned) logstream_append(node, block, (size_t)got);
-                } else if (got == 0 || (errno != EAGAIN && errno != EINTR)) {
-                    close(node->out_fd);
-                    node->out_fd = -1;
-                    node->eof = 1;
+                /* What the pipe holds, up to 1 MiB a turn (the next LogAppend carries it all). */
+                static uint8_t block[1 << 16];
+                for (size_t taken = 0; taken < (1u << 20) && logstream_has_room(node);) {
+                    ssize_t got = read(fd, block, sizeof block);
+                    if (got > 0) {
+                        if (!job->abandoned) logstream_append(node, block, (size_t)got);
+                        taken += (size_t)got;
+                        continue;
+                    }
+                    if (got == 0 || (errno != EAGAIN && errno != EINTR)) {
+                        close(node->out_fd);
+                        node->out_fd = -1;
+                        node->eof = 1;
+                    }
+                    break;
                 }
             }
         }
