@@ -347,8 +347,17 @@ static void advance(job_t *job, double now) {
             }
         }
     }
+    int active = 0, pending = 0;
     for (size_t i = 0; i < job->n_nodes; i++) {
-        if (job->nodes[i].phase != NODE_DONE) return;
+        active += job->nodes[i].phase != NODE_DONE && job->nodes[i].phase != NODE_PENDING;
+        pending += job->nodes[i].phase == NODE_PENDING;
+    }
+    if (active > 0) return;
+    if (pending > 0) {
+        /* Nodes that wait for each other (a cycle) can never start: the job fails. */
+        for (size_t i = 0; i < job->n_nodes; i++) {
+            if (job->nodes[i].phase == NODE_PENDING) job->nodes[i].phase = NODE_DONE;
+        }
     }
     job->phase = JOB_FINISHING;
     check_finishing(job);
