@@ -113,7 +113,11 @@ public final class HeddleConnection: Sendable {
                             "cannot connect to the coordinator at \(endpoint): \(WireError.describing(error).message)")
         }
         var helloMessage = hello
-        helloMessage.protocolVersion = HeddleVersion.protocolVersion
+        // This version's, unless the caller speaks another on purpose (a test double).
+        if helloMessage.protocolVersion == 0 {
+            helloMessage.protocolVersion = HeddleVersion.protocolVersion
+            helloMessage.protocolMinor = HeddleVersion.protocolMinor
+        }
         if helloMessage.softwareVersion.isEmpty { helloMessage.softwareVersion = HeddleVersion.software }
         let response: Envelope
         do {

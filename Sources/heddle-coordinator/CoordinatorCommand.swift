@@ -14,7 +14,8 @@ import Wire
 struct CoordinatorCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "heddle-coordinator",
-        abstract: "Keeps the queue of runs and jobs and serves runners and admins over mutual TLS.")
+        abstract: "Keeps the queue of runs and jobs and serves runners and admins over mutual TLS.",
+        version: HeddleVersion.description)
 
     @Option(help: "Address to listen on, HOST:PORT (port 0 picks a free port).")
     var listen = "127.0.0.1:7443"

@@ -9,7 +9,8 @@ import Wire
 struct RunnerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "heddle-runner",
-        abstract: "Connects to a coordinator over mutual TLS and runs the jobs whose labels it carries.")
+        abstract: "Connects to a coordinator over mutual TLS and runs the jobs whose labels it carries.",
+        version: HeddleVersion.description)
 
     @Option(help: "The coordinator, HOST:PORT, or several sharing one database, HOST:PORT,HOST:PORT: the runner moves to the next when it cannot reach its own (env HEDDLE_COORDINATOR).")
     var coordinator: String?

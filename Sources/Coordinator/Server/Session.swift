@@ -65,9 +65,10 @@ struct Session {
                         guard case .hello(let hello) = first.body else {
                             throw WireError(.badRequest, "the first frame must be Hello")
                         }
-                        guard hello.protocolVersion == HeddleVersion.protocolVersion else {
-                            end(with: .error(id: first.id, WireError(.unsupportedVersion,
-                                "protocol version \(hello.protocolVersion) is not supported; this coordinator speaks \(HeddleVersion.protocolVersion)")))
+                        if let refusal = HeddleVersion.refusal(major: hello.protocolVersion, minor: hello.protocolMinor,
+                                                               software: hello.softwareVersion) {
+                            logger.warning("peer refused: its protocol version", metadata: ["reason": "\(refusal)"])
+                            end(with: .error(id: first.id, WireError(.unsupportedVersion, refusal)))
                             return
                         }
                         if let refusal = Self.refusal(of: hello) {
@@ -143,6 +144,9 @@ struct Session {
         welcome.peerName = identity.name
         welcome.role = identity.role.rawValue
         welcome.maxArtifactChunkBytes = UInt32(core.limits.maximumArtifactChunk)
+        welcome.softwareVersion = HeddleVersion.software
+        welcome.protocolVersion = HeddleVersion.protocolVersion
+        welcome.protocolMinor = HeddleVersion.protocolMinor
         return welcome
     }
 

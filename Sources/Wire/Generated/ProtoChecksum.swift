@@ -2,5 +2,5 @@
 // SHA-256 of the concatenated proto/heddle/v1/*.proto files (in name order) this code was
 // generated from. WireTests fails when the protos change without regenerating.
 public enum ProtoChecksum {
-    public static let sha256 = "4e0d59b4fc31abb1218d08723e95d07a84b841216f561e992ec5701dc0ef1f53"
+    public static let sha256 = "88679a2375d67faec8f7eac34806e4f2b084e07f405b409c0cffebefcfe585ec"
 }

@@ -8,7 +8,8 @@
 // For information on using the generated types, please see the documentation:
 //   https://github.com/apple/swift-protobuf/
 
-/// Heddle wire protocol, version 1.
+/// Heddle wire protocol, version 1.1 (major 1, minor 1). A minor version only adds fields and
+/// messages; PROTOCOL.md ("Versions") says which peers a coordinator accepts.
 ///
 /// Every frame on the wire is: 1 flags byte (must be 0), a 4-byte big-endian length, then
 /// exactly that many bytes holding one serialized Envelope. PROTOCOL.md describes the session.
@@ -768,7 +769,7 @@ public nonisolated struct Heddle_V1_Hello: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// 1
+  /// the major version: 1
   public var protocolVersion: UInt32 = 0
 
   public var softwareVersion: String = String()
@@ -781,6 +782,9 @@ public nonisolated struct Heddle_V1_Hello: Sendable {
 
   /// runners only: jobs it still runs, to reattach after a reconnect
   public var runningJobs: [Heddle_V1_JobRef] = []
+
+  /// the minor version: 1 (a peer of 1.0 sends none)
+  public var protocolMinor: UInt32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -805,6 +809,14 @@ public nonisolated struct Heddle_V1_Welcome: Sendable {
   public var role: String = String()
 
   public var maxArtifactChunkBytes: UInt32 = 0
+
+  /// the coordinator's, e.g. "0.2.0"
+  public var softwareVersion: String = String()
+
+  /// the coordinator's protocol, major and minor (1.1)
+  public var protocolVersion: UInt32 = 0
+
+  public var protocolMinor: UInt32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -3466,7 +3478,7 @@ nonisolated extension Heddle_V1_Envelope: SwiftProtobuf.Message, SwiftProtobuf._
 
 nonisolated extension Heddle_V1_Hello: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Hello"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}protocol_version\0\u{3}software_version\0\u{1}labels\0\u{1}capacity\0\u{3}running_jobs\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}protocol_version\0\u{3}software_version\0\u{1}labels\0\u{1}capacity\0\u{3}running_jobs\0\u{3}protocol_minor\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3479,6 +3491,7 @@ nonisolated extension Heddle_V1_Hello: SwiftProtobuf.Message, SwiftProtobuf._Mes
       case 3: try { try decoder.decodeRepeatedStringField(value: &self.labels) }()
       case 4: try { try decoder.decodeSingularUInt32Field(value: &self.capacity) }()
       case 5: try { try decoder.decodeRepeatedMessageField(value: &self.runningJobs) }()
+      case 6: try { try decoder.decodeSingularUInt32Field(value: &self.protocolMinor) }()
       default: break
       }
     }
@@ -3500,6 +3513,9 @@ nonisolated extension Heddle_V1_Hello: SwiftProtobuf.Message, SwiftProtobuf._Mes
     if !self.runningJobs.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.runningJobs, fieldNumber: 5)
     }
+    if self.protocolMinor != 0 {
+      try visitor.visitSingularUInt32Field(value: self.protocolMinor, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -3509,6 +3525,7 @@ nonisolated extension Heddle_V1_Hello: SwiftProtobuf.Message, SwiftProtobuf._Mes
     if lhs.labels != rhs.labels {return false}
     if lhs.capacity != rhs.capacity {return false}
     if lhs.runningJobs != rhs.runningJobs {return false}
+    if lhs.protocolMinor != rhs.protocolMinor {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -3516,7 +3533,7 @@ nonisolated extension Heddle_V1_Hello: SwiftProtobuf.Message, SwiftProtobuf._Mes
 
 nonisolated extension Heddle_V1_Welcome: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Welcome"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}session_id\0\u{3}heartbeat_interval_ms\0\u{3}max_frame_bytes\0\u{3}peer_name\0\u{1}role\0\u{3}max_artifact_chunk_bytes\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}session_id\0\u{3}heartbeat_interval_ms\0\u{3}max_frame_bytes\0\u{3}peer_name\0\u{1}role\0\u{3}max_artifact_chunk_bytes\0\u{3}software_version\0\u{3}protocol_version\0\u{3}protocol_minor\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3530,6 +3547,9 @@ nonisolated extension Heddle_V1_Welcome: SwiftProtobuf.Message, SwiftProtobuf._M
       case 4: try { try decoder.decodeSingularStringField(value: &self.peerName) }()
       case 5: try { try decoder.decodeSingularStringField(value: &self.role) }()
       case 6: try { try decoder.decodeSingularUInt32Field(value: &self.maxArtifactChunkBytes) }()
+      case 7: try { try decoder.decodeSingularStringField(value: &self.softwareVersion) }()
+      case 8: try { try decoder.decodeSingularUInt32Field(value: &self.protocolVersion) }()
+      case 9: try { try decoder.decodeSingularUInt32Field(value: &self.protocolMinor) }()
       default: break
       }
     }
@@ -3554,6 +3574,15 @@ nonisolated extension Heddle_V1_Welcome: SwiftProtobuf.Message, SwiftProtobuf._M
     if self.maxArtifactChunkBytes != 0 {
       try visitor.visitSingularUInt32Field(value: self.maxArtifactChunkBytes, fieldNumber: 6)
     }
+    if !self.softwareVersion.isEmpty {
+      try visitor.visitSingularStringField(value: self.softwareVersion, fieldNumber: 7)
+    }
+    if self.protocolVersion != 0 {
+      try visitor.visitSingularUInt32Field(value: self.protocolVersion, fieldNumber: 8)
+    }
+    if self.protocolMinor != 0 {
+      try visitor.visitSingularUInt32Field(value: self.protocolMinor, fieldNumber: 9)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -3564,6 +3593,9 @@ nonisolated extension Heddle_V1_Welcome: SwiftProtobuf.Message, SwiftProtobuf._M
     if lhs.peerName != rhs.peerName {return false}
     if lhs.role != rhs.role {return false}
     if lhs.maxArtifactChunkBytes != rhs.maxArtifactChunkBytes {return false}
+    if lhs.softwareVersion != rhs.softwareVersion {return false}
+    if lhs.protocolVersion != rhs.protocolVersion {return false}
+    if lhs.protocolMinor != rhs.protocolMinor {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

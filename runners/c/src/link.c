@@ -130,7 +130,8 @@ static void send_hello(void) {
     link_t *l = &R.link;
     Heddle__V1__Hello hello = HEDDLE__V1__HELLO__INIT;
     hello.protocol_version = HEDDLE_PROTOCOL_VERSION;
-    hello.software_version = (char *)HEDDLE_SOFTWARE_VERSION " (c)";
+    hello.protocol_minor = HEDDLE_PROTOCOL_MINOR;
+    hello.software_version = (char *)HEDDLE_SOFTWARE_VERSION "-c";
     hello.n_labels = R.config.n_labels;
     hello.labels = R.config.labels;
     hello.capacity = R.config.capacity;

@@ -157,7 +157,7 @@ static void parse_arguments(int argc, char **argv) {
             else fail_usage("--log-level: '%s' is not one of debug, info, warning, error", optarg);
             break;
         case 'V':
-            printf("heddle-runner-c %s (protocol %d)\n", HEDDLE_SOFTWARE_VERSION, HEDDLE_PROTOCOL_VERSION);
+            printf("%s (protocol %d.%d)\n", HEDDLE_SOFTWARE_VERSION, HEDDLE_PROTOCOL_VERSION, HEDDLE_PROTOCOL_MINOR);
             exit(0);
         case 'h':
             usage(stdout);

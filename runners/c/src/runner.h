@@ -15,8 +15,9 @@
 
 #include "heddle/v1/heddle.pb-c.h"
 
-#define HEDDLE_SOFTWARE_VERSION "0.1.0"
+#define HEDDLE_SOFTWARE_VERSION "0.2.0"
 #define HEDDLE_PROTOCOL_VERSION 1
+#define HEDDLE_PROTOCOL_MINOR 1
 
 /* Frames: 1 flags byte (0), 4-byte big-endian length, one Envelope. */
 #define FRAME_HEADER 5

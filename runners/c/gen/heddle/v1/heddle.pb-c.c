@@ -4260,7 +4260,7 @@ const ProtobufCMessageDescriptor heddle__v1__envelope__descriptor =
   (ProtobufCMessageInit) heddle__v1__envelope__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor heddle__v1__hello__field_descriptors[5] =
+static const ProtobufCFieldDescriptor heddle__v1__hello__field_descriptors[6] =
 {
   {
     "protocol_version",
@@ -4322,10 +4322,23 @@ static const ProtobufCFieldDescriptor heddle__v1__hello__field_descriptors[5] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "protocol_minor",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__Hello, protocol_minor),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned heddle__v1__hello__field_indices_by_name[] = {
   3,   /* field[3] = capacity */
   2,   /* field[2] = labels */
+  5,   /* field[5] = protocol_minor */
   0,   /* field[0] = protocol_version */
   4,   /* field[4] = running_jobs */
   1,   /* field[1] = software_version */
@@ -4333,7 +4346,7 @@ static const unsigned heddle__v1__hello__field_indices_by_name[] = {
 static const ProtobufCIntRange heddle__v1__hello__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 5 }
+  { 0, 6 }
 };
 const ProtobufCMessageDescriptor heddle__v1__hello__descriptor =
 {
@@ -4343,14 +4356,14 @@ const ProtobufCMessageDescriptor heddle__v1__hello__descriptor =
   "Heddle__V1__Hello",
   "heddle.v1",
   sizeof(Heddle__V1__Hello),
-  5,
+  6,
   heddle__v1__hello__field_descriptors,
   heddle__v1__hello__field_indices_by_name,
   1,  heddle__v1__hello__number_ranges,
   (ProtobufCMessageInit) heddle__v1__hello__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor heddle__v1__welcome__field_descriptors[6] =
+static const ProtobufCFieldDescriptor heddle__v1__welcome__field_descriptors[9] =
 {
   {
     "session_id",
@@ -4424,19 +4437,58 @@ static const ProtobufCFieldDescriptor heddle__v1__welcome__field_descriptors[6] 
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "software_version",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__Welcome, software_version),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "protocol_version",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__Welcome, protocol_version),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "protocol_minor",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__Welcome, protocol_minor),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned heddle__v1__welcome__field_indices_by_name[] = {
   1,   /* field[1] = heartbeat_interval_ms */
   5,   /* field[5] = max_artifact_chunk_bytes */
   2,   /* field[2] = max_frame_bytes */
   3,   /* field[3] = peer_name */
+  8,   /* field[8] = protocol_minor */
+  7,   /* field[7] = protocol_version */
   4,   /* field[4] = role */
   0,   /* field[0] = session_id */
+  6,   /* field[6] = software_version */
 };
 static const ProtobufCIntRange heddle__v1__welcome__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 6 }
+  { 0, 9 }
 };
 const ProtobufCMessageDescriptor heddle__v1__welcome__descriptor =
 {
@@ -4446,7 +4498,7 @@ const ProtobufCMessageDescriptor heddle__v1__welcome__descriptor =
   "Heddle__V1__Welcome",
   "heddle.v1",
   sizeof(Heddle__V1__Welcome),
-  6,
+  9,
   heddle__v1__welcome__field_descriptors,
   heddle__v1__welcome__field_indices_by_name,
   1,  heddle__v1__welcome__number_ranges,

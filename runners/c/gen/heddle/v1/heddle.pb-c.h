@@ -333,7 +333,7 @@ struct  Heddle__V1__Hello
 {
   ProtobufCMessage base;
   /*
-   * 1
+   * the major version: 1
    */
   uint32_t protocol_version;
   char *software_version;
@@ -351,10 +351,14 @@ struct  Heddle__V1__Hello
    */
   size_t n_running_jobs;
   Heddle__V1__JobRef **running_jobs;
+  /*
+   * the minor version: 1 (a peer of 1.0 sends none)
+   */
+  uint32_t protocol_minor;
 };
 #define HEDDLE__V1__HELLO__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&heddle__v1__hello__descriptor) \
-    , 0, (char *)protobuf_c_empty_string, 0,NULL, 0, 0,NULL }
+    , 0, (char *)protobuf_c_empty_string, 0,NULL, 0, 0,NULL, 0 }
 
 
 struct  Heddle__V1__Welcome
@@ -372,10 +376,19 @@ struct  Heddle__V1__Welcome
    */
   char *role;
   uint32_t max_artifact_chunk_bytes;
+  /*
+   * the coordinator's, e.g. "0.2.0"
+   */
+  char *software_version;
+  /*
+   * the coordinator's protocol, major and minor (1.1)
+   */
+  uint32_t protocol_version;
+  uint32_t protocol_minor;
 };
 #define HEDDLE__V1__WELCOME__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&heddle__v1__welcome__descriptor) \
-    , (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0 }
+    , (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, 0, 0 }
 
 
 /*
