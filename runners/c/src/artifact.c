@@ -64,14 +64,6 @@ void artifacts_match(node_t *node) {
     free(root);
 }
 
-static Heddle__V1__JobRef ref_of(const job_t *job) {
-    Heddle__V1__JobRef ref = HEDDLE__V1__JOB_REF__INIT;
-    ref.job_id = job->job_id;
-    ref.attempt = job->attempt;
-    ref.epoch = job->epoch;
-    return ref;
-}
-
 static void upload_failed(node_t *node, const char *why) {
     upload_t *u = &node->upload;
     char *failure = xasprintf("node '%s': artifact %s failed to upload: %s", node->spec->name, u->name, why);
@@ -170,7 +162,7 @@ void artifacts_step(node_t *node, double now) {
         if (open_next(node) != 0) return;
     }
     if (u->phase == UP_DECLARE) {
-        Heddle__V1__JobRef ref = ref_of(job);
+        Heddle__V1__JobRef ref = job_ref(job);
         Heddle__V1__ArtifactDeclare declare = HEDDLE__V1__ARTIFACT_DECLARE__INIT;
         declare.job = &ref;
         declare.name = u->name;
@@ -200,7 +192,7 @@ void artifacts_step(node_t *node, double now) {
             upload_failed(node, n == 0 ? "the file became shorter while it was uploaded" : strerror(errno));
             return;
         }
-        Heddle__V1__JobRef ref = ref_of(job);
+        Heddle__V1__JobRef ref = job_ref(job);
         Heddle__V1__ArtifactChunk piece = HEDDLE__V1__ARTIFACT_CHUNK__INIT;
         piece.job = &ref;
         piece.upload_id = u->upload_id;
@@ -214,7 +206,7 @@ void artifacts_step(node_t *node, double now) {
         u->offset += (uint64_t)n;
     }
     if (u->offset < u->size) return;
-    Heddle__V1__JobRef ref = ref_of(job);
+    Heddle__V1__JobRef ref = job_ref(job);
     Heddle__V1__ArtifactCommit commit = HEDDLE__V1__ARTIFACT_COMMIT__INIT;
     commit.job = &ref;
     commit.upload_id = u->upload_id;

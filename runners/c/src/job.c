@@ -40,7 +40,7 @@ size_t jobs_count(void) {
     return n;
 }
 
-static Heddle__V1__JobRef job_ref(const job_t *job) {
+Heddle__V1__JobRef job_ref(const job_t *job) {
     Heddle__V1__JobRef ref = HEDDLE__V1__JOB_REF__INIT;
     ref.job_id = job->job_id;
     ref.attempt = job->attempt;

@@ -256,12 +256,11 @@ static void finish_connect(double now) {
     handshake(now);
 }
 
-/* Ends the connection (or the attempt) and schedules the next one. */
-static void link_fail(const char *why, double now) {
+/* The socket and TLS state go, and the bytes queued either way. */
+static void close_connection(int say_goodbye) {
     link_t *l = &R.link;
-    int was_ready = l->state == LINK_READY;
-    if (why) logmsg(was_ready ? LOG_WARNING : LOG_ERROR, "%s%s", was_ready ? "disconnected: " : "", why);
     if (l->ssl) {
+        if (say_goodbye) SSL_shutdown(l->ssl);
         SSL_free(l->ssl);
         l->ssl = NULL;
     }
@@ -270,6 +269,14 @@ static void link_fail(const char *why, double now) {
     buf_free(&l->in);
     buf_free(&l->out);
     l->want_write = 0;
+}
+
+/* Ends the connection (or the attempt) and schedules the next one. */
+static void link_fail(const char *why, double now) {
+    link_t *l = &R.link;
+    int was_ready = l->state == LINK_READY;
+    if (why) logmsg(was_ready ? LOG_WARNING : LOG_ERROR, "%s%s", was_ready ? "disconnected: " : "", why);
+    close_connection(0);
     /* Requests in flight go again on the next connection, or their makers hear of the loss. */
     request_t *request = l->requests;
     while (request) {
@@ -517,15 +524,7 @@ double link_next_timer(double now) {
 /* At exit: the connection closed, what is left freed. */
 void link_shutdown(void) {
     link_t *l = &R.link;
-    if (l->ssl) {
-        SSL_shutdown(l->ssl);
-        SSL_free(l->ssl);
-        l->ssl = NULL;
-    }
-    if (l->fd >= 0) close(l->fd);
-    l->fd = -1;
-    buf_free(&l->in);
-    buf_free(&l->out);
+    close_connection(1);
     while (l->requests) {
         request_t *request = l->requests;
         l->requests = request->next;

@@ -24,10 +24,7 @@ void logstream_pump(node_t *node, double now) {
     while (log->sent < log->end && link_has_room()) {
         uint64_t count = log->end - log->sent;
         if (count > limit) count = limit;
-        Heddle__V1__JobRef ref = HEDDLE__V1__JOB_REF__INIT;
-        ref.job_id = node->job->job_id;
-        ref.attempt = node->job->attempt;
-        ref.epoch = node->job->epoch;
+        Heddle__V1__JobRef ref = job_ref(node->job);
         Heddle__V1__LogAppend append = HEDDLE__V1__LOG_APPEND__INIT;
         append.job = &ref;
         append.node = node->spec->name;

@@ -260,6 +260,8 @@ void link_drain_self(void);
 void link_shutdown(void);
 
 /* job.c */
+/* The JobRef every write about `job` carries (its id, attempt and lease epoch). */
+Heddle__V1__JobRef job_ref(const job_t *job);
 void job_assign(message_t *message);
 void job_stop(uint64_t job_id, uint64_t epoch, int abandon, const char *reason);
 void job_ack(const Heddle__V1__LogAck *ack);
