@@ -8,7 +8,7 @@ import Wire
 /// A coordinator that lies: it completes the TLS handshake with the fabric's coordinator
 /// certificate, answers a runner's Hello with a Welcome, then writes the next of its scripted
 /// byte strings (a broken frame, say) on that connection. Each new connection gets the next
-/// one; once the script is used up, connections are only welcomed. Counts the connections.
+/// one; once the script is used up, connections are only welcomed. Counts the Hellos answered.
 public final class HostileCoordinator: Sendable {
     public let port: Int
     private let server: Channel
@@ -17,7 +17,6 @@ public final class HostileCoordinator: Sendable {
     final class Shared: Sendable {
         struct State {
             var script: [[UInt8]]
-            var connections = 0
             var hellos = 0
         }
         let mutex: Mutex<State>
@@ -55,10 +54,6 @@ public final class HostileCoordinator: Sendable {
         var welcomed = false
 
         init(state: Shared) { self.state = state }
-
-        func channelActive(context: ChannelHandlerContext) {
-            state.mutex.withLock { $0.connections += 1 }
-        }
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
             var bytes = unwrapInboundIn(data)

@@ -88,14 +88,16 @@ static void on_declared(request_t *request, const Heddle__V1__Envelope *response
     u->offset = response->artifact_declared->committed_offset;
     u->generation = R.link.generation;
     u->phase = UP_SENDING;
-    artifacts_step(node, now_mono());
+    artifacts_step(node);
 }
 
 static void on_committed(request_t *request, const Heddle__V1__Envelope *response, int code, const char *message) {
     node_t *node = request->node;
     upload_t *u = &node->upload;
-    if (code == -1) {
-        u->phase = UP_DECLARE; /* the connection ended: declared again on the next one */
+    if (code == -1 || code == HEDDLE__V1__ERROR_CODE__ERROR_CODE_UNAVAILABLE) {
+        /* The connection ended, or the coordinator's storage is full and the upload is gone:
+         * declared again (the declare waits out the full disk, and says from where). */
+        u->phase = UP_DECLARE;
         return;
     }
     if (code != 0 || !response || response->body_case != HEDDLE__V1__ENVELOPE__BODY_ARTIFACT_COMMITTED) {
@@ -110,7 +112,7 @@ static void on_committed(request_t *request, const Heddle__V1__Envelope *respons
     u->name = NULL;
     u->active = 0;
     u->next++;
-    artifacts_step(node, now_mono());
+    artifacts_step(node);
 }
 
 static int open_next(node_t *node) {
@@ -149,8 +151,7 @@ static int open_next(node_t *node) {
     return 0;
 }
 
-void artifacts_step(node_t *node, double now) {
-    (void)now;
+void artifacts_step(node_t *node) {
     upload_t *u = &node->upload;
     job_t *job = node->job;
     if (node->phase != NODE_UPLOADING) return;
@@ -215,7 +216,7 @@ void artifacts_step(node_t *node, double now) {
     envelope.artifact_commit = &commit;
     u->phase = UP_COMMITTING;
     request_t *request = link_request(&envelope, on_committed, job, node);
-    request->retry_on_loss = 0;
+    request->resend = 0;
 }
 
 void artifacts_on_connect(node_t *node) {

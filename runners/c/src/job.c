@@ -18,7 +18,7 @@
 
 #define HELPER_OUTPUT_LIMIT (64u << 10)
 
-static void advance(job_t *job, double now);
+static int advance(job_t *job);
 void node_spawn(node_t *node);
 void node_uploaded(node_t *node, char *failure);
 static void check_finishing(job_t *job);
@@ -106,7 +106,7 @@ static void on_node_reported(request_t *request, const Heddle__V1__Envelope *res
     } else if (node->phase == NODE_REPORTING) {
         node->phase = NODE_DONE;
     }
-    advance(node->job, now_mono());
+    advance(node->job);
 }
 
 static void report(node_t *node, int status, int exited, int exit_code, const char *reason) {
@@ -124,27 +124,30 @@ static void report(node_t *node, int status, int exited, int exit_code, const ch
     Heddle__V1__Envelope envelope = HEDDLE__V1__ENVELOPE__INIT;
     envelope.body_case = HEDDLE__V1__ENVELOPE__BODY_NODE_UPDATE;
     envelope.node_update = &update;
-    link_request(&envelope, on_node_reported, job, node);
+    /* Its last status after every byte of its log (its RUNNING status comes before any). */
+    if (status == HEDDLE__V1__STATUS__STATUS_RUNNING) link_request(&envelope, on_node_reported, job, node);
+    else link_request_after_log(&envelope, on_node_reported, node);
 }
 
-/* The node's last status: reported, then the node counts as done. */
+/* The node's last status: reported, then the node counts as done. `failure` (owned) says why
+ * a failed node failed; the first one is the job's reason. */
 static void node_finish(node_t *node, node_final_t final, int exited, int exit_code, char *failure) {
     job_t *job = node->job;
     node->final = final;
-    node->failure = failure;
-    if (failure && !job->failure) job->failure = xstrdup(failure);
     if (job->abandoned) {
         node->phase = NODE_DONE;
-        return;
+    } else {
+        static const int statuses[] = {
+            [FINAL_SUCCEEDED] = HEDDLE__V1__STATUS__STATUS_SUCCEEDED,
+            [FINAL_FAILED] = HEDDLE__V1__STATUS__STATUS_FAILED,
+            [FINAL_SKIPPED] = HEDDLE__V1__STATUS__STATUS_SKIPPED,
+            [FINAL_CANCELLED] = HEDDLE__V1__STATUS__STATUS_CANCELLED,
+        };
+        node->phase = NODE_REPORTING;
+        report(node, statuses[final], exited, exit_code, final == FINAL_FAILED ? failure : NULL);
     }
-    static const int statuses[] = {
-        [FINAL_SUCCEEDED] = HEDDLE__V1__STATUS__STATUS_SUCCEEDED,
-        [FINAL_FAILED] = HEDDLE__V1__STATUS__STATUS_FAILED,
-        [FINAL_SKIPPED] = HEDDLE__V1__STATUS__STATUS_SKIPPED,
-        [FINAL_CANCELLED] = HEDDLE__V1__STATUS__STATUS_CANCELLED,
-    };
-    node->phase = NODE_REPORTING;
-    report(node, statuses[final], exited, exit_code, final == FINAL_FAILED ? failure : NULL);
+    if (failure && !job->failure) job->failure = failure;
+    else free(failure);
 }
 
 /* ------------------------------------------------------------------ processes */
@@ -186,12 +189,11 @@ void node_spawn(node_t *node) {
         return;
     }
     node->phase = NODE_RUNNING;
-    node->started_stream = 1;
     node->timeout_at = node->spec->timeout_seconds ? now + node->spec->timeout_seconds : 0;
 }
 
 /* The node's shell exited and its pipe reached EOF: decide its outcome. */
-static void node_ended(node_t *node, double now) {
+static void node_ended(node_t *node) {
     job_t *job = node->job;
     const char *name = node->spec->name;
     if (job->abandoned) {
@@ -209,7 +211,7 @@ static void node_ended(node_t *node, double now) {
     } else if (node->spec->n_artifacts > 0) {
         node->phase = NODE_UPLOADING;
         artifacts_match(node);
-        artifacts_step(node, now);
+        artifacts_step(node);
     } else {
         node_finish(node, FINAL_SUCCEEDED, 1, 0, NULL);
     }
@@ -239,7 +241,6 @@ static void job_free(job_t *job) {
         free(node->matches);
         if (node->upload.fd >= 0) close(node->upload.fd);
         free(node->upload.name);
-        free(node->failure);
     }
     if (job->helper_fd >= 0) close(job->helper_fd);
     buf_free(&job->helper_output);
@@ -269,7 +270,7 @@ static void on_job_finished(request_t *request, const Heddle__V1__Envelope *resp
     if (code != 0) logmsg(LOG_ERROR, "cannot report the job's result job.id=%llu error=%s",
                           (unsigned long long)job->job_id, message);
     job->phase = JOB_DONE;
-    advance(job, now_mono());
+    advance(job);
 }
 
 static void finish_job(job_t *job) {
@@ -311,19 +312,17 @@ static node_t *node_named(job_t *job, const char *name) {
     return NULL;
 }
 
-/* Skips what can never run, starts what is ready, finishes the job when every node is done. */
-static void advance(job_t *job, double now) {
-    (void)now;
-    if (job->abandoned) {
-        if (!processes_alive(job)) job_free(job);
-        return;
-    }
-    if (job->phase == JOB_DONE) {
+/* Skips what can never run, starts what is ready, finishes the job when every node is done.
+ * Returns 0 when the job is over and was freed (abandoned with no process left, or its result
+ * answered). */
+static int advance(job_t *job) {
+    if ((job->abandoned && !processes_alive(job)) || job->phase == JOB_DONE) {
         job_free(job);
-        return;
+        return 0;
     }
+    if (job->abandoned) return 1;
     if (job->phase == JOB_FINISHING) check_finishing(job);
-    if (job->phase != JOB_RUNNING) return;
+    if (job->phase != JOB_RUNNING) return 1;
     int changed = 1;
     while (changed) {
         changed = 0;
@@ -352,7 +351,7 @@ static void advance(job_t *job, double now) {
         active += job->nodes[i].phase != NODE_DONE && job->nodes[i].phase != NODE_PENDING;
         pending += job->nodes[i].phase == NODE_PENDING;
     }
-    if (active > 0) return;
+    if (active > 0) return 1;
     if (pending > 0) {
         /* Nodes that wait for each other (a cycle) can never start: the job fails. */
         for (size_t i = 0; i < job->n_nodes; i++) {
@@ -361,6 +360,7 @@ static void advance(job_t *job, double now) {
     }
     job->phase = JOB_FINISHING;
     check_finishing(job);
+    return 1;
 }
 
 /* The result goes only once every node's status is answered and every log byte is durable at
@@ -393,13 +393,13 @@ static void on_job_started(request_t *request, const Heddle__V1__Envelope *respo
     if (code != 0) logmsg(LOG_WARNING, "cannot report the job's start job.id=%llu error=%s",
                           (unsigned long long)job->job_id, message);
     job->phase = JOB_RUNNING;
-    advance(job, now_mono());
+    advance(job);
 }
 
 static void start_graph(job_t *job) {
     if (job->cancel_reason) {
         job->phase = JOB_RUNNING; /* every node is reported cancelled */
-        advance(job, now_mono());
+        advance(job);
         return;
     }
     Heddle__V1__JobRef ref = job_ref(job);
@@ -419,7 +419,7 @@ static void fail_before_nodes(job_t *job, char *reason) {
     job->failure = reason;
     for (size_t i = 0; i < job->n_nodes; i++) job->nodes[i].phase = NODE_DONE;
     job->phase = JOB_FINISHING;
-    advance(job, now_mono());
+    advance(job);
 }
 
 static void checkout_start(job_t *job) {
@@ -445,7 +445,7 @@ static void checkout_ended(job_t *job) {
     char *marker = strstr(output, "heddle-commit:");
     job->helper_pid = 0;
     if (job->abandoned) {
-        advance(job, now_mono());
+        advance(job);
         return;
     }
     if (job->cancel_reason) {
@@ -494,14 +494,14 @@ static void abandon_job(job_t *job, const char *reason, double now) {
         }
     }
     if (job->helper_pid > 0) kill(-job->helper_pid, SIGKILL);
-    advance(job, now);
+    advance(job);
 }
 
 static void cancel_job(job_t *job, const char *reason, double now) {
     if (!job->cancel_reason) job->cancel_reason = xstrdup(reason);
     for (size_t i = 0; i < job->n_nodes; i++) terminate(&job->nodes[i], now);
     if (job->helper_pid > 0) kill(-job->helper_pid, SIGKILL);
-    advance(job, now);
+    advance(job);
 }
 
 void job_assign(message_t *message) {
@@ -530,7 +530,6 @@ void job_assign(message_t *message) {
     for (size_t i = 0; i < a->n_nodes; i++) {
         node_t *node = &job->nodes[i];
         node->job = job;
-        node->index = i;
         node->spec = a->nodes[i];
         node->out_fd = -1;
         node->upload.fd = -1;
@@ -660,7 +659,7 @@ static int read_some(int fd, buf_t *into, size_t room, int *eof) {
     return (int)n;
 }
 
-void jobs_handle(struct pollfd *fds, size_t n, double now) {
+void jobs_handle(struct pollfd *fds, size_t n) {
     for (size_t f = 0; f < n; f++) {
         if (fds[f].revents == 0) continue;
         int fd = fds[f].fd;
@@ -703,7 +702,6 @@ void jobs_handle(struct pollfd *fds, size_t n, double now) {
             }
         }
     }
-    (void)now;
 }
 
 void jobs_reap(void) {
@@ -742,8 +740,7 @@ void jobs_tick(double now) {
             job = next;
             continue;
         }
-        int gone = 0;
-        for (size_t i = 0; i < job->n_nodes && !gone; i++) {
+        for (size_t i = 0; i < job->n_nodes; i++) {
             node_t *node = &job->nodes[i];
             if (node->phase == NODE_RUNNING) {
                 if (node->timeout_at > 0 && now >= node->timeout_at && !node->timed_out && !node->exited) {
@@ -755,28 +752,12 @@ void jobs_tick(double now) {
                     node->kill_sent = 1;
                 }
                 if (node->exited && node->eof) {
-                    node_ended(node, now);
-                    if (job->abandoned) {
-                        int alive = processes_alive(job);
-                        if (!alive) {
-                            job_free(job);
-                            gone = 1;
-                            break;
-                        }
-                    } else {
-                        advance(job, now);
-                        /* advance may have finished and freed the job */
-                        int still = 0;
-                        for (job_t *j = R.jobs; j; j = j->next) still |= j == job;
-                        if (!still) {
-                            gone = 1;
-                            break;
-                        }
-                    }
+                    node_ended(node);
+                    if (!advance(job)) break; /* the job is over and freed */
                 }
             }
-            if (node->phase == NODE_UPLOADING && !job->abandoned) artifacts_step(node, now);
-            if (!job->abandoned && node->started_stream) logstream_pump(node, now);
+            if (node->phase == NODE_UPLOADING && !job->abandoned) artifacts_step(node);
+            if (!job->abandoned) logstream_pump(node, now);
         }
         job = next;
     }

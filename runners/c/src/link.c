@@ -58,18 +58,21 @@ static void flush_requests(double now) {
     if (l->state != LINK_READY) return;
     for (request_t *request = l->requests; request; request = request->next) {
         if (request->id != 0 || request->not_before > now) continue;
+        if (request->after_log && request->after_log->log.sent < request->after_log->log.end) continue;
         request->id = l->next_id++;
         frame_encode_packed(&l->out, request->id, request->packed, request->len);
     }
 }
 
-request_t *link_request(const Heddle__V1__Envelope *envelope, request_done_fn done, job_t *job, node_t *node) {
+static request_t *enqueue(const Heddle__V1__Envelope *envelope, request_done_fn done, job_t *job, node_t *node,
+                          const node_t *after_log) {
     request_t *request = xcalloc(1, sizeof *request);
+    request->after_log = after_log;
     request->packed = envelope_pack(envelope, &request->len);
     request->done = done;
     request->job = job;
     request->node = node;
-    request->retry_on_loss = 1;
+    request->resend = 1;
     request->pause = 1;
     if (job) job->inflight++;
     request_t **tail = &R.link.requests;
@@ -77,6 +80,14 @@ request_t *link_request(const Heddle__V1__Envelope *envelope, request_done_fn do
     *tail = request;
     flush_requests(now_mono());
     return request;
+}
+
+request_t *link_request(const Heddle__V1__Envelope *envelope, request_done_fn done, job_t *job, node_t *node) {
+    return enqueue(envelope, done, job, node, NULL);
+}
+
+request_t *link_request_after_log(const Heddle__V1__Envelope *envelope, request_done_fn done, node_t *node) {
+    return enqueue(envelope, done, node->job, node, node);
 }
 
 void link_send_oneway(const Heddle__V1__Envelope *envelope) {
@@ -104,21 +115,18 @@ void link_drain_self(void) {
     Heddle__V1__Envelope envelope = HEDDLE__V1__ENVELOPE__INIT;
     envelope.body_case = HEDDLE__V1__ENVELOPE__BODY_DRAIN_SELF;
     envelope.drain_self = &drain;
-    link_request(&envelope, NULL, NULL, NULL);
+    /* Not sent again: every new connection of a draining runner sends its own. */
+    link_request(&envelope, NULL, NULL, NULL)->resend = 0;
 }
 
 /* The jobs this runner holds, as Hello and heartbeats list them. */
 static Heddle__V1__JobRef **running_refs(size_t *count, Heddle__V1__JobRef **storage) {
-    size_t n = 0;
-    for (job_t *job = R.jobs; job; job = job->next) n++;
+    size_t n = jobs_count();
     Heddle__V1__JobRef *refs = xcalloc(n, sizeof *refs);
     Heddle__V1__JobRef **pointers = xcalloc(n, sizeof *pointers);
     size_t i = 0;
     for (job_t *job = R.jobs; job; job = job->next, i++) {
-        heddle__v1__job_ref__init(&refs[i]);
-        refs[i].job_id = job->job_id;
-        refs[i].epoch = job->epoch;
-        refs[i].attempt = job->attempt;
+        refs[i] = job_ref(job);
         pointers[i] = &refs[i];
     }
     *count = n;
@@ -162,6 +170,13 @@ static void send_heartbeat(void) {
     free(storage);
 }
 
+/* A connection attempt that failed, said with the coordinator's address. */
+static void connect_failed(const endpoint_t *endpoint, const char *reason, double now) {
+    char why[600];
+    snprintf(why, sizeof why, "cannot connect to the coordinator at %s:%s: %s", endpoint->host, endpoint->port, reason);
+    link_fail(why, now);
+}
+
 static void link_start(double now) {
     link_t *l = &R.link;
     endpoint_t *endpoint = &R.config.coordinators[l->index % R.config.n_coordinators];
@@ -178,19 +193,13 @@ static void link_start(double now) {
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *found = NULL;
     int status = getaddrinfo(endpoint->host, endpoint->port, &hints, &found);
     if (status != 0) {
-        char why[512];
-        snprintf(why, sizeof why, "cannot connect to the coordinator at %s:%s: %s", endpoint->host, endpoint->port,
-                 gai_strerror(status));
-        link_fail(why, now);
+        connect_failed(endpoint, gai_strerror(status), now);
         return;
     }
     int fd = socket(found->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         freeaddrinfo(found);
-        char why[512];
-        snprintf(why, sizeof why, "cannot connect to the coordinator at %s:%s: %s", endpoint->host, endpoint->port,
-                 strerror(errno));
-        link_fail(why, now);
+        connect_failed(endpoint, strerror(errno), now);
         return;
     }
     int one = 1;
@@ -203,10 +212,7 @@ static void link_start(double now) {
     l->deadline = now + CONNECT_TIMEOUT;
     l->connected_at = now;
     if (result != 0 && error != EINPROGRESS) {
-        char why[512];
-        snprintf(why, sizeof why, "cannot connect to the coordinator at %s:%s: %s", endpoint->host, endpoint->port,
-                 strerror(error));
-        link_fail(why, now);
+        connect_failed(endpoint, strerror(error), now);
         return;
     }
     l->state = LINK_CONNECTING;
@@ -240,10 +246,7 @@ static void finish_connect(double now) {
     socklen_t len = sizeof error;
     getsockopt(l->fd, SOL_SOCKET, SO_ERROR, &error, &len);
     if (error != 0) {
-        char why[512];
-        snprintf(why, sizeof why, "cannot connect to the coordinator at %s:%s: %s", endpoint->host, endpoint->port,
-                 strerror(error));
-        link_fail(why, now);
+        connect_failed(endpoint, strerror(error), now);
         return;
     }
     char err[300];
@@ -283,7 +286,7 @@ static void link_fail(const char *why, double now) {
         request_t *next = request->next;
         if (request->id != 0) {
             request->id = 0;
-            if (!request->retry_on_loss) request_finish(request, NULL, -1, "the connection ended");
+            if (!request->resend) request_finish(request, NULL, -1, "the connection ended");
         }
         request = next;
     }
@@ -312,13 +315,11 @@ static void on_welcome(const Heddle__V1__Welcome *welcome, double now) {
     l->max_chunk = welcome->max_artifact_chunk_bytes;
     l->next_heartbeat = now + l->heartbeat_ms / 1000.0;
     endpoint_t *endpoint = &R.config.coordinators[l->index % R.config.n_coordinators];
-    size_t reattaching = 0;
-    for (job_t *job = R.jobs; job; job = job->next) reattaching++;
     logmsg(LOG_INFO, "connected coordinator=%s:%s name=%s reattaching=%zu", endpoint->host, endpoint->port,
-           welcome->peer_name, reattaching);
+           welcome->peer_name, jobs_count());
+    jobs_on_connect(); /* the logs rewind to what was acknowledged, before any request goes */
     flush_requests(now);
     if (R.draining) link_drain_self();
-    jobs_on_connect();
 }
 
 static void on_frame(message_t *message, double now) {
@@ -344,7 +345,7 @@ static void on_frame(message_t *message, double now) {
         if (request) {
             if (envelope->body_case == HEDDLE__V1__ENVELOPE__BODY_ERROR) {
                 Heddle__V1__Error *error = envelope->error;
-                if (error->code == HEDDLE__V1__ERROR_CODE__ERROR_CODE_UNAVAILABLE) {
+                if (error->code == HEDDLE__V1__ERROR_CODE__ERROR_CODE_UNAVAILABLE && request->resend) {
                     /* The coordinator cannot store it now (its storage is full): again later. */
                     request->id = 0;
                     request->not_before = now + request->pause;

@@ -273,7 +273,7 @@ int main(int argc, char **argv) {
         }
         jobs_reap(); /* every turn: a lost SIGCHLD costs at most the poll timeout */
         if (link_at < jobs_at) link_handle(&fds[link_at], now);
-        jobs_handle(fds + jobs_at, n - jobs_at, now);
+        jobs_handle(fds + jobs_at, n - jobs_at);
     }
     /* Drained: what is queued for the coordinator goes out before the connection closes. */
     if (R.link.state == LINK_READY && R.link.out.len > 0) link_tick(now_mono());

@@ -134,7 +134,6 @@ typedef struct upload {
 
 typedef struct node {
     struct job *job;
-    size_t index;
     Heddle__V1__NodeSpec *spec;
     node_phase_t phase;
     node_final_t final;
@@ -146,12 +145,10 @@ typedef struct node {
     int kill_sent;
     double timeout_at;
     int timed_out;
-    int started_stream;
     logstream_t log;
     char **matches;           /* artifact names to upload */
     size_t n_matches;
     upload_t upload;
-    char *failure;            /* why the node failed */
 } node_t;
 
 typedef enum { JOB_CHECKOUT, JOB_STARTING, JOB_RUNNING, JOB_FINISHING, JOB_REPORTING, JOB_DONE } job_phase_t;
@@ -191,8 +188,14 @@ struct request {
     request_done_fn done;
     job_t *job;
     node_t *node;
-    int retry_on_loss;        /* else `done` hears of the loss (code -1) */
+    /* Sent again by the link after the connection ends before the answer, and after an
+     * UNAVAILABLE answer (following a pause); else `done` hears of either (code -1, or
+     * UNAVAILABLE) and its maker starts over (an artifact commit: declare again). */
+    int resend;
     double not_before;        /* UNAVAILABLE: sent again after a pause */
+    /* A node's last status goes only once every byte of its log was sent on the connection
+     * before it: the coordinator commits the chunks it received before it stores the status. */
+    const node_t *after_log;
     double pause;
 };
 
@@ -239,7 +242,6 @@ typedef struct {
     job_t *jobs;
     uint64_t assigned_through;
     int draining;
-    int cancel_all;
     int exit_now;
     char **environ_base;
 } runner_t;
@@ -254,6 +256,8 @@ double link_next_timer(double now);
 int link_ready(void);
 int link_has_room(void);
 request_t *link_request(const Heddle__V1__Envelope *envelope, request_done_fn done, job_t *job, node_t *node);
+/* The same, sent only once the node's log bytes are all sent (its last status). */
+request_t *link_request_after_log(const Heddle__V1__Envelope *envelope, request_done_fn done, node_t *node);
 void link_send_oneway(const Heddle__V1__Envelope *envelope);
 void link_drop_requests_of(job_t *job);
 void link_drain_self(void);
@@ -268,7 +272,7 @@ void job_ack(const Heddle__V1__LogAck *ack);
 void jobs_on_connect(void);
 void jobs_tick(double now);
 void jobs_poll_fds(struct pollfd *fds, size_t *n, size_t max);
-void jobs_handle(struct pollfd *fds, size_t n, double now);
+void jobs_handle(struct pollfd *fds, size_t n);
 void jobs_reap(void);
 double jobs_next_timer(double now);
 int jobs_want_send(double now);
@@ -278,7 +282,7 @@ void remove_leftovers(void);
 
 /* artifact.c */
 void artifacts_match(node_t *node);
-void artifacts_step(node_t *node, double now);
+void artifacts_step(node_t *node);
 void artifacts_on_connect(node_t *node);
 
 /* logstream.c */
