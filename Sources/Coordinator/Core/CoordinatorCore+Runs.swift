@@ -149,10 +149,13 @@ extension CoordinatorCore {
         guard (1...run.attempt).contains(attempt) else {
             throw CoordinatorError.notFound("run \(runID) has no attempt \(attempt) (it has \(run.attempt))")
         }
+        // The attempt's status is read before its jobs: a write landing between the reads
+        // then shows jobs newer than the run, never a finished run with a job still running.
+        let record = try await store.attempt(runID: runID, number: attempt)
         let jobs = try await store.jobs(runID: runID, attempt: attempt)
         let nodes = Dictionary(grouping: try await store.nodes(jobIDs: jobs.map(\.id)), by: \.jobID)
         run.attempt = attempt
-        if let record = try await store.attempt(runID: runID, number: attempt) {
+        if let record {
             run.status = record.status
             run.trigger = record.trigger
             run.triggeredBy = record.triggeredBy
