@@ -16,6 +16,8 @@ final class ClusterFabric: Sendable {
     let heartbeat: Double
     /// Each coordinator's `HOST:PORT`, by index.
     let endpoints: [String]
+    /// Each coordinator's HTTP front (`https://127.0.0.1:PORT`), by index, when started with `http`.
+    let httpURLs: [String]
     private let processes = Mutex<(coordinators: [ManagedProcess?], runners: [ManagedProcess?])>(([], []))
 
     var certs: String { root.file("certs") }
@@ -32,7 +34,7 @@ final class ClusterFabric: Sendable {
 
     /// `runnerOrders[i]` lists the coordinators runner i is given, in its order of preference.
     init(coordinators count: Int = 3, runnerOrders: [[Int]], labels: String = "linux", capacity: Int = 2,
-         heartbeat: Double = 1, server: String? = nil) async throws {
+         heartbeat: Double = 1, server: String? = nil, http: Bool = false) async throws {
         root = try TemporaryDirectory("heddle-cluster")
         self.heartbeat = heartbeat
         let address = try server ?? Self.serverAddress()
@@ -45,13 +47,20 @@ final class ClusterFabric: Sendable {
         let heddle = Binaries.path("heddle")
         try await Fabric.run(heddle, ["certs", "init", "--dir", root.file("certs")], root)
         var endpoints: [String] = []
+        var httpURLs: [String] = []
         for _ in 0..<count {
-            let coordinator = try Self.startCoordinator(root: root, store: store, heartbeat: heartbeat, listen: "127.0.0.1:0")
+            let coordinator = try Self.startCoordinator(root: root, store: store, heartbeat: heartbeat, listen: "127.0.0.1:0",
+                                                        http: http)
             processes.withLock { $0.coordinators.append(coordinator) }
             let line = try await coordinator.waitForLine(startingWith: "listening on ")
             endpoints.append(String(line.dropFirst("listening on ".count)))
+            if http {
+                let line = try await coordinator.waitForLine(startingWith: "http listening on ")
+                httpURLs.append(String(line.dropFirst("http listening on ".count)))
+            }
         }
         self.endpoints = endpoints
+        self.httpURLs = httpURLs
         for order in runnerOrders {
             try await addRunner(addresses: order.map { endpoints[$0] }, labels: labels, capacity: capacity)
         }
@@ -75,12 +84,18 @@ final class ClusterFabric: Sendable {
         guard try await process.waitForExit() == 0 else { throw TestFailure("psql \(sql): \(process.standardError)") }
     }
 
-    static func startCoordinator(root: TemporaryDirectory, store: String, heartbeat: Double, listen: String) throws -> ManagedProcess {
+    static func startCoordinator(root: TemporaryDirectory, store: String, heartbeat: Double, listen: String,
+                                 http: Bool = false) throws -> ManagedProcess {
         let certs = root.file("certs")
         return try ManagedProcess(Binaries.path("heddle-coordinator"), [
             "--listen", listen, "--data", root.file("shared-data"), "--store", store, "--heartbeat-interval", String(heartbeat),
             "--ca", "\(certs)/ca.pem", "--cert", "\(certs)/coordinator.pem", "--key", "\(certs)/coordinator.key",
-        ], logs: root)
+        ] + (http ? ["--http", "127.0.0.1:0"] : []), logs: root)
+    }
+
+    /// An HTTP client of coordinator `index`'s front (no client certificate).
+    func http(_ index: Int) throws -> HTTPTestClient {
+        try HTTPTestClient(url: httpURLs[index], ca: "\(certs)/ca.pem")
     }
 
     /// SIGKILL to coordinator `index`.

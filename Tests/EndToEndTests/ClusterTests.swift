@@ -328,11 +328,31 @@ extension ClusterTests {
 }
 
 extension ClusterTests {
-    /// A drain and a revocation made through one coordinator hold on the runner's coordinator
-    /// at once (a notification, not the periodic read 10 s later).
-    @Test func drainsAndRevocationsThroughOneCoordinatorHoldOnTheOthers() async throws {
-        let cluster = try await ClusterFabric(coordinators: 2, runnerOrders: [[0]])
+    /// A drain, a certificate revocation, and an API token's creation and revocation made
+    /// through one coordinator hold on the other at once (a notification, not the periodic
+    /// read 10 s later).
+    @Test func drainsRevocationsAndTokensThroughOneCoordinatorHoldOnTheOthers() async throws {
+        let cluster = try await ClusterFabric(coordinators: 2, runnerOrders: [[0]], http: true)
         do {
+            // A token made through coordinator 1 is good on coordinator 0's HTTP front, and
+            // refused there once revoked through coordinator 1.
+            let created = try await cluster.json(["tokens", "create", "--name", "ci-bot", "--role", "viewer"], via: 1)
+            let secret = try #require((created as? [String: Any])?["secret"] as? String)
+            let front = try cluster.http(0)
+            // Asked at most four times a second: each refusal counts toward the address's
+            // limit of failed sign-ins (20 a minute).
+            func answers(_ status: Int) async throws -> Bool {
+                if try await front.request("GET", "/api/v1/runs", headers: [("Authorization", "Bearer \(secret)")]).status == status {
+                    return true
+                }
+                try await Task.sleep(for: .milliseconds(250))
+                return false
+            }
+            try await waitUntil("coordinator 0 to take the new token", timeout: .seconds(3)) { try await answers(200) }
+            let revoked = try await cluster.heddle(["tokens", "revoke", "ci-bot"], via: 1)
+            #expect(revoked.status == 0, "\(revoked.error)")
+            try await waitUntil("coordinator 0 to refuse the revoked token", timeout: .seconds(3)) { try await answers(401) }
+
             try await waitUntil("the runner to connect") {
                 (try await cluster.json(["runners"], via: 0) as? [Any])?.count == 1
             }
