@@ -13,6 +13,9 @@ actor CoordinatorLink {
 
     var isConnected: Bool { connection != nil }
 
+    /// The current connection, without waiting (nil while there is none).
+    var live: HeddleConnection? { connection }
+
     var welcome: Heddle_V1_Welcome? { connection?.welcome }
 
     func attach(_ connection: HeddleConnection) {
@@ -50,10 +53,22 @@ actor CoordinatorLink {
     /// error its end carried), and
     /// again after a pause (1 s, doubling to `maximumPause`) while the coordinator answers
     /// `UNAVAILABLE` (its storage is full): a node's result is not lost to a full disk.
-    func request(_ body: Envelope.OneOf_Body, maximumPause: Duration = .seconds(30)) async throws -> Envelope {
+    /// With `after`, the request goes only once every byte of that log was handed to the
+    /// same connection (a node's end after its last output).
+    func request(_ body: Envelope.OneOf_Body, after log: LogStream? = nil,
+                 maximumPause: Duration = .seconds(30)) async throws -> Envelope {
         var pause = Duration.seconds(1)
         while true {
             let connection = await current()
+            if let log, !(await log.flush(to: connection)) {
+                if connection.isClosed {
+                    detach(connection)
+                    await waitForReplacement(of: connection)
+                } else {
+                    try await Task.sleep(for: .milliseconds(10))  // the link is moving to another connection
+                }
+                continue
+            }
             do {
                 return try await connection.request(body)
             } catch where Self.isConnectionLoss(error) || connection.isClosed {

@@ -132,8 +132,10 @@ struct JobExecutor {
         update.exited = exitCode != nil
         update.atMs = Date.nowMilliseconds
         update.reason = reason
+        // A node's end after its last log byte, on the same connection.
+        let log = status == .running ? nil : streams.all().first { $0.node == node }
         do {
-            _ = try await link.request(.nodeUpdate(update))
+            _ = try await link.request(.nodeUpdate(update), after: log)
         } catch {
             logger.warning("cannot report a node's status", metadata: ["node": "\(node)", "error": "\(error)"])
         }

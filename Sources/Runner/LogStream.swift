@@ -4,8 +4,9 @@ import Wire
 /// One node's log on its way to the coordinator. Bytes are kept from the last offset the
 /// coordinator acknowledged as durable until it does: in memory up to `memoryLimit`, then in
 /// a spool file, up to `diskLimit`, past which `append` waits (and so does the node, whose
-/// pipe fills). After a reconnect everything unacknowledged is sent again; the coordinator
-/// drops what it already has.
+/// pipe fills). On each new connection everything unacknowledged is sent again; the coordinator
+/// drops what it already has. A node's end goes after its last byte on the same connection
+/// (`flush(to:)`), so a follower sees the end after the node's last output.
 actor LogStream {
     let job: Heddle_V1_JobRef
     let node: String
@@ -14,6 +15,12 @@ actor LogStream {
     private var acked: UInt64 = 0
     private var end: UInt64 = 0
     private var sent: UInt64 = 0
+    /// The connection `sent` counts bytes written to: on another one, sending starts again
+    /// from `acked`. (A reference, not an `ObjectIdentifier`: a new connection may take the
+    /// address of the one it replaces.)
+    private var sentOn: HeddleConnection?
+    /// `flush(to:)` callers waiting for a pump to end.
+    private var flushWaiters: [CheckedContinuation<Void, Never>] = []
     private var pumping = false
     private var abandoned = false
     private var ackWaiters: [(UInt64, CheckedContinuation<Void, Never>)] = []
@@ -45,15 +52,28 @@ actor LogStream {
         await pump()
     }
 
+    private var paused: Bool {
+        if let pausedUntil, ContinuousClock.now < pausedUntil { return true }
+        return false
+    }
+
     /// Sends what was not sent on the current connection yet.
     private func pump() async {
-        guard !pumping else { return }
-        if let pausedUntil, ContinuousClock.now < pausedUntil { return }
+        guard !pumping, !paused else { return }
         pumping = true
-        defer { pumping = false }
-        while sent < end && !abandoned {
-            guard await link.isConnected else { return }
-            let connection = await link.current()
+        defer {
+            pumping = false
+            let waiting = flushWaiters
+            flushWaiters = []
+            for waiter in waiting { waiter.resume() }
+        }
+        while !abandoned {
+            guard let connection = await link.live else { return }
+            if sentOn !== connection {
+                sentOn = connection
+                sent = acked
+            }
+            guard sent < end else { return }
             let from = sent
             let limit = min(Self.chunkSize, max(4096, Int(connection.welcome.maxFrameBytes) / 2))
             let bytes = spool.read(from: from - acked, count: Int(min(UInt64(limit), end - from)))
@@ -66,10 +86,28 @@ actor LogStream {
             do {
                 try await connection.send(.logAppend(append))
             } catch {
-                sent = acked  // sent again after the next reconnect
+                sent = acked  // sent again on the next connection
+                sentOn = nil
                 return
             }
         }
+    }
+
+    /// Returns once every byte appended so far was handed to `connection` (or acknowledged),
+    /// so that what is sent on it next comes after them; false when they cannot go on it (it
+    /// closed, or the runner moved to another connection).
+    func flush(to connection: HeddleConnection) async -> Bool {
+        while !abandoned && acked < end {
+            if connection.isClosed { return false }
+            if !pumping && sentOn === connection && sent == end { return true }
+            if pumping || paused {
+                await withCheckedContinuation { flushWaiters.append($0) }
+                continue
+            }
+            await pump()
+            if sentOn !== connection { return false }
+        }
+        return true
     }
 
     /// The coordinator stored the bytes up to `offset`; with `resend`, the ones after it were
@@ -100,8 +138,8 @@ actor LogStream {
         for (_, waiter) in ready { waiter.resume() }
     }
 
+    /// After a reconnect: sends again from the acknowledged offset on the new connection.
     func replay() async {
-        sent = acked
         await pump()
     }
 
@@ -116,6 +154,9 @@ actor LogStream {
         let waiting = ackWaiters
         ackWaiters = []
         for (_, waiter) in waiting { waiter.resume() }
+        let flushing = flushWaiters
+        flushWaiters = []
+        for waiter in flushing { waiter.resume() }
         spool.remove()
     }
 

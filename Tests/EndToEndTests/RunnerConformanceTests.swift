@@ -781,3 +781,60 @@ import Wire
         #expect(RunnerUnderTest.sanitizerReport(in: process.standardError) == nil, "\(process.standardError)")
     }
 }
+
+extension RunnerConformanceTests {
+    /// A node's end is sent after the last byte of its log, on the same connection
+    /// (PROTOCOL.md: the coordinator stores the end after the chunks that came before it, so
+    /// a follower sees the node end after its last output). Also when the connection was cut
+    /// before any byte was acknowledged: at the first byte (the node ends while the runner is
+    /// away), or at the node's end (every byte was sent): on the next connection, the whole log
+    /// again, then the end.
+    @Test(arguments: RunnerUnderTest.all, [ScriptedCoordinator.Cut.never, .atFirstLog, .atNodeEnd])
+    func aNodesEndFollowsItsLastLogByteOnTheSameConnection(runner: RunnerUnderTest, cut: ScriptedCoordinator.Cut) async throws {
+        let root = try TemporaryDirectory("heddle-order")
+        defer { root.remove() }
+        let certs = root.file("certs")
+        for arguments in [["certs", "init", "--dir", certs], ["certs", "issue", "--dir", certs, "--role", "runner", "--name", "r1"]] {
+            let process = try ManagedProcess(Binaries.path("heddle"), arguments, logs: root)
+            #expect(try await process.waitForExit() == 0)
+        }
+        let total = UInt64((1...100_000).map { "\($0)\n" }.joined().utf8.count)
+        let coordinator = try await ScriptedCoordinator(
+            tls: TLSFiles(ca: "\(certs)/ca.pem", certificate: "\(certs)/coordinator.pem", key: "\(certs)/coordinator.key"),
+            node: "n", run: "seq 1 100000", cut: cut)
+        let process = try ManagedProcess(runner.path, [
+            "--coordinator", "127.0.0.1:\(coordinator.port)", "--ca", "\(certs)/ca.pem", "--cert", "\(certs)/r1.pem",
+            "--key", "\(certs)/r1.key", "--labels", "linux", "--work-dir", root.file("work"),
+        ], logs: root)
+        do {
+            try await waitUntil("the runner to finish the job", timeout: .seconds(60)) {
+                coordinator.connections.joined().contains { if case .jobFinish = $0 { true } else { false } }
+            }
+            let connections = coordinator.connections
+            #expect(connections.joined().contains(.jobFinish(status: .succeeded)), "\(connections)")
+            if cut != .never { #expect(connections.count >= 2, "the first connection was cut: the runner must have come back") }
+            var ends = 0
+            for (index, sent) in connections.enumerated() {
+                for (position, item) in sent.enumerated() {
+                    guard case .nodeUpdate("n", let status) = item, status != .running else { continue }
+                    ends += 1
+                    #expect(status == .succeeded)
+                    let logged = sent[..<position].reduce(UInt64(0)) {
+                        if case .log("n", let offset, let count) = $1 { max($0, offset + UInt64(count)) } else { $0 }
+                    }
+                    #expect(logged == total, "connection \(index): the node's end came after \(logged) of its \(total) log bytes")
+                }
+            }
+            #expect(ends == (cut == .atNodeEnd ? 2 : 1), "\(connections)")
+        } catch {
+            print("connections:", coordinator.connections.map { $0.map { "\($0)" }.joined(separator: " ").prefix(2000) })
+            print(process.standardError)
+            await process.stop()
+            await coordinator.stop()
+            throw error
+        }
+        await process.stop()
+        await coordinator.stop()
+        #expect(RunnerUnderTest.sanitizerReport(in: process.standardError) == nil, "\(process.standardError)")
+    }
+}
