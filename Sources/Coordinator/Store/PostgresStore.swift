@@ -8,8 +8,9 @@ import PostgresNIO
 /// locks where a decision reads before it writes), so any number of coordinators may use one
 /// database at once:
 ///
-/// - a claim takes the first queued job in queue order with `FOR UPDATE SKIP LOCKED`, so two
-///   claims never take one job and neither waits for the other;
+/// - a claim is a conditional update (`WHERE id = ? AND status = 'queued'`), so two claims
+///   of one job meet on its row lock and only the first takes it; `claimNext` takes the first
+///   fitting queued job in queue order with `FOR UPDATE SKIP LOCKED`;
 /// - a runner's write is fenced in the statement (or the transaction) that makes it: the job
 ///   must be running with the writer's epoch, its row locked until the write commits;
 /// - a move is one `UPDATE` of one row, whatever the length of the queue.
