@@ -24,18 +24,9 @@ public final class HostileCoordinator: Sendable {
     }
 
     public init(tls: TLSFiles, script: [[UInt8]]) async throws {
-        let context = try NIOSSLContext(configuration: try tls.serverConfiguration())
         let state = Shared(script: script)
         self.state = state
-        server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: context))
-                    try channel.pipeline.syncOperations.addHandler(Handler(state: state))
-                }
-            }
-            .bind(host: "127.0.0.1", port: 0).get()
+        server = try await TestCoordinatorServer.listen(tls: tls) { try $0.addHandler(Handler(state: state)) }
         port = server.localAddress?.port ?? 0
     }
 
@@ -66,14 +57,7 @@ public final class HostileCoordinator: Sendable {
             welcomed = true
             var welcome = Envelope()
             welcome.id = hello.id
-            var body = Heddle_V1_Welcome()
-            body.sessionID = "hostile"
-            body.heartbeatIntervalMs = 60_000
-            body.maxFrameBytes = UInt32(Frame.defaultMaximumLength)
-            body.peerName = "runner"
-            body.role = "runner"
-            body.maxArtifactChunkBytes = 1 << 20
-            welcome.body = .welcome(body)
+            welcome.body = .welcome(TestCoordinatorServer.welcome(session: "hostile"))
             let encoded: [UInt8] = (try? welcome.serializedBytes()) ?? []
             var out = context.channel.allocator.buffer(capacity: encoded.count + 5)
             out.writeInteger(UInt8(0))

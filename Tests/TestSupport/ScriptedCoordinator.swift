@@ -61,19 +61,12 @@ public final class ScriptedCoordinator: Sendable {
         assignment.jobName = "work"
         assignment.branch = "main"
         assignment.nodes = [spec]
-        let context = try NIOSSLContext(configuration: try tls.serverConfiguration())
         let state = Shared(assignment: assignment, cut: cut)
         self.state = state
-        server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: context))
-                    try channel.pipeline.syncOperations.addFrameCodec(maximumFrameLength: Frame.defaultMaximumLength)
-                    try channel.pipeline.syncOperations.addHandler(Handler(state: state))
-                }
-            }
-            .bind(host: "127.0.0.1", port: 0).get()
+        server = try await TestCoordinatorServer.listen(tls: tls) {
+            try $0.addFrameCodec(maximumFrameLength: Frame.defaultMaximumLength)
+            try $0.addHandler(Handler(state: state))
+        }
         port = server.localAddress?.port ?? 0
     }
 
@@ -113,16 +106,7 @@ public final class ScriptedCoordinator: Sendable {
                     return state.connections.count - 1
                 }
                 self.index = index
-                var welcome = Heddle_V1_Welcome()
-                welcome.sessionID = "scripted-\(index)"
-                welcome.heartbeatIntervalMs = 60_000
-                welcome.maxFrameBytes = UInt32(Frame.defaultMaximumLength)
-                welcome.peerName = "runner"
-                welcome.role = "runner"
-                welcome.maxArtifactChunkBytes = 1 << 20
-                welcome.protocolVersion = HeddleVersion.protocolVersion
-                welcome.softwareVersion = HeddleVersion.software
-                welcome.protocolMinor = HeddleVersion.protocolMinor
+                let welcome = TestCoordinatorServer.welcome(session: "scripted-\(index)")
                 context.write(wrapOutboundOut(Envelope(id: envelope.id, .welcome(welcome))), promise: nil)
                 if index == 0 { context.write(wrapOutboundOut(Envelope(.assignment(state.assignment))), promise: nil) }
                 context.flush()
