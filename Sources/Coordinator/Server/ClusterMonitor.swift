@@ -19,7 +19,7 @@ public struct ClusterMonitor: Service {
             return
         }
         let period = core.limits.heartbeatInterval / 2
-        try? await cancelWhenGracefulShutdown {
+        await cancelWhenGracefulShutdown {
             await withTaskGroup(of: Void.self) { group in
                 group.addTask {
                     for await signal in cluster.signals() { await core.apply(signal) }

@@ -163,6 +163,7 @@ public final class PostgresStore: CoordinatorStore {
     }
 
     /// Runs one read (or a single-statement write) outside an explicit transaction.
+    @discardableResult
     func read<T: Sendable>(_ body: (PostgresConnection) async throws -> T) async throws -> T {
         do {
             return try await client.withConnection { try await body($0) }
