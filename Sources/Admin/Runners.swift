@@ -33,13 +33,22 @@ struct Runners: AsyncParsableCommand {
             ["name": runner.name, "labels": runner.labels, "capacity": runner.capacity, "running": runner.running,
              "connected_at": Output.iso(runner.connectedAtMs), "last_heartbeat": Output.iso(runner.lastHeartbeatMs),
              "session": runner.sessionID, "drained": runner.drained,
-             "stalled": runner.stalled.isEmpty ? NSNull() : runner.stalled as Any]
+             "stalled": runner.stalled.isEmpty ? NSNull() : runner.stalled as Any,
+             "version": runner.softwareVersion.isEmpty ? NSNull() : runner.softwareVersion as Any,
+             "protocol": runner.protocolVersion.isEmpty ? NSNull() : runner.protocolVersion as Any]
+        }
+
+        /// "0.2.0 (protocol 1.1)"; "?" for a runner that sent no version (a coordinator older
+        /// than 0.2.0 sends none of it: "-").
+        static func version(_ runner: Heddle_V1_RunnerInfo) -> String {
+            guard !runner.protocolVersion.isEmpty else { return "-" }
+            return "\(runner.softwareVersion.isEmpty ? "?" : runner.softwareVersion) (protocol \(runner.protocolVersion))"
         }
 
         static func table(_ runners: [Heddle_V1_RunnerInfo]) -> String {
-            let table = Output.table(["NAME", "LABELS", "RUNNING", "CONNECTED SINCE", "LAST HEARTBEAT", "STATE"], runners.map {
-                [$0.name, $0.labels.joined(separator: ","), "\($0.running)/\($0.capacity)", Output.time($0.connectedAtMs),
-                 Output.time($0.lastHeartbeatMs),
+            let table = Output.table(["NAME", "LABELS", "RUNNING", "VERSION", "CONNECTED SINCE", "LAST HEARTBEAT", "STATE"], runners.map {
+                [$0.name, $0.labels.joined(separator: ","), "\($0.running)/\($0.capacity)", version($0),
+                 Output.time($0.connectedAtMs), Output.time($0.lastHeartbeatMs),
                  !$0.stalled.isEmpty ? Output.paint("stalled", "31") : $0.drained ? Output.paint("drained", "33") : "active"]
             })
             // Why a stalled runner's jobs make no progress, below the table.

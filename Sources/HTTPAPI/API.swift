@@ -315,7 +315,9 @@ struct API: APIProtocol {
     static func runner(_ runner: RunnerInfo) -> Components.Schemas.Runner {
         .init(name: runner.name, labels: runner.labels, capacity: runner.capacity, running: runner.running,
               connectedAt: date(runner.connectedAt), lastHeartbeat: date(runner.lastHeartbeat),
-              session: String(runner.sessionID), drained: runner.drained, stalled: runner.stalled)
+              session: String(runner.sessionID), drained: runner.drained, stalled: runner.stalled,
+              version: runner.software.isEmpty ? nil : runner.software,
+              _protocol: runner.protocolVersion.isEmpty ? nil : runner.protocolVersion)
     }
 
     static func artifact(_ artifact: ArtifactRecord) -> Components.Schemas.Artifact {

@@ -27,9 +27,28 @@ import Wire
             #expect(old.welcome.softwareVersion == HeddleVersion.software)
             #expect(old.welcome.protocolVersion == 1 && old.welcome.protocolMinor == HeddleVersion.protocolMinor)
             let admin = try await coordinator.client("admin")
-            #expect(try await admin.runners().map(\.name) == ["test-runner"])
+            let listed = try await admin.runners()
+            #expect(listed.map(\.name) == ["test-runner"])
+            // Listed with the versions it said, so an operator sees who is left to upgrade.
+            #expect(listed.first?.softwareVersion == "0.1.0" && listed.first?.protocolVersion == "1.0")
             await admin.connection.close()
             await old.close()
+        }
+    }
+
+    /// The version a runner says is shown in terminals and pages: only printable ASCII of it
+    /// is kept, at most 64 characters.
+    @Test func aRunnersSoftwareVersionIsListedAsPrintableASCIIOnly() async throws {
+        try await TestCoordinator.with { coordinator in
+            let said = "0.2.0\u{1B}[2J\u{7}\n\u{0}é" + String(repeating: "x", count: 100)
+            let runner = try await HeddleConnection.connect(to: coordinator.endpoint, tls: coordinator.pki.tls("runner"),
+                                                           hello: hello(major: 1, minor: 1, software: said))
+            let admin = try await coordinator.client("admin")
+            let listed = try #require(try await admin.runners().first)
+            #expect(listed.softwareVersion == "0.2.0[2J" + String(repeating: "x", count: 56))
+            #expect(listed.protocolVersion == "1.1")
+            await admin.connection.close()
+            await runner.close()
         }
     }
 

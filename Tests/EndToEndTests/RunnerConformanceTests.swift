@@ -164,6 +164,15 @@ import Wire
             let detail = try #require(try await fabric.json(["runs", "show", String(id)]) as? [String: Any])
             let job = try #require((detail["jobs"] as? [[String: Any]])?.first)
             #expect(job["runner"] as? String == "runner-2")
+            // Each runner is listed with the versions its Hello said.
+            let runners = try #require(try await fabric.json(["runners"]) as? [[String: Any]])
+            let expected = ["swift": HeddleVersion.software, "c": "\(HeddleVersion.software)-c"][runner.name]
+            for listed in runners {
+                #expect(listed["protocol"] as? String == "\(HeddleVersion.protocolVersion).\(HeddleVersion.protocolMinor)")
+                #expect((listed["version"] as? String).map { expected == nil || $0 == expected } == true, "\(listed)")
+            }
+            let table = try await fabric.heddle(["runners"]).output
+            #expect(table.contains("VERSION") && table.contains("(protocol \(HeddleVersion.protocolVersion).\(HeddleVersion.protocolMinor))"), "\(table)")
         } catch {
             await fabric.stop()
             throw error

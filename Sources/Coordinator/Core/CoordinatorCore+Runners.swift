@@ -14,7 +14,8 @@ extension CoordinatorCore {
         let capacity = max(1, hello.capacity)
         let now = Date.nowMilliseconds
         runners[session] = RunnerSession(name: principal.name, labels: hello.labels, capacity: capacity,
-                                         connectedAt: now, lastHeartbeat: now)
+                                         connectedAt: now, lastHeartbeat: now, software: hello.software,
+                                         protocolVersion: hello.protocolVersion)
         scheduler.addRunner(session, labels: Set(hello.labels), capacity: capacity,
                             drained: drained.contains(principal.name))
         logger.info("runner connected", metadata: ["runner": "\(principal.name)", "labels": "\(hello.labels)",
@@ -89,7 +90,8 @@ extension CoordinatorCore {
                               running: running, connectedAt: runner.connectedAt,
                               lastHeartbeat: runner.lastHeartbeat, sessionID: id,
                               drained: scheduler.runners[id]?.drained ?? drained.contains(runner.name),
-                              stalled: running > 0 ? stalled : nil)
+                              stalled: running > 0 ? stalled : nil, software: runner.software,
+                              protocolVersion: runner.protocolVersion)
         }
     }
 }

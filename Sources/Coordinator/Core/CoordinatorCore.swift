@@ -81,6 +81,8 @@ public actor CoordinatorCore {
         var capacity: Int
         var connectedAt: Int64
         var lastHeartbeat: Int64
+        var software: String = ""
+        var protocolVersion: String = ""
     }
 
     struct PendingUpload {

@@ -79,7 +79,11 @@ extension RunningJobs {
 
 extension RunnerHello {
     init(_ hello: Heddle_V1_Hello) {
-        self.init(labels: hello.labels, capacity: Int(hello.capacity), running: hello.runningJobs.map(LeaseRef.init))
+        self.init(labels: hello.labels, capacity: Int(hello.capacity), running: hello.runningJobs.map(LeaseRef.init),
+                  software: String(String.UnicodeScalarView(hello.softwareVersion.unicodeScalars.filter {
+                      $0.value >= 0x20 && $0.value < 0x7F  // shown in terminals: printable ASCII only
+                  }.prefix(64))),
+                  protocolVersion: "\(hello.protocolVersion).\(hello.protocolMinor)")
     }
 }
 
@@ -265,6 +269,8 @@ extension RunnerInfo {
         info.sessionID = String(sessionID)
         info.drained = drained
         info.stalled = stalled ?? ""
+        info.softwareVersion = software
+        info.protocolVersion = protocolVersion
         return info
     }
 }

@@ -2190,6 +2190,14 @@ enum OpenAPIDocument {
           "stalled": {
             "type": "string",
             "description": "Why its jobs make no progress now."
+          },
+          "version": {
+            "type": "string",
+            "description": "The runner's software version, as its Hello said (\"0.2.0\", \"0.2.0-c\"; printable ASCII, at most 64 characters); absent when it said none."
+          },
+          "protocol": {
+            "type": "string",
+            "description": "The protocol version the runner speaks, major.minor (\"1.1\")."
           }
         }
       },

@@ -851,6 +851,14 @@ extension Components {
             ///
             /// - Remark: Generated from `#/components/schemas/Runner/stalled`.
             internal var stalled: Swift.String?
+            /// The runner's software version, as its Hello said ("0.2.0", "0.2.0-c"; printable ASCII, at most 64 characters); absent when it said none.
+            ///
+            /// - Remark: Generated from `#/components/schemas/Runner/version`.
+            internal var version: Swift.String?
+            /// The protocol version the runner speaks, major.minor ("1.1").
+            ///
+            /// - Remark: Generated from `#/components/schemas/Runner/protocol`.
+            internal var _protocol: Swift.String?
             /// Creates a new `Runner`.
             ///
             /// - Parameters:
@@ -863,6 +871,8 @@ extension Components {
             ///   - session:
             ///   - drained:
             ///   - stalled: Why its jobs make no progress now.
+            ///   - version: The runner's software version, as its Hello said ("0.2.0", "0.2.0-c"; printable ASCII, at most 64 characters); absent when it said none.
+            ///   - _protocol: The protocol version the runner speaks, major.minor ("1.1").
             internal init(
                 name: Swift.String,
                 labels: [Swift.String],
@@ -872,7 +882,9 @@ extension Components {
                 lastHeartbeat: Foundation.Date,
                 session: Swift.String,
                 drained: Swift.Bool,
-                stalled: Swift.String? = nil
+                stalled: Swift.String? = nil,
+                version: Swift.String? = nil,
+                _protocol: Swift.String? = nil
             ) {
                 self.name = name
                 self.labels = labels
@@ -883,6 +895,8 @@ extension Components {
                 self.session = session
                 self.drained = drained
                 self.stalled = stalled
+                self.version = version
+                self._protocol = _protocol
             }
             internal enum CodingKeys: String, CodingKey {
                 case name
@@ -894,6 +908,8 @@ extension Components {
                 case session
                 case drained
                 case stalled
+                case version
+                case _protocol = "protocol"
             }
         }
         /// - Remark: Generated from `#/components/schemas/Artifact`.

@@ -196,10 +196,12 @@ export async function runnersPage(main) {
   async function load() {
     const { runners } = await get('/runners');
     table.replaceChildren(runners.length ? h('table', { class: 'runners' },
-      h('thead', {}, h('tr', {}, ['Runner', 'Labels', 'Capacity', 'Running', 'Last heartbeat', 'State', ''].map((t) => h('th', {}, t)))),
+      h('thead', {}, h('tr', {}, ['Runner', 'Labels', 'Capacity', 'Running', 'Version', 'Last heartbeat', 'State', ''].map((t) => h('th', {}, t)))),
       h('tbody', {}, runners.map((runner) => h('tr', { dataset: { runner: runner.name } },
         h('td', {}, runner.name), h('td', {}, runner.labels.join(', ')), h('td', {}, `${runner.capacity}`),
-        h('td', {}, `${runner.running}`), h('td', {}, formatTime(runner.lastHeartbeat)),
+        h('td', {}, `${runner.running}`),
+        h('td', { class: 'version' }, runner.protocol ? `${runner.version ?? '?'} (protocol ${runner.protocol})` : ''),
+        h('td', {}, formatTime(runner.lastHeartbeat)),
         h('td', {}, runner.drained ? 'drained' : 'taking jobs', runner.stalled ? h('span', { class: 'error' }, ` — ${runner.stalled}`) : ''),
         h('td', {}, can('drain') ? h('button', { type: 'button', onclick: async () => {
           try {

@@ -2,5 +2,5 @@
 // SHA-256 of the concatenated proto/heddle/v1/*.proto files (in name order) this code was
 // generated from. WireTests fails when the protos change without regenerating.
 public enum ProtoChecksum {
-    public static let sha256 = "88679a2375d67faec8f7eac34806e4f2b084e07f405b409c0cffebefcfe585ec"
+    public static let sha256 = "1da4758bd5a31dda09cfe8ee244f01cc8e257f3cc6d1419f348412b2cfab4af3"
 }

@@ -2220,6 +2220,12 @@ public nonisolated struct Heddle_V1_RunnerInfo: Sendable {
   /// storage is full since 2026-12-01T02:10:00Z: log bytes and results wait".
   public var stalled: String = String()
 
+  /// What the runner said in its Hello: its software version ("0.2.0", "0.2.0-c"; empty when
+  /// it sent none) and its protocol version (major.minor, "1.1").
+  public var softwareVersion: String = String()
+
+  public var protocolVersion: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -6335,7 +6341,7 @@ nonisolated extension Heddle_V1_RunnersRequest: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Heddle_V1_RunnerInfo: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RunnerInfo"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}labels\0\u{1}capacity\0\u{1}running\0\u{3}connected_at_ms\0\u{3}last_heartbeat_ms\0\u{3}session_id\0\u{1}drained\0\u{1}stalled\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}labels\0\u{1}capacity\0\u{1}running\0\u{3}connected_at_ms\0\u{3}last_heartbeat_ms\0\u{3}session_id\0\u{1}drained\0\u{1}stalled\0\u{3}software_version\0\u{3}protocol_version\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -6352,6 +6358,8 @@ nonisolated extension Heddle_V1_RunnerInfo: SwiftProtobuf.Message, SwiftProtobuf
       case 7: try { try decoder.decodeSingularStringField(value: &self.sessionID) }()
       case 8: try { try decoder.decodeSingularBoolField(value: &self.drained) }()
       case 9: try { try decoder.decodeSingularStringField(value: &self.stalled) }()
+      case 10: try { try decoder.decodeSingularStringField(value: &self.softwareVersion) }()
+      case 11: try { try decoder.decodeSingularStringField(value: &self.protocolVersion) }()
       default: break
       }
     }
@@ -6385,6 +6393,12 @@ nonisolated extension Heddle_V1_RunnerInfo: SwiftProtobuf.Message, SwiftProtobuf
     if !self.stalled.isEmpty {
       try visitor.visitSingularStringField(value: self.stalled, fieldNumber: 9)
     }
+    if !self.softwareVersion.isEmpty {
+      try visitor.visitSingularStringField(value: self.softwareVersion, fieldNumber: 10)
+    }
+    if !self.protocolVersion.isEmpty {
+      try visitor.visitSingularStringField(value: self.protocolVersion, fieldNumber: 11)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -6398,6 +6412,8 @@ nonisolated extension Heddle_V1_RunnerInfo: SwiftProtobuf.Message, SwiftProtobuf
     if lhs.sessionID != rhs.sessionID {return false}
     if lhs.drained != rhs.drained {return false}
     if lhs.stalled != rhs.stalled {return false}
+    if lhs.softwareVersion != rhs.softwareVersion {return false}
+    if lhs.protocolVersion != rhs.protocolVersion {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -32,11 +32,18 @@ public struct RunnerHello: Sendable {
     public var labels: [String]
     public var capacity: Int
     public var running: [LeaseRef]
+    /// What the runner says it is ("0.2.0"; empty when it said nothing), and the protocol
+    /// version it speaks ("1.1"), shown in runner listings.
+    public var software: String
+    public var protocolVersion: String
 
-    public init(labels: [String], capacity: Int, running: [LeaseRef] = []) {
+    public init(labels: [String], capacity: Int, running: [LeaseRef] = [], software: String = "",
+                protocolVersion: String = "") {
         self.labels = labels
         self.capacity = capacity
         self.running = running
+        self.software = software
+        self.protocolVersion = protocolVersion
     }
 }
 

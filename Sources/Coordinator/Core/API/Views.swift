@@ -64,6 +64,9 @@ public struct RunnerInfo: Sendable, Equatable {
     public var drained: Bool
     /// Why its jobs make no progress now (the coordinator's storage is full), or nil.
     public var stalled: String? = nil
+    /// The runner's software version and protocol version, as its Hello said.
+    public var software: String = ""
+    public var protocolVersion: String = ""
 }
 
 public struct ArtifactSlice: Sendable, Equatable {

@@ -8885,7 +8885,7 @@ const ProtobufCMessageDescriptor heddle__v1__runners_request__descriptor =
   (ProtobufCMessageInit) heddle__v1__runners_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor heddle__v1__runner_info__field_descriptors[9] =
+static const ProtobufCFieldDescriptor heddle__v1__runner_info__field_descriptors[11] =
 {
   {
     "name",
@@ -8995,6 +8995,30 @@ static const ProtobufCFieldDescriptor heddle__v1__runner_info__field_descriptors
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "software_version",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__RunnerInfo, software_version),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "protocol_version",
+    11,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__RunnerInfo, protocol_version),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned heddle__v1__runner_info__field_indices_by_name[] = {
   2,   /* field[2] = capacity */
@@ -9003,14 +9027,16 @@ static const unsigned heddle__v1__runner_info__field_indices_by_name[] = {
   1,   /* field[1] = labels */
   5,   /* field[5] = last_heartbeat_ms */
   0,   /* field[0] = name */
+  10,   /* field[10] = protocol_version */
   3,   /* field[3] = running */
   6,   /* field[6] = session_id */
+  9,   /* field[9] = software_version */
   8,   /* field[8] = stalled */
 };
 static const ProtobufCIntRange heddle__v1__runner_info__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 9 }
+  { 0, 11 }
 };
 const ProtobufCMessageDescriptor heddle__v1__runner_info__descriptor =
 {
@@ -9020,7 +9046,7 @@ const ProtobufCMessageDescriptor heddle__v1__runner_info__descriptor =
   "Heddle__V1__RunnerInfo",
   "heddle.v1",
   sizeof(Heddle__V1__RunnerInfo),
-  9,
+  11,
   heddle__v1__runner_info__field_descriptors,
   heddle__v1__runner_info__field_indices_by_name,
   1,  heddle__v1__runner_info__number_ranges,

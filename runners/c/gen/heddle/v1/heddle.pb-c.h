@@ -1499,10 +1499,16 @@ struct  Heddle__V1__RunnerInfo
    * storage is full since 2026-12-01T02:10:00Z: log bytes and results wait".
    */
   char *stalled;
+  /*
+   * What the runner said in its Hello: its software version ("0.2.0", "0.2.0-c"; empty when
+   * it sent none) and its protocol version (major.minor, "1.1").
+   */
+  char *software_version;
+  char *protocol_version;
 };
 #define HEDDLE__V1__RUNNER_INFO__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&heddle__v1__runner_info__descriptor) \
-    , (char *)protobuf_c_empty_string, 0,NULL, 0, 0, 0, 0, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, 0,NULL, 0, 0, 0, 0, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
 struct  Heddle__V1__RunnerList
