@@ -61,6 +61,7 @@ public final class RunnerAgent: Service, Sendable {
         if alreadyDraining {
             logger.warning("second shutdown signal: cancelling the running jobs", metadata: ["jobs": "\(controls.count)"])
             for control in controls { control.cancel(reason: "the runner is shutting down") }
+            giveUpReportingLater()
         } else {
             logger.info("draining: running jobs finish, no new ones start", metadata: ["jobs": "\(controls.count)"])
             Task { [link] in
@@ -69,6 +70,24 @@ public final class RunnerAgent: Service, Sendable {
         }
         resumeIdleWaitersIfDone()
     }
+
+    /// After a second shutdown signal, the cancelled jobs' results wait for the coordinator for
+    /// the kill grace and `shutdownReportPatience` more; a coordinator still unreachable then
+    /// does not hold the runner: it exits with status 1 (the coordinator counts the jobs lost
+    /// when their leases end). Their node processes were killed within the grace.
+    private func giveUpReportingLater() {
+        let patience = configuration.killGrace + Self.shutdownReportPatience
+        Task { [self] in
+            try? await Task.sleep(for: patience)
+            let left = state.withLock { $0.jobs.count }
+            guard left > 0 else { return }
+            logger.error("exiting with jobs unreported: the coordinator did not take their results within \(patience.components.seconds) s of the second shutdown signal (it counts them lost when their leases end)",
+                         metadata: ["jobs": "\(left)"])
+            exit(1)
+        }
+    }
+
+    static let shutdownReportPatience: Duration = .seconds(10)
 
     private func resumeIdleWaitersIfDone() {
         let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in

@@ -678,6 +678,45 @@ import Wire
         await fabric.stop()
     }
 
+    /// A second SIGTERM while the coordinator is gone for good: the runner kills its jobs'
+    /// processes, waits the kill grace and 10 s more for a coordinator to take their results,
+    /// then exits with status 1 saying so, instead of waiting forever.
+    @Test(arguments: RunnerUnderTest.all) func aSecondSigtermExitsEvenWhenTheCoordinatorIsGone(runner: RunnerUnderTest) async throws {
+        let fabric = try await Fabric(runner: runner, runnerLabels: ["linux"], heartbeat: 1)
+        do {
+            let pidFile = fabric.root.file("node.pid")
+            try await fabric.push("stuck.act", """
+                name: stuck
+                jobs:
+                  work:
+                    labels: [linux]
+                    nodes:
+                      n: { run: "echo $$ > \(pidFile); echo begin; sleep 300" }
+                """)
+            let id = try await fabric.trigger("shop/stuck")
+            try await waitUntil("the node to start") { try await logLines(fabric, id, job: "work", node: "n") >= 1 }
+            let coordinator = try #require(fabric.coordinator)
+            kill(coordinator.pid, SIGKILL)
+            _ = try await coordinator.waitForExit()
+            let process = try #require(fabric.runners[0])
+            kill(process.pid, SIGTERM)
+            try await waitUntil("the runner to log its drain") { process.standardError.contains("draining") }
+            kill(process.pid, SIGTERM)
+            // Kill grace 2 s (the fabric's), then 10 s: exit at about 12 s.
+            #expect(try await process.waitForExit(timeout: .seconds(40)) == 1)
+            #expect(process.standardError.contains("unreported"), "\(process.standardError)")
+            let node = try #require(Int32(try String(contentsOfFile: pidFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
+            try await waitUntil("the node's process to be gone", timeout: .seconds(10)) {
+                let stat = (try? String(contentsOfFile: "/proc/\(node)/stat", encoding: .utf8)) ?? ""
+                return stat.isEmpty || stat.contains(") Z ")
+            }
+        } catch {
+            await fabric.stop()
+            throw error
+        }
+        await fabric.stop()
+    }
+
     @Test(arguments: RunnerUnderTest.all) func aRunnerReconnectsAfterTheCoordinatorRestartsAndQueuedWorkSurvives(runner: RunnerUnderTest) async throws {
         let root = try TemporaryDirectory("heddle-reconnect")
         var processes: [ManagedProcess] = []

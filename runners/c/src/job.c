@@ -617,6 +617,20 @@ void jobs_on_connect(void) {
     }
 }
 
+/* Giving up on reporting (the coordinator is unreachable after a second SIGTERM): what is
+ * still alive of the jobs' processes is killed, and the jobs are forgotten. */
+void jobs_free_all(void) {
+    while (R.jobs) {
+        job_t *job = R.jobs;
+        for (size_t i = 0; i < job->n_nodes; i++) {
+            node_t *node = &job->nodes[i];
+            if (node->phase == NODE_RUNNING && !node->exited) signal_tree(node->pid, node->token, SIGKILL);
+        }
+        if (job->helper_pid > 0 && !job->helper_exited) kill(-job->helper_pid, SIGKILL);
+        job_free(job);
+    }
+}
+
 void jobs_cancel_all(const char *reason) {
     double now = now_mono();
     for (job_t *job = R.jobs; job;) {

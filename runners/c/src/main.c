@@ -228,8 +228,19 @@ int main(int argc, char **argv) {
     size_t max_fds = 2 + (size_t)R.config.capacity * 256;
     struct pollfd *fds = xcalloc(max_fds, sizeof *fds);
     int terms = 0;
+    /* After a second SIGTERM: when to stop waiting for the coordinator to take the cancelled
+     * jobs' results (0: not yet asked to). */
+    double give_up_at = 0;
+    int gave_up = 0;
     while (!R.exit_now) {
         double now = now_mono();
+        if (give_up_at > 0 && now >= give_up_at && R.jobs) {
+            logmsg(LOG_ERROR, "exiting with %zu jobs unreported: the coordinator did not take their results within %.0f s "
+                              "of the second shutdown signal (it counts them lost when their leases end)",
+                   jobs_count(), R.config.kill_grace + SHUTDOWN_REPORT_SECONDS);
+            gave_up = 1;
+            break;
+        }
         link_tick(now);
         jobs_tick(now);
         if (R.exit_now) break;
@@ -245,6 +256,7 @@ int main(int argc, char **argv) {
         double next = link_next_timer(now);
         double jobs_next = jobs_next_timer(now);
         if (jobs_next < next) next = jobs_next;
+        if (give_up_at > 0 && give_up_at < next) next = give_up_at;
         int timeout = next <= now ? 0 : (int)((next - now) * 1000) + 1;
         if (link_has_room() && jobs_want_send(now)) timeout = 0; /* more to queue at once */
         int ready = poll(fds, (nfds_t)n, timeout);
@@ -268,6 +280,7 @@ int main(int argc, char **argv) {
                     logmsg(LOG_WARNING, "second shutdown signal: cancelling the running jobs jobs=%zu", jobs_count());
                     jobs_cancel_all("the runner is shutting down");
                     if (!R.jobs) R.exit_now = 1;
+                    if (give_up_at == 0) give_up_at = now + R.config.kill_grace + SHUTDOWN_REPORT_SECONDS;
                 }
             }
         }
@@ -277,6 +290,7 @@ int main(int argc, char **argv) {
     }
     /* Drained: what is queued for the coordinator goes out before the connection closes. */
     if (R.link.state == LINK_READY && R.link.out.len > 0) link_tick(now_mono());
+    if (gave_up) jobs_free_all();
     logmsg(LOG_INFO, "runner stopped");
     free(fds);
     link_shutdown();
@@ -286,5 +300,5 @@ int main(int argc, char **argv) {
     }
     for (size_t i = 0; i < R.config.n_labels; i++) free(R.config.labels[i]);
     free(R.config.labels);
-    return 0;
+    return gave_up ? 1 : 0;
 }

@@ -30,6 +30,9 @@
 #define LOG_CHUNK_MAX (1u << 20)
 /* No new log or artifact frame is queued while this many bytes wait for the socket. */
 #define OUT_HIGH_WATER (2u << 20)
+/* After a second SIGTERM, how long past the kill grace the runner waits for the coordinator to
+ * take its cancelled jobs' results before it exits without them (status 1). */
+#define SHUTDOWN_REPORT_SECONDS 10.0
 #define MAX_COORDINATORS 32
 
 /* ---------------------------------------------------------------- util.c */
@@ -277,6 +280,7 @@ void jobs_reap(void);
 double jobs_next_timer(double now);
 int jobs_want_send(double now);
 void jobs_cancel_all(const char *reason);
+void jobs_free_all(void);
 size_t jobs_count(void);
 void remove_leftovers(void);
 
