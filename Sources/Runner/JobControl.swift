@@ -46,6 +46,11 @@ final class JobControl: Sendable {
         return !cancelled
     }
 
+    /// SIGKILL to every node's tree still running, whatever its grace (the runner exits).
+    func killAll() {
+        for (process, _) in state.withLock({ Array($0.processes.values) }) { process.killNow() }
+    }
+
     func untrack(_ process: NodeProcess) {
         _ = state.withLock { $0.processes.removeValue(forKey: process.pid) }
     }

@@ -50,6 +50,8 @@ final class NodeProcess: Sendable {
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_adddup2(&actions, writeEnd, 1)
         posix_spawn_file_actions_adddup2(&actions, writeEnd, 2)
+        // Nothing else the runner holds (descriptors its own parent left it) reaches a node.
+        _ = closeFrom?(&actions, 3)
 
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
@@ -169,6 +171,11 @@ final class NodeProcess: Sendable {
         killer.start()
     }
 
+    /// SIGKILL to whatever is left of the tree, now.
+    func killNow() {
+        if !hasExited { ProcessTree.signal(group: pid, token: token, SIGKILL) }
+    }
+
     static func exitCode(_ status: Int32) -> Int32 {
         let signal = status & 0x7f
         return signal == 0 ? (status >> 8) & 0xff : 128 + signal
@@ -176,6 +183,13 @@ final class NodeProcess: Sendable {
 }
 
 private let spawnLock = NSLock()
+
+/// glibc's `posix_spawn_file_actions_addclosefrom_np` (2.34 and later), which Swift's Glibc
+/// module does not declare: found at run time, nil on an older C library.
+private let closeFrom: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32)? = {
+    guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np") else { return nil }
+    return unsafeBitCast(symbol, to: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32).self)
+}()
 
 struct RunnerError: Error, CustomStringConvertible {
     var description: String

@@ -73,14 +73,17 @@ public final class RunnerAgent: Service, Sendable {
 
     /// After a second shutdown signal, the cancelled jobs' results wait for the coordinator for
     /// the kill grace and `shutdownReportPatience` more; a coordinator still unreachable then
-    /// does not hold the runner: it exits with status 1 (the coordinator counts the jobs lost
-    /// when their leases end). Their node processes were killed within the grace.
+    /// does not hold the runner: what is left of their nodes' processes (a node's own grace may
+    /// be longer) is killed, and it exits with status 1 (the coordinator counts the jobs lost
+    /// when their leases end).
     private func giveUpReportingLater() {
         let patience = configuration.killGrace + Self.shutdownReportPatience
         Task { [self] in
             try? await Task.sleep(for: patience)
-            let left = state.withLock { $0.jobs.count }
+            let controls = state.withLock { $0.jobs.values.map(\.0) }
+            let left = controls.count
             guard left > 0 else { return }
+            for control in controls { control.killAll() }
             logger.error("exiting with jobs unreported: the coordinator did not take their results within \(patience.components.seconds) s of the second shutdown signal (it counts them lost when their leases end)",
                          metadata: ["jobs": "\(left)"])
             exit(1)

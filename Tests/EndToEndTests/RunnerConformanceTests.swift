@@ -678,20 +678,24 @@ import Wire
         await fabric.stop()
     }
 
-    /// A second SIGTERM while the coordinator is gone for good: the runner kills its jobs'
-    /// processes, waits the kill grace and 10 s more for a coordinator to take their results,
-    /// then exits with status 1 saying so, instead of waiting forever.
+    /// A second SIGTERM while the coordinator is gone for good: the runner stops its jobs'
+    /// processes, waits its kill grace and 10 s more for a coordinator to take their results,
+    /// then kills what is left (here a node that ignores SIGTERM and has a grace of its own of
+    /// 60 s) and exits with status 1 saying so, instead of waiting forever. (A node inherits no
+    /// socket or event queue of the runner's, or of the runner's parent: the Swift runner's
+    /// nodes held its sockets, and a node outliving it kept its parent from seeing it end.)
     @Test(arguments: RunnerUnderTest.all) func aSecondSigtermExitsEvenWhenTheCoordinatorIsGone(runner: RunnerUnderTest) async throws {
         let fabric = try await Fabric(runner: runner, runnerLabels: ["linux"], heartbeat: 1)
         do {
             let pidFile = fabric.root.file("node.pid")
+            let fdsFile = fabric.root.file("node.fds")
             try await fabric.push("stuck.act", """
                 name: stuck
                 jobs:
                   work:
                     labels: [linux]
                     nodes:
-                      n: { run: "echo $$ > \(pidFile); echo begin; sleep 300" }
+                      n: { run: "trap '' TERM; echo $$ > \(pidFile); ls -l /proc/$$/fd > \(fdsFile); echo begin; while true; do sleep 0.1; done", grace: 60s }
                 """)
             let id = try await fabric.trigger("shop/stuck")
             try await waitUntil("the node to start") { try await logLines(fabric, id, job: "work", node: "n") >= 1 }
@@ -705,6 +709,8 @@ import Wire
             // Kill grace 2 s (the fabric's), then 10 s: exit at about 12 s.
             #expect(try await process.waitForExit(timeout: .seconds(40)) == 1)
             #expect(process.standardError.contains("unreported"), "\(process.standardError)")
+            let fds = try String(contentsOfFile: fdsFile, encoding: .utf8)
+            #expect(!fds.contains("socket:") && !fds.contains("eventpoll"), "the node holds the runner's descriptors:\n\(fds)")
             let node = try #require(Int32(try String(contentsOfFile: pidFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
             try await waitUntil("the node's process to be gone", timeout: .seconds(10)) {
                 let stat = (try? String(contentsOfFile: "/proc/\(node)/stat", encoding: .utf8)) ?? ""

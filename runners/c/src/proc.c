@@ -27,6 +27,8 @@ pid_t spawn_process(char *const argv[], char *const env[], const char *directory
     posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
     posix_spawn_file_actions_adddup2(&actions, fds[1], 1);
     posix_spawn_file_actions_adddup2(&actions, fds[1], 2);
+    /* Nothing else the runner holds (descriptors its own parent left it) reaches a node. */
+    posix_spawn_file_actions_addclosefrom_np(&actions, 3);
     if (directory) posix_spawn_file_actions_addchdir_np(&actions, directory);
 
     posix_spawnattr_t attributes;
