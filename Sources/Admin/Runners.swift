@@ -38,8 +38,8 @@ struct Runners: AsyncParsableCommand {
              "protocol": runner.protocolVersion.isEmpty ? NSNull() : runner.protocolVersion as Any]
         }
 
-        /// "0.2.0 (protocol 1.1)"; "?" for a runner that sent no version (a coordinator older
-        /// than 0.2.0 sends none of it: "-").
+        /// "0.2.0 (protocol 1.1)"; "?" for a runner that sent no software version; "-" from a
+        /// coordinator whose listing has no versions (one from before they were added).
         static func version(_ runner: Heddle_V1_RunnerInfo) -> String {
             guard !runner.protocolVersion.isEmpty else { return "-" }
             return "\(runner.softwareVersion.isEmpty ? "?" : runner.softwareVersion) (protocol \(runner.protocolVersion))"

@@ -11,8 +11,6 @@ actor CoordinatorLink {
     private var waiters: [CheckedContinuation<Void, Never>] = []
     private var streams: [JobKey: [String: LogStream]] = [:]
 
-    var isConnected: Bool { connection != nil }
-
     /// The current connection, without waiting (nil while there is none).
     var live: HeddleConnection? { connection }
 
@@ -61,11 +59,11 @@ actor CoordinatorLink {
         while true {
             let connection = await current()
             if let log, !(await log.flush(to: connection)) {
+                // The log could not go on it: it closed, or the link already moved on (then
+                // `current()` gives the newer connection, or waits for one).
                 if connection.isClosed {
                     detach(connection)
                     await waitForReplacement(of: connection)
-                } else {
-                    try await Task.sleep(for: .milliseconds(10))  // the link is moving to another connection
                 }
                 continue
             }

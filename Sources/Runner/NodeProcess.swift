@@ -165,7 +165,7 @@ final class NodeProcess: Sendable {
             while ContinuousClock.now < deadline && !self.hasExited {
                 Thread.sleep(forTimeInterval: 0.05)
             }
-            if !self.hasExited { ProcessTree.signal(group: self.pid, token: self.token, SIGKILL) }
+            self.killNow()
         }
         killer.name = "heddle-kill-\(pid)"
         killer.start()

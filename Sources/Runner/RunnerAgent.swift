@@ -65,7 +65,7 @@ public final class RunnerAgent: Service, Sendable {
         } else {
             logger.info("draining: running jobs finish, no new ones start", metadata: ["jobs": "\(controls.count)"])
             Task { [link] in
-                if await link.isConnected { _ = try? await link.current().request(.drainSelf(.init())) }
+                if let connection = await link.live { _ = try? await connection.request(.drainSelf(.init())) }
             }
         }
         resumeIdleWaitersIfDone()
