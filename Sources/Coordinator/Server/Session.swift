@@ -99,7 +99,9 @@ struct Session {
                                 }
                                 continue
                             }
+                            let started = ContinuousClock.now
                             await handle(envelope, session: id, principal: principal, outbox: outbox, logger: logger)
+                            Self.warnIfSlow(envelope, took: ContinuousClock.now - started, logger: logger)
                         }
                     } catch {
                         if let wire = error as? WireError ?? (error as? CoordinatorError).map(WireError.init) {
@@ -123,6 +125,14 @@ struct Session {
             logger.debug("connection ended", metadata: ["error": "\(error)"])
         }
         if let opened { await core.sessionClosed(session: opened) }
+    }
+
+    /// A frame that held the session for more than a second (its frames wait meanwhile) is
+    /// logged with what it was: the store was slow, or a database restarting.
+    static func warnIfSlow(_ envelope: Envelope, took: Duration, logger: Logger) {
+        guard took > .seconds(1) else { return }
+        let kind = envelope.body.flatMap { Mirror(reflecting: $0).children.first?.label } ?? "empty"
+        logger.warning("a frame held the session", metadata: ["frame": "\(kind)", "ms": "\(Int(took / .milliseconds(1)))"])
     }
 
     /// Why a Hello is refused (its labels break the naming rule), or nil. Kept out of `run`,
