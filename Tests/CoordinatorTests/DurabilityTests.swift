@@ -19,9 +19,11 @@ import Wire
         var runner: RecordingOutbox
         var session: UInt64
 
-        static func make(limits: CoordinatorLimits = CoordinatorLimits()) async throws -> Setup {
+        /// `wrap` may put the store behind another (an `InterposedStore` that fails calls).
+        static func make(limits: CoordinatorLimits = CoordinatorLimits(),
+                         wrap: (SQLiteStore) -> any CoordinatorStore = { $0 }) async throws -> Setup {
             let data = try TemporaryDirectory()
-            let core = try CoordinatorCore(store: try SQLiteStore.open(directory: data.path), directory: data.path,
+            let core = try CoordinatorCore(store: wrap(try SQLiteStore.open(directory: data.path)), directory: data.path,
                                            limits: limits, logger: Logger(label: "test"))
             try await core.push("shop", "name: ci\njobs:\n  j:\n    nodes:\n      n: { run: 'true' }\n")
             let runID = try await core.trigger("shop", "ci")
@@ -98,6 +100,33 @@ import Wire
     }
 
     let content = (0..<300_000).map { UInt8(truncatingIfNeeded: $0 &* 31) }
+
+    /// The artifact's bytes were stored but the store could not record it (a database
+    /// restarting): the commit fails, and the same commit sent again records it, without its
+    /// bytes sent again.
+    @Test func aCommitTheStoreCouldNotRecordSucceedsWhenSentAgain() async throws {
+        var hooks: StoreHooks?
+        let setup = try await Setup.make(wrap: { store in
+            let interposed = InterposedStore(store)
+            hooks = interposed.hooks
+            return interposed
+        })
+        defer { setup.data.remove() }
+        let grant = try await setup.declare("a.bin", content)
+        try await setup.chunk(grant.uploadID, 0, content[...])
+        hooks?.fail(["insertArtifact"])
+        await #expect(throws: (any Error).self) { _ = try await setup.commit(grant.uploadID) }
+        hooks?.fail([])
+        // Declared again (the runner reconnected): every byte is there already.
+        let again = try await setup.declare("a.bin", content)
+        #expect(again.uploadID == grant.uploadID && again.committedOffset == UInt64(content.count))
+        let id = try await setup.commit(grant.uploadID)
+        let listed = try await setup.core.artifacts(runID: setup.runID, as: Principal(name: "admin", role: .admin))
+        #expect(listed.map(\.id) == [id])
+        #expect(listed.first?.sha256 == SHA256.hash(data: content).map { String(format: "%02x", $0) }.joined())
+        #expect(setup.blobFiles.count == 1)
+        await #expect(throws: CoordinatorError.self) { _ = try await setup.commit(grant.uploadID) }
+    }
 
     @Test func aWrongHashOrSizeStoresNothing() async throws {
         let setup = try await Setup.make()

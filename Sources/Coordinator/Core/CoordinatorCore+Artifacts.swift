@@ -56,6 +56,9 @@ extension CoordinatorCore {
         guard let pending = uploads[chunk.uploadID], pending.jobID == chunk.job.jobID else {
             throw CoordinatorError.notFound("upload \(chunk.uploadID) is not open for job \(chunk.job.jobID)")
         }
+        guard !pending.bytesStored else {
+            throw CoordinatorError.invalid("upload \(chunk.uploadID) is complete: commit it again")
+        }
         guard Int64(chunk.offset) == pending.upload.accepted else {
             throw CoordinatorError.invalid("upload \(chunk.uploadID): chunk at \(chunk.offset), expected \(pending.upload.accepted)")
         }
@@ -79,16 +82,31 @@ extension CoordinatorCore {
         guard let pending = uploads[uploadID], pending.jobID == ref.jobID else {
             throw CoordinatorError.notFound("upload \(uploadID) is not open for job \(ref.jobID)")
         }
+        if !pending.bytesStored {
+            uploads[uploadID] = nil
+            do {
+                try await artifactStore.commit(pending.upload, size: pending.size, sha256: pending.sha256)
+            } catch {
+                try? await store.deleteUploads(ids: [Int64(uploadID)])
+                throw error
+            }
+            // Open again until the artifact is recorded: should the store fail to record it,
+            // the runner's commit sent again records it without its bytes sent again.
+            var stored = pending
+            stored.bytesStored = true
+            uploads[uploadID] = stored
+        }
+        let record = try await heldHere(ref) {
+            try await store.insertArtifact(jobID: pending.jobID, epoch: job.epoch, name: pending.name, size: pending.size,
+                                           sha256: pending.sha256, now: Date.nowMilliseconds)
+        }
         uploads[uploadID] = nil
         do {
-            try await artifactStore.commit(pending.upload, size: pending.size, sha256: pending.sha256)
+            try await store.deleteUploads(ids: [Int64(uploadID)])
         } catch {
-            try? await store.deleteUploads(ids: [Int64(uploadID)])
-            throw error
+            // The artifact is recorded; the upload's record goes with its job's.
+            logger.warning("cannot delete an upload's record", metadata: ["upload.id": "\(uploadID)", "error": "\(error)"])
         }
-        try await store.deleteUploads(ids: [Int64(uploadID)])
-        let record = try await store.insertArtifact(jobID: pending.jobID, epoch: job.epoch, name: pending.name, size: pending.size,
-                                                    sha256: pending.sha256, now: Date.nowMilliseconds)
         CoreMetrics.artifactBytes.increment(by: Int(pending.size))
         CoreMetrics.artifactsStored.increment()
         logger.info("artifact stored", metadata: ["job.id": "\(pending.jobID)", "name": "\(pending.name)",

@@ -164,9 +164,26 @@ extension CoordinatorCore {
         }
         let started = ContinuousClock.now
         try await logStore.writeDurably(writes, closing: closing)
-        let refused = try await store.setLogEnds(ends.map {
+        let lengths = ends.map {
             LogEnd(jobID: $0.key.jobID, node: $0.key.node, length: $0.value.length, epoch: $0.value.epoch)
-        })
+        }
+        var refused = try await store.setLogEnds(lengths)
+        // Jobs another coordinator took over for orphans while this one was slow to beat (a
+        // database restarting): those whose runner is connected here are taken back, their
+        // lengths recorded again.
+        if !refused.isEmpty, let cluster {
+            let connected = refused.compactMap { id in
+                leases[id].flatMap { $0.session == nil ? nil : LeaseRef(jobID: id, epoch: $0.epoch) }
+            }
+            let taken = Set(try await cluster.reclaim(connected))
+            if !taken.isEmpty {
+                for id in taken.sorted() {
+                    logger.warning("job taken back: its runner is connected here", metadata: ["job.id": "\(id)"])
+                }
+                refused.subtract(taken)
+                refused.formUnion(try await store.setLogEnds(lengths.filter { taken.contains($0.jobID) }))
+            }
+        }
         CoreMetrics.logCommit.record(duration: ContinuousClock.now - started)
         CoreMetrics.logBytes.increment(by: writes.reduce(0) { $0 + $1.data.count })
         return refused

@@ -91,6 +91,9 @@ public actor CoordinatorCore {
         var size: Int64
         var sha256: String
         var upload: any ArtifactUpload
+        /// Its bytes are stored under their SHA-256; only the artifact's record is missing (the
+        /// store failed to take it, a database restarting say): a commit sent again records it.
+        var bytesStored = false
     }
 
     public init(store: any CoordinatorStore, artifacts: any ArtifactStore, logs: any LogStore,

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import NIOCore
 import PostgresNIO
+import Synchronization
 
 /// The store shared by several coordinators: PostgreSQL through postgres-nio's connection
 /// pool. Every method that changes state is one transaction (`READ COMMITTED`, with row
@@ -137,12 +138,12 @@ public final class PostgresStore: CoordinatorStore {
     /// Runs `body` in one transaction on one connection; commits when it returns, rolls back
     /// when it throws. A deadlock or serialization failure (another coordinator's transaction
     /// crossed this one) is retried, up to five times.
-    func transaction<T: Sendable>(_ body: (PostgresConnection) async throws -> T) async throws -> T {
+    func transaction<T: Sendable>(function: String = #function, _ body: (PostgresConnection) async throws -> T) async throws -> T {
         var attempt = 0
         while true {
             attempt += 1
             do {
-                return try await client.withConnection { connection in
+                return try await watched(function) { connection in
                     try await connection.query("BEGIN", logger: logger)
                     do {
                         let result = try await body(connection)
@@ -164,11 +165,41 @@ public final class PostgresStore: CoordinatorStore {
 
     /// Runs one read (or a single-statement write) outside an explicit transaction.
     @discardableResult
-    func read<T: Sendable>(_ body: (PostgresConnection) async throws -> T) async throws -> T {
+    func read<T: Sendable>(function: String = #function, _ body: (PostgresConnection) async throws -> T) async throws -> T {
         do {
-            return try await client.withConnection { try await body($0) }
+            return try await watched(function) { try await body($0) }
         } catch let error as PSQLError {
             throw Self.storeError(error)
+        }
+    }
+
+    /// A call slower than this is logged (`a database call is slow`, with the store method and
+    /// whether it has a connection yet).
+    static let slowCall = Duration.seconds(2)
+    /// A call that has held its connection this long has its connection closed: the call
+    /// fails (`unavailable`) and the server rolls back what it had not committed, instead of
+    /// the caller waiting forever on a connection that will never answer.
+    static let callDeadline = Duration.seconds(30)
+
+    /// Leases a connection for `body`, watched: logged when slow, its connection closed at
+    /// the deadline.
+    private func watched<T: Sendable>(_ call: String, _ body: (PostgresConnection) async throws -> T) async throws -> T {
+        let held = Mutex<PostgresConnection?>(nil)
+        let watchdog = Task { [logger] in
+            try await Task.sleep(for: Self.slowCall)
+            logger.warning("a database call is slow", metadata: [
+                "call": "\(call)", "connection": "\(held.withLock { $0 == nil } ? "waiting for one" : "leased")"])
+            try await Task.sleep(for: Self.callDeadline - Self.slowCall)
+            guard let connection = held.withLock({ $0 }) else { return }
+            logger.error("a database call passed its deadline: its connection is closed", metadata: [
+                "call": "\(call)", "seconds": "\(Self.callDeadline.components.seconds)"])
+            try? await connection.close()
+        }
+        defer { watchdog.cancel() }
+        return try await client.withConnection { connection in
+            held.withLock { $0 = connection }
+            defer { held.withLock { $0 = nil } }
+            return try await body(connection)
         }
     }
 
