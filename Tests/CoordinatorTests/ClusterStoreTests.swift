@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 @testable import Coordinator
 
 /// What `PostgresStore` adds as a `ClusterStore`: moves placed by the database, and the
@@ -83,5 +84,65 @@ import Testing
         for broken in ["moved|7", "moved|x|1.0", "moved|7|nan", "moved|7|inf", "cancel|x|why", "what", ""] {
             #expect(PostgresStore.decode(broken) == nil, "\(broken)")
         }
+    }
+}
+
+extension ClusterStoreTests {
+    /// A database that stops answering mid call (a proxy in between stalls): the call fails
+    /// `unavailable` once it has held its connection for the deadline, instead of waiting
+    /// forever, and once the database answers again the store works on new connections.
+    @Test func aCallTheDatabaseNeverAnswersFailsAtItsDeadline() async throws {
+        try await TestDatabase.with(.postgres) { database in
+            let location = try #require(database.location)
+            let proxy = try await TCPProxy(to: location.host, port: location.port)
+            var through = location
+            through.port = proxy.port
+            let store = try await PostgresStore.connect(through, callDeadline: .seconds(2))
+            defer { store.close() }
+            do {
+                #expect(try await store.pipelines().isEmpty)
+                await proxy.stall()
+                let failure = await Self.outcome(within: .seconds(30)) { _ = try await store.pipelines() }
+                #expect((failure as? StoreError)?.code == .unavailable, "\(String(describing: failure))")
+                await proxy.resume()
+                await proxy.cut()  // the stalled connections go; new ones are made
+                try await waitUntil("the store to answer again", timeout: .seconds(30)) {
+                    (try? await store.pipelines()) != nil
+                }
+                // A call that does not end even once its connection is closed (as postgres-nio
+                // was seen to leave a query after a database restart): its caller is answered
+                // at the deadline all the same, and the store goes on.
+                let stuck = await Self.outcome(within: .seconds(30)) {
+                    try await store.read { _ in
+                        await withCheckedContinuation { (_: CheckedContinuation<Void, Never>) in }
+                    }
+                }
+                #expect((stuck as? StoreError)?.code == .unavailable, "\(String(describing: stuck))")
+                #expect(try await store.pipelines().isEmpty)
+            } catch {
+                await proxy.stop()
+                throw error
+            }
+            await proxy.stop()
+        }
+    }
+
+    /// The error `body` threw within `limit`, nil if it returned, or a `TestFailure` if it
+    /// was still running (it is then cancelled and left behind, not waited for).
+    static func outcome(within limit: Duration, _ body: @escaping @Sendable () async throws -> Void) async -> (any Error)? {
+        let (first, continuation) = AsyncStream.makeStream(of: Result<Void, any Error>.self)
+        let work = Task {
+            do { try await body(); continuation.yield(.success(())) } catch { continuation.yield(.failure(error)) }
+        }
+        let timer = Task {
+            try? await Task.sleep(for: limit)
+            continuation.yield(.failure(TestFailure("still running after \(limit)")))
+        }
+        defer { work.cancel(); timer.cancel() }
+        for await result in first {
+            if case .failure(let error) = result { return error }
+            return nil
+        }
+        return nil
     }
 }

@@ -8,7 +8,7 @@ extension PostgresStore: ClusterStore {
     static let databaseNow = "(extract(epoch from clock_timestamp()) * 1000)::bigint"
 
     public func beat() async throws {
-        try await read { db in
+        try await read { [self] db in
             try await db.query("""
                 INSERT INTO coordinator (id, seen_at) VALUES (\(coordinatorID), \(unescaped: Self.databaseNow))
                 ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at
@@ -17,7 +17,7 @@ extension PostgresStore: ClusterStore {
     }
 
     public func adopt(jobID: Int64, epoch: Int64, runner: String) async throws -> JobRecord? {
-        try await read { db in
+        try await read { [self] db in
             try await db.row("""
                 UPDATE job SET holder = \(coordinatorID)
                 WHERE id = \(jobID) AND epoch = \(epoch) AND runner = \(runner) AND status = 'running'
@@ -30,7 +30,7 @@ extension PostgresStore: ClusterStore {
         guard !jobs.isEmpty else { return [] }
         let ids = jobs.map(\.jobID)
         let epochs = jobs.map(\.epoch)
-        return try await read { db in
+        return try await read { [self] db in
             try await db.rows("""
                 UPDATE job SET holder = \(coordinatorID)
                 FROM unnest(\(ids)::bigint[], \(epochs)::bigint[]) AS mine(id, epoch)
@@ -43,7 +43,7 @@ extension PostgresStore: ClusterStore {
 
     public func moveQueued(jobID: Int64, to target: MoveTarget) async throws -> QueueMove {
         let logger = logger
-        return try await transaction { db in
+        return try await transaction { [self] db in
             // The lock appends to the queue take (for this transaction): one move at a time,
             // whichever coordinator, and never onto the position a new job is given.
             try await db.query("SELECT pg_advisory_xact_lock(\(Self.queueTailLock))", logger: logger)
@@ -119,7 +119,7 @@ extension PostgresStore: ClusterStore {
         let logger = logger
         let silent = Int64(silence / .milliseconds(1))
         let me = coordinatorID
-        return try await transaction { db in
+        return try await transaction { [self] db in
             guard let locked = try await db.row("SELECT pg_try_advisory_xact_lock(\(Self.sweepLock)) AS locked", logger: logger),
                   try locked.get("locked", as: Bool.self) else { return [] }
             let jobs = try await db.rows("""
@@ -139,7 +139,7 @@ extension PostgresStore: ClusterStore {
 
     public func signal(_ signal: ClusterSignal) async throws {
         let payload = "\(coordinatorID)|\(Self.encode(signal))"
-        try await read { db in try await db.query("SELECT pg_notify(\(Self.channel), \(payload))", logger: logger) }
+        try await read { [self] db in try await db.query("SELECT pg_notify(\(Self.channel), \(payload))", logger: logger) }
     }
 
     public func signals() -> AsyncStream<ClusterSignal> {

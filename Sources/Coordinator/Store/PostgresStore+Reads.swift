@@ -7,13 +7,13 @@ extension PostgresStore {
     // MARK: webhooks
 
     public func setWebhookSecret(project: String, secret: String) async throws -> Bool {
-        try await read { db in
+        try await read { [self] db in
             try await db.changes("UPDATE project SET webhook_secret = \(secret) WHERE name = \(project) RETURNING 1", logger: logger) == 1
         }
     }
 
     public func webhookSecret(project: String) async throws -> String? {
-        try await read { db in
+        try await read { [self] db in
             try await db.row("SELECT webhook_secret FROM project WHERE name = \(project)", logger: logger)
                 .flatMap { try $0.get("webhook_secret", as: String?.self) }
         }
@@ -22,7 +22,7 @@ extension PostgresStore {
     public func recordDelivery(_ delivery: DeliveryRecord) async throws -> DeliveryRecord? {
         let runIDs = try pgJSON(delivery.runIDs)
         let logger = logger
-        return try await transaction { db in
+        return try await transaction { [self] db in
             let inserted = try await db.changes("""
                 INSERT INTO delivery (project, forge, delivery_id, event, received_at, outcome, detail, run_ids)
                 VALUES (\(delivery.project), \(delivery.forge), \(delivery.deliveryID), \(delivery.event), \(delivery.receivedAt),
@@ -39,7 +39,7 @@ extension PostgresStore {
 
     public func updateDelivery(_ delivery: DeliveryRecord) async throws {
         let runIDs = try pgJSON(delivery.runIDs)
-        try await read { db in
+        try await read { [self] db in
             try await db.query("""
                 UPDATE delivery SET outcome = \(delivery.outcome.rawValue), detail = \(delivery.detail), run_ids = \(runIDs)
                 WHERE project = \(delivery.project) AND forge = \(delivery.forge) AND delivery_id = \(delivery.deliveryID)
@@ -48,7 +48,7 @@ extension PostgresStore {
     }
 
     public func deliveries(project: String, limit: Int) async throws -> [DeliveryRecord] {
-        try await read { db in
+        try await read { [self] db in
             try await db.rows("SELECT * FROM delivery WHERE project = \(project) ORDER BY id DESC LIMIT \(limit)", logger: logger)
                 .map(Self.delivery)
         }
@@ -64,7 +64,7 @@ extension PostgresStore {
     // MARK: API tokens and browser sessions
 
     public func saveToken(_ token: TokenRecord) async throws -> Bool {
-        try await read { db in
+        try await read { [self] db in
             try await db.changes("""
                 INSERT INTO api_token (name, role, secret_sha256, created_at, expires_at)
                 VALUES (\(token.name), \(token.role.rawValue), \(token.secretSHA256), \(token.createdAt), \(token.expiresAt))
@@ -74,12 +74,12 @@ extension PostgresStore {
     }
 
     public func tokens() async throws -> [TokenRecord] {
-        try await read { db in try await db.rows("SELECT * FROM api_token ORDER BY name", logger: logger).map(Self.token) }
+        try await read { [self] db in try await db.rows("SELECT * FROM api_token ORDER BY name", logger: logger).map(Self.token) }
     }
 
     public func revokeToken(name: String, now: Int64) async throws -> TokenRecord? {
         let logger = logger
-        return try await transaction { db in
+        return try await transaction { [self] db in
             try await db.query("UPDATE api_token SET revoked_at = \(now) WHERE name = \(name) AND revoked_at IS NULL", logger: logger)
             return try await db.row("SELECT * FROM api_token WHERE name = \(name)", logger: logger).map(Self.token)
         }
@@ -93,7 +93,7 @@ extension PostgresStore {
 
     public func saveWebSession(_ session: WebSessionRecord, maximumPerToken: Int) async throws {
         let logger = logger
-        try await transaction { db in
+        try await transaction { [self] db in
             try await db.query("DELETE FROM web_session WHERE expires_at <= \(session.createdAt)", logger: logger)
             try await db.query("""
                 DELETE FROM web_session WHERE token_name = \(session.tokenName) AND secret_sha256 IN (
@@ -108,7 +108,7 @@ extension PostgresStore {
     }
 
     public func webSession(secretSHA256: String) async throws -> WebSessionRecord? {
-        try await read { db in
+        try await read { [self] db in
             try await db.row("SELECT * FROM web_session WHERE secret_sha256 = \(secretSHA256)", logger: logger).map {
                 WebSessionRecord(secretSHA256: try $0.get("secret_sha256"), tokenName: try $0.get("token_name"),
                                  createdAt: try $0.get("created_at"), expiresAt: try $0.get("expires_at"))
@@ -117,7 +117,7 @@ extension PostgresStore {
     }
 
     public func deleteWebSession(secretSHA256: String) async throws {
-        try await read { db in
+        try await read { [self] db in
             try await db.query("DELETE FROM web_session WHERE secret_sha256 = \(secretSHA256)", logger: logger)
         }
     }
@@ -128,7 +128,7 @@ extension PostgresStore {
         guard !ends.isEmpty else { return [] }
         let logger = logger
         let me = coordinatorID
-        return try await transaction { db in
+        return try await transaction { [self] db in
             // Fenced jobs, locked in id order (two coordinators never wait on each other in a circle).
             var leased: [Int64: Bool] = [:]
             let fenced = Set(ends.compactMap { end in end.epoch.map { Pair(jobID: end.jobID, epoch: $0) } })
@@ -173,7 +173,7 @@ extension PostgresStore {
     }
 
     public func logLengths(jobID: Int64) async throws -> [String: Int64] {
-        try await read { db in
+        try await read { [self] db in
             var lengths: [String: Int64] = [:]
             for row in try await db.rows("SELECT node, length FROM log_end WHERE job_id = \(jobID)", logger: logger) {
                 lengths[try row.get("node")] = try row.get("length")
@@ -184,7 +184,7 @@ extension PostgresStore {
 
     public func logEnds(jobIDs: [Int64], node: String?) async throws -> [LogEnd] {
         guard !jobIDs.isEmpty else { return [] }
-        return try await read { db in
+        return try await read { [self] db in
             try await db.rows("""
                 SELECT e.job_id, e.node, e.length FROM log_end e JOIN node n ON n.job_id = e.job_id AND n.name = e.node
                 WHERE e.job_id = ANY(\(jobIDs)) AND (\(node)::text IS NULL OR e.node = \(node))
@@ -199,7 +199,7 @@ extension PostgresStore {
                                now: Int64) async throws -> ArtifactRecord {
         let logger = logger
         let me = coordinatorID
-        return try await transaction { db in
+        return try await transaction { [self] db in
             try await Self.fence(db, jobID: jobID, epoch: epoch, holder: me, logger: logger)
             let row = try await db.row("""
                 INSERT INTO artifact (job_id, name, size, sha256, created_at, run_id, project, pipeline, branch)
@@ -226,7 +226,7 @@ extension PostgresStore {
     }
 
     public func artifacts(runID: Int64?) async throws -> [ArtifactRecord] {
-        try await read { db in
+        try await read { [self] db in
             if let runID {
                 return try await db.rows("SELECT \(unescaped: Self.artifactColumns) WHERE j.run_id = \(runID) ORDER BY a.id",
                                          logger: logger).map(Self.artifact)
@@ -239,7 +239,7 @@ extension PostgresStore {
     }
 
     public func artifact(id: Int64) async throws -> ArtifactRecord? {
-        try await read { db in
+        try await read { [self] db in
             try await db.row("SELECT \(unescaped: Self.artifactColumns) WHERE a.id = \(id)", logger: logger).map(Self.artifact)
         }
     }
@@ -280,7 +280,7 @@ extension PostgresStore {
             LIMIT \(builder.bind(query.limit)) OFFSET \(builder.bind(query.offset))
             """
         let built = builder.query
-        return try await read { db in try await db.rows(built, logger: logger).map(Self.artifact) }
+        return try await read { [self] db in try await db.rows(built, logger: logger).map(Self.artifact) }
     }
 
     /// A glob of a whole name (`*`, `?`, `[...]`, as SQLite's GLOB) as an anchored POSIX regular
@@ -343,11 +343,11 @@ extension PostgresStore {
         let whereClause = clauses.isEmpty ? "" : "WHERE " + clauses.joined(separator: " AND ")
         builder.sql = "SELECT \(Self.runColumns) FROM run \(whereClause) ORDER BY id DESC LIMIT \(builder.bind(limit))"
         let built = builder.query
-        return try await read { db in try await db.rows(built, logger: logger).map(Self.run) }
+        return try await read { [self] db in try await db.rows(built, logger: logger).map(Self.run) }
     }
 
     public func run(id: Int64) async throws -> RunRecord? {
-        try await read { db in try await Self.fetchRun(db, id: id, logger: logger) }
+        try await read { [self] db in try await Self.fetchRun(db, id: id, logger: logger) }
     }
 
     static let jobColumns = """
@@ -365,7 +365,7 @@ extension PostgresStore {
     }
 
     public func jobs(runID: Int64, attempt: Int) async throws -> [JobRecord] {
-        try await read { db in
+        try await read { [self] db in
             try await db.rows("""
                 SELECT \(unescaped: Self.jobColumns) FROM job WHERE run_id = \(runID) AND attempt = \(attempt) ORDER BY id
                 """, logger: logger).map(Self.job)
@@ -373,21 +373,21 @@ extension PostgresStore {
     }
 
     public func job(id: Int64) async throws -> JobRecord? {
-        try await read { db in
+        try await read { [self] db in
             try await db.row("SELECT \(unescaped: Self.jobColumns) FROM job WHERE id = \(id)", logger: logger).map(Self.job)
         }
     }
 
     public func jobs(ids: [Int64]) async throws -> [JobRecord] {
         guard !ids.isEmpty else { return [] }
-        return try await read { db in
+        return try await read { [self] db in
             try await db.rows("SELECT \(unescaped: Self.jobColumns) FROM job WHERE id = ANY(\(ids))", logger: logger).map(Self.job)
         }
     }
 
     public func nodes(jobIDs: [Int64]) async throws -> [NodeRecord] {
         guard !jobIDs.isEmpty else { return [] }
-        return try await read { db in try await Self.fetchNodes(db, jobIDs: jobIDs, logger: logger) }
+        return try await read { [self] db in try await Self.fetchNodes(db, jobIDs: jobIDs, logger: logger) }
     }
 
     static func fetchNodes(_ db: PostgresConnection, jobIDs: [Int64], logger: Logger) async throws -> [NodeRecord] {
@@ -414,11 +414,11 @@ extension PostgresStore {
             WHERE \(clauses.joined(separator: " AND ")) ORDER BY j.position, j.id
             """
         let built = builder.query
-        return try await read { db in try await db.rows(built, logger: logger).map(Self.job) }
+        return try await read { [self] db in try await db.rows(built, logger: logger).map(Self.job) }
     }
 
     public func activeJobs() async throws -> [JobRecord] {
-        try await read { db in
+        try await read { [self] db in
             try await db.rows("""
                 SELECT \(unescaped: Self.jobColumns) FROM job WHERE status IN ('queued', 'running') ORDER BY position, id
                 """, logger: logger).map(Self.job)

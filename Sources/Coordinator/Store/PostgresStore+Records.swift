@@ -11,7 +11,7 @@ extension PostgresStore {
                              now: Int64) async throws -> PipelineVersionRecord {
         let jobs = definition.jobs.map(\.name)
         let jobsJSON = try pgJSON(jobs)
-        return try await transaction { db in
+        return try await transaction { [self] db in
             try await db.query("""
                 INSERT INTO project (name, created_at) VALUES (\(project), \(now)) ON CONFLICT (name) DO NOTHING
                 """, logger: logger)
@@ -44,7 +44,7 @@ extension PostgresStore {
     }
 
     public func pipelines() async throws -> [PipelineVersionRecord] {
-        try await read { db in
+        try await read { [self] db in
             try await db.rows(PostgresQuery(unsafeSQL: """
                 SELECT \(Self.pipelineColumns)
                 WHERE v.version = (SELECT MAX(version) FROM pipeline_version w
@@ -55,7 +55,7 @@ extension PostgresStore {
     }
 
     public func latestPipeline(project: String, pipeline: String) async throws -> PipelineVersionRecord? {
-        try await read { db in
+        try await read { [self] db in
             try await db.row("""
                 SELECT \(unescaped: Self.pipelineColumns)
                 WHERE p.name = \(project) AND v.pipeline = \(pipeline) ORDER BY v.version DESC LIMIT 1
@@ -64,7 +64,7 @@ extension PostgresStore {
     }
 
     public func pipelineVersion(id: Int64) async throws -> PipelineVersionRecord? {
-        try await read { db in
+        try await read { [self] db in
             try await db.row("SELECT \(unescaped: Self.pipelineColumns) WHERE v.id = \(id)", logger: logger).map(Self.pipelineVersion)
         }
     }
@@ -74,7 +74,7 @@ extension PostgresStore {
     public func createRun(version: PipelineVersionRecord, definition: PipelineDefinition, branch: String,
                           commit: String, trigger: String, triggeredBy: String, now: Int64) async throws -> (RunRecord, [JobRecord]) {
         let logger = logger
-        return try await transaction { db in
+        return try await transaction { [self] db in
             let row = try await db.row("""
                 INSERT INTO run (project, pipeline, pipeline_version_id, branch, status, attempt, trigger, created_at, commit_sha,
                                  triggered_by)
@@ -95,7 +95,7 @@ extension PostgresStore {
     public func createAttempt(runID: Int64, definition: PipelineDefinition, trigger: String, triggeredBy: String,
                               now: Int64) async throws -> (RunRecord, [JobRecord]) {
         let logger = logger
-        return try await transaction { db in
+        return try await transaction { [self] db in
             try await db.query("""
                 UPDATE run SET attempt = attempt + 1, status = 'queued', trigger = \(trigger), triggered_by = \(triggeredBy),
                                started_at = NULL, finished_at = NULL WHERE id = \(runID)
@@ -152,7 +152,7 @@ extension PostgresStore {
         guard !claims.isEmpty else { return [] }
         let logger = logger
         let me = coordinatorID
-        return try await transaction { db in
+        return try await transaction { [self] db in
             var repositories: [String: String] = [:]
             var claimed: [ClaimedJob?] = []
             for claim in claims {
@@ -167,7 +167,7 @@ extension PostgresStore {
         let labelsJSON = try pgJSON(labels.sorted())
         let logger = logger
         let me = coordinatorID
-        return try await transaction { db in
+        return try await transaction { [self] db in
             // The first queued job, in queue order, whose labels the runner has all of; a job
             // another claim has locked is skipped, not waited for, and cannot be taken twice.
             guard let row = try await db.row("""
@@ -226,7 +226,7 @@ extension PostgresStore {
     public func setJobCommit(id: Int64, epoch: Int64, commit: String) async throws {
         let logger = logger
         let me = coordinatorID
-        try await transaction { db in
+        try await transaction { [self] db in
             let changed = try await db.changes("""
                 UPDATE job SET commit_sha = \(commit)
                 WHERE id = \(id) AND epoch = \(epoch) AND status = 'running' AND holder = \(me) RETURNING 1
@@ -238,7 +238,7 @@ extension PostgresStore {
     public func updateNode(jobID: Int64, epoch: Int64, node: String, status: Status, exitCode: Int?, at: Int64) async throws {
         let logger = logger
         let me = coordinatorID
-        try await transaction { db in
+        try await transaction { [self] db in
             try await Self.fence(db, jobID: jobID, epoch: epoch, holder: me, logger: logger)
             if status == .running {
                 try await db.query("""
@@ -256,7 +256,7 @@ extension PostgresStore {
     public func finishJob(id: Int64, epoch: Int64?, status: Status, reason: String, now: Int64) async throws -> (RunRecord, JobRecord) {
         let logger = logger
         let me = coordinatorID
-        return try await transaction { db in
+        return try await transaction { [self] db in
             if let epoch { try await Self.fence(db, jobID: id, epoch: epoch, holder: me, logger: logger) }
             guard let row = try await db.row("""
                 UPDATE job SET status = \(status.rawValue), reason = \(reason), finished_at = \(now),
@@ -299,7 +299,7 @@ extension PostgresStore {
     public func cancelJobs(ids: [Int64], reason: String, now: Int64) async throws -> CancelledJobs {
         guard !ids.isEmpty else { return CancelledJobs(jobIDs: [], runs: []) }
         let logger = logger
-        return try await transaction { db in
+        return try await transaction { [self] db in
             let rows = try await db.rows("""
                 UPDATE job SET status = 'cancelled', reason = \(reason), finished_at = \(now)
                 WHERE id = ANY(\(ids)) AND status = 'queued' RETURNING id, run_id
@@ -321,7 +321,7 @@ extension PostgresStore {
 
     public func setPosition(jobID: Int64, position: Double) async throws -> Int {
         let logger = logger
-        return try await read { db in
+        return try await read { [self] db in
             try await db.changes("UPDATE job SET position = \(position) WHERE id = \(jobID) AND status = 'queued' RETURNING 1",
                                  logger: logger)
         }
@@ -332,7 +332,7 @@ extension PostgresStore {
         let ids = positions.map(\.0)
         let values = positions.map(\.1)
         let logger = logger
-        try await read { db in
+        try await read { [self] db in
             try await db.query("""
                 UPDATE job SET position = n.position FROM unnest(\(ids)::bigint[], \(values)::float8[]) AS n(id, position)
                 WHERE job.id = n.id
@@ -343,7 +343,7 @@ extension PostgresStore {
     public func requeueLostJob(id: Int64, position: Double, reason: String, now: Int64) async throws -> RunRecord {
         let logger = logger
         let me = coordinatorID
-        return try await transaction { db in
+        return try await transaction { [self] db in
             guard let row = try await db.row("""
                 UPDATE job SET status = 'queued', runner = NULL, started_at = NULL, finished_at = NULL,
                                position = \(position), reason = \(reason), lost_count = lost_count + 1, commit_sha = '',
@@ -366,7 +366,7 @@ extension PostgresStore {
 
     public func saveUpload(jobID: Int64, name: String, size: Int64, sha256: String, now: Int64) async throws -> UploadRecord {
         let logger = logger
-        return try await read { db in
+        return try await read { [self] db in
             let row = try await db.row("""
                 INSERT INTO upload (job_id, name, size, sha256, created_at) VALUES (\(jobID), \(name), \(size), \(sha256), \(now))
                 ON CONFLICT (job_id, name) DO UPDATE SET size = excluded.size, sha256 = excluded.sha256, created_at = excluded.created_at
@@ -377,7 +377,7 @@ extension PostgresStore {
     }
 
     public func uploads() async throws -> [UploadRecord] {
-        try await read { db in
+        try await read { [self] db in
             try await db.rows("SELECT id, job_id, name, size, sha256 FROM upload ORDER BY id", logger: logger).map {
                 UploadRecord(id: try $0.get("id"), jobID: try $0.get("job_id"), name: try $0.get("name"), size: try $0.get("size"),
                              sha256: try $0.get("sha256"))
@@ -387,18 +387,18 @@ extension PostgresStore {
 
     public func deleteUploads(ids: [Int64]) async throws {
         guard !ids.isEmpty else { return }
-        try await read { db in try await db.query("DELETE FROM upload WHERE id = ANY(\(ids))", logger: logger) }
+        try await read { [self] db in try await db.query("DELETE FROM upload WHERE id = ANY(\(ids))", logger: logger) }
     }
 
     public func revoke(name: String?, fingerprint: String?, now: Int64) async throws {
-        try await read { db in
+        try await read { [self] db in
             try await db.query("INSERT INTO revocation (name, fingerprint, revoked_at) VALUES (\(name), \(fingerprint), \(now))",
                                logger: logger)
         }
     }
 
     public func revocations() async throws -> [Revocation] {
-        try await read { db in
+        try await read { [self] db in
             try await db.rows("SELECT name, fingerprint, revoked_at FROM revocation ORDER BY id", logger: logger).map {
                 Revocation(name: try $0.get("name"), fingerprint: try $0.get("fingerprint"), revokedAt: try $0.get("revoked_at"))
             }
@@ -415,19 +415,19 @@ extension PostgresStore {
     }
 
     public func attempts(runID: Int64) async throws -> [AttemptRecord] {
-        try await read { db in
+        try await read { [self] db in
             try await db.rows("SELECT * FROM attempt WHERE run_id = \(runID) ORDER BY number", logger: logger).map(Self.attempt)
         }
     }
 
     public func attempt(runID: Int64, number: Int) async throws -> AttemptRecord? {
-        try await read { db in
+        try await read { [self] db in
             try await db.row("SELECT * FROM attempt WHERE run_id = \(runID) AND number = \(number)", logger: logger).map(Self.attempt)
         }
     }
 
     public func saveProject(name: String, repository: String, now: Int64) async throws -> ProjectRecord {
-        try await read { db in
+        try await read { [self] db in
             let row = try await db.row("""
                 INSERT INTO project (name, repository, created_at) VALUES (\(name), \(repository), \(now))
                 ON CONFLICT (name) DO UPDATE SET repository = excluded.repository
@@ -443,7 +443,7 @@ extension PostgresStore {
     }
 
     public func projects() async throws -> [ProjectRecord] {
-        try await read { db in
+        try await read { [self] db in
             try await db.rows("""
                 SELECT name, repository, created_at, webhook_secret IS NOT NULL AS has_webhook FROM project ORDER BY name
                 """, logger: logger).map(Self.project)
@@ -451,7 +451,7 @@ extension PostgresStore {
     }
 
     public func project(name: String) async throws -> ProjectRecord? {
-        try await read { db in
+        try await read { [self] db in
             try await db.row("""
                 SELECT name, repository, created_at, webhook_secret IS NOT NULL AS has_webhook FROM project WHERE name = \(name)
                 """, logger: logger).map(Self.project)
@@ -459,7 +459,7 @@ extension PostgresStore {
     }
 
     public func setDrained(runner: String, drained: Bool) async throws {
-        try await read { db in
+        try await read { [self] db in
             if drained {
                 try await db.query("""
                     INSERT INTO runner_state (name, drained) VALUES (\(runner), TRUE) ON CONFLICT (name) DO UPDATE SET drained = TRUE
@@ -471,7 +471,7 @@ extension PostgresStore {
     }
 
     public func drainedRunners() async throws -> Set<String> {
-        try await read { db in
+        try await read { [self] db in
             Set(try await db.rows("SELECT name FROM runner_state WHERE drained", logger: logger).map { try $0.get("name", as: String.self) })
         }
     }

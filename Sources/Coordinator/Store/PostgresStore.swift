@@ -102,8 +102,10 @@ public final class PostgresStore: CoordinatorStore {
 
     /// Connects, applies the migrations this version knows, and checks the database is not
     /// newer than this version.
-    public static func connect(_ location: Location, logger: Logger = Logger(label: "heddle.store")) async throws -> PostgresStore {
-        let store = PostgresStore(location: location, logger: logger)
+    /// `callDeadline`: how long a call may hold its connection before it fails (below).
+    public static func connect(_ location: Location, logger: Logger = Logger(label: "heddle.store"),
+                               callDeadline: Duration = .seconds(10)) async throws -> PostgresStore {
+        let store = PostgresStore(location: location, logger: logger, callDeadline: callDeadline)
         do {
             try await store.migrate()
         } catch {
@@ -113,9 +115,10 @@ public final class PostgresStore: CoordinatorStore {
         return store
     }
 
-    private init(location: Location, logger: Logger) {
+    private init(location: Location, logger: Logger, callDeadline: Duration) {
         self.location = location
         self.logger = logger
+        self.callDeadline = callDeadline
         // New at every start: a restarted coordinator takes its jobs back as any other would.
         let host = ProcessInfo.processInfo.hostName.prefix(40)
         self.coordinatorID = "\(host)-\(ProcessInfo.processInfo.processIdentifier)-\(UInt32.random(in: 0...UInt32.max))"
@@ -138,12 +141,12 @@ public final class PostgresStore: CoordinatorStore {
     /// Runs `body` in one transaction on one connection; commits when it returns, rolls back
     /// when it throws. A deadlock or serialization failure (another coordinator's transaction
     /// crossed this one) is retried, up to five times.
-    func transaction<T: Sendable>(function: String = #function, _ body: (PostgresConnection) async throws -> T) async throws -> T {
+    func transaction<T: Sendable>(function: String = #function, _ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws -> T {
         var attempt = 0
         while true {
             attempt += 1
             do {
-                return try await watched(function) { connection in
+                return try await watched(function) { [logger] connection in
                     try await connection.query("BEGIN", logger: logger)
                     do {
                         let result = try await body(connection)
@@ -165,7 +168,7 @@ public final class PostgresStore: CoordinatorStore {
 
     /// Runs one read (or a single-statement write) outside an explicit transaction.
     @discardableResult
-    func read<T: Sendable>(function: String = #function, _ body: (PostgresConnection) async throws -> T) async throws -> T {
+    func read<T: Sendable>(function: String = #function, _ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws -> T {
         do {
             return try await watched(function) { try await body($0) }
         } catch let error as PSQLError {
@@ -176,31 +179,84 @@ public final class PostgresStore: CoordinatorStore {
     /// A call slower than this is logged (`a database call is slow`, with the store method and
     /// whether it has a connection yet).
     static let slowCall = Duration.seconds(2)
-    /// A call that has held its connection this long has its connection closed: the call
-    /// fails (`unavailable`) and the server rolls back what it had not committed, instead of
-    /// the caller waiting forever on a connection that will never answer.
-    static let callDeadline = Duration.seconds(30)
+    /// A call that has held its connection this long (10 s unless `connect` says otherwise)
+    /// fails (`unavailable`): its connection is closed, so the server rolls back what it had
+    /// not committed, and the caller goes on without waiting for it. (After a database
+    /// restart, postgres-nio was seen to leave a query on a leased connection unanswered
+    /// forever, even once the connection was closed.)
+    let callDeadline: Duration
 
-    /// Leases a connection for `body`, watched: logged when slow, its connection closed at
-    /// the deadline.
-    private func watched<T: Sendable>(_ call: String, _ body: (PostgresConnection) async throws -> T) async throws -> T {
-        let held = Mutex<PostgresConnection?>(nil)
-        let watchdog = Task { [logger] in
-            try await Task.sleep(for: Self.slowCall)
-            logger.warning("a database call is slow", metadata: [
-                "call": "\(call)", "connection": "\(held.withLock { $0 == nil } ? "waiting for one" : "leased")"])
-            try await Task.sleep(for: Self.callDeadline - Self.slowCall)
-            guard let connection = held.withLock({ $0 }) else { return }
-            logger.error("a database call passed its deadline: its connection is closed", metadata: [
-                "call": "\(call)", "seconds": "\(Self.callDeadline.components.seconds)"])
-            try? await connection.close()
+    /// Leases a connection for `body`, watched: logged when slow; once it has held its
+    /// connection for `callDeadline`, the connection is closed and the caller gets
+    /// `unavailable` at once (the call, left behind, can commit nothing more). A call still
+    /// waiting for a connection (the database away) waits on.
+    private func watched<T: Sendable>(_ call: String, _ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws -> T {
+        let state = WatchedCall<T>()
+        let (held, answer, tasks) = (state.held, state.answer, state.tasks)
+        let client = client
+        let logger = logger
+        let callDeadline = callDeadline
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
+                answer.withLock { $0 = continuation }
+                let work = Task {
+                    let result: Result<T, any Error>
+                    do {
+                        result = .success(try await client.withConnection { connection in
+                            held.withLock { $0 = (connection, .now) }
+                            defer { held.withLock { $0 = (nil, nil) } }
+                            return try await body(connection)
+                        })
+                    } catch {
+                        result = .failure(error)
+                    }
+                    answer.withLock { $0.take() }?.resume(with: result)
+                }
+                let watchdog = Task {
+                    do {
+                        try await Task.sleep(for: Self.slowCall)
+                        logger.warning("a database call is slow", metadata: [
+                            "call": "\(call)", "connection": "\(held.withLock { $0.connection == nil } ? "waiting for one" : "leased")"])
+                        while true {
+                            let (connection, since) = held.withLock { $0 }
+                            if let connection, let since, since.duration(to: .now) >= callDeadline {
+                                logger.error("a database call passed its deadline: its connection is closed", metadata: [
+                                    "call": "\(call)", "seconds": "\(callDeadline.components.seconds)"])
+                                try? await connection.close()
+                                answer.withLock { $0.take() }?.resume(throwing: StoreError(.unavailable,
+                                    "PostgreSQL did not answer \(call) within \(callDeadline.components.seconds) s"))
+                                return
+                            }
+                            try await Task.sleep(for: since.map { callDeadline - $0.duration(to: .now) } ?? Self.slowCall)
+                        }
+                    } catch {}  // cancelled: the call ended
+                }
+                tasks.withLock { $0 = [work, watchdog] }
+                Task { [work] in
+                    _ = await work.value
+                    watchdog.cancel()
+                }
+            }
+        } onCancel: {
+            // The call is cancelled (a lease waited for ends at once); the watchdog stays, for
+            // a call that does not end when cancelled.
+            tasks.withLock { $0.first }?.cancel()
         }
-        defer { watchdog.cancel() }
-        return try await client.withConnection { connection in
-            held.withLock { $0 = connection }
-            defer { held.withLock { $0 = nil } }
-            return try await body(connection)
-        }
+    }
+
+    /// What a watched call's tasks share.
+    final class WatchedCall<T: Sendable>: Sendable {
+        /// The connection the call holds, and since when.
+        let held = Box<(connection: PostgresConnection?, since: ContinuousClock.Instant?)>((nil, nil))
+        /// The caller, answered once: by the call, or by the watchdog at the deadline.
+        let answer = Box<CheckedContinuation<T, any Error>?>(nil)
+        let tasks = Box<[Task<Void, Never>]>([])
+    }
+
+    final class Box<Value: Sendable>: Sendable {
+        private let value: Mutex<Value>
+        init(_ value: Value) { self.value = Mutex(value) }
+        func withLock<R>(_ body: (inout Value) -> R) -> R { value.withLock { body(&$0) } }
     }
 
     static func isRetryable(_ error: PSQLError) -> Bool {
