@@ -265,37 +265,6 @@ enum HTTPScenarios {
     }
 }
 
-/// The result of `body`, or a failure once `limit` passed (the body is then left running).
-func withDeadline<T: Sendable>(_ limit: Duration, _ body: @escaping @Sendable () async throws -> T) async -> Result<T, any Error> {
-    let once = Once<Result<T, any Error>>()
-    return await withCheckedContinuation { continuation in
-        once.set(continuation)
-        Task {
-            do { once.finish(.success(try await body())) } catch { once.finish(.failure(error)) }
-        }
-        Task {
-            try? await Task.sleep(for: limit)
-            once.finish(.failure(WireError(.internal, "not done within \(limit)")))
-        }
-    }
-}
-
-/// A continuation resumed once, by whichever comes first.
-final class Once<T: Sendable>: Sendable {
-    private let state = Mutex<(done: Bool, waiter: CheckedContinuation<T, Never>?)>((false, nil))
-
-    func set(_ waiter: CheckedContinuation<T, Never>) { state.withLock { $0.waiter = waiter } }
-
-    func finish(_ value: T) {
-        let waiter = state.withLock { state -> CheckedContinuation<T, Never>? in
-            guard !state.done else { return nil }
-            state.done = true
-            return state.waiter
-        }
-        waiter?.resume(returning: value)
-    }
-}
-
 /// A keep-alive HTTP/1.1 client over TLS, one request at a time; or one event stream.
 final class BenchHTTPClient: @unchecked Sendable {
     struct Response {

@@ -102,8 +102,8 @@ extension ClusterStoreTests {
             do {
                 #expect(try await store.pipelines().isEmpty)
                 await proxy.stall()
-                let failure = await Self.outcome(within: .seconds(30)) { _ = try await store.pipelines() }
-                #expect((failure as? StoreError)?.code == .unavailable, "\(String(describing: failure))")
+                let stalled = await withDeadline(.seconds(30)) { try await store.pipelines() }
+                #expect(Self.unavailable(stalled), "\(stalled)")
                 await proxy.resume()
                 await proxy.cut()  // the stalled connections go; new ones are made
                 try await waitUntil("the store to answer again", timeout: .seconds(30)) {
@@ -112,12 +112,12 @@ extension ClusterStoreTests {
                 // A call that does not end even once its connection is closed (as postgres-nio
                 // was seen to leave a query after a database restart): its caller is answered
                 // at the deadline all the same, and the store goes on.
-                let stuck = await Self.outcome(within: .seconds(30)) {
+                let stuck = await withDeadline(.seconds(30)) {
                     try await store.read { _ in
                         await withCheckedContinuation { (_: CheckedContinuation<Void, Never>) in }
                     }
                 }
-                #expect((stuck as? StoreError)?.code == .unavailable, "\(String(describing: stuck))")
+                #expect(Self.unavailable(stuck), "\(stuck)")
                 #expect(try await store.pipelines().isEmpty)
             } catch {
                 await proxy.stop()
@@ -127,22 +127,10 @@ extension ClusterStoreTests {
         }
     }
 
-    /// The error `body` threw within `limit`, nil if it returned, or a `TestFailure` if it
-    /// was still running (it is then cancelled and left behind, not waited for).
-    static func outcome(within limit: Duration, _ body: @escaping @Sendable () async throws -> Void) async -> (any Error)? {
-        let (first, continuation) = AsyncStream.makeStream(of: Result<Void, any Error>.self)
-        let work = Task {
-            do { try await body(); continuation.yield(.success(())) } catch { continuation.yield(.failure(error)) }
-        }
-        let timer = Task {
-            try? await Task.sleep(for: limit)
-            continuation.yield(.failure(TestFailure("still running after \(limit)")))
-        }
-        defer { work.cancel(); timer.cancel() }
-        for await result in first {
-            if case .failure(let error) = result { return error }
-            return nil
-        }
-        return nil
+    /// Whether the call failed as `unavailable` (not succeeded, nor still running at the
+    /// test's deadline).
+    static func unavailable<T>(_ result: Result<T, any Error>) -> Bool {
+        guard case .failure(let error) = result else { return false }
+        return (error as? StoreError)?.code == .unavailable
     }
 }

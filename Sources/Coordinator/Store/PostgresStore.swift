@@ -192,71 +192,60 @@ public final class PostgresStore: CoordinatorStore {
     /// waiting for a connection (the database away) waits on.
     private func watched<T: Sendable>(_ call: String, _ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws -> T {
         let state = WatchedCall<T>()
-        let (held, answer, tasks) = (state.held, state.answer, state.tasks)
-        let client = client
-        let logger = logger
-        let callDeadline = callDeadline
-        return try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
-                answer.withLock { $0 = continuation }
-                let work = Task {
-                    let result: Result<T, any Error>
-                    do {
-                        result = .success(try await client.withConnection { connection in
-                            held.withLock { $0 = (connection, .now) }
-                            defer { held.withLock { $0 = (nil, nil) } }
-                            return try await body(connection)
-                        })
-                    } catch {
-                        result = .failure(error)
-                    }
-                    answer.withLock { $0.take() }?.resume(with: result)
-                }
+        let (client, logger, callDeadline) = (client, logger, callDeadline)
+        let result = await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                state.answer.set(continuation)
                 let watchdog = Task {
                     do {
                         try await Task.sleep(for: Self.slowCall)
+                        guard !state.answer.isDone else { return }
                         logger.warning("a database call is slow", metadata: [
-                            "call": "\(call)", "connection": "\(held.withLock { $0.connection == nil } ? "waiting for one" : "leased")"])
-                        while true {
-                            let (connection, since) = held.withLock { $0 }
+                            "call": "\(call)", "connection": "\(state.held.withLock { $0.connection == nil } ? "waiting for one" : "leased")"])
+                        while !state.answer.isDone {
+                            let (connection, since) = state.held.withLock { $0 }
                             if let connection, let since, since.duration(to: .now) >= callDeadline {
                                 logger.error("a database call passed its deadline: its connection is closed", metadata: [
                                     "call": "\(call)", "seconds": "\(callDeadline.components.seconds)"])
                                 try? await connection.close()
-                                answer.withLock { $0.take() }?.resume(throwing: StoreError(.unavailable,
-                                    "PostgreSQL did not answer \(call) within \(callDeadline.components.seconds) s"))
+                                state.answer.finish(.failure(StoreError(.unavailable,
+                                    "PostgreSQL did not answer \(call) within \(callDeadline.components.seconds) s")))
                                 return
                             }
                             try await Task.sleep(for: since.map { callDeadline - $0.duration(to: .now) } ?? Self.slowCall)
                         }
                     } catch {}  // cancelled: the call ended
                 }
-                tasks.withLock { $0 = [work, watchdog] }
-                Task { [work] in
-                    _ = await work.value
-                    watchdog.cancel()
+                state.work.withLock {
+                    $0 = Task {
+                        do {
+                            state.answer.finish(.success(try await client.withConnection { connection in
+                                state.held.withLock { $0 = (connection, .now) }
+                                defer { state.held.withLock { $0 = (nil, nil) } }
+                                return try await body(connection)
+                            }))
+                        } catch {
+                            state.answer.finish(.failure(error))
+                        }
+                        watchdog.cancel()
+                    }
                 }
             }
         } onCancel: {
             // The call is cancelled (a lease waited for ends at once); the watchdog stays, for
             // a call that does not end when cancelled.
-            tasks.withLock { $0.first }?.cancel()
+            state.work.withLock { $0 }?.cancel()
         }
+        return try result.get()
     }
 
     /// What a watched call's tasks share.
     final class WatchedCall<T: Sendable>: Sendable {
         /// The connection the call holds, and since when.
-        let held = Box<(connection: PostgresConnection?, since: ContinuousClock.Instant?)>((nil, nil))
+        let held = Mutex<(connection: PostgresConnection?, since: ContinuousClock.Instant?)>((nil, nil))
         /// The caller, answered once: by the call, or by the watchdog at the deadline.
-        let answer = Box<CheckedContinuation<T, any Error>?>(nil)
-        let tasks = Box<[Task<Void, Never>]>([])
-    }
-
-    final class Box<Value: Sendable>: Sendable {
-        private let value: Mutex<Value>
-        init(_ value: Value) { self.value = Mutex(value) }
-        func withLock<R>(_ body: (inout Value) -> R) -> R { value.withLock { body(&$0) } }
+        let answer = Once<Result<T, any Error>>()
+        let work = Mutex<Task<Void, Never>?>(nil)
     }
 
     static func isRetryable(_ error: PSQLError) -> Bool {
