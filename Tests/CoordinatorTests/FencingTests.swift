@@ -1,4 +1,6 @@
+import Crypto
 import Foundation
+import Logging
 import TestSupport
 import Testing
 @testable import Coordinator
@@ -119,6 +121,42 @@ import Testing
             #expect(error.code == .staleLease, sourceLocation: sourceLocation)
         } catch {
             Issue.record("unexpected error \(error)", sourceLocation: sourceLocation)
+        }
+    }
+}
+
+extension FencingTests {
+    /// Another coordinator took a job over as an orphan (this one seemed silent: a database
+    /// restart longer than its beats), while the job's runner is still connected here. The
+    /// runner's next writes take the job back and are stored: a log chunk (its length
+    /// recorded and acknowledged) and an artifact's record.
+    @Test func writesOfAJobAdoptedElsewhereTakeItBackWhileItsRunnerIsConnectedHere() async throws {
+        try await TestDatabase.with(.postgres) { database in
+            let here = try await database.open()
+            let other = try #require(try await database.open() as? any ClusterStore)
+            let core = try CoordinatorCore(store: here, directory: database.directory.path, logger: Logger(label: "test"))
+            try await core.push("shop", "name: ci\njobs:\n  j:\n    nodes:\n      n: { run: 'true' }\n")
+            _ = try await core.trigger("shop", "ci")
+            let runner = RecordingOutbox()
+            let session = try await core.connectRunner(runner, labels: [])
+            let job = LeaseRef(try await runner.assignment().job)
+
+            // (No coordinator beats in this test: the other store finds this one silent.)
+            #expect(try await other.adoptOrphans(silentFor: .zero).map(\.id) == [job.jobID])
+            let durable = try await core.appendLog(session: session, LogBytes(job: job, node: "n", offset: 0,
+                                                                               data: Data("hello\n".utf8)))
+            #expect(durable == 6)
+            #expect(try await here.logLengths(jobID: job.jobID) == ["n": 6])
+
+            #expect(try await other.adoptOrphans(silentFor: .zero).map(\.id) == [job.jobID])
+            let content = Array("an artifact".utf8)
+            let grant = try await core.declareArtifact(session: session, ArtifactDeclaration(
+                job: job, name: "a.txt", size: UInt64(content.count), sha256: Data(SHA256.hash(data: content))))
+            try await core.artifactChunk(session: session, ArtifactBytes(job: job, uploadID: grant.uploadID, offset: 0,
+                                                                         data: Data(content)))
+            let id = try await core.commitArtifact(session: session, job: job, uploadID: grant.uploadID)
+            let stored = try #require(try await here.job(id: job.jobID))
+            #expect(try await here.artifacts(runID: stored.runID).map(\.id) == [id])
         }
     }
 }
