@@ -97,7 +97,7 @@ import Wire
         setup.hooks.disarm()  // a pause the cancel did not reach must not catch the checks below
         let reported = try #require(result.jobs.first { $0.jobID == job })
         let stored = try await setup.core.runDetail(runID: run, as: admin).jobs[0]
-        if await setup.core.leases[job] != nil {
+        if await setup.core.table[job] != nil {
             #expect(reported.status == .running, "a job that was claimed is reported \(reported.status)")
             #expect(stored.status == .running)
             let stop = try await runner.first("a StopJob for the claimed job") { envelope -> Heddle_V1_StopJob? in

@@ -92,10 +92,10 @@ extension CoordinatorCore {
                 logger.warning("cannot read the queue", metadata: ["error": "\(error)"])
                 return
             }
-            var queued = Dictionary(jobs.filter { $0.status == .queued && leases[$0.id] == nil }.map {
+            var queued = Dictionary(jobs.filter { $0.status == .queued && table[$0.id] == nil }.map {
                 ($0.id, Scheduler.QueuedJob(id: $0.id, labels: Set($0.labels), position: $0.position))
             }, uniquingKeysWith: { $1 })
-            for (id, job) in resync.queuedMeanwhile where queued[id] == nil && leases[id] == nil { queued[id] = job }
+            for (id, job) in resync.queuedMeanwhile where queued[id] == nil && table[id] == nil { queued[id] = job }
             scheduler.replaceQueue(Array(queued.values))
             await dispatch()
         } while resync.again
@@ -128,11 +128,11 @@ extension CoordinatorCore {
 
     /// A cancel decided by another coordinator, of a job held here: stop it on its runner.
     func stopHeld(jobID: Int64, reason: String) {
-        switch leases.cancel(jobID: jobID, reason: reason) {
-        case .stop(let session):
-            sink(of: session)?.send(.stopJob(jobID: jobID, epoch: leases[jobID]?.epoch ?? 0, reason: reason, abandon: false))
+        switch table.cancel(jobID: jobID, reason: reason) {
+        case .stop(let session, let epoch):
+            sink(of: session)?.send(.stopJob(jobID: jobID, epoch: epoch, reason: reason, abandon: false))
             logger.info("stop pushed", metadata: ["job.id": "\(jobID)", "from": "another coordinator"])
-        case .stopOnReattach, nil:
+        case .stopOnReattach, .deferred, nil:
             break
         }
     }
@@ -148,8 +148,8 @@ extension CoordinatorCore {
             // Only runners that beat here lately: a runner cut off from this coordinator (its
             // connection not yet seen closed) may have reattached its jobs elsewhere.
             let recent = wallNow - Int64(limits.heartbeatInterval * 3 / 2 / .milliseconds(1))
-            let connected = leases.jobIDs.compactMap { id -> LeaseRef? in
-                guard let lease = leases[id], let session = lease.session,
+            let connected = table.jobIDs.compactMap { id -> LeaseRef? in
+                guard let lease = table[id], let session = lease.session,
                       let runner = runners[session], runner.lastHeartbeat >= recent else { return nil }
                 return LeaseRef(jobID: id, epoch: lease.epoch)
             }
@@ -159,9 +159,9 @@ extension CoordinatorCore {
             // Silent for two and a half heartbeat intervals (it beats every half interval): gone.
             // Found within three intervals, as a runner's silence is.
             let orphans = try await cluster.adoptOrphans(silentFor: limits.heartbeatInterval * 5 / 2)
-            for job in orphans where leases[job.id] == nil {
+            for job in orphans where table[job.id] == nil {
                 scheduler.removeQueued(job.id)
-                leases.restore(job: job, deadline: now.advanced(by: limits.lease))
+                table.restore(job: job, deadline: now.advanced(by: limits.lease))
                 await loadUploads(jobID: job.id)
                 logger.warning("job taken over from a silent coordinator", metadata: ["job.id": "\(job.id)", "runner": "\(job.runner ?? "-")"])
             }
@@ -178,7 +178,7 @@ extension CoordinatorCore {
         do {
             return try await write()
         } catch let error as StoreError where error.code == .staleLease && cluster != nil {
-            let connected = attached || (leases[ref.jobID].map { $0.epoch == ref.epoch && $0.session != nil } ?? false)
+            let connected = attached || (table[ref.jobID].map { $0.epoch == ref.epoch && $0.session != nil } ?? false)
             guard connected, let cluster, try await cluster.reclaim([ref]).contains(ref.jobID) else { throw error }
             logger.warning("job taken back: its runner is connected here", metadata: ["job.id": "\(ref.jobID)"])
             return try await write()
@@ -189,12 +189,12 @@ extension CoordinatorCore {
     /// current lease of (by the store) are taken over from the coordinator that held them.
     func adoptListed(_ running: [LeaseRef], runner: String) async {
         guard let cluster else { return }
-        for ref in running where leases[ref.jobID] == nil {
+        for ref in running where table[ref.jobID] == nil {
             do {
                 guard let job = try await cluster.adopt(jobID: ref.jobID, epoch: ref.epoch, runner: runner),
-                      leases[ref.jobID] == nil else { continue }
+                      table[ref.jobID] == nil else { continue }
                 scheduler.removeQueued(job.id)
-                leases.restore(job: job, deadline: ContinuousClock.now.advanced(by: limits.lease))
+                table.restore(job: job, deadline: ContinuousClock.now.advanced(by: limits.lease))
                 await loadUploads(jobID: job.id)
                 logger.info("job taken over: its runner came here", metadata: ["job.id": "\(job.id)", "runner": "\(runner)"])
             } catch {

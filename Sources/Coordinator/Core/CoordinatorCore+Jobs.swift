@@ -23,17 +23,20 @@ extension CoordinatorCore {
 
     /// Claims and assigns what the scheduler places now; true when some placed jobs were no
     /// longer queued (their runners' slots are free again).
+    ///
+    /// Every placed job is `claiming` in the job table while the claims are stored: a cancel
+    /// meanwhile is recorded there and ends the job cancelled once its claim is stored,
+    /// without the runner ever being told of it.
     private func dispatchPlaced() async -> Bool {
         var claims: [JobClaim] = []
         for placed in scheduler.assign() {
             guard let runner = runners[placed.runner] else { continue }
-            // Leased here already (a job taken over while a stale queue still listed it).
-            guard leases[placed.jobID] == nil else {
+            // In the table already (a job taken over while a stale queue still listed it).
+            guard table[placed.jobID] == nil else {
                 scheduler.finish(placed.jobID, on: placed.runner)
                 continue
             }
-            let epoch = leases.claim(jobID: placed.jobID, session: placed.runner, runner: runner.name,
-                                     now: Date.nowMilliseconds)
+            let epoch = table.claim(placed.job, session: placed.runner, runner: runner.name, now: Date.nowMilliseconds)
             claims.append(JobClaim(jobID: placed.jobID, runner: runner.name, epoch: epoch))
         }
         guard !claims.isEmpty else { return false }
@@ -41,18 +44,22 @@ extension CoordinatorCore {
         let claimed: [ClaimedJob?]
         do {
             claimed = try await store.claimJobs(claims, now: now)
-        } catch let error as StoreError where error.code == .unavailable && cluster != nil {
-            // The database is out of reach (restarting, fail-over): nothing was claimed. The
-            // jobs stay queued there and come back with the queue read that follows its return.
-            logger.warning("cannot claim jobs now", metadata: ["jobs": "\(claims.map(\.jobID))", "error": "\(error)"])
-            for claim in claims where leases[claim.jobID]?.epoch == claim.epoch {
-                if let session = leases.end(jobID: claim.jobID)?.session { scheduler.finish(claim.jobID, on: session) }
-            }
-            return false
         } catch {
-            logger.error("assignment failed", metadata: ["jobs": "\(claims.map(\.jobID))", "error": "\(error)"])
+            // Nothing was claimed (one transaction): the jobs go back to the queue where they
+            // were, but for those cancelled meanwhile. In a cluster the queue read that follows
+            // the database's return has them too.
+            logger.warning("cannot claim jobs now", metadata: ["jobs": "\(claims.map(\.jobID))", "error": "\(error)"])
             for claim in claims {
-                await finish(jobID: claim.jobID, status: .failed, reason: "coordinator error: \(error)", fenced: false)
+                guard let failed = table.claimFailed(claim.jobID, epoch: claim.epoch) else { continue }
+                if let session = failed.session { scheduler.finish(claim.jobID, on: session) }
+                if let reason = failed.cancelReason {
+                    // Queued in the store: cancelled there (put back here should that fail too).
+                    if let job = try? await store.job(id: claim.jobID), job.status == .queued {
+                        _ = try? await storeCancelled([job], reason: reason)
+                    }
+                } else if table[claim.jobID] == nil && !scheduler.isQueued(claim.jobID) {
+                    enqueue(failed.queued)
+                }
             }
             return false
         }
@@ -60,19 +67,27 @@ extension CoordinatorCore {
         tell(.run(runIDs: Array(Set(claimed.compactMap { $0?.run.id }))))
         var unclaimed = 0
         for (claim, record) in zip(claims, claimed) {
-            guard let record else {
+            switch table.claimSettled(claim.jobID, epoch: claim.epoch, record: record) {
+            case .stale:
+                continue
+            case .notClaimed(let session):
                 // Claimed through another coordinator, or cancelled, since this one read the queue.
                 logger.info("a placed job was no longer queued", metadata: ["job.id": "\(claim.jobID)"])
-                if leases[claim.jobID]?.epoch == claim.epoch, let session = leases.end(jobID: claim.jobID)?.session {
-                    scheduler.finish(claim.jobID, on: session)
-                }
+                if let session { scheduler.finish(claim.jobID, on: session) }
                 unclaimed += 1
                 continue
+            case .cancelled(_, let session):
+                logger.info("a job cancelled while it was claimed ends without starting", metadata: ["job.id": "\(claim.jobID)"])
+                if let session { scheduler.finish(claim.jobID, on: session) }
+                table.detach(claim.jobID)
+                await settleEnd(claim.jobID)
+                continue
+            case .assign, .runnerAway:
+                break
             }
+            guard let record else { continue }
             let job = record.job
             let run = record.run
-            leases.claimed(jobID: job.id, runID: run.id, attempt: job.attempt, name: job.name,
-                           nodes: record.nodes.map { ($0.name, $0.status) })
             let assignment = JobAssignment(
                 lease: LeaseRef(jobID: job.id, epoch: claim.epoch), attempt: job.attempt, runID: run.id,
                 project: run.project, pipeline: run.pipeline, jobName: job.name, branch: run.branch,
@@ -84,12 +99,12 @@ extension CoordinatorCore {
             // Too large for one frame (a pipeline stored before pushes were checked for this):
             // the job fails for that reason; its runner is not to blame.
             guard assignment.estimatedBytes <= limits.maximumFrameLength else {
-                await finish(jobID: job.id, status: .failed, reason: "the job is too large to assign: about \(assignment.estimatedBytes) bytes, over the frame limit of \(limits.maximumFrameLength)")
+                await end(jobID: job.id, .init(status: .failed, reason: "the job is too large to assign: about \(assignment.estimatedBytes) bytes, over the frame limit of \(limits.maximumFrameLength)"))
                 continue
             }
             logger.info("job assigned", metadata: ["job.id": "\(job.id)", "run.id": "\(run.id)", "runner": "\(claim.runner)"])
             // The runner may have gone while the claim was stored: its lease then runs out.
-            if let session = leases[job.id]?.session { sink(of: session)?.send(.assignment(assignment)) }
+            if let session = table[job.id]?.session { sink(of: session)?.send(.assignment(assignment)) }
             publish(runID: run.id, attempt: job.attempt, .job(jobEvent(job, status: .running, runner: claim.runner, at: now)))
             var entry = queueEntry(job, run: run)
             entry.status = .running
@@ -101,92 +116,181 @@ extension CoordinatorCore {
     }
 
     /// Jobs whose runner stayed away past the lease: back to the front of the queue when the
-    /// pipeline allows a retry, failed with "runner lost" otherwise.
+    /// pipeline allows a retry, failed with "runner lost" otherwise. Then the ends and
+    /// requeues the store refused before are written again.
     public func expireLeases(now: ContinuousClock.Instant = .now) async {
-        for (jobID, why) in leases.expired(at: now) {
+        for (jobID, why) in table.expired(at: now) {
             await lost(jobID: jobID, why: why)
         }
+        await settleUnsettled()
     }
 
-    func lost(jobID: Int64, why: String) async {
-        guard let lease = leases[jobID] else { return }
-        // A cancel was decided: the job ends cancelled, not requeued, whether or not its runner
-        // heard of it.
-        if let reason = lease.cancelReason {
-            await finish(jobID: jobID, status: .cancelled, reason: "\(reason) (\(why) before it confirmed)")
-            return
+    /// Writes again what the coordinator decided about jobs and the store did not take (a
+    /// database restarting, a full disk): ends and returns to the queue.
+    func settleUnsettled() async {
+        for jobID in table.unsettled {
+            switch table[jobID]?.phase {
+            case .finishing: await settleEnd(jobID)
+            case .requeueing: await settleRequeue(jobID)
+            default: break
+            }
         }
-        do {
-            if let job = try await store.job(id: jobID), job.lostCount < job.retryLost {
-                _ = leases.end(jobID: jobID)
-                logs.forget(jobID: jobID)
-                await discardUploads(jobID: jobID)
-                await logBarrier()  // no log write of the lost execution lands after its log is gone
-                let front = (scheduler.queue.first?.position ?? 1) - 1
-                let reason = "requeued (\(job.lostCount + 1) of \(job.retryLost)): \(why)"
-                let run = try await store.requeueLostJob(id: jobID, position: front, reason: reason, now: Date.nowMilliseconds)
-                try await logStore.removeLogs(jobID: jobID)
-                enqueue(.init(id: jobID, labels: Set(job.labels), position: front))
-                logger.warning("job requeued", metadata: ["job.id": "\(jobID)", "reason": "\(reason)"])
-                tell(.queue)
-                if let updated = try await store.job(id: jobID) { publishQueue(.queued, queueEntry(updated, run: run)) }
-                await dispatch()
+    }
+
+    /// The runner lost the job: it ends (cancelled when a cancel was decided, failed
+    /// otherwise) or, with retries left, goes back to the front of the queue. The job stays in
+    /// the table until the store has settled which, so a cancel meanwhile is not lost.
+    func lost(jobID: Int64, why: String) async {
+        guard let (outcome, freed) = table.lose(jobID, why: why) else { return }
+        if let freed { scheduler.finish(jobID, on: freed) }
+        switch outcome {
+        case .end: await settleEnd(jobID)
+        case .requeue: await settleRequeue(jobID)
+        }
+    }
+
+    /// Puts a lost job back in the queue: stored first, then queued here. A cancel recorded
+    /// before the store has it queued ends it cancelled instead; one recorded while the store
+    /// queued it cancels it there. A write the store refuses is tried again
+    /// (`settleUnsettled`).
+    func settleRequeue(_ jobID: Int64) async {
+        guard let job = table[jobID], job.phase == .requeueing, !job.writing else { return }
+        if !job.requeued {
+            if let reason = job.cancelReason {
+                table.beginEnd(jobID, .init(status: .cancelled, reason: "\(reason) (\(job.lostBecause) before it confirmed)"))
+                await settleEnd(jobID)
                 return
             }
-        } catch let error as StoreError where error.code == .staleLease {
-            // Another coordinator of the cluster holds the job now (its runner went there).
-            logger.info("a job whose runner left is held elsewhere now", metadata: ["job.id": "\(jobID)"])
-            await finish(jobID: jobID, status: .failed, reason: why)
-            return
-        } catch {
-            logger.error("cannot requeue a lost job", metadata: ["job.id": "\(jobID)", "error": "\(error)"])
+            table.writing(jobID, true)
+            logs.forget(jobID: jobID)
+            await discardUploads(jobID: jobID)
+            await logBarrier()  // no log write of the lost execution lands after its log is gone
+            let front = (scheduler.queue.first?.position ?? 1) - 1
+            let reason = "requeued (\(job.lostCount + 1) of \(job.retryLost)): \(job.lostBecause)"
+            do {
+                _ = try await store.requeueLostJob(id: jobID, position: front, reason: reason, now: Date.nowMilliseconds)
+            } catch let error as StoreError where error.code == .staleLease {
+                // Another coordinator of the cluster holds the job now (its runner went there).
+                logger.info("a job whose runner left is held elsewhere now", metadata: ["job.id": "\(jobID)"])
+                _ = table.settled(jobID)
+                return
+            } catch {
+                table.writing(jobID, false)
+                logger.error("cannot requeue a lost job now; trying again", metadata: ["job.id": "\(jobID)", "error": "\(error)"])
+                return
+            }
+            table.requeueStored(jobID)
+            do {
+                try await logStore.removeLogs(jobID: jobID)
+            } catch {
+                logger.error("cannot remove a requeued job's log", metadata: ["job.id": "\(jobID)", "error": "\(error)"])
+            }
+            logger.warning("job requeued", metadata: ["job.id": "\(jobID)", "reason": "\(reason)"])
+            tell(.queue)
         }
-        await finish(jobID: jobID, status: .failed, reason: why)
+        // The store has it queued: queue it here, or cancel it there when a cancel came.
+        guard let current = table[jobID], current.phase == .requeueing, !current.writing else { return }
+        table.writing(jobID, true)
+        let record: JobRecord
+        do {
+            guard let read = try await store.job(id: jobID) else {
+                _ = table.settled(jobID)
+                return
+            }
+            record = read
+        } catch {
+            table.writing(jobID, false)
+            logger.error("cannot read a requeued job; trying again", metadata: ["job.id": "\(jobID)", "error": "\(error)"])
+            return
+        }
+        if let reason = table[jobID]?.cancelReason {
+            do {
+                _ = try await storeCancelled([record], reason: reason)
+            } catch {
+                table.writing(jobID, false)
+                logger.error("cannot cancel a requeued job now; trying again", metadata: ["job.id": "\(jobID)", "error": "\(error)"])
+                return
+            }
+            _ = table.settled(jobID)
+            return
+        }
+        _ = table.settled(jobID)
+        enqueue(.init(id: jobID, labels: Set(record.labels), position: record.position))
+        if let run = try? await store.run(id: record.runID) { publishQueue(.queued, queueEntry(record, run: run)) }
+        await dispatch()
     }
 
-    /// Finishes a job (stored in one transaction with its run's status), frees its runner's
-    /// slot, tells watchers, and dispatches more work.
-    /// The store write is fenced by the lease's epoch, unless `fenced` is false (a claim that
-    /// never reached the store).
-    func finish(jobID: Int64, status: Status, reason: String, fenced: Bool = true) async {
-        let lease = leases.end(jobID: jobID)
+    /// Decides a job's end and stores it: the coordinator's own decision (a job too large, a
+    /// cancel before it started), tried again until the store takes it.
+    func end(jobID: Int64, _ end: JobTable.End) async {
+        guard table.beginEnd(jobID, end) else { return }
+        if let session = table[jobID]?.session {
+            scheduler.finish(jobID, on: session)
+            table.detach(jobID)
+        }
+        await settleEnd(jobID)
+    }
+
+    /// Stores the end a job in `finishing` has (in one transaction with its run's status),
+    /// then it leaves the table: its runner's slot is freed, watchers told, and more work
+    /// dispatched. The write is fenced by the job's epoch (unless `fenced` is false).
+    ///
+    /// When the store refuses (a database restarting, a full disk), the job stays
+    /// `finishing`: an end its runner reported is answered `UNAVAILABLE` (thrown) and the
+    /// runner sends it again; the coordinator's own end is tried again (`settleUnsettled`).
+    @discardableResult
+    func settleEnd(_ jobID: Int64) async -> CoordinatorError? {
+        guard let job = table[jobID], job.phase == .finishing, let end = job.end else { return nil }
+        guard !job.writing else {
+            return CoordinatorError(.unavailable, "the end of job \(jobID) is being stored; send it again later")
+        }
+        table.writing(jobID, true)
         logs.finished(jobID: jobID)
-        if let session = lease?.session { scheduler.finish(jobID, on: session) }
-        scheduler.removeQueued(jobID)
         await discardUploads(jobID: jobID)
+        let now = Date.nowMilliseconds
         do {
-            let now = Date.nowMilliseconds
             let finish = { [store] in
-                try await store.finishJob(id: jobID, epoch: fenced ? lease?.epoch : nil, status: status, reason: reason, now: now)
+                try await store.finishJob(id: jobID, epoch: end.fenced ? job.epoch : nil, status: end.status,
+                                          reason: end.reason, now: now)
             }
             // A job whose runner is connected here is this coordinator's, should a sweep have
             // taken it meanwhile.
-            let (run, record) = if let lease, lease.session != nil {
-                try await heldHere(LeaseRef(jobID: jobID, epoch: lease.epoch), attached: true, finish)
+            let (run, record) = if job.session != nil {
+                try await heldHere(LeaseRef(jobID: jobID, epoch: job.epoch), attached: true, finish)
             } else {
                 try await finish()
             }
-            logger.info("job finished", metadata: ["job.id": "\(jobID)", "status": "\(status.rawValue)",
-                                                   "reason": "\(reason)"])
-            CoreMetrics.jobFinished(status)
+            let settled = table.settled(jobID)
+            if let session = settled?.session { scheduler.finish(jobID, on: session) }
+            logger.info("job finished", metadata: ["job.id": "\(jobID)", "status": "\(end.status.rawValue)",
+                                                   "reason": "\(end.reason)"])
+            CoreMetrics.jobFinished(end.status)
             tell(.run(runIDs: [run.id]))
-            var event = jobEvent(record, status: status, runner: record.runner, at: record.startedAt ?? now)
+            var event = jobEvent(record, status: end.status, runner: record.runner, at: record.startedAt ?? now)
             event.finishedAt = now
-            event.reason = reason
+            event.reason = end.reason
             publish(runID: run.id, attempt: record.attempt, .job(event))
             var entry = queueEntry(record, run: run)
-            entry.status = status
-            publishQueue(status == .cancelled ? .cancelled : .finished, entry)
+            entry.status = end.status
+            publishQueue(end.status == .cancelled ? .cancelled : .finished, entry)
             if run.status.isFinished {
                 publish(runID: run.id, attempt: run.attempt, .end(run))
             }
         } catch let error as StoreError where error.code == .staleLease {
             logger.info("a job's end was not stored: its lease is no longer this coordinator's",
                         metadata: ["job.id": "\(jobID)", "error": "\(error)"])
+            if let session = table.settled(jobID)?.session { scheduler.finish(jobID, on: session) }
+            await dispatch()
+            return CoordinatorError(error)
         } catch {
-            logger.error("cannot store a job's end", metadata: ["job.id": "\(jobID)", "error": "\(error)"])
+            table.writing(jobID, false)
+            logger.error(end.reported ? "cannot store a job's end now; its runner sends it again"
+                                      : "cannot store a job's end now; trying again",
+                         metadata: ["job.id": "\(jobID)", "error": "\(error)"])
+            return CoordinatorError(.unavailable, "the end of job \(jobID) could not be stored (\(CoordinatorError(error).message)); send it again later")
         }
         await dispatch()
+        return nil
     }
 
     func jobEvent(_ job: JobRecord, status: Status, runner: String?, at: Int64?) -> JobEvent {
@@ -196,23 +300,23 @@ extension CoordinatorCore {
 
     /// Checks that a write about a job comes from a runner's session holding the job's
     /// current lease.
-    func lease(_ ref: LeaseRef, session: UInt64) throws -> Leases.Lease {
+    func lease(_ ref: LeaseRef, session: UInt64) throws -> JobTable.Job {
         _ = try authorize(session: session, .runJobs)
-        return try leases.check(ref, session: session)
+        return try table.check(ref, session: session)
     }
 
     /// Loads a running job's nodes into memory once (a claim sets them; after a restart the
     /// first write about the job reads them).
     func loadNodes(of jobID: Int64) async throws {
-        guard leases[jobID]?.nodes == nil else { return }
+        guard table[jobID]?.nodes == nil else { return }
         let nodes = try await store.nodes(jobIDs: [jobID]).map { (name: $0.name, status: $0.status) }
-        leases.loadNodes(nodes, of: jobID)
+        table.loadNodes(nodes, of: jobID)
     }
 
     /// Refuses a write about a node the job does not have.
     func checkNode(_ node: String, of jobID: Int64) async throws {
         try await loadNodes(of: jobID)
-        guard leases[jobID]?.nodes?.contains(where: { $0.name == node }) == true else {
+        guard table[jobID]?.nodes?.contains(where: { $0.name == node }) == true else {
             throw CoordinatorError.invalid("job \(jobID) has no node '\(node)'")
         }
     }
@@ -234,7 +338,7 @@ extension CoordinatorCore {
             try await store.updateNode(jobID: report.job.jobID, epoch: job.epoch, node: report.node, status: status,
                                        exitCode: report.exitCode, at: at)
         }
-        leases.setNode(report.node, of: report.job.jobID, to: status)
+        table.setNode(report.node, of: report.job.jobID, to: status)
         var node = NodeEvent(name: report.node, status: status, exitCode: report.exitCode)
         if status == .running { node.startedAt = at } else { node.finishedAt = at }
         publish(runID: job.runID, attempt: job.attempt,
@@ -253,26 +357,38 @@ extension CoordinatorCore {
 
     /// The runner's result for a job. The stored result follows the job's nodes
     /// (`Outcome.jobResult`); log bytes sent before it are committed and acknowledged first.
-    /// The same result again (its answer was lost with a connection) is accepted and changes
-    /// nothing.
+    /// It is answered only once stored: when the store refuses, `UNAVAILABLE` is thrown, the
+    /// job stays `finishing` on its runner, and the runner sends the same result again.
+    /// The same result again after it was stored (its answer was lost with a connection) is
+    /// accepted and changes nothing.
     public func jobFinished(session: UInt64, _ result: JobResult) async throws {
         _ = try authorize(session: session, .runJobs)
         if try await isDecided(result.job) { return }
-        _ = try leases.check(result.job, session: session)
+        let ref = result.job
+        _ = try table.check(ref, session: session, finishing: true)
         let reported = try Self.reportedResult(result.status)
-        // From here the runner may no longer list the job in its heartbeats.
-        leases.finishing(jobID: result.job.jobID, epoch: result.job.epoch, true)
-        do {
-            try await finishReported(session: session, result.job, reported: reported, reason: result.reason)
-        } catch {
-            leases.finishing(jobID: result.job.jobID, epoch: result.job.epoch, false)
-            throw error
+        // From here the job is `finishing`: its runner may no longer list it in its
+        // heartbeats, and a cancel changes nothing. The end is completed (corrected from the
+        // nodes) before it is written.
+        guard table.beginEnd(ref.jobID, .init(status: reported, reason: result.reason, reported: true)) else {
+            throw CoordinatorError(.unavailable, "the end of job \(ref.jobID) is being stored; send it again later")
         }
+        table.writing(ref.jobID, true)
+        let end: JobTable.End
+        do {
+            end = try await reportedEnd(ref, reported: reported, reason: result.reason)
+        } catch {
+            table.writing(ref.jobID, false)
+            let failure = CoordinatorError(error)
+            throw failure.code == .internal ? CoordinatorError(.unavailable, "\(failure.message); send it again later") : failure
+        }
+        table.completeEnd(ref.jobID, end)
+        if let failure = await settleEnd(ref.jobID) { throw failure }
     }
 
     /// Whether the job's result is stored already, from this lease.
     func isDecided(_ ref: LeaseRef) async throws -> Bool {
-        guard leases[ref.jobID] == nil, let job = try await store.job(id: ref.jobID) else { return false }
+        guard table[ref.jobID] == nil, let job = try await store.job(id: ref.jobID) else { return false }
         return job.status.isFinished && job.epoch == ref.epoch
     }
 
@@ -284,18 +400,18 @@ extension CoordinatorCore {
         return status
     }
 
-    func finishReported(session: UInt64, _ ref: LeaseRef, reported: Status, reason: String) async throws {
+    /// The end a runner reported, as its nodes say it is.
+    func reportedEnd(_ ref: LeaseRef, reported: Status, reason: String) async throws -> JobTable.End {
         // Log bytes sent before the JobFinish are committed (and acknowledged) while the job
         // still holds its lease; node updates sent before it are stored already.
         await logBarrier()
         try await loadNodes(of: ref.jobID)
-        // Checked again after the awaits: the lease may have gone meanwhile.
-        let nodes = try lease(ref, session: session).nodes ?? []
+        let nodes = table[ref.jobID]?.nodes ?? []
         let (status, why) = Outcome.jobResult(reported: reported, reason: reason, nodes: nodes)
         if status != reported {
             logger.warning("job result corrected from its nodes", metadata: ["job.id": "\(ref.jobID)", "reported": "\(reported.rawValue)",
                                                                             "reason": "\(why)"])
         }
-        await finish(jobID: ref.jobID, status: status, reason: why)
+        return .init(status: status, reason: why, reported: true)
     }
 }

@@ -87,7 +87,7 @@ extension CoordinatorCore {
         if logs.jobs[jobID] == nil {
             let lengths = try await store.logLengths(jobID: jobID).mapValues { UInt64($0) }
             // Loaded only for a job still leased (its lease may have ended meanwhile).
-            if logs.jobs[jobID] == nil && leases[jobID] != nil {
+            if logs.jobs[jobID] == nil && table[jobID] != nil {
                 logs.jobs[jobID] = LogCommits.JobLogs(ends: lengths, durable: lengths)
             }
         }
@@ -117,8 +117,8 @@ extension CoordinatorCore {
     func flushLogs() async {
         while !logs.pending.isEmpty {
             // Chunks of jobs that lost their lease since they were queued are dropped.
-            var batch = logs.pending.filter { leases[$0.jobID]?.epoch == $0.epoch }
-            var dropped = logs.pending.filter { leases[$0.jobID]?.epoch != $0.epoch }
+            var batch = logs.pending.filter { table[$0.jobID]?.epoch == $0.epoch }
+            var dropped = logs.pending.filter { table[$0.jobID]?.epoch != $0.epoch }
             logs.pending = []
             let closing = logs.closing
             logs.closing = []
@@ -173,7 +173,7 @@ extension CoordinatorCore {
         // lengths recorded again.
         if !refused.isEmpty, let cluster {
             let connected = refused.compactMap { id in
-                leases[id].flatMap { $0.session == nil ? nil : LeaseRef(jobID: id, epoch: $0.epoch) }
+                table[id].flatMap { $0.session == nil ? nil : LeaseRef(jobID: id, epoch: $0.epoch) }
             }
             let taken = Set(try await cluster.reclaim(connected))
             if !taken.isEmpty {
@@ -204,12 +204,12 @@ extension CoordinatorCore {
             acks[key] = max(acks[key] ?? 0, end)
             added[key, default: 0] += Int64(item.data.count)
             item.done?.resolve(.success(end))
-            guard !item.data.isEmpty, let job = leases[item.jobID] else { continue }
+            guard !item.data.isEmpty, let job = table[item.jobID] else { continue }
             publish(runID: job.runID, attempt: job.attempt,
                     .log(LogChunk(jobID: item.jobID, job: job.name, node: item.node, offset: UInt64(item.offset), data: item.data)))
         }
         for (key, end) in acks.sorted(by: { ($0.key.jobID, $0.key.node) < ($1.key.jobID, $1.key.node) }) {
-            guard let job = leases[key.jobID], logs.jobs[key.jobID] != nil else { continue }
+            guard let job = table[key.jobID], logs.jobs[key.jobID] != nil else { continue }
             let durable = max(end, logs.jobs[key.jobID]?.durable[key.node] ?? 0)
             logs.jobs[key.jobID]?.durable[key.node] = durable
             // The job's current session: after a reconnect, the runner's new connection.
@@ -219,7 +219,7 @@ extension CoordinatorCore {
         }
         for (key, bytes) in added where bytes > 0 { enforceLogLimit(key, added: bytes) }
         if cluster != nil {
-            let runIDs = Set(batch.filter { !$0.data.isEmpty }.compactMap { leases[$0.jobID]?.runID })
+            let runIDs = Set(batch.filter { !$0.data.isEmpty }.compactMap { table[$0.jobID]?.runID })
             if !runIDs.isEmpty { tell(.run(runIDs: runIDs.sorted())) }
         }
     }
@@ -249,7 +249,7 @@ extension CoordinatorCore {
         for item in batch + later { item.done?.resolve(.failure(failure)) }
         var resend: [(session: UInt64, jobID: Int64, epoch: Int64, node: String, durable: UInt64)] = []
         for jobID in jobs {
-            if full, let lease = leases[jobID], let session = lease.session {
+            if full, let lease = table[jobID], let session = lease.session {
                 let nodes = Set((batch + later).filter { $0.jobID == jobID }.map(\.node))
                 for node in nodes.sorted() {
                     resend.append((session, jobID, lease.epoch, node, logs.jobs[jobID]?.durable[node] ?? 0))
@@ -257,7 +257,7 @@ extension CoordinatorCore {
             }
             // Its lengths are read from the store again at its next chunk: the durable ones.
             logs.forget(jobID: jobID)
-            if !full, let session = leases[jobID]?.session, let open = sessions[session] {
+            if !full, let session = table[jobID]?.session, let open = sessions[session] {
                 open.sink.send(.failure(failure))
                 open.close()
             }

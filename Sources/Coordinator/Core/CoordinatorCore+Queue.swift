@@ -30,7 +30,7 @@ extension CoordinatorCore {
     public func queue(limit: Int? = nil, as principal: Principal) async throws -> QueueList {
         try Authorization.check(principal, .listQueue)
         let limit = limit.flatMap { $0 > 0 ? min($0, Self.maximumQueuePage) : nil } ?? Self.maximumListedJobs
-        let running = leases.jobIDs
+        let running = table.jobIDs
         let ids = Array(running.prefix(limit)) + scheduler.queue.prefix(max(0, limit - running.count)).map(\.id)
         var list = QueueList(jobs: [], total: running.count + scheduler.queue.count)
         let records = Dictionary(try await store.jobs(ids: ids).map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
@@ -142,23 +142,27 @@ extension CoordinatorCore {
         // No await from here until the queued jobs are out of the scheduler and the stops pushed.
         let queued = targets.filter { scheduler.isQueued($0.id) }
         scheduler.removeQueued(Set(queued.map(\.id)))
-        var running: [(JobRecord, Leases.Lease)] = []
+        var running: [(JobRecord, JobTable.Job)] = []
         var heldElsewhere: [JobRecord] = []
         for job in targets {
-            switch leases.cancel(jobID: job.id, reason: reason) {
-            case .stop(let session):
-                sink(of: session)?.send(.stopJob(jobID: job.id, epoch: leases[job.id]?.epoch ?? 0, reason: reason, abandon: false))
+            switch table.cancel(jobID: job.id, reason: reason) {
+            case .stop(let session, let epoch):
+                sink(of: session)?.send(.stopJob(jobID: job.id, epoch: epoch, reason: reason, abandon: false))
                 logger.info("stop pushed", metadata: ["job.id": "\(job.id)"])
             case .stopOnReattach:
                 break  // a runner that is away gets the stop when it reattaches the job
-            case nil where cluster != nil && job.status == .running && leases[job.id] == nil:
+            case .deferred:
+                // Its claim or its return to the queue is being stored: the job ends
+                // cancelled once that is settled (`JobTable`).
+                logger.info("cancel recorded for a job between phases", metadata: ["job.id": "\(job.id)"])
+            case nil where cluster != nil && job.status == .running && table[job.id] == nil:
                 // Held by another coordinator of the cluster: it stops the job.
                 tell(.cancel(jobID: job.id, reason: reason))
                 heldElsewhere.append(job)
             case nil:
                 break
             }
-            if let lease = leases[job.id] { running.append((job, lease)) }
+            if let held = table[job.id] { running.append((job, held)) }
         }
         var entries = try await storeCancelled(queued, reason: reason)
         for (job, lease) in running {
@@ -201,14 +205,14 @@ extension CoordinatorCore {
 
     /// Stores queued jobs, already taken out of the scheduler, as cancelled in one transaction,
     /// and publishes what the store changed. A job the store no longer had queued is left out.
-    private func storeCancelled(_ jobs: [JobRecord], reason: String) async throws -> [QueueEntry] {
+    func storeCancelled(_ jobs: [JobRecord], reason: String) async throws -> [QueueEntry] {
         guard !jobs.isEmpty else { return [] }
         let now = Date.nowMilliseconds
         let result: CancelledJobs
         do {
             result = try await store.cancelJobs(ids: jobs.map(\.id), reason: reason, now: now)
         } catch {
-            for job in jobs where leases[job.id] == nil && !scheduler.isQueued(job.id) {
+            for job in jobs where table[job.id] == nil && !scheduler.isQueued(job.id) {
                 enqueue(.init(id: job.id, labels: Set(job.labels), position: job.position))
             }
             throw error

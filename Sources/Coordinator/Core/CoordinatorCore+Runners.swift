@@ -25,7 +25,7 @@ extension CoordinatorCore {
         guard runners[session] != nil else { return }  // the session closed meanwhile
         let sink = sink(of: session)
         var lost: [(Int64, String)] = []
-        for action in leases.connect(runner: principal.name, session: session, running: hello.running) {
+        for action in table.connect(runner: principal.name, session: session, running: hello.running) {
             switch action {
             case .reattach(let jobID, let from):
                 // The same runner, back before the coordinator noticed its old connection die.

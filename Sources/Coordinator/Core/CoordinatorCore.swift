@@ -41,7 +41,8 @@ public actor CoordinatorCore {
     public let limits: CoordinatorLimits
 
     var scheduler = Scheduler()
-    var leases: Leases
+    /// Every job past the queue, each in one phase (`JobTable`).
+    var table: JobTable
     var logs = LogCommits()
     var subscriptions = Subscriptions()
     /// Every open session, by the id the core gave it.
@@ -103,7 +104,7 @@ public actor CoordinatorCore {
         self.logStore = logs
         self.limits = limits
         self.logger = logger
-        self.leases = Leases(lastEpoch: Date.nowMilliseconds)
+        self.table = JobTable(lastEpoch: Date.nowMilliseconds)
         self.cluster = store as? any ClusterStore
     }
 
@@ -134,13 +135,13 @@ public actor CoordinatorCore {
                 scheduler.enqueue(.init(id: job.id, labels: Set(job.labels), position: job.position))
             default:
                 guard cluster == nil else { continue }
-                leases.restore(job: job, deadline: now.advanced(by: limits.lease))
+                table.restore(job: job, deadline: now.advanced(by: limits.lease))
             }
         }
         // In a cluster, open uploads belong to the jobs' holders; one comes with a job taken over.
         guard cluster == nil else { return }
         for record in try await store.uploads() {
-            guard leases[record.jobID] != nil, let upload = try? await artifactStore.resumeUpload(id: UInt64(record.id)) else {
+            guard table[record.jobID] != nil, let upload = try? await artifactStore.resumeUpload(id: UInt64(record.id)) else {
                 try await store.deleteUploads(ids: [record.id])
                 continue
             }
@@ -195,7 +196,7 @@ public actor CoordinatorCore {
         // In a cluster, a runner cut off from this coordinator leaves it after three silent
         // intervals too, for another coordinator: one more interval to reattach its jobs there.
         if cluster != nil { left = max(left, limits.heartbeatInterval) }
-        leases.disconnect(session: session, jobs: held, deadline: ContinuousClock.now.advanced(by: left))
+        table.disconnect(session: session, jobs: held, deadline: ContinuousClock.now.advanced(by: left))
         logger.info("runner disconnected", metadata: ["runner": "\(runner.name)", "jobs": "\(held.count)"])
         await dispatch()
     }
@@ -210,8 +211,8 @@ public actor CoordinatorCore {
         guard runners[session] != nil else { return }
         runners[session]?.lastHeartbeat = Date.nowMilliseconds
         guard let running else { return }
-        leases.seen(epoch: running.assignedThrough)
-        let lost = leases.notRunning(session: session, running: Set(running.jobs), through: running.assignedThrough)
+        table.seen(epoch: running.assignedThrough)
+        let lost = table.notRunning(session: session, running: Set(running.jobs), through: running.assignedThrough)
         guard !lost.isEmpty else { return }
         Task { await self.notRunning(lost) }
     }

@@ -29,7 +29,7 @@ public struct CoordinatorGauges: Sendable {
 
 extension CoordinatorCore {
     public var gauges: CoordinatorGauges {
-        CoordinatorGauges(queued: scheduler.queuedCount, running: leases.jobs.count, runnersConnected: runners.count,
+        CoordinatorGauges(queued: scheduler.queuedCount, running: table.count, runnersConnected: runners.count,
                           runnersDrained: runners.values.filter { drained.contains($0.name) }.count,
                           sessions: sessions.count, storageFull: storageFullSince != nil)
     }

@@ -28,8 +28,10 @@ public struct Scheduler: Sendable {
     }
 
     public struct Assignment: Sendable, Equatable {
-        public var jobID: Int64
+        /// The job as it was queued (to put it back should its claim fail).
+        public var job: QueuedJob
         public var runner: RunnerID
+        public var jobID: Int64 { job.id }
     }
 
     /// Queued jobs in dispatch order (ascending position).
@@ -207,7 +209,7 @@ public struct Scheduler: Sendable {
             guard let best else { continue }
             runners[best.id]!.running.insert(job.id)
             freeTotal -= 1
-            assignments.append(Assignment(jobID: job.id, runner: best.id))
+            assignments.append(Assignment(job: job, runner: best.id))
             taken.append(index)
         }
         if taken.isEmpty {
