@@ -1,0 +1,221 @@
+import Foundation
+import Logging
+import TestSupport
+import Testing
+import Wire
+@testable import Coordinator
+
+/// A job's phases through the core, on both stores, with the store paused or failing at the
+/// call that opens each window (`InterposedStore`): a command that arrives while a job is
+/// between phases is applied when the phase settles, and no end is forgotten.
+@Suite struct JobLifecycleTests {
+    static func source(retryLost: Int) -> String {
+        """
+        name: ci
+        jobs:
+          build:
+            retry: { lost: \(retryLost) }
+            nodes: { n: { run: "true" } }
+        """
+    }
+
+    /// A core on a new database of `kind`, behind an `InterposedStore`, with one run queued.
+    struct Setup {
+        let database: TestDatabase
+        let core: CoordinatorCore
+        let hooks: StoreHooks
+        let runID: Int64
+
+        static func make(_ kind: StoreKind, retryLost: Int = 0) async throws -> Setup {
+            let database = try await TestDatabase.make(kind)
+            do {
+                let interposed = InterposedStore(try await database.open())
+                let core = try CoordinatorCore(store: interposed, directory: database.directory.path,
+                                               logger: Logger(label: "test"))
+                try await core.recover()
+                try await core.push("shop", JobLifecycleTests.source(retryLost: retryLost))
+                let runID = try await core.trigger("shop", "ci")
+                return Setup(database: database, core: core, hooks: interposed.hooks, runID: runID)
+            } catch {
+                await database.remove()
+                throw error
+            }
+        }
+
+        /// Runs `body` with a new setup, removed afterwards.
+        static func with(_ kind: StoreKind, retryLost: Int = 0, _ body: (Setup) async throws -> Void) async throws {
+            let setup = try await make(kind, retryLost: retryLost)
+            do {
+                try await body(setup)
+            } catch {
+                setup.hooks.fail([])
+                setup.hooks.disarm()
+                setup.hooks.resume()
+                await setup.database.remove()
+                throw error
+            }
+            await setup.database.remove()
+        }
+
+        /// A runner connects and receives the run's job.
+        func runnerWithTheJob(_ name: String = "r1") async throws -> (outbox: RecordingOutbox, session: UInt64, job: LeaseRef) {
+            let outbox = RecordingOutbox()
+            let session = try await core.connectRunner(outbox, name: name, labels: [])
+            let job = LeaseRef(try await outbox.assignment().job)
+            return (outbox, session, job)
+        }
+
+        /// The run's job as stored.
+        func stored() async throws -> JobRecord {
+            try #require(try await core.runDetail(runID: runID, as: admin).jobs.first).job
+        }
+
+        func runStatus() async throws -> Status {
+            try await core.runDetail(runID: runID, as: admin).run.status
+        }
+
+        /// Far past any lease.
+        var later: ContinuousClock.Instant { .now.advanced(by: .seconds(3600)) }
+    }
+
+    static func assignments(_ outbox: RecordingOutbox) -> Int {
+        outbox.all.filter { if case .assignment = $0.body { true } else { false } }.count
+    }
+
+    /// A lost job with a retry left goes back to the queue. A cancel while that is stored
+    /// (before the store has it queued, or after it has and before this coordinator queued
+    /// it) ends it cancelled: it is never assigned again.
+    @Test(arguments: StoreKind.allCases, ["requeueLostJob", "job"])
+    func aCancelWhileALostJobIsRequeuedEndsItCancelled(kind: StoreKind, pause: String) async throws {
+        try await Setup.with(kind, retryLost: 1) { setup in
+            let runner = try await setup.runnerWithTheJob()
+            await setup.core.sessionClosed(session: runner.session)
+            setup.hooks.pause(pause)
+            let expiring = Task { await setup.core.expireLeases(now: setup.later) }
+            try await waitUntil("the requeue to reach the paused store call") { setup.hooks.reachedPause }
+            let result = try await setup.core.cancel(runIDs: [setup.runID], jobIDs: [], as: admin)
+            #expect(result.count == 1)
+            setup.hooks.resume()
+            await expiring.value
+
+            let other = RecordingOutbox()
+            _ = try await setup.core.connectRunner(other, name: "r2", labels: [])
+            let job = try await setup.stored()
+            #expect(job.status == .cancelled, "the job is \(job.status.rawValue): \(job.reason)")
+            #expect(job.reason.hasPrefix("cancelled by root"))
+            #expect(try await setup.runStatus() == .cancelled)
+            #expect(Self.assignments(other) == 0)
+            #expect(await setup.core.table.isEmpty)
+            #expect(await setup.core.scheduler.queue.isEmpty)
+        }
+    }
+
+    /// A cancel while the job's claim is stored: the runner is never told of the job (no
+    /// assignment, no stop), and the job ends cancelled once the claim is stored.
+    @Test(arguments: StoreKind.allCases)
+    func aCancelWhileAJobIsClaimedEndsItBeforeItStarts(kind: StoreKind) async throws {
+        try await Setup.with(kind) { setup in
+            setup.hooks.pause("claimJobs")
+            let runner = RecordingOutbox()
+            let connecting = Task { try await setup.core.connectRunner(runner, labels: []) }
+            try await waitUntil("the claim to reach the store") { setup.hooks.reachedPause }
+            let result = try await setup.core.cancel(runIDs: [setup.runID], jobIDs: [], as: admin)
+            #expect(result.count == 1)
+            setup.hooks.resume()
+            let session = try await connecting.value
+
+            let job = try await setup.stored()
+            #expect(job.status == .cancelled, "the job is \(job.status.rawValue): \(job.reason)")
+            #expect(job.reason == "cancelled by root (before it started)")
+            #expect(try await setup.runStatus() == .cancelled)
+            #expect(runner.all.allSatisfy { envelope in
+                switch envelope.body {
+                case .assignment, .stopJob: false
+                default: true
+                }
+            })
+            #expect(await setup.core.table.isEmpty)
+            // Its slot is free: the next run's job goes to the same runner.
+            let next = try await setup.core.trigger("shop", "ci")
+            #expect(try await runner.assignment().runID == UInt64(next))
+            _ = session
+        }
+    }
+
+    /// A runner's `JobFinish` the store refuses is answered `UNAVAILABLE`; the job stays its
+    /// runner's (`finishing`), a heartbeat without it loses nothing, and the same `JobFinish`
+    /// sent again is stored.
+    @Test(arguments: StoreKind.allCases)
+    func aJobEndTheStoreRefusedIsAnsweredUnavailableAndStoredWhenSentAgain(kind: StoreKind) async throws {
+        try await Setup.with(kind) { setup in
+            let runner = try await setup.runnerWithTheJob()
+            let core = setup.core
+            try await core.nodeUpdate(session: runner.session, NodeReport(job: runner.job, node: "n", status: .running))
+            try await core.nodeUpdate(session: runner.session, NodeReport(job: runner.job, node: "n", status: .succeeded, exitCode: 0))
+            let result = JobResult(job: runner.job, status: .succeeded, reason: "")
+            setup.hooks.fail(["finishJob"])
+            let refused = await #expect(throws: CoordinatorError.self) {
+                try await core.jobFinished(session: runner.session, result)
+            }
+            #expect(refused?.code == .unavailable)
+            #expect(await core.table[runner.job.jobID]?.phase == .finishing)
+            #expect(await core.table.notRunning(session: runner.session, running: [], through: runner.job.epoch).isEmpty)
+            #expect(try await setup.stored().status == .running)
+            // Not the coordinator's to write again: its runner sends it.
+            await core.expireLeases()
+            #expect(try await setup.stored().status == .running)
+
+            setup.hooks.fail([])
+            try await core.jobFinished(session: runner.session, result)
+            #expect(try await setup.stored().status == .succeeded)
+            #expect(try await setup.runStatus() == .succeeded)
+            #expect(await core.table.isEmpty)
+            // Its answer lost with a connection, the same result again is accepted.
+            try await core.jobFinished(session: runner.session, result)
+        }
+    }
+
+    /// An end the coordinator decided (the runner lost, no retry left) that the store refused
+    /// is written again at the lease monitor's next tick, until stored.
+    @Test(arguments: StoreKind.allCases)
+    func anEndTheCoordinatorDecidedIsWrittenAgainUntilStored(kind: StoreKind) async throws {
+        try await Setup.with(kind) { setup in
+            let runner = try await setup.runnerWithTheJob()
+            await setup.core.sessionClosed(session: runner.session)
+            setup.hooks.fail(["finishJob"])
+            await setup.core.expireLeases(now: setup.later)
+            #expect(await setup.core.table[runner.job.jobID]?.phase == .finishing)
+            #expect(try await setup.stored().status == .running)
+            await setup.core.expireLeases(now: setup.later)  // refused again
+            #expect(try await setup.stored().status == .running)
+
+            setup.hooks.fail([])
+            await setup.core.expireLeases()
+            let job = try await setup.stored()
+            #expect(job.status == .failed)
+            #expect(job.reason == "runner lost: r1 was silent for longer than its lease")
+            #expect(try await setup.runStatus() == .failed)
+            #expect(await setup.core.table.isEmpty)
+        }
+    }
+
+    /// A lost job's return to the queue that the store refused is tried again; then the job
+    /// runs again.
+    @Test(arguments: StoreKind.allCases)
+    func aRequeueTheStoreRefusedIsTriedAgain(kind: StoreKind) async throws {
+        try await Setup.with(kind, retryLost: 1) { setup in
+            let runner = try await setup.runnerWithTheJob()
+            await setup.core.sessionClosed(session: runner.session)
+            setup.hooks.fail(["requeueLostJob"])
+            await setup.core.expireLeases(now: setup.later)
+            #expect(await setup.core.table[runner.job.jobID]?.phase == .requeueing)
+            #expect(try await setup.stored().status == .running)
+
+            setup.hooks.fail([])
+            await setup.core.expireLeases()
+            #expect(try await setup.stored().status == .queued)
+            let again = try await setup.runnerWithTheJob("r2")
+            #expect(again.job.jobID == runner.job.jobID && again.job.epoch > runner.job.epoch)
+        }
+    }
+}
