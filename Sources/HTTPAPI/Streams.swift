@@ -340,10 +340,9 @@ struct StreamRoutes {
     /// Server-Sent Events, until the client leaves.
     func events(_ request: Request) throws -> Response {
         let principal = try Self.principal()
-        return try stream(principal: principal) { core, session in
+        // The subscription lasts until the session ends (the client leaves).
+        return try stream(principal: principal, lasting: true) { core, session in
             try await core.watchQueue(session: session, requestID: 1)
-            // The subscription lasts until the session ends (the client leaves).
-            try await Task.sleep(for: .seconds(365 * 86_400))
         } render: { event in
             if case .subscribed = event { return SSE.event("subscribed", [:]) }
             guard case .queue(_, let change) = event else { return nil }
@@ -363,7 +362,9 @@ struct StreamRoutes {
     /// A streamed SSE response over one core session: `subscribe` runs the subscription
     /// (returning when it is over), `render` turns each event into SSE text (nil: skipped).
     /// Comments every `keepAlive` keep it open; the session closes when either side ends.
-    func stream(principal: Principal,
+    /// With `lasting`, `subscribe` only subscribes and returns; the stream then goes on until
+    /// the client leaves (or the coordinator stops). Otherwise the stream ends with it.
+    func stream(principal: Principal, lasting: Bool = false,
                 subscribe: @escaping @Sendable (CoordinatorCore, UInt64) async throws -> Void,
                 render: @escaping @Sendable (SessionEvent) -> String?) throws -> Response {
         guard streams.open() else {
@@ -387,6 +388,7 @@ struct StreamRoutes {
                 group.addTask {
                     do {
                         try await subscribe(core, session)
+                        if lasting { return }
                     } catch is CancellationError {
                     } catch {
                         sink.send(.failure(CoordinatorError(error)))

@@ -26,20 +26,16 @@ extension CoordinatorCore {
     /// How often the queue and the shared state are read again without a signal.
     static let resyncPeriod: Duration = .seconds(10)
 
-    /// Sends a signal to the other coordinators, without waiting for it.
+    /// Tells the other coordinators what changed here: the signal waits in `signals`, in
+    /// order and coalesced, for `ClusterMonitor`'s one sending loop.
     func tell(_ signal: ClusterSignal) {
-        guard let cluster else { return }
+        guard cluster != nil else { return }
         switch signal {
         case .claimed(let ids) where ids.isEmpty: return
         case .run(let ids) where ids.isEmpty: return
         default: break
         }
-        let logger = logger
-        Task {
-            do { try await cluster.signal(signal) } catch {
-                logger.warning("cannot signal the other coordinators", metadata: ["error": "\(error)"])
-            }
-        }
+        signals.add(signal)
     }
 
     /// Queues a job here (and remembers it while a queue read is on its way).

@@ -65,6 +65,8 @@ public actor CoordinatorCore {
     var definitions: [Int64: PipelineDefinition] = [:]
     /// The store as one of a cluster's (several coordinators on one database); nil on SQLite.
     let cluster: (any ClusterStore)?
+    /// Signals for the other coordinators of the cluster, waiting to be sent.
+    let signals = SignalOutbox()
     /// Queue reads from the store after another coordinator changed it (`resyncQueue`).
     var resync = QueueResync()
     /// A dispatch is storing its claims (`running`); another was asked for meanwhile (`again`).

@@ -2,7 +2,8 @@ import Foundation
 import ServiceLifecycle
 
 /// Keeps a coordinator of a cluster (a core on a `ClusterStore`) in step with the others: it
-/// applies their signals as they come, beats and sweeps for orphaned jobs twice per heartbeat
+/// sends this coordinator's signals (one loop, in order, coalesced: `SignalOutbox`), applies
+/// theirs as they come, beats and sweeps for orphaned jobs twice per heartbeat
 /// interval, and reads the queue and shared state again every `resyncPeriod` in case a
 /// signal was missed. On SQLite it does nothing (until the shutdown).
 public struct ClusterMonitor: Service {
@@ -23,6 +24,16 @@ public struct ClusterMonitor: Service {
             await withTaskGroup(of: Void.self) { group in
                 group.addTask {
                     for await signal in cluster.signals() { await core.apply(signal) }
+                }
+                group.addTask {
+                    // Ends when the outbox closes: the task is cancelled at the shutdown.
+                    while case let batch = await core.signals.next(), !batch.isEmpty {
+                        for signal in batch {
+                            do { try await cluster.signal(signal) } catch {
+                                core.logger.warning("cannot signal the other coordinators", metadata: ["error": "\(error)"])
+                            }
+                        }
+                    }
                 }
                 group.addTask {
                     // Beats on their own, never behind the core's other work: a busy coordinator
