@@ -148,6 +148,6 @@ let package = Package(
         .testTarget(name: "RunnerTests", dependencies: ["Runner", "TestSupport"]),
         .testTarget(name: "AdminTests", dependencies: ["Admin", "TestSupport"]),
         .testTarget(name: "EndToEndTests", dependencies: ["Wire", "TestSupport", .product(name: "Crypto", package: "swift-crypto")]),
-        .testTarget(name: "HTTPFrontTests", dependencies: ["HTTPAPI", "TestSupport"]),
+        .testTarget(name: "HTTPFrontTests", dependencies: ["HTTPAPI", "TestSupport", .product(name: "Crypto", package: "swift-crypto")]),
     ]
 )

@@ -50,14 +50,20 @@ struct StreamRoutes {
         let body = try await request.collectBody(upTo: HTTPFront.maximumHookBodyBytes)
         var headers: [String: String] = [:]
         for field in request.headers { headers[field.name.canonicalName] = field.value }
-        let answer = try await core.receiveWebhook(WebhookDelivery(project: project, headers: headers,
-                                                                   body: Data(body.readableBytesView)))
+        let bytes = Data(body.readableBytesView)
+        // Nothing is said to a request without a valid signature.
+        guard let (forge, eventName, deliveryID) = Forge.identify(headers),
+              let secret = try await core.webhookSecret(project: project),
+              forge.verify(headers, body: bytes, secret: secret) else {
+            logger.notice("webhook refused: bad or missing signature", metadata: ["project": "\(project.prefix(100))"])
+            throw Problem(status: .unauthorized, code: "unauthenticated", detail: "the signature does not match")
+        }
+        let answer = try await core.receiveDelivery(ForgeDelivery(project: project, forge: forge.rawValue, deliveryID: deliveryID,
+                                                                  eventName: eventName, event: forge.event(eventName, body: bytes)))
         let status: HTTPResponse.Status
         switch answer.kind {
         case .triggered: status = .accepted
         case .ignored, .duplicate: status = .ok
-        case .unauthenticated:
-            throw Problem(status: .unauthorized, code: "unauthenticated", detail: answer.detail)
         case .refused:
             throw Problem(status: .badRequest, code: "bad_request", detail: answer.detail)
         }

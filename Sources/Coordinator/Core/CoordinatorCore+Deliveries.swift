@@ -1,0 +1,160 @@
+import Foundation
+import Wire
+
+/// A forge's delivery as a front read it from a request whose signature it verified with the
+/// project's secret (`webhookSecret(project:)`): which forge, its delivery id and event name,
+/// and what the event asks for.
+public struct ForgeDelivery: Sendable, Equatable {
+    public var project: String
+    public var forge: String
+    public var deliveryID: String
+    public var eventName: String
+    public var event: ForgeEvent
+
+    public init(project: String, forge: String, deliveryID: String, eventName: String, event: ForgeEvent) {
+        self.project = project
+        self.forge = forge
+        self.deliveryID = deliveryID
+        self.eventName = eventName
+        self.event = event
+    }
+}
+
+/// What a forge event asks for.
+public enum ForgeEvent: Sendable, Equatable {
+    /// A push to a branch, at a commit.
+    case push(branch: String, commit: String)
+    /// A pull (merge) request from `branch` at `commit`, into `target`, opened or updated.
+    case pullRequest(target: String, branch: String, commit: String)
+    /// Understood, and starts nothing (a ping, a tag, a deleted branch, a closed pull
+    /// request, another event): why.
+    case ignored(String)
+    /// Not usable (a body that is no JSON object, a payload without its branch or commit): why.
+    case refused(String)
+}
+
+/// What a delivery came to, for the forge.
+public struct WebhookAnswer: Sendable, Equatable {
+    public enum Kind: String, Sendable {
+        /// Runs were created (`runIDs`).
+        case triggered
+        /// Understood; nothing to start (`detail` says why).
+        case ignored
+        /// A delivery id seen before: nothing started again (`runIDs` are the first time's).
+        case duplicate
+        /// Signed, but not a delivery this coordinator can use.
+        case refused
+    }
+
+    public var kind: Kind
+    public var detail: String
+    public var deliveryID: String
+    public var runIDs: [Int64]
+}
+
+extension CoordinatorCore {
+    /// Where the HTTP front is reached, for webhook URLs.
+    public func setHTTPURL(_ url: String?) {
+        httpURL = url
+    }
+
+    /// The URL a forge sends the project's deliveries to, or nil without an HTTP front.
+    public func webhookURL(project: String) -> String? {
+        httpURL.map { "\($0)/hooks/\(project)" }
+    }
+
+    /// A project's webhook secret, new: shown once by the caller, kept by the coordinator (it
+    /// must compute the forge's HMAC with it).
+    public func rotateWebhookSecret(project: String, as principal: Principal) async throws -> String {
+        try Authorization.check(principal, .createProject)
+        var random = SystemRandomNumberGenerator()
+        let secret = (0..<32).map { _ in String(format: "%02x", UInt8.random(in: .min ... .max, using: &random)) }.joined()
+        guard try await store.setWebhookSecret(project: project, secret: secret) else {
+            throw CoordinatorError.notFound("project \(project) does not exist")
+        }
+        logger.notice("webhook secret replaced", metadata: ["project": "\(project)", "by": "\(principal)"])
+        return secret
+    }
+
+    /// The project's latest deliveries, newest first (viewer).
+    public func deliveries(project: String, limit: Int = 100, as principal: Principal) async throws -> [DeliveryRecord] {
+        try Authorization.check(principal, .listProjects)
+        guard try await store.project(name: project) != nil else { throw CoordinatorError.notFound("project \(project) does not exist") }
+        return try await store.deliveries(project: project, limit: max(1, min(limit, 1000)))
+    }
+
+    /// The project's webhook secret, for a front to verify a delivery's signature with; nil
+    /// when the project does not exist or has none.
+    public func webhookSecret(project: String) async throws -> String? {
+        guard Names.problem(project, "project") == nil else { return nil }
+        return try await store.webhookSecret(project: project)
+    }
+
+    /// A forge's delivery, its signature verified by the front: recorded once per delivery
+    /// id, and each of the project's pipelines whose `on:` matches is started at the pushed
+    /// commit.
+    public func receiveDelivery(_ delivery: ForgeDelivery) async throws -> WebhookAnswer {
+        let deliveryID = delivery.deliveryID
+        guard !deliveryID.isEmpty, deliveryID.utf8.count <= 200 else {
+            return WebhookAnswer(kind: .refused, detail: "the delivery has no id (\(delivery.forge) sends one in a header)",
+                                 deliveryID: "", runIDs: [])
+        }
+        var record = DeliveryRecord(project: delivery.project, forge: delivery.forge, deliveryID: deliveryID,
+                                    event: String(delivery.eventName.prefix(100)), receivedAt: Date.nowMilliseconds,
+                                    outcome: .ignored, detail: "being handled", runIDs: [])
+        // Recorded first: a second delivery with this id, even at the same moment, is a duplicate.
+        if let seen = try await store.recordDelivery(record) {
+            return WebhookAnswer(kind: .duplicate, detail: "delivery \(deliveryID) was received before (\(seen.outcome.rawValue): \(seen.detail)); nothing started",
+                                 deliveryID: deliveryID, runIDs: seen.runIDs)
+        }
+        let answer = try await handle(delivery)
+        record.outcome = switch answer.kind {
+        case .triggered: .triggered
+        case .refused: .refused
+        default: .ignored
+        }
+        record.detail = answer.detail
+        record.runIDs = answer.runIDs
+        try await store.updateDelivery(record)
+        logger.info("webhook delivery", metadata: ["project": "\(delivery.project)", "forge": "\(delivery.forge)",
+                                                   "delivery": "\(deliveryID)", "event": "\(delivery.eventName)",
+                                                   "outcome": "\(answer.kind.rawValue)", "detail": "\(answer.detail)"])
+        return answer
+    }
+
+    private func handle(_ delivery: ForgeDelivery) async throws -> WebhookAnswer {
+        func answer(_ kind: WebhookAnswer.Kind, _ detail: String, _ runs: [Int64] = []) -> WebhookAnswer {
+            WebhookAnswer(kind: kind, detail: detail, deliveryID: delivery.deliveryID, runIDs: runs)
+        }
+        let branch: String, commit: String, matching: (Triggers) -> Bool
+        switch delivery.event {
+        case .refused(let why):
+            return answer(.refused, why)
+        case .ignored(let why):
+            return answer(.ignored, why)
+        case .push(let pushed, let sha):
+            (branch, commit) = (pushed, sha)
+            matching = { $0.push.map { Triggers.matches(pushed, $0) } ?? false }
+        case .pullRequest(let target, let head, let sha):
+            (branch, commit) = (head, sha)
+            matching = { $0.pullRequest.map { Triggers.matches(target, $0) } ?? false }
+        }
+        if let problem = Names.branchProblem(branch) { return answer(.refused, problem) }
+        if let problem = Self.commitProblem(commit) { return answer(.refused, problem) }
+        let versions = try await store.pipelines().filter { $0.project == delivery.project }
+        var runs: [Int64] = []
+        var names: [String] = []
+        for version in versions.sorted(by: { $0.pipeline < $1.pipeline }) {
+            guard let definition = try? self.definition(of: version), matching(definition.triggers) else { continue }
+            let triggered = try await startRun(version, branch: branch, commit: commit, trigger: "webhook",
+                                               by: "\(delivery.forge) delivery \(delivery.deliveryID)")
+            runs.append(triggered.runID)
+            names.append(version.pipeline)
+        }
+        guard !runs.isEmpty else {
+            let what = if case .push = delivery.event { "a push to \(branch)" } else { "a pull request from \(branch)" }
+            return answer(.ignored, "no pipeline of \(delivery.project) starts on \(what)")
+        }
+        return answer(.triggered, "started \(names.joined(separator: ", ")) at \(commit.prefix(12)) on \(branch)", runs)
+    }
+}
