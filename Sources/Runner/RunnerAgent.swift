@@ -30,8 +30,8 @@ public struct RunnerConfiguration: Sendable {
 /// and jitter), advertises its labels, capacity and the jobs it still runs (to reattach them),
 /// and runs each pushed assignment. Jobs go on through a lost connection.
 ///
-/// Shutdown: the first `shutdown()` (SIGTERM) drains (no new jobs; the running ones finish,
-/// then `run()` returns); a second one cancels the running jobs.
+/// Shutdown: the first `shutdown()` (the binary calls it on SIGTERM) drains (no new jobs; the
+/// running ones finish, then `run()` returns); a second one cancels the running jobs.
 public final class RunnerAgent: Service, Sendable {
     let configuration: RunnerConfiguration
     let logger: Logger
@@ -47,9 +47,16 @@ public final class RunnerAgent: Service, Sendable {
         var idleWaiters: [CheckedContinuation<Void, Never>] = []
     }
 
+    /// Yields, after a second shutdown, how many jobs were given up on without their results
+    /// reaching a coordinator (`giveUpReportingLater`): the process should exit, with status 1.
+    /// Their tasks may still wait for a coordinator: `run()` does not return by itself then.
+    public let gaveUp: AsyncStream<Int>
+    private let gaveUpContinuation: AsyncStream<Int>.Continuation
+
     public init(configuration: RunnerConfiguration, logger: Logger) {
         self.configuration = configuration
         self.logger = logger
+        (gaveUp, gaveUpContinuation) = AsyncStream.makeStream(of: Int.self)
     }
 
     /// First call: drain. Second call: cancel the running jobs too.
@@ -74,8 +81,8 @@ public final class RunnerAgent: Service, Sendable {
     /// After a second shutdown signal, the cancelled jobs' results wait for the coordinator for
     /// the kill grace and `shutdownReportPatience` more; a coordinator still unreachable then
     /// does not hold the runner: what is left of their nodes' processes (a node's own grace may
-    /// be longer) is killed, and it exits with status 1 (the coordinator counts the jobs lost
-    /// when their leases end).
+    /// be longer) is killed, and `gaveUp` says how many jobs were left unreported (the binary
+    /// then exits with status 1; the coordinator counts the jobs lost when their leases end).
     private func giveUpReportingLater() {
         let patience = configuration.killGrace + Self.shutdownReportPatience
         Task { [self] in
@@ -86,7 +93,7 @@ public final class RunnerAgent: Service, Sendable {
             for control in controls { control.killAll() }
             logger.error("exiting with jobs unreported: the coordinator did not take their results within \(patience.components.seconds) s of the second shutdown signal (it counts them lost when their leases end)",
                          metadata: ["jobs": "\(left)"])
-            exit(1)
+            gaveUpContinuation.yield(left)
         }
     }
 
@@ -118,12 +125,6 @@ public final class RunnerAgent: Service, Sendable {
         try FileManager.default.createDirectory(atPath: spoolDirectory, withIntermediateDirectories: true)
         _ = try configuration.tls.clientConfiguration()  // unreadable TLS files fail now, not in a retry loop
         removeLeftovers()
-        // SIGTERM: drain; a second SIGTERM: cancel the running jobs.
-        signal(SIGTERM, SIG_IGN)
-        let signals = DispatchSource.makeSignalSource(signal: SIGTERM, queue: .global())
-        signals.setEventHandler { [weak self] in self?.shutdown() }
-        signals.resume()
-        defer { signals.cancel() }
 
         let (assignments, continuation) = AsyncStream.makeStream(of: Heddle_V1_Assignment.self)
         await withTaskCancellationHandler {

@@ -69,7 +69,18 @@ struct RunnerCommand: AsyncParsableCommand {
             workDirectory: workDir)
         configuration.killGrace = .milliseconds(Int64(killGrace * 1000))
         let agent = RunnerAgent(configuration: configuration, logger: logger)
-        // The agent handles SIGTERM itself (first: drain, second: cancel jobs); SIGINT cancels.
+        // SIGTERM: the agent drains; a second SIGTERM cancels the running jobs. SIGINT cancels.
+        signal(SIGTERM, SIG_IGN)
+        let terms = DispatchSource.makeSignalSource(signal: SIGTERM, queue: .global())
+        terms.setEventHandler { agent.shutdown() }
+        terms.resume()
+        defer { terms.cancel() }
+        // Jobs given up on after a second SIGTERM (their coordinator unreachable) may still wait
+        // for it: the process ends here, with status 1, whatever they wait for.
+        let exitWhenGivenUp = Task {
+            for await _ in agent.gaveUp { Foundation.exit(1) }
+        }
+        defer { exitWhenGivenUp.cancel() }
         let group = ServiceGroup(configuration: .init(
             services: [.init(service: agent, successTerminationBehavior: .gracefullyShutdownGroup)],
             cancellationSignals: [.sigint],
