@@ -17,8 +17,8 @@ import Wire
               report: { run: "make report", needs: [build] }
         """
 
-    func makeCore(_ data: TemporaryDirectory) throws -> CoordinatorCore {
-        try CoordinatorCore(store: try SQLiteStore.inMemory(), directory: data.path, logger: Logger(label: "test"))
+    func makeCore(_ database: TestDatabase) async throws -> CoordinatorCore {
+        try CoordinatorCore(store: try await database.open(), directory: database.directory.path, logger: Logger(label: "test"))
     }
 
     /// Pushes the pipeline (a new version each time) and triggers a run of it.
@@ -35,10 +35,9 @@ import Wire
         LogBytes(job: ref, node: node, offset: offset, data: Data(text.utf8))
     }
 
-    @Test func logsAreStoredOnceWithoutGapsAndWatchersSeeHistoryThenLive() async throws {
-        let data = try TemporaryDirectory()
-        defer { data.remove() }
-        let core = try makeCore(data)
+    @Test(arguments: StoreKind.allCases) func logsAreStoredOnceWithoutGapsAndWatchersSeeHistoryThenLive(kind: StoreKind) async throws {
+      try await TestDatabase.with(kind) { database in
+        let core = try await makeCore(database)
         let runID = try await pushAndTrigger(core)
 
         let runner = RecordingOutbox()
@@ -94,12 +93,12 @@ import Wire
         #expect(detail.jobs.first?.runner == "r1")
         // Writes after the job finished are refused: its lease is gone.
         await #expect(throws: CoordinatorError.self) { _ = try await core.appendLog(session: session, append(ref, "build", 17, "late")) }
+      }
     }
 
-    @Test func aFailedJobFailsTheRunAndALostRunnerFailsItsJob() async throws {
-        let data = try TemporaryDirectory()
-        defer { data.remove() }
-        let core = try makeCore(data)
+    @Test(arguments: StoreKind.allCases) func aFailedJobFailsTheRunAndALostRunnerFailsItsJob(kind: StoreKind) async throws {
+      try await TestDatabase.with(kind) { database in
+        let core = try await makeCore(database)
         let first = try await pushAndTrigger(core)
         let second = try await pushAndTrigger(core)
 
@@ -124,6 +123,7 @@ import Wire
         let lost = try await core.runDetail(runID: second, as: admin)
         #expect(lost.run.status == .failed)
         #expect(lost.jobs[0].reason == "runner lost: r1 was silent for longer than its lease")
+      }
     }
 
     static let retried = """
@@ -139,10 +139,9 @@ import Wire
     /// A runner frozen past its lease comes back with the old assignment: it is told to
     /// abandon that epoch only, and the job (requeued) comes back to it with a new epoch. A
     /// runner whose heartbeat no longer lists a job it holds loses the job at once.
-    @Test func stopsNameTheirEpochAndAJobTheRunnerNoLongerRunsIsLost() async throws {
-        let data = try TemporaryDirectory()
-        defer { data.remove() }
-        let core = try makeCore(data)
+    @Test(arguments: StoreKind.allCases) func stopsNameTheirEpochAndAJobTheRunnerNoLongerRunsIsLost(kind: StoreKind) async throws {
+      try await TestDatabase.with(kind) { database in
+        let core = try await makeCore(database)
         try await core.push("shop", Self.retried)
         let runID = try await core.trigger("shop", "retried")
         let frozen = RecordingOutbox()
@@ -172,14 +171,14 @@ import Wire
         let lost = try await core.runDetail(runID: runID, as: admin)
         #expect(lost.run.status == .failed)
         #expect(lost.jobs[0].reason == "runner lost: r1 no longer runs the job")
+      }
     }
 
     /// A cancel of a job whose runner is away: when the lease expires the job ends cancelled,
     /// even with retries for lost runners left.
-    @Test func aCancelledJobWhoseRunnerIsLostEndsCancelled() async throws {
-        let data = try TemporaryDirectory()
-        defer { data.remove() }
-        let core = try makeCore(data)
+    @Test(arguments: StoreKind.allCases) func aCancelledJobWhoseRunnerIsLostEndsCancelled(kind: StoreKind) async throws {
+      try await TestDatabase.with(kind) { database in
+        let core = try await makeCore(database)
         try await core.push("shop", Self.retried)
         let runID = try await core.trigger("shop", "retried")
         let runner = RecordingOutbox()
@@ -193,14 +192,14 @@ import Wire
         #expect(detail.jobs[0].status == .cancelled)
         #expect(detail.jobs[0].reason == "cancelled by root (runner lost: r1 was silent for longer than its lease before it confirmed)")
         #expect(try await core.queue(as: admin).total == 0)
+      }
     }
 
     /// A YAML alias reused by many nodes: a small file, a huge assignment. The push is refused
     /// when the expanded job could not be sent in one frame; a job stored before that check
     /// fails with that reason when it is assigned, and its runner is not blamed.
-    @Test func aJobTooLargeToAssignIsRefusedAtPushAndFailsAtDispatch() async throws {
-        let data = try TemporaryDirectory()
-        defer { data.remove() }
+    @Test(arguments: StoreKind.allCases) func aJobTooLargeToAssignIsRefusedAtPushAndFailsAtDispatch(kind: StoreKind) async throws {
+      try await TestDatabase.with(kind) { database in
         let big = String(repeating: "echo x; ", count: 16 * 1024)  // 128 KiB
         func pipeline(nodes: Int) -> String {
             var text = "name: alias\njobs:\n  j:\n    labels: [linux]\n    nodes:\n      n0: { run: &r \"\(big)\" }\n"
@@ -210,7 +209,7 @@ import Wire
         var small = CoordinatorLimits()
         small.maximumFrameLength = 1 << 20
         do {
-            let core = try CoordinatorCore(store: try SQLiteStore.open(directory: data.path), directory: data.path,
+            let core = try CoordinatorCore(store: try await database.open(), directory: database.directory.path,
                                            limits: small, logger: Logger(label: "test"))
             await #expect {
                 try await core.push("shop", pipeline(nodes: 10))
@@ -223,7 +222,7 @@ import Wire
         }
         // The same stored pipeline under a smaller frame limit.
         small.maximumFrameLength = 512 << 10
-        let core = try CoordinatorCore(store: try SQLiteStore.open(directory: data.path), directory: data.path,
+        let core = try CoordinatorCore(store: try await database.open(), directory: database.directory.path,
                                        limits: small, logger: Logger(label: "test"))
         let runID = try await core.trigger("shop", "alias")
         let runner = RecordingOutbox()
@@ -234,6 +233,7 @@ import Wire
         #expect(detail.jobs[0].reason.hasSuffix("bytes, over the frame limit of 524288"))
         #expect(!runner.all.contains { if case .assignment = $0.body { true } else { false } })
         #expect(try await core.runners(as: admin).first?.running == 0)
+      }
     }
 
     @Test(arguments: ["../etc/passwd", "/abs", "a/../b", "nul\0name", "", "a//b", "./a"])
@@ -248,9 +248,8 @@ import Wire
 }
 
 @Suite struct RestartTests {
-    @Test func theQueueSurvivesARestartInOrderAndRunningJobsAreLostAfterTheirLease() async throws {
-        let data = try TemporaryDirectory()
-        defer { data.remove() }
+    @Test(arguments: StoreKind.allCases) func theQueueSurvivesARestartInOrderAndRunningJobsAreLostAfterTheirLease(kind: StoreKind) async throws {
+      try await TestDatabase.with(kind) { database in
         let source = """
             name: ci
             jobs:
@@ -258,7 +257,7 @@ import Wire
             """
         var runs: [Int64] = []
         do {
-            let core = try CoordinatorCore(store: try SQLiteStore.open(directory: data.path), directory: data.path,
+            let core = try CoordinatorCore(store: try await database.open(), directory: database.directory.path,
                                            logger: Logger(label: "test"))
             try await core.push("shop", source)
             for _ in 0..<4 { runs.append(try await core.trigger("shop", "ci")) }
@@ -266,9 +265,12 @@ import Wire
             _ = try await core.connectRunner(RecordingOutbox())
         }
 
-        let core = try CoordinatorCore(store: try SQLiteStore.open(directory: data.path), directory: data.path,
+        let core = try CoordinatorCore(store: try await database.open(), directory: database.directory.path,
                                        logger: Logger(label: "test"))
         try await core.recover()
+        // In a cluster a running job stays its holder's: the coordinator that went away is
+        // silent (it never beat), so its jobs are taken over here, as the sweep does.
+        if kind == .postgres { await core.clusterTick() }
         // The running job waits one lease for its runner, then is lost.
         #expect(try await core.runDetail(runID: runs[0], as: admin).run.status == .running)
         await core.expireLeases(now: .now.advanced(by: core.limits.lease + .seconds(1)))
@@ -282,5 +284,6 @@ import Wire
         var assigned: [UInt64] = []
         for _ in 0..<3 { assigned.append(try await runner.assignment().runID) }
         #expect(assigned == runs[1...].map { UInt64($0) })
+      }
     }
 }

@@ -12,7 +12,8 @@ import Wire
     /// A core on a temporary data directory with one run whose job is leased to runner
     /// session 1 (its outbox in `runner`).
     struct Setup {
-        let data: TemporaryDirectory
+        let database: TestDatabase
+        var data: TemporaryDirectory { database.directory }
         var core: CoordinatorCore
         var job: LeaseRef
         var runID: Int64
@@ -20,17 +21,16 @@ import Wire
         var session: UInt64
 
         /// `wrap` may put the store behind another (an `InterposedStore` that fails calls).
-        static func make(limits: CoordinatorLimits = CoordinatorLimits(),
-                         wrap: (SQLiteStore) -> any CoordinatorStore = { $0 }) async throws -> Setup {
-            let data = try TemporaryDirectory()
-            let core = try CoordinatorCore(store: wrap(try SQLiteStore.open(directory: data.path)), directory: data.path,
+        static func make(_ database: TestDatabase, limits: CoordinatorLimits = CoordinatorLimits(),
+                         wrap: (any CoordinatorStore) -> any CoordinatorStore = { $0 }) async throws -> Setup {
+            let core = try CoordinatorCore(store: wrap(try await database.open()), directory: database.directory.path,
                                            limits: limits, logger: Logger(label: "test"))
             try await core.push("shop", "name: ci\njobs:\n  j:\n    nodes:\n      n: { run: 'true' }\n")
             let runID = try await core.trigger("shop", "ci")
             let runner = RecordingOutbox()
             let session = try await core.connectRunner(runner, labels: [])
             let job = LeaseRef(try await runner.assignment().job)
-            return Setup(data: data, core: core, job: job, runID: runID, runner: runner, session: session)
+            return Setup(database: database, core: core, job: job, runID: runID, runner: runner, session: session)
         }
 
         /// A log chunk for the job's node `n`.
@@ -104,14 +104,14 @@ import Wire
     /// The artifact's bytes were stored but the store could not record it (a database
     /// restarting): the commit fails, and the same commit sent again records it, without its
     /// bytes sent again.
-    @Test func aCommitTheStoreCouldNotRecordSucceedsWhenSentAgain() async throws {
+    @Test(arguments: StoreKind.allCases) func aCommitTheStoreCouldNotRecordSucceedsWhenSentAgain(kind: StoreKind) async throws {
+      try await TestDatabase.with(kind) { database in
         var hooks: StoreHooks?
-        let setup = try await Setup.make(wrap: { store in
+        let setup = try await Setup.make(database, wrap: { store in
             let interposed = InterposedStore(store)
             hooks = interposed.hooks
             return interposed
         })
-        defer { setup.data.remove() }
         let grant = try await setup.declare("a.bin", content)
         try await setup.chunk(grant.uploadID, 0, content[...])
         hooks?.fail(["insertArtifact"])
@@ -126,11 +126,12 @@ import Wire
         #expect(listed.first?.sha256 == SHA256.hash(data: content).map { String(format: "%02x", $0) }.joined())
         #expect(setup.blobFiles.count == 1)
         await #expect(throws: CoordinatorError.self) { _ = try await setup.commit(grant.uploadID) }
+      }
     }
 
-    @Test func aWrongHashOrSizeStoresNothing() async throws {
-        let setup = try await Setup.make()
-        defer { setup.data.remove() }
+    @Test(arguments: StoreKind.allCases) func aWrongHashOrSizeStoresNothing(kind: StoreKind) async throws {
+      try await TestDatabase.with(kind) { database in
+        let setup = try await Setup.make(database)
         let wrongHash = try await setup.declare("a.bin", content, claimedHash: Array(repeating: 7, count: 32))
         try await setup.chunk(wrongHash.uploadID, 0, content[...])
         await #expect(throws: CoordinatorError.self) { _ = try await setup.commit(wrongHash.uploadID) }
@@ -141,24 +142,26 @@ import Wire
         await #expect(throws: CoordinatorError.self) { try await setup.chunk(long.uploadID, 0, content[...]) }
         #expect(try await setup.core.artifacts(runID: setup.runID, as: admin).isEmpty)
         #expect(setup.blobFiles.isEmpty)
+      }
     }
 
-    @Test func anArtifactOverTheLimitIsRefusedBeforeAnyByte() async throws {
+    @Test(arguments: StoreKind.allCases) func anArtifactOverTheLimitIsRefusedBeforeAnyByte(kind: StoreKind) async throws {
+      try await TestDatabase.with(kind) { database in
         var limits = CoordinatorLimits()
         limits.maximumArtifactSize = 1000
-        let setup = try await Setup.make(limits: limits)
-        defer { setup.data.remove() }
+        let setup = try await Setup.make(database, limits: limits)
         do {
             _ = try await setup.declare("big.bin", content)
             Issue.record("an artifact over the limit was accepted")
         } catch let error as CoordinatorError {
             #expect(error.code == .resourceExhausted)
         }
+      }
     }
 
-    @Test func anUploadResumesAfterARestartFromWhatWasStored() async throws {
-        var setup = try await Setup.make()
-        defer { setup.data.remove() }
+    @Test(arguments: StoreKind.allCases) func anUploadResumesAfterARestartFromWhatWasStored(kind: StoreKind) async throws {
+      try await TestDatabase.with(kind) { database in
+        var setup = try await Setup.make(database)
         // Big enough that whole blocks reach the disk before the restart (a few MiB at a time).
         let content = (0..<10_000_000).map { UInt8(truncatingIfNeeded: $0 &* 31) }
         let sent = 9_000_000
@@ -170,7 +173,7 @@ import Wire
 
         // The coordinator goes away and comes back on the same data.
         let blobs = try BlobStore(directory: setup.data.path)
-        setup.core = CoordinatorCore(store: try SQLiteStore.open(directory: setup.data.path), artifacts: blobs,
+        setup.core = CoordinatorCore(store: try await database.open(), artifacts: blobs,
                                      logs: LogFiles(directory: "\(setup.data.path)/logs", segmentSize: 1 << 20),
                                      logger: Logger(label: "test"))
         try await setup.core.recover()
@@ -187,13 +190,15 @@ import Wire
         #expect(data.artifact.sha256 == hex(SHA256.hash(data: content)))
         let inFlight = blobs.inFlight.total
         #expect(inFlight == 0, "every chunk accepted was written and hashed")
+      }
     }
 
-    @Test func artifactsOfEveryRunAreTheLatestThousand() async throws {
-        let setup = try await Setup.make()
-        defer { setup.data.remove() }
-        let store = try SQLiteStore.open(directory: setup.data.path)
-        // Written at once: they share transactions (group commit).
+    @Test(arguments: StoreKind.allCases) func artifactsOfEveryRunAreTheLatestThousand(kind: StoreKind) async throws {
+      try await TestDatabase.with(kind) { database in
+        let setup = try await Setup.make(database)
+        // The coordinator's own store (another coordinator's may not write for a job held here).
+        let store = await setup.core.store
+        // Written at once: they share transactions (group commit on SQLite).
         try await withThrowingTaskGroup(of: Void.self) { group in
             for index in 0..<1001 {
                 group.addTask {
@@ -208,11 +213,12 @@ import Wire
         #expect(ofTheRun.count == 1001)
         #expect(all.count == 1000)
         #expect(all.map(\.id) == Array(ofTheRun.map(\.id).suffix(1000)), "the latest, oldest first")
+      }
     }
 
-    @Test func aResultSentTwiceCountsOnce() async throws {
-        let setup = try await Setup.make()
-        defer { setup.data.remove() }
+    @Test(arguments: StoreKind.allCases) func aResultSentTwiceCountsOnce(kind: StoreKind) async throws {
+      try await TestDatabase.with(kind) { database in
+        let setup = try await Setup.make(database)
         try await setup.node(.running)
         try await setup.node(.succeeded)
         try await setup.finish(.succeeded)
@@ -223,10 +229,11 @@ import Wire
         // Another epoch is not the same job's result.
         let other = JobResult(job: LeaseRef(jobID: setup.job.jobID, epoch: setup.job.epoch + 1), status: .succeeded, reason: "")
         await #expect(throws: CoordinatorError.self) { try await setup.core.jobFinished(session: setup.session, other) }
+      }
     }
 
     /// The runner's word alone cannot make a job succeed: its nodes decide.
-    @Test(arguments: [
+    @Test(arguments: StoreKind.allCases, [
         ([Status.running], Status.succeeded, Status.failed, Status.failed,
          "node 'n' was still running when the runner finished the job"),
         ([.running, .failed], .succeeded, .failed, .failed, "node 'n' failed"),
@@ -234,10 +241,10 @@ import Wire
         ([.running], .cancelled, .cancelled, .cancelled, "cancelled by the runner"),
         ([.running, .succeeded], .succeeded, .succeeded, .succeeded, ""),
     ])
-    func aJobsResultFollowsItsNodes(updates: [Status], reported: Status, job: Status, node: Status,
-                                    reason: String) async throws {
-        let setup = try await Setup.make()
-        defer { setup.data.remove() }
+    func aJobsResultFollowsItsNodes(kind: StoreKind, expected: ([Status], Status, Status, Status, String)) async throws {
+        let (updates, reported, job, node, reason) = expected
+      try await TestDatabase.with(kind) { database in
+        let setup = try await Setup.make(database)
         for status in updates { try await setup.node(status) }
         try await setup.finish(reported, reason: reported == .cancelled ? "cancelled by the runner" : "")
         let detail = try await setup.core.runDetail(runID: setup.runID, as: admin)
@@ -245,13 +252,14 @@ import Wire
         #expect(detail.jobs[0].reason == reason)
         #expect(detail.jobs[0].nodes[0].status == node)
         #expect(detail.run.status == job)
+      }
     }
 
     /// Log bytes sent just before the JobFinish (not yet committed when it arrives) are stored
     /// and acknowledged, not dropped with the job's lease.
-    @Test func logBytesSentJustBeforeTheResultAreKept() async throws {
-        let setup = try await Setup.make()
-        defer { setup.data.remove() }
+    @Test(arguments: StoreKind.allCases) func logBytesSentJustBeforeTheResultAreKept(kind: StoreKind) async throws {
+      try await TestDatabase.with(kind) { database in
+        let setup = try await Setup.make(database)
         try await setup.node(.running)
         var expected = Data()
         for index in 0..<50 {
@@ -268,13 +276,14 @@ import Wire
         }
         #expect(acked)
         #expect(try await setup.readLogs().reduce(Data()) { $0 + $1.data } == expected)
+      }
     }
 
-    @Test func aLogPastItsLimitKeepsHeadAndTailAndSaysWhatWasDropped() async throws {
+    @Test(arguments: StoreKind.allCases) func aLogPastItsLimitKeepsHeadAndTailAndSaysWhatWasDropped(kind: StoreKind) async throws {
+      try await TestDatabase.with(kind) { database in
         var limits = CoordinatorLimits()
         limits.maximumLogBytes = 64 * 1024
-        let setup = try await Setup.make(limits: limits)
-        defer { setup.data.remove() }
+        let setup = try await Setup.make(database, limits: limits)
         let chunk = 4096
         let total = 1024 * 1024
         for offset in stride(from: 0, to: total, by: chunk) {
@@ -295,6 +304,7 @@ import Wire
         let last = try #require(chunks.last)
         #expect(last.offset + UInt64(last.data.count) == UInt64(total), "the tail ends where the log ends")
         #expect(chunks.contains { $0.dropped > 0 })
+      }
     }
 }
 

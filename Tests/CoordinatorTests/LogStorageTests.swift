@@ -106,9 +106,9 @@ import Wire
         return logs.values.first ?? Data()
     }
 
-    @Test func chunksQueuedTogetherAreCommittedTogetherAndAcknowledgedOnceDurable() async throws {
-        let setup = try await DurabilityTests.Setup.make()
-        defer { setup.data.remove() }
+    @Test(arguments: StoreKind.allCases) func chunksQueuedTogetherAreCommittedTogetherAndAcknowledgedOnceDurable(kind: StoreKind) async throws {
+      try await TestDatabase.with(kind) { database in
+        let setup = try await DurabilityTests.Setup.make(database)
         let (core, runner, job, runID, data) = (setup.core, setup.runner, setup.job, setup.runID, setup.data)
         var expected = Data()
         let count = 200
@@ -129,17 +129,18 @@ import Wire
         #expect(try await core.queueLog(session: setup.session, again) == UInt64(expected.count))
 
         // What was acknowledged is there after a restart.
-        let restarted = try CoordinatorCore(store: try SQLiteStore.open(directory: data.path), directory: data.path,
+        let restarted = try CoordinatorCore(store: try await database.open(), directory: data.path,
                                             logger: Logger(label: "test"))
         try await restarted.recover()
         #expect(try await storedLog(restarted, runID: runID) == expected)
+      }
     }
 
     /// A reader of a large stored log gets it at its own pace: the coordinator holds at most
     /// the session's byte budget and one piece for it, not the log.
-    @Test func readingALargeLogHoldsOnlyWhatTheReaderIsAbout() async throws {
-        let setup = try await DurabilityTests.Setup.make()
-        defer { setup.data.remove() }
+    @Test(arguments: StoreKind.allCases) func readingALargeLogHoldsOnlyWhatTheReaderIsAbout(kind: StoreKind) async throws {
+      try await TestDatabase.with(kind) { database in
+        let setup = try await DurabilityTests.Setup.make(database)
         let expected = try await setup.writeLog((0..<24).map { bytes(1 << 20, seed: $0) })
         let budget = Outbox.Budget()
         let reader = RecordingOutbox(budget: budget)
@@ -149,13 +150,14 @@ import Wire
         try await watching.value
         #expect(logs["n"] == expected)
         #expect(budget.peak <= Outbox.byteBudget + (1 << 20), "held \(budget.peak) bytes for one reader")
+      }
     }
 
     /// A follower that stops reading while a node writes falls behind the live tail; it is fed
     /// from storage again at its pace, and still gets every byte once, in order, then the end.
-    @Test func aFollowerThatFallsBehindCatchesUpFromStorage() async throws {
-        let setup = try await DurabilityTests.Setup.make()
-        defer { setup.data.remove() }
+    @Test(arguments: StoreKind.allCases) func aFollowerThatFallsBehindCatchesUpFromStorage(kind: StoreKind) async throws {
+      try await TestDatabase.with(kind) { database in
+        let setup = try await DurabilityTests.Setup.make(database)
         let budget = Outbox.Budget()
         let reader = RecordingOutbox(budget: budget)
         let watching = try await setup.core.startWatch(requestID: 5, WatchRequest(runID: setup.runID, follow: true), reader)
@@ -168,11 +170,12 @@ import Wire
         #expect(logs["n"] == expected)
         #expect(end.status == .succeeded)
         #expect(budget.peak <= Outbox.byteBudget + 2 << 20, "held \(budget.peak) bytes for one follower")
+      }
     }
 
-    @Test func aFollowerSeesANodesLastOutputBeforeItsEnd() async throws {
-        let setup = try await DurabilityTests.Setup.make()
-        defer { setup.data.remove() }
+    @Test(arguments: StoreKind.allCases) func aFollowerSeesANodesLastOutputBeforeItsEnd(kind: StoreKind) async throws {
+      try await TestDatabase.with(kind) { database in
+        let setup = try await DurabilityTests.Setup.make(database)
         let watcher = RecordingOutbox()
         let viewer = try await setup.core.open("viewer", .viewer, watcher)
         let watching = try await setup.core.startWatch(session: viewer, requestID: 5,
@@ -194,6 +197,7 @@ import Wire
         }
         await setup.core.endWatches(session: viewer)
         try await watching.value
+      }
     }
 
     /// Versions before v4 kept log bytes in the database; this one no longer moves them to
