@@ -15,19 +15,20 @@ import Wire
         """
 
     struct Setup {
-        let data: TemporaryDirectory
+        let database: TestDatabase
+        var data: TemporaryDirectory { database.directory }
         let core: CoordinatorCore
-        let store: SQLiteStore
+        let store: any CoordinatorStore
         /// Pauses or fails the core's store calls on demand.
         let hooks: StoreHooks
         let admin = CoordinatorTests.admin
 
-        init() async throws {
-            data = try TemporaryDirectory()
-            store = try SQLiteStore.open(directory: data.path)
+        init(_ database: TestDatabase) async throws {
+            self.database = database
+            store = try await database.open()
             let interposed = InterposedStore(store)
             hooks = interposed.hooks
-            core = try CoordinatorCore(store: interposed, directory: data.path, logger: Logger(label: "test"))
+            core = try CoordinatorCore(store: interposed, directory: database.directory.path, logger: Logger(label: "test"))
             try await core.push("shop", QueueTests.source)
             try await core.push("other", QueueTests.source)
         }
@@ -53,9 +54,9 @@ import Wire
         }
     }
 
-    @Test func aJobMovedToTheTopIsDispatchedFirstAndCancelledOnesNeverRun() async throws {
-        let setup = try await Setup()
-        defer { setup.data.remove() }
+    @Test(arguments: StoreKind.allCases) func aJobMovedToTheTopIsDispatchedFirstAndCancelledOnesNeverRun(kind: StoreKind) async throws {
+      try await TestDatabase.with(kind) { database in
+        let setup = try await Setup(database)
         var runs: [Int64] = []
         for _ in 0..<5 { runs.append(try await setup.trigger()) }
         let last = try await setup.jobOf(runs[4])
@@ -73,15 +74,17 @@ import Wire
         #expect(cancelled.run.status == .cancelled)
         #expect(cancelled.jobs[0].reason == "cancelled by root")
         #expect(cancelled.jobs[0].nodes.map(\.status) == [.cancelled])
+      }
     }
 
     /// Whichever store call a cancel is waiting for, a dispatch meanwhile (a runner connects)
     /// never leaves a job reported cancelled while it runs: afterwards the job is either
     /// cancelled and never assigned, or assigned, still running, and told to stop.
-    @Test(arguments: [("run", 0), ("jobs", 0), ("run", 1), ("cancelJobs", 0)])
-    func aDispatchDuringACancelNeverRunsAJobReportedCancelled(method: String, skip: Int) async throws {
-        let setup = try await Setup()
-        defer { setup.data.remove() }
+    @Test(arguments: StoreKind.allCases, [("run", 0), ("jobs", 0), ("run", 1), ("cancelJobs", 0)])
+    func aDispatchDuringACancelNeverRunsAJobReportedCancelled(kind: StoreKind, pause: (String, Int)) async throws {
+        let (method, skip) = pause
+      try await TestDatabase.with(kind) { database in
+        let setup = try await Setup(database)
         let run = try await setup.trigger()
         let job = try await setup.jobOf(run)
         setup.hooks.pause(method, skip: skip)
@@ -110,11 +113,12 @@ import Wire
             #expect(stored.status == .cancelled)
             #expect(!runner.all.contains { if case .assignment = $0.body { true } else { false } })
         }
+      }
     }
 
-    @Test func everyKindOfMoveLandsWhereAsked() async throws {
-        let setup = try await Setup()
-        defer { setup.data.remove() }
+    @Test(arguments: StoreKind.allCases) func everyKindOfMoveLandsWhereAsked(kind: StoreKind) async throws {
+      try await TestDatabase.with(kind) { database in
+        let setup = try await Setup(database)
         var jobs: [Int64] = []
         for _ in 0..<4 { jobs.append(try await setup.jobOf(try await setup.trigger())) }
         func order() async throws -> [Int64] { try await setup.core.queue(as: admin).jobs.map { Int64($0.jobID) } }
@@ -137,17 +141,18 @@ import Wire
         await #expect(throws: CoordinatorError.self) { _ = try await setup.core.move(jobID: jobs[0], to: .before(999), as: admin) }
 
         // The order is durable: a new core on the same data sees it.
-        let restarted = try CoordinatorCore(store: try SQLiteStore.open(directory: setup.data.path), directory: setup.data.path,
+        let restarted = try CoordinatorCore(store: try await database.open(), directory: setup.data.path,
                                             logger: Logger(label: "test"))
         try await restarted.recover()
         #expect(try await restarted.queue(as: admin).jobs.map { Int64($0.jobID) } == [jobs[3], jobs[2], jobs[1], jobs[0]])
+      }
     }
 
     /// A move the store refuses changes nothing: the queue's order in memory (what runners
     /// get) stays the stored one.
-    @Test func aMoveTheStoreRefusesLeavesTheOrderAsItWas() async throws {
-        let setup = try await Setup()
-        defer { setup.data.remove() }
+    @Test(arguments: StoreKind.allCases) func aMoveTheStoreRefusesLeavesTheOrderAsItWas(kind: StoreKind) async throws {
+      try await TestDatabase.with(kind) { database in
+        let setup = try await Setup(database)
         var jobs: [Int64] = []
         for _ in 0..<3 { jobs.append(try await setup.jobOf(try await setup.trigger())) }
         setup.hooks.fail(["setPosition"])
@@ -155,11 +160,12 @@ import Wire
         setup.hooks.fail([])
         #expect(try await setup.core.queue(as: admin).jobs.map(\.jobID) == jobs)
         #expect(try await setup.store.activeJobs().map(\.id) == jobs)
+      }
     }
 
-    @Test func bulkCancelFiltersAndDryRunChangesNothing() async throws {
-        let setup = try await Setup()
-        defer { setup.data.remove() }
+    @Test(arguments: StoreKind.allCases) func bulkCancelFiltersAndDryRunChangesNothing(kind: StoreKind) async throws {
+      try await TestDatabase.with(kind) { database in
+        let setup = try await Setup(database)
         let keep1 = try await setup.trigger("shop", branch: "main")
         let drop1 = try await setup.trigger("shop", branch: "old")
         let keep2 = try await setup.trigger("other", branch: "old")
@@ -178,11 +184,12 @@ import Wire
         }
         request.label = "gpu"
         #expect(try await setup.core.bulkCancel(request, as: setup.admin).count == 0)
+      }
     }
 
-    @Test func queueEventsArePushedForEveryChange() async throws {
-        let setup = try await Setup()
-        defer { setup.data.remove() }
+    @Test(arguments: StoreKind.allCases) func queueEventsArePushedForEveryChange(kind: StoreKind) async throws {
+      try await TestDatabase.with(kind) { database in
+        let setup = try await Setup(database)
         let watcher = RecordingOutbox()
         try await setup.core.watchQueue(session: try await setup.core.open("viewer", .viewer, watcher), requestID: 9)
         let a = try await setup.trigger()
@@ -197,11 +204,12 @@ import Wire
             if case .queueEvent(let event) = envelope.body { kinds.append(event.kind) }
         }
         #expect(kinds == [.queued, .queued, .moved, .cancelled, .claimed])
+      }
     }
 
-    @Test func aDrainedRunnerTakesNothingNewUntilUndrained() async throws {
-        let setup = try await Setup()
-        defer { setup.data.remove() }
+    @Test(arguments: StoreKind.allCases) func aDrainedRunnerTakesNothingNewUntilUndrained(kind: StoreKind) async throws {
+      try await TestDatabase.with(kind) { database in
+        let setup = try await Setup(database)
         let runner = try await setup.connectRunner()
         _ = try await setup.core.setDrained(runner: "r1", true, as: admin)
         let run = try await setup.trigger()
@@ -211,6 +219,7 @@ import Wire
         _ = try await setup.core.setDrained(runner: "r1", false, as: admin)
         #expect(try await setup.assignments(runner, count: 1) == [UInt64(run)])
         await #expect(throws: CoordinatorError.self) { _ = try await setup.core.setDrained(runner: "nobody", true, as: admin) }
+      }
     }
 
     @Test func aMoveInAHundredThousandJobQueueChangesOneRow() async throws {

@@ -9,10 +9,11 @@ import Wire
 @Suite struct TokenTests {
     let admin = Principal(name: "root", role: .admin)
 
-    @Test func aTokenSpeaksForItsRoleUntilItExpiresOrIsRevokedAndSurvivesARestart() async throws {
-        let data = try TemporaryDirectory()
-        defer { data.remove() }
-        let store = try SQLiteStore.open(directory: data.path)
+    @Test(arguments: StoreKind.allCases)
+    func aTokenSpeaksForItsRoleUntilItExpiresOrIsRevokedAndSurvivesARestart(kind: StoreKind) async throws {
+      try await TestDatabase.with(kind) { database in
+        let data = database.directory
+        let store = try await database.open()
         let core = try CoordinatorCore(store: store, directory: data.path, logger: Logger(label: "test"))
         try await core.recover()
 
@@ -42,11 +43,12 @@ import Wire
         #expect(revoked.revokedAt != nil)
         await #expect(throws: CoordinatorError.self) { try await core.principal(token: secret) }
         await #expect(throws: CoordinatorError.self) { try await core.revokeToken(name: "nobody", as: admin) }
-        let restarted = try CoordinatorCore(store: try SQLiteStore.open(directory: data.path), directory: data.path,
+        let restarted = try CoordinatorCore(store: try await database.open(), directory: data.path,
                                             logger: Logger(label: "test"))
         try await restarted.recover()
         await #expect(throws: CoordinatorError.self) { try await restarted.principal(token: secret) }
         #expect(try await restarted.principal(token: other).role == .viewer)
         #expect(try await restarted.tokenList(as: admin).map(\.name) == ["bot", "look"])
+      }
     }
 }
