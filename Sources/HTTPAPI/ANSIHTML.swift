@@ -1,8 +1,13 @@
 /// Renders terminal output (bytes as a program wrote them) as HTML, as a terminal would show
-/// it: SGR colours (16, 256 and 24-bit, foreground and background), bold, italic, underline;
-/// a carriage return moves back to the start of the line, so what follows overwrites it; a
-/// backspace moves back one; `ESC [ K` erases to the end of the line. Other escape sequences
-/// and control characters are dropped; invalid UTF-8 becomes U+FFFD.
+/// it: SGR colours (16, 256 and 24-bit, foreground and background), bold, dim, italic,
+/// underline, inverse; a carriage return moves back to the start of the line, so what follows
+/// overwrites it; a backspace moves back one; a tab moves to the next multiple of 8 columns;
+/// `ESC [ K` erases (to the end, to the start or the whole line) and `ESC [ n G` moves to
+/// column n. Other escape sequences and control characters are dropped; invalid UTF-8 becomes
+/// U+FFFD.
+///
+/// The dashboard's renderer (`Web/ansi.js`) follows the same rules and writes the same
+/// styles: both are held to one table of cases, `Tests/Shared/ansi-cases.json`.
 ///
 /// It works as bytes arrive: `feed` returns the HTML of the lines completed so far, and
 /// holds only the current line (at most `maximumLineCells` characters; a longer one is cut
@@ -14,14 +19,23 @@ struct ANSIHTMLRenderer {
         var foreground: String?
         var background: String?
         var bold = false
+        var dim = false
         var italic = false
         var underline = false
+        var inverse = false
+
+        /// The page's own colours, which an inverse without colours of its own swaps.
+        static let defaultForeground = "#e5e5e5"
+        static let defaultBackground = "#1e1e1e"
 
         var css: String {
             var parts: [String] = []
-            if let foreground { parts.append("color:\(foreground)") }
-            if let background { parts.append("background-color:\(background)") }
+            let (color, backgroundColor) = inverse
+                ? (background ?? Self.defaultBackground, foreground ?? Self.defaultForeground) : (foreground, background)
+            if let color { parts.append("color:\(color)") }
+            if let backgroundColor { parts.append("background-color:\(backgroundColor)") }
             if bold { parts.append("font-weight:bold") }
+            if dim { parts.append("opacity:0.7") }
             if italic { parts.append("font-style:italic") }
             if underline { parts.append("text-decoration:underline") }
             return parts.joined(separator: ";")
@@ -101,7 +115,9 @@ struct ANSIHTMLRenderer {
         case UInt8(ascii: "\n"): emitLine(into: &out, newline: true)
         case UInt8(ascii: "\r"): cursor = 0
         case 0x08: cursor = max(0, cursor - 1)
-        case UInt8(ascii: "\t"): put("\t", into: &out)
+        case UInt8(ascii: "\t"):
+            let next = (cursor / 8 + 1) * 8
+            while cursor < next { put(" ", into: &out) }
         case 0..<0x20, 0x7F: break
         default: put(Unicode.Scalar(byte), into: &out)
         }
@@ -137,6 +153,8 @@ struct ANSIHTMLRenderer {
     }
 
     private mutating func put(_ scalar: Unicode.Scalar, into out: inout String) {
+        // Past the line's end (a column move, an erase): blanks up to the cursor.
+        while line.count < cursor { line.append((" ", Style())) }
         if cursor < line.count {
             line[cursor] = (scalar, style)
         } else {
@@ -147,14 +165,15 @@ struct ANSIHTMLRenderer {
     }
 
     private mutating func control(final: UInt8, parameters: [UInt8]) {
-        let numbers = String(decoding: parameters, as: UTF8.self).split(separator: ";", omittingEmptySubsequences: false)
+        let numbers = String(decoding: parameters, as: UTF8.self)
+            .split(omittingEmptySubsequences: false, whereSeparator: { $0 == ";" || $0 == ":" })
             .map { Int($0) ?? 0 }
         switch final {
         case UInt8(ascii: "m"): sgr(numbers.isEmpty ? [0] : numbers)
         case UInt8(ascii: "K"):
             switch numbers.first ?? 0 {
             case 0: if cursor < line.count { line.removeSubrange(cursor...) }
-            case 1: for index in 0..<min(cursor + 1, line.count) { line[index] = (" ", line[index].1) }
+            case 1: for index in 0..<min(cursor + 1, line.count) { line[index] = (" ", Style()) }
             default: line = []
             }
         case UInt8(ascii: "G"): cursor = max(0, (numbers.first ?? 1) - 1)
@@ -169,11 +188,14 @@ struct ANSIHTMLRenderer {
             switch code {
             case 0: style = Style()
             case 1: style.bold = true
+            case 2: style.dim = true
             case 3: style.italic = true
             case 4: style.underline = true
-            case 22: style.bold = false
+            case 7: style.inverse = true
+            case 22: (style.bold, style.dim) = (false, false)
             case 23: style.italic = false
             case 24: style.underline = false
+            case 27: style.inverse = false
             case 30...37: style.foreground = Self.palette[code - 30]
             case 90...97: style.foreground = Self.palette[code - 90 + 8]
             case 39: style.foreground = nil

@@ -1,22 +1,33 @@
 // Terminal output as a terminal shows it: SGR colours (16, 256 and 24-bit), bold, dim,
 // italic, underline, inverse; a carriage return moves back to the start of the line, so a
-// progress bar redrawn with \r shows its last state; ESC[K erases to the end of the line.
-// Other escape sequences are dropped. The same rules as the server's HTML rendering.
+// progress bar redrawn with \r shows its last state; a tab moves to the next multiple of 8
+// columns; ESC[K erases (to the end, to the start, the whole line) and ESC[nG moves to column
+// n. Other escape sequences and control characters are dropped. The same rules and the same
+// styles as the server's HTML rendering (ANSIHTML.swift): both are held to one table of
+// cases, Tests/Shared/ansi-cases.json.
 
 // xterm's default palette, as the server's HTML rendering (ANSIHTML.swift) uses.
 const palette16 = ['#000000', '#cd0000', '#00cd00', '#cdcd00', '#0000ee', '#cd00cd', '#00cdcd', '#e5e5e5',
   '#7f7f7f', '#ff0000', '#00ff00', '#ffff00', '#5c5cff', '#ff00ff', '#00ffff', '#ffffff'];
+
+function hex(r, g, b) {
+  return '#' + [r, g, b].map((n) => Math.max(0, Math.min(255, n)).toString(16).padStart(2, '0')).join('');
+}
 
 function color256(index) {
   if (index < 16) return palette16[index];
   if (index < 232) {
     const value = index - 16;
     const steps = [0, 95, 135, 175, 215, 255];
-    return `rgb(${steps[Math.floor(value / 36)]}, ${steps[Math.floor(value / 6) % 6]}, ${steps[value % 6]})`;
+    return hex(steps[Math.floor(value / 36)], steps[Math.floor(value / 6) % 6], steps[value % 6]);
   }
   const grey = 8 + (index - 232) * 10;
-  return `rgb(${grey}, ${grey}, ${grey})`;
+  return hex(grey, grey, grey);
 }
+
+// The page's own colours, which an inverse without colours of its own swaps.
+const defaultForeground = '#e5e5e5';
+const defaultBackground = '#1e1e1e';
 
 const plain = Object.freeze({ fg: null, bg: null, bold: false, dim: false, italic: false, underline: false, inverse: false });
 
@@ -70,7 +81,11 @@ export class ANSIRenderer {
           }
           i = text[j] === '\x07' ? j + 1 : j + 2;
         } else {
-          i += 2;
+          // ESC, intermediate bytes (ESC ( B), then one final byte: dropped.
+          let j = i + 1;
+          while (j < text.length && text.charCodeAt(j) >= 0x20 && text.charCodeAt(j) <= 0x2f) j += 1;
+          if (j >= text.length) { this.pending = text.slice(i); return; }
+          i = j + 1;
         }
         continue;
       }
@@ -85,7 +100,7 @@ export class ANSIRenderer {
       } else if (ch === '\t') {
         const next = (Math.floor(this.column / 8) + 1) * 8;
         while (this.column < next) this.put(' ');
-      } else if (ch.charCodeAt(0) >= 0x20 || ch.charCodeAt(0) > 0x7f) {
+      } else if (ch.charCodeAt(0) >= 0x20 && ch.charCodeAt(0) !== 0x7f) {
         this.put(ch);
       }
       i += 1;
@@ -101,14 +116,22 @@ export class ANSIRenderer {
   }
 
   csi(parameters, final) {
+    const first = parseInt(parameters.split(/[;:]/)[0], 10);
     if (final === 'K') {
-      const mode = parameters === '' ? 0 : Number(parameters);
+      const mode = Number.isNaN(first) ? 0 : first;
       const line = this.current;
-      if (mode === 0) { line.chars.length = Math.min(line.chars.length, this.column); line.styles.length = line.chars.length; }
-      if (mode === 2) { line.chars = []; line.styles = []; }
+      if (mode === 0) {
+        line.chars.length = Math.min(line.chars.length, this.column);
+        line.styles.length = line.chars.length;
+      } else if (mode === 1) {
+        for (let k = 0; k <= this.column && k < line.chars.length; k += 1) { line.chars[k] = ' '; line.styles[k] = plain; }
+      } else {
+        line.chars = [];
+        line.styles = [];
+      }
       return;
     }
-    if (final === 'G') { this.column = Math.max(0, (Number(parameters) || 1) - 1); return; }
+    if (final === 'G') { this.column = Math.max(0, (Number.isNaN(first) ? 1 : first) - 1); return; }
     if (final !== 'm') return;
     const codes = parameters === '' ? [0] : parameters.split(/[;:]/).map((part) => Number(part) || 0);
     const style = { ...this.style };
@@ -133,12 +156,14 @@ export class ANSIRenderer {
       else if (code === 38 || code === 48) {
         const key = code === 38 ? 'fg' : 'bg';
         if (codes[k + 1] === 5 && k + 2 < codes.length) {
-          style[key] = codes[k + 2] & 255;
+          style[key] = codes[k + 2] <= 255 ? codes[k + 2] : null;
           k += 2;
         } else if (codes[k + 1] === 2 && k + 4 < codes.length) {
-          const [r, g, b] = codes.slice(k + 2, k + 5).map((n) => Math.max(0, Math.min(255, n)));
-          style[key] = `rgb(${r}, ${g}, ${b})`;
+          style[key] = hex(codes[k + 2], codes[k + 3], codes[k + 4]);
           k += 4;
+        } else {
+          style[key] = null;
+          k = codes.length;  // malformed: the rest is ignored
         }
       }
     }
@@ -151,6 +176,22 @@ function cssColor(value) {
   return typeof value === 'number' ? color256(value) : value;
 }
 
+/// A style's CSS, as [property, value] pairs in a fixed order (the server writes the same
+/// declarations, in this order).
+export function declarations(style) {
+  let fg = cssColor(style.fg);
+  let bg = cssColor(style.bg);
+  if (style.inverse) [fg, bg] = [bg || defaultBackground, fg || defaultForeground];
+  const pairs = [];
+  if (fg) pairs.push(['color', fg]);
+  if (bg) pairs.push(['background-color', bg]);
+  if (style.bold) pairs.push(['font-weight', 'bold']);
+  if (style.dim) pairs.push(['opacity', '0.7']);
+  if (style.italic) pairs.push(['font-style', 'italic']);
+  if (style.underline) pairs.push(['text-decoration', 'underline']);
+  return pairs;
+}
+
 /// A line's text as spans, one per run of characters in the same style (set through the DOM,
 /// which the page's Content-Security-Policy allows).
 export function renderLine(line, into) {
@@ -161,21 +202,13 @@ export function renderLine(line, into) {
     let end = start + 1;
     while (end < chars.length && styles[end] === styles[start]) end += 1;
     const text = chars.slice(start, end).join('');
-    const style = styles[start];
-    if (style === plain) {
+    const pairs = declarations(styles[start]);
+    if (pairs.length === 0) {
       into.append(document.createTextNode(text));
     } else {
       const span = document.createElement('span');
       span.textContent = text;
-      let fg = cssColor(style.fg);
-      let bg = cssColor(style.bg);
-      if (style.inverse) [fg, bg] = [bg || '#1e1e1e', fg || '#e5e5e5'];
-      if (fg) span.style.color = fg;
-      if (bg) span.style.backgroundColor = bg;
-      if (style.bold) span.style.fontWeight = 'bold';
-      if (style.dim) span.style.opacity = '0.7';
-      if (style.italic) span.style.fontStyle = 'italic';
-      if (style.underline) span.style.textDecoration = 'underline';
+      for (const [property, value] of pairs) span.style.setProperty(property, value);
       into.append(span);
     }
     start = end;
