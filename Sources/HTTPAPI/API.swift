@@ -242,19 +242,19 @@ struct API: APIProtocol {
     // MARK: tokens
 
     func listTokens(_ input: Operations.ListTokens.Input) async throws -> Operations.ListTokens.Output {
-        .ok(.init(body: .json(.init(tokens: try await core.tokenList(as: caller).map(Self.token)))))
+        .ok(.init(body: .json(.init(tokens: try core.access.tokenList(as: caller).map(Self.token)))))
     }
 
     func createToken(_ input: Operations.CreateToken.Input) async throws -> Operations.CreateToken.Output {
         guard case .json(let body) = input.body else { throw Self.unsupportedBody }
         let role = Role(rawValue: body.role.rawValue) ?? .viewer
-        let (token, secret) = try await core.createToken(name: body.name, role: role, expiresInDays: body.expiresInDays,
+        let (token, secret) = try await core.access.createToken(name: body.name, role: role, expiresInDays: body.expiresInDays,
                                                          as: caller)
         return .created(.init(body: .json(.init(token: Self.token(token), secret: secret))))
     }
 
     func revokeToken(_ input: Operations.RevokeToken.Input) async throws -> Operations.RevokeToken.Output {
-        .ok(.init(body: .json(Self.token(try await core.revokeToken(name: input.path.name, as: caller)))))
+        .ok(.init(body: .json(Self.token(try await core.access.revokeToken(name: input.path.name, as: caller)))))
     }
 
     // MARK: rendering

@@ -262,12 +262,12 @@ struct AuthenticationMiddleware: RouterMiddleware {
             guard parts.count == 2, parts[0].lowercased() == "bearer" else {
                 throw CoordinatorError(.unauthenticated, "the Authorization header must be `Bearer TOKEN`")
             }
-            return (try await core.principal(token: String(parts[1]).trimmingCharacters(in: .whitespaces)), nil)
+            return (try core.access.principal(token: String(parts[1]).trimmingCharacters(in: .whitespaces)), nil)
         }
         if let secret = request.cookies[WebRoutes.cookieName]?.value {
             let session: WebSession
             do {
-                session = try await core.webSession(secret: secret)
+                session = try await core.access.webSession(secret: secret)
             } catch {
                 throw CoordinatorError(error)
             }
@@ -285,7 +285,7 @@ struct AuthenticationMiddleware: RouterMiddleware {
             switch identity {
             case .success(let identity):
                 let principal = Principal(identity)
-                try await core.checkNotRevoked(principal)
+                try core.access.checkNotRevoked(principal)
                 return (principal, nil)
             case .failure(let error):
                 throw CoordinatorError(.unauthenticated, error.message)

@@ -42,7 +42,7 @@ struct WebRoutes {
         }
         let opened: (secret: String, session: WebSession)
         do {
-            opened = try await core.openWebSession(token: token.trimmingCharacters(in: .whitespacesAndNewlines))
+            opened = try await core.access.openWebSession(token: token.trimmingCharacters(in: .whitespacesAndNewlines))
         } catch let error as CoordinatorError where error.code == .unauthenticated {
             limiter.failed(client)
             throw error
@@ -64,7 +64,7 @@ struct WebRoutes {
     /// Ends the session of the cookie (204) and clears the cookie.
     func signOut(_ request: Request) async throws -> Response {
         if let secret = request.cookies[Self.cookieName]?.value {
-            try await core.closeWebSession(secret: secret)
+            try await core.access.closeWebSession(secret: secret)
         }
         var response = Response(status: .noContent)
         response.setCookie(Cookie(name: Self.cookieName, value: "", maxAge: 0, path: "/", secure: true, httpOnly: true,

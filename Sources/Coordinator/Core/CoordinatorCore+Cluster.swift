@@ -103,19 +103,13 @@ extension CoordinatorCore {
         guard cluster != nil else { return }
         do {
             let drainedNow = try await store.drainedRunners()
-            let revocationsNow = try await store.revocations()
-            let tokensNow = try await store.tokens()
+            try await access.load()
             // Decided on what was read, with no await from here.
             drained = drainedNow
             for (session, runner) in runners {
                 scheduler.setDrained(session, drained.contains(runner.name))
             }
-            revocations = revocationsNow
-            tokens = Dictionary(tokensNow.map { ($0.secretSHA256, $0) }, uniquingKeysWith: { $1 })
-            for (id, open) in sessions where isRevoked(open.principal) {
-                open.close()
-                sessions[id] = nil
-            }
+            _ = closeRevokedSessions()
         } catch {
             logger.warning("cannot read drains, revocations and tokens", metadata: ["error": "\(error)"])
         }

@@ -304,6 +304,16 @@ extension CoordinatorCore {
     }
 }
 
+extension CoordinatorCore {
+    /// Whether the coordinator can do its work now (`/readyz`), and why not.
+    public var isReady: (ready: Bool, reason: String) {
+        if let since = storageFullSince {
+            return (false, "not ready: the coordinator's storage has been full since \(Date(timeIntervalSince1970: Double(since) / 1000))")
+        }
+        return (true, "ready")
+    }
+}
+
 /// The outcome of one queued log chunk, for a caller that waits for it.
 public final class LogDurability: Sendable {
     private let state = Mutex<(result: Result<UInt64, any Error>?, waiter: CheckedContinuation<UInt64, any Error>?)>((nil, nil))

@@ -56,17 +56,16 @@ public actor CoordinatorCore {
     /// Since when (milliseconds) the storage is full, as the last failed write said; nil once
     /// a write succeeds again.
     var storageFullSince: Int64?
-    var revocations: [Revocation] = []
     /// Where the HTTP front is reached (`https://HOST:PORT`), for webhook URLs; nil without one.
     public internal(set) var httpURL: String?
-    /// API tokens by the SHA-256 of their secret (durable in the store).
-    var tokens: [String: TokenRecord] = [:]
     /// Parsed pipeline versions by id.
     var definitions: [Int64: PipelineDefinition] = [:]
     /// The store as one of a cluster's (several coordinators on one database); nil on SQLite.
     let cluster: (any ClusterStore)?
     /// Signals for the other coordinators of the cluster, waiting to be sent.
     let signals = SignalOutbox()
+    /// Tokens, revoked certificates and browser sessions: what a front checks a caller by.
+    public nonisolated let access: AccessControl
     /// Queue reads from the store after another coordinator changed it (`resyncQueue`).
     var resync = QueueResync()
     /// A dispatch is storing its claims (`running`); another was asked for meanwhile (`again`).
@@ -108,6 +107,7 @@ public actor CoordinatorCore {
         self.logger = logger
         self.table = JobTable(lastEpoch: Date.nowMilliseconds)
         self.cluster = store as? any ClusterStore
+        self.access = AccessControl(store: store, signals: cluster == nil ? nil : signals, logger: logger)
     }
 
     /// A core keeping artifacts and logs in files under `directory` (`blobs/`, `uploads/`,
@@ -129,8 +129,7 @@ public actor CoordinatorCore {
     public func recover(now: ContinuousClock.Instant = .now) async throws {
         try await cluster?.beat()
         drained = try await store.drainedRunners()
-        revocations = try await store.revocations()
-        tokens = Dictionary(try await store.tokens().map { ($0.secretSHA256, $0) }, uniquingKeysWith: { $1 })
+        try await access.load()
         for job in try await store.activeJobs() {
             switch job.status {
             case .queued:
@@ -160,10 +159,7 @@ public actor CoordinatorCore {
     /// (a revocation, a log failure).
     public func openSession(_ principal: Principal, sink: any EventSink,
                             close: @escaping @Sendable () -> Void) throws(CoordinatorError) -> UInt64 {
-        if isRevoked(principal) {
-            let fingerprint = principal.certificate.map { " (\($0.fingerprint.prefix(16)))" } ?? ""
-            throw CoordinatorError(.unauthenticated, "certificate \(principal.name)\(fingerprint) is revoked")
-        }
+        try access.checkNotRevoked(principal)
         lastSessionID += 1
         sessions[lastSessionID] = OpenSession(principal: principal, sink: sink, close: close)
         return lastSessionID
@@ -227,39 +223,25 @@ public actor CoordinatorCore {
         }
     }
 
-    func isRevoked(_ principal: Principal) -> Bool {
-        guard let certificate = principal.certificate else { return false }
-        return revocations.contains { revocation in
-            if let fingerprint = revocation.fingerprint, fingerprint == certificate.fingerprint { return true }
-            if let name = revocation.name, name == principal.name,
-               // Certificates carry seconds: one issued in the second of the revocation is covered.
-               Int64(certificate.issuedAt.timeIntervalSince1970.rounded(.down)) <= revocation.revokedAt / 1000 { return true }
-            return false
-        }
-    }
-
     /// Revokes certificates by name or fingerprint (64 hex digits) and closes the sessions
     /// of what it revoked; returns how many it closed.
     public func revoke(name: String?, fingerprint: String?, as principal: Principal) async throws -> Int {
-        try Authorization.check(principal, .revoke)
-        let name = name.flatMap { $0.isEmpty ? nil : $0 }
-        let fingerprint = fingerprint.flatMap { $0.isEmpty ? nil : $0.lowercased() }
-        guard name != nil || fingerprint != nil else { throw CoordinatorError.invalid("revoke needs a name or a fingerprint") }
-        if let fingerprint, fingerprint.count != 64 || !fingerprint.allSatisfy(\.isHexDigit) {
-            throw CoordinatorError.invalid("a fingerprint is the 64 hex digits of the certificate's SHA-256")
-        }
-        let revocation = Revocation(name: name, fingerprint: fingerprint, revokedAt: Date.nowMilliseconds)
-        try await store.revoke(name: revocation.name, fingerprint: revocation.fingerprint, now: revocation.revokedAt)
-        tell(.state)
-        revocations.append(revocation)
+        let revocation = try await access.revoke(name: name, fingerprint: fingerprint, as: principal)
+        let closed = closeRevokedSessions()
+        logger.warning("certificate revoked", metadata: ["name": "\(revocation.name ?? "-")",
+                                                         "fingerprint": "\(revocation.fingerprint ?? "-")",
+                                                         "sessions.closed": "\(closed)"])
+        return closed
+    }
+
+    /// Closes the sessions of revoked certificates; returns how many.
+    func closeRevokedSessions() -> Int {
         var closed = 0
-        for (id, open) in sessions where isRevoked(open.principal) {
+        for (id, open) in sessions where access.isRevoked(open.principal) {
             open.close()
             sessions[id] = nil
             closed += 1
         }
-        logger.warning("certificate revoked", metadata: ["name": "\(name ?? "-")", "fingerprint": "\(fingerprint ?? "-")",
-                                                         "sessions.closed": "\(closed)"])
         return closed
     }
 }

@@ -328,7 +328,7 @@ struct Session {
             guard let role = Role(rawValue: request.role) else {
                 throw WireError(.invalidArgument, "a token's role is viewer, automation or admin, not '\(request.role)'")
             }
-            let (token, secret) = try await core.createToken(name: request.name, role: role,
+            let (token, secret) = try await core.access.createToken(name: request.name, role: role,
                                                              expiresInDays: request.expiresInDays == 0 ? nil : Int(request.expiresInDays),
                                                              as: principal)
             var created = Heddle_V1_TokenCreated()
@@ -337,11 +337,11 @@ struct Session {
             return .tokenCreated(created)
         case .tokenList:
             var list = Heddle_V1_TokenList()
-            list.tokens = try await core.tokenList(as: principal).map(\.proto)
+            list.tokens = try core.access.tokenList(as: principal).map(\.proto)
             return .tokens(list)
         case .tokenRevoke(let request):
             var list = Heddle_V1_TokenList()
-            list.tokens = [try await core.revokeToken(name: request.name, as: principal).proto]
+            list.tokens = [try await core.access.revokeToken(name: request.name, as: principal).proto]
             return .tokens(list)
         case .runnerDrain(let request):
             var list = Heddle_V1_RunnerList()
