@@ -238,12 +238,12 @@ import Wire
 
     @Test(arguments: ["../etc/passwd", "/abs", "a/../b", "nul\0name", "", "a//b", "./a"])
     func unsafeArtifactNamesAreRefused(name: String) {
-        #expect(throws: CoordinatorError.self) { try CoordinatorCore.validateArtifactName(name) }
+        #expect(throws: CoordinatorError.self) { try ArtifactUploads.validateName(name) }
     }
 
     @Test func plainArtifactNamesAreAccepted() throws {
-        try CoordinatorCore.validateArtifactName("out/report.txt")
-        try CoordinatorCore.validateArtifactName("app.bin")
+        try ArtifactUploads.validateName("out/report.txt")
+        try ArtifactUploads.validateName("app.bin")
     }
 }
 

@@ -169,7 +169,7 @@ import Wire
         for offset in stride(from: 0, to: sent, by: 500_000) {
             try await setup.chunk(declared.uploadID, offset, content[offset..<offset + 500_000])
         }
-        try await setup.core.settleUploads()
+        try await setup.core.uploads.settle()
 
         // The coordinator goes away and comes back on the same data.
         let blobs = try BlobStore(directory: setup.data.path)

@@ -152,7 +152,7 @@ extension CoordinatorCore {
             for job in orphans where table[job.id] == nil {
                 scheduler.removeQueued(job.id)
                 table.restore(job: job, deadline: now.advanced(by: limits.lease))
-                await loadUploads(jobID: job.id)
+                await uploads.load(jobID: job.id)
                 logger.warning("job taken over from a silent coordinator", metadata: ["job.id": "\(job.id)", "runner": "\(job.runner ?? "-")"])
             }
         } catch {
@@ -185,24 +185,11 @@ extension CoordinatorCore {
                       table[ref.jobID] == nil else { continue }
                 scheduler.removeQueued(job.id)
                 table.restore(job: job, deadline: ContinuousClock.now.advanced(by: limits.lease))
-                await loadUploads(jobID: job.id)
+                await uploads.load(jobID: job.id)
                 logger.info("job taken over: its runner came here", metadata: ["job.id": "\(job.id)", "runner": "\(runner)"])
             } catch {
                 logger.warning("cannot take over a job", metadata: ["job.id": "\(ref.jobID)", "error": "\(error)"])
             }
-        }
-    }
-
-    /// Opens again the uploads of a job taken over, for its runner to resume them here.
-    func loadUploads(jobID: Int64) async {
-        do {
-            for record in try await store.uploads() where record.jobID == jobID && uploads[UInt64(record.id)] == nil {
-                let upload = try await artifactStore.resumeUpload(id: UInt64(record.id))
-                uploads[UInt64(record.id)] = PendingUpload(jobID: record.jobID, name: record.name, size: record.size,
-                                                           sha256: record.sha256, upload: upload)
-            }
-        } catch {
-            logger.warning("cannot open the uploads of a job taken over", metadata: ["job.id": "\(jobID)", "error": "\(error)"])
         }
     }
 }

@@ -163,7 +163,7 @@ extension CoordinatorCore {
             }
             table.writing(jobID, true)
             logs.forget(jobID: jobID)
-            await discardUploads(jobID: jobID)
+            await uploads.discard(jobID: jobID)
             await logBarrier()  // no log write of the lost execution lands after its log is gone
             let front = (scheduler.queue.first?.position ?? 1) - 1
             let reason = "requeued (\(job.lostCount + 1) of \(job.retryLost)): \(job.lostBecause)"
@@ -246,7 +246,7 @@ extension CoordinatorCore {
         }
         table.writing(jobID, true)
         logs.finished(jobID: jobID)
-        await discardUploads(jobID: jobID)
+        await uploads.discard(jobID: jobID)
         let now = Date.nowMilliseconds
         do {
             let finish = { [store] in

@@ -50,7 +50,8 @@ public actor CoordinatorCore {
     var lastSessionID: UInt64 = 0
     /// Runner sessions by session id.
     var runners: [UInt64: RunnerSession] = [:]
-    var uploads: [UInt64: PendingUpload] = [:]
+    /// Open artifact uploads (`ArtifactUploads`).
+    let uploads: ArtifactUploads
     /// Names of drained runners (durable in the store).
     var drained: Set<String> = []
     /// Since when (milliseconds) the storage is full, as the last failed write said; nil once
@@ -87,17 +88,6 @@ public actor CoordinatorCore {
         var protocolVersion: String = ""
     }
 
-    struct PendingUpload {
-        var jobID: Int64
-        var name: String
-        var size: Int64
-        var sha256: String
-        var upload: any ArtifactUpload
-        /// Its bytes are stored under their SHA-256; only the artifact's record is missing (the
-        /// store failed to take it, a database restarting say): a commit sent again records it.
-        var bytesStored = false
-    }
-
     public init(store: any CoordinatorStore, artifacts: any ArtifactStore, logs: any LogStore,
                 limits: CoordinatorLimits = CoordinatorLimits(), logger: Logger = Logger(label: "heddle.coordinator")) {
         self.store = store
@@ -108,6 +98,7 @@ public actor CoordinatorCore {
         self.table = JobTable(lastEpoch: Date.nowMilliseconds)
         self.cluster = store as? any ClusterStore
         self.access = AccessControl(store: store, signals: cluster == nil ? nil : signals, logger: logger)
+        self.uploads = ArtifactUploads(store: store, artifactStore: artifacts, logger: logger)
     }
 
     /// A core keeping artifacts and logs in files under `directory` (`blobs/`, `uploads/`,
@@ -141,15 +132,8 @@ public actor CoordinatorCore {
         }
         // In a cluster, open uploads belong to the jobs' holders; one comes with a job taken over.
         guard cluster == nil else { return }
-        for record in try await store.uploads() {
-            guard table[record.jobID] != nil, let upload = try? await artifactStore.resumeUpload(id: UInt64(record.id)) else {
-                try await store.deleteUploads(ids: [record.id])
-                continue
-            }
-            uploads[UInt64(record.id)] = PendingUpload(jobID: record.jobID, name: record.name, size: record.size,
-                                                       sha256: record.sha256, upload: upload)
-        }
-        artifactStore.removeUploads(except: Set(uploads.keys))
+        let leased = Set(table.jobIDs)
+        try await uploads.recover(keep: { leased.contains($0) })
     }
 
     // MARK: sessions
