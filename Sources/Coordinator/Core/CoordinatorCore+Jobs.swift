@@ -7,7 +7,7 @@ extension CoordinatorCore {
     ///
     /// One dispatch at a time: one asked for while another stores its claims runs after it.
     /// So a runner receives its assignments in the order of their epochs, and a heartbeat
-    /// listing an epoch proves every earlier assignment to it arrived (`Leases.notRunning`).
+    /// listing an epoch proves every earlier assignment to it arrived (`JobTable.notRunning`).
     func dispatch() async {
         if dispatching.running {
             dispatching.again = true

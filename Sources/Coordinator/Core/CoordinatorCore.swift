@@ -27,12 +27,15 @@ public struct CoordinatorLimits: Sendable {
 /// `Principal` and an `EventSink`, calls the core, and renders what it returns. Every call is
 /// authorized here (`Authorization`) and its input checked here, so fronts cannot differ.
 ///
-/// The actor orchestrates parts that each do one job: `Scheduler` (placement), `Leases`
-/// (who holds which job, under which epoch), `LogCommits` (the log group commit),
-/// `Subscriptions` (watchers), the store (the authority on everything durable), a
-/// `LogStore` and an `ArtifactStore`. Decisions are made on in-memory state before any
-/// `await`, or checked again after it, so the actor's reentrancy at store writes cannot hand
-/// one job to two runners.
+/// The actor orchestrates parts that each do one job: `Scheduler` (placement), `JobTable`
+/// (every job past the queue in one phase: who holds it, under which epoch, and which store
+/// write it waits for), `LogCommits` (the log group commit), `Subscriptions` (watchers),
+/// `AccessControl` (tokens, revocations, browser sessions), `ArtifactUploads` (open uploads),
+/// `SignalOutbox` (signals for the other coordinators of a cluster), the store (the authority
+/// on everything durable) and a `LogStore`. A job stays in the `JobTable`, in an in-between
+/// phase, until the store has settled where it went: a command that arrives during a store
+/// write finds it there and is applied when the phase settles, so the actor's reentrancy at
+/// store writes can neither hand one job to two runners nor lose a cancel or an end.
 public actor CoordinatorCore {
     let store: any CoordinatorStore
     let artifactStore: any ArtifactStore
