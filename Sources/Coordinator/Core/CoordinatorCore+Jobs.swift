@@ -262,6 +262,7 @@ extension CoordinatorCore {
             }
             let settled = table.settled(jobID)
             if let session = settled?.session { scheduler.finish(jobID, on: session) }
+            scheduler.removeQueued(jobID)  // a stale queue read may still list it
             logger.info("job finished", metadata: ["job.id": "\(jobID)", "status": "\(end.status.rawValue)",
                                                    "reason": "\(end.reason)"])
             CoreMetrics.jobFinished(end.status)
