@@ -98,7 +98,7 @@ public enum HTTPFront {
                      body: .init(byteBuffer: ByteBuffer(string: OpenAPIDocument.json)))
         }
         StreamRoutes(core: core, streams: StreamCount(), logger: logger).register(on: router)
-        WebRoutes(core: core, limiter: limiter).register(on: router)
+        WebRoutes(core: core, limiter: limiter, logger: logger).register(on: router)
         try API(core: core).registerHandlers(on: router, serverURL: URL(string: "/api/v1")!,
                                              configuration: .init(jsonEncodingOptions: [.sortedKeys, .withoutEscapingSlashes]))
 

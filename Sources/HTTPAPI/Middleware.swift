@@ -267,7 +267,7 @@ struct AuthenticationMiddleware: RouterMiddleware {
         if let secret = request.cookies[WebRoutes.cookieName]?.value {
             let session: WebSession
             do {
-                session = try await core.access.webSession(secret: secret)
+                session = try await BrowserSessions(access: core.access).session(secret: secret)
             } catch {
                 throw CoordinatorError(error)
             }

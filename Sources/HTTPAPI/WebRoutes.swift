@@ -3,6 +3,7 @@ import Crypto
 import Foundation
 import HTTPTypes
 import Hummingbird
+import Logging
 import NIOCore
 
 /// The dashboard: its files at `/` (embedded in the binary), and sign-in: an API token pasted
@@ -14,6 +15,7 @@ struct WebRoutes {
 
     let core: CoordinatorCore
     let limiter: FailureLimiter
+    let logger: Logger
 
     func register(on router: Router<HeddleRequestContext>) {
         router.post(RouterPath(Self.sessionPath)) { request, context in try await signIn(request, context) }
@@ -42,11 +44,12 @@ struct WebRoutes {
         }
         let opened: (secret: String, session: WebSession)
         do {
-            opened = try await core.access.openWebSession(token: token.trimmingCharacters(in: .whitespacesAndNewlines))
+            opened = try await BrowserSessions(access: core.access).open(token: token.trimmingCharacters(in: .whitespacesAndNewlines))
         } catch let error as CoordinatorError where error.code == .unauthenticated {
             limiter.failed(client)
             throw error
         }
+        logger.info("browser session opened", metadata: ["token": "\(opened.session.principal.name)"])
         var response = try Self.json(Self.describe(opened.session), status: .created)
         response.setCookie(Cookie(name: Self.cookieName, value: opened.secret,
                                   maxAge: Int(max(1, (opened.session.expiresAt - Date.nowMilliseconds + 999) / 1000)),
@@ -64,7 +67,7 @@ struct WebRoutes {
     /// Ends the session of the cookie (204) and clears the cookie.
     func signOut(_ request: Request) async throws -> Response {
         if let secret = request.cookies[Self.cookieName]?.value {
-            try await core.access.closeWebSession(secret: secret)
+            try await BrowserSessions(access: core.access).close(secret: secret)
         }
         var response = Response(status: .noContent)
         response.setCookie(Cookie(name: Self.cookieName, value: "", maxAge: 0, path: "/", secure: true, httpOnly: true,

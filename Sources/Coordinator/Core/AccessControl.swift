@@ -3,24 +3,18 @@ import Logging
 import Synchronization
 import Wire
 
-/// Who may come in: API tokens, revoked certificates and browser sessions. It owns the
+/// Who may come in: API tokens and revoked certificates (and the records browser sessions are
+/// kept in; the HTTP front's `BrowserSessions` holds their rules). It owns the
 /// coordinator's working copy of the tokens and revocations (durable in the store, read
 /// again when another coordinator of a cluster changed them), behind a lock, so a front checks
 /// a request's credential at once, without waiting for the core's other work.
 ///
 /// Token secrets are shown once, when a token is made; the store keeps only their SHA-256 (a
 /// token is 256 random bits, so a plain hash is as strong as a slow one and costs a request
-/// nothing). A browser session speaks for the token it was opened with: a person pastes the
-/// token once and gets a session whose secret lives in an `HttpOnly` cookie; it ends when it
-/// expires, when it is closed (sign out) or when its token is revoked or expires.
+/// nothing).
 public final class AccessControl: Sendable {
     /// Every token secret starts so: a leaked one is recognisable (secret scanners can match it).
     public static let tokenPrefix = "heddle_"
-    /// How long a browser session lasts at most (it ends sooner with its token).
-    public static let webSessionLifetime: Int64 = 12 * 3_600_000
-    /// Sessions one token may have open at once; the oldest ends when one more opens.
-    public static let maximumWebSessionsPerToken = 100
-    static let webSessionPrefix = "heddle_session_"
 
     private struct State {
         /// API tokens by the SHA-256 of their secret.
@@ -119,7 +113,7 @@ public final class AccessControl: Sendable {
     }
 
     /// 256 random bits as URL-safe base64 without padding (43 characters).
-    static func randomSecret() -> String {
+    public static func randomSecret() -> String {
         var random = SystemRandomNumberGenerator()
         let bytes = (0..<32).map { _ in UInt8.random(in: .min ... .max, using: &random) }
         return Data(bytes).base64EncodedString()
@@ -167,50 +161,33 @@ public final class AccessControl: Sendable {
         return revocation
     }
 
-    // MARK: browser sessions
+    // MARK: what browser sessions are made of (the HTTP front keeps their rules)
 
-    /// Opens a session for the holder of an API token. Returns its secret (the cookie's value).
-    /// Only the SHA-256 of the secret is stored, so every coordinator sharing the store knows it.
-    public func openWebSession(token: String, now: Int64 = Date.nowMilliseconds) async throws -> (secret: String, session: WebSession) {
-        let record = try validToken(secret: token, now: now)
-        let secret = Self.webSessionPrefix + Self.randomSecret()
-        let expiresAt = min(now + Self.webSessionLifetime, record.expiresAt ?? .max)
-        try await store.saveWebSession(WebSessionRecord(secretSHA256: sha256Hex(Array(secret.utf8)), tokenName: record.name,
-                                                        createdAt: now, expiresAt: expiresAt),
-                                       maximumPerToken: Self.maximumWebSessionsPerToken)
-        logger.info("browser session opened", metadata: ["token": "\(record.name)"])
-        return (secret, WebSession(principal: Principal(name: record.name, role: record.role), csrf: Self.csrf(secret),
-                                   expiresAt: expiresAt))
+    /// The token a secret is, when it is neither revoked nor expired at `now` (a front opens a
+    /// browser session speaking for it).
+    public func token(secret: String, now: Int64 = Date.nowMilliseconds) throws(CoordinatorError) -> TokenRecord {
+        try validToken(secret: secret, now: now)
     }
 
-    /// The session a cookie's secret opens; refused when unknown, expired, or when its token
-    /// was revoked or expired since.
-    public func webSession(secret: String, now: Int64 = Date.nowMilliseconds) async throws -> WebSession {
-        let refused = CoordinatorError(.unauthenticated, "the session has ended (signed out, expired, or its token revoked): sign in again")
-        guard secret.hasPrefix(Self.webSessionPrefix),
-              let record = try await store.webSession(secretSHA256: sha256Hex(Array(secret.utf8))), now < record.expiresAt,
-              let token = state.withLock({ $0.tokens.values.first(where: { $0.name == record.tokenName }) }),
-              Self.isValid(token, now: now)
-        else { throw refused }
-        return WebSession(principal: Principal(name: token.name, role: token.role), csrf: Self.csrf(secret),
-                          expiresAt: record.expiresAt)
+    /// The token of that name, when it is neither revoked nor expired at `now`.
+    public func validToken(named name: String, now: Int64 = Date.nowMilliseconds) -> TokenRecord? {
+        state.withLock { $0.tokens.values.first { $0.name == name } }.flatMap { Self.isValid($0, now: now) ? $0 : nil }
     }
 
-    /// Ends a session (sign out); ending one that is not open does nothing.
-    public func closeWebSession(secret: String) async throws {
-        try await store.deleteWebSession(secretSHA256: sha256Hex(Array(secret.utf8)))
+    /// Stores a browser session's record (only the SHA-256 of its secret), so every
+    /// coordinator sharing the store knows it; a token's oldest session goes past
+    /// `maximumPerToken`.
+    public func saveSession(_ record: WebSessionRecord, maximumPerToken: Int) async throws {
+        try await store.saveWebSession(record, maximumPerToken: maximumPerToken)
     }
 
-    static func csrf(_ secret: String) -> String {
-        sha256Hex(Array("heddle csrf\u{0}\(secret)".utf8))
+    /// A browser session's record, by the SHA-256 of its secret.
+    public func session(secretSHA256: String) async throws -> WebSessionRecord? {
+        try await store.webSession(secretSHA256: secretSHA256)
     }
-}
 
-/// A browser session: it speaks for a token (its name and role).
-public struct WebSession: Sendable, Equatable {
-    public var principal: Principal
-    /// What a state-changing request made with the cookie must carry in `X-Heddle-CSRF`
-    /// (derived from the secret: a page of another site can neither read nor make it).
-    public var csrf: String
-    public var expiresAt: Int64
+    /// Forgets a browser session (sign out).
+    public func deleteSession(secretSHA256: String) async throws {
+        try await store.deleteWebSession(secretSHA256: secretSHA256)
+    }
 }

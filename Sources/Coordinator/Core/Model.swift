@@ -127,6 +127,13 @@ public struct WebSessionRecord: Sendable, Equatable {
     public var tokenName: String
     public var createdAt: Int64
     public var expiresAt: Int64
+
+    public init(secretSHA256: String, tokenName: String, createdAt: Int64, expiresAt: Int64) {
+        self.secretSHA256 = secretSHA256
+        self.tokenName = tokenName
+        self.createdAt = createdAt
+        self.expiresAt = expiresAt
+    }
 }
 
 public struct NodeRecord: Sendable, Equatable {
