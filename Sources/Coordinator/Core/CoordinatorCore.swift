@@ -30,7 +30,7 @@ public struct CoordinatorLimits: Sendable {
 /// The actor orchestrates parts that each do one job: `Scheduler` (placement), `JobTable`
 /// (every job past the queue in one phase: who holds it, under which epoch, and which store
 /// write it waits for), `LogCommits` (the log group commit), `Subscriptions` (watchers),
-/// `AccessControl` (tokens, revocations, browser sessions), `ArtifactUploads` (open uploads),
+/// `AccessControl` (tokens, revocations), `ArtifactUploads` (open uploads),
 /// `SignalOutbox` (signals for the other coordinators of a cluster), the store (the authority
 /// on everything durable) and a `LogStore`. A job stays in the `JobTable`, in an in-between
 /// phase, until the store has settled where it went: a command that arrives during a store
@@ -68,7 +68,7 @@ public actor CoordinatorCore {
     let cluster: (any ClusterStore)?
     /// Signals for the other coordinators of the cluster, waiting to be sent.
     let signals = SignalOutbox()
-    /// Tokens, revoked certificates and browser sessions: what a front checks a caller by.
+    /// Tokens and revoked certificates: what a front checks a caller by.
     public nonisolated let access: AccessControl
     /// Queue reads from the store after another coordinator changed it (`resyncQueue`).
     var resync = QueueResync()
