@@ -4,6 +4,7 @@ import HTTPTypes
 import Hummingbird
 import Logging
 import NIOCore
+import OpenAPIRuntime
 import ServiceLifecycle
 import Synchronization
 import Wire
@@ -291,7 +292,7 @@ struct StreamRoutes {
             case .job(let job):
                 return SSE.event("job", Self.job(job))
             case .end(let run):
-                return SSE.event("end", ["run": run.id, "attempt": run.attempt, "status": run.status.rawValue])
+                return SSE.event("end", Self.end(run))
             }
         }
     }
@@ -316,28 +317,26 @@ struct StreamRoutes {
         return try stream(principal: principal) { core, session in
             try await core.watch(session: session, requestID: 1, watch)
         } render: { event in
-            if case .subscribed = event { return SSE.event("subscribed", ["run": runID]) }
+            if case .subscribed = event { return SSE.event("subscribed", Components.Schemas.Subscribed(run: runID)) }
             guard case .watch(_, let watched) = event else { return nil }
             switch watched {
             case .log: return nil
             case .job(let job): return SSE.event("job", Self.job(job))
-            case .end(let run): return SSE.event("end", ["run": run.id, "attempt": run.attempt, "status": run.status.rawValue])
+            case .end(let run): return SSE.event("end", Self.end(run))
             }
         }
     }
 
-    static func job(_ job: JobEvent) -> [String: Any] {
-        var fields: [String: Any] = ["id": job.id, "name": job.name, "status": job.status.rawValue, "attempt": job.attempt]
-        if let runner = job.runner { fields["runner"] = runner }
-        if !job.reason.isEmpty { fields["reason"] = job.reason }
-        if !job.nodes.isEmpty {
-            fields["nodes"] = job.nodes.map { node -> [String: Any] in
-                var out: [String: Any] = ["name": node.name, "status": node.status.rawValue]
-                if let code = node.exitCode { out["exitCode"] = code }
-                return out
-            }
-        }
-        return fields
+    static func job(_ job: JobEvent) -> Components.Schemas.JobChange {
+        .init(id: job.id, name: job.name, status: API.status(job.status), attempt: job.attempt, runner: job.runner,
+              reason: job.reason.isEmpty ? nil : job.reason,
+              nodes: job.nodes.isEmpty ? nil : job.nodes.map {
+                  .init(name: $0.name, status: API.status($0.status), exitCode: $0.exitCode)
+              })
+    }
+
+    static func end(_ run: RunRecord) -> Components.Schemas.AttemptEnd {
+        .init(run: run.id, attempt: run.attempt, status: API.status(run.status))
     }
 
     // MARK: events
@@ -350,18 +349,11 @@ struct StreamRoutes {
         return try stream(principal: principal, lasting: true) { core, session in
             try await core.watchQueue(session: session, requestID: 1)
         } render: { event in
-            if case .subscribed = event { return SSE.event("subscribed", [:]) }
-            guard case .queue(_, let change) = event else { return nil }
-            let entry = change.entry
-            var fields: [String: Any] = [
-                "kind": change.kind.rawValue, "job": entry.jobID, "run": entry.runID, "attempt": entry.attempt,
-                "project": entry.project, "pipeline": entry.pipeline, "name": entry.job, "branch": entry.branch,
-                "status": entry.status.rawValue, "labels": entry.labels,
-            ]
-            if let runner = entry.runner { fields["runner"] = runner }
-            if let position = entry.position { fields["position"] = position }
-            if let reason = entry.waitingReason { fields["waitingReason"] = reason }
-            return SSE.event("queue", fields)
+            if case .subscribed = event { return SSE.event("subscribed", Components.Schemas.Subscribed()) }
+            guard case .queue(_, let change) = event,
+                  let kind = Components.Schemas.QueueChange.Value1Payload.KindPayload(rawValue: change.kind.rawValue)
+            else { return nil }
+            return SSE.event("queue", Components.Schemas.QueueChange(value1: .init(kind: kind), value2: API.queueEntry(change.entry)))
         }
     }
 
@@ -386,7 +378,7 @@ struct StreamRoutes {
             do {
                 session = try await core.openSession(principal, sink: sink, close: { sink.close() })
             } catch {
-                try await writer.write(ByteBuffer(string: SSE.event("error", ["detail": "\(error)"])))
+                try await writer.write(ByteBuffer(string: SSE.event("error", Components.Schemas.StreamError(detail: "\(error)"))))
                 try await writer.finish(nil)
                 return
             }
@@ -419,7 +411,8 @@ struct StreamRoutes {
                             try await writer.write(ByteBuffer(string: ": keep-alive\n\n"))
                         case .event(let event):
                             if case .failure(let error) = event {
-                                try await writer.write(ByteBuffer(string: SSE.event("error", ["code": "\(error.code)", "detail": error.message])))
+                                try await writer.write(ByteBuffer(string: SSE.event("error", Components.Schemas.StreamError(
+                                    code: "\(error.code)", detail: error.message))))
                             } else if let text = render(event) {
                                 try await writer.write(ByteBuffer(string: text))
                             }
@@ -441,13 +434,27 @@ struct StreamRoutes {
 }
 
 /// Server-Sent Events text.
+/// Server-Sent Events whose data are the schemas `openapi.yaml` declares for them
+/// (`LogEvent`, `JobChange`, `AttemptEnd`, `Subscribed`, `QueueChange`, `StreamError`), encoded
+/// as the REST API encodes its bodies: sorted keys, dates as ISO 8601.
 enum SSE {
-    static func event(_ name: String, id: String? = nil, _ fields: [String: Any]) -> String {
-        let data = (try? JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data()
+    static func event(_ name: String, id: String? = nil, _ value: some Encodable) -> String {
+        let data = (try? encoder.encode(value)) ?? Data("{}".utf8)
         var text = "event: \(name)\n"
         if let id { text += "id: \(id)\n" }
         return text + "data: " + String(decoding: data, as: UTF8.self) + "\n\n"
     }
+
+    static let encoder: JSONEncoder = {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        let transcoder = OpenAPIRuntime.Configuration().dateTranscoder
+        encoder.dateEncodingStrategy = .custom { date, encoder in
+            var container = encoder.singleValueContainer()
+            try container.encode(try transcoder.encode(date))
+        }
+        return encoder
+    }()
 }
 
 extension SSE {

@@ -434,6 +434,13 @@ import Wire
             await stream.close()
             let kinds = seen.filter { $0.object?["run"] as? Int == runID }.compactMap { $0.object?["kind"] as? String }
             #expect(kinds == ["queued", "claimed", "finished"], "\(seen)")
+            // Each is a `QueueChange`: `kind` and the job's `QueueEntry` as `GET /queue` lists it.
+            let required = ["kind", "job", "run", "attempt", "project", "pipeline", "name", "branch", "labels", "status", "queuedAt"]
+            for event in seen where event.object?["run"] as? Int == runID {
+                let keys = Set(event.object?.keys.map { $0 } ?? [])
+                #expect(Set(required).isSubset(of: keys), "\(event.object ?? [:])")
+                #expect((event.object?["queuedAt"] as? String)?.hasSuffix("Z") == true)
+            }
         } catch {
             Issue.record("\(error)\n\(fabric.logs)")
         }

@@ -636,7 +636,7 @@ enum OpenAPIDocument {
           "streams"
         ],
         "summary": "A node's log, as it was written (viewer).",
-        "description": "Three forms, chosen by `Accept`:\n\n- anything else: the raw bytes, `text/plain; charset=utf-8` (as the program wrote them:\n  ANSI escapes kept, not always valid UTF-8), streamed. `Range: bytes=A-B`, `A-` or `-N`\n  answers 206 with `Content-Range: bytes A-B/LENGTH` (LENGTH: the bytes stored when the\n  request came); a range outside them 416 with `Content-Range: bytes */LENGTH`. Bytes\n  the log dropped (past the coordinator's size limit) show in a full read as a line\n  `[… N bytes dropped: the log passed its size limit …]`; a range over them ends early.\n- `text/event-stream`: Server-Sent Events. `event: log` carries\n  `{\"offset\": O, \"bytes\": BASE64}` (and `\"dropped\": N` when N bytes before O are not\n  kept) with `id:` the offset after its bytes; `event: job` the job and its nodes as\n  they change; `event: end` `{\"run\", \"attempt\", \"status\"}` when the attempt is over,\n  then the stream ends. A `Last-Event-ID` (or `offset`) resumes after exactly that\n  many bytes: no gap, no duplicate. Comments (`: keep-alive`) every 15 s.\n- `text/html`: an HTML page of the log with its ANSI colours (SGR 16, 256 and 24-bit\n  colours, bold, italic, underline) rendered and carriage returns overwriting the line.\n",
+        "description": "Three forms, chosen by `Accept`:\n\n- anything else: the raw bytes, `text/plain; charset=utf-8` (as the program wrote them:\n  ANSI escapes kept, not always valid UTF-8), streamed. `Range: bytes=A-B`, `A-` or `-N`\n  answers 206 with `Content-Range: bytes A-B/LENGTH` (LENGTH: the bytes stored when the\n  request came); a range outside them 416 with `Content-Range: bytes */LENGTH`. Bytes\n  the log dropped (past the coordinator's size limit) show in a full read as a line\n  `[… N bytes dropped: the log passed its size limit …]`; a range over them ends early.\n- `text/event-stream`: Server-Sent Events. `event: log` carries a `LogEvent`\n  `{\"offset\": O, \"bytes\": BASE64}` (and `\"dropped\": N` when N bytes before O are not\n  kept) with `id:` the offset after its bytes; `event: job` a `JobChange` (the job and\n  its nodes as they change); `event: end` an `AttemptEnd` `{\"run\", \"attempt\", \"status\"}`\n  when the attempt is over, then the stream ends; `event: error` a `StreamError`. A `Last-Event-ID` (or `offset`) resumes after exactly that\n  many bytes: no gap, no duplicate. Comments (`: keep-alive`) every 15 s.\n- `text/html`: an HTML page of the log with its ANSI colours (SGR 16, 256 and 24-bit\n  colours, bold, dim, italic, underline, inverse) rendered, carriage returns overwriting\n  the line and tabs stopping every 8 columns (the dashboard renders logs by the same\n  rules).\n",
         "parameters": [
           {
             "name": "attempt",
@@ -731,7 +731,7 @@ enum OpenAPIDocument {
           "streams"
         ],
         "summary": "A run attempt's job and node changes as Server-Sent Events (viewer).",
-        "description": "First `event: subscribed` with `{\"run\"}` once the subscription is in place: a client\nreads the run (`GET /runs/{run}`) after it and applies the events that follow, in\norder, to what it read; it then misses nothing. Then `event: job` with `{\"id\", \"name\",\n\"status\", \"attempt\", \"runner\"?, \"reason\"?, \"nodes\"?: [{\"name\", \"status\",\n\"exitCode\"?}]}` as a job or one of its nodes changes (a node's change carries only that\nnode), then `event: end` with `{\"run\", \"attempt\", \"status\"}` once the attempt is over,\nand the stream ends. Events carry no id: a client that reconnects gets `subscribed`\nagain and reads the run again. Unknown run or attempt: 404 before the stream starts.\n",
+        "description": "First `event: subscribed` with a `Subscribed` `{\"run\"}` once the subscription is in\nplace: a client reads the run (`GET /runs/{run}`) after it and applies the events that\nfollow, in order, to what it read; it then misses nothing. Then `event: job` with a\n`JobChange` `{\"id\", \"name\", \"status\", \"attempt\", \"runner\"?, \"reason\"?, \"nodes\"?:\n[{\"name\", \"status\", \"exitCode\"?}]}` as a job or one of its nodes changes (a node's\nchange carries only that node), then `event: end` with an `AttemptEnd` `{\"run\",\n\"attempt\", \"status\"}` once the attempt is over, and the stream ends. Events carry no id: a client that reconnects gets `subscribed`\nagain and reads the run again. Unknown run or attempt: 404 before the stream starts.\n",
         "parameters": [
           {
             "name": "attempt",
@@ -848,7 +848,7 @@ enum OpenAPIDocument {
           "streams"
         ],
         "summary": "Queue changes as Server-Sent Events (viewer).",
-        "description": "First `event: subscribed` with `{}` once the subscription is in place (every change\nafter it is sent: a client that reads the queue after this event misses nothing), then\n`event: queue` with `{\"kind\": queued|moved|claimed|finished|cancelled, \"job\", \"run\",\n\"attempt\", \"project\", \"pipeline\", \"name\", \"branch\", \"status\", \"labels\", \"runner\"?,\n\"position\"?, \"waitingReason\"?}` for every change, until the client leaves. Comments\n(`: keep-alive`) every 15 s. At most 10,000 event streams are open at once on one\ncoordinator; past that, 503.\n",
+        "description": "First `event: subscribed` with `{}` once the subscription is in place (every change\nafter it is sent: a client that reads the queue after this event misses nothing), then\n`event: queue` with a `QueueChange` for every change, until the client leaves: `kind`\n(queued, moved, claimed, finished, cancelled) and the job's `QueueEntry` as `GET\n/queue` lists it (`job`, `run`, `attempt`, `project`, `pipeline`, `name`, `branch`,\n`status`, `labels`, `queuedAt`, and `runner`, `position`, `waitingReason` when they\napply). Comments\n(`: keep-alive`) every 15 s. At most 10,000 event streams are open at once on one\ncoordinator; past that, 503.\n",
         "responses": {
           "200": {
             "description": "The stream.",
@@ -2072,6 +2072,159 @@ enum OpenAPIDocument {
           "waitingReason": {
             "type": "string",
             "description": "Why no connected runner can take it."
+          }
+        }
+      },
+      "LogEvent": {
+        "type": "object",
+        "description": "The data of an `event: log` (its `id:` is the offset after its bytes).",
+        "required": [
+          "offset",
+          "bytes"
+        ],
+        "properties": {
+          "offset": {
+            "type": "integer",
+            "format": "int64",
+            "description": "The byte offset of its first byte in the node's log."
+          },
+          "bytes": {
+            "type": "string",
+            "format": "byte",
+            "description": "The log bytes",
+            "base64.": null
+          },
+          "dropped": {
+            "type": "integer",
+            "format": "int64",
+            "description": "Bytes before `offset` the log does not keep (past its size limit)."
+          }
+        }
+      },
+      "JobChange": {
+        "type": "object",
+        "description": "The data of an `event: job`: a job's status, and the nodes that changed.",
+        "required": [
+          "id",
+          "name",
+          "status",
+          "attempt"
+        ],
+        "properties": {
+          "id": {
+            "type": "integer",
+            "format": "int64"
+          },
+          "name": {
+            "type": "string"
+          },
+          "status": {
+            "$ref": "#/components/schemas/Status"
+          },
+          "attempt": {
+            "type": "integer"
+          },
+          "runner": {
+            "type": "string"
+          },
+          "reason": {
+            "type": "string"
+          },
+          "nodes": {
+            "type": "array",
+            "items": {
+              "$ref": "#/components/schemas/NodeChange"
+            }
+          }
+        }
+      },
+      "NodeChange": {
+        "type": "object",
+        "required": [
+          "name",
+          "status"
+        ],
+        "properties": {
+          "name": {
+            "type": "string"
+          },
+          "status": {
+            "$ref": "#/components/schemas/Status"
+          },
+          "exitCode": {
+            "type": "integer"
+          }
+        }
+      },
+      "AttemptEnd": {
+        "type": "object",
+        "description": "The data of an `event: end`: the attempt is over.",
+        "required": [
+          "run",
+          "attempt",
+          "status"
+        ],
+        "properties": {
+          "run": {
+            "type": "integer",
+            "format": "int64"
+          },
+          "attempt": {
+            "type": "integer"
+          },
+          "status": {
+            "$ref": "#/components/schemas/Status"
+          }
+        }
+      },
+      "Subscribed": {
+        "type": "object",
+        "description": "The data of an `event: subscribed`: the stream follows from here (`run` on a run's events).",
+        "properties": {
+          "run": {
+            "type": "integer",
+            "format": "int64"
+          }
+        }
+      },
+      "QueueChange": {
+        "description": "The data of an `event: queue`: what happened (`kind`) and the job's entry as it is now.",
+        "allOf": [
+          {
+            "type": "object",
+            "required": [
+              "kind"
+            ],
+            "properties": {
+              "kind": {
+                "type": "string",
+                "enum": [
+                  "queued",
+                  "moved",
+                  "claimed",
+                  "finished",
+                  "cancelled"
+                ]
+              }
+            }
+          },
+          {
+            "$ref": "#/components/schemas/QueueEntry"
+          }
+        ]
+      },
+      "StreamError": {
+        "type": "object",
+        "description": "The data of an `event: error`: the stream ends after it.",
+        "required": [
+          "detail"
+        ],
+        "properties": {
+          "code": {
+            "type": "string"
+          },
+          "detail": {
+            "type": "string"
           }
         }
       },

@@ -718,6 +718,252 @@ extension Components {
                 case waitingReason
             }
         }
+        /// The data of an `event: log` (its `id:` is the offset after its bytes).
+        ///
+        /// - Remark: Generated from `#/components/schemas/LogEvent`.
+        internal struct LogEvent: Codable, Hashable, Sendable {
+            /// The byte offset of its first byte in the node's log.
+            ///
+            /// - Remark: Generated from `#/components/schemas/LogEvent/offset`.
+            internal var offset: Swift.Int64
+            /// The log bytes
+            ///
+            /// - Remark: Generated from `#/components/schemas/LogEvent/bytes`.
+            internal var bytes: Swift.String
+            /// Bytes before `offset` the log does not keep (past its size limit).
+            ///
+            /// - Remark: Generated from `#/components/schemas/LogEvent/dropped`.
+            internal var dropped: Swift.Int64?
+            /// Creates a new `LogEvent`.
+            ///
+            /// - Parameters:
+            ///   - offset: The byte offset of its first byte in the node's log.
+            ///   - bytes: The log bytes
+            ///   - dropped: Bytes before `offset` the log does not keep (past its size limit).
+            internal init(
+                offset: Swift.Int64,
+                bytes: Swift.String,
+                dropped: Swift.Int64? = nil
+            ) {
+                self.offset = offset
+                self.bytes = bytes
+                self.dropped = dropped
+            }
+            internal enum CodingKeys: String, CodingKey {
+                case offset
+                case bytes
+                case dropped
+            }
+        }
+        /// The data of an `event: job`: a job's status, and the nodes that changed.
+        ///
+        /// - Remark: Generated from `#/components/schemas/JobChange`.
+        internal struct JobChange: Codable, Hashable, Sendable {
+            /// - Remark: Generated from `#/components/schemas/JobChange/id`.
+            internal var id: Swift.Int64
+            /// - Remark: Generated from `#/components/schemas/JobChange/name`.
+            internal var name: Swift.String
+            /// - Remark: Generated from `#/components/schemas/JobChange/status`.
+            internal var status: Components.Schemas.Status
+            /// - Remark: Generated from `#/components/schemas/JobChange/attempt`.
+            internal var attempt: Swift.Int
+            /// - Remark: Generated from `#/components/schemas/JobChange/runner`.
+            internal var runner: Swift.String?
+            /// - Remark: Generated from `#/components/schemas/JobChange/reason`.
+            internal var reason: Swift.String?
+            /// - Remark: Generated from `#/components/schemas/JobChange/nodes`.
+            internal var nodes: [Components.Schemas.NodeChange]?
+            /// Creates a new `JobChange`.
+            ///
+            /// - Parameters:
+            ///   - id:
+            ///   - name:
+            ///   - status:
+            ///   - attempt:
+            ///   - runner:
+            ///   - reason:
+            ///   - nodes:
+            internal init(
+                id: Swift.Int64,
+                name: Swift.String,
+                status: Components.Schemas.Status,
+                attempt: Swift.Int,
+                runner: Swift.String? = nil,
+                reason: Swift.String? = nil,
+                nodes: [Components.Schemas.NodeChange]? = nil
+            ) {
+                self.id = id
+                self.name = name
+                self.status = status
+                self.attempt = attempt
+                self.runner = runner
+                self.reason = reason
+                self.nodes = nodes
+            }
+            internal enum CodingKeys: String, CodingKey {
+                case id
+                case name
+                case status
+                case attempt
+                case runner
+                case reason
+                case nodes
+            }
+        }
+        /// - Remark: Generated from `#/components/schemas/NodeChange`.
+        internal struct NodeChange: Codable, Hashable, Sendable {
+            /// - Remark: Generated from `#/components/schemas/NodeChange/name`.
+            internal var name: Swift.String
+            /// - Remark: Generated from `#/components/schemas/NodeChange/status`.
+            internal var status: Components.Schemas.Status
+            /// - Remark: Generated from `#/components/schemas/NodeChange/exitCode`.
+            internal var exitCode: Swift.Int?
+            /// Creates a new `NodeChange`.
+            ///
+            /// - Parameters:
+            ///   - name:
+            ///   - status:
+            ///   - exitCode:
+            internal init(
+                name: Swift.String,
+                status: Components.Schemas.Status,
+                exitCode: Swift.Int? = nil
+            ) {
+                self.name = name
+                self.status = status
+                self.exitCode = exitCode
+            }
+            internal enum CodingKeys: String, CodingKey {
+                case name
+                case status
+                case exitCode
+            }
+        }
+        /// The data of an `event: end`: the attempt is over.
+        ///
+        /// - Remark: Generated from `#/components/schemas/AttemptEnd`.
+        internal struct AttemptEnd: Codable, Hashable, Sendable {
+            /// - Remark: Generated from `#/components/schemas/AttemptEnd/run`.
+            internal var run: Swift.Int64
+            /// - Remark: Generated from `#/components/schemas/AttemptEnd/attempt`.
+            internal var attempt: Swift.Int
+            /// - Remark: Generated from `#/components/schemas/AttemptEnd/status`.
+            internal var status: Components.Schemas.Status
+            /// Creates a new `AttemptEnd`.
+            ///
+            /// - Parameters:
+            ///   - run:
+            ///   - attempt:
+            ///   - status:
+            internal init(
+                run: Swift.Int64,
+                attempt: Swift.Int,
+                status: Components.Schemas.Status
+            ) {
+                self.run = run
+                self.attempt = attempt
+                self.status = status
+            }
+            internal enum CodingKeys: String, CodingKey {
+                case run
+                case attempt
+                case status
+            }
+        }
+        /// The data of an `event: subscribed`: the stream follows from here (`run` on a run's events).
+        ///
+        /// - Remark: Generated from `#/components/schemas/Subscribed`.
+        internal struct Subscribed: Codable, Hashable, Sendable {
+            /// - Remark: Generated from `#/components/schemas/Subscribed/run`.
+            internal var run: Swift.Int64?
+            /// Creates a new `Subscribed`.
+            ///
+            /// - Parameters:
+            ///   - run:
+            internal init(run: Swift.Int64? = nil) {
+                self.run = run
+            }
+            internal enum CodingKeys: String, CodingKey {
+                case run
+            }
+        }
+        /// The data of an `event: queue`: what happened (`kind`) and the job's entry as it is now.
+        ///
+        /// - Remark: Generated from `#/components/schemas/QueueChange`.
+        internal struct QueueChange: Codable, Hashable, Sendable {
+            /// - Remark: Generated from `#/components/schemas/QueueChange/value1`.
+            internal struct Value1Payload: Codable, Hashable, Sendable {
+                /// - Remark: Generated from `#/components/schemas/QueueChange/value1/kind`.
+                internal enum KindPayload: String, Codable, Hashable, Sendable, CaseIterable {
+                    case queued = "queued"
+                    case moved = "moved"
+                    case claimed = "claimed"
+                    case finished = "finished"
+                    case cancelled = "cancelled"
+                }
+                /// - Remark: Generated from `#/components/schemas/QueueChange/value1/kind`.
+                internal var kind: Components.Schemas.QueueChange.Value1Payload.KindPayload
+                /// Creates a new `Value1Payload`.
+                ///
+                /// - Parameters:
+                ///   - kind:
+                internal init(kind: Components.Schemas.QueueChange.Value1Payload.KindPayload) {
+                    self.kind = kind
+                }
+                internal enum CodingKeys: String, CodingKey {
+                    case kind
+                }
+            }
+            /// - Remark: Generated from `#/components/schemas/QueueChange/value1`.
+            internal var value1: Components.Schemas.QueueChange.Value1Payload
+            /// - Remark: Generated from `#/components/schemas/QueueChange/value2`.
+            internal var value2: Components.Schemas.QueueEntry
+            /// Creates a new `QueueChange`.
+            ///
+            /// - Parameters:
+            ///   - value1:
+            ///   - value2:
+            internal init(
+                value1: Components.Schemas.QueueChange.Value1Payload,
+                value2: Components.Schemas.QueueEntry
+            ) {
+                self.value1 = value1
+                self.value2 = value2
+            }
+            internal init(from decoder: any Swift.Decoder) throws {
+                self.value1 = try .init(from: decoder)
+                self.value2 = try .init(from: decoder)
+            }
+            internal func encode(to encoder: any Swift.Encoder) throws {
+                try self.value1.encode(to: encoder)
+                try self.value2.encode(to: encoder)
+            }
+        }
+        /// The data of an `event: error`: the stream ends after it.
+        ///
+        /// - Remark: Generated from `#/components/schemas/StreamError`.
+        internal struct StreamError: Codable, Hashable, Sendable {
+            /// - Remark: Generated from `#/components/schemas/StreamError/code`.
+            internal var code: Swift.String?
+            /// - Remark: Generated from `#/components/schemas/StreamError/detail`.
+            internal var detail: Swift.String
+            /// Creates a new `StreamError`.
+            ///
+            /// - Parameters:
+            ///   - code:
+            ///   - detail:
+            internal init(
+                code: Swift.String? = nil,
+                detail: Swift.String
+            ) {
+                self.code = code
+                self.detail = detail
+            }
+            internal enum CodingKeys: String, CodingKey {
+                case code
+                case detail
+            }
+        }
         /// - Remark: Generated from `#/components/schemas/CancelResult`.
         internal struct CancelResult: Codable, Hashable, Sendable {
             /// The first 1000 jobs affected.
