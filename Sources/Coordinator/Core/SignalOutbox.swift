@@ -71,19 +71,9 @@ final class SignalOutbox: Sendable {
             if pending.contains(signal) || pending.contains(.resync) && signal == .queue { return }
             pending.append(signal)
         case .claimed(let ids):
-            if let index = pending.lastIndex(where: { if case .claimed = $0 { true } else { false } }),
-               case .claimed(let waiting) = pending[index], waiting.count + ids.count <= maximumIDs {
-                pending[index] = .claimed(jobIDs: waiting + ids.filter { !waiting.contains($0) })
-            } else {
-                pending.append(signal)
-            }
+            merge(ids, into: &pending, { .claimed(jobIDs: $0) }, { if case .claimed(let ids) = $0 { ids } else { nil } })
         case .run(let ids):
-            if let index = pending.lastIndex(where: { if case .run = $0 { true } else { false } }),
-               case .run(let waiting) = pending[index], waiting.count + ids.count <= maximumIDs {
-                pending[index] = .run(runIDs: waiting + ids.filter { !waiting.contains($0) })
-            } else {
-                pending.append(signal)
-            }
+            merge(ids, into: &pending, { .run(runIDs: $0) }, { if case .run(let ids) = $0 { ids } else { nil } })
         case .moved(let jobID, _):
             if let index = pending.firstIndex(where: { if case .moved(jobID, _) = $0 { true } else { false } }) {
                 pending[index] = signal
@@ -95,6 +85,18 @@ final class SignalOutbox: Sendable {
         }
         if pending.count > maximumPending {
             pending = pending.filter { if case .cancel = $0 { true } else { false } } + [.resync]
+        }
+    }
+
+    /// Adds `ids` to the last waiting signal of their kind (`ids(signal)` is not nil), while
+    /// it holds at most `maximumIDs`; else a new signal (`make`) waits after it.
+    private static func merge(_ ids: [Int64], into pending: inout [ClusterSignal], _ make: ([Int64]) -> ClusterSignal,
+                              _ idsOf: (ClusterSignal) -> [Int64]?) {
+        if let index = pending.lastIndex(where: { idsOf($0) != nil }), let waiting = idsOf(pending[index]),
+           waiting.count + ids.count <= maximumIDs {
+            pending[index] = make(waiting + ids.filter { !waiting.contains($0) })
+        } else {
+            pending.append(make(ids))
         }
     }
 }
