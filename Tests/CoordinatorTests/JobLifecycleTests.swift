@@ -122,7 +122,7 @@ import Wire
             let result = try await setup.core.cancel(runIDs: [setup.runID], jobIDs: [], as: admin)
             #expect(result.count == 1)
             setup.hooks.resume()
-            let session = try await connecting.value
+            _ = try await connecting.value
 
             let job = try await setup.stored()
             #expect(job.status == .cancelled, "the job is \(job.status.rawValue): \(job.reason)")
@@ -138,7 +138,6 @@ import Wire
             // Its slot is free: the next run's job goes to the same runner.
             let next = try await setup.core.trigger("shop", "ci")
             #expect(try await runner.assignment().runID == UInt64(next))
-            _ = session
         }
     }
 
@@ -216,6 +215,28 @@ import Wire
             #expect(try await setup.stored().status == .queued)
             let again = try await setup.runnerWithTheJob("r2")
             #expect(again.job.jobID == runner.job.jobID && again.job.epoch > runner.job.epoch)
+        }
+    }
+
+    /// A claim the store refused (a database away) puts the job back in the queue where it
+    /// was; the next dispatch gives it to a runner.
+    @Test(arguments: StoreKind.allCases)
+    func aClaimTheStoreRefusedPutsTheJobBackInTheQueue(kind: StoreKind) async throws {
+        try await Setup.with(kind) { setup in
+            setup.hooks.fail(["claimJobs"])
+            let first = RecordingOutbox()
+            _ = try await setup.core.connectRunner(first, labels: [])
+            let job = try await setup.stored()
+            #expect(job.status == .queued)
+            #expect(await setup.core.scheduler.isQueued(job.id))
+            #expect(await setup.core.table.isEmpty)
+            #expect(Self.assignments(first) == 0)
+
+            setup.hooks.fail([])
+            // Another runner's greeting dispatches: the job goes to the first runner (its slot is
+            // free again; of two idle runners the scheduler takes the first).
+            _ = try await setup.core.connectRunner(RecordingOutbox(), name: "r2", labels: [])
+            #expect(try await first.assignment().job.jobID == UInt64(job.id))
         }
     }
 }

@@ -185,12 +185,16 @@ import Testing
         // Lost once: a second loss (a heartbeat) changes nothing.
         let result10 = table.lose(1, why: "again")
         #expect(result10 == nil)
+        #expect(table.unsettled == [1])  // nothing written yet
         table.writing(1, true)
-        #expect(table.unsettled.isEmpty)
+        #expect(table.unsettled.isEmpty)  // a write on its way
         table.writing(1, false)
         #expect(table.unsettled == [1])  // the store refused: tried again
+        table.writing(1, true)
         table.requeueStored(1)
         #expect(table[1]?.requeued == true && table.unsettled.isEmpty)
+        table.writing(1, false)  // queueing it here failed (a read): that step is tried again
+        #expect(table.unsettled == [1])
         let result11 = table.settled(1)
         #expect(result11 != nil && table.isEmpty)
     }

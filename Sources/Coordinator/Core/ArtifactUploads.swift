@@ -38,8 +38,7 @@ actor ArtifactUploads {
                 try await store.deleteUploads(ids: [record.id])
                 continue
             }
-            open[UInt64(record.id)] = Upload(jobID: record.jobID, name: record.name, size: record.size,
-                                             sha256: record.sha256, upload: upload)
+            open[UInt64(record.id)] = Upload(record, upload)
         }
         artifactStore.removeUploads(except: Set(open.keys))
     }
@@ -49,8 +48,7 @@ actor ArtifactUploads {
         do {
             for record in try await store.uploads() where record.jobID == jobID && open[UInt64(record.id)] == nil {
                 let upload = try await artifactStore.resumeUpload(id: UInt64(record.id))
-                open[UInt64(record.id)] = Upload(jobID: record.jobID, name: record.name, size: record.size,
-                                                 sha256: record.sha256, upload: upload)
+                open[UInt64(record.id)] = Upload(record, upload)
             }
         } catch {
             logger.warning("cannot open the uploads of a job taken over", metadata: ["job.id": "\(jobID)", "error": "\(error)"])
@@ -170,5 +168,12 @@ actor ArtifactUploads {
     /// Waits until the chunks of every open upload are stored (or failed).
     func settle() async throws {
         for pending in open.values { try await pending.upload.settle() }
+    }
+}
+
+extension ArtifactUploads.Upload {
+    /// An upload opened again from its record (after a restart, or a job taken over).
+    init(_ record: UploadRecord, _ upload: any ArtifactUpload) {
+        self.init(jobID: record.jobID, name: record.name, size: record.size, sha256: record.sha256, upload: upload)
     }
 }

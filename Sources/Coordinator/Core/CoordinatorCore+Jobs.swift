@@ -52,14 +52,13 @@ extension CoordinatorCore {
             for claim in claims {
                 guard let failed = table.claimFailed(claim.jobID, epoch: claim.epoch) else { continue }
                 if let session = failed.session { scheduler.finish(claim.jobID, on: session) }
-                if let reason = failed.cancelReason {
-                    // Queued in the store: cancelled there (put back here should that fail too).
-                    if let job = try? await store.job(id: claim.jobID), job.status == .queued {
-                        _ = try? await storeCancelled([job], reason: reason)
-                    }
-                } else if table[claim.jobID] == nil && !scheduler.isQueued(claim.jobID) {
-                    enqueue(failed.queued)
+                // Queued in the store: a cancel that came meanwhile is stored there. Should that
+                // fail too (the store is away), the job is queued here again, still cancellable.
+                if let reason = failed.cancelReason, let job = try? await store.job(id: claim.jobID), job.status == .queued,
+                   (try? await storeCancelled([job], reason: reason)) != nil {
+                    continue
                 }
+                if table[claim.jobID] == nil && !scheduler.isQueued(claim.jobID) { enqueue(failed.queued) }
             }
             return false
         }
@@ -155,13 +154,14 @@ extension CoordinatorCore {
     /// (`settleUnsettled`).
     func settleRequeue(_ jobID: Int64) async {
         guard let job = table[jobID], job.phase == .requeueing, !job.writing else { return }
+        if !job.requeued, let reason = job.cancelReason {
+            table.beginEnd(jobID, .init(status: .cancelled, reason: "\(reason) (\(job.lostBecause) before it confirmed)"))
+            await settleEnd(jobID)
+            return
+        }
+        // Held until the job leaves the table (or a write fails): one settling at a time.
+        table.writing(jobID, true)
         if !job.requeued {
-            if let reason = job.cancelReason {
-                table.beginEnd(jobID, .init(status: .cancelled, reason: "\(reason) (\(job.lostBecause) before it confirmed)"))
-                await settleEnd(jobID)
-                return
-            }
-            table.writing(jobID, true)
             logs.forget(jobID: jobID)
             await uploads.discard(jobID: jobID)
             await logBarrier()  // no log write of the lost execution lands after its log is gone
@@ -189,8 +189,6 @@ extension CoordinatorCore {
             tell(.queue)
         }
         // The store has it queued: queue it here, or cancel it there when a cancel came.
-        guard let current = table[jobID], current.phase == .requeueing, !current.writing else { return }
-        table.writing(jobID, true)
         let record: JobRecord
         do {
             guard let read = try await store.job(id: jobID) else {

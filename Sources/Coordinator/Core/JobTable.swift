@@ -73,8 +73,6 @@ struct JobTable {
         var requeued = false
         /// A store write for its current transition is on its way.
         var writing = false
-        /// The last write of its transition failed: it is tried again (`unsettled`).
-        var retry = false
     }
 
     private(set) var jobs: [Int64: Job] = [:]
@@ -172,7 +170,6 @@ struct JobTable {
         else { return false }
         job.phase = .finishing
         job.end = end
-        job.retry = false
         jobs[jobID] = job
         return true
     }
@@ -201,7 +198,6 @@ struct JobTable {
             end.reported = false
             job.end = end
             job.session = nil
-            job.retry = true
             jobs[jobID] = job
             return (.end, freed)
         case .leased:
@@ -236,20 +232,16 @@ struct JobTable {
         jobs[jobID]?.session = nil
     }
 
-    /// A write of the job's transition starts (`true`) or failed (`false`, kept for a retry).
+    /// A write of the job's transition starts (`true`), or failed (`false`: `unsettled` has it
+    /// again, or its runner sends its end again).
     mutating func writing(_ jobID: Int64, _ writing: Bool) {
-        guard var job = jobs[jobID] else { return }
-        job.writing = writing
-        if !writing { job.retry = job.end?.reported != true }
-        jobs[jobID] = job
+        jobs[jobID]?.writing = writing
     }
 
     /// The store has the requeued job queued; what is left is to queue it here (or cancel it).
     mutating func requeueStored(_ jobID: Int64) {
         guard jobs[jobID]?.phase == .requeueing else { return }
         jobs[jobID]?.requeued = true
-        jobs[jobID]?.writing = false
-        jobs[jobID]?.retry = false
     }
 
     /// The store settled the job's last transition: it leaves the table.
@@ -257,11 +249,13 @@ struct JobTable {
         jobs.removeValue(forKey: jobID)
     }
 
-    /// Jobs whose transition the coordinator decided and the store has not taken yet, to be
-    /// written again.
+    /// Jobs whose transition the coordinator decided and the store has not taken yet (no
+    /// write on its way): to be written again. An end its runner reported is the runner's to
+    /// send again.
     var unsettled: [Int64] {
-        jobs.filter { $0.value.retry && !$0.value.writing && ($0.value.phase == .finishing || $0.value.phase == .requeueing) }
-            .keys.sorted()
+        jobs.filter { id, job in
+            !job.writing && (job.phase == .requeueing || job.phase == .finishing && job.end?.reported == false)
+        }.keys.sorted()
     }
 
     // MARK: runners
