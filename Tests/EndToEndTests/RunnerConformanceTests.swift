@@ -308,9 +308,12 @@ import Wire
             let wrongRun = try await fabric.waitForRun(wrongID, ["succeeded", "failed"])
             let wrongReason = jobs(wrongRun).first?["reason"] as? String ?? ""
             #expect(wrongReason.contains("commit \(absent) is not in \(repo) (branch feature)"), "\(wrongReason)")
-            // Workspaces are removed after each job.
-            let work = (try? FileManager.default.contentsOfDirectory(atPath: fabric.root.file("work-1"))) ?? []
-            #expect(work.filter { $0.hasPrefix("job-") }.isEmpty, "\(work)")
+            // Workspaces are removed after each job: once its end is answered, so a moment after
+            // the run reads ended.
+            try await waitUntil("the runner to remove the workspaces") {
+                let work = (try? FileManager.default.contentsOfDirectory(atPath: fabric.root.file("work-1"))) ?? []
+                return work.filter { $0.hasPrefix("job-") }.isEmpty
+            }
         } catch {
             await fabric.stop()
             throw error
