@@ -23,58 +23,44 @@ struct API: APIProtocol {
     // MARK: projects and pipelines
 
     func listProjects(_ input: Operations.ListProjects.Input) async throws -> Operations.ListProjects.Output {
-        .ok(.init(body: .json(.init(projects: try await core.projects(as: caller).map { Self.project($0) }))))
+        .ok(.init(body: .json(.init(projects: try await core.catalog.projects(as: caller).map { Self.project($0) }))))
     }
 
     func createProject(_ input: Operations.CreateProject.Input) async throws -> Operations.CreateProject.Output {
         guard case .json(let body) = input.body else { throw Self.unsupportedBody }
-        let project = try await core.createProject(name: body.name, repository: body.repository ?? "", as: caller)
-        return .created(.init(body: .json(Self.project(project, url: await core.webhookURL(project: project.name)))))
+        let project = try await core.catalog.createProject(name: body.name, repository: body.repository ?? "", as: caller)
+        return .created(.init(body: .json(Self.project(project, url: core.webhooks.url(project: project.name)))))
     }
 
     func showProject(_ input: Operations.ShowProject.Input) async throws -> Operations.ShowProject.Output {
         let principal = try caller
-        guard let project = try await core.projects(as: principal).first(where: { $0.name == input.path.project }) else {
-            throw CoordinatorError(.notFound, "project \(input.path.project) does not exist")
-        }
-        let pipelines = try await core.pipelines(as: principal).filter { $0.project == project.name }
-        let url = await core.webhookURL(project: project.name)
+        let project = try await core.catalog.project(input.path.project, as: principal)
+        let pipelines = try await core.catalog.pipelines(project: project.name, as: principal)
+        let url = core.webhooks.url(project: project.name)
         return .ok(.init(body: .json(.init(project: Self.project(project, url: url), pipelines: pipelines.map { Self.pipeline($0) }))))
     }
 
     func listPipelines(_ input: Operations.ListPipelines.Input) async throws -> Operations.ListPipelines.Output {
-        let pipelines = try await pipelines(of: input.path.project)
+        let pipelines = try await core.catalog.pipelines(project: input.path.project, as: caller)
         return .ok(.init(body: .json(.init(pipelines: pipelines.map { Self.pipeline($0) }))))
     }
 
     func pushPipeline(_ input: Operations.PushPipeline.Input) async throws -> Operations.PushPipeline.Output {
         guard case .json(let body) = input.body else { throw Self.unsupportedBody }
-        let version = try await core.pushPipeline(PipelinePush(project: input.path.project, fileName: body.fileName,
+        let version = try await core.catalog.pushPipeline(PipelinePush(project: input.path.project, fileName: body.fileName,
                                                                source: body.source), as: caller)
         return .created(.init(body: .json(Self.pipeline(version, source: true))))
     }
 
     func showPipeline(_ input: Operations.ShowPipeline.Input) async throws -> Operations.ShowPipeline.Output {
-        guard let version = try await pipelines(of: input.path.project).first(where: { $0.pipeline == input.path.pipeline }) else {
+        guard let version = try await core.catalog.pipelines(project: input.path.project, as: caller).first(where: { $0.pipeline == input.path.pipeline }) else {
             throw CoordinatorError(.notFound, "no pipeline \(input.path.project)/\(input.path.pipeline)")
         }
         return .ok(.init(body: .json(Self.pipeline(version, source: true))))
     }
 
-    /// The project's pipelines; not found when the project does not exist.
-    func pipelines(of project: String) async throws -> [PipelineVersionRecord] {
-        let principal = try caller
-        guard try await core.projects(as: principal).contains(where: { $0.name == project }) else {
-            throw CoordinatorError(.notFound, "project \(project) does not exist")
-        }
-        return try await core.pipelines(as: principal).filter { $0.project == project }
-    }
-
     func listDeliveries(_ input: Operations.ListDeliveries.Input) async throws -> Operations.ListDeliveries.Output {
-        if let limit = input.query.limit, !(1...1000).contains(limit) {
-            throw CoordinatorError(.invalidArgument, "limit is 1 to 1000, not \(limit)")
-        }
-        let deliveries = try await core.deliveries(project: input.path.project, limit: input.query.limit ?? 100, as: caller)
+        let deliveries = try await core.catalog.deliveries(project: input.path.project, limit: input.query.limit, as: caller)
         return .ok(.init(body: .json(.init(deliveries: deliveries.map {
             .init(forge: .init(rawValue: $0.forge) ?? .github, delivery: $0.deliveryID, event: $0.event,
                   receivedAt: Self.date($0.receivedAt), outcome: .init(rawValue: $0.outcome.rawValue) ?? .refused,
@@ -83,8 +69,8 @@ struct API: APIProtocol {
     }
 
     func rotateWebhook(_ input: Operations.RotateWebhook.Input) async throws -> Operations.RotateWebhook.Output {
-        let secret = try await core.rotateWebhookSecret(project: input.path.project, as: caller)
-        let url = await core.webhookURL(project: input.path.project) ?? "/hooks/\(input.path.project)"
+        let secret = try await core.catalog.rotateWebhookSecret(project: input.path.project, as: caller)
+        let url = core.webhooks.url(project: input.path.project) ?? "/hooks/\(input.path.project)"
         return .ok(.init(body: .json(.init(secret: secret, url: url))))
     }
 
@@ -108,27 +94,19 @@ struct API: APIProtocol {
             }
             before = id
         }
-        if let limit = query.limit, !(1...Self.maximumRunsPerPage).contains(limit) {
-            throw CoordinatorError(.invalidArgument, "limit is 1 to \(Self.maximumRunsPerPage), not \(limit)")
-        }
-        let limit = query.limit ?? 50
-        // One more than asked tells whether a next page exists.
-        let runs = try await core.runs(RunQuery(limit: limit + 1, filter: RunFilter(
+        let (page, more) = try await core.catalog.runs(RunQuery(limit: query.limit, filter: RunFilter(
             project: query.project, pipeline: query.pipeline, branch: query.branch,
             status: query.status.flatMap { Status(rawValue: $0.rawValue) }, trigger: query.trigger?.rawValue,
             before: before)), as: caller)
-        let page = runs.prefix(limit)
-        let next = runs.count > limit ? page.last.map { String($0.id) } : nil
+        let next = more ? page.last.map { String($0.id) } : nil
         return .ok(.init(body: .json(.init(runs: page.map(Self.run), next: next))))
     }
-
-    static let maximumRunsPerPage = 1000
 
     func showRun(_ input: Operations.ShowRun.Input) async throws -> Operations.ShowRun.Output {
         if let attempt = input.query.attempt, attempt < 1 {
             throw CoordinatorError(.invalidArgument, "attempt is 1 or more, not \(attempt)")
         }
-        let detail = try await core.runDetail(runID: input.path.run, attempt: input.query.attempt, as: caller)
+        let detail = try await core.catalog.runDetail(runID: input.path.run, attempt: input.query.attempt, as: caller)
         return .ok(.init(body: .json(.init(
             run: Self.run(detail.run),
             attempts: detail.attempts.map {
@@ -164,35 +142,31 @@ struct API: APIProtocol {
             }
             offset = value
         }
-        let limit = query.limit ?? 50
         let search = ArtifactQuery(
             name: query.name, project: query.project, pipeline: query.pipeline, branch: query.branch, runID: query.run,
             sha256Prefix: query.sha256, minimumSize: query.minSize, maximumSize: query.maxSize,
             createdAfter: query.after.map { Int64($0.timeIntervalSince1970 * 1000) },
             createdBefore: query.before.map { Int64($0.timeIntervalSince1970 * 1000) },
-            sort: query.sort.flatMap { ArtifactQuery.Sort(rawValue: $0.rawValue) } ?? .newest, limit: limit, offset: offset)
-        let (artifacts, more) = try await core.searchArtifacts(search, as: caller)
+            sort: query.sort.flatMap { ArtifactQuery.Sort(rawValue: $0.rawValue) } ?? .newest, limit: query.limit, offset: offset)
+        let (artifacts, more) = try await core.catalog.searchArtifacts(search, as: caller)
         return .ok(.init(body: .json(.init(artifacts: artifacts.map(Self.artifact),
                                            next: more ? String(offset + artifacts.count) : nil))))
     }
 
     func showArtifact(_ input: Operations.ShowArtifact.Input) async throws -> Operations.ShowArtifact.Output {
-        .ok(.init(body: .json(Self.artifact(try await core.artifact(id: input.path.artifact, as: caller)))))
+        .ok(.init(body: .json(Self.artifact(try await core.catalog.artifact(id: input.path.artifact, as: caller)))))
     }
 
     func runArtifacts(_ input: Operations.RunArtifacts.Input) async throws -> Operations.RunArtifacts.Output {
         let principal = try caller
-        _ = try await core.runDetail(runID: input.path.run, as: principal)  // not found: said so
-        let artifacts = try await core.artifacts(runID: input.path.run, as: principal)
+        _ = try await core.catalog.runDetail(runID: input.path.run, as: principal)  // not found: said so
+        let artifacts = try await core.catalog.artifacts(runID: input.path.run, as: principal)
         return .ok(.init(body: .json(.init(artifacts: artifacts.map(Self.artifact)))))
     }
 
     // MARK: queue and runners
 
     func listQueue(_ input: Operations.ListQueue.Input) async throws -> Operations.ListQueue.Output {
-        if let limit = input.query.limit, !(1...10_000).contains(limit) {
-            throw CoordinatorError(.invalidArgument, "limit is 1 to 10000, not \(limit)")
-        }
         let list = try await core.queue(limit: input.query.limit, as: caller)
         return .ok(.init(body: .json(.init(jobs: list.jobs.map(Self.queueEntry), total: list.total))))
     }

@@ -54,12 +54,12 @@ struct StreamRoutes {
         let bytes = Data(body.readableBytesView)
         // Nothing is said to a request without a valid signature.
         guard let (forge, eventName, deliveryID) = Forge.identify(headers),
-              let secret = try await core.webhookSecret(project: project),
+              let secret = try await core.catalog.webhookSecret(project: project),
               forge.verify(headers, body: bytes, secret: secret) else {
             logger.notice("webhook refused: bad or missing signature", metadata: ["project": "\(project.prefix(100))"])
             throw Problem(status: .unauthorized, code: "unauthenticated", detail: "the signature does not match")
         }
-        let answer = try await core.receiveDelivery(ForgeDelivery(project: project, forge: forge.rawValue, deliveryID: deliveryID,
+        let answer = try await core.webhooks.receive(ForgeDelivery(project: project, forge: forge.rawValue, deliveryID: deliveryID,
                                                                   eventName: eventName, event: forge.event(eventName, body: bytes)))
         let status: HTTPResponse.Status
         switch answer.kind {
@@ -83,7 +83,7 @@ struct StreamRoutes {
         guard let id = context.parameters.get("artifact", as: Int64.self), id > 0 else {
             throw Problem(status: .badRequest, code: "bad_request", detail: "an artifact id is a positive integer", field: "artifact")
         }
-        let artifact = try await core.artifact(id: id, as: principal)
+        let artifact = try await core.catalog.artifact(id: id, as: principal)
         let tag = "\"\(artifact.sha256)\""
         var headers: HTTPFields = [
             .contentType: "application/octet-stream", .acceptRanges: "bytes", .eTag: tag,
@@ -111,7 +111,7 @@ struct StreamRoutes {
         return Response(status: status, headers: headers, body: ResponseBody { [start, end] writer in
             var next = start
             while next < end {
-                let slice = try await core.readArtifact(ArtifactRead(artifactID: id, offset: next, length: Int(min(end - next, 1 << 20))),
+                let slice = try await core.catalog.readArtifact(ArtifactRead(artifactID: id, offset: next, length: Int(min(end - next, 1 << 20))),
                                                         as: principal)
                 guard !slice.data.isEmpty else { throw CoordinatorError(.internal, "artifact \(id) ended early at byte \(next)") }
                 try await writer.write(ByteBuffer(bytes: slice.data))
@@ -166,7 +166,7 @@ struct StreamRoutes {
         }
         let read = LogRead(runID: runID, attempt: attempt, job: job, node: node, offset: offset)
         // Unknown run, attempt, job or node: refused here, before any streaming.
-        let first = try await core.readLog(read, as: principal)
+        let first = try await core.catalog.readLog(read, as: principal)
         if Self.wantsEvents(request) {
             return try logEvents(read, principal: principal)
         }
@@ -213,7 +213,7 @@ struct StreamRoutes {
                     got = opening
                     pending = nil
                 } else {
-                    got = try await core.readLog(piece, as: principal)
+                    got = try await core.catalog.readLog(piece, as: principal)
                 }
                 guard !got.data.isEmpty else { break }
                 if got.offset > next {
@@ -269,7 +269,7 @@ struct StreamRoutes {
                 next = piece.offset + Int64(piece.data.count)
                 var request = read
                 request.offset = next
-                piece = try await core.readLog(request, as: principal)
+                piece = try await core.catalog.readLog(request, as: principal)
             }
             try await writer.write(ByteBuffer(string: renderer.finish() + "</pre></body></html>\n"))
             try await writer.finish(nil)
@@ -312,7 +312,7 @@ struct StreamRoutes {
             attempt = value
         }
         // Unknown run or attempt: refused here, before any streaming.
-        _ = try await core.runDetail(runID: runID, attempt: attempt, as: principal)
+        _ = try await core.catalog.runDetail(runID: runID, attempt: attempt, as: principal)
         let watch = WatchRequest(runID: runID, attempt: attempt, logs: false, follow: true)
         return try stream(principal: principal) { core, session in
             try await core.watch(session: session, requestID: 1, watch)

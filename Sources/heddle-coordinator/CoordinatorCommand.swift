@@ -158,7 +158,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
                     let shown = host.contains(":") ? "[\(host)]" : host
                     let url = "\(scheme)://\(shown):\(address.port ?? listener.port)"
                     Task {
-                        await core.setHTTPURL(publicURL ?? url)
+                        core.webhooks.setHTTPURL(publicURL ?? url)
                         Console.out("http listening on \(url)")
                     }
                 })))

@@ -88,7 +88,7 @@ import Wire
         #expect(String(decoding: bytes["report"] ?? Data(), as: UTF8.self) == "no newline")
         #expect(end.status == .succeeded)
 
-        let detail = try await core.runDetail(runID: runID, as: admin)
+        let detail = try await core.catalog.runDetail(runID: runID, as: admin)
         #expect(detail.run.status == .succeeded)
         #expect(detail.jobs.first?.runner == "r1")
         // Writes after the job finished are refused: its lease is gone.
@@ -108,7 +108,7 @@ import Wire
         #expect(assignment.runID == UInt64(first))
         try await core.jobFinished(session: session, JobResult(job: LeaseRef(assignment.job), status: .failed,
                                                                reason: "node 'build' failed with exit code 2"))
-        let failed = try await core.runDetail(runID: first, as: admin)
+        let failed = try await core.catalog.runDetail(runID: first, as: admin)
         #expect(failed.run.status == .failed)
         #expect(failed.jobs[0].reason == "node 'build' failed with exit code 2")
         #expect(failed.jobs[0].nodes.map(\.status) == [.skipped, .skipped])
@@ -118,9 +118,9 @@ import Wire
         // The connection drops: the job keeps its lease for a while, for the runner to return.
         await core.sessionClosed(session: session)
         await core.expireLeases(now: .now)
-        #expect(try await core.runDetail(runID: second, as: admin).run.status == .running)
+        #expect(try await core.catalog.runDetail(runID: second, as: admin).run.status == .running)
         await core.expireLeases(now: .now.advanced(by: core.limits.lease + .seconds(1)))
-        let lost = try await core.runDetail(runID: second, as: admin)
+        let lost = try await core.catalog.runDetail(runID: second, as: admin)
         #expect(lost.run.status == .failed)
         #expect(lost.jobs[0].reason == "runner lost: r1 was silent for longer than its lease")
       }
@@ -149,7 +149,7 @@ import Wire
         let old = try await frozen.assignment().job
         await core.sessionClosed(session: first)
         await core.expireLeases(now: .now.advanced(by: core.limits.lease + .seconds(1)))
-        #expect(try await core.runDetail(runID: runID, as: admin).run.status == .queued)
+        #expect(try await core.catalog.runDetail(runID: runID, as: admin).run.status == .queued)
 
         let back = RecordingOutbox()
         let session = try await core.connectRunner(back, running: [LeaseRef(old)])
@@ -165,10 +165,10 @@ import Wire
         // (a smaller epoch) judges nothing; one that received it and no longer lists it loses it.
         await core.heartbeat(session: session, running: RunningJobs(jobs: [LeaseRef(again)], assignedThrough: Int64(again.epoch)))
         await core.heartbeat(session: session, running: RunningJobs(jobs: [], assignedThrough: Int64(old.epoch)))
-        #expect(try await core.runDetail(runID: runID, as: admin).run.status == .running)
+        #expect(try await core.catalog.runDetail(runID: runID, as: admin).run.status == .running)
         await core.heartbeat(session: session, running: RunningJobs(jobs: [LeaseRef(old)], assignedThrough: Int64(again.epoch)))
-        try await waitUntil("the job to be lost") { try await core.runDetail(runID: runID, as: admin).run.status == .failed }
-        let lost = try await core.runDetail(runID: runID, as: admin)
+        try await waitUntil("the job to be lost") { try await core.catalog.runDetail(runID: runID, as: admin).run.status == .failed }
+        let lost = try await core.catalog.runDetail(runID: runID, as: admin)
         #expect(lost.run.status == .failed)
         #expect(lost.jobs[0].reason == "runner lost: r1 no longer runs the job")
       }
@@ -187,7 +187,7 @@ import Wire
         await core.sessionClosed(session: session)
         #expect(try await core.cancel(runIDs: [runID], jobIDs: [], as: admin).count == 1)
         await core.expireLeases(now: .now.advanced(by: core.limits.lease + .seconds(1)))
-        let detail = try await core.runDetail(runID: runID, as: admin)
+        let detail = try await core.catalog.runDetail(runID: runID, as: admin)
         #expect(detail.run.status == .cancelled)
         #expect(detail.jobs[0].status == .cancelled)
         #expect(detail.jobs[0].reason == "cancelled by root (runner lost: r1 was silent for longer than its lease before it confirmed)")
@@ -227,8 +227,8 @@ import Wire
         let runID = try await core.trigger("shop", "alias")
         let runner = RecordingOutbox()
         _ = try await core.connectRunner(runner)
-        try await waitUntil("the job to fail") { try await core.runDetail(runID: runID, as: admin).run.status == .failed }
-        let detail = try await core.runDetail(runID: runID, as: admin)
+        try await waitUntil("the job to fail") { try await core.catalog.runDetail(runID: runID, as: admin).run.status == .failed }
+        let detail = try await core.catalog.runDetail(runID: runID, as: admin)
         #expect(detail.jobs[0].reason.hasPrefix("the job is too large to assign: about "))
         #expect(detail.jobs[0].reason.hasSuffix("bytes, over the frame limit of 524288"))
         #expect(!runner.all.contains { if case .assignment = $0.body { true } else { false } })
@@ -272,9 +272,9 @@ import Wire
         // silent (it never beat), so its jobs are taken over here, as the sweep does.
         if kind == .postgres { await core.clusterTick() }
         // The running job waits one lease for its runner, then is lost.
-        #expect(try await core.runDetail(runID: runs[0], as: admin).run.status == .running)
+        #expect(try await core.catalog.runDetail(runID: runs[0], as: admin).run.status == .running)
         await core.expireLeases(now: .now.advanced(by: core.limits.lease + .seconds(1)))
-        let lost = try await core.runDetail(runID: runs[0], as: admin)
+        let lost = try await core.catalog.runDetail(runID: runs[0], as: admin)
         #expect(lost.run.status == .failed)
         #expect(lost.jobs[0].reason.hasPrefix("runner lost"))
         #expect(try await core.queue(as: admin).jobs.map(\.runID) == Array(runs[1...]))

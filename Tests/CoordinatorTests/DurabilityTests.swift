@@ -121,7 +121,7 @@ import Wire
         let again = try await setup.declare("a.bin", content)
         #expect(again.uploadID == grant.uploadID && again.committedOffset == UInt64(content.count))
         let id = try await setup.commit(grant.uploadID)
-        let listed = try await setup.core.artifacts(runID: setup.runID, as: Principal(name: "admin", role: .admin))
+        let listed = try await setup.core.catalog.artifacts(runID: setup.runID, as: Principal(name: "admin", role: .admin))
         #expect(listed.map(\.id) == [id])
         #expect(listed.first?.sha256 == SHA256.hash(data: content).map { String(format: "%02x", $0) }.joined())
         #expect(setup.blobFiles.count == 1)
@@ -140,7 +140,7 @@ import Wire
         await #expect(throws: CoordinatorError.self) { _ = try await setup.commit(short.uploadID) }
         let long = try await setup.declare("c.bin", Array(content.prefix(100)))
         await #expect(throws: CoordinatorError.self) { try await setup.chunk(long.uploadID, 0, content[...]) }
-        #expect(try await setup.core.artifacts(runID: setup.runID, as: admin).isEmpty)
+        #expect(try await setup.core.catalog.artifacts(runID: setup.runID, as: admin).isEmpty)
         #expect(setup.blobFiles.isEmpty)
       }
     }
@@ -185,7 +185,7 @@ import Wire
         #expect(stored % 4096 == 0 && stored <= sent && stored >= sent - (4 << 20))
         try await setup.chunk(resumed.uploadID, stored, content[stored...])
         let id = try await setup.commit(resumed.uploadID)
-        let data = try await setup.core.readArtifact(ArtifactRead(artifactID: id), as: admin)
+        let data = try await setup.core.catalog.readArtifact(ArtifactRead(artifactID: id), as: admin)
         #expect(data.artifact.size == Int64(content.count))
         #expect(data.artifact.sha256 == hex(SHA256.hash(data: content)))
         let inFlight = blobs.inFlight.total
@@ -208,8 +208,8 @@ import Wire
             }
             try await group.waitForAll()
         }
-        let all = try await setup.core.artifacts(runID: nil, as: admin)
-        let ofTheRun = try await setup.core.artifacts(runID: setup.runID, as: admin)
+        let all = try await setup.core.catalog.artifacts(runID: nil, as: admin)
+        let ofTheRun = try await setup.core.catalog.artifacts(runID: setup.runID, as: admin)
         #expect(ofTheRun.count == 1001)
         #expect(all.count == 1000)
         #expect(all.map(\.id) == Array(ofTheRun.map(\.id).suffix(1000)), "the latest, oldest first")
@@ -225,7 +225,7 @@ import Wire
         try await setup.finish(.succeeded)
         // Decided once: a different word afterwards changes nothing.
         try await setup.finish(.failed)
-        #expect(try await setup.core.runDetail(runID: setup.runID, as: admin).run.status == .succeeded)
+        #expect(try await setup.core.catalog.runDetail(runID: setup.runID, as: admin).run.status == .succeeded)
         // Another epoch is not the same job's result.
         let other = JobResult(job: LeaseRef(jobID: setup.job.jobID, epoch: setup.job.epoch + 1), status: .succeeded, reason: "")
         await #expect(throws: CoordinatorError.self) { try await setup.core.jobFinished(session: setup.session, other) }
@@ -247,7 +247,7 @@ import Wire
         let setup = try await Setup.make(database)
         for status in updates { try await setup.node(status) }
         try await setup.finish(reported, reason: reported == .cancelled ? "cancelled by the runner" : "")
-        let detail = try await setup.core.runDetail(runID: setup.runID, as: admin)
+        let detail = try await setup.core.catalog.runDetail(runID: setup.runID, as: admin)
         #expect(detail.jobs[0].status == job)
         #expect(detail.jobs[0].reason == reason)
         #expect(detail.jobs[0].nodes[0].status == node)

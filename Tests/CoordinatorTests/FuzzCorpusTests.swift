@@ -99,7 +99,7 @@ import Wire
         }
         #expect(dispatched > corpus.count, "some mutations must still decode and be dispatched")
         // The core is still consistent and answering.
-        _ = try await fuzzer.core.runs(RunQuery(limit: 10), as: admin)
+        _ = try await fuzzer.core.catalog.runs(RunQuery(limit: 10), as: admin)
         _ = try await fuzzer.core.queue(as: admin)
     }
 }

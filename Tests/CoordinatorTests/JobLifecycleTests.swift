@@ -67,11 +67,11 @@ import Wire
 
         /// The run's job as stored.
         func stored() async throws -> JobRecord {
-            try #require(try await core.runDetail(runID: runID, as: admin).jobs.first).job
+            try #require(try await core.catalog.runDetail(runID: runID, as: admin).jobs.first).job
         }
 
         func runStatus() async throws -> Status {
-            try await core.runDetail(runID: runID, as: admin).run.status
+            try await core.catalog.runDetail(runID: runID, as: admin).run.status
         }
 
         /// Far past any lease.

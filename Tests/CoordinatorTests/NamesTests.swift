@@ -12,7 +12,7 @@ import Wire
         #expect(Names.problem(name, "x") != nil)
         let core = try CoordinatorCore(store: try SQLiteStore.inMemory(), directory: NSTemporaryDirectory(), logger: Logger(label: "test"))
         await #expect(throws: CoordinatorError.self) {
-            _ = try await core.createProject(name: name, repository: "", as: admin)
+            _ = try await core.catalog.createProject(name: name, repository: "", as: admin)
         }
         let quoted = "\"\(name.replacingOccurrences(of: "\0", with: "\\0"))\""
         for source in [
@@ -38,7 +38,7 @@ import Wire
         let core = try CoordinatorCore(store: try SQLiteStore.inMemory(), directory: NSTemporaryDirectory(), logger: Logger(label: "test"))
         try await core.push("shop", "name: ci\njobs:\n  j:\n    nodes:\n      n: { run: x }\n")
         await #expect(throws: CoordinatorError.self) { _ = try await core.trigger("shop", "ci", branch: branch) }
-        #expect(try await core.runs(RunQuery(limit: 10, filter: RunFilter()), as: admin).isEmpty)
+        #expect(try await core.catalog.runs(RunQuery(limit: 10, filter: RunFilter()), as: admin).runs.isEmpty)
     }
 
     @Test(arguments: ["main", "release/1.2", "feature/x-y_z", "v1.0"])
@@ -49,5 +49,30 @@ import Wire
     @Test func aRunnerWithABadLabelIsNotWelcomed() {
         #expect(throws: CoordinatorError.self) { try CoordinatorCore.check(RunnerHello(labels: ["linux", "a b"], capacity: 1, running: [])) }
         #expect(throws: Never.self) { try CoordinatorCore.check(RunnerHello(labels: ["linux", "x86_64"], capacity: 1, running: [])) }
+    }
+}
+
+/// Every list's default and range come from one table (`ListLimit`), whichever front asks.
+@Suite struct ListLimitTests {
+    @Test func outOfRangeLimitsAreRefusedWithOneMessage() async throws {
+        let core = try CoordinatorCore(store: try SQLiteStore.inMemory(), directory: NSTemporaryDirectory(), logger: Logger(label: "test"))
+        try await core.push("shop", "name: ci\njobs:\n  j:\n    nodes:\n      n: { run: x }\n")
+        for _ in 0..<3 { _ = try await core.trigger("shop", "ci") }
+        func message(_ call: () async throws -> Void) async -> String? {
+            do { try await call(); return nil } catch { return (error as? CoordinatorError)?.message }
+        }
+        #expect(await message { _ = try await core.catalog.runs(RunQuery(limit: 1001), as: admin) } == "limit is 1 to 1000, not 1001")
+        #expect(await message { _ = try await core.catalog.runs(RunQuery(limit: 0), as: admin) } == "limit is 1 to 1000, not 0")
+        #expect(await message { _ = try await core.catalog.deliveries(project: "shop", limit: 1001, as: admin) } == "limit is 1 to 1000, not 1001")
+        #expect(await message { _ = try await core.catalog.searchArtifacts(ArtifactQuery(limit: 501), as: admin) } == "limit is 1 to 500, not 501")
+        #expect(await message { _ = try await core.queue(limit: 10_001, as: admin) } == "limit is 1 to 10000, not 10001")
+        #expect(await message { _ = try await core.queue(limit: 1001, most: ListLimit.maximumQueueInOneFrame, as: admin) }
+                == "limit is 1 to 1000, not 1001")
+        // Within range: a page and whether more follow; not given: the default.
+        let page = try await core.catalog.runs(RunQuery(limit: 2), as: admin)
+        #expect(page.runs.count == 2 && page.more)
+        let all = try await core.catalog.runs(RunQuery(), as: admin)
+        #expect(all.runs.count == 3 && !all.more)
+        #expect(try await core.queue(as: admin).jobs.count == 3)
     }
 }

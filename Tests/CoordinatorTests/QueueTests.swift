@@ -38,7 +38,7 @@ import Wire
         }
 
         func jobOf(_ run: Int64) async throws -> Int64 {
-            try await core.runDetail(runID: run, as: admin).jobs.map(\.id).first!
+            try await core.catalog.runDetail(runID: run, as: admin).jobs.map(\.id).first!
         }
 
         func connectRunner(capacity: Int = 1) async throws -> RecordingOutbox {
@@ -70,7 +70,7 @@ import Wire
 
         let runner = try await setup.connectRunner(capacity: 10)
         #expect(try await setup.assignments(runner, count: 4) == [runs[4], runs[2], runs[3], runs[0]].map { UInt64($0) })
-        let cancelled = try await setup.core.runDetail(runID: runs[1], as: admin)
+        let cancelled = try await setup.core.catalog.runDetail(runID: runs[1], as: admin)
         #expect(cancelled.run.status == .cancelled)
         #expect(cancelled.jobs[0].reason == "cancelled by root")
         #expect(cancelled.jobs[0].nodes.map(\.status) == [.cancelled])
@@ -99,7 +99,7 @@ import Wire
         let result = try await cancelling.value
         setup.hooks.disarm()  // a pause the cancel did not reach must not catch the checks below
         let reported = try #require(result.jobs.first { $0.jobID == job })
-        let stored = try await setup.core.runDetail(runID: run, as: admin).jobs[0]
+        let stored = try await setup.core.catalog.runDetail(runID: run, as: admin).jobs[0]
         if await setup.core.table[job] != nil {
             #expect(reported.status == .running, "a job that was claimed is reported \(reported.status)")
             #expect(stored.status == .running)
@@ -180,7 +180,7 @@ import Wire
         #expect(done.count == 2)
         #expect(try await setup.core.queue(as: admin).jobs.map(\.runID) == [keep1, keep2])
         for run in [drop1, drop2] {
-            #expect(try await setup.core.runDetail(runID: run, as: admin).run.status == .cancelled)
+            #expect(try await setup.core.catalog.runDetail(runID: run, as: admin).run.status == .cancelled)
         }
         request.label = "gpu"
         #expect(try await setup.core.bulkCancel(request, as: setup.admin).count == 0)

@@ -140,7 +140,7 @@ extension CoordinatorCore {
     }
 
     func push(_ project: String, _ source: String) async throws {
-        _ = try await pushPipeline(PipelinePush(project: project, source: source), as: admin)
+        _ = try await catalog.pushPipeline(PipelinePush(project: project, source: source), as: admin)
     }
 
     func trigger(_ project: String, _ pipeline: String, branch: String? = nil) async throws -> Int64 {

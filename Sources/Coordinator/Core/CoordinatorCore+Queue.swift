@@ -2,11 +2,8 @@ import Foundation
 
 /// The queue as admins see it: listing, live changes, moves and cancels.
 extension CoordinatorCore {
-    /// Jobs listed in a queue or a cancel result; `total` or `count` has them all.
+    /// Jobs listed in a cancel result; `count` has them all.
     public static let maximumListedJobs = 1000
-    /// The most a front may ask for in one queue listing (the HTTP API's `limit`; the binary
-    /// protocol keeps one frame small and asks for at most `maximumListedJobs`).
-    public static let maximumQueuePage = 10_000
 
     func queueEntry(_ job: JobRecord, run: RunRecord) -> QueueEntry {
         var entry = QueueEntry(jobID: job.id, runID: job.runID, attempt: job.attempt, project: run.project,
@@ -25,11 +22,11 @@ extension CoordinatorCore {
 
     /// Running jobs, then queued ones in dispatch order, each queued one with its place and,
     /// when no runner can take it, why.
-    /// The first `limit` (at most `maximumQueuePage`; `maximumListedJobs` when nil) are listed.
+    /// The first `limit` (`ListLimit.queue`, at most `most`) are listed.
     /// The order comes from memory; only the jobs listed are read from the store.
-    public func queue(limit: Int? = nil, as principal: Principal) async throws -> QueueList {
+    public func queue(limit: Int? = nil, most: Int? = nil, as principal: Principal) async throws -> QueueList {
         try Authorization.check(principal, .listQueue)
-        let limit = limit.flatMap { $0 > 0 ? min($0, Self.maximumQueuePage) : nil } ?? Self.maximumListedJobs
+        let limit = try ListLimit.queue.resolve(limit, most: most)
         let running = table.jobIDs
         let ids = Array(running.prefix(limit)) + scheduler.queue.prefix(max(0, limit - running.count)).map(\.id)
         var list = QueueList(jobs: [], total: running.count + scheduler.queue.count)

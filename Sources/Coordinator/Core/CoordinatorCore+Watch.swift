@@ -114,35 +114,3 @@ extension CoordinatorCore {
         subscriptions.publish(runID: runID, attempt: attempt, event)
     }
 }
-
-extension CoordinatorCore {
-    /// One piece (at most 1 MiB) of a node log at or after `offset`, with the log's durable
-    /// length now. Not found: the run, the attempt, the job or the node does not exist.
-    public func readLog(_ request: LogRead, as principal: Principal) async throws -> LogPiece {
-        try Authorization.check(principal, .watchRun)
-        guard let run = try await store.run(id: request.runID) else {
-            throw CoordinatorError.notFound("run \(request.runID) does not exist")
-        }
-        let attempt = request.attempt ?? run.attempt
-        guard (1...run.attempt).contains(attempt) else {
-            throw CoordinatorError.notFound("run \(request.runID) has no attempt \(attempt) (it has \(run.attempt))")
-        }
-        let jobs = try await store.jobs(runID: request.runID, attempt: attempt)
-        guard let job = jobs.first(where: { $0.name == request.job }) else {
-            throw CoordinatorError.notFound("run \(request.runID) has no job '\(request.job)' (jobs: \(jobs.map(\.name).joined(separator: ", ")))")
-        }
-        let nodes = try await store.nodes(jobIDs: [job.id])
-        guard nodes.contains(where: { $0.name == request.node }) else {
-            throw CoordinatorError.notFound("job '\(request.job)' has no node '\(request.node)' (nodes: \(nodes.sorted { $0.ordinal < $1.ordinal }.map(\.name).joined(separator: ", ")))")
-        }
-        guard request.offset >= 0 else { throw CoordinatorError.invalid("a log offset is 0 or more") }
-        let length = try await store.logEnds(jobIDs: [job.id], node: request.node).first?.length ?? 0
-        var piece = LogPiece(offset: request.offset, data: Data(), length: length, finished: job.status.isFinished)
-        if request.offset < length,
-           let stored = try await logStore.piece(of: LogKey(jobID: job.id, node: request.node), from: request.offset, end: length) {
-            piece.offset = stored.offset
-            piece.data = stored.data
-        }
-        return piece
-    }
-}

@@ -27,6 +27,8 @@ public struct CoordinatorLimits: Sendable {
 /// `Principal` and an `EventSink`, calls the core, and renders what it returns. Every call is
 /// authorized here (`Authorization`) and its input checked here, so fronts cannot differ.
 ///
+/// What the store answers alone (projects, pipelines, runs, artifacts, stored logs) is the
+/// `Catalog`'s, and forge deliveries are `Webhooks`', both outside the actor.
 /// The actor orchestrates parts that each do one job: `Scheduler` (placement), `JobTable`
 /// (every job past the queue in one phase: who holds it, under which epoch, and which store
 /// write it waits for), `LogCommits` (the log group commit), `Subscriptions` (watchers),
@@ -60,10 +62,10 @@ public actor CoordinatorCore {
     /// Since when (milliseconds) the storage is full, as the last failed write said; nil once
     /// a write succeeds again.
     var storageFullSince: Int64?
-    /// Where the HTTP front is reached (`https://HOST:PORT`), for webhook URLs; nil without one.
-    public internal(set) var httpURL: String?
-    /// Parsed pipeline versions by id.
-    var definitions: [Int64: PipelineDefinition] = [:]
+    /// Projects, pipelines, runs, artifacts and stored logs, answered from the store alone.
+    public nonisolated let catalog: Catalog
+    /// Where the HTTP front is reached, for webhook URLs.
+    let httpBase = HTTPBase()
     /// The store as one of a cluster's (several coordinators on one database); nil on SQLite.
     let cluster: (any ClusterStore)?
     /// Signals for the other coordinators of the cluster, waiting to be sent.
@@ -102,6 +104,12 @@ public actor CoordinatorCore {
         self.cluster = store as? any ClusterStore
         self.access = AccessControl(store: store, signals: cluster == nil ? nil : signals, logger: logger)
         self.uploads = ArtifactUploads(store: store, artifactStore: artifacts, logger: logger)
+        self.catalog = Catalog(store: store, artifactStore: artifacts, logStore: logs, limits: limits, logger: logger)
+    }
+
+    /// Forge deliveries: what starts what (`Webhooks`).
+    public nonisolated var webhooks: Webhooks {
+        Webhooks(core: self, catalog: catalog, base: httpBase)
     }
 
     /// A core keeping artifacts and logs in files under `directory` (`blobs/`, `uploads/`,

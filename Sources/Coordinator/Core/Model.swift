@@ -189,8 +189,12 @@ public struct ArtifactQuery: Sendable, Equatable {
     /// Milliseconds since 1970: made before.
     public var createdBefore: Int64?
     public var sort: Sort
-    public var limit: Int
+    /// Nil: `ListLimit.artifacts`' default.
+    public var limit: Int?
     public var offset: Int
+
+    /// Rows a store returns for it.
+    var rows: Int { limit ?? ListLimit.artifacts.byDefault }
 
     /// Whether a filter other than the name is given.
     public var hasFiltersBesideName: Bool {
@@ -201,7 +205,7 @@ public struct ArtifactQuery: Sendable, Equatable {
 
     public init(name: String? = nil, project: String? = nil, pipeline: String? = nil, branch: String? = nil,
                 runID: Int64? = nil, sha256Prefix: String? = nil, minimumSize: Int64? = nil, maximumSize: Int64? = nil,
-                createdAfter: Int64? = nil, createdBefore: Int64? = nil, sort: Sort = .newest, limit: Int = 50, offset: Int = 0) {
+                createdAfter: Int64? = nil, createdBefore: Int64? = nil, sort: Sort = .newest, limit: Int? = nil, offset: Int = 0) {
         self.name = name
         self.project = project
         self.pipeline = pipeline

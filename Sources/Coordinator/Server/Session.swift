@@ -261,7 +261,7 @@ struct Session {
             return .ok(Heddle_V1_Ok())
 
         case .pipelinePush(let push):
-            let version = try await core.pushPipeline(PipelinePush(project: push.project, fileName: push.fileName,
+            let version = try await core.catalog.pushPipeline(PipelinePush(project: push.project, fileName: push.fileName,
                                                                    source: push.source), as: principal)
             var pushed = Heddle_V1_PipelinePushed()
             pushed.project = version.project
@@ -270,7 +270,7 @@ struct Session {
             return .pipelinePushed(pushed)
         case .pipelineList:
             var list = Heddle_V1_PipelineList()
-            list.pipelines = try await core.pipelines(as: principal).map(\.proto)
+            list.pipelines = try await core.catalog.pipelines(as: principal).map(\.proto)
             return .pipelines(list)
         case .trigger(let request):
             let triggered = try await core.trigger(TriggerRequest(project: request.project, pipeline: request.pipeline,
@@ -282,7 +282,7 @@ struct Session {
                                    pipeline: request.pipeline.isEmpty ? nil : request.pipeline,
                                    branch: request.branch.isEmpty ? nil : request.branch,
                                    status: Status(request.status))
-            list.runs = try await core.runs(RunQuery(limit: Int(request.limit), filter: filter), as: principal).map(\.proto)
+            list.runs = try await core.catalog.runs(RunQuery(limit: given(request.limit), filter: filter), as: principal).runs.map(\.proto)
             return .runs(list)
         case .rerun(let request):
             return .triggered(Self.triggered(try await core.rerun(runID: Int64(clamping: request.runID), as: principal)))
@@ -303,21 +303,19 @@ struct Session {
             try await core.watchQueue(session: id, requestID: envelope.id)
             return nil
         case .projectCreate(let request):
-            let project = try await core.createProject(name: request.name, repository: request.repository, as: principal)
+            let project = try await core.catalog.createProject(name: request.name, repository: request.repository, as: principal)
             return .projects(try await webhook(of: project, rotate: request.webhookSecret, principal: principal))
         case .projectWebhook(let request):
-            guard let project = try await core.projects(as: principal).first(where: { $0.name == request.name }) else {
-                throw WireError(.notFound, "project \(request.name) does not exist")
-            }
+            let project = try await core.catalog.project(request.name, as: principal)
             return .projects(try await webhook(of: project, rotate: request.rotate, principal: principal))
         case .deliveryList(let request):
             var list = Heddle_V1_DeliveryList()
-            list.deliveries = try await core.deliveries(project: request.project, limit: request.limit == 0 ? 100 : Int(request.limit),
+            list.deliveries = try await core.catalog.deliveries(project: request.project, limit: given(request.limit),
                                                         as: principal).map(\.proto)
             return .deliveries(list)
         case .projectList:
             var list = Heddle_V1_ProjectList()
-            list.projects = try await core.projects(as: principal).map(\.proto)
+            list.projects = try await core.catalog.projects(as: principal).map(\.proto)
             return .projects(list)
         case .revoke(let request):
             var result = Heddle_V1_RevokeResult()
@@ -348,7 +346,7 @@ struct Session {
             list.runners = try await core.setDrained(runner: request.name, request.drained, as: principal).map(\.proto)
             return .runnerList(list)
         case .runGet(let request):
-            return .run(try await core.runDetail(runID: Int64(clamping: request.runID),
+            return .run(try await core.catalog.runDetail(runID: Int64(clamping: request.runID),
                                                  attempt: request.attempt == 0 ? nil : Int(request.attempt),
                                                  as: principal).proto)
         case .watch(let request):
@@ -356,18 +354,17 @@ struct Session {
             try await core.watch(session: id, requestID: envelope.id, WatchRequest(request))
             return nil
         case .queue(let request):
-            return .queueList(try await core.queue(limit: request.limit == 0 ? nil : Int(min(request.limit, UInt32(CoordinatorCore.maximumListedJobs))), as: principal).proto)
+            return .queueList(try await core.queue(limit: given(request.limit), most: ListLimit.maximumQueueInOneFrame, as: principal).proto)
         case .runners:
             var list = Heddle_V1_RunnerList()
             list.runners = try await core.runners(as: principal).map(\.proto)
             return .runnerList(list)
         case .artifactList(let request):
             var list = Heddle_V1_ArtifactList()
-            list.artifacts = try await core.artifacts(runID: request.runID == 0 ? nil : Int64(clamping: request.runID),
+            list.artifacts = try await core.catalog.artifacts(runID: request.runID == 0 ? nil : Int64(clamping: request.runID),
                                                       as: principal).map(\.proto)
             return .artifacts(list)
         case .artifactSearch(let request):
-            func given(_ text: String) -> String? { text.isEmpty ? nil : text }
             guard let sort = request.sort.isEmpty ? .newest : ArtifactQuery.Sort(rawValue: request.sort) else {
                 throw WireError(.invalidArgument, "sort is one of \(ArtifactQuery.Sort.allCases.map(\.rawValue).joined(separator: ", ")), not '\(request.sort)'")
             }
@@ -379,14 +376,14 @@ struct Session {
                 maximumSize: request.hasSize ? Int64(clamping: request.size.max) : nil,
                 createdAfter: request.createdAfterMs == 0 ? nil : request.createdAfterMs,
                 createdBefore: request.createdBeforeMs == 0 ? nil : request.createdBeforeMs,
-                sort: sort, limit: request.limit == 0 ? 50 : Int(request.limit), offset: Int(request.offset))
-            let (artifacts, more) = try await core.searchArtifacts(query, as: principal)
+                sort: sort, limit: given(request.limit), offset: Int(request.offset))
+            let (artifacts, more) = try await core.catalog.searchArtifacts(query, as: principal)
             var list = Heddle_V1_ArtifactList()
             list.artifacts = artifacts.map(\.proto)
             list.more = more
             return .artifacts(list)
         case .artifactRead(let request):
-            let slice = try await core.readArtifact(ArtifactRead(artifactID: Int64(clamping: request.artifactID),
+            let slice = try await core.catalog.readArtifact(ArtifactRead(artifactID: Int64(clamping: request.artifactID),
                                                                  offset: Int64(clamping: request.offset),
                                                                  length: request.length == 0 ? nil : Int(request.length)),
                                                     as: principal)
@@ -410,10 +407,10 @@ struct Session {
     func webhook(of record: ProjectRecord, rotate: Bool, principal: Principal) async throws -> Heddle_V1_ProjectList {
         var project = record.proto
         if rotate {
-            project.webhookSecret = try await core.rotateWebhookSecret(project: record.name, as: principal)
+            project.webhookSecret = try await core.catalog.rotateWebhookSecret(project: record.name, as: principal)
             project.webhookEnabled = true
         }
-        project.webhookURL = project.webhookEnabled ? await core.webhookURL(project: project.name) ?? "" : ""
+        project.webhookURL = project.webhookEnabled ? core.webhooks.url(project: project.name) ?? "" : ""
         var list = Heddle_V1_ProjectList()
         list.projects = [project]
         return list

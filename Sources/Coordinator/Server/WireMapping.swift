@@ -60,8 +60,9 @@ extension Principal {
     }
 }
 
-private func given(_ text: String) -> String? { text.isEmpty ? nil : text }
-private func given<T: BinaryInteger>(_ number: T) -> Int? { number == 0 ? nil : Int(number) }
+/// A proto3 field left at its default: not given.
+func given(_ text: String) -> String? { text.isEmpty ? nil : text }
+func given<T: BinaryInteger>(_ number: T) -> Int? { number == 0 ? nil : Int(clamping: number) }
 
 // MARK: from the peer
 

@@ -277,7 +277,7 @@ extension PostgresStore {
         let whereClause = clauses.isEmpty ? "" : "WHERE " + clauses.joined(separator: " AND ")
         builder.sql = """
             SELECT \(Self.artifactColumns) \(whereClause) ORDER BY \(order)
-            LIMIT \(builder.bind(query.limit)) OFFSET \(builder.bind(query.offset))
+            LIMIT \(builder.bind(query.rows)) OFFSET \(builder.bind(query.offset))
             """
         let built = builder.query
         return try await read { [self] db in try await db.rows(built, logger: logger).map(Self.artifact) }

@@ -128,7 +128,7 @@ extension SQLiteStore {
             // A name alone, newest or oldest first: the trigram index gives the page itself, in
             // id order, without collecting every match (a common part matches most names).
             let nameAlone = !query.hasFiltersBesideName && (query.sort == .newest || query.sort == .oldest)
-            let page = nameAlone ? " ORDER BY rowid \(query.sort == .newest ? "DESC" : "ASC") LIMIT \(query.limit) OFFSET \(query.offset)" : ""
+            let page = nameAlone ? " ORDER BY rowid \(query.sort == .newest ? "DESC" : "ASC") LIMIT \(query.rows) OFFSET \(query.offset)" : ""
             var pagedInIndex = false
             if let name = query.name {
                 if name.contains(where: { "*?[".contains($0) }) {
@@ -190,7 +190,7 @@ extension SQLiteStore {
             }
             // With the page taken in the name index, the outer query only orders it.
             let offset = pagedInIndex ? 0 : query.offset
-            arguments += [query.limit, offset]
+            arguments += [query.rows, offset]
             let whereClause = clauses.isEmpty ? "" : "WHERE " + clauses.joined(separator: " AND ")
             return try Row.fetchAll(db, sql: """
                 SELECT \(Self.artifactColumns) FROM artifact a JOIN job j ON j.id = a.job_id \(whereClause)

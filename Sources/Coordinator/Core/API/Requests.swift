@@ -39,7 +39,7 @@ public struct Triggered: Sendable, Equatable {
 }
 
 public struct RunQuery: Sendable {
-    /// Nil: 50. At most 10,000.
+    /// Runs a page holds (`ListLimit.runs`; nil: its default).
     public var limit: Int?
     public var filter: RunFilter
 

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Wire
 
 /// A forge's delivery as a front read it from a request whose signature it verified with the
@@ -52,48 +53,30 @@ public struct WebhookAnswer: Sendable, Equatable {
     public var runIDs: [Int64]
 }
 
-extension CoordinatorCore {
-    /// Where the HTTP front is reached, for webhook URLs.
+/// Forge deliveries: each recorded once per delivery id, and each of the project's pipelines
+/// whose `on:` matches started at the pushed commit. The HTTP front verifies a delivery's
+/// signature and parses it (`Forge`); this keeps the rules: what starts what, duplicates, the
+/// record a project's deliveries list shows.
+public struct Webhooks: Sendable {
+    let core: CoordinatorCore
+    let catalog: Catalog
+    let base: HTTPBase
+
+    /// Where the HTTP front is reached (`https://HOST:PORT`), for webhook URLs; nil without one.
     public func setHTTPURL(_ url: String?) {
-        httpURL = url
+        base.url.withLock { $0 = url }
     }
 
     /// The URL a forge sends the project's deliveries to, or nil without an HTTP front.
-    public func webhookURL(project: String) -> String? {
-        httpURL.map { "\($0)/hooks/\(project)" }
-    }
-
-    /// A project's webhook secret, new: shown once by the caller, kept by the coordinator (it
-    /// must compute the forge's HMAC with it).
-    public func rotateWebhookSecret(project: String, as principal: Principal) async throws -> String {
-        try Authorization.check(principal, .createProject)
-        var random = SystemRandomNumberGenerator()
-        let secret = (0..<32).map { _ in String(format: "%02x", UInt8.random(in: .min ... .max, using: &random)) }.joined()
-        guard try await store.setWebhookSecret(project: project, secret: secret) else {
-            throw CoordinatorError.notFound("project \(project) does not exist")
-        }
-        logger.notice("webhook secret replaced", metadata: ["project": "\(project)", "by": "\(principal)"])
-        return secret
-    }
-
-    /// The project's latest deliveries, newest first (viewer).
-    public func deliveries(project: String, limit: Int = 100, as principal: Principal) async throws -> [DeliveryRecord] {
-        try Authorization.check(principal, .listProjects)
-        guard try await store.project(name: project) != nil else { throw CoordinatorError.notFound("project \(project) does not exist") }
-        return try await store.deliveries(project: project, limit: max(1, min(limit, 1000)))
-    }
-
-    /// The project's webhook secret, for a front to verify a delivery's signature with; nil
-    /// when the project does not exist or has none.
-    public func webhookSecret(project: String) async throws -> String? {
-        guard Names.problem(project, "project") == nil else { return nil }
-        return try await store.webhookSecret(project: project)
+    public func url(project: String) -> String? {
+        base.url.withLock { $0 }.map { "\($0)/hooks/\(project)" }
     }
 
     /// A forge's delivery, its signature verified by the front: recorded once per delivery
     /// id, and each of the project's pipelines whose `on:` matches is started at the pushed
     /// commit.
-    public func receiveDelivery(_ delivery: ForgeDelivery) async throws -> WebhookAnswer {
+    public func receive(_ delivery: ForgeDelivery) async throws -> WebhookAnswer {
+        let store = catalog.store
         let deliveryID = delivery.deliveryID
         guard !deliveryID.isEmpty, deliveryID.utf8.count <= 200 else {
             return WebhookAnswer(kind: .refused, detail: "the delivery has no id (\(delivery.forge) sends one in a header)",
@@ -116,9 +99,9 @@ extension CoordinatorCore {
         record.detail = answer.detail
         record.runIDs = answer.runIDs
         try await store.updateDelivery(record)
-        logger.info("webhook delivery", metadata: ["project": "\(delivery.project)", "forge": "\(delivery.forge)",
-                                                   "delivery": "\(deliveryID)", "event": "\(delivery.eventName)",
-                                                   "outcome": "\(answer.kind.rawValue)", "detail": "\(answer.detail)"])
+        catalog.logger.info("webhook delivery", metadata: ["project": "\(delivery.project)", "forge": "\(delivery.forge)",
+                                                           "delivery": "\(deliveryID)", "event": "\(delivery.eventName)",
+                                                           "outcome": "\(answer.kind.rawValue)", "detail": "\(answer.detail)"])
         return answer
     }
 
@@ -140,14 +123,14 @@ extension CoordinatorCore {
             matching = { $0.pullRequest.map { Triggers.matches(target, $0) } ?? false }
         }
         if let problem = Names.branchProblem(branch) { return answer(.refused, problem) }
-        if let problem = Self.commitProblem(commit) { return answer(.refused, problem) }
-        let versions = try await store.pipelines().filter { $0.project == delivery.project }
+        if let problem = CoordinatorCore.commitProblem(commit) { return answer(.refused, problem) }
+        let versions = try await catalog.store.pipelines().filter { $0.project == delivery.project }
         var runs: [Int64] = []
         var names: [String] = []
         for version in versions.sorted(by: { $0.pipeline < $1.pipeline }) {
-            guard let definition = try? self.definition(of: version), matching(definition.triggers) else { continue }
-            let triggered = try await startRun(version, branch: branch, commit: commit, trigger: "webhook",
-                                               by: "\(delivery.forge) delivery \(delivery.deliveryID)")
+            guard let definition = try? catalog.definition(of: version), matching(definition.triggers) else { continue }
+            let triggered = try await core.startRun(version, branch: branch, commit: commit, trigger: "webhook",
+                                                    by: "\(delivery.forge) delivery \(delivery.deliveryID)")
             runs.append(triggered.runID)
             names.append(version.pipeline)
         }
@@ -157,4 +140,9 @@ extension CoordinatorCore {
         }
         return answer(.triggered, "started \(names.joined(separator: ", ")) at \(commit.prefix(12)) on \(branch)", runs)
     }
+}
+
+/// Where the HTTP front is reached, once it listens.
+final class HTTPBase: Sendable {
+    let url = Mutex<String?>(nil)
 }
