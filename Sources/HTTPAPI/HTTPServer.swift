@@ -76,7 +76,7 @@ public enum HTTPFront {
             Response(status: .ok, headers: [.contentType: "text/plain; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(string: "ok\n")))
         }
         router.get("/readyz") { _, _ in
-            let ready = await core.isReady
+            let ready = core.isReady
             return Response(status: ready.ready ? .ok : .serviceUnavailable, headers: [.contentType: "text/plain; charset=utf-8"],
                             body: .init(byteBuffer: ByteBuffer(string: ready.reason + "\n")))
         }

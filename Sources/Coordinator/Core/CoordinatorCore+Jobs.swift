@@ -162,7 +162,7 @@ extension CoordinatorCore {
         // Held until the job leaves the table (or a write fails): one settling at a time.
         table.writing(jobID, true)
         if !job.requeued {
-            logs.forget(jobID: jobID)
+            await logPipeline.forget(jobID: jobID)
             await uploads.discard(jobID: jobID)
             await logBarrier()  // no log write of the lost execution lands after its log is gone
             let front = (scheduler.queue.first?.position ?? 1) - 1
@@ -243,7 +243,7 @@ extension CoordinatorCore {
             return CoordinatorError(.unavailable, "the end of job \(jobID) is being stored; send it again later")
         }
         table.writing(jobID, true)
-        logs.finished(jobID: jobID)
+        await logPipeline.finished(jobID: jobID)
         await uploads.discard(jobID: jobID)
         let now = Date.nowMilliseconds
         do {

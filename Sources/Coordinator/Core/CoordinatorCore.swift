@@ -31,7 +31,7 @@ public struct CoordinatorLimits: Sendable {
 /// `Catalog`'s, and forge deliveries are `Webhooks`', both outside the actor.
 /// The actor orchestrates parts that each do one job: `Scheduler` (placement), `JobTable`
 /// (every job past the queue in one phase: who holds it, under which epoch, and which store
-/// write it waits for), `LogCommits` (the log group commit), `Subscriptions` (watchers),
+/// write it waits for), `LogPipeline` (the log group commit, its own actor), `Subscriptions` (watchers),
 /// `AccessControl` (tokens, revocations), `ArtifactUploads` (open uploads),
 /// `SignalOutbox` (signals for the other coordinators of a cluster), the store (the authority
 /// on everything durable) and a `LogStore`. A job stays in the `JobTable`, in an in-between
@@ -48,7 +48,8 @@ public actor CoordinatorCore {
     var scheduler = Scheduler()
     /// Every job past the queue, each in one phase (`JobTable`).
     var table: JobTable
-    var logs = LogCommits()
+    /// Log chunks on their way to storage (`LogPipeline`).
+    let logPipeline: LogPipeline
     var subscriptions = Subscriptions()
     /// Every open session, by the id the core gave it.
     var sessions: [UInt64: OpenSession] = [:]
@@ -59,9 +60,6 @@ public actor CoordinatorCore {
     let uploads: ArtifactUploads
     /// Names of drained runners (durable in the store).
     var drained: Set<String> = []
-    /// Since when (milliseconds) the storage is full, as the last failed write said; nil once
-    /// a write succeeds again.
-    var storageFullSince: Int64?
     /// Projects, pipelines, runs, artifacts and stored logs, answered from the store alone.
     public nonisolated let catalog: Catalog
     /// Where the HTTP front is reached, for webhook URLs.
@@ -104,6 +102,8 @@ public actor CoordinatorCore {
         self.cluster = store as? any ClusterStore
         self.access = AccessControl(store: store, signals: cluster == nil ? nil : signals, logger: logger)
         self.uploads = ArtifactUploads(store: store, artifactStore: artifacts, logger: logger)
+        self.logPipeline = LogPipeline(store: store, logStore: logs, cluster: store as? any ClusterStore,
+                                       maximumLogBytes: limits.maximumLogBytes, logger: logger)
         self.catalog = Catalog(store: store, artifactStore: artifacts, logStore: logs, limits: limits, logger: logger)
     }
 
