@@ -60,11 +60,11 @@ extension CoordinatorCore {
         case .cancel(let jobID, let reason):
             stopHeld(jobID: jobID, reason: reason)
         case .run(let runIDs):
-            subscriptions.readAgain(runIDs: Set(runIDs))
+            live.readAgain(runIDs: Set(runIDs))
         case .resync:
             await resyncQueue()
             await reloadSharedState()
-            subscriptions.readAgain(runIDs: nil)
+            live.readAgain(runIDs: nil)
         }
     }
 

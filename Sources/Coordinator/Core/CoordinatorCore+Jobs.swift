@@ -104,7 +104,7 @@ extension CoordinatorCore {
             logger.info("job assigned", metadata: ["job.id": "\(job.id)", "run.id": "\(run.id)", "runner": "\(claim.runner)"])
             // The runner may have gone while the claim was stored: its lease then runs out.
             if let session = table[job.id]?.session { sink(of: session)?.send(.assignment(assignment)) }
-            publish(runID: run.id, attempt: job.attempt, .job(jobEvent(job, status: .running, runner: claim.runner, at: now)))
+            publish(runID: run.id, attempt: job.attempt, .job(JobEvent(job, status: .running, runner: claim.runner, at: now)))
             var entry = queueEntry(job, run: run)
             entry.status = .running
             entry.runner = claim.runner
@@ -265,7 +265,7 @@ extension CoordinatorCore {
                                                    "reason": "\(end.reason)"])
             CoreMetrics.jobFinished(end.status)
             tell(.run(runIDs: [run.id]))
-            var event = jobEvent(record, status: end.status, runner: record.runner, at: record.startedAt ?? now)
+            var event = JobEvent(record, status: end.status, runner: record.runner, at: record.startedAt ?? now)
             event.finishedAt = now
             event.reason = end.reason
             publish(runID: run.id, attempt: record.attempt, .job(event))
@@ -290,11 +290,6 @@ extension CoordinatorCore {
         }
         await dispatch()
         return nil
-    }
-
-    func jobEvent(_ job: JobRecord, status: Status, runner: String?, at: Int64?) -> JobEvent {
-        JobEvent(id: job.id, name: job.name, status: status, runner: runner, startedAt: at, labels: job.labels,
-                 attempt: job.attempt)
     }
 
     /// Checks that a write about a job comes from a runner's session holding the job's

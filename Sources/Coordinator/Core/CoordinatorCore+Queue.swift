@@ -17,7 +17,7 @@ extension CoordinatorCore {
     }
 
     func publishQueue(_ kind: QueueEvent.Kind, _ entry: QueueEntry) {
-        subscriptions.publishQueue(QueueEvent(kind: kind, entry: entry))
+        live.publishQueue(QueueEvent(kind: kind, entry: entry))
     }
 
     /// Running jobs, then queued ones in dispatch order, each queued one with its place and,
@@ -47,7 +47,7 @@ extension CoordinatorCore {
         _ = try authorize(session: session, .watchQueue)
         guard let sink = sink(of: session) else { return }
         sink.send(.subscribed(requestID: requestID))
-        subscriptions.addQueueWatcher(session: session, requestID: requestID, sink: sink)
+        live.addQueueWatcher(session: session, requestID: requestID, sink: sink)
     }
 
     /// Moves a queued job and returns it with its new place. One row changes, whatever the
@@ -229,9 +229,9 @@ extension CoordinatorCore {
             entries.append(entry)
             publishQueue(.cancelled, entry)
         }
-        if subscriptions.hasWatchers {
+        if live.hasWatchers {
             for job in cancelled {
-                var event = jobEvent(job, status: .cancelled, runner: nil, at: nil)
+                var event = JobEvent(job, status: .cancelled, runner: nil, at: nil)
                 event.finishedAt = now
                 event.reason = reason
                 publish(runID: job.runID, attempt: job.attempt, .job(event))

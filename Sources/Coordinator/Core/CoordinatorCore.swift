@@ -31,7 +31,7 @@ public struct CoordinatorLimits: Sendable {
 /// `Catalog`'s, and forge deliveries are `Webhooks`', both outside the actor.
 /// The actor orchestrates parts that each do one job: `Scheduler` (placement), `JobTable`
 /// (every job past the queue in one phase: who holds it, under which epoch, and which store
-/// write it waits for), `LogPipeline` (the log group commit, its own actor), `Subscriptions` (watchers),
+/// write it waits for), `LogPipeline` (the log group commit, its own actor), `LiveEvents` (watchers; `Watches` run outside the actor),
 /// `AccessControl` (tokens, revocations), `ArtifactUploads` (open uploads),
 /// `SignalOutbox` (signals for the other coordinators of a cluster), the store (the authority
 /// on everything durable) and a `LogStore`. A job stays in the `JobTable`, in an in-between
@@ -50,7 +50,9 @@ public actor CoordinatorCore {
     var table: JobTable
     /// Log chunks on their way to storage (`LogPipeline`).
     let logPipeline: LogPipeline
-    var subscriptions = Subscriptions()
+    /// Who watches what (`LiveEvents`), and the watches themselves (`Watches`).
+    let live = LiveEvents()
+    nonisolated let watches: Watches
     /// Every open session, by the id the core gave it.
     var sessions: [UInt64: OpenSession] = [:]
     var lastSessionID: UInt64 = 0
@@ -104,6 +106,7 @@ public actor CoordinatorCore {
         self.uploads = ArtifactUploads(store: store, artifactStore: artifacts, logger: logger)
         self.logPipeline = LogPipeline(store: store, logStore: logs, cluster: store as? any ClusterStore,
                                        maximumLogBytes: limits.maximumLogBytes, logger: logger)
+        self.watches = Watches(live: live, store: store, logStore: logs, inCluster: store is any ClusterStore, logger: logger)
         self.catalog = Catalog(store: store, artifactStore: artifacts, logStore: logs, limits: limits, logger: logger)
     }
 
@@ -177,7 +180,7 @@ public actor CoordinatorCore {
     /// (see `expireLeases`) and their uploads stay open, for the runner to come back.
     public func sessionClosed(session: UInt64) async {
         endWatches(session: session)  // each watch then removes itself
-        subscriptions.removeQueueWatchers(session: session)
+        live.removeQueueWatchers(session: session)
         sessions[session] = nil
         guard let runner = runners.removeValue(forKey: session) else { return }
         let held = scheduler.removeRunner(session)

@@ -1,3 +1,35 @@
+import Synchronization
+
+/// Who watches what, behind one lock, so the core publishes without waiting and watches run
+/// outside the core actor (`Watches`). Every `Watcher`'s state is read and changed only under
+/// this lock: by publishing, and by its watch through `with(_:_:)`. Sinks never block (a sink
+/// that overflows closes its session from elsewhere), so sending under the lock is safe.
+final class LiveEvents: Sendable {
+    private let state = Mutex(Subscriptions())
+
+    func add(_ watcher: Watcher) { state.withLock { $0.add(watcher) } }
+    func remove(_ watcher: Watcher) { state.withLock { $0.remove(watcher) } }
+    func endWatches(session: UInt64) { state.withLock { $0.endWatches(session: session) } }
+    func readAgain(runIDs: Set<Int64>?) { state.withLock { $0.readAgain(runIDs: runIDs) } }
+    var hasWatchers: Bool { state.withLock { $0.hasWatchers } }
+
+    func publish(runID: Int64, attempt: Int, _ event: WatchEvent) {
+        state.withLock { $0.publish(runID: runID, attempt: attempt, event) }
+    }
+
+    func addQueueWatcher(session: UInt64, requestID: UInt64, sink: any EventSink) {
+        state.withLock { $0.addQueueWatcher(session: session, requestID: requestID, sink: sink) }
+    }
+
+    func removeQueueWatchers(session: UInt64) { state.withLock { $0.removeQueueWatchers(session: session) } }
+    func publishQueue(_ event: QueueEvent) { state.withLock { $0.publishQueue(event) } }
+
+    /// Reads or changes a watcher's state under the lock.
+    func with<T>(_ watcher: Watcher, _ body: (Watcher) -> T) -> T {
+        state.withLock { _ in body(watcher) }
+    }
+}
+
 /// Who watches what: run-attempt watchers by run, and queue watchers. Publishing never waits:
 /// a watcher that cannot keep up reads from storage instead (`Watcher`), and a sink that
 /// overflows closes its session.

@@ -1,11 +1,13 @@
-/// One subscriber to a run attempt's events (`CoordinatorCore.watch`).
+/// One subscriber to a run attempt's events (`Watches`).
 ///
 /// Log bytes reach it two ways: read from storage by its pump (history, and catch-up when it
 /// fell behind) at the reader's pace, or live, straight from a commit, while it keeps up. While
 /// the pump reads, live events wait in a small buffer; log bytes past the buffer's limit are
 /// dropped from it and read from storage by the next pass instead. The same offsets decide
 /// what is new either way, so no byte is sent twice and none is skipped.
-final class Watcher {
+///
+/// Unchecked `Sendable`: its mutable state is touched only under its `LiveEvents`' lock.
+final class Watcher: @unchecked Sendable {
     let session: UInt64
     let requestID: UInt64
     let runID: Int64

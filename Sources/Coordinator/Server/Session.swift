@@ -117,7 +117,7 @@ struct Session {
                     }
                     outbox.finish()
                     budget.close()
-                    if let opened { await core.endWatches(session: opened) }
+                    if let opened { core.endWatches(session: opened) }
                     try await group.waitForAll()
                 }
             }
