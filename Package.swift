@@ -109,6 +109,7 @@ let package = Package(
             name: "heddle-bench",
             dependencies: [
                 "Coordinator",
+                "TestSupport",
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),

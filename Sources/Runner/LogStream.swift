@@ -28,6 +28,8 @@ actor LogStream {
     /// this, and the pause doubles at each refusal, up to 30 s.
     private var pausedUntil: ContinuousClock.Instant?
     private var pause = Duration.seconds(1)
+    /// Pumps again when the pause ends.
+    private var resume: Task<Void, any Error>?
 
     /// The largest chunk sent: what is waiting goes in one frame, up to this, or half the
     /// coordinator's frame limit when that is smaller. Big chunks when a node writes fast
@@ -119,8 +121,11 @@ actor LogStream {
             let wait = pause
             pause = min(pause * 2, .seconds(30))
             pausedUntil = ContinuousClock.now.advanced(by: wait)
-            Task {
-                try? await Task.sleep(for: wait)
+            // The stream's one timer: sending resumes when the pause ends (or never, once
+            // the stream is abandoned).
+            resume?.cancel()
+            resume = Task {
+                try await Task.sleep(for: wait)
                 await self.pump()
             }
             return
@@ -151,6 +156,7 @@ actor LogStream {
     /// Sends nothing more and releases whoever waits for acknowledgements.
     func abandon() {
         abandoned = true
+        resume?.cancel()
         let waiting = ackWaiters
         ackWaiters = []
         for (_, waiter) in waiting { waiter.resume() }

@@ -71,6 +71,7 @@ public final class RunnerAgent: Service, Sendable {
             giveUpReportingLater()
         } else {
             logger.info("draining: running jobs finish, no new ones start", metadata: ["jobs": "\(controls.count)"])
+            // The agent's: one request, ended when it is answered or the connection goes.
             Task { [link] in
                 if let connection = await link.live { _ = try? await connection.request(.drainSelf(.init())) }
             }
@@ -85,6 +86,8 @@ public final class RunnerAgent: Service, Sendable {
     /// then exits with status 1; the coordinator counts the jobs lost when their leases end).
     private func giveUpReportingLater() {
         let patience = configuration.killGrace + Self.shutdownReportPatience
+        // The agent's, once per process: it must fire even while `run()`'s jobs wait (and
+        // were cancelled), so it is no child of theirs.
         Task { [self] in
             try? await Task.sleep(for: patience)
             let controls = state.withLock { $0.jobs.values.map(\.0) }
@@ -219,7 +222,7 @@ public final class RunnerAgent: Service, Sendable {
                 await withTaskCancellationHandler {
                     await connection.waitClosed()
                 } onCancel: {
-                    Task { await connection.close() }
+                    connection.startClosing()
                 }
             }
             for await envelope in connection.pushes {

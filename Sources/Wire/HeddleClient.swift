@@ -94,18 +94,12 @@ public struct HeddleClient: Sendable {
     }
 
     /// Queue changes as they happen. The stream ends when the connection closes.
-    public func watchQueue() async throws -> AsyncThrowingStream<Heddle_V1_QueueEvent, Error> {
+    public func watchQueue() async throws -> PushStream<Heddle_V1_QueueEvent> {
         let response = try await connection.request(.queueWatch(.init()))
         let id = response.id
-        let pushes = connection.pushes
-        return AsyncThrowingStream { continuation in
-            let task = Task {
-                for await envelope in pushes where envelope.id == id {
-                    if case .queueEvent(let event) = envelope.body { continuation.yield(event) }
-                }
-                continuation.finish(throwing: WireError(.unavailableOrClosed, "the connection to the coordinator closed"))
-            }
-            continuation.onTermination = { _ in task.cancel() }
+        return PushStream(connection.pushes, closed: "the connection to the coordinator closed") { envelope in
+            guard envelope.id == id, case .queueEvent(let event) = envelope.body else { return .skip }
+            return .yield(event)
         }
     }
 
@@ -267,7 +261,7 @@ public struct HeddleClient: Sendable {
 
     /// Subscribes to a run attempt's events. The stream ends after the `end` event.
     public func watch(runID: UInt64, attempt: UInt32 = 0, job: String = "", node: String = "",
-                      logs: Bool, follow: Bool) async throws -> AsyncThrowingStream<Heddle_V1_WatchEvent, Error> {
+                      logs: Bool, follow: Bool) async throws -> PushStream<Heddle_V1_WatchEvent> {
         var request = Heddle_V1_WatchRequest()
         request.runID = runID
         request.attempt = attempt
@@ -277,27 +271,73 @@ public struct HeddleClient: Sendable {
         request.follow = follow
         let response = try await connection.request(.watch(request))
         let id = response.id
-        let pushes = connection.pushes
-        return AsyncThrowingStream { continuation in
-            let task = Task {
-                for await envelope in pushes where envelope.id == id || envelope.id == 0 {
-                    switch envelope.body {
-                    case .watchEvent(let event):
-                        continuation.yield(event)
-                        if case .end = event.event {
-                            continuation.finish()
-                            return
-                        }
-                    case .error(let error):
-                        continuation.finish(throwing: WireError(error))
-                        return
-                    default:
-                        continue
-                    }
-                }
-                continuation.finish(throwing: WireError(.unavailableOrClosed, "the connection closed before the run ended"))
+        return PushStream(connection.pushes, closed: "the connection closed before the run ended") { envelope in
+            guard envelope.id == id || envelope.id == 0 else { return .skip }
+            switch envelope.body {
+            case .watchEvent(let event):
+                if case .end = event.event { return .last(event) }
+                return .yield(event)
+            case .error(let error):
+                return .fail(WireError(error))
+            default:
+                return .skip
             }
-            continuation.onTermination = { _ in task.cancel() }
+        }
+    }
+}
+
+/// The frames a coordinator pushes for one request (a watch), read from the connection's
+/// pushes as they are iterated: no task of its own. It ends with the request's last event, or
+/// throws (an error frame; `unavailableOrClosed` when the connection closes first).
+public struct PushStream<Element: Sendable>: AsyncSequence, Sendable {
+    /// What a pushed frame is to the stream.
+    public enum Step: Sendable {
+        case yield(Element)
+        /// The request's last event: yielded, then the stream ends.
+        case last(Element)
+        case fail(WireError)
+        /// Not this request's.
+        case skip
+    }
+
+    let pushes: AsyncStream<Envelope>
+    let closed: String
+    let step: @Sendable (Envelope) -> Step
+
+    init(_ pushes: AsyncStream<Envelope>, closed: String, step: @escaping @Sendable (Envelope) -> Step) {
+        self.pushes = pushes
+        self.closed = closed
+        self.step = step
+    }
+
+    public func makeAsyncIterator() -> Iterator {
+        Iterator(base: pushes.makeAsyncIterator(), closed: closed, step: step)
+    }
+
+    public struct Iterator: AsyncIteratorProtocol {
+        var base: AsyncStream<Envelope>.Iterator
+        let closed: String
+        let step: @Sendable (Envelope) -> Step
+        var done = false
+
+        public mutating func next() async throws -> Element? {
+            guard !done else { return nil }
+            while let envelope = await base.next() {
+                switch step(envelope) {
+                case .yield(let element):
+                    return element
+                case .last(let element):
+                    done = true
+                    return element
+                case .fail(let error):
+                    done = true
+                    throw error
+                case .skip:
+                    continue
+                }
+            }
+            done = true
+            throw WireError(.unavailableOrClosed, closed)
         }
     }
 }

@@ -171,6 +171,12 @@ public final class HeddleConnection: Sendable {
         }
     }
 
+    /// Starts closing the connection without waiting for it (from synchronous code, such as a
+    /// cancellation handler).
+    public func startClosing() {
+        channel.close(promise: nil)
+    }
+
     public func close() async {
         try? await channel.close()
     }

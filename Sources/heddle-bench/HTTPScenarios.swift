@@ -7,6 +7,7 @@ import NIOHTTP1
 import NIOPosix
 import NIOSSL
 import Synchronization
+import TestSupport
 import Wire
 
 /// The HTTP front of the release coordinator (its own process, `--http`), measured with a

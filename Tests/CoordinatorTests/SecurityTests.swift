@@ -122,7 +122,7 @@ import Wire
             let admin = try await coordinator.client("admin")
             _ = try await admin.pushPipeline(project: "shop", fileName: "ci.act", source: QueueTests.source)
             let runID = try await admin.trigger(project: "shop", pipeline: "ci", branch: "main")  // no runner: it waits
-            var open: [AsyncThrowingStream<Heddle_V1_WatchEvent, any Error>] = []
+            var open: [PushStream<Heddle_V1_WatchEvent>] = []
             for _ in 0..<CoordinatorCore.maximumWatchesPerSession {
                 open.append(try await admin.watch(runID: runID, logs: true, follow: true))
             }

@@ -33,6 +33,7 @@ extension CoordinatorCore {
         case .durable(let durable):
             return durable
         case .queued(let startLoop):
+            // The core's one commit loop: runs while chunks are queued, then ends.
             if startLoop { Task { await commitLogs() } }
             return nil
         }

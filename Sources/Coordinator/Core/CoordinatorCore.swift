@@ -210,6 +210,7 @@ public actor CoordinatorCore {
         table.seen(epoch: running.assignedThrough)
         let lost = table.notRunning(session: session, running: Set(running.jobs), through: running.assignedThrough)
         guard !lost.isEmpty else { return }
+        // The core's: a job's loss awaits the store, and a heartbeat does not wait for it.
         Task { await self.notRunning(lost) }
     }
 

@@ -22,8 +22,15 @@ public struct ClusterMonitor: Service {
         let period = core.limits.heartbeatInterval / 2
         await cancelWhenGracefulShutdown {
             await withTaskGroup(of: Void.self) { group in
+                // Signals as they come, applied in order by one loop; while it is busy, the
+                // newest 4,096 wait (a `.resync` follows any gap the listener knows of).
+                let (signals, received) = AsyncStream.makeStream(of: ClusterSignal.self, bufferingPolicy: .bufferingNewest(4096))
                 group.addTask {
-                    for await signal in cluster.signals() { await core.apply(signal) }
+                    await cluster.listen { received.yield($0) }
+                    received.finish()
+                }
+                group.addTask {
+                    for await signal in signals { await core.apply(signal) }
                 }
                 group.addTask {
                     // Ends when the outbox closes: the task is cancelled at the shutdown.

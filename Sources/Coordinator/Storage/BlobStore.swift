@@ -95,6 +95,9 @@ public final class BlobStore: ArtifactStore {
             accepted += Int64(data.count)
             let previous = chunks.last
             inFlight.add(data.count)
+            // The upload's: a chunk is written and hashed side by side on the thread pool,
+            // each in order after the chunk before; at most `window` bytes of them are in
+            // flight, and `settle` waits for them all before the upload is committed.
             let write = Task {
                 await previous?.write.value
                 do {

@@ -30,9 +30,10 @@ public protocol ClusterStore: CoordinatorStore {
     func moveQueued(jobID: Int64, to target: MoveTarget) async throws -> QueueMove
     /// Sends a signal to every coordinator of the cluster but this one.
     func signal(_ signal: ClusterSignal) async throws
-    /// The signals of the other coordinators, until the task is cancelled. After the
-    /// listening connection was lost (and made again), `.resync` says some may have been missed.
-    func signals() -> AsyncStream<ClusterSignal>
+    /// Listens for the other coordinators' signals and hands each to `received`, until the
+    /// calling task is cancelled. After the listening connection was lost (and made again),
+    /// `.resync` says some may have been missed.
+    func listen(_ received: @Sendable (ClusterSignal) -> Void) async
 }
 
 /// What a move in the store did.

@@ -20,25 +20,3 @@ public final class Once<T: Sendable>: Sendable {
         waiter?.resume(returning: value)
     }
 }
-
-/// Thrown by `withDeadline` when the body was not done in time.
-public struct DeadlinePassed: Error, CustomStringConvertible {
-    public var limit: Duration
-    public var description: String { "not done within \(limit)" }
-}
-
-/// The result of `body`, or `DeadlinePassed` once `limit` passed (the body is then left
-/// running, not waited for: it may be one that never ends).
-public func withDeadline<T: Sendable>(_ limit: Duration, _ body: @escaping @Sendable () async throws -> T) async -> Result<T, any Error> {
-    let once = Once<Result<T, any Error>>()
-    return await withCheckedContinuation { continuation in
-        once.set(continuation)
-        Task {
-            do { once.finish(.success(try await body())) } catch { once.finish(.failure(error)) }
-        }
-        Task {
-            try? await Task.sleep(for: limit)
-            once.finish(.failure(DeadlinePassed(limit: limit)))
-        }
-    }
-}

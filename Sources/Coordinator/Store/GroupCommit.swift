@@ -50,6 +50,7 @@ final class GroupCommit: Sendable {
                 defer { state.running = true }
                 return !state.running
             }
+            // The group commit's one loop: runs while writes are queued, then ends.
             if start { Task { await self.drain() } }
         }
     }

@@ -142,39 +142,36 @@ extension PostgresStore: ClusterStore {
         try await read { [self] db in try await db.query("SELECT pg_notify(\(Self.channel), \(payload))", logger: logger) }
     }
 
-    public func signals() -> AsyncStream<ClusterSignal> {
-        let (stream, continuation) = AsyncStream.makeStream(of: ClusterSignal.self, bufferingPolicy: .bufferingNewest(4096))
+    public func listen(_ received: @Sendable (ClusterSignal) -> Void) async {
         let me = coordinatorID
-        let location = location
-        let logger = logger
-        let task = Task {
-            var backoff = 0.1
-            while !Task.isCancelled {
+        var backoff = 0.1
+        while !Task.isCancelled {
+            do {
+                let connection = try await PostgresConnection.connect(configuration: try location.connectionConfiguration(),
+                                                                      id: 0, logger: logger)
                 do {
-                    let connection = try await PostgresConnection.connect(configuration: try location.connectionConfiguration(),
-                                                                          id: 0, logger: logger)
-                    defer { Task { try? await connection.close() } }
                     try await connection.listen(on: Self.channel) { notifications in
                         backoff = 0.1
                         // Anything sent while no connection listened is lost: read again.
-                        continuation.yield(.resync)
+                        received(.resync)
                         for try await notification in notifications {
                             let parts = notification.payload.split(separator: "|", maxSplits: 1).map(String.init)
                             guard parts.count == 2, parts[0] != me, let signal = Self.decode(parts[1]) else { continue }
-                            continuation.yield(signal)
+                            received(signal)
                         }
                     }
                 } catch {
-                    if Task.isCancelled { break }
-                    logger.warning("listening for other coordinators failed; trying again", metadata: ["error": "\(Self.describe(error))"])
+                    try? await connection.close()
+                    throw error
                 }
-                try? await Task.sleep(for: .milliseconds(Int(backoff * 1000)))
-                backoff = min(backoff * 2, 2)
+                try? await connection.close()
+            } catch {
+                if Task.isCancelled { break }
+                logger.warning("listening for other coordinators failed; trying again", metadata: ["error": "\(Self.describe(error))"])
             }
-            continuation.finish()
+            try? await Task.sleep(for: .milliseconds(Int(backoff * 1000)))
+            backoff = min(backoff * 2, 2)
         }
-        continuation.onTermination = { _ in task.cancel() }
-        return stream
     }
 
     static func encode(_ signal: ClusterSignal) -> String {

@@ -21,6 +21,10 @@ import Synchronization
 public final class PostgresStore: CoordinatorStore {
     let client: PostgresClient
     let logger: Logger
+    /// The pool's run loop, the store's own: it lives exactly as long as the store (cancelled
+    /// by `close` or when the store goes). Not a `Service` of the coordinator's group: the
+    /// coordinator reads the store (migrations, recovery) before its services start, and
+    /// tests and tools use a store with no group at all.
     private let runTask: Task<Void, Never>
 
     /// What `--store` takes: `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE`, or with
@@ -472,14 +476,15 @@ public final class PostgresStore: CoordinatorStore {
         } catch let error as PSQLError {
             throw Self.storeError(error)
         }
-        defer { Task { try? await connection.close() } }
         do {
             try await connection.query("BEGIN", logger: logger)
             try await Self.migrate(connection, logger: logger)
             try await connection.query("COMMIT", logger: logger)
-        } catch let error as PSQLError {
-            throw Self.storeError(error)
+        } catch {
+            try? await connection.close()
+            throw (error as? PSQLError).map(Self.storeError) ?? error
         }
+        try? await connection.close()
     }
 
     static func migrate(_ db: PostgresConnection, logger: Logger) async throws {
