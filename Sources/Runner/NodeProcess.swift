@@ -24,6 +24,8 @@ final class NodeProcess: Sendable {
             var killDeadline: ContinuousClock.Instant?
         }
         private let state = Mutex(State())
+        /// Signalled once, when the shell has exited (a stopping node's killer waits on it).
+        let exited = DispatchSemaphore(value: 0)
 
         func withLock<R>(_ body: (inout State) -> R) -> R {
             state.withLock { body(&$0) }
@@ -127,6 +129,7 @@ final class NodeProcess: Sendable {
                 return state.waiters
             }
             for waiter in waiters { waiter.resume(returning: code) }
+            exitStatus.exited.signal()
         }
         waiter.name = "heddle-node-wait-\(pid)"
         waiter.start()
@@ -162,9 +165,10 @@ final class NodeProcess: Sendable {
         guard first else { return }
         ProcessTree.signal(group: pid, token: token, SIGTERM)
         let killer = Thread { [self] in
-            while ContinuousClock.now < deadline && !self.hasExited {
-                Thread.sleep(forTimeInterval: 0.05)
-            }
+            // Woken by the shell's exit, or at the deadline.
+            let left = ContinuousClock.now.duration(to: deadline)
+            let nanoseconds = max(0, left.components.seconds * 1_000_000_000 + left.components.attoseconds / 1_000_000_000)
+            _ = exitStatus.exited.wait(timeout: .now() + .nanoseconds(Int(nanoseconds)))
             self.killNow()
         }
         killer.name = "heddle-kill-\(pid)"
