@@ -30,23 +30,23 @@ struct HeddleRequestContext: RequestContext {
 /// one sentence.
 struct Problem: Error {
     var status: HTTPResponse.Status
-    var code: String
+    typealias Code = Components.Schemas.Problem.CodePayload
+    var code: Code
     var detail: String
     var field: String?
     var headers: HTTPFields = [:]
 
     /// The problem+json response (RFC 9457).
     var response: Response {
-        var body: [String: Any] = ["type": "about:blank", "title": status.reasonPhrase, "status": status.code,
-                                   "code": code, "detail": detail]
-        if let field { body["field"] = field }
-        let data = (try? JSONSerialization.data(withJSONObject: body, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data()
+        let body = Components.Schemas.Problem(_type: "about:blank", title: status.reasonPhrase, status: status.code,
+                                              code: code, detail: detail, field: field)
+        let data = (try? HTTPFront.encoder.encode(body)) ?? Data()
         var headers = self.headers
         headers[.contentType] = "application/problem+json"
         return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
     }
 
-    init(status: HTTPResponse.Status, code: String, detail: String, field: String? = nil) {
+    init(status: HTTPResponse.Status, code: Code, detail: String, field: String? = nil) {
         self.status = status
         self.code = code
         self.detail = detail
@@ -55,17 +55,17 @@ struct Problem: Error {
 
     /// The core's error as an HTTP answer.
     init(_ error: CoordinatorError) {
-        let (status, code): (HTTPResponse.Status, String) = switch error.code {
-        case .badRequest: (.badRequest, "bad_request")
-        case .unauthenticated: (.unauthorized, "unauthenticated")
-        case .permissionDenied: (.forbidden, "permission_denied")
-        case .notFound: (.notFound, "not_found")
-        case .invalidArgument: (.badRequest, "invalid_argument")
-        case .failedPrecondition: (.conflict, "failed_precondition")
-        case .staleLease: (.conflict, "stale_epoch")
-        case .resourceExhausted: (.contentTooLarge, "resource_exhausted")
-        case .internal: (.internalServerError, "internal")
-        case .unavailable: (.serviceUnavailable, "unavailable")
+        let (status, code): (HTTPResponse.Status, Code) = switch error.code {
+        case .badRequest: (.badRequest, .badRequest)
+        case .unauthenticated: (.unauthorized, .unauthenticated)
+        case .permissionDenied: (.forbidden, .permissionDenied)
+        case .notFound: (.notFound, .notFound)
+        case .invalidArgument: (.badRequest, .invalidArgument)
+        case .failedPrecondition: (.conflict, .failedPrecondition)
+        case .staleLease: (.conflict, .staleEpoch)
+        case .resourceExhausted: (.contentTooLarge, .resourceExhausted)
+        case .internal: (.internalServerError, ._internal)
+        case .unavailable: (.serviceUnavailable, .unavailable)
         }
         self.init(status: status, code: code, detail: error.message)
         if error.code == .unauthenticated { headers[.wwwAuthenticate] = #"Bearer realm="heddle""# }
@@ -103,20 +103,20 @@ struct ProblemMiddleware: RouterMiddleware {
                 return Self.malformed(error)
             }
             logger.error("request failed", metadata: ["operation": "\(error.operationID)", "error": "\(error.underlyingError)"])
-            return Problem(status: .internalServerError, code: "internal", detail: "internal error: \(error.underlyingError)")
+            return Problem(status: .internalServerError, code: ._internal, detail: "internal error: \(error.underlyingError)")
         case let error as HTTPError:
             if error.status == .notFound {
                 return routes.problem(method: request.method, path: request.uri.path)
             }
             if error.status == .contentTooLarge {
                 let limit = request.uri.path.hasPrefix("/hooks/") ? HTTPFront.maximumHookBodyBytes : HTTPFront.maximumBodyBytes
-                return Problem(status: .contentTooLarge, code: "resource_exhausted", detail: "the body is larger than \(limit) bytes")
+                return Problem(status: .contentTooLarge, code: .resourceExhausted, detail: "the body is larger than \(limit) bytes")
             }
-            return Problem(status: error.status, code: error.status.code < 500 ? "bad_request" : "internal",
+            return Problem(status: error.status, code: error.status.code < 500 ? .badRequest : ._internal,
                            detail: error.body ?? error.status.reasonPhrase)
         default:
             logger.error("request failed", metadata: ["path": "\(request.uri.path)", "error": "\(error)"])
-            return Problem(status: .internalServerError, code: "internal", detail: "internal error: \(error)")
+            return Problem(status: .internalServerError, code: ._internal, detail: "internal error: \(error)")
         }
     }
 
@@ -125,15 +125,15 @@ struct ProblemMiddleware: RouterMiddleware {
         if let decoding = findDecodingError(error.underlyingError, depth: 0) {
             let (field, detail) = describe(decoding)
             if let field, !field.isEmpty {
-                return Problem(status: .badRequest, code: "bad_request", detail: detail, field: field)
+                return Problem(status: .badRequest, code: .badRequest, detail: detail, field: field)
             }
         }
         if let decoding = findDecodingError(error.underlyingError, depth: 0), let context = decoding.context {
-            return Problem(status: .badRequest, code: "bad_request",
+            return Problem(status: .badRequest, code: .badRequest,
                            detail: "a path or query parameter is malformed: \(context.debugDescription)")
         }
         let detail = "the request is malformed: \(error.causeDescription)"
-        return Problem(status: .badRequest, code: "bad_request", detail: detail)
+        return Problem(status: .badRequest, code: .badRequest, detail: detail)
     }
 
     static func findDecodingError(_ value: Any, depth: Int) -> DecodingError? {
@@ -188,7 +188,7 @@ struct BodyLimitMiddleware: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         // A forge's delivery is read by its route, up to its own limit.
         let limit = request.uri.path.hasPrefix("/hooks/") ? HTTPFront.maximumHookBodyBytes : HTTPFront.maximumBodyBytes
-        let tooLarge = Problem(status: .contentTooLarge, code: "resource_exhausted", detail: "the body is larger than \(limit) bytes")
+        let tooLarge = Problem(status: .contentTooLarge, code: .resourceExhausted, detail: "the body is larger than \(limit) bytes")
         if let length = request.headers[.contentLength].flatMap(Int.init), length > limit {
             throw tooLarge
         }
@@ -210,7 +210,7 @@ struct BodyLimitMiddleware: RouterMiddleware {
         } else if body.readableBytes > 0, request.headers[.contentType]?.lowercased().hasPrefix("application/json") == true,
                   (try? JSONSerialization.jsonObject(with: Data(body.readableBytesView), options: [.fragmentsAllowed])) == nil {
             // Said before decoding, which cannot tell broken syntax from a wrong value.
-            throw Problem(status: .badRequest, code: "bad_request", detail: "the body is not valid JSON")
+            throw Problem(status: .badRequest, code: .badRequest, detail: "the body is not valid JSON")
         }
         return try await next(request, context)
     }
@@ -335,7 +335,7 @@ final class FailureLimiter: Sendable {
     /// 429 with `Retry-After` while `client` is blocked.
     func refuseIfBlocked(_ client: String) throws(Problem) {
         guard let wait = blocked(client) else { return }
-        var problem = Problem(status: .tooManyRequests, code: "too_many_requests",
+        var problem = Problem(status: .tooManyRequests, code: .tooManyRequests,
                               detail: "too many failed sign-ins from \(client); try again in \(wait) s")
         problem.headers[.retryAfter] = String(wait)
         throw problem
@@ -384,9 +384,9 @@ struct DocumentedRoutes: Sendable {
                 && zip(route.segments, segments).allSatisfy { $0.hasPrefix("{") || $0 == $1 }
         }.reduce(into: Set<String>()) { $0.formUnion($1.methods) }
         guard !allowed.isEmpty else {
-            return Problem(status: .notFound, code: "not_found", detail: "there is no route \(method.rawValue) \(path)")
+            return Problem(status: .notFound, code: .notFound, detail: "there is no route \(method.rawValue) \(path)")
         }
-        var problem = Problem(status: .methodNotAllowed, code: "method_not_allowed",
+        var problem = Problem(status: .methodNotAllowed, code: .methodNotAllowed,
                               detail: "\(path) answers \(allowed.sorted().joined(separator: ", ")), not \(method.rawValue)")
         problem.headers[.allow] = allowed.sorted().joined(separator: ", ")
         return problem

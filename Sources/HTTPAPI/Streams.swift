@@ -57,7 +57,7 @@ struct StreamRoutes {
               let secret = try await core.catalog.webhookSecret(project: project),
               forge.verify(headers, body: bytes, secret: secret) else {
             logger.notice("webhook refused: bad or missing signature", metadata: ["project": "\(project.prefix(100))"])
-            throw Problem(status: .unauthorized, code: "unauthenticated", detail: "the signature does not match")
+            throw Problem(status: .unauthorized, code: .unauthenticated, detail: "the signature does not match")
         }
         let answer = try await core.webhooks.receive(ForgeDelivery(project: project, forge: forge.rawValue, deliveryID: deliveryID,
                                                                   eventName: eventName, event: forge.event(eventName, body: bytes)))
@@ -66,11 +66,16 @@ struct StreamRoutes {
         case .triggered: status = .accepted
         case .ignored, .duplicate: status = .ok
         case .refused:
-            throw Problem(status: .badRequest, code: "bad_request", detail: answer.detail)
+            throw Problem(status: .badRequest, code: .badRequest, detail: answer.detail)
         }
-        let fields: [String: Any] = ["delivery": answer.deliveryID, "outcome": answer.kind.rawValue, "detail": answer.detail,
-                                     "runs": answer.runIDs]
-        let data = try JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys, .withoutEscapingSlashes])
+        struct Answer: Encodable {
+            var delivery: String
+            var outcome: String
+            var detail: String
+            var runs: [Int64]
+        }
+        let data = try HTTPFront.encoder.encode(Answer(delivery: answer.deliveryID, outcome: answer.kind.rawValue,
+                                                       detail: answer.detail, runs: answer.runIDs))
         return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
     }
 
@@ -81,7 +86,7 @@ struct StreamRoutes {
     func download(_ request: Request, _ context: HeddleRequestContext) async throws -> Response {
         let principal = try Self.principal()
         guard let id = context.parameters.get("artifact", as: Int64.self), id > 0 else {
-            throw Problem(status: .badRequest, code: "bad_request", detail: "an artifact id is a positive integer", field: "artifact")
+            throw Problem(status: .badRequest, code: .badRequest, detail: "an artifact id is a positive integer", field: "artifact")
         }
         let artifact = try await core.catalog.artifact(id: id, as: principal)
         let tag = "\"\(artifact.sha256)\""
@@ -98,7 +103,7 @@ struct StreamRoutes {
         var status = HTTPResponse.Status.ok
         if let range = request.headers[.range] {
             guard let (from, to) = Self.byteRange(range, length: artifact.size) else {
-                var problem = Problem(status: .rangeNotSatisfiable, code: "invalid_argument",
+                var problem = Problem(status: .rangeNotSatisfiable, code: .invalidArgument,
                                       detail: "the range '\(range)' is not within the artifact's \(artifact.size) bytes")
                 problem.headers[.contentRange] = "bytes */\(artifact.size)"
                 throw problem
@@ -145,21 +150,21 @@ struct StreamRoutes {
     func log(_ request: Request, _ context: HeddleRequestContext) async throws -> Response {
         let principal = try Self.principal()
         guard let runID = context.parameters.get("run", as: Int64.self), runID > 0 else {
-            throw Problem(status: .badRequest, code: "bad_request", detail: "a run id is a positive integer", field: "run")
+            throw Problem(status: .badRequest, code: .badRequest, detail: "a run id is a positive integer", field: "run")
         }
         let job = context.parameters.get("job") ?? "", node = context.parameters.get("node") ?? ""
         let query = request.uri.queryParameters
         var attempt: Int?
         if let text = query.get("attempt") {
             guard let value = Int(text), value >= 1 else {
-                throw Problem(status: .badRequest, code: "bad_request", detail: "attempt is 1 or more, not '\(text)'", field: "attempt")
+                throw Problem(status: .badRequest, code: .badRequest, detail: "attempt is 1 or more, not '\(text)'", field: "attempt")
             }
             attempt = value
         }
         var offset: Int64 = 0
         if let text = request.headers[.lastEventID] ?? query.get("offset").map({ String($0) }) {
             guard let value = Int64(text), value >= 0 else {
-                throw Problem(status: .badRequest, code: "bad_request",
+                throw Problem(status: .badRequest, code: .badRequest,
                               detail: "a log offset (offset or Last-Event-ID) is a byte count, 0 or more, not '\(text)'", field: "offset")
             }
             offset = value
@@ -185,7 +190,7 @@ struct StreamRoutes {
                                    .cacheControl: "no-store"]
         if let range = request.headers[.range] {
             guard let (from, to) = Self.byteRange(range, length: length) else {
-                var problem = Problem(status: .rangeNotSatisfiable, code: "invalid_argument",
+                var problem = Problem(status: .rangeNotSatisfiable, code: .invalidArgument,
                                       detail: "the range '\(range)' is not within the log's \(length) bytes")
                 problem.headers[.contentRange] = "bytes */\(length)"
                 throw problem
@@ -302,12 +307,12 @@ struct StreamRoutes {
     func runEvents(_ request: Request, _ context: HeddleRequestContext) async throws -> Response {
         let principal = try Self.principal()
         guard let runID = context.parameters.get("run", as: Int64.self), runID > 0 else {
-            throw Problem(status: .badRequest, code: "bad_request", detail: "a run id is a positive integer", field: "run")
+            throw Problem(status: .badRequest, code: .badRequest, detail: "a run id is a positive integer", field: "run")
         }
         var attempt: Int?
         if let text = request.uri.queryParameters.get("attempt") {
             guard let value = Int(text), value >= 1 else {
-                throw Problem(status: .badRequest, code: "bad_request", detail: "attempt is 1 or more, not '\(text)'", field: "attempt")
+                throw Problem(status: .badRequest, code: .badRequest, detail: "attempt is 1 or more, not '\(text)'", field: "attempt")
             }
             attempt = value
         }
@@ -366,7 +371,7 @@ struct StreamRoutes {
                 subscribe: @escaping @Sendable (CoordinatorCore, UInt64) async throws -> Void,
                 render: @escaping @Sendable (SessionEvent) -> String?) throws -> Response {
         guard streams.open() else {
-            throw Problem(status: .serviceUnavailable, code: "unavailable",
+            throw Problem(status: .serviceUnavailable, code: .unavailable,
                           detail: "this coordinator serves \(StreamCount.maximum) event streams at once; try again later")
         }
         let core = self.core, streams = self.streams, logger = self.logger
@@ -433,18 +438,22 @@ struct StreamRoutes {
     }
 }
 
-/// Server-Sent Events text.
 /// Server-Sent Events whose data are the schemas `openapi.yaml` declares for them
 /// (`LogEvent`, `JobChange`, `AttemptEnd`, `Subscribed`, `QueueChange`, `StreamError`), encoded
 /// as the REST API encodes its bodies: sorted keys, dates as ISO 8601.
 enum SSE {
     static func event(_ name: String, id: String? = nil, _ value: some Encodable) -> String {
-        let data = (try? encoder.encode(value)) ?? Data("{}".utf8)
+        let data = (try? HTTPFront.encoder.encode(value)) ?? Data("{}".utf8)
         var text = "event: \(name)\n"
         if let id { text += "id: \(id)\n" }
         return text + "data: " + String(decoding: data, as: UTF8.self) + "\n\n"
     }
+}
 
+extension HTTPFront {
+    /// How bodies written by hand (problems, SSE data, sign-in, webhook answers) encode the
+    /// schemas `openapi.yaml` declares, as the generated operations do: sorted keys, dates as
+    /// ISO 8601.
     static let encoder: JSONEncoder = {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]

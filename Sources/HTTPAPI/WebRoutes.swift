@@ -5,6 +5,7 @@ import HTTPTypes
 import Hummingbird
 import Logging
 import NIOCore
+import Wire
 
 /// The dashboard: its files at `/` (embedded in the binary), and sign-in: an API token pasted
 /// once becomes a session cookie (`HttpOnly`, `Secure`, `SameSite=Strict`).
@@ -36,11 +37,12 @@ struct WebRoutes {
         try limiter.refuseIfBlocked(client)
         var request = request
         let body = try await request.collectBody(upTo: HTTPFront.maximumBodyBytes)
-        guard let object = try? JSONSerialization.jsonObject(with: Data(body.readableBytesView)) as? [String: Any] else {
-            throw Problem(status: .badRequest, code: "bad_request", detail: "the body is a JSON object with the token: {\"token\": \"heddle_...\"}")
+        struct SignIn: Decodable { var token: String? }
+        guard let object = try? JSONDecoder().decode(SignIn.self, from: Data(body.readableBytesView)) else {
+            throw Problem(status: .badRequest, code: .badRequest, detail: "the body is a JSON object with the token: {\"token\": \"heddle_...\"}")
         }
-        guard let token = object["token"] as? String, !token.isEmpty else {
-            throw Problem(status: .badRequest, code: "bad_request", detail: "the body has no token", field: "token")
+        guard let token = object.token, !token.isEmpty else {
+            throw Problem(status: .badRequest, code: .badRequest, detail: "the body has no token", field: "token")
         }
         let opened: (secret: String, session: WebSession)
         do {
@@ -61,7 +63,7 @@ struct WebRoutes {
     func current() throws -> Response {
         let principal = try StreamRoutes.principal()
         if let session = Caller.session { return try Self.json(Self.describe(session)) }
-        return try Self.json(["name": principal.name, "role": principal.role.rawValue])
+        return try Self.json(Components.Schemas.Session(name: principal.name, role: .init(principal.role)))
     }
 
     /// Ends the session of the cookie (204) and clears the cookie.
@@ -82,13 +84,13 @@ struct WebRoutes {
         return zip(x, y).reduce(UInt8(0)) { $0 | ($1.0 ^ $1.1) } == 0
     }
 
-    static func describe(_ session: WebSession) -> [String: Any] {
-        ["name": session.principal.name, "role": session.principal.role.rawValue, "csrf": session.csrf,
-         "expiresAt": ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: Double(session.expiresAt) / 1000))]
+    static func describe(_ session: WebSession) -> Components.Schemas.Session {
+        Components.Schemas.Session(name: session.principal.name, role: .init(session.principal.role),
+                                   csrf: session.csrf, expiresAt: Date(timeIntervalSince1970: Double(session.expiresAt) / 1000))
     }
 
-    static func json(_ object: [String: Any], status: HTTPResponse.Status = .ok) throws -> Response {
-        let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
+    static func json(_ value: some Encodable, status: HTTPResponse.Status = .ok) throws -> Response {
+        let data = try HTTPFront.encoder.encode(value)
         return Response(status: status, headers: [.contentType: "application/json", .cacheControl: "no-store"],
                         body: .init(byteBuffer: ByteBuffer(bytes: data)))
     }
@@ -114,7 +116,7 @@ struct WebRoutes {
     /// a Content-Security-Policy that allows only this origin's scripts and styles.
     static func file(_ name: String, _ request: Request) -> Response {
         guard let file = files[name], let tag = tags[name] else {
-            return Problem(status: .notFound, code: "not_found", detail: "there is no file \(name) in the dashboard").response
+            return Problem(status: .notFound, code: .notFound, detail: "there is no file \(name) in the dashboard").response
         }
         var headers: HTTPFields = [
             .contentType: file.type, .eTag: tag, .cacheControl: "no-cache",
@@ -127,5 +129,16 @@ struct WebRoutes {
         }
         headers[.contentLength] = String(file.bytes.count)
         return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: file.bytes)))
+    }
+}
+
+extension Components.Schemas.Session.RolePayload {
+    init(_ role: Wire.Role) {
+        self = switch role {
+        case .runner: .runner
+        case .viewer: .viewer
+        case .automation: .automation
+        case .admin: .admin
+        }
     }
 }

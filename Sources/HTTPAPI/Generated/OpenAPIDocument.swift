@@ -2532,7 +2532,14 @@ enum OpenAPIDocument {
             "description": "The token's name (or the certificate's)."
           },
           "role": {
-            "$ref": "#/components/schemas/Role"
+            "type": "string",
+            "enum": [
+              "runner",
+              "viewer",
+              "automation",
+              "admin"
+            ],
+            "description": "A token's role, or a client certificate's (a runner's certificate is `runner`)."
           },
           "csrf": {
             "type": "string",

@@ -1390,6 +1390,58 @@ extension Components {
                 case expiresInDays
             }
         }
+        /// - Remark: Generated from `#/components/schemas/Session`.
+        internal struct Session: Codable, Hashable, Sendable {
+            /// The token's name (or the certificate's).
+            ///
+            /// - Remark: Generated from `#/components/schemas/Session/name`.
+            internal var name: Swift.String
+            /// A token's role, or a client certificate's (a runner's certificate is `runner`).
+            ///
+            /// - Remark: Generated from `#/components/schemas/Session/role`.
+            internal enum RolePayload: String, Codable, Hashable, Sendable, CaseIterable {
+                case runner = "runner"
+                case viewer = "viewer"
+                case automation = "automation"
+                case admin = "admin"
+            }
+            /// A token's role, or a client certificate's (a runner's certificate is `runner`).
+            ///
+            /// - Remark: Generated from `#/components/schemas/Session/role`.
+            internal var role: Components.Schemas.Session.RolePayload
+            /// With a session cookie: send as `X-Heddle-CSRF` on requests that change something.
+            ///
+            /// - Remark: Generated from `#/components/schemas/Session/csrf`.
+            internal var csrf: Swift.String?
+            /// With a session cookie
+            ///
+            /// - Remark: Generated from `#/components/schemas/Session/expiresAt`.
+            internal var expiresAt: Foundation.Date?
+            /// Creates a new `Session`.
+            ///
+            /// - Parameters:
+            ///   - name: The token's name (or the certificate's).
+            ///   - role: A token's role, or a client certificate's (a runner's certificate is `runner`).
+            ///   - csrf: With a session cookie: send as `X-Heddle-CSRF` on requests that change something.
+            ///   - expiresAt: With a session cookie
+            internal init(
+                name: Swift.String,
+                role: Components.Schemas.Session.RolePayload,
+                csrf: Swift.String? = nil,
+                expiresAt: Foundation.Date? = nil
+            ) {
+                self.name = name
+                self.role = role
+                self.csrf = csrf
+                self.expiresAt = expiresAt
+            }
+            internal enum CodingKeys: String, CodingKey {
+                case name
+                case role
+                case csrf
+                case expiresAt
+            }
+        }
         /// - Remark: Generated from `#/components/schemas/TokenCreated`.
         internal struct TokenCreated: Codable, Hashable, Sendable {
             /// - Remark: Generated from `#/components/schemas/TokenCreated/token`.
