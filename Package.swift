@@ -57,8 +57,14 @@ let package = Package(
             ]
         ),
         .target(
+            name: "APITypes",
+            dependencies: [.product(name: "OpenAPIRuntime", package: "swift-openapi-runtime")],
+            exclude: ["openapi-generator-config.yaml"]
+        ),
+        .target(
             name: "HTTPAPI",
             dependencies: [
+                "APITypes",
                 "Coordinator",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
@@ -84,6 +90,7 @@ let package = Package(
         .target(
             name: "Admin",
             dependencies: [
+                "APITypes",
                 "Wire",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
@@ -149,6 +156,6 @@ let package = Package(
         .testTarget(name: "RunnerTests", dependencies: ["Runner", "TestSupport"]),
         .testTarget(name: "AdminTests", dependencies: ["Admin", "TestSupport"]),
         .testTarget(name: "EndToEndTests", dependencies: ["Wire", "TestSupport", .product(name: "Crypto", package: "swift-crypto")]),
-        .testTarget(name: "HTTPFrontTests", dependencies: ["HTTPAPI", "TestSupport", .product(name: "Crypto", package: "swift-crypto")]),
+        .testTarget(name: "HTTPFrontTests", dependencies: ["APITypes", "HTTPAPI", "TestSupport", .product(name: "Crypto", package: "swift-crypto")]),
     ]
 )

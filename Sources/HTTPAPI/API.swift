@@ -1,3 +1,4 @@
+import APITypes
 import Coordinator
 import Foundation
 import OpenAPIRuntime

@@ -1,3 +1,4 @@
+import APITypes
 import Coordinator
 import Foundation
 import HTTPTypes
@@ -40,7 +41,7 @@ struct Problem: Error {
     var response: Response {
         let body = Components.Schemas.Problem(_type: "about:blank", title: status.reasonPhrase, status: status.code,
                                               code: code, detail: detail, field: field)
-        let data = (try? HTTPFront.encoder.encode(body)) ?? Data()
+        let data = (try? APIJSON.encoder.encode(body)) ?? Data()
         var headers = self.headers
         headers[.contentType] = "application/problem+json"
         return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))

@@ -1,3 +1,4 @@
+import APITypes
 import Coordinator
 import Foundation
 import HTTPTypes
@@ -74,7 +75,7 @@ struct StreamRoutes {
             var detail: String
             var runs: [Int64]
         }
-        let data = try HTTPFront.encoder.encode(Answer(delivery: answer.deliveryID, outcome: answer.kind.rawValue,
+        let data = try APIJSON.encoder.encode(Answer(delivery: answer.deliveryID, outcome: answer.kind.rawValue,
                                                        detail: answer.detail, runs: answer.runIDs))
         return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
     }
@@ -443,28 +444,13 @@ struct StreamRoutes {
 /// as the REST API encodes its bodies: sorted keys, dates as ISO 8601.
 enum SSE {
     static func event(_ name: String, id: String? = nil, _ value: some Encodable) -> String {
-        let data = (try? HTTPFront.encoder.encode(value)) ?? Data("{}".utf8)
+        let data = (try? APIJSON.encoder.encode(value)) ?? Data("{}".utf8)
         var text = "event: \(name)\n"
         if let id { text += "id: \(id)\n" }
         return text + "data: " + String(decoding: data, as: UTF8.self) + "\n\n"
     }
 }
 
-extension HTTPFront {
-    /// How bodies written by hand (problems, SSE data, sign-in, webhook answers) encode the
-    /// schemas `openapi.yaml` declares, as the generated operations do: sorted keys, dates as
-    /// ISO 8601.
-    static let encoder: JSONEncoder = {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        let transcoder = OpenAPIRuntime.Configuration().dateTranscoder
-        encoder.dateEncodingStrategy = .custom { date, encoder in
-            var container = encoder.singleValueContainer()
-            try container.encode(try transcoder.encode(date))
-        }
-        return encoder
-    }()
-}
 
 extension SSE {
     /// A `log` event, written without JSONSerialization (the hot path: every chunk to every

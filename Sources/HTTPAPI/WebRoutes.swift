@@ -1,3 +1,4 @@
+import APITypes
 import Coordinator
 import Crypto
 import Foundation
@@ -90,7 +91,7 @@ struct WebRoutes {
     }
 
     static func json(_ value: some Encodable, status: HTTPResponse.Status = .ok) throws -> Response {
-        let data = try HTTPFront.encoder.encode(value)
+        let data = try APIJSON.encoder.encode(value)
         return Response(status: status, headers: [.contentType: "application/json", .cacheControl: "no-store"],
                         body: .init(byteBuffer: ByteBuffer(bytes: data)))
     }

@@ -1,6 +1,7 @@
 @testable import Coordinator
 import Foundation
 import Testing
+import APITypes
 @testable import HTTPAPI
 
 /// The `log` event, written by hand on the hot path, is the `LogEvent` schema encoded as any
