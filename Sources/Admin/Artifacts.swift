@@ -1,3 +1,4 @@
+import APITypes
 import ArgumentParser
 import Foundation
 import Wire
@@ -22,7 +23,7 @@ struct Artifacts: AsyncParsableCommand {
         func run() async throws {
             let artifacts = try await withClient(connection) { try await $0.artifacts(runID: run ?? 0) }
             if json {
-                print(Output.json(artifacts.map(JSONShape.artifact)))
+                print(Output.json(Operations.RunArtifacts.Output.Ok.Body.JsonPayload(artifacts: artifacts.map(REST.artifact))))
                 return
             }
             guard !artifacts.isEmpty else {
@@ -115,7 +116,10 @@ struct Artifacts: AsyncParsableCommand {
             request.offset = offset
             let page = try await withClient(connection) { try await $0.searchArtifacts(request) }
             if json {
-                print(Output.json(["artifacts": page.artifacts.map(JSONShape.artifact), "more": page.more] as [String: Any]))
+                // The next page's `--offset`, as the REST API's cursor.
+                let next = page.more ? String(offset + UInt32(page.artifacts.count)) : nil
+                print(Output.json(Operations.SearchArtifacts.Output.Ok.Body.JsonPayload(artifacts: page.artifacts.map(REST.artifact),
+                                                                                      next: next)))
                 return
             }
             guard !page.artifacts.isEmpty else {

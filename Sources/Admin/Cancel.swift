@@ -68,7 +68,7 @@ struct Cancel: AsyncParsableCommand {
             return try await client.cancel(runs: runs, jobs: jobs)
         }
         if json {
-            print(Output.json(["count": result.count, "dry_run": dryRun, "jobs": result.jobs.map(Queue.List.jsonEntry)]))
+            print(Output.json(REST.cancelResult(result)))
             return
         }
         if !result.jobs.isEmpty {

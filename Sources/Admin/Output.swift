@@ -1,3 +1,4 @@
+import APITypes
 import Foundation
 import Wire
 
@@ -72,13 +73,6 @@ enum Output {
         return formatter.string(from: Date(milliseconds: ms))
     }
 
-    static func iso(_ ms: Int64) -> Any {
-        guard ms > 0 else { return NSNull() }
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        return formatter.string(from: Date(milliseconds: ms))
-    }
-
     static func duration(from start: Int64, to end: Int64) -> String {
         guard start > 0 else { return "-" }
         let finish = end > 0 ? end : Date.nowMilliseconds
@@ -100,52 +94,9 @@ enum Output {
         return unit == 0 ? "\(count) B" : String(format: "%.1f %@", value, units[unit])
     }
 
-    static func json(_ value: Any) -> String {
-        guard let data = try? JSONSerialization.data(withJSONObject: value, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]) else {
-            return "null"
-        }
+    /// A REST schema as JSON (`APIJSON`): indented, or one line.
+    static func json(_ value: some Encodable, pretty: Bool = true) -> String {
+        guard let data = try? (pretty ? APIJSON.prettyEncoder : APIJSON.encoder).encode(value) else { return "null" }
         return String(decoding: data, as: UTF8.self)
-    }
-}
-
-/// JSON shapes shared by several commands.
-enum JSONShape {
-    static func run(_ run: Heddle_V1_RunSummary) -> [String: Any] {
-        [
-            "id": run.id, "project": run.project, "pipeline": run.pipeline, "branch": run.branch,
-            "status": Output.statusName(run.status), "attempt": run.attempt, "trigger": run.trigger,
-            "created_at": Output.iso(run.createdAtMs), "started_at": Output.iso(run.startedAtMs),
-            "finished_at": Output.iso(run.finishedAtMs),
-        ]
-    }
-
-    static func runDetail(_ detail: Heddle_V1_RunDetail) -> [String: Any] {
-        var object = run(detail.run)
-        object["jobs"] = detail.jobs.map { job -> [String: Any] in
-            [
-                "id": job.id, "name": job.name, "status": Output.statusName(job.status),
-                "runner": job.runner.isEmpty ? NSNull() : job.runner as Any,
-                "started_at": Output.iso(job.startedAtMs), "finished_at": Output.iso(job.finishedAtMs),
-                "reason": job.reason, "labels": job.labels, "attempt": job.attempt,
-                "commit": job.commit.isEmpty ? NSNull() : job.commit as Any,
-                "nodes": job.nodes.map { node -> [String: Any] in
-                    [
-                        "name": node.name, "status": Output.statusName(node.status), "needs": node.needs,
-                        "started_at": Output.iso(node.startedAtMs), "finished_at": Output.iso(node.finishedAtMs),
-                        "exit_code": node.exited ? Int(node.exitCode) as Any : NSNull(),
-                    ]
-                },
-            ]
-        }
-        return object
-    }
-
-    static func artifact(_ artifact: Heddle_V1_ArtifactInfo) -> [String: Any] {
-        [
-            "id": artifact.id, "run": artifact.runID, "job": artifact.job, "job_id": artifact.jobID,
-            "name": artifact.name, "size": artifact.size, "sha256": hex(artifact.sha256), "attempt": artifact.attempt,
-            "project": artifact.project, "pipeline": artifact.pipeline, "branch": artifact.branch,
-            "created_at": Output.iso(artifact.createdAtMs),
-        ]
     }
 }

@@ -1,3 +1,4 @@
+import APITypes
 import ArgumentParser
 import Foundation
 import Wire
@@ -49,10 +50,7 @@ struct PipelineCommand: AsyncParsableCommand {
         func run() async throws {
             let pipelines = try await withClient(connection) { try await $0.pipelines() }
             if json {
-                print(Output.json(pipelines.map { p -> [String: Any] in
-                    ["project": p.project, "pipeline": p.pipeline, "version": p.version, "jobs": p.jobs,
-                     "updated_at": Output.iso(p.updatedAtMs)]
-                }))
+                print(Output.json(Operations.ListPipelines.Output.Ok.Body.JsonPayload(pipelines: pipelines.map(REST.pipeline))))
                 return
             }
             guard !pipelines.isEmpty else {

@@ -1,3 +1,4 @@
+import APITypes
 import ArgumentParser
 import Foundation
 import Wire
@@ -80,10 +81,7 @@ struct Project: AsyncParsableCommand {
         func run() async throws {
             let deliveries = try await withClient(connection) { try await $0.deliveries(project: name, limit: limit) }
             if json {
-                print(Output.json(deliveries.map {
-                    ["forge": $0.forge, "delivery": $0.deliveryID, "event": $0.event, "received_at": Output.iso($0.receivedAtMs),
-                     "outcome": $0.outcome, "detail": $0.detail, "runs": $0.runIds] as [String: Any]
-                }))
+                print(Output.json(Operations.ListDeliveries.Output.Ok.Body.JsonPayload(deliveries: deliveries.map(REST.delivery))))
                 return
             }
             guard !deliveries.isEmpty else {
@@ -108,7 +106,7 @@ struct Project: AsyncParsableCommand {
         func run() async throws {
             let projects = try await withClient(connection) { try await $0.projects() }
             if json {
-                print(Output.json(projects.map { ["name": $0.name, "repository": $0.repository, "created_at": Output.iso($0.createdAtMs)] }))
+                print(Output.json(Operations.ListProjects.Output.Ok.Body.JsonPayload(projects: projects.map(REST.project))))
                 return
             }
             guard !projects.isEmpty else {

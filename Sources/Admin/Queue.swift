@@ -1,3 +1,4 @@
+import APITypes
 import ArgumentParser
 import Foundation
 import Wire
@@ -30,7 +31,7 @@ struct Queue: AsyncParsableCommand {
             try await withClient(connection) { client in
                 let list = try await client.queue(limit: limit)
                 if !watch {
-                    print(json ? Output.json(list.jobs.map(Self.jsonEntry)) : Self.table(list))
+                    print(json ? Output.json(Operations.ListQueue.Output.Ok.Body.JsonPayload(jobs: list.jobs.map(REST.queueEntry), total: Int(list.total))) : Self.table(list))
                     return
                 }
                 let events = try await client.watchQueue()
@@ -44,9 +45,8 @@ struct Queue: AsyncParsableCommand {
                     if live {
                         Self.redraw(try await client.queue(limit: limit))
                     } else if json {
-                        var object = Self.jsonEntry(event.job)
-                        object["event"] = Self.kindName(event.kind)
-                        print(Output.json(object).replacingOccurrences(of: "\n", with: ""))
+                        // One QueueChange per line, as the event stream's `queue` events.
+                        if let change = REST.queueChange(event) { print(Output.json(change, pretty: false)) }
                     } else {
                         print(Self.line(event))
                     }
@@ -56,17 +56,6 @@ struct Queue: AsyncParsableCommand {
 
         static func redraw(_ list: Heddle_V1_QueueList) {
             print("\u{1B}[H\u{1B}[2J" + "heddle queue --watch (Ctrl-C to stop)\n\n" + table(list))
-        }
-
-        static func kindName(_ kind: Heddle_V1_QueueEvent.Kind) -> String {
-            switch kind {
-            case .queued: "queued"
-            case .moved: "moved"
-            case .claimed: "claimed"
-            case .finished: "finished"
-            case .cancelled: "cancelled"
-            default: "changed"
-            }
         }
 
         static func line(_ event: Heddle_V1_QueueEvent) -> String {
@@ -80,17 +69,6 @@ struct Queue: AsyncParsableCommand {
             case .cancelled: return "cancelled \(what)"
             default: return "changed \(what)"
             }
-        }
-
-        static func jsonEntry(_ job: Heddle_V1_QueueEntry) -> [String: Any] {
-            [
-                "id": job.jobID, "run": job.runID, "attempt": job.attempt, "pipeline": "\(job.project)/\(job.pipeline)",
-                "job": job.job, "branch": job.branch, "labels": job.labels, "status": Output.statusName(job.status),
-                "runner": job.runner.isEmpty ? NSNull() : job.runner as Any,
-                "position": job.position == 0 ? NSNull() : Int(job.position) as Any,
-                "queued_at": Output.iso(job.queuedAtMs),
-                "waiting_reason": job.waitingReason.isEmpty ? NSNull() : job.waitingReason as Any,
-            ]
         }
 
         static func table(_ list: Heddle_V1_QueueList) -> String {

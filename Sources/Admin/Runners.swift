@@ -1,3 +1,4 @@
+import APITypes
 import ArgumentParser
 import Foundation
 import Wire
@@ -19,7 +20,7 @@ struct Runners: AsyncParsableCommand {
         func run() async throws {
             let runners = try await withClient(connection) { try await $0.runners() }
             if json {
-                print(Output.json(runners.map(Self.jsonEntry)))
+                print(Output.json(Operations.ListRunners.Output.Ok.Body.JsonPayload(runners: runners.map(REST.runner))))
                 return
             }
             guard !runners.isEmpty else {
@@ -27,15 +28,6 @@ struct Runners: AsyncParsableCommand {
                 return
             }
             print(Self.table(runners))
-        }
-
-        static func jsonEntry(_ runner: Heddle_V1_RunnerInfo) -> [String: Any] {
-            ["name": runner.name, "labels": runner.labels, "capacity": runner.capacity, "running": runner.running,
-             "connected_at": Output.iso(runner.connectedAtMs), "last_heartbeat": Output.iso(runner.lastHeartbeatMs),
-             "session": runner.sessionID, "drained": runner.drained,
-             "stalled": runner.stalled.isEmpty ? NSNull() : runner.stalled as Any,
-             "version": runner.softwareVersion.isEmpty ? NSNull() : runner.softwareVersion as Any,
-             "protocol": runner.protocolVersion.isEmpty ? NSNull() : runner.protocolVersion as Any]
         }
 
         /// "0.2.0 (protocol 1.1)"; "?" for a runner that sent no software version; "-" from a

@@ -1,3 +1,4 @@
+import APITypes
 import ArgumentParser
 import Foundation
 import Wire
@@ -47,7 +48,7 @@ struct Runs: AsyncParsableCommand {
                                   status: status.flatMap { Self.statuses[$0] } ?? .unspecified)
             }
             if json {
-                print(Output.json(runs.map(JSONShape.run)))
+                print(Output.json(Operations.ListRuns.Output.Ok.Body.JsonPayload(runs: runs.map(REST.run))))
                 return
             }
             guard !runs.isEmpty else {
@@ -79,7 +80,7 @@ struct Runs: AsyncParsableCommand {
         func run() async throws {
             let detail = try await withClient(connection) { try await $0.run(run, attempt: attempt) }
             if json {
-                print(Output.json(JSONShape.runDetail(detail)))
+                print(Output.json(REST.runDetail(detail)))
                 return
             }
             let r = detail.run

@@ -1,3 +1,4 @@
+import APITypes
 import ArgumentParser
 import Foundation
 import Wire
@@ -49,9 +50,7 @@ struct Tokens: AsyncParsableCommand {
                 try await $0.createToken(name: name, role: role, expiresInDays: days)
             }
             if json {
-                var entry = Tokens.jsonEntry(created.token)
-                entry["secret"] = created.secret
-                print(Output.json(entry))
+                print(Output.json(Components.Schemas.TokenCreated(token: REST.token(created.token), secret: created.secret)))
                 return
             }
             let expiry = created.token.expiresAtMs == 0 ? "never expires" : "expires \(Output.time(created.token.expiresAtMs))"
@@ -72,7 +71,7 @@ struct Tokens: AsyncParsableCommand {
         func run() async throws {
             let tokens = try await withClient(connection) { try await $0.tokens() }
             if json {
-                print(Output.json(tokens.map(Tokens.jsonEntry)))
+                print(Output.json(Operations.ListTokens.Output.Ok.Body.JsonPayload(tokens: tokens.map(REST.token))))
                 return
             }
             guard !tokens.isEmpty else {
@@ -100,11 +99,5 @@ struct Tokens: AsyncParsableCommand {
             let token = try await withClient(connection) { try await $0.revokeToken(name: name) }
             print("revoked token \(token.name) (\(token.role))")
         }
-    }
-
-    static func jsonEntry(_ token: Heddle_V1_Token) -> [String: Any] {
-        ["name": token.name, "role": token.role, "created_at": Output.iso(token.createdAtMs),
-         "expires_at": token.expiresAtMs == 0 ? NSNull() : Output.iso(token.expiresAtMs),
-         "revoked_at": token.revokedAtMs == 0 ? NSNull() : Output.iso(token.revokedAtMs)]
     }
 }

@@ -37,7 +37,7 @@ struct Trigger: AsyncParsableCommand {
             let id = try await client.trigger(project: parts[0], pipeline: parts[1], branch: branch)
             if follow && !json { return try await Self.follow(client: client, runID: id) }
             guard wait || follow else {
-                print(json ? Output.json(["id": id]) : "run \(id) queued (\(target) on \(branch))")
+                print(json ? Output.json(REST.triggered(run: id, attempt: 1)) : "run \(id) queued (\(target) on \(branch))")
                 return true
             }
             if !json { print("run \(id) queued (\(target) on \(branch))") }
@@ -57,7 +57,7 @@ struct Trigger: AsyncParsableCommand {
             }
             guard let final else { throw CLIError("the run's end was not received") }
             if json {
-                print(Output.json(JSONShape.run(final)))
+                print(Output.json(REST.run(final)))
             } else {
                 print("run \(id) \(Output.status(final.status)) in \(Output.duration(from: final.startedAtMs > 0 ? final.startedAtMs : final.createdAtMs, to: final.finishedAtMs))")
             }

@@ -122,6 +122,11 @@ final class ClusterFabric: Sendable {
                              error: process.standardError)
     }
 
+    /// A listing's `--json` (the REST API's list body): the array under `key`.
+    func list(_ arguments: [String], _ key: String, via: Int? = nil) async throws -> [[String: Any]]? {
+        (try await json(arguments, via: via) as? [String: Any])?[key] as? [[String: Any]]
+    }
+
     func json(_ arguments: [String], via: Int? = nil) async throws -> Any {
         let result = try await heddle(arguments + ["--json"], via: via)
         guard result.status == 0 else { throw TestFailure("heddle \(arguments) via \(via.map(String.init) ?? "any") failed: \(result.error)") }
@@ -136,7 +141,7 @@ final class ClusterFabric: Sendable {
     }
 
     func trigger(via: Int) async throws -> Int {
-        guard let id = (try await json(["trigger", "shop/ci"], via: via) as? [String: Any])?["id"] as? Int else {
+        guard let id = (try await json(["trigger", "shop/ci"], via: via) as? [String: Any])?["run"] as? Int else {
             throw TestFailure("trigger gave no id")
         }
         return id
@@ -154,7 +159,7 @@ final class ClusterFabric: Sendable {
         var last: [String: Any] = [:]
         try await waitUntil("run \(id) to be \(statuses.sorted().joined(separator: " or "))", timeout: timeout) {
             last = try await self.run(id, via: via)
-            return statuses.contains(last["status"] as? String ?? "")
+            return statuses.contains(summary(last)["status"] as? String ?? "")
         }
         return last
     }

@@ -29,7 +29,7 @@ import Wire
         let cluster = try await ClusterFabric(coordinators: 3, runnerOrders: [[0, 1, 2]])
         do {
             try await waitUntil("the runner to connect") {
-                let list = try await cluster.json(["runners"], via: 0) as? [Any]
+                let list = try await cluster.list(["runners"], "runners", via: 0)
                 return list?.count == 1
             }
             // Pushed through one coordinator, triggered through another, run on the first's runner.
@@ -43,19 +43,19 @@ import Wire
             }
             try await cluster.kill9(coordinator: 0)
             let run = try await cluster.waitForRun(id, ["succeeded", "failed"], via: 1, timeout: .seconds(90))
-            #expect(run["status"] as? String == "succeeded", "\(run)\n\(cluster.logs)")
+            #expect(summary(run)["status"] as? String == "succeeded", "\(run)\n\(cluster.logs)")
             #expect(try await follower.waitForExit(timeout: .seconds(30)) == 0)
             #expect(follower.standardOutput == Self.expected, "the follower through coordinator 2 missed bytes")
             for via in [1, 2] {
                 let log = try await cluster.heddle(["logs", String(id), "--job", "work", "--node", "talk"], via: via)
                 #expect(log.output == Self.expected)
-                let artifacts = try #require(try await cluster.json(["artifacts", "--run", String(id)], via: via) as? [[String: Any]])
+                let artifacts = try #require(try await cluster.list(["artifacts", "--run", String(id)], "artifacts", via: via))
                 #expect(artifacts.first?["size"] as? Int == Self.artifactSize)
                 let hash = try await cluster.heddle(["logs", String(id), "--job", "work", "--node", "make"], via: via).output
                     .trimmingCharacters(in: .whitespacesAndNewlines)
                 #expect(artifacts.first?["sha256"] as? String == hash && hash.count == 64)
             }
-            let runner = try #require(try await cluster.json(["runners"], via: 1) as? [[String: Any]])
+            let runner = try #require(try await cluster.list(["runners"], "runners", via: 1))
             #expect(runner.count == 1, "the runner is on coordinator 1 now")
         } catch {
             print(cluster.logs)
@@ -77,7 +77,7 @@ extension ClusterTests {
         do {
             try await waitUntil("eight runners to connect") {
                 var total = 0
-                for via in 0..<3 { total += (try await cluster.json(["runners"], via: via) as? [Any])?.count ?? 0 }
+                for via in 0..<3 { total += (try await cluster.list(["runners"], "runners", via: via))?.count ?? 0 }
                 return total == 8
             }
             let jobs = (1...jobsPerRun).map { "  j\($0): { labels: [linux], nodes: { n: { run: \"true\" } } }" }.joined(separator: "\n")
@@ -97,7 +97,7 @@ extension ClusterTests {
             var failedJobs: [Int] = []
             for id in ids.sorted() {
                 let run = try await cluster.waitForRun(id, ["succeeded", "failed", "cancelled"], via: id % 3, timeout: .seconds(300))
-                #expect(run["status"] as? String == "succeeded", "run \(id): \(run)")
+                #expect(summary(run)["status"] as? String == "succeeded", "run \(id): \(run)")
                 for job in run["jobs"] as? [[String: Any]] ?? [] where job["status"] as? String != "succeeded" {
                     failedJobs.append(job["id"] as? Int ?? 0)
                 }
@@ -144,21 +144,21 @@ extension ClusterTests {
             for index in 0..<30 {
                 let branch = index % 3 == 0 ? "old" : "main"
                 guard let id = (try await cluster.json(["trigger", "shop/ci", "--branch", branch], via: index % 3)
-                    as? [String: Any])?["id"] as? Int else { throw TestFailure("no run id") }
+                    as? [String: Any])?["run"] as? Int else { throw TestFailure("no run id") }
                 runs.append(id)
             }
             func entries(via: Int) async throws -> [[String: Any]] {
-                try #require(try await cluster.json(["queue", "--limit", "1000"], via: via) as? [[String: Any]])
+                try #require(try await cluster.list(["queue", "--limit", "1000"], "jobs", via: via))
                     .filter { $0["status"] as? String == "queued" }
             }
-            func queued(via: Int) async throws -> [Int] { try await entries(via: via).compactMap { $0["id"] as? Int } }
+            func queued(via: Int) async throws -> [Int] { try await entries(via: via).compactMap { $0["job"] as? Int } }
             try await waitUntil("every coordinator to list 30 queued jobs") {
                 for via in 0..<3 where try await queued(via: via).count != 30 { return false }
                 return true
             }
             let initial = try await entries(via: 0)
-            let jobs = initial.compactMap { $0["id"] as? Int }
-            let old = Set(initial.filter { $0["branch"] as? String == "old" }.compactMap { $0["id"] as? Int })
+            let jobs = initial.compactMap { $0["job"] as? Int }
+            let old = Set(initial.filter { $0["branch"] as? String == "old" }.compactMap { $0["job"] as? Int })
             // Coordinator 0 moves jobs to the top while coordinator 1 moves others to the bottom
             // and coordinator 2 cancels the branch "old" in bulk.
             try await withThrowingTaskGroup(of: Void.self) { group in
@@ -186,7 +186,7 @@ extension ClusterTests {
             #expect(orders[0] == expected)
             // The same order as the store's positions, read through the API of any coordinator.
             let details = try await withThrowingTaskGroup(of: (Int, String).self) { group in
-                for run in runs { group.addTask { (run, (try await cluster.run(run, via: 1))["status"] as? String ?? "") } }
+                for run in runs { group.addTask { (run, summary((try await cluster.run(run, via: 1)))["status"] as? String ?? "") } }
                 return try await group.reduce(into: [Int: String]()) { $0[$1.0] = $1.1 }
             }
             #expect(details.values.filter { $0 == "cancelled" }.count == 10 && details.values.filter { $0 == "queued" }.count == 20)
@@ -212,7 +212,7 @@ extension ClusterTests {
         }
         do {
             try await waitUntil("the runner to connect") {
-                (try await cluster.json(["runners"], via: 0) as? [Any])?.count == 1
+                (try await cluster.list(["runners"], "runners", via: 0))?.count == 1
             }
             try await cluster.push(Self.pipeline, via: 0)
             let id = try await cluster.trigger(via: 1)
@@ -223,13 +223,13 @@ extension ClusterTests {
             }
             try await postgres.restart()
             let run = try await cluster.waitForRun(id, ["succeeded", "failed"], via: 1, timeout: .seconds(90))
-            #expect(run["status"] as? String == "succeeded", "\(run)\n\(cluster.logs)")
+            #expect(summary(run)["status"] as? String == "succeeded", "\(run)\n\(cluster.logs)")
             #expect(try await follower.waitForExit(timeout: .seconds(30)) == 0, "\(follower.standardError)")
             #expect(follower.standardOutput == Self.expected, "the follower missed bytes")
             for via in [0, 1] {
                 let log = try await cluster.heddle(["logs", String(id), "--job", "work", "--node", "talk"], via: via)
                 #expect(log.output == Self.expected)
-                let artifacts = try #require(try await cluster.json(["artifacts", "--run", String(id)], via: via) as? [[String: Any]])
+                let artifacts = try #require(try await cluster.list(["artifacts", "--run", String(id)], "artifacts", via: via))
                 let hash = try await cluster.heddle(["logs", String(id), "--job", "work", "--node", "make"], via: via).output
                     .trimmingCharacters(in: .whitespacesAndNewlines)
                 #expect(artifacts.first?["sha256"] as? String == hash && hash.count == 64)
@@ -262,10 +262,10 @@ extension ClusterTests {
             try await waitForAnUpload(in: "\(cluster.data)/uploads")
             try await cluster.kill9(coordinator: 0)
             let run = try await cluster.waitForRun(id, ["succeeded", "failed"], via: 1, timeout: .seconds(180))
-            #expect(run["status"] as? String == "succeeded", "\(run)\n\(cluster.logs)")
+            #expect(summary(run)["status"] as? String == "succeeded", "\(run)\n\(cluster.logs)")
             let hash = try await cluster.heddle(["logs", String(id), "--job", "work", "--node", "make"], via: 1).output
                 .trimmingCharacters(in: .whitespacesAndNewlines)
-            let artifacts = try #require(try await cluster.json(["artifacts", "--run", String(id)], via: 1) as? [[String: Any]])
+            let artifacts = try #require(try await cluster.list(["artifacts", "--run", String(id)], "artifacts", via: 1))
             #expect(artifacts.count == 1 && artifacts.first?["size"] as? Int == size)
             #expect(artifacts.first?["sha256"] as? String == hash && hash.count == 64)
             #expect(cluster.coordinators[1]?.standardError.contains("upload resumed") == true,
@@ -294,7 +294,7 @@ extension ClusterTests {
         do {
             try await cluster.addRunner(addresses: ["127.0.0.1:\(proxy.port)", cluster.endpoints[1]])
             try await waitUntil("the runner to connect through the proxy") {
-                (try await cluster.json(["runners"], via: 0) as? [Any])?.count == 1
+                (try await cluster.list(["runners"], "runners", via: 0))?.count == 1
             }
             try await cluster.push(Self.pipeline, via: 1)
             let id = try await cluster.trigger(via: 1)
@@ -304,16 +304,16 @@ extension ClusterTests {
             }
             await proxy.stall()
             let run = try await cluster.waitForRun(id, ["succeeded", "failed"], via: 1, timeout: .seconds(90))
-            #expect(run["status"] as? String == "succeeded", "\(run)\n\(cluster.logs)")
+            #expect(summary(run)["status"] as? String == "succeeded", "\(run)\n\(cluster.logs)")
             for via in [0, 1] {
                 let log = try await cluster.heddle(["logs", String(id), "--job", "work", "--node", "talk"], via: via)
                 #expect(log.output == Self.expected)
             }
             let hash = try await cluster.heddle(["logs", String(id), "--job", "work", "--node", "make"], via: 0).output
                 .trimmingCharacters(in: .whitespacesAndNewlines)
-            let artifacts = try #require(try await cluster.json(["artifacts", "--run", String(id)], via: 0) as? [[String: Any]])
+            let artifacts = try #require(try await cluster.list(["artifacts", "--run", String(id)], "artifacts", via: 0))
             #expect(artifacts.first?["sha256"] as? String == hash && hash.count == 64)
-            let runner = try #require(try await cluster.json(["runners"], via: 1) as? [[String: Any]])
+            let runner = try #require(try await cluster.list(["runners"], "runners", via: 1))
             #expect(runner.count == 1, "the runner is on coordinator 1 now")
             #expect(cluster.coordinators[0]?.standardError.contains("job taken back") == false, "\(cluster.logs)")
         } catch {
@@ -354,18 +354,18 @@ extension ClusterTests {
             try await waitUntil("coordinator 0 to refuse the revoked token", timeout: .seconds(3)) { try await answers(401) }
 
             try await waitUntil("the runner to connect") {
-                (try await cluster.json(["runners"], via: 0) as? [Any])?.count == 1
+                (try await cluster.list(["runners"], "runners", via: 0))?.count == 1
             }
             let drain = try await cluster.heddle(["runners", "drain", "runner-1"], via: 1)
             #expect(drain.status == 0, "\(drain.error)")
             try await waitUntil("coordinator 0 to see the drain", timeout: .seconds(3)) {
-                let runners = try await cluster.json(["runners"], via: 0) as? [[String: Any]]
+                let runners = try await cluster.list(["runners"], "runners", via: 0)
                 return runners?.first?["drained"] as? Bool == true
             }
             let revoke = try await cluster.heddle(["certs", "revoke", "runner-1"], via: 1)
             #expect(revoke.status == 0, "\(revoke.error)")
             try await waitUntil("coordinator 0 to close the revoked runner's session", timeout: .seconds(3)) {
-                (try await cluster.json(["runners"], via: 0) as? [Any])?.isEmpty == true
+                (try await cluster.list(["runners"], "runners", via: 0))?.isEmpty == true
             }
         } catch {
             print(cluster.logs)

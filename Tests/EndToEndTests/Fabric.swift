@@ -111,7 +111,7 @@ final class Fabric: Sendable {
         let expected = runnerLabels.count
         try await waitUntil("\(expected) runners to connect") {
             let result = try await self.heddle(["runners", "--json"])
-            let list = try JSONSerialization.jsonObject(with: Data(result.output.utf8)) as? [Any]
+            let list = (try JSONSerialization.jsonObject(with: Data(result.output.utf8)) as? [String: Any])?["runners"] as? [Any]
             return list?.count == expected
         }
     }
@@ -198,6 +198,11 @@ final class Fabric: Sendable {
                       error: process.standardError)
     }
 
+    /// A listing's `--json` (the REST API's list body): the array under `key`.
+    func list(_ arguments: [String], _ key: String, as identity: String = "admin") async throws -> [[String: Any]]? {
+        (try await json(arguments, as: identity) as? [String: Any])?[key] as? [[String: Any]]
+    }
+
     func json(_ arguments: [String], as identity: String = "admin") async throws -> Any {
         let result = try await heddle(arguments + ["--json"], as: identity)
         guard result.status == 0 else { throw TestFailure("heddle \(arguments) failed: \(result.error)") }
@@ -236,7 +241,7 @@ final class Fabric: Sendable {
     /// Triggers PROJECT/PIPELINE without waiting; returns the run id.
     func trigger(_ target: String, branch: String = "main") async throws -> Int {
         let object = try await json(["trigger", target, "--branch", branch])
-        guard let id = (object as? [String: Any])?["id"] as? Int else { throw TestFailure("trigger gave no id") }
+        guard let id = (object as? [String: Any])?["run"] as? Int else { throw TestFailure("trigger gave no id") }
         return id
     }
 
@@ -246,7 +251,7 @@ final class Fabric: Sendable {
         var last: [String: Any] = [:]
         try await waitUntil("run \(id) to be \(statuses.sorted().joined(separator: " or "))", timeout: timeout) {
             last = try await self.run(id)
-            return statuses.contains(last["status"] as? String ?? "")
+            return statuses.contains(summary(last)["status"] as? String ?? "")
         }
         return last
     }

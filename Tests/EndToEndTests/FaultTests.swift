@@ -57,7 +57,7 @@ import Wire
             let after = try memory(pid)
             // 16 answers may wait (PROTOCOL.md); thousands used to.
             #expect(after.peak - before.resident < 64 << 20, "peak \(after.peak >> 20) MiB, before \(before.resident >> 20) MiB")
-            let runs = try #require(try await fabric.json(["runs", "--limit", "5"]) as? [Any])
+            let runs = try #require(try await fabric.list(["runs", "--limit", "5"], "runs"))
             #expect(runs.count == 5)
         } catch {
             await fabric.stop()

@@ -63,7 +63,7 @@ import Wire
             let viewer = try await fabric.createToken("look", role: "viewer")
             let automation = try await fabric.createToken("ci-bot", role: "automation")
             #expect(viewer.hasPrefix("heddle_") && viewer != automation)
-            let listed = try await fabric.json(["tokens", "list"]) as? [[String: Any]] ?? []
+            let listed = try await fabric.list(["tokens", "list"], "tokens") ?? []
             #expect(listed.map { $0["name"] as? String } == ["ci-bot", "look"])
             #expect(!listed.contains { $0["secret"] != nil })
             let duplicate = try await fabric.heddle(["tokens", "create", "--name", "look", "--role", "admin"])
@@ -503,6 +503,17 @@ import Wire
             let cli = try await fabric.json(["artifacts", "search", "app", "--branch", "main"]) as? [String: Any]
             let cliFound = cli?["artifacts"] as? [[String: Any]] ?? []
             #expect(cliFound.map { $0["run"] as? Int } == [first] && cliFound.first?["project"] as? String == "shop", "\(String(describing: cli))")
+            // The CLI's --json is the REST API's body, field for field.
+            for (arguments, path) in [(["runs", "show", String(first)], "/api/v1/runs/\(first)"),
+                                      (["runs", "--project", "shop"], "/api/v1/runs?project=shop"),
+                                      (["artifacts", "--run", String(second)], "/api/v1/runs/\(second)/artifacts"),
+                                      (["project", "list"], "/api/v1/projects"),
+                                      (["tokens", "list"], "/api/v1/tokens")] {
+                let printed = try await fabric.json(arguments) as? NSDictionary
+                let answered = try await client.request("GET", path)
+                #expect(answered.status == 200 && printed != nil && printed == answered.object.map(NSDictionary.init),
+                        "heddle \(arguments.joined(separator: " ")) --json printed \(String(describing: printed)); GET \(path) answered \(answered.text)")
+            }
             let table = try await fabric.heddle(["artifacts", "search", "*.txt", "--max-size", "1K"])
             #expect(table.status == 0 && table.output.contains("out/notes.txt") && table.output.contains("release/1.0"), "\(table.output)")
 

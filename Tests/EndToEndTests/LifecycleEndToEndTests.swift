@@ -23,23 +23,23 @@ import Wire
                 """)
             let first = try await fabric.heddle(["trigger", "shop/flaky", "--wait"])
             #expect(first.status == 1)
-            let id = try #require((try await fabric.json(["runs"]) as? [[String: Any]])?.first?["id"] as? Int)
+            let id = try #require((try await fabric.list(["runs"], "runs"))?.first?["id"] as? Int)
             let rerun = try await fabric.heddle(["rerun", String(id), "--wait"], as: "bot")
             #expect(rerun.status == 0, "\(rerun.output)\(rerun.error)")
             #expect(rerun.output.contains("run \(id) attempt 2"))
 
             let latest = try await fabric.run(id)
-            #expect(latest["attempt"] as? Int == 2)
-            #expect(latest["status"] as? String == "succeeded")
+            #expect(summary(latest)["attempt"] as? Int == 2)
+            #expect(summary(latest)["status"] as? String == "succeeded")
             let earlier = try await fabric.run(id, attempt: 1)
-            #expect(earlier["attempt"] as? Int == 1)
-            #expect(earlier["status"] as? String == "failed")
+            #expect(summary(earlier)["attempt"] as? Int == 1)
+            #expect(summary(earlier)["status"] as? String == "failed")
             #expect(jobs(earlier).first?["id"] as? Int != jobs(latest).first?["id"] as? Int)
             #expect(try await fabric.heddle(["logs", String(id), "--attempt", "1", "--job", "work", "--node", "try"]).output == "attempt 1\n")
             #expect(try await fabric.heddle(["logs", String(id), "--job", "work", "--node", "try"]).output == "attempt 2\n")
-            let artifacts = try #require(try await fabric.json(["artifacts", "--run", String(id)]) as? [[String: Any]])
+            let artifacts = try #require(try await fabric.list(["artifacts", "--run", String(id)], "artifacts"))
             #expect(artifacts.map { $0["attempt"] as? Int } == [1, 2])
-            let filtered = try #require(try await fabric.json(["runs", "--status", "succeeded", "--pipeline", "flaky"]) as? [[String: Any]])
+            let filtered = try #require(try await fabric.list(["runs", "--status", "succeeded", "--pipeline", "flaky"], "runs"))
             #expect(filtered.map { $0["id"] as? Int } == [id])
             // A running run cannot be re-run.
             try await fabric.push("slow.act", "name: slow\njobs:\n  w:\n    labels: [linux]\n    nodes:\n      n: { run: 'sleep 100' }\n")
@@ -61,10 +61,10 @@ import Wire
             try await fabric.push("gpu.act", "name: gpu\njobs:\n  t:\n    labels: [gpu]\n    nodes:\n      n: { run: 'true' }\n")
             let a = try await fabric.trigger("shop/gpu")
             let b = try await fabric.trigger("shop/gpu")
-            let queue = try #require(try await fabric.json(["queue"], as: "bot") as? [[String: Any]])
+            let queue = try #require(try await fabric.list(["queue"], "jobs", as: "bot"))
             #expect(queue.map { $0["run"] as? Int } == [a, b])
-            #expect(queue.first?["waiting_reason"] as? String == "no connected runner has labels [gpu]")
-            let job = try #require(queue.last?["id"] as? Int)
+            #expect(queue.first?["waitingReason"] as? String == "no connected runner has labels [gpu]")
+            let job = try #require(queue.last?["job"] as? Int)
             for arguments in [["queue", "move", String(job), "--top"], ["cancel", "--queued", "--label", "gpu"],
                               ["runners", "drain", "runner-1"]] {
                 let refused = try await fabric.heddle(arguments, as: "bot")
@@ -73,16 +73,16 @@ import Wire
                         "\(arguments): \(refused.error)")
             }
             #expect(try await fabric.heddle(["queue", "move", String(job), "--top"]).status == 0)
-            let moved = try #require(try await fabric.json(["queue"]) as? [[String: Any]])
+            let moved = try #require(try await fabric.list(["queue"], "jobs"))
             #expect(moved.map { $0["run"] as? Int } == [b, a])
             #expect(try await fabric.heddle(["runners", "drain", "runner-1"]).status == 0)
-            let runners = try #require(try await fabric.json(["runners"]) as? [[String: Any]])
+            let runners = try #require(try await fabric.list(["runners"], "runners"))
             #expect(runners.first?["drained"] as? Bool == true)
             let dry = try await fabric.heddle(["cancel", "--queued", "--label", "gpu", "--dry-run"])
             #expect(dry.output.contains("2 jobs would be cancelled"))
             let cancel = try await fabric.heddle(["cancel", String(a)], as: "bot")
             #expect(cancel.status == 0)
-            #expect(try await fabric.run(a)["status"] as? String == "cancelled")
+            #expect(summary(try await fabric.run(a))["status"] as? String == "cancelled")
         } catch {
             await fabric.stop()
             throw error
@@ -93,6 +93,9 @@ import Wire
 
 /// A run's jobs, from `heddle runs show --json`.
 func jobs(_ run: [String: Any]) -> [[String: Any]] { run["jobs"] as? [[String: Any]] ?? [] }
+
+/// The run of a `RunDetail` (`heddle runs show --json`, as `GET /api/v1/runs/{run}`).
+func summary(_ detail: [String: Any]) -> [String: Any] { detail["run"] as? [String: Any] ?? [:] }
 
 /// A job's nodes by name, with their statuses.
 func nodes(_ job: [String: Any]) -> [String: String] {

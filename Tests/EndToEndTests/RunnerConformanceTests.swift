@@ -21,16 +21,16 @@ import Wire
             let runID = try #require(run["id"] as? Int)
 
             let detail = try #require(try await fabric.json(["runs", "show", String(runID)]) as? [String: Any])
-            #expect(detail["status"] as? String == "succeeded")
-            #expect(detail["attempt"] as? Int == 1)
+            #expect(summary(detail)["status"] as? String == "succeeded")
+            #expect(summary(detail)["attempt"] as? Int == 1)
             let jobs = try #require(detail["jobs"] as? [[String: Any]])
             #expect(jobs.count == 1)
             #expect(jobs[0]["runner"] as? String == "runner-1")
             let nodes = try #require(jobs[0]["nodes"] as? [[String: Any]])
             #expect(nodes.map { $0["name"] as? String } == ["fetch", "colours", "big", "report"])
-            #expect(nodes.allSatisfy { $0["status"] as? String == "succeeded" && $0["exit_code"] as? Int == 0 })
+            #expect(nodes.allSatisfy { $0["status"] as? String == "succeeded" && $0["exitCode"] as? Int == 0 })
             // colours and big both need only fetch: they overlapped or at least both started after it.
-            let starts = nodes.compactMap { $0["started_at"] as? String }
+            let starts = nodes.compactMap { $0["startedAt"] as? String }
             #expect(starts.count == 4)
 
             let colours = try await fabric.heddle(["logs", String(runID), "--job", "test", "--node", "colours"])
@@ -41,7 +41,7 @@ import Wire
             #expect(all.output.contains("── test/fetch ──\nfetch-done\n"))
             #expect(all.output.contains("── test/report ──\nfetched\n"))
 
-            let artifacts = try #require(try await fabric.json(["artifacts", "--run", String(runID)]) as? [[String: Any]])
+            let artifacts = try #require(try await fabric.list(["artifacts", "--run", String(runID)], "artifacts"))
             #expect(artifacts.map { $0["name"] as? String } == ["out/blob.bin", "out/report.txt"])
             let blob = try #require(artifacts.first)
             #expect(blob["size"] as? Int == 3_145_728)
@@ -57,7 +57,7 @@ import Wire
             #expect(sha256Hex(downloaded) == loggedHash)
             try await PipelineEndToEndTests.downloadsIntoDirectoriesDeleteNothing(fabric, id: id, sha256: loggedHash)
 
-            let queue = try #require(try await fabric.json(["queue"]) as? [Any])
+            let queue = try #require(try await fabric.list(["queue"], "jobs"))
             #expect(queue.isEmpty)
 
             let graph = try await fabric.heddle(["graph", String(runID)])
@@ -99,15 +99,15 @@ import Wire
             let triggered = try await fabric.heddle(["trigger", "shop/fail", "--wait"])
             #expect(triggered.status == 1, "trigger --wait must exit 1 for a failed run")
             #expect(triggered.output.contains("failed"))
-            let runs = try #require(try await fabric.json(["runs"]) as? [[String: Any]])
+            let runs = try #require(try await fabric.list(["runs"], "runs"))
             let runID = try #require(runs.first?["id"] as? Int)
             let detail = try #require(try await fabric.json(["runs", "show", String(runID)]) as? [String: Any])
-            #expect(detail["status"] as? String == "failed")
+            #expect(summary(detail)["status"] as? String == "failed")
             let job = try #require((detail["jobs"] as? [[String: Any]])?.first)
             #expect(job["status"] as? String == "failed")
             #expect((job["reason"] as? String)?.contains("'broken' failed with exit code 7") == true)
             let nodes = Dictionary(uniqueKeysWithValues: (job["nodes"] as? [[String: Any]] ?? []).map {
-                ($0["name"] as! String, ($0["status"] as! String, $0["exit_code"] as? Int))
+                ($0["name"] as! String, ($0["status"] as! String, $0["exitCode"] as? Int))
             })
             #expect(nodes["ok"]?.0 == "succeeded")
             #expect(nodes["broken"]?.0 == "failed" && nodes["broken"]?.1 == 7)
@@ -118,7 +118,7 @@ import Wire
 
             // Symbolic links out of the workspace, to a directory or to a file, upload
             // nothing, and the node's log says so.
-            let artifacts = try #require(try await fabric.json(["artifacts", "--run", String(runID)]) as? [[String: Any]])
+            let artifacts = try #require(try await fabric.list(["artifacts", "--run", String(runID)], "artifacts"))
             #expect(artifacts.map { $0["name"] as? String } == ["out/own.txt"])
             let log = try await fabric.heddle(["logs", String(runID), "--job", "test", "--node", "independent"])
             #expect(log.output == """
@@ -146,13 +146,13 @@ import Wire
                       step: { run: "echo tick 1; while [ ! -f \(fabric.root.file("go")) ]; do sleep 0.05; done; echo tick 2; echo tick 3" }
                 """)
             let triggered = try await fabric.heddle(["trigger", "shop/gpu", "--json"])
-            let id = try #require((try JSONSerialization.jsonObject(with: triggered.data) as? [String: Any])?["id"] as? Int)
+            let id = try #require((try JSONSerialization.jsonObject(with: triggered.data) as? [String: Any])?["run"] as? Int)
             let follow = try fabric.startHeddle(["logs", String(id), "--follow"])
             // The first line is shown while the node still waits for the go file: live, not
             // printed from history after the run ended.
             do {
                 try await waitUntil("the follower to show the first line") { follow.standardOutput.contains("tick 1\n") }
-                #expect(try await fabric.run(id)["status"] as? String == "running")
+                #expect(summary(try await fabric.run(id))["status"] as? String == "running")
                 #expect(!follow.standardOutput.contains("tick 2"))
             } catch {
                 await follow.stop()
@@ -165,7 +165,7 @@ import Wire
             let job = try #require((detail["jobs"] as? [[String: Any]])?.first)
             #expect(job["runner"] as? String == "runner-2")
             // Each runner is listed with the versions its Hello said.
-            let runners = try #require(try await fabric.json(["runners"]) as? [[String: Any]])
+            let runners = try #require(try await fabric.list(["runners"], "runners"))
             let expected = ["swift": HeddleVersion.software, "c": "\(HeddleVersion.software)-c"][runner.name]
             for listed in runners {
                 #expect(listed["protocol"] as? String == "\(HeddleVersion.protocolVersion).\(HeddleVersion.protocolMinor)")
@@ -209,7 +209,7 @@ import Wire
             #expect(cancel.status == 0, "\(cancel.error)")
             #expect(cancel.output.contains("stopping on runner-1"))
             try await waitUntil("the run to be cancelled") {
-                try await fabric.run(id)["status"] as? String == "cancelled"
+                summary(try await fabric.run(id))["status"] as? String == "cancelled"
             }
             #expect(!isAlive(grandchild), "the detached grandchild that ignores SIGTERM survived the cancel")
             let run = try await fabric.run(id)
@@ -240,7 +240,7 @@ import Wire
                 """)
             let wait = try await fabric.heddle(["trigger", "shop/timeout", "--wait"])
             #expect(wait.status == 1)
-            let runs = try #require(try await fabric.json(["runs"]) as? [[String: Any]])
+            let runs = try #require(try await fabric.list(["runs"], "runs"))
             let run = try await fabric.run(try #require(runs.first?["id"] as? Int))
             let job = try #require(jobs(run).first)
             #expect((job["reason"] as? String)?.hasPrefix("timeout: node 'slow'") == true, "\(job)")
@@ -275,7 +275,7 @@ import Wire
                 """, project: "app")
             let wait = try await fabric.heddle(["trigger", "app/ci", "--branch", "feature", "--wait"])
             #expect(wait.status == 0, "\(wait.output)\(wait.error)")
-            let id = try #require((try await fabric.json(["runs"]) as? [[String: Any]])?.first?["id"] as? Int)
+            let id = try #require((try await fabric.list(["runs"], "runs"))?.first?["id"] as? Int)
             let job = try #require(jobs(try await fabric.run(id)).first)
             #expect(job["commit"] as? String == featureCommit)
             let log = try await fabric.heddle(["logs", String(id), "--job", "build", "--node", "show"])
@@ -283,7 +283,7 @@ import Wire
 
             let missing = try await fabric.heddle(["trigger", "app/ci", "--branch", "no-such-branch", "--wait"])
             #expect(missing.status == 1)
-            let failedID = try #require((try await fabric.json(["runs"]) as? [[String: Any]])?.first?["id"] as? Int)
+            let failedID = try #require((try await fabric.list(["runs"], "runs"))?.first?["id"] as? Int)
             let failedJob = try #require(jobs(try await fabric.run(failedID)).first)
             let reason = failedJob["reason"] as? String ?? ""
             #expect(reason.contains("checkout of \(repo) (branch no-such-branch) failed"), "\(reason)")
@@ -329,7 +329,7 @@ import Wire
             try await waitUntil("some lines to be stored") { try await logLines(fabric, id, job: "work", node: "talk") >= 10 }
             try await fabric.crashAndRestartCoordinator()
             let run = try await fabric.waitForRun(id, ["succeeded", "failed"])
-            #expect(run["status"] as? String == "succeeded", "\(run)")
+            #expect(summary(run)["status"] as? String == "succeeded", "\(run)")
             let log = try await fabric.heddle(["logs", String(id), "--job", "work", "--node", "talk"])
             #expect(log.output == FaultTests.expected)
         } catch {
@@ -371,11 +371,11 @@ import Wire
             await fabric.proxy?.cut()
             await fabric.proxy?.resume()
             let run = try await fabric.waitForRun(id, ["succeeded", "failed"], timeout: .seconds(180))
-            #expect(run["status"] as? String == "succeeded", "\(run)")
+            #expect(summary(run)["status"] as? String == "succeeded", "\(run)")
             #expect(try await fabric.heddle(["logs", String(id), "--job", "work", "--node", "talk"]).output == FaultTests.expected)
             let hash = try await fabric.heddle(["logs", String(id), "--job", "work", "--node", "make"]).output
                 .trimmingCharacters(in: .whitespacesAndNewlines)
-            let artifacts = try #require(try await fabric.json(["artifacts", "--run", String(id)]) as? [[String: Any]])
+            let artifacts = try #require(try await fabric.list(["artifacts", "--run", String(id)], "artifacts"))
             #expect(artifacts.first?["size"] as? Int == size)
             #expect(artifacts.first?["sha256"] as? String == hash)
             #expect(fabric.coordinator?.standardError.contains("upload resumed") == true,
@@ -396,10 +396,10 @@ import Wire
             try await waitForAnUpload(in: fabric.root.file("data/uploads"))
             try await fabric.crashAndRestartCoordinator()
             let run = try await fabric.waitForRun(id, ["succeeded", "failed"], timeout: .seconds(180))
-            #expect(run["status"] as? String == "succeeded", "\(run)")
+            #expect(summary(run)["status"] as? String == "succeeded", "\(run)")
             let hash = try await fabric.heddle(["logs", String(id), "--job", "work", "--node", "make"]).output
                 .trimmingCharacters(in: .whitespacesAndNewlines)
-            let artifacts = try #require(try await fabric.json(["artifacts", "--run", String(id)]) as? [[String: Any]])
+            let artifacts = try #require(try await fabric.list(["artifacts", "--run", String(id)], "artifacts"))
             #expect(artifacts.count == 1)
             #expect(artifacts.first?["size"] as? Int == size)
             #expect(artifacts.first?["sha256"] as? String == hash)
@@ -423,7 +423,7 @@ import Wire
             try await fabric.killRunner(0)
             let run = try await fabric.waitForRun(id, ["failed", "succeeded"], timeout: .seconds(30))
             let job = try #require((run["jobs"] as? [[String: Any]])?.first)
-            #expect(run["status"] as? String == "failed")
+            #expect(summary(run)["status"] as? String == "failed")
             #expect((job["reason"] as? String)?.hasPrefix("runner lost: runner-1") == true, "\(job)")
 
             // The killed runner left its workspace behind; started again, it clears it.
@@ -432,7 +432,7 @@ import Wire
             #expect(left.contains { $0.hasPrefix("job-") }, "\(left)")
             try fabric.restartRunner(0, labels: "linux")
             try await waitUntil("the restarted runner to connect") {
-                (try await fabric.json(["runners"]) as? [Any])?.count == 1
+                (try await fabric.list(["runners"], "runners"))?.count == 1
             }
             let after = (try? FileManager.default.contentsOfDirectory(atPath: work)) ?? []
             #expect(!after.contains { $0.hasPrefix("job-") }, "\(after)")
@@ -445,7 +445,7 @@ import Wire
 
     /// The runner's running-job count, as `heddle runners` shows it (nil while not connected).
     func running(_ fabric: Fabric, _ name: String) async throws -> Int? {
-        let runners = try await fabric.json(["runners"]) as? [[String: Any]] ?? []
+        let runners = try await fabric.list(["runners"], "runners") ?? []
         return runners.first { $0["name"] as? String == name }?["running"] as? Int
     }
 
@@ -480,7 +480,7 @@ import Wire
             #expect((job["reason"] as? String)?.contains("runner lost: runner-1") == true, "\(job)")
             kill(pid, SIGCONT)
             let run = try await fabric.waitForRun(id, ["succeeded", "failed", "cancelled"], timeout: .seconds(60))
-            #expect(run["status"] as? String == "succeeded", "\(run)")
+            #expect(summary(run)["status"] as? String == "succeeded", "\(run)")
             #expect(try await fabric.heddle(["logs", String(id), "--job", "work", "--node", "n"]).output == "start\nend\n")
             try await waitUntil("the runner to be idle") { try await running(fabric, "runner-1") == 0 }
         }
@@ -494,11 +494,11 @@ import Wire
             let cancel = try await fabric.heddle(["cancel", String(id)])
             #expect(cancel.status == 0 && cancel.output.contains("1 job cancelled"), "\(cancel.output)\(cancel.error)")
             let run = try await fabric.waitForRun(id, ["cancelled", "queued", "failed"], timeout: .seconds(30))
-            #expect(run["status"] as? String == "cancelled", "\(run)")
+            #expect(summary(run)["status"] as? String == "cancelled", "\(run)")
             kill(pid, SIGCONT)
             try await waitUntil("the resumed runner to be back and idle") { try await running(fabric, "runner-1") == 0 }
-            #expect(try await fabric.run(id)["status"] as? String == "cancelled")
-            let queue = try await fabric.json(["queue"]) as? [Any]
+            #expect(summary(try await fabric.run(id))["status"] as? String == "cancelled")
+            let queue = try await fabric.list(["queue"], "jobs")
             #expect(queue?.isEmpty == true)
         }
     }
@@ -538,28 +538,28 @@ import Wire
             let connectsBefore = runner.standardError.components(separatedBy: " connected").count
             _ = FileManager.default.createFile(atPath: go, contents: Data())
             try await waitUntil("heddle runners to say the runner is stalled") {
-                let runners = try await fabric.json(["runners"]) as? [[String: Any]] ?? []
+                let runners = try await fabric.list(["runners"], "runners") ?? []
                 return (runners.first?["stalled"] as? String)?.contains("storage is full") == true
             }
             let start = ContinuousClock.now
             try await waitUntil("six seconds of a full disk") { ContinuousClock.now - start >= .seconds(6) }
             let reconnects = runner.standardError.components(separatedBy: " connected").count - connectsBefore
             #expect(reconnects == 0, "\(reconnects) reconnects in about 6 s")
-            #expect(try await fabric.run(id)["status"] as? String == "running")
+            #expect(summary(try await fabric.run(id))["status"] as? String == "running")
 
             try FileManager.default.removeItem(atPath: filler)
             let run = try await fabric.waitForRun(id, ["succeeded", "failed", "cancelled"], timeout: .seconds(60))
-            #expect(run["status"] as? String == "succeeded", "\(run)")
+            #expect(summary(run)["status"] as? String == "succeeded", "\(run)")
             let node = try #require(((run["jobs"] as? [[String: Any]])?.first?["nodes"] as? [[String: Any]])?.first)
-            #expect(node["status"] as? String == "succeeded" && node["exit_code"] as? Int == 0, "\(node)")
+            #expect(node["status"] as? String == "succeeded" && node["exitCode"] as? Int == 0, "\(node)")
             let log = try await fabric.heddle(["logs", String(id), "--job", "work", "--node", "n"]).output
             let expected = "first\n" + (1...20000).map { "\($0)\n" }.joined()
             #expect(log.hasPrefix(expected), "the log is not exact")
             let hash = String(log.dropFirst(expected.count).prefix(64))
-            let artifacts = try #require(try await fabric.json(["artifacts", "--run", String(id)]) as? [[String: Any]])
+            let artifacts = try #require(try await fabric.list(["artifacts", "--run", String(id)], "artifacts"))
             #expect(artifacts.first?["sha256"] as? String == hash)
-            let runners = try await fabric.json(["runners"]) as? [[String: Any]] ?? []
-            #expect(runners.first?["stalled"] is NSNull)
+            let runners = try await fabric.list(["runners"], "runners") ?? []
+            #expect(runners.first?["stalled"] == nil)
         } catch {
             try? FileManager.default.removeItem(atPath: filler)
             await fabric.stop()
@@ -590,7 +590,7 @@ import Wire
             await fabric.proxy?.stall()
             #expect(try await fabric.heddle(["runners", "undrain", "runner-2"]).status == 0)
             let run = try await fabric.waitForRun(id, ["succeeded", "failed"], timeout: .seconds(60))
-            #expect(run["status"] as? String == "succeeded", "\(run)")
+            #expect(summary(run)["status"] as? String == "succeeded", "\(run)")
             let job = try #require((run["jobs"] as? [[String: Any]])?.first)
             #expect(job["runner"] as? String == "runner-2")
             #expect(try await fabric.heddle(["logs", String(id), "--job", "work", "--node", "n"]).output == "start b\nend b\n")
@@ -602,7 +602,7 @@ import Wire
             // It never ends by itself: only the coordinator's StopJob{abandon} ends it.
             try await waitUntil("runner 1's copy of the job to be stopped") { !isAlive(pid) }
             try await waitUntil("runner 1 to reconnect") {
-                let runners = try await fabric.json(["runners"]) as? [[String: Any]] ?? []
+                let runners = try await fabric.list(["runners"], "runners") ?? []
                 return runners.contains { $0["name"] as? String == "runner-1" }
             }
             #expect(try await fabric.heddle(["logs", String(id), "--job", "work", "--node", "n"]).output == "start b\nend b\n")
@@ -621,7 +621,7 @@ import Wire
             #expect(revoke.status == 0, "\(revoke.error)")
             #expect(revoke.output.contains("1 session closed"), "\(revoke.output)")
             try await waitUntil("the runner to be gone") {
-                (try await fabric.json(["runners"]) as? [Any])?.isEmpty == true
+                (try await fabric.list(["runners"], "runners"))?.isEmpty == true
             }
             try await waitUntil("the runner to be refused") {
                 fabric.runners[0]?.standardError.contains("revoked") == true
@@ -632,7 +632,7 @@ import Wire
             let reissue = try await fabric.heddle(["certs", "issue", "--dir", fabric.certs, "--role", "runner", "--name", "runner-1"])
             #expect(reissue.status == 0)
             try await waitUntil("the renewed runner to connect", timeout: .seconds(60)) {
-                (try await fabric.json(["runners"]) as? [Any])?.count == 1
+                (try await fabric.list(["runners"], "runners"))?.count == 1
             }
         } catch {
             await fabric.stop()
@@ -663,7 +663,7 @@ import Wire
             try await waitUntil("the runner to log its drain") { process.standardError.contains("draining") }
             _ = FileManager.default.createFile(atPath: fabric.root.file("go") + "-\(first)", contents: Data())
             #expect(try await process.waitForExit(timeout: .seconds(30)) == 0)
-            #expect(try await fabric.run(first)["status"] as? String == "succeeded")
+            #expect(summary(try await fabric.run(first))["status"] as? String == "succeeded")
 
             let other = try #require(fabric.runners[1 - index])
             let second = try await fabric.trigger("shop/sleepy")
@@ -673,7 +673,7 @@ import Wire
             kill(other.pid, SIGTERM)
             _ = try await other.waitForExit(timeout: .seconds(30))
             let run = try await fabric.waitForRun(second, ["cancelled", "failed", "succeeded"])
-            #expect(run["status"] as? String == "cancelled", "\(run)")
+            #expect(summary(run)["status"] as? String == "cancelled", "\(run)")
         } catch {
             await fabric.stop()
             throw error
@@ -762,7 +762,7 @@ import Wire
             // No runner yet: the run stays queued across the restart.
             let (status, output) = try await heddle(["trigger", "p/ci", "--branch", "after-restart", "--json"])
             #expect(status == 0)
-            let id = try #require((try JSONSerialization.jsonObject(with: output) as? [String: Any])?["id"] as? Int)
+            let id = try #require((try JSONSerialization.jsonObject(with: output) as? [String: Any])?["run"] as? Int)
 
             await first.stop()
             #expect(first.process.terminationReason == .exit && first.process.terminationStatus == 0,

@@ -77,8 +77,8 @@ import Wire
             let runs = push.object?["runs"] as? [Int] ?? []
             #expect(runs.count == 1 && push.object?["outcome"] as? String == "triggered")
             let run = try await fabric.waitForRun(runs.first ?? 0, ["succeeded", "failed"])
-            #expect(run["status"] as? String == "succeeded", "\(run)\n\(fabric.logs)")
-            #expect(run["pipeline"] as? String == "ci" && run["trigger"] as? String == "webhook")
+            #expect(summary(run)["status"] as? String == "succeeded", "\(run)\n\(fabric.logs)")
+            #expect(summary(run)["pipeline"] as? String == "ci" && summary(run)["trigger"] as? String == "webhook")
             let shown = try await fabric.http(as: "admin").request("GET", "/api/v1/runs/\(runs.first ?? 0)")
             #expect((shown.object?["run"] as? [String: Any])?["triggeredBy"] as? String == "github delivery gh-1", "\(shown.text)")
             let log = try await fabric.heddle(["logs", String(runs.first ?? 0), "--job", "build", "--node", "show"])
@@ -106,7 +106,7 @@ import Wire
             #expect(giteaRuns.count == 2)
             for id in giteaRuns {
                 let finished = try await fabric.waitForRun(id, ["succeeded", "failed"])
-                #expect(finished["status"] as? String == "succeeded" && finished["branch"] as? String == "release/2.0")
+                #expect(summary(finished)["status"] as? String == "succeeded" && summary(finished)["branch"] as? String == "release/2.0")
             }
 
             // GitLab: its token; a push to a branch nothing listens to starts nothing, and says why.
@@ -134,7 +134,7 @@ import Wire
             #expect(huge.status == 413)
 
             // Every delivery is listed with its outcome, from the CLI and the API.
-            let listed = try await fabric.json(["project", "deliveries", "app"]) as? [[String: Any]] ?? []
+            let listed = try await fabric.list(["project", "deliveries", "app"], "deliveries") ?? []
             #expect(listed.map { $0["delivery"] as? String } == ["gh-6", "gh-5", "gh-4", "gl-1", "gt-1", "gh-1"], "\(listed)")
             #expect(listed.map { $0["outcome"] as? String } == ["triggered", "ignored", "ignored", "ignored", "triggered", "triggered"])
             let api = try await fabric.http(as: "admin").request("GET", "/api/v1/projects/app/deliveries?limit=2")

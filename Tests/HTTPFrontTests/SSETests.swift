@@ -1,8 +1,8 @@
+import APITypes
 @testable import Coordinator
 import Foundation
-import Testing
-import APITypes
 @testable import HTTPAPI
+import Testing
 
 /// The `log` event, written by hand on the hot path, is the `LogEvent` schema encoded as any
 /// other event is: JSON fields in sorted order, the id the offset after its bytes.

@@ -18,8 +18,8 @@ def waiting_pipeline(name):
 
 def queued_ids(fabric, project):
     """The coordinator's order of the project's queued jobs, read through the CLI."""
-    entries = json.loads(fabric.cli("queue", "list", "--json", "--limit", "1000"))
-    return [entry["id"] for entry in entries if entry["status"] == "queued" and entry["pipeline"].startswith(project + "/")]
+    entries = json.loads(fabric.cli("queue", "list", "--json", "--limit", "1000"))["jobs"]
+    return [entry["job"] for entry in entries if entry["status"] == "queued" and entry["project"] == project]
 
 
 def finished(fabric, run):

@@ -136,6 +136,23 @@ extension RunRecord {
         summary.startedAtMs = startedAt ?? 0
         summary.finishedAtMs = finishedAt ?? 0
         summary.trigger = trigger
+        summary.pipelineVersion = UInt64(pipelineVersionID)
+        summary.triggeredBy = triggeredBy
+        summary.commit = commit
+        return summary
+    }
+}
+
+extension AttemptRecord {
+    var proto: Heddle_V1_AttemptSummary {
+        var summary = Heddle_V1_AttemptSummary()
+        summary.number = UInt32(number)
+        summary.status = status.proto
+        summary.trigger = trigger
+        summary.triggeredBy = triggeredBy
+        summary.createdAtMs = createdAt
+        summary.startedAtMs = startedAt ?? 0
+        summary.finishedAtMs = finishedAt ?? 0
         return summary
     }
 }
@@ -239,6 +256,7 @@ extension RunDetail {
         var detail = Heddle_V1_RunDetail()
         detail.run = run.proto
         detail.jobs = jobs.map(\.proto)
+        detail.attempts = attempts.map(\.proto)
         return detail
     }
 }
@@ -253,6 +271,7 @@ extension JobDetail {
                                          finishedAt: $0.finishedAt, exitCode: $0.exitCode)
                            }).proto
         out.commit = job.commit
+        out.queuedAtMs = job.queuedAt
         for (index, node) in nodes.enumerated() { out.nodes[index].needs = node.needs }
         return out
     }

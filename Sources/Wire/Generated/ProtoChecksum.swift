@@ -2,5 +2,5 @@
 // SHA-256 of the concatenated proto/heddle/v1/*.proto files (in name order) this code was
 // generated from. WireTests fails when the protos change without regenerating.
 public enum ProtoChecksum {
-    public static let sha256 = "1da4758bd5a31dda09cfe8ee244f01cc8e257f3cc6d1419f348412b2cfab4af3"
+    public static let sha256 = "c5c268852b13267b10c8ba331d90575780ec133de9677465c8d8ef65b6e1789b"
 }

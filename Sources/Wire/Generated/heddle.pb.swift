@@ -1422,8 +1422,44 @@ public nonisolated struct Heddle_V1_RunSummary: Sendable {
   /// 0: not yet
   public var finishedAtMs: Int64 = 0
 
-  /// "manual", "api"
+  /// "manual" (an admin), "api" (automation) or "webhook"
   public var trigger: String = String()
+
+  /// the id of the stored pipeline version the run uses
+  public var pipelineVersion: UInt64 = 0
+
+  /// who started the attempt (empty: not recorded)
+  public var triggeredBy: String = String()
+
+  /// the commit the run is of, when it was given (empty: the branch's head)
+  public var commit: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// One attempt of a run, as run details list them.
+public nonisolated struct Heddle_V1_AttemptSummary: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var number: UInt32 = 0
+
+  public var status: Heddle_V1_Status = .unspecified
+
+  public var trigger: String = String()
+
+  public var triggeredBy: String = String()
+
+  public var createdAtMs: Int64 = 0
+
+  /// 0: not yet
+  public var startedAtMs: Int64 = 0
+
+  /// 0: not yet
+  public var finishedAtMs: Int64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1509,6 +1545,8 @@ public nonisolated struct Heddle_V1_JobDetail: Sendable {
 
   public var attempt: UInt32 = 0
 
+  public var queuedAtMs: Int64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1529,6 +1567,9 @@ public nonisolated struct Heddle_V1_RunDetail: Sendable {
   public mutating func clearRun() {self._run = nil}
 
   public var jobs: [Heddle_V1_JobDetail] = []
+
+  /// every attempt of the run, first to last
+  public var attempts: [Heddle_V1_AttemptSummary] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -4762,7 +4803,7 @@ nonisolated extension Heddle_V1_RunListRequest: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Heddle_V1_RunSummary: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RunSummary"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}project\0\u{1}pipeline\0\u{1}branch\0\u{1}status\0\u{1}attempt\0\u{3}created_at_ms\0\u{3}started_at_ms\0\u{3}finished_at_ms\0\u{1}trigger\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}project\0\u{1}pipeline\0\u{1}branch\0\u{1}status\0\u{1}attempt\0\u{3}created_at_ms\0\u{3}started_at_ms\0\u{3}finished_at_ms\0\u{1}trigger\0\u{3}pipeline_version\0\u{3}triggered_by\0\u{1}commit\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -4780,6 +4821,9 @@ nonisolated extension Heddle_V1_RunSummary: SwiftProtobuf.Message, SwiftProtobuf
       case 8: try { try decoder.decodeSingularInt64Field(value: &self.startedAtMs) }()
       case 9: try { try decoder.decodeSingularInt64Field(value: &self.finishedAtMs) }()
       case 10: try { try decoder.decodeSingularStringField(value: &self.trigger) }()
+      case 11: try { try decoder.decodeSingularUInt64Field(value: &self.pipelineVersion) }()
+      case 12: try { try decoder.decodeSingularStringField(value: &self.triggeredBy) }()
+      case 13: try { try decoder.decodeSingularStringField(value: &self.commit) }()
       default: break
       }
     }
@@ -4816,6 +4860,15 @@ nonisolated extension Heddle_V1_RunSummary: SwiftProtobuf.Message, SwiftProtobuf
     if !self.trigger.isEmpty {
       try visitor.visitSingularStringField(value: self.trigger, fieldNumber: 10)
     }
+    if self.pipelineVersion != 0 {
+      try visitor.visitSingularUInt64Field(value: self.pipelineVersion, fieldNumber: 11)
+    }
+    if !self.triggeredBy.isEmpty {
+      try visitor.visitSingularStringField(value: self.triggeredBy, fieldNumber: 12)
+    }
+    if !self.commit.isEmpty {
+      try visitor.visitSingularStringField(value: self.commit, fieldNumber: 13)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -4830,6 +4883,69 @@ nonisolated extension Heddle_V1_RunSummary: SwiftProtobuf.Message, SwiftProtobuf
     if lhs.startedAtMs != rhs.startedAtMs {return false}
     if lhs.finishedAtMs != rhs.finishedAtMs {return false}
     if lhs.trigger != rhs.trigger {return false}
+    if lhs.pipelineVersion != rhs.pipelineVersion {return false}
+    if lhs.triggeredBy != rhs.triggeredBy {return false}
+    if lhs.commit != rhs.commit {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Heddle_V1_AttemptSummary: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".AttemptSummary"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}number\0\u{1}status\0\u{1}trigger\0\u{3}triggered_by\0\u{3}created_at_ms\0\u{3}started_at_ms\0\u{3}finished_at_ms\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.number) }()
+      case 2: try { try decoder.decodeSingularEnumField(value: &self.status) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.trigger) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.triggeredBy) }()
+      case 5: try { try decoder.decodeSingularInt64Field(value: &self.createdAtMs) }()
+      case 6: try { try decoder.decodeSingularInt64Field(value: &self.startedAtMs) }()
+      case 7: try { try decoder.decodeSingularInt64Field(value: &self.finishedAtMs) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.number != 0 {
+      try visitor.visitSingularUInt32Field(value: self.number, fieldNumber: 1)
+    }
+    if self.status != .unspecified {
+      try visitor.visitSingularEnumField(value: self.status, fieldNumber: 2)
+    }
+    if !self.trigger.isEmpty {
+      try visitor.visitSingularStringField(value: self.trigger, fieldNumber: 3)
+    }
+    if !self.triggeredBy.isEmpty {
+      try visitor.visitSingularStringField(value: self.triggeredBy, fieldNumber: 4)
+    }
+    if self.createdAtMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.createdAtMs, fieldNumber: 5)
+    }
+    if self.startedAtMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.startedAtMs, fieldNumber: 6)
+    }
+    if self.finishedAtMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.finishedAtMs, fieldNumber: 7)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Heddle_V1_AttemptSummary, rhs: Heddle_V1_AttemptSummary) -> Bool {
+    if lhs.number != rhs.number {return false}
+    if lhs.status != rhs.status {return false}
+    if lhs.trigger != rhs.trigger {return false}
+    if lhs.triggeredBy != rhs.triggeredBy {return false}
+    if lhs.createdAtMs != rhs.createdAtMs {return false}
+    if lhs.startedAtMs != rhs.startedAtMs {return false}
+    if lhs.finishedAtMs != rhs.finishedAtMs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -4962,7 +5078,7 @@ nonisolated extension Heddle_V1_NodeDetail: SwiftProtobuf.Message, SwiftProtobuf
 
 nonisolated extension Heddle_V1_JobDetail: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".JobDetail"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}name\0\u{1}status\0\u{1}runner\0\u{3}started_at_ms\0\u{3}finished_at_ms\0\u{1}reason\0\u{1}nodes\0\u{1}labels\0\u{1}commit\0\u{1}attempt\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}name\0\u{1}status\0\u{1}runner\0\u{3}started_at_ms\0\u{3}finished_at_ms\0\u{1}reason\0\u{1}nodes\0\u{1}labels\0\u{1}commit\0\u{1}attempt\0\u{3}queued_at_ms\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -4981,6 +5097,7 @@ nonisolated extension Heddle_V1_JobDetail: SwiftProtobuf.Message, SwiftProtobuf.
       case 9: try { try decoder.decodeRepeatedStringField(value: &self.labels) }()
       case 10: try { try decoder.decodeSingularStringField(value: &self.commit) }()
       case 11: try { try decoder.decodeSingularUInt32Field(value: &self.attempt) }()
+      case 12: try { try decoder.decodeSingularInt64Field(value: &self.queuedAtMs) }()
       default: break
       }
     }
@@ -5020,6 +5137,9 @@ nonisolated extension Heddle_V1_JobDetail: SwiftProtobuf.Message, SwiftProtobuf.
     if self.attempt != 0 {
       try visitor.visitSingularUInt32Field(value: self.attempt, fieldNumber: 11)
     }
+    if self.queuedAtMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.queuedAtMs, fieldNumber: 12)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -5035,6 +5155,7 @@ nonisolated extension Heddle_V1_JobDetail: SwiftProtobuf.Message, SwiftProtobuf.
     if lhs.labels != rhs.labels {return false}
     if lhs.commit != rhs.commit {return false}
     if lhs.attempt != rhs.attempt {return false}
+    if lhs.queuedAtMs != rhs.queuedAtMs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -5042,7 +5163,7 @@ nonisolated extension Heddle_V1_JobDetail: SwiftProtobuf.Message, SwiftProtobuf.
 
 nonisolated extension Heddle_V1_RunDetail: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RunDetail"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}run\0\u{1}jobs\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}run\0\u{1}jobs\0\u{1}attempts\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -5052,6 +5173,7 @@ nonisolated extension Heddle_V1_RunDetail: SwiftProtobuf.Message, SwiftProtobuf.
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularMessageField(value: &self._run) }()
       case 2: try { try decoder.decodeRepeatedMessageField(value: &self.jobs) }()
+      case 3: try { try decoder.decodeRepeatedMessageField(value: &self.attempts) }()
       default: break
       }
     }
@@ -5068,12 +5190,16 @@ nonisolated extension Heddle_V1_RunDetail: SwiftProtobuf.Message, SwiftProtobuf.
     if !self.jobs.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.jobs, fieldNumber: 2)
     }
+    if !self.attempts.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.attempts, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Heddle_V1_RunDetail, rhs: Heddle_V1_RunDetail) -> Bool {
     if lhs._run != rhs._run {return false}
     if lhs.jobs != rhs.jobs {return false}
+    if lhs.attempts != rhs.attempts {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

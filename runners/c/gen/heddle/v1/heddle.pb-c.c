@@ -1459,6 +1459,51 @@ void   heddle__v1__run_summary__free_unpacked
   assert(message->base.descriptor == &heddle__v1__run_summary__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   heddle__v1__attempt_summary__init
+                     (Heddle__V1__AttemptSummary         *message)
+{
+  static const Heddle__V1__AttemptSummary init_value = HEDDLE__V1__ATTEMPT_SUMMARY__INIT;
+  *message = init_value;
+}
+size_t heddle__v1__attempt_summary__get_packed_size
+                     (const Heddle__V1__AttemptSummary *message)
+{
+  assert(message->base.descriptor == &heddle__v1__attempt_summary__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t heddle__v1__attempt_summary__pack
+                     (const Heddle__V1__AttemptSummary *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &heddle__v1__attempt_summary__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t heddle__v1__attempt_summary__pack_to_buffer
+                     (const Heddle__V1__AttemptSummary *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &heddle__v1__attempt_summary__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Heddle__V1__AttemptSummary *
+       heddle__v1__attempt_summary__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Heddle__V1__AttemptSummary *)
+     protobuf_c_message_unpack (&heddle__v1__attempt_summary__descriptor,
+                                allocator, len, data);
+}
+void   heddle__v1__attempt_summary__free_unpacked
+                     (Heddle__V1__AttemptSummary *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &heddle__v1__attempt_summary__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   heddle__v1__run_list__init
                      (Heddle__V1__RunList         *message)
 {
@@ -6417,7 +6462,7 @@ const ProtobufCMessageDescriptor heddle__v1__run_list_request__descriptor =
   (ProtobufCMessageInit) heddle__v1__run_list_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor heddle__v1__run_summary__field_descriptors[10] =
+static const ProtobufCFieldDescriptor heddle__v1__run_summary__field_descriptors[13] =
 {
   {
     "id",
@@ -6539,23 +6584,62 @@ static const ProtobufCFieldDescriptor heddle__v1__run_summary__field_descriptors
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "pipeline_version",
+    11,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__RunSummary, pipeline_version),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "triggered_by",
+    12,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__RunSummary, triggered_by),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "commit",
+    13,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__RunSummary, commit),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned heddle__v1__run_summary__field_indices_by_name[] = {
   5,   /* field[5] = attempt */
   3,   /* field[3] = branch */
+  12,   /* field[12] = commit */
   6,   /* field[6] = created_at_ms */
   8,   /* field[8] = finished_at_ms */
   0,   /* field[0] = id */
   2,   /* field[2] = pipeline */
+  10,   /* field[10] = pipeline_version */
   1,   /* field[1] = project */
   7,   /* field[7] = started_at_ms */
   4,   /* field[4] = status */
   9,   /* field[9] = trigger */
+  11,   /* field[11] = triggered_by */
 };
 static const ProtobufCIntRange heddle__v1__run_summary__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 10 }
+  { 0, 13 }
 };
 const ProtobufCMessageDescriptor heddle__v1__run_summary__descriptor =
 {
@@ -6565,11 +6649,127 @@ const ProtobufCMessageDescriptor heddle__v1__run_summary__descriptor =
   "Heddle__V1__RunSummary",
   "heddle.v1",
   sizeof(Heddle__V1__RunSummary),
-  10,
+  13,
   heddle__v1__run_summary__field_descriptors,
   heddle__v1__run_summary__field_indices_by_name,
   1,  heddle__v1__run_summary__number_ranges,
   (ProtobufCMessageInit) heddle__v1__run_summary__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor heddle__v1__attempt_summary__field_descriptors[7] =
+{
+  {
+    "number",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__AttemptSummary, number),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "status",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__AttemptSummary, status),
+    &heddle__v1__status__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "trigger",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__AttemptSummary, trigger),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "triggered_by",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__AttemptSummary, triggered_by),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "created_at_ms",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__AttemptSummary, created_at_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "started_at_ms",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__AttemptSummary, started_at_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "finished_at_ms",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__AttemptSummary, finished_at_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned heddle__v1__attempt_summary__field_indices_by_name[] = {
+  4,   /* field[4] = created_at_ms */
+  6,   /* field[6] = finished_at_ms */
+  0,   /* field[0] = number */
+  5,   /* field[5] = started_at_ms */
+  1,   /* field[1] = status */
+  2,   /* field[2] = trigger */
+  3,   /* field[3] = triggered_by */
+};
+static const ProtobufCIntRange heddle__v1__attempt_summary__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 7 }
+};
+const ProtobufCMessageDescriptor heddle__v1__attempt_summary__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "heddle.v1.AttemptSummary",
+  "AttemptSummary",
+  "Heddle__V1__AttemptSummary",
+  "heddle.v1",
+  sizeof(Heddle__V1__AttemptSummary),
+  7,
+  heddle__v1__attempt_summary__field_descriptors,
+  heddle__v1__attempt_summary__field_indices_by_name,
+  1,  heddle__v1__attempt_summary__number_ranges,
+  (ProtobufCMessageInit) heddle__v1__attempt_summary__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor heddle__v1__run_list__field_descriptors[1] =
@@ -6777,7 +6977,7 @@ const ProtobufCMessageDescriptor heddle__v1__node_detail__descriptor =
   (ProtobufCMessageInit) heddle__v1__node_detail__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor heddle__v1__job_detail__field_descriptors[11] =
+static const ProtobufCFieldDescriptor heddle__v1__job_detail__field_descriptors[12] =
 {
   {
     "id",
@@ -6911,6 +7111,18 @@ static const ProtobufCFieldDescriptor heddle__v1__job_detail__field_descriptors[
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "queued_at_ms",
+    12,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__JobDetail, queued_at_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned heddle__v1__job_detail__field_indices_by_name[] = {
   10,   /* field[10] = attempt */
@@ -6920,6 +7132,7 @@ static const unsigned heddle__v1__job_detail__field_indices_by_name[] = {
   8,   /* field[8] = labels */
   1,   /* field[1] = name */
   7,   /* field[7] = nodes */
+  11,   /* field[11] = queued_at_ms */
   6,   /* field[6] = reason */
   3,   /* field[3] = runner */
   4,   /* field[4] = started_at_ms */
@@ -6928,7 +7141,7 @@ static const unsigned heddle__v1__job_detail__field_indices_by_name[] = {
 static const ProtobufCIntRange heddle__v1__job_detail__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 11 }
+  { 0, 12 }
 };
 const ProtobufCMessageDescriptor heddle__v1__job_detail__descriptor =
 {
@@ -6938,14 +7151,14 @@ const ProtobufCMessageDescriptor heddle__v1__job_detail__descriptor =
   "Heddle__V1__JobDetail",
   "heddle.v1",
   sizeof(Heddle__V1__JobDetail),
-  11,
+  12,
   heddle__v1__job_detail__field_descriptors,
   heddle__v1__job_detail__field_indices_by_name,
   1,  heddle__v1__job_detail__number_ranges,
   (ProtobufCMessageInit) heddle__v1__job_detail__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor heddle__v1__run_detail__field_descriptors[2] =
+static const ProtobufCFieldDescriptor heddle__v1__run_detail__field_descriptors[3] =
 {
   {
     "run",
@@ -6971,15 +7184,28 @@ static const ProtobufCFieldDescriptor heddle__v1__run_detail__field_descriptors[
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "attempts",
+    3,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Heddle__V1__RunDetail, n_attempts),
+    offsetof(Heddle__V1__RunDetail, attempts),
+    &heddle__v1__attempt_summary__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned heddle__v1__run_detail__field_indices_by_name[] = {
+  2,   /* field[2] = attempts */
   1,   /* field[1] = jobs */
   0,   /* field[0] = run */
 };
 static const ProtobufCIntRange heddle__v1__run_detail__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 2 }
+  { 0, 3 }
 };
 const ProtobufCMessageDescriptor heddle__v1__run_detail__descriptor =
 {
@@ -6989,7 +7215,7 @@ const ProtobufCMessageDescriptor heddle__v1__run_detail__descriptor =
   "Heddle__V1__RunDetail",
   "heddle.v1",
   sizeof(Heddle__V1__RunDetail),
-  2,
+  3,
   heddle__v1__run_detail__field_descriptors,
   heddle__v1__run_detail__field_indices_by_name,
   1,  heddle__v1__run_detail__number_ranges,

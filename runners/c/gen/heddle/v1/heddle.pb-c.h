@@ -49,6 +49,7 @@ typedef struct Heddle__V1__Triggered Heddle__V1__Triggered;
 typedef struct Heddle__V1__RerunRequest Heddle__V1__RerunRequest;
 typedef struct Heddle__V1__RunListRequest Heddle__V1__RunListRequest;
 typedef struct Heddle__V1__RunSummary Heddle__V1__RunSummary;
+typedef struct Heddle__V1__AttemptSummary Heddle__V1__AttemptSummary;
 typedef struct Heddle__V1__RunList Heddle__V1__RunList;
 typedef struct Heddle__V1__RunGetRequest Heddle__V1__RunGetRequest;
 typedef struct Heddle__V1__NodeDetail Heddle__V1__NodeDetail;
@@ -882,13 +883,50 @@ struct  Heddle__V1__RunSummary
    */
   int64_t finished_at_ms;
   /*
-   * "manual", "api"
+   * "manual" (an admin), "api" (automation) or "webhook"
    */
   char *trigger;
+  /*
+   * the id of the stored pipeline version the run uses
+   */
+  uint64_t pipeline_version;
+  /*
+   * who started the attempt (empty: not recorded)
+   */
+  char *triggered_by;
+  /*
+   * the commit the run is of, when it was given (empty: the branch's head)
+   */
+  char *commit;
 };
 #define HEDDLE__V1__RUN_SUMMARY__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&heddle__v1__run_summary__descriptor) \
-    , 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, HEDDLE__V1__STATUS__STATUS_UNSPECIFIED, 0, 0, 0, 0, (char *)protobuf_c_empty_string }
+    , 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, HEDDLE__V1__STATUS__STATUS_UNSPECIFIED, 0, 0, 0, 0, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+
+
+/*
+ * One attempt of a run, as run details list them.
+ */
+struct  Heddle__V1__AttemptSummary
+{
+  ProtobufCMessage base;
+  uint32_t number;
+  Heddle__V1__Status status;
+  char *trigger;
+  char *triggered_by;
+  int64_t created_at_ms;
+  /*
+   * 0: not yet
+   */
+  int64_t started_at_ms;
+  /*
+   * 0: not yet
+   */
+  int64_t finished_at_ms;
+};
+#define HEDDLE__V1__ATTEMPT_SUMMARY__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&heddle__v1__attempt_summary__descriptor) \
+    , 0, HEDDLE__V1__STATUS__STATUS_UNSPECIFIED, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0 }
 
 
 struct  Heddle__V1__RunList
@@ -952,10 +990,11 @@ struct  Heddle__V1__JobDetail
   char **labels;
   char *commit;
   uint32_t attempt;
+  int64_t queued_at_ms;
 };
 #define HEDDLE__V1__JOB_DETAIL__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&heddle__v1__job_detail__descriptor) \
-    , 0, (char *)protobuf_c_empty_string, HEDDLE__V1__STATUS__STATUS_UNSPECIFIED, (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string, 0,NULL, 0,NULL, (char *)protobuf_c_empty_string, 0 }
+    , 0, (char *)protobuf_c_empty_string, HEDDLE__V1__STATUS__STATUS_UNSPECIFIED, (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string, 0,NULL, 0,NULL, (char *)protobuf_c_empty_string, 0, 0 }
 
 
 struct  Heddle__V1__RunDetail
@@ -964,10 +1003,15 @@ struct  Heddle__V1__RunDetail
   Heddle__V1__RunSummary *run;
   size_t n_jobs;
   Heddle__V1__JobDetail **jobs;
+  /*
+   * every attempt of the run, first to last
+   */
+  size_t n_attempts;
+  Heddle__V1__AttemptSummary **attempts;
 };
 #define HEDDLE__V1__RUN_DETAIL__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&heddle__v1__run_detail__descriptor) \
-    , NULL, 0,NULL }
+    , NULL, 0,NULL, 0,NULL }
 
 
 /*
@@ -2266,6 +2310,25 @@ Heddle__V1__RunSummary *
 void   heddle__v1__run_summary__free_unpacked
                      (Heddle__V1__RunSummary *message,
                       ProtobufCAllocator *allocator);
+/* Heddle__V1__AttemptSummary methods */
+void   heddle__v1__attempt_summary__init
+                     (Heddle__V1__AttemptSummary         *message);
+size_t heddle__v1__attempt_summary__get_packed_size
+                     (const Heddle__V1__AttemptSummary   *message);
+size_t heddle__v1__attempt_summary__pack
+                     (const Heddle__V1__AttemptSummary   *message,
+                      uint8_t             *out);
+size_t heddle__v1__attempt_summary__pack_to_buffer
+                     (const Heddle__V1__AttemptSummary   *message,
+                      ProtobufCBuffer     *buffer);
+Heddle__V1__AttemptSummary *
+       heddle__v1__attempt_summary__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   heddle__v1__attempt_summary__free_unpacked
+                     (Heddle__V1__AttemptSummary *message,
+                      ProtobufCAllocator *allocator);
 /* Heddle__V1__RunList methods */
 void   heddle__v1__run_list__init
                      (Heddle__V1__RunList         *message);
@@ -3206,6 +3269,9 @@ typedef void (*Heddle__V1__RunListRequest_Closure)
 typedef void (*Heddle__V1__RunSummary_Closure)
                  (const Heddle__V1__RunSummary *message,
                   void *closure_data);
+typedef void (*Heddle__V1__AttemptSummary_Closure)
+                 (const Heddle__V1__AttemptSummary *message,
+                  void *closure_data);
 typedef void (*Heddle__V1__RunList_Closure)
                  (const Heddle__V1__RunList *message,
                   void *closure_data);
@@ -3380,6 +3446,7 @@ extern const ProtobufCMessageDescriptor heddle__v1__triggered__descriptor;
 extern const ProtobufCMessageDescriptor heddle__v1__rerun_request__descriptor;
 extern const ProtobufCMessageDescriptor heddle__v1__run_list_request__descriptor;
 extern const ProtobufCMessageDescriptor heddle__v1__run_summary__descriptor;
+extern const ProtobufCMessageDescriptor heddle__v1__attempt_summary__descriptor;
 extern const ProtobufCMessageDescriptor heddle__v1__run_list__descriptor;
 extern const ProtobufCMessageDescriptor heddle__v1__run_get_request__descriptor;
 extern const ProtobufCMessageDescriptor heddle__v1__node_detail__descriptor;
