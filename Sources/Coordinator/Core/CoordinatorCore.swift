@@ -27,11 +27,12 @@ public struct CoordinatorLimits: Sendable {
 /// `Principal` and an `EventSink`, calls the core, and renders what it returns. Every call is
 /// authorized here (`Authorization`) and its input checked here, so fronts cannot differ.
 ///
-/// What the store answers alone (projects, pipelines, runs, artifacts, stored logs) is the
-/// `Catalog`'s, and forge deliveries are `Webhooks`', both outside the actor.
-/// The actor orchestrates parts that each do one job: `Scheduler` (placement), `JobTable`
+/// The actor is the job lifecycle. What the store answers alone (projects, pipelines, runs,
+/// artifacts, stored logs) is the `Catalog`'s, and forge deliveries are `Webhooks`', both
+/// outside it. It orchestrates parts that each do one job: `Scheduler` (placement), `JobTable`
 /// (every job past the queue in one phase: who holds it, under which epoch, and which store
-/// write it waits for), `LogPipeline` (the log group commit, its own actor), `LiveEvents` (watchers; `Watches` run outside the actor),
+/// write it waits for), `LogPipeline` (the log group commit, an actor of its own),
+/// `LiveEvents` (who watches what, behind a lock; `Watches` run outside the actor),
 /// `AccessControl` (tokens, revocations), `ArtifactUploads` (open uploads),
 /// `SignalOutbox` (signals for the other coordinators of a cluster), the store (the authority
 /// on everything durable) and a `LogStore`. A job stays in the `JobTable`, in an in-between
