@@ -148,7 +148,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
                 Console.out("listening on \(shown):\(address.port ?? endpoint.port)")
             })
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: server), .init(service: LeaseMonitor(core: core)),
-                                                                      .init(service: ClusterMonitor(core: core))]
+                                                                      ClusterMonitor(core: core).serviceConfiguration]
         if let listener = try httpListener() {
             let scheme = httpPlain ? "http" : "https"
             services.append(.init(service: try HTTPFront.service(

@@ -5,7 +5,8 @@ import ServiceLifecycle
 /// sends this coordinator's signals (one loop, in order, coalesced: `SignalOutbox`), applies
 /// theirs as they come, beats and sweeps for orphaned jobs twice per heartbeat
 /// interval, and reads the queue and shared state again every `resyncPeriod` in case a
-/// signal was missed. On SQLite it does nothing (until the shutdown).
+/// signal was missed. On SQLite it has nothing to do and returns at once: add it to a group
+/// with `successTerminationBehavior: .ignore` (as `serviceConfiguration` does).
 public struct ClusterMonitor: Service {
     let core: CoordinatorCore
 
@@ -13,12 +14,13 @@ public struct ClusterMonitor: Service {
         self.core = core
     }
 
+    /// How a coordinator's group runs it: its return (on SQLite) does not end the group.
+    public var serviceConfiguration: ServiceGroupConfiguration.ServiceConfiguration {
+        .init(service: self, successTerminationBehavior: .ignore)
+    }
+
     public func run() async throws {
-        guard let cluster = core.cluster else {
-            // A service that returns ends the group: wait for the shutdown instead.
-            try? await gracefulShutdown()
-            return
-        }
+        guard let cluster = core.cluster else { return }
         let period = core.limits.heartbeatInterval / 2
         await cancelWhenGracefulShutdown {
             await withTaskGroup(of: Void.self) { group in
