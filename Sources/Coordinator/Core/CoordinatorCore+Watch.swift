@@ -9,8 +9,8 @@ extension CoordinatorCore {
     /// Subscribes the session to a run attempt (the latest when not given): `subscribed`,
     /// stored log bytes, then live ones and job changes, then `end`. It returns when the end
     /// was sent or the session closed (`endWatches`), so a front runs it beside the session's
-    /// other requests. The actor is free while it runs.
-    public func watch(session: UInt64, requestID: UInt64, _ request: WatchRequest) async throws {
+    /// other requests. It runs outside the actor.
+    public nonisolated func watch(session: UInt64, requestID: UInt64, _ request: WatchRequest) async throws {
         _ = try authorize(session: session, .watchRun)
         guard let sink = sink(of: session) else { return }
         try await watches.run(session: session, requestID: requestID, request, sink: sink)

@@ -54,9 +54,8 @@ public actor CoordinatorCore {
     /// Who watches what (`LiveEvents`), and the watches themselves (`Watches`).
     let live = LiveEvents()
     nonisolated let watches: Watches
-    /// Every open session, by the id the core gave it.
-    var sessions: [UInt64: OpenSession] = [:]
-    var lastSessionID: UInt64 = 0
+    /// Every open session, by the id the core gave it (`SessionRegistry`).
+    nonisolated let sessions = SessionRegistry()
     /// Runner sessions by session id.
     var runners: [UInt64: RunnerSession] = [:]
     /// Open artifact uploads (`ArtifactUploads`).
@@ -77,12 +76,6 @@ public actor CoordinatorCore {
     var resync = QueueResync()
     /// A dispatch is storing its claims (`running`); another was asked for meanwhile (`again`).
     var dispatching = (running: false, again: false)
-
-    struct OpenSession {
-        var principal: Principal
-        var sink: any EventSink
-        var close: @Sendable () -> Void
-    }
 
     struct RunnerSession {
         var name: String
@@ -159,21 +152,15 @@ public actor CoordinatorCore {
     public func openSession(_ principal: Principal, sink: any EventSink,
                             close: @escaping @Sendable () -> Void) throws(CoordinatorError) -> UInt64 {
         try access.checkNotRevoked(principal)
-        lastSessionID += 1
-        sessions[lastSessionID] = OpenSession(principal: principal, sink: sink, close: close)
-        return lastSessionID
+        return sessions.open(.init(principal: principal, sink: sink, close: close))
     }
 
     /// The caller of an open session, if it may do `action`.
-    func authorize(session: UInt64, _ action: Action) throws -> Principal {
-        guard let open = sessions[session] else {
-            throw CoordinatorError(.unauthenticated, "session \(session) is not open")
-        }
-        try Authorization.check(open.principal, action)
-        return open.principal
+    nonisolated func authorize(session: UInt64, _ action: Action) throws -> Principal {
+        try sessions.authorize(session, action)
     }
 
-    func sink(of session: UInt64) -> (any EventSink)? {
+    nonisolated func sink(of session: UInt64) -> (any EventSink)? {
         sessions[session]?.sink
     }
 
@@ -182,7 +169,7 @@ public actor CoordinatorCore {
     public func sessionClosed(session: UInt64) async {
         endWatches(session: session)  // each watch then removes itself
         live.removeQueueWatchers(session: session)
-        sessions[session] = nil
+        sessions.remove(session)
         guard let runner = runners.removeValue(forKey: session) else { return }
         let held = scheduler.removeRunner(session)
         // Its jobs keep their lease until three heartbeat intervals after the runner was last
@@ -225,7 +212,7 @@ public actor CoordinatorCore {
 
     /// Revokes certificates by name or fingerprint (64 hex digits) and closes the sessions
     /// of what it revoked; returns how many it closed.
-    public func revoke(name: String?, fingerprint: String?, as principal: Principal) async throws -> Int {
+    public nonisolated func revoke(name: String?, fingerprint: String?, as principal: Principal) async throws -> Int {
         let revocation = try await access.revoke(name: name, fingerprint: fingerprint, as: principal)
         let closed = closeRevokedSessions()
         logger.warning("certificate revoked", metadata: ["name": "\(revocation.name ?? "-")",
@@ -235,13 +222,7 @@ public actor CoordinatorCore {
     }
 
     /// Closes the sessions of revoked certificates; returns how many.
-    func closeRevokedSessions() -> Int {
-        var closed = 0
-        for (id, open) in sessions where access.isRevoked(open.principal) {
-            open.close()
-            sessions[id] = nil
-            closed += 1
-        }
-        return closed
+    nonisolated func closeRevokedSessions() -> Int {
+        sessions.closeRevoked { access.isRevoked($0) }
     }
 }
