@@ -157,10 +157,9 @@ struct CoordinatorCommand: AsyncParsableCommand {
                     let host = address.ipAddress ?? listener.host
                     let shown = host.contains(":") ? "[\(host)]" : host
                     let url = "\(scheme)://\(shown):\(address.port ?? listener.port)"
-                    Task {
-                        core.webhooks.setHTTPURL(publicURL ?? url)
-                        Console.out("http listening on \(url)")
-                    }
+                    // Set before the line is printed: whoever reads the line finds webhook URLs.
+                    core.webhooks.setHTTPURL(publicURL ?? url)
+                    Console.out("http listening on \(url)")
                 })))
         }
         let group = ServiceGroup(configuration: .init(

@@ -247,8 +247,7 @@ actor LogPipeline {
     /// A batch is durable: each chunk resolved, each node log's durable length recorded for
     /// its runner's acknowledgement, and each log kept under its size limit.
     private func committed(_ batch: [Chunk], into outcome: inout Outcome) {
-        if fullSince.withLock({ $0 }) != nil {
-            fullSince.withLock { $0 = nil }
+        if fullSince.withLock({ $0.take() }) != nil {
             logger.notice("storage is writable again: log bytes are stored")
         }
         var ends: [LogKey: UInt64] = [:]
@@ -280,8 +279,12 @@ actor LogPipeline {
         let full = CoordinatorError(error).code == .unavailable
         let failure: CoordinatorError
         if full {
-            if fullSince.withLock({ $0 }) == nil {
-                fullSince.withLock { $0 = Date.nowMilliseconds }
+            let first = fullSince.withLock { since in
+                guard since == nil else { return false }
+                since = Date.nowMilliseconds
+                return true
+            }
+            if first {
                 logger.error("storage is full: log bytes wait with their runners until it is not", metadata: ["error": "\(error)"])
             }
             failure = CoordinatorError(.unavailable, "the coordinator's storage is full: log bytes were not stored (\(error)); send them again later")
