@@ -95,7 +95,7 @@ public struct Catalog: Sendable {
     public func runDetail(runID: Int64, attempt: Int? = nil, as principal: Principal) async throws -> RunDetail {
         try Authorization.check(principal, .showRun)
         guard var run = try await store.run(id: runID) else { throw CoordinatorError.notFound("run \(runID) does not exist") }
-        let attempt = try self.attempt(attempt, of: run)
+        let attempt = try run.attempt(asked: attempt)
         // The attempt's status is read before its jobs: a write landing between the reads
         // then shows jobs newer than the run, never a finished run with a job still running.
         let record = try await store.attempt(runID: runID, number: attempt)
@@ -114,16 +114,6 @@ public struct Catalog: Sendable {
                          attempts: try await store.attempts(runID: runID))
     }
 
-    /// The attempt a request names (nil or 0: the latest); not found when the run has no such
-    /// attempt, invalid when it is negative.
-    func attempt(_ asked: Int?, of run: RunRecord) throws(CoordinatorError) -> Int {
-        guard let asked, asked != 0 else { return run.attempt }
-        guard asked > 0 else { throw CoordinatorError.invalid("attempt is 1 or more, not \(asked)") }
-        guard asked <= run.attempt else {
-            throw CoordinatorError.notFound("run \(run.id) has no attempt \(asked) (it has \(run.attempt))")
-        }
-        return asked
-    }
 
     /// One piece (at most 1 MiB) of a node log at or after `offset`, with the log's durable
     /// length now. Not found: the run, the attempt, the job or the node does not exist.
@@ -132,7 +122,7 @@ public struct Catalog: Sendable {
         guard let run = try await store.run(id: request.runID) else {
             throw CoordinatorError.notFound("run \(request.runID) does not exist")
         }
-        let attempt = try attempt(request.attempt, of: run)
+        let attempt = try run.attempt(asked: request.attempt)
         let jobs = try await store.jobs(runID: request.runID, attempt: attempt)
         guard let job = jobs.first(where: { $0.name == request.job }) else {
             throw CoordinatorError.notFound("run \(request.runID) has no job '\(request.job)' (jobs: \(jobs.map(\.name).joined(separator: ", ")))")
@@ -236,6 +226,20 @@ public struct Catalog: Sendable {
     public func webhookSecret(project: String) async throws -> String? {
         guard Names.problem(project, "project") == nil else { return nil }
         return try await store.webhookSecret(project: project)
+    }
+}
+
+extension RunRecord {
+    /// The attempt a request names (nil or 0: the latest): not found when the run has no such
+    /// attempt, invalid when it is negative. Every read of an attempt (details, logs, watches)
+    /// takes this one rule.
+    func attempt(asked: Int?) throws(CoordinatorError) -> Int {
+        guard let asked, asked != 0 else { return attempt }
+        guard asked > 0 else { throw CoordinatorError.invalid("attempt is 1 or more, not \(asked)") }
+        guard asked <= attempt else {
+            throw CoordinatorError.notFound("run \(id) has no attempt \(asked) (it has \(attempt))")
+        }
+        return asked
     }
 }
 

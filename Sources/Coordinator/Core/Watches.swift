@@ -22,10 +22,7 @@ struct Watches: Sendable {
     func run(session: UInt64, requestID: UInt64, _ request: WatchRequest, sink: any EventSink) async throws {
         let runID = request.runID
         guard let run = try await store.run(id: runID) else { throw CoordinatorError.notFound("run \(runID) does not exist") }
-        let attempt = request.attempt.flatMap { $0 == 0 ? nil : $0 } ?? run.attempt
-        guard (1...run.attempt).contains(attempt) else {
-            throw CoordinatorError.notFound("run \(runID) has no attempt \(attempt)")
-        }
+        let attempt = try run.attempt(asked: request.attempt)
         let watcher = Watcher(session: session, requestID: requestID, runID: runID, attempt: attempt,
                               request: request, sink: sink)
         // Registered before anything is read: every chunk is either read from storage or
