@@ -41,6 +41,10 @@ import Wire
             #expect(artifacts.map { $0["attempt"] as? Int } == [1, 2])
             let filtered = try #require(try await fabric.list(["runs", "--status", "succeeded", "--pipeline", "flaky"], "runs"))
             #expect(filtered.map { $0["id"] as? Int } == [id])
+            // A limit out of range is refused with the range, over the binary protocol too
+            // (nothing is clamped).
+            let tooMany = try await fabric.heddle(["runs", "--limit", "5000"])
+            #expect(tooMany.status == 1 && tooMany.error.contains("limit is 1 to 1000, not 5000"), "\(tooMany.error)")
             // A running run cannot be re-run.
             try await fabric.push("slow.act", "name: slow\njobs:\n  w:\n    labels: [linux]\n    nodes:\n      n: { run: 'sleep 100' }\n")
             let slow = try await fabric.trigger("shop/slow")
