@@ -81,7 +81,7 @@ public enum HTTPFront {
                             body: .init(byteBuffer: ByteBuffer(string: ready.reason + "\n")))
         }
         router.get("/metrics") { _, _ in
-            let gauges = await core.gauges
+            let gauges = await core.gauges()
             for (name, value) in [("heddle_queue_jobs", gauges.queued), ("heddle_running_jobs", gauges.running),
                                   ("heddle_runners_connected", gauges.runnersConnected),
                                   ("heddle_runners_drained", gauges.runnersDrained), ("heddle_sessions", gauges.sessions),

@@ -132,7 +132,14 @@ struct CoordinatorCommand: AsyncParsableCommand {
         let store: any CoordinatorStore
         if let address = storeAddress {
             let location = try PostgresStore.Location(parsing: address)
-            store = try await PostgresStore.connect(location, logger: logger)
+            let shared = try await PostgresStore.connect(location, logger: logger)
+            do {
+                try await shared.checkDataDirectory(data)
+            } catch {
+                shared.close()
+                throw error
+            }
+            store = shared
             logger.info("store", metadata: ["postgres": "\(location)"])
         } else {
             store = try SQLiteStore.open(directory: data)
@@ -148,7 +155,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
                 Console.out("listening on \(shown):\(address.port ?? endpoint.port)")
             })
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: server), .init(service: LeaseMonitor(core: core)),
-                                                                      ClusterMonitor(core: core).serviceConfiguration]
+                                                                      ClusterMonitor(core: core, dataDirectory: data).serviceConfiguration]
         if let listener = try httpListener() {
             let scheme = httpPlain ? "http" : "https"
             services.append(.init(service: try HTTPFront.service(

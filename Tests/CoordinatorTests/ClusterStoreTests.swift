@@ -74,10 +74,224 @@ import TestSupport
         }
     }
 
+    /// A job appended after a move to the bottom goes after the moved job (places past the
+    /// last come from the sequence new jobs take theirs from).
+    @Test func aJobQueuedAfterAMoveToTheBottomGoesAfterIt() async throws {
+        try await TestDatabase.with(.postgres) { database in
+            let store = try #require(try await database.open() as? PostgresStore)
+            let (version, definition) = try await Self.pipeline(store, labels: [[]])
+            var ids: [Int64] = []
+            for _ in 0..<3 { ids.append(try await Self.queue(store, version, definition)[0].id) }
+            for id in [ids[0], ids[1], ids[0]] { _ = try await store.moveQueued(jobID: id, to: .bottom) }
+            ids.append(try await Self.queue(store, version, definition)[0].id)
+            #expect(try await store.activeJobs().map(\.id) == [ids[2], ids[1], ids[0], ids[3]])
+            #expect(try await store.queuePlaces(jobIDs: [ids[0]]) == [ids[0]: 3])
+            #expect(try await store.queuePlaces(jobIDs: ids) == [ids[2]: 1, ids[1]: 2, ids[0]: 3, ids[3]: 4])
+            store.close()
+        }
+    }
+
+    static let labelChoices: [Set<String>] = [[], ["linux"], ["linux", "x86"], ["gpu"], ["linux", "gpu"]]
+
+    static func pipeline(_ store: any CoordinatorStore, labels: [Set<String>]) async throws -> (PipelineVersionRecord, PipelineDefinition) {
+        var source = "name: ci\njobs:\n"
+        for (index, set) in labels.enumerated() {
+            source += "  j\(index): { labels: [\(set.sorted().joined(separator: ", "))], nodes: { n: { run: 'true' } } }\n"
+        }
+        let definition = try ActParser(file: "ci.act").parse(source)
+        return (try await store.savePipeline(project: "shop", definition: definition, source: source, now: 1), definition)
+    }
+
+    static func queue(_ store: any CoordinatorStore, _ version: PipelineVersionRecord,
+                      _ definition: PipelineDefinition) async throws -> [JobRecord] {
+        try await store.createRun(version: version, definition: definition, branch: "main", commit: "", trigger: "api",
+                                  triggeredBy: "t", now: 2).1
+    }
+
+    /// Property: a claim takes exactly the jobs the in-memory scheduler would place (queue
+    /// order, label fit, least busy runner), after random moves, for random runners.
+    @Test func aClaimTakesWhatTheSchedulerWouldPlace() async throws {
+        try await TestDatabase.with(.postgres) { database in
+            let store = try #require(try await database.open() as? PostgresStore)
+            var random = SystemRandomNumberGenerator()
+            let labels = (0..<8).map { _ in Self.labelChoices.randomElement(using: &random)! }
+            let (version, definition) = try await Self.pipeline(store, labels: labels)
+            var ids: [Int64] = []
+            for _ in 0..<6 { ids += try await Self.queue(store, version, definition).map(\.id) }
+            var epoch: Int64 = 100
+            for round in 0..<6 {
+                for _ in 0..<10 {
+                    let target: MoveTarget = switch Int.random(in: 0..<4, using: &random) {
+                    case 0: .top
+                    case 1: .bottom
+                    case 2: .position(Int.random(in: 1...ids.count, using: &random))
+                    default: .after(ids.randomElement(using: &random)!)
+                    }
+                    _ = try await store.moveQueued(jobID: ids.randomElement(using: &random)!, to: target)
+                }
+                // The model: the scheduler on the store's queue, with the same runners.
+                var scheduler = Scheduler()
+                scheduler.replaceQueue(try await store.activeJobs().filter { $0.status == .queued }.map {
+                    Scheduler.QueuedJob(id: $0.id, labels: Set($0.labels), position: $0.position)
+                })
+                var slots: [ClaimSlot] = []
+                for runner in 0..<Int.random(in: 1...3, using: &random) {
+                    let set = Self.labelChoices.randomElement(using: &random)!
+                    let free = Int.random(in: 1...4, using: &random)
+                    scheduler.addRunner(UInt64(runner), labels: set, capacity: free)
+                    slots.append(ClaimSlot(runner: "r\(runner)", labels: set, running: 0,
+                                           epochs: (0..<free).map { _ in epoch += 1; return epoch }))
+                }
+                let expected = Set(scheduler.assign().map(\.jobID))
+                let claimed = try await store.claimQueued(slots, now: 3)
+                #expect(Set(claimed.map(\.job.id)) == expected, "round \(round)")
+                for job in claimed {
+                    let slot = try #require(slots.first { $0.epochs.contains(job.job.epoch) })
+                    #expect(slot.runner == job.job.runner && Set(job.job.labels).isSubset(of: slot.labels))
+                    #expect(job.job.status == .running && job.run.status == .running && job.nodes.map(\.name) == ["n"])
+                }
+            }
+            store.close()
+        }
+    }
+
+    /// Three coordinators claiming at once while jobs are moved: no job is claimed twice, and
+    /// once they stop, no queued job fits a runner that still had room.
+    @Test func concurrentClaimersThroughThreeCoordinatorsTakeEachJobOnceAndSkipNone() async throws {
+        try await TestDatabase.with(.postgres) { database in
+            var opened: [PostgresStore] = []
+            for _ in 0..<3 { opened.append(try #require(try await database.open() as? PostgresStore)) }
+            let stores = opened
+            var random = SystemRandomNumberGenerator()
+            let labels = (0..<10).map { _ in Self.labelChoices.randomElement(using: &random)! }
+            let (version, definition) = try await Self.pipeline(stores[0], labels: labels)
+            var ids: [Int64] = []
+            for _ in 0..<30 { ids += try await Self.queue(stores[0], version, definition).map(\.id) }
+            let runnerLabels: [Set<String>] = [["linux", "x86"], ["gpu", "linux"], []]
+            let movable = ids
+            let claims = try await withThrowingTaskGroup(of: [ClaimedJob].self) { group in
+                for (index, store) in stores.enumerated() {
+                    group.addTask {
+                        var mine: [ClaimedJob] = []
+                        var epoch = Int64(index) * 1_000_000
+                        var empty = 0
+                        // Each coordinator: two runners, small batches, until three claims in a row find nothing.
+                        while empty < 3 {
+                            let slots = (0..<2).map { runner in
+                                ClaimSlot(runner: "c\(index)r\(runner)", labels: runnerLabels[(index + runner) % 3], running: 0,
+                                          epochs: (0..<Int.random(in: 1...5)).map { _ in epoch += 1; return epoch })
+                            }
+                            let claimed = try await store.claimQueued(slots, now: 3)
+                            empty = claimed.isEmpty ? empty + 1 : 0
+                            mine += claimed
+                        }
+                        return mine
+                    }
+                }
+                group.addTask {
+                    for _ in 0..<60 {
+                        _ = try await stores[0].moveQueued(jobID: movable.randomElement()!, to: Bool.random() ? .top : .bottom)
+                    }
+                    return []
+                }
+                return try await group.reduce(into: [ClaimedJob]()) { $0 += $1 }
+            }
+            let claimedIDs = claims.map(\.job.id)
+            #expect(claimedIDs.count == Set(claimedIDs).count, "a job was claimed twice")
+            let stored = try await stores[0].jobs(ids: ids)
+            #expect(Set(stored.filter { $0.status == .running }.map(\.id)) == Set(claimedIDs))
+            for job in stored where job.status == .queued {
+                #expect(!runnerLabels.contains { Set(job.labels).isSubset(of: $0) }, "job \(job.id) fits a runner and was skipped")
+            }
+            for store in stores { store.close() }
+        }
+    }
+
+    /// Writes batched into one transaction are fenced one by one: a stale end in a batch is
+    /// refused, and the others of its batch are stored.
+    @Test func aJobsEndBatchedWithOthersIsFencedLikeASingleOne() async throws {
+        try await TestDatabase.with(.postgres) { database in
+            let store = try #require(try await database.open() as? PostgresStore)
+            let (version, definition) = try await Self.pipeline(store, labels: [[]])
+            var ids: [Int64] = []
+            for _ in 0..<20 { ids.append(try await Self.queue(store, version, definition)[0].id) }
+            let claims = ids.enumerated().map { JobClaim(jobID: $0.element, runner: "r", epoch: Int64(10 + $0.offset)) }
+            _ = try await store.claimJobs(claims, now: 3)
+            // All at once, so they share transactions; every third one with a stale epoch.
+            let results = await withTaskGroup(of: (Int64, Bool).self) { group in
+                for (index, claim) in claims.enumerated() {
+                    group.addTask {
+                        let epoch = index % 3 == 0 ? claim.epoch - 1 : claim.epoch
+                        do {
+                            _ = try await store.finishJob(id: claim.jobID, epoch: epoch, status: .succeeded, reason: "", now: 4)
+                            return (claim.jobID, true)
+                        } catch let error as StoreError {
+                            return (claim.jobID, error.code == .staleLease ? false : true)
+                        } catch {
+                            return (claim.jobID, true)
+                        }
+                    }
+                }
+                return await group.reduce(into: [Int64: Bool]()) { $0[$1.0] = $1.1 }
+            }
+            for (index, id) in ids.enumerated() {
+                let job = try #require(try await store.job(id: id))
+                if index % 3 == 0 {
+                    #expect(results[id] == false && job.status == .running, "a stale end was stored (job \(id))")
+                } else {
+                    #expect(results[id] == true && job.status == .succeeded, "an end batched with a stale one was lost (job \(id))")
+                }
+            }
+            store.close()
+        }
+    }
+
+    /// `--data` is checked against the marker the database recorded: the first coordinator
+    /// writes it; the same directory passes; another directory, one without a marker, and a
+    /// directory of another database with data in it are refused, naming `--data`.
+    @Test func aCoordinatorOnAnotherDataDirectoryIsRefused() async throws {
+        try await TestDatabase.with(.postgres) { database in
+            let store = try #require(try await database.open() as? PostgresStore)
+            let shared = try TemporaryDirectory("heddle-shared")
+            let other = try TemporaryDirectory("heddle-other")
+            defer { shared.remove(); other.remove() }
+            try await store.checkDataDirectory(shared.path)
+            #expect(FileManager.default.fileExists(atPath: "\(shared.path)/\(PostgresStore.dataMarker)"))
+            try await store.checkDataDirectory(shared.path)  // the same directory, again
+            func refused(_ directory: String, _ fragment: String) async {
+                do {
+                    try await store.checkDataDirectory(directory)
+                    Issue.record("--data \(directory) was accepted")
+                } catch let error as StoreError {
+                    #expect(error.code == .inconsistent && error.message.contains("--data \(directory)") && error.message.contains(fragment),
+                            "\(error.message)")
+                } catch {
+                    Issue.record("unexpected \(error)")
+                }
+            }
+            await refused(other.path, "has no heddle-data.id")
+            try Data("another\n".utf8).write(to: URL(fileURLWithPath: "\(other.path)/\(PostgresStore.dataMarker)"))
+            await refused(other.path, "says another")
+            store.close()
+            // A fresh database given a directory that holds another database's logs.
+            try await TestDatabase.with(.postgres) { fresh in
+                let second = try #require(try await fresh.open() as? PostgresStore)
+                try FileManager.default.createDirectory(atPath: "\(shared.path)/logs/1", withIntermediateDirectories: true)
+                do {
+                    try await second.checkDataDirectory(shared.path)
+                    Issue.record("a directory of another database was accepted")
+                } catch let error as StoreError {
+                    #expect(error.message.contains("--data \(shared.path) holds another database's data"), "\(error.message)")
+                }
+                second.close()
+            }
+        }
+    }
+
     @Test func signalsSurviveTheirNotificationAndBrokenOnesAreDropped() {
         let signals: [ClusterSignal] = [.queue, .state, .resync, .moved(jobID: 7, position: 0.1 + 0.2),
                                         .moved(jobID: 8, position: -3.5e-9), .cancel(jobID: 9, reason: "by a|b"),
-                                        .claimed(jobIDs: [1, 2]), .run(runIDs: [3])]
+                                        .run(runIDs: [3])]
         for signal in signals {
             #expect(PostgresStore.decode(PostgresStore.encode(signal)) == signal)
         }

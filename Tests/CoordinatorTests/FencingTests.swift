@@ -25,7 +25,7 @@ import Testing
         if let cluster = second as? any ClusterStore {
             #expect(try await cluster.adoptOrphans(silentFor: .zero).map(\.id) == [job])
         }
-        _ = try await second.requeueLostJob(id: job, position: 0, reason: "runner lost", now: 3)
+        _ = try await second.requeueLostJob(id: job, reason: "runner lost", now: 3)
         _ = try await second.claimJobs([JobClaim(jobID: job, runner: "r2", epoch: 2)], now: 4)
 
         // Every kind of runner write at epoch 1, through either store: refused.
@@ -64,52 +64,6 @@ import Testing
         #expect(try await first.artifacts(runID: stored.runID).map(\.name) == ["out.txt"])
         // A finished job takes no more runner writes, whatever the epoch.
         await expectStale { try await second.updateNode(jobID: job, epoch: 2, node: "n", status: .failed, exitCode: 1, at: 8) }
-      }
-    }
-
-    /// Claim-next takes queued jobs in queue order, skipping those whose labels the runner
-    /// lacks; two stores claiming at once never take one job twice.
-    @Test(arguments: StoreKind.allCases)
-    func claimNextTakesTheFirstFittingJobOnceWhoeverAsks(kind: StoreKind) async throws {
-      try await TestDatabase.with(kind) { database in
-        let first = try await database.open()
-        let second = try await database.open()
-        let source = """
-            name: ci
-            jobs:
-              gpu: { labels: [gpu], nodes: { n: { run: "true" } } }
-              linux: { labels: [linux], nodes: { n: { run: "true" } } }
-            """
-        let definition = try ActParser(file: "ci.act").parse(source)
-        let version = try await first.savePipeline(project: "shop", definition: definition, source: source, now: 1)
-        var linuxJobs: [Int64] = []
-        for _ in 0..<20 {
-            let (_, jobs) = try await first.createRun(version: version, definition: definition, branch: "main", commit: "",
-                                                      trigger: "api", triggeredBy: "test", now: 1)
-            linuxJobs += jobs.filter { $0.name == "linux" }.map(\.id)
-        }
-        // A runner without gpu skips the gpu jobs ahead of them.
-        let taken = try #require(try await first.claimNext(runner: "r0", labels: ["linux"], epoch: 1, now: 2))
-        #expect(taken.job.id == linuxJobs[0] && taken.job.status == .running && taken.job.epoch == 1)
-        #expect(taken.nodes.map(\.name) == ["n"] && taken.run.status == .running)
-        // Two stores, many claims at once: each job once, all of them taken, in queue order per store.
-        let claimed = try await withThrowingTaskGroup(of: [Int64].self) { group in
-            for (index, store) in [first, second].enumerated() {
-                group.addTask {
-                    var mine: [Int64] = []
-                    while let job = try await store.claimNext(runner: "r\(index + 1)", labels: ["linux", "x86"],
-                                                              epoch: Int64(10 + index), now: 3) {
-                        mine.append(job.job.id)
-                    }
-                    return mine
-                }
-            }
-            return try await group.reduce(into: [[Int64]]()) { $0.append($1) }
-        }
-        #expect(claimed.allSatisfy { $0 == $0.sorted() })
-        #expect(claimed.flatMap { $0 }.sorted() == Array(linuxJobs.dropFirst()))
-        #expect(try await first.claimNext(runner: "r9", labels: ["linux"], epoch: 20, now: 4) == nil)
-        #expect(try await first.claimNext(runner: "r9", labels: ["gpu"], epoch: 20, now: 4)?.job.name == "gpu")
       }
     }
 

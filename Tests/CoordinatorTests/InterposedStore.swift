@@ -69,10 +69,6 @@ final class InterposedStore: CoordinatorStore {
         try await hooks.enter("finishJob")
         return try await base.finishJob(id: id, epoch: epoch, status: status, reason: reason, now: now)
     }
-    func claimNext(runner: String, labels: Set<String>, epoch: Int64, now: Int64) async throws -> ClaimedJob? {
-        try await hooks.enter("claimNext")
-        return try await base.claimNext(runner: runner, labels: labels, epoch: epoch, now: now)
-    }
     func setLogEnds(_ ends: [LogEnd]) async throws -> Set<Int64> {
         try await hooks.enter("setLogEnds")
         return try await base.setLogEnds(ends)
@@ -129,9 +125,9 @@ final class InterposedStore: CoordinatorStore {
         try await hooks.enter("queuedJobs")
         return try await base.queuedJobs(matching: filter)
     }
-    func requeueLostJob(id: Int64, position: Double, reason: String, now: Int64) async throws -> RunRecord {
+    func requeueLostJob(id: Int64, reason: String, now: Int64) async throws -> RunRecord {
         try await hooks.enter("requeueLostJob")
-        return try await base.requeueLostJob(id: id, position: position, reason: reason, now: now)
+        return try await base.requeueLostJob(id: id, reason: reason, now: now)
     }
     func saveUpload(jobID: Int64, name: String, size: Int64, sha256: String, now: Int64) async throws -> UploadRecord {
         try await hooks.enter("saveUpload")

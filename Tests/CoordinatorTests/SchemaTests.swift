@@ -14,6 +14,8 @@ import Testing
         // Which coordinator holds a job (writes are fenced by it), and the coordinators' beats.
         "job": ["holder"],
         "coordinator": ["id", "seen_at"],
+        // Settings of the cluster: the marker of the data directory every coordinator shares.
+        "cluster_setting": ["name", "value"],
         // Its migrations' own bookkeeping (GRDB keeps SQLite's in grdb_migrations).
         "heddle_migration": ["name", "applied_at"],
     ]

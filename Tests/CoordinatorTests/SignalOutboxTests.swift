@@ -7,16 +7,15 @@ import Testing
     @Test func signalsComeInOrderCoalesced() async {
         let outbox = SignalOutbox()
         outbox.add(.queue)
-        outbox.add(.claimed(jobIDs: [1, 2]))
+        outbox.add(.run(runIDs: [1, 2]))
         outbox.add(.moved(jobID: 7, position: 1.5))
         outbox.add(.queue)  // waiting already
-        outbox.add(.claimed(jobIDs: [2, 3]))  // merged
+        outbox.add(.run(runIDs: [2, 3]))  // merged
         outbox.add(.moved(jobID: 7, position: 0.5))  // the later place wins
         outbox.add(.cancel(jobID: 9, reason: "cancelled by root"))
         outbox.add(.run(runIDs: [4]))
-        outbox.add(.run(runIDs: [4, 5]))
-        #expect(await outbox.next() == [.queue, .claimed(jobIDs: [1, 2, 3]), .moved(jobID: 7, position: 0.5),
-                                        .cancel(jobID: 9, reason: "cancelled by root"), .run(runIDs: [4, 5])])
+        #expect(await outbox.next() == [.queue, .run(runIDs: [1, 2, 3, 4]), .moved(jobID: 7, position: 0.5),
+                                        .cancel(jobID: 9, reason: "cancelled by root")])
         // Taken: the next batch starts empty.
         outbox.add(.state)
         #expect(await outbox.next() == [.state])
@@ -32,9 +31,9 @@ import Testing
 
     @Test func mergedIDsStayWithinOneNotification() async {
         let outbox = SignalOutbox()
-        outbox.add(.claimed(jobIDs: Array(0..<200)))
-        outbox.add(.claimed(jobIDs: Array(200..<300)))
-        #expect(await outbox.next() == [.claimed(jobIDs: Array(0..<200)), .claimed(jobIDs: Array(200..<300))])
+        outbox.add(.run(runIDs: Array(0..<200)))
+        outbox.add(.run(runIDs: Array(200..<300)))
+        #expect(await outbox.next() == [.run(runIDs: Array(0..<200)), .run(runIDs: Array(200..<300))])
     }
 
     /// The sending loop waits for the first signal, and ends when the outbox closes.

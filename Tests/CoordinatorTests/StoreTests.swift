@@ -91,9 +91,8 @@ import Wire
             #expect(try await store.activeJobs().first?.id == jobs[5].id)
             try await store.renumberQueue(jobs.enumerated().map { ($0.element.id, Double(10 - $0.offset)) })
             #expect(try await store.activeJobs().map(\.id) == jobs.reversed().map(\.id))
-            // A runner with no labels takes the first lint job (build needs linux).
-            let next = try #require(try await store.claimNext(runner: "r", labels: [], epoch: 3, now: 2))
-            #expect(next.job.id == jobs[5].id && next.nodes.map(\.name) == ["n"])
+            let next = try #require(try await store.claimJobs([JobClaim(jobID: jobs[5].id, runner: "r", epoch: 3)], now: 2).first ?? nil)
+            #expect(next.job.id == jobs[5].id && next.nodes.map(\.name) == ["n"] && next.job.status == .running)
             #expect(try await store.setPosition(jobID: next.job.id, position: 0) == 0)
 
             // Log lengths: fenced by epoch, the last length given wins.
@@ -108,10 +107,14 @@ import Wire
             _ = try await store.saveUpload(jobID: next.job.id, name: "a.txt", size: 3, sha256: String(repeating: "a", count: 64), now: 3)
             #expect(try await store.uploads().map(\.name) == ["a.txt"])
             if let cluster = store as? any ClusterStore { _ = try await cluster.adoptOrphans(silentFor: .zero) }
-            let run = try await store.requeueLostJob(id: next.job.id, position: -5, reason: "requeued (1 of 1): runner lost", now: 4)
+            let front = try #require(try await store.activeJobs().first { $0.status == .queued }).position
+            let run = try await store.requeueLostJob(id: next.job.id, reason: "requeued (1 of 1): runner lost", now: 4)
             #expect(run.status == .queued)
             let requeued = try #require(try await store.job(id: next.job.id))
-            #expect(requeued.status == .queued && requeued.lostCount == 1 && requeued.position == -5 && requeued.runner == nil)
+            // At the front: one place before the first queued job.
+            #expect(requeued.status == .queued && requeued.lostCount == 1 && requeued.runner == nil)
+            #expect(try await store.activeJobs().first?.id == next.job.id)
+            #expect(requeued.position == front - 1)
             #expect(try await store.logLengths(jobID: next.job.id).isEmpty)
             #expect(try await store.uploads().isEmpty)
         }

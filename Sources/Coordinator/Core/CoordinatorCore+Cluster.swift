@@ -1,60 +1,43 @@
 import Foundation
 
-/// Reads of the queue from the store, after another coordinator changed it: at most one at a
-/// time, and another once it ends when more changes came meanwhile.
-struct QueueResync {
-    var running = false
-    var again = false
-    /// Jobs this coordinator queued while a read was on its way (the read may not hold them).
-    var queuedMeanwhile: [Int64: Scheduler.QueuedJob] = [:]
-}
-
-/// One coordinator of several on one database (`ClusterStore`). What decides is in the store:
-/// a claim takes a job only while it is queued, and every write about a running job is fenced
-/// by its epoch and its holder. What this adds is keeping each coordinator's working copy
-/// close to the store and telling the others what changed:
+/// One coordinator of several on one database (`ClusterStore`). The database is the queue:
+/// no coordinator holds a copy of it. A coordinator claims for its runners' free slots from
+/// the store (`dispatch`), every write about a running job is fenced by its epoch and its
+/// holder, and signals only wake:
 ///
-/// - the queue is read again when another coordinator signals a change (and every
-///   `resyncPeriod` in case a signal was missed); a job placed here from a stale copy is
-///   simply not claimed;
+/// - jobs queued anywhere wake the coordinators with free slots to claim (and every half
+///   heartbeat interval they claim anyway, should a signal have been missed);
 /// - drains, revocations and tokens are read again on a signal (and periodically);
 /// - a cancel of a job held elsewhere is signalled to its holder, which stops it;
 /// - every coordinator beats; one at a time sweeps for running jobs whose holder stopped
 ///   beating and takes them over, giving their runners a lease period to come back;
 /// - a runner that comes back to another coordinator is adopted there with its jobs.
 extension CoordinatorCore {
-    /// How often the queue and the shared state are read again without a signal.
+    /// How often the shared state is read again without a signal.
     static let resyncPeriod: Duration = .seconds(10)
 
     /// Tells the other coordinators what changed here: the signal waits in `signals`, in
     /// order and coalesced, for `ClusterMonitor`'s one sending loop.
     func tell(_ signal: ClusterSignal) {
         guard cluster != nil else { return }
-        switch signal {
-        case .claimed(let ids) where ids.isEmpty: return
-        case .run(let ids) where ids.isEmpty: return
-        default: break
-        }
+        if case .run(let ids) = signal, ids.isEmpty { return }
         signals.add(signal)
     }
 
-    /// Queues a job here (and remembers it while a queue read is on its way).
+    /// Queues a job in the scheduler; in a cluster the database is the queue, and the job is
+    /// there already.
     func enqueue(_ job: Scheduler.QueuedJob) {
+        guard cluster == nil else { return }
         scheduler.enqueue(job)
-        if resync.running { resync.queuedMeanwhile[job.id] = job }
     }
 
     /// Applies a signal from another coordinator.
     public func apply(_ signal: ClusterSignal) async {
         switch signal {
         case .queue:
-            await resyncQueue()
-        case .moved(let jobID, let position):
-            if scheduler.isQueued(jobID) { scheduler.reposition(jobID, to: position) }
-            if resync.running { resync.again = true }
+            await dispatch()
+        case .moved(let jobID, _):
             _ = try? await moved(jobID)  // to this coordinator's queue watchers
-        case .claimed(let jobIDs):
-            scheduler.removeQueued(Set(jobIDs))
         case .state:
             await reloadSharedState()
         case .cancel(let jobID, let reason):
@@ -62,39 +45,9 @@ extension CoordinatorCore {
         case .run(let runIDs):
             live.readAgain(runIDs: Set(runIDs))
         case .resync:
-            await resyncQueue()
-            await reloadSharedState()
             live.readAgain(runIDs: nil)
+            await reloadSharedState()  // and claims for free slots
         }
-    }
-
-    /// Reads the queued jobs from the store and makes them this coordinator's queue, then
-    /// dispatches. Jobs leased here are not queued, whatever the read said.
-    public func resyncQueue() async {
-        guard cluster != nil else { return }
-        if resync.running {
-            resync.again = true
-            return
-        }
-        resync.running = true
-        defer { resync = QueueResync() }
-        repeat {
-            resync.again = false
-            resync.queuedMeanwhile = [:]
-            let jobs: [JobRecord]
-            do {
-                jobs = try await store.activeJobs()
-            } catch {
-                logger.warning("cannot read the queue", metadata: ["error": "\(error)"])
-                return
-            }
-            var queued = Dictionary(jobs.filter { $0.status == .queued && table[$0.id] == nil }.map {
-                ($0.id, Scheduler.QueuedJob(id: $0.id, labels: Set($0.labels), position: $0.position))
-            }, uniquingKeysWith: { $1 })
-            for (id, job) in resync.queuedMeanwhile where queued[id] == nil && table[id] == nil { queued[id] = job }
-            scheduler.replaceQueue(Array(queued.values))
-            await dispatch()
-        } while resync.again
     }
 
     /// Reads drains, revocations and tokens again: what another coordinator changed holds
@@ -116,13 +69,16 @@ extension CoordinatorCore {
         await dispatch()
     }
 
-    /// A cancel decided by another coordinator, of a job held here: stop it on its runner.
+    /// A cancel decided by another coordinator, of a job held here: stop it on its runner. A
+    /// job a claim on its way here may have taken is cancelled when the claim is back.
     func stopHeld(jobID: Int64, reason: String) {
         switch table.cancel(jobID: jobID, reason: reason) {
         case .stop(let session, let epoch):
             sink(of: session)?.send(.stopJob(jobID: jobID, epoch: epoch, reason: reason, abandon: false))
             logger.info("stop pushed", metadata: ["job.id": "\(jobID)", "from": "another coordinator"])
-        case .stopOnReattach, .deferred, nil:
+        case nil:
+            if claimCancels != nil { claimCancels?[jobID] = reason }
+        case .stopOnReattach, .deferred:
             break
         }
     }
@@ -150,7 +106,6 @@ extension CoordinatorCore {
             // Found within three intervals, as a runner's silence is.
             let orphans = try await cluster.adoptOrphans(silentFor: limits.heartbeatInterval * 5 / 2)
             for job in orphans where table[job.id] == nil {
-                scheduler.removeQueued(job.id)
                 table.restore(job: job, deadline: now.advanced(by: limits.lease))
                 await uploads.load(jobID: job.id)
                 logger.warning("job taken over from a silent coordinator", metadata: ["job.id": "\(job.id)", "runner": "\(job.runner ?? "-")"])
@@ -158,6 +113,8 @@ extension CoordinatorCore {
         } catch {
             logger.warning("cluster housekeeping failed", metadata: ["error": "\(error)"])
         }
+        // Claims for free slots, should a wake-up have been missed.
+        await dispatch()
     }
 
     /// A write about a job leased here to a connected runner (`attached`: known already, as
@@ -183,7 +140,6 @@ extension CoordinatorCore {
             do {
                 guard let job = try await cluster.adopt(jobID: ref.jobID, epoch: ref.epoch, runner: runner),
                       table[ref.jobID] == nil else { continue }
-                scheduler.removeQueued(job.id)
                 table.restore(job: job, deadline: ContinuousClock.now.advanced(by: limits.lease))
                 await uploads.load(jobID: job.id)
                 logger.info("job taken over: its runner came here", metadata: ["job.id": "\(job.id)", "runner": "\(runner)"])

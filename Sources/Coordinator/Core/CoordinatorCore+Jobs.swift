@@ -17,8 +17,60 @@ extension CoordinatorCore {
         defer { dispatching = (false, false) }
         repeat {
             dispatching.again = false
-            if await dispatchPlaced() { dispatching.again = true }
+            if let cluster {
+                await dispatchFromStore(cluster)
+            } else if await dispatchPlaced() {
+                dispatching.again = true
+            }
         } while dispatching.again
+    }
+
+    /// Claims for this coordinator's free runner slots from the store, where the queue is when
+    /// several coordinators share one database (`ClusterStore.claimQueued`): the first fitting
+    /// jobs in queue order, in one transaction, whatever another coordinator claims at once.
+    ///
+    /// A cancel that comes while the claim is on its way, for a job not in the table, is kept
+    /// (`claimCancels`): a job this claim took ends cancelled before its runner is told.
+    private func dispatchFromStore(_ cluster: any ClusterStore) async {
+        let now = Date.nowMilliseconds
+        var slots: [ClaimSlot] = []
+        // Which session each epoch was given for.
+        var sessionOf: [Int64: UInt64] = [:]
+        for (session, slot) in scheduler.runners.sorted(by: { $0.key < $1.key }) where slot.free > 0 {
+            guard let runner = runners[session] else { continue }
+            let epochs = table.newEpochs(slot.free, now: now)
+            for epoch in epochs { sessionOf[epoch] = session }
+            slots.append(ClaimSlot(runner: runner.name, labels: slot.labels, running: slot.running.count, epochs: epochs))
+        }
+        guard !slots.isEmpty else { return }
+        claimCancels = [:]
+        let claimed: [ClaimedJob]
+        do {
+            claimed = try await cluster.claimQueued(slots, now: now)
+        } catch {
+            claimCancels = nil
+            logger.warning("cannot claim jobs now", metadata: ["error": "\(error)"])
+            return
+        }
+        let cancels = claimCancels ?? [:]
+        claimCancels = nil
+        tell(.run(runIDs: Array(Set(claimed.map(\.run.id)))))
+        // In epoch order: a runner receives its assignments in the order of their epochs.
+        for record in claimed.sorted(by: { $0.job.epoch < $1.job.epoch }) {
+            let job = record.job
+            let connected = sessionOf[job.epoch].flatMap { runners[$0] == nil ? nil : $0 }
+            if let connected { scheduler.attach(job.id, to: connected) }
+            let outcome = table.claimed(record, session: connected, deadline: ContinuousClock.now.advanced(by: limits.lease),
+                                        cancelReason: cancels[job.id])
+            if case .cancelled = outcome {
+                logger.info("a job cancelled while it was claimed ends without starting", metadata: ["job.id": "\(job.id)"])
+                if let connected { scheduler.finish(job.id, on: connected) }
+                table.detach(job.id)
+                await settleEnd(job.id)
+                continue
+            }
+            await assign(record, epoch: job.epoch, runner: job.runner ?? "", now: now)
+        }
     }
 
     /// Claims and assigns what the scheduler places now; true when some placed jobs were no
@@ -62,7 +114,6 @@ extension CoordinatorCore {
             }
             return false
         }
-        tell(.claimed(jobIDs: claimed.compactMap { $0?.job.id }))
         tell(.run(runIDs: Array(Set(claimed.compactMap { $0?.run.id }))))
         var unclaimed = 0
         for (claim, record) in zip(claims, claimed) {
@@ -85,33 +136,39 @@ extension CoordinatorCore {
                 break
             }
             guard let record else { continue }
-            let job = record.job
-            let run = record.run
-            let assignment = JobAssignment(
-                lease: LeaseRef(jobID: job.id, epoch: claim.epoch), attempt: job.attempt, runID: run.id,
-                project: run.project, pipeline: run.pipeline, jobName: job.name, branch: run.branch,
-                repository: record.repository, commit: run.commit,
-                env: ["HEDDLE_RUN_ID": String(run.id), "HEDDLE_ATTEMPT": String(job.attempt),
-                      "HEDDLE_JOB": job.name, "HEDDLE_BRANCH": run.branch,
-                      "HEDDLE_PROJECT": run.project, "HEDDLE_PIPELINE": run.pipeline],
-                nodes: record.nodes)
-            // Too large for one frame (a pipeline stored before pushes were checked for this):
-            // the job fails for that reason; its runner is not to blame.
-            guard assignment.estimatedBytes <= limits.maximumFrameLength else {
-                await end(jobID: job.id, .init(status: .failed, reason: "the job is too large to assign: about \(assignment.estimatedBytes) bytes, over the frame limit of \(limits.maximumFrameLength)"))
-                continue
-            }
-            logger.info("job assigned", metadata: ["job.id": "\(job.id)", "run.id": "\(run.id)", "runner": "\(claim.runner)"])
-            // The runner may have gone while the claim was stored: its lease then runs out.
-            if let session = table[job.id]?.session { sink(of: session)?.send(.assignment(assignment)) }
-            publish(runID: run.id, attempt: job.attempt, .job(JobEvent(job, status: .running, runner: claim.runner, at: now)))
-            var entry = queueEntry(job, run: run)
-            entry.status = .running
-            entry.runner = claim.runner
-            publishQueue(.claimed, entry)
+            await assign(record, epoch: claim.epoch, runner: claim.runner, now: now)
         }
         // Their runners' slots are free again: place the next jobs.
         return unclaimed > 0
+    }
+
+    /// Sends a claimed job's assignment to its runner (when it is connected) and tells the
+    /// job's and the queue's watchers.
+    func assign(_ record: ClaimedJob, epoch: Int64, runner: String, now: Int64) async {
+        let job = record.job
+        let run = record.run
+        let assignment = JobAssignment(
+            lease: LeaseRef(jobID: job.id, epoch: epoch), attempt: job.attempt, runID: run.id,
+            project: run.project, pipeline: run.pipeline, jobName: job.name, branch: run.branch,
+            repository: record.repository, commit: run.commit,
+            env: ["HEDDLE_RUN_ID": String(run.id), "HEDDLE_ATTEMPT": String(job.attempt),
+                  "HEDDLE_JOB": job.name, "HEDDLE_BRANCH": run.branch,
+                  "HEDDLE_PROJECT": run.project, "HEDDLE_PIPELINE": run.pipeline],
+            nodes: record.nodes)
+        // Too large for one frame (a pipeline stored before pushes were checked for this):
+        // the job fails for that reason; its runner is not to blame.
+        guard assignment.estimatedBytes <= limits.maximumFrameLength else {
+            await end(jobID: job.id, .init(status: .failed, reason: "the job is too large to assign: about \(assignment.estimatedBytes) bytes, over the frame limit of \(limits.maximumFrameLength)"))
+            return
+        }
+        logger.info("job assigned", metadata: ["job.id": "\(job.id)", "run.id": "\(run.id)", "runner": "\(runner)"])
+        // The runner may have gone while the claim was stored: its lease then runs out.
+        if let session = table[job.id]?.session { sink(of: session)?.send(.assignment(assignment)) }
+        publish(runID: run.id, attempt: job.attempt, .job(JobEvent(job, status: .running, runner: runner, at: now)))
+        var entry = queueEntry(job, run: run)
+        entry.status = .running
+        entry.runner = runner
+        publishQueue(.claimed, entry)
     }
 
     /// Jobs whose runner stayed away past the lease: back to the front of the queue when the
@@ -165,10 +222,9 @@ extension CoordinatorCore {
             await logPipeline.forget(jobID: jobID)
             await uploads.discard(jobID: jobID)
             await logBarrier()  // no log write of the lost execution lands after its log is gone
-            let front = (scheduler.queue.first?.position ?? 1) - 1
             let reason = "requeued (\(job.lostCount + 1) of \(job.retryLost)): \(job.lostBecause)"
             do {
-                _ = try await store.requeueLostJob(id: jobID, position: front, reason: reason, now: Date.nowMilliseconds)
+                _ = try await store.requeueLostJob(id: jobID, reason: reason, now: Date.nowMilliseconds)
             } catch let error as StoreError where error.code == .staleLease {
                 // Another coordinator of the cluster holds the job now (its runner went there).
                 logger.info("a job whose runner left is held elsewhere now", metadata: ["job.id": "\(jobID)"])
@@ -214,7 +270,7 @@ extension CoordinatorCore {
         }
         _ = table.settled(jobID)
         enqueue(.init(id: jobID, labels: Set(record.labels), position: record.position))
-        if let run = try? await store.run(id: record.runID) { publishQueue(.queued, queueEntry(record, run: run)) }
+        if let run = try? await store.run(id: record.runID) { await publishQueued([record], run: run) }
         await dispatch()
     }
 

@@ -5,12 +5,14 @@ extension CoordinatorCore {
     /// Jobs listed in a cancel result; `count` has them all.
     public static let maximumListedJobs = 1000
 
-    func queueEntry(_ job: JobRecord, run: RunRecord) -> QueueEntry {
+    /// A job as the queue shows it; a queued one with its `place` (1: the next to go), from the
+    /// scheduler unless given (in a cluster the store's: `places`).
+    func queueEntry(_ job: JobRecord, run: RunRecord, place: Int? = nil) -> QueueEntry {
         var entry = QueueEntry(jobID: job.id, runID: job.runID, attempt: job.attempt, project: run.project,
                                pipeline: run.pipeline, job: job.name, branch: run.branch, labels: job.labels,
                                status: job.status, runner: job.runner, queuedAt: job.queuedAt)
         if job.status == .queued {
-            entry.position = (scheduler.index(of: job.id) ?? -1) + 1
+            entry.position = place ?? (scheduler.index(of: job.id) ?? -1) + 1
             entry.waitingReason = scheduler.unmatchedReason(for: Set(job.labels))
         }
         return entry
@@ -20,6 +22,22 @@ extension CoordinatorCore {
         live.publishQueue(QueueEvent(kind: kind, entry: entry))
     }
 
+    /// Queued jobs' places: the scheduler's, or in a cluster the store's (one read).
+    func places(_ jobIDs: [Int64]) async throws -> [Int64: Int] {
+        guard let cluster else {
+            return Dictionary(jobIDs.compactMap { id in scheduler.index(of: id).map { (id, $0 + 1) } }, uniquingKeysWith: { $1 })
+        }
+        return try await cluster.queuePlaces(jobIDs: jobIDs)
+    }
+
+    /// Tells the queue's watchers that jobs were queued (in a cluster, their places are read
+    /// only when someone watches).
+    func publishQueued(_ jobs: [JobRecord], run: RunRecord) async {
+        guard cluster == nil || live.watchesQueue else { return }
+        let places = (try? await places(jobs.map(\.id))) ?? [:]
+        for job in jobs { publishQueue(.queued, queueEntry(job, run: run, place: places[job.id] ?? 0)) }
+    }
+
     /// Running jobs, then queued ones in dispatch order, each queued one with its place and,
     /// when no runner can take it, why.
     /// The first `limit` (`ListLimit.queue`, at most `most`) are listed.
@@ -27,16 +45,27 @@ extension CoordinatorCore {
     public func queue(limit: Int? = nil, most: Int? = nil, as principal: Principal) async throws -> QueueList {
         try Authorization.check(principal, .listQueue)
         let limit = try ListLimit.queue.resolve(limit, most: most)
-        let running = table.jobIDs
-        let ids = Array(running.prefix(limit)) + scheduler.queue.prefix(max(0, limit - running.count)).map(\.id)
-        var list = QueueList(jobs: [], total: running.count + scheduler.queue.count)
-        let records = Dictionary(try await store.jobs(ids: ids).map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
+        let records: [JobRecord]
+        var list: QueueList
+        if let cluster {
+            // The database is the queue: every coordinator's running jobs, then the queued.
+            let head = try await cluster.queueHead(limit: limit)
+            records = head.jobs
+            list = QueueList(jobs: [], total: head.queued + head.running)
+        } else {
+            let running = table.jobIDs
+            let ids = Array(running.prefix(limit)) + scheduler.queue.prefix(max(0, limit - running.count)).map(\.id)
+            let byID = Dictionary(try await store.jobs(ids: ids).map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
+            records = ids.compactMap { byID[$0] }
+            list = QueueList(jobs: [], total: running.count + scheduler.queue.count)
+        }
         var runs: [Int64: RunRecord] = [:]
-        for id in ids {
-            guard let job = records[id] else { continue }
+        var place = 0
+        for job in records {
             if runs[job.runID] == nil { runs[job.runID] = try await store.run(id: job.runID) }
             guard let run = runs[job.runID] else { continue }
-            list.jobs.append(queueEntry(job, run: run))
+            if job.status == .queued { place += 1 }
+            list.jobs.append(queueEntry(job, run: run, place: cluster == nil ? nil : place))
         }
         return list
     }
@@ -68,12 +97,8 @@ extension CoordinatorCore {
             switch try await cluster.moveQueued(jobID: jobID, to: target) {
             case .notQueued: throw try await notQueued()
             case .noSuchAnchor: throw CoordinatorError.notFound("the job to move next to is not queued")
-            case .moved(let position, let renumbered):
-                if scheduler.isQueued(jobID) { scheduler.reposition(jobID, to: position) }
-                tell(renumbered ? .queue : .moved(jobID: jobID, position: position))
-                // A queue read on its way may predate this move: read again after it.
-                if resync.running { resync.again = true }
-                if renumbered { await resyncQueue() }
+            case .moved(let position, _):
+                tell(.moved(jobID: jobID, position: position))  // for the other coordinators' watchers
             }
             return try await moved(jobID)
         }
@@ -108,9 +133,10 @@ extension CoordinatorCore {
         guard let job = try await store.job(id: jobID), let run = try await store.run(id: job.runID) else {
             throw CoordinatorError.notFound("job \(jobID) does not exist")
         }
-        let entry = queueEntry(job, run: run)
+        let place: Int? = if let cluster { try await cluster.queuePlaces(jobIDs: [jobID])[jobID] } else { nil }
+        let entry = queueEntry(job, run: run, place: place)
         // Claimed while the move was stored: the claim was published, not a move.
-        if scheduler.isQueued(jobID) { publishQueue(.moved, entry) }
+        if cluster == nil ? scheduler.isQueued(jobID) : place != nil { publishQueue(.moved, entry) }
         return entry
     }
 
@@ -137,7 +163,8 @@ extension CoordinatorCore {
         }
         let reason = "cancelled by \(principal.name)"
         // No await from here until the queued jobs are out of the scheduler and the stops pushed.
-        let queued = targets.filter { scheduler.isQueued($0.id) }
+        // (In a cluster the store's queue decides: a job claimed meanwhile is stopped below.)
+        let queued = targets.filter { cluster == nil ? scheduler.isQueued($0.id) : $0.status == .queued && table[$0.id] == nil }
         scheduler.removeQueued(Set(queued.map(\.id)))
         var running: [(JobRecord, JobTable.Job)] = []
         var heldElsewhere: [JobRecord] = []
@@ -153,8 +180,8 @@ extension CoordinatorCore {
                 // cancelled once that is settled (`JobTable`).
                 logger.info("cancel recorded for a job between phases", metadata: ["job.id": "\(job.id)"])
             case nil where cluster != nil && job.status == .running && table[job.id] == nil:
-                // Held by another coordinator of the cluster: it stops the job.
-                tell(.cancel(jobID: job.id, reason: reason))
+                // Held by another coordinator of the cluster (or by a claim on its way here).
+                cancelHeldElsewhere(job.id, reason: reason)
                 heldElsewhere.append(job)
             case nil:
                 break
@@ -162,6 +189,22 @@ extension CoordinatorCore {
             if let held = table[job.id] { running.append((job, held)) }
         }
         var entries = try await storeCancelled(queued, reason: reason)
+        if cluster != nil {
+            // Claimed (here or elsewhere) while the store cancelled the others: stopped where it runs.
+            let cancelled = Set(entries.map(\.jobID))
+            for job in queued where !cancelled.contains(job.id) {
+                guard let now = try await store.job(id: job.id), now.status == .running else { continue }
+                switch table.cancel(jobID: job.id, reason: reason) {
+                case .stop(let session, let epoch):
+                    sink(of: session)?.send(.stopJob(jobID: job.id, epoch: epoch, reason: reason, abandon: false))
+                case .stopOnReattach, .deferred:
+                    break
+                case nil:
+                    cancelHeldElsewhere(job.id, reason: reason)
+                }
+                heldElsewhere.append(now)
+            }
+        }
         for (job, lease) in running {
             guard let run = try await store.run(id: job.runID) else { continue }
             var job = job  // read before it was claimed, perhaps
@@ -176,6 +219,13 @@ extension CoordinatorCore {
         return Self.cancelResult(entries)
     }
 
+    /// A cancel of a running job no table here has: its holder (another coordinator) stops
+    /// it, and a claim on its way here that took it ends it cancelled.
+    func cancelHeldElsewhere(_ jobID: Int64, reason: String) {
+        if claimCancels != nil { claimCancels?[jobID] = reason }
+        tell(.cancel(jobID: jobID, reason: reason))
+    }
+
     static func cancelResult(_ entries: [QueueEntry]) -> CancelResult {
         CancelResult(jobs: Array(entries.prefix(maximumListedJobs)), count: entries.count)
     }
@@ -188,12 +238,15 @@ extension CoordinatorCore {
         let filter = RunFilter(project: given(request.project), pipeline: given(request.pipeline), branch: given(request.branch))
         let label = given(request.label)
         let matching = try await store.queuedJobs(matching: filter).filter {
-            scheduler.isQueued($0.id) && (label.map($0.labels.contains) ?? true)
+            (cluster != nil || scheduler.isQueued($0.id)) && (label.map($0.labels.contains) ?? true)
         }
         if request.dryRun {
             var runs: [Int64: RunRecord] = [:]
-            for job in matching where runs[job.runID] == nil { runs[job.runID] = try await store.run(id: job.runID) }
-            return Self.cancelResult(matching.compactMap { job in runs[job.runID].map { queueEntry(job, run: $0) } })
+            let listed = Array(matching.prefix(Self.maximumListedJobs))
+            for job in listed where runs[job.runID] == nil { runs[job.runID] = try await store.run(id: job.runID) }
+            let places = try await places(listed.map(\.id))
+            let entries = listed.compactMap { job in runs[job.runID].map { queueEntry(job, run: $0, place: places[job.id] ?? 0) } }
+            return CancelResult(jobs: entries, count: matching.count)
         }
         // Out of the scheduler before any await (see `cancel`).
         scheduler.removeQueued(Set(matching.map(\.id)))

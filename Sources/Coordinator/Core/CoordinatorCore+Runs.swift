@@ -37,10 +37,8 @@ extension CoordinatorCore {
         let definition = try catalog.definition(of: version)
         let (run, jobs) = try await store.createRun(version: version, definition: definition, branch: branch, commit: commit,
                                                     trigger: trigger, triggeredBy: who, now: Date.nowMilliseconds)
-        for job in jobs {
-            enqueue(.init(id: job.id, labels: Set(job.labels), position: job.position))
-            publishQueue(.queued, queueEntry(job, run: run))
-        }
+        for job in jobs { enqueue(.init(id: job.id, labels: Set(job.labels), position: job.position)) }
+        await publishQueued(jobs, run: run)
         tell(.queue)
         logger.info("run triggered", metadata: ["run.id": "\(run.id)", "pipeline": "\(run.project)/\(run.pipeline)",
                                                 "branch": "\(branch)", "commit": "\(commit.isEmpty ? "head" : commit)",
@@ -65,10 +63,8 @@ extension CoordinatorCore {
         let (updated, jobs) = try await store.createAttempt(runID: runID, definition: definition,
                                                             trigger: Self.triggerSource(principal), triggeredBy: principal.name,
                                                             now: Date.nowMilliseconds)
-        for job in jobs {
-            enqueue(.init(id: job.id, labels: Set(job.labels), position: job.position))
-            publishQueue(.queued, queueEntry(job, run: updated))
-        }
+        for job in jobs { enqueue(.init(id: job.id, labels: Set(job.labels), position: job.position)) }
+        await publishQueued(jobs, run: updated)
         tell(.queue)
         logger.info("run re-run", metadata: ["run.id": "\(runID)", "attempt": "\(updated.attempt)", "by": "\(principal)"])
         await dispatch()

@@ -72,8 +72,9 @@ public actor CoordinatorCore {
     let signals = SignalOutbox()
     /// Tokens and revoked certificates: what a front checks a caller by.
     public nonisolated let access: AccessControl
-    /// Queue reads from the store after another coordinator changed it (`resyncQueue`).
-    var resync = QueueResync()
+    /// While a claim from the store is on its way (several coordinators: the database is the
+    /// queue), cancels of jobs in no table, by job: a job the claim took ends cancelled.
+    var claimCancels: [Int64: String]?
     /// A dispatch is storing its claims (`running`); another was asked for meanwhile (`again`).
     var dispatching = (running: false, again: false)
 
@@ -123,23 +124,22 @@ public actor CoordinatorCore {
     /// that were running keep their lease for one lease period, for their runners to come back
     /// and reattach them.
     ///
-    /// In a cluster, running jobs are left to their holders: a job whose holder is gone is
-    /// taken over by the sweep (`sweepOrphans`), or by the coordinator its runner comes back to.
+    /// In a cluster, the queue stays in the database (`dispatch` claims from it), and running
+    /// jobs are left to their holders: a job whose holder is gone is taken over by the sweep
+    /// (`clusterTick`), or by the coordinator its runner comes back to.
     public func recover(now: ContinuousClock.Instant = .now) async throws {
         try await cluster?.beat()
         drained = try await store.drainedRunners()
         try await access.load()
+        // In a cluster the queue is the database's, and running jobs and their open uploads
+        // belong to their holders.
+        guard cluster == nil else { return }
         for job in try await store.activeJobs() {
             switch job.status {
-            case .queued:
-                scheduler.enqueue(.init(id: job.id, labels: Set(job.labels), position: job.position))
-            default:
-                guard cluster == nil else { continue }
-                table.restore(job: job, deadline: now.advanced(by: limits.lease))
+            case .queued: scheduler.enqueue(.init(id: job.id, labels: Set(job.labels), position: job.position))
+            default: table.restore(job: job, deadline: now.advanced(by: limits.lease))
             }
         }
-        // In a cluster, open uploads belong to the jobs' holders; one comes with a job taken over.
-        guard cluster == nil else { return }
         let leased = Set(table.jobIDs)
         try await uploads.recover(keep: { leased.contains($0) })
     }

@@ -113,6 +113,35 @@ struct JobTable {
         return lastEpoch
     }
 
+    /// New epochs for claims the store decides (the database is the queue): ascending, each
+    /// greater than any before and not below the clock in milliseconds (see `claim`).
+    mutating func newEpochs(_ count: Int, now: Int64) -> [Int64] {
+        (0..<count).map { _ in
+            lastEpoch = max(lastEpoch + 1, now)
+            return lastEpoch
+        }
+    }
+
+    /// A job the store claimed for a runner (the database is the queue): `leased` at once,
+    /// to `session` (nil when its runner left while the claim was stored: it has until
+    /// `deadline` to come back). A cancel recorded while the claim was on its way
+    /// (`cancelReason`) ends it cancelled before the runner is told.
+    mutating func claimed(_ record: ClaimedJob, session: UInt64?, deadline: ContinuousClock.Instant,
+                          cancelReason: String?) -> ClaimOutcome {
+        var job = Job(phase: .leased, runID: record.run.id, attempt: record.job.attempt, name: record.job.name,
+                      session: session, runner: record.job.runner ?? "", epoch: record.job.epoch,
+                      deadline: session == nil ? deadline : nil, nodes: record.nodes.map { ($0.name, $0.status) },
+                      retryLost: record.job.retryLost, lostCount: record.job.lostCount)
+        job.cancelReason = cancelReason
+        jobs[record.job.id] = job
+        lastEpoch = max(lastEpoch, record.job.epoch)
+        if let reason = cancelReason {
+            _ = beginEnd(record.job.id, End(status: .cancelled, reason: "\(reason) (before it started)"))
+            return .cancelled(reason: reason, session: session)
+        }
+        return session.map { .assign(session: $0) } ?? .runnerAway
+    }
+
     enum ClaimOutcome: Equatable {
         /// Send the assignment to this session.
         case assign(session: UInt64)

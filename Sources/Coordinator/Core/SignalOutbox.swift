@@ -70,8 +70,6 @@ final class SignalOutbox: Sendable {
         case .queue, .state, .resync:
             if pending.contains(signal) || pending.contains(.resync) && signal == .queue { return }
             pending.append(signal)
-        case .claimed(let ids):
-            merge(ids, into: &pending, { .claimed(jobIDs: $0) }, { if case .claimed(let ids) = $0 { ids } else { nil } })
         case .run(let ids):
             merge(ids, into: &pending, { .run(runIDs: $0) }, { if case .run(let ids) = $0 { ids } else { nil } })
         case .moved(let jobID, _):

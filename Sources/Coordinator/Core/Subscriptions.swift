@@ -12,6 +12,7 @@ final class LiveEvents: Sendable {
     func endWatches(session: UInt64) { state.withLock { $0.endWatches(session: session) } }
     func readAgain(runIDs: Set<Int64>?) { state.withLock { $0.readAgain(runIDs: runIDs) } }
     var hasWatchers: Bool { state.withLock { $0.hasWatchers } }
+    var watchesQueue: Bool { state.withLock { !$0.queueWatchers.isEmpty } }
 
     func publish(runID: Int64, attempt: Int, _ event: WatchEvent) {
         state.withLock { $0.publish(runID: runID, attempt: attempt, event) }

@@ -23,6 +23,22 @@ public protocol ClusterStore: CoordinatorStore {
     /// it (`jobs`: id and epoch), should a sweep have taken them for orphans (this coordinator
     /// was slow to beat); returns the ids it took back.
     func reclaim(_ jobs: [LeaseRef]) async throws -> [Int64]
+    /// Claims queued jobs for free runner slots, in one transaction: the first queued jobs in
+    /// queue order that fit a slot (the job's labels all among the slot's), read with
+    /// `FOR UPDATE SKIP LOCKED` so that coordinators claiming at once never wait for each other
+    /// and never take one job twice. Each job goes to the least busy slot it fits, running on
+    /// its runner at the slot's next epoch, held by this coordinator. Returns the jobs claimed.
+    func claimQueued(_ slots: [ClaimSlot], now: Int64) async throws -> [ClaimedJob]
+    /// Running jobs (of every coordinator), then the first queued ones in queue order, `limit`
+    /// in all; and how many jobs are queued and running.
+    func queueHead(limit: Int) async throws -> (jobs: [JobRecord], queued: Int, running: Int)
+    /// The places in the queue (1: the next to go) of those of these jobs that are queued.
+    func queuePlaces(jobIDs: [Int64]) async throws -> [Int64: Int]
+    /// Checks that `directory` (`--data`) is the one every coordinator of the database uses:
+    /// the marker file in it must name the marker the database recorded. The first
+    /// coordinator of a database writes both. Throws `inconsistent`, naming `--data`, when
+    /// they differ or one is missing.
+    func checkDataDirectory(_ directory: String) async throws
     /// Moves a queued job to `target`, its place decided from the store's order under a lock
     /// that moves take one at a time, so concurrent moves from several coordinators are all
     /// applied. One row changes unless repeated moves into one gap used up the precision
@@ -48,12 +64,10 @@ public enum QueueMove: Sendable, Equatable {
 
 /// A wake-up from another coordinator.
 public enum ClusterSignal: Sendable, Equatable {
-    /// The queue changed: jobs queued, moved, cancelled or requeued.
+    /// Jobs were queued (new, or requeued): coordinators with free runner slots claim.
     case queue
-    /// A queued job was moved to `position` (one row; a renumbering signals `.queue`).
+    /// A queued job was moved to `position`: the queue's watchers are told.
     case moved(jobID: Int64, position: Double)
-    /// These jobs were claimed: no longer queued.
-    case claimed(jobIDs: [Int64])
     /// Drains, revocations or tokens changed.
     case state
     /// A running job was cancelled: its holder stops it.
@@ -63,4 +77,21 @@ public enum ClusterSignal: Sendable, Equatable {
     case run(runIDs: [Int64])
     /// Signals may have been missed: read everything again.
     case resync
+}
+
+/// Free slots of one runner, for `ClusterStore.claimQueued`.
+public struct ClaimSlot: Sendable, Equatable {
+    public var runner: String
+    public var labels: Set<String>
+    /// Jobs the runner runs now (the least busy fitting slot takes a job first).
+    public var running: Int
+    /// One epoch per free slot, ascending: the claims' epochs, in the order the runner is told.
+    public var epochs: [Int64]
+
+    public init(runner: String, labels: Set<String>, running: Int, epochs: [Int64]) {
+        self.runner = runner
+        self.labels = labels
+        self.running = running
+        self.epochs = epochs
+    }
 }

@@ -18,12 +18,6 @@ public protocol CoordinatorStore: Sendable {
     /// running), in one transaction; returns what their assignments carry, in the same order
     /// (nil for a job that was no longer queued).
     func claimJobs(_ claims: [JobClaim], now: Int64) async throws -> [ClaimedJob?]
-    /// Claims the first queued job, in queue order, whose labels the runner has all of:
-    /// running on `runner` at `epoch`, in one transaction that no other claim can interleave
-    /// with (however many coordinators share the store). Nil when no queued job fits. A
-    /// coordinator that does not place jobs in memory (several sharing one database) takes
-    /// work this way.
-    func claimNext(runner: String, labels: Set<String>, epoch: Int64, now: Int64) async throws -> ClaimedJob?
     // Writes from a runner carry the epoch of its lease and are refused (`StoreError.staleLease`,
     // nothing written) unless the job is running with that epoch: a runner that was cut off
     // cannot overwrite a reassigned job, whichever coordinator it talks to.
@@ -70,7 +64,9 @@ public protocol CoordinatorStore: Sendable {
     /// branch (its status is not used).
     func queuedJobs(matching filter: RunFilter) async throws -> [JobRecord]
 
-    func requeueLostJob(id: Int64, position: Double, reason: String, now: Int64) async throws -> RunRecord
+    /// Puts a running job back at the front of the queue (before every queued job), its nodes
+    /// pending again and what its lost execution stored removed.
+    func requeueLostJob(id: Int64, reason: String, now: Int64) async throws -> RunRecord
     func saveUpload(jobID: Int64, name: String, size: Int64, sha256: String, now: Int64) async throws -> UploadRecord
     func uploads() async throws -> [UploadRecord]
     func deleteUploads(ids: [Int64]) async throws

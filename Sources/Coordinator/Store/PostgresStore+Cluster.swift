@@ -44,9 +44,9 @@ extension PostgresStore: ClusterStore {
     public func moveQueued(jobID: Int64, to target: MoveTarget) async throws -> QueueMove {
         let logger = logger
         return try await transaction { [self] db in
-            // The lock appends to the queue take (for this transaction): one move at a time,
-            // whichever coordinator, and never onto the position a new job is given.
-            try await db.query("SELECT pg_advisory_xact_lock(\(Self.queueTailLock))", logger: logger)
+            // One move at a time, whichever coordinator (for this transaction). New jobs take
+            // places from `job_position` and never wait for it.
+            try await db.query("SELECT pg_advisory_xact_lock(\(Self.queueMoveLock))", logger: logger)
             guard try await db.row("SELECT 1 FROM job WHERE id = \(jobID) AND status = 'queued' FOR UPDATE",
                                    logger: logger) != nil else { return .notQueued }
             var placement = try await Self.place(db, jobID: jobID, at: target, logger: logger)
@@ -73,17 +73,24 @@ extension PostgresStore: ClusterStore {
         func position(_ query: PostgresQuery) async throws -> Double? {
             try await db.row(query, logger: logger).map { try $0.get("position", as: Double.self) }
         }
+        /// Between two neighbours; after the last, a place from `job_position` (above every
+        /// place a new job was given, so a job appended later goes after this one).
+        func between(_ before: Double?, _ after: Double?) async throws -> Scheduler.Placement {
+            guard after == nil else { return Scheduler.between(before, after) }
+            let next = try await db.row("SELECT nextval('job_position')::float8 AS next", logger: logger)!.get("next", as: Double.self)
+            return .at(max(next, (before ?? 0) + 1))
+        }
         func anchor(_ id: Int64) async throws -> Double? {
             guard id != jobID else { return nil }
             return try await position("SELECT position FROM job WHERE id = \(id) AND status = 'queued'")
         }
         switch target {
         case .top:
-            return Scheduler.between(nil, try await position("""
+            return try await between(nil, try await position("""
                 SELECT position FROM job WHERE status = 'queued' AND id <> \(jobID) ORDER BY position, id LIMIT 1
                 """))
         case .bottom:
-            return Scheduler.between(try await position("""
+            return try await between(try await position("""
                 SELECT position FROM job WHERE status = 'queued' AND id <> \(jobID) ORDER BY position DESC, id DESC LIMIT 1
                 """), nil)
         case .position(let n) where n <= 1:
@@ -95,16 +102,16 @@ extension PostgresStore: ClusterStore {
                 ORDER BY position, id OFFSET \(Int64(n - 2)) LIMIT 2
                 """, logger: logger).map { try $0.get("position", as: Double.self) }
             guard let before = pair.first else { return try await place(db, jobID: jobID, at: .bottom, logger: logger) }
-            return Scheduler.between(before, pair.count > 1 ? pair[1] : nil)
+            return try await between(before, pair.count > 1 ? pair[1] : nil)
         case .before(let id):
             guard let at = try await anchor(id) else { return .noSuchAnchor }
-            return Scheduler.between(try await position("""
+            return try await between(try await position("""
                 SELECT position FROM job WHERE status = 'queued' AND id <> \(jobID) AND (position, id) < (\(at), \(id))
                 ORDER BY position DESC, id DESC LIMIT 1
                 """), at)
         case .after(let id):
             guard let at = try await anchor(id) else { return .noSuchAnchor }
-            return Scheduler.between(at, try await position("""
+            return try await between(at, try await position("""
                 SELECT position FROM job WHERE status = 'queued' AND id <> \(jobID) AND (position, id) > (\(at), \(id))
                 ORDER BY position, id LIMIT 1
                 """))
@@ -131,6 +138,98 @@ extension PostgresStore: ClusterStore {
             // Coordinators silent for a day are gone for good.
             try await db.query("DELETE FROM coordinator WHERE seen_at < \(unescaped: Self.databaseNow) - 86400000", logger: logger)
             return jobs
+        }
+    }
+
+    public func queueHead(limit: Int) async throws -> (jobs: [JobRecord], queued: Int, running: Int) {
+        try await transaction { [self] db in
+            let running = try await db.rows("""
+                SELECT \(unescaped: Self.jobColumns) FROM job WHERE status = 'running' ORDER BY id LIMIT \(Int64(limit))
+                """, logger: logger).map(Self.job)
+            let queued = try await db.rows("""
+                SELECT \(unescaped: Self.jobColumns) FROM job WHERE status = 'queued' ORDER BY position, id
+                LIMIT \(Int64(max(0, limit - running.count)))
+                """, logger: logger).map(Self.job)
+            let counts = try await db.row("""
+                SELECT count(*) FILTER (WHERE status = 'queued') AS queued, count(*) FILTER (WHERE status = 'running') AS running
+                FROM job WHERE status IN ('queued', 'running')
+                """, logger: logger)!
+            return (running + queued, Int(try counts.get("queued", as: Int64.self)), Int(try counts.get("running", as: Int64.self)))
+        }
+    }
+
+    public func queuePlaces(jobIDs: [Int64]) async throws -> [Int64: Int] {
+        guard !jobIDs.isEmpty else { return [:] }
+        // One job: the queued jobs before it are counted; several: the queue is numbered once.
+        let query: PostgresQuery = jobIDs.count == 1 ? """
+            SELECT j.id, (SELECT count(*) FROM job o WHERE o.status = 'queued' AND (o.position, o.id) < (j.position, j.id)) + 1 AS place
+            FROM job j WHERE j.id = \(jobIDs[0]) AND j.status = 'queued'
+            """ : """
+            SELECT id, place FROM (SELECT id, row_number() OVER (ORDER BY position, id) AS place FROM job WHERE status = 'queued') q
+            WHERE id = ANY(\(jobIDs))
+            """
+        return try await read { [self] db in
+            var places: [Int64: Int] = [:]
+            for row in try await db.rows(query, logger: logger) {
+                places[try row.get("id")] = Int(try row.get("place", as: Int64.self))
+            }
+            return places
+        }
+    }
+
+    /// The marker file under `--data`, and its name in `cluster_setting`.
+    static let dataMarker = "heddle-data.id"
+
+    public func checkDataDirectory(_ directory: String) async throws {
+        let path = "\(directory)/\(Self.dataMarker)"
+        func onDisk() -> String? {
+            (try? String(contentsOfFile: path, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        let logger = logger
+        func recorded() async throws -> String? {
+            try await read { db in
+                try await db.row("SELECT value FROM cluster_setting WHERE name = 'data_marker'", logger: logger)
+                    .map { try $0.get("value", as: String.self) }
+            }
+        }
+        var marker = onDisk()
+        if try await recorded() == nil {
+            if let found = marker {
+                // A marker no database recorded: this directory's first coordinator stopped
+                // before recording it (then it holds no data yet), or it is another database's.
+                let holdsData = ["logs", "blobs"].contains {
+                    !((try? FileManager.default.contentsOfDirectory(atPath: "\(directory)/\($0)")) ?? []).isEmpty
+                }
+                if holdsData {
+                    throw StoreError(.inconsistent, "--data \(directory) holds another database's data (its \(Self.dataMarker) says \(found), and this database recorded none): give this database an empty directory at --data, or start with the database that directory was used with")
+                }
+            } else {
+                // The first coordinator of the database: the marker is created in the directory
+                // (only the first of several coordinators doing so at once wins there), then
+                // recorded in the database (only the first wins there too).
+                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+                let temporary = "\(path).\(UUID().uuidString.lowercased())"
+                try Data("\(UUID().uuidString.lowercased())\n".utf8).write(to: URL(fileURLWithPath: temporary))
+                _ = link(temporary, path)  // fails when another coordinator made it first: theirs stays
+                unlink(temporary)
+                marker = onDisk()
+            }
+            if let marker {
+                try await read { db in
+                    try await db.query("""
+                        INSERT INTO cluster_setting (name, value) VALUES ('data_marker', \(marker)) ON CONFLICT (name) DO NOTHING
+                        """, logger: logger)
+                }
+            }
+        }
+        guard let recorded = try await recorded() else {
+            throw StoreError(.inconsistent, "cannot write the marker \(path) under --data: check that the directory is writable")
+        }
+        guard let marker else {
+            throw StoreError(.inconsistent, "--data \(directory) is not the data directory the other coordinators of this database use: it has no \(Self.dataMarker) (theirs says \(recorded)). Every coordinator must have the same shared directory at --data")
+        }
+        guard marker == recorded else {
+            throw StoreError(.inconsistent, "--data \(directory) is not the data directory the other coordinators of this database use: its \(Self.dataMarker) says \(marker), the database \(recorded). Every coordinator must have the same shared directory at --data")
         }
     }
 
@@ -183,8 +282,6 @@ extension PostgresStore: ClusterStore {
         case .moved(let jobID, let position): "moved|\(jobID)|\(position)"
         // A notification holds up to 8,000 bytes: past 500 runs, a resync says as much.
         case .run(let runIDs) where runIDs.count > 500: "resync"
-        case .claimed(let jobIDs) where jobIDs.count > 500: "queue"
-        case .claimed(let jobIDs): "claimed|" + jobIDs.map(String.init).joined(separator: ",")
         case .run(let runIDs): "run|" + runIDs.map(String.init).joined(separator: ",")
         }
     }
@@ -199,7 +296,6 @@ extension PostgresStore: ClusterStore {
         case "moved" where parts.count == 3:
             guard let id = Int64(parts[1]), let position = Double(parts[2]), position.isFinite else { return nil }
             return .moved(jobID: id, position: position)
-        case "claimed" where parts.count == 2: return .claimed(jobIDs: parts[1].split(separator: ",").compactMap { Int64($0) })
         case "run" where parts.count == 2: return .run(runIDs: parts[1].split(separator: ",").compactMap { Int64($0) })
         default: return nil
         }

@@ -128,17 +128,22 @@ extension PostgresStore {
         guard !ends.isEmpty else { return [] }
         let logger = logger
         let me = coordinatorID
-        return try await transaction { [self] db in
-            // Fenced jobs, locked in id order (two coordinators never wait on each other in a circle).
+        return try await batched { db in
+            // Fenced jobs, locked (shared) in id order: two coordinators never wait on each other in a circle.
+            let fencedIDs = Array(Set(ends.compactMap { $0.epoch == nil ? nil : $0.jobID })).sorted()
+            var current: [Int64: Int64] = [:]
+            if !fencedIDs.isEmpty {
+                for row in try await db.rows("""
+                    SELECT id, epoch FROM job WHERE id = ANY(\(fencedIDs)) AND status = 'running' AND holder = \(me)
+                    ORDER BY id FOR SHARE
+                    """, logger: logger) {
+                    current[try row.get("id")] = try row.get("epoch")
+                }
+            }
             var leased: [Int64: Bool] = [:]
-            let fenced = Set(ends.compactMap { end in end.epoch.map { Pair(jobID: end.jobID, epoch: $0) } })
-                .sorted { ($0.jobID, $0.epoch) < ($1.jobID, $1.epoch) }
-            for pair in fenced {
-                let holds = try await db.row("""
-                    SELECT 1 AS held FROM job
-                    WHERE id = \(pair.jobID) AND epoch = \(pair.epoch) AND status = 'running' AND holder = \(me) FOR SHARE
-                    """, logger: logger) != nil
-                leased[pair.jobID] = (leased[pair.jobID] ?? true) && holds
+            for end in ends {
+                guard let epoch = end.epoch else { continue }
+                leased[end.jobID] = (leased[end.jobID] ?? true) && current[end.jobID] == epoch
             }
             var refused = Set<Int64>()
             var jobIDs: [Int64] = []
@@ -165,11 +170,6 @@ extension PostgresStore {
             }
             return refused
         }
-    }
-
-    private struct Pair: Hashable {
-        var jobID: Int64
-        var epoch: Int64
     }
 
     public func logLengths(jobID: Int64) async throws -> [String: Int64] {

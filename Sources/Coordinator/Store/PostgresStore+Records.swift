@@ -74,7 +74,8 @@ extension PostgresStore {
     public func createRun(version: PipelineVersionRecord, definition: PipelineDefinition, branch: String,
                           commit: String, trigger: String, triggeredBy: String, now: Int64) async throws -> (RunRecord, [JobRecord]) {
         let logger = logger
-        return try await transaction { [self] db in
+        let jobsJSON = try Self.jobsJSON(definition)
+        return try await batched { db in
             let row = try await db.row("""
                 INSERT INTO run (project, pipeline, pipeline_version_id, branch, status, attempt, trigger, created_at, commit_sha,
                                  triggered_by)
@@ -87,7 +88,7 @@ extension PostgresStore {
                                 trigger: trigger, createdAt: now)
             run.commit = commit
             run.triggeredBy = triggeredBy
-            let jobs = try await Self.insertAttempt(db, run: run, definition: definition, now: now, logger: logger)
+            let jobs = try await Self.insertAttempt(db, run: run, definition: definition, jobs: jobsJSON, now: now, logger: logger)
             return (run, jobs)
         }
     }
@@ -95,6 +96,7 @@ extension PostgresStore {
     public func createAttempt(runID: Int64, definition: PipelineDefinition, trigger: String, triggeredBy: String,
                               now: Int64) async throws -> (RunRecord, [JobRecord]) {
         let logger = logger
+        let jobsJSON = try Self.jobsJSON(definition)
         return try await transaction { [self] db in
             try await db.query("""
                 UPDATE run SET attempt = attempt + 1, status = 'queued', trigger = \(trigger), triggered_by = \(triggeredBy),
@@ -103,109 +105,164 @@ extension PostgresStore {
             guard let run = try await Self.fetchRun(db, id: runID, logger: logger) else {
                 throw StoreError(.notFound, "run \(runID) does not exist")
             }
-            let jobs = try await Self.insertAttempt(db, run: run, definition: definition, now: now, logger: logger)
+            let jobs = try await Self.insertAttempt(db, run: run, definition: definition, jobs: jobsJSON, now: now, logger: logger)
             return (run, jobs)
         }
     }
 
-    /// The lock every change to the end of the queue takes, so two coordinators appending at
-    /// once give their jobs distinct positions.
-    static let queueTailLock: Int64 = 0x4865_6464_6C65_0002
+    /// The lock queue moves take, one at a time whichever coordinator moves.
+    static let queueMoveLock: Int64 = 0x4865_6464_6C65_0002
 
-    /// Inserts the attempt row of `run.attempt`, its queued jobs (at the end of the queue)
-    /// and their pending nodes.
-    static func insertAttempt(_ db: PostgresConnection, run: RunRecord, definition: PipelineDefinition, now: Int64,
-                              logger: Logger) async throws -> [JobRecord] {
+    /// A pipeline's jobs and their nodes as JSON rows for `jsonb_to_recordset`: one statement
+    /// inserts every job, one every node, whatever the pipeline's size.
+    static func jobsJSON(_ definition: PipelineDefinition) throws -> (jobs: String, nodes: String) {
+        struct Job: Encodable { var ordinal: Int; var name: String; var labels: String; var retry_lost: Int }
+        struct Node: Encodable {
+            var job: String; var name: String; var ordinal: Int; var run: String; var needs: String; var env: String
+            var timeout: Int?; var grace: Int?; var artifacts: String
+        }
+        var jobs: [Job] = []
+        var nodes: [Node] = []
+        for (index, job) in definition.jobs.enumerated() {
+            jobs.append(Job(ordinal: index, name: job.name, labels: try pgJSON(job.labels), retry_lost: job.retryLost))
+            for (ordinal, node) in job.nodes.enumerated() {
+                nodes.append(Node(job: job.name, name: node.name, ordinal: ordinal, run: node.run, needs: try pgJSON(node.needs),
+                                  env: try pgJSON(node.env), timeout: node.timeout, grace: node.grace,
+                                  artifacts: try pgJSON(node.artifacts)))
+            }
+        }
+        return (try pgJSON(jobs), try pgJSON(nodes))
+    }
+
+    /// Inserts the attempt row of `run.attempt`, its queued jobs (at the end of the queue, in
+    /// the pipeline's order, places from `job_position`) and their pending nodes.
+    static func insertAttempt(_ db: PostgresConnection, run: RunRecord, definition: PipelineDefinition,
+                              jobs json: (jobs: String, nodes: String), now: Int64, logger: Logger) async throws -> [JobRecord] {
         try await db.query("""
             INSERT INTO attempt (run_id, number, status, trigger, created_at, triggered_by)
             VALUES (\(run.id), \(run.attempt), 'queued', \(run.trigger), \(now), \(run.triggeredBy))
             """, logger: logger)
-        try await db.query("SELECT pg_advisory_xact_lock(\(queueTailLock))", logger: logger)
-        let maxPosition = try await db.row("""
-            SELECT COALESCE(MAX(position), 0) AS position FROM job WHERE status IN ('queued', 'running')
-            """, logger: logger).map { try $0.get("position", as: Double.self) } ?? 0
-        var jobs: [JobRecord] = []
-        for (index, job) in definition.jobs.enumerated() {
-            let position = maxPosition + Double(index + 1)
-            let labels = try pgJSON(job.labels)
-            let row = try await db.row("""
-                INSERT INTO job (run_id, attempt, name, labels, status, position, queued_at, retry_lost)
-                VALUES (\(run.id), \(run.attempt), \(job.name), \(labels)::jsonb, 'queued', \(position), \(now), \(job.retryLost))
-                RETURNING id
-                """, logger: logger)
-            let jobID: Int64 = try row!.get("id")
-            for (ordinal, node) in job.nodes.enumerated() {
-                try await db.query("""
-                    INSERT INTO node (job_id, name, ordinal, run, needs, env, timeout, grace, artifacts, status)
-                    VALUES (\(jobID), \(node.name), \(ordinal), \(node.run), \(try pgJSON(node.needs)), \(try pgJSON(node.env)),
-                            \(node.timeout), \(node.grace), \(try pgJSON(node.artifacts)), 'pending')
-                    """, logger: logger)
+        // `nextval` in the select list is evaluated after the sort: places follow the pipeline's order.
+        let rows = try await db.rows("""
+            INSERT INTO job (run_id, attempt, name, labels, status, position, queued_at, retry_lost)
+            SELECT \(run.id), \(run.attempt), j.name, j.labels::jsonb, 'queued', nextval('job_position')::float8, \(now), j.retry_lost
+            FROM jsonb_to_recordset(\(json.jobs)::jsonb) AS j(ordinal bigint, name text, labels text, retry_lost bigint)
+            ORDER BY j.ordinal
+            RETURNING id, name, position
+            """, logger: logger)
+        var placed: [String: (id: Int64, position: Double)] = [:]
+        for row in rows { placed[try row.get("name")] = (try row.get("id"), try row.get("position")) }
+        try await db.query("""
+            INSERT INTO node (job_id, name, ordinal, run, needs, env, timeout, grace, artifacts, status)
+            SELECT job.id, n.name, n.ordinal, n.run, n.needs, n.env, n.timeout, n.grace, n.artifacts, 'pending'
+            FROM jsonb_to_recordset(\(json.nodes)::jsonb)
+                 AS n(job text, name text, ordinal bigint, run text, needs text, env text, timeout bigint, grace bigint, artifacts text)
+            JOIN job ON job.run_id = \(run.id) AND job.attempt = \(run.attempt) AND job.name = n.job
+            """, logger: logger)
+        return try definition.jobs.map { job in
+            guard let (id, position) = placed[job.name] else {
+                throw StoreError(.inconsistent, "job \(job.name) of run \(run.id) was not stored")
             }
-            jobs.append(JobRecord(id: jobID, runID: run.id, attempt: run.attempt, name: job.name, labels: job.labels,
-                                  status: .queued, runner: nil, epoch: 0, position: position, queuedAt: now,
-                                  startedAt: nil, finishedAt: nil, reason: "", retryLost: job.retryLost))
+            return JobRecord(id: id, runID: run.id, attempt: run.attempt, name: job.name, labels: job.labels,
+                             status: .queued, runner: nil, epoch: 0, position: position, queuedAt: now,
+                             startedAt: nil, finishedAt: nil, reason: "", retryLost: job.retryLost)
         }
-        return jobs
     }
 
     public func claimJobs(_ claims: [JobClaim], now: Int64) async throws -> [ClaimedJob?] {
         guard !claims.isEmpty else { return [] }
         let logger = logger
         let me = coordinatorID
-        return try await transaction { [self] db in
-            var repositories: [String: String] = [:]
-            var claimed: [ClaimedJob?] = []
-            for claim in claims {
-                claimed.append(try await Self.claim(db, claim, now: now, repositories: &repositories, holder: me,
-                                                    logger: logger))
-            }
-            return claimed
+        return try await transaction { db in
+            let claimed = try await Self.claim(db, claims, now: now, holder: me, logger: logger)
+            return claims.map { claimed[$0.jobID] }
         }
     }
 
-    public func claimNext(runner: String, labels: Set<String>, epoch: Int64, now: Int64) async throws -> ClaimedJob? {
-        let labelsJSON = try pgJSON(labels.sorted())
+    public func claimQueued(_ slots: [ClaimSlot], now: Int64) async throws -> [ClaimedJob] {
+        let slots = slots.filter { !$0.epochs.isEmpty }
+        guard !slots.isEmpty else { return [] }
         let logger = logger
         let me = coordinatorID
-        return try await transaction { [self] db in
-            // The first queued job, in queue order, whose labels the runner has all of; a job
-            // another claim has locked is skipped, not waited for, and cannot be taken twice.
-            guard let row = try await db.row("""
-                SELECT id FROM job WHERE status = 'queued' AND labels <@ \(labelsJSON)::jsonb
-                ORDER BY position, id LIMIT 1 FOR UPDATE SKIP LOCKED
-                """, logger: logger) else { return nil }
-            var repositories: [String: String] = [:]
-            return try await Self.claim(db, JobClaim(jobID: try row.get("id"), runner: runner, epoch: epoch), now: now,
-                                        repositories: &repositories, holder: me, logger: logger)
+        let sets = try slots.map { try pgJSON($0.labels.sorted()) }
+        return try await transaction { db in
+            var used = [Int](repeating: 0, count: slots.count)
+            var seen: [Int64] = []
+            var claims: [JobClaim] = []
+            // Rounds: a job read may fit only slots filled meanwhile; then read on past it, twice
+            // as far each time, until every slot is filled or no fitting job is left.
+            var round = 0
+            while true {
+                let open = slots.indices.filter { used[$0] < slots[$0].epochs.count }
+                guard !open.isEmpty else { break }
+                let wanted = open.reduce(0) { $0 + slots[$1].epochs.count - used[$1] } << min(round, 10)
+                round += 1
+                let fits = Array(Set(open.map { sets[$0] }))
+                // In queue order; a job another claim holds is skipped, not waited for.
+                let rows = try await db.rows("""
+                    SELECT id, labels::text AS labels FROM job
+                    WHERE status = 'queued' AND labels <@ ANY(\(fits)::text[]::jsonb[]) AND id <> ALL(\(seen)::bigint[])
+                    ORDER BY position, id LIMIT \(wanted) FOR UPDATE SKIP LOCKED
+                    """, logger: logger)
+                for row in rows {
+                    let id: Int64 = try row.get("id")
+                    seen.append(id)
+                    let labels = Set(try pgUnJSON(try row.get("labels")) as [String])
+                    // The least busy open slot the job fits (as the in-memory scheduler places).
+                    let slot = open.filter { used[$0] < slots[$0].epochs.count && labels.isSubset(of: slots[$0].labels) }
+                        .min { (slots[$0].running + used[$0], $0) < (slots[$1].running + used[$1], $1) }
+                    guard let slot else { continue }
+                    claims.append(JobClaim(jobID: id, runner: slots[slot].runner, epoch: slots[slot].epochs[used[slot]]))
+                    used[slot] += 1
+                }
+                if rows.count < wanted { break }
+            }
+            let claimed = try await Self.claim(db, claims, now: now, holder: me, logger: logger)
+            return claims.compactMap { claimed[$0.jobID] }
         }
     }
 
-    /// Marks a queued job running on a runner at an epoch, and its run and attempt running;
-    /// nil when the job is no longer queued.
-    static func claim(_ db: PostgresConnection, _ claim: JobClaim, now: Int64, repositories: inout [String: String],
-                      holder: String, logger: Logger) async throws -> ClaimedJob? {
-        guard let row = try await db.row("""
-            UPDATE job SET status = 'running', runner = \(claim.runner), epoch = \(claim.epoch), started_at = \(now),
+    /// Marks queued jobs running, each on its runner at its epoch, held by `holder`, and their
+    /// runs and attempts running, in a few statements whatever their number; the jobs no
+    /// longer queued are left out.
+    static func claim(_ db: PostgresConnection, _ claims: [JobClaim], now: Int64, holder: String,
+                      logger: Logger) async throws -> [Int64: ClaimedJob] {
+        guard !claims.isEmpty else { return [:] }
+        let ids = claims.map(\.jobID)
+        let runners = claims.map(\.runner)
+        let epochs = claims.map(\.epoch)
+        let jobs = try await db.rows("""
+            UPDATE job SET status = 'running', runner = c.claimed_by, epoch = c.claimed_at, started_at = \(now),
                            holder = \(holder)
-            WHERE id = \(claim.jobID) AND status = 'queued' RETURNING \(unescaped: jobColumns)
-            """, logger: logger) else { return nil }
-        let job = try Self.job(row)
+            FROM unnest(\(ids)::bigint[], \(runners)::text[], \(epochs)::bigint[]) AS c(claimed, claimed_by, claimed_at)
+            WHERE job.id = c.claimed AND job.status = 'queued'
+            RETURNING \(unescaped: jobColumns.split(separator: ",").map { "job." + $0.trimmingCharacters(in: .whitespacesAndNewlines) }.joined(separator: ", "))
+            """, logger: logger).map(Self.job)
+        guard !jobs.isEmpty else { return [:] }
+        let claimedIDs = jobs.map(\.id)
+        let runIDs = Array(Set(jobs.map(\.runID)))
         try await db.query("""
-            UPDATE run SET status = 'running', started_at = COALESCE(started_at, \(now)) WHERE id = \(job.runID) AND status = 'queued'
+            UPDATE run SET status = 'running', started_at = COALESCE(started_at, \(now)) WHERE id = ANY(\(runIDs)) AND status = 'queued'
             """, logger: logger)
         try await db.query("""
-            UPDATE attempt SET status = 'running', started_at = COALESCE(started_at, \(now))
-            WHERE run_id = \(job.runID) AND number = \(job.attempt) AND status = 'queued'
+            UPDATE attempt SET status = 'running', started_at = COALESCE(attempt.started_at, \(now))
+            FROM job WHERE job.id = ANY(\(claimedIDs)) AND attempt.run_id = job.run_id AND attempt.number = job.attempt
+              AND attempt.status = 'queued'
             """, logger: logger)
-        guard let run = try await fetchRun(db, id: job.runID, logger: logger) else {
-            throw StoreError(.inconsistent, "run \(job.runID) of job \(job.id) is missing")
+        let runs = Dictionary(try await db.rows("SELECT \(unescaped: runColumns) FROM run WHERE id = ANY(\(runIDs))", logger: logger)
+            .map(Self.run).map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
+        let projects = Array(Set(runs.values.map(\.project)))
+        var repositories: [String: String] = [:]
+        for row in try await db.rows("SELECT name, repository FROM project WHERE name = ANY(\(projects))", logger: logger) {
+            repositories[try row.get("name")] = try row.get("repository")
         }
-        if repositories[run.project] == nil {
-            repositories[run.project] = try await db.row("SELECT repository FROM project WHERE name = \(run.project)", logger: logger)
-                .map { try $0.get("repository", as: String.self) } ?? ""
+        let nodes = Dictionary(grouping: try await fetchNodes(db, jobIDs: claimedIDs, logger: logger), by: \.jobID)
+        var claimed: [Int64: ClaimedJob] = [:]
+        for job in jobs {
+            guard let run = runs[job.runID] else { throw StoreError(.inconsistent, "run \(job.runID) of job \(job.id) is missing") }
+            claimed[job.id] = ClaimedJob(job: job, run: run, nodes: nodes[job.id] ?? [], repository: repositories[run.project] ?? "")
         }
-        return ClaimedJob(job: job, run: run, nodes: try await fetchNodes(db, jobIDs: [job.id], logger: logger),
-                          repository: repositories[run.project] ?? "")
+        return claimed
     }
 
     /// Refuses, inside the write's transaction, a runner's write whose lease is gone: the job
@@ -223,46 +280,58 @@ extension PostgresStore {
         }
     }
 
+    /// Why a fenced write changed nothing: the job is not running at that epoch, or another
+    /// coordinator holds it.
+    static func refusal(_ db: PostgresConnection, jobID: Int64, epoch: Int64, logger: Logger) async throws -> StoreError {
+        let row = try await db.row("SELECT epoch FROM job WHERE id = \(jobID) AND status = 'running'", logger: logger)
+        guard let row, try row.get("epoch", as: Int64.self) == epoch else { return StoreError.staleLease(jobID: jobID, epoch: epoch) }
+        return StoreError(.staleLease, "job \(jobID) is held by another coordinator now (its runner reattached there)")
+    }
+
     public func setJobCommit(id: Int64, epoch: Int64, commit: String) async throws {
         let logger = logger
         let me = coordinatorID
-        try await transaction { [self] db in
+        try await batched { db in
             let changed = try await db.changes("""
                 UPDATE job SET commit_sha = \(commit)
                 WHERE id = \(id) AND epoch = \(epoch) AND status = 'running' AND holder = \(me) RETURNING 1
                 """, logger: logger)
-            guard changed == 1 else { throw StoreError.staleLease(jobID: id, epoch: epoch) }
+            guard changed == 1 else { throw try await Self.refusal(db, jobID: id, epoch: epoch, logger: logger) }
         }
     }
 
     public func updateNode(jobID: Int64, epoch: Int64, node: String, status: Status, exitCode: Int?, at: Int64) async throws {
         let logger = logger
         let me = coordinatorID
-        try await transaction { [self] db in
-            try await Self.fence(db, jobID: jobID, epoch: epoch, holder: me, logger: logger)
-            if status == .running {
-                try await db.query("""
-                    UPDATE node SET status = \(status.rawValue), started_at = \(at) WHERE job_id = \(jobID) AND name = \(node)
-                    """, logger: logger)
-            } else {
-                try await db.query("""
-                    UPDATE node SET status = \(status.rawValue), exit_code = \(exitCode), finished_at = \(at)
-                    WHERE job_id = \(jobID) AND name = \(node)
-                    """, logger: logger)
-            }
+        try await batched { db in
+            // Fenced in the statement: the node changes only while its job runs at this epoch, held here.
+            let changed = try await db.changes("""
+                UPDATE node SET status = \(status.rawValue),
+                    started_at = CASE WHEN \(status == .running) THEN \(at) ELSE node.started_at END,
+                    exit_code = CASE WHEN \(status == .running) THEN node.exit_code ELSE \(exitCode) END,
+                    finished_at = CASE WHEN \(status == .running) THEN node.finished_at ELSE \(at) END
+                FROM job WHERE node.job_id = \(jobID) AND node.name = \(node)
+                  AND job.id = node.job_id AND job.status = 'running' AND job.epoch = \(epoch) AND job.holder = \(me)
+                RETURNING 1
+                """, logger: logger)
+            guard changed == 1 else { throw try await Self.refusal(db, jobID: jobID, epoch: epoch, logger: logger) }
         }
     }
 
     public func finishJob(id: Int64, epoch: Int64?, status: Status, reason: String, now: Int64) async throws -> (RunRecord, JobRecord) {
         let logger = logger
         let me = coordinatorID
-        return try await transaction { [self] db in
-            if let epoch { try await Self.fence(db, jobID: id, epoch: epoch, holder: me, logger: logger) }
-            guard let row = try await db.row("""
-                UPDATE job SET status = \(status.rawValue), reason = \(reason), finished_at = \(now),
-                               started_at = COALESCE(started_at, \(now))
-                WHERE id = \(id) RETURNING \(unescaped: Self.jobColumns)
-                """, logger: logger) else { throw StoreError(.notFound, "job \(id) does not exist") }
+        return try await batched { db in
+            // Fenced (with an epoch) in the statement that ends the job, which locks its row.
+            let fence: PostgresQuery = if let epoch {
+                "UPDATE job SET status = \(status.rawValue), reason = \(reason), finished_at = \(now), started_at = COALESCE(started_at, \(now)) WHERE id = \(id) AND status = 'running' AND epoch = \(epoch) AND holder = \(me) RETURNING \(unescaped: Self.jobColumns)"
+            } else {
+                "UPDATE job SET status = \(status.rawValue), reason = \(reason), finished_at = \(now), started_at = COALESCE(started_at, \(now)) WHERE id = \(id) RETURNING \(unescaped: Self.jobColumns)"
+            }
+            guard let row = try await db.row(fence, logger: logger) else {
+                if let epoch { throw try await Self.refusal(db, jobID: id, epoch: epoch, logger: logger) }
+                throw StoreError(.notFound, "job \(id) does not exist")
+            }
             let job = try Self.job(row)
             let leftover: Status = status == .cancelled ? .cancelled : .skipped
             let ended = status == .cancelled ? "cancelled" : "failed"
@@ -279,21 +348,25 @@ extension PostgresStore {
     /// is locked first: two coordinators finishing the last two jobs of one attempt both see
     /// the other's job finished, in turn.
     static func updateRunStatus(_ db: PostgresConnection, runID: Int64, now: Int64, logger: Logger) async throws -> RunRecord {
-        guard let locked = try await db.row("SELECT attempt FROM run WHERE id = \(runID) FOR UPDATE", logger: logger) else {
+        guard let locked = try await db.row("""
+            SELECT attempt, ARRAY(SELECT status FROM job WHERE run_id = run.id AND attempt = run.attempt) AS statuses
+            FROM run WHERE id = \(runID) FOR UPDATE
+            """, logger: logger) else {
             throw StoreError(.inconsistent, "run \(runID) is missing")
         }
         let attempt: Int = try locked.get("attempt")
-        let statuses = try await db.rows("SELECT status FROM job WHERE run_id = \(runID) AND attempt = \(attempt)", logger: logger)
-            .compactMap { Status(rawValue: try $0.get("status", as: String.self)) }
+        let statuses = try locked.get("statuses", as: [String].self).compactMap(Status.init(rawValue:))
         let runStatus = Outcome.attemptStatus(jobs: statuses)
         let finished: Int64? = runStatus.isFinished ? now : nil
         let started: Int64? = runStatus == .queued ? nil : now
-        try await db.query("UPDATE run SET status = \(runStatus.rawValue), finished_at = \(finished) WHERE id = \(runID)", logger: logger)
         try await db.query("""
             UPDATE attempt SET status = \(runStatus.rawValue), finished_at = \(finished), started_at = COALESCE(started_at, \(started))
             WHERE run_id = \(runID) AND number = \(attempt)
             """, logger: logger)
-        return try await fetchRun(db, id: runID, logger: logger)!
+        guard let run = try await db.row("""
+            UPDATE run SET status = \(runStatus.rawValue), finished_at = \(finished) WHERE id = \(runID) RETURNING \(unescaped: runColumns)
+            """, logger: logger) else { throw StoreError(.inconsistent, "run \(runID) is missing") }
+        return try Self.run(run)
     }
 
     public func cancelJobs(ids: [Int64], reason: String, now: Int64) async throws -> CancelledJobs {
@@ -340,13 +413,13 @@ extension PostgresStore {
         }
     }
 
-    public func requeueLostJob(id: Int64, position: Double, reason: String, now: Int64) async throws -> RunRecord {
+    public func requeueLostJob(id: Int64, reason: String, now: Int64) async throws -> RunRecord {
         let logger = logger
         let me = coordinatorID
         return try await transaction { [self] db in
             guard let row = try await db.row("""
                 UPDATE job SET status = 'queued', runner = NULL, started_at = NULL, finished_at = NULL,
-                               position = \(position), reason = \(reason), lost_count = lost_count + 1, commit_sha = '',
+                               position = (SELECT COALESCE(MIN(position), 1) - 1 FROM job WHERE status = 'queued'), reason = \(reason), lost_count = lost_count + 1, commit_sha = '',
                                holder = NULL
                 WHERE id = \(id) AND status = 'running' AND holder = \(me) RETURNING run_id
                 """, logger: logger) else {

@@ -103,6 +103,8 @@ public final class PostgresStore: CoordinatorStore {
 
     public let location: Location
     public let coordinatorID: String
+    /// Writes from many callers sharing transactions (`batched`).
+    let batches = PostgresBatches()
 
     /// Connects, applies the migrations this version knows, and checks the database is not
     /// newer than this version.
@@ -168,6 +170,14 @@ public final class PostgresStore: CoordinatorStore {
                 throw Self.storeError(error)
             }
         }
+    }
+
+    /// Runs `body` in a transaction shared with the other writes waiting now (group commit,
+    /// `PostgresBatches`): for the writes of the job lifecycle, many per second from many
+    /// runners. `body` must write nothing it does not mean to keep unless it throws: it may
+    /// run again, in a new transaction, when another write of its batch fails.
+    func batched<T: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws -> T {
+        try await batches.write(on: self, body)
     }
 
     /// Runs one read (or a single-statement write) outside an explicit transaction.
@@ -460,6 +470,22 @@ public final class PostgresStore: CoordinatorStore {
             "CREATE TABLE coordinator (id TEXT PRIMARY KEY, seen_at BIGINT NOT NULL)",
             "CREATE INDEX job_running_by_holder ON job(holder) WHERE status = 'running'",
             "CREATE INDEX web_session_by_expiry ON web_session(expires_at)",
+        ]),
+        ("v2: queue positions from a sequence, the shared data directory's marker", [
+            // New jobs take their place at the end of the queue from a sequence, so triggers on
+            // several coordinators never wait for each other; it starts above every position.
+            "CREATE SEQUENCE job_position",
+            """
+            SELECT setval('job_position', GREATEST((SELECT COALESCE(CEIL(MAX(position)), 0) FROM job)::bigint,
+                                                   (SELECT count(*) FROM job)) + 1)
+            """,
+            // The queue is read in order through `job_queued`; index-only reads need the
+            // visibility map, which vacuum keeps: vacuumed after 1 % of the table changed.
+            """
+            ALTER TABLE job SET (autovacuum_vacuum_insert_scale_factor = 0.01, autovacuum_vacuum_scale_factor = 0.01,
+                                 autovacuum_analyze_scale_factor = 0.02)
+            """,
+            "CREATE TABLE cluster_setting (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
         ]),
     ]
 

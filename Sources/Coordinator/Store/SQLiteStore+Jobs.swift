@@ -131,27 +131,6 @@ extension SQLiteStore {
         }
     }
 
-    public func claimNext(runner: String, labels: Set<String>, epoch: Int64, now: Int64) async throws -> ClaimedJob? {
-        try await group.write { db in
-            // In queue order; the first whose labels the runner all has. (One writer at a time
-            // in SQLite: no other claim can come between the read and the update.)
-            let queued = try Row.fetchCursor(db.cachedStatement(sql: """
-                SELECT id, labels FROM job WHERE status = 'queued' ORDER BY position, id
-                """))
-            var chosen: Int64?
-            while let row = try queued.next() {
-                let needs: [String] = try unjson(row["labels"])
-                if needs.allSatisfy(labels.contains) {
-                    chosen = row["id"]
-                    break
-                }
-            }
-            guard let chosen else { return nil }
-            var repositories: [String: String] = [:]
-            return try Self.claim(db, JobClaim(jobID: chosen, runner: runner, epoch: epoch), now: now, repositories: &repositories)
-        }
-    }
-
     /// Marks a queued job running on a runner at an epoch, and its run and attempt running;
     /// nil when the job is no longer queued.
     static func claim(_ db: Database, _ claim: JobClaim, now: Int64, repositories: inout [String: String]) throws -> ClaimedJob? {
@@ -287,15 +266,16 @@ extension SQLiteStore {
         }
     }
 
-    /// Puts a job whose runner was lost back in the queue at `position` for a fresh start:
+    /// Puts a job whose runner was lost back at the front of the queue for a fresh start:
     /// its nodes pending again, the lost execution's log and artifacts removed.
-    public func requeueLostJob(id: Int64, position: Double, reason: String, now: Int64) async throws -> RunRecord {
+    public func requeueLostJob(id: Int64, reason: String, now: Int64) async throws -> RunRecord {
         try await group.write { db in
             try db.cachedStatement(sql: """
                 UPDATE job SET status = 'queued', runner = NULL, started_at = NULL, finished_at = NULL,
-                               position = ?, reason = ?, lost_count = lost_count + 1, commit_sha = ''
+                               position = (SELECT COALESCE(MIN(position), 1) - 1 FROM job WHERE status = 'queued'),
+                               reason = ?, lost_count = lost_count + 1, commit_sha = ''
                 WHERE id = ?
-                """).execute(arguments: [position, reason, id])
+                """).execute(arguments: [reason, id])
             try db.cachedStatement(sql: """
                 UPDATE node SET status = 'pending', exit_code = NULL, started_at = NULL, finished_at = NULL
                 WHERE job_id = ?
