@@ -128,6 +128,8 @@ extension ClusterTests {
                     "finished twice: \(finished.filter { $0.value > 1 }.keys.sorted())")
             #expect(Set(assigned.keys) == Set(finished.keys))
         } catch {
+            print(cluster.logs.split(separator: "\n").filter { $0.contains("warning") || $0.contains("error") }.suffix(200)
+                .joined(separator: "\n"))
             await cluster.stop()
             throw error
         }

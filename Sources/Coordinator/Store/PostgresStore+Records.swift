@@ -348,14 +348,15 @@ extension PostgresStore {
     /// is locked first: two coordinators finishing the last two jobs of one attempt both see
     /// the other's job finished, in turn.
     static func updateRunStatus(_ db: PostgresConnection, runID: Int64, now: Int64, logger: Logger) async throws -> RunRecord {
-        guard let locked = try await db.row("""
-            SELECT attempt, ARRAY(SELECT status FROM job WHERE run_id = run.id AND attempt = run.attempt) AS statuses
-            FROM run WHERE id = \(runID) FOR UPDATE
-            """, logger: logger) else {
+        guard let locked = try await db.row("SELECT attempt FROM run WHERE id = \(runID) FOR UPDATE", logger: logger) else {
             throw StoreError(.inconsistent, "run \(runID) is missing")
         }
         let attempt: Int = try locked.get("attempt")
-        let statuses = try locked.get("statuses", as: [String].self).compactMap(Status.init(rawValue:))
+        // A statement of its own, after the lock: its snapshot has the jobs another
+        // coordinator finished before it released the run (a subquery of the locking
+        // statement would read them as they were before the wait).
+        let statuses = try await db.rows("SELECT status FROM job WHERE run_id = \(runID) AND attempt = \(attempt)", logger: logger)
+            .compactMap { Status(rawValue: try $0.get("status", as: String.self)) }
         let runStatus = Outcome.attemptStatus(jobs: statuses)
         let finished: Int64? = runStatus.isFinished ? now : nil
         let started: Int64? = runStatus == .queued ? nil : now
