@@ -124,6 +124,8 @@ struct Bench {
                 record("pg_log_throughput_mb_s", cluster.logThroughput)
                 record("pg_queue_move_p99_ms", cluster.queueMoveP99)
                 record("pg_failover_s", cluster.failover)
+                record("pg_change_100k_ms", cluster.changeMs)
+                record("pg_change_100k_cpu_ms", cluster.changeCPUms)
             } else if only != nil {
                 FileHandle.standardError.write(Data("heddle-bench: the cluster scenario needs HEDDLE_BENCH_POSTGRES (scripts/bench sets it)\n".utf8))
                 exit(2)

@@ -11,6 +11,8 @@ enum ClusterScenarios {
         var logThroughput = 0.0
         var queueMoveP99 = 0.0
         var failover = 0.0
+        var changeMs = 0.0
+        var changeCPUms = 0.0
     }
 
     static func run(pki: BenchPKI, root: String, server: String, quick: Bool) async throws -> Results {
@@ -34,11 +36,52 @@ enum ClusterScenarios {
                                                                        samples: quick ? 200 : 1000).move
         }
         do {
+            let cluster = try Cluster(pki: pki, root: root, server: server, name: "changes", coordinators: 3)
+            defer { cluster.stop() }
+            (results.changeMs, results.changeCPUms) = try await changeCost(cluster, queued: 100_000, changes: quick ? 150 : 600)
+        }
+        do {
             let cluster = try Cluster(pki: pki, root: root, server: server, name: "failover", coordinators: 2)
             defer { cluster.stop() }
             results.failover = try await failover(cluster)
         }
         return results
+    }
+
+    /// What one change to a long queue costs the cluster: `queued` jobs waiting for a label no
+    /// runner has, one runner with free slots (and other labels) on each of three
+    /// coordinators, then `changes` changes one at a time through the coordinators in turn (a
+    /// trigger of one more job, a move, a cancel). Returns the mean milliseconds per change
+    /// (request to answer) and the coordinators' CPU milliseconds per change (all three,
+    /// from /proc, over the changes and one second after them).
+    static func changeCost(_ cluster: Cluster, queued: Int, changes: Int) async throws -> (ms: Double, cpuMs: Double) {
+        let fabrics = cluster.fabrics
+        var admins: [HeddleClient] = []
+        for fabric in fabrics { admins.append(try await fabric.admin()) }
+        _ = try await admins[0].pushPipeline(project: "bench", fileName: "wide.act", source: Scenarios.widePipeline("wide", jobs: 1000))
+        _ = try await admins[0].pushPipeline(project: "bench", fileName: "one.act", source: Scenarios.widePipeline("one", jobs: 1))
+        var runs: [UInt64] = []
+        for index in 0..<queued / 1000 { runs.append(try await admins[index % 3].trigger(project: "bench", pipeline: "wide", branch: "main")) }
+        var ids: [UInt64] = []
+        for runID in runs.prefix(2) { ids += try await admins[0].run(runID).jobs.map(\.id) }
+        var runners: [HeddleConnection] = []
+        for fabric in fabrics { runners.append(try await fabric.runner(labels: ["elsewhere"], capacity: 4)) }
+        let cpuBefore = cluster.processes.map { $0.cpuSeconds() }
+        let started = ContinuousClock.now
+        for index in 0..<changes {
+            let admin = admins[index % 3]
+            switch index % 3 {
+            case 0: _ = try await admin.trigger(project: "bench", pipeline: "one", branch: "main")
+            case 1: _ = try await admin.move(job: ids[index], to: index % 2 == 0 ? .top(true) : .bottom(true))
+            default: _ = try await admin.cancel(jobs: [ids[ids.count - index]])
+            }
+        }
+        let elapsed = seconds(since: started)
+        try await Task.sleep(for: .seconds(1))
+        let cpu = zip(cluster.processes.map { $0.cpuSeconds() }, cpuBefore).reduce(0.0) { $0 + $1.0 - $1.1 }
+        for runner in runners { await runner.close() }
+        for admin in admins { await admin.connection.close() }
+        return (elapsed * 1000 / Double(changes), cpu * 1000 / Double(changes))
     }
 
     /// A simulated runner streams a job's log into coordinator 0, which is killed (`kill -9`);

@@ -62,6 +62,16 @@ final class CoordinatorProcess: @unchecked Sendable {
         return (field("VmRSS"), field("VmHWM"))
     }
 
+    /// CPU time used so far (user and system), in seconds (from /proc/PID/stat).
+    func cpuSeconds() -> Double {
+        let stat = (try? String(contentsOfFile: "/proc/\(process.processIdentifier)/stat", encoding: .utf8)) ?? ""
+        // Fields after the command's closing parenthesis; utime and stime are the 12th and 13th.
+        guard let close = stat.lastIndex(of: ")") else { return 0 }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return 0 }
+        return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+    }
+
     /// Starts counting the peak RSS again from now (Linux: `clear_refs` 5).
     func resetPeak() {
         try? "5".write(toFile: "/proc/\(process.processIdentifier)/clear_refs", atomically: false, encoding: .utf8)

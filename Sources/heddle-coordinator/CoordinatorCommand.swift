@@ -155,7 +155,8 @@ struct CoordinatorCommand: AsyncParsableCommand {
                 Console.out("listening on \(shown):\(address.port ?? endpoint.port)")
             })
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: server), .init(service: LeaseMonitor(core: core)),
-                                                                      ClusterMonitor(core: core, dataDirectory: data).serviceConfiguration]
+                                                                      ClusterMonitor(core: core).serviceConfiguration,
+                                                                      DataDirectoryMonitor(core: core, directory: data).serviceConfiguration]
         if let listener = try httpListener() {
             let scheme = httpPlain ? "http" : "https"
             services.append(.init(service: try HTTPFront.service(

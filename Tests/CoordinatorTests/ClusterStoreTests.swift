@@ -131,9 +131,9 @@ import TestSupport
                 }
                 // The model: the scheduler on the store's queue, with the same runners.
                 var scheduler = Scheduler()
-                scheduler.replaceQueue(try await store.activeJobs().filter { $0.status == .queued }.map {
-                    Scheduler.QueuedJob(id: $0.id, labels: Set($0.labels), position: $0.position)
-                })
+                for job in try await store.activeJobs() where job.status == .queued {
+                    scheduler.enqueue(.init(id: job.id, labels: Set(job.labels), position: job.position))
+                }
                 var slots: [ClaimSlot] = []
                 for runner in 0..<Int.random(in: 1...3, using: &random) {
                     let set = Self.labelChoices.randomElement(using: &random)!

@@ -136,6 +136,34 @@ import Wire
       }
     }
 
+    /// Bytes the store recorded that the data directory does not hold (a coordinator on
+    /// another --data) are reported missing, by a read and by a watch, never as trimmed by the
+    /// size limit; a log the limit did trim still reads with its gap.
+    @Test func bytesMissingFromTheDataDirectoryAreReportedMissingNotTrimmed() async throws {
+      try await TestDatabase.with(.sqlite) { database in
+        var limits = CoordinatorLimits()
+        limits.maximumLogBytes = 64 * 1024
+        let setup = try await DurabilityTests.Setup.make(database, limits: limits)
+        _ = try await setup.writeLog([Data(repeating: 65, count: 95)])
+        let admin = Principal(name: "root", role: .admin)
+        let read = LogRead(runID: setup.runID, job: "j", node: "n")
+        #expect(try await setup.core.catalog.readLog(read, as: admin).data.count == 95)
+        try FileManager.default.removeItem(atPath: "\(setup.data.path)/logs")
+        do {
+            _ = try await setup.core.catalog.readLog(read, as: admin)
+            Issue.record("a log whose bytes are gone was read")
+        } catch let error as CoordinatorError {
+            #expect(error.message.contains("bytes 0 to 95 of the log of node 'n'") && error.message.contains("missing from the data directory"),
+                    "\(error.message)")
+        }
+        let watcher = RecordingOutbox()
+        let viewer = try await setup.core.open("viewer", .viewer, watcher)
+        await #expect(throws: CoordinatorError.self) {
+            try await setup.core.watch(session: viewer, requestID: 5, WatchRequest(runID: setup.runID))
+        }
+      }
+    }
+
     /// A reader of a large stored log gets it at its own pace: the coordinator holds at most
     /// the session's byte budget and one piece for it, not the log.
     @Test(arguments: StoreKind.allCases) func readingALargeLogHoldsOnlyWhatTheReaderIsAbout(kind: StoreKind) async throws {

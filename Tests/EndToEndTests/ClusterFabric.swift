@@ -85,10 +85,10 @@ final class ClusterFabric: Sendable {
     }
 
     static func startCoordinator(root: TemporaryDirectory, store: String, heartbeat: Double, listen: String,
-                                 http: Bool = false) throws -> ManagedProcess {
+                                 http: Bool = false, data: String? = nil) throws -> ManagedProcess {
         let certs = root.file("certs")
         return try ManagedProcess(Binaries.path("heddle-coordinator"), [
-            "--listen", listen, "--data", root.file("shared-data"), "--store", store, "--heartbeat-interval", String(heartbeat),
+            "--listen", listen, "--data", data ?? root.file("shared-data"), "--store", store, "--heartbeat-interval", String(heartbeat),
             "--ca", "\(certs)/ca.pem", "--cert", "\(certs)/coordinator.pem", "--key", "\(certs)/coordinator.key",
         ] + (http ? ["--http", "127.0.0.1:0"] : []), logs: root)
     }

@@ -136,6 +136,33 @@ extension ClusterTests {
         await cluster.stop()
     }
 
+    /// A coordinator started on another `--data` than the cluster's refuses to start, naming
+    /// `--data`; one whose data directory loses the cluster's marker (an unmounted share)
+    /// stops, rather than write bytes the others cannot read.
+    @Test func aCoordinatorOnAnotherDataDirectoryRefusesToStartAndOneThatLosesItStops() async throws {
+        let cluster = try await ClusterFabric(coordinators: 1, runnerOrders: [])
+        do {
+            let elsewhere = cluster.root.file("other-data")
+            let other = try ClusterFabric.startCoordinator(root: cluster.root, store: cluster.store, heartbeat: 1,
+                                                           listen: "127.0.0.1:0", data: elsewhere)
+            let refused = try await other.waitForExit(timeout: .seconds(60))
+            #expect(refused == 1)
+            #expect(other.standardError.contains("--data \(elsewhere) is not the data directory the other coordinators of this database use"),
+                    "\(other.standardError)")
+            #expect(!other.standardOutput.contains("listening on"))
+
+            try FileManager.default.removeItem(atPath: "\(cluster.data)/heddle-data.id")
+            let first = try #require(cluster.coordinators[0])
+            let stopped = try await first.waitForExit(timeout: .seconds(60))
+            #expect(stopped != 0)
+            #expect(first.standardError.contains("the data directory is not the cluster's"), "\(first.standardError)")
+        } catch {
+            await cluster.stop()
+            throw error
+        }
+        await cluster.stop()
+    }
+
     /// Moves and bulk cancels through two coordinators at once leave one order, the same on
     /// every coordinator and in the store.
     @Test func concurrentMovesAndBulkCancelsLeaveOneConsistentOrder() async throws {

@@ -135,7 +135,8 @@ public struct Catalog: Sendable {
         let length = try await store.logEnds(jobIDs: [job.id], node: request.node).first?.length ?? 0
         var piece = LogPiece(offset: request.offset, data: Data(), length: length, finished: job.status.isFinished)
         if request.offset < length,
-           let stored = try await logStore.piece(of: LogKey(jobID: job.id, node: request.node), from: request.offset, end: length) {
+           let stored = try await logStore.checkedPiece(of: LogKey(jobID: job.id, node: request.node), from: request.offset,
+                                                        end: length, limit: limits.maximumLogBytes) {
             piece.offset = stored.offset
             piece.data = stored.data
         }

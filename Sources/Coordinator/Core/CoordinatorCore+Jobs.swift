@@ -60,8 +60,10 @@ extension CoordinatorCore {
             let job = record.job
             let connected = sessionOf[job.epoch].flatMap { runners[$0] == nil ? nil : $0 }
             if let connected { scheduler.attach(job.id, to: connected) }
+            // Still `requeueing` here (its return to the queue stored, the rest on its way): this
+            // claim replaces it, with a cancel recorded on it.
             let outcome = table.claimed(record, session: connected, deadline: ContinuousClock.now.advanced(by: limits.lease),
-                                        cancelReason: cancels[job.id])
+                                        cancelReason: cancels[job.id] ?? table[job.id]?.cancelReason)
             if case .cancelled = outcome {
                 logger.info("a job cancelled while it was claimed ends without starting", metadata: ["job.id": "\(job.id)"])
                 if let connected { scheduler.finish(job.id, on: connected) }
@@ -147,14 +149,7 @@ extension CoordinatorCore {
     func assign(_ record: ClaimedJob, epoch: Int64, runner: String, now: Int64) async {
         let job = record.job
         let run = record.run
-        let assignment = JobAssignment(
-            lease: LeaseRef(jobID: job.id, epoch: epoch), attempt: job.attempt, runID: run.id,
-            project: run.project, pipeline: run.pipeline, jobName: job.name, branch: run.branch,
-            repository: record.repository, commit: run.commit,
-            env: ["HEDDLE_RUN_ID": String(run.id), "HEDDLE_ATTEMPT": String(job.attempt),
-                  "HEDDLE_JOB": job.name, "HEDDLE_BRANCH": run.branch,
-                  "HEDDLE_PROJECT": run.project, "HEDDLE_PIPELINE": run.pipeline],
-            nodes: record.nodes)
+        let assignment = JobAssignment(record, epoch: epoch)
         // Too large for one frame (a pipeline stored before pushes were checked for this):
         // the job fails for that reason; its runner is not to blame.
         guard assignment.estimatedBytes <= limits.maximumFrameLength else {
@@ -228,10 +223,10 @@ extension CoordinatorCore {
             } catch let error as StoreError where error.code == .staleLease {
                 // Another coordinator of the cluster holds the job now (its runner went there).
                 logger.info("a job whose runner left is held elsewhere now", metadata: ["job.id": "\(jobID)"])
-                _ = table.settled(jobID)
+                table.requeueSettled(jobID)
                 return
             } catch {
-                table.writing(jobID, false)
+                table.requeueFailed(jobID)
                 logger.error("cannot requeue a lost job now; trying again", metadata: ["job.id": "\(jobID)", "error": "\(error)"])
                 return
             }
@@ -248,27 +243,29 @@ extension CoordinatorCore {
         let record: JobRecord
         do {
             guard let read = try await store.job(id: jobID) else {
-                _ = table.settled(jobID)
+                table.requeueSettled(jobID)
                 return
             }
             record = read
         } catch {
-            table.writing(jobID, false)
+            table.requeueFailed(jobID)
             logger.error("cannot read a requeued job; trying again", metadata: ["job.id": "\(jobID)", "error": "\(error)"])
             return
         }
+        // Claimed again meanwhile (several coordinators): the claim has it now.
+        guard table[jobID]?.phase == .requeueing else { return }
         if let reason = table[jobID]?.cancelReason {
             do {
                 _ = try await storeCancelled([record], reason: reason)
             } catch {
-                table.writing(jobID, false)
+                table.requeueFailed(jobID)
                 logger.error("cannot cancel a requeued job now; trying again", metadata: ["job.id": "\(jobID)", "error": "\(error)"])
                 return
             }
-            _ = table.settled(jobID)
+            table.requeueSettled(jobID)
             return
         }
-        _ = table.settled(jobID)
+        table.requeueSettled(jobID)
         enqueue(.init(id: jobID, labels: Set(record.labels), position: record.position))
         if let run = try? await store.run(id: record.runID) { await publishQueued([record], run: run) }
         await dispatch()

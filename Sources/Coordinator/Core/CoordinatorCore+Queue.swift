@@ -106,7 +106,6 @@ extension CoordinatorCore {
         var placement = scheduler.placement(for: jobID, at: target)
         if placement == .crowded {
             try await store.renumberQueue(scheduler.renumber())
-            tell(.queue)
             // A dispatch may have taken the job while the store renumbered.
             guard scheduler.isQueued(jobID) else { throw try await notQueued() }
             placement = scheduler.placement(for: jobID, at: target)
@@ -120,7 +119,6 @@ extension CoordinatorCore {
         scheduler.reposition(jobID, to: position)
         do {
             _ = try await store.setPosition(jobID: jobID, position: position)
-            tell(.queue)
         } catch {
             if let before, scheduler.isQueued(jobID) { scheduler.reposition(jobID, to: before) }
             throw error
@@ -268,7 +266,6 @@ extension CoordinatorCore {
             throw error
         }
         let cancelled = jobs.filter { result.jobIDs.contains($0.id) }
-        tell(.queue)
         tell(.run(runIDs: result.runs.map(\.id)))
         logger.info("jobs cancelled", metadata: ["count": "\(cancelled.count)", "reason": "\(reason)"])
         CoreMetrics.jobFinished(.cancelled, count: cancelled.count)

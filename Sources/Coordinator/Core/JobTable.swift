@@ -278,6 +278,18 @@ struct JobTable {
         jobs.removeValue(forKey: jobID)
     }
 
+    /// A return to the queue is settled: the job leaves the table, unless a claim from the
+    /// store took it again meanwhile (several coordinators: the job was claimable as soon as
+    /// the store had it queued), which replaced its entry.
+    mutating func requeueSettled(_ jobID: Int64) {
+        if jobs[jobID]?.phase == .requeueing { jobs[jobID] = nil }
+    }
+
+    /// A write of a return to the queue failed: tried again later, unless a claim took it.
+    mutating func requeueFailed(_ jobID: Int64) {
+        if jobs[jobID]?.phase == .requeueing { jobs[jobID]?.writing = false }
+    }
+
     /// Jobs whose transition the coordinator decided and the store has not taken yet (no
     /// write on its way): to be written again. An end its runner reported is the runner's to
     /// send again.

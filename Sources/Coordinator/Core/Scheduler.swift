@@ -72,13 +72,6 @@ public struct Scheduler: Sendable {
         return nil
     }
 
-    /// Replaces every queued job (read from a store another coordinator changed); runners and
-    /// the jobs they run stay.
-    public mutating func replaceQueue(_ jobs: [QueuedJob]) {
-        queue = jobs.sorted { ($0.position, $0.id) < ($1.position, $1.id) }
-        positions = Dictionary(jobs.map { ($0.id, $0.position) }, uniquingKeysWith: { $1 })
-    }
-
     public mutating func enqueue(_ job: QueuedJob) {
         var index = lowerBound(job.position)
         while index < queue.count && queue[index].position == job.position { index += 1 }

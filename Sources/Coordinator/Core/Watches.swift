@@ -11,6 +11,8 @@ struct Watches: Sendable {
     let logStore: any LogStore
     /// One of a cluster: job changes another coordinator made are read from the store.
     let inCluster: Bool
+    /// The size limit of a node log (what it may have dropped reads as dropped).
+    let maximumLogBytes: Int64
     let logger: Logger
 
     /// Sends `subscribed`, stored log bytes, then live ones and job changes, then `end`.
@@ -95,7 +97,8 @@ struct Watches: Sendable {
                         live.with(watcher) { $0.end() }
                         return
                     }
-                    guard let piece = try await logStore.piece(of: logKey, from: from, end: end.length) else { break }
+                    guard let piece = try await logStore.checkedPiece(of: logKey, from: from, end: end.length,
+                                                                        limit: maximumLogBytes) else { break }
                     live.with(watcher) {
                         $0.deliver(.log(LogChunk(jobID: piece.jobID, job: names[piece.jobID] ?? "", node: piece.node,
                                                  offset: UInt64(piece.offset), data: piece.data)))

@@ -42,6 +42,27 @@ public protocol LogStore: Sendable {
     func removeLogs(jobID: Int64) async throws
 }
 
+extension LogStore {
+    /// `piece(of:from:end:)` for a reader, checked: a range the size limit (`limit`) may have
+    /// dropped reads as dropped, but bytes the store recorded that storage does not hold
+    /// anywhere else are missing, and are reported so (never as a trim). The size limit only
+    /// ever drops whole segments after the first half of the limit and before the last half
+    /// of the log, and never the segment being written.
+    func checkedPiece(of key: LogKey, from: Int64, end: Int64, limit: Int64) async throws -> LogChunkRecord? {
+        guard from < end else { return nil }
+        let piece = try await piece(of: key, from: from, end: end)
+        let gapEnd = piece?.offset ?? end
+        if gapEnd > from && (from < limit / 2 || gapEnd > end - limit / 2 || end <= limit) {
+            throw CoordinatorError(.internal, """
+                bytes \(from) to \(gapEnd) of the log of node '\(key.node)' (job \(key.jobID)) are missing from the data \
+                directory: they were stored but are not there (the size limit did not drop them). Is --data the directory \
+                they were written to?
+                """)
+        }
+        return piece
+    }
+}
+
 extension LogFiles: LogStore {
     public func writeDurably(_ writes: [LogWrite], closing: Set<Int64>) async throws {
         try await pool.runIfActive { try self.writeDurably(writes, closing: closing) as Void }

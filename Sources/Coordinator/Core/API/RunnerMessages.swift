@@ -72,6 +72,20 @@ public struct JobAssignment: Sendable {
     }
 }
 
+extension JobAssignment {
+    /// The assignment of a job just claimed at `epoch`, with the environment every node gets.
+    init(_ claimed: ClaimedJob, epoch: Int64) {
+        let (job, run) = (claimed.job, claimed.run)
+        self.init(lease: LeaseRef(jobID: job.id, epoch: epoch), attempt: job.attempt, runID: run.id,
+                  project: run.project, pipeline: run.pipeline, jobName: job.name, branch: run.branch,
+                  repository: claimed.repository, commit: run.commit,
+                  env: ["HEDDLE_RUN_ID": String(run.id), "HEDDLE_ATTEMPT": String(job.attempt),
+                        "HEDDLE_JOB": job.name, "HEDDLE_BRANCH": run.branch,
+                        "HEDDLE_PROJECT": run.project, "HEDDLE_PIPELINE": run.pipeline],
+                  nodes: claimed.nodes)
+    }
+}
+
 /// A node started or ended.
 public struct NodeReport: Sendable {
     public var job: LeaseRef
