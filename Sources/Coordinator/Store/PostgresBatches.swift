@@ -1,8 +1,8 @@
 import PostgresNIO
 import Synchronization
 
-/// Group commit for PostgreSQL: writes that arrive while a transaction is on its way wait,
-/// then share the next one. N concurrent writes (job starts, node ends, job ends, new runs)
+/// Group commit for PostgreSQL: writes that arrive while the transactions on their way are
+/// busy (up to `maximumInFlight`) wait, then share the next one. N concurrent writes (job starts, node ends, job ends, new runs)
 /// cost one `BEGIN`/`COMMIT` and one WAL flush instead of N. Every caller resumes only after
 /// the commit that made its write durable, and every write keeps its own fence (the epoch and
 /// holder checks are statements of the write itself), so a batched write is refused exactly
@@ -17,7 +17,8 @@ final class PostgresBatches: Sendable {
 
     private struct State {
         var pending: [Operation] = []
-        var running = false
+        /// Transactions on their way (at most `maximumInFlight`).
+        var running = 0
     }
 
     /// One write: runs in the shared transaction and returns what to do once it commits.
@@ -34,6 +35,10 @@ final class PostgresBatches: Sendable {
 
     /// Largest number of writes one transaction takes.
     static let maximumBatch = 256
+    /// Transactions of batches on their way at once, each on a connection of its own: a batch
+    /// is a series of round trips, and one at a time would make every write wait for all of
+    /// them.
+    static let maximumInFlight = 4
 
     init() {}
 
@@ -49,10 +54,12 @@ final class PostgresBatches: Sendable {
                 fail: { continuation.resume(throwing: $0) })
             let start = state.withLock { state in
                 state.pending.append(operation)
-                defer { state.running = true }
-                return !state.running
+                guard state.running < Self.maximumInFlight else { return false }
+                state.running += 1
+                return true
             }
-            // The batches' one loop, owned by the store: runs while writes wait, then ends.
+            // A loop of the batches, owned by the store (at most `maximumInFlight`): runs
+            // while writes wait, then ends.
             if start { Task { await self.drain(store) } }
         }
     }
@@ -62,7 +69,7 @@ final class PostgresBatches: Sendable {
             let batch = state.withLock { state -> [Operation] in
                 let batch = Array(state.pending.prefix(Self.maximumBatch))
                 state.pending.removeFirst(batch.count)
-                if batch.isEmpty { state.running = false }
+                if batch.isEmpty { state.running -= 1 }
                 return batch
             }
             if batch.isEmpty { return }

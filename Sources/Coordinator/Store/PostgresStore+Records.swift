@@ -74,22 +74,60 @@ extension PostgresStore {
     public func createRun(version: PipelineVersionRecord, definition: PipelineDefinition, branch: String,
                           commit: String, trigger: String, triggeredBy: String, now: Int64) async throws -> (RunRecord, [JobRecord]) {
         let logger = logger
-        let jobsJSON = try Self.jobsJSON(definition)
-        return try await batched { db in
-            let row = try await db.row("""
-                INSERT INTO run (project, pipeline, pipeline_version_id, branch, status, attempt, trigger, created_at, commit_sha,
-                                 triggered_by)
-                VALUES (\(version.project), \(version.pipeline), \(version.id), \(branch), 'queued', 1, \(trigger), \(now),
-                        \(commit), \(triggeredBy))
-                RETURNING id
+        let json = try Self.jobsJSON(definition)
+        // One statement (one round trip, its own transaction): the run, its first attempt, its
+        // jobs at the end of the queue (places from `job_position`, in the pipeline's order:
+        // `nextval` in the select list is evaluated after the sort) and their nodes.
+        let rows = try await read { db in
+            try await db.rows("""
+                WITH r AS (
+                    INSERT INTO run (project, pipeline, pipeline_version_id, branch, status, attempt, trigger, created_at,
+                                     commit_sha, triggered_by)
+                    VALUES (\(version.project), \(version.pipeline), \(version.id), \(branch), 'queued', 1, \(trigger), \(now),
+                            \(commit), \(triggeredBy))
+                    RETURNING id
+                ), a AS (
+                    INSERT INTO attempt (run_id, number, status, trigger, created_at, triggered_by)
+                    SELECT id, 1, 'queued', \(trigger), \(now), \(triggeredBy) FROM r
+                ), j AS (
+                    INSERT INTO job (run_id, attempt, name, labels, status, position, queued_at, retry_lost)
+                    SELECT r.id, 1, d.name, d.labels::jsonb, 'queued', nextval('job_position')::float8, \(now), d.retry_lost
+                    FROM r, jsonb_to_recordset(\(json.jobs)::jsonb) AS d(ordinal bigint, name text, labels text, retry_lost bigint)
+                    ORDER BY d.ordinal
+                    RETURNING id, run_id, name, position
+                ), n AS (
+                    INSERT INTO node (job_id, name, ordinal, run, needs, env, timeout, grace, artifacts, status)
+                    SELECT j.id, d.name, d.ordinal, d.run, d.needs, d.env, d.timeout, d.grace, d.artifacts, 'pending'
+                    FROM jsonb_to_recordset(\(json.nodes)::jsonb)
+                         AS d(job text, name text, ordinal bigint, run text, needs text, env text, timeout bigint, grace bigint,
+                              artifacts text)
+                    JOIN j ON j.name = d.job
+                )
+                SELECT j.run_id, j.id, j.name, j.position FROM j
                 """, logger: logger)
-            var run = RunRecord(id: try row!.get("id"), project: version.project, pipeline: version.pipeline,
-                                pipelineVersionID: version.id, branch: branch, status: .queued, attempt: 1,
-                                trigger: trigger, createdAt: now)
-            run.commit = commit
-            run.triggeredBy = triggeredBy
-            let jobs = try await Self.insertAttempt(db, run: run, definition: definition, jobs: jobsJSON, now: now, logger: logger)
-            return (run, jobs)
+        }
+        guard let runID = try rows.first?.get("run_id", as: Int64.self) else {
+            throw StoreError(.inconsistent, "a run of \(version.project)/\(version.pipeline) was not stored")
+        }
+        var run = RunRecord(id: runID, project: version.project, pipeline: version.pipeline, pipelineVersionID: version.id,
+                            branch: branch, status: .queued, attempt: 1, trigger: trigger, createdAt: now)
+        run.commit = commit
+        run.triggeredBy = triggeredBy
+        return (run, try Self.jobRecords(rows, run: run, definition: definition, now: now))
+    }
+
+    /// The jobs an insert returned (`id`, `name`, `position`), in the pipeline's order.
+    static func jobRecords(_ rows: [PostgresRandomAccessRow], run: RunRecord, definition: PipelineDefinition,
+                           now: Int64) throws -> [JobRecord] {
+        var placed: [String: (id: Int64, position: Double)] = [:]
+        for row in rows { placed[try row.get("name")] = (try row.get("id"), try row.get("position")) }
+        return try definition.jobs.map { job in
+            guard let (id, position) = placed[job.name] else {
+                throw StoreError(.inconsistent, "job \(job.name) of run \(run.id) was not stored")
+            }
+            return JobRecord(id: id, runID: run.id, attempt: run.attempt, name: job.name, labels: job.labels,
+                             status: .queued, runner: nil, epoch: 0, position: position, queuedAt: now,
+                             startedAt: nil, finishedAt: nil, reason: "", retryLost: job.retryLost)
         }
     }
 
@@ -150,8 +188,6 @@ extension PostgresStore {
             ORDER BY j.ordinal
             RETURNING id, name, position
             """, logger: logger)
-        var placed: [String: (id: Int64, position: Double)] = [:]
-        for row in rows { placed[try row.get("name")] = (try row.get("id"), try row.get("position")) }
         try await db.query("""
             INSERT INTO node (job_id, name, ordinal, run, needs, env, timeout, grace, artifacts, status)
             SELECT job.id, n.name, n.ordinal, n.run, n.needs, n.env, n.timeout, n.grace, n.artifacts, 'pending'
@@ -159,14 +195,7 @@ extension PostgresStore {
                  AS n(job text, name text, ordinal bigint, run text, needs text, env text, timeout bigint, grace bigint, artifacts text)
             JOIN job ON job.run_id = \(run.id) AND job.attempt = \(run.attempt) AND job.name = n.job
             """, logger: logger)
-        return try definition.jobs.map { job in
-            guard let (id, position) = placed[job.name] else {
-                throw StoreError(.inconsistent, "job \(job.name) of run \(run.id) was not stored")
-            }
-            return JobRecord(id: id, runID: run.id, attempt: run.attempt, name: job.name, labels: job.labels,
-                             status: .queued, runner: nil, epoch: 0, position: position, queuedAt: now,
-                             startedAt: nil, finishedAt: nil, reason: "", retryLost: job.retryLost)
-        }
+        return try jobRecords(rows, run: run, definition: definition, now: now)
     }
 
     public func claimJobs(_ claims: [JobClaim], now: Int64) async throws -> [ClaimedJob?] {
@@ -241,26 +270,37 @@ extension PostgresStore {
         guard !jobs.isEmpty else { return [:] }
         let claimedIDs = jobs.map(\.id)
         let runIDs = Array(Set(jobs.map(\.runID)))
-        try await db.query("""
-            UPDATE run SET status = 'running', started_at = COALESCE(started_at, \(now)) WHERE id = ANY(\(runIDs)) AND status = 'queued'
-            """, logger: logger)
-        try await db.query("""
-            UPDATE attempt SET status = 'running', started_at = COALESCE(attempt.started_at, \(now))
-            FROM job WHERE job.id = ANY(\(claimedIDs)) AND attempt.run_id = job.run_id AND attempt.number = job.attempt
-              AND attempt.status = 'queued'
-            """, logger: logger)
-        let runs = Dictionary(try await db.rows("SELECT \(unescaped: runColumns) FROM run WHERE id = ANY(\(runIDs))", logger: logger)
-            .map(Self.run).map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
-        let projects = Array(Set(runs.values.map(\.project)))
-        var repositories: [String: String] = [:]
-        for row in try await db.rows("SELECT name, repository FROM project WHERE name = ANY(\(projects))", logger: logger) {
-            repositories[try row.get("name")] = try row.get("repository")
+        // Their runs and attempts running, and the runs with their projects' repositories, in
+        // one statement. Its select reads the runs as they were before the statement: those it
+        // started (`started`) are patched below.
+        var runs: [Int64: RunRecord] = [:]
+        var repositories: [Int64: String] = [:]
+        for row in try await db.rows("""
+            WITH started AS (
+                UPDATE run SET status = 'running', started_at = COALESCE(started_at, \(now))
+                WHERE id = ANY(\(runIDs)) AND status = 'queued' RETURNING id
+            ), attempts AS (
+                UPDATE attempt SET status = 'running', started_at = COALESCE(attempt.started_at, \(now))
+                FROM job WHERE job.id = ANY(\(claimedIDs)) AND attempt.run_id = job.run_id AND attempt.number = job.attempt
+                  AND attempt.status = 'queued'
+            )
+            SELECT \(unescaped: runColumns.split(separator: ",").map { "run." + $0.trimmingCharacters(in: .whitespacesAndNewlines) }.joined(separator: ", ")),
+                   run.id IN (SELECT id FROM started) AS started, COALESCE(project.repository, '') AS repository
+            FROM run LEFT JOIN project ON project.name = run.project WHERE run.id = ANY(\(runIDs))
+            """, logger: logger) {
+            var run = try Self.run(row)
+            if try row.get("started", as: Bool.self) {
+                run.status = .running
+                run.startedAt = run.startedAt ?? now
+            }
+            runs[run.id] = run
+            repositories[run.id] = try row.get("repository")
         }
         let nodes = Dictionary(grouping: try await fetchNodes(db, jobIDs: claimedIDs, logger: logger), by: \.jobID)
         var claimed: [Int64: ClaimedJob] = [:]
         for job in jobs {
             guard let run = runs[job.runID] else { throw StoreError(.inconsistent, "run \(job.runID) of job \(job.id) is missing") }
-            claimed[job.id] = ClaimedJob(job: job, run: run, nodes: nodes[job.id] ?? [], repository: repositories[run.project] ?? "")
+            claimed[job.id] = ClaimedJob(job: job, run: run, nodes: nodes[job.id] ?? [], repository: repositories[run.id] ?? "")
         }
         return claimed
     }
@@ -322,24 +362,28 @@ extension PostgresStore {
         let logger = logger
         let me = coordinatorID
         return try await batched { db in
-            // Fenced (with an epoch) in the statement that ends the job, which locks its row.
-            let fence: PostgresQuery = if let epoch {
-                "UPDATE job SET status = \(status.rawValue), reason = \(reason), finished_at = \(now), started_at = COALESCE(started_at, \(now)) WHERE id = \(id) AND status = 'running' AND epoch = \(epoch) AND holder = \(me) RETURNING \(unescaped: Self.jobColumns)"
-            } else {
-                "UPDATE job SET status = \(status.rawValue), reason = \(reason), finished_at = \(now), started_at = COALESCE(started_at, \(now)) WHERE id = \(id) RETURNING \(unescaped: Self.jobColumns)"
-            }
-            guard let row = try await db.row(fence, logger: logger) else {
+            // Fenced (with an epoch) in the statement that ends the job, which locks its row; its
+            // nodes not yet finished end with it (skipped, or cancelled when the job was).
+            let leftover: Status = status == .cancelled ? .cancelled : .skipped
+            let ended = status == .cancelled ? "cancelled" : "failed"
+            let fenced = epoch != nil
+            guard let row = try await db.row("""
+                WITH j AS (
+                    UPDATE job SET status = \(status.rawValue), reason = \(reason), finished_at = \(now),
+                                   started_at = COALESCE(started_at, \(now))
+                    WHERE id = \(id) AND (NOT \(fenced) OR (status = 'running' AND epoch = \(epoch ?? 0) AND holder = \(me)))
+                    RETURNING \(unescaped: Self.jobColumns)
+                ), n AS (
+                    UPDATE node SET status = CASE WHEN status = 'running' THEN \(ended) ELSE \(leftover.rawValue) END,
+                                    finished_at = CASE WHEN status = 'running' THEN \(now) ELSE finished_at END
+                    WHERE job_id = \(id) AND status IN ('pending', 'running') AND EXISTS (SELECT 1 FROM j)
+                )
+                SELECT * FROM j
+                """, logger: logger) else {
                 if let epoch { throw try await Self.refusal(db, jobID: id, epoch: epoch, logger: logger) }
                 throw StoreError(.notFound, "job \(id) does not exist")
             }
             let job = try Self.job(row)
-            let leftover: Status = status == .cancelled ? .cancelled : .skipped
-            let ended = status == .cancelled ? "cancelled" : "failed"
-            try await db.query("""
-                UPDATE node SET status = CASE WHEN status = 'running' THEN \(ended) ELSE \(leftover.rawValue) END,
-                                finished_at = CASE WHEN status = 'running' THEN \(now) ELSE finished_at END
-                WHERE job_id = \(id) AND status IN ('pending', 'running')
-                """, logger: logger)
             return (try await Self.updateRunStatus(db, runID: job.runID, now: now, logger: logger), job)
         }
     }
@@ -360,11 +404,12 @@ extension PostgresStore {
         let runStatus = Outcome.attemptStatus(jobs: statuses)
         let finished: Int64? = runStatus.isFinished ? now : nil
         let started: Int64? = runStatus == .queued ? nil : now
-        try await db.query("""
-            UPDATE attempt SET status = \(runStatus.rawValue), finished_at = \(finished), started_at = COALESCE(started_at, \(started))
-            WHERE run_id = \(runID) AND number = \(attempt)
-            """, logger: logger)
         guard let run = try await db.row("""
+            WITH a AS (
+                UPDATE attempt SET status = \(runStatus.rawValue), finished_at = \(finished),
+                                   started_at = COALESCE(started_at, \(started))
+                WHERE run_id = \(runID) AND number = \(attempt)
+            )
             UPDATE run SET status = \(runStatus.rawValue), finished_at = \(finished) WHERE id = \(runID) RETURNING \(unescaped: runColumns)
             """, logger: logger) else { throw StoreError(.inconsistent, "run \(runID) is missing") }
         return try Self.run(run)
