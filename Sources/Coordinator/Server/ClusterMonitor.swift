@@ -37,10 +37,8 @@ public struct ClusterMonitor: Service {
                 group.addTask {
                     // Ends when the outbox closes: the task is cancelled at the shutdown.
                     while case let batch = await core.signals.next(), !batch.isEmpty {
-                        for signal in batch {
-                            do { try await cluster.signal(signal) } catch {
-                                core.logger.warning("cannot signal the other coordinators", metadata: ["error": "\(error)"])
-                            }
+                        do { try await cluster.signal(batch) } catch {
+                            core.logger.warning("cannot signal the other coordinators", metadata: ["error": "\(error)"])
                         }
                     }
                 }

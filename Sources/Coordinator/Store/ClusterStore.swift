@@ -44,8 +44,9 @@ public protocol ClusterStore: CoordinatorStore {
     /// applied. One row changes unless repeated moves into one gap used up the precision
     /// between two neighbours (then the queue is renumbered in the same transaction).
     func moveQueued(jobID: Int64, to target: MoveTarget) async throws -> QueueMove
-    /// Sends a signal to every coordinator of the cluster but this one.
-    func signal(_ signal: ClusterSignal) async throws
+    /// Sends signals, in order, to every coordinator of the cluster but this one (one
+    /// round trip for all of them).
+    func signal(_ signals: [ClusterSignal]) async throws
     /// Listens for the other coordinators' signals and hands each to `received`, until the
     /// calling task is cancelled. After the listening connection was lost (and made again),
     /// `.resync` says some may have been missed.

@@ -236,9 +236,15 @@ extension PostgresStore: ClusterStore {
     /// The channel coordinators signal each other on.
     static let channel = "heddle"
 
-    public func signal(_ signal: ClusterSignal) async throws {
-        let payload = "\(coordinatorID)|\(Self.encode(signal))"
-        try await read { [self] db in try await db.query("SELECT pg_notify(\(Self.channel), \(payload))", logger: logger) }
+    public func signal(_ signals: [ClusterSignal]) async throws {
+        guard !signals.isEmpty else { return }
+        let payloads = signals.map { "\(coordinatorID)|\(Self.encode($0))" }
+        // One statement, one notification each, in order.
+        try await read { [self] db in
+            try await db.query("""
+                SELECT pg_notify(\(Self.channel), p) FROM unnest(\(payloads)::text[]) WITH ORDINALITY AS s(p, i) ORDER BY i
+                """, logger: logger)
+        }
     }
 
     public func listen(_ received: @Sendable (ClusterSignal) -> Void) async {
