@@ -17,11 +17,15 @@ enum ClusterScenarios {
 
     static func run(pki: BenchPKI, root: String, server: String, quick: Bool) async throws -> Results {
         var results = Results()
-        for count in 1...3 {
+        let counts = ProcessInfo.processInfo.environment["HEDDLE_BENCH_CLUSTER"] == "jobs1" ? [1] : [1, 2, 3]
+        for count in counts {
             let cluster = try Cluster(pki: pki, root: root, server: server, name: "jobs\(count)", coordinators: count)
             defer { cluster.stop() }
             results.jobsPerSecond.append(try await Scenarios.jobsPerSecond(cluster.fabrics, runners: 4, runs: quick ? 500 : 2000))
         }
+        // HEDDLE_BENCH_CLUSTER=jobs: only the jobs per second (jobs1: with one coordinator), for
+        // comparing changes quickly.
+        if ProcessInfo.processInfo.environment["HEDDLE_BENCH_CLUSTER"]?.hasPrefix("jobs") == true { return results }
         do {
             let cluster = try Cluster(pki: pki, root: root, server: server, name: "single", coordinators: 1)
             defer { cluster.stop() }

@@ -211,9 +211,6 @@ extension PostgresStore {
     public func claimQueued(_ slots: [ClaimSlot], now: Int64) async throws -> [ClaimedJob] {
         let slots = slots.filter { !$0.epochs.isEmpty }
         guard !slots.isEmpty else { return [] }
-        // Every free slot with the same labels (the usual case): which slot the k-th job goes to
-        // does not depend on the job, and one statement claims them all.
-        if Set(slots.map(\.labels)).count == 1 { return try await claimAlike(slots, now: now) }
         let logger = logger
         let me = coordinatorID
         let sets = try slots.map { try pgJSON($0.labels.sorted()) }
@@ -252,100 +249,6 @@ extension PostgresStore {
             let claimed = try await Self.claim(db, claims, now: now, holder: me, logger: logger)
             return claims.compactMap { claimed[$0.jobID] }
         }
-    }
-
-    /// `claimQueued` for slots that all have one label set, in one statement (one round trip,
-    /// its own transaction): the first fitting queued jobs in queue order, `FOR UPDATE SKIP
-    /// LOCKED`, the k-th to the k-th (runner, epoch) of the least-busy-first order; their runs
-    /// and attempts running; the jobs returned with their runs, repositories and nodes.
-    func claimAlike(_ slots: [ClaimSlot], now: Int64) async throws -> [ClaimedJob] {
-        var used = [Int](repeating: 0, count: slots.count)
-        var runners: [String] = []
-        var epochs: [Int64] = []
-        while let slot = slots.indices.filter({ used[$0] < slots[$0].epochs.count })
-            .min(by: { (slots[$0].running + used[$0], $0) < (slots[$1].running + used[$1], $1) }) {
-            runners.append(slots[slot].runner)
-            epochs.append(slots[slot].epochs[used[slot]])
-            used[slot] += 1
-        }
-        let labels = try pgJSON(slots[0].labels.sorted())
-        let logger = logger
-        let me = coordinatorID
-        func prefixed(_ columns: String, _ table: String, as prefix: String = "") -> String {
-            columns.split(separator: ",").map { column in
-                let column = column.trimmingCharacters(in: .whitespacesAndNewlines)
-                return "\(table).\(column)" + (prefix.isEmpty ? "" : " AS \(prefix)\(column)")
-            }.joined(separator: ", ")
-        }
-        let jobColumns = prefixed(Self.jobColumns, "job")
-        let runColumns = prefixed(Self.runColumns, "run", as: "run_")
-        let (claimedBy, claimedAt) = (runners, epochs)
-        let rows = try await read { db in
-            try await db.rows("""
-                WITH picked AS (
-                    SELECT id, position FROM job WHERE status = 'queued' AND labels <@ \(labels)::jsonb
-                    ORDER BY position, id LIMIT \(Int64(claimedAt.count)) FOR UPDATE SKIP LOCKED
-                ), numbered AS (
-                    SELECT id, row_number() OVER (ORDER BY position, id) AS k FROM picked
-                ), job AS (
-                    UPDATE job SET status = 'running', runner = s.claimed_by, epoch = s.claimed_at, started_at = \(now),
-                                   holder = \(me)
-                    FROM numbered JOIN unnest(\(claimedBy)::text[], \(claimedAt)::bigint[]) WITH ORDINALITY AS s(claimed_by, claimed_at, k)
-                         ON s.k = numbered.k
-                    WHERE job.id = numbered.id
-                    RETURNING \(unescaped: jobColumns)
-                ), started AS (
-                    UPDATE run SET status = 'running', started_at = COALESCE(started_at, \(now))
-                    WHERE id IN (SELECT run_id FROM job) AND status = 'queued' RETURNING id
-                ), attempts AS (
-                    UPDATE attempt SET status = 'running', started_at = COALESCE(attempt.started_at, \(now))
-                    FROM job WHERE attempt.run_id = job.run_id AND attempt.number = job.attempt AND attempt.status = 'queued'
-                )
-                SELECT job.*, \(unescaped: runColumns),
-                       run.id IN (SELECT id FROM started) AS run_started, COALESCE(project.repository, '') AS repository,
-                       (SELECT json_agg(json_build_object('name', n.name, 'ordinal', n.ordinal, 'run', n.run, 'needs', n.needs,
-                                                          'env', n.env, 'timeout', n.timeout, 'grace', n.grace,
-                                                          'artifacts', n.artifacts, 'status', n.status) ORDER BY n.ordinal)
-                        FROM node n WHERE n.job_id = job.id)::text AS nodes
-                FROM job JOIN run ON run.id = job.run_id LEFT JOIN project ON project.name = run.project
-                """, logger: logger)
-        }
-        return try rows.map { row in
-            let job = try Self.job(row)
-            var run = RunRecord(id: try row.get("run_id"), project: try row.get("run_project"), pipeline: try row.get("run_pipeline"),
-                                pipelineVersionID: try row.get("run_pipeline_version_id"), branch: try row.get("run_branch"),
-                                status: Status(rawValue: try row.get("run_status")) ?? .failed, attempt: try row.get("run_attempt"),
-                                trigger: try row.get("run_trigger"), createdAt: try row.get("run_created_at"),
-                                startedAt: try row.get("run_started_at"), finishedAt: try row.get("run_finished_at"))
-            run.commit = try row.get("run_commit_sha")
-            run.triggeredBy = try row.get("run_triggered_by")
-            if try row.get("run_started", as: Bool.self) {
-                run.status = .running
-                run.startedAt = run.startedAt ?? now
-            }
-            let nodes = try (try row.get("nodes", as: String?.self)).map { text -> [NodeRecord] in
-                try (pgUnJSON(text) as [NodeJSON]).map { node in
-                    NodeRecord(jobID: job.id, name: node.name, ordinal: node.ordinal, run: node.run, needs: try pgUnJSON(node.needs),
-                               env: try pgUnJSON(node.env), timeout: node.timeout, grace: node.grace,
-                               artifacts: try pgUnJSON(node.artifacts), status: Status(rawValue: node.status) ?? .failed,
-                               exitCode: nil, startedAt: nil, finishedAt: nil)
-                }
-            } ?? []
-            return ClaimedJob(job: job, run: run, nodes: nodes, repository: try row.get("repository"))
-        }
-    }
-
-    /// A node of a job just claimed, as `claimAlike` reads it.
-    struct NodeJSON: Decodable {
-        var name: String
-        var ordinal: Int
-        var run: String
-        var needs: String
-        var env: String
-        var timeout: Int?
-        var grace: Int?
-        var artifacts: String
-        var status: String
     }
 
     /// Marks queued jobs running, each on its runner at its epoch, held by `holder`, and their
