@@ -37,7 +37,8 @@ extension CoordinatorCore {
         case .queue:
             await dispatch()
         case .moved(let jobID, _):
-            _ = try? await moved(jobID)  // to this coordinator's queue watchers
+            // To this coordinator's queue watchers (its place is counted only for them).
+            if live.watchesQueue { _ = try? await moved(jobID) }
         case .state:
             await reloadSharedState()
         case .cancel(let jobID, let reason):
