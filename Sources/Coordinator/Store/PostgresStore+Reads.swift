@@ -391,14 +391,16 @@ extension PostgresStore {
     }
 
     static func fetchNodes(_ db: PostgresConnection, jobIDs: [Int64], logger: Logger) async throws -> [NodeRecord] {
-        try await db.rows("SELECT * FROM node WHERE job_id = ANY(\(jobIDs)) ORDER BY job_id, ordinal", logger: logger).map { row in
-            NodeRecord(jobID: try row.get("job_id"), name: try row.get("name"), ordinal: try row.get("ordinal"),
-                       run: try row.get("run"), needs: try pgUnJSON(try row.get("needs")), env: try pgUnJSON(try row.get("env")),
-                       timeout: try row.get("timeout"), grace: try row.get("grace"),
-                       artifacts: try pgUnJSON(try row.get("artifacts")),
-                       status: Status(rawValue: try row.get("status")) ?? .failed, exitCode: try row.get("exit_code"),
-                       startedAt: try row.get("started_at"), finishedAt: try row.get("finished_at"))
-        }
+        try await db.rows("SELECT * FROM node WHERE job_id = ANY(\(jobIDs)) ORDER BY job_id, ordinal", logger: logger).map(node)
+    }
+
+    static func node(_ row: PostgresRandomAccessRow) throws -> NodeRecord {
+        NodeRecord(jobID: try row.get("job_id"), name: try row.get("name"), ordinal: try row.get("ordinal"),
+                   run: try row.get("run"), needs: try pgUnJSON(try row.get("needs")), env: try pgUnJSON(try row.get("env")),
+                   timeout: try row.get("timeout"), grace: try row.get("grace"),
+                   artifacts: try pgUnJSON(try row.get("artifacts")),
+                   status: Status(rawValue: try row.get("status")) ?? .failed, exitCode: try row.get("exit_code"),
+                   startedAt: try row.get("started_at"), finishedAt: try row.get("finished_at"))
     }
 
     public func queuedJobs(matching filter: RunFilter) async throws -> [JobRecord] {

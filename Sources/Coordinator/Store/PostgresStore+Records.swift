@@ -56,10 +56,7 @@ extension PostgresStore {
 
     public func latestPipeline(project: String, pipeline: String) async throws -> PipelineVersionRecord? {
         try await read { [self] db in
-            try await db.row("""
-                SELECT \(unescaped: Self.pipelineColumns)
-                WHERE p.name = \(project) AND v.pipeline = \(pipeline) ORDER BY v.version DESC LIMIT 1
-                """, logger: logger).map(Self.pipelineVersion)
+            try await db.rows(LatestPipeline(project: project, pipeline: pipeline), logger: logger).first.map(Self.pipelineVersion)
         }
     }
 
@@ -78,34 +75,10 @@ extension PostgresStore {
         // One statement (one round trip, its own transaction): the run, its first attempt, its
         // jobs at the end of the queue (places from `job_position`, in the pipeline's order:
         // `nextval` in the select list is evaluated after the sort) and their nodes.
-        let rows = try await read { db in
-            try await db.rows("""
-                WITH r AS (
-                    INSERT INTO run (project, pipeline, pipeline_version_id, branch, status, attempt, trigger, created_at,
-                                     commit_sha, triggered_by)
-                    VALUES (\(version.project), \(version.pipeline), \(version.id), \(branch), 'queued', 1, \(trigger), \(now),
-                            \(commit), \(triggeredBy))
-                    RETURNING id
-                ), a AS (
-                    INSERT INTO attempt (run_id, number, status, trigger, created_at, triggered_by)
-                    SELECT id, 1, 'queued', \(trigger), \(now), \(triggeredBy) FROM r
-                ), j AS (
-                    INSERT INTO job (run_id, attempt, name, labels, status, position, queued_at, retry_lost)
-                    SELECT r.id, 1, d.name, d.labels::jsonb, 'queued', nextval('job_position')::float8, \(now), d.retry_lost
-                    FROM r, jsonb_to_recordset(\(json.jobs)::jsonb) AS d(ordinal bigint, name text, labels text, retry_lost bigint)
-                    ORDER BY d.ordinal
-                    RETURNING id, run_id, name, position
-                ), n AS (
-                    INSERT INTO node (job_id, name, ordinal, run, needs, env, timeout, grace, artifacts, status)
-                    SELECT j.id, d.name, d.ordinal, d.run, d.needs, d.env, d.timeout, d.grace, d.artifacts, 'pending'
-                    FROM jsonb_to_recordset(\(json.nodes)::jsonb)
-                         AS d(job text, name text, ordinal bigint, run text, needs text, env text, timeout bigint, grace bigint,
-                              artifacts text)
-                    JOIN j ON j.name = d.job
-                )
-                SELECT j.run_id, j.id, j.name, j.position FROM j
-                """, logger: logger)
-        }
+        let statement = CreateRun(project: version.project, pipeline: version.pipeline, versionID: version.id, branch: branch,
+                                  trigger: trigger, now: now, commit: commit, triggeredBy: triggeredBy, jobs: json.jobs,
+                                  nodes: json.nodes)
+        let rows = try await read { db in try await db.rows(statement, logger: logger) }
         guard let runID = try rows.first?.get("run_id", as: Int64.self) else {
             throw StoreError(.inconsistent, "a run of \(version.project)/\(version.pipeline) was not stored")
         }
@@ -228,11 +201,7 @@ extension PostgresStore {
                 round += 1
                 let fits = Array(Set(open.map { sets[$0] }))
                 // In queue order; a job another claim holds is skipped, not waited for.
-                let rows = try await db.rows("""
-                    SELECT id, labels::text AS labels FROM job
-                    WHERE status = 'queued' AND labels <@ ANY(\(fits)::text[]::jsonb[]) AND id <> ALL(\(seen)::bigint[])
-                    ORDER BY position, id LIMIT \(wanted) FOR UPDATE SKIP LOCKED
-                    """, logger: logger)
+                let rows = try await db.rows(PickQueued(fits: fits, seen: seen, limit: Int64(wanted)), logger: logger)
                 for row in rows {
                     let id: Int64 = try row.get("id")
                     seen.append(id)
@@ -260,13 +229,8 @@ extension PostgresStore {
         let ids = claims.map(\.jobID)
         let runners = claims.map(\.runner)
         let epochs = claims.map(\.epoch)
-        let jobs = try await db.rows("""
-            UPDATE job SET status = 'running', runner = c.claimed_by, epoch = c.claimed_at, started_at = \(now),
-                           holder = \(holder)
-            FROM unnest(\(ids)::bigint[], \(runners)::text[], \(epochs)::bigint[]) AS c(claimed, claimed_by, claimed_at)
-            WHERE job.id = c.claimed AND job.status = 'queued'
-            RETURNING \(unescaped: jobColumns.split(separator: ",").map { "job." + $0.trimmingCharacters(in: .whitespacesAndNewlines) }.joined(separator: ", "))
-            """, logger: logger).map(Self.job)
+        let jobs = try await db.rows(ClaimJobs(ids: ids, runners: runners, epochs: epochs, now: now, holder: holder),
+                                     logger: logger).map(Self.job)
         guard !jobs.isEmpty else { return [:] }
         let claimedIDs = jobs.map(\.id)
         let runIDs = Array(Set(jobs.map(\.runID)))
@@ -275,19 +239,7 @@ extension PostgresStore {
         // started (`started`) are patched below.
         var runs: [Int64: RunRecord] = [:]
         var repositories: [Int64: String] = [:]
-        for row in try await db.rows("""
-            WITH started AS (
-                UPDATE run SET status = 'running', started_at = COALESCE(started_at, \(now))
-                WHERE id = ANY(\(runIDs)) AND status = 'queued' RETURNING id
-            ), attempts AS (
-                UPDATE attempt SET status = 'running', started_at = COALESCE(attempt.started_at, \(now))
-                FROM job WHERE job.id = ANY(\(claimedIDs)) AND attempt.run_id = job.run_id AND attempt.number = job.attempt
-                  AND attempt.status = 'queued'
-            )
-            SELECT \(unescaped: runColumns.split(separator: ",").map { "run." + $0.trimmingCharacters(in: .whitespacesAndNewlines) }.joined(separator: ", ")),
-                   run.id IN (SELECT id FROM started) AS started, COALESCE(project.repository, '') AS repository
-            FROM run LEFT JOIN project ON project.name = run.project WHERE run.id = ANY(\(runIDs))
-            """, logger: logger) {
+        for row in try await db.rows(StartRuns(runIDs: runIDs, jobIDs: claimedIDs, now: now), logger: logger) {
             var run = try Self.run(row)
             if try row.get("started", as: Bool.self) {
                 run.status = .running
@@ -296,7 +248,7 @@ extension PostgresStore {
             runs[run.id] = run
             repositories[run.id] = try row.get("repository")
         }
-        let nodes = Dictionary(grouping: try await fetchNodes(db, jobIDs: claimedIDs, logger: logger), by: \.jobID)
+        let nodes = Dictionary(grouping: try await db.rows(Nodes(jobIDs: claimedIDs), logger: logger).map(Self.node), by: \.jobID)
         var claimed: [Int64: ClaimedJob] = [:]
         for job in jobs {
             guard let run = runs[job.runID] else { throw StoreError(.inconsistent, "run \(job.runID) of job \(job.id) is missing") }
@@ -367,19 +319,9 @@ extension PostgresStore {
             let leftover: Status = status == .cancelled ? .cancelled : .skipped
             let ended = status == .cancelled ? "cancelled" : "failed"
             let fenced = epoch != nil
-            guard let row = try await db.row("""
-                WITH j AS (
-                    UPDATE job SET status = \(status.rawValue), reason = \(reason), finished_at = \(now),
-                                   started_at = COALESCE(started_at, \(now))
-                    WHERE id = \(id) AND (NOT \(fenced) OR (status = 'running' AND epoch = \(epoch ?? 0) AND holder = \(me)))
-                    RETURNING \(unescaped: Self.jobColumns)
-                ), n AS (
-                    UPDATE node SET status = CASE WHEN status = 'running' THEN \(ended) ELSE \(leftover.rawValue) END,
-                                    finished_at = CASE WHEN status = 'running' THEN \(now) ELSE finished_at END
-                    WHERE job_id = \(id) AND status IN ('pending', 'running') AND EXISTS (SELECT 1 FROM j)
-                )
-                SELECT * FROM j
-                """, logger: logger) else {
+            let statement = FinishJob(status: status.rawValue, reason: reason, now: now, id: id, fenced: fenced, epoch: epoch ?? 0,
+                                      holder: me, ended: ended, leftover: leftover.rawValue)
+            guard let row = try await db.rows(statement, logger: logger).first else {
                 if let epoch { throw try await Self.refusal(db, jobID: id, epoch: epoch, logger: logger) }
                 throw StoreError(.notFound, "job \(id) does not exist")
             }
@@ -392,26 +334,22 @@ extension PostgresStore {
     /// is locked first: two coordinators finishing the last two jobs of one attempt both see
     /// the other's job finished, in turn.
     static func updateRunStatus(_ db: PostgresConnection, runID: Int64, now: Int64, logger: Logger) async throws -> RunRecord {
-        guard let locked = try await db.row("SELECT attempt FROM run WHERE id = \(runID) FOR UPDATE", logger: logger) else {
+        guard let locked = try await db.rows(LockRun(runID: runID), logger: logger).first else {
             throw StoreError(.inconsistent, "run \(runID) is missing")
         }
-        let attempt: Int = try locked.get("attempt")
+        let attempt: Int64 = try locked.get("attempt")
         // A statement of its own, after the lock: its snapshot has the jobs another
         // coordinator finished before it released the run (a subquery of the locking
         // statement would read them as they were before the wait).
-        let statuses = try await db.rows("SELECT status FROM job WHERE run_id = \(runID) AND attempt = \(attempt)", logger: logger)
+        let statuses = try await db.rows(AttemptStatuses(runID: runID, attempt: attempt), logger: logger)
             .compactMap { Status(rawValue: try $0.get("status", as: String.self)) }
         let runStatus = Outcome.attemptStatus(jobs: statuses)
         let finished: Int64? = runStatus.isFinished ? now : nil
         let started: Int64? = runStatus == .queued ? nil : now
-        guard let run = try await db.row("""
-            WITH a AS (
-                UPDATE attempt SET status = \(runStatus.rawValue), finished_at = \(finished),
-                                   started_at = COALESCE(started_at, \(started))
-                WHERE run_id = \(runID) AND number = \(attempt)
-            )
-            UPDATE run SET status = \(runStatus.rawValue), finished_at = \(finished) WHERE id = \(runID) RETURNING \(unescaped: runColumns)
-            """, logger: logger) else { throw StoreError(.inconsistent, "run \(runID) is missing") }
+        let statement = SetRunStatus(status: runStatus.rawValue, finished: finished, started: started, runID: runID, attempt: attempt)
+        guard let run = try await db.rows(statement, logger: logger).first else {
+            throw StoreError(.inconsistent, "run \(runID) is missing")
+        }
         return try Self.run(run)
     }
 
