@@ -39,11 +39,10 @@ extension CoordinatorCore {
                                                     trigger: trigger, triggeredBy: who, now: Date.nowMilliseconds)
         for job in jobs { enqueue(.init(id: job.id, labels: Set(job.labels), position: job.position)) }
         await publishQueued(jobs, run: run)
-        tell(.queue)
         logger.info("run triggered", metadata: ["run.id": "\(run.id)", "pipeline": "\(run.project)/\(run.pipeline)",
                                                 "branch": "\(branch)", "commit": "\(commit.isEmpty ? "head" : commit)",
                                                 "by": "\(who)"])
-        await dispatch()
+        await claimOrWake(jobs)
         // A trigger makes a new run, whose first attempt this is.
         return Triggered(runID: run.id, attempt: 1)
     }
@@ -65,9 +64,16 @@ extension CoordinatorCore {
                                                             now: Date.nowMilliseconds)
         for job in jobs { enqueue(.init(id: job.id, labels: Set(job.labels), position: job.position)) }
         await publishQueued(jobs, run: updated)
-        tell(.queue)
         logger.info("run re-run", metadata: ["run.id": "\(runID)", "attempt": "\(updated.attempt)", "by": "\(principal)"])
-        await dispatch()
+        await claimOrWake(jobs)
         return Triggered(runID: runID, attempt: updated.attempt)
+    }
+
+    /// New jobs are claimed here first; in a cluster, the other coordinators are woken only
+    /// when some of them were not (no free slot here fits them, or a claim was already on its
+    /// way): a wake-up costs every other coordinator with free slots a claim.
+    func claimOrWake(_ jobs: [JobRecord]) async {
+        await dispatch()
+        if cluster != nil, jobs.contains(where: { table[$0.id] == nil }) { tell(.queue) }
     }
 }

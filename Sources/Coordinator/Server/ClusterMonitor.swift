@@ -32,7 +32,15 @@ public struct ClusterMonitor: Service {
                     received.finish()
                 }
                 group.addTask {
-                    for await signal in signals { await core.apply(signal) }
+                    for await signal in signals {
+                        // The most frequent (every claim and end elsewhere) needs no actor: run
+                        // watchers read the store again.
+                        if case .run(let runIDs) = signal {
+                            core.live.readAgain(runIDs: Set(runIDs))
+                        } else {
+                            await core.apply(signal)
+                        }
+                    }
                 }
                 group.addTask {
                     // Ends when the outbox closes: the task is cancelled at the shutdown.
