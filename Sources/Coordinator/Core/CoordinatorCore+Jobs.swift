@@ -55,7 +55,11 @@ extension CoordinatorCore {
         let cancels = claimCancels ?? [:]
         claimCancels = nil
         tell(.run(runIDs: Array(Set(claimed.map(\.run.id)))))
-        // In epoch order: a runner receives its assignments in the order of their epochs.
+        // Every claimed job enters the table before anything awaits, so a command about any of
+        // them meanwhile finds it; then, in epoch order (a runner receives its assignments in
+        // the order of their epochs), the assignments go out; then what must be stored.
+        var toEnd: [(Int64, JobTable.End?)] = []
+        var toAssign: [ClaimedJob] = []
         for record in claimed.sorted(by: { $0.job.epoch < $1.job.epoch }) {
             let job = record.job
             let connected = sessionOf[job.epoch].flatMap { runners[$0] == nil ? nil : $0 }
@@ -68,10 +72,18 @@ extension CoordinatorCore {
                 logger.info("a job cancelled while it was claimed ends without starting", metadata: ["job.id": "\(job.id)"])
                 if let connected { scheduler.finish(job.id, on: connected) }
                 table.detach(job.id)
-                await settleEnd(job.id)
-                continue
+                toEnd.append((job.id, nil))
+            } else {
+                toAssign.append(record)
             }
-            await assign(record, epoch: job.epoch, runner: job.runner ?? "", now: now)
+        }
+        for record in toAssign {
+            if let end = assign(record, epoch: record.job.epoch, runner: record.job.runner ?? "", now: now) {
+                toEnd.append((record.job.id, end))
+            }
+        }
+        for (jobID, end) in toEnd {
+            if let end { await self.end(jobID: jobID, end) } else { await settleEnd(jobID) }
         }
     }
 
@@ -138,23 +150,26 @@ extension CoordinatorCore {
                 break
             }
             guard let record else { continue }
-            await assign(record, epoch: claim.epoch, runner: claim.runner, now: now)
+            if let end = assign(record, epoch: claim.epoch, runner: claim.runner, now: now) {
+                await self.end(jobID: record.job.id, end)
+            }
         }
         // Their runners' slots are free again: place the next jobs.
         return unclaimed > 0
     }
 
     /// Sends a claimed job's assignment to its runner (when it is connected) and tells the
-    /// job's and the queue's watchers.
-    func assign(_ record: ClaimedJob, epoch: Int64, runner: String, now: Int64) async {
+    /// job's and the queue's watchers; no suspension, so a batch of claims is sent before any
+    /// command about them is taken. Returns the end of a job too large to assign, for the
+    /// caller to store (`end`) once the batch is sent.
+    func assign(_ record: ClaimedJob, epoch: Int64, runner: String, now: Int64) -> JobTable.End? {
         let job = record.job
         let run = record.run
         let assignment = JobAssignment(record, epoch: epoch)
         // Too large for one frame (a pipeline stored before pushes were checked for this):
         // the job fails for that reason; its runner is not to blame.
         guard assignment.estimatedBytes <= limits.maximumFrameLength else {
-            await end(jobID: job.id, .init(status: .failed, reason: "the job is too large to assign: about \(assignment.estimatedBytes) bytes, over the frame limit of \(limits.maximumFrameLength)"))
-            return
+            return .init(status: .failed, reason: "the job is too large to assign: about \(assignment.estimatedBytes) bytes, over the frame limit of \(limits.maximumFrameLength)")
         }
         logger.info("job assigned", metadata: ["job.id": "\(job.id)", "run.id": "\(run.id)", "runner": "\(runner)"])
         // The runner may have gone while the claim was stored: its lease then runs out.
@@ -164,6 +179,7 @@ extension CoordinatorCore {
         entry.status = .running
         entry.runner = runner
         publishQueue(.claimed, entry)
+        return nil
     }
 
     /// Jobs whose runner stayed away past the lease: back to the front of the queue when the
