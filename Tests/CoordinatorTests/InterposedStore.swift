@@ -5,7 +5,7 @@ import Synchronization
 /// A store that forwards every call to a real one, with hooks a test uses to make an
 /// interleaving deterministic (pause a call until the test lets it go on) or to make a call
 /// fail on demand.
-final class InterposedStore: CoordinatorStore {
+class InterposedStore: CoordinatorStore, @unchecked Sendable {
     let base: any CoordinatorStore
     let hooks = StoreHooks()
 
@@ -231,6 +231,44 @@ final class InterposedStore: CoordinatorStore {
         try await hooks.enter("drainedRunners")
         return try await base.drainedRunners()
     }
+}
+
+/// An `InterposedStore` of a store shared by several coordinators: the core runs as one of a
+/// cluster (the database is the queue). `claimQueued` also offers a pause after the claim is
+/// stored (`claimQueued.stored`), before the core has it back.
+final class InterposedClusterStore: InterposedStore, ClusterStore, @unchecked Sendable {
+    let cluster: any ClusterStore
+
+    init(_ base: any ClusterStore) {
+        cluster = base
+        super.init(base)
+    }
+
+    var coordinatorID: String { cluster.coordinatorID }
+    func beat() async throws { try await cluster.beat() }
+    func adopt(jobID: Int64, epoch: Int64, runner: String) async throws -> JobRecord? {
+        try await hooks.enter("adopt")
+        return try await cluster.adopt(jobID: jobID, epoch: epoch, runner: runner)
+    }
+    func adoptOrphans(silentFor: Duration) async throws -> [JobRecord] { try await cluster.adoptOrphans(silentFor: silentFor) }
+    func reclaim(_ jobs: [LeaseRef]) async throws -> [Int64] { try await cluster.reclaim(jobs) }
+    func claimQueued(_ slots: [ClaimSlot], now: Int64) async throws -> [ClaimedJob] {
+        try await hooks.enter("claimQueued")
+        let claimed = try await cluster.claimQueued(slots, now: now)
+        try await hooks.enter("claimQueued.stored")
+        return claimed
+    }
+    func queueHead(limit: Int) async throws -> (jobs: [JobRecord], queued: Int, running: Int) {
+        try await cluster.queueHead(limit: limit)
+    }
+    func queuePlaces(jobIDs: [Int64]) async throws -> [Int64: Int] { try await cluster.queuePlaces(jobIDs: jobIDs) }
+    func checkDataDirectory(_ directory: String) async throws { try await cluster.checkDataDirectory(directory) }
+    func moveQueued(jobID: Int64, to target: MoveTarget) async throws -> QueueMove {
+        try await hooks.enter("moveQueued")
+        return try await cluster.moveQueued(jobID: jobID, to: target)
+    }
+    func signal(_ signals: [ClusterSignal]) async throws { try await cluster.signal(signals) }
+    func listen(_ received: @Sendable (ClusterSignal) -> Void) async { await cluster.listen(received) }
 }
 
 /// What an `InterposedStore` does before it forwards a call.

@@ -141,6 +141,52 @@ import Wire
         }
     }
 
+    /// Several coordinators (the database is the queue): a cancel that comes once the claim
+    /// that took the job is stored, before this coordinator has the claim back, through this
+    /// coordinator or from another (a `.cancel` signal), ends the job before it starts: its
+    /// runner is never told of it.
+    @Test(arguments: ["here", "signal"])
+    func aCancelWhileADatabaseClaimComesBackEndsTheJobBeforeItStarts(via: String) async throws {
+        let database = try await TestDatabase.make(.postgres)
+        do {
+            let interposed = InterposedClusterStore(try #require(try await database.open() as? any ClusterStore))
+            let core = try CoordinatorCore(store: interposed, directory: database.directory.path, logger: Logger(label: "test"))
+            try await core.recover()
+            try await core.push("shop", Self.source(retryLost: 0))
+            let runID = try await core.trigger("shop", "ci")  // no runner: nothing is claimed
+            interposed.hooks.pause("claimQueued.stored")
+            let runner = RecordingOutbox()
+            let connecting = Task { try await core.connectRunner(runner, labels: []) }
+            try await waitUntil("the claim to be stored") { interposed.hooks.reachedPause }
+            let stored = try #require(try await core.catalog.runDetail(runID: runID, as: admin).jobs.first).job
+            #expect(stored.status == .running, "the claim is stored")
+            if via == "here" {
+                let result = try await core.cancel(runIDs: [runID], jobIDs: [], as: admin)
+                #expect(result.count == 1)
+            } else {
+                await core.apply(.cancel(jobID: stored.id, reason: "cancelled by root"))
+            }
+            interposed.hooks.resume()
+            _ = try await connecting.value
+            try await waitUntil("the job to end") {
+                try await core.catalog.runDetail(runID: runID, as: admin).jobs.first?.job.status.isFinished == true
+            }
+            let job = try #require(try await core.catalog.runDetail(runID: runID, as: admin).jobs.first).job
+            #expect(job.status == .cancelled && job.reason == "cancelled by root (before it started)", "\(job.status): \(job.reason)")
+            #expect(runner.all.allSatisfy { envelope in
+                switch envelope.body {
+                case .assignment, .stopJob: false
+                default: true
+                }
+            })
+            #expect(await core.table.isEmpty)
+        } catch {
+            await database.remove()
+            throw error
+        }
+        await database.remove()
+    }
+
     /// A runner's `JobFinish` the store refuses is answered `UNAVAILABLE`; the job stays its
     /// runner's (`finishing`), a heartbeat without it loses nothing, and the same `JobFinish`
     /// sent again is stored.
