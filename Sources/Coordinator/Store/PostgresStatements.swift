@@ -103,7 +103,7 @@ extension PostgresStore {
             UPDATE job SET status = 'running', runner = c.claimed_by, epoch = c.claimed_at, started_at = $4, holder = $5
             FROM unnest($1::bigint[], $2::text[], $3::bigint[]) AS c(claimed, claimed_by, claimed_at)
             WHERE job.id = c.claimed AND job.status = 'queued'
-            RETURNING \(PostgresStore.jobColumns.split(separator: ",").map { "job." + $0.trimmingCharacters(in: .whitespacesAndNewlines) }.joined(separator: ", "))
+            RETURNING \(PostgresStore.qualified(PostgresStore.jobColumns, by: "job"))
             """
         var ids: [Int64], runners: [String], epochs: [Int64], now: Int64, holder: String
         func makeBindings() throws -> PostgresBindings {
@@ -123,7 +123,7 @@ extension PostgresStore {
                 FROM job WHERE job.id = ANY($2::bigint[]) AND attempt.run_id = job.run_id AND attempt.number = job.attempt
                   AND attempt.status = 'queued'
             )
-            SELECT \(PostgresStore.runColumns.split(separator: ",").map { "run." + $0.trimmingCharacters(in: .whitespacesAndNewlines) }.joined(separator: ", ")),
+            SELECT \(PostgresStore.qualified(PostgresStore.runColumns, by: "run")),
                    run.id IN (SELECT id FROM started) AS started, COALESCE(project.repository, '') AS repository
             FROM run LEFT JOIN project ON project.name = run.project WHERE run.id = ANY($1::bigint[])
             """

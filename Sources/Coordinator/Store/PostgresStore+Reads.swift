@@ -355,6 +355,12 @@ extension PostgresStore {
         reason, commit_sha, retry_lost, lost_count
         """
 
+    /// A column list (`jobColumns`, `runColumns`) with each column qualified by `table`.
+    static func qualified(_ columns: String, by table: String) -> String {
+        columns.split(separator: ",").map { "\(table)." + $0.trimmingCharacters(in: .whitespacesAndNewlines) }
+            .joined(separator: ", ")
+    }
+
     static func job(_ row: PostgresRandomAccessRow) throws -> JobRecord {
         JobRecord(id: try row.get("id"), runID: try row.get("run_id"), attempt: try row.get("attempt"), name: try row.get("name"),
                   labels: try pgUnJSON(try row.get("labels")), status: Status(rawValue: try row.get("status")) ?? .failed,
@@ -409,10 +415,8 @@ extension PostgresStore {
         for (column, value) in [("project", filter.project), ("pipeline", filter.pipeline), ("branch", filter.branch)] {
             if let value { clauses.append("r.\(column) = \(builder.bind(value))") }
         }
-        let columns = Self.jobColumns.replacingOccurrences(of: "\n", with: " ").split(separator: ",")
-            .map { "j." + $0.trimmingCharacters(in: .whitespaces) }
         builder.sql = """
-            SELECT \(columns.joined(separator: ", ")) FROM job j JOIN run r ON r.id = j.run_id
+            SELECT \(Self.qualified(Self.jobColumns, by: "j")) FROM job j JOIN run r ON r.id = j.run_id
             WHERE \(clauses.joined(separator: " AND ")) ORDER BY j.position, j.id
             """
         let built = builder.query
