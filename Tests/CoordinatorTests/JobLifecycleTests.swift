@@ -105,8 +105,8 @@ import Wire
             #expect(job.reason.hasPrefix("cancelled by root"))
             #expect(try await setup.runStatus() == .cancelled)
             #expect(Self.assignments(other) == 0)
-            #expect(await setup.core.table.isEmpty)
-            #expect(await setup.core.scheduler.queue.isEmpty)
+            #expect(await setup.core.jobs.table.isEmpty)
+            #expect(await setup.core.jobs.scheduler.queue.isEmpty)
         }
     }
 
@@ -134,7 +134,7 @@ import Wire
                 default: true
                 }
             })
-            #expect(await setup.core.table.isEmpty)
+            #expect(await setup.core.jobs.table.isEmpty)
             // Its slot is free: the next run's job goes to the same runner.
             let next = try await setup.core.trigger("shop", "ci")
             #expect(try await runner.assignment().runID == UInt64(next))
@@ -179,7 +179,7 @@ import Wire
                 default: true
                 }
             })
-            #expect(await core.table.isEmpty)
+            #expect(await core.jobs.table.isEmpty)
         } catch {
             await database.remove()
             throw error
@@ -203,8 +203,8 @@ import Wire
                 try await core.jobFinished(session: runner.session, result)
             }
             #expect(refused?.code == .unavailable)
-            #expect(await core.table[runner.job.jobID]?.phase == .finishing)
-            #expect(await core.table.notRunning(session: runner.session, running: [], through: runner.job.epoch).isEmpty)
+            #expect(await core.jobs.table[runner.job.jobID]?.phase == .finishing)
+            #expect(await core.jobs.table.notRunning(session: runner.session, running: [], through: runner.job.epoch).isEmpty)
             #expect(try await setup.stored().status == .running)
             // Not the coordinator's to write again: its runner sends it.
             await core.expireLeases()
@@ -214,7 +214,7 @@ import Wire
             try await core.jobFinished(session: runner.session, result)
             #expect(try await setup.stored().status == .succeeded)
             #expect(try await setup.runStatus() == .succeeded)
-            #expect(await core.table.isEmpty)
+            #expect(await core.jobs.table.isEmpty)
             // Its answer lost with a connection, the same result again is accepted.
             try await core.jobFinished(session: runner.session, result)
         }
@@ -229,7 +229,7 @@ import Wire
             await setup.core.sessionClosed(session: runner.session)
             setup.hooks.fail(["finishJob"])
             await setup.core.expireLeases(now: setup.later)
-            #expect(await setup.core.table[runner.job.jobID]?.phase == .finishing)
+            #expect(await setup.core.jobs.table[runner.job.jobID]?.phase == .finishing)
             #expect(try await setup.stored().status == .running)
             await setup.core.expireLeases(now: setup.later)  // refused again
             #expect(try await setup.stored().status == .running)
@@ -240,7 +240,7 @@ import Wire
             #expect(job.status == .failed)
             #expect(job.reason == "runner lost: r1 was silent for longer than its lease")
             #expect(try await setup.runStatus() == .failed)
-            #expect(await setup.core.table.isEmpty)
+            #expect(await setup.core.jobs.table.isEmpty)
         }
     }
 
@@ -253,7 +253,7 @@ import Wire
             await setup.core.sessionClosed(session: runner.session)
             setup.hooks.fail(["requeueLostJob"])
             await setup.core.expireLeases(now: setup.later)
-            #expect(await setup.core.table[runner.job.jobID]?.phase == .requeueing)
+            #expect(await setup.core.jobs.table[runner.job.jobID]?.phase == .requeueing)
             #expect(try await setup.stored().status == .running)
 
             setup.hooks.fail([])
@@ -274,8 +274,8 @@ import Wire
             _ = try await setup.core.connectRunner(first, labels: [])
             let job = try await setup.stored()
             #expect(job.status == .queued)
-            #expect(await setup.core.scheduler.isQueued(job.id))
-            #expect(await setup.core.table.isEmpty)
+            #expect(await setup.core.jobs.scheduler.isQueued(job.id))
+            #expect(await setup.core.jobs.table.isEmpty)
             #expect(Self.assignments(first) == 0)
 
             setup.hooks.fail([])

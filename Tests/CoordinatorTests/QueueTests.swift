@@ -100,7 +100,7 @@ import Wire
         setup.hooks.disarm()  // a pause the cancel did not reach must not catch the checks below
         let reported = try #require(result.jobs.first { $0.jobID == job })
         let stored = try await setup.core.catalog.runDetail(runID: run, as: admin).jobs[0]
-        if await setup.core.table[job] != nil {
+        if await setup.core.jobs.table[job] != nil {
             #expect(reported.status == .running, "a job that was claimed is reported \(reported.status)")
             #expect(stored.status == .running)
             let stop = try await runner.first("a StopJob for the claimed job") { envelope -> Heddle_V1_StopJob? in
@@ -255,11 +255,11 @@ import Wire
         #expect(Array(head) == [Int64(count), 1, 2, 3, 4, 5, 6, 7, 50_000])
 
         // Listing and cancelling all of them still answer in one frame, with the full count.
-        let page = try await core.queue(limit: CoordinatorCore.maximumListedJobs, as: admin)
-        #expect(page.jobs.count == CoordinatorCore.maximumListedJobs && page.total == count)
+        let page = try await core.queue(limit: CancelResult.maximumListedJobs, as: admin)
+        #expect(page.jobs.count == CancelResult.maximumListedJobs && page.total == count)
         #expect(page.jobs.first?.jobID == Int64(count))
         let cancelled = try await core.bulkCancel(BulkCancelRequest(project: "big"), as: admin)
-        #expect(cancelled.count == count && cancelled.jobs.count == CoordinatorCore.maximumListedJobs)
+        #expect(cancelled.count == count && cancelled.jobs.count == CancelResult.maximumListedJobs)
         #expect(try Envelope(id: 1, .cancelled(cancelled.proto)).serializedData().count < Frame.defaultMaximumLength)
         #expect(try await core.queue(as: admin).total == 0)
     }

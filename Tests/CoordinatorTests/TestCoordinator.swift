@@ -128,7 +128,7 @@ let admin = Principal(name: "root", role: .admin)
 extension CoordinatorCore {
     /// Opens a session for a pretend peer whose events `recording` collects.
     func open(_ name: String, _ role: Role, _ recording: RecordingOutbox) async throws -> UInt64 {
-        try openSession(Principal(name: name, role: role), sink: recording.outbox, close: {})
+        try await openSession(Principal(name: name, role: role), sink: recording.outbox, close: {})
     }
 
     /// A pretend runner connects with its Hello; returns its session.

@@ -5,31 +5,26 @@ import Foundation
 extension CoordinatorCore {
     /// Opens an upload (or resumes the one open for the same job, name, size and hash).
     public func declareArtifact(session: UInt64, _ declare: ArtifactDeclaration) async throws -> UploadGrant {
-        _ = try lease(declare.job, session: session)
+        try await jobs.checkLease(declare.job, session: session)
         return try await uploads.declare(jobID: declare.job.jobID, declare, maximumSize: limits.maximumArtifactSize)
     }
 
     /// The next bytes of an upload, at exactly the offset taken so far.
     public func artifactChunk(session: UInt64, _ chunk: ArtifactBytes) async throws {
-        _ = try lease(chunk.job, session: session)
+        try await jobs.checkLease(chunk.job, session: session)
         try await uploads.append(chunk)
     }
 
     /// Checks the upload against its declaration and stores the artifact; returns its id.
     public func commitArtifact(session: UInt64, job ref: LeaseRef, uploadID: UInt64) async throws -> Int64 {
-        _ = try lease(ref, session: session)
+        try await jobs.checkLease(ref, session: session)
         let pending = try await uploads.storeBytes(uploadID: uploadID, jobID: ref.jobID)
-        // Checked again after the await: the lease may have gone meanwhile.
-        let job = try lease(ref, session: session)
-        let record = try await heldHere(ref) {
-            try await store.insertArtifact(jobID: pending.jobID, epoch: job.epoch, name: pending.name, size: pending.size,
-                                           sha256: pending.sha256, now: Date.nowMilliseconds)
-        }
+        let (record, runID) = try await jobs.insertArtifact(pending, ref: ref, session: session)
         await uploads.recorded(uploadID: uploadID)
         CoreMetrics.artifactBytes.increment(by: Int(pending.size))
         CoreMetrics.artifactsStored.increment()
         logger.info("artifact stored", metadata: ["job.id": "\(pending.jobID)", "name": "\(pending.name)",
-                                                  "size": "\(pending.size)", "run.id": "\(job.runID)"])
+                                                  "size": "\(pending.size)", "run.id": "\(runID)"])
         return record.id
     }
 }

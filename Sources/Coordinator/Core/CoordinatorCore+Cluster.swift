@@ -1,48 +1,28 @@
 import Foundation
 
-/// One coordinator of several on one database (`ClusterStore`). The database is the queue:
-/// no coordinator holds a copy of it. A coordinator claims for its runners' free slots from
-/// the store (`dispatch`), every write about a running job is fenced by its epoch and its
-/// holder, and signals only wake:
-///
-/// - jobs queued anywhere wake the coordinators with free slots to claim (and every half
-///   heartbeat interval they claim anyway, should a signal have been missed);
-/// - drains, revocations and tokens are read again on a signal (and periodically);
-/// - a cancel of a job held elsewhere is signalled to its holder, which stops it;
-/// - every coordinator beats; one at a time sweeps for running jobs whose holder stopped
-///   beating and takes them over, giving their runners a lease period to come back;
-/// - a runner that comes back to another coordinator is adopted there with its jobs.
+/// One coordinator of several on one database: signals from the others, applied
+/// (`JobLifecycle+Cluster.swift` has how a cluster shares the queue and the running jobs).
 extension CoordinatorCore {
     /// How often the shared state is read again without a signal.
     static let resyncPeriod: Duration = .seconds(10)
 
-    /// Tells the other coordinators what changed here: the signal waits in `signals`, in
-    /// order and coalesced, for `ClusterMonitor`'s one sending loop.
+    /// Tells the other coordinators what changed here (`SignalOutbox`); nothing on SQLite.
     func tell(_ signal: ClusterSignal) {
-        guard cluster != nil else { return }
-        if case .run(let ids) = signal, ids.isEmpty { return }
-        signals.add(signal)
-    }
-
-    /// Queues a job in the scheduler; in a cluster the database is the queue, and the job is
-    /// there already.
-    func enqueue(_ job: Scheduler.QueuedJob) {
-        guard cluster == nil else { return }
-        scheduler.enqueue(job)
+        if cluster != nil { signals.tell(signal) }
     }
 
     /// Applies a signal from another coordinator.
     public func apply(_ signal: ClusterSignal) async {
         switch signal {
         case .queue:
-            await dispatch()
+            await jobs.dispatch()
         case .moved(let jobID, _):
             // To this coordinator's queue watchers (its place is counted only for them).
             if live.watchesQueue { _ = try? await moved(jobID) }
         case .state:
             await reloadSharedState()
         case .cancel(let jobID, let reason):
-            stopHeld(jobID: jobID, reason: reason)
+            await jobs.stopHeld(jobID: jobID, reason: reason)
         case .run(let runIDs):
             live.readAgain(runIDs: Set(runIDs))
         case .resync:
@@ -52,101 +32,25 @@ extension CoordinatorCore {
     }
 
     /// Reads drains, revocations and tokens again: what another coordinator changed holds
-    /// here too. Sessions of certificates revoked elsewhere are closed.
+    /// here too. Sessions of certificates revoked elsewhere are closed. Then claims for free
+    /// slots.
     public func reloadSharedState() async {
         guard cluster != nil else { return }
         do {
             let drainedNow = try await store.drainedRunners()
             try await access.load()
-            // Decided on what was read, with no await from here.
-            drained = drainedNow
-            for (session, runner) in runners {
-                scheduler.setDrained(session, drained.contains(runner.name))
-            }
             _ = closeRevokedSessions()
+            await jobs.setDrained(drainedNow)
         } catch {
             logger.warning("cannot read drains, revocations and tokens", metadata: ["error": "\(error)"])
-        }
-        await dispatch()
-    }
-
-    /// A cancel decided by another coordinator, of a job held here: stop it on its runner. A
-    /// job a claim on its way here may have taken is cancelled when the claim is back.
-    func stopHeld(jobID: Int64, reason: String) {
-        switch table.cancel(jobID: jobID, reason: reason) {
-        case .stop(let session, let epoch):
-            sink(of: session)?.send(.stopJob(jobID: jobID, epoch: epoch, reason: reason, abandon: false))
-            logger.info("stop pushed", metadata: ["job.id": "\(jobID)", "from": "another coordinator"])
-        case nil:
-            if claimCancels != nil { claimCancels?[jobID] = reason }
-        case .stopOnReattach, .deferred:
-            break
+            await jobs.dispatch()
         }
     }
 
-    /// Takes over the running jobs of coordinators that stopped beating (their runners have
-    /// one lease period to come back, here or to any coordinator, before the jobs are lost),
-    /// and takes back jobs whose runners are connected here should another coordinator have
-    /// taken them. Called every half heartbeat interval; the beats are `ClusterMonitor`'s.
+    /// Takes over the running jobs of coordinators that stopped beating, takes back jobs
+    /// whose runners are connected here, and claims for free slots (`JobLifecycle`). Called
+    /// every half heartbeat interval; the beats are `ClusterMonitor`'s.
     public func clusterTick(now: ContinuousClock.Instant = .now) async {
-        guard let cluster else { return }
-        let wallNow = Date.nowMilliseconds
-        do {
-            // Only runners that beat here lately: a runner cut off from this coordinator (its
-            // connection not yet seen closed) may have reattached its jobs elsewhere.
-            let recent = wallNow - Int64(limits.heartbeatInterval * 3 / 2 / .milliseconds(1))
-            let connected = table.jobIDs.compactMap { id -> LeaseRef? in
-                guard let lease = table[id], let session = lease.session,
-                      let runner = runners[session], runner.lastHeartbeat >= recent else { return nil }
-                return LeaseRef(jobID: id, epoch: lease.epoch)
-            }
-            for id in try await cluster.reclaim(connected) {
-                logger.warning("job taken back: its runner is connected here", metadata: ["job.id": "\(id)"])
-            }
-            // Silent for two and a half heartbeat intervals (it beats every half interval): gone.
-            // Found within three intervals, as a runner's silence is.
-            let orphans = try await cluster.adoptOrphans(silentFor: limits.heartbeatInterval * 5 / 2)
-            for job in orphans where table[job.id] == nil {
-                table.restore(job: job, deadline: now.advanced(by: limits.lease))
-                await uploads.load(jobID: job.id)
-                logger.warning("job taken over from a silent coordinator", metadata: ["job.id": "\(job.id)", "runner": "\(job.runner ?? "-")"])
-            }
-        } catch {
-            logger.warning("cluster housekeeping failed", metadata: ["error": "\(error)"])
-        }
-        // Claims for free slots, should a wake-up have been missed.
-        await dispatch()
-    }
-
-    /// A write about a job leased here to a connected runner (`attached`: known already, as
-    /// when the lease just ended), refused by the store because another coordinator took the
-    /// job over for an orphan (this one was slow to beat): the job is taken back and the
-    /// write tried once more.
-    func heldHere<T: Sendable>(_ ref: LeaseRef, attached: Bool = false, _ write: () async throws -> T) async throws -> T {
-        do {
-            return try await write()
-        } catch let error as StoreError where error.code == .staleLease && cluster != nil {
-            let connected = attached || (table[ref.jobID].map { $0.epoch == ref.epoch && $0.session != nil } ?? false)
-            guard connected, let cluster, try await cluster.reclaim([ref]).contains(ref.jobID) else { throw error }
-            logger.warning("job taken back: its runner is connected here", metadata: ["job.id": "\(ref.jobID)"])
-            return try await write()
-        }
-    }
-
-    /// A runner greeting this coordinator lists jobs no lease here knows: those it holds the
-    /// current lease of (by the store) are taken over from the coordinator that held them.
-    func adoptListed(_ running: [LeaseRef], runner: String) async {
-        guard let cluster else { return }
-        for ref in running where table[ref.jobID] == nil {
-            do {
-                guard let job = try await cluster.adopt(jobID: ref.jobID, epoch: ref.epoch, runner: runner),
-                      table[ref.jobID] == nil else { continue }
-                table.restore(job: job, deadline: ContinuousClock.now.advanced(by: limits.lease))
-                await uploads.load(jobID: job.id)
-                logger.info("job taken over: its runner came here", metadata: ["job.id": "\(job.id)", "runner": "\(runner)"])
-            } catch {
-                logger.warning("cannot take over a job", metadata: ["job.id": "\(ref.jobID)", "error": "\(error)"])
-            }
-        }
+        await jobs.clusterTick(now: now)
     }
 }

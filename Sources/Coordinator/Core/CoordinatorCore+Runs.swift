@@ -35,14 +35,13 @@ extension CoordinatorCore {
     func startRun(_ version: PipelineVersionRecord, branch: String, commit: String, trigger: String,
                   by who: String) async throws -> Triggered {
         let definition = try catalog.definition(of: version)
-        let (run, jobs) = try await store.createRun(version: version, definition: definition, branch: branch, commit: commit,
-                                                    trigger: trigger, triggeredBy: who, now: Date.nowMilliseconds)
-        for job in jobs { enqueue(.init(id: job.id, labels: Set(job.labels), position: job.position)) }
-        await publishQueued(jobs, run: run)
+        let run = try await jobs.queue { [store] in
+            try await store.createRun(version: version, definition: definition, branch: branch, commit: commit,
+                                      trigger: trigger, triggeredBy: who, now: Date.nowMilliseconds)
+        }
         logger.info("run triggered", metadata: ["run.id": "\(run.id)", "pipeline": "\(run.project)/\(run.pipeline)",
                                                 "branch": "\(branch)", "commit": "\(commit.isEmpty ? "head" : commit)",
                                                 "by": "\(who)"])
-        await claimOrWake(jobs)
         // A trigger makes a new run, whose first attempt this is.
         return Triggered(runID: run.id, attempt: 1)
     }
@@ -59,21 +58,11 @@ extension CoordinatorCore {
             throw CoordinatorError(.internal, "the pipeline version of run \(runID) is missing")
         }
         let definition = try catalog.definition(of: version)
-        let (updated, jobs) = try await store.createAttempt(runID: runID, definition: definition,
-                                                            trigger: Self.triggerSource(principal), triggeredBy: principal.name,
-                                                            now: Date.nowMilliseconds)
-        for job in jobs { enqueue(.init(id: job.id, labels: Set(job.labels), position: job.position)) }
-        await publishQueued(jobs, run: updated)
+        let updated = try await jobs.queue { [store] in
+            try await store.createAttempt(runID: runID, definition: definition, trigger: Self.triggerSource(principal),
+                                          triggeredBy: principal.name, now: Date.nowMilliseconds)
+        }
         logger.info("run re-run", metadata: ["run.id": "\(runID)", "attempt": "\(updated.attempt)", "by": "\(principal)"])
-        await claimOrWake(jobs)
         return Triggered(runID: runID, attempt: updated.attempt)
-    }
-
-    /// New jobs are claimed here first; in a cluster, the other coordinators are woken only
-    /// when some of them were not (no free slot here fits them, or a claim was already on its
-    /// way): a wake-up costs every other coordinator with free slots a claim.
-    func claimOrWake(_ jobs: [JobRecord]) async {
-        await dispatch()
-        if cluster != nil, jobs.contains(where: { table[$0.id] == nil }) { tell(.queue) }
     }
 }

@@ -10,18 +10,14 @@ extension CoordinatorCore {
     /// stored log bytes, then live ones and job changes, then `end`. It returns when the end
     /// was sent or the session closed (`endWatches`), so a front runs it beside the session's
     /// other requests. It runs outside the actor.
-    public nonisolated func watch(session: UInt64, requestID: UInt64, _ request: WatchRequest) async throws {
+    public func watch(session: UInt64, requestID: UInt64, _ request: WatchRequest) async throws {
         _ = try authorize(session: session, .watchRun)
         guard let sink = sink(of: session) else { return }
         try await watches.run(session: session, requestID: requestID, request, sink: sink)
     }
 
     /// The session's watches end (it is closing): their `watch` calls return.
-    public nonisolated func endWatches(session: UInt64) {
+    public func endWatches(session: UInt64) {
         live.endWatches(session: session)
-    }
-
-    func publish(runID: Int64, attempt: Int, _ event: WatchEvent) {
-        live.publish(runID: runID, attempt: attempt, event)
     }
 }

@@ -31,10 +31,9 @@ extension CoordinatorCore {
     /// The present state. In a cluster the queue is the database's: `queued` is read there
     /// (`running` stays this coordinator's jobs).
     public func gauges() async -> CoordinatorGauges {
-        var queued = scheduler.queuedCount
+        var (queued, running, runners, drained) = await jobs.counts()
         if let cluster, let head = try? await cluster.queueHead(limit: 0) { queued = head.queued }
-        return CoordinatorGauges(queued: queued, running: table.count, runnersConnected: runners.count,
-                          runnersDrained: runners.values.filter { drained.contains($0.name) }.count,
-                          sessions: sessions.count, storageFull: storageFullSince != nil)
+        return CoordinatorGauges(queued: queued, running: running, runnersConnected: runners, runnersDrained: drained,
+                                 sessions: sessions.count, storageFull: storageFullSince != nil)
     }
 }

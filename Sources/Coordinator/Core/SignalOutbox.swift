@@ -21,6 +21,12 @@ final class SignalOutbox: Sendable {
     }
     private let state = Mutex(State())
 
+    /// Adds a signal for the other coordinators (a change of no run is none).
+    func tell(_ signal: ClusterSignal) {
+        if case .run(let ids) = signal, ids.isEmpty { return }
+        add(signal)
+    }
+
     /// Adds a signal (at once, without waiting).
     func add(_ signal: ClusterSignal) {
         let ready = state.withLock { state -> (CheckedContinuation<[ClusterSignal], Never>, [ClusterSignal])? in

@@ -29,10 +29,23 @@ public struct QueueList: Sendable, Equatable {
 }
 
 public struct CancelResult: Sendable, Equatable {
-    /// The first `CoordinatorCore.maximumListedJobs` jobs affected.
+    /// Jobs listed in a cancel result; `count` has them all.
+    public static let maximumListedJobs = 1000
+
+    /// The first `maximumListedJobs` jobs affected.
     public var jobs: [QueueEntry]
     /// Every job affected.
     public var count: Int
+
+    public init(jobs: [QueueEntry], count: Int) {
+        self.jobs = jobs
+        self.count = count
+    }
+
+    /// The result of cancelling `entries`: the first `maximumListedJobs` listed, all counted.
+    init(_ entries: [QueueEntry]) {
+        self.init(jobs: Array(entries.prefix(Self.maximumListedJobs)), count: entries.count)
+    }
 }
 
 /// A run attempt with its jobs and their nodes.

@@ -1,191 +1,12 @@
 import Foundation
 
-/// A job's life on a runner: claimed, started, its nodes reported, finished or lost.
-extension CoordinatorCore {
-    /// Hands queued jobs to runners with free capacity and matching labels: every job the
-    /// scheduler places now is claimed in one store transaction.
-    ///
-    /// One dispatch at a time: one asked for while another stores its claims runs after it.
-    /// So a runner receives its assignments in the order of their epochs, and a heartbeat
-    /// listing an epoch proves every earlier assignment to it arrived (`JobTable.notRunning`).
-    func dispatch() async {
-        if dispatching.running {
-            dispatching.again = true
-            return
-        }
-        dispatching.running = true
-        defer { dispatching = (false, false) }
-        repeat {
-            dispatching.again = false
-            if let cluster {
-                await dispatchFromStore(cluster)
-            } else if await dispatchPlaced() {
-                dispatching.again = true
-            }
-        } while dispatching.again
-    }
-
-    /// Claims for this coordinator's free runner slots from the store, where the queue is when
-    /// several coordinators share one database (`ClusterStore.claimQueued`): the first fitting
-    /// jobs in queue order, in one transaction, whatever another coordinator claims at once.
-    ///
-    /// A cancel that comes while the claim is on its way, for a job not in the table, is kept
-    /// (`claimCancels`): a job this claim took ends cancelled before its runner is told.
-    private func dispatchFromStore(_ cluster: any ClusterStore) async {
-        let now = Date.nowMilliseconds
-        var slots: [ClaimSlot] = []
-        // Which session each epoch was given for.
-        var sessionOf: [Int64: UInt64] = [:]
-        for (session, slot) in scheduler.runners.sorted(by: { $0.key < $1.key }) where slot.free > 0 {
-            guard let runner = runners[session] else { continue }
-            let epochs = table.newEpochs(slot.free, now: now)
-            for epoch in epochs { sessionOf[epoch] = session }
-            slots.append(ClaimSlot(runner: runner.name, labels: slot.labels, running: slot.running.count, epochs: epochs))
-        }
-        guard !slots.isEmpty else { return }
-        claimCancels = [:]
-        let claimed: [ClaimedJob]
-        do {
-            claimed = try await cluster.claimQueued(slots, now: now)
-        } catch {
-            claimCancels = nil
-            logger.warning("cannot claim jobs now", metadata: ["error": "\(error)"])
-            return
-        }
-        let cancels = claimCancels ?? [:]
-        claimCancels = nil
-        tell(.run(runIDs: Array(Set(claimed.map(\.run.id)))))
-        // Every claimed job enters the table before anything awaits, so a command about any of
-        // them meanwhile finds it; then, in epoch order (a runner receives its assignments in
-        // the order of their epochs), the assignments go out; then what must be stored.
-        var toEnd: [(Int64, JobTable.End?)] = []
-        var toAssign: [ClaimedJob] = []
-        for record in claimed.sorted(by: { $0.job.epoch < $1.job.epoch }) {
-            let job = record.job
-            let connected = sessionOf[job.epoch].flatMap { runners[$0] == nil ? nil : $0 }
-            if let connected { scheduler.attach(job.id, to: connected) }
-            // Still `requeueing` here (its return to the queue stored, the rest on its way): this
-            // claim replaces it, with a cancel recorded on it.
-            let outcome = table.claimed(record, session: connected, deadline: ContinuousClock.now.advanced(by: limits.lease),
-                                        cancelReason: cancels[job.id] ?? table[job.id]?.cancelReason)
-            if case .cancelled = outcome {
-                logger.info("a job cancelled while it was claimed ends without starting", metadata: ["job.id": "\(job.id)"])
-                if let connected { scheduler.finish(job.id, on: connected) }
-                table.detach(job.id)
-                toEnd.append((job.id, nil))
-            } else {
-                toAssign.append(record)
-            }
-        }
-        for record in toAssign {
-            if let end = assign(record, epoch: record.job.epoch, runner: record.job.runner ?? "", now: now) {
-                toEnd.append((record.job.id, end))
-            }
-        }
-        for (jobID, end) in toEnd {
-            if let end { await self.end(jobID: jobID, end) } else { await settleEnd(jobID) }
-        }
-    }
-
-    /// Claims and assigns what the scheduler places now; true when some placed jobs were no
-    /// longer queued (their runners' slots are free again).
-    ///
-    /// Every placed job is `claiming` in the job table while the claims are stored: a cancel
-    /// meanwhile is recorded there and ends the job cancelled once its claim is stored,
-    /// without the runner ever being told of it.
-    private func dispatchPlaced() async -> Bool {
-        var claims: [JobClaim] = []
-        for placed in scheduler.assign() {
-            guard let runner = runners[placed.runner] else { continue }
-            // In the table already (a job taken over while a stale queue still listed it).
-            guard table[placed.jobID] == nil else {
-                scheduler.finish(placed.jobID, on: placed.runner)
-                continue
-            }
-            let epoch = table.claim(placed.job, session: placed.runner, runner: runner.name, now: Date.nowMilliseconds)
-            claims.append(JobClaim(jobID: placed.jobID, runner: runner.name, epoch: epoch))
-        }
-        guard !claims.isEmpty else { return false }
-        let now = Date.nowMilliseconds
-        let claimed: [ClaimedJob?]
-        do {
-            claimed = try await store.claimJobs(claims, now: now)
-        } catch {
-            // Nothing was claimed (one transaction): the jobs go back to the queue where they
-            // were, but for those cancelled meanwhile. In a cluster the queue read that follows
-            // the database's return has them too.
-            logger.warning("cannot claim jobs now", metadata: ["jobs": "\(claims.map(\.jobID))", "error": "\(error)"])
-            for claim in claims {
-                guard let failed = table.claimFailed(claim.jobID, epoch: claim.epoch) else { continue }
-                if let session = failed.session { scheduler.finish(claim.jobID, on: session) }
-                // Queued in the store: a cancel that came meanwhile is stored there. Should that
-                // fail too (the store is away), the job is queued here again, still cancellable.
-                if let reason = failed.cancelReason, let job = try? await store.job(id: claim.jobID), job.status == .queued,
-                   (try? await storeCancelled([job], reason: reason)) != nil {
-                    continue
-                }
-                if table[claim.jobID] == nil && !scheduler.isQueued(claim.jobID) { enqueue(failed.queued) }
-            }
-            return false
-        }
-        tell(.run(runIDs: Array(Set(claimed.compactMap { $0?.run.id }))))
-        var unclaimed = 0
-        for (claim, record) in zip(claims, claimed) {
-            switch table.claimSettled(claim.jobID, epoch: claim.epoch, record: record) {
-            case .stale:
-                continue
-            case .notClaimed(let session):
-                // Claimed through another coordinator, or cancelled, since this one read the queue.
-                logger.info("a placed job was no longer queued", metadata: ["job.id": "\(claim.jobID)"])
-                if let session { scheduler.finish(claim.jobID, on: session) }
-                unclaimed += 1
-                continue
-            case .cancelled(_, let session):
-                logger.info("a job cancelled while it was claimed ends without starting", metadata: ["job.id": "\(claim.jobID)"])
-                if let session { scheduler.finish(claim.jobID, on: session) }
-                table.detach(claim.jobID)
-                await settleEnd(claim.jobID)
-                continue
-            case .assign, .runnerAway:
-                break
-            }
-            guard let record else { continue }
-            if let end = assign(record, epoch: claim.epoch, runner: claim.runner, now: now) {
-                await self.end(jobID: record.job.id, end)
-            }
-        }
-        // Their runners' slots are free again: place the next jobs.
-        return unclaimed > 0
-    }
-
-    /// Sends a claimed job's assignment to its runner (when it is connected) and tells the
-    /// job's and the queue's watchers; no suspension, so a batch of claims is sent before any
-    /// command about them is taken. Returns the end of a job too large to assign, for the
-    /// caller to store (`end`) once the batch is sent.
-    func assign(_ record: ClaimedJob, epoch: Int64, runner: String, now: Int64) -> JobTable.End? {
-        let job = record.job
-        let run = record.run
-        let assignment = JobAssignment(record, epoch: epoch)
-        // Too large for one frame (a pipeline stored before pushes were checked for this):
-        // the job fails for that reason; its runner is not to blame.
-        guard assignment.estimatedBytes <= limits.maximumFrameLength else {
-            return .init(status: .failed, reason: "the job is too large to assign: about \(assignment.estimatedBytes) bytes, over the frame limit of \(limits.maximumFrameLength)")
-        }
-        logger.info("job assigned", metadata: ["job.id": "\(job.id)", "run.id": "\(run.id)", "runner": "\(runner)"])
-        // The runner may have gone while the claim was stored: its lease then runs out.
-        if let session = table[job.id]?.session { sink(of: session)?.send(.assignment(assignment)) }
-        publish(runID: run.id, attempt: job.attempt, .job(JobEvent(job, status: .running, runner: runner, at: now)))
-        var entry = queueEntry(job, run: run)
-        entry.status = .running
-        entry.runner = runner
-        publishQueue(.claimed, entry)
-        return nil
-    }
-
+/// A job's life on a runner once claimed: started, its nodes reported, finished, lost or requeued,
+/// and every end stored before the job leaves the table.
+extension JobLifecycle {
     /// Jobs whose runner stayed away past the lease: back to the front of the queue when the
     /// pipeline allows a retry, failed with "runner lost" otherwise. Then the ends and
     /// requeues the store refused before are written again.
-    public func expireLeases(now: ContinuousClock.Instant = .now) async {
+    func expireLeases(now: ContinuousClock.Instant = .now) async {
         for (jobID, why) in table.expired(at: now) {
             await lost(jobID: jobID, why: why)
         }
@@ -364,7 +185,7 @@ extension CoordinatorCore {
     /// Checks that a write about a job comes from a runner's session holding the job's
     /// current lease.
     func lease(_ ref: LeaseRef, session: UInt64) throws -> JobTable.Job {
-        _ = try authorize(session: session, .runJobs)
+        _ = try sessions.authorize(session, .runJobs)
         return try table.check(ref, session: session)
     }
 
@@ -385,7 +206,7 @@ extension CoordinatorCore {
     }
 
     /// A node started or ended. Log bytes the runner sent before are committed first.
-    public func nodeUpdate(session: UInt64, _ report: NodeReport) async throws {
+    func nodeUpdate(session: UInt64, _ report: NodeReport) async throws {
         _ = try lease(report.job, session: session)
         try await checkNode(report.node, of: report.job.jobID)
         guard let status = report.status, status != .queued else {
@@ -410,7 +231,7 @@ extension CoordinatorCore {
     }
 
     /// The job's workspace is ready, at a commit (hex, or empty without a repository).
-    public func jobStarted(session: UInt64, _ start: JobStart) async throws {
+    func jobStarted(session: UInt64, _ start: JobStart) async throws {
         let job = try lease(start.job, session: session)
         guard start.commit.count <= 64, start.commit.allSatisfy({ $0.isHexDigit }) else {
             throw CoordinatorError.invalid("commit '\(start.commit)' is not a hex commit id")
@@ -424,8 +245,8 @@ extension CoordinatorCore {
     /// job stays `finishing` on its runner, and the runner sends the same result again.
     /// The same result again after it was stored (its answer was lost with a connection) is
     /// accepted and changes nothing.
-    public func jobFinished(session: UInt64, _ result: JobResult) async throws {
-        _ = try authorize(session: session, .runJobs)
+    func jobFinished(session: UInt64, _ result: JobResult) async throws {
+        _ = try sessions.authorize(session, .runJobs)
         if try await isDecided(result.job) { return }
         let ref = result.job
         _ = try table.check(ref, session: session, finishing: true)
@@ -476,5 +297,24 @@ extension CoordinatorCore {
                                                                             "reason": "\(why)"])
         }
         return .init(status: status, reason: why, reported: true)
+    }
+}
+
+extension JobLifecycle {
+    /// Refuses a write about a job unless it comes from the runner's session holding the job's
+    /// current lease.
+    func checkLease(_ ref: LeaseRef, session: UInt64) throws {
+        _ = try lease(ref, session: session)
+    }
+
+    /// Records an artifact whose bytes are stored, fenced by the job's current lease; returns
+    /// it and its job's run.
+    func insertArtifact(_ pending: ArtifactUploads.Upload, ref: LeaseRef, session: UInt64) async throws -> (ArtifactRecord, Int64) {
+        let job = try lease(ref, session: session)
+        let record = try await heldHere(ref) {
+            try await store.insertArtifact(jobID: pending.jobID, epoch: job.epoch, name: pending.name, size: pending.size,
+                                           sha256: pending.sha256, now: Date.nowMilliseconds)
+        }
+        return (record, job.runID)
     }
 }

@@ -1,0 +1,200 @@
+import Foundation
+
+/// Dispatch: queued jobs claimed for runners' free slots and assigned.
+extension JobLifecycle {
+    /// Hands queued jobs to runners with free capacity and matching labels: every job the
+    /// scheduler places now is claimed in one store transaction.
+    ///
+    /// One dispatch at a time: one asked for while another stores its claims runs after it.
+    /// So a runner receives its assignments in the order of their epochs, and a heartbeat
+    /// listing an epoch proves every earlier assignment to it arrived (`JobTable.notRunning`).
+    func dispatch() async {
+        if dispatching.running {
+            dispatching.again = true
+            return
+        }
+        dispatching.running = true
+        defer { dispatching = (false, false) }
+        repeat {
+            dispatching.again = false
+            if let cluster {
+                await dispatchFromStore(cluster)
+            } else if await dispatchPlaced() {
+                dispatching.again = true
+            }
+        } while dispatching.again
+    }
+
+    /// Claims for this coordinator's free runner slots from the store, where the queue is when
+    /// several coordinators share one database (`ClusterStore.claimQueued`): the first fitting
+    /// jobs in queue order, in one transaction, whatever another coordinator claims at once.
+    ///
+    /// A cancel that comes while the claim is on its way, for a job not in the table, is kept
+    /// (`claimCancels`): a job this claim took ends cancelled before its runner is told.
+    private func dispatchFromStore(_ cluster: any ClusterStore) async {
+        let now = Date.nowMilliseconds
+        var slots: [ClaimSlot] = []
+        // Which session each epoch was given for.
+        var sessionOf: [Int64: UInt64] = [:]
+        for (session, slot) in scheduler.runners.sorted(by: { $0.key < $1.key }) where slot.free > 0 {
+            guard let runner = runners[session] else { continue }
+            let epochs = table.newEpochs(slot.free, now: now)
+            for epoch in epochs { sessionOf[epoch] = session }
+            slots.append(ClaimSlot(runner: runner.name, labels: slot.labels, running: slot.running.count, epochs: epochs))
+        }
+        guard !slots.isEmpty else { return }
+        claimCancels = [:]
+        let claimed: [ClaimedJob]
+        do {
+            claimed = try await cluster.claimQueued(slots, now: now)
+        } catch {
+            claimCancels = nil
+            logger.warning("cannot claim jobs now", metadata: ["error": "\(error)"])
+            return
+        }
+        let cancels = claimCancels ?? [:]
+        claimCancels = nil
+        tell(.run(runIDs: Array(Set(claimed.map(\.run.id)))))
+        // Every claimed job enters the table before anything awaits, so a command about any of
+        // them meanwhile finds it; then, in epoch order (a runner receives its assignments in
+        // the order of their epochs), the assignments go out; then what must be stored.
+        var toEnd: [(Int64, JobTable.End?)] = []
+        var toAssign: [ClaimedJob] = []
+        for record in claimed.sorted(by: { $0.job.epoch < $1.job.epoch }) {
+            let job = record.job
+            let connected = sessionOf[job.epoch].flatMap { runners[$0] == nil ? nil : $0 }
+            if let connected { scheduler.attach(job.id, to: connected) }
+            // Still `requeueing` here (its return to the queue stored, the rest on its way): this
+            // claim replaces it, with a cancel recorded on it.
+            let outcome = table.claimed(record, session: connected, deadline: ContinuousClock.now.advanced(by: limits.lease),
+                                        cancelReason: cancels[job.id] ?? table[job.id]?.cancelReason)
+            if case .cancelled = outcome {
+                logger.info("a job cancelled while it was claimed ends without starting", metadata: ["job.id": "\(job.id)"])
+                if let connected { scheduler.finish(job.id, on: connected) }
+                table.detach(job.id)
+                toEnd.append((job.id, nil))
+            } else {
+                toAssign.append(record)
+            }
+        }
+        for record in toAssign {
+            if let end = assign(record, epoch: record.job.epoch, runner: record.job.runner ?? "", now: now) {
+                toEnd.append((record.job.id, end))
+            }
+        }
+        for (jobID, end) in toEnd {
+            if let end { await self.end(jobID: jobID, end) } else { await settleEnd(jobID) }
+        }
+    }
+
+    /// Claims and assigns what the scheduler places now; true when some placed jobs were no
+    /// longer queued (their runners' slots are free again).
+    ///
+    /// Every placed job is `claiming` in the job table while the claims are stored: a cancel
+    /// meanwhile is recorded there and ends the job cancelled once its claim is stored,
+    /// without the runner ever being told of it.
+    private func dispatchPlaced() async -> Bool {
+        var claims: [JobClaim] = []
+        for placed in scheduler.assign() {
+            guard let runner = runners[placed.runner] else { continue }
+            // In the table already (a job taken over while a stale queue still listed it).
+            guard table[placed.jobID] == nil else {
+                scheduler.finish(placed.jobID, on: placed.runner)
+                continue
+            }
+            let epoch = table.claim(placed.job, session: placed.runner, runner: runner.name, now: Date.nowMilliseconds)
+            claims.append(JobClaim(jobID: placed.jobID, runner: runner.name, epoch: epoch))
+        }
+        guard !claims.isEmpty else { return false }
+        let now = Date.nowMilliseconds
+        let claimed: [ClaimedJob?]
+        do {
+            claimed = try await store.claimJobs(claims, now: now)
+        } catch {
+            // Nothing was claimed (one transaction): the jobs go back to the queue where they
+            // were, but for those cancelled meanwhile. In a cluster the queue read that follows
+            // the database's return has them too.
+            logger.warning("cannot claim jobs now", metadata: ["jobs": "\(claims.map(\.jobID))", "error": "\(error)"])
+            for claim in claims {
+                guard let failed = table.claimFailed(claim.jobID, epoch: claim.epoch) else { continue }
+                if let session = failed.session { scheduler.finish(claim.jobID, on: session) }
+                // Queued in the store: a cancel that came meanwhile is stored there. Should that
+                // fail too (the store is away), the job is queued here again, still cancellable.
+                if let reason = failed.cancelReason, let job = try? await store.job(id: claim.jobID), job.status == .queued,
+                   (try? await storeCancelled([job], reason: reason)) != nil {
+                    continue
+                }
+                if table[claim.jobID] == nil && !scheduler.isQueued(claim.jobID) { enqueue(failed.queued) }
+            }
+            return false
+        }
+        tell(.run(runIDs: Array(Set(claimed.compactMap { $0?.run.id }))))
+        var unclaimed = 0
+        for (claim, record) in zip(claims, claimed) {
+            switch table.claimSettled(claim.jobID, epoch: claim.epoch, record: record) {
+            case .stale:
+                continue
+            case .notClaimed(let session):
+                // Claimed through another coordinator, or cancelled, since this one read the queue.
+                logger.info("a placed job was no longer queued", metadata: ["job.id": "\(claim.jobID)"])
+                if let session { scheduler.finish(claim.jobID, on: session) }
+                unclaimed += 1
+                continue
+            case .cancelled(_, let session):
+                logger.info("a job cancelled while it was claimed ends without starting", metadata: ["job.id": "\(claim.jobID)"])
+                if let session { scheduler.finish(claim.jobID, on: session) }
+                table.detach(claim.jobID)
+                await settleEnd(claim.jobID)
+                continue
+            case .assign, .runnerAway:
+                break
+            }
+            guard let record else { continue }
+            if let end = assign(record, epoch: claim.epoch, runner: claim.runner, now: now) {
+                await self.end(jobID: record.job.id, end)
+            }
+        }
+        // Their runners' slots are free again: place the next jobs.
+        return unclaimed > 0
+    }
+
+    /// Sends a claimed job's assignment to its runner (when it is connected) and tells the
+    /// job's and the queue's watchers; no suspension, so a batch of claims is sent before any
+    /// command about them is taken. Returns the end of a job too large to assign, for the
+    /// caller to store (`end`) once the batch is sent.
+    func assign(_ record: ClaimedJob, epoch: Int64, runner: String, now: Int64) -> JobTable.End? {
+        let job = record.job
+        let run = record.run
+        let assignment = JobAssignment(record, epoch: epoch)
+        // Too large for one frame (a pipeline stored before pushes were checked for this):
+        // the job fails for that reason; its runner is not to blame.
+        guard assignment.estimatedBytes <= limits.maximumFrameLength else {
+            return .init(status: .failed, reason: "the job is too large to assign: about \(assignment.estimatedBytes) bytes, over the frame limit of \(limits.maximumFrameLength)")
+        }
+        logger.info("job assigned", metadata: ["job.id": "\(job.id)", "run.id": "\(run.id)", "runner": "\(runner)"])
+        // The runner may have gone while the claim was stored: its lease then runs out.
+        if let session = table[job.id]?.session { sink(of: session)?.send(.assignment(assignment)) }
+        publish(runID: run.id, attempt: job.attempt, .job(JobEvent(job, status: .running, runner: runner, at: now)))
+        var entry = queueEntry(job, run: run)
+        entry.status = .running
+        entry.runner = runner
+        publishQueue(.claimed, entry)
+        return nil
+    }
+}
+
+extension JobLifecycle {
+    /// Stores a run's new jobs queued (`create`: a trigger, a re-run, a forge's delivery) and
+    /// queues them here with no other command between, shows them, and claims them here
+    /// first; in a cluster, the other coordinators are woken only when some were not claimed
+    /// (no free slot here fits them, or a claim was already on its way): a wake-up costs every
+    /// other coordinator with free slots a claim. Returns the run.
+    func queue(_ create: @Sendable () async throws -> (RunRecord, [JobRecord])) async throws -> RunRecord {
+        let (run, jobs) = try await create()
+        for job in jobs { enqueue(.init(id: job.id, labels: Set(job.labels), position: job.position)) }
+        await publishQueued(jobs, run: run)
+        await dispatch()
+        if cluster != nil, jobs.contains(where: { table[$0.id] == nil }) { tell(.queue) }
+        return run
+    }
+}
