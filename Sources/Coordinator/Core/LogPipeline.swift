@@ -8,9 +8,9 @@ import Synchronization
 /// what waits for the next commit, who waits for it (back-pressure, barriers), each running
 /// job's log lengths, the size limit's trims and whether the storage is full.
 ///
-/// It knows nothing of leases or sessions: the core says under which epoch a chunk came, which
-/// epoch each job holds when a batch is committed, and it acknowledges, shows and fails what
-/// the commit's `Outcome` lists (`CoordinatorCore+Logs.swift`). The core runs the commit loop
+/// It knows nothing of leases or sessions: the lifecycle says under which epoch a chunk came,
+/// which epoch each job holds when a batch is committed, and it acknowledges, shows and fails
+/// what the commit's `Outcome` lists (`JobLifecycle+Logs.swift`). The lifecycle runs the commit loop
 /// (`nextBatch`, `commit`, `delivered`) one batch at a time.
 actor LogPipeline {
     struct Chunk: Sendable {

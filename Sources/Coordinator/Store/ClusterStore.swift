@@ -1,7 +1,7 @@
 /// What several coordinators sharing one store need beyond `CoordinatorStore`: which
 /// coordinator holds which running job, which coordinators are alive, and signals between
 /// them. `PostgresStore` implements it; a core on such a store works as one coordinator of a
-/// cluster (see `CoordinatorCore+Cluster`).
+/// cluster (see `JobLifecycle+Cluster.swift`).
 ///
 /// The holder is fenced like the epoch: a store write about a running job (a runner's, or the
 /// end of its lease) is refused unless this coordinator holds the job, so a coordinator that
