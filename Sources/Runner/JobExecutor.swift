@@ -14,6 +14,8 @@ struct JobExecutor {
     let spoolDirectory: String
     let workRoot: String
     let baseEnvironment: [String: String]
+    /// Where each node runs (`Sandbox`); nil: unisolated.
+    let sandbox: Sandbox?
     let control: JobControl
     let logger: Logger
     let streams = JobStreams()
@@ -153,7 +155,7 @@ struct JobExecutor {
         environment["HEDDLE_COMMIT"] = commit
         let process: NodeProcess
         do {
-            process = try NodeProcess(command: node.run, environment: environment, directory: workspace)
+            process = try NodeProcess(command: node.run, environment: environment, directory: workspace, sandbox: sandbox)
         } catch {
             let reason = "node '\(node.name)' could not start: \(error)"
             await report(node.name, .failed, exitCode: 127, reason: reason)

@@ -35,7 +35,10 @@ final class NodeProcess: Sendable {
     static let chunkSize = 64 * 1024
     static let bufferedChunks = 16
 
-    init(command: String, environment: [String: String], directory: String) throws {
+    /// Starts `command` in `directory`, in `sandbox` when given (`bwrap ARGS -- /bin/sh -c
+    /// COMMAND`; `network` false cuts the node's network).
+    init(command: String, environment: [String: String], directory: String, sandbox: Sandbox? = nil,
+         network: Bool = true) throws {
         // Pipe creation and spawn are serialized so no other node's child inherits this
         // pipe in the moment before its ends are marked close-on-exec.
         spawnLock.lock()
@@ -69,8 +72,13 @@ final class NodeProcess: Sendable {
         posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
 
         // The outer shell changes to the workspace and execs the node's shell in place, so
-        // the pid and process group stay the same.
-        let argv = ["/bin/sh", "-c", "cd -- \"$0\" && exec /bin/sh -c \"$1\"", directory, command]
+        // the pid and process group stay the same. In a sandbox, bwrap changes to it.
+        let program = sandbox?.program ?? "/bin/sh"
+        let argv = if let sandbox {
+            [program] + sandbox.arguments(workspace: directory, network: network) + ["--", "/bin/sh", "-c", command]
+        } else {
+            ["/bin/sh", "-c", "cd -- \"$0\" && exec /bin/sh -c \"$1\"", directory, command]
+        }
         let token = UUID().uuidString
         var environment = environment
         environment[ProcessTree.variable] = token
@@ -78,13 +86,13 @@ final class NodeProcess: Sendable {
         var spawned: pid_t = 0
         let result = withCStrings(argv) { cArgv in
             withCStrings(envp) { cEnvp in
-                posix_spawn(&spawned, "/bin/sh", &actions, &attributes, cArgv, cEnvp)
+                posix_spawn(&spawned, program, &actions, &attributes, cArgv, cEnvp)
             }
         }
         close(writeEnd)
         guard result == 0 else {
             close(readEnd)
-            throw RunnerError("cannot start /bin/sh: \(String(cString: strerror(result)))")
+            throw RunnerError("cannot start \(program): \(String(cString: strerror(result)))")
         }
         let pid = spawned
         self.pid = pid

@@ -15,6 +15,8 @@ public struct RunnerConfiguration: Sendable {
     /// SIGTERM to SIGKILL when a node is cancelled or times out.
     public var killGrace: Duration = .seconds(10)
     public var maximumBackoff: Duration = .seconds(30)
+    /// How each node is isolated (`Sandbox`); `.none` is the explicit way out.
+    public var isolation: Isolation = .bwrap
 
     public init(coordinators: [Endpoint], tls: TLSFiles, labels: [String], capacity: Int, workDirectory: String) {
         precondition(!coordinators.isEmpty, "a runner needs a coordinator")
@@ -128,6 +130,13 @@ public final class RunnerAgent: Service, Sendable {
         try FileManager.default.createDirectory(atPath: spoolDirectory, withIntermediateDirectories: true)
         _ = try configuration.tls.clientConfiguration()  // unreadable TLS files fail now, not in a retry loop
         removeLeftovers()
+        let sandbox = try Sandbox.make(configuration.isolation, workDirectory: configuration.workDirectory,
+                                       key: configuration.tls.keyPath)
+        if let sandbox {
+            logger.info("jobs run isolated: each node in a bubblewrap sandbox", metadata: ["bwrap": "\(sandbox.program)"])
+        } else {
+            logger.warning("jobs run unisolated (--isolation none): every node can read this runner's key, other jobs' workspaces and whatever this user can")
+        }
 
         let (assignments, continuation) = AsyncStream.makeStream(of: Heddle_V1_Assignment.self)
         await withTaskCancellationHandler {
@@ -138,7 +147,7 @@ public final class RunnerAgent: Service, Sendable {
                     continuation.finish()
                 }
                 for await assignment in assignments {
-                    group.addTask { await self.execute(assignment) }
+                    group.addTask { await self.execute(assignment, sandbox: sandbox) }
                 }
                 group.cancelAll()
             }
@@ -284,13 +293,13 @@ public final class RunnerAgent: Service, Sendable {
         }
     }
 
-    private func execute(_ assignment: Heddle_V1_Assignment) async {
+    private func execute(_ assignment: Heddle_V1_Assignment, sandbox: Sandbox?) async {
         let key = JobKey(assignment.job)
         guard let control = state.withLock({ $0.jobs[key]?.0 }) else { return }
         let executor = JobExecutor(assignment: assignment, link: link, spoolDirectory: spoolDirectory,
                                    workRoot: configuration.workDirectory,
                                    baseEnvironment: ProcessInfo.processInfo.environment,
-                                   control: control, logger: logger)
+                                   sandbox: sandbox, control: control, logger: logger)
         await executor.run()
         _ = state.withLock { $0.jobs.removeValue(forKey: key) }
         resumeIdleWaitersIfDone()

@@ -36,6 +36,9 @@ struct RunnerCommand: AsyncParsableCommand {
     @Option(help: "Seconds between SIGTERM and SIGKILL when a node is stopped.")
     var killGrace: Double = 10
 
+    @Option(help: "How each node is isolated: bwrap (a bubblewrap sandbox: its own processes, /tmp and workspace, the host's /usr, /etc and /opt read-only, no runner key, no other jobs) or none (as this runner's user, seeing what it sees; logged as a warning).")
+    var isolation: Isolation = .bwrap
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error.")
     var logLevel: Logger.Level = .info
 
@@ -68,6 +71,7 @@ struct RunnerCommand: AsyncParsableCommand {
             capacity: capacity,
             workDirectory: workDir)
         configuration.killGrace = .milliseconds(Int64(killGrace * 1000))
+        configuration.isolation = isolation
         let agent = RunnerAgent(configuration: configuration, logger: logger)
         // SIGTERM: the agent drains; a second SIGTERM cancels the running jobs. SIGINT cancels.
         signal(SIGTERM, SIG_IGN)
@@ -90,3 +94,4 @@ struct RunnerCommand: AsyncParsableCommand {
 }
 
 extension Logger.Level: @retroactive ExpressibleByArgument {}
+extension Isolation: ExpressibleByArgument {}

@@ -55,6 +55,9 @@ final class Fabric: Sendable {
     let endpoint: String
     let proxy: TCPProxy?
     let heartbeat: Double
+    /// How the runners isolate nodes (`--isolation`): "bwrap" (the default), or "none" for tests
+    /// whose nodes talk to the test through files on the host (the sandbox has its own /tmp).
+    let isolation: String
     /// The coordinator's data directory.
     let data: String
     /// The HTTP front's URL (`https://127.0.0.1:PORT`), when `coordinatorArguments` has `--http`.
@@ -72,11 +75,12 @@ final class Fabric: Sendable {
     /// under `ulimit -n` of that.
     init(runner: RunnerUnderTest = .swift, runnerLabels: [String] = ["linux,x86"], capacity: Int = 2, heartbeat: Double = 5, proxied: Bool = false,
          direct: Set<Int> = [], runnerEnvironment: [[String: String]] = [], coordinatorArguments: [String] = [],
-         descriptorLimit: Int? = nil, data: String? = nil) async throws {
+         descriptorLimit: Int? = nil, data: String? = nil, isolation: String = "bwrap") async throws {
         guard FileManager.default.isExecutableFile(atPath: runner.path) else {
             throw TestFailure("no runner binary at \(runner.path) (the C runner: make -C runners/c all sanitize)")
         }
         self.runner = runner
+        self.isolation = isolation
         root = try TemporaryDirectory("heddle-e2e")
         self.heartbeat = heartbeat
         self.data = data ?? root.file("data")
@@ -145,7 +149,7 @@ final class Fabric: Sendable {
         return try ManagedProcess(runner.path, [
             "--coordinator", address, "--ca", "\(certs)/ca.pem", "--cert", "\(certs)/\(name).pem",
             "--key", "\(certs)/\(name).key", "--labels", labels, "--capacity", String(capacity),
-            "--work-dir", root.file("work-\(index + 1)"), "--kill-grace", "2",
+            "--work-dir", root.file("work-\(index + 1)"), "--kill-grace", "2", "--isolation", isolation,
         ], environment: environment, logs: root)
     }
 

@@ -135,7 +135,7 @@ import Wire
     }
 
     @Test(arguments: RunnerUnderTest.all) func jobsGoOnlyToRunnersWithTheirLabelsAndFollowShowsLiveOutput(runner: RunnerUnderTest) async throws {
-        let fabric = try await Fabric(runner: runner, runnerLabels: ["linux", "linux,gpu"], capacity: 1)
+        let fabric = try await Fabric(runner: runner, runnerLabels: ["linux", "linux,gpu"], capacity: 1, isolation: "none")
         do {
             try await fabric.push("gpu.act", """
                 name: gpu
@@ -181,7 +181,7 @@ import Wire
     }
 
     @Test(arguments: RunnerUnderTest.all) func cancellingARunningJobEndsItsWholeTreeAndKeepsItsLog(runner: RunnerUnderTest) async throws {
-        let fabric = try await Fabric(runner: runner)
+        let fabric = try await Fabric(runner: runner, isolation: "none")
         do {
             let pidFile = fabric.root.file("grandchild.pid")
             try await fabric.push("slow.act", """
@@ -513,7 +513,7 @@ import Wire
         defer { disk.remove() }
         #expect(FaultTests.shell(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", disk.path]) == 0)
         defer { FaultTests.shell(["umount", "-l", disk.path]) }
-        let fabric = try await Fabric(runner: runner, runnerLabels: ["linux"], heartbeat: 2, data: "\(disk.path)/data")
+        let fabric = try await Fabric(runner: runner, runnerLabels: ["linux"], heartbeat: 2, data: "\(disk.path)/data", isolation: "none")
         let filler = "\(disk.path)/filler"
         do {
             let go = fabric.root.file("go")
@@ -572,7 +572,7 @@ import Wire
         let pids = try TemporaryDirectory("heddle-pids")
         defer { pids.remove() }
         let fabric = try await Fabric(runner: runner, runnerLabels: ["linux", "linux"], heartbeat: 0.5, proxied: true, direct: [1],
-                                      runnerEnvironment: [["WHO": "a"], ["WHO": "b"]])
+                                      runnerEnvironment: [["WHO": "a"], ["WHO": "b"]], isolation: "none")
         do {
             // Runner 2 is drained until runner 1 is cut off, so runner 1 takes the job first.
             #expect(try await fabric.heddle(["runners", "drain", "runner-2"]).status == 0)
@@ -642,7 +642,7 @@ import Wire
     }
 
     @Test(arguments: RunnerUnderTest.all) func sigtermDrainsARunnerAndASecondCancelsItsJobs(runner: RunnerUnderTest) async throws {
-        let fabric = try await Fabric(runner: runner, runnerLabels: ["linux", "linux"], heartbeat: 1)
+        let fabric = try await Fabric(runner: runner, runnerLabels: ["linux", "linux"], heartbeat: 1, isolation: "none")
         do {
             try await fabric.push("sleepy.act", """
                 name: sleepy
@@ -688,7 +688,7 @@ import Wire
     /// socket or event queue of the runner's, or of the runner's parent: the Swift runner's
     /// nodes held its sockets, and a node outliving it kept its parent from seeing it end.)
     @Test(arguments: RunnerUnderTest.all) func aSecondSigtermExitsEvenWhenTheCoordinatorIsGone(runner: RunnerUnderTest) async throws {
-        let fabric = try await Fabric(runner: runner, runnerLabels: ["linux"], heartbeat: 1)
+        let fabric = try await Fabric(runner: runner, runnerLabels: ["linux"], heartbeat: 1, isolation: "none")
         do {
             let pidFile = fabric.root.file("node.pid")
             let fdsFile = fabric.root.file("node.fds")

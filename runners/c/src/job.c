@@ -179,9 +179,11 @@ void node_spawn(node_t *node) {
     env_set(&env, "HEDDLE_COMMIT", job->commit ? job->commit : "");
     make_token(node->token);
     env_set(&env, "HEDDLE_NODE_TOKEN", node->token);
-    char *argv[] = {"/bin/sh", "-c", node->spec->run, NULL};
+    char *command[] = {"/bin/sh", "-c", node->spec->run, NULL};
+    char **argv = R.sandbox.program ? sandbox_argv(&R.sandbox, job->workspace, 1, command) : NULL;
     char err[300];
-    node->pid = spawn_process(argv, env.entries, job->workspace, &node->out_fd, err, sizeof err);
+    node->pid = spawn_process(argv ? argv : command, env.entries, job->workspace, &node->out_fd, err, sizeof err);
+    sandbox_argv_free(argv);
     env_free(&env);
     if (node->pid < 0) {
         node->pid = 0;

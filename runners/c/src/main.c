@@ -30,7 +30,8 @@ static void usage(FILE *out) {
             "OVERVIEW: Connects to a coordinator over mutual TLS and runs the jobs whose labels it carries.\n"
             "(heddle-runner in C, on libprotobuf-c and OpenSSL)\n\n"
             "USAGE: heddle-runner-c [--coordinator <coordinator>] --ca <ca> --cert <cert> --key <key> [--labels <labels>]\n"
-            "                       --work-dir <work-dir> [--capacity <capacity>] [--kill-grace <kill-grace>] [--log-level <log-level>]\n\n"
+            "                       --work-dir <work-dir> [--capacity <capacity>] [--kill-grace <kill-grace>] [--isolation <isolation>]\n"
+            "                       [--log-level <log-level>]\n\n"
             "OPTIONS:\n"
             "  --coordinator <coordinator>\n"
             "                          The coordinator, HOST:PORT, or several sharing one database, HOST:PORT,HOST:PORT: the runner\n"
@@ -43,6 +44,9 @@ static void usage(FILE *out) {
             "  --capacity <capacity>   Jobs run at once. (default: 1)\n"
             "  --kill-grace <kill-grace>\n"
             "                          Seconds between SIGTERM and SIGKILL when a node is stopped. (default: 10.0)\n"
+            "  --isolation <isolation> How each node is isolated: bwrap (a bubblewrap sandbox: its own processes, /tmp and\n"
+            "                          workspace, the host's /usr, /etc and /opt read-only, no runner key, no other jobs) or none\n"
+            "                          (as this runner's user, seeing what it sees; logged as a warning). (default: bwrap)\n"
             "  --log-level <log-level> Log level: debug, info, warning, error. (default: info)\n"
             "  --version               Show the version.\n"
             "  -h, --help              Show help information.\n");
@@ -125,6 +129,7 @@ static void parse_arguments(int argc, char **argv) {
         {"labels", required_argument, NULL, 'l'},      {"work-dir", required_argument, NULL, 'w'},
         {"capacity", required_argument, NULL, 'n'},    {"kill-grace", required_argument, NULL, 'g'},
         {"log-level", required_argument, NULL, 'L'},   {"version", no_argument, NULL, 'V'},
+        {"isolation", required_argument, NULL, 'I'},
         {"help", no_argument, NULL, 'h'},              {NULL, 0, NULL, 0},
     };
     opterr = 0;
@@ -148,6 +153,10 @@ static void parse_arguments(int argc, char **argv) {
             c->kill_grace = strtod(optarg, &end);
             if (*end || end == optarg || c->kill_grace < 0 || c->kill_grace > 86400)
                 fail_usage("--kill-grace must be 0 to 86400 seconds, not '%s'", optarg);
+            break;
+        case 'I':
+            if (strcmp(optarg, "none") == 0) c->unisolated = 1;
+            else if (strcmp(optarg, "bwrap") != 0) fail_usage("--isolation: '%s' is not one of bwrap, none", optarg);
             break;
         case 'L':
             if (strcmp(optarg, "debug") == 0 || strcmp(optarg, "trace") == 0) log_threshold = LOG_DEBUG;
@@ -209,6 +218,15 @@ int main(int argc, char **argv) {
         return 1;
     }
     remove_leftovers();
+    if (R.config.unisolated) {
+        logmsg(LOG_WARNING, "jobs run unisolated (--isolation none): every node can read this runner's key, other jobs' "
+                             "workspaces and whatever this user can");
+    } else if (sandbox_init(&R.sandbox, R.config.work_dir, R.config.key, err, sizeof err) != 0) {
+        fprintf(stderr, "Error: %s\n", err);
+        return 1;
+    } else {
+        logmsg(LOG_INFO, "jobs run isolated: each node in a bubblewrap sandbox (%s)", R.sandbox.program);
+    }
 
     if (pipe2(signal_pipe, O_CLOEXEC | O_NONBLOCK) != 0) return 1;
     struct sigaction action = {0};

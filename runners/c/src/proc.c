@@ -44,13 +44,13 @@ pid_t spawn_process(char *const argv[], char *const env[], const char *directory
     posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
 
     pid_t pid = 0;
-    int result = posix_spawn(&pid, "/bin/sh", &actions, &attributes, argv, env);
+    int result = posix_spawn(&pid, argv[0], &actions, &attributes, argv, env);
     posix_spawn_file_actions_destroy(&actions);
     posix_spawnattr_destroy(&attributes);
     close(fds[1]);
     if (result != 0) {
         close(fds[0]);
-        snprintf(err, errlen, "cannot start /bin/sh: %s", strerror(result));
+        snprintf(err, errlen, "cannot start %s: %s", argv[0], strerror(result));
         return -1;
     }
     fcntl(fds[0], F_SETFL, fcntl(fds[0], F_GETFL) | O_NONBLOCK);

@@ -101,7 +101,7 @@ int sha256_file(int fd, uint64_t *size, uint8_t digest[32]);
 
 /* ---------------------------------------------------------------- proc.c */
 
-/* Starts /bin/sh with argv in directory, in its own process group, stdin /dev/null, stdout
+/* Starts argv[0] (an absolute path) with argv in directory, in its own process group, stdin /dev/null, stdout
  * and stderr on one pipe (*out_fd, non-blocking, close-on-exec). */
 pid_t spawn_process(char *const argv[], char *const env[], const char *directory, int *out_fd, char *err,
                     size_t errlen);
@@ -109,6 +109,22 @@ pid_t spawn_process(char *const argv[], char *const env[], const char *directory
  * HEDDLE_NODE_TOKEN=token. Returns how many marked processes were found. */
 int signal_tree(pid_t group, const char *token, int sig);
 void make_token(char out[33]);
+
+/* ---------------------------------------------------------------- sandbox.c */
+
+typedef struct {
+    char *program;  /* bwrap */
+    char *work_dir; /* resolved: emptied in the sandbox but for the job's workspace */
+    char *key;      /* resolved: replaced by an empty file */
+    char *empty;    /* that empty file */
+} sandbox_t;
+
+/* Finds bwrap and builds one sandbox (running /bin/true in it); -1 with err set when it
+ * cannot: the runner then refuses to start. */
+int sandbox_init(sandbox_t *s, const char *work_dir, const char *key, char *err, size_t errlen);
+/* bwrap ARGS -- command..., heap-allocated (sandbox_argv_free). */
+char **sandbox_argv(const sandbox_t *s, const char *workspace, int network, char *const command[]);
+void sandbox_argv_free(char **argv);
 
 /* ---------------------------------------------------------------- jobs */
 
@@ -217,6 +233,7 @@ typedef struct {
     char *spool_dir;
     unsigned capacity;
     double kill_grace;
+    int unisolated; /* --isolation none */
 } config_t;
 
 typedef enum { LINK_IDLE, LINK_CONNECTING, LINK_HANDSHAKE, LINK_HELLO, LINK_READY } link_state_t;
@@ -241,6 +258,7 @@ typedef struct {
 
 typedef struct {
     config_t config;
+    sandbox_t sandbox; /* program NULL: unisolated */
     link_t link;
     job_t *jobs;
     uint64_t assigned_through;

@@ -1,0 +1,135 @@
+import Foundation
+import TestSupport
+import Testing
+
+/// The job sandbox, held to both runners (`--isolation bwrap`, the default): what a node of a
+/// pipeline can reach on the runner's machine. Two jobs run at once on one runner; each node
+/// probes and prints what it found, and the test checks from the host too.
+@Suite(.serialized) struct SandboxConformanceTests {
+    static let probe = """
+        set -u
+        while [ ! -f go ]; do sleep 0.05; done
+        if cat "$RUNNER_KEY" >/dev/null 2>&1; then echo "key: read"; else echo "key: hidden"; fi
+        echo "jobs seen: $(ls "$(dirname "$HEDDLE_WORKSPACE")" | tr '\\n' ' ')"
+        if cat ../job-*/secret 2>/dev/null | grep -q b-secret; then echo "other job: read"; else echo "other job: hidden"; fi
+        if kill -0 "$RUNNER_PID" 2>/dev/null; then echo "runner: reachable"; else echo "runner: unreachable"; fi
+        echo "processes: $(ls /proc | grep -c '^[0-9]')"
+        echo leaked > "/tmp/$TMP_MARK" && echo "tmp: writable"
+        if touch /usr/heddle-probe 2>/dev/null; then echo "usr: writable"; else echo "usr: read-only"; fi
+        if touch "$HOME/x" 2>/dev/null; then echo "home: writable"; fi
+        printf 'int main(void) { return 42; }\\n' > t.c && cc t.c -o t
+        ./t; echo "cc: $?"
+        """
+
+    @Test(arguments: RunnerUnderTest.all) func aNodeReachesOnlyItsWorkspace(runner: RunnerUnderTest) async throws {
+        let fabric = try await Fabric(runner: runner, runnerLabels: ["linux"], capacity: 2)
+        let mark = "heddle-sandbox-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: "/tmp/\(mark)") }
+        do {
+            let runnerPID = try #require(fabric.runners.first??.pid)
+            let key = "\(fabric.root.file("certs"))/runner-1.key"
+            #expect(FileManager.default.isReadableFile(atPath: key))
+            try await fabric.push("probe.act", """
+                name: probe
+                jobs:
+                  a:
+                    labels: [linux]
+                    nodes:
+                      look:
+                        env: { RUNNER_KEY: "\(key)", RUNNER_PID: "\(runnerPID)", TMP_MARK: "\(mark)" }
+                        run: |
+                \(Self.probe.split(separator: "\n").map { "          \($0)" }.joined(separator: "\n"))
+                  b:
+                    labels: [linux]
+                    nodes:
+                      hold: { run: "echo b-secret > secret; while [ ! -f done ]; do sleep 0.05; done; echo b-done" }
+                """)
+            let id = try await fabric.trigger("shop/probe")
+            // Both jobs' workspaces exist on the host at once (one runner, capacity 2).
+            let work = fabric.root.file("work-1")
+            var workspaces: [String: String] = [:]
+            try await waitUntil("both jobs to run on the runner") {
+                let detail = try await fabric.run(id)
+                let ids = Dictionary(jobs(detail).compactMap { job in (job["name"] as? String).flatMap { name in (job["id"] as? Int).map { (name, $0) } } },
+                                     uniquingKeysWith: { first, _ in first })
+                let present = (try? FileManager.default.contentsOfDirectory(atPath: work)) ?? []
+                for (name, jobID) in ids {
+                    if let dir = present.first(where: { $0.hasPrefix("job-\(jobID)-") }) { workspaces[name] = "\(work)/\(dir)" }
+                }
+                guard let b = workspaces["b"] else { return false }
+                return workspaces["a"] != nil && FileManager.default.fileExists(atPath: "\(b)/secret")
+            }
+            FileManager.default.createFile(atPath: "\(workspaces["a"]!)/go", contents: Data())
+            try await waitUntil("job a to end") {
+                let detail = try await fabric.run(id)
+                return jobs(detail).first { $0["name"] as? String == "a" }?["status"] as? String == "succeeded"
+            }
+            FileManager.default.createFile(atPath: "\(workspaces["b"]!)/done", contents: Data())
+            let run = try await fabric.waitForRun(id, ["succeeded", "failed", "cancelled"])
+            #expect(summary(run)["status"] as? String == "succeeded", "\(run)")
+
+            let log = try await fabric.heddle(["logs", String(id), "--job", "a", "--node", "look"]).output
+            #expect(log.contains("key: hidden\n"), "\(log)")
+            let own = URL(fileURLWithPath: workspaces["a"]!).lastPathComponent
+            #expect(log.contains("jobs seen: \(own) \n"), "only its own workspace in --work-dir: \(log)")
+            #expect(log.contains("other job: hidden\n"), "\(log)")
+            #expect(log.contains("runner: unreachable\n"), "\(log)")
+            let processes = log.split(separator: "\n").first { $0.hasPrefix("processes: ") }.flatMap { Int($0.dropFirst(11)) }
+            #expect((processes ?? 99) <= 8, "a node sees only its own processes: \(log)")
+            #expect(log.contains("tmp: writable\n"), "\(log)")
+            #expect(!FileManager.default.fileExists(atPath: "/tmp/\(mark)"), "a write to the sandbox's /tmp reached the host")
+            #expect(log.contains("usr: read-only\n"), "\(log)")
+            #expect(log.contains("cc: 42\n"), "a C build with the host's cc: \(log)")
+        } catch {
+            await fabric.stop()
+            throw error
+        }
+        await fabric.stop()
+    }
+
+    /// A cancel takes the whole sandbox down: a process that left the node's session and
+    /// ignores SIGTERM is gone too.
+    @Test(arguments: RunnerUnderTest.all) func aCancelEndsEverythingInTheSandbox(runner: RunnerUnderTest) async throws {
+        let fabric = try await Fabric(runner: runner, runnerLabels: ["linux"])
+        let mark = "HEDDLE_TEST_MARK=\(UUID().uuidString)"
+        do {
+            try await fabric.push("escape.act", """
+                name: escape
+                jobs:
+                  work:
+                    labels: [linux]
+                    nodes:
+                      long:
+                        run: |
+                          echo started
+                          setsid sh -c 'trap "" TERM; exec env \(mark) sleep 1000' &
+                          trap "" TERM
+                          sleep 1000
+                        grace: 1s
+                """)
+            let id = try await fabric.trigger("shop/escape")
+            try await waitUntil("the escaped process to start") { !Self.processes(with: mark).isEmpty }
+            let cancel = try await fabric.heddle(["cancel", String(id)], as: "bot")
+            #expect(cancel.status == 0, "\(cancel.error)")
+            let run = try await fabric.waitForRun(id, ["succeeded", "failed", "cancelled"])
+            #expect(summary(run)["status"] as? String == "cancelled")
+            try await waitUntil("the escaped process to be gone", timeout: .seconds(10)) { Self.processes(with: mark).isEmpty }
+        } catch {
+            for pid in Self.processes(with: mark) { kill(pid, SIGKILL) }
+            await fabric.stop()
+            throw error
+        }
+        await fabric.stop()
+    }
+
+    /// Live processes on the host whose environment holds `entry` (NAME=VALUE).
+    static func processes(with entry: String) -> [pid_t] {
+        let needle = Data((entry + "\0").utf8)
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        return entries.compactMap { name -> pid_t? in
+            guard let pid = pid_t(name), let environ = FileManager.default.contents(atPath: "/proc/\(name)/environ"),
+                  environ.range(of: needle) != nil, isAlive(pid) else { return nil }
+            return pid
+        }
+    }
+}
