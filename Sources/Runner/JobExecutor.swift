@@ -153,9 +153,15 @@ struct JobExecutor {
         environment["HEDDLE_NODE"] = node.name
         environment["HEDDLE_WORKSPACE"] = workspace
         environment["HEDDLE_COMMIT"] = commit
+        if node.noNetwork && sandbox == nil {
+            let reason = "node '\(node.name)' has `network: none`, which needs the sandbox: this runner runs with --isolation none"
+            await report(node.name, .failed, exitCode: nil, reason: reason)
+            return (.failed, reason)
+        }
         let process: NodeProcess
         do {
-            process = try NodeProcess(command: node.run, environment: environment, directory: workspace, sandbox: sandbox)
+            process = try NodeProcess(command: node.run, environment: environment, directory: workspace, sandbox: sandbox,
+                                      network: !node.noNetwork)
         } catch {
             let reason = "node '\(node.name)' could not start: \(error)"
             await report(node.name, .failed, exitCode: 127, reason: reason)

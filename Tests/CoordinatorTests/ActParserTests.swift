@@ -34,6 +34,25 @@ import Testing
         #expect(job.nodes[2].artifacts == ["out/*.txt"])
     }
 
+    /// `network: none` on a job cuts its nodes' network; a node may take it back (`host`).
+    @Test func networkIsPerJobOrNode() throws {
+        let pipeline = try parser.parse("""
+            name: build
+            jobs:
+              offline:
+                network: none
+                nodes:
+                  a: { run: x }
+                  b: { run: y, network: host }
+              online:
+                nodes:
+                  c: { run: z }
+                  d: { run: w, network: none }
+            """)
+        #expect(pipeline.jobs[0].nodes.map(\.network) == [false, true])
+        #expect(pipeline.jobs[1].nodes.map(\.network) == [true, false])
+    }
+
     struct Case: Sendable, CustomTestStringConvertible {
         var name: String
         var source: String
@@ -115,6 +134,13 @@ import Testing
                   a: { run: x }
                   a: { run: y }
             """, line: 5, message: "'a' appears twice"),
+        Case(name: "bad network", source: """
+            name: build
+            jobs:
+              test:
+                nodes:
+                  a: { run: x, network: off }
+            """, line: 5, message: "`network` of node 'a' of job 'test' is 'off'; write none (no network but loopback) or host"),
     ]
 
     @Test(arguments: cases)

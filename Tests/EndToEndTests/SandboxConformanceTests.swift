@@ -122,6 +122,62 @@ import Testing
         await fabric.stop()
     }
 
+    /// `network: none` (a job's, or a node's) leaves a node only loopback; `network: host` on a
+    /// node of such a job gives it the runner's network again.
+    @Test(arguments: RunnerUnderTest.all) func aNodeWithoutNetworkHasOnlyLoopback(runner: RunnerUnderTest) async throws {
+        let fabric = try await Fabric(runner: runner, runnerLabels: ["linux"])
+        let interfaces = #"tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | sort | tr '\\n' ' '; echo"#
+        do {
+            try await fabric.push("net.act", """
+                name: net
+                jobs:
+                  offline:
+                    labels: [linux]
+                    network: none
+                    nodes:
+                      cut: { run: "\(interfaces)" }
+                      back: { run: "\(interfaces)", network: host, needs: [cut] }
+                """)
+            let id = try await fabric.trigger("shop/net")
+            let run = try await fabric.waitForRun(id, ["succeeded", "failed", "cancelled"])
+            #expect(summary(run)["status"] as? String == "succeeded", "\(run)")
+            let cut = try await fabric.heddle(["logs", String(id), "--job", "offline", "--node", "cut"]).output
+            #expect(cut == "lo \n")
+            let back = try await fabric.heddle(["logs", String(id), "--job", "offline", "--node", "back"]).output
+            #expect(back != cut && back.hasSuffix(" \n"), "the host's interfaces: \(back)")
+        } catch {
+            await fabric.stop()
+            throw error
+        }
+        await fabric.stop()
+    }
+
+    /// Without a sandbox a node cannot be cut off: `network: none` fails it, saying why.
+    @Test(arguments: RunnerUnderTest.all) func noNetworkWithoutTheSandboxFailsTheNode(runner: RunnerUnderTest) async throws {
+        let fabric = try await Fabric(runner: runner, runnerLabels: ["linux"], isolation: "none")
+        do {
+            try await fabric.push("net.act", """
+                name: net
+                jobs:
+                  offline:
+                    labels: [linux]
+                    nodes:
+                      cut: { run: "echo ran", network: none }
+                """)
+            let id = try await fabric.trigger("shop/net")
+            let run = try await fabric.waitForRun(id, ["succeeded", "failed", "cancelled"])
+            #expect(summary(run)["status"] as? String == "failed", "\(run)")
+            let reason = jobs(run).first?["reason"] as? String ?? ""
+            #expect(reason.contains("`network: none`, which needs the sandbox: this runner runs with --isolation none"), "\(run)")
+            let log = try await fabric.heddle(["logs", String(id), "--job", "offline", "--node", "cut"]).output
+            #expect(!log.contains("ran"))
+        } catch {
+            await fabric.stop()
+            throw error
+        }
+        await fabric.stop()
+    }
+
     /// Live processes on the host whose environment holds `entry` (NAME=VALUE).
     static func processes(with entry: String) -> [pid_t] {
         let needle = Data((entry + "\0").utf8)

@@ -146,6 +146,8 @@ public struct NodeRecord: Sendable, Equatable {
     public var timeout: Int?
     public var grace: Int?
     public var artifacts: [String]
+    /// False: no network but loopback (`network: none`).
+    public var network: Bool = true
     public var status: Status
     public var exitCode: Int?
     public var startedAt: Int64?

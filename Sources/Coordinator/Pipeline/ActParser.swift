@@ -99,7 +99,9 @@ public struct ActParser {
 
     private func parseJob(name: String, keyNode: Node, _ node: Node) throws(ActError) -> JobDefinition {
         let map = try mapping(node, "job '\(name)'")
-        try checkKeys(map, allowed: ["labels", "nodes", "retry"], in: "job '\(name)'")
+        try checkKeys(map, allowed: ["labels", "nodes", "retry", "network"], in: "job '\(name)'")
+        // The job's `network`: its nodes' unless a node says otherwise.
+        let network = try networkSetting(map, "job '\(name)'") ?? true
         var retryLost = 0
         if let retryNode = value(map, "retry") {
             let retry = try mapping(retryNode, "`retry` of job '\(name)'")
@@ -135,7 +137,7 @@ public struct ActParser {
         for (key, nodeNode) in nodesMap {
             let nodeName = try identifier(key, "a node name")
             nodeLines[nodeName] = line(key)
-            let parsed = try parseNode(name: nodeName, job: name, nodeNode)
+            let parsed = try parseNode(name: nodeName, job: name, nodeNode, network: network)
             needsLines[nodeName] = parsed.needsLine ?? line(key)
             nodes.append(parsed.node)
         }
@@ -153,10 +155,21 @@ public struct ActParser {
         return JobDefinition(name: name, labels: labels, retryLost: retryLost, nodes: nodes)
     }
 
-    private func parseNode(name: String, job: String, _ node: Node) throws(ActError) -> (node: NodeDefinition, needsLine: Int?) {
+    /// `network: none` (no network but loopback) or `network: host` (the runner's), or nil.
+    private func networkSetting(_ map: Node.Mapping, _ what: String) throws(ActError) -> Bool? {
+        guard let node = value(map, "network") else { return nil }
+        switch try scalar(node, "`network` of \(what)") {
+        case "none": return false
+        case "host": return true
+        case let other: throw error(at: line(node), "`network` of \(what) is '\(other)'; write none (no network but loopback) or host")
+        }
+    }
+
+    private func parseNode(name: String, job: String, _ node: Node, network: Bool) throws(ActError) -> (node: NodeDefinition, needsLine: Int?) {
         let what = "node '\(name)' of job '\(job)'"
         let map = try mapping(node, what)
-        try checkKeys(map, allowed: ["run", "needs", "env", "timeout", "grace", "artifacts"], in: what)
+        try checkKeys(map, allowed: ["run", "needs", "env", "timeout", "grace", "artifacts", "network"], in: what)
+        let network = try networkSetting(map, what) ?? network
         guard let runNode = value(map, "run") else {
             throw error(at: line(node), "\(what) has no `run` command")
         }
@@ -215,7 +228,8 @@ public struct ActParser {
                 }
             }
         }
-        return (NodeDefinition(name: name, run: run, needs: needs, env: env, timeout: timeout, grace: grace, artifacts: artifacts), needsLine)
+        return (NodeDefinition(name: name, run: run, needs: needs, env: env, timeout: timeout, grace: grace, artifacts: artifacts,
+                               network: network), needsLine)
     }
 
     /// "90" or "90s" -> 90, "10m" -> 600, "2h" -> 7200.

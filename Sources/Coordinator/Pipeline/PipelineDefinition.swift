@@ -69,6 +69,8 @@ public struct NodeDefinition: Sendable, Equatable {
     /// Seconds between SIGTERM and SIGKILL when the node is stopped; nil: the runner's default.
     public var grace: Int?
     public var artifacts: [String]
+    /// False: the node runs with no network but loopback (`network: none`).
+    public var network: Bool = true
 }
 
 /// An upper bound of the bytes a job's nodes take in its assignment frame: each string with

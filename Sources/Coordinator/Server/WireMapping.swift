@@ -381,6 +381,7 @@ extension JobAssignment {
             spec.timeoutSeconds = UInt32(clamping: node.timeout ?? 0)
             spec.killGraceSeconds = UInt32(clamping: node.grace ?? 0)
             spec.artifacts = node.artifacts
+            spec.noNetwork = !node.network
             return spec
         }
         return message

@@ -164,11 +164,11 @@ extension PostgresStore {
                 ORDER BY d.ordinal
                 RETURNING id, run_id, name, position
             ), n AS (
-                INSERT INTO node (job_id, name, ordinal, run, needs, env, timeout, grace, artifacts, status)
-                SELECT j.id, d.name, d.ordinal, d.run, d.needs, d.env, d.timeout, d.grace, d.artifacts, 'pending'
+                INSERT INTO node (job_id, name, ordinal, run, needs, env, timeout, grace, artifacts, network, status)
+                SELECT j.id, d.name, d.ordinal, d.run, d.needs, d.env, d.timeout, d.grace, d.artifacts, d.network, 'pending'
                 FROM jsonb_to_recordset($10::jsonb)
                      AS d(job text, name text, ordinal bigint, run text, needs text, env text, timeout bigint, grace bigint,
-                          artifacts text)
+                          artifacts text, network boolean)
                 JOIN j ON j.name = d.job
             )
             SELECT j.run_id, j.id, j.name, j.position FROM j

@@ -404,7 +404,7 @@ extension PostgresStore {
         NodeRecord(jobID: try row.get("job_id"), name: try row.get("name"), ordinal: try row.get("ordinal"),
                    run: try row.get("run"), needs: try pgUnJSON(try row.get("needs")), env: try pgUnJSON(try row.get("env")),
                    timeout: try row.get("timeout"), grace: try row.get("grace"),
-                   artifacts: try pgUnJSON(try row.get("artifacts")),
+                   artifacts: try pgUnJSON(try row.get("artifacts")), network: try row.get("network"),
                    status: Status(rawValue: try row.get("status")) ?? .failed, exitCode: try row.get("exit_code"),
                    startedAt: try row.get("started_at"), finishedAt: try row.get("finished_at"))
     }

@@ -130,7 +130,7 @@ extension PostgresStore {
         struct Job: Encodable { var ordinal: Int; var name: String; var labels: String; var retry_lost: Int }
         struct Node: Encodable {
             var job: String; var name: String; var ordinal: Int; var run: String; var needs: String; var env: String
-            var timeout: Int?; var grace: Int?; var artifacts: String
+            var timeout: Int?; var grace: Int?; var artifacts: String; var network: Bool
         }
         var jobs: [Job] = []
         var nodes: [Node] = []
@@ -139,7 +139,7 @@ extension PostgresStore {
             for (ordinal, node) in job.nodes.enumerated() {
                 nodes.append(Node(job: job.name, name: node.name, ordinal: ordinal, run: node.run, needs: try pgJSON(node.needs),
                                   env: try pgJSON(node.env), timeout: node.timeout, grace: node.grace,
-                                  artifacts: try pgJSON(node.artifacts)))
+                                  artifacts: try pgJSON(node.artifacts), network: node.network))
             }
         }
         return (try pgJSON(jobs), try pgJSON(nodes))
@@ -162,10 +162,11 @@ extension PostgresStore {
             RETURNING id, name, position
             """, logger: logger)
         try await db.query("""
-            INSERT INTO node (job_id, name, ordinal, run, needs, env, timeout, grace, artifacts, status)
-            SELECT job.id, n.name, n.ordinal, n.run, n.needs, n.env, n.timeout, n.grace, n.artifacts, 'pending'
+            INSERT INTO node (job_id, name, ordinal, run, needs, env, timeout, grace, artifacts, network, status)
+            SELECT job.id, n.name, n.ordinal, n.run, n.needs, n.env, n.timeout, n.grace, n.artifacts, n.network, 'pending'
             FROM jsonb_to_recordset(\(json.nodes)::jsonb)
-                 AS n(job text, name text, ordinal bigint, run text, needs text, env text, timeout bigint, grace bigint, artifacts text)
+                 AS n(job text, name text, ordinal bigint, run text, needs text, env text, timeout bigint, grace bigint, artifacts text,
+                      network boolean)
             JOIN job ON job.run_id = \(run.id) AND job.attempt = \(run.attempt) AND job.name = n.job
             """, logger: logger)
         return try jobRecords(rows, run: run, definition: definition, now: now)

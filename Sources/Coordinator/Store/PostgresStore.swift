@@ -487,6 +487,9 @@ public final class PostgresStore: CoordinatorStore {
             """,
             "CREATE TABLE cluster_setting (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
         ]),
+        ("v3: nodes without network", [
+            "ALTER TABLE node ADD COLUMN network BOOLEAN NOT NULL DEFAULT true",
+        ]),
     ]
 
     /// The advisory lock key migrations run under (any 64-bit number of Heddle's own).

@@ -111,10 +111,10 @@ extension SQLiteStore {
                 let jobID = db.lastInsertedRowID
                 for (ordinal, node) in job.nodes.enumerated() {
                     try db.cachedStatement(sql: """
-                        INSERT INTO node (job_id, name, ordinal, run, needs, env, timeout, grace, artifacts, status)
-                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending')
+                        INSERT INTO node (job_id, name, ordinal, run, needs, env, timeout, grace, artifacts, network, status)
+                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending')
                         """).execute(arguments: [jobID, node.name, ordinal, node.run, try json(node.needs),
-                                         try json(node.env), node.timeout, node.grace, try json(node.artifacts)])
+                                         try json(node.env), node.timeout, node.grace, try json(node.artifacts), node.network])
                 }
                 jobs.append(JobRecord(id: jobID, runID: run.id, attempt: run.attempt, name: job.name, labels: job.labels,
                                       status: .queued, runner: nil, epoch: 0, position: position, queuedAt: now,

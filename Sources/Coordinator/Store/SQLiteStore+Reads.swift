@@ -99,7 +99,7 @@ extension SQLiteStore {
             """, arguments: StatementArguments(jobIDs)).map { row in
             NodeRecord(jobID: row["job_id"], name: row["name"], ordinal: row["ordinal"], run: row["run"],
                        needs: try unjson(row["needs"]), env: try unjson(row["env"]), timeout: row["timeout"], grace: row["grace"],
-                       artifacts: try unjson(row["artifacts"]),
+                       artifacts: try unjson(row["artifacts"]), network: row["network"],
                        status: Status(rawValue: row["status"]) ?? .failed, exitCode: row["exit_code"],
                        startedAt: row["started_at"], finishedAt: row["finished_at"])
         }

@@ -270,6 +270,9 @@ public struct SQLiteStore: CoordinatorStore {
                 ALTER TABLE attempt ADD COLUMN triggered_by TEXT NOT NULL DEFAULT '';
                 """)
         }
+        migrator.registerMigration("v8: nodes without network") { db in
+            try db.execute(sql: "ALTER TABLE node ADD COLUMN network BOOLEAN NOT NULL DEFAULT 1")
+        }
         return migrator
     }
 }

@@ -2,5 +2,5 @@
 // SHA-256 of the concatenated proto/heddle/v1/*.proto files (in name order) this code was
 // generated from. WireTests fails when the protos change without regenerating.
 public enum ProtoChecksum {
-    public static let sha256 = "c5c268852b13267b10c8ba331d90575780ec133de9677465c8d8ef65b6e1789b"
+    public static let sha256 = "4ceaf964809b2bfaa534f0d95c44ed5a7ee2532ea2df50a9251fb41f71b28cf3"
 }

@@ -930,6 +930,9 @@ public nonisolated struct Heddle_V1_NodeSpec: Sendable {
   /// SIGTERM to SIGKILL when stopped; 0: the runner's default
   public var killGraceSeconds: UInt32 = 0
 
+  /// true: the node has no network but loopback (`network: none`)
+  public var noNetwork: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -3818,7 +3821,7 @@ nonisolated extension Heddle_V1_JobRef: SwiftProtobuf.Message, SwiftProtobuf._Me
 
 nonisolated extension Heddle_V1_NodeSpec: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".NodeSpec"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}run\0\u{1}needs\0\u{1}env\0\u{3}timeout_seconds\0\u{1}artifacts\0\u{3}kill_grace_seconds\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}run\0\u{1}needs\0\u{1}env\0\u{3}timeout_seconds\0\u{1}artifacts\0\u{3}kill_grace_seconds\0\u{3}no_network\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3833,6 +3836,7 @@ nonisolated extension Heddle_V1_NodeSpec: SwiftProtobuf.Message, SwiftProtobuf._
       case 5: try { try decoder.decodeSingularUInt32Field(value: &self.timeoutSeconds) }()
       case 6: try { try decoder.decodeRepeatedStringField(value: &self.artifacts) }()
       case 7: try { try decoder.decodeSingularUInt32Field(value: &self.killGraceSeconds) }()
+      case 8: try { try decoder.decodeSingularBoolField(value: &self.noNetwork) }()
       default: break
       }
     }
@@ -3860,6 +3864,9 @@ nonisolated extension Heddle_V1_NodeSpec: SwiftProtobuf.Message, SwiftProtobuf._
     if self.killGraceSeconds != 0 {
       try visitor.visitSingularUInt32Field(value: self.killGraceSeconds, fieldNumber: 7)
     }
+    if self.noNetwork != false {
+      try visitor.visitSingularBoolField(value: self.noNetwork, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -3871,6 +3878,7 @@ nonisolated extension Heddle_V1_NodeSpec: SwiftProtobuf.Message, SwiftProtobuf._
     if lhs.timeoutSeconds != rhs.timeoutSeconds {return false}
     if lhs.artifacts != rhs.artifacts {return false}
     if lhs.killGraceSeconds != rhs.killGraceSeconds {return false}
+    if lhs.noNetwork != rhs.noNetwork {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -179,8 +179,15 @@ void node_spawn(node_t *node) {
     env_set(&env, "HEDDLE_COMMIT", job->commit ? job->commit : "");
     make_token(node->token);
     env_set(&env, "HEDDLE_NODE_TOKEN", node->token);
+    if (node->spec->no_network && !R.sandbox.program) {
+        env_free(&env);
+        node_finish(node, FINAL_FAILED, 0, 0,
+                    xasprintf("node '%s' has `network: none`, which needs the sandbox: this runner runs with --isolation none",
+                              node->spec->name));
+        return;
+    }
     char *command[] = {"/bin/sh", "-c", node->spec->run, NULL};
-    char **argv = R.sandbox.program ? sandbox_argv(&R.sandbox, job->workspace, 1, command) : NULL;
+    char **argv = R.sandbox.program ? sandbox_argv(&R.sandbox, job->workspace, !node->spec->no_network, command) : NULL;
     char err[300];
     node->pid = spawn_process(argv ? argv : command, env.entries, job->workspace, &node->out_fd, err, sizeof err);
     sandbox_argv_free(argv);

@@ -4836,7 +4836,7 @@ const ProtobufCMessageDescriptor heddle__v1__node_spec__env_entry__descriptor =
   (ProtobufCMessageInit) heddle__v1__node_spec__env_entry__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor heddle__v1__node_spec__field_descriptors[7] =
+static const ProtobufCFieldDescriptor heddle__v1__node_spec__field_descriptors[8] =
 {
   {
     "name",
@@ -4922,6 +4922,18 @@ static const ProtobufCFieldDescriptor heddle__v1__node_spec__field_descriptors[7
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "no_network",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__NodeSpec, no_network),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned heddle__v1__node_spec__field_indices_by_name[] = {
   5,   /* field[5] = artifacts */
@@ -4929,13 +4941,14 @@ static const unsigned heddle__v1__node_spec__field_indices_by_name[] = {
   6,   /* field[6] = kill_grace_seconds */
   0,   /* field[0] = name */
   2,   /* field[2] = needs */
+  7,   /* field[7] = no_network */
   1,   /* field[1] = run */
   4,   /* field[4] = timeout_seconds */
 };
 static const ProtobufCIntRange heddle__v1__node_spec__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 7 }
+  { 0, 8 }
 };
 const ProtobufCMessageDescriptor heddle__v1__node_spec__descriptor =
 {
@@ -4945,7 +4958,7 @@ const ProtobufCMessageDescriptor heddle__v1__node_spec__descriptor =
   "Heddle__V1__NodeSpec",
   "heddle.v1",
   sizeof(Heddle__V1__NodeSpec),
-  7,
+  8,
   heddle__v1__node_spec__field_descriptors,
   heddle__v1__node_spec__field_indices_by_name,
   1,  heddle__v1__node_spec__number_ranges,

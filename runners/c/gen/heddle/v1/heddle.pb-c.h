@@ -498,10 +498,14 @@ struct  Heddle__V1__NodeSpec
    * SIGTERM to SIGKILL when stopped; 0: the runner's default
    */
   uint32_t kill_grace_seconds;
+  /*
+   * true: the node has no network but loopback (`network: none`)
+   */
+  protobuf_c_boolean no_network;
 };
 #define HEDDLE__V1__NODE_SPEC__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&heddle__v1__node_spec__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0,NULL, 0, 0,NULL, 0 }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0,NULL, 0, 0,NULL, 0, 0 }
 
 
 struct  Heddle__V1__Assignment__EnvEntry
