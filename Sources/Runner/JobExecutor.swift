@@ -16,6 +16,10 @@ struct JobExecutor {
     let baseEnvironment: [String: String]
     /// Where each node runs (`Sandbox`); nil: unisolated.
     let sandbox: Sandbox?
+    /// Where nodes' resource limits are set (`Cgroups`), and why there is none when nil.
+    let cgroups: (Cgroups?, String)
+    /// Limits of nodes that set none themselves (`--limits`).
+    let defaultLimits: ResourceLimits
     let control: JobControl
     let logger: Logger
     let streams = JobStreams()
@@ -158,10 +162,32 @@ struct JobExecutor {
             await report(node.name, .failed, exitCode: nil, reason: reason)
             return (.failed, reason)
         }
+        let limits = ResourceLimits(memory: node.memoryLimitBytes > 0 ? Int64(clamping: node.memoryLimitBytes) : nil,
+                                    cpuMillis: node.cpuLimitMillis > 0 ? Int64(node.cpuLimitMillis) : nil,
+                                    pids: node.pidsLimit > 0 ? Int64(node.pidsLimit) : nil).over(defaultLimits)
+        // The node's cgroups, named after its job, lease and name (unique on this runner).
+        let cgroup = "heddle-\(assignment.job.jobID)-\(assignment.job.epoch)-\(node.name)"
+        var joining: [String] = []
+        if !limits.isEmpty {
+            guard let cgroups = cgroups.0 else {
+                let reason = "node '\(node.name)' has resource limits, which need a cgroup this runner can write, and it has none (\(cgroups.1))"
+                await report(node.name, .failed, exitCode: nil, reason: reason)
+                return (.failed, reason)
+            }
+            do {
+                joining = try cgroups.make(cgroup, limits: limits)
+            } catch {
+                cgroups.remove(cgroup)
+                let reason = "node '\(node.name)' could not start: cannot make its cgroup: \(error)"
+                await report(node.name, .failed, exitCode: 127, reason: reason)
+                return (.failed, reason)
+            }
+        }
+        defer { if !joining.isEmpty { cgroups.0?.removeWhenEmpty(cgroup) } }
         let process: NodeProcess
         do {
             process = try NodeProcess(command: node.run, environment: environment, directory: workspace, sandbox: sandbox,
-                                      network: !node.noNetwork)
+                                      network: !node.noNetwork, cgroups: joining)
         } catch {
             let reason = "node '\(node.name)' could not start: \(error)"
             await report(node.name, .failed, exitCode: 127, reason: reason)
@@ -204,6 +230,11 @@ struct JobExecutor {
         }
         if timedOut.isSet {
             let reason = "timeout: node '\(node.name)' ran longer than \(node.timeoutSeconds)s"
+            await report(node.name, .failed, exitCode: code, reason: reason)
+            return (.failed, reason)
+        }
+        if !joining.isEmpty, let memory = limits.memory, cgroups.0?.ranOutOfMemory(cgroup) == true {
+            let reason = "node '\(node.name)' failed: memory limit \(ResourceLimits.size(memory)) exceeded (exit code \(code))"
             await report(node.name, .failed, exitCode: code, reason: reason)
             return (.failed, reason)
         }

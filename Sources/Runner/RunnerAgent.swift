@@ -17,6 +17,8 @@ public struct RunnerConfiguration: Sendable {
     public var maximumBackoff: Duration = .seconds(30)
     /// How each node is isolated (`Sandbox`); `.none` is the explicit way out.
     public var isolation: Isolation = .bwrap
+    /// Resource limits of nodes that set none (`--limits`).
+    public var limits = ResourceLimits()
 
     public init(coordinators: [Endpoint], tls: TLSFiles, labels: [String], capacity: Int, workDirectory: String) {
         precondition(!coordinators.isEmpty, "a runner needs a coordinator")
@@ -138,6 +140,16 @@ public final class RunnerAgent: Service, Sendable {
             logger.warning("jobs run unisolated (--isolation none): every node can read this runner's key, other jobs' workspaces and whatever this user can")
         }
 
+        let cgroups = Cgroups.detect()
+        if let found = cgroups.0 {
+            found.removeLeftovers()
+            logger.info("resource limits: \(cgroups.1)")
+        } else if !configuration.limits.isEmpty {
+            throw RunnerError("--limits: resource limits need a cgroup this runner can write, and it has none (\(cgroups.1)); see README, \"Resource limits\"")
+        } else {
+            logger.warning("resource limits: none available (\(cgroups.1)): a node with limits fails, saying so")
+        }
+
         let (assignments, continuation) = AsyncStream.makeStream(of: Heddle_V1_Assignment.self)
         await withTaskCancellationHandler {
             await withTaskGroup(of: Void.self) { group in
@@ -147,7 +159,7 @@ public final class RunnerAgent: Service, Sendable {
                     continuation.finish()
                 }
                 for await assignment in assignments {
-                    group.addTask { await self.execute(assignment, sandbox: sandbox) }
+                    group.addTask { await self.execute(assignment, sandbox: sandbox, cgroups: cgroups) }
                 }
                 group.cancelAll()
             }
@@ -293,13 +305,14 @@ public final class RunnerAgent: Service, Sendable {
         }
     }
 
-    private func execute(_ assignment: Heddle_V1_Assignment, sandbox: Sandbox?) async {
+    private func execute(_ assignment: Heddle_V1_Assignment, sandbox: Sandbox?, cgroups: (Cgroups?, String)) async {
         let key = JobKey(assignment.job)
         guard let control = state.withLock({ $0.jobs[key]?.0 }) else { return }
         let executor = JobExecutor(assignment: assignment, link: link, spoolDirectory: spoolDirectory,
                                    workRoot: configuration.workDirectory,
                                    baseEnvironment: ProcessInfo.processInfo.environment,
-                                   sandbox: sandbox, control: control, logger: logger)
+                                   sandbox: sandbox, cgroups: cgroups, defaultLimits: configuration.limits,
+                                   control: control, logger: logger)
         await executor.run()
         _ = state.withLock { $0.jobs.removeValue(forKey: key) }
         resumeIdleWaitersIfDone()

@@ -39,12 +39,16 @@ struct RunnerCommand: AsyncParsableCommand {
     @Option(help: "How each node is isolated: bwrap (a bubblewrap sandbox: its own processes, /tmp and workspace, the host's /usr, /etc and /opt read-only, no runner key, no other jobs) or none (as this runner's user, seeing what it sees; logged as a warning).")
     var isolation: Isolation = .bwrap
 
+    @Option(help: "Resource limits of each node that sets none, e.g. memory=2G,cpus=2,pids=1000 (needs a cgroup the runner can write; README, \"Resource limits\").")
+    var limits: String = ""
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error.")
     var logLevel: Logger.Level = .info
 
     func validate() throws {
         _ = try coordinators()
         guard capacity >= 1 else { throw ValidationError("--capacity must be at least 1") }
+        do { _ = try ResourceLimits.parse(limits) } catch { throw ValidationError("--limits: \(error)") }
         for label in labelList {
             if let problem = Names.problem(label, "label") { throw ValidationError("--labels: \(problem)") }
         }
@@ -72,6 +76,7 @@ struct RunnerCommand: AsyncParsableCommand {
             workDirectory: workDir)
         configuration.killGrace = .milliseconds(Int64(killGrace * 1000))
         configuration.isolation = isolation
+        configuration.limits = try ResourceLimits.parse(limits)
         let agent = RunnerAgent(configuration: configuration, logger: logger)
         // SIGTERM: the agent drains; a second SIGTERM cancels the running jobs. SIGINT cancels.
         signal(SIGTERM, SIG_IGN)

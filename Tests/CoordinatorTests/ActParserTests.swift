@@ -1,4 +1,5 @@
 import Testing
+import Wire
 @testable import Coordinator
 
 @Suite struct ActParserTests {
@@ -51,6 +52,26 @@ import Testing
             """)
         #expect(pipeline.jobs[0].nodes.map(\.network) == [false, true])
         #expect(pipeline.jobs[1].nodes.map(\.network) == [true, false])
+    }
+
+    /// `limits:` on a job are its nodes' unless a node sets its own (each limit separately).
+    @Test func limitsArePerJobOrNode() throws {
+        let pipeline = try parser.parse("""
+            name: build
+            jobs:
+              test:
+                limits: { memory: 2G, cpus: 2 }
+                nodes:
+                  a: { run: x }
+                  b: { run: y, limits: { memory: 64M, pids: 100 } }
+            """)
+        let nodes = pipeline.jobs[0].nodes
+        #expect(nodes[0].limits == ResourceLimits(memory: 2 << 30, cpuMillis: 2000))
+        #expect(nodes[1].limits == ResourceLimits(memory: 64 << 20, cpuMillis: 2000, pids: 100))
+        #expect(try ResourceLimits.parse("memory=512M, cpus=0.5,pids=10") == ResourceLimits(memory: 512 << 20, cpuMillis: 500, pids: 10))
+        #expect(ResourceLimits.size(64 << 20) == "64M" && ResourceLimits.size(1536 << 20) == "1536M")
+        #expect(throws: LimitError.self) { try ResourceLimits.parse("memory=1K") }
+        #expect(throws: LimitError.self) { try ResourceLimits.parse("disk=1G") }
     }
 
     struct Case: Sendable, CustomTestStringConvertible {
@@ -134,6 +155,13 @@ import Testing
                   a: { run: x }
                   a: { run: y }
             """, line: 5, message: "'a' appears twice"),
+        Case(name: "bad limit", source: """
+            name: build
+            jobs:
+              test:
+                nodes:
+                  a: { run: x, limits: { memory: lots } }
+            """, line: 5, message: "memory limit 'lots' is not a size of at least 4M (bytes, or with K, M, G or T: 512M, 2G) (in node 'a' of job 'test')"),
         Case(name: "bad network", source: """
             name: build
             jobs:

@@ -178,6 +178,50 @@ import Testing
         await fabric.stop()
     }
 
+    /// `limits:` on a node: one over its memory limit fails saying so; one within its limits
+    /// succeeds; a fork bomb stops at its pids limit.
+    @Test(.enabled(if: Self.cgroupsWritable, "needs a cgroup hierarchy with the memory controller that the runner can write"),
+          arguments: RunnerUnderTest.all)
+    func aNodeOverItsMemoryLimitFailsSayingSo(runner: RunnerUnderTest) async throws {
+        let fabric = try await Fabric(runner: runner, runnerLabels: ["linux"])
+        do {
+            try await fabric.push("limits.act", """
+                name: limits
+                jobs:
+                  hungry:
+                    labels: [linux]
+                    limits: { memory: 64M, pids: 50 }
+                    nodes:
+                      fits: { run: "x=$(head -c 8000000 /dev/zero | tr '\\\\0' x); echo ${#x}" }
+                      forks: { run: "(for i in $(seq 100); do sleep 30 & done) 2>/dev/null; echo forks $?", needs: [fits] }
+                      eats: { run: "x=$(head -c 300000000 /dev/zero | tr '\\\\0' x); echo ${#x}", needs: [forks] }
+                """)
+            let id = try await fabric.trigger("shop/limits")
+            let run = try await fabric.waitForRun(id, ["succeeded", "failed", "cancelled"])
+            #expect(summary(run)["status"] as? String == "failed", "\(run)")
+            let job = try #require(jobs(run).first)
+            #expect(nodes(job) == ["fits": "succeeded", "forks": "succeeded", "eats": "failed"], "\(job)")
+            let reason = job["reason"] as? String ?? ""
+            #expect(reason.contains("node 'eats' failed: memory limit 64M exceeded"), "\(reason)")
+            let fits = try await fabric.heddle(["logs", String(id), "--job", "hungry", "--node", "fits"]).output
+            #expect(fits == "8000000\n")
+            let forks = try await fabric.heddle(["logs", String(id), "--job", "hungry", "--node", "forks"]).output
+            #expect(forks == "forks 2\n", "the shell could not fork past 50 processes")
+        } catch {
+            await fabric.stop()
+            throw error
+        }
+        await fabric.stop()
+    }
+
+    /// Whether a runner here can make cgroups with a memory limit: v1's memory hierarchy
+    /// writable, or a v2 cgroup offering the memory controller.
+    static var cgroupsWritable: Bool {
+        if access("/sys/fs/cgroup/memory", W_OK) == 0 { return true }
+        let offered = (try? String(contentsOfFile: "/sys/fs/cgroup/cgroup.controllers", encoding: .utf8)) ?? ""
+        return offered.contains("memory") && access("/sys/fs/cgroup", W_OK) == 0
+    }
+
     /// Live processes on the host whose environment holds `entry` (NAME=VALUE).
     static func processes(with entry: String) -> [pid_t] {
         let needle = Data((entry + "\0").utf8)

@@ -148,6 +148,8 @@ public struct NodeRecord: Sendable, Equatable {
     public var artifacts: [String]
     /// False: no network but loopback (`network: none`).
     public var network: Bool = true
+    /// Resource limits (`limits:`); unset: the runner's.
+    public var limits = ResourceLimits()
     public var status: Status
     public var exitCode: Int?
     public var startedAt: Int64?

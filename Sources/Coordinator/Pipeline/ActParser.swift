@@ -99,7 +99,9 @@ public struct ActParser {
 
     private func parseJob(name: String, keyNode: Node, _ node: Node) throws(ActError) -> JobDefinition {
         let map = try mapping(node, "job '\(name)'")
-        try checkKeys(map, allowed: ["labels", "nodes", "retry", "network"], in: "job '\(name)'")
+        try checkKeys(map, allowed: ["labels", "nodes", "retry", "network", "limits"], in: "job '\(name)'")
+        // The job's `limits`: its nodes' unless a node sets its own.
+        let limits = try limitsSetting(map, "job '\(name)'")
         // The job's `network`: its nodes' unless a node says otherwise.
         let network = try networkSetting(map, "job '\(name)'") ?? true
         var retryLost = 0
@@ -137,7 +139,7 @@ public struct ActParser {
         for (key, nodeNode) in nodesMap {
             let nodeName = try identifier(key, "a node name")
             nodeLines[nodeName] = line(key)
-            let parsed = try parseNode(name: nodeName, job: name, nodeNode, network: network)
+            let parsed = try parseNode(name: nodeName, job: name, nodeNode, network: network, limits: limits)
             needsLines[nodeName] = parsed.needsLine ?? line(key)
             nodes.append(parsed.node)
         }
@@ -165,11 +167,29 @@ public struct ActParser {
         }
     }
 
-    private func parseNode(name: String, job: String, _ node: Node, network: Bool) throws(ActError) -> (node: NodeDefinition, needsLine: Int?) {
+    /// `limits: { memory: 2G, cpus: 2, pids: 1000 }` (any of them).
+    private func limitsSetting(_ map: Node.Mapping, _ what: String) throws(ActError) -> ResourceLimits {
+        var limits = ResourceLimits()
+        guard let node = value(map, "limits") else { return limits }
+        for (key, valueNode) in try mapping(node, "`limits` of \(what)") {
+            let name = try scalar(key, "a limit's name")
+            let text = try scalar(valueNode, "`limits.\(name)` of \(what)")
+            do {
+                try limits.set(name, text)
+            } catch {
+                throw self.error(at: line(key), "\(error) (in \(what))")
+            }
+        }
+        return limits
+    }
+
+    private func parseNode(name: String, job: String, _ node: Node, network: Bool,
+                           limits jobLimits: ResourceLimits) throws(ActError) -> (node: NodeDefinition, needsLine: Int?) {
         let what = "node '\(name)' of job '\(job)'"
         let map = try mapping(node, what)
-        try checkKeys(map, allowed: ["run", "needs", "env", "timeout", "grace", "artifacts", "network"], in: what)
+        try checkKeys(map, allowed: ["run", "needs", "env", "timeout", "grace", "artifacts", "network", "limits"], in: what)
         let network = try networkSetting(map, what) ?? network
+        let limits = try limitsSetting(map, what).over(jobLimits)
         guard let runNode = value(map, "run") else {
             throw error(at: line(node), "\(what) has no `run` command")
         }
@@ -229,7 +249,7 @@ public struct ActParser {
             }
         }
         return (NodeDefinition(name: name, run: run, needs: needs, env: env, timeout: timeout, grace: grace, artifacts: artifacts,
-                               network: network), needsLine)
+                               network: network, limits: limits), needsLine)
     }
 
     /// "90" or "90s" -> 90, "10m" -> 600, "2h" -> 7200.

@@ -1,3 +1,5 @@
+import Wire
+
 /// A parsed, validated `.act` pipeline.
 public struct PipelineDefinition: Sendable, Equatable {
     public var name: String
@@ -71,6 +73,8 @@ public struct NodeDefinition: Sendable, Equatable {
     public var artifacts: [String]
     /// False: the node runs with no network but loopback (`network: none`).
     public var network: Bool = true
+    /// Its resource limits (`limits:`, the job's unless the node sets one); unset: the runner's.
+    public var limits = ResourceLimits()
 }
 
 /// An upper bound of the bytes a job's nodes take in its assignment frame: each string with

@@ -382,6 +382,9 @@ extension JobAssignment {
             spec.killGraceSeconds = UInt32(clamping: node.grace ?? 0)
             spec.artifacts = node.artifacts
             spec.noNetwork = !node.network
+            spec.memoryLimitBytes = UInt64(clamping: node.limits.memory ?? 0)
+            spec.cpuLimitMillis = UInt32(clamping: node.limits.cpuMillis ?? 0)
+            spec.pidsLimit = UInt32(clamping: node.limits.pids ?? 0)
             return spec
         }
         return message

@@ -405,6 +405,8 @@ extension PostgresStore {
                    run: try row.get("run"), needs: try pgUnJSON(try row.get("needs")), env: try pgUnJSON(try row.get("env")),
                    timeout: try row.get("timeout"), grace: try row.get("grace"),
                    artifacts: try pgUnJSON(try row.get("artifacts")), network: try row.get("network"),
+                   limits: ResourceLimits(memory: try row.get("memory_limit"), cpuMillis: try row.get("cpu_limit_millis"),
+                                          pids: try row.get("pids_limit")),
                    status: Status(rawValue: try row.get("status")) ?? .failed, exitCode: try row.get("exit_code"),
                    startedAt: try row.get("started_at"), finishedAt: try row.get("finished_at"))
     }

@@ -131,6 +131,7 @@ extension PostgresStore {
         struct Node: Encodable {
             var job: String; var name: String; var ordinal: Int; var run: String; var needs: String; var env: String
             var timeout: Int?; var grace: Int?; var artifacts: String; var network: Bool
+            var memory_limit: Int64?; var cpu_limit_millis: Int64?; var pids_limit: Int64?
         }
         var jobs: [Job] = []
         var nodes: [Node] = []
@@ -139,7 +140,9 @@ extension PostgresStore {
             for (ordinal, node) in job.nodes.enumerated() {
                 nodes.append(Node(job: job.name, name: node.name, ordinal: ordinal, run: node.run, needs: try pgJSON(node.needs),
                                   env: try pgJSON(node.env), timeout: node.timeout, grace: node.grace,
-                                  artifacts: try pgJSON(node.artifacts), network: node.network))
+                                  artifacts: try pgJSON(node.artifacts), network: node.network,
+                                  memory_limit: node.limits.memory, cpu_limit_millis: node.limits.cpuMillis,
+                                  pids_limit: node.limits.pids))
             }
         }
         return (try pgJSON(jobs), try pgJSON(nodes))
@@ -162,11 +165,13 @@ extension PostgresStore {
             RETURNING id, name, position
             """, logger: logger)
         try await db.query("""
-            INSERT INTO node (job_id, name, ordinal, run, needs, env, timeout, grace, artifacts, network, status)
-            SELECT job.id, n.name, n.ordinal, n.run, n.needs, n.env, n.timeout, n.grace, n.artifacts, n.network, 'pending'
+            INSERT INTO node (job_id, name, ordinal, run, needs, env, timeout, grace, artifacts, network, memory_limit,
+                              cpu_limit_millis, pids_limit, status)
+            SELECT job.id, n.name, n.ordinal, n.run, n.needs, n.env, n.timeout, n.grace, n.artifacts, n.network, n.memory_limit,
+                   n.cpu_limit_millis, n.pids_limit, 'pending'
             FROM jsonb_to_recordset(\(json.nodes)::jsonb)
                  AS n(job text, name text, ordinal bigint, run text, needs text, env text, timeout bigint, grace bigint, artifacts text,
-                      network boolean)
+                      network boolean, memory_limit bigint, cpu_limit_millis bigint, pids_limit bigint)
             JOIN job ON job.run_id = \(run.id) AND job.attempt = \(run.attempt) AND job.name = n.job
             """, logger: logger)
         return try jobRecords(rows, run: run, definition: definition, now: now)

@@ -490,6 +490,11 @@ public final class PostgresStore: CoordinatorStore {
         ("v3: nodes without network", [
             "ALTER TABLE node ADD COLUMN network BOOLEAN NOT NULL DEFAULT true",
         ]),
+        ("v4: nodes' resource limits", [
+            "ALTER TABLE node ADD COLUMN memory_limit BIGINT",
+            "ALTER TABLE node ADD COLUMN cpu_limit_millis BIGINT",
+            "ALTER TABLE node ADD COLUMN pids_limit BIGINT",
+        ]),
     ]
 
     /// The advisory lock key migrations run under (any 64-bit number of Heddle's own).

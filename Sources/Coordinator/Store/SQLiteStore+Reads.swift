@@ -100,6 +100,7 @@ extension SQLiteStore {
             NodeRecord(jobID: row["job_id"], name: row["name"], ordinal: row["ordinal"], run: row["run"],
                        needs: try unjson(row["needs"]), env: try unjson(row["env"]), timeout: row["timeout"], grace: row["grace"],
                        artifacts: try unjson(row["artifacts"]), network: row["network"],
+                       limits: ResourceLimits(memory: row["memory_limit"], cpuMillis: row["cpu_limit_millis"], pids: row["pids_limit"]),
                        status: Status(rawValue: row["status"]) ?? .failed, exitCode: row["exit_code"],
                        startedAt: row["started_at"], finishedAt: row["finished_at"])
         }

@@ -273,6 +273,13 @@ public struct SQLiteStore: CoordinatorStore {
         migrator.registerMigration("v8: nodes without network") { db in
             try db.execute(sql: "ALTER TABLE node ADD COLUMN network BOOLEAN NOT NULL DEFAULT 1")
         }
+        migrator.registerMigration("v9: nodes' resource limits") { db in
+            try db.execute(sql: """
+                ALTER TABLE node ADD COLUMN memory_limit INTEGER;
+                ALTER TABLE node ADD COLUMN cpu_limit_millis INTEGER;
+                ALTER TABLE node ADD COLUMN pids_limit INTEGER;
+                """)
+        }
         return migrator
     }
 }

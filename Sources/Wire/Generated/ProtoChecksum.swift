@@ -2,5 +2,5 @@
 // SHA-256 of the concatenated proto/heddle/v1/*.proto files (in name order) this code was
 // generated from. WireTests fails when the protos change without regenerating.
 public enum ProtoChecksum {
-    public static let sha256 = "4ceaf964809b2bfaa534f0d95c44ed5a7ee2532ea2df50a9251fb41f71b28cf3"
+    public static let sha256 = "d6f6a59561fa2f90e9776f67822c775ba1c41b04649dcdf630053fdee0e1f97d"
 }

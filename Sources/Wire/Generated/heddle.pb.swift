@@ -933,6 +933,15 @@ public nonisolated struct Heddle_V1_NodeSpec: Sendable {
   /// true: the node has no network but loopback (`network: none`)
   public var noNetwork: Bool = false
 
+  /// 0: the runner's default (`limits.memory`)
+  public var memoryLimitBytes: UInt64 = 0
+
+  /// thousandths of a CPU; 0: the runner's default (`limits.cpus`)
+  public var cpuLimitMillis: UInt32 = 0
+
+  /// 0: the runner's default (`limits.pids`)
+  public var pidsLimit: UInt32 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -3821,7 +3830,7 @@ nonisolated extension Heddle_V1_JobRef: SwiftProtobuf.Message, SwiftProtobuf._Me
 
 nonisolated extension Heddle_V1_NodeSpec: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".NodeSpec"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}run\0\u{1}needs\0\u{1}env\0\u{3}timeout_seconds\0\u{1}artifacts\0\u{3}kill_grace_seconds\0\u{3}no_network\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}run\0\u{1}needs\0\u{1}env\0\u{3}timeout_seconds\0\u{1}artifacts\0\u{3}kill_grace_seconds\0\u{3}no_network\0\u{3}memory_limit_bytes\0\u{3}cpu_limit_millis\0\u{3}pids_limit\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3837,6 +3846,9 @@ nonisolated extension Heddle_V1_NodeSpec: SwiftProtobuf.Message, SwiftProtobuf._
       case 6: try { try decoder.decodeRepeatedStringField(value: &self.artifacts) }()
       case 7: try { try decoder.decodeSingularUInt32Field(value: &self.killGraceSeconds) }()
       case 8: try { try decoder.decodeSingularBoolField(value: &self.noNetwork) }()
+      case 9: try { try decoder.decodeSingularUInt64Field(value: &self.memoryLimitBytes) }()
+      case 10: try { try decoder.decodeSingularUInt32Field(value: &self.cpuLimitMillis) }()
+      case 11: try { try decoder.decodeSingularUInt32Field(value: &self.pidsLimit) }()
       default: break
       }
     }
@@ -3867,6 +3879,15 @@ nonisolated extension Heddle_V1_NodeSpec: SwiftProtobuf.Message, SwiftProtobuf._
     if self.noNetwork != false {
       try visitor.visitSingularBoolField(value: self.noNetwork, fieldNumber: 8)
     }
+    if self.memoryLimitBytes != 0 {
+      try visitor.visitSingularUInt64Field(value: self.memoryLimitBytes, fieldNumber: 9)
+    }
+    if self.cpuLimitMillis != 0 {
+      try visitor.visitSingularUInt32Field(value: self.cpuLimitMillis, fieldNumber: 10)
+    }
+    if self.pidsLimit != 0 {
+      try visitor.visitSingularUInt32Field(value: self.pidsLimit, fieldNumber: 11)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -3879,6 +3900,9 @@ nonisolated extension Heddle_V1_NodeSpec: SwiftProtobuf.Message, SwiftProtobuf._
     if lhs.artifacts != rhs.artifacts {return false}
     if lhs.killGraceSeconds != rhs.killGraceSeconds {return false}
     if lhs.noNetwork != rhs.noNetwork {return false}
+    if lhs.memoryLimitBytes != rhs.memoryLimitBytes {return false}
+    if lhs.cpuLimitMillis != rhs.cpuLimitMillis {return false}
+    if lhs.pidsLimit != rhs.pidsLimit {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -186,14 +186,47 @@ void node_spawn(node_t *node) {
                               node->spec->name));
         return;
     }
+    node->limits.memory = node->spec->memory_limit_bytes ? (long long)node->spec->memory_limit_bytes : R.config.limits.memory;
+    node->limits.cpu_millis = node->spec->cpu_limit_millis ? node->spec->cpu_limit_millis : R.config.limits.cpu_millis;
+    node->limits.pids = node->spec->pids_limit ? node->spec->pids_limit : R.config.limits.pids;
+    char err[300];
+    char **procs = NULL;
+    if (node->limits.memory || node->limits.cpu_millis || node->limits.pids) {
+        if (R.cgroups.n == 0) {
+            env_free(&env);
+            node_finish(node, FINAL_FAILED, 0, 0,
+                        xasprintf("node '%s' has resource limits, which need a cgroup this runner can write, and it has none (%s)",
+                                  node->spec->name, R.cgroups_why));
+            return;
+        }
+        /* Named after its job, lease and name (unique on this runner). */
+        node->cgroup = xasprintf("heddle-%llu-%llu-%s", (unsigned long long)a->job->job_id, (unsigned long long)a->job->epoch,
+                                 node->spec->name);
+        if (cgroups_make(&R.cgroups, node->cgroup, &node->limits, &procs, err, sizeof err) != 0) {
+            env_free(&env);
+            sandbox_argv_free(procs);
+            cgroups_remove(&R.cgroups, node->cgroup);
+            free(node->cgroup);
+            node->cgroup = NULL;
+            node_finish(node, FINAL_FAILED, 1, 127, xasprintf("node '%s' could not start: %s", node->spec->name, err));
+            return;
+        }
+    }
     char *command[] = {"/bin/sh", "-c", node->spec->run, NULL};
     char **argv = R.sandbox.program ? sandbox_argv(&R.sandbox, job->workspace, !node->spec->no_network, command) : NULL;
-    char err[300];
-    node->pid = spawn_process(argv ? argv : command, env.entries, job->workspace, &node->out_fd, err, sizeof err);
+    char **joined = procs ? cgroups_joining(procs, argv ? argv : command) : NULL;
+    node->pid = spawn_process(joined ? joined : argv ? argv : command, env.entries, job->workspace, &node->out_fd, err, sizeof err);
+    sandbox_argv_free(joined);
+    sandbox_argv_free(procs);
     sandbox_argv_free(argv);
     env_free(&env);
     if (node->pid < 0) {
         node->pid = 0;
+        if (node->cgroup) {
+            cgroups_remove(&R.cgroups, node->cgroup);
+            free(node->cgroup);
+            node->cgroup = NULL;
+        }
         node_finish(node, FINAL_FAILED, 1, 127, xasprintf("node '%s' could not start: %s", node->spec->name, err));
         return;
     }
@@ -205,15 +238,27 @@ void node_spawn(node_t *node) {
 static void node_ended(node_t *node) {
     job_t *job = node->job;
     const char *name = node->spec->name;
+    int out_of_memory = 0;
+    if (node->cgroup) {
+        out_of_memory = node->limits.memory && cgroups_out_of_memory(&R.cgroups, node->cgroup);
+        cgroups_remove(&R.cgroups, node->cgroup);
+        free(node->cgroup);
+        node->cgroup = NULL;
+    }
     if (job->abandoned) {
         node->phase = NODE_DONE;
         return;
     }
+    char size[32];
     if (job->cancel_reason) {
         node_finish(node, FINAL_CANCELLED, 1, node->exit_code, NULL);
     } else if (node->timed_out) {
         node_finish(node, FINAL_FAILED, 1, node->exit_code,
                     xasprintf("timeout: node '%s' ran longer than %us", name, node->spec->timeout_seconds));
+    } else if (out_of_memory) {
+        limits_size(node->limits.memory, size, sizeof size);
+        node_finish(node, FINAL_FAILED, 1, node->exit_code,
+                    xasprintf("node '%s' failed: memory limit %s exceeded (exit code %d)", name, size, node->exit_code));
     } else if (node->exit_code != 0) {
         node_finish(node, FINAL_FAILED, 1, node->exit_code,
                     xasprintf("node '%s' failed with exit code %d", name, node->exit_code));
@@ -245,6 +290,7 @@ static void job_free(job_t *job) {
     for (size_t i = 0; i < job->n_nodes; i++) {
         node_t *node = &job->nodes[i];
         if (node->out_fd >= 0) close(node->out_fd);
+        free(node->cgroup);
         buf_free(&node->log.pending);
         for (size_t m = 0; m < node->n_matches; m++) free(node->matches[m]);
         free(node->matches);

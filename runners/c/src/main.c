@@ -47,6 +47,8 @@ static void usage(FILE *out) {
             "  --isolation <isolation> How each node is isolated: bwrap (a bubblewrap sandbox: its own processes, /tmp and\n"
             "                          workspace, the host's /usr, /etc and /opt read-only, no runner key, no other jobs) or none\n"
             "                          (as this runner's user, seeing what it sees; logged as a warning). (default: bwrap)\n"
+            "  --limits <limits>       Resource limits of each node that sets none, e.g. memory=2G,cpus=2,pids=1000 (needs a\n"
+            "                          cgroup the runner can write; README, \"Resource limits\").\n"
             "  --log-level <log-level> Log level: debug, info, warning, error. (default: info)\n"
             "  --version               Show the version.\n"
             "  -h, --help              Show help information.\n");
@@ -73,13 +75,6 @@ static const char *label_problem(const char *label) {
         return "labels may use only letters, digits, '.', '_' and '-'";
     if (strcmp(label, ".") == 0 || strcmp(label, "..") == 0) return "a label may not be '.' or '..'";
     return NULL;
-}
-
-static char *trim(char *s) {
-    while (*s == ' ' || *s == '\t') s++;
-    char *end = s + strlen(s);
-    while (end > s && (end[-1] == ' ' || end[-1] == '\t')) *--end = 0;
-    return s;
 }
 
 static void parse_coordinators(const char *text) {
@@ -129,7 +124,7 @@ static void parse_arguments(int argc, char **argv) {
         {"labels", required_argument, NULL, 'l'},      {"work-dir", required_argument, NULL, 'w'},
         {"capacity", required_argument, NULL, 'n'},    {"kill-grace", required_argument, NULL, 'g'},
         {"log-level", required_argument, NULL, 'L'},   {"version", no_argument, NULL, 'V'},
-        {"isolation", required_argument, NULL, 'I'},
+        {"isolation", required_argument, NULL, 'I'},   {"limits", required_argument, NULL, 'M'},
         {"help", no_argument, NULL, 'h'},              {NULL, 0, NULL, 0},
     };
     opterr = 0;
@@ -154,6 +149,11 @@ static void parse_arguments(int argc, char **argv) {
             if (*end || end == optarg || c->kill_grace < 0 || c->kill_grace > 86400)
                 fail_usage("--kill-grace must be 0 to 86400 seconds, not '%s'", optarg);
             break;
+        case 'M': {
+            char problem[300];
+            if (limits_parse(optarg, &c->limits, problem, sizeof problem) != 0) fail_usage("--limits: %s", problem);
+            break;
+        }
         case 'I':
             if (strcmp(optarg, "none") == 0) c->unisolated = 1;
             else if (strcmp(optarg, "bwrap") != 0) fail_usage("--isolation: '%s' is not one of bwrap, none", optarg);
@@ -227,6 +227,17 @@ int main(int argc, char **argv) {
     } else {
         logmsg(LOG_INFO, "jobs run isolated: each node in a bubblewrap sandbox (%s)", R.sandbox.program);
     }
+    int limited = R.config.limits.memory || R.config.limits.cpu_millis || R.config.limits.pids;
+    if (cgroups_detect(&R.cgroups, R.cgroups_why, sizeof R.cgroups_why) == 0) {
+        cgroups_remove_leftovers(&R.cgroups);
+        logmsg(LOG_INFO, "resource limits: %s", R.cgroups_why);
+    } else if (limited) {
+        fprintf(stderr, "Error: --limits: resource limits need a cgroup this runner can write, and it has none (%s); see README, "
+                        "\"Resource limits\"\n", R.cgroups_why);
+        return 1;
+    } else {
+        logmsg(LOG_WARNING, "resource limits: none available (%s): a node with limits fails, saying so", R.cgroups_why);
+    }
 
     if (pipe2(signal_pipe, O_CLOEXEC | O_NONBLOCK) != 0) return 1;
     struct sigaction action = {0};
@@ -261,6 +272,7 @@ int main(int argc, char **argv) {
         }
         link_tick(now);
         jobs_tick(now);
+        cgroups_sweep();
         if (R.exit_now) break;
         if (R.link.state == LINK_READY && R.link.out.len > 0) link_tick(now); /* write what the jobs queued */
         size_t n = 0;

@@ -56,6 +56,8 @@ double now_mono(void);   /* seconds, monotonic */
 int64_t now_ms(void);    /* wall clock, ms since the epoch */
 void *xcalloc(size_t n, size_t size);
 char *xstrdup(const char *s);
+/* Without leading and trailing spaces and tabs (in place). */
+char *trim(char *s);
 char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int remove_tree(const char *path);
 int mkdir_p(const char *path);
@@ -126,6 +128,38 @@ int sandbox_init(sandbox_t *s, const char *work_dir, const char *key, char *err,
 char **sandbox_argv(const sandbox_t *s, const char *workspace, int network, char *const command[]);
 void sandbox_argv_free(char **argv);
 
+/* ---------------------------------------------------------------- cgroups.c */
+
+typedef struct {
+    long long memory;     /* bytes; 0: none */
+    long long cpu_millis; /* thousandths of a CPU; 0: none */
+    long long pids;       /* 0: none */
+} limits_t;
+
+typedef struct {
+    int v2;
+    size_t n;
+    const char *controllers[3];
+    char *parents[3]; /* where nodes' cgroups are made, per controller (v2: one) */
+} cgroups_t;
+
+/* Finds where this runner can make node cgroups; -1 with why set when nowhere (why then says
+ * which on success). */
+int cgroups_detect(cgroups_t *c, char *why, size_t whylen);
+/* Makes the node's cgroups with its limits; *procs: the cgroup.procs files to join (NULL-ended). */
+int cgroups_make(const cgroups_t *c, const char *name, const limits_t *limits, char ***procs, char *err, size_t errlen);
+int cgroups_out_of_memory(const cgroups_t *c, const char *name);
+void cgroups_remove(const cgroups_t *c, const char *name);
+/* Tries again to remove cgroups whose processes were not gone when their node ended. */
+void cgroups_sweep(void);
+/* Removes empty node cgroups a runner before this one left (`heddle-*`). */
+void cgroups_remove_leftovers(const cgroups_t *c);
+/* /bin/sh -c 'join the cgroups; exec "$@"' ... -- argv, heap-allocated (sandbox_argv_free). */
+char **cgroups_joining(char **procs, char *const argv[]);
+/* memory=2G,cpus=2,pids=1000 */
+int limits_parse(const char *text, limits_t *limits, char *err, size_t errlen);
+void limits_size(long long bytes, char *out, size_t len);
+
 /* ---------------------------------------------------------------- jobs */
 
 typedef enum { NODE_PENDING, NODE_STARTING, NODE_RUNNING, NODE_UPLOADING, NODE_REPORTING, NODE_DONE } node_phase_t;
@@ -168,6 +202,8 @@ typedef struct node {
     char **matches;           /* artifact names to upload */
     size_t n_matches;
     upload_t upload;
+    limits_t limits;          /* its own over the runner's --limits */
+    char *cgroup;             /* its cgroups' name, when it has limits */
 } node_t;
 
 typedef enum { JOB_CHECKOUT, JOB_STARTING, JOB_RUNNING, JOB_FINISHING, JOB_REPORTING, JOB_DONE } job_phase_t;
@@ -234,6 +270,7 @@ typedef struct {
     unsigned capacity;
     double kill_grace;
     int unisolated; /* --isolation none */
+    limits_t limits; /* --limits: of nodes that set none */
 } config_t;
 
 typedef enum { LINK_IDLE, LINK_CONNECTING, LINK_HANDSHAKE, LINK_HELLO, LINK_READY } link_state_t;
@@ -259,6 +296,8 @@ typedef struct {
 typedef struct {
     config_t config;
     sandbox_t sandbox; /* program NULL: unisolated */
+    cgroups_t cgroups; /* n 0: none (cgroups_why says why) */
+    char cgroups_why[400];
     link_t link;
     job_t *jobs;
     uint64_t assigned_through;

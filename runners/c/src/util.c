@@ -161,3 +161,10 @@ int mkdir_p(const char *path) {
     free(copy);
     return (result == 0 || errno == EEXIST) ? 0 : -1;
 }
+
+char *trim(char *s) {
+    while (*s == ' ' || *s == '\t') s++;
+    char *end = s + strlen(s);
+    while (end > s && (end[-1] == ' ' || end[-1] == '\t')) *--end = 0;
+    return s;
+}

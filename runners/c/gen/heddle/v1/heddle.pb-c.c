@@ -4836,7 +4836,7 @@ const ProtobufCMessageDescriptor heddle__v1__node_spec__env_entry__descriptor =
   (ProtobufCMessageInit) heddle__v1__node_spec__env_entry__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor heddle__v1__node_spec__field_descriptors[8] =
+static const ProtobufCFieldDescriptor heddle__v1__node_spec__field_descriptors[11] =
 {
   {
     "name",
@@ -4934,21 +4934,60 @@ static const ProtobufCFieldDescriptor heddle__v1__node_spec__field_descriptors[8
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "memory_limit_bytes",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__NodeSpec, memory_limit_bytes),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "cpu_limit_millis",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__NodeSpec, cpu_limit_millis),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "pids_limit",
+    11,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__NodeSpec, pids_limit),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned heddle__v1__node_spec__field_indices_by_name[] = {
   5,   /* field[5] = artifacts */
+  9,   /* field[9] = cpu_limit_millis */
   3,   /* field[3] = env */
   6,   /* field[6] = kill_grace_seconds */
+  8,   /* field[8] = memory_limit_bytes */
   0,   /* field[0] = name */
   2,   /* field[2] = needs */
   7,   /* field[7] = no_network */
+  10,   /* field[10] = pids_limit */
   1,   /* field[1] = run */
   4,   /* field[4] = timeout_seconds */
 };
 static const ProtobufCIntRange heddle__v1__node_spec__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 8 }
+  { 0, 11 }
 };
 const ProtobufCMessageDescriptor heddle__v1__node_spec__descriptor =
 {
@@ -4958,7 +4997,7 @@ const ProtobufCMessageDescriptor heddle__v1__node_spec__descriptor =
   "Heddle__V1__NodeSpec",
   "heddle.v1",
   sizeof(Heddle__V1__NodeSpec),
-  8,
+  11,
   heddle__v1__node_spec__field_descriptors,
   heddle__v1__node_spec__field_indices_by_name,
   1,  heddle__v1__node_spec__number_ranges,

@@ -502,10 +502,22 @@ struct  Heddle__V1__NodeSpec
    * true: the node has no network but loopback (`network: none`)
    */
   protobuf_c_boolean no_network;
+  /*
+   * 0: the runner's default (`limits.memory`)
+   */
+  uint64_t memory_limit_bytes;
+  /*
+   * thousandths of a CPU; 0: the runner's default (`limits.cpus`)
+   */
+  uint32_t cpu_limit_millis;
+  /*
+   * 0: the runner's default (`limits.pids`)
+   */
+  uint32_t pids_limit;
 };
 #define HEDDLE__V1__NODE_SPEC__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&heddle__v1__node_spec__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0,NULL, 0, 0,NULL, 0, 0 }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0,NULL, 0, 0,NULL, 0, 0, 0, 0, 0 }
 
 
 struct  Heddle__V1__Assignment__EnvEntry
