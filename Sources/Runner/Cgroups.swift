@@ -150,10 +150,13 @@ public struct Cgroups: Sendable, Equatable {
         return false
     }
 
-    /// Removes empty node cgroups a runner before this one left (`heddle-*`).
+    /// Removes empty node cgroups that runners now gone left (`heddle-PID-...`; those of
+    /// runners still running stay theirs).
     public func removeLeftovers() {
         for parent in parents.values {
             for name in (try? FileManager.default.contentsOfDirectory(atPath: parent)) ?? [] where name.hasPrefix("heddle-") {
+                guard let pid = pid_t(name.dropFirst(7).prefix(while: \.isNumber)), pid > 0,
+                      kill(pid, 0) != 0 && errno == ESRCH else { continue }
                 rmdir("\(parent)/\(name)")
             }
         }

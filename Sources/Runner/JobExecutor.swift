@@ -165,8 +165,9 @@ struct JobExecutor {
         let limits = ResourceLimits(memory: node.memoryLimitBytes > 0 ? Int64(clamping: node.memoryLimitBytes) : nil,
                                     cpuMillis: node.cpuLimitMillis > 0 ? Int64(node.cpuLimitMillis) : nil,
                                     pids: node.pidsLimit > 0 ? Int64(node.pidsLimit) : nil).over(defaultLimits)
-        // The node's cgroups, named after its job, lease and name (unique on this runner).
-        let cgroup = "heddle-\(assignment.job.jobID)-\(assignment.job.epoch)-\(node.name)"
+        // The node's cgroups, named after this runner's process, the job, its lease and the node
+        // (unique on the machine).
+        let cgroup = "heddle-\(getpid())-\(assignment.job.jobID)-\(assignment.job.epoch)-\(node.name)"
         var joining: [String] = []
         if !limits.isEmpty {
             guard let cgroups = cgroups.0 else {

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -259,7 +260,10 @@ void cgroups_remove_leftovers(const cgroups_t *c) {
         if (!dir) continue;
         struct dirent *entry;
         while ((entry = readdir(dir))) {
+            /* heddle-PID-...: a runner's whose process is gone (another runner's stay). */
             if (strncmp(entry->d_name, "heddle-", 7) != 0) continue;
+            long pid = atol(entry->d_name + 7);
+            if (pid <= 0 || kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;
             char *path = xasprintf("%s/%s", c->parents[i], entry->d_name);
             rmdir(path);
             free(path);

@@ -199,9 +199,9 @@ void node_spawn(node_t *node) {
                                   node->spec->name, R.cgroups_why));
             return;
         }
-        /* Named after its job, lease and name (unique on this runner). */
-        node->cgroup = xasprintf("heddle-%llu-%llu-%s", (unsigned long long)a->job->job_id, (unsigned long long)a->job->epoch,
-                                 node->spec->name);
+        /* Named after this runner's process, the job, its lease and the node (unique on the machine). */
+        node->cgroup = xasprintf("heddle-%d-%llu-%llu-%s", (int)getpid(), (unsigned long long)a->job->job_id,
+                                 (unsigned long long)a->job->epoch, node->spec->name);
         if (cgroups_make(&R.cgroups, node->cgroup, &node->limits, &procs, err, sizeof err) != 0) {
             env_free(&env);
             sandbox_argv_free(procs);

@@ -152,7 +152,7 @@ int cgroups_out_of_memory(const cgroups_t *c, const char *name);
 void cgroups_remove(const cgroups_t *c, const char *name);
 /* Tries again to remove cgroups whose processes were not gone when their node ended. */
 void cgroups_sweep(void);
-/* Removes empty node cgroups a runner before this one left (`heddle-*`). */
+/* Removes empty node cgroups runners that are gone left (`heddle-PID-*`). */
 void cgroups_remove_leftovers(const cgroups_t *c);
 /* /bin/sh -c 'join the cgroups; exec "$@"' ... -- argv, heap-allocated (sandbox_argv_free). */
 char **cgroups_joining(char **procs, char *const argv[]);
