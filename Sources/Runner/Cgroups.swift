@@ -168,15 +168,20 @@ public struct Cgroups: Sendable, Equatable {
     }
 
     /// Removes the node's cgroups once the processes killed at its end are gone (a killed
-    /// process leaves its cgroup when the kernel has reaped it: within a second).
+    /// process leaves its cgroup when the kernel has reaped it: within a second), on a thread
+    /// of its own, trying for up to 5 s; what is left then goes at the runner's next start.
     func removeWhenEmpty(_ name: String) {
-        let directories = directories(name).values
-        let deadline = ContinuousClock.now.advanced(by: .seconds(5))
-        for directory in directories {
-            while rmdir(directory) != 0 && errno == EBUSY && ContinuousClock.now < deadline {
-                usleep(20_000)
+        let directories = Array(directories(name).values)
+        let remover = Thread {
+            let deadline = ContinuousClock.now.advanced(by: .seconds(5))
+            for directory in directories {
+                while rmdir(directory) != 0 && errno == EBUSY && ContinuousClock.now < deadline {
+                    usleep(20_000)
+                }
             }
         }
+        remover.name = "heddle-cgroup-\(name)"
+        remover.start()
     }
 
     static func write(_ text: String, to path: String) -> Bool {
