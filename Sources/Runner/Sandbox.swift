@@ -33,6 +33,9 @@ public struct Sandbox: Sendable, Equatable {
     public var workDirectory: String
     /// Files the node must not read though they lie in a tree it sees (the runner's key).
     public var hidden: [String]
+    /// The host's system trees as a node sees them (`--ro-bind` and `--symlink` arguments),
+    /// read once when the runner starts.
+    var system: [String] = Sandbox.systemMounts()
 
     /// Trees bound read-only from the host, when they exist.
     static let readOnlyTrees = ["/usr", "/etc", "/opt"]
@@ -59,6 +62,25 @@ public struct Sandbox: Sendable, Equatable {
         return sandbox
     }
 
+    /// `readOnlyTrees` that exist, bound read-only; `systemLinks` as they are on the host;
+    /// systemd-resolved's stub when there is one.
+    static func systemMounts() -> [String] {
+        let files = FileManager.default
+        var arguments: [String] = []
+        for tree in readOnlyTrees where files.fileExists(atPath: tree) {
+            arguments += ["--ro-bind", tree, tree]
+        }
+        for link in systemLinks {
+            if let target = try? files.destinationOfSymbolicLink(atPath: link) {
+                arguments += ["--symlink", target, link]
+            } else if files.fileExists(atPath: link) {
+                arguments += ["--ro-bind", link, link]
+            }
+        }
+        // systemd-resolved's stub (where /etc/resolv.conf points on such hosts).
+        return arguments + ["--ro-bind-try", "/run/systemd/resolve", "/run/systemd/resolve"]
+    }
+
     /// An empty file, bound over each hidden one.
     var emptyFile: String { "\(workDirectory)/.sandbox-empty" }
 
@@ -67,24 +89,12 @@ public struct Sandbox: Sendable, Equatable {
         var arguments = ["--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--new-session"]
         if geteuid() == 0 { arguments += ["--cap-drop", "ALL"] }
         if !network { arguments.append("--unshare-net") }
-        let files = FileManager.default
-        for tree in Self.readOnlyTrees where files.fileExists(atPath: tree) {
-            arguments += ["--ro-bind", tree, tree]
-        }
-        for link in Self.systemLinks {
-            if let target = try? files.destinationOfSymbolicLink(atPath: link) {
-                arguments += ["--symlink", target, link]
-            } else if files.fileExists(atPath: link) {
-                arguments += ["--ro-bind", link, link]
-            }
-        }
-        // systemd-resolved's stub (where /etc/resolv.conf points on such hosts).
-        arguments += ["--ro-bind-try", "/run/systemd/resolve", "/run/systemd/resolve"]
+        arguments += system
         arguments += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--tmpfs", "/var/tmp"]
         // What lies in a tree the node sees and is not its own: the work directory (other
         // jobs, the spool) emptied, the key replaced by an empty file.
         arguments += ["--tmpfs", workDirectory]
-        for file in hidden where Self.readOnlyTrees.contains(where: { file.hasPrefix($0 + "/") }) && files.fileExists(atPath: file) {
+        for file in hidden where Self.readOnlyTrees.contains(where: { file.hasPrefix($0 + "/") }) && FileManager.default.fileExists(atPath: file) {
             arguments += ["--ro-bind", emptyFile, file]
         }
         let workspace = Self.resolved(workspace)

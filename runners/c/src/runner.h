@@ -119,6 +119,7 @@ typedef struct {
     char *work_dir; /* resolved: emptied in the sandbox but for the job's workspace */
     char *key;      /* resolved: replaced by an empty file */
     char *empty;    /* that empty file */
+    char **system;  /* the host's system trees' arguments, read at start (NULL-ended) */
 } sandbox_t;
 
 /* Finds bwrap and builds one sandbox (running /bin/true in it); -1 with err set when it

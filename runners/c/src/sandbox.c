@@ -70,16 +70,10 @@ static char *find_program(const char *name) {
     return found;
 }
 
-char **sandbox_argv(const sandbox_t *s, const char *workspace, int network, char *const command[]) {
+/* The host's system trees as a node sees them (--ro-bind and --symlink arguments), read once
+ * when the runner starts. */
+static char **system_mounts(void) {
     args_t a = {0};
-    add(&a, s->program);
-    const char *fixed[] = {"--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--new-session"};
-    for (size_t i = 0; i < sizeof fixed / sizeof *fixed; i++) add(&a, fixed[i]);
-    if (geteuid() == 0) {
-        add(&a, "--cap-drop");
-        add(&a, "ALL");
-    }
-    if (!network) add(&a, "--unshare-net");
     for (size_t i = 0; i < sizeof read_only_trees / sizeof *read_only_trees; i++) {
         if (!exists(read_only_trees[i])) continue;
         add(&a, "--ro-bind");
@@ -100,8 +94,25 @@ char **sandbox_argv(const sandbox_t *s, const char *workspace, int network, char
             add(&a, system_links[i]);
         }
     }
-    const char *rest[] = {"--ro-bind-try", "/run/systemd/resolve", "/run/systemd/resolve", "--dev", "/dev", "--proc", "/proc",
-                          "--tmpfs", "/tmp", "--tmpfs", "/var/tmp", "--tmpfs"};
+    /* systemd-resolved's stub (where /etc/resolv.conf points on such hosts). */
+    add(&a, "--ro-bind-try");
+    add(&a, "/run/systemd/resolve");
+    add(&a, "/run/systemd/resolve");
+    return a.items;
+}
+
+char **sandbox_argv(const sandbox_t *s, const char *workspace, int network, char *const command[]) {
+    args_t a = {0};
+    add(&a, s->program);
+    const char *fixed[] = {"--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--new-session"};
+    for (size_t i = 0; i < sizeof fixed / sizeof *fixed; i++) add(&a, fixed[i]);
+    if (geteuid() == 0) {
+        add(&a, "--cap-drop");
+        add(&a, "ALL");
+    }
+    if (!network) add(&a, "--unshare-net");
+    for (size_t i = 0; s->system[i]; i++) add(&a, s->system[i]);
+    const char *rest[] = {"--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--tmpfs", "/var/tmp", "--tmpfs"};
     for (size_t i = 0; i < sizeof rest / sizeof *rest; i++) add(&a, rest[i]);
     add(&a, s->work_dir);
     if (under_read_only_tree(s->key) && exists(s->key)) {
@@ -132,6 +143,7 @@ int sandbox_init(sandbox_t *s, const char *work_dir, const char *key, char *err,
     }
     s->work_dir = resolved(work_dir);
     s->key = resolved(key);
+    s->system = system_mounts();
     /* An empty file, bound over each hidden one. */
     s->empty = xasprintf("%s/.sandbox-empty", s->work_dir);
     unlink(s->empty); /* read-only: made anew */
