@@ -214,6 +214,28 @@ import Testing
         await fabric.stop()
     }
 
+    /// A bad `--isolation` or `--limits` is refused at start, naming what is wrong, before the
+    /// runner reads a certificate or connects.
+    @Test(arguments: RunnerUnderTest.all) func badIsolationOrLimitsAreRefusedAtStart(runner: RunnerUnderTest) async throws {
+        let root = try TemporaryDirectory("heddle-flags")
+        defer { root.remove() }
+        let cases: [([String], String)] = [
+            (["--isolation", "chroot"], "'chroot'"),
+            (["--limits", "memory=1K"], "memory limit '1K' is not a size of at least 4M"),
+            (["--limits", "cpus=0"], "cpus limit '0' is not a number of CPUs from 0.01 to 1024"),
+            (["--limits", "disk=1G"], "unknown limit 'disk'; the limits are memory, cpus and pids"),
+            (["--limits", "memory"], "'memory' is not NAME=VALUE"),
+        ]
+        for (flags, message) in cases {
+            let process = try ManagedProcess(runner.path, ["--coordinator", "127.0.0.1:1", "--ca", "none.pem", "--cert", "none.pem",
+                                                           "--key", "none.key", "--work-dir", root.file("work")] + flags, logs: root)
+            let status = try await process.waitForExit(timeout: .seconds(30))
+            #expect(status != 0, "\(flags)")
+            #expect(process.standardError.contains(message), "\(flags): \(process.standardError)")
+            #expect(!FileManager.default.fileExists(atPath: root.file("work")), "\(flags): nothing is made before the flags are checked")
+        }
+    }
+
     /// Whether a runner here can make cgroups with a memory limit: v1's memory hierarchy
     /// writable, or a v2 cgroup offering the memory controller.
     static var cgroupsWritable: Bool {
