@@ -10,7 +10,11 @@ import Wire
     static let source = """
         name: ci
         jobs:
-          build: { labels: [linux], nodes: { compile: { run: "make" }, test: { run: "make test", needs: [compile] } } }
+          build:
+            labels: [linux]
+            network: none
+            limits: { memory: 64M }
+            nodes: { compile: { run: "make" }, test: { run: "make test", needs: [compile], network: host, limits: { pids: 10 } } }
           lint: { nodes: { n: { run: "true" } } }
         """
 
@@ -37,6 +41,9 @@ import Wire
             #expect(jobs[0].position < jobs[1].position)
             let nodes = try await store.nodes(jobIDs: [jobs[0].id])
             #expect(nodes.map(\.name) == ["compile", "test"] && nodes[1].needs == ["compile"] && nodes.allSatisfy { $0.status == .pending })
+            // What a node runs with, stored as the pipeline says it (`network`, `limits`).
+            let settings = [(false, ResourceLimits(memory: 64 << 20)), (true, ResourceLimits(memory: 64 << 20, pids: 10))]
+            #expect(nodes.map { $0.network } == settings.map(\.0) && nodes.map(\.limits) == settings.map(\.1))
 
             // A claim marks the job, its run and its attempt running.
             let claimed = try await store.claimJobs([JobClaim(jobID: jobs[0].id, runner: "r1", epoch: 7)], now: 11)
@@ -61,6 +68,8 @@ import Wire
             #expect(try await store.attempts(runID: run.id).map(\.status) == [.failed, .queued])
             #expect(try await store.jobs(runID: run.id, attempt: 1).map(\.status) == [.failed, .cancelled])
             #expect(try await store.jobs(runID: run.id, attempt: 2).map(\.id) == again.map(\.id))
+            let nodesAgain = try await store.nodes(jobIDs: [again[0].id])
+            #expect(nodesAgain.map { $0.network } == settings.map(\.0) && nodesAgain.map(\.limits) == settings.map(\.1))
             #expect(try await store.activeJobs().map(\.id) == again.map(\.id))
             #expect(try await store.jobs(ids: again.map(\.id)).count == 2)
             #expect(try await store.queuedJobs(matching: RunFilter(project: "shop")).map(\.id) == again.map(\.id))

@@ -164,13 +164,9 @@ extension PostgresStore {
                 ORDER BY d.ordinal
                 RETURNING id, run_id, name, position
             ), n AS (
-                INSERT INTO node (job_id, name, ordinal, run, needs, env, timeout, grace, artifacts, network, memory_limit,
-                                  cpu_limit_millis, pids_limit, status)
-                SELECT j.id, d.name, d.ordinal, d.run, d.needs, d.env, d.timeout, d.grace, d.artifacts, d.network, d.memory_limit,
-                       d.cpu_limit_millis, d.pids_limit, 'pending'
-                FROM jsonb_to_recordset($10::jsonb)
-                     AS d(job text, name text, ordinal bigint, run text, needs text, env text, timeout bigint, grace bigint,
-                          artifacts text, network boolean, memory_limit bigint, cpu_limit_millis bigint, pids_limit bigint)
+                INSERT INTO node (job_id, \(PostgresStore.nodeColumns), status)
+                SELECT j.id, \(PostgresStore.qualified(PostgresStore.nodeColumns, by: "d")), 'pending'
+                FROM jsonb_to_recordset($10::jsonb) AS d(\(PostgresStore.nodeRecordset))
                 JOIN j ON j.name = d.job
             )
             SELECT j.run_id, j.id, j.name, j.position FROM j

@@ -124,6 +124,18 @@ extension PostgresStore {
     /// The lock queue moves take, one at a time whichever coordinator moves.
     static let queueMoveLock: Int64 = 0x4865_6464_6C65_0002
 
+    /// A node's columns, as `jobsJSON` writes them (the keys of its `Node`) and with their types
+    /// for `jsonb_to_recordset`: both statements that insert nodes (`CreateRun`,
+    /// `insertAttempt`) take them from here.
+    static let nodeFields: [(column: String, type: String)] = [
+        ("name", "text"), ("ordinal", "bigint"), ("run", "text"), ("needs", "text"), ("env", "text"), ("timeout", "bigint"),
+        ("grace", "bigint"), ("artifacts", "text"), ("network", "boolean"), ("memory_limit", "bigint"),
+        ("cpu_limit_millis", "bigint"), ("pids_limit", "bigint"),
+    ]
+    static let nodeColumns = nodeFields.map(\.column).joined(separator: ", ")
+    /// `jsonb_to_recordset`'s column definitions: the job's name, then `nodeFields`.
+    static let nodeRecordset = (["job text"] + nodeFields.map { "\($0.column) \($0.type)" }).joined(separator: ", ")
+
     /// A pipeline's jobs and their nodes as JSON rows for `jsonb_to_recordset`: one statement
     /// inserts every job, one every node, whatever the pipeline's size.
     static func jobsJSON(_ definition: PipelineDefinition) throws -> (jobs: String, nodes: String) {
@@ -165,13 +177,9 @@ extension PostgresStore {
             RETURNING id, name, position
             """, logger: logger)
         try await db.query("""
-            INSERT INTO node (job_id, name, ordinal, run, needs, env, timeout, grace, artifacts, network, memory_limit,
-                              cpu_limit_millis, pids_limit, status)
-            SELECT job.id, n.name, n.ordinal, n.run, n.needs, n.env, n.timeout, n.grace, n.artifacts, n.network, n.memory_limit,
-                   n.cpu_limit_millis, n.pids_limit, 'pending'
-            FROM jsonb_to_recordset(\(json.nodes)::jsonb)
-                 AS n(job text, name text, ordinal bigint, run text, needs text, env text, timeout bigint, grace bigint, artifacts text,
-                      network boolean, memory_limit bigint, cpu_limit_millis bigint, pids_limit bigint)
+            INSERT INTO node (job_id, \(unescaped: Self.nodeColumns), status)
+            SELECT job.id, \(unescaped: Self.qualified(Self.nodeColumns, by: "n")), 'pending'
+            FROM jsonb_to_recordset(\(json.nodes)::jsonb) AS n(\(unescaped: Self.nodeRecordset))
             JOIN job ON job.run_id = \(run.id) AND job.attempt = \(run.attempt) AND job.name = n.job
             """, logger: logger)
         return try jobRecords(rows, run: run, definition: definition, now: now)
