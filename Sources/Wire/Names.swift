@@ -38,4 +38,31 @@ public enum Names {
         }
         return nil
     }
+
+    public static let maximumSecretNameBytes = 64
+    public static let secretValueBytes = 4...65_536
+
+    /// Why `name` is no secret name (an environment variable's: 1 to 64 of A-Z, 0-9 and '_',
+    /// not starting with a digit or with HEDDLE_, which the runner sets), or nil when it is one.
+    public static func secretProblem(_ name: String) -> String? {
+        guard !name.isEmpty else { return "the secret's name is empty" }
+        guard name.utf8.count <= maximumSecretNameBytes else {
+            return "secret name '\(name.prefix(20))...' is \(name.utf8.count) bytes long; the limit is \(maximumSecretNameBytes)"
+        }
+        guard name.utf8.allSatisfy({ ($0 >= 0x41 && $0 <= 0x5A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x5F }),
+              let first = name.utf8.first, !(first >= 0x30 && first <= 0x39) else {
+            return "secret name '\(name)' must be an environment variable's name: capital letters, digits and '_', not starting with a digit"
+        }
+        guard !name.hasPrefix("HEDDLE_") else { return "secret name '\(name)' may not start with HEDDLE_ (the runner sets those variables)" }
+        return nil
+    }
+
+    /// Why `value` cannot be a secret's value (4 to 65,536 bytes: a shorter one would mask
+    /// too much of a log), or nil.
+    public static func secretValueProblem(_ value: [UInt8]) -> String? {
+        guard secretValueBytes.contains(value.count) else {
+            return "a secret's value is \(value.count) bytes; it must be \(secretValueBytes.lowerBound) to \(secretValueBytes.upperBound) (shorter values cannot be masked in logs)"
+        }
+        return nil
+    }
 }

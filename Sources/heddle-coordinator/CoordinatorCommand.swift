@@ -66,6 +66,10 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(help: "The HTTP front's address as forges reach it (https://ci.example.com), for webhook URLs; default the --http address.")
     var publicURL: String?
 
+    @Option(help: ArgumentHelp("The key projects' secrets are sealed with (AES-256-GCM): a file of 64 hexadecimal digits (openssl rand -hex 32), mode 600. Every coordinator of a cluster needs the same. Without it secrets cannot be set, and jobs whose nodes name secrets fail.",
+                               valueName: "path"))
+    var secretsKeyFile: String?
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error.")
     var logLevel: Logger.Level = .info
 
@@ -129,6 +133,9 @@ struct CoordinatorCommand: AsyncParsableCommand {
         if descriptors.limit < descriptors.needed {
             logger.warning("the open-file limit is \(descriptors.limit) (ulimit -n) but --max-connections \(maxConnections) needs about \(descriptors.needed): raise the limit or lower --max-connections; past the limit new connections wait")
         }
+        let secretBox = try secretsKeyFile.map { path in
+            do { return try SecretBox(keyFile: path) } catch { throw ValidationError("\(error)") }
+        }
         let store: any CoordinatorStore
         if let address = storeAddress {
             let location = try PostgresStore.Location(parsing: address)
@@ -144,7 +151,13 @@ struct CoordinatorCommand: AsyncParsableCommand {
         } else {
             store = try SQLiteStore.open(directory: data)
         }
-        let core = try CoordinatorCore(store: store, directory: data, limits: limits, logger: logger)
+        let core = try CoordinatorCore(store: store, directory: data, limits: limits, secretBox: secretBox, logger: logger)
+        do {
+            try await core.secrets.checkKey()
+        } catch {
+            (store as? PostgresStore)?.close()
+            throw ValidationError("\(error)")
+        }
         try await core.recover()
         let server = CoordinatorServer(
             core: core, host: endpoint.host, port: endpoint.port,

@@ -25,9 +25,9 @@ class InterposedStore: CoordinatorStore, @unchecked Sendable {
         try await hooks.enter("latestPipeline")
         return try await base.latestPipeline(project: project, pipeline: pipeline)
     }
-    func createRun(version: PipelineVersionRecord, definition: PipelineDefinition, branch: String, commit: String, trigger: String, triggeredBy: String, now: Int64) async throws -> (RunRecord, [JobRecord]) {
+    func createRun(version: PipelineVersionRecord, definition: PipelineDefinition, branch: String, commit: String, trigger: String, triggeredBy: String, fork: Bool, now: Int64) async throws -> (RunRecord, [JobRecord]) {
         try await hooks.enter("createRun")
-        return try await base.createRun(version: version, definition: definition, branch: branch, commit: commit, trigger: trigger, triggeredBy: triggeredBy, now: now)
+        return try await base.createRun(version: version, definition: definition, branch: branch, commit: commit, trigger: trigger, triggeredBy: triggeredBy, fork: fork, now: now)
     }
     func createAttempt(runID: Int64, definition: PipelineDefinition, trigger: String, triggeredBy: String, now: Int64) async throws -> (RunRecord, [JobRecord]) {
         try await hooks.enter("createAttempt")
@@ -230,6 +230,26 @@ class InterposedStore: CoordinatorStore, @unchecked Sendable {
     func drainedRunners() async throws -> Set<String> {
         try await hooks.enter("drainedRunners")
         return try await base.drainedRunners()
+    }
+    func setSecret(project: String, name: String, sealed: [UInt8], now: Int64) async throws -> Bool {
+        try await hooks.enter("setSecret")
+        return try await base.setSecret(project: project, name: name, sealed: sealed, now: now)
+    }
+    func secrets(project: String) async throws -> [SecretRecord] {
+        try await hooks.enter("secrets")
+        return try await base.secrets(project: project)
+    }
+    func deleteSecret(project: String, name: String) async throws -> Bool {
+        try await hooks.enter("deleteSecret")
+        return try await base.deleteSecret(project: project, name: name)
+    }
+    func setForkSecrets(project: String, allowed: Bool) async throws -> Bool {
+        try await hooks.enter("setForkSecrets")
+        return try await base.setForkSecrets(project: project, allowed: allowed)
+    }
+    func anySealedSecret() async throws -> SealedSecret? {
+        try await hooks.enter("anySealedSecret")
+        return try await base.anySealedSecret()
     }
 }
 

@@ -44,11 +44,23 @@ import Coordinator
         #expect(Forge.github.event("push", body: json(["ref": "refs/heads/gone", "after": String(repeating: "0", count: 40), "deleted": true]))
                 == .ignored("branch gone was deleted"))
         #expect(Forge.gitlab.event("Push Hook", body: json(["ref": "refs/tags/v1", "after": sha])) == .ignored("refs/tags/v1 is not a branch"))
+        // A pull request is a fork's unless head and base name the same repository.
         #expect(Forge.github.event("pull_request", body: json(["action": "opened", "pull_request": [
-            "head": ["ref": "feature", "sha": sha], "base": ["ref": "main"]]])) == .pullRequest(target: "main", branch: "feature", commit: sha))
+            "head": ["ref": "feature", "sha": sha, "repo": ["full_name": "acme/app"]],
+            "base": ["ref": "main", "repo": ["full_name": "acme/app"]]]])) == .pullRequest(target: "main", branch: "feature", commit: sha, fork: false))
+        #expect(Forge.gitea.event("pull_request", body: json(["action": "opened", "pull_request": [
+            "head": ["ref": "feature", "sha": sha, "repo": ["full_name": "mallory/app"]],
+            "base": ["ref": "main", "repo": ["full_name": "acme/app"]]]])) == .pullRequest(target: "main", branch: "feature", commit: sha, fork: true))
+        #expect(Forge.github.event("pull_request", body: json(["action": "opened", "pull_request": [
+            "head": ["ref": "feature", "sha": sha], "base": ["ref": "main"]]])) == .pullRequest(target: "main", branch: "feature", commit: sha, fork: true))
         #expect(Forge.gitlab.event("Merge Request Hook", body: json(["object_attributes": [
-            "action": "update", "target_branch": "main", "source_branch": "fix", "last_commit": ["id": sha]]]))
-                == .pullRequest(target: "main", branch: "fix", commit: sha))
+            "action": "update", "target_branch": "main", "source_branch": "fix", "last_commit": ["id": sha],
+            "source_project_id": 7, "target_project_id": 7]]))
+                == .pullRequest(target: "main", branch: "fix", commit: sha, fork: false))
+        #expect(Forge.gitlab.event("Merge Request Hook", body: json(["object_attributes": [
+            "action": "update", "target_branch": "main", "source_branch": "fix", "last_commit": ["id": sha],
+            "source_project_id": 8, "target_project_id": 7]]))
+                == .pullRequest(target: "main", branch: "fix", commit: sha, fork: true))
         #expect(Forge.github.event("pull_request", body: json(["action": "closed", "pull_request": [
             "head": ["ref": "f", "sha": sha], "base": ["ref": "main"]]])) == .ignored("pull request action 'closed' starts nothing"))
         #expect(Forge.github.event("ping", body: json([:])) == .ignored("ping: the webhook works; nothing to start"))

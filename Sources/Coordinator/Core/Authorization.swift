@@ -55,6 +55,8 @@ public enum Action: String, Sendable, CaseIterable, CustomStringConvertible {
     case revoke = "certs revoke"
     case drainRunner = "runners drain"
     case manageTokens = "tokens"
+    case listSecrets = "secrets list"
+    case manageSecrets = "secrets set, delete and forks"
 
     public var description: String { rawValue }
 }
@@ -71,11 +73,11 @@ public enum Authorization {
         case .runJobs:
             [.runner]
         case .listPipelines, .listProjects, .listRuns, .showRun, .watchRun, .listQueue, .watchQueue, .listRunners,
-             .listArtifacts, .readArtifact:
+             .listArtifacts, .readArtifact, .listSecrets:
             [.viewer, .automation, .admin]
         case .trigger, .rerun, .cancel:
             [.automation, .admin]
-        case .pushPipeline, .createProject, .moveInQueue, .bulkCancel, .revoke, .drainRunner, .manageTokens:
+        case .pushPipeline, .createProject, .moveInQueue, .bulkCancel, .revoke, .drainRunner, .manageTokens, .manageSecrets:
             [.admin]
         }
     }

@@ -33,11 +33,11 @@ extension CoordinatorCore {
 
     /// Makes a run of a pipeline version and queues its jobs.
     func startRun(_ version: PipelineVersionRecord, branch: String, commit: String, trigger: String,
-                  by who: String) async throws -> Triggered {
+                  by who: String, fork: Bool = false) async throws -> Triggered {
         let definition = try catalog.definition(of: version)
         let run = try await jobs.queue { [store] in
             try await store.createRun(version: version, definition: definition, branch: branch, commit: commit,
-                                      trigger: trigger, triggeredBy: who, now: Date.nowMilliseconds)
+                                      trigger: trigger, triggeredBy: who, fork: fork, now: Date.nowMilliseconds)
         }
         logger.info("run triggered", metadata: ["run.id": "\(run.id)", "pipeline": "\(run.project)/\(run.pipeline)",
                                                 "branch": "\(branch)", "commit": "\(commit.isEmpty ? "head" : commit)",

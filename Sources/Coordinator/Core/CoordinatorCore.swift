@@ -44,10 +44,14 @@ public final class CoordinatorCore: Sendable {
     let signals = SignalOutbox()
     /// Tokens and revoked certificates: what a front checks a caller by.
     public let access: AccessControl
+    /// Projects' secrets (`Secrets`), sealed with this key; nil: the coordinator has none.
+    let secretBox: SecretBox?
 
     public init(store: any CoordinatorStore, artifacts: any ArtifactStore, logs: any LogStore,
-                limits: CoordinatorLimits = CoordinatorLimits(), logger: Logger = Logger(label: "heddle.coordinator")) {
+                limits: CoordinatorLimits = CoordinatorLimits(), secretBox: SecretBox? = nil,
+                logger: Logger = Logger(label: "heddle.coordinator")) {
         self.store = store
+        self.secretBox = secretBox
         self.logStore = logs
         self.limits = limits
         self.logger = logger
@@ -60,7 +64,12 @@ public final class CoordinatorCore: Sendable {
                                maximumLogBytes: limits.maximumLogBytes, logger: logger)
         self.catalog = Catalog(store: store, artifactStore: artifacts, logStore: logs, limits: limits, logger: logger)
         self.jobs = JobLifecycle(store: store, logStore: logs, logPipeline: logPipeline, uploads: uploads, live: live,
-                                 sessions: sessions, signals: signals, limits: limits, logger: logger)
+                                 sessions: sessions, signals: signals, limits: limits, secretBox: secretBox, logger: logger)
+    }
+
+    /// Projects' secrets (`Secrets`).
+    public var secrets: Secrets {
+        Secrets(store: store, box: secretBox, logger: logger)
     }
 
     /// Forge deliveries: what starts what (`Webhooks`).
@@ -71,11 +80,12 @@ public final class CoordinatorCore: Sendable {
     /// A core keeping artifacts and logs in files under `directory` (`blobs/`, `uploads/`,
     /// `logs/`).
     public convenience init(store: any CoordinatorStore, directory: String, limits: CoordinatorLimits = CoordinatorLimits(),
-                logger: Logger = Logger(label: "heddle.coordinator")) throws {
+                secretBox: SecretBox? = nil, logger: Logger = Logger(label: "heddle.coordinator")) throws {
         // Segments of an eighth of the size limit, so the limit drops whole segments finely.
         let logs = LogFiles(directory: "\(directory)/logs",
                             segmentSize: min(8 << 20, max(4096, limits.maximumLogBytes / 8)))
-        self.init(store: store, artifacts: try BlobStore(directory: directory), logs: logs, limits: limits, logger: logger)
+        self.init(store: store, artifacts: try BlobStore(directory: directory), logs: logs, limits: limits, secretBox: secretBox,
+                  logger: logger)
     }
 
     /// Loads revocations, tokens, drained runners and (on SQLite) the queue and running jobs

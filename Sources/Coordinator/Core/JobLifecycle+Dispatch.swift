@@ -165,7 +165,13 @@ extension JobLifecycle {
     func assign(_ record: ClaimedJob, epoch: Int64, runner: String, now: Int64) -> JobTable.End? {
         let job = record.job
         let run = record.run
-        let assignment = JobAssignment(record, epoch: epoch)
+        let secrets: [String: [String: String]]
+        do {
+            secrets = try JobAssignment.openSecrets(record, box: secretBox)
+        } catch {
+            return .init(status: .failed, reason: error.reason)
+        }
+        let assignment = JobAssignment(record, epoch: epoch, secrets: secrets)
         // Too large for one frame (a pipeline stored before pushes were checked for this):
         // the job fails for that reason; its runner is not to blame.
         guard assignment.estimatedBytes <= limits.maximumFrameLength else {

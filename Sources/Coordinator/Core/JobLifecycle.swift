@@ -24,6 +24,8 @@ actor JobLifecycle {
     let signals: SignalOutbox
     let limits: CoordinatorLimits
     let logger: Logger
+    /// Opens the secrets a claimed job's nodes name, for its assignment; nil: no key.
+    let secretBox: SecretBox?
 
     var scheduler = Scheduler()
     /// Every job past the queue, each in one phase (`JobTable`).
@@ -49,8 +51,10 @@ actor JobLifecycle {
     }
 
     init(store: any CoordinatorStore, logStore: any LogStore, logPipeline: LogPipeline, uploads: ArtifactUploads,
-         live: LiveEvents, sessions: SessionRegistry, signals: SignalOutbox, limits: CoordinatorLimits, logger: Logger) {
+         live: LiveEvents, sessions: SessionRegistry, signals: SignalOutbox, limits: CoordinatorLimits,
+         secretBox: SecretBox?, logger: Logger) {
         self.store = store
+        self.secretBox = secretBox
         self.cluster = store as? any ClusterStore
         self.logStore = logStore
         self.logPipeline = logPipeline

@@ -30,6 +30,9 @@ public struct RunRecord: Sendable, Equatable {
     /// The commit the run is of (a webhook's push), checked out exactly; empty: the branch's
     /// head when a job starts.
     public var commit: String = ""
+    /// Started by a pull request from another repository (a fork): it gets the project's
+    /// secrets only when the project allows it; kept by every re-run.
+    public var fork: Bool = false
 }
 
 public struct JobRecord: Sendable, Equatable {
@@ -87,6 +90,15 @@ public struct ProjectRecord: Sendable, Equatable {
     public var createdAt: Int64
     /// It has a webhook secret: forges may start its pipelines.
     public var hasWebhook: Bool = false
+    /// Runs of pull requests from forks get its secrets.
+    public var forkSecrets: Bool = false
+}
+
+/// A project's secret as lists show it: never its value.
+public struct SecretRecord: Sendable, Equatable {
+    public var name: String
+    public var createdAt: Int64
+    public var updatedAt: Int64
 }
 
 public struct RunFilter: Sendable, Equatable {
@@ -150,6 +162,8 @@ public struct NodeRecord: Sendable, Equatable {
     public var network: Bool = true
     /// Resource limits (`limits:`); unset: the runner's.
     public var limits = ResourceLimits()
+    /// The project's secrets it is given (`secrets:`), by name.
+    public var secrets: [String] = []
     public var status: Status
     public var exitCode: Int?
     public var startedAt: Int64?
@@ -256,6 +270,10 @@ public struct ClaimedJob: Sendable {
     public var run: RunRecord
     public var nodes: [NodeRecord]
     public var repository: String
+    /// The secrets its nodes name that the project has, sealed (`SecretBox`), by name.
+    public var sealedSecrets: [String: [UInt8]] = [:]
+    /// The project gives its secrets to runs of forks' pull requests.
+    public var forkSecrets: Bool = false
 }
 
 public struct LogEnd: Sendable, Equatable {

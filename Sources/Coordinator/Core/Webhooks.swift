@@ -25,8 +25,9 @@ public struct ForgeDelivery: Sendable, Equatable {
 public enum ForgeEvent: Sendable, Equatable {
     /// A push to a branch, at a commit.
     case push(branch: String, commit: String)
-    /// A pull (merge) request from `branch` at `commit`, into `target`, opened or updated.
-    case pullRequest(target: String, branch: String, commit: String)
+    /// A pull (merge) request from `branch` at `commit`, into `target`, opened or updated;
+    /// `fork`: from another repository than the target's.
+    case pullRequest(target: String, branch: String, commit: String, fork: Bool)
     /// Understood, and starts nothing (a ping, a tag, a deleted branch, a closed pull
     /// request, another event): why.
     case ignored(String)
@@ -110,6 +111,7 @@ public struct Webhooks: Sendable {
             WebhookAnswer(kind: kind, detail: detail, deliveryID: delivery.deliveryID, runIDs: runs)
         }
         let branch: String, commit: String, matching: (Triggers) -> Bool
+        var fork = false
         switch delivery.event {
         case .refused(let why):
             return answer(.refused, why)
@@ -118,8 +120,8 @@ public struct Webhooks: Sendable {
         case .push(let pushed, let sha):
             (branch, commit) = (pushed, sha)
             matching = { $0.push.map { Triggers.matches(pushed, $0) } ?? false }
-        case .pullRequest(let target, let head, let sha):
-            (branch, commit) = (head, sha)
+        case .pullRequest(let target, let head, let sha, let fromFork):
+            (branch, commit, fork) = (head, sha, fromFork)
             matching = { $0.pullRequest.map { Triggers.matches(target, $0) } ?? false }
         }
         if let problem = Names.branchProblem(branch) { return answer(.refused, problem) }
@@ -130,7 +132,7 @@ public struct Webhooks: Sendable {
         for version in versions.sorted(by: { $0.pipeline < $1.pipeline }) {
             guard let definition = try? catalog.definition(of: version), matching(definition.triggers) else { continue }
             let triggered = try await core.startRun(version, branch: branch, commit: commit, trigger: "webhook",
-                                                    by: "\(delivery.forge) delivery \(delivery.deliveryID)")
+                                                    by: "\(delivery.forge) delivery \(delivery.deliveryID)", fork: fork)
             runs.append(triggered.runID)
             names.append(version.pipeline)
         }

@@ -99,7 +99,9 @@ public struct ActParser {
 
     private func parseJob(name: String, keyNode: Node, _ node: Node) throws(ActError) -> JobDefinition {
         let map = try mapping(node, "job '\(name)'")
-        try checkKeys(map, allowed: ["labels", "nodes", "retry", "network", "limits"], in: "job '\(name)'")
+        try checkKeys(map, allowed: ["labels", "nodes", "retry", "network", "limits", "secrets"], in: "job '\(name)'")
+        // The job's `secrets`: every node's, with the node's own.
+        let secrets = try secretsSetting(map, "job '\(name)'")
         // The job's `limits`: its nodes' unless a node sets its own.
         let limits = try limitsSetting(map, "job '\(name)'")
         // The job's `network`: its nodes' unless a node says otherwise.
@@ -139,7 +141,8 @@ public struct ActParser {
         for (key, nodeNode) in nodesMap {
             let nodeName = try identifier(key, "a node name")
             nodeLines[nodeName] = line(key)
-            let parsed = try parseNode(name: nodeName, job: name, nodeNode, network: network, limits: limits)
+            let parsed = try parseNode(name: nodeName, job: name, nodeNode, network: network, limits: limits,
+                                   secrets: secrets)
             needsLines[nodeName] = parsed.needsLine ?? line(key)
             nodes.append(parsed.node)
         }
@@ -167,6 +170,16 @@ public struct ActParser {
         }
     }
 
+    /// `secrets: [NAME, ...]`: the project's secrets given to the node as environment variables.
+    private func secretsSetting(_ map: Node.Mapping, _ what: String) throws(ActError) -> [String] {
+        guard let node = value(map, "secrets") else { return [] }
+        let names = try stringList(node, "`secrets` of \(what)")
+        for name in names {
+            if let problem = Names.secretProblem(name) { throw error(at: line(node), "\(problem) (in `secrets` of \(what))") }
+        }
+        return names
+    }
+
     /// `limits: { memory: 2G, cpus: 2, pids: 1000 }` (any of them).
     private func limitsSetting(_ map: Node.Mapping, _ what: String) throws(ActError) -> ResourceLimits {
         var limits = ResourceLimits()
@@ -183,11 +196,13 @@ public struct ActParser {
         return limits
     }
 
-    private func parseNode(name: String, job: String, _ node: Node, network: Bool,
-                           limits jobLimits: ResourceLimits) throws(ActError) -> (node: NodeDefinition, needsLine: Int?) {
+    private func parseNode(name: String, job: String, _ node: Node, network: Bool, limits jobLimits: ResourceLimits,
+                           secrets jobSecrets: [String]) throws(ActError) -> (node: NodeDefinition, needsLine: Int?) {
         let what = "node '\(name)' of job '\(job)'"
         let map = try mapping(node, what)
-        try checkKeys(map, allowed: ["run", "needs", "env", "timeout", "grace", "artifacts", "network", "limits"], in: what)
+        try checkKeys(map, allowed: ["run", "needs", "env", "timeout", "grace", "artifacts", "network", "limits", "secrets"],
+                      in: what)
+        let secrets = Set(jobSecrets + (try secretsSetting(map, what))).sorted()
         let network = try networkSetting(map, what) ?? network
         let limits = try limitsSetting(map, what).over(jobLimits)
         guard let runNode = value(map, "run") else {
@@ -220,6 +235,9 @@ public struct ActParser {
                 env[variable] = try scalar(valueNode, "env '\(variable)' of \(what)")
             }
         }
+        if let both = secrets.first(where: { env[$0] != nil }) {
+            throw error(at: line(node), "\(what) sets env '\(both)' and is given secret '\(both)'; a variable is one or the other")
+        }
         var timeout: Int?
         if let timeoutNode = value(map, "timeout") {
             let text = try scalar(timeoutNode, "`timeout` of \(what)")
@@ -249,7 +267,7 @@ public struct ActParser {
             }
         }
         return (NodeDefinition(name: name, run: run, needs: needs, env: env, timeout: timeout, grace: grace, artifacts: artifacts,
-                               network: network, limits: limits), needsLine)
+                               network: network, limits: limits, secrets: secrets), needsLine)
     }
 
     /// "90" or "90s" -> 90, "10m" -> 600, "2h" -> 7200.

@@ -75,6 +75,9 @@ public struct NodeDefinition: Sendable, Equatable {
     public var network: Bool = true
     /// Its resource limits (`limits:`, the job's unless the node sets one); unset: the runner's.
     public var limits = ResourceLimits()
+    /// The project's secrets it is given as environment variables (`secrets:`, the job's and
+    /// its own), sorted.
+    public var secrets: [String] = []
 }
 
 /// An upper bound of the bytes a job's nodes take in its assignment frame: each string with

@@ -392,10 +392,24 @@ struct Session {
             data.offset = UInt64(slice.offset)
             data.data = slice.data
             return .artifactData(data)
+        case .secretSet(let request):
+            guard let value = String(bytes: request.value, encoding: .utf8) else {
+                throw WireError(.invalidArgument, "a secret's value must be UTF-8 text (it becomes an environment variable)")
+            }
+            return .secrets(try await core.secrets.set(project: request.project, name: request.name, value: value,
+                                                       as: principal).proto)
+        case .secretList(let request):
+            return .secrets(try await core.secrets.list(project: request.project, as: principal).proto)
+        case .secretDelete(let request):
+            return .secrets(try await core.secrets.delete(project: request.project, name: request.name, as: principal).proto)
+        case .secretForks(let request):
+            return .secrets(try await core.secrets.setForks(project: request.project, allowed: request.allowed,
+                                                            as: principal).proto)
 
         case .welcome, .error, .ok, .assignment, .logAck, .artifactDeclared, .artifactCommitted, .stopJob,
              .pipelinePushed, .pipelines, .triggered, .runs, .run, .watchEvent, .queueList, .runnerList,
-             .artifacts, .artifactData, .queueEvent, .cancelled, .projects, .revoked, .tokenCreated, .tokens, .deliveries:
+             .artifacts, .artifactData, .queueEvent, .cancelled, .projects, .revoked, .tokenCreated, .tokens, .deliveries,
+             .secrets:
             throw WireError(.badRequest, "this message is sent by the coordinator, not to it")
         case .none:
             // A message from a newer protocol revision: refused, and the session goes on.

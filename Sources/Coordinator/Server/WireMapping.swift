@@ -343,6 +343,22 @@ extension WatchEvent {
     }
 }
 
+extension SecretList {
+    var proto: Heddle_V1_SecretList {
+        var list = Heddle_V1_SecretList()
+        list.project = project
+        list.forksAllowed = forksAllowed
+        list.secrets = secrets.map {
+            var info = Heddle_V1_SecretInfo()
+            info.name = $0.name
+            info.createdAtMs = $0.createdAt
+            info.updatedAtMs = $0.updatedAt
+            return info
+        }
+        return list
+    }
+}
+
 extension QueueEvent {
     var proto: Heddle_V1_QueueEvent {
         var event = Heddle_V1_QueueEvent()
@@ -385,6 +401,7 @@ extension JobAssignment {
             spec.memoryLimitBytes = UInt64(clamping: node.limits.memory ?? 0)
             spec.cpuLimitMillis = UInt32(clamping: node.limits.cpuMillis ?? 0)
             spec.pidsLimit = UInt32(clamping: node.limits.pids ?? 0)
+            spec.secrets = secrets[node.name] ?? [:]
             return spec
         }
         return message

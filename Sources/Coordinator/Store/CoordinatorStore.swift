@@ -6,9 +6,10 @@ public protocol CoordinatorStore: Sendable {
     func pipelines() async throws -> [PipelineVersionRecord]
     func latestPipeline(project: String, pipeline: String) async throws -> PipelineVersionRecord?
 
-    /// Creates the run, its first attempt, its jobs (queued) and their nodes (pending).
+    /// Creates the run, its first attempt, its jobs (queued) and their nodes (pending); `fork`:
+    /// a run of a pull request from another repository.
     func createRun(version: PipelineVersionRecord, definition: PipelineDefinition, branch: String, commit: String,
-                   trigger: String, triggeredBy: String, now: Int64) async throws -> (RunRecord, [JobRecord])
+                   trigger: String, triggeredBy: String, fork: Bool, now: Int64) async throws -> (RunRecord, [JobRecord])
     /// Adds attempt N+1 to a run, with queued jobs at the end of the queue.
     func createAttempt(runID: Int64, definition: PipelineDefinition, trigger: String, triggeredBy: String,
                        now: Int64) async throws -> (RunRecord, [JobRecord])
@@ -104,4 +105,33 @@ public protocol CoordinatorStore: Sendable {
 
     func setDrained(runner: String, drained: Bool) async throws
     func drainedRunners() async throws -> Set<String>
+
+    /// Stores a project's secret, sealed (`SecretBox`), new or replacing one of that name;
+    /// false (nothing stored) when there is no such project.
+    func setSecret(project: String, name: String, sealed: [UInt8], now: Int64) async throws -> Bool
+    /// A project's secrets by name, without their values.
+    func secrets(project: String) async throws -> [SecretRecord]
+    /// False when the project has no secret of that name.
+    func deleteSecret(project: String, name: String) async throws -> Bool
+    /// Whether runs of forks' pull requests get the project's secrets; false when there is no
+    /// such project.
+    func setForkSecrets(project: String, allowed: Bool) async throws -> Bool
+    /// One stored secret, any, to check the key at start; nil when there is none.
+    func anySealedSecret() async throws -> SealedSecret?
+}
+
+extension CoordinatorStore {
+    /// A run that is not of a fork's pull request.
+    public func createRun(version: PipelineVersionRecord, definition: PipelineDefinition, branch: String, commit: String,
+                          trigger: String, triggeredBy: String, now: Int64) async throws -> (RunRecord, [JobRecord]) {
+        try await createRun(version: version, definition: definition, branch: branch, commit: commit, trigger: trigger,
+                            triggeredBy: triggeredBy, fork: false, now: now)
+    }
+}
+
+/// A stored secret with its sealed value.
+public struct SealedSecret: Sendable, Equatable {
+    public var project: String
+    public var name: String
+    public var sealed: [UInt8]
 }

@@ -314,7 +314,7 @@ extension PostgresStore {
 
     static let runColumns = """
         id, project, pipeline, pipeline_version_id, branch, status, attempt, trigger, created_at, started_at, finished_at,
-        commit_sha, triggered_by
+        commit_sha, triggered_by, fork
         """
 
     static func run(_ row: PostgresRandomAccessRow) throws -> RunRecord {
@@ -325,6 +325,7 @@ extension PostgresStore {
                             startedAt: try row.get("started_at"), finishedAt: try row.get("finished_at"))
         run.commit = try row.get("commit_sha")
         run.triggeredBy = try row.get("triggered_by")
+        run.fork = try row.get("fork")
         return run
     }
 
@@ -407,6 +408,7 @@ extension PostgresStore {
                    artifacts: try pgUnJSON(try row.get("artifacts")), network: try row.get("network"),
                    limits: ResourceLimits(memory: try row.get("memory_limit"), cpuMillis: try row.get("cpu_limit_millis"),
                                           pids: try row.get("pids_limit")),
+                   secrets: try pgUnJSON(try row.get("secrets")),
                    status: Status(rawValue: try row.get("status")) ?? .failed, exitCode: try row.get("exit_code"),
                    startedAt: try row.get("started_at"), finishedAt: try row.get("finished_at"))
     }

@@ -69,7 +69,8 @@ extension PostgresStore {
     // MARK: runs and jobs
 
     public func createRun(version: PipelineVersionRecord, definition: PipelineDefinition, branch: String,
-                          commit: String, trigger: String, triggeredBy: String, now: Int64) async throws -> (RunRecord, [JobRecord]) {
+                          commit: String, trigger: String, triggeredBy: String, fork: Bool,
+                          now: Int64) async throws -> (RunRecord, [JobRecord]) {
         let logger = logger
         let json = try Self.jobsJSON(definition)
         // One statement (one round trip, its own transaction): the run, its first attempt, its
@@ -77,7 +78,7 @@ extension PostgresStore {
         // `nextval` in the select list is evaluated after the sort) and their nodes.
         let statement = CreateRun(project: version.project, pipeline: version.pipeline, versionID: version.id, branch: branch,
                                   trigger: trigger, now: now, commit: commit, triggeredBy: triggeredBy, jobs: json.jobs,
-                                  nodes: json.nodes)
+                                  nodes: json.nodes, fork: fork)
         let rows = try await read { db in try await db.rows(statement, logger: logger) }
         guard let runID = try rows.first?.get("run_id", as: Int64.self) else {
             throw StoreError(.inconsistent, "a run of \(version.project)/\(version.pipeline) was not stored")
@@ -86,6 +87,7 @@ extension PostgresStore {
                             branch: branch, status: .queued, attempt: 1, trigger: trigger, createdAt: now)
         run.commit = commit
         run.triggeredBy = triggeredBy
+        run.fork = fork
         return (run, try Self.jobRecords(rows, run: run, definition: definition, now: now))
     }
 
@@ -130,7 +132,7 @@ extension PostgresStore {
     static let nodeFields: [(column: String, type: String)] = [
         ("name", "text"), ("ordinal", "bigint"), ("run", "text"), ("needs", "text"), ("env", "text"), ("timeout", "bigint"),
         ("grace", "bigint"), ("artifacts", "text"), ("network", "boolean"), ("memory_limit", "bigint"),
-        ("cpu_limit_millis", "bigint"), ("pids_limit", "bigint"),
+        ("cpu_limit_millis", "bigint"), ("pids_limit", "bigint"), ("secrets", "text"),
     ]
     static let nodeColumns = nodeFields.map(\.column).joined(separator: ", ")
     /// `jsonb_to_recordset`'s column definitions: the job's name, then `nodeFields`.
@@ -143,7 +145,7 @@ extension PostgresStore {
         struct Node: Encodable {
             var job: String; var name: String; var ordinal: Int; var run: String; var needs: String; var env: String
             var timeout: Int?; var grace: Int?; var artifacts: String; var network: Bool
-            var memory_limit: Int64?; var cpu_limit_millis: Int64?; var pids_limit: Int64?
+            var memory_limit: Int64?; var cpu_limit_millis: Int64?; var pids_limit: Int64?; var secrets: String
         }
         var jobs: [Job] = []
         var nodes: [Node] = []
@@ -154,7 +156,7 @@ extension PostgresStore {
                                   env: try pgJSON(node.env), timeout: node.timeout, grace: node.grace,
                                   artifacts: try pgJSON(node.artifacts), network: node.network,
                                   memory_limit: node.limits.memory, cpu_limit_millis: node.limits.cpuMillis,
-                                  pids_limit: node.limits.pids))
+                                  pids_limit: node.limits.pids, secrets: try pgJSON(node.secrets)))
             }
         }
         return (try pgJSON(jobs), try pgJSON(nodes))
@@ -264,9 +266,33 @@ extension PostgresStore {
         }
         let nodes = Dictionary(grouping: try await db.rows(Nodes(jobIDs: claimedIDs), logger: logger).map(Self.node), by: \.jobID)
         var claimed: [Int64: ClaimedJob] = [:]
+        var named: [String: Set<String>] = [:]
         for job in jobs {
             guard let run = runs[job.runID] else { throw StoreError(.inconsistent, "run \(job.runID) of job \(job.id) is missing") }
             claimed[job.id] = ClaimedJob(job: job, run: run, nodes: nodes[job.id] ?? [], repository: repositories[run.id] ?? "")
+            named[run.project, default: []].formUnion((nodes[job.id] ?? []).flatMap(\.secrets))
+        }
+        named = named.filter { !$0.value.isEmpty }
+        guard !named.isEmpty else { return claimed }
+        // Only jobs whose nodes name secrets cost this statement: their projects' secrets of
+        // those names, sealed, and whether forks get them.
+        let projects = named.keys.sorted()
+        var sealed: [String: [String: [UInt8]]] = [:]
+        var forks: [String: Bool] = [:]
+        for row in try await db.rows("""
+            SELECT p.name AS project, p.fork_secrets, s.name, s.sealed FROM project p
+            LEFT JOIN secret s ON s.project = p.name WHERE p.name = ANY(\(projects))
+            """, logger: logger) {
+            let project: String = try row.get("project")
+            forks[project] = try row.get("fork_secrets")
+            if let name = try row.get("name", as: String?.self), named[project]?.contains(name) == true,
+               let bytes = Data(base64Encoded: try row.get("sealed", as: String.self)) {
+                sealed[project, default: [:]][name] = [UInt8](bytes)
+            }
+        }
+        for (id, job) in claimed where named[job.run.project] != nil {
+            claimed[id]?.sealedSecrets = sealed[job.run.project] ?? [:]
+            claimed[id]?.forkSecrets = forks[job.run.project] ?? false
         }
         return claimed
     }
@@ -502,7 +528,7 @@ extension PostgresStore {
             let row = try await db.row("""
                 INSERT INTO project (name, repository, created_at) VALUES (\(name), \(repository), \(now))
                 ON CONFLICT (name) DO UPDATE SET repository = excluded.repository
-                RETURNING name, repository, created_at, webhook_secret IS NOT NULL AS has_webhook
+                RETURNING name, repository, created_at, webhook_secret IS NOT NULL AS has_webhook, fork_secrets
                 """, logger: logger)
             return try Self.project(row!)
         }
@@ -510,13 +536,13 @@ extension PostgresStore {
 
     static func project(_ row: PostgresRandomAccessRow) throws -> ProjectRecord {
         ProjectRecord(name: try row.get("name"), repository: try row.get("repository"), createdAt: try row.get("created_at"),
-                      hasWebhook: try row.get("has_webhook"))
+                      hasWebhook: try row.get("has_webhook"), forkSecrets: try row.get("fork_secrets"))
     }
 
     public func projects() async throws -> [ProjectRecord] {
         try await read { [self] db in
             try await db.rows("""
-                SELECT name, repository, created_at, webhook_secret IS NOT NULL AS has_webhook FROM project ORDER BY name
+                SELECT name, repository, created_at, webhook_secret IS NOT NULL AS has_webhook, fork_secrets FROM project ORDER BY name
                 """, logger: logger).map(Self.project)
         }
     }
@@ -524,7 +550,7 @@ extension PostgresStore {
     public func project(name: String) async throws -> ProjectRecord? {
         try await read { [self] db in
             try await db.row("""
-                SELECT name, repository, created_at, webhook_secret IS NOT NULL AS has_webhook FROM project WHERE name = \(name)
+                SELECT name, repository, created_at, webhook_secret IS NOT NULL AS has_webhook, fork_secrets FROM project WHERE name = \(name)
                 """, logger: logger).map(Self.project)
         }
     }
@@ -544,6 +570,50 @@ extension PostgresStore {
     public func drainedRunners() async throws -> Set<String> {
         try await read { [self] db in
             Set(try await db.rows("SELECT name FROM runner_state WHERE drained", logger: logger).map { try $0.get("name", as: String.self) })
+        }
+    }
+
+    // MARK: secrets (sealed values as base64 text)
+
+    public func setSecret(project: String, name: String, sealed: [UInt8], now: Int64) async throws -> Bool {
+        let text = Data(sealed).base64EncodedString()
+        return try await read { [self] db in
+            try await db.changes("""
+                INSERT INTO secret (project, name, sealed, created_at, updated_at)
+                SELECT name, \(name), \(text), \(now), \(now) FROM project WHERE name = \(project)
+                ON CONFLICT (project, name) DO UPDATE SET sealed = excluded.sealed, updated_at = excluded.updated_at
+                RETURNING 1
+                """, logger: logger) == 1
+        }
+    }
+
+    public func secrets(project: String) async throws -> [SecretRecord] {
+        try await read { [self] db in
+            try await db.rows("SELECT name, created_at, updated_at FROM secret WHERE project = \(project) ORDER BY name",
+                              logger: logger).map {
+                SecretRecord(name: try $0.get("name"), createdAt: try $0.get("created_at"), updatedAt: try $0.get("updated_at"))
+            }
+        }
+    }
+
+    public func deleteSecret(project: String, name: String) async throws -> Bool {
+        try await read { [self] db in
+            try await db.changes("DELETE FROM secret WHERE project = \(project) AND name = \(name) RETURNING 1", logger: logger) == 1
+        }
+    }
+
+    public func setForkSecrets(project: String, allowed: Bool) async throws -> Bool {
+        try await read { [self] db in
+            try await db.changes("UPDATE project SET fork_secrets = \(allowed) WHERE name = \(project) RETURNING 1", logger: logger) == 1
+        }
+    }
+
+    public func anySealedSecret() async throws -> SealedSecret? {
+        try await read { [self] db in
+            try await db.row("SELECT project, name, sealed FROM secret LIMIT 1", logger: logger).map {
+                SealedSecret(project: try $0.get("project"), name: try $0.get("name"),
+                             sealed: [UInt8](Data(base64Encoded: try $0.get("sealed", as: String.self)) ?? Data()))
+            }
         }
     }
 }

@@ -495,6 +495,21 @@ public final class PostgresStore: CoordinatorStore {
             "ALTER TABLE node ADD COLUMN cpu_limit_millis BIGINT",
             "ALTER TABLE node ADD COLUMN pids_limit BIGINT",
         ]),
+        ("v5: secrets", [
+            "ALTER TABLE node ADD COLUMN secrets TEXT NOT NULL DEFAULT '[]'",
+            "ALTER TABLE run ADD COLUMN fork BOOLEAN NOT NULL DEFAULT false",
+            "ALTER TABLE project ADD COLUMN fork_secrets BOOLEAN NOT NULL DEFAULT false",
+            """
+            CREATE TABLE secret (
+                project TEXT NOT NULL REFERENCES project(name),
+                name TEXT NOT NULL,
+                sealed TEXT NOT NULL,
+                created_at BIGINT NOT NULL,
+                updated_at BIGINT NOT NULL,
+                PRIMARY KEY (project, name)
+            )
+            """,
+        ]),
     ]
 
     /// The advisory lock key migrations run under (any 64-bit number of Heddle's own).

@@ -59,18 +59,21 @@ extension SQLiteStore {
     // MARK: runs and jobs
 
     public func createRun(version: PipelineVersionRecord, definition: PipelineDefinition, branch: String,
-                          commit: String, trigger: String, triggeredBy: String, now: Int64) async throws -> (RunRecord, [JobRecord]) {
+                          commit: String, trigger: String, triggeredBy: String, fork: Bool,
+                          now: Int64) async throws -> (RunRecord, [JobRecord]) {
         try await group.write { db in
             try db.cachedStatement(sql: """
                 INSERT INTO run (project, pipeline, pipeline_version_id, branch, status, attempt, trigger, created_at, commit_sha,
-                                 triggered_by)
-                VALUES (?, ?, ?, ?, 'queued', 1, ?, ?, ?, ?)
-                """).execute(arguments: [version.project, version.pipeline, version.id, branch, trigger, now, commit, triggeredBy])
+                                 triggered_by, fork)
+                VALUES (?, ?, ?, ?, 'queued', 1, ?, ?, ?, ?, ?)
+                """).execute(arguments: [version.project, version.pipeline, version.id, branch, trigger, now, commit, triggeredBy,
+                                         fork])
             var run = RunRecord(id: db.lastInsertedRowID, project: version.project, pipeline: version.pipeline,
                                 pipelineVersionID: version.id, branch: branch, status: .queued, attempt: 1,
                                 trigger: trigger, createdAt: now)
             run.commit = commit
             run.triggeredBy = triggeredBy
+            run.fork = fork
             let jobs = try Self.insertAttempt(db, run: run, definition: definition, now: now)
             return (run, jobs)
         }
@@ -112,11 +115,11 @@ extension SQLiteStore {
                 for (ordinal, node) in job.nodes.enumerated() {
                     try db.cachedStatement(sql: """
                         INSERT INTO node (job_id, name, ordinal, run, needs, env, timeout, grace, artifacts, network, memory_limit,
-                                          cpu_limit_millis, pids_limit, status)
-                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending')
+                                          cpu_limit_millis, pids_limit, secrets, status)
+                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending')
                         """).execute(arguments: [jobID, node.name, ordinal, node.run, try json(node.needs),
                                          try json(node.env), node.timeout, node.grace, try json(node.artifacts), node.network,
-                                         node.limits.memory, node.limits.cpuMillis, node.limits.pids])
+                                         node.limits.memory, node.limits.cpuMillis, node.limits.pids, try json(node.secrets)])
                 }
                 jobs.append(JobRecord(id: jobID, runID: run.id, attempt: run.attempt, name: job.name, labels: job.labels,
                                       status: .queued, runner: nil, epoch: 0, position: position, queuedAt: now,
@@ -156,8 +159,19 @@ extension SQLiteStore {
             repositories[run.project] = try String.fetchOne(db.cachedStatement(sql: "SELECT repository FROM project WHERE name = ?"),
                                                             arguments: [run.project]) ?? ""
         }
-        return ClaimedJob(job: job, run: run, nodes: try Self.fetchNodes(db, jobIDs: [job.id]),
-                          repository: repositories[run.project] ?? "")
+        let nodes = try Self.fetchNodes(db, jobIDs: [job.id])
+        var claimed = ClaimedJob(job: job, run: run, nodes: nodes, repository: repositories[run.project] ?? "")
+        let named = Set(nodes.flatMap(\.secrets))
+        if !named.isEmpty {
+            for row in try Row.fetchAll(db, sql: """
+                SELECT name, sealed FROM secret WHERE project = ? AND name IN (\(databaseQuestionMarks(count: named.count)))
+                """, arguments: StatementArguments([run.project] + named.sorted())) {
+                claimed.sealedSecrets[row["name"]] = [UInt8](row["sealed"] as Data)
+            }
+            claimed.forkSecrets = try Bool.fetchOne(db, sql: "SELECT fork_secrets FROM project WHERE name = ?",
+                                                    arguments: [run.project]) ?? false
+        }
+        return claimed
     }
 
     /// Refuses, inside the write's transaction, a runner's write whose lease is gone: the job

@@ -8,7 +8,7 @@ extension SQLiteStore {
 
     static let runColumns = """
         id, project, pipeline, pipeline_version_id, branch, status, attempt, trigger, created_at, started_at, finished_at,
-        commit_sha, triggered_by
+        commit_sha, triggered_by, fork
         """
 
     static func run(_ row: Row) -> RunRecord {
@@ -19,6 +19,7 @@ extension SQLiteStore {
                             finishedAt: row["finished_at"])
         run.commit = row["commit_sha"]
         run.triggeredBy = row["triggered_by"]
+        run.fork = row["fork"]
         return run
     }
 
@@ -101,6 +102,7 @@ extension SQLiteStore {
                        needs: try unjson(row["needs"]), env: try unjson(row["env"]), timeout: row["timeout"], grace: row["grace"],
                        artifacts: try unjson(row["artifacts"]), network: row["network"],
                        limits: ResourceLimits(memory: row["memory_limit"], cpuMillis: row["cpu_limit_millis"], pids: row["pids_limit"]),
+                       secrets: try unjson(row["secrets"]),
                        status: Status(rawValue: row["status"]) ?? .failed, exitCode: row["exit_code"],
                        startedAt: row["started_at"], finishedAt: row["finished_at"])
         }

@@ -210,9 +210,56 @@ extension SQLiteStore {
     }
 
     static func fetchProjects(_ db: Database, where clause: String, _ arguments: StatementArguments) throws -> [ProjectRecord] {
-        try Row.fetchAll(db, sql: "SELECT name, repository, created_at, webhook_secret IS NOT NULL AS has_webhook FROM project WHERE \(clause) ORDER BY name",
-                         arguments: arguments).map {
-            ProjectRecord(name: $0["name"], repository: $0["repository"], createdAt: $0["created_at"], hasWebhook: $0["has_webhook"])
+        try Row.fetchAll(db, sql: """
+            SELECT name, repository, created_at, webhook_secret IS NOT NULL AS has_webhook, fork_secrets FROM project
+            WHERE \(clause) ORDER BY name
+            """, arguments: arguments).map {
+            ProjectRecord(name: $0["name"], repository: $0["repository"], createdAt: $0["created_at"], hasWebhook: $0["has_webhook"],
+                          forkSecrets: $0["fork_secrets"])
+        }
+    }
+
+    // MARK: secrets
+
+    public func setSecret(project: String, name: String, sealed: [UInt8], now: Int64) async throws -> Bool {
+        try await group.write { db in
+            guard try Bool.fetchOne(db, sql: "SELECT 1 FROM project WHERE name = ?", arguments: [project]) != nil else { return false }
+            try db.execute(sql: """
+                INSERT INTO secret (project, name, sealed, created_at, updated_at) VALUES (?, ?, ?, ?, ?)
+                ON CONFLICT (project, name) DO UPDATE SET sealed = excluded.sealed, updated_at = excluded.updated_at
+                """, arguments: [project, name, Data(sealed), now, now])
+            return true
+        }
+    }
+
+    public func secrets(project: String) async throws -> [SecretRecord] {
+        try await writer.read { db in
+            try Row.fetchAll(db, sql: "SELECT name, created_at, updated_at FROM secret WHERE project = ? ORDER BY name",
+                             arguments: [project]).map {
+                SecretRecord(name: $0["name"], createdAt: $0["created_at"], updatedAt: $0["updated_at"])
+            }
+        }
+    }
+
+    public func deleteSecret(project: String, name: String) async throws -> Bool {
+        try await group.write { db in
+            try db.execute(sql: "DELETE FROM secret WHERE project = ? AND name = ?", arguments: [project, name])
+            return db.changesCount > 0
+        }
+    }
+
+    public func setForkSecrets(project: String, allowed: Bool) async throws -> Bool {
+        try await group.write { db in
+            try db.execute(sql: "UPDATE project SET fork_secrets = ? WHERE name = ?", arguments: [allowed, project])
+            return db.changesCount > 0
+        }
+    }
+
+    public func anySealedSecret() async throws -> SealedSecret? {
+        try await writer.read { db in
+            try Row.fetchOne(db, sql: "SELECT project, name, sealed FROM secret LIMIT 1").map {
+                SealedSecret(project: $0["project"], name: $0["name"], sealed: [UInt8]($0["sealed"] as Data))
+            }
         }
     }
 

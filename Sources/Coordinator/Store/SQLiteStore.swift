@@ -280,6 +280,21 @@ public struct SQLiteStore: CoordinatorStore {
                 ALTER TABLE node ADD COLUMN pids_limit INTEGER;
                 """)
         }
+        migrator.registerMigration("v10: secrets") { db in
+            try db.execute(sql: """
+                ALTER TABLE node ADD COLUMN secrets TEXT NOT NULL DEFAULT '[]';
+                ALTER TABLE run ADD COLUMN fork BOOLEAN NOT NULL DEFAULT 0;
+                ALTER TABLE project ADD COLUMN fork_secrets BOOLEAN NOT NULL DEFAULT 0;
+                CREATE TABLE secret (
+                    project TEXT NOT NULL REFERENCES project(name),
+                    name TEXT NOT NULL,
+                    sealed BLOB NOT NULL,
+                    created_at INTEGER NOT NULL,
+                    updated_at INTEGER NOT NULL,
+                    PRIMARY KEY (project, name)
+                );
+                """)
+        }
         return migrator
     }
 }

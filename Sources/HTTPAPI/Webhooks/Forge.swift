@@ -68,7 +68,11 @@ enum Forge: String, Sendable {
             guard ["opened", "synchronize", "synchronized", "reopened"].contains(action) else {
                 return .ignored("pull request action '\(action)' starts nothing")
             }
-            return .pullRequest(target: target, branch: branch, commit: sha.lowercased())
+            // From another repository (a fork) unless head and base name the same one; a head
+            // whose repository is gone (a deleted fork) counts as another.
+            let head = pull.pull_request?.head?.repo?.full_name
+            let fork = head == nil || head != pull.pull_request?.base?.repo?.full_name
+            return .pullRequest(target: target, branch: branch, commit: sha.lowercased(), fork: fork)
         case (.gitlab, "Merge Request Hook"):
             guard let merge = try? decoder.decode(MergeRequest.self, from: body), let attributes = merge.object_attributes,
                   let action = attributes.action, let target = attributes.target_branch,
@@ -76,7 +80,8 @@ enum Forge: String, Sendable {
             guard ["open", "update", "reopen"].contains(action) else {
                 return .ignored("merge request action '\(action)' starts nothing")
             }
-            return .pullRequest(target: target, branch: branch, commit: sha.lowercased())
+            let fork = attributes.source_project_id == nil || attributes.source_project_id != attributes.target_project_id
+            return .pullRequest(target: target, branch: branch, commit: sha.lowercased(), fork: fork)
         case (.github, "ping"):
             return .ignored("ping: the webhook works; nothing to start")
         default:
@@ -109,8 +114,10 @@ enum Forge: String, Sendable {
     private struct PullRequest: Decodable {
         struct Pull: Decodable {
             struct Ref: Decodable {
+                struct Repository: Decodable { var full_name: String? }
                 var ref: String?
                 var sha: String?
+                var repo: Repository?
             }
             var head: Ref?
             var base: Ref?
@@ -126,6 +133,8 @@ enum Forge: String, Sendable {
             var target_branch: String?
             var source_branch: String?
             var last_commit: Commit?
+            var source_project_id: Int64?
+            var target_project_id: Int64?
         }
         var object_attributes: Attributes?
     }

@@ -2,5 +2,5 @@
 // SHA-256 of the concatenated proto/heddle/v1/*.proto files (in name order) this code was
 // generated from. WireTests fails when the protos change without regenerating.
 public enum ProtoChecksum {
-    public static let sha256 = "d6f6a59561fa2f90e9776f67822c775ba1c41b04649dcdf630053fdee0e1f97d"
+    public static let sha256 = "5e350b57c7aa394ddf70179abb702fb8fa5f51602ba98c147227b0dceedeb34e"
 }

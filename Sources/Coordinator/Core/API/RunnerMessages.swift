@@ -63,18 +63,21 @@ public struct JobAssignment: Sendable {
     public var env: [String: String]
     /// In the pipeline's order.
     public var nodes: [NodeRecord]
+    /// The values of the secrets each node names, by node and name.
+    public var secrets: [String: [String: String]] = [:]
 
     /// An upper bound of its encoded size.
     var estimatedBytes: Int {
         nodes.reduce(0) { $0 + AssignmentSize.node(name: $1.name, run: $1.run, needs: $1.needs, env: $1.env, artifacts: $1.artifacts) }
             + 128 + AssignmentSize.strings([project, pipeline, jobName, branch, repository, commit])
             + env.reduce(0) { $0 + 12 + $1.key.utf8.count + $1.value.utf8.count }
+            + secrets.values.reduce(0) { $0 + $1.reduce(0) { $0 + 12 + $1.key.utf8.count + $1.value.utf8.count } }
     }
 }
 
 extension JobAssignment {
     /// The assignment of a job just claimed at `epoch`, with the environment every node gets.
-    init(_ claimed: ClaimedJob, epoch: Int64) {
+    init(_ claimed: ClaimedJob, epoch: Int64, secrets: [String: [String: String]] = [:]) {
         let (job, run) = (claimed.job, claimed.run)
         self.init(lease: LeaseRef(jobID: job.id, epoch: epoch), attempt: job.attempt, runID: run.id,
                   project: run.project, pipeline: run.pipeline, jobName: job.name, branch: run.branch,
@@ -82,7 +85,7 @@ extension JobAssignment {
                   env: ["HEDDLE_RUN_ID": String(run.id), "HEDDLE_ATTEMPT": String(job.attempt),
                         "HEDDLE_JOB": job.name, "HEDDLE_BRANCH": run.branch,
                         "HEDDLE_PROJECT": run.project, "HEDDLE_PIPELINE": run.pipeline],
-                  nodes: claimed.nodes)
+                  nodes: claimed.nodes, secrets: secrets)
     }
 }
 

@@ -373,6 +373,12 @@ void   heddle__v1__node_spec__env_entry__init
   static const Heddle__V1__NodeSpec__EnvEntry init_value = HEDDLE__V1__NODE_SPEC__ENV_ENTRY__INIT;
   *message = init_value;
 }
+void   heddle__v1__node_spec__secrets_entry__init
+                     (Heddle__V1__NodeSpec__SecretsEntry         *message)
+{
+  static const Heddle__V1__NodeSpec__SecretsEntry init_value = HEDDLE__V1__NODE_SPEC__SECRETS_ENTRY__INIT;
+  *message = init_value;
+}
 void   heddle__v1__node_spec__init
                      (Heddle__V1__NodeSpec         *message)
 {
@@ -2629,6 +2635,276 @@ void   heddle__v1__project_list__free_unpacked
   assert(message->base.descriptor == &heddle__v1__project_list__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   heddle__v1__secret_set_request__init
+                     (Heddle__V1__SecretSetRequest         *message)
+{
+  static const Heddle__V1__SecretSetRequest init_value = HEDDLE__V1__SECRET_SET_REQUEST__INIT;
+  *message = init_value;
+}
+size_t heddle__v1__secret_set_request__get_packed_size
+                     (const Heddle__V1__SecretSetRequest *message)
+{
+  assert(message->base.descriptor == &heddle__v1__secret_set_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t heddle__v1__secret_set_request__pack
+                     (const Heddle__V1__SecretSetRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &heddle__v1__secret_set_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t heddle__v1__secret_set_request__pack_to_buffer
+                     (const Heddle__V1__SecretSetRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &heddle__v1__secret_set_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Heddle__V1__SecretSetRequest *
+       heddle__v1__secret_set_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Heddle__V1__SecretSetRequest *)
+     protobuf_c_message_unpack (&heddle__v1__secret_set_request__descriptor,
+                                allocator, len, data);
+}
+void   heddle__v1__secret_set_request__free_unpacked
+                     (Heddle__V1__SecretSetRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &heddle__v1__secret_set_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   heddle__v1__secret_list_request__init
+                     (Heddle__V1__SecretListRequest         *message)
+{
+  static const Heddle__V1__SecretListRequest init_value = HEDDLE__V1__SECRET_LIST_REQUEST__INIT;
+  *message = init_value;
+}
+size_t heddle__v1__secret_list_request__get_packed_size
+                     (const Heddle__V1__SecretListRequest *message)
+{
+  assert(message->base.descriptor == &heddle__v1__secret_list_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t heddle__v1__secret_list_request__pack
+                     (const Heddle__V1__SecretListRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &heddle__v1__secret_list_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t heddle__v1__secret_list_request__pack_to_buffer
+                     (const Heddle__V1__SecretListRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &heddle__v1__secret_list_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Heddle__V1__SecretListRequest *
+       heddle__v1__secret_list_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Heddle__V1__SecretListRequest *)
+     protobuf_c_message_unpack (&heddle__v1__secret_list_request__descriptor,
+                                allocator, len, data);
+}
+void   heddle__v1__secret_list_request__free_unpacked
+                     (Heddle__V1__SecretListRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &heddle__v1__secret_list_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   heddle__v1__secret_delete_request__init
+                     (Heddle__V1__SecretDeleteRequest         *message)
+{
+  static const Heddle__V1__SecretDeleteRequest init_value = HEDDLE__V1__SECRET_DELETE_REQUEST__INIT;
+  *message = init_value;
+}
+size_t heddle__v1__secret_delete_request__get_packed_size
+                     (const Heddle__V1__SecretDeleteRequest *message)
+{
+  assert(message->base.descriptor == &heddle__v1__secret_delete_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t heddle__v1__secret_delete_request__pack
+                     (const Heddle__V1__SecretDeleteRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &heddle__v1__secret_delete_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t heddle__v1__secret_delete_request__pack_to_buffer
+                     (const Heddle__V1__SecretDeleteRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &heddle__v1__secret_delete_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Heddle__V1__SecretDeleteRequest *
+       heddle__v1__secret_delete_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Heddle__V1__SecretDeleteRequest *)
+     protobuf_c_message_unpack (&heddle__v1__secret_delete_request__descriptor,
+                                allocator, len, data);
+}
+void   heddle__v1__secret_delete_request__free_unpacked
+                     (Heddle__V1__SecretDeleteRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &heddle__v1__secret_delete_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   heddle__v1__secret_forks_request__init
+                     (Heddle__V1__SecretForksRequest         *message)
+{
+  static const Heddle__V1__SecretForksRequest init_value = HEDDLE__V1__SECRET_FORKS_REQUEST__INIT;
+  *message = init_value;
+}
+size_t heddle__v1__secret_forks_request__get_packed_size
+                     (const Heddle__V1__SecretForksRequest *message)
+{
+  assert(message->base.descriptor == &heddle__v1__secret_forks_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t heddle__v1__secret_forks_request__pack
+                     (const Heddle__V1__SecretForksRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &heddle__v1__secret_forks_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t heddle__v1__secret_forks_request__pack_to_buffer
+                     (const Heddle__V1__SecretForksRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &heddle__v1__secret_forks_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Heddle__V1__SecretForksRequest *
+       heddle__v1__secret_forks_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Heddle__V1__SecretForksRequest *)
+     protobuf_c_message_unpack (&heddle__v1__secret_forks_request__descriptor,
+                                allocator, len, data);
+}
+void   heddle__v1__secret_forks_request__free_unpacked
+                     (Heddle__V1__SecretForksRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &heddle__v1__secret_forks_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   heddle__v1__secret_info__init
+                     (Heddle__V1__SecretInfo         *message)
+{
+  static const Heddle__V1__SecretInfo init_value = HEDDLE__V1__SECRET_INFO__INIT;
+  *message = init_value;
+}
+size_t heddle__v1__secret_info__get_packed_size
+                     (const Heddle__V1__SecretInfo *message)
+{
+  assert(message->base.descriptor == &heddle__v1__secret_info__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t heddle__v1__secret_info__pack
+                     (const Heddle__V1__SecretInfo *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &heddle__v1__secret_info__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t heddle__v1__secret_info__pack_to_buffer
+                     (const Heddle__V1__SecretInfo *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &heddle__v1__secret_info__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Heddle__V1__SecretInfo *
+       heddle__v1__secret_info__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Heddle__V1__SecretInfo *)
+     protobuf_c_message_unpack (&heddle__v1__secret_info__descriptor,
+                                allocator, len, data);
+}
+void   heddle__v1__secret_info__free_unpacked
+                     (Heddle__V1__SecretInfo *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &heddle__v1__secret_info__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   heddle__v1__secret_list__init
+                     (Heddle__V1__SecretList         *message)
+{
+  static const Heddle__V1__SecretList init_value = HEDDLE__V1__SECRET_LIST__INIT;
+  *message = init_value;
+}
+size_t heddle__v1__secret_list__get_packed_size
+                     (const Heddle__V1__SecretList *message)
+{
+  assert(message->base.descriptor == &heddle__v1__secret_list__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t heddle__v1__secret_list__pack
+                     (const Heddle__V1__SecretList *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &heddle__v1__secret_list__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t heddle__v1__secret_list__pack_to_buffer
+                     (const Heddle__V1__SecretList *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &heddle__v1__secret_list__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Heddle__V1__SecretList *
+       heddle__v1__secret_list__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Heddle__V1__SecretList *)
+     protobuf_c_message_unpack (&heddle__v1__secret_list__descriptor,
+                                allocator, len, data);
+}
+void   heddle__v1__secret_list__free_unpacked
+                     (Heddle__V1__SecretList *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &heddle__v1__secret_list__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   heddle__v1__runner_drain_request__init
                      (Heddle__V1__RunnerDrainRequest         *message)
 {
@@ -3484,7 +3760,7 @@ void   heddle__v1__artifact_data__free_unpacked
   assert(message->base.descriptor == &heddle__v1__artifact_data__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor heddle__v1__envelope__field_descriptors[61] =
+static const ProtobufCFieldDescriptor heddle__v1__envelope__field_descriptors[66] =
 {
   {
     "id",
@@ -4218,6 +4494,66 @@ static const ProtobufCFieldDescriptor heddle__v1__envelope__field_descriptors[61
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "secret_set",
+    82,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Heddle__V1__Envelope, body_case),
+    offsetof(Heddle__V1__Envelope, secret_set),
+    &heddle__v1__secret_set_request__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "secret_list",
+    83,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Heddle__V1__Envelope, body_case),
+    offsetof(Heddle__V1__Envelope, secret_list),
+    &heddle__v1__secret_list_request__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "secrets",
+    84,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Heddle__V1__Envelope, body_case),
+    offsetof(Heddle__V1__Envelope, secrets),
+    &heddle__v1__secret_list__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "secret_delete",
+    85,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Heddle__V1__Envelope, body_case),
+    offsetof(Heddle__V1__Envelope, secret_delete),
+    &heddle__v1__secret_delete_request__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "secret_forks",
+    86,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Heddle__V1__Envelope, body_case),
+    offsetof(Heddle__V1__Envelope, secret_forks),
+    &heddle__v1__secret_forks_request__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned heddle__v1__envelope__field_indices_by_name[] = {
   12,   /* field[12] = artifact_chunk */
@@ -4270,6 +4606,11 @@ static const unsigned heddle__v1__envelope__field_indices_by_name[] = {
   34,   /* field[34] = runner_list */
   33,   /* field[33] = runners */
   26,   /* field[26] = runs */
+  64,   /* field[64] = secret_delete */
+  65,   /* field[65] = secret_forks */
+  62,   /* field[62] = secret_list */
+  61,   /* field[61] = secret_set */
+  63,   /* field[63] = secrets */
   16,   /* field[16] = stop_job */
   52,   /* field[52] = token_create */
   53,   /* field[53] = token_created */
@@ -4288,7 +4629,7 @@ static const ProtobufCIntRange heddle__v1__envelope__number_ranges[4 + 1] =
   { 10, 1 },
   { 20, 6 },
   { 40, 19 },
-  { 0, 61 }
+  { 0, 66 }
 };
 const ProtobufCMessageDescriptor heddle__v1__envelope__descriptor =
 {
@@ -4298,7 +4639,7 @@ const ProtobufCMessageDescriptor heddle__v1__envelope__descriptor =
   "Heddle__V1__Envelope",
   "heddle.v1",
   sizeof(Heddle__V1__Envelope),
-  61,
+  66,
   heddle__v1__envelope__field_descriptors,
   heddle__v1__envelope__field_indices_by_name,
   4,  heddle__v1__envelope__number_ranges,
@@ -4836,7 +5177,58 @@ const ProtobufCMessageDescriptor heddle__v1__node_spec__env_entry__descriptor =
   (ProtobufCMessageInit) heddle__v1__node_spec__env_entry__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor heddle__v1__node_spec__field_descriptors[11] =
+static const ProtobufCFieldDescriptor heddle__v1__node_spec__secrets_entry__field_descriptors[2] =
+{
+  {
+    "key",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__NodeSpec__SecretsEntry, key),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "value",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__NodeSpec__SecretsEntry, value),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned heddle__v1__node_spec__secrets_entry__field_indices_by_name[] = {
+  0,   /* field[0] = key */
+  1,   /* field[1] = value */
+};
+static const ProtobufCIntRange heddle__v1__node_spec__secrets_entry__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor heddle__v1__node_spec__secrets_entry__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "heddle.v1.NodeSpec.SecretsEntry",
+  "SecretsEntry",
+  "Heddle__V1__NodeSpec__SecretsEntry",
+  "heddle.v1",
+  sizeof(Heddle__V1__NodeSpec__SecretsEntry),
+  2,
+  heddle__v1__node_spec__secrets_entry__field_descriptors,
+  heddle__v1__node_spec__secrets_entry__field_indices_by_name,
+  1,  heddle__v1__node_spec__secrets_entry__number_ranges,
+  (ProtobufCMessageInit) heddle__v1__node_spec__secrets_entry__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor heddle__v1__node_spec__field_descriptors[12] =
 {
   {
     "name",
@@ -4970,6 +5362,18 @@ static const ProtobufCFieldDescriptor heddle__v1__node_spec__field_descriptors[1
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "secrets",
+    12,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Heddle__V1__NodeSpec, n_secrets),
+    offsetof(Heddle__V1__NodeSpec, secrets),
+    &heddle__v1__node_spec__secrets_entry__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned heddle__v1__node_spec__field_indices_by_name[] = {
   5,   /* field[5] = artifacts */
@@ -4982,12 +5386,13 @@ static const unsigned heddle__v1__node_spec__field_indices_by_name[] = {
   7,   /* field[7] = no_network */
   10,   /* field[10] = pids_limit */
   1,   /* field[1] = run */
+  11,   /* field[11] = secrets */
   4,   /* field[4] = timeout_seconds */
 };
 static const ProtobufCIntRange heddle__v1__node_spec__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 11 }
+  { 0, 12 }
 };
 const ProtobufCMessageDescriptor heddle__v1__node_spec__descriptor =
 {
@@ -4997,7 +5402,7 @@ const ProtobufCMessageDescriptor heddle__v1__node_spec__descriptor =
   "Heddle__V1__NodeSpec",
   "heddle.v1",
   sizeof(Heddle__V1__NodeSpec),
-  11,
+  12,
   heddle__v1__node_spec__field_descriptors,
   heddle__v1__node_spec__field_indices_by_name,
   1,  heddle__v1__node_spec__number_ranges,
@@ -8704,6 +9109,338 @@ const ProtobufCMessageDescriptor heddle__v1__project_list__descriptor =
   heddle__v1__project_list__field_indices_by_name,
   1,  heddle__v1__project_list__number_ranges,
   (ProtobufCMessageInit) heddle__v1__project_list__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor heddle__v1__secret_set_request__field_descriptors[3] =
+{
+  {
+    "project",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__SecretSetRequest, project),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "name",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__SecretSetRequest, name),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "value",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BYTES,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__SecretSetRequest, value),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned heddle__v1__secret_set_request__field_indices_by_name[] = {
+  1,   /* field[1] = name */
+  0,   /* field[0] = project */
+  2,   /* field[2] = value */
+};
+static const ProtobufCIntRange heddle__v1__secret_set_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor heddle__v1__secret_set_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "heddle.v1.SecretSetRequest",
+  "SecretSetRequest",
+  "Heddle__V1__SecretSetRequest",
+  "heddle.v1",
+  sizeof(Heddle__V1__SecretSetRequest),
+  3,
+  heddle__v1__secret_set_request__field_descriptors,
+  heddle__v1__secret_set_request__field_indices_by_name,
+  1,  heddle__v1__secret_set_request__number_ranges,
+  (ProtobufCMessageInit) heddle__v1__secret_set_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor heddle__v1__secret_list_request__field_descriptors[1] =
+{
+  {
+    "project",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__SecretListRequest, project),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned heddle__v1__secret_list_request__field_indices_by_name[] = {
+  0,   /* field[0] = project */
+};
+static const ProtobufCIntRange heddle__v1__secret_list_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor heddle__v1__secret_list_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "heddle.v1.SecretListRequest",
+  "SecretListRequest",
+  "Heddle__V1__SecretListRequest",
+  "heddle.v1",
+  sizeof(Heddle__V1__SecretListRequest),
+  1,
+  heddle__v1__secret_list_request__field_descriptors,
+  heddle__v1__secret_list_request__field_indices_by_name,
+  1,  heddle__v1__secret_list_request__number_ranges,
+  (ProtobufCMessageInit) heddle__v1__secret_list_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor heddle__v1__secret_delete_request__field_descriptors[2] =
+{
+  {
+    "project",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__SecretDeleteRequest, project),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "name",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__SecretDeleteRequest, name),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned heddle__v1__secret_delete_request__field_indices_by_name[] = {
+  1,   /* field[1] = name */
+  0,   /* field[0] = project */
+};
+static const ProtobufCIntRange heddle__v1__secret_delete_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor heddle__v1__secret_delete_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "heddle.v1.SecretDeleteRequest",
+  "SecretDeleteRequest",
+  "Heddle__V1__SecretDeleteRequest",
+  "heddle.v1",
+  sizeof(Heddle__V1__SecretDeleteRequest),
+  2,
+  heddle__v1__secret_delete_request__field_descriptors,
+  heddle__v1__secret_delete_request__field_indices_by_name,
+  1,  heddle__v1__secret_delete_request__number_ranges,
+  (ProtobufCMessageInit) heddle__v1__secret_delete_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor heddle__v1__secret_forks_request__field_descriptors[2] =
+{
+  {
+    "project",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__SecretForksRequest, project),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "allowed",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__SecretForksRequest, allowed),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned heddle__v1__secret_forks_request__field_indices_by_name[] = {
+  1,   /* field[1] = allowed */
+  0,   /* field[0] = project */
+};
+static const ProtobufCIntRange heddle__v1__secret_forks_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor heddle__v1__secret_forks_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "heddle.v1.SecretForksRequest",
+  "SecretForksRequest",
+  "Heddle__V1__SecretForksRequest",
+  "heddle.v1",
+  sizeof(Heddle__V1__SecretForksRequest),
+  2,
+  heddle__v1__secret_forks_request__field_descriptors,
+  heddle__v1__secret_forks_request__field_indices_by_name,
+  1,  heddle__v1__secret_forks_request__number_ranges,
+  (ProtobufCMessageInit) heddle__v1__secret_forks_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor heddle__v1__secret_info__field_descriptors[3] =
+{
+  {
+    "name",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__SecretInfo, name),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "created_at_ms",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__SecretInfo, created_at_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "updated_at_ms",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__SecretInfo, updated_at_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned heddle__v1__secret_info__field_indices_by_name[] = {
+  1,   /* field[1] = created_at_ms */
+  0,   /* field[0] = name */
+  2,   /* field[2] = updated_at_ms */
+};
+static const ProtobufCIntRange heddle__v1__secret_info__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor heddle__v1__secret_info__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "heddle.v1.SecretInfo",
+  "SecretInfo",
+  "Heddle__V1__SecretInfo",
+  "heddle.v1",
+  sizeof(Heddle__V1__SecretInfo),
+  3,
+  heddle__v1__secret_info__field_descriptors,
+  heddle__v1__secret_info__field_indices_by_name,
+  1,  heddle__v1__secret_info__number_ranges,
+  (ProtobufCMessageInit) heddle__v1__secret_info__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor heddle__v1__secret_list__field_descriptors[3] =
+{
+  {
+    "project",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__SecretList, project),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "secrets",
+    2,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Heddle__V1__SecretList, n_secrets),
+    offsetof(Heddle__V1__SecretList, secrets),
+    &heddle__v1__secret_info__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "forks_allowed",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__SecretList, forks_allowed),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned heddle__v1__secret_list__field_indices_by_name[] = {
+  2,   /* field[2] = forks_allowed */
+  0,   /* field[0] = project */
+  1,   /* field[1] = secrets */
+};
+static const ProtobufCIntRange heddle__v1__secret_list__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor heddle__v1__secret_list__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "heddle.v1.SecretList",
+  "SecretList",
+  "Heddle__V1__SecretList",
+  "heddle.v1",
+  sizeof(Heddle__V1__SecretList),
+  3,
+  heddle__v1__secret_list__field_descriptors,
+  heddle__v1__secret_list__field_indices_by_name,
+  1,  heddle__v1__secret_list__number_ranges,
+  (ProtobufCMessageInit) heddle__v1__secret_list__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor heddle__v1__runner_drain_request__field_descriptors[2] =

@@ -25,6 +25,7 @@ typedef struct Heddle__V1__Error Heddle__V1__Error;
 typedef struct Heddle__V1__JobRef Heddle__V1__JobRef;
 typedef struct Heddle__V1__NodeSpec Heddle__V1__NodeSpec;
 typedef struct Heddle__V1__NodeSpec__EnvEntry Heddle__V1__NodeSpec__EnvEntry;
+typedef struct Heddle__V1__NodeSpec__SecretsEntry Heddle__V1__NodeSpec__SecretsEntry;
 typedef struct Heddle__V1__Assignment Heddle__V1__Assignment;
 typedef struct Heddle__V1__Assignment__EnvEntry Heddle__V1__Assignment__EnvEntry;
 typedef struct Heddle__V1__JobStarted Heddle__V1__JobStarted;
@@ -75,6 +76,12 @@ typedef struct Heddle__V1__DeliveryList Heddle__V1__DeliveryList;
 typedef struct Heddle__V1__ProjectListRequest Heddle__V1__ProjectListRequest;
 typedef struct Heddle__V1__ProjectInfo Heddle__V1__ProjectInfo;
 typedef struct Heddle__V1__ProjectList Heddle__V1__ProjectList;
+typedef struct Heddle__V1__SecretSetRequest Heddle__V1__SecretSetRequest;
+typedef struct Heddle__V1__SecretListRequest Heddle__V1__SecretListRequest;
+typedef struct Heddle__V1__SecretDeleteRequest Heddle__V1__SecretDeleteRequest;
+typedef struct Heddle__V1__SecretForksRequest Heddle__V1__SecretForksRequest;
+typedef struct Heddle__V1__SecretInfo Heddle__V1__SecretInfo;
+typedef struct Heddle__V1__SecretList Heddle__V1__SecretList;
 typedef struct Heddle__V1__RunnerDrainRequest Heddle__V1__RunnerDrainRequest;
 typedef struct Heddle__V1__RevokeRequest Heddle__V1__RevokeRequest;
 typedef struct Heddle__V1__RevokeResult Heddle__V1__RevokeResult;
@@ -226,7 +233,12 @@ typedef enum {
   HEDDLE__V1__ENVELOPE__BODY_ARTIFACT_SEARCH = 78,
   HEDDLE__V1__ENVELOPE__BODY_PROJECT_WEBHOOK = 79,
   HEDDLE__V1__ENVELOPE__BODY_DELIVERY_LIST = 80,
-  HEDDLE__V1__ENVELOPE__BODY_DELIVERIES = 81
+  HEDDLE__V1__ENVELOPE__BODY_DELIVERIES = 81,
+  HEDDLE__V1__ENVELOPE__BODY_SECRET_SET = 82,
+  HEDDLE__V1__ENVELOPE__BODY_SECRET_LIST = 83,
+  HEDDLE__V1__ENVELOPE__BODY_SECRETS = 84,
+  HEDDLE__V1__ENVELOPE__BODY_SECRET_DELETE = 85,
+  HEDDLE__V1__ENVELOPE__BODY_SECRET_FORKS = 86
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(HEDDLE__V1__ENVELOPE__BODY__CASE)
 } Heddle__V1__Envelope__BodyCase;
 
@@ -319,6 +331,11 @@ struct  Heddle__V1__Envelope
     Heddle__V1__ProjectWebhookRequest *project_webhook;
     Heddle__V1__DeliveryListRequest *delivery_list;
     Heddle__V1__DeliveryList *deliveries;
+    Heddle__V1__SecretSetRequest *secret_set;
+    Heddle__V1__SecretListRequest *secret_list;
+    Heddle__V1__SecretList *secrets;
+    Heddle__V1__SecretDeleteRequest *secret_delete;
+    Heddle__V1__SecretForksRequest *secret_forks;
   };
 };
 #define HEDDLE__V1__ENVELOPE__INIT \
@@ -473,6 +490,17 @@ struct  Heddle__V1__NodeSpec__EnvEntry
     , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
+struct  Heddle__V1__NodeSpec__SecretsEntry
+{
+  ProtobufCMessage base;
+  char *key;
+  char *value;
+};
+#define HEDDLE__V1__NODE_SPEC__SECRETS_ENTRY__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&heddle__v1__node_spec__secrets_entry__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+
+
 struct  Heddle__V1__NodeSpec
 {
   ProtobufCMessage base;
@@ -514,10 +542,15 @@ struct  Heddle__V1__NodeSpec
    * 0: the runner's default (`limits.pids`)
    */
   uint32_t pids_limit;
+  /*
+   * the project's secrets the node names (`secrets:`): environment
+   */
+  size_t n_secrets;
+  Heddle__V1__NodeSpec__SecretsEntry **secrets;
 };
 #define HEDDLE__V1__NODE_SPEC__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&heddle__v1__node_spec__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0,NULL, 0, 0,NULL, 0, 0, 0, 0, 0 }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0,NULL, 0, 0,NULL, 0, 0, 0, 0, 0, 0,NULL }
 
 
 struct  Heddle__V1__Assignment__EnvEntry
@@ -1408,6 +1441,91 @@ struct  Heddle__V1__ProjectList
 
 
 /*
+ * Secrets (admins set and delete them; every role lists their names, never values). Each is
+ * answered with a SecretList of the project.
+ */
+struct  Heddle__V1__SecretSetRequest
+{
+  ProtobufCMessage base;
+  char *project;
+  /*
+   * [A-Z_][A-Z0-9_]*, at most 64 bytes; the environment variable's name
+   */
+  char *name;
+  /*
+   * 4 to 65,536 bytes (shorter ones cannot be masked in logs)
+   */
+  ProtobufCBinaryData value;
+};
+#define HEDDLE__V1__SECRET_SET_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&heddle__v1__secret_set_request__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, {0,NULL} }
+
+
+struct  Heddle__V1__SecretListRequest
+{
+  ProtobufCMessage base;
+  char *project;
+};
+#define HEDDLE__V1__SECRET_LIST_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&heddle__v1__secret_list_request__descriptor) \
+    , (char *)protobuf_c_empty_string }
+
+
+struct  Heddle__V1__SecretDeleteRequest
+{
+  ProtobufCMessage base;
+  char *project;
+  char *name;
+};
+#define HEDDLE__V1__SECRET_DELETE_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&heddle__v1__secret_delete_request__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+
+
+/*
+ * Whether runs of pull requests from another repository (a fork) get the project's secrets.
+ */
+struct  Heddle__V1__SecretForksRequest
+{
+  ProtobufCMessage base;
+  char *project;
+  protobuf_c_boolean allowed;
+};
+#define HEDDLE__V1__SECRET_FORKS_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&heddle__v1__secret_forks_request__descriptor) \
+    , (char *)protobuf_c_empty_string, 0 }
+
+
+struct  Heddle__V1__SecretInfo
+{
+  ProtobufCMessage base;
+  char *name;
+  int64_t created_at_ms;
+  int64_t updated_at_ms;
+};
+#define HEDDLE__V1__SECRET_INFO__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&heddle__v1__secret_info__descriptor) \
+    , (char *)protobuf_c_empty_string, 0, 0 }
+
+
+struct  Heddle__V1__SecretList
+{
+  ProtobufCMessage base;
+  char *project;
+  /*
+   * by name
+   */
+  size_t n_secrets;
+  Heddle__V1__SecretInfo **secrets;
+  protobuf_c_boolean forks_allowed;
+};
+#define HEDDLE__V1__SECRET_LIST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&heddle__v1__secret_list__descriptor) \
+    , (char *)protobuf_c_empty_string, 0,NULL, 0 }
+
+
+/*
  * A drained runner takes no new jobs; the ones it runs finish. Applies to every session of
  * the named runner and is remembered across reconnects and restarts.
  */
@@ -1867,6 +1985,9 @@ void   heddle__v1__job_ref__free_unpacked
 /* Heddle__V1__NodeSpec__EnvEntry methods */
 void   heddle__v1__node_spec__env_entry__init
                      (Heddle__V1__NodeSpec__EnvEntry         *message);
+/* Heddle__V1__NodeSpec__SecretsEntry methods */
+void   heddle__v1__node_spec__secrets_entry__init
+                     (Heddle__V1__NodeSpec__SecretsEntry         *message);
 /* Heddle__V1__NodeSpec methods */
 void   heddle__v1__node_spec__init
                      (Heddle__V1__NodeSpec         *message);
@@ -2820,6 +2941,120 @@ Heddle__V1__ProjectList *
 void   heddle__v1__project_list__free_unpacked
                      (Heddle__V1__ProjectList *message,
                       ProtobufCAllocator *allocator);
+/* Heddle__V1__SecretSetRequest methods */
+void   heddle__v1__secret_set_request__init
+                     (Heddle__V1__SecretSetRequest         *message);
+size_t heddle__v1__secret_set_request__get_packed_size
+                     (const Heddle__V1__SecretSetRequest   *message);
+size_t heddle__v1__secret_set_request__pack
+                     (const Heddle__V1__SecretSetRequest   *message,
+                      uint8_t             *out);
+size_t heddle__v1__secret_set_request__pack_to_buffer
+                     (const Heddle__V1__SecretSetRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Heddle__V1__SecretSetRequest *
+       heddle__v1__secret_set_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   heddle__v1__secret_set_request__free_unpacked
+                     (Heddle__V1__SecretSetRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Heddle__V1__SecretListRequest methods */
+void   heddle__v1__secret_list_request__init
+                     (Heddle__V1__SecretListRequest         *message);
+size_t heddle__v1__secret_list_request__get_packed_size
+                     (const Heddle__V1__SecretListRequest   *message);
+size_t heddle__v1__secret_list_request__pack
+                     (const Heddle__V1__SecretListRequest   *message,
+                      uint8_t             *out);
+size_t heddle__v1__secret_list_request__pack_to_buffer
+                     (const Heddle__V1__SecretListRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Heddle__V1__SecretListRequest *
+       heddle__v1__secret_list_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   heddle__v1__secret_list_request__free_unpacked
+                     (Heddle__V1__SecretListRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Heddle__V1__SecretDeleteRequest methods */
+void   heddle__v1__secret_delete_request__init
+                     (Heddle__V1__SecretDeleteRequest         *message);
+size_t heddle__v1__secret_delete_request__get_packed_size
+                     (const Heddle__V1__SecretDeleteRequest   *message);
+size_t heddle__v1__secret_delete_request__pack
+                     (const Heddle__V1__SecretDeleteRequest   *message,
+                      uint8_t             *out);
+size_t heddle__v1__secret_delete_request__pack_to_buffer
+                     (const Heddle__V1__SecretDeleteRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Heddle__V1__SecretDeleteRequest *
+       heddle__v1__secret_delete_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   heddle__v1__secret_delete_request__free_unpacked
+                     (Heddle__V1__SecretDeleteRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Heddle__V1__SecretForksRequest methods */
+void   heddle__v1__secret_forks_request__init
+                     (Heddle__V1__SecretForksRequest         *message);
+size_t heddle__v1__secret_forks_request__get_packed_size
+                     (const Heddle__V1__SecretForksRequest   *message);
+size_t heddle__v1__secret_forks_request__pack
+                     (const Heddle__V1__SecretForksRequest   *message,
+                      uint8_t             *out);
+size_t heddle__v1__secret_forks_request__pack_to_buffer
+                     (const Heddle__V1__SecretForksRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Heddle__V1__SecretForksRequest *
+       heddle__v1__secret_forks_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   heddle__v1__secret_forks_request__free_unpacked
+                     (Heddle__V1__SecretForksRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Heddle__V1__SecretInfo methods */
+void   heddle__v1__secret_info__init
+                     (Heddle__V1__SecretInfo         *message);
+size_t heddle__v1__secret_info__get_packed_size
+                     (const Heddle__V1__SecretInfo   *message);
+size_t heddle__v1__secret_info__pack
+                     (const Heddle__V1__SecretInfo   *message,
+                      uint8_t             *out);
+size_t heddle__v1__secret_info__pack_to_buffer
+                     (const Heddle__V1__SecretInfo   *message,
+                      ProtobufCBuffer     *buffer);
+Heddle__V1__SecretInfo *
+       heddle__v1__secret_info__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   heddle__v1__secret_info__free_unpacked
+                     (Heddle__V1__SecretInfo *message,
+                      ProtobufCAllocator *allocator);
+/* Heddle__V1__SecretList methods */
+void   heddle__v1__secret_list__init
+                     (Heddle__V1__SecretList         *message);
+size_t heddle__v1__secret_list__get_packed_size
+                     (const Heddle__V1__SecretList   *message);
+size_t heddle__v1__secret_list__pack
+                     (const Heddle__V1__SecretList   *message,
+                      uint8_t             *out);
+size_t heddle__v1__secret_list__pack_to_buffer
+                     (const Heddle__V1__SecretList   *message,
+                      ProtobufCBuffer     *buffer);
+Heddle__V1__SecretList *
+       heddle__v1__secret_list__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   heddle__v1__secret_list__free_unpacked
+                     (Heddle__V1__SecretList *message,
+                      ProtobufCAllocator *allocator);
 /* Heddle__V1__RunnerDrainRequest methods */
 void   heddle__v1__runner_drain_request__init
                      (Heddle__V1__RunnerDrainRequest         *message);
@@ -3210,6 +3445,9 @@ typedef void (*Heddle__V1__JobRef_Closure)
 typedef void (*Heddle__V1__NodeSpec__EnvEntry_Closure)
                  (const Heddle__V1__NodeSpec__EnvEntry *message,
                   void *closure_data);
+typedef void (*Heddle__V1__NodeSpec__SecretsEntry_Closure)
+                 (const Heddle__V1__NodeSpec__SecretsEntry *message,
+                  void *closure_data);
 typedef void (*Heddle__V1__NodeSpec_Closure)
                  (const Heddle__V1__NodeSpec *message,
                   void *closure_data);
@@ -3363,6 +3601,24 @@ typedef void (*Heddle__V1__ProjectInfo_Closure)
 typedef void (*Heddle__V1__ProjectList_Closure)
                  (const Heddle__V1__ProjectList *message,
                   void *closure_data);
+typedef void (*Heddle__V1__SecretSetRequest_Closure)
+                 (const Heddle__V1__SecretSetRequest *message,
+                  void *closure_data);
+typedef void (*Heddle__V1__SecretListRequest_Closure)
+                 (const Heddle__V1__SecretListRequest *message,
+                  void *closure_data);
+typedef void (*Heddle__V1__SecretDeleteRequest_Closure)
+                 (const Heddle__V1__SecretDeleteRequest *message,
+                  void *closure_data);
+typedef void (*Heddle__V1__SecretForksRequest_Closure)
+                 (const Heddle__V1__SecretForksRequest *message,
+                  void *closure_data);
+typedef void (*Heddle__V1__SecretInfo_Closure)
+                 (const Heddle__V1__SecretInfo *message,
+                  void *closure_data);
+typedef void (*Heddle__V1__SecretList_Closure)
+                 (const Heddle__V1__SecretList *message,
+                  void *closure_data);
 typedef void (*Heddle__V1__RunnerDrainRequest_Closure)
                  (const Heddle__V1__RunnerDrainRequest *message,
                   void *closure_data);
@@ -3438,6 +3694,7 @@ extern const ProtobufCMessageDescriptor heddle__v1__error__descriptor;
 extern const ProtobufCMessageDescriptor heddle__v1__job_ref__descriptor;
 extern const ProtobufCMessageDescriptor heddle__v1__node_spec__descriptor;
 extern const ProtobufCMessageDescriptor heddle__v1__node_spec__env_entry__descriptor;
+extern const ProtobufCMessageDescriptor heddle__v1__node_spec__secrets_entry__descriptor;
 extern const ProtobufCMessageDescriptor heddle__v1__assignment__descriptor;
 extern const ProtobufCMessageDescriptor heddle__v1__assignment__env_entry__descriptor;
 extern const ProtobufCMessageDescriptor heddle__v1__job_started__descriptor;
@@ -3489,6 +3746,12 @@ extern const ProtobufCMessageDescriptor heddle__v1__delivery_list__descriptor;
 extern const ProtobufCMessageDescriptor heddle__v1__project_list_request__descriptor;
 extern const ProtobufCMessageDescriptor heddle__v1__project_info__descriptor;
 extern const ProtobufCMessageDescriptor heddle__v1__project_list__descriptor;
+extern const ProtobufCMessageDescriptor heddle__v1__secret_set_request__descriptor;
+extern const ProtobufCMessageDescriptor heddle__v1__secret_list_request__descriptor;
+extern const ProtobufCMessageDescriptor heddle__v1__secret_delete_request__descriptor;
+extern const ProtobufCMessageDescriptor heddle__v1__secret_forks_request__descriptor;
+extern const ProtobufCMessageDescriptor heddle__v1__secret_info__descriptor;
+extern const ProtobufCMessageDescriptor heddle__v1__secret_list__descriptor;
 extern const ProtobufCMessageDescriptor heddle__v1__runner_drain_request__descriptor;
 extern const ProtobufCMessageDescriptor heddle__v1__revoke_request__descriptor;
 extern const ProtobufCMessageDescriptor heddle__v1__revoke_result__descriptor;
