@@ -12,7 +12,8 @@ public struct HeddleCommand: AsyncParsableCommand {
         version: HeddleVersion.description,
         subcommands: [
             Certs.self, Project.self, PipelineCommand.self, Trigger.self, Runs.self, Logs.self, Graph.self,
-            Queue.self, Cancel.self, Rerun.self, Runners.self, Artifacts.self, Tokens.self, Version.self,
+            Queue.self, Cancel.self, Rerun.self, Runners.self, Artifacts.self, Tokens.self, SecretsCommand.self,
+            Version.self,
         ])
 
     public init() {}

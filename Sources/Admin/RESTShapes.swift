@@ -113,6 +113,12 @@ enum REST {
               expiresAt: date(ifAny: token.expiresAtMs), revoked: token.revokedAtMs != 0)
     }
 
+    static func secrets(_ list: Heddle_V1_SecretList) -> Components.Schemas.SecretList {
+        .init(project: list.project, secrets: list.secrets.map {
+            .init(name: $0.name, createdAt: date($0.createdAtMs), updatedAt: date($0.updatedAtMs))
+        }, forksAllowed: list.forksAllowed)
+    }
+
     static func triggered(run: UInt64, attempt: UInt32) -> Components.Schemas.Triggered {
         .init(run: Int64(run), attempt: Int(attempt), url: "/api/v1/runs/\(run)")
     }

@@ -75,6 +75,35 @@ struct API: APIProtocol {
         return .ok(.init(body: .json(.init(secret: secret, url: url))))
     }
 
+    // MARK: secrets
+
+    func listSecrets(_ input: Operations.ListSecrets.Input) async throws -> Operations.ListSecrets.Output {
+        .ok(.init(body: .json(Self.secrets(try await core.secrets.list(project: input.path.project, as: caller)))))
+    }
+
+    func setSecret(_ input: Operations.SetSecret.Input) async throws -> Operations.SetSecret.Output {
+        guard case .json(let body) = input.body else { throw Self.unsupportedBody }
+        return .ok(.init(body: .json(Self.secrets(try await core.secrets.set(project: input.path.project, name: input.path.name,
+                                                                            value: body.value, as: caller)))))
+    }
+
+    func deleteSecret(_ input: Operations.DeleteSecret.Input) async throws -> Operations.DeleteSecret.Output {
+        .ok(.init(body: .json(Self.secrets(try await core.secrets.delete(project: input.path.project, name: input.path.name,
+                                                                        as: caller)))))
+    }
+
+    func setSecretsForForks(_ input: Operations.SetSecretsForForks.Input) async throws -> Operations.SetSecretsForForks.Output {
+        guard case .json(let body) = input.body else { throw Self.unsupportedBody }
+        return .ok(.init(body: .json(Self.secrets(try await core.secrets.setForks(project: input.path.project,
+                                                                                 allowed: body.allowed, as: caller)))))
+    }
+
+    static func secrets(_ list: SecretList) -> Components.Schemas.SecretList {
+        .init(project: list.project, secrets: list.secrets.map {
+            .init(name: $0.name, createdAt: date($0.createdAt), updatedAt: date($0.updatedAt))
+        }, forksAllowed: list.forksAllowed)
+    }
+
     // MARK: runs
 
     func triggerRun(_ input: Operations.TriggerRun.Input) async throws -> Operations.TriggerRun.Output {

@@ -154,6 +154,7 @@ struct JobExecutor {
         var environment = baseEnvironment
         for (key, value) in assignment.env { environment[key] = value }
         for (key, value) in node.env { environment[key] = value }
+        for (key, value) in node.secrets { environment[key] = value }
         environment["HEDDLE_NODE"] = node.name
         environment["HEDDLE_WORKSPACE"] = workspace
         environment["HEDDLE_COMMIT"] = commit
@@ -276,10 +277,21 @@ struct JobExecutor {
                                spoolPath: "\(spoolDirectory)/\(assignment.job.jobID)-\(assignment.job.epoch)-\(node).spool")
         streams.add(stream)
         await link.register(stream, job: JobKey(assignment.job), node: node)
+        // Every node's log of the job is masked with every secret the job was given.
+        guard var mask = SecretMask(assignment.nodes.flatMap(\.secrets.values)) else {
+            for await data in process.output {
+                await stream.append(data)
+                process.consumed()
+            }
+            return
+        }
         for await data in process.output {
-            await stream.append(data)
+            let masked = mask.feed(data)
+            if !masked.isEmpty { await stream.append(masked) }
             process.consumed()
         }
+        let rest = mask.finish()
+        if !rest.isEmpty { await stream.append(rest) }
     }
 }
 

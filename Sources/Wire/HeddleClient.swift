@@ -154,6 +154,35 @@ public struct HeddleClient: Sendable {
         return try await call(.tokenRevoke(request)) { if case .tokens(let m) = $0 { m.tokens.first } else { nil } }
     }
 
+    /// Sets a project's secret (admin); answers the project's secrets afterwards.
+    public func setSecret(project: String, name: String, value: Data) async throws -> Heddle_V1_SecretList {
+        var request = Heddle_V1_SecretSetRequest()
+        request.project = project
+        request.name = name
+        request.value = value
+        return try await call(.secretSet(request)) { if case .secrets(let m) = $0 { m } else { nil } }
+    }
+
+    public func secrets(project: String) async throws -> Heddle_V1_SecretList {
+        var request = Heddle_V1_SecretListRequest()
+        request.project = project
+        return try await call(.secretList(request)) { if case .secrets(let m) = $0 { m } else { nil } }
+    }
+
+    public func deleteSecret(project: String, name: String) async throws -> Heddle_V1_SecretList {
+        var request = Heddle_V1_SecretDeleteRequest()
+        request.project = project
+        request.name = name
+        return try await call(.secretDelete(request)) { if case .secrets(let m) = $0 { m } else { nil } }
+    }
+
+    public func setSecretsForForks(project: String, allowed: Bool) async throws -> Heddle_V1_SecretList {
+        var request = Heddle_V1_SecretForksRequest()
+        request.project = project
+        request.allowed = allowed
+        return try await call(.secretForks(request)) { if case .secrets(let m) = $0 { m } else { nil } }
+    }
+
     public func revoke(name: String = "", fingerprint: String = "") async throws -> UInt32 {
         var request = Heddle_V1_RevokeRequest()
         request.name = name

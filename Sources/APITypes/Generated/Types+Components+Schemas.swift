@@ -18,6 +18,68 @@ public import struct Foundation.Date
 extension Components {
     /// Types generated from the `#/components/schemas` section of the OpenAPI document.
     public enum Schemas {
+        /// - Remark: Generated from `#/components/schemas/SecretList`.
+        public struct SecretList: Codable, Hashable, Sendable {
+            /// - Remark: Generated from `#/components/schemas/SecretList/project`.
+            public var project: Swift.String
+            /// - Remark: Generated from `#/components/schemas/SecretList/SecretsPayload`.
+            public struct SecretsPayloadPayload: Codable, Hashable, Sendable {
+                /// - Remark: Generated from `#/components/schemas/SecretList/SecretsPayload/name`.
+                public var name: Swift.String
+                /// - Remark: Generated from `#/components/schemas/SecretList/SecretsPayload/createdAt`.
+                public var createdAt: Foundation.Date
+                /// - Remark: Generated from `#/components/schemas/SecretList/SecretsPayload/updatedAt`.
+                public var updatedAt: Foundation.Date
+                /// Creates a new `SecretsPayloadPayload`.
+                ///
+                /// - Parameters:
+                ///   - name:
+                ///   - createdAt:
+                ///   - updatedAt:
+                public init(
+                    name: Swift.String,
+                    createdAt: Foundation.Date,
+                    updatedAt: Foundation.Date
+                ) {
+                    self.name = name
+                    self.createdAt = createdAt
+                    self.updatedAt = updatedAt
+                }
+                public enum CodingKeys: String, CodingKey {
+                    case name
+                    case createdAt
+                    case updatedAt
+                }
+            }
+            /// - Remark: Generated from `#/components/schemas/SecretList/secrets`.
+            public typealias SecretsPayload = [Components.Schemas.SecretList.SecretsPayloadPayload]
+            /// - Remark: Generated from `#/components/schemas/SecretList/secrets`.
+            public var secrets: Components.Schemas.SecretList.SecretsPayload
+            /// Runs of pull requests from another repository get the secrets.
+            ///
+            /// - Remark: Generated from `#/components/schemas/SecretList/forksAllowed`.
+            public var forksAllowed: Swift.Bool
+            /// Creates a new `SecretList`.
+            ///
+            /// - Parameters:
+            ///   - project:
+            ///   - secrets:
+            ///   - forksAllowed: Runs of pull requests from another repository get the secrets.
+            public init(
+                project: Swift.String,
+                secrets: Components.Schemas.SecretList.SecretsPayload,
+                forksAllowed: Swift.Bool
+            ) {
+                self.project = project
+                self.secrets = secrets
+                self.forksAllowed = forksAllowed
+            }
+            public enum CodingKeys: String, CodingKey {
+                case project
+                case secrets
+                case forksAllowed
+            }
+        }
         /// - Remark: Generated from `#/components/schemas/Problem`.
         public struct Problem: Codable, Hashable, Sendable {
             /// about:blank

@@ -851,6 +851,686 @@ public enum Operations {
             }
         }
     }
+    /// The project's secrets, by name and dates; never their values (any role).
+    ///
+    /// - Remark: HTTP `GET /projects/{project}/secrets`.
+    /// - Remark: Generated from `#/paths//projects/{project}/secrets/get(listSecrets)`.
+    public enum ListSecrets {
+        public static let id: Swift.String = "listSecrets"
+        public struct Input: Sendable, Hashable {
+            /// - Remark: Generated from `#/paths/projects/{project}/secrets/GET/path`.
+            public struct Path: Sendable, Hashable {
+                /// - Remark: Generated from `#/paths/projects/{project}/secrets/GET/path/project`.
+                public var project: Components.Parameters.Project
+                /// Creates a new `Path`.
+                ///
+                /// - Parameters:
+                ///   - project:
+                public init(project: Components.Parameters.Project) {
+                    self.project = project
+                }
+            }
+            public var path: Operations.ListSecrets.Input.Path
+            /// - Remark: Generated from `#/paths/projects/{project}/secrets/GET/header`.
+            public struct Headers: Sendable, Hashable {
+                public var accept: [OpenAPIRuntime.AcceptHeaderContentType<Operations.ListSecrets.AcceptableContentType>]
+                /// Creates a new `Headers`.
+                ///
+                /// - Parameters:
+                ///   - accept:
+                public init(accept: [OpenAPIRuntime.AcceptHeaderContentType<Operations.ListSecrets.AcceptableContentType>] = .defaultValues()) {
+                    self.accept = accept
+                }
+            }
+            public var headers: Operations.ListSecrets.Input.Headers
+            /// Creates a new `Input`.
+            ///
+            /// - Parameters:
+            ///   - path:
+            ///   - headers:
+            public init(
+                path: Operations.ListSecrets.Input.Path,
+                headers: Operations.ListSecrets.Input.Headers = .init()
+            ) {
+                self.path = path
+                self.headers = headers
+            }
+        }
+        @frozen public enum Output: Sendable, Hashable {
+            public struct Ok: Sendable, Hashable {
+                /// - Remark: Generated from `#/paths/projects/{project}/secrets/GET/responses/200/content`.
+                @frozen public enum Body: Sendable, Hashable {
+                    /// - Remark: Generated from `#/paths/projects/{project}/secrets/GET/responses/200/content/application\/json`.
+                    case json(Components.Schemas.SecretList)
+                    /// The associated value of the enum case if `self` is `.json`.
+                    ///
+                    /// - Throws: An error if `self` is not `.json`.
+                    /// - SeeAlso: `.json`.
+                    public var json: Components.Schemas.SecretList {
+                        get throws {
+                            switch self {
+                            case let .json(body):
+                                return body
+                            }
+                        }
+                    }
+                }
+                /// Received HTTP response body
+                public var body: Operations.ListSecrets.Output.Ok.Body
+                /// Creates a new `Ok`.
+                ///
+                /// - Parameters:
+                ///   - body: Received HTTP response body
+                public init(body: Operations.ListSecrets.Output.Ok.Body) {
+                    self.body = body
+                }
+            }
+            /// The project's secrets.
+            ///
+            /// - Remark: Generated from `#/paths//projects/{project}/secrets/get(listSecrets)/responses/200`.
+            ///
+            /// HTTP response code: `200 ok`.
+            case ok(Operations.ListSecrets.Output.Ok)
+            /// The associated value of the enum case if `self` is `.ok`.
+            ///
+            /// - Throws: An error if `self` is not `.ok`.
+            /// - SeeAlso: `.ok`.
+            public var ok: Operations.ListSecrets.Output.Ok {
+                get throws {
+                    switch self {
+                    case let .ok(response):
+                        return response
+                    default:
+                        try throwUnexpectedResponseStatus(
+                            expectedStatus: "ok",
+                            response: self
+                        )
+                    }
+                }
+            }
+            /// An error: 400 malformed request, 401 no valid credentials, 403 the role may not, 404 unknown id or route, 405 wrong method, 409 wrong state, 413 body too large, 429 too many failed sign-ins, 503 storage full, 500 a fault of the coordinator.
+            ///
+            /// - Remark: Generated from `#/paths//projects/{project}/secrets/get(listSecrets)/responses/default`.
+            ///
+            /// HTTP response code: `default`.
+            case `default`(statusCode: Swift.Int, Components.Responses.Problem)
+            /// The associated value of the enum case if `self` is `.`default``.
+            ///
+            /// - Throws: An error if `self` is not `.`default``.
+            /// - SeeAlso: `.`default``.
+            public var `default`: Components.Responses.Problem {
+                get throws {
+                    switch self {
+                    case let .`default`(_, response):
+                        return response
+                    default:
+                        try throwUnexpectedResponseStatus(
+                            expectedStatus: "default",
+                            response: self
+                        )
+                    }
+                }
+            }
+        }
+        @frozen public enum AcceptableContentType: AcceptableProtocol {
+            case json
+            case applicationProblemJson
+            case other(Swift.String)
+            public init?(rawValue: Swift.String) {
+                switch rawValue.lowercased() {
+                case "application/json":
+                    self = .json
+                case "application/problem+json":
+                    self = .applicationProblemJson
+                default:
+                    self = .other(rawValue)
+                }
+            }
+            public var rawValue: Swift.String {
+                switch self {
+                case let .other(string):
+                    return string
+                case .json:
+                    return "application/json"
+                case .applicationProblemJson:
+                    return "application/problem+json"
+                }
+            }
+            public static var allCases: [Self] {
+                [
+                    .json,
+                    .applicationProblemJson
+                ]
+            }
+        }
+    }
+    /// Set a secret, new or replacing one of that name (admin). The value is sealed with the coordinator's --secrets-key-file before it is stored.
+    ///
+    /// - Remark: HTTP `PUT /projects/{project}/secrets/{name}`.
+    /// - Remark: Generated from `#/paths//projects/{project}/secrets/{name}/put(setSecret)`.
+    public enum SetSecret {
+        public static let id: Swift.String = "setSecret"
+        public struct Input: Sendable, Hashable {
+            /// - Remark: Generated from `#/paths/projects/{project}/secrets/{name}/PUT/path`.
+            public struct Path: Sendable, Hashable {
+                /// - Remark: Generated from `#/paths/projects/{project}/secrets/{name}/PUT/path/project`.
+                public var project: Components.Parameters.Project
+                /// The environment variable it becomes: A-Z, 0-9 and _, 1 to 64 bytes, not starting with a digit or HEDDLE_.
+                ///
+                /// - Remark: Generated from `#/paths/projects/{project}/secrets/{name}/PUT/path/name`.
+                public var name: Swift.String
+                /// Creates a new `Path`.
+                ///
+                /// - Parameters:
+                ///   - project:
+                ///   - name: The environment variable it becomes: A-Z, 0-9 and _, 1 to 64 bytes, not starting with a digit or HEDDLE_.
+                public init(
+                    project: Components.Parameters.Project,
+                    name: Swift.String
+                ) {
+                    self.project = project
+                    self.name = name
+                }
+            }
+            public var path: Operations.SetSecret.Input.Path
+            /// - Remark: Generated from `#/paths/projects/{project}/secrets/{name}/PUT/header`.
+            public struct Headers: Sendable, Hashable {
+                public var accept: [OpenAPIRuntime.AcceptHeaderContentType<Operations.SetSecret.AcceptableContentType>]
+                /// Creates a new `Headers`.
+                ///
+                /// - Parameters:
+                ///   - accept:
+                public init(accept: [OpenAPIRuntime.AcceptHeaderContentType<Operations.SetSecret.AcceptableContentType>] = .defaultValues()) {
+                    self.accept = accept
+                }
+            }
+            public var headers: Operations.SetSecret.Input.Headers
+            /// - Remark: Generated from `#/paths/projects/{project}/secrets/{name}/PUT/requestBody`.
+            @frozen public enum Body: Sendable, Hashable {
+                /// - Remark: Generated from `#/paths/projects/{project}/secrets/{name}/PUT/requestBody/json`.
+                public struct JsonPayload: Codable, Hashable, Sendable {
+                    /// UTF-8 text without NUL, 4 to 65,536 bytes.
+                    ///
+                    /// - Remark: Generated from `#/paths/projects/{project}/secrets/{name}/PUT/requestBody/json/value`.
+                    public var value: Swift.String
+                    /// Creates a new `JsonPayload`.
+                    ///
+                    /// - Parameters:
+                    ///   - value: UTF-8 text without NUL, 4 to 65,536 bytes.
+                    public init(value: Swift.String) {
+                        self.value = value
+                    }
+                    public enum CodingKeys: String, CodingKey {
+                        case value
+                    }
+                }
+                /// - Remark: Generated from `#/paths/projects/{project}/secrets/{name}/PUT/requestBody/content/application\/json`.
+                case json(Operations.SetSecret.Input.Body.JsonPayload)
+            }
+            public var body: Operations.SetSecret.Input.Body
+            /// Creates a new `Input`.
+            ///
+            /// - Parameters:
+            ///   - path:
+            ///   - headers:
+            ///   - body:
+            public init(
+                path: Operations.SetSecret.Input.Path,
+                headers: Operations.SetSecret.Input.Headers = .init(),
+                body: Operations.SetSecret.Input.Body
+            ) {
+                self.path = path
+                self.headers = headers
+                self.body = body
+            }
+        }
+        @frozen public enum Output: Sendable, Hashable {
+            public struct Ok: Sendable, Hashable {
+                /// - Remark: Generated from `#/paths/projects/{project}/secrets/{name}/PUT/responses/200/content`.
+                @frozen public enum Body: Sendable, Hashable {
+                    /// - Remark: Generated from `#/paths/projects/{project}/secrets/{name}/PUT/responses/200/content/application\/json`.
+                    case json(Components.Schemas.SecretList)
+                    /// The associated value of the enum case if `self` is `.json`.
+                    ///
+                    /// - Throws: An error if `self` is not `.json`.
+                    /// - SeeAlso: `.json`.
+                    public var json: Components.Schemas.SecretList {
+                        get throws {
+                            switch self {
+                            case let .json(body):
+                                return body
+                            }
+                        }
+                    }
+                }
+                /// Received HTTP response body
+                public var body: Operations.SetSecret.Output.Ok.Body
+                /// Creates a new `Ok`.
+                ///
+                /// - Parameters:
+                ///   - body: Received HTTP response body
+                public init(body: Operations.SetSecret.Output.Ok.Body) {
+                    self.body = body
+                }
+            }
+            /// The project's secrets afterwards.
+            ///
+            /// - Remark: Generated from `#/paths//projects/{project}/secrets/{name}/put(setSecret)/responses/200`.
+            ///
+            /// HTTP response code: `200 ok`.
+            case ok(Operations.SetSecret.Output.Ok)
+            /// The associated value of the enum case if `self` is `.ok`.
+            ///
+            /// - Throws: An error if `self` is not `.ok`.
+            /// - SeeAlso: `.ok`.
+            public var ok: Operations.SetSecret.Output.Ok {
+                get throws {
+                    switch self {
+                    case let .ok(response):
+                        return response
+                    default:
+                        try throwUnexpectedResponseStatus(
+                            expectedStatus: "ok",
+                            response: self
+                        )
+                    }
+                }
+            }
+            /// An error: 400 malformed request, 401 no valid credentials, 403 the role may not, 404 unknown id or route, 405 wrong method, 409 wrong state, 413 body too large, 429 too many failed sign-ins, 503 storage full, 500 a fault of the coordinator.
+            ///
+            /// - Remark: Generated from `#/paths//projects/{project}/secrets/{name}/put(setSecret)/responses/default`.
+            ///
+            /// HTTP response code: `default`.
+            case `default`(statusCode: Swift.Int, Components.Responses.Problem)
+            /// The associated value of the enum case if `self` is `.`default``.
+            ///
+            /// - Throws: An error if `self` is not `.`default``.
+            /// - SeeAlso: `.`default``.
+            public var `default`: Components.Responses.Problem {
+                get throws {
+                    switch self {
+                    case let .`default`(_, response):
+                        return response
+                    default:
+                        try throwUnexpectedResponseStatus(
+                            expectedStatus: "default",
+                            response: self
+                        )
+                    }
+                }
+            }
+        }
+        @frozen public enum AcceptableContentType: AcceptableProtocol {
+            case json
+            case applicationProblemJson
+            case other(Swift.String)
+            public init?(rawValue: Swift.String) {
+                switch rawValue.lowercased() {
+                case "application/json":
+                    self = .json
+                case "application/problem+json":
+                    self = .applicationProblemJson
+                default:
+                    self = .other(rawValue)
+                }
+            }
+            public var rawValue: Swift.String {
+                switch self {
+                case let .other(string):
+                    return string
+                case .json:
+                    return "application/json"
+                case .applicationProblemJson:
+                    return "application/problem+json"
+                }
+            }
+            public static var allCases: [Self] {
+                [
+                    .json,
+                    .applicationProblemJson
+                ]
+            }
+        }
+    }
+    /// Delete a secret (admin).
+    ///
+    /// - Remark: HTTP `DELETE /projects/{project}/secrets/{name}`.
+    /// - Remark: Generated from `#/paths//projects/{project}/secrets/{name}/delete(deleteSecret)`.
+    public enum DeleteSecret {
+        public static let id: Swift.String = "deleteSecret"
+        public struct Input: Sendable, Hashable {
+            /// - Remark: Generated from `#/paths/projects/{project}/secrets/{name}/DELETE/path`.
+            public struct Path: Sendable, Hashable {
+                /// - Remark: Generated from `#/paths/projects/{project}/secrets/{name}/DELETE/path/project`.
+                public var project: Components.Parameters.Project
+                /// The environment variable it becomes: A-Z, 0-9 and _, 1 to 64 bytes, not starting with a digit or HEDDLE_.
+                ///
+                /// - Remark: Generated from `#/paths/projects/{project}/secrets/{name}/DELETE/path/name`.
+                public var name: Swift.String
+                /// Creates a new `Path`.
+                ///
+                /// - Parameters:
+                ///   - project:
+                ///   - name: The environment variable it becomes: A-Z, 0-9 and _, 1 to 64 bytes, not starting with a digit or HEDDLE_.
+                public init(
+                    project: Components.Parameters.Project,
+                    name: Swift.String
+                ) {
+                    self.project = project
+                    self.name = name
+                }
+            }
+            public var path: Operations.DeleteSecret.Input.Path
+            /// - Remark: Generated from `#/paths/projects/{project}/secrets/{name}/DELETE/header`.
+            public struct Headers: Sendable, Hashable {
+                public var accept: [OpenAPIRuntime.AcceptHeaderContentType<Operations.DeleteSecret.AcceptableContentType>]
+                /// Creates a new `Headers`.
+                ///
+                /// - Parameters:
+                ///   - accept:
+                public init(accept: [OpenAPIRuntime.AcceptHeaderContentType<Operations.DeleteSecret.AcceptableContentType>] = .defaultValues()) {
+                    self.accept = accept
+                }
+            }
+            public var headers: Operations.DeleteSecret.Input.Headers
+            /// Creates a new `Input`.
+            ///
+            /// - Parameters:
+            ///   - path:
+            ///   - headers:
+            public init(
+                path: Operations.DeleteSecret.Input.Path,
+                headers: Operations.DeleteSecret.Input.Headers = .init()
+            ) {
+                self.path = path
+                self.headers = headers
+            }
+        }
+        @frozen public enum Output: Sendable, Hashable {
+            public struct Ok: Sendable, Hashable {
+                /// - Remark: Generated from `#/paths/projects/{project}/secrets/{name}/DELETE/responses/200/content`.
+                @frozen public enum Body: Sendable, Hashable {
+                    /// - Remark: Generated from `#/paths/projects/{project}/secrets/{name}/DELETE/responses/200/content/application\/json`.
+                    case json(Components.Schemas.SecretList)
+                    /// The associated value of the enum case if `self` is `.json`.
+                    ///
+                    /// - Throws: An error if `self` is not `.json`.
+                    /// - SeeAlso: `.json`.
+                    public var json: Components.Schemas.SecretList {
+                        get throws {
+                            switch self {
+                            case let .json(body):
+                                return body
+                            }
+                        }
+                    }
+                }
+                /// Received HTTP response body
+                public var body: Operations.DeleteSecret.Output.Ok.Body
+                /// Creates a new `Ok`.
+                ///
+                /// - Parameters:
+                ///   - body: Received HTTP response body
+                public init(body: Operations.DeleteSecret.Output.Ok.Body) {
+                    self.body = body
+                }
+            }
+            /// The project's secrets afterwards.
+            ///
+            /// - Remark: Generated from `#/paths//projects/{project}/secrets/{name}/delete(deleteSecret)/responses/200`.
+            ///
+            /// HTTP response code: `200 ok`.
+            case ok(Operations.DeleteSecret.Output.Ok)
+            /// The associated value of the enum case if `self` is `.ok`.
+            ///
+            /// - Throws: An error if `self` is not `.ok`.
+            /// - SeeAlso: `.ok`.
+            public var ok: Operations.DeleteSecret.Output.Ok {
+                get throws {
+                    switch self {
+                    case let .ok(response):
+                        return response
+                    default:
+                        try throwUnexpectedResponseStatus(
+                            expectedStatus: "ok",
+                            response: self
+                        )
+                    }
+                }
+            }
+            /// An error: 400 malformed request, 401 no valid credentials, 403 the role may not, 404 unknown id or route, 405 wrong method, 409 wrong state, 413 body too large, 429 too many failed sign-ins, 503 storage full, 500 a fault of the coordinator.
+            ///
+            /// - Remark: Generated from `#/paths//projects/{project}/secrets/{name}/delete(deleteSecret)/responses/default`.
+            ///
+            /// HTTP response code: `default`.
+            case `default`(statusCode: Swift.Int, Components.Responses.Problem)
+            /// The associated value of the enum case if `self` is `.`default``.
+            ///
+            /// - Throws: An error if `self` is not `.`default``.
+            /// - SeeAlso: `.`default``.
+            public var `default`: Components.Responses.Problem {
+                get throws {
+                    switch self {
+                    case let .`default`(_, response):
+                        return response
+                    default:
+                        try throwUnexpectedResponseStatus(
+                            expectedStatus: "default",
+                            response: self
+                        )
+                    }
+                }
+            }
+        }
+        @frozen public enum AcceptableContentType: AcceptableProtocol {
+            case json
+            case applicationProblemJson
+            case other(Swift.String)
+            public init?(rawValue: Swift.String) {
+                switch rawValue.lowercased() {
+                case "application/json":
+                    self = .json
+                case "application/problem+json":
+                    self = .applicationProblemJson
+                default:
+                    self = .other(rawValue)
+                }
+            }
+            public var rawValue: Swift.String {
+                switch self {
+                case let .other(string):
+                    return string
+                case .json:
+                    return "application/json"
+                case .applicationProblemJson:
+                    return "application/problem+json"
+                }
+            }
+            public static var allCases: [Self] {
+                [
+                    .json,
+                    .applicationProblemJson
+                ]
+            }
+        }
+    }
+    /// Whether runs of pull requests from another repository get the project's secrets (admin; off by default).
+    ///
+    /// - Remark: HTTP `PUT /projects/{project}/secrets-for-forks`.
+    /// - Remark: Generated from `#/paths//projects/{project}/secrets-for-forks/put(setSecretsForForks)`.
+    public enum SetSecretsForForks {
+        public static let id: Swift.String = "setSecretsForForks"
+        public struct Input: Sendable, Hashable {
+            /// - Remark: Generated from `#/paths/projects/{project}/secrets-for-forks/PUT/path`.
+            public struct Path: Sendable, Hashable {
+                /// - Remark: Generated from `#/paths/projects/{project}/secrets-for-forks/PUT/path/project`.
+                public var project: Components.Parameters.Project
+                /// Creates a new `Path`.
+                ///
+                /// - Parameters:
+                ///   - project:
+                public init(project: Components.Parameters.Project) {
+                    self.project = project
+                }
+            }
+            public var path: Operations.SetSecretsForForks.Input.Path
+            /// - Remark: Generated from `#/paths/projects/{project}/secrets-for-forks/PUT/header`.
+            public struct Headers: Sendable, Hashable {
+                public var accept: [OpenAPIRuntime.AcceptHeaderContentType<Operations.SetSecretsForForks.AcceptableContentType>]
+                /// Creates a new `Headers`.
+                ///
+                /// - Parameters:
+                ///   - accept:
+                public init(accept: [OpenAPIRuntime.AcceptHeaderContentType<Operations.SetSecretsForForks.AcceptableContentType>] = .defaultValues()) {
+                    self.accept = accept
+                }
+            }
+            public var headers: Operations.SetSecretsForForks.Input.Headers
+            /// - Remark: Generated from `#/paths/projects/{project}/secrets-for-forks/PUT/requestBody`.
+            @frozen public enum Body: Sendable, Hashable {
+                /// - Remark: Generated from `#/paths/projects/{project}/secrets-for-forks/PUT/requestBody/json`.
+                public struct JsonPayload: Codable, Hashable, Sendable {
+                    /// - Remark: Generated from `#/paths/projects/{project}/secrets-for-forks/PUT/requestBody/json/allowed`.
+                    public var allowed: Swift.Bool
+                    /// Creates a new `JsonPayload`.
+                    ///
+                    /// - Parameters:
+                    ///   - allowed:
+                    public init(allowed: Swift.Bool) {
+                        self.allowed = allowed
+                    }
+                    public enum CodingKeys: String, CodingKey {
+                        case allowed
+                    }
+                }
+                /// - Remark: Generated from `#/paths/projects/{project}/secrets-for-forks/PUT/requestBody/content/application\/json`.
+                case json(Operations.SetSecretsForForks.Input.Body.JsonPayload)
+            }
+            public var body: Operations.SetSecretsForForks.Input.Body
+            /// Creates a new `Input`.
+            ///
+            /// - Parameters:
+            ///   - path:
+            ///   - headers:
+            ///   - body:
+            public init(
+                path: Operations.SetSecretsForForks.Input.Path,
+                headers: Operations.SetSecretsForForks.Input.Headers = .init(),
+                body: Operations.SetSecretsForForks.Input.Body
+            ) {
+                self.path = path
+                self.headers = headers
+                self.body = body
+            }
+        }
+        @frozen public enum Output: Sendable, Hashable {
+            public struct Ok: Sendable, Hashable {
+                /// - Remark: Generated from `#/paths/projects/{project}/secrets-for-forks/PUT/responses/200/content`.
+                @frozen public enum Body: Sendable, Hashable {
+                    /// - Remark: Generated from `#/paths/projects/{project}/secrets-for-forks/PUT/responses/200/content/application\/json`.
+                    case json(Components.Schemas.SecretList)
+                    /// The associated value of the enum case if `self` is `.json`.
+                    ///
+                    /// - Throws: An error if `self` is not `.json`.
+                    /// - SeeAlso: `.json`.
+                    public var json: Components.Schemas.SecretList {
+                        get throws {
+                            switch self {
+                            case let .json(body):
+                                return body
+                            }
+                        }
+                    }
+                }
+                /// Received HTTP response body
+                public var body: Operations.SetSecretsForForks.Output.Ok.Body
+                /// Creates a new `Ok`.
+                ///
+                /// - Parameters:
+                ///   - body: Received HTTP response body
+                public init(body: Operations.SetSecretsForForks.Output.Ok.Body) {
+                    self.body = body
+                }
+            }
+            /// The project's secrets afterwards.
+            ///
+            /// - Remark: Generated from `#/paths//projects/{project}/secrets-for-forks/put(setSecretsForForks)/responses/200`.
+            ///
+            /// HTTP response code: `200 ok`.
+            case ok(Operations.SetSecretsForForks.Output.Ok)
+            /// The associated value of the enum case if `self` is `.ok`.
+            ///
+            /// - Throws: An error if `self` is not `.ok`.
+            /// - SeeAlso: `.ok`.
+            public var ok: Operations.SetSecretsForForks.Output.Ok {
+                get throws {
+                    switch self {
+                    case let .ok(response):
+                        return response
+                    default:
+                        try throwUnexpectedResponseStatus(
+                            expectedStatus: "ok",
+                            response: self
+                        )
+                    }
+                }
+            }
+            /// An error: 400 malformed request, 401 no valid credentials, 403 the role may not, 404 unknown id or route, 405 wrong method, 409 wrong state, 413 body too large, 429 too many failed sign-ins, 503 storage full, 500 a fault of the coordinator.
+            ///
+            /// - Remark: Generated from `#/paths//projects/{project}/secrets-for-forks/put(setSecretsForForks)/responses/default`.
+            ///
+            /// HTTP response code: `default`.
+            case `default`(statusCode: Swift.Int, Components.Responses.Problem)
+            /// The associated value of the enum case if `self` is `.`default``.
+            ///
+            /// - Throws: An error if `self` is not `.`default``.
+            /// - SeeAlso: `.`default``.
+            public var `default`: Components.Responses.Problem {
+                get throws {
+                    switch self {
+                    case let .`default`(_, response):
+                        return response
+                    default:
+                        try throwUnexpectedResponseStatus(
+                            expectedStatus: "default",
+                            response: self
+                        )
+                    }
+                }
+            }
+        }
+        @frozen public enum AcceptableContentType: AcceptableProtocol {
+            case json
+            case applicationProblemJson
+            case other(Swift.String)
+            public init?(rawValue: Swift.String) {
+                switch rawValue.lowercased() {
+                case "application/json":
+                    self = .json
+                case "application/problem+json":
+                    self = .applicationProblemJson
+                default:
+                    self = .other(rawValue)
+                }
+            }
+            public var rawValue: Swift.String {
+                switch self {
+                case let .other(string):
+                    return string
+                case .json:
+                    return "application/json"
+                case .applicationProblemJson:
+                    return "application/problem+json"
+                }
+            }
+            public static var allCases: [Self] {
+                [
+                    .json,
+                    .applicationProblemJson
+                ]
+            }
+        }
+    }
     /// The latest version of each of the project's pipelines (viewer).
     ///
     /// - Remark: HTTP `GET /projects/{project}/pipelines`.

@@ -42,6 +42,26 @@ public protocol APIProtocol: Sendable {
     /// - Remark: HTTP `POST /projects/{project}/webhook`.
     /// - Remark: Generated from `#/paths//projects/{project}/webhook/post(rotateWebhook)`.
     func rotateWebhook(_ input: Operations.RotateWebhook.Input) async throws -> Operations.RotateWebhook.Output
+    /// The project's secrets, by name and dates; never their values (any role).
+    ///
+    /// - Remark: HTTP `GET /projects/{project}/secrets`.
+    /// - Remark: Generated from `#/paths//projects/{project}/secrets/get(listSecrets)`.
+    func listSecrets(_ input: Operations.ListSecrets.Input) async throws -> Operations.ListSecrets.Output
+    /// Set a secret, new or replacing one of that name (admin). The value is sealed with the coordinator's --secrets-key-file before it is stored.
+    ///
+    /// - Remark: HTTP `PUT /projects/{project}/secrets/{name}`.
+    /// - Remark: Generated from `#/paths//projects/{project}/secrets/{name}/put(setSecret)`.
+    func setSecret(_ input: Operations.SetSecret.Input) async throws -> Operations.SetSecret.Output
+    /// Delete a secret (admin).
+    ///
+    /// - Remark: HTTP `DELETE /projects/{project}/secrets/{name}`.
+    /// - Remark: Generated from `#/paths//projects/{project}/secrets/{name}/delete(deleteSecret)`.
+    func deleteSecret(_ input: Operations.DeleteSecret.Input) async throws -> Operations.DeleteSecret.Output
+    /// Whether runs of pull requests from another repository get the project's secrets (admin; off by default).
+    ///
+    /// - Remark: HTTP `PUT /projects/{project}/secrets-for-forks`.
+    /// - Remark: Generated from `#/paths//projects/{project}/secrets-for-forks/put(setSecretsForForks)`.
+    func setSecretsForForks(_ input: Operations.SetSecretsForForks.Input) async throws -> Operations.SetSecretsForForks.Output
     /// The latest version of each of the project's pipelines (viewer).
     ///
     /// - Remark: HTTP `GET /projects/{project}/pipelines`.
@@ -212,6 +232,62 @@ extension APIProtocol {
         try await rotateWebhook(Operations.RotateWebhook.Input(
             path: path,
             headers: headers
+        ))
+    }
+    /// The project's secrets, by name and dates; never their values (any role).
+    ///
+    /// - Remark: HTTP `GET /projects/{project}/secrets`.
+    /// - Remark: Generated from `#/paths//projects/{project}/secrets/get(listSecrets)`.
+    public func listSecrets(
+        path: Operations.ListSecrets.Input.Path,
+        headers: Operations.ListSecrets.Input.Headers = .init()
+    ) async throws -> Operations.ListSecrets.Output {
+        try await listSecrets(Operations.ListSecrets.Input(
+            path: path,
+            headers: headers
+        ))
+    }
+    /// Set a secret, new or replacing one of that name (admin). The value is sealed with the coordinator's --secrets-key-file before it is stored.
+    ///
+    /// - Remark: HTTP `PUT /projects/{project}/secrets/{name}`.
+    /// - Remark: Generated from `#/paths//projects/{project}/secrets/{name}/put(setSecret)`.
+    public func setSecret(
+        path: Operations.SetSecret.Input.Path,
+        headers: Operations.SetSecret.Input.Headers = .init(),
+        body: Operations.SetSecret.Input.Body
+    ) async throws -> Operations.SetSecret.Output {
+        try await setSecret(Operations.SetSecret.Input(
+            path: path,
+            headers: headers,
+            body: body
+        ))
+    }
+    /// Delete a secret (admin).
+    ///
+    /// - Remark: HTTP `DELETE /projects/{project}/secrets/{name}`.
+    /// - Remark: Generated from `#/paths//projects/{project}/secrets/{name}/delete(deleteSecret)`.
+    public func deleteSecret(
+        path: Operations.DeleteSecret.Input.Path,
+        headers: Operations.DeleteSecret.Input.Headers = .init()
+    ) async throws -> Operations.DeleteSecret.Output {
+        try await deleteSecret(Operations.DeleteSecret.Input(
+            path: path,
+            headers: headers
+        ))
+    }
+    /// Whether runs of pull requests from another repository get the project's secrets (admin; off by default).
+    ///
+    /// - Remark: HTTP `PUT /projects/{project}/secrets-for-forks`.
+    /// - Remark: Generated from `#/paths//projects/{project}/secrets-for-forks/put(setSecretsForForks)`.
+    public func setSecretsForForks(
+        path: Operations.SetSecretsForForks.Input.Path,
+        headers: Operations.SetSecretsForForks.Input.Headers = .init(),
+        body: Operations.SetSecretsForForks.Input.Body
+    ) async throws -> Operations.SetSecretsForForks.Output {
+        try await setSecretsForForks(Operations.SetSecretsForForks.Input(
+            path: path,
+            headers: headers,
+            body: body
         ))
     }
     /// The latest version of each of the project's pipelines (viewer).

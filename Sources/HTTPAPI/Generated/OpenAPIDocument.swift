@@ -229,6 +229,161 @@ enum OpenAPIDocument {
         }
       }
     },
+    "/projects/{project}/secrets": {
+      "parameters": [
+        {
+          "$ref": "#/components/parameters/Project"
+        }
+      ],
+      "get": {
+        "operationId": "listSecrets",
+        "tags": [
+          "api"
+        ],
+        "summary": "The project's secrets, by name and dates; never their values (any role).",
+        "responses": {
+          "200": {
+            "description": "The project's secrets.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/SecretList"
+                }
+              }
+            }
+          },
+          "default": {
+            "$ref": "#/components/responses/Problem"
+          }
+        }
+      }
+    },
+    "/projects/{project}/secrets/{name}": {
+      "parameters": [
+        {
+          "$ref": "#/components/parameters/Project"
+        },
+        {
+          "name": "name",
+          "in": "path",
+          "required": true,
+          "description": "The environment variable it becomes: A-Z, 0-9 and _, 1 to 64 bytes, not starting with a digit or HEDDLE_.",
+          "schema": {
+            "type": "string"
+          }
+        }
+      ],
+      "put": {
+        "operationId": "setSecret",
+        "tags": [
+          "api"
+        ],
+        "summary": "Set a secret, new or replacing one of that name (admin). The value is sealed with the coordinator's --secrets-key-file before it is stored.",
+        "requestBody": {
+          "required": true,
+          "content": {
+            "application/json": {
+              "schema": {
+                "type": "object",
+                "required": [
+                  "value"
+                ],
+                "properties": {
+                  "value": {
+                    "type": "string",
+                    "description": "UTF-8 text without NUL, 4 to 65,536 bytes."
+                  }
+                }
+              }
+            }
+          }
+        },
+        "responses": {
+          "200": {
+            "description": "The project's secrets afterwards.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/SecretList"
+                }
+              }
+            }
+          },
+          "default": {
+            "$ref": "#/components/responses/Problem"
+          }
+        }
+      },
+      "delete": {
+        "operationId": "deleteSecret",
+        "tags": [
+          "api"
+        ],
+        "summary": "Delete a secret (admin).",
+        "responses": {
+          "200": {
+            "description": "The project's secrets afterwards.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/SecretList"
+                }
+              }
+            }
+          },
+          "default": {
+            "$ref": "#/components/responses/Problem"
+          }
+        }
+      }
+    },
+    "/projects/{project}/secrets-for-forks": {
+      "parameters": [
+        {
+          "$ref": "#/components/parameters/Project"
+        }
+      ],
+      "put": {
+        "operationId": "setSecretsForForks",
+        "tags": [
+          "api"
+        ],
+        "summary": "Whether runs of pull requests from another repository get the project's secrets (admin; off by default).",
+        "requestBody": {
+          "required": true,
+          "content": {
+            "application/json": {
+              "schema": {
+                "type": "object",
+                "required": [
+                  "allowed"
+                ],
+                "properties": {
+                  "allowed": {
+                    "type": "boolean"
+                  }
+                }
+              }
+            }
+          }
+        },
+        "responses": {
+          "200": {
+            "description": "The project's secrets afterwards.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/SecretList"
+                }
+              }
+            }
+          },
+          "default": {
+            "$ref": "#/components/responses/Problem"
+          }
+        }
+      }
+    },
     "/projects/{project}/pipelines": {
       "parameters": [
         {
@@ -1586,6 +1741,47 @@ enum OpenAPIDocument {
       }
     },
     "schemas": {
+      "SecretList": {
+        "type": "object",
+        "required": [
+          "project",
+          "secrets",
+          "forksAllowed"
+        ],
+        "properties": {
+          "project": {
+            "type": "string"
+          },
+          "secrets": {
+            "type": "array",
+            "items": {
+              "type": "object",
+              "required": [
+                "name",
+                "createdAt",
+                "updatedAt"
+              ],
+              "properties": {
+                "name": {
+                  "type": "string"
+                },
+                "createdAt": {
+                  "type": "string",
+                  "format": "date-time"
+                },
+                "updatedAt": {
+                  "type": "string",
+                  "format": "date-time"
+                }
+              }
+            }
+          },
+          "forksAllowed": {
+            "type": "boolean",
+            "description": "Runs of pull requests from another repository get the secrets."
+          }
+        }
+      },
       "Problem": {
         "type": "object",
         "required": [

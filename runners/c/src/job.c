@@ -174,6 +174,8 @@ void node_spawn(node_t *node) {
     Heddle__V1__Assignment *a = job->assignment;
     for (size_t i = 0; i < a->n_env; i++) env_set(&env, a->env[i]->key, a->env[i]->value);
     for (size_t i = 0; i < node->spec->n_env; i++) env_set(&env, node->spec->env[i]->key, node->spec->env[i]->value);
+    for (size_t i = 0; i < node->spec->n_secrets; i++)
+        env_set(&env, node->spec->secrets[i]->key, node->spec->secrets[i]->value);
     env_set(&env, "HEDDLE_NODE", node->spec->name);
     env_set(&env, "HEDDLE_WORKSPACE", job->workspace);
     env_set(&env, "HEDDLE_COMMIT", job->commit ? job->commit : "");
@@ -279,6 +281,11 @@ void node_uploaded(node_t *node, char *failure) {
 
 /* ------------------------------------------------------------------ the job's life */
 
+static int by_length_descending(const void *a, const void *b) {
+    size_t la = strlen(*(const char *const *)a), lb = strlen(*(const char *const *)b);
+    return la < lb ? 1 : la > lb ? -1 : 0;
+}
+
 static void job_free(job_t *job) {
     for (job_t **link = &R.jobs; *link; link = &(*link)->next) {
         if (*link == job) {
@@ -292,6 +299,7 @@ static void job_free(job_t *job) {
         if (node->out_fd >= 0) close(node->out_fd);
         free(node->cgroup);
         buf_free(&node->log.pending);
+        buf_free(&node->held);
         for (size_t m = 0; m < node->n_matches; m++) free(node->matches[m]);
         free(node->matches);
         if (node->upload.fd >= 0) close(node->upload.fd);
@@ -305,6 +313,7 @@ static void job_free(job_t *job) {
     free(job->cancel_reason);
     free(job->failure);
     free(job->nodes);
+    free(job->secrets);
     message_free(job->message);
     free(job);
     if (R.draining && !R.jobs) R.exit_now = 1;
@@ -589,6 +598,17 @@ void job_assign(message_t *message) {
         node->out_fd = -1;
         node->upload.fd = -1;
         node->log.pause = 1;
+        job->n_secrets += a->nodes[i]->n_secrets;
+    }
+    /* Every node's log is masked with every secret value the job was given, longest first. */
+    if (job->n_secrets) {
+        job->secrets = xcalloc(job->n_secrets, sizeof *job->secrets);
+        size_t n = 0;
+        for (size_t i = 0; i < a->n_nodes; i++)
+            for (size_t s = 0; s < a->nodes[i]->n_secrets; s++)
+                if (a->nodes[i]->secrets[s]->value[0]) job->secrets[n++] = a->nodes[i]->secrets[s]->value;
+        job->n_secrets = n;
+        qsort(job->secrets, n, sizeof *job->secrets, by_length_descending);
     }
     job->workspace = xasprintf("%s/job-%llu-%llu", R.config.work_dir, (unsigned long long)job->job_id,
                                (unsigned long long)job->epoch);
@@ -757,11 +777,12 @@ void jobs_handle(struct pollfd *fds, size_t n) {
                 for (size_t taken = 0; taken < (1u << 20) && logstream_has_room(node);) {
                     ssize_t got = read(fd, block, sizeof block);
                     if (got > 0) {
-                        if (!job->abandoned) logstream_append(node, block, (size_t)got);
+                        if (!job->abandoned) logstream_output(node, block, (size_t)got, 0);
                         taken += (size_t)got;
                         continue;
                     }
                     if (got == 0 || (errno != EAGAIN && errno != EINTR)) {
+                        if (!job->abandoned) logstream_output(node, NULL, 0, 1);
                         close(node->out_fd);
                         node->out_fd = -1;
                         node->eof = 1;

@@ -15,6 +15,48 @@ void logstream_append(node_t *node, const uint8_t *bytes, size_t n) {
     node->log.end += n;
 }
 
+/* The job's secret values are replaced with *** as output streams. The end of a read that
+ * could be the start of a value is held back (node->held) until the next read shows whether
+ * it is one, or the output ends. */
+void logstream_output(node_t *node, const uint8_t *bytes, size_t n, int final) {
+    const job_t *job = node->job;
+    if (job->n_secrets == 0) {
+        if (n) logstream_append(node, bytes, n);
+        return;
+    }
+    buf_t *held = &node->held;
+    if (n && buf_append(held, bytes, n) != 0) return;
+    const uint8_t *in = buf_bytes(held);
+    size_t len = held->len, copied = 0, i = 0;
+    while (i < len) {
+        size_t rest = len - i;
+        int matched = 0, partial = 0;
+        for (size_t s = 0; s < job->n_secrets; s++) {
+            const char *value = job->secrets[s];
+            size_t vlen = strlen(value);
+            if ((uint8_t)value[0] != in[i]) continue;
+            if (rest >= vlen) {
+                if (memcmp(in + i, value, vlen) == 0) {
+                    if (i > copied) logstream_append(node, in + copied, i - copied);
+                    logstream_append(node, (const uint8_t *)"***", 3);
+                    i += vlen;
+                    copied = i;
+                    matched = 1;
+                    break;
+                }
+            } else if (!final && memcmp(in + i, value, rest) == 0) {
+                partial = 1;
+                break;
+            }
+        }
+        if (partial) break;
+        if (!matched) i++;
+    }
+    if (i > copied) logstream_append(node, in + copied, i - copied);
+    buf_consume(held, i);
+    if (final) buf_consume(held, held->len);
+}
+
 void logstream_pump(node_t *node, double now) {
     logstream_t *log = &node->log;
     if (log->sent >= log->end || log->paused_until > now) return;

@@ -205,6 +205,7 @@ typedef struct node {
     upload_t upload;
     limits_t limits;          /* its own over the runner's --limits */
     char *cgroup;             /* its cgroups' name, when it has limits */
+    buf_t held;               /* output that may be the start of a secret, until the next read */
 } node_t;
 
 typedef enum { JOB_CHECKOUT, JOB_STARTING, JOB_RUNNING, JOB_FINISHING, JOB_REPORTING, JOB_DONE } job_phase_t;
@@ -224,6 +225,8 @@ typedef struct job {
     int abandoned;
     int inflight;              /* requests sent about this job and not answered */
     char *failure;             /* the first node failure */
+    const char **secrets;      /* every secret value its nodes are given, longest first (into the assignment) */
+    size_t n_secrets;
     /* checkout helper */
     pid_t helper_pid;
     int helper_fd;
@@ -349,6 +352,8 @@ void artifacts_on_connect(node_t *node);
 
 /* logstream.c */
 void logstream_append(node_t *node, const uint8_t *bytes, size_t n);
+/* A node's output, its job's secrets masked as ***; `final` at its end (nothing held back). */
+void logstream_output(node_t *node, const uint8_t *bytes, size_t n, int final);
 void logstream_pump(node_t *node, double now);
 int logstream_has_room(const node_t *node);
 int logstream_durable(const node_t *node);
