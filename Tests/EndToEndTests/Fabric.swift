@@ -187,16 +187,17 @@ final class Fabric: Sendable {
 
     /// Starts the admin CLI with a certificate (admin, or bot for automation); the caller
     /// waits for it or stops it.
-    func startHeddle(_ arguments: [String], as identity: String = "admin") throws -> ManagedProcess {
+    func startHeddle(_ arguments: [String], as identity: String = "admin", input: String? = nil) throws -> ManagedProcess {
         try ManagedProcess(Binaries.path("heddle"), arguments, environment: [
             "HEDDLE_COORDINATOR": endpoint, "HEDDLE_CA": "\(certs)/ca.pem",
             "HEDDLE_CERT": "\(certs)/\(identity).pem", "HEDDLE_KEY": "\(certs)/\(identity).key",
-        ], directory: root.path, logs: root)
+        ], directory: root.path, input: input, logs: root)
     }
 
     /// Runs the admin CLI with a certificate (admin, or bot for automation) and waits for it.
-    func heddle(_ arguments: [String], as identity: String = "admin", timeout: Duration = .seconds(120)) async throws -> Result {
-        let process = try startHeddle(arguments, as: identity)
+    func heddle(_ arguments: [String], as identity: String = "admin", input: String? = nil,
+                timeout: Duration = .seconds(120)) async throws -> Result {
+        let process = try startHeddle(arguments, as: identity, input: input)
         let status = try await process.waitForExit(timeout: timeout)
         return Result(status: status, output: process.standardOutput, data: process.standardOutputData,
                       error: process.standardError)

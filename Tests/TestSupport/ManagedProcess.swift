@@ -9,8 +9,9 @@ public final class ManagedProcess: Sendable {
 
     public var pid: Int32 { process.processIdentifier }
 
+    /// `input`: a file its standard input reads (default none).
     public init(_ executable: String, _ arguments: [String], environment: [String: String] = [:],
-                directory: String? = nil, logs: TemporaryDirectory) throws {
+                directory: String? = nil, input: String? = nil, logs: TemporaryDirectory) throws {
         process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
@@ -26,7 +27,7 @@ public final class ManagedProcess: Sendable {
         _ = FileManager.default.createFile(atPath: errorPath, contents: nil)
         process.standardOutput = FileHandle(forWritingAtPath: outputPath)
         process.standardError = FileHandle(forWritingAtPath: errorPath)
-        process.standardInput = FileHandle.nullDevice
+        process.standardInput = input.flatMap { FileHandle(forReadingAtPath: $0) } ?? FileHandle.nullDevice
         try process.run()
     }
 
