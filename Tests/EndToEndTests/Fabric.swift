@@ -120,6 +120,17 @@ final class Fabric: Sendable {
         }
     }
 
+    /// A new secrets key (`--secrets-key-file`) in a directory of its own, for the caller to
+    /// remove.
+    static func secretsKey() throws -> (directory: TemporaryDirectory, path: String) {
+        let directory = try TemporaryDirectory("heddle-key")
+        let path = directory.file("secrets.key")
+        try (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
+            .write(toFile: path, atomically: true, encoding: .utf8)
+        chmod(path, 0o600)
+        return (directory, path)
+    }
+
     static func run(_ executable: String, _ arguments: [String], _ root: TemporaryDirectory) async throws {
         let process = try ManagedProcess(executable, arguments, logs: root)
         guard try await process.waitForExit() == 0 else {

@@ -177,7 +177,9 @@ import Wire
     /// Every operation of the committed OpenAPI document is called, and answers with a status
     /// it documents and a body holding every property its schema requires.
     @Test func everyDocumentedRouteAnswersAsDocumented() async throws {
-        let fabric = try await Fabric(runnerLabels: ["linux"], coordinatorArguments: ["--http", "127.0.0.1:0"])
+        let (keys, key) = try Fabric.secretsKey()
+        defer { keys.remove() }
+        let fabric = try await Fabric(runnerLabels: ["linux"], coordinatorArguments: ["--http", "127.0.0.1:0", "--secrets-key-file", key])
         do {
             try await setUp(fabric)
             let admin = try fabric.http(as: "admin")
@@ -251,6 +253,10 @@ import Wire
                 ("POST", "/api/v1/tokens", "/tokens", ["name": "reader", "role": "viewer", "expiresInDays": 30]),
                 ("GET", "/api/v1/tokens", "/tokens", nil),
                 ("DELETE", "/api/v1/tokens/reader", "/tokens/{name}", nil),
+                ("PUT", "/api/v1/projects/shop/secrets/DEPLOY_TOKEN", "/projects/{project}/secrets/{name}", ["value": "deploy-value"]),
+                ("PUT", "/api/v1/projects/shop/secrets-for-forks", "/projects/{project}/secrets-for-forks", ["allowed": true]),
+                ("GET", "/api/v1/projects/shop/secrets", "/projects/{project}/secrets", nil),
+                ("DELETE", "/api/v1/projects/shop/secrets/DEPLOY_TOKEN", "/projects/{project}/secrets/{name}", nil),
             ]
             for entry in calls { try await call(entry.method, entry.path, entry.template, entry.body) }
             try await call("GET", "/api/v1/runs/\(firstRun - 2)/jobs/test/nodes/first/log", "/runs/{run}/jobs/{job}/nodes/{node}/log", nil)
@@ -296,6 +302,13 @@ import Wire
             #expect(answers["POST /session"]?.object?["role"] as? String == "viewer")
             #expect(answers["GET /session"]?.object?["role"] as? String == "admin")
             #expect(answers["DELETE /session"]?.status == 204)
+            let secrets = answers["GET /projects/{project}/secrets"]
+            #expect(secrets?.object?["forksAllowed"] as? Bool == true, "\(secrets?.text ?? "")")
+            #expect((secrets?.object?["secrets"] as? [[String: Any]])?.map { $0["name"] as? String } == ["DEPLOY_TOKEN"])
+            #expect(secrets?.text.contains("deploy-value") == false)
+            #expect((answers["DELETE /projects/{project}/secrets/{name}"]?.object?["secrets"] as? [Any])?.isEmpty == true)
+            let missing = try await admin.json("DELETE", "/api/v1/projects/shop/secrets/DEPLOY_TOKEN", nil)
+            #expect(missing.status == 404 && missing.text.contains("project shop has no secret DEPLOY_TOKEN"), "\(missing.text)")
             let secret = created?["secret"] as? String ?? ""
             #expect(try await fabric.http().request("GET", "/api/v1/runs", headers: bearer(secret)).status == 401)
         } catch {
@@ -567,6 +580,8 @@ import Wire
                 "POST /projects": ["name": "p2"], "POST /projects/{project}/pipelines": ["source": Self.pipeline],
                 "POST /queue/{job}/move": ["to": "top"], "POST /queue/cancel": ["dryRun": true],
                 "POST /tokens": ["name": "t2", "role": "viewer"],
+                "PUT /projects/{project}/secrets/{name}": ["value": "value1"],
+                "PUT /projects/{project}/secrets-for-forks": ["allowed": true],
             ]
             var checked = 0
             for (template, item) in paths {

@@ -8,11 +8,8 @@ import Testing
 /// runner's reads), listed by name only.
 @Suite(.serialized) struct SecretsEndToEndTests {
     @Test(arguments: RunnerUnderTest.all) func aNodeGetsItsSecretAndEveryLogShowsStars(runner: RunnerUnderTest) async throws {
-        let keys = try TemporaryDirectory("heddle-key")
+        let (keys, key) = try Fabric.secretsKey()
         defer { keys.remove() }
-        let key = keys.file("secrets.key")
-        try (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined().write(toFile: key, atomically: true, encoding: .utf8)
-        chmod(key, 0o600)
         let fabric = try await Fabric(runner: runner, runnerLabels: ["linux"], capacity: 1,
                                       coordinatorArguments: ["--secrets-key-file", key])
         do {
