@@ -164,6 +164,8 @@ public struct NodeRecord: Sendable, Equatable {
     public var limits = ResourceLimits()
     /// The project's secrets it is given (`secrets:`), by name.
     public var secrets: [String] = []
+    /// The container image it runs in (`image:`); empty: none.
+    public var image: String = ""
     public var status: Status
     public var exitCode: Int?
     public var startedAt: Int64?

@@ -99,7 +99,9 @@ public struct ActParser {
 
     private func parseJob(name: String, keyNode: Node, _ node: Node) throws(ActError) -> JobDefinition {
         let map = try mapping(node, "job '\(name)'")
-        try checkKeys(map, allowed: ["labels", "nodes", "retry", "network", "limits", "secrets"], in: "job '\(name)'")
+        try checkKeys(map, allowed: ["labels", "nodes", "retry", "network", "limits", "secrets", "image"], in: "job '\(name)'")
+        // The job's `image`: its nodes' unless a node names its own.
+        let image = try imageSetting(map, "job '\(name)'") ?? ""
         // The job's `secrets`: every node's, with the node's own.
         let secrets = try secretsSetting(map, "job '\(name)'")
         // The job's `limits`: its nodes' unless a node sets its own.
@@ -142,7 +144,7 @@ public struct ActParser {
             let nodeName = try identifier(key, "a node name")
             nodeLines[nodeName] = line(key)
             let parsed = try parseNode(name: nodeName, job: name, nodeNode, network: network, limits: limits,
-                                   secrets: secrets)
+                                   secrets: secrets, image: image)
             needsLines[nodeName] = parsed.needsLine ?? line(key)
             nodes.append(parsed.node)
         }
@@ -168,6 +170,19 @@ public struct ActParser {
         case "host": return true
         case let other: throw error(at: line(node), "`network` of \(what) is '\(other)'; write none (no network but loopback) or host")
         }
+    }
+
+    /// `image: NAME`: a container image reference (`debian:12`,
+    /// `registry.example.com/team/builder:3`, `localhost/tools@sha256:...`), or nil.
+    private func imageSetting(_ map: Node.Mapping, _ what: String) throws(ActError) -> String? {
+        guard let node = value(map, "image") else { return nil }
+        let image = try scalar(node, "`image` of \(what)")
+        let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-/:@")
+        guard !image.isEmpty, image.count <= 255, image.allSatisfy({ allowed.contains($0) }),
+              let first = image.first, first.isLetter || first.isNumber else {
+            throw error(at: line(node), "`image` of \(what) is '\(image.prefix(60))'; write an image reference such as debian:12 or registry.example.com/team/builder:3 (letters, digits and . _ - / : @, at most 255)")
+        }
+        return image
     }
 
     /// `secrets: [NAME, ...]`: the project's secrets given to the node as environment variables.
@@ -197,11 +212,12 @@ public struct ActParser {
     }
 
     private func parseNode(name: String, job: String, _ node: Node, network: Bool, limits jobLimits: ResourceLimits,
-                           secrets jobSecrets: [String]) throws(ActError) -> (node: NodeDefinition, needsLine: Int?) {
+                           secrets jobSecrets: [String], image jobImage: String) throws(ActError) -> (node: NodeDefinition, needsLine: Int?) {
         let what = "node '\(name)' of job '\(job)'"
         let map = try mapping(node, what)
-        try checkKeys(map, allowed: ["run", "needs", "env", "timeout", "grace", "artifacts", "network", "limits", "secrets"],
-                      in: what)
+        try checkKeys(map, allowed: ["run", "needs", "env", "timeout", "grace", "artifacts", "network", "limits", "secrets",
+                                     "image"], in: what)
+        let image = try imageSetting(map, what) ?? jobImage
         let secrets = Set(jobSecrets + (try secretsSetting(map, what))).sorted()
         let network = try networkSetting(map, what) ?? network
         let limits = try limitsSetting(map, what).over(jobLimits)
@@ -267,7 +283,7 @@ public struct ActParser {
             }
         }
         return (NodeDefinition(name: name, run: run, needs: needs, env: env, timeout: timeout, grace: grace, artifacts: artifacts,
-                               network: network, limits: limits, secrets: secrets), needsLine)
+                               network: network, limits: limits, secrets: secrets, image: image), needsLine)
     }
 
     /// "90" or "90s" -> 90, "10m" -> 600, "2h" -> 7200.

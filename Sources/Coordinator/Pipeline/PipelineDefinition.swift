@@ -78,6 +78,9 @@ public struct NodeDefinition: Sendable, Equatable {
     /// The project's secrets it is given as environment variables (`secrets:`, the job's and
     /// its own), sorted.
     public var secrets: [String] = []
+    /// The container image it runs in (`image:`, the job's unless the node sets one); empty:
+    /// none (the runner's sandbox).
+    public var image: String = ""
 }
 
 /// An upper bound of the bytes a job's nodes take in its assignment frame: each string with
@@ -88,8 +91,9 @@ enum AssignmentSize {
         values.reduce(0) { $0 + $1.utf8.count + 6 }
     }
 
-    static func node(name: String, run: String, needs: [String], env: [String: String], artifacts: [String]) -> Int {
-        32 + strings([name, run]) + strings(needs) + strings(artifacts)
+    static func node(name: String, run: String, needs: [String], env: [String: String], artifacts: [String],
+                     image: String) -> Int {
+        32 + strings([name, run, image]) + strings(needs) + strings(artifacts)
             + env.reduce(0) { $0 + 12 + $1.key.utf8.count + $1.value.utf8.count }
     }
 
@@ -101,6 +105,7 @@ enum AssignmentSize {
 extension JobDefinition {
     /// An upper bound of its nodes' bytes in an assignment.
     var assignmentBytes: Int {
-        nodes.reduce(0) { $0 + AssignmentSize.node(name: $1.name, run: $1.run, needs: $1.needs, env: $1.env, artifacts: $1.artifacts) }
+        nodes.reduce(0) { $0 + AssignmentSize.node(name: $1.name, run: $1.run, needs: $1.needs, env: $1.env, artifacts: $1.artifacts,
+                                                       image: $1.image) }
     }
 }

@@ -402,6 +402,7 @@ extension JobAssignment {
             spec.cpuLimitMillis = UInt32(clamping: node.limits.cpuMillis ?? 0)
             spec.pidsLimit = UInt32(clamping: node.limits.pids ?? 0)
             spec.secrets = secrets[node.name] ?? [:]
+            spec.image = node.image
             return spec
         }
         return message

@@ -408,7 +408,7 @@ extension PostgresStore {
                    artifacts: try pgUnJSON(try row.get("artifacts")), network: try row.get("network"),
                    limits: ResourceLimits(memory: try row.get("memory_limit"), cpuMillis: try row.get("cpu_limit_millis"),
                                           pids: try row.get("pids_limit")),
-                   secrets: try pgUnJSON(try row.get("secrets")),
+                   secrets: try pgUnJSON(try row.get("secrets")), image: try row.get("image"),
                    status: Status(rawValue: try row.get("status")) ?? .failed, exitCode: try row.get("exit_code"),
                    startedAt: try row.get("started_at"), finishedAt: try row.get("finished_at"))
     }

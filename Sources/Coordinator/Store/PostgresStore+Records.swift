@@ -133,6 +133,7 @@ extension PostgresStore {
         ("name", "text"), ("ordinal", "bigint"), ("run", "text"), ("needs", "text"), ("env", "text"), ("timeout", "bigint"),
         ("grace", "bigint"), ("artifacts", "text"), ("network", "boolean"), ("memory_limit", "bigint"),
         ("cpu_limit_millis", "bigint"), ("pids_limit", "bigint"), ("secrets", "text"),
+        ("image", "text"),
     ]
     static let nodeColumns = nodeFields.map(\.column).joined(separator: ", ")
     /// `jsonb_to_recordset`'s column definitions: the job's name, then `nodeFields`.
@@ -145,7 +146,7 @@ extension PostgresStore {
         struct Node: Encodable {
             var job: String; var name: String; var ordinal: Int; var run: String; var needs: String; var env: String
             var timeout: Int?; var grace: Int?; var artifacts: String; var network: Bool
-            var memory_limit: Int64?; var cpu_limit_millis: Int64?; var pids_limit: Int64?; var secrets: String
+            var memory_limit: Int64?; var cpu_limit_millis: Int64?; var pids_limit: Int64?; var secrets: String; var image: String
         }
         var jobs: [Job] = []
         var nodes: [Node] = []
@@ -156,7 +157,7 @@ extension PostgresStore {
                                   env: try pgJSON(node.env), timeout: node.timeout, grace: node.grace,
                                   artifacts: try pgJSON(node.artifacts), network: node.network,
                                   memory_limit: node.limits.memory, cpu_limit_millis: node.limits.cpuMillis,
-                                  pids_limit: node.limits.pids, secrets: try pgJSON(node.secrets)))
+                                  pids_limit: node.limits.pids, secrets: try pgJSON(node.secrets), image: node.image))
             }
         }
         return (try pgJSON(jobs), try pgJSON(nodes))

@@ -510,6 +510,9 @@ public final class PostgresStore: CoordinatorStore {
             )
             """,
         ]),
+        ("v6: container images", [
+            "ALTER TABLE node ADD COLUMN image TEXT NOT NULL DEFAULT ''",
+        ]),
     ]
 
     /// The advisory lock key migrations run under (any 64-bit number of Heddle's own).

@@ -115,11 +115,12 @@ extension SQLiteStore {
                 for (ordinal, node) in job.nodes.enumerated() {
                     try db.cachedStatement(sql: """
                         INSERT INTO node (job_id, name, ordinal, run, needs, env, timeout, grace, artifacts, network, memory_limit,
-                                          cpu_limit_millis, pids_limit, secrets, status)
-                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending')
+                                          cpu_limit_millis, pids_limit, secrets, image, status)
+                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending')
                         """).execute(arguments: [jobID, node.name, ordinal, node.run, try json(node.needs),
                                          try json(node.env), node.timeout, node.grace, try json(node.artifacts), node.network,
-                                         node.limits.memory, node.limits.cpuMillis, node.limits.pids, try json(node.secrets)])
+                                         node.limits.memory, node.limits.cpuMillis, node.limits.pids, try json(node.secrets),
+                                         node.image])
                 }
                 jobs.append(JobRecord(id: jobID, runID: run.id, attempt: run.attempt, name: job.name, labels: job.labels,
                                       status: .queued, runner: nil, epoch: 0, position: position, queuedAt: now,

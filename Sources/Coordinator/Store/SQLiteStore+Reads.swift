@@ -102,7 +102,7 @@ extension SQLiteStore {
                        needs: try unjson(row["needs"]), env: try unjson(row["env"]), timeout: row["timeout"], grace: row["grace"],
                        artifacts: try unjson(row["artifacts"]), network: row["network"],
                        limits: ResourceLimits(memory: row["memory_limit"], cpuMillis: row["cpu_limit_millis"], pids: row["pids_limit"]),
-                       secrets: try unjson(row["secrets"]),
+                       secrets: try unjson(row["secrets"]), image: row["image"],
                        status: Status(rawValue: row["status"]) ?? .failed, exitCode: row["exit_code"],
                        startedAt: row["started_at"], finishedAt: row["finished_at"])
         }

@@ -295,6 +295,9 @@ public struct SQLiteStore: CoordinatorStore {
                 );
                 """)
         }
+        migrator.registerMigration("v11: container images") { db in
+            try db.execute(sql: "ALTER TABLE node ADD COLUMN image TEXT NOT NULL DEFAULT ''")
+        }
         return migrator
     }
 }

@@ -2,5 +2,5 @@
 // SHA-256 of the concatenated proto/heddle/v1/*.proto files (in name order) this code was
 // generated from. WireTests fails when the protos change without regenerating.
 public enum ProtoChecksum {
-    public static let sha256 = "5e350b57c7aa394ddf70179abb702fb8fa5f51602ba98c147227b0dceedeb34e"
+    public static let sha256 = "447102248910c97e17302d49548bb095822a8894d3c43a8f7de4bf937c56f54c"
 }

@@ -990,6 +990,9 @@ public nonisolated struct Heddle_V1_NodeSpec: Sendable {
   /// the project's secrets the node names (`secrets:`): environment
   public var secrets: Dictionary<String,String> = [:]
 
+  /// variables, and masked as *** in every node's log of the job
+  public var image: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -4057,7 +4060,7 @@ nonisolated extension Heddle_V1_JobRef: SwiftProtobuf.Message, SwiftProtobuf._Me
 
 nonisolated extension Heddle_V1_NodeSpec: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".NodeSpec"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}run\0\u{1}needs\0\u{1}env\0\u{3}timeout_seconds\0\u{1}artifacts\0\u{3}kill_grace_seconds\0\u{3}no_network\0\u{3}memory_limit_bytes\0\u{3}cpu_limit_millis\0\u{3}pids_limit\0\u{1}secrets\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}run\0\u{1}needs\0\u{1}env\0\u{3}timeout_seconds\0\u{1}artifacts\0\u{3}kill_grace_seconds\0\u{3}no_network\0\u{3}memory_limit_bytes\0\u{3}cpu_limit_millis\0\u{3}pids_limit\0\u{1}secrets\0\u{1}image\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -4077,6 +4080,7 @@ nonisolated extension Heddle_V1_NodeSpec: SwiftProtobuf.Message, SwiftProtobuf._
       case 10: try { try decoder.decodeSingularUInt32Field(value: &self.cpuLimitMillis) }()
       case 11: try { try decoder.decodeSingularUInt32Field(value: &self.pidsLimit) }()
       case 12: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.secrets) }()
+      case 13: try { try decoder.decodeSingularStringField(value: &self.image) }()
       default: break
       }
     }
@@ -4119,6 +4123,9 @@ nonisolated extension Heddle_V1_NodeSpec: SwiftProtobuf.Message, SwiftProtobuf._
     if !self.secrets.isEmpty {
       try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: self.secrets, fieldNumber: 12)
     }
+    if !self.image.isEmpty {
+      try visitor.visitSingularStringField(value: self.image, fieldNumber: 13)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -4135,6 +4142,7 @@ nonisolated extension Heddle_V1_NodeSpec: SwiftProtobuf.Message, SwiftProtobuf._
     if lhs.cpuLimitMillis != rhs.cpuLimitMillis {return false}
     if lhs.pidsLimit != rhs.pidsLimit {return false}
     if lhs.secrets != rhs.secrets {return false}
+    if lhs.image != rhs.image {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

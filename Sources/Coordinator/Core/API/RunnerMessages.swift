@@ -68,7 +68,8 @@ public struct JobAssignment: Sendable {
 
     /// An upper bound of its encoded size.
     var estimatedBytes: Int {
-        nodes.reduce(0) { $0 + AssignmentSize.node(name: $1.name, run: $1.run, needs: $1.needs, env: $1.env, artifacts: $1.artifacts) }
+        nodes.reduce(0) { $0 + AssignmentSize.node(name: $1.name, run: $1.run, needs: $1.needs, env: $1.env, artifacts: $1.artifacts,
+                                                       image: $1.image) }
             + 128 + AssignmentSize.strings([project, pipeline, jobName, branch, repository, commit])
             + env.reduce(0) { $0 + 12 + $1.key.utf8.count + $1.value.utf8.count }
             + secrets.values.reduce(0) { $0 + $1.reduce(0) { $0 + 12 + $1.key.utf8.count + $1.value.utf8.count } }

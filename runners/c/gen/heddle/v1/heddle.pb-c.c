@@ -5228,7 +5228,7 @@ const ProtobufCMessageDescriptor heddle__v1__node_spec__secrets_entry__descripto
   (ProtobufCMessageInit) heddle__v1__node_spec__secrets_entry__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor heddle__v1__node_spec__field_descriptors[12] =
+static const ProtobufCFieldDescriptor heddle__v1__node_spec__field_descriptors[13] =
 {
   {
     "name",
@@ -5374,11 +5374,24 @@ static const ProtobufCFieldDescriptor heddle__v1__node_spec__field_descriptors[1
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "image",
+    13,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__NodeSpec, image),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned heddle__v1__node_spec__field_indices_by_name[] = {
   5,   /* field[5] = artifacts */
   9,   /* field[9] = cpu_limit_millis */
   3,   /* field[3] = env */
+  12,   /* field[12] = image */
   6,   /* field[6] = kill_grace_seconds */
   8,   /* field[8] = memory_limit_bytes */
   0,   /* field[0] = name */
@@ -5392,7 +5405,7 @@ static const unsigned heddle__v1__node_spec__field_indices_by_name[] = {
 static const ProtobufCIntRange heddle__v1__node_spec__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 12 }
+  { 0, 13 }
 };
 const ProtobufCMessageDescriptor heddle__v1__node_spec__descriptor =
 {
@@ -5402,7 +5415,7 @@ const ProtobufCMessageDescriptor heddle__v1__node_spec__descriptor =
   "Heddle__V1__NodeSpec",
   "heddle.v1",
   sizeof(Heddle__V1__NodeSpec),
-  12,
+  13,
   heddle__v1__node_spec__field_descriptors,
   heddle__v1__node_spec__field_indices_by_name,
   1,  heddle__v1__node_spec__number_ranges,

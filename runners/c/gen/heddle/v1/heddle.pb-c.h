@@ -547,10 +547,17 @@ struct  Heddle__V1__NodeSpec
    */
   size_t n_secrets;
   Heddle__V1__NodeSpec__SecretsEntry **secrets;
+  /*
+   * variables, and masked as *** in every node's log of the job
+   */
+  /*
+   * a container image to run the node in with podman; empty: none
+   */
+  char *image;
 };
 #define HEDDLE__V1__NODE_SPEC__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&heddle__v1__node_spec__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0,NULL, 0, 0,NULL, 0, 0, 0, 0, 0, 0,NULL }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0,NULL, 0, 0,NULL, 0, 0, 0, 0, 0, 0,NULL, (char *)protobuf_c_empty_string }
 
 
 struct  Heddle__V1__Assignment__EnvEntry
