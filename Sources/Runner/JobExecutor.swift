@@ -16,6 +16,8 @@ struct JobExecutor {
     let baseEnvironment: [String: String]
     /// Where each node runs (`Sandbox`); nil: unisolated.
     let sandbox: Sandbox?
+    /// What runs nodes that name a container image (`Podman`); nil: none on this machine.
+    let podman: Podman?
     /// Where nodes' resource limits are set (`Cgroups`), and why there is none when nil.
     let cgroups: (Cgroups?, String)
     /// Limits of nodes that set none themselves (`--limits`).
@@ -158,7 +160,13 @@ struct JobExecutor {
         environment["HEDDLE_NODE"] = node.name
         environment["HEDDLE_WORKSPACE"] = workspace
         environment["HEDDLE_COMMIT"] = commit
-        if node.noNetwork && sandbox == nil {
+        let image = node.image.isEmpty ? nil : node.image
+        if image != nil && podman == nil {
+            let reason = "node '\(node.name)' runs in image '\(node.image)', and this runner has no podman (Debian: apt-get install podman)"
+            await report(node.name, .failed, exitCode: nil, reason: reason)
+            return (.failed, reason)
+        }
+        if node.noNetwork && sandbox == nil && image == nil {
             let reason = "node '\(node.name)' has `network: none`, which needs the sandbox: this runner runs with --isolation none"
             await report(node.name, .failed, exitCode: nil, reason: reason)
             return (.failed, reason)
@@ -170,7 +178,8 @@ struct JobExecutor {
         // (unique on the machine).
         let cgroup = "heddle-\(getpid())-\(assignment.job.jobID)-\(assignment.job.epoch)-\(node.name)"
         var joining: [String] = []
-        if !limits.isEmpty {
+        // A container's limits are podman's.
+        if !limits.isEmpty && image == nil {
             guard let cgroups = cgroups.0 else {
                 let reason = "node '\(node.name)' has resource limits, which need a cgroup this runner can write, and it has none (\(cgroups.1))"
                 await report(node.name, .failed, exitCode: nil, reason: reason)
@@ -186,10 +195,21 @@ struct JobExecutor {
             }
         }
         defer { if !joining.isEmpty { cgroups.0?.removeWhenEmpty(cgroup) } }
+        // In a container, the node's variables (not the runner's) by name, and its marker.
+        let container = image.flatMap { image in
+            podman.map { podman in
+                podman.arguments(name: Podman.name(job: assignment.job, node: node.name), image: image, workspace: workspace,
+                                 network: !node.noNetwork, limits: limits,
+                                 variables: Array(Set(assignment.env.keys).union(node.env.keys).union(node.secrets.keys)
+                                     .union(["HEDDLE_NODE", "HEDDLE_WORKSPACE", "HEDDLE_COMMIT", ProcessTree.variable])),
+                                 command: node.run)
+            }
+        }
+        defer { if image != nil { podman?.remove(Podman.name(job: assignment.job, node: node.name)) } }
         let process: NodeProcess
         do {
             process = try NodeProcess(command: node.run, environment: environment, directory: workspace, sandbox: sandbox,
-                                      network: !node.noNetwork, cgroups: joining)
+                                      network: !node.noNetwork, cgroups: joining, container: container)
         } catch {
             let reason = "node '\(node.name)' could not start: \(error)"
             await report(node.name, .failed, exitCode: 127, reason: reason)
@@ -235,8 +255,16 @@ struct JobExecutor {
             await report(node.name, .failed, exitCode: code, reason: reason)
             return (.failed, reason)
         }
-        if !joining.isEmpty, let memory = limits.memory, cgroups.0?.ranOutOfMemory(cgroup) == true {
+        // Podman does not say here whether the kernel killed a container for memory: a
+        // container with a memory limit killed by SIGKILL (137) that nobody stopped was.
+        let containerOutOfMemory = image != nil && limits.memory != nil && code == 137
+        if let memory = limits.memory, containerOutOfMemory || (!joining.isEmpty && cgroups.0?.ranOutOfMemory(cgroup) == true) {
             let reason = "node '\(node.name)' failed: memory limit \(ResourceLimits.size(memory)) exceeded (exit code \(code))"
+            await report(node.name, .failed, exitCode: code, reason: reason)
+            return (.failed, reason)
+        }
+        if image != nil && code == 125 {
+            let reason = "node '\(node.name)' could not start its container: podman failed (exit code 125; the node's log says why: say, image '\(node.image)' is not on this runner and cannot be pulled)"
             await report(node.name, .failed, exitCode: code, reason: reason)
             return (.failed, reason)
         }

@@ -37,8 +37,10 @@ final class NodeProcess: Sendable {
 
     /// Starts `command` in `directory`, in `sandbox` when given (`bwrap ARGS -- /bin/sh -c
     /// COMMAND`; `network` false cuts the node's network).
+    /// With `container` (podman's arguments up to the image, made by `Podman.arguments`), the
+    /// node runs in it instead, neither sandboxed nor in `cgroups`.
     init(command: String, environment: [String: String], directory: String, sandbox: Sandbox? = nil,
-         network: Bool = true, cgroups: [String] = []) throws {
+         network: Bool = true, cgroups: [String] = [], container: [String]? = nil) throws {
         // Pipe creation and spawn are serialized so no other node's child inherits this
         // pipe in the moment before its ends are marked close-on-exec.
         spawnLock.lock()
@@ -74,12 +76,14 @@ final class NodeProcess: Sendable {
         // The outer shell changes to the workspace and execs the node's shell in place, so
         // the pid and process group stay the same. In a sandbox, bwrap changes to it.
         // With cgroups, a shell joins them first (`Cgroups.joining`) and execs the rest.
-        var argv = if let sandbox {
+        var argv = if let container {
+            container
+        } else if let sandbox {
             [sandbox.program] + sandbox.arguments(workspace: directory, network: network) + ["--", "/bin/sh", "-c", command]
         } else {
             ["/bin/sh", "-c", "cd -- \"$0\" && exec /bin/sh -c \"$1\"", directory, command]
         }
-        if !cgroups.isEmpty { argv = Cgroups.joining(cgroups, argv) }
+        if !cgroups.isEmpty && container == nil { argv = Cgroups.joining(cgroups, argv) }
         let program = argv[0]
         let token = UUID().uuidString
         var environment = environment

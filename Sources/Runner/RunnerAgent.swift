@@ -150,6 +150,15 @@ public final class RunnerAgent: Service, Sendable {
             logger.warning("resource limits: none available (\(cgroups.1)): a node with limits fails, saying so")
         }
 
+        let podman = Podman.find()
+        if let podman {
+            podman.removeLeftovers()
+            logger.info("container images: \(podman.version()) (a node with `image:` runs in its own container)",
+                        metadata: ["podman": "\(podman.program)"])
+        } else {
+            logger.info("container images: none (podman is not installed): a node with `image:` fails, saying so")
+        }
+
         let (assignments, continuation) = AsyncStream.makeStream(of: Heddle_V1_Assignment.self)
         await withTaskCancellationHandler {
             await withTaskGroup(of: Void.self) { group in
@@ -159,7 +168,7 @@ public final class RunnerAgent: Service, Sendable {
                     continuation.finish()
                 }
                 for await assignment in assignments {
-                    group.addTask { await self.execute(assignment, sandbox: sandbox, cgroups: cgroups) }
+                    group.addTask { await self.execute(assignment, sandbox: sandbox, podman: podman, cgroups: cgroups) }
                 }
                 group.cancelAll()
             }
@@ -305,13 +314,14 @@ public final class RunnerAgent: Service, Sendable {
         }
     }
 
-    private func execute(_ assignment: Heddle_V1_Assignment, sandbox: Sandbox?, cgroups: (Cgroups?, String)) async {
+    private func execute(_ assignment: Heddle_V1_Assignment, sandbox: Sandbox?, podman: Podman?,
+                         cgroups: (Cgroups?, String)) async {
         let key = JobKey(assignment.job)
         guard let control = state.withLock({ $0.jobs[key]?.0 }) else { return }
         let executor = JobExecutor(assignment: assignment, link: link, spoolDirectory: spoolDirectory,
                                    workRoot: configuration.workDirectory,
                                    baseEnvironment: ProcessInfo.processInfo.environment,
-                                   sandbox: sandbox, cgroups: cgroups, defaultLimits: configuration.limits,
+                                   sandbox: sandbox, podman: podman, cgroups: cgroups, defaultLimits: configuration.limits,
                                    control: control, logger: logger)
         await executor.run()
         _ = state.withLock { $0.jobs.removeValue(forKey: key) }

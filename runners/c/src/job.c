@@ -181,7 +181,15 @@ void node_spawn(node_t *node) {
     env_set(&env, "HEDDLE_COMMIT", job->commit ? job->commit : "");
     make_token(node->token);
     env_set(&env, "HEDDLE_NODE_TOKEN", node->token);
-    if (node->spec->no_network && !R.sandbox.program) {
+    int contained = node->spec->image && node->spec->image[0];
+    if (contained && !R.podman) {
+        env_free(&env);
+        node_finish(node, FINAL_FAILED, 0, 0,
+                    xasprintf("node '%s' runs in image '%s', and this runner has no podman (Debian: apt-get install podman)",
+                              node->spec->name, node->spec->image));
+        return;
+    }
+    if (node->spec->no_network && !R.sandbox.program && !contained) {
         env_free(&env);
         node_finish(node, FINAL_FAILED, 0, 0,
                     xasprintf("node '%s' has `network: none`, which needs the sandbox: this runner runs with --isolation none",
@@ -193,7 +201,8 @@ void node_spawn(node_t *node) {
     node->limits.pids = node->spec->pids_limit ? node->spec->pids_limit : R.config.limits.pids;
     char err[300];
     char **procs = NULL;
-    if (node->limits.memory || node->limits.cpu_millis || node->limits.pids) {
+    /* A container's limits are podman's. */
+    if (!contained && (node->limits.memory || node->limits.cpu_millis || node->limits.pids)) {
         if (R.cgroups.n == 0) {
             env_free(&env);
             node_finish(node, FINAL_FAILED, 0, 0,
@@ -215,7 +224,13 @@ void node_spawn(node_t *node) {
         }
     }
     char *command[] = {"/bin/sh", "-c", node->spec->run, NULL};
-    char **argv = R.sandbox.program ? sandbox_argv(&R.sandbox, job->workspace, !node->spec->no_network, command) : NULL;
+    char **argv = NULL;
+    if (contained) {
+        node->container = podman_name(node);
+        argv = podman_argv(R.podman, node, node->container);
+    } else if (R.sandbox.program) {
+        argv = sandbox_argv(&R.sandbox, job->workspace, !node->spec->no_network, command);
+    }
     char **joined = procs ? cgroups_joining(procs, argv ? argv : command) : NULL;
     node->pid = spawn_process(joined ? joined : argv ? argv : command, env.entries, job->workspace, &node->out_fd, err, sizeof err);
     sandbox_argv_free(joined);
@@ -224,6 +239,8 @@ void node_spawn(node_t *node) {
     env_free(&env);
     if (node->pid < 0) {
         node->pid = 0;
+        free(node->container);
+        node->container = NULL;
         if (node->cgroup) {
             cgroups_remove(&R.cgroups, node->cgroup);
             free(node->cgroup);
@@ -241,6 +258,16 @@ static void node_ended(node_t *node) {
     job_t *job = node->job;
     const char *name = node->spec->name;
     int out_of_memory = 0;
+    int container_failed = 0;
+    if (node->container) {
+        /* Podman does not say here whether the kernel killed a container for memory: one with
+         * a memory limit killed by SIGKILL (137) that nobody stopped was. */
+        out_of_memory = node->limits.memory && node->exit_code == 137 && !job->cancel_reason && !node->timed_out;
+        container_failed = node->exit_code == 125;
+        podman_remove(R.podman, node->container, 0);
+        free(node->container);
+        node->container = NULL;
+    }
     if (node->cgroup) {
         out_of_memory = node->limits.memory && cgroups_out_of_memory(&R.cgroups, node->cgroup);
         cgroups_remove(&R.cgroups, node->cgroup);
@@ -261,6 +288,10 @@ static void node_ended(node_t *node) {
         limits_size(node->limits.memory, size, sizeof size);
         node_finish(node, FINAL_FAILED, 1, node->exit_code,
                     xasprintf("node '%s' failed: memory limit %s exceeded (exit code %d)", name, size, node->exit_code));
+    } else if (container_failed) {
+        node_finish(node, FINAL_FAILED, 1, node->exit_code,
+                    xasprintf("node '%s' could not start its container: podman failed (exit code 125; the node's log says why: "
+                              "say, image '%s' is not on this runner and cannot be pulled)", name, node->spec->image));
     } else if (node->exit_code != 0) {
         node_finish(node, FINAL_FAILED, 1, node->exit_code,
                     xasprintf("node '%s' failed with exit code %d", name, node->exit_code));
@@ -298,6 +329,8 @@ static void job_free(job_t *job) {
         node_t *node = &job->nodes[i];
         if (node->out_fd >= 0) close(node->out_fd);
         free(node->cgroup);
+        if (node->container) podman_remove(R.podman, node->container, 0);
+        free(node->container);
         buf_free(&node->log.pending);
         buf_free(&node->held);
         for (size_t m = 0; m < node->n_matches; m++) free(node->matches[m]);

@@ -239,6 +239,14 @@ int main(int argc, char **argv) {
         logmsg(LOG_WARNING, "resource limits: none available (%s): a node with limits fails, saying so", R.cgroups_why);
     }
 
+    R.podman = podman_find();
+    if (R.podman) {
+        podman_remove_leftovers(R.podman);
+        logmsg(LOG_INFO, "container images: podman (%s): a node with `image:` runs in its own container", R.podman);
+    } else {
+        logmsg(LOG_INFO, "container images: none (podman is not installed): a node with `image:` fails, saying so");
+    }
+
     if (pipe2(signal_pipe, O_CLOEXEC | O_NONBLOCK) != 0) return 1;
     struct sigaction action = {0};
     action.sa_handler = on_signal;

@@ -129,6 +129,18 @@ int sandbox_init(sandbox_t *s, const char *work_dir, const char *key, char *err,
 char **sandbox_argv(const sandbox_t *s, const char *workspace, int network, char *const command[]);
 void sandbox_argv_free(char **argv);
 
+/* ---------------------------------------------------------------- podman.c */
+
+/* podman on PATH (heap), or NULL. */
+char *podman_find(void);
+/* A node's container name, heddle-PID-JOB-EPOCH-NODE (heap). */
+struct node;
+char *podman_name(const struct node *node);
+/* podman run ... IMAGE /bin/sh -c RUN for a node with an image (free with sandbox_argv_free). */
+char **podman_argv(const char *podman, const struct node *node, const char *name);
+void podman_remove(const char *podman, const char *name, int wait);
+void podman_remove_leftovers(const char *podman);
+
 /* ---------------------------------------------------------------- cgroups.c */
 
 typedef struct {
@@ -206,6 +218,7 @@ typedef struct node {
     limits_t limits;          /* its own over the runner's --limits */
     char *cgroup;             /* its cgroups' name, when it has limits */
     buf_t held;               /* output that may be the start of a secret, until the next read */
+    char *container;          /* its container's name, when it runs in an image */
 } node_t;
 
 typedef enum { JOB_CHECKOUT, JOB_STARTING, JOB_RUNNING, JOB_FINISHING, JOB_REPORTING, JOB_DONE } job_phase_t;
@@ -301,6 +314,7 @@ typedef struct {
     config_t config;
     sandbox_t sandbox; /* program NULL: unisolated */
     cgroups_t cgroups; /* n 0: none (cgroups_why says why) */
+    char *podman;      /* NULL: none, and nodes with an image fail */
     char cgroups_why[400];
     link_t link;
     job_t *jobs;
