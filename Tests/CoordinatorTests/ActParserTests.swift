@@ -74,6 +74,41 @@ import Wire
         #expect(throws: LimitError.self) { try ResourceLimits.parse("disk=1G") }
     }
 
+    @Test func secretsAndImagesArePerJobOrNode() throws {
+        let pipeline = try parser.parse("""
+            name: build
+            jobs:
+              test:
+                secrets: [NPM_TOKEN]
+                image: registry.example.com/team/builder:3
+                nodes:
+                  a: { run: x }
+                  b: { run: y, secrets: [DEPLOY_KEY, NPM_TOKEN], image: "debian@sha256:0123abcd" }
+            """)
+        let nodes = pipeline.jobs[0].nodes
+        #expect(nodes.map(\.secrets) == [["NPM_TOKEN"], ["DEPLOY_KEY", "NPM_TOKEN"]])
+        #expect(nodes.map(\.image) == ["registry.example.com/team/builder:3", "debian@sha256:0123abcd"])
+        let bad: [(String, String)] = [
+            ("secrets: [npm_token]", "must be an environment variable's name"),
+            ("secrets: [HEDDLE_X]", "may not start with HEDDLE_"),
+            ("image: 'a b'", "write an image reference"),
+            ("image: -x", "write an image reference"),
+        ]
+        for (line, message) in bad {
+            #expect(throws: ActError.self, "\(line)") {
+                try parser.parse("name: b\njobs:\n  t:\n    \(line)\n    nodes:\n      n: { run: x }\n")
+            }
+            do {
+                _ = try parser.parse("name: b\njobs:\n  t:\n    \(line)\n    nodes:\n      n: { run: x }\n")
+            } catch {
+                #expect("\(error)".contains(message), "\(error)")
+            }
+        }
+        #expect(throws: ActError.self) {
+            try parser.parse("name: b\njobs:\n  t:\n    nodes:\n      n: { run: x, env: { TOKEN: a }, secrets: [TOKEN] }\n")
+        }
+    }
+
     struct Case: Sendable, CustomTestStringConvertible {
         var name: String
         var source: String
