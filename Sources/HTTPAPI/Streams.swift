@@ -27,6 +27,9 @@ struct StreamRoutes {
         router.get("/api/v1/runs/:run/jobs/:job/nodes/:node/log") { request, context in
             try await log(request, context)
         }
+        router.get("/api/v1/runs/:run/jobs/:job/nodes/:node/log/search") { request, context in
+            try await logSearch(request, context)
+        }
         router.get("/api/v1/events") { request, _ in
             try events(request)
         }
@@ -150,6 +153,25 @@ struct StreamRoutes {
 
     func log(_ request: Request, _ context: HeddleRequestContext) async throws -> Response {
         let principal = try Self.principal()
+        let read = try Self.logRead(request, context)
+        // Unknown run, attempt, job or node: refused here, before any streaming.
+        if Self.wantsEvents(request) {
+            _ = try await core.catalog.readLog(read, as: principal)
+            return try logEvents(read, principal: principal)
+        }
+        if request.headers[.accept]?.contains("text/html") != true, request.uri.queryParameters.get("line") != nil
+            || request.uri.queryParameters.get("lines") != nil || request.uri.queryParameters.get("at") != nil {
+            return try await lines(request.uri.queryParameters, read, principal: principal)
+        }
+        let first = try await core.catalog.readLog(read, as: principal)
+        if request.headers[.accept]?.contains("text/html") == true {
+            return html(read, principal: principal, first: first)
+        }
+        return try raw(request, read, principal: principal, first: first)
+    }
+
+    /// The node log a request names (run, attempt, job, node) and the offset it starts at.
+    static func logRead(_ request: Request, _ context: HeddleRequestContext) throws -> LogRead {
         guard let runID = context.parameters.get("run", as: Int64.self), runID > 0 else {
             throw Problem(status: .badRequest, code: .badRequest, detail: "a run id is a positive integer", field: "run")
         }
@@ -170,16 +192,7 @@ struct StreamRoutes {
             }
             offset = value
         }
-        let read = LogRead(runID: runID, attempt: attempt, job: job, node: node, offset: offset)
-        // Unknown run, attempt, job or node: refused here, before any streaming.
-        let first = try await core.catalog.readLog(read, as: principal)
-        if Self.wantsEvents(request) {
-            return try logEvents(read, principal: principal)
-        }
-        if request.headers[.accept]?.contains("text/html") == true {
-            return html(read, principal: principal, first: first)
-        }
-        return try raw(request, read, principal: principal, first: first)
+        return LogRead(runID: runID, attempt: attempt, job: job, node: node, offset: offset)
     }
 
     /// The raw bytes; `Range: bytes=A-B`, `A-` or `-N` answers 206 with `Content-Range`.

@@ -16,6 +16,8 @@ public struct Catalog: Sendable {
     let logger: Logger
     /// Parsed pipeline versions (versions never change).
     let definitions = PipelineDefinitions()
+    /// Where node logs' lines start (`LogLineIndexes`).
+    let lineIndexes = LogLineIndexes()
 
     // MARK: projects and pipelines
 
