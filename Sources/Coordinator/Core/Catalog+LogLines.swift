@@ -256,7 +256,7 @@ extension Catalog {
             var block = carry
             block.append(bytes[..<(last + 1)])
             consider(matcher.matchingLines(in: block, firstLine: line))
-            line += Int64(block.reduce(0) { $0 + ($1 == 10 ? 1 : 0) })
+            line += Self.newlines(in: block)
             carry = Data(bytes[(last + 1)...])
         }
         if !carry.isEmpty {
@@ -266,6 +266,22 @@ extension Catalog {
         }
         result.searched = line - 1
         return result
+    }
+}
+
+extension Catalog {
+    /// The newlines in `data`.
+    static func newlines(in data: Data) -> Int64 {
+        data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) -> Int64 in
+            guard let base = raw.baseAddress else { return 0 }
+            var count: Int64 = 0
+            var at = 0
+            while at < raw.count, let found = memchr(base + at, 10, raw.count - at) {
+                count += 1
+                at = base.distance(to: found) + 1
+            }
+            return count
+        }
     }
 }
 
@@ -282,7 +298,7 @@ final class LineMatcher {
         self.search = search
         needle = Array((search.caseSensitive ? search.text : search.text.lowercased()).utf8)
         if search.regex {
-            var flags = REG_EXTENDED | REG_NEWLINE | REG_NOSUB
+            var flags = REG_EXTENDED | REG_NEWLINE
             if !search.caseSensitive { flags |= REG_ICASE }
             let code = regcomp(&compiled, search.text, flags)
             guard code == 0 else {
@@ -298,50 +314,59 @@ final class LineMatcher {
         if ready { regfree(&compiled) }
     }
 
-    /// The numbers of the lines of `block` that match; its first line is `firstLine`.
+    /// The numbers of the lines of `block` that match; its first line is `firstLine`. The
+    /// whole block is searched at once (a regular expression with REG_NEWLINE, or the text),
+    /// each match's line found by counting newlines up to it, and the search goes on from the
+    /// next line.
     func matchingLines(in block: Data, firstLine: Int64) -> [Int64] {
         var text = Self.stripped(block, lowercase: !search.caseSensitive && !search.regex)
         text.append(0)
         var found: [Int64] = []
         let regex = search.regex
         let needle = self.needle
-        text.withUnsafeBufferPointer { buffer in
+        text.withUnsafeMutableBufferPointer { buffer in
             let base = buffer.baseAddress!
             let end = buffer.count - 1
-            var lineStart = 0
-            var line = firstLine
-            while lineStart < end {
-                let newline = memchr(base + lineStart, 10, end - lineStart).map { UnsafePointer<UInt8>($0.assumingMemoryBound(to: UInt8.self)) - base } ?? end
+            var cursor = 0          // a line start
+            var line = firstLine    // the line at `cursor`
+            while cursor < end {
+                var hit: Int?
                 if regex {
-                    // One line at a time, as a C string (its newline replaced by the end).
-                    let mutable = UnsafeMutablePointer(mutating: base)
-                    let saved = mutable[newline]
-                    mutable[newline] = 0
-                    let matched = UnsafeRawPointer(base + lineStart).withMemoryRebound(to: CChar.self, capacity: newline - lineStart + 1) {
-                        regexec(&compiled, $0, 0, nil, 0) == 0
+                    var match = regmatch_t()
+                    let code = UnsafeRawPointer(base + cursor).withMemoryRebound(to: CChar.self, capacity: end - cursor + 1) {
+                        regexec(&compiled, $0, 1, &match, 0)
                     }
-                    mutable[newline] = saved
-                    if matched { found.append(line) }
-                } else if Self.contains(base + lineStart, newline - lineStart, needle) {
-                    found.append(line)
+                    if code == 0 { hit = cursor + Int(match.rm_so) }
+                } else {
+                    hit = Self.find(base + cursor, end - cursor, needle).map { cursor + $0 }
                 }
+                guard let position = hit else { break }
+                // The newlines between the cursor and the match.
+                var scan = cursor
+                while scan < position, let newline = memchr(base + scan, 10, position - scan) {
+                    scan = UnsafeMutablePointer<UInt8>(newline.assumingMemoryBound(to: UInt8.self)) - base + 1
+                    line += 1
+                }
+                found.append(line)
+                guard let next = memchr(base + position, 10, end - position) else { break }
+                cursor = UnsafeMutablePointer<UInt8>(next.assumingMemoryBound(to: UInt8.self)) - base + 1
                 line += 1
-                lineStart = newline + 1
             }
         }
         return found
     }
 
-    static func contains(_ haystack: UnsafePointer<UInt8>, _ count: Int, _ needle: [UInt8]) -> Bool {
-        guard needle.count <= count, let first = needle.first else { return false }
+    /// Where `needle` first is in `count` bytes at `haystack`, without crossing a newline.
+    static func find(_ haystack: UnsafePointer<UInt8>, _ count: Int, _ needle: [UInt8]) -> Int? {
+        guard needle.count <= count, let first = needle.first else { return nil }
         var position = 0
         while position + needle.count <= count,
               let hit = memchr(haystack + position, Int32(first), count - position - needle.count + 1) {
             let index = UnsafePointer<UInt8>(hit.assumingMemoryBound(to: UInt8.self)) - haystack
-            if memcmp(haystack + index, needle, needle.count) == 0 { return true }
+            if memcmp(haystack + index, needle, needle.count) == 0 { return index }
             position = index + 1
         }
-        return false
+        return nil
     }
 
     /// The block without ANSI escape sequences (CSI `ESC [ ... final`, OSC `ESC ] ... BEL or
@@ -350,34 +375,41 @@ final class LineMatcher {
         var out = [UInt8]()
         out.reserveCapacity(block.count + 1)
         block.withUnsafeBytes { (raw: UnsafeRawBufferPointer) in
-            let bytes = raw.bindMemory(to: UInt8.self)
+            guard let start = raw.baseAddress else { return }
+            let bytes = start.assumingMemoryBound(to: UInt8.self)
+            let n = raw.count
             var i = 0
-            let n = bytes.count
             while i < n {
-                let byte = bytes[i]
-                if byte == 0x1B, i + 1 < n {
-                    let kind = bytes[i + 1]
-                    if kind == UInt8(ascii: "[") {
-                        i += 2
-                        while i < n && !(0x40...0x7E).contains(bytes[i]) && bytes[i] != 10 { i += 1 }
-                        if i < n && bytes[i] != 10 { i += 1 }
-                        continue
-                    }
-                    if kind == UInt8(ascii: "]") {
-                        i += 2
-                        while i < n && bytes[i] != 7 && bytes[i] != 10 && !(bytes[i] == 0x1B && i + 1 < n && bytes[i + 1] == UInt8(ascii: "\\")) { i += 1 }
-                        if i < n && bytes[i] == 7 { i += 1 } else if i < n && bytes[i] == 0x1B { i += 2 }
-                        continue
-                    }
+                // Everything up to the next escape, at once.
+                let stop = memchr(bytes + i, 0x1B, n - i).map { UnsafePointer<UInt8>($0.assumingMemoryBound(to: UInt8.self)) - bytes } ?? n
+                out.append(contentsOf: UnsafeBufferPointer(start: bytes + i, count: stop - i))
+                i = stop
+                guard i + 1 < n else { break }
+                let kind = bytes[i + 1]
+                if kind == UInt8(ascii: "[") {
                     i += 2
-                    continue
-                }
-                if byte == 0 {
-                    out.append(32)  // a NUL would end the line for the regular expression
+                    while i < n && !(0x40...0x7E).contains(bytes[i]) && bytes[i] != 10 { i += 1 }
+                    if i < n && bytes[i] != 10 { i += 1 }
+                } else if kind == UInt8(ascii: "]") {
+                    i += 2
+                    while i < n && bytes[i] != 7 && bytes[i] != 10 && !(bytes[i] == 0x1B && i + 1 < n && bytes[i + 1] == UInt8(ascii: "\\")) { i += 1 }
+                    if i < n && bytes[i] == 7 { i += 1 } else if i < n && bytes[i] == 0x1B { i += 2 }
                 } else {
-                    out.append(lowercase && byte >= 65 && byte <= 90 ? byte + 32 : byte)
+                    i += 2
                 }
-                i += 1
+            }
+        }
+        out.withUnsafeMutableBufferPointer { buffer in
+            guard let base = buffer.baseAddress else { return }
+            // A NUL would end the text for the regular expression.
+            var at = 0
+            while at < buffer.count, let zero = memchr(base + at, 0, buffer.count - at) {
+                let index = UnsafeMutablePointer<UInt8>(zero.assumingMemoryBound(to: UInt8.self)) - base
+                base[index] = 32
+                at = index + 1
+            }
+            if lowercase {
+                for k in 0..<buffer.count where base[k] &- 65 < 26 { base[k] &+= 32 }
             }
         }
         return out

@@ -1,14 +1,22 @@
-// A node's log: opened at its tail (a Range request of the last 256 KiB, so a log of any
-// size opens at once), earlier pages fetched on demand, live bytes by Server-Sent Events from
-// the byte the tail ended at (the browser resumes with Last-Event-ID after a drop: nothing
-// lost, nothing twice). Each line links to its byte offset; line numbers are shown once the
-// start of the log is loaded (before that they are not known).
+// A node's log as a virtual list of lines: only the lines in view (and a margin) are in the
+// page, whatever the log's size. The coordinator numbers the lines (`?line=N&lines=M` reads
+// any of them at once, `?at=OFFSET` finds the line holding a byte), so the viewer knows how
+// many lines there are from the start, opens at the end, at a linked line (`line=` or the
+// older `at=`) or at the start, and fetches pages of 1,000 lines as they scroll into view
+// (the 40 used last are kept). A running node's new bytes come by Server-Sent Events from
+// the byte the opening read ended at (resumed with Last-Event-ID after a drop: nothing lost,
+// nothing twice); they are counted into lines as they come and parsed only when shown, so
+// following a node that prints as fast as it can lays out only the rows on screen. Search
+// runs on the coordinator over the whole log (plain text, or a regular expression).
 
 import { ANSIRenderer, renderLine } from './ansi.js';
 import { LiveStream, h } from './api.js';
 
-const PAGE = 256 * 1024;
-const MAXIMUM_LINES = 50000;
+const PAGE_LINES = 1000;
+const KEPT_PAGES = 40;
+const ROW = 18;            // px: the CSS gives every row this height
+const MARGIN = 20;         // rows rendered above and below the view
+const MAXIMUM_HEIGHT = 8000000;  // px: taller logs scroll in proportion
 
 function base64Bytes(text) {
   const binary = atob(text);
@@ -17,259 +25,277 @@ function base64Bytes(text) {
   return bytes;
 }
 
-/// Renders bytes that start at a line start into line elements.
-class Block {
-  constructor(view, start) {
-    this.view = view;
-    this.start = start;
-    this.element = h('div', { class: 'block' });
-    this.decoder = new TextDecoder('utf-8');
-    this.starts = [];
-    this.lineStart = start;
-    this.renderer = new ANSIRenderer((line) => this.finishLine(line));
-    this.currentElement = null;
+function concat(a, b) {
+  if (a.length === 0) return b;
+  const joined = new Uint8Array(a.length + b.length);
+  joined.set(a, 0);
+  joined.set(b, a.length);
+  return joined;
+}
+
+/// Up to 1,000 lines: their bytes, where each starts, and (once shown) the lines parsed.
+class Page {
+  constructor(bytes = new Uint8Array(), breaks = []) {
+    this.bytes = bytes;
+    this.starts = [0];
+    this.breaks = breaks;  // positions where a dropped range ended a line
+    for (let i = 0; i < bytes.length; i += 1) if (bytes[i] === 10 && i + 1 < bytes.length) this.starts.push(i + 1);
+    this.parsed = null;
   }
 
-  /// Bytes at `offset` (the block's end so far).
-  feed(bytes, offset) {
-    for (let i = 0; i < bytes.length; i += 1) if (bytes[i] === 10) this.starts.push(offset + i + 1);
-    this.renderer.feed(this.decoder.decode(bytes, { stream: true }));
-    this.showCurrent();
+  /// Lines in it (an unfinished last one counts).
+  get count() {
+    if (this.bytes.length === 0) return 0;
+    return this.starts.length;
   }
 
-  finishLine(line) {
-    const element = this.currentElement || this.view.lineElement(this.lineStart);
-    if (!this.currentElement) this.element.append(element);
-    renderLine(line, element.lastChild);
-    this.currentElement = null;
-    this.lineStart = this.starts.shift();
+  /// Lines ended by a newline.
+  get ended() {
+    if (this.bytes.length === 0) return 0;
+    return this.bytes[this.bytes.length - 1] === 10 ? this.starts.length : this.starts.length - 1;
   }
 
-  showCurrent() {
-    const line = this.renderer.current;
-    if (line.chars.length === 0 && !this.currentElement) return;
-    if (!this.currentElement) {
-      this.currentElement = this.view.lineElement(this.lineStart);
-      this.element.append(this.currentElement);
+  /// Its lines, parsed with their colours (each page from a plain style: a colour left open
+  /// on an earlier page does not carry over).
+  lines() {
+    if (this.parsed) return this.parsed;
+    const lines = [];
+    const renderer = new ANSIRenderer((line) => lines.push(line));
+    const decoder = new TextDecoder('utf-8');
+    let from = 0;
+    for (const at of [...this.breaks, this.bytes.length]) {
+      renderer.feed(decoder.decode(this.bytes.subarray(from, at), { stream: true }));
+      if (at < this.bytes.length && this.bytes[at - 1] !== 10) renderer.feed('\n');
+      from = at;
     }
-    renderLine(line, this.currentElement.lastChild);
-  }
-
-  /// The end of a page: the last line, even without its newline.
-  close() {
-    this.renderer.feed(this.decoder.decode());
-    if (this.renderer.current.chars.length > 0 || this.currentElement) this.finishLine(this.renderer.current);
+    renderer.feed(decoder.decode());
+    if (renderer.current.chars.length > 0 || (this.bytes.length > 0 && this.bytes[this.bytes.length - 1] !== 10)) {
+      lines.push(renderer.current);
+    }
+    this.parsed = lines;
+    return lines;
   }
 }
 
 export class LogView {
   /// `url`: the node log's API path with its attempt; `live`: follow it while its job runs;
-  /// `link(offset)`: the address of a line.
-  constructor({ url, live, link, at, title }) {
+  /// `link(line)`: the address of a line; `line` or `at` (a byte offset): open there.
+  constructor({ url, live, link, at, line, title }) {
     this.url = url;
     this.live = live;
     this.link = link;
     this.at = at;
-    this.blocks = [];
-    this.follow = live;
-    this.matches = [];
+    this.line = line;
+    this.follow = live && at === undefined && line === undefined;
+    this.total = 0;          // lines known
+    this.pages = new Map();  // page index -> Page
+    this.used = new Map();   // page index -> last use
+    this.clock = 0;
+    this.loading = new Set();
+    this.tailPage = -1;      // the page live bytes go to
+    this.target = null;      // the highlighted line
+    this.matches = [];       // line numbers of the current search's matches, ascending
     this.matchIndex = -1;
+    this.rows = [];
 
-    this.followBox = h('input', { type: 'checkbox', id: 'log-follow', checked: live, onchange: () => {
+    this.followBox = h('input', { type: 'checkbox', id: 'log-follow', checked: this.follow, onchange: () => {
       this.follow = this.followBox.checked;
-      if (this.follow) this.scrollToEnd();
+      if (this.follow) this.scrollToLine(this.total);
     } });
-    this.searchBox = h('input', { type: 'search', id: 'log-search', placeholder: 'Search the log', 'aria-label': 'Search the log',
-      oninput: () => this.search(), onkeydown: (event) => {
-        if (event.key === 'Enter') { event.preventDefault(); this.nextMatch(event.shiftKey ? -1 : 1); }
+    this.searchBox = h('input', { type: 'search', id: 'log-search', placeholder: 'Search the whole log', 'aria-label': 'Search the whole log',
+      onkeydown: (event) => {
+        if (event.key === 'Enter') { event.preventDefault(); this.searchOrStep(event.shiftKey ? -1 : 1); }
       } });
+    this.regexBox = h('input', { type: 'checkbox', id: 'log-regex', onchange: () => this.resetSearch() });
+    this.caseBox = h('input', { type: 'checkbox', id: 'log-case', onchange: () => this.resetSearch() });
     this.matchCount = h('span', { class: 'match-count', 'aria-live': 'polite' });
-    this.earlier = h('button', { type: 'button', class: 'earlier', hidden: true, onclick: () => this.loadEarlier() },
-      'Load earlier');
     this.status = h('span', { class: 'log-status', 'aria-live': 'polite' });
+    this.spacer = h('div', { class: 'log-spacer' });
+    this.window = h('div', { class: 'log-window' });
     this.lines = h('div', { class: 'log-lines', role: 'region', tabindex: '0', 'aria-label': title || 'Log',
-      onscroll: () => this.scrolled() });
+      onscroll: () => this.scrolled() }, this.spacer, this.window);
     this.empty = h('p', { class: 'log-empty' }, live ? 'No output yet.' : 'No output.');
     this.element = h('section', { class: 'logview' },
       h('div', { class: 'log-toolbar' },
         h('label', { for: 'log-follow', class: 'follow' }, this.followBox, ' Follow'),
+        h('button', { type: 'button', class: 'jump-start', onclick: () => this.jump(1) }, 'Jump to start'),
+        h('button', { type: 'button', class: 'jump-end', onclick: () => this.jump(this.total) }, 'Jump to end'),
         this.searchBox,
-        h('button', { type: 'button', 'aria-label': 'Previous match', onclick: () => this.nextMatch(-1) }, '↑'),
-        h('button', { type: 'button', 'aria-label': 'Next match', onclick: () => this.nextMatch(1) }, '↓'),
+        h('label', { for: 'log-regex', title: 'A POSIX extended regular expression' }, this.regexBox, ' .*'),
+        h('label', { for: 'log-case', title: 'Match case' }, this.caseBox, ' Aa'),
+        h('button', { type: 'button', 'aria-label': 'Previous match', onclick: () => this.searchOrStep(-1) }, '↑'),
+        h('button', { type: 'button', 'aria-label': 'Next match', onclick: () => this.searchOrStep(1) }, '↓'),
         this.matchCount,
         h('a', { href: url, download: '', class: 'raw' }, 'Raw'),
         this.status),
-      this.earlier,
       this.empty,
       this.lines);
+    this.element.logView = this;
   }
 
-  lineElement(offset) {
-    this.empty.hidden = true;
-    const element = h('div', { class: 'line', dataset: { at: String(offset) } },
-      h('a', { class: 'ln', href: this.link(offset), tabindex: '-1', onclick: (event) => {
-        event.preventDefault();
-        history.replaceState(null, '', this.link(offset));
-        this.target(offset);
-      } }),
-      h('span', { class: 'tx' }));
-    return element;
+  /// The text of every line held in memory, in order, when they run from line 1 without a
+  /// page missing (a short log, or a live one followed from its start); else null.
+  loadedLines() {
+    const texts = [];
+    for (let index = 0; index <= this.tailPage; index += 1) {
+      const page = this.pages.get(index);
+      if (!page) return null;
+      for (const line of page.lines()) texts.push(line.text);
+    }
+    return texts;
   }
 
-  async open() {
-    const response = await fetch(this.url, { headers: { Range: `bytes=-${PAGE}` }, credentials: 'same-origin' });
-    let start = 0;
-    let length = 0;
-    let bytes = new Uint8Array();
-    if (response.status === 206) {
-      const match = /bytes (\d+)-(\d+)\/(\d+)/.exec(response.headers.get('Content-Range') || '');
-      start = Number(match?.[1] || 0);
-      length = Number(match?.[3] || 0);
-      bytes = new Uint8Array(await response.arrayBuffer());
-    } else if (response.status === 200) {
-      bytes = new Uint8Array(await response.arrayBuffer());
-      length = bytes.length;
-    } else if (response.status !== 416) {
+  separator() { return this.url.includes('?') ? '&' : '?'; }
+
+  async fetchLines(query) {
+    const response = await fetch(`${this.url}${this.separator()}${query}`, { credentials: 'same-origin' });
+    if (!response.ok) {
       const problem = await response.json().catch(() => null);
       throw new Error(problem?.detail || `the log answered ${response.status}`);
     }
-    // A page that starts inside a line shows it from the next one.
-    let skip = 0;
-    if (start > 0) {
-      const newline = bytes.indexOf(10);
-      skip = newline < 0 ? bytes.length : newline + 1;
+    const header = (name) => Number(response.headers.get(name) || 0);
+    const bytes = new Uint8Array(await response.arrayBuffer());
+    const gaps = (response.headers.get('Heddle-Gaps') || '').split(',').filter(Boolean).map((pair) => Number(pair.split(':')[0]));
+    return { bytes, gaps, first: header('Heddle-Line'), count: header('Heddle-Line-Count'), lines: header('Heddle-Lines'),
+      length: header('Heddle-Length'), finished: response.headers.get('Heddle-Finished') === 'true' };
+  }
+
+  async open() {
+    // The log's size in lines, and its last page (with the bytes the live stream continues).
+    const meta = await this.fetchLines('line=1&lines=0');
+    this.total = meta.lines;
+    let length = meta.length;
+    if (this.total > 0) {
+      const last = Math.floor((this.total - 1) / PAGE_LINES);
+      const page = await this.fetchLines(`line=${last * PAGE_LINES + 1}&lines=${PAGE_LINES}`);
+      this.store(last, new Page(page.bytes, page.gaps));
+      this.total = Math.max(this.total, last * PAGE_LINES + page.count);
+      length = page.length;
     }
-    const block = new Block(this, start + skip);
-    block.feed(bytes.subarray(skip), start + skip);
-    this.blocks.push(block);
-    this.lines.append(block.element);
-    this.end = start + bytes.length;
-    this.updateEarlier();
-    this.number();
-    if (this.at !== undefined) await this.reveal(this.at);
-    else this.scrollToEnd();
+    this.tailPage = Math.floor(Math.max(0, this.total - 1) / PAGE_LINES);
+    this.empty.hidden = this.total > 0;
+    this.layout();
+    if (this.at !== undefined) {
+      const found = await this.fetchLines(`at=${this.at}&lines=0`);
+      this.reveal(found.first);
+    } else if (this.line !== undefined) {
+      this.reveal(Math.min(Math.max(1, this.line), Math.max(1, this.total)));
+    } else if (this.follow || !this.live) {
+      this.scrollToLine(this.total);
+    }
     if (this.live) this.goLive(length);
+    this.render();
+  }
+
+  store(index, page) {
+    this.pages.set(index, page);
+    this.used.set(index, (this.clock += 1));
+    if (this.pages.size > KEPT_PAGES) {
+      let oldest = null;
+      for (const [key, used] of this.used) {
+        if (key === this.tailPage || (oldest !== null && used >= this.used.get(oldest))) continue;
+        oldest = key;
+      }
+      if (oldest !== null) { this.pages.delete(oldest); this.used.delete(oldest); }
+    }
   }
 
   goLive(from) {
-    const separator = this.url.includes('?') ? '&' : '?';
     this.status.textContent = 'live';
-    this.stream = new LiveStream(`${this.url}${separator}offset=${from}`, {
+    this.stream = new LiveStream(`${this.url}${this.separator()}offset=${from}`, {
       log: (data) => this.append(data),
-    }, { onEnd: () => { this.status.textContent = 'finished'; this.finish(); } });
+    }, { onEnd: () => { this.status.textContent = 'finished'; this.render(); } });
   }
 
+  /// Live bytes: counted into lines at once (a page holds 1,000, as the coordinator
+  /// numbers them), parsed only when shown.
   append(data) {
-    const block = this.blocks[this.blocks.length - 1];
-    if (data.dropped) {
-      block.close();
-      block.lineStart = data.offset;
-      const notice = h('div', { class: 'line dropped' }, h('span', { class: 'ln' }),
-        h('span', { class: 'tx' }, `[… ${data.dropped} bytes dropped: the log passed its size limit …]`));
-      block.element.append(notice);
+    let bytes = base64Bytes(data.bytes);
+    let page = this.pages.get(this.tailPage) || new Page();
+    if (data.dropped && page.bytes.length && page.bytes[page.bytes.length - 1] !== 10) {
+      bytes = concat(Uint8Array.of(10), bytes);  // a dropped range ends the line before it
     }
-    const bytes = base64Bytes(data.bytes);
-    block.feed(bytes, data.offset);
-    this.end = data.offset + bytes.length;
-    this.trim();
-    this.number();
-    if (this.follow) this.scrollToEnd();
-    if (this.matches.length || this.searchBox.value) this.search({ keepPosition: true });
-  }
-
-  finish() {
-    const block = this.blocks[this.blocks.length - 1];
-    block?.close();
-    this.number();
-    if (this.follow) this.scrollToEnd();
-  }
-
-  /// Too many lines held (a long live log): the oldest go; "Load earlier" brings them back.
-  trim() {
-    const all = this.lines.querySelectorAll('.line[data-at]');
-    if (all.length <= MAXIMUM_LINES) return;
-    const drop = all.length - MAXIMUM_LINES + 10000;
-    for (let i = 0; i < drop; i += 1) all[i].remove();
-    const first = this.lines.querySelector('.line[data-at]');
-    const removedBlocks = this.blocks.filter((block) => !block.element.querySelector('.line'));
-    for (const block of removedBlocks) block.element.remove();
-    this.blocks = this.blocks.filter((block) => !removedBlocks.includes(block));
-    this.blocks[0].start = Number(first.dataset.at);
-    this.blocks[0].trimmed = true;
-    this.updateEarlier();
-  }
-
-  async loadEarlier() {
-    const first = this.blocks[0];
-    if (!first || first.start === 0) return;
-    this.earlier.disabled = true;
-    const from = Math.max(0, first.start - PAGE);
-    const response = await fetch(this.url, { headers: { Range: `bytes=${from}-${first.start - 1}` }, credentials: 'same-origin' });
-    let bytes = new Uint8Array(await response.arrayBuffer());
-    if (!response.ok) { this.earlier.disabled = false; return; }
-    let skip = 0;
-    if (from > 0) {
-      const newline = bytes.indexOf(10);
-      skip = newline < 0 ? bytes.length : newline + 1;
+    let ended = page.ended;
+    let from = 0;
+    for (let i = 0; i < bytes.length; i += 1) {
+      if (bytes[i] !== 10) continue;
+      ended += 1;
+      if (ended === PAGE_LINES) {
+        this.store(this.tailPage, new Page(concat(page.bytes, bytes.subarray(from, i + 1)), page.breaks));
+        this.tailPage += 1;
+        page = new Page();
+        ended = 0;
+        from = i + 1;
+      }
     }
-    bytes = bytes.subarray(skip);
-    const block = new Block(this, from + skip);
-    block.feed(bytes, from + skip);
-    block.close();
-    const height = this.lines.scrollHeight;
-    const top = this.lines.scrollTop;
-    this.blocks.unshift(block);
-    this.lines.insertBefore(block.element, first.element);
-    this.lines.scrollTop = top + (this.lines.scrollHeight - height);
-    this.earlier.disabled = false;
-    this.updateEarlier();
-    this.numbered = 0;
-    this.number();
+    if (from < bytes.length) page = new Page(concat(page.bytes, bytes.subarray(from)), page.breaks);
+    this.store(this.tailPage, page);
+    this.total = this.tailPage * PAGE_LINES + page.count;
+    this.empty.hidden = this.total > 0;
+    this.scheduleRender(true);
   }
 
-  updateEarlier() {
-    const start = this.blocks[0]?.start ?? 0;
-    this.earlier.hidden = start === 0;
-    this.earlier.textContent = `Load earlier (${start.toLocaleString()} bytes before)`;
+  scheduleRender(grew = false) {
+    if (grew) this.grew = true;
+    if (this.frame) return;
+    this.frame = requestAnimationFrame(() => {
+      this.frame = null;
+      if (this.grew) { this.grew = false; this.layout(); if (this.follow) this.scrollToLine(this.total); }
+      this.render();
+    });
   }
 
-  /// Line numbers, once the log's first byte is loaded.
-  number() {
-    if (this.blocks[0]?.start !== 0 || this.blocks[0]?.trimmed) return;
-    const lines = this.lines.querySelectorAll('.line[data-at] > .ln');
-    for (let i = this.numbered || 0; i < lines.length; i += 1) lines[i].textContent = String(i + 1);
-    this.numbered = Math.max(0, lines.length - 1); // the last line may still change
+  /// The spacer's height: a row per line, or, past what a page may be tall, in proportion.
+  layout() {
+    this.lines.style.setProperty('--ln-width', `${String(Math.max(this.total, 999)).length + 1}ch`);
+    const natural = this.total * ROW;
+    this.scale = natural > MAXIMUM_HEIGHT ? MAXIMUM_HEIGHT / natural : 1;
+    this.spacer.style.height = `${Math.max(natural * this.scale, 0)}px`;
   }
 
-  async reveal(offset) {
-    while (this.blocks[0].start > offset) {
-      const before = this.blocks[0].start;
-      await this.loadEarlier();
-      if (this.blocks[0].start === before) break;
+  /// Rows that fit in the view.
+  visibleRows() { return (this.lines.clientHeight || 400) / ROW; }
+
+  /// The first line in view (1-based, fractional): the scroll position in proportion, so the
+  /// end of the scroll range shows the last line however tall the log.
+  topLine() {
+    const range = this.lines.scrollHeight - this.lines.clientHeight;
+    const lines = Math.max(0, this.total - this.visibleRows());
+    if (range <= 0 || lines <= 0) return 1;
+    return 1 + (this.lines.scrollTop / range) * lines;
+  }
+
+  scrollToLine(line, { center = false } = {}) {
+    const range = this.lines.scrollHeight - this.lines.clientHeight;
+    const lines = Math.max(0, this.total - this.visibleRows());
+    let top = center ? line - this.visibleRows() / 2 : line - this.visibleRows() + 1;
+    top = Math.min(Math.max(1, top), lines + 1);
+    this.lines.scrollTop = lines > 0 ? ((top - 1) / lines) * range : 0;
+    this.render();
+  }
+
+  jump(line) {
+    if (line >= this.total && this.live && this.stream && !this.stream.closed) {
+      this.follow = true;
+      this.followBox.checked = true;
+      this.scrollToLine(this.total);
+      return;
     }
-    this.target(offset);
-  }
-
-  target(offset) {
-    this.lines.querySelector('.line.target')?.classList.remove('target');
-    let found = null;
-    for (const line of this.lines.querySelectorAll('.line[data-at]')) {
-      if (Number(line.dataset.at) > offset) break;
-      found = line;
-    }
-    if (!found) return;
-    found.classList.add('target');
     this.follow = false;
     this.followBox.checked = false;
-    found.scrollIntoView({ block: 'center' });
+    if (line <= 1) { this.lines.scrollTop = 0; this.render(); } else this.scrollToLine(line);
   }
 
-  scrollToEnd() {
-    this.lines.scrollTop = this.lines.scrollHeight;
+  /// Shows line `line` in the middle of the view, highlighted.
+  reveal(line) {
+    this.target = line;
+    this.follow = false;
+    this.followBox.checked = false;
+    this.scrollToLine(line, { center: true });
   }
 
   scrolled() {
-    const atEnd = this.lines.scrollHeight - this.lines.scrollTop - this.lines.clientHeight < 30;
+    const atEnd = this.lines.scrollHeight - this.lines.scrollTop - this.lines.clientHeight < ROW * 2;
     if (!atEnd && this.follow && this.live) {
       this.follow = false;
       this.followBox.checked = false;
@@ -277,36 +303,159 @@ export class LogView {
       this.follow = true;
       this.followBox.checked = true;
     }
+    this.scheduleRender();
   }
 
-  search({ keepPosition = false } = {}) {
-    const term = this.searchBox.value.toLowerCase();
-    for (const line of this.matches) line.classList.remove('match', 'current-match');
-    this.matches = [];
-    if (!term) { this.matchCount.textContent = ''; this.matchIndex = -1; return; }
-    for (const line of this.lines.querySelectorAll('.line')) {
-      if (line.lastChild.textContent.toLowerCase().includes(term)) {
-        line.classList.add('match');
-        this.matches.push(line);
-      }
+  async loadPage(index) {
+    if (this.loading.has(index) || index < 0) return;
+    this.loading.add(index);
+    try {
+      const page = await this.fetchLines(`line=${index * PAGE_LINES + 1}&lines=${PAGE_LINES}`);
+      if (!this.pages.has(index)) this.store(index, new Page(page.bytes, page.gaps));
+    } catch (error) {
+      this.status.textContent = error.message;
+    } finally {
+      this.loading.delete(index);
     }
-    if (!keepPosition) this.matchIndex = -1;
-    this.matchCount.textContent = this.matches.length ? `${this.matches.length} lines` : 'no match in the loaded lines';
+    this.scheduleRender();
   }
 
-  nextMatch(direction) {
-    if (!this.matches.length) return;
-    this.matches[this.matchIndex]?.classList.remove('current-match');
-    this.matchIndex = (this.matchIndex + direction + this.matches.length) % this.matches.length;
+  /// Puts the rows in view (and a margin) in the page; nothing else is.
+  render() {
+    const view = this.lines.clientHeight || 400;
+    const top = this.topLine();
+    const first = Math.max(1, Math.floor(top) - MARGIN);
+    const last = Math.min(this.total, Math.ceil(top + view / ROW) + MARGIN);
+    // The window sits where the first rendered row is.
+    const offset = (top - Math.floor(top)) * ROW;
+    this.window.style.top = `${this.lines.scrollTop - offset - (Math.floor(top) - first) * ROW}px`;
+    const wanted = Math.max(0, last - first + 1);
+    while (this.rows.length < wanted) {
+      const number = h('a', { class: 'ln', tabindex: '-1' });
+      const text = h('span', { class: 'tx' });
+      const row = h('div', { class: 'line' }, number, text);
+      number.addEventListener('click', (event) => {
+        event.preventDefault();
+        const line = Number(row.dataset.line);
+        history.replaceState(null, '', this.link(line));
+        this.target = line;
+        this.render();
+      });
+      this.rows.push({ row, number, text, shown: null });
+      this.window.append(row);
+    }
+    while (this.rows.length > wanted) this.rows.pop().row.remove();
+    for (let i = 0; i < this.rows.length; i += 1) {
+      const slot = this.rows[i];
+      const line = first + i;
+      const index = Math.floor((line - 1) / PAGE_LINES);
+      const page = this.pages.get(index);
+      let key;
+      if (!page) {
+        key = `${line}:loading`;
+        if (slot.shown !== key) {
+          slot.number.textContent = String(line);
+          slot.text.textContent = '…';
+          slot.text.className = 'tx loading';
+        }
+        this.loadPage(index);
+      } else {
+        this.used.set(index, (this.clock += 1));
+        const lines = page.lines();
+        const parsed = lines[line - 1 - index * PAGE_LINES];
+        key = `${line}:${page.bytes.length}`;
+        if (slot.shown !== key) {
+          slot.number.textContent = String(line);
+          slot.text.className = 'tx';
+          if (parsed) renderLine(parsed, slot.text); else slot.text.textContent = '';
+        }
+      }
+      if (slot.shown !== key) {
+        slot.row.dataset.line = String(line);
+        slot.number.href = this.link(line);
+        slot.shown = key;
+      }
+      slot.row.classList.toggle('target', line === this.target);
+      slot.row.classList.toggle('current-match', this.matches[this.matchIndex] === line);
+      slot.row.classList.toggle('match', this.matchSet?.has(line) ?? false);
+    }
+  }
+
+  resetSearch() {
+    this.matches = [];
+    this.matchSet = null;
+    this.matchIndex = -1;
+    this.searched = null;
+    this.matchCount.textContent = '';
+    this.render();
+  }
+
+  /// Enter, ↓ or ↑: a new search over the whole log when the terms changed, else the next
+  /// (or previous) match, asking the coordinator for more past the ones it gave.
+  async searchOrStep(direction) {
+    const text = this.searchBox.value;
+    if (!text) { this.resetSearch(); return; }
+    const terms = `${text}\u0000${this.regexBox.checked}\u0000${this.caseBox.checked}`;
+    const current = this.matches[this.matchIndex] ?? Math.floor(this.topLine());
+    if (this.searched !== terms) {
+      // A new search: its first match in the log (↑: its last).
+      this.searched = terms;
+      this.matches = [];
+      this.matchIndex = -1;
+      await this.searchFrom(direction > 0 ? 1 : this.total + 1, direction);
+      return;
+    }
+    const nextIndex = this.matchIndex + direction;
+    if (nextIndex >= 0 && nextIndex < this.matches.length) {
+      this.matchIndex = nextIndex;
+      this.showMatch();
+      return;
+    }
+    await this.searchFrom(direction > 0 ? current + 1 : current, direction);
+  }
+
+  async searchFrom(line, direction) {
+    // Percent-encoded (the coordinator reads a + as a plus, as a regular expression means it).
+    let params = `q=${encodeURIComponent(this.searchBox.value)}&from=${Math.max(1, line)}&limit=200`;
+    if (this.regexBox.checked) params += '&regex=true';
+    if (this.caseBox.checked) params += '&case=true';
+    if (direction < 0) params += '&backward=true';
+    const base = this.url.replace(/\/log(\?|$)/, '/log/search$1');
+    this.matchCount.textContent = 'searching…';
+    const started = performance.now();
+    const response = await fetch(`${base}${base.includes('?') ? '&' : '?'}${params}`, { credentials: 'same-origin' });
+    const answer = await response.json().catch(() => null);
+    if (!response.ok || !answer) {
+      this.matchCount.textContent = answer?.detail || `the search answered ${response.status}`;
+      return;
+    }
+    this.lastSearchMs = performance.now() - started;
+    this.total = Math.max(this.total, answer.searched);
+    this.matchTotal = answer.total;
+    if (answer.lines.length === 0) {
+      this.matchCount.textContent = answer.total
+        ? `${answer.total.toLocaleString()} matching lines; none ${direction > 0 ? 'after' : 'before'} this one`
+        : `no match in ${answer.searched.toLocaleString()} lines`;
+      this.render();
+      return;
+    }
+    this.matches = answer.lines;
+    this.matchSet = new Set(answer.lines);
+    this.matchIndex = direction > 0 ? 0 : answer.lines.length - 1;
+    this.showMatch();
+  }
+
+  showMatch() {
     const line = this.matches[this.matchIndex];
-    line.classList.add('current-match');
+    this.matchCount.textContent = `line ${line.toLocaleString()} · ${(this.matchTotal ?? this.matches.length).toLocaleString()} matching lines`;
+    this.target = line;
     this.follow = false;
     this.followBox.checked = false;
-    line.scrollIntoView({ block: 'center' });
-    this.matchCount.textContent = `${this.matchIndex + 1} of ${this.matches.length} lines`;
+    this.scrollToLine(line, { center: true });
   }
 
   close() {
     this.stream?.close();
+    if (this.frame) cancelAnimationFrame(this.frame);
   }
 }

@@ -82,16 +82,16 @@ export async function runPage(main, params, { navigate }) {
       })))));
   }
 
-  function openLog(jobName, nodeName, { scroll = false, at } = {}) {
+  function openLog(jobName, nodeName, { scroll = false, at, line } = {}) {
     selected = { job: jobName, node: nodeName };
     history.replaceState(null, '', link({ job: jobName, node: nodeName }));
     log?.close();
     const job = detail.jobs.find((j) => j.name === jobName);
     const node = job?.nodes.find((n) => n.name === nodeName);
     const url = `/api/v1/runs/${runID}/jobs/${encodeURIComponent(jobName)}/nodes/${encodeURIComponent(nodeName)}/log?attempt=${shown}`;
-    log = new LogView({ url, live: !!node && !finished(node.status) && !finished(job.status), at,
+    log = new LogView({ url, live: !!node && !finished(node.status) && !finished(job.status), at, line,
       title: `Log of ${jobName}/${nodeName}`,
-      link: (offset) => link({ job: jobName, node: nodeName, at: offset }) });
+      link: (number) => link({ job: jobName, node: nodeName, line: number }) });
     logHeading.textContent = `Log — ${jobName} / ${nodeName}`;
     logPane.replaceChildren(log.element);
     log.open().catch((error) => logPane.replaceChildren(h('p', { class: 'error' }, error.message)));
@@ -139,7 +139,10 @@ export async function runPage(main, params, { navigate }) {
   drawJobs();
   drawGraphs();
   selected = selected || defaultNode();
-  if (selected) openLog(selected.job, selected.node, { at: params.at !== undefined ? Number(params.at) : undefined });
+  if (selected) {
+    openLog(selected.job, selected.node, { at: params.at !== undefined ? Number(params.at) : undefined,
+      line: params.line !== undefined ? Number(params.line) : undefined });
+  }
   drawArtifacts();
   if (!finished(detail.run.status)) {
     // Once subscribed (also after a reconnection), the run is read again; the events that
