@@ -261,6 +261,17 @@ import Wire
             for entry in calls { try await call(entry.method, entry.path, entry.template, entry.body) }
             try await call("GET", "/api/v1/runs/\(firstRun - 2)/jobs/test/nodes/first/log", "/runs/{run}/jobs/{job}/nodes/{node}/log", nil)
             #expect(answers["GET /runs/{run}/jobs/{job}/nodes/{node}/log"]?.text == "one\n")
+            try await call("GET", "/api/v1/runs/\(firstRun - 2)/jobs/test/nodes/first/log/search?q=ON%20&regex=false",
+                           "/runs/{run}/jobs/{job}/nodes/{node}/log/search", nil)
+            #expect(answers["GET /runs/{run}/jobs/{job}/nodes/{node}/log/search"]?.text == #"{"lines":[],"searched":1,"total":0}"#)
+            let found = try await admin.request("GET", "/api/v1/runs/\(firstRun - 2)/jobs/test/nodes/first/log/search?q=%5Eo.e%24&regex=true")
+            #expect(found.object?["lines"] as? [Int] == [1] && found.object?["total"] as? Int == 1, "\(found.text)")
+            let badRegex = try await admin.request("GET", "/api/v1/runs/\(firstRun - 2)/jobs/test/nodes/first/log/search?q=%28&regex=true")
+            #expect(badRegex.status == 400 && badRegex.text.contains("is not a regular expression"), "\(badRegex.text)")
+            let byLine = try await admin.request("GET", "/api/v1/runs/\(firstRun - 2)/jobs/test/nodes/first/log?line=1&lines=5")
+            #expect(byLine.text == "one\n" && byLine.headers.contains { $0 == ("Heddle-Lines", "1") }
+                    && byLine.headers.contains { $0 == ("Heddle-Line-Count", "1") } && byLine.headers.contains { $0 == ("Heddle-Offset", "0") },
+                    "\(byLine.headers)")
             try await call("GET", "/api/v1/runs/\(firstRun - 2)/artifacts", "/runs/{run}/artifacts", nil)
             let artifact = (answers["GET /runs/{run}/artifacts"]?.object?["artifacts"] as? [[String: Any]])?.first?["id"] as? Int ?? 0
             try await call("GET", "/api/v1/artifacts?name=out.&sort=name", "/artifacts", nil)

@@ -813,6 +813,36 @@ enum OpenAPIDocument {
             }
           },
           {
+            "name": "line",
+            "in": "query",
+            "description": "Read by line (raw form): from line N (1-based), `lines` of them. The answer is the\nlines' bytes (each with its newline; the log's last line perhaps without; at most\n4 MiB, so a very long line may come cut) with `Heddle-Line` (the first line\nreturned), `Heddle-Line-Count` (lines in the body), `Heddle-Offset` (where the first\nstarts), `Heddle-Lines` (the log's lines now: an unfinished last one counts),\n`Heddle-Length` (its stored bytes), `Heddle-Finished` (`true` once its job ended) and,\nwhen the size limit dropped bytes inside, `Heddle-Gaps: AT:DROPPED,...` (where in\nthe body, and how many bytes; a dropped range ends the line before it). Past the\nlast line the body is empty; `lines=0` asks only for the headers.\n",
+            "schema": {
+              "type": "integer",
+              "format": "int64",
+              "minimum": 1
+            }
+          },
+          {
+            "name": "lines",
+            "in": "query",
+            "description": "With `line` or `at`, how many lines (0 to 10,000; 1,000 when absent).",
+            "schema": {
+              "type": "integer",
+              "minimum": 0,
+              "maximum": 10000
+            }
+          },
+          {
+            "name": "at",
+            "in": "query",
+            "description": "Read by line from the line that holds this byte (as `line` otherwise).",
+            "schema": {
+              "type": "integer",
+              "format": "int64",
+              "minimum": 0
+            }
+          },
+          {
             "name": "Range",
             "in": "header",
             "schema": {
@@ -864,6 +894,135 @@ enum OpenAPIDocument {
               "application/problem+json": {
                 "schema": {
                   "$ref": "#/components/schemas/Problem"
+                }
+              }
+            }
+          },
+          "default": {
+            "$ref": "#/components/responses/Problem"
+          }
+        }
+      }
+    },
+    "/runs/{run}/jobs/{job}/nodes/{node}/log/search": {
+      "parameters": [
+        {
+          "$ref": "#/components/parameters/Run"
+        },
+        {
+          "name": "job",
+          "in": "path",
+          "required": true,
+          "schema": {
+            "type": "string"
+          }
+        },
+        {
+          "name": "node",
+          "in": "path",
+          "required": true,
+          "schema": {
+            "type": "string"
+          }
+        }
+      ],
+      "get": {
+        "operationId": "searchNodeLog",
+        "tags": [
+          "streams"
+        ],
+        "summary": "Search a whole node log, line by line (viewer).",
+        "description": "Each line is matched without its ANSI escape sequences. `q` is plain text or, with\n`regex=true`, a POSIX extended regular expression (`^` and `$` at each line's start and\nend); either matches any case unless `case=true`. `q` is percent-encoded: `%20` is a space, `+` a plus. The answer\ncounts every matching line of the log (`total`) and lists up to `limit` of them at or\nafter line `from` (or, with `backward=true`, the last ones before it), ascending;\n`searched` is the log's lines now. A bad expression is 400 saying why.\n",
+        "parameters": [
+          {
+            "name": "attempt",
+            "in": "query",
+            "schema": {
+              "type": "integer",
+              "minimum": 1
+            }
+          },
+          {
+            "name": "q",
+            "in": "query",
+            "required": true,
+            "description": "1 to 1,000 bytes, one line.",
+            "schema": {
+              "type": "string"
+            }
+          },
+          {
+            "name": "regex",
+            "in": "query",
+            "schema": {
+              "type": "boolean"
+            }
+          },
+          {
+            "name": "case",
+            "in": "query",
+            "description": "Match case exactly (any case when absent).",
+            "schema": {
+              "type": "boolean"
+            }
+          },
+          {
+            "name": "from",
+            "in": "query",
+            "description": "The line to start from (1 when absent).",
+            "schema": {
+              "type": "integer",
+              "format": "int64",
+              "minimum": 1
+            }
+          },
+          {
+            "name": "backward",
+            "in": "query",
+            "schema": {
+              "type": "boolean"
+            }
+          },
+          {
+            "name": "limit",
+            "in": "query",
+            "description": "1 to 1,000 (100 when absent).",
+            "schema": {
+              "type": "integer",
+              "minimum": 1,
+              "maximum": 1000
+            }
+          }
+        ],
+        "responses": {
+          "200": {
+            "description": "The matching lines.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "type": "object",
+                  "required": [
+                    "total",
+                    "lines",
+                    "searched"
+                  ],
+                  "properties": {
+                    "total": {
+                      "type": "integer",
+                      "format": "int64"
+                    },
+                    "lines": {
+                      "type": "array",
+                      "items": {
+                        "type": "integer",
+                        "format": "int64"
+                      }
+                    },
+                    "searched": {
+                      "type": "integer",
+                      "format": "int64"
+                    }
+                  }
                 }
               }
             }
