@@ -1,3 +1,4 @@
+import Foundation
 /// Renders terminal output (bytes as a program wrote them) as HTML, as a terminal would show
 /// it: SGR colours (16, 256 and 24-bit, foreground and background), bold, dim, italic,
 /// underline, inverse; a carriage return moves back to the start of the line, so what follows
@@ -31,7 +32,8 @@ struct ANSIHTMLRenderer {
         var css: String {
             var parts: [String] = []
             let (color, backgroundColor) = inverse
-                ? (background ?? Self.defaultBackground, foreground ?? Self.defaultForeground) : (foreground, background)
+                ? (background ?? Self.defaultBackground, foreground ?? Self.defaultForeground)
+                : (foreground.map { ANSIHTMLRenderer.readable($0) }, background)
             if let color { parts.append("color:\(color)") }
             if let backgroundColor { parts.append("background-color:\(backgroundColor)") }
             if bold { parts.append("font-weight:bold") }
@@ -241,6 +243,37 @@ struct ANSIHTMLRenderer {
         if newline { out += "\n" }
         line = []
         cursor = 0
+    }
+
+    /// A text colour readable on the log's background: one of less than 4.5:1 contrast (WCAG
+    /// AA) against it is mixed with white, a 32nd at a time, until it has that (ansi.js does
+    /// the same, so both renderers agree).
+    static func readable(_ colour: String) -> String {
+        let bytes = Array(colour.utf8)
+        guard bytes.count == 7, let r = Int(String(colour.dropFirst().prefix(2)), radix: 16),
+              let g = Int(String(colour.dropFirst(3).prefix(2)), radix: 16), let b = Int(String(colour.dropFirst(5).prefix(2)), radix: 16)
+        else { return colour }
+        for k in 0...32 {
+            func mix(_ c: Int) -> Int { Int((Double(c) + Double(255 - c) * Double(k) / 32).rounded()) }
+            if contrast(mix(r), mix(g), mix(b)) >= 4.5 { return hex(mix(r), mix(g), mix(b)) }
+        }
+        return "#ffffff"
+    }
+
+    static func luminance(_ r: Int, _ g: Int, _ b: Int) -> Double {
+        func linear(_ c: Int) -> Double {
+            let v = Double(c) / 255
+            return v <= 0.04045 ? v / 12.92 : pow((v + 0.055) / 1.055, 2.4)
+        }
+        return 0.2126 * linear(r) + 0.7152 * linear(g) + 0.0722 * linear(b)
+    }
+
+    static let backgroundLuminance = luminance(0x1e, 0x1e, 0x1e)
+
+    /// Contrast against the log's background (`#1e1e1e`).
+    static func contrast(_ r: Int, _ g: Int, _ b: Int) -> Double {
+        let l = luminance(r, g, b)
+        return (max(l, backgroundLuminance) + 0.05) / (min(l, backgroundLuminance) + 0.05)
     }
 
     /// The 16 colours of xterm's default palette.

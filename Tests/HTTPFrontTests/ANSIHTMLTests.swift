@@ -13,10 +13,10 @@ import Testing
     func render(_ text: String) -> String { render([Array(text.utf8)]) }
 
     @Test func coloursOfEveryKindBecomeStyles() {
-        #expect(render("\u{1B}[31mred\u{1B}[0m plain\n") == #"<span style="color:#cd0000">red</span> plain"# + "\n")
-        #expect(render("\u{1B}[94;41mx\u{1B}[39;49my") == #"<span style="color:#5c5cff;background-color:#cd0000">x</span>y"#)
+        #expect(render("\u{1B}[31mred\u{1B}[0m plain\n") == #"<span style="color:#e06060">red</span> plain"# + "\n")
+        #expect(render("\u{1B}[94;41mx\u{1B}[39;49my") == #"<span style="color:#7575ff;background-color:#cd0000">x</span>y"#)
         #expect(render("\u{1B}[38;5;21ma\u{1B}[38;5;244mb\u{1B}[38;5;3mc")
-                == #"<span style="color:#0000ff">a</span><span style="color:#808080">b</span><span style="color:#cdcd00">c</span>"#)
+                == #"<span style="color:#7878ff">a</span><span style="color:#888888">b</span><span style="color:#cdcd00">c</span>"#)
         #expect(render("\u{1B}[48;2;255;128;0mo\u{1B}[m") == #"<span style="background-color:#ff8000">o</span>"#)
         #expect(render("\u{1B}[1;3;4mall\u{1B}[22mthin\u{1B}[0m")
                 == #"<span style="font-weight:bold;font-style:italic;text-decoration:underline">all</span><span style="font-style:italic;text-decoration:underline">thin</span>"#)
@@ -49,5 +49,20 @@ import Testing
         emitted += renderer.finish().count
         // 1,000,000 characters, cut into lines of the limit (each with its newline).
         #expect(emitted == 1_000_000 + 1_000_000 / ANSIHTMLRenderer.maximumLineCells)
+    }
+
+    /// Every colour a program may name (the 16, the 256-colour cube and greys, and 24-bit ones)
+    /// is shown at 4.5:1 or more against the log's background.
+    @Test func everyTextColourIsReadableOnTheLogBackground() {
+        var colours = (0..<256).compactMap { ANSIHTMLRenderer.color256($0) }
+        colours += ["#010203", "#123456", "#ff00ff", "#202020", "#1e1e1f"]
+        for colour in colours {
+            let shown = ANSIHTMLRenderer.readable(colour)
+            let r = Int(shown.dropFirst().prefix(2), radix: 16)!, g = Int(shown.dropFirst(3).prefix(2), radix: 16)!
+            let b = Int(shown.dropFirst(5).prefix(2), radix: 16)!
+            #expect(ANSIHTMLRenderer.contrast(r, g, b) >= 4.5, "\(colour) shown as \(shown)")
+        }
+        #expect(ANSIHTMLRenderer.readable("#00cd00") == "#00cd00", "a readable colour is kept")
+        #expect(ANSIHTMLRenderer.readable("#000000") != "#000000")
     }
 }

@@ -37,3 +37,25 @@ def test_the_dashboard_renders_each_case_as_the_table_says(browser, fabric):
             assert lines == case["lines"], case["name"]
     finally:
         context.close()
+
+
+def test_every_text_colour_is_readable_on_the_log_background(browser, fabric):
+    context = browser.new_context(ignore_https_errors=True)
+    try:
+        page = context.new_page()
+        page.goto(fabric.url + "/")
+        worst = page.evaluate("""async () => {
+          const { ANSIRenderer, declarations, contrast } = await import('/assets/ansi.js');
+          let worst = 99;
+          for (let index = 0; index < 256; index += 1) {
+            const renderer = new ANSIRenderer(() => {});
+            renderer.feed(`\\x1b[38;5;${index}mx`);
+            const colour = declarations(renderer.current.styles[0]).find(([property]) => property === 'color')[1];
+            const [r, g, b] = [1, 3, 5].map((at) => parseInt(colour.slice(at, at + 2), 16));
+            worst = Math.min(worst, contrast(r, g, b));
+          }
+          return worst;
+        }""")
+        assert worst >= 4.5, worst
+    finally:
+        context.close()

@@ -65,7 +65,7 @@ jobs:
     first.touch()
     red = page.locator(".log-lines .line .tx span", has_text="red text")
     expect(red).to_be_visible()
-    assert red.evaluate("e => getComputedStyle(e).color") == "rgb(205, 0, 0)"
+    assert red.evaluate("e => getComputedStyle(e).color") == "rgb(224, 96, 96)"
     green = page.locator(".log-lines .line .tx span", has_text="bold green")
     assert green.evaluate("e => [getComputedStyle(e).color, getComputedStyle(e).fontWeight]") == ["rgb(0, 205, 0)", "700"]
     expect(prepare).to_have_class(re.compile(r"status-succeeded"))
@@ -82,7 +82,7 @@ jobs:
     expect(page.locator(".run-header h1 .status")).to_have_text("succeeded")
     # The colours stay after the run: the finished log, opened again.
     page.goto(fabric.url + f"/#/runs/{run}?job=build&node=prepare")
-    expect(page.locator(".log-lines .line .tx span", has_text="red text")).to_have_css("color", "rgb(205, 0, 0)")
+    expect(page.locator(".log-lines .line .tx span", has_text="red text")).to_have_css("color", "rgb(224, 96, 96)")
     expect(page.locator(".log-lines .line .ln").first).to_have_text("1")
 
 

@@ -171,6 +171,40 @@ export class ANSIRenderer {
   }
 }
 
+// Text colours are made readable on the log's background: a colour of less than 4.5:1
+// contrast (WCAG AA) against it is mixed with white, a 32nd at a time, until it has that
+// (ANSIHTML.swift does the same, so both renderers agree).
+function luminance(r, g, b) {
+  const linear = (c) => {
+    const v = c / 255;
+    return v <= 0.04045 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4);
+  };
+  return 0.2126 * linear(r) + 0.7152 * linear(g) + 0.0722 * linear(b);
+}
+
+const backgroundLuminance = luminance(0x1e, 0x1e, 0x1e);
+const readableColours = new Map();
+
+export function contrast(r, g, b) {
+  const l = luminance(r, g, b);
+  return (Math.max(l, backgroundLuminance) + 0.05) / (Math.min(l, backgroundLuminance) + 0.05);
+}
+
+export function readable(colour) {
+  const known = readableColours.get(colour);
+  if (known) return known;
+  const r = parseInt(colour.slice(1, 3), 16);
+  const g = parseInt(colour.slice(3, 5), 16);
+  const b = parseInt(colour.slice(5, 7), 16);
+  let result = '#ffffff';
+  for (let k = 0; k <= 32; k += 1) {
+    const mix = (c) => Math.round(c + (255 - c) * k / 32);
+    if (contrast(mix(r), mix(g), mix(b)) >= 4.5) { result = hex(mix(r), mix(g), mix(b)); break; }
+  }
+  readableColours.set(colour, result);
+  return result;
+}
+
 function cssColor(value) {
   if (value === null) return null;
   return typeof value === 'number' ? color256(value) : value;
@@ -182,6 +216,7 @@ export function declarations(style) {
   let fg = cssColor(style.fg);
   let bg = cssColor(style.bg);
   if (style.inverse) [fg, bg] = [bg || defaultBackground, fg || defaultForeground];
+  else if (fg) fg = readable(fg);
   const pairs = [];
   if (fg) pairs.push(['color', fg]);
   if (bg) pairs.push(['background-color', bg]);
