@@ -315,3 +315,58 @@ def test_the_log_viewer_searches_links_lines_and_downloads_the_raw_bytes(admin_p
         page.get_by_role("link", name="Raw").click()
     raw = open(download.value.path(), "rb").read()
     assert raw == b"".join(f"line {i}\n".encode() for i in range(1, 301)) + b"\x1b[33mwarning: last\x1b[0m"
+
+
+def test_the_run_page_shows_what_people_look_for(admin_page, fabric):
+    gate = fabric.gate("run-page-fails")
+    fabric.push("looks", f"""name: looks
+jobs:
+  build:
+    labels: [linux]
+    nodes:
+      compile:
+        run: |
+          echo started
+          for i in $(seq 1 1200); do [ -f {gate} ] && break; sleep 0.05; done
+          echo "giving up"
+          exit 3
+  later:
+    labels: [nowhere-to-run]
+    nodes:
+      n: {{ run: "true" }}
+""")
+    run = fabric.trigger("looks", "looks")
+    page = admin_page
+    page.goto(fabric.url + f"/#/runs/{run}?job=build&node=compile")
+    expect(page.locator(".log-lines")).to_contain_text("started", timeout=30_000)
+    # The status in the tab's title and icon.
+    expect(page).to_have_title(re.compile(f"Run {run} running"))
+    assert page.locator("link[rel=icon]").get_attribute("href").startswith("data:image/svg+xml")
+    # Durations tick while running: the run's, the job's and the node's (table and graph).
+    job_duration = page.locator("tr.job-row[data-job=build] .duration")
+    first = job_duration.inner_text()
+    wait_for(lambda: job_duration.inner_text() != first, 10, "the job's duration to tick")
+    node_row = page.locator("tr.node-row[data-node=compile]")
+    expect(node_row.locator(".duration")).not_to_have_text("")
+    expect(page.locator("svg.graph .node[data-node=compile] .duration")).not_to_have_text("")
+    # A queued job says why it waits.
+    expect(page.locator("tr.job-row[data-job=later] .why")).to_contain_text("nowhere-to-run")
+    # Keyboard focus on a graph node shows.
+    node = page.locator("svg.graph .node[data-node=compile]")
+    node.focus()
+    assert node.locator("rect").evaluate("e => getComputedStyle(e).stroke") == "rgb(240, 165, 0)"
+    # The coordinator out of reach: a banner, and an action that says so in words.
+    page.route("**/healthz", lambda route: route.abort())
+    page.route("**/api/v1/**", lambda route: route.abort())
+    page.get_by_role("button", name="Cancel").click()
+    expect(page.locator("#unreachable")).to_be_visible()
+    expect(page.locator("#toast")).to_contain_text("cannot be reached")
+    page.unroute("**/api/v1/**")
+    page.unroute("**/healthz")
+    expect(page.locator("#unreachable")).to_be_hidden(timeout=10_000)
+    # The failed node's log ends with its exit code and why.
+    gate.touch()
+    expect(page.locator(".log-lines .tx.ending")).to_contain_text("exit code 3", timeout=30_000)
+    expect(page.locator(".log-lines .tx.ending")).to_contain_text("node 'compile' failed with exit code 3")
+    screenshot(page, "run-page-failed-node")
+    fabric.api("POST", f"/runs/{run}/cancel")

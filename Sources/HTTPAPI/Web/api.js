@@ -25,6 +25,47 @@ export class APIError extends Error {
 }
 
 /// A JSON request under /api/v1. Problems become APIError with the coordinator's sentence.
+/// A banner while the coordinator cannot be reached: shown when a request or a stream fails
+/// for want of an answer, checked every 3 s (`/healthz`), gone once it answers.
+let unreachableSince = null;
+let probe = null;
+
+function banner() {
+  let element = document.getElementById('unreachable');
+  if (!element) {
+    element = document.createElement('div');
+    element.id = 'unreachable';
+    element.setAttribute('role', 'alert');
+    document.body.prepend(element);
+  }
+  return element;
+}
+
+function reachable() {
+  if (unreachableSince === null) return;
+  unreachableSince = null;
+  clearTimeout(probe);
+  banner().hidden = true;
+}
+
+function unreachable() {
+  if (unreachableSince === null) unreachableSince = Date.now();
+  const element = banner();
+  element.hidden = false;
+  element.textContent = 'The coordinator cannot be reached: what is shown may be out of date. Trying again every 3 seconds…';
+  clearTimeout(probe);
+  probe = setTimeout(checkReachable, 3000);
+}
+
+export async function checkReachable() {
+  try {
+    const response = await fetch('/healthz', { cache: 'no-store' });
+    if (response.ok) reachable(); else unreachable();
+  } catch {
+    unreachable();
+  }
+}
+
 export async function api(method, path, body, { headers = {}, raw = false } = {}) {
   const init = { method, headers: { ...headers }, credentials: 'same-origin' };
   if (body !== undefined) {
@@ -32,7 +73,17 @@ export async function api(method, path, body, { headers = {}, raw = false } = {}
     init.body = JSON.stringify(body);
   }
   if (method !== 'GET' && method !== 'HEAD' && session?.csrf) init.headers['X-Heddle-CSRF'] = session.csrf;
-  const response = await fetch(`/api/v1${path}`, init);
+  let response;
+  try {
+    response = await fetch(`/api/v1${path}`, init);
+  } catch {
+    // No answer at all (the coordinator is down, the network is): said in words.
+    unreachable();
+    throw new APIError(0, { detail: method === 'GET'
+      ? 'the coordinator cannot be reached; try again once it is back'
+      : 'the coordinator cannot be reached, so this was not done (or its answer was lost); check once it is back' });
+  }
+  reachable();
   if (raw && response.ok) return response;
   if (response.status === 204) return null;
   const type = response.headers.get('Content-Type') || '';
@@ -78,10 +129,12 @@ export function query(params) {
 /// run and queue streams begin with `subscribed` (also after a reconnection): a page reads
 /// what it shows then, and misses nothing.
 export class LiveStream {
-  constructor(url, handlers, { onEnd } = {}) {
+  constructor(url, handlers, { onEnd, onError, onOpen } = {}) {
     this.url = url;
     this.handlers = handlers;
     this.onEnd = onEnd;
+    this.onError = onError;
+    this.onOpen = onOpen;
     this.closed = false;
     this.connect();
   }
@@ -101,7 +154,10 @@ export class LiveStream {
       this.close();
       this.onEnd?.();
     });
+    source.onopen = () => { reachable(); this.onOpen?.(); };
     source.onerror = () => {
+      this.onError?.();
+      if (!this.closed) checkReachable();
       if (source.readyState === EventSource.CLOSED && !this.closed) {
         // Refused: a session that ended shows the sign-in; anything else is tried again.
         api('GET', '/session').catch((error) => { if (error.status === 401) endSession(); });

@@ -5,7 +5,7 @@
 
 const SVG = 'http://www.w3.org/2000/svg';
 const WIDTH = 170;
-const HEIGHT = 34;
+const HEIGHT = 44;
 const GAP_X = 60;
 const GAP_Y = 14;
 
@@ -54,7 +54,7 @@ export function layout(nodes) {
 }
 
 /// The SVG of one job's nodes. `onOpen(node)` opens a node's log; `selected` is outlined.
-export function drawJob(job, { onOpen, selected }) {
+export function drawJob(job, { onOpen, selected, durationOf }) {
   const { position, columns, rows } = layout(job.nodes);
   const width = columns * (WIDTH + GAP_X) - GAP_X + 20;
   const height = rows * (HEIGHT + GAP_Y) - GAP_Y + 20;
@@ -89,7 +89,9 @@ export function drawJob(job, { onOpen, selected }) {
     svg('title', {}, `${node.name}: ${node.status}`),
     svg('rect', { width: WIDTH, height: HEIGHT, rx: 6 }),
     svg('circle', { class: 'dot', cx: 14, cy: HEIGHT / 2, r: 5 }),
-    svg('text', { x: 26, y: HEIGHT / 2 + 4 }, label));
+    svg('text', { x: 26, y: 19 }, label),
+    svg('text', { class: 'duration', x: 26, y: 35, 'data-tick-node': node.name },
+      durationOf ? durationOf(node) : ''));
     group.addEventListener('click', () => onOpen(node));
     group.addEventListener('keydown', (event) => {
       if (event.key === 'Enter' || event.key === ' ') { event.preventDefault(); onOpen(node); }

@@ -80,8 +80,9 @@ class Page {
 export class LogView {
   /// `url`: the node log's API path with its attempt; `live`: follow it while its job runs;
   /// `link(line)`: the address of a line; `line` or `at` (a byte offset): open there.
-  constructor({ url, live, link, at, line, title }) {
+  constructor({ url, live, link, at, line, title, ending = '' }) {
     this.url = url;
+    this.ending = ending;    // shown after the last line once the node ended (its exit code, why it failed)
     this.live = live;
     this.link = link;
     this.at = at;
@@ -204,7 +205,9 @@ export class LogView {
     this.status.textContent = 'live';
     this.stream = new LiveStream(`${this.url}${this.separator()}offset=${from}`, {
       log: (data) => this.append(data),
-    }, { onEnd: () => { this.status.textContent = 'finished'; this.render(); } });
+    }, { onEnd: () => { this.status.textContent = 'finished'; this.render(); },
+      onError: () => { if (!this.stream.closed) this.status.textContent = 'reconnecting…'; },
+      onOpen: () => { if (!this.stream.closed) this.status.textContent = 'live'; } });
   }
 
   /// Live bytes: counted into lines at once (a page holds 1,000, as the coordinator
@@ -240,15 +243,27 @@ export class LogView {
     if (this.frame) return;
     this.frame = requestAnimationFrame(() => {
       this.frame = null;
-      if (this.grew) { this.grew = false; this.layout(); if (this.follow) this.scrollToLine(this.total); }
+      if (this.grew) { this.grew = false; this.layout(); if (this.follow) this.scrollToLine(this.rowCount); }
       this.render();
     });
+  }
+
+  /// Rows: the lines, and the ending when there is one.
+  get rowCount() { return this.total + (this.ending ? 1 : 0); }
+
+  setEnding(text) {
+    if (text === this.ending) return;
+    this.ending = text;
+    this.layout();
+    if (this.follow) this.scrollToLine(this.rowCount); else this.render();
   }
 
   /// The spacer's height: a row per line, or, past what a page may be tall, in proportion.
   layout() {
     this.lines.style.setProperty('--ln-width', `${String(Math.max(this.total, 999)).length + 1}ch`);
-    const natural = this.total * ROW;
+    // As tall as its rows, up to 60 % of the window.
+    this.lines.style.height = `min(60vh, ${Math.max(3, this.rowCount) * ROW + 8}px)`;
+    const natural = this.rowCount * ROW;
     this.scale = natural > MAXIMUM_HEIGHT ? MAXIMUM_HEIGHT / natural : 1;
     this.spacer.style.height = `${Math.max(natural * this.scale, 0)}px`;
   }
@@ -260,14 +275,14 @@ export class LogView {
   /// end of the scroll range shows the last line however tall the log.
   topLine() {
     const range = this.lines.scrollHeight - this.lines.clientHeight;
-    const lines = Math.max(0, this.total - this.visibleRows());
+    const lines = Math.max(0, this.rowCount - this.visibleRows());
     if (range <= 0 || lines <= 0) return 1;
     return 1 + (this.lines.scrollTop / range) * lines;
   }
 
   scrollToLine(line, { center = false } = {}) {
     const range = this.lines.scrollHeight - this.lines.clientHeight;
-    const lines = Math.max(0, this.total - this.visibleRows());
+    const lines = Math.max(0, this.rowCount - this.visibleRows());
     let top = center ? line - this.visibleRows() / 2 : line - this.visibleRows() + 1;
     top = Math.min(Math.max(1, top), lines + 1);
     this.lines.scrollTop = lines > 0 ? ((top - 1) / lines) * range : 0;
@@ -325,7 +340,7 @@ export class LogView {
     const view = this.lines.clientHeight || 400;
     const top = this.topLine();
     const first = Math.max(1, Math.floor(top) - MARGIN);
-    const last = Math.min(this.total, Math.ceil(top + view / ROW) + MARGIN);
+    const last = Math.min(this.rowCount, Math.ceil(top + view / ROW) + MARGIN);
     // The window sits where the first rendered row is.
     const offset = (top - Math.floor(top)) * ROW;
     this.window.style.top = `${this.lines.scrollTop - offset - (Math.floor(top) - first) * ROW}px`;
@@ -351,7 +366,14 @@ export class LogView {
       const index = Math.floor((line - 1) / PAGE_LINES);
       const page = this.pages.get(index);
       let key;
-      if (!page) {
+      if (line > this.total) {
+        key = `ending:${this.ending}`;
+        if (slot.shown !== key) {
+          slot.number.textContent = '';
+          slot.text.textContent = this.ending;
+          slot.text.className = 'tx ending';
+        }
+      } else if (!page) {
         key = `${line}:loading`;
         if (slot.shown !== key) {
           slot.number.textContent = String(line);

@@ -7,6 +7,28 @@ import { LogView } from './log.js';
 
 const finished = (status) => ['succeeded', 'failed', 'cancelled', 'skipped'].includes(status);
 
+/// From start to finish, or to now while running (so it ticks).
+export function elapsed(item) {
+  if (!item?.startedAt) return item?.durationMs;
+  const start = Date.parse(item.startedAt);
+  const end = item.finishedAt ? Date.parse(item.finishedAt) : Date.now();
+  return Math.max(0, end - start);
+}
+
+const icons = { succeeded: '✓', failed: '✗', cancelled: '⊘', running: '▶', queued: '…', pending: '…', skipped: '–' };
+const colours = { succeeded: '#1f8a4c', failed: '#c93434', cancelled: '#a36a00', running: '#2f74d0', queued: '#8a8a8a',
+  pending: '#8a8a8a', skipped: '#9a9a9a' };
+
+/// The tab's title and icon say the run's status.
+export function showStatusInTab(title, status) {
+  document.title = `${icons[status] || ''} ${title} — Heddle`.trim();
+  const colour = colours[status] || '#8a8a8a';
+  const icon = `data:image/svg+xml,${encodeURIComponent(`<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><circle cx="8" cy="8" r="7" fill="${colour}"/></svg>`)}`;
+  let link = document.querySelector('link[rel=icon]');
+  if (!link) { link = document.createElement('link'); link.rel = 'icon'; document.head.append(link); }
+  link.href = icon;
+}
+
 export async function runPage(main, params, { navigate }) {
   const runID = Number(params.run);
   const wanted = params.attempt ? Number(params.attempt) : undefined;
@@ -60,26 +82,76 @@ export async function runPage(main, params, { navigate }) {
         h('dt', {}, 'Trigger'), h('dd', { class: 'trigger' }, run.trigger, run.triggeredBy ? ` by ${run.triggeredBy}` : ''),
         h('dt', {}, 'Attempt'), h('dd', {}, switcher, ` of ${detail.attempts.length}`),
         h('dt', {}, 'Created'), h('dd', {}, formatTime(run.createdAt)),
-        h('dt', {}, 'Duration'), h('dd', { class: 'duration' }, run.durationMs === undefined ? '—' : formatDuration(run.durationMs))),
+        h('dt', {}, 'Duration'), h('dd', { class: 'duration', dataset: { tick: 'run' } }, elapsed(run) === undefined ? '—' : formatDuration(elapsed(run)))),
       actions);
+    showStatusInTab(`Run ${runID} ${run.status} · ${run.project}/${run.pipeline}`, run.status);
   }
 
+  /// Each job, then its nodes, with their durations (ticking while running) and why a job
+  /// failed or waits.
   function drawJobs() {
-    jobs.replaceChildren(h('table', {},
-      h('thead', {}, h('tr', {}, h('th', {}, 'Job'), h('th', {}, 'Status'), h('th', {}, 'Runner'), h('th', {}, 'Duration'),
+    jobs.replaceChildren(h('div', { class: 'table-scroll' }, h('table', { class: 'jobs-table' },
+      h('thead', {}, h('tr', {}, h('th', {}, 'Job / node'), h('th', {}, 'Status'), h('th', {}, 'Runner / exit'), h('th', {}, 'Duration'),
         h('th', {}, 'Why'))),
-      h('tbody', {}, detail.jobs.map((job) => h('tr', { dataset: { job: job.name } },
-        h('td', {}, job.name), h('td', {}, statusBadge(job.status)), h('td', {}, job.runner || ''),
-        h('td', {}, formatDuration(job.durationMs)), h('td', {}, job.reason || ''))))));
+      h('tbody', {}, detail.jobs.flatMap((job) => [
+        h('tr', { dataset: { job: job.name }, class: 'job-row' },
+          h('td', {}, job.name), h('td', {}, statusBadge(job.status)), h('td', {}, job.runner || ''),
+          h('td', { class: 'duration', dataset: { tick: `job:${job.name}` } }, formatDuration(elapsed(job))),
+          h('td', { class: 'why' }, job.reason || (job.status === 'queued' ? waiting.get(job.id) || 'waiting for a runner' : ''))),
+        ...job.nodes.map((node) => h('tr', { dataset: { job: job.name, node: node.name }, class: 'node-row' },
+          h('td', {}, h('a', { href: link({ job: job.name, node: node.name }), onclick: (event) => {
+            event.preventDefault();
+            openLog(job.name, node.name, { scroll: true });
+          } }, node.name)),
+          h('td', {}, statusBadge(node.status)), h('td', {}, node.exitCode !== undefined ? `exit ${node.exitCode}` : ''),
+          h('td', { class: 'duration', dataset: { tick: `node:${job.name}:${node.name}` } }, formatDuration(elapsed(node))),
+          h('td', {}))),
+      ])))));
   }
+
+  /// Why each queued job of the run waits, as the queue says.
+  const waiting = new Map();
+  async function readWaiting() {
+    if (!detail.jobs.some((job) => job.status === 'queued')) return;
+    const list = await get('/queue?limit=10000').catch(() => null);
+    for (const entry of list?.jobs || []) if (entry.run === runID && entry.waitingReason) waiting.set(entry.job, entry.waitingReason);
+    drawJobs();
+  }
+
+  /// Durations of what runs tick every second.
+  function tick() {
+    for (const cell of main.querySelectorAll('[data-tick]')) {
+      const [kind, jobName, nodeName] = cell.dataset.tick.split(':');
+      const job = kind === 'run' ? null : detail.jobs.find((j) => j.name === jobName);
+      const item = kind === 'run' ? detail.run : kind === 'job' ? job : job?.nodes.find((n) => n.name === nodeName);
+      if (item && item.startedAt && !item.finishedAt) cell.textContent = formatDuration(elapsed(item));
+    }
+    for (const figure of graphs.querySelectorAll('.job-graph')) {
+      const job = detail.jobs.find((j) => j.name === figure.dataset.job);
+      for (const text of figure.querySelectorAll('[data-tick-node]')) {
+        const node = job?.nodes.find((n) => n.name === text.dataset.tickNode);
+        if (node?.startedAt && !node.finishedAt) text.textContent = formatDuration(elapsed(node));
+      }
+    }
+  }
+  const ticker = setInterval(tick, 1000);
 
   function drawGraphs() {
-    graphs.replaceChildren(...detail.jobs.map((job) => h('figure', { class: 'job-graph' },
+    graphs.replaceChildren(...detail.jobs.map((job) => h('figure', { class: 'job-graph', dataset: { job: job.name } },
       h('figcaption', {}, job.name, ' ', statusBadge(job.status)),
       h('div', { class: 'graph-scroll' }, drawJob(job, {
         selected: selected?.job === job.name ? selected.node : undefined,
+        durationOf: (node) => (node.startedAt ? formatDuration(elapsed(node)) : ''),
         onOpen: (node) => openLog(job.name, node.name, { scroll: true }),
       })))));
+  }
+
+  /// What the log of a node that failed (or was cancelled) ends with: its exit code, and why.
+  function ending(job, node) {
+    if (node.status !== 'failed' && node.status !== 'cancelled') return '';
+    const why = job.reason && job.reason.includes(`'${node.name}'`) ? job.reason : '';
+    const code = node.exitCode !== undefined ? `exit code ${node.exitCode}` : node.status;
+    return why ? `${code} — ${why}` : code;
   }
 
   function openLog(jobName, nodeName, { scroll = false, at, line } = {}) {
@@ -90,6 +162,7 @@ export async function runPage(main, params, { navigate }) {
     const node = job?.nodes.find((n) => n.name === nodeName);
     const url = `/api/v1/runs/${runID}/jobs/${encodeURIComponent(jobName)}/nodes/${encodeURIComponent(nodeName)}/log?attempt=${shown}`;
     log = new LogView({ url, live: !!node && !finished(node.status) && !finished(job.status), at, line,
+      ending: node && finished(node.status) ? ending(job, node) : '',
       title: `Log of ${jobName}/${nodeName}`,
       link: (number) => link({ job: jobName, node: nodeName, line: number }) });
     logHeading.textContent = `Log — ${jobName} / ${nodeName}`;
@@ -118,6 +191,10 @@ export async function runPage(main, params, { navigate }) {
     drawHeader();
     drawJobs();
     drawGraphs();
+    readWaiting();
+    const job = detail.jobs.find((j) => j.name === selected?.job);
+    const node = job?.nodes.find((n) => n.name === selected?.node);
+    if (node && finished(node.status)) log?.setEnding(ending(job, node));
   }
 
   /// A job event: the job's fields, and its nodes' (a node event carries only that node).
@@ -127,10 +204,21 @@ export async function runPage(main, params, { navigate }) {
     job.status = event.status;
     if (event.runner) job.runner = event.runner;
     if (event.reason) job.reason = event.reason;
+    const now = new Date().toISOString();
+    if (event.status === 'running' && !job.startedAt) job.startedAt = now;
+    if (finished(event.status) && !job.finishedAt) job.finishedAt = now;
     for (const change of event.nodes || []) {
       const node = job.nodes.find((n) => n.name === change.name);
-      if (node) { node.status = change.status; if (change.exitCode !== undefined) node.exitCode = change.exitCode; }
+      if (node) {
+        node.status = change.status;
+        if (change.exitCode !== undefined) node.exitCode = change.exitCode;
+        if (change.status === 'running' && !node.startedAt) node.startedAt = now;
+        if (finished(change.status) && !node.finishedAt) node.finishedAt = now;
+      }
     }
+    // The selected node's ending, with the job's reason once it came.
+    const shownNode = selected?.job === job.name && job.nodes.find((n) => n.name === selected.node);
+    if (shownNode && finished(shownNode.status)) log?.setEnding(ending(job, shownNode));
     drawJobs();
     drawGraphs();
   }
@@ -144,6 +232,7 @@ export async function runPage(main, params, { navigate }) {
       line: params.line !== undefined ? Number(params.line) : undefined });
   }
   drawArtifacts();
+  readWaiting();
   if (!finished(detail.run.status)) {
     // Once subscribed (also after a reconnection), the run is read again; the events that
     // arrive meanwhile are applied after it, in order, so nothing is missed or undone.
@@ -169,7 +258,7 @@ export async function runPage(main, params, { navigate }) {
       },
     });
   }
-  return () => { stream?.close(); log?.close(); };
+  return () => { stream?.close(); log?.close(); clearInterval(ticker); };
 }
 
 export function artifactTable(items, { showRun = true } = {}) {
