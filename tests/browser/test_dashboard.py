@@ -370,3 +370,41 @@ jobs:
     expect(page.locator(".log-lines .tx.ending")).to_contain_text("node 'compile' failed with exit code 3")
     screenshot(page, "run-page-failed-node")
     fabric.api("POST", f"/runs/{run}/cancel")
+
+
+def test_every_page_fits_a_390_px_screen_and_the_dark_theme_follows_the_system(admin_page, fabric):
+    fabric.push("narrow", waiting_pipeline("narrow-queue"))
+    queued = fabric.trigger("narrow", "narrow-queue")
+    fabric.push("narrow", pipeline("narrow-run", run="echo a fairly long line of output that is wider than a phone screen is, to scroll"))
+    done = fabric.trigger("narrow", "narrow-run")
+    wait_for(lambda: finished(fabric, done), 60, "the run finished")
+    page = admin_page
+    page.set_viewport_size({"width": 390, "height": 844})
+    for address, name in [("#/projects", "projects"), ("#/runs", "runs"), (f"#/runs/{done}?job=j&node=n", "run"),
+                          ("#/queue", "queue"), ("#/artifacts", "artifacts"), ("#/runners", "runners")]:
+        page.goto(fabric.url + "/" + address)
+        page.locator("main h1").first.wait_for()
+        width = page.evaluate("() => document.documentElement.scrollWidth")
+        assert width <= 390, f"{name}: the page is {width} px wide"
+        sign_out = page.get_by_role("button", name="Sign out").bounding_box()
+        assert sign_out and sign_out["x"] + sign_out["width"] <= 390, f"{name}: Sign out is off screen: {sign_out}"
+        runners = page.get_by_role("link", name="Runners").bounding_box()
+        assert runners and runners["y"] < 200, f"{name}: {runners}"
+        screenshot(page, f"narrow-{name}")
+    # The queue's rows keep the job's name.
+    page.goto(fabric.url + "/#/queue")
+    row = page.locator(".vlist .row", has_text="narrow-queue").first
+    expect(row).to_be_visible()
+    name = row.locator(".job-name")
+    expect(name).to_have_text("j")
+    box, cell = name.bounding_box(), row.locator(".what").bounding_box()
+    assert box["x"] + box["width"] <= cell["x"] + cell["width"] and cell["x"] + cell["width"] <= 390, (box, cell)
+    # Dark, when the system says so.
+    page.emulate_media(color_scheme="dark")
+    page.goto(fabric.url + f"/#/runs/{done}")
+    page.locator("main h1").first.wait_for()
+    background = page.evaluate("() => getComputedStyle(document.body).backgroundColor")
+    text = page.evaluate("() => getComputedStyle(document.body).color")
+    assert background == "rgb(21, 23, 28)" and text == "rgb(230, 230, 230)", (background, text)
+    screenshot(page, "narrow-dark-run")
+    fabric.api("POST", f"/runs/{queued}/cancel")

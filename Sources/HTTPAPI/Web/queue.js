@@ -33,7 +33,7 @@ export async function queuePage(main) {
     ? 'Drag a queued job by its handle, or focus the handle and press Alt+↑ / Alt+↓ (Alt+Home / Alt+End: top / bottom).'
     : '');
   const head = h('div', { class: 'queue-head', 'aria-hidden': 'true' }, h('span'), h('span'), h('span', {}, 'Place'),
-    h('span', {}, 'Status'), h('span', {}, 'Pipeline · job'), h('span', {}, 'Branch'), h('span', {}, 'Labels'),
+    h('span', {}, 'Status'), h('span', {}, 'Job · pipeline'), h('span', {}, 'Branch'), h('span', {}, 'Labels'),
     h('span', {}, 'Runner, or why it waits'));
   main.replaceChildren(h('h1', {}, 'Queue ', count), form, bar, help, head, list);
 
@@ -116,8 +116,9 @@ export async function queuePage(main) {
       onkeydown: (event) => keyMove(event, entry) }, '⠿') : null),
     h('span', { class: 'position' }, queued ? `${entry.position}` : ''),
     h('span', { class: 'state' }, statusBadge(entry.status)),
-    h('span', { class: 'what' }, h('a', { href: `#/runs/${entry.run}?attempt=${entry.attempt}` }, `${entry.project} / ${entry.pipeline}`),
-      ` · ${entry.name} · #${entry.job}`),
+    // The job's name first, so a narrow screen that cuts the cell still shows it.
+    h('span', { class: 'what' }, h('strong', { class: 'job-name' }, entry.name), ' · ',
+      h('a', { href: `#/runs/${entry.run}?attempt=${entry.attempt}` }, `${entry.project} / ${entry.pipeline}`), ` · #${entry.job}`),
     h('span', { class: 'branch' }, entry.branch),
     h('span', { class: 'labels' }, entry.labels.join(', ')),
     h('span', { class: 'why' }, entry.runner ? `on ${entry.runner}` : (entry.waitingReason || '')));
