@@ -28,6 +28,9 @@ extension StreamRoutes {
         headers[HTTPField.Name("Heddle-Lines")!] = String(lines.lines)
         headers[HTTPField.Name("Heddle-Length")!] = String(lines.length)
         headers[HTTPField.Name("Heddle-Finished")!] = lines.finished ? "true" : "false"
+        if !lines.times.isEmpty {
+            headers[HTTPField.Name("Heddle-Times")!] = lines.times.map { "\($0.offset):\($0.at)" }.joined(separator: ",")
+        }
         if !lines.gaps.isEmpty {
             headers[HTTPField.Name("Heddle-Gaps")!] = lines.gaps.map { "\($0.at):\($0.dropped)" }.joined(separator: ",")
         }

@@ -472,7 +472,11 @@ extension SSE {
         var text = "event: log\nid: \(chunk.offset + UInt64(chunk.data.count))\ndata: {\"bytes\":\""
         text += chunk.data.base64EncodedString()
         text += chunk.dropped > 0 ? "\",\"dropped\":\(chunk.dropped)" : "\""
-        text += ",\"offset\":\(chunk.offset)}\n\n"
+        text += ",\"offset\":\(chunk.offset)"
+        if !chunk.times.isEmpty {
+            text += ",\"times\":[" + chunk.times.map { "[\($0.offset),\($0.at)]" }.joined(separator: ",") + "]"
+        }
+        text += "}\n\n"
         return text
     }
 }

@@ -14,6 +14,9 @@ actor LogStream {
     private var spool: SpoolBuffer
     private var acked: UInt64 = 0
     private var end: UInt64 = 0
+    /// When the bytes from each offset on were read (Unix milliseconds): one mark per read
+    /// that comes 100 ms or more after the last, kept from the last one at or before `acked`.
+    private var marks: [Heddle_V1_LogTime] = []
     private var sent: UInt64 = 0
     /// The connection `sent` counts bytes written to: on another one, sending starts again
     /// from `acked`. (A reference, not an `ObjectIdentifier`: a new connection may take the
@@ -48,6 +51,13 @@ actor LogStream {
         guard !abandoned else { return }
         while spool.isFull && !abandoned {
             await waitAcked(upTo: acked + 1)
+        }
+        let now = Int64(Date().timeIntervalSince1970 * 1000)
+        if marks.last.map({ now >= $0.atMs + 100 }) ?? true {
+            var mark = Heddle_V1_LogTime()
+            mark.offset = end
+            mark.atMs = now
+            marks.append(mark)
         }
         spool.append(data)
         end += UInt64(data.count)
@@ -84,6 +94,13 @@ actor LogStream {
             append.node = node
             append.offset = from
             append.data = bytes
+            // The marks in the chunk, the one in force at its start first.
+            let upTo = from + UInt64(bytes.count)
+            if let current = marks.last(where: { $0.offset <= from }) {
+                var first = current
+                first.offset = from
+                append.times = [first] + marks.filter { $0.offset > from && $0.offset < upTo }
+            }
             sent = from + UInt64(bytes.count)
             do {
                 try await connection.send(.logAppend(append))
@@ -138,6 +155,7 @@ actor LogStream {
     private func advance(to offset: UInt64) {
         spool.drop(Int(offset - acked))
         acked = offset
+        if let keep = marks.lastIndex(where: { $0.offset <= offset }), keep > 0 { marks.removeFirst(keep) }
         let ready = ackWaiters.filter { $0.0 <= acked }
         ackWaiters.removeAll { $0.0 <= acked }
         for (_, waiter) in ready { waiter.resume() }

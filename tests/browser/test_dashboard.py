@@ -304,6 +304,12 @@ def test_the_log_viewer_searches_links_lines_and_downloads_the_raw_bytes(admin_p
     page.goto(fabric.url + "/#/runs")
     page.goto(fabric.url + f"/#/runs/{run}?job=j&node=n&at={offset + 2}")
     expect(page.locator(".line.target .tx")).to_have_text("line 150")
+    # Times: each line with when it was written, remembered across pages.
+    page.get_by_label("Times").check()
+    expect(lines.first.locator(".ts")).to_have_text(re.compile(r"^\d\d:\d\d:\d\d\.\d{3}$"))
+    page.reload()
+    expect(page.get_by_label("Times")).to_be_checked()
+    page.get_by_label("Times").uncheck()
     # Jump to start and to end.
     page.get_by_role("button", name="Jump to start").click()
     expect(lines.first.locator(".ln")).to_have_text("1")

@@ -14,6 +14,8 @@ public struct LogLines: Sendable, Equatable {
     /// Ranges the size limit dropped inside the lines returned: the position in `data` where
     /// each was, and how many bytes it had. A dropped range ends the line before it.
     public var gaps: [(at: Int64, dropped: Int64)]
+    /// When the lines' bytes were read: the marks among them, and the one in force at `offset`.
+    public var times: [LogTime] = []
     /// The log's lines and durable length now, and whether its job finished.
     public var lines: Int64
     public var length: Int64
@@ -169,6 +171,10 @@ extension Catalog {
         }
         if lineHasBytes && taking { taken += 1 }  // the last line, unfinished or cut by a gap
         result.count = taken
+        if taken > 0 {
+            let end = result.offset + Int64(result.data.count) + result.gaps.reduce(0) { $0 + $1.dropped }
+            result.times = try await logStore.times(of: key, from: result.offset, to: end)
+        }
         return result
     }
 

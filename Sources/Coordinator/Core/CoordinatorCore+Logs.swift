@@ -26,7 +26,7 @@ extension CoordinatorCore {
     public func queueLog(session: UInt64, _ append: LogBytes, done: LogDurability? = nil) async throws -> UInt64? {
         let epoch = try await jobs.logLease(session: session, append)
         let chunk = LogPipeline.Chunk(jobID: append.job.jobID, epoch: epoch, node: append.node,
-                                      offset: Int64(append.offset), data: append.data, done: done)
+                                      offset: Int64(append.offset), data: append.data, times: append.times, done: done)
         switch try await logPipeline.queue(chunk) {
         case .durable(let durable):
             return durable

@@ -30,7 +30,8 @@ extension JobLifecycle {
         for chunk in outcome.committed {
             guard let job = table[chunk.jobID] else { continue }
             publish(runID: job.runID, attempt: job.attempt,
-                    .log(LogChunk(jobID: chunk.jobID, job: job.name, node: chunk.node, offset: UInt64(chunk.offset), data: chunk.data)))
+                    .log(LogChunk(jobID: chunk.jobID, job: job.name, node: chunk.node, offset: UInt64(chunk.offset), data: chunk.data,
+                                  times: chunk.times)))
         }
         for (acks, resend) in [(outcome.acks, false), (outcome.resend, true)] {
             for ack in acks {

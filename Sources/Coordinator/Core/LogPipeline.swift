@@ -19,6 +19,7 @@ actor LogPipeline {
         var node: String
         var offset: Int64
         var data: Data
+        var times: [LogTime] = []
         var done: LogDurability?
     }
 
@@ -130,6 +131,7 @@ actor LogPipeline {
         var fresh = chunk
         fresh.offset = Int64(end)
         fresh.data = chunkEnd <= end ? Data() : offset == end ? chunk.data : Data(chunk.data.suffix(Int(chunkEnd - end)))
+        fresh.times = fresh.data.isEmpty ? [] : chunk.times.filter { $0.offset < Int64(chunkEnd) }.from(Int64(end))
         jobs[jobID, default: state].ends[chunk.node] = max(end, chunkEnd)
         pending.append(fresh)
         pendingBytes += fresh.data.count
@@ -215,7 +217,7 @@ actor LogPipeline {
         for item in batch {
             let key = LogKey(jobID: item.jobID, node: item.node)
             ends[key] = (max(ends[key]?.length ?? 0, item.offset + Int64(item.data.count)), item.epoch)
-            if !item.data.isEmpty { writes.append(LogWrite(key: key, offset: item.offset, data: item.data)) }
+            if !item.data.isEmpty { writes.append(LogWrite(key: key, offset: item.offset, data: item.data, times: item.times)) }
         }
         let started = ContinuousClock.now
         try await logStore.writeDurably(writes, closing: closing)

@@ -103,6 +103,7 @@ final class Watcher: @unchecked Sendable {
             if chunk.offset < sent {
                 chunk.data = chunk.data.suffix(Int(end - sent))
                 chunk.offset = sent
+                chunk.times = chunk.times.from(Int64(sent))
             }
             delivered[key] = end
             event = .log(chunk)

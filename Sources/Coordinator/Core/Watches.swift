@@ -99,9 +99,10 @@ struct Watches: Sendable {
                     }
                     guard let piece = try await logStore.checkedPiece(of: logKey, from: from, end: end.length,
                                                                         limit: maximumLogBytes) else { break }
+                    let times = try await logStore.times(of: logKey, from: piece.offset, to: piece.offset + Int64(piece.data.count))
                     live.with(watcher) {
                         $0.deliver(.log(LogChunk(jobID: piece.jobID, job: names[piece.jobID] ?? "", node: piece.node,
-                                                 offset: UInt64(piece.offset), data: piece.data)))
+                                                 offset: UInt64(piece.offset), data: piece.data, times: times)))
                     }
                 }
             }

@@ -97,7 +97,8 @@ extension NodeReport {
 
 extension LogBytes {
     init(_ append: Heddle_V1_LogAppend) {
-        self.init(job: LeaseRef(append.job), node: append.node, offset: append.offset, data: append.data)
+        self.init(job: LeaseRef(append.job), node: append.node, offset: append.offset, data: append.data,
+                  times: append.times.map { LogTime(offset: Int64(clamping: $0.offset), at: $0.atMs) })
     }
 }
 
@@ -334,6 +335,12 @@ extension WatchEvent {
             event.log.offset = chunk.offset
             event.log.data = chunk.data
             event.log.dropped = chunk.dropped
+            event.log.times = chunk.times.map {
+                var mark = Heddle_V1_LogTime()
+                mark.offset = UInt64(max(0, $0.offset))
+                mark.atMs = $0.at
+                return mark
+            }
         case .job(let job):
             event.job = job.proto
         case .end(let run):

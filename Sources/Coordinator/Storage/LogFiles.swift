@@ -22,6 +22,10 @@ public final class LogFiles: @unchecked Sendable {
     static let maximumOpenLogs = 256
     /// Where segments gather bytes to write (one batch at a time, under `open`'s lock).
     private let scratch = WriteScratch(capacity: 8 << 20)
+    /// The last time mark kept of each log written to lately (`times` files).
+    private let lastTimes = Mutex<[LogKey: LogTime]>([:])
+    /// Marks closer than this to the last one kept are not kept.
+    static let timeResolution: Int64 = 100
 
 
     struct OpenSegment {
@@ -76,6 +80,8 @@ public final class LogFiles: @unchecked Sendable {
                 open = [:]
                 throw error
             }
+            for write in writes where !write.times.isEmpty { appendTimes(write.key, write.times) }
+            if !closing.isEmpty { lastTimes.withLock { last in last = last.filter { !closing.contains($0.key.jobID) } } }
             for key in open.keys where closing.contains(key.jobID) {
                 try? open[key]!.file.cut()  // no padding left behind; the bytes are durable already
                 open[key]!.file.close()
@@ -205,8 +211,48 @@ public final class LogFiles: @unchecked Sendable {
         }
     }
 
+    /// A log's time marks: `times` beside its segments, 16 bytes each (offset and Unix
+    /// milliseconds, little-endian), in order; one is kept when it comes 100 ms or more after
+    /// the last kept. Not synced: they only say when bytes came, and a mark lost in a crash
+    /// leaves the lines after it the time of the one before.
+    private func appendTimes(_ key: LogKey, _ marks: [LogTime]) {
+        var last = lastTimes.withLock { $0[key] } ?? readTimes(key).last
+        var bytes = [UInt8]()
+        for mark in marks {
+            if let kept = last, mark.offset <= kept.offset || mark.at < kept.at + Self.timeResolution { continue }
+            withUnsafeBytes(of: mark.offset.littleEndian) { bytes.append(contentsOf: $0) }
+            withUnsafeBytes(of: mark.at.littleEndian) { bytes.append(contentsOf: $0) }
+            last = mark
+        }
+        if let last { lastTimes.withLock { $0[key] = last } }
+        guard !bytes.isEmpty else { return }
+        let fd = Glibc.open("\(logDirectory(key))/times", O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { return }
+        defer { close(fd) }
+        _ = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+    }
+
+    /// A log's time marks, in order (none when it has no `times` file).
+    func readTimes(_ key: LogKey) -> [LogTime] {
+        guard let data = FileManager.default.contents(atPath: "\(logDirectory(key))/times") else { return [] }
+        var marks: [LogTime] = []
+        marks.reserveCapacity(data.count / 16)
+        data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) in
+            var at = 0
+            while at + 16 <= raw.count {
+                let offset = Int64(littleEndian: raw.loadUnaligned(fromByteOffset: at, as: Int64.self))
+                let time = Int64(littleEndian: raw.loadUnaligned(fromByteOffset: at + 8, as: Int64.self))
+                if let previous = marks.last, offset <= previous.offset { break }  // a torn tail
+                marks.append(LogTime(offset: offset, at: time))
+                at += 16
+            }
+        }
+        return marks
+    }
+
     /// Removes every node log of a job.
     func remove(jobID: Int64) {
+        lastTimes.withLock { last in last = last.filter { $0.key.jobID != jobID } }
         open.withLock { open in
             for key in open.keys where key.jobID == jobID {
                 open[key]!.file.close()

@@ -16,11 +16,14 @@ public struct LogWrite: Sendable {
     public var key: LogKey
     public var offset: Int64
     public var data: Data
+    /// When the runner read the bytes (`LogTime` marks), kept sparsely beside them.
+    public var times: [LogTime]
 
-    public init(key: LogKey, offset: Int64, data: Data) {
+    public init(key: LogKey, offset: Int64, data: Data, times: [LogTime] = []) {
         self.key = key
         self.offset = offset
         self.data = data
+        self.times = times
     }
 }
 
@@ -40,6 +43,8 @@ public protocol LogStore: Sendable {
     func dropMiddle(of key: LogKey, from: Int64, to: Int64, end: Int64) async throws -> Int64
     /// Removes every log of a job.
     func removeLogs(jobID: Int64) async throws
+    /// The time marks of a log in [from, to), and the last one before `from` (moved to it).
+    func times(of key: LogKey, from: Int64, to: Int64) async throws -> [LogTime]
 }
 
 extension LogStore {
@@ -81,5 +86,9 @@ extension LogFiles: LogStore {
 
     public func removeLogs(jobID: Int64) async throws {
         try await pool.runIfActive { self.remove(jobID: jobID) }
+    }
+
+    public func times(of key: LogKey, from: Int64, to: Int64) async throws -> [LogTime] {
+        try await pool.runIfActive { self.readTimes(key).filter { $0.offset < to }.from(from) }
     }
 }

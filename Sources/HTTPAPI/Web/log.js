@@ -35,8 +35,12 @@ function concat(a, b) {
 
 /// Up to 1,000 lines: their bytes, where each starts, and (once shown) the lines parsed.
 class Page {
-  constructor(bytes = new Uint8Array(), breaks = []) {
+  /// `offset`: where its first byte is in the log; `times`: the time marks among its bytes
+  /// (and the one in force at its start), as the coordinator sent them.
+  constructor(bytes = new Uint8Array(), breaks = [], offset = 0, times = []) {
     this.bytes = bytes;
+    this.offset = offset;
+    this.times = times;
     this.starts = [0];
     this.breaks = breaks;  // positions where a dropped range ended a line
     for (let i = 0; i < bytes.length; i += 1) if (bytes[i] === 10 && i + 1 < bytes.length) this.starts.push(i + 1);
@@ -98,6 +102,8 @@ export class LogView {
     this.matches = [];       // line numbers of the current search's matches, ascending
     this.matchIndex = -1;
     this.rows = [];
+    this.liveMarks = [];     // time marks that came live (and those of the opening page)
+    this.showTimes = localStorage.getItem('heddle.log.times') === 'on';
 
     this.followBox = h('input', { type: 'checkbox', id: 'log-follow', checked: this.follow, onchange: () => {
       this.follow = this.followBox.checked;
@@ -109,16 +115,25 @@ export class LogView {
       } });
     this.regexBox = h('input', { type: 'checkbox', id: 'log-regex', onchange: () => this.resetSearch() });
     this.caseBox = h('input', { type: 'checkbox', id: 'log-case', onchange: () => this.resetSearch() });
+    this.timesBox = h('input', { type: 'checkbox', id: 'log-times', checked: this.showTimes, onchange: () => {
+      this.showTimes = this.timesBox.checked;
+      localStorage.setItem('heddle.log.times', this.showTimes ? 'on' : 'off');
+      this.lines.classList.toggle('with-times', this.showTimes);
+      for (const slot of this.rows) slot.shown = null;
+      this.render();
+    } });
     this.matchCount = h('span', { class: 'match-count', 'aria-live': 'polite' });
     this.status = h('span', { class: 'log-status', 'aria-live': 'polite' });
     this.spacer = h('div', { class: 'log-spacer' });
     this.window = h('div', { class: 'log-window' });
     this.lines = h('div', { class: 'log-lines', role: 'region', tabindex: '0', 'aria-label': title || 'Log',
       onscroll: () => this.scrolled() }, this.spacer, this.window);
+    this.lines.classList.toggle('with-times', this.showTimes);
     this.empty = h('p', { class: 'log-empty' }, live ? 'No output yet.' : 'No output.');
     this.element = h('section', { class: 'logview' },
       h('div', { class: 'log-toolbar' },
         h('label', { for: 'log-follow', class: 'follow' }, this.followBox, ' Follow'),
+        h('label', { for: 'log-times', title: 'When each line was written' }, this.timesBox, ' Times'),
         h('button', { type: 'button', class: 'jump-start', onclick: () => this.jump(1) }, 'Jump to start'),
         h('button', { type: 'button', class: 'jump-end', onclick: () => this.jump(this.total) }, 'Jump to end'),
         this.searchBox,
@@ -157,7 +172,9 @@ export class LogView {
     const header = (name) => Number(response.headers.get(name) || 0);
     const bytes = new Uint8Array(await response.arrayBuffer());
     const gaps = (response.headers.get('Heddle-Gaps') || '').split(',').filter(Boolean).map((pair) => Number(pair.split(':')[0]));
-    return { bytes, gaps, first: header('Heddle-Line'), count: header('Heddle-Line-Count'), lines: header('Heddle-Lines'),
+    const times = (response.headers.get('Heddle-Times') || '').split(',').filter(Boolean)
+      .map((pair) => { const [o, ms] = pair.split(':').map(Number); return { o, ms }; });
+    return { bytes, gaps, times, offset: header('Heddle-Offset'), first: header('Heddle-Line'), count: header('Heddle-Line-Count'), lines: header('Heddle-Lines'),
       length: header('Heddle-Length'), finished: response.headers.get('Heddle-Finished') === 'true' };
   }
 
@@ -169,7 +186,8 @@ export class LogView {
     if (this.total > 0) {
       const last = Math.floor((this.total - 1) / PAGE_LINES);
       const page = await this.fetchLines(`line=${last * PAGE_LINES + 1}&lines=${PAGE_LINES}`);
-      this.store(last, new Page(page.bytes, page.gaps));
+      this.store(last, new Page(page.bytes, page.gaps, page.offset, page.times));
+      this.liveMarks = page.times.slice();
       this.total = Math.max(this.total, last * PAGE_LINES + page.count);
       length = page.length;
     }
@@ -214,7 +232,8 @@ export class LogView {
   /// numbers them), parsed only when shown.
   append(data) {
     let bytes = base64Bytes(data.bytes);
-    let page = this.pages.get(this.tailPage) || new Page();
+    for (const [o, ms] of data.times || []) this.liveMarks.push({ o, ms });
+    let page = this.pages.get(this.tailPage) || new Page(new Uint8Array(), [], data.offset);
     if (data.dropped && page.bytes.length && page.bytes[page.bytes.length - 1] !== 10) {
       bytes = concat(Uint8Array.of(10), bytes);  // a dropped range ends the line before it
     }
@@ -224,14 +243,15 @@ export class LogView {
       if (bytes[i] !== 10) continue;
       ended += 1;
       if (ended === PAGE_LINES) {
-        this.store(this.tailPage, new Page(concat(page.bytes, bytes.subarray(from, i + 1)), page.breaks));
+        const full = new Page(concat(page.bytes, bytes.subarray(from, i + 1)), page.breaks, page.offset, page.times);
+        this.store(this.tailPage, full);
         this.tailPage += 1;
-        page = new Page();
+        page = new Page(new Uint8Array(), [], full.offset + full.bytes.length);
         ended = 0;
         from = i + 1;
       }
     }
-    if (from < bytes.length) page = new Page(concat(page.bytes, bytes.subarray(from)), page.breaks);
+    if (from < bytes.length) page = new Page(concat(page.bytes, bytes.subarray(from)), page.breaks, page.offset, page.times);
     this.store(this.tailPage, page);
     this.total = this.tailPage * PAGE_LINES + page.count;
     this.empty.hidden = this.total > 0;
@@ -326,7 +346,7 @@ export class LogView {
     this.loading.add(index);
     try {
       const page = await this.fetchLines(`line=${index * PAGE_LINES + 1}&lines=${PAGE_LINES}`);
-      if (!this.pages.has(index)) this.store(index, new Page(page.bytes, page.gaps));
+      if (!this.pages.has(index)) this.store(index, new Page(page.bytes, page.gaps, page.offset, page.times));
     } catch (error) {
       this.status.textContent = error.message;
     } finally {
@@ -347,8 +367,9 @@ export class LogView {
     const wanted = Math.max(0, last - first + 1);
     while (this.rows.length < wanted) {
       const number = h('a', { class: 'ln', tabindex: '-1' });
+      const stamp = h('span', { class: 'ts' });
       const text = h('span', { class: 'tx' });
-      const row = h('div', { class: 'line' }, number, text);
+      const row = h('div', { class: 'line' }, number, stamp, text);
       number.addEventListener('click', (event) => {
         event.preventDefault();
         const line = Number(row.dataset.line);
@@ -356,7 +377,7 @@ export class LogView {
         this.target = line;
         this.render();
       });
-      this.rows.push({ row, number, text, shown: null });
+      this.rows.push({ row, number, stamp, text, shown: null });
       this.window.append(row);
     }
     while (this.rows.length > wanted) this.rows.pop().row.remove();
@@ -385,11 +406,12 @@ export class LogView {
         this.used.set(index, (this.clock += 1));
         const lines = page.lines();
         const parsed = lines[line - 1 - index * PAGE_LINES];
-        key = `${line}:${page.bytes.length}`;
+        key = `${line}:${page.bytes.length}:${this.showTimes}`;
         if (slot.shown !== key) {
           slot.number.textContent = String(line);
           slot.text.className = 'tx';
           if (parsed) renderLine(parsed, slot.text); else slot.text.textContent = '';
+          slot.stamp.textContent = this.showTimes ? this.timeOf(page, line - 1 - index * PAGE_LINES) : '';
         }
       }
       if (slot.shown !== key) {
@@ -401,6 +423,28 @@ export class LogView {
       slot.row.classList.toggle('current-match', this.matches[this.matchIndex] === line);
       slot.row.classList.toggle('match', this.matchSet?.has(line) ?? false);
     }
+  }
+
+  /// When line `i` of a page was written: the time mark in force at its first byte.
+  timeOf(page, i) {
+    const start = page.offset + (page.starts[i] ?? 0);
+    // Both lists are in offset order: the last mark at or before the start, by halving.
+    const before = (marks) => {
+      let low = 0;
+      let high = marks.length - 1;
+      let best = null;
+      while (low <= high) {
+        const middle = (low + high) >> 1;
+        if (marks[middle].o <= start) { best = marks[middle]; low = middle + 1; } else high = middle - 1;
+      }
+      return best;
+    };
+    const candidates = [before(page.times), before(this.liveMarks)].filter(Boolean);
+    const found = candidates.sort((a, b) => b.o - a.o)[0];
+    if (!found) return '';
+    const date = new Date(found.ms);
+    const two = (n) => String(n).padStart(2, '0');
+    return `${two(date.getHours())}:${two(date.getMinutes())}:${two(date.getSeconds())}.${String(date.getMilliseconds()).padStart(3, '0')}`;
   }
 
   resetSearch() {

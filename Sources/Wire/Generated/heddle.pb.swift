@@ -1120,11 +1120,30 @@ public nonisolated struct Heddle_V1_LogAppend: Sendable {
 
   public var data: Data = Data()
 
+  /// when the bytes from each offset on were read from the node (protocol 1.2)
+  public var times: [Heddle_V1_LogTime] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _job: Heddle_V1_JobRef? = nil
+}
+
+/// The bytes of a node log from `offset` on were read at `at_ms` (the runner's clock, Unix
+/// milliseconds), until the next mark.
+public nonisolated struct Heddle_V1_LogTime: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var offset: UInt64 = 0
+
+  public var atMs: Int64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 /// The durable length of a node's log.
@@ -1689,6 +1708,9 @@ public nonisolated struct Heddle_V1_LogChunk: Sendable {
 
   /// bytes before `offset` not kept (the job's log passed its size limit)
   public var dropped: UInt64 = 0
+
+  /// when bytes of this chunk were read: the coordinator's marks in it, and the last one before it
+  public var times: [Heddle_V1_LogTime] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -4332,7 +4354,7 @@ nonisolated extension Heddle_V1_NodeUpdate: SwiftProtobuf.Message, SwiftProtobuf
 
 nonisolated extension Heddle_V1_LogAppend: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".LogAppend"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}node\0\u{1}offset\0\u{1}data\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}node\0\u{1}offset\0\u{1}data\0\u{1}times\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -4344,6 +4366,7 @@ nonisolated extension Heddle_V1_LogAppend: SwiftProtobuf.Message, SwiftProtobuf.
       case 2: try { try decoder.decodeSingularStringField(value: &self.node) }()
       case 3: try { try decoder.decodeSingularUInt64Field(value: &self.offset) }()
       case 4: try { try decoder.decodeSingularBytesField(value: &self.data) }()
+      case 5: try { try decoder.decodeRepeatedMessageField(value: &self.times) }()
       default: break
       }
     }
@@ -4366,6 +4389,9 @@ nonisolated extension Heddle_V1_LogAppend: SwiftProtobuf.Message, SwiftProtobuf.
     if !self.data.isEmpty {
       try visitor.visitSingularBytesField(value: self.data, fieldNumber: 4)
     }
+    if !self.times.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.times, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -4374,6 +4400,42 @@ nonisolated extension Heddle_V1_LogAppend: SwiftProtobuf.Message, SwiftProtobuf.
     if lhs.node != rhs.node {return false}
     if lhs.offset != rhs.offset {return false}
     if lhs.data != rhs.data {return false}
+    if lhs.times != rhs.times {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Heddle_V1_LogTime: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".LogTime"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}offset\0\u{3}at_ms\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.offset) }()
+      case 2: try { try decoder.decodeSingularInt64Field(value: &self.atMs) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.offset != 0 {
+      try visitor.visitSingularUInt64Field(value: self.offset, fieldNumber: 1)
+    }
+    if self.atMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.atMs, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Heddle_V1_LogTime, rhs: Heddle_V1_LogTime) -> Bool {
+    if lhs.offset != rhs.offset {return false}
+    if lhs.atMs != rhs.atMs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -5534,7 +5596,7 @@ nonisolated extension Heddle_V1_WatchRequest: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Heddle_V1_LogChunk: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".LogChunk"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}job_id\0\u{1}job\0\u{1}node\0\u{1}offset\0\u{1}data\0\u{1}dropped\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}job_id\0\u{1}job\0\u{1}node\0\u{1}offset\0\u{1}data\0\u{1}dropped\0\u{1}times\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -5548,6 +5610,7 @@ nonisolated extension Heddle_V1_LogChunk: SwiftProtobuf.Message, SwiftProtobuf._
       case 4: try { try decoder.decodeSingularUInt64Field(value: &self.offset) }()
       case 5: try { try decoder.decodeSingularBytesField(value: &self.data) }()
       case 6: try { try decoder.decodeSingularUInt64Field(value: &self.dropped) }()
+      case 7: try { try decoder.decodeRepeatedMessageField(value: &self.times) }()
       default: break
       }
     }
@@ -5572,6 +5635,9 @@ nonisolated extension Heddle_V1_LogChunk: SwiftProtobuf.Message, SwiftProtobuf._
     if self.dropped != 0 {
       try visitor.visitSingularUInt64Field(value: self.dropped, fieldNumber: 6)
     }
+    if !self.times.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.times, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -5582,6 +5648,7 @@ nonisolated extension Heddle_V1_LogChunk: SwiftProtobuf.Message, SwiftProtobuf._
     if lhs.offset != rhs.offset {return false}
     if lhs.data != rhs.data {return false}
     if lhs.dropped != rhs.dropped {return false}
+    if lhs.times != rhs.times {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

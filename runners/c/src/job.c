@@ -333,6 +333,7 @@ static void job_free(job_t *job) {
         free(node->container);
         buf_free(&node->log.pending);
         buf_free(&node->held);
+        free(node->log.marks);
         for (size_t m = 0; m < node->n_matches; m++) free(node->matches[m]);
         free(node->matches);
         if (node->upload.fd >= 0) close(node->upload.fd);
@@ -698,6 +699,7 @@ void job_ack(const Heddle__V1__LogAck *ack) {
             if (ack->durable_offset > log->acked && ack->durable_offset <= log->end) {
                 buf_consume(&log->pending, ack->durable_offset - log->acked);
                 log->acked = ack->durable_offset;
+                logstream_acked(log);
             }
             log->sent = log->acked;
             log->paused_until = now + log->pause;
@@ -708,6 +710,7 @@ void job_ack(const Heddle__V1__LogAck *ack) {
         if (ack->durable_offset > log->acked && ack->durable_offset <= log->end) {
             buf_consume(&log->pending, ack->durable_offset - log->acked);
             log->acked = ack->durable_offset;
+            logstream_acked(log);
             if (log->sent < log->acked) log->sent = log->acked;
         }
         check_finishing(job);

@@ -2,7 +2,9 @@
  * coordinator acknowledged as durable are kept (up to LOG_BUFFER_LIMIT; past it the node's
  * pipe is not read) and sent as LogAppend frames; after a reconnect everything not
  * acknowledged goes again, and the coordinator drops what it already has. */
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "runner.h"
 
@@ -10,9 +12,35 @@ int logstream_has_room(const node_t *node) { return node->log.pending.len < LOG_
 
 int logstream_durable(const node_t *node) { return node->log.acked == node->log.end; }
 
+static int64_t wall_ms(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+}
+
 void logstream_append(node_t *node, const uint8_t *bytes, size_t n) {
-    if (buf_append(&node->log.pending, bytes, n) != 0) return;
-    node->log.end += n;
+    logstream_t *log = &node->log;
+    int64_t now = wall_ms();
+    if (log->n_marks == 0 || now >= log->marks[log->n_marks - 1].at_ms + 100) {
+        if (log->n_marks == log->cap_marks) {
+            size_t cap = log->cap_marks ? log->cap_marks * 2 : 16;
+            log_mark_t *marks = realloc(log->marks, cap * sizeof *marks);
+            if (!marks) return;
+            log->marks = marks;
+            log->cap_marks = cap;
+        }
+        log->marks[log->n_marks++] = (log_mark_t){log->end, now};
+    }
+    if (buf_append(&log->pending, bytes, n) != 0) return;
+    log->end += n;
+}
+
+void logstream_acked(logstream_t *log) {
+    size_t keep = 0;
+    for (size_t i = 0; i < log->n_marks && log->marks[i].offset <= log->acked; i++) keep = i;
+    if (keep == 0) return;
+    memmove(log->marks, log->marks + keep, (log->n_marks - keep) * sizeof *log->marks);
+    log->n_marks -= keep;
 }
 
 /* The job's secret values are replaced with *** as output streams. The end of a read that
@@ -73,6 +101,23 @@ void logstream_pump(node_t *node, double now) {
         append.offset = log->sent;
         append.data.data = buf_bytes(&log->pending) + (log->sent - log->acked);
         append.data.len = (size_t)count;
+        /* The marks in the chunk, the one in force at its start first (moved there). */
+        Heddle__V1__LogTime times[64];
+        Heddle__V1__LogTime *pointers[64];
+        size_t n_times = 0;
+        for (size_t i = 0; i < log->n_marks && n_times < 64; i++) {
+            const log_mark_t *mark = &log->marks[i];
+            int in_force = mark->offset <= log->sent && (i + 1 == log->n_marks || log->marks[i + 1].offset > log->sent);
+            if (!in_force && (mark->offset <= log->sent || mark->offset >= log->sent + count)) continue;
+            Heddle__V1__LogTime time = HEDDLE__V1__LOG_TIME__INIT;
+            time.offset = in_force ? log->sent : mark->offset;
+            time.at_ms = mark->at_ms;
+            times[n_times] = time;
+            pointers[n_times] = &times[n_times];
+            n_times++;
+        }
+        append.n_times = n_times;
+        append.times = pointers;
         Heddle__V1__Envelope envelope = HEDDLE__V1__ENVELOPE__INIT;
         envelope.body_case = HEDDLE__V1__ENVELOPE__BODY_LOG_APPEND;
         envelope.log_append = &append;

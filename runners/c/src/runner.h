@@ -178,8 +178,16 @@ void limits_size(long long bytes, char *out, size_t len);
 typedef enum { NODE_PENDING, NODE_STARTING, NODE_RUNNING, NODE_UPLOADING, NODE_REPORTING, NODE_DONE } node_phase_t;
 typedef enum { FINAL_NONE, FINAL_SUCCEEDED, FINAL_FAILED, FINAL_SKIPPED, FINAL_CANCELLED } node_final_t;
 
+typedef struct {
+    uint64_t offset;
+    int64_t at_ms;
+} log_mark_t;
+
 typedef struct logstream {
     uint64_t acked, sent, end;
+    log_mark_t *marks;        /* when the bytes from each offset on were read: one per read 100 ms or
+                                 more after the last, from the last one at or before `acked` */
+    size_t n_marks, cap_marks;
     buf_t pending;            /* bytes acked .. end */
     double paused_until;      /* after a `resend` ack: nothing sent before this */
     double pause;
@@ -366,6 +374,8 @@ void artifacts_on_connect(node_t *node);
 
 /* logstream.c */
 void logstream_append(node_t *node, const uint8_t *bytes, size_t n);
+/* The coordinator acknowledged bytes up to log.acked: marks before the one in force there go. */
+void logstream_acked(logstream_t *log);
 /* A node's output, its job's secrets masked as ***; `final` at its end (nothing held back). */
 void logstream_output(node_t *node, const uint8_t *bytes, size_t n, int final);
 void logstream_pump(node_t *node, double now);

@@ -115,12 +115,15 @@ public struct LogBytes: Sendable {
     public var node: String
     public var offset: UInt64
     public var data: Data
+    /// When the runner read the bytes from each mark's offset on.
+    public var times: [LogTime]
 
-    public init(job: LeaseRef, node: String, offset: UInt64, data: Data) {
+    public init(job: LeaseRef, node: String, offset: UInt64, data: Data, times: [LogTime] = []) {
         self.job = job
         self.node = node
         self.offset = offset
         self.data = data
+        self.times = times
     }
 }
 

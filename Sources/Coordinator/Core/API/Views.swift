@@ -104,6 +104,30 @@ public struct LogChunk: Sendable, Equatable {
     public var data: Data
     /// Bytes before `offset` that are not kept (the log passed its size limit).
     public var dropped: UInt64 = 0
+    /// When its bytes were read: the marks in it, and the last one before it.
+    public var times: [LogTime] = []
+}
+
+/// The bytes of a node log from `offset` on were read at `at` (the runner's clock, Unix
+/// milliseconds), until the next mark.
+public struct LogTime: Sendable, Equatable {
+    public var offset: Int64
+    public var at: Int64
+
+    public init(offset: Int64, at: Int64) {
+        self.offset = offset
+        self.at = at
+    }
+}
+
+extension [LogTime] {
+    /// The marks from `offset` on, the one in force at `offset` moved there.
+    func from(_ offset: Int64) -> [LogTime] {
+        let before = last { $0.offset <= offset }
+        var kept = filter { $0.offset > offset }
+        if let before { kept.insert(LogTime(offset: offset, at: before.at), at: 0) }
+        return kept
+    }
 }
 
 /// A job changed: what changed is set (a node event carries only that node).

@@ -610,6 +610,51 @@ void   heddle__v1__log_append__free_unpacked
   assert(message->base.descriptor == &heddle__v1__log_append__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   heddle__v1__log_time__init
+                     (Heddle__V1__LogTime         *message)
+{
+  static const Heddle__V1__LogTime init_value = HEDDLE__V1__LOG_TIME__INIT;
+  *message = init_value;
+}
+size_t heddle__v1__log_time__get_packed_size
+                     (const Heddle__V1__LogTime *message)
+{
+  assert(message->base.descriptor == &heddle__v1__log_time__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t heddle__v1__log_time__pack
+                     (const Heddle__V1__LogTime *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &heddle__v1__log_time__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t heddle__v1__log_time__pack_to_buffer
+                     (const Heddle__V1__LogTime *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &heddle__v1__log_time__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Heddle__V1__LogTime *
+       heddle__v1__log_time__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Heddle__V1__LogTime *)
+     protobuf_c_message_unpack (&heddle__v1__log_time__descriptor,
+                                allocator, len, data);
+}
+void   heddle__v1__log_time__free_unpacked
+                     (Heddle__V1__LogTime *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &heddle__v1__log_time__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   heddle__v1__log_ack__init
                      (Heddle__V1__LogAck         *message)
 {
@@ -5795,7 +5840,7 @@ const ProtobufCMessageDescriptor heddle__v1__node_update__descriptor =
   (ProtobufCMessageInit) heddle__v1__node_update__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor heddle__v1__log_append__field_descriptors[4] =
+static const ProtobufCFieldDescriptor heddle__v1__log_append__field_descriptors[5] =
 {
   {
     "job",
@@ -5845,17 +5890,30 @@ static const ProtobufCFieldDescriptor heddle__v1__log_append__field_descriptors[
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "times",
+    5,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Heddle__V1__LogAppend, n_times),
+    offsetof(Heddle__V1__LogAppend, times),
+    &heddle__v1__log_time__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned heddle__v1__log_append__field_indices_by_name[] = {
   3,   /* field[3] = data */
   0,   /* field[0] = job */
   1,   /* field[1] = node */
   2,   /* field[2] = offset */
+  4,   /* field[4] = times */
 };
 static const ProtobufCIntRange heddle__v1__log_append__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 4 }
+  { 0, 5 }
 };
 const ProtobufCMessageDescriptor heddle__v1__log_append__descriptor =
 {
@@ -5865,11 +5923,62 @@ const ProtobufCMessageDescriptor heddle__v1__log_append__descriptor =
   "Heddle__V1__LogAppend",
   "heddle.v1",
   sizeof(Heddle__V1__LogAppend),
-  4,
+  5,
   heddle__v1__log_append__field_descriptors,
   heddle__v1__log_append__field_indices_by_name,
   1,  heddle__v1__log_append__number_ranges,
   (ProtobufCMessageInit) heddle__v1__log_append__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor heddle__v1__log_time__field_descriptors[2] =
+{
+  {
+    "offset",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__LogTime, offset),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "at_ms",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__LogTime, at_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned heddle__v1__log_time__field_indices_by_name[] = {
+  1,   /* field[1] = at_ms */
+  0,   /* field[0] = offset */
+};
+static const ProtobufCIntRange heddle__v1__log_time__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor heddle__v1__log_time__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "heddle.v1.LogTime",
+  "LogTime",
+  "Heddle__V1__LogTime",
+  "heddle.v1",
+  sizeof(Heddle__V1__LogTime),
+  2,
+  heddle__v1__log_time__field_descriptors,
+  heddle__v1__log_time__field_indices_by_name,
+  1,  heddle__v1__log_time__number_ranges,
+  (ProtobufCMessageInit) heddle__v1__log_time__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor heddle__v1__log_ack__field_descriptors[5] =
@@ -7795,7 +7904,7 @@ const ProtobufCMessageDescriptor heddle__v1__watch_request__descriptor =
   (ProtobufCMessageInit) heddle__v1__watch_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor heddle__v1__log_chunk__field_descriptors[6] =
+static const ProtobufCFieldDescriptor heddle__v1__log_chunk__field_descriptors[7] =
 {
   {
     "job_id",
@@ -7869,6 +7978,18 @@ static const ProtobufCFieldDescriptor heddle__v1__log_chunk__field_descriptors[6
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "times",
+    7,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Heddle__V1__LogChunk, n_times),
+    offsetof(Heddle__V1__LogChunk, times),
+    &heddle__v1__log_time__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned heddle__v1__log_chunk__field_indices_by_name[] = {
   4,   /* field[4] = data */
@@ -7877,11 +7998,12 @@ static const unsigned heddle__v1__log_chunk__field_indices_by_name[] = {
   0,   /* field[0] = job_id */
   2,   /* field[2] = node */
   3,   /* field[3] = offset */
+  6,   /* field[6] = times */
 };
 static const ProtobufCIntRange heddle__v1__log_chunk__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 6 }
+  { 0, 7 }
 };
 const ProtobufCMessageDescriptor heddle__v1__log_chunk__descriptor =
 {
@@ -7891,7 +8013,7 @@ const ProtobufCMessageDescriptor heddle__v1__log_chunk__descriptor =
   "Heddle__V1__LogChunk",
   "heddle.v1",
   sizeof(Heddle__V1__LogChunk),
-  6,
+  7,
   heddle__v1__log_chunk__field_descriptors,
   heddle__v1__log_chunk__field_indices_by_name,
   1,  heddle__v1__log_chunk__number_ranges,

@@ -31,6 +31,7 @@ typedef struct Heddle__V1__Assignment__EnvEntry Heddle__V1__Assignment__EnvEntry
 typedef struct Heddle__V1__JobStarted Heddle__V1__JobStarted;
 typedef struct Heddle__V1__NodeUpdate Heddle__V1__NodeUpdate;
 typedef struct Heddle__V1__LogAppend Heddle__V1__LogAppend;
+typedef struct Heddle__V1__LogTime Heddle__V1__LogTime;
 typedef struct Heddle__V1__LogAck Heddle__V1__LogAck;
 typedef struct Heddle__V1__ArtifactDeclare Heddle__V1__ArtifactDeclare;
 typedef struct Heddle__V1__ArtifactDeclared Heddle__V1__ArtifactDeclared;
@@ -645,10 +646,30 @@ struct  Heddle__V1__LogAppend
   char *node;
   uint64_t offset;
   ProtobufCBinaryData data;
+  /*
+   * when the bytes from each offset on were read from the node (protocol 1.2)
+   */
+  size_t n_times;
+  Heddle__V1__LogTime **times;
 };
 #define HEDDLE__V1__LOG_APPEND__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&heddle__v1__log_append__descriptor) \
-    , NULL, (char *)protobuf_c_empty_string, 0, {0,NULL} }
+    , NULL, (char *)protobuf_c_empty_string, 0, {0,NULL}, 0,NULL }
+
+
+/*
+ * The bytes of a node log from `offset` on were read at `at_ms` (the runner's clock, Unix
+ * milliseconds), until the next mark.
+ */
+struct  Heddle__V1__LogTime
+{
+  ProtobufCMessage base;
+  uint64_t offset;
+  int64_t at_ms;
+};
+#define HEDDLE__V1__LOG_TIME__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&heddle__v1__log_time__descriptor) \
+    , 0, 0 }
 
 
 /*
@@ -1118,10 +1139,15 @@ struct  Heddle__V1__LogChunk
    * bytes before `offset` not kept (the job's log passed its size limit)
    */
   uint64_t dropped;
+  /*
+   * when bytes of this chunk were read: the coordinator's marks in it, and the last one before it
+   */
+  size_t n_times;
+  Heddle__V1__LogTime **times;
 };
 #define HEDDLE__V1__LOG_CHUNK__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&heddle__v1__log_chunk__descriptor) \
-    , 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, {0,NULL}, 0 }
+    , 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, {0,NULL}, 0, 0,NULL }
 
 
 typedef enum {
@@ -2092,6 +2118,25 @@ Heddle__V1__LogAppend *
                       const uint8_t       *data);
 void   heddle__v1__log_append__free_unpacked
                      (Heddle__V1__LogAppend *message,
+                      ProtobufCAllocator *allocator);
+/* Heddle__V1__LogTime methods */
+void   heddle__v1__log_time__init
+                     (Heddle__V1__LogTime         *message);
+size_t heddle__v1__log_time__get_packed_size
+                     (const Heddle__V1__LogTime   *message);
+size_t heddle__v1__log_time__pack
+                     (const Heddle__V1__LogTime   *message,
+                      uint8_t             *out);
+size_t heddle__v1__log_time__pack_to_buffer
+                     (const Heddle__V1__LogTime   *message,
+                      ProtobufCBuffer     *buffer);
+Heddle__V1__LogTime *
+       heddle__v1__log_time__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   heddle__v1__log_time__free_unpacked
+                     (Heddle__V1__LogTime *message,
                       ProtobufCAllocator *allocator);
 /* Heddle__V1__LogAck methods */
 void   heddle__v1__log_ack__init
@@ -3473,6 +3518,9 @@ typedef void (*Heddle__V1__NodeUpdate_Closure)
 typedef void (*Heddle__V1__LogAppend_Closure)
                  (const Heddle__V1__LogAppend *message,
                   void *closure_data);
+typedef void (*Heddle__V1__LogTime_Closure)
+                 (const Heddle__V1__LogTime *message,
+                  void *closure_data);
 typedef void (*Heddle__V1__LogAck_Closure)
                  (const Heddle__V1__LogAck *message,
                   void *closure_data);
@@ -3707,6 +3755,7 @@ extern const ProtobufCMessageDescriptor heddle__v1__assignment__env_entry__descr
 extern const ProtobufCMessageDescriptor heddle__v1__job_started__descriptor;
 extern const ProtobufCMessageDescriptor heddle__v1__node_update__descriptor;
 extern const ProtobufCMessageDescriptor heddle__v1__log_append__descriptor;
+extern const ProtobufCMessageDescriptor heddle__v1__log_time__descriptor;
 extern const ProtobufCMessageDescriptor heddle__v1__log_ack__descriptor;
 extern const ProtobufCMessageDescriptor heddle__v1__artifact_declare__descriptor;
 extern const ProtobufCMessageDescriptor heddle__v1__artifact_declared__descriptor;
