@@ -62,6 +62,30 @@ extension StreamRoutes {
                         body: .init(byteBuffer: ByteBuffer(bytes: data)))
     }
 
+    struct SectionsAnswer: Encodable {
+        struct Section: Encodable {
+            var name: String
+            var start: Int64
+            var end: Int64?
+            var collapsed: Bool
+            var durationMs: Int64?
+        }
+        var sections: [Section]
+        var lines: Int64
+    }
+
+    /// `GET .../log/sections`: the log's collapsible sections.
+    func logSections(_ request: Request, _ context: HeddleRequestContext) async throws -> Response {
+        let principal = try Self.principal()
+        let read = try Self.logRead(request, context)
+        let (sections, lines) = try await core.catalog.logSections(read, as: principal)
+        let answer = SectionsAnswer(sections: sections.map {
+            .init(name: $0.name, start: $0.start, end: $0.end, collapsed: $0.collapsed, durationMs: $0.durationMs)
+        }, lines: lines)
+        return Response(status: .ok, headers: [.contentType: "application/json", .cacheControl: "no-store"],
+                        body: .init(byteBuffer: ByteBuffer(bytes: try APIJSON.encoder.encode(answer))))
+    }
+
     static func integer(_ query: FlatDictionary<Substring, Substring>, _ name: String, default value: Int64,
                         at range: ClosedRange<Int64>) throws -> Int64 {
         guard let text = query.get(name) else { return value }

@@ -30,6 +30,9 @@ struct StreamRoutes {
         router.get("/api/v1/runs/:run/jobs/:job/nodes/:node/log/search") { request, context in
             try await logSearch(request, context)
         }
+        router.get("/api/v1/runs/:run/jobs/:job/nodes/:node/log/sections") { request, context in
+            try await logSections(request, context)
+        }
         router.get("/api/v1/events") { request, _ in
             try events(request)
         }

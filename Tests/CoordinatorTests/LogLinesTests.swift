@@ -107,4 +107,35 @@ import Testing
             #expect(searched.searched == all.lines && searched.lines == [all.lines])
         }
     }
+
+    /// GitHub's groups and GitLab's sections, found however the log is cut into pieces.
+    @Test func sectionsAreFoundInEitherForm() async throws {
+        try await TestDatabase.with(.sqlite) { database in
+            let setup = try await DurabilityTests.Setup.make(database)
+            let text = """
+                ::group::Install
+                apt-get install
+                ::endgroup::
+                \u{1B}[0Ksection_start:1700000000:build[collapsed=true]\r\u{1B}[0KBuilding
+                cc -c a.c
+                \u{1B}[0Ksection_start:1700000001:link\r\u{1B}[0KLinking
+                ld
+                \u{1B}[0Ksection_end:1700000004:link\r\u{1B}[0K
+                \u{1B}[0Ksection_end:1700000010:build\r\u{1B}[0K
+                ::group::Tests
+                still running
+
+                """
+            let bytes = Data(text.utf8)
+            // Pieces of 7 bytes: every marker is cut somewhere.
+            _ = try await setup.writeLog(stride(from: 0, to: bytes.count, by: 7).map { Data(bytes[$0..<min(bytes.count, $0 + 7)]) })
+            let read = LogRead(runID: setup.runID, job: "j", node: "n")
+            let (sections, lines) = try await setup.core.catalog.logSections(read, as: admin)
+            #expect(lines == 11)
+            #expect(sections.map(\.name) == ["Install", "build", "link", "Tests"])
+            #expect(sections.map(\.start) == [1, 4, 6, 10] && sections.map(\.end) == [3, 9, 8, nil])
+            #expect(sections.map(\.collapsed) == [true, true, false, true])
+            #expect(sections[1].durationMs == 10_000 && sections[2].durationMs == 3_000)
+        }
+    }
 }

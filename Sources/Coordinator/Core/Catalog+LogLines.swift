@@ -421,3 +421,61 @@ final class LineMatcher {
         return out
     }
 }
+
+/// A collapsible section of a node log (`Catalog.logSections`).
+public struct LogSection: Sendable, Equatable {
+    public var name: String
+    /// The line that starts it, and the one that ends it (nil while it is open).
+    public var start: Int64
+    public var end: Int64?
+    /// It asked to be shown folded (GitLab's `[collapsed=true]`; GitHub's groups always do).
+    public var collapsed: Bool
+    /// From its start to its end: GitLab's own times, else when the runner read those lines.
+    public var durationMs: Int64?
+}
+
+extension Catalog {
+    /// The most sections one answer lists.
+    public static let maximumSections = 10_000
+
+    /// The sections of a node log, in the order they start (nested ones after their parent),
+    /// and the log's lines now.
+    public func logSections(_ request: LogRead, as principal: Principal) async throws -> (sections: [LogSection], lines: Int64) {
+        try Authorization.check(principal, .watchRun)
+        let (key, length, _) = try await locate(request)
+        let index = try await lineIndex(key, length: length)
+        var sections: [LogSection] = []
+        var open: [(index: Int, marker: SectionMarker)] = []
+        var ends: [Int: SectionMarker] = [:]
+        for marker in index.markers {
+            switch marker.kind {
+            case .start:
+                guard sections.count < Self.maximumSections else { continue }
+                open.append((sections.count, marker))
+                sections.append(LogSection(name: marker.name, start: marker.line, end: nil,
+                                           collapsed: marker.group || marker.collapsed, durationMs: nil))
+            case .end:
+                // GitHub's end closes the innermost group; GitLab's the innermost section of its name.
+                guard let at = open.lastIndex(where: { marker.group ? $0.marker.group : (!$0.marker.group && $0.marker.name == marker.name) })
+                else { continue }
+                let (position, start) = open[at]
+                open.removeSubrange(at...)
+                sections[position].end = marker.line
+                ends[position] = marker
+                if let from = start.seconds, let to = marker.seconds { sections[position].durationMs = max(0, to - from) * 1000 }
+            }
+        }
+        // The others' durations from the time marks of their first and last lines.
+        if sections.indices.contains(where: { sections[$0].durationMs == nil && ends[$0] != nil }) {
+            let marks = try await logStore.times(of: key, from: 0, to: length)
+            func time(at offset: Int64) -> Int64? { marks.last { $0.offset <= offset }?.at }
+            let starts = Dictionary(index.markers.filter { $0.kind == .start }.map { ($0.line, $0.offset) }, uniquingKeysWith: { a, _ in a })
+            for (position, end) in ends where sections[position].durationMs == nil {
+                if let startOffset = starts[sections[position].start], let from = time(at: startOffset), let to = time(at: end.offset) {
+                    sections[position].durationMs = max(0, to - from)
+                }
+            }
+        }
+        return (sections, index.lines)
+    }
+}

@@ -23,6 +23,12 @@ final class LogLineIndexes: Sendable {
         var openStart: Int64 = 0
         /// Ranges the size limit dropped, (start, end).
         var gaps: [(Int64, Int64)] = []
+        /// Lines that start or end a section (`SectionMarker`), in order.
+        var markers: [SectionMarker] = []
+        /// The start of the line being read when a piece ended before it could be told
+        /// whether it marks a section: its number, offset and first bytes.
+        var head: (line: Int64, offset: Int64, bytes: [UInt8])? = (1, 0, [])
+        static let headBytes = 300
 
         /// Lines of the log as read: the last one counts though it has no newline yet.
         var lines: Int64 { ended + (scanned > openStart ? 1 : 0) }
@@ -33,24 +39,68 @@ final class LogLineIndexes: Sendable {
             if ended % Self.stride == 0 { starts.append(nextStart) }
         }
 
+        /// Looks at a line's first bytes (all of them, or `headBytes`) for a section marker.
+        mutating func look(line: Int64, offset: Int64, _ bytes: some Collection<UInt8>) {
+            guard let first = bytes.first, first == 0x1B || first == UInt8(ascii: ":") || first == UInt8(ascii: "s")
+                    || first == 13 else { return }
+            if let marker = SectionMarker(line: line, offset: offset, Array(bytes.prefix(Self.headBytes))) { markers.append(marker) }
+        }
+
         /// Counts the lines of `data`, stored at `offset` (after a dropped range when past
-        /// `scanned`).
+        /// `scanned`), and finds the section markers among them.
         mutating func read(_ data: Data, at offset: Int64) {
             if offset > scanned {
                 gaps.append((scanned, offset))
+                finishHead()
                 if scanned > openStart { endLine(nextStart: offset) } else { openStart = offset }
+                head = (ended + 1, offset, [])
             }
             data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) in
                 guard let base = raw.baseAddress else { return }
+                let bytes = raw.bindMemory(to: UInt8.self)
                 var position = 0
-                while position < raw.count,
-                      let found = memchr(base + position, 10, raw.count - position) {
-                    let index = base.distance(to: found)
-                    endLine(nextStart: offset + Int64(index) + 1)
-                    position = index + 1
+                // A line begun in an earlier piece: its first bytes completed.
+                if var pending = head {
+                    let more = min(raw.count, Self.headBytes - pending.bytes.count)
+                    let stop = memchr(base, 10, raw.count).map { base.distance(to: $0) } ?? raw.count
+                    pending.bytes += bytes[0..<min(more, stop)]
+                    if stop < raw.count || pending.bytes.count >= Self.headBytes {
+                        head = nil
+                        look(line: pending.line, offset: pending.offset, pending.bytes)
+                    } else {
+                        head = pending
+                    }
+                }
+                while position < raw.count {
+                    let found = memchr(base + position, 10, raw.count - position)
+                    let index = found.map { base.distance(to: $0) }
+                    if let index {
+                        endLine(nextStart: offset + Int64(index) + 1)
+                        position = index + 1
+                    } else {
+                        position = raw.count
+                    }
+                    // The next line's start: look at it now if its first bytes are here.
+                    guard index != nil, position <= raw.count else { break }
+                    let line = ended + 1
+                    let lineOffset = offset + Int64(position)
+                    let stop = memchr(base + position, 10, raw.count - position).map { base.distance(to: $0) } ?? raw.count
+                    if stop < raw.count || stop - position >= Self.headBytes {
+                        look(line: line, offset: lineOffset, bytes[position..<min(stop, position + Self.headBytes)])
+                    } else {
+                        head = (line, lineOffset, Array(bytes[position..<stop]))
+                    }
                 }
             }
             scanned = offset + Int64(data.count)
+        }
+
+        /// The last line ended (or a gap came) before its head was complete: look at what there is.
+        mutating func finishHead() {
+            if let pending = head {
+                head = nil
+                look(line: pending.line, offset: pending.offset, pending.bytes)
+            }
         }
 
         /// The recorded start at or before line `line` (1-based), and that line's number.
@@ -122,5 +172,58 @@ final class LogLineIndexes: Sendable {
             return next
         }
         next?.resume()
+    }
+}
+
+/// A line that starts or ends a collapsible section of a log: GitHub's `::group::NAME` and
+/// `::endgroup::`, GitLab's `section_start:UNIX_SECONDS:NAME[collapsed=true]` and
+/// `section_end:UNIX_SECONDS:NAME` (after any `ESC [ 0 K` and carriage returns).
+struct SectionMarker: Sendable, Equatable {
+    enum Kind: Sendable, Equatable { case start, end }
+    var kind: Kind
+    var line: Int64
+    var offset: Int64
+    var name: String
+    /// GitLab's marks carry the time (Unix seconds).
+    var seconds: Int64?
+    var collapsed = false
+    /// GitHub's form (an end closes the innermost group, whatever its name).
+    var group = false
+
+    init?(line: Int64, offset: Int64, _ bytes: [UInt8]) {
+        var rest = bytes[...]
+        // Leading erases and carriage returns.
+        while true {
+            if rest.starts(with: [0x1B, 0x5B, 0x30, 0x4B]) { rest = rest.dropFirst(4) }
+            else if rest.starts(with: [0x1B, 0x5B, 0x4B]) { rest = rest.dropFirst(3) }
+            else if rest.first == 13 { rest = rest.dropFirst() }
+            else { break }
+        }
+        let text = String(decoding: rest.prefix { $0 != 10 && $0 != 13 && $0 != 0x1B }, as: UTF8.self)
+        self.line = line
+        self.offset = offset
+        if text.hasPrefix("::group::") {
+            kind = .start
+            group = true
+            name = String(text.dropFirst(9)).trimmingCharacters(in: .whitespaces)
+        } else if text.hasPrefix("::endgroup::") {
+            kind = .end
+            group = true
+            name = ""
+        } else if text.hasPrefix("section_start:") || text.hasPrefix("section_end:") {
+            kind = text.hasPrefix("section_start:") ? .start : .end
+            let parts = text.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false)
+            guard parts.count == 3, let seconds = Int64(parts[1]) else { return nil }
+            self.seconds = seconds
+            var label = String(parts[2])
+            if let options = label.firstIndex(of: "[") {
+                collapsed = label[options...].contains("collapsed=true")
+                label = String(label[..<options])
+            }
+            name = label
+        } else {
+            return nil
+        }
+        guard name.utf8.count <= 200 else { return nil }
     }
 }
