@@ -414,3 +414,48 @@ def test_every_page_fits_a_390_px_screen_and_the_dark_theme_follows_the_system(a
     assert background == "rgb(21, 23, 28)" and text == "rgb(230, 230, 230)", (background, text)
     screenshot(page, "narrow-dark-run")
     fabric.api("POST", f"/runs/{queued}/cancel")
+
+
+def test_log_sections_fold_with_their_duration(admin_page, fabric):
+    fabric.push("sections", """name: folds
+jobs:
+  j:
+    labels: [linux]
+    nodes:
+      n:
+        run: |
+          echo '::group::Install deps'
+          for i in $(seq 1 50); do echo install $i; done
+          echo '::endgroup::'
+          printf '\\033[0Ksection_start:1700000000:build[collapsed=true]\\r\\033[0KBuilding\\n'
+          echo compiling
+          printf '\\033[0Ksection_end:1700000042:build\\r\\033[0K\\n'
+          echo '::group::Open one'
+          echo inside
+          echo '::endgroup::'
+          echo after all
+""")
+    run = fabric.trigger("sections", "folds")
+    wait_for(lambda: finished(fabric, run), 60, "the run finished")
+    page = admin_page
+    page.goto(fabric.url + f"/#/runs/{run}?job=j&node=n")
+    rows = page.locator(".log-lines .line")
+    install = page.locator(".line.section-start", has_text="Install deps")
+    expect(install).to_be_visible()
+    # Folded at first (a GitHub group; a GitLab section that asks to be), with its length.
+    expect(install).to_contain_text("50 lines")
+    expect(page.locator(".log-lines")).not_to_contain_text("install 25")
+    build = page.locator(".line.section-start", has_text="Building")
+    expect(build).to_contain_text("42 s")
+    expect(page.locator(".log-lines")).not_to_contain_text("compiling")
+    expect(rows.last.locator(".tx")).to_have_text("after all")
+    # Unfolded by its toggle: its lines are back, numbered as in the log.
+    install.get_by_role("button", name="Unfold Install deps").click()
+    expect(page.locator(".log-lines .line", has_text="install 25").locator(".ln")).to_have_text("26")
+    page.locator(".line.section-start", has_text="Install deps").get_by_role("button", name="Fold Install deps").click()
+    expect(page.locator(".log-lines")).not_to_contain_text("install 25")
+    # A link into a folded section unfolds it.
+    page.goto(fabric.url + "/#/runs")
+    page.goto(fabric.url + f"/#/runs/{run}?job=j&node=n&line=54")
+    expect(page.locator(".line.target .tx")).to_have_text("compiling")
+    screenshot(page, "log-sections")

@@ -10,13 +10,15 @@
 // runs on the coordinator over the whole log (plain text, or a regular expression).
 
 import { ANSIRenderer, renderLine } from './ansi.js';
-import { LiveStream, h } from './api.js';
+import { LiveStream, formatDuration, h } from './api.js';
 
 const PAGE_LINES = 1000;
 const KEPT_PAGES = 40;
 const ROW = 18;            // px: the CSS gives every row this height
 const MARGIN = 20;         // rows rendered above and below the view
 const MAXIMUM_HEIGHT = 8000000;  // px: taller logs scroll in proportion
+
+const latin1 = new TextDecoder('latin1');
 
 function base64Bytes(text) {
   const binary = atob(text);
@@ -103,6 +105,9 @@ export class LogView {
     this.matchIndex = -1;
     this.rows = [];
     this.liveMarks = [];     // time marks that came live (and those of the opening page)
+    this.sections = [];      // {name, start, end, collapsed, durationMs}, from the coordinator
+    this.folded = new Set(); // start lines of the sections shown folded
+    this.hidden = [];        // [first, last] line ranges hidden by folds, in order
     this.showTimes = localStorage.getItem('heddle.log.times') === 'on';
 
     this.followBox = h('input', { type: 'checkbox', id: 'log-follow', checked: this.follow, onchange: () => {
@@ -204,6 +209,7 @@ export class LogView {
     }
     if (this.live) this.goLive(length);
     this.render();
+    await this.loadSections({ first: true });
   }
 
   store(index, page) {
@@ -223,7 +229,7 @@ export class LogView {
     this.status.textContent = 'live';
     this.stream = new LiveStream(`${this.url}${this.separator()}offset=${from}`, {
       log: (data) => this.append(data),
-    }, { onEnd: () => { this.status.textContent = 'finished'; this.render(); },
+    }, { onEnd: () => { this.status.textContent = 'finished'; this.loadSections(); },
       onError: () => { if (!this.stream.closed) this.status.textContent = 'reconnecting…'; },
       onOpen: () => { if (!this.stream.closed) this.status.textContent = 'live'; } });
   }
@@ -232,6 +238,11 @@ export class LogView {
   /// numbers them), parsed only when shown.
   append(data) {
     let bytes = base64Bytes(data.bytes);
+    // A section marker came: the sections are read again (at most twice a second).
+    if (/group::|section_(start|end):/.test(latin1.decode(bytes))) {
+      clearTimeout(this.sectionsTimer);
+      this.sectionsTimer = setTimeout(() => this.loadSections(), 500);
+    }
     for (const [o, ms] of data.times || []) this.liveMarks.push({ o, ms });
     let page = this.pages.get(this.tailPage) || new Page(new Uint8Array(), [], data.offset);
     if (data.dropped && page.bytes.length && page.bytes[page.bytes.length - 1] !== 10) {
@@ -263,19 +274,105 @@ export class LogView {
     if (this.frame) return;
     this.frame = requestAnimationFrame(() => {
       this.frame = null;
-      if (this.grew) { this.grew = false; this.layout(); if (this.follow) this.scrollToLine(this.rowCount); }
+      if (this.grew) { this.grew = false; this.layout(); if (this.follow) this.scrollToRow(this.rowCount); }
       this.render();
     });
   }
 
   /// Rows: the lines, and the ending when there is one.
-  get rowCount() { return this.total + (this.ending ? 1 : 0); }
+  get rowCount() { return this.total - this.hiddenCount() + (this.ending ? 1 : 0); }
+
+  hiddenCount() { return this.hidden.reduce((sum, [a, b]) => sum + Math.min(b, this.total) - a + 1, 0); }
+
+  /// The line shown at row `row` (1-based), folds skipped.
+  rowToLine(row) {
+    let line = row;
+    for (const [a, b] of this.hidden) {
+      if (a <= line) line += b - a + 1; else break;
+    }
+    return line;
+  }
+
+  /// The row that shows line `line` (its section's header when folded away).
+  lineToRow(line) {
+    let row = line;
+    for (const [a, b] of this.hidden) {
+      if (b < line) row -= b - a + 1;
+      else if (a <= line) { row -= line - a + 1; break; } else break;
+    }
+    return row;
+  }
+
+  /// Hidden ranges from the folded sections (a folded one inside another folded one adds nothing).
+  refold() {
+    const ranges = this.sections.filter((section) => this.folded.has(section.start) && section.end)
+      .map((section) => [section.start + 1, section.end]).sort((x, y) => x[0] - y[0]);
+    const merged = [];
+    for (const range of ranges) {
+      const last = merged[merged.length - 1];
+      if (last && range[0] <= last[1] + 1) last[1] = Math.max(last[1], range[1]); else merged.push([...range]);
+    }
+    this.hidden = merged;
+  }
+
+  /// Folds or unfolds a section, its header staying where it is on the screen.
+  toggle(start) {
+    const fromTop = this.lineToRow(start) - this.topRow();
+    if (this.folded.has(start)) this.folded.delete(start); else this.folded.add(start);
+    this.refold();
+    this.layout();
+    for (const slot of this.rows) slot.shown = null;
+    this.scrollToTopRow(this.lineToRow(start) - fromTop);
+  }
+
+  scrollToTopRow(row) {
+    const range = this.lines.scrollHeight - this.lines.clientHeight;
+    const lines = Math.max(0, this.rowCount - this.visibleRows());
+    this.lines.scrollTop = lines > 0 ? ((Math.min(Math.max(1, row), lines + 1) - 1) / lines) * range : 0;
+    this.render();
+  }
+
+  /// Unfolds what hides `line`.
+  unfoldTo(line) {
+    let changed = false;
+    for (const section of this.sections) {
+      if (this.folded.has(section.start) && section.end && section.start < line && line <= section.end) {
+        this.folded.delete(section.start);
+        changed = true;
+      }
+    }
+    if (changed) { this.refold(); this.layout(); for (const slot of this.rows) slot.shown = null; }
+  }
+
+  async loadSections({ first = false } = {}) {
+    const base = this.url.replace(/\/log(\?|$)/, '/log/sections$1');
+    const response = await fetch(base, { credentials: 'same-origin' }).catch(() => null);
+    const answer = response?.ok ? await response.json().catch(() => null) : null;
+    if (!answer) return;
+    const known = new Set(this.sections.map((section) => `${section.start}:${section.end ?? ''}`));
+    for (const section of answer.sections) {
+      // Folded at first when it asks to be and is over; a fold the reader changed stays.
+      const holdsTarget = this.target !== null && section.start < this.target && this.target <= (section.end ?? Infinity);
+      if (!known.has(`${section.start}:${section.end ?? ''}`) && section.collapsed && section.end && !holdsTarget) {
+        this.folded.add(section.start);
+      }
+    }
+    this.sections = answer.sections;
+    this.sectionAt = new Map(this.sections.map((section) => [section.start, section]));
+    this.refold();
+    this.layout();
+    for (const slot of this.rows) slot.shown = null;
+    if (this.follow) this.scrollToRow(this.rowCount);
+    else if (this.target !== null && first) this.scrollToLine(this.target, { center: true });
+    else if (!this.live && first && this.at === undefined && this.line === undefined) this.scrollToRow(this.rowCount);
+    else this.render();
+  }
 
   setEnding(text) {
     if (text === this.ending) return;
     this.ending = text;
     this.layout();
-    if (this.follow) this.scrollToLine(this.rowCount); else this.render();
+    if (this.follow) this.scrollToRow(this.rowCount); else this.render();
   }
 
   /// The spacer's height: a row per line, or, past what a page may be tall, in proportion.
@@ -291,16 +388,21 @@ export class LogView {
   /// Rows that fit in the view.
   visibleRows() { return (this.lines.clientHeight || 400) / ROW; }
 
-  /// The first line in view (1-based, fractional): the scroll position in proportion, so the
-  /// end of the scroll range shows the last line however tall the log.
-  topLine() {
+  /// The first line in view.
+  topLine() { return this.rowToLine(Math.floor(this.topRow())); }
+
+  /// The first row in view (1-based, fractional): the scroll position in proportion, so the
+  /// end of the scroll range shows the last row however tall the log.
+  topRow() {
     const range = this.lines.scrollHeight - this.lines.clientHeight;
     const lines = Math.max(0, this.rowCount - this.visibleRows());
     if (range <= 0 || lines <= 0) return 1;
     return 1 + (this.lines.scrollTop / range) * lines;
   }
 
-  scrollToLine(line, { center = false } = {}) {
+  scrollToLine(line, options) { this.scrollToRow(this.lineToRow(line), options); }
+
+  scrollToRow(line, { center = false } = {}) {
     const range = this.lines.scrollHeight - this.lines.clientHeight;
     const lines = Math.max(0, this.rowCount - this.visibleRows());
     let top = center ? line - this.visibleRows() / 2 : line - this.visibleRows() + 1;
@@ -313,7 +415,7 @@ export class LogView {
     if (line >= this.total && this.live && this.stream && !this.stream.closed) {
       this.follow = true;
       this.followBox.checked = true;
-      this.scrollToLine(this.total);
+      this.scrollToRow(this.rowCount);
       return;
     }
     this.follow = false;
@@ -323,6 +425,7 @@ export class LogView {
 
   /// Shows line `line` in the middle of the view, highlighted.
   reveal(line) {
+    this.unfoldTo(line);
     this.target = line;
     this.follow = false;
     this.followBox.checked = false;
@@ -358,7 +461,7 @@ export class LogView {
   /// Puts the rows in view (and a margin) in the page; nothing else is.
   render() {
     const view = this.lines.clientHeight || 400;
-    const top = this.topLine();
+    const top = this.topRow();
     const first = Math.max(1, Math.floor(top) - MARGIN);
     const last = Math.min(this.rowCount, Math.ceil(top + view / ROW) + MARGIN);
     // The window sits where the first rendered row is.
@@ -383,7 +486,8 @@ export class LogView {
     while (this.rows.length > wanted) this.rows.pop().row.remove();
     for (let i = 0; i < this.rows.length; i += 1) {
       const slot = this.rows[i];
-      const line = first + i;
+      const row = first + i;
+      const line = row > this.rowCount - (this.ending ? 1 : 0) ? this.total + 1 : this.rowToLine(row);
       const index = Math.floor((line - 1) / PAGE_LINES);
       const page = this.pages.get(index);
       let key;
@@ -406,11 +510,13 @@ export class LogView {
         this.used.set(index, (this.clock += 1));
         const lines = page.lines();
         const parsed = lines[line - 1 - index * PAGE_LINES];
-        key = `${line}:${page.bytes.length}:${this.showTimes}`;
+        const section = this.sectionAt?.get(line);
+        key = `${line}:${page.bytes.length}:${this.showTimes}:${section ? this.folded.has(line) : ''}`;
         if (slot.shown !== key) {
           slot.number.textContent = String(line);
           slot.text.className = 'tx';
           if (parsed) renderLine(parsed, slot.text); else slot.text.textContent = '';
+          if (section) this.sectionHeader(slot, section);
           slot.stamp.textContent = this.showTimes ? this.timeOf(page, line - 1 - index * PAGE_LINES) : '';
         }
       }
@@ -419,10 +525,28 @@ export class LogView {
         slot.number.href = this.link(line);
         slot.shown = key;
       }
+      slot.row.classList.toggle('section-start', !!this.sectionAt?.get(line));
       slot.row.classList.toggle('target', line === this.target);
       slot.row.classList.toggle('current-match', this.matches[this.matchIndex] === line);
       slot.row.classList.toggle('match', this.matchSet?.has(line) ?? false);
     }
+  }
+
+  /// A section's first line: a fold toggle, its name and how long it took, before the text.
+  sectionHeader(slot, section) {
+    const folded = this.folded.has(section.start);
+    const name = section.name || 'section';
+    const button = h('button', { type: 'button', class: 'fold', 'aria-expanded': String(!folded),
+      'aria-label': `${folded ? 'Unfold' : 'Fold'} ${name}`, onclick: (event) => { event.stopPropagation(); this.toggle(section.start); } },
+      folded ? '▸' : '▾');
+    // GitHub's marker line shows as the section's name; GitLab's already shows its header.
+    const github = /::group::/.test(slot.text.textContent);
+    if (github) slot.text.replaceChildren(h('span', { class: 'section-name' }, name));
+    const about = h('span', { class: 'section-about' }, github ? '' : ` ${name}`,
+      section.durationMs !== undefined ? ` · ${formatDuration(section.durationMs)}` : (section.end ? '' : ' · running'),
+      folded && section.end ? ` · ${Math.max(0, section.end - section.start - 1).toLocaleString()} lines` : '');
+    slot.text.prepend(button);
+    slot.text.append(about);
   }
 
   /// When line `i` of a page was written: the time mark in force at its first byte.
