@@ -264,6 +264,9 @@ import Wire
             try await call("GET", "/api/v1/runs/\(firstRun - 2)/jobs/test/nodes/first/log/search?q=ON%20&regex=false",
                            "/runs/{run}/jobs/{job}/nodes/{node}/log/search", nil)
             #expect(answers["GET /runs/{run}/jobs/{job}/nodes/{node}/log/search"]?.text == #"{"lines":[],"searched":1,"total":0}"#)
+            try await call("GET", "/api/v1/runs/\(firstRun - 2)/jobs/test/nodes/first/log/sections",
+                           "/runs/{run}/jobs/{job}/nodes/{node}/log/sections", nil)
+            #expect(answers["GET /runs/{run}/jobs/{job}/nodes/{node}/log/sections"]?.text == #"{"lines":1,"sections":[]}"#)
             let found = try await admin.request("GET", "/api/v1/runs/\(firstRun - 2)/jobs/test/nodes/first/log/search?q=%5Eo.e%24&regex=true")
             #expect(found.object?["lines"] as? [Int] == [1] && found.object?["total"] as? Int == 1, "\(found.text)")
             let badRegex = try await admin.request("GET", "/api/v1/runs/\(firstRun - 2)/jobs/test/nodes/first/log/search?q=%28&regex=true")

@@ -904,6 +904,103 @@ enum OpenAPIDocument {
         }
       }
     },
+    "/runs/{run}/jobs/{job}/nodes/{node}/log/sections": {
+      "parameters": [
+        {
+          "$ref": "#/components/parameters/Run"
+        },
+        {
+          "name": "job",
+          "in": "path",
+          "required": true,
+          "schema": {
+            "type": "string"
+          }
+        },
+        {
+          "name": "node",
+          "in": "path",
+          "required": true,
+          "schema": {
+            "type": "string"
+          }
+        }
+      ],
+      "get": {
+        "operationId": "nodeLogSections",
+        "tags": [
+          "streams"
+        ],
+        "summary": "A node log's collapsible sections (viewer).",
+        "description": "Lines that start and end a section, found as the line index is built: GitHub's\n`::group::NAME` / `::endgroup::` (an end closes the innermost group) and GitLab's\n`section_start:UNIX_SECONDS:NAME[collapsed=true]` / `section_end:UNIX_SECONDS:NAME`\n(after any `ESC[0K` and carriage returns; an end closes the innermost section of its\nname). In the order they start, at most 10,000: `start` and `end` are line numbers\n(`end` absent while open), `collapsed` when it asks to be shown folded (every GitHub\ngroup, and GitLab's with `collapsed=true`), `durationMs` from GitLab's times, else from\nwhen the runner read the two lines.\n",
+        "parameters": [
+          {
+            "name": "attempt",
+            "in": "query",
+            "schema": {
+              "type": "integer",
+              "minimum": 1
+            }
+          }
+        ],
+        "responses": {
+          "200": {
+            "description": "The sections, and the log's lines.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "type": "object",
+                  "required": [
+                    "sections",
+                    "lines"
+                  ],
+                  "properties": {
+                    "sections": {
+                      "type": "array",
+                      "items": {
+                        "type": "object",
+                        "required": [
+                          "name",
+                          "start",
+                          "collapsed"
+                        ],
+                        "properties": {
+                          "name": {
+                            "type": "string"
+                          },
+                          "start": {
+                            "type": "integer",
+                            "format": "int64"
+                          },
+                          "end": {
+                            "type": "integer",
+                            "format": "int64"
+                          },
+                          "collapsed": {
+                            "type": "boolean"
+                          },
+                          "durationMs": {
+                            "type": "integer",
+                            "format": "int64"
+                          }
+                        }
+                      }
+                    },
+                    "lines": {
+                      "type": "integer",
+                      "format": "int64"
+                    }
+                  }
+                }
+              }
+            }
+          },
+          "default": {
+            "$ref": "#/components/responses/Problem"
+          }
+        }
+      }
+    },
     "/runs/{run}/jobs/{job}/nodes/{node}/log/search": {
       "parameters": [
         {
