@@ -430,8 +430,8 @@ import Wire
             #expect(html.status == 200 && html.header("Content-Type") == "text/html; charset=utf-8")
             let page = html.text
             #expect(page.contains(#"<span style="color:#00cd00">green</span>"#), "\(page)")
-            #expect(page.contains(#"<span style="color:#ff0000;font-weight:bold">red</span>"#))
-            #expect(page.contains(#"<span style="color:#010203">rgb</span>"#))
+            #expect(page.contains(#"<span style="color:#ff3030;font-weight:bold">red</span>"#))
+            #expect(page.contains(#"<span style="color:#888889">rgb</span>"#))
             #expect(page.contains("loading 100%\n") && !page.contains("loading 10%"))
             #expect(page.contains("bad \u{FFFD} byte") && page.contains("&lt;tag&gt; &amp; &quot;q&quot;</pre>"))
 
