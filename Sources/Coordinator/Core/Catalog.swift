@@ -121,24 +121,11 @@ public struct Catalog: Sendable {
     /// length now. Not found: the run, the attempt, the job or the node does not exist.
     public func readLog(_ request: LogRead, as principal: Principal) async throws -> LogPiece {
         try Authorization.check(principal, .watchRun)
-        guard let run = try await store.run(id: request.runID) else {
-            throw CoordinatorError.notFound("run \(request.runID) does not exist")
-        }
-        let attempt = try run.attempt(asked: request.attempt)
-        let jobs = try await store.jobs(runID: request.runID, attempt: attempt)
-        guard let job = jobs.first(where: { $0.name == request.job }) else {
-            throw CoordinatorError.notFound("run \(request.runID) has no job '\(request.job)' (jobs: \(jobs.map(\.name).joined(separator: ", ")))")
-        }
-        let nodes = try await store.nodes(jobIDs: [job.id])
-        guard nodes.contains(where: { $0.name == request.node }) else {
-            throw CoordinatorError.notFound("job '\(request.job)' has no node '\(request.node)' (nodes: \(nodes.sorted { $0.ordinal < $1.ordinal }.map(\.name).joined(separator: ", ")))")
-        }
         guard request.offset >= 0 else { throw CoordinatorError.invalid("a log offset is 0 or more") }
-        let length = try await store.logEnds(jobIDs: [job.id], node: request.node).first?.length ?? 0
-        var piece = LogPiece(offset: request.offset, data: Data(), length: length, finished: job.status.isFinished)
+        let (key, length, finished) = try await locate(request)
+        var piece = LogPiece(offset: request.offset, data: Data(), length: length, finished: finished)
         if request.offset < length,
-           let stored = try await logStore.checkedPiece(of: LogKey(jobID: job.id, node: request.node), from: request.offset,
-                                                        end: length, limit: limits.maximumLogBytes) {
+           let stored = try await logStore.checkedPiece(of: key, from: request.offset, end: length, limit: limits.maximumLogBytes) {
             piece.offset = stored.offset
             piece.data = stored.data
         }

@@ -143,16 +143,4 @@ void podman_remove_leftovers(const char *podman) {
     pclose(list);
 }
 
-char *podman_find(void) {
-    const char *path = getenv("PATH");
-    char *list = xasprintf("%s:/usr/bin:/bin:/usr/local/bin", path ? path : "");
-    char *found = NULL;
-    for (char *dir = strtok(list, ":"); dir && !found; dir = strtok(NULL, ":")) {
-        if (!*dir) continue;
-        char *candidate = xasprintf("%s/podman", dir);
-        if (access(candidate, X_OK) == 0) found = candidate;
-        else free(candidate);
-    }
-    free(list);
-    return found;
-}
+char *podman_find(void) { return find_program("podman"); }

@@ -131,6 +131,8 @@ void sandbox_argv_free(char **argv);
 
 /* ---------------------------------------------------------------- podman.c */
 
+/* A program on PATH (or /usr/bin, /bin, /usr/local/bin), heap-allocated; NULL when none. */
+char *find_program(const char *name);
 /* podman on PATH (heap), or NULL. */
 char *podman_find(void);
 /* A node's container name, heddle-PID-JOB-EPOCH-NODE (heap). */

@@ -56,7 +56,7 @@ static int under_read_only_tree(const char *path) {
     return 0;
 }
 
-static char *find_program(const char *name) {
+char *find_program(const char *name) {
     const char *path = getenv("PATH");
     char *list = xasprintf("%s:/usr/bin:/bin:/usr/local/bin", path ? path : "");
     char *found = NULL;
