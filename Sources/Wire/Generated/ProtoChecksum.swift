@@ -2,5 +2,5 @@
 // SHA-256 of the concatenated proto/heddle/v1/*.proto files (in name order) this code was
 // generated from. WireTests fails when the protos change without regenerating.
 public enum ProtoChecksum {
-    public static let sha256 = "a71b7fd79f5639a7a57f72659597726a1eda0337ce1926ca322ee0042f57244e"
+    public static let sha256 = "abd13ff60101e567f5e4cfff427a92871d7cdb3a7afea468e227ae11139ffef0"
 }

@@ -1120,7 +1120,7 @@ public nonisolated struct Heddle_V1_LogAppend: Sendable {
 
   public var data: Data = Data()
 
-  /// when the bytes from each offset on were read from the node (protocol 1.2)
+  /// when the bytes from each offset on were read from the node
   public var times: [Heddle_V1_LogTime] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()

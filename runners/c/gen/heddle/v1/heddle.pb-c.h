@@ -647,7 +647,7 @@ struct  Heddle__V1__LogAppend
   uint64_t offset;
   ProtobufCBinaryData data;
   /*
-   * when the bytes from each offset on were read from the node (protocol 1.2)
+   * when the bytes from each offset on were read from the node
    */
   size_t n_times;
   Heddle__V1__LogTime **times;
