@@ -5,6 +5,9 @@ import { LiveStream, announce, can, formatDuration, formatSize, formatTime, get,
 import { drawJob } from './graph.js';
 import { LogView } from './log.js';
 
+/// A job with more nodes lists them only when asked (its graph shows them all).
+const NODES_SHOWN = 12;
+
 const finished = (status) => ['succeeded', 'failed', 'cancelled', 'skipped'].includes(status);
 
 /// From start to finish, or to now while running (so it ticks).
@@ -95,10 +98,15 @@ export async function runPage(main, params, { navigate }) {
         h('th', {}, 'Why'))),
       h('tbody', {}, detail.jobs.flatMap((job) => [
         h('tr', { dataset: { job: job.name }, class: 'job-row' },
-          h('td', {}, job.name), h('td', {}, statusBadge(job.status)), h('td', {}, job.runner || ''),
+          h('td', {}, job.name, job.nodes.length > NODES_SHOWN ? h('button', { type: 'button', class: 'nodes-toggle',
+            'aria-expanded': String(expanded.has(job.name)), onclick: () => {
+              if (expanded.has(job.name)) expanded.delete(job.name); else expanded.add(job.name);
+              drawJobs();
+            } }, `${expanded.has(job.name) ? '▾' : '▸'} ${job.nodes.length} nodes`) : null),
+          h('td', {}, statusBadge(job.status)), h('td', {}, job.runner || ''),
           h('td', { class: 'duration', dataset: { tick: `job:${job.name}` } }, formatDuration(elapsed(job))),
           h('td', { class: 'why' }, job.reason || (job.status === 'queued' ? waiting.get(job.id) || 'waiting for a runner' : ''))),
-        ...job.nodes.map((node) => h('tr', { dataset: { job: job.name, node: node.name }, class: 'node-row' },
+        ...(job.nodes.length <= NODES_SHOWN || expanded.has(job.name) ? job.nodes : []).map((node) => h('tr', { dataset: { job: job.name, node: node.name }, class: 'node-row' },
           h('td', {}, h('a', { href: link({ job: job.name, node: node.name }), onclick: (event) => {
             event.preventDefault();
             openLog(job.name, node.name, { scroll: true });
@@ -108,6 +116,9 @@ export async function runPage(main, params, { navigate }) {
           h('td', {}))),
       ])))));
   }
+
+  /// Jobs whose nodes are listed though they have many (more than NODES_SHOWN).
+  const expanded = new Set();
 
   /// Why each queued job of the run waits, as the queue says.
   const waiting = new Map();
