@@ -16,8 +16,9 @@ public struct Catalog: Sendable {
     let logger: Logger
     /// Parsed pipeline versions (versions never change).
     let definitions = PipelineDefinitions()
-    /// Where node logs' lines start (`LogLineIndexes`).
-    let lineIndexes = LogLineIndexes()
+    /// Where node logs' lines start (`LogLineIndexes`), shared with the job lifecycle, which
+    /// extends them as bytes are stored.
+    var lineIndexes = LogLineIndexes()
 
     // MARK: projects and pipelines
 

@@ -62,9 +62,12 @@ public final class CoordinatorCore: Sendable {
                                        maximumLogBytes: limits.maximumLogBytes, logger: logger)
         self.watches = Watches(live: live, store: store, logStore: logs, inCluster: store is any ClusterStore,
                                maximumLogBytes: limits.maximumLogBytes, logger: logger)
-        self.catalog = Catalog(store: store, artifactStore: artifacts, logStore: logs, limits: limits, logger: logger)
+        let lineIndexes = LogLineIndexes()
+        self.catalog = Catalog(store: store, artifactStore: artifacts, logStore: logs, limits: limits, logger: logger,
+                               lineIndexes: lineIndexes)
         self.jobs = JobLifecycle(store: store, logStore: logs, logPipeline: logPipeline, uploads: uploads, live: live,
-                                 sessions: sessions, signals: signals, limits: limits, secretBox: secretBox, logger: logger)
+                                 sessions: sessions, signals: signals, limits: limits, secretBox: secretBox,
+                                 lineIndexes: lineIndexes, logger: logger)
     }
 
     /// Projects' secrets (`Secrets`).

@@ -28,6 +28,7 @@ extension JobLifecycle {
     /// new connection), shows its bytes to watchers, and tells runners what failed.
     func deliver(_ outcome: LogPipeline.Outcome) {
         for chunk in outcome.committed {
+            lineIndexes.extend(LogKey(jobID: chunk.jobID, node: chunk.node), with: chunk.data, at: chunk.offset)
             guard let job = table[chunk.jobID] else { continue }
             publish(runID: job.runID, attempt: job.attempt,
                     .log(LogChunk(jobID: chunk.jobID, job: job.name, node: chunk.node, offset: UInt64(chunk.offset), data: chunk.data,

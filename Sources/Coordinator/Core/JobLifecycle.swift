@@ -26,6 +26,8 @@ actor JobLifecycle {
     let logger: Logger
     /// Opens the secrets a claimed job's nodes name, for its assignment; nil: no key.
     let secretBox: SecretBox?
+    /// The line indexes of logs being read, extended with each commit's bytes.
+    let lineIndexes: LogLineIndexes
 
     var scheduler = Scheduler()
     /// Every job past the queue, each in one phase (`JobTable`).
@@ -52,9 +54,10 @@ actor JobLifecycle {
 
     init(store: any CoordinatorStore, logStore: any LogStore, logPipeline: LogPipeline, uploads: ArtifactUploads,
          live: LiveEvents, sessions: SessionRegistry, signals: SignalOutbox, limits: CoordinatorLimits,
-         secretBox: SecretBox?, logger: Logger) {
+         secretBox: SecretBox?, lineIndexes: LogLineIndexes, logger: Logger) {
         self.store = store
         self.secretBox = secretBox
+        self.lineIndexes = lineIndexes
         self.cluster = store as? any ClusterStore
         self.logStore = logStore
         self.logPipeline = logPipeline

@@ -2,11 +2,13 @@ import Foundation
 import Synchronization
 
 /// Line numbers of node logs, so a reader opens any line of any log at once and a search
-/// covers a whole log. Each log's index holds the byte offset of every 1,000th line's start;
-/// it is built the first time the log is read by line, from the stored bytes (one pass, 1 MiB
-/// at a time), and extended by the bytes stored since each time it is read again. The same
-/// for every store (the bytes are in the data directory's log files, `LogStore`); each
-/// coordinator of a cluster keeps its own. The 256 logs used last are kept.
+/// covers a whole log. Each log's index holds the byte offset of every 1,000th line's start
+/// and where its sections start and end; it is built the first time the log is read by line,
+/// from the stored bytes (one pass, 1 MiB at a time), then grows with each group commit's
+/// bytes as they are stored (`extend`), and is brought up to date from the stored bytes when
+/// read if it missed some. The same for every store (the bytes are in the data directory's log
+/// files, `LogStore`); each coordinator of a cluster keeps its own, in memory (rebuilt after a
+/// restart when first read). The 256 logs used last are kept.
 ///
 /// A range the size limit dropped ends the line before it: the next stored byte starts a line.
 final class LogLineIndexes: Sendable {
@@ -145,6 +147,21 @@ final class LogLineIndexes: Sendable {
             }
         }
         return index
+    }
+
+    /// Bytes just stored at `offset`: an index kept for that log that ends there takes them
+    /// (one being read, or followed, grows as the log does; others are built when read).
+    func extend(_ key: LogKey, with data: Data, at offset: Int64) {
+        guard !data.isEmpty else { return }
+        state.withLock { state in
+            guard var index = state.indexes[key] else { return }
+            guard index.scanned == offset else {
+                if offset < index.scanned { state.indexes[key] = nil }  // rewritten: read anew
+                return
+            }
+            index.read(data, at: offset)
+            state.indexes[key] = index
+        }
     }
 
     private func acquire(_ key: LogKey) async {
