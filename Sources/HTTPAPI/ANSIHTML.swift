@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 /// Renders terminal output (bytes as a program wrote them) as HTML, as a terminal would show
 /// it: SGR colours (16, 256 and 24-bit, foreground and background), bold, dim, italic,
 /// underline, inverse; a carriage return moves back to the start of the line, so what follows
@@ -249,6 +250,19 @@ struct ANSIHTMLRenderer {
     /// AA) against it is mixed with white, a 32nd at a time, until it has that (ansi.js does
     /// the same, so both renderers agree).
     static func readable(_ colour: String) -> String {
+        if let known = readableColours.withLock({ $0[colour] }) { return known }
+        let shown = lighten(colour)
+        readableColours.withLock { known in
+            if known.count >= 4096 { known = [:] }  // 24-bit colours are many; the cache stays small
+            known[colour] = shown
+        }
+        return shown
+    }
+
+    /// Colours already made readable: a log names the same few again and again.
+    static let readableColours = Mutex<[String: String]>([:])
+
+    private static func lighten(_ colour: String) -> String {
         let bytes = Array(colour.utf8)
         guard bytes.count == 7, let r = Int(String(colour.dropFirst().prefix(2)), radix: 16),
               let g = Int(String(colour.dropFirst(3).prefix(2)), radix: 16), let b = Int(String(colour.dropFirst(5).prefix(2)), radix: 16)

@@ -92,6 +92,8 @@ struct Watches: Sendable {
             for end in try await store.logEnds(jobIDs: names.keys.sorted(), node: watcher.node) {
                 let key = Watcher.key(end.jobID, end.node)
                 let logKey = LogKey(jobID: end.jobID, node: end.node)
+                // The log's time marks, read once for this pass (not once per piece).
+                var marks: [LogTime]?
                 while let from = live.with(watcher, { $0.ended ? nil : Int64($0.sent(key)) }), from < end.length {
                     guard await watcher.sink.room() else {
                         live.with(watcher) { $0.end() }
@@ -99,7 +101,8 @@ struct Watches: Sendable {
                     }
                     guard let piece = try await logStore.checkedPiece(of: logKey, from: from, end: end.length,
                                                                         limit: maximumLogBytes) else { break }
-                    let times = try await logStore.times(of: logKey, from: piece.offset, to: piece.offset + Int64(piece.data.count))
+                    if marks == nil { marks = try await logStore.times(of: logKey, from: piece.offset, to: end.length) }
+                    let times = (marks ?? []).filter { $0.offset < piece.offset + Int64(piece.data.count) }.from(piece.offset)
                     live.with(watcher) {
                         $0.deliver(.log(LogChunk(jobID: piece.jobID, job: names[piece.jobID] ?? "", node: piece.node,
                                                  offset: UInt64(piece.offset), data: piece.data, times: times)))
