@@ -47,6 +47,22 @@ import Wire
         }
     }
 
+    /// A secret's value that is not UTF-8 (it becomes an environment variable) is refused as
+    /// an invalid argument before anything is stored, and the session goes on.
+    @Test func aSecretThatIsNotUTF8IsRefused() async throws {
+        try await TestCoordinator.with { coordinator in
+            let admin = try await coordinator.client("admin")
+            do {
+                _ = try await admin.setSecret(project: "shop", name: "TOKEN", value: Data([0xff, 0xfe, 0x41, 0x42]))
+                Issue.record("a value that is not UTF-8 was taken")
+            } catch let error as WireError {
+                #expect(error.code == .invalidArgument && error.message.contains("UTF-8"), "\(error.message)")
+            }
+            #expect(try await admin.runners().isEmpty)
+            await admin.connection.close()
+        }
+    }
+
     /// A message this coordinator does not know (an Envelope field from a newer revision) is
     /// answered UNIMPLEMENTED with the request's id, and the session goes on.
     @Test func anUnknownMessageIsAnsweredUnimplementedAndTheSessionGoesOn() async throws {

@@ -271,6 +271,15 @@ import Wire
             #expect(found.object?["lines"] as? [Int] == [1] && found.object?["total"] as? Int == 1, "\(found.text)")
             let badRegex = try await admin.request("GET", "/api/v1/runs/\(firstRun - 2)/jobs/test/nodes/first/log/search?q=%28&regex=true")
             #expect(badRegex.status == 400 && badRegex.text.contains("is not a regular expression"), "\(badRegex.text)")
+            // Bad line reads and searches: 400 naming what is wrong.
+            let log = "/api/v1/runs/\(firstRun - 2)/jobs/test/nodes/first/log"
+            for (query, says) in [("?line=0", "line is 1 or more"), ("?line=1&lines=10001", "lines is 0 to 10000"),
+                                  ("?at=-1", "at is 0 or more"), ("/search", "say what to search for"),
+                                  ("/search?q=x&limit=0", "limit is 1 to 1000"), ("/search?q=x&regex=maybe", "regex is true or false"),
+                                  ("/search?q=x&from=0", "from is 1 or more")] {
+                let answer = try await admin.request("GET", log + query)
+                #expect(answer.status == 400 && answer.text.contains(says), "\(query): \(answer.status) \(answer.text)")
+            }
             let byLine = try await admin.request("GET", "/api/v1/runs/\(firstRun - 2)/jobs/test/nodes/first/log?line=1&lines=5")
             #expect(byLine.text == "one\n" && byLine.headers.contains { $0 == ("Heddle-Lines", "1") }
                     && byLine.headers.contains { $0 == ("Heddle-Line-Count", "1") } && byLine.headers.contains { $0 == ("Heddle-Offset", "0") },

@@ -92,6 +92,7 @@ jobs:
 
 def test_following_a_node_that_prints_as_fast_as_it_can_keeps_the_page_responsive(admin_page, fabric):
     count = int(os.environ.get("HEDDLE_BROWSER_FOLLOW_LINES", "1500000"))
+    gate = fabric.gate("flood-go")
     fabric.push("flood", f"""name: flood
 jobs:
   j:
@@ -99,7 +100,7 @@ jobs:
     nodes:
       print:
         run: |
-          sleep 2
+          for i in $(seq 1 1200); do [ -f {gate} ] && break; sleep 0.05; done
           seq 1 {count} | sed 's/^/line /'
 """)
     status, answer = fabric.api("POST", "/projects/flood/pipelines/flood/runs", {"branch": "main"})
@@ -115,6 +116,7 @@ jobs:
     page.goto(fabric.url + f"/#/runs/{run}?job=j&node=print")
     expect(page.locator(".log-status")).to_have_text("live", timeout=30_000)
     page.evaluate("() => { window.longTasks = []; }")
+    gate.touch()  # the node prints once the page follows it
     wait_for(lambda: fabric.api("GET", f"/runs/{run}")[1]["run"]["status"] in ("succeeded", "failed"), 600, "the node printed")
     ended = time.monotonic()
     last = page.locator(".log-lines .line .tx", has_text=f"line {count}")
