@@ -16,15 +16,39 @@ struct HeddleRequestContext: RequestContext {
     var coreContext: CoreRequestContextStorage
     let channel: any Channel
 
+    /// The client's IP address, for rate limits and logs: the peer's, or the one a trusted
+    /// proxy forwarded for (`ClientAddresses`, set before routing).
+    var client: String
+
     init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)
         channel = source.channel
+        client = source.channel.remoteAddress?.ipAddress ?? "unknown"
     }
 
     var maxUploadSize: Int { HTTPFront.maximumHookBodyBytes }
+}
 
-    /// The client's IP address, for rate limits and logs.
-    var client: String { channel.remoteAddress?.ipAddress ?? "unknown" }
+/// Who a request comes from. Behind a reverse proxy (`--trusted-proxy ADDRESS`, repeated)
+/// every request comes from the proxy's address; for those, the client is the right-most
+/// address of `X-Forwarded-For` that is not itself a trusted proxy. From any other peer the
+/// header is ignored (anyone can write it).
+public struct ClientAddresses: Sendable {
+    public let trustedProxies: Set<String>
+
+    public init(trustedProxies: [String] = []) {
+        self.trustedProxies = Set(trustedProxies)
+    }
+
+    func client(peer: String?, forwardedFor: String?) -> String {
+        let peer = peer ?? "unknown"
+        guard trustedProxies.contains(peer), let forwardedFor else { return peer }
+        let hops = forwardedFor.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        for hop in hops.reversed() where !trustedProxies.contains(hop) {
+            return String(hop.prefix(64))
+        }
+        return peer
+    }
 }
 
 /// An error the HTTP front answers itself (not from the core): a status, a stable code and
@@ -96,9 +120,18 @@ struct ProblemMiddleware: RouterMiddleware {
         case let error as CoordinatorError:
             if error.code == .internal { logger.error("request failed", metadata: ["path": "\(request.uri.path)", "error": "\(error)"]) }
             return Problem(error)
+        case is NIOTooManyBytesError:
+            // A chunked body past the limit (a declared length past it is refused before reading).
+            return HTTPFront.tooLarge(request)
         case let error as ServerError:
             if let core = error.underlyingError as? CoordinatorError { return problem(for: core, request: request) }
             if let problem = error.underlyingError as? Problem { return problem }
+            if error.underlyingError is NIOTooManyBytesError { return HTTPFront.tooLarge(request) }
+            if let answer = error.underlyingError as? any HTTPResponseConvertible, answer.httpStatus == .notAcceptable {
+                // The route answers JSON and the Accept header excludes it.
+                return Problem(status: .notAcceptable, code: .notAcceptable,
+                               detail: "this route answers application/json, which the Accept header (\(request.headers[.accept] ?? "")) does not accept")
+            }
             if error.operationInput == nil {
                 // The request did not decode: the caller's mistake.
                 return Self.malformed(error)
@@ -109,10 +142,7 @@ struct ProblemMiddleware: RouterMiddleware {
             if error.status == .notFound {
                 return routes.problem(method: request.method, path: request.uri.path)
             }
-            if error.status == .contentTooLarge {
-                let limit = request.uri.path.hasPrefix("/hooks/") ? HTTPFront.maximumHookBodyBytes : HTTPFront.maximumBodyBytes
-                return Problem(status: .contentTooLarge, code: .resourceExhausted, detail: "the body is larger than \(limit) bytes")
-            }
+            if error.status == .contentTooLarge { return HTTPFront.tooLarge(request) }
             return Problem(status: error.status, code: error.status.code < 500 ? .badRequest : ._internal,
                            detail: error.body ?? error.status.reasonPhrase)
         default:
@@ -180,26 +210,27 @@ struct ProblemMiddleware: RouterMiddleware {
     }
 }
 
-/// Bodies are read whole, up to `HTTPFront.maximumBodyBytes`: a larger one is answered 413
-/// before (by its Content-Length) or while it is read, so memory is bounded whatever a
-/// client sends.
+/// Bodies are read whole, up to their route's limit (`HTTPFront.bodyLimit`), after the
+/// caller's credentials are checked: a larger one is answered 413 before (by its
+/// Content-Length) or while it is read, so memory is bounded whatever a client sends.
 struct BodyLimitMiddleware: RouterMiddleware {
     typealias Context = HeddleRequestContext
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        // A forge's delivery is read by its route, up to its own limit.
-        let limit = request.uri.path.hasPrefix("/hooks/") ? HTTPFront.maximumHookBodyBytes : HTTPFront.maximumBodyBytes
-        let tooLarge = Problem(status: .contentTooLarge, code: .resourceExhausted, detail: "the body is larger than \(limit) bytes")
+        let limit = HTTPFront.bodyLimit(request)
         if let length = request.headers[.contentLength].flatMap(Int.init), length > limit {
-            throw tooLarge
+            throw HTTPFront.tooLarge(request)
         }
-        if limit == HTTPFront.maximumHookBodyBytes { return try await next(request, context) }
+        // A forge's delivery is read by its route, signature first.
+        if request.uri.path.hasPrefix("/hooks/") { return try await next(request, context) }
         var request = request
         let body: ByteBuffer
         do {
-            body = try await request.collectBody(upTo: HTTPFront.maximumBodyBytes)
+            body = try await request.collectBody(upTo: limit)
         } catch let error as HTTPError where error.status == .contentTooLarge {
-            throw tooLarge
+            throw HTTPFront.tooLarge(request)
+        } catch is NIOTooManyBytesError {
+            throw HTTPFront.tooLarge(request)
         }
         // No body at all means "all defaults": `{}` (every optional body here is an object
         // whose fields are optional; a required one then names its missing field).
@@ -217,11 +248,12 @@ struct BodyLimitMiddleware: RouterMiddleware {
     }
 }
 
-/// Finds who calls `/api/v1` and `/metrics` (a bearer token, else a client certificate of the fabric's CA)
-/// and runs the request as that caller; 401 without valid credentials. Wrong credentials are
-/// counted per client address: past `FailureLimiter.maximumFailures` a minute, the address
-/// is answered 429 until the minute is over. They are logged with the address and why,
-/// never the secret.
+/// Finds who calls `/api/v1` and `/metrics` (a bearer token, else a session cookie, else a
+/// client certificate of the fabric's CA) and runs the request as that caller; 401 without
+/// valid credentials. Valid credentials always pass. Wrong ones are counted per client
+/// address and per credential prefix (`FailureLimiter`): past `maximumFailures` in a minute
+/// for either, a wrong credential is answered 429 with `Retry-After` instead of 401, and
+/// logged once per minute instead of each time. Never the secret is logged.
 struct AuthenticationMiddleware: RouterMiddleware {
     typealias Context = HeddleRequestContext
     let core: CoordinatorCore
@@ -235,8 +267,6 @@ struct AuthenticationMiddleware: RouterMiddleware {
               !(path == WebRoutes.sessionPath && request.method == .post) else {
             return try await next(request, context)
         }
-        let client = context.client
-        try limiter.refuseIfBlocked(client)
         let principal: Principal
         let session: WebSession?
         do {
@@ -244,10 +274,10 @@ struct AuthenticationMiddleware: RouterMiddleware {
         } catch {
             // A wrong credential is an attempt; none at all is not (a page or a probe that has
             // not signed in yet), nor is a session that ended or a missing CSRF header.
+            let presented = request.headers[.authorization] ?? request.cookies[WebRoutes.cookieName]?.value
             if request.headers[.authorization] != nil
                 || (request.cookies[WebRoutes.cookieName] == nil && error.message != Self.noCredentials) {
-                limiter.failed(client)
-                logger.notice("refused credentials", metadata: ["client": "\(client)", "path": "\(path)", "reason": "\(error.message)"])
+                try limiter.failed(client: context.client, credential: presented, path: path, reason: error.message)
             }
             throw error
         }
@@ -311,51 +341,68 @@ struct AuthenticationMiddleware: RouterMiddleware {
     }
 }
 
-/// Failed sign-ins per client address, in one-minute windows, for a bounded number of
-/// addresses.
+/// Wrong credentials per client address and per credential prefix (the first 16
+/// characters presented: a token's `heddle_` and 9 more), in one-minute windows, for a
+/// bounded number of each. Only failures are counted and only failures are refused: behind
+/// one proxy address, or with a guessed prefix, valid credentials still pass.
 final class FailureLimiter: Sendable {
     static let maximumFailures = 20
     static let window: Int64 = 60_000
-    static let maximumAddresses = 4096
+    static let maximumKeys = 4096
+    static let prefixLength = 16
 
     private struct Window {
         var start: Int64
         var failures: Int
     }
     private let windows = Mutex<[String: Window]>([:])
+    private let logger: Logger
 
-    /// Seconds until the address may try again, or nil when it may now.
-    func blocked(_ client: String, now: Int64 = Date.nowMilliseconds) -> Int? {
-        windows.withLock { windows in
-            guard let window = windows[client], now - window.start < Self.window,
-                  window.failures >= Self.maximumFailures else { return nil }
-            return Int((Self.window - (now - window.start) + 999) / 1000)
-        }
+    init(logger: Logger) {
+        self.logger = logger
     }
 
-    /// 429 with `Retry-After` while `client` is blocked.
-    func refuseIfBlocked(_ client: String) throws(Problem) {
-        guard let wait = blocked(client) else { return }
+    /// Counts a wrong credential. Below the limit for both its address and its prefix, the
+    /// caller answers 401 (and it is logged); past it, throws 429 with `Retry-After`, logged
+    /// once, when the limit is reached.
+    func failed(client: String, credential: String?, path: String, reason: String,
+                now: Int64 = Date.nowMilliseconds) throws(Problem) {
+        var keys = ["address " + client]
+        if let credential, !credential.isEmpty {
+            let secret = credential.lowercased().hasPrefix("bearer ") ? String(credential.dropFirst(7)) : credential
+            keys.append("credential " + String(secret.trimmingCharacters(in: .whitespaces).prefix(Self.prefixLength)))
+        }
+        let counts = keys.map { count($0, now: now) }
+        let worst = counts.max { $0.failures < $1.failures }!
+        if worst.failures <= Self.maximumFailures {
+            logger.notice("refused credentials", metadata: ["client": "\(client)", "path": "\(path)", "reason": "\(reason)",
+                                                            "failures": "\(worst.failures)"])
+            return
+        }
+        let wait = Int((Self.window - (now - worst.start) + 999) / 1000)
+        if worst.failures == Self.maximumFailures + 1 {
+            logger.warning("wrong credentials past the limit: answered 429 until the minute is over",
+                           metadata: ["client": "\(client)", "limit": "\(Self.maximumFailures) a minute", "retry.after": "\(wait)"])
+        }
         var problem = Problem(status: .tooManyRequests, code: .tooManyRequests,
-                              detail: "too many failed sign-ins from \(client); try again in \(wait) s")
+                              detail: "too many wrong credentials from \(client) or with this credential; valid credentials still pass; try again in \(wait) s")
         problem.headers[.retryAfter] = String(wait)
         throw problem
     }
 
-    func failed(_ client: String, now: Int64 = Date.nowMilliseconds) {
+    /// One more failure for `key` in its window: the window's start and its failures now.
+    private func count(_ key: String, now: Int64) -> Window {
         windows.withLock { windows in
-            if windows.count >= Self.maximumAddresses, windows[client] == nil {
+            if windows.count >= Self.maximumKeys, windows[key] == nil {
                 windows = windows.filter { now - $0.value.start < Self.window }
-                if windows.count >= Self.maximumAddresses, let oldest = windows.min(by: { $0.value.start < $1.value.start }) {
+                if windows.count >= Self.maximumKeys, let oldest = windows.min(by: { $0.value.start < $1.value.start }) {
                     windows[oldest.key] = nil
                 }
             }
-            if var window = windows[client], now - window.start < Self.window {
-                window.failures += 1
-                windows[client] = window
-            } else {
-                windows[client] = Window(start: now, failures: 1)
-            }
+            var window = windows[key].flatMap { now - $0.start < Self.window ? $0 : nil } ?? Window(start: now, failures: 0)
+            window.failures += 1
+            windows[key] = window
+            return window
         }
     }
 }

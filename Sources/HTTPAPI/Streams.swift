@@ -1,5 +1,6 @@
 import APITypes
 import Coordinator
+import Crypto
 import Foundation
 import HTTPTypes
 import Hummingbird
@@ -17,6 +18,8 @@ import Wire
 struct StreamRoutes {
     let core: CoordinatorCore
     let streams: StreamCount
+    /// Webhook body bytes read and not yet verified, across all connections.
+    let unsigned: ByteBudget
     let logger: Logger
 
     /// Seconds between SSE comments that keep an idle stream (and proxies) alive and find a
@@ -42,6 +45,9 @@ struct StreamRoutes {
         router.get("/api/v1/artifacts/:artifact/content") { request, context in
             try await download(request, context)
         }
+        router.head("/api/v1/artifacts/:artifact/content") { request, context in
+            try await download(request, context, headOnly: true)
+        }
         router.post("/hooks/:project") { request, context in
             try await hook(request, context)
         }
@@ -51,20 +57,37 @@ struct StreamRoutes {
 
     /// A forge's delivery: 202 with the runs started, 200 when it starts nothing (and why, or
     /// that it is a duplicate), 401 without a valid signature (and nothing more), 400 when
-    /// signed but unusable.
+    /// signed but unusable. What can be refused from the headers is refused before any body
+    /// byte is read (no forge headers, an unknown project or one without a webhook secret, no
+    /// signature header, a wrong GitLab token: 401; a Content-Length past the limit: 413);
+    /// a signed body is read through the HMAC within `unsigned`, the budget of unverified
+    /// bytes held across all connections (503 with Retry-After past it). Each refusal closes
+    /// the connection instead of reading the rest.
     func hook(_ request: Request, _ context: HeddleRequestContext) async throws -> Response {
-        var request = request
         let project = context.parameters.get("project") ?? ""
-        let body = try await request.collectBody(upTo: HTTPFront.maximumHookBodyBytes)
         var headers: [String: String] = [:]
         for field in request.headers { headers[field.name.canonicalName] = field.value }
-        let bytes = Data(body.readableBytesView)
+        func refused() -> Problem {
+            logger.notice("webhook refused: bad or missing signature", metadata: ["project": "\(project.prefix(100))", "client": "\(context.client)"])
+            var problem = Problem(status: .unauthorized, code: .unauthenticated, detail: "the signature does not match")
+            problem.headers[.connection] = "close"
+            return problem
+        }
         // Nothing is said to a request without a valid signature.
         guard let (forge, eventName, deliveryID) = Forge.identify(headers),
               let secret = try await core.catalog.webhookSecret(project: project),
-              forge.verify(headers, body: bytes, secret: secret) else {
-            logger.notice("webhook refused: bad or missing signature", metadata: ["project": "\(project.prefix(100))"])
-            throw Problem(status: .unauthorized, code: .unauthenticated, detail: "the signature does not match")
+              let proof = forge.proof(headers, secret: secret) else { throw refused() }
+        let declared = request.headers[.contentLength].flatMap(Int.init)
+        let limit = HTTPFront.maximumHookBodyBytes
+        if let declared, declared > limit { throw HTTPFront.tooLarge(request) }
+        let bytes: Data
+        switch proof {
+        case .token(let matches):
+            guard matches else { throw refused() }
+            var request = request
+            bytes = Data(try await request.collectBody(upTo: limit).readableBytesView)
+        case .mac(let mac):
+            bytes = try await readSigned(request, declared: declared, mac: mac, secret: secret, refused: refused)
         }
         let answer = try await core.webhooks.receive(ForgeDelivery(project: project, forge: forge.rawValue, deliveryID: deliveryID,
                                                                   eventName: eventName, event: forge.event(eventName, body: bytes)))
@@ -86,11 +109,51 @@ struct StreamRoutes {
         return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
     }
 
+    /// A body whose signature is an HMAC: read piece by piece through the HMAC, each piece
+    /// counted against the unverified-bytes budget (the declared length at once when there
+    /// is one), the budget given back when the bytes are verified or dropped.
+    private func readSigned(_ request: Request, declared: Int?, mac: Data, secret: String,
+                            refused: () -> Problem) async throws -> Data {
+        let limit = HTTPFront.maximumHookBodyBytes
+        func busy() -> Problem {
+            logger.notice("webhook refused: too many unverified bytes in flight", metadata: ["budget": "\(unsigned.limit)"])
+            var problem = Problem(status: .serviceUnavailable, code: .unavailable,
+                                  detail: "too many webhook deliveries are being read at once; send it again shortly")
+            problem.headers[.retryAfter] = "5"
+            problem.headers[.connection] = "close"
+            return problem
+        }
+        var held = 0
+        defer { unsigned.give(held) }
+        if let declared {
+            guard unsigned.take(declared) else { throw busy() }
+            held = declared
+        }
+        var hmac = HMAC<SHA256>(key: SymmetricKey(data: Data(secret.utf8)))
+        var body = Data()
+        body.reserveCapacity(min(declared ?? 64 << 10, limit))
+        for try await piece in request.body {
+            guard body.count + piece.readableBytes <= limit else { throw HTTPFront.tooLarge(request) }
+            if body.count + piece.readableBytes > held {
+                let more = body.count + piece.readableBytes - held
+                guard unsigned.take(more) else { throw busy() }
+                held += more
+            }
+            piece.withUnsafeReadableBytes { raw in
+                hmac.update(data: raw)
+                body.append(contentsOf: raw)
+            }
+        }
+        // MessageAuthenticationCode's == compares in constant time.
+        guard hmac.finalize() == mac else { throw refused() }
+        return body
+    }
+
     // MARK: artifacts
 
     /// An artifact's bytes, streamed piece by piece (so memory holds one piece per download),
     /// with its SHA-256 as ETag and Repr-Digest; `Range` and `If-None-Match` honoured.
-    func download(_ request: Request, _ context: HeddleRequestContext) async throws -> Response {
+    func download(_ request: Request, _ context: HeddleRequestContext, headOnly: Bool = false) async throws -> Response {
         let principal = try Self.principal()
         guard let id = context.parameters.get("artifact", as: Int64.self), id > 0 else {
             throw Problem(status: .badRequest, code: .badRequest, detail: "an artifact id is a positive integer", field: "artifact")
@@ -102,13 +165,15 @@ struct StreamRoutes {
             .reprDigest: "sha-256=:\(Data(hexString: artifact.sha256)?.base64EncodedString() ?? ""):",
             .contentDisposition: Self.disposition(artifact.name),
         ]
-        if let match = request.headers[.ifNoneMatch],
-           match == "*" || match.split(separator: ",").contains(where: { $0.trimmingCharacters(in: .whitespaces) == tag }) {
+        if let match = request.headers[.ifNoneMatch], Self.anyTagMatches(match, tag) {
             return Response(status: .notModified, headers: [.eTag: tag])
         }
         var start: Int64 = 0, end = artifact.size  // [start, end)
         var status = HTTPResponse.Status.ok
-        if let range = request.headers[.range] {
+        // If-Range: the range only while the representation is still this one (a strong tag;
+        // a date or another tag gets the whole artifact).
+        let rangeApplies = request.headers[.ifRange].map { $0.trimmingCharacters(in: .whitespaces) == tag } ?? true
+        if let range = request.headers[.range], rangeApplies {
             guard let (from, to) = Self.byteRange(range, length: artifact.size) else {
                 var problem = Problem(status: .rangeNotSatisfiable, code: .invalidArgument,
                                       detail: "the range '\(range)' is not within the artifact's \(artifact.size) bytes")
@@ -119,6 +184,7 @@ struct StreamRoutes {
             headers[.contentRange] = "bytes \(from)-\(to)/\(artifact.size)"
         }
         headers[.contentLength] = String(end - start)
+        if headOnly { return Response(status: status, headers: headers) }
         let core = self.core
         return Response(status: status, headers: headers, body: ResponseBody { [start, end] writer in
             var next = start
@@ -131,6 +197,17 @@ struct StreamRoutes {
             }
             try await writer.finish(nil)
         })
+    }
+
+    /// Whether an If-None-Match list names `tag`: `*`, or any entity tag equal to it by weak
+    /// comparison (`W/"x"` matches `"x"`; RFC 9110 §13.1.2).
+    static func anyTagMatches(_ list: String, _ tag: String) -> Bool {
+        if list.trimmingCharacters(in: .whitespaces) == "*" { return true }
+        func opaque(_ text: Substring) -> Substring {
+            let trimmed = text.drop { $0 == " " || $0 == "\t" }
+            return trimmed.hasPrefix("W/") ? trimmed.dropFirst(2) : trimmed
+        }
+        return list.split(separator: ",").contains { opaque($0).trimmingCharacters(in: .whitespaces) == tag }
     }
 
     /// `attachment` with the artifact's base name (RFC 6266; non-ASCII names as `filename*`).
@@ -268,14 +345,21 @@ struct StreamRoutes {
     }
 
     /// The log as an HTML page, its ANSI colours rendered, streamed piece by piece.
+    static let htmlLogStyle = "body{margin:0;background:#1e1e1e;color:#e5e5e5}pre.log{margin:0;padding:1em;font:13px/1.4 ui-monospace,monospace;white-space:pre-wrap;word-break:break-all}"
+    /// The HTML log's policy: styles inline (its sheet and the colours' `style` attributes),
+    /// nothing else: no script, no other resource, not framed.
+    static let htmlLogPolicy = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+
     func html(_ read: LogRead, principal: Principal, first: LogPiece) -> Response {
         let core = self.core
         let title = "\(read.job)/\(read.node) of run \(read.runID)".htmlEscaped
-        return Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8", .cacheControl: "no-store"],
+        return Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8", .cacheControl: "no-store",
+                                               .contentSecurityPolicy: Self.htmlLogPolicy,
+                                               HTTPField.Name("X-Content-Type-Options")!: "nosniff"],
                         body: ResponseBody { writer in
             try await writer.write(ByteBuffer(string: """
                 <!doctype html><html><head><meta charset="utf-8"><title>\(title)</title>
-                <style>body{margin:0;background:#1e1e1e;color:#e5e5e5}pre.log{margin:0;padding:1em;font:13px/1.4 ui-monospace,monospace;white-space:pre-wrap;word-break:break-all}</style>
+                <style>\(Self.htmlLogStyle)</style>
                 </head><body><pre class="log">
                 """))
             var renderer = ANSIHTMLRenderer()
@@ -604,5 +688,6 @@ extension String {
 extension HTTPField.Name {
     static let lastEventID = HTTPField.Name("Last-Event-ID")!
     static let reprDigest = HTTPField.Name("Repr-Digest")!
+    static let contentSecurityPolicy = HTTPField.Name("Content-Security-Policy")!
 }
 

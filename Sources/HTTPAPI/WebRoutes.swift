@@ -14,6 +14,8 @@ struct WebRoutes {
     static let sessionPath = "/api/v1/session"
     static let cookieName = "heddle_session"
     static let csrfHeader = HTTPField.Name("X-Heddle-CSRF")!
+    /// A sign-in's body (`{"token": "..."}`) is read before anyone is known: small.
+    static let maximumSignInBytes = 4096
 
     let core: CoordinatorCore
     let limiter: FailureLimiter
@@ -34,10 +36,8 @@ struct WebRoutes {
     /// `{"token": "..."}` → 201 with who the session is, its CSRF value and expiry, and the
     /// cookie. A wrong token counts toward the address's failed sign-ins as a bearer does.
     func signIn(_ request: Request, _ context: HeddleRequestContext) async throws -> Response {
-        let client = context.client
-        try limiter.refuseIfBlocked(client)
         var request = request
-        let body = try await request.collectBody(upTo: HTTPFront.maximumBodyBytes)
+        let body = try await request.collectBody(upTo: Self.maximumSignInBytes)
         struct SignIn: Decodable { var token: String? }
         guard let object = try? JSONDecoder().decode(SignIn.self, from: Data(body.readableBytesView)) else {
             throw Problem(status: .badRequest, code: .badRequest, detail: "the body is a JSON object with the token: {\"token\": \"heddle_...\"}")
@@ -49,7 +49,7 @@ struct WebRoutes {
         do {
             opened = try await BrowserSessions(access: core.access).open(token: token.trimmingCharacters(in: .whitespacesAndNewlines))
         } catch let error as CoordinatorError where error.code == .unauthenticated {
-            limiter.failed(client)
+            try limiter.failed(client: context.client, credential: token, path: Self.sessionPath, reason: error.message)
             throw error
         }
         logger.info("browser session opened", metadata: ["token": "\(opened.session.principal.name)"])

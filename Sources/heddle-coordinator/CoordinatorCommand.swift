@@ -51,6 +51,19 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(help: "Connections open at once on the listening port; past it a new one is closed at once. The open-file limit must cover it plus 256.")
     var maxConnections: Int = CoordinatorLimits().maximumConnections
 
+    @Option(help: "Connections open at once on the HTTP front; past it a new one takes the place of the one idle longest (or is closed when all are busy). The open-file limit must cover it with --max-connections plus 256.")
+    var maxHttpConnections: Int = HTTPConnectionLimits().maximumConnections
+
+    @Option(help: "Seconds an HTTP connection has, from accept, to finish the TLS handshake and send its first request's header.")
+    var httpHeaderTimeout: Double = 10
+
+    @Option(help: "Seconds an HTTP connection may wait between a response and its next request's header, or between two pieces of a request body.")
+    var httpIdleTimeout: Double = 30
+
+    @Option(help: ArgumentHelp("A reverse proxy's address (repeat for several): for requests from it, the client is the right-most X-Forwarded-For address that is not a trusted proxy (failed-credential limits count per client).",
+                               valueName: "address"))
+    var trustedProxy: [String] = []
+
     @Option(help: "Also serve the HTTP API on HOST:PORT (port 0 picks a free port): HTTPS with --cert and --key unless --http-cert and --http-key are given. Off when absent.")
     var http: String?
 
@@ -80,6 +93,13 @@ struct CoordinatorCommand: AsyncParsableCommand {
         guard maxLogBytes >= 64 * 1024 else { throw ValidationError("--max-log-bytes must be at least 65536") }
         guard maxArtifactBytes >= 0 else { throw ValidationError("--max-artifact-bytes must not be negative") }
         guard maxConnections >= 1 else { throw ValidationError("--max-connections must be at least 1") }
+        guard maxHttpConnections >= 1 else { throw ValidationError("--max-http-connections must be at least 1") }
+        guard httpHeaderTimeout >= 0.1, httpIdleTimeout >= 0.1 else {
+            throw ValidationError("--http-header-timeout and --http-idle-timeout are at least 0.1 seconds")
+        }
+        for proxy in trustedProxy where !HTTPFront.isAddress(proxy) {
+            throw ValidationError("--trusted-proxy takes an IP address, not '\(proxy)'")
+        }
         if (httpCert == nil) != (httpKey == nil) { throw ValidationError("--http-cert and --http-key go together") }
         if http == nil, httpCert != nil || httpPlain { throw ValidationError("--http-cert, --http-key and --http-plain need --http HOST:PORT") }
         if httpPlain, httpCert != nil { throw ValidationError("--http-plain serves without TLS; drop --http-cert and --http-key") }
@@ -129,9 +149,19 @@ struct CoordinatorCommand: AsyncParsableCommand {
         limits.maximumLogBytes = maxLogBytes
         limits.maximumArtifactSize = maxArtifactBytes
         limits.maximumConnections = maxConnections
-        let descriptors = DescriptorLimit.raise(forConnections: maxConnections)
+        var httpLimits = HTTPConnectionLimits()
+        httpLimits.firstRequest = .milliseconds(Int64(httpHeaderTimeout * 1000))
+        httpLimits.idle = .milliseconds(Int64(httpIdleTimeout * 1000))
+        httpLimits.bodyStall = httpLimits.idle
+        let httpCap = http == nil ? 0 : maxHttpConnections
+        let descriptors = DescriptorLimit.raise(forConnections: maxConnections + httpCap)
+        httpLimits.maximumConnections = max(1, HTTPConnectionLimits.fit(descriptors: descriptors.limit, binary: maxConnections, http: httpCap))
         if descriptors.limit < descriptors.needed {
-            logger.warning("the open-file limit is \(descriptors.limit) (ulimit -n) but --max-connections \(maxConnections) needs about \(descriptors.needed): raise the limit or lower --max-connections; past the limit new connections wait")
+            if http == nil {
+                logger.warning("the open-file limit is \(descriptors.limit) (ulimit -n) but --max-connections \(maxConnections) needs about \(descriptors.needed): raise the limit or lower --max-connections; past the limit new connections wait")
+            } else {
+                logger.warning("the open-file limit is \(descriptors.limit) (ulimit -n) but --max-connections \(maxConnections) with --max-http-connections \(maxHttpConnections) needs about \(descriptors.needed): the HTTP front holds at most \(httpLimits.maximumConnections); raise the limit or lower --max-connections; past the limit new connections wait")
+            }
         }
         let secretBox = try secretsKeyFile.map { path in
             do { return try SecretBox(keyFile: path) } catch { throw ValidationError("\(error)") }
@@ -174,6 +204,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
             let scheme = httpPlain ? "http" : "https"
             services.append(.init(service: try HTTPFront.service(
                 core: core, listener: listener, group: MultiThreadedEventLoopGroup.singleton, logger: logger, metrics: metrics,
+                connections: httpLimits, clients: ClientAddresses(trustedProxies: trustedProxy),
                 onListening: { address in
                     let host = address.ipAddress ?? listener.host
                     let shown = host.contains(":") ? "[\(host)]" : host

@@ -3,6 +3,7 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import NIOSSL
+import Synchronization
 import Wire
 
 /// A small HTTP/1.1 client for tests of the coordinator's HTTP front: one request per
@@ -262,5 +263,66 @@ public struct SSEParser: Sendable {
             return (index, index + 2)
         }
         return nil
+    }
+}
+
+extension HTTPTestClient {
+    /// Sends `bytes` as they are (any framing: chunked, a lying Content-Length, a partial
+    /// body) over a new connection and returns every byte the server sends until it closes
+    /// the connection, or what came by `timeout` (then `closed` is false).
+    public func raw(_ bytes: [UInt8], timeout: Duration = .seconds(30)) async throws -> (text: String, closed: Bool) {
+        let collector = RawCollector()
+        let context = try tls.map { try NIOSSLContext(configuration: $0) }
+        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    if let context {
+                        try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: context, serverHostname: nil))
+                    }
+                    try channel.pipeline.syncOperations.addHandler(collector)
+                }
+            }
+            .connect(host: host, port: port).get()
+        // The server may answer and close before taking everything: its answer counts.
+        try? await channel.writeAndFlush(ByteBuffer(bytes: bytes))
+        let closed = try await withThrowingTaskGroup(of: Bool.self) { group in
+            group.addTask { try await collector.closed.futureResult.get(); return true }
+            group.addTask {
+                try await Task.sleep(for: timeout)
+                return false
+            }
+            defer { group.cancelAll() }
+            return try await group.next()!
+        }
+        try? await channel.close()
+        return (String(decoding: collector.bytes, as: UTF8.self), closed)
+    }
+
+    /// A request head as raw bytes (CRLF line ends, a blank line after).
+    public func head(_ method: String, _ path: String, _ headers: [(String, String)]) -> [UInt8] {
+        var text = "\(method) \(path) HTTP/1.1\r\nHost: \(host):\(port)\r\n"
+        for (name, value) in headers { text += "\(name): \(value)\r\n" }
+        return Array((text + "\r\n").utf8)
+    }
+
+    final class RawCollector: ChannelInboundHandler, Sendable {
+        typealias InboundIn = ByteBuffer
+        private let received = Mutex<[UInt8]>([])
+        let closed = MultiThreadedEventLoopGroup.singleton.next().makePromise(of: Void.self)
+
+        var bytes: [UInt8] { received.withLock { $0 } }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            let buffer = unwrapInboundIn(data)
+            received.withLock { $0 += buffer.readableBytesView }
+        }
+
+        func errorCaught(context: ChannelHandlerContext, error: any Error) {
+            context.close(promise: nil)
+        }
+
+        func channelInactive(context: ChannelHandlerContext) {
+            closed.succeed(())
+        }
     }
 }

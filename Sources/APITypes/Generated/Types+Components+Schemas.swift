@@ -101,6 +101,7 @@ extension Components {
                 case permissionDenied = "permission_denied"
                 case notFound = "not_found"
                 case methodNotAllowed = "method_not_allowed"
+                case notAcceptable = "not_acceptable"
                 case invalidArgument = "invalid_argument"
                 case failedPrecondition = "failed_precondition"
                 case staleEpoch = "stale_epoch"

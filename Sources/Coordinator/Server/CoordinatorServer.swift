@@ -106,17 +106,17 @@ final class ConnectionCount: Sendable {
 }
 
 /// A warning logged at most once per period, with how many were held back since the last.
-final class RateLimitedLog: Sendable {
+public final class RateLimitedLog: Sendable {
     private let logger: Logger
     private let period: Duration
     private let state = Mutex<(last: ContinuousClock.Instant?, held: Int)>((nil, 0))
 
-    init(logger: Logger, every period: Duration) {
+    public init(logger: Logger, every period: Duration) {
         self.logger = logger
         self.period = period
     }
 
-    func warning(_ message: @autoclosure () -> String) {
+    public func warning(_ message: @autoclosure () -> String) {
         let now = ContinuousClock.now
         let held = state.withLock { state -> Int? in
             if let last = state.last, now - last < period {
@@ -136,17 +136,17 @@ final class RateLimitedLog: Sendable {
 /// failed accept leaves the listening socket registered for reading, and the event loop
 /// spins on it (a core at 100% until a descriptor frees); turning `autoRead` off
 /// unregisters it, and turning it on again accepts again.
-final class AcceptErrorLogger: ChannelInboundHandler, Sendable {
-    typealias InboundIn = Any
+public final class AcceptErrorLogger: ChannelInboundHandler, Sendable {
+    public typealias InboundIn = Any
     let log: RateLimitedLog
     let pause: TimeAmount
 
-    init(log: RateLimitedLog, pause: TimeAmount = .seconds(1)) {
+    public init(log: RateLimitedLog, pause: TimeAmount = .seconds(1)) {
         self.log = log
         self.pause = pause
     }
 
-    func errorCaught(context: ChannelHandlerContext, error: Error) {
+    public func errorCaught(context: ChannelHandlerContext, error: Error) {
         log.warning("cannot accept a connection (accepting again in 1 s): \(error)")
         if error is IOError, let options = context.channel.syncOptions, (try? options.getOption(.autoRead)) == true {
             try? options.setOption(.autoRead, value: false)

@@ -2068,6 +2068,7 @@ enum OpenAPIDocument {
               "permission_denied",
               "not_found",
               "method_not_allowed",
+              "not_acceptable",
               "invalid_argument",
               "failed_precondition",
               "stale_epoch",

@@ -23,25 +23,44 @@ enum Forge: String, Sendable {
         return nil
     }
 
-    /// Whether the request carries this project's secret: an HMAC-SHA256 of the raw body
-    /// (GitHub `X-Hub-Signature-256: sha256=HEX`; Gitea and Forgejo bare hex) or, for
-    /// GitLab, the secret itself in `X-Gitlab-Token`; compared in constant time.
-    func verify(_ headers: [String: String], body: Data, secret: String) -> Bool {
+    /// How a delivery proves it comes from the forge, read from its headers alone (before
+    /// any body byte): the HMAC-SHA256 of the raw body it claims (GitHub
+    /// `X-Hub-Signature-256: sha256=HEX`; Gitea and Forgejo bare hex), or for GitLab whether
+    /// `X-Gitlab-Token` is the secret itself (compared in constant time). Nil when the
+    /// header is missing or malformed.
+    enum Proof {
+        case mac(Data)
+        case token(matches: Bool)
+    }
+
+    func proof(_ headers: [String: String], secret: String) -> Proof? {
         let key = SymmetricKey(data: Data(secret.utf8))
         switch self {
         case .github:
             guard let header = headers["x-hub-signature-256"], header.hasPrefix("sha256="),
-                  let mac = Data(hexString: String(header.dropFirst(7)).lowercased()) else { return false }
-            return HMAC<SHA256>.isValidAuthenticationCode(mac, authenticating: body, using: key)
+                  let mac = Data(hexString: String(header.dropFirst(7)).lowercased()), mac.count == 32 else { return nil }
+            return .mac(mac)
         case .gitea:
             guard let header = headers["x-gitea-signature"] ?? headers["x-forgejo-signature"],
-                  let mac = Data(hexString: header.lowercased()) else { return false }
-            return HMAC<SHA256>.isValidAuthenticationCode(mac, authenticating: body, using: key)
+                  let mac = Data(hexString: header.lowercased()), mac.count == 32 else { return nil }
+            return .mac(mac)
         case .gitlab:
-            guard let token = headers["x-gitlab-token"] else { return false }
+            guard let token = headers["x-gitlab-token"] else { return nil }
             // Both sides through one HMAC, so lengths and contents compare in constant time.
             let expected = HMAC<SHA256>.authenticationCode(for: Data(secret.utf8), using: key)
-            return HMAC<SHA256>.isValidAuthenticationCode(Data(expected), authenticating: Data(token.utf8), using: key)
+            return .token(matches: HMAC<SHA256>.isValidAuthenticationCode(Data(expected), authenticating: Data(token.utf8), using: key))
+        }
+    }
+
+    /// Whether the request carries this project's secret, given its whole body.
+    func verify(_ headers: [String: String], body: Data, secret: String) -> Bool {
+        switch proof(headers, secret: secret) {
+        case .mac(let mac)?:
+            return HMAC<SHA256>.isValidAuthenticationCode(mac, authenticating: body, using: SymmetricKey(data: Data(secret.utf8)))
+        case .token(let matches)?:
+            return matches
+        case nil:
+            return false
         }
     }
 
