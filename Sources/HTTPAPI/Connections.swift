@@ -107,6 +107,12 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
+        // Read little ahead of what a handler takes: a client that sends a body nobody wants
+        // (a delivery refused from its headers) makes the coordinator hold at most this much.
+        if let options = context.channel.syncOptions {
+            try? options.setOption(.maxMessagesPerRead, value: 1)
+            try? options.setOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 1024, initial: 16 << 10, maximum: 64 << 10))
+        }
         registered = connections.open(id, channel: context.channel, now: .now())
         guard registered else {
             context.close(promise: nil)
