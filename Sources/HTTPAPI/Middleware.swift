@@ -239,12 +239,38 @@ struct BodyLimitMiddleware: RouterMiddleware {
             var head = request.head
             head.headerFields[.contentType] = "application/json"
             request = Request(head: head, body: .init(buffer: ByteBuffer(string: "{}")))
-        } else if body.readableBytes > 0, request.headers[.contentType]?.lowercased().hasPrefix("application/json") == true,
-                  (try? JSONSerialization.jsonObject(with: Data(body.readableBytesView), options: [.fragmentsAllowed])) == nil {
-            // Said before decoding, which cannot tell broken syntax from a wrong value.
-            throw Problem(status: .badRequest, code: .badRequest, detail: "the body is not valid JSON")
+        } else if body.readableBytes > 0, request.headers[.contentType]?.lowercased().hasPrefix("application/json") == true {
+            // Said before decoding, which cannot tell broken syntax from a wrong value, and
+            // would take a null for an absent field: no field of this API is nullable.
+            guard let json = try? JSONSerialization.jsonObject(with: Data(body.readableBytesView), options: [.fragmentsAllowed]) else {
+                throw Problem(status: .badRequest, code: .badRequest, detail: "the body is not valid JSON")
+            }
+            if let field = Self.firstNull(in: json, at: "") {
+                throw Problem(status: .badRequest, code: .badRequest,
+                              detail: "field '\(field)' is null; leave it out instead (no field of this API takes null)", field: field)
+            }
         }
         return try await next(request, context)
+    }
+
+    /// The path of the first null in a JSON value (`commit`, `jobs[2].name`), or nil.
+    static func firstNull(in value: Any, at path: String) -> String? {
+        switch value {
+        case is NSNull:
+            return path.isEmpty ? "(the body)" : path
+        case let object as [String: Any]:
+            for key in object.keys.sorted() {
+                if let found = firstNull(in: object[key]!, at: path.isEmpty ? key : "\(path).\(key)") { return found }
+            }
+            return nil
+        case let array as [Any]:
+            for (index, item) in array.enumerated() {
+                if let found = firstNull(in: item, at: "\(path)[\(index)]") { return found }
+            }
+            return nil
+        default:
+            return nil
+        }
     }
 }
 

@@ -193,6 +193,9 @@ import Wire
             let html = try await client.request("GET", "/api/v1/runs", headers: bearer + [("Accept", "text/html")])
             #expect(html.status == 406 && html.object?["code"] as? String == "not_acceptable", "\(html.status) \(html.text)")
             #expect(try await client.request("GET", "/api/v1/runs", headers: bearer + [("Accept", "text/html, */*;q=0.8")]).status == 200)
+            // No field takes null: said, naming the field, not taken as absent.
+            let null = try await client.json("POST", "/api/v1/projects", ["name": "x", "repository": NSNull()], headers: bearer)
+            #expect(null.status == 400 && null.object?["field"] as? String == "repository", "\(null.text)")
             // Oversized chunked bodies: 413 with and without credentials.
             let chunk = [UInt8](repeating: 0x20, count: 512 << 10)
             for (path, headers) in [("/api/v1/session", [(String, String)]()), ("/api/v1/projects", bearer)] {

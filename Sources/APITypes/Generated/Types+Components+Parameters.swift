@@ -18,8 +18,12 @@ public import struct Foundation.Date
 extension Components {
     /// Types generated from the `#/components/parameters` section of the OpenAPI document.
     public enum Parameters {
+        /// 1 to 100 letters, digits, ., _ or - (not . or ..).
+        ///
         /// - Remark: Generated from `#/components/parameters/Project`.
         public typealias Project = Swift.String
+        /// 1 to 100 letters, digits, ., _ or - (not . or ..).
+        ///
         /// - Remark: Generated from `#/components/parameters/Pipeline`.
         public typealias Pipeline = Swift.String
         /// - Remark: Generated from `#/components/parameters/Run`.

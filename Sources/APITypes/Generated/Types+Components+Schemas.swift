@@ -218,6 +218,8 @@ extension Components {
         }
         /// - Remark: Generated from `#/components/schemas/ProjectCreate`.
         public struct ProjectCreate: Codable, Hashable, Sendable {
+            /// 1 to 100 letters, digits, ., _ or - (not . or ..).
+            ///
             /// - Remark: Generated from `#/components/schemas/ProjectCreate/name`.
             public var name: Swift.String
             /// A Git URL or path; empty: jobs run in an empty workspace.
@@ -227,7 +229,7 @@ extension Components {
             /// Creates a new `ProjectCreate`.
             ///
             /// - Parameters:
-            ///   - name:
+            ///   - name: 1 to 100 letters, digits, ., _ or - (not . or ..).
             ///   - repository: A Git URL or path; empty: jobs run in an empty workspace.
             public init(
                 name: Swift.String,
@@ -1436,6 +1438,8 @@ extension Components {
         }
         /// - Remark: Generated from `#/components/schemas/TokenCreate`.
         public struct TokenCreate: Codable, Hashable, Sendable {
+            /// 1 to 100 letters, digits, ., _ or - (not . or ..).
+            ///
             /// - Remark: Generated from `#/components/schemas/TokenCreate/name`.
             public var name: Swift.String
             /// - Remark: Generated from `#/components/schemas/TokenCreate/role`.
@@ -1447,7 +1451,7 @@ extension Components {
             /// Creates a new `TokenCreate`.
             ///
             /// - Parameters:
-            ///   - name:
+            ///   - name: 1 to 100 letters, digits, ., _ or - (not . or ..).
             ///   - role:
             ///   - expiresInDays: Never expires when absent.
             public init(

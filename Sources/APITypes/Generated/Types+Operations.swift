@@ -111,7 +111,7 @@ public enum Operations {
                     }
                 }
             }
-            /// An error: 400 malformed request, 401 no valid credentials, 403 the role may not, 404 unknown id or route, 405 wrong method, 409 wrong state, 413 body too large, 429 too many failed sign-ins, 503 storage full, 500 a fault of the coordinator.
+            /// An error: 400 malformed request (a null value included: leave the field out), 401 no valid credentials, 403 the role may not, 404 unknown id or route, 405 wrong method, 406 an Accept header that excludes JSON, 409 wrong state, 413 body too large, 429 too many wrong credentials (valid ones pass), 503 storage full, 500 a fault of the coordinator.
             ///
             /// - Remark: Generated from `#/paths//projects/get(listProjects)/responses/default`.
             ///
@@ -257,7 +257,7 @@ public enum Operations {
                     }
                 }
             }
-            /// An error: 400 malformed request, 401 no valid credentials, 403 the role may not, 404 unknown id or route, 405 wrong method, 409 wrong state, 413 body too large, 429 too many failed sign-ins, 503 storage full, 500 a fault of the coordinator.
+            /// An error: 400 malformed request (a null value included: leave the field out), 401 no valid credentials, 403 the role may not, 404 unknown id or route, 405 wrong method, 406 an Accept header that excludes JSON, 409 wrong state, 413 body too large, 429 too many wrong credentials (valid ones pass), 503 storage full, 500 a fault of the coordinator.
             ///
             /// - Remark: Generated from `#/paths//projects/post(createProject)/responses/default`.
             ///
@@ -433,7 +433,7 @@ public enum Operations {
                     }
                 }
             }
-            /// An error: 400 malformed request, 401 no valid credentials, 403 the role may not, 404 unknown id or route, 405 wrong method, 409 wrong state, 413 body too large, 429 too many failed sign-ins, 503 storage full, 500 a fault of the coordinator.
+            /// An error: 400 malformed request (a null value included: leave the field out), 401 no valid credentials, 403 the role may not, 404 unknown id or route, 405 wrong method, 406 an Accept header that excludes JSON, 409 wrong state, 413 body too large, 429 too many wrong credentials (valid ones pass), 503 storage full, 500 a fault of the coordinator.
             ///
             /// - Remark: Generated from `#/paths//projects/{project}/get(showProject)/responses/default`.
             ///
@@ -619,7 +619,7 @@ public enum Operations {
                     }
                 }
             }
-            /// An error: 400 malformed request, 401 no valid credentials, 403 the role may not, 404 unknown id or route, 405 wrong method, 409 wrong state, 413 body too large, 429 too many failed sign-ins, 503 storage full, 500 a fault of the coordinator.
+            /// An error: 400 malformed request (a null value included: leave the field out), 401 no valid credentials, 403 the role may not, 404 unknown id or route, 405 wrong method, 406 an Accept header that excludes JSON, 409 wrong state, 413 body too large, 429 too many wrong credentials (valid ones pass), 503 storage full, 500 a fault of the coordinator.
             ///
             /// - Remark: Generated from `#/paths//projects/{project}/deliveries/get(listDeliveries)/responses/default`.
             ///
@@ -795,7 +795,7 @@ public enum Operations {
                     }
                 }
             }
-            /// An error: 400 malformed request, 401 no valid credentials, 403 the role may not, 404 unknown id or route, 405 wrong method, 409 wrong state, 413 body too large, 429 too many failed sign-ins, 503 storage full, 500 a fault of the coordinator.
+            /// An error: 400 malformed request (a null value included: leave the field out), 401 no valid credentials, 403 the role may not, 404 unknown id or route, 405 wrong method, 406 an Accept header that excludes JSON, 409 wrong state, 413 body too large, 429 too many wrong credentials (valid ones pass), 503 storage full, 500 a fault of the coordinator.
             ///
             /// - Remark: Generated from `#/paths//projects/{project}/webhook/post(rotateWebhook)/responses/default`.
             ///
@@ -948,7 +948,7 @@ public enum Operations {
                     }
                 }
             }
-            /// An error: 400 malformed request, 401 no valid credentials, 403 the role may not, 404 unknown id or route, 405 wrong method, 409 wrong state, 413 body too large, 429 too many failed sign-ins, 503 storage full, 500 a fault of the coordinator.
+            /// An error: 400 malformed request (a null value included: leave the field out), 401 no valid credentials, 403 the role may not, 404 unknown id or route, 405 wrong method, 406 an Accept header that excludes JSON, 409 wrong state, 413 body too large, 429 too many wrong credentials (valid ones pass), 503 storage full, 500 a fault of the coordinator.
             ///
             /// - Remark: Generated from `#/paths//projects/{project}/secrets/get(listSecrets)/responses/default`.
             ///
@@ -1136,7 +1136,7 @@ public enum Operations {
                     }
                 }
             }
-            /// An error: 400 malformed request, 401 no valid credentials, 403 the role may not, 404 unknown id or route, 405 wrong method, 409 wrong state, 413 body too large, 429 too many failed sign-ins, 503 storage full, 500 a fault of the coordinator.
+            /// An error: 400 malformed request (a null value included: leave the field out), 401 no valid credentials, 403 the role may not, 404 unknown id or route, 405 wrong method, 406 an Accept header that excludes JSON, 409 wrong state, 413 body too large, 429 too many wrong credentials (valid ones pass), 503 storage full, 500 a fault of the coordinator.
             ///
             /// - Remark: Generated from `#/paths//projects/{project}/secrets/{name}/put(setSecret)/responses/default`.
             ///
@@ -1298,7 +1298,7 @@ public enum Operations {
                     }
                 }
             }
-            /// An error: 400 malformed request, 401 no valid credentials, 403 the role may not, 404 unknown id or route, 405 wrong method, 409 wrong state, 413 body too large, 429 too many failed sign-ins, 503 storage full, 500 a fault of the coordinator.
+            /// An error: 400 malformed request (a null value included: leave the field out), 401 no valid credentials, 403 the role may not, 404 unknown id or route, 405 wrong method, 406 an Accept header that excludes JSON, 409 wrong state, 413 body too large, 429 too many wrong credentials (valid ones pass), 503 storage full, 500 a fault of the coordinator.
             ///
             /// - Remark: Generated from `#/paths//projects/{project}/secrets/{name}/delete(deleteSecret)/responses/default`.
             ///
@@ -1475,7 +1475,7 @@ public enum Operations {
                     }
                 }
             }
-            /// An error: 400 malformed request, 401 no valid credentials, 403 the role may not, 404 unknown id or route, 405 wrong method, 409 wrong state, 413 body too large, 429 too many failed sign-ins, 503 storage full, 500 a fault of the coordinator.
+            /// An error: 400 malformed request (a null value included: leave the field out), 401 no valid credentials, 403 the role may not, 404 unknown id or route, 405 wrong method, 406 an Accept header that excludes JSON, 409 wrong state, 413 body too large, 429 too many wrong credentials (valid ones pass), 503 storage full, 500 a fault of the coordinator.
             ///
             /// - Remark: Generated from `#/paths//projects/{project}/secrets-for-forks/put(setSecretsForForks)/responses/default`.
             ///
@@ -1643,7 +1643,7 @@ public enum Operations {
                     }
                 }
             }
-            /// An error: 400 malformed request, 401 no valid credentials, 403 the role may not, 404 unknown id or route, 405 wrong method, 409 wrong state, 413 body too large, 429 too many failed sign-ins, 503 storage full, 500 a fault of the coordinator.
+            /// An error: 400 malformed request (a null value included: leave the field out), 401 no valid credentials, 403 the role may not, 404 unknown id or route, 405 wrong method, 406 an Accept header that excludes JSON, 409 wrong state, 413 body too large, 429 too many wrong credentials (valid ones pass), 503 storage full, 500 a fault of the coordinator.
             ///
             /// - Remark: Generated from `#/paths//projects/{project}/pipelines/get(listPipelines)/responses/default`.
             ///
@@ -1805,7 +1805,7 @@ public enum Operations {
                     }
                 }
             }
-            /// An error: 400 malformed request, 401 no valid credentials, 403 the role may not, 404 unknown id or route, 405 wrong method, 409 wrong state, 413 body too large, 429 too many failed sign-ins, 503 storage full, 500 a fault of the coordinator.
+            /// An error: 400 malformed request (a null value included: leave the field out), 401 no valid credentials, 403 the role may not, 404 unknown id or route, 405 wrong method, 406 an Accept header that excludes JSON, 409 wrong state, 413 body too large, 429 too many wrong credentials (valid ones pass), 503 storage full, 500 a fault of the coordinator.
             ///
             /// - Remark: Generated from `#/paths//projects/{project}/pipelines/post(pushPipeline)/responses/default`.
             ///
@@ -1965,7 +1965,7 @@ public enum Operations {
                     }
                 }
             }
-            /// An error: 400 malformed request, 401 no valid credentials, 403 the role may not, 404 unknown id or route, 405 wrong method, 409 wrong state, 413 body too large, 429 too many failed sign-ins, 503 storage full, 500 a fault of the coordinator.
+            /// An error: 400 malformed request (a null value included: leave the field out), 401 no valid credentials, 403 the role may not, 404 unknown id or route, 405 wrong method, 406 an Accept header that excludes JSON, 409 wrong state, 413 body too large, 429 too many wrong credentials (valid ones pass), 503 storage full, 500 a fault of the coordinator.
             ///
             /// - Remark: Generated from `#/paths//projects/{project}/pipelines/{pipeline}/get(showPipeline)/responses/default`.
             ///
@@ -2134,7 +2134,7 @@ public enum Operations {
                     }
                 }
             }
-            /// An error: 400 malformed request, 401 no valid credentials, 403 the role may not, 404 unknown id or route, 405 wrong method, 409 wrong state, 413 body too large, 429 too many failed sign-ins, 503 storage full, 500 a fault of the coordinator.
+            /// An error: 400 malformed request (a null value included: leave the field out), 401 no valid credentials, 403 the role may not, 404 unknown id or route, 405 wrong method, 406 an Accept header that excludes JSON, 409 wrong state, 413 body too large, 429 too many wrong credentials (valid ones pass), 503 storage full, 500 a fault of the coordinator.
             ///
             /// - Remark: Generated from `#/paths//projects/{project}/pipelines/{pipeline}/runs/post(triggerRun)/responses/default`.
             ///
@@ -2356,7 +2356,7 @@ public enum Operations {
                     }
                 }
             }
-            /// An error: 400 malformed request, 401 no valid credentials, 403 the role may not, 404 unknown id or route, 405 wrong method, 409 wrong state, 413 body too large, 429 too many failed sign-ins, 503 storage full, 500 a fault of the coordinator.
+            /// An error: 400 malformed request (a null value included: leave the field out), 401 no valid credentials, 403 the role may not, 404 unknown id or route, 405 wrong method, 406 an Accept header that excludes JSON, 409 wrong state, 413 body too large, 429 too many wrong credentials (valid ones pass), 503 storage full, 500 a fault of the coordinator.
             ///
             /// - Remark: Generated from `#/paths//runs/get(listRuns)/responses/default`.
             ///
@@ -2527,7 +2527,7 @@ public enum Operations {
                     }
                 }
             }
-            /// An error: 400 malformed request, 401 no valid credentials, 403 the role may not, 404 unknown id or route, 405 wrong method, 409 wrong state, 413 body too large, 429 too many failed sign-ins, 503 storage full, 500 a fault of the coordinator.
+            /// An error: 400 malformed request (a null value included: leave the field out), 401 no valid credentials, 403 the role may not, 404 unknown id or route, 405 wrong method, 406 an Accept header that excludes JSON, 409 wrong state, 413 body too large, 429 too many wrong credentials (valid ones pass), 503 storage full, 500 a fault of the coordinator.
             ///
             /// - Remark: Generated from `#/paths//runs/{run}/get(showRun)/responses/default`.
             ///
@@ -2680,7 +2680,7 @@ public enum Operations {
                     }
                 }
             }
-            /// An error: 400 malformed request, 401 no valid credentials, 403 the role may not, 404 unknown id or route, 405 wrong method, 409 wrong state, 413 body too large, 429 too many failed sign-ins, 503 storage full, 500 a fault of the coordinator.
+            /// An error: 400 malformed request (a null value included: leave the field out), 401 no valid credentials, 403 the role may not, 404 unknown id or route, 405 wrong method, 406 an Accept header that excludes JSON, 409 wrong state, 413 body too large, 429 too many wrong credentials (valid ones pass), 503 storage full, 500 a fault of the coordinator.
             ///
             /// - Remark: Generated from `#/paths//runs/{run}/rerun/post(rerunRun)/responses/default`.
             ///
@@ -2833,7 +2833,7 @@ public enum Operations {
                     }
                 }
             }
-            /// An error: 400 malformed request, 401 no valid credentials, 403 the role may not, 404 unknown id or route, 405 wrong method, 409 wrong state, 413 body too large, 429 too many failed sign-ins, 503 storage full, 500 a fault of the coordinator.
+            /// An error: 400 malformed request (a null value included: leave the field out), 401 no valid credentials, 403 the role may not, 404 unknown id or route, 405 wrong method, 406 an Accept header that excludes JSON, 409 wrong state, 413 body too large, 429 too many wrong credentials (valid ones pass), 503 storage full, 500 a fault of the coordinator.
             ///
             /// - Remark: Generated from `#/paths//runs/{run}/cancel/post(cancelRun)/responses/default`.
             ///
@@ -2986,7 +2986,7 @@ public enum Operations {
                     }
                 }
             }
-            /// An error: 400 malformed request, 401 no valid credentials, 403 the role may not, 404 unknown id or route, 405 wrong method, 409 wrong state, 413 body too large, 429 too many failed sign-ins, 503 storage full, 500 a fault of the coordinator.
+            /// An error: 400 malformed request (a null value included: leave the field out), 401 no valid credentials, 403 the role may not, 404 unknown id or route, 405 wrong method, 406 an Accept header that excludes JSON, 409 wrong state, 413 body too large, 429 too many wrong credentials (valid ones pass), 503 storage full, 500 a fault of the coordinator.
             ///
             /// - Remark: Generated from `#/paths//jobs/{job}/cancel/post(cancelJob)/responses/default`.
             ///
@@ -3254,7 +3254,7 @@ public enum Operations {
                     }
                 }
             }
-            /// An error: 400 malformed request, 401 no valid credentials, 403 the role may not, 404 unknown id or route, 405 wrong method, 409 wrong state, 413 body too large, 429 too many failed sign-ins, 503 storage full, 500 a fault of the coordinator.
+            /// An error: 400 malformed request (a null value included: leave the field out), 401 no valid credentials, 403 the role may not, 404 unknown id or route, 405 wrong method, 406 an Accept header that excludes JSON, 409 wrong state, 413 body too large, 429 too many wrong credentials (valid ones pass), 503 storage full, 500 a fault of the coordinator.
             ///
             /// - Remark: Generated from `#/paths//artifacts/get(searchArtifacts)/responses/default`.
             ///
@@ -3407,7 +3407,7 @@ public enum Operations {
                     }
                 }
             }
-            /// An error: 400 malformed request, 401 no valid credentials, 403 the role may not, 404 unknown id or route, 405 wrong method, 409 wrong state, 413 body too large, 429 too many failed sign-ins, 503 storage full, 500 a fault of the coordinator.
+            /// An error: 400 malformed request (a null value included: leave the field out), 401 no valid credentials, 403 the role may not, 404 unknown id or route, 405 wrong method, 406 an Accept header that excludes JSON, 409 wrong state, 413 body too large, 429 too many wrong credentials (valid ones pass), 503 storage full, 500 a fault of the coordinator.
             ///
             /// - Remark: Generated from `#/paths//artifacts/{artifact}/get(showArtifact)/responses/default`.
             ///
@@ -3575,7 +3575,7 @@ public enum Operations {
                     }
                 }
             }
-            /// An error: 400 malformed request, 401 no valid credentials, 403 the role may not, 404 unknown id or route, 405 wrong method, 409 wrong state, 413 body too large, 429 too many failed sign-ins, 503 storage full, 500 a fault of the coordinator.
+            /// An error: 400 malformed request (a null value included: leave the field out), 401 no valid credentials, 403 the role may not, 404 unknown id or route, 405 wrong method, 406 an Accept header that excludes JSON, 409 wrong state, 413 body too large, 429 too many wrong credentials (valid ones pass), 503 storage full, 500 a fault of the coordinator.
             ///
             /// - Remark: Generated from `#/paths//runs/{run}/artifacts/get(runArtifacts)/responses/default`.
             ///
@@ -3753,7 +3753,7 @@ public enum Operations {
                     }
                 }
             }
-            /// An error: 400 malformed request, 401 no valid credentials, 403 the role may not, 404 unknown id or route, 405 wrong method, 409 wrong state, 413 body too large, 429 too many failed sign-ins, 503 storage full, 500 a fault of the coordinator.
+            /// An error: 400 malformed request (a null value included: leave the field out), 401 no valid credentials, 403 the role may not, 404 unknown id or route, 405 wrong method, 406 an Accept header that excludes JSON, 409 wrong state, 413 body too large, 429 too many wrong credentials (valid ones pass), 503 storage full, 500 a fault of the coordinator.
             ///
             /// - Remark: Generated from `#/paths//queue/get(listQueue)/responses/default`.
             ///
@@ -3915,7 +3915,7 @@ public enum Operations {
                     }
                 }
             }
-            /// An error: 400 malformed request, 401 no valid credentials, 403 the role may not, 404 unknown id or route, 405 wrong method, 409 wrong state, 413 body too large, 429 too many failed sign-ins, 503 storage full, 500 a fault of the coordinator.
+            /// An error: 400 malformed request (a null value included: leave the field out), 401 no valid credentials, 403 the role may not, 404 unknown id or route, 405 wrong method, 406 an Accept header that excludes JSON, 409 wrong state, 413 body too large, 429 too many wrong credentials (valid ones pass), 503 storage full, 500 a fault of the coordinator.
             ///
             /// - Remark: Generated from `#/paths//queue/{job}/move/post(moveJob)/responses/default`.
             ///
@@ -4061,7 +4061,7 @@ public enum Operations {
                     }
                 }
             }
-            /// An error: 400 malformed request, 401 no valid credentials, 403 the role may not, 404 unknown id or route, 405 wrong method, 409 wrong state, 413 body too large, 429 too many failed sign-ins, 503 storage full, 500 a fault of the coordinator.
+            /// An error: 400 malformed request (a null value included: leave the field out), 401 no valid credentials, 403 the role may not, 404 unknown id or route, 405 wrong method, 406 an Accept header that excludes JSON, 409 wrong state, 413 body too large, 429 too many wrong credentials (valid ones pass), 503 storage full, 500 a fault of the coordinator.
             ///
             /// - Remark: Generated from `#/paths//queue/cancel/post(bulkCancel)/responses/default`.
             ///
@@ -4211,7 +4211,7 @@ public enum Operations {
                     }
                 }
             }
-            /// An error: 400 malformed request, 401 no valid credentials, 403 the role may not, 404 unknown id or route, 405 wrong method, 409 wrong state, 413 body too large, 429 too many failed sign-ins, 503 storage full, 500 a fault of the coordinator.
+            /// An error: 400 malformed request (a null value included: leave the field out), 401 no valid credentials, 403 the role may not, 404 unknown id or route, 405 wrong method, 406 an Accept header that excludes JSON, 409 wrong state, 413 body too large, 429 too many wrong credentials (valid ones pass), 503 storage full, 500 a fault of the coordinator.
             ///
             /// - Remark: Generated from `#/paths//runners/get(listRunners)/responses/default`.
             ///
@@ -4379,7 +4379,7 @@ public enum Operations {
                     }
                 }
             }
-            /// An error: 400 malformed request, 401 no valid credentials, 403 the role may not, 404 unknown id or route, 405 wrong method, 409 wrong state, 413 body too large, 429 too many failed sign-ins, 503 storage full, 500 a fault of the coordinator.
+            /// An error: 400 malformed request (a null value included: leave the field out), 401 no valid credentials, 403 the role may not, 404 unknown id or route, 405 wrong method, 406 an Accept header that excludes JSON, 409 wrong state, 413 body too large, 429 too many wrong credentials (valid ones pass), 503 storage full, 500 a fault of the coordinator.
             ///
             /// - Remark: Generated from `#/paths//runners/{runner}/drain/post(drainRunner)/responses/default`.
             ///
@@ -4547,7 +4547,7 @@ public enum Operations {
                     }
                 }
             }
-            /// An error: 400 malformed request, 401 no valid credentials, 403 the role may not, 404 unknown id or route, 405 wrong method, 409 wrong state, 413 body too large, 429 too many failed sign-ins, 503 storage full, 500 a fault of the coordinator.
+            /// An error: 400 malformed request (a null value included: leave the field out), 401 no valid credentials, 403 the role may not, 404 unknown id or route, 405 wrong method, 406 an Accept header that excludes JSON, 409 wrong state, 413 body too large, 429 too many wrong credentials (valid ones pass), 503 storage full, 500 a fault of the coordinator.
             ///
             /// - Remark: Generated from `#/paths//runners/{runner}/undrain/post(undrainRunner)/responses/default`.
             ///
@@ -4697,7 +4697,7 @@ public enum Operations {
                     }
                 }
             }
-            /// An error: 400 malformed request, 401 no valid credentials, 403 the role may not, 404 unknown id or route, 405 wrong method, 409 wrong state, 413 body too large, 429 too many failed sign-ins, 503 storage full, 500 a fault of the coordinator.
+            /// An error: 400 malformed request (a null value included: leave the field out), 401 no valid credentials, 403 the role may not, 404 unknown id or route, 405 wrong method, 406 an Accept header that excludes JSON, 409 wrong state, 413 body too large, 429 too many wrong credentials (valid ones pass), 503 storage full, 500 a fault of the coordinator.
             ///
             /// - Remark: Generated from `#/paths//tokens/get(listTokens)/responses/default`.
             ///
@@ -4843,7 +4843,7 @@ public enum Operations {
                     }
                 }
             }
-            /// An error: 400 malformed request, 401 no valid credentials, 403 the role may not, 404 unknown id or route, 405 wrong method, 409 wrong state, 413 body too large, 429 too many failed sign-ins, 503 storage full, 500 a fault of the coordinator.
+            /// An error: 400 malformed request (a null value included: leave the field out), 401 no valid credentials, 403 the role may not, 404 unknown id or route, 405 wrong method, 406 an Accept header that excludes JSON, 409 wrong state, 413 body too large, 429 too many wrong credentials (valid ones pass), 503 storage full, 500 a fault of the coordinator.
             ///
             /// - Remark: Generated from `#/paths//tokens/post(createToken)/responses/default`.
             ///
@@ -4996,7 +4996,7 @@ public enum Operations {
                     }
                 }
             }
-            /// An error: 400 malformed request, 401 no valid credentials, 403 the role may not, 404 unknown id or route, 405 wrong method, 409 wrong state, 413 body too large, 429 too many failed sign-ins, 503 storage full, 500 a fault of the coordinator.
+            /// An error: 400 malformed request (a null value included: leave the field out), 401 no valid credentials, 403 the role may not, 404 unknown id or route, 405 wrong method, 406 an Accept header that excludes JSON, 409 wrong state, 413 body too large, 429 too many wrong credentials (valid ones pass), 503 storage full, 500 a fault of the coordinator.
             ///
             /// - Remark: Generated from `#/paths//tokens/{name}/delete(revokeToken)/responses/default`.
             ///

@@ -269,7 +269,8 @@ enum OpenAPIDocument {
           "required": true,
           "description": "The environment variable it becomes: A-Z, 0-9 and _, 1 to 64 bytes, not starting with a digit or HEDDLE_.",
           "schema": {
-            "type": "string"
+            "type": "string",
+            "pattern": "^[A-Z_][A-Z0-9_]{0,63}$"
           }
         }
       ],
@@ -736,7 +737,8 @@ enum OpenAPIDocument {
           "required": true,
           "schema": {
             "type": "integer",
-            "format": "int64"
+            "format": "int64",
+            "minimum": 1
           }
         }
       ],
@@ -773,7 +775,9 @@ enum OpenAPIDocument {
           "in": "path",
           "required": true,
           "schema": {
-            "type": "string"
+            "type": "string",
+            "pattern": "^[A-Za-z0-9._-]{1,100}$",
+            "description": "1 to 100 letters, digits, ., _ or - (not . or ..)."
           }
         },
         {
@@ -781,7 +785,9 @@ enum OpenAPIDocument {
           "in": "path",
           "required": true,
           "schema": {
-            "type": "string"
+            "type": "string",
+            "pattern": "^[A-Za-z0-9._-]{1,100}$",
+            "description": "1 to 100 letters, digits, ., _ or - (not . or ..)."
           }
         }
       ],
@@ -868,7 +874,7 @@ enum OpenAPIDocument {
               },
               "text/event-stream": {
                 "schema": {
-                  "type": "string"
+                  "$ref": "#/components/schemas/ServerSentEvent"
                 }
               },
               "text/html": {
@@ -914,7 +920,9 @@ enum OpenAPIDocument {
           "in": "path",
           "required": true,
           "schema": {
-            "type": "string"
+            "type": "string",
+            "pattern": "^[A-Za-z0-9._-]{1,100}$",
+            "description": "1 to 100 letters, digits, ., _ or - (not . or ..)."
           }
         },
         {
@@ -922,7 +930,9 @@ enum OpenAPIDocument {
           "in": "path",
           "required": true,
           "schema": {
-            "type": "string"
+            "type": "string",
+            "pattern": "^[A-Za-z0-9._-]{1,100}$",
+            "description": "1 to 100 letters, digits, ., _ or - (not . or ..)."
           }
         }
       ],
@@ -1011,7 +1021,9 @@ enum OpenAPIDocument {
           "in": "path",
           "required": true,
           "schema": {
-            "type": "string"
+            "type": "string",
+            "pattern": "^[A-Za-z0-9._-]{1,100}$",
+            "description": "1 to 100 letters, digits, ., _ or - (not . or ..)."
           }
         },
         {
@@ -1019,7 +1031,9 @@ enum OpenAPIDocument {
           "in": "path",
           "required": true,
           "schema": {
-            "type": "string"
+            "type": "string",
+            "pattern": "^[A-Za-z0-9._-]{1,100}$",
+            "description": "1 to 100 letters, digits, ., _ or - (not . or ..)."
           }
         }
       ],
@@ -1160,7 +1174,7 @@ enum OpenAPIDocument {
             "content": {
               "text/event-stream": {
                 "schema": {
-                  "type": "string"
+                  "$ref": "#/components/schemas/ServerSentEvent"
                 }
               }
             }
@@ -1191,7 +1205,8 @@ enum OpenAPIDocument {
                 ],
                 "properties": {
                   "token": {
-                    "type": "string"
+                    "type": "string",
+                    "minLength": 1
                   }
                 }
               }
@@ -1266,7 +1281,7 @@ enum OpenAPIDocument {
             "content": {
               "text/event-stream": {
                 "schema": {
-                  "type": "string"
+                  "$ref": "#/components/schemas/ServerSentEvent"
                 }
               }
             }
@@ -1634,7 +1649,8 @@ enum OpenAPIDocument {
           "required": true,
           "schema": {
             "type": "integer",
-            "format": "int64"
+            "format": "int64",
+            "minimum": 1
           }
         }
       ],
@@ -1946,7 +1962,9 @@ enum OpenAPIDocument {
         "in": "path",
         "required": true,
         "schema": {
-          "type": "string"
+          "type": "string",
+          "pattern": "^[A-Za-z0-9._-]{1,100}$",
+          "description": "1 to 100 letters, digits, ., _ or - (not . or ..)."
         }
       },
       "Pipeline": {
@@ -1954,7 +1972,9 @@ enum OpenAPIDocument {
         "in": "path",
         "required": true,
         "schema": {
-          "type": "string"
+          "type": "string",
+          "pattern": "^[A-Za-z0-9._-]{1,100}$",
+          "description": "1 to 100 letters, digits, ., _ or - (not . or ..)."
         }
       },
       "Run": {
@@ -1963,7 +1983,8 @@ enum OpenAPIDocument {
         "required": true,
         "schema": {
           "type": "integer",
-          "format": "int64"
+          "format": "int64",
+          "minimum": 1
         }
       },
       "ArtifactID": {
@@ -1972,7 +1993,8 @@ enum OpenAPIDocument {
         "required": true,
         "schema": {
           "type": "integer",
-          "format": "int64"
+          "format": "int64",
+          "minimum": 1
         }
       },
       "RunnerName": {
@@ -1986,7 +2008,7 @@ enum OpenAPIDocument {
     },
     "responses": {
       "Problem": {
-        "description": "An error: 400 malformed request, 401 no valid credentials, 403 the role may not, 404 unknown id or route, 405 wrong method, 409 wrong state, 413 body too large, 429 too many failed sign-ins, 503 storage full, 500 a fault of the coordinator.",
+        "description": "An error: 400 malformed request (a null value included: leave the field out), 401 no valid credentials, 403 the role may not, 404 unknown id or route, 405 wrong method, 406 an Accept header that excludes JSON, 409 wrong state, 413 body too large, 429 too many wrong credentials (valid ones pass), 503 storage full, 500 a fault of the coordinator.",
         "content": {
           "application/problem+json": {
             "schema": {
@@ -2144,7 +2166,9 @@ enum OpenAPIDocument {
         ],
         "properties": {
           "name": {
-            "type": "string"
+            "type": "string",
+            "pattern": "^[A-Za-z0-9._-]{1,100}$",
+            "description": "1 to 100 letters, digits, ., _ or - (not . or ..)."
           },
           "repository": {
             "type": "string",
@@ -2525,6 +2549,37 @@ enum OpenAPIDocument {
           "waitingReason": {
             "type": "string",
             "description": "Why no connected runner can take it."
+          }
+        }
+      },
+      "ServerSentEvent": {
+        "type": "object",
+        "description": "One Server-Sent Event of a `text/event-stream` answer, as a client's parser gives it\n(the fields of the event's lines). `data` is JSON of the schema the event's name says\n(`log`: LogEvent, `job`: JobChange, `end`: AttemptEnd, `subscribed`: Subscribed,\n`queue`: QueueChange, `error`: StreamError); comments (`: keep-alive`) and the `retry`\nline carry no event.\n",
+        "required": [
+          "data"
+        ],
+        "properties": {
+          "event": {
+            "type": "string",
+            "enum": [
+              "log",
+              "job",
+              "end",
+              "subscribed",
+              "queue",
+              "error"
+            ]
+          },
+          "data": {
+            "type": "string",
+            "contentMediaType": "application/json"
+          },
+          "id": {
+            "type": "string",
+            "description": "For `log` events: the byte offset after their bytes."
+          },
+          "retry": {
+            "type": "integer"
           }
         }
       },
@@ -2960,7 +3015,9 @@ enum OpenAPIDocument {
         ],
         "properties": {
           "name": {
-            "type": "string"
+            "type": "string",
+            "pattern": "^[A-Za-z0-9._-]{1,100}$",
+            "description": "1 to 100 letters, digits, ., _ or - (not . or ..)."
           },
           "role": {
             "$ref": "#/components/schemas/Role"
