@@ -18,7 +18,7 @@ struct Bench {
         let quick = arguments.contains("--quick")
         let json = arguments.contains("--json")
         // `--only jobs,log` runs just those scenarios (for profiling one of them).
-        let scenarios = ["baselines", "jobs", "latency", "log", "tail", "artifact", "queue", "runners", "burst", "http", "cluster"]
+        let scenarios = ["baselines", "jobs", "latency", "log", "tail", "artifact", "queue", "runners", "burst", "http", "hostile", "cluster"]
         var only: [String]?
         if let flag = arguments.firstIndex(of: "--only") {
             let value = arguments.index(after: flag) < arguments.endIndex ? arguments[arguments.index(after: flag)] : ""
@@ -113,6 +113,13 @@ struct Bench {
             record("sse_followers", http.followers)
             record("sse_followers_seconds", http.followersSeconds)
             record("sse_followers_rss_mb", http.followersRSS)
+        }
+
+        if wanted("hostile") {
+            let idle = try await HostileScenarios.idleConnections(pki: pki, data: "\(root)/idle", total: quick ? 1000 : 2000)
+            record("http_idle_connections_held", Double(idle.held))
+            record("http_idle_healthz_max_ms", idle.slowestMs)
+            record("webhook_unsigned_rss_mb", try await HostileScenarios.unsignedWebhooks(pki: pki, data: "\(root)/unsigned"))
         }
 
         if wanted("cluster") {

@@ -15,18 +15,26 @@ final class CoordinatorProcess: @unchecked Sendable {
         self.httpURL = httpURL
     }
 
+    /// With `descriptorLimit`, it runs under `ulimit -n` of that.
     static func start(pki: BenchPKI, data: String, heartbeatInterval: Double = 5,
-                      extraArguments: [String] = []) throws -> CoordinatorProcess {
+                      extraArguments: [String] = [], descriptorLimit: Int? = nil) throws -> CoordinatorProcess {
         let binary = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
             .deletingLastPathComponent().appendingPathComponent("heddle-coordinator")
         guard FileManager.default.isExecutableFile(atPath: binary.path) else {
             throw WireError(.internal, "\(binary.path) is missing: build it in release next to heddle-bench (scripts/bench does)")
         }
         let process = Process()
-        process.executableURL = binary
-        process.arguments = ["--listen", "127.0.0.1:0", "--data", data, "--ca", "\(pki.directory)/ca.pem",
-                             "--cert", "\(pki.directory)/coordinator.pem", "--key", "\(pki.directory)/coordinator.key",
-                             "--heartbeat-interval", String(heartbeatInterval), "--log-level", "error"] + extraArguments
+        let arguments = ["--listen", "127.0.0.1:0", "--data", data, "--ca", "\(pki.directory)/ca.pem",
+                         "--cert", "\(pki.directory)/coordinator.pem", "--key", "\(pki.directory)/coordinator.key",
+                         "--heartbeat-interval", String(heartbeatInterval), "--log-level", "error"] + extraArguments
+        if let descriptorLimit {
+            // exec keeps the pid: the limit applies to the coordinator itself.
+            process.executableURL = URL(fileURLWithPath: "/bin/sh")
+            process.arguments = ["-c", "ulimit -n \(descriptorLimit) && exec \"$0\" \"$@\"", binary.path] + arguments
+        } else {
+            process.executableURL = binary
+            process.arguments = arguments
+        }
         let output = Pipe()
         process.standardOutput = output
         try process.run()

@@ -459,3 +459,73 @@ final class BenchHTTPClient: @unchecked Sendable {
         }
     }
 }
+
+/// The HTTP front under hostile clients (issue 28): idle connections piled up against a
+/// coordinator at a 1,024-file limit, and unsigned webhook deliveries of 8 MiB at once.
+enum HostileScenarios {
+    /// Idle TCP connections (not a byte sent) opened 100 at a time up to `total`; after each
+    /// step a new HTTPS client asks `/healthz`. Returns the most idle connections still open
+    /// at a step where `/healthz` answered in under 100 ms, and the slowest answer seen.
+    static func idleConnections(pki: BenchPKI, data: String, total: Int) async throws -> (held: Int, slowestMs: Double) {
+        _ = DescriptorLimit.raise(forConnections: total + 64)
+        let coordinator = try CoordinatorProcess.start(pki: pki, data: data, extraArguments: ["--http", "127.0.0.1:0"],
+                                                       descriptorLimit: 1024)
+        defer { coordinator.stop() }
+        guard let url = coordinator.httpURL, let port = Int(url.split(separator: ":").last ?? "") else {
+            throw WireError(.internal, "the coordinator printed no HTTP address")
+        }
+        let client = try HTTPTestClient(url: url, ca: "\(pki.directory)/ca.pem")
+        var sockets: [Int32] = []
+        defer { for socket in sockets { close(socket) } }
+        var held = 0
+        var slowest = 0.0
+        while sockets.count < total {
+            for _ in 0..<100 { sockets.append(try openTCP(Endpoint(host: "127.0.0.1", port: port))) }
+            let started = ContinuousClock.now
+            let health = try await client.request("GET", "/healthz", timeout: .seconds(10))
+            let ms = seconds(since: started) * 1000
+            slowest = max(slowest, ms)
+            guard health.status == 200 else { throw WireError(.internal, "/healthz answered \(health.status)") }
+            let open = sockets.filter { !closedByPeer($0) }.count
+            if ms < 100 { held = max(held, open) }
+        }
+        return (held, slowest)
+    }
+
+    /// Whether the peer closed the socket (a read sees the end or an error, not "would block").
+    static func closedByPeer(_ socket: Int32) -> Bool {
+        var buffer = [UInt8](repeating: 0, count: 256)
+        while true {
+            let count = recv(socket, &buffer, buffer.count, Int32(MSG_DONTWAIT))
+            if count == 0 { return true }
+            if count < 0 { return errno != EAGAIN && errno != EWOULDBLOCK }
+        }
+    }
+
+    /// 40 deliveries of 8 MiB with a wrong signature, all at once, to a project with a webhook
+    /// secret: the coordinator's RSS growth (peak over the deliveries, less RSS before), in MB.
+    static func unsignedWebhooks(pki: BenchPKI, data: String, deliveries: Int = 40) async throws -> Double {
+        let coordinator = try CoordinatorProcess.start(pki: pki, data: data, extraArguments: ["--http", "127.0.0.1:0"])
+        defer { coordinator.stop() }
+        guard let url = coordinator.httpURL else { throw WireError(.internal, "the coordinator printed no HTTP address") }
+        let admin = try await RemoteFabric(endpoint: coordinator.endpoint, pki: pki).admin()
+        _ = try await admin.createProject(name: "hooked", repository: "", webhookSecret: true)
+        await admin.connection.close()
+        let client = try HTTPTestClient(url: url, ca: "\(pki.directory)/ca.pem")
+        let size = 8 << 20
+        let request = client.head("POST", "/hooks/hooked", [
+            ("X-GitHub-Event", "push"), ("X-GitHub-Delivery", "unsigned"), ("Content-Type", "application/json"),
+            ("X-Hub-Signature-256", "sha256=" + String(repeating: "ab", count: 32)), ("Content-Length", "\(size)"),
+        ]) + [UInt8](repeating: 0x7B, count: size)
+        let before = coordinator.memory().rss
+        coordinator.resetPeak()
+        let answers = try await withThrowingTaskGroup(of: String.self) { group in
+            for _ in 0..<deliveries { group.addTask { String(try await client.raw(request, timeout: .seconds(120)).text.prefix(12)) } }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        guard answers.allSatisfy({ $0 == "HTTP/1.1 401" || $0 == "HTTP/1.1 503" }) else {
+            throw WireError(.internal, "unsigned deliveries were answered \(answers)")
+        }
+        return coordinator.memory().peak - before
+    }
+}
