@@ -125,7 +125,7 @@ struct WebRoutes {
                 "default-src 'self'; img-src 'self' data:; style-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
             HTTPField.Name("X-Content-Type-Options")!: "nosniff", HTTPField.Name("Referrer-Policy")!: "no-referrer",
         ]
-        if request.headers[.ifNoneMatch] == tag {
+        if let match = request.headers[.ifNoneMatch], StreamRoutes.anyTagMatches(match, tag) {
             return Response(status: .notModified, headers: [.eTag: tag])
         }
         headers[.contentLength] = String(file.bytes.count)
