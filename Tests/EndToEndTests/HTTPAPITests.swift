@@ -291,6 +291,9 @@ import Wire
             try await call("GET", "/api/v1/artifacts/\(artifact)", "/artifacts/{artifact}", nil)
             try await call("GET", "/api/v1/artifacts/\(artifact)/content", "/artifacts/{artifact}/content", nil)
             #expect(answers["GET /artifacts/{artifact}/content"]?.text == "two\n")
+            try await call("HEAD", "/api/v1/artifacts/\(artifact)/content", "/artifacts/{artifact}/content", nil)
+            #expect(answers["HEAD /artifacts/{artifact}/content"]?.body.isEmpty == true
+                    && answers["HEAD /artifacts/{artifact}/content"]?.header("Content-Length") == "4")
             #expect((answers["GET /artifacts"]?.object?["artifacts"] as? [[String: Any]])?.first?["id"] as? Int == artifact)
             let events = try await admin.stream("/api/v1/events", headers: [("Accept", "text/event-stream")])
             #expect(events.status == 200 && events.headers.contains { $0 == ("Content-Type", "text/event-stream") })
@@ -627,7 +630,8 @@ import Wire
                             status = try await client.json(method.uppercased(), path, bodies[key], headers: headers).status
                         }
                         let allowed = role == "none" ? false
-                            : method == "get" && template != "/tokens" || role == "automation" && automationMay.contains(key)
+                            : (method == "get" || method == "head") && template != "/tokens"
+                            || role == "automation" && automationMay.contains(key)
                             || key == "DELETE /session"
                         if key == "POST /session" {
                             // Signing in needs no credentials: without a token in the body, 400.

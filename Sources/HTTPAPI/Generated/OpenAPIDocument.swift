@@ -1491,7 +1491,7 @@ enum OpenAPIDocument {
           "streams"
         ],
         "summary": "An artifact's bytes, streamed (viewer).",
-        "description": "`application/octet-stream` with `Content-Length`, `Content-Disposition: attachment`\n(its base name), `ETag: \"SHA256\"` (its SHA-256 in hex, quoted) and\n`Repr-Digest: sha-256=:BASE64:` (RFC 9530). `If-None-Match` with that ETag answers 304.\n`Range: bytes=A-B`, `A-` or `-N` answers 206 with `Content-Range`; outside the artifact,\n416 with `Content-Range: bytes */SIZE`.\n",
+        "description": "`application/octet-stream` with `Content-Length`, `Content-Disposition: attachment`\n(its base name), `ETag: \"SHA256\"` (its SHA-256 in hex, quoted) and\n`Repr-Digest: sha-256=:BASE64:` (RFC 9530). `If-None-Match` with that ETag answers 304\n(weak comparison: `W/\"SHA256\"` matches too). `Range: bytes=A-B`, `A-` or `-N` answers\n206 with `Content-Range`; outside the artifact, 416 with `Content-Range: bytes */SIZE`.\nWith `If-Range`, the range is honoured only when it names that ETag exactly; otherwise\n(another tag, or a date) the whole artifact, 200.\n",
         "parameters": [
           {
             "name": "Range",
@@ -1502,6 +1502,13 @@ enum OpenAPIDocument {
           },
           {
             "name": "If-None-Match",
+            "in": "header",
+            "schema": {
+              "type": "string"
+            }
+          },
+          {
+            "name": "If-Range",
             "in": "header",
             "schema": {
               "type": "string"
@@ -1543,6 +1550,50 @@ enum OpenAPIDocument {
                 }
               }
             }
+          },
+          "default": {
+            "$ref": "#/components/responses/Problem"
+          }
+        }
+      },
+      "head": {
+        "operationId": "headArtifact",
+        "tags": [
+          "streams"
+        ],
+        "summary": "What GET answers (the same status and headers, Content-Length included), without the bytes (viewer).",
+        "parameters": [
+          {
+            "name": "Range",
+            "in": "header",
+            "schema": {
+              "type": "string"
+            }
+          },
+          {
+            "name": "If-None-Match",
+            "in": "header",
+            "schema": {
+              "type": "string"
+            }
+          },
+          {
+            "name": "If-Range",
+            "in": "header",
+            "schema": {
+              "type": "string"
+            }
+          }
+        ],
+        "responses": {
+          "200": {
+            "description": "The headers of the bytes."
+          },
+          "206": {
+            "description": "The headers of the range asked for."
+          },
+          "304": {
+            "description": "The ETag matched."
           },
           "default": {
             "$ref": "#/components/responses/Problem"
