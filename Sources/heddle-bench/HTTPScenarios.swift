@@ -492,16 +492,6 @@ enum HostileScenarios {
         return (held, slowest)
     }
 
-    /// Whether the peer closed the socket (a read sees the end or an error, not "would block").
-    static func closedByPeer(_ socket: Int32) -> Bool {
-        var buffer = [UInt8](repeating: 0, count: 256)
-        while true {
-            let count = recv(socket, &buffer, buffer.count, Int32(MSG_DONTWAIT))
-            if count == 0 { return true }
-            if count < 0 { return errno != EAGAIN && errno != EWOULDBLOCK }
-        }
-    }
-
     /// 40 deliveries of 8 MiB with a wrong signature, all at once, to a project with a webhook
     /// secret: the coordinator's RSS growth (peak over the deliveries, less RSS before), in MB.
     static func unsignedWebhooks(pki: BenchPKI, data: String, deliveries: Int = 40) async throws -> Double {

@@ -82,10 +82,7 @@ import Wire
             try await waitUntil("the coordinator to say it cannot accept") {
                 coordinator.standardError.contains("cannot accept a connection (accepting again in 1 s)")
             }
-            let before = try cpuSeconds(coordinator.pid)
-            let start = ContinuousClock.now
-            try await waitUntil("two seconds to pass") { ContinuousClock.now - start >= .seconds(2) }
-            let used = try cpuSeconds(coordinator.pid) - before
+            let used = try await cpuUsed(by: coordinator.pid, over: .seconds(2))
             #expect(used < 1.0, "the coordinator used \(used) s of CPU in 2 s while out of descriptors")
             let warnings = coordinator.standardError.components(separatedBy: "cannot accept a connection").count - 1
             #expect(warnings <= 2, "\(warnings) warnings in about 3 s: not rate limited")
@@ -100,15 +97,6 @@ import Wire
             throw error
         }
         await fabric.stop()
-    }
-
-    /// User and system CPU time of a process, in seconds.
-    func cpuSeconds(_ pid: pid_t) throws -> Double {
-        let stat = try String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)
-        let fields = stat.split(separator: ")").last?.split(separator: " ") ?? []
-        // After the command: state is field 3; utime and stime are fields 14 and 15.
-        let ticks = (Double(fields[11]) ?? 0) + (Double(fields[12]) ?? 0)
-        return ticks / Double(sysconf(Int32(_SC_CLK_TCK)))
     }
 
     /// Whether this process may mount a tmpfs (root with the capability: the test machines).
@@ -137,15 +125,6 @@ import Wire
         return [0] + withUnsafeBytes(of: UInt32(payload.count).bigEndian, Array.init) + payload
     }
 
-    /// A process's resident and peak resident memory in bytes, from /proc.
-    func memory(_ pid: pid_t) throws -> (resident: Int, peak: Int) {
-        let status = try String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)
-        func field(_ name: String) -> Int {
-            let line = status.split(separator: "\n").first { $0.hasPrefix(name + ":") } ?? ""
-            return (Int(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "") ?? 0) * 1024
-        }
-        return (field("VmRSS"), field("VmHWM"))
-    }
 
 }
 

@@ -93,3 +93,14 @@ public func openTCP(_ endpoint: Endpoint) throws -> Int32 {
     }
     return socket
 }
+
+/// Whether the peer has closed a plain socket: a read without waiting sees the end or an error
+/// (not "would block"). What arrived meanwhile is read and dropped.
+public func closedByPeer(_ socket: Int32) -> Bool {
+    var buffer = [UInt8](repeating: 0, count: 512)
+    while true {
+        let count = recv(socket, &buffer, buffer.count, Int32(MSG_DONTWAIT))
+        if count == 0 { return true }
+        if count < 0 { return errno != EAGAIN && errno != EWOULDBLOCK }
+    }
+}
