@@ -158,6 +158,7 @@ let package = Package(
         .testTarget(name: "RunnerTests", dependencies: ["Runner", "TestSupport"]),
         .testTarget(name: "AdminTests", dependencies: ["Admin", "TestSupport"]),
         .testTarget(name: "EndToEndTests", dependencies: ["Wire", "TestSupport", .product(name: "Crypto", package: "swift-crypto")]),
-        .testTarget(name: "HTTPFrontTests", dependencies: ["APITypes", "HTTPAPI", "TestSupport", .product(name: "Crypto", package: "swift-crypto")]),
+        .testTarget(name: "HTTPFrontTests", dependencies: ["APITypes", "HTTPAPI", "TestSupport", .product(name: "Crypto", package: "swift-crypto"),
+                                                     .product(name: "NIOEmbedded", package: "swift-nio")]),
     ]
 )

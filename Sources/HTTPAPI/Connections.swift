@@ -114,11 +114,13 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
             try? options.setOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 1024, initial: 16 << 10, maximum: 64 << 10))
         }
         registered = connections.open(id, channel: context.channel, now: .now())
-        guard registered else {
-            context.close(promise: nil)
-            return
+        if registered {
+            arm(context, after: connections.limits.firstRequest)
+        } else {
+            // Refused at the cap: closed once the pipeline being set up is done.
+            let channel = context.channel
+            context.eventLoop.execute { channel.close(promise: nil) }
         }
-        arm(context, after: connections.limits.firstRequest)
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {

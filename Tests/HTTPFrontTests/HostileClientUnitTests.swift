@@ -1,5 +1,8 @@
 import Foundation
+import Coordinator
 import Logging
+import NIOCore
+import NIOEmbedded
 import Testing
 @testable import HTTPAPI
 
@@ -93,5 +96,33 @@ import Testing
         #expect(HTTPConnectionLimits.fit(descriptors: 1024, binary: 16_384, http: 1024) == 384)
         #expect(HTTPConnectionLimits.fit(descriptors: 256, binary: 16_384, http: 1024) == 96)
         #expect(HTTPConnectionLimits.fit(descriptors: 64, binary: 16_384, http: 1024) == 24)
+    }
+}
+
+/// The HTTP front's connection cap: past it the connection idle longest makes room, and a new
+/// one is refused only when every connection is busy with a request.
+@Suite struct ConnectionCapTests {
+    @Test func theLongestIdleMakesRoomAndBusyOnesAreNeverClosed() async throws {
+        var limits = HTTPConnectionLimits()
+        limits.maximumConnections = 2
+        let connections = HTTPConnections(limits: limits, refusals: RateLimitedLog(logger: Logger(label: "test"), every: .seconds(10)))
+        let channels = (0..<4).map { _ in EmbeddedChannel() }
+        for channel in channels { try await channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).get() }
+        let ids = channels.map { ObjectIdentifier($0) }
+        let start = NIODeadline.now()
+        #expect(connections.open(ids[0], channel: channels[0], now: start))
+        #expect(connections.open(ids[1], channel: channels[1], now: start + .seconds(1)))
+        // Both wait for a request; the third takes the place of the first (waiting longest).
+        #expect(connections.open(ids[2], channel: channels[2], now: start + .seconds(2)))
+        #expect(!channels[0].isActive && channels[1].isActive && connections.count == 2)
+        // Both now answer requests: a fourth is refused and nothing is closed.
+        connections.waiting(ids[1], since: nil)
+        connections.waiting(ids[2], since: nil)
+        #expect(!connections.open(ids[3], channel: channels[3], now: start + .seconds(3)))
+        #expect(channels[1].isActive && channels[2].isActive && connections.count == 2)
+        // One closes: room again.
+        connections.close(ids[1])
+        #expect(connections.open(ids[3], channel: channels[3], now: start + .seconds(4)))
+        for channel in channels { _ = try? await channel.close() }
     }
 }
