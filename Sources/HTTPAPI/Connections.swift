@@ -40,6 +40,8 @@ final class HTTPConnections: Sendable {
     private struct Entry {
         var channel: any Channel
         var waitingSince: NIODeadline?
+        /// Whether a byte came from the client yet (a TLS ClientHello, a request line).
+        var spoke = false
     }
     private let state = Mutex<[ObjectIdentifier: Entry]>([:])
     private let refusals: RateLimitedLog
@@ -51,14 +53,18 @@ final class HTTPConnections: Sendable {
 
     var count: Int { state.withLock { $0.count } }
 
-    /// Counts a new connection. At the cap, the connection waiting longest for a request is
-    /// closed to make room; when none waits, returns false (the new one is to be closed).
+    /// Counts a new connection. At the cap, a connection waiting for a request is closed to
+    /// make room: one that has not sent a byte yet first, then the one waiting longest; when
+    /// none waits, returns false (the new one is to be closed).
     func open(_ id: ObjectIdentifier, channel: any Channel, now: NIODeadline) -> Bool {
         let (admitted, evicted) = state.withLock { entries -> (Bool, (any Channel)?) in
             var evicted: (any Channel)?
             if entries.count >= limits.maximumConnections {
+                func before(_ a: Entry, _ b: Entry) -> Bool {
+                    a.spoke != b.spoke ? !a.spoke : a.waitingSince! < b.waitingSince!
+                }
                 guard let oldest = entries.filter({ $0.value.waitingSince != nil })
-                    .min(by: { $0.value.waitingSince! < $1.value.waitingSince! }) else { return (false, nil) }
+                    .min(by: { before($0.value, $1.value) }) else { return (false, nil) }
                 entries[oldest.key] = nil
                 evicted = oldest.value.channel
             }
@@ -72,6 +78,10 @@ final class HTTPConnections: Sendable {
             refusals.warning("HTTP connections at the cap (\(limits.maximumConnections), --max-http-connections), all busy: refusing a new one")
         }
         return admitted
+    }
+
+    func spoke(_ id: ObjectIdentifier) {
+        state.withLock { entries in entries[id]?.spoke = true }
     }
 
     func waiting(_ id: ObjectIdentifier, since: NIODeadline?) {
@@ -116,6 +126,8 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
         registered = connections.open(id, channel: context.channel, now: .now())
         if registered {
             arm(context, after: connections.limits.firstRequest)
+            // In front of TLS: marks the connection once its client sends anything.
+            try? context.pipeline.syncOperations.addHandler(FirstByte(connections: connections, id: id), position: .first)
         } else {
             // Refused at the cap: closed once the pipeline being set up is done.
             let channel = context.channel
@@ -190,6 +202,25 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     private func disarm() {
         timer?.cancel()
         timer = nil
+    }
+}
+
+/// The first handler of a connection until its client sends a byte: tells `HTTPConnections`
+/// (a connection that never spoke is the first to make room at the cap), then leaves.
+final class FirstByte: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    private let connections: HTTPConnections
+    private let id: ObjectIdentifier
+
+    init(connections: HTTPConnections, id: ObjectIdentifier) {
+        self.connections = connections
+        self.id = id
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        connections.spoke(id)
+        context.fireChannelRead(data)
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
     }
 }
 

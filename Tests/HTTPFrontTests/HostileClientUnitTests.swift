@@ -123,6 +123,14 @@ import Testing
         // One closes: room again.
         connections.close(ids[1])
         #expect(connections.open(ids[3], channel: channels[3], now: start + .seconds(4)))
+        // Both wait again; the one that never sent a byte makes room first, though newer.
+        let fifth = EmbeddedChannel()
+        try await fifth.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).get()
+        connections.waiting(ids[2], since: start + .seconds(3))
+        connections.spoke(ids[2])
+        #expect(connections.open(ObjectIdentifier(fifth), channel: fifth, now: start + .seconds(6)))
+        #expect(channels[2].isActive && !channels[3].isActive)
+        _ = try? await fifth.close()
         for channel in channels { _ = try? await channel.close() }
     }
 }
