@@ -9,8 +9,8 @@ import Synchronization
 /// load").
 public struct HTTPConnectionLimits: Sendable {
     /// Connections open at once (`--max-http-connections`). A new one past it takes the place
-    /// of the connection that has waited longest for a request; when every one is busy with a
-    /// request, the new one is closed at once.
+    /// of one waiting for a request (one that never sent a byte first, then the one waiting
+    /// longest); when every one is busy with a request, the new one is closed at once.
     public var maximumConnections = 1024
     /// From accept to the first request's complete header: the TLS handshake and the header.
     public var firstRequest: Duration = .seconds(10)
