@@ -268,12 +268,14 @@ public struct SSEParser: Sendable {
 
 extension HTTPTestClient {
     /// Sends `bytes` as they are (any framing: chunked, a lying Content-Length, a partial
-    /// body) over a new connection and returns every byte the server sends until it closes
-    /// the connection, or what came by `timeout` (then `closed` is false).
+    /// body) over a new connection, 64 KiB at a time as the server takes them (stopping when
+    /// it closes), and returns every byte the server sends until it closes the connection, or
+    /// what came by `timeout` (then `closed` is false). Its connections have an event loop of
+    /// their own, so a flood of them cannot starve other clients of the test process.
     public func raw(_ bytes: [UInt8], timeout: Duration = .seconds(30)) async throws -> (text: String, closed: Bool) {
         let collector = RawCollector()
         let context = try tls.map { try NIOSSLContext(configuration: $0) }
-        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        let channel = try await ClientBootstrap(group: Self.rawGroup)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     if let context {
@@ -283,10 +285,18 @@ extension HTTPTestClient {
                 }
             }
             .connect(host: host, port: port).get()
-        // The server may answer and close before taking everything: its answer counts.
-        try? await channel.writeAndFlush(ByteBuffer(bytes: bytes))
         let closed = try await withThrowingTaskGroup(of: Bool.self) { group in
-            group.addTask { try await collector.closed.futureResult.get(); return true }
+            group.addTask {
+                // The server may answer and close before taking everything: its answer counts.
+                var offset = 0
+                while offset < bytes.count, channel.isActive {
+                    let end = min(bytes.count, offset + (64 << 10))
+                    do { try await channel.writeAndFlush(ByteBuffer(bytes: bytes[offset..<end])) } catch { break }
+                    offset = end
+                }
+                try await collector.closed.futureResult.get()
+                return true
+            }
             group.addTask {
                 try await Task.sleep(for: timeout)
                 return false
@@ -298,6 +308,9 @@ extension HTTPTestClient {
         return (String(decoding: collector.bytes, as: UTF8.self), closed)
     }
 
+    /// The event loop of `raw`'s connections.
+    static let rawGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+
     /// A request head as raw bytes (CRLF line ends, a blank line after).
     public func head(_ method: String, _ path: String, _ headers: [(String, String)]) -> [UInt8] {
         var text = "\(method) \(path) HTTP/1.1\r\nHost: \(host):\(port)\r\n"
@@ -308,7 +321,7 @@ extension HTTPTestClient {
     final class RawCollector: ChannelInboundHandler, Sendable {
         typealias InboundIn = ByteBuffer
         private let received = Mutex<[UInt8]>([])
-        let closed = MultiThreadedEventLoopGroup.singleton.next().makePromise(of: Void.self)
+        let closed = HTTPTestClient.rawGroup.next().makePromise(of: Void.self)
 
         var bytes: [UInt8] { received.withLock { $0 } }
 
