@@ -244,8 +244,6 @@ final class ByteBudget: Sendable {
         self.limit = limit
     }
 
-    var inUse: Int { used.withLock { $0 } }
-
     /// Holds `bytes` more, unless that would pass the limit.
     func take(_ bytes: Int) -> Bool {
         used.withLock { used in

@@ -242,7 +242,7 @@ import Wire
         await fabric.stop()
     }
 
-    @Test func plainHTTPRefusesANameThatOnlyLooksLikeLoopback() async throws {
+    @Test func addressesGivenAsNamesAreRefused() async throws {
         let root = try TemporaryDirectory("heddle-plain")
         defer { root.remove() }
         let coordinator = try ManagedProcess(Binaries.path("heddle-coordinator"), [
@@ -252,6 +252,13 @@ import Wire
         let status = try await coordinator.waitForExit(timeout: .seconds(30))
         #expect(status != 0)
         #expect(coordinator.standardError.contains("only on a loopback address"), "\(coordinator.standardError)")
+        // A trusted proxy is an address too, not a name.
+        let proxied = try ManagedProcess(Binaries.path("heddle-coordinator"), [
+            "--data", root.file("data"), "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--trusted-proxy", "proxy.example",
+            "--ca", root.file("none.pem"), "--cert", root.file("none.pem"), "--key", root.file("none.key"),
+        ], logs: root)
+        #expect(try await proxied.waitForExit(timeout: .seconds(30)) != 0)
+        #expect(proxied.standardError.contains("--trusted-proxy takes an IP address, not 'proxy.example'"), "\(proxied.standardError)")
     }
 
     /// A command's exit status and output (standard output and error), with its standard

@@ -154,13 +154,13 @@ final class LogLineIndexes: Sendable {
     func extend(_ key: LogKey, with data: Data, at offset: Int64) {
         guard !data.isEmpty else { return }
         state.withLock { state in
-            guard var index = state.indexes[key] else { return }
-            guard index.scanned == offset else {
-                if offset < index.scanned { state.indexes[key] = nil }  // rewritten: read anew
+            guard let scanned = state.indexes[key]?.scanned else { return }
+            guard scanned == offset else {
+                if offset < scanned { state.indexes[key] = nil }  // rewritten: read anew
                 return
             }
-            index.read(data, at: offset)
-            state.indexes[key] = index
+            // In place: a copy taken out and put back would copy the index's arrays each commit.
+            state.indexes[key]?.read(data, at: offset)
         }
     }
 
