@@ -93,6 +93,8 @@ import Wire
             }
         } catch {
             for socket in sockets { close(socket) }
+            // What the coordinator said, should it have exited (seen once in CI, not reproduced).
+            Issue.record("coordinator: \(fabric.coordinator?.standardError.suffix(4000) ?? "")")
             await fabric.stop()
             throw error
         }
