@@ -91,6 +91,63 @@ import TestSupport
         }
     }
 
+    /// Property: in a queue spanning several ranges of counted places (3,000 jobs, ranges of
+    /// 1,024), after claims and cancels out of order and random moves of every kind, every
+    /// job's place, the queue's total and every move are the rule's, before and after the
+    /// counts are folded; and the counts equal a count of the queue.
+    @Test func placesAcrossRangesStayExactUnderMovesClaimsCancelsAndFolds() async throws {
+        try await TestDatabase.with(.postgres) { database in
+            let store = try #require(try await database.open() as? PostgresStore)
+            var random = SystemRandomNumberGenerator()
+            let (version, definition) = try await Self.pipeline(store, labels: Array(repeating: [], count: 500))
+            var expected: [Int64] = []
+            for _ in 0..<6 { expected += try await Self.queue(store, version, definition).map(\.id) }
+            let claimed = Array(expected.shuffled(using: &random).prefix(40))
+            _ = try await store.claimJobs(claimed.enumerated().map { JobClaim(jobID: $1, runner: "r\($0)", epoch: 1) }, now: 3)
+            let cancelled = Array(expected.filter { !claimed.contains($0) }.shuffled(using: &random).prefix(40))
+            _ = try await store.cancelJobs(ids: cancelled, reason: "test", now: 3)
+            expected.removeAll { claimed.contains($0) || cancelled.contains($0) }
+
+            func check(_ context: String) async throws {
+                let places = try await store.queuePlaces(jobIDs: expected)
+                let model = Dictionary(uniqueKeysWithValues: expected.enumerated().map { ($1, $0 + 1) })
+                #expect(places == model, "places \(context)")
+                #expect(try await store.queueHead(limit: 0).queued == expected.count, "total \(context)")
+                let counted = try await store.read { db in
+                    try await db.row("SELECT (SELECT COALESCE(sum(n), 0) FROM queue_count)::bigint AS counted", logger: store.logger)!
+                        .get("counted", as: Int64.self)
+                }
+                #expect(counted == Int64(expected.count), "counts \(context)")
+            }
+            try await check("after claims and cancels")
+            for index in 0..<120 {
+                let job = expected.randomElement(using: &random)!
+                let other = expected.filter { $0 != job }.randomElement(using: &random)!
+                let target: MoveTarget = switch index % 5 {
+                case 0: .top
+                case 1: .bottom
+                case 2: .before(other)
+                case 3: .after(other)
+                default: .position(Int.random(in: 1...(expected.count + 20), using: &random))
+                }
+                guard case .moved = try await store.moveQueued(jobID: job, to: target) else {
+                    Issue.record("move of \(job) to \(target) not applied")
+                    return
+                }
+                expected = Self.model(expected, moving: job, to: target)
+                #expect(try await store.queuePlaces(jobIDs: [job]) == [job: expected.firstIndex(of: job)! + 1],
+                        "the place of \(job) after its move to \(target)")
+                if index % 40 == 39 {
+                    try await check("after \(index + 1) moves")
+                    try await store.transaction { db in try await PostgresStore.foldQueueCounts(db, logger: store.logger) }
+                    try await check("after \(index + 1) moves and a fold")
+                }
+            }
+            #expect(try await store.activeJobs().filter { $0.status == .queued }.map(\.id) == expected)
+            store.close()
+        }
+    }
+
     static let labelChoices: [Set<String>] = [[], ["linux"], ["linux", "x86"], ["gpu"], ["linux", "gpu"]]
 
     static func pipeline(_ store: any CoordinatorStore, labels: [Set<String>]) async throws -> (PipelineVersionRecord, PipelineDefinition) {

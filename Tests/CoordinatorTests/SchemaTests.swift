@@ -16,6 +16,9 @@ import Testing
         "coordinator": ["id", "seen_at"],
         // Settings of the cluster: the marker of the data directory every coordinator shares.
         "cluster_setting": ["name", "value"],
+        // The queue's counts per range of places, kept by triggers on `job`, for exact places
+        // without counting the queue (SQLite's coordinator keeps its queue in memory).
+        "queue_count": ["bucket", "shard", "n"],
         // Its migrations' own bookkeeping (GRDB keeps SQLite's in grdb_migrations).
         "heddle_migration": ["name", "applied_at"],
     ]

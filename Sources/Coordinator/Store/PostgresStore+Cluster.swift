@@ -47,9 +47,9 @@ extension PostgresStore: ClusterStore {
             // One move at a time, whichever coordinator (for this transaction). New jobs take
             // places from `job_position` and never wait for it.
             try await db.query("SELECT pg_advisory_xact_lock(\(Self.queueMoveLock))", logger: logger)
-            guard try await db.row("SELECT 1 FROM job WHERE id = \(jobID) AND status = 'queued' FOR UPDATE",
-                                   logger: logger) != nil else { return .notQueued }
-            var placement = try await Self.place(db, jobID: jobID, at: target, logger: logger)
+            guard let current = try await db.row("SELECT position FROM job WHERE id = \(jobID) AND status = 'queued' FOR UPDATE",
+                                                 logger: logger)?.get("position", as: Double.self) else { return .notQueued }
+            var placement = try await Self.place(db, jobID: jobID, from: current, at: target, logger: logger)
             let renumbered = placement == .crowded
             if renumbered {
                 // Spaced evenly again (1, 2, 3, ...), in order; then there is room.
@@ -58,7 +58,9 @@ extension PostgresStore: ClusterStore {
                         SELECT id, row_number() OVER (ORDER BY position, id)::float8 AS rank FROM job WHERE status = 'queued'
                     ) AS n WHERE job.id = n.id
                     """, logger: logger)
-                placement = try await Self.place(db, jobID: jobID, at: target, logger: logger)
+                let now = try await db.row("SELECT position FROM job WHERE id = \(jobID)", logger: logger)!
+                placement = try await Self.place(db, jobID: jobID, from: try now.get("position", as: Double.self),
+                                                 at: target, logger: logger)
             }
             guard case .at(let position) = placement else { return .noSuchAnchor }
             try await db.query("UPDATE job SET position = \(position) WHERE id = \(jobID)", logger: logger)
@@ -66,9 +68,12 @@ extension PostgresStore: ClusterStore {
         }
     }
 
-    /// Where a job goes to be at `target` in the queue without it: between the positions of
-    /// its new neighbours, read in the queue's order (position, then id).
-    static func place(_ db: PostgresConnection, jobID: Int64, at target: MoveTarget,
+    /// The range of places `queue_count` counts a position in.
+    static func bucket(_ position: Double) -> Int64 { Int64((position / Double(queueBucket)).rounded(.down)) }
+
+    /// Where a job (now at `current`) goes to be at `target` in the queue without it: between
+    /// the positions of its new neighbours, read in the queue's order (position, then id).
+    static func place(_ db: PostgresConnection, jobID: Int64, from current: Double, at target: MoveTarget,
                       logger: Logger) async throws -> Scheduler.Placement {
         func position(_ query: PostgresQuery) async throws -> Double? {
             try await db.row(query, logger: logger).map { try $0.get("position", as: Double.self) }
@@ -94,14 +99,29 @@ extension PostgresStore: ClusterStore {
                 SELECT position FROM job WHERE status = 'queued' AND id <> \(jobID) ORDER BY position DESC, id DESC LIMIT 1
                 """), nil)
         case .position(let n) where n <= 1:
-            return try await place(db, jobID: jobID, at: .top, logger: logger)
+            return try await place(db, jobID: jobID, from: current, at: .top, logger: logger)
         case .position(let n):
-            // The (n-1)th and nth of the others; past the end, after the last.
+            // The (n-1)th and nth of the others; past the end, after the last. The range of
+            // places that holds the (n-1)th is found from the counts (the moving job taken
+            // out of its own), then read from that range's start: at most a range, not n jobs.
             let pair = try await db.rows("""
-                SELECT position FROM job WHERE status = 'queued' AND id <> \(jobID)
-                ORDER BY position, id OFFSET \(Int64(n - 2)) LIMIT 2
+                WITH r AS (
+                    SELECT bucket, (cum - s)::bigint AS before FROM (
+                        SELECT bucket, s, sum(s) OVER (ORDER BY bucket) AS cum FROM (
+                            SELECT bucket, sum(n) - CASE WHEN bucket = \(bucket(current)) THEN 1 ELSE 0 END AS s
+                            FROM queue_count GROUP BY bucket
+                        ) AS g
+                    ) AS c WHERE cum >= \(Int64(n - 1)) ORDER BY bucket LIMIT 1
+                )
+                SELECT o.position FROM r CROSS JOIN LATERAL (
+                    SELECT position FROM job WHERE status = 'queued' AND id <> \(jobID)
+                      AND position >= (r.bucket * \(Int64(queueBucket)))::float8
+                    ORDER BY position, id OFFSET \(Int64(n - 2)) - r.before LIMIT 2
+                ) AS o
                 """, logger: logger).map { try $0.get("position", as: Double.self) }
-            guard let before = pair.first else { return try await place(db, jobID: jobID, at: .bottom, logger: logger) }
+            guard let before = pair.first else {
+                return try await place(db, jobID: jobID, from: current, at: .bottom, logger: logger)
+            }
             return try await between(before, pair.count > 1 ? pair[1] : nil)
         case .before(let id):
             guard let at = try await anchor(id) else { return .noSuchAnchor }
@@ -135,10 +155,27 @@ extension PostgresStore: ClusterStore {
                     SELECT 1 FROM coordinator c WHERE c.id = job.holder AND c.seen_at >= \(unescaped: Self.databaseNow) - \(silent))
                 RETURNING \(unescaped: Self.jobColumns)
                 """, logger: logger).map(Self.job)
+            try await Self.foldQueueCounts(db, logger: logger)
             // Coordinators silent for a day are gone for good.
             try await db.query("DELETE FROM coordinator WHERE seen_at < \(unescaped: Self.databaseNow) - 86400000", logger: logger)
             return jobs
         }
+    }
+
+    /// Folds the queue's counts that server processes added to rows of their own into shard
+    /// 0 (under the sweep's lock, so one folder at a time), skipping rows a transaction still
+    /// holds, and drops ranges left empty: the counts stay a few rows per range.
+    static func foldQueueCounts(_ db: PostgresConnection, logger: Logger) async throws {
+        try await db.query("""
+            WITH gone AS (
+                DELETE FROM queue_count WHERE (bucket, shard) IN (
+                    SELECT bucket, shard FROM queue_count WHERE shard <> 0 FOR UPDATE SKIP LOCKED
+                ) RETURNING bucket, n
+            )
+            INSERT INTO queue_count (bucket, shard, n) SELECT bucket, 0, sum(n) FROM gone GROUP BY bucket
+            ON CONFLICT (bucket, shard) DO UPDATE SET n = queue_count.n + excluded.n
+            """, logger: logger)
+        try await db.query("DELETE FROM queue_count WHERE shard = 0 AND n = 0", logger: logger)
     }
 
     public func queueHead(limit: Int) async throws -> (jobs: [JobRecord], queued: Int, running: Int) {
@@ -151,8 +188,8 @@ extension PostgresStore: ClusterStore {
                 LIMIT \(Int64(max(0, limit - running.count)))
                 """, logger: logger).map(Self.job)
             let counts = try await db.row("""
-                SELECT count(*) FILTER (WHERE status = 'queued') AS queued, count(*) FILTER (WHERE status = 'running') AS running
-                FROM job WHERE status IN ('queued', 'running')
+                SELECT (SELECT COALESCE(sum(n), 0) FROM queue_count)::bigint AS queued,
+                       (SELECT count(*) FROM job WHERE status = 'running') AS running
                 """, logger: logger)!
             return (running + queued, Int(try counts.get("queued", as: Int64.self)), Int(try counts.get("running", as: Int64.self)))
         }
@@ -160,13 +197,25 @@ extension PostgresStore: ClusterStore {
 
     public func queuePlaces(jobIDs: [Int64]) async throws -> [Int64: Int] {
         guard !jobIDs.isEmpty else { return [:] }
-        // One job: the queued jobs before it are counted; several: the queue is numbered once.
-        let query: PostgresQuery = jobIDs.count == 1 ? """
-            SELECT j.id, (SELECT count(*) FROM job o WHERE o.status = 'queued' AND (o.position, o.id) < (j.position, j.id)) + 1 AS place
-            FROM job j WHERE j.id = \(jobIDs[0]) AND j.status = 'queued'
-            """ : """
-            SELECT id, place FROM (SELECT id, row_number() OVER (ORDER BY position, id) AS place FROM job WHERE status = 'queued') q
-            WHERE id = ANY(\(jobIDs))
+        // A job's place: the queued jobs counted in the ranges before its own, then its rank
+        // among the jobs of its range (at most a range read per range asked about).
+        let width = Int64(Self.queueBucket)
+        let query: PostgresQuery = """
+            WITH x AS (
+                SELECT id, floor(position / \(width))::bigint AS bucket FROM job WHERE id = ANY(\(jobIDs)) AND status = 'queued'
+            ), prefix AS (
+                SELECT bucket, (sum(s) OVER (ORDER BY bucket) - s)::bigint AS before
+                FROM (SELECT bucket, sum(n) AS s FROM queue_count GROUP BY bucket) AS g
+            )
+            SELECT w.id, COALESCE(p.before, 0) + w.rank AS place
+            FROM (SELECT DISTINCT bucket FROM x) AS xb
+            CROSS JOIN LATERAL (
+                SELECT id, row_number() OVER (ORDER BY position, id) AS rank FROM job
+                WHERE status = 'queued' AND position >= (xb.bucket * \(width))::float8
+                  AND position < ((xb.bucket + 1) * \(width))::float8
+            ) AS w
+            LEFT JOIN prefix p ON p.bucket = xb.bucket
+            WHERE w.id IN (SELECT id FROM x)
             """
         return try await read { [self] db in
             var places: [Int64: Int] = [:]

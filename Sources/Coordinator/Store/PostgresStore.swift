@@ -513,7 +513,68 @@ public final class PostgresStore: CoordinatorStore {
         ("v6: container images", [
             "ALTER TABLE node ADD COLUMN image TEXT NOT NULL DEFAULT ''",
         ]),
+        ("v7: queued jobs counted per range of places", [
+            // How many jobs are queued with positions in each range of 1,024 (`bucket`:
+            // floor(position / 1024)), kept by the database on every change of `job`: a
+            // job's place is the counts of the ranges before its own plus the jobs before it
+            // in its range, so no read counts the whole queue. Each server process (`shard`:
+            // its pid) adds to rows of its own, so writers never wait for each other's rows;
+            // the housekeeping sweep folds them into shard 0 (`foldQueueCounts`).
+            """
+            CREATE TABLE queue_count (
+                bucket BIGINT NOT NULL,
+                shard INTEGER NOT NULL,
+                n BIGINT NOT NULL,
+                PRIMARY KEY (bucket, shard)
+            )
+            """,
+            """
+            CREATE FUNCTION heddle_queue_count() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF TG_OP = 'INSERT' THEN
+                    INSERT INTO queue_count (bucket, shard, n)
+                    SELECT floor(position / \(queueBucket))::bigint, pg_backend_pid(), count(*)
+                    FROM new_rows WHERE status = 'queued' GROUP BY 1 ORDER BY 1
+                    ON CONFLICT (bucket, shard) DO UPDATE SET n = queue_count.n + excluded.n;
+                ELSIF TG_OP = 'UPDATE' THEN
+                    INSERT INTO queue_count (bucket, shard, n)
+                    SELECT b, pg_backend_pid(), sum(d) FROM (
+                        SELECT floor(position / \(queueBucket))::bigint AS b, -1 AS d FROM old_rows WHERE status = 'queued'
+                        UNION ALL
+                        SELECT floor(position / \(queueBucket))::bigint, 1 FROM new_rows WHERE status = 'queued'
+                    ) AS change GROUP BY b HAVING sum(d) <> 0 ORDER BY b
+                    ON CONFLICT (bucket, shard) DO UPDATE SET n = queue_count.n + excluded.n;
+                ELSE
+                    INSERT INTO queue_count (bucket, shard, n)
+                    SELECT floor(position / \(queueBucket))::bigint, pg_backend_pid(), -count(*)
+                    FROM old_rows WHERE status = 'queued' GROUP BY 1 ORDER BY 1
+                    ON CONFLICT (bucket, shard) DO UPDATE SET n = queue_count.n + excluded.n;
+                END IF;
+                RETURN NULL;
+            END $$
+            """,
+            """
+            CREATE TRIGGER job_queue_count_insert AFTER INSERT ON job REFERENCING NEW TABLE AS new_rows
+            FOR EACH STATEMENT EXECUTE FUNCTION heddle_queue_count()
+            """,
+            """
+            CREATE TRIGGER job_queue_count_update AFTER UPDATE ON job REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+            FOR EACH STATEMENT EXECUTE FUNCTION heddle_queue_count()
+            """,
+            """
+            CREATE TRIGGER job_queue_count_delete AFTER DELETE ON job REFERENCING OLD TABLE AS old_rows
+            FOR EACH STATEMENT EXECUTE FUNCTION heddle_queue_count()
+            """,
+            """
+            INSERT INTO queue_count (bucket, shard, n)
+            SELECT floor(position / \(queueBucket))::bigint, 0, count(*) FROM job WHERE status = 'queued' GROUP BY 1
+            """,
+        ]),
     ]
+
+    /// The width of a range of queue positions counted in `queue_count`: a power of two, so
+    /// `position / queueBucket` is exact in floating point and a range's bounds are too.
+    static let queueBucket = 1024
 
     /// The advisory lock key migrations run under (any 64-bit number of Heddle's own).
     static let migrationLock: Int64 = 0x4865_6464_6C65_0001
