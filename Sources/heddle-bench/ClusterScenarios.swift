@@ -17,7 +17,17 @@ enum ClusterScenarios {
 
     static func run(pki: BenchPKI, root: String, server: String, quick: Bool) async throws -> Results {
         var results = Results()
-        let counts = ProcessInfo.processInfo.environment["HEDDLE_BENCH_CLUSTER"] == "jobs1" ? [1] : [1, 2, 3]
+        let only = ProcessInfo.processInfo.environment["HEDDLE_BENCH_CLUSTER"]
+        // HEDDLE_BENCH_CLUSTER=queue: only the moves in a queue of 100,000, for comparing
+        // changes quickly.
+        if only == "queue" {
+            let cluster = try Cluster(pki: pki, root: root, server: server, name: "queue", coordinators: 1)
+            defer { cluster.stop() }
+            results.queueMoveP99 = try await Scenarios.queueOperations(cluster.fabrics[0], total: 100_000,
+                                                                       samples: quick ? 200 : 1000).move
+            return results
+        }
+        let counts = only == "jobs1" ? [1] : [1, 2, 3]
         for count in counts {
             let cluster = try Cluster(pki: pki, root: root, server: server, name: "jobs\(count)", coordinators: count)
             defer { cluster.stop() }

@@ -162,6 +162,14 @@ extension Scenarios {
             _ = try await admin.move(job: ids[index], to: target)
             moves.append(seconds(since: started) * 1000)
         }
+        if ProcessInfo.processInfo.environment["HEDDLE_BENCH_VERBOSE"] != nil {
+            let kinds = ["top", "bottom", "position", "before"]
+            for (kind, name) in kinds.enumerated() {
+                let some = moves.enumerated().filter { $0.offset % 4 == kind }.map(\.element)
+                FileHandle.standardError.write(Data(String(format: "moves to %@: p50 %.2f p90 %.2f max %.2f ms\n", name,
+                    percentile(some, 0.5), percentile(some, 0.9), some.max() ?? 0).utf8))
+            }
+        }
         var cancels: [Double] = []
         for id in ids.suffix(samples) {
             let started = ContinuousClock.now

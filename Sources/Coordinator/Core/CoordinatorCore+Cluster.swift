@@ -18,7 +18,9 @@ extension CoordinatorCore {
             await jobs.dispatch()
         case .moved(let jobID, _):
             // To this coordinator's queue watchers (its place is counted only for them).
-            if live.watchesQueue { _ = try? await moved(jobID) }
+            if live.watchesQueue, let cluster, let place = try? await cluster.queuePlaces(jobIDs: [jobID])[jobID] {
+                _ = try? await moved(jobID, place: place)
+            }
         case .state:
             await reloadSharedState()
         case .cancel(let jobID, let reason):

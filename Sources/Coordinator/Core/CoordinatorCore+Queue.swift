@@ -52,13 +52,15 @@ extension CoordinatorCore {
         }
         if case .position(let n) = target, n < 1 { throw CoordinatorError.invalid("queue positions start at 1") }
         let wasQueued: Bool
+        var place: Int?  // in a cluster, the store's; on SQLite, the scheduler's
         if let cluster {
             switch try await cluster.moveQueued(jobID: jobID, to: target) {
             case .notQueued: wasQueued = false
             case .noSuchAnchor: throw CoordinatorError.notFound("the job to move next to is not queued")
-            case .moved(let position, _):
+            case .moved(let position, _, let placed):
                 tell(.moved(jobID: jobID, position: position))  // for the other coordinators' watchers
                 wasQueued = true
+                place = placed
             }
         } else {
             wasQueued = try await jobs.moveLocal(jobID: jobID, to: target)
@@ -67,15 +69,15 @@ extension CoordinatorCore {
             guard let job = try await store.job(id: jobID) else { throw CoordinatorError.notFound("job \(jobID) does not exist") }
             throw CoordinatorError(.failedPrecondition, "job \(jobID) is \(job.status.rawValue); only queued jobs can be moved")
         }
-        return try await moved(jobID)
+        return try await moved(jobID, place: place)
     }
 
-    /// A job just moved, as a queue entry, published to the queue's watchers.
-    func moved(_ jobID: Int64) async throws -> QueueEntry {
+    /// A job just moved (to `place`, in a cluster), as a queue entry, published to the queue's
+    /// watchers.
+    func moved(_ jobID: Int64, place: Int?) async throws -> QueueEntry {
         guard let job = try await store.job(id: jobID), let run = try await store.run(id: job.runID) else {
             throw CoordinatorError.notFound("job \(jobID) does not exist")
         }
-        let place: Int? = if let cluster { try await cluster.queuePlaces(jobIDs: [jobID])[jobID] } else { nil }
         return await jobs.moved(job, run: run, place: place)
     }
 

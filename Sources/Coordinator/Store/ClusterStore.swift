@@ -55,8 +55,9 @@ public protocol ClusterStore: CoordinatorStore {
 
 /// What a move in the store did.
 public enum QueueMove: Sendable, Equatable {
-    /// The job is at `position` now; `renumbered`: every queued job's position changed too.
-    case moved(position: Double, renumbered: Bool)
+    /// The job is at `position` now, the `place`th in the queue; `renumbered`: every queued
+    /// job's position changed too.
+    case moved(position: Double, renumbered: Bool, place: Int)
     /// The job is not queued.
     case notQueued
     /// The job to move next to is not queued.

@@ -44,11 +44,15 @@ extension PostgresStore: ClusterStore {
     public func moveQueued(jobID: Int64, to target: MoveTarget) async throws -> QueueMove {
         let logger = logger
         return try await transaction { [self] db in
-            // One move at a time, whichever coordinator (for this transaction). New jobs take
-            // places from `job_position` and never wait for it.
-            try await db.query("SELECT pg_advisory_xact_lock(\(Self.queueMoveLock))", logger: logger)
-            guard let current = try await db.row("SELECT position FROM job WHERE id = \(jobID) AND status = 'queued' FOR UPDATE",
-                                                 logger: logger)?.get("position", as: Double.self) else { return .notQueued }
+            // One move at a time, whichever coordinator (for this transaction): the lock is
+            // taken first (a one-time filter, evaluated before the job's row is read and
+            // locked), in the same round trip. New jobs take places from `job_position` and
+            // never wait for it.
+            guard let current = try await db.row("""
+                SELECT position FROM job WHERE id = \(jobID) AND status = 'queued'
+                  AND (SELECT pg_advisory_xact_lock(\(Self.queueMoveLock))::text) IS NOT NULL
+                FOR UPDATE
+                """, logger: logger)?.get("position", as: Double.self) else { return .notQueued }
             var placement = try await Self.place(db, jobID: jobID, from: current, at: target, logger: logger)
             let renumbered = placement == .crowded
             if renumbered {
@@ -64,7 +68,8 @@ extension PostgresStore: ClusterStore {
             }
             guard case .at(let position) = placement else { return .noSuchAnchor }
             try await db.query("UPDATE job SET position = \(position) WHERE id = \(jobID)", logger: logger)
-            return .moved(position: position, renumbered: renumbered)
+            let place = try await Self.places(db, jobIDs: [jobID], logger: logger)[jobID] ?? 0
+            return .moved(position: position, renumbered: renumbered, place: place)
         }
     }
 
@@ -197,6 +202,11 @@ extension PostgresStore: ClusterStore {
 
     public func queuePlaces(jobIDs: [Int64]) async throws -> [Int64: Int] {
         guard !jobIDs.isEmpty else { return [:] }
+        return try await read { [self] db in try await Self.places(db, jobIDs: jobIDs, logger: logger) }
+    }
+
+    /// Queued jobs' places (1: the next to go).
+    static func places(_ db: PostgresConnection, jobIDs: [Int64], logger: Logger) async throws -> [Int64: Int] {
         // A job's place: the queued jobs counted in the ranges before its own, then its rank
         // among the jobs of its range (at most a range read per range asked about).
         let width = Int64(Self.queueBucket)
@@ -217,13 +227,11 @@ extension PostgresStore: ClusterStore {
             LEFT JOIN prefix p ON p.bucket = xb.bucket
             WHERE w.id IN (SELECT id FROM x)
             """
-        return try await read { [self] db in
-            var places: [Int64: Int] = [:]
-            for row in try await db.rows(query, logger: logger) {
-                places[try row.get("id")] = Int(try row.get("place", as: Int64.self))
-            }
-            return places
+        var places: [Int64: Int] = [:]
+        for row in try await db.rows(query, logger: logger) {
+            places[try row.get("id")] = Int(try row.get("place", as: Int64.self))
         }
+        return places
     }
 
     /// The marker file under `--data`, and its name in `cluster_setting`.
