@@ -57,7 +57,7 @@ import TestSupport
             var renumbered = false
             for index in 0..<80 {
                 let job = index.isMultiple(of: 2) ? c : e
-                guard case .moved(_, let again, _) = try await store.moveQueued(jobID: job, to: .after(d)) else {
+                guard case .moved(let moved) = try await store.moveQueued(jobID: job, to: .after(d)), case let again = moved.renumbered else {
                     Issue.record("move \(index) not applied")
                     return
                 }
@@ -130,12 +130,13 @@ import TestSupport
                 case 3: .after(other)
                 default: .position(Int.random(in: 1...(expected.count + 20), using: &random))
                 }
-                guard case .moved(_, _, let place) = try await store.moveQueued(jobID: job, to: target) else {
+                guard case .moved(let moved) = try await store.moveQueued(jobID: job, to: target), case let place = moved.place else {
                     Issue.record("move of \(job) to \(target) not applied")
                     return
                 }
                 expected = Self.model(expected, moving: job, to: target)
                 #expect(place == expected.firstIndex(of: job)! + 1, "the place a move to \(target) answers")
+                #expect(moved.job.id == job && moved.job.position == moved.position && moved.run.id == moved.job.runID)
                 #expect(try await store.queuePlaces(jobIDs: [job]) == [job: expected.firstIndex(of: job)! + 1],
                         "the place of \(job) after its move to \(target)")
                 if index % 40 == 39 {

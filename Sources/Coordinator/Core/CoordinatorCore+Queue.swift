@@ -52,15 +52,13 @@ extension CoordinatorCore {
         }
         if case .position(let n) = target, n < 1 { throw CoordinatorError.invalid("queue positions start at 1") }
         let wasQueued: Bool
-        var place: Int?  // in a cluster, the store's; on SQLite, the scheduler's
         if let cluster {
             switch try await cluster.moveQueued(jobID: jobID, to: target) {
             case .notQueued: wasQueued = false
             case .noSuchAnchor: throw CoordinatorError.notFound("the job to move next to is not queued")
-            case .moved(let position, _, let placed):
-                tell(.moved(jobID: jobID, position: position))  // for the other coordinators' watchers
-                wasQueued = true
-                place = placed
+            case .moved(let moved):
+                tell(.moved(jobID: jobID, position: moved.position))  // for the other coordinators' watchers
+                return await jobs.moved(moved.job, run: moved.run, place: moved.place)
             }
         } else {
             wasQueued = try await jobs.moveLocal(jobID: jobID, to: target)
@@ -69,7 +67,7 @@ extension CoordinatorCore {
             guard let job = try await store.job(id: jobID) else { throw CoordinatorError.notFound("job \(jobID) does not exist") }
             throw CoordinatorError(.failedPrecondition, "job \(jobID) is \(job.status.rawValue); only queued jobs can be moved")
         }
-        return try await moved(jobID, place: place)
+        return try await moved(jobID, place: nil)
     }
 
     /// A job just moved (to `place`, in a cluster), as a queue entry, published to the queue's

@@ -55,9 +55,18 @@ public protocol ClusterStore: CoordinatorStore {
 
 /// What a move in the store did.
 public enum QueueMove: Sendable, Equatable {
-    /// The job is at `position` now, the `place`th in the queue; `renumbered`: every queued
-    /// job's position changed too.
-    case moved(position: Double, renumbered: Bool, place: Int)
+    /// The job moved (as it is now, with its run).
+    case moved(Moved)
+
+    public struct Moved: Sendable, Equatable {
+        public var job: JobRecord
+        public var run: RunRecord
+        /// Its position now, and `place`: the how-manieth in the queue (1: the next to go).
+        public var position: Double
+        /// Every queued job's position changed too.
+        public var renumbered: Bool
+        public var place: Int
+    }
     /// The job is not queued.
     case notQueued
     /// The job to move next to is not queued.

@@ -67,9 +67,21 @@ extension PostgresStore: ClusterStore {
                                                  at: target, logger: logger)
             }
             guard case .at(let position) = placement else { return .noSuchAnchor }
-            try await db.query("UPDATE job SET position = \(position) WHERE id = \(jobID)", logger: logger)
-            let place = try await Self.places(db, jobIDs: [jobID], logger: logger)[jobID] ?? 0
-            return .moved(position: position, renumbered: renumbered, place: place)
+            guard let job = try await db.row("UPDATE job SET position = \(position) WHERE id = \(jobID) RETURNING \(unescaped: Self.jobColumns)",
+                                             logger: logger).map(Self.job) else { return .notQueued }
+            // Its run and its place now (the counts of the ranges before its own, then the
+            // jobs before it in its range), in one round trip.
+            let width = Int64(Self.queueBucket)
+            let bucket = Self.bucket(position)
+            guard let row = try await db.row("""
+                SELECT \(unescaped: Self.runColumns),
+                       (SELECT COALESCE(sum(n), 0) FROM queue_count WHERE bucket < \(bucket))::bigint
+                       + (SELECT count(*) FROM job o WHERE o.status = 'queued' AND o.position >= \(Double(bucket * width))
+                            AND (o.position, o.id) < (\(position), \(jobID))) + 1 AS place
+                FROM run WHERE id = \(job.runID)
+                """, logger: logger) else { throw StoreError(.inconsistent, "run \(job.runID) of job \(jobID) is missing") }
+            return .moved(QueueMove.Moved(job: job, run: try Self.run(row), position: position, renumbered: renumbered,
+                                          place: Int(try row.get("place", as: Int64.self))))
         }
     }
 
