@@ -31,7 +31,20 @@ enum ClusterScenarios {
         for count in counts {
             let cluster = try Cluster(pki: pki, root: root, server: server, name: "jobs\(count)", coordinators: count)
             defer { cluster.stop() }
-            results.jobsPerSecond.append(try await Scenarios.jobsPerSecond(cluster.fabrics, runners: 4, runs: quick ? 500 : 2000))
+            let runs = quick ? 500 : 2000
+            let before = (cluster.processes.map { $0.cpuSeconds() }, CoordinatorProcess.cpuSeconds(ofEvery: "postgres"),
+                          CoordinatorProcess.cpuSeconds(of: "self").seconds)
+            results.jobsPerSecond.append(try await Scenarios.jobsPerSecond(cluster.fabrics, runners: 4, runs: runs))
+            if ProcessInfo.processInfo.environment["HEDDLE_BENCH_VERBOSE"] != nil {
+                // Where the CPU went, per job: coordinators, the database's processes, and this
+                // process (the simulated runners and clients).
+                let coordinators = zip(cluster.processes.map { $0.cpuSeconds() }, before.0).reduce(0.0) { $0 + $1.0 - $1.1 }
+                let database = CoordinatorProcess.cpuSeconds(ofEvery: "postgres") - before.1
+                let bench = CoordinatorProcess.cpuSeconds(of: "self").seconds - before.2
+                FileHandle.standardError.write(Data(String(
+                    format: "%d coordinators: CPU ms per job: coordinators %.2f, postgres %.2f, bench %.2f\n",
+                    count, coordinators * 1000 / Double(runs), database * 1000 / Double(runs), bench * 1000 / Double(runs)).utf8))
+            }
         }
         // HEDDLE_BENCH_CLUSTER=jobs: only the jobs per second (jobs1: with one coordinator), for
         // comparing changes quickly.

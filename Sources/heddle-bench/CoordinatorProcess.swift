@@ -71,13 +71,24 @@ final class CoordinatorProcess: @unchecked Sendable {
     }
 
     /// CPU time used so far (user and system), in seconds (from /proc/PID/stat).
-    func cpuSeconds() -> Double {
-        let stat = (try? String(contentsOfFile: "/proc/\(process.processIdentifier)/stat", encoding: .utf8)) ?? ""
+    func cpuSeconds() -> Double { Self.cpuSeconds(of: "\(process.processIdentifier)").seconds }
+
+    /// A process's command name and CPU time so far (user and system) in seconds, from
+    /// /proc/`pid`/stat (`self` for this one).
+    static func cpuSeconds(of pid: String) -> (command: String, seconds: Double) {
+        let stat = (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)) ?? ""
         // Fields after the command's closing parenthesis; utime and stime are the 12th and 13th.
-        guard let close = stat.lastIndex(of: ")") else { return 0 }
+        guard let open = stat.firstIndex(of: "("), let close = stat.lastIndex(of: ")") else { return ("", 0) }
         let fields = stat[stat.index(after: close)...].split(separator: " ")
-        guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return 0 }
-        return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+        guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return ("", 0) }
+        return (String(stat[stat.index(after: open)..<close]), (user + system) / Double(sysconf(Int32(_SC_CLK_TCK))))
+    }
+
+    /// The CPU seconds of every process named `command` now (PostgreSQL's server and its
+    /// backends: `postgres`); those that exit between two readings drop out of the second.
+    static func cpuSeconds(ofEvery command: String) -> Double {
+        let pids = (try? FileManager.default.contentsOfDirectory(atPath: "/proc"))?.filter { $0.allSatisfy(\.isNumber) } ?? []
+        return pids.map { cpuSeconds(of: $0) }.filter { $0.command == command }.reduce(0) { $0 + $1.seconds }
     }
 
     /// Starts counting the peak RSS again from now (Linux: `clear_refs` 5).
