@@ -57,8 +57,11 @@ struct PipelineCommand: AsyncParsableCommand {
                 print("no pipelines; push one with `heddle pipeline push FILE --project P`")
                 return
             }
-            print(Output.table(["PIPELINE", "VERSION", "JOBS", "UPDATED"], pipelines.map {
-                ["\($0.project)/\($0.pipeline)", "\($0.version)", $0.jobs.joined(separator: ","), Output.time($0.updatedAtMs)]
+            print(Output.table(["PIPELINE", "VERSION", "JOBS", "INPUTS", "UPDATED"], pipelines.map {
+                ["\($0.project)/\($0.pipeline)", "\($0.version)", $0.jobs.joined(separator: ","),
+                 $0.inputs.isEmpty ? "-" : $0.inputs.map { $0.required ? "\($0.name) (required)" : "\($0.name)=\($0.defaultValue)" }
+                     .joined(separator: ","),
+                 Output.time($0.updatedAtMs)]
             }))
         }
     }

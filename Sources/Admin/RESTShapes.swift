@@ -26,7 +26,8 @@ enum REST {
     static func run(_ run: Heddle_V1_RunSummary) -> Components.Schemas.Run {
         .init(id: Int64(run.id), project: run.project, pipeline: run.pipeline, pipelineVersion: Int64(run.pipelineVersion),
               branch: run.branch, status: status(run.status), attempt: Int(run.attempt), trigger: run.trigger,
-              triggeredBy: given(run.triggeredBy), commit: given(run.commit), createdAt: date(run.createdAtMs),
+              triggeredBy: given(run.triggeredBy), commit: given(run.commit),
+              inputs: .init(additionalProperties: run.inputs), createdAt: date(run.createdAtMs),
               startedAt: date(ifAny: run.startedAtMs), finishedAt: date(ifAny: run.finishedAtMs),
               durationMs: duration(run.startedAtMs, run.finishedAtMs))
     }
@@ -94,6 +95,10 @@ enum REST {
 
     static func pipeline(_ pipeline: Heddle_V1_PipelineInfo) -> Components.Schemas.Pipeline {
         .init(project: pipeline.project, name: pipeline.pipeline, version: Int(pipeline.version), jobs: pipeline.jobs,
+              inputs: pipeline.inputs.map {
+                  .init(name: $0.name, _default: $0.required ? nil : $0.defaultValue, options: $0.options,
+                        description: given($0.description_p))
+              },
               createdAt: date(pipeline.updatedAtMs))
     }
 

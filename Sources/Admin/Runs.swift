@@ -86,6 +86,9 @@ struct Runs: AsyncParsableCommand {
             let r = detail.run
             print("run \(r.id)  \(r.project)/\(r.pipeline)  branch \(r.branch)  \(Output.status(r.status))  attempt \(r.attempt)  trigger \(r.trigger)")
             print("created \(Output.time(r.createdAtMs))  duration \(Output.duration(from: r.startedAtMs, to: r.finishedAtMs))")
+            if !r.inputs.isEmpty {
+                print("inputs " + r.inputs.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: "  "))
+            }
             for job in detail.jobs {
                 print("")
                 var line = "job \(job.name) (\(job.id))  \(Output.status(job.status))"

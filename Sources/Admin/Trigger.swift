@@ -13,6 +13,9 @@ struct Trigger: AsyncParsableCommand {
     @Option(help: "Branch to run.")
     var branch = "main"
 
+    @Option(name: .customLong("input"), help: ArgumentHelp("Set an input of the pipeline (repeatable).", valueName: "NAME=VALUE"))
+    var inputs: [String] = []
+
     @Flag(help: "Wait for the run to finish, showing job changes.")
     var wait = false
 
@@ -29,12 +32,28 @@ struct Trigger: AsyncParsableCommand {
         guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty else {
             throw ValidationError("'\(target)' is not PROJECT/PIPELINE")
         }
+        _ = try inputValues()
+    }
+
+    /// `--input NAME=VALUE` options as a dictionary (a name given twice is refused).
+    func inputValues() throws -> [String: String] {
+        var values: [String: String] = [:]
+        for input in inputs {
+            guard let equals = input.firstIndex(of: "="), equals != input.startIndex else {
+                throw ValidationError("--input '\(input)' is not NAME=VALUE")
+            }
+            let name = String(input[..<equals])
+            guard values.updateValue(String(input[input.index(after: equals)...]), forKey: name) == nil else {
+                throw ValidationError("--input \(name) is given twice")
+            }
+        }
+        return values
     }
 
     func run() async throws {
         let parts = target.split(separator: "/").map(String.init)
         let succeeded: Bool = try await withClient(connection) { client in
-            let id = try await client.trigger(project: parts[0], pipeline: parts[1], branch: branch)
+            let id = try await client.trigger(project: parts[0], pipeline: parts[1], branch: branch, inputs: try inputValues())
             if follow && !json { return try await Self.follow(client: client, runID: id) }
             guard wait || follow else {
                 print(json ? Output.json(REST.triggered(run: id, attempt: 1)) : "run \(id) queued (\(target) on \(branch))")

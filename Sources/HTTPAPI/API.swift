@@ -107,10 +107,12 @@ struct API: APIProtocol {
     // MARK: runs
 
     func triggerRun(_ input: Operations.TriggerRun.Input) async throws -> Operations.TriggerRun.Output {
-        var branch: String?, commit: String?
-        if case .json(let body) = input.body { (branch, commit) = (body.branch, body.commit) }
+        var branch: String?, commit: String?, inputs: [String: String] = [:]
+        if case .json(let body) = input.body {
+            (branch, commit, inputs) = (body.branch, body.commit, body.inputs?.additionalProperties ?? [:])
+        }
         let triggered = try await core.trigger(TriggerRequest(project: input.path.project, pipeline: input.path.pipeline,
-                                                              branch: branch, commit: commit), as: caller)
+                                                              branch: branch, commit: commit, inputs: inputs), as: caller)
         let url = "/api/v1/runs/\(triggered.runID)"
         return .created(.init(body: .json(.init(run: triggered.runID, attempt: triggered.attempt, url: url))))
     }
@@ -283,14 +285,16 @@ struct API: APIProtocol {
 
     static func pipeline(_ version: PipelineVersionRecord, source: Bool = false) -> Components.Schemas.Pipeline {
         .init(project: version.project, name: version.pipeline, version: version.version, jobs: version.jobs,
-              createdAt: date(version.createdAt), source: source ? version.source : nil)
+                     inputs: version.inputs.map { .init(name: $0.name, _default: $0.defaultValue, options: $0.options,
+                                                description: $0.description.isEmpty ? nil : $0.description) },
+                     createdAt: date(version.createdAt), source: source ? version.source : nil)
     }
 
     static func run(_ run: RunRecord) -> Components.Schemas.Run {
         .init(id: run.id, project: run.project, pipeline: run.pipeline, pipelineVersion: run.pipelineVersionID,
               branch: run.branch, status: status(run.status), attempt: run.attempt, trigger: run.trigger,
               triggeredBy: run.triggeredBy.isEmpty ? nil : run.triggeredBy, commit: run.commit.isEmpty ? nil : run.commit,
-              createdAt: date(run.createdAt), startedAt: run.startedAt.map(date), finishedAt: run.finishedAt.map(date),
+              inputs: .init(additionalProperties: run.inputs), createdAt: date(run.createdAt), startedAt: run.startedAt.map(date), finishedAt: run.finishedAt.map(date),
               durationMs: duration(run.startedAt, run.finishedAt))
     }
 

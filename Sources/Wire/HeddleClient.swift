@@ -48,11 +48,12 @@ public struct HeddleClient: Sendable {
         try await call(.pipelineList(.init())) { if case .pipelines(let m) = $0 { m.pipelines } else { nil } }
     }
 
-    public func trigger(project: String, pipeline: String, branch: String) async throws -> UInt64 {
+    public func trigger(project: String, pipeline: String, branch: String, inputs: [String: String] = [:]) async throws -> UInt64 {
         var request = Heddle_V1_TriggerRequest()
         request.project = project
         request.pipeline = pipeline
         request.branch = branch
+        request.inputs = inputs
         return try await call(.trigger(request)) { if case .triggered(let m) = $0 { m.runID } else { nil } }
     }
 

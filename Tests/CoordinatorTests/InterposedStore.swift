@@ -25,9 +25,9 @@ class InterposedStore: CoordinatorStore, @unchecked Sendable {
         try await hooks.enter("latestPipeline")
         return try await base.latestPipeline(project: project, pipeline: pipeline)
     }
-    func createRun(version: PipelineVersionRecord, definition: PipelineDefinition, branch: String, commit: String, trigger: String, triggeredBy: String, fork: Bool, now: Int64) async throws -> (RunRecord, [JobRecord]) {
+    func createRun(version: PipelineVersionRecord, definition: PipelineDefinition, branch: String, commit: String, trigger: String, triggeredBy: String, fork: Bool, inputs: [String: String], now: Int64) async throws -> (RunRecord, [JobRecord]) {
         try await hooks.enter("createRun")
-        return try await base.createRun(version: version, definition: definition, branch: branch, commit: commit, trigger: trigger, triggeredBy: triggeredBy, fork: fork, now: now)
+        return try await base.createRun(version: version, definition: definition, branch: branch, commit: commit, trigger: trigger, triggeredBy: triggeredBy, fork: fork, inputs: inputs, now: now)
     }
     func createAttempt(runID: Int64, definition: PipelineDefinition, trigger: String, triggeredBy: String, now: Int64) async throws -> (RunRecord, [JobRecord]) {
         try await hooks.enter("createAttempt")

@@ -253,6 +253,10 @@ extension Components {
             public var version: Swift.Int
             /// - Remark: Generated from `#/components/schemas/Pipeline/jobs`.
             public var jobs: [Swift.String]
+            /// What a trigger may set (`inputs:` of the `.act` file), in file order.
+            ///
+            /// - Remark: Generated from `#/components/schemas/Pipeline/inputs`.
+            public var inputs: [Components.Schemas.PipelineInput]
             /// - Remark: Generated from `#/components/schemas/Pipeline/createdAt`.
             public var createdAt: Foundation.Date
             /// The `.act` source (not in lists).
@@ -266,6 +270,7 @@ extension Components {
             ///   - name:
             ///   - version:
             ///   - jobs:
+            ///   - inputs: What a trigger may set (`inputs:` of the `.act` file), in file order.
             ///   - createdAt:
             ///   - source: The `.act` source (not in lists).
             public init(
@@ -273,6 +278,7 @@ extension Components {
                 name: Swift.String,
                 version: Swift.Int,
                 jobs: [Swift.String],
+                inputs: [Components.Schemas.PipelineInput],
                 createdAt: Foundation.Date,
                 source: Swift.String? = nil
             ) {
@@ -280,6 +286,7 @@ extension Components {
                 self.name = name
                 self.version = version
                 self.jobs = jobs
+                self.inputs = inputs
                 self.createdAt = createdAt
                 self.source = source
             }
@@ -288,8 +295,50 @@ extension Components {
                 case name
                 case version
                 case jobs
+                case inputs
                 case createdAt
                 case source
+            }
+        }
+        /// - Remark: Generated from `#/components/schemas/PipelineInput`.
+        public struct PipelineInput: Codable, Hashable, Sendable {
+            /// Given to every node as HEDDLE_INPUT_<NAME> (the name in capitals).
+            ///
+            /// - Remark: Generated from `#/components/schemas/PipelineInput/name`.
+            public var name: Swift.String
+            /// Absent: the input is required.
+            ///
+            /// - Remark: Generated from `#/components/schemas/PipelineInput/default`.
+            public var _default: Swift.String?
+            /// Empty: any value; else the value must be one of these.
+            ///
+            /// - Remark: Generated from `#/components/schemas/PipelineInput/options`.
+            public var options: [Swift.String]
+            /// - Remark: Generated from `#/components/schemas/PipelineInput/description`.
+            public var description: Swift.String?
+            /// Creates a new `PipelineInput`.
+            ///
+            /// - Parameters:
+            ///   - name: Given to every node as HEDDLE_INPUT_<NAME> (the name in capitals).
+            ///   - _default: Absent: the input is required.
+            ///   - options: Empty: any value; else the value must be one of these.
+            ///   - description:
+            public init(
+                name: Swift.String,
+                _default: Swift.String? = nil,
+                options: [Swift.String],
+                description: Swift.String? = nil
+            ) {
+                self.name = name
+                self._default = _default
+                self.options = options
+                self.description = description
+            }
+            public enum CodingKeys: String, CodingKey {
+                case name
+                case _default = "default"
+                case options
+                case description
             }
         }
         /// - Remark: Generated from `#/components/schemas/PipelinePush`.
@@ -329,21 +378,49 @@ extension Components {
             ///
             /// - Remark: Generated from `#/components/schemas/TriggerRequest/commit`.
             public var commit: Swift.String?
+            /// Values of the pipeline's inputs; those not given take their defaults. An unknown input, a value not among the input's options, a value over 4,096 bytes or a required input left out: 400, nothing queued.
+            ///
+            /// - Remark: Generated from `#/components/schemas/TriggerRequest/inputs`.
+            public struct InputsPayload: Codable, Hashable, Sendable {
+                /// A container of undocumented properties.
+                public var additionalProperties: [String: Swift.String]
+                /// Creates a new `InputsPayload`.
+                ///
+                /// - Parameters:
+                ///   - additionalProperties: A container of undocumented properties.
+                public init(additionalProperties: [String: Swift.String] = .init()) {
+                    self.additionalProperties = additionalProperties
+                }
+                public init(from decoder: any Swift.Decoder) throws {
+                    additionalProperties = try decoder.decodeAdditionalProperties(knownKeys: [])
+                }
+                public func encode(to encoder: any Swift.Encoder) throws {
+                    try encoder.encodeAdditionalProperties(additionalProperties)
+                }
+            }
+            /// Values of the pipeline's inputs; those not given take their defaults. An unknown input, a value not among the input's options, a value over 4,096 bytes or a required input left out: 400, nothing queued.
+            ///
+            /// - Remark: Generated from `#/components/schemas/TriggerRequest/inputs`.
+            public var inputs: Components.Schemas.TriggerRequest.InputsPayload?
             /// Creates a new `TriggerRequest`.
             ///
             /// - Parameters:
             ///   - branch: "main" when absent.
             ///   - commit: A commit's full id (40 or 64 hex digits) to check out exactly; the branch's head when a job starts when absent.
+            ///   - inputs: Values of the pipeline's inputs; those not given take their defaults. An unknown input, a value not among the input's options, a value over 4,096 bytes or a required input left out: 400, nothing queued.
             public init(
                 branch: Swift.String? = nil,
-                commit: Swift.String? = nil
+                commit: Swift.String? = nil,
+                inputs: Components.Schemas.TriggerRequest.InputsPayload? = nil
             ) {
                 self.branch = branch
                 self.commit = commit
+                self.inputs = inputs
             }
             public enum CodingKeys: String, CodingKey {
                 case branch
                 case commit
+                case inputs
             }
         }
         /// - Remark: Generated from `#/components/schemas/Triggered`.
@@ -407,6 +484,30 @@ extension Components {
             ///
             /// - Remark: Generated from `#/components/schemas/Run/commit`.
             public var commit: Swift.String?
+            /// The values of the pipeline's inputs the run has, defaults filled in (every attempt has them).
+            ///
+            /// - Remark: Generated from `#/components/schemas/Run/inputs`.
+            public struct InputsPayload: Codable, Hashable, Sendable {
+                /// A container of undocumented properties.
+                public var additionalProperties: [String: Swift.String]
+                /// Creates a new `InputsPayload`.
+                ///
+                /// - Parameters:
+                ///   - additionalProperties: A container of undocumented properties.
+                public init(additionalProperties: [String: Swift.String] = .init()) {
+                    self.additionalProperties = additionalProperties
+                }
+                public init(from decoder: any Swift.Decoder) throws {
+                    additionalProperties = try decoder.decodeAdditionalProperties(knownKeys: [])
+                }
+                public func encode(to encoder: any Swift.Encoder) throws {
+                    try encoder.encodeAdditionalProperties(additionalProperties)
+                }
+            }
+            /// The values of the pipeline's inputs the run has, defaults filled in (every attempt has them).
+            ///
+            /// - Remark: Generated from `#/components/schemas/Run/inputs`.
+            public var inputs: Components.Schemas.Run.InputsPayload
             /// - Remark: Generated from `#/components/schemas/Run/createdAt`.
             public var createdAt: Foundation.Date
             /// - Remark: Generated from `#/components/schemas/Run/startedAt`.
@@ -430,6 +531,7 @@ extension Components {
             ///   - trigger: manual (an admin), api (automation) or webhook.
             ///   - triggeredBy: Who started the attempt: the name of the token or certificate, or "FORGE delivery ID" for a webhook. Absent for runs started before Heddle recorded it.
             ///   - commit: The commit the run is of, when it was given (a webhook's push).
+            ///   - inputs: The values of the pipeline's inputs the run has, defaults filled in (every attempt has them).
             ///   - createdAt:
             ///   - startedAt:
             ///   - finishedAt:
@@ -445,6 +547,7 @@ extension Components {
                 trigger: Swift.String,
                 triggeredBy: Swift.String? = nil,
                 commit: Swift.String? = nil,
+                inputs: Components.Schemas.Run.InputsPayload,
                 createdAt: Foundation.Date,
                 startedAt: Foundation.Date? = nil,
                 finishedAt: Foundation.Date? = nil,
@@ -460,6 +563,7 @@ extension Components {
                 self.trigger = trigger
                 self.triggeredBy = triggeredBy
                 self.commit = commit
+                self.inputs = inputs
                 self.createdAt = createdAt
                 self.startedAt = startedAt
                 self.finishedAt = finishedAt
@@ -476,6 +580,7 @@ extension Components {
                 case trigger
                 case triggeredBy
                 case commit
+                case inputs
                 case createdAt
                 case startedAt
                 case finishedAt

@@ -20,7 +20,7 @@ extension CoordinatorCore {
         let commit = request.commit.flatMap { $0.isEmpty ? nil : $0.lowercased() } ?? ""
         if !commit.isEmpty, let problem = Self.commitProblem(commit) { throw CoordinatorError.invalid(problem) }
         return try await startRun(version, branch: branch, commit: commit, trigger: Self.triggerSource(principal),
-                                  by: principal.name)
+                                  by: principal.name, inputs: request.inputs)
     }
 
     /// Why `commit` is no commit id (40 or 64 hex digits), or nil.
@@ -31,13 +31,21 @@ extension CoordinatorCore {
         return nil
     }
 
-    /// Makes a run of a pipeline version and queues its jobs.
+    /// Makes a run of a pipeline version and queues its jobs. The inputs are checked against
+    /// the pipeline's (unknown ones, values not among the options, required ones missing are
+    /// refused, nothing queued) and the defaults filled in.
     func startRun(_ version: PipelineVersionRecord, branch: String, commit: String, trigger: String,
-                  by who: String, fork: Bool = false) async throws -> Triggered {
+                  by who: String, fork: Bool = false, inputs given: [String: String] = [:]) async throws -> Triggered {
         let definition = try catalog.definition(of: version)
+        let inputs: [String: String]
+        do {
+            inputs = try definition.resolveInputs(given)
+        } catch {
+            throw CoordinatorError.invalid(error.message)
+        }
         let run = try await jobs.queue { [store] in
             try await store.createRun(version: version, definition: definition, branch: branch, commit: commit,
-                                      trigger: trigger, triggeredBy: who, fork: fork, now: Date.nowMilliseconds)
+                                      trigger: trigger, triggeredBy: who, fork: fork, inputs: inputs, now: Date.nowMilliseconds)
         }
         logger.info("run triggered", metadata: ["run.id": "\(run.id)", "pipeline": "\(run.project)/\(run.pipeline)",
                                                 "branch": "\(branch)", "commit": "\(commit.isEmpty ? "head" : commit)",

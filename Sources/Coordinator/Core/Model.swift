@@ -33,6 +33,9 @@ public struct RunRecord: Sendable, Equatable {
     /// Started by a pull request from another repository (a fork): it gets the project's
     /// secrets only when the project allows it; kept by every re-run.
     public var fork: Bool = false
+    /// The values of the pipeline's inputs (`inputs:`), the defaults filled in; kept by every
+    /// re-run.
+    public var inputs: [String: String] = [:]
 }
 
 public struct JobRecord: Sendable, Equatable {

@@ -46,7 +46,7 @@ public struct ActParser {
             throw self.error(at: 1, "not valid YAML: \(error)")
         }
         let top = try mapping(root, "the pipeline")
-        try checkKeys(top, allowed: ["name", "on", "jobs"], in: "the pipeline")
+        try checkKeys(top, allowed: ["name", "on", "inputs", "jobs"], in: "the pipeline")
         guard let nameNode = value(top, "name") else {
             throw error(at: line(root), "missing `name` (the pipeline's name)")
         }
@@ -62,7 +62,66 @@ public struct ActParser {
         }
         var definition = PipelineDefinition(name: name, jobs: jobs)
         if let on = value(top, "on") { definition.triggers = try parseTriggers(on) }
+        if let inputs = value(top, "inputs") {
+            definition.inputs = try parseInputs(inputs)
+            // A forge's delivery sets no inputs: those of a pipeline it starts need defaults.
+            if let on = value(top, "on"), let required = definition.inputs.first(where: { $0.defaultValue == nil }) {
+                throw error(at: line(on), "input '\(required.name)' has no default, and `on:` starts this pipeline from a forge's events, which set no inputs; give it a `default`")
+            }
+        }
         return definition
+    }
+
+    /// `inputs: { target: { default: staging, options: [staging, prod], description: "..." } }`;
+    /// an input without `default` is required.
+    private func parseInputs(_ node: Node) throws(ActError) -> [InputDefinition] {
+        let map = try mapping(node, "`inputs`")
+        guard map.count <= InputDefinition.maximumCount else {
+            throw error(at: line(node), "`inputs` declares \(map.count) inputs; at most \(InputDefinition.maximumCount)")
+        }
+        var inputs: [InputDefinition] = []
+        var upper: [String: String] = [:]
+        for (key, inputNode) in map {
+            let name = try scalar(key, "an input name")
+            if let problem = InputDefinition.nameProblem(name) { throw error(at: line(key), problem) }
+            if let other = upper.updateValue(name, forKey: name.uppercased()) {
+                throw error(at: line(key), "inputs '\(other)' and '\(name)' would both be HEDDLE_INPUT_\(name.uppercased()); rename one")
+            }
+            var input = InputDefinition(name: name)
+            let what = "input '\(name)'"
+            if case .scalar(let scalar) = inputNode, ["", "~", "null"].contains(scalar.string) {
+                inputs.append(input)  // `name:` alone: required, any value
+                continue
+            }
+            let settings = try mapping(inputNode, what)
+            try checkKeys(settings, allowed: ["default", "options", "description"], in: what)
+            if let defaultNode = value(settings, "default") {
+                let text = try scalar(defaultNode, "`default` of \(what)")
+                if let problem = InputDefinition.valueProblem(text) {
+                    throw error(at: line(defaultNode), "`default` of \(what) must have \(problem)")
+                }
+                input.defaultValue = text
+            }
+            if let optionsNode = value(settings, "options") {
+                input.options = try stringList(optionsNode, "`options` of \(what)")
+                guard !input.options.isEmpty else {
+                    throw error(at: line(optionsNode), "`options` of \(what) is empty; leave it out to take any value")
+                }
+                for option in input.options {
+                    if let problem = InputDefinition.valueProblem(option) {
+                        throw error(at: line(optionsNode), "an option of \(what) must have \(problem)")
+                    }
+                }
+                if let defaultValue = input.defaultValue, !input.options.contains(defaultValue) {
+                    throw error(at: line(optionsNode), "the default of \(what), '\(defaultValue.prefix(70))', is not among its options (\(input.options.joined(separator: ", ")))")
+                }
+            }
+            if let descriptionNode = value(settings, "description") {
+                input.description = String(try scalar(descriptionNode, "`description` of \(what)").prefix(1000))
+            }
+            inputs.append(input)
+        }
+        return inputs
     }
 
     /// `on: { push: { branches: [main, "release/*"] }, pull_request: { branches: [main] } }`;

@@ -6,12 +6,95 @@ public struct PipelineDefinition: Sendable, Equatable {
     public var jobs: [JobDefinition]
     /// Which forge events start it (`on:`); none: manual and API only.
     public var triggers = Triggers()
+    /// What a trigger may set (`inputs:`), in file order.
+    public var inputs: [InputDefinition] = []
 
-    public init(name: String, jobs: [JobDefinition], triggers: Triggers = Triggers()) {
+    public init(name: String, jobs: [JobDefinition], triggers: Triggers = Triggers(), inputs: [InputDefinition] = []) {
         self.name = name
         self.jobs = jobs
         self.triggers = triggers
+        self.inputs = inputs
     }
+}
+
+/// An input of a pipeline: a value a trigger sets, given to every node as
+/// `HEDDLE_INPUT_<NAME>` (the name in capitals).
+public struct InputDefinition: Sendable, Equatable {
+    public var name: String
+    /// Nil: required (a trigger must set it; a forge's delivery cannot).
+    public var defaultValue: String?
+    /// Empty: any value; else the value must be one of these.
+    public var options: [String] = []
+    public var description: String = ""
+
+    public init(name: String, defaultValue: String? = nil, options: [String] = [], description: String = "") {
+        self.name = name
+        self.defaultValue = defaultValue
+        self.options = options
+        self.description = description
+    }
+
+    /// The environment variable its value is given in.
+    public var environmentName: String { "HEDDLE_INPUT_" + name.uppercased() }
+
+    /// Inputs at most a pipeline declares, and bytes a value has at most.
+    public static let maximumCount = 32
+    public static let maximumValueBytes = 4096
+
+    /// Why `name` is no input name (a letter, then letters, digits or `_`, at most 64), or nil.
+    public static func nameProblem(_ name: String) -> String? {
+        func letter(_ c: Unicode.Scalar) -> Bool { ("a"..."z").contains(c) || ("A"..."Z").contains(c) }
+        guard let first = name.unicodeScalars.first, letter(first), name.unicodeScalars.count <= 64,
+              name.unicodeScalars.allSatisfy({ letter($0) || ("0"..."9").contains($0) || $0 == "_" })
+        else { return "input name '\(name.prefix(70))' must start with a letter and have only letters, digits and _ (at most 64)" }
+        return nil
+    }
+
+    /// Why `value` cannot be an input's value (too long, or a NUL), or nil.
+    public static func valueProblem(_ value: String) -> String? {
+        if value.utf8.count > maximumValueBytes { return "at most \(maximumValueBytes) bytes" }
+        if value.contains("\0") { return "no NUL character" }
+        return nil
+    }
+}
+
+extension PipelineDefinition {
+    /// The inputs of a run: each given value checked against the declared inputs, the defaults
+    /// filled in. Throws a message naming the input for an unknown input, a value not among
+    /// its options, a value too long, or a required input not given.
+    public func resolveInputs(_ given: [String: String]) throws(InputError) -> [String: String] {
+        let declared = Dictionary(uniqueKeysWithValues: inputs.map { ($0.name, $0) })
+        for name in given.keys.sorted() where declared[name] == nil {
+            throw InputError(inputs.isEmpty
+                ? "pipeline '\(self.name)' has no inputs; '\(name.prefix(70))' is not one"
+                : "pipeline '\(self.name)' has no input '\(name.prefix(70))' (its inputs: \(inputs.map(\.name).joined(separator: ", ")))")
+        }
+        var resolved: [String: String] = [:]
+        for input in inputs {
+            guard let value = given[input.name] ?? input.defaultValue else {
+                throw InputError("input '\(input.name)' of pipeline '\(name)' is required: set it (--input \(input.name)=VALUE)")
+            }
+            if let problem = InputDefinition.valueProblem(value) {
+                throw InputError("the value of input '\(input.name)' must have \(problem)")
+            }
+            if !input.options.isEmpty, !input.options.contains(value) {
+                throw InputError("input '\(input.name)' is '\(value.prefix(70))'; it must be one of: \(input.options.joined(separator: ", "))")
+            }
+            resolved[input.name] = value
+        }
+        return resolved
+    }
+}
+
+extension PipelineVersionRecord {
+    /// Its inputs, from its source (stored only once it parsed).
+    public var inputs: [InputDefinition] { (try? ActParser(file: "pipeline.act").parse(source))?.inputs ?? [] }
+}
+
+/// Inputs a trigger set that the pipeline does not take.
+public struct InputError: Error, Sendable, Equatable {
+    public var message: String
+    public init(_ message: String) { self.message = message }
 }
 
 /// The branches (globs) whose pushes and pull requests start a pipeline; nil: that event

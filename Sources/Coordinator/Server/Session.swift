@@ -274,7 +274,7 @@ struct Session {
             return .pipelines(list)
         case .trigger(let request):
             let triggered = try await core.trigger(TriggerRequest(project: request.project, pipeline: request.pipeline,
-                                                                  branch: request.branch), as: principal)
+                                                                  branch: request.branch, inputs: request.inputs), as: principal)
             return .triggered(Self.triggered(triggered))
         case .runList(let request):
             var list = Heddle_V1_RunList()

@@ -140,6 +140,7 @@ extension RunRecord {
         summary.pipelineVersion = UInt64(pipelineVersionID)
         summary.triggeredBy = triggeredBy
         summary.commit = commit
+        summary.inputs = inputs
         return summary
     }
 }
@@ -185,6 +186,15 @@ extension PipelineVersionRecord {
         info.version = UInt32(version)
         info.updatedAtMs = createdAt
         info.jobs = jobs
+        info.inputs = inputs.map { input in
+            var proto = Heddle_V1_PipelineInput()
+            proto.name = input.name
+            proto.required = input.defaultValue == nil
+            proto.defaultValue = input.defaultValue ?? ""
+            proto.options = input.options
+            proto.description_p = input.description
+            return proto
+        }
         return info
     }
 }

@@ -7,9 +7,11 @@ public protocol CoordinatorStore: Sendable {
     func latestPipeline(project: String, pipeline: String) async throws -> PipelineVersionRecord?
 
     /// Creates the run, its first attempt, its jobs (queued) and their nodes (pending); `fork`:
-    /// a run of a pull request from another repository.
+    /// a run of a pull request from another repository; `inputs`: the values of the
+    /// pipeline's inputs, resolved (`PipelineDefinition.resolveInputs`).
     func createRun(version: PipelineVersionRecord, definition: PipelineDefinition, branch: String, commit: String,
-                   trigger: String, triggeredBy: String, fork: Bool, now: Int64) async throws -> (RunRecord, [JobRecord])
+                   trigger: String, triggeredBy: String, fork: Bool, inputs: [String: String],
+                   now: Int64) async throws -> (RunRecord, [JobRecord])
     /// Adds attempt N+1 to a run, with queued jobs at the end of the queue.
     func createAttempt(runID: Int64, definition: PipelineDefinition, trigger: String, triggeredBy: String,
                        now: Int64) async throws -> (RunRecord, [JobRecord])
@@ -121,6 +123,13 @@ public protocol CoordinatorStore: Sendable {
 }
 
 extension CoordinatorStore {
+    /// A run without inputs.
+    public func createRun(version: PipelineVersionRecord, definition: PipelineDefinition, branch: String, commit: String,
+                          trigger: String, triggeredBy: String, fork: Bool, now: Int64) async throws -> (RunRecord, [JobRecord]) {
+        try await createRun(version: version, definition: definition, branch: branch, commit: commit, trigger: trigger,
+                            triggeredBy: triggeredBy, fork: fork, inputs: [:], now: now)
+    }
+
     /// A run that is not of a fork's pull request.
     public func createRun(version: PipelineVersionRecord, definition: PipelineDefinition, branch: String, commit: String,
                           trigger: String, triggeredBy: String, now: Int64) async throws -> (RunRecord, [JobRecord]) {

@@ -151,8 +151,8 @@ extension PostgresStore {
         static let sql = """
             WITH r AS (
                 INSERT INTO run (project, pipeline, pipeline_version_id, branch, status, attempt, trigger, created_at,
-                                 commit_sha, triggered_by, fork)
-                VALUES ($1, $2, $3, $4, 'queued', 1, $5, $6, $7, $8, $11)
+                                 commit_sha, triggered_by, fork, inputs)
+                VALUES ($1, $2, $3, $4, 'queued', 1, $5, $6, $7, $8, $11, $12)
                 RETURNING id
             ), a AS (
                 INSERT INTO attempt (run_id, number, status, trigger, created_at, triggered_by)
@@ -172,11 +172,12 @@ extension PostgresStore {
             SELECT j.run_id, j.id, j.name, j.position FROM j
             """
         var project: String, pipeline: String, versionID: Int64, branch: String, trigger: String, now: Int64
-        var commit: String, triggeredBy: String, jobs: String, nodes: String, fork: Bool
+        var commit: String, triggeredBy: String, jobs: String, nodes: String, fork: Bool, inputs: String
         func makeBindings() throws -> PostgresBindings {
             bindings {
                 $0.append(project); $0.append(pipeline); $0.append(versionID); $0.append(branch); $0.append(trigger)
                 $0.append(now); $0.append(commit); $0.append(triggeredBy); $0.append(jobs); $0.append(nodes); $0.append(fork)
+                $0.append(inputs)
             }
         }
     }

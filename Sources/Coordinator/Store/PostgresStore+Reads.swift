@@ -314,7 +314,7 @@ extension PostgresStore {
 
     static let runColumns = """
         id, project, pipeline, pipeline_version_id, branch, status, attempt, trigger, created_at, started_at, finished_at,
-        commit_sha, triggered_by, fork
+        commit_sha, triggered_by, fork, inputs
         """
 
     static func run(_ row: PostgresRandomAccessRow) throws -> RunRecord {
@@ -326,6 +326,7 @@ extension PostgresStore {
         run.commit = try row.get("commit_sha")
         run.triggeredBy = try row.get("triggered_by")
         run.fork = try row.get("fork")
+        run.inputs = (try? pgUnJSON(try row.get("inputs", as: String.self))) ?? [:]
         return run
     }
 

@@ -69,7 +69,7 @@ extension PostgresStore {
     // MARK: runs and jobs
 
     public func createRun(version: PipelineVersionRecord, definition: PipelineDefinition, branch: String,
-                          commit: String, trigger: String, triggeredBy: String, fork: Bool,
+                          commit: String, trigger: String, triggeredBy: String, fork: Bool, inputs: [String: String],
                           now: Int64) async throws -> (RunRecord, [JobRecord]) {
         let logger = logger
         let json = try Self.jobsJSON(definition)
@@ -78,7 +78,7 @@ extension PostgresStore {
         // `nextval` in the select list is evaluated after the sort) and their nodes.
         let statement = CreateRun(project: version.project, pipeline: version.pipeline, versionID: version.id, branch: branch,
                                   trigger: trigger, now: now, commit: commit, triggeredBy: triggeredBy, jobs: json.jobs,
-                                  nodes: json.nodes, fork: fork)
+                                  nodes: json.nodes, fork: fork, inputs: try pgJSON(inputs))
         let rows = try await read { db in try await db.rows(statement, logger: logger) }
         guard let runID = try rows.first?.get("run_id", as: Int64.self) else {
             throw StoreError(.inconsistent, "a run of \(version.project)/\(version.pipeline) was not stored")
@@ -88,6 +88,7 @@ extension PostgresStore {
         run.commit = commit
         run.triggeredBy = triggeredBy
         run.fork = fork
+        run.inputs = inputs
         return (run, try Self.jobRecords(rows, run: run, definition: definition, now: now))
     }
 

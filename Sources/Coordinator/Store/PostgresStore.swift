@@ -570,6 +570,9 @@ public final class PostgresStore: CoordinatorStore {
             SELECT floor(position / \(queueBucket))::bigint, 0, count(*) FROM job WHERE status = 'queued' GROUP BY 1
             """,
         ]),
+        ("v8: runs' inputs", [
+            "ALTER TABLE run ADD COLUMN inputs TEXT NOT NULL DEFAULT '{}'",
+        ]),
     ]
 
     /// The width of a range of queue positions counted in `queue_count`: a power of two, so

@@ -59,21 +59,23 @@ extension SQLiteStore {
     // MARK: runs and jobs
 
     public func createRun(version: PipelineVersionRecord, definition: PipelineDefinition, branch: String,
-                          commit: String, trigger: String, triggeredBy: String, fork: Bool,
+                          commit: String, trigger: String, triggeredBy: String, fork: Bool, inputs: [String: String],
                           now: Int64) async throws -> (RunRecord, [JobRecord]) {
-        try await group.write { db in
+        let inputsJSON = try json(inputs)
+        return try await group.write { db in
             try db.cachedStatement(sql: """
                 INSERT INTO run (project, pipeline, pipeline_version_id, branch, status, attempt, trigger, created_at, commit_sha,
-                                 triggered_by, fork)
-                VALUES (?, ?, ?, ?, 'queued', 1, ?, ?, ?, ?, ?)
+                                 triggered_by, fork, inputs)
+                VALUES (?, ?, ?, ?, 'queued', 1, ?, ?, ?, ?, ?, ?)
                 """).execute(arguments: [version.project, version.pipeline, version.id, branch, trigger, now, commit, triggeredBy,
-                                         fork])
+                                         fork, inputsJSON])
             var run = RunRecord(id: db.lastInsertedRowID, project: version.project, pipeline: version.pipeline,
                                 pipelineVersionID: version.id, branch: branch, status: .queued, attempt: 1,
                                 trigger: trigger, createdAt: now)
             run.commit = commit
             run.triggeredBy = triggeredBy
             run.fork = fork
+            run.inputs = inputs
             let jobs = try Self.insertAttempt(db, run: run, definition: definition, now: now)
             return (run, jobs)
         }

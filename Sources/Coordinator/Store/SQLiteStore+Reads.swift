@@ -8,7 +8,7 @@ extension SQLiteStore {
 
     static let runColumns = """
         id, project, pipeline, pipeline_version_id, branch, status, attempt, trigger, created_at, started_at, finished_at,
-        commit_sha, triggered_by, fork
+        commit_sha, triggered_by, fork, inputs
         """
 
     static func run(_ row: Row) -> RunRecord {
@@ -20,6 +20,7 @@ extension SQLiteStore {
         run.commit = row["commit_sha"]
         run.triggeredBy = row["triggered_by"]
         run.fork = row["fork"]
+        run.inputs = (try? unjson(row["inputs"] as String)) ?? [:]
         return run
     }
 

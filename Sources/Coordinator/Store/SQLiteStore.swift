@@ -298,6 +298,9 @@ public struct SQLiteStore: CoordinatorStore {
         migrator.registerMigration("v11: container images") { db in
             try db.execute(sql: "ALTER TABLE node ADD COLUMN image TEXT NOT NULL DEFAULT ''")
         }
+        migrator.registerMigration("v12: runs' inputs") { db in
+            try db.execute(sql: "ALTER TABLE run ADD COLUMN inputs TEXT NOT NULL DEFAULT '{}'")
+        }
         return migrator
     }
 }

@@ -2234,6 +2234,7 @@ enum OpenAPIDocument {
           "name",
           "version",
           "jobs",
+          "inputs",
           "createdAt"
         ],
         "properties": {
@@ -2252,6 +2253,13 @@ enum OpenAPIDocument {
               "type": "string"
             }
           },
+          "inputs": {
+            "type": "array",
+            "description": "What a trigger may set (`inputs:` of the `.act` file), in file order.",
+            "items": {
+              "$ref": "#/components/schemas/PipelineInput"
+            }
+          },
           "createdAt": {
             "type": "string",
             "format": "date-time"
@@ -2259,6 +2267,33 @@ enum OpenAPIDocument {
           "source": {
             "type": "string",
             "description": "The `.act` source (not in lists)."
+          }
+        }
+      },
+      "PipelineInput": {
+        "type": "object",
+        "required": [
+          "name",
+          "options"
+        ],
+        "properties": {
+          "name": {
+            "type": "string",
+            "description": "Given to every node as HEDDLE_INPUT_<NAME> (the name in capitals)."
+          },
+          "default": {
+            "type": "string",
+            "description": "Absent: the input is required."
+          },
+          "options": {
+            "type": "array",
+            "description": "Empty: any value; else the value must be one of these.",
+            "items": {
+              "type": "string"
+            }
+          },
+          "description": {
+            "type": "string"
           }
         }
       },
@@ -2288,6 +2323,13 @@ enum OpenAPIDocument {
           "commit": {
             "type": "string",
             "description": "A commit's full id (40 or 64 hex digits) to check out exactly; the branch's head when a job starts when absent."
+          },
+          "inputs": {
+            "type": "object",
+            "description": "Values of the pipeline's inputs; those not given take their defaults. An unknown input, a value not among the input's options, a value over 4,096 bytes or a required input left out: 400, nothing queued.",
+            "additionalProperties": {
+              "type": "string"
+            }
           }
         }
       },
@@ -2323,6 +2365,7 @@ enum OpenAPIDocument {
           "status",
           "attempt",
           "trigger",
+          "inputs",
           "createdAt"
         ],
         "properties": {
@@ -2361,6 +2404,13 @@ enum OpenAPIDocument {
           "commit": {
             "type": "string",
             "description": "The commit the run is of, when it was given (a webhook's push)."
+          },
+          "inputs": {
+            "type": "object",
+            "description": "The values of the pipeline's inputs the run has, defaults filled in (every attempt has them).",
+            "additionalProperties": {
+              "type": "string"
+            }
           },
           "createdAt": {
             "type": "string",

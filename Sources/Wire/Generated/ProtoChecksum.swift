@@ -2,5 +2,5 @@
 // SHA-256 of the concatenated proto/heddle/v1/*.proto files (in name order) this code was
 // generated from. WireTests fails when the protos change without regenerating.
 public enum ProtoChecksum {
-    public static let sha256 = "abd13ff60101e567f5e4cfff427a92871d7cdb3a7afea468e227ae11139ffef0"
+    public static let sha256 = "fdeb19c064b207c51eecbf653a16d8c5f2c38fab90e9587fdf1a2a6f0a4c2a99"
 }

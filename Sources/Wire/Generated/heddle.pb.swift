@@ -192,539 +192,545 @@ public nonisolated enum Heddle_V1_Status: SwiftProtobuf.Enum, Swift.CaseIterable
 /// One frame's payload. A request carries a non-zero id chosen by the sender; its response
 /// echoes the id. Frames the coordinator pushes on its own (assignments, stop orders, acks)
 /// carry id 0, except subscription events, which carry the id of the Watch request.
-public nonisolated struct Heddle_V1_Envelope: Sendable {
+public nonisolated struct Heddle_V1_Envelope: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var id: UInt64 = 0
+  public var id: UInt64 {
+    get {_storage._id}
+    set {_uniqueStorage()._id = newValue}
+  }
 
-  public var body: Heddle_V1_Envelope.OneOf_Body? = nil
+  public var body: OneOf_Body? {
+    get {return _storage._body}
+    set {_uniqueStorage()._body = newValue}
+  }
 
   /// Session.
   public var hello: Heddle_V1_Hello {
     get {
-      if case .hello(let v)? = body {return v}
+      if case .hello(let v)? = _storage._body {return v}
       return Heddle_V1_Hello()
     }
-    set {body = .hello(newValue)}
+    set {_uniqueStorage()._body = .hello(newValue)}
   }
 
   public var welcome: Heddle_V1_Welcome {
     get {
-      if case .welcome(let v)? = body {return v}
+      if case .welcome(let v)? = _storage._body {return v}
       return Heddle_V1_Welcome()
     }
-    set {body = .welcome(newValue)}
+    set {_uniqueStorage()._body = .welcome(newValue)}
   }
 
   public var error: Heddle_V1_Error {
     get {
-      if case .error(let v)? = body {return v}
+      if case .error(let v)? = _storage._body {return v}
       return Heddle_V1_Error()
     }
-    set {body = .error(newValue)}
+    set {_uniqueStorage()._body = .error(newValue)}
   }
 
   public var heartbeat: Heddle_V1_Heartbeat {
     get {
-      if case .heartbeat(let v)? = body {return v}
+      if case .heartbeat(let v)? = _storage._body {return v}
       return Heddle_V1_Heartbeat()
     }
-    set {body = .heartbeat(newValue)}
+    set {_uniqueStorage()._body = .heartbeat(newValue)}
   }
 
   public var ok: Heddle_V1_Ok {
     get {
-      if case .ok(let v)? = body {return v}
+      if case .ok(let v)? = _storage._body {return v}
       return Heddle_V1_Ok()
     }
-    set {body = .ok(newValue)}
+    set {_uniqueStorage()._body = .ok(newValue)}
   }
 
   /// Runner <-> coordinator.
   public var assignment: Heddle_V1_Assignment {
     get {
-      if case .assignment(let v)? = body {return v}
+      if case .assignment(let v)? = _storage._body {return v}
       return Heddle_V1_Assignment()
     }
-    set {body = .assignment(newValue)}
+    set {_uniqueStorage()._body = .assignment(newValue)}
   }
 
   public var nodeUpdate: Heddle_V1_NodeUpdate {
     get {
-      if case .nodeUpdate(let v)? = body {return v}
+      if case .nodeUpdate(let v)? = _storage._body {return v}
       return Heddle_V1_NodeUpdate()
     }
-    set {body = .nodeUpdate(newValue)}
+    set {_uniqueStorage()._body = .nodeUpdate(newValue)}
   }
 
   public var logAppend: Heddle_V1_LogAppend {
     get {
-      if case .logAppend(let v)? = body {return v}
+      if case .logAppend(let v)? = _storage._body {return v}
       return Heddle_V1_LogAppend()
     }
-    set {body = .logAppend(newValue)}
+    set {_uniqueStorage()._body = .logAppend(newValue)}
   }
 
   public var logAck: Heddle_V1_LogAck {
     get {
-      if case .logAck(let v)? = body {return v}
+      if case .logAck(let v)? = _storage._body {return v}
       return Heddle_V1_LogAck()
     }
-    set {body = .logAck(newValue)}
+    set {_uniqueStorage()._body = .logAck(newValue)}
   }
 
   public var artifactDeclare: Heddle_V1_ArtifactDeclare {
     get {
-      if case .artifactDeclare(let v)? = body {return v}
+      if case .artifactDeclare(let v)? = _storage._body {return v}
       return Heddle_V1_ArtifactDeclare()
     }
-    set {body = .artifactDeclare(newValue)}
+    set {_uniqueStorage()._body = .artifactDeclare(newValue)}
   }
 
   public var artifactDeclared: Heddle_V1_ArtifactDeclared {
     get {
-      if case .artifactDeclared(let v)? = body {return v}
+      if case .artifactDeclared(let v)? = _storage._body {return v}
       return Heddle_V1_ArtifactDeclared()
     }
-    set {body = .artifactDeclared(newValue)}
+    set {_uniqueStorage()._body = .artifactDeclared(newValue)}
   }
 
   public var artifactChunk: Heddle_V1_ArtifactChunk {
     get {
-      if case .artifactChunk(let v)? = body {return v}
+      if case .artifactChunk(let v)? = _storage._body {return v}
       return Heddle_V1_ArtifactChunk()
     }
-    set {body = .artifactChunk(newValue)}
+    set {_uniqueStorage()._body = .artifactChunk(newValue)}
   }
 
   public var artifactCommit: Heddle_V1_ArtifactCommit {
     get {
-      if case .artifactCommit(let v)? = body {return v}
+      if case .artifactCommit(let v)? = _storage._body {return v}
       return Heddle_V1_ArtifactCommit()
     }
-    set {body = .artifactCommit(newValue)}
+    set {_uniqueStorage()._body = .artifactCommit(newValue)}
   }
 
   public var artifactCommitted: Heddle_V1_ArtifactCommitted {
     get {
-      if case .artifactCommitted(let v)? = body {return v}
+      if case .artifactCommitted(let v)? = _storage._body {return v}
       return Heddle_V1_ArtifactCommitted()
     }
-    set {body = .artifactCommitted(newValue)}
+    set {_uniqueStorage()._body = .artifactCommitted(newValue)}
   }
 
   public var jobFinish: Heddle_V1_JobFinish {
     get {
-      if case .jobFinish(let v)? = body {return v}
+      if case .jobFinish(let v)? = _storage._body {return v}
       return Heddle_V1_JobFinish()
     }
-    set {body = .jobFinish(newValue)}
+    set {_uniqueStorage()._body = .jobFinish(newValue)}
   }
 
   public var stopJob: Heddle_V1_StopJob {
     get {
-      if case .stopJob(let v)? = body {return v}
+      if case .stopJob(let v)? = _storage._body {return v}
       return Heddle_V1_StopJob()
     }
-    set {body = .stopJob(newValue)}
+    set {_uniqueStorage()._body = .stopJob(newValue)}
   }
 
   /// Admin and automation -> coordinator.
   public var pipelinePush: Heddle_V1_PipelinePush {
     get {
-      if case .pipelinePush(let v)? = body {return v}
+      if case .pipelinePush(let v)? = _storage._body {return v}
       return Heddle_V1_PipelinePush()
     }
-    set {body = .pipelinePush(newValue)}
+    set {_uniqueStorage()._body = .pipelinePush(newValue)}
   }
 
   public var pipelinePushed: Heddle_V1_PipelinePushed {
     get {
-      if case .pipelinePushed(let v)? = body {return v}
+      if case .pipelinePushed(let v)? = _storage._body {return v}
       return Heddle_V1_PipelinePushed()
     }
-    set {body = .pipelinePushed(newValue)}
+    set {_uniqueStorage()._body = .pipelinePushed(newValue)}
   }
 
   public var pipelineList: Heddle_V1_PipelineListRequest {
     get {
-      if case .pipelineList(let v)? = body {return v}
+      if case .pipelineList(let v)? = _storage._body {return v}
       return Heddle_V1_PipelineListRequest()
     }
-    set {body = .pipelineList(newValue)}
+    set {_uniqueStorage()._body = .pipelineList(newValue)}
   }
 
   public var pipelines: Heddle_V1_PipelineList {
     get {
-      if case .pipelines(let v)? = body {return v}
+      if case .pipelines(let v)? = _storage._body {return v}
       return Heddle_V1_PipelineList()
     }
-    set {body = .pipelines(newValue)}
+    set {_uniqueStorage()._body = .pipelines(newValue)}
   }
 
   public var trigger: Heddle_V1_TriggerRequest {
     get {
-      if case .trigger(let v)? = body {return v}
+      if case .trigger(let v)? = _storage._body {return v}
       return Heddle_V1_TriggerRequest()
     }
-    set {body = .trigger(newValue)}
+    set {_uniqueStorage()._body = .trigger(newValue)}
   }
 
   public var triggered: Heddle_V1_Triggered {
     get {
-      if case .triggered(let v)? = body {return v}
+      if case .triggered(let v)? = _storage._body {return v}
       return Heddle_V1_Triggered()
     }
-    set {body = .triggered(newValue)}
+    set {_uniqueStorage()._body = .triggered(newValue)}
   }
 
   public var runList: Heddle_V1_RunListRequest {
     get {
-      if case .runList(let v)? = body {return v}
+      if case .runList(let v)? = _storage._body {return v}
       return Heddle_V1_RunListRequest()
     }
-    set {body = .runList(newValue)}
+    set {_uniqueStorage()._body = .runList(newValue)}
   }
 
   public var runs: Heddle_V1_RunList {
     get {
-      if case .runs(let v)? = body {return v}
+      if case .runs(let v)? = _storage._body {return v}
       return Heddle_V1_RunList()
     }
-    set {body = .runs(newValue)}
+    set {_uniqueStorage()._body = .runs(newValue)}
   }
 
   public var runGet: Heddle_V1_RunGetRequest {
     get {
-      if case .runGet(let v)? = body {return v}
+      if case .runGet(let v)? = _storage._body {return v}
       return Heddle_V1_RunGetRequest()
     }
-    set {body = .runGet(newValue)}
+    set {_uniqueStorage()._body = .runGet(newValue)}
   }
 
   public var run: Heddle_V1_RunDetail {
     get {
-      if case .run(let v)? = body {return v}
+      if case .run(let v)? = _storage._body {return v}
       return Heddle_V1_RunDetail()
     }
-    set {body = .run(newValue)}
+    set {_uniqueStorage()._body = .run(newValue)}
   }
 
   public var watch: Heddle_V1_WatchRequest {
     get {
-      if case .watch(let v)? = body {return v}
+      if case .watch(let v)? = _storage._body {return v}
       return Heddle_V1_WatchRequest()
     }
-    set {body = .watch(newValue)}
+    set {_uniqueStorage()._body = .watch(newValue)}
   }
 
   public var watchEvent: Heddle_V1_WatchEvent {
     get {
-      if case .watchEvent(let v)? = body {return v}
+      if case .watchEvent(let v)? = _storage._body {return v}
       return Heddle_V1_WatchEvent()
     }
-    set {body = .watchEvent(newValue)}
+    set {_uniqueStorage()._body = .watchEvent(newValue)}
   }
 
   public var queue: Heddle_V1_QueueRequest {
     get {
-      if case .queue(let v)? = body {return v}
+      if case .queue(let v)? = _storage._body {return v}
       return Heddle_V1_QueueRequest()
     }
-    set {body = .queue(newValue)}
+    set {_uniqueStorage()._body = .queue(newValue)}
   }
 
   public var queueList: Heddle_V1_QueueList {
     get {
-      if case .queueList(let v)? = body {return v}
+      if case .queueList(let v)? = _storage._body {return v}
       return Heddle_V1_QueueList()
     }
-    set {body = .queueList(newValue)}
+    set {_uniqueStorage()._body = .queueList(newValue)}
   }
 
   public var runners: Heddle_V1_RunnersRequest {
     get {
-      if case .runners(let v)? = body {return v}
+      if case .runners(let v)? = _storage._body {return v}
       return Heddle_V1_RunnersRequest()
     }
-    set {body = .runners(newValue)}
+    set {_uniqueStorage()._body = .runners(newValue)}
   }
 
   public var runnerList: Heddle_V1_RunnerList {
     get {
-      if case .runnerList(let v)? = body {return v}
+      if case .runnerList(let v)? = _storage._body {return v}
       return Heddle_V1_RunnerList()
     }
-    set {body = .runnerList(newValue)}
+    set {_uniqueStorage()._body = .runnerList(newValue)}
   }
 
   public var artifactList: Heddle_V1_ArtifactListRequest {
     get {
-      if case .artifactList(let v)? = body {return v}
+      if case .artifactList(let v)? = _storage._body {return v}
       return Heddle_V1_ArtifactListRequest()
     }
-    set {body = .artifactList(newValue)}
+    set {_uniqueStorage()._body = .artifactList(newValue)}
   }
 
   public var artifacts: Heddle_V1_ArtifactList {
     get {
-      if case .artifacts(let v)? = body {return v}
+      if case .artifacts(let v)? = _storage._body {return v}
       return Heddle_V1_ArtifactList()
     }
-    set {body = .artifacts(newValue)}
+    set {_uniqueStorage()._body = .artifacts(newValue)}
   }
 
   public var artifactRead: Heddle_V1_ArtifactReadRequest {
     get {
-      if case .artifactRead(let v)? = body {return v}
+      if case .artifactRead(let v)? = _storage._body {return v}
       return Heddle_V1_ArtifactReadRequest()
     }
-    set {body = .artifactRead(newValue)}
+    set {_uniqueStorage()._body = .artifactRead(newValue)}
   }
 
   public var artifactData: Heddle_V1_ArtifactData {
     get {
-      if case .artifactData(let v)? = body {return v}
+      if case .artifactData(let v)? = _storage._body {return v}
       return Heddle_V1_ArtifactData()
     }
-    set {body = .artifactData(newValue)}
+    set {_uniqueStorage()._body = .artifactData(newValue)}
   }
 
   public var queueWatch: Heddle_V1_QueueWatchRequest {
     get {
-      if case .queueWatch(let v)? = body {return v}
+      if case .queueWatch(let v)? = _storage._body {return v}
       return Heddle_V1_QueueWatchRequest()
     }
-    set {body = .queueWatch(newValue)}
+    set {_uniqueStorage()._body = .queueWatch(newValue)}
   }
 
   public var queueEvent: Heddle_V1_QueueEvent {
     get {
-      if case .queueEvent(let v)? = body {return v}
+      if case .queueEvent(let v)? = _storage._body {return v}
       return Heddle_V1_QueueEvent()
     }
-    set {body = .queueEvent(newValue)}
+    set {_uniqueStorage()._body = .queueEvent(newValue)}
   }
 
   public var queueMove: Heddle_V1_QueueMoveRequest {
     get {
-      if case .queueMove(let v)? = body {return v}
+      if case .queueMove(let v)? = _storage._body {return v}
       return Heddle_V1_QueueMoveRequest()
     }
-    set {body = .queueMove(newValue)}
+    set {_uniqueStorage()._body = .queueMove(newValue)}
   }
 
   public var cancel: Heddle_V1_CancelRequest {
     get {
-      if case .cancel(let v)? = body {return v}
+      if case .cancel(let v)? = _storage._body {return v}
       return Heddle_V1_CancelRequest()
     }
-    set {body = .cancel(newValue)}
+    set {_uniqueStorage()._body = .cancel(newValue)}
   }
 
   public var bulkCancel: Heddle_V1_BulkCancelRequest {
     get {
-      if case .bulkCancel(let v)? = body {return v}
+      if case .bulkCancel(let v)? = _storage._body {return v}
       return Heddle_V1_BulkCancelRequest()
     }
-    set {body = .bulkCancel(newValue)}
+    set {_uniqueStorage()._body = .bulkCancel(newValue)}
   }
 
   public var cancelled: Heddle_V1_CancelResult {
     get {
-      if case .cancelled(let v)? = body {return v}
+      if case .cancelled(let v)? = _storage._body {return v}
       return Heddle_V1_CancelResult()
     }
-    set {body = .cancelled(newValue)}
+    set {_uniqueStorage()._body = .cancelled(newValue)}
   }
 
   public var rerun: Heddle_V1_RerunRequest {
     get {
-      if case .rerun(let v)? = body {return v}
+      if case .rerun(let v)? = _storage._body {return v}
       return Heddle_V1_RerunRequest()
     }
-    set {body = .rerun(newValue)}
+    set {_uniqueStorage()._body = .rerun(newValue)}
   }
 
   public var projectCreate: Heddle_V1_ProjectCreateRequest {
     get {
-      if case .projectCreate(let v)? = body {return v}
+      if case .projectCreate(let v)? = _storage._body {return v}
       return Heddle_V1_ProjectCreateRequest()
     }
-    set {body = .projectCreate(newValue)}
+    set {_uniqueStorage()._body = .projectCreate(newValue)}
   }
 
   public var projectList: Heddle_V1_ProjectListRequest {
     get {
-      if case .projectList(let v)? = body {return v}
+      if case .projectList(let v)? = _storage._body {return v}
       return Heddle_V1_ProjectListRequest()
     }
-    set {body = .projectList(newValue)}
+    set {_uniqueStorage()._body = .projectList(newValue)}
   }
 
   public var projects: Heddle_V1_ProjectList {
     get {
-      if case .projects(let v)? = body {return v}
+      if case .projects(let v)? = _storage._body {return v}
       return Heddle_V1_ProjectList()
     }
-    set {body = .projects(newValue)}
+    set {_uniqueStorage()._body = .projects(newValue)}
   }
 
   public var runnerDrain: Heddle_V1_RunnerDrainRequest {
     get {
-      if case .runnerDrain(let v)? = body {return v}
+      if case .runnerDrain(let v)? = _storage._body {return v}
       return Heddle_V1_RunnerDrainRequest()
     }
-    set {body = .runnerDrain(newValue)}
+    set {_uniqueStorage()._body = .runnerDrain(newValue)}
   }
 
   /// Runner -> coordinator, after the checkout and before the first node.
   public var jobStarted: Heddle_V1_JobStarted {
     get {
-      if case .jobStarted(let v)? = body {return v}
+      if case .jobStarted(let v)? = _storage._body {return v}
       return Heddle_V1_JobStarted()
     }
-    set {body = .jobStarted(newValue)}
+    set {_uniqueStorage()._body = .jobStarted(newValue)}
   }
 
   /// Runner -> coordinator: take no new jobs on this session (the runner is shutting down).
   public var drainSelf: Heddle_V1_DrainSelf {
     get {
-      if case .drainSelf(let v)? = body {return v}
+      if case .drainSelf(let v)? = _storage._body {return v}
       return Heddle_V1_DrainSelf()
     }
-    set {body = .drainSelf(newValue)}
+    set {_uniqueStorage()._body = .drainSelf(newValue)}
   }
 
   public var revoke: Heddle_V1_RevokeRequest {
     get {
-      if case .revoke(let v)? = body {return v}
+      if case .revoke(let v)? = _storage._body {return v}
       return Heddle_V1_RevokeRequest()
     }
-    set {body = .revoke(newValue)}
+    set {_uniqueStorage()._body = .revoke(newValue)}
   }
 
   public var revoked: Heddle_V1_RevokeResult {
     get {
-      if case .revoked(let v)? = body {return v}
+      if case .revoked(let v)? = _storage._body {return v}
       return Heddle_V1_RevokeResult()
     }
-    set {body = .revoked(newValue)}
+    set {_uniqueStorage()._body = .revoked(newValue)}
   }
 
   /// API tokens for the HTTP front (admin).
   public var tokenCreate: Heddle_V1_TokenCreateRequest {
     get {
-      if case .tokenCreate(let v)? = body {return v}
+      if case .tokenCreate(let v)? = _storage._body {return v}
       return Heddle_V1_TokenCreateRequest()
     }
-    set {body = .tokenCreate(newValue)}
+    set {_uniqueStorage()._body = .tokenCreate(newValue)}
   }
 
   public var tokenCreated: Heddle_V1_TokenCreated {
     get {
-      if case .tokenCreated(let v)? = body {return v}
+      if case .tokenCreated(let v)? = _storage._body {return v}
       return Heddle_V1_TokenCreated()
     }
-    set {body = .tokenCreated(newValue)}
+    set {_uniqueStorage()._body = .tokenCreated(newValue)}
   }
 
   public var tokenList: Heddle_V1_TokenListRequest {
     get {
-      if case .tokenList(let v)? = body {return v}
+      if case .tokenList(let v)? = _storage._body {return v}
       return Heddle_V1_TokenListRequest()
     }
-    set {body = .tokenList(newValue)}
+    set {_uniqueStorage()._body = .tokenList(newValue)}
   }
 
   public var tokens: Heddle_V1_TokenList {
     get {
-      if case .tokens(let v)? = body {return v}
+      if case .tokens(let v)? = _storage._body {return v}
       return Heddle_V1_TokenList()
     }
-    set {body = .tokens(newValue)}
+    set {_uniqueStorage()._body = .tokens(newValue)}
   }
 
   public var tokenRevoke: Heddle_V1_TokenRevokeRequest {
     get {
-      if case .tokenRevoke(let v)? = body {return v}
+      if case .tokenRevoke(let v)? = _storage._body {return v}
       return Heddle_V1_TokenRevokeRequest()
     }
-    set {body = .tokenRevoke(newValue)}
+    set {_uniqueStorage()._body = .tokenRevoke(newValue)}
   }
 
   public var artifactSearch: Heddle_V1_ArtifactSearchRequest {
     get {
-      if case .artifactSearch(let v)? = body {return v}
+      if case .artifactSearch(let v)? = _storage._body {return v}
       return Heddle_V1_ArtifactSearchRequest()
     }
-    set {body = .artifactSearch(newValue)}
+    set {_uniqueStorage()._body = .artifactSearch(newValue)}
   }
 
   public var projectWebhook: Heddle_V1_ProjectWebhookRequest {
     get {
-      if case .projectWebhook(let v)? = body {return v}
+      if case .projectWebhook(let v)? = _storage._body {return v}
       return Heddle_V1_ProjectWebhookRequest()
     }
-    set {body = .projectWebhook(newValue)}
+    set {_uniqueStorage()._body = .projectWebhook(newValue)}
   }
 
   public var deliveryList: Heddle_V1_DeliveryListRequest {
     get {
-      if case .deliveryList(let v)? = body {return v}
+      if case .deliveryList(let v)? = _storage._body {return v}
       return Heddle_V1_DeliveryListRequest()
     }
-    set {body = .deliveryList(newValue)}
+    set {_uniqueStorage()._body = .deliveryList(newValue)}
   }
 
   public var deliveries: Heddle_V1_DeliveryList {
     get {
-      if case .deliveries(let v)? = body {return v}
+      if case .deliveries(let v)? = _storage._body {return v}
       return Heddle_V1_DeliveryList()
     }
-    set {body = .deliveries(newValue)}
+    set {_uniqueStorage()._body = .deliveries(newValue)}
   }
 
   public var secretSet: Heddle_V1_SecretSetRequest {
     get {
-      if case .secretSet(let v)? = body {return v}
+      if case .secretSet(let v)? = _storage._body {return v}
       return Heddle_V1_SecretSetRequest()
     }
-    set {body = .secretSet(newValue)}
+    set {_uniqueStorage()._body = .secretSet(newValue)}
   }
 
   public var secretList: Heddle_V1_SecretListRequest {
     get {
-      if case .secretList(let v)? = body {return v}
+      if case .secretList(let v)? = _storage._body {return v}
       return Heddle_V1_SecretListRequest()
     }
-    set {body = .secretList(newValue)}
+    set {_uniqueStorage()._body = .secretList(newValue)}
   }
 
   public var secrets: Heddle_V1_SecretList {
     get {
-      if case .secrets(let v)? = body {return v}
+      if case .secrets(let v)? = _storage._body {return v}
       return Heddle_V1_SecretList()
     }
-    set {body = .secrets(newValue)}
+    set {_uniqueStorage()._body = .secrets(newValue)}
   }
 
   public var secretDelete: Heddle_V1_SecretDeleteRequest {
     get {
-      if case .secretDelete(let v)? = body {return v}
+      if case .secretDelete(let v)? = _storage._body {return v}
       return Heddle_V1_SecretDeleteRequest()
     }
-    set {body = .secretDelete(newValue)}
+    set {_uniqueStorage()._body = .secretDelete(newValue)}
   }
 
   public var secretForks: Heddle_V1_SecretForksRequest {
     get {
-      if case .secretForks(let v)? = body {return v}
+      if case .secretForks(let v)? = _storage._body {return v}
       return Heddle_V1_SecretForksRequest()
     }
-    set {body = .secretForks(newValue)}
+    set {_uniqueStorage()._body = .secretForks(newValue)}
   }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -805,6 +811,8 @@ public nonisolated struct Heddle_V1_Envelope: Sendable {
   }
 
   public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 /// First frame from the client after the TLS handshake. Identity and role come from the
@@ -1395,6 +1403,33 @@ public nonisolated struct Heddle_V1_PipelineInfo: Sendable {
 
   public var jobs: [String] = []
 
+  /// what a trigger may set, in file order
+  public var inputs: [Heddle_V1_PipelineInput] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// An input of a pipeline (`inputs:` of its .act file), given to nodes as HEDDLE_INPUT_<NAME>.
+public nonisolated struct Heddle_V1_PipelineInput: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var name: String = String()
+
+  /// no default: a trigger must set it
+  public var required: Bool = false
+
+  /// when not required
+  public var defaultValue: String = String()
+
+  /// empty: any value
+  public var options: [String] = []
+
+  public var description_p: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1423,6 +1458,9 @@ public nonisolated struct Heddle_V1_TriggerRequest: Sendable {
 
   /// default "main"
   public var branch: String = String()
+
+  /// values of the pipeline's inputs; those not given take their defaults
+  public var inputs: Dictionary<String,String> = [:]
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1515,6 +1553,9 @@ public nonisolated struct Heddle_V1_RunSummary: Sendable {
 
   /// the commit the run is of, when it was given (empty: the branch's head)
   public var commit: String = String()
+
+  /// the values of the pipeline's inputs the run has (defaults filled in)
+  public var inputs: Dictionary<String,String> = [:]
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -2648,1140 +2689,1178 @@ nonisolated extension Heddle_V1_Envelope: SwiftProtobuf.Message, SwiftProtobuf._
   public static let protoMessageName: String = _protobuf_package + ".Envelope"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{2}\u{9}hello\0\u{1}welcome\0\u{1}error\0\u{1}heartbeat\0\u{1}ok\0\u{2}\u{6}assignment\0\u{3}node_update\0\u{3}log_append\0\u{3}log_ack\0\u{3}artifact_declare\0\u{3}artifact_declared\0\u{3}artifact_chunk\0\u{3}artifact_commit\0\u{3}artifact_committed\0\u{3}job_finish\0\u{3}stop_job\0\u{3}job_started\0\u{3}drain_self\0\u{4}\u{8}pipeline_push\0\u{3}pipeline_pushed\0\u{3}pipeline_list\0\u{1}pipelines\0\u{1}trigger\0\u{1}triggered\0\u{3}run_list\0\u{1}runs\0\u{3}run_get\0\u{1}run\0\u{1}watch\0\u{3}watch_event\0\u{1}queue\0\u{3}queue_list\0\u{1}runners\0\u{3}runner_list\0\u{3}artifact_list\0\u{1}artifacts\0\u{3}artifact_read\0\u{3}artifact_data\0\u{3}queue_watch\0\u{3}queue_event\0\u{3}queue_move\0\u{1}cancel\0\u{3}bulk_cancel\0\u{1}cancelled\0\u{1}rerun\0\u{3}project_create\0\u{3}project_list\0\u{1}projects\0\u{3}runner_drain\0\u{1}revoke\0\u{1}revoked\0\u{3}token_create\0\u{3}token_created\0\u{3}token_list\0\u{1}tokens\0\u{3}token_revoke\0\u{3}artifact_search\0\u{3}project_webhook\0\u{3}delivery_list\0\u{1}deliveries\0\u{3}secret_set\0\u{3}secret_list\0\u{1}secrets\0\u{3}secret_delete\0\u{3}secret_forks\0")
 
+  fileprivate class _StorageClass {
+    var _id: UInt64 = 0
+    var _body: Heddle_V1_Envelope.OneOf_Body?
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _id = source._id
+      _body = source._body
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
+
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.id) }()
-      case 10: try {
-        var v: Heddle_V1_Hello?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .hello(let m) = current {v = m}
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularUInt64Field(value: &_storage._id) }()
+        case 10: try {
+          var v: Heddle_V1_Hello?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .hello(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .hello(v)
+          }
+        }()
+        case 11: try {
+          var v: Heddle_V1_Welcome?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .welcome(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .welcome(v)
+          }
+        }()
+        case 12: try {
+          var v: Heddle_V1_Error?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .error(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .error(v)
+          }
+        }()
+        case 13: try {
+          var v: Heddle_V1_Heartbeat?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .heartbeat(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .heartbeat(v)
+          }
+        }()
+        case 14: try {
+          var v: Heddle_V1_Ok?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .ok(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .ok(v)
+          }
+        }()
+        case 20: try {
+          var v: Heddle_V1_Assignment?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .assignment(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .assignment(v)
+          }
+        }()
+        case 21: try {
+          var v: Heddle_V1_NodeUpdate?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .nodeUpdate(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .nodeUpdate(v)
+          }
+        }()
+        case 22: try {
+          var v: Heddle_V1_LogAppend?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .logAppend(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .logAppend(v)
+          }
+        }()
+        case 23: try {
+          var v: Heddle_V1_LogAck?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .logAck(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .logAck(v)
+          }
+        }()
+        case 24: try {
+          var v: Heddle_V1_ArtifactDeclare?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .artifactDeclare(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .artifactDeclare(v)
+          }
+        }()
+        case 25: try {
+          var v: Heddle_V1_ArtifactDeclared?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .artifactDeclared(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .artifactDeclared(v)
+          }
+        }()
+        case 26: try {
+          var v: Heddle_V1_ArtifactChunk?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .artifactChunk(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .artifactChunk(v)
+          }
+        }()
+        case 27: try {
+          var v: Heddle_V1_ArtifactCommit?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .artifactCommit(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .artifactCommit(v)
+          }
+        }()
+        case 28: try {
+          var v: Heddle_V1_ArtifactCommitted?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .artifactCommitted(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .artifactCommitted(v)
+          }
+        }()
+        case 29: try {
+          var v: Heddle_V1_JobFinish?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .jobFinish(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .jobFinish(v)
+          }
+        }()
+        case 30: try {
+          var v: Heddle_V1_StopJob?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .stopJob(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .stopJob(v)
+          }
+        }()
+        case 31: try {
+          var v: Heddle_V1_JobStarted?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .jobStarted(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .jobStarted(v)
+          }
+        }()
+        case 32: try {
+          var v: Heddle_V1_DrainSelf?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .drainSelf(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .drainSelf(v)
+          }
+        }()
+        case 40: try {
+          var v: Heddle_V1_PipelinePush?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .pipelinePush(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .pipelinePush(v)
+          }
+        }()
+        case 41: try {
+          var v: Heddle_V1_PipelinePushed?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .pipelinePushed(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .pipelinePushed(v)
+          }
+        }()
+        case 42: try {
+          var v: Heddle_V1_PipelineListRequest?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .pipelineList(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .pipelineList(v)
+          }
+        }()
+        case 43: try {
+          var v: Heddle_V1_PipelineList?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .pipelines(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .pipelines(v)
+          }
+        }()
+        case 44: try {
+          var v: Heddle_V1_TriggerRequest?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .trigger(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .trigger(v)
+          }
+        }()
+        case 45: try {
+          var v: Heddle_V1_Triggered?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .triggered(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .triggered(v)
+          }
+        }()
+        case 46: try {
+          var v: Heddle_V1_RunListRequest?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .runList(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .runList(v)
+          }
+        }()
+        case 47: try {
+          var v: Heddle_V1_RunList?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .runs(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .runs(v)
+          }
+        }()
+        case 48: try {
+          var v: Heddle_V1_RunGetRequest?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .runGet(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .runGet(v)
+          }
+        }()
+        case 49: try {
+          var v: Heddle_V1_RunDetail?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .run(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .run(v)
+          }
+        }()
+        case 50: try {
+          var v: Heddle_V1_WatchRequest?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .watch(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .watch(v)
+          }
+        }()
+        case 51: try {
+          var v: Heddle_V1_WatchEvent?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .watchEvent(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .watchEvent(v)
+          }
+        }()
+        case 52: try {
+          var v: Heddle_V1_QueueRequest?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .queue(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .queue(v)
+          }
+        }()
+        case 53: try {
+          var v: Heddle_V1_QueueList?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .queueList(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .queueList(v)
+          }
+        }()
+        case 54: try {
+          var v: Heddle_V1_RunnersRequest?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .runners(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .runners(v)
+          }
+        }()
+        case 55: try {
+          var v: Heddle_V1_RunnerList?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .runnerList(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .runnerList(v)
+          }
+        }()
+        case 56: try {
+          var v: Heddle_V1_ArtifactListRequest?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .artifactList(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .artifactList(v)
+          }
+        }()
+        case 57: try {
+          var v: Heddle_V1_ArtifactList?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .artifacts(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .artifacts(v)
+          }
+        }()
+        case 58: try {
+          var v: Heddle_V1_ArtifactReadRequest?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .artifactRead(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .artifactRead(v)
+          }
+        }()
+        case 59: try {
+          var v: Heddle_V1_ArtifactData?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .artifactData(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .artifactData(v)
+          }
+        }()
+        case 60: try {
+          var v: Heddle_V1_QueueWatchRequest?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .queueWatch(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .queueWatch(v)
+          }
+        }()
+        case 61: try {
+          var v: Heddle_V1_QueueEvent?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .queueEvent(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .queueEvent(v)
+          }
+        }()
+        case 62: try {
+          var v: Heddle_V1_QueueMoveRequest?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .queueMove(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .queueMove(v)
+          }
+        }()
+        case 63: try {
+          var v: Heddle_V1_CancelRequest?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .cancel(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .cancel(v)
+          }
+        }()
+        case 64: try {
+          var v: Heddle_V1_BulkCancelRequest?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .bulkCancel(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .bulkCancel(v)
+          }
+        }()
+        case 65: try {
+          var v: Heddle_V1_CancelResult?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .cancelled(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .cancelled(v)
+          }
+        }()
+        case 66: try {
+          var v: Heddle_V1_RerunRequest?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .rerun(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .rerun(v)
+          }
+        }()
+        case 67: try {
+          var v: Heddle_V1_ProjectCreateRequest?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .projectCreate(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .projectCreate(v)
+          }
+        }()
+        case 68: try {
+          var v: Heddle_V1_ProjectListRequest?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .projectList(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .projectList(v)
+          }
+        }()
+        case 69: try {
+          var v: Heddle_V1_ProjectList?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .projects(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .projects(v)
+          }
+        }()
+        case 70: try {
+          var v: Heddle_V1_RunnerDrainRequest?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .runnerDrain(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .runnerDrain(v)
+          }
+        }()
+        case 71: try {
+          var v: Heddle_V1_RevokeRequest?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .revoke(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .revoke(v)
+          }
+        }()
+        case 72: try {
+          var v: Heddle_V1_RevokeResult?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .revoked(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .revoked(v)
+          }
+        }()
+        case 73: try {
+          var v: Heddle_V1_TokenCreateRequest?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .tokenCreate(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .tokenCreate(v)
+          }
+        }()
+        case 74: try {
+          var v: Heddle_V1_TokenCreated?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .tokenCreated(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .tokenCreated(v)
+          }
+        }()
+        case 75: try {
+          var v: Heddle_V1_TokenListRequest?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .tokenList(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .tokenList(v)
+          }
+        }()
+        case 76: try {
+          var v: Heddle_V1_TokenList?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .tokens(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .tokens(v)
+          }
+        }()
+        case 77: try {
+          var v: Heddle_V1_TokenRevokeRequest?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .tokenRevoke(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .tokenRevoke(v)
+          }
+        }()
+        case 78: try {
+          var v: Heddle_V1_ArtifactSearchRequest?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .artifactSearch(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .artifactSearch(v)
+          }
+        }()
+        case 79: try {
+          var v: Heddle_V1_ProjectWebhookRequest?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .projectWebhook(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .projectWebhook(v)
+          }
+        }()
+        case 80: try {
+          var v: Heddle_V1_DeliveryListRequest?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .deliveryList(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .deliveryList(v)
+          }
+        }()
+        case 81: try {
+          var v: Heddle_V1_DeliveryList?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .deliveries(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .deliveries(v)
+          }
+        }()
+        case 82: try {
+          var v: Heddle_V1_SecretSetRequest?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .secretSet(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .secretSet(v)
+          }
+        }()
+        case 83: try {
+          var v: Heddle_V1_SecretListRequest?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .secretList(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .secretList(v)
+          }
+        }()
+        case 84: try {
+          var v: Heddle_V1_SecretList?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .secrets(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .secrets(v)
+          }
+        }()
+        case 85: try {
+          var v: Heddle_V1_SecretDeleteRequest?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .secretDelete(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .secretDelete(v)
+          }
+        }()
+        case 86: try {
+          var v: Heddle_V1_SecretForksRequest?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .secretForks(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .secretForks(v)
+          }
+        }()
+        default: break
         }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .hello(v)
-        }
-      }()
-      case 11: try {
-        var v: Heddle_V1_Welcome?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .welcome(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .welcome(v)
-        }
-      }()
-      case 12: try {
-        var v: Heddle_V1_Error?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .error(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .error(v)
-        }
-      }()
-      case 13: try {
-        var v: Heddle_V1_Heartbeat?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .heartbeat(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .heartbeat(v)
-        }
-      }()
-      case 14: try {
-        var v: Heddle_V1_Ok?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .ok(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .ok(v)
-        }
-      }()
-      case 20: try {
-        var v: Heddle_V1_Assignment?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .assignment(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .assignment(v)
-        }
-      }()
-      case 21: try {
-        var v: Heddle_V1_NodeUpdate?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .nodeUpdate(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .nodeUpdate(v)
-        }
-      }()
-      case 22: try {
-        var v: Heddle_V1_LogAppend?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .logAppend(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .logAppend(v)
-        }
-      }()
-      case 23: try {
-        var v: Heddle_V1_LogAck?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .logAck(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .logAck(v)
-        }
-      }()
-      case 24: try {
-        var v: Heddle_V1_ArtifactDeclare?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .artifactDeclare(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .artifactDeclare(v)
-        }
-      }()
-      case 25: try {
-        var v: Heddle_V1_ArtifactDeclared?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .artifactDeclared(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .artifactDeclared(v)
-        }
-      }()
-      case 26: try {
-        var v: Heddle_V1_ArtifactChunk?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .artifactChunk(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .artifactChunk(v)
-        }
-      }()
-      case 27: try {
-        var v: Heddle_V1_ArtifactCommit?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .artifactCommit(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .artifactCommit(v)
-        }
-      }()
-      case 28: try {
-        var v: Heddle_V1_ArtifactCommitted?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .artifactCommitted(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .artifactCommitted(v)
-        }
-      }()
-      case 29: try {
-        var v: Heddle_V1_JobFinish?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .jobFinish(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .jobFinish(v)
-        }
-      }()
-      case 30: try {
-        var v: Heddle_V1_StopJob?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .stopJob(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .stopJob(v)
-        }
-      }()
-      case 31: try {
-        var v: Heddle_V1_JobStarted?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .jobStarted(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .jobStarted(v)
-        }
-      }()
-      case 32: try {
-        var v: Heddle_V1_DrainSelf?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .drainSelf(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .drainSelf(v)
-        }
-      }()
-      case 40: try {
-        var v: Heddle_V1_PipelinePush?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .pipelinePush(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .pipelinePush(v)
-        }
-      }()
-      case 41: try {
-        var v: Heddle_V1_PipelinePushed?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .pipelinePushed(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .pipelinePushed(v)
-        }
-      }()
-      case 42: try {
-        var v: Heddle_V1_PipelineListRequest?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .pipelineList(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .pipelineList(v)
-        }
-      }()
-      case 43: try {
-        var v: Heddle_V1_PipelineList?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .pipelines(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .pipelines(v)
-        }
-      }()
-      case 44: try {
-        var v: Heddle_V1_TriggerRequest?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .trigger(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .trigger(v)
-        }
-      }()
-      case 45: try {
-        var v: Heddle_V1_Triggered?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .triggered(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .triggered(v)
-        }
-      }()
-      case 46: try {
-        var v: Heddle_V1_RunListRequest?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .runList(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .runList(v)
-        }
-      }()
-      case 47: try {
-        var v: Heddle_V1_RunList?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .runs(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .runs(v)
-        }
-      }()
-      case 48: try {
-        var v: Heddle_V1_RunGetRequest?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .runGet(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .runGet(v)
-        }
-      }()
-      case 49: try {
-        var v: Heddle_V1_RunDetail?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .run(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .run(v)
-        }
-      }()
-      case 50: try {
-        var v: Heddle_V1_WatchRequest?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .watch(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .watch(v)
-        }
-      }()
-      case 51: try {
-        var v: Heddle_V1_WatchEvent?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .watchEvent(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .watchEvent(v)
-        }
-      }()
-      case 52: try {
-        var v: Heddle_V1_QueueRequest?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .queue(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .queue(v)
-        }
-      }()
-      case 53: try {
-        var v: Heddle_V1_QueueList?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .queueList(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .queueList(v)
-        }
-      }()
-      case 54: try {
-        var v: Heddle_V1_RunnersRequest?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .runners(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .runners(v)
-        }
-      }()
-      case 55: try {
-        var v: Heddle_V1_RunnerList?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .runnerList(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .runnerList(v)
-        }
-      }()
-      case 56: try {
-        var v: Heddle_V1_ArtifactListRequest?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .artifactList(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .artifactList(v)
-        }
-      }()
-      case 57: try {
-        var v: Heddle_V1_ArtifactList?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .artifacts(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .artifacts(v)
-        }
-      }()
-      case 58: try {
-        var v: Heddle_V1_ArtifactReadRequest?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .artifactRead(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .artifactRead(v)
-        }
-      }()
-      case 59: try {
-        var v: Heddle_V1_ArtifactData?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .artifactData(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .artifactData(v)
-        }
-      }()
-      case 60: try {
-        var v: Heddle_V1_QueueWatchRequest?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .queueWatch(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .queueWatch(v)
-        }
-      }()
-      case 61: try {
-        var v: Heddle_V1_QueueEvent?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .queueEvent(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .queueEvent(v)
-        }
-      }()
-      case 62: try {
-        var v: Heddle_V1_QueueMoveRequest?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .queueMove(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .queueMove(v)
-        }
-      }()
-      case 63: try {
-        var v: Heddle_V1_CancelRequest?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .cancel(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .cancel(v)
-        }
-      }()
-      case 64: try {
-        var v: Heddle_V1_BulkCancelRequest?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .bulkCancel(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .bulkCancel(v)
-        }
-      }()
-      case 65: try {
-        var v: Heddle_V1_CancelResult?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .cancelled(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .cancelled(v)
-        }
-      }()
-      case 66: try {
-        var v: Heddle_V1_RerunRequest?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .rerun(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .rerun(v)
-        }
-      }()
-      case 67: try {
-        var v: Heddle_V1_ProjectCreateRequest?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .projectCreate(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .projectCreate(v)
-        }
-      }()
-      case 68: try {
-        var v: Heddle_V1_ProjectListRequest?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .projectList(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .projectList(v)
-        }
-      }()
-      case 69: try {
-        var v: Heddle_V1_ProjectList?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .projects(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .projects(v)
-        }
-      }()
-      case 70: try {
-        var v: Heddle_V1_RunnerDrainRequest?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .runnerDrain(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .runnerDrain(v)
-        }
-      }()
-      case 71: try {
-        var v: Heddle_V1_RevokeRequest?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .revoke(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .revoke(v)
-        }
-      }()
-      case 72: try {
-        var v: Heddle_V1_RevokeResult?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .revoked(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .revoked(v)
-        }
-      }()
-      case 73: try {
-        var v: Heddle_V1_TokenCreateRequest?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .tokenCreate(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .tokenCreate(v)
-        }
-      }()
-      case 74: try {
-        var v: Heddle_V1_TokenCreated?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .tokenCreated(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .tokenCreated(v)
-        }
-      }()
-      case 75: try {
-        var v: Heddle_V1_TokenListRequest?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .tokenList(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .tokenList(v)
-        }
-      }()
-      case 76: try {
-        var v: Heddle_V1_TokenList?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .tokens(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .tokens(v)
-        }
-      }()
-      case 77: try {
-        var v: Heddle_V1_TokenRevokeRequest?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .tokenRevoke(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .tokenRevoke(v)
-        }
-      }()
-      case 78: try {
-        var v: Heddle_V1_ArtifactSearchRequest?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .artifactSearch(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .artifactSearch(v)
-        }
-      }()
-      case 79: try {
-        var v: Heddle_V1_ProjectWebhookRequest?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .projectWebhook(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .projectWebhook(v)
-        }
-      }()
-      case 80: try {
-        var v: Heddle_V1_DeliveryListRequest?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .deliveryList(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .deliveryList(v)
-        }
-      }()
-      case 81: try {
-        var v: Heddle_V1_DeliveryList?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .deliveries(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .deliveries(v)
-        }
-      }()
-      case 82: try {
-        var v: Heddle_V1_SecretSetRequest?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .secretSet(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .secretSet(v)
-        }
-      }()
-      case 83: try {
-        var v: Heddle_V1_SecretListRequest?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .secretList(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .secretList(v)
-        }
-      }()
-      case 84: try {
-        var v: Heddle_V1_SecretList?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .secrets(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .secrets(v)
-        }
-      }()
-      case 85: try {
-        var v: Heddle_V1_SecretDeleteRequest?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .secretDelete(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .secretDelete(v)
-        }
-      }()
-      case 86: try {
-        var v: Heddle_V1_SecretForksRequest?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .secretForks(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .secretForks(v)
-        }
-      }()
-      default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    // The use of inline closures is to circumvent an issue where the compiler
-    // allocates stack space for every if/case branch local when no optimizations
-    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-    // https://github.com/apple/swift-protobuf/issues/1182
-    if self.id != 0 {
-      try visitor.visitSingularUInt64Field(value: self.id, fieldNumber: 1)
-    }
-    switch self.body {
-    case .hello?: try {
-      guard case .hello(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 10)
-    }()
-    case .welcome?: try {
-      guard case .welcome(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 11)
-    }()
-    case .error?: try {
-      guard case .error(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 12)
-    }()
-    case .heartbeat?: try {
-      guard case .heartbeat(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 13)
-    }()
-    case .ok?: try {
-      guard case .ok(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 14)
-    }()
-    case .assignment?: try {
-      guard case .assignment(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 20)
-    }()
-    case .nodeUpdate?: try {
-      guard case .nodeUpdate(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 21)
-    }()
-    case .logAppend?: try {
-      guard case .logAppend(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 22)
-    }()
-    case .logAck?: try {
-      guard case .logAck(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 23)
-    }()
-    case .artifactDeclare?: try {
-      guard case .artifactDeclare(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 24)
-    }()
-    case .artifactDeclared?: try {
-      guard case .artifactDeclared(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 25)
-    }()
-    case .artifactChunk?: try {
-      guard case .artifactChunk(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 26)
-    }()
-    case .artifactCommit?: try {
-      guard case .artifactCommit(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 27)
-    }()
-    case .artifactCommitted?: try {
-      guard case .artifactCommitted(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 28)
-    }()
-    case .jobFinish?: try {
-      guard case .jobFinish(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 29)
-    }()
-    case .stopJob?: try {
-      guard case .stopJob(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 30)
-    }()
-    case .jobStarted?: try {
-      guard case .jobStarted(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 31)
-    }()
-    case .drainSelf?: try {
-      guard case .drainSelf(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 32)
-    }()
-    case .pipelinePush?: try {
-      guard case .pipelinePush(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 40)
-    }()
-    case .pipelinePushed?: try {
-      guard case .pipelinePushed(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 41)
-    }()
-    case .pipelineList?: try {
-      guard case .pipelineList(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 42)
-    }()
-    case .pipelines?: try {
-      guard case .pipelines(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 43)
-    }()
-    case .trigger?: try {
-      guard case .trigger(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 44)
-    }()
-    case .triggered?: try {
-      guard case .triggered(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 45)
-    }()
-    case .runList?: try {
-      guard case .runList(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 46)
-    }()
-    case .runs?: try {
-      guard case .runs(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 47)
-    }()
-    case .runGet?: try {
-      guard case .runGet(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 48)
-    }()
-    case .run?: try {
-      guard case .run(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 49)
-    }()
-    case .watch?: try {
-      guard case .watch(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 50)
-    }()
-    case .watchEvent?: try {
-      guard case .watchEvent(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 51)
-    }()
-    case .queue?: try {
-      guard case .queue(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 52)
-    }()
-    case .queueList?: try {
-      guard case .queueList(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 53)
-    }()
-    case .runners?: try {
-      guard case .runners(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 54)
-    }()
-    case .runnerList?: try {
-      guard case .runnerList(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 55)
-    }()
-    case .artifactList?: try {
-      guard case .artifactList(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 56)
-    }()
-    case .artifacts?: try {
-      guard case .artifacts(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 57)
-    }()
-    case .artifactRead?: try {
-      guard case .artifactRead(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 58)
-    }()
-    case .artifactData?: try {
-      guard case .artifactData(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 59)
-    }()
-    case .queueWatch?: try {
-      guard case .queueWatch(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 60)
-    }()
-    case .queueEvent?: try {
-      guard case .queueEvent(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 61)
-    }()
-    case .queueMove?: try {
-      guard case .queueMove(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 62)
-    }()
-    case .cancel?: try {
-      guard case .cancel(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 63)
-    }()
-    case .bulkCancel?: try {
-      guard case .bulkCancel(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 64)
-    }()
-    case .cancelled?: try {
-      guard case .cancelled(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 65)
-    }()
-    case .rerun?: try {
-      guard case .rerun(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 66)
-    }()
-    case .projectCreate?: try {
-      guard case .projectCreate(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 67)
-    }()
-    case .projectList?: try {
-      guard case .projectList(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 68)
-    }()
-    case .projects?: try {
-      guard case .projects(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 69)
-    }()
-    case .runnerDrain?: try {
-      guard case .runnerDrain(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 70)
-    }()
-    case .revoke?: try {
-      guard case .revoke(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 71)
-    }()
-    case .revoked?: try {
-      guard case .revoked(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 72)
-    }()
-    case .tokenCreate?: try {
-      guard case .tokenCreate(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 73)
-    }()
-    case .tokenCreated?: try {
-      guard case .tokenCreated(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 74)
-    }()
-    case .tokenList?: try {
-      guard case .tokenList(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 75)
-    }()
-    case .tokens?: try {
-      guard case .tokens(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 76)
-    }()
-    case .tokenRevoke?: try {
-      guard case .tokenRevoke(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 77)
-    }()
-    case .artifactSearch?: try {
-      guard case .artifactSearch(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 78)
-    }()
-    case .projectWebhook?: try {
-      guard case .projectWebhook(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 79)
-    }()
-    case .deliveryList?: try {
-      guard case .deliveryList(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 80)
-    }()
-    case .deliveries?: try {
-      guard case .deliveries(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 81)
-    }()
-    case .secretSet?: try {
-      guard case .secretSet(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 82)
-    }()
-    case .secretList?: try {
-      guard case .secretList(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 83)
-    }()
-    case .secrets?: try {
-      guard case .secrets(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 84)
-    }()
-    case .secretDelete?: try {
-      guard case .secretDelete(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 85)
-    }()
-    case .secretForks?: try {
-      guard case .secretForks(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 86)
-    }()
-    case nil: break
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if _storage._id != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._id, fieldNumber: 1)
+      }
+      switch _storage._body {
+      case .hello?: try {
+        guard case .hello(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 10)
+      }()
+      case .welcome?: try {
+        guard case .welcome(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 11)
+      }()
+      case .error?: try {
+        guard case .error(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 12)
+      }()
+      case .heartbeat?: try {
+        guard case .heartbeat(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 13)
+      }()
+      case .ok?: try {
+        guard case .ok(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 14)
+      }()
+      case .assignment?: try {
+        guard case .assignment(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 20)
+      }()
+      case .nodeUpdate?: try {
+        guard case .nodeUpdate(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 21)
+      }()
+      case .logAppend?: try {
+        guard case .logAppend(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 22)
+      }()
+      case .logAck?: try {
+        guard case .logAck(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 23)
+      }()
+      case .artifactDeclare?: try {
+        guard case .artifactDeclare(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 24)
+      }()
+      case .artifactDeclared?: try {
+        guard case .artifactDeclared(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 25)
+      }()
+      case .artifactChunk?: try {
+        guard case .artifactChunk(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 26)
+      }()
+      case .artifactCommit?: try {
+        guard case .artifactCommit(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 27)
+      }()
+      case .artifactCommitted?: try {
+        guard case .artifactCommitted(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 28)
+      }()
+      case .jobFinish?: try {
+        guard case .jobFinish(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 29)
+      }()
+      case .stopJob?: try {
+        guard case .stopJob(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 30)
+      }()
+      case .jobStarted?: try {
+        guard case .jobStarted(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 31)
+      }()
+      case .drainSelf?: try {
+        guard case .drainSelf(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 32)
+      }()
+      case .pipelinePush?: try {
+        guard case .pipelinePush(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 40)
+      }()
+      case .pipelinePushed?: try {
+        guard case .pipelinePushed(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 41)
+      }()
+      case .pipelineList?: try {
+        guard case .pipelineList(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 42)
+      }()
+      case .pipelines?: try {
+        guard case .pipelines(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 43)
+      }()
+      case .trigger?: try {
+        guard case .trigger(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 44)
+      }()
+      case .triggered?: try {
+        guard case .triggered(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 45)
+      }()
+      case .runList?: try {
+        guard case .runList(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 46)
+      }()
+      case .runs?: try {
+        guard case .runs(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 47)
+      }()
+      case .runGet?: try {
+        guard case .runGet(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 48)
+      }()
+      case .run?: try {
+        guard case .run(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 49)
+      }()
+      case .watch?: try {
+        guard case .watch(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 50)
+      }()
+      case .watchEvent?: try {
+        guard case .watchEvent(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 51)
+      }()
+      case .queue?: try {
+        guard case .queue(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 52)
+      }()
+      case .queueList?: try {
+        guard case .queueList(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 53)
+      }()
+      case .runners?: try {
+        guard case .runners(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 54)
+      }()
+      case .runnerList?: try {
+        guard case .runnerList(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 55)
+      }()
+      case .artifactList?: try {
+        guard case .artifactList(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 56)
+      }()
+      case .artifacts?: try {
+        guard case .artifacts(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 57)
+      }()
+      case .artifactRead?: try {
+        guard case .artifactRead(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 58)
+      }()
+      case .artifactData?: try {
+        guard case .artifactData(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 59)
+      }()
+      case .queueWatch?: try {
+        guard case .queueWatch(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 60)
+      }()
+      case .queueEvent?: try {
+        guard case .queueEvent(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 61)
+      }()
+      case .queueMove?: try {
+        guard case .queueMove(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 62)
+      }()
+      case .cancel?: try {
+        guard case .cancel(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 63)
+      }()
+      case .bulkCancel?: try {
+        guard case .bulkCancel(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 64)
+      }()
+      case .cancelled?: try {
+        guard case .cancelled(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 65)
+      }()
+      case .rerun?: try {
+        guard case .rerun(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 66)
+      }()
+      case .projectCreate?: try {
+        guard case .projectCreate(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 67)
+      }()
+      case .projectList?: try {
+        guard case .projectList(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 68)
+      }()
+      case .projects?: try {
+        guard case .projects(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 69)
+      }()
+      case .runnerDrain?: try {
+        guard case .runnerDrain(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 70)
+      }()
+      case .revoke?: try {
+        guard case .revoke(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 71)
+      }()
+      case .revoked?: try {
+        guard case .revoked(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 72)
+      }()
+      case .tokenCreate?: try {
+        guard case .tokenCreate(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 73)
+      }()
+      case .tokenCreated?: try {
+        guard case .tokenCreated(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 74)
+      }()
+      case .tokenList?: try {
+        guard case .tokenList(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 75)
+      }()
+      case .tokens?: try {
+        guard case .tokens(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 76)
+      }()
+      case .tokenRevoke?: try {
+        guard case .tokenRevoke(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 77)
+      }()
+      case .artifactSearch?: try {
+        guard case .artifactSearch(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 78)
+      }()
+      case .projectWebhook?: try {
+        guard case .projectWebhook(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 79)
+      }()
+      case .deliveryList?: try {
+        guard case .deliveryList(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 80)
+      }()
+      case .deliveries?: try {
+        guard case .deliveries(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 81)
+      }()
+      case .secretSet?: try {
+        guard case .secretSet(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 82)
+      }()
+      case .secretList?: try {
+        guard case .secretList(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 83)
+      }()
+      case .secrets?: try {
+        guard case .secrets(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 84)
+      }()
+      case .secretDelete?: try {
+        guard case .secretDelete(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 85)
+      }()
+      case .secretForks?: try {
+        guard case .secretForks(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 86)
+      }()
+      case nil: break
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Heddle_V1_Envelope, rhs: Heddle_V1_Envelope) -> Bool {
-    if lhs.id != rhs.id {return false}
-    if lhs.body != rhs.body {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._id != rhs_storage._id {return false}
+        if _storage._body != rhs_storage._body {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -4902,7 +4981,7 @@ nonisolated extension Heddle_V1_PipelineListRequest: SwiftProtobuf.Message, Swif
 
 nonisolated extension Heddle_V1_PipelineInfo: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PipelineInfo"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}project\0\u{1}pipeline\0\u{1}version\0\u{3}updated_at_ms\0\u{1}jobs\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}project\0\u{1}pipeline\0\u{1}version\0\u{3}updated_at_ms\0\u{1}jobs\0\u{1}inputs\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -4915,6 +4994,7 @@ nonisolated extension Heddle_V1_PipelineInfo: SwiftProtobuf.Message, SwiftProtob
       case 3: try { try decoder.decodeSingularUInt32Field(value: &self.version) }()
       case 4: try { try decoder.decodeSingularInt64Field(value: &self.updatedAtMs) }()
       case 5: try { try decoder.decodeRepeatedStringField(value: &self.jobs) }()
+      case 6: try { try decoder.decodeRepeatedMessageField(value: &self.inputs) }()
       default: break
       }
     }
@@ -4936,6 +5016,9 @@ nonisolated extension Heddle_V1_PipelineInfo: SwiftProtobuf.Message, SwiftProtob
     if !self.jobs.isEmpty {
       try visitor.visitRepeatedStringField(value: self.jobs, fieldNumber: 5)
     }
+    if !self.inputs.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.inputs, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -4945,6 +5028,57 @@ nonisolated extension Heddle_V1_PipelineInfo: SwiftProtobuf.Message, SwiftProtob
     if lhs.version != rhs.version {return false}
     if lhs.updatedAtMs != rhs.updatedAtMs {return false}
     if lhs.jobs != rhs.jobs {return false}
+    if lhs.inputs != rhs.inputs {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Heddle_V1_PipelineInput: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".PipelineInput"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}required\0\u{3}default_value\0\u{1}options\0\u{1}description\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.required) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.defaultValue) }()
+      case 4: try { try decoder.decodeRepeatedStringField(value: &self.options) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.description_p) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
+    }
+    if self.required != false {
+      try visitor.visitSingularBoolField(value: self.required, fieldNumber: 2)
+    }
+    if !self.defaultValue.isEmpty {
+      try visitor.visitSingularStringField(value: self.defaultValue, fieldNumber: 3)
+    }
+    if !self.options.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.options, fieldNumber: 4)
+    }
+    if !self.description_p.isEmpty {
+      try visitor.visitSingularStringField(value: self.description_p, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Heddle_V1_PipelineInput, rhs: Heddle_V1_PipelineInput) -> Bool {
+    if lhs.name != rhs.name {return false}
+    if lhs.required != rhs.required {return false}
+    if lhs.defaultValue != rhs.defaultValue {return false}
+    if lhs.options != rhs.options {return false}
+    if lhs.description_p != rhs.description_p {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -4982,7 +5116,7 @@ nonisolated extension Heddle_V1_PipelineList: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Heddle_V1_TriggerRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".TriggerRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}project\0\u{1}pipeline\0\u{1}branch\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}project\0\u{1}pipeline\0\u{1}branch\0\u{1}inputs\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -4993,6 +5127,7 @@ nonisolated extension Heddle_V1_TriggerRequest: SwiftProtobuf.Message, SwiftProt
       case 1: try { try decoder.decodeSingularStringField(value: &self.project) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.pipeline) }()
       case 3: try { try decoder.decodeSingularStringField(value: &self.branch) }()
+      case 4: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.inputs) }()
       default: break
       }
     }
@@ -5008,6 +5143,9 @@ nonisolated extension Heddle_V1_TriggerRequest: SwiftProtobuf.Message, SwiftProt
     if !self.branch.isEmpty {
       try visitor.visitSingularStringField(value: self.branch, fieldNumber: 3)
     }
+    if !self.inputs.isEmpty {
+      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: self.inputs, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -5015,6 +5153,7 @@ nonisolated extension Heddle_V1_TriggerRequest: SwiftProtobuf.Message, SwiftProt
     if lhs.project != rhs.project {return false}
     if lhs.pipeline != rhs.pipeline {return false}
     if lhs.branch != rhs.branch {return false}
+    if lhs.inputs != rhs.inputs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -5137,7 +5276,7 @@ nonisolated extension Heddle_V1_RunListRequest: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Heddle_V1_RunSummary: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RunSummary"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}project\0\u{1}pipeline\0\u{1}branch\0\u{1}status\0\u{1}attempt\0\u{3}created_at_ms\0\u{3}started_at_ms\0\u{3}finished_at_ms\0\u{1}trigger\0\u{3}pipeline_version\0\u{3}triggered_by\0\u{1}commit\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}project\0\u{1}pipeline\0\u{1}branch\0\u{1}status\0\u{1}attempt\0\u{3}created_at_ms\0\u{3}started_at_ms\0\u{3}finished_at_ms\0\u{1}trigger\0\u{3}pipeline_version\0\u{3}triggered_by\0\u{1}commit\0\u{1}inputs\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -5158,6 +5297,7 @@ nonisolated extension Heddle_V1_RunSummary: SwiftProtobuf.Message, SwiftProtobuf
       case 11: try { try decoder.decodeSingularUInt64Field(value: &self.pipelineVersion) }()
       case 12: try { try decoder.decodeSingularStringField(value: &self.triggeredBy) }()
       case 13: try { try decoder.decodeSingularStringField(value: &self.commit) }()
+      case 14: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.inputs) }()
       default: break
       }
     }
@@ -5203,6 +5343,9 @@ nonisolated extension Heddle_V1_RunSummary: SwiftProtobuf.Message, SwiftProtobuf
     if !self.commit.isEmpty {
       try visitor.visitSingularStringField(value: self.commit, fieldNumber: 13)
     }
+    if !self.inputs.isEmpty {
+      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: self.inputs, fieldNumber: 14)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -5220,6 +5363,7 @@ nonisolated extension Heddle_V1_RunSummary: SwiftProtobuf.Message, SwiftProtobuf
     if lhs.pipelineVersion != rhs.pipelineVersion {return false}
     if lhs.triggeredBy != rhs.triggeredBy {return false}
     if lhs.commit != rhs.commit {return false}
+    if lhs.inputs != rhs.inputs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

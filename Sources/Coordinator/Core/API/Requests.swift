@@ -23,12 +23,15 @@ public struct TriggerRequest: Sendable {
     public var branch: String?
     /// Nil: the branch's head when a job starts; else exactly this commit (its full id).
     public var commit: String?
+    /// Values of the pipeline's inputs; those not given take their defaults.
+    public var inputs: [String: String]
 
-    public init(project: String, pipeline: String, branch: String? = nil, commit: String? = nil) {
+    public init(project: String, pipeline: String, branch: String? = nil, commit: String? = nil, inputs: [String: String] = [:]) {
         self.project = project
         self.pipeline = pipeline
         self.branch = branch
         self.commit = commit
+        self.inputs = inputs
     }
 }
 

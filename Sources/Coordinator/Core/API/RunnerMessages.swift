@@ -85,7 +85,8 @@ extension JobAssignment {
                   repository: claimed.repository, commit: run.commit,
                   env: ["HEDDLE_RUN_ID": String(run.id), "HEDDLE_ATTEMPT": String(job.attempt),
                         "HEDDLE_JOB": job.name, "HEDDLE_BRANCH": run.branch,
-                        "HEDDLE_PROJECT": run.project, "HEDDLE_PIPELINE": run.pipeline],
+                        "HEDDLE_PROJECT": run.project, "HEDDLE_PIPELINE": run.pipeline]
+                    .merging(run.inputs.map { (InputDefinition(name: $0.key).environmentName, $0.value) }) { first, _ in first },
                   nodes: claimed.nodes, secrets: secrets)
     }
 }

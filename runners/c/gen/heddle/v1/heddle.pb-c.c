@@ -1240,6 +1240,51 @@ void   heddle__v1__pipeline_info__free_unpacked
   assert(message->base.descriptor == &heddle__v1__pipeline_info__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   heddle__v1__pipeline_input__init
+                     (Heddle__V1__PipelineInput         *message)
+{
+  static const Heddle__V1__PipelineInput init_value = HEDDLE__V1__PIPELINE_INPUT__INIT;
+  *message = init_value;
+}
+size_t heddle__v1__pipeline_input__get_packed_size
+                     (const Heddle__V1__PipelineInput *message)
+{
+  assert(message->base.descriptor == &heddle__v1__pipeline_input__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t heddle__v1__pipeline_input__pack
+                     (const Heddle__V1__PipelineInput *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &heddle__v1__pipeline_input__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t heddle__v1__pipeline_input__pack_to_buffer
+                     (const Heddle__V1__PipelineInput *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &heddle__v1__pipeline_input__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Heddle__V1__PipelineInput *
+       heddle__v1__pipeline_input__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Heddle__V1__PipelineInput *)
+     protobuf_c_message_unpack (&heddle__v1__pipeline_input__descriptor,
+                                allocator, len, data);
+}
+void   heddle__v1__pipeline_input__free_unpacked
+                     (Heddle__V1__PipelineInput *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &heddle__v1__pipeline_input__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   heddle__v1__pipeline_list__init
                      (Heddle__V1__PipelineList         *message)
 {
@@ -1284,6 +1329,12 @@ void   heddle__v1__pipeline_list__free_unpacked
     return;
   assert(message->base.descriptor == &heddle__v1__pipeline_list__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   heddle__v1__trigger_request__inputs_entry__init
+                     (Heddle__V1__TriggerRequest__InputsEntry         *message)
+{
+  static const Heddle__V1__TriggerRequest__InputsEntry init_value = HEDDLE__V1__TRIGGER_REQUEST__INPUTS_ENTRY__INIT;
+  *message = init_value;
 }
 void   heddle__v1__trigger_request__init
                      (Heddle__V1__TriggerRequest         *message)
@@ -1464,6 +1515,12 @@ void   heddle__v1__run_list_request__free_unpacked
     return;
   assert(message->base.descriptor == &heddle__v1__run_list_request__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   heddle__v1__run_summary__inputs_entry__init
+                     (Heddle__V1__RunSummary__InputsEntry         *message)
+{
+  static const Heddle__V1__RunSummary__InputsEntry init_value = HEDDLE__V1__RUN_SUMMARY__INPUTS_ENTRY__INIT;
+  *message = init_value;
 }
 void   heddle__v1__run_summary__init
                      (Heddle__V1__RunSummary         *message)
@@ -6670,7 +6727,7 @@ const ProtobufCMessageDescriptor heddle__v1__pipeline_list_request__descriptor =
   (ProtobufCMessageInit) heddle__v1__pipeline_list_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor heddle__v1__pipeline_info__field_descriptors[5] =
+static const ProtobufCFieldDescriptor heddle__v1__pipeline_info__field_descriptors[6] =
 {
   {
     "project",
@@ -6732,8 +6789,21 @@ static const ProtobufCFieldDescriptor heddle__v1__pipeline_info__field_descripto
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "inputs",
+    6,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Heddle__V1__PipelineInfo, n_inputs),
+    offsetof(Heddle__V1__PipelineInfo, inputs),
+    &heddle__v1__pipeline_input__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned heddle__v1__pipeline_info__field_indices_by_name[] = {
+  5,   /* field[5] = inputs */
   4,   /* field[4] = jobs */
   1,   /* field[1] = pipeline */
   0,   /* field[0] = project */
@@ -6743,7 +6813,7 @@ static const unsigned heddle__v1__pipeline_info__field_indices_by_name[] = {
 static const ProtobufCIntRange heddle__v1__pipeline_info__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 5 }
+  { 0, 6 }
 };
 const ProtobufCMessageDescriptor heddle__v1__pipeline_info__descriptor =
 {
@@ -6753,11 +6823,101 @@ const ProtobufCMessageDescriptor heddle__v1__pipeline_info__descriptor =
   "Heddle__V1__PipelineInfo",
   "heddle.v1",
   sizeof(Heddle__V1__PipelineInfo),
-  5,
+  6,
   heddle__v1__pipeline_info__field_descriptors,
   heddle__v1__pipeline_info__field_indices_by_name,
   1,  heddle__v1__pipeline_info__number_ranges,
   (ProtobufCMessageInit) heddle__v1__pipeline_info__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor heddle__v1__pipeline_input__field_descriptors[5] =
+{
+  {
+    "name",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__PipelineInput, name),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "required",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__PipelineInput, required),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "default_value",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__PipelineInput, default_value),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "options",
+    4,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Heddle__V1__PipelineInput, n_options),
+    offsetof(Heddle__V1__PipelineInput, options),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "description",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__PipelineInput, description),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned heddle__v1__pipeline_input__field_indices_by_name[] = {
+  2,   /* field[2] = default_value */
+  4,   /* field[4] = description */
+  0,   /* field[0] = name */
+  3,   /* field[3] = options */
+  1,   /* field[1] = required */
+};
+static const ProtobufCIntRange heddle__v1__pipeline_input__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 5 }
+};
+const ProtobufCMessageDescriptor heddle__v1__pipeline_input__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "heddle.v1.PipelineInput",
+  "PipelineInput",
+  "Heddle__V1__PipelineInput",
+  "heddle.v1",
+  sizeof(Heddle__V1__PipelineInput),
+  5,
+  heddle__v1__pipeline_input__field_descriptors,
+  heddle__v1__pipeline_input__field_indices_by_name,
+  1,  heddle__v1__pipeline_input__number_ranges,
+  (ProtobufCMessageInit) heddle__v1__pipeline_input__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor heddle__v1__pipeline_list__field_descriptors[1] =
@@ -6798,7 +6958,58 @@ const ProtobufCMessageDescriptor heddle__v1__pipeline_list__descriptor =
   (ProtobufCMessageInit) heddle__v1__pipeline_list__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor heddle__v1__trigger_request__field_descriptors[3] =
+static const ProtobufCFieldDescriptor heddle__v1__trigger_request__inputs_entry__field_descriptors[2] =
+{
+  {
+    "key",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__TriggerRequest__InputsEntry, key),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "value",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__TriggerRequest__InputsEntry, value),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned heddle__v1__trigger_request__inputs_entry__field_indices_by_name[] = {
+  0,   /* field[0] = key */
+  1,   /* field[1] = value */
+};
+static const ProtobufCIntRange heddle__v1__trigger_request__inputs_entry__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor heddle__v1__trigger_request__inputs_entry__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "heddle.v1.TriggerRequest.InputsEntry",
+  "InputsEntry",
+  "Heddle__V1__TriggerRequest__InputsEntry",
+  "heddle.v1",
+  sizeof(Heddle__V1__TriggerRequest__InputsEntry),
+  2,
+  heddle__v1__trigger_request__inputs_entry__field_descriptors,
+  heddle__v1__trigger_request__inputs_entry__field_indices_by_name,
+  1,  heddle__v1__trigger_request__inputs_entry__number_ranges,
+  (ProtobufCMessageInit) heddle__v1__trigger_request__inputs_entry__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor heddle__v1__trigger_request__field_descriptors[4] =
 {
   {
     "project",
@@ -6836,16 +7047,29 @@ static const ProtobufCFieldDescriptor heddle__v1__trigger_request__field_descrip
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "inputs",
+    4,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Heddle__V1__TriggerRequest, n_inputs),
+    offsetof(Heddle__V1__TriggerRequest, inputs),
+    &heddle__v1__trigger_request__inputs_entry__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned heddle__v1__trigger_request__field_indices_by_name[] = {
   2,   /* field[2] = branch */
+  3,   /* field[3] = inputs */
   1,   /* field[1] = pipeline */
   0,   /* field[0] = project */
 };
 static const ProtobufCIntRange heddle__v1__trigger_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 3 }
+  { 0, 4 }
 };
 const ProtobufCMessageDescriptor heddle__v1__trigger_request__descriptor =
 {
@@ -6855,7 +7079,7 @@ const ProtobufCMessageDescriptor heddle__v1__trigger_request__descriptor =
   "Heddle__V1__TriggerRequest",
   "heddle.v1",
   sizeof(Heddle__V1__TriggerRequest),
-  3,
+  4,
   heddle__v1__trigger_request__field_descriptors,
   heddle__v1__trigger_request__field_indices_by_name,
   1,  heddle__v1__trigger_request__number_ranges,
@@ -7041,7 +7265,58 @@ const ProtobufCMessageDescriptor heddle__v1__run_list_request__descriptor =
   (ProtobufCMessageInit) heddle__v1__run_list_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor heddle__v1__run_summary__field_descriptors[13] =
+static const ProtobufCFieldDescriptor heddle__v1__run_summary__inputs_entry__field_descriptors[2] =
+{
+  {
+    "key",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__RunSummary__InputsEntry, key),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "value",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__RunSummary__InputsEntry, value),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned heddle__v1__run_summary__inputs_entry__field_indices_by_name[] = {
+  0,   /* field[0] = key */
+  1,   /* field[1] = value */
+};
+static const ProtobufCIntRange heddle__v1__run_summary__inputs_entry__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor heddle__v1__run_summary__inputs_entry__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "heddle.v1.RunSummary.InputsEntry",
+  "InputsEntry",
+  "Heddle__V1__RunSummary__InputsEntry",
+  "heddle.v1",
+  sizeof(Heddle__V1__RunSummary__InputsEntry),
+  2,
+  heddle__v1__run_summary__inputs_entry__field_descriptors,
+  heddle__v1__run_summary__inputs_entry__field_indices_by_name,
+  1,  heddle__v1__run_summary__inputs_entry__number_ranges,
+  (ProtobufCMessageInit) heddle__v1__run_summary__inputs_entry__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor heddle__v1__run_summary__field_descriptors[14] =
 {
   {
     "id",
@@ -7199,6 +7474,18 @@ static const ProtobufCFieldDescriptor heddle__v1__run_summary__field_descriptors
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "inputs",
+    14,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Heddle__V1__RunSummary, n_inputs),
+    offsetof(Heddle__V1__RunSummary, inputs),
+    &heddle__v1__run_summary__inputs_entry__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned heddle__v1__run_summary__field_indices_by_name[] = {
   5,   /* field[5] = attempt */
@@ -7207,6 +7494,7 @@ static const unsigned heddle__v1__run_summary__field_indices_by_name[] = {
   6,   /* field[6] = created_at_ms */
   8,   /* field[8] = finished_at_ms */
   0,   /* field[0] = id */
+  13,   /* field[13] = inputs */
   2,   /* field[2] = pipeline */
   10,   /* field[10] = pipeline_version */
   1,   /* field[1] = project */
@@ -7218,7 +7506,7 @@ static const unsigned heddle__v1__run_summary__field_indices_by_name[] = {
 static const ProtobufCIntRange heddle__v1__run_summary__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 13 }
+  { 0, 14 }
 };
 const ProtobufCMessageDescriptor heddle__v1__run_summary__descriptor =
 {
@@ -7228,7 +7516,7 @@ const ProtobufCMessageDescriptor heddle__v1__run_summary__descriptor =
   "Heddle__V1__RunSummary",
   "heddle.v1",
   sizeof(Heddle__V1__RunSummary),
-  13,
+  14,
   heddle__v1__run_summary__field_descriptors,
   heddle__v1__run_summary__field_indices_by_name,
   1,  heddle__v1__run_summary__number_ranges,

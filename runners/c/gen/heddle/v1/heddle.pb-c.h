@@ -45,12 +45,15 @@ typedef struct Heddle__V1__PipelinePush Heddle__V1__PipelinePush;
 typedef struct Heddle__V1__PipelinePushed Heddle__V1__PipelinePushed;
 typedef struct Heddle__V1__PipelineListRequest Heddle__V1__PipelineListRequest;
 typedef struct Heddle__V1__PipelineInfo Heddle__V1__PipelineInfo;
+typedef struct Heddle__V1__PipelineInput Heddle__V1__PipelineInput;
 typedef struct Heddle__V1__PipelineList Heddle__V1__PipelineList;
 typedef struct Heddle__V1__TriggerRequest Heddle__V1__TriggerRequest;
+typedef struct Heddle__V1__TriggerRequest__InputsEntry Heddle__V1__TriggerRequest__InputsEntry;
 typedef struct Heddle__V1__Triggered Heddle__V1__Triggered;
 typedef struct Heddle__V1__RerunRequest Heddle__V1__RerunRequest;
 typedef struct Heddle__V1__RunListRequest Heddle__V1__RunListRequest;
 typedef struct Heddle__V1__RunSummary Heddle__V1__RunSummary;
+typedef struct Heddle__V1__RunSummary__InputsEntry Heddle__V1__RunSummary__InputsEntry;
 typedef struct Heddle__V1__AttemptSummary Heddle__V1__AttemptSummary;
 typedef struct Heddle__V1__RunList Heddle__V1__RunList;
 typedef struct Heddle__V1__RunGetRequest Heddle__V1__RunGetRequest;
@@ -862,10 +865,42 @@ struct  Heddle__V1__PipelineInfo
   int64_t updated_at_ms;
   size_t n_jobs;
   char **jobs;
+  /*
+   * what a trigger may set, in file order
+   */
+  size_t n_inputs;
+  Heddle__V1__PipelineInput **inputs;
 };
 #define HEDDLE__V1__PIPELINE_INFO__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&heddle__v1__pipeline_info__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0,NULL }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0,NULL, 0,NULL }
+
+
+/*
+ * An input of a pipeline (`inputs:` of its .act file), given to nodes as HEDDLE_INPUT_<NAME>.
+ */
+struct  Heddle__V1__PipelineInput
+{
+  ProtobufCMessage base;
+  char *name;
+  /*
+   * no default: a trigger must set it
+   */
+  protobuf_c_boolean required;
+  /*
+   * when not required
+   */
+  char *default_value;
+  /*
+   * empty: any value
+   */
+  size_t n_options;
+  char **options;
+  char *description;
+};
+#define HEDDLE__V1__PIPELINE_INPUT__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&heddle__v1__pipeline_input__descriptor) \
+    , (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, 0,NULL, (char *)protobuf_c_empty_string }
 
 
 struct  Heddle__V1__PipelineList
@@ -879,6 +914,17 @@ struct  Heddle__V1__PipelineList
     , 0,NULL }
 
 
+struct  Heddle__V1__TriggerRequest__InputsEntry
+{
+  ProtobufCMessage base;
+  char *key;
+  char *value;
+};
+#define HEDDLE__V1__TRIGGER_REQUEST__INPUTS_ENTRY__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&heddle__v1__trigger_request__inputs_entry__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+
+
 struct  Heddle__V1__TriggerRequest
 {
   ProtobufCMessage base;
@@ -888,10 +934,15 @@ struct  Heddle__V1__TriggerRequest
    * default "main"
    */
   char *branch;
+  /*
+   * values of the pipeline's inputs; those not given take their defaults
+   */
+  size_t n_inputs;
+  Heddle__V1__TriggerRequest__InputsEntry **inputs;
 };
 #define HEDDLE__V1__TRIGGER_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&heddle__v1__trigger_request__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL }
 
 
 struct  Heddle__V1__Triggered
@@ -941,6 +992,17 @@ struct  Heddle__V1__RunListRequest
     , 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, HEDDLE__V1__STATUS__STATUS_UNSPECIFIED, (char *)protobuf_c_empty_string }
 
 
+struct  Heddle__V1__RunSummary__InputsEntry
+{
+  ProtobufCMessage base;
+  char *key;
+  char *value;
+};
+#define HEDDLE__V1__RUN_SUMMARY__INPUTS_ENTRY__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&heddle__v1__run_summary__inputs_entry__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+
+
 struct  Heddle__V1__RunSummary
 {
   ProtobufCMessage base;
@@ -975,10 +1037,15 @@ struct  Heddle__V1__RunSummary
    * the commit the run is of, when it was given (empty: the branch's head)
    */
   char *commit;
+  /*
+   * the values of the pipeline's inputs the run has (defaults filled in)
+   */
+  size_t n_inputs;
+  Heddle__V1__RunSummary__InputsEntry **inputs;
 };
 #define HEDDLE__V1__RUN_SUMMARY__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&heddle__v1__run_summary__descriptor) \
-    , 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, HEDDLE__V1__STATUS__STATUS_UNSPECIFIED, 0, 0, 0, 0, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+    , 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, HEDDLE__V1__STATUS__STATUS_UNSPECIFIED, 0, 0, 0, 0, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL }
 
 
 /*
@@ -2385,6 +2452,25 @@ Heddle__V1__PipelineInfo *
 void   heddle__v1__pipeline_info__free_unpacked
                      (Heddle__V1__PipelineInfo *message,
                       ProtobufCAllocator *allocator);
+/* Heddle__V1__PipelineInput methods */
+void   heddle__v1__pipeline_input__init
+                     (Heddle__V1__PipelineInput         *message);
+size_t heddle__v1__pipeline_input__get_packed_size
+                     (const Heddle__V1__PipelineInput   *message);
+size_t heddle__v1__pipeline_input__pack
+                     (const Heddle__V1__PipelineInput   *message,
+                      uint8_t             *out);
+size_t heddle__v1__pipeline_input__pack_to_buffer
+                     (const Heddle__V1__PipelineInput   *message,
+                      ProtobufCBuffer     *buffer);
+Heddle__V1__PipelineInput *
+       heddle__v1__pipeline_input__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   heddle__v1__pipeline_input__free_unpacked
+                     (Heddle__V1__PipelineInput *message,
+                      ProtobufCAllocator *allocator);
 /* Heddle__V1__PipelineList methods */
 void   heddle__v1__pipeline_list__init
                      (Heddle__V1__PipelineList         *message);
@@ -2404,6 +2490,9 @@ Heddle__V1__PipelineList *
 void   heddle__v1__pipeline_list__free_unpacked
                      (Heddle__V1__PipelineList *message,
                       ProtobufCAllocator *allocator);
+/* Heddle__V1__TriggerRequest__InputsEntry methods */
+void   heddle__v1__trigger_request__inputs_entry__init
+                     (Heddle__V1__TriggerRequest__InputsEntry         *message);
 /* Heddle__V1__TriggerRequest methods */
 void   heddle__v1__trigger_request__init
                      (Heddle__V1__TriggerRequest         *message);
@@ -2480,6 +2569,9 @@ Heddle__V1__RunListRequest *
 void   heddle__v1__run_list_request__free_unpacked
                      (Heddle__V1__RunListRequest *message,
                       ProtobufCAllocator *allocator);
+/* Heddle__V1__RunSummary__InputsEntry methods */
+void   heddle__v1__run_summary__inputs_entry__init
+                     (Heddle__V1__RunSummary__InputsEntry         *message);
 /* Heddle__V1__RunSummary methods */
 void   heddle__v1__run_summary__init
                      (Heddle__V1__RunSummary         *message);
@@ -3560,8 +3652,14 @@ typedef void (*Heddle__V1__PipelineListRequest_Closure)
 typedef void (*Heddle__V1__PipelineInfo_Closure)
                  (const Heddle__V1__PipelineInfo *message,
                   void *closure_data);
+typedef void (*Heddle__V1__PipelineInput_Closure)
+                 (const Heddle__V1__PipelineInput *message,
+                  void *closure_data);
 typedef void (*Heddle__V1__PipelineList_Closure)
                  (const Heddle__V1__PipelineList *message,
+                  void *closure_data);
+typedef void (*Heddle__V1__TriggerRequest__InputsEntry_Closure)
+                 (const Heddle__V1__TriggerRequest__InputsEntry *message,
                   void *closure_data);
 typedef void (*Heddle__V1__TriggerRequest_Closure)
                  (const Heddle__V1__TriggerRequest *message,
@@ -3574,6 +3672,9 @@ typedef void (*Heddle__V1__RerunRequest_Closure)
                   void *closure_data);
 typedef void (*Heddle__V1__RunListRequest_Closure)
                  (const Heddle__V1__RunListRequest *message,
+                  void *closure_data);
+typedef void (*Heddle__V1__RunSummary__InputsEntry_Closure)
+                 (const Heddle__V1__RunSummary__InputsEntry *message,
                   void *closure_data);
 typedef void (*Heddle__V1__RunSummary_Closure)
                  (const Heddle__V1__RunSummary *message,
@@ -3769,12 +3870,15 @@ extern const ProtobufCMessageDescriptor heddle__v1__pipeline_push__descriptor;
 extern const ProtobufCMessageDescriptor heddle__v1__pipeline_pushed__descriptor;
 extern const ProtobufCMessageDescriptor heddle__v1__pipeline_list_request__descriptor;
 extern const ProtobufCMessageDescriptor heddle__v1__pipeline_info__descriptor;
+extern const ProtobufCMessageDescriptor heddle__v1__pipeline_input__descriptor;
 extern const ProtobufCMessageDescriptor heddle__v1__pipeline_list__descriptor;
 extern const ProtobufCMessageDescriptor heddle__v1__trigger_request__descriptor;
+extern const ProtobufCMessageDescriptor heddle__v1__trigger_request__inputs_entry__descriptor;
 extern const ProtobufCMessageDescriptor heddle__v1__triggered__descriptor;
 extern const ProtobufCMessageDescriptor heddle__v1__rerun_request__descriptor;
 extern const ProtobufCMessageDescriptor heddle__v1__run_list_request__descriptor;
 extern const ProtobufCMessageDescriptor heddle__v1__run_summary__descriptor;
+extern const ProtobufCMessageDescriptor heddle__v1__run_summary__inputs_entry__descriptor;
 extern const ProtobufCMessageDescriptor heddle__v1__attempt_summary__descriptor;
 extern const ProtobufCMessageDescriptor heddle__v1__run_list__descriptor;
 extern const ProtobufCMessageDescriptor heddle__v1__run_get_request__descriptor;
