@@ -204,7 +204,54 @@ import Wire
                 nodes:
                   a: { run: x, network: off }
             """, line: 5, message: "`network` of node 'a' of job 'test' is 'off'; write none (no network but loopback) or host"),
+        Case(name: "input name", source: "name: b\ninputs:\n  9lives: { default: a }\njobs:\n  t:\n    nodes:\n      a: { run: x }\n", line: 3,
+             message: "input name '9lives' must start with a letter and have only letters, digits and _ (at most 64)"),
+        Case(name: "inputs alike in capitals", source: "name: b\ninputs:\n  env:\n  ENV:\njobs:\n  t:\n    nodes:\n      a: { run: x }\n", line: 4,
+             message: "inputs 'env' and 'ENV' would both be HEDDLE_INPUT_ENV; rename one"),
+        Case(name: "default not an option", source: "name: b\ninputs:\n  t: { default: c, options: [a, b] }\njobs:\n  t:\n    nodes:\n      a: { run: x }\n",
+             line: 3, message: "the default of input 't', 'c', is not among its options (a, b)"),
+        Case(name: "unknown input key", source: "name: b\ninputs:\n  t: { choices: [a] }\njobs:\n  t:\n    nodes:\n      a: { run: x }\n", line: 3,
+             message: "unknown key 'choices' in input 't' (expected default, options, description)"),
+        Case(name: "empty options", source: "name: b\ninputs:\n  t: { options: [] }\njobs:\n  t:\n    nodes:\n      a: { run: x }\n", line: 3,
+             message: "`options` of input 't' is empty; leave it out to take any value"),
+        Case(name: "required input of a forge-started pipeline", source: "name: b\non: { push: }\ninputs:\n  t:\njobs:\n  t:\n    nodes:\n      a: { run: x }\n",
+             line: 2, message: "input 't' has no default, and `on:` starts this pipeline from a forge's events, which set no inputs; give it a `default`"),
     ]
+
+    /// Inputs: declared in order, required without a default; resolved against what a trigger
+    /// sets (defaults filled in, unknown ones, values not among the options and missing
+    /// required ones refused).
+    @Test func inputsAreDeclaredAndResolved() throws {
+        let pipeline = try parser.parse("""
+            name: deploy
+            inputs:
+              target: { default: staging, options: [staging, prod], description: Where }
+              version:
+              note: { default: "" }
+            jobs:
+              t: { nodes: { a: { run: x } } }
+            """)
+        #expect(pipeline.inputs == [InputDefinition(name: "target", defaultValue: "staging", options: ["staging", "prod"], description: "Where"),
+                                    InputDefinition(name: "version"), InputDefinition(name: "note", defaultValue: "")])
+        #expect(pipeline.inputs[2].environmentName == "HEDDLE_INPUT_NOTE")
+        #expect(try pipeline.resolveInputs(["version": "1"]) == ["target": "staging", "version": "1", "note": ""])
+        #expect(try pipeline.resolveInputs(["version": "1", "target": "prod"]) == ["target": "prod", "version": "1", "note": ""])
+        #expect(throws: InputError("input 'version' of pipeline 'deploy' is required: set it (--input version=VALUE)")) {
+            try pipeline.resolveInputs([:])
+        }
+        #expect(throws: InputError("input 'target' is 'moon'; it must be one of: staging, prod")) {
+            try pipeline.resolveInputs(["version": "1", "target": "moon"])
+        }
+        #expect(throws: InputError("pipeline 'deploy' has no input 'x' (its inputs: target, version, note)")) {
+            try pipeline.resolveInputs(["version": "1", "x": "y"])
+        }
+        #expect(throws: InputError("the value of input 'version' must have at most 4096 bytes")) {
+            try pipeline.resolveInputs(["version": String(repeating: "v", count: 4097)])
+        }
+        let plain = try parser.parse("name: p\njobs:\n  t: { nodes: { a: { run: x } } }\n")
+        #expect(throws: InputError("pipeline 'p' has no inputs; 'x' is not one")) { try plain.resolveInputs(["x": "1"]) }
+        #expect(try plain.resolveInputs([:]) == [:])
+    }
 
     @Test(arguments: cases)
     func errorsNameTheFileLineAndProblem(_ testCase: Case) {

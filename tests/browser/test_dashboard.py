@@ -459,3 +459,36 @@ jobs:
     page.goto(fabric.url + f"/#/runs/{run}?job=j&node=n&line=54")
     expect(page.locator(".line.target .tx")).to_have_text("compiling")
     screenshot(page, "log-sections")
+
+
+def test_run_dialog_sets_the_pipelines_inputs(admin_page, fabric):
+    fabric.push("web", """name: deploy
+inputs:
+  target: { default: staging, options: [staging, prod], description: Where to deploy }
+  note: { default: "" }
+jobs:
+  ship:
+    labels: [linux]
+    nodes:
+      go: { run: 'echo "deploying to $HEDDLE_INPUT_TARGET ($HEDDLE_INPUT_NOTE)"' }
+""")
+    page = admin_page
+    page.goto(fabric.url + "/#/projects")
+    page.get_by_role("button", name="Run a pipeline of web").click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_label("Pipeline", exact=True).select_option("deploy")
+    target = dialog.get_by_label("Input target", exact=True)
+    expect(target).to_have_value("staging")
+    target.select_option("prod")
+    dialog.get_by_label("Input note", exact=True).fill("from the browser")
+    screenshot(page, "run-dialog-inputs")
+    dialog.get_by_role("button", name="Run", exact=True).click()
+    page.wait_for_url(re.compile(r"#/runs/\d+"))
+    run = int(re.search(r"#/runs/(\d+)", page.url).group(1))
+    expect(page.locator("dd.inputs")).to_have_text("note=from the browser target=prod")
+    wait_for(lambda: finished(fabric, run), 60, "the run to finish")
+    status, detail = fabric.api("GET", f"/runs/{run}")
+    assert detail["run"]["inputs"] == {"target": "prod", "note": "from the browser"}
+    assert detail["run"]["status"] == "succeeded"
+    log = fabric.cli("logs", str(run))
+    assert "deploying to prod (from the browser)" in log, log

@@ -21,17 +21,40 @@ function runTable(runs) {
     h('tbody', {}, runs.map(runRow)));
 }
 
-/// The Run button's dialog: pipeline and branch; on success, the new run's page.
+/// The fields of a pipeline's inputs: a choice for one with options, else a text field (its
+/// default filled in; required when it has none).
+function inputFields(pipeline) {
+  return (pipeline?.inputs || []).map((input, index) => {
+    const id = `run-input-${index}`;
+    const field = input.options.length
+      ? h('select', { id, name: input.name }, input.options.map((o) => h('option', { value: o, selected: o === input.default }, o)))
+      : h('input', { id, name: input.name, value: input.default ?? '', required: input.default === undefined });
+    return { name: input.name, field, label: h('label', { for: id, title: input.description || '' }, `Input ${input.name}`) };
+  });
+}
+
+/// The Run button's dialog: pipeline, branch and the pipeline's inputs; on success, the new
+/// run's page.
 function runDialog(project, pipelines, navigate) {
   const dialog = h('dialog', { class: 'run-dialog', 'aria-labelledby': 'run-dialog-title' });
   const select = h('select', { id: 'run-pipeline', name: 'pipeline' }, pipelines.map((p) => h('option', { value: p.name }, p.name)));
   const branch = h('input', { id: 'run-branch', name: 'branch', value: 'main', required: true });
+  const inputsBox = h('div', { class: 'run-inputs' });
+  let inputs = [];
+  const showInputs = () => {
+    inputs = inputFields(pipelines.find((p) => p.name === select.value));
+    inputsBox.replaceChildren(...inputs.flatMap((i) => [i.label, i.field]));
+  };
+  select.addEventListener('change', showInputs);
+  showInputs();
   const error = h('p', { class: 'error', role: 'alert' });
   const form = h('form', { method: 'dialog', onsubmit: async (event) => {
     event.preventDefault();
     try {
+      const body = { branch: branch.value.trim() || 'main' };
+      if (inputs.length) body.inputs = Object.fromEntries(inputs.map((i) => [i.name, i.field.value]));
       const created = await post(`/projects/${encodeURIComponent(project)}/pipelines/${encodeURIComponent(select.value)}/runs`,
-        { branch: branch.value.trim() || 'main' });
+        body);
       dialog.close();
       dialog.remove();
       announce(`run ${created.run} queued`);
@@ -41,6 +64,7 @@ function runDialog(project, pipelines, navigate) {
   h('h2', { id: 'run-dialog-title' }, `Run a pipeline of ${project}`),
   h('label', { for: 'run-pipeline' }, 'Pipeline'), select,
   h('label', { for: 'run-branch' }, 'Branch'), branch,
+  inputsBox,
   error,
   h('div', { class: 'actions' }, h('button', { type: 'submit', class: 'primary' }, 'Run'),
     h('button', { type: 'button', onclick: () => { dialog.close(); dialog.remove(); } }, 'Cancel')));

@@ -83,6 +83,9 @@ export async function runPage(main, params, { navigate }) {
         h('dt', {}, 'Pipeline'), h('dd', {}, h('a', { href: `#/projects/${encodeURIComponent(run.project)}` }, run.project), ' / ', run.pipeline),
         h('dt', {}, 'Branch'), h('dd', {}, run.branch, run.commit ? ` @ ${run.commit.slice(0, 12)}` : ''),
         h('dt', {}, 'Trigger'), h('dd', { class: 'trigger' }, run.trigger, run.triggeredBy ? ` by ${run.triggeredBy}` : ''),
+        ...(Object.keys(run.inputs || {}).length ? [h('dt', {}, 'Inputs'), h('dd', { class: 'inputs' },
+          Object.entries(run.inputs).sort(([a], [b]) => a.localeCompare(b)).map(([k, v]) => h('code', {}, `${k}=${v}`))
+            .flatMap((c, i) => (i ? [' ', c] : [c])))] : []),
         h('dt', {}, 'Attempt'), h('dd', {}, switcher, ` of ${detail.attempts.length}`),
         h('dt', {}, 'Created'), h('dd', {}, formatTime(run.createdAt)),
         h('dt', {}, 'Duration'), h('dd', { class: 'duration', dataset: { tick: 'run' } }, elapsed(run) === undefined ? '—' : formatDuration(elapsed(run)))),

@@ -1,0 +1,89 @@
+import Foundation
+import TestSupport
+import Testing
+
+/// What pipelines people write, through the real binaries: inputs set by the CLI and the REST
+/// trigger, reaching the nodes, shown by the run, and bad ones refused before anything is
+/// queued.
+@Suite(.serialized) struct PipelineFeaturesEndToEndTests {
+    static let deploy = """
+        name: deploy
+        inputs:
+          target: { default: staging, options: [staging, prod], description: Where to deploy }
+          version:
+          dry_run: { default: "yes" }
+        jobs:
+          ship:
+            labels: [linux]
+            nodes:
+              go: { run: 'echo "to=$HEDDLE_INPUT_TARGET version=$HEDDLE_INPUT_VERSION dry=$HEDDLE_INPUT_DRY_RUN"' }
+        """
+
+    @Test func inputsReachTheNodesAndBadOnesAreRefusedBeforeAnythingIsQueued() async throws {
+        let fabric = try await Fabric(runnerLabels: ["linux"], coordinatorArguments: ["--http", "127.0.0.1:0"])
+        do {
+            try await fabric.push("deploy.act", Self.deploy)
+
+            // The CLI: `--input` sets them, the defaults fill the rest; the node sees them all.
+            let triggered = try await fabric.json(["trigger", "shop/deploy", "--input", "target=prod", "--input", "version=1.2.3"])
+            let id = try #require((triggered as? [String: Any])?["run"] as? Int)
+            let run = try await fabric.waitForRun(id, ["succeeded", "failed"])
+            #expect(summary(run)["status"] as? String == "succeeded", "\(run)")
+            #expect(summary(run)["inputs"] as? [String: String] == ["target": "prod", "version": "1.2.3", "dry_run": "yes"])
+            let log = try await fabric.heddle(["logs", String(id), "--job", "ship", "--node", "go"])
+            #expect(log.output.contains("to=prod version=1.2.3 dry=yes"), "\(log.output) \(log.error)")
+            let shown = try await fabric.heddle(["runs", "show", String(id)])
+            #expect(shown.output.contains("inputs dry_run=yes  target=prod  version=1.2.3"), "\(shown.output)")
+            let pipelines = try await fabric.heddle(["pipeline", "list"])
+            #expect(pipelines.output.contains("target=staging,version (required),dry_run=yes"), "\(pipelines.output)")
+
+            // A re-run keeps the run's inputs.
+            let rerun = try await fabric.heddle(["rerun", String(id)])
+            #expect(rerun.status == 0, "\(rerun.error)")
+            _ = try await fabric.waitForRun(id, ["succeeded", "failed"])
+            let second = try await fabric.heddle(["logs", String(id), "--job", "ship", "--node", "go", "--attempt", "2"])
+            #expect(second.output.contains("to=prod version=1.2.3 dry=yes"), "\(second.output) \(second.error)")
+
+            // Refused, each with its reason, and nothing queued.
+            let before = try await fabric.json(["runs", "--json"])
+            let refusals: [([String], String)] = [
+                (["--input", "target=moon", "--input", "version=1"], "input 'target' is 'moon'; it must be one of: staging, prod"),
+                (["--input", "version=1", "--input", "colour=red"], "pipeline 'deploy' has no input 'colour' (its inputs: target, version, dry_run)"),
+                ([], "input 'version' of pipeline 'deploy' is required: set it (--input version=VALUE)"),
+                (["--input", "version"], "--input 'version' is not NAME=VALUE"),
+                (["--input", "version=1", "--input", "version=2"], "--input version is given twice"),
+            ]
+            for (arguments, message) in refusals {
+                let refused = try await fabric.heddle(["trigger", "shop/deploy"] + arguments)
+                #expect(refused.status != 0, "\(arguments)")
+                #expect(refused.error.contains(message), "\(arguments): \(refused.error)")
+            }
+            #expect(try await fabric.json(["runs", "--json"]) as? NSDictionary == before as? NSDictionary, "a refused trigger queues nothing")
+
+            // REST: the trigger's `inputs` object; the run and the pipeline show them.
+            let admin = try fabric.http(as: "admin")
+            let created = try await admin.json("POST", "/api/v1/projects/shop/pipelines/deploy/runs",
+                                               ["branch": "main", "inputs": ["version": "9", "dry_run": "no"]])
+            #expect(created.status == 201, "\(created.text)")
+            let restID = try #require(created.object?["run"] as? Int)
+            let restRun = try await fabric.waitForRun(restID, ["succeeded", "failed"])
+            #expect(summary(restRun)["inputs"] as? [String: String] == ["target": "staging", "version": "9", "dry_run": "no"])
+            let detail = try await admin.json("GET", "/api/v1/runs/\(restID)")
+            #expect((detail.object?["run"] as? [String: Any])?["inputs"] as? [String: String]
+                    == ["target": "staging", "version": "9", "dry_run": "no"])
+            let bad = try await admin.json("POST", "/api/v1/projects/shop/pipelines/deploy/runs", ["inputs": ["version": "1", "target": "moon"]])
+            #expect(bad.status == 400 && bad.text.contains("must be one of: staging, prod"), "\(bad.text)")
+            let long = try await admin.json("POST", "/api/v1/projects/shop/pipelines/deploy/runs",
+                                            ["inputs": ["version": String(repeating: "x", count: 5000)]])
+            #expect(long.status == 400 && long.text.contains("at most 4096 bytes"), "\(long.text)")
+            let pipeline = try await admin.json("GET", "/api/v1/projects/shop/pipelines/deploy")
+            let inputs = pipeline.object?["inputs"] as? [[String: Any]] ?? []
+            #expect(inputs.map { $0["name"] as? String } == ["target", "version", "dry_run"], "\(pipeline.text)")
+            #expect(inputs.first?["options"] as? [String] == ["staging", "prod"] && inputs.first?["default"] as? String == "staging")
+            #expect(inputs[1]["default"] == nil, "a required input has no default: \(pipeline.text)")
+        } catch {
+            Issue.record("\(error)\n\(fabric.logs)")
+        }
+        await fabric.stop()
+    }
+}
