@@ -255,7 +255,9 @@ struct StreamRoutes {
         guard let runID = context.parameters.get("run", as: Int64.self), runID > 0 else {
             throw Problem(status: .badRequest, code: .badRequest, detail: "a run id is a positive integer", field: "run")
         }
-        let job = context.parameters.get("job") ?? "", node = context.parameters.get("node") ?? ""
+        // Percent-decoded: a matrix job's instance is named `test (debian, 3.11)`.
+        let job = (context.parameters.get("job") ?? "").removingPercentEncoding ?? ""
+        let node = (context.parameters.get("node") ?? "").removingPercentEncoding ?? ""
         let query = request.uri.queryParameters
         var attempt: Int?
         if let text = query.get("attempt") {

@@ -87,3 +87,51 @@ import Testing
         await fabric.stop()
     }
 }
+
+extension PipelineFeaturesEndToEndTests {
+    /// A 2×2 matrix less one combination plus one: four jobs, named by their values, each with
+    /// its variables and its labels (`${matrix.os}` picks the runner).
+    @Test func aMatrixRunsOneJobPerCombinationWithItsVariables() async throws {
+        let fabric = try await Fabric(runnerLabels: ["linux,debian", "linux,alpine"], coordinatorArguments: ["--http", "127.0.0.1:0"])
+        do {
+            try await fabric.push("matrix.act", """
+                name: matrix
+                jobs:
+                  test:
+                    matrix:
+                      os: [debian, alpine]
+                      py: ["3.11", "3.12"]
+                      exclude: [{ os: alpine, py: "3.11" }]
+                      include: [{ os: debian, py: "3.13" }]
+                    labels: [linux, "${matrix.os}"]
+                    nodes:
+                      show: { run: 'echo "os=$HEDDLE_MATRIX_OS py=$HEDDLE_MATRIX_PY job=$HEDDLE_JOB"' }
+                  lint:
+                    labels: [linux]
+                    nodes:
+                      check: { run: 'echo "no matrix: [$HEDDLE_MATRIX_OS]"' }
+                """)
+            let id = try await fabric.trigger("shop/matrix")
+            let run = try await fabric.waitForRun(id, ["succeeded", "failed"])
+            #expect(summary(run)["status"] as? String == "succeeded", "\(run)")
+            let jobs = (run["jobs"] as? [[String: Any]] ?? []).map { ($0["name"] as? String ?? "", $0["labels"] as? [String] ?? []) }
+            #expect(jobs.map(\.0) == ["test (debian, 3.11)", "test (debian, 3.12)", "test (alpine, 3.12)", "test (debian, 3.13)", "lint"])
+            #expect(jobs.first?.1 == ["linux", "debian"] && jobs[2].1 == ["linux", "alpine"], "\(jobs)")
+            for (job, line) in [("test (debian, 3.11)", "os=debian py=3.11 job=test (debian, 3.11)"),
+                                ("test (debian, 3.12)", "os=debian py=3.12"), ("test (alpine, 3.12)", "os=alpine py=3.12"),
+                                ("test (debian, 3.13)", "os=debian py=3.13")] {
+                let log = try await fabric.heddle(["logs", String(id), "--job", job, "--node", "show"])
+                #expect(log.output.contains(line), "\(job): \(log.output) \(log.error)")
+            }
+            let lint = try await fabric.heddle(["logs", String(id), "--job", "lint", "--node", "check"])
+            #expect(lint.output.contains("no matrix: []"), "\(lint.output)")
+            // Over HTTP, the instance's name in the path, percent-encoded.
+            let admin = try fabric.http(as: "admin")
+            let log = try await admin.request("GET", "/api/v1/runs/\(id)/jobs/test%20(alpine%2C%203.12)/nodes/show/log")
+            #expect(log.status == 200 && log.text.contains("os=alpine py=3.12"), "\(log.status) \(log.text)")
+        } catch {
+            Issue.record("\(error)\n\(fabric.logs)")
+        }
+        await fabric.stop()
+    }
+}

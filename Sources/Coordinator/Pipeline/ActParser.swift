@@ -24,6 +24,9 @@ public struct ActError: Error, Equatable, CustomStringConvertible, Sendable {
 /// ```
 public struct ActParser {
     public var file: String
+    /// The matrix values of the job instance being parsed (axis, value), in axis order; empty
+    /// outside a matrix job.
+    private var matrix: [(axis: String, value: String)] = []
 
     public init(file: String) {
         self.file = file
@@ -57,8 +60,26 @@ public struct ActParser {
         let jobsMap = try mapping(jobsNode, "`jobs`")
         guard !jobsMap.isEmpty else { throw error(at: line(jobsNode), "`jobs` is empty; a pipeline needs at least one job") }
         var jobs: [JobDefinition] = []
+        var jobLines: [String: Int] = [:]
         for (key, jobNode) in jobsMap {
-            jobs.append(try parseJob(name: try identifier(key, "a job name"), keyNode: key, jobNode))
+            let jobName = try identifier(key, "a job name")
+            // A job with `matrix:` is one job per combination of its values, named
+            // `NAME (v1, v2)`.
+            if case .mapping(let map) = jobNode, let matrixNode = value(map, "matrix") {
+                for combination in try parseMatrix(matrixNode, job: jobName) {
+                    var instance = self
+                    instance.matrix = combination
+                    let instanceName = "\(jobName) (\(combination.map(\.value).joined(separator: ", ")))"
+                    jobs.append(try instance.parseJob(name: instanceName, keyNode: key, jobNode))
+                }
+            } else {
+                jobs.append(try parseJob(name: jobName, keyNode: key, jobNode))
+            }
+            for job in jobs where jobLines[job.name] == nil { jobLines[job.name] = line(key) }
+        }
+        var seen = Set<String>()
+        for job in jobs where !seen.insert(job.name).inserted {
+            throw error(at: jobLines[job.name] ?? 1, "two jobs are named '\(job.name)' (a matrix job's instance is named `NAME (values)`); rename one")
         }
         var definition = PipelineDefinition(name: name, jobs: jobs)
         if let on = value(top, "on") { definition.triggers = try parseTriggers(on) }
@@ -156,9 +177,100 @@ public struct ActParser {
         return triggers
     }
 
+    /// `matrix: { os: [debian, alpine], py: ["3.11", "3.12"], exclude: [{os: alpine, py: "3.11"}],
+    /// include: [{os: fedora, py: "3.13"}] }`: every combination of the axes' values in
+    /// declaration order, less those an `exclude` entry matches (all its keys), then each
+    /// `include` entry (setting every axis) not already there.
+    private func parseMatrix(_ node: Node, job: String) throws(ActError) -> [[(axis: String, value: String)]] {
+        let what = "`matrix` of job '\(job)'"
+        let map = try mapping(node, what)
+        var axes: [(name: String, values: [String])] = []
+        for (key, valuesNode) in map {
+            let axis = key.string ?? ""
+            if axis == "include" || axis == "exclude" { continue }
+            if let problem = InputDefinition.nameProblem(axis) {
+                throw error(at: line(key), problem.replacingOccurrences(of: "input name", with: "matrix axis"))
+            }
+            let values = try stringList(valuesNode, "axis '\(axis)' of \(what)")
+            guard !values.isEmpty else { throw error(at: line(valuesNode), "axis '\(axis)' of \(what) has no values") }
+            for value in values {
+                if let problem = Names.problem(value, "matrix value") { throw error(at: line(valuesNode), "\(problem) (in \(what))") }
+            }
+            guard Set(values).count == values.count else { throw error(at: line(valuesNode), "axis '\(axis)' of \(what) repeats a value") }
+            if let other = axes.first(where: { $0.name.uppercased() == axis.uppercased() }) {
+                throw error(at: line(key), "axes '\(other.name)' and '\(axis)' of \(what) would both be HEDDLE_MATRIX_\(axis.uppercased()); rename one")
+            }
+            axes.append((axis, values))
+        }
+        guard !axes.isEmpty else { throw error(at: line(node), "\(what) has no axes; write for example { os: [debian, alpine] }") }
+        guard axes.count <= 8 else { throw error(at: line(node), "\(what) has \(axes.count) axes; at most 8") }
+        var combinations: [[(axis: String, value: String)]] = [[]]
+        for axis in axes {
+            combinations = combinations.flatMap { partial in axis.values.map { partial + [(axis.name, $0)] } }
+            guard combinations.count <= 256 else { throw error(at: line(node), "\(what) makes more than 256 jobs") }
+        }
+        /// An `include`/`exclude` entry as axis → value (only the matrix's axes).
+        func entries(_ key: String) throws(ActError) -> [(line: Int, values: [String: String])] {
+            guard let listNode = value(map, key) else { return [] }
+            guard case .sequence(let sequence) = listNode else {
+                throw error(at: line(listNode), "`\(key)` of \(what) must be a list of mappings, like [{os: alpine}]")
+            }
+            var out: [(Int, [String: String])] = []
+            for item in sequence {
+                var values: [String: String] = [:]
+                for (axisNode, valueNode) in try mapping(item, "an entry of `\(key)` of \(what)") {
+                    let axis = axisNode.string ?? ""
+                    guard axes.contains(where: { $0.name == axis }) else {
+                        throw error(at: line(axisNode), "`\(key)` of \(what) names axis '\(axis)', which the matrix does not have (axes: \(axes.map(\.name).joined(separator: ", ")))")
+                    }
+                    let text = try scalar(valueNode, "a value in `\(key)` of \(what)")
+                    if let problem = Names.problem(text, "matrix value") { throw error(at: line(valueNode), "\(problem) (in \(what))") }
+                    values[axis] = text
+                }
+                out.append((line(item), values))
+            }
+            return out
+        }
+        for exclude in try entries("exclude") {
+            combinations.removeAll { combination in exclude.values.allSatisfy { axis, value in combination.contains { $0 == (axis, value) } } }
+        }
+        for include in try entries("include") {
+            guard include.values.count == axes.count else {
+                throw error(at: include.line, "an entry of `include` of \(what) must set every axis (\(axes.map(\.name).joined(separator: ", ")))")
+            }
+            let combination = axes.map { (axis: $0.name, value: include.values[$0.name]!) }
+            if !combinations.contains(where: { $0.map(\.value) == combination.map(\.value) }) { combinations.append(combination) }
+        }
+        guard !combinations.isEmpty else { throw error(at: line(node), "\(what) excludes every combination") }
+        guard combinations.count <= 256 else { throw error(at: line(node), "\(what) makes more than 256 jobs") }
+        return combinations
+    }
+
+    /// `text` with each `${matrix.AXIS}` replaced by this instance's value.
+    private func substituted(_ text: String, at node: Node, _ what: String) throws(ActError) -> String {
+        guard text.contains("${matrix.") else { return text }
+        var out = ""
+        var rest = Substring(text)
+        while let start = rest.range(of: "${matrix.") {
+            out += rest[..<start.lowerBound]
+            guard let end = rest[start.upperBound...].firstIndex(of: "}") else {
+                throw error(at: line(node), "\(what) has `${matrix.` without its closing `}`")
+            }
+            let axis = String(rest[start.upperBound..<end])
+            guard let value = matrix.first(where: { $0.axis == axis })?.value else {
+                throw error(at: line(node), matrix.isEmpty
+                    ? "\(what) uses ${matrix.\(axis)} but its job has no `matrix`"
+                    : "\(what) uses ${matrix.\(axis)}, which is not an axis of the matrix (axes: \(matrix.map(\.axis).joined(separator: ", ")))")
+            }
+            out += value
+            rest = rest[rest.index(after: end)...]
+        }
+        return out + rest
+    }
+
     private func parseJob(name: String, keyNode: Node, _ node: Node) throws(ActError) -> JobDefinition {
         let map = try mapping(node, "job '\(name)'")
-        try checkKeys(map, allowed: ["labels", "nodes", "retry", "network", "limits", "secrets", "image"], in: "job '\(name)'")
+        try checkKeys(map, allowed: ["labels", "nodes", "retry", "network", "limits", "secrets", "image", "matrix"], in: "job '\(name)'")
         // The job's `image`: its nodes' unless a node names its own.
         let image = try imageSetting(map, "job '\(name)'") ?? ""
         // The job's `secrets`: every node's, with the node's own.
@@ -182,6 +294,7 @@ public struct ActParser {
         var labels: [String] = []
         if let labelsNode = value(map, "labels") {
             labels = try stringList(labelsNode, "`labels` of job '\(name)'")
+            for index in labels.indices { labels[index] = try substituted(labels[index], at: labelsNode, "`labels` of job '\(name)'") }
             for label in labels {
                 if let problem = Names.problem(label, "label") { throw error(at: line(labelsNode), "\(problem) (in job '\(name)')") }
             }
@@ -218,7 +331,16 @@ public struct ActParser {
             throw error(at: nodeLines[cycle[0]] ?? 1,
                         "the needs of job '\(name)' form a cycle: \(cycle.joined(separator: " -> "))")
         }
-        return JobDefinition(name: name, labels: labels, retryLost: retryLost, nodes: nodes)
+        // A matrix job's instance: each node sees its values as HEDDLE_MATRIX_<AXIS> (unless it
+        // sets that variable itself).
+        for index in nodes.indices {
+            for (axis, value) in matrix where nodes[index].env["HEDDLE_MATRIX_" + axis.uppercased()] == nil {
+                nodes[index].env["HEDDLE_MATRIX_" + axis.uppercased()] = value
+            }
+        }
+        var job = JobDefinition(name: name, labels: labels, retryLost: retryLost, nodes: nodes)
+        job.matrix = Dictionary(uniqueKeysWithValues: matrix.map { ($0.axis, $0.value) })
+        return job
     }
 
     /// `network: none` (no network but loopback) or `network: host` (the runner's), or nil.
@@ -235,7 +357,7 @@ public struct ActParser {
     /// `registry.example.com/team/builder:3`, `localhost/tools@sha256:...`), or nil.
     private func imageSetting(_ map: Node.Mapping, _ what: String) throws(ActError) -> String? {
         guard let node = value(map, "image") else { return nil }
-        let image = try scalar(node, "`image` of \(what)")
+        let image = try substituted(try scalar(node, "`image` of \(what)"), at: node, "`image` of \(what)")
         let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-/:@")
         guard !image.isEmpty, image.count <= 255, image.allSatisfy({ allowed.contains($0) }),
               let first = image.first, first.isLetter || first.isNumber else {

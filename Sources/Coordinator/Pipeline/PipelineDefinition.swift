@@ -142,6 +142,8 @@ public struct JobDefinition: Sendable, Equatable {
     public var retryLost: Int = 0
     /// In file order, which is also a valid topological order's tie-breaker.
     public var nodes: [NodeDefinition]
+    /// A matrix job's instance: its values by axis (empty for other jobs).
+    public var matrix: [String: String] = [:]
 }
 
 public struct NodeDefinition: Sendable, Equatable {

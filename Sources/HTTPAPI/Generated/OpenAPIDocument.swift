@@ -776,8 +776,8 @@ enum OpenAPIDocument {
           "required": true,
           "schema": {
             "type": "string",
-            "pattern": "^[A-Za-z0-9._-]{1,100}$",
-            "description": "1 to 100 letters, digits, ., _ or - (not . or ..)."
+            "pattern": "^[A-Za-z0-9._-]{1,100}( \\([A-Za-z0-9._, -]{1,900}\\))?$",
+            "description": "The job's name (1 to 100 letters, digits, ., _ or -), or a matrix job's instance, `NAME (v1, v2)`, percent-encoded."
           }
         },
         {
@@ -921,8 +921,8 @@ enum OpenAPIDocument {
           "required": true,
           "schema": {
             "type": "string",
-            "pattern": "^[A-Za-z0-9._-]{1,100}$",
-            "description": "1 to 100 letters, digits, ., _ or - (not . or ..)."
+            "pattern": "^[A-Za-z0-9._-]{1,100}( \\([A-Za-z0-9._, -]{1,900}\\))?$",
+            "description": "The job's name, or a matrix job's instance, `NAME (v1, v2)`, percent-encoded."
           }
         },
         {
@@ -1022,8 +1022,8 @@ enum OpenAPIDocument {
           "required": true,
           "schema": {
             "type": "string",
-            "pattern": "^[A-Za-z0-9._-]{1,100}$",
-            "description": "1 to 100 letters, digits, ., _ or - (not . or ..)."
+            "pattern": "^[A-Za-z0-9._-]{1,100}( \\([A-Za-z0-9._, -]{1,900}\\))?$",
+            "description": "The job's name, or a matrix job's instance, `NAME (v1, v2)`, percent-encoded."
           }
         },
         {
