@@ -218,6 +218,58 @@ import Wire
              line: 2, message: "input 't' has no default, and `on:` starts this pipeline from a forge's events, which set no inputs; give it a `default`"),
     ]
 
+    /// A matrix: every combination in declaration order, less `exclude`, plus `include`; each
+    /// instance named by its values, with its variables and its labels.
+    @Test func aMatrixJobIsOneJobPerCombination() throws {
+        let pipeline = try parser.parse("""
+            name: m
+            jobs:
+              test:
+                matrix: { os: [debian, alpine], py: ["3.11", "3.12"], exclude: [{ py: "3.11" }], include: [{ os: fedora, py: "4" }] }
+                labels: [linux, "${matrix.os}", "py-${matrix.py}"]
+                image: "${matrix.os}:latest"
+                nodes:
+                  a: { run: x }
+                  b: { run: y, env: { HEDDLE_MATRIX_PY: mine } }
+            """)
+        #expect(pipeline.jobs.map(\.name) == ["test (debian, 3.12)", "test (alpine, 3.12)", "test (fedora, 4)"])
+        #expect(pipeline.jobs.map(\.labels) == [["linux", "debian", "py-3.12"], ["linux", "alpine", "py-3.12"], ["linux", "fedora", "py-4"]])
+        #expect(pipeline.jobs[1].matrix == ["os": "alpine", "py": "3.12"])
+        #expect(pipeline.jobs[1].nodes[0].env == ["HEDDLE_MATRIX_OS": "alpine", "HEDDLE_MATRIX_PY": "3.12"])
+        #expect(pipeline.jobs[1].nodes[1].env["HEDDLE_MATRIX_PY"] == "mine", "a node's own variable wins")
+        #expect(pipeline.jobs[2].nodes[0].image == "fedora:latest")
+    }
+
+    static let matrixCases: [Case] = [
+        Case(name: "axis without values", source: "name: m\njobs:\n  t:\n    matrix: { os: [] }\n    nodes: { a: { run: x } }\n",
+             line: 4, message: "axis 'os' of `matrix` of job 't' has no values"),
+        Case(name: "unknown axis in exclude", source: "name: m\njobs:\n  t:\n    matrix: { os: [a], exclude: [{ py: b }] }\n    nodes: { a: { run: x } }\n",
+             line: 4, message: "`exclude` of `matrix` of job 't' names axis 'py', which the matrix does not have (axes: os)"),
+        Case(name: "everything excluded", source: "name: m\njobs:\n  t:\n    matrix: { os: [a], exclude: [{ os: a }] }\n    nodes: { a: { run: x } }\n",
+             line: 4, message: "`matrix` of job 't' excludes every combination"),
+        Case(name: "include missing an axis", source: "name: m\njobs:\n  t:\n    matrix: { os: [a], py: [b], include: [{ os: c }] }\n    nodes: { a: { run: x } }\n",
+             line: 4, message: "an entry of `include` of `matrix` of job 't' must set every axis (os, py)"),
+        Case(name: "unknown axis in a label", source: "name: m\njobs:\n  t:\n    matrix: { os: [a] }\n    labels: [\"${matrix.cpu}\"]\n    nodes: { a: { run: x } }\n",
+             line: 5, message: "`labels` of job 't (a)' uses ${matrix.cpu}, which is not an axis of the matrix (axes: os)"),
+        Case(name: "matrix variable without a matrix", source: "name: m\njobs:\n  t:\n    labels: [\"${matrix.os}\"]\n    nodes: { a: { run: x } }\n",
+             line: 4, message: "`labels` of job 't' uses ${matrix.os} but its job has no `matrix`"),
+        Case(name: "too many jobs", source: "name: m\njobs:\n  t:\n    matrix: { a: [\(Array(0..<20).map(String.init).joined(separator: ", "))], b: [\(Array(0..<20).map(String.init).joined(separator: ", "))] }\n    nodes: { a: { run: x } }\n",
+             line: 4, message: "`matrix` of job 't' makes more than 256 jobs"),
+        Case(name: "matrix value not a name", source: "name: m\njobs:\n  t:\n    matrix: { os: [\"a b\"] }\n    nodes: { a: { run: x } }\n",
+             line: 4, message: "matrix value"),
+    ]
+
+    @Test(arguments: matrixCases)
+    func matrixErrorsNameTheLineAndProblem(_ testCase: Case) {
+        do {
+            _ = try parser.parse(testCase.source)
+            Issue.record("\(testCase.name) parsed without error")
+        } catch {
+            #expect(error.line == testCase.line, "\(error)")
+            #expect(error.message.contains(testCase.message), "\(error)")
+        }
+    }
+
     /// Inputs: declared in order, required without a default; resolved against what a trigger
     /// sets (defaults filled in, unknown ones, values not among the options and missing
     /// required ones refused).

@@ -492,3 +492,32 @@ jobs:
     assert detail["run"]["status"] == "succeeded"
     log = fabric.cli("logs", str(run))
     assert "deploying to prod (from the browser)" in log, log
+
+
+def test_a_matrix_jobs_instances_are_grouped_in_the_graph(admin_page, fabric):
+    fabric.push("web", """name: grid
+jobs:
+  test:
+    matrix: { os: [debian, alpine], py: ["3.11", "3.12"] }
+    labels: [linux]
+    nodes:
+      show: { run: 'echo "$HEDDLE_MATRIX_OS $HEDDLE_MATRIX_PY"' }
+  lint:
+    labels: [linux]
+    nodes:
+      check: { run: 'true' }
+""")
+    run = json.loads(fabric.cli("trigger", "web/grid", "--json"))["run"]
+    wait_for(lambda: finished(fabric, run), 60, "the run to finish")
+    page = admin_page
+    page.goto(f"{fabric.url}/#/runs/{run}")
+    group = page.locator("section.matrix-group[data-matrix=test]")
+    expect(group.locator("h3")).to_have_text("test — matrix of 4")
+    expect(group.locator("figure.job-graph")).to_have_count(4)
+    assert group.locator("figure.job-graph").evaluate_all("fs => fs.map(f => f.dataset.job)") == [
+        "test (debian, 3.11)", "test (debian, 3.12)", "test (alpine, 3.11)", "test (alpine, 3.12)"]
+    expect(page.locator("figure.job-graph[data-job=lint]")).to_have_count(1)
+    screenshot(page, "run-matrix")
+    # A click on an instance's node opens its log.
+    group.locator("figure.job-graph[data-job='test (alpine, 3.12)'] .node[data-node=show]").click()
+    expect(page.locator(".log-lines")).to_contain_text("alpine 3.12")

@@ -150,14 +150,26 @@ export async function runPage(main, params, { navigate }) {
   }
   const ticker = setInterval(tick, 1000);
 
+  /// Each job's graph; a matrix job's instances (`test (debian, 3.11)`, ...) together under
+  /// the matrix job's name, side by side.
   function drawGraphs() {
-    graphs.replaceChildren(...detail.jobs.map((job) => h('figure', { class: 'job-graph', dataset: { job: job.name } },
+    const figure = (job) => h('figure', { class: 'job-graph', dataset: { job: job.name } },
       h('figcaption', {}, job.name, ' ', statusBadge(job.status)),
       h('div', { class: 'graph-scroll' }, drawJob(job, {
         selected: selected?.job === job.name ? selected.node : undefined,
         durationOf: (node) => (node.startedAt ? formatDuration(elapsed(node)) : ''),
         onOpen: (node) => openLog(job.name, node.name, { scroll: true }),
-      })))));
+      })));
+    const groups = [];
+    for (const job of detail.jobs) {
+      const base = /^([A-Za-z0-9._-]+) \(.+\)$/.exec(job.name)?.[1];
+      const last = groups[groups.length - 1];
+      if (base && last?.base === base) last.jobs.push(job); else groups.push({ base, jobs: [job] });
+    }
+    graphs.replaceChildren(...groups.map((group) => (group.base
+      ? h('section', { class: 'matrix-group', dataset: { matrix: group.base }, 'aria-label': `Matrix ${group.base}` },
+        h('h3', {}, `${group.base} — matrix of ${group.jobs.length}`), h('div', { class: 'matrix-jobs' }, ...group.jobs.map(figure)))
+      : figure(group.jobs[0]))));
   }
 
   /// What the log of a node that failed (or was cancelled) ends with: its exit code, and why.
