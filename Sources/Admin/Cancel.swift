@@ -92,6 +92,9 @@ struct Rerun: AsyncParsableCommand {
     @Argument(help: "The run id.")
     var run: UInt64
 
+    @Flag(help: "Run only the jobs that failed or were cancelled; those that succeeded are carried over.")
+    var failed = false
+
     @Flag(help: "Wait for the new attempt to finish (exit 1 when it did not succeed).")
     var wait = false
 
@@ -99,8 +102,8 @@ struct Rerun: AsyncParsableCommand {
 
     func run() async throws {
         let succeeded: Bool = try await withClient(connection) { client in
-            let (id, attempt) = try await client.rerun(run)
-            print("run \(id) attempt \(attempt) queued")
+            let (id, attempt) = try await client.rerun(run, failedOnly: failed)
+            print("run \(id) attempt \(attempt) queued\(failed ? " (the failed jobs; the others carried over)" : "")")
             guard wait else { return true }
             var final: Heddle_V1_RunSummary?
             for try await event in try await client.watch(runID: id, attempt: attempt, logs: false, follow: true) {

@@ -150,7 +150,7 @@ struct API: APIProtocol {
     }
 
     func rerunRun(_ input: Operations.RerunRun.Input) async throws -> Operations.RerunRun.Output {
-        let triggered = try await core.rerun(runID: input.path.run, as: caller)
+        let triggered = try await core.rerun(runID: input.path.run, failedOnly: input.query.failed ?? false, as: caller)
         let url = "/api/v1/runs/\(triggered.runID)"
         return .created(.init(body: .json(.init(run: triggered.runID, attempt: triggered.attempt, url: url))))
     }

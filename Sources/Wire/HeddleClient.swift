@@ -69,9 +69,10 @@ public struct HeddleClient: Sendable {
     }
 
     /// Adds an attempt to a finished run; returns (run id, attempt).
-    public func rerun(_ runID: UInt64) async throws -> (UInt64, UInt32) {
+    public func rerun(_ runID: UInt64, failedOnly: Bool = false) async throws -> (UInt64, UInt32) {
         var request = Heddle_V1_RerunRequest()
         request.runID = runID
+        request.failedOnly = failedOnly
         return try await call(.rerun(request)) { if case .triggered(let m) = $0 { (m.runID, m.attempt) } else { nil } }
     }
 

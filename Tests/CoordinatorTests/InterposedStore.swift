@@ -29,9 +29,9 @@ class InterposedStore: CoordinatorStore, @unchecked Sendable {
         try await hooks.enter("createRun")
         return try await base.createRun(version: version, definition: definition, branch: branch, commit: commit, trigger: trigger, triggeredBy: triggeredBy, fork: fork, inputs: inputs, now: now)
     }
-    func createAttempt(runID: Int64, definition: PipelineDefinition, trigger: String, triggeredBy: String, now: Int64) async throws -> (RunRecord, [JobRecord]) {
+    func createAttempt(runID: Int64, definition: PipelineDefinition, carried: Set<String>, trigger: String, triggeredBy: String, now: Int64) async throws -> (RunRecord, [JobRecord]) {
         try await hooks.enter("createAttempt")
-        return try await base.createAttempt(runID: runID, definition: definition, trigger: trigger, triggeredBy: triggeredBy, now: now)
+        return try await base.createAttempt(runID: runID, definition: definition, carried: carried, trigger: trigger, triggeredBy: triggeredBy, now: now)
     }
     func attempt(runID: Int64, number: Int) async throws -> AttemptRecord? {
         try await hooks.enter("attempt")

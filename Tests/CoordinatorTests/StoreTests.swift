@@ -23,6 +23,44 @@ import Wire
         return (try await store.savePipeline(project: project, definition: definition, source: Self.source, now: 1), definition)
     }
 
+    /// A re-run of the failed jobs only: the job that succeeded is copied into the new attempt,
+    /// finished, with its nodes as they ended and a pointer to the job it copies; the failed
+    /// one is queued again; the attempt ends as its jobs do.
+    @Test(arguments: StoreKind.allCases)
+    func anAttemptCarriesOverTheJobsThatSucceeded(kind: StoreKind) async throws {
+        try await TestDatabase.with(kind) { database in
+            let store = try await database.open()
+            let (version, definition) = try await pipeline(store)
+            let (run, jobs) = try await store.createRun(version: version, definition: definition, branch: "main", commit: "",
+                                                        trigger: "api", triggeredBy: "t", now: 10)
+            let claimed = try await store.claimJobs(jobs.map { JobClaim(jobID: $0.id, runner: "r", epoch: 1) }, now: 11)
+            #expect(claimed.allSatisfy { $0 != nil })
+            let build = jobs[0], lint = jobs[1]
+            try await store.updateNode(jobID: build.id, epoch: 1, node: "compile", status: .succeeded, exitCode: 0, at: 12)
+            try await store.updateNode(jobID: build.id, epoch: 1, node: "test", status: .succeeded, exitCode: 0, at: 13)
+            _ = try await store.finishJob(id: build.id, epoch: 1, status: .succeeded, reason: "", now: 14)
+            let (failed, _) = try await store.finishJob(id: lint.id, epoch: 1, status: .failed, reason: "node 'n' failed", now: 15)
+            #expect(failed.status == .failed)
+
+            let (again, queued) = try await store.createAttempt(runID: run.id, definition: definition, carried: ["build"],
+                                                                trigger: "manual", triggeredBy: "admin", now: 20)
+            #expect(again.attempt == 2 && again.status == .queued)
+            #expect(queued.map(\.name) == ["lint"] && queued.allSatisfy { $0.status == .queued && $0.carriedFrom == nil })
+            let second = try await store.jobs(runID: run.id, attempt: 2)
+            let carried = try #require(second.first { $0.name == "build" })
+            #expect(carried.status == .succeeded && carried.carriedFrom == build.id && carried.logJobID == build.id)
+            #expect(carried.reason == "carried over from attempt 1" && carried.runner == "r" && carried.finishedAt == 14)
+            let nodes = try await store.nodes(jobIDs: [carried.id]).sorted { $0.ordinal < $1.ordinal }
+            #expect(nodes.map(\.name) == ["compile", "test"] && nodes.allSatisfy { $0.status == .succeeded && $0.exitCode == 0 })
+            #expect(try await store.jobs(runID: run.id, attempt: 1).map(\.status) == [.succeeded, .failed], "attempt 1 as it was")
+
+            // The queued job ends: the attempt (and the run) with it, the carried job counted.
+            _ = try await store.claimJobs([JobClaim(jobID: queued[0].id, runner: "r", epoch: 2)], now: 21)
+            let (ended, _) = try await store.finishJob(id: queued[0].id, epoch: 2, status: .succeeded, reason: "", now: 22)
+            #expect(ended.status == .succeeded && ended.attempt == 2)
+        }
+    }
+
     @Test(arguments: StoreKind.allCases)
     func runsAttemptsJobsAndNodes(kind: StoreKind) async throws {
         try await TestDatabase.with(kind) { database in

@@ -135,3 +135,59 @@ extension PipelineFeaturesEndToEndTests {
         await fabric.stop()
     }
 }
+
+extension PipelineFeaturesEndToEndTests {
+    /// `heddle rerun RUN --failed`: the job that succeeded is carried over (its log is attempt
+    /// 1's: it did not run again), only the failed one runs; a run with nothing failed is
+    /// refused.
+    @Test func aRerunOfTheFailedJobsRunsOnlyThem() async throws {
+        let fabric = try await Fabric(runnerLabels: ["linux"], coordinatorArguments: ["--http", "127.0.0.1:0"])
+        do {
+            try await fabric.push("flaky.act", """
+                name: flaky
+                jobs:
+                  good:
+                    labels: [linux]
+                    nodes:
+                      n: { run: 'echo "good ran in attempt $HEDDLE_ATTEMPT"' }
+                  flaky:
+                    labels: [linux]
+                    nodes:
+                      n: { run: 'echo "flaky ran in attempt $HEDDLE_ATTEMPT"; [ "$HEDDLE_ATTEMPT" -ge 2 ]' }
+                """)
+            let id = try await fabric.trigger("shop/flaky")
+            #expect(summary(try await fabric.waitForRun(id, ["succeeded", "failed"]))["status"] as? String == "failed")
+
+            let rerun = try await fabric.heddle(["rerun", String(id), "--failed", "--wait"])
+            #expect(rerun.status == 0, "\(rerun.output) \(rerun.error)")
+            #expect(rerun.output.contains("run \(id) attempt 2 queued (the failed jobs; the others carried over)"), "\(rerun.output)")
+            let run = try await fabric.run(id)
+            #expect(summary(run)["status"] as? String == "succeeded" && summary(run)["attempt"] as? Int == 2, "\(run)")
+            let jobs = run["jobs"] as? [[String: Any]] ?? []
+            let good = jobs.first { $0["name"] as? String == "good" } ?? [:]
+            #expect(good["status"] as? String == "succeeded" && good["reason"] as? String == "carried over from attempt 1", "\(good)")
+            func log(_ job: String, attempt: Int) async throws -> String {
+                try await fabric.heddle(["logs", String(id), "--job", job, "--node", "n", "--attempt", String(attempt)]).output
+            }
+            #expect(try await log("good", attempt: 2).contains("good ran in attempt 1"), "carried over, not run again")
+            #expect(!(try await log("good", attempt: 2)).contains("attempt 2"))
+            #expect(try await log("flaky", attempt: 2).contains("flaky ran in attempt 2"))
+            #expect(try await log("flaky", attempt: 1).contains("flaky ran in attempt 1"), "attempt 1 stays readable")
+            // Over HTTP too: the carried job's node log in attempt 2 is attempt 1's.
+            let admin = try fabric.http(as: "admin")
+            let http = try await admin.request("GET", "/api/v1/runs/\(id)/jobs/good/nodes/n/log?attempt=2")
+            #expect(http.status == 200 && http.text.contains("good ran in attempt 1"), "\(http.status) \(http.text)")
+
+            // Nothing failed now: refused, no attempt added.
+            let again = try await fabric.heddle(["rerun", String(id), "--failed"])
+            #expect(again.status != 0 && again.error.contains("run \(id) has no failed or cancelled job in attempt 2; re-run it whole without --failed"),
+                    "\(again.error)")
+            let refused = try await admin.json("POST", "/api/v1/runs/\(id)/rerun?failed=true")
+            #expect(refused.status == 409, "\(refused.text)")
+            #expect(summary(try await fabric.run(id))["attempt"] as? Int == 2)
+        } catch {
+            Issue.record("\(error)\n\(fabric.logs)")
+        }
+        await fabric.stop()
+    }
+}

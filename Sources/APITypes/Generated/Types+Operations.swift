@@ -2603,6 +2603,21 @@ public enum Operations {
                 }
             }
             public var path: Operations.RerunRun.Input.Path
+            /// - Remark: Generated from `#/paths/runs/{run}/rerun/POST/query`.
+            public struct Query: Sendable, Hashable {
+                /// true: carry over the jobs that succeeded in the latest attempt (finished, with that attempt's logs) and run only the failed and cancelled ones; 409 when none failed.
+                ///
+                /// - Remark: Generated from `#/paths/runs/{run}/rerun/POST/query/failed`.
+                public var failed: Swift.Bool?
+                /// Creates a new `Query`.
+                ///
+                /// - Parameters:
+                ///   - failed: true: carry over the jobs that succeeded in the latest attempt (finished, with that attempt's logs) and run only the failed and cancelled ones; 409 when none failed.
+                public init(failed: Swift.Bool? = nil) {
+                    self.failed = failed
+                }
+            }
+            public var query: Operations.RerunRun.Input.Query
             /// - Remark: Generated from `#/paths/runs/{run}/rerun/POST/header`.
             public struct Headers: Sendable, Hashable {
                 public var accept: [OpenAPIRuntime.AcceptHeaderContentType<Operations.RerunRun.AcceptableContentType>]
@@ -2619,12 +2634,15 @@ public enum Operations {
             ///
             /// - Parameters:
             ///   - path:
+            ///   - query:
             ///   - headers:
             public init(
                 path: Operations.RerunRun.Input.Path,
+                query: Operations.RerunRun.Input.Query = .init(),
                 headers: Operations.RerunRun.Input.Headers = .init()
             ) {
                 self.path = path
+                self.query = query
                 self.headers = headers
             }
         }

@@ -380,10 +380,12 @@ extension APIProtocol {
     /// - Remark: Generated from `#/paths//runs/{run}/rerun/post(rerunRun)`.
     public func rerunRun(
         path: Operations.RerunRun.Input.Path,
+        query: Operations.RerunRun.Input.Query = .init(),
         headers: Operations.RerunRun.Input.Headers = .init()
     ) async throws -> Operations.RerunRun.Output {
         try await rerunRun(Operations.RerunRun.Input(
             path: path,
+            query: query,
             headers: headers
         ))
     }

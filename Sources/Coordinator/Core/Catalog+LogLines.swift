@@ -79,8 +79,9 @@ extension Catalog {
         guard nodes.contains(where: { $0.name == request.node }) else {
             throw CoordinatorError.notFound("job '\(request.job)' has no node '\(request.node)' (nodes: \(nodes.sorted { $0.ordinal < $1.ordinal }.map(\.name).joined(separator: ", ")))")
         }
-        let length = try await store.logEnds(jobIDs: [job.id], node: request.node).first?.length ?? 0
-        return (LogKey(jobID: job.id, node: request.node), length, job.status.isFinished)
+        // A job carried over by a re-run of the failed jobs shows the log of the one it copies.
+        let length = try await store.logEnds(jobIDs: [job.logJobID], node: request.node).first?.length ?? 0
+        return (LogKey(jobID: job.logJobID, node: request.node), length, job.status.isFinished)
     }
 
     func lineIndex(_ key: LogKey, length: Int64) async throws -> LogLineIndexes.Index {

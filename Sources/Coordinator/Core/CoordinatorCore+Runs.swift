@@ -55,7 +55,9 @@ extension CoordinatorCore {
     }
 
     /// Adds attempt N+1 to a finished run, with new jobs from the pipeline version it used.
-    public func rerun(runID: Int64, as principal: Principal) async throws -> Triggered {
+    /// `failedOnly`: the jobs that succeeded in attempt N are carried over (finished, their
+    /// logs and artifacts those of attempt N) and only the others run again.
+    public func rerun(runID: Int64, failedOnly: Bool = false, as principal: Principal) async throws -> Triggered {
         try Authorization.check(principal, .rerun)
         guard let run = try await store.run(id: runID) else { throw CoordinatorError.notFound("run \(runID) does not exist") }
         guard run.status.isFinished else {
@@ -66,11 +68,22 @@ extension CoordinatorCore {
             throw CoordinatorError(.internal, "the pipeline version of run \(runID) is missing")
         }
         let definition = try catalog.definition(of: version)
-        let updated = try await jobs.queue { [store] in
-            try await store.createAttempt(runID: runID, definition: definition, trigger: Self.triggerSource(principal),
-                                          triggeredBy: principal.name, now: Date.nowMilliseconds)
+        var carried: Set<String> = []
+        if failedOnly {
+            let previous = try await store.jobs(runID: runID, attempt: run.attempt)
+            carried = Set(previous.filter { $0.status == .succeeded }.map(\.name))
+            guard previous.contains(where: { $0.status != .succeeded }) else {
+                throw CoordinatorError(.failedPrecondition,
+                                       "run \(runID) has no failed or cancelled job in attempt \(run.attempt); re-run it whole without --failed")
+            }
         }
-        logger.info("run re-run", metadata: ["run.id": "\(runID)", "attempt": "\(updated.attempt)", "by": "\(principal)"])
+        let updated = try await jobs.queue { [store, carried] in
+            try await store.createAttempt(runID: runID, definition: definition, carried: carried,
+                                          trigger: Self.triggerSource(principal), triggeredBy: principal.name,
+                                          now: Date.nowMilliseconds)
+        }
+        logger.info("run re-run", metadata: ["run.id": "\(runID)", "attempt": "\(updated.attempt)", "by": "\(principal)",
+                                             "carried": "\(carried.count)"])
         return Triggered(runID: runID, attempt: updated.attempt)
     }
 }

@@ -57,6 +57,12 @@ public struct JobRecord: Sendable, Equatable {
     public var retryLost: Int = 0
     /// How often it already did.
     public var lostCount: Int = 0
+    /// Carried over from an earlier attempt by a re-run of the failed jobs only: that
+    /// attempt's job, whose logs and artifacts this one shows (it did not run again).
+    public var carriedFrom: Int64?
+
+    /// The job whose logs this one's are: its own, or the one it was carried over from.
+    public var logJobID: Int64 { carriedFrom ?? id }
 }
 
 public struct UploadRecord: Sendable, Equatable {

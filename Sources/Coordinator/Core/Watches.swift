@@ -39,7 +39,9 @@ struct Watches: Sendable {
         }
         sink.send(.subscribed(requestID: requestID))
         let selected = jobs.filter { watcher.job == nil || $0.name == watcher.job }
-        let names = Dictionary(uniqueKeysWithValues: selected.map { ($0.id, $0.name) })
+        // Logs by the job they are of: a job carried over by a re-run of the failed jobs has the
+        // log of the one it copies.
+        let names = Dictionary(uniqueKeysWithValues: selected.map { ($0.logJobID, $0.name) })
         live.with(watcher) { watcher in
             for job in selected { watcher.jobStatuses[job.id] = job.status }
         }

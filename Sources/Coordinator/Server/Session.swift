@@ -285,7 +285,8 @@ struct Session {
             list.runs = try await core.catalog.runs(RunQuery(limit: given(request.limit), filter: filter), as: principal).runs.map(\.proto)
             return .runs(list)
         case .rerun(let request):
-            return .triggered(Self.triggered(try await core.rerun(runID: Int64(clamping: request.runID), as: principal)))
+            return .triggered(Self.triggered(try await core.rerun(runID: Int64(clamping: request.runID),
+                                                                  failedOnly: request.failedOnly, as: principal)))
         case .cancel(let request):
             return .cancelled(try await core.cancel(runIDs: request.runIds.map { Int64(clamping: $0) },
                                                     jobIDs: request.jobIds.map { Int64(clamping: $0) }, as: principal).proto)

@@ -12,9 +12,11 @@ public protocol CoordinatorStore: Sendable {
     func createRun(version: PipelineVersionRecord, definition: PipelineDefinition, branch: String, commit: String,
                    trigger: String, triggeredBy: String, fork: Bool, inputs: [String: String],
                    now: Int64) async throws -> (RunRecord, [JobRecord])
-    /// Adds attempt N+1 to a run, with queued jobs at the end of the queue.
-    func createAttempt(runID: Int64, definition: PipelineDefinition, trigger: String, triggeredBy: String,
-                       now: Int64) async throws -> (RunRecord, [JobRecord])
+    /// Adds attempt N+1 to a run, with queued jobs at the end of the queue; the jobs named in
+    /// `carried` are instead copied, finished, from attempt N (with their nodes, each pointing
+    /// at the job it copies: `JobRecord.carriedFrom`). Returns the queued jobs.
+    func createAttempt(runID: Int64, definition: PipelineDefinition, carried: Set<String>, trigger: String,
+                       triggeredBy: String, now: Int64) async throws -> (RunRecord, [JobRecord])
     func attempt(runID: Int64, number: Int) async throws -> AttemptRecord?
     func pipelineVersion(id: Int64) async throws -> PipelineVersionRecord?
     /// Marks queued jobs running, each on its runner with a new lease epoch (their runs become
@@ -123,6 +125,13 @@ public protocol CoordinatorStore: Sendable {
 }
 
 extension CoordinatorStore {
+    /// Attempt N+1 with every job queued again.
+    public func createAttempt(runID: Int64, definition: PipelineDefinition, trigger: String, triggeredBy: String,
+                              now: Int64) async throws -> (RunRecord, [JobRecord]) {
+        try await createAttempt(runID: runID, definition: definition, carried: [], trigger: trigger, triggeredBy: triggeredBy,
+                                now: now)
+    }
+
     /// A run without inputs.
     public func createRun(version: PipelineVersionRecord, definition: PipelineDefinition, branch: String, commit: String,
                           trigger: String, triggeredBy: String, fork: Bool, now: Int64) async throws -> (RunRecord, [JobRecord]) {

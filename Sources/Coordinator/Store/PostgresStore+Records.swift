@@ -107,10 +107,14 @@ extension PostgresStore {
         }
     }
 
-    public func createAttempt(runID: Int64, definition: PipelineDefinition, trigger: String, triggeredBy: String,
-                              now: Int64) async throws -> (RunRecord, [JobRecord]) {
+    public func createAttempt(runID: Int64, definition: PipelineDefinition, carried: Set<String>, trigger: String,
+                              triggeredBy: String, now: Int64) async throws -> (RunRecord, [JobRecord]) {
         let logger = logger
-        let jobsJSON = try Self.jobsJSON(definition)
+        var definitionFresh = definition
+        definitionFresh.jobs.removeAll { carried.contains($0.name) }
+        let fresh = definitionFresh
+        let jobsJSON = try Self.jobsJSON(fresh)
+        let names = carried.sorted()
         return try await transaction { [self] db in
             try await db.query("""
                 UPDATE run SET attempt = attempt + 1, status = 'queued', trigger = \(trigger), triggered_by = \(triggeredBy),
@@ -119,7 +123,25 @@ extension PostgresStore {
             guard let run = try await Self.fetchRun(db, id: runID, logger: logger) else {
                 throw StoreError(.notFound, "run \(runID) does not exist")
             }
-            let jobs = try await Self.insertAttempt(db, run: run, definition: definition, jobs: jobsJSON, now: now, logger: logger)
+            let jobs = try await Self.insertAttempt(db, run: run, definition: fresh, jobs: jobsJSON, now: now, logger: logger)
+            if !names.isEmpty {
+                // Copies of the previous attempt's jobs, finished as they were, and their nodes.
+                try await db.query("""
+                    INSERT INTO job (run_id, attempt, name, labels, status, position, queued_at, started_at, finished_at, runner, epoch,
+                                     reason, commit_sha, retry_lost, carried_from)
+                    SELECT run_id, attempt + 1, name, labels, status, position, queued_at, started_at, finished_at, runner, epoch,
+                           'carried over from attempt ' || attempt, commit_sha, retry_lost, id
+                    FROM job WHERE run_id = \(runID) AND attempt = \(Int64(run.attempt - 1)) AND name = ANY(\(names))
+                    """, logger: logger)
+                try await db.query("""
+                    INSERT INTO node (job_id, name, ordinal, run, needs, env, timeout, grace, artifacts, network, memory_limit,
+                                      cpu_limit_millis, pids_limit, secrets, image, status, exit_code, started_at, finished_at)
+                    SELECT j.id, n.name, n.ordinal, n.run, n.needs, n.env, n.timeout, n.grace, n.artifacts, n.network, n.memory_limit,
+                           n.cpu_limit_millis, n.pids_limit, n.secrets, n.image, n.status, n.exit_code, n.started_at, n.finished_at
+                    FROM job j JOIN node n ON n.job_id = j.carried_from
+                    WHERE j.run_id = \(runID) AND j.attempt = \(Int64(run.attempt)) AND j.carried_from IS NOT NULL
+                    """, logger: logger)
+            }
             return (run, jobs)
         }
     }

@@ -573,6 +573,9 @@ public final class PostgresStore: CoordinatorStore {
         ("v8: runs' inputs", [
             "ALTER TABLE run ADD COLUMN inputs TEXT NOT NULL DEFAULT '{}'",
         ]),
+        ("v9: jobs carried over by a re-run of the failed ones", [
+            "ALTER TABLE job ADD COLUMN carried_from BIGINT REFERENCES job(id)",
+        ]),
     ]
 
     /// The width of a range of queue positions counted in `queue_count`: a power of two, so

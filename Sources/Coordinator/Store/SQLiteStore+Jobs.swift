@@ -81,8 +81,8 @@ extension SQLiteStore {
         }
     }
 
-    public func createAttempt(runID: Int64, definition: PipelineDefinition, trigger: String, triggeredBy: String,
-                              now: Int64) async throws -> (RunRecord, [JobRecord]) {
+    public func createAttempt(runID: Int64, definition: PipelineDefinition, carried: Set<String>, trigger: String,
+                              triggeredBy: String, now: Int64) async throws -> (RunRecord, [JobRecord]) {
         try await group.write { db in
             try db.cachedStatement(sql: """
                 UPDATE run SET attempt = attempt + 1, status = 'queued', trigger = ?, triggered_by = ?, started_at = NULL,
@@ -91,7 +91,28 @@ extension SQLiteStore {
             guard let run = try Self.fetchRun(db, id: runID) else {
                 throw StoreError(.notFound, "run \(runID) does not exist")
             }
-            let jobs = try Self.insertAttempt(db, run: run, definition: definition, now: now)
+            var fresh = definition
+            fresh.jobs.removeAll { carried.contains($0.name) }
+            let jobs = try Self.insertAttempt(db, run: run, definition: fresh, now: now)
+            if !carried.isEmpty {
+                // Copies of the previous attempt's jobs, finished as they were, and their nodes.
+                let names = try json(carried.sorted())
+                try db.execute(sql: """
+                    INSERT INTO job (run_id, attempt, name, labels, status, position, queued_at, started_at, finished_at, runner, epoch,
+                                     reason, commit_sha, retry_lost, carried_from)
+                    SELECT run_id, attempt + 1, name, labels, status, position, queued_at, started_at, finished_at, runner, epoch,
+                           'carried over from attempt ' || attempt, commit_sha, retry_lost, id
+                    FROM job WHERE run_id = ? AND attempt = ? AND name IN (SELECT value FROM json_each(?))
+                    """, arguments: [runID, run.attempt - 1, names])
+                try db.execute(sql: """
+                    INSERT INTO node (job_id, name, ordinal, run, needs, env, timeout, grace, artifacts, network, memory_limit,
+                                      cpu_limit_millis, pids_limit, secrets, image, status, exit_code, started_at, finished_at)
+                    SELECT j.id, n.name, n.ordinal, n.run, n.needs, n.env, n.timeout, n.grace, n.artifacts, n.network, n.memory_limit,
+                           n.cpu_limit_millis, n.pids_limit, n.secrets, n.image, n.status, n.exit_code, n.started_at, n.finished_at
+                    FROM job j JOIN node n ON n.job_id = j.carried_from
+                    WHERE j.run_id = ? AND j.attempt = ? AND j.carried_from IS NOT NULL
+                    """, arguments: [runID, run.attempt])
+            }
             return (run, jobs)
         }
     }

@@ -301,6 +301,9 @@ public struct SQLiteStore: CoordinatorStore {
         migrator.registerMigration("v12: runs' inputs") { db in
             try db.execute(sql: "ALTER TABLE run ADD COLUMN inputs TEXT NOT NULL DEFAULT '{}'")
         }
+        migrator.registerMigration("v13: jobs carried over by a re-run of the failed ones") { db in
+            try db.execute(sql: "ALTER TABLE job ADD COLUMN carried_from INTEGER REFERENCES job(id)")
+        }
         return migrator
     }
 }

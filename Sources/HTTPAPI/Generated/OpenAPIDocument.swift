@@ -675,6 +675,16 @@ enum OpenAPIDocument {
       "parameters": [
         {
           "$ref": "#/components/parameters/Run"
+        },
+        {
+          "name": "failed",
+          "in": "query",
+          "required": false,
+          "description": "true: carry over the jobs that succeeded in the latest attempt (finished, with that attempt's logs) and run only the failed and cancelled ones; 409 when none failed.",
+          "schema": {
+            "type": "boolean",
+            "default": false
+          }
         }
       ],
       "post": {

@@ -1628,9 +1628,17 @@ fileprivate extension UniversalServer where APIHandler: APIProtocol {
                     name: "run",
                     as: Components.Parameters.Run.self
                 ))
+                let query: Operations.RerunRun.Input.Query = .init(failed: try converter.getOptionalQueryItemAsURI(
+                    in: request.soar_query,
+                    style: .form,
+                    explode: true,
+                    name: "failed",
+                    as: Swift.Bool.self
+                ))
                 let headers: Operations.RerunRun.Input.Headers = .init(accept: try converter.extractAcceptHeaderIfPresent(in: request.headerFields))
                 return Operations.RerunRun.Input(
                     path: path,
+                    query: query,
                     headers: headers
                 )
             },

@@ -2,5 +2,5 @@
 // SHA-256 of the concatenated proto/heddle/v1/*.proto files (in name order) this code was
 // generated from. WireTests fails when the protos change without regenerating.
 public enum ProtoChecksum {
-    public static let sha256 = "fdeb19c064b207c51eecbf653a16d8c5f2c38fab90e9587fdf1a2a6f0a4c2a99"
+    public static let sha256 = "b85af11f4a48264430bab80e2fb006a9f794120f01403fbf6885744a2417971f"
 }

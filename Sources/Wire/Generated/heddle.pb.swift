@@ -1489,6 +1489,9 @@ public nonisolated struct Heddle_V1_RerunRequest: Sendable {
 
   public var runID: UInt64 = 0
 
+  /// carry over the jobs that succeeded in the latest attempt; run only the others
+  public var failedOnly: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -5196,7 +5199,7 @@ nonisolated extension Heddle_V1_Triggered: SwiftProtobuf.Message, SwiftProtobuf.
 
 nonisolated extension Heddle_V1_RerunRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RerunRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}run_id\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}run_id\0\u{3}failed_only\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -5205,6 +5208,7 @@ nonisolated extension Heddle_V1_RerunRequest: SwiftProtobuf.Message, SwiftProtob
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularUInt64Field(value: &self.runID) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.failedOnly) }()
       default: break
       }
     }
@@ -5214,11 +5218,15 @@ nonisolated extension Heddle_V1_RerunRequest: SwiftProtobuf.Message, SwiftProtob
     if self.runID != 0 {
       try visitor.visitSingularUInt64Field(value: self.runID, fieldNumber: 1)
     }
+    if self.failedOnly != false {
+      try visitor.visitSingularBoolField(value: self.failedOnly, fieldNumber: 2)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Heddle_V1_RerunRequest, rhs: Heddle_V1_RerunRequest) -> Bool {
     if lhs.runID != rhs.runID {return false}
+    if lhs.failedOnly != rhs.failedOnly {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

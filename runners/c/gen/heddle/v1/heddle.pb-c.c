@@ -7137,7 +7137,7 @@ const ProtobufCMessageDescriptor heddle__v1__triggered__descriptor =
   (ProtobufCMessageInit) heddle__v1__triggered__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor heddle__v1__rerun_request__field_descriptors[1] =
+static const ProtobufCFieldDescriptor heddle__v1__rerun_request__field_descriptors[2] =
 {
   {
     "run_id",
@@ -7151,14 +7151,27 @@ static const ProtobufCFieldDescriptor heddle__v1__rerun_request__field_descripto
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "failed_only",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__RerunRequest, failed_only),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned heddle__v1__rerun_request__field_indices_by_name[] = {
+  1,   /* field[1] = failed_only */
   0,   /* field[0] = run_id */
 };
 static const ProtobufCIntRange heddle__v1__rerun_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 1 }
+  { 0, 2 }
 };
 const ProtobufCMessageDescriptor heddle__v1__rerun_request__descriptor =
 {
@@ -7168,7 +7181,7 @@ const ProtobufCMessageDescriptor heddle__v1__rerun_request__descriptor =
   "Heddle__V1__RerunRequest",
   "heddle.v1",
   sizeof(Heddle__V1__RerunRequest),
-  1,
+  2,
   heddle__v1__rerun_request__field_descriptors,
   heddle__v1__rerun_request__field_indices_by_name,
   1,  heddle__v1__rerun_request__number_ranges,

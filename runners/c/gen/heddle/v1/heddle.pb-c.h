@@ -963,10 +963,14 @@ struct  Heddle__V1__RerunRequest
 {
   ProtobufCMessage base;
   uint64_t run_id;
+  /*
+   * carry over the jobs that succeeded in the latest attempt; run only the others
+   */
+  protobuf_c_boolean failed_only;
 };
 #define HEDDLE__V1__RERUN_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&heddle__v1__rerun_request__descriptor) \
-    , 0 }
+    , 0, 0 }
 
 
 struct  Heddle__V1__RunListRequest
