@@ -44,7 +44,8 @@ enum REST {
 
     static func job(_ job: Heddle_V1_JobDetail) -> Components.Schemas.Job {
         .init(id: Int64(job.id), name: job.name, labels: job.labels, status: status(job.status), runner: given(job.runner),
-              commit: given(job.commit), reason: job.reason, queuedAt: date(ifAny: job.queuedAtMs),
+              commit: given(job.commit), reason: job.reason,
+              carriedFromAttempt: job.carriedFromAttempt == 0 ? nil : Int(job.carriedFromAttempt), queuedAt: date(ifAny: job.queuedAtMs),
               startedAt: date(ifAny: job.startedAtMs), finishedAt: date(ifAny: job.finishedAtMs),
               durationMs: duration(job.startedAtMs, job.finishedAtMs),
               nodes: job.nodes.map {

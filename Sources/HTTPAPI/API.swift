@@ -300,7 +300,8 @@ struct API: APIProtocol {
 
     static func job(_ job: JobDetail) -> Components.Schemas.Job {
         .init(id: job.id, name: job.name, labels: job.labels, status: status(job.status), runner: job.runner,
-              commit: job.commit.isEmpty ? nil : job.commit, reason: job.reason, queuedAt: date(job.queuedAt),
+              commit: job.commit.isEmpty ? nil : job.commit, reason: job.reason, carriedFromAttempt: job.carriedFromAttempt,
+              queuedAt: date(job.queuedAt),
               startedAt: job.startedAt.map(date), finishedAt: job.finishedAt.map(date),
               durationMs: duration(job.startedAt, job.finishedAt),
               nodes: job.nodes.sorted { $0.ordinal < $1.ordinal }.map {

@@ -153,38 +153,47 @@ extension PipelineFeaturesEndToEndTests {
                   flaky:
                     labels: [linux]
                     nodes:
-                      n: { run: 'echo "flaky ran in attempt $HEDDLE_ATTEMPT"; [ "$HEDDLE_ATTEMPT" -ge 2 ]' }
+                      n: { run: 'echo "flaky ran in attempt $HEDDLE_ATTEMPT"; [ "$HEDDLE_ATTEMPT" -ge 3 ]' }
                 """)
             let id = try await fabric.trigger("shop/flaky")
             #expect(summary(try await fabric.waitForRun(id, ["succeeded", "failed"]))["status"] as? String == "failed")
 
+            // Attempt 2 fails again (flaky needs a third); attempt 3 carries `good` over from
+            // attempt 2's copy, which points at attempt 1, where it ran.
+            let second = try await fabric.heddle(["rerun", String(id), "--failed", "--wait"])
+            #expect(second.status == 1 && second.output.contains("run \(id) attempt 2 queued (the failed jobs; the others carried over)"),
+                    "\(second.output) \(second.error)")
             let rerun = try await fabric.heddle(["rerun", String(id), "--failed", "--wait"])
             #expect(rerun.status == 0, "\(rerun.output) \(rerun.error)")
-            #expect(rerun.output.contains("run \(id) attempt 2 queued (the failed jobs; the others carried over)"), "\(rerun.output)")
             let run = try await fabric.run(id)
-            #expect(summary(run)["status"] as? String == "succeeded" && summary(run)["attempt"] as? Int == 2, "\(run)")
+            #expect(summary(run)["status"] as? String == "succeeded" && summary(run)["attempt"] as? Int == 3, "\(run)")
             let jobs = run["jobs"] as? [[String: Any]] ?? []
             let good = jobs.first { $0["name"] as? String == "good" } ?? [:]
             #expect(good["status"] as? String == "succeeded" && good["reason"] as? String == "carried over from attempt 1", "\(good)")
+            #expect(good["carriedFromAttempt"] as? Int == 1, "\(good)")
+            #expect(jobs.first { $0["name"] as? String == "flaky" }?["carriedFromAttempt"] == nil)
             func log(_ job: String, attempt: Int) async throws -> String {
                 try await fabric.heddle(["logs", String(id), "--job", job, "--node", "n", "--attempt", String(attempt)]).output
             }
-            #expect(try await log("good", attempt: 2).contains("good ran in attempt 1"), "carried over, not run again")
-            #expect(!(try await log("good", attempt: 2)).contains("attempt 2"))
+            for attempt in [2, 3] {
+                let text = try await log("good", attempt: attempt)
+                #expect(text.contains("good ran in attempt 1") && !text.contains("attempt \(attempt)"), "carried over, not run again: \(text)")
+            }
+            #expect(try await log("flaky", attempt: 3).contains("flaky ran in attempt 3"))
             #expect(try await log("flaky", attempt: 2).contains("flaky ran in attempt 2"))
             #expect(try await log("flaky", attempt: 1).contains("flaky ran in attempt 1"), "attempt 1 stays readable")
-            // Over HTTP too: the carried job's node log in attempt 2 is attempt 1's.
+            // Over HTTP too: the carried job's node log in attempt 3 is attempt 1's.
             let admin = try fabric.http(as: "admin")
-            let http = try await admin.request("GET", "/api/v1/runs/\(id)/jobs/good/nodes/n/log?attempt=2")
+            let http = try await admin.request("GET", "/api/v1/runs/\(id)/jobs/good/nodes/n/log?attempt=3")
             #expect(http.status == 200 && http.text.contains("good ran in attempt 1"), "\(http.status) \(http.text)")
 
             // Nothing failed now: refused, no attempt added.
             let again = try await fabric.heddle(["rerun", String(id), "--failed"])
-            #expect(again.status != 0 && again.error.contains("run \(id) has no failed or cancelled job in attempt 2; re-run it whole without --failed"),
+            #expect(again.status != 0 && again.error.contains("run \(id) has no failed or cancelled job in attempt 3; re-run it whole without --failed"),
                     "\(again.error)")
             let refused = try await admin.json("POST", "/api/v1/runs/\(id)/rerun?failed=true")
             #expect(refused.status == 409, "\(refused.text)")
-            #expect(summary(try await fabric.run(id))["attempt"] as? Int == 2)
+            #expect(summary(try await fabric.run(id))["attempt"] as? Int == 3)
         } catch {
             Issue.record("\(error)\n\(fabric.logs)")
         }

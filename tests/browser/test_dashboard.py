@@ -521,3 +521,32 @@ jobs:
     # A click on an instance's node opens its log.
     group.locator("figure.job-graph[data-job='test (alpine, 3.12)'] .node[data-node=show]").click()
     expect(page.locator(".log-lines")).to_contain_text("alpine 3.12")
+
+
+def test_rerun_failed_jobs_carries_over_the_others(admin_page, fabric):
+    fabric.push("again", """name: halfway
+jobs:
+  good:
+    labels: [linux]
+    nodes:
+      n: { run: 'echo "good ran in attempt $HEDDLE_ATTEMPT"' }
+  flaky:
+    labels: [linux]
+    nodes:
+      n: { run: 'echo "flaky ran in attempt $HEDDLE_ATTEMPT"; [ "$HEDDLE_ATTEMPT" -ge 2 ]' }
+""")
+    run = fabric.trigger("again", "halfway")
+    wait_for(lambda: finished(fabric, run), 60, "attempt 1 finished")
+    page = admin_page
+    page.goto(fabric.url + f"/#/runs/{run}")
+    expect(page.locator(".run-header h1 .status")).to_have_text("failed")
+    page.get_by_role("button", name="Re-run failed jobs").click()
+    page.wait_for_url(re.compile(rf"#/runs/{run}\?attempt=2"))
+    expect(page.locator(".run-header h1 .status")).to_have_text("succeeded", timeout=60_000)
+    good = page.locator("tr.job-row[data-job=good]")
+    expect(good).to_contain_text("carried over from attempt 1")
+    screenshot(page, "run-rerun-failed")
+    good.locator("xpath=following-sibling::tr[1]").get_by_role("link", name="n").click()
+    expect(page.locator(".log-lines")).to_contain_text("good ran in attempt 1")
+    # Nothing failed in attempt 2: no such button.
+    expect(page.get_by_role("button", name="Re-run failed jobs")).to_have_count(0)

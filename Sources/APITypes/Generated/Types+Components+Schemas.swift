@@ -687,6 +687,10 @@ extension Components {
             public var commit: Swift.String?
             /// - Remark: Generated from `#/components/schemas/Job/reason`.
             public var reason: Swift.String
+            /// Carried over by a re-run of the failed jobs from that attempt, where it ran: its logs and artifacts are that attempt's.
+            ///
+            /// - Remark: Generated from `#/components/schemas/Job/carriedFromAttempt`.
+            public var carriedFromAttempt: Swift.Int?
             /// - Remark: Generated from `#/components/schemas/Job/queuedAt`.
             public var queuedAt: Foundation.Date?
             /// - Remark: Generated from `#/components/schemas/Job/startedAt`.
@@ -707,6 +711,7 @@ extension Components {
             ///   - runner:
             ///   - commit:
             ///   - reason:
+            ///   - carriedFromAttempt: Carried over by a re-run of the failed jobs from that attempt, where it ran: its logs and artifacts are that attempt's.
             ///   - queuedAt:
             ///   - startedAt:
             ///   - finishedAt:
@@ -720,6 +725,7 @@ extension Components {
                 runner: Swift.String? = nil,
                 commit: Swift.String? = nil,
                 reason: Swift.String,
+                carriedFromAttempt: Swift.Int? = nil,
                 queuedAt: Foundation.Date? = nil,
                 startedAt: Foundation.Date? = nil,
                 finishedAt: Foundation.Date? = nil,
@@ -733,6 +739,7 @@ extension Components {
                 self.runner = runner
                 self.commit = commit
                 self.reason = reason
+                self.carriedFromAttempt = carriedFromAttempt
                 self.queuedAt = queuedAt
                 self.startedAt = startedAt
                 self.finishedAt = finishedAt
@@ -747,6 +754,7 @@ extension Components {
                 case runner
                 case commit
                 case reason
+                case carriedFromAttempt
                 case queuedAt
                 case startedAt
                 case finishedAt

@@ -113,8 +113,13 @@ public struct Catalog: Sendable {
             run.startedAt = record.startedAt
             run.finishedAt = record.finishedAt
         }
-        return RunDetail(run: run, jobs: jobs.map { JobDetail(job: $0, nodes: nodes[$0.id] ?? []) },
-                         attempts: try await store.attempts(runID: runID))
+        // Jobs carried over by a re-run of the failed ones: the attempt each ran in.
+        let carried = jobs.compactMap(\.carriedFrom)
+        let ranIn = carried.isEmpty ? [:] : Dictionary(try await store.jobs(ids: carried).map { ($0.id, $0.attempt) },
+                                                       uniquingKeysWith: { first, _ in first })
+        return RunDetail(run: run, jobs: jobs.map {
+            JobDetail(job: $0, nodes: nodes[$0.id] ?? [], carriedFromAttempt: $0.carriedFrom.flatMap { ranIn[$0] })
+        }, attempts: try await store.attempts(runID: runID))
     }
 
 

@@ -283,6 +283,7 @@ extension JobDetail {
                            }).proto
         out.commit = job.commit
         out.queuedAtMs = job.queuedAt
+        out.carriedFromAttempt = UInt32(carriedFromAttempt ?? 0)
         for (index, node) in nodes.enumerated() { out.nodes[index].needs = node.needs }
         return out
     }

@@ -125,12 +125,14 @@ extension PostgresStore {
             }
             let jobs = try await Self.insertAttempt(db, run: run, definition: fresh, jobs: jobsJSON, now: now, logger: logger)
             if !names.isEmpty {
-                // Copies of the previous attempt's jobs, finished as they were, and their nodes.
+                // Copies of the previous attempt's jobs, finished as they were, and their nodes;
+                // each points at the job that ran (a copy of a copy at the first).
                 try await db.query("""
                     INSERT INTO job (run_id, attempt, name, labels, status, position, queued_at, started_at, finished_at, runner, epoch,
                                      reason, commit_sha, retry_lost, carried_from)
                     SELECT run_id, attempt + 1, name, labels, status, position, queued_at, started_at, finished_at, runner, epoch,
-                           'carried over from attempt ' || attempt, commit_sha, retry_lost, id
+                           CASE WHEN carried_from IS NULL THEN 'carried over from attempt ' || attempt ELSE reason END,
+                           commit_sha, retry_lost, COALESCE(carried_from, id)
                     FROM job WHERE run_id = \(runID) AND attempt = \(Int64(run.attempt - 1)) AND name = ANY(\(names))
                     """, logger: logger)
                 try await db.query("""

@@ -95,13 +95,15 @@ extension SQLiteStore {
             fresh.jobs.removeAll { carried.contains($0.name) }
             let jobs = try Self.insertAttempt(db, run: run, definition: fresh, now: now)
             if !carried.isEmpty {
-                // Copies of the previous attempt's jobs, finished as they were, and their nodes.
+                // Copies of the previous attempt's jobs, finished as they were, and their nodes;
+                // each points at the job that ran (a copy of a copy at the first).
                 let names = try json(carried.sorted())
                 try db.execute(sql: """
                     INSERT INTO job (run_id, attempt, name, labels, status, position, queued_at, started_at, finished_at, runner, epoch,
                                      reason, commit_sha, retry_lost, carried_from)
                     SELECT run_id, attempt + 1, name, labels, status, position, queued_at, started_at, finished_at, runner, epoch,
-                           'carried over from attempt ' || attempt, commit_sha, retry_lost, id
+                           CASE WHEN carried_from IS NULL THEN 'carried over from attempt ' || attempt ELSE reason END,
+                           commit_sha, retry_lost, COALESCE(carried_from, id)
                     FROM job WHERE run_id = ? AND attempt = ? AND name IN (SELECT value FROM json_each(?))
                     """, arguments: [runID, run.attempt - 1, names])
                 try db.execute(sql: """

@@ -2538,6 +2538,10 @@ enum OpenAPIDocument {
           "reason": {
             "type": "string"
           },
+          "carriedFromAttempt": {
+            "type": "integer",
+            "description": "Carried over by a re-run of the failed jobs from that attempt, where it ran: its logs and artifacts are that attempt's."
+          },
           "queuedAt": {
             "type": "string",
             "format": "date-time"

@@ -61,13 +61,18 @@ export async function runPage(main, params, { navigate }) {
         `attempt ${a.number} — ${a.status} (${a.trigger}${a.triggeredBy ? ` by ${a.triggeredBy}` : ''})`)));
     const actions = h('div', { class: 'actions' });
     if (can('rerun') && finished(run.status) && isLatest) {
-      actions.append(h('button', { type: 'button', class: 'rerun', onclick: async () => {
+      const rerun = (failed) => async () => {
         try {
-          const created = await post(`/runs/${runID}/rerun`);
-          announce(`attempt ${created.attempt} queued`);
+          const created = await post(`/runs/${runID}/rerun${failed ? '?failed=true' : ''}`);
+          announce(`attempt ${created.attempt} queued${failed ? ' (the failed jobs)' : ''}`);
           navigate(`#/runs/${runID}?attempt=${created.attempt}`);
         } catch (error) { announce(error.message, { error: true }); }
-      } }, 'Re-run'));
+      };
+      actions.append(h('button', { type: 'button', class: 'rerun', onclick: rerun(false) }, 'Re-run'));
+      // Only the jobs that failed or were cancelled; those that succeeded are carried over.
+      if (detail.jobs.some((job) => job.status !== 'succeeded')) {
+        actions.append(' ', h('button', { type: 'button', class: 'rerun-failed', onclick: rerun(true) }, 'Re-run failed jobs'));
+      }
     }
     if (can('cancel') && !finished(run.status) && isLatest) {
       actions.append(h('button', { type: 'button', class: 'cancel danger', onclick: async () => {
@@ -200,7 +205,10 @@ export async function runPage(main, params, { navigate }) {
 
   async function drawArtifacts() {
     const list = await get(`/runs/${runID}/artifacts`).catch(() => ({ artifacts: [] }));
-    const items = (list.artifacts || []).filter((artifact) => artifact.attempt === shown);
+    // This attempt's, and those of the jobs it carried over (from the attempt they ran in).
+    const carried = new Map(detail.jobs.filter((job) => job.carriedFromAttempt).map((job) => [job.name, job.carriedFromAttempt]));
+    const items = (list.artifacts || []).filter((artifact) => artifact.attempt === shown
+      || carried.get(artifact.jobName) === artifact.attempt);
     if (!items.length) { artifacts.replaceChildren(h('p', { class: 'muted' }, 'No artifacts.')); return; }
     artifacts.replaceChildren(artifactTable(items, { showRun: false }));
   }

@@ -2,5 +2,5 @@
 // SHA-256 of the concatenated proto/heddle/v1/*.proto files (in name order) this code was
 // generated from. WireTests fails when the protos change without regenerating.
 public enum ProtoChecksum {
-    public static let sha256 = "b85af11f4a48264430bab80e2fb006a9f794120f01403fbf6885744a2417971f"
+    public static let sha256 = "05a6bff9a49fe8f24797f65b167326f2eb72e1aec7a6995dc29ddb087abdc4da"
 }

@@ -1673,6 +1673,9 @@ public nonisolated struct Heddle_V1_JobDetail: Sendable {
 
   public var queuedAtMs: Int64 = 0
 
+  /// not 0: carried over by a re-run of the failed jobs from that attempt (its logs and artifacts are that attempt's)
+  public var carriedFromAttempt: UInt32 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -5564,7 +5567,7 @@ nonisolated extension Heddle_V1_NodeDetail: SwiftProtobuf.Message, SwiftProtobuf
 
 nonisolated extension Heddle_V1_JobDetail: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".JobDetail"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}name\0\u{1}status\0\u{1}runner\0\u{3}started_at_ms\0\u{3}finished_at_ms\0\u{1}reason\0\u{1}nodes\0\u{1}labels\0\u{1}commit\0\u{1}attempt\0\u{3}queued_at_ms\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}name\0\u{1}status\0\u{1}runner\0\u{3}started_at_ms\0\u{3}finished_at_ms\0\u{1}reason\0\u{1}nodes\0\u{1}labels\0\u{1}commit\0\u{1}attempt\0\u{3}queued_at_ms\0\u{3}carried_from_attempt\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -5584,6 +5587,7 @@ nonisolated extension Heddle_V1_JobDetail: SwiftProtobuf.Message, SwiftProtobuf.
       case 10: try { try decoder.decodeSingularStringField(value: &self.commit) }()
       case 11: try { try decoder.decodeSingularUInt32Field(value: &self.attempt) }()
       case 12: try { try decoder.decodeSingularInt64Field(value: &self.queuedAtMs) }()
+      case 13: try { try decoder.decodeSingularUInt32Field(value: &self.carriedFromAttempt) }()
       default: break
       }
     }
@@ -5626,6 +5630,9 @@ nonisolated extension Heddle_V1_JobDetail: SwiftProtobuf.Message, SwiftProtobuf.
     if self.queuedAtMs != 0 {
       try visitor.visitSingularInt64Field(value: self.queuedAtMs, fieldNumber: 12)
     }
+    if self.carriedFromAttempt != 0 {
+      try visitor.visitSingularUInt32Field(value: self.carriedFromAttempt, fieldNumber: 13)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -5642,6 +5649,7 @@ nonisolated extension Heddle_V1_JobDetail: SwiftProtobuf.Message, SwiftProtobuf.
     if lhs.commit != rhs.commit {return false}
     if lhs.attempt != rhs.attempt {return false}
     if lhs.queuedAtMs != rhs.queuedAtMs {return false}
+    if lhs.carriedFromAttempt != rhs.carriedFromAttempt {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -62,6 +62,8 @@ public struct RunDetail: Sendable, Equatable {
 public struct JobDetail: Sendable, Equatable {
     public var job: JobRecord
     public var nodes: [NodeRecord]
+    /// Carried over by a re-run of the failed jobs: the attempt the job ran in.
+    public var carriedFromAttempt: Int?
 
     public subscript<T>(dynamicMember field: KeyPath<JobRecord, T>) -> T { job[keyPath: field] }
 }

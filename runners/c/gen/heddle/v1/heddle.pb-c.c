@@ -7857,7 +7857,7 @@ const ProtobufCMessageDescriptor heddle__v1__node_detail__descriptor =
   (ProtobufCMessageInit) heddle__v1__node_detail__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor heddle__v1__job_detail__field_descriptors[12] =
+static const ProtobufCFieldDescriptor heddle__v1__job_detail__field_descriptors[13] =
 {
   {
     "id",
@@ -8003,9 +8003,22 @@ static const ProtobufCFieldDescriptor heddle__v1__job_detail__field_descriptors[
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "carried_from_attempt",
+    13,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__JobDetail, carried_from_attempt),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned heddle__v1__job_detail__field_indices_by_name[] = {
   10,   /* field[10] = attempt */
+  12,   /* field[12] = carried_from_attempt */
   9,   /* field[9] = commit */
   5,   /* field[5] = finished_at_ms */
   0,   /* field[0] = id */
@@ -8021,7 +8034,7 @@ static const unsigned heddle__v1__job_detail__field_indices_by_name[] = {
 static const ProtobufCIntRange heddle__v1__job_detail__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 12 }
+  { 0, 13 }
 };
 const ProtobufCMessageDescriptor heddle__v1__job_detail__descriptor =
 {
@@ -8031,7 +8044,7 @@ const ProtobufCMessageDescriptor heddle__v1__job_detail__descriptor =
   "Heddle__V1__JobDetail",
   "heddle.v1",
   sizeof(Heddle__V1__JobDetail),
-  12,
+  13,
   heddle__v1__job_detail__field_descriptors,
   heddle__v1__job_detail__field_indices_by_name,
   1,  heddle__v1__job_detail__number_ranges,

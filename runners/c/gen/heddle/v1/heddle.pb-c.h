@@ -1139,10 +1139,14 @@ struct  Heddle__V1__JobDetail
   char *commit;
   uint32_t attempt;
   int64_t queued_at_ms;
+  /*
+   * not 0: carried over by a re-run of the failed jobs from that attempt (its logs and artifacts are that attempt's)
+   */
+  uint32_t carried_from_attempt;
 };
 #define HEDDLE__V1__JOB_DETAIL__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&heddle__v1__job_detail__descriptor) \
-    , 0, (char *)protobuf_c_empty_string, HEDDLE__V1__STATUS__STATUS_UNSPECIFIED, (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string, 0,NULL, 0,NULL, (char *)protobuf_c_empty_string, 0, 0 }
+    , 0, (char *)protobuf_c_empty_string, HEDDLE__V1__STATUS__STATUS_UNSPECIFIED, (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string, 0,NULL, 0,NULL, (char *)protobuf_c_empty_string, 0, 0, 0 }
 
 
 struct  Heddle__V1__RunDetail
