@@ -198,12 +198,13 @@ import Wire
         let setup = try await Setup.make(database)
         // The coordinator's own store (another coordinator's may not write for a job held here).
         let store = await setup.core.store
-        // Written 20 at a time: they share transactions (group commit on SQLite); more at once
-        // wait for PostgreSQL's connections, and on a machine busy with the other suites (100
-        // at a time was seen to) past a call's deadline.
+        // Written 8 at a time: they share transactions (group commit on SQLite); on PostgreSQL
+        // each waits for the job's row (every write is fenced on it), so more at once wait
+        // longer, and on a machine busy with the other suites (100 at a time was seen to, and
+        // once 20) past a call's deadline.
         try await withThrowingTaskGroup(of: Void.self) { group in
             for index in 0..<1001 {
-                if index >= 20 { try await group.next() }
+                if index >= 8 { try await group.next() }
                 group.addTask {
                     _ = try await store.insertArtifact(jobID: setup.job.jobID, epoch: setup.job.epoch, name: "a\(index)", size: 1,
                                                        sha256: String(repeating: "0", count: 64), now: 0)

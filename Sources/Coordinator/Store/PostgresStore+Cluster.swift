@@ -62,8 +62,8 @@ extension PostgresStore: ClusterStore {
                         SELECT id, row_number() OVER (ORDER BY position, id)::float8 AS rank FROM job WHERE status = 'queued'
                     ) AS n WHERE job.id = n.id
                     """, logger: logger)
-                let now = try await db.row("SELECT position FROM job WHERE id = \(jobID)", logger: logger)!
-                placement = try await Self.place(db, jobID: jobID, from: try now.get("position", as: Double.self),
+                let renumberedJob = try await db.row("SELECT position FROM job WHERE id = \(jobID)", logger: logger)!
+                placement = try await Self.place(db, jobID: jobID, from: try renumberedJob.get("position", as: Double.self),
                                                  at: target, logger: logger)
             }
             guard case .at(let position) = placement else { return .noSuchAnchor }
