@@ -168,6 +168,7 @@ extension PipelineFeaturesEndToEndTests {
             let run = try await fabric.run(id)
             #expect(summary(run)["status"] as? String == "succeeded" && summary(run)["attempt"] as? Int == 3, "\(run)")
             let jobs = run["jobs"] as? [[String: Any]] ?? []
+            #expect(jobs.map { $0["name"] as? String } == ["good", "flaky"], "in the pipeline's order")
             let good = jobs.first { $0["name"] as? String == "good" } ?? [:]
             #expect(good["status"] as? String == "succeeded" && good["reason"] as? String == "carried over from attempt 1", "\(good)")
             #expect(good["carriedFromAttempt"] as? Int == 1, "\(good)")

@@ -102,7 +102,14 @@ public struct Catalog: Sendable {
         // The attempt's status is read before its jobs: a write landing between the reads
         // then shows jobs newer than the run, never a finished run with a job still running.
         let record = try await store.attempt(runID: runID, number: attempt)
-        let jobs = try await store.jobs(runID: runID, attempt: attempt)
+        var jobs = try await store.jobs(runID: runID, attempt: attempt)
+        if jobs.contains(where: { $0.carriedFrom != nil }), let version = try await store.pipelineVersion(id: run.pipelineVersionID),
+           let definition = try? definition(of: version) {
+            // An attempt of a re-run of the failed jobs stores its queued jobs before those it
+            // carried over: shown in the pipeline's order, as every other attempt is.
+            let order = Dictionary(definition.jobs.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { first, _ in first })
+            jobs.sort { (order[$0.name] ?? Int.max, $0.id) < (order[$1.name] ?? Int.max, $1.id) }
+        }
         let nodes = Dictionary(grouping: try await store.nodes(jobIDs: jobs.map(\.id)), by: \.jobID)
         run.attempt = attempt
         if let record {
