@@ -42,6 +42,10 @@ final class TestDatabase: Sendable {
             }
             var location = try PostgresStore.Location(parsing: address)
             location.database = "heddle_test_\(UInt64.random(in: 0..<UInt64.max))"
+            // Connections made while the other suites load both cores once took over the
+            // production 2 s (FencingTests, in a fresh-clone CI run); these tests are not of
+            // connecting to a restarting server (`aDatabaseRestartMidRunIsOnlyAPause` is).
+            location.connectTimeout = .seconds(10)
             try await Self.admin(address) { try await $0.query("CREATE DATABASE \(unescaped: location.database)", logger: $1) }
             return TestDatabase(kind: kind, directory: directory, location: location)
         }

@@ -392,7 +392,8 @@ extension PostgresStore.Location {
             configuration = .init(host: host, port: port, username: user, password: password, database: database,
                                   tls: tlsConfiguration)
         }
-        configuration.options.connectTimeout = .seconds(Self.connectTimeoutSeconds)
+        configuration.options.connectTimeout = TimeAmount.nanoseconds(
+            connectTimeout.components.seconds * 1_000_000_000 + connectTimeout.components.attoseconds / 1_000_000_000)
         return configuration
     }
 }

@@ -38,6 +38,9 @@ public final class PostgresStore: CoordinatorStore {
         public var password: String?
         public var database: String
         public var tls: TLSMode
+        /// How long a new connection may take (`connectTimeoutSeconds` unless set: tests on a
+        /// machine busy with other suites wait longer).
+        public var connectTimeout: Duration = .seconds(Self.connectTimeoutSeconds)
 
         public enum TLSMode: String, Sendable { case disable, prefer, require }
 
@@ -91,7 +94,7 @@ public final class PostgresStore: CoordinatorStore {
                                       tls: tlsConfiguration)
             }
             configuration.options.maximumConnections = 16
-            configuration.options.connectTimeout = .seconds(Self.connectTimeoutSeconds)
+            configuration.options.connectTimeout = connectTimeout
             return configuration
         }
 
