@@ -60,7 +60,6 @@ public struct ActParser {
         let jobsMap = try mapping(jobsNode, "`jobs`")
         guard !jobsMap.isEmpty else { throw error(at: line(jobsNode), "`jobs` is empty; a pipeline needs at least one job") }
         var jobs: [JobDefinition] = []
-        var jobLines: [String: Int] = [:]
         for (key, jobNode) in jobsMap {
             let jobName = try identifier(key, "a job name")
             // A job with `matrix:` is one job per combination of its values, named
@@ -75,12 +74,9 @@ public struct ActParser {
             } else {
                 jobs.append(try parseJob(name: jobName, keyNode: key, jobNode))
             }
-            for job in jobs where jobLines[job.name] == nil { jobLines[job.name] = line(key) }
         }
-        var seen = Set<String>()
-        for job in jobs where !seen.insert(job.name).inserted {
-            throw error(at: jobLines[job.name] ?? 1, "two jobs are named '\(job.name)' (a matrix job's instance is named `NAME (values)`); rename one")
-        }
+        // Names stay unique: YAML keys are, a plain job name has no " (", and one matrix's
+        // combinations are distinct.
         var definition = PipelineDefinition(name: name, jobs: jobs)
         if let on = value(top, "on") { definition.triggers = try parseTriggers(on) }
         if let inputs = value(top, "inputs") {
