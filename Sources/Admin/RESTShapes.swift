@@ -114,6 +114,12 @@ enum REST {
               detail: delivery.detail, runs: delivery.runIds.map { Int64($0) })
     }
 
+    static func schedule(_ schedule: Heddle_V1_ScheduleInfo) -> Components.Schemas.Schedule {
+        .init(project: schedule.project, pipeline: schedule.pipeline, cron: schedule.cron, timezone: schedule.timezone,
+              branch: schedule.branch, nextDue: date(ifAny: schedule.nextDueMs), lastDue: date(ifAny: schedule.lastDueMs),
+              lastRun: schedule.lastRunID == 0 ? nil : Int64(schedule.lastRunID))
+    }
+
     static func token(_ token: Heddle_V1_Token) -> Components.Schemas.Token {
         .init(name: token.name, role: .init(rawValue: token.role) ?? .viewer, createdAt: date(token.createdAtMs),
               expiresAt: date(ifAny: token.expiresAtMs), revoked: token.revokedAtMs != 0)

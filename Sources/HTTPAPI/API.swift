@@ -69,6 +69,14 @@ struct API: APIProtocol {
         }))))
     }
 
+    func listSchedules(_ input: Operations.ListSchedules.Input) async throws -> Operations.ListSchedules.Output {
+        let schedules = try await core.schedules.list(project: input.query.project, as: caller)
+        return .ok(.init(body: .json(.init(schedules: schedules.map {
+            .init(project: $0.project, pipeline: $0.pipeline, cron: $0.cron, timezone: $0.timeZone, branch: $0.branch,
+                  nextDue: $0.nextDue.map(Self.date), lastDue: $0.lastDue.map(Self.date), lastRun: $0.lastRunID)
+        }))))
+    }
+
     func rotateWebhook(_ input: Operations.RotateWebhook.Input) async throws -> Operations.RotateWebhook.Output {
         let secret = try await core.catalog.rotateWebhookSecret(project: input.path.project, as: caller)
         let url = core.webhooks.url(project: input.path.project) ?? "/hooks/\(input.path.project)"

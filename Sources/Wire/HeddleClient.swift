@@ -128,6 +128,13 @@ public struct HeddleClient: Sendable {
         return try await call(.deliveryList(request)) { if case .deliveries(let m) = $0 { m.deliveries } else { nil } }
     }
 
+    /// The schedules of every pipeline, or of `project`'s.
+    public func schedules(project: String = "") async throws -> [Heddle_V1_ScheduleInfo] {
+        var request = Heddle_V1_ScheduleListRequest()
+        request.project = project
+        return try await call(.scheduleList(request)) { if case .schedules(let m) = $0 { m.schedules } else { nil } }
+    }
+
     public func projects() async throws -> [Heddle_V1_ProjectInfo] {
         try await call(.projectList(.init())) { if case .projects(let m) = $0 { m.projects } else { nil } }
     }

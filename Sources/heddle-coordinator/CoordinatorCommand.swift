@@ -198,6 +198,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
                 Console.out("listening on \(shown):\(address.port ?? endpoint.port)")
             })
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: server), .init(service: LeaseMonitor(core: core)),
+                                                                      .init(service: ScheduleMonitor(core: core)),
                                                                       ClusterMonitor(core: core).serviceConfiguration,
                                                                       DataDirectoryMonitor(core: core, directory: data).serviceConfiguration]
         if let listener = try httpListener() {

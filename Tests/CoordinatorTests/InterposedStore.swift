@@ -29,6 +29,14 @@ class InterposedStore: CoordinatorStore, @unchecked Sendable {
         try await hooks.enter("createRun")
         return try await base.createRun(version: version, definition: definition, branch: branch, commit: commit, trigger: trigger, triggeredBy: triggeredBy, fork: fork, inputs: inputs, now: now)
     }
+    func createScheduledRun(_ start: ScheduleStart, version: PipelineVersionRecord, definition: PipelineDefinition, branch: String, triggeredBy: String, inputs: [String: String], now: Int64) async throws -> (RunRecord, [JobRecord])? {
+        try await hooks.enter("createScheduledRun")
+        return try await base.createScheduledRun(start, version: version, definition: definition, branch: branch, triggeredBy: triggeredBy, inputs: inputs, now: now)
+    }
+    func scheduleStarts() async throws -> [ScheduleStart] {
+        try await hooks.enter("scheduleStarts")
+        return try await base.scheduleStarts()
+    }
     func createAttempt(runID: Int64, definition: PipelineDefinition, carried: Set<String>, trigger: String, triggeredBy: String, now: Int64) async throws -> (RunRecord, [JobRecord]) {
         try await hooks.enter("createAttempt")
         return try await base.createAttempt(runID: runID, definition: definition, carried: carried, trigger: trigger, triggeredBy: triggeredBy, now: now)

@@ -248,6 +248,7 @@ import Wire
                 ("POST", "/api/v1/runners/runner-1/undrain", "/runners/{runner}/undrain", nil),
                 ("POST", "/api/v1/projects/shop/webhook", "/projects/{project}/webhook", nil),
                 ("GET", "/api/v1/projects/shop/deliveries?limit=5", "/projects/{project}/deliveries", nil),
+                ("GET", "/api/v1/schedules?project=shop", "/schedules", nil),
                 ("POST", "/api/v1/session", "/session", ["token": try await fabric.createToken("browser", role: "viewer")]),
                 ("GET", "/api/v1/session", "/session", nil),
                 ("DELETE", "/api/v1/session", "/session", nil),

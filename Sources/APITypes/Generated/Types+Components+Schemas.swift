@@ -472,11 +472,11 @@ extension Components {
             public var status: Components.Schemas.Status
             /// - Remark: Generated from `#/components/schemas/Run/attempt`.
             public var attempt: Swift.Int
-            /// manual (an admin), api (automation) or webhook.
+            /// manual (an admin), api (automation), webhook or schedule.
             ///
             /// - Remark: Generated from `#/components/schemas/Run/trigger`.
             public var trigger: Swift.String
-            /// Who started the attempt: the name of the token or certificate, or "FORGE delivery ID" for a webhook. Absent for runs started before Heddle recorded it.
+            /// Who started the attempt: the name of the token or certificate, "FORGE delivery ID" for a webhook, or "schedule 'CRON' due TIME" for a schedule. Absent for runs started before Heddle recorded it.
             ///
             /// - Remark: Generated from `#/components/schemas/Run/triggeredBy`.
             public var triggeredBy: Swift.String?
@@ -528,8 +528,8 @@ extension Components {
             ///   - branch:
             ///   - status:
             ///   - attempt:
-            ///   - trigger: manual (an admin), api (automation) or webhook.
-            ///   - triggeredBy: Who started the attempt: the name of the token or certificate, or "FORGE delivery ID" for a webhook. Absent for runs started before Heddle recorded it.
+            ///   - trigger: manual (an admin), api (automation), webhook or schedule.
+            ///   - triggeredBy: Who started the attempt: the name of the token or certificate, "FORGE delivery ID" for a webhook, or "schedule 'CRON' due TIME" for a schedule. Absent for runs started before Heddle recorded it.
             ///   - commit: The commit the run is of, when it was given (a webhook's push).
             ///   - inputs: The values of the pipeline's inputs the run has, defaults filled in (every attempt has them).
             ///   - createdAt:
@@ -1506,6 +1506,77 @@ extension Components {
                 case outcome
                 case detail
                 case runs
+            }
+        }
+        /// - Remark: Generated from `#/components/schemas/Schedule`.
+        public struct Schedule: Codable, Hashable, Sendable {
+            /// - Remark: Generated from `#/components/schemas/Schedule/project`.
+            public var project: Swift.String
+            /// - Remark: Generated from `#/components/schemas/Schedule/pipeline`.
+            public var pipeline: Swift.String
+            /// As written: five fields (minute hour day-of-month month day-of-week) or a shortcut such as @daily.
+            ///
+            /// - Remark: Generated from `#/components/schemas/Schedule/cron`.
+            public var cron: Swift.String
+            /// The IANA zone the expression is read in; UTC unless the file names one.
+            ///
+            /// - Remark: Generated from `#/components/schemas/Schedule/timezone`.
+            public var timezone: Swift.String
+            /// The branch its runs are of (its head when the run is checked out).
+            ///
+            /// - Remark: Generated from `#/components/schemas/Schedule/branch`.
+            public var branch: Swift.String
+            /// When it is next due; absent when it never is again.
+            ///
+            /// - Remark: Generated from `#/components/schemas/Schedule/nextDue`.
+            public var nextDue: Foundation.Date?
+            /// The latest due time that started a run; absent before the first.
+            ///
+            /// - Remark: Generated from `#/components/schemas/Schedule/lastDue`.
+            public var lastDue: Foundation.Date?
+            /// The run that due time started.
+            ///
+            /// - Remark: Generated from `#/components/schemas/Schedule/lastRun`.
+            public var lastRun: Swift.Int64?
+            /// Creates a new `Schedule`.
+            ///
+            /// - Parameters:
+            ///   - project:
+            ///   - pipeline:
+            ///   - cron: As written: five fields (minute hour day-of-month month day-of-week) or a shortcut such as @daily.
+            ///   - timezone: The IANA zone the expression is read in; UTC unless the file names one.
+            ///   - branch: The branch its runs are of (its head when the run is checked out).
+            ///   - nextDue: When it is next due; absent when it never is again.
+            ///   - lastDue: The latest due time that started a run; absent before the first.
+            ///   - lastRun: The run that due time started.
+            public init(
+                project: Swift.String,
+                pipeline: Swift.String,
+                cron: Swift.String,
+                timezone: Swift.String,
+                branch: Swift.String,
+                nextDue: Foundation.Date? = nil,
+                lastDue: Foundation.Date? = nil,
+                lastRun: Swift.Int64? = nil
+            ) {
+                self.project = project
+                self.pipeline = pipeline
+                self.cron = cron
+                self.timezone = timezone
+                self.branch = branch
+                self.nextDue = nextDue
+                self.lastDue = lastDue
+                self.lastRun = lastRun
+            }
+            public enum CodingKeys: String, CodingKey {
+                case project
+                case pipeline
+                case cron
+                case timezone
+                case branch
+                case nextDue
+                case lastDue
+                case lastRun
             }
         }
         /// - Remark: Generated from `#/components/schemas/Token`.

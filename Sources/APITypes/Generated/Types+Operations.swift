@@ -2212,6 +2212,7 @@ public enum Operations {
                     case manual = "manual"
                     case api = "api"
                     case webhook = "webhook"
+                    case schedule = "schedule"
                 }
                 /// How the run's latest attempt was started.
                 ///
@@ -4082,6 +4083,176 @@ public enum Operations {
             /// An error: 400 malformed request (a null value included: leave the field out), 401 no valid credentials, 403 the role may not, 404 unknown id or route, 405 wrong method, 406 an Accept header that excludes JSON, 409 wrong state, 413 body too large, 429 too many wrong credentials (valid ones pass), 503 storage full, 500 a fault of the coordinator.
             ///
             /// - Remark: Generated from `#/paths//queue/cancel/post(bulkCancel)/responses/default`.
+            ///
+            /// HTTP response code: `default`.
+            case `default`(statusCode: Swift.Int, Components.Responses.Problem)
+            /// The associated value of the enum case if `self` is `.`default``.
+            ///
+            /// - Throws: An error if `self` is not `.`default``.
+            /// - SeeAlso: `.`default``.
+            public var `default`: Components.Responses.Problem {
+                get throws {
+                    switch self {
+                    case let .`default`(_, response):
+                        return response
+                    default:
+                        try throwUnexpectedResponseStatus(
+                            expectedStatus: "default",
+                            response: self
+                        )
+                    }
+                }
+            }
+        }
+        @frozen public enum AcceptableContentType: AcceptableProtocol {
+            case json
+            case applicationProblemJson
+            case other(Swift.String)
+            public init?(rawValue: Swift.String) {
+                switch rawValue.lowercased() {
+                case "application/json":
+                    self = .json
+                case "application/problem+json":
+                    self = .applicationProblemJson
+                default:
+                    self = .other(rawValue)
+                }
+            }
+            public var rawValue: Swift.String {
+                switch self {
+                case let .other(string):
+                    return string
+                case .json:
+                    return "application/json"
+                case .applicationProblemJson:
+                    return "application/problem+json"
+                }
+            }
+            public static var allCases: [Self] {
+                [
+                    .json,
+                    .applicationProblemJson
+                ]
+            }
+        }
+    }
+    /// The schedules (`on.schedule`) of the latest version of each pipeline, with when each is next due (viewer).
+    ///
+    /// - Remark: HTTP `GET /schedules`.
+    /// - Remark: Generated from `#/paths//schedules/get(listSchedules)`.
+    public enum ListSchedules {
+        public static let id: Swift.String = "listSchedules"
+        public struct Input: Sendable, Hashable {
+            /// - Remark: Generated from `#/paths/schedules/GET/query`.
+            public struct Query: Sendable, Hashable {
+                /// Only this project's schedules (404 when there is no such project).
+                ///
+                /// - Remark: Generated from `#/paths/schedules/GET/query/project`.
+                public var project: Swift.String?
+                /// Creates a new `Query`.
+                ///
+                /// - Parameters:
+                ///   - project: Only this project's schedules (404 when there is no such project).
+                public init(project: Swift.String? = nil) {
+                    self.project = project
+                }
+            }
+            public var query: Operations.ListSchedules.Input.Query
+            /// - Remark: Generated from `#/paths/schedules/GET/header`.
+            public struct Headers: Sendable, Hashable {
+                public var accept: [OpenAPIRuntime.AcceptHeaderContentType<Operations.ListSchedules.AcceptableContentType>]
+                /// Creates a new `Headers`.
+                ///
+                /// - Parameters:
+                ///   - accept:
+                public init(accept: [OpenAPIRuntime.AcceptHeaderContentType<Operations.ListSchedules.AcceptableContentType>] = .defaultValues()) {
+                    self.accept = accept
+                }
+            }
+            public var headers: Operations.ListSchedules.Input.Headers
+            /// Creates a new `Input`.
+            ///
+            /// - Parameters:
+            ///   - query:
+            ///   - headers:
+            public init(
+                query: Operations.ListSchedules.Input.Query = .init(),
+                headers: Operations.ListSchedules.Input.Headers = .init()
+            ) {
+                self.query = query
+                self.headers = headers
+            }
+        }
+        @frozen public enum Output: Sendable, Hashable {
+            public struct Ok: Sendable, Hashable {
+                /// - Remark: Generated from `#/paths/schedules/GET/responses/200/content`.
+                @frozen public enum Body: Sendable, Hashable {
+                    /// - Remark: Generated from `#/paths/schedules/GET/responses/200/content/json`.
+                    public struct JsonPayload: Codable, Hashable, Sendable {
+                        /// - Remark: Generated from `#/paths/schedules/GET/responses/200/content/json/schedules`.
+                        public var schedules: [Components.Schemas.Schedule]
+                        /// Creates a new `JsonPayload`.
+                        ///
+                        /// - Parameters:
+                        ///   - schedules:
+                        public init(schedules: [Components.Schemas.Schedule]) {
+                            self.schedules = schedules
+                        }
+                        public enum CodingKeys: String, CodingKey {
+                            case schedules
+                        }
+                    }
+                    /// - Remark: Generated from `#/paths/schedules/GET/responses/200/content/application\/json`.
+                    case json(Operations.ListSchedules.Output.Ok.Body.JsonPayload)
+                    /// The associated value of the enum case if `self` is `.json`.
+                    ///
+                    /// - Throws: An error if `self` is not `.json`.
+                    /// - SeeAlso: `.json`.
+                    public var json: Operations.ListSchedules.Output.Ok.Body.JsonPayload {
+                        get throws {
+                            switch self {
+                            case let .json(body):
+                                return body
+                            }
+                        }
+                    }
+                }
+                /// Received HTTP response body
+                public var body: Operations.ListSchedules.Output.Ok.Body
+                /// Creates a new `Ok`.
+                ///
+                /// - Parameters:
+                ///   - body: Received HTTP response body
+                public init(body: Operations.ListSchedules.Output.Ok.Body) {
+                    self.body = body
+                }
+            }
+            /// The schedules, by project, pipeline, then their order in the file.
+            ///
+            /// - Remark: Generated from `#/paths//schedules/get(listSchedules)/responses/200`.
+            ///
+            /// HTTP response code: `200 ok`.
+            case ok(Operations.ListSchedules.Output.Ok)
+            /// The associated value of the enum case if `self` is `.ok`.
+            ///
+            /// - Throws: An error if `self` is not `.ok`.
+            /// - SeeAlso: `.ok`.
+            public var ok: Operations.ListSchedules.Output.Ok {
+                get throws {
+                    switch self {
+                    case let .ok(response):
+                        return response
+                    default:
+                        try throwUnexpectedResponseStatus(
+                            expectedStatus: "ok",
+                            response: self
+                        )
+                    }
+                }
+            }
+            /// An error: 400 malformed request (a null value included: leave the field out), 401 no valid credentials, 403 the role may not, 404 unknown id or route, 405 wrong method, 406 an Accept header that excludes JSON, 409 wrong state, 413 body too large, 429 too many wrong credentials (valid ones pass), 503 storage full, 500 a fault of the coordinator.
+            ///
+            /// - Remark: Generated from `#/paths//schedules/get(listSchedules)/responses/default`.
             ///
             /// HTTP response code: `default`.
             case `default`(statusCode: Swift.Int, Components.Responses.Problem)

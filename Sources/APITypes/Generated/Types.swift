@@ -139,6 +139,11 @@ public protocol APIProtocol: Sendable {
     /// - Remark: HTTP `POST /queue/cancel`.
     /// - Remark: Generated from `#/paths//queue/cancel/post(bulkCancel)`.
     func bulkCancel(_ input: Operations.BulkCancel.Input) async throws -> Operations.BulkCancel.Output
+    /// The schedules (`on.schedule`) of the latest version of each pipeline, with when each is next due (viewer).
+    ///
+    /// - Remark: HTTP `GET /schedules`.
+    /// - Remark: Generated from `#/paths//schedules/get(listSchedules)`.
+    func listSchedules(_ input: Operations.ListSchedules.Input) async throws -> Operations.ListSchedules.Output
     /// Connected runners (viewer).
     ///
     /// - Remark: HTTP `GET /runners`.
@@ -495,6 +500,19 @@ extension APIProtocol {
         try await bulkCancel(Operations.BulkCancel.Input(
             headers: headers,
             body: body
+        ))
+    }
+    /// The schedules (`on.schedule`) of the latest version of each pipeline, with when each is next due (viewer).
+    ///
+    /// - Remark: HTTP `GET /schedules`.
+    /// - Remark: Generated from `#/paths//schedules/get(listSchedules)`.
+    public func listSchedules(
+        query: Operations.ListSchedules.Input.Query = .init(),
+        headers: Operations.ListSchedules.Input.Headers = .init()
+    ) async throws -> Operations.ListSchedules.Output {
+        try await listSchedules(Operations.ListSchedules.Input(
+            query: query,
+            headers: headers
         ))
     }
     /// Connected runners (viewer).

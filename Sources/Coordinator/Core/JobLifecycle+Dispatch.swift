@@ -197,6 +197,17 @@ extension JobLifecycle {
     /// other coordinator with free slots a claim. Returns the run.
     func queue(_ create: @Sendable () async throws -> (RunRecord, [JobRecord])) async throws -> RunRecord {
         let (run, jobs) = try await create()
+        return await queued(run, jobs)
+    }
+
+    /// `queue`, for a creation that may find nothing to create (a schedule's due time another
+    /// coordinator started): nil, nothing queued.
+    func queueIfCreated(_ create: @Sendable () async throws -> (RunRecord, [JobRecord])?) async throws -> RunRecord? {
+        guard let (run, jobs) = try await create() else { return nil }
+        return await queued(run, jobs)
+    }
+
+    private func queued(_ run: RunRecord, _ jobs: [JobRecord]) async -> RunRecord {
         for job in jobs { enqueue(.init(id: job.id, labels: Set(job.labels), position: job.position)) }
         await publishQueued(jobs, run: run)
         await dispatch()

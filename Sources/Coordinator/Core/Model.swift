@@ -261,6 +261,26 @@ public struct PipelineVersionRecord: Sendable {
     public var jobs: [String]
 }
 
+/// The latest due time of a pipeline's schedule that started a run (`schedule_start`).
+public struct ScheduleStart: Sendable, Equatable {
+    public var project: String
+    public var pipeline: String
+    /// `Schedule.key`.
+    public var schedule: String
+    /// Milliseconds since the epoch.
+    public var due: Int64
+    /// The run that due time started.
+    public var runID: Int64?
+
+    public init(project: String, pipeline: String, schedule: String, due: Int64, runID: Int64? = nil) {
+        self.project = project
+        self.pipeline = pipeline
+        self.schedule = schedule
+        self.due = due
+        self.runID = runID
+    }
+}
+
 /// What a cancel of queued jobs changed in the store.
 public struct CancelledJobs: Sendable {
     /// The jobs that were still queued and are now cancelled.

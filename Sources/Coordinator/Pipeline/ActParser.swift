@@ -145,10 +145,14 @@ public struct ActParser {
     /// an event without `branches` (or with `push:` alone) matches every branch.
     private func parseTriggers(_ node: Node) throws(ActError) -> Triggers {
         let map = try mapping(node, "`on`")
-        try checkKeys(map, allowed: ["push", "pull_request"], in: "`on`")
+        try checkKeys(map, allowed: ["push", "pull_request", "schedule"], in: "`on`")
         var triggers = Triggers()
         for (key, eventNode) in map {
             let event = key.string ?? ""
+            if event == "schedule" {
+                triggers.schedules = try parseSchedules(eventNode)
+                continue
+            }
             var branches = ["**"]
             if case .mapping = eventNode {
                 let eventMap = try mapping(eventNode, "`on.\(event)`")
@@ -171,6 +175,51 @@ public struct ActParser {
             if event == "push" { triggers.push = branches } else { triggers.pullRequest = branches }
         }
         return triggers
+    }
+
+    /// `schedule: [ { cron: "0 3 * * 1-5", branch: main, timezone: Europe/Berlin } ]`: at most
+    /// `Schedule.maximumCount` entries, none twice.
+    private func parseSchedules(_ node: Node) throws(ActError) -> [Schedule] {
+        guard case .sequence(let entries) = node, !entries.isEmpty else {
+            throw error(at: line(node), "`on.schedule` must be a list of entries like { cron: \"0 3 * * 1-5\", branch: main }")
+        }
+        guard entries.count <= 16 else {
+            throw error(at: line(node), "`on.schedule` has \(entries.count) entries; at most 16")
+        }
+        var schedules: [Schedule] = []
+        for entry in entries {
+            let what = "an entry of `on.schedule`"
+            let map = try mapping(entry, what)
+            try checkKeys(map, allowed: ["cron", "branch", "timezone"], in: what)
+            guard let cronNode = value(map, "cron") else {
+                throw error(at: line(entry), "\(what) has no `cron`, like cron: \"0 3 * * 1-5\"")
+            }
+            let text = try scalar(cronNode, "`cron`")
+            let cron: CronExpression
+            do throws(CronError) {
+                cron = try CronExpression(text)
+            } catch {
+                throw self.error(at: line(cronNode), "`cron`: \(error.message)")
+            }
+            var schedule = Schedule(cron: cron)
+            if let zoneNode = value(map, "timezone") {
+                let zone = try scalar(zoneNode, "`timezone`")
+                guard zone.utf8.count <= 64, zone.allSatisfy({ $0.isASCII && !$0.isWhitespace }), TimeZone(identifier: zone) != nil else {
+                    throw error(at: line(zoneNode), "`timezone` '\(zone)' is not an IANA time zone name, like UTC or Europe/Berlin")
+                }
+                schedule.timeZone = zone
+            }
+            if let branchNode = value(map, "branch") {
+                let branch = try scalar(branchNode, "`branch`")
+                if let problem = Names.branchProblem(branch) { throw error(at: line(branchNode), "`branch`: \(problem)") }
+                schedule.branch = branch
+            }
+            if schedules.contains(where: { $0.key == schedule.key }) {
+                throw error(at: line(entry), "`on.schedule` has '\(cron.description)' on \(schedule.branch) in \(schedule.timeZone) twice")
+            }
+            schedules.append(schedule)
+        }
+        return schedules
     }
 
     /// `matrix: { os: [debian, alpine], py: ["3.11", "3.12"], exclude: [{os: alpine, py: "3.11"}],

@@ -1,3 +1,4 @@
+import Foundation
 import Wire
 
 /// A parsed, validated `.act` pipeline.
@@ -103,10 +104,13 @@ public struct Triggers: Sendable, Equatable {
     public var push: [String]?
     /// Matched against the pull request's target branch.
     public var pullRequest: [String]?
+    /// Times that start a run (`on.schedule`), in file order.
+    public var schedules: [Schedule] = []
 
-    public init(push: [String]? = nil, pullRequest: [String]? = nil) {
+    public init(push: [String]? = nil, pullRequest: [String]? = nil, schedules: [Schedule] = []) {
         self.push = push
         self.pullRequest = pullRequest
+        self.schedules = schedules
     }
 
     /// Whether `branch` matches one of `patterns`: `*` matches within one path segment,
@@ -133,6 +137,31 @@ public struct Triggers: Sendable, Equatable {
         }
         return false
     }
+}
+
+/// One entry of `on.schedule`: a cron expression read in a time zone, and the branch its runs
+/// are of (at the branch's head when the run's checkout happens).
+public struct Schedule: Sendable, Equatable {
+    public var cron: CronExpression
+    /// An IANA zone name (`Europe/Berlin`); `UTC` unless the file names one.
+    public var timeZone: String
+    public var branch: String
+
+    public init(cron: CronExpression, timeZone: String = "UTC", branch: String = Schedule.defaultBranch) {
+        self.cron = cron
+        self.timeZone = timeZone
+        self.branch = branch
+    }
+
+    /// The branch of a schedule that names none.
+    public static let defaultBranch = "main"
+
+    /// What identifies the schedule among its pipeline's, across versions of the file: the
+    /// same expression, zone and branch in a new version is the same schedule (it keeps the
+    /// due times it started), a changed one is a new schedule.
+    public var key: String { "\(cron.description) \(timeZone) \(branch)" }
+
+    public var zone: TimeZone { TimeZone(identifier: timeZone) ?? TimeZone(secondsFromGMT: 0)! }
 }
 
 public struct JobDefinition: Sendable, Equatable {

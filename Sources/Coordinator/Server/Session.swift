@@ -314,6 +314,11 @@ struct Session {
             list.deliveries = try await core.catalog.deliveries(project: request.project, limit: given(request.limit),
                                                         as: principal).map(\.proto)
             return .deliveries(list)
+        case .scheduleList(let request):
+            var list = Heddle_V1_ScheduleList()
+            list.schedules = try await core.schedules.list(project: request.project.isEmpty ? nil : request.project,
+                                                           as: principal).map(\.proto)
+            return .schedules(list)
         case .projectList:
             var list = Heddle_V1_ProjectList()
             list.projects = try await core.catalog.projects(as: principal).map(\.proto)
@@ -409,7 +414,7 @@ struct Session {
 
         case .welcome, .error, .ok, .assignment, .logAck, .artifactDeclared, .artifactCommitted, .stopJob,
              .pipelinePushed, .pipelines, .triggered, .runs, .run, .watchEvent, .queueList, .runnerList,
-             .artifacts, .artifactData, .queueEvent, .cancelled, .projects, .revoked, .tokenCreated, .tokens, .deliveries,
+             .artifacts, .artifactData, .queueEvent, .cancelled, .projects, .revoked, .tokenCreated, .tokens, .deliveries, .schedules,
              .secrets:
             throw WireError(.badRequest, "this message is sent by the coordinator, not to it")
         case .none:

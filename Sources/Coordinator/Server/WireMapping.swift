@@ -224,6 +224,21 @@ extension DeliveryRecord {
     }
 }
 
+extension ScheduleInfo {
+    var proto: Heddle_V1_ScheduleInfo {
+        var out = Heddle_V1_ScheduleInfo()
+        out.project = project
+        out.pipeline = pipeline
+        out.cron = cron
+        out.timezone = timeZone
+        out.branch = branch
+        out.nextDueMs = nextDue ?? 0
+        out.lastDueMs = lastDue ?? 0
+        out.lastRunID = UInt64(lastRunID ?? 0)
+        return out
+    }
+}
+
 extension QueueEntry {
     var proto: Heddle_V1_QueueEntry {
         var entry = Heddle_V1_QueueEntry()

@@ -12,6 +12,15 @@ public protocol CoordinatorStore: Sendable {
     func createRun(version: PipelineVersionRecord, definition: PipelineDefinition, branch: String, commit: String,
                    trigger: String, triggeredBy: String, fork: Bool, inputs: [String: String],
                    now: Int64) async throws -> (RunRecord, [JobRecord])
+    /// Creates the run a schedule's due time starts (`start.due`; its trigger is "schedule")
+    /// like `createRun`, and records the due time as the schedule's latest started, in one
+    /// transaction; nil, and nothing written, when a run of that schedule for this due time or a
+    /// later one was created before, by this coordinator or another.
+    func createScheduledRun(_ start: ScheduleStart, version: PipelineVersionRecord, definition: PipelineDefinition,
+                            branch: String, triggeredBy: String, inputs: [String: String],
+                            now: Int64) async throws -> (RunRecord, [JobRecord])?
+    /// Every schedule's latest due time that started a run.
+    func scheduleStarts() async throws -> [ScheduleStart]
     /// Adds attempt N+1 to a run, with queued jobs at the end of the queue; the jobs named in
     /// `carried` are instead copied, finished, from attempt N (with their nodes, each pointing
     /// at the job it copies: `JobRecord.carriedFrom`). Returns the queued jobs.

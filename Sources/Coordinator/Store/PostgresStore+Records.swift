@@ -92,6 +92,55 @@ extension PostgresStore {
         return (run, try Self.jobRecords(rows, run: run, definition: definition, now: now))
     }
 
+    public func createScheduledRun(_ start: ScheduleStart, version: PipelineVersionRecord, definition: PipelineDefinition,
+                                   branch: String, triggeredBy: String, inputs: [String: String],
+                                   now: Int64) async throws -> (RunRecord, [JobRecord])? {
+        let logger = logger
+        let json = try Self.jobsJSON(definition)
+        let statement = CreateRun(project: version.project, pipeline: version.pipeline, versionID: version.id, branch: branch,
+                                  trigger: "schedule", now: now, commit: "", triggeredBy: triggeredBy, jobs: json.jobs,
+                                  nodes: json.nodes, fork: false, inputs: try pgJSON(inputs))
+        let created: (Int64, [PostgresRandomAccessRow])? = try await transaction { db in
+            // The due time first: a second coordinator's insert of the same due time waits on
+            // this row and then finds its due not later: nothing to start.
+            let claimed = try await db.rows("""
+                INSERT INTO schedule_start (project, pipeline, schedule, due)
+                VALUES (\(start.project), \(start.pipeline), \(start.schedule), \(start.due))
+                ON CONFLICT (project, pipeline, schedule) DO UPDATE SET due = excluded.due, run_id = NULL
+                WHERE schedule_start.due < excluded.due
+                RETURNING due
+                """, logger: logger)
+            guard !claimed.isEmpty else { return nil }
+            let rows = try await db.rows(statement, logger: logger)
+            guard let runID = try rows.first?.get("run_id", as: Int64.self) else {
+                throw StoreError(.inconsistent, "a run of \(version.project)/\(version.pipeline) was not stored")
+            }
+            try await db.query("""
+                UPDATE schedule_start SET run_id = \(runID)
+                WHERE project = \(start.project) AND pipeline = \(start.pipeline) AND schedule = \(start.schedule)
+                """, logger: logger)
+            return (runID, rows)
+        }
+        guard let (runID, rows) = created else { return nil }
+        var run = RunRecord(id: runID, project: version.project, pipeline: version.pipeline, pipelineVersionID: version.id,
+                            branch: branch, status: .queued, attempt: 1, trigger: "schedule", createdAt: now)
+        run.triggeredBy = triggeredBy
+        run.inputs = inputs
+        return (run, try Self.jobRecords(rows, run: run, definition: definition, now: now))
+    }
+
+    public func scheduleStarts() async throws -> [ScheduleStart] {
+        try await read { [self] db in
+            var starts: [ScheduleStart] = []
+            for try await (project, pipeline, schedule, due, runID) in try await db.query(
+                "SELECT project, pipeline, schedule, due, run_id FROM schedule_start", logger: logger
+            ).decode((String, String, String, Int64, Int64?).self) {
+                starts.append(ScheduleStart(project: project, pipeline: pipeline, schedule: schedule, due: due, runID: runID))
+            }
+            return starts
+        }
+    }
+
     /// The jobs an insert returned (`id`, `name`, `position`), in the pipeline's order.
     static func jobRecords(_ rows: [PostgresRandomAccessRow], run: RunRecord, definition: PipelineDefinition,
                            now: Int64) throws -> [JobRecord] {

@@ -579,6 +579,18 @@ public final class PostgresStore: CoordinatorStore {
         ("v9: jobs carried over by a re-run of the failed ones", [
             "ALTER TABLE job ADD COLUMN carried_from BIGINT REFERENCES job(id)",
         ]),
+        ("v10: schedules' latest started due times", [
+            """
+            CREATE TABLE schedule_start (
+                project TEXT NOT NULL,
+                pipeline TEXT NOT NULL,
+                schedule TEXT NOT NULL,
+                due BIGINT NOT NULL,
+                run_id BIGINT REFERENCES run(id),
+                PRIMARY KEY (project, pipeline, schedule)
+            )
+            """,
+        ]),
     ]
 
     /// The width of a range of queue positions counted in `queue_count`: a power of two, so

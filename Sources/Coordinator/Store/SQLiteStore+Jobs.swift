@@ -63,21 +63,58 @@ extension SQLiteStore {
                           now: Int64) async throws -> (RunRecord, [JobRecord]) {
         let inputsJSON = try json(inputs)
         return try await group.write { db in
-            try db.cachedStatement(sql: """
-                INSERT INTO run (project, pipeline, pipeline_version_id, branch, status, attempt, trigger, created_at, commit_sha,
-                                 triggered_by, fork, inputs)
-                VALUES (?, ?, ?, ?, 'queued', 1, ?, ?, ?, ?, ?, ?)
-                """).execute(arguments: [version.project, version.pipeline, version.id, branch, trigger, now, commit, triggeredBy,
-                                         fork, inputsJSON])
-            var run = RunRecord(id: db.lastInsertedRowID, project: version.project, pipeline: version.pipeline,
-                                pipelineVersionID: version.id, branch: branch, status: .queued, attempt: 1,
-                                trigger: trigger, createdAt: now)
-            run.commit = commit
-            run.triggeredBy = triggeredBy
-            run.fork = fork
-            run.inputs = inputs
-            let jobs = try Self.insertAttempt(db, run: run, definition: definition, now: now)
+            try Self.insertRun(db, version: version, definition: definition, branch: branch, commit: commit, trigger: trigger,
+                               triggeredBy: triggeredBy, fork: fork, inputs: inputs, inputsJSON: inputsJSON, now: now)
+        }
+    }
+
+    static func insertRun(_ db: Database, version: PipelineVersionRecord, definition: PipelineDefinition, branch: String,
+                          commit: String, trigger: String, triggeredBy: String, fork: Bool, inputs: [String: String],
+                          inputsJSON: String, now: Int64) throws -> (RunRecord, [JobRecord]) {
+        try db.cachedStatement(sql: """
+            INSERT INTO run (project, pipeline, pipeline_version_id, branch, status, attempt, trigger, created_at, commit_sha,
+                             triggered_by, fork, inputs)
+            VALUES (?, ?, ?, ?, 'queued', 1, ?, ?, ?, ?, ?, ?)
+            """).execute(arguments: [version.project, version.pipeline, version.id, branch, trigger, now, commit, triggeredBy,
+                                     fork, inputsJSON])
+        var run = RunRecord(id: db.lastInsertedRowID, project: version.project, pipeline: version.pipeline,
+                            pipelineVersionID: version.id, branch: branch, status: .queued, attempt: 1,
+                            trigger: trigger, createdAt: now)
+        run.commit = commit
+        run.triggeredBy = triggeredBy
+        run.fork = fork
+        run.inputs = inputs
+        let jobs = try insertAttempt(db, run: run, definition: definition, now: now)
+        return (run, jobs)
+    }
+
+    public func createScheduledRun(_ start: ScheduleStart, version: PipelineVersionRecord, definition: PipelineDefinition,
+                                   branch: String, triggeredBy: String, inputs: [String: String],
+                                   now: Int64) async throws -> (RunRecord, [JobRecord])? {
+        let inputsJSON = try json(inputs)
+        return try await group.write { db in
+            // The due time first: a schedule's run of this due time or a later one stops here.
+            try db.execute(sql: """
+                INSERT INTO schedule_start (project, pipeline, schedule, due) VALUES (?, ?, ?, ?)
+                ON CONFLICT (project, pipeline, schedule) DO UPDATE SET due = excluded.due, run_id = NULL
+                WHERE schedule_start.due < excluded.due
+                """, arguments: [start.project, start.pipeline, start.schedule, start.due])
+            guard db.changesCount == 1 else { return nil }
+            let (run, jobs) = try Self.insertRun(db, version: version, definition: definition, branch: branch, commit: "",
+                                                 trigger: "schedule", triggeredBy: triggeredBy, fork: false, inputs: inputs,
+                                                 inputsJSON: inputsJSON, now: now)
+            try db.execute(sql: "UPDATE schedule_start SET run_id = ? WHERE project = ? AND pipeline = ? AND schedule = ?",
+                           arguments: [run.id, start.project, start.pipeline, start.schedule])
             return (run, jobs)
+        }
+    }
+
+    public func scheduleStarts() async throws -> [ScheduleStart] {
+        try await writer.read { db in
+            try Row.fetchAll(db, sql: "SELECT project, pipeline, schedule, due, run_id FROM schedule_start").map {
+                ScheduleStart(project: $0["project"], pipeline: $0["pipeline"], schedule: $0["schedule"], due: $0["due"],
+                              runID: $0["run_id"])
+            }
         }
     }
 

@@ -304,6 +304,18 @@ public struct SQLiteStore: CoordinatorStore {
         migrator.registerMigration("v13: jobs carried over by a re-run of the failed ones") { db in
             try db.execute(sql: "ALTER TABLE job ADD COLUMN carried_from INTEGER REFERENCES job(id)")
         }
+        migrator.registerMigration("v14: schedules' latest started due times") { db in
+            try db.execute(sql: """
+                CREATE TABLE schedule_start (
+                    project TEXT NOT NULL,
+                    pipeline TEXT NOT NULL,
+                    schedule TEXT NOT NULL,
+                    due INTEGER NOT NULL,
+                    run_id INTEGER REFERENCES run(id),
+                    PRIMARY KEY (project, pipeline, schedule)
+                )
+                """)
+        }
         return migrator
     }
 }

@@ -576,7 +576,8 @@ enum OpenAPIDocument {
               "enum": [
                 "manual",
                 "api",
-                "webhook"
+                "webhook",
+                "schedule"
               ]
             }
           },
@@ -1782,6 +1783,52 @@ enum OpenAPIDocument {
         }
       }
     },
+    "/schedules": {
+      "get": {
+        "operationId": "listSchedules",
+        "tags": [
+          "api"
+        ],
+        "summary": "The schedules (`on.schedule`) of the latest version of each pipeline, with when each is next due (viewer).",
+        "parameters": [
+          {
+            "name": "project",
+            "in": "query",
+            "description": "Only this project's schedules (404 when there is no such project).",
+            "schema": {
+              "type": "string",
+              "pattern": "^[A-Za-z0-9._-]{1,100}$"
+            }
+          }
+        ],
+        "responses": {
+          "200": {
+            "description": "The schedules, by project, pipeline, then their order in the file.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "type": "object",
+                  "required": [
+                    "schedules"
+                  ],
+                  "properties": {
+                    "schedules": {
+                      "type": "array",
+                      "items": {
+                        "$ref": "#/components/schemas/Schedule"
+                      }
+                    }
+                  }
+                }
+              }
+            }
+          },
+          "default": {
+            "$ref": "#/components/responses/Problem"
+          }
+        }
+      }
+    },
     "/runners": {
       "get": {
         "operationId": "listRunners",
@@ -2405,11 +2452,11 @@ enum OpenAPIDocument {
           },
           "trigger": {
             "type": "string",
-            "description": "manual (an admin), api (automation) or webhook."
+            "description": "manual (an admin), api (automation), webhook or schedule."
           },
           "triggeredBy": {
             "type": "string",
-            "description": "Who started the attempt: the name of the token or certificate, or \"FORGE delivery ID\" for a webhook. Absent for runs started before Heddle recorded it."
+            "description": "Who started the attempt: the name of the token or certificate, \"FORGE delivery ID\" for a webhook, or \"schedule 'CRON' due TIME\" for a schedule. Absent for runs started before Heddle recorded it."
           },
           "commit": {
             "type": "string",
@@ -3091,6 +3138,51 @@ enum OpenAPIDocument {
               "type": "integer",
               "format": "int64"
             }
+          }
+        }
+      },
+      "Schedule": {
+        "type": "object",
+        "required": [
+          "project",
+          "pipeline",
+          "cron",
+          "timezone",
+          "branch"
+        ],
+        "properties": {
+          "project": {
+            "type": "string"
+          },
+          "pipeline": {
+            "type": "string"
+          },
+          "cron": {
+            "type": "string",
+            "description": "As written: five fields (minute hour day-of-month month day-of-week) or a shortcut such as @daily."
+          },
+          "timezone": {
+            "type": "string",
+            "description": "The IANA zone the expression is read in; UTC unless the file names one."
+          },
+          "branch": {
+            "type": "string",
+            "description": "The branch its runs are of (its head when the run is checked out)."
+          },
+          "nextDue": {
+            "type": "string",
+            "format": "date-time",
+            "description": "When it is next due; absent when it never is again."
+          },
+          "lastDue": {
+            "type": "string",
+            "format": "date-time",
+            "description": "The latest due time that started a run; absent before the first."
+          },
+          "lastRun": {
+            "type": "integer",
+            "format": "int64",
+            "description": "The run that due time started."
           }
         }
       },

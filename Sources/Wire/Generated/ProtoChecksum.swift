@@ -2,5 +2,5 @@
 // SHA-256 of the concatenated proto/heddle/v1/*.proto files (in name order) this code was
 // generated from. WireTests fails when the protos change without regenerating.
 public enum ProtoChecksum {
-    public static let sha256 = "05a6bff9a49fe8f24797f65b167326f2eb72e1aec7a6995dc29ddb087abdc4da"
+    public static let sha256 = "97dea6398edc08b68bd65fc9ff0eb881f11724a9d49901271114d9ecc1ffe726"
 }

@@ -733,6 +733,22 @@ public nonisolated struct Heddle_V1_Envelope: @unchecked Sendable {
     set {_uniqueStorage()._body = .secretForks(newValue)}
   }
 
+  public var scheduleList: Heddle_V1_ScheduleListRequest {
+    get {
+      if case .scheduleList(let v)? = _storage._body {return v}
+      return Heddle_V1_ScheduleListRequest()
+    }
+    set {_uniqueStorage()._body = .scheduleList(newValue)}
+  }
+
+  public var schedules: Heddle_V1_ScheduleList {
+    get {
+      if case .schedules(let v)? = _storage._body {return v}
+      return Heddle_V1_ScheduleList()
+    }
+    set {_uniqueStorage()._body = .schedules(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Body: Equatable, Sendable {
@@ -807,6 +823,8 @@ public nonisolated struct Heddle_V1_Envelope: @unchecked Sendable {
     case secrets(Heddle_V1_SecretList)
     case secretDelete(Heddle_V1_SecretDeleteRequest)
     case secretForks(Heddle_V1_SecretForksRequest)
+    case scheduleList(Heddle_V1_ScheduleListRequest)
+    case schedules(Heddle_V1_ScheduleList)
 
   }
 
@@ -2167,6 +2185,64 @@ public nonisolated struct Heddle_V1_DeliveryList: Sendable {
   public init() {}
 }
 
+/// The schedules (`on.schedule`) of the latest version of each pipeline (viewer).
+public nonisolated struct Heddle_V1_ScheduleListRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// empty: every project's
+  public var project: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Heddle_V1_ScheduleInfo: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var project: String = String()
+
+  public var pipeline: String = String()
+
+  /// as written: five fields or a shortcut such as @daily
+  public var cron: String = String()
+
+  /// IANA name; "UTC" unless the file names one
+  public var timezone: String = String()
+
+  public var branch: String = String()
+
+  /// 0: never due again
+  public var nextDueMs: Int64 = 0
+
+  /// the latest due time that started a run; 0: none yet
+  public var lastDueMs: Int64 = 0
+
+  /// the run it started; 0: none yet
+  public var lastRunID: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Heddle_V1_ScheduleList: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// by project, pipeline, then file order
+  public var schedules: [Heddle_V1_ScheduleInfo] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 public nonisolated struct Heddle_V1_ProjectListRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -2693,7 +2769,7 @@ nonisolated extension Heddle_V1_Status: SwiftProtobuf._ProtoNameProviding {
 
 nonisolated extension Heddle_V1_Envelope: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Envelope"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{2}\u{9}hello\0\u{1}welcome\0\u{1}error\0\u{1}heartbeat\0\u{1}ok\0\u{2}\u{6}assignment\0\u{3}node_update\0\u{3}log_append\0\u{3}log_ack\0\u{3}artifact_declare\0\u{3}artifact_declared\0\u{3}artifact_chunk\0\u{3}artifact_commit\0\u{3}artifact_committed\0\u{3}job_finish\0\u{3}stop_job\0\u{3}job_started\0\u{3}drain_self\0\u{4}\u{8}pipeline_push\0\u{3}pipeline_pushed\0\u{3}pipeline_list\0\u{1}pipelines\0\u{1}trigger\0\u{1}triggered\0\u{3}run_list\0\u{1}runs\0\u{3}run_get\0\u{1}run\0\u{1}watch\0\u{3}watch_event\0\u{1}queue\0\u{3}queue_list\0\u{1}runners\0\u{3}runner_list\0\u{3}artifact_list\0\u{1}artifacts\0\u{3}artifact_read\0\u{3}artifact_data\0\u{3}queue_watch\0\u{3}queue_event\0\u{3}queue_move\0\u{1}cancel\0\u{3}bulk_cancel\0\u{1}cancelled\0\u{1}rerun\0\u{3}project_create\0\u{3}project_list\0\u{1}projects\0\u{3}runner_drain\0\u{1}revoke\0\u{1}revoked\0\u{3}token_create\0\u{3}token_created\0\u{3}token_list\0\u{1}tokens\0\u{3}token_revoke\0\u{3}artifact_search\0\u{3}project_webhook\0\u{3}delivery_list\0\u{1}deliveries\0\u{3}secret_set\0\u{3}secret_list\0\u{1}secrets\0\u{3}secret_delete\0\u{3}secret_forks\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{2}\u{9}hello\0\u{1}welcome\0\u{1}error\0\u{1}heartbeat\0\u{1}ok\0\u{2}\u{6}assignment\0\u{3}node_update\0\u{3}log_append\0\u{3}log_ack\0\u{3}artifact_declare\0\u{3}artifact_declared\0\u{3}artifact_chunk\0\u{3}artifact_commit\0\u{3}artifact_committed\0\u{3}job_finish\0\u{3}stop_job\0\u{3}job_started\0\u{3}drain_self\0\u{4}\u{8}pipeline_push\0\u{3}pipeline_pushed\0\u{3}pipeline_list\0\u{1}pipelines\0\u{1}trigger\0\u{1}triggered\0\u{3}run_list\0\u{1}runs\0\u{3}run_get\0\u{1}run\0\u{1}watch\0\u{3}watch_event\0\u{1}queue\0\u{3}queue_list\0\u{1}runners\0\u{3}runner_list\0\u{3}artifact_list\0\u{1}artifacts\0\u{3}artifact_read\0\u{3}artifact_data\0\u{3}queue_watch\0\u{3}queue_event\0\u{3}queue_move\0\u{1}cancel\0\u{3}bulk_cancel\0\u{1}cancelled\0\u{1}rerun\0\u{3}project_create\0\u{3}project_list\0\u{1}projects\0\u{3}runner_drain\0\u{1}revoke\0\u{1}revoked\0\u{3}token_create\0\u{3}token_created\0\u{3}token_list\0\u{1}tokens\0\u{3}token_revoke\0\u{3}artifact_search\0\u{3}project_webhook\0\u{3}delivery_list\0\u{1}deliveries\0\u{3}secret_set\0\u{3}secret_list\0\u{1}secrets\0\u{3}secret_delete\0\u{3}secret_forks\0\u{3}schedule_list\0\u{1}schedules\0")
 
   fileprivate class _StorageClass {
     var _id: UInt64 = 0
@@ -3574,6 +3650,32 @@ nonisolated extension Heddle_V1_Envelope: SwiftProtobuf.Message, SwiftProtobuf._
             _storage._body = .secretForks(v)
           }
         }()
+        case 87: try {
+          var v: Heddle_V1_ScheduleListRequest?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .scheduleList(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .scheduleList(v)
+          }
+        }()
+        case 88: try {
+          var v: Heddle_V1_ScheduleList?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .schedules(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .schedules(v)
+          }
+        }()
         default: break
         }
       }
@@ -3849,6 +3951,14 @@ nonisolated extension Heddle_V1_Envelope: SwiftProtobuf.Message, SwiftProtobuf._
       case .secretForks?: try {
         guard case .secretForks(let v)? = _storage._body else { preconditionFailure() }
         try visitor.visitSingularMessageField(value: v, fieldNumber: 86)
+      }()
+      case .scheduleList?: try {
+        guard case .scheduleList(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 87)
+      }()
+      case .schedules?: try {
+        guard case .schedules(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 88)
       }()
       case nil: break
       }
@@ -6528,6 +6638,131 @@ nonisolated extension Heddle_V1_DeliveryList: SwiftProtobuf.Message, SwiftProtob
 
   public static func ==(lhs: Heddle_V1_DeliveryList, rhs: Heddle_V1_DeliveryList) -> Bool {
     if lhs.deliveries != rhs.deliveries {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Heddle_V1_ScheduleListRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ScheduleListRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}project\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.project) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.project.isEmpty {
+      try visitor.visitSingularStringField(value: self.project, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Heddle_V1_ScheduleListRequest, rhs: Heddle_V1_ScheduleListRequest) -> Bool {
+    if lhs.project != rhs.project {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Heddle_V1_ScheduleInfo: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ScheduleInfo"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}project\0\u{1}pipeline\0\u{1}cron\0\u{1}timezone\0\u{1}branch\0\u{3}next_due_ms\0\u{3}last_due_ms\0\u{3}last_run_id\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.project) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.pipeline) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.cron) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.timezone) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.branch) }()
+      case 6: try { try decoder.decodeSingularInt64Field(value: &self.nextDueMs) }()
+      case 7: try { try decoder.decodeSingularInt64Field(value: &self.lastDueMs) }()
+      case 8: try { try decoder.decodeSingularUInt64Field(value: &self.lastRunID) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.project.isEmpty {
+      try visitor.visitSingularStringField(value: self.project, fieldNumber: 1)
+    }
+    if !self.pipeline.isEmpty {
+      try visitor.visitSingularStringField(value: self.pipeline, fieldNumber: 2)
+    }
+    if !self.cron.isEmpty {
+      try visitor.visitSingularStringField(value: self.cron, fieldNumber: 3)
+    }
+    if !self.timezone.isEmpty {
+      try visitor.visitSingularStringField(value: self.timezone, fieldNumber: 4)
+    }
+    if !self.branch.isEmpty {
+      try visitor.visitSingularStringField(value: self.branch, fieldNumber: 5)
+    }
+    if self.nextDueMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.nextDueMs, fieldNumber: 6)
+    }
+    if self.lastDueMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.lastDueMs, fieldNumber: 7)
+    }
+    if self.lastRunID != 0 {
+      try visitor.visitSingularUInt64Field(value: self.lastRunID, fieldNumber: 8)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Heddle_V1_ScheduleInfo, rhs: Heddle_V1_ScheduleInfo) -> Bool {
+    if lhs.project != rhs.project {return false}
+    if lhs.pipeline != rhs.pipeline {return false}
+    if lhs.cron != rhs.cron {return false}
+    if lhs.timezone != rhs.timezone {return false}
+    if lhs.branch != rhs.branch {return false}
+    if lhs.nextDueMs != rhs.nextDueMs {return false}
+    if lhs.lastDueMs != rhs.lastDueMs {return false}
+    if lhs.lastRunID != rhs.lastRunID {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Heddle_V1_ScheduleList: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ScheduleList"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}schedules\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.schedules) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.schedules.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.schedules, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Heddle_V1_ScheduleList, rhs: Heddle_V1_ScheduleList) -> Bool {
+    if lhs.schedules != rhs.schedules {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -2602,6 +2602,141 @@ void   heddle__v1__delivery_list__free_unpacked
   assert(message->base.descriptor == &heddle__v1__delivery_list__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   heddle__v1__schedule_list_request__init
+                     (Heddle__V1__ScheduleListRequest         *message)
+{
+  static const Heddle__V1__ScheduleListRequest init_value = HEDDLE__V1__SCHEDULE_LIST_REQUEST__INIT;
+  *message = init_value;
+}
+size_t heddle__v1__schedule_list_request__get_packed_size
+                     (const Heddle__V1__ScheduleListRequest *message)
+{
+  assert(message->base.descriptor == &heddle__v1__schedule_list_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t heddle__v1__schedule_list_request__pack
+                     (const Heddle__V1__ScheduleListRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &heddle__v1__schedule_list_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t heddle__v1__schedule_list_request__pack_to_buffer
+                     (const Heddle__V1__ScheduleListRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &heddle__v1__schedule_list_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Heddle__V1__ScheduleListRequest *
+       heddle__v1__schedule_list_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Heddle__V1__ScheduleListRequest *)
+     protobuf_c_message_unpack (&heddle__v1__schedule_list_request__descriptor,
+                                allocator, len, data);
+}
+void   heddle__v1__schedule_list_request__free_unpacked
+                     (Heddle__V1__ScheduleListRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &heddle__v1__schedule_list_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   heddle__v1__schedule_info__init
+                     (Heddle__V1__ScheduleInfo         *message)
+{
+  static const Heddle__V1__ScheduleInfo init_value = HEDDLE__V1__SCHEDULE_INFO__INIT;
+  *message = init_value;
+}
+size_t heddle__v1__schedule_info__get_packed_size
+                     (const Heddle__V1__ScheduleInfo *message)
+{
+  assert(message->base.descriptor == &heddle__v1__schedule_info__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t heddle__v1__schedule_info__pack
+                     (const Heddle__V1__ScheduleInfo *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &heddle__v1__schedule_info__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t heddle__v1__schedule_info__pack_to_buffer
+                     (const Heddle__V1__ScheduleInfo *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &heddle__v1__schedule_info__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Heddle__V1__ScheduleInfo *
+       heddle__v1__schedule_info__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Heddle__V1__ScheduleInfo *)
+     protobuf_c_message_unpack (&heddle__v1__schedule_info__descriptor,
+                                allocator, len, data);
+}
+void   heddle__v1__schedule_info__free_unpacked
+                     (Heddle__V1__ScheduleInfo *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &heddle__v1__schedule_info__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   heddle__v1__schedule_list__init
+                     (Heddle__V1__ScheduleList         *message)
+{
+  static const Heddle__V1__ScheduleList init_value = HEDDLE__V1__SCHEDULE_LIST__INIT;
+  *message = init_value;
+}
+size_t heddle__v1__schedule_list__get_packed_size
+                     (const Heddle__V1__ScheduleList *message)
+{
+  assert(message->base.descriptor == &heddle__v1__schedule_list__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t heddle__v1__schedule_list__pack
+                     (const Heddle__V1__ScheduleList *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &heddle__v1__schedule_list__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t heddle__v1__schedule_list__pack_to_buffer
+                     (const Heddle__V1__ScheduleList *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &heddle__v1__schedule_list__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Heddle__V1__ScheduleList *
+       heddle__v1__schedule_list__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Heddle__V1__ScheduleList *)
+     protobuf_c_message_unpack (&heddle__v1__schedule_list__descriptor,
+                                allocator, len, data);
+}
+void   heddle__v1__schedule_list__free_unpacked
+                     (Heddle__V1__ScheduleList *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &heddle__v1__schedule_list__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   heddle__v1__project_list_request__init
                      (Heddle__V1__ProjectListRequest         *message)
 {
@@ -3862,7 +3997,7 @@ void   heddle__v1__artifact_data__free_unpacked
   assert(message->base.descriptor == &heddle__v1__artifact_data__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor heddle__v1__envelope__field_descriptors[66] =
+static const ProtobufCFieldDescriptor heddle__v1__envelope__field_descriptors[68] =
 {
   {
     "id",
@@ -4656,6 +4791,30 @@ static const ProtobufCFieldDescriptor heddle__v1__envelope__field_descriptors[66
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "schedule_list",
+    87,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Heddle__V1__Envelope, body_case),
+    offsetof(Heddle__V1__Envelope, schedule_list),
+    &heddle__v1__schedule_list_request__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "schedules",
+    88,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Heddle__V1__Envelope, body_case),
+    offsetof(Heddle__V1__Envelope, schedules),
+    &heddle__v1__schedule_list__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned heddle__v1__envelope__field_indices_by_name[] = {
   12,   /* field[12] = artifact_chunk */
@@ -4708,6 +4867,8 @@ static const unsigned heddle__v1__envelope__field_indices_by_name[] = {
   34,   /* field[34] = runner_list */
   33,   /* field[33] = runners */
   26,   /* field[26] = runs */
+  66,   /* field[66] = schedule_list */
+  67,   /* field[67] = schedules */
   64,   /* field[64] = secret_delete */
   65,   /* field[65] = secret_forks */
   62,   /* field[62] = secret_list */
@@ -4731,7 +4892,7 @@ static const ProtobufCIntRange heddle__v1__envelope__number_ranges[4 + 1] =
   { 10, 1 },
   { 20, 6 },
   { 40, 19 },
-  { 0, 66 }
+  { 0, 68 }
 };
 const ProtobufCMessageDescriptor heddle__v1__envelope__descriptor =
 {
@@ -4741,7 +4902,7 @@ const ProtobufCMessageDescriptor heddle__v1__envelope__descriptor =
   "Heddle__V1__Envelope",
   "heddle.v1",
   sizeof(Heddle__V1__Envelope),
-  66,
+  68,
   heddle__v1__envelope__field_descriptors,
   heddle__v1__envelope__field_indices_by_name,
   4,  heddle__v1__envelope__number_ranges,
@@ -9399,6 +9560,211 @@ const ProtobufCMessageDescriptor heddle__v1__delivery_list__descriptor =
   heddle__v1__delivery_list__field_indices_by_name,
   1,  heddle__v1__delivery_list__number_ranges,
   (ProtobufCMessageInit) heddle__v1__delivery_list__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor heddle__v1__schedule_list_request__field_descriptors[1] =
+{
+  {
+    "project",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__ScheduleListRequest, project),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned heddle__v1__schedule_list_request__field_indices_by_name[] = {
+  0,   /* field[0] = project */
+};
+static const ProtobufCIntRange heddle__v1__schedule_list_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor heddle__v1__schedule_list_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "heddle.v1.ScheduleListRequest",
+  "ScheduleListRequest",
+  "Heddle__V1__ScheduleListRequest",
+  "heddle.v1",
+  sizeof(Heddle__V1__ScheduleListRequest),
+  1,
+  heddle__v1__schedule_list_request__field_descriptors,
+  heddle__v1__schedule_list_request__field_indices_by_name,
+  1,  heddle__v1__schedule_list_request__number_ranges,
+  (ProtobufCMessageInit) heddle__v1__schedule_list_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor heddle__v1__schedule_info__field_descriptors[8] =
+{
+  {
+    "project",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__ScheduleInfo, project),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "pipeline",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__ScheduleInfo, pipeline),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "cron",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__ScheduleInfo, cron),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "timezone",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__ScheduleInfo, timezone),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "branch",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__ScheduleInfo, branch),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "next_due_ms",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__ScheduleInfo, next_due_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "last_due_ms",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__ScheduleInfo, last_due_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "last_run_id",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__ScheduleInfo, last_run_id),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned heddle__v1__schedule_info__field_indices_by_name[] = {
+  4,   /* field[4] = branch */
+  2,   /* field[2] = cron */
+  6,   /* field[6] = last_due_ms */
+  7,   /* field[7] = last_run_id */
+  5,   /* field[5] = next_due_ms */
+  1,   /* field[1] = pipeline */
+  0,   /* field[0] = project */
+  3,   /* field[3] = timezone */
+};
+static const ProtobufCIntRange heddle__v1__schedule_info__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 8 }
+};
+const ProtobufCMessageDescriptor heddle__v1__schedule_info__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "heddle.v1.ScheduleInfo",
+  "ScheduleInfo",
+  "Heddle__V1__ScheduleInfo",
+  "heddle.v1",
+  sizeof(Heddle__V1__ScheduleInfo),
+  8,
+  heddle__v1__schedule_info__field_descriptors,
+  heddle__v1__schedule_info__field_indices_by_name,
+  1,  heddle__v1__schedule_info__number_ranges,
+  (ProtobufCMessageInit) heddle__v1__schedule_info__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor heddle__v1__schedule_list__field_descriptors[1] =
+{
+  {
+    "schedules",
+    1,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Heddle__V1__ScheduleList, n_schedules),
+    offsetof(Heddle__V1__ScheduleList, schedules),
+    &heddle__v1__schedule_info__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned heddle__v1__schedule_list__field_indices_by_name[] = {
+  0,   /* field[0] = schedules */
+};
+static const ProtobufCIntRange heddle__v1__schedule_list__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor heddle__v1__schedule_list__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "heddle.v1.ScheduleList",
+  "ScheduleList",
+  "Heddle__V1__ScheduleList",
+  "heddle.v1",
+  sizeof(Heddle__V1__ScheduleList),
+  1,
+  heddle__v1__schedule_list__field_descriptors,
+  heddle__v1__schedule_list__field_indices_by_name,
+  1,  heddle__v1__schedule_list__number_ranges,
+  (ProtobufCMessageInit) heddle__v1__schedule_list__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 #define heddle__v1__project_list_request__field_descriptors NULL

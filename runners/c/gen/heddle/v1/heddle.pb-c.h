@@ -77,6 +77,9 @@ typedef struct Heddle__V1__ProjectWebhookRequest Heddle__V1__ProjectWebhookReque
 typedef struct Heddle__V1__DeliveryListRequest Heddle__V1__DeliveryListRequest;
 typedef struct Heddle__V1__Delivery Heddle__V1__Delivery;
 typedef struct Heddle__V1__DeliveryList Heddle__V1__DeliveryList;
+typedef struct Heddle__V1__ScheduleListRequest Heddle__V1__ScheduleListRequest;
+typedef struct Heddle__V1__ScheduleInfo Heddle__V1__ScheduleInfo;
+typedef struct Heddle__V1__ScheduleList Heddle__V1__ScheduleList;
 typedef struct Heddle__V1__ProjectListRequest Heddle__V1__ProjectListRequest;
 typedef struct Heddle__V1__ProjectInfo Heddle__V1__ProjectInfo;
 typedef struct Heddle__V1__ProjectList Heddle__V1__ProjectList;
@@ -242,7 +245,9 @@ typedef enum {
   HEDDLE__V1__ENVELOPE__BODY_SECRET_LIST = 83,
   HEDDLE__V1__ENVELOPE__BODY_SECRETS = 84,
   HEDDLE__V1__ENVELOPE__BODY_SECRET_DELETE = 85,
-  HEDDLE__V1__ENVELOPE__BODY_SECRET_FORKS = 86
+  HEDDLE__V1__ENVELOPE__BODY_SECRET_FORKS = 86,
+  HEDDLE__V1__ENVELOPE__BODY_SCHEDULE_LIST = 87,
+  HEDDLE__V1__ENVELOPE__BODY_SCHEDULES = 88
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(HEDDLE__V1__ENVELOPE__BODY__CASE)
 } Heddle__V1__Envelope__BodyCase;
 
@@ -340,6 +345,8 @@ struct  Heddle__V1__Envelope
     Heddle__V1__SecretList *secrets;
     Heddle__V1__SecretDeleteRequest *secret_delete;
     Heddle__V1__SecretForksRequest *secret_forks;
+    Heddle__V1__ScheduleListRequest *schedule_list;
+    Heddle__V1__ScheduleList *schedules;
   };
 };
 #define HEDDLE__V1__ENVELOPE__INIT \
@@ -1501,6 +1508,68 @@ struct  Heddle__V1__DeliveryList
 };
 #define HEDDLE__V1__DELIVERY_LIST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&heddle__v1__delivery_list__descriptor) \
+    , 0,NULL }
+
+
+/*
+ * The schedules (`on.schedule`) of the latest version of each pipeline (viewer).
+ */
+struct  Heddle__V1__ScheduleListRequest
+{
+  ProtobufCMessage base;
+  /*
+   * empty: every project's
+   */
+  char *project;
+};
+#define HEDDLE__V1__SCHEDULE_LIST_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&heddle__v1__schedule_list_request__descriptor) \
+    , (char *)protobuf_c_empty_string }
+
+
+struct  Heddle__V1__ScheduleInfo
+{
+  ProtobufCMessage base;
+  char *project;
+  char *pipeline;
+  /*
+   * as written: five fields or a shortcut such as @daily
+   */
+  char *cron;
+  /*
+   * IANA name; "UTC" unless the file names one
+   */
+  char *timezone;
+  char *branch;
+  /*
+   * 0: never due again
+   */
+  int64_t next_due_ms;
+  /*
+   * the latest due time that started a run; 0: none yet
+   */
+  int64_t last_due_ms;
+  /*
+   * the run it started; 0: none yet
+   */
+  uint64_t last_run_id;
+};
+#define HEDDLE__V1__SCHEDULE_INFO__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&heddle__v1__schedule_info__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0 }
+
+
+struct  Heddle__V1__ScheduleList
+{
+  ProtobufCMessage base;
+  /*
+   * by project, pipeline, then file order
+   */
+  size_t n_schedules;
+  Heddle__V1__ScheduleInfo **schedules;
+};
+#define HEDDLE__V1__SCHEDULE_LIST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&heddle__v1__schedule_list__descriptor) \
     , 0,NULL }
 
 
@@ -3036,6 +3105,63 @@ Heddle__V1__DeliveryList *
 void   heddle__v1__delivery_list__free_unpacked
                      (Heddle__V1__DeliveryList *message,
                       ProtobufCAllocator *allocator);
+/* Heddle__V1__ScheduleListRequest methods */
+void   heddle__v1__schedule_list_request__init
+                     (Heddle__V1__ScheduleListRequest         *message);
+size_t heddle__v1__schedule_list_request__get_packed_size
+                     (const Heddle__V1__ScheduleListRequest   *message);
+size_t heddle__v1__schedule_list_request__pack
+                     (const Heddle__V1__ScheduleListRequest   *message,
+                      uint8_t             *out);
+size_t heddle__v1__schedule_list_request__pack_to_buffer
+                     (const Heddle__V1__ScheduleListRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Heddle__V1__ScheduleListRequest *
+       heddle__v1__schedule_list_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   heddle__v1__schedule_list_request__free_unpacked
+                     (Heddle__V1__ScheduleListRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Heddle__V1__ScheduleInfo methods */
+void   heddle__v1__schedule_info__init
+                     (Heddle__V1__ScheduleInfo         *message);
+size_t heddle__v1__schedule_info__get_packed_size
+                     (const Heddle__V1__ScheduleInfo   *message);
+size_t heddle__v1__schedule_info__pack
+                     (const Heddle__V1__ScheduleInfo   *message,
+                      uint8_t             *out);
+size_t heddle__v1__schedule_info__pack_to_buffer
+                     (const Heddle__V1__ScheduleInfo   *message,
+                      ProtobufCBuffer     *buffer);
+Heddle__V1__ScheduleInfo *
+       heddle__v1__schedule_info__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   heddle__v1__schedule_info__free_unpacked
+                     (Heddle__V1__ScheduleInfo *message,
+                      ProtobufCAllocator *allocator);
+/* Heddle__V1__ScheduleList methods */
+void   heddle__v1__schedule_list__init
+                     (Heddle__V1__ScheduleList         *message);
+size_t heddle__v1__schedule_list__get_packed_size
+                     (const Heddle__V1__ScheduleList   *message);
+size_t heddle__v1__schedule_list__pack
+                     (const Heddle__V1__ScheduleList   *message,
+                      uint8_t             *out);
+size_t heddle__v1__schedule_list__pack_to_buffer
+                     (const Heddle__V1__ScheduleList   *message,
+                      ProtobufCBuffer     *buffer);
+Heddle__V1__ScheduleList *
+       heddle__v1__schedule_list__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   heddle__v1__schedule_list__free_unpacked
+                     (Heddle__V1__ScheduleList *message,
+                      ProtobufCAllocator *allocator);
 /* Heddle__V1__ProjectListRequest methods */
 void   heddle__v1__project_list_request__init
                      (Heddle__V1__ProjectListRequest         *message);
@@ -3756,6 +3882,15 @@ typedef void (*Heddle__V1__Delivery_Closure)
 typedef void (*Heddle__V1__DeliveryList_Closure)
                  (const Heddle__V1__DeliveryList *message,
                   void *closure_data);
+typedef void (*Heddle__V1__ScheduleListRequest_Closure)
+                 (const Heddle__V1__ScheduleListRequest *message,
+                  void *closure_data);
+typedef void (*Heddle__V1__ScheduleInfo_Closure)
+                 (const Heddle__V1__ScheduleInfo *message,
+                  void *closure_data);
+typedef void (*Heddle__V1__ScheduleList_Closure)
+                 (const Heddle__V1__ScheduleList *message,
+                  void *closure_data);
 typedef void (*Heddle__V1__ProjectListRequest_Closure)
                  (const Heddle__V1__ProjectListRequest *message,
                   void *closure_data);
@@ -3911,6 +4046,9 @@ extern const ProtobufCMessageDescriptor heddle__v1__project_webhook_request__des
 extern const ProtobufCMessageDescriptor heddle__v1__delivery_list_request__descriptor;
 extern const ProtobufCMessageDescriptor heddle__v1__delivery__descriptor;
 extern const ProtobufCMessageDescriptor heddle__v1__delivery_list__descriptor;
+extern const ProtobufCMessageDescriptor heddle__v1__schedule_list_request__descriptor;
+extern const ProtobufCMessageDescriptor heddle__v1__schedule_info__descriptor;
+extern const ProtobufCMessageDescriptor heddle__v1__schedule_list__descriptor;
 extern const ProtobufCMessageDescriptor heddle__v1__project_list_request__descriptor;
 extern const ProtobufCMessageDescriptor heddle__v1__project_info__descriptor;
 extern const ProtobufCMessageDescriptor heddle__v1__project_list__descriptor;
