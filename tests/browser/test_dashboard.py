@@ -550,3 +550,31 @@ jobs:
     expect(page.locator(".log-lines")).to_contain_text("good ran in attempt 1")
     # Nothing failed in attempt 2: no such button.
     expect(page.get_by_role("button", name="Re-run failed jobs")).to_have_count(0)
+
+
+def test_the_project_page_lists_its_schedules_and_when_they_are_next_due(admin_page, fabric):
+    fabric.push("timed", """name: nightly
+on:
+  schedule:
+    - cron: "@yearly"
+      timezone: Europe/Berlin
+      branch: release
+jobs:
+  build:
+    labels: [linux]
+    nodes:
+      make: { run: 'true' }
+""")
+    status, listed = fabric.api("GET", "/schedules?project=timed")
+    assert status == 200 and len(listed["schedules"]) == 1, listed
+    schedule = listed["schedules"][0]
+    assert (schedule["cron"], schedule["timezone"], schedule["branch"]) == ("@yearly", "Europe/Berlin", "release")
+    assert "lastRun" not in schedule and schedule["nextDue"].endswith("Z"), schedule
+    page = admin_page
+    page.goto(f"{fabric.url}/#/projects/timed")
+    row = page.locator("table.schedules tbody tr[data-pipeline=nightly]")
+    expect(row.locator("td")).to_have_text(["nightly", "@yearly", "Europe/Berlin", "release", re.compile(r"\d"), "not yet"])
+    screenshot(page, "project-schedules")
+    # The runs filter offers the schedule trigger.
+    page.goto(f"{fabric.url}/#/runs")
+    expect(page.get_by_label("Trigger")).to_contain_text("schedule")

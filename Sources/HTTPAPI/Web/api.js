@@ -197,6 +197,13 @@ export function formatTime(iso) {
   return date.toLocaleString(undefined, { dateStyle: 'short', timeStyle: 'medium' });
 }
 
+/// Who started a run or an attempt, as words: "manual by admin", "webhook by github delivery
+/// 12", or for a schedule what it says itself ("schedule '0 3 * * *' due ...").
+export function triggerText(trigger, triggeredBy) {
+  if (!triggeredBy) return trigger;
+  return trigger === 'schedule' && triggeredBy.startsWith('schedule') ? triggeredBy : `${trigger} by ${triggeredBy}`;
+}
+
 /// An element: h('a', {href: '#/x', class: 'y', onclick: f}, 'text', child, ...).
 export function h(tag, attributes = {}, ...children) {
   const element = document.createElement(tag);

@@ -1,6 +1,6 @@
 // Projects, runs, artifacts and runners.
 
-import { LiveStream, announce, can, formatDuration, formatTime, get, h, post, query, statusBadge } from './api.js';
+import { LiveStream, announce, can, formatDuration, formatTime, get, h, post, query, statusBadge, triggerText } from './api.js';
 import { artifactTable } from './run.js';
 
 function runRow(run) {
@@ -10,7 +10,8 @@ function runRow(run) {
     h('td', {}, `${run.project} / ${run.pipeline}`),
     h('td', {}, run.branch, run.commit ? h('code', { class: 'commit' }, ` ${run.commit.slice(0, 10)}`) : ''),
     h('td', {}, `${run.attempt}`),
-    h('td', { class: 'trigger' }, run.trigger, run.triggeredBy ? h('span', { class: 'muted' }, ` by ${run.triggeredBy}`) : ''),
+    h('td', { class: 'trigger' }, run.trigger === 'schedule' ? h('span', { title: triggerText(run.trigger, run.triggeredBy) }, 'schedule')
+      : [run.trigger, run.triggeredBy ? h('span', { class: 'muted' }, ` by ${run.triggeredBy}`) : '']),
     h('td', {}, formatTime(run.createdAt)),
     h('td', { class: 'duration' }, formatDuration(run.durationMs)));
 }
@@ -104,6 +105,7 @@ export async function projectPage(main, params, { navigate }) {
   const { project, pipelines } = await get(`/projects/${encodeURIComponent(name)}`);
   const { runs } = await get(`/runs${query({ project: name, limit: 20 })}`);
   const deliveries = project.webhook ? (await get(`/projects/${encodeURIComponent(name)}/deliveries`).catch(() => ({ deliveries: [] }))).deliveries : [];
+  const { schedules } = await get(`/schedules${query({ project: name })}`);
   main.replaceChildren(
     h('h1', {}, `Project ${name} `, can('trigger') && pipelines.length ? h('button', { type: 'button', class: 'run-button primary',
       onclick: () => runDialog(name, pipelines, navigate) }, 'Run') : null),
@@ -112,6 +114,13 @@ export async function projectPage(main, params, { navigate }) {
         : project.webhook ? 'set (the coordinator has no public URL)' : 'none (heddle project webhook NAME --rotate)')),
     h('h2', {}, 'Pipelines'),
     h('ul', {}, pipelines.map((p) => h('li', {}, `${p.name} — version ${p.version}, jobs: ${p.jobs.join(', ')}`))),
+    ...(schedules.length ? [h('h2', {}, 'Schedules'), h('table', { class: 'schedules' },
+      h('thead', {}, h('tr', {}, ['Pipeline', 'Cron', 'Time zone', 'Branch', 'Next due', 'Last started'].map((t) => h('th', {}, t)))),
+      h('tbody', {}, schedules.map((s) => h('tr', { dataset: { pipeline: s.pipeline } },
+        h('td', {}, s.pipeline), h('td', {}, h('code', {}, s.cron)), h('td', {}, s.timezone), h('td', {}, s.branch),
+        h('td', { class: 'next-due' }, s.nextDue ? formatTime(s.nextDue) : 'never'),
+        h('td', {}, s.lastRun ? [formatTime(s.lastDue), ' (', h('a', { href: `#/runs/${s.lastRun}` }, `run ${s.lastRun}`), ')']
+          : h('span', { class: 'muted' }, 'not yet'))))))] : []),
     h('h2', {}, 'Recent runs'), runs.length ? runTable(runs) : h('p', { class: 'muted' }, 'No runs yet.'),
     h('h2', {}, 'Recent deliveries'),
     deliveries.length ? h('table', { class: 'deliveries' },
@@ -135,7 +144,7 @@ export async function runsPage(main, params, { navigate }) {
     h('input', { name: key, value: filters[key] }))),
   h('label', {}, 'Status ', h('select', { name: 'status' }, ['', 'queued', 'running', 'succeeded', 'failed', 'cancelled']
     .map((s) => h('option', { value: s, selected: s === filters.status }, s || 'any')))),
-  h('label', {}, 'Trigger ', h('select', { name: 'trigger' }, ['', 'manual', 'api', 'webhook']
+  h('label', {}, 'Trigger ', h('select', { name: 'trigger' }, ['', 'manual', 'api', 'webhook', 'schedule']
     .map((s) => h('option', { value: s, selected: s === filters.trigger }, s || 'any')))),
   h('button', { type: 'submit' }, 'Filter'));
   const body = h('div');

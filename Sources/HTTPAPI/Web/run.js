@@ -1,7 +1,7 @@
 // The run page: status, attempts, jobs, the graph of each job's nodes (live), a node's log
 // (live), artifacts; Re-run and Cancel for those who may.
 
-import { LiveStream, announce, can, formatDuration, formatSize, formatTime, get, h, post, query, statusBadge } from './api.js';
+import { LiveStream, announce, can, formatDuration, formatSize, formatTime, get, h, post, query, statusBadge, triggerText } from './api.js';
 import { drawJob } from './graph.js';
 import { LogView } from './log.js';
 
@@ -58,7 +58,7 @@ export async function runPage(main, params, { navigate }) {
     const run = detail.run;
     const switcher = h('select', { id: 'attempt', 'aria-label': 'Attempt', onchange: (event) => navigate(`#/runs/${runID}?attempt=${event.target.value}`) },
       detail.attempts.map((a) => h('option', { value: a.number, selected: a.number === shown },
-        `attempt ${a.number} — ${a.status} (${a.trigger}${a.triggeredBy ? ` by ${a.triggeredBy}` : ''})`)));
+        `attempt ${a.number} — ${a.status} (${triggerText(a.trigger, a.triggeredBy)})`)));
     const actions = h('div', { class: 'actions' });
     if (can('rerun') && finished(run.status) && isLatest) {
       const rerun = (failed) => async () => {
@@ -87,7 +87,7 @@ export async function runPage(main, params, { navigate }) {
       h('dl', { class: 'facts' },
         h('dt', {}, 'Pipeline'), h('dd', {}, h('a', { href: `#/projects/${encodeURIComponent(run.project)}` }, run.project), ' / ', run.pipeline),
         h('dt', {}, 'Branch'), h('dd', {}, run.branch, run.commit ? ` @ ${run.commit.slice(0, 12)}` : ''),
-        h('dt', {}, 'Trigger'), h('dd', { class: 'trigger' }, run.trigger, run.triggeredBy ? ` by ${run.triggeredBy}` : ''),
+        h('dt', {}, 'Trigger'), h('dd', { class: 'trigger' }, triggerText(run.trigger, run.triggeredBy)),
         ...(Object.keys(run.inputs || {}).length ? [h('dt', {}, 'Inputs'), h('dd', { class: 'inputs' },
           Object.entries(run.inputs).sort(([a], [b]) => a.localeCompare(b)).map(([k, v]) => h('code', {}, `${k}=${v}`))
             .flatMap((c, i) => (i ? [' ', c] : [c])))] : []),
