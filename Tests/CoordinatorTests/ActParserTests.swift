@@ -215,7 +215,7 @@ import Wire
         Case(name: "empty options", source: "name: b\ninputs:\n  t: { options: [] }\njobs:\n  t:\n    nodes:\n      a: { run: x }\n", line: 3,
              message: "`options` of input 't' is empty; leave it out to take any value"),
         Case(name: "required input of a forge-started pipeline", source: "name: b\non: { push: }\ninputs:\n  t:\njobs:\n  t:\n    nodes:\n      a: { run: x }\n",
-             line: 2, message: "input 't' has no default, and `on:` starts this pipeline from a forge's events, which set no inputs; give it a `default`"),
+             line: 2, message: "input 't' has no default, and `on:` starts this pipeline from a forge's events or a schedule, which set no inputs; give it a `default`"),
     ]
 
     /// A matrix: every combination in declaration order, less `exclude`, plus `include`; each

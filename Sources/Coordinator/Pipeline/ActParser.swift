@@ -83,7 +83,7 @@ public struct ActParser {
             definition.inputs = try parseInputs(inputs)
             // A forge's delivery sets no inputs: those of a pipeline it starts need defaults.
             if let on = value(top, "on"), let required = definition.inputs.first(where: { $0.defaultValue == nil }) {
-                throw error(at: line(on), "input '\(required.name)' has no default, and `on:` starts this pipeline from a forge's events, which set no inputs; give it a `default`")
+                throw error(at: line(on), "input '\(required.name)' has no default, and `on:` starts this pipeline from a forge's events or a schedule, which set no inputs; give it a `default`")
             }
         }
         return definition

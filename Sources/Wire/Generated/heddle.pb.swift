@@ -1563,7 +1563,7 @@ public nonisolated struct Heddle_V1_RunSummary: Sendable {
   /// 0: not yet
   public var finishedAtMs: Int64 = 0
 
-  /// "manual" (an admin), "api" (automation) or "webhook"
+  /// "manual" (an admin), "api" (automation), "webhook" or "schedule"
   public var trigger: String = String()
 
   /// the id of the stored pipeline version the run uses

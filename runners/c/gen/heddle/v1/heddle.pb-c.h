@@ -1033,7 +1033,7 @@ struct  Heddle__V1__RunSummary
    */
   int64_t finished_at_ms;
   /*
-   * "manual" (an admin), "api" (automation) or "webhook"
+   * "manual" (an admin), "api" (automation), "webhook" or "schedule"
    */
   char *trigger;
   /*
