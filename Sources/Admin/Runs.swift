@@ -85,7 +85,8 @@ struct Runs: AsyncParsableCommand {
             }
             let r = detail.run
             print("run \(r.id)  \(r.project)/\(r.pipeline)  branch \(r.branch)  \(Output.status(r.status))  attempt \(r.attempt)  trigger \(r.trigger)")
-            print("created \(Output.time(r.createdAtMs))  duration \(Output.duration(from: r.startedAtMs, to: r.finishedAtMs))")
+            print("created \(Output.time(r.createdAtMs))  duration \(Output.duration(from: r.startedAtMs, to: r.finishedAtMs))"
+                  + (r.triggeredBy.isEmpty ? "" : "  by \(r.triggeredBy)"))
             if !r.inputs.isEmpty {
                 print("inputs " + r.inputs.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: "  "))
             }

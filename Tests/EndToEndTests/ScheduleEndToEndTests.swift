@@ -54,7 +54,7 @@ import Testing
                 #expect(log.output.contains("scheduled nightly"), "\(log.output) \(log.error)")
             }
             let shown = try await cluster.heddle(["runs", "show", String(try #require(scheduled.first?["id"] as? Int))])
-            #expect(shown.output.contains("trigger schedule"), "\(shown.output)")
+            #expect(shown.output.contains("trigger schedule") && shown.output.contains("by schedule '* * * * *' due "), "\(shown.output)")
 
             // The listing now has the latest due time that started a run, and that run.
             let after = try #require(try await cluster.list(["schedules"], "schedules", via: 0)?.first)
