@@ -27,6 +27,9 @@ struct Runs: AsyncParsableCommand {
         @Option(help: "Only this branch.")
         var branch: String?
 
+        @Option(help: "Only runs started this way: manual, api, webhook, schedule.")
+        var trigger: String?
+
         @Flag(help: "Print JSON.")
         var json = false
 
@@ -40,19 +43,22 @@ struct Runs: AsyncParsableCommand {
             if let status, Self.statuses[status] == nil {
                 throw ValidationError("--status must be one of queued, running, succeeded, failed, cancelled")
             }
+            if let trigger, !["manual", "api", "webhook", "schedule"].contains(trigger) {
+                throw ValidationError("--trigger must be one of manual, api, webhook, schedule")
+            }
         }
 
         func run() async throws {
             let runs = try await withClient(connection) {
                 try await $0.runs(limit: limit, project: project ?? "", pipeline: pipeline ?? "", branch: branch ?? "",
-                                  status: status.flatMap { Self.statuses[$0] } ?? .unspecified)
+                                  status: status.flatMap { Self.statuses[$0] } ?? .unspecified, trigger: trigger ?? "")
             }
             if json {
                 print(Output.json(Operations.ListRuns.Output.Ok.Body.JsonPayload(runs: runs.map(REST.run))))
                 return
             }
             guard !runs.isEmpty else {
-                let filtered = project != nil || pipeline != nil || status != nil || branch != nil
+                let filtered = project != nil || pipeline != nil || status != nil || branch != nil || trigger != nil
                 print(filtered ? "no runs match" : "no runs yet; start one with `heddle trigger PROJECT/PIPELINE`")
                 return
             }

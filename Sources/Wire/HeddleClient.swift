@@ -58,8 +58,9 @@ public struct HeddleClient: Sendable {
     }
 
     public func runs(limit: UInt32 = 50, project: String = "", pipeline: String = "", branch: String = "",
-                     status: Heddle_V1_Status = .unspecified) async throws -> [Heddle_V1_RunSummary] {
+                     status: Heddle_V1_Status = .unspecified, trigger: String = "") async throws -> [Heddle_V1_RunSummary] {
         var request = Heddle_V1_RunListRequest()
+        request.trigger = trigger
         request.limit = limit
         request.project = project
         request.pipeline = pipeline

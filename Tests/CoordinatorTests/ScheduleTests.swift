@@ -144,6 +144,7 @@ import Wire
         let job = "jobs:\n  t:\n    nodes:\n      n: { run: 'true' }\n"
         let cases: [(String, Int, String)] = [
             ("on:\n  schedule:\n    - cron: \"61 * * * *\"\n", 3, "`cron`: 61 is out of range for the minute (0–59)"),
+            ("on:\n  schedule:\n    - cron: \"0 0 30 2 *\"\n", 3, "`cron` '0 0 30 2 *' is never due"),
             ("on:\n  schedule:\n    - cron: \"@daily\"\n      timezone: Mars/Olympus\n", 4,
              "`timezone` 'Mars/Olympus' is not an IANA time zone name"),
             ("on:\n  schedule: \"0 3 * * *\"\n", 2, "`on.schedule` must be a list of entries"),

@@ -37,12 +37,15 @@ import Testing
             var scheduled: [[String: Any]] = []
             try await waitUntil("two scheduled runs", timeout: .seconds(150)) {
                 try await Task.sleep(for: .seconds(1))
-                scheduled = (try await cluster.list(["runs"], "runs", via: 1) ?? []).filter { $0["trigger"] as? String == "schedule" }
+                scheduled = try await cluster.list(["runs", "--trigger", "schedule"], "runs", via: 1) ?? []
                 return scheduled.count >= 2
             }
             // The second due minute ended ≥ 60 s after the first: a duplicate of the first would be here.
             #expect(scheduled.count == 2, "\(scheduled)")
             let dues = scheduled.compactMap { $0["triggeredBy"] as? String }
+            #expect(scheduled.allSatisfy { $0["trigger"] as? String == "schedule" })
+            let refused = try await cluster.heddle(["runs", "--trigger", "cron"], via: 0)
+            #expect(refused.status != 0 && refused.error.contains("--trigger must be one of manual, api, webhook, schedule"), "\(refused.error)")
             #expect(Set(dues).count == 2 && dues.allSatisfy { $0.hasPrefix("schedule '* * * * *' due ") }, "\(dues)")
             for run in scheduled {
                 let id = try #require(run["id"] as? Int)

@@ -63,8 +63,10 @@ public struct Catalog: Sendable {
         for job in definition.jobs where job.assignmentBytes > limit {
             throw CoordinatorError.invalid("job '\(job.name)' is too large to assign: its nodes take about \(job.assignmentBytes) bytes once expanded (a YAML alias counts at each use), over the limit of \(limit) (the frame limit less 64 KiB)")
         }
-        return try await store.savePipeline(project: push.project, definition: definition, source: push.source,
-                                            now: Date.nowMilliseconds)
+        var version = try await store.savePipeline(project: push.project, definition: definition, source: push.source,
+                                                   now: Date.nowMilliseconds)
+        version.inputs = definition.inputs
+        return version
     }
 
     /// The latest version of every pipeline, or of one project's (not found when the project
@@ -74,7 +76,11 @@ public struct Catalog: Sendable {
         if let project, try await store.project(name: project) == nil {
             throw CoordinatorError.notFound("project \(project) does not exist")
         }
-        return try await store.pipelines().filter { project == nil || $0.project == project }
+        return try await store.pipelines().filter { project == nil || $0.project == project }.map { version in
+            var version = version
+            version.inputs = (try? definition(of: version))?.inputs ?? []
+            return version
+        }
     }
 
     /// A stored pipeline version, parsed.
@@ -89,6 +95,9 @@ public struct Catalog: Sendable {
     public func runs(_ query: RunQuery, as principal: Principal) async throws -> (runs: [RunRecord], more: Bool) {
         try Authorization.check(principal, .listRuns)
         let limit = try ListLimit.runs.resolve(query.limit)
+        if let trigger = query.filter.trigger, !RunRecord.triggers.contains(trigger) {
+            throw CoordinatorError.invalid("trigger '\(trigger.prefix(40))' is none of \(RunRecord.triggers.joined(separator: ", "))")
+        }
         // One more than asked tells whether another page follows.
         let runs = try await store.runs(limit: limit + 1, filter: query.filter)
         return (Array(runs.prefix(limit)), runs.count > limit)
@@ -233,6 +242,9 @@ public struct Catalog: Sendable {
 }
 
 extension RunRecord {
+    /// What may start a run (`trigger`).
+    static let triggers = ["manual", "api", "webhook", "schedule"]
+
     /// The attempt a request names (nil or 0: the latest): not found when the run has no such
     /// attempt, invalid when it is negative. Every read of an attempt (details, logs, watches)
     /// takes this one rule.

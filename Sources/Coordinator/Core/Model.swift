@@ -259,6 +259,9 @@ public struct PipelineVersionRecord: Sendable {
     public var source: String
     public var createdAt: Int64
     public var jobs: [String]
+    /// Its inputs, as the catalog's parse of `source` has them (stores leave them empty:
+    /// `Catalog.pipelines` and `pushPipeline` fill them in).
+    public var inputs: [InputDefinition] = []
 }
 
 /// The latest due time of a pipeline's schedule that started a run (`schedule_start`).

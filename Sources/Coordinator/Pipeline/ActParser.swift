@@ -214,6 +214,9 @@ public struct ActParser {
                 if let problem = Names.branchProblem(branch) { throw error(at: line(branchNode), "`branch`: \(problem)") }
                 schedule.branch = branch
             }
+            guard cron.next(after: Date(), in: schedule.zone) != nil else {
+                throw error(at: line(cronNode), "`cron` '\(cron.description)' is never due (no such day in the next nine years)")
+            }
             if schedules.contains(where: { $0.key == schedule.key }) {
                 throw error(at: line(entry), "`on.schedule` has '\(cron.description)' on \(schedule.branch) in \(schedule.timeZone) twice")
             }
@@ -233,9 +236,7 @@ public struct ActParser {
         for (key, valuesNode) in map {
             let axis = key.string ?? ""
             if axis == "include" || axis == "exclude" { continue }
-            if let problem = InputDefinition.nameProblem(axis) {
-                throw error(at: line(key), problem.replacingOccurrences(of: "input name", with: "matrix axis"))
-            }
+            if let problem = InputDefinition.nameProblem(axis, noun: "matrix axis") { throw error(at: line(key), problem) }
             let values = try stringList(valuesNode, "axis '\(axis)' of \(what)")
             guard !values.isEmpty else { throw error(at: line(valuesNode), "axis '\(axis)' of \(what) has no values") }
             for value in values {

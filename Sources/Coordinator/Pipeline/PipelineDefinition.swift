@@ -42,12 +42,13 @@ public struct InputDefinition: Sendable, Equatable {
     public static let maximumCount = 32
     public static let maximumValueBytes = 4096
 
-    /// Why `name` is no input name (a letter, then letters, digits or `_`, at most 64), or nil.
-    public static func nameProblem(_ name: String) -> String? {
+    /// Why `name` is no input name (a letter, then letters, digits or `_`, at most 64), or nil;
+    /// `noun` says what it names (a matrix's axes follow the same rule).
+    public static func nameProblem(_ name: String, noun: String = "input name") -> String? {
         func letter(_ c: Unicode.Scalar) -> Bool { ("a"..."z").contains(c) || ("A"..."Z").contains(c) }
         guard let first = name.unicodeScalars.first, letter(first), name.unicodeScalars.count <= 64,
               name.unicodeScalars.allSatisfy({ letter($0) || ("0"..."9").contains($0) || $0 == "_" })
-        else { return "input name '\(name.prefix(70))' must start with a letter and have only letters, digits and _ (at most 64)" }
+        else { return "\(noun) '\(name.prefix(70))' must start with a letter and have only letters, digits and _ (at most 64)" }
         return nil
     }
 
@@ -85,11 +86,6 @@ extension PipelineDefinition {
         }
         return resolved
     }
-}
-
-extension PipelineVersionRecord {
-    /// Its inputs, from its source (stored only once it parsed).
-    public var inputs: [InputDefinition] { (try? ActParser(file: "pipeline.act").parse(source))?.inputs ?? [] }
 }
 
 /// Inputs a trigger set that the pipeline does not take.

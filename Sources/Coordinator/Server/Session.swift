@@ -281,7 +281,7 @@ struct Session {
             let filter = RunFilter(project: request.project.isEmpty ? nil : request.project,
                                    pipeline: request.pipeline.isEmpty ? nil : request.pipeline,
                                    branch: request.branch.isEmpty ? nil : request.branch,
-                                   status: Status(request.status))
+                                   status: Status(request.status), trigger: request.trigger.isEmpty ? nil : request.trigger)
             list.runs = try await core.catalog.runs(RunQuery(limit: given(request.limit), filter: filter), as: principal).runs.map(\.proto)
             return .runs(list)
         case .rerun(let request):

@@ -2,5 +2,5 @@
 // SHA-256 of the concatenated proto/heddle/v1/*.proto files (in name order) this code was
 // generated from. WireTests fails when the protos change without regenerating.
 public enum ProtoChecksum {
-    public static let sha256 = "a2cf7bdad73e344c0593f3b1e3b79d2875e02c65526fb357208dbcaa9aea9d02"
+    public static let sha256 = "d07314c78c4e6e5281a26912abce17240d7f7e90ae16ca5ece0bf85820eb8faf"
 }

@@ -1533,6 +1533,9 @@ public nonisolated struct Heddle_V1_RunListRequest: Sendable {
 
   public var branch: String = String()
 
+  /// manual, api, webhook or schedule; empty: any
+  public var trigger: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -5347,7 +5350,7 @@ nonisolated extension Heddle_V1_RerunRequest: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Heddle_V1_RunListRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RunListRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}limit\0\u{1}project\0\u{1}pipeline\0\u{1}status\0\u{1}branch\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}limit\0\u{1}project\0\u{1}pipeline\0\u{1}status\0\u{1}branch\0\u{1}trigger\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -5360,6 +5363,7 @@ nonisolated extension Heddle_V1_RunListRequest: SwiftProtobuf.Message, SwiftProt
       case 3: try { try decoder.decodeSingularStringField(value: &self.pipeline) }()
       case 4: try { try decoder.decodeSingularEnumField(value: &self.status) }()
       case 5: try { try decoder.decodeSingularStringField(value: &self.branch) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.trigger) }()
       default: break
       }
     }
@@ -5381,6 +5385,9 @@ nonisolated extension Heddle_V1_RunListRequest: SwiftProtobuf.Message, SwiftProt
     if !self.branch.isEmpty {
       try visitor.visitSingularStringField(value: self.branch, fieldNumber: 5)
     }
+    if !self.trigger.isEmpty {
+      try visitor.visitSingularStringField(value: self.trigger, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -5390,6 +5397,7 @@ nonisolated extension Heddle_V1_RunListRequest: SwiftProtobuf.Message, SwiftProt
     if lhs.pipeline != rhs.pipeline {return false}
     if lhs.status != rhs.status {return false}
     if lhs.branch != rhs.branch {return false}
+    if lhs.trigger != rhs.trigger {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

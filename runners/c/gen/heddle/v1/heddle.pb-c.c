@@ -7349,7 +7349,7 @@ const ProtobufCMessageDescriptor heddle__v1__rerun_request__descriptor =
   (ProtobufCMessageInit) heddle__v1__rerun_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor heddle__v1__run_list_request__field_descriptors[5] =
+static const ProtobufCFieldDescriptor heddle__v1__run_list_request__field_descriptors[6] =
 {
   {
     "limit",
@@ -7411,6 +7411,18 @@ static const ProtobufCFieldDescriptor heddle__v1__run_list_request__field_descri
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "trigger",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__RunListRequest, trigger),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned heddle__v1__run_list_request__field_indices_by_name[] = {
   4,   /* field[4] = branch */
@@ -7418,11 +7430,12 @@ static const unsigned heddle__v1__run_list_request__field_indices_by_name[] = {
   2,   /* field[2] = pipeline */
   1,   /* field[1] = project */
   3,   /* field[3] = status */
+  5,   /* field[5] = trigger */
 };
 static const ProtobufCIntRange heddle__v1__run_list_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 5 }
+  { 0, 6 }
 };
 const ProtobufCMessageDescriptor heddle__v1__run_list_request__descriptor =
 {
@@ -7432,7 +7445,7 @@ const ProtobufCMessageDescriptor heddle__v1__run_list_request__descriptor =
   "Heddle__V1__RunListRequest",
   "heddle.v1",
   sizeof(Heddle__V1__RunListRequest),
-  5,
+  6,
   heddle__v1__run_list_request__field_descriptors,
   heddle__v1__run_list_request__field_indices_by_name,
   1,  heddle__v1__run_list_request__number_ranges,

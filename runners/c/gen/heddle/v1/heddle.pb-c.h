@@ -997,10 +997,14 @@ struct  Heddle__V1__RunListRequest
    */
   Heddle__V1__Status status;
   char *branch;
+  /*
+   * manual, api, webhook or schedule; empty: any
+   */
+  char *trigger;
 };
 #define HEDDLE__V1__RUN_LIST_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&heddle__v1__run_list_request__descriptor) \
-    , 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, HEDDLE__V1__STATUS__STATUS_UNSPECIFIED, (char *)protobuf_c_empty_string }
+    , 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, HEDDLE__V1__STATUS__STATUS_UNSPECIFIED, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
 struct  Heddle__V1__RunSummary__InputsEntry
