@@ -249,8 +249,11 @@ import Wire
             #expect(listed == [ScheduleInfo(project: "shop", pipeline: "hourly", cron: "0 * * * *", timeZone: "UTC", branch: "main",
                                             nextDue: Date(timeIntervalSince1970: hour + 4 * 3600).milliseconds,
                                             lastDue: Date(timeIntervalSince1970: hour + 3 * 3600).milliseconds, lastRunID: run.id)])
-            await #expect(throws: CoordinatorError.self) {
+            await #expect(throws: CoordinatorError.notFound("project nowhere does not exist")) {
                 try await second.schedules.list(project: "nowhere", as: admin)
+            }
+            await #expect(throws: CoordinatorError.self) {
+                try await second.schedules.list(project: "../bad", as: admin)
             }
             // The next hour: one more, from whichever asks first.
             let next = Date(timeIntervalSince1970: hour + 4 * 3600 + 1)

@@ -62,6 +62,7 @@ public struct Schedules: Sendable {
     /// project, pipeline and file order, with its next due time (viewer).
     public func list(project: String? = nil, as principal: Principal, now: Date = Date()) async throws -> [ScheduleInfo] {
         try Authorization.check(principal, .listPipelines)
+        if let project { try Catalog.validateProjectName(project) }
         if let project, try await catalog.store.project(name: project) == nil {
             throw CoordinatorError.notFound("project \(project) does not exist")
         }
