@@ -183,8 +183,8 @@ public struct ActParser {
         guard case .sequence(let entries) = node, !entries.isEmpty else {
             throw error(at: line(node), "`on.schedule` must be a list of entries like { cron: \"0 3 * * 1-5\", branch: main }")
         }
-        guard entries.count <= 16 else {
-            throw error(at: line(node), "`on.schedule` has \(entries.count) entries; at most 16")
+        guard entries.count <= Schedule.maximumCount else {
+            throw error(at: line(node), "`on.schedule` has \(entries.count) entries; at most \(Schedule.maximumCount)")
         }
         var schedules: [Schedule] = []
         for entry in entries {

@@ -151,6 +151,8 @@ public struct Schedule: Sendable, Equatable {
 
     /// The branch of a schedule that names none.
     public static let defaultBranch = "main"
+    /// Entries `on.schedule` may have.
+    public static let maximumCount = 16
 
     /// What identifies the schedule among its pipeline's, across versions of the file: the
     /// same expression, zone and branch in a new version is the same schedule (it keeps the
