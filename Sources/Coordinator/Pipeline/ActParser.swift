@@ -316,7 +316,8 @@ public struct ActParser {
 
     private func parseJob(name: String, keyNode: Node, _ node: Node) throws(ActError) -> JobDefinition {
         let map = try mapping(node, "job '\(name)'")
-        try checkKeys(map, allowed: ["labels", "nodes", "retry", "network", "limits", "secrets", "image", "matrix"], in: "job '\(name)'")
+        try checkKeys(map, allowed: ["labels", "nodes", "retry", "network", "limits", "secrets", "image", "matrix", "cache"],
+                      in: "job '\(name)'")
         // The job's `image`: its nodes' unless a node names its own.
         let image = try imageSetting(map, "job '\(name)'") ?? ""
         // The job's `secrets`: every node's, with the node's own.
@@ -386,7 +387,46 @@ public struct ActParser {
         }
         var job = JobDefinition(name: name, labels: labels, retryLost: retryLost, nodes: nodes)
         job.matrix = Dictionary(uniqueKeysWithValues: matrix.map { ($0.axis, $0.value) })
+        if let cacheNode = value(map, "cache") { job.cache = try parseCache(cacheNode, job: name) }
         return job
+    }
+
+    /// `cache: { key: "deps-${hash:package-lock.json}", paths: [node_modules/], restore_keys: [deps-] }`.
+    private func parseCache(_ node: Node, job: String) throws(ActError) -> CacheDefinition {
+        let what = "`cache` of job '\(job)'"
+        let map = try mapping(node, what)
+        try checkKeys(map, allowed: ["key", "paths", "restore_keys"], in: what)
+        guard let keyNode = value(map, "key") else {
+            throw error(at: line(node), "\(what) has no `key`, like key: \"deps-${hash:package-lock.json}\"")
+        }
+        let key = try substituted(try scalar(keyNode, "`key` of \(what)"), at: keyNode, "`key` of \(what)")
+        if let problem = CacheDefinition.keyProblem(key, "`key` of \(what)") { throw error(at: line(keyNode), problem) }
+        guard let pathsNode = value(map, "paths") else {
+            throw error(at: line(node), "\(what) has no `paths`, like paths: [node_modules/]")
+        }
+        let paths = try stringList(pathsNode, "`paths` of \(what)")
+        guard (1...CacheDefinition.maximumPaths).contains(paths.count) else {
+            throw error(at: line(pathsNode), "`paths` of \(what) lists 1 to \(CacheDefinition.maximumPaths) paths")
+        }
+        for path in paths {
+            if let problem = CacheDefinition.pathProblem(path) {
+                throw error(at: line(pathsNode), "the path '\(path)' in `paths` of \(what) \(problem)")
+            }
+        }
+        var restoreKeys: [String] = []
+        if let restoreNode = value(map, "restore_keys") {
+            restoreKeys = try stringList(restoreNode, "`restore_keys` of \(what)")
+            guard restoreKeys.count <= CacheDefinition.maximumRestoreKeys else {
+                throw error(at: line(restoreNode), "`restore_keys` of \(what) lists at most \(CacheDefinition.maximumRestoreKeys) prefixes")
+            }
+            for index in restoreKeys.indices {
+                restoreKeys[index] = try substituted(restoreKeys[index], at: restoreNode, "`restore_keys` of \(what)")
+                if let problem = CacheDefinition.keyProblem(restoreKeys[index], "a prefix in `restore_keys` of \(what)") {
+                    throw error(at: line(restoreNode), problem)
+                }
+            }
+        }
+        return CacheDefinition(key: key, paths: paths, restoreKeys: restoreKeys)
     }
 
     /// `network: none` (no network but loopback) or `network: host` (the runner's), or nil.

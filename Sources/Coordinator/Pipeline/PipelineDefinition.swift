@@ -171,6 +171,8 @@ public struct JobDefinition: Sendable, Equatable {
     public var nodes: [NodeDefinition]
     /// A matrix job's instance: its values by axis (empty for other jobs).
     public var matrix: [String: String] = [:]
+    /// Files kept between runs (`cache:`), or nil.
+    public var cache: CacheDefinition?
 }
 
 public struct NodeDefinition: Sendable, Equatable {
