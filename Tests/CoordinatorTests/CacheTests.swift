@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 @testable import Coordinator
 
@@ -51,6 +52,62 @@ import Testing
             } catch {
                 #expect(error.line == line && error.message.contains(says), "\(cache): \(error)")
             }
+        }
+    }
+
+    /// Caches as the store keeps them: one per key and branch of a project, found by key then
+    /// by prefix, in the run's branch then the default one; evicted least recently used first.
+    @Test(arguments: StoreKind.allCases)
+    func cachesAreFoundByKeyThenPrefixAndEvictedLeastRecentlyUsedFirst(kind: StoreKind) async throws {
+        try await TestDatabase.with(kind) { database in
+            let store = try await database.open()
+            let a = try #require(try await store.saveCache(project: "shop", branch: "main", key: "deps-aaa", sha256: "a1", size: 100, now: 10))
+            #expect(try await store.saveCache(project: "shop", branch: "main", key: "deps-aaa", sha256: "a2", size: 100, now: 11) == nil,
+                    "one cache per key and branch")
+            let b = try #require(try await store.saveCache(project: "shop", branch: "main", key: "deps-bbb", sha256: "b1", size: 100, now: 12))
+            let f = try #require(try await store.saveCache(project: "shop", branch: "feature", key: "deps-fff", sha256: "f1", size: 100, now: 13))
+            _ = try await store.saveCache(project: "other", branch: "main", key: "deps-zzz", sha256: "z1", size: 100, now: 14)
+
+            // The exact key first, in the run's branch, then the default branch's.
+            // The run's branch is searched whole (key, then prefixes) before the default one.
+            #expect(try await store.findCache(project: "shop", branches: ["feature", "main"], key: "deps-aaa", prefixes: ["deps-"], now: 20)?.id == f.id)
+            let exact = try await store.findCache(project: "shop", branches: ["main"], key: "deps-bbb", prefixes: [], now: 21)
+            #expect(exact?.id == b.id && exact?.hits == 1 && exact?.lastUsedAt == 21)
+            // A prefix: the most recently used of the branch's.
+            let byPrefix = try await store.findCache(project: "shop", branches: ["main"], key: "deps-ccc", prefixes: ["nothing-", "deps-"], now: 22)
+            #expect(byPrefix?.id == b.id, "deps-bbb was used last")
+            // The run's branch before the default one; another project's never.
+            #expect(try await store.findCache(project: "shop", branches: ["feature", "main"], key: "deps-ccc", prefixes: ["deps-"], now: 23)?.id == f.id)
+            #expect(try await store.findCache(project: "shop", branches: ["fix", "main"], key: "deps-zzz", prefixes: [], now: 24) == nil)
+            #expect(try await store.findCache(project: "shop", branches: ["fix", "main"], key: "deps-aaa", prefixes: [], now: 25)?.id == a.id)
+            #expect(try await store.findCache(project: "shop", branches: ["main"], key: "none", prefixes: ["x"], now: 26) == nil)
+            // A prefix is a prefix, not a pattern.
+            #expect(try await store.findCache(project: "shop", branches: ["main"], key: "none", prefixes: ["deps_"], now: 27) == nil)
+
+            #expect(try await store.caches(project: "shop").map(\.key) == ["deps-aaa", "deps-fff", "deps-bbb"])
+            #expect(try await store.caches(project: nil).count == 4)
+            let used = try await store.blobInUse(sha256: "b1"), unused = try await store.blobInUse(sha256: "nothing")
+            #expect(used && !unused)
+
+            // 400 bytes, at most 250 kept: the two least recently used go (deps-zzz, deps-bbb).
+            let evicted = try await store.evictCaches(maximumBytes: 250)
+            #expect(evicted.map(\.key).sorted() == ["deps-bbb", "deps-zzz"], "\(evicted.map(\.key))")
+            #expect(try await store.caches(project: nil).map(\.key) == ["deps-aaa", "deps-fff"])
+            #expect(try await store.evictCaches(maximumBytes: 250).isEmpty)
+            #expect(try await store.deleteCache(id: f.id)?.key == "deps-fff")
+            #expect(try await store.deleteCache(id: f.id) == nil)
+            #expect(try await store.cache(id: a.id)?.key == "deps-aaa")
+
+            // A job's cache definition is stored with it and comes back with the job.
+            let source = "name: ci\njobs:\n  t:\n    cache: { key: \"k-${hash:a.lock}\", paths: [a], restore_keys: [k-] }\n    nodes:\n      n: { run: 'true' }\n  u:\n    nodes:\n      n: { run: 'true' }\n"
+            let definition = try ActParser(file: "ci.act").parse(source)
+            let version = try await store.savePipeline(project: "shop", definition: definition, source: source, now: 30)
+            let (run, jobs) = try await store.createRun(version: version, definition: definition, branch: "main", commit: "",
+                                                        trigger: "api", triggeredBy: "t", now: 31)
+            #expect(jobs.map(\.cache) == [CacheDefinition(key: "k-${hash:a.lock}", paths: ["a"], restoreKeys: ["k-"]), nil])
+            #expect(try await store.jobs(runID: run.id, attempt: 1).map(\.cache) == jobs.map(\.cache))
+            let claimed = try await store.claimJobs([JobClaim(jobID: jobs[0].id, runner: "r", epoch: 1)], now: 32)
+            #expect(claimed.first??.job.cache == jobs[0].cache)
         }
     }
 }

@@ -33,6 +33,34 @@ class InterposedStore: CoordinatorStore, @unchecked Sendable {
         try await hooks.enter("createScheduledRun")
         return try await base.createScheduledRun(start, version: version, definition: definition, branch: branch, triggeredBy: triggeredBy, inputs: inputs, now: now)
     }
+    func findCache(project: String, branches: [String], key: String, prefixes: [String], now: Int64) async throws -> CacheEntryRecord? {
+        try await hooks.enter("findCache")
+        return try await base.findCache(project: project, branches: branches, key: key, prefixes: prefixes, now: now)
+    }
+    func saveCache(project: String, branch: String, key: String, sha256: String, size: Int64, now: Int64) async throws -> CacheEntryRecord? {
+        try await hooks.enter("saveCache")
+        return try await base.saveCache(project: project, branch: branch, key: key, sha256: sha256, size: size, now: now)
+    }
+    func cache(id: Int64) async throws -> CacheEntryRecord? {
+        try await hooks.enter("cache")
+        return try await base.cache(id: id)
+    }
+    func caches(project: String?) async throws -> [CacheEntryRecord] {
+        try await hooks.enter("caches")
+        return try await base.caches(project: project)
+    }
+    func deleteCache(id: Int64) async throws -> CacheEntryRecord? {
+        try await hooks.enter("deleteCache")
+        return try await base.deleteCache(id: id)
+    }
+    func evictCaches(maximumBytes: Int64) async throws -> [CacheEntryRecord] {
+        try await hooks.enter("evictCaches")
+        return try await base.evictCaches(maximumBytes: maximumBytes)
+    }
+    func blobInUse(sha256: String) async throws -> Bool {
+        try await hooks.enter("blobInUse")
+        return try await base.blobInUse(sha256: sha256)
+    }
     func scheduleStarts() async throws -> [ScheduleStart] {
         try await hooks.enter("scheduleStarts")
         return try await base.scheduleStarts()

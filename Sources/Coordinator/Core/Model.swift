@@ -60,6 +60,8 @@ public struct JobRecord: Sendable, Equatable {
     /// Carried over from an earlier attempt by a re-run of the failed jobs only: that
     /// attempt's job, whose logs and artifacts this one shows (it did not run again).
     public var carriedFrom: Int64?
+    /// Files kept between runs (the pipeline's `cache:` of the job), or nil.
+    public var cache: CacheDefinition?
 
     /// The job whose logs this one's are: its own, or the one it was carried over from.
     public var logJobID: Int64 { carriedFrom ?? id }
@@ -262,6 +264,22 @@ public struct PipelineVersionRecord: Sendable {
     /// Its inputs, as the catalog's parse of `source` has them (stores leave them empty:
     /// `Catalog.pipelines` and `pushPipeline` fill them in).
     public var inputs: [InputDefinition] = []
+}
+
+/// A saved cache (`cache:` of a job): its files as one tar archive, a blob by SHA-256.
+public struct CacheEntryRecord: Sendable, Equatable {
+    public var id: Int64
+    public var project: String
+    /// The branch of the run that saved it.
+    public var branch: String
+    public var key: String
+    /// Lower-case hex of the archive's SHA-256 (the blob's name).
+    public var sha256: String
+    public var size: Int64
+    public var createdAt: Int64
+    public var lastUsedAt: Int64
+    /// How often a job restored it.
+    public var hits: Int64
 }
 
 /// The latest due time of a pipeline's schedule that started a run (`schedule_start`).

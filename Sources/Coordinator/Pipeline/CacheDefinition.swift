@@ -1,9 +1,19 @@
+import Foundation
+
+extension JobDefinition {
+    /// Its `cache:` as the stores keep it: JSON, or empty without one.
+    func cacheColumn() throws -> String {
+        guard let cache else { return "" }
+        return String(decoding: try JSONEncoder().encode(cache), as: UTF8.self)
+    }
+}
+
 /// A job's `cache:`: files kept between runs under a key. The runner expands the key after the
 /// checkout (`${hash:GLOB,...}` becomes the first 16 hex digits of the SHA-256 of the files the
 /// globs match), restores the newest cache with that key, else with the longest-standing
 /// match of a `restore_keys` prefix, before the first node, and saves `paths` under the key
 /// after the job succeeded when no cache had that exact key.
-public struct CacheDefinition: Sendable, Equatable {
+public struct CacheDefinition: Sendable, Equatable, Codable {
     /// The key as written (with `${matrix.X}` already substituted), `${hash:...}` unexpanded.
     public var key: String
     /// Relative paths in the workspace (files or directories).

@@ -19,6 +19,22 @@ public protocol CoordinatorStore: Sendable {
     func createScheduledRun(_ start: ScheduleStart, version: PipelineVersionRecord, definition: PipelineDefinition,
                             branch: String, triggeredBy: String, inputs: [String: String],
                             now: Int64) async throws -> (RunRecord, [JobRecord])?
+    /// The cache a job restores: for each of `branches` in order, the entry with exactly
+    /// `key`, else for each of `prefixes` in order the most recently used entry whose key
+    /// starts with it; marked used at `now` (a hit). nil when none is.
+    func findCache(project: String, branches: [String], key: String, prefixes: [String], now: Int64) async throws -> CacheEntryRecord?
+    /// Records a saved cache; nil, and nothing written, when the branch of the project has
+    /// that key already.
+    func saveCache(project: String, branch: String, key: String, sha256: String, size: Int64, now: Int64) async throws -> CacheEntryRecord?
+    func cache(id: Int64) async throws -> CacheEntryRecord?
+    /// Every cache (of `project` when given), most recently used first.
+    func caches(project: String?) async throws -> [CacheEntryRecord]
+    func deleteCache(id: Int64) async throws -> CacheEntryRecord?
+    /// Removes the least recently used caches until those left take at most `maximumBytes`
+    /// together; returns what it removed.
+    func evictCaches(maximumBytes: Int64) async throws -> [CacheEntryRecord]
+    /// Whether an artifact or a cache has the blob of this SHA-256 (lower-case hex).
+    func blobInUse(sha256: String) async throws -> Bool
     /// Every schedule's latest due time that started a run.
     func scheduleStarts() async throws -> [ScheduleStart]
     /// Adds attempt N+1 to a run, with queued jobs at the end of the queue; the jobs named in

@@ -158,9 +158,9 @@ extension PostgresStore {
                 INSERT INTO attempt (run_id, number, status, trigger, created_at, triggered_by)
                 SELECT id, 1, 'queued', $5, $6, $8 FROM r
             ), j AS (
-                INSERT INTO job (run_id, attempt, name, labels, status, position, queued_at, retry_lost)
-                SELECT r.id, 1, d.name, d.labels::jsonb, 'queued', nextval('job_position')::float8, $6, d.retry_lost
-                FROM r, jsonb_to_recordset($9::jsonb) AS d(ordinal bigint, name text, labels text, retry_lost bigint)
+                INSERT INTO job (run_id, attempt, name, labels, status, position, queued_at, retry_lost, cache)
+                SELECT r.id, 1, d.name, d.labels::jsonb, 'queued', nextval('job_position')::float8, $6, d.retry_lost, d.cache
+                FROM r, jsonb_to_recordset($9::jsonb) AS d(ordinal bigint, name text, labels text, retry_lost bigint, cache text)
                 ORDER BY d.ordinal
                 RETURNING id, run_id, name, position
             ), n AS (

@@ -354,7 +354,7 @@ extension PostgresStore {
 
     static let jobColumns = """
         id, run_id, attempt, name, labels::text AS labels, status, runner, epoch, position, queued_at, started_at, finished_at,
-        reason, commit_sha, retry_lost, lost_count, carried_from
+        reason, commit_sha, retry_lost, lost_count, carried_from, cache
         """
 
     /// A column list (`jobColumns`, `runColumns`) with each column qualified by `table`.
@@ -369,7 +369,13 @@ extension PostgresStore {
                   runner: try row.get("runner"), epoch: try row.get("epoch"), position: try row.get("position"),
                   queuedAt: try row.get("queued_at"), startedAt: try row.get("started_at"), finishedAt: try row.get("finished_at"),
                   reason: try row.get("reason"), commit: try row.get("commit_sha"), retryLost: try row.get("retry_lost"),
-                  lostCount: try row.get("lost_count"), carriedFrom: try row.get("carried_from"))
+                  lostCount: try row.get("lost_count"), carriedFrom: try row.get("carried_from"),
+                  cache: try cacheDefinition(try row.get("cache", as: String.self)))
+    }
+
+    /// A job's `cache` column: JSON of its `CacheDefinition`, or empty.
+    static func cacheDefinition(_ text: String) throws -> CacheDefinition? {
+        text.isEmpty ? nil : try JSONDecoder().decode(CacheDefinition.self, from: Data(text.utf8))
     }
 
     public func jobs(runID: Int64, attempt: Int) async throws -> [JobRecord] {

@@ -152,7 +152,7 @@ extension PostgresStore {
             }
             return JobRecord(id: id, runID: run.id, attempt: run.attempt, name: job.name, labels: job.labels,
                              status: .queued, runner: nil, epoch: 0, position: position, queuedAt: now,
-                             startedAt: nil, finishedAt: nil, reason: "", retryLost: job.retryLost)
+                             startedAt: nil, finishedAt: nil, reason: "", retryLost: job.retryLost, cache: job.cache)
         }
     }
 
@@ -178,10 +178,10 @@ extension PostgresStore {
                 // each points at the job that ran (a copy of a copy at the first).
                 try await db.query("""
                     INSERT INTO job (run_id, attempt, name, labels, status, position, queued_at, started_at, finished_at, runner, epoch,
-                                     reason, commit_sha, retry_lost, carried_from)
+                                     reason, commit_sha, retry_lost, carried_from, cache)
                     SELECT run_id, attempt + 1, name, labels, status, position, queued_at, started_at, finished_at, runner, epoch,
                            CASE WHEN carried_from IS NULL THEN 'carried over from attempt ' || attempt ELSE reason END,
-                           commit_sha, retry_lost, COALESCE(carried_from, id)
+                           commit_sha, retry_lost, COALESCE(carried_from, id), cache
                     FROM job WHERE run_id = \(runID) AND attempt = \(Int64(run.attempt - 1)) AND name = ANY(\(names))
                     """, logger: logger)
                 try await db.query("""
@@ -216,7 +216,7 @@ extension PostgresStore {
     /// A pipeline's jobs and their nodes as JSON rows for `jsonb_to_recordset`: one statement
     /// inserts every job, one every node, whatever the pipeline's size.
     static func jobsJSON(_ definition: PipelineDefinition) throws -> (jobs: String, nodes: String) {
-        struct Job: Encodable { var ordinal: Int; var name: String; var labels: String; var retry_lost: Int }
+        struct Job: Encodable { var ordinal: Int; var name: String; var labels: String; var retry_lost: Int; var cache: String }
         struct Node: Encodable {
             var job: String; var name: String; var ordinal: Int; var run: String; var needs: String; var env: String
             var timeout: Int?; var grace: Int?; var artifacts: String; var network: Bool
@@ -225,7 +225,8 @@ extension PostgresStore {
         var jobs: [Job] = []
         var nodes: [Node] = []
         for (index, job) in definition.jobs.enumerated() {
-            jobs.append(Job(ordinal: index, name: job.name, labels: try pgJSON(job.labels), retry_lost: job.retryLost))
+            jobs.append(Job(ordinal: index, name: job.name, labels: try pgJSON(job.labels), retry_lost: job.retryLost,
+                            cache: try job.cacheColumn()))
             for (ordinal, node) in job.nodes.enumerated() {
                 nodes.append(Node(job: job.name, name: node.name, ordinal: ordinal, run: node.run, needs: try pgJSON(node.needs),
                                   env: try pgJSON(node.env), timeout: node.timeout, grace: node.grace,
@@ -247,9 +248,10 @@ extension PostgresStore {
             """, logger: logger)
         // `nextval` in the select list is evaluated after the sort: places follow the pipeline's order.
         let rows = try await db.rows("""
-            INSERT INTO job (run_id, attempt, name, labels, status, position, queued_at, retry_lost)
-            SELECT \(run.id), \(run.attempt), j.name, j.labels::jsonb, 'queued', nextval('job_position')::float8, \(now), j.retry_lost
-            FROM jsonb_to_recordset(\(json.jobs)::jsonb) AS j(ordinal bigint, name text, labels text, retry_lost bigint)
+            INSERT INTO job (run_id, attempt, name, labels, status, position, queued_at, retry_lost, cache)
+            SELECT \(run.id), \(run.attempt), j.name, j.labels::jsonb, 'queued', nextval('job_position')::float8, \(now), j.retry_lost,
+                   j.cache
+            FROM jsonb_to_recordset(\(json.jobs)::jsonb) AS j(ordinal bigint, name text, labels text, retry_lost bigint, cache text)
             ORDER BY j.ordinal
             RETURNING id, name, position
             """, logger: logger)

@@ -591,6 +591,24 @@ public final class PostgresStore: CoordinatorStore {
             )
             """,
         ]),
+        ("v11: jobs' caches, and the caches", [
+            "ALTER TABLE job ADD COLUMN cache TEXT NOT NULL DEFAULT ''",
+            """
+            CREATE TABLE cache_entry (
+                id BIGSERIAL PRIMARY KEY,
+                project TEXT NOT NULL,
+                branch TEXT NOT NULL,
+                key TEXT NOT NULL,
+                sha256 TEXT NOT NULL,
+                size BIGINT NOT NULL,
+                created_at BIGINT NOT NULL,
+                last_used_at BIGINT NOT NULL,
+                hits BIGINT NOT NULL DEFAULT 0,
+                UNIQUE (project, branch, key)
+            )
+            """,
+            "CREATE INDEX cache_entry_last_used ON cache_entry (last_used_at)",
+        ]),
     ]
 
     /// The width of a range of queue positions counted in `queue_count`: a power of two, so

@@ -137,10 +137,10 @@ extension SQLiteStore {
                 let names = try json(carried.sorted())
                 try db.execute(sql: """
                     INSERT INTO job (run_id, attempt, name, labels, status, position, queued_at, started_at, finished_at, runner, epoch,
-                                     reason, commit_sha, retry_lost, carried_from)
+                                     reason, commit_sha, retry_lost, carried_from, cache)
                     SELECT run_id, attempt + 1, name, labels, status, position, queued_at, started_at, finished_at, runner, epoch,
                            CASE WHEN carried_from IS NULL THEN 'carried over from attempt ' || attempt ELSE reason END,
-                           commit_sha, retry_lost, COALESCE(carried_from, id)
+                           commit_sha, retry_lost, COALESCE(carried_from, id), cache
                     FROM job WHERE run_id = ? AND attempt = ? AND name IN (SELECT value FROM json_each(?))
                     """, arguments: [runID, run.attempt - 1, names])
                 try db.execute(sql: """
@@ -170,9 +170,10 @@ extension SQLiteStore {
             for (index, job) in definition.jobs.enumerated() {
                 let position = maxPosition + Double(index + 1)
                 try db.cachedStatement(sql: """
-                    INSERT INTO job (run_id, attempt, name, labels, status, position, queued_at, retry_lost)
-                    VALUES (?, ?, ?, ?, 'queued', ?, ?, ?)
-                    """).execute(arguments: [run.id, run.attempt, job.name, try json(job.labels), position, now, job.retryLost])
+                    INSERT INTO job (run_id, attempt, name, labels, status, position, queued_at, retry_lost, cache)
+                    VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?)
+                    """).execute(arguments: [run.id, run.attempt, job.name, try json(job.labels), position, now, job.retryLost,
+                                             try job.cacheColumn()])
                 let jobID = db.lastInsertedRowID
                 for (ordinal, node) in job.nodes.enumerated() {
                     try db.cachedStatement(sql: """
@@ -186,7 +187,7 @@ extension SQLiteStore {
                 }
                 jobs.append(JobRecord(id: jobID, runID: run.id, attempt: run.attempt, name: job.name, labels: job.labels,
                                       status: .queued, runner: nil, epoch: 0, position: position, queuedAt: now,
-                                      startedAt: nil, finishedAt: nil, reason: "", retryLost: job.retryLost))
+                                      startedAt: nil, finishedAt: nil, reason: "", retryLost: job.retryLost, cache: job.cache))
             }
             return jobs
     }

@@ -57,7 +57,7 @@ extension SQLiteStore {
 
     static let jobColumns = """
         id, run_id, attempt, name, labels, status, runner, epoch, position, queued_at, started_at, finished_at, reason,
-        commit_sha, retry_lost, lost_count, carried_from
+        commit_sha, retry_lost, lost_count, carried_from, cache
         """
 
     static func job(_ row: Row) throws -> JobRecord {
@@ -66,7 +66,7 @@ extension SQLiteStore {
                   runner: row["runner"], epoch: row["epoch"], position: row["position"], queuedAt: row["queued_at"],
                   startedAt: row["started_at"], finishedAt: row["finished_at"], reason: row["reason"],
                   commit: row["commit_sha"], retryLost: row["retry_lost"], lostCount: row["lost_count"],
-                  carriedFrom: row["carried_from"])
+                  carriedFrom: row["carried_from"], cache: try PostgresStore.cacheDefinition(row["cache"]))
     }
 
     public func jobs(runID: Int64, attempt: Int) async throws -> [JobRecord] {

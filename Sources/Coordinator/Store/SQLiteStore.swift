@@ -316,6 +316,24 @@ public struct SQLiteStore: CoordinatorStore {
                 )
                 """)
         }
+        migrator.registerMigration("v15: jobs' caches, and the caches") { db in
+            try db.execute(sql: "ALTER TABLE job ADD COLUMN cache TEXT NOT NULL DEFAULT ''")
+            try db.execute(sql: """
+                CREATE TABLE cache_entry (
+                    id INTEGER PRIMARY KEY,
+                    project TEXT NOT NULL,
+                    branch TEXT NOT NULL,
+                    key TEXT NOT NULL,
+                    sha256 TEXT NOT NULL,
+                    size INTEGER NOT NULL,
+                    created_at INTEGER NOT NULL,
+                    last_used_at INTEGER NOT NULL,
+                    hits INTEGER NOT NULL DEFAULT 0,
+                    UNIQUE (project, branch, key)
+                )
+                """)
+            try db.execute(sql: "CREATE INDEX cache_entry_last_used ON cache_entry (last_used_at)")
+        }
         return migrator
     }
 }
