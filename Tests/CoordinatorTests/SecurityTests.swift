@@ -168,7 +168,7 @@ import Wire
 /// rules written out here independently.
 @Suite struct AuthorizationTests {
     static let reads: Set<Action> = [.listPipelines, .listProjects, .listRuns, .showRun, .watchRun, .listQueue,
-                                        .watchQueue, .listRunners, .listArtifacts, .readArtifact, .listSecrets]
+                                        .watchQueue, .listRunners, .listArtifacts, .readArtifact, .listSecrets, .listCaches]
     static let actions: Set<Action> = [.trigger, .rerun, .cancel]
 
     static func expected(_ role: Role, _ operation: Action) -> Bool {

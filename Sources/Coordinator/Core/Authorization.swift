@@ -57,6 +57,8 @@ public enum Action: String, Sendable, CaseIterable, CustomStringConvertible {
     case manageTokens = "tokens"
     case listSecrets = "secrets list"
     case manageSecrets = "secrets set, delete and forks"
+    case listCaches = "caches"
+    case deleteCache = "caches delete"
 
     public var description: String { rawValue }
 }
@@ -73,11 +75,12 @@ public enum Authorization {
         case .runJobs:
             [.runner]
         case .listPipelines, .listProjects, .listRuns, .showRun, .watchRun, .listQueue, .watchQueue, .listRunners,
-             .listArtifacts, .readArtifact, .listSecrets:
+             .listArtifacts, .readArtifact, .listSecrets, .listCaches:
             [.viewer, .automation, .admin]
         case .trigger, .rerun, .cancel:
             [.automation, .admin]
-        case .pushPipeline, .createProject, .moveInQueue, .bulkCancel, .revoke, .drainRunner, .manageTokens, .manageSecrets:
+        case .pushPipeline, .createProject, .moveInQueue, .bulkCancel, .revoke, .drainRunner, .manageTokens, .manageSecrets,
+             .deleteCache:
             [.admin]
         }
     }

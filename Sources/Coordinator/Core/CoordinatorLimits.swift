@@ -6,6 +6,8 @@ public struct CoordinatorLimits: Sendable {
     public var heartbeatInterval: Duration = .seconds(5)
     public var maximumArtifactChunk = 1024 * 1024
     public var maximumArtifactSize: Int64 = 8 * 1024 * 1024 * 1024
+    /// Bytes every project's caches take together at most; past it the least recently used go.
+    public var maximumCacheBytes: Int64 = 10 * 1024 * 1024 * 1024
     /// Stored bytes per node log; past it the head and the most recent tail are kept.
     public var maximumLogBytes: Int64 = 64 * 1024 * 1024
     /// Frames a session may have waiting to be written before it is closed as too slow.

@@ -307,6 +307,11 @@ extension JobLifecycle {
         _ = try lease(ref, session: session)
     }
 
+    /// The run of a job the session holds the lease of.
+    func leasedRun(_ ref: LeaseRef, session: UInt64) throws -> Int64 {
+        try lease(ref, session: session).runID
+    }
+
     /// Records an artifact whose bytes are stored, fenced by the job's current lease; returns
     /// it and its job's run.
     func insertArtifact(_ pending: ArtifactUploads.Upload, ref: LeaseRef, session: UInt64) async throws -> (ArtifactRecord, Int64) {

@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import Synchronization
 import NIOCore
@@ -190,6 +191,8 @@ struct Session {
         case .artifactDeclare(let m): m.job
         case .artifactChunk(let m): m.job
         case .artifactCommit(let m): m.job
+        case .cacheFind(let m): m.job
+        case .cacheRead(let m): m.job
         case .jobFinish(let m): m.job
         default: nil
         }
@@ -246,9 +249,32 @@ struct Session {
             return nil
         case .artifactCommit(let commit):
             var committed = Heddle_V1_ArtifactCommitted()
-            committed.artifactID = UInt64(try await core.commitArtifact(session: id, job: LeaseRef(commit.job),
-                                                                        uploadID: commit.uploadID))
+            if commit.cacheKey.isEmpty {
+                committed.artifactID = UInt64(try await core.commitArtifact(session: id, job: LeaseRef(commit.job),
+                                                                            uploadID: commit.uploadID))
+            } else {
+                committed.artifactID = UInt64(try await core.commitCache(session: id, job: LeaseRef(commit.job),
+                                                                         uploadID: commit.uploadID, key: commit.cacheKey))
+            }
             return .artifactCommitted(committed)
+        case .cacheFind(let request):
+            var found = Heddle_V1_CacheFound()
+            if let hit = try await core.findCache(session: id, job: LeaseRef(request.job), key: request.key,
+                                                  restoreKeys: request.restoreKeys) {
+                found.found = true
+                found.cacheID = UInt64(hit.entry.id)
+                found.key = hit.entry.key
+                found.size = UInt64(hit.entry.size)
+                found.sha256 = hit.entry.sha256
+                found.exact = hit.exact
+            }
+            return .cacheFound(found)
+        case .cacheRead(let request):
+            var data = Heddle_V1_CacheData()
+            data.data = Data(try await core.readCache(session: id, job: LeaseRef(request.job),
+                                                      cacheID: Int64(clamping: request.cacheID), offset: request.offset,
+                                                      length: Int(request.length)))
+            return .cacheData(data)
         case .jobStarted(let started):
             try await core.jobStarted(session: id, JobStart(job: LeaseRef(started.job), commit: started.commit))
             return .ok(Heddle_V1_Ok())
@@ -319,6 +345,14 @@ struct Session {
             list.schedules = try await core.schedules.list(project: request.project.isEmpty ? nil : request.project,
                                                            as: principal).map(\.proto)
             return .schedules(list)
+        case .cacheList(let request):
+            var list = Heddle_V1_CacheList()
+            list.caches = try await core.caches(project: request.project.isEmpty ? nil : request.project, as: principal).map(\.proto)
+            return .caches(list)
+        case .cacheDelete(let request):
+            var list = Heddle_V1_CacheList()
+            list.caches = [try await core.deleteCache(id: Int64(clamping: request.id), as: principal).proto]
+            return .caches(list)
         case .projectList:
             var list = Heddle_V1_ProjectList()
             list.projects = try await core.catalog.projects(as: principal).map(\.proto)
@@ -414,7 +448,7 @@ struct Session {
 
         case .welcome, .error, .ok, .assignment, .logAck, .artifactDeclared, .artifactCommitted, .stopJob,
              .pipelinePushed, .pipelines, .triggered, .runs, .run, .watchEvent, .queueList, .runnerList,
-             .artifacts, .artifactData, .queueEvent, .cancelled, .projects, .revoked, .tokenCreated, .tokens, .deliveries, .schedules,
+             .artifacts, .artifactData, .queueEvent, .cancelled, .projects, .revoked, .tokenCreated, .tokens, .deliveries, .schedules, .cacheFound, .cacheData, .caches,
              .secrets:
             throw WireError(.badRequest, "this message is sent by the coordinator, not to it")
         case .none:

@@ -210,6 +210,22 @@ extension ProjectRecord {
     }
 }
 
+extension CacheEntryRecord {
+    var proto: Heddle_V1_CacheInfo {
+        var out = Heddle_V1_CacheInfo()
+        out.id = UInt64(id)
+        out.project = project
+        out.branch = branch
+        out.key = key
+        out.size = UInt64(size)
+        out.sha256 = sha256
+        out.createdAtMs = createdAt
+        out.lastUsedAtMs = lastUsedAt
+        out.hits = UInt64(hits)
+        return out
+    }
+}
+
 extension DeliveryRecord {
     var proto: Heddle_V1_Delivery {
         var out = Heddle_V1_Delivery()
@@ -421,6 +437,11 @@ extension JobAssignment {
         message.jobName = jobName
         message.branch = branch
         message.env = env
+        if let cache {
+            message.cache.key = cache.key
+            message.cache.paths = cache.paths
+            message.cache.restoreKeys = cache.restoreKeys
+        }
         message.nodes = nodes.map { node in
             var spec = Heddle_V1_NodeSpec()
             spec.name = node.name

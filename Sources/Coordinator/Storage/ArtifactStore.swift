@@ -25,4 +25,6 @@ public protocol ArtifactStore: Sendable {
     /// Removes uploads other than these (left by a crash).
     func removeUploads(except keep: Set<UInt64>)
     func read(sha256: String, offset: Int64, length: Int) async throws -> [UInt8]
+    /// Removes the stored content of this SHA-256 (nothing when there is none).
+    func remove(sha256: String) async
 }

@@ -177,6 +177,11 @@ public final class BlobStore: ArtifactStore {
         if let upload = upload as? Upload { unlink(upload.path) }
     }
 
+    public func remove(sha256: String) async {
+        let path = self.path(sha256: sha256)
+        _ = try? await pool.runIfActive { unlink(path) }
+    }
+
     public func read(sha256: String, offset: Int64, length: Int) async throws -> [UInt8] {
         let path = self.path(sha256: sha256)
         return try await pool.runIfActive {

@@ -2,5 +2,5 @@
 // SHA-256 of the concatenated proto/heddle/v1/*.proto files (in name order) this code was
 // generated from. WireTests fails when the protos change without regenerating.
 public enum ProtoChecksum {
-    public static let sha256 = "d07314c78c4e6e5281a26912abce17240d7f7e90ae16ca5ece0bf85820eb8faf"
+    public static let sha256 = "1e83c8a98ea13efe39c27ab51d8c5a4a34eba19828e493a193e099ed54507d9b"
 }

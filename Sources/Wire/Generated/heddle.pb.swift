@@ -749,6 +749,64 @@ public nonisolated struct Heddle_V1_Envelope: @unchecked Sendable {
     set {_uniqueStorage()._body = .schedules(newValue)}
   }
 
+  /// Runner <-> coordinator: a job's cache (README, "Caches").
+  public var cacheFind: Heddle_V1_CacheFindRequest {
+    get {
+      if case .cacheFind(let v)? = _storage._body {return v}
+      return Heddle_V1_CacheFindRequest()
+    }
+    set {_uniqueStorage()._body = .cacheFind(newValue)}
+  }
+
+  public var cacheFound: Heddle_V1_CacheFound {
+    get {
+      if case .cacheFound(let v)? = _storage._body {return v}
+      return Heddle_V1_CacheFound()
+    }
+    set {_uniqueStorage()._body = .cacheFound(newValue)}
+  }
+
+  public var cacheRead: Heddle_V1_CacheReadRequest {
+    get {
+      if case .cacheRead(let v)? = _storage._body {return v}
+      return Heddle_V1_CacheReadRequest()
+    }
+    set {_uniqueStorage()._body = .cacheRead(newValue)}
+  }
+
+  public var cacheData: Heddle_V1_CacheData {
+    get {
+      if case .cacheData(let v)? = _storage._body {return v}
+      return Heddle_V1_CacheData()
+    }
+    set {_uniqueStorage()._body = .cacheData(newValue)}
+  }
+
+  /// Admin and automation -> coordinator.
+  public var cacheList: Heddle_V1_CacheListRequest {
+    get {
+      if case .cacheList(let v)? = _storage._body {return v}
+      return Heddle_V1_CacheListRequest()
+    }
+    set {_uniqueStorage()._body = .cacheList(newValue)}
+  }
+
+  public var caches: Heddle_V1_CacheList {
+    get {
+      if case .caches(let v)? = _storage._body {return v}
+      return Heddle_V1_CacheList()
+    }
+    set {_uniqueStorage()._body = .caches(newValue)}
+  }
+
+  public var cacheDelete: Heddle_V1_CacheDeleteRequest {
+    get {
+      if case .cacheDelete(let v)? = _storage._body {return v}
+      return Heddle_V1_CacheDeleteRequest()
+    }
+    set {_uniqueStorage()._body = .cacheDelete(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Body: Equatable, Sendable {
@@ -825,6 +883,15 @@ public nonisolated struct Heddle_V1_Envelope: @unchecked Sendable {
     case secretForks(Heddle_V1_SecretForksRequest)
     case scheduleList(Heddle_V1_ScheduleListRequest)
     case schedules(Heddle_V1_ScheduleList)
+    /// Runner <-> coordinator: a job's cache (README, "Caches").
+    case cacheFind(Heddle_V1_CacheFindRequest)
+    case cacheFound(Heddle_V1_CacheFound)
+    case cacheRead(Heddle_V1_CacheReadRequest)
+    case cacheData(Heddle_V1_CacheData)
+    /// Admin and automation -> coordinator.
+    case cacheList(Heddle_V1_CacheListRequest)
+    case caches(Heddle_V1_CacheList)
+    case cacheDelete(Heddle_V1_CacheDeleteRequest)
 
   }
 
@@ -1059,11 +1126,205 @@ public nonisolated struct Heddle_V1_Assignment: Sendable {
   /// with a repository: check out exactly this commit (full id), not the branch's head
   public var commit: String = String()
 
+  /// absent: the job keeps no cache
+  public var cache: Heddle_V1_CacheSpec {
+    get {_cache ?? Heddle_V1_CacheSpec()}
+    set {_cache = newValue}
+  }
+  /// Returns true if `cache` has been explicitly set.
+  public var hasCache: Bool {self._cache != nil}
+  /// Clears the value of `cache`. Subsequent reads from it will return its default value.
+  public mutating func clearCache() {self._cache = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _job: Heddle_V1_JobRef? = nil
+  fileprivate var _cache: Heddle_V1_CacheSpec? = nil
+}
+
+/// A job's `cache:`: restored after the checkout and before the first node (CacheFindRequest,
+/// CacheReadRequest), saved after every node succeeded when no cache had the exact key (an
+/// upload as an artifact's, committed with ArtifactCommit.cache_key).
+public nonisolated struct Heddle_V1_CacheSpec: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// may hold ${hash:GLOB,...}: the runner expands it in the workspace
+  public var key: String = String()
+
+  /// relative to the workspace
+  public var paths: [String] = []
+
+  /// prefixes, tried in order when no cache has the exact key (may hold ${hash:...})
+  public var restoreKeys: [String] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Runner -> coordinator: the cache to restore, for the expanded key and prefixes. Searched in the
+/// run's branch (the key, then each prefix: the most recently used match), then the same in `main`.
+public nonisolated struct Heddle_V1_CacheFindRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var job: Heddle_V1_JobRef {
+    get {_job ?? Heddle_V1_JobRef()}
+    set {_job = newValue}
+  }
+  /// Returns true if `job` has been explicitly set.
+  public var hasJob: Bool {self._job != nil}
+  /// Clears the value of `job`. Subsequent reads from it will return its default value.
+  public mutating func clearJob() {self._job = nil}
+
+  public var key: String = String()
+
+  public var restoreKeys: [String] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _job: Heddle_V1_JobRef? = nil
+}
+
+public nonisolated struct Heddle_V1_CacheFound: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var found: Bool = false
+
+  public var cacheID: UInt64 = 0
+
+  /// the key it was saved under
+  public var key: String = String()
+
+  /// bytes of the archive (a tar file)
+  public var size: UInt64 = 0
+
+  /// lower-case hex
+  public var sha256: String = String()
+
+  /// its key is the one asked for (then the runner saves nothing)
+  public var exact: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Runner -> coordinator: bytes of a cache CacheFound named, for a job of its project.
+public nonisolated struct Heddle_V1_CacheReadRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var job: Heddle_V1_JobRef {
+    get {_job ?? Heddle_V1_JobRef()}
+    set {_job = newValue}
+  }
+  /// Returns true if `job` has been explicitly set.
+  public var hasJob: Bool {self._job != nil}
+  /// Clears the value of `job`. Subsequent reads from it will return its default value.
+  public mutating func clearJob() {self._job = nil}
+
+  public var cacheID: UInt64 = 0
+
+  public var offset: UInt64 = 0
+
+  /// at most the session's max_artifact_chunk_bytes
+  public var length: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _job: Heddle_V1_JobRef? = nil
+}
+
+public nonisolated struct Heddle_V1_CacheData: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// fewer bytes than asked only at the end
+  public var data: Data = Data()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Heddle_V1_CacheListRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// empty: every project's
+  public var project: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Heddle_V1_CacheInfo: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var id: UInt64 = 0
+
+  public var project: String = String()
+
+  public var branch: String = String()
+
+  public var key: String = String()
+
+  public var size: UInt64 = 0
+
+  public var sha256: String = String()
+
+  public var createdAtMs: Int64 = 0
+
+  public var lastUsedAtMs: Int64 = 0
+
+  public var hits: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Heddle_V1_CacheList: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// most recently used first
+  public var caches: [Heddle_V1_CacheInfo] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Heddle_V1_CacheDeleteRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var id: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 /// The job's workspace is ready: `commit` is the checked-out commit (empty without a repository).
@@ -1283,6 +1544,9 @@ public nonisolated struct Heddle_V1_ArtifactCommit: Sendable {
   public mutating func clearJob() {self._job = nil}
 
   public var uploadID: UInt64 = 0
+
+  /// set: the upload is the job's cache (a tar archive) under this expanded key, not an artifact
+  public var cacheKey: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -2772,7 +3036,7 @@ nonisolated extension Heddle_V1_Status: SwiftProtobuf._ProtoNameProviding {
 
 nonisolated extension Heddle_V1_Envelope: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Envelope"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{2}\u{9}hello\0\u{1}welcome\0\u{1}error\0\u{1}heartbeat\0\u{1}ok\0\u{2}\u{6}assignment\0\u{3}node_update\0\u{3}log_append\0\u{3}log_ack\0\u{3}artifact_declare\0\u{3}artifact_declared\0\u{3}artifact_chunk\0\u{3}artifact_commit\0\u{3}artifact_committed\0\u{3}job_finish\0\u{3}stop_job\0\u{3}job_started\0\u{3}drain_self\0\u{4}\u{8}pipeline_push\0\u{3}pipeline_pushed\0\u{3}pipeline_list\0\u{1}pipelines\0\u{1}trigger\0\u{1}triggered\0\u{3}run_list\0\u{1}runs\0\u{3}run_get\0\u{1}run\0\u{1}watch\0\u{3}watch_event\0\u{1}queue\0\u{3}queue_list\0\u{1}runners\0\u{3}runner_list\0\u{3}artifact_list\0\u{1}artifacts\0\u{3}artifact_read\0\u{3}artifact_data\0\u{3}queue_watch\0\u{3}queue_event\0\u{3}queue_move\0\u{1}cancel\0\u{3}bulk_cancel\0\u{1}cancelled\0\u{1}rerun\0\u{3}project_create\0\u{3}project_list\0\u{1}projects\0\u{3}runner_drain\0\u{1}revoke\0\u{1}revoked\0\u{3}token_create\0\u{3}token_created\0\u{3}token_list\0\u{1}tokens\0\u{3}token_revoke\0\u{3}artifact_search\0\u{3}project_webhook\0\u{3}delivery_list\0\u{1}deliveries\0\u{3}secret_set\0\u{3}secret_list\0\u{1}secrets\0\u{3}secret_delete\0\u{3}secret_forks\0\u{3}schedule_list\0\u{1}schedules\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{2}\u{9}hello\0\u{1}welcome\0\u{1}error\0\u{1}heartbeat\0\u{1}ok\0\u{2}\u{6}assignment\0\u{3}node_update\0\u{3}log_append\0\u{3}log_ack\0\u{3}artifact_declare\0\u{3}artifact_declared\0\u{3}artifact_chunk\0\u{3}artifact_commit\0\u{3}artifact_committed\0\u{3}job_finish\0\u{3}stop_job\0\u{3}job_started\0\u{3}drain_self\0\u{4}\u{8}pipeline_push\0\u{3}pipeline_pushed\0\u{3}pipeline_list\0\u{1}pipelines\0\u{1}trigger\0\u{1}triggered\0\u{3}run_list\0\u{1}runs\0\u{3}run_get\0\u{1}run\0\u{1}watch\0\u{3}watch_event\0\u{1}queue\0\u{3}queue_list\0\u{1}runners\0\u{3}runner_list\0\u{3}artifact_list\0\u{1}artifacts\0\u{3}artifact_read\0\u{3}artifact_data\0\u{3}queue_watch\0\u{3}queue_event\0\u{3}queue_move\0\u{1}cancel\0\u{3}bulk_cancel\0\u{1}cancelled\0\u{1}rerun\0\u{3}project_create\0\u{3}project_list\0\u{1}projects\0\u{3}runner_drain\0\u{1}revoke\0\u{1}revoked\0\u{3}token_create\0\u{3}token_created\0\u{3}token_list\0\u{1}tokens\0\u{3}token_revoke\0\u{3}artifact_search\0\u{3}project_webhook\0\u{3}delivery_list\0\u{1}deliveries\0\u{3}secret_set\0\u{3}secret_list\0\u{1}secrets\0\u{3}secret_delete\0\u{3}secret_forks\0\u{3}schedule_list\0\u{1}schedules\0\u{3}cache_find\0\u{3}cache_found\0\u{3}cache_read\0\u{3}cache_data\0\u{3}cache_list\0\u{1}caches\0\u{3}cache_delete\0")
 
   fileprivate class _StorageClass {
     var _id: UInt64 = 0
@@ -3679,6 +3943,97 @@ nonisolated extension Heddle_V1_Envelope: SwiftProtobuf.Message, SwiftProtobuf._
             _storage._body = .schedules(v)
           }
         }()
+        case 89: try {
+          var v: Heddle_V1_CacheFindRequest?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .cacheFind(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .cacheFind(v)
+          }
+        }()
+        case 90: try {
+          var v: Heddle_V1_CacheFound?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .cacheFound(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .cacheFound(v)
+          }
+        }()
+        case 91: try {
+          var v: Heddle_V1_CacheReadRequest?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .cacheRead(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .cacheRead(v)
+          }
+        }()
+        case 92: try {
+          var v: Heddle_V1_CacheData?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .cacheData(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .cacheData(v)
+          }
+        }()
+        case 93: try {
+          var v: Heddle_V1_CacheListRequest?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .cacheList(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .cacheList(v)
+          }
+        }()
+        case 94: try {
+          var v: Heddle_V1_CacheList?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .caches(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .caches(v)
+          }
+        }()
+        case 95: try {
+          var v: Heddle_V1_CacheDeleteRequest?
+          var hadOneofValue = false
+          if let current = _storage._body {
+            hadOneofValue = true
+            if case .cacheDelete(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._body = .cacheDelete(v)
+          }
+        }()
         default: break
         }
       }
@@ -3962,6 +4317,34 @@ nonisolated extension Heddle_V1_Envelope: SwiftProtobuf.Message, SwiftProtobuf._
       case .schedules?: try {
         guard case .schedules(let v)? = _storage._body else { preconditionFailure() }
         try visitor.visitSingularMessageField(value: v, fieldNumber: 88)
+      }()
+      case .cacheFind?: try {
+        guard case .cacheFind(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 89)
+      }()
+      case .cacheFound?: try {
+        guard case .cacheFound(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 90)
+      }()
+      case .cacheRead?: try {
+        guard case .cacheRead(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 91)
+      }()
+      case .cacheData?: try {
+        guard case .cacheData(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 92)
+      }()
+      case .cacheList?: try {
+        guard case .cacheList(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 93)
+      }()
+      case .caches?: try {
+        guard case .caches(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 94)
+      }()
+      case .cacheDelete?: try {
+        guard case .cacheDelete(let v)? = _storage._body else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 95)
       }()
       case nil: break
       }
@@ -4370,7 +4753,7 @@ nonisolated extension Heddle_V1_NodeSpec: SwiftProtobuf.Message, SwiftProtobuf._
 
 nonisolated extension Heddle_V1_Assignment: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Assignment"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{3}run_id\0\u{1}project\0\u{1}pipeline\0\u{3}job_name\0\u{1}branch\0\u{1}env\0\u{1}nodes\0\u{1}repository\0\u{1}commit\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{3}run_id\0\u{1}project\0\u{1}pipeline\0\u{3}job_name\0\u{1}branch\0\u{1}env\0\u{1}nodes\0\u{1}repository\0\u{1}commit\0\u{1}cache\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -4388,6 +4771,7 @@ nonisolated extension Heddle_V1_Assignment: SwiftProtobuf.Message, SwiftProtobuf
       case 8: try { try decoder.decodeRepeatedMessageField(value: &self.nodes) }()
       case 9: try { try decoder.decodeSingularStringField(value: &self.repository) }()
       case 10: try { try decoder.decodeSingularStringField(value: &self.commit) }()
+      case 11: try { try decoder.decodeSingularMessageField(value: &self._cache) }()
       default: break
       }
     }
@@ -4428,6 +4812,9 @@ nonisolated extension Heddle_V1_Assignment: SwiftProtobuf.Message, SwiftProtobuf
     if !self.commit.isEmpty {
       try visitor.visitSingularStringField(value: self.commit, fieldNumber: 10)
     }
+    try { if let v = self._cache {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 11)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -4442,6 +4829,385 @@ nonisolated extension Heddle_V1_Assignment: SwiftProtobuf.Message, SwiftProtobuf
     if lhs.nodes != rhs.nodes {return false}
     if lhs.repository != rhs.repository {return false}
     if lhs.commit != rhs.commit {return false}
+    if lhs._cache != rhs._cache {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Heddle_V1_CacheSpec: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CacheSpec"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}key\0\u{1}paths\0\u{3}restore_keys\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.key) }()
+      case 2: try { try decoder.decodeRepeatedStringField(value: &self.paths) }()
+      case 3: try { try decoder.decodeRepeatedStringField(value: &self.restoreKeys) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.key.isEmpty {
+      try visitor.visitSingularStringField(value: self.key, fieldNumber: 1)
+    }
+    if !self.paths.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.paths, fieldNumber: 2)
+    }
+    if !self.restoreKeys.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.restoreKeys, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Heddle_V1_CacheSpec, rhs: Heddle_V1_CacheSpec) -> Bool {
+    if lhs.key != rhs.key {return false}
+    if lhs.paths != rhs.paths {return false}
+    if lhs.restoreKeys != rhs.restoreKeys {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Heddle_V1_CacheFindRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CacheFindRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{1}key\0\u{3}restore_keys\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._job) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.key) }()
+      case 3: try { try decoder.decodeRepeatedStringField(value: &self.restoreKeys) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._job {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    if !self.key.isEmpty {
+      try visitor.visitSingularStringField(value: self.key, fieldNumber: 2)
+    }
+    if !self.restoreKeys.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.restoreKeys, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Heddle_V1_CacheFindRequest, rhs: Heddle_V1_CacheFindRequest) -> Bool {
+    if lhs._job != rhs._job {return false}
+    if lhs.key != rhs.key {return false}
+    if lhs.restoreKeys != rhs.restoreKeys {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Heddle_V1_CacheFound: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CacheFound"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}found\0\u{3}cache_id\0\u{1}key\0\u{1}size\0\u{1}sha256\0\u{1}exact\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularBoolField(value: &self.found) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.cacheID) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.key) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.size) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.sha256) }()
+      case 6: try { try decoder.decodeSingularBoolField(value: &self.exact) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.found != false {
+      try visitor.visitSingularBoolField(value: self.found, fieldNumber: 1)
+    }
+    if self.cacheID != 0 {
+      try visitor.visitSingularUInt64Field(value: self.cacheID, fieldNumber: 2)
+    }
+    if !self.key.isEmpty {
+      try visitor.visitSingularStringField(value: self.key, fieldNumber: 3)
+    }
+    if self.size != 0 {
+      try visitor.visitSingularUInt64Field(value: self.size, fieldNumber: 4)
+    }
+    if !self.sha256.isEmpty {
+      try visitor.visitSingularStringField(value: self.sha256, fieldNumber: 5)
+    }
+    if self.exact != false {
+      try visitor.visitSingularBoolField(value: self.exact, fieldNumber: 6)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Heddle_V1_CacheFound, rhs: Heddle_V1_CacheFound) -> Bool {
+    if lhs.found != rhs.found {return false}
+    if lhs.cacheID != rhs.cacheID {return false}
+    if lhs.key != rhs.key {return false}
+    if lhs.size != rhs.size {return false}
+    if lhs.sha256 != rhs.sha256 {return false}
+    if lhs.exact != rhs.exact {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Heddle_V1_CacheReadRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CacheReadRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{3}cache_id\0\u{1}offset\0\u{1}length\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._job) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.cacheID) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.offset) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.length) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._job {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    if self.cacheID != 0 {
+      try visitor.visitSingularUInt64Field(value: self.cacheID, fieldNumber: 2)
+    }
+    if self.offset != 0 {
+      try visitor.visitSingularUInt64Field(value: self.offset, fieldNumber: 3)
+    }
+    if self.length != 0 {
+      try visitor.visitSingularUInt32Field(value: self.length, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Heddle_V1_CacheReadRequest, rhs: Heddle_V1_CacheReadRequest) -> Bool {
+    if lhs._job != rhs._job {return false}
+    if lhs.cacheID != rhs.cacheID {return false}
+    if lhs.offset != rhs.offset {return false}
+    if lhs.length != rhs.length {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Heddle_V1_CacheData: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CacheData"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}data\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularBytesField(value: &self.data) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.data.isEmpty {
+      try visitor.visitSingularBytesField(value: self.data, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Heddle_V1_CacheData, rhs: Heddle_V1_CacheData) -> Bool {
+    if lhs.data != rhs.data {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Heddle_V1_CacheListRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CacheListRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}project\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.project) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.project.isEmpty {
+      try visitor.visitSingularStringField(value: self.project, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Heddle_V1_CacheListRequest, rhs: Heddle_V1_CacheListRequest) -> Bool {
+    if lhs.project != rhs.project {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Heddle_V1_CacheInfo: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CacheInfo"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}project\0\u{1}branch\0\u{1}key\0\u{1}size\0\u{1}sha256\0\u{3}created_at_ms\0\u{3}last_used_at_ms\0\u{1}hits\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.id) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.project) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.branch) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.key) }()
+      case 5: try { try decoder.decodeSingularUInt64Field(value: &self.size) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.sha256) }()
+      case 7: try { try decoder.decodeSingularInt64Field(value: &self.createdAtMs) }()
+      case 8: try { try decoder.decodeSingularInt64Field(value: &self.lastUsedAtMs) }()
+      case 9: try { try decoder.decodeSingularUInt64Field(value: &self.hits) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.id != 0 {
+      try visitor.visitSingularUInt64Field(value: self.id, fieldNumber: 1)
+    }
+    if !self.project.isEmpty {
+      try visitor.visitSingularStringField(value: self.project, fieldNumber: 2)
+    }
+    if !self.branch.isEmpty {
+      try visitor.visitSingularStringField(value: self.branch, fieldNumber: 3)
+    }
+    if !self.key.isEmpty {
+      try visitor.visitSingularStringField(value: self.key, fieldNumber: 4)
+    }
+    if self.size != 0 {
+      try visitor.visitSingularUInt64Field(value: self.size, fieldNumber: 5)
+    }
+    if !self.sha256.isEmpty {
+      try visitor.visitSingularStringField(value: self.sha256, fieldNumber: 6)
+    }
+    if self.createdAtMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.createdAtMs, fieldNumber: 7)
+    }
+    if self.lastUsedAtMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.lastUsedAtMs, fieldNumber: 8)
+    }
+    if self.hits != 0 {
+      try visitor.visitSingularUInt64Field(value: self.hits, fieldNumber: 9)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Heddle_V1_CacheInfo, rhs: Heddle_V1_CacheInfo) -> Bool {
+    if lhs.id != rhs.id {return false}
+    if lhs.project != rhs.project {return false}
+    if lhs.branch != rhs.branch {return false}
+    if lhs.key != rhs.key {return false}
+    if lhs.size != rhs.size {return false}
+    if lhs.sha256 != rhs.sha256 {return false}
+    if lhs.createdAtMs != rhs.createdAtMs {return false}
+    if lhs.lastUsedAtMs != rhs.lastUsedAtMs {return false}
+    if lhs.hits != rhs.hits {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Heddle_V1_CacheList: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CacheList"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}caches\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.caches) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.caches.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.caches, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Heddle_V1_CacheList, rhs: Heddle_V1_CacheList) -> Bool {
+    if lhs.caches != rhs.caches {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Heddle_V1_CacheDeleteRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CacheDeleteRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.id) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.id != 0 {
+      try visitor.visitSingularUInt64Field(value: self.id, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Heddle_V1_CacheDeleteRequest, rhs: Heddle_V1_CacheDeleteRequest) -> Bool {
+    if lhs.id != rhs.id {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -4824,7 +5590,7 @@ nonisolated extension Heddle_V1_ArtifactChunk: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Heddle_V1_ArtifactCommit: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ArtifactCommit"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{3}upload_id\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}job\0\u{3}upload_id\0\u{3}cache_key\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -4834,6 +5600,7 @@ nonisolated extension Heddle_V1_ArtifactCommit: SwiftProtobuf.Message, SwiftProt
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularMessageField(value: &self._job) }()
       case 2: try { try decoder.decodeSingularUInt64Field(value: &self.uploadID) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.cacheKey) }()
       default: break
       }
     }
@@ -4850,12 +5617,16 @@ nonisolated extension Heddle_V1_ArtifactCommit: SwiftProtobuf.Message, SwiftProt
     if self.uploadID != 0 {
       try visitor.visitSingularUInt64Field(value: self.uploadID, fieldNumber: 2)
     }
+    if !self.cacheKey.isEmpty {
+      try visitor.visitSingularStringField(value: self.cacheKey, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Heddle_V1_ArtifactCommit, rhs: Heddle_V1_ArtifactCommit) -> Bool {
     if lhs._job != rhs._job {return false}
     if lhs.uploadID != rhs.uploadID {return false}
+    if lhs.cacheKey != rhs.cacheKey {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -65,6 +65,8 @@ public struct JobAssignment: Sendable {
     public var nodes: [NodeRecord]
     /// The values of the secrets each node names, by node and name.
     public var secrets: [String: [String: String]] = [:]
+    /// The job's `cache:`, or nil.
+    public var cache: CacheDefinition?
 
     /// An upper bound of its encoded size.
     var estimatedBytes: Int {
@@ -73,6 +75,7 @@ public struct JobAssignment: Sendable {
             + 128 + AssignmentSize.strings([project, pipeline, jobName, branch, repository, commit])
             + env.reduce(0) { $0 + 12 + $1.key.utf8.count + $1.value.utf8.count }
             + secrets.values.reduce(0) { $0 + $1.reduce(0) { $0 + 12 + $1.key.utf8.count + $1.value.utf8.count } }
+            + (cache.map { AssignmentSize.strings([$0.key] + $0.paths + $0.restoreKeys) } ?? 0)
     }
 }
 
@@ -87,7 +90,7 @@ extension JobAssignment {
                         "HEDDLE_JOB": job.name, "HEDDLE_BRANCH": run.branch,
                         "HEDDLE_PROJECT": run.project, "HEDDLE_PIPELINE": run.pipeline]
                     .merging(run.inputs.map { (InputDefinition(name: $0.key).environmentName, $0.value) }) { first, _ in first },
-                  nodes: claimed.nodes, secrets: secrets)
+                  nodes: claimed.nodes, secrets: secrets, cache: job.cache)
     }
 }
 

@@ -475,6 +475,411 @@ void   heddle__v1__assignment__free_unpacked
   assert(message->base.descriptor == &heddle__v1__assignment__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   heddle__v1__cache_spec__init
+                     (Heddle__V1__CacheSpec         *message)
+{
+  static const Heddle__V1__CacheSpec init_value = HEDDLE__V1__CACHE_SPEC__INIT;
+  *message = init_value;
+}
+size_t heddle__v1__cache_spec__get_packed_size
+                     (const Heddle__V1__CacheSpec *message)
+{
+  assert(message->base.descriptor == &heddle__v1__cache_spec__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t heddle__v1__cache_spec__pack
+                     (const Heddle__V1__CacheSpec *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &heddle__v1__cache_spec__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t heddle__v1__cache_spec__pack_to_buffer
+                     (const Heddle__V1__CacheSpec *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &heddle__v1__cache_spec__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Heddle__V1__CacheSpec *
+       heddle__v1__cache_spec__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Heddle__V1__CacheSpec *)
+     protobuf_c_message_unpack (&heddle__v1__cache_spec__descriptor,
+                                allocator, len, data);
+}
+void   heddle__v1__cache_spec__free_unpacked
+                     (Heddle__V1__CacheSpec *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &heddle__v1__cache_spec__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   heddle__v1__cache_find_request__init
+                     (Heddle__V1__CacheFindRequest         *message)
+{
+  static const Heddle__V1__CacheFindRequest init_value = HEDDLE__V1__CACHE_FIND_REQUEST__INIT;
+  *message = init_value;
+}
+size_t heddle__v1__cache_find_request__get_packed_size
+                     (const Heddle__V1__CacheFindRequest *message)
+{
+  assert(message->base.descriptor == &heddle__v1__cache_find_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t heddle__v1__cache_find_request__pack
+                     (const Heddle__V1__CacheFindRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &heddle__v1__cache_find_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t heddle__v1__cache_find_request__pack_to_buffer
+                     (const Heddle__V1__CacheFindRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &heddle__v1__cache_find_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Heddle__V1__CacheFindRequest *
+       heddle__v1__cache_find_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Heddle__V1__CacheFindRequest *)
+     protobuf_c_message_unpack (&heddle__v1__cache_find_request__descriptor,
+                                allocator, len, data);
+}
+void   heddle__v1__cache_find_request__free_unpacked
+                     (Heddle__V1__CacheFindRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &heddle__v1__cache_find_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   heddle__v1__cache_found__init
+                     (Heddle__V1__CacheFound         *message)
+{
+  static const Heddle__V1__CacheFound init_value = HEDDLE__V1__CACHE_FOUND__INIT;
+  *message = init_value;
+}
+size_t heddle__v1__cache_found__get_packed_size
+                     (const Heddle__V1__CacheFound *message)
+{
+  assert(message->base.descriptor == &heddle__v1__cache_found__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t heddle__v1__cache_found__pack
+                     (const Heddle__V1__CacheFound *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &heddle__v1__cache_found__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t heddle__v1__cache_found__pack_to_buffer
+                     (const Heddle__V1__CacheFound *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &heddle__v1__cache_found__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Heddle__V1__CacheFound *
+       heddle__v1__cache_found__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Heddle__V1__CacheFound *)
+     protobuf_c_message_unpack (&heddle__v1__cache_found__descriptor,
+                                allocator, len, data);
+}
+void   heddle__v1__cache_found__free_unpacked
+                     (Heddle__V1__CacheFound *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &heddle__v1__cache_found__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   heddle__v1__cache_read_request__init
+                     (Heddle__V1__CacheReadRequest         *message)
+{
+  static const Heddle__V1__CacheReadRequest init_value = HEDDLE__V1__CACHE_READ_REQUEST__INIT;
+  *message = init_value;
+}
+size_t heddle__v1__cache_read_request__get_packed_size
+                     (const Heddle__V1__CacheReadRequest *message)
+{
+  assert(message->base.descriptor == &heddle__v1__cache_read_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t heddle__v1__cache_read_request__pack
+                     (const Heddle__V1__CacheReadRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &heddle__v1__cache_read_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t heddle__v1__cache_read_request__pack_to_buffer
+                     (const Heddle__V1__CacheReadRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &heddle__v1__cache_read_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Heddle__V1__CacheReadRequest *
+       heddle__v1__cache_read_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Heddle__V1__CacheReadRequest *)
+     protobuf_c_message_unpack (&heddle__v1__cache_read_request__descriptor,
+                                allocator, len, data);
+}
+void   heddle__v1__cache_read_request__free_unpacked
+                     (Heddle__V1__CacheReadRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &heddle__v1__cache_read_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   heddle__v1__cache_data__init
+                     (Heddle__V1__CacheData         *message)
+{
+  static const Heddle__V1__CacheData init_value = HEDDLE__V1__CACHE_DATA__INIT;
+  *message = init_value;
+}
+size_t heddle__v1__cache_data__get_packed_size
+                     (const Heddle__V1__CacheData *message)
+{
+  assert(message->base.descriptor == &heddle__v1__cache_data__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t heddle__v1__cache_data__pack
+                     (const Heddle__V1__CacheData *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &heddle__v1__cache_data__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t heddle__v1__cache_data__pack_to_buffer
+                     (const Heddle__V1__CacheData *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &heddle__v1__cache_data__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Heddle__V1__CacheData *
+       heddle__v1__cache_data__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Heddle__V1__CacheData *)
+     protobuf_c_message_unpack (&heddle__v1__cache_data__descriptor,
+                                allocator, len, data);
+}
+void   heddle__v1__cache_data__free_unpacked
+                     (Heddle__V1__CacheData *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &heddle__v1__cache_data__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   heddle__v1__cache_list_request__init
+                     (Heddle__V1__CacheListRequest         *message)
+{
+  static const Heddle__V1__CacheListRequest init_value = HEDDLE__V1__CACHE_LIST_REQUEST__INIT;
+  *message = init_value;
+}
+size_t heddle__v1__cache_list_request__get_packed_size
+                     (const Heddle__V1__CacheListRequest *message)
+{
+  assert(message->base.descriptor == &heddle__v1__cache_list_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t heddle__v1__cache_list_request__pack
+                     (const Heddle__V1__CacheListRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &heddle__v1__cache_list_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t heddle__v1__cache_list_request__pack_to_buffer
+                     (const Heddle__V1__CacheListRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &heddle__v1__cache_list_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Heddle__V1__CacheListRequest *
+       heddle__v1__cache_list_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Heddle__V1__CacheListRequest *)
+     protobuf_c_message_unpack (&heddle__v1__cache_list_request__descriptor,
+                                allocator, len, data);
+}
+void   heddle__v1__cache_list_request__free_unpacked
+                     (Heddle__V1__CacheListRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &heddle__v1__cache_list_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   heddle__v1__cache_info__init
+                     (Heddle__V1__CacheInfo         *message)
+{
+  static const Heddle__V1__CacheInfo init_value = HEDDLE__V1__CACHE_INFO__INIT;
+  *message = init_value;
+}
+size_t heddle__v1__cache_info__get_packed_size
+                     (const Heddle__V1__CacheInfo *message)
+{
+  assert(message->base.descriptor == &heddle__v1__cache_info__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t heddle__v1__cache_info__pack
+                     (const Heddle__V1__CacheInfo *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &heddle__v1__cache_info__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t heddle__v1__cache_info__pack_to_buffer
+                     (const Heddle__V1__CacheInfo *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &heddle__v1__cache_info__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Heddle__V1__CacheInfo *
+       heddle__v1__cache_info__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Heddle__V1__CacheInfo *)
+     protobuf_c_message_unpack (&heddle__v1__cache_info__descriptor,
+                                allocator, len, data);
+}
+void   heddle__v1__cache_info__free_unpacked
+                     (Heddle__V1__CacheInfo *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &heddle__v1__cache_info__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   heddle__v1__cache_list__init
+                     (Heddle__V1__CacheList         *message)
+{
+  static const Heddle__V1__CacheList init_value = HEDDLE__V1__CACHE_LIST__INIT;
+  *message = init_value;
+}
+size_t heddle__v1__cache_list__get_packed_size
+                     (const Heddle__V1__CacheList *message)
+{
+  assert(message->base.descriptor == &heddle__v1__cache_list__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t heddle__v1__cache_list__pack
+                     (const Heddle__V1__CacheList *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &heddle__v1__cache_list__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t heddle__v1__cache_list__pack_to_buffer
+                     (const Heddle__V1__CacheList *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &heddle__v1__cache_list__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Heddle__V1__CacheList *
+       heddle__v1__cache_list__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Heddle__V1__CacheList *)
+     protobuf_c_message_unpack (&heddle__v1__cache_list__descriptor,
+                                allocator, len, data);
+}
+void   heddle__v1__cache_list__free_unpacked
+                     (Heddle__V1__CacheList *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &heddle__v1__cache_list__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   heddle__v1__cache_delete_request__init
+                     (Heddle__V1__CacheDeleteRequest         *message)
+{
+  static const Heddle__V1__CacheDeleteRequest init_value = HEDDLE__V1__CACHE_DELETE_REQUEST__INIT;
+  *message = init_value;
+}
+size_t heddle__v1__cache_delete_request__get_packed_size
+                     (const Heddle__V1__CacheDeleteRequest *message)
+{
+  assert(message->base.descriptor == &heddle__v1__cache_delete_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t heddle__v1__cache_delete_request__pack
+                     (const Heddle__V1__CacheDeleteRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &heddle__v1__cache_delete_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t heddle__v1__cache_delete_request__pack_to_buffer
+                     (const Heddle__V1__CacheDeleteRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &heddle__v1__cache_delete_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Heddle__V1__CacheDeleteRequest *
+       heddle__v1__cache_delete_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Heddle__V1__CacheDeleteRequest *)
+     protobuf_c_message_unpack (&heddle__v1__cache_delete_request__descriptor,
+                                allocator, len, data);
+}
+void   heddle__v1__cache_delete_request__free_unpacked
+                     (Heddle__V1__CacheDeleteRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &heddle__v1__cache_delete_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   heddle__v1__job_started__init
                      (Heddle__V1__JobStarted         *message)
 {
@@ -3997,7 +4402,7 @@ void   heddle__v1__artifact_data__free_unpacked
   assert(message->base.descriptor == &heddle__v1__artifact_data__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor heddle__v1__envelope__field_descriptors[68] =
+static const ProtobufCFieldDescriptor heddle__v1__envelope__field_descriptors[75] =
 {
   {
     "id",
@@ -4815,6 +5220,90 @@ static const ProtobufCFieldDescriptor heddle__v1__envelope__field_descriptors[68
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "cache_find",
+    89,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Heddle__V1__Envelope, body_case),
+    offsetof(Heddle__V1__Envelope, cache_find),
+    &heddle__v1__cache_find_request__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "cache_found",
+    90,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Heddle__V1__Envelope, body_case),
+    offsetof(Heddle__V1__Envelope, cache_found),
+    &heddle__v1__cache_found__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "cache_read",
+    91,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Heddle__V1__Envelope, body_case),
+    offsetof(Heddle__V1__Envelope, cache_read),
+    &heddle__v1__cache_read_request__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "cache_data",
+    92,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Heddle__V1__Envelope, body_case),
+    offsetof(Heddle__V1__Envelope, cache_data),
+    &heddle__v1__cache_data__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "cache_list",
+    93,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Heddle__V1__Envelope, body_case),
+    offsetof(Heddle__V1__Envelope, cache_list),
+    &heddle__v1__cache_list_request__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "caches",
+    94,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Heddle__V1__Envelope, body_case),
+    offsetof(Heddle__V1__Envelope, caches),
+    &heddle__v1__cache_list__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "cache_delete",
+    95,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Heddle__V1__Envelope, body_case),
+    offsetof(Heddle__V1__Envelope, cache_delete),
+    &heddle__v1__cache_delete_request__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned heddle__v1__envelope__field_indices_by_name[] = {
   12,   /* field[12] = artifact_chunk */
@@ -4829,6 +5318,13 @@ static const unsigned heddle__v1__envelope__field_indices_by_name[] = {
   36,   /* field[36] = artifacts */
   6,   /* field[6] = assignment */
   43,   /* field[43] = bulk_cancel */
+  71,   /* field[71] = cache_data */
+  74,   /* field[74] = cache_delete */
+  68,   /* field[68] = cache_find */
+  69,   /* field[69] = cache_found */
+  72,   /* field[72] = cache_list */
+  70,   /* field[70] = cache_read */
+  73,   /* field[73] = caches */
   42,   /* field[42] = cancel */
   44,   /* field[44] = cancelled */
   60,   /* field[60] = deliveries */
@@ -4892,7 +5388,7 @@ static const ProtobufCIntRange heddle__v1__envelope__number_ranges[4 + 1] =
   { 10, 1 },
   { 20, 6 },
   { 40, 19 },
-  { 0, 68 }
+  { 0, 75 }
 };
 const ProtobufCMessageDescriptor heddle__v1__envelope__descriptor =
 {
@@ -4902,7 +5398,7 @@ const ProtobufCMessageDescriptor heddle__v1__envelope__descriptor =
   "Heddle__V1__Envelope",
   "heddle.v1",
   sizeof(Heddle__V1__Envelope),
-  68,
+  75,
   heddle__v1__envelope__field_descriptors,
   heddle__v1__envelope__field_indices_by_name,
   4,  heddle__v1__envelope__number_ranges,
@@ -5736,7 +6232,7 @@ const ProtobufCMessageDescriptor heddle__v1__assignment__env_entry__descriptor =
   (ProtobufCMessageInit) heddle__v1__assignment__env_entry__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor heddle__v1__assignment__field_descriptors[10] =
+static const ProtobufCFieldDescriptor heddle__v1__assignment__field_descriptors[11] =
 {
   {
     "job",
@@ -5858,9 +6354,22 @@ static const ProtobufCFieldDescriptor heddle__v1__assignment__field_descriptors[
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "cache",
+    11,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__Assignment, cache),
+    &heddle__v1__cache_spec__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned heddle__v1__assignment__field_indices_by_name[] = {
   5,   /* field[5] = branch */
+  10,   /* field[10] = cache */
   9,   /* field[9] = commit */
   6,   /* field[6] = env */
   0,   /* field[0] = job */
@@ -5874,7 +6383,7 @@ static const unsigned heddle__v1__assignment__field_indices_by_name[] = {
 static const ProtobufCIntRange heddle__v1__assignment__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 10 }
+  { 0, 11 }
 };
 const ProtobufCMessageDescriptor heddle__v1__assignment__descriptor =
 {
@@ -5884,11 +6393,613 @@ const ProtobufCMessageDescriptor heddle__v1__assignment__descriptor =
   "Heddle__V1__Assignment",
   "heddle.v1",
   sizeof(Heddle__V1__Assignment),
-  10,
+  11,
   heddle__v1__assignment__field_descriptors,
   heddle__v1__assignment__field_indices_by_name,
   1,  heddle__v1__assignment__number_ranges,
   (ProtobufCMessageInit) heddle__v1__assignment__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor heddle__v1__cache_spec__field_descriptors[3] =
+{
+  {
+    "key",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__CacheSpec, key),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "paths",
+    2,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Heddle__V1__CacheSpec, n_paths),
+    offsetof(Heddle__V1__CacheSpec, paths),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "restore_keys",
+    3,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Heddle__V1__CacheSpec, n_restore_keys),
+    offsetof(Heddle__V1__CacheSpec, restore_keys),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned heddle__v1__cache_spec__field_indices_by_name[] = {
+  0,   /* field[0] = key */
+  1,   /* field[1] = paths */
+  2,   /* field[2] = restore_keys */
+};
+static const ProtobufCIntRange heddle__v1__cache_spec__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor heddle__v1__cache_spec__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "heddle.v1.CacheSpec",
+  "CacheSpec",
+  "Heddle__V1__CacheSpec",
+  "heddle.v1",
+  sizeof(Heddle__V1__CacheSpec),
+  3,
+  heddle__v1__cache_spec__field_descriptors,
+  heddle__v1__cache_spec__field_indices_by_name,
+  1,  heddle__v1__cache_spec__number_ranges,
+  (ProtobufCMessageInit) heddle__v1__cache_spec__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor heddle__v1__cache_find_request__field_descriptors[3] =
+{
+  {
+    "job",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__CacheFindRequest, job),
+    &heddle__v1__job_ref__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "key",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__CacheFindRequest, key),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "restore_keys",
+    3,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Heddle__V1__CacheFindRequest, n_restore_keys),
+    offsetof(Heddle__V1__CacheFindRequest, restore_keys),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned heddle__v1__cache_find_request__field_indices_by_name[] = {
+  0,   /* field[0] = job */
+  1,   /* field[1] = key */
+  2,   /* field[2] = restore_keys */
+};
+static const ProtobufCIntRange heddle__v1__cache_find_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor heddle__v1__cache_find_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "heddle.v1.CacheFindRequest",
+  "CacheFindRequest",
+  "Heddle__V1__CacheFindRequest",
+  "heddle.v1",
+  sizeof(Heddle__V1__CacheFindRequest),
+  3,
+  heddle__v1__cache_find_request__field_descriptors,
+  heddle__v1__cache_find_request__field_indices_by_name,
+  1,  heddle__v1__cache_find_request__number_ranges,
+  (ProtobufCMessageInit) heddle__v1__cache_find_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor heddle__v1__cache_found__field_descriptors[6] =
+{
+  {
+    "found",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__CacheFound, found),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "cache_id",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__CacheFound, cache_id),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "key",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__CacheFound, key),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "size",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__CacheFound, size),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "sha256",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__CacheFound, sha256),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "exact",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__CacheFound, exact),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned heddle__v1__cache_found__field_indices_by_name[] = {
+  1,   /* field[1] = cache_id */
+  5,   /* field[5] = exact */
+  0,   /* field[0] = found */
+  2,   /* field[2] = key */
+  4,   /* field[4] = sha256 */
+  3,   /* field[3] = size */
+};
+static const ProtobufCIntRange heddle__v1__cache_found__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 6 }
+};
+const ProtobufCMessageDescriptor heddle__v1__cache_found__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "heddle.v1.CacheFound",
+  "CacheFound",
+  "Heddle__V1__CacheFound",
+  "heddle.v1",
+  sizeof(Heddle__V1__CacheFound),
+  6,
+  heddle__v1__cache_found__field_descriptors,
+  heddle__v1__cache_found__field_indices_by_name,
+  1,  heddle__v1__cache_found__number_ranges,
+  (ProtobufCMessageInit) heddle__v1__cache_found__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor heddle__v1__cache_read_request__field_descriptors[4] =
+{
+  {
+    "job",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__CacheReadRequest, job),
+    &heddle__v1__job_ref__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "cache_id",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__CacheReadRequest, cache_id),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "offset",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__CacheReadRequest, offset),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "length",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__CacheReadRequest, length),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned heddle__v1__cache_read_request__field_indices_by_name[] = {
+  1,   /* field[1] = cache_id */
+  0,   /* field[0] = job */
+  3,   /* field[3] = length */
+  2,   /* field[2] = offset */
+};
+static const ProtobufCIntRange heddle__v1__cache_read_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor heddle__v1__cache_read_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "heddle.v1.CacheReadRequest",
+  "CacheReadRequest",
+  "Heddle__V1__CacheReadRequest",
+  "heddle.v1",
+  sizeof(Heddle__V1__CacheReadRequest),
+  4,
+  heddle__v1__cache_read_request__field_descriptors,
+  heddle__v1__cache_read_request__field_indices_by_name,
+  1,  heddle__v1__cache_read_request__number_ranges,
+  (ProtobufCMessageInit) heddle__v1__cache_read_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor heddle__v1__cache_data__field_descriptors[1] =
+{
+  {
+    "data",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BYTES,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__CacheData, data),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned heddle__v1__cache_data__field_indices_by_name[] = {
+  0,   /* field[0] = data */
+};
+static const ProtobufCIntRange heddle__v1__cache_data__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor heddle__v1__cache_data__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "heddle.v1.CacheData",
+  "CacheData",
+  "Heddle__V1__CacheData",
+  "heddle.v1",
+  sizeof(Heddle__V1__CacheData),
+  1,
+  heddle__v1__cache_data__field_descriptors,
+  heddle__v1__cache_data__field_indices_by_name,
+  1,  heddle__v1__cache_data__number_ranges,
+  (ProtobufCMessageInit) heddle__v1__cache_data__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor heddle__v1__cache_list_request__field_descriptors[1] =
+{
+  {
+    "project",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__CacheListRequest, project),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned heddle__v1__cache_list_request__field_indices_by_name[] = {
+  0,   /* field[0] = project */
+};
+static const ProtobufCIntRange heddle__v1__cache_list_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor heddle__v1__cache_list_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "heddle.v1.CacheListRequest",
+  "CacheListRequest",
+  "Heddle__V1__CacheListRequest",
+  "heddle.v1",
+  sizeof(Heddle__V1__CacheListRequest),
+  1,
+  heddle__v1__cache_list_request__field_descriptors,
+  heddle__v1__cache_list_request__field_indices_by_name,
+  1,  heddle__v1__cache_list_request__number_ranges,
+  (ProtobufCMessageInit) heddle__v1__cache_list_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor heddle__v1__cache_info__field_descriptors[9] =
+{
+  {
+    "id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__CacheInfo, id),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "project",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__CacheInfo, project),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "branch",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__CacheInfo, branch),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "key",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__CacheInfo, key),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "size",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__CacheInfo, size),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "sha256",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__CacheInfo, sha256),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "created_at_ms",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__CacheInfo, created_at_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "last_used_at_ms",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__CacheInfo, last_used_at_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "hits",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__CacheInfo, hits),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned heddle__v1__cache_info__field_indices_by_name[] = {
+  2,   /* field[2] = branch */
+  6,   /* field[6] = created_at_ms */
+  8,   /* field[8] = hits */
+  0,   /* field[0] = id */
+  3,   /* field[3] = key */
+  7,   /* field[7] = last_used_at_ms */
+  1,   /* field[1] = project */
+  5,   /* field[5] = sha256 */
+  4,   /* field[4] = size */
+};
+static const ProtobufCIntRange heddle__v1__cache_info__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 9 }
+};
+const ProtobufCMessageDescriptor heddle__v1__cache_info__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "heddle.v1.CacheInfo",
+  "CacheInfo",
+  "Heddle__V1__CacheInfo",
+  "heddle.v1",
+  sizeof(Heddle__V1__CacheInfo),
+  9,
+  heddle__v1__cache_info__field_descriptors,
+  heddle__v1__cache_info__field_indices_by_name,
+  1,  heddle__v1__cache_info__number_ranges,
+  (ProtobufCMessageInit) heddle__v1__cache_info__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor heddle__v1__cache_list__field_descriptors[1] =
+{
+  {
+    "caches",
+    1,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Heddle__V1__CacheList, n_caches),
+    offsetof(Heddle__V1__CacheList, caches),
+    &heddle__v1__cache_info__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned heddle__v1__cache_list__field_indices_by_name[] = {
+  0,   /* field[0] = caches */
+};
+static const ProtobufCIntRange heddle__v1__cache_list__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor heddle__v1__cache_list__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "heddle.v1.CacheList",
+  "CacheList",
+  "Heddle__V1__CacheList",
+  "heddle.v1",
+  sizeof(Heddle__V1__CacheList),
+  1,
+  heddle__v1__cache_list__field_descriptors,
+  heddle__v1__cache_list__field_indices_by_name,
+  1,  heddle__v1__cache_list__number_ranges,
+  (ProtobufCMessageInit) heddle__v1__cache_list__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor heddle__v1__cache_delete_request__field_descriptors[1] =
+{
+  {
+    "id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__CacheDeleteRequest, id),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned heddle__v1__cache_delete_request__field_indices_by_name[] = {
+  0,   /* field[0] = id */
+};
+static const ProtobufCIntRange heddle__v1__cache_delete_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor heddle__v1__cache_delete_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "heddle.v1.CacheDeleteRequest",
+  "CacheDeleteRequest",
+  "Heddle__V1__CacheDeleteRequest",
+  "heddle.v1",
+  sizeof(Heddle__V1__CacheDeleteRequest),
+  1,
+  heddle__v1__cache_delete_request__field_descriptors,
+  heddle__v1__cache_delete_request__field_indices_by_name,
+  1,  heddle__v1__cache_delete_request__number_ranges,
+  (ProtobufCMessageInit) heddle__v1__cache_delete_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor heddle__v1__job_started__field_descriptors[2] =
@@ -6494,7 +7605,7 @@ const ProtobufCMessageDescriptor heddle__v1__artifact_chunk__descriptor =
   (ProtobufCMessageInit) heddle__v1__artifact_chunk__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor heddle__v1__artifact_commit__field_descriptors[2] =
+static const ProtobufCFieldDescriptor heddle__v1__artifact_commit__field_descriptors[3] =
 {
   {
     "job",
@@ -6520,15 +7631,28 @@ static const ProtobufCFieldDescriptor heddle__v1__artifact_commit__field_descrip
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "cache_key",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Heddle__V1__ArtifactCommit, cache_key),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned heddle__v1__artifact_commit__field_indices_by_name[] = {
+  2,   /* field[2] = cache_key */
   0,   /* field[0] = job */
   1,   /* field[1] = upload_id */
 };
 static const ProtobufCIntRange heddle__v1__artifact_commit__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 2 }
+  { 0, 3 }
 };
 const ProtobufCMessageDescriptor heddle__v1__artifact_commit__descriptor =
 {
@@ -6538,7 +7662,7 @@ const ProtobufCMessageDescriptor heddle__v1__artifact_commit__descriptor =
   "Heddle__V1__ArtifactCommit",
   "heddle.v1",
   sizeof(Heddle__V1__ArtifactCommit),
-  2,
+  3,
   heddle__v1__artifact_commit__field_descriptors,
   heddle__v1__artifact_commit__field_indices_by_name,
   1,  heddle__v1__artifact_commit__number_ranges,

@@ -28,6 +28,15 @@ typedef struct Heddle__V1__NodeSpec__EnvEntry Heddle__V1__NodeSpec__EnvEntry;
 typedef struct Heddle__V1__NodeSpec__SecretsEntry Heddle__V1__NodeSpec__SecretsEntry;
 typedef struct Heddle__V1__Assignment Heddle__V1__Assignment;
 typedef struct Heddle__V1__Assignment__EnvEntry Heddle__V1__Assignment__EnvEntry;
+typedef struct Heddle__V1__CacheSpec Heddle__V1__CacheSpec;
+typedef struct Heddle__V1__CacheFindRequest Heddle__V1__CacheFindRequest;
+typedef struct Heddle__V1__CacheFound Heddle__V1__CacheFound;
+typedef struct Heddle__V1__CacheReadRequest Heddle__V1__CacheReadRequest;
+typedef struct Heddle__V1__CacheData Heddle__V1__CacheData;
+typedef struct Heddle__V1__CacheListRequest Heddle__V1__CacheListRequest;
+typedef struct Heddle__V1__CacheInfo Heddle__V1__CacheInfo;
+typedef struct Heddle__V1__CacheList Heddle__V1__CacheList;
+typedef struct Heddle__V1__CacheDeleteRequest Heddle__V1__CacheDeleteRequest;
 typedef struct Heddle__V1__JobStarted Heddle__V1__JobStarted;
 typedef struct Heddle__V1__NodeUpdate Heddle__V1__NodeUpdate;
 typedef struct Heddle__V1__LogAppend Heddle__V1__LogAppend;
@@ -247,7 +256,14 @@ typedef enum {
   HEDDLE__V1__ENVELOPE__BODY_SECRET_DELETE = 85,
   HEDDLE__V1__ENVELOPE__BODY_SECRET_FORKS = 86,
   HEDDLE__V1__ENVELOPE__BODY_SCHEDULE_LIST = 87,
-  HEDDLE__V1__ENVELOPE__BODY_SCHEDULES = 88
+  HEDDLE__V1__ENVELOPE__BODY_SCHEDULES = 88,
+  HEDDLE__V1__ENVELOPE__BODY_CACHE_FIND = 89,
+  HEDDLE__V1__ENVELOPE__BODY_CACHE_FOUND = 90,
+  HEDDLE__V1__ENVELOPE__BODY_CACHE_READ = 91,
+  HEDDLE__V1__ENVELOPE__BODY_CACHE_DATA = 92,
+  HEDDLE__V1__ENVELOPE__BODY_CACHE_LIST = 93,
+  HEDDLE__V1__ENVELOPE__BODY_CACHES = 94,
+  HEDDLE__V1__ENVELOPE__BODY_CACHE_DELETE = 95
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(HEDDLE__V1__ENVELOPE__BODY__CASE)
 } Heddle__V1__Envelope__BodyCase;
 
@@ -347,6 +363,19 @@ struct  Heddle__V1__Envelope
     Heddle__V1__SecretForksRequest *secret_forks;
     Heddle__V1__ScheduleListRequest *schedule_list;
     Heddle__V1__ScheduleList *schedules;
+    /*
+     * Runner <-> coordinator: a job's cache (README, "Caches").
+     */
+    Heddle__V1__CacheFindRequest *cache_find;
+    Heddle__V1__CacheFound *cache_found;
+    Heddle__V1__CacheReadRequest *cache_read;
+    Heddle__V1__CacheData *cache_data;
+    /*
+     * Admin and automation -> coordinator.
+     */
+    Heddle__V1__CacheListRequest *cache_list;
+    Heddle__V1__CacheList *caches;
+    Heddle__V1__CacheDeleteRequest *cache_delete;
   };
 };
 #define HEDDLE__V1__ENVELOPE__INIT \
@@ -606,10 +635,173 @@ struct  Heddle__V1__Assignment
    * with a repository: check out exactly this commit (full id), not the branch's head
    */
   char *commit;
+  /*
+   * absent: the job keeps no cache
+   */
+  Heddle__V1__CacheSpec *cache;
 };
 #define HEDDLE__V1__ASSIGNMENT__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&heddle__v1__assignment__descriptor) \
-    , NULL, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0,NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+    , NULL, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0,NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, NULL }
+
+
+/*
+ * A job's `cache:`: restored after the checkout and before the first node (CacheFindRequest,
+ * CacheReadRequest), saved after every node succeeded when no cache had the exact key (an
+ * upload as an artifact's, committed with ArtifactCommit.cache_key).
+ */
+struct  Heddle__V1__CacheSpec
+{
+  ProtobufCMessage base;
+  /*
+   * may hold ${hash:GLOB,...}: the runner expands it in the workspace
+   */
+  char *key;
+  /*
+   * relative to the workspace
+   */
+  size_t n_paths;
+  char **paths;
+  /*
+   * prefixes, tried in order when no cache has the exact key (may hold ${hash:...})
+   */
+  size_t n_restore_keys;
+  char **restore_keys;
+};
+#define HEDDLE__V1__CACHE_SPEC__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&heddle__v1__cache_spec__descriptor) \
+    , (char *)protobuf_c_empty_string, 0,NULL, 0,NULL }
+
+
+/*
+ * Runner -> coordinator: the cache to restore, for the expanded key and prefixes. Searched in the
+ * run's branch (the key, then each prefix: the most recently used match), then the same in `main`.
+ */
+struct  Heddle__V1__CacheFindRequest
+{
+  ProtobufCMessage base;
+  Heddle__V1__JobRef *job;
+  char *key;
+  size_t n_restore_keys;
+  char **restore_keys;
+};
+#define HEDDLE__V1__CACHE_FIND_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&heddle__v1__cache_find_request__descriptor) \
+    , NULL, (char *)protobuf_c_empty_string, 0,NULL }
+
+
+struct  Heddle__V1__CacheFound
+{
+  ProtobufCMessage base;
+  protobuf_c_boolean found;
+  uint64_t cache_id;
+  /*
+   * the key it was saved under
+   */
+  char *key;
+  /*
+   * bytes of the archive (a tar file)
+   */
+  uint64_t size;
+  /*
+   * lower-case hex
+   */
+  char *sha256;
+  /*
+   * its key is the one asked for (then the runner saves nothing)
+   */
+  protobuf_c_boolean exact;
+};
+#define HEDDLE__V1__CACHE_FOUND__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&heddle__v1__cache_found__descriptor) \
+    , 0, 0, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, 0 }
+
+
+/*
+ * Runner -> coordinator: bytes of a cache CacheFound named, for a job of its project.
+ */
+struct  Heddle__V1__CacheReadRequest
+{
+  ProtobufCMessage base;
+  Heddle__V1__JobRef *job;
+  uint64_t cache_id;
+  uint64_t offset;
+  /*
+   * at most the session's max_artifact_chunk_bytes
+   */
+  uint32_t length;
+};
+#define HEDDLE__V1__CACHE_READ_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&heddle__v1__cache_read_request__descriptor) \
+    , NULL, 0, 0, 0 }
+
+
+struct  Heddle__V1__CacheData
+{
+  ProtobufCMessage base;
+  /*
+   * fewer bytes than asked only at the end
+   */
+  ProtobufCBinaryData data;
+};
+#define HEDDLE__V1__CACHE_DATA__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&heddle__v1__cache_data__descriptor) \
+    , {0,NULL} }
+
+
+struct  Heddle__V1__CacheListRequest
+{
+  ProtobufCMessage base;
+  /*
+   * empty: every project's
+   */
+  char *project;
+};
+#define HEDDLE__V1__CACHE_LIST_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&heddle__v1__cache_list_request__descriptor) \
+    , (char *)protobuf_c_empty_string }
+
+
+struct  Heddle__V1__CacheInfo
+{
+  ProtobufCMessage base;
+  uint64_t id;
+  char *project;
+  char *branch;
+  char *key;
+  uint64_t size;
+  char *sha256;
+  int64_t created_at_ms;
+  int64_t last_used_at_ms;
+  uint64_t hits;
+};
+#define HEDDLE__V1__CACHE_INFO__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&heddle__v1__cache_info__descriptor) \
+    , 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, 0, 0, 0 }
+
+
+struct  Heddle__V1__CacheList
+{
+  ProtobufCMessage base;
+  /*
+   * most recently used first
+   */
+  size_t n_caches;
+  Heddle__V1__CacheInfo **caches;
+};
+#define HEDDLE__V1__CACHE_LIST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&heddle__v1__cache_list__descriptor) \
+    , 0,NULL }
+
+
+struct  Heddle__V1__CacheDeleteRequest
+{
+  ProtobufCMessage base;
+  uint64_t id;
+};
+#define HEDDLE__V1__CACHE_DELETE_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&heddle__v1__cache_delete_request__descriptor) \
+    , 0 }
 
 
 /*
@@ -760,10 +952,14 @@ struct  Heddle__V1__ArtifactCommit
   ProtobufCMessage base;
   Heddle__V1__JobRef *job;
   uint64_t upload_id;
+  /*
+   * set: the upload is the job's cache (a tar archive) under this expanded key, not an artifact
+   */
+  char *cache_key;
 };
 #define HEDDLE__V1__ARTIFACT_COMMIT__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&heddle__v1__artifact_commit__descriptor) \
-    , NULL, 0 }
+    , NULL, 0, (char *)protobuf_c_empty_string }
 
 
 struct  Heddle__V1__ArtifactCommitted
@@ -2209,6 +2405,177 @@ Heddle__V1__Assignment *
                       const uint8_t       *data);
 void   heddle__v1__assignment__free_unpacked
                      (Heddle__V1__Assignment *message,
+                      ProtobufCAllocator *allocator);
+/* Heddle__V1__CacheSpec methods */
+void   heddle__v1__cache_spec__init
+                     (Heddle__V1__CacheSpec         *message);
+size_t heddle__v1__cache_spec__get_packed_size
+                     (const Heddle__V1__CacheSpec   *message);
+size_t heddle__v1__cache_spec__pack
+                     (const Heddle__V1__CacheSpec   *message,
+                      uint8_t             *out);
+size_t heddle__v1__cache_spec__pack_to_buffer
+                     (const Heddle__V1__CacheSpec   *message,
+                      ProtobufCBuffer     *buffer);
+Heddle__V1__CacheSpec *
+       heddle__v1__cache_spec__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   heddle__v1__cache_spec__free_unpacked
+                     (Heddle__V1__CacheSpec *message,
+                      ProtobufCAllocator *allocator);
+/* Heddle__V1__CacheFindRequest methods */
+void   heddle__v1__cache_find_request__init
+                     (Heddle__V1__CacheFindRequest         *message);
+size_t heddle__v1__cache_find_request__get_packed_size
+                     (const Heddle__V1__CacheFindRequest   *message);
+size_t heddle__v1__cache_find_request__pack
+                     (const Heddle__V1__CacheFindRequest   *message,
+                      uint8_t             *out);
+size_t heddle__v1__cache_find_request__pack_to_buffer
+                     (const Heddle__V1__CacheFindRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Heddle__V1__CacheFindRequest *
+       heddle__v1__cache_find_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   heddle__v1__cache_find_request__free_unpacked
+                     (Heddle__V1__CacheFindRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Heddle__V1__CacheFound methods */
+void   heddle__v1__cache_found__init
+                     (Heddle__V1__CacheFound         *message);
+size_t heddle__v1__cache_found__get_packed_size
+                     (const Heddle__V1__CacheFound   *message);
+size_t heddle__v1__cache_found__pack
+                     (const Heddle__V1__CacheFound   *message,
+                      uint8_t             *out);
+size_t heddle__v1__cache_found__pack_to_buffer
+                     (const Heddle__V1__CacheFound   *message,
+                      ProtobufCBuffer     *buffer);
+Heddle__V1__CacheFound *
+       heddle__v1__cache_found__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   heddle__v1__cache_found__free_unpacked
+                     (Heddle__V1__CacheFound *message,
+                      ProtobufCAllocator *allocator);
+/* Heddle__V1__CacheReadRequest methods */
+void   heddle__v1__cache_read_request__init
+                     (Heddle__V1__CacheReadRequest         *message);
+size_t heddle__v1__cache_read_request__get_packed_size
+                     (const Heddle__V1__CacheReadRequest   *message);
+size_t heddle__v1__cache_read_request__pack
+                     (const Heddle__V1__CacheReadRequest   *message,
+                      uint8_t             *out);
+size_t heddle__v1__cache_read_request__pack_to_buffer
+                     (const Heddle__V1__CacheReadRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Heddle__V1__CacheReadRequest *
+       heddle__v1__cache_read_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   heddle__v1__cache_read_request__free_unpacked
+                     (Heddle__V1__CacheReadRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Heddle__V1__CacheData methods */
+void   heddle__v1__cache_data__init
+                     (Heddle__V1__CacheData         *message);
+size_t heddle__v1__cache_data__get_packed_size
+                     (const Heddle__V1__CacheData   *message);
+size_t heddle__v1__cache_data__pack
+                     (const Heddle__V1__CacheData   *message,
+                      uint8_t             *out);
+size_t heddle__v1__cache_data__pack_to_buffer
+                     (const Heddle__V1__CacheData   *message,
+                      ProtobufCBuffer     *buffer);
+Heddle__V1__CacheData *
+       heddle__v1__cache_data__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   heddle__v1__cache_data__free_unpacked
+                     (Heddle__V1__CacheData *message,
+                      ProtobufCAllocator *allocator);
+/* Heddle__V1__CacheListRequest methods */
+void   heddle__v1__cache_list_request__init
+                     (Heddle__V1__CacheListRequest         *message);
+size_t heddle__v1__cache_list_request__get_packed_size
+                     (const Heddle__V1__CacheListRequest   *message);
+size_t heddle__v1__cache_list_request__pack
+                     (const Heddle__V1__CacheListRequest   *message,
+                      uint8_t             *out);
+size_t heddle__v1__cache_list_request__pack_to_buffer
+                     (const Heddle__V1__CacheListRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Heddle__V1__CacheListRequest *
+       heddle__v1__cache_list_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   heddle__v1__cache_list_request__free_unpacked
+                     (Heddle__V1__CacheListRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Heddle__V1__CacheInfo methods */
+void   heddle__v1__cache_info__init
+                     (Heddle__V1__CacheInfo         *message);
+size_t heddle__v1__cache_info__get_packed_size
+                     (const Heddle__V1__CacheInfo   *message);
+size_t heddle__v1__cache_info__pack
+                     (const Heddle__V1__CacheInfo   *message,
+                      uint8_t             *out);
+size_t heddle__v1__cache_info__pack_to_buffer
+                     (const Heddle__V1__CacheInfo   *message,
+                      ProtobufCBuffer     *buffer);
+Heddle__V1__CacheInfo *
+       heddle__v1__cache_info__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   heddle__v1__cache_info__free_unpacked
+                     (Heddle__V1__CacheInfo *message,
+                      ProtobufCAllocator *allocator);
+/* Heddle__V1__CacheList methods */
+void   heddle__v1__cache_list__init
+                     (Heddle__V1__CacheList         *message);
+size_t heddle__v1__cache_list__get_packed_size
+                     (const Heddle__V1__CacheList   *message);
+size_t heddle__v1__cache_list__pack
+                     (const Heddle__V1__CacheList   *message,
+                      uint8_t             *out);
+size_t heddle__v1__cache_list__pack_to_buffer
+                     (const Heddle__V1__CacheList   *message,
+                      ProtobufCBuffer     *buffer);
+Heddle__V1__CacheList *
+       heddle__v1__cache_list__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   heddle__v1__cache_list__free_unpacked
+                     (Heddle__V1__CacheList *message,
+                      ProtobufCAllocator *allocator);
+/* Heddle__V1__CacheDeleteRequest methods */
+void   heddle__v1__cache_delete_request__init
+                     (Heddle__V1__CacheDeleteRequest         *message);
+size_t heddle__v1__cache_delete_request__get_packed_size
+                     (const Heddle__V1__CacheDeleteRequest   *message);
+size_t heddle__v1__cache_delete_request__pack
+                     (const Heddle__V1__CacheDeleteRequest   *message,
+                      uint8_t             *out);
+size_t heddle__v1__cache_delete_request__pack_to_buffer
+                     (const Heddle__V1__CacheDeleteRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Heddle__V1__CacheDeleteRequest *
+       heddle__v1__cache_delete_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   heddle__v1__cache_delete_request__free_unpacked
+                     (Heddle__V1__CacheDeleteRequest *message,
                       ProtobufCAllocator *allocator);
 /* Heddle__V1__JobStarted methods */
 void   heddle__v1__job_started__init
@@ -3739,6 +4106,33 @@ typedef void (*Heddle__V1__Assignment__EnvEntry_Closure)
 typedef void (*Heddle__V1__Assignment_Closure)
                  (const Heddle__V1__Assignment *message,
                   void *closure_data);
+typedef void (*Heddle__V1__CacheSpec_Closure)
+                 (const Heddle__V1__CacheSpec *message,
+                  void *closure_data);
+typedef void (*Heddle__V1__CacheFindRequest_Closure)
+                 (const Heddle__V1__CacheFindRequest *message,
+                  void *closure_data);
+typedef void (*Heddle__V1__CacheFound_Closure)
+                 (const Heddle__V1__CacheFound *message,
+                  void *closure_data);
+typedef void (*Heddle__V1__CacheReadRequest_Closure)
+                 (const Heddle__V1__CacheReadRequest *message,
+                  void *closure_data);
+typedef void (*Heddle__V1__CacheData_Closure)
+                 (const Heddle__V1__CacheData *message,
+                  void *closure_data);
+typedef void (*Heddle__V1__CacheListRequest_Closure)
+                 (const Heddle__V1__CacheListRequest *message,
+                  void *closure_data);
+typedef void (*Heddle__V1__CacheInfo_Closure)
+                 (const Heddle__V1__CacheInfo *message,
+                  void *closure_data);
+typedef void (*Heddle__V1__CacheList_Closure)
+                 (const Heddle__V1__CacheList *message,
+                  void *closure_data);
+typedef void (*Heddle__V1__CacheDeleteRequest_Closure)
+                 (const Heddle__V1__CacheDeleteRequest *message,
+                  void *closure_data);
 typedef void (*Heddle__V1__JobStarted_Closure)
                  (const Heddle__V1__JobStarted *message,
                   void *closure_data);
@@ -4000,6 +4394,15 @@ extern const ProtobufCMessageDescriptor heddle__v1__node_spec__env_entry__descri
 extern const ProtobufCMessageDescriptor heddle__v1__node_spec__secrets_entry__descriptor;
 extern const ProtobufCMessageDescriptor heddle__v1__assignment__descriptor;
 extern const ProtobufCMessageDescriptor heddle__v1__assignment__env_entry__descriptor;
+extern const ProtobufCMessageDescriptor heddle__v1__cache_spec__descriptor;
+extern const ProtobufCMessageDescriptor heddle__v1__cache_find_request__descriptor;
+extern const ProtobufCMessageDescriptor heddle__v1__cache_found__descriptor;
+extern const ProtobufCMessageDescriptor heddle__v1__cache_read_request__descriptor;
+extern const ProtobufCMessageDescriptor heddle__v1__cache_data__descriptor;
+extern const ProtobufCMessageDescriptor heddle__v1__cache_list_request__descriptor;
+extern const ProtobufCMessageDescriptor heddle__v1__cache_info__descriptor;
+extern const ProtobufCMessageDescriptor heddle__v1__cache_list__descriptor;
+extern const ProtobufCMessageDescriptor heddle__v1__cache_delete_request__descriptor;
 extern const ProtobufCMessageDescriptor heddle__v1__job_started__descriptor;
 extern const ProtobufCMessageDescriptor heddle__v1__node_update__descriptor;
 extern const ProtobufCMessageDescriptor heddle__v1__log_append__descriptor;

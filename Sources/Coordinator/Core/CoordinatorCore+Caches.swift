@@ -1,0 +1,117 @@
+import Foundation
+import Wire
+
+/// The cache a job restores, as the runner is told.
+public struct CacheHit: Sendable, Equatable {
+    public var entry: CacheEntryRecord
+    /// Its key is the one asked for: the runner saves nothing after the job.
+    public var exact: Bool
+}
+
+/// Jobs' caches (`cache:`): found and read by the runner of a job, saved by it through an
+/// upload, listed and deleted by people. A job sees the caches of its project saved on its
+/// run's branch, then those of `defaultBranch`.
+extension CoordinatorCore {
+    /// The branch whose caches every branch's jobs may restore.
+    public static let defaultCacheBranch = "main"
+
+    /// The run's branch, then the default one.
+    static func cacheBranches(of run: RunRecord) -> [String] {
+        run.branch == defaultCacheBranch ? [run.branch] : [run.branch, defaultCacheBranch]
+    }
+
+    /// Why `key` is no expanded cache key (letters, digits, `. _ - /`, 1 to 256 bytes), or nil.
+    static func expandedKeyProblem(_ key: String, _ what: String) -> String? {
+        guard !key.isEmpty, key.utf8.count <= 256,
+              key.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "._-/".contains($0)) }) else {
+            return "\(what) '\(key.prefix(64))' must be 1 to 256 letters, digits, . _ - or /"
+        }
+        return nil
+    }
+
+    /// The cache a job restores (its runner asks after the checkout), or nil.
+    public func findCache(session: UInt64, job ref: LeaseRef, key: String, restoreKeys: [String]) async throws -> CacheHit? {
+        let runID = try await jobs.leasedRun(ref, session: session)
+        if let problem = Self.expandedKeyProblem(key, "cache key") { throw CoordinatorError.invalid(problem) }
+        guard restoreKeys.count <= CacheDefinition.maximumRestoreKeys else {
+            throw CoordinatorError.invalid("at most \(CacheDefinition.maximumRestoreKeys) restore keys")
+        }
+        for prefix in restoreKeys {
+            if let problem = Self.expandedKeyProblem(prefix, "restore key") { throw CoordinatorError.invalid(problem) }
+        }
+        guard let run = try await store.run(id: runID) else { throw CoordinatorError.notFound("run \(runID) does not exist") }
+        guard let entry = try await store.findCache(project: run.project, branches: Self.cacheBranches(of: run), key: key,
+                                                    prefixes: restoreKeys, now: Date.nowMilliseconds) else {
+            return nil
+        }
+        logger.info("cache found", metadata: ["job.id": "\(ref.jobID)", "key": "\(entry.key)", "branch": "\(entry.branch)",
+                                              "size": "\(entry.size)"])
+        return CacheHit(entry: entry, exact: entry.key == key)
+    }
+
+    /// Bytes of a cache the job may restore (its project's, of its run's branch or the default one).
+    public func readCache(session: UInt64, job ref: LeaseRef, cacheID: Int64, offset: UInt64, length: Int) async throws -> [UInt8] {
+        let runID = try await jobs.leasedRun(ref, session: session)
+        guard length >= 1, length <= limits.maximumArtifactChunk else {
+            throw CoordinatorError.invalid("a cache read is 1 to \(limits.maximumArtifactChunk) bytes")
+        }
+        guard let run = try await store.run(id: runID) else { throw CoordinatorError.notFound("run \(runID) does not exist") }
+        guard let entry = try await store.cache(id: cacheID), entry.project == run.project,
+              Self.cacheBranches(of: run).contains(entry.branch) else {
+            throw CoordinatorError.notFound("cache \(cacheID) does not exist for job \(ref.jobID)")
+        }
+        guard offset <= UInt64(entry.size) else { return [] }
+        return try await catalog.artifactStore.read(sha256: entry.sha256, offset: Int64(offset),
+                                                    length: min(length, Int(UInt64(entry.size) - offset)))
+    }
+
+    /// An upload committed as the job's cache under `key`: recorded for the run's project and
+    /// branch unless a cache has that key there already; then the least recently used caches
+    /// past `maximumCacheBytes` go. Returns the cache's id (0: one was there).
+    func commitCache(session: UInt64, job ref: LeaseRef, uploadID: UInt64, key: String) async throws -> Int64 {
+        if let problem = Self.expandedKeyProblem(key, "cache key") { throw CoordinatorError.invalid(problem) }
+        let runID = try await jobs.leasedRun(ref, session: session)
+        let pending = try await uploads.storeBytes(uploadID: uploadID, jobID: ref.jobID)
+        guard let run = try await store.run(id: runID) else { throw CoordinatorError.notFound("run \(runID) does not exist") }
+        try await jobs.checkLease(ref, session: session)
+        let saved = try await store.saveCache(project: run.project, branch: run.branch, key: key, sha256: pending.sha256,
+                                              size: pending.size, now: Date.nowMilliseconds)
+        await uploads.recorded(uploadID: uploadID)
+        logger.info("cache saved", metadata: ["job.id": "\(ref.jobID)", "key": "\(key)", "branch": "\(run.branch)",
+                                              "size": "\(pending.size)", "new": "\(saved != nil)"])
+        if saved == nil, !(try await store.blobInUse(sha256: pending.sha256)) {
+            await catalog.artifactStore.remove(sha256: pending.sha256)
+        }
+        try await evictCaches()
+        return saved?.id ?? 0
+    }
+
+    /// The least recently used caches past `maximumCacheBytes` go, with their bytes (unless an
+    /// artifact or another cache has the same).
+    func evictCaches() async throws {
+        for entry in try await store.evictCaches(maximumBytes: limits.maximumCacheBytes) {
+            if !(try await store.blobInUse(sha256: entry.sha256)) { await catalog.artifactStore.remove(sha256: entry.sha256) }
+            logger.info("cache evicted", metadata: ["project": "\(entry.project)", "branch": "\(entry.branch)",
+                                                    "key": "\(entry.key)", "size": "\(entry.size)"])
+        }
+    }
+
+    /// Every cache (of `project` when given), most recently used first (viewer).
+    public func caches(project: String? = nil, as principal: Principal) async throws -> [CacheEntryRecord] {
+        try Authorization.check(principal, .listCaches)
+        if let project {
+            try Catalog.validateProjectName(project)
+            guard try await store.project(name: project) != nil else { throw CoordinatorError.notFound("project \(project) does not exist") }
+        }
+        return try await store.caches(project: project)
+    }
+
+    /// Deletes a cache and its bytes (unless an artifact or another cache has the same); admin.
+    public func deleteCache(id: Int64, as principal: Principal) async throws -> CacheEntryRecord {
+        try Authorization.check(principal, .deleteCache)
+        guard let entry = try await store.deleteCache(id: id) else { throw CoordinatorError.notFound("cache \(id) does not exist") }
+        if !(try await store.blobInUse(sha256: entry.sha256)) { await catalog.artifactStore.remove(sha256: entry.sha256) }
+        logger.info("cache deleted", metadata: ["project": "\(entry.project)", "key": "\(entry.key)", "by": "\(principal.name)"])
+        return entry
+    }
+}
