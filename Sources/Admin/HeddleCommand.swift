@@ -12,7 +12,7 @@ public struct HeddleCommand: AsyncParsableCommand {
         version: HeddleVersion.description,
         subcommands: [
             Certs.self, Project.self, PipelineCommand.self, Trigger.self, Runs.self, Logs.self, Graph.self,
-            Queue.self, Cancel.self, Rerun.self, Schedules.self, Runners.self, Artifacts.self, Tokens.self, SecretsCommand.self,
+            Queue.self, Cancel.self, Rerun.self, Schedules.self, Runners.self, Artifacts.self, Caches.self, Tokens.self, SecretsCommand.self,
             Version.self,
         ])
 

@@ -114,6 +114,11 @@ enum REST {
               detail: delivery.detail, runs: delivery.runIds.map { Int64($0) })
     }
 
+    static func cache(_ cache: Heddle_V1_CacheInfo) -> Components.Schemas.Cache {
+        .init(id: Int64(cache.id), project: cache.project, branch: cache.branch, key: cache.key, size: Int64(cache.size),
+              sha256: cache.sha256, createdAt: date(cache.createdAtMs), lastUsedAt: date(cache.lastUsedAtMs), hits: Int64(cache.hits))
+    }
+
     static func schedule(_ schedule: Heddle_V1_ScheduleInfo) -> Components.Schemas.Schedule {
         .init(project: schedule.project, pipeline: schedule.pipeline, cron: schedule.cron, timezone: schedule.timezone,
               branch: schedule.branch, nextDue: date(ifAny: schedule.nextDueMs), lastDue: date(ifAny: schedule.lastDueMs),

@@ -69,6 +69,19 @@ struct API: APIProtocol {
         }))))
     }
 
+    func listCaches(_ input: Operations.ListCaches.Input) async throws -> Operations.ListCaches.Output {
+        .ok(.init(body: .json(.init(caches: try await core.caches(project: input.query.project, as: caller).map(Self.cache)))))
+    }
+
+    func deleteCache(_ input: Operations.DeleteCache.Input) async throws -> Operations.DeleteCache.Output {
+        .ok(.init(body: .json(Self.cache(try await core.deleteCache(id: input.path.cache, as: caller)))))
+    }
+
+    static func cache(_ entry: CacheEntryRecord) -> Components.Schemas.Cache {
+        .init(id: entry.id, project: entry.project, branch: entry.branch, key: entry.key, size: entry.size, sha256: entry.sha256,
+              createdAt: date(entry.createdAt), lastUsedAt: date(entry.lastUsedAt), hits: entry.hits)
+    }
+
     func listSchedules(_ input: Operations.ListSchedules.Input) async throws -> Operations.ListSchedules.Output {
         let schedules = try await core.schedules.list(project: input.query.project, as: caller)
         return .ok(.init(body: .json(.init(schedules: schedules.map {

@@ -103,7 +103,35 @@ struct ArtifactUploader {
         }
     }
 
-    private func attempt(_ declare: Heddle_V1_ArtifactDeclare, handle: FileHandle) async throws -> UInt64 {
+    /// Uploads a job's cache archive (a file outside the workspace) as the cache of `key`;
+    /// returns the cache's id (0: the coordinator had one of that key already).
+    func uploadCache(archive path: String, key: String) async throws -> UInt64 {
+        guard let handle = FileHandle(forReadingAtPath: path) else { throw RunnerError("cannot read the cache archive \(path)") }
+        defer { try? handle.close() }
+        var hasher = SHA256()
+        var size: UInt64 = 0
+        while let data = try handle.read(upToCount: chunkSize), !data.isEmpty {
+            hasher.update(data: data)
+            size += UInt64(data.count)
+        }
+        var declare = Heddle_V1_ArtifactDeclare()
+        declare.job = job
+        declare.name = Self.cacheUploadName
+        declare.size = size
+        declare.sha256 = Data(hasher.finalize())
+        while true {
+            do {
+                return try await attempt(declare, handle: handle, cacheKey: key)
+            } catch where CoordinatorLink.isConnectionLoss(error) {
+                _ = await link.current()
+            }
+        }
+    }
+
+    /// The name a cache's upload is declared under (its commit carries the key).
+    static let cacheUploadName = ".heddle-cache.tar"
+
+    private func attempt(_ declare: Heddle_V1_ArtifactDeclare, handle: FileHandle, cacheKey: String = "") async throws -> UInt64 {
         guard case .artifactDeclared(let declared) = try await link.request(.artifactDeclare(declare)).body else {
             throw RunnerError("the coordinator did not accept artifact \(declare.name)")
         }
@@ -122,6 +150,7 @@ struct ArtifactUploader {
         var commit = Heddle_V1_ArtifactCommit()
         commit.job = job
         commit.uploadID = declared.uploadID
+        commit.cacheKey = cacheKey
         let response: Envelope
         do {
             response = try await connection.request(.artifactCommit(commit))

@@ -35,9 +35,15 @@ enum Checkout {
     /// Runs git; returns its standard output, or throws its standard error.
     @discardableResult
     static func git(_ arguments: [String], in directory: String) async throws -> String {
+        try await tool("git", arguments, in: directory)
+    }
+
+    /// Runs `name` (found on the PATH) with `arguments` in `directory`; its standard output,
+    /// or `Failure` with its standard error when it exits with another status than 0.
+    static func tool(_ name: String, _ arguments: [String], in directory: String) async throws -> String {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["git"] + arguments
+        process.arguments = [name] + arguments
         process.currentDirectoryURL = URL(fileURLWithPath: directory)
         var environment = ProcessInfo.processInfo.environment
         environment["GIT_TERMINAL_PROMPT"] = "0"
@@ -53,14 +59,14 @@ enum Checkout {
                 try process.run()
             } catch {
                 process.terminationHandler = nil
-                continuation.resume(throwing: Failure(description: "cannot run git: \(error)"))
+                continuation.resume(throwing: Failure(description: "cannot run \(name): \(error)"))
             }
         }
         let out = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         let err = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         guard status == 0 else {
             let message = err.split(separator: "\n").filter { !$0.hasPrefix("warning:") }.joined(separator: " ")
-            throw Failure(description: "git \(arguments.first ?? "") failed (exit \(status)): \(message.isEmpty ? err : message)")
+            throw Failure(description: "\(name) \(arguments.first ?? "") failed (exit \(status)): \(message.isEmpty ? err : message)")
         }
         return out
     }

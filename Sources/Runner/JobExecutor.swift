@@ -53,8 +53,19 @@ struct JobExecutor {
             started.job = assignment.job
             started.commit = commit
             _ = try? await link.request(.jobStarted(started))
+            var cache: (JobCache, JobCache.Restored)?
+            if assignment.hasCache {
+                let chunk = Int(await link.welcome?.maxArtifactChunkBytes ?? 0)
+                let jobCache = JobCache(spec: assignment.cache, link: link, job: assignment.job, workspace: workspace,
+                                        archive: "\(workspace).cache.tar", chunkSize: max(16 * 1024, chunk), logger: logger)
+                cache = (jobCache, await jobCache.restore())
+            }
             switch await runGraph(workspace: workspace, commit: commit, logger: logger) {
-            case .succeeded: (status, reason) = (.succeeded, "")
+            case .succeeded:
+                (status, reason) = (.succeeded, "")
+                if let (jobCache, restored) = cache, !restored.exact, !control.isAbandoned {
+                    await jobCache.save(key: restored.key)
+                }
             case .failed(let why): (status, reason) = (.failed, why)
             case .cancelled(let why): (status, reason) = (.cancelled, why)
             }

@@ -129,6 +129,20 @@ public struct HeddleClient: Sendable {
         return try await call(.deliveryList(request)) { if case .deliveries(let m) = $0 { m.deliveries } else { nil } }
     }
 
+    /// Saved caches (of `project` when not empty), most recently used first.
+    public func caches(project: String = "") async throws -> [Heddle_V1_CacheInfo] {
+        var request = Heddle_V1_CacheListRequest()
+        request.project = project
+        return try await call(.cacheList(request)) { if case .caches(let m) = $0 { m.caches } else { nil } }
+    }
+
+    /// Deletes a cache; returns it as it was.
+    public func deleteCache(id: UInt64) async throws -> Heddle_V1_CacheInfo? {
+        var request = Heddle_V1_CacheDeleteRequest()
+        request.id = id
+        return try await call(.cacheDelete(request)) { if case .caches(let m) = $0 { m.caches } else { nil } }.first
+    }
+
     /// The schedules of every pipeline, or of `project`'s.
     public func schedules(project: String = "") async throws -> [Heddle_V1_ScheduleInfo] {
         var request = Heddle_V1_ScheduleListRequest()

@@ -48,6 +48,9 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(help: "Largest artifact accepted, in bytes (refused when declared, before any byte).")
     var maxArtifactBytes: Int64 = 8 * 1024 * 1024 * 1024
 
+    @Option(help: "Bytes every project's caches take together at most; past it the least recently used are deleted.")
+    var cacheMaxBytes: Int64 = CoordinatorLimits().maximumCacheBytes
+
     @Option(help: "Connections open at once on the listening port; past it a new one is closed at once. The open-file limit must cover it plus 256.")
     var maxConnections: Int = CoordinatorLimits().maximumConnections
 
@@ -92,6 +95,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
         guard maxFrameBytes >= 64 * 1024 else { throw ValidationError("--max-frame-bytes must be at least 65536") }
         guard maxLogBytes >= 64 * 1024 else { throw ValidationError("--max-log-bytes must be at least 65536") }
         guard maxArtifactBytes >= 0 else { throw ValidationError("--max-artifact-bytes must not be negative") }
+        guard cacheMaxBytes >= 0 else { throw ValidationError("--cache-max-bytes must not be negative") }
         guard maxConnections >= 1 else { throw ValidationError("--max-connections must be at least 1") }
         guard maxHttpConnections >= 1 else { throw ValidationError("--max-http-connections must be at least 1") }
         guard httpHeaderTimeout >= 0.1, httpIdleTimeout >= 0.1 else {
@@ -148,6 +152,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
         limits.maximumArtifactChunk = min(limits.maximumArtifactChunk, maxFrameBytes / 2)
         limits.maximumLogBytes = maxLogBytes
         limits.maximumArtifactSize = maxArtifactBytes
+        limits.maximumCacheBytes = cacheMaxBytes
         limits.maximumConnections = maxConnections
         var httpLimits = HTTPConnectionLimits()
         httpLimits.firstRequest = .milliseconds(Int64(httpHeaderTimeout * 1000))

@@ -1508,6 +1508,81 @@ extension Components {
                 case runs
             }
         }
+        /// - Remark: Generated from `#/components/schemas/Cache`.
+        public struct Cache: Codable, Hashable, Sendable {
+            /// - Remark: Generated from `#/components/schemas/Cache/id`.
+            public var id: Swift.Int64
+            /// - Remark: Generated from `#/components/schemas/Cache/project`.
+            public var project: Swift.String
+            /// The branch of the run that saved it.
+            ///
+            /// - Remark: Generated from `#/components/schemas/Cache/branch`.
+            public var branch: Swift.String
+            /// The key, expanded (${hash:...} replaced).
+            ///
+            /// - Remark: Generated from `#/components/schemas/Cache/key`.
+            public var key: Swift.String
+            /// Bytes of its archive (a tar file).
+            ///
+            /// - Remark: Generated from `#/components/schemas/Cache/size`.
+            public var size: Swift.Int64
+            /// - Remark: Generated from `#/components/schemas/Cache/sha256`.
+            public var sha256: Swift.String
+            /// - Remark: Generated from `#/components/schemas/Cache/createdAt`.
+            public var createdAt: Foundation.Date
+            /// When a job last restored it (or it was saved).
+            ///
+            /// - Remark: Generated from `#/components/schemas/Cache/lastUsedAt`.
+            public var lastUsedAt: Foundation.Date
+            /// How often a job restored it.
+            ///
+            /// - Remark: Generated from `#/components/schemas/Cache/hits`.
+            public var hits: Swift.Int64
+            /// Creates a new `Cache`.
+            ///
+            /// - Parameters:
+            ///   - id:
+            ///   - project:
+            ///   - branch: The branch of the run that saved it.
+            ///   - key: The key, expanded (${hash:...} replaced).
+            ///   - size: Bytes of its archive (a tar file).
+            ///   - sha256:
+            ///   - createdAt:
+            ///   - lastUsedAt: When a job last restored it (or it was saved).
+            ///   - hits: How often a job restored it.
+            public init(
+                id: Swift.Int64,
+                project: Swift.String,
+                branch: Swift.String,
+                key: Swift.String,
+                size: Swift.Int64,
+                sha256: Swift.String,
+                createdAt: Foundation.Date,
+                lastUsedAt: Foundation.Date,
+                hits: Swift.Int64
+            ) {
+                self.id = id
+                self.project = project
+                self.branch = branch
+                self.key = key
+                self.size = size
+                self.sha256 = sha256
+                self.createdAt = createdAt
+                self.lastUsedAt = lastUsedAt
+                self.hits = hits
+            }
+            public enum CodingKeys: String, CodingKey {
+                case id
+                case project
+                case branch
+                case key
+                case size
+                case sha256
+                case createdAt
+                case lastUsedAt
+                case hits
+            }
+        }
         /// - Remark: Generated from `#/components/schemas/Schedule`.
         public struct Schedule: Codable, Hashable, Sendable {
             /// - Remark: Generated from `#/components/schemas/Schedule/project`.

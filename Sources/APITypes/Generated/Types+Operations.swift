@@ -4136,6 +4136,329 @@ public enum Operations {
             }
         }
     }
+    /// Saved caches (`cache:` of jobs), most recently used first (viewer).
+    ///
+    /// - Remark: HTTP `GET /caches`.
+    /// - Remark: Generated from `#/paths//caches/get(listCaches)`.
+    public enum ListCaches {
+        public static let id: Swift.String = "listCaches"
+        public struct Input: Sendable, Hashable {
+            /// - Remark: Generated from `#/paths/caches/GET/query`.
+            public struct Query: Sendable, Hashable {
+                /// Only this project's caches (404 when there is no such project).
+                ///
+                /// - Remark: Generated from `#/paths/caches/GET/query/project`.
+                public var project: Swift.String?
+                /// Creates a new `Query`.
+                ///
+                /// - Parameters:
+                ///   - project: Only this project's caches (404 when there is no such project).
+                public init(project: Swift.String? = nil) {
+                    self.project = project
+                }
+            }
+            public var query: Operations.ListCaches.Input.Query
+            /// - Remark: Generated from `#/paths/caches/GET/header`.
+            public struct Headers: Sendable, Hashable {
+                public var accept: [OpenAPIRuntime.AcceptHeaderContentType<Operations.ListCaches.AcceptableContentType>]
+                /// Creates a new `Headers`.
+                ///
+                /// - Parameters:
+                ///   - accept:
+                public init(accept: [OpenAPIRuntime.AcceptHeaderContentType<Operations.ListCaches.AcceptableContentType>] = .defaultValues()) {
+                    self.accept = accept
+                }
+            }
+            public var headers: Operations.ListCaches.Input.Headers
+            /// Creates a new `Input`.
+            ///
+            /// - Parameters:
+            ///   - query:
+            ///   - headers:
+            public init(
+                query: Operations.ListCaches.Input.Query = .init(),
+                headers: Operations.ListCaches.Input.Headers = .init()
+            ) {
+                self.query = query
+                self.headers = headers
+            }
+        }
+        @frozen public enum Output: Sendable, Hashable {
+            public struct Ok: Sendable, Hashable {
+                /// - Remark: Generated from `#/paths/caches/GET/responses/200/content`.
+                @frozen public enum Body: Sendable, Hashable {
+                    /// - Remark: Generated from `#/paths/caches/GET/responses/200/content/json`.
+                    public struct JsonPayload: Codable, Hashable, Sendable {
+                        /// - Remark: Generated from `#/paths/caches/GET/responses/200/content/json/caches`.
+                        public var caches: [Components.Schemas.Cache]
+                        /// Creates a new `JsonPayload`.
+                        ///
+                        /// - Parameters:
+                        ///   - caches:
+                        public init(caches: [Components.Schemas.Cache]) {
+                            self.caches = caches
+                        }
+                        public enum CodingKeys: String, CodingKey {
+                            case caches
+                        }
+                    }
+                    /// - Remark: Generated from `#/paths/caches/GET/responses/200/content/application\/json`.
+                    case json(Operations.ListCaches.Output.Ok.Body.JsonPayload)
+                    /// The associated value of the enum case if `self` is `.json`.
+                    ///
+                    /// - Throws: An error if `self` is not `.json`.
+                    /// - SeeAlso: `.json`.
+                    public var json: Operations.ListCaches.Output.Ok.Body.JsonPayload {
+                        get throws {
+                            switch self {
+                            case let .json(body):
+                                return body
+                            }
+                        }
+                    }
+                }
+                /// Received HTTP response body
+                public var body: Operations.ListCaches.Output.Ok.Body
+                /// Creates a new `Ok`.
+                ///
+                /// - Parameters:
+                ///   - body: Received HTTP response body
+                public init(body: Operations.ListCaches.Output.Ok.Body) {
+                    self.body = body
+                }
+            }
+            /// The caches.
+            ///
+            /// - Remark: Generated from `#/paths//caches/get(listCaches)/responses/200`.
+            ///
+            /// HTTP response code: `200 ok`.
+            case ok(Operations.ListCaches.Output.Ok)
+            /// The associated value of the enum case if `self` is `.ok`.
+            ///
+            /// - Throws: An error if `self` is not `.ok`.
+            /// - SeeAlso: `.ok`.
+            public var ok: Operations.ListCaches.Output.Ok {
+                get throws {
+                    switch self {
+                    case let .ok(response):
+                        return response
+                    default:
+                        try throwUnexpectedResponseStatus(
+                            expectedStatus: "ok",
+                            response: self
+                        )
+                    }
+                }
+            }
+            /// An error: 400 malformed request (a null value included: leave the field out), 401 no valid credentials, 403 the role may not, 404 unknown id or route, 405 wrong method, 406 an Accept header that excludes JSON, 409 wrong state, 413 body too large, 429 too many wrong credentials (valid ones pass), 503 storage full, 500 a fault of the coordinator.
+            ///
+            /// - Remark: Generated from `#/paths//caches/get(listCaches)/responses/default`.
+            ///
+            /// HTTP response code: `default`.
+            case `default`(statusCode: Swift.Int, Components.Responses.Problem)
+            /// The associated value of the enum case if `self` is `.`default``.
+            ///
+            /// - Throws: An error if `self` is not `.`default``.
+            /// - SeeAlso: `.`default``.
+            public var `default`: Components.Responses.Problem {
+                get throws {
+                    switch self {
+                    case let .`default`(_, response):
+                        return response
+                    default:
+                        try throwUnexpectedResponseStatus(
+                            expectedStatus: "default",
+                            response: self
+                        )
+                    }
+                }
+            }
+        }
+        @frozen public enum AcceptableContentType: AcceptableProtocol {
+            case json
+            case applicationProblemJson
+            case other(Swift.String)
+            public init?(rawValue: Swift.String) {
+                switch rawValue.lowercased() {
+                case "application/json":
+                    self = .json
+                case "application/problem+json":
+                    self = .applicationProblemJson
+                default:
+                    self = .other(rawValue)
+                }
+            }
+            public var rawValue: Swift.String {
+                switch self {
+                case let .other(string):
+                    return string
+                case .json:
+                    return "application/json"
+                case .applicationProblemJson:
+                    return "application/problem+json"
+                }
+            }
+            public static var allCases: [Self] {
+                [
+                    .json,
+                    .applicationProblemJson
+                ]
+            }
+        }
+    }
+    /// Delete a cache and its bytes; the next job with its key saves it again (admin).
+    ///
+    /// - Remark: HTTP `DELETE /caches/{cache}`.
+    /// - Remark: Generated from `#/paths//caches/{cache}/delete(deleteCache)`.
+    public enum DeleteCache {
+        public static let id: Swift.String = "deleteCache"
+        public struct Input: Sendable, Hashable {
+            /// - Remark: Generated from `#/paths/caches/{cache}/DELETE/path`.
+            public struct Path: Sendable, Hashable {
+                /// - Remark: Generated from `#/paths/caches/{cache}/DELETE/path/cache`.
+                public var cache: Swift.Int64
+                /// Creates a new `Path`.
+                ///
+                /// - Parameters:
+                ///   - cache:
+                public init(cache: Swift.Int64) {
+                    self.cache = cache
+                }
+            }
+            public var path: Operations.DeleteCache.Input.Path
+            /// - Remark: Generated from `#/paths/caches/{cache}/DELETE/header`.
+            public struct Headers: Sendable, Hashable {
+                public var accept: [OpenAPIRuntime.AcceptHeaderContentType<Operations.DeleteCache.AcceptableContentType>]
+                /// Creates a new `Headers`.
+                ///
+                /// - Parameters:
+                ///   - accept:
+                public init(accept: [OpenAPIRuntime.AcceptHeaderContentType<Operations.DeleteCache.AcceptableContentType>] = .defaultValues()) {
+                    self.accept = accept
+                }
+            }
+            public var headers: Operations.DeleteCache.Input.Headers
+            /// Creates a new `Input`.
+            ///
+            /// - Parameters:
+            ///   - path:
+            ///   - headers:
+            public init(
+                path: Operations.DeleteCache.Input.Path,
+                headers: Operations.DeleteCache.Input.Headers = .init()
+            ) {
+                self.path = path
+                self.headers = headers
+            }
+        }
+        @frozen public enum Output: Sendable, Hashable {
+            public struct Ok: Sendable, Hashable {
+                /// - Remark: Generated from `#/paths/caches/{cache}/DELETE/responses/200/content`.
+                @frozen public enum Body: Sendable, Hashable {
+                    /// - Remark: Generated from `#/paths/caches/{cache}/DELETE/responses/200/content/application\/json`.
+                    case json(Components.Schemas.Cache)
+                    /// The associated value of the enum case if `self` is `.json`.
+                    ///
+                    /// - Throws: An error if `self` is not `.json`.
+                    /// - SeeAlso: `.json`.
+                    public var json: Components.Schemas.Cache {
+                        get throws {
+                            switch self {
+                            case let .json(body):
+                                return body
+                            }
+                        }
+                    }
+                }
+                /// Received HTTP response body
+                public var body: Operations.DeleteCache.Output.Ok.Body
+                /// Creates a new `Ok`.
+                ///
+                /// - Parameters:
+                ///   - body: Received HTTP response body
+                public init(body: Operations.DeleteCache.Output.Ok.Body) {
+                    self.body = body
+                }
+            }
+            /// The cache as it was.
+            ///
+            /// - Remark: Generated from `#/paths//caches/{cache}/delete(deleteCache)/responses/200`.
+            ///
+            /// HTTP response code: `200 ok`.
+            case ok(Operations.DeleteCache.Output.Ok)
+            /// The associated value of the enum case if `self` is `.ok`.
+            ///
+            /// - Throws: An error if `self` is not `.ok`.
+            /// - SeeAlso: `.ok`.
+            public var ok: Operations.DeleteCache.Output.Ok {
+                get throws {
+                    switch self {
+                    case let .ok(response):
+                        return response
+                    default:
+                        try throwUnexpectedResponseStatus(
+                            expectedStatus: "ok",
+                            response: self
+                        )
+                    }
+                }
+            }
+            /// An error: 400 malformed request (a null value included: leave the field out), 401 no valid credentials, 403 the role may not, 404 unknown id or route, 405 wrong method, 406 an Accept header that excludes JSON, 409 wrong state, 413 body too large, 429 too many wrong credentials (valid ones pass), 503 storage full, 500 a fault of the coordinator.
+            ///
+            /// - Remark: Generated from `#/paths//caches/{cache}/delete(deleteCache)/responses/default`.
+            ///
+            /// HTTP response code: `default`.
+            case `default`(statusCode: Swift.Int, Components.Responses.Problem)
+            /// The associated value of the enum case if `self` is `.`default``.
+            ///
+            /// - Throws: An error if `self` is not `.`default``.
+            /// - SeeAlso: `.`default``.
+            public var `default`: Components.Responses.Problem {
+                get throws {
+                    switch self {
+                    case let .`default`(_, response):
+                        return response
+                    default:
+                        try throwUnexpectedResponseStatus(
+                            expectedStatus: "default",
+                            response: self
+                        )
+                    }
+                }
+            }
+        }
+        @frozen public enum AcceptableContentType: AcceptableProtocol {
+            case json
+            case applicationProblemJson
+            case other(Swift.String)
+            public init?(rawValue: Swift.String) {
+                switch rawValue.lowercased() {
+                case "application/json":
+                    self = .json
+                case "application/problem+json":
+                    self = .applicationProblemJson
+                default:
+                    self = .other(rawValue)
+                }
+            }
+            public var rawValue: Swift.String {
+                switch self {
+                case let .other(string):
+                    return string
+                case .json:
+                    return "application/json"
+                case .applicationProblemJson:
+                    return "application/problem+json"
+                }
+            }
+            public static var allCases: [Self] {
+                [
+                    .json,
+                    .applicationProblemJson
+                ]
+            }
+        }
+    }
     /// The schedules (`on.schedule`) of the latest version of each pipeline, with when each is next due (viewer).
     ///
     /// - Remark: HTTP `GET /schedules`.

@@ -139,6 +139,16 @@ public protocol APIProtocol: Sendable {
     /// - Remark: HTTP `POST /queue/cancel`.
     /// - Remark: Generated from `#/paths//queue/cancel/post(bulkCancel)`.
     func bulkCancel(_ input: Operations.BulkCancel.Input) async throws -> Operations.BulkCancel.Output
+    /// Saved caches (`cache:` of jobs), most recently used first (viewer).
+    ///
+    /// - Remark: HTTP `GET /caches`.
+    /// - Remark: Generated from `#/paths//caches/get(listCaches)`.
+    func listCaches(_ input: Operations.ListCaches.Input) async throws -> Operations.ListCaches.Output
+    /// Delete a cache and its bytes; the next job with its key saves it again (admin).
+    ///
+    /// - Remark: HTTP `DELETE /caches/{cache}`.
+    /// - Remark: Generated from `#/paths//caches/{cache}/delete(deleteCache)`.
+    func deleteCache(_ input: Operations.DeleteCache.Input) async throws -> Operations.DeleteCache.Output
     /// The schedules (`on.schedule`) of the latest version of each pipeline, with when each is next due (viewer).
     ///
     /// - Remark: HTTP `GET /schedules`.
@@ -500,6 +510,32 @@ extension APIProtocol {
         try await bulkCancel(Operations.BulkCancel.Input(
             headers: headers,
             body: body
+        ))
+    }
+    /// Saved caches (`cache:` of jobs), most recently used first (viewer).
+    ///
+    /// - Remark: HTTP `GET /caches`.
+    /// - Remark: Generated from `#/paths//caches/get(listCaches)`.
+    public func listCaches(
+        query: Operations.ListCaches.Input.Query = .init(),
+        headers: Operations.ListCaches.Input.Headers = .init()
+    ) async throws -> Operations.ListCaches.Output {
+        try await listCaches(Operations.ListCaches.Input(
+            query: query,
+            headers: headers
+        ))
+    }
+    /// Delete a cache and its bytes; the next job with its key saves it again (admin).
+    ///
+    /// - Remark: HTTP `DELETE /caches/{cache}`.
+    /// - Remark: Generated from `#/paths//caches/{cache}/delete(deleteCache)`.
+    public func deleteCache(
+        path: Operations.DeleteCache.Input.Path,
+        headers: Operations.DeleteCache.Input.Headers = .init()
+    ) async throws -> Operations.DeleteCache.Output {
+        try await deleteCache(Operations.DeleteCache.Input(
+            path: path,
+            headers: headers
         ))
     }
     /// The schedules (`on.schedule`) of the latest version of each pipeline, with when each is next due (viewer).

@@ -1783,6 +1783,88 @@ enum OpenAPIDocument {
         }
       }
     },
+    "/caches": {
+      "get": {
+        "operationId": "listCaches",
+        "tags": [
+          "api"
+        ],
+        "summary": "Saved caches (`cache:` of jobs), most recently used first (viewer).",
+        "parameters": [
+          {
+            "name": "project",
+            "in": "query",
+            "description": "Only this project's caches (404 when there is no such project).",
+            "schema": {
+              "type": "string",
+              "pattern": "^[A-Za-z0-9._-]{1,100}$"
+            }
+          }
+        ],
+        "responses": {
+          "200": {
+            "description": "The caches.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "type": "object",
+                  "required": [
+                    "caches"
+                  ],
+                  "properties": {
+                    "caches": {
+                      "type": "array",
+                      "items": {
+                        "$ref": "#/components/schemas/Cache"
+                      }
+                    }
+                  }
+                }
+              }
+            }
+          },
+          "default": {
+            "$ref": "#/components/responses/Problem"
+          }
+        }
+      }
+    },
+    "/caches/{cache}": {
+      "parameters": [
+        {
+          "name": "cache",
+          "in": "path",
+          "required": true,
+          "schema": {
+            "type": "integer",
+            "format": "int64",
+            "minimum": 1
+          }
+        }
+      ],
+      "delete": {
+        "operationId": "deleteCache",
+        "tags": [
+          "api"
+        ],
+        "summary": "Delete a cache and its bytes; the next job with its key saves it again (admin).",
+        "responses": {
+          "200": {
+            "description": "The cache as it was.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Cache"
+                }
+              }
+            }
+          },
+          "default": {
+            "$ref": "#/components/responses/Problem"
+          }
+        }
+      }
+    },
     "/schedules": {
       "get": {
         "operationId": "listSchedules",
@@ -3138,6 +3220,59 @@ enum OpenAPIDocument {
               "type": "integer",
               "format": "int64"
             }
+          }
+        }
+      },
+      "Cache": {
+        "type": "object",
+        "required": [
+          "id",
+          "project",
+          "branch",
+          "key",
+          "size",
+          "sha256",
+          "createdAt",
+          "lastUsedAt",
+          "hits"
+        ],
+        "properties": {
+          "id": {
+            "type": "integer",
+            "format": "int64"
+          },
+          "project": {
+            "type": "string"
+          },
+          "branch": {
+            "type": "string",
+            "description": "The branch of the run that saved it."
+          },
+          "key": {
+            "type": "string",
+            "description": "The key, expanded (${hash:...} replaced)."
+          },
+          "size": {
+            "type": "integer",
+            "format": "int64",
+            "description": "Bytes of its archive (a tar file)."
+          },
+          "sha256": {
+            "type": "string"
+          },
+          "createdAt": {
+            "type": "string",
+            "format": "date-time"
+          },
+          "lastUsedAt": {
+            "type": "string",
+            "format": "date-time",
+            "description": "When a job last restored it (or it was saved)."
+          },
+          "hits": {
+            "type": "integer",
+            "format": "int64",
+            "description": "How often a job restored it."
           }
         }
       },
