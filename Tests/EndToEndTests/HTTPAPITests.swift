@@ -11,6 +11,7 @@ import Wire
         jobs:
           test:
             labels: [linux]
+            cache: { key: ci, paths: [out.txt] }
             nodes:
               first:
                 run: printf 'one\\n'
@@ -261,6 +262,12 @@ import Wire
                 ("DELETE", "/api/v1/projects/shop/secrets/DEPLOY_TOKEN", "/projects/{project}/secrets/{name}", nil),
             ]
             for entry in calls { try await call(entry.method, entry.path, entry.template, entry.body) }
+            // The job's cache, saved by the first run that succeeded.
+            try await call("GET", "/api/v1/caches?project=shop", "/caches", nil)
+            let cacheID = (answers["GET /caches"]?.object?["caches"] as? [[String: Any]])?.first?["id"] as? Int ?? 0
+            #expect(cacheID > 0, "\(answers["GET /caches"]?.text ?? "")")
+            try await call("DELETE", "/api/v1/caches/\(cacheID)", "/caches/{cache}", nil)
+            #expect(answers["DELETE /caches/{cache}"]?.object?["key"] as? String == "ci")
             try await call("GET", "/api/v1/runs/\(firstRun - 2)/jobs/test/nodes/first/log", "/runs/{run}/jobs/{job}/nodes/{node}/log", nil)
             #expect(answers["GET /runs/{run}/jobs/{job}/nodes/{node}/log"]?.text == "one\n")
             try await call("GET", "/api/v1/runs/\(firstRun - 2)/jobs/test/nodes/first/log/search?q=ON%20&regex=false",
@@ -618,7 +625,7 @@ import Wire
                     let path = "/api/v1" + template.replacingOccurrences(of: "{project}", with: "shop")
                         .replacingOccurrences(of: "{pipeline}", with: "ci").replacingOccurrences(of: "{run}", with: "999")
                         .replacingOccurrences(of: "{job}", with: "999").replacingOccurrences(of: "{node}", with: "n")
-                        .replacingOccurrences(of: "{runner}", with: "r").replacingOccurrences(of: "{artifact}", with: "999")
+                        .replacingOccurrences(of: "{runner}", with: "r").replacingOccurrences(of: "{artifact}", with: "999").replacingOccurrences(of: "{cache}", with: "999")
                         .replacingOccurrences(of: "{name}", with: "nobody")
                     for (role, secret) in [("viewer", viewer), ("automation", automation), ("none", "")] {
                         let headers = secret.isEmpty ? [] : bearer(secret)
