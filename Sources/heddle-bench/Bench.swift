@@ -18,7 +18,7 @@ struct Bench {
         let quick = arguments.contains("--quick")
         let json = arguments.contains("--json")
         // `--only jobs,log` runs just those scenarios (for profiling one of them).
-        let scenarios = ["baselines", "jobs", "latency", "log", "tail", "artifact", "queue", "runners", "burst", "http", "hostile", "cluster"]
+        let scenarios = ["baselines", "jobs", "latency", "log", "tail", "artifact", "cache", "queue", "runners", "burst", "http", "hostile", "cluster"]
         var only: [String]?
         if let flag = arguments.firstIndex(of: "--only") {
             let value = arguments.index(after: flag) < arguments.endIndex ? arguments[arguments.index(after: flag)] : ""
@@ -71,6 +71,9 @@ struct Bench {
             let artifact = try await Scenarios.artifactThroughput(fabric, bytes: quick ? 256 << 20 : 1 << 30)
             record("artifact_throughput_mb_s", artifact)
             if tls > 0 { record("artifact_throughput_vs_limit", artifact / min(tls, disk)) }
+        }
+        if wanted("cache") {
+            record("cache_restore_mb_s", try await Scenarios.cacheRestore(fabric, bytes: 500 << 20))
         }
         if wanted("queue") {
             let queue = try await Scenarios.queueOperations(fabric, total: 100_000, samples: quick ? 200 : 1000)

@@ -118,6 +118,102 @@ extension Scenarios {
         return Double(bytes) / elapsed / 1_000_000
     }
 
+    /// A job's cache of `bytes` restored by the next run's job, as a runner does (`JobCache`):
+    /// found by its key, then read in chunks of the session's chunk size one request at a
+    /// time and its SHA-256 checked; MB/s of that read. The cache is saved first by a job of
+    /// the same pipeline (an upload committed with the key). Unpacking (`tar -x`) is the
+    /// runner's disk and is not in the figure.
+    static func cacheRestore(_ fabric: BenchCoordinator, bytes: Int) async throws -> Double {
+        let admin = try await fabric.admin()
+        let source = "name: cache\njobs:\n  j:\n    labels: [cache]\n    cache: { key: bench, paths: [big] }\n    nodes:\n      n: { run: 'true' }\n"
+        _ = try await admin.pushPipeline(project: "bench", fileName: "cache.act", source: source)
+        let runner = try await fabric.runner(labels: ["cache"], capacity: 1)
+        var pushes = runner.pushes.makeAsyncIterator()
+        func nextAssignment() async throws -> Heddle_V1_Assignment {
+            _ = try await admin.trigger(project: "bench", pipeline: "cache", branch: "main")
+            while let envelope = await pushes.next() {
+                if case .assignment(let assignment) = envelope.body { return assignment }
+            }
+            throw WireError(.internal, "the runner's connection closed before an assignment")
+        }
+        func finish(_ assignment: Heddle_V1_Assignment) async throws {
+            var finish = Heddle_V1_JobFinish()
+            finish.job = assignment.job
+            finish.status = .succeeded
+            _ = try await runner.request(.jobFinish(finish))
+        }
+        let chunkSize = Int(runner.welcome.maxArtifactChunkBytes)
+        var base = Data(count: chunkSize)
+        base.withUnsafeMutableBytes { for i in 0..<$0.count { $0[i] = UInt8(truncatingIfNeeded: i &* 2_654_435_761 >> 11) } }
+        func chunk(_ index: Int) -> Data {
+            var data = base
+            withUnsafeBytes(of: UInt64(index).littleEndian) { data.replaceSubrange(0..<8, with: $0) }
+            return data.prefix(min(chunkSize, bytes - index * chunkSize))
+        }
+        let count = (bytes + chunkSize - 1) / chunkSize
+        var hasher = SHA256()
+        for index in 0..<count { hasher.update(data: chunk(index)) }
+        let sha256 = Data(hasher.finalize())
+
+        // The first job saves the cache.
+        let saving = try await nextAssignment()
+        var declare = Heddle_V1_ArtifactDeclare()
+        declare.job = saving.job
+        declare.name = ".heddle-cache.tar"
+        declare.size = UInt64(bytes)
+        declare.sha256 = sha256
+        guard case .artifactDeclared(let declared) = try await runner.request(.artifactDeclare(declare)).body else {
+            throw WireError(.internal, "the cache was not declared")
+        }
+        for index in 0..<count {
+            var message = Heddle_V1_ArtifactChunk()
+            message.job = saving.job
+            message.uploadID = declared.uploadID
+            message.offset = UInt64(index * chunkSize)
+            message.data = chunk(index)
+            try await runner.send(.artifactChunk(message))
+        }
+        var commit = Heddle_V1_ArtifactCommit()
+        commit.job = saving.job
+        commit.uploadID = declared.uploadID
+        commit.cacheKey = "bench"
+        guard case .artifactCommitted = try await runner.request(.artifactCommit(commit)).body else {
+            throw WireError(.internal, "the cache was not committed")
+        }
+        try await finish(saving)
+
+        // The next job restores it.
+        let restoring = try await nextAssignment()
+        let started = ContinuousClock.now
+        var find = Heddle_V1_CacheFindRequest()
+        find.job = restoring.job
+        find.key = "bench"
+        guard case .cacheFound(let found) = try await runner.request(.cacheFind(find)).body, found.found, found.exact,
+              found.size == UInt64(bytes) else {
+            throw WireError(.internal, "the cache was not found")
+        }
+        var check = SHA256()
+        var offset: UInt64 = 0
+        while offset < found.size {
+            var read = Heddle_V1_CacheReadRequest()
+            read.job = restoring.job
+            read.cacheID = found.cacheID
+            read.offset = offset
+            read.length = UInt32(min(UInt64(chunkSize), found.size - offset))
+            guard case .cacheData(let data) = try await runner.request(.cacheRead(read)).body, !data.data.isEmpty else {
+                throw WireError(.internal, "the cache ended at \(offset)")
+            }
+            check.update(data: data.data)
+            offset += UInt64(data.data.count)
+        }
+        guard Data(check.finalize()) == sha256 else { throw WireError(.internal, "the restored cache's SHA-256 differs") }
+        let elapsed = seconds(since: started)
+        try await finish(restoring)
+        await runner.close()
+        await admin.connection.close()
+        return Double(bytes) / elapsed / 1_000_000
+    }
+
     /// A pipeline of `jobs` jobs that no runner takes (their label is carried by none).
     static func widePipeline(_ name: String, jobs: Int) -> String {
         var text = "name: \(name)\njobs:\n"

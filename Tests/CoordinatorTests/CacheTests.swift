@@ -30,6 +30,19 @@ import Testing
         ])
     }
 
+    /// A fork's pull request saves under `fork:BRANCH`, never the default branch's caches, even
+    /// from a branch called `main`; every run reads `main`'s.
+    @Test func aForksRunNeverWritesTheDefaultBranchsCaches() {
+        var run = RunRecord(id: 1, project: "p", pipeline: "ci", pipelineVersionID: 1, branch: "main", status: .queued, attempt: 1,
+                            trigger: "webhook", createdAt: 0)
+        #expect(CoordinatorCore.cacheScope(of: run) == "main" && CoordinatorCore.cacheBranches(of: run) == ["main"])
+        run.fork = true
+        #expect(CoordinatorCore.cacheScope(of: run) == "fork:main" && CoordinatorCore.cacheBranches(of: run) == ["fork:main", "main"])
+        run.branch = "feature"
+        run.fork = false
+        #expect(CoordinatorCore.cacheBranches(of: run) == ["feature", "main"])
+    }
+
     @Test func aBadCacheIsRefusedAtItsLine() {
         let cases: [(String, Int, String)] = [
             ("    cache: { paths: [a] }\n", 4, "has no `key`"),

@@ -15,9 +15,17 @@ extension CoordinatorCore {
     /// The branch whose caches every branch's jobs may restore.
     public static let defaultCacheBranch = "main"
 
-    /// The run's branch, then the default one.
+    /// Where a run's job saves its cache: its branch, or for a pull request from a fork
+    /// `fork:BRANCH` (a fork's branch may be called `main` too, and must not write the
+    /// default branch's caches; no branch name has a `:`).
+    static func cacheScope(of run: RunRecord) -> String {
+        run.fork ? "fork:\(run.branch)" : run.branch
+    }
+
+    /// Where a run's job finds caches: its own scope, then the default branch's.
     static func cacheBranches(of run: RunRecord) -> [String] {
-        run.branch == defaultCacheBranch ? [run.branch] : [run.branch, defaultCacheBranch]
+        let own = cacheScope(of: run)
+        return own == defaultCacheBranch ? [own] : [own, defaultCacheBranch]
     }
 
     /// Why `key` is no expanded cache key (letters, digits, `. _ - /`, 1 to 256 bytes), or nil.
@@ -74,10 +82,10 @@ extension CoordinatorCore {
         let pending = try await uploads.storeBytes(uploadID: uploadID, jobID: ref.jobID)
         guard let run = try await store.run(id: runID) else { throw CoordinatorError.notFound("run \(runID) does not exist") }
         try await jobs.checkLease(ref, session: session)
-        let saved = try await store.saveCache(project: run.project, branch: run.branch, key: key, sha256: pending.sha256,
+        let saved = try await store.saveCache(project: run.project, branch: Self.cacheScope(of: run), key: key, sha256: pending.sha256,
                                               size: pending.size, now: Date.nowMilliseconds)
         await uploads.recorded(uploadID: uploadID)
-        logger.info("cache saved", metadata: ["job.id": "\(ref.jobID)", "key": "\(key)", "branch": "\(run.branch)",
+        logger.info("cache saved", metadata: ["job.id": "\(ref.jobID)", "key": "\(key)", "branch": "\(Self.cacheScope(of: run))",
                                               "size": "\(pending.size)", "new": "\(saved != nil)"])
         if saved == nil, !(try await store.blobInUse(sha256: pending.sha256)) {
             await catalog.artifactStore.remove(sha256: pending.sha256)
