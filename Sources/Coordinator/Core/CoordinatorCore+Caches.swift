@@ -79,29 +79,52 @@ extension CoordinatorCore {
     func commitCache(session: UInt64, job ref: LeaseRef, uploadID: UInt64, key: String) async throws -> Int64 {
         if let problem = Self.expandedKeyProblem(key, "cache key") { throw CoordinatorError.invalid(problem) }
         let runID = try await jobs.leasedRun(ref, session: session)
-        let pending = try await uploads.storeBytes(uploadID: uploadID, jobID: ref.jobID)
+        let stored = try await uploads.storeBytes(uploadID: uploadID, jobID: ref.jobID)
+        let blob = CacheBlob(sha256: stored.sha256, size: stored.size)
+        let id = try await recordCache(blob, key: key, runID: runID, ref: ref, session: session)
+        await uploads.recorded(uploadID: uploadID)
+        try await evictCaches()
+        return id
+    }
+
+    /// The bytes of a cache's upload, stored.
+    struct CacheBlob: Sendable {
+        var sha256: String
+        var size: Int64
+    }
+
+    /// Records a cache of the run's project and scope; its id, or 0 when the key was there
+    /// (then the bytes just stored go, unless something else has them).
+    private func recordCache(_ blob: CacheBlob, key: String, runID: Int64, ref: LeaseRef, session: UInt64) async throws -> Int64 {
         guard let run = try await store.run(id: runID) else { throw CoordinatorError.notFound("run \(runID) does not exist") }
         try await jobs.checkLease(ref, session: session)
-        let saved = try await store.saveCache(project: run.project, branch: Self.cacheScope(of: run), key: key, sha256: pending.sha256,
-                                              size: pending.size, now: Date.nowMilliseconds)
-        await uploads.recorded(uploadID: uploadID)
-        logger.info("cache saved", metadata: ["job.id": "\(ref.jobID)", "key": "\(key)", "branch": "\(Self.cacheScope(of: run))",
-                                              "size": "\(pending.size)", "new": "\(saved != nil)"])
-        if saved == nil, !(try await store.blobInUse(sha256: pending.sha256)) {
-            await catalog.artifactStore.remove(sha256: pending.sha256)
+        let scope = Self.cacheScope(of: run)
+        let saved = try await store.saveCache(project: run.project, branch: scope, key: key, sha256: blob.sha256, size: blob.size,
+                                              now: Date.nowMilliseconds)
+        logger.info("cache saved", metadata: ["job.id": "\(ref.jobID)", "key": "\(key)", "branch": "\(scope)",
+                                              "size": "\(blob.size)", "new": "\(saved != nil)"])
+        guard let saved else {
+            try await removeUnusedBlob(blob.sha256)
+            return 0
         }
-        try await evictCaches()
-        return saved?.id ?? 0
+        return saved.id
     }
 
     /// The least recently used caches past `maximumCacheBytes` go, with their bytes (unless an
     /// artifact or another cache has the same).
     func evictCaches() async throws {
-        for entry in try await store.evictCaches(maximumBytes: limits.maximumCacheBytes) {
-            if !(try await store.blobInUse(sha256: entry.sha256)) { await catalog.artifactStore.remove(sha256: entry.sha256) }
+        let evicted = try await store.evictCaches(maximumBytes: limits.maximumCacheBytes)
+        for entry in evicted {
+            try await removeUnusedBlob(entry.sha256)
             logger.info("cache evicted", metadata: ["project": "\(entry.project)", "branch": "\(entry.branch)",
                                                     "key": "\(entry.key)", "size": "\(entry.size)"])
         }
+    }
+
+    /// Removes the stored bytes of this SHA-256 unless an artifact or a cache has them.
+    private func removeUnusedBlob(_ sha256: String) async throws {
+        let used = try await store.blobInUse(sha256: sha256)
+        if !used { await catalog.artifactStore.remove(sha256: sha256) }
     }
 
     /// Every cache (of `project` when given), most recently used first (viewer).
@@ -118,7 +141,7 @@ extension CoordinatorCore {
     public func deleteCache(id: Int64, as principal: Principal) async throws -> CacheEntryRecord {
         try Authorization.check(principal, .deleteCache)
         guard let entry = try await store.deleteCache(id: id) else { throw CoordinatorError.notFound("cache \(id) does not exist") }
-        if !(try await store.blobInUse(sha256: entry.sha256)) { await catalog.artifactStore.remove(sha256: entry.sha256) }
+        try await removeUnusedBlob(entry.sha256)
         logger.info("cache deleted", metadata: ["project": "\(entry.project)", "key": "\(entry.key)", "by": "\(principal.name)"])
         return entry
     }
