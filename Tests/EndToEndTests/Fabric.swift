@@ -113,7 +113,9 @@ final class Fabric: Sendable {
             processes.withLock { $0.runners.append(runner) }
         }
         let expected = runnerLabels.count
-        try await waitUntil("\(expected) runners to connect") {
+        // 90 s: when every suite starts at once on two cores, a runner's first connection
+        // (TLS, Hello, the registration) took over 30 s once in a fresh-clone CI run.
+        try await waitUntil("\(expected) runners to connect", timeout: .seconds(90)) {
             let result = try await self.heddle(["runners", "--json"])
             let list = (try JSONSerialization.jsonObject(with: Data(result.output.utf8)) as? [String: Any])?["runners"] as? [Any]
             return list?.count == expected
