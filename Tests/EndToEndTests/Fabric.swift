@@ -115,10 +115,16 @@ final class Fabric: Sendable {
         let expected = runnerLabels.count
         // 90 s: when every suite starts at once on two cores, a runner's first connection
         // (TLS, Hello, the registration) took over 30 s once in a fresh-clone CI run.
-        try await waitUntil("\(expected) runners to connect", timeout: .seconds(90)) {
-            let result = try await self.heddle(["runners", "--json"])
-            let list = (try JSONSerialization.jsonObject(with: Data(result.output.utf8)) as? [String: Any])?["runners"] as? [Any]
-            return list?.count == expected
+        do {
+            try await waitUntil("\(expected) runners to connect", timeout: .seconds(90)) {
+                let result = try await self.heddle(["runners", "--json"])
+                let list = (try JSONSerialization.jsonObject(with: Data(result.output.utf8)) as? [String: Any])?["runners"] as? [Any]
+                return list?.count == expected
+            }
+        } catch {
+            // The test never gets this fabric to stop: its processes are stopped here.
+            await stop()
+            throw error
         }
     }
 
