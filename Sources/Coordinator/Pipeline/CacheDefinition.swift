@@ -8,6 +8,14 @@ extension JobDefinition {
     }
 }
 
+extension CacheDefinition {
+    /// A job's `cache` column as both stores keep it (`JobDefinition.cacheColumn`): JSON, or
+    /// empty for none.
+    static func fromColumn(_ text: String) throws -> CacheDefinition? {
+        text.isEmpty ? nil : try JSONDecoder().decode(CacheDefinition.self, from: Data(text.utf8))
+    }
+}
+
 /// A job's `cache:`: files kept between runs under a key. The runner expands the key after the
 /// checkout (`${hash:GLOB,...}` becomes the first 16 hex digits of the SHA-256 of the files the
 /// globs match), restores the newest cache with that key, else with the longest-standing

@@ -370,12 +370,7 @@ extension PostgresStore {
                   queuedAt: try row.get("queued_at"), startedAt: try row.get("started_at"), finishedAt: try row.get("finished_at"),
                   reason: try row.get("reason"), commit: try row.get("commit_sha"), retryLost: try row.get("retry_lost"),
                   lostCount: try row.get("lost_count"), carriedFrom: try row.get("carried_from"),
-                  cache: try cacheDefinition(try row.get("cache", as: String.self)))
-    }
-
-    /// A job's `cache` column: JSON of its `CacheDefinition`, or empty.
-    static func cacheDefinition(_ text: String) throws -> CacheDefinition? {
-        text.isEmpty ? nil : try JSONDecoder().decode(CacheDefinition.self, from: Data(text.utf8))
+                  cache: try CacheDefinition.fromColumn(try row.get("cache", as: String.self)))
     }
 
     public func jobs(runID: Int64, attempt: Int) async throws -> [JobRecord] {

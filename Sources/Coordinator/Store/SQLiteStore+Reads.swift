@@ -66,7 +66,7 @@ extension SQLiteStore {
                   runner: row["runner"], epoch: row["epoch"], position: row["position"], queuedAt: row["queued_at"],
                   startedAt: row["started_at"], finishedAt: row["finished_at"], reason: row["reason"],
                   commit: row["commit_sha"], retryLost: row["retry_lost"], lostCount: row["lost_count"],
-                  carriedFrom: row["carried_from"], cache: try PostgresStore.cacheDefinition(row["cache"]))
+                  carriedFrom: row["carried_from"], cache: try CacheDefinition.fromColumn(row["cache"]))
     }
 
     public func jobs(runID: Int64, attempt: Int) async throws -> [JobRecord] {
