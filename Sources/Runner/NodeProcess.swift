@@ -14,7 +14,7 @@ final class NodeProcess: Sendable {
     /// Output chunks, ending at EOF of the pipe.
     let output: AsyncStream<Data>
     private let slots: DispatchSemaphore
-    private let exitStatus = ExitBox()
+    private let exitStatus: ExitBox
 
     final class ExitBox: Sendable {
         struct State {
@@ -41,38 +41,6 @@ final class NodeProcess: Sendable {
     /// node runs in it instead, neither sandboxed nor in `cgroups`.
     init(command: String, environment: [String: String], directory: String, sandbox: Sandbox? = nil,
          network: Bool = true, cgroups: [String] = [], container: [String]? = nil) throws {
-        // Pipe creation and spawn are serialized so no other node's child inherits this
-        // pipe in the moment before its ends are marked close-on-exec.
-        spawnLock.lock()
-        defer { spawnLock.unlock() }
-        var fds: [Int32] = [0, 0]
-        guard pipe(&fds) == 0 else { throw RunnerError("cannot create a pipe: \(errnoText())") }
-        let (readEnd, writeEnd) = (fds[0], fds[1])
-        _ = fcntl(readEnd, F_SETFD, FD_CLOEXEC)
-        _ = fcntl(writeEnd, F_SETFD, FD_CLOEXEC)
-
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_adddup2(&actions, writeEnd, 1)
-        posix_spawn_file_actions_adddup2(&actions, writeEnd, 2)
-        // Nothing else the runner holds (descriptors its own parent left it) reaches a node.
-        _ = closeFrom?(&actions, 3)
-
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        var noSignals = sigset_t()
-        sigemptyset(&noSignals)
-        var defaults = sigset_t()
-        sigemptyset(&defaults)
-        for signal in [SIGPIPE, SIGTERM, SIGINT, SIGHUP, SIGCHLD] { sigaddset(&defaults, signal) }
-        posix_spawnattr_setsigmask(&attributes, &noSignals)
-        posix_spawnattr_setsigdefault(&attributes, &defaults)
-        posix_spawnattr_setpgroup(&attributes, 0)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-
         // The outer shell changes to the workspace and execs the node's shell in place, so
         // the pid and process group stay the same. In a sandbox, bwrap changes to it.
         // With cgroups, a shell joins them first (`Cgroups.joining`) and execs the rest.
@@ -84,47 +52,33 @@ final class NodeProcess: Sendable {
             ["/bin/sh", "-c", "cd -- \"$0\" && exec /bin/sh -c \"$1\"", directory, command]
         }
         if !cgroups.isEmpty && container == nil { argv = Cgroups.joining(cgroups, argv) }
-        let program = argv[0]
+        let program = argv
         let token = UUID().uuidString
         var environment = environment
         environment[ProcessTree.variable] = token
         let envp = environment.map { "\($0.key)=\($0.value)" }.sorted()
-        var spawned: pid_t = 0
-        let result = withCStrings(argv) { cArgv in
-            withCStrings(envp) { cEnvp in
-                posix_spawn(&spawned, program, &actions, &attributes, cArgv, cEnvp)
-            }
-        }
-        close(writeEnd)
-        guard result == 0 else {
-            close(readEnd)
-            throw RunnerError("cannot start \(program): \(String(cString: strerror(result)))")
-        }
-        let pid = spawned
-        self.pid = pid
-        self.token = token
-        self.slots = DispatchSemaphore(value: Self.bufferedChunks)
-        let (stream, continuation) = AsyncStream.makeStream(of: Data.self)
-        self.output = stream
 
-        let slots = self.slots
-        let reader = Thread {
-            var buffer = [UInt8](repeating: 0, count: Self.chunkSize)
-            while true {
-                let n = buffer.withUnsafeMutableBytes { read(readEnd, $0.baseAddress, $0.count) }
-                if n < 0 && errno == EINTR { continue }
-                if n <= 0 { break }
-                slots.wait()
-                continuation.yield(Data(buffer[0..<n]))
-            }
-            close(readEnd)
-            continuation.finish()
-        }
-        reader.name = "heddle-node-output-\(pid)"
-        reader.start()
+        // Pipe creation and spawn are serialized so no other node's child inherits this
+        // pipe in the moment before its ends are marked close-on-exec.
+        spawnLock.lock()
+        defer { spawnLock.unlock() }
+        var fds: [Int32] = [0, 0]
+        guard pipe(&fds) == 0 else { throw RunnerError("cannot create a pipe: \(errnoText())") }
+        let (readEnd, writeEnd) = (fds[0], fds[1])
+        _ = fcntl(readEnd, F_SETFD, FD_CLOEXEC)
+        _ = fcntl(writeEnd, F_SETFD, FD_CLOEXEC)
 
-        let exitStatus = self.exitStatus
+        // The node is started by the thread that waits for it, which lives until the node's
+        // shell has exited. The kernel's parent-death signal (bwrap's `--die-with-parent`,
+        // PR_SET_PDEATHSIG) follows the thread that started a process, not the process: a
+        // node started from a Swift concurrency thread was killed (SIGKILL, exit code 137)
+        // when that thread ended after 5 s idle, while the node ran quietly.
+        let exitStatus = ExitBox()
+        let started = SpawnResult()
         let waiter = Thread {
+            let (pid, result) = Self.spawn(program, environment: envp, output: writeEnd)
+            started.set(pid: pid, result: result)
+            guard result == 0 else { return }
             var status: Int32 = 0
             while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
             // The shell is gone: whatever it left running goes too, so the pipe reaches EOF
@@ -145,8 +99,86 @@ final class NodeProcess: Sendable {
             for waiter in waiters { waiter.resume(returning: code) }
             exitStatus.exited.signal()
         }
-        waiter.name = "heddle-node-wait-\(pid)"
+        waiter.name = "heddle-node-wait"
         waiter.start()
+        let (pid, result) = started.wait()
+        close(writeEnd)
+        guard result == 0 else {
+            close(readEnd)
+            throw RunnerError("cannot start \(program[0]): \(String(cString: strerror(result)))")
+        }
+        self.pid = pid
+        self.token = token
+        self.exitStatus = exitStatus
+        self.slots = DispatchSemaphore(value: Self.bufferedChunks)
+        let (stream, continuation) = AsyncStream.makeStream(of: Data.self)
+        self.output = stream
+
+        let slots = self.slots
+        let reader = Thread {
+            var buffer = [UInt8](repeating: 0, count: Self.chunkSize)
+            while true {
+                let n = buffer.withUnsafeMutableBytes { read(readEnd, $0.baseAddress, $0.count) }
+                if n < 0 && errno == EINTR { continue }
+                if n <= 0 { break }
+                slots.wait()
+                continuation.yield(Data(buffer[0..<n]))
+            }
+            close(readEnd)
+            continuation.finish()
+        }
+        reader.name = "heddle-node-output-\(pid)"
+        reader.start()
+    }
+
+    /// The pid and `posix_spawn`'s result, handed from the waiter thread to `init`.
+    private final class SpawnResult: Sendable {
+        private let value = Mutex<(pid_t, Int32)?>(nil)
+        private let ready = DispatchSemaphore(value: 0)
+
+        func set(pid: pid_t, result: Int32) {
+            value.withLock { $0 = (pid, result) }
+            ready.signal()
+        }
+
+        func wait() -> (pid_t, Int32) {
+            ready.wait()
+            return value.withLock { $0 } ?? (0, EINVAL)
+        }
+    }
+
+    /// `posix_spawn` of `argv` in a process group of its own, stdin from /dev/null, stdout
+    /// and stderr to `output`, no other descriptor, default signal handling.
+    private static func spawn(_ argv: [String], environment: [String], output: Int32) -> (pid_t, Int32) {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_adddup2(&actions, output, 1)
+        posix_spawn_file_actions_adddup2(&actions, output, 2)
+        // Nothing else the runner holds (descriptors its own parent left it) reaches a node.
+        _ = closeFrom?(&actions, 3)
+
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var noSignals = sigset_t()
+        sigemptyset(&noSignals)
+        var defaults = sigset_t()
+        sigemptyset(&defaults)
+        for signal in [SIGPIPE, SIGTERM, SIGINT, SIGHUP, SIGCHLD] { sigaddset(&defaults, signal) }
+        posix_spawnattr_setsigmask(&attributes, &noSignals)
+        posix_spawnattr_setsigdefault(&attributes, &defaults)
+        posix_spawnattr_setpgroup(&attributes, 0)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+
+        var spawned: pid_t = 0
+        let result = withCStrings(argv) { cArgv in
+            withCStrings(environment) { cEnvp in
+                posix_spawn(&spawned, argv[0], &actions, &attributes, cArgv, cEnvp)
+            }
+        }
+        return (spawned, result)
     }
 
     /// Call after consuming each chunk of `output`, so the reader may buffer another.

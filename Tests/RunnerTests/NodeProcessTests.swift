@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import TestSupport
 import Testing
 @testable import Runner
@@ -41,6 +42,39 @@ import Testing
                                         environment: ["GREETING": "hi there", "PATH": "/usr/bin:/bin"])
         let resolved = URL(fileURLWithPath: dir.path).resolvingSymlinksInPath().path
         #expect(String(decoding: output, as: UTF8.self) == "\(resolved)\nhi there\n")
+    }
+
+    /// A node lives as long as it runs, whichever thread started it. The kernel's
+    /// parent-death signal (bwrap's `--die-with-parent`) follows the thread that started a
+    /// process, and a Swift concurrency thread ends after 5 s idle: quiet nodes were killed
+    /// (exit code 137). Here the node sets that signal, the thread that started it then ends,
+    /// and the node must still print and exit 0.
+    @Test func aNodeOutlivesTheThreadThatStartedIt() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let command = "exec /usr/bin/setpriv --pdeathsig KILL /bin/sh -c 'touch armed; sleep 2; echo alive'"
+        let started = Mutex<Result<NodeProcess, any Error>?>(nil)
+        let ended = Mutex(false)
+        let starter = Thread {
+            let process = Result { try NodeProcess(command: command, environment: [:], directory: dir.path) }
+            started.withLock { $0 = process }
+            let deadline = ContinuousClock.now.advanced(by: .seconds(20))
+            while !FileManager.default.fileExists(atPath: "\(dir.path)/armed") && ContinuousClock.now < deadline {
+                usleep(10_000)
+            }
+            ended.withLock { $0 = true }
+        }
+        starter.start()
+        try await waitUntil("the starting thread to end") { ended.withLock { $0 } }
+        let process = try #require(try started.withLock { $0 }?.get())
+        #expect(FileManager.default.fileExists(atPath: "\(dir.path)/armed"))
+        var output = Data()
+        for await chunk in process.output {
+            output.append(chunk)
+            process.consumed()
+        }
+        #expect(await process.exitCode() == 0)
+        #expect(String(decoding: output, as: UTF8.self) == "alive\n")
     }
 
     @Test func backgroundProcessesDoNotOutliveTheirNode() async throws {
