@@ -70,11 +70,11 @@ struct API: APIProtocol {
     }
 
     func listCaches(_ input: Operations.ListCaches.Input) async throws -> Operations.ListCaches.Output {
-        .ok(.init(body: .json(.init(caches: try await core.caches(project: input.query.project, as: caller).map(Self.cache)))))
+        .ok(.init(body: .json(.init(caches: try await core.caches.list(project: input.query.project, as: caller).map(Self.cache)))))
     }
 
     func deleteCache(_ input: Operations.DeleteCache.Input) async throws -> Operations.DeleteCache.Output {
-        .ok(.init(body: .json(Self.cache(try await core.deleteCache(id: input.path.cache, as: caller)))))
+        .ok(.init(body: .json(Self.cache(try await core.caches.delete(id: input.path.cache, as: caller)))))
     }
 
     static func cache(_ entry: CacheEntryRecord) -> Components.Schemas.Cache {

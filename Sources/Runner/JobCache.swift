@@ -45,7 +45,7 @@ struct JobCache {
                 }
                 hasher.update(data: Data([0]))
             }
-            out += hasher.finalize().map { String(format: "%02x", $0) }.joined().prefix(16)
+            out += hex(hasher.finalize()).prefix(16)
             rest = rest[rest.index(after: end)...]
         }
         return out + rest
@@ -98,7 +98,7 @@ struct JobCache {
             try handle.write(contentsOf: data.data)
             offset += UInt64(data.data.count)
         }
-        let sha = hasher.finalize().map { String(format: "%02x", $0) }.joined()
+        let sha = hex(hasher.finalize())
         guard sha == found.sha256 else { throw RunnerError("the cache's SHA-256 is \(sha), not \(found.sha256)") }
     }
 

@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import TestSupport
 import Testing
 @testable import Coordinator
@@ -35,12 +36,12 @@ import Testing
     @Test func aForksRunNeverWritesTheDefaultBranchsCaches() {
         var run = RunRecord(id: 1, project: "p", pipeline: "ci", pipelineVersionID: 1, branch: "main", status: .queued, attempt: 1,
                             trigger: "webhook", createdAt: 0)
-        #expect(CoordinatorCore.cacheScope(of: run) == "main" && CoordinatorCore.cacheBranches(of: run) == ["main"])
+        #expect(Caches.scope(of: run) == "main" && Caches.branches(of: run) == ["main"])
         run.fork = true
-        #expect(CoordinatorCore.cacheScope(of: run) == "fork:main" && CoordinatorCore.cacheBranches(of: run) == ["fork:main", "main"])
+        #expect(Caches.scope(of: run) == "fork:main" && Caches.branches(of: run) == ["fork:main", "main"])
         run.branch = "feature"
         run.fork = false
-        #expect(CoordinatorCore.cacheBranches(of: run) == ["feature", "main"])
+        #expect(Caches.branches(of: run) == ["feature", "main"])
     }
 
     @Test func aBadCacheIsRefusedAtItsLine() {
@@ -121,6 +122,86 @@ import Testing
             #expect(try await store.jobs(runID: run.id, attempt: 1).map(\.cache) == jobs.map(\.cache))
             let claimed = try await store.claimJobs([JobClaim(jobID: jobs[0].id, runner: "r", epoch: 1)], now: 32)
             #expect(claimed.first??.job.cache == jobs[0].cache)
+        }
+    }
+}
+
+/// What a runner may ask of the caches, and what it is refused.
+@Suite struct CacheRequestTests {
+    static let pipeline = """
+        name: ci
+        jobs:
+          build:
+            labels: [linux]
+            cache: { key: deps, paths: [node_modules/] }
+            nodes:
+              install: { run: npm ci }
+        """
+
+    /// Keys that are not expanded keys, too many restore keys, reads of no length or over a
+    /// chunk, another project's or another branch's cache, and a stale lease are refused with
+    /// what is wrong; nothing is read or saved.
+    @Test func aRunnersBadCacheRequestsAreRefused() async throws {
+        try await TestDatabase.with(.sqlite) { database in
+            let core = try CoordinatorCore(store: try await database.open(), directory: database.directory.path,
+                                           logger: Logger(label: "test"))
+            try await core.push("shop", Self.pipeline)
+            _ = try await core.trigger("shop", "ci")
+            let runner = RecordingOutbox()
+            let session = try await core.connectRunner(runner)
+            let job = LeaseRef(try await runner.assignment().job)
+            let sha = String(repeating: "a", count: 64)
+            let elsewhere = try #require(try await core.store.saveCache(project: "other", branch: "main", key: "deps", sha256: sha,
+                                                                        size: 10, now: 1))
+            let feature = try #require(try await core.store.saveCache(project: "shop", branch: "feature", key: "deps", sha256: sha,
+                                                                      size: 10, now: 1))
+            func refused(_ code: CoordinatorError.Code, _ fragment: String, _ call: () async throws -> Void) async {
+                do {
+                    try await call()
+                    Issue.record("accepted; expected \(code) with '\(fragment)'")
+                } catch let error as CoordinatorError {
+                    #expect(error.code == code && error.message.contains(fragment), "\(error.code): \(error.message)")
+                } catch {
+                    Issue.record("unexpected \(error)")
+                }
+            }
+            let caches = core.caches
+            await refused(.invalidArgument, "cache key 'deps x'") {
+                _ = try await caches.find(session: session, job: job, key: "deps x", restoreKeys: [])
+            }
+            await refused(.invalidArgument, "cache key ''") { _ = try await caches.find(session: session, job: job, key: "", restoreKeys: []) }
+            await refused(.invalidArgument, "cache key") {
+                _ = try await caches.find(session: session, job: job, key: String(repeating: "k", count: 257), restoreKeys: [])
+            }
+            await refused(.invalidArgument, "at most \(CacheDefinition.maximumRestoreKeys) restore keys") {
+                _ = try await caches.find(session: session, job: job, key: "deps",
+                                          restoreKeys: (0...CacheDefinition.maximumRestoreKeys).map { "p\($0)-" })
+            }
+            await refused(.invalidArgument, "restore key '../x%'") {
+                _ = try await caches.find(session: session, job: job, key: "deps", restoreKeys: ["../x%"])
+            }
+            for length in [0, core.limits.maximumArtifactChunk + 1] {
+                await refused(.invalidArgument, "a cache read is 1 to") {
+                    _ = try await caches.read(session: session, job: job, cacheID: feature.id, offset: 0, length: length)
+                }
+            }
+            await refused(.notFound, "cache \(elsewhere.id) does not exist for job \(job.jobID)") {
+                _ = try await caches.read(session: session, job: job, cacheID: elsewhere.id, offset: 0, length: 10)
+            }
+            await refused(.notFound, "cache \(feature.id) does not exist for job \(job.jobID)") {
+                _ = try await caches.read(session: session, job: job, cacheID: feature.id, offset: 0, length: 10)
+            }
+            await refused(.invalidArgument, "cache key 'a b'") {
+                _ = try await caches.commit(session: session, job: job, uploadID: 1, key: "a b")
+            }
+            // A lease that is not the job's: refused before anything is looked up.
+            let stale = LeaseRef(jobID: job.jobID, epoch: job.epoch + 1)
+            await refused(.staleLease, "lease epoch \(stale.epoch) is no longer current") {
+                _ = try await caches.find(session: session, job: stale, key: "deps", restoreKeys: [])
+            }
+            // Nothing was saved, and the job's own branch finds no cache (feature's is not main's).
+            #expect(try await caches.find(session: session, job: job, key: "deps", restoreKeys: []) == nil)
+            #expect(try await core.store.caches(project: "shop").map(\.id) == [feature.id])
         }
     }
 }

@@ -253,14 +253,14 @@ struct Session {
                 committed.artifactID = UInt64(try await core.commitArtifact(session: id, job: LeaseRef(commit.job),
                                                                             uploadID: commit.uploadID))
             } else {
-                committed.artifactID = UInt64(try await core.commitCache(session: id, job: LeaseRef(commit.job),
-                                                                         uploadID: commit.uploadID, key: commit.cacheKey))
+                committed.artifactID = UInt64(try await core.caches.commit(session: id, job: LeaseRef(commit.job),
+                                                                           uploadID: commit.uploadID, key: commit.cacheKey))
             }
             return .artifactCommitted(committed)
         case .cacheFind(let request):
             var found = Heddle_V1_CacheFound()
-            if let hit = try await core.findCache(session: id, job: LeaseRef(request.job), key: request.key,
-                                                  restoreKeys: request.restoreKeys) {
+            if let hit = try await core.caches.find(session: id, job: LeaseRef(request.job), key: request.key,
+                                                    restoreKeys: request.restoreKeys) {
                 found.found = true
                 found.cacheID = UInt64(hit.entry.id)
                 found.key = hit.entry.key
@@ -271,9 +271,9 @@ struct Session {
             return .cacheFound(found)
         case .cacheRead(let request):
             var data = Heddle_V1_CacheData()
-            data.data = Data(try await core.readCache(session: id, job: LeaseRef(request.job),
-                                                      cacheID: Int64(clamping: request.cacheID), offset: request.offset,
-                                                      length: Int(request.length)))
+            data.data = Data(try await core.caches.read(session: id, job: LeaseRef(request.job),
+                                                        cacheID: Int64(clamping: request.cacheID), offset: request.offset,
+                                                        length: Int(request.length)))
             return .cacheData(data)
         case .jobStarted(let started):
             try await core.jobStarted(session: id, JobStart(job: LeaseRef(started.job), commit: started.commit))
@@ -347,11 +347,11 @@ struct Session {
             return .schedules(list)
         case .cacheList(let request):
             var list = Heddle_V1_CacheList()
-            list.caches = try await core.caches(project: request.project.isEmpty ? nil : request.project, as: principal).map(\.proto)
+            list.caches = try await core.caches.list(project: request.project.isEmpty ? nil : request.project, as: principal).map(\.proto)
             return .caches(list)
         case .cacheDelete(let request):
             var list = Heddle_V1_CacheList()
-            list.caches = [try await core.deleteCache(id: Int64(clamping: request.id), as: principal).proto]
+            list.caches = [try await core.caches.delete(id: Int64(clamping: request.id), as: principal).proto]
             return .caches(list)
         case .projectList:
             var list = Heddle_V1_ProjectList()
