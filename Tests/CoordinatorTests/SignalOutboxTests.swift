@@ -36,6 +36,25 @@ import Testing
         #expect(await outbox.next() == [.run(runIDs: Array(0..<200)), .run(runIDs: Array(200..<300))])
     }
 
+    /// Signals told while the first one lingers share its batch, coalesced with it; those told
+    /// after it was taken wait for the next.
+    @Test func signalsToldWhileTheFirstLingersShareItsBatch() async {
+        let outbox = SignalOutbox()
+        // Two seconds of linger: the tells below come well within it, even on a loaded machine.
+        let taken = Task { await outbox.next(linger: .seconds(2)) }
+        // The loop waits: the first signal is handed to it at once, alone.
+        let deadline = ContinuousClock.now.advanced(by: .seconds(30))
+        while !outbox.hasWaiter && ContinuousClock.now < deadline { await Task.yield() }
+        #expect(outbox.hasWaiter)
+        outbox.add(.run(runIDs: [1]))
+        outbox.add(.run(runIDs: [2]))
+        outbox.add(.queue)
+        outbox.add(.run(runIDs: [1, 3]))
+        #expect(await taken.value == [.run(runIDs: [1, 2, 3]), .queue])
+        outbox.add(.state)
+        #expect(await outbox.next(linger: .zero) == [.state])
+    }
+
     /// The sending loop waits for the first signal, and ends when the outbox closes.
     @Test func aWaitingLoopGetsTheNextSignalAndEndsAtClose() async {
         let outbox = SignalOutbox()
@@ -47,5 +66,34 @@ import Testing
         #expect(await last.value.isEmpty)
         outbox.add(.queue)  // closed: dropped
         #expect(await outbox.next().isEmpty)
+    }
+}
+
+/// Whether a coordinator of a cluster is alone, for the signals only the others need.
+@Suite struct PeersTests {
+    @Test func aloneOnlyOnceABeatSawNoOtherAndUntilASignOfOne() {
+        let start = ContinuousClock.now
+        let peers = ClusterMonitor.Peers(silence: .seconds(15))
+        // Before the first beat: not known, so everything is sent.
+        #expect(!peers.alone(now: start))
+        peers.noneSeen()
+        #expect(peers.alone(now: start))
+        // A sign of another (its hello, any signal, its beat): no longer alone, and the caller
+        // tells a resync for what it did not send.
+        #expect(peers.seen(now: start + .seconds(1)))
+        #expect(!peers.alone(now: start + .seconds(1)))
+        #expect(!peers.seen(now: start + .seconds(2)))
+        // A beat that saw none does not make it alone before the silence has passed.
+        peers.noneSeen()
+        #expect(!peers.alone(now: start + .seconds(17)))
+        #expect(peers.alone(now: start + .seconds(18)))
+        #expect(peers.seen(now: start + .seconds(19)))
+    }
+
+    @Test func onlyQueueAndRunSignalsAreLeftOutWhenAlone() {
+        let left: [ClusterSignal] = [.queue, .run(runIDs: [1])]
+        let kept: [ClusterSignal] = [.moved(jobID: 1, position: 2), .state, .cancel(jobID: 1, reason: "r"), .resync, .hello]
+        #expect(left.allSatisfy(ClusterMonitor.Peers.onlyForOthers))
+        #expect(!kept.contains(where: ClusterMonitor.Peers.onlyForOthers))
     }
 }

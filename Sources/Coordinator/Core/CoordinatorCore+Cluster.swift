@@ -5,6 +5,9 @@ import Foundation
 extension CoordinatorCore {
     /// How often the shared state is read again without a signal.
     static let resyncPeriod: Duration = .seconds(10)
+    /// How long a signal for the other coordinators waits for more to share its notification
+    /// statement (`SignalOutbox.next(linger:)`).
+    static let signalLinger: Duration = .milliseconds(5)
 
     /// Tells the other coordinators what changed here (`SignalOutbox`); nothing on SQLite.
     func tell(_ signal: ClusterSignal) {
@@ -30,6 +33,8 @@ extension CoordinatorCore {
         case .resync:
             live.readAgain(runIDs: nil)
             await reloadSharedState()  // and claims for free slots
+        case .hello:
+            break  // the cluster monitor's (`ClusterMonitor.Peers`)
         }
     }
 

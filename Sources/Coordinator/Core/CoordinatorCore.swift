@@ -75,6 +75,12 @@ public final class CoordinatorCore: Sendable {
         Secrets(store: store, box: secretBox, logger: logger)
     }
 
+    /// Jobs' caches (`Caches`).
+    public var caches: Caches {
+        Caches(store: store, jobs: jobs, uploads: uploads, artifactStore: catalog.artifactStore,
+               maximumBytes: limits.maximumCacheBytes, maximumChunk: limits.maximumArtifactChunk, logger: logger)
+    }
+
     /// Forge deliveries: what starts what (`Webhooks`).
     public var webhooks: Webhooks {
         Webhooks(core: self, catalog: catalog, base: httpBase)
@@ -99,7 +105,7 @@ public final class CoordinatorCore: Sendable {
     /// jobs are left to their holders: a job whose holder is gone is taken over by the sweep
     /// (`clusterTick`), or by the coordinator its runner comes back to.
     public func recover(now: ContinuousClock.Instant = .now) async throws {
-        try await cluster?.beat()
+        try await cluster?.beat(othersWithin: .zero)
         try await access.load()
         try await jobs.recover(now: now)
     }

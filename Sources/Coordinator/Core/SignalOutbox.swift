@@ -40,6 +40,22 @@ final class SignalOutbox: Sendable {
         if let (waiter, batch) = ready { waiter.resume(returning: batch) }
     }
 
+    /// The signals waiting, once there are some, and those told within `linger` after the
+    /// first, coalesced with them: under load one notification statement carries the signals
+    /// of many claims and ends instead of one or two each. Empty once the outbox is closed
+    /// (or the caller cancelled). One caller at a time.
+    func next(linger: Duration) async -> [ClusterSignal] {
+        let first = await next()
+        guard !first.isEmpty, linger > .zero else { return first }
+        try? await Task.sleep(for: linger)
+        return state.withLock { state in
+            var batch = first
+            for signal in state.pending { Self.coalesce(signal, into: &batch) }
+            state.pending = []
+            return batch
+        }
+    }
+
     /// The signals waiting, once there are some; empty once the outbox is closed (or the
     /// caller cancelled). One caller at a time.
     func next() async -> [ClusterSignal] {
@@ -60,6 +76,9 @@ final class SignalOutbox: Sendable {
         }
     }
 
+    /// Whether a `next()` waits for a signal now (for tests).
+    var hasWaiter: Bool { state.withLock { $0.waiter != nil } }
+
     /// No more signals: a waiting `next()` returns empty.
     func close() {
         let waiter = state.withLock { state -> CheckedContinuation<[ClusterSignal], Never>? in
@@ -73,7 +92,7 @@ final class SignalOutbox: Sendable {
     /// What waits after `signal` is added to `pending`.
     static func coalesce(_ signal: ClusterSignal, into pending: inout [ClusterSignal]) {
         switch signal {
-        case .queue, .state, .resync:
+        case .queue, .state, .resync, .hello:
             if pending.contains(signal) || pending.contains(.resync) && signal == .queue { return }
             pending.append(signal)
         case .run(let ids):

@@ -1,5 +1,6 @@
 import Foundation
 import ServiceLifecycle
+import Synchronization
 
 /// Keeps a coordinator of a cluster (a core on a `ClusterStore`) in step with the others: it
 /// sends this coordinator's signals (one loop, in order, coalesced: `SignalOutbox`), applies
@@ -22,6 +23,10 @@ public struct ClusterMonitor: Service {
     public func run() async throws {
         guard let cluster = core.cluster else { return }
         let period = core.limits.heartbeatInterval / 2
+        // Another coordinator is alive while its beats are seen within two and a half heartbeat
+        // intervals (as the sweep judges); alone after three intervals with no sign of one.
+        let window = core.limits.heartbeatInterval * 5 / 2
+        let peers = Peers(silence: core.limits.heartbeatInterval * 3)
         await cancelWhenGracefulShutdown {
             await withTaskGroup(of: Void.self) { group in
                 // Signals as they come, applied in order by one loop; while it is busy, the
@@ -33,6 +38,10 @@ public struct ClusterMonitor: Service {
                 }
                 group.addTask {
                     for await signal in signals {
+                        // Any signal but a resync (the listener's own, when it starts) is from
+                        // another coordinator: one alone until now tells what it did not send.
+                        if signal != .resync, peers.seen() { core.signals.tell(.resync) }
+                        if signal == .hello { continue }
                         // The most frequent (every claim and end elsewhere) needs no actor: run
                         // watchers read the store again.
                         if case .run(let runIDs) = signal {
@@ -44,7 +53,9 @@ public struct ClusterMonitor: Service {
                 }
                 group.addTask {
                     // Ends when the outbox closes: the task is cancelled at the shutdown.
-                    while case let batch = await core.signals.next(), !batch.isEmpty {
+                    while case var batch = await core.signals.next(linger: CoordinatorCore.signalLinger), !batch.isEmpty {
+                        if peers.alone() { batch.removeAll(where: Peers.onlyForOthers) }
+                        guard !batch.isEmpty else { continue }
                         do { try await cluster.signal(batch) } catch {
                             core.logger.warning("cannot signal the other coordinators", metadata: ["error": "\(error)"])
                         }
@@ -54,7 +65,13 @@ public struct ClusterMonitor: Service {
                     // Beats on their own, never behind the core's other work: a busy coordinator
                     // is not taken for a dead one.
                     while !Task.isCancelled {
-                        do { try await cluster.beat() } catch {
+                        do {
+                            if try await cluster.beat(othersWithin: window) > 0 {
+                                if peers.seen() { core.signals.tell(.resync) }
+                            } else {
+                                peers.noneSeen()
+                            }
+                        } catch {
                             core.logger.warning("cannot beat", metadata: ["error": "\(error)"])
                         }
                         try? await Task.sleep(for: period)
@@ -74,6 +91,62 @@ public struct ClusterMonitor: Service {
                 }
                 await group.waitForAll()
             }
+        }
+    }
+}
+
+extension ClusterMonitor {
+    /// Whether other coordinators are alive, for the signals only they need: a coordinator
+    /// alone sends no `.queue` and no `.run` signals (no one listens; they were two
+    /// notification statements per job). Signs of another: its beat seen in the store (at
+    /// every beat here), or any signal from one (a coordinator says `.hello` when it starts
+    /// listening). Alone once the first beat saw none, and after `silence` with no sign
+    /// since; until the first beat, not alone. When another appears, this one tells a
+    /// `.resync`: the others read again what it did not signal.
+    final class Peers: Sendable {
+        private struct State {
+            /// Whether a beat has answered yet.
+            var known = false
+            var lastSign: ContinuousClock.Instant?
+        }
+        private let state = Mutex(State())
+        let silence: Duration
+
+        init(silence: Duration) {
+            self.silence = silence
+        }
+
+        /// Signals the others alone have no use for.
+        static func onlyForOthers(_ signal: ClusterSignal) -> Bool {
+            switch signal {
+            case .queue, .run: true
+            case .moved, .state, .cancel, .resync, .hello: false
+            }
+        }
+
+        func alone(now: ContinuousClock.Instant = .now) -> Bool {
+            state.withLock { Self.alone($0, now: now, silence: silence) }
+        }
+
+        /// A sign of another coordinator; true when this one thought itself alone until now.
+        func seen(now: ContinuousClock.Instant = .now) -> Bool {
+            state.withLock { state in
+                let wasAlone = Self.alone(state, now: now, silence: silence)
+                state.known = true
+                state.lastSign = now
+                return wasAlone
+            }
+        }
+
+        /// A beat saw no other coordinator.
+        func noneSeen() {
+            state.withLock { $0.known = true }
+        }
+
+        private static func alone(_ state: State, now: ContinuousClock.Instant, silence: Duration) -> Bool {
+            guard state.known else { return false }
+            guard let last = state.lastSign else { return true }
+            return last.duration(to: now) > silence
         }
     }
 }

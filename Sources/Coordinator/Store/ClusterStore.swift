@@ -9,8 +9,10 @@
 public protocol ClusterStore: CoordinatorStore {
     /// This coordinator's id in the store, new at every start.
     var coordinatorID: String { get }
-    /// Records that this coordinator is alive now (by the store's clock).
-    func beat() async throws
+    /// Records that this coordinator is alive now (by the store's clock); returns how many
+    /// other coordinators beat within `within`.
+    @discardableResult
+    func beat(othersWithin within: Duration) async throws -> Int
     /// Makes this coordinator the holder of a running job whose runner came to it with the
     /// job's lease (`runner`, `epoch`); the job afterwards, nil when it is not running on that
     /// runner at that epoch.
@@ -23,7 +25,7 @@ public protocol ClusterStore: CoordinatorStore {
     /// it (`jobs`: id and epoch), should a sweep have taken them for orphans (this coordinator
     /// was slow to beat); returns the ids it took back.
     func reclaim(_ jobs: [LeaseRef]) async throws -> [Int64]
-    /// Claims queued jobs for free runner slots, in one transaction: the first queued jobs in
+    /// Claims queued jobs for free runner slots, in one statement: the first queued jobs in
     /// queue order that fit a slot (the job's labels all among the slot's), read with
     /// `FOR UPDATE SKIP LOCKED` so that coordinators claiming at once never wait for each other
     /// and never take one job twice. Each job goes to the least busy slot it fits, running on
@@ -88,6 +90,10 @@ public enum ClusterSignal: Sendable, Equatable {
     case run(runIDs: [Int64])
     /// Signals may have been missed: read everything again.
     case resync
+    /// A coordinator started listening. One that thought itself alone (and so sent no
+    /// `.queue` or `.run` signals) sends them again from now on, and a `.resync` for what it
+    /// did not send.
+    case hello
 }
 
 /// Free slots of one runner, for `ClusterStore.claimQueued`.

@@ -7,12 +7,19 @@ extension PostgresStore: ClusterStore {
     /// clock, whatever the coordinators' clocks say.
     static let databaseNow = "(extract(epoch from clock_timestamp()) * 1000)::bigint"
 
-    public func beat() async throws {
-        try await read { [self] db in
-            try await db.query("""
-                INSERT INTO coordinator (id, seen_at) VALUES (\(coordinatorID), \(unescaped: Self.databaseNow))
-                ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at
+    @discardableResult
+    public func beat(othersWithin within: Duration) async throws -> Int {
+        let milliseconds = Int64(within / .milliseconds(1))
+        return try await read { [self] db in
+            let row = try await db.row("""
+                WITH beat AS (
+                    INSERT INTO coordinator (id, seen_at) VALUES (\(coordinatorID), \(unescaped: Self.databaseNow))
+                    ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at
+                )
+                SELECT count(*) AS others FROM coordinator
+                WHERE id <> \(coordinatorID) AND seen_at >= \(unescaped: Self.databaseNow) - \(milliseconds)
                 """, logger: logger)
+            return Int(try row?.get("others", as: Int64.self) ?? 0)
         }
     }
 
@@ -326,8 +333,10 @@ extension PostgresStore: ClusterStore {
                 do {
                     try await connection.listen(on: Self.channel) { notifications in
                         backoff = 0.1
-                        // Anything sent while no connection listened is lost: read again.
+                        // Anything sent while no connection listened is lost: read again. And
+                        // say so: a coordinator that thought itself alone sends its signals again.
                         received(.resync)
+                        try? await signal([.hello])
                         for try await notification in notifications {
                             let parts = notification.payload.split(separator: "|", maxSplits: 1).map(String.init)
                             guard parts.count == 2, parts[0] != me, let signal = Self.decode(parts[1]) else { continue }
@@ -353,6 +362,7 @@ extension PostgresStore: ClusterStore {
         case .queue: "queue"
         case .state: "state"
         case .resync: "resync"
+        case .hello: "hello"
         case .cancel(let jobID, let reason): "cancel|\(jobID)|\(reason.prefix(1000))"
         case .moved(let jobID, let position): "moved|\(jobID)|\(position)"
         // A notification holds up to 8,000 bytes: past 500 runs, a resync says as much.
@@ -367,6 +377,7 @@ extension PostgresStore: ClusterStore {
         case "queue": return .queue
         case "state": return .state
         case "resync": return .resync
+        case "hello": return .hello
         case "cancel" where parts.count == 3: return Int64(parts[1]).map { .cancel(jobID: $0, reason: parts[2]) }
         case "moved" where parts.count == 3:
             guard let id = Int64(parts[1]), let position = Double(parts[2]), position.isFinite else { return nil }
