@@ -129,7 +129,7 @@ struct Bench {
             // Coordinators on PostgreSQL: only with a server to use (scripts/bench starts one).
             if let server = ProcessInfo.processInfo.environment["HEDDLE_BENCH_POSTGRES"], !server.isEmpty {
                 let cluster = try await ClusterScenarios.run(pki: pki, root: root, server: server, quick: quick)
-                for (index, value) in cluster.jobsPerSecond.enumerated() { record("pg_jobs_per_s_\(index + 1)_coordinators", value) }
+                for (count, value) in cluster.jobsPerSecond { record("pg_jobs_per_s_\(count)_coordinators", value) }
                 record("pg_trigger_to_start_p50_ms", cluster.triggerToStartP50)
                 record("pg_log_throughput_mb_s", cluster.logThroughput)
                 record("pg_queue_move_p99_ms", cluster.queueMoveP99)

@@ -6,7 +6,8 @@ import Wire
 /// fresh database, and the coordinators share one data directory for log and artifact bytes.
 enum ClusterScenarios {
     struct Results {
-        var jobsPerSecond: [Double] = []
+        /// By number of coordinators, in the order run.
+        var jobsPerSecond: [(coordinators: Int, perSecond: Double)] = []
         var triggerToStartP50 = 0.0
         var logThroughput = 0.0
         var queueMoveP99 = 0.0
@@ -27,14 +28,14 @@ enum ClusterScenarios {
                                                                        samples: quick ? 200 : 1000).move
             return results
         }
-        let counts = only == "jobs1" ? [1] : [1, 2, 3]
+        let counts = only == "jobs1" ? [1] : only == "jobs3" ? [3] : [1, 2, 3]
         for count in counts {
             let cluster = try Cluster(pki: pki, root: root, server: server, name: "jobs\(count)", coordinators: count)
             defer { cluster.stop() }
             let runs = quick ? 500 : 2000
             let before = (cluster.processes.map { $0.cpuSeconds() }, CoordinatorProcess.cpuSeconds(ofEvery: "postgres"),
                           CoordinatorProcess.cpuSeconds(of: "self").seconds)
-            results.jobsPerSecond.append(try await Scenarios.jobsPerSecond(cluster.fabrics, runners: 4, runs: runs))
+            results.jobsPerSecond.append((count, try await Scenarios.jobsPerSecond(cluster.fabrics, runners: 4, runs: runs)))
             if ProcessInfo.processInfo.environment["HEDDLE_BENCH_VERBOSE"] != nil {
                 // Where the CPU went, per job: coordinators, the database's processes, and this
                 // process (the simulated runners and clients).
@@ -46,8 +47,8 @@ enum ClusterScenarios {
                     count, coordinators * 1000 / Double(runs), database * 1000 / Double(runs), bench * 1000 / Double(runs)).utf8))
             }
         }
-        // HEDDLE_BENCH_CLUSTER=jobs: only the jobs per second (jobs1: with one coordinator), for
-        // comparing changes quickly.
+        // HEDDLE_BENCH_CLUSTER=jobs: only the jobs per second (jobs1: with one coordinator,
+        // jobs3: with three), for comparing changes quickly.
         if ProcessInfo.processInfo.environment["HEDDLE_BENCH_CLUSTER"]?.hasPrefix("jobs") == true { return results }
         do {
             let cluster = try Cluster(pki: pki, root: root, server: server, name: "single", coordinators: 1)

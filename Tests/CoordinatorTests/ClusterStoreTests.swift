@@ -305,6 +305,112 @@ import TestSupport
         }
     }
 
+    /// PostgreSQL's rule for an attempt's status (`heddle_attempt_status`, used by every end,
+    /// cancel and requeue there) gives `Outcome.attemptStatus`'s answer for every list of up to
+    /// three job statuses, the empty one included.
+    @Test func theDatabasesAttemptStatusIsOutcomes() async throws {
+        try await TestDatabase.with(.postgres) { database in
+            let store = try #require(try await database.open() as? PostgresStore)
+            var built: [[Status]] = [[]]
+            var longest: [[Status]] = [[]]
+            for _ in 0..<3 {
+                longest = longest.flatMap { list in Status.allCases.map { list + [$0] } }
+                built += longest
+            }
+            let lists = built
+            let expected = 1 + 7 + 49 + 343
+            #expect(lists.count == expected)
+            let logger = store.logger
+            // One statement for all of them: each list a comma-joined text, split again there.
+            let joined = lists.map { $0.map(\.rawValue).joined(separator: ",") }
+            let answers = try await store.read { db in
+                try await db.rows("""
+                    SELECT heddle_attempt_status(string_to_array(l, ',')) AS s
+                    FROM unnest(\(joined)::text[]) WITH ORDINALITY AS t(l, i) ORDER BY i
+                    """, logger: logger).map { try $0.get("s", as: String.self) }
+            }
+            #expect(answers.count == lists.count)
+            for (list, answer) in zip(lists, answers) {
+                #expect(answer == Outcome.attemptStatus(jobs: list).rawValue, "\(list)")
+            }
+            store.close()
+        }
+    }
+
+    /// Two coordinators ending the last two jobs of one attempt at once: each end locks the
+    /// run, then reads its jobs afresh (`heddle_end_job`), so one of them sees both ended and
+    /// the run and its attempt end, whichever commits first.
+    @Test func twoCoordinatorsEndingTheLastTwoJobsOfARunAtOnceEndIt() async throws {
+        try await TestDatabase.with(.postgres) { database in
+            let first = try #require(try await database.open() as? PostgresStore)
+            let second = try #require(try await database.open() as? PostgresStore)
+            let (version, definition) = try await Self.pipeline(first, labels: [[], []])
+            for round in 0..<24 {
+                let jobs = try await Self.queue(first, version, definition)
+                _ = try await first.claimJobs([JobClaim(jobID: jobs[0].id, runner: "a", epoch: 1)], now: 3)
+                _ = try await second.claimJobs([JobClaim(jobID: jobs[1].id, runner: "b", epoch: 1)], now: 3)
+                let last: Status = [.failed, .succeeded, .cancelled][round % 3]
+                async let one = first.finishJob(id: jobs[0].id, epoch: 1, status: .succeeded, reason: "", now: 4)
+                async let other = second.finishJob(id: jobs[1].id, epoch: 1, status: last, reason: "r", now: 5)
+                let (ended, alsoEnded) = try await (one, other)
+                #expect(ended.1.status == .succeeded && alsoEnded.1.status == last && alsoEnded.1.reason == "r")
+                #expect([ended.0.status, alsoEnded.0.status].contains(last), "neither end saw the run end (round \(round))")
+                let run = try #require(try await first.run(id: jobs[0].runID))
+                #expect(run.status == last && run.finishedAt != nil && run.startedAt == 3, "round \(round): \(run)")
+                let attempt = try #require(try await first.attempt(runID: run.id, number: 1))
+                #expect(attempt.status == last && attempt.finishedAt != nil)
+                let nodes = try await first.nodes(jobIDs: jobs.map(\.id))
+                // Pending nodes end with their job: cancelled with a cancelled one, else skipped.
+                #expect(nodes.count == 2 && nodes.allSatisfy { $0.status == ($0.jobID == jobs[1].id && last == .cancelled ? .cancelled : .skipped) })
+            }
+            first.close()
+            second.close()
+        }
+    }
+
+    /// A coordinator answers a trigger's `latestPipeline` from the version it read before; after
+    /// another coordinator's push, the run's insert refuses that version, and the next lookup
+    /// reads the new one. A re-run's `createRun` of an older version is not refused.
+    @Test func aTriggerAfterAnotherCoordinatorsPushRunsTheNewVersion() async throws {
+        try await TestDatabase.with(.postgres) { database in
+            let first = try #require(try await database.open() as? PostgresStore)
+            let second = try #require(try await database.open() as? PostgresStore)
+            func push(_ store: PostgresStore, _ command: String) async throws -> (PipelineVersionRecord, PipelineDefinition) {
+                let source = "name: ci\njobs:\n  j: { nodes: { n: { run: '\(command)' } } }\n"
+                let definition = try ActParser(file: "ci.act").parse(source)
+                return (try await store.savePipeline(project: "shop", definition: definition, source: source, now: 1), definition)
+            }
+            func latestRun(_ store: PostgresStore) async throws -> (RunRecord, [JobRecord])? {
+                let version = try #require(try await store.latestPipeline(project: "shop", pipeline: "ci"))
+                return try await store.createLatestRun(version: version, definition: try ActParser(file: "ci.act").parse(version.source),
+                                                       branch: "main", commit: "", trigger: "api", triggeredBy: "t", fork: false,
+                                                       inputs: [:], now: 2)
+            }
+            let (v1, definition1) = try await push(second, "true")
+            let run1 = try #require(try await latestRun(first))
+            #expect(run1.0.pipelineVersionID == v1.id)
+            let (v2, _) = try await push(second, "false")
+            // `first` still knows v1 as the latest: its insert is refused, nothing written.
+            #expect(try await first.latestPipeline(project: "shop", pipeline: "ci")?.id == v1.id)
+            let queued = try await first.activeJobs().count
+            #expect(try await latestRun(first) == nil)
+            #expect(try await first.activeJobs().count == queued)
+            // Read again: v2.
+            let run2 = try #require(try await latestRun(first))
+            #expect(run2.0.pipelineVersionID == v2.id)
+            #expect(try await first.run(id: run2.0.id)?.pipelineVersionID == v2.id)
+            // Its own push is known at once.
+            let (v3, _) = try await push(first, "echo 3")
+            #expect(try await first.latestPipeline(project: "shop", pipeline: "ci")?.id == v3.id)
+            // An explicit older version (a re-run's, a schedule's) is still created.
+            let older = try await first.createRun(version: v1, definition: definition1, branch: "main", commit: "",
+                                                  trigger: "api", triggeredBy: "t", now: 3)
+            #expect(older.0.pipelineVersionID == v1.id)
+            first.close()
+            second.close()
+        }
+    }
+
     /// `--data` is checked against the marker the database recorded: the first coordinator
     /// writes it; the same directory passes; another directory, one without a marker, and a
     /// directory of another database with data in it are refused, naming `--data`.
@@ -350,7 +456,7 @@ import TestSupport
     @Test func signalsSurviveTheirNotificationAndBrokenOnesAreDropped() {
         let signals: [ClusterSignal] = [.queue, .state, .resync, .moved(jobID: 7, position: 0.1 + 0.2),
                                         .moved(jobID: 8, position: -3.5e-9), .cancel(jobID: 9, reason: "by a|b"),
-                                        .run(runIDs: [3])]
+                                        .run(runIDs: [3]), .hello]
         for signal in signals {
             #expect(PostgresStore.decode(PostgresStore.encode(signal)) == signal)
         }

@@ -29,6 +29,10 @@ class InterposedStore: CoordinatorStore, @unchecked Sendable {
         try await hooks.enter("createRun")
         return try await base.createRun(version: version, definition: definition, branch: branch, commit: commit, trigger: trigger, triggeredBy: triggeredBy, fork: fork, inputs: inputs, now: now)
     }
+    func createLatestRun(version: PipelineVersionRecord, definition: PipelineDefinition, branch: String, commit: String, trigger: String, triggeredBy: String, fork: Bool, inputs: [String: String], now: Int64) async throws -> (RunRecord, [JobRecord])? {
+        try await hooks.enter("createRun")
+        return try await base.createLatestRun(version: version, definition: definition, branch: branch, commit: commit, trigger: trigger, triggeredBy: triggeredBy, fork: fork, inputs: inputs, now: now)
+    }
     func createScheduledRun(_ start: ScheduleStart, version: PipelineVersionRecord, definition: PipelineDefinition, branch: String, triggeredBy: String, inputs: [String: String], now: Int64) async throws -> (RunRecord, [JobRecord])? {
         try await hooks.enter("createScheduledRun")
         return try await base.createScheduledRun(start, version: version, definition: definition, branch: branch, triggeredBy: triggeredBy, inputs: inputs, now: now)
@@ -301,7 +305,7 @@ final class InterposedClusterStore: InterposedStore, ClusterStore, @unchecked Se
     }
 
     var coordinatorID: String { cluster.coordinatorID }
-    func beat() async throws { try await cluster.beat() }
+    func beat(othersWithin within: Duration) async throws -> Int { try await cluster.beat(othersWithin: within) }
     func adopt(jobID: Int64, epoch: Int64, runner: String) async throws -> JobRecord? {
         try await hooks.enter("adopt")
         return try await cluster.adopt(jobID: jobID, epoch: epoch, runner: runner)

@@ -65,7 +65,11 @@ final class TestDatabase: Sendable {
     }
 
     func open() async throws -> any CoordinatorStore {
-        if let location { return try await PostgresStore.connect(location) }
+        // A minute per call, not production's 10 s: on a loaded two-core CI machine calls
+        // were starved past 10 s (before scripts/test ran at most six tests at once; kept as
+        // a margin). The deadline itself is tested on its own
+        // (`aCallTheDatabaseNeverAnswersFailsAtItsDeadline`, 2 s).
+        if let location { return try await PostgresStore.connect(location, callDeadline: .seconds(60)) }
         return try SQLiteStore.open(directory: directory.path)
     }
 

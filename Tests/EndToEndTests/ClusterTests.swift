@@ -382,6 +382,17 @@ extension ClusterTests {
             #expect(revoked.status == 0, "\(revoked.error)")
             try await waitUntil("coordinator 0 to refuse the revoked token", timeout: .seconds(3)) { try await answers(401) }
 
+            // A trigger through coordinator 1 runs the pipeline's latest version, also one pushed
+            // through coordinator 0 after coordinator 1 last looked it up.
+            func version(_ command: String) async throws -> Int {
+                try await cluster.push("name: ci\njobs:\n  j: { labels: [elsewhere], nodes: { n: { run: '\(command)' } } }\n", via: 0)
+                let id = try await cluster.trigger(via: 1)
+                return try #require(summary(try await cluster.run(id, via: 1))["pipelineVersion"] as? Int)
+            }
+            let one = try await version("echo one")
+            let two = try await version("echo two")
+            #expect(two > one, "the second trigger ran the version with id \(two), the first \(one)")
+
             try await waitUntil("the runner to connect") {
                 (try await cluster.list(["runners"], "runners", via: 0))?.count == 1
             }

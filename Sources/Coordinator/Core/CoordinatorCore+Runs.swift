@@ -12,15 +12,28 @@ extension CoordinatorCore {
     /// jobs queued.
     public func trigger(_ request: TriggerRequest, as principal: Principal) async throws -> Triggered {
         try Authorization.check(principal, .trigger)
-        guard let version = try await store.latestPipeline(project: request.project, pipeline: request.pipeline) else {
-            throw CoordinatorError.notFound("no pipeline \(request.project)/\(request.pipeline); push it with `heddle pipeline push FILE --project \(request.project)`")
+        func latest() async throws -> PipelineVersionRecord {
+            guard let version = try await store.latestPipeline(project: request.project, pipeline: request.pipeline) else {
+                throw CoordinatorError.notFound("no pipeline \(request.project)/\(request.pipeline); push it with `heddle pipeline push FILE --project \(request.project)`")
+            }
+            return version
         }
+        var version = try await latest()
         let branch = request.branch.flatMap { $0.isEmpty ? nil : $0 } ?? "main"
         if let problem = Names.branchProblem(branch) { throw CoordinatorError.invalid(problem) }
         let commit = request.commit.flatMap { $0.isEmpty ? nil : $0.lowercased() } ?? ""
         if !commit.isEmpty, let problem = Self.commitProblem(commit) { throw CoordinatorError.invalid(problem) }
-        return try await startRun(version, branch: branch, commit: commit, trigger: Self.triggerSource(principal),
-                                  by: principal.name, inputs: request.inputs)
+        // The store may answer a version it read before; one another coordinator's push passed
+        // is refused at the run's insert, and the latest read again (twice at most: pushes
+        // of one pipeline faster than that are not waited for).
+        for attempt in 1...3 {
+            if let triggered = try await startRun(version, branch: branch, commit: commit, trigger: Self.triggerSource(principal),
+                                                  by: principal.name, fork: false, inputs: request.inputs, latestOnly: true) {
+                return triggered
+            }
+            if attempt < 3 { version = try await latest() }
+        }
+        throw CoordinatorError(.unavailable, "pipeline \(request.project)/\(request.pipeline) got new versions while it was triggered; trigger it again")
     }
 
     /// Why `commit` is no commit id (40 or 64 hex digits), or nil.
@@ -36,6 +49,17 @@ extension CoordinatorCore {
     /// refused, nothing queued) and the defaults filled in.
     func startRun(_ version: PipelineVersionRecord, branch: String, commit: String, trigger: String,
                   by who: String, fork: Bool = false, inputs given: [String: String] = [:]) async throws -> Triggered {
+        guard let triggered = try await startRun(version, branch: branch, commit: commit, trigger: trigger, by: who, fork: fork,
+                                                 inputs: given, latestOnly: false) else {
+            throw CoordinatorError(.internal, "a run of \(version.project)/\(version.pipeline) was not stored")
+        }
+        return triggered
+    }
+
+    /// `startRun`; with `latestOnly`, nil and nothing queued when `version` is no longer the
+    /// pipeline's latest (`CoordinatorStore.createLatestRun`).
+    private func startRun(_ version: PipelineVersionRecord, branch: String, commit: String, trigger: String,
+                          by who: String, fork: Bool, inputs given: [String: String], latestOnly: Bool) async throws -> Triggered? {
         let definition = try catalog.definition(of: version)
         let inputs: [String: String]
         do {
@@ -43,10 +67,16 @@ extension CoordinatorCore {
         } catch {
             throw CoordinatorError.invalid(error.message)
         }
-        let run = try await jobs.queue { [store] in
-            try await store.createRun(version: version, definition: definition, branch: branch, commit: commit,
-                                      trigger: trigger, triggeredBy: who, fork: fork, inputs: inputs, now: Date.nowMilliseconds)
+        let created = try await jobs.queueIfCreated { [store] in
+            let now = Date.nowMilliseconds
+            guard latestOnly else {
+                return try await store.createRun(version: version, definition: definition, branch: branch, commit: commit,
+                                                 trigger: trigger, triggeredBy: who, fork: fork, inputs: inputs, now: now)
+            }
+            return try await store.createLatestRun(version: version, definition: definition, branch: branch, commit: commit,
+                                                   trigger: trigger, triggeredBy: who, fork: fork, inputs: inputs, now: now)
         }
+        guard let run = created else { return nil }
         logger.info("run triggered", metadata: ["run.id": "\(run.id)", "pipeline": "\(run.project)/\(run.pipeline)",
                                                 "branch": "\(branch)", "commit": "\(commit.isEmpty ? "head" : commit)",
                                                 "by": "\(who)"])

@@ -4,6 +4,9 @@
 public protocol CoordinatorStore: Sendable {
     func savePipeline(project: String, definition: PipelineDefinition, source: String, now: Int64) async throws -> PipelineVersionRecord
     func pipelines() async throws -> [PipelineVersionRecord]
+    /// The pipeline's latest version, or nil. PostgreSQL's store answers from the versions it
+    /// read or saved before, which another coordinator's push may have passed since: a
+    /// trigger creates its run with `createLatestRun`, which then refuses it.
     func latestPipeline(project: String, pipeline: String) async throws -> PipelineVersionRecord?
 
     /// Creates the run, its first attempt, its jobs (queued) and their nodes (pending); `fork`:
@@ -12,6 +15,11 @@ public protocol CoordinatorStore: Sendable {
     func createRun(version: PipelineVersionRecord, definition: PipelineDefinition, branch: String, commit: String,
                    trigger: String, triggeredBy: String, fork: Bool, inputs: [String: String],
                    now: Int64) async throws -> (RunRecord, [JobRecord])
+    /// `createRun` of what `latestPipeline` answered: nil, and nothing written, when a later
+    /// version than `version` exists (read the latest again, which then answers it).
+    func createLatestRun(version: PipelineVersionRecord, definition: PipelineDefinition, branch: String, commit: String,
+                         trigger: String, triggeredBy: String, fork: Bool, inputs: [String: String],
+                         now: Int64) async throws -> (RunRecord, [JobRecord])?
     /// Creates the run a schedule's due time starts (`start.due`; its trigger is "schedule")
     /// like `createRun`, and records the due time as the schedule's latest started, in one
     /// transaction; nil, and nothing written, when a run of that schedule for this due time or a
@@ -155,6 +163,15 @@ extension CoordinatorStore {
                               now: Int64) async throws -> (RunRecord, [JobRecord]) {
         try await createAttempt(runID: runID, definition: definition, carried: [], trigger: trigger, triggeredBy: triggeredBy,
                                 now: now)
+    }
+
+    /// Where `latestPipeline` reads the store each time (SQLite: the process is its only
+    /// writer), the version it answered is the latest.
+    public func createLatestRun(version: PipelineVersionRecord, definition: PipelineDefinition, branch: String, commit: String,
+                                trigger: String, triggeredBy: String, fork: Bool, inputs: [String: String],
+                                now: Int64) async throws -> (RunRecord, [JobRecord])? {
+        try await createRun(version: version, definition: definition, branch: branch, commit: commit, trigger: trigger,
+                            triggeredBy: triggeredBy, fork: fork, inputs: inputs, now: now)
     }
 
     /// A run without inputs.

@@ -8,6 +8,10 @@ import Synchronization
 /// holder checks are statements of the write itself), so a batched write is refused exactly
 /// as a single one would be.
 ///
+/// A batch of one write that writes with one statement (`oneStatement`: a job's end, a
+/// node's, a job's commit) runs as that statement's own transaction, without `BEGIN` and
+/// `COMMIT`: two round trips fewer when writes come one at a time.
+///
 /// No savepoints (each would cost two round trips): a write that fails makes the whole
 /// transaction roll back; that write is answered with its error and the others run again in a
 /// new transaction. A deadlock or a lost connection is the batch's, not one write's: the
@@ -25,6 +29,8 @@ final class PostgresBatches: Sendable {
     private struct Operation: Sendable {
         var run: @Sendable (PostgresConnection) async throws -> @Sendable () -> Void
         var fail: @Sendable (any Error) -> Void
+        /// Writes with one statement: alone in a batch, it needs no explicit transaction.
+        var oneStatement: Bool
     }
 
     /// One write of a batch failed on its own: its index, and its error.
@@ -44,14 +50,16 @@ final class PostgresBatches: Sendable {
 
     /// Runs `body` in the next transaction of `store`'s batches (every write of one
     /// `PostgresBatches` is of one store).
-    func write<T: Sendable>(on store: PostgresStore, _ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws -> T {
+    func write<T: Sendable>(on store: PostgresStore, oneStatement: Bool,
+                            _ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws -> T {
         try await withCheckedThrowingContinuation { continuation in
             let operation = Operation(
                 run: { db in
                     let value = try await body(db)
                     return { continuation.resume(returning: value) }
                 },
-                fail: { continuation.resume(throwing: $0) })
+                fail: { continuation.resume(throwing: $0) },
+                oneStatement: oneStatement)
             let start = state.withLock { state in
                 state.pending.append(operation)
                 guard state.running < Self.maximumInFlight else { return false }
@@ -83,7 +91,9 @@ final class PostgresBatches: Sendable {
             let writes = remaining
             do {
                 let started = ContinuousClock.now
-                let completions = try await store.transaction(function: "batch of \(writes.count) writes") { db in
+                // A write of one statement alone is its own transaction.
+                let explicit = writes.count > 1 || !writes[0].oneStatement
+                let completions = try await store.transaction(function: "batch of \(writes.count) writes", explicit: explicit) { db in
                     var completions: [@Sendable () -> Void] = []
                     completions.reserveCapacity(writes.count)
                     for (index, write) in writes.enumerated() {

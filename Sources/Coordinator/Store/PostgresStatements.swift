@@ -31,20 +31,11 @@ private func bindings(_ build: (inout PostgresBindings) throws -> Void) rethrows
 
 extension PostgresStore {
     /// Ends a job (fenced when `fenced`: running at `epoch`, held by `holder`) and its nodes not
-    /// yet finished (running ones as `ended`, the others as `leftover`); returns the job.
+    /// yet finished (running ones as `ended`, the others as `leftover`), and sets its run's
+    /// status (`PostgresStore.endJobFunction`); returns the job, and its run in columns
+    /// prefixed `r_`. No row: the fence refused it, or no such job.
     struct FinishJob: LifecycleStatement {
-        static let sql = """
-            WITH j AS (
-                UPDATE job SET status = $1, reason = $2, finished_at = $3, started_at = COALESCE(started_at, $3)
-                WHERE id = $4 AND (NOT $5 OR (status = 'running' AND epoch = $6 AND holder = $7))
-                RETURNING \(PostgresStore.jobColumns)
-            ), n AS (
-                UPDATE node SET status = CASE WHEN status = 'running' THEN $8 ELSE $9 END,
-                                finished_at = CASE WHEN status = 'running' THEN $3 ELSE finished_at END
-                WHERE job_id = $4 AND status IN ('pending', 'running') AND EXISTS (SELECT 1 FROM j)
-            )
-            SELECT * FROM j
-            """
+        static let sql = "SELECT * FROM heddle_end_job($1, $2, $3, $4, $5, $6, $7, $8, $9)"
         var status: String, reason: String, now: Int64, id: Int64, fenced: Bool, epoch: Int64, holder: String
         var ended: String, leftover: String
 
@@ -56,86 +47,65 @@ extension PostgresStore {
         }
     }
 
-    /// Locks a run's row; returns its latest attempt's number.
-    struct LockRun: LifecycleStatement {
-        static let sql = "SELECT attempt FROM run WHERE id = $1 FOR UPDATE"
-        var runID: Int64
-        func makeBindings() throws -> PostgresBindings { bindings { $0.append(runID) } }
+    /// Sets a run's latest attempt's status (and the run's) from its jobs; returns the run
+    /// (`PostgresStore.runStatusFunction`).
+    struct RunStatus: LifecycleStatement {
+        static let sql = "SELECT * FROM heddle_run_status($1, $2)"
+        var runID: Int64, now: Int64
+        func makeBindings() throws -> PostgresBindings { bindings { $0.append(runID); $0.append(now) } }
     }
 
-    /// The statuses of an attempt's jobs.
-    struct AttemptStatuses: LifecycleStatement {
-        static let sql = "SELECT status FROM job WHERE run_id = $1 AND attempt = $2"
-        var runID: Int64, attempt: Int64
-        func makeBindings() throws -> PostgresBindings { bindings { $0.append(runID); $0.append(attempt) } }
+    /// Marks queued jobs running on their runners at their epochs, held by `holder`, and their
+    /// runs and attempts running, in one statement; returns a row per claimed job and node
+    /// (`LEFT JOIN`: a job with no node has one row, its `n_` columns null), in job and node
+    /// order: the job's columns (`jobColumns`), its run's prefixed `r_` as it was before the
+    /// statement, `started` when the statement started the run, the project's `repository`,
+    /// and the node's columns prefixed `n_`. Jobs no longer queued are left out. `claims`: a
+    /// row source of `(claimed, claimed_by, claimed_at)`; `now` and `holder`: parameters.
+    static func claimSQL(claims: String, now: String, holder: String) -> String {
+        """
+        WITH x AS (
+            SELECT claimed, claimed_by, claimed_at FROM \(claims)
+        ), c AS (
+            UPDATE job SET status = 'running', runner = x.claimed_by, epoch = x.claimed_at, started_at = \(now), holder = \(holder)
+            FROM x WHERE job.id = x.claimed AND job.status = 'queued'
+            RETURNING job.*
+        ), started AS (
+            UPDATE run SET status = 'running', started_at = COALESCE(run.started_at, \(now))
+            WHERE run.id IN (SELECT c.run_id FROM c) AND run.status = 'queued' RETURNING run.id
+        ), attempts AS (
+            UPDATE attempt SET status = 'running', started_at = COALESCE(attempt.started_at, \(now))
+            FROM c WHERE attempt.run_id = c.run_id AND attempt.number = c.attempt AND attempt.status = 'queued'
+        )
+        SELECT \(PostgresStore.qualified(PostgresStore.jobColumns, by: "c")),
+               \(PostgresStore.prefixed(PostgresStore.runColumns, from: "run", as: "r_")),
+               run.id IN (SELECT started.id FROM started) AS started, COALESCE(project.repository, '') AS repository,
+               \(PostgresStore.prefixed(PostgresStore.nodeReadColumns, from: "node", as: "n_"))
+        FROM c JOIN run ON run.id = c.run_id LEFT JOIN project ON project.name = run.project
+        LEFT JOIN node ON node.job_id = c.id
+        ORDER BY c.id, node.ordinal
+        """
     }
 
-    /// Sets a run's and its latest attempt's status; returns the run.
-    struct SetRunStatus: LifecycleStatement {
-        static let sql = """
-            WITH a AS (
-                UPDATE attempt SET status = $1, finished_at = $2, started_at = COALESCE(started_at, $3)
-                WHERE run_id = $4 AND number = $5
-            )
-            UPDATE run SET status = $1, finished_at = $2 WHERE id = $4 RETURNING \(PostgresStore.runColumns)
-            """
-        var status: String, finished: Int64?, started: Int64?, runID: Int64, attempt: Int64
-        func makeBindings() throws -> PostgresBindings {
-            bindings { $0.append(status); $0.append(finished); $0.append(started); $0.append(runID); $0.append(attempt) }
-        }
-    }
-
-    /// Queued jobs in queue order whose labels fit one of `fits` (JSON arrays), past `seen`,
-    /// locked, skipping those another claim holds.
-    struct PickQueued: LifecycleStatement {
-        static let sql = """
-            SELECT id, labels::text AS labels FROM job
-            WHERE status = 'queued' AND labels <@ ANY($1::text[]::jsonb[]) AND id <> ALL($2::bigint[])
-            ORDER BY position, id LIMIT $3 FOR UPDATE SKIP LOCKED
-            """
-        var fits: [String], seen: [Int64], limit: Int64
-        func makeBindings() throws -> PostgresBindings { bindings { $0.append(fits); $0.append(seen); $0.append(limit) } }
-    }
-
-    /// Marks queued jobs running on their runners at their epochs, held by `holder`.
+    /// `claimSQL` for given jobs, runners and epochs (`claimJobs`: what an in-memory scheduler placed).
     struct ClaimJobs: LifecycleStatement {
-        static let sql = """
-            UPDATE job SET status = 'running', runner = c.claimed_by, epoch = c.claimed_at, started_at = $4, holder = $5
-            FROM unnest($1::bigint[], $2::text[], $3::bigint[]) AS c(claimed, claimed_by, claimed_at)
-            WHERE job.id = c.claimed AND job.status = 'queued'
-            RETURNING \(PostgresStore.qualified(PostgresStore.jobColumns, by: "job"))
-            """
+        static let sql = PostgresStore.claimSQL(claims: "unnest($1::bigint[], $2::text[], $3::bigint[]) AS u(claimed, claimed_by, claimed_at)",
+                                                now: "$4", holder: "$5")
         var ids: [Int64], runners: [String], epochs: [Int64], now: Int64, holder: String
         func makeBindings() throws -> PostgresBindings {
             bindings { $0.append(ids); $0.append(runners); $0.append(epochs); $0.append(now); $0.append(holder) }
         }
     }
 
-    /// Starts the runs and attempts of claimed jobs; returns the runs (as they were before the
-    /// statement, with `started` for those it started) and their projects' repositories.
-    struct StartRuns: LifecycleStatement {
-        static let sql = """
-            WITH started AS (
-                UPDATE run SET status = 'running', started_at = COALESCE(started_at, $3)
-                WHERE id = ANY($1::bigint[]) AND status = 'queued' RETURNING id
-            ), attempts AS (
-                UPDATE attempt SET status = 'running', started_at = COALESCE(attempt.started_at, $3)
-                FROM job WHERE job.id = ANY($2::bigint[]) AND attempt.run_id = job.run_id AND attempt.number = job.attempt
-                  AND attempt.status = 'queued'
-            )
-            SELECT \(PostgresStore.qualified(PostgresStore.runColumns, by: "run")),
-                   run.id IN (SELECT id FROM started) AS started, COALESCE(project.repository, '') AS repository
-            FROM run LEFT JOIN project ON project.name = run.project WHERE run.id = ANY($1::bigint[])
-            """
-        var runIDs: [Int64], jobIDs: [Int64], now: Int64
-        func makeBindings() throws -> PostgresBindings { bindings { $0.append(runIDs); $0.append(jobIDs); $0.append(now) } }
-    }
-
-    /// The nodes of jobs, by job and then the pipeline's order.
-    struct Nodes: LifecycleStatement {
-        static let sql = "SELECT * FROM node WHERE job_id = ANY($1::bigint[]) ORDER BY job_id, ordinal"
-        var jobIDs: [Int64]
-        func makeBindings() throws -> PostgresBindings { bindings { $0.append(jobIDs) } }
+    /// `claimSQL` for runners' free slots: the queued jobs that fit them, picked in queue order
+    /// and locked in the same statement (`PostgresStore.pickClaimsFunction`). `slots`: the
+    /// function's JSON.
+    struct ClaimQueued: LifecycleStatement {
+        static let sql = PostgresStore.claimSQL(claims: "heddle_pick_claims($1::jsonb)", now: "$2", holder: "$3")
+        var slots: String, now: Int64, holder: String
+        func makeBindings() throws -> PostgresBindings {
+            bindings { $0.append(slots); $0.append(now); $0.append(holder) }
+        }
     }
 
     /// A project's pipeline's latest version.
@@ -146,13 +116,18 @@ extension PostgresStore {
     }
 
     /// A run, its first attempt, its jobs (at the end of the queue, in the pipeline's order) and
-    /// their nodes; returns the jobs.
+    /// their nodes; returns the jobs. With `latestOnly`, nothing when a later version of the
+    /// pipeline exists.
     struct CreateRun: LifecycleStatement {
         static let sql = """
             WITH r AS (
                 INSERT INTO run (project, pipeline, pipeline_version_id, branch, status, attempt, trigger, created_at,
                                  commit_sha, triggered_by, fork, inputs)
-                VALUES ($1, $2, $3, $4, 'queued', 1, $5, $6, $7, $8, $11, $12)
+                SELECT $1, $2, $3, $4, 'queued', 1, $5, $6, $7, $8, $11, $12
+                WHERE NOT $13 OR NOT EXISTS (
+                    SELECT 1 FROM pipeline_version v JOIN pipeline_version w
+                        ON w.project_id = v.project_id AND w.pipeline = v.pipeline AND w.version > v.version
+                    WHERE v.id = $3)
                 RETURNING id
             ), a AS (
                 INSERT INTO attempt (run_id, number, status, trigger, created_at, triggered_by)
@@ -173,11 +148,13 @@ extension PostgresStore {
             """
         var project: String, pipeline: String, versionID: Int64, branch: String, trigger: String, now: Int64
         var commit: String, triggeredBy: String, jobs: String, nodes: String, fork: Bool, inputs: String
+        /// Only while no later version of the pipeline exists (no row otherwise, nothing written).
+        var latestOnly = false
         func makeBindings() throws -> PostgresBindings {
             bindings {
                 $0.append(project); $0.append(pipeline); $0.append(versionID); $0.append(branch); $0.append(trigger)
                 $0.append(now); $0.append(commit); $0.append(triggeredBy); $0.append(jobs); $0.append(nodes); $0.append(fork)
-                $0.append(inputs)
+                $0.append(inputs); $0.append(latestOnly)
             }
         }
     }

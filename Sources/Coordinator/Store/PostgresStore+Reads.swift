@@ -317,18 +317,23 @@ extension PostgresStore {
         commit_sha, triggered_by, fork, inputs
         """
 
-    static func run(_ row: PostgresRandomAccessRow) throws -> RunRecord {
-        var run = RunRecord(id: try row.get("id"), project: try row.get("project"), pipeline: try row.get("pipeline"),
-                            pipelineVersionID: try row.get("pipeline_version_id"), branch: try row.get("branch"),
-                            status: Status(rawValue: try row.get("status")) ?? .failed, attempt: try row.get("attempt"),
-                            trigger: try row.get("trigger"), createdAt: try row.get("created_at"),
-                            startedAt: try row.get("started_at"), finishedAt: try row.get("finished_at"))
-        run.commit = try row.get("commit_sha")
-        run.triggeredBy = try row.get("triggered_by")
-        run.fork = try row.get("fork")
-        run.inputs = (try? pgUnJSON(try row.get("inputs", as: String.self))) ?? [:]
+    /// A run from a row of `runColumns`, each named with `prefix` (`r_` where the row is a
+    /// job's and its run's).
+    static func run(_ row: PostgresRandomAccessRow, prefix: String) throws -> RunRecord {
+        func get<T: PostgresDecodable>(_ column: String, as type: T.Type = T.self) throws -> T { try row.get(prefix + column) }
+        var run = RunRecord(id: try get("id"), project: try get("project"), pipeline: try get("pipeline"),
+                            pipelineVersionID: try get("pipeline_version_id"), branch: try get("branch"),
+                            status: Status(rawValue: try get("status")) ?? .failed, attempt: try get("attempt"),
+                            trigger: try get("trigger"), createdAt: try get("created_at"),
+                            startedAt: try get("started_at"), finishedAt: try get("finished_at"))
+        run.commit = try get("commit_sha")
+        run.triggeredBy = try get("triggered_by")
+        run.fork = try get("fork")
+        run.inputs = (try? pgUnJSON(try get("inputs", as: String.self))) ?? [:]
         return run
     }
+
+    static func run(_ row: PostgresRandomAccessRow) throws -> RunRecord { try run(row, prefix: "") }
 
     static func fetchRun(_ db: PostgresConnection, id: Int64, logger: Logger) async throws -> RunRecord? {
         try await db.row("SELECT \(unescaped: runColumns) FROM run WHERE id = \(id)", logger: logger).map(run)
@@ -361,6 +366,13 @@ extension PostgresStore {
     static func qualified(_ columns: String, by table: String) -> String {
         columns.split(separator: ",").map { "\(table)." + $0.trimmingCharacters(in: .whitespacesAndNewlines) }
             .joined(separator: ", ")
+    }
+
+    /// A column list with each column read from `table` and named with `prefix`
+    /// (`run.id AS r_id, ...`), for a row of several tables' columns.
+    static func prefixed(_ columns: String, from table: String, as prefix: String) -> String {
+        columns.split(separator: ",").map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
+            .map { "\(table).\($0) AS \(prefix)\($0)" }.joined(separator: ", ")
     }
 
     static func job(_ row: PostgresRandomAccessRow) throws -> JobRecord {
@@ -403,17 +415,24 @@ extension PostgresStore {
         try await db.rows("SELECT * FROM node WHERE job_id = ANY(\(jobIDs)) ORDER BY job_id, ordinal", logger: logger).map(node)
     }
 
-    static func node(_ row: PostgresRandomAccessRow) throws -> NodeRecord {
-        NodeRecord(jobID: try row.get("job_id"), name: try row.get("name"), ordinal: try row.get("ordinal"),
-                   run: try row.get("run"), needs: try pgUnJSON(try row.get("needs")), env: try pgUnJSON(try row.get("env")),
-                   timeout: try row.get("timeout"), grace: try row.get("grace"),
-                   artifacts: try pgUnJSON(try row.get("artifacts")), network: try row.get("network"),
-                   limits: ResourceLimits(memory: try row.get("memory_limit"), cpuMillis: try row.get("cpu_limit_millis"),
-                                          pids: try row.get("pids_limit")),
-                   secrets: try pgUnJSON(try row.get("secrets")), image: try row.get("image"),
-                   status: Status(rawValue: try row.get("status")) ?? .failed, exitCode: try row.get("exit_code"),
-                   startedAt: try row.get("started_at"), finishedAt: try row.get("finished_at"))
+    /// Every column of `node`, as `node(_:prefix:)` reads them.
+    static let nodeReadColumns = "job_id, \(nodeColumns), status, exit_code, started_at, finished_at"
+
+    /// A node from a row of `nodeReadColumns`, each named with `prefix`.
+    static func node(_ row: PostgresRandomAccessRow, prefix: String) throws -> NodeRecord {
+        func get<T: PostgresDecodable>(_ column: String, as type: T.Type = T.self) throws -> T { try row.get(prefix + column) }
+        return NodeRecord(jobID: try get("job_id"), name: try get("name"), ordinal: try get("ordinal"),
+                          run: try get("run"), needs: try pgUnJSON(try get("needs")), env: try pgUnJSON(try get("env")),
+                          timeout: try get("timeout"), grace: try get("grace"),
+                          artifacts: try pgUnJSON(try get("artifacts")), network: try get("network"),
+                          limits: ResourceLimits(memory: try get("memory_limit"), cpuMillis: try get("cpu_limit_millis"),
+                                                 pids: try get("pids_limit")),
+                          secrets: try pgUnJSON(try get("secrets")), image: try get("image"),
+                          status: Status(rawValue: try get("status")) ?? .failed, exitCode: try get("exit_code"),
+                          startedAt: try get("started_at"), finishedAt: try get("finished_at"))
     }
+
+    static func node(_ row: PostgresRandomAccessRow) throws -> NodeRecord { try node(row, prefix: "") }
 
     public func queuedJobs(matching filter: RunFilter) async throws -> [JobRecord] {
         var builder = QueryBuilder()

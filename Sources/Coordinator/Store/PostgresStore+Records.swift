@@ -11,7 +11,7 @@ extension PostgresStore {
                              now: Int64) async throws -> PipelineVersionRecord {
         let jobs = definition.jobs.map(\.name)
         let jobsJSON = try pgJSON(jobs)
-        return try await transaction { [self] db in
+        let saved = try await transaction { [self] db in
             try await db.query("""
                 INSERT INTO project (name, created_at) VALUES (\(project), \(now)) ON CONFLICT (name) DO NOTHING
                 """, logger: logger)
@@ -30,6 +30,8 @@ extension PostgresStore {
             return PipelineVersionRecord(id: try row!.get("id"), project: project, pipeline: definition.name,
                                          version: previous + 1, source: source, createdAt: now, jobs: jobs)
         }
+        remember(saved)
+        return saved
     }
 
     static let pipelineColumns = """
@@ -54,9 +56,23 @@ extension PostgresStore {
         }
     }
 
+    /// From `latestVersions` when known (no round trip); a trigger's `createLatestRun` checks it.
     public func latestPipeline(project: String, pipeline: String) async throws -> PipelineVersionRecord? {
-        try await read { [self] db in
+        if let known = latestVersions.withLock({ $0[Self.pipelineKey(project, pipeline)] }) { return known }
+        let found = try await read { [self] db in
             try await db.rows(LatestPipeline(project: project, pipeline: pipeline), logger: logger).first.map(Self.pipelineVersion)
+        }
+        if let found { remember(found) }
+        return found
+    }
+
+    static func pipelineKey(_ project: String, _ pipeline: String) -> String { "\(project)\u{0}\(pipeline)" }
+
+    /// Keeps `version` as its pipeline's latest unless a later one is known.
+    func remember(_ version: PipelineVersionRecord) {
+        latestVersions.withLock { known in
+            let key = Self.pipelineKey(version.project, version.pipeline)
+            if (known[key]?.version ?? 0) < version.version { known[key] = version }
         }
     }
 
@@ -71,18 +87,44 @@ extension PostgresStore {
     public func createRun(version: PipelineVersionRecord, definition: PipelineDefinition, branch: String,
                           commit: String, trigger: String, triggeredBy: String, fork: Bool, inputs: [String: String],
                           now: Int64) async throws -> (RunRecord, [JobRecord]) {
-        let logger = logger
-        let json = try Self.jobsJSON(definition)
-        // One statement (one round trip, its own transaction): the run, its first attempt, its
-        // jobs at the end of the queue (places from `job_position`, in the pipeline's order:
-        // `nextval` in the select list is evaluated after the sort) and their nodes.
-        let statement = CreateRun(project: version.project, pipeline: version.pipeline, versionID: version.id, branch: branch,
-                                  trigger: trigger, now: now, commit: commit, triggeredBy: triggeredBy, jobs: json.jobs,
-                                  nodes: json.nodes, fork: fork, inputs: try pgJSON(inputs))
-        let rows = try await read { db in try await db.rows(statement, logger: logger) }
-        guard let runID = try rows.first?.get("run_id", as: Int64.self) else {
+        guard let created = try await insertRun(version: version, definition: definition, branch: branch, commit: commit,
+                                                trigger: trigger, triggeredBy: triggeredBy, fork: fork, inputs: inputs,
+                                                now: now, latestOnly: false) else {
             throw StoreError(.inconsistent, "a run of \(version.project)/\(version.pipeline) was not stored")
         }
+        return created
+    }
+
+    public func createLatestRun(version: PipelineVersionRecord, definition: PipelineDefinition, branch: String,
+                                commit: String, trigger: String, triggeredBy: String, fork: Bool, inputs: [String: String],
+                                now: Int64) async throws -> (RunRecord, [JobRecord])? {
+        if let created = try await insertRun(version: version, definition: definition, branch: branch, commit: commit,
+                                             trigger: trigger, triggeredBy: triggeredBy, fork: fork, inputs: inputs,
+                                             now: now, latestOnly: true) {
+            return created
+        }
+        // Another coordinator pushed a later version: read it at the next `latestPipeline`.
+        latestVersions.withLock { known in
+            let key = Self.pipelineKey(version.project, version.pipeline)
+            if known[key]?.id == version.id { known[key] = nil }
+        }
+        return nil
+    }
+
+    /// One statement (one round trip, its own transaction): the run, its first attempt, its
+    /// jobs at the end of the queue (places from `job_position`, in the pipeline's order:
+    /// `nextval` in the select list is evaluated after the sort) and their nodes. Nil when
+    /// `latestOnly` and a later version exists.
+    private func insertRun(version: PipelineVersionRecord, definition: PipelineDefinition, branch: String,
+                           commit: String, trigger: String, triggeredBy: String, fork: Bool, inputs: [String: String],
+                           now: Int64, latestOnly: Bool) async throws -> (RunRecord, [JobRecord])? {
+        let logger = logger
+        let json = try Self.jobsJSON(definition)
+        let statement = CreateRun(project: version.project, pipeline: version.pipeline, versionID: version.id, branch: branch,
+                                  trigger: trigger, now: now, commit: commit, triggeredBy: triggeredBy, jobs: json.jobs,
+                                  nodes: json.nodes, fork: fork, inputs: try pgJSON(inputs), latestOnly: latestOnly)
+        let rows = try await read { db in try await db.rows(statement, logger: logger) }
+        guard let runID = try rows.first?.get("run_id", as: Int64.self) else { return nil }
         var run = RunRecord(id: runID, project: version.project, pipeline: version.pipeline, pipelineVersionID: version.id,
                             branch: branch, status: .queued, attempt: 1, trigger: trigger, createdAt: now)
         run.commit = commit
@@ -279,37 +321,12 @@ extension PostgresStore {
         guard !slots.isEmpty else { return [] }
         let logger = logger
         let me = coordinatorID
-        let sets = try slots.map { try pgJSON($0.labels.sorted()) }
-        return try await transaction { db in
-            var used = [Int](repeating: 0, count: slots.count)
-            var seen: [Int64] = []
-            var claims: [JobClaim] = []
-            // Rounds: a job read may fit only slots filled meanwhile; then read on past it, twice
-            // as far each time, until every slot is filled or no fitting job is left.
-            var round = 0
-            while true {
-                let open = slots.indices.filter { used[$0] < slots[$0].epochs.count }
-                guard !open.isEmpty else { break }
-                let wanted = open.reduce(0) { $0 + slots[$1].epochs.count - used[$1] } << min(round, 10)
-                round += 1
-                let fits = Array(Set(open.map { sets[$0] }))
-                // In queue order; a job another claim holds is skipped, not waited for.
-                let rows = try await db.rows(PickQueued(fits: fits, seen: seen, limit: Int64(wanted)), logger: logger)
-                for row in rows {
-                    let id: Int64 = try row.get("id")
-                    seen.append(id)
-                    let labels = Set(try pgUnJSON(try row.get("labels")) as [String])
-                    // The least busy open slot the job fits (as the in-memory scheduler places).
-                    let slot = open.filter { used[$0] < slots[$0].epochs.count && labels.isSubset(of: slots[$0].labels) }
-                        .min { (slots[$0].running + used[$0], $0) < (slots[$1].running + used[$1], $1) }
-                    guard let slot else { continue }
-                    claims.append(JobClaim(jobID: id, runner: slots[slot].runner, epoch: slots[slot].epochs[used[slot]]))
-                    used[slot] += 1
-                }
-                if rows.count < wanted { break }
-            }
-            let claimed = try await Self.claim(db, claims, now: now, holder: me, logger: logger)
-            return claims.compactMap { claimed[$0.jobID] }
+        struct Slot: Encodable { var runner: String, labels: [String], running: Int, epochs: [Int64] }
+        let json = try pgJSON(slots.map { Slot(runner: $0.runner, labels: $0.labels.sorted(), running: $0.running, epochs: $0.epochs) })
+        // The pick and the claim in one statement, so in its own transaction: one round trip.
+        return try await transaction(explicit: false) { db in
+            let rows = try await db.rows(ClaimQueued(slots: json, now: now, holder: me), logger: logger)
+            return try await Self.claimed(db, rows, now: now, logger: logger).values.sorted { $0.job.epoch < $1.job.epoch }
         }
     }
 
@@ -319,29 +336,40 @@ extension PostgresStore {
     static func claim(_ db: PostgresConnection, _ claims: [JobClaim], now: Int64, holder: String,
                       logger: Logger) async throws -> [Int64: ClaimedJob] {
         guard !claims.isEmpty else { return [:] }
-        let ids = claims.map(\.jobID)
-        let runners = claims.map(\.runner)
-        let epochs = claims.map(\.epoch)
-        let jobs = try await db.rows(ClaimJobs(ids: ids, runners: runners, epochs: epochs, now: now, holder: holder),
-                                     logger: logger).map(Self.job)
-        guard !jobs.isEmpty else { return [:] }
-        let claimedIDs = jobs.map(\.id)
-        let runIDs = Array(Set(jobs.map(\.runID)))
-        // Their runs and attempts running, and the runs with their projects' repositories, in
-        // one statement. Its select reads the runs as they were before the statement: those it
-        // started (`started`) are patched below.
+        let rows = try await db.rows(ClaimJobs(ids: claims.map(\.jobID), runners: claims.map(\.runner), epochs: claims.map(\.epoch),
+                                               now: now, holder: holder), logger: logger)
+        return try await claimed(db, rows, now: now, logger: logger)
+    }
+
+    /// The claimed jobs from a claim statement's rows (`claimSQL`), with the sealed secrets
+    /// their nodes name.
+    static func claimed(_ db: PostgresConnection, _ rows: [PostgresRandomAccessRow], now: Int64,
+                        logger: Logger) async throws -> [Int64: ClaimedJob] {
+        guard !rows.isEmpty else { return [:] }
+        // A row per job and node, in job order; the runs as they were before the statement:
+        // those it started (`started`) are patched.
+        var jobs: [JobRecord] = []
         var runs: [Int64: RunRecord] = [:]
         var repositories: [Int64: String] = [:]
-        for row in try await db.rows(StartRuns(runIDs: runIDs, jobIDs: claimedIDs, now: now), logger: logger) {
-            var run = try Self.run(row)
-            if try row.get("started", as: Bool.self) {
-                run.status = .running
-                run.startedAt = run.startedAt ?? now
+        var nodes: [Int64: [NodeRecord]] = [:]
+        for row in rows {
+            let jobID: Int64 = try row.get("id")
+            if jobs.last?.id != jobID {
+                jobs.append(try Self.job(row))
+                var run = try Self.run(row, prefix: "r_")
+                if runs[run.id] == nil {
+                    if try row.get("started", as: Bool.self) {
+                        run.status = .running
+                        run.startedAt = run.startedAt ?? now
+                    }
+                    runs[run.id] = run
+                    repositories[run.id] = try row.get("repository")
+                }
             }
-            runs[run.id] = run
-            repositories[run.id] = try row.get("repository")
+            if try row.get("n_name", as: String?.self) != nil {
+                nodes[jobID, default: []].append(try Self.node(row, prefix: "n_"))
+            }
         }
-        let nodes = Dictionary(grouping: try await db.rows(Nodes(jobIDs: claimedIDs), logger: logger).map(Self.node), by: \.jobID)
         var claimed: [Int64: ClaimedJob] = [:]
         var named: [String: Set<String>] = [:]
         for job in jobs {
@@ -400,7 +428,7 @@ extension PostgresStore {
     public func setJobCommit(id: Int64, epoch: Int64, commit: String) async throws {
         let logger = logger
         let me = coordinatorID
-        try await batched { db in
+        try await batched(oneStatement: true) { db in
             let changed = try await db.changes("""
                 UPDATE job SET commit_sha = \(commit)
                 WHERE id = \(id) AND epoch = \(epoch) AND status = 'running' AND holder = \(me) RETURNING 1
@@ -412,7 +440,7 @@ extension PostgresStore {
     public func updateNode(jobID: Int64, epoch: Int64, node: String, status: Status, exitCode: Int?, at: Int64) async throws {
         let logger = logger
         let me = coordinatorID
-        try await batched { db in
+        try await batched(oneStatement: true) { db in
             // Fenced in the statement: the node changes only while its job runs at this epoch, held here.
             let changed = try await db.changes("""
                 UPDATE node SET status = \(status.rawValue),
@@ -430,9 +458,10 @@ extension PostgresStore {
     public func finishJob(id: Int64, epoch: Int64?, status: Status, reason: String, now: Int64) async throws -> (RunRecord, JobRecord) {
         let logger = logger
         let me = coordinatorID
-        return try await batched { db in
-            // Fenced (with an epoch) in the statement that ends the job, which locks its row; its
-            // nodes not yet finished end with it (skipped, or cancelled when the job was).
+        return try await batched(oneStatement: true) { db in
+            // One call: fenced (with an epoch) in the statement that ends the job, which locks
+            // its row; its nodes not yet finished end with it (skipped, or cancelled when the
+            // job was); then the run's status (`endJobFunction`).
             let leftover: Status = status == .cancelled ? .cancelled : .skipped
             let ended = status == .cancelled ? "cancelled" : "failed"
             let fenced = epoch != nil
@@ -442,29 +471,14 @@ extension PostgresStore {
                 if let epoch { throw try await Self.refusal(db, jobID: id, epoch: epoch, logger: logger) }
                 throw StoreError(.notFound, "job \(id) does not exist")
             }
-            let job = try Self.job(row)
-            return (try await Self.updateRunStatus(db, runID: job.runID, now: now, logger: logger), job)
+            return (try Self.run(row, prefix: "r_"), try Self.job(row))
         }
     }
 
-    /// Recomputes the latest attempt's status (and so the run's) from its jobs. The run's row
-    /// is locked first: two coordinators finishing the last two jobs of one attempt both see
-    /// the other's job finished, in turn.
+    /// Recomputes the latest attempt's status (and so the run's) from its jobs, the run's row
+    /// locked first (`PostgresStore.runStatusFunction`).
     static func updateRunStatus(_ db: PostgresConnection, runID: Int64, now: Int64, logger: Logger) async throws -> RunRecord {
-        guard let locked = try await db.rows(LockRun(runID: runID), logger: logger).first else {
-            throw StoreError(.inconsistent, "run \(runID) is missing")
-        }
-        let attempt: Int64 = try locked.get("attempt")
-        // A statement of its own, after the lock: its snapshot has the jobs another
-        // coordinator finished before it released the run (a subquery of the locking
-        // statement would read them as they were before the wait).
-        let statuses = try await db.rows(AttemptStatuses(runID: runID, attempt: attempt), logger: logger)
-            .compactMap { Status(rawValue: try $0.get("status", as: String.self)) }
-        let runStatus = Outcome.attemptStatus(jobs: statuses)
-        let finished: Int64? = runStatus.isFinished ? now : nil
-        let started: Int64? = runStatus == .queued ? nil : now
-        let statement = SetRunStatus(status: runStatus.rawValue, finished: finished, started: started, runID: runID, attempt: attempt)
-        guard let run = try await db.rows(statement, logger: logger).first else {
+        guard let run = try await db.rows(RunStatus(runID: runID, now: now), logger: logger).first else {
             throw StoreError(.inconsistent, "run \(runID) is missing")
         }
         return try Self.run(run)

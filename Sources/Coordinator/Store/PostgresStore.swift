@@ -10,8 +10,8 @@ import Synchronization
 /// database at once:
 ///
 /// - a claim is a conditional update (`WHERE id = ? AND status = 'queued'`), so two claims
-///   of one job meet on its row lock and only the first takes it; `claimNext` takes the first
-///   fitting queued job in queue order with `FOR UPDATE SKIP LOCKED`;
+///   of one job meet on its row lock and only the first takes it; `claimQueued` takes the
+///   first fitting queued jobs in queue order with `FOR UPDATE SKIP LOCKED`, in one statement;
 /// - a runner's write is fenced in the statement (or the transaction) that makes it: the job
 ///   must be running with the writer's epoch, its row locked until the write commits;
 /// - a move is one `UPDATE` of one row, whatever the length of the queue.
@@ -26,6 +26,9 @@ public final class PostgresStore: CoordinatorStore {
     /// coordinator reads the store (migrations, recovery) before its services start, and
     /// tests and tools use a store with no group at all.
     private let runTask: Task<Void, Never>
+    /// Each pipeline's latest version as this store last read or saved it, by project and
+    /// pipeline (`latestPipeline`): as many as there are pipelines.
+    let latestVersions = Mutex<[String: PipelineVersionRecord]>([:])
 
     /// What `--store` takes: `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE`, or with
     /// `?host=/path/to/socket/directory` a Unix socket. `sslmode=disable` (the default on a
@@ -150,12 +153,18 @@ public final class PostgresStore: CoordinatorStore {
     /// Runs `body` in one transaction on one connection; commits when it returns, rolls back
     /// when it throws. A deadlock or serialization failure (another coordinator's transaction
     /// crossed this one) is retried, up to five times.
-    func transaction<T: Sendable>(function: String = #function, _ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws -> T {
+    ///
+    /// `explicit` false: `body` is one statement that writes (and reads that write nothing), so
+    /// the statement's own transaction is enough: no `BEGIN` and `COMMIT`, two round trips
+    /// fewer (a batch of one such write, `PostgresBatches`).
+    func transaction<T: Sendable>(function: String = #function, explicit: Bool = true,
+                                  _ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws -> T {
         var attempt = 0
         while true {
             attempt += 1
             do {
                 return try await watched(function) { [logger] connection in
+                    guard explicit else { return try await body(connection) }
                     try await connection.query("BEGIN", logger: logger)
                     do {
                         let result = try await body(connection)
@@ -179,8 +188,13 @@ public final class PostgresStore: CoordinatorStore {
     /// `PostgresBatches`): for the writes of the job lifecycle, many per second from many
     /// runners. `body` must write nothing it does not mean to keep unless it throws: it may
     /// run again, in a new transaction, when another write of its batch fails.
-    func batched<T: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws -> T {
-        try await batches.write(on: self, body)
+    ///
+    /// `oneStatement`: `body` writes with one statement (reads that write nothing, such as a
+    /// refusal's reason, may follow); a batch of that write alone then runs without
+    /// `BEGIN`/`COMMIT`.
+    func batched<T: Sendable>(oneStatement: Bool = false,
+                              _ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws -> T {
+        try await batches.write(on: self, oneStatement: oneStatement, body)
     }
 
     /// Runs one read (or a single-statement write) outside an explicit transaction.
@@ -609,7 +623,172 @@ public final class PostgresStore: CoordinatorStore {
             """,
             "CREATE INDEX cache_entry_last_used ON cache_entry (last_used_at)",
         ]),
+        ("v12: a job's end and its run's status in one call", [
+            PostgresStore.attemptStatusFunction, PostgresStore.runStatusFunction, PostgresStore.endJobFunction,
+        ]),
+        ("v13: a claim's pick in the claim's statement", [PostgresStore.pickClaimsFunction]),
     ]
+
+    /// Picks queued jobs for runners' free slots and locks them (`FOR UPDATE SKIP LOCKED`, so
+    /// claims never wait for one another): in queue order, each fitting job to the least busy
+    /// open slot it fits (by jobs running plus picked, then the slots' order), until every slot
+    /// is filled or no fitting job is left. A job read may fit only slots filled meanwhile, so
+    /// it reads on past it, twice as far each round. `p_slots`: a JSON array of `{"runner",
+    /// "labels" (an array), "running", "epochs" (one per free slot, in the order given)}`.
+    /// Returns a job, its runner and its epoch per claim. Called from the claim's statement
+    /// (`PostgresStatements.ClaimQueued`), so the pick and the claim are one round trip and
+    /// one transaction.
+    static let pickClaimsFunction = """
+        CREATE OR REPLACE FUNCTION heddle_pick_claims(p_slots jsonb)
+        RETURNS TABLE (claimed bigint, claimed_by text, claimed_at bigint)
+        LANGUAGE plpgsql VOLATILE ROWS 16 AS $$
+        DECLARE
+            s_runner text[];
+            s_labels jsonb[];
+            s_epochs jsonb[];
+            s_busy int[];
+            s_free int[];
+            n int;
+            fits jsonb[];
+            seen bigint[] := ARRAY[]::bigint[];
+            wanted int;
+            got int;
+            round int := 0;
+            best int;
+            picked record;
+        BEGIN
+            SELECT array_agg(e->>'runner' ORDER BY o), array_agg(e->'labels' ORDER BY o), array_agg(e->'epochs' ORDER BY o),
+                   array_agg((e->>'running')::int ORDER BY o), array_agg(jsonb_array_length(e->'epochs') ORDER BY o)
+            INTO s_runner, s_labels, s_epochs, s_busy, s_free
+            FROM jsonb_array_elements(p_slots) WITH ORDINALITY AS t(e, o);
+            n := COALESCE(array_length(s_runner, 1), 0);
+            LOOP
+                wanted := 0;
+                fits := ARRAY[]::jsonb[];
+                FOR i IN 1..n LOOP
+                    IF s_free[i] > 0 THEN
+                        wanted := wanted + s_free[i];
+                        IF NOT (s_labels[i] = ANY(fits)) THEN
+                            fits := fits || s_labels[i];
+                        END IF;
+                    END IF;
+                END LOOP;
+                EXIT WHEN wanted = 0;
+                wanted := wanted * (1 << least(round, 10));
+                round := round + 1;
+                got := 0;
+                FOR picked IN
+                    SELECT job.id, job.labels FROM job
+                    WHERE job.status = 'queued' AND job.labels <@ ANY(fits) AND job.id <> ALL(seen)
+                    ORDER BY job.position, job.id LIMIT wanted FOR UPDATE SKIP LOCKED
+                LOOP
+                    got := got + 1;
+                    seen := seen || picked.id;
+                    best := NULL;
+                    FOR i IN 1..n LOOP
+                        IF s_free[i] > 0 AND picked.labels <@ s_labels[i]
+                           AND (best IS NULL OR s_busy[i] < s_busy[best]) THEN
+                            best := i;
+                        END IF;
+                    END LOOP;
+                    IF best IS NOT NULL THEN
+                        claimed := picked.id;
+                        claimed_by := s_runner[best];
+                        claimed_at := (s_epochs[best]->>(jsonb_array_length(s_epochs[best]) - s_free[best]))::bigint;
+                        s_free[best] := s_free[best] - 1;
+                        s_busy[best] := s_busy[best] + 1;
+                        RETURN NEXT;
+                    END IF;
+                END LOOP;
+                EXIT WHEN got < wanted;
+            END LOOP;
+        END
+        $$
+        """
+
+    /// An attempt's (and so its run's) status from its jobs' statuses, as
+    /// `Outcome.attemptStatus` decides it (a test holds the two to the same answers): queued
+    /// while all are, running until all finished, then failed if any failed, cancelled if
+    /// any was cancelled, else succeeded.
+    static let attemptStatusFunction = """
+        CREATE OR REPLACE FUNCTION heddle_attempt_status(statuses text[]) RETURNS text
+        LANGUAGE sql IMMUTABLE AS $$
+            SELECT CASE
+                WHEN 'queued' = ALL(statuses) THEN 'queued'
+                WHEN NOT (statuses <@ ARRAY['succeeded', 'failed', 'cancelled', 'skipped']) THEN 'running'
+                WHEN 'failed' = ANY(statuses) THEN 'failed'
+                WHEN 'cancelled' = ANY(statuses) THEN 'cancelled'
+                ELSE 'succeeded' END
+        $$
+        """
+
+    /// Sets a run's latest attempt's status (and the run's) from its jobs, and returns the
+    /// run. The run's row is locked first, then its jobs are read in a statement of their own
+    /// (a volatile function's every statement reads a new snapshot): two coordinators
+    /// finishing the last two jobs of one attempt both see the other's job finished, in turn.
+    static let runStatusFunction = """
+        CREATE OR REPLACE FUNCTION heddle_run_status(p_run bigint, p_now bigint) RETURNS SETOF run
+        LANGUAGE plpgsql VOLATILE AS $$
+        DECLARE
+            latest bigint;
+            next_status text;
+            finished bigint;
+            r run;
+        BEGIN
+            SELECT run.attempt INTO latest FROM run WHERE run.id = p_run FOR UPDATE;
+            IF NOT FOUND THEN
+                RAISE EXCEPTION 'run % is missing', p_run;
+            END IF;
+            SELECT heddle_attempt_status(COALESCE(array_agg(job.status), ARRAY[]::text[])) INTO next_status
+            FROM job WHERE job.run_id = p_run AND job.attempt = latest;
+            finished := CASE WHEN next_status IN ('succeeded', 'failed', 'cancelled', 'skipped') THEN p_now END;
+            UPDATE attempt SET status = next_status, finished_at = finished,
+                               started_at = COALESCE(attempt.started_at, CASE WHEN next_status = 'queued' THEN NULL ELSE p_now END)
+            WHERE attempt.run_id = p_run AND attempt.number = latest;
+            UPDATE run SET status = next_status, finished_at = finished WHERE run.id = p_run RETURNING run.* INTO r;
+            RETURN NEXT r;
+        END
+        $$
+        """
+
+    /// Ends a job and sets its run's and attempt's status (`heddle_run_status`) in one round
+    /// trip (a job's end was four statements, each a round trip in its batch). Fenced when
+    /// `p_fenced`: the job must be running at `p_epoch`, held by `p_holder`; otherwise no row
+    /// comes back and nothing changed. Its nodes not yet finished end with it (running ones
+    /// as `p_ended`, the others as `p_leftover`). Returns the job's columns (`jobColumns`) and
+    /// the run's, each prefixed `r_`.
+    static let endJobFunction = """
+        CREATE OR REPLACE FUNCTION heddle_end_job(p_status text, p_reason text, p_now bigint, p_id bigint, p_fenced boolean,
+                                                  p_epoch bigint, p_holder text, p_ended text, p_leftover text)
+        RETURNS TABLE (id bigint, run_id bigint, attempt bigint, name text, labels text, status text, runner text,
+                       epoch bigint, "position" double precision, queued_at bigint, started_at bigint, finished_at bigint,
+                       reason text, commit_sha text, retry_lost bigint, lost_count bigint, carried_from bigint, cache text,
+                       r_id bigint, r_project text, r_pipeline text, r_pipeline_version_id bigint, r_branch text,
+                       r_status text, r_attempt bigint, r_trigger text, r_created_at bigint, r_started_at bigint,
+                       r_finished_at bigint, r_commit_sha text, r_triggered_by text, r_fork boolean, r_inputs text)
+        LANGUAGE plpgsql VOLATILE AS $$
+        #variable_conflict use_column
+        DECLARE
+            j job;
+            r run;
+        BEGIN
+            UPDATE job SET status = p_status, reason = p_reason, finished_at = p_now, started_at = COALESCE(job.started_at, p_now)
+            WHERE job.id = p_id AND (NOT p_fenced OR (job.status = 'running' AND job.epoch = p_epoch AND job.holder = p_holder))
+            RETURNING job.* INTO j;
+            IF NOT FOUND THEN
+                RETURN;
+            END IF;
+            UPDATE node SET status = CASE WHEN node.status = 'running' THEN p_ended ELSE p_leftover END,
+                            finished_at = CASE WHEN node.status = 'running' THEN p_now ELSE node.finished_at END
+            WHERE node.job_id = p_id AND node.status IN ('pending', 'running');
+            SELECT * INTO r FROM heddle_run_status(j.run_id, p_now);
+            RETURN QUERY SELECT j.id, j.run_id, j.attempt, j.name, j.labels::text, j.status, j.runner, j.epoch, j.position,
+                j.queued_at, j.started_at, j.finished_at, j.reason, j.commit_sha, j.retry_lost, j.lost_count, j.carried_from,
+                j.cache, r.id, r.project, r.pipeline, r.pipeline_version_id, r.branch, r.status, r.attempt, r.trigger,
+                r.created_at, r.started_at, r.finished_at, r.commit_sha, r.triggered_by, r.fork, r.inputs;
+        END
+        $$
+        """
 
     /// The width of a range of queue positions counted in `queue_count`: a power of two, so
     /// `position / queueBucket` is exact in floating point and a range's bounds are too.
