@@ -50,115 +50,29 @@ extension PostgresStore: ClusterStore {
 
     public func moveQueued(jobID: Int64, to target: MoveTarget) async throws -> QueueMove {
         let logger = logger
-        return try await transaction { [self] db in
-            // One move at a time, whichever coordinator (for this transaction): the lock is
-            // taken first (a one-time filter, evaluated before the job's row is read and
-            // locked), in the same round trip. New jobs take places from `job_position` and
-            // never wait for it.
-            guard let current = try await db.row("""
-                SELECT position FROM job WHERE id = \(jobID) AND status = 'queued'
-                  AND (SELECT pg_advisory_xact_lock(\(Self.queueMoveLock))::text) IS NOT NULL
-                FOR UPDATE
-                """, logger: logger)?.get("position", as: Double.self) else { return .notQueued }
-            var placement = try await Self.place(db, jobID: jobID, from: current, at: target, logger: logger)
-            let renumbered = placement == .crowded
-            if renumbered {
-                // Spaced evenly again (1, 2, 3, ...), in order; then there is room.
-                try await db.query("""
-                    UPDATE job SET position = n.rank FROM (
-                        SELECT id, row_number() OVER (ORDER BY position, id)::float8 AS rank FROM job WHERE status = 'queued'
-                    ) AS n WHERE job.id = n.id
-                    """, logger: logger)
-                let renumberedJob = try await db.row("SELECT position FROM job WHERE id = \(jobID)", logger: logger)!
-                placement = try await Self.place(db, jobID: jobID, from: try renumberedJob.get("position", as: Double.self),
-                                                 at: target, logger: logger)
+        let (kind, n, anchor): (String, Int64, Int64) = switch target {
+        case .top: ("top", 0, 0)
+        case .bottom: ("bottom", 0, 0)
+        case .position(let n): ("position", Int64(n), 0)
+        case .before(let id): ("before", 0, id)
+        case .after(let id): ("after", 0, id)
+        }
+        // One statement (`moveJobFunction`), so its own transaction: the lock, the
+        // neighbours, the renumbering when there is no room, the update and the place.
+        return try await transaction(explicit: false) { db in
+            guard let row = try await db.row("SELECT * FROM heddle_move_job(\(jobID), \(kind), \(n), \(anchor))",
+                                             logger: logger) else {
+                throw StoreError(.inconsistent, "the move of job \(jobID) answered nothing")
             }
-            guard case .at(let position) = placement else { return .noSuchAnchor }
-            guard let job = try await db.row("UPDATE job SET position = \(position) WHERE id = \(jobID) RETURNING \(unescaped: Self.jobColumns)",
-                                             logger: logger).map(Self.job) else { return .notQueued }
-            // Its run and its place now (the counts of the ranges before its own, then the
-            // jobs before it in its range), in one round trip.
-            let width = Int64(Self.queueBucket)
-            let bucket = Self.bucket(position)
-            guard let row = try await db.row("""
-                SELECT \(unescaped: Self.runColumns),
-                       (SELECT COALESCE(sum(n), 0) FROM queue_count WHERE bucket < \(bucket))::bigint
-                       + (SELECT count(*) FROM job o WHERE o.status = 'queued' AND o.position >= \(Double(bucket * width))
-                            AND (o.position, o.id) < (\(position), \(jobID))) + 1 AS place
-                FROM run WHERE id = \(job.runID)
-                """, logger: logger) else { throw StoreError(.inconsistent, "run \(job.runID) of job \(jobID) is missing") }
-            return .moved(QueueMove.Moved(job: job, run: try Self.run(row), position: position, renumbered: renumbered,
-                                          place: Int(try row.get("place", as: Int64.self))))
-        }
-    }
-
-    /// The range of places `queue_count` counts a position in.
-    static func bucket(_ position: Double) -> Int64 { Int64((position / Double(queueBucket)).rounded(.down)) }
-
-    /// Where a job (now at `current`) goes to be at `target` in the queue without it: between
-    /// the positions of its new neighbours, read in the queue's order (position, then id).
-    static func place(_ db: PostgresConnection, jobID: Int64, from current: Double, at target: MoveTarget,
-                      logger: Logger) async throws -> Scheduler.Placement {
-        func position(_ query: PostgresQuery) async throws -> Double? {
-            try await db.row(query, logger: logger).map { try $0.get("position", as: Double.self) }
-        }
-        /// Between two neighbours; after the last, a place from `job_position` (above every
-        /// place a new job was given, so a job appended later goes after this one).
-        func between(_ before: Double?, _ after: Double?) async throws -> Scheduler.Placement {
-            guard after == nil else { return Scheduler.between(before, after) }
-            let next = try await db.row("SELECT nextval('job_position')::float8 AS next", logger: logger)!.get("next", as: Double.self)
-            return .at(max(next, (before ?? 0) + 1))
-        }
-        func anchor(_ id: Int64) async throws -> Double? {
-            guard id != jobID else { return nil }
-            return try await position("SELECT position FROM job WHERE id = \(id) AND status = 'queued'")
-        }
-        switch target {
-        case .top:
-            return try await between(nil, try await position("""
-                SELECT position FROM job WHERE status = 'queued' AND id <> \(jobID) ORDER BY position, id LIMIT 1
-                """))
-        case .bottom:
-            return try await between(try await position("""
-                SELECT position FROM job WHERE status = 'queued' AND id <> \(jobID) ORDER BY position DESC, id DESC LIMIT 1
-                """), nil)
-        case .position(let n) where n <= 1:
-            return try await place(db, jobID: jobID, from: current, at: .top, logger: logger)
-        case .position(let n):
-            // The (n-1)th and nth of the others; past the end, after the last. The range of
-            // places that holds the (n-1)th is found from the counts (the moving job taken
-            // out of its own), then read from that range's start: at most a range, not n jobs.
-            let pair = try await db.rows("""
-                WITH r AS (
-                    SELECT bucket, (cum - s)::bigint AS before FROM (
-                        SELECT bucket, s, sum(s) OVER (ORDER BY bucket) AS cum FROM (
-                            SELECT bucket, sum(n) - CASE WHEN bucket = \(bucket(current)) THEN 1 ELSE 0 END AS s
-                            FROM queue_count GROUP BY bucket
-                        ) AS g
-                    ) AS c WHERE cum >= \(Int64(n - 1)) ORDER BY bucket LIMIT 1
-                )
-                SELECT o.position FROM r CROSS JOIN LATERAL (
-                    SELECT position FROM job WHERE status = 'queued' AND id <> \(jobID)
-                      AND position >= (r.bucket * \(Int64(queueBucket)))::float8
-                    ORDER BY position, id OFFSET \(Int64(n - 2)) - r.before LIMIT 2
-                ) AS o
-                """, logger: logger).map { try $0.get("position", as: Double.self) }
-            guard let before = pair.first else {
-                return try await place(db, jobID: jobID, from: current, at: .bottom, logger: logger)
+            switch try row.get("outcome", as: String.self) {
+            case "not_queued": return .notQueued
+            case "no_anchor": return .noSuchAnchor
+            default:
+                return .moved(QueueMove.Moved(job: try Self.job(row), run: try Self.run(row, prefix: "r_"),
+                                              position: try row.get("new_position", as: Double.self),
+                                              renumbered: try row.get("renumbered", as: Bool.self),
+                                              place: Int(try row.get("place", as: Int64.self))))
             }
-            return try await between(before, pair.count > 1 ? pair[1] : nil)
-        case .before(let id):
-            guard let at = try await anchor(id) else { return .noSuchAnchor }
-            return try await between(try await position("""
-                SELECT position FROM job WHERE status = 'queued' AND id <> \(jobID) AND (position, id) < (\(at), \(id))
-                ORDER BY position DESC, id DESC LIMIT 1
-                """), at)
-        case .after(let id):
-            guard let at = try await anchor(id) else { return .noSuchAnchor }
-            return try await between(at, try await position("""
-                SELECT position FROM job WHERE status = 'queued' AND id <> \(jobID) AND (position, id) > (\(at), \(id))
-                ORDER BY position, id LIMIT 1
-                """))
         }
     }
 

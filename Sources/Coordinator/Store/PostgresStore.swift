@@ -627,7 +627,149 @@ public final class PostgresStore: CoordinatorStore {
             PostgresStore.attemptStatusFunction, PostgresStore.runStatusFunction, PostgresStore.endJobFunction,
         ]),
         ("v13: a claim's pick in the claim's statement", [PostgresStore.pickClaimsFunction]),
+        ("v14: a queue move in one call", [PostgresStore.moveJobFunction]),
     ]
+
+    /// Moves a queued job to `p_kind` (`top`, `bottom`, `position` with `p_n`, `before` or
+    /// `after` the job `p_anchor`) and answers its place, in one round trip (a move was six:
+    /// its lock, the neighbours, the update, the place, `BEGIN` and `COMMIT`). One move at a
+    /// time, whichever coordinator: the advisory lock (`queueMoveLock`) is taken before the
+    /// job's row, for the statement's transaction; new jobs take places from `job_position`
+    /// and never wait for it. The job goes between its new neighbours in the queue without it,
+    /// read in the queue's order (position, then id); after the last, at a place from
+    /// `job_position`, so that a job appended later goes after it. A numbered place is found
+    /// from `queue_count` (the range that holds the (n-1)th of the others, read from that
+    /// range's start, at most a range). When no number fits between the neighbours, every
+    /// queued job is spaced evenly again (1, 2, 3, ...) and the place chosen again. The place
+    /// is the counts of the ranges before the job's plus the queued jobs before it in its range.
+    /// `outcome`: `moved` (with the job's columns, its run's prefixed `r_`, the new `position`,
+    /// `renumbered` and `place`), `not_queued` or `no_anchor` (nothing changed).
+    static let moveJobFunction = """
+        CREATE OR REPLACE FUNCTION heddle_move_job(p_job bigint, p_kind text, p_n bigint, p_anchor bigint)
+        RETURNS TABLE (outcome text, new_position double precision, renumbered boolean, place bigint,
+                       id bigint, run_id bigint, attempt bigint, name text, labels text, status text, runner text,
+                       epoch bigint, "position" double precision, queued_at bigint, started_at bigint, finished_at bigint,
+                       reason text, commit_sha text, retry_lost bigint, lost_count bigint, carried_from bigint, cache text,
+                       r_id bigint, r_project text, r_pipeline text, r_pipeline_version_id bigint, r_branch text,
+                       r_status text, r_attempt bigint, r_trigger text, r_created_at bigint, r_started_at bigint,
+                       r_finished_at bigint, r_commit_sha text, r_triggered_by text, r_fork boolean, r_inputs text)
+        LANGUAGE plpgsql VOLATILE AS $$
+        #variable_conflict use_column
+        DECLARE
+            width constant bigint := \(queueBucket);
+            current_position double precision;
+            anchor_position double precision;
+            before_position double precision;
+            after_position double precision;
+            target double precision;
+            range_start bigint;
+            before_range bigint;
+            was_renumbered boolean := false;
+            counted bigint;
+            j job;
+            r run;
+        BEGIN
+            PERFORM pg_advisory_xact_lock(\(queueMoveLock));
+            SELECT job.position INTO current_position FROM job WHERE job.id = p_job AND job.status = 'queued' FOR UPDATE;
+            IF NOT FOUND THEN
+                outcome := 'not_queued';
+                RETURN NEXT;
+                RETURN;
+            END IF;
+            IF p_kind IN ('before', 'after') THEN
+                SELECT job.position INTO anchor_position FROM job
+                WHERE job.id = p_anchor AND job.id <> p_job AND job.status = 'queued';
+                IF NOT FOUND THEN
+                    outcome := 'no_anchor';
+                    RETURN NEXT;
+                    RETURN;
+                END IF;
+            END IF;
+            LOOP
+                before_position := NULL;
+                after_position := NULL;
+                IF p_kind = 'top' OR (p_kind = 'position' AND p_n <= 1) THEN
+                    SELECT job.position INTO after_position FROM job
+                    WHERE job.status = 'queued' AND job.id <> p_job ORDER BY job.position, job.id LIMIT 1;
+                ELSIF p_kind = 'position' THEN
+                    -- The (n-1)th and nth of the others, from the range that holds the (n-1)th.
+                    SELECT c.bucket, (c.cum - c.s)::bigint INTO range_start, before_range FROM (
+                        SELECT g.bucket, g.s, sum(g.s) OVER (ORDER BY g.bucket) AS cum FROM (
+                            SELECT queue_count.bucket,
+                                   sum(queue_count.n) - CASE WHEN queue_count.bucket = floor(current_position / width)::bigint
+                                                             THEN 1 ELSE 0 END AS s
+                            FROM queue_count GROUP BY queue_count.bucket
+                        ) AS g
+                    ) AS c WHERE c.cum >= p_n - 1 ORDER BY c.bucket LIMIT 1;
+                    IF FOUND THEN
+                        SELECT min(o.position), CASE WHEN count(*) > 1 THEN max(o.position) END
+                        INTO before_position, after_position FROM (
+                            SELECT job.position FROM job
+                            WHERE job.status = 'queued' AND job.id <> p_job AND job.position >= (range_start * width)::float8
+                            ORDER BY job.position, job.id OFFSET (p_n - 2) - before_range LIMIT 2
+                        ) AS o;
+                    END IF;
+                    IF before_position IS NULL THEN  -- past the end: after the last
+                        SELECT job.position INTO before_position FROM job
+                        WHERE job.status = 'queued' AND job.id <> p_job ORDER BY job.position DESC, job.id DESC LIMIT 1;
+                        after_position := NULL;
+                    END IF;
+                ELSIF p_kind = 'bottom' THEN
+                    SELECT job.position INTO before_position FROM job
+                    WHERE job.status = 'queued' AND job.id <> p_job ORDER BY job.position DESC, job.id DESC LIMIT 1;
+                ELSIF p_kind = 'before' THEN
+                    SELECT job.position INTO before_position FROM job
+                    WHERE job.status = 'queued' AND job.id <> p_job AND (job.position, job.id) < (anchor_position, p_anchor)
+                    ORDER BY job.position DESC, job.id DESC LIMIT 1;
+                    after_position := anchor_position;
+                ELSIF p_kind = 'after' THEN
+                    before_position := anchor_position;
+                    SELECT job.position INTO after_position FROM job
+                    WHERE job.status = 'queued' AND job.id <> p_job AND (job.position, job.id) > (anchor_position, p_anchor)
+                    ORDER BY job.position, job.id LIMIT 1;
+                ELSE
+                    RAISE EXCEPTION 'unknown move kind %', p_kind;
+                END IF;
+                IF after_position IS NULL THEN
+                    target := greatest(nextval('job_position')::float8, COALESCE(before_position, 0) + 1);
+                ELSIF before_position IS NULL THEN
+                    target := after_position - 1;
+                ELSE
+                    target := before_position + (after_position - before_position) / 2;
+                END IF;
+                EXIT WHEN before_position IS NULL OR after_position IS NULL
+                       OR (target > before_position AND target < after_position);
+                IF was_renumbered THEN
+                    RAISE EXCEPTION 'no room between % and % after renumbering', before_position, after_position;
+                END IF;
+                UPDATE job SET position = n.rank FROM (
+                    SELECT job.id, row_number() OVER (ORDER BY job.position, job.id)::float8 AS rank
+                    FROM job WHERE job.status = 'queued'
+                ) AS n WHERE job.id = n.id;
+                was_renumbered := true;
+                IF p_kind IN ('before', 'after') THEN
+                    SELECT job.position INTO anchor_position FROM job WHERE job.id = p_anchor;
+                END IF;
+                SELECT job.position INTO current_position FROM job WHERE job.id = p_job;
+            END LOOP;
+            UPDATE job SET position = target WHERE job.id = p_job RETURNING job.* INTO j;
+            SELECT (SELECT COALESCE(sum(queue_count.n), 0) FROM queue_count
+                    WHERE queue_count.bucket < floor(target / width)::bigint)::bigint
+                   + (SELECT count(*) FROM job o WHERE o.status = 'queued' AND o.position >= (floor(target / width) * width)::float8
+                        AND (o.position, o.id) < (target, p_job)) + 1
+            INTO counted;
+            SELECT * INTO r FROM run WHERE run.id = j.run_id;
+            IF NOT FOUND THEN
+                RAISE EXCEPTION 'run % of job % is missing', j.run_id, p_job;
+            END IF;
+            RETURN QUERY SELECT 'moved'::text, target, was_renumbered, counted,
+                j.id, j.run_id, j.attempt, j.name, j.labels::text, j.status, j.runner, j.epoch, j.position,
+                j.queued_at, j.started_at, j.finished_at, j.reason, j.commit_sha, j.retry_lost, j.lost_count, j.carried_from,
+                j.cache, r.id, r.project, r.pipeline, r.pipeline_version_id, r.branch, r.status, r.attempt, r.trigger,
+                r.created_at, r.started_at, r.finished_at, r.commit_sha, r.triggered_by, r.fork, r.inputs;
+        END
+        $$
+        """
 
     /// Picks queued jobs for runners' free slots and locks them (`FOR UPDATE SKIP LOCKED`, so
     /// claims never wait for one another): in queue order, each fitting job to the least busy
