@@ -662,8 +662,6 @@ public final class PostgresStore: CoordinatorStore {
             before_position double precision;
             after_position double precision;
             target double precision;
-            range_start bigint;
-            before_range bigint;
             was_renumbered boolean := false;
             counted bigint;
             j job;
@@ -692,23 +690,29 @@ public final class PostgresStore: CoordinatorStore {
                     SELECT job.position INTO after_position FROM job
                     WHERE job.status = 'queued' AND job.id <> p_job ORDER BY job.position, job.id LIMIT 1;
                 ELSIF p_kind = 'position' THEN
-                    -- The (n-1)th and nth of the others, from the range that holds the (n-1)th.
-                    SELECT c.bucket, (c.cum - c.s)::bigint INTO range_start, before_range FROM (
-                        SELECT g.bucket, g.s, sum(g.s) OVER (ORDER BY g.bucket) AS cum FROM (
-                            SELECT queue_count.bucket,
-                                   sum(queue_count.n) - CASE WHEN queue_count.bucket = floor(current_position / width)::bigint
-                                                             THEN 1 ELSE 0 END AS s
-                            FROM queue_count GROUP BY queue_count.bucket
-                        ) AS g
-                    ) AS c WHERE c.cum >= p_n - 1 ORDER BY c.bucket LIMIT 1;
-                    IF FOUND THEN
-                        SELECT min(o.position), CASE WHEN count(*) > 1 THEN max(o.position) END
-                        INTO before_position, after_position FROM (
+                    -- The (n-1)th and nth of the others, read from the start of the range
+                    -- that holds the (n-1)th. One statement, so the range's start is not known
+                    -- when it is planned: with a known start and statistics from before a
+                    -- burst of jobs, the planner sorted the queue from there instead of
+                    -- reading the index in order (15 ms, not 1, with 100,000 queued).
+                    SELECT min(o.position), CASE WHEN count(*) > 1 THEN max(o.position) END
+                    INTO before_position, after_position FROM (
+                        WITH rg AS (
+                            SELECT c.bucket, (c.cum - c.s)::bigint AS before FROM (
+                                SELECT g.bucket, g.s, sum(g.s) OVER (ORDER BY g.bucket) AS cum FROM (
+                                    SELECT queue_count.bucket,
+                                           sum(queue_count.n) - CASE WHEN queue_count.bucket = floor(current_position / width)::bigint
+                                                                     THEN 1 ELSE 0 END AS s
+                                    FROM queue_count GROUP BY queue_count.bucket
+                                ) AS g
+                            ) AS c WHERE c.cum >= p_n - 1 ORDER BY c.bucket LIMIT 1
+                        )
+                        SELECT p.position FROM rg CROSS JOIN LATERAL (
                             SELECT job.position FROM job
-                            WHERE job.status = 'queued' AND job.id <> p_job AND job.position >= (range_start * width)::float8
-                            ORDER BY job.position, job.id OFFSET (p_n - 2) - before_range LIMIT 2
-                        ) AS o;
-                    END IF;
+                            WHERE job.status = 'queued' AND job.id <> p_job AND job.position >= (rg.bucket * width)::float8
+                            ORDER BY job.position, job.id OFFSET (p_n - 2) - rg.before LIMIT 2
+                        ) AS p
+                    ) AS o;
                     IF before_position IS NULL THEN  -- past the end: after the last
                         SELECT job.position INTO before_position FROM job
                         WHERE job.status = 'queued' AND job.id <> p_job ORDER BY job.position DESC, job.id DESC LIMIT 1;
