@@ -630,6 +630,26 @@ public final class PostgresStore: CoordinatorStore {
         ("v14: a queue move in one call", [PostgresStore.moveJobFunction]),
     ]
 
+    /// What `heddle_end_job` and `heddle_move_job` answer: a job's columns (`jobColumns`) and
+    /// its run's (`runColumns`) prefixed `r_`, as `RETURNS TABLE` columns ...
+    static let jobAndRunColumns = """
+        id bigint, run_id bigint, attempt bigint, name text, labels text, status text, runner text,
+        epoch bigint, "position" double precision, queued_at bigint, started_at bigint, finished_at bigint,
+        reason text, commit_sha text, retry_lost bigint, lost_count bigint, carried_from bigint, cache text,
+        r_id bigint, r_project text, r_pipeline text, r_pipeline_version_id bigint, r_branch text,
+        r_status text, r_attempt bigint, r_trigger text, r_created_at bigint, r_started_at bigint,
+        r_finished_at bigint, r_commit_sha text, r_triggered_by text, r_fork boolean, r_inputs text
+        """
+
+    /// ... and the values of those columns from the function's variables `j` (a `job`) and `r`
+    /// (a `run`).
+    static let jobAndRunValues = """
+        j.id, j.run_id, j.attempt, j.name, j.labels::text, j.status, j.runner, j.epoch, j.position,
+        j.queued_at, j.started_at, j.finished_at, j.reason, j.commit_sha, j.retry_lost, j.lost_count, j.carried_from,
+        j.cache, r.id, r.project, r.pipeline, r.pipeline_version_id, r.branch, r.status, r.attempt, r.trigger,
+        r.created_at, r.started_at, r.finished_at, r.commit_sha, r.triggered_by, r.fork, r.inputs
+        """
+
     /// Moves a queued job to `p_kind` (`top`, `bottom`, `position` with `p_n`, `before` or
     /// `after` the job `p_anchor`) and answers its place, in one round trip (a move was six:
     /// its lock, the neighbours, the update, the place, `BEGIN` and `COMMIT`). One move at a
@@ -647,12 +667,7 @@ public final class PostgresStore: CoordinatorStore {
     static let moveJobFunction = """
         CREATE OR REPLACE FUNCTION heddle_move_job(p_job bigint, p_kind text, p_n bigint, p_anchor bigint)
         RETURNS TABLE (outcome text, new_position double precision, renumbered boolean, place bigint,
-                       id bigint, run_id bigint, attempt bigint, name text, labels text, status text, runner text,
-                       epoch bigint, "position" double precision, queued_at bigint, started_at bigint, finished_at bigint,
-                       reason text, commit_sha text, retry_lost bigint, lost_count bigint, carried_from bigint, cache text,
-                       r_id bigint, r_project text, r_pipeline text, r_pipeline_version_id bigint, r_branch text,
-                       r_status text, r_attempt bigint, r_trigger text, r_created_at bigint, r_started_at bigint,
-                       r_finished_at bigint, r_commit_sha text, r_triggered_by text, r_fork boolean, r_inputs text)
+                       \(jobAndRunColumns))
         LANGUAGE plpgsql VOLATILE AS $$
         #variable_conflict use_column
         DECLARE
@@ -767,10 +782,7 @@ public final class PostgresStore: CoordinatorStore {
                 RAISE EXCEPTION 'run % of job % is missing', j.run_id, p_job;
             END IF;
             RETURN QUERY SELECT 'moved'::text, target, was_renumbered, counted,
-                j.id, j.run_id, j.attempt, j.name, j.labels::text, j.status, j.runner, j.epoch, j.position,
-                j.queued_at, j.started_at, j.finished_at, j.reason, j.commit_sha, j.retry_lost, j.lost_count, j.carried_from,
-                j.cache, r.id, r.project, r.pipeline, r.pipeline_version_id, r.branch, r.status, r.attempt, r.trigger,
-                r.created_at, r.started_at, r.finished_at, r.commit_sha, r.triggered_by, r.fork, r.inputs;
+                \(jobAndRunValues);
         END
         $$
         """
@@ -906,12 +918,7 @@ public final class PostgresStore: CoordinatorStore {
     static let endJobFunction = """
         CREATE OR REPLACE FUNCTION heddle_end_job(p_status text, p_reason text, p_now bigint, p_id bigint, p_fenced boolean,
                                                   p_epoch bigint, p_holder text, p_ended text, p_leftover text)
-        RETURNS TABLE (id bigint, run_id bigint, attempt bigint, name text, labels text, status text, runner text,
-                       epoch bigint, "position" double precision, queued_at bigint, started_at bigint, finished_at bigint,
-                       reason text, commit_sha text, retry_lost bigint, lost_count bigint, carried_from bigint, cache text,
-                       r_id bigint, r_project text, r_pipeline text, r_pipeline_version_id bigint, r_branch text,
-                       r_status text, r_attempt bigint, r_trigger text, r_created_at bigint, r_started_at bigint,
-                       r_finished_at bigint, r_commit_sha text, r_triggered_by text, r_fork boolean, r_inputs text)
+        RETURNS TABLE (\(jobAndRunColumns))
         LANGUAGE plpgsql VOLATILE AS $$
         #variable_conflict use_column
         DECLARE
@@ -928,10 +935,7 @@ public final class PostgresStore: CoordinatorStore {
                             finished_at = CASE WHEN node.status = 'running' THEN p_now ELSE node.finished_at END
             WHERE node.job_id = p_id AND node.status IN ('pending', 'running');
             SELECT * INTO r FROM heddle_run_status(j.run_id, p_now);
-            RETURN QUERY SELECT j.id, j.run_id, j.attempt, j.name, j.labels::text, j.status, j.runner, j.epoch, j.position,
-                j.queued_at, j.started_at, j.finished_at, j.reason, j.commit_sha, j.retry_lost, j.lost_count, j.carried_from,
-                j.cache, r.id, r.project, r.pipeline, r.pipeline_version_id, r.branch, r.status, r.attempt, r.trigger,
-                r.created_at, r.started_at, r.finished_at, r.commit_sha, r.triggered_by, r.fork, r.inputs;
+            RETURN QUERY SELECT \(jobAndRunValues);
         END
         $$
         """
