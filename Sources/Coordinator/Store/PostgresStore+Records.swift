@@ -76,6 +76,15 @@ extension PostgresStore {
         }
     }
 
+    /// Forgets `version` as its pipeline's latest (a later one exists), unless another
+    /// version is known by now.
+    func forget(_ version: PipelineVersionRecord) {
+        latestVersions.withLock { known in
+            let key = Self.pipelineKey(version.project, version.pipeline)
+            if known[key]?.id == version.id { known[key] = nil }
+        }
+    }
+
     public func pipelineVersion(id: Int64) async throws -> PipelineVersionRecord? {
         try await read { [self] db in
             try await db.row("SELECT \(unescaped: Self.pipelineColumns) WHERE v.id = \(id)", logger: logger).map(Self.pipelineVersion)
@@ -104,10 +113,7 @@ extension PostgresStore {
             return created
         }
         // Another coordinator pushed a later version: read it at the next `latestPipeline`.
-        latestVersions.withLock { known in
-            let key = Self.pipelineKey(version.project, version.pipeline)
-            if known[key]?.id == version.id { known[key] = nil }
-        }
+        forget(version)
         return nil
     }
 

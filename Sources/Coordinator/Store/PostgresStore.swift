@@ -728,14 +728,6 @@ public final class PostgresStore: CoordinatorStore {
                             ORDER BY job.position, job.id OFFSET (p_n - 2) - rg.before LIMIT 2
                         ) AS p
                     ) AS o;
-                    IF before_position IS NULL THEN  -- past the end: after the last
-                        SELECT job.position INTO before_position FROM job
-                        WHERE job.status = 'queued' AND job.id <> p_job ORDER BY job.position DESC, job.id DESC LIMIT 1;
-                        after_position := NULL;
-                    END IF;
-                ELSIF p_kind = 'bottom' THEN
-                    SELECT job.position INTO before_position FROM job
-                    WHERE job.status = 'queued' AND job.id <> p_job ORDER BY job.position DESC, job.id DESC LIMIT 1;
                 ELSIF p_kind = 'before' THEN
                     SELECT job.position INTO before_position FROM job
                     WHERE job.status = 'queued' AND job.id <> p_job AND (job.position, job.id) < (anchor_position, p_anchor)
@@ -746,8 +738,14 @@ public final class PostgresStore: CoordinatorStore {
                     SELECT job.position INTO after_position FROM job
                     WHERE job.status = 'queued' AND job.id <> p_job AND (job.position, job.id) > (anchor_position, p_anchor)
                     ORDER BY job.position, job.id LIMIT 1;
-                ELSE
+                ELSIF p_kind <> 'bottom' THEN
                     RAISE EXCEPTION 'unknown move kind %', p_kind;
+                END IF;
+                -- The bottom, and a numbered place past the end: after the last.
+                IF p_kind = 'bottom' OR (p_kind = 'position' AND p_n > 1 AND before_position IS NULL) THEN
+                    SELECT job.position INTO before_position FROM job
+                    WHERE job.status = 'queued' AND job.id <> p_job ORDER BY job.position DESC, job.id DESC LIMIT 1;
+                    after_position := NULL;
                 END IF;
                 IF after_position IS NULL THEN
                     target := greatest(nextval('job_position')::float8, COALESCE(before_position, 0) + 1);
