@@ -52,7 +52,7 @@ final class NodeProcess: Sendable {
             ["/bin/sh", "-c", "cd -- \"$0\" && exec /bin/sh -c \"$1\"", directory, command]
         }
         if !cgroups.isEmpty && container == nil { argv = Cgroups.joining(cgroups, argv) }
-        let program = argv
+        let arguments = argv
         let token = UUID().uuidString
         var environment = environment
         environment[ProcessTree.variable] = token
@@ -76,7 +76,7 @@ final class NodeProcess: Sendable {
         let exitStatus = ExitBox()
         let started = SpawnResult()
         let waiter = Thread {
-            let (pid, result) = Self.spawn(program, environment: envp, output: writeEnd)
+            let (pid, result) = Self.spawn(arguments, environment: envp, output: writeEnd)
             started.set(pid: pid, result: result)
             guard result == 0 else { return }
             var status: Int32 = 0
@@ -105,7 +105,7 @@ final class NodeProcess: Sendable {
         close(writeEnd)
         guard result == 0 else {
             close(readEnd)
-            throw RunnerError("cannot start \(program[0]): \(String(cString: strerror(result)))")
+            throw RunnerError("cannot start \(arguments[0]): \(String(cString: strerror(result)))")
         }
         self.pid = pid
         self.token = token
