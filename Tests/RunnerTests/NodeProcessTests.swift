@@ -7,11 +7,7 @@ import Testing
 @Suite struct NodeProcessTests {
     func run(_ command: String, in directory: String, environment: [String: String] = [:]) async throws -> (Data, Int32) {
         let process = try NodeProcess(command: command, environment: environment, directory: directory)
-        var output = Data()
-        for await chunk in process.output {
-            output.append(chunk)
-            process.consumed()
-        }
+        let output = try await process.read()
         return (output, await process.exitCode())
     }
 
@@ -68,11 +64,7 @@ import Testing
         try await waitUntil("the starting thread to end") { ended.withLock { $0 } }
         let process = try #require(try started.withLock { $0 }?.get())
         #expect(FileManager.default.fileExists(atPath: "\(dir.path)/armed"))
-        var output = Data()
-        for await chunk in process.output {
-            output.append(chunk)
-            process.consumed()
-        }
+        let output = try await process.read()
         #expect(await process.exitCode() == 0)
         #expect(String(decoding: output, as: UTF8.self) == "alive\n")
     }
@@ -101,13 +93,8 @@ import Testing
             sleep 1000
             """, environment: ["PATH": "/usr/bin:/bin"], directory: dir.path)
         let pidFile = "\(dir.path)/grandchild.pid"
-        var output = Data()
-        var iterator = process.output.makeAsyncIterator()
-        while !String(decoding: output, as: UTF8.self).contains("ready") {
-            guard let chunk = await iterator.next() else { break }
-            output.append(chunk)
-            process.consumed()
-        }
+        let ready = try await process.read { String(decoding: $0, as: UTF8.self).contains("ready") }
+        #expect(String(decoding: ready, as: UTF8.self) == "ready\n")
         try await waitUntil("the grandchild to write its pid") {
             ((try? String(contentsOfFile: pidFile, encoding: .utf8)) ?? "").hasSuffix("\n")
         }
@@ -115,10 +102,13 @@ import Testing
             .trimmingCharacters(in: .whitespacesAndNewlines))!
         #expect(getpgid(grandchild) != process.pid, "the grandchild must have left the node's process group")
         process.terminate(grace: .milliseconds(300))
-        while let chunk = await iterator.next() { _ = chunk; process.consumed() }
+        // The grandchild holds the pipe: the output ends only once it is killed.
+        _ = try await process.read()
         let code = await process.exitCode()
         #expect(code == 128 + SIGKILL, "the shell ignores SIGTERM, so SIGKILL ends it")
-        #expect(!ProcessTree.isAlive(grandchild), "pid \(grandchild) survived")
+        // A killed process closes its descriptors before it becomes a zombie, so the pipe can
+        // reach its end while the grandchild is still exiting (CI saw it alive at that moment).
+        try await waitUntil("pid \(grandchild) to be gone", timeout: .seconds(10)) { !ProcessTree.isAlive(grandchild) }
         #expect(!ProcessTree.isAlive(process.pid))
     }
 
@@ -185,5 +175,21 @@ import Testing
         spool.drop(40)
         #expect(spool.count == 0)
         #expect(!FileManager.default.fileExists(atPath: path), "an empty spool file is removed")
+    }
+}
+
+extension NodeProcess {
+    /// The node's output until it ends, or until `enough` holds for what was read; fails
+    /// after `limit` rather than waiting for a node that never closes its output.
+    func read(limit: Duration = .seconds(60), until enough: @escaping @Sendable (Data) -> Bool = { _ in false }) async throws -> Data {
+        try await withDeadline(limit) { [self] in
+            var read = Data()
+            for await chunk in self.output {
+                read.append(chunk)
+                consumed()
+                if enough(read) { break }
+            }
+            return read
+        }.get()
     }
 }

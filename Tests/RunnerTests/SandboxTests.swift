@@ -8,11 +8,7 @@ import Testing
     func run(_ command: String, sandbox: Sandbox, in directory: String, network: Bool = true) async throws -> (String, Int32) {
         let process = try NodeProcess(command: command, environment: ["PATH": "/usr/bin:/bin"], directory: directory,
                                       sandbox: sandbox, network: network)
-        var output = Data()
-        for await chunk in process.output {
-            output.append(chunk)
-            process.consumed()
-        }
+        let output = try await process.read()
         return (String(decoding: output, as: UTF8.self), await process.exitCode())
     }
 
