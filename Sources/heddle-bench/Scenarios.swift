@@ -47,15 +47,25 @@ enum Scenarios {
         "name: \(name)\njobs:\n  j:\n    labels: [\(label)]\n    nodes:\n      n: { run: 'true' }\n"
     }
 
-    /// Trivial jobs end to end: triggered by admins, taken by simulated runners that report
-    /// success at once, measured until every result is stored. With several coordinators,
-    /// runner i and trigger task i go to coordinator i modulo their number.
-    static func jobsPerSecond(_ fabrics: [any Fabric], runners count: Int, runs: Int) async throws -> Double {
+    /// Trivial jobs end to end: triggered by eight tasks, each on an admin connection of its
+    /// own, taken by simulated runners that report success at once, measured from the first
+    /// timed trigger until every timed result is stored, after `warmUp` runs. With several
+    /// coordinators, runner i and trigger task i go to coordinator i modulo their number.
+    /// `timing` is called when the timed runs start.
+    static func jobsPerSecond(_ fabrics: [any Fabric], runners count: Int, runs: Int,
+                              warmUp: Int = Scenarios.warmUpRuns, timing: () -> Void = {}) async throws -> Double {
+        precondition(warmUp > 0 && runs > 0)
+        // One admin connection per trigger task (a coordinator handles one connection's
+        // requests one at a time), task i on coordinator i modulo their number.
+        // HEDDLE_BENCH_ADMINS=coordinators: one per coordinator instead (as before 2026-12-07).
+        let perCoordinator = ProcessInfo.processInfo.environment["HEDDLE_BENCH_ADMINS"] == "coordinators"
         var admins: [HeddleClient] = []
-        for fabric in fabrics { admins.append(try await fabric.admin()) }
+        for index in 0..<(perCoordinator ? fabrics.count : 8) { admins.append(try await fabrics[index % fabrics.count].admin()) }
         _ = try await admins[0].pushPipeline(project: "bench", fileName: "trivial.act", source: pipeline("trivial", label: "trivial"))
         let finished = Counter()
-        let (allDone, signal) = AsyncStream.makeStream(of: Void.self)
+        let triggerMs = Samples()
+        // Yields once the warm-up's runs are done, then once the measured ones are.
+        let (done, signal) = AsyncStream.makeStream(of: Void.self)
         var connections: [HeddleConnection] = []
         for index in 0..<count {
             connections.append(try await fabrics[index % fabrics.count].runner(labels: ["trivial"], capacity: 16))
@@ -71,33 +81,58 @@ enum Scenarios {
                                 finish.job = assignment.job
                                 finish.status = .succeeded
                                 _ = try? await connection.request(.jobFinish(finish))
-                                if finished.increment() == runs { signal.yield() }
+                                let count = finished.increment()
+                                if count == warmUp || count == warmUp + runs { signal.yield() }
                             }
                         }
                     }
                 }
             }
-            let start = ContinuousClock.now
-            try await withThrowingTaskGroup(of: Void.self) { triggers in
-                let perTask = runs / 8
-                for part in 0..<8 {
-                    let admin = admins[part % admins.count]
-                    triggers.addTask {
-                        let count = part == 7 ? runs - perTask * 7 : perTask
-                        for _ in 0..<count { _ = try await admin.trigger(project: "bench", pipeline: "trivial", branch: "main") }
+            /// `total` runs triggered by eight tasks at once, spread over the coordinators.
+            func trigger(_ total: Int) async throws {
+                try await withThrowingTaskGroup(of: Void.self) { triggers in
+                    let perTask = total / 8
+                    for part in 0..<8 {
+                        let admin = admins[part % admins.count]
+                        triggers.addTask {
+                            let count = part == 7 ? total - perTask * 7 : perTask
+                            for _ in 0..<count {
+                                let start = ContinuousClock.now
+                                _ = try await admin.trigger(project: "bench", pipeline: "trivial", branch: "main")
+                                let ms = seconds(since: start) * 1000
+                                triggerMs.add(ms)
+                            }
+                        }
                     }
+                    try await triggers.waitForAll()
                 }
-                try await triggers.waitForAll()
             }
-            var iterator = allDone.makeAsyncIterator()
+            var iterator = done.makeAsyncIterator()
+            try await trigger(warmUp)
+            _ = await iterator.next()
+            timing()
+            let start = ContinuousClock.now
+            try await trigger(runs)
             _ = await iterator.next()
             let elapsed = seconds(since: start)
+            if ProcessInfo.processInfo.environment["HEDDLE_BENCH_VERBOSE"] != nil {
+                let sorted = triggerMs.all.suffix(runs).sorted()
+                FileHandle.standardError.write(Data(String(format: "triggers: p50 %.2f ms, p90 %.2f ms\n",
+                    sorted[sorted.count / 2], sorted[sorted.count * 9 / 10]).utf8))
+            }
             for connection in connections { await connection.close() }
             for admin in admins { await admin.connection.close() }
             group.cancelAll()
             return Double(runs) / elapsed
         }
     }
+
+    /// Runs done before the jobs per second are timed, the same for every store: each
+    /// coordinator's pool opens its connections, whose PostgreSQL server processes fill their
+    /// caches and prepare the statements at their first calls (three coordinators opened 22
+    /// server sessions where one opened 7), and runners and clients make their sessions. What
+    /// is timed is then what a running fabric does, not its first second.
+    static let warmUpRuns = 100
 
     /// Idle coordinator and runner: from the trigger request to the assignment at the runner.
     static func triggerToStart(_ fabric: some Fabric, samples: Int) async throws -> (Double, Double) {
@@ -147,6 +182,13 @@ enum Scenarios {
         await job.close()
         return Double(bytes) / elapsed / 1_000_000
     }
+}
+
+/// Measurements added from many tasks.
+final class Samples: Sendable {
+    private let values = Mutex<[Double]>([])
+    func add(_ value: Double) { values.withLock { $0.append(value) } }
+    var all: [Double] { values.withLock { $0 } }
 }
 
 final class Counter: Sendable {
