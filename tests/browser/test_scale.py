@@ -142,6 +142,8 @@ def test_a_10000_job_queue_scrolls_and_reorders(admin_page, fabric):
         page.goto(fabric.url + "/#/queue")
         expect(page.locator(".vlist .row").first).to_be_visible()
         record("queue_10k_open_s", time.monotonic() - started)
+        # Counts of thousands are written with separators ("10,000 queued").
+        expect(page.locator("span.count")).to_have_text(re.compile(r"running, \d{1,3}(,\d{3})+ queued"))
         rows = page.locator(".vlist .row").count()
         assert rows < 100, f"{rows} rows in the page for 10,000 jobs"
         # The browser's own frame interval here (headless, software rendering), for comparison.

@@ -65,7 +65,8 @@ export async function queuePage(main) {
   function draw() {
     const shown = visible();
     const queued = entries.filter((entry) => entry.status === 'queued').length;
-    count.textContent = `— ${entries.length - queued} running, ${queued} queued${total > entries.length ? ` (${total} in all)` : ''}`;
+    const n = (value) => value.toLocaleString();
+    count.textContent = `— ${n(entries.length - queued)} running, ${n(queued)} queued${total > entries.length ? ` (${n(total)} in all)` : ''}`;
     spacer.style.height = `${shown.length * ROW}px`;
     cancelSelected.disabled = selected.size === 0;
     cancelSelected.textContent = selected.size ? `Cancel selected (${selected.size})` : 'Cancel selected';
