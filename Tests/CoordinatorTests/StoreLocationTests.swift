@@ -1,7 +1,6 @@
 import Foundation
 import Logging
 import PostgresNIO
-import Synchronization
 import TestSupport
 import Testing
 @testable import Coordinator
@@ -42,9 +41,9 @@ import Testing
         #expect("\(error)".contains(message), "\(error)")
     }
 
-    /// More statements at once than a pool of `pool_max_conns` connections holds open that
-    /// many (the others wait their turn), and without the setting, the default; the pool
-    /// keeps them open while they are used.
+    /// Four statements more at once than the pool's limit (`pool_max_conns`, or the default
+    /// without it): the pool opens exactly that many connections, and the others wait their
+    /// turn on them.
     @Test(arguments: [3, nil])
     func aPoolOpensAtMostItsConnections(limit: Int?) async throws {
         try await TestDatabase.with(.postgres) { database in
@@ -69,13 +68,13 @@ import Testing
 
     /// How many server processes are connected to `database`.
     static func connections(to database: String) async throws -> Int {
-        let count = Mutex(0)
         try await TestDatabase.admin(try #require(TestDatabase.serverAddress)) { connection, logger in
             let rows = try await connection.query(
                 "SELECT count(*)::int FROM pg_stat_activity WHERE datname = \(database) AND backend_type = 'client backend'",
                 logger: logger)
-            for try await value in rows.decode(Int.self) { count.withLock { $0 = value } }
+            var count = 0
+            for try await value in rows.decode(Int.self) { count = value }
+            return count
         }
-        return count.withLock { $0 }
     }
 }

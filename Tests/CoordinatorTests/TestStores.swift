@@ -82,7 +82,9 @@ final class TestDatabase: Sendable {
         }
     }
 
-    static func admin(_ address: String, _ body: (PostgresConnection, Logger) async throws -> Void) async throws {
+    /// `body`'s answer, on a connection of its own to `address` (closed afterwards).
+    @discardableResult
+    static func admin<T>(_ address: String, _ body: (PostgresConnection, Logger) async throws -> T) async throws -> T {
         let location = try PostgresStore.Location(parsing: address)
         let logger = Logger(label: "test.postgres")
         let connection = try await PostgresConnection.connect(
@@ -90,8 +92,9 @@ final class TestDatabase: Sendable {
                                  password: location.password, database: location.database, tls: .disable),
             id: 1, logger: logger)
         do {
-            try await body(connection, logger)
+            let answer = try await body(connection, logger)
             try await connection.close()
+            return answer
         } catch {
             try? await connection.close()
             throw error

@@ -163,6 +163,23 @@ extension ClusterTests {
         await cluster.stop()
     }
 
+    /// A wrong `pool_max_conns` in `--store`'s address is refused before anything starts: exit
+    /// status 64 and the setting named, no database reached (none is at that address), nothing
+    /// listened on.
+    @Test func aWrongPoolSizeInTheStoreAddressIsRefusedBeforeStart() async throws {
+        let root = try TemporaryDirectory("heddle-store")
+        defer { root.remove() }
+        for value in ["0", "lots", "101"] {
+            let coordinator = try ClusterFabric.startCoordinator(
+                root: root, store: "postgres://heddle@127.0.0.1:1/heddle?pool_max_conns=\(value)", heartbeat: 1,
+                listen: "127.0.0.1:0")
+            #expect(try await coordinator.waitForExit(timeout: .seconds(30)) == 64)
+            #expect(coordinator.standardError.contains("--store: pool_max_conns is a whole number from 1 to 100, not \(value)"),
+                    "\(coordinator.standardError)")
+            #expect(!coordinator.standardOutput.contains("listening on"))
+        }
+    }
+
     /// Moves and bulk cancels through two coordinators at once leave one order, the same on
     /// every coordinator and in the store.
     @Test func concurrentMovesAndBulkCancelsLeaveOneConsistentOrder() async throws {
