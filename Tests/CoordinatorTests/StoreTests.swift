@@ -61,6 +61,27 @@ import Wire
         }
     }
 
+    /// Runs of two versions of one pipeline, made in turns, each get their own version's jobs
+    /// and nodes (PostgreSQL keeps the rows of the version last triggered, encoded once).
+    @Test(arguments: StoreKind.allCases)
+    func eachVersionsRunsGetThatVersionsJobsAndNodes(kind: StoreKind) async throws {
+        try await TestDatabase.with(kind) { database in
+            let store = try await database.open()
+            let (v1, first) = try await pipeline(store)
+            let source = "name: ci\njobs:\n  deploy:\n    labels: [prod]\n    nodes: { ship: { run: \"ship it\" } }\n"
+            let second = try ActParser(file: "ci.act").parse(source)
+            let v2 = try await store.savePipeline(project: "shop", definition: second, source: source, now: 2)
+            for (version, definition) in [(v1, first), (v2, second), (v1, first), (v2, second)] {
+                let (_, jobs) = try await store.createRun(version: version, definition: definition, branch: "main", commit: "",
+                                                          trigger: "api", triggeredBy: "t", now: 10)
+                #expect(jobs.map(\.name) == definition.jobs.map(\.name), "version \(version.version)")
+                #expect(jobs.map(\.labels) == definition.jobs.map(\.labels), "version \(version.version)")
+                let nodes = try await store.nodes(jobIDs: jobs.map(\.id))
+                #expect(nodes.map(\.run) == definition.jobs.flatMap { $0.nodes.map(\.run) }, "version \(version.version)")
+            }
+        }
+    }
+
     @Test(arguments: StoreKind.allCases)
     func runsAttemptsJobsAndNodes(kind: StoreKind) async throws {
         try await TestDatabase.with(kind) { database in

@@ -125,7 +125,7 @@ extension PostgresStore {
                            commit: String, trigger: String, triggeredBy: String, fork: Bool, inputs: [String: String],
                            now: Int64, latestOnly: Bool) async throws -> (RunRecord, [JobRecord])? {
         let logger = logger
-        let json = try Self.jobsJSON(definition)
+        let json = try jobsJSON(version, definition)
         let statement = CreateRun(project: version.project, pipeline: version.pipeline, versionID: version.id, branch: branch,
                                   trigger: trigger, now: now, commit: commit, triggeredBy: triggeredBy, jobs: json.jobs,
                                   nodes: json.nodes, fork: fork, inputs: try pgJSON(inputs), latestOnly: latestOnly)
@@ -144,7 +144,7 @@ extension PostgresStore {
                                    branch: String, triggeredBy: String, inputs: [String: String],
                                    now: Int64) async throws -> (RunRecord, [JobRecord])? {
         let logger = logger
-        let json = try Self.jobsJSON(definition)
+        let json = try jobsJSON(version, definition)
         let statement = CreateRun(project: version.project, pipeline: version.pipeline, versionID: version.id, branch: branch,
                                   trigger: "schedule", now: now, commit: "", triggeredBy: triggeredBy, jobs: json.jobs,
                                   nodes: json.nodes, fork: false, inputs: try pgJSON(inputs))
@@ -261,9 +261,21 @@ extension PostgresStore {
     /// `jsonb_to_recordset`'s column definitions: the job's name, then `nodeFields`.
     static let nodeRecordset = (["job text"] + nodeFields.map { "\($0.column) \($0.type)" }).joined(separator: ", ")
 
+    typealias JobsJSON = (jobs: String, nodes: String)
+
+    /// `jobsJSON(_:)` of `version`, whose definition is `definition`: encoded once per version
+    /// and pipeline (`jobsJSONByPipeline`).
+    func jobsJSON(_ version: PipelineVersionRecord, _ definition: PipelineDefinition) throws -> JobsJSON {
+        let key = Self.pipelineKey(version.project, version.pipeline)
+        if let known = jobsJSONByPipeline.withLock({ $0[key] }), known.versionID == version.id { return known.json }
+        let json = try Self.jobsJSON(definition)
+        jobsJSONByPipeline.withLock { $0[key] = (version.id, json) }
+        return json
+    }
+
     /// A pipeline's jobs and their nodes as JSON rows for `jsonb_to_recordset`: one statement
     /// inserts every job, one every node, whatever the pipeline's size.
-    static func jobsJSON(_ definition: PipelineDefinition) throws -> (jobs: String, nodes: String) {
+    static func jobsJSON(_ definition: PipelineDefinition) throws -> JobsJSON {
         struct Job: Encodable { var ordinal: Int; var name: String; var labels: String; var retry_lost: Int; var cache: String }
         struct Node: Encodable {
             var job: String; var name: String; var ordinal: Int; var run: String; var needs: String; var env: String
@@ -289,7 +301,7 @@ extension PostgresStore {
     /// Inserts the attempt row of `run.attempt`, its queued jobs (at the end of the queue, in
     /// the pipeline's order, places from `job_position`) and their pending nodes.
     static func insertAttempt(_ db: PostgresConnection, run: RunRecord, definition: PipelineDefinition,
-                              jobs json: (jobs: String, nodes: String), now: Int64, logger: Logger) async throws -> [JobRecord] {
+                              jobs json: JobsJSON, now: Int64, logger: Logger) async throws -> [JobRecord] {
         try await db.query("""
             INSERT INTO attempt (run_id, number, status, trigger, created_at, triggered_by)
             VALUES (\(run.id), \(run.attempt), 'queued', \(run.trigger), \(now), \(run.triggeredBy))

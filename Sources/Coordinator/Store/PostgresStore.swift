@@ -29,6 +29,11 @@ public final class PostgresStore: CoordinatorStore {
     /// Each pipeline's latest version as this store last read or saved it, by project and
     /// pipeline (`latestPipeline`): as many as there are pipelines.
     let latestVersions = Mutex<[String: PipelineVersionRecord]>([:])
+    /// Each pipeline's jobs and nodes as JSON rows (`jobsJSON`) for the version last triggered,
+    /// by project and pipeline: every run of a version inserts the same rows (encoding them
+    /// again cost 0.04 of the 0.99 ms of coordinator CPU per trivial job). As many as there are
+    /// pipelines.
+    let jobsJSONByPipeline = Mutex<[String: (versionID: Int64, json: JobsJSON)]>([:])
 
     /// What `--store` takes: `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE`, or with
     /// `?host=/path/to/socket/directory` a Unix socket. `sslmode=disable` (the default on a
