@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 import TestSupport
 @testable import Coordinator
@@ -214,8 +215,10 @@ import TestSupport
         }
     }
 
-    /// Three coordinators claiming at once while jobs are moved: no job is claimed twice, and
-    /// once they stop, no queued job fits a runner that still had room.
+    /// Three coordinators claiming at once while jobs are moved and new runs queued: no job is
+    /// claimed twice, every job a claim marked running came back from it with its run and
+    /// nodes (a run committed while a claim ran included), and once they stop, no queued job
+    /// fits a runner that still had room.
     @Test func concurrentClaimersThroughThreeCoordinatorsTakeEachJobOnceAndSkipNone() async throws {
         try await TestDatabase.with(.postgres) { database in
             var opened: [PostgresStore] = []
@@ -228,14 +231,21 @@ import TestSupport
             for _ in 0..<30 { ids += try await Self.queue(stores[0], version, definition).map(\.id) }
             let runnerLabels: [Set<String>] = [["linux", "x86"], ["gpu", "linux"], []]
             let movable = ids
+            /// Whether runs are still being queued, and their jobs.
+            final class Queuing: Sendable {
+                let running = Mutex(true)
+                let jobs = Mutex<[Int64]>([])
+            }
+            let queuing = Queuing()
             let claims = try await withThrowingTaskGroup(of: [ClaimedJob].self) { group in
                 for (index, store) in stores.enumerated() {
                     group.addTask {
                         var mine: [ClaimedJob] = []
                         var epoch = Int64(index) * 1_000_000
                         var empty = 0
-                        // Each coordinator: two runners, small batches, until three claims in a row find nothing.
-                        while empty < 3 {
+                        // Each coordinator: two runners, small batches, until three claims in a
+                        // row find nothing once no more runs come.
+                        while empty < 3 || queuing.running.withLock({ $0 }) {
                             let slots = (0..<2).map { runner in
                                 ClaimSlot(runner: "c\(index)r\(runner)", labels: runnerLabels[(index + runner) % 3], running: 0,
                                           epochs: (0..<Int.random(in: 1...5)).map { _ in epoch += 1; return epoch })
@@ -253,10 +263,22 @@ import TestSupport
                     }
                     return []
                 }
+                group.addTask {
+                    defer { queuing.running.withLock { $0 = false } }
+                    for _ in 0..<60 {
+                        let jobs = try await Self.queue(stores[1], version, definition).map(\.id)
+                        queuing.jobs.withLock { $0 += jobs }
+                    }
+                    return []
+                }
                 return try await group.reduce(into: [ClaimedJob]()) { $0 += $1 }
             }
+            ids += queuing.jobs.withLock { $0 }
             let claimedIDs = claims.map(\.job.id)
             #expect(claimedIDs.count == Set(claimedIDs).count, "a job was claimed twice")
+            for claimed in claims {
+                #expect(claimed.run.id == claimed.job.runID && claimed.nodes.map(\.name) == ["n"], "job \(claimed.job.id)")
+            }
             let stored = try await stores[0].jobs(ids: ids)
             #expect(Set(stored.filter { $0.status == .running }.map(\.id)) == Set(claimedIDs))
             for job in stored where job.status == .queued {

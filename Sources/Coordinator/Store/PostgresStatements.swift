@@ -97,11 +97,17 @@ extension PostgresStore {
         }
     }
 
-    /// `claimSQL` for runners' free slots: the queued jobs that fit them, picked in queue order
-    /// and locked in the same statement (`PostgresStore.pickClaimsFunction`). `slots`: the
-    /// function's JSON.
+    /// Claims for runners' free slots: the queued jobs that fit them, picked in queue order,
+    /// locked and marked running in one call (`PostgresStore.claimQueuedFunction`); its rows
+    /// in the order picked, with the columns `claimSQL` answers. `slots`: the function's JSON.
     struct ClaimQueued: LifecycleStatement {
-        static let sql = PostgresStore.claimSQL(claims: "heddle_pick_claims($1::jsonb)", now: "$2", holder: "$3")
+        static let sql = """
+            SELECT \(PostgresStore.qualified(PostgresStore.jobColumns, by: "(c.job_row)")),
+                   \(PostgresStore.prefixed(PostgresStore.runColumns, from: "(c.run_row)", as: "r_")),
+                   c.started, c.repository,
+                   \(PostgresStore.prefixed(PostgresStore.nodeReadColumns, from: "(c.node_row)", as: "n_"))
+            FROM heddle_claim_queued($1::jsonb, $2, $3) AS c
+            """
         var slots: String, now: Int64, holder: String
         func makeBindings() throws -> PostgresBindings {
             bindings { $0.append(slots); $0.append(now); $0.append(holder) }

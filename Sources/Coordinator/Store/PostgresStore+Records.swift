@@ -364,8 +364,8 @@ extension PostgresStore {
     static func claimed(_ db: PostgresConnection, _ rows: [PostgresRandomAccessRow], now: Int64,
                         logger: Logger) async throws -> [Int64: ClaimedJob] {
         guard !rows.isEmpty else { return [:] }
-        // A row per job and node, in job order; the runs as they were before the statement:
-        // those it started (`started`) are patched.
+        // A row per job and node, a job's rows together; the runs as they were before the
+        // claim: those it started (`started`, read from a run's first row) are patched.
         var jobs: [JobRecord] = []
         var runs: [Int64: RunRecord] = [:]
         var repositories: [Int64: String] = [:]

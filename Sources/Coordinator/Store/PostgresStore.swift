@@ -652,6 +652,7 @@ public final class PostgresStore: CoordinatorStore {
         ]),
         ("v13: a claim's pick in the claim's statement", [PostgresStore.pickClaimsFunction]),
         ("v14: a queue move in one call", [PostgresStore.moveJobFunction]),
+        ("v15: a claim's writes by primary key", [PostgresStore.claimQueuedFunction]),
     ]
 
     /// What `heddle_end_job` and `heddle_move_job` answer: a job's columns (`jobColumns`) and
@@ -818,11 +819,69 @@ public final class PostgresStore: CoordinatorStore {
     /// Returns a job, its runner and its epoch per claim. Called from the claim's statement
     /// (`PostgresStatements.ClaimQueued`), so the pick and the claim are one round trip and
     /// one transaction.
-    static let pickClaimsFunction = """
+    static let pickClaimsFunction = pickFunction("""
         CREATE OR REPLACE FUNCTION heddle_pick_claims(p_slots jsonb)
         RETURNS TABLE (claimed bigint, claimed_by text, claimed_at bigint)
         LANGUAGE plpgsql VOLATILE ROWS 16 AS $$
+        """, declare: "", pick: """
+                        claimed := picked.id;
+                        claimed_by := s_runner[best];
+                        claimed_at := (s_epochs[best]->>(jsonb_array_length(s_epochs[best]) - s_free[best]))::bigint;
+        """)
+
+    /// Claims queued jobs for runners' free slots, in one call: picks them as
+    /// `heddle_pick_claims` does and marks each running on its runner at its epoch, held by
+    /// `p_holder`, with its run and attempt running. Returns a row per claimed job and node, in
+    /// the order picked: the job as it is now (`job_row`), its run as it was before
+    /// (`run_row`) and whether this call started it (`started`, on the run's first job only),
+    /// its project's `repository`, and the node (`node_row`, null for a job with none), in
+    /// node order.
+    ///
+    /// Every statement reads or writes rows by their primary key (the job is the row just
+    /// locked, so queued): a plan no table's size or statistics change. The set-based claim
+    /// this replaces was planned once per connection, often while the tables were new, and its
+    /// generic plan then hashed every queued job (through `job_queued`) or scanned every run at
+    /// each claim (`auto_explain` in the bench). Everything is read here, with the function's
+    /// own snapshots: the calling statement's snapshot, older, may not show a run committed
+    /// while the pick ran. (`heddle_pick_claims` stays for coordinators of the version before,
+    /// while they are upgraded.)
+    static let claimQueuedFunction = pickFunction("""
+        CREATE OR REPLACE FUNCTION heddle_claim_queued(p_slots jsonb, p_now bigint, p_holder text)
+        RETURNS TABLE (job_row job, run_row run, repository text, node_row node, started boolean)
+        LANGUAGE plpgsql VOLATILE ROWS 16 AS $$
+        """, declare: "claimed job;", pick: """
+                        UPDATE job SET status = 'running', runner = s_runner[best],
+                            epoch = (s_epochs[best]->>(jsonb_array_length(s_epochs[best]) - s_free[best]))::bigint,
+                            started_at = p_now, holder = p_holder
+                        WHERE job.id = picked.id RETURNING job.* INTO claimed;
+                        job_row := claimed;
+                        SELECT * INTO run_row FROM run WHERE run.id = claimed.run_id;
+                        SELECT project.repository INTO repository FROM project WHERE project.name = run_row.project;
+                        repository := COALESCE(repository, '');
+                        UPDATE run SET status = 'running', started_at = COALESCE(run.started_at, p_now)
+                        WHERE run.id = claimed.run_id AND run.status = 'queued';
+                        started := FOUND;
+                        UPDATE attempt SET status = 'running', started_at = COALESCE(attempt.started_at, p_now)
+                        WHERE attempt.run_id = claimed.run_id AND attempt.number = claimed.attempt AND attempt.status = 'queued';
+        """, emit: """
+                        FOR node_row IN SELECT * FROM node WHERE node.job_id = claimed.id ORDER BY node.ordinal LOOP
+                            RETURN NEXT;
+                        END LOOP;
+                        IF NOT FOUND THEN
+                            node_row := NULL;
+                            RETURN NEXT;
+                        END IF;
+        """)
+
+    /// A function that picks queued jobs for free slots (`heddle_pick_claims`' loop): `header`
+    /// up to `DECLARE`, `declare` its own variables, `pick` what it does with a job `picked`
+    /// for slot `best` before the slot is counted, `emit` how its rows are returned once it is.
+    private static func pickFunction(_ header: String, declare: String, pick: String,
+                                     emit: String = "RETURN NEXT;") -> String {
+        """
+        \(header)
         DECLARE
+            \(declare)
             s_runner text[];
             s_labels jsonb[];
             s_epochs jsonb[];
@@ -872,12 +931,10 @@ public final class PostgresStore: CoordinatorStore {
                         END IF;
                     END LOOP;
                     IF best IS NOT NULL THEN
-                        claimed := picked.id;
-                        claimed_by := s_runner[best];
-                        claimed_at := (s_epochs[best]->>(jsonb_array_length(s_epochs[best]) - s_free[best]))::bigint;
+        \(pick)
                         s_free[best] := s_free[best] - 1;
                         s_busy[best] := s_busy[best] + 1;
-                        RETURN NEXT;
+        \(emit)
                     END IF;
                 END LOOP;
                 EXIT WHEN got < wanted;
@@ -885,6 +942,7 @@ public final class PostgresStore: CoordinatorStore {
         END
         $$
         """
+    }
 
     /// An attempt's (and so its run's) status from its jobs' statuses, as
     /// `Outcome.attemptStatus` decides it (a test holds the two to the same answers): queued
