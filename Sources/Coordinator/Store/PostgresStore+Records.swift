@@ -392,8 +392,9 @@ extension PostgresStore {
         var named: [String: Set<String>] = [:]
         for job in jobs {
             guard let run = runs[job.runID] else { throw StoreError(.inconsistent, "run \(job.runID) of job \(job.id) is missing") }
-            claimed[job.id] = ClaimedJob(job: job, run: run, nodes: nodes[job.id] ?? [], repository: repositories[run.id] ?? "")
-            named[run.project, default: []].formUnion((nodes[job.id] ?? []).flatMap(\.secrets))
+            let jobNodes = (nodes[job.id] ?? []).sorted { $0.ordinal < $1.ordinal }
+            claimed[job.id] = ClaimedJob(job: job, run: run, nodes: jobNodes, repository: repositories[run.id] ?? "")
+            named[run.project, default: []].formUnion(jobNodes.flatMap(\.secrets))
         }
         named = named.filter { !$0.value.isEmpty }
         guard !named.isEmpty else { return claimed }

@@ -834,21 +834,25 @@ public final class PostgresStore: CoordinatorStore {
     /// `p_holder`, with its run and attempt running. Returns a row per claimed job and node, in
     /// the order picked: the job as it is now (`job_row`), its run as it was before
     /// (`run_row`) and whether this call started it (`started`, on the run's first job only),
-    /// its project's `repository`, and the node (`node_row`, null for a job with none), in
-    /// node order.
+    /// its project's `repository`, and the node (`node_row`, null for a job with none; a
+    /// job's nodes in no particular order).
     ///
-    /// Every statement reads or writes rows by their primary key (the job is the row just
-    /// locked, so queued): a plan no table's size or statistics change. The set-based claim
-    /// this replaces was planned once per connection, often while the tables were new, and its
-    /// generic plan then hashed every queued job (through `job_queued`) or scanned every run at
-    /// each claim (`auto_explain` in the bench). Everything is read here, with the function's
+    /// Its plans do not depend on the tables' size or statistics. The pick reads the queue in
+    /// its order through `job_queued` and stops at its limit: with sorts off, the only way
+    /// (reading every queued job and sorting them looked cheaper to plans made while the
+    /// tables were new and unanalyzed, and `auto_explain` showed it read all 1,100 queued jobs
+    /// at each claim). Nothing in it sorts (a disabled sort would cost enough to be compiled
+    /// by JIT at every call: `jit = off`). Every other statement reads or writes one row by
+    /// its primary key (the job is the row just locked, so queued), where the set-based claim
+    /// this replaces hashed every queued job or scanned every run at each claim, for the same
+    /// reason. Everything is read here, with the function's
     /// own snapshots: the calling statement's snapshot, older, may not show a run committed
     /// while the pick ran. (`heddle_pick_claims` stays for coordinators of the version before,
     /// while they are upgraded.)
     static let claimQueuedFunction = pickFunction("""
         CREATE OR REPLACE FUNCTION heddle_claim_queued(p_slots jsonb, p_now bigint, p_holder text)
         RETURNS TABLE (job_row job, run_row run, repository text, node_row node, started boolean)
-        LANGUAGE plpgsql VOLATILE ROWS 16 AS $$
+        LANGUAGE plpgsql VOLATILE ROWS 16 SET enable_sort = off SET enable_incremental_sort = off SET jit = off AS $$
         """, declare: "claimed job;", pick: """
                         UPDATE job SET status = 'running', runner = s_runner[best],
                             epoch = (s_epochs[best]->>(jsonb_array_length(s_epochs[best]) - s_free[best]))::bigint,
@@ -864,7 +868,7 @@ public final class PostgresStore: CoordinatorStore {
                         UPDATE attempt SET status = 'running', started_at = COALESCE(attempt.started_at, p_now)
                         WHERE attempt.run_id = claimed.run_id AND attempt.number = claimed.attempt AND attempt.status = 'queued';
         """, emit: """
-                        FOR node_row IN SELECT * FROM node WHERE node.job_id = claimed.id ORDER BY node.ordinal LOOP
+                        FOR node_row IN SELECT * FROM node WHERE node.job_id = claimed.id LOOP
                             RETURN NEXT;
                         END LOOP;
                         IF NOT FOUND THEN
