@@ -816,9 +816,9 @@ public final class PostgresStore: CoordinatorStore {
     /// is filled or no fitting job is left. A job read may fit only slots filled meanwhile, so
     /// it reads on past it, twice as far each round. `p_slots`: a JSON array of `{"runner",
     /// "labels" (an array), "running", "epochs" (one per free slot, in the order given)}`.
-    /// Returns a job, its runner and its epoch per claim. Called from the claim's statement
-    /// (`PostgresStatements.ClaimQueued`), so the pick and the claim are one round trip and
-    /// one transaction.
+    /// Returns a job, its runner and its epoch per claim. Migration v13; coordinators before
+    /// v15 call it from their claim's statement. This version calls `heddle_claim_queued`,
+    /// which picks with the same loop (`pickFunction`).
     static let pickClaimsFunction = pickFunction("""
         CREATE OR REPLACE FUNCTION heddle_pick_claims(p_slots jsonb)
         RETURNS TABLE (claimed bigint, claimed_by text, claimed_at bigint)
@@ -845,10 +845,10 @@ public final class PostgresStore: CoordinatorStore {
     /// by JIT at every call: `jit = off`). Every other statement reads or writes one row by
     /// its primary key (the job is the row just locked, so queued), where the set-based claim
     /// this replaces hashed every queued job or scanned every run at each claim, for the same
-    /// reason. Everything is read here, with the function's
-    /// own snapshots: the calling statement's snapshot, older, may not show a run committed
-    /// while the pick ran. (`heddle_pick_claims` stays for coordinators of the version before,
-    /// while they are upgraded.)
+    /// reason. Everything is read here, with the function's own snapshots: the calling
+    /// statement's snapshot, older, may not show a run committed while the pick ran.
+    /// (`heddle_pick_claims` stays for coordinators of the version before, while they are
+    /// upgraded.)
     static let claimQueuedFunction = pickFunction("""
         CREATE OR REPLACE FUNCTION heddle_claim_queued(p_slots jsonb, p_now bigint, p_holder text)
         RETURNS TABLE (job_row job, run_row run, repository text, node_row node, started boolean)
