@@ -1,3 +1,4 @@
+import Synchronization
 import Testing
 @testable import Coordinator
 
@@ -53,6 +54,50 @@ import Testing
         #expect(await taken.value == [.run(runIDs: [1, 2, 3]), .queue])
         outbox.add(.state)
         #expect(await outbox.next(linger: .zero) == [.state])
+    }
+
+    /// Changed runs wait up to the patience for more, until a signal that cannot wait comes;
+    /// new jobs go at once, and wait only when others were woken for new jobs just before.
+    @Test func signalsThatCanWaitDoUntilOneThatCannotComes() async {
+        let outbox = SignalOutbox()
+        let deadline = ContinuousClock.now.advanced(by: .seconds(30))
+        // One batch taken by a loop with a linger of 1 ms and a patience of 10 s; `taken`
+        // holds it once `next` returns.
+        final class Taken: Sendable {
+            let value = Mutex(false)
+        }
+        func take() async -> (Task<[ClusterSignal], Never>, Taken) {
+            let taken = Taken()
+            let task = Task {
+                let batch = await outbox.next(linger: .milliseconds(1), patience: .seconds(10))
+                taken.value.withLock { $0 = true }
+                return batch
+            }
+            while !outbox.hasWaiter && ContinuousClock.now < deadline { await Task.yield() }
+            #expect(outbox.hasWaiter)
+            return (task, taken)
+        }
+
+        // Runs alone wait: 100 ms later (a hundred lingers) the batch is still open.
+        var (task, taken) = await take()
+        outbox.add(.run(runIDs: [1]))
+        try? await Task.sleep(for: .milliseconds(100))
+        #expect(!taken.value.withLock { $0 })
+        outbox.add(.run(runIDs: [2]))
+        outbox.add(.cancel(jobID: 9, reason: "r"))
+        #expect(await task.value == [.run(runIDs: [1, 2]), .cancel(jobID: 9, reason: "r")])
+
+        // New jobs, the first in a while: at once.
+        (task, taken) = await take()
+        outbox.add(.queue)
+        #expect(await task.value == [.queue])
+        // New jobs again, the others woken just before: they wait, until a move.
+        (task, taken) = await take()
+        outbox.add(.queue)
+        try? await Task.sleep(for: .milliseconds(100))
+        #expect(!taken.value.withLock { $0 })
+        outbox.add(.moved(jobID: 3, position: 1))
+        #expect(await task.value == [.queue, .moved(jobID: 3, position: 1)])
     }
 
     /// The sending loop waits for the first signal, and ends when the outbox closes.

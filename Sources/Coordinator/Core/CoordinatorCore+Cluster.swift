@@ -8,6 +8,11 @@ extension CoordinatorCore {
     /// How long a signal for the other coordinators waits for more to share its notification
     /// statement (`SignalOutbox.next(linger:)`).
     static let signalLinger: Duration = .milliseconds(5)
+    /// How long signals that can wait do (`SignalOutbox.next(linger:patience:)`): a run
+    /// watched on another coordinator sees a claim or an end here up to this much later, and
+    /// an idle coordinator learns of new jobs up to this much later when others were woken for
+    /// new jobs just before.
+    static let signalPatience: Duration = .milliseconds(50)
 
     /// Tells the other coordinators what changed here (`SignalOutbox`); nothing on SQLite.
     func tell(_ signal: ClusterSignal) {

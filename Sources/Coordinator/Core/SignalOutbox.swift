@@ -18,6 +18,8 @@ final class SignalOutbox: Sendable {
         var pending: [ClusterSignal] = []
         var waiter: CheckedContinuation<[ClusterSignal], Never>?
         var closed = false
+        /// When a batch with `.queue` was last taken by `next(linger:patience:)`.
+        var queueSentAt: ContinuousClock.Instant?
     }
     private let state = Mutex(State())
 
@@ -42,17 +44,46 @@ final class SignalOutbox: Sendable {
 
     /// The signals waiting, once there are some, and those told within `linger` after the
     /// first, coalesced with them: under load one notification statement carries the signals
-    /// of many claims and ends instead of one or two each. Empty once the outbox is closed
-    /// (or the caller cancelled). One caller at a time.
-    func next(linger: Duration) async -> [ClusterSignal] {
+    /// of many claims and ends instead of one or two each.
+    ///
+    /// A batch only of signals that can wait (`canWait`: changed runs, and new jobs when
+    /// others were woken for new jobs less than `patience` ago) waits up to `patience`
+    /// instead, until a signal that cannot is told: then it goes with that one, `linger` later
+    /// (looked for every `linger`). Empty once the outbox is closed (or the caller
+    /// cancelled). One caller at a time.
+    func next(linger: Duration, patience: Duration = .zero) async -> [ClusterSignal] {
         let first = await next()
         guard !first.isEmpty, linger > .zero else { return first }
+        let start = ContinuousClock.now
+        let woken = state.withLock { $0.queueSentAt }.map { start - $0 < patience } ?? false
+        if patience > linger, first.allSatisfy({ Self.canWait($0, othersWokenForJobs: woken) }) {
+            let end = start.advanced(by: patience - linger)
+            while ContinuousClock.now < end, !Task.isCancelled,
+                  state.withLock({ $0.pending.allSatisfy { Self.canWait($0, othersWokenForJobs: woken) } }) {
+                try? await Task.sleep(for: linger)
+            }
+        }
         try? await Task.sleep(for: linger)
         return state.withLock { state in
             var batch = first
             for signal in state.pending { Self.coalesce(signal, into: &batch) }
             state.pending = []
+            if batch.contains(.queue) { state.queueSentAt = .now }
             return batch
+        }
+    }
+
+    /// Whether a signal may wait for more to share its notification. Changed runs only make
+    /// other coordinators' run watchers read those runs again: they see it that much later.
+    /// New jobs wake the others to claim for their free slots; once they have been woken,
+    /// those with running jobs claim again at each end there anyway, so new jobs that come
+    /// soon after can wait: only a coordinator whose runners are idle, with free slots,
+    /// learns of them that much later.
+    static func canWait(_ signal: ClusterSignal, othersWokenForJobs: Bool) -> Bool {
+        switch signal {
+        case .run: true
+        case .queue: othersWokenForJobs
+        case .moved, .state, .cancel, .resync, .hello: false
         }
     }
 

@@ -53,7 +53,8 @@ public struct ClusterMonitor: Service {
                 }
                 group.addTask {
                     // Ends when the outbox closes: the task is cancelled at the shutdown.
-                    while case var batch = await core.signals.next(linger: CoordinatorCore.signalLinger), !batch.isEmpty {
+                    while case var batch = await core.signals.next(linger: CoordinatorCore.signalLinger,
+                                                                        patience: CoordinatorCore.signalPatience), !batch.isEmpty {
                         if peers.alone() { batch.removeAll(where: Peers.onlyForOthers) }
                         guard !batch.isEmpty else { continue }
                         do { try await cluster.signal(batch) } catch {
