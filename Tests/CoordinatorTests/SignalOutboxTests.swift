@@ -60,19 +60,19 @@ import Testing
     /// new jobs go at once, and wait only when others were woken for new jobs just before.
     @Test func signalsThatCanWaitDoUntilOneThatCannotComes() async {
         let outbox = SignalOutbox()
-        let deadline = ContinuousClock.now.advanced(by: .seconds(30))
-        // One batch taken by a loop with a linger of 1 ms and a patience of 10 s; `taken`
-        // holds it once `next` returns.
         final class Taken: Sendable {
             let value = Mutex(false)
         }
+        // One batch taken by a loop with a linger of 1 ms and a patience of a minute; `taken`
+        // holds true once `next` has returned it.
         func take() async -> (Task<[ClusterSignal], Never>, Taken) {
             let taken = Taken()
             let task = Task {
-                let batch = await outbox.next(linger: .milliseconds(1), patience: .seconds(10))
+                let batch = await outbox.next(linger: .milliseconds(1), patience: .seconds(60))
                 taken.value.withLock { $0 = true }
                 return batch
             }
+            let deadline = ContinuousClock.now.advanced(by: .seconds(20))
             while !outbox.hasWaiter && ContinuousClock.now < deadline { await Task.yield() }
             #expect(outbox.hasWaiter)
             return (task, taken)
@@ -87,9 +87,12 @@ import Testing
         outbox.add(.cancel(jobID: 9, reason: "r"))
         #expect(await task.value == [.run(runIDs: [1, 2]), .cancel(jobID: 9, reason: "r")])
 
-        // New jobs, the first in a while: at once.
+        // New jobs, the first in a while: at once (well before the minute).
         (task, taken) = await take()
         outbox.add(.queue)
+        let deadline = ContinuousClock.now.advanced(by: .seconds(20))
+        while !taken.value.withLock({ $0 }) && ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(1)) }
+        #expect(taken.value.withLock { $0 })
         #expect(await task.value == [.queue])
         // New jobs again, the others woken just before: they wait, until a move.
         (task, taken) = await take()
