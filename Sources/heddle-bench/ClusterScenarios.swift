@@ -28,6 +28,13 @@ enum ClusterScenarios {
                                                                        samples: quick ? 200 : 1000).move
             return results
         }
+        // HEDDLE_BENCH_CLUSTER=changes: only the cost of a change with 100,000 queued.
+        if only == "changes" {
+            let cluster = try Cluster(pki: pki, root: root, server: server, name: "changes", coordinators: 3)
+            defer { cluster.stop() }
+            (results.changeMs, results.changeCPUms) = try await changeCost(cluster, queued: 100_000, changes: quick ? 150 : 600)
+            return results
+        }
         let counts = only == "jobs1" ? [1] : only == "jobs3" ? [3] : [1, 2, 3]
         for count in counts {
             let cluster = try Cluster(pki: pki, root: root, server: server, name: "jobs\(count)", coordinators: count)

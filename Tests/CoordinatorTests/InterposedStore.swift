@@ -295,7 +295,8 @@ class InterposedStore: CoordinatorStore, @unchecked Sendable {
 
 /// An `InterposedStore` of a store shared by several coordinators: the core runs as one of a
 /// cluster (the database is the queue). `claimQueued` also offers a pause after the claim is
-/// stored (`claimQueued.stored`), before the core has it back.
+/// stored (`claimQueued.stored`), before the core has it back; `createRunAndClaim` the same
+/// (`createRunAndClaim.stored`).
 final class InterposedClusterStore: InterposedStore, ClusterStore, @unchecked Sendable {
     let cluster: any ClusterStore
 
@@ -317,6 +318,18 @@ final class InterposedClusterStore: InterposedStore, ClusterStore, @unchecked Se
         let claimed = try await cluster.claimQueued(slots, now: now)
         try await hooks.enter("claimQueued.stored")
         return claimed
+    }
+    /// A run's insert: fails or pauses as `createRun`; then a pause after it is stored with its
+    /// claim (`createRunAndClaim.stored`), before the core has them back.
+    func createRunAndClaim(version: PipelineVersionRecord, definition: PipelineDefinition, branch: String, commit: String,
+                           trigger: String, triggeredBy: String, fork: Bool, inputs: [String: String], now: Int64,
+                           latestOnly: Bool, slots: [ClaimSlot]) async throws -> CreatedAndClaimed? {
+        try await hooks.enter("createRun")
+        let created = try await cluster.createRunAndClaim(version: version, definition: definition, branch: branch, commit: commit,
+                                                          trigger: trigger, triggeredBy: triggeredBy, fork: fork, inputs: inputs,
+                                                          now: now, latestOnly: latestOnly, slots: slots)
+        try await hooks.enter("createRunAndClaim.stored")
+        return created
     }
     func queueHead(limit: Int) async throws -> (jobs: [JobRecord], queued: Int, running: Int) {
         try await cluster.queueHead(limit: limit)

@@ -187,6 +187,59 @@ import Wire
         await database.remove()
     }
 
+    /// Several coordinators: a run triggered while a runner here has a free slot is stored and
+    /// claimed in one call (`createRunAndClaim`; a separate claim would fail here). A cancel
+    /// that comes once that call is stored, before this coordinator has it back, through this
+    /// coordinator or from another (a `.cancel` signal), ends the job before it starts: its
+    /// runner is never told of it, and its slot takes the next run's job.
+    @Test(arguments: ["none", "here", "signal"])
+    func aTriggersOwnClaimIsOneCallAndACancelWhileItComesBackEndsTheJob(cancel via: String) async throws {
+        let database = try await TestDatabase.make(.postgres)
+        do {
+            let interposed = InterposedClusterStore(try #require(try await database.open() as? any ClusterStore))
+            let core = try CoordinatorCore(store: interposed, directory: database.directory.path, logger: Logger(label: "test"))
+            try await core.recover()
+            try await core.push("shop", Self.source(retryLost: 0))
+            let runner = RecordingOutbox()
+            _ = try await core.connectRunner(runner, labels: [])
+            interposed.hooks.fail(["claimQueued"])
+            if via == "none" {
+                let runID = try await core.trigger("shop", "ci")
+                #expect(try await runner.assignment().runID == UInt64(runID))
+                #expect(try #require(try await core.catalog.runDetail(runID: runID, as: admin).jobs.first).job.status == .running)
+                await database.remove()
+                return
+            }
+            interposed.hooks.pause("createRunAndClaim.stored")
+            let triggering = Task { try await core.trigger("shop", "ci") }
+            try await waitUntil("the run and its claim to be stored") { interposed.hooks.reachedPause }
+            let run = try #require(try await interposed.runs(limit: 1, filter: RunFilter()).first)
+            let stored = try #require(try await core.catalog.runDetail(runID: run.id, as: admin).jobs.first).job
+            #expect(stored.status == .running, "the claim is stored")
+            if via == "here" {
+                let result = try await core.cancel(runIDs: [run.id], jobIDs: [], as: admin)
+                #expect(result.count == 1)
+            } else {
+                await core.apply(.cancel(jobID: stored.id, reason: "cancelled by root"))
+            }
+            interposed.hooks.resume()
+            #expect(try await triggering.value == run.id)
+            try await waitUntil("the job to end") {
+                try await core.catalog.runDetail(runID: run.id, as: admin).jobs.first?.job.status.isFinished == true
+            }
+            let job = try #require(try await core.catalog.runDetail(runID: run.id, as: admin).jobs.first).job
+            #expect(job.status == .cancelled && job.reason == "cancelled by root (before it started)", "\(job.status): \(job.reason)")
+            #expect(Self.assignments(runner) == 0 && !runner.all.contains { if case .stopJob = $0.body { true } else { false } })
+            #expect(await core.jobs.table.isEmpty)
+            let next = try await core.trigger("shop", "ci")
+            #expect(try await runner.assignment().runID == UInt64(next))
+        } catch {
+            await database.remove()
+            throw error
+        }
+        await database.remove()
+    }
+
     /// A runner's `JobFinish` the store refuses is answered `UNAVAILABLE`; the job stays its
     /// runner's (`finishing`), a heartbeat without it loses nothing, and the same `JobFinish`
     /// sent again is stored.

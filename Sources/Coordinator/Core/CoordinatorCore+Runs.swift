@@ -67,16 +67,9 @@ extension CoordinatorCore {
         } catch {
             throw CoordinatorError.invalid(error.message)
         }
-        let created = try await jobs.queueIfCreated { [store] in
-            let now = Date.nowMilliseconds
-            guard latestOnly else {
-                return try await store.createRun(version: version, definition: definition, branch: branch, commit: commit,
-                                                 trigger: trigger, triggeredBy: who, fork: fork, inputs: inputs, now: now)
-            }
-            return try await store.createLatestRun(version: version, definition: definition, branch: branch, commit: commit,
-                                                   trigger: trigger, triggeredBy: who, fork: fork, inputs: inputs, now: now)
-        }
-        guard let run = created else { return nil }
+        guard let run = try await jobs.queueRun(NewRun(version: version, definition: definition, branch: branch, commit: commit,
+                                                       trigger: trigger, triggeredBy: who, fork: fork, inputs: inputs,
+                                                       latestOnly: latestOnly)) else { return nil }
         logger.info("run triggered", metadata: ["run.id": "\(run.id)", "pipeline": "\(run.project)/\(run.pipeline)",
                                                 "branch": "\(branch)", "commit": "\(commit.isEmpty ? "head" : commit)",
                                                 "by": "\(who)"])

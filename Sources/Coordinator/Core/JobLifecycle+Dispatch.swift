@@ -14,6 +14,12 @@ extension JobLifecycle {
             return
         }
         dispatching.running = true
+        await dispatchRounds()
+    }
+
+    /// Dispatches until none was asked for meanwhile, then lets the next one start; called with
+    /// `dispatching.running` set.
+    private func dispatchRounds() async {
         defer { dispatching = (false, false) }
         repeat {
             dispatching.again = false
@@ -25,6 +31,12 @@ extension JobLifecycle {
         } while dispatching.again
     }
 
+    /// Ends a dispatch that was not `dispatchRounds` (a trigger's claim): the next one starts,
+    /// and one asked for meanwhile runs now.
+    private func dispatchDone() async {
+        if dispatching.again { await dispatchRounds() } else { dispatching = (false, false) }
+    }
+
     /// Claims for this coordinator's free runner slots from the store, where the queue is when
     /// several coordinators share one database (`ClusterStore.claimQueued`): the first fitting
     /// jobs in queue order, in one transaction, whatever another coordinator claims at once.
@@ -33,20 +45,11 @@ extension JobLifecycle {
     /// (`claimCancels`): a job this claim took ends cancelled before its runner is told.
     private func dispatchFromStore(_ cluster: any ClusterStore) async {
         let now = Date.nowMilliseconds
-        var slots: [ClaimSlot] = []
-        // Which session each epoch was given for.
-        var sessionOf: [Int64: UInt64] = [:]
-        for (session, slot) in scheduler.runners.sorted(by: { $0.key < $1.key }) where slot.free > 0 {
-            guard let runner = runners[session] else { continue }
-            let epochs = table.newEpochs(slot.free, now: now)
-            for epoch in epochs { sessionOf[epoch] = session }
-            slots.append(ClaimSlot(runner: runner.name, labels: slot.labels, running: slot.running.count, epochs: epochs))
-        }
-        guard !slots.isEmpty else { return }
+        guard let free = freeSlots(now: now) else { return }
         claimCancels = [:]
         let claimed: [ClaimedJob]
         do {
-            claimed = try await cluster.claimQueued(slots, now: now)
+            claimed = try await cluster.claimQueued(free.slots, now: now)
         } catch {
             claimCancels = nil
             logger.warning("cannot claim jobs now", metadata: ["error": "\(error)"])
@@ -54,10 +57,29 @@ extension JobLifecycle {
         }
         let cancels = claimCancels ?? [:]
         claimCancels = nil
+        await settle(claimed, sessionOf: free.sessionOf, cancels: cancels, now: now)
+    }
+
+    /// This coordinator's free runner slots, for a claim from the store, each with its epochs
+    /// (new, ascending), and which session each epoch was given for; nil when none is free.
+    private func freeSlots(now: Int64) -> (slots: [ClaimSlot], sessionOf: [Int64: UInt64])? {
+        var slots: [ClaimSlot] = []
+        var sessionOf: [Int64: UInt64] = [:]
+        for (session, slot) in scheduler.runners.sorted(by: { $0.key < $1.key }) where slot.free > 0 {
+            guard let runner = runners[session] else { continue }
+            let epochs = table.newEpochs(slot.free, now: now)
+            for epoch in epochs { sessionOf[epoch] = session }
+            slots.append(ClaimSlot(runner: runner.name, labels: slot.labels, running: slot.running.count, epochs: epochs))
+        }
+        return slots.isEmpty ? nil : (slots, sessionOf)
+    }
+
+    /// What a claim from the store took: every claimed job enters the table before anything
+    /// awaits, so a command about any of them meanwhile finds it; then, in epoch order (a
+    /// runner receives its assignments in the order of their epochs), the assignments go out;
+    /// then what must be stored. `cancels`: those that came while the claim was on its way.
+    private func settle(_ claimed: [ClaimedJob], sessionOf: [Int64: UInt64], cancels: [Int64: String], now: Int64) async {
         tell(.run(runIDs: Array(Set(claimed.map(\.run.id)))))
-        // Every claimed job enters the table before anything awaits, so a command about any of
-        // them meanwhile finds it; then, in epoch order (a runner receives its assignments in
-        // the order of their epochs), the assignments go out; then what must be stored.
         var toEnd: [(Int64, JobTable.End?)] = []
         var toAssign: [ClaimedJob] = []
         for record in claimed.sorted(by: { $0.job.epoch < $1.job.epoch }) {
@@ -207,11 +229,77 @@ extension JobLifecycle {
         return await queued(run, jobs)
     }
 
+    /// Stores a triggered run and queues its jobs (`queueIfCreated`). In a cluster, when
+    /// runners here have free slots and no dispatch is on its way, the run is stored and those
+    /// slots claimed in one call (`ClusterStore.createRunAndClaim`): this is then the dispatch
+    /// (one at a time), and a cancel that comes meanwhile for a job it took ends the job before
+    /// its runner is told, as with any claim. Nil, nothing queued: `create` found nothing to
+    /// create (`NewRun.latestOnly`).
+    func queueRun(_ new: NewRun) async throws -> RunRecord? {
+        let now = Date.nowMilliseconds
+        guard let cluster, !dispatching.running, let free = freeSlots(now: now) else {
+            return try await queueIfCreated { [store] in try await new.create(in: store, now: now) }
+        }
+        dispatching.running = true
+        claimCancels = [:]
+        let created: CreatedAndClaimed?
+        do {
+            created = try await new.createAndClaim(in: cluster, slots: free.slots, now: now)
+        } catch {
+            claimCancels = nil
+            await dispatchDone()
+            throw error
+        }
+        guard let created else {
+            claimCancels = nil
+            await dispatchDone()
+            return nil
+        }
+        // The queue's watchers see the new jobs queued, then those claimed taken.
+        await publishQueued(created.jobs, run: created.run)
+        let cancels = claimCancels ?? [:]
+        claimCancels = nil
+        await settle(created.claimed, sessionOf: free.sessionOf, cancels: cancels, now: now)
+        await dispatchDone()
+        if created.jobs.contains(where: { table[$0.id] == nil }) { tell(.queue) }
+        return created.run
+    }
+
     private func queued(_ run: RunRecord, _ jobs: [JobRecord]) async -> RunRecord {
         for job in jobs { enqueue(.init(id: job.id, labels: Set(job.labels), position: job.position)) }
         await publishQueued(jobs, run: run)
         await dispatch()
         if cluster != nil, jobs.contains(where: { table[$0.id] == nil }) { tell(.queue) }
         return run
+    }
+}
+
+/// A run a trigger makes (`JobLifecycle.queueRun`).
+struct NewRun: Sendable {
+    var version: PipelineVersionRecord
+    var definition: PipelineDefinition
+    var branch: String
+    var commit: String
+    var trigger: String
+    var triggeredBy: String
+    var fork: Bool
+    var inputs: [String: String]
+    /// Nothing is stored when `version` is no longer its pipeline's latest
+    /// (`CoordinatorStore.createLatestRun`).
+    var latestOnly: Bool
+
+    func create(in store: any CoordinatorStore, now: Int64) async throws -> (RunRecord, [JobRecord])? {
+        guard latestOnly else {
+            return try await store.createRun(version: version, definition: definition, branch: branch, commit: commit,
+                                             trigger: trigger, triggeredBy: triggeredBy, fork: fork, inputs: inputs, now: now)
+        }
+        return try await store.createLatestRun(version: version, definition: definition, branch: branch, commit: commit,
+                                               trigger: trigger, triggeredBy: triggeredBy, fork: fork, inputs: inputs, now: now)
+    }
+
+    func createAndClaim(in cluster: any ClusterStore, slots: [ClaimSlot], now: Int64) async throws -> CreatedAndClaimed? {
+        try await cluster.createRunAndClaim(version: version, definition: definition, branch: branch, commit: commit,
+                                            trigger: trigger, triggeredBy: triggeredBy, fork: fork, inputs: inputs, now: now,
+                                            latestOnly: latestOnly, slots: slots)
     }
 }

@@ -31,6 +31,13 @@ public protocol ClusterStore: CoordinatorStore {
     /// and never take one job twice. Each job goes to the least busy slot it fits, running on
     /// its runner at the slot's next epoch, held by this coordinator. Returns the jobs claimed.
     func claimQueued(_ slots: [ClaimSlot], now: Int64) async throws -> [ClaimedJob]
+    /// `createRun` (with `latestOnly`, `createLatestRun`: nil, nothing written, when a later
+    /// version of the pipeline exists), then `claimQueued(slots)`, in one transaction and one
+    /// round trip: the claim sees the new jobs and takes the first fitting ones in queue order,
+    /// older queued jobs first.
+    func createRunAndClaim(version: PipelineVersionRecord, definition: PipelineDefinition, branch: String, commit: String,
+                           trigger: String, triggeredBy: String, fork: Bool, inputs: [String: String], now: Int64,
+                           latestOnly: Bool, slots: [ClaimSlot]) async throws -> CreatedAndClaimed?
     /// Running jobs (of every coordinator), then the first queued ones in queue order, `limit`
     /// in all; and how many jobs are queued and running.
     func queueHead(limit: Int) async throws -> (jobs: [JobRecord], queued: Int, running: Int)
@@ -94,6 +101,20 @@ public enum ClusterSignal: Sendable, Equatable {
     /// `.queue` or `.run` signals) sends them again from now on, and a `.resync` for what it
     /// did not send.
     case hello
+}
+
+/// A run stored with its jobs, and the jobs the claim that followed took
+/// (`ClusterStore.createRunAndClaim`), in the order of their epochs.
+public struct CreatedAndClaimed: Sendable {
+    public var run: RunRecord
+    public var jobs: [JobRecord]
+    public var claimed: [ClaimedJob]
+
+    public init(run: RunRecord, jobs: [JobRecord], claimed: [ClaimedJob]) {
+        self.run = run
+        self.jobs = jobs
+        self.claimed = claimed
+    }
 }
 
 /// Free slots of one runner, for `ClusterStore.claimQueued`.

@@ -101,13 +101,18 @@ extension PostgresStore {
     /// locked and marked running in one call (`PostgresStore.claimQueuedFunction`); its rows
     /// in the order picked, with the columns `claimSQL` answers. `slots`: the function's JSON.
     struct ClaimQueued: LifecycleStatement {
-        static let sql = """
-            SELECT \(PostgresStore.qualified(PostgresStore.jobColumns, by: "(c.job_row)")),
-                   \(PostgresStore.prefixed(PostgresStore.runColumns, from: "(c.run_row)", as: "r_")),
-                   c.started, c.repository,
-                   \(PostgresStore.prefixed(PostgresStore.nodeReadColumns, from: "(c.node_row)", as: "n_"))
-            FROM heddle_claim_queued($1::jsonb, $2, $3) AS c
+        static let sql = "SELECT \(columns(of: "c")) FROM heddle_claim_queued($1::jsonb, $2, $3) AS c"
+
+        /// The columns of a claim's rows (`claimSQL`'s) from the composite columns of the
+        /// function's rows, `c`.
+        static func columns(of c: String) -> String {
             """
+            \(PostgresStore.qualified(PostgresStore.jobColumns, by: "(\(c).job_row)")),
+            \(PostgresStore.prefixed(PostgresStore.runColumns, from: "(\(c).run_row)", as: "r_")),
+            \(c).started, \(c).repository,
+            \(PostgresStore.prefixed(PostgresStore.nodeReadColumns, from: "(\(c).node_row)", as: "n_"))
+            """
+        }
         var slots: String, now: Int64, holder: String
         func makeBindings() throws -> PostgresBindings {
             bindings { $0.append(slots); $0.append(now); $0.append(holder) }
@@ -122,45 +127,26 @@ extension PostgresStore {
     }
 
     /// A run, its first attempt, its jobs (at the end of the queue, in the pipeline's order) and
-    /// their nodes; returns the jobs. With `latestOnly`, nothing when a later version of the
-    /// pipeline exists.
+    /// their nodes, then a claim for `slots` when it lists any (`PostgresStore.createRunFunction`);
+    /// a row per job stored (`created_run`, `created_id`, `created_name`, `created_position`),
+    /// then the claim's rows, with the columns `ClaimQueued` answers (`created_id` null). With
+    /// `latestOnly`, nothing when a later version of the pipeline exists (nothing written).
     struct CreateRun: LifecycleStatement {
         static let sql = """
-            WITH r AS (
-                INSERT INTO run (project, pipeline, pipeline_version_id, branch, status, attempt, trigger, created_at,
-                                 commit_sha, triggered_by, fork, inputs)
-                SELECT $1, $2, $3, $4, 'queued', 1, $5, $6, $7, $8, $11, $12
-                WHERE NOT $13 OR NOT EXISTS (
-                    SELECT 1 FROM pipeline_version v JOIN pipeline_version w
-                        ON w.project_id = v.project_id AND w.pipeline = v.pipeline AND w.version > v.version
-                    WHERE v.id = $3)
-                RETURNING id
-            ), a AS (
-                INSERT INTO attempt (run_id, number, status, trigger, created_at, triggered_by)
-                SELECT id, 1, 'queued', $5, $6, $8 FROM r
-            ), j AS (
-                INSERT INTO job (run_id, attempt, name, labels, status, position, queued_at, retry_lost, cache)
-                SELECT r.id, 1, d.name, d.labels::jsonb, 'queued', nextval('job_position')::float8, $6, d.retry_lost, d.cache
-                FROM r, jsonb_to_recordset($9::jsonb) AS d(ordinal bigint, name text, labels text, retry_lost bigint, cache text)
-                ORDER BY d.ordinal
-                RETURNING id, run_id, name, position
-            ), n AS (
-                INSERT INTO node (job_id, \(PostgresStore.nodeColumns), status)
-                SELECT j.id, \(PostgresStore.qualified(PostgresStore.nodeColumns, by: "d")), 'pending'
-                FROM jsonb_to_recordset($10::jsonb) AS d(\(PostgresStore.nodeRecordset))
-                JOIN j ON j.name = d.job
-            )
-            SELECT j.run_id, j.id, j.name, j.position FROM j
+            SELECT c.created_run, c.created_id, c.created_name, c.created_position, \(ClaimQueued.columns(of: "c"))
+            FROM heddle_create_run($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10::jsonb, $11, $12, $13, $14::jsonb, $15) AS c
             """
         var project: String, pipeline: String, versionID: Int64, branch: String, trigger: String, now: Int64
         var commit: String, triggeredBy: String, jobs: String, nodes: String, fork: Bool, inputs: String
         /// Only while no later version of the pipeline exists (no row otherwise, nothing written).
         var latestOnly = false
+        /// Free slots to claim for once the run is stored (`ClaimQueued`'s JSON), and the holder.
+        var slots = "[]", holder = ""
         func makeBindings() throws -> PostgresBindings {
             bindings {
                 $0.append(project); $0.append(pipeline); $0.append(versionID); $0.append(branch); $0.append(trigger)
                 $0.append(now); $0.append(commit); $0.append(triggeredBy); $0.append(jobs); $0.append(nodes); $0.append(fork)
-                $0.append(inputs); $0.append(latestOnly)
+                $0.append(inputs); $0.append(latestOnly); $0.append(slots); $0.append(holder)
             }
         }
     }

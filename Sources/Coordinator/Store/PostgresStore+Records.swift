@@ -101,7 +101,7 @@ extension PostgresStore {
                                                 now: now, latestOnly: false) else {
             throw StoreError(.inconsistent, "a run of \(version.project)/\(version.pipeline) was not stored")
         }
-        return created
+        return (created.run, created.jobs)
     }
 
     public func createLatestRun(version: PipelineVersionRecord, definition: PipelineDefinition, branch: String,
@@ -110,34 +110,55 @@ extension PostgresStore {
         if let created = try await insertRun(version: version, definition: definition, branch: branch, commit: commit,
                                              trigger: trigger, triggeredBy: triggeredBy, fork: fork, inputs: inputs,
                                              now: now, latestOnly: true) {
-            return created
+            return (created.run, created.jobs)
         }
         // Another coordinator pushed a later version: read it at the next `latestPipeline`.
         forget(version)
         return nil
     }
 
+    public func createRunAndClaim(version: PipelineVersionRecord, definition: PipelineDefinition, branch: String,
+                                  commit: String, trigger: String, triggeredBy: String, fork: Bool, inputs: [String: String],
+                                  now: Int64, latestOnly: Bool, slots: [ClaimSlot]) async throws -> CreatedAndClaimed? {
+        let created = try await insertRun(version: version, definition: definition, branch: branch, commit: commit,
+                                          trigger: trigger, triggeredBy: triggeredBy, fork: fork, inputs: inputs, now: now,
+                                          latestOnly: latestOnly, slots: slots)
+        if created == nil && latestOnly { forget(version) }
+        return created
+    }
+
     /// One statement (one round trip, its own transaction): the run, its first attempt, its
-    /// jobs at the end of the queue (places from `job_position`, in the pipeline's order:
-    /// `nextval` in the select list is evaluated after the sort) and their nodes. Nil when
-    /// `latestOnly` and a later version exists.
+    /// jobs at the end of the queue and their nodes, then the claim for `slots`
+    /// (`CreateRun`). Nil when `latestOnly` and a later version exists.
     private func insertRun(version: PipelineVersionRecord, definition: PipelineDefinition, branch: String,
                            commit: String, trigger: String, triggeredBy: String, fork: Bool, inputs: [String: String],
-                           now: Int64, latestOnly: Bool) async throws -> (RunRecord, [JobRecord])? {
+                           now: Int64, latestOnly: Bool, slots: [ClaimSlot] = []) async throws -> CreatedAndClaimed? {
         let logger = logger
         let json = try jobsJSON(version, definition)
+        let slots = slots.filter { !$0.epochs.isEmpty }
         let statement = CreateRun(project: version.project, pipeline: version.pipeline, versionID: version.id, branch: branch,
                                   trigger: trigger, now: now, commit: commit, triggeredBy: triggeredBy, jobs: json.jobs,
-                                  nodes: json.nodes, fork: fork, inputs: try pgJSON(inputs), latestOnly: latestOnly)
-        let rows = try await read { db in try await db.rows(statement, logger: logger) }
-        guard let runID = try rows.first?.get("run_id", as: Int64.self) else { return nil }
+                                  nodes: json.nodes, fork: fork, inputs: try pgJSON(inputs), latestOnly: latestOnly,
+                                  slots: try Self.slotsJSON(slots), holder: coordinatorID)
+        // A claim's pick may deadlock with another coordinator's: the statement is retried whole.
+        let (created, claimed) = try await transaction(explicit: false) { db in
+            let rows = try await db.rows(statement, logger: logger)
+            var created: [PostgresRandomAccessRow] = []
+            var claims: [PostgresRandomAccessRow] = []
+            for row in rows {
+                if try row.get("created_id", as: Int64?.self) != nil { created.append(row) } else { claims.append(row) }
+            }
+            return (created, try await Self.claimed(db, claims, now: now, logger: logger).values.sorted { $0.job.epoch < $1.job.epoch })
+        }
+        guard let runID = try created.first?.get("created_run", as: Int64.self) else { return nil }
         var run = RunRecord(id: runID, project: version.project, pipeline: version.pipeline, pipelineVersionID: version.id,
                             branch: branch, status: .queued, attempt: 1, trigger: trigger, createdAt: now)
         run.commit = commit
         run.triggeredBy = triggeredBy
         run.fork = fork
         run.inputs = inputs
-        return (run, try Self.jobRecords(rows, run: run, definition: definition, now: now))
+        return CreatedAndClaimed(run: run, jobs: try Self.jobRecords(Self.created(created), run: run, definition: definition, now: now),
+                                 claimed: claimed)
     }
 
     public func createScheduledRun(_ start: ScheduleStart, version: PipelineVersionRecord, definition: PipelineDefinition,
@@ -160,7 +181,7 @@ extension PostgresStore {
                 """, logger: logger)
             guard !claimed.isEmpty else { return nil }
             let rows = try await db.rows(statement, logger: logger)
-            guard let runID = try rows.first?.get("run_id", as: Int64.self) else {
+            guard let runID = try rows.first?.get("created_run", as: Int64.self) else {
                 throw StoreError(.inconsistent, "a run of \(version.project)/\(version.pipeline) was not stored")
             }
             try await db.query("""
@@ -174,7 +195,14 @@ extension PostgresStore {
                             branch: branch, status: .queued, attempt: 1, trigger: "schedule", createdAt: now)
         run.triggeredBy = triggeredBy
         run.inputs = inputs
-        return (run, try Self.jobRecords(rows, run: run, definition: definition, now: now))
+        return (run, try Self.jobRecords(Self.created(rows), run: run, definition: definition, now: now))
+    }
+
+    /// The jobs `CreateRun` stored, by name: id and position.
+    static func created(_ rows: [PostgresRandomAccessRow]) throws -> [String: (id: Int64, position: Double)] {
+        var placed: [String: (id: Int64, position: Double)] = [:]
+        for row in rows { placed[try row.get("created_name")] = (try row.get("created_id"), try row.get("created_position")) }
+        return placed
     }
 
     public func scheduleStarts() async throws -> [ScheduleStart] {
@@ -194,7 +222,13 @@ extension PostgresStore {
                            now: Int64) throws -> [JobRecord] {
         var placed: [String: (id: Int64, position: Double)] = [:]
         for row in rows { placed[try row.get("name")] = (try row.get("id"), try row.get("position")) }
-        return try definition.jobs.map { job in
+        return try jobRecords(placed, run: run, definition: definition, now: now)
+    }
+
+    /// The jobs an insert placed (by name: id and position), in the pipeline's order.
+    static func jobRecords(_ placed: [String: (id: Int64, position: Double)], run: RunRecord, definition: PipelineDefinition,
+                           now: Int64) throws -> [JobRecord] {
+        try definition.jobs.map { job in
             guard let (id, position) = placed[job.name] else {
                 throw StoreError(.inconsistent, "job \(job.name) of run \(run.id) was not stored")
             }
@@ -339,13 +373,18 @@ extension PostgresStore {
         guard !slots.isEmpty else { return [] }
         let logger = logger
         let me = coordinatorID
-        struct Slot: Encodable { var runner: String, labels: [String], running: Int, epochs: [Int64] }
-        let json = try pgJSON(slots.map { Slot(runner: $0.runner, labels: $0.labels.sorted(), running: $0.running, epochs: $0.epochs) })
+        let json = try Self.slotsJSON(slots)
         // The pick and the claim in one statement, so in its own transaction: one round trip.
         return try await transaction(explicit: false) { db in
             let rows = try await db.rows(ClaimQueued(slots: json, now: now, holder: me), logger: logger)
             return try await Self.claimed(db, rows, now: now, logger: logger).values.sorted { $0.job.epoch < $1.job.epoch }
         }
+    }
+
+    /// Free slots as `heddle_claim_queued` reads them.
+    static func slotsJSON(_ slots: [ClaimSlot]) throws -> String {
+        struct Slot: Encodable { var runner: String, labels: [String], running: Int, epochs: [Int64] }
+        return try pgJSON(slots.map { Slot(runner: $0.runner, labels: $0.labels.sorted(), running: $0.running, epochs: $0.epochs) })
     }
 
     /// Marks queued jobs running, each on its runner at its epoch, held by `holder`, and their

@@ -653,6 +653,7 @@ public final class PostgresStore: CoordinatorStore {
         ("v13: a claim's pick in the claim's statement", [PostgresStore.pickClaimsFunction]),
         ("v14: a queue move in one call", [PostgresStore.moveJobFunction]),
         ("v15: a claim's writes by primary key", [PostgresStore.claimQueuedFunction]),
+        ("v16: a run's insert and the claim that follows it in one call", [PostgresStore.createRunFunction]),
     ]
 
     /// What `heddle_end_job` and `heddle_move_job` answer: a job's columns (`jobColumns`) and
@@ -876,6 +877,61 @@ public final class PostgresStore: CoordinatorStore {
                             RETURN NEXT;
                         END IF;
         """)
+
+    /// Stores a run, its first attempt, its jobs at the end of the queue (places from
+    /// `job_position`, in the pipeline's order: `nextval` in the select list is evaluated after
+    /// the sort) and their nodes, and answers a row per job (`created_run`, `created_id`,
+    /// `created_name`, `created_position`, the other columns null). With `p_latest_only`,
+    /// nothing when a later version of the pipeline exists. Then, when `p_slots` lists free
+    /// slots and the run was stored, claims for them as `heddle_claim_queued` does, in queue
+    /// order (an older queued job that fits goes before the new ones), and answers its rows
+    /// (`created_*` null): one round trip and one commit where a trigger and its claim were
+    /// two of each.
+    static let createRunFunction = """
+        CREATE OR REPLACE FUNCTION heddle_create_run(p_project text, p_pipeline text, p_version bigint, p_branch text,
+                                                     p_trigger text, p_now bigint, p_commit text, p_by text, p_jobs jsonb,
+                                                     p_nodes jsonb, p_fork boolean, p_inputs text, p_latest_only boolean,
+                                                     p_slots jsonb, p_holder text)
+        RETURNS TABLE (created_run bigint, created_id bigint, created_name text, created_position double precision,
+                       job_row job, run_row run, repository text, node_row node, started boolean)
+        LANGUAGE plpgsql VOLATILE AS $$
+        #variable_conflict use_column
+        BEGIN
+            RETURN QUERY
+            WITH r AS (
+                INSERT INTO run (project, pipeline, pipeline_version_id, branch, status, attempt, trigger, created_at,
+                                 commit_sha, triggered_by, fork, inputs)
+                SELECT p_project, p_pipeline, p_version, p_branch, 'queued', 1, p_trigger, p_now, p_commit, p_by, p_fork, p_inputs
+                WHERE NOT p_latest_only OR NOT EXISTS (
+                    SELECT 1 FROM pipeline_version v JOIN pipeline_version w
+                        ON w.project_id = v.project_id AND w.pipeline = v.pipeline AND w.version > v.version
+                    WHERE v.id = p_version)
+                RETURNING run.id
+            ), a AS (
+                INSERT INTO attempt (run_id, number, status, trigger, created_at, triggered_by)
+                SELECT r.id, 1, 'queued', p_trigger, p_now, p_by FROM r
+            ), j AS (
+                INSERT INTO job (run_id, attempt, name, labels, status, position, queued_at, retry_lost, cache)
+                SELECT r.id, 1, d.name, d.labels::jsonb, 'queued', nextval('job_position')::float8, p_now, d.retry_lost, d.cache
+                FROM r, jsonb_to_recordset(p_jobs) AS d(ordinal bigint, name text, labels text, retry_lost bigint, cache text)
+                ORDER BY d.ordinal
+                RETURNING job.id, job.run_id, job.name, job.position
+            ), n AS (
+                INSERT INTO node (job_id, \(nodeColumns), status)
+                SELECT j.id, \(qualified(nodeColumns, by: "d")), 'pending'
+                FROM jsonb_to_recordset(p_nodes) AS d(\(nodeRecordset))
+                JOIN j ON j.name = d.job
+            )
+            SELECT j.run_id, j.id, j.name, j.position, NULL::job, NULL::run, NULL::text, NULL::node, NULL::boolean FROM j;
+            IF FOUND AND jsonb_array_length(p_slots) > 0 THEN
+                RETURN QUERY
+                SELECT NULL::bigint, NULL::bigint, NULL::text, NULL::double precision,
+                       c.job_row, c.run_row, c.repository, c.node_row, c.started
+                FROM heddle_claim_queued(p_slots, p_now, p_holder) AS c;
+            END IF;
+        END
+        $$
+        """
 
     /// A function that picks queued jobs for free slots (`heddle_pick_claims`' loop): `header`
     /// up to `DECLARE`, `declare` its own variables, `pick` what it does with a job `picked`
