@@ -136,6 +136,7 @@ struct Bench {
                 record("pg_failover_s", cluster.failover)
                 record("pg_change_100k_ms", cluster.changeMs)
                 record("pg_change_100k_cpu_ms", cluster.changeCPUms)
+                record("pg_change_100k_db_cpu_ms", cluster.changeDatabaseCPUms)
             } else if only != nil {
                 FileHandle.standardError.write(Data("heddle-bench: the cluster scenario needs HEDDLE_BENCH_POSTGRES (scripts/bench sets it)\n".utf8))
                 exit(2)

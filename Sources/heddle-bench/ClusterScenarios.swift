@@ -14,6 +14,7 @@ enum ClusterScenarios {
         var failover = 0.0
         var changeMs = 0.0
         var changeCPUms = 0.0
+        var changeDatabaseCPUms = 0.0
     }
 
     static func run(pki: BenchPKI, root: String, server: String, quick: Bool) async throws -> Results {
@@ -32,7 +33,8 @@ enum ClusterScenarios {
         if only == "changes" {
             let cluster = try Cluster(pki: pki, root: root, server: server, name: "changes", coordinators: 3)
             defer { cluster.stop() }
-            (results.changeMs, results.changeCPUms) = try await changeCost(cluster, queued: 100_000, changes: quick ? 150 : 600)
+            (results.changeMs, results.changeCPUms, results.changeDatabaseCPUms) = try await changeCost(cluster, queued: 100_000,
+                                                                                                      changes: quick ? 150 : 600)
             return results
         }
         let counts = only == "jobs1" ? [1] : only == "jobs3" ? [3] : [1, 2, 3]
@@ -77,7 +79,8 @@ enum ClusterScenarios {
         do {
             let cluster = try Cluster(pki: pki, root: root, server: server, name: "changes", coordinators: 3)
             defer { cluster.stop() }
-            (results.changeMs, results.changeCPUms) = try await changeCost(cluster, queued: 100_000, changes: quick ? 150 : 600)
+            (results.changeMs, results.changeCPUms, results.changeDatabaseCPUms) = try await changeCost(cluster, queued: 100_000,
+                                                                                                      changes: quick ? 150 : 600)
         }
         do {
             let cluster = try Cluster(pki: pki, root: root, server: server, name: "failover", coordinators: 2)
@@ -91,9 +94,10 @@ enum ClusterScenarios {
     /// runner has, one runner with free slots (and other labels) on each of three
     /// coordinators, then `changes` changes one at a time through the coordinators in turn (a
     /// trigger of one more job, a move, a cancel). Returns the mean milliseconds per change
-    /// (request to answer) and the coordinators' CPU milliseconds per change (all three,
-    /// from /proc, over the changes and one second after them).
-    static func changeCost(_ cluster: Cluster, queued: Int, changes: Int) async throws -> (ms: Double, cpuMs: Double) {
+    /// (request to answer), the coordinators' CPU milliseconds per change (all three, from
+    /// /proc, over the changes and one second after them) and the database's (every
+    /// `postgres` process's, over the same time).
+    static func changeCost(_ cluster: Cluster, queued: Int, changes: Int) async throws -> (ms: Double, cpuMs: Double, databaseCPUms: Double) {
         let fabrics = cluster.fabrics
         var admins: [HeddleClient] = []
         for fabric in fabrics { admins.append(try await fabric.admin()) }
@@ -106,6 +110,7 @@ enum ClusterScenarios {
         var runners: [HeddleConnection] = []
         for fabric in fabrics { runners.append(try await fabric.runner(labels: ["elsewhere"], capacity: 4)) }
         let cpuBefore = cluster.processes.map { $0.cpuSeconds() }
+        let databaseBefore = CoordinatorProcess.cpuSeconds(ofEvery: "postgres")
         let started = ContinuousClock.now
         for index in 0..<changes {
             let admin = admins[index % 3]
@@ -118,9 +123,10 @@ enum ClusterScenarios {
         let elapsed = seconds(since: started)
         try await Task.sleep(for: .seconds(1))
         let cpu = zip(cluster.processes.map { $0.cpuSeconds() }, cpuBefore).reduce(0.0) { $0 + $1.0 - $1.1 }
+        let database = CoordinatorProcess.cpuSeconds(ofEvery: "postgres") - databaseBefore
         for runner in runners { await runner.close() }
         for admin in admins { await admin.connection.close() }
-        return (elapsed * 1000 / Double(changes), cpu * 1000 / Double(changes))
+        return (elapsed * 1000 / Double(changes), cpu * 1000 / Double(changes), database * 1000 / Double(changes))
     }
 
     /// A simulated runner streams a job's log into coordinator 0, which is killed (`kill -9`);

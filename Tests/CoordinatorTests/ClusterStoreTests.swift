@@ -215,6 +215,25 @@ import TestSupport
         }
     }
 
+    /// The queue is read by label set: a claim whose slots no queued job's labels fit takes
+    /// nothing, and one that a job behind a thousand others fits takes it first, then the
+    /// others in queue order when they fit too.
+    @Test func aClaimFindsTheJobsThatFitBehindManyThatDoNot() async throws {
+        try await TestDatabase.with(.postgres) { database in
+            let store = try #require(try await database.open() as? PostgresStore)
+            let labels: [Set<String>] = Array(repeating: ["gpu"], count: 1000) + [["linux"], ["linux", "x86"]]
+            let (version, definition) = try await Self.pipeline(store, labels: labels)
+            let jobs = try await Self.queue(store, version, definition)
+            #expect(try await store.claimQueued([ClaimSlot(runner: "mac", labels: ["mac"], running: 0, epochs: [1, 2])], now: 3).isEmpty)
+            let linux = try await store.claimQueued([ClaimSlot(runner: "l", labels: ["linux", "x86"], running: 0, epochs: [4, 5, 6])], now: 3)
+            #expect(linux.map(\.job.id) == jobs.suffix(2).map(\.id))
+            #expect(linux.map(\.job.epoch) == [4, 5])
+            let gpu = try await store.claimQueued([ClaimSlot(runner: "g", labels: ["gpu", "linux"], running: 0, epochs: [7, 8, 9])], now: 3)
+            #expect(gpu.map(\.job.id) == jobs.prefix(3).map(\.id))
+            store.close()
+        }
+    }
+
     /// Three coordinators claiming at once while jobs are moved and new runs queued: no job is
     /// claimed twice, every job a claim marked running came back from it with its run and
     /// nodes (a run committed while a claim ran included), and once they stop, no queued job
