@@ -20,6 +20,11 @@ final class SignalOutbox: Sendable {
         var closed = false
         /// When a batch with `.queue` was last taken by `next(linger:patience:)`.
         var queueSentAt: ContinuousClock.Instant?
+        /// A batch of signals that can wait, waiting for one that cannot (`next(linger:patience:)`),
+        /// and whether the others were woken for new jobs when it began.
+        var patient: (waiter: CheckedContinuation<Void, Never>, othersWokenForJobs: Bool, wait: UInt64)?
+        /// Patient waits so far (a late timer ends only its own).
+        var waits: UInt64 = 0
     }
     private let state = Mutex(State())
 
@@ -31,15 +36,23 @@ final class SignalOutbox: Sendable {
 
     /// Adds a signal (at once, without waiting).
     func add(_ signal: ClusterSignal) {
-        let ready = state.withLock { state -> (CheckedContinuation<[ClusterSignal], Never>, [ClusterSignal])? in
-            guard !state.closed else { return nil }
+        let (ready, urgent) = state.withLock { state -> ((CheckedContinuation<[ClusterSignal], Never>, [ClusterSignal])?,
+                                                         CheckedContinuation<Void, Never>?) in
+            guard !state.closed else { return (nil, nil) }
             Self.coalesce(signal, into: &state.pending)
-            guard let waiter = state.waiter else { return nil }
+            // A batch waiting for a signal that cannot wait goes now.
+            var urgent: CheckedContinuation<Void, Never>?
+            if let patient = state.patient, !Self.canWait(signal, othersWokenForJobs: patient.othersWokenForJobs) {
+                urgent = patient.waiter
+                state.patient = nil
+            }
+            guard let waiter = state.waiter else { return (nil, urgent) }
             state.waiter = nil
             defer { state.pending = [] }
-            return (waiter, state.pending)
+            return ((waiter, state.pending), urgent)
         }
         if let (waiter, batch) = ready { waiter.resume(returning: batch) }
+        urgent?.resume()
     }
 
     /// The signals waiting, once there are some, and those told within `linger` after the
@@ -48,20 +61,14 @@ final class SignalOutbox: Sendable {
     ///
     /// A batch only of signals that can wait (`canWait`: changed runs, and new jobs when
     /// others were woken for new jobs less than `patience` ago) waits up to `patience`
-    /// instead, until a signal that cannot is told: then it goes with that one, `linger` later
-    /// (looked for every `linger`). Empty once the outbox is closed (or the caller
-    /// cancelled). One caller at a time.
+    /// instead, until a signal that cannot is told: then it goes with that one, `linger` later.
+    /// Empty once the outbox is closed (or the caller cancelled). One caller at a time.
     func next(linger: Duration, patience: Duration = .zero) async -> [ClusterSignal] {
         let first = await next()
         guard !first.isEmpty, linger > .zero else { return first }
-        let start = ContinuousClock.now
-        let woken = state.withLock { $0.queueSentAt }.map { start - $0 < patience } ?? false
+        let woken = state.withLock { $0.queueSentAt }.map { ContinuousClock.now - $0 < patience } ?? false
         if patience > linger, first.allSatisfy({ Self.canWait($0, othersWokenForJobs: woken) }) {
-            let end = start.advanced(by: patience - linger)
-            while ContinuousClock.now < end, !Task.isCancelled,
-                  state.withLock({ $0.pending.allSatisfy { Self.canWait($0, othersWokenForJobs: woken) } }) {
-                try? await Task.sleep(for: linger)
-            }
+            await waitForUrgent(upTo: patience - linger, othersWokenForJobs: woken)
         }
         try? await Task.sleep(for: linger)
         return state.withLock { state in
@@ -71,6 +78,45 @@ final class SignalOutbox: Sendable {
             if batch.contains(.queue) { state.queueSentAt = .now }
             return batch
         }
+    }
+
+    /// Returns once a signal that cannot wait is told (`add`), or one waits already, after
+    /// `limit`, or once the outbox is closed or the caller cancelled.
+    private func waitForUrgent(upTo limit: Duration, othersWokenForJobs woken: Bool) async {
+        let wait = state.withLock { state in
+            state.waits += 1
+            return state.waits
+        }
+        let timer = Task { [weak self] in
+            try? await Task.sleep(for: limit)
+            self?.endPatience(wait)
+        }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                let now = state.withLock { state -> Bool in
+                    if state.closed || Task.isCancelled
+                        || !state.pending.allSatisfy({ Self.canWait($0, othersWokenForJobs: woken) }) {
+                        return true
+                    }
+                    state.patient = (continuation, woken, wait)
+                    return false
+                }
+                if now { continuation.resume() }
+            }
+        } onCancel: {
+            endPatience(wait)
+        }
+        timer.cancel()
+    }
+
+    /// Ends a batch's wait for a signal that cannot wait (`wait`), if it is still on.
+    private func endPatience(_ wait: UInt64) {
+        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            guard let patient = state.patient, patient.wait == wait else { return nil }
+            state.patient = nil
+            return patient.waiter
+        }
+        waiter?.resume()
     }
 
     /// Whether a signal may wait for more to share its notification. Changed runs only make
@@ -112,12 +158,16 @@ final class SignalOutbox: Sendable {
 
     /// No more signals: a waiting `next()` returns empty.
     func close() {
-        let waiter = state.withLock { state -> CheckedContinuation<[ClusterSignal], Never>? in
+        let (waiter, patient) = state.withLock { state -> (CheckedContinuation<[ClusterSignal], Never>?, CheckedContinuation<Void, Never>?) in
             state.closed = true
-            defer { state.waiter = nil }
-            return state.waiter
+            defer {
+                state.waiter = nil
+                state.patient = nil
+            }
+            return (state.waiter, state.patient?.waiter)
         }
         waiter?.resume(returning: [])
+        patient?.resume()
     }
 
     /// What waits after `signal` is added to `pending`.
