@@ -948,7 +948,7 @@ public final class PostgresStore: CoordinatorStore {
     /// range of the index, merged; one where every set fits reads the queue in its order.
     /// Without it, the queue is always read in its order, and every queued job that fits no
     /// slot is read and passed over: with 100,000 queued for a label no runner here has, each
-    /// claim read them all (60 ms).
+    /// claim read them all (33 ms alone, 60 ms under load; 0.4-0.6 ms by label set).
     private static func pickFunction(_ header: String, declare: String, pick: String,
                                      emit: String = "RETURN NEXT;", byLabelSets: Bool = false) -> String {
         // Each job read: to the least busy free slot it fits, if any.
