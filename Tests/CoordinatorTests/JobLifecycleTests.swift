@@ -204,9 +204,16 @@ import Wire
             _ = try await core.connectRunner(runner, labels: [])
             interposed.hooks.fail(["claimQueued"])
             if via == "none" {
+                let watcher = RecordingOutbox()
+                try await core.watchQueue(session: try await core.open("viewer", .viewer, watcher), requestID: 9)
                 let runID = try await core.trigger("shop", "ci")
                 #expect(try await runner.assignment().runID == UInt64(runID))
                 #expect(try #require(try await core.catalog.runDetail(runID: runID, as: admin).jobs.first).job.status == .running)
+                // The queue's watchers see it claimed, never queued (it was not, to them).
+                let event = try await watcher.first("the queue event") { envelope -> Heddle_V1_QueueEvent? in
+                    if case .queueEvent(let event) = envelope.body { event } else { nil }
+                }
+                #expect(event.kind == .claimed && event.job.runID == UInt64(runID) && event.job.position == 0)
                 await database.remove()
                 return
             }

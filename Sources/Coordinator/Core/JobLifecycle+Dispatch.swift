@@ -255,8 +255,10 @@ extension JobLifecycle {
             await dispatchDone()
             return nil
         }
-        // The queue's watchers see the new jobs queued, then those claimed taken.
-        await publishQueued(created.jobs, run: created.run)
+        // The queue's watchers see the new jobs its claim did not take queued (those it took were
+        // never in the queue to them: they see them claimed).
+        let taken = Set(created.claimed.map(\.job.id))
+        await publishQueued(created.jobs.filter { !taken.contains($0.id) }, run: created.run)
         let cancels = claimCancels ?? [:]
         claimCancels = nil
         await settle(created.claimed, sessionOf: free.sessionOf, cancels: cancels, now: now)
