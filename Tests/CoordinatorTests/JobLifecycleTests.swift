@@ -78,6 +78,24 @@ import Wire
         var later: ContinuousClock.Instant { .now.advanced(by: .seconds(3600)) }
     }
 
+    /// Runs `body` with a core as one coordinator of a cluster, on a new PostgreSQL database
+    /// behind an `InterposedClusterStore`, with the pipeline pushed; the database is removed
+    /// afterwards.
+    static func withClusterCore(_ body: (InterposedClusterStore, CoordinatorCore) async throws -> Void) async throws {
+        let database = try await TestDatabase.make(.postgres)
+        do {
+            let interposed = InterposedClusterStore(try #require(try await database.open() as? any ClusterStore))
+            let core = try CoordinatorCore(store: interposed, directory: database.directory.path, logger: Logger(label: "test"))
+            try await core.recover()
+            try await core.push("shop", Self.source(retryLost: 0))
+            try await body(interposed, core)
+        } catch {
+            await database.remove()
+            throw error
+        }
+        await database.remove()
+    }
+
     static func assignments(_ outbox: RecordingOutbox) -> Int {
         outbox.all.filter { if case .assignment = $0.body { true } else { false } }.count
     }
@@ -147,12 +165,7 @@ import Wire
     /// runner is never told of it.
     @Test(arguments: ["here", "signal"])
     func aCancelWhileADatabaseClaimComesBackEndsTheJobBeforeItStarts(via: String) async throws {
-        let database = try await TestDatabase.make(.postgres)
-        do {
-            let interposed = InterposedClusterStore(try #require(try await database.open() as? any ClusterStore))
-            let core = try CoordinatorCore(store: interposed, directory: database.directory.path, logger: Logger(label: "test"))
-            try await core.recover()
-            try await core.push("shop", Self.source(retryLost: 0))
+        try await Self.withClusterCore { interposed, core in
             let runID = try await core.trigger("shop", "ci")  // no runner: nothing is claimed
             interposed.hooks.pause("claimQueued.stored")
             let runner = RecordingOutbox()
@@ -180,11 +193,7 @@ import Wire
                 }
             })
             #expect(await core.jobs.table.isEmpty)
-        } catch {
-            await database.remove()
-            throw error
         }
-        await database.remove()
     }
 
     /// Several coordinators: a run triggered while a runner here has a free slot is stored and
@@ -194,12 +203,7 @@ import Wire
     /// runner is never told of it, and its slot takes the next run's job.
     @Test(arguments: ["none", "here", "signal"])
     func aTriggersOwnClaimIsOneCallAndACancelWhileItComesBackEndsTheJob(cancel via: String) async throws {
-        let database = try await TestDatabase.make(.postgres)
-        do {
-            let interposed = InterposedClusterStore(try #require(try await database.open() as? any ClusterStore))
-            let core = try CoordinatorCore(store: interposed, directory: database.directory.path, logger: Logger(label: "test"))
-            try await core.recover()
-            try await core.push("shop", Self.source(retryLost: 0))
+        try await Self.withClusterCore { interposed, core in
             let runner = RecordingOutbox()
             _ = try await core.connectRunner(runner, labels: [])
             interposed.hooks.fail(["claimQueued"])
@@ -214,7 +218,6 @@ import Wire
                     if case .queueEvent(let event) = envelope.body { event } else { nil }
                 }
                 #expect(event.kind == .claimed && event.job.runID == UInt64(runID) && event.job.position == 0)
-                await database.remove()
                 return
             }
             interposed.hooks.pause("createRunAndClaim.stored")
@@ -240,11 +243,7 @@ import Wire
             #expect(await core.jobs.table.isEmpty)
             let next = try await core.trigger("shop", "ci")
             #expect(try await runner.assignment().runID == UInt64(next))
-        } catch {
-            await database.remove()
-            throw error
         }
-        await database.remove()
     }
 
     /// A runner's `JobFinish` the store refuses is answered `UNAVAILABLE`; the job stays its
