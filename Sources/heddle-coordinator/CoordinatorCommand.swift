@@ -17,17 +17,6 @@ struct CoordinatorCommand: AsyncParsableCommand {
         abstract: "Keeps the queue of runs and jobs and serves runners and admins over mutual TLS.",
         version: HeddleVersion.description)
 
-    /// Tasks run on NIO's event loops, the ones every connection of this process is served
-    /// on (the protocol's, the HTTP front's, PostgreSQL's), instead of a pool of threads of
-    /// their own: a task that reads a frame or a database row and answers it stays on one
-    /// thread. (CPU per job on PostgreSQL: BENCHMARKS.md, "Tasks on the event loops".)
-    static func main() async {
-        if !NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor() {
-            FileHandle.standardError.write(Data("heddle-coordinator: tasks run on Swift's own threads (NIO's event loops could not take them)\n".utf8))
-        }
-        await main(nil)
-    }
-
     @Option(help: "Address to listen on, HOST:PORT (port 0 picks a free port).")
     var listen = "127.0.0.1:7443"
 
