@@ -40,9 +40,11 @@ final class SignalOutbox: Sendable {
                                                          CheckedContinuation<Void, Never>?) in
             guard !state.closed else { return (nil, nil) }
             Self.coalesce(signal, into: &state.pending)
-            // A batch waiting for a signal that cannot wait goes now.
+            // A batch waiting for a signal that cannot wait goes now (this one, or the `.resync`
+            // that too many waiting collapsed into).
             var urgent: CheckedContinuation<Void, Never>?
-            if let patient = state.patient, !Self.canWait(signal, othersWokenForJobs: patient.othersWokenForJobs) {
+            if let patient = state.patient,
+               !state.pending.allSatisfy({ Self.canWait($0, othersWokenForJobs: patient.othersWokenForJobs) }) {
                 urgent = patient.waiter
                 state.patient = nil
             }
