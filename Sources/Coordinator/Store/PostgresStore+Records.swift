@@ -96,9 +96,9 @@ extension PostgresStore {
     public func createRun(version: PipelineVersionRecord, definition: PipelineDefinition, branch: String,
                           commit: String, trigger: String, triggeredBy: String, fork: Bool, inputs: [String: String],
                           now: Int64) async throws -> (RunRecord, [JobRecord]) {
-        guard let created = try await insertRun(version: version, definition: definition, branch: branch, commit: commit,
-                                                trigger: trigger, triggeredBy: triggeredBy, fork: fork, inputs: inputs,
-                                                now: now, latestOnly: false) else {
+        guard let created = try await createRunAndClaim(version: version, definition: definition, branch: branch, commit: commit,
+                                                        trigger: trigger, triggeredBy: triggeredBy, fork: fork, inputs: inputs,
+                                                        now: now, latestOnly: false, slots: []) else {
             throw StoreError(.inconsistent, "a run of \(version.project)/\(version.pipeline) was not stored")
         }
         return (created.run, created.jobs)
@@ -107,14 +107,9 @@ extension PostgresStore {
     public func createLatestRun(version: PipelineVersionRecord, definition: PipelineDefinition, branch: String,
                                 commit: String, trigger: String, triggeredBy: String, fork: Bool, inputs: [String: String],
                                 now: Int64) async throws -> (RunRecord, [JobRecord])? {
-        if let created = try await insertRun(version: version, definition: definition, branch: branch, commit: commit,
-                                             trigger: trigger, triggeredBy: triggeredBy, fork: fork, inputs: inputs,
-                                             now: now, latestOnly: true) {
-            return (created.run, created.jobs)
-        }
-        // Another coordinator pushed a later version: read it at the next `latestPipeline`.
-        forget(version)
-        return nil
+        try await createRunAndClaim(version: version, definition: definition, branch: branch, commit: commit, trigger: trigger,
+                                    triggeredBy: triggeredBy, fork: fork, inputs: inputs, now: now, latestOnly: true,
+                                    slots: []).map { ($0.run, $0.jobs) }
     }
 
     public func createRunAndClaim(version: PipelineVersionRecord, definition: PipelineDefinition, branch: String,
@@ -123,6 +118,7 @@ extension PostgresStore {
         let created = try await insertRun(version: version, definition: definition, branch: branch, commit: commit,
                                           trigger: trigger, triggeredBy: triggeredBy, fork: fork, inputs: inputs, now: now,
                                           latestOnly: latestOnly, slots: slots)
+        // Another coordinator pushed a later version: read it at the next `latestPipeline`.
         if created == nil && latestOnly { forget(version) }
         return created
     }
@@ -132,7 +128,7 @@ extension PostgresStore {
     /// (`CreateRun`). Nil when `latestOnly` and a later version exists.
     private func insertRun(version: PipelineVersionRecord, definition: PipelineDefinition, branch: String,
                            commit: String, trigger: String, triggeredBy: String, fork: Bool, inputs: [String: String],
-                           now: Int64, latestOnly: Bool, slots: [ClaimSlot] = []) async throws -> CreatedAndClaimed? {
+                           now: Int64, latestOnly: Bool, slots: [ClaimSlot]) async throws -> CreatedAndClaimed? {
         let logger = logger
         let json = try jobsJSON(version, definition)
         let slots = slots.filter { !$0.epochs.isEmpty }
