@@ -30,11 +30,14 @@ enum ClusterScenarios {
             return results
         }
         // HEDDLE_BENCH_CLUSTER=changes: only the cost of a change with 100,000 queued.
-        if only == "changes" {
+        func changes() async throws {
             let cluster = try Cluster(pki: pki, root: root, server: server, name: "changes", coordinators: 3)
             defer { cluster.stop() }
             (results.changeMs, results.changeCPUms, results.changeDatabaseCPUms) = try await changeCost(cluster, queued: 100_000,
                                                                                                       changes: quick ? 150 : 600)
+        }
+        if only == "changes" {
+            try await changes()
             return results
         }
         let counts = only == "jobs1" ? [1] : only == "jobs3" ? [3] : [1, 2, 3]
@@ -76,12 +79,7 @@ enum ClusterScenarios {
             results.queueMoveP99 = try await Scenarios.queueOperations(cluster.fabrics[0], total: 100_000,
                                                                        samples: quick ? 200 : 1000).move
         }
-        do {
-            let cluster = try Cluster(pki: pki, root: root, server: server, name: "changes", coordinators: 3)
-            defer { cluster.stop() }
-            (results.changeMs, results.changeCPUms, results.changeDatabaseCPUms) = try await changeCost(cluster, queued: 100_000,
-                                                                                                      changes: quick ? 150 : 600)
-        }
+        try await changes()
         do {
             let cluster = try Cluster(pki: pki, root: root, server: server, name: "failover", coordinators: 2)
             defer { cluster.stop() }
