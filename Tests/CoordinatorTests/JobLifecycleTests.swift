@@ -81,14 +81,14 @@ import Wire
     /// Runs `body` with a core as one coordinator of a cluster, on a new PostgreSQL database
     /// behind an `InterposedClusterStore`, with the pipeline pushed; the database is removed
     /// afterwards.
-    static func withClusterCore(_ body: (InterposedClusterStore, CoordinatorCore) async throws -> Void) async throws {
+    static func withClusterCore(_ body: (InterposedClusterStore, CoordinatorCore, TestDatabase) async throws -> Void) async throws {
         let database = try await TestDatabase.make(.postgres)
         do {
             let interposed = InterposedClusterStore(try #require(try await database.open() as? any ClusterStore))
             let core = try CoordinatorCore(store: interposed, directory: database.directory.path, logger: Logger(label: "test"))
             try await core.recover()
             try await core.push("shop", Self.source(retryLost: 0))
-            try await body(interposed, core)
+            try await body(interposed, core, database)
         } catch {
             await database.remove()
             throw error
@@ -165,7 +165,7 @@ import Wire
     /// runner is never told of it.
     @Test(arguments: ["here", "signal"])
     func aCancelWhileADatabaseClaimComesBackEndsTheJobBeforeItStarts(via: String) async throws {
-        try await Self.withClusterCore { interposed, core in
+        try await Self.withClusterCore { interposed, core, _ in
             let runID = try await core.trigger("shop", "ci")  // no runner: nothing is claimed
             interposed.hooks.pause("claimQueued.stored")
             let runner = RecordingOutbox()
@@ -203,7 +203,7 @@ import Wire
     /// runner is never told of it, and its slot takes the next run's job.
     @Test(arguments: ["none", "here", "signal"])
     func aTriggersOwnClaimIsOneCallAndACancelWhileItComesBackEndsTheJob(cancel via: String) async throws {
-        try await Self.withClusterCore { interposed, core in
+        try await Self.withClusterCore { interposed, core, _ in
             let runner = RecordingOutbox()
             _ = try await core.connectRunner(runner, labels: [])
             interposed.hooks.fail(["claimQueued"])
@@ -243,6 +243,28 @@ import Wire
             #expect(await core.jobs.table.isEmpty)
             let next = try await core.trigger("shop", "ci")
             #expect(try await runner.assignment().runID == UInt64(next))
+        }
+    }
+
+    /// Several coordinators: a trigger's own claim whose version another coordinator has
+    /// passed stores and claims nothing; the trigger reads the latest version and runs that,
+    /// claimed by its own call again (a separate claim would fail here), so the refused call
+    /// left no dispatch on its way.
+    @Test func aTriggersOwnClaimOfAPassedVersionRunsTheLatest() async throws {
+        try await Self.withClusterCore { interposed, core, database in
+            let runner = RecordingOutbox()
+            _ = try await core.connectRunner(runner, labels: [], capacity: 2)
+            interposed.hooks.fail(["claimQueued"])
+            // Another coordinator pushes a later version (this one still has the first).
+            let other = try await database.open()
+            let definition = try ActParser(file: "ci.act").parse(Self.source(retryLost: 1))
+            let later = try await other.savePipeline(project: "shop", definition: definition, source: Self.source(retryLost: 1), now: 1)
+            let runID = try await core.trigger("shop", "ci")
+            #expect(try await runner.assignment().runID == UInt64(runID))
+            #expect(try await core.catalog.runDetail(runID: runID, as: admin).run.pipelineVersionID == later.id)
+            let next = try await core.trigger("shop", "ci")
+            #expect(try await runner.assignment().runID == UInt64(next))
+            (other as? PostgresStore)?.close()
         }
     }
 
