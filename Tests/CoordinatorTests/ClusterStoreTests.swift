@@ -346,6 +346,99 @@ import TestSupport
         }
     }
 
+    /// The statement a batch's ends share (`PostgresStore.endJobs`) fences and answers each end
+    /// as a single one would: in the order asked, ended in the order of the jobs' ids (each
+    /// end's run as that end left it), a stale epoch, a job another coordinator holds and a job
+    /// that does not exist refused without failing the others, and a second end of a job ended
+    /// earlier in the same statement refused.
+    @Test func endsInOneStatementAreEachFencedAndAnsweredInOrder() async throws {
+        try await TestDatabase.with(.postgres) { database in
+            let store = try #require(try await database.open() as? PostgresStore)
+            let other = try #require(try await database.open() as? PostgresStore)
+            let (version, definition) = try await Self.pipeline(store, labels: [[], []])
+            let first = try await Self.queue(store, version, definition)
+            let second = try await Self.queue(store, version, definition)
+            let third = try await Self.queue(store, version, definition)
+            _ = try await store.claimJobs([JobClaim(jobID: first[0].id, runner: "r", epoch: 10),
+                                           JobClaim(jobID: first[1].id, runner: "r", epoch: 11),
+                                           JobClaim(jobID: second[0].id, runner: "r", epoch: 12)], now: 3)
+            _ = try await other.claimJobs([JobClaim(jobID: second[1].id, runner: "s", epoch: 13)], now: 3)
+            typealias End = PostgresStore.JobEnd
+            let ends = [
+                End(id: first[1].id, epoch: 11, status: .succeeded, reason: "", now: 4),
+                End(id: first[0].id, epoch: 10, status: .succeeded, reason: "", now: 4),
+                End(id: second[0].id, epoch: 9, status: .failed, reason: "", now: 4),
+                End(id: second[1].id, epoch: 13, status: .failed, reason: "", now: 4),
+                End(id: 987_654, epoch: 1, status: .failed, reason: "", now: 4),
+                End(id: 987_655, epoch: nil, status: .cancelled, reason: "", now: 4),
+                End(id: third[0].id, epoch: nil, status: .cancelled, reason: "cancelled by t", now: 4),
+                End(id: first[0].id, epoch: 10, status: .failed, reason: "", now: 5),
+            ]
+            let results = try await store.transaction(explicit: false) { [logger = store.logger, holder = store.coordinatorID] db in
+                try await PostgresStore.endJobs(db, ends, holder: holder, logger: logger)
+            }
+            try #require(results.count == ends.count)
+            func ended(_ index: Int) -> (RunRecord, JobRecord)? { try? results[index].get() }
+            func refusal(_ index: Int) -> StoreError? {
+                if case .failure(let error) = results[index] { error } else { nil }
+            }
+            // first[0] has the lower id: ended first, its run still running; first[1] ended it.
+            #expect(ended(1)?.1.id == first[0].id && ended(1)?.1.status == .succeeded && ended(1)?.0.status == .running)
+            #expect(ended(0)?.1.id == first[1].id && ended(0)?.0.status == .succeeded && ended(0)?.0.finishedAt == 4)
+            #expect(refusal(2) == .staleLease(jobID: second[0].id, epoch: 9))
+            #expect(refusal(3) == .heldElsewhere(jobID: second[1].id))
+            #expect(refusal(4) == .staleLease(jobID: 987_654, epoch: 1))
+            #expect(refusal(5)?.code == .notFound)
+            #expect(ended(6)?.1.status == .cancelled && ended(6)?.1.reason == "cancelled by t")
+            #expect(refusal(7) == .staleLease(jobID: first[0].id, epoch: 10), "a job ended twice in one statement")
+            let stored = Dictionary(uniqueKeysWithValues: try await store.jobs(ids: [first[0].id, second[0].id, second[1].id, third[0].id])
+                .map { ($0.id, $0.status) })
+            #expect([first[0].id, second[0].id, second[1].id, third[0].id].map { stored[$0] } == [.succeeded, .running, .running, .cancelled])
+            #expect(try await store.nodes(jobIDs: [third[0].id]).map(\.status) == [.cancelled])
+            #expect(try await store.run(id: first[0].runID)?.status == .succeeded)
+            store.close()
+            other.close()
+        }
+    }
+
+    /// A batch's ends that the database refuses as a whole (here one end's reason holds a NUL
+    /// byte, which text cannot) go again one by one: that end fails alone, and every other end
+    /// of its batch is stored.
+    @Test func anEndTheDatabaseRefusesFailsAloneInItsBatch() async throws {
+        try await TestDatabase.with(.postgres) { database in
+            let store = try #require(try await database.open() as? PostgresStore)
+            let (version, definition) = try await Self.pipeline(store, labels: [[]])
+            var ids: [Int64] = []
+            for _ in 0..<20 { ids.append(try await Self.queue(store, version, definition)[0].id) }
+            let claims = ids.enumerated().map { JobClaim(jobID: $0.element, runner: "r", epoch: Int64(10 + $0.offset)) }
+            _ = try await store.claimJobs(claims, now: 3)
+            let results = await withTaskGroup(of: (Int64, StoreError?).self) { group in
+                for (index, claim) in claims.enumerated() {
+                    group.addTask {
+                        do {
+                            _ = try await store.finishJob(id: claim.jobID, epoch: claim.epoch, status: .failed,
+                                                          reason: index == 7 ? "bad\u{0}byte" : "exit 1", now: 4)
+                            return (claim.jobID, nil)
+                        } catch {
+                            return (claim.jobID, error as? StoreError ?? StoreError(.inconsistent, "\(error)"))
+                        }
+                    }
+                }
+                return await group.reduce(into: [Int64: StoreError?]()) { $0[$1.0] = $1.1 }
+            }
+            let stored = Dictionary(uniqueKeysWithValues: try await store.jobs(ids: ids).map { ($0.id, $0) })
+            for (index, id) in ids.enumerated() {
+                let job = try #require(stored[id])
+                if index == 7 {
+                    #expect(results[job.id]??.code == .database && job.status == .running, "job \(job.id)")
+                } else {
+                    #expect(results[job.id]! == nil && job.status == .failed, "job \(job.id): \(String(describing: results[job.id]))")
+                }
+            }
+            store.close()
+        }
+    }
+
     /// PostgreSQL's rule for an attempt's status (`heddle_attempt_status`, used by every end,
     /// cancel and requeue there) gives `Outcome.attemptStatus`'s answer for every list of up to
     /// three job statuses, the empty one included.

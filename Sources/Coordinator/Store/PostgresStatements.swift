@@ -30,19 +30,25 @@ private func bindings(_ build: (inout PostgresBindings) throws -> Void) rethrows
 }
 
 extension PostgresStore {
-    /// Ends a job (fenced when `fenced`: running at `epoch`, held by `holder`) and its nodes not
-    /// yet finished (running ones as `ended`, the others as `leftover`), and sets its run's
-    /// status (`PostgresStore.endJobFunction`); returns the job, and its run in columns
-    /// prefixed `r_`. No row: the fence refused it, or no such job.
-    struct FinishJob: LifecycleStatement {
-        static let sql = "SELECT * FROM heddle_end_job($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-        var status: String, reason: String, now: Int64, id: Int64, fenced: Bool, epoch: Int64, holder: String
-        var ended: String, leftover: String
+    /// Ends jobs, the k-th as `PostgresStore.JobEnd` `ends[k]` says, fenced by `holder`
+    /// (`PostgresStore.endJobsFunction`); a row per end, with its `end_ordinal` (from 1),
+    /// `end_outcome`, and, when ended, the job's columns and its run's prefixed `r_`.
+    struct FinishJobs: LifecycleStatement {
+        static let sql = """
+            SELECT * FROM heddle_end_jobs($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::boolean[], $6::bigint[],
+                                          $7::text[], $8::text[], $9)
+            """
+        var ends: [PostgresStore.JobEnd], holder: String
 
         func makeBindings() throws -> PostgresBindings {
             bindings {
-                $0.append(status); $0.append(reason); $0.append(now); $0.append(id); $0.append(fenced); $0.append(epoch)
-                $0.append(holder); $0.append(ended); $0.append(leftover)
+                $0.append(ends.map(\.id)); $0.append(ends.map(\.status.rawValue)); $0.append(ends.map(\.reason))
+                $0.append(ends.map(\.now)); $0.append(ends.map { $0.epoch != nil }); $0.append(ends.map { $0.epoch ?? 0 })
+                // Nodes still running end as the job did when it was cancelled, else failed; the
+                // others are cancelled with a cancelled job, else skipped.
+                $0.append(ends.map { $0.status == .cancelled ? "cancelled" : "failed" })
+                $0.append(ends.map { $0.status == .cancelled ? Status.cancelled.rawValue : Status.skipped.rawValue })
+                $0.append(holder)
             }
         }
     }

@@ -467,7 +467,7 @@ extension PostgresStore {
                                    logger: logger)
         guard let row, try row.get("epoch", as: Int64.self) == epoch else { throw StoreError.staleLease(jobID: jobID, epoch: epoch) }
         guard try row.get("holder", as: String?.self) == holder else {
-            throw StoreError(.staleLease, "job \(jobID) is held by another coordinator now (its runner reattached there)")
+            throw StoreError.heldElsewhere(jobID: jobID)
         }
     }
 
@@ -476,7 +476,7 @@ extension PostgresStore {
     static func refusal(_ db: PostgresConnection, jobID: Int64, epoch: Int64, logger: Logger) async throws -> StoreError {
         let row = try await db.row("SELECT epoch FROM job WHERE id = \(jobID) AND status = 'running'", logger: logger)
         guard let row, try row.get("epoch", as: Int64.self) == epoch else { return StoreError.staleLease(jobID: jobID, epoch: epoch) }
-        return StoreError(.staleLease, "job \(jobID) is held by another coordinator now (its runner reattached there)")
+        return StoreError.heldElsewhere(jobID: jobID)
     }
 
     public func setJobCommit(id: Int64, epoch: Int64, commit: String) async throws {
@@ -509,23 +509,38 @@ extension PostgresStore {
         }
     }
 
+    /// A job's end as `finishJob` is asked for it: fenced when `epoch` is given.
+    struct JobEnd: Sendable {
+        var id: Int64, epoch: Int64?, status: Status, reason: String, now: Int64
+    }
+
+    /// Fenced (with an epoch) in the statement that ends the job, which locks its row; its
+    /// nodes not yet finished end with it (skipped, or cancelled when the job was); then the
+    /// run's status. Ends waiting together are one statement (`PostgresBatches`, `endJobs`).
     public func finishJob(id: Int64, epoch: Int64?, status: Status, reason: String, now: Int64) async throws -> (RunRecord, JobRecord) {
-        let logger = logger
-        let me = coordinatorID
-        return try await batched(oneStatement: true) { db in
-            // One call: fenced (with an epoch) in the statement that ends the job, which locks
-            // its row; its nodes not yet finished end with it (skipped, or cancelled when the
-            // job was); then the run's status (`endJobFunction`).
-            let leftover: Status = status == .cancelled ? .cancelled : .skipped
-            let ended = status == .cancelled ? "cancelled" : "failed"
-            let fenced = epoch != nil
-            let statement = FinishJob(status: status.rawValue, reason: reason, now: now, id: id, fenced: fenced, epoch: epoch ?? 0,
-                                      holder: me, ended: ended, leftover: leftover.rawValue)
-            guard let row = try await db.rows(statement, logger: logger).first else {
-                if let epoch { throw try await Self.refusal(db, jobID: id, epoch: epoch, logger: logger) }
-                throw StoreError(.notFound, "job \(id) does not exist")
+        try await batches.end(JobEnd(id: id, epoch: epoch, status: status, reason: reason, now: now), on: self)
+    }
+
+    /// Ends `ends` in one statement (`FinishJobs`); for each, in order: its job and its run as
+    /// they are now, or why nothing changed (`staleLease`; `notFound` for an end without an
+    /// epoch of no job). A refused end does not fail the others.
+    static func endJobs(_ db: PostgresConnection, _ ends: [JobEnd], holder: String,
+                        logger: Logger) async throws -> [Result<(RunRecord, JobRecord), StoreError>] {
+        var results = [Result<(RunRecord, JobRecord), StoreError>?](repeating: nil, count: ends.count)
+        for row in try await db.rows(FinishJobs(ends: ends, holder: holder), logger: logger) {
+            let k = Int(try row.get("end_ordinal", as: Int64.self)) - 1
+            guard results.indices.contains(k) else { throw StoreError(.inconsistent, "an end was answered for no job asked") }
+            let end = ends[k]
+            switch try row.get("end_outcome", as: String.self) {
+            case "ended": results[k] = .success((try Self.run(row, prefix: "r_"), try Self.job(row)))
+            case "held": results[k] = .failure(.heldElsewhere(jobID: end.id))
+            case "missing" where end.epoch == nil: results[k] = .failure(StoreError(.notFound, "job \(end.id) does not exist"))
+            default: results[k] = .failure(.staleLease(jobID: end.id, epoch: end.epoch ?? 0))
             }
-            return (try Self.run(row, prefix: "r_"), try Self.job(row))
+        }
+        return try zip(ends, results).map { end, result in
+            guard let result else { throw StoreError(.inconsistent, "the end of job \(end.id) was not answered") }
+            return result
         }
     }
 

@@ -658,6 +658,7 @@ public final class PostgresStore: CoordinatorStore {
             "CREATE INDEX job_queued_by_labels ON job (labels, position, id) WHERE status = 'queued'",
             PostgresStore.claimQueuedFunction,
         ]),
+        ("v18: a batch's job ends in one call", [PostgresStore.endJobsFunction]),
     ]
 
     /// What `heddle_end_job` and `heddle_move_job` answer: a job's columns (`jobColumns`) and
@@ -1138,6 +1139,54 @@ public final class PostgresStore: CoordinatorStore {
             WHERE node.job_id = p_id AND node.status IN ('pending', 'running');
             SELECT * INTO r FROM heddle_run_status(j.run_id, p_now);
             RETURN QUERY SELECT \(jobAndRunValues);
+        END
+        $$
+        """
+
+    /// Ends several jobs in one call, each as `heddle_end_job` ends one (a batch's ends were a
+    /// round trip each): the k-th job is `p_ids[k]`, ended as `p_statuses[k]` with
+    /// `p_reasons[k]` at `p_nows[k]`, fenced when `p_fenced[k]` (running at `p_epochs[k]`, held
+    /// by `p_holder`), its nodes not yet finished ending as `p_ended[k]` (running ones) or
+    /// `p_leftovers[k]`. The jobs are ended in the order of their ids, then as given, so that
+    /// batches lock rows in one order. Returns a row per job: `end_ordinal` (k),
+    /// `end_outcome` (`ended`; or, nothing changed: `held`, running at that epoch but held by
+    /// another coordinator; `stale`, not running at that epoch; `missing`, no such job), and,
+    /// when ended, the job's columns (`jobColumns`) and its run's prefixed `r_` (null
+    /// otherwise). A refused end writes nothing and does not fail the call.
+    static let endJobsFunction = """
+        CREATE OR REPLACE FUNCTION heddle_end_jobs(p_ids bigint[], p_statuses text[], p_reasons text[], p_nows bigint[],
+                                                   p_fenced boolean[], p_epochs bigint[], p_ended text[], p_leftovers text[],
+                                                   p_holder text)
+        RETURNS TABLE (end_ordinal bigint, end_outcome text, \(jobAndRunColumns))
+        LANGUAGE plpgsql VOLATILE AS $$
+        #variable_conflict use_column
+        DECLARE
+            k bigint;
+            v_outcome text;
+            j job;
+            r run;
+        BEGIN
+            FOR k IN SELECT u.o FROM unnest(p_ids) WITH ORDINALITY AS u(id, o) ORDER BY u.id, u.o LOOP
+                j := NULL;
+                r := NULL;
+                UPDATE job SET status = p_statuses[k], reason = p_reasons[k], finished_at = p_nows[k],
+                               started_at = COALESCE(job.started_at, p_nows[k])
+                WHERE job.id = p_ids[k]
+                  AND (NOT p_fenced[k] OR (job.status = 'running' AND job.epoch = p_epochs[k] AND job.holder = p_holder))
+                RETURNING job.* INTO j;
+                IF FOUND THEN
+                    UPDATE node SET status = CASE WHEN node.status = 'running' THEN p_ended[k] ELSE p_leftovers[k] END,
+                                    finished_at = CASE WHEN node.status = 'running' THEN p_nows[k] ELSE node.finished_at END
+                    WHERE node.job_id = p_ids[k] AND node.status IN ('pending', 'running');
+                    SELECT * INTO r FROM heddle_run_status(j.run_id, p_nows[k]);
+                    v_outcome := 'ended';
+                ELSE
+                    SELECT CASE WHEN job.status = 'running' AND job.epoch = p_epochs[k] THEN 'held' ELSE 'stale' END
+                    INTO v_outcome FROM job WHERE job.id = p_ids[k];
+                    v_outcome := COALESCE(v_outcome, 'missing');
+                END IF;
+                RETURN QUERY SELECT k, v_outcome, \(jobAndRunValues);
+            END LOOP;
         END
         $$
         """

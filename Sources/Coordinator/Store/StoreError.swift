@@ -28,4 +28,9 @@ public struct StoreError: Error, CustomStringConvertible, Sendable, Equatable {
     static func staleLease(jobID: Int64, epoch: Int64) -> StoreError {
         StoreError(.staleLease, "job \(jobID) is no longer leased at epoch \(epoch): stop it")
     }
+
+    /// A fenced write to a job running at the writer's epoch, but held by another coordinator.
+    static func heldElsewhere(jobID: Int64) -> StoreError {
+        StoreError(.staleLease, "job \(jobID) is held by another coordinator now (its runner reattached there)")
+    }
 }
