@@ -346,6 +346,95 @@ import TestSupport
         }
     }
 
+    /// Property: a batch's steps (`PostgresBatches.steps`) hold every write once; a step of
+    /// ends holds ends next to each other in the batch, and one of runs holds runs, at most one
+    /// of them claiming; writes and ends keep their order; without `together`, every end and
+    /// run is alone. (A run that joined an earlier step once let the ends after it take it in.)
+    @Test func aBatchsStepsHoldEveryWriteOnceInOrder() {
+        var random = SystemRandomNumberGenerator()
+        let choices: [PostgresBatches.Kind] = [.write, .end, .create(claims: false), .create(claims: true)]
+        for _ in 0..<2_000 {
+            let kinds = (0..<Int.random(in: 1...12, using: &random)).map { _ in choices.randomElement(using: &random)! }
+            for together in [true, false] {
+                let steps = PostgresBatches.steps(kinds, together: together)
+                var seen: [Int] = []
+                var ordered: [Int] = []  // writes and ends, in the steps' order
+                for step in steps {
+                    switch step {
+                    case .write(let index):
+                        #expect(kinds[index] == .write)
+                        seen.append(index)
+                        ordered.append(index)
+                    case .ends(let range):
+                        #expect(range.allSatisfy { kinds[$0] == .end } && (together || range.count == 1), "\(kinds): \(steps)")
+                        seen += range
+                        ordered += range
+                    case .creates(let indices):
+                        let claiming = indices.filter { kinds[$0] == .create(claims: true) }
+                        #expect(indices.allSatisfy { if case .create = kinds[$0] { true } else { false } }, "\(kinds): \(steps)")
+                        #expect(claiming.count <= 1 && (together || indices.count == 1) && indices == indices.sorted())
+                        seen += indices
+                    }
+                }
+                #expect(seen.sorted() == Array(kinds.indices), "\(kinds): \(steps)")
+                #expect(ordered == ordered.sorted(), "\(kinds): \(steps)")
+            }
+        }
+    }
+
+    /// The statement a batch's runs share (`PostgresStore.insertRuns`) stores each run as a
+    /// single one would: its jobs at the end of the queue in the order asked, each node with
+    /// its own job; a run of a passed version asked only while it is the latest is not stored,
+    /// and a claim carried by such a run does not happen; a claim carried by a stored run
+    /// takes the queue's fitting jobs in order, older ones first, and is answered to that run
+    /// alone.
+    @Test func runsInOneStatementAreEachStoredAndOneOfThemClaims() async throws {
+        try await TestDatabase.with(.postgres) { database in
+            let store = try #require(try await database.open() as? PostgresStore)
+            let (old, oldDefinition) = try await Self.pipeline(store, labels: [[], []])
+            let source = "name: ci\njobs:\n  k: { labels: [], nodes: { m: { run: 'true' } } }\n"
+            let definition = try ActParser(file: "ci.act").parse(source)
+            let latest = try await store.savePipeline(project: "shop", definition: definition, source: source, now: 1)
+            func insert(_ version: PipelineVersionRecord, _ definition: PipelineDefinition, latestOnly: Bool,
+                        slots: [ClaimSlot] = []) throws -> PostgresStore.RunInsert {
+                PostgresStore.RunInsert(version: version, definition: definition, json: try store.jobsJSON(version, definition),
+                                        branch: "main", commit: "c", trigger: "api", triggeredBy: "t", fork: false, inputs: ["k": "v"],
+                                        inputsJSON: #"{"k":"v"}"#, now: 7, latestOnly: latestOnly, slots: slots)
+            }
+            func insertRuns(_ runs: [PostgresStore.RunInsert]) async throws -> [CreatedAndClaimed?] {
+                try await store.transaction(explicit: false) { [logger = store.logger, holder = store.coordinatorID] db in
+                    try await PostgresStore.insertRuns(db, runs, holder: holder, logger: logger)
+                }
+            }
+            let slot = { (epochs: [Int64]) in ClaimSlot(runner: "r", labels: [], running: 0, epochs: epochs) }
+            let first = try await insertRuns([insert(old, oldDefinition, latestOnly: false),
+                                              insert(old, oldDefinition, latestOnly: true, slots: [slot([5])])])
+            try #require(first.count == 2)
+            let a = try #require(first[0])
+            #expect(first[1] == nil, "a run of a passed version was stored")
+            #expect(a.jobs.map(\.name) == ["j0", "j1"] && a.claimed.isEmpty && a.run.inputs == ["k": "v"])
+            #expect(try await store.jobs(ids: a.jobs.map(\.id)).allSatisfy { $0.status == .queued }, "a refused run's claim happened")
+            let second = try await insertRuns([insert(latest, definition, latestOnly: false),
+                                               insert(latest, definition, latestOnly: true, slots: [slot([8, 9, 10])])])
+            let c = try #require(second[0])
+            let d = try #require(second[1])
+            #expect(c.run.id != d.run.id && c.claimed.isEmpty)
+            let positions = (a.jobs + c.jobs + d.jobs).map(\.position)
+            #expect(positions == positions.sorted() && Set(positions).count == positions.count, "places not in the order asked")
+            #expect(d.claimed.map(\.job.id) == a.jobs.map(\.id) + c.jobs.map(\.id), "the claim did not take the queue in order")
+            #expect(d.claimed.map(\.job.epoch) == [8, 9, 10])
+            for claimed in d.claimed {
+                let expected = claimed.job.runID == a.run.id ? ["n"] : ["m"]
+                #expect(claimed.nodes.map(\.name) == expected && claimed.nodes.allSatisfy { $0.jobID == claimed.job.id })
+            }
+            let nodes = try await store.nodes(jobIDs: (a.jobs + c.jobs + d.jobs).map(\.id))
+            #expect(nodes.map(\.jobID) == (a.jobs + c.jobs + d.jobs).map(\.id).sorted(), "a node not with its own job")
+            let (runD, runC) = (try await store.run(id: d.run.id), try await store.run(id: c.run.id))
+            #expect(runD?.status == .queued && runC?.status == .running)
+            store.close()
+        }
+    }
+
     /// The statement a batch's ends share (`PostgresStore.endJobs`) fences and answers each end
     /// as a single one would: in the order asked, ended in the order of the jobs' ids (each
     /// end's run as that end left it), a stale epoch, a job another coordinator holds and a job

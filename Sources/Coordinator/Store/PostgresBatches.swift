@@ -36,11 +36,22 @@ final class PostgresBatches: Sendable {
             /// A job's end, answered with its result: the ends next to each other in a batch
             /// are one statement (`PostgresStore.endJobs`).
             case end(PostgresStore.JobEnd, @Sendable (Result<(RunRecord, JobRecord), any Error>) -> Void)
+            /// A run to store (and claim for), answered with what was: the runs of a batch are
+            /// one statement (`PostgresStore.insertRuns`), with at most one claim.
+            case create(PostgresStore.RunInsert, @Sendable (Result<CreatedAndClaimed?, any Error>) -> Void)
         }
         var work: Work
         var fail: @Sendable (any Error) -> Void
         /// Writes with one statement: alone in a batch, it needs no explicit transaction.
         var oneStatement: Bool
+
+        var kind: Kind {
+            switch work {
+            case .write: .write
+            case .end: .end
+            case .create(let run, _): .create(claims: !run.slots.isEmpty)
+            }
+        }
     }
 
     /// One write of a batch failed on its own: its index, and its error.
@@ -52,6 +63,9 @@ final class PostgresBatches: Sendable {
     /// The statement of several ends failed on its own (not the connection's or the batch's
     /// fault): which end it was is unknown, so the batch goes again with each end alone.
     private struct EndsFailed: Error {}
+
+    /// The same for the statement of several runs.
+    private struct RunsFailed: Error {}
 
     /// Largest number of writes one transaction takes.
     static let maximumBatch = 256
@@ -86,6 +100,15 @@ final class PostgresBatches: Sendable {
         }
     }
 
+    /// Stores a run (and claims for its slots) in the next transaction of `store`'s batches, in
+    /// one statement with the other runs there.
+    func create(_ run: PostgresStore.RunInsert, on store: PostgresStore) async throws -> CreatedAndClaimed? {
+        try await withCheckedThrowingContinuation { continuation in
+            enqueue(Operation(work: .create(run) { continuation.resume(with: $0) },
+                              fail: { continuation.resume(throwing: $0) }, oneStatement: true), store)
+        }
+    }
+
     private func enqueue(_ operation: Operation, _ store: PostgresStore) {
         let start = state.withLock { state in
             state.pending.append(operation)
@@ -111,23 +134,48 @@ final class PostgresBatches: Sendable {
         }
     }
 
-    /// What a batch runs, in its order: a write, or ends next to each other (a range of the
-    /// batch's indices), one statement.
-    private enum Step {
+    /// What a batch runs, in its order: a write; ends next to each other (a range of the
+    /// batch's indices), one statement; runs, one statement where the first of them is.
+    enum Step: Equatable {
         case write(Int)
         case ends(Range<Int>)
+        case creates([Int])
     }
 
-    private static func steps(_ writes: [Operation], endsTogether: Bool) -> [Step] {
+    /// What one write of a batch is, for `steps`.
+    enum Kind: Equatable {
+        case write
+        case end
+        /// A run to store; `claims`: with slots to claim for.
+        case create(claims: Bool)
+    }
+
+    /// The steps of a batch of writes of `kinds`. Writes and ends keep their order. Runs
+    /// depend on no other write of a batch (each is new), so they all join the first run's
+    /// statement, but for a second run with slots to claim for, which starts a statement of
+    /// its own (one claim per statement). Without `together`, each end and each run is a step
+    /// of its own.
+    static func steps(_ kinds: [Kind], together: Bool) -> [Step] {
         var steps: [Step] = []
-        for (index, write) in writes.enumerated() {
-            switch write.work {
+        var creates: Int?  // the step that takes the next run
+        var claims = false  // whether a run of that step claims
+        for (index, kind) in kinds.enumerated() {
+            switch kind {
             case .write: steps.append(.write(index))
             case .end:
-                if endsTogether, case .ends(let range) = steps.last {
+                if together, case .ends(let range) = steps.last, range.upperBound == index {
                     steps[steps.count - 1] = .ends(range.lowerBound..<index + 1)
                 } else {
                     steps.append(.ends(index..<index + 1))
+                }
+            case .create(let claiming):
+                if together, let step = creates, case .creates(let indices) = steps[step], !(claims && claiming) {
+                    steps[step] = .creates(indices + [index])
+                    claims = claims || claiming
+                } else {
+                    steps.append(.creates([index]))
+                    creates = steps.count - 1
+                    claims = claiming
                 }
             }
         }
@@ -136,18 +184,18 @@ final class PostgresBatches: Sendable {
 
     private func commit(_ batch: [Operation], _ store: PostgresStore) async {
         var remaining = batch
-        var endsTogether = true
+        var together = true
         let (holder, logger) = (store.coordinatorID, store.logger)
         while !remaining.isEmpty {
             let writes = remaining
-            let steps = Self.steps(writes, endsTogether: endsTogether)
+            let steps = Self.steps(writes.map(\.kind), together: together)
             do {
                 let started = ContinuousClock.now
                 // One statement alone is its own transaction.
                 let explicit: Bool
                 switch steps.first {
                 case .write(let index) where steps.count == 1: explicit = !writes[index].oneStatement
-                case .ends where steps.count == 1: explicit = false
+                case .ends where steps.count == 1, .creates where steps.count == 1: explicit = false
                 default: explicit = true
                 }
                 let completions = try await store.transaction(function: "batch of \(writes.count) writes", explicit: explicit) { db in
@@ -184,6 +232,23 @@ final class PostgresBatches: Sendable {
                                 throw WriteFailed(index: range.lowerBound,
                                                   error: (error as? PSQLError).map(PostgresStore.storeError) ?? error)
                             }
+                        case .creates(let indices):
+                            let runs = indices.map { index -> PostgresStore.RunInsert in
+                                guard case .create(let run, _) = writes[index].work else { preconditionFailure("a runs' step holds runs only") }
+                                return run
+                            }
+                            do {
+                                let results = try await PostgresStore.insertRuns(db, runs, holder: holder, logger: logger)
+                                for (index, result) in zip(indices, results) {
+                                    guard case .create(_, let answer) = writes[index].work else { continue }
+                                    completions.append { answer(.success(result)) }
+                                }
+                            } catch let error as PSQLError where error.serverInfo == nil || PostgresStore.isRetryable(error) {
+                                throw error
+                            } catch {
+                                guard indices.count == 1 else { throw RunsFailed() }
+                                throw WriteFailed(index: indices[0], error: (error as? PSQLError).map(PostgresStore.storeError) ?? error)
+                            }
                         }
                     }
                     return completions
@@ -195,8 +260,8 @@ final class PostgresBatches: Sendable {
                 // Rolled back: that write fails, the others go again.
                 remaining[failed.index].fail(failed.error)
                 remaining.remove(at: failed.index)
-            } catch is EndsFailed {
-                endsTogether = false
+            } catch is EndsFailed, is RunsFailed {
+                together = false
             } catch {
                 for write in remaining { write.fail(error) }
                 return

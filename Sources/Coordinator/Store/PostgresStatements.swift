@@ -132,27 +132,33 @@ extension PostgresStore {
         func makeBindings() throws -> PostgresBindings { bindings { $0.append(project); $0.append(pipeline) } }
     }
 
-    /// A run, its first attempt, its jobs (at the end of the queue, in the pipeline's order) and
-    /// their nodes, then a claim for `slots` when it lists any (`PostgresStore.createRunFunction`);
-    /// a row per job stored (`created_run`, `created_id`, `created_name`, `created_position`),
-    /// then the claim's rows, with the columns `ClaimQueued` answers (`created_id` null). With
-    /// `latestOnly`, nothing when a later version of the pipeline exists (nothing written).
-    struct CreateRun: LifecycleStatement {
+    /// Runs, each with its first attempt, its jobs (at the end of the queue, in the order
+    /// given, each run's in its pipeline's order) and their nodes, then a claim for the
+    /// `claimer`-th run's slots when it lists any and that run was stored
+    /// (`PostgresStore.createRunsFunction`): a row per job stored (`created_ordinal`, its
+    /// run's place in `runs` from 1, `created_run`, `created_id`, `created_name`,
+    /// `created_position`), then the claim's rows, with the columns `ClaimQueued` answers
+    /// (`created_id` null). A run with `latestOnly` is not stored while a later version of
+    /// its pipeline exists.
+    struct CreateRuns: LifecycleStatement {
         static let sql = """
-            SELECT c.created_run, c.created_id, c.created_name, c.created_position, \(ClaimQueued.columns(of: "c"))
-            FROM heddle_create_run($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10::jsonb, $11, $12, $13, $14::jsonb, $15) AS c
+            SELECT c.created_ordinal, c.created_run, c.created_id, c.created_name, c.created_position, \(ClaimQueued.columns(of: "c"))
+            FROM heddle_create_runs($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::bigint[], $7::text[],
+                                    $8::text[], $9::text[]::jsonb[], $10::text[]::jsonb[], $11::boolean[], $12::text[],
+                                    $13::boolean[], $14, $15::jsonb, $16) AS c
             """
-        var project: String, pipeline: String, versionID: Int64, branch: String, trigger: String, now: Int64
-        var commit: String, triggeredBy: String, jobs: String, nodes: String, fork: Bool, inputs: String
-        /// Only while no later version of the pipeline exists (no row otherwise, nothing written).
-        var latestOnly = false
-        /// Free slots to claim for once the run is stored (`ClaimQueued`'s JSON), and the holder.
-        var slots = "[]", holder = ""
+        var runs: [PostgresStore.RunInsert]
+        /// The place in `runs` (from 1; 0: none) of the run whose slots are claimed for.
+        var claimer: Int64
+        var slots: String, holder: String
+
         func makeBindings() throws -> PostgresBindings {
             bindings {
-                $0.append(project); $0.append(pipeline); $0.append(versionID); $0.append(branch); $0.append(trigger)
-                $0.append(now); $0.append(commit); $0.append(triggeredBy); $0.append(jobs); $0.append(nodes); $0.append(fork)
-                $0.append(inputs); $0.append(latestOnly); $0.append(slots); $0.append(holder)
+                $0.append(runs.map(\.version.project)); $0.append(runs.map(\.version.pipeline)); $0.append(runs.map(\.version.id))
+                $0.append(runs.map(\.branch)); $0.append(runs.map(\.trigger)); $0.append(runs.map(\.now))
+                $0.append(runs.map(\.commit)); $0.append(runs.map(\.triggeredBy)); $0.append(runs.map(\.json.jobs))
+                $0.append(runs.map(\.json.nodes)); $0.append(runs.map(\.fork)); $0.append(runs.map(\.inputsJSON))
+                $0.append(runs.map(\.latestOnly)); $0.append(claimer); $0.append(slots); $0.append(holder)
             }
         }
     }

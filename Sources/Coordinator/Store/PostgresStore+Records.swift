@@ -115,57 +115,76 @@ extension PostgresStore {
     public func createRunAndClaim(version: PipelineVersionRecord, definition: PipelineDefinition, branch: String,
                                   commit: String, trigger: String, triggeredBy: String, fork: Bool, inputs: [String: String],
                                   now: Int64, latestOnly: Bool, slots: [ClaimSlot]) async throws -> CreatedAndClaimed? {
-        let created = try await insertRun(version: version, definition: definition, branch: branch, commit: commit,
-                                          trigger: trigger, triggeredBy: triggeredBy, fork: fork, inputs: inputs, now: now,
-                                          latestOnly: latestOnly, slots: slots)
+        let insert = RunInsert(version: version, definition: definition, json: try jobsJSON(version, definition), branch: branch,
+                               commit: commit, trigger: trigger, triggeredBy: triggeredBy, fork: fork, inputs: inputs,
+                               inputsJSON: try pgJSON(inputs), now: now, latestOnly: latestOnly,
+                               slots: slots.filter { !$0.epochs.isEmpty })
+        // With the runs and ends waiting now: runs together are one statement (`insertRuns`).
+        let created = try await batches.create(insert, on: self)
         // Another coordinator pushed a later version: read it at the next `latestPipeline`.
         if created == nil && latestOnly { forget(version) }
         return created
     }
 
-    /// One statement (one round trip, its own transaction): the run, its first attempt, its
-    /// jobs at the end of the queue and their nodes, then the claim for `slots`
-    /// (`CreateRun`). Nil when `latestOnly` and a later version exists.
-    private func insertRun(version: PipelineVersionRecord, definition: PipelineDefinition, branch: String,
-                           commit: String, trigger: String, triggeredBy: String, fork: Bool, inputs: [String: String],
-                           now: Int64, latestOnly: Bool, slots: [ClaimSlot]) async throws -> CreatedAndClaimed? {
-        let logger = logger
-        let json = try jobsJSON(version, definition)
-        let slots = slots.filter { !$0.epochs.isEmpty }
-        let statement = CreateRun(project: version.project, pipeline: version.pipeline, versionID: version.id, branch: branch,
-                                  trigger: trigger, now: now, commit: commit, triggeredBy: triggeredBy, jobs: json.jobs,
-                                  nodes: json.nodes, fork: fork, inputs: try pgJSON(inputs), latestOnly: latestOnly,
-                                  slots: try Self.slotsJSON(slots), holder: coordinatorID)
-        // A claim's pick may deadlock with another coordinator's: the statement is retried whole.
-        let (created, claimed) = try await transaction(explicit: false) { db in
-            let rows = try await db.rows(statement, logger: logger)
-            var created: [PostgresRandomAccessRow] = []
-            var claims: [PostgresRandomAccessRow] = []
-            for row in rows {
-                if try row.get("created_id", as: Int64?.self) != nil { created.append(row) } else { claims.append(row) }
+    /// A run to store, as `createRunAndClaim` is asked for it, its jobs and inputs encoded.
+    struct RunInsert: Sendable {
+        var version: PipelineVersionRecord, definition: PipelineDefinition, json: JobsJSON
+        var branch: String, commit: String, trigger: String, triggeredBy: String, fork: Bool
+        var inputs: [String: String], inputsJSON: String, now: Int64
+        /// Only while no later version of the pipeline exists.
+        var latestOnly: Bool
+        /// Free slots to claim for once the run is stored (none empty).
+        var slots: [ClaimSlot]
+    }
+
+    /// Stores `runs` in one statement (`CreateRuns`: one round trip, and, alone, one commit),
+    /// then claims for the slots of the first that lists any, once it is stored (a
+    /// `PostgresBatches` step holds at most one such run); for each run, in order, what was
+    /// stored (and claimed), or nil when `latestOnly` and a later version exists.
+    static func insertRuns(_ db: PostgresConnection, _ runs: [RunInsert], holder: String,
+                           logger: Logger) async throws -> [CreatedAndClaimed?] {
+        let claimer = runs.firstIndex { !$0.slots.isEmpty }
+        let statement = CreateRuns(runs: runs, claimer: claimer.map { Int64($0 + 1) } ?? 0,
+                                   slots: try slotsJSON(claimer.map { runs[$0].slots } ?? []), holder: holder)
+        var created = [[PostgresRandomAccessRow]](repeating: [], count: runs.count)
+        var claims: [PostgresRandomAccessRow] = []
+        for row in try await db.rows(statement, logger: logger) {
+            guard let ordinal = try row.get("created_ordinal", as: Int64?.self) else {
+                claims.append(row)
+                continue
             }
-            return (created, try await Self.claimed(db, claims, now: now, logger: logger).values.sorted { $0.job.epoch < $1.job.epoch })
+            guard created.indices.contains(Int(ordinal) - 1) else { throw StoreError(.inconsistent, "a run was stored for no run asked") }
+            created[Int(ordinal) - 1].append(row)
         }
-        guard let runID = try created.first?.get("created_run", as: Int64.self) else { return nil }
-        var run = RunRecord(id: runID, project: version.project, pipeline: version.pipeline, pipelineVersionID: version.id,
-                            branch: branch, status: .queued, attempt: 1, trigger: trigger, createdAt: now)
-        run.commit = commit
-        run.triggeredBy = triggeredBy
-        run.fork = fork
-        run.inputs = inputs
-        return CreatedAndClaimed(run: run, jobs: try Self.jobRecords(Self.created(created), run: run, definition: definition, now: now),
-                                 claimed: claimed)
+        var claimed: [ClaimedJob] = []
+        if let claimer {
+            claimed = try await Self.claimed(db, claims, now: runs[claimer].now, logger: logger).values.sorted { $0.job.epoch < $1.job.epoch }
+        }
+        return try runs.indices.map { index in
+            let insert = runs[index]
+            guard let runID = try created[index].first?.get("created_run", as: Int64.self) else { return nil }
+            var run = RunRecord(id: runID, project: insert.version.project, pipeline: insert.version.pipeline,
+                                pipelineVersionID: insert.version.id, branch: insert.branch, status: .queued, attempt: 1,
+                                trigger: insert.trigger, createdAt: insert.now)
+            run.commit = insert.commit
+            run.triggeredBy = insert.triggeredBy
+            run.fork = insert.fork
+            run.inputs = insert.inputs
+            return CreatedAndClaimed(run: run, jobs: try Self.jobRecords(Self.created(created[index]), run: run,
+                                                                         definition: insert.definition, now: insert.now),
+                                     claimed: index == claimer ? claimed : [])
+        }
     }
 
     public func createScheduledRun(_ start: ScheduleStart, version: PipelineVersionRecord, definition: PipelineDefinition,
                                    branch: String, triggeredBy: String, inputs: [String: String],
                                    now: Int64) async throws -> (RunRecord, [JobRecord])? {
         let logger = logger
-        let json = try jobsJSON(version, definition)
-        let statement = CreateRun(project: version.project, pipeline: version.pipeline, versionID: version.id, branch: branch,
-                                  trigger: "schedule", now: now, commit: "", triggeredBy: triggeredBy, jobs: json.jobs,
-                                  nodes: json.nodes, fork: false, inputs: try pgJSON(inputs))
-        let created: (Int64, [PostgresRandomAccessRow])? = try await transaction { db in
+        let holder = coordinatorID
+        let insert = RunInsert(version: version, definition: definition, json: try jobsJSON(version, definition), branch: branch,
+                               commit: "", trigger: "schedule", triggeredBy: triggeredBy, fork: false, inputs: inputs,
+                               inputsJSON: try pgJSON(inputs), now: now, latestOnly: false, slots: [])
+        return try await transaction { db in
             // The due time first: a second coordinator's insert of the same due time waits on
             // this row and then finds its due not later: nothing to start.
             let claimed = try await db.rows("""
@@ -176,25 +195,18 @@ extension PostgresStore {
                 RETURNING due
                 """, logger: logger)
             guard !claimed.isEmpty else { return nil }
-            let rows = try await db.rows(statement, logger: logger)
-            guard let runID = try rows.first?.get("created_run", as: Int64.self) else {
+            guard let created = try await Self.insertRuns(db, [insert], holder: holder, logger: logger).first ?? nil else {
                 throw StoreError(.inconsistent, "a run of \(version.project)/\(version.pipeline) was not stored")
             }
             try await db.query("""
-                UPDATE schedule_start SET run_id = \(runID)
+                UPDATE schedule_start SET run_id = \(created.run.id)
                 WHERE project = \(start.project) AND pipeline = \(start.pipeline) AND schedule = \(start.schedule)
                 """, logger: logger)
-            return (runID, rows)
+            return (created.run, created.jobs)
         }
-        guard let (runID, rows) = created else { return nil }
-        var run = RunRecord(id: runID, project: version.project, pipeline: version.pipeline, pipelineVersionID: version.id,
-                            branch: branch, status: .queued, attempt: 1, trigger: "schedule", createdAt: now)
-        run.triggeredBy = triggeredBy
-        run.inputs = inputs
-        return (run, try Self.jobRecords(Self.created(rows), run: run, definition: definition, now: now))
     }
 
-    /// The jobs `CreateRun` stored, by name: id and position.
+    /// The jobs `CreateRuns` stored for one run, by name: id and position.
     static func created(_ rows: [PostgresRandomAccessRow]) throws -> [String: (id: Int64, position: Double)] {
         var placed: [String: (id: Int64, position: Double)] = [:]
         for row in rows { placed[try row.get("created_name")] = (try row.get("created_id"), try row.get("created_position")) }
@@ -279,7 +291,7 @@ extension PostgresStore {
     static let queueMoveLock: Int64 = 0x4865_6464_6C65_0002
 
     /// A node's columns, as `jobsJSON` writes them (the keys of its `Node`) and with their types
-    /// for `jsonb_to_recordset`: both statements that insert nodes (`CreateRun`,
+    /// for `jsonb_to_recordset`: both statements that insert nodes (`CreateRuns`,
     /// `insertAttempt`) take them from here.
     static let nodeFields: [(column: String, type: String)] = [
         ("name", "text"), ("ordinal", "bigint"), ("run", "text"), ("needs", "text"), ("env", "text"), ("timeout", "bigint"),

@@ -659,6 +659,7 @@ public final class PostgresStore: CoordinatorStore {
             PostgresStore.claimQueuedFunction,
         ]),
         ("v18: a batch's job ends in one call", [PostgresStore.endJobsFunction]),
+        ("v19: a batch's runs and the claim that follows them in one call", [PostgresStore.createRunsFunction]),
     ]
 
     /// What `heddle_end_job` and `heddle_move_job` answer: a job's columns (`jobColumns`) and
@@ -892,7 +893,8 @@ public final class PostgresStore: CoordinatorStore {
     /// slots and the run was stored, claims for them as `heddle_claim_queued` does, in queue
     /// order (an older queued job that fits goes before the new ones), and answers its rows
     /// (`created_*` null): one round trip and one commit where a trigger and its claim were
-    /// two of each.
+    /// two of each. Migration v16; this version calls `heddle_create_runs` (several runs in one
+    /// call), and keeps this one for coordinators of the version before, while they are upgraded.
     static let createRunFunction = """
         CREATE OR REPLACE FUNCTION heddle_create_run(p_project text, p_pipeline text, p_version bigint, p_branch text,
                                                      p_trigger text, p_now bigint, p_commit text, p_by text, p_jobs jsonb,
@@ -934,6 +936,79 @@ public final class PostgresStore: CoordinatorStore {
                 SELECT NULL::bigint, NULL::bigint, NULL::text, NULL::double precision,
                        c.job_row, c.run_row, c.repository, c.node_row, c.started
                 FROM heddle_claim_queued(p_slots, p_now, p_holder) AS c;
+            END IF;
+        END
+        $$
+        """
+
+    /// Stores several runs in one call, each as `heddle_create_run` stores one (the k-th from
+    /// the k-th element of every array but `p_claimer` and `p_slots`; `p_jobs` and `p_nodes`
+    /// are each run's JSON arrays), their jobs at the end of the queue in the order given,
+    /// then claims for `p_slots` as `heddle_claim_queued` does, when they list any and the
+    /// `p_claimer`-th run was stored. A run with `p_latest_only` is not stored while a later
+    /// version of its pipeline exists. Answers a row per job stored (`created_ordinal`: its
+    /// run's k, `created_run`, `created_id`, `created_name`, `created_position`; the other
+    /// columns null), then the claim's rows (`created_*` null). Run ids are taken from
+    /// `run_id_seq` before the inserts, so that each job and node is joined to its run by id.
+    static let createRunsFunction = """
+        CREATE OR REPLACE FUNCTION heddle_create_runs(p_projects text[], p_pipelines text[], p_versions bigint[], p_branches text[],
+                                                      p_triggers text[], p_nows bigint[], p_commits text[], p_bys text[],
+                                                      p_jobs jsonb[], p_nodes jsonb[], p_forks boolean[], p_inputs text[],
+                                                      p_latest_only boolean[], p_claimer bigint, p_slots jsonb, p_holder text)
+        RETURNS TABLE (created_ordinal bigint, created_run bigint, created_id bigint, created_name text,
+                       created_position double precision, job_row job, run_row run, repository text, node_row node,
+                       started boolean)
+        LANGUAGE plpgsql VOLATILE AS $$
+        #variable_conflict use_column
+        DECLARE
+            stored bigint[];
+        BEGIN
+            IF true = ANY(p_latest_only) THEN
+                stored := ARRAY(
+                    SELECT u.o FROM unnest(p_versions, p_latest_only) WITH ORDINALITY AS u(version, latest_only, o)
+                    WHERE NOT u.latest_only OR NOT EXISTS (
+                        SELECT 1 FROM pipeline_version v JOIN pipeline_version w
+                            ON w.project_id = v.project_id AND w.pipeline = v.pipeline AND w.version > v.version
+                        WHERE v.id = u.version));
+            ELSE
+                stored := ARRAY(SELECT generate_series(1, cardinality(p_projects))::bigint);
+            END IF;
+            RETURN QUERY
+            WITH d AS (
+                SELECT u.*, nextval('run_id_seq') AS run_id
+                FROM unnest(p_projects, p_pipelines, p_versions, p_branches, p_triggers, p_nows, p_commits, p_bys, p_jobs,
+                            p_nodes, p_forks, p_inputs) WITH ORDINALITY
+                    AS u(project, pipeline, version, branch, trigger, now, commit_sha, by, jobs, nodes, fork, inputs, o)
+                WHERE u.o = ANY(stored)
+                ORDER BY u.o
+            ), r AS (
+                INSERT INTO run (id, project, pipeline, pipeline_version_id, branch, status, attempt, trigger, created_at,
+                                 commit_sha, triggered_by, fork, inputs)
+                SELECT d.run_id, d.project, d.pipeline, d.version, d.branch, 'queued', 1, d.trigger, d.now, d.commit_sha, d.by,
+                       d.fork, d.inputs
+                FROM d
+            ), a AS (
+                INSERT INTO attempt (run_id, number, status, trigger, created_at, triggered_by)
+                SELECT d.run_id, 1, 'queued', d.trigger, d.now, d.by FROM d
+            ), j AS (
+                INSERT INTO job (run_id, attempt, name, labels, status, position, queued_at, retry_lost, cache)
+                SELECT d.run_id, 1, x.name, x.labels::jsonb, 'queued', nextval('job_position')::float8, d.now, x.retry_lost, x.cache
+                FROM d CROSS JOIN LATERAL jsonb_to_recordset(d.jobs) AS x(ordinal bigint, name text, labels text, retry_lost bigint, cache text)
+                ORDER BY d.o, x.ordinal
+                RETURNING job.id, job.run_id, job.name, job.position
+            ), n AS (
+                INSERT INTO node (job_id, \(nodeColumns), status)
+                SELECT j.id, \(qualified(nodeColumns, by: "x")), 'pending'
+                FROM d CROSS JOIN LATERAL jsonb_to_recordset(d.nodes) AS x(\(nodeRecordset))
+                JOIN j ON j.run_id = d.run_id AND j.name = x.job
+            )
+            SELECT d.o, j.run_id, j.id, j.name, j.position, NULL::job, NULL::run, NULL::text, NULL::node, NULL::boolean
+            FROM j JOIN d ON d.run_id = j.run_id;
+            IF p_claimer = ANY(stored) AND jsonb_array_length(p_slots) > 0 THEN
+                RETURN QUERY
+                SELECT NULL::bigint, NULL::bigint, NULL::bigint, NULL::text, NULL::double precision,
+                       c.job_row, c.run_row, c.repository, c.node_row, c.started
+                FROM heddle_claim_queued(p_slots, p_nows[p_claimer], p_holder) AS c;
             END IF;
         END
         $$
