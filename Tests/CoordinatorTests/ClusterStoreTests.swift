@@ -348,11 +348,12 @@ import TestSupport
 
     /// Property: a batch's steps (`PostgresBatches.steps`) hold every write once; a step of
     /// ends holds ends next to each other in the batch, and one of runs holds runs, at most one
-    /// of them claiming; writes and ends keep their order; without `together`, every end and
+    /// of either claiming; writes and ends keep their order; without `together`, every end and
     /// run is alone. (A run that joined an earlier step once let the ends after it take it in.)
     @Test func aBatchsStepsHoldEveryWriteOnceInOrder() {
         var random = SystemRandomNumberGenerator()
-        let choices: [PostgresBatches.Kind] = [.write, .end, .create(claims: false), .create(claims: true)]
+        let choices: [PostgresBatches.Kind] = [.write, .end(claims: false), .end(claims: true), .create(claims: false),
+                                               .create(claims: true)]
         for _ in 0..<2_000 {
             let kinds = (0..<Int.random(in: 1...12, using: &random)).map { _ in choices.randomElement(using: &random)! }
             for together in [true, false] {
@@ -366,7 +367,9 @@ import TestSupport
                         seen.append(index)
                         ordered.append(index)
                     case .ends(let range):
-                        #expect(range.allSatisfy { kinds[$0] == .end } && (together || range.count == 1), "\(kinds): \(steps)")
+                        let claiming = range.filter { kinds[$0] == .end(claims: true) }
+                        #expect(range.allSatisfy { if case .end = kinds[$0] { true } else { false } }, "\(kinds): \(steps)")
+                        #expect(claiming.count <= 1 && (together || range.count == 1), "\(kinds): \(steps)")
                         seen += range
                         ordered += range
                     case .creates(let indices):
@@ -467,7 +470,7 @@ import TestSupport
                 try await PostgresStore.endJobs(db, ends, holder: holder, logger: logger)
             }
             try #require(results.count == ends.count)
-            func ended(_ index: Int) -> (RunRecord, JobRecord)? { try? results[index].get() }
+            func ended(_ index: Int) -> (RunRecord, JobRecord)? { (try? results[index].get()).map { ($0.run, $0.job) } }
             func refusal(_ index: Int) -> StoreError? {
                 if case .failure(let error) = results[index] { error } else { nil }
             }
@@ -487,6 +490,39 @@ import TestSupport
             #expect(try await store.run(id: first[0].runID)?.status == .succeeded)
             store.close()
             other.close()
+        }
+    }
+
+    /// An end that carries free slots (`finishJobAndClaim`) claims for them once it is stored,
+    /// in the same statement as the ends next to it: the queue's fitting jobs in order, answered
+    /// to that end alone. A refused end claims nothing.
+    @Test func anEndsClaimHappensOnlyOnceItsEndIsStored() async throws {
+        try await TestDatabase.with(.postgres) { database in
+            let store = try #require(try await database.open() as? PostgresStore)
+            let (version, definition) = try await Self.pipeline(store, labels: [[]])
+            var jobs: [JobRecord] = []
+            for _ in 0..<4 { jobs += try await Self.queue(store, version, definition) }
+            _ = try await store.claimJobs([JobClaim(jobID: jobs[0].id, runner: "r", epoch: 10),
+                                           JobClaim(jobID: jobs[1].id, runner: "r", epoch: 11)], now: 3)
+            typealias End = PostgresStore.JobEnd
+            func endJobs(_ ends: [End]) async throws -> [Result<EndedAndClaimed, StoreError>] {
+                try await store.transaction(explicit: false) { [logger = store.logger, holder = store.coordinatorID] db in
+                    try await PostgresStore.endJobs(db, ends, holder: holder, logger: logger)
+                }
+            }
+            let slot = ClaimSlot(runner: "r", labels: [], running: 1, epochs: [20])
+            let refused = try await endJobs([End(id: jobs[0].id, epoch: 9, status: .succeeded, reason: "", now: 4, slots: [slot])])
+            #expect(refused.count == 1 && (try? refused[0].get()) == nil)
+            #expect(try await store.job(id: jobs[2].id)?.status == .queued, "a refused end claimed")
+            let ended = try await endJobs([End(id: jobs[1].id, epoch: 11, status: .succeeded, reason: "", now: 4),
+                                           End(id: jobs[0].id, epoch: 10, status: .failed, reason: "", now: 4,
+                                               slots: [ClaimSlot(runner: "r", labels: [], running: 0, epochs: [21, 22])])])
+            let first = try #require(try? ended[0].get())
+            let second = try #require(try? ended[1].get())
+            #expect(first.claimed.isEmpty && first.job.status == .succeeded && second.job.status == .failed)
+            #expect(second.claimed.map(\.job.id) == [jobs[2].id, jobs[3].id] && second.claimed.map(\.job.epoch) == [21, 22])
+            #expect(second.claimed.allSatisfy { $0.nodes.map(\.name) == ["n"] && $0.job.status == .running })
+            store.close()
         }
     }
 

@@ -295,8 +295,8 @@ class InterposedStore: CoordinatorStore, @unchecked Sendable {
 
 /// An `InterposedStore` of a store shared by several coordinators: the core runs as one of a
 /// cluster (the database is the queue). `claimQueued` also offers a pause after the claim is
-/// stored (`claimQueued.stored`), before the core has it back; `createRunAndClaim` the same
-/// (`createRunAndClaim.stored`).
+/// stored (`claimQueued.stored`), before the core has it back; `createRunAndClaim` and
+/// `finishJobAndClaim` the same (`createRunAndClaim.stored`, `finishJobAndClaim.stored`).
 final class InterposedClusterStore: InterposedStore, ClusterStore, @unchecked Sendable {
     let cluster: any ClusterStore
 
@@ -330,6 +330,15 @@ final class InterposedClusterStore: InterposedStore, ClusterStore, @unchecked Se
                                                           now: now, latestOnly: latestOnly, slots: slots)
         try await hooks.enter("createRunAndClaim.stored")
         return created
+    }
+    /// A job's end: fails or pauses as `finishJob`; then a pause after it is stored with its
+    /// claim (`finishJobAndClaim.stored`), before the core has them back.
+    func finishJobAndClaim(id: Int64, epoch: Int64?, status: Status, reason: String, now: Int64,
+                           slots: [ClaimSlot]) async throws -> EndedAndClaimed {
+        try await hooks.enter("finishJob")
+        let ended = try await cluster.finishJobAndClaim(id: id, epoch: epoch, status: status, reason: reason, now: now, slots: slots)
+        try await hooks.enter("finishJobAndClaim.stored")
+        return ended
     }
     func queueHead(limit: Int) async throws -> (jobs: [JobRecord], queued: Int, running: Int) {
         try await cluster.queueHead(limit: limit)

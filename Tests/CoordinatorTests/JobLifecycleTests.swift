@@ -246,6 +246,56 @@ import Wire
         }
     }
 
+    /// Several coordinators: a job's end, with no dispatch on its way, claims for the slot it
+    /// frees in the same call (`finishJobAndClaim`; a separate claim would fail here), and the
+    /// runner gets the next queued job. A cancel that comes once that call is stored, before
+    /// this coordinator has it back, through this coordinator or from another (a `.cancel`
+    /// signal), ends the claimed job before it starts: its runner is never told of it, and the
+    /// slot takes the next job.
+    @Test(arguments: ["none", "here", "signal"])
+    func anEndsOwnClaimIsOneCallAndACancelWhileItComesBackEndsTheJob(cancel via: String) async throws {
+        try await Self.withClusterCore { interposed, core, _ in
+            let runner = RecordingOutbox()
+            let session = try await core.connectRunner(runner, labels: [])
+            interposed.hooks.fail(["claimQueued"])
+            let first = try await core.trigger("shop", "ci")
+            let assigned = try await runner.assignment()
+            #expect(assigned.runID == UInt64(first))
+            // No free slot: queued.
+            let second = try await core.trigger("shop", "ci")
+            let queued = try #require(try await core.catalog.runDetail(runID: second, as: admin).jobs.first).job
+            #expect(queued.status == .queued)
+            let result = JobResult(job: LeaseRef(assigned.job), status: .succeeded, reason: "")
+            if via == "none" {
+                try await core.jobFinished(session: session, result)
+                #expect(try await runner.assignment().runID == UInt64(second))
+                #expect(try #require(try await core.catalog.runDetail(runID: second, as: admin).jobs.first).job.status == .running)
+                return
+            }
+            interposed.hooks.pause("finishJobAndClaim.stored")
+            let finishing = Task { try await core.jobFinished(session: session, result) }
+            try await waitUntil("the end and its claim to be stored") { interposed.hooks.reachedPause }
+            #expect(try #require(try await core.catalog.runDetail(runID: second, as: admin).jobs.first).job.status == .running,
+                    "the claim is stored")
+            if via == "here" {
+                #expect(try await core.cancel(runIDs: [second], jobIDs: [], as: admin).count == 1)
+            } else {
+                await core.apply(.cancel(jobID: queued.id, reason: "cancelled by root"))
+            }
+            interposed.hooks.resume()
+            try await finishing.value
+            try await waitUntil("the claimed job to end") {
+                try await core.catalog.runDetail(runID: second, as: admin).jobs.first?.job.status.isFinished == true
+            }
+            let job = try #require(try await core.catalog.runDetail(runID: second, as: admin).jobs.first).job
+            #expect(job.status == .cancelled && job.reason == "cancelled by root (before it started)", "\(job.status): \(job.reason)")
+            #expect(Self.assignments(runner) == 1, "the runner was told of the cancelled job")
+            #expect(await core.jobs.table.isEmpty)
+            let third = try await core.trigger("shop", "ci")
+            #expect(try await runner.assignment().runID == UInt64(third))
+        }
+    }
+
     /// Several coordinators: a trigger's own claim whose version another coordinator has
     /// passed stores and claims nothing; the trigger reads the latest version and runs that,
     /// claimed by its own call again (a separate claim would fail here), so the refused call

@@ -31,9 +31,9 @@ extension JobLifecycle {
         } while dispatching.again
     }
 
-    /// Ends a dispatch that was not `dispatchRounds` (a trigger's claim): the next one starts,
+    /// Ends a dispatch that was not `dispatchRounds` (a trigger's or an end's claim): the next one starts,
     /// and one asked for meanwhile runs now.
-    private func dispatchDone() async {
+    func dispatchDone() async {
         if dispatching.again { await dispatchRounds() } else { dispatching = (false, false) }
     }
 
@@ -62,11 +62,15 @@ extension JobLifecycle {
 
     /// This coordinator's free runner slots, for a claim from the store, each with its epochs
     /// (new, ascending), and which session each epoch was given for; nil when none is free.
-    private func freeSlots(now: Int64) -> (slots: [ClaimSlot], sessionOf: [Int64: UInt64])? {
+    /// `freeing`: a job whose end is being stored, its slot counted free (the end and the
+    /// claim are one call, `settleEnd`).
+    func freeSlots(now: Int64, freeing: (session: UInt64, jobID: Int64)? = nil) -> (slots: [ClaimSlot], sessionOf: [Int64: UInt64])? {
         var slots: [ClaimSlot] = []
         var sessionOf: [Int64: UInt64] = [:]
-        for (session, slot) in scheduler.runners.sorted(by: { $0.key < $1.key }) where slot.free > 0 {
-            guard let runner = runners[session] else { continue }
+        for (session, slot) in scheduler.runners.sorted(by: { $0.key < $1.key }) {
+            var slot = slot
+            if let freeing, freeing.session == session { slot.running.remove(freeing.jobID) }
+            guard slot.free > 0, let runner = runners[session] else { continue }
             let epochs = table.newEpochs(slot.free, now: now)
             for epoch in epochs { sessionOf[epoch] = session }
             slots.append(ClaimSlot(runner: runner.name, labels: slot.labels, running: slot.running.count, epochs: epochs))
@@ -78,7 +82,7 @@ extension JobLifecycle {
     /// awaits, so a command about any of them meanwhile finds it; then, in epoch order (a
     /// runner receives its assignments in the order of their epochs), the assignments go out;
     /// then what must be stored. `cancels`: those that came while the claim was on its way.
-    private func settle(_ claimed: [ClaimedJob], sessionOf: [Int64: UInt64], cancels: [Int64: String], now: Int64) async {
+    func settle(_ claimed: [ClaimedJob], sessionOf: [Int64: UInt64], cancels: [Int64: String], now: Int64) async {
         tell(.run(runIDs: Array(Set(claimed.map(\.run.id)))))
         var toEnd: [(Int64, JobTable.End?)] = []
         var toAssign: [ClaimedJob] = []

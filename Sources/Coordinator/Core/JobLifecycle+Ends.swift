@@ -136,49 +136,81 @@ extension JobLifecycle {
         await logPipeline.finished(jobID: jobID)
         await uploads.discard(jobID: jobID)
         let now = Date.nowMilliseconds
+        // In a cluster, with no dispatch on its way, this end is the dispatch: the slot it frees
+        // and the others free here are claimed for in the end's own call (`finishJobAndClaim`;
+        // a claim of its own would be a second round trip and commit). A cancel that comes
+        // meanwhile for a job it takes ends that job before its runner is told, as with any
+        // claim.
+        let claim = cluster != nil && !dispatching.running ? freeSlots(now: now, freeing: job.session.map { ($0, jobID) }) : nil
+        if claim != nil {
+            dispatching.running = true
+            claimCancels = [:]
+        }
+        let ended: EndedAndClaimed
         do {
-            let finish = { [store] in
-                try await store.finishJob(id: jobID, epoch: end.fenced ? job.epoch : nil, status: end.status,
-                                          reason: end.reason, now: now)
+            let finish = { [store, cluster] () async throws -> EndedAndClaimed in
+                let epoch = end.fenced ? job.epoch : nil
+                if let claim, let cluster {
+                    return try await cluster.finishJobAndClaim(id: jobID, epoch: epoch, status: end.status, reason: end.reason,
+                                                               now: now, slots: claim.slots)
+                }
+                let (run, record) = try await store.finishJob(id: jobID, epoch: epoch, status: end.status, reason: end.reason, now: now)
+                return EndedAndClaimed(run: run, job: record, claimed: [])
             }
             // A job whose runner is connected here is this coordinator's, should a sweep have
             // taken it meanwhile.
-            let (run, record) = if job.session != nil {
+            ended = if job.session != nil {
                 try await heldHere(LeaseRef(jobID: jobID, epoch: job.epoch), attached: true, finish)
             } else {
                 try await finish()
-            }
-            let settled = table.settled(jobID)
-            if let session = settled?.session { scheduler.finish(jobID, on: session) }
-            scheduler.removeQueued(jobID)  // a stale queue read may still list it
-            logger.info("job finished", metadata: ["job.id": "\(jobID)", "status": "\(end.status.rawValue)",
-                                                   "reason": "\(end.reason)"])
-            CoreMetrics.jobFinished(end.status)
-            tell(.run(runIDs: [run.id]))
-            var event = JobEvent(record, status: end.status, runner: record.runner, at: record.startedAt ?? now)
-            event.finishedAt = now
-            event.reason = end.reason
-            publish(runID: run.id, attempt: record.attempt, .job(event))
-            var entry = queueEntry(record, run: run)
-            entry.status = end.status
-            publishQueue(end.status == .cancelled ? .cancelled : .finished, entry)
-            if run.status.isFinished {
-                publish(runID: run.id, attempt: run.attempt, .end(run))
             }
         } catch let error as StoreError where error.code == .staleLease {
             logger.info("a job's end was not stored: its lease is no longer this coordinator's",
                         metadata: ["job.id": "\(jobID)", "error": "\(error)"])
             if let session = table.settled(jobID)?.session { scheduler.finish(jobID, on: session) }
+            if claim != nil {
+                claimCancels = nil
+                await dispatchDone()
+            }
             await dispatch()
             return CoordinatorError(error)
         } catch {
             table.writing(jobID, false)
+            if claim != nil {
+                claimCancels = nil
+                await dispatchDone()
+            }
             logger.error(end.reported ? "cannot store a job's end now; its runner sends it again"
                                       : "cannot store a job's end now; trying again",
                          metadata: ["job.id": "\(jobID)", "error": "\(error)"])
             return CoordinatorError(.unavailable, "the end of job \(jobID) could not be stored (\(CoordinatorError(error).message)); send it again later")
         }
-        await dispatch()
+        let (run, record) = (ended.run, ended.job)
+        let settled = table.settled(jobID)
+        if let session = settled?.session { scheduler.finish(jobID, on: session) }
+        scheduler.removeQueued(jobID)  // a stale queue read may still list it
+        logger.info("job finished", metadata: ["job.id": "\(jobID)", "status": "\(end.status.rawValue)",
+                                               "reason": "\(end.reason)"])
+        CoreMetrics.jobFinished(end.status)
+        tell(.run(runIDs: [run.id]))
+        var event = JobEvent(record, status: end.status, runner: record.runner, at: record.startedAt ?? now)
+        event.finishedAt = now
+        event.reason = end.reason
+        publish(runID: run.id, attempt: record.attempt, .job(event))
+        var entry = queueEntry(record, run: run)
+        entry.status = end.status
+        publishQueue(end.status == .cancelled ? .cancelled : .finished, entry)
+        if run.status.isFinished {
+            publish(runID: run.id, attempt: run.attempt, .end(run))
+        }
+        if let claim {
+            let cancels = claimCancels ?? [:]
+            claimCancels = nil
+            await settle(ended.claimed, sessionOf: claim.sessionOf, cancels: cancels, now: now)
+            await dispatchDone()
+        } else {
+            await dispatch()
+        }
         return nil
     }
 

@@ -38,6 +38,11 @@ public protocol ClusterStore: CoordinatorStore {
     func createRunAndClaim(version: PipelineVersionRecord, definition: PipelineDefinition, branch: String, commit: String,
                            trigger: String, triggeredBy: String, fork: Bool, inputs: [String: String], now: Int64,
                            latestOnly: Bool, slots: [ClaimSlot]) async throws -> CreatedAndClaimed?
+    /// `finishJob`, then, once the job is ended, `claimQueued(slots)`, in one transaction and
+    /// one round trip: the claim for the slot the end frees comes with the end. Refused as
+    /// `finishJob` is; a refused end claims nothing.
+    func finishJobAndClaim(id: Int64, epoch: Int64?, status: Status, reason: String, now: Int64,
+                           slots: [ClaimSlot]) async throws -> EndedAndClaimed
     /// Running jobs (of every coordinator), then the first queued ones in queue order, `limit`
     /// in all; and how many jobs are queued and running.
     func queueHead(limit: Int) async throws -> (jobs: [JobRecord], queued: Int, running: Int)
@@ -113,6 +118,20 @@ public struct CreatedAndClaimed: Sendable {
     public init(run: RunRecord, jobs: [JobRecord], claimed: [ClaimedJob]) {
         self.run = run
         self.jobs = jobs
+        self.claimed = claimed
+    }
+}
+
+/// A job's end stored, and what the claim for free slots that followed it in the same call took
+/// (`ClusterStore.finishJobAndClaim`), in the order of their epochs.
+public struct EndedAndClaimed: Sendable {
+    public var run: RunRecord
+    public var job: JobRecord
+    public var claimed: [ClaimedJob]
+
+    public init(run: RunRecord, job: JobRecord, claimed: [ClaimedJob]) {
+        self.run = run
+        self.job = job
         self.claimed = claimed
     }
 }

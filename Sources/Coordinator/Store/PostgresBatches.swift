@@ -35,7 +35,7 @@ final class PostgresBatches: Sendable {
             case write(@Sendable (PostgresConnection) async throws -> @Sendable () -> Void)
             /// A job's end, answered with its result: the ends next to each other in a batch
             /// are one statement (`PostgresStore.endJobs`).
-            case end(PostgresStore.JobEnd, @Sendable (Result<(RunRecord, JobRecord), any Error>) -> Void)
+            case end(PostgresStore.JobEnd, @Sendable (Result<EndedAndClaimed, any Error>) -> Void)
             /// A run to store (and claim for), answered with what was: the runs of a batch are
             /// one statement (`PostgresStore.insertRuns`), with at most one claim.
             case create(PostgresStore.RunInsert, @Sendable (Result<CreatedAndClaimed?, any Error>) -> Void)
@@ -48,7 +48,7 @@ final class PostgresBatches: Sendable {
         var kind: Kind {
             switch work {
             case .write: .write
-            case .end: .end
+            case .end(let end, _): .end(claims: !end.slots.isEmpty)
             case .create(let run, _): .create(claims: !run.slots.isEmpty)
             }
         }
@@ -93,7 +93,7 @@ final class PostgresBatches: Sendable {
 
     /// Ends a job in the next transaction of `store`'s batches, in one statement with the ends
     /// next to it there.
-    func end(_ end: PostgresStore.JobEnd, on store: PostgresStore) async throws -> (RunRecord, JobRecord) {
+    func end(_ end: PostgresStore.JobEnd, on store: PostgresStore) async throws -> EndedAndClaimed {
         try await withCheckedThrowingContinuation { continuation in
             enqueue(Operation(work: .end(end) { continuation.resume(with: $0) },
                               fail: { continuation.resume(throwing: $0) }, oneStatement: true), store)
@@ -145,37 +145,41 @@ final class PostgresBatches: Sendable {
     /// What one write of a batch is, for `steps`.
     enum Kind: Equatable {
         case write
-        case end
+        /// A job's end; `claims`: with slots to claim for once it is stored.
+        case end(claims: Bool)
         /// A run to store; `claims`: with slots to claim for.
         case create(claims: Bool)
     }
 
-    /// The steps of a batch of writes of `kinds`. Writes and ends keep their order. Runs
-    /// depend on no other write of a batch (each is new), so they all join the first run's
-    /// statement, but for a second run with slots to claim for, which starts a statement of
-    /// its own (one claim per statement). Without `together`, each end and each run is a step
-    /// of its own.
+    /// The steps of a batch of writes of `kinds`. Writes and ends keep their order; ends next
+    /// to each other are one step, but for a second end with slots to claim for, which starts
+    /// a step of its own (one claim per statement). Runs depend on no other write of a batch
+    /// (each is new), so they all join the first run's statement, but for a second run with
+    /// slots, likewise. Without `together`, each end and each run is a step of its own.
     static func steps(_ kinds: [Kind], together: Bool) -> [Step] {
         var steps: [Step] = []
         var creates: Int?  // the step that takes the next run
-        var claims = false  // whether a run of that step claims
+        var createClaims = false  // whether a run of that step claims
+        var endClaims = false  // whether an end of the last step, if ends, claims
         for (index, kind) in kinds.enumerated() {
             switch kind {
             case .write: steps.append(.write(index))
-            case .end:
-                if together, case .ends(let range) = steps.last, range.upperBound == index {
+            case .end(let claiming):
+                if together, case .ends(let range) = steps.last, range.upperBound == index, !(endClaims && claiming) {
                     steps[steps.count - 1] = .ends(range.lowerBound..<index + 1)
+                    endClaims = endClaims || claiming
                 } else {
                     steps.append(.ends(index..<index + 1))
+                    endClaims = claiming
                 }
             case .create(let claiming):
-                if together, let step = creates, case .creates(let indices) = steps[step], !(claims && claiming) {
+                if together, let step = creates, case .creates(let indices) = steps[step], !(createClaims && claiming) {
                     steps[step] = .creates(indices + [index])
-                    claims = claims || claiming
+                    createClaims = createClaims || claiming
                 } else {
                     steps.append(.creates([index]))
                     creates = steps.count - 1
-                    claims = claiming
+                    createClaims = claiming
                 }
             }
         }

@@ -30,15 +30,19 @@ private func bindings(_ build: (inout PostgresBindings) throws -> Void) rethrows
 }
 
 extension PostgresStore {
-    /// Ends jobs, the k-th as `PostgresStore.JobEnd` `ends[k]` says, fenced by `holder`
-    /// (`PostgresStore.endJobsFunction`); a row per end, with its `end_ordinal` (from 1),
-    /// `end_outcome`, and, when ended, the job's columns and its run's prefixed `r_`.
+    /// Ends jobs, the k-th as `PostgresStore.JobEnd` `ends[k]` says, fenced by `holder`, then
+    /// claims for the slots of the `claimer`-th (from 1; 0: none) once it is ended
+    /// (`PostgresStore.endJobsFunction`): a row per end, with its `end_ordinal` (from 1),
+    /// `end_outcome`, and, when ended, the job's columns and its run's prefixed `r_`; then the
+    /// claim's rows, with the columns `ClaimQueued` answers (`end_ordinal` null).
     struct FinishJobs: LifecycleStatement {
         static let sql = """
-            SELECT * FROM heddle_end_jobs($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::boolean[], $6::bigint[],
-                                          $7::text[], $8::text[], $9)
+            SELECT c.end_ordinal, c.end_outcome, \(ClaimQueued.columns(of: "c"))
+            FROM heddle_end_jobs($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::boolean[], $6::bigint[],
+                                 $7::text[], $8::text[], $9, $10, $11::jsonb) AS c
             """
         var ends: [PostgresStore.JobEnd], holder: String
+        var claimer: Int64, slots: String
 
         func makeBindings() throws -> PostgresBindings {
             bindings {
@@ -48,7 +52,7 @@ extension PostgresStore {
                 // others are cancelled with a cancelled job, else skipped.
                 $0.append(ends.map { $0.status == .cancelled ? "cancelled" : "failed" })
                 $0.append(ends.map { $0.status == .cancelled ? Status.cancelled.rawValue : Status.skipped.rawValue })
-                $0.append(holder)
+                $0.append(holder); $0.append(claimer); $0.append(slots)
             }
         }
     }

@@ -521,34 +521,58 @@ extension PostgresStore {
         }
     }
 
-    /// A job's end as `finishJob` is asked for it: fenced when `epoch` is given.
+    /// A job's end as `finishJob` is asked for it: fenced when `epoch` is given; `slots`, free
+    /// slots to claim for once it is stored (`finishJobAndClaim`).
     struct JobEnd: Sendable {
         var id: Int64, epoch: Int64?, status: Status, reason: String, now: Int64
+        var slots: [ClaimSlot] = []
     }
 
     /// Fenced (with an epoch) in the statement that ends the job, which locks its row; its
     /// nodes not yet finished end with it (skipped, or cancelled when the job was); then the
     /// run's status. Ends waiting together are one statement (`PostgresBatches`, `endJobs`).
     public func finishJob(id: Int64, epoch: Int64?, status: Status, reason: String, now: Int64) async throws -> (RunRecord, JobRecord) {
-        try await batches.end(JobEnd(id: id, epoch: epoch, status: status, reason: reason, now: now), on: self)
+        let ended = try await batches.end(JobEnd(id: id, epoch: epoch, status: status, reason: reason, now: now), on: self)
+        return (ended.run, ended.job)
     }
 
-    /// Ends `ends` in one statement (`FinishJobs`); for each, in order: its job and its run as
-    /// they are now, or why nothing changed (`staleLease`; `notFound` for an end without an
+    public func finishJobAndClaim(id: Int64, epoch: Int64?, status: Status, reason: String, now: Int64,
+                                  slots: [ClaimSlot]) async throws -> EndedAndClaimed {
+        try await batches.end(JobEnd(id: id, epoch: epoch, status: status, reason: reason, now: now,
+                                     slots: slots.filter { !$0.epochs.isEmpty }), on: self)
+    }
+
+    /// Ends `ends` in one statement (`FinishJobs`), then claims for the slots of the first
+    /// that lists any, once it is ended (a `PostgresBatches` step holds at most one such end);
+    /// for each, in order: its job and its run as they are now (and, for that one, what the
+    /// claim took), or why nothing changed (`staleLease`; `notFound` for an end without an
     /// epoch of no job). A refused end does not fail the others.
     static func endJobs(_ db: PostgresConnection, _ ends: [JobEnd], holder: String,
-                        logger: Logger) async throws -> [Result<(RunRecord, JobRecord), StoreError>] {
-        var results = [Result<(RunRecord, JobRecord), StoreError>?](repeating: nil, count: ends.count)
-        for row in try await db.rows(FinishJobs(ends: ends, holder: holder), logger: logger) {
-            let k = Int(try row.get("end_ordinal", as: Int64.self)) - 1
+                        logger: Logger) async throws -> [Result<EndedAndClaimed, StoreError>] {
+        let claimer = ends.firstIndex { !$0.slots.isEmpty }
+        let statement = FinishJobs(ends: ends, holder: holder, claimer: claimer.map { Int64($0 + 1) } ?? 0,
+                                   slots: try slotsJSON(claimer.map { ends[$0].slots } ?? []))
+        var results = [Result<EndedAndClaimed, StoreError>?](repeating: nil, count: ends.count)
+        var claims: [PostgresRandomAccessRow] = []
+        for row in try await db.rows(statement, logger: logger) {
+            guard let ordinal = try row.get("end_ordinal", as: Int64?.self) else {
+                claims.append(row)
+                continue
+            }
+            let k = Int(ordinal) - 1
             guard results.indices.contains(k) else { throw StoreError(.inconsistent, "an end was answered for no job asked") }
             let end = ends[k]
             switch try row.get("end_outcome", as: String.self) {
-            case "ended": results[k] = .success((try Self.run(row, prefix: "r_"), try Self.job(row)))
+            case "ended": results[k] = .success(EndedAndClaimed(run: try Self.run(row, prefix: "r_"), job: try Self.job(row), claimed: []))
             case "held": results[k] = .failure(.heldElsewhere(jobID: end.id))
             case "missing" where end.epoch == nil: results[k] = .failure(StoreError(.notFound, "job \(end.id) does not exist"))
             default: results[k] = .failure(.staleLease(jobID: end.id, epoch: end.epoch ?? 0))
             }
+        }
+        if let claimer, case .success(var ended) = results[claimer] {
+            ended.claimed = try await Self.claimed(db, claims, now: ends[claimer].now, logger: logger).values
+                .sorted { $0.job.epoch < $1.job.epoch }
+            results[claimer] = .success(ended)
         }
         return try zip(ends, results).map { end, result in
             guard let result else { throw StoreError(.inconsistent, "the end of job \(end.id) was not answered") }

@@ -1233,22 +1233,27 @@ public final class PostgresStore: CoordinatorStore {
     /// `p_reasons[k]` at `p_nows[k]`, fenced when `p_fenced[k]` (running at `p_epochs[k]`, held
     /// by `p_holder`), its nodes not yet finished ending as `p_ended[k]` (running ones) or
     /// `p_leftovers[k]`. The jobs are ended in the order of their ids, then as given, so that
-    /// batches lock rows in one order. Returns a row per job: `end_ordinal` (k),
-    /// `end_outcome` (`ended`; or, nothing changed: `held`, running at that epoch but held by
-    /// another coordinator; `stale`, not running at that epoch; `missing`, no such job), and,
-    /// when ended, the job's columns (`jobColumns`) and its run's prefixed `r_` (null
-    /// otherwise). A refused end writes nothing and does not fail the call. Planned once per
-    /// connection (`force_generic_plan`), as `heddle_create_runs`.
+    /// batches lock rows in one order. Returns a row per job: `end_ordinal` (k), `end_outcome`
+    /// (`ended`; or, nothing changed: `held`, running at that epoch but held by another
+    /// coordinator; `stale`, not running at that epoch; `missing`, no such job), and, when
+    /// ended, the job as it is now (`job_row`) and its run (`run_row`; null otherwise). A
+    /// refused end writes nothing and does not fail the call. Then, when `p_slots` lists free
+    /// slots and the `p_claimer`-th job was ended, claims for them as `heddle_claim_queued`
+    /// does, and answers its rows (`end_ordinal` null): an end and the claim for the slot it
+    /// frees in one round trip. Planned once per connection (`force_generic_plan`), as
+    /// `heddle_create_runs`.
     static let endJobsFunction = """
         CREATE OR REPLACE FUNCTION heddle_end_jobs(p_ids bigint[], p_statuses text[], p_reasons text[], p_nows bigint[],
                                                    p_fenced boolean[], p_epochs bigint[], p_ended text[], p_leftovers text[],
-                                                   p_holder text)
-        RETURNS TABLE (end_ordinal bigint, end_outcome text, \(jobAndRunColumns))
+                                                   p_holder text, p_claimer bigint, p_slots jsonb)
+        RETURNS TABLE (end_ordinal bigint, end_outcome text, job_row job, run_row run, repository text, node_row node,
+                       started boolean)
         LANGUAGE plpgsql VOLATILE SET plan_cache_mode = force_generic_plan AS $$
         #variable_conflict use_column
         DECLARE
             k bigint;
             v_outcome text;
+            claimer_ended boolean := false;
             j job;
             r run;
         BEGIN
@@ -1266,13 +1271,19 @@ public final class PostgresStore: CoordinatorStore {
                     WHERE node.job_id = p_ids[k] AND node.status IN ('pending', 'running');
                     SELECT * INTO r FROM heddle_run_status(j.run_id, p_nows[k]);
                     v_outcome := 'ended';
+                    claimer_ended := claimer_ended OR k = p_claimer;
                 ELSE
                     SELECT CASE WHEN job.status = 'running' AND job.epoch = p_epochs[k] THEN 'held' ELSE 'stale' END
                     INTO v_outcome FROM job WHERE job.id = p_ids[k];
                     v_outcome := COALESCE(v_outcome, 'missing');
                 END IF;
-                RETURN QUERY SELECT k, v_outcome, \(jobAndRunValues);
+                RETURN QUERY SELECT k, v_outcome, j, r, NULL::text, NULL::node, NULL::boolean;
             END LOOP;
+            IF claimer_ended AND jsonb_array_length(p_slots) > 0 THEN
+                RETURN QUERY
+                SELECT NULL::bigint, NULL::text, c.job_row, c.run_row, c.repository, c.node_row, c.started
+                FROM heddle_claim_queued(p_slots, p_nows[p_claimer], p_holder) AS c;
+            END IF;
         END
         $$
         """
