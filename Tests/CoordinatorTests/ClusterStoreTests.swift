@@ -1,4 +1,5 @@
 import Foundation
+import PostgresNIO
 import Synchronization
 import Testing
 import TestSupport
@@ -71,6 +72,57 @@ import TestSupport
             // A claimed job is no longer queued: it cannot be moved.
             _ = try await store.claimJobs([JobClaim(jobID: a, runner: "r1", epoch: 1)], now: 3)
             #expect(try await store.moveQueued(jobID: a, to: .top) == .notQueued)
+            store.close()
+        }
+    }
+
+    /// The queue's counts per range of places (`queue_count`) follow every change of a queued
+    /// row: a renumber of the whole queue that moves its jobs to another range, a move, a
+    /// claim, a cancel and a lost job's return; a job's end changes none.
+    @Test func queueCountsFollowEveryChangeOfAQueuedRow() async throws {
+        try await TestDatabase.with(.postgres) { database in
+            let store = try #require(try await database.open() as? PostgresStore)
+            let (version, definition) = try await Self.pipeline(store, labels: [[]])
+            // Places from 5,001 on: a renumber (1, 2, ...) moves every job to the first range.
+            try await store.read { db in try await db.query("SELECT setval('job_position', 5000)", logger: store.logger) }
+            var ids: [Int64] = []
+            for _ in 0..<6 { ids.append(try await Self.queue(store, version, definition)[0].id) }
+            func check(_ context: String) async throws {
+                let (counted, queued) = try await store.read { db in
+                    let counted = try await db.rows(
+                        "SELECT bucket, sum(n)::bigint AS n FROM queue_count GROUP BY bucket HAVING sum(n) <> 0", logger: store.logger)
+                    let queued = try await db.rows("""
+                        SELECT floor(position / 1024)::bigint AS bucket, count(*)::bigint AS n FROM job WHERE status = 'queued' GROUP BY 1
+                        """, logger: store.logger)
+                    func byBucket(_ rows: [PostgresRandomAccessRow]) throws -> [Int64: Int64] {
+                        Dictionary(uniqueKeysWithValues: try rows.map { (try $0.get("bucket", as: Int64.self), try $0.get("n", as: Int64.self)) })
+                    }
+                    return (try byBucket(counted), try byBucket(queued))
+                }
+                #expect(counted == queued, "counts \(context)")
+            }
+            try await check("after the runs")
+            var renumbered = false
+            for index in 0..<80 {
+                guard case .moved(let moved) = try await store.moveQueued(jobID: ids[index.isMultiple(of: 2) ? 2 : 4], to: .after(ids[3]))
+                else { Issue.record("move \(index) not applied"); return }
+                renumbered = renumbered || moved.renumbered
+            }
+            #expect(renumbered)
+            #expect(try await store.activeJobs().allSatisfy { $0.position < 1024 }, "the renumber kept the places")
+            try await check("after a renumber")
+            _ = try await store.moveQueued(jobID: ids[0], to: .bottom)
+            try await check("after a move")
+            _ = try await store.claimJobs([JobClaim(jobID: ids[1], runner: "r", epoch: 1), JobClaim(jobID: ids[5], runner: "r", epoch: 2)],
+                                          now: 3)
+            try await check("after claims")
+            _ = try await store.cancelJobs(ids: [ids[2]], reason: "test", now: 3)
+            try await check("after a cancel")
+            _ = try await store.requeueLostJob(id: ids[1], reason: "lost", now: 4)
+            try await check("after a requeue")
+            _ = try await store.finishJob(id: ids[5], epoch: 2, status: .succeeded, reason: "", now: 5)
+            try await check("after an end")
+            #expect(try await store.queueHead(limit: 0).queued == 4)
             store.close()
         }
     }

@@ -661,6 +661,38 @@ public final class PostgresStore: CoordinatorStore {
         ("v18: a batch's job ends in one call", [PostgresStore.endJobsFunction]),
         ("v19: a batch's runs and the claim that follows them in one call", [PostgresStore.createRunsFunction]),
         ("v20: a claim's statements planned once per connection", [PostgresStore.claimQueuedFunction]),
+        ("v21: queue counts kept per changed row, not per statement", [
+            // Every `UPDATE` of `job` fired the statement trigger, with its old and new rows
+            // kept for it: a job's end and a node's too, which change no queued job. Now only
+            // a row that leaves or joins the queue, or moves to another range of places, fires
+            // a trigger. (A trigger with transition tables cannot name columns or rows.)
+            "DROP TRIGGER job_queue_count_update ON job",
+            """
+            CREATE FUNCTION heddle_queue_count_row() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF OLD.status = 'queued' THEN
+                    INSERT INTO queue_count (bucket, shard, n) VALUES (floor(OLD.position / \(queueBucket))::bigint, pg_backend_pid(), -1)
+                    ON CONFLICT (bucket, shard) DO UPDATE SET n = queue_count.n + excluded.n;
+                END IF;
+                IF NEW.status = 'queued' THEN
+                    INSERT INTO queue_count (bucket, shard, n) VALUES (floor(NEW.position / \(queueBucket))::bigint, pg_backend_pid(), 1)
+                    ON CONFLICT (bucket, shard) DO UPDATE SET n = queue_count.n + excluded.n;
+                END IF;
+                RETURN NULL;
+            END $$
+            """,
+            // `heddle.renumbering`: a renumber of the whole queue (`heddle_move_job`) counts
+            // its rows itself, in one statement.
+            """
+            CREATE TRIGGER job_queue_count_row AFTER UPDATE OF status, position ON job FOR EACH ROW
+            WHEN ((OLD.status = 'queued' OR NEW.status = 'queued')
+                  AND (OLD.status IS DISTINCT FROM NEW.status
+                       OR floor(OLD.position / \(queueBucket)) IS DISTINCT FROM floor(NEW.position / \(queueBucket)))
+                  AND current_setting('heddle.renumbering', true) IS DISTINCT FROM 'on')
+            EXECUTE FUNCTION heddle_queue_count_row()
+            """,
+            PostgresStore.moveJobFunction,
+        ]),
     ]
 
     /// What `heddle_end_job` and `heddle_move_job` answer: a job's columns (`jobColumns`) and
@@ -792,10 +824,26 @@ public final class PostgresStore: CoordinatorStore {
                 IF was_renumbered THEN
                     RAISE EXCEPTION 'no room between % and % after renumbering', before_position, after_position;
                 END IF;
-                UPDATE job SET position = n.rank FROM (
-                    SELECT job.id, row_number() OVER (ORDER BY job.position, job.id)::float8 AS rank
-                    FROM job WHERE job.status = 'queued'
-                ) AS n WHERE job.id = n.id;
+                -- The whole queue at once: its counts moved in one statement, not by the row
+                -- trigger once per job (`heddle.renumbering` holds it off meanwhile). A job
+                -- claimed or cancelled since `n` was read is renumbered too but not counted:
+                -- its own change counted it out, at its place then, which only moves change.
+                PERFORM set_config('heddle.renumbering', 'on', true);
+                WITH renumbered AS (
+                    UPDATE job SET position = n.rank FROM (
+                        SELECT job.id, job.position AS before, row_number() OVER (ORDER BY job.position, job.id)::float8 AS rank
+                        FROM job WHERE job.status = 'queued'
+                    ) AS n WHERE job.id = n.id
+                    RETURNING n.before, job.position AS after, job.status
+                )
+                INSERT INTO queue_count (bucket, shard, n)
+                SELECT c.b, pg_backend_pid(), sum(c.d) FROM (
+                    SELECT floor(renumbered.before / width)::bigint AS b, -1 AS d FROM renumbered WHERE renumbered.status = 'queued'
+                    UNION ALL
+                    SELECT floor(renumbered.after / width)::bigint, 1 FROM renumbered WHERE renumbered.status = 'queued'
+                ) AS c GROUP BY c.b HAVING sum(c.d) <> 0 ORDER BY c.b
+                ON CONFLICT (bucket, shard) DO UPDATE SET n = queue_count.n + excluded.n;
+                PERFORM set_config('heddle.renumbering', 'off', true);
                 was_renumbered := true;
                 IF p_kind IN ('before', 'after') THEN
                     SELECT job.position INTO anchor_position FROM job WHERE job.id = p_anchor;
