@@ -1224,26 +1224,37 @@ public final class PostgresStore: CoordinatorStore {
         CREATE OR REPLACE FUNCTION heddle_run_status(p_run bigint, p_now bigint) RETURNS SETOF run
         LANGUAGE plpgsql VOLATILE AS $$
         DECLARE
-            latest bigint;
-            next_status text;
-            finished bigint;
+            \(runStatusVariables)
             r run;
         BEGIN
-            SELECT run.attempt INTO latest FROM run WHERE run.id = p_run FOR UPDATE;
-            IF NOT FOUND THEN
-                RAISE EXCEPTION 'run % is missing', p_run;
-            END IF;
-            SELECT heddle_attempt_status(COALESCE(array_agg(job.status), ARRAY[]::text[])) INTO next_status
-            FROM job WHERE job.run_id = p_run AND job.attempt = latest;
-            finished := CASE WHEN next_status IN ('succeeded', 'failed', 'cancelled', 'skipped') THEN p_now END;
-            UPDATE attempt SET status = next_status, finished_at = finished,
-                               started_at = COALESCE(attempt.started_at, CASE WHEN next_status = 'queued' THEN NULL ELSE p_now END)
-            WHERE attempt.run_id = p_run AND attempt.number = latest;
-            UPDATE run SET status = next_status, finished_at = finished WHERE run.id = p_run RETURNING run.* INTO r;
+        \(runStatusStatements(run: "p_run", now: "p_now", into: "r"))
             RETURN NEXT r;
         END
         $$
         """
+
+    /// The variables `runStatusStatements` needs declared.
+    static let runStatusVariables = "latest bigint; next_status text; finished bigint;"
+
+    /// `heddle_run_status`'s statements, for a PL/pgSQL function to run in its own body (a
+    /// call of it costs more than its four statements): the run `run`'s row locked first,
+    /// then its latest attempt's jobs read in a statement of their own, the attempt's and the
+    /// run's status set at `now`; the run as it is now in the `run` variable `into`.
+    static func runStatusStatements(run: String, now: String, into: String) -> String {
+        """
+            SELECT run.attempt INTO latest FROM run WHERE run.id = \(run) FOR UPDATE;
+            IF NOT FOUND THEN
+                RAISE EXCEPTION 'run % is missing', \(run);
+            END IF;
+            SELECT heddle_attempt_status(COALESCE(array_agg(job.status), ARRAY[]::text[])) INTO next_status
+            FROM job WHERE job.run_id = \(run) AND job.attempt = latest;
+            finished := CASE WHEN next_status IN ('succeeded', 'failed', 'cancelled', 'skipped') THEN \(now) END;
+            UPDATE attempt SET status = next_status, finished_at = finished,
+                               started_at = COALESCE(attempt.started_at, CASE WHEN next_status = 'queued' THEN NULL ELSE \(now) END)
+            WHERE attempt.run_id = \(run) AND attempt.number = latest;
+            UPDATE run SET status = next_status, finished_at = finished WHERE run.id = \(run) RETURNING run.* INTO \(into);
+        """
+    }
 
     /// Ends a job and sets its run's and attempt's status (`heddle_run_status`) in one round
     /// trip (a job's end was four statements, each a round trip in its batch). Fenced when
@@ -1302,6 +1313,7 @@ public final class PostgresStore: CoordinatorStore {
             k bigint;
             v_outcome text;
             claimer_ended boolean := false;
+            \(runStatusVariables)
             j job;
             r run;
         BEGIN
@@ -1317,7 +1329,7 @@ public final class PostgresStore: CoordinatorStore {
                     UPDATE node SET status = CASE WHEN node.status = 'running' THEN p_ended[k] ELSE p_leftovers[k] END,
                                     finished_at = CASE WHEN node.status = 'running' THEN p_nows[k] ELSE node.finished_at END
                     WHERE node.job_id = p_ids[k] AND node.status IN ('pending', 'running');
-                    SELECT * INTO r FROM heddle_run_status(j.run_id, p_nows[k]);
+                    \(runStatusStatements(run: "j.run_id", now: "p_nows[k]", into: "r"))
                     v_outcome := 'ended';
                     claimer_ended := claimer_ended OR k = p_claimer;
                 ELSE
