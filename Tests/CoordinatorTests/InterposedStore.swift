@@ -343,7 +343,10 @@ final class InterposedClusterStore: InterposedStore, ClusterStore, @unchecked Se
     func queueHead(limit: Int) async throws -> (jobs: [JobRecord], queued: Int, running: Int) {
         try await cluster.queueHead(limit: limit)
     }
-    func queuePlaces(jobIDs: [Int64]) async throws -> [Int64: Int] { try await cluster.queuePlaces(jobIDs: jobIDs) }
+    func queuePlaces(jobIDs: [Int64]) async throws -> [Int64: Int] {
+        try await hooks.enter("queuePlaces")
+        return try await cluster.queuePlaces(jobIDs: jobIDs)
+    }
     func checkDataDirectory(_ directory: String) async throws { try await cluster.checkDataDirectory(directory) }
     func moveQueued(jobID: Int64, to target: MoveTarget) async throws -> QueueMove {
         try await hooks.enter("moveQueued")

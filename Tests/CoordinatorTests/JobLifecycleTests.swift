@@ -296,7 +296,39 @@ import Wire
         }
     }
 
-    /// Several coordinators: a trigger's own claim whose version another coordinator has
+    /// Several coordinators: a job claimed here while its trigger reads its place for the
+    /// queue's watchers (here by the claim of an end) is told `CLAIMED` alone, never `QUEUED`
+    /// after it.
+    @Test func aJobClaimedWhileItsPlaceIsReadIsNeverQueuedAfterItIsClaimed() async throws {
+        try await Self.withClusterCore { interposed, core, _ in
+            let runner = RecordingOutbox()
+            let session = try await core.connectRunner(runner, labels: [])
+            let first = try await core.trigger("shop", "ci")
+            let assigned = try await runner.assignment()
+            #expect(assigned.runID == UInt64(first))
+            let watcher = RecordingOutbox()
+            try await core.watchQueue(session: try await core.open("viewer", .viewer, watcher), requestID: 9)
+            interposed.hooks.pause("queuePlaces")
+            let triggering = Task { try await core.trigger("shop", "ci") }
+            try await waitUntil("the new job's place to be read") { interposed.hooks.reachedPause }
+            // The runner's end claims the new job meanwhile (no dispatch is on its way).
+            try await core.jobFinished(session: session, JobResult(job: LeaseRef(assigned.job), status: .succeeded, reason: ""))
+            let second = try await runner.assignment()
+            interposed.hooks.resume()
+            #expect(try await triggering.value == Int64(second.runID))
+            try await core.jobFinished(session: session, JobResult(job: LeaseRef(second.job), status: .succeeded, reason: ""))
+            // Its events until it ends (each awaited with a deadline).
+            var kinds: [Heddle_V1_QueueEvent.Kind] = []
+            while kinds.last != .finished && kinds.last != .cancelled {
+                kinds.append(try await watcher.first("the second run's next queue event") { envelope -> Heddle_V1_QueueEvent.Kind? in
+                    if case .queueEvent(let event) = envelope.body, event.job.runID == second.runID { event.kind } else { nil }
+                })
+            }
+            #expect(kinds.first == .claimed && !kinds.contains(.queued), "\(kinds)")
+        }
+    }
+
+
     /// passed stores and claims nothing; the trigger reads the latest version and runs that,
     /// claimed by its own call again (a separate claim would fail here), so the refused call
     /// left no dispatch on its way.

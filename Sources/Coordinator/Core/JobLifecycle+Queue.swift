@@ -29,11 +29,15 @@ extension JobLifecycle {
     }
 
     /// Tells the queue's watchers that jobs were queued (in a cluster, their places are read
-    /// only when someone watches).
+    /// only when someone watches). A job claimed here by then (in a cluster, while its place
+    /// was read, or by the claim of another trigger stored in the same statement) was told
+    /// `CLAIMED` already: not `QUEUED` after it.
     func publishQueued(_ jobs: [JobRecord], run: RunRecord) async {
         guard cluster == nil || live.watchesQueue else { return }
         let places = (try? await places(jobs.map(\.id))) ?? [:]
-        for job in jobs { publishQueue(.queued, queueEntry(job, run: run, place: places[job.id] ?? 0)) }
+        for job in jobs where table[job.id] == nil {
+            publishQueue(.queued, queueEntry(job, run: run, place: places[job.id] ?? 0))
+        }
     }
 
     /// This coordinator's running jobs, then the first queued ones in dispatch order, up to
