@@ -649,7 +649,7 @@ import TestSupport
     }
 
     /// Two coordinators ending the last two jobs of one attempt at once: each end locks the
-    /// run, then reads its jobs afresh (`heddle_end_job`), so one of them sees both ended and
+    /// run, then reads its jobs afresh (`heddle_end_jobs`), so one of them sees both ended and
     /// the run and its attempt end, whichever commits first.
     @Test func twoCoordinatorsEndingTheLastTwoJobsOfARunAtOnceEndIt() async throws {
         try await TestDatabase.with(.postgres) { database in

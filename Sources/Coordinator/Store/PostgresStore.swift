@@ -1261,7 +1261,9 @@ public final class PostgresStore: CoordinatorStore {
     /// `p_fenced`: the job must be running at `p_epoch`, held by `p_holder`; otherwise no row
     /// comes back and nothing changed. Its nodes not yet finished end with it (running ones
     /// as `p_ended`, the others as `p_leftover`). Returns the job's columns (`jobColumns`) and
-    /// the run's, each prefixed `r_`.
+    /// the run's, each prefixed `r_`. Migration v12; this version calls `heddle_end_jobs`
+    /// (several ends in one call), and keeps this one for coordinators of the version before,
+    /// while they are upgraded.
     static let endJobFunction = """
         CREATE OR REPLACE FUNCTION heddle_end_job(p_status text, p_reason text, p_now bigint, p_id bigint, p_fenced boolean,
                                                   p_epoch bigint, p_holder text, p_ended text, p_leftover text)
