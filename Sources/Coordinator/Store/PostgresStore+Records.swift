@@ -158,7 +158,7 @@ extension PostgresStore {
         }
         var claimed: [ClaimedJob] = []
         if let claimer {
-            claimed = try await Self.claimed(db, claims, now: runs[claimer].now, logger: logger).values.sorted { $0.job.epoch < $1.job.epoch }
+            claimed = try await Self.claimedInEpochOrder(db, claims, now: runs[claimer].now, logger: logger)
         }
         return try runs.indices.map { index in
             let insert = runs[index]
@@ -385,7 +385,7 @@ extension PostgresStore {
         // The pick and the claim in one statement, so in its own transaction: one round trip.
         return try await transaction(explicit: false) { db in
             let rows = try await db.rows(ClaimQueued(slots: json, now: now, holder: me), logger: logger)
-            return try await Self.claimed(db, rows, now: now, logger: logger).values.sorted { $0.job.epoch < $1.job.epoch }
+            return try await Self.claimedInEpochOrder(db, rows, now: now, logger: logger)
         }
     }
 
@@ -404,6 +404,12 @@ extension PostgresStore {
         let rows = try await db.rows(ClaimJobs(ids: claims.map(\.jobID), runners: claims.map(\.runner), epochs: claims.map(\.epoch),
                                                now: now, holder: holder), logger: logger)
         return try await claimed(db, rows, now: now, logger: logger)
+    }
+
+    /// `claimed`, in the order of the claims' epochs (the order their runners are told).
+    static func claimedInEpochOrder(_ db: PostgresConnection, _ rows: [PostgresRandomAccessRow], now: Int64,
+                                    logger: Logger) async throws -> [ClaimedJob] {
+        try await claimed(db, rows, now: now, logger: logger).values.sorted { $0.job.epoch < $1.job.epoch }
     }
 
     /// The claimed jobs from a claim statement's rows (`claimSQL`), with the sealed secrets
@@ -570,8 +576,7 @@ extension PostgresStore {
             }
         }
         if let claimer, case .success(var ended) = results[claimer] {
-            ended.claimed = try await Self.claimed(db, claims, now: ends[claimer].now, logger: logger).values
-                .sorted { $0.job.epoch < $1.job.epoch }
+            ended.claimed = try await Self.claimedInEpochOrder(db, claims, now: ends[claimer].now, logger: logger)
             results[claimer] = .success(ended)
         }
         return try zip(ends, results).map { end, result in
