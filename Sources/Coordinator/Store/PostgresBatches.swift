@@ -186,6 +186,32 @@ final class PostgresBatches: Sendable {
         return steps
     }
 
+    /// Runs the writes at `indices` of `writes` (ends, or runs: `item` takes each one's value
+    /// and answer) as one statement (`run`), and returns their answers, to give once the batch
+    /// commits. A failure of the statement is the batch's when it is the connection's or a
+    /// deadlock (thrown as it is); otherwise the write's when it is alone (`WriteFailed`), or
+    /// `failed` (the batch goes again with each write alone).
+    private static func oneStatement<Item, Answer: Sendable>(
+        _ indices: [Int], of writes: [Operation], failed: some Error,
+        _ run: ([Item]) async throws -> [Result<Answer, any Error>],
+        item: (Operation.Work) -> (Item, @Sendable (Result<Answer, any Error>) -> Void)?
+    ) async throws -> [@Sendable () -> Void] {
+        let items = indices.compactMap { item(writes[$0].work) }
+        precondition(items.count == indices.count, "a step holds writes of one kind")
+        do {
+            let results = try await run(items.map(\.0))
+            return zip(items, results).map { item, result in
+                let answer = item.1
+                return { answer(result) }
+            }
+        } catch let error as PSQLError where error.serverInfo == nil || PostgresStore.isRetryable(error) {
+            throw error
+        } catch {
+            guard indices.count == 1 else { throw failed }
+            throw WriteFailed(index: indices[0], error: (error as? PSQLError).map(PostgresStore.storeError) ?? error)
+        }
+    }
+
     private func commit(_ batch: [Operation], _ store: PostgresStore) async {
         var remaining = batch
         var together = true
@@ -219,39 +245,16 @@ final class PostgresBatches: Sendable {
                                 throw WriteFailed(index: index, error: error)
                             }
                         case .ends(let range):
-                            let ends = writes[range].map { write -> PostgresStore.JobEnd in
-                                guard case .end(let end, _) = write.work else { preconditionFailure("an end's step holds ends only") }
-                                return end
-                            }
-                            do {
-                                let results = try await PostgresStore.endJobs(db, ends, holder: holder, logger: logger)
-                                for (index, result) in zip(range, results) {
-                                    guard case .end(_, let answer) = writes[index].work else { continue }
-                                    completions.append { answer(result.mapError { $0 }) }
-                                }
-                            } catch let error as PSQLError where error.serverInfo == nil || PostgresStore.isRetryable(error) {
-                                throw error
-                            } catch {
-                                guard range.count == 1 else { throw EndsFailed() }
-                                throw WriteFailed(index: range.lowerBound,
-                                                  error: (error as? PSQLError).map(PostgresStore.storeError) ?? error)
+                            completions += try await Self.oneStatement(Array(range), of: writes, failed: EndsFailed()) { ends in
+                                try await PostgresStore.endJobs(db, ends, holder: holder, logger: logger).map { $0.mapError { $0 } }
+                            } item: { work in
+                                if case .end(let end, let answer) = work { (end, answer) } else { nil }
                             }
                         case .creates(let indices):
-                            let runs = indices.map { index -> PostgresStore.RunInsert in
-                                guard case .create(let run, _) = writes[index].work else { preconditionFailure("a runs' step holds runs only") }
-                                return run
-                            }
-                            do {
-                                let results = try await PostgresStore.insertRuns(db, runs, holder: holder, logger: logger)
-                                for (index, result) in zip(indices, results) {
-                                    guard case .create(_, let answer) = writes[index].work else { continue }
-                                    completions.append { answer(.success(result)) }
-                                }
-                            } catch let error as PSQLError where error.serverInfo == nil || PostgresStore.isRetryable(error) {
-                                throw error
-                            } catch {
-                                guard indices.count == 1 else { throw RunsFailed() }
-                                throw WriteFailed(index: indices[0], error: (error as? PSQLError).map(PostgresStore.storeError) ?? error)
+                            completions += try await Self.oneStatement(indices, of: writes, failed: RunsFailed()) { runs in
+                                try await PostgresStore.insertRuns(db, runs, holder: holder, logger: logger).map { .success($0) }
+                            } item: { work in
+                                if case .create(let run, let answer) = work { (run, answer) } else { nil }
                             }
                         }
                     }
