@@ -578,6 +578,33 @@ import TestSupport
         }
     }
 
+    /// A batch's runs that the database refuses as a whole (here one run's branch holds a NUL
+    /// byte, which text cannot) go again one by one: that run fails alone and stores nothing,
+    /// and every other run of its batch is stored with its job.
+    @Test func aRunTheDatabaseRefusesFailsAloneInItsBatch() async throws {
+        try await TestDatabase.with(.postgres) { database in
+            let store = try #require(try await database.open() as? PostgresStore)
+            let (version, definition) = try await Self.pipeline(store, labels: [[]])
+            let results = await withTaskGroup(of: (Int, RunRecord?).self) { group in
+                for index in 0..<20 {
+                    group.addTask {
+                        let run = try? await store.createRun(version: version, definition: definition,
+                                                             branch: index == 7 ? "bad\u{0}branch" : "main", commit: "",
+                                                             trigger: "api", triggeredBy: "t", now: 2).0
+                        return (index, run)
+                    }
+                }
+                return await group.reduce(into: [Int: RunRecord?]()) { $0[$1.0] = $1.1 }
+            }
+            #expect(results[7]! == nil, "a run with a NUL byte was stored")
+            let stored = results.compactMap { $0.value }
+            #expect(stored.count == 19 && Set(stored.map(\.id)).count == 19)
+            #expect(try await store.runs(limit: 100, filter: RunFilter()).count == 19)
+            #expect(try await store.activeJobs().count == 19, "a stored run without its job, or a refused run's job")
+            store.close()
+        }
+    }
+
     /// A batch's ends that the database refuses as a whole (here one end's reason holds a NUL
     /// byte, which text cannot) go again one by one: that end fails alone, and every other end
     /// of its batch is stored.
