@@ -77,6 +77,12 @@ import Testing
             #expect(outbox.hasWaiter)
             return (task, taken)
         }
+        // The loop waiting for a signal that cannot wait: within 20 s, or the test fails.
+        func patient() async {
+            let deadline = ContinuousClock.now.advanced(by: .seconds(20))
+            while !outbox.isPatient && ContinuousClock.now < deadline { await Task.yield() }
+            #expect(outbox.isPatient, "the batch did not wait for a signal that cannot wait")
+        }
         // The batch, once taken: within 20 s, or the test fails (the task cancelled, not awaited).
         func batch(_ task: Task<[ClusterSignal], Never>, _ taken: Taken) async -> [ClusterSignal]? {
             let deadline = ContinuousClock.now.advanced(by: .seconds(20))
@@ -89,10 +95,11 @@ import Testing
             return await task.value
         }
 
-        // Runs alone wait: 100 ms later (a hundred lingers) the batch is still open.
+        // Runs alone wait: the loop waits for a signal that cannot (its patience is a minute),
+        // with the batch still open.
         var (task, taken) = await take()
         outbox.add(.run(runIDs: [1]))
-        try? await Task.sleep(for: .milliseconds(100))
+        await patient()
         #expect(!taken.value.withLock { $0 })
         outbox.add(.run(runIDs: [2]))
         outbox.add(.cancel(jobID: 9, reason: "r"))
@@ -105,7 +112,7 @@ import Testing
         // New jobs again, the others woken just before: they wait, until a move.
         (task, taken) = await take()
         outbox.add(.queue)
-        try? await Task.sleep(for: .milliseconds(100))
+        await patient()
         #expect(!taken.value.withLock { $0 })
         outbox.add(.moved(jobID: 3, position: 1))
         #expect(await batch(task, taken) == [.queue, .moved(jobID: 3, position: 1)])

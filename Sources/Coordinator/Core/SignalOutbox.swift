@@ -158,6 +158,9 @@ final class SignalOutbox: Sendable {
     /// Whether a `next()` waits for a signal now (for tests).
     var hasWaiter: Bool { state.withLock { $0.waiter != nil } }
 
+    /// Whether a batch of signals that can wait waits for one that cannot now (for tests).
+    var isPatient: Bool { state.withLock { $0.patient != nil } }
+
     /// No more signals: a waiting `next()` returns empty.
     func close() {
         let (waiter, patient) = state.withLock { state -> (CheckedContinuation<[ClusterSignal], Never>?, CheckedContinuation<Void, Never>?) in
