@@ -113,8 +113,12 @@ enum Scenarios {
             timing()
             let start = ContinuousClock.now
             try await trigger(runs)
+            let triggered = seconds(since: start)
             _ = await iterator.next()
             let elapsed = seconds(since: start)
+            if ProcessInfo.processInfo.environment["HEDDLE_BENCH_VERBOSE"] != nil {
+                FileHandle.standardError.write(Data(String(format: "triggered in %.2f s, all done in %.2f s\n", triggered, elapsed).utf8))
+            }
             if ProcessInfo.processInfo.environment["HEDDLE_BENCH_VERBOSE"] != nil {
                 let timed = Array(triggerMs.all.suffix(runs))
                 FileHandle.standardError.write(Data(String(format: "triggers: p50 %.2f ms, p90 %.2f ms\n",
