@@ -11,8 +11,11 @@ struct TestCoordinator {
     let core: CoordinatorCore
     let pki: TestPKI
 
+    /// `store`: the store the core uses, made from the SQLite store in the data directory
+    /// (an `InterposedStore` around it, for a test that pauses calls).
     static func with<T: Sendable>(limits: CoordinatorLimits = CoordinatorLimits(),
                                   logger: Logger = Logger(label: "test.coordinator"),
+                                  store: (any CoordinatorStore) -> any CoordinatorStore = { $0 },
                                   _ body: (TestCoordinator) async throws -> T) async throws -> T {
         let pki = try TestPKI()
         let data = try TemporaryDirectory("heddle-data")
@@ -20,7 +23,7 @@ struct TestCoordinator {
             pki.remove()
             data.remove()
         }
-        let core = try CoordinatorCore(store: try SQLiteStore.open(directory: data.path), directory: data.path,
+        let core = try CoordinatorCore(store: store(try SQLiteStore.open(directory: data.path)), directory: data.path,
                                        limits: limits, logger: logger)
         let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
         let server = CoordinatorServer(core: core, host: "127.0.0.1", port: 0, tls: pki.coordinatorTLS,

@@ -31,6 +31,7 @@ struct Session {
                     channel.close(promise: nil)
                 }, budget: budget)
                 let watches = WatchCount()
+                let finishes = Finishes()
                 try await withThrowingTaskGroup(of: Void.self) { group in
                     // Every frame goes through this one path, so their order is kept. A bulk
                     // frame (log bytes, artifact data) is awaited until the socket took it, so
@@ -100,11 +101,26 @@ struct Session {
                                 }
                                 continue
                             }
+                            // A runner's job ends run beside one another (each waits for
+                            // its write to be stored, and ends waiting together share one);
+                            // every other frame waits until those read before it are answered.
+                            if let job = Finishes.job(of: envelope) {
+                                await finishes.start(job)
+                                group.addTask { [logger] in
+                                    await handle(envelope, session: id, principal: principal, outbox: outbox, logger: logger)
+                                    finishes.end(job)
+                                }
+                                continue
+                            }
+                            await finishes.drain()
                             let started = ContinuousClock.now
                             await handle(envelope, session: id, principal: principal, outbox: outbox, logger: logger)
                             Self.warnIfSlow(envelope, took: ContinuousClock.now - started, logger: logger)
                         }
+                        await finishes.drain()
                     } catch {
+                        // The ends read before the failure are answered before its Error frame.
+                        await finishes.drain()
                         if let wire = error as? WireError ?? (error as? CoordinatorError).map(WireError.init) {
                             end(with: .error(wire))
                             logger.info("session closed on error", metadata: ["error": "\(wire.message)"])
@@ -492,4 +508,88 @@ final class WatchCount: Sendable {
     }
 
     func close() { count.withLock { $0 -= 1 } }
+}
+
+/// The `JobFinish` frames of one session being handled beside one another (`Session.run`): a
+/// runner whose jobs end together waits for their ends to be stored at once, not one after the
+/// other (their writes share a transaction), while every ordering the protocol promises holds.
+/// A `JobFinish` is the last frame about its job, so one read after the job's other frames
+/// (handled one at a time, in order) needs none of them; any frame but another job's
+/// `JobFinish` waits until those read before it are answered (`drain`), so it sees them done;
+/// a second `JobFinish` of a job whose first is still being handled waits for it, as before.
+/// At most `maximum` at once, each of at most `maximumReason` bytes of reason: what the session
+/// holds stays bounded.
+final class Finishes: Sendable {
+    static let maximum = 64
+    static let maximumReason = 4096
+
+    private struct State {
+        var running: Set<UInt64> = []
+        /// The session's loop, waiting for room, for none running, or for a job's end.
+        var waiter: (until: Wait, continuation: CheckedContinuation<Void, Never>)?
+    }
+
+    private enum Wait {
+        case room
+        case none
+    }
+
+    private let state = Mutex(State())
+
+    /// The job of a frame that may run beside the others (a `JobFinish` with a short reason),
+    /// or nil.
+    static func job(of envelope: Envelope) -> UInt64? {
+        guard case .jobFinish(let finish) = envelope.body, envelope.id != 0,
+              finish.reason.utf8.count <= maximumReason else { return nil }
+        return finish.job.jobID
+    }
+
+    /// Counts `job`'s end as running, once there is room for it and no end of the same job
+    /// runs (the session's loop only, before it starts the frame).
+    func start(_ job: UInt64) async {
+        while true {
+            let wait: Wait? = state.withLock { state in
+                if state.running.contains(job) { return Wait.none }
+                guard state.running.count < Self.maximum else { return .room }
+                state.running.insert(job)
+                return nil
+            }
+            guard let wait else { return }
+            await waitUntil(wait)
+        }
+    }
+
+    /// Returns once no end runs (the session's loop only).
+    func drain() async {
+        await waitUntil(.none)
+    }
+
+    private func waitUntil(_ wait: Wait) async {
+        await withCheckedContinuation { continuation in
+            let now = state.withLock { state -> Bool in
+                if state.running.isEmpty || (wait == .room && state.running.count < Self.maximum) { return true }
+                state.waiter = (wait, continuation)
+                return false
+            }
+            if now { continuation.resume() }
+        }
+    }
+
+    /// Whether the session's loop waits (for tests).
+    var isWaiting: Bool { state.withLock { $0.waiter != nil } }
+
+    /// A job's end was answered.
+    func end(_ job: UInt64) {
+        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            state.running.remove(job)
+            guard let waiter = state.waiter else { return nil }
+            switch waiter.until {
+            case .none where !state.running.isEmpty: return nil
+            default:
+                state.waiter = nil
+                return waiter.continuation
+            }
+        }
+        waiter?.resume()
+    }
 }
