@@ -64,6 +64,7 @@ enum Scenarios {
         _ = try await admins[0].pushPipeline(project: "bench", fileName: "trivial.act", source: pipeline("trivial", label: "trivial"))
         let finished = Counter()
         let triggerMs = Samples()
+        let finishMs = Samples()
         // Yields once the warm-up's runs are done, then once the measured ones are.
         let (done, signal) = AsyncStream.makeStream(of: Void.self)
         var connections: [HeddleConnection] = []
@@ -80,7 +81,9 @@ enum Scenarios {
                                 var finish = Heddle_V1_JobFinish()
                                 finish.job = assignment.job
                                 finish.status = .succeeded
+                                let finishStart = ContinuousClock.now
                                 _ = try? await connection.request(.jobFinish(finish))
+                                finishMs.add(seconds(since: finishStart) * 1000)
                                 let count = finished.increment()
                                 if count == warmUp || count == warmUp + runs { signal.yield() }
                             }
@@ -123,6 +126,9 @@ enum Scenarios {
                 let timed = Array(triggerMs.all.suffix(runs))
                 FileHandle.standardError.write(Data(String(format: "triggers: p50 %.2f ms, p90 %.2f ms\n",
                     percentile(timed, 0.5), percentile(timed, 0.9)).utf8))
+                let finishes = Array(finishMs.all.suffix(runs))
+                FileHandle.standardError.write(Data(String(format: "job finishes: p50 %.2f ms, p90 %.2f ms\n",
+                    percentile(finishes, 0.5), percentile(finishes, 0.9)).utf8))
             }
             for connection in connections { await connection.close() }
             for admin in admins { await admin.connection.close() }
