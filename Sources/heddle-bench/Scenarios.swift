@@ -121,8 +121,6 @@ enum Scenarios {
             let elapsed = seconds(since: start)
             if ProcessInfo.processInfo.environment["HEDDLE_BENCH_VERBOSE"] != nil {
                 FileHandle.standardError.write(Data(String(format: "triggered in %.2f s, all done in %.2f s\n", triggered, elapsed).utf8))
-            }
-            if ProcessInfo.processInfo.environment["HEDDLE_BENCH_VERBOSE"] != nil {
                 let timed = Array(triggerMs.all.suffix(runs))
                 FileHandle.standardError.write(Data(String(format: "triggers: p50 %.2f ms, p90 %.2f ms\n",
                     percentile(timed, 0.5), percentile(timed, 0.9)).utf8))
