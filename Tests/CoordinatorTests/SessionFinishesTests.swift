@@ -72,6 +72,22 @@ import Wire
         }
     }
 
+    /// Only a `JobFinish` with an id and a short reason runs beside others: one with id 0 is
+    /// refused on the one-at-a-time path, one with a long reason is handled alone there (what
+    /// a session holds stays bounded), and other frames never run beside.
+    @Test func onlyShortJobFinishesWithAnIdRunBeside() {
+        var finish = Heddle_V1_JobFinish()
+        finish.job.jobID = 7
+        finish.reason = String(repeating: "r", count: Finishes.maximumReason)
+        #expect(Finishes.job(of: Envelope(id: 3, .jobFinish(finish))) == 7)
+        #expect(Finishes.job(of: Envelope(id: 0, .jobFinish(finish))) == nil)
+        finish.reason += "r"
+        #expect(Finishes.job(of: Envelope(id: 3, .jobFinish(finish))) == nil)
+        var update = Heddle_V1_NodeUpdate()
+        update.job.jobID = 7
+        #expect(Finishes.job(of: Envelope(id: 3, .nodeUpdate(update))) == nil)
+    }
+
     /// `drain` waits until every end started before it is answered; ends of other jobs start at
     /// once, and a second end of a running job waits for the first.
     @Test func drainWaitsForEveryEndStartedBeforeIt() async {
